@@ -1,0 +1,155 @@
+//! Support for the code `fsm!` generates. Not a public API: names here may
+//! change in any release. The macro turns each clause into a closure and
+//! passes it through one of these functions, whose bounds give the closures
+//! their higher-ranked signatures (so handler parameters need no annotations).
+
+use std::future::Future;
+use std::pin::Pin;
+
+use super::{FsmTable, StateMachine, StateVariant, Transition};
+use crate::fsm::FsmError;
+
+/// The future a handler returns.
+pub type HandlerFuture<'a, S, A> =
+    Pin<Box<dyn Future<Output = Result<Transition<S, A>, FsmError>> + Send + 'a>>;
+
+/// A dispatch hit: the index of the matching clause in [`FsmTable::handlers`]
+/// and the handler's future.
+pub type Dispatched<'a, S, A> = Option<(usize, HandlerFuture<'a, S, A>)>;
+
+/// The generated behaviour of a machine, with its closures' types erased.
+pub trait Behavior<S, E, C, A>: Send + Sync {
+    /// The state-specific handler for `event`, else the any-state one.
+    fn dispatch<'a>(&'a self, state: &'a S, event: &'a E, ctx: &'a mut C) -> Dispatched<'a, S, A>;
+    /// The `unhandled` hook's future, if the hook is declared.
+    fn unhandled<'a>(
+        &'a self,
+        state: &'a S,
+        event: &'a E,
+        ctx: &'a mut C,
+    ) -> Option<HandlerFuture<'a, S, A>>;
+    /// Actions of `state`'s `on_entry` hook (empty without one).
+    fn on_entry(&self, state: &S, ctx: &mut C) -> Vec<A>;
+    /// Actions of `state`'s `on_exit` hook (empty without one).
+    fn on_exit(&self, state: &S, ctx: &mut C) -> Vec<A>;
+    /// Index of `state`'s clause in [`FsmTable::timeouts`].
+    fn timeout_index(&self, state: &S) -> Option<usize>;
+    /// The future of `state`'s timeout handler, if it has one.
+    fn on_timeout<'a>(&'a self, state: &'a S, ctx: &'a mut C) -> Option<HandlerFuture<'a, S, A>>;
+}
+
+/// The closures of one `fsm!` invocation.
+pub struct Generated<D, U, En, Ex, Ti, To> {
+    dispatch: D,
+    unhandled: U,
+    on_entry: En,
+    on_exit: Ex,
+    timeout_index: Ti,
+    on_timeout: To,
+}
+
+impl<S, E, C, A, D, U, En, Ex, Ti, To> Behavior<S, E, C, A> for Generated<D, U, En, Ex, Ti, To>
+where
+    D: for<'a> Fn(&'a S, &'a E, &'a mut C) -> Dispatched<'a, S, A> + Send + Sync,
+    U: for<'a> Fn(&'a S, &'a E, &'a mut C) -> Option<HandlerFuture<'a, S, A>> + Send + Sync,
+    En: Fn(&S, &mut C) -> Vec<A> + Send + Sync,
+    Ex: Fn(&S, &mut C) -> Vec<A> + Send + Sync,
+    Ti: Fn(&S) -> Option<usize> + Send + Sync,
+    To: for<'a> Fn(&'a S, &'a mut C) -> Option<HandlerFuture<'a, S, A>> + Send + Sync,
+{
+    #[inline]
+    fn dispatch<'a>(&'a self, state: &'a S, event: &'a E, ctx: &'a mut C) -> Dispatched<'a, S, A> {
+        (self.dispatch)(state, event, ctx)
+    }
+    fn unhandled<'a>(
+        &'a self,
+        state: &'a S,
+        event: &'a E,
+        ctx: &'a mut C,
+    ) -> Option<HandlerFuture<'a, S, A>> {
+        (self.unhandled)(state, event, ctx)
+    }
+    #[inline]
+    fn on_entry(&self, state: &S, ctx: &mut C) -> Vec<A> {
+        (self.on_entry)(state, ctx)
+    }
+    #[inline]
+    fn on_exit(&self, state: &S, ctx: &mut C) -> Vec<A> {
+        (self.on_exit)(state, ctx)
+    }
+    #[inline]
+    fn timeout_index(&self, state: &S) -> Option<usize> {
+        (self.timeout_index)(state)
+    }
+    fn on_timeout<'a>(&'a self, state: &'a S, ctx: &'a mut C) -> Option<HandlerFuture<'a, S, A>> {
+        (self.on_timeout)(state, ctx)
+    }
+}
+
+/// Builds a machine from the generated table and closures.
+#[allow(clippy::too_many_arguments)]
+pub fn machine<S, E, C, A, D, U, En, Ex, Ti, To>(
+    initial: S,
+    table: &'static FsmTable,
+    dispatch: D,
+    unhandled: U,
+    on_entry: En,
+    on_exit: Ex,
+    timeout_index: Ti,
+    on_timeout: To,
+) -> StateMachine<S, E, C, A>
+where
+    S: StateVariant + Send + 'static,
+    E: 'static,
+    C: 'static,
+    A: 'static,
+    D: for<'a> Fn(&'a S, &'a E, &'a mut C) -> Dispatched<'a, S, A> + Send + Sync + 'static,
+    U: for<'a> Fn(&'a S, &'a E, &'a mut C) -> Option<HandlerFuture<'a, S, A>>
+        + Send
+        + Sync
+        + 'static,
+    En: Fn(&S, &mut C) -> Vec<A> + Send + Sync + 'static,
+    Ex: Fn(&S, &mut C) -> Vec<A> + Send + Sync + 'static,
+    Ti: Fn(&S) -> Option<usize> + Send + Sync + 'static,
+    To: for<'a> Fn(&'a S, &'a mut C) -> Option<HandlerFuture<'a, S, A>> + Send + Sync + 'static,
+{
+    StateMachine::from_behavior(
+        initial,
+        table,
+        Box::new(Generated {
+            dispatch,
+            unhandled,
+            on_entry,
+            on_exit,
+            timeout_index,
+            on_timeout,
+        }),
+    )
+}
+
+/// Gives an `on` or `unhandled` handler closure its signature.
+#[inline(always)]
+pub fn handler<S, E, C, A, F>(f: F) -> F
+where
+    F: for<'a> Fn(&'a S, &'a E, &'a mut C) -> HandlerFuture<'a, S, A> + Send + Sync + 'static,
+{
+    f
+}
+
+/// Gives an `on_entry` / `on_exit` hook closure its signature.
+#[inline(always)]
+pub fn hook<S, C, A, F>(f: F) -> F
+where
+    F: Fn(&S, &mut C) -> Vec<A> + Send + Sync + 'static,
+{
+    f
+}
+
+/// Gives a `timeout ... => handler` closure its signature.
+#[inline(always)]
+pub fn timeout_handler<S, C, A, F>(f: F) -> F
+where
+    F: for<'a> Fn(&'a S, &'a mut C) -> HandlerFuture<'a, S, A> + Send + Sync + 'static,
+{
+    f
+}

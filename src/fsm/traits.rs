@@ -1,0 +1,79 @@
+//! The traits users implement (or derive) to plug their types into a machine.
+
+use async_trait::async_trait;
+
+use super::FsmError;
+
+/// A state enum whose variants can be named without their fields.
+///
+/// Derive it with `#[derive(StateVariant)]`; the derive names each variant
+/// after its identifier, for unit, tuple and struct variants alike.
+///
+/// ```
+/// use troupe::fsm::StateVariant;
+/// #[derive(StateVariant)]
+/// enum Order { Pending, Failed(String), Shipped { carrier: String } }
+/// assert_eq!(Order::Failed("x".into()).variant_name(), "Failed");
+/// assert_eq!(Order::VARIANTS, &["Pending", "Failed", "Shipped"]);
+/// ```
+pub trait StateVariant {
+    /// Every variant name of the enum, in declaration order (empty for manual
+    /// implementations that do not list them).
+    const VARIANTS: &'static [&'static str] = &[];
+
+    /// The name of this value's variant.
+    fn variant_name(&self) -> &'static str;
+}
+
+/// An event enum whose variants can be named without their fields.
+///
+/// Derive it with `#[derive(EventVariant)]`; see [`StateVariant`].
+pub trait EventVariant {
+    /// Every variant name of the enum, in declaration order (empty for manual
+    /// implementations that do not list them).
+    const VARIANTS: &'static [&'static str] = &[];
+
+    /// The name of this value's variant.
+    fn variant_name(&self) -> &'static str;
+}
+
+/// Marker for the context a machine's handlers and actions work on.
+///
+/// Implement it with an empty impl: `impl FsmContext for MyCtx {}`. It exists
+/// so that a context type is declared as one on purpose.
+pub trait FsmContext {}
+
+impl FsmContext for () {}
+
+/// A side effect a transition asks for; run by
+/// [`StateMachine::execute_actions`](super::StateMachine::execute_actions)
+/// after the state has changed.
+///
+/// ```
+/// use async_trait::async_trait;
+/// use troupe::fsm::{FsmAction, FsmContext, FsmError};
+///
+/// struct Outbox { sent: Vec<String> }
+/// impl FsmContext for Outbox {}
+///
+/// enum Notify { Email(String) }
+///
+/// #[async_trait]
+/// impl FsmAction for Notify {
+///     type Context = Outbox;
+///     async fn execute(&self, ctx: &mut Outbox) -> Result<(), FsmError> {
+///         match self {
+///             Notify::Email(to) if to.contains('@') => Ok(ctx.sent.push(to.clone())),
+///             Notify::Email(to) => Err(FsmError::action(format!("bad address {to}"))),
+///         }
+///     }
+/// }
+/// ```
+#[async_trait]
+pub trait FsmAction: Send + Sync {
+    /// The context the action works on (the machine's context type).
+    type Context: Send;
+
+    /// Runs the action.
+    async fn execute(&self, ctx: &mut Self::Context) -> Result<(), FsmError>;
+}
