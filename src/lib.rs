@@ -45,3 +45,8 @@
 extern crate self as troupe;
 
 pub mod fsm;
+
+// The README's example is compiled and run as a doctest, so it cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeExample;

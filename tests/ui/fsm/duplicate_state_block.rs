@@ -1,0 +1,15 @@
+include!("../support/prelude.rs");
+
+fn build() -> Machine {
+    fsm! {
+        state: OrderState; event: OrderEvent; context: Ctx; action: OrderAction; initial: OrderState::Pending;
+        state OrderState::Pending {
+            on OrderEvent::Pay => |_, _, _| Box::pin(async { Ok(Transition::to(OrderState::Pending)) });
+        }
+        state OrderState::Pending {
+            on OrderEvent::Fail => |_, _, _| Box::pin(async { Ok(Transition::to(OrderState::Pending)) });
+        }
+    }
+}
+
+fn main() { let _ = build(); }

@@ -1,0 +1,12 @@
+include!("../support/prelude.rs");
+
+fn build() -> Machine {
+    fsm! {
+        state: OrderState; event: OrderEvent; context: Ctx; action: OrderAction; initial: OrderState::Pending;
+        state OrderEvent::Pay {
+            on OrderEvent::Pay => |_, _, _| Box::pin(async { Ok(Transition::to(OrderState::Pending)) });
+        }
+    }
+}
+
+fn main() { let _ = build(); }
