@@ -13,14 +13,20 @@ use crate::fsm::FsmError;
 pub type HandlerFuture<'a, S, A> =
     Pin<Box<dyn Future<Output = Result<Transition<S, A>, FsmError>> + Send + 'a>>;
 
-/// A dispatch hit: the index of the matching clause in [`FsmTable::handlers`]
-/// and the handler's future.
-pub type Dispatched<'a, S, A> = Option<(usize, HandlerFuture<'a, S, A>)>;
+/// The targets a clause declared (`[S::A, S::B]`), if any; see [`HandlerSpec::targets`](super::HandlerSpec::targets).
+pub type DeclaredTargets = Option<&'static [&'static str]>;
+
+/// A dispatch hit: the handler's future. Two words, so it comes back in
+/// registers; the clause's declared targets are asked for separately, and
+/// only by machines that declare some.
+pub type Dispatched<'a, S, A> = Option<HandlerFuture<'a, S, A>>;
 
 /// The generated behaviour of a machine, with its closures' types erased.
 pub trait Behavior<S, E, C, A>: Send + Sync {
     /// The state-specific handler for `event`, else the any-state one.
     fn dispatch<'a>(&'a self, state: &'a S, event: &'a E, ctx: &'a mut C) -> Dispatched<'a, S, A>;
+    /// The targets declared by the clause `dispatch` picks for (`state`, `event`).
+    fn declared_targets(&self, state: &S, event: &E) -> DeclaredTargets;
     /// The `unhandled` hook's future, if the hook is declared.
     fn unhandled<'a>(
         &'a self,
@@ -39,8 +45,9 @@ pub trait Behavior<S, E, C, A>: Send + Sync {
 }
 
 /// The closures of one `fsm!` invocation.
-pub struct Generated<D, U, En, Ex, Ti, To> {
+pub struct Generated<D, Tg, U, En, Ex, Ti, To> {
     dispatch: D,
+    declared_targets: Tg,
     unhandled: U,
     on_entry: En,
     on_exit: Ex,
@@ -48,9 +55,11 @@ pub struct Generated<D, U, En, Ex, Ti, To> {
     on_timeout: To,
 }
 
-impl<S, E, C, A, D, U, En, Ex, Ti, To> Behavior<S, E, C, A> for Generated<D, U, En, Ex, Ti, To>
+impl<S, E, C, A, D, Tg, U, En, Ex, Ti, To> Behavior<S, E, C, A>
+    for Generated<D, Tg, U, En, Ex, Ti, To>
 where
     D: for<'a> Fn(&'a S, &'a E, &'a mut C) -> Dispatched<'a, S, A> + Send + Sync,
+    Tg: Fn(&S, &E) -> DeclaredTargets + Send + Sync,
     U: for<'a> Fn(&'a S, &'a E, &'a mut C) -> Option<HandlerFuture<'a, S, A>> + Send + Sync,
     En: Fn(&S, &mut C) -> Vec<A> + Send + Sync,
     Ex: Fn(&S, &mut C) -> Vec<A> + Send + Sync,
@@ -60,6 +69,9 @@ where
     #[inline]
     fn dispatch<'a>(&'a self, state: &'a S, event: &'a E, ctx: &'a mut C) -> Dispatched<'a, S, A> {
         (self.dispatch)(state, event, ctx)
+    }
+    fn declared_targets(&self, state: &S, event: &E) -> DeclaredTargets {
+        (self.declared_targets)(state, event)
     }
     fn unhandled<'a>(
         &'a self,
@@ -88,10 +100,11 @@ where
 
 /// Builds a machine from the generated table and closures.
 #[allow(clippy::too_many_arguments)]
-pub fn machine<S, E, C, A, D, U, En, Ex, Ti, To>(
+pub fn machine<S, E, C, A, D, Tg, U, En, Ex, Ti, To>(
     initial: S,
     table: &'static FsmTable,
     dispatch: D,
+    declared_targets: Tg,
     unhandled: U,
     on_entry: En,
     on_exit: Ex,
@@ -104,6 +117,7 @@ where
     C: 'static,
     A: 'static,
     D: for<'a> Fn(&'a S, &'a E, &'a mut C) -> Dispatched<'a, S, A> + Send + Sync + 'static,
+    Tg: Fn(&S, &E) -> DeclaredTargets + Send + Sync + 'static,
     U: for<'a> Fn(&'a S, &'a E, &'a mut C) -> Option<HandlerFuture<'a, S, A>>
         + Send
         + Sync
@@ -118,6 +132,7 @@ where
         table,
         Box::new(Generated {
             dispatch,
+            declared_targets,
             unhandled,
             on_entry,
             on_exit,

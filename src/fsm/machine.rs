@@ -36,6 +36,8 @@ pub struct StateMachine<S, E, C, A> {
     entered: bool,
     pending_entry: Vec<A>,
     deadline: Option<Instant>,
+    /// Whether any clause declares targets; spares the others the check.
+    checks_targets: bool,
     initial: &'static str,
     table: &'static FsmTable,
     behavior: Box<dyn Behavior<S, E, C, A>>,
@@ -56,6 +58,7 @@ where
             entered: false,
             pending_entry: Vec::new(),
             deadline: None,
+            checks_targets: table.handlers.iter().any(|h| h.targets.is_some()),
             table,
             behavior,
         };
@@ -142,13 +145,21 @@ where
     pub async fn handle(&mut self, event: E, ctx: &mut C) -> Result<Vec<A>, FsmError> {
         self.enter_quietly(ctx);
         let dispatched = match self.behavior.dispatch(&self.state, &event, ctx) {
-            Some((clause, future)) => Some((clause, future.await)),
+            Some(future) => Some(future.await),
             None => None,
         };
-        let (clause, result) = match dispatched {
-            Some((clause, result)) => (Some(clause), result),
+        let transition = match dispatched {
+            Some(result) => {
+                let transition = result.map_err(|e| self.locate(e, event.variant_name()))?;
+                if self.checks_targets {
+                    self.check_target(&event, &transition.next_state)?;
+                }
+                transition
+            }
             None => match self.behavior.unhandled(&self.state, &event, ctx) {
-                Some(future) => (None, future.await),
+                Some(future) => future
+                    .await
+                    .map_err(|e| self.locate(e, event.variant_name()))?,
                 None => {
                     return Err(FsmError::UnhandledEvent {
                         state: self.state.variant_name(),
@@ -157,18 +168,6 @@ where
                 }
             },
         };
-        let transition = result.map_err(|e| self.locate(e, event.variant_name()))?;
-        if let Some(declared) = clause.and_then(|c| self.table.handlers[c].targets) {
-            let target = transition.next_state.variant_name();
-            if !declared.contains(&target) {
-                return Err(FsmError::UndeclaredTarget {
-                    state: self.state.variant_name(),
-                    event: event.variant_name(),
-                    target,
-                    declared,
-                });
-            }
-        }
         Ok(self.apply(transition, ctx))
     }
 
@@ -208,6 +207,7 @@ where
 
     /// Moves to the transition's state and assembles the actions in order:
     /// pending initial entry, exit of the old state, transition, entry of the new.
+    #[inline]
     fn apply(&mut self, transition: Transition<S, A>, ctx: &mut C) -> Vec<A> {
         let changed = discriminant(&self.state) != discriminant(&transition.next_state);
         let mut actions = take(&mut self.pending_entry);
@@ -235,6 +235,22 @@ where
         actions
     }
 
+    fn check_target(&self, event: &E, next: &S) -> Result<(), FsmError> {
+        let Some(declared) = self.behavior.declared_targets(&self.state, event) else {
+            return Ok(());
+        };
+        let target = next.variant_name();
+        if declared.contains(&target) {
+            return Ok(());
+        }
+        Err(FsmError::UndeclaredTarget {
+            state: self.state.variant_name(),
+            event: event.variant_name(),
+            target,
+            declared,
+        })
+    }
+
     fn locate(&self, error: FsmError, event: &'static str) -> FsmError {
         match error {
             FsmError::HandlerFailed { message, .. } => FsmError::HandlerFailed {
@@ -259,21 +275,28 @@ where
         let total = actions.len();
         for (index, action) in actions.iter().enumerate() {
             if let Err(error) = action.execute(ctx).await {
-                let dropped = total - index - 1;
-                let message = match error {
-                    FsmError::ActionFailed { message, .. } => message,
-                    other => other.to_string(),
-                };
-                tracing::warn!(index, total, dropped, %message, "action failed; later actions dropped");
-                return Err(FsmError::ActionFailed {
-                    index,
-                    total,
-                    dropped,
-                    message,
-                });
+                return Err(action_failed(error, index, total));
             }
         }
         Ok(())
+    }
+}
+
+/// The error path of `execute_actions`, kept out of its loop.
+#[cold]
+#[inline(never)]
+fn action_failed(error: FsmError, index: usize, total: usize) -> FsmError {
+    let dropped = total - index - 1;
+    let message = match error {
+        FsmError::ActionFailed { message, .. } => message,
+        other => other.to_string(),
+    };
+    tracing::warn!(index, total, dropped, %message, "action failed; later actions dropped");
+    FsmError::ActionFailed {
+        index,
+        total,
+        dropped,
+        message,
     }
 }
 

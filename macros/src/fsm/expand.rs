@@ -32,6 +32,8 @@ pub fn expand(input: FsmInput) -> TokenStream {
     let mut handler_specs = Vec::new();
     let mut specific_arms = Vec::new();
     let mut any_arms = Vec::new();
+    let mut specific_target_arms = Vec::new();
+    let mut any_target_arms = Vec::new();
     let mut entry_arms = Vec::new();
     let mut exit_arms = Vec::new();
     let mut timeout_index_arms = Vec::new();
@@ -59,11 +61,6 @@ pub fn expand(input: FsmInput) -> TokenStream {
             prelude.push(quote_spanned! {handler.span()=>
                 let #handler_ident = #rt::handler::<#generics, _>(#handler);
             });
-            let arm_value = quote!(::core::option::Option::Some((#clause_index, #handler_ident(__s, __e, __c))));
-            match &state_pat {
-                Some(sp) => specific_arms.push(quote!((#sp, #event_pat) => #arm_value,)),
-                None => any_arms.push(quote!(#event_pat => #arm_value,)),
-            }
             let spec_state = match &state_name {
                 Some(n) => quote!(::core::option::Option::Some(#n)),
                 None => quote!(::core::option::Option::None),
@@ -73,10 +70,21 @@ pub fn expand(input: FsmInput) -> TokenStream {
                     let names = targets.iter().map(variant_name);
                     let pats = targets.iter().map(pat);
                     target_checks.push(quote!(#( #pats )|* => {}));
-                    quote!(::core::option::Option::Some(&[ #( #names ),* ]))
+                    quote!(::core::option::Option::Some(&[ #( #names ),* ] as &'static [&'static str]))
                 }
                 None => quote!(::core::option::Option::None),
             };
+            let call = quote!(::core::option::Option::Some(#handler_ident(__s, __e, __c)));
+            match &state_pat {
+                Some(sp) => {
+                    specific_arms.push(quote!((#sp, #event_pat) => #call,));
+                    specific_target_arms.push(quote!((#sp, #event_pat) => #spec_targets,));
+                }
+                None => {
+                    any_arms.push(quote!(#event_pat => #call,));
+                    any_target_arms.push(quote!(#event_pat => #spec_targets,));
+                }
+            }
             handler_specs.push(quote! {
                 ::troupe::fsm::HandlerSpec { state: #spec_state, event: #event_name, targets: #spec_targets }
             });
@@ -141,6 +149,11 @@ pub fn expand(input: FsmInput) -> TokenStream {
         &specific_arms,
         match_or(quote!(__e), &any_arms, none.clone()),
     );
+    let targets_body = match_or(
+        quote!((__s, __e)),
+        &specific_target_arms,
+        match_or(quote!(__e), &any_target_arms, none.clone()),
+    );
     let entry_body = match_or(quote!(__s), &entry_arms, empty.clone());
     let exit_body = match_or(quote!(__s), &exit_arms, empty);
     let timeout_index_body = match_or(quote!(__s), &timeout_index_arms, none.clone());
@@ -165,10 +178,11 @@ pub fn expand(input: FsmInput) -> TokenStream {
         // Never called: makes the compiler check every declared state and target path.
         #[allow(unreachable_patterns)]
         let _ = |__s: &#state_ty| match __s { #( #target_checks )* _ => {} };
-        #rt::machine::<#generics, _, _, _, _, _, _>(
+        #rt::machine::<#generics, _, _, _, _, _, _, _>(
             __troupe_initial,
             &__TROUPE_FSM_TABLE,
             move |__s, __e, __c| { #dispatch_body },
+            |__s, __e| -> ::core::option::Option<&'static [&'static str]> { #targets_body },
             #unhandled_closure,
             move |__s, __c| { #entry_body },
             move |__s, __c| { #exit_body },
