@@ -1,6 +1,7 @@
 //! Flows: sets of stages connected by a topology, supervised as one run.
 //!
-//! This release holds the flow's restart policies ([`restart`]); the flow
-//! actor that applies them to its stage actors comes with the runtime.
+//! This release holds a flow's shape ([`topology`]) and its stages' restart
+//! policies ([`restart`]); the flow actor that applies them comes with the runtime.
 
 pub mod restart;
+pub mod topology;
