@@ -46,6 +46,7 @@ extern crate self as troupe;
 
 pub mod flow;
 pub mod fsm;
+pub mod stage;
 
 // The README's example is compiled and run as a doctest, so it cannot rot.
 #[cfg(doctest)]

@@ -1,0 +1,291 @@
+//! The data plane between stages: a bounded channel of item batches.
+//!
+//! A [`PipeSender`] buffers items and sends them downstream a batch at a
+//! time, so the per-message cost of the channel is paid once per batch; the
+//! channel holds at most `capacity` batches, so a slow consumer makes
+//! `send` wait (backpressure) and memory stays bounded by
+//! `(capacity + senders) * batch_size` items. Users see items: a
+//! [`PipeReceiver`] hands them out one by one (or a batch at a time).
+//!
+//! End of input is the drain signal: when every sender has finished (or been
+//! dropped), the receiver gets every item still in flight, then `None`.
+//!
+//! ```
+//! use troupe::stage::pipe::{pipe, PipeConfig};
+//!
+//! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+//! let (mut tx, mut rx) = pipe::<u32>(PipeConfig { batch_size: 2, capacity: 4 });
+//! tokio::spawn(async move {
+//!     for i in 0..5 {
+//!         tx.send(i).await.unwrap();
+//!     }
+//!     tx.finish().await.unwrap(); // flushes the last, partial batch
+//! });
+//! let mut got = Vec::new();
+//! while let Some(item) = rx.recv().await {
+//!     got.push(item);
+//! }
+//! assert_eq!(got, [0, 1, 2, 3, 4]);
+//! # });
+//! ```
+
+use std::mem;
+
+use tokio::sync::mpsc;
+
+/// Sizes of a pipe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PipeConfig {
+    /// Items per batch (at least 1).
+    pub batch_size: usize,
+    /// Batches the channel holds before `send` waits (at least 1).
+    pub capacity: usize,
+}
+
+impl Default for PipeConfig {
+    /// 256 items per batch, 8 batches in flight.
+    fn default() -> Self {
+        PipeConfig {
+            batch_size: 256,
+            capacity: 8,
+        }
+    }
+}
+
+/// The receiving side is gone; carries the items that could not be delivered.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the downstream stage is gone; {} item(s) undelivered", undelivered.len())]
+pub struct PipeClosed<T> {
+    /// Items that were not delivered, in order.
+    pub undelivered: Vec<T>,
+}
+
+/// Creates a pipe.
+pub fn pipe<T: Send + 'static>(config: PipeConfig) -> (PipeSender<T>, PipeReceiver<T>) {
+    let batch_size = config.batch_size.max(1);
+    let (tx, rx) = mpsc::channel(config.capacity.max(1));
+    (
+        PipeSender {
+            tx,
+            buffer: Vec::with_capacity(batch_size),
+            batch_size,
+        },
+        PipeReceiver {
+            rx,
+            current: Vec::new().into_iter(),
+        },
+    )
+}
+
+/// The sending side of a pipe. Clone it for fan-in: each clone buffers on its own.
+///
+/// Call [`finish`](Self::finish) (or [`flush`](Self::flush)) to deliver a
+/// partial batch. A sender dropped with buffered items still delivers them:
+/// at once if the channel has room, else from a task that waits for room.
+#[derive(Debug)]
+pub struct PipeSender<T: Send + 'static> {
+    tx: mpsc::Sender<Vec<T>>,
+    buffer: Vec<T>,
+    batch_size: usize,
+}
+
+impl<T: Send + 'static> Clone for PipeSender<T> {
+    fn clone(&self) -> Self {
+        PipeSender {
+            tx: self.tx.clone(),
+            buffer: Vec::with_capacity(self.batch_size),
+            batch_size: self.batch_size,
+        }
+    }
+}
+
+impl<T: Send + 'static> PipeSender<T> {
+    /// Buffers `item`; sends the batch when it is full, waiting while the channel is full.
+    pub async fn send(&mut self, item: T) -> Result<(), PipeClosed<T>> {
+        self.buffer.push(item);
+        if self.buffer.len() >= self.batch_size {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// Sends the buffered items now, even if fewer than a batch.
+    pub async fn flush(&mut self) -> Result<(), PipeClosed<T>> {
+        if self.buffer.is_empty() {
+            return Ok(());
+        }
+        let batch = mem::replace(&mut self.buffer, Vec::with_capacity(self.batch_size));
+        self.tx
+            .send(batch)
+            .await
+            .map_err(|e| PipeClosed { undelivered: e.0 })
+    }
+
+    /// Items buffered and not yet sent.
+    pub fn buffered(&self) -> usize {
+        self.buffer.len()
+    }
+
+    /// Whether the receiving side is gone.
+    pub fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+
+    /// Flushes and closes this sender. The receiver sees the end of input
+    /// once every sender has finished or been dropped.
+    pub async fn finish(mut self) -> Result<(), PipeClosed<T>> {
+        self.flush().await
+    }
+}
+
+impl<T: Send + 'static> Drop for PipeSender<T> {
+    fn drop(&mut self) {
+        if self.buffer.is_empty() {
+            return;
+        }
+        let batch = mem::take(&mut self.buffer);
+        let batch = match self.tx.try_send(batch) {
+            Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => return,
+            Err(mpsc::error::TrySendError::Full(batch)) => batch,
+        };
+        // The receiver must still get these items before it sees the end of input.
+        let tx = self.tx.clone();
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) => {
+                handle.spawn(async move {
+                    let _ = tx.send(batch).await;
+                });
+            }
+            Err(_) => tracing::error!(
+                items = batch.len(),
+                "pipe sender dropped outside a tokio runtime with a full channel; items lost"
+            ),
+        }
+    }
+}
+
+/// The receiving side of a pipe.
+#[derive(Debug)]
+pub struct PipeReceiver<T> {
+    rx: mpsc::Receiver<Vec<T>>,
+    current: std::vec::IntoIter<T>,
+}
+
+impl<T> PipeReceiver<T> {
+    /// The next item; `None` once every sender is done and all items are delivered.
+    pub async fn recv(&mut self) -> Option<T> {
+        loop {
+            if let Some(item) = self.current.next() {
+                return Some(item);
+            }
+            self.current = self.rx.recv().await?.into_iter();
+        }
+    }
+
+    /// The rest of the current batch, or the next batch; `None` at the end of input.
+    pub async fn recv_batch(&mut self) -> Option<Vec<T>> {
+        let rest: Vec<T> = self.current.by_ref().collect();
+        if !rest.is_empty() {
+            return Some(rest);
+        }
+        self.rx.recv().await
+    }
+
+    /// Stops accepting batches; senders get [`PipeClosed`]. Items already in
+    /// flight can still be received.
+    pub fn close(&mut self) {
+        self.rx.close();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn small() -> PipeConfig {
+        PipeConfig {
+            batch_size: 3,
+            capacity: 2,
+        }
+    }
+
+    #[tokio::test]
+    async fn items_arrive_in_order_in_batches() {
+        let (mut tx, mut rx) = pipe(PipeConfig {
+            batch_size: 3,
+            capacity: 4,
+        });
+        for i in 0..7 {
+            tx.send(i).await.unwrap();
+        }
+        assert_eq!(tx.buffered(), 1);
+        tx.finish().await.unwrap();
+        assert_eq!(rx.recv_batch().await, Some(vec![0, 1, 2]));
+        assert_eq!(rx.recv().await, Some(3));
+        assert_eq!(rx.recv_batch().await, Some(vec![4, 5]));
+        assert_eq!(rx.recv_batch().await, Some(vec![6]));
+        assert_eq!(rx.recv().await, None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_pipe_makes_send_wait() {
+        let (mut tx, mut rx) = pipe(small());
+        for i in 0..6 {
+            tx.send(i).await.unwrap(); // two full batches: the channel is full
+        }
+        tx.send(6).await.unwrap();
+        tx.send(7).await.unwrap();
+        let third = tokio::time::timeout(std::time::Duration::from_secs(60), tx.send(8)).await;
+        assert!(third.is_err(), "send did not wait for room");
+        assert_eq!(
+            tx.buffered(),
+            0,
+            "the timed-out send's batch is lost with its future"
+        );
+        assert_eq!(rx.recv_batch().await, Some(vec![0, 1, 2]));
+    }
+
+    #[tokio::test]
+    async fn fan_in_ends_when_every_sender_is_done() {
+        let (mut a, mut rx) = pipe(small());
+        let mut b = a.clone();
+        a.send("a").await.unwrap();
+        b.send("b").await.unwrap();
+        a.finish().await.unwrap();
+        let mut got = vec![rx.recv().await.unwrap()];
+        b.finish().await.unwrap();
+        got.push(rx.recv().await.unwrap());
+        got.sort();
+        assert_eq!(got, ["a", "b"]);
+        assert_eq!(rx.recv().await, None);
+    }
+
+    #[tokio::test]
+    async fn dropping_a_sender_still_delivers_its_buffer() {
+        let (mut tx, mut rx) = pipe(small());
+        for i in 0..8 {
+            tx.send(i).await.unwrap();
+        }
+        drop(tx); // 2 batches queued (full channel) + 2 buffered items
+        let mut got = Vec::new();
+        while let Some(i) = rx.recv().await {
+            got.push(i);
+        }
+        assert_eq!(got, (0..8).collect::<Vec<_>>());
+    }
+
+    #[tokio::test]
+    async fn a_closed_receiver_returns_undelivered_items() {
+        let (mut tx, mut rx) = pipe(small());
+        rx.close();
+        tx.send(1).await.unwrap();
+        tx.send(2).await.unwrap();
+        let err = tx.send(3).await.unwrap_err();
+        assert_eq!(err.undelivered, vec![1, 2, 3]);
+        assert!(tx.is_closed());
+        assert_eq!(
+            err.to_string(),
+            "the downstream stage is gone; 3 item(s) undelivered"
+        );
+    }
+}
