@@ -22,7 +22,6 @@ pub enum Progress {
 }
 
 /// What a completed drive loop hands back.
-#[derive(Debug)]
 pub struct RunOutcome<T: super::Supervisor> {
     /// The supervisor, after its completion event was written.
     pub supervisor: T,
@@ -30,6 +29,15 @@ pub struct RunOutcome<T: super::Supervisor> {
     pub state: T::State,
     /// The context, as the last action left it.
     pub context: T::Context,
+}
+
+impl<T: super::Supervisor> std::fmt::Debug for RunOutcome<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunOutcome")
+            .field("supervisor", &self.supervisor.name())
+            .field("state", &self.state)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Internal phases: the initial entry actions run on the first step, and
