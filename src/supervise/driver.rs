@@ -73,6 +73,13 @@ type Machine<T> = StateMachine<
 /// `handle_timeout`) and carries out what it asks for, mapping every failure
 /// on the way into the supervisor's failure event. The driver is a plain
 /// value: no task, no channel, nothing runs between steps.
+///
+/// Cancelling a step (dropping its future, e.g. in `tokio::select!`) while
+/// `dispatch_state` is pending is as safe as that dispatch is (the external
+/// event wrappers' waits are: no event is lost). Once the machine has
+/// handled an event, cancelling leaves the rest of that step's actions
+/// unrun; once `Terminate` was dispatched the driver has ended, so a
+/// completion is never written twice.
 pub struct Driver<T: Supervised<K>, K> {
     supervisor: T,
     machine: Machine<T>,
