@@ -47,7 +47,7 @@ impl Actor for StageActor {
             return Ok(());
         };
         let report = match driver.step().await {
-            Ok(Progress::Running) => {
+            Ok(Progress::Continued | Progress::Handled) => {
                 // Other messages (supervision, stop) get their turn between steps.
                 myself.send_message(Advance)?;
                 return Ok(());

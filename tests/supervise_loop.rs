@@ -53,6 +53,29 @@ both_kinds! {
     }
 }
 
+// A loop of transitions never starves other tasks either (it spends tokio's coop budget).
+both_kinds! {
+    #[tokio::test(flavor = "current_thread")]
+    async fn transitions_do_not_starve_other_tasks<K>() {
+        let mut steps: Vec<Step> = (0..300).flat_map(|_| [Step::Go(Ev::Pause), Step::Go(Ev::Start)]).collect();
+        steps.push(Step::Terminate);
+        let script = Script::new(steps);
+        let ticks: Arc<AtomicUsize> = script.ticks.clone();
+        let ticker = tokio::spawn(async move {
+            loop {
+                ticks.fetch_add(1, Ordering::SeqCst);
+                tokio::task::yield_now().await;
+            }
+        });
+        K::run(K::make(script.clone()), St::Running, Ctx::default()).await.unwrap();
+        ticker.abort();
+        let observed = script.observed();
+        assert_eq!(observed.dispatched.len(), 601);
+        let (first, last) = (observed.ticks_seen[0], observed.ticks_seen[600]);
+        assert!(last > first + 1, "the ticker ran {} times in 600 transitions", last - first);
+    }
+}
+
 // Rule 4: a dispatch error in Running drives the machine to Failed; the
 // failure action runs once; the next dispatch terminates; one completion.
 both_kinds! {
@@ -193,7 +216,7 @@ both_kinds! {
     async fn a_driver_never_runs_after_the_end<K>() {
         let script = Script::new([Step::Continue, Step::Terminate]);
         let mut driver = K::driver(K::make(script.clone()), St::Running, Ctx::default());
-        assert_eq!(driver.step().await.unwrap(), Progress::Running);
+        assert_eq!(driver.step().await.unwrap(), Progress::Continued);
         assert_eq!(driver.step().await.unwrap(), Progress::Terminated);
         assert!(driver.has_ended());
         let error = driver.step().await.unwrap_err();
@@ -232,7 +255,7 @@ both_kinds! {
         let mut seen = watcher.subscribe();
         let mut driver = Driver::new(wrapped, St::Running, Ctx::default());
         let mut published = Vec::new();
-        while driver.step().await.unwrap() == Progress::Running {
+        while driver.step().await.unwrap().is_running() {
             if seen.has_changed().unwrap() {
                 published.push(seen.borrow_and_update().clone());
             }

@@ -15,10 +15,20 @@ use crate::fsm::{EventVariant, FsmAction, FsmError, StateMachine, StateVariant};
 /// What one [`Driver::step`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Progress {
-    /// The component is still running: call `step` again.
-    Running,
+    /// `dispatch_state` returned `Continue`: nothing happened, call `step` again.
+    Continued,
+    /// The machine handled an event (a transition, a timeout or a failure):
+    /// call `step` again.
+    Handled,
     /// The component terminated and its completion event was written.
     Terminated,
+}
+
+impl Progress {
+    /// Whether the loop goes on (anything but [`Progress::Terminated`]).
+    pub fn is_running(self) -> bool {
+        self != Progress::Terminated
+    }
 }
 
 /// What a completed drive loop hands back.
@@ -65,8 +75,8 @@ type Machine<T> = StateMachine<
 >;
 
 /// A supervised component's drive loop, one step at a time, for hosts (such
-/// as a ractor actor) that interleave it with other work. `run` is
-/// `loop { step; yield }` over this.
+/// as a ractor actor) that interleave it with other work. `run` is a loop
+/// of steps over this.
 ///
 /// Each [`step`](Self::step) makes one `dispatch_state` call (raced against
 /// the current state's `timeout`, which cancels the dispatch and fires
@@ -152,7 +162,7 @@ impl<T: Supervised<K>, K> Driver<T, K> {
         let span = self.span.clone();
         let result = self.step_inner().instrument(span).await;
         match &result {
-            Ok(Progress::Running) => {}
+            Ok(Progress::Continued | Progress::Handled) => {}
             Ok(Progress::Terminated) => self.phase = Phase::Ended,
             Err(error) => {
                 self.phase = Phase::Ended;
@@ -173,23 +183,23 @@ impl<T: Supervised<K>, K> Driver<T, K> {
         match self.dispatch().await {
             Dispatched::Directive(EventLoopDirective::Continue) => {
                 self.streak.clear();
-                Ok(Progress::Running)
+                Ok(Progress::Continued)
             }
             Dispatched::Directive(EventLoopDirective::Transition(event)) => {
                 let event_name = event.variant_name();
                 let handled = catching(pin!(self.machine.handle(event, &mut self.context))).await;
                 self.after_handle(handled, event_name).await?;
-                Ok(Progress::Running)
+                Ok(Progress::Handled)
             }
             Dispatched::TimedOut => {
                 let handled = catching(pin!(self.machine.handle_timeout(&mut self.context))).await;
                 self.after_handle(handled, "<timeout>").await?;
-                Ok(Progress::Running)
+                Ok(Progress::Handled)
             }
             Dispatched::Directive(EventLoopDirective::Terminate) => self.complete().await,
             Dispatched::Failed(failure) => {
                 self.fail(failure).await?;
-                Ok(Progress::Running)
+                Ok(Progress::Handled)
             }
         }
     }

@@ -12,7 +12,9 @@
 //!    `dispatch_state(current_state, ctx)` in a loop;
 //! 2. `Continue`: dispatches again, yielding to the scheduler between
 //!    iterations (the loop never spins: an idle component waits inside
-//!    `dispatch_state` or in `Block` mode);
+//!    `dispatch_state` or in `Block` mode). After a handled event the loop
+//!    spends tokio's cooperative budget instead of yielding every time, so a
+//!    run of transitions cannot starve other tasks either;
 //! 3. `Transition(e)`: `machine.handle(e)`, then runs the returned actions in order;
 //! 4. `Err(error)`: feeds `event_for_action_error(error.to_string())` to the
 //!    machine and runs its actions. A failing action takes the same path;

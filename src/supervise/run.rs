@@ -7,15 +7,23 @@ use super::error::SupervisorError;
 use super::kind::{HandlerKind, SelfKind, Supervised};
 use super::traits::{HandlerSupervised, SelfSupervised};
 
-/// Drives `driver` until the component terminates or the loop fails,
-/// yielding to the scheduler between iterations.
+/// Drives `driver` until the component terminates or the loop fails.
+///
+/// After `Continue` the loop yields to the scheduler, so a component that
+/// keeps answering `Continue` never starves its neighbours. After a handled
+/// event it only spends tokio's cooperative budget, which yields once the
+/// task has done its share: a yield per transition would cost more than
+/// the transition itself (see `BENCHMARKS.md`).
 async fn run_to_end<T: Supervised<K>, K>(
     mut driver: Driver<T, K>,
 ) -> Result<RunOutcome<T>, SupervisorError> {
-    while driver.step().await? == Progress::Running {
-        tokio::task::yield_now().await;
+    loop {
+        match driver.step().await? {
+            Progress::Continued => tokio::task::yield_now().await,
+            Progress::Handled => tokio::task::coop::consume_budget().await,
+            Progress::Terminated => return Ok(driver.into_outcome()),
+        }
     }
-    Ok(driver.into_outcome())
 }
 
 /// Declares the extension trait of one supervisor kind (both have the same shape).
