@@ -45,7 +45,5 @@
 extern crate self as troupe;
 
 pub mod fsm;
-/// Identifiers shared by every layer (`StageId`, `WriterId`).
 pub mod ids;
-/// Supervision: drive loops, failure mapping and external control events.
 pub mod supervise;

@@ -134,6 +134,19 @@ both_kinds! {
     }
 }
 
+// Rule 5: a panicking entry hook of the initial state is caught too.
+both_kinds! {
+    #[tokio::test]
+    async fn a_panicking_initial_entry_hook_is_mapped<K>() {
+        let script = Script::new([Step::Terminate]);
+        let done = K::run(K::make(script.clone()), St::Booting, Ctx::default()).await.unwrap();
+        let failure = "entry hook of state `Booting` panicked: entry exploded";
+        assert_eq!(done.state, failed(failure));
+        assert_eq!(script.observed().failures, [failure]);
+        assert_eq!(script.observed().completions, 1);
+    }
+}
+
 // Rule 6: an FSM error takes the failure path once.
 both_kinds! {
     #[tokio::test]

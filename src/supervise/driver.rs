@@ -176,9 +176,19 @@ impl<T: Supervised<K>, K> Driver<T, K> {
     async fn step_inner(&mut self) -> Result<Progress, SupervisorError> {
         if self.phase == Phase::Fresh {
             self.phase = Phase::Running;
-            let actions = self.machine.enter(&mut self.context);
+            let Driver {
+                machine, context, ..
+            } = &mut *self;
+            let entered = catching_sync(|| machine.enter(context));
             self.publish_state();
-            self.run_actions_or_fail(actions).await?;
+            match entered {
+                Ok(actions) => self.run_actions_or_fail(actions).await?,
+                Err(panic) => {
+                    let state = self.machine.state().variant_name();
+                    self.fail(format!("entry hook of state `{state}` panicked: {panic}"))
+                        .await?;
+                }
+            }
         }
         match self.dispatch().await {
             Dispatched::Directive(EventLoopDirective::Continue) => {

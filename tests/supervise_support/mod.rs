@@ -23,6 +23,8 @@ use troupe::supervise::{
 
 #[derive(Debug, Clone, PartialEq, StateVariant)]
 pub enum St {
+    /// Its entry hook panics; only ever an initial state.
+    Booting,
     Created,
     Running,
     Paused,
@@ -88,6 +90,9 @@ pub fn machine(initial: St) -> StateMachine<St, Ev, Ctx, Act> {
     fsm! {
         state: St; event: Ev; context: Ctx; action: Act; initial: initial;
 
+        state St::Booting {
+            on_entry => |_, _| panic!("entry exploded");
+        }
         state St::Created {
             on Ev::Start => |_, _, _| Box::pin(async { Ok(Transition::to(St::Running).with_action(record("started"))) });
         }
@@ -280,7 +285,7 @@ pub fn policy_mode(state: &St) -> ExternalEventMode {
     match state {
         St::Created | St::Paused => ExternalEventMode::Block,
         St::Running => ExternalEventMode::Poll,
-        St::Waiting | St::Failed(_) | St::Done => ExternalEventMode::Ignore,
+        St::Booting | St::Waiting | St::Failed(_) | St::Done => ExternalEventMode::Ignore,
     }
 }
 
