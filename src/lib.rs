@@ -46,7 +46,9 @@ extern crate self as troupe;
 
 pub mod flow;
 pub mod fsm;
+pub mod ids;
 pub mod stage;
+pub mod supervise;
 
 // The README's example is compiled and run as a doctest, so it cannot rot.
 #[cfg(doctest)]

@@ -1,0 +1,104 @@
+//! The traits a supervised component implements.
+
+use std::fmt::Debug;
+
+use async_trait::async_trait;
+
+use super::EventLoopDirective;
+use super::channel::StateWatcher;
+use crate::fsm::{EventVariant, FsmAction, FsmContext, StateMachine, StateVariant};
+use crate::ids::{StageId, WriterId};
+
+/// The error type of user callbacks (`dispatch_state`, `write_completion_event`).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What a `dispatch_state` call returns.
+pub type DispatchResult<E> = Result<EventLoopDirective<E>, BoxError>;
+
+/// A component run by a state machine: its four types and how to build the
+/// machine.
+///
+/// The bounds on the associated types are what the drive loop needs:
+/// `State: Clone + PartialEq` so that the state watcher publishes a copy and
+/// only on change; `Send + Sync` everywhere so that a drive loop is a `Send`
+/// future that can run in a tokio task or a ractor actor.
+pub trait Supervisor: Send + Sync {
+    /// The machine's state type.
+    type State: StateVariant + Clone + PartialEq + Debug + Send + Sync + 'static;
+    /// The machine's event type.
+    type Event: EventVariant + Send + Sync + 'static;
+    /// The context handlers and actions work on.
+    type Context: FsmContext + Send;
+    /// The actions transitions ask for.
+    type Action: FsmAction<Context = Self::Context>;
+
+    /// Builds the machine, starting in `initial_state`.
+    fn build_state_machine(
+        &self,
+        initial_state: Self::State,
+    ) -> StateMachine<Self::State, Self::Event, Self::Context, Self::Action>;
+
+    /// A name for spans and errors.
+    fn name(&self) -> &str;
+
+    /// Where the drive loop publishes state changes; `None` (the default)
+    /// publishes nowhere. The external-event wrappers return their watcher.
+    fn state_watcher(&self) -> Option<&StateWatcher<Self::State>> {
+        None
+    }
+}
+
+/// A system component that does its own work in `dispatch_state`.
+///
+/// Drive it with [`SelfSupervisedExt::run`](super::SelfSupervisedExt::run).
+#[async_trait]
+pub trait SelfSupervised: Supervisor {
+    /// Does the work of `state` (or waits for some) and says what happens next.
+    /// An `Err` becomes [`event_for_action_error`](Self::event_for_action_error).
+    async fn dispatch_state(
+        &mut self,
+        state: &Self::State,
+        context: &mut Self::Context,
+    ) -> DispatchResult<Self::Event>;
+
+    /// Who writes this component's completion event.
+    fn writer_id(&self) -> WriterId;
+
+    /// Records that the component completed; awaited exactly once, on `Terminate`.
+    async fn write_completion_event(&self) -> Result<(), BoxError>;
+
+    /// The event that reports a failure (a dispatch error, a failed or
+    /// panicking action, an FSM error) to the machine.
+    fn event_for_action_error(&self, msg: String) -> Self::Event;
+}
+
+/// A stage that calls user handler code from `dispatch_state`; the same
+/// contract as [`SelfSupervised`] plus the stage's identity.
+///
+/// Drive it with [`HandlerSupervisedExt::run`](super::HandlerSupervisedExt::run).
+#[async_trait]
+pub trait HandlerSupervised: Supervisor {
+    /// The user handler the stage calls.
+    type Handler;
+
+    /// Calls the handler for the work of `state` and says what happens next.
+    /// An `Err` or a panic (of the handler too) becomes
+    /// [`event_for_action_error`](Self::event_for_action_error).
+    async fn dispatch_state(
+        &mut self,
+        state: &Self::State,
+        context: &mut Self::Context,
+    ) -> DispatchResult<Self::Event>;
+
+    /// The stage this supervisor runs.
+    fn stage_id(&self) -> StageId;
+
+    /// Who writes this stage's completion event (usually `self.stage_id().into()`).
+    fn writer_id(&self) -> WriterId;
+
+    /// Records that the stage completed; awaited exactly once, on `Terminate`.
+    async fn write_completion_event(&self) -> Result<(), BoxError>;
+
+    /// The event that reports a failure to the machine.
+    fn event_for_action_error(&self, msg: String) -> Self::Event;
+}
