@@ -45,3 +45,5 @@
 extern crate self as troupe;
 
 pub mod fsm;
+/// Records and durable storage: run records, event log, backends.
+pub mod store;

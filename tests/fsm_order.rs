@@ -72,10 +72,7 @@ async fn the_specified_form_compiles_and_works() {
         .await
         .unwrap();
     assert_eq!(actions, vec![OrderAction::Alert]);
-    assert_eq!(
-        machine.state(),
-        &OrderState::Failed("card declined".into())
-    );
+    assert_eq!(machine.state(), &OrderState::Failed("card declined".into()));
     machine.execute_actions(actions, &mut ctx).await.unwrap();
     assert_eq!(ctx.alerts, 1);
 
@@ -85,10 +82,7 @@ async fn the_specified_form_compiles_and_works() {
         .await
         .unwrap();
     assert!(actions.is_empty());
-    assert_eq!(
-        machine.state(),
-        &OrderState::Failed("card declined".into())
-    );
+    assert_eq!(machine.state(), &OrderState::Failed("card declined".into()));
 }
 
 #[tokio::test]

@@ -10,7 +10,9 @@ pub fn derive(input: DeriveInput, trait_name: &str) -> syn::Result<TokenStream> 
     let Data::Enum(data) = &input.data else {
         return Err(syn::Error::new_spanned(
             &input.ident,
-            format!("`{trait_name}` can only be derived for enums (one variant per state or event)"),
+            format!(
+                "`{trait_name}` can only be derived for enums (one variant per state or event)"
+            ),
         ));
     };
     let name = &input.ident;

@@ -113,7 +113,8 @@ pub fn expand(input: FsmInput) -> TokenStream {
                 prelude.push(quote_spanned! {handler.span()=>
                     let #ident = #rt::timeout_handler::<#ctx_generics, _>(#handler);
                 });
-                timeout_handler_arms.push(quote!(#sp => ::core::option::Option::Some(#ident(__s, __c)),));
+                timeout_handler_arms
+                    .push(quote!(#sp => ::core::option::Option::Some(#ident(__s, __c)),));
             }
         }
     }
@@ -124,14 +125,22 @@ pub fn expand(input: FsmInput) -> TokenStream {
             prelude.push(quote_spanned! {hook.span()=>
                 let __troupe_unhandled = #rt::handler::<#generics, _>(#hook);
             });
-            quote!(move |__s, __e, __c| ::core::option::Option::Some(__troupe_unhandled(__s, __e, __c)))
+            quote!(
+                move |__s, __e, __c| ::core::option::Option::Some(__troupe_unhandled(
+                    __s, __e, __c
+                ))
+            )
         }
         None => quote!(|_, _, _| ::core::option::Option::None),
     };
 
     let none = quote!(::core::option::Option::None);
     let empty = quote!(::std::vec::Vec::new());
-    let dispatch_body = match_or(quote!((__s, __e)), &specific_arms, match_or(quote!(__e), &any_arms, none.clone()));
+    let dispatch_body = match_or(
+        quote!((__s, __e)),
+        &specific_arms,
+        match_or(quote!(__e), &any_arms, none.clone()),
+    );
     let entry_body = match_or(quote!(__s), &entry_arms, empty.clone());
     let exit_body = match_or(quote!(__s), &exit_arms, empty);
     let timeout_index_body = match_or(quote!(__s), &timeout_index_arms, none.clone());

@@ -70,7 +70,11 @@ impl Parse for FsmInput {
                     ),
                 ));
             };
-            let duplicate = if index == 4 { initial.is_some() } else { types[index].is_some() };
+            let duplicate = if index == 4 {
+                initial.is_some()
+            } else {
+                types[index].is_some()
+            };
             if duplicate {
                 return Err(syn::Error::new(
                     key.span(),
@@ -87,7 +91,13 @@ impl Parse for FsmInput {
         let missing: Vec<&str> = HEADER_KEYS
             .iter()
             .enumerate()
-            .filter(|(i, _)| if *i == 4 { initial.is_none() } else { types[*i].is_none() })
+            .filter(|(i, _)| {
+                if *i == 4 {
+                    initial.is_none()
+                } else {
+                    types[*i].is_none()
+                }
+            })
             .map(|(_, k)| *k)
             .collect();
         if !missing.is_empty() {
@@ -95,7 +105,11 @@ impl Parse for FsmInput {
                 Span::call_site(),
                 format!(
                     "missing header key(s): {}; an fsm! starts with `state: S; event: E; context: C; action: A; initial: <expr>;`",
-                    missing.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ")
+                    missing
+                        .iter()
+                        .map(|k| format!("`{k}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
             ));
         }
@@ -149,7 +163,11 @@ impl Parse for FsmInput {
     }
 }
 
-fn check_block_unique(blocks: &[StateBlock], block: &StateBlock, keyword: &Ident) -> syn::Result<()> {
+fn check_block_unique(
+    blocks: &[StateBlock],
+    block: &StateBlock,
+    keyword: &Ident,
+) -> syn::Result<()> {
     let clash = blocks.iter().any(|b| match (&b.state, &block.state) {
         (None, None) => true,
         (Some(a), Some(b)) => variant_name(a) == variant_name(b),
@@ -159,10 +177,16 @@ fn check_block_unique(blocks: &[StateBlock], block: &StateBlock, keyword: &Ident
         return Ok(());
     }
     Err(match &block.state {
-        None => syn::Error::new(keyword.span(), "duplicate any-state block `state _`: merge the two blocks"),
+        None => syn::Error::new(
+            keyword.span(),
+            "duplicate any-state block `state _`: merge the two blocks",
+        ),
         Some(path) => syn::Error::new_spanned(
             path,
-            format!("state `{}` has two blocks: merge them into one", variant_name(path)),
+            format!(
+                "state `{}` has two blocks: merge them into one",
+                variant_name(path)
+            ),
         ),
     })
 }
@@ -183,7 +207,11 @@ fn parse_state_block(input: ParseStream) -> syn::Result<StateBlock> {
         on_exit: None,
         timeout: None,
     };
-    let state_name = block.state.as_ref().map(variant_name).unwrap_or_else(|| "_".into());
+    let state_name = block
+        .state
+        .as_ref()
+        .map(variant_name)
+        .unwrap_or_else(|| "_".into());
     while !body.is_empty() {
         let keyword: Ident = body.parse()?;
         let name = keyword.to_string();
@@ -191,7 +219,9 @@ fn parse_state_block(input: ParseStream) -> syn::Result<StateBlock> {
         if in_any_state && ["on_entry", "on_exit", "timeout"].contains(&name.as_str()) {
             return Err(syn::Error::new(
                 keyword.span(),
-                format!("`{name}` is not allowed in the any-state block `state _`; it takes only `on` clauses"),
+                format!(
+                    "`{name}` is not allowed in the any-state block `state _`; it takes only `on` clauses"
+                ),
             ));
         }
         let twice = |what: &str| {
@@ -207,7 +237,9 @@ fn parse_state_block(input: ParseStream) -> syn::Result<StateBlock> {
                 if block.on.iter().any(|c| variant_name(&c.event) == event) {
                     return Err(syn::Error::new_spanned(
                         &clause.event,
-                        format!("two handlers for event `{event}` in state `{state_name}`: keep one"),
+                        format!(
+                            "two handlers for event `{event}` in state `{state_name}`: keep one"
+                        ),
                     ));
                 }
                 block.on.push(clause);
@@ -215,7 +247,11 @@ fn parse_state_block(input: ParseStream) -> syn::Result<StateBlock> {
             "on_entry" | "on_exit" => {
                 body.parse::<Token![=>]>()?;
                 let hook: Expr = body.parse()?;
-                let slot = if name == "on_entry" { &mut block.on_entry } else { &mut block.on_exit };
+                let slot = if name == "on_entry" {
+                    &mut block.on_entry
+                } else {
+                    &mut block.on_exit
+                };
                 if slot.is_some() {
                     return Err(twice(&name));
                 }
@@ -237,7 +273,9 @@ fn parse_state_block(input: ParseStream) -> syn::Result<StateBlock> {
             other => {
                 return Err(syn::Error::new(
                     keyword.span(),
-                    format!("expected `on`, `on_entry`, `on_exit` or `timeout` in a state block, found `{other}`"),
+                    format!(
+                        "expected `on`, `on_entry`, `on_exit` or `timeout` in a state block, found `{other}`"
+                    ),
                 ));
             }
         }
@@ -261,5 +299,9 @@ fn parse_on(body: ParseStream) -> syn::Result<OnClause> {
         None
     };
     let handler: Expr = body.parse()?;
-    Ok(OnClause { event, targets, handler })
+    Ok(OnClause {
+        event,
+        targets,
+        handler,
+    })
 }
