@@ -45,5 +45,9 @@
 extern crate self as troupe;
 
 pub mod fsm;
+/// The journal actor: the single writer, group commit, durable acks.
+pub mod journal;
+/// Run outcomes: terminalization, repair and the recovery scan.
+pub mod runs;
 /// Records and durable storage: run records, event log, backends.
 pub mod store;
