@@ -108,7 +108,13 @@ impl Writer {
         self.exec("BEGIN IMMEDIATE")?;
         let mut results = Vec::with_capacity(ops.len());
         for op in ops {
-            self.exec("SAVEPOINT op")?;
+            // A plain append changes the database in its last statement only
+            // (a kind name it interns first is harmless to keep), so it needs
+            // no savepoint: a failed INSERT leaves nothing behind.
+            let savepoint = !matches!(&op, WriteOp::Append(ev) if ev.event_id.is_none());
+            if savepoint {
+                self.exec("SAVEPOINT op")?;
+            }
             let mut ctx = OpCtx {
                 conn: &self.conn,
                 committed: &self.heads,
@@ -120,10 +126,12 @@ impl Writer {
             let op_scratch = ctx.op;
             if result.is_ok() {
                 batch.absorb(op_scratch);
-            } else {
+            } else if savepoint {
                 self.exec("ROLLBACK TO op")?;
             }
-            self.exec("RELEASE op")?;
+            if savepoint {
+                self.exec("RELEASE op")?;
+            }
             results.push(result);
         }
         {
