@@ -47,7 +47,10 @@ extern crate self as troupe;
 pub mod flow;
 pub mod fsm;
 pub mod ids;
+pub mod journal;
+pub mod runs;
 pub mod stage;
+pub mod store;
 pub mod supervise;
 
 // The README's example is compiled and run as a doctest, so it cannot rot.

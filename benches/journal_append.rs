@@ -1,0 +1,230 @@
+//! Journal write throughput, ack latency and bytes per event, fsync on
+//! (`synchronous=FULL`), in one run:
+//! (a) raw rusqlite: the same event rows and indexes, inserted in batched transactions;
+//! (b) appends through the journal actor from 1, 16 and 256 concurrent writers,
+//!     each writer appending to its own run and awaiting every ack.
+//!
+//! Run: `cargo bench --bench journal_append` (prints a Markdown table).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use troupe::journal::{JournalConfig, JournalHandle};
+use troupe::store::{EventKind, Flow, FlowStore, NewEvent, SqliteStore};
+
+/// Runs interleaved in the raw baseline (like 256 writers).
+const RAW_RUNS: usize = 256;
+/// Rows per transaction in the raw baseline.
+const RAW_BATCH: usize = 1000;
+
+fn payload(i: u64) -> serde_json::Value {
+    json!({ "i": i })
+}
+
+fn db_bytes(path: &Path) -> u64 {
+    let conn = rusqlite::Connection::open(path).expect("open for size");
+    conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
+        .expect("checkpoint");
+    let pages: u64 = conn
+        .pragma_query_value(None, "page_count", |r| r.get::<_, i64>(0))
+        .expect("page_count") as u64;
+    let size: u64 = conn
+        .pragma_query_value(None, "page_size", |r| r.get::<_, i64>(0))
+        .expect("page_size") as u64;
+    pages * size
+}
+
+/// Creates a journal file with `runs` runs; returns their ids.
+async fn prepare(path: &Path, runs: usize) -> Vec<Flow> {
+    let store = SqliteStore::open(path).await.expect("open");
+    let flows: Vec<Flow> = (0..runs).map(|_| Flow::new("bench", "g", "o")).collect();
+    let ops = flows
+        .iter()
+        .map(|f| troupe::store::WriteOp::InsertRun {
+            run: f.clone(),
+            audit: None,
+        })
+        .collect();
+    for r in store.apply_batch(ops).await.expect("insert runs") {
+        r.expect("insert run");
+    }
+    flows
+}
+
+struct Row {
+    name: String,
+    events: u64,
+    elapsed: Duration,
+    latencies: Vec<Duration>,
+    bytes_per_event: f64,
+    payload_bytes: f64,
+}
+
+fn pct(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+async fn raw_baseline(dir: &Path, events: u64) -> Row {
+    let path = dir.join("raw.sqlite");
+    prepare(&path, RAW_RUNS).await;
+    let before = db_bytes(&path);
+    let conn = rusqlite::Connection::open(&path).expect("open raw");
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .expect("wal");
+    conn.pragma_update(None, "synchronous", "FULL")
+        .expect("sync");
+    let kind: i64 = 16;
+    conn.execute(
+        "INSERT INTO event_kinds(code, name) VALUES (16, 'tick')",
+        [],
+    )
+    .expect("kind");
+    let mut seq = vec![0i64; RAW_RUNS];
+    let mut prev: Vec<Option<i64>> = vec![None; RAW_RUNS];
+    let mut payload_total = 0u64;
+    let started = Instant::now();
+    let mut latencies = Vec::new();
+    let mut i = 0u64;
+    while i < events {
+        let t = Instant::now();
+        let tx = conn.unchecked_transaction().expect("begin");
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "INSERT INTO events(rid, seq, prev, kind, ekey, at, payload) VALUES (?1, ?2, ?3, ?4, NULL, ?5, ?6)",
+                )
+                .expect("prepare");
+            for _ in 0..RAW_BATCH.min((events - i) as usize) {
+                let r = (i as usize) % RAW_RUNS;
+                seq[r] += 1;
+                let body = serde_json::to_vec(&payload(i)).expect("json");
+                payload_total += body.len() as u64;
+                let now = chrono::Utc::now().timestamp_micros();
+                stmt.execute(rusqlite::params![
+                    r as i64 + 1,
+                    seq[r],
+                    prev[r],
+                    kind,
+                    now,
+                    body
+                ])
+                .expect("insert");
+                prev[r] = Some(tx.last_insert_rowid());
+                i += 1;
+            }
+        }
+        tx.commit().expect("commit");
+        latencies.push(t.elapsed());
+    }
+    let elapsed = started.elapsed();
+    drop(conn);
+    let after = db_bytes(&path);
+    Row {
+        name: format!("(a) raw rusqlite, {RAW_BATCH} rows/commit, {RAW_RUNS} runs interleaved"),
+        events,
+        elapsed,
+        latencies,
+        bytes_per_event: (after - before) as f64 / events as f64,
+        payload_bytes: payload_total as f64 / events as f64,
+    }
+}
+
+async fn journal_writers(dir: &Path, writers: usize, per_writer: u64) -> Row {
+    let path = dir.join(format!("journal-{writers}.sqlite"));
+    let flows = prepare(&path, writers).await;
+    let before = db_bytes(&path);
+    let store = Arc::new(SqliteStore::open(&path).await.expect("open"));
+    let journal = JournalHandle::spawn(store, JournalConfig::default(), None)
+        .await
+        .expect("journal");
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for flow in flows {
+        let journal = journal.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::with_capacity(per_writer as usize);
+            let mut payload_total = 0u64;
+            for i in 0..per_writer {
+                let p = payload(i);
+                payload_total += serde_json::to_vec(&p).map(|v| v.len() as u64).unwrap_or(0);
+                let t = Instant::now();
+                journal
+                    .append(NewEvent::new(flow.id, EventKind::custom("tick", p)))
+                    .await
+                    .expect("append");
+                lat.push(t.elapsed());
+            }
+            (lat, payload_total)
+        }));
+    }
+    let mut latencies = Vec::new();
+    let mut payload_total = 0;
+    for t in tasks {
+        let (lat, p) = t.await.expect("writer");
+        latencies.extend(lat);
+        payload_total += p;
+    }
+    let elapsed = started.elapsed();
+    let stats = journal.stats();
+    journal.shutdown().await;
+    let events = writers as u64 * per_writer;
+    let after = db_bytes(&path);
+    Row {
+        name: format!(
+            "(b) journal actor, {writers} writer(s) (mean batch {:.0} ops)",
+            stats.ops as f64 / stats.commits.max(1) as f64
+        ),
+        events,
+        elapsed,
+        latencies,
+        bytes_per_event: after.saturating_sub(before) as f64 / events as f64,
+        payload_bytes: payload_total as f64 / events as f64,
+    }
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--test");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let dir = tempfile::Builder::new()
+        .prefix("journal-bench")
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .expect("bench dir");
+    let scale = if quick { 20 } else { 1 };
+    let rows = rt.block_on(async {
+        let mut rows = vec![raw_baseline(dir.path(), 200_000 / scale).await];
+        rows.push(journal_writers(dir.path(), 1, 2_000 / scale).await);
+        rows.push(journal_writers(dir.path(), 16, 2_000 / scale).await);
+        rows.push(journal_writers(dir.path(), 256, 800 / scale).await);
+        rows
+    });
+    let raw_rate = rows[0].events as f64 / rows[0].elapsed.as_secs_f64();
+    println!(
+        "| case | events | events/s | vs (a) | p50 ack | p99 ack | bytes/event on disk | of which payload |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    for mut row in rows {
+        row.latencies.sort();
+        let rate = row.events as f64 / row.elapsed.as_secs_f64();
+        println!(
+            "| {} | {} | {:.0} | {:.0}% | {:.3} ms | {:.3} ms | {:.1} | {:.1} |",
+            row.name,
+            row.events,
+            rate,
+            100.0 * rate / raw_rate,
+            pct(&row.latencies, 0.50).as_secs_f64() * 1e3,
+            pct(&row.latencies, 0.99).as_secs_f64() * 1e3,
+            row.bytes_per_event,
+            row.payload_bytes,
+        );
+    }
+    println!("(raw baseline latencies are per {RAW_BATCH}-row commit)");
+}

@@ -1,0 +1,191 @@
+//! [`JournalHandle`]: how the rest of troupe talks to the journal actor. It
+//! is itself a [`FlowStore`]: writes go to the actor (bounded queue, group
+//! commit), reads go straight to the store's read side.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use ractor::{Actor, ActorCell, ActorRef};
+use tokio::sync::Semaphore;
+use uuid::Uuid;
+
+use super::actor::{JournalActor, JournalArgs, JournalMsg};
+use super::stats::{Counters, JournalStats};
+use crate::runs::{RecoveryReport, recover};
+use crate::store::{
+    Cursor, FailureEntry, Flow, FlowStatus, FlowStep, FlowStore, RunEvent, StepOutput, StoreError,
+    WriteOp, WriteOutcome,
+};
+
+/// Options for the journal actor.
+#[derive(Debug, Clone)]
+pub struct JournalConfig {
+    /// The most write ops one commit takes (a request's ops are never split).
+    pub max_batch_ops: usize,
+    /// How many write ops may wait for the actor; further writers wait (backpressure).
+    pub queue_capacity: usize,
+}
+
+impl Default for JournalConfig {
+    fn default() -> Self {
+        JournalConfig {
+            max_batch_ops: 4096,
+            queue_capacity: 16_384,
+        }
+    }
+}
+
+/// Why the journal could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    /// The actor failed to spawn.
+    #[error("journal actor failed to start: {0}")]
+    Spawn(#[from] ractor::SpawnErr),
+    /// The recovery scan at open failed.
+    #[error("journal recovery scan failed: {0}")]
+    Recovery(#[from] StoreError),
+}
+
+/// A cheap, cloneable handle to the journal actor, usable as a [`FlowStore`].
+#[derive(Clone)]
+pub struct JournalHandle {
+    actor: ActorRef<JournalMsg>,
+    permits: Arc<Semaphore>,
+    capacity: u32,
+    store: Arc<dyn FlowStore>,
+    counters: Arc<Counters>,
+}
+
+impl JournalHandle {
+    /// Spawns the journal actor over `store`, which it becomes the only writer
+    /// of; link it under `supervisor` if given.
+    pub async fn spawn(
+        store: Arc<dyn FlowStore>,
+        config: JournalConfig,
+        supervisor: Option<ActorCell>,
+    ) -> Result<JournalHandle, JournalError> {
+        let counters = Arc::new(Counters::default());
+        let args = JournalArgs {
+            store: store.clone(),
+            max_batch_ops: config.max_batch_ops,
+            counters: counters.clone(),
+        };
+        let (actor, _join) = match supervisor {
+            Some(sup) => Actor::spawn_linked(None, JournalActor, args, sup).await?,
+            None => Actor::spawn(None, JournalActor, args).await?,
+        };
+        let capacity = u32::try_from(config.queue_capacity.max(1)).unwrap_or(u32::MAX);
+        Ok(JournalHandle {
+            actor,
+            permits: Arc::new(Semaphore::new(capacity as usize)),
+            capacity,
+            store,
+            counters,
+        })
+    }
+
+    /// Spawns the journal actor and runs the recovery scan through it:
+    /// terminal runs missing their terminal event are repaired, unfinished
+    /// runs are reported for the caller to resume.
+    pub async fn open(
+        store: Arc<dyn FlowStore>,
+        config: JournalConfig,
+        supervisor: Option<ActorCell>,
+    ) -> Result<(JournalHandle, RecoveryReport), JournalError> {
+        let journal = Self::spawn(store, config, supervisor).await?;
+        let report = recover(&journal).await?;
+        Ok((journal, report))
+    }
+
+    /// The actor, e.g. to link or monitor it.
+    pub fn actor(&self) -> &ActorRef<JournalMsg> {
+        &self.actor
+    }
+
+    /// A snapshot of the journal's counters.
+    pub fn stats(&self) -> JournalStats {
+        self.counters.snapshot()
+    }
+
+    /// Commits everything already queued, refuses later writes with
+    /// [`StoreError::JournalClosed`], and stops the actor.
+    pub async fn shutdown(&self) {
+        let (tx, rx) = ractor::concurrency::oneshot();
+        if self.actor.cast(JournalMsg::Shutdown(tx.into())).is_ok() {
+            // An error means the actor is already gone, which is what we want.
+            let _ = rx.await;
+        }
+    }
+}
+
+#[async_trait]
+impl FlowStore for JournalHandle {
+    async fn apply_batch(
+        &self,
+        ops: Vec<WriteOp>,
+    ) -> Result<Vec<Result<WriteOutcome, StoreError>>, StoreError> {
+        let slots = u32::try_from(ops.len())
+            .unwrap_or(u32::MAX)
+            .clamp(1, self.capacity);
+        let permit = self
+            .permits
+            .clone()
+            .acquire_many_owned(slots)
+            .await
+            .map_err(|_| StoreError::JournalClosed)?;
+        let (tx, rx) = ractor::concurrency::oneshot();
+        let msg = JournalMsg::Write {
+            ops,
+            reply: tx.into(),
+            permit,
+        };
+        self.actor
+            .cast(msg)
+            .map_err(|_| StoreError::JournalClosed)?;
+        rx.await.map_err(|_| StoreError::AckDropped)?
+    }
+
+    async fn get_run(&self, id: Uuid) -> Result<Option<Flow>, StoreError> {
+        self.store.get_run(id).await
+    }
+
+    async fn list_runs_by_owner(&self, owner_session_key: &str) -> Result<Vec<Flow>, StoreError> {
+        self.store.list_runs_by_owner(owner_session_key).await
+    }
+
+    async fn list_runs_by_status(&self, status: FlowStatus) -> Result<Vec<Flow>, StoreError> {
+        self.store.list_runs_by_status(status).await
+    }
+
+    async fn list_runs_missing_terminal_event(&self) -> Result<Vec<Flow>, StoreError> {
+        self.store.list_runs_missing_terminal_event().await
+    }
+
+    async fn list_events(&self, run_id: Uuid, limit: usize) -> Result<Vec<RunEvent>, StoreError> {
+        self.store.list_events(run_id, limit).await
+    }
+
+    async fn poll(&self, after: Cursor, limit: usize) -> Result<Vec<RunEvent>, StoreError> {
+        self.store.poll(after, limit).await
+    }
+
+    async fn latest_cursor(&self) -> Result<Cursor, StoreError> {
+        self.store.latest_cursor().await
+    }
+
+    async fn terminal_event(&self, run_id: Uuid) -> Result<Option<RunEvent>, StoreError> {
+        self.store.terminal_event(run_id).await
+    }
+
+    async fn list_step_outputs(&self, run_id: Uuid) -> Result<Vec<StepOutput>, StoreError> {
+        self.store.list_step_outputs(run_id).await
+    }
+
+    async fn list_failures(&self, run_id: Uuid) -> Result<Vec<FailureEntry>, StoreError> {
+        self.store.list_failures(run_id).await
+    }
+
+    async fn list_steps(&self, flow_id: Uuid) -> Result<Vec<FlowStep>, StoreError> {
+        self.store.list_steps(flow_id).await
+    }
+}

@@ -1,0 +1,42 @@
+//! The journal actor: the single writer of a runtime's store.
+//!
+//! Every durable write of a runtime goes through one `ractor` actor. Callers
+//! hold a [`JournalHandle`], which is a [`FlowStore`](crate::store::FlowStore):
+//! its writes become requests to the actor, its reads go straight to the
+//! store's read side, so reads never queue behind writes.
+//!
+//! - **Durable acks**: a write returns only after the commit holding it is
+//!   durable (with [`SqliteStore`](crate::store::SqliteStore), committed and fsynced).
+//! - **Group commit**: while one commit is in flight, new requests queue; the
+//!   next commit takes everything queued (up to [`JournalConfig::max_batch_ops`])
+//!   in one transaction. Each request still gets its own result.
+//! - **Backpressure**: at most [`JournalConfig::queue_capacity`] ops wait;
+//!   further writers wait for a slot instead of growing memory.
+//! - **Observability**: a `journal.commit` span per commit (requests, ops,
+//!   queue depth) and counters in [`JournalHandle::stats`].
+//!
+//! ```
+//! # tokio::runtime::Builder::new_multi_thread().build().unwrap().block_on(async {
+//! use std::sync::Arc;
+//! use troupe::journal::{JournalConfig, JournalHandle};
+//! use troupe::store::{EventKind, Flow, FlowStore, NewEvent, SqliteStore};
+//!
+//! let store = Arc::new(SqliteStore::open(":memory:").await?);
+//! let (journal, report) = JournalHandle::open(store, JournalConfig::default(), None).await?;
+//! assert!(report.unfinished.is_empty());
+//! let run = Flow::new("orders", "ship order 17", "session-1");
+//! journal.insert_run(run.clone(), None).await?;
+//! let acked = journal.append(NewEvent::new(run.id, EventKind::custom("shipped", serde_json::json!({"box": 3})))).await?;
+//! assert_eq!(acked.seq, 1);
+//! journal.shutdown().await;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # }).unwrap();
+//! ```
+
+mod actor;
+mod handle;
+mod stats;
+
+pub use actor::JournalMsg;
+pub use handle::{JournalConfig, JournalError, JournalHandle};
+pub use stats::JournalStats;

@@ -1,0 +1,249 @@
+//! Terminalization (recording a run's outcome once its terminal status is
+//! persisted) and repair (appending the outcome a crash or a failed append
+//! left out, derived from the persisted status).
+
+use chrono::Utc;
+use serde_json::{Map, Value, json};
+use uuid::Uuid;
+
+use crate::store::{
+    FailureEntry, FlowStatus, FlowStore, SYSTEM_STEP_ID, StepOutput, StoreError, TerminalAppend,
+    TerminalEvent,
+};
+
+/// The outcome a caller wants recorded.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TerminalTarget {
+    /// `FlowCompleted` with this output.
+    Completed {
+        /// The run's structured output.
+        structured_output: Option<Value>,
+    },
+    /// `FlowFailed` with this reason.
+    Failed {
+        /// Why the run failed.
+        reason: String,
+    },
+    /// `FlowCanceled`.
+    Canceled,
+}
+
+impl TerminalTarget {
+    fn into_event(self) -> TerminalEvent {
+        match self {
+            TerminalTarget::Completed { structured_output } => {
+                TerminalEvent::FlowCompleted { structured_output }
+            }
+            TerminalTarget::Failed { reason } => TerminalEvent::FlowFailed { reason },
+            TerminalTarget::Canceled => TerminalEvent::FlowCanceled,
+        }
+    }
+}
+
+/// What a terminalization call did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TerminalizationOutcome {
+    /// The terminal event is recorded.
+    Transitioned,
+    /// Nothing to do (repair: the run is not terminal, or the event is settled).
+    Noop,
+}
+
+/// Why a terminalization or repair failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum TerminalizationError {
+    /// The terminal event could not be appended; the divergence is in the failure ledger.
+    #[error("{reason}")]
+    AppendFailed {
+        /// The run.
+        run_id: Uuid,
+        /// `terminal run status persisted but <Kind> append failed: <error>`.
+        reason: String,
+        /// The append error.
+        #[source]
+        source: StoreError,
+    },
+    /// The terminal event could not be appended, and neither could the failure-ledger entry.
+    #[error("{reason}; the failure-ledger append failed too: {ledger_error}")]
+    AppendAndLedgerFailed {
+        /// The run.
+        run_id: Uuid,
+        /// `terminal run status persisted but <Kind> append failed: <error>`.
+        reason: String,
+        /// The append error.
+        #[source]
+        source: StoreError,
+        /// The ledger append error.
+        ledger_error: StoreError,
+    },
+    /// Repair could not read the run or append its terminal event.
+    #[error("repair of run {run_id} failed: {source}")]
+    Repair {
+        /// The run.
+        run_id: Uuid,
+        /// The store error.
+        #[source]
+        source: StoreError,
+    },
+}
+
+/// Records the outcome of a run whose terminal status is already persisted:
+/// appends the terminal event built from `target` (it does not re-read the run).
+///
+/// If the append fails, a failure-ledger entry for the run under
+/// [`SYSTEM_STEP_ID`] records `terminal run status persisted but <Kind> append
+/// failed: <error>` and that reason is returned in the error (which also says
+/// when the ledger append failed too). A terminal event of the same kind that
+/// is already present counts as recorded (a retry); one of another kind is a
+/// failure. `flow_id` names the flow definition in spans and the ledger entry.
+pub async fn record_persisted_terminalization(
+    store: &dyn FlowStore,
+    run_id: Uuid,
+    flow_id: &str,
+    target: TerminalTarget,
+) -> Result<TerminalizationOutcome, TerminalizationError> {
+    let event = target.into_event();
+    let kind = event.name();
+    let span = tracing::info_span!("terminalize", %run_id, flow_id, kind);
+    let _enter = span.enter();
+    let error = match store.append_terminal_event_if_absent(run_id, event).await {
+        Ok(TerminalAppend::Appended(_)) => return Ok(TerminalizationOutcome::Transitioned),
+        Ok(TerminalAppend::AlreadyPresent(existing)) if existing.kind.name() == kind => {
+            return Ok(TerminalizationOutcome::Transitioned);
+        }
+        Ok(TerminalAppend::AlreadyPresent(existing)) => StoreError::TerminalExists {
+            run_id,
+            existing: existing.kind.name_static(),
+            cursor: existing.cursor,
+        },
+        Err(e) => e,
+    };
+    let reason = format!("terminal run status persisted but {kind} append failed: {error}");
+    let entry = FailureEntry {
+        run_id,
+        step_id: SYSTEM_STEP_ID.to_owned(),
+        reason: reason.clone(),
+        error_json: Some(json!({ "flow_id": flow_id, "error": error.to_string() })),
+        at: Utc::now(),
+    };
+    match store.record_failure(entry).await {
+        Ok(()) => {
+            tracing::error!(%reason, "terminal event append failed; recorded in the failure ledger");
+            Err(TerminalizationError::AppendFailed {
+                run_id,
+                reason,
+                source: error,
+            })
+        }
+        Err(ledger_error) => {
+            tracing::error!(%reason, %ledger_error, "terminal event and failure-ledger appends both failed");
+            Err(TerminalizationError::AppendAndLedgerFailed {
+                run_id,
+                reason,
+                source: error,
+                ledger_error,
+            })
+        }
+    }
+}
+
+/// Appends the terminal event a run with a persisted terminal status lacks.
+///
+/// The persisted status wins over `target`: `Finished` → `FlowCompleted` with
+/// the target's output if it is a `Completed` with one, else one rebuilt as
+/// `{"steps": {...}}` (see [`rebuild_structured_output`]); `Failed` →
+/// `FlowFailed` with the target's reason if it is a `Failed`, else the last
+/// failure-ledger reason, else `run already failed`; `Cancelled` →
+/// `FlowCanceled`. Appends only if the run has no terminal event (repairing
+/// twice appends once). Returns `Noop`, also when the run is not terminal.
+pub async fn repair_persisted_terminalization(
+    store: &dyn FlowStore,
+    run_id: Uuid,
+    flow_id: &str,
+    target: Option<TerminalTarget>,
+) -> Result<TerminalizationOutcome, TerminalizationError> {
+    let span = tracing::info_span!("repair_terminalization", %run_id, flow_id);
+    let _enter = span.enter();
+    let failed = |source| TerminalizationError::Repair { run_id, source };
+    let run = store
+        .get_run(run_id)
+        .await
+        .map_err(failed)?
+        .ok_or(failed(StoreError::RunNotFound(run_id)))?;
+    let event = match run.status {
+        FlowStatus::Created | FlowStatus::Running | FlowStatus::Waiting => {
+            return Ok(TerminalizationOutcome::Noop);
+        }
+        FlowStatus::Finished => {
+            let structured_output = match target {
+                Some(TerminalTarget::Completed {
+                    structured_output: Some(output),
+                }) => output,
+                _ => rebuild_structured_output(
+                    &store.list_step_outputs(run_id).await.map_err(failed)?,
+                ),
+            };
+            TerminalEvent::FlowCompleted {
+                structured_output: Some(structured_output),
+            }
+        }
+        FlowStatus::Failed => {
+            let reason = match target {
+                Some(TerminalTarget::Failed { reason }) => reason,
+                _ => store
+                    .list_failures(run_id)
+                    .await
+                    .map_err(failed)?
+                    .pop()
+                    .map_or_else(|| "run already failed".to_owned(), |f| f.reason),
+            };
+            TerminalEvent::FlowFailed { reason }
+        }
+        FlowStatus::Cancelled => TerminalEvent::FlowCanceled,
+    };
+    match store
+        .append_terminal_event_if_absent(run_id, event)
+        .await
+        .map_err(failed)?
+    {
+        TerminalAppend::Appended(a) => {
+            tracing::info!(cursor = %a.cursor, "repaired: terminal event appended");
+        }
+        TerminalAppend::AlreadyPresent(_) => {}
+    }
+    Ok(TerminalizationOutcome::Noop)
+}
+
+/// Rebuilds a run's structured output from its recorded outputs:
+/// `{"steps": {step_id: output}}`. A step recorded only inside a loop maps to
+/// `{"loop_id": ..., "iterations": [outputs by iteration index]}`; a step's
+/// plain (non-loop) output wins over its loop-iteration outputs.
+pub fn rebuild_structured_output(outputs: &[StepOutput]) -> Value {
+    let mut steps = Map::new();
+    // (step id, loop id, (iteration, output)...), in first-seen order.
+    type LoopOutputs<'a> = (&'a str, Option<&'a str>, Vec<(u32, &'a Value)>);
+    let mut loops: Vec<LoopOutputs<'_>> = Vec::new();
+    for o in outputs {
+        match o.iteration {
+            None => {
+                steps.insert(o.step_id.clone(), o.output.clone());
+            }
+            Some(i) => match loops.iter_mut().find(|(s, _, _)| *s == o.step_id) {
+                Some((_, _, its)) => its.push((i, &o.output)),
+                None => loops.push((&o.step_id, o.loop_id.as_deref(), vec![(i, &o.output)])),
+            },
+        }
+    }
+    for (step, loop_id, mut its) in loops {
+        if steps.contains_key(step) {
+            continue;
+        }
+        its.sort_by_key(|(i, _)| *i);
+        let iterations: Vec<Value> = its.into_iter().map(|(_, v)| v.clone()).collect();
+        steps.insert(
+            step.to_owned(),
+            json!({ "loop_id": loop_id, "iterations": iterations }),
+        );
+    }
+    json!({ "steps": steps })
+}

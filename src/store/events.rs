@@ -1,0 +1,221 @@
+//! The event log: kinds, events to append, stored events, cursors.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::error::StoreError;
+
+/// Position in the global event log. Cursors only grow; `Cursor(0)` is before
+/// the first event.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
+#[serde(transparent)]
+pub struct Cursor(pub u64);
+
+impl std::fmt::Display for Cursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// A run's outcome, recorded at most once per run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum TerminalEvent {
+    /// The run completed.
+    FlowCompleted {
+        /// The run's structured output, e.g. `{"steps": {...}}`.
+        structured_output: Option<Value>,
+    },
+    /// The run failed.
+    FlowFailed {
+        /// Why.
+        reason: String,
+    },
+    /// The run was cancelled.
+    FlowCanceled,
+}
+
+impl TerminalEvent {
+    /// The kind name (`"FlowCompleted"`, ...).
+    pub fn name(&self) -> &'static str {
+        match self {
+            TerminalEvent::FlowCompleted { .. } => "FlowCompleted",
+            TerminalEvent::FlowFailed { .. } => "FlowFailed",
+            TerminalEvent::FlowCanceled => "FlowCanceled",
+        }
+    }
+}
+
+/// The names reserved for terminal kinds, in code order (codes 1, 2, 3).
+pub(crate) const TERMINAL_NAMES: [&str; 3] = ["FlowCompleted", "FlowFailed", "FlowCanceled"];
+
+/// What an event says.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum EventKind {
+    /// A terminal outcome (at most one per run).
+    Terminal(TerminalEvent),
+    /// Any other event: audit entries (`created`, `started`, ...), stage
+    /// completions, user events.
+    Custom {
+        /// The kind name; must not be a terminal kind name.
+        name: String,
+        /// Event data (`Null` when there is none).
+        payload: Value,
+    },
+}
+
+impl EventKind {
+    /// A custom event.
+    pub fn custom(name: impl Into<String>, payload: Value) -> EventKind {
+        EventKind::Custom {
+            name: name.into(),
+            payload,
+        }
+    }
+
+    /// The kind name.
+    pub fn name(&self) -> &str {
+        match self {
+            EventKind::Terminal(t) => t.name(),
+            EventKind::Custom { name, .. } => name,
+        }
+    }
+
+    /// The name as a static string: the terminal kind's name, or `"custom"`
+    /// (what error reports about terminal events need).
+    pub(crate) fn name_static(&self) -> &'static str {
+        match self {
+            EventKind::Terminal(t) => t.name(),
+            EventKind::Custom { .. } => "custom",
+        }
+    }
+
+    /// The terminal outcome, if this is one.
+    pub fn as_terminal(&self) -> Option<&TerminalEvent> {
+        match self {
+            EventKind::Terminal(t) => Some(t),
+            EventKind::Custom { .. } => None,
+        }
+    }
+}
+
+impl From<TerminalEvent> for EventKind {
+    fn from(t: TerminalEvent) -> Self {
+        EventKind::Terminal(t)
+    }
+}
+
+/// An event to append to a run's log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEvent {
+    /// The run.
+    pub run_id: Uuid,
+    /// A caller-chosen id, unique within the run: appending again with the
+    /// same id returns the stored event instead of adding one. `None` lets the
+    /// store assign `#<seq>`. Caller ids must not start with `#`.
+    pub event_id: Option<String>,
+    /// What happened.
+    pub kind: EventKind,
+}
+
+impl NewEvent {
+    /// An event without a caller-chosen id.
+    pub fn new(run_id: Uuid, kind: impl Into<EventKind>) -> NewEvent {
+        NewEvent {
+            run_id,
+            event_id: None,
+            kind: kind.into(),
+        }
+    }
+
+    /// An event with a caller-chosen idempotency id.
+    pub fn with_id(run_id: Uuid, event_id: impl Into<String>, kind: impl Into<EventKind>) -> Self {
+        NewEvent {
+            run_id,
+            event_id: Some(event_id.into()),
+            kind: kind.into(),
+        }
+    }
+
+    /// Checks the caller-supplied parts, so that every backend rejects the same inputs.
+    pub(crate) fn validate(&self) -> Result<(), StoreError> {
+        let invalid = |field, value: &str, why| StoreError::InvalidInput {
+            run_id: self.run_id,
+            field,
+            value: value.to_owned(),
+            why,
+        };
+        if let Some(id) = &self.event_id {
+            if id.is_empty() || id.len() > MAX_NAME_LEN {
+                return Err(invalid("event_id", id, "must be 1..=200 bytes"));
+            }
+            if id.starts_with('#') {
+                return Err(invalid(
+                    "event_id",
+                    id,
+                    "ids starting with '#' are store-assigned",
+                ));
+            }
+        }
+        if let EventKind::Custom { name, .. } = &self.kind {
+            if name.is_empty() || name.len() > MAX_NAME_LEN {
+                return Err(invalid("kind", name, "must be 1..=200 bytes"));
+            }
+            if TERMINAL_NAMES.contains(&name.as_str()) {
+                return Err(invalid(
+                    "kind",
+                    name,
+                    "terminal kinds must use EventKind::Terminal",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+const MAX_NAME_LEN: usize = 200;
+
+/// The event id the store assigns to an event appended without one.
+pub(crate) fn assigned_event_id(seq: u64) -> String {
+    format!("#{seq}")
+}
+
+/// A stored event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunEvent {
+    /// Position in the global log.
+    pub cursor: Cursor,
+    /// The run.
+    pub run_id: Uuid,
+    /// Position in the run's log, from 1.
+    pub seq: u64,
+    /// Stable id, unique within the run: the caller's id or `#<seq>`.
+    pub event_id: String,
+    /// What happened.
+    pub kind: EventKind,
+    /// When it was stored.
+    pub at: DateTime<Utc>,
+}
+
+/// The result of appending one event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Appended {
+    /// Where the event is (the earlier event's position for a duplicate).
+    pub cursor: Cursor,
+    /// Its position in the run's log.
+    pub seq: u64,
+    /// Whether an event with the same caller id was already stored (nothing was added).
+    pub duplicate: bool,
+}
+
+/// The result of [`append_terminal_event_if_absent`](super::FlowStore::append_terminal_event_if_absent).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum TerminalAppend {
+    /// The terminal event was appended.
+    Appended(Appended),
+    /// The run already had a terminal event; nothing was appended.
+    AlreadyPresent(RunEvent),
+}

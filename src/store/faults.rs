@@ -1,0 +1,218 @@
+//! [`FaultyStore`]: a wrapper that makes chosen operations fail, for tests of
+//! the failure paths (terminalization, repair, the journal's per-request results).
+
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use uuid::Uuid;
+
+use super::error::StoreError;
+use super::events::{Cursor, RunEvent};
+use super::ops::{WriteOp, WriteOutcome};
+use super::records::{FailureEntry, Flow, FlowStatus, FlowStep, StepOutput};
+use super::traits::FlowStore;
+
+/// A fault to inject. `op` is a [`WriteOp::name`] (e.g. `"append_terminal_if_absent"`,
+/// `"record_failure"`) or a read method's name (e.g. `"get_run"`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fault {
+    /// The next `count` matching operations fail with [`StoreError::Injected`]
+    /// without touching the inner store.
+    Fail {
+        /// The operation.
+        op: &'static str,
+        /// How many times.
+        count: usize,
+    },
+    /// The next `count` matching writes are applied, then reported as failed
+    /// with [`StoreError::AckLost`]: the write happened, the caller does not know.
+    LoseAck {
+        /// The operation.
+        op: &'static str,
+        /// How many times.
+        count: usize,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Effect {
+    Fail,
+    LoseAck,
+}
+
+/// Wraps a store and injects [`Fault`]s.
+///
+/// ```
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// use std::sync::Arc;
+/// use troupe::store::{Fault, Flow, FlowStore, MemoryStore, StoreError};
+///
+/// let store = FaultyStore::new(Arc::new(MemoryStore::new()));
+/// store.inject(Fault::LoseAck { op: "insert_run", count: 1 });
+/// let run = Flow::new("c", "g", "o");
+/// assert!(matches!(store.insert_run(run.clone(), None).await, Err(StoreError::AckLost { .. })));
+/// assert!(store.get_run(run.id).await?.is_some(), "the write happened");
+/// # Ok::<(), StoreError>(())
+/// # }).unwrap();
+/// # use troupe::store::FaultyStore;
+/// ```
+pub struct FaultyStore {
+    inner: Arc<dyn FlowStore>,
+    faults: Mutex<Vec<Fault>>,
+    fired: Mutex<Vec<&'static str>>,
+}
+
+impl FaultyStore {
+    /// Wraps `inner` with no faults armed.
+    pub fn new(inner: Arc<dyn FlowStore>) -> FaultyStore {
+        FaultyStore {
+            inner,
+            faults: Mutex::new(Vec::new()),
+            fired: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Arms a fault; faults for the same op fire in the order they were armed.
+    pub fn inject(&self, fault: Fault) {
+        self.faults
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(fault);
+    }
+
+    /// The names of the operations that faults fired on, in order.
+    pub fn fired(&self) -> Vec<&'static str> {
+        self.fired.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Consumes one armed fault for `op`, if any.
+    fn take(&self, op: &'static str) -> Option<Effect> {
+        let mut faults = self.faults.lock().unwrap_or_else(|p| p.into_inner());
+        let i = faults.iter().position(|f| match f {
+            Fault::Fail { op: o, count } | Fault::LoseAck { op: o, count } => {
+                *o == op && *count > 0
+            }
+        })?;
+        let effect = match &mut faults[i] {
+            Fault::Fail { count, .. } => {
+                *count -= 1;
+                Effect::Fail
+            }
+            Fault::LoseAck { count, .. } => {
+                *count -= 1;
+                Effect::LoseAck
+            }
+        };
+        faults.retain(|f| {
+            !matches!(
+                f,
+                Fault::Fail { count: 0, .. } | Fault::LoseAck { count: 0, .. }
+            )
+        });
+        self.fired
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(op);
+        Some(effect)
+    }
+
+    fn check_read(&self, op: &'static str) -> Result<(), StoreError> {
+        match self.take(op) {
+            Some(_) => Err(StoreError::Injected { op }),
+            None => Ok(()),
+        }
+    }
+}
+
+#[async_trait]
+impl FlowStore for FaultyStore {
+    async fn apply_batch(
+        &self,
+        ops: Vec<WriteOp>,
+    ) -> Result<Vec<Result<WriteOutcome, StoreError>>, StoreError> {
+        let plan: Vec<(&'static str, Option<Effect>)> = ops
+            .iter()
+            .map(|op| (op.name(), self.take(op.name())))
+            .collect();
+        let forwarded: Vec<WriteOp> = ops
+            .into_iter()
+            .zip(&plan)
+            .filter(|(_, (_, effect))| *effect != Some(Effect::Fail))
+            .map(|(op, _)| op)
+            .collect();
+        let mut inner = if forwarded.is_empty() {
+            Vec::new()
+        } else {
+            self.inner.apply_batch(forwarded).await?
+        }
+        .into_iter();
+        Ok(plan
+            .into_iter()
+            .map(|(op, effect)| match effect {
+                Some(Effect::Fail) => Err(StoreError::Injected { op }),
+                Some(Effect::LoseAck) => match inner.next() {
+                    Some(_) => Err(StoreError::AckLost { op }),
+                    None => Err(StoreError::OutcomeMismatch { op }),
+                },
+                None => inner
+                    .next()
+                    .unwrap_or(Err(StoreError::OutcomeMismatch { op })),
+            })
+            .collect())
+    }
+
+    async fn get_run(&self, id: Uuid) -> Result<Option<Flow>, StoreError> {
+        self.check_read("get_run")?;
+        self.inner.get_run(id).await
+    }
+
+    async fn list_runs_by_owner(&self, owner_session_key: &str) -> Result<Vec<Flow>, StoreError> {
+        self.check_read("list_runs_by_owner")?;
+        self.inner.list_runs_by_owner(owner_session_key).await
+    }
+
+    async fn list_runs_by_status(&self, status: FlowStatus) -> Result<Vec<Flow>, StoreError> {
+        self.check_read("list_runs_by_status")?;
+        self.inner.list_runs_by_status(status).await
+    }
+
+    async fn list_runs_missing_terminal_event(&self) -> Result<Vec<Flow>, StoreError> {
+        self.check_read("list_runs_missing_terminal_event")?;
+        self.inner.list_runs_missing_terminal_event().await
+    }
+
+    async fn list_events(&self, run_id: Uuid, limit: usize) -> Result<Vec<RunEvent>, StoreError> {
+        self.check_read("list_events")?;
+        self.inner.list_events(run_id, limit).await
+    }
+
+    async fn poll(&self, after: Cursor, limit: usize) -> Result<Vec<RunEvent>, StoreError> {
+        self.check_read("poll")?;
+        self.inner.poll(after, limit).await
+    }
+
+    async fn latest_cursor(&self) -> Result<Cursor, StoreError> {
+        self.check_read("latest_cursor")?;
+        self.inner.latest_cursor().await
+    }
+
+    async fn terminal_event(&self, run_id: Uuid) -> Result<Option<RunEvent>, StoreError> {
+        self.check_read("terminal_event")?;
+        self.inner.terminal_event(run_id).await
+    }
+
+    async fn list_step_outputs(&self, run_id: Uuid) -> Result<Vec<StepOutput>, StoreError> {
+        self.check_read("list_step_outputs")?;
+        self.inner.list_step_outputs(run_id).await
+    }
+
+    async fn list_failures(&self, run_id: Uuid) -> Result<Vec<FailureEntry>, StoreError> {
+        self.check_read("list_failures")?;
+        self.inner.list_failures(run_id).await
+    }
+
+    async fn list_steps(&self, flow_id: Uuid) -> Result<Vec<FlowStep>, StoreError> {
+        self.check_read("list_steps")?;
+        self.inner.list_steps(flow_id).await
+    }
+}

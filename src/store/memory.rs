@@ -1,0 +1,417 @@
+//! [`MemoryStore`]: the in-memory backend, for tests and for runtimes that do
+//! not need durability. It keeps the same rules as the SQLite backend.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Mutex, MutexGuard};
+
+use async_trait::async_trait;
+use chrono::Utc;
+use uuid::Uuid;
+
+use super::error::StoreError;
+use super::events::{Appended, Cursor, NewEvent, RunEvent, TerminalAppend, assigned_event_id};
+use super::ops::{WriteOp, WriteOutcome};
+use super::records::{FailureEntry, Flow, FlowStatus, FlowStep, StepOutput};
+use super::traits::FlowStore;
+
+/// A store held in memory. Each op is atomic: a failing op is undone before
+/// the next one runs.
+///
+/// ```
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// use troupe::store::{EventKind, Flow, FlowStore, MemoryStore, NewEvent};
+///
+/// let store = MemoryStore::new();
+/// let run = Flow::new("orders", "process order 17", "session-1");
+/// store.insert_run(run.clone(), Some(EventKind::custom("created", serde_json::Value::Null))).await?;
+/// store.append(NewEvent::new(run.id, EventKind::custom("note", serde_json::json!({"n": 1})))).await?;
+/// assert_eq!(store.replay(run.id).await?.len(), 2);
+/// # Ok::<(), troupe::store::StoreError>(())
+/// # }).unwrap();
+/// ```
+#[derive(Default)]
+pub struct MemoryStore {
+    state: Mutex<MemState>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> MemoryStore {
+        MemoryStore::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, MemState> {
+        // A panic while holding the lock cannot leave a half-applied op: every
+        // op is undone on error before the guard is released.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[derive(Default)]
+struct MemRun {
+    flow: Option<Flow>,
+    events: Vec<usize>,
+    keys: HashMap<String, usize>,
+    terminal: Option<usize>,
+}
+
+type OutputKey = (Uuid, String, Option<String>, Option<u32>);
+
+#[derive(Default)]
+struct MemState {
+    runs: HashMap<Uuid, MemRun>,
+    order: Vec<Uuid>,
+    events: Vec<RunEvent>,
+    outputs: Vec<StepOutput>,
+    output_keys: HashSet<OutputKey>,
+    failures: Vec<FailureEntry>,
+    steps: Vec<FlowStep>,
+    step_index: HashMap<(Uuid, String), usize>,
+}
+
+/// How to take back one mutation.
+enum Undo {
+    InsertRun(Uuid),
+    RestoreFlow(Box<Flow>),
+    PushEvent,
+    PushOutput,
+    PushFailure,
+    InsertStep,
+    RestoreStep(usize, Box<FlowStep>),
+}
+
+fn output_key(o: &StepOutput) -> OutputKey {
+    (o.run_id, o.step_id.clone(), o.loop_id.clone(), o.iteration)
+}
+
+impl MemState {
+    fn run(&self, id: Uuid) -> Result<&MemRun, StoreError> {
+        self.runs
+            .get(&id)
+            .filter(|r| r.flow.is_some())
+            .ok_or(StoreError::RunNotFound(id))
+    }
+
+    fn flow(&self, id: Uuid) -> Result<&Flow, StoreError> {
+        self.run(id)?
+            .flow
+            .as_ref()
+            .ok_or(StoreError::RunNotFound(id))
+    }
+
+    fn apply(&mut self, op: WriteOp) -> Result<WriteOutcome, StoreError> {
+        let mut undo = Vec::new();
+        let result = self.apply_op(op, &mut undo);
+        if result.is_err() {
+            self.rollback(undo);
+        }
+        result
+    }
+
+    fn rollback(&mut self, undo: Vec<Undo>) {
+        for u in undo.into_iter().rev() {
+            match u {
+                Undo::InsertRun(id) => {
+                    self.runs.remove(&id);
+                    self.order.pop();
+                }
+                Undo::RestoreFlow(flow) => {
+                    if let Some(run) = self.runs.get_mut(&flow.id) {
+                        run.flow = Some(*flow);
+                    }
+                }
+                Undo::PushEvent => {
+                    if let Some(ev) = self.events.pop()
+                        && let Some(run) = self.runs.get_mut(&ev.run_id)
+                    {
+                        run.events.pop();
+                        run.keys.remove(&ev.event_id);
+                        if ev.kind.as_terminal().is_some() {
+                            run.terminal = None;
+                        }
+                    }
+                }
+                Undo::PushOutput => {
+                    if let Some(o) = self.outputs.pop() {
+                        self.output_keys.remove(&output_key(&o));
+                    }
+                }
+                Undo::PushFailure => {
+                    self.failures.pop();
+                }
+                Undo::InsertStep => {
+                    if let Some(s) = self.steps.pop() {
+                        self.step_index.remove(&(s.flow_id, s.run_id));
+                    }
+                }
+                Undo::RestoreStep(i, step) => self.steps[i] = *step,
+            }
+        }
+    }
+
+    fn apply_op(&mut self, op: WriteOp, undo: &mut Vec<Undo>) -> Result<WriteOutcome, StoreError> {
+        match op {
+            WriteOp::InsertRun { run, audit } => {
+                if self.runs.contains_key(&run.id) {
+                    return Err(StoreError::RunExists(run.id));
+                }
+                let id = run.id;
+                self.runs.insert(
+                    id,
+                    MemRun {
+                        flow: Some(run),
+                        ..MemRun::default()
+                    },
+                );
+                self.order.push(id);
+                undo.push(Undo::InsertRun(id));
+                let audit = match audit {
+                    Some(kind) => Some(self.append(NewEvent::new(id, kind), undo)?),
+                    None => None,
+                };
+                Ok(WriteOutcome::RunInserted { audit })
+            }
+            WriteOp::UpdateRun {
+                mut run,
+                expected_revision,
+                audit,
+            } => {
+                let stored = self.flow(run.id)?;
+                if stored.revision != expected_revision {
+                    return Err(StoreError::RevisionMismatch {
+                        run_id: run.id,
+                        expected: expected_revision,
+                        actual: stored.revision,
+                    });
+                }
+                let audit_event = NewEvent::new(run.id, audit);
+                audit_event.validate()?;
+                run.revision = expected_revision + 1;
+                let revision = run.revision;
+                let id = run.id;
+                let slot = self.runs.get_mut(&id).ok_or(StoreError::RunNotFound(id))?;
+                let old = slot.flow.replace(run).ok_or(StoreError::RunNotFound(id))?;
+                undo.push(Undo::RestoreFlow(Box::new(old)));
+                let audit = self.append(audit_event, undo)?;
+                Ok(WriteOutcome::RunUpdated { revision, audit })
+            }
+            WriteOp::Append(ev) => Ok(WriteOutcome::Appended(self.append(ev, undo)?)),
+            WriteOp::AppendBatch(evs) => {
+                let mut out = Vec::with_capacity(evs.len());
+                for ev in evs {
+                    out.push(self.append(ev, undo)?);
+                }
+                Ok(WriteOutcome::BatchAppended(out))
+            }
+            WriteOp::AppendTerminalIfAbsent { run_id, event } => {
+                let run = self.run(run_id)?;
+                if let Some(i) = run.terminal {
+                    return Ok(WriteOutcome::Terminal(TerminalAppend::AlreadyPresent(
+                        self.events[i].clone(),
+                    )));
+                }
+                let appended = self.append(NewEvent::new(run_id, event), undo)?;
+                Ok(WriteOutcome::Terminal(TerminalAppend::Appended(appended)))
+            }
+            WriteOp::RecordStepOutput(o) => {
+                self.run(o.run_id)?;
+                if !self.output_keys.insert(output_key(&o)) {
+                    return Ok(WriteOutcome::StepOutputRecorded { inserted: false });
+                }
+                self.outputs.push(o);
+                undo.push(Undo::PushOutput);
+                Ok(WriteOutcome::StepOutputRecorded { inserted: true })
+            }
+            WriteOp::RecordFailure(f) => {
+                self.run(f.run_id)?;
+                self.failures.push(f);
+                undo.push(Undo::PushFailure);
+                Ok(WriteOutcome::FailureRecorded)
+            }
+            WriteOp::UpsertStep(mut step) => {
+                self.run(step.flow_id)?;
+                let key = (step.flow_id, step.run_id.clone());
+                if let Some(&i) = self.step_index.get(&key) {
+                    let old = self.steps[i].clone();
+                    step.id = old.id;
+                    step.created_at = old.created_at;
+                    if step.child_session_key.is_none() {
+                        step.child_session_key = old.child_session_key.clone();
+                    }
+                    self.steps[i] = step.clone();
+                    undo.push(Undo::RestoreStep(i, Box::new(old)));
+                } else {
+                    self.step_index.insert(key, self.steps.len());
+                    self.steps.push(step.clone());
+                    undo.push(Undo::InsertStep);
+                }
+                Ok(WriteOutcome::StepUpserted(step))
+            }
+            WriteOp::Atomic(ops) => {
+                let mut out = Vec::with_capacity(ops.len());
+                for op in ops {
+                    out.push(self.apply_op(op, undo)?);
+                }
+                Ok(WriteOutcome::Atomic(out))
+            }
+        }
+    }
+
+    fn append(&mut self, ev: NewEvent, undo: &mut Vec<Undo>) -> Result<Appended, StoreError> {
+        ev.validate()?;
+        let run = self.run(ev.run_id)?;
+        if let Some(key) = &ev.event_id
+            && let Some(&i) = run.keys.get(key)
+        {
+            let stored = &self.events[i];
+            return Ok(Appended {
+                cursor: stored.cursor,
+                seq: stored.seq,
+                duplicate: true,
+            });
+        }
+        if let (Some(_), Some(i)) = (ev.kind.as_terminal(), run.terminal) {
+            return Err(StoreError::TerminalExists {
+                run_id: ev.run_id,
+                existing: self.events[i].kind.name_static(),
+                cursor: self.events[i].cursor,
+            });
+        }
+        let seq = run.events.len() as u64 + 1;
+        let cursor = Cursor(self.events.len() as u64 + 1);
+        let index = self.events.len();
+        let event_id = ev.event_id.unwrap_or_else(|| assigned_event_id(seq));
+        let run = self
+            .runs
+            .get_mut(&ev.run_id)
+            .ok_or(StoreError::RunNotFound(ev.run_id))?;
+        run.events.push(index);
+        run.keys.insert(event_id.clone(), index);
+        if ev.kind.as_terminal().is_some() {
+            run.terminal = Some(index);
+        }
+        self.events.push(RunEvent {
+            cursor,
+            run_id: ev.run_id,
+            seq,
+            event_id,
+            kind: ev.kind,
+            at: Utc::now(),
+        });
+        undo.push(Undo::PushEvent);
+        Ok(Appended {
+            cursor,
+            seq,
+            duplicate: false,
+        })
+    }
+
+    fn runs_where(&self, keep: impl Fn(&Flow) -> bool) -> Vec<Flow> {
+        self.order
+            .iter()
+            .filter_map(|id| self.runs.get(id)?.flow.as_ref())
+            .filter(|f| keep(f))
+            .cloned()
+            .collect()
+    }
+}
+
+#[async_trait]
+impl FlowStore for MemoryStore {
+    async fn apply_batch(
+        &self,
+        ops: Vec<WriteOp>,
+    ) -> Result<Vec<Result<WriteOutcome, StoreError>>, StoreError> {
+        let mut state = self.lock();
+        Ok(ops.into_iter().map(|op| state.apply(op)).collect())
+    }
+
+    async fn get_run(&self, id: Uuid) -> Result<Option<Flow>, StoreError> {
+        Ok(self.lock().runs.get(&id).and_then(|r| r.flow.clone()))
+    }
+
+    async fn list_runs_by_owner(&self, owner_session_key: &str) -> Result<Vec<Flow>, StoreError> {
+        Ok(self
+            .lock()
+            .runs_where(|f| f.owner_session_key == owner_session_key))
+    }
+
+    async fn list_runs_by_status(&self, status: FlowStatus) -> Result<Vec<Flow>, StoreError> {
+        Ok(self.lock().runs_where(|f| f.status == status))
+    }
+
+    async fn list_runs_missing_terminal_event(&self) -> Result<Vec<Flow>, StoreError> {
+        let state = self.lock();
+        Ok(state.runs_where(|f| {
+            f.status.is_terminal() && state.runs.get(&f.id).is_some_and(|r| r.terminal.is_none())
+        }))
+    }
+
+    async fn list_events(&self, run_id: Uuid, limit: usize) -> Result<Vec<RunEvent>, StoreError> {
+        let state = self.lock();
+        let Some(run) = state.runs.get(&run_id) else {
+            return Ok(Vec::new());
+        };
+        let skip = run.events.len().saturating_sub(limit);
+        Ok(run.events[skip..]
+            .iter()
+            .map(|&i| state.events[i].clone())
+            .collect())
+    }
+
+    async fn poll(&self, after: Cursor, limit: usize) -> Result<Vec<RunEvent>, StoreError> {
+        let state = self.lock();
+        // Cursors are 1-based positions in `events`.
+        let start = usize::try_from(after.0).unwrap_or(usize::MAX);
+        Ok(state
+            .events
+            .iter()
+            .skip(start)
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+
+    async fn latest_cursor(&self) -> Result<Cursor, StoreError> {
+        Ok(Cursor(self.lock().events.len() as u64))
+    }
+
+    async fn terminal_event(&self, run_id: Uuid) -> Result<Option<RunEvent>, StoreError> {
+        let state = self.lock();
+        Ok(state
+            .runs
+            .get(&run_id)
+            .and_then(|r| r.terminal)
+            .map(|i| state.events[i].clone()))
+    }
+
+    async fn list_step_outputs(&self, run_id: Uuid) -> Result<Vec<StepOutput>, StoreError> {
+        Ok(self
+            .lock()
+            .outputs
+            .iter()
+            .filter(|o| o.run_id == run_id)
+            .cloned()
+            .collect())
+    }
+
+    async fn list_failures(&self, run_id: Uuid) -> Result<Vec<FailureEntry>, StoreError> {
+        Ok(self
+            .lock()
+            .failures
+            .iter()
+            .filter(|f| f.run_id == run_id)
+            .cloned()
+            .collect())
+    }
+
+    async fn list_steps(&self, flow_id: Uuid) -> Result<Vec<FlowStep>, StoreError> {
+        Ok(self
+            .lock()
+            .steps
+            .iter()
+            .filter(|s| s.flow_id == flow_id)
+            .cloned()
+            .collect())
+    }
+}

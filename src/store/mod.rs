@@ -1,0 +1,55 @@
+//! Records and durable storage: run records, the event log, step outputs,
+//! steps and the failure ledger, behind one object-safe trait, [`FlowStore`],
+//! with two backends: [`MemoryStore`] (tests) and [`SqliteStore`] (embedded,
+//! durable). [`FaultyStore`] wraps any store to inject failures in tests.
+//!
+//! Every write is a [`WriteOp`]; [`FlowStore::apply_batch`] commits several in
+//! one transaction with one result each, which is what the journal actor
+//! (`troupe::journal`) uses for group commit. The store itself enforces at
+//! most one terminal event per run and unique caller-supplied event ids.
+//!
+//! ```
+//! # tokio::runtime::Builder::new_multi_thread().build().unwrap().block_on(async {
+//! use serde_json::json;
+//! use troupe::store::{EventKind, Flow, FlowStatus, FlowStore, NewEvent, SqliteStore, StoreError};
+//!
+//! let store = SqliteStore::open(":memory:").await?;
+//! let mut run = Flow::new("orders", "ship order 17", "session-1");
+//! store.insert_run(run.clone(), Some(EventKind::custom("created", json!(null)))).await?;
+//!
+//! // Compare-and-set on the revision; the audit event is written atomically with the change.
+//! run.status = FlowStatus::Running;
+//! let revision = store.update_run(run.clone(), 0, EventKind::custom("started", json!(null))).await?;
+//! assert_eq!(revision, 1);
+//! let stale = store.update_run(run.clone(), 0, EventKind::custom("started", json!(null))).await;
+//! assert!(matches!(stale, Err(StoreError::RevisionMismatch { actual: 1, .. })));
+//!
+//! // Caller-chosen event ids make appends idempotent.
+//! let first = store.append(NewEvent::with_id(run.id, "pick-1", EventKind::custom("picked", json!({"sku": 7})))).await?;
+//! let again = store.append(NewEvent::with_id(run.id, "pick-1", EventKind::custom("picked", json!({"sku": 7})))).await?;
+//! assert!(again.duplicate && again.cursor == first.cursor);
+//! assert_eq!(store.list_events(run.id, 10).await?.len(), 3);
+//! # Ok::<(), StoreError>(())
+//! # }).unwrap();
+//! ```
+
+mod error;
+mod events;
+mod faults;
+mod memory;
+mod ops;
+mod records;
+mod sqlite;
+mod traits;
+
+pub use error::{RowRef, StoreError};
+pub use events::{Appended, Cursor, EventKind, NewEvent, RunEvent, TerminalAppend, TerminalEvent};
+pub use faults::{Fault, FaultyStore};
+pub use memory::MemoryStore;
+pub use ops::{WriteOp, WriteOutcome};
+pub use records::{
+    FailureEntry, Flow, FlowStatus, FlowStep, FlowStepStatus, Lease, SYSTEM_STEP_ID, StepOutput,
+    StepRuntime, new_run_id,
+};
+pub use sqlite::{IntegrityCheck, SCHEMA_VERSION, SqliteConfig, SqliteStore, Synchronous};
+pub use traits::FlowStore;

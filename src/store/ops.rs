@@ -1,0 +1,111 @@
+//! Writes as data: every durable change is a [`WriteOp`], so that a journal
+//! actor can queue, batch and group-commit them, and every backend applies
+//! the same set.
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::error::StoreError;
+use super::events::{Appended, EventKind, NewEvent, TerminalAppend, TerminalEvent};
+use super::records::{FailureEntry, Flow, FlowStep, StepOutput};
+
+/// One atomic write. A backend applies each op all-or-nothing.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WriteOp {
+    /// Insert a new run (its `revision` is stored as given, normally 0), and
+    /// optionally its first audit event, atomically.
+    InsertRun {
+        /// The run.
+        run: Flow,
+        /// An audit event (e.g. `created`) appended to the run in the same write.
+        audit: Option<EventKind>,
+    },
+    /// Compare-and-set: replace the run's fields if its stored revision is
+    /// `expected_revision`, store revision `expected_revision + 1`, and append
+    /// the audit event, atomically. A mismatch is [`StoreError::RevisionMismatch`].
+    UpdateRun {
+        /// The new field values (its `revision` field is ignored).
+        run: Flow,
+        /// The revision the change is based on.
+        expected_revision: u64,
+        /// The audit event describing the change.
+        audit: EventKind,
+    },
+    /// Append one event.
+    Append(NewEvent),
+    /// Append several events atomically (all or none).
+    AppendBatch(Vec<NewEvent>),
+    /// Append a terminal event unless the run already has one.
+    AppendTerminalIfAbsent {
+        /// The run.
+        run_id: Uuid,
+        /// The outcome.
+        event: TerminalEvent,
+    },
+    /// Record a step's (or loop iteration's) output; the first record for a key wins.
+    RecordStepOutput(StepOutput),
+    /// Append a failure-ledger entry.
+    RecordFailure(FailureEntry),
+    /// Insert or update a step keyed by `(flow_id, run_id)`; an update keeps the
+    /// stored `id`, `created_at` and, when the new one is absent, `child_session_key`.
+    UpsertStep(FlowStep),
+    /// Apply several ops atomically (all or none).
+    Atomic(Vec<WriteOp>),
+}
+
+impl WriteOp {
+    /// A short stable name for tracing and fault injection.
+    pub fn name(&self) -> &'static str {
+        match self {
+            WriteOp::InsertRun { .. } => "insert_run",
+            WriteOp::UpdateRun { .. } => "update_run",
+            WriteOp::Append(_) => "append",
+            WriteOp::AppendBatch(_) => "append_batch",
+            WriteOp::AppendTerminalIfAbsent { .. } => "append_terminal_if_absent",
+            WriteOp::RecordStepOutput(_) => "record_step_output",
+            WriteOp::RecordFailure(_) => "record_failure",
+            WriteOp::UpsertStep(_) => "upsert_step",
+            WriteOp::Atomic(_) => "atomic",
+        }
+    }
+}
+
+/// What a [`WriteOp`] did; the variant matches the op.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum WriteOutcome {
+    /// For [`WriteOp::InsertRun`].
+    RunInserted {
+        /// The audit event, if one was given.
+        audit: Option<Appended>,
+    },
+    /// For [`WriteOp::UpdateRun`].
+    RunUpdated {
+        /// The run's new revision.
+        revision: u64,
+        /// The audit event.
+        audit: Appended,
+    },
+    /// For [`WriteOp::Append`].
+    Appended(Appended),
+    /// For [`WriteOp::AppendBatch`], one entry per event in order.
+    BatchAppended(Vec<Appended>),
+    /// For [`WriteOp::AppendTerminalIfAbsent`].
+    Terminal(TerminalAppend),
+    /// For [`WriteOp::RecordStepOutput`]: `false` when an output was already stored for the key.
+    StepOutputRecorded {
+        /// Whether this output was stored.
+        inserted: bool,
+    },
+    /// For [`WriteOp::RecordFailure`].
+    FailureRecorded,
+    /// For [`WriteOp::UpsertStep`]: the step as stored.
+    StepUpserted(FlowStep),
+    /// For [`WriteOp::Atomic`], one outcome per op in order.
+    Atomic(Vec<WriteOutcome>),
+}
+
+/// A backend returned an outcome that does not match the op: a backend bug,
+/// reported instead of panicking.
+pub(crate) fn mismatch(op: &'static str) -> StoreError {
+    StoreError::OutcomeMismatch { op }
+}

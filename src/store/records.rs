@@ -1,0 +1,292 @@
+//! Run records, steps, step outputs and failure-ledger entries.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+/// The step id under which the system (not a user step) records failures in the ledger.
+pub const SYSTEM_STEP_ID: &str = "__system__";
+
+/// A new, time-ordered (UUID v7) run id: ids created later sort later, which
+/// keeps the store's id index append-mostly.
+pub fn new_run_id() -> Uuid {
+    Uuid::now_v7()
+}
+
+/// Lifecycle status of a run. `Finished`, `Failed` and `Cancelled` are terminal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum FlowStatus {
+    /// Created, not started.
+    Created,
+    /// Running.
+    Running,
+    /// Waiting for an external input.
+    Waiting,
+    /// Finished successfully (terminal).
+    Finished,
+    /// Failed (terminal).
+    Failed,
+    /// Cancelled (terminal).
+    Cancelled,
+}
+
+impl FlowStatus {
+    /// Every status, in code order.
+    pub const ALL: [FlowStatus; 6] = [
+        FlowStatus::Created,
+        FlowStatus::Running,
+        FlowStatus::Waiting,
+        FlowStatus::Finished,
+        FlowStatus::Failed,
+        FlowStatus::Cancelled,
+    ];
+
+    /// Whether no further change is allowed.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            FlowStatus::Finished | FlowStatus::Failed | FlowStatus::Cancelled
+        )
+    }
+
+    /// Lower-case name (`"running"`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FlowStatus::Created => "created",
+            FlowStatus::Running => "running",
+            FlowStatus::Waiting => "waiting",
+            FlowStatus::Finished => "finished",
+            FlowStatus::Failed => "failed",
+            FlowStatus::Cancelled => "cancelled",
+        }
+    }
+
+    /// The compact code stored on disk.
+    pub fn code(self) -> i64 {
+        self as i64
+    }
+
+    /// The status for a stored code, if any.
+    pub fn from_code(code: i64) -> Option<FlowStatus> {
+        usize::try_from(code)
+            .ok()
+            .and_then(|i| Self::ALL.get(i).copied())
+    }
+}
+
+/// An ownership lease on a run (for several processes sharing a store later).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Lease {
+    /// Who holds the lease.
+    pub owner: String,
+    /// Fencing epoch, incremented on every takeover.
+    pub epoch: u64,
+    /// When the lease lapses unless renewed.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// The persisted record of one run (managed, mirrored or actor-driven).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Flow {
+    /// Time-ordered run id (UUID v7).
+    pub id: Uuid,
+    /// The flow definition (controller) driving the run.
+    pub controller_id: String,
+    /// What the run is for, in the caller's words.
+    pub goal: String,
+    /// The session that owns the run (used to list a session's runs).
+    pub owner_session_key: String,
+    /// Where the request came from, if known.
+    pub requester_origin: Option<String>,
+    /// The run that started this one, if any.
+    pub parent_run_id: Option<Uuid>,
+    /// The step the run is at, if the controller tracks one.
+    pub current_step: Option<String>,
+    /// The run's state document.
+    pub state_json: Value,
+    /// What the run waits for while `Waiting`.
+    pub wait_json: Option<Value>,
+    /// Lifecycle status; the persisted status is the truth.
+    pub status: FlowStatus,
+    /// Sticky cancellation request.
+    pub cancel_requested: bool,
+    /// Incremented by every change; compare-and-set updates check it.
+    pub revision: u64,
+    /// When the run was created.
+    pub created_at: DateTime<Utc>,
+    /// When the run last changed.
+    pub updated_at: DateTime<Utc>,
+    /// When the run reached a terminal status.
+    pub ended_at: Option<DateTime<Utc>>,
+    /// Ownership lease, if one is held.
+    pub lease: Option<Lease>,
+}
+
+impl Flow {
+    /// A `Created` run at revision 0 with a fresh v7 id, empty object state and
+    /// no optional fields set.
+    pub fn new(
+        controller_id: impl Into<String>,
+        goal: impl Into<String>,
+        owner_session_key: impl Into<String>,
+    ) -> Flow {
+        let now = Utc::now();
+        Flow {
+            id: new_run_id(),
+            controller_id: controller_id.into(),
+            goal: goal.into(),
+            owner_session_key: owner_session_key.into(),
+            requester_origin: None,
+            parent_run_id: None,
+            current_step: None,
+            state_json: Value::Object(Default::default()),
+            wait_json: None,
+            status: FlowStatus::Created,
+            cancel_requested: false,
+            revision: 0,
+            created_at: now,
+            updated_at: now,
+            ended_at: None,
+            lease: None,
+        }
+    }
+}
+
+/// Where a step's work runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum StepRuntime {
+    /// Executed by troupe.
+    Managed,
+    /// Executed elsewhere and only observed.
+    Mirrored,
+}
+
+impl StepRuntime {
+    /// Lower-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepRuntime::Managed => "managed",
+            StepRuntime::Mirrored => "mirrored",
+        }
+    }
+
+    /// The compact code stored on disk.
+    pub fn code(self) -> i64 {
+        self as i64
+    }
+
+    /// The runtime for a stored code, if any.
+    pub fn from_code(code: i64) -> Option<StepRuntime> {
+        match code {
+            0 => Some(StepRuntime::Managed),
+            1 => Some(StepRuntime::Mirrored),
+            _ => None,
+        }
+    }
+}
+
+/// Status of one step of a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum FlowStepStatus {
+    /// Not started.
+    Pending,
+    /// In progress.
+    Running,
+    /// Done.
+    Succeeded,
+    /// Failed.
+    Failed,
+    /// Cancelled.
+    Cancelled,
+}
+
+impl FlowStepStatus {
+    const ALL: [FlowStepStatus; 5] = [
+        FlowStepStatus::Pending,
+        FlowStepStatus::Running,
+        FlowStepStatus::Succeeded,
+        FlowStepStatus::Failed,
+        FlowStepStatus::Cancelled,
+    ];
+
+    /// Lower-case name (`"succeeded"`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FlowStepStatus::Pending => "pending",
+            FlowStepStatus::Running => "running",
+            FlowStepStatus::Succeeded => "succeeded",
+            FlowStepStatus::Failed => "failed",
+            FlowStepStatus::Cancelled => "cancelled",
+        }
+    }
+
+    /// The compact code stored on disk.
+    pub fn code(self) -> i64 {
+        self as i64
+    }
+
+    /// The status for a stored code, if any.
+    pub fn from_code(code: i64) -> Option<FlowStepStatus> {
+        usize::try_from(code)
+            .ok()
+            .and_then(|i| Self::ALL.get(i).copied())
+    }
+}
+
+/// One step of a run; for mirrored runs, the latest observation of work done elsewhere.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FlowStep {
+    /// The step's own id.
+    pub id: Uuid,
+    /// The run (flow) the step belongs to.
+    pub flow_id: Uuid,
+    /// Where the step runs.
+    pub runtime: StepRuntime,
+    /// The session executing the step, if known.
+    pub child_session_key: Option<String>,
+    /// The step's run id (unique within the flow; upserts key on it).
+    pub run_id: String,
+    /// What the step does.
+    pub task: String,
+    /// Step status.
+    pub status: FlowStepStatus,
+    /// The step's result, if any.
+    pub result_json: Option<Value>,
+    /// When the step was first recorded.
+    pub created_at: DateTime<Utc>,
+    /// When the step last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// The recorded output of one step, or of one iteration of a step inside a loop.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepOutput {
+    /// The run.
+    pub run_id: Uuid,
+    /// The step.
+    pub step_id: String,
+    /// The loop the step ran in, for loop-iteration outputs.
+    pub loop_id: Option<String>,
+    /// The iteration index, for loop-iteration outputs.
+    pub iteration: Option<u32>,
+    /// The output.
+    pub output: Value,
+    /// When it was recorded.
+    pub at: DateTime<Utc>,
+}
+
+/// One entry of the failure ledger: a failure that must not be lost.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FailureEntry {
+    /// The run.
+    pub run_id: Uuid,
+    /// The failing step, or [`SYSTEM_STEP_ID`].
+    pub step_id: String,
+    /// Why it failed.
+    pub reason: String,
+    /// Structured error details, if any.
+    pub error_json: Option<Value>,
+    /// When it was recorded.
+    pub at: DateTime<Utc>,
+}

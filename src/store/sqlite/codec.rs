@@ -1,0 +1,187 @@
+//! Compact on-disk encodings shared by the read and write paths: times as
+//! integer microseconds, ids as 16-byte blobs, kinds as interned codes,
+//! payloads as JSON bytes (NULL when empty).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use rusqlite::{Connection, OptionalExtension};
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::store::error::{RowRef, StoreError};
+use crate::store::events::{EventKind, TERMINAL_NAMES, TerminalEvent};
+
+/// Highest code reserved for terminal kinds (the partial unique index uses it).
+pub(crate) const MAX_TERMINAL_CODE: i64 = 3;
+
+pub(crate) fn micros(t: DateTime<Utc>) -> i64 {
+    t.timestamp_micros()
+}
+
+pub(crate) fn time(
+    row: &RowRef,
+    column: &'static str,
+    v: i64,
+) -> Result<DateTime<Utc>, StoreError> {
+    DateTime::from_timestamp_micros(v).ok_or_else(|| StoreError::CorruptRow {
+        row: row.clone(),
+        column,
+        value: v.to_string(),
+    })
+}
+
+pub(crate) fn uuid(row: &RowRef, column: &'static str, v: &[u8]) -> Result<Uuid, StoreError> {
+    Uuid::from_slice(v).map_err(|_| StoreError::CorruptRow {
+        row: row.clone(),
+        column,
+        value: format!("{} bytes", v.len()),
+    })
+}
+
+pub(crate) fn json_bytes(v: &Value) -> Vec<u8> {
+    // Serialising a `Value` to a Vec cannot fail: it has string keys and no I/O.
+    serde_json::to_vec(v).unwrap_or_default()
+}
+
+pub(crate) fn json(row: &RowRef, column: &'static str, bytes: &[u8]) -> Result<Value, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::CorruptPayload {
+        row: row.clone(),
+        column,
+        source: Arc::new(e),
+    })
+}
+
+pub(crate) fn opt_json(
+    row: &RowRef,
+    column: &'static str,
+    bytes: Option<Vec<u8>>,
+) -> Result<Option<Value>, StoreError> {
+    bytes.map(|b| json(row, column, &b)).transpose()
+}
+
+/// The payload column for an event kind.
+pub(crate) fn payload(kind: &EventKind) -> Option<Vec<u8>> {
+    match kind {
+        EventKind::Terminal(TerminalEvent::FlowCompleted { structured_output }) => {
+            structured_output.as_ref().map(json_bytes)
+        }
+        EventKind::Terminal(TerminalEvent::FlowFailed { reason }) => {
+            Some(json_bytes(&Value::String(reason.clone())))
+        }
+        EventKind::Terminal(TerminalEvent::FlowCanceled) => None,
+        EventKind::Custom { payload, .. } if payload.is_null() => None,
+        EventKind::Custom { payload, .. } => Some(json_bytes(payload)),
+    }
+}
+
+/// The interned kind dictionary: name ↔ code.
+#[derive(Default)]
+pub(crate) struct Kinds {
+    by_code: HashMap<i64, Arc<str>>,
+    by_name: HashMap<Arc<str>, i64>,
+}
+
+impl Kinds {
+    pub(crate) fn insert(&mut self, code: i64, name: &str) {
+        let name: Arc<str> = name.into();
+        self.by_code.insert(code, name.clone());
+        self.by_name.insert(name, code);
+    }
+
+    pub(crate) fn code(&self, name: &str) -> Option<i64> {
+        self.by_name.get(name).copied()
+    }
+
+    /// Reloads the dictionary from the database.
+    pub(crate) fn reload(&mut self, conn: &Connection) -> Result<(), StoreError> {
+        let mut stmt = conn
+            .prepare_cached("SELECT code, name FROM event_kinds")
+            .map_err(StoreError::sqlite("load event kinds"))?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))
+            .map_err(StoreError::sqlite("load event kinds"))?;
+        for row in rows {
+            let (code, name) = row.map_err(StoreError::sqlite("load event kinds"))?;
+            self.insert(code, &name);
+        }
+        Ok(())
+    }
+
+    /// The code for `name`, adding it to the dictionary table if it is new.
+    /// The caller records a new name in its scratch so that a rolled-back
+    /// write does not leave a stale cache entry.
+    pub(crate) fn lookup_or_insert(
+        &self,
+        conn: &Connection,
+        name: &str,
+    ) -> Result<(i64, bool), StoreError> {
+        if let Some(i) = TERMINAL_NAMES.iter().position(|n| *n == name) {
+            return Ok((i as i64 + 1, false));
+        }
+        if let Some(code) = self.code(name) {
+            return Ok((code, false));
+        }
+        let found: Option<i64> = conn
+            .prepare_cached("SELECT code FROM event_kinds WHERE name = ?1")
+            .and_then(|mut s| s.query_row([name], |r| r.get(0)).optional())
+            .map_err(StoreError::sqlite("look up event kind"))?;
+        if let Some(code) = found {
+            return Ok((code, true));
+        }
+        let code: i64 = conn
+            .prepare_cached(
+                "INSERT INTO event_kinds(code, name) \
+                 VALUES ((SELECT max(max(code) + 1, 16) FROM event_kinds), ?1) RETURNING code",
+            )
+            .and_then(|mut s| s.query_row([name], |r| r.get(0)))
+            .map_err(StoreError::sqlite("add event kind"))?;
+        Ok((code, true))
+    }
+
+    /// Decodes a stored kind code and payload.
+    pub(crate) fn decode(
+        &mut self,
+        conn: &Connection,
+        row: &RowRef,
+        code: i64,
+        payload: Option<Vec<u8>>,
+    ) -> Result<EventKind, StoreError> {
+        let value = opt_json(row, "payload", payload)?;
+        match code {
+            1 => {
+                return Ok(TerminalEvent::FlowCompleted {
+                    structured_output: value,
+                }
+                .into());
+            }
+            2 => {
+                return match value {
+                    Some(Value::String(reason)) => Ok(TerminalEvent::FlowFailed { reason }.into()),
+                    other => Err(StoreError::CorruptRow {
+                        row: row.clone(),
+                        column: "payload",
+                        value: format!("FlowFailed reason {other:?}"),
+                    }),
+                };
+            }
+            3 => return Ok(TerminalEvent::FlowCanceled.into()),
+            _ => {}
+        }
+        if !self.by_code.contains_key(&code) {
+            self.reload(conn)?;
+        }
+        let name = self
+            .by_code
+            .get(&code)
+            .ok_or_else(|| StoreError::UnknownEventKind {
+                row: row.clone(),
+                code,
+            })?;
+        Ok(EventKind::Custom {
+            name: name.to_string(),
+            payload: value.unwrap_or(Value::Null),
+        })
+    }
+}

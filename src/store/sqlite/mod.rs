@@ -1,0 +1,249 @@
+//! [`SqliteStore`]: the embedded durable backend (WAL, `synchronous=FULL` by
+//! default), with one dedicated thread for the writer connection and one for
+//! a read-only connection, so reads never queue behind writes and SQLite
+//! never blocks a tokio worker.
+
+mod codec;
+mod read;
+mod rows;
+mod schema;
+mod thread;
+mod write;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rusqlite::Connection;
+use uuid::Uuid;
+
+use self::codec::Kinds;
+use self::thread::ConnThread;
+use self::write::Writer;
+use super::error::StoreError;
+use super::events::{Cursor, RunEvent};
+use super::ops::{WriteOp, WriteOutcome};
+use super::records::{FailureEntry, Flow, FlowStatus, FlowStep, StepOutput};
+use super::traits::FlowStore;
+
+/// The newest journal schema version this build reads and writes.
+pub const SCHEMA_VERSION: i64 = schema::SCHEMA_VERSION;
+
+/// SQLite's `synchronous` setting: how hard a commit waits for the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Synchronous {
+    /// No fsync: fast, loses recent commits on power loss (not on a process crash).
+    Off,
+    /// fsync at checkpoints only (in WAL mode): survives process crashes, may
+    /// lose the last commits on power loss.
+    Normal,
+    /// fsync on every commit: an acknowledged write survives power loss.
+    #[default]
+    Full,
+    /// Like `Full`, plus a sync of the directory.
+    Extra,
+}
+
+impl Synchronous {
+    fn as_pragma(self) -> &'static str {
+        match self {
+            Synchronous::Off => "OFF",
+            Synchronous::Normal => "NORMAL",
+            Synchronous::Full => "FULL",
+            Synchronous::Extra => "EXTRA",
+        }
+    }
+}
+
+/// How thoroughly the database is checked when it is opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IntegrityCheck {
+    /// No check.
+    Off,
+    /// `PRAGMA quick_check`: page and record structure, without index contents.
+    #[default]
+    Quick,
+    /// `PRAGMA integrity_check`: everything, including index contents.
+    Full,
+}
+
+/// Options for [`SqliteStore::open_with`].
+#[derive(Debug, Clone)]
+pub struct SqliteConfig {
+    /// Commit durability; [`Synchronous::Full`] by default.
+    pub synchronous: Synchronous,
+    /// Check at open; [`IntegrityCheck::Quick`] by default.
+    pub integrity_check: IntegrityCheck,
+    /// How long a connection waits for a lock held by another connection.
+    pub busy_timeout: Duration,
+}
+
+impl Default for SqliteConfig {
+    fn default() -> Self {
+        SqliteConfig {
+            synchronous: Synchronous::Full,
+            integrity_check: IntegrityCheck::Quick,
+            busy_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Read-side connection state.
+struct Reader {
+    conn: Connection,
+    kinds: Kinds,
+}
+
+/// Where reads run: a read-only connection of their own, or (for
+/// `":memory:"`, which one connection owns) the writer's.
+enum ReadSide {
+    Own(ConnThread<Reader>),
+    Writer,
+}
+
+/// The embedded SQLite backend.
+///
+/// ```
+/// # tokio::runtime::Builder::new_multi_thread().build().unwrap().block_on(async {
+/// use troupe::store::{EventKind, Flow, FlowStore, SqliteStore, TerminalEvent};
+///
+/// let store = SqliteStore::open(":memory:").await?;
+/// let run = Flow::new("orders", "process order 17", "session-1");
+/// store.insert_run(run.clone(), None).await?;
+/// store.append_terminal_event_if_absent(run.id, TerminalEvent::FlowCanceled).await?;
+/// assert!(store.terminal_event(run.id).await?.is_some());
+/// # Ok::<(), troupe::store::StoreError>(())
+/// # }).unwrap();
+/// ```
+pub struct SqliteStore {
+    path: PathBuf,
+    writer: ConnThread<Writer>,
+    reader: ReadSide,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path`, or a private
+    /// in-memory database for `":memory:"`, with the default [`SqliteConfig`].
+    pub async fn open(path: impl AsRef<Path>) -> Result<SqliteStore, StoreError> {
+        Self::open_with(path, SqliteConfig::default()).await
+    }
+
+    /// Opens with explicit options. Checks integrity and migrates the schema;
+    /// a newer schema, a damaged file or a file that is not SQLite is a typed error.
+    pub async fn open_with(
+        path: impl AsRef<Path>,
+        config: SqliteConfig,
+    ) -> Result<SqliteStore, StoreError> {
+        let path = path.as_ref().to_owned();
+        let (p, c) = (path.clone(), config.clone());
+        let writer = ConnThread::spawn("troupe-sqlite-writer", path.clone(), move || {
+            Writer::new(schema::open_writer(&p, &c)?)
+        })
+        .await?;
+        let reader = if path.as_os_str() == ":memory:" {
+            ReadSide::Writer
+        } else {
+            let p = path.clone();
+            ReadSide::Own(
+                ConnThread::spawn("troupe-sqlite-reader", path.clone(), move || {
+                    let conn = schema::open_reader(&p, &config)?;
+                    conn.set_prepared_statement_cache_capacity(64);
+                    Ok(Reader {
+                        conn,
+                        kinds: Kinds::default(),
+                    })
+                })
+                .await?,
+            )
+        };
+        tracing::debug!(path = %path.display(), "sqlite store opened");
+        Ok(SqliteStore {
+            path,
+            writer,
+            reader,
+        })
+    }
+
+    /// The database file (or `":memory:"`).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    async fn read<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection, &mut Kinds) -> Result<R, StoreError> + Send + 'static,
+    ) -> Result<R, StoreError> {
+        match &self.reader {
+            ReadSide::Own(reader) => reader.call(move |r| f(&r.conn, &mut r.kinds)).await?,
+            ReadSide::Writer => {
+                self.writer
+                    .call(move |w| {
+                        let mut kinds = Kinds::default();
+                        f(&w.conn, &mut kinds)
+                    })
+                    .await?
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl FlowStore for SqliteStore {
+    async fn apply_batch(
+        &self,
+        ops: Vec<WriteOp>,
+    ) -> Result<Vec<Result<WriteOutcome, StoreError>>, StoreError> {
+        self.writer.call(move |w| w.apply_batch(ops)).await?
+    }
+
+    async fn get_run(&self, id: Uuid) -> Result<Option<Flow>, StoreError> {
+        self.read(move |c, _| read::get_run(c, id)).await
+    }
+
+    async fn list_runs_by_owner(&self, owner_session_key: &str) -> Result<Vec<Flow>, StoreError> {
+        let owner = owner_session_key.to_owned();
+        self.read(move |c, _| read::list_runs_by_owner(c, &owner))
+            .await
+    }
+
+    async fn list_runs_by_status(&self, status: FlowStatus) -> Result<Vec<Flow>, StoreError> {
+        self.read(move |c, _| read::list_runs_by_status(c, status))
+            .await
+    }
+
+    async fn list_runs_missing_terminal_event(&self) -> Result<Vec<Flow>, StoreError> {
+        self.read(|c, _| read::list_runs_missing_terminal_event(c))
+            .await
+    }
+
+    async fn list_events(&self, run_id: Uuid, limit: usize) -> Result<Vec<RunEvent>, StoreError> {
+        self.read(move |c, k| read::list_events(c, k, run_id, limit))
+            .await
+    }
+
+    async fn poll(&self, after: Cursor, limit: usize) -> Result<Vec<RunEvent>, StoreError> {
+        self.read(move |c, k| read::poll(c, k, after, limit)).await
+    }
+
+    async fn latest_cursor(&self) -> Result<Cursor, StoreError> {
+        self.read(|c, _| read::latest_cursor(c)).await
+    }
+
+    async fn terminal_event(&self, run_id: Uuid) -> Result<Option<RunEvent>, StoreError> {
+        self.read(move |c, k| read::terminal_event(c, k, run_id))
+            .await
+    }
+
+    async fn list_step_outputs(&self, run_id: Uuid) -> Result<Vec<StepOutput>, StoreError> {
+        self.read(move |c, _| read::list_step_outputs(c, run_id))
+            .await
+    }
+
+    async fn list_failures(&self, run_id: Uuid) -> Result<Vec<FailureEntry>, StoreError> {
+        self.read(move |c, _| read::list_failures(c, run_id)).await
+    }
+
+    async fn list_steps(&self, flow_id: Uuid) -> Result<Vec<FlowStep>, StoreError> {
+        self.read(move |c, _| read::list_steps(c, flow_id)).await
+    }
+}

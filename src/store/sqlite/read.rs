@@ -1,0 +1,276 @@
+//! The read path: queries that run on a read-only connection (or on the
+//! writer's, for an in-memory database), never queued behind writes.
+
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use uuid::Uuid;
+
+use super::codec::{Kinds, time, uuid};
+use super::rows::{
+    RUN_COLUMNS, STEP_COLUMNS, decode_failure, decode_output, decode_run, decode_step,
+};
+use crate::store::error::{RowRef, StoreError};
+use crate::store::events::{Cursor, RunEvent, assigned_event_id};
+use crate::store::records::{FailureEntry, Flow, FlowStatus, FlowStep, StepOutput};
+
+fn sql(op: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
+    StoreError::sqlite(op)
+}
+
+/// Runs `sql` with `params` and decodes every row with `decode`; the first
+/// bad row is reported as a typed error naming it.
+fn collect<T>(
+    conn: &Connection,
+    op: &'static str,
+    query: &str,
+    params: impl rusqlite::Params,
+    mut decode: impl FnMut(&Row<'_>) -> Result<T, StoreError>,
+) -> Result<Vec<T>, StoreError> {
+    let mut stmt = conn.prepare_cached(query).map_err(sql(op))?;
+    let mut rows = stmt.query(params).map_err(sql(op))?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next().map_err(sql(op))? {
+        out.push(decode(row)?);
+    }
+    Ok(out)
+}
+
+/// Decodes `cursor, seq, kind, ekey, at, payload` (and the run id at index 6
+/// when `run_id` is `None`).
+fn decode_event(
+    conn: &Connection,
+    kinds: &mut Kinds,
+    run_id: Option<Uuid>,
+    row: &Row<'_>,
+) -> Result<RunEvent, StoreError> {
+    let get =
+        |i| -> Result<rusqlite::types::Value, StoreError> { row.get(i).map_err(sql("read event")) };
+    let cursor: i64 = row.get(0).map_err(sql("read event"))?;
+    let mut at = RowRef {
+        table: "events",
+        rowid: cursor,
+        run_id,
+    };
+    let run_id = match run_id {
+        Some(id) => id,
+        None => {
+            let bytes: Vec<u8> = row.get(6).map_err(sql("read event"))?;
+            let id = uuid(&at, "run id", &bytes)?;
+            at.run_id = Some(id);
+            id
+        }
+    };
+    let seq: i64 = row.get(1).map_err(sql("read event"))?;
+    let code: i64 = row.get(2).map_err(sql("read event"))?;
+    let ekey: Option<String> = row.get(3).map_err(sql("read event"))?;
+    let when: i64 = row.get(4).map_err(sql("read event"))?;
+    let payload = match get(5)? {
+        rusqlite::types::Value::Null => None,
+        rusqlite::types::Value::Blob(b) => Some(b),
+        rusqlite::types::Value::Text(t) => Some(t.into_bytes()),
+        other => {
+            return Err(StoreError::CorruptRow {
+                row: at,
+                column: "payload",
+                value: format!("{other:?}"),
+            });
+        }
+    };
+    Ok(RunEvent {
+        cursor: Cursor(cursor as u64),
+        run_id,
+        seq: seq as u64,
+        event_id: ekey.unwrap_or_else(|| assigned_event_id(seq as u64)),
+        kind: kinds.decode(conn, &at, code, payload)?,
+        at: time(&at, "at", when)?,
+    })
+}
+
+/// The event at `cursor`, which belongs to `run_id`.
+pub(crate) fn event_by_cursor(
+    conn: &Connection,
+    kinds: &mut Kinds,
+    run_id: Uuid,
+    cursor: i64,
+) -> Result<RunEvent, StoreError> {
+    let mut stmt = conn
+        .prepare_cached("SELECT cursor, seq, kind, ekey, at, payload FROM events WHERE cursor = ?1")
+        .map_err(sql("read event"))?;
+    let mut rows = stmt.query([cursor]).map_err(sql("read event"))?;
+    match rows.next().map_err(sql("read event"))? {
+        Some(row) => decode_event(conn, kinds, Some(run_id), row),
+        None => Err(StoreError::CorruptRow {
+            row: RowRef {
+                table: "events",
+                rowid: cursor,
+                run_id: Some(run_id),
+            },
+            column: "cursor",
+            value: "missing".into(),
+        }),
+    }
+}
+
+pub(crate) fn get_run(conn: &Connection, id: Uuid) -> Result<Option<Flow>, StoreError> {
+    let query = format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?1");
+    Ok(collect(conn, "get run", &query, [id.as_bytes()], decode_run)?.pop())
+}
+
+pub(crate) fn list_runs_by_owner(conn: &Connection, owner: &str) -> Result<Vec<Flow>, StoreError> {
+    let query = format!("SELECT {RUN_COLUMNS} FROM runs WHERE owner_session_key = ?1 ORDER BY rid");
+    collect(conn, "list runs by owner", &query, [owner], decode_run)
+}
+
+pub(crate) fn list_runs_by_status(
+    conn: &Connection,
+    status: FlowStatus,
+) -> Result<Vec<Flow>, StoreError> {
+    let query = format!("SELECT {RUN_COLUMNS} FROM runs WHERE status = ?1 ORDER BY rid");
+    collect(
+        conn,
+        "list runs by status",
+        &query,
+        [status.code()],
+        decode_run,
+    )
+}
+
+pub(crate) fn list_runs_missing_terminal_event(conn: &Connection) -> Result<Vec<Flow>, StoreError> {
+    let terminal: Vec<String> = FlowStatus::ALL
+        .iter()
+        .filter(|s| s.is_terminal())
+        .map(|s| s.code().to_string())
+        .collect();
+    let query = format!(
+        "SELECT {RUN_COLUMNS} FROM runs WHERE status IN ({}) AND NOT EXISTS \
+         (SELECT 1 FROM events e WHERE e.rid = runs.rid AND e.kind <= 3) ORDER BY rid",
+        terminal.join(", ")
+    );
+    collect(
+        conn,
+        "list runs missing terminal event",
+        &query,
+        [],
+        decode_run,
+    )
+}
+
+fn rid_of(conn: &Connection, id: Uuid) -> Result<Option<i64>, StoreError> {
+    conn.prepare_cached("SELECT rid FROM runs WHERE id = ?1")
+        .and_then(|mut s| s.query_row([id.as_bytes()], |r| r.get(0)).optional())
+        .map_err(sql("look up run"))
+}
+
+/// Walks the run's `prev` chain back from its head: `limit` point lookups on
+/// the events primary key, no per-run index needed.
+pub(crate) fn list_events(
+    conn: &Connection,
+    kinds: &mut Kinds,
+    run_id: Uuid,
+    limit: usize,
+) -> Result<Vec<RunEvent>, StoreError> {
+    let Some(rid) = rid_of(conn, run_id)? else {
+        return Ok(Vec::new());
+    };
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    collect(
+        conn,
+        "list events",
+        "WITH RECURSIVE chain(c, n) AS ( \
+           SELECT last_cursor, 1 FROM run_heads WHERE rid = ?1 AND last_cursor IS NOT NULL AND ?2 > 0 \
+           UNION ALL \
+           SELECT e.prev, chain.n + 1 FROM events e JOIN chain ON e.cursor = chain.c \
+           WHERE e.prev IS NOT NULL AND chain.n < ?2) \
+         SELECT e.cursor, e.seq, e.kind, e.ekey, e.at, e.payload FROM chain \
+         JOIN events e ON e.cursor = chain.c ORDER BY e.cursor",
+        params![rid, limit],
+        |row| decode_event(conn, kinds, Some(run_id), row),
+    )
+}
+
+pub(crate) fn poll(
+    conn: &Connection,
+    kinds: &mut Kinds,
+    after: Cursor,
+    limit: usize,
+) -> Result<Vec<RunEvent>, StoreError> {
+    let after = i64::try_from(after.0).unwrap_or(i64::MAX);
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    collect(
+        conn,
+        "poll events",
+        "SELECT e.cursor, e.seq, e.kind, e.ekey, e.at, e.payload, r.id FROM events e \
+         JOIN runs r ON r.rid = e.rid WHERE e.cursor > ?1 ORDER BY e.cursor LIMIT ?2",
+        params![after, limit],
+        |row| decode_event(conn, kinds, None, row),
+    )
+}
+
+pub(crate) fn latest_cursor(conn: &Connection) -> Result<Cursor, StoreError> {
+    conn.prepare_cached("SELECT ifnull(max(cursor), 0) FROM events")
+        .and_then(|mut s| s.query_row([], |r| r.get::<_, i64>(0)))
+        .map(|c| Cursor(c as u64))
+        .map_err(sql("latest cursor"))
+}
+
+pub(crate) fn terminal_event(
+    conn: &Connection,
+    kinds: &mut Kinds,
+    run_id: Uuid,
+) -> Result<Option<RunEvent>, StoreError> {
+    let Some(rid) = rid_of(conn, run_id)? else {
+        return Ok(None);
+    };
+    collect(
+        conn,
+        "find terminal event",
+        "SELECT cursor, seq, kind, ekey, at, payload FROM events WHERE rid = ?1 AND kind <= 3",
+        [rid],
+        |row| decode_event(conn, kinds, Some(run_id), row),
+    )
+    .map(|mut v| v.pop())
+}
+
+pub(crate) fn list_step_outputs(
+    conn: &Connection,
+    run_id: Uuid,
+) -> Result<Vec<StepOutput>, StoreError> {
+    let Some(rid) = rid_of(conn, run_id)? else {
+        return Ok(Vec::new());
+    };
+    collect(
+        conn,
+        "list step outputs",
+        "SELECT id, step_id, loop_id, iteration, at, output FROM step_outputs WHERE rid = ?1 ORDER BY id",
+        [rid],
+        |row| decode_output(run_id, row),
+    )
+}
+
+pub(crate) fn list_failures(
+    conn: &Connection,
+    run_id: Uuid,
+) -> Result<Vec<FailureEntry>, StoreError> {
+    let Some(rid) = rid_of(conn, run_id)? else {
+        return Ok(Vec::new());
+    };
+    collect(
+        conn,
+        "list failures",
+        "SELECT id, step_id, reason, error_json, at FROM failures WHERE rid = ?1 ORDER BY id",
+        [rid],
+        |row| decode_failure(run_id, row),
+    )
+}
+
+pub(crate) fn list_steps(conn: &Connection, flow_id: Uuid) -> Result<Vec<FlowStep>, StoreError> {
+    let query = format!(
+        "SELECT {STEP_COLUMNS} FROM steps s JOIN runs r ON r.rid = s.flow_rid WHERE r.id = ?1 ORDER BY s.sid"
+    );
+    collect(
+        conn,
+        "list steps",
+        &query,
+        [flow_id.as_bytes()],
+        decode_step,
+    )
+}

@@ -1,0 +1,178 @@
+//! Row ↔ record conversions for runs, steps, outputs and failures.
+
+use rusqlite::Row;
+use rusqlite::types::Value as Sql;
+use uuid::Uuid;
+
+use super::codec::{json, json_bytes, micros, opt_json, time, uuid};
+use crate::store::error::{RowRef, StoreError};
+use crate::store::records::{
+    FailureEntry, Flow, FlowStatus, FlowStep, FlowStepStatus, Lease, StepOutput, StepRuntime,
+};
+
+/// The columns [`decode_run`] reads, in order.
+pub(crate) const RUN_COLUMNS: &str = "rid, id, controller_id, goal, owner_session_key, \
+    requester_origin, parent_id, current_step, state_json, wait_json, status, cancel_requested, \
+    revision, created_at, updated_at, ended_at, lease_owner, lease_epoch, lease_expires_at";
+
+/// The run's mutable columns as SQL values, in [`RUN_COLUMNS`] order from `controller_id`.
+pub(crate) fn run_values(f: &Flow) -> [Sql; 17] {
+    let text = |s: &Option<String>| s.clone().map_or(Sql::Null, Sql::Text);
+    [
+        Sql::Text(f.controller_id.clone()),
+        Sql::Text(f.goal.clone()),
+        Sql::Text(f.owner_session_key.clone()),
+        text(&f.requester_origin),
+        f.parent_run_id
+            .map_or(Sql::Null, |p| Sql::Blob(p.as_bytes().to_vec())),
+        text(&f.current_step),
+        Sql::Blob(json_bytes(&f.state_json)),
+        f.wait_json
+            .as_ref()
+            .map_or(Sql::Null, |w| Sql::Blob(json_bytes(w))),
+        Sql::Integer(f.status.code()),
+        Sql::Integer(i64::from(f.cancel_requested)),
+        Sql::Integer(f.revision as i64),
+        Sql::Integer(micros(f.created_at)),
+        Sql::Integer(micros(f.updated_at)),
+        f.ended_at.map_or(Sql::Null, |t| Sql::Integer(micros(t))),
+        text(&f.lease.as_ref().map(|l| l.owner.clone())),
+        f.lease
+            .as_ref()
+            .map_or(Sql::Null, |l| Sql::Integer(l.epoch as i64)),
+        f.lease
+            .as_ref()
+            .map_or(Sql::Null, |l| Sql::Integer(micros(l.expires_at))),
+    ]
+}
+
+fn get<T: rusqlite::types::FromSql>(row: &Row<'_>, i: usize) -> Result<T, StoreError> {
+    row.get(i).map_err(StoreError::sqlite("read row"))
+}
+
+/// Decodes a row selected with [`RUN_COLUMNS`].
+pub(crate) fn decode_run(row: &Row<'_>) -> Result<Flow, StoreError> {
+    let mut at = RowRef {
+        table: "runs",
+        rowid: get(row, 0)?,
+        run_id: None,
+    };
+    let id = uuid(&at, "id", &get::<Vec<u8>>(row, 1)?)?;
+    at.run_id = Some(id);
+    let status_code: i64 = get(row, 10)?;
+    let status = FlowStatus::from_code(status_code).ok_or_else(|| StoreError::CorruptRow {
+        row: at.clone(),
+        column: "status",
+        value: status_code.to_string(),
+    })?;
+    let parent: Option<Vec<u8>> = get(row, 6)?;
+    let lease_owner: Option<String> = get(row, 16)?;
+    let lease = match lease_owner {
+        Some(owner) => Some(Lease {
+            owner,
+            epoch: get::<Option<i64>>(row, 17)?.unwrap_or(0) as u64,
+            expires_at: time(
+                &at,
+                "lease_expires_at",
+                get::<Option<i64>>(row, 18)?.unwrap_or(0),
+            )?,
+        }),
+        None => None,
+    };
+    Ok(Flow {
+        id,
+        controller_id: get(row, 2)?,
+        goal: get(row, 3)?,
+        owner_session_key: get(row, 4)?,
+        requester_origin: get(row, 5)?,
+        parent_run_id: parent.map(|p| uuid(&at, "parent_id", &p)).transpose()?,
+        current_step: get(row, 7)?,
+        state_json: json(&at, "state_json", &get::<Vec<u8>>(row, 8)?)?,
+        wait_json: opt_json(&at, "wait_json", get(row, 9)?)?,
+        status,
+        cancel_requested: get::<i64>(row, 11)? != 0,
+        revision: get::<i64>(row, 12)? as u64,
+        created_at: time(&at, "created_at", get(row, 13)?)?,
+        updated_at: time(&at, "updated_at", get(row, 14)?)?,
+        ended_at: get::<Option<i64>>(row, 15)?
+            .map(|t| time(&at, "ended_at", t))
+            .transpose()?,
+        lease,
+    })
+}
+
+/// The columns [`decode_step`] reads, in order.
+pub(crate) const STEP_COLUMNS: &str = "s.sid, s.id, r.id, s.runtime, s.child_session_key, \
+    s.run_id, s.task, s.status, s.result_json, s.created_at, s.updated_at";
+
+/// Decodes a row selected with [`STEP_COLUMNS`].
+pub(crate) fn decode_step(row: &Row<'_>) -> Result<FlowStep, StoreError> {
+    let mut at = RowRef {
+        table: "steps",
+        rowid: get(row, 0)?,
+        run_id: None,
+    };
+    let flow_id = uuid(&at, "flow_rid", &get::<Vec<u8>>(row, 2)?)?;
+    at.run_id = Some(flow_id);
+    let runtime: i64 = get(row, 3)?;
+    let status: i64 = get(row, 7)?;
+    let bad = |column, value: i64| StoreError::CorruptRow {
+        row: at.clone(),
+        column,
+        value: value.to_string(),
+    };
+    Ok(FlowStep {
+        id: uuid(&at, "id", &get::<Vec<u8>>(row, 1)?)?,
+        flow_id,
+        runtime: StepRuntime::from_code(runtime).ok_or_else(|| bad("runtime", runtime))?,
+        child_session_key: get(row, 4)?,
+        run_id: get(row, 5)?,
+        task: get(row, 6)?,
+        status: FlowStepStatus::from_code(status).ok_or_else(|| bad("status", status))?,
+        result_json: opt_json(&at, "result_json", get(row, 8)?)?,
+        created_at: time(&at, "created_at", get(row, 9)?)?,
+        updated_at: time(&at, "updated_at", get(row, 10)?)?,
+    })
+}
+
+/// Decodes `id, step_id, loop_id, iteration, at, output` of `step_outputs`.
+pub(crate) fn decode_output(run_id: Uuid, row: &Row<'_>) -> Result<StepOutput, StoreError> {
+    let at = RowRef {
+        table: "step_outputs",
+        rowid: get(row, 0)?,
+        run_id: Some(run_id),
+    };
+    let iteration: Option<i64> = get(row, 3)?;
+    Ok(StepOutput {
+        run_id,
+        step_id: get(row, 1)?,
+        loop_id: get(row, 2)?,
+        iteration: iteration
+            .map(|i| {
+                u32::try_from(i).map_err(|_| StoreError::CorruptRow {
+                    row: at.clone(),
+                    column: "iteration",
+                    value: i.to_string(),
+                })
+            })
+            .transpose()?,
+        at: time(&at, "at", get(row, 4)?)?,
+        output: json(&at, "output", &get::<Vec<u8>>(row, 5)?)?,
+    })
+}
+
+/// Decodes `id, step_id, reason, error_json, at` of `failures`.
+pub(crate) fn decode_failure(run_id: Uuid, row: &Row<'_>) -> Result<FailureEntry, StoreError> {
+    let at = RowRef {
+        table: "failures",
+        rowid: get(row, 0)?,
+        run_id: Some(run_id),
+    };
+    Ok(FailureEntry {
+        run_id,
+        step_id: get(row, 1)?,
+        reason: get(row, 2)?,
+        error_json: opt_json(&at, "error_json", get(row, 3)?)?,
+        at: time(&at, "at", get(row, 4)?)?,
+    })
+}

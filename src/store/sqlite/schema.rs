@@ -1,0 +1,213 @@
+//! Opening a database: pragmas, the integrity check and schema migrations.
+//!
+//! Layout, chosen for append-mostly writes (see `BENCHMARKS.md`):
+//! - `events` is keyed by its global cursor (the rowid), so appends land at
+//!   the end of one b-tree. A run's events are chained through `prev` (the
+//!   cursor of the run's previous event) instead of a `(run, seq)` index,
+//!   which would put every append of interleaved runs on a different page.
+//! - `run_heads` is a narrow table of per-run counters (`last_seq`,
+//!   `last_cursor`), updated once per run per commit.
+//! - Kind names are interned in `event_kinds`; codes 1-3 are the terminal kinds.
+//! - Uniqueness lives in partial indexes that only the rare rows enter: one
+//!   terminal event per run, one event per caller-supplied id per run.
+
+use std::path::Path;
+
+use rusqlite::{Connection, ErrorCode, OpenFlags};
+
+use super::SqliteConfig;
+use crate::store::error::StoreError;
+
+/// The newest schema version this build writes and reads.
+pub(crate) const SCHEMA_VERSION: i64 = 1;
+
+/// Migration `i` moves the schema from version `i` to `i + 1`.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE runs (
+    rid INTEGER PRIMARY KEY,
+    id BLOB NOT NULL UNIQUE,
+    controller_id TEXT NOT NULL,
+    goal TEXT NOT NULL,
+    owner_session_key TEXT NOT NULL,
+    requester_origin TEXT,
+    parent_id BLOB,
+    current_step TEXT,
+    state_json BLOB NOT NULL,
+    wait_json BLOB,
+    status INTEGER NOT NULL,
+    cancel_requested INTEGER NOT NULL,
+    revision INTEGER NOT NULL,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    ended_at INTEGER,
+    lease_owner TEXT,
+    lease_epoch INTEGER,
+    lease_expires_at INTEGER
+);
+CREATE INDEX runs_by_owner ON runs(owner_session_key);
+CREATE INDEX runs_by_status ON runs(status);
+CREATE TABLE run_heads (
+    rid INTEGER PRIMARY KEY,
+    last_seq INTEGER NOT NULL,
+    last_cursor INTEGER
+);
+CREATE TABLE event_kinds (
+    code INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE
+);
+INSERT INTO event_kinds(code, name) VALUES (1, 'FlowCompleted'), (2, 'FlowFailed'), (3, 'FlowCanceled');
+CREATE TABLE events (
+    cursor INTEGER PRIMARY KEY,
+    rid INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    prev INTEGER,
+    kind INTEGER NOT NULL,
+    ekey TEXT,
+    at INTEGER NOT NULL,
+    payload BLOB
+);
+CREATE UNIQUE INDEX events_one_terminal ON events(rid) WHERE kind <= 3;
+CREATE UNIQUE INDEX events_by_key ON events(rid, ekey) WHERE ekey IS NOT NULL;
+CREATE TABLE step_outputs (
+    id INTEGER PRIMARY KEY,
+    rid INTEGER NOT NULL,
+    step_id TEXT NOT NULL,
+    loop_id TEXT,
+    iteration INTEGER,
+    at INTEGER NOT NULL,
+    output BLOB NOT NULL
+);
+CREATE UNIQUE INDEX step_outputs_key
+    ON step_outputs(rid, step_id, ifnull(loop_id, ''), ifnull(iteration, -1));
+CREATE TABLE failures (
+    id INTEGER PRIMARY KEY,
+    rid INTEGER NOT NULL,
+    step_id TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    error_json BLOB,
+    at INTEGER NOT NULL
+);
+CREATE INDEX failures_by_run ON failures(rid);
+CREATE TABLE steps (
+    sid INTEGER PRIMARY KEY,
+    id BLOB NOT NULL,
+    flow_rid INTEGER NOT NULL,
+    runtime INTEGER NOT NULL,
+    child_session_key TEXT,
+    run_id TEXT NOT NULL,
+    task TEXT NOT NULL,
+    status INTEGER NOT NULL,
+    result_json BLOB,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    UNIQUE (flow_rid, run_id)
+);
+"#];
+
+/// Maps an SQLite error, recognising "this file is not a database".
+pub(crate) fn classify(
+    path: &Path,
+    op: &'static str,
+) -> impl FnOnce(rusqlite::Error) -> StoreError {
+    let path = path.to_owned();
+    move |e| match e.sqlite_error_code() {
+        Some(ErrorCode::NotADatabase) => StoreError::NotADatabase {
+            path,
+            source: e.into(),
+        },
+        _ => StoreError::sqlite(op)(e),
+    }
+}
+
+fn in_memory(path: &Path) -> bool {
+    path.as_os_str() == ":memory:"
+}
+
+/// Opens the writer connection: creates the file, sets WAL and the sync
+/// level, checks integrity and migrates the schema to [`SCHEMA_VERSION`].
+pub(crate) fn open_writer(path: &Path, config: &SqliteConfig) -> Result<Connection, StoreError> {
+    let conn = if in_memory(path) {
+        Connection::open_in_memory()
+    } else {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| StoreError::Io {
+                path: path.to_owned(),
+                op: "create journal directory",
+                source: e.into(),
+            })?;
+        }
+        Connection::open(path)
+    }
+    .map_err(classify(path, "open"))?;
+    conn.busy_timeout(config.busy_timeout)
+        .map_err(classify(path, "busy_timeout"))?;
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(classify(path, "read schema version"))?;
+    if version > SCHEMA_VERSION {
+        return Err(StoreError::SchemaTooNew {
+            path: path.to_owned(),
+            found: version,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    if !in_memory(path) {
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(classify(path, "journal_mode=WAL"))?;
+    }
+    conn.pragma_update(None, "synchronous", config.synchronous.as_pragma())
+        .map_err(classify(path, "synchronous"))?;
+    check_integrity(&conn, path, config.integrity_check)?;
+    migrate(&conn, path, version)?;
+    Ok(conn)
+}
+
+/// Opens a read-only connection to a database the writer has already opened.
+pub(crate) fn open_reader(path: &Path, config: &SqliteConfig) -> Result<Connection, StoreError> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags).map_err(classify(path, "open reader"))?;
+    conn.busy_timeout(config.busy_timeout)
+        .map_err(classify(path, "busy_timeout"))?;
+    Ok(conn)
+}
+
+fn check_integrity(
+    conn: &Connection,
+    path: &Path,
+    level: super::IntegrityCheck,
+) -> Result<(), StoreError> {
+    let pragma = match level {
+        super::IntegrityCheck::Off => return Ok(()),
+        super::IntegrityCheck::Quick => "PRAGMA quick_check",
+        super::IntegrityCheck::Full => "PRAGMA integrity_check",
+    };
+    let mut stmt = conn
+        .prepare(pragma)
+        .map_err(classify(path, "integrity check"))?;
+    let lines = stmt
+        .query_map([], |r| r.get::<_, String>(0))
+        .map_err(classify(path, "integrity check"))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(classify(path, "integrity check"))?;
+    if lines.len() == 1 && lines[0] == "ok" {
+        return Ok(());
+    }
+    Err(StoreError::IntegrityCheckFailed {
+        path: path.to_owned(),
+        report: lines.join("\n"),
+    })
+}
+
+fn migrate(conn: &Connection, path: &Path, from: i64) -> Result<(), StoreError> {
+    let start = usize::try_from(from).unwrap_or(0);
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(start) {
+        let to = i as i64 + 1;
+        let script = format!("BEGIN IMMEDIATE;\n{sql}\nPRAGMA user_version = {to};\nCOMMIT;");
+        if let Err(e) = conn.execute_batch(&script) {
+            let _ = conn.execute_batch("ROLLBACK");
+            return Err(classify(path, "migrate schema")(e));
+        }
+        tracing::info!(path = %path.display(), version = to, "journal schema migrated");
+    }
+    Ok(())
+}

@@ -1,0 +1,155 @@
+//! The store trait every backend (and the journal actor's handle) implements.
+
+use async_trait::async_trait;
+use uuid::Uuid;
+
+use super::error::StoreError;
+use super::events::{
+    Appended, Cursor, EventKind, NewEvent, RunEvent, TerminalAppend, TerminalEvent,
+};
+use super::ops::{WriteOp, WriteOutcome, mismatch};
+use super::records::{FailureEntry, Flow, FlowStatus, FlowStep, StepOutput};
+
+/// A durable store of runs, their event logs, step outputs, steps and failure
+/// ledger. Object safe: the control plane and runtime hold `Arc<dyn FlowStore>`.
+///
+/// Every write is a [`WriteOp`] applied by [`apply_batch`](FlowStore::apply_batch);
+/// the typed write methods are conveniences over it. A write returns only
+/// after it is durable.
+#[async_trait]
+pub trait FlowStore: Send + Sync + 'static {
+    /// Applies `ops` in one durable commit. Each op is atomic on its own and
+    /// gets its own result: a failing op does not fail its neighbours. The
+    /// outer error means the commit itself failed and none of the ops is durable.
+    async fn apply_batch(
+        &self,
+        ops: Vec<WriteOp>,
+    ) -> Result<Vec<Result<WriteOutcome, StoreError>>, StoreError>;
+
+    /// Applies one op durably.
+    async fn apply(&self, op: WriteOp) -> Result<WriteOutcome, StoreError> {
+        let name = op.name();
+        let mut results = self.apply_batch(vec![op]).await?;
+        results.pop().unwrap_or(Err(mismatch(name)))
+    }
+
+    /// The run, if it exists.
+    async fn get_run(&self, id: Uuid) -> Result<Option<Flow>, StoreError>;
+
+    /// Runs owned by a session, oldest first.
+    async fn list_runs_by_owner(&self, owner_session_key: &str) -> Result<Vec<Flow>, StoreError>;
+
+    /// Runs with a status, oldest first.
+    async fn list_runs_by_status(&self, status: FlowStatus) -> Result<Vec<Flow>, StoreError>;
+
+    /// Runs whose persisted status is terminal but that have no terminal event
+    /// (a terminalization that was interrupted), oldest first.
+    async fn list_runs_missing_terminal_event(&self) -> Result<Vec<Flow>, StoreError>;
+
+    /// The run's most recent `limit` events, in log order.
+    async fn list_events(&self, run_id: Uuid, limit: usize) -> Result<Vec<RunEvent>, StoreError>;
+
+    /// All of the run's events, in log order.
+    async fn replay(&self, run_id: Uuid) -> Result<Vec<RunEvent>, StoreError> {
+        self.list_events(run_id, usize::MAX).await
+    }
+
+    /// Up to `limit` events of any run with a cursor after `after`, in cursor order.
+    async fn poll(&self, after: Cursor, limit: usize) -> Result<Vec<RunEvent>, StoreError>;
+
+    /// The cursor of the newest event (`Cursor(0)` when the log is empty).
+    async fn latest_cursor(&self) -> Result<Cursor, StoreError>;
+
+    /// The run's terminal event, if it has one.
+    async fn terminal_event(&self, run_id: Uuid) -> Result<Option<RunEvent>, StoreError>;
+
+    /// The run's recorded step and loop-iteration outputs, in recording order.
+    async fn list_step_outputs(&self, run_id: Uuid) -> Result<Vec<StepOutput>, StoreError>;
+
+    /// The run's failure-ledger entries, oldest first.
+    async fn list_failures(&self, run_id: Uuid) -> Result<Vec<FailureEntry>, StoreError>;
+
+    /// The run's steps, oldest first.
+    async fn list_steps(&self, flow_id: Uuid) -> Result<Vec<FlowStep>, StoreError>;
+
+    /// Inserts a new run with an optional audit event.
+    async fn insert_run(&self, run: Flow, audit: Option<EventKind>) -> Result<(), StoreError> {
+        match self.apply(WriteOp::InsertRun { run, audit }).await? {
+            WriteOutcome::RunInserted { .. } => Ok(()),
+            _ => Err(mismatch("insert_run")),
+        }
+    }
+
+    /// Compare-and-set update of a run with its audit event; returns the new revision.
+    async fn update_run(
+        &self,
+        run: Flow,
+        expected_revision: u64,
+        audit: EventKind,
+    ) -> Result<u64, StoreError> {
+        let op = WriteOp::UpdateRun {
+            run,
+            expected_revision,
+            audit,
+        };
+        match self.apply(op).await? {
+            WriteOutcome::RunUpdated { revision, .. } => Ok(revision),
+            _ => Err(mismatch("update_run")),
+        }
+    }
+
+    /// Appends one event.
+    async fn append(&self, event: NewEvent) -> Result<Appended, StoreError> {
+        match self.apply(WriteOp::Append(event)).await? {
+            WriteOutcome::Appended(a) => Ok(a),
+            _ => Err(mismatch("append")),
+        }
+    }
+
+    /// Appends events atomically.
+    async fn append_batch(&self, events: Vec<NewEvent>) -> Result<Vec<Appended>, StoreError> {
+        match self.apply(WriteOp::AppendBatch(events)).await? {
+            WriteOutcome::BatchAppended(a) => Ok(a),
+            _ => Err(mismatch("append_batch")),
+        }
+    }
+
+    /// Appends a terminal event unless the run has one.
+    async fn append_terminal_event_if_absent(
+        &self,
+        run_id: Uuid,
+        event: TerminalEvent,
+    ) -> Result<TerminalAppend, StoreError> {
+        match self
+            .apply(WriteOp::AppendTerminalIfAbsent { run_id, event })
+            .await?
+        {
+            WriteOutcome::Terminal(t) => Ok(t),
+            _ => Err(mismatch("append_terminal_if_absent")),
+        }
+    }
+
+    /// Records a step output; `false` when one was already stored for its key.
+    async fn record_step_output(&self, output: StepOutput) -> Result<bool, StoreError> {
+        match self.apply(WriteOp::RecordStepOutput(output)).await? {
+            WriteOutcome::StepOutputRecorded { inserted } => Ok(inserted),
+            _ => Err(mismatch("record_step_output")),
+        }
+    }
+
+    /// Appends a failure-ledger entry.
+    async fn record_failure(&self, entry: FailureEntry) -> Result<(), StoreError> {
+        match self.apply(WriteOp::RecordFailure(entry)).await? {
+            WriteOutcome::FailureRecorded => Ok(()),
+            _ => Err(mismatch("record_failure")),
+        }
+    }
+
+    /// Inserts or updates a step keyed by `(flow_id, run_id)`; returns it as stored.
+    async fn upsert_step(&self, step: FlowStep) -> Result<FlowStep, StoreError> {
+        match self.apply(WriteOp::UpsertStep(step)).await? {
+            WriteOutcome::StepUpserted(s) => Ok(s),
+            _ => Err(mismatch("upsert_step")),
+        }
+    }
+}

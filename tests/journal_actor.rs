@@ -1,0 +1,226 @@
+//! Behaviour of the journal actor: group commit, per-request results,
+//! bounded queue, reads beside writes, commit failures, shutdown.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::Value;
+use tokio::sync::Semaphore;
+use troupe::journal::{JournalConfig, JournalHandle};
+use troupe::store::{
+    Cursor, EventKind, FailureEntry, Flow, FlowStatus, FlowStep, FlowStore, MemoryStore, NewEvent,
+    RunEvent, StepOutput, StoreError, WriteOp, WriteOutcome,
+};
+use uuid::Uuid;
+
+/// A memory store whose commits wait for the test to open a gate, and which
+/// records each commit's size (and can fail a whole commit).
+struct GatedStore {
+    inner: MemoryStore,
+    gate: Semaphore,
+    batches: Mutex<Vec<usize>>,
+    fail_next_commit: Mutex<bool>,
+}
+
+impl Default for GatedStore {
+    fn default() -> Self {
+        GatedStore {
+            inner: MemoryStore::new(),
+            gate: Semaphore::new(0),
+            batches: Mutex::new(Vec::new()),
+            fail_next_commit: Mutex::new(false),
+        }
+    }
+}
+
+impl GatedStore {
+    fn batches(&self) -> Vec<usize> {
+        self.batches.lock().unwrap().clone()
+    }
+}
+
+#[async_trait]
+impl FlowStore for GatedStore {
+    async fn apply_batch(
+        &self,
+        ops: Vec<WriteOp>,
+    ) -> Result<Vec<Result<WriteOutcome, StoreError>>, StoreError> {
+        self.gate.acquire().await.unwrap().forget();
+        self.batches.lock().unwrap().push(ops.len());
+        if std::mem::take(&mut *self.fail_next_commit.lock().unwrap()) {
+            return Err(StoreError::Injected { op: "commit" });
+        }
+        self.inner.apply_batch(ops).await
+    }
+    async fn get_run(&self, id: Uuid) -> Result<Option<Flow>, StoreError> {
+        self.inner.get_run(id).await
+    }
+    async fn list_runs_by_owner(&self, owner: &str) -> Result<Vec<Flow>, StoreError> {
+        self.inner.list_runs_by_owner(owner).await
+    }
+    async fn list_runs_by_status(&self, status: FlowStatus) -> Result<Vec<Flow>, StoreError> {
+        self.inner.list_runs_by_status(status).await
+    }
+    async fn list_runs_missing_terminal_event(&self) -> Result<Vec<Flow>, StoreError> {
+        self.inner.list_runs_missing_terminal_event().await
+    }
+    async fn list_events(&self, run_id: Uuid, limit: usize) -> Result<Vec<RunEvent>, StoreError> {
+        self.inner.list_events(run_id, limit).await
+    }
+    async fn poll(&self, after: Cursor, limit: usize) -> Result<Vec<RunEvent>, StoreError> {
+        self.inner.poll(after, limit).await
+    }
+    async fn latest_cursor(&self) -> Result<Cursor, StoreError> {
+        self.inner.latest_cursor().await
+    }
+    async fn terminal_event(&self, run_id: Uuid) -> Result<Option<RunEvent>, StoreError> {
+        self.inner.terminal_event(run_id).await
+    }
+    async fn list_step_outputs(&self, run_id: Uuid) -> Result<Vec<StepOutput>, StoreError> {
+        self.inner.list_step_outputs(run_id).await
+    }
+    async fn list_failures(&self, run_id: Uuid) -> Result<Vec<FailureEntry>, StoreError> {
+        self.inner.list_failures(run_id).await
+    }
+    async fn list_steps(&self, flow_id: Uuid) -> Result<Vec<FlowStep>, StoreError> {
+        self.inner.list_steps(flow_id).await
+    }
+}
+
+async fn setup(config: JournalConfig) -> (Arc<GatedStore>, JournalHandle, Flow) {
+    let store = Arc::new(GatedStore::default());
+    let run = Flow::new("c", "g", "o");
+    store.inner.insert_run(run.clone(), None).await.unwrap();
+    let journal = JournalHandle::spawn(store.clone(), config, None)
+        .await
+        .unwrap();
+    (store, journal, run)
+}
+
+fn tick(run: Uuid) -> NewEvent {
+    NewEvent::new(run, EventKind::custom("tick", Value::Null))
+}
+
+/// Lets spawned tasks and the actor run until `done` holds (no wall-clock waiting).
+async fn settle(done: impl Fn() -> bool) {
+    while !done() {
+        tokio::task::yield_now().await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn queued_requests_share_one_commit_with_their_own_results() {
+    let (store, journal, run) = setup(JournalConfig::default()).await;
+    let first = tokio::spawn({
+        let j = journal.clone();
+        async move { j.append(tick(run.id)).await }
+    });
+    settle(|| journal.stats().queued_requests == 0 && store.gate.available_permits() == 0).await;
+    let mut writers = Vec::new();
+    for i in 0..50 {
+        let j = journal.clone();
+        let target = if i % 5 == 0 { Uuid::now_v7() } else { run.id };
+        writers.push(tokio::spawn(async move { j.append(tick(target)).await }));
+    }
+    settle(|| journal.stats().queued_requests == 50).await;
+    store.gate.add_permits(2);
+    assert!(first.await.unwrap().is_ok());
+    let mut seqs = Vec::new();
+    for (i, w) in writers.into_iter().enumerate() {
+        match w.await.unwrap() {
+            Ok(a) => seqs.push(a.seq),
+            Err(StoreError::RunNotFound(_)) => assert_eq!(i % 5, 0),
+            Err(e) => panic!("writer {i}: {e}"),
+        }
+    }
+    assert_eq!(
+        store.batches(),
+        vec![1, 50],
+        "everything queued went into the next commit"
+    );
+    assert_eq!(seqs, (2..=41).collect::<Vec<_>>(), "acks in send order");
+    let stats = journal.stats();
+    assert_eq!((stats.commits, stats.ops, stats.max_batch_ops), (2, 51, 50));
+}
+
+#[tokio::test(start_paused = true)]
+async fn full_queue_makes_writers_wait() {
+    let (store, journal, run) = setup(JournalConfig {
+        queue_capacity: 4,
+        max_batch_ops: 2,
+    })
+    .await;
+    let mut writers = Vec::new();
+    for _ in 0..12 {
+        let j = journal.clone();
+        writers.push(tokio::spawn(async move { j.append(tick(run.id)).await }));
+    }
+    for _ in 0..100 {
+        tokio::task::yield_now().await;
+    }
+    // One request is in the blocked commit, three wait in the actor, eight wait for a slot.
+    assert_eq!(journal.stats().queued_requests, 3);
+    store.gate.add_permits(100);
+    for w in writers {
+        w.await.unwrap().unwrap();
+    }
+    assert!(
+        store.batches().iter().all(|&n| n <= 2),
+        "{:?}",
+        store.batches()
+    );
+    assert_eq!(store.inner.replay(run.id).await.unwrap().len(), 12);
+}
+
+#[tokio::test(start_paused = true)]
+async fn reads_do_not_wait_for_writes() {
+    let (store, journal, run) = setup(JournalConfig::default()).await;
+    let blocked = tokio::spawn({
+        let j = journal.clone();
+        async move { j.append(tick(run.id)).await }
+    });
+    let read = tokio::time::timeout(Duration::from_secs(1), journal.get_run(run.id)).await;
+    assert_eq!(
+        read.expect("read answered while a commit is blocked")
+            .unwrap(),
+        Some(run.clone())
+    );
+    assert!(!blocked.is_finished());
+    store.gate.add_permits(1);
+    blocked.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn failed_commit_fails_every_request_in_it() {
+    let (store, journal, run) = setup(JournalConfig::default()).await;
+    *store.fail_next_commit.lock().unwrap() = true;
+    store.gate.add_permits(10);
+    let err = journal.append(tick(run.id)).await.unwrap_err();
+    assert!(
+        matches!(err, StoreError::BatchFailed { batch_len: 1, .. }),
+        "{err}"
+    );
+    assert_eq!(journal.stats().failed_commits, 1);
+    // The journal keeps serving after a failed commit.
+    assert_eq!(journal.append(tick(run.id)).await.unwrap().seq, 1);
+}
+
+#[tokio::test]
+async fn shutdown_commits_queued_writes_then_refuses() {
+    let (store, journal, run) = setup(JournalConfig::default()).await;
+    let mut writers = Vec::new();
+    for _ in 0..5 {
+        let j = journal.clone();
+        writers.push(tokio::spawn(async move { j.append(tick(run.id)).await }));
+    }
+    settle(|| journal.stats().queued_requests == 4).await;
+    store.gate.add_permits(10);
+    journal.shutdown().await;
+    for w in writers {
+        w.await.unwrap().unwrap();
+    }
+    let err = journal.append(tick(run.id)).await.unwrap_err();
+    assert!(matches!(err, StoreError::JournalClosed), "{err}");
+    assert_eq!(store.inner.replay(run.id).await.unwrap().len(), 5);
+}

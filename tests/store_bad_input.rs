@@ -1,0 +1,187 @@
+//! Bad input at rest: corrupt rows, unknown kinds, a newer schema, a file that
+//! is not SQLite. Each gives a typed error naming the row; nothing panics and
+//! other rows stay readable.
+
+use std::path::Path;
+
+use serde_json::json;
+use troupe::store::{
+    EventKind, Flow, FlowStore, NewEvent, SCHEMA_VERSION, SqliteStore, StoreError,
+};
+
+async fn two_runs(path: &Path) -> (Flow, Flow, Vec<u64>) {
+    let store = SqliteStore::open(path).await.unwrap();
+    let (a, b) = (Flow::new("c", "g", "o"), Flow::new("c", "g", "o"));
+    let mut cursors = Vec::new();
+    for run in [&a, &b] {
+        store.insert_run(run.clone(), None).await.unwrap();
+        for i in 0..3 {
+            let ev = NewEvent::new(run.id, EventKind::custom("tick", json!({ "i": i })));
+            cursors.push(store.append(ev).await.unwrap().cursor.0);
+        }
+    }
+    (a, b, cursors)
+}
+
+fn raw(path: &Path, sql: &str) {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    conn.execute_batch(sql).unwrap();
+}
+
+#[tokio::test]
+async fn corrupt_payload_names_the_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("j.sqlite");
+    let (a, b, cursors) = two_runs(&path).await;
+    raw(
+        &path,
+        &format!(
+            "UPDATE events SET payload = X'7B7B7B' WHERE cursor = {}",
+            cursors[1]
+        ),
+    );
+    let store = SqliteStore::open(&path).await.unwrap();
+    let err = store.replay(a.id).await.unwrap_err();
+    match &err {
+        StoreError::CorruptPayload {
+            row,
+            column: "payload",
+            ..
+        } => {
+            assert_eq!(
+                (row.table, row.rowid, row.run_id),
+                ("events", cursors[1] as i64, Some(a.id))
+            );
+        }
+        other => panic!("expected CorruptPayload, got {other:?}"),
+    }
+    assert!(
+        err.to_string()
+            .contains(&format!("events row {}", cursors[1])),
+        "{err}"
+    );
+    assert_eq!(
+        store.replay(b.id).await.unwrap().len(),
+        3,
+        "other runs stay readable"
+    );
+    let tail = store
+        .poll(troupe::store::Cursor(cursors[1]), 10)
+        .await
+        .unwrap();
+    assert_eq!(tail.len(), 4);
+    // The store keeps accepting writes for the damaged run.
+    store
+        .append(NewEvent::new(a.id, EventKind::custom("after", json!(null))))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn unknown_event_kind_is_a_typed_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("j.sqlite");
+    let (a, b, cursors) = two_runs(&path).await;
+    raw(
+        &path,
+        &format!("UPDATE events SET kind = 999 WHERE cursor = {}", cursors[2]),
+    );
+    let store = SqliteStore::open(&path).await.unwrap();
+    let err = store.list_events(a.id, 10).await.unwrap_err();
+    assert!(
+        matches!(&err, StoreError::UnknownEventKind { row, code: 999 } if row.rowid == cursors[2] as i64 && row.run_id == Some(a.id)),
+        "{err:?}"
+    );
+    assert_eq!(
+        store.list_events(a.id, 1).await.unwrap_err().to_string(),
+        err.to_string()
+    );
+    assert_eq!(store.list_events(b.id, 10).await.unwrap().len(), 3);
+}
+
+#[tokio::test]
+async fn corrupt_run_row_names_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("j.sqlite");
+    let (a, b, _) = two_runs(&path).await;
+    raw(
+        &path,
+        "UPDATE runs SET status = 42 WHERE rid = 1; UPDATE runs SET state_json = X'00' WHERE rid = 2",
+    );
+    let store = SqliteStore::open(&path).await.unwrap();
+    let err = store.get_run(a.id).await.unwrap_err();
+    assert!(
+        matches!(&err, StoreError::CorruptRow { row, column: "status", .. } if row.run_id == Some(a.id)),
+        "{err:?}"
+    );
+    let err = store.get_run(b.id).await.unwrap_err();
+    assert!(
+        matches!(&err, StoreError::CorruptPayload { row, column: "state_json", .. } if row.run_id == Some(b.id)),
+        "{err:?}"
+    );
+    assert_eq!(
+        store.replay(a.id).await.unwrap().len(),
+        3,
+        "its events stay readable"
+    );
+}
+
+#[tokio::test]
+async fn newer_schema_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("j.sqlite");
+    two_runs(&path).await;
+    raw(
+        &path,
+        &format!("PRAGMA user_version = {}", SCHEMA_VERSION + 1),
+    );
+    let err = SqliteStore::open(&path)
+        .await
+        .err()
+        .expect("open must fail");
+    assert!(
+        matches!(err, StoreError::SchemaTooNew { found, supported, .. } if found == SCHEMA_VERSION + 1 && supported == SCHEMA_VERSION),
+        "{err:?}"
+    );
+    // Nothing was changed: the file still says the newer version.
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let v: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
+    assert_eq!(v, SCHEMA_VERSION + 1);
+}
+
+#[tokio::test]
+async fn a_file_that_is_not_sqlite_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notes.txt");
+    std::fs::write(&path, "these are my notes, not a database\n".repeat(200)).unwrap();
+    let err = SqliteStore::open(&path)
+        .await
+        .err()
+        .expect("open must fail");
+    assert!(
+        matches!(&err, StoreError::NotADatabase { path: p, .. } if p == &path),
+        "{err:?}"
+    );
+    assert!(
+        std::fs::read_to_string(&path)
+            .unwrap()
+            .starts_with("these are my notes")
+    );
+}
+
+#[tokio::test]
+async fn reopening_keeps_everything_and_continues_sequences() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("j.sqlite");
+    let (a, _, cursors) = two_runs(&path).await;
+    let store = SqliteStore::open(&path).await.unwrap();
+    let next = store
+        .append(NewEvent::new(a.id, EventKind::custom("tick", json!(3))))
+        .await
+        .unwrap();
+    assert_eq!(next.seq, 4);
+    assert!(next.cursor.0 > *cursors.last().unwrap());
+    assert_eq!(store.replay(a.id).await.unwrap().len(), 4);
+}

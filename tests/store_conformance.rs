@@ -1,0 +1,106 @@
+//! Runs the conformance suite against every backend.
+
+#[path = "support/conformance.rs"]
+mod conformance;
+#[path = "support/repair_cases.rs"]
+mod repair_cases;
+
+use std::sync::Arc;
+
+use troupe::journal::{JournalConfig, JournalHandle};
+use troupe::store::{MemoryStore, SqliteStore};
+
+/// Instantiates one `#[tokio::test]` per conformance case for a backend.
+/// `$make` is an async block yielding `(Store, guard)`; the guard keeps
+/// temporary files alive for the test's duration.
+macro_rules! conformance {
+    ($backend:ident, $make:expr) => {
+        mod $backend {
+            use super::*;
+            conformance!(@cases $make;
+                ordering_and_cursors,
+                list_events_returns_most_recent,
+                caller_event_ids_are_idempotent,
+                one_terminal_event_per_run,
+                terminal_payloads_round_trip,
+                cas_update_appends_one_audit_event,
+                runs_are_unique_and_listed,
+                append_batch_is_atomic,
+                batch_results_are_per_request,
+                outputs_failures_and_steps,
+                lists_runs_missing_terminal_event,
+            );
+            conformance!(@repair $make;
+                record_appends_once,
+                record_failure_goes_to_ledger,
+                repair_noop_when_not_terminal,
+                repair_completed_uses_requested_output,
+                repair_completed_rebuilds_output,
+                repair_failed_reason_precedence,
+                repair_cancelled_status_wins_and_is_idempotent,
+                recovery_scan_repairs_and_reports,
+            );
+        }
+    };
+    (@cases $make:expr; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test]
+            async fn $case() {
+                let (store, _guard) = $make.await;
+                conformance::$case(store).await;
+            }
+        )*
+    };
+    (@repair $make:expr; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test]
+            async fn $case() {
+                let (store, _guard) = $make.await;
+                repair_cases::$case(store).await;
+            }
+        )*
+    };
+}
+
+conformance!(journal_over_sqlite, async {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(
+        SqliteStore::open(dir.path().join("journal.sqlite"))
+            .await
+            .unwrap(),
+    );
+    let journal = JournalHandle::spawn(store, JournalConfig::default(), None)
+        .await
+        .unwrap();
+    let store: conformance::Store = Arc::new(journal);
+    (store, dir)
+});
+
+conformance!(journal_over_memory, async {
+    let journal =
+        JournalHandle::spawn(Arc::new(MemoryStore::new()), JournalConfig::default(), None)
+            .await
+            .unwrap();
+    let store: conformance::Store = Arc::new(journal);
+    (store, ())
+});
+
+conformance!(memory, async {
+    let store: conformance::Store = Arc::new(MemoryStore::new());
+    (store, ())
+});
+
+conformance!(sqlite_in_memory, async {
+    let store: conformance::Store = Arc::new(SqliteStore::open(":memory:").await.unwrap());
+    (store, ())
+});
+
+conformance!(sqlite_file, async {
+    let dir = tempfile::tempdir().unwrap();
+    let store: conformance::Store = Arc::new(
+        SqliteStore::open(dir.path().join("journal.sqlite"))
+            .await
+            .unwrap(),
+    );
+    (store, dir)
+});

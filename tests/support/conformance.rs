@@ -1,0 +1,511 @@
+//! The store conformance suite: one async fn per rule, run against every
+//! backend by the `conformance!` macro in `tests/store_conformance.rs`.
+
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+use troupe::store::{
+    EventKind, FailureEntry, Flow, FlowStatus, FlowStep, FlowStepStatus, FlowStore, NewEvent,
+    StepOutput, StepRuntime, StoreError, TerminalAppend, TerminalEvent, WriteOp, WriteOutcome,
+};
+use uuid::Uuid;
+
+pub type Store = Arc<dyn FlowStore>;
+
+pub fn custom(name: &str, payload: Value) -> EventKind {
+    EventKind::custom(name, payload)
+}
+
+pub async fn new_run(store: &Store, owner: &str) -> Flow {
+    let run = Flow::new("ctrl", "goal", owner);
+    store
+        .insert_run(run.clone(), Some(custom("created", Value::Null)))
+        .await
+        .expect("insert run");
+    run
+}
+
+pub async fn ordering_and_cursors(store: Store) {
+    let a = new_run(&store, "o").await;
+    let b = new_run(&store, "o").await;
+    let start = store.latest_cursor().await.unwrap();
+    let mut cursors = Vec::new();
+    for i in 0..5 {
+        for run in [&a, &b] {
+            let ev = NewEvent::new(run.id, custom("tick", json!({ "i": i })));
+            cursors.push(store.append(ev).await.unwrap().cursor);
+        }
+    }
+    assert!(
+        cursors.windows(2).all(|w| w[0] < w[1]),
+        "cursors grow: {cursors:?}"
+    );
+    assert_eq!(
+        store.latest_cursor().await.unwrap(),
+        *cursors.last().unwrap()
+    );
+    assert!(start < cursors[0]);
+
+    let replay = store.replay(a.id).await.unwrap();
+    assert_eq!(replay.len(), 6);
+    let seqs: Vec<u64> = replay.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, vec![1, 2, 3, 4, 5, 6]);
+    assert_eq!(replay[0].kind, custom("created", Value::Null));
+    assert_eq!(replay[3].kind, custom("tick", json!({"i": 2})));
+    assert_eq!(replay[3].event_id, "#4");
+    assert!(replay.iter().all(|e| e.run_id == a.id));
+
+    let page1 = store.poll(start, 4).await.unwrap();
+    assert_eq!(page1.len(), 4);
+    let page2 = store.poll(page1[3].cursor, 100).await.unwrap();
+    assert_eq!(page2.len(), 6);
+    let all: Vec<_> = page1.iter().chain(&page2).map(|e| e.cursor).collect();
+    assert_eq!(all, cursors);
+    assert_eq!(page2[5].run_id, b.id);
+}
+
+pub async fn list_events_returns_most_recent(store: Store) {
+    let run = new_run(&store, "o").await;
+    for i in 0..9 {
+        store
+            .append(NewEvent::new(run.id, custom("tick", json!(i))))
+            .await
+            .unwrap();
+    }
+    let last3 = store.list_events(run.id, 3).await.unwrap();
+    let seqs: Vec<u64> = last3.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, vec![8, 9, 10]);
+    assert_eq!(store.list_events(run.id, 0).await.unwrap(), vec![]);
+    assert_eq!(store.list_events(run.id, 100).await.unwrap().len(), 10);
+    assert_eq!(store.list_events(Uuid::now_v7(), 5).await.unwrap(), vec![]);
+}
+
+pub async fn caller_event_ids_are_idempotent(store: Store) {
+    let run = new_run(&store, "o").await;
+    let ev = NewEvent::with_id(run.id, "stage-1-done", custom("done", json!({"n": 1})));
+    let first = store.append(ev.clone()).await.unwrap();
+    assert!(!first.duplicate);
+    let again = store.append(ev).await.unwrap();
+    assert!(again.duplicate);
+    assert_eq!((again.cursor, again.seq), (first.cursor, first.seq));
+    let events = store.replay(run.id).await.unwrap();
+    assert_eq!(events.len(), 2);
+    assert_eq!(events[1].event_id, "stage-1-done");
+    for bad in ["", "#7"] {
+        let err = store
+            .append(NewEvent::with_id(run.id, bad, custom("x", Value::Null)))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                StoreError::InvalidInput {
+                    field: "event_id",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
+}
+
+pub async fn one_terminal_event_per_run(store: Store) {
+    let run = new_run(&store, "o").await;
+    let out = json!({"steps": {"a": 1}});
+    let first = store
+        .append_terminal_event_if_absent(
+            run.id,
+            TerminalEvent::FlowCompleted {
+                structured_output: Some(out.clone()),
+            },
+        )
+        .await
+        .unwrap();
+    let TerminalAppend::Appended(appended) = first else {
+        panic!("expected Appended, got {first:?}")
+    };
+    let second = store
+        .append_terminal_event_if_absent(run.id, TerminalEvent::FlowCanceled)
+        .await
+        .unwrap();
+    let TerminalAppend::AlreadyPresent(existing) = second else {
+        panic!("expected AlreadyPresent")
+    };
+    assert_eq!(existing.cursor, appended.cursor);
+    assert_eq!(
+        existing.kind,
+        EventKind::Terminal(TerminalEvent::FlowCompleted {
+            structured_output: Some(out)
+        })
+    );
+    let err = store
+        .append(NewEvent::new(
+            run.id,
+            TerminalEvent::FlowFailed { reason: "x".into() },
+        ))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::TerminalExists {
+                existing: "FlowCompleted",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let err = store
+        .append(NewEvent::new(run.id, custom("FlowCanceled", Value::Null)))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::InvalidInput { field: "kind", .. }),
+        "{err}"
+    );
+    let terminals = store
+        .replay(run.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.kind.as_terminal().is_some())
+        .count();
+    assert_eq!(terminals, 1);
+    assert_eq!(
+        store
+            .terminal_event(run.id)
+            .await
+            .unwrap()
+            .map(|e| e.cursor),
+        Some(appended.cursor)
+    );
+}
+
+pub async fn terminal_payloads_round_trip(store: Store) {
+    let cases = [
+        TerminalEvent::FlowCompleted {
+            structured_output: None,
+        },
+        TerminalEvent::FlowCompleted {
+            structured_output: Some(json!({"steps": {"é": [1, 2]}})),
+        },
+        TerminalEvent::FlowFailed {
+            reason: "disk \"full\"\n".into(),
+        },
+        TerminalEvent::FlowCanceled,
+    ];
+    for t in cases {
+        let run = new_run(&store, "o").await;
+        store
+            .append(NewEvent::new(run.id, t.clone()))
+            .await
+            .unwrap();
+        let got = store.terminal_event(run.id).await.unwrap().unwrap();
+        assert_eq!(got.kind, EventKind::Terminal(t));
+    }
+}
+
+pub async fn cas_update_appends_one_audit_event(store: Store) {
+    let mut run = new_run(&store, "o").await;
+    run.status = FlowStatus::Running;
+    run.state_json = json!({"k": "v"});
+    let rev = store
+        .update_run(run.clone(), 0, custom("started", Value::Null))
+        .await
+        .unwrap();
+    assert_eq!(rev, 1);
+    let stored = store.get_run(run.id).await.unwrap().unwrap();
+    assert_eq!(stored.revision, 1);
+    assert_eq!(stored.status, FlowStatus::Running);
+    assert_eq!(stored.state_json, json!({"k": "v"}));
+
+    let mut stale = run.clone();
+    stale.goal = "overwritten".into();
+    let err = stale_update(&store, stale).await;
+    assert!(
+        matches!(
+            err,
+            StoreError::RevisionMismatch {
+                expected: 0,
+                actual: 1,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let stored = store.get_run(run.id).await.unwrap().unwrap();
+    assert_eq!(stored.goal, "goal", "a failed CAS changes nothing");
+    let kinds: Vec<String> = store
+        .list_events(run.id, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.kind.name().to_owned())
+        .collect();
+    assert_eq!(
+        kinds,
+        vec!["created", "started"],
+        "one audit event per landed change"
+    );
+    let err = store
+        .update_run(Flow::new("c", "g", "o"), 0, custom("x", Value::Null))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::RunNotFound(_)), "{err}");
+}
+
+async fn stale_update(store: &Store, run: Flow) -> StoreError {
+    store
+        .update_run(run, 0, custom("goal_changed", Value::Null))
+        .await
+        .unwrap_err()
+}
+
+pub async fn runs_are_unique_and_listed(store: Store) {
+    let a = new_run(&store, "alice").await;
+    let b = new_run(&store, "bob").await;
+    let c = new_run(&store, "alice").await;
+    let err = store.insert_run(a.clone(), None).await.unwrap_err();
+    assert!(
+        matches!(err, StoreError::RunExists(id) if id == a.id),
+        "{err}"
+    );
+    let alice: Vec<Uuid> = store
+        .list_runs_by_owner("alice")
+        .await
+        .unwrap()
+        .iter()
+        .map(|f| f.id)
+        .collect();
+    assert_eq!(alice, vec![a.id, c.id]);
+    let mut running = b.clone();
+    running.status = FlowStatus::Running;
+    store
+        .update_run(running, 0, custom("started", Value::Null))
+        .await
+        .unwrap();
+    let ids = |v: Vec<Flow>| v.iter().map(|f| f.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(store
+            .list_runs_by_status(FlowStatus::Running)
+            .await
+            .unwrap()),
+        vec![b.id]
+    );
+    assert_eq!(
+        ids(store
+            .list_runs_by_status(FlowStatus::Created)
+            .await
+            .unwrap()),
+        vec![a.id, c.id]
+    );
+    let got = store.get_run(a.id).await.unwrap().unwrap();
+    assert_eq!(got.controller_id, a.controller_id);
+    assert_eq!(
+        got.created_at.timestamp_micros(),
+        a.created_at.timestamp_micros()
+    );
+    assert_eq!(store.get_run(Uuid::now_v7()).await.unwrap(), None);
+    let err = store
+        .append(NewEvent::new(Uuid::now_v7(), custom("x", Value::Null)))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::RunNotFound(_)), "{err}");
+}
+
+pub async fn append_batch_is_atomic(store: Store) {
+    let run = new_run(&store, "o").await;
+    let good = NewEvent::new(run.id, custom("a", Value::Null));
+    let bad = NewEvent::with_id(run.id, "#bad", custom("b", Value::Null));
+    let err = store
+        .append_batch(vec![good.clone(), good.clone(), bad])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::InvalidInput { .. }), "{err}");
+    assert_eq!(
+        store.replay(run.id).await.unwrap().len(),
+        1,
+        "nothing of the batch is stored"
+    );
+    let missing = NewEvent::new(Uuid::now_v7(), custom("b", Value::Null));
+    let err = store
+        .apply(WriteOp::Atomic(vec![
+            WriteOp::Append(good.clone()),
+            WriteOp::Append(missing),
+        ]))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::RunNotFound(_)), "{err}");
+    assert_eq!(store.replay(run.id).await.unwrap().len(), 1);
+    let ok = store.append_batch(vec![good.clone(), good]).await.unwrap();
+    assert_eq!(ok.iter().map(|a| a.seq).collect::<Vec<_>>(), vec![2, 3]);
+    // A later append continues the sequence: nothing of the failed batches leaked.
+    let next = store
+        .append(NewEvent::new(run.id, custom("c", Value::Null)))
+        .await
+        .unwrap();
+    assert_eq!(next.seq, 4);
+}
+
+pub async fn batch_results_are_per_request(store: Store) {
+    let run = new_run(&store, "o").await;
+    let ops = vec![
+        WriteOp::Append(NewEvent::new(run.id, custom("one", Value::Null))),
+        WriteOp::Append(NewEvent::new(Uuid::now_v7(), custom("lost", Value::Null))),
+        WriteOp::AppendTerminalIfAbsent {
+            run_id: run.id,
+            event: TerminalEvent::FlowCanceled,
+        },
+        WriteOp::Append(NewEvent::new(run.id, TerminalEvent::FlowCanceled)),
+        WriteOp::Append(NewEvent::new(run.id, custom("two", Value::Null))),
+    ];
+    let results = store.apply_batch(ops).await.unwrap();
+    assert_eq!(results.len(), 5);
+    assert!(matches!(results[0], Ok(WriteOutcome::Appended(_))));
+    assert!(matches!(results[1], Err(StoreError::RunNotFound(_))));
+    assert!(matches!(
+        results[2],
+        Ok(WriteOutcome::Terminal(TerminalAppend::Appended(_)))
+    ));
+    assert!(
+        matches!(results[3], Err(StoreError::TerminalExists { .. })),
+        "{:?}",
+        results[3]
+    );
+    assert!(matches!(results[4], Ok(WriteOutcome::Appended(_))));
+    let names: Vec<String> = store
+        .replay(run.id)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.kind.name().to_owned())
+        .collect();
+    assert_eq!(names, vec!["created", "one", "FlowCanceled", "two"]);
+}
+
+pub async fn outputs_failures_and_steps(store: Store) {
+    let run = new_run(&store, "o").await;
+    let out = |step: &str, loop_id: Option<&str>, it: Option<u32>, v: Value| StepOutput {
+        run_id: run.id,
+        step_id: step.into(),
+        loop_id: loop_id.map(Into::into),
+        iteration: it,
+        output: v,
+        at: chrono::Utc::now(),
+    };
+    assert!(
+        store
+            .record_step_output(out("a", None, None, json!(1)))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .record_step_output(out("a", None, None, json!(2)))
+            .await
+            .unwrap(),
+        "first wins"
+    );
+    assert!(
+        store
+            .record_step_output(out("b", Some("L"), Some(0), json!("x")))
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .record_step_output(out("b", Some("L"), Some(1), json!("y")))
+            .await
+            .unwrap()
+    );
+    let outputs = store.list_step_outputs(run.id).await.unwrap();
+    assert_eq!(outputs.len(), 3);
+    assert_eq!(outputs[0].output, json!(1));
+    assert_eq!(outputs[2].iteration, Some(1));
+
+    let entry = FailureEntry {
+        run_id: run.id,
+        step_id: "a".into(),
+        reason: "boom".into(),
+        error_json: Some(json!({"code": 7})),
+        at: chrono::Utc::now(),
+    };
+    store.record_failure(entry.clone()).await.unwrap();
+    let failures = store.list_failures(run.id).await.unwrap();
+    assert_eq!(failures.len(), 1);
+    assert_eq!(
+        (failures[0].reason.as_str(), &failures[0].error_json),
+        ("boom", &entry.error_json)
+    );
+
+    let now = chrono::Utc::now();
+    let step = FlowStep {
+        id: Uuid::now_v7(),
+        flow_id: run.id,
+        runtime: StepRuntime::Mirrored,
+        child_session_key: Some("child-1".into()),
+        run_id: "ext-1".into(),
+        task: "fetch".into(),
+        status: FlowStepStatus::Running,
+        result_json: None,
+        created_at: now,
+        updated_at: now,
+    };
+    let stored = store.upsert_step(step.clone()).await.unwrap();
+    let update = FlowStep {
+        id: Uuid::now_v7(),
+        child_session_key: None,
+        status: FlowStepStatus::Succeeded,
+        result_json: Some(json!({"ok": true})),
+        ..step.clone()
+    };
+    let updated = store.upsert_step(update).await.unwrap();
+    assert_eq!(updated.id, stored.id, "same step row");
+    assert_eq!(
+        updated.child_session_key.as_deref(),
+        Some("child-1"),
+        "earlier key kept"
+    );
+    let steps = store.list_steps(run.id).await.unwrap();
+    assert_eq!(steps.len(), 1);
+    assert_eq!(steps[0].status, FlowStepStatus::Succeeded);
+    assert_eq!(steps[0].result_json, Some(json!({"ok": true})));
+    let orphan = FlowStep {
+        flow_id: Uuid::now_v7(),
+        ..step
+    };
+    assert!(matches!(
+        store.upsert_step(orphan).await,
+        Err(StoreError::RunNotFound(_))
+    ));
+}
+
+pub async fn lists_runs_missing_terminal_event(store: Store) {
+    let mut done = new_run(&store, "o").await;
+    let mut repaired = new_run(&store, "o").await;
+    let _open = new_run(&store, "o").await;
+    for run in [&mut done, &mut repaired] {
+        run.status = FlowStatus::Finished;
+        store
+            .update_run(run.clone(), 0, custom("finished", Value::Null))
+            .await
+            .unwrap();
+    }
+    store
+        .append_terminal_event_if_absent(
+            repaired.id,
+            TerminalEvent::FlowCompleted {
+                structured_output: None,
+            },
+        )
+        .await
+        .unwrap();
+    let missing: Vec<Uuid> = store
+        .list_runs_missing_terminal_event()
+        .await
+        .unwrap()
+        .iter()
+        .map(|f| f.id)
+        .collect();
+    assert_eq!(missing, vec![done.id]);
+}

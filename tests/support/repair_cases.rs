@@ -1,0 +1,228 @@
+//! Conformance cases for terminalization, repair and the recovery scan.
+
+use serde_json::{Value, json};
+use troupe::runs::{
+    TerminalTarget, TerminalizationError, TerminalizationOutcome, record_persisted_terminalization,
+    recover, repair_persisted_terminalization,
+};
+use troupe::store::{
+    EventKind, FailureEntry, Flow, FlowStatus, SYSTEM_STEP_ID, StepOutput, TerminalEvent,
+};
+
+use super::conformance::{Store, custom, new_run};
+
+/// A run whose terminal status is persisted (as the control plane does before terminalizing).
+pub async fn persisted(store: &Store, status: FlowStatus) -> Flow {
+    let mut run = new_run(store, "o").await;
+    run.status = status;
+    store
+        .update_run(run.clone(), 0, custom(status.as_str(), Value::Null))
+        .await
+        .unwrap();
+    run
+}
+
+pub async fn terminal_kinds(store: &Store, run: &Flow) -> Vec<EventKind> {
+    store
+        .replay(run.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.kind.as_terminal().is_some())
+        .map(|e| e.kind)
+        .collect()
+}
+
+pub async fn record_appends_once(store: Store) {
+    let run = persisted(&store, FlowStatus::Finished).await;
+    let target = TerminalTarget::Completed {
+        structured_output: Some(json!({"n": 1})),
+    };
+    for _ in 0..2 {
+        let out = record_persisted_terminalization(&*store, run.id, "ctrl", target.clone()).await;
+        assert_eq!(out.unwrap(), TerminalizationOutcome::Transitioned);
+    }
+    assert_eq!(
+        terminal_kinds(&store, &run).await,
+        vec![EventKind::Terminal(TerminalEvent::FlowCompleted {
+            structured_output: Some(json!({"n": 1}))
+        })]
+    );
+    assert!(store.list_failures(run.id).await.unwrap().is_empty());
+}
+
+pub async fn record_failure_goes_to_ledger(store: Store) {
+    let run = persisted(&store, FlowStatus::Failed).await;
+    store
+        .append_terminal_event_if_absent(run.id, TerminalEvent::FlowCanceled)
+        .await
+        .unwrap();
+    let err = record_persisted_terminalization(
+        &*store,
+        run.id,
+        "ctrl",
+        TerminalTarget::Failed {
+            reason: "boom".into(),
+        },
+    )
+    .await
+    .unwrap_err();
+    let TerminalizationError::AppendFailed { reason, .. } = &err else {
+        panic!("{err:?}")
+    };
+    assert!(
+        reason.starts_with("terminal run status persisted but FlowFailed append failed: run "),
+        "{reason}"
+    );
+    assert_eq!(err.to_string(), *reason);
+    let ledger = store.list_failures(run.id).await.unwrap();
+    assert_eq!(ledger.len(), 1);
+    assert_eq!(ledger[0].step_id, SYSTEM_STEP_ID);
+    assert_eq!(&ledger[0].reason, reason);
+    assert_eq!(terminal_kinds(&store, &run).await.len(), 1);
+}
+
+pub async fn repair_noop_when_not_terminal(store: Store) {
+    let run = persisted(&store, FlowStatus::Running).await;
+    let out =
+        repair_persisted_terminalization(&*store, run.id, "ctrl", Some(TerminalTarget::Canceled))
+            .await;
+    assert_eq!(out.unwrap(), TerminalizationOutcome::Noop);
+    assert!(terminal_kinds(&store, &run).await.is_empty());
+}
+
+pub async fn repair_completed_uses_requested_output(store: Store) {
+    let run = persisted(&store, FlowStatus::Finished).await;
+    let target = TerminalTarget::Completed {
+        structured_output: Some(json!({"given": true})),
+    };
+    repair_persisted_terminalization(&*store, run.id, "ctrl", Some(target))
+        .await
+        .unwrap();
+    assert_eq!(
+        terminal_kinds(&store, &run).await,
+        vec![EventKind::Terminal(TerminalEvent::FlowCompleted {
+            structured_output: Some(json!({"given": true}))
+        })]
+    );
+}
+
+pub async fn repair_completed_rebuilds_output(store: Store) {
+    let run = persisted(&store, FlowStatus::Finished).await;
+    let record =
+        |step: &str, loop_id: Option<&str>, iteration: Option<u32>, output: Value| StepOutput {
+            run_id: run.id,
+            step_id: step.into(),
+            loop_id: loop_id.map(Into::into),
+            iteration,
+            output,
+            at: chrono::Utc::now(),
+        };
+    for o in [
+        record("fetch", None, None, json!({"rows": 3})),
+        record("enrich", Some("items"), Some(1), json!("b")),
+        record("enrich", Some("items"), Some(0), json!("a")),
+    ] {
+        store.record_step_output(o).await.unwrap();
+    }
+    // The target is not Completed, so the persisted status wins and the output is rebuilt.
+    repair_persisted_terminalization(&*store, run.id, "ctrl", Some(TerminalTarget::Canceled))
+        .await
+        .unwrap();
+    let expected = json!({"steps": {
+        "fetch": {"rows": 3},
+        "enrich": {"loop_id": "items", "iterations": ["a", "b"]},
+    }});
+    assert_eq!(
+        terminal_kinds(&store, &run).await,
+        vec![EventKind::Terminal(TerminalEvent::FlowCompleted {
+            structured_output: Some(expected)
+        })]
+    );
+}
+
+pub async fn repair_failed_reason_precedence(store: Store) {
+    let given = persisted(&store, FlowStatus::Failed).await;
+    repair_persisted_terminalization(
+        &*store,
+        given.id,
+        "ctrl",
+        Some(TerminalTarget::Failed {
+            reason: "given".into(),
+        }),
+    )
+    .await
+    .unwrap();
+    let from_ledger = persisted(&store, FlowStatus::Failed).await;
+    for reason in ["first", "last"] {
+        let entry = FailureEntry {
+            run_id: from_ledger.id,
+            step_id: "s".into(),
+            reason: reason.into(),
+            error_json: None,
+            at: chrono::Utc::now(),
+        };
+        store.record_failure(entry).await.unwrap();
+    }
+    repair_persisted_terminalization(&*store, from_ledger.id, "ctrl", None)
+        .await
+        .unwrap();
+    let fallback = persisted(&store, FlowStatus::Failed).await;
+    repair_persisted_terminalization(&*store, fallback.id, "ctrl", Some(TerminalTarget::Canceled))
+        .await
+        .unwrap();
+    for (run, reason) in [
+        (&given, "given"),
+        (&from_ledger, "last"),
+        (&fallback, "run already failed"),
+    ] {
+        assert_eq!(
+            terminal_kinds(&store, run).await,
+            vec![EventKind::Terminal(TerminalEvent::FlowFailed {
+                reason: reason.into()
+            })]
+        );
+    }
+}
+
+pub async fn repair_cancelled_status_wins_and_is_idempotent(store: Store) {
+    let run = persisted(&store, FlowStatus::Cancelled).await;
+    let target = TerminalTarget::Completed {
+        structured_output: Some(json!(1)),
+    };
+    for _ in 0..2 {
+        let out =
+            repair_persisted_terminalization(&*store, run.id, "ctrl", Some(target.clone())).await;
+        assert_eq!(out.unwrap(), TerminalizationOutcome::Noop);
+    }
+    assert_eq!(
+        terminal_kinds(&store, &run).await,
+        vec![EventKind::Terminal(TerminalEvent::FlowCanceled)]
+    );
+}
+
+pub async fn recovery_scan_repairs_and_reports(store: Store) {
+    let broken = persisted(&store, FlowStatus::Failed).await;
+    let settled = persisted(&store, FlowStatus::Finished).await;
+    record_persisted_terminalization(
+        &*store,
+        settled.id,
+        "ctrl",
+        TerminalTarget::Completed {
+            structured_output: None,
+        },
+    )
+    .await
+    .unwrap();
+    let running = persisted(&store, FlowStatus::Running).await;
+    let waiting = persisted(&store, FlowStatus::Waiting).await;
+    let report = recover(&*store).await.unwrap();
+    assert_eq!(report.repaired, vec![broken.id]);
+    assert!(report.repair_failures.is_empty());
+    let unfinished: Vec<_> = report.unfinished.iter().map(|f| f.id).collect();
+    assert_eq!(unfinished, vec![running.id, waiting.id]);
+    assert_eq!(terminal_kinds(&store, &broken).await.len(), 1);
+    assert_eq!(terminal_kinds(&store, &settled).await.len(), 1);
+    let again = recover(&*store).await.unwrap();
+    assert!(again.repaired.is_empty());
+}

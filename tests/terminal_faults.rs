@@ -1,0 +1,261 @@
+//! Fault injection around terminalization: failed appends, lost acks, a
+//! failing ledger, crashes between status and event. Repair converges and
+//! every divergence is in the failure ledger.
+
+use std::sync::Arc;
+
+use proptest::prelude::*;
+use serde_json::{Value, json};
+use troupe::runs::{
+    TerminalTarget, TerminalizationError, record_persisted_terminalization, recover,
+};
+use troupe::store::{
+    EventKind, Fault, FaultyStore, Flow, FlowStatus, FlowStore, MemoryStore, SYSTEM_STEP_ID,
+    SqliteStore, StoreError, TerminalEvent,
+};
+
+async fn persisted(store: &dyn FlowStore, status: FlowStatus) -> Flow {
+    let mut run = Flow::new("ctrl", "g", "o");
+    store.insert_run(run.clone(), None).await.unwrap();
+    run.status = status;
+    store
+        .update_run(
+            run.clone(),
+            0,
+            EventKind::custom(status.as_str(), Value::Null),
+        )
+        .await
+        .unwrap();
+    run
+}
+
+fn faulty() -> FaultyStore {
+    FaultyStore::new(Arc::new(MemoryStore::new()))
+}
+
+#[tokio::test]
+async fn failed_append_is_recorded_then_repaired() {
+    let store = faulty();
+    let run = persisted(&store, FlowStatus::Finished).await;
+    store.inject(Fault::Fail {
+        op: "append_terminal_if_absent",
+        count: 1,
+    });
+    let target = TerminalTarget::Completed {
+        structured_output: Some(json!({"steps": {}})),
+    };
+    let err = record_persisted_terminalization(&store, run.id, "ctrl", target)
+        .await
+        .unwrap_err();
+    let expected = "terminal run status persisted but FlowCompleted append failed: \
+                    injected fault on append_terminal_if_absent";
+    assert!(
+        matches!(&err, TerminalizationError::AppendFailed { reason, .. } if reason == expected),
+        "{err}"
+    );
+    let ledger = store.list_failures(run.id).await.unwrap();
+    assert_eq!(ledger.len(), 1);
+    assert_eq!(
+        (ledger[0].step_id.as_str(), ledger[0].reason.as_str()),
+        (SYSTEM_STEP_ID, expected)
+    );
+    assert!(store.terminal_event(run.id).await.unwrap().is_none());
+
+    let report = recover(&store).await.unwrap();
+    assert_eq!(report.repaired, vec![run.id]);
+    let terminal = store.terminal_event(run.id).await.unwrap().unwrap();
+    assert_eq!(
+        terminal.kind,
+        EventKind::Terminal(TerminalEvent::FlowCompleted {
+            structured_output: Some(json!({"steps": {}}))
+        })
+    );
+}
+
+#[tokio::test]
+async fn both_failing_says_so() {
+    let store = faulty();
+    let run = persisted(&store, FlowStatus::Cancelled).await;
+    store.inject(Fault::Fail {
+        op: "append_terminal_if_absent",
+        count: 1,
+    });
+    store.inject(Fault::Fail {
+        op: "record_failure",
+        count: 1,
+    });
+    let err = record_persisted_terminalization(&store, run.id, "ctrl", TerminalTarget::Canceled)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, TerminalizationError::AppendAndLedgerFailed { .. }),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "terminal run status persisted but FlowCanceled append failed: injected fault on \
+         append_terminal_if_absent; the failure-ledger append failed too: injected fault on record_failure"
+    );
+    assert_eq!(
+        store.fired(),
+        vec!["append_terminal_if_absent", "record_failure"]
+    );
+}
+
+#[tokio::test]
+async fn lost_ack_leaves_exactly_one_terminal_event() {
+    let store = faulty();
+    let run = persisted(&store, FlowStatus::Failed).await;
+    store.inject(Fault::LoseAck {
+        op: "append_terminal_if_absent",
+        count: 1,
+    });
+    let target = TerminalTarget::Failed {
+        reason: "boom".into(),
+    };
+    let err = record_persisted_terminalization(&store, run.id, "ctrl", target.clone())
+        .await
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        TerminalizationError::AppendFailed {
+            source: StoreError::AckLost { .. },
+            ..
+        }
+    ));
+    assert_eq!(
+        store.list_failures(run.id).await.unwrap().len(),
+        1,
+        "divergence is in the ledger"
+    );
+    // The retry and the recovery scan both see the event that did land.
+    record_persisted_terminalization(&store, run.id, "ctrl", target)
+        .await
+        .unwrap();
+    assert!(recover(&store).await.unwrap().repaired.is_empty());
+    let events = store.replay(run.id).await.unwrap();
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| e.kind.as_terminal().is_some())
+            .count(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn failed_repair_is_reported_and_retried_by_the_next_scan() {
+    let dir = tempfile::tempdir().unwrap();
+    let inner = Arc::new(
+        SqliteStore::open(dir.path().join("j.sqlite"))
+            .await
+            .unwrap(),
+    );
+    let store = FaultyStore::new(inner);
+    let run = persisted(&store, FlowStatus::Finished).await;
+    store.inject(Fault::Fail {
+        op: "list_step_outputs",
+        count: 1,
+    });
+    let report = recover(&store).await.unwrap();
+    assert!(report.repaired.is_empty());
+    assert_eq!(report.repair_failures.len(), 1);
+    assert_eq!(report.repair_failures[0].0, run.id);
+    assert_eq!(recover(&store).await.unwrap().repaired, vec![run.id]);
+}
+
+/// What happens to one run's terminalization.
+#[derive(Debug, Clone, Copy)]
+enum Mishap {
+    None,
+    CrashBeforeAppend,
+    FailAppend,
+    LoseAck,
+    FailAppendAndLedger,
+}
+
+fn mishap() -> impl Strategy<Value = Mishap> {
+    prop_oneof![
+        Just(Mishap::None),
+        Just(Mishap::CrashBeforeAppend),
+        Just(Mishap::FailAppend),
+        Just(Mishap::LoseAck),
+        Just(Mishap::FailAppendAndLedger),
+    ]
+}
+
+fn status() -> impl Strategy<Value = FlowStatus> {
+    prop_oneof![
+        Just(FlowStatus::Finished),
+        Just(FlowStatus::Failed),
+        Just(FlowStatus::Cancelled)
+    ]
+}
+
+fn target_for(status: FlowStatus) -> TerminalTarget {
+    match status {
+        FlowStatus::Finished => TerminalTarget::Completed {
+            structured_output: None,
+        },
+        FlowStatus::Failed => TerminalTarget::Failed { reason: "r".into() },
+        _ => TerminalTarget::Canceled,
+    }
+}
+
+fn expected_kind(status: FlowStatus) -> &'static str {
+    match status {
+        FlowStatus::Finished => "FlowCompleted",
+        FlowStatus::Failed => "FlowFailed",
+        _ => "FlowCanceled",
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    #[test]
+    fn repair_converges(runs in proptest::collection::vec((status(), mishap()), 1..12)) {
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        rt.block_on(async {
+            let store = faulty();
+            let mut created = Vec::new();
+            for (status, mishap) in runs {
+                let run = persisted(&store, status).await;
+                match mishap {
+                    Mishap::None | Mishap::CrashBeforeAppend => {}
+                    Mishap::FailAppend => store.inject(Fault::Fail { op: "append_terminal_if_absent", count: 1 }),
+                    Mishap::LoseAck => store.inject(Fault::LoseAck { op: "append_terminal_if_absent", count: 1 }),
+                    Mishap::FailAppendAndLedger => {
+                        store.inject(Fault::Fail { op: "append_terminal_if_absent", count: 1 });
+                        store.inject(Fault::Fail { op: "record_failure", count: 1 });
+                    }
+                }
+                let result = match mishap {
+                    Mishap::CrashBeforeAppend => None,
+                    _ => Some(record_persisted_terminalization(&store, run.id, "ctrl", target_for(status)).await),
+                };
+                created.push((run, status, mishap, result));
+            }
+            recover(&store).await.unwrap();
+            for (run, status, mishap, result) in created {
+                let events = store.replay(run.id).await.unwrap();
+                let terminals: Vec<_> = events.iter().filter_map(|e| e.kind.as_terminal()).collect();
+                prop_assert_eq!(terminals.len(), 1, "run {:?} {:?}", status, mishap);
+                prop_assert_eq!(terminals[0].name(), expected_kind(status));
+                let ledger = store.list_failures(run.id).await.unwrap();
+                match (mishap, result) {
+                    (Mishap::FailAppend | Mishap::LoseAck, Some(Err(TerminalizationError::AppendFailed { reason, .. }))) => {
+                        prop_assert_eq!(ledger.len(), 1);
+                        prop_assert_eq!(&ledger[0].reason, &reason);
+                    }
+                    (Mishap::FailAppendAndLedger, Some(Err(TerminalizationError::AppendAndLedgerFailed { .. }))) => {
+                        prop_assert!(ledger.is_empty());
+                    }
+                    (Mishap::None, Some(Ok(_))) | (Mishap::CrashBeforeAppend, None) => prop_assert!(ledger.is_empty()),
+                    (m, r) => prop_assert!(false, "unexpected result for {:?}: {:?}", m, r),
+                }
+            }
+            Ok(())
+        })?;
+    }
+}
