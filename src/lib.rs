@@ -49,6 +49,7 @@ pub mod fsm;
 pub mod ids;
 pub mod journal;
 pub mod runs;
+pub mod runtime;
 pub mod stage;
 pub mod store;
 pub mod supervise;

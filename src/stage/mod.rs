@@ -1,6 +1,49 @@
 //! Stages: the units of work of a flow.
 //!
-//! This release holds the data plane between stages ([`pipe`]); the stage
-//! actors that host supervised handlers come with the runtime.
+//! A stage is a source, a transform or a sink ([`logic`]); users write its
+//! logic, troupe runs it as a ractor actor ([`actor`]) hosting a
+//! handler-supervised component whose machine ([`machine`]) is declared with
+//! `fsm!`. Items travel between stages over bounded, batched [`pipe`]s, never
+//! through actor mailboxes: the actor takes one step (about one batch) per
+//! message and handles control in between. A stage's ends of the pipes
+//! outlive its actor, so a restarted stage carries on where the failed one
+//! stopped.
+//!
+//! ```
+//! use troupe::stage::{Emitter, Produced, Source, source_iter, transform_fn, sink_fn};
+//! use troupe::supervise::BoxError;
+//!
+//! // Logic is plain Rust: a struct implementing a trait, or a closure.
+//! struct Countdown(u32);
+//! impl Source<u32> for Countdown {
+//!     async fn produce(&mut self, out: &mut Emitter<u32>) -> Result<Produced, BoxError> {
+//!         if self.0 == 0 {
+//!             return Ok(Produced::Done);
+//!         }
+//!         out.push(self.0);
+//!         self.0 -= 1;
+//!         Ok(Produced::More)
+//!     }
+//! }
+//! let _numbers = source_iter(0..10_u32);
+//! let _double = transform_fn(|x: u32, out: &mut Emitter<u32>| Ok(out.push(x * 2)));
+//! let _print = sink_fn(|x: u32| Ok(println!("{x}")));
+//! # let _ = Countdown(3);
+//! ```
 
+pub mod actor;
+pub mod logic;
+pub mod machine;
 pub mod pipe;
+pub(crate) mod ports;
+mod supervisor;
+pub(crate) mod work;
+
+pub use actor::{EXIT_CANCELLED, EXIT_COMPLETED, StageStartError};
+pub use logic::{
+    Emitter, FnSink, FnTransform, IterSource, Produced, Sink, Source, Transform, sink_fn,
+    source_iter, transform_fn,
+};
+pub use machine::{StageEvent, StageState};
+pub use ports::DownstreamGone;
+pub(crate) use supervisor::{StageDone, StageIdentity};

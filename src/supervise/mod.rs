@@ -148,6 +148,7 @@ pub use external::{
     HandlerSupervisedWithExternalEvents, SelfSupervisedWithExternalEvents, WithExternalEvents,
 };
 pub use kind::{BoxFuture, HandlerKind, SelfKind, Supervised};
+pub(crate) use panic::panic_message;
 pub use policy::{ExternalEventMode, ExternalEventPolicy};
 pub use run::{HandlerSupervisedExt, SelfSupervisedExt};
 pub use streak::MAX_IDENTICAL_FAILURES;

@@ -1,0 +1,351 @@
+//! The flow actor: one ractor actor per run, driving the flow machine.
+//!
+//! It spawns its stage actors linked to itself and overrides ractor's
+//! default supervision (which would stop the flow on any child exit): every
+//! exit of a stage becomes a decision of the stage's [`RestartTracker`] —
+//! a restart after a backoff timer, or a `StageGaveUp` event naming the
+//! stage and its last error. Control events arrive as messages with a reply;
+//! a stage's completion arrives as a report the flow records (refused after
+//! a cancel) before acknowledging.
+//!
+//! [`RestartTracker`]: super::restart::RestartTracker
+
+use std::sync::Arc;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
+use tokio::sync::{oneshot, watch};
+use tokio::time::Instant;
+
+use super::context::FlowCtx;
+use super::control::{ControlEvent, FlowError, FlowOutcome};
+use super::definition::FlowPlan;
+use super::machine::{FlowEvent, FlowState, flow_machine};
+use super::record;
+use super::restart::{RestartDecision, RestartStrategy, StageExit};
+use crate::fsm::{EventVariant, FsmError, StateMachine, StateVariant};
+use crate::stage::{EXIT_COMPLETED, StageDone};
+use crate::store::{Flow, FlowStore};
+
+/// Messages of a flow actor.
+pub(crate) enum FlowMsg {
+    /// A control event from a [`FlowHandle`](super::FlowHandle).
+    Control {
+        /// The event.
+        event: ControlEvent,
+        /// Whether the flow accepted it.
+        reply: oneshot::Sender<Result<(), FlowError>>,
+    },
+    /// A stage completed its work.
+    StageDone(StageDone),
+    /// A backoff timer fired: restart the stage if it is still down.
+    Restart {
+        /// The stage's index.
+        stage: usize,
+        /// The generation that exited.
+        generation: u64,
+    },
+    /// The cancel grace period ended: kill the stages still running.
+    CancelGraceExpired,
+}
+
+/// What a flow actor starts from.
+pub(crate) struct FlowArgs {
+    pub(crate) run: Flow,
+    pub(crate) store: Arc<dyn FlowStore>,
+    pub(crate) plan: FlowPlan,
+    pub(crate) state: watch::Sender<FlowState>,
+    pub(crate) outcome: Arc<watch::Sender<Option<FlowOutcome>>>,
+}
+
+/// The flow actor.
+pub(crate) struct FlowActor;
+
+/// The flow actor's state: its machine and context.
+pub(crate) struct FlowHost {
+    machine: StateMachine<FlowState, FlowEvent, FlowCtx, super::machine::FlowAction>,
+    ctx: FlowCtx,
+}
+
+impl FlowHost {
+    /// Feeds `event`, runs its actions, and feeds a failing action's error
+    /// as a `Failure` (once: a failure while failing is traced and ends there,
+    /// the outcome is published either way).
+    async fn feed(&mut self, event: FlowEvent) -> Result<(), FeedError> {
+        let actions = self
+            .machine
+            .handle(event, &mut self.ctx)
+            .await
+            .map_err(FeedError::Rejected)?;
+        self.publish();
+        let Err(error) = self.machine.execute_actions(actions, &mut self.ctx).await else {
+            return Ok(());
+        };
+        let reason = error.to_string();
+        tracing::error!(run_id = %self.ctx.run.id, %reason, "flow action failed");
+        if let Ok(actions) = self
+            .machine
+            .handle(FlowEvent::Failure(reason.clone()), &mut self.ctx)
+            .await
+        {
+            self.publish();
+            if let Err(again) = self.machine.execute_actions(actions, &mut self.ctx).await {
+                tracing::error!(run_id = %self.ctx.run.id, error = %again, "flow failure handling failed");
+            }
+        }
+        Err(FeedError::ActionFailed(reason))
+    }
+
+    fn publish(&self) {
+        let state = self.machine.state();
+        self.ctx.state.send_if_modified(|current| {
+            let changed = current != state;
+            if changed {
+                current.clone_from(state);
+            }
+            changed
+        });
+    }
+
+    /// Feeds an internal event; a rejection is a bug in the machine, traced.
+    async fn feed_internal(&mut self, event: FlowEvent) {
+        let name = event.variant_name();
+        if let Err(FeedError::Rejected(error)) = self.feed(event).await {
+            tracing::error!(run_id = %self.ctx.run.id, event = name, %error, "flow machine rejected an internal event");
+        }
+    }
+
+    async fn on_control(&mut self, event: ControlEvent) -> Result<(), FlowError> {
+        let run_id = self.ctx.run.id;
+        let name = event.name();
+        let event = match event {
+            ControlEvent::Pause => FlowEvent::Pause,
+            ControlEvent::Resume => FlowEvent::Resume,
+            ControlEvent::Drain => FlowEvent::Drain,
+            ControlEvent::Cancel { reason } => FlowEvent::Cancel(reason),
+            ControlEvent::Signal { name, payload } => FlowEvent::Signal { name, payload },
+        };
+        match self.feed(event).await {
+            Ok(()) => Ok(()),
+            Err(FeedError::Rejected(_)) => Err(FlowError::Rejected {
+                run_id,
+                state: self.machine.state().variant_name(),
+                event: name,
+            }),
+            Err(FeedError::ActionFailed(reason)) => Err(FlowError::NotRecorded {
+                run_id,
+                event: name,
+                reason,
+            }),
+        }
+    }
+
+    async fn on_stage_done(&mut self, done: StageDone) {
+        let current = self.ctx.stages.get(done.stage).map(|s| s.generation);
+        if current != Some(done.generation) {
+            let _ = done.ack.send(Err("stale completion report".to_owned()));
+            return;
+        }
+        match self.ctx.record_output(done.stage, done.output).await {
+            Ok(recorded) => {
+                let _ = done.ack.send(Ok(recorded));
+                if recorded {
+                    self.feed_internal(FlowEvent::StageCompleted).await;
+                }
+            }
+            Err(error) => {
+                let reason = error.to_string();
+                let _ = done.ack.send(Err(reason.clone()));
+                self.feed_internal(FlowEvent::Failure(reason)).await;
+            }
+        }
+    }
+
+    /// A stage actor exited: decide, per its restart policy, what follows.
+    async fn on_stage_exit(&mut self, index: usize, exit: StageExit) {
+        let stage = &mut self.ctx.stages[index];
+        stage.detach();
+        let generation = stage.generation;
+        let name = stage.name.clone();
+        let state = self.machine.state().clone();
+        if matches!(state, FlowState::Cancelling) || state.is_terminal() {
+            if self.ctx.live_stages() == 0 && state == FlowState::Cancelling {
+                self.feed_internal(FlowEvent::StagesGone).await;
+            }
+            return;
+        }
+        let run_id = self.ctx.run.id;
+        let decision = self.ctx.stages[index]
+            .tracker
+            .on_exit(&exit, Instant::now());
+        if let StageExit::Failed(reason) = &exit {
+            let restarted = matches!(decision, RestartDecision::Restart { .. });
+            tracing::warn!(%run_id, stage = %name, %reason, restarted, "stage failed");
+            if let Err(error) =
+                record::stage_failure(self.ctx.store(), run_id, &name, reason, restarted).await
+            {
+                tracing::error!(%run_id, stage = %name, %error, "recording a stage failure failed");
+            }
+        }
+        match decision {
+            RestartDecision::Done if exit == StageExit::Completed => {}
+            RestartDecision::Done => {
+                let reason = format!("stage `{name}` stopped before completing");
+                self.feed_internal(FlowEvent::StageGaveUp(reason)).await;
+            }
+            RestartDecision::GiveUp(why) => {
+                self.feed_internal(FlowEvent::StageGaveUp(why.describe(&name)))
+                    .await;
+            }
+            RestartDecision::Restart { after, strategy } => {
+                let mut restart = vec![(index, generation)];
+                if strategy == RestartStrategy::OneForAll {
+                    for (other, s) in self.ctx.stages.iter_mut().enumerate() {
+                        if other == index || s.completed {
+                            continue;
+                        }
+                        if let Some(cell) = s.detach() {
+                            cell.kill();
+                        }
+                        restart.push((other, s.generation));
+                    }
+                }
+                for (stage, generation) in restart {
+                    let timer = self
+                        .ctx
+                        .myself
+                        .send_after(after, move || FlowMsg::Restart { stage, generation });
+                    self.ctx.keep_timer(timer);
+                }
+            }
+        }
+    }
+
+    async fn on_restart(&mut self, index: usize, generation: u64) {
+        let Some(stage) = self.ctx.stages.get(index) else {
+            return;
+        };
+        let state = self.machine.state();
+        if stage.generation != generation
+            || stage.actor.is_some()
+            || stage.completed
+            || state.is_terminal()
+            || *state == FlowState::Cancelling
+        {
+            return;
+        }
+        if let Err(error) = self.ctx.spawn_stage(index).await {
+            self.feed_internal(FlowEvent::Failure(error.to_string()))
+                .await;
+        }
+    }
+
+    fn kill_stages(&mut self) {
+        for stage in &mut self.ctx.stages {
+            if let Some(cell) = stage.actor.as_ref() {
+                cell.kill();
+            }
+        }
+    }
+}
+
+enum FeedError {
+    Rejected(FsmError),
+    ActionFailed(String),
+}
+
+impl Actor for FlowActor {
+    type Msg = FlowMsg;
+    type State = FlowHost;
+    type Arguments = FlowArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<FlowMsg>,
+        args: FlowArgs,
+    ) -> Result<FlowHost, ActorProcessingErr> {
+        let ctx = FlowCtx::new(
+            args.run,
+            args.store,
+            myself,
+            args.plan,
+            args.state,
+            args.outcome,
+        );
+        Ok(FlowHost {
+            machine: flow_machine(FlowState::Created),
+            ctx,
+        })
+    }
+
+    async fn post_start(
+        &self,
+        _: ActorRef<FlowMsg>,
+        host: &mut FlowHost,
+    ) -> Result<(), ActorProcessingErr> {
+        let _ = host.feed(FlowEvent::Start).await;
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        _: ActorRef<FlowMsg>,
+        msg: FlowMsg,
+        host: &mut FlowHost,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            FlowMsg::Control { event, reply } => {
+                let result = host.on_control(event).await;
+                let _ = reply.send(result);
+            }
+            FlowMsg::StageDone(done) => host.on_stage_done(done).await,
+            FlowMsg::Restart { stage, generation } => host.on_restart(stage, generation).await,
+            FlowMsg::CancelGraceExpired => {
+                if *host.machine.state() == FlowState::Cancelling {
+                    tracing::warn!(run_id = %host.ctx.run.id, "cancel grace expired; killing stages");
+                    host.kill_stages();
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        _: ActorRef<FlowMsg>,
+        event: SupervisionEvent,
+        host: &mut FlowHost,
+    ) -> Result<(), ActorProcessingErr> {
+        let (cell, exit) = match event {
+            SupervisionEvent::ActorTerminated(cell, _, reason) => {
+                // Cancelled, killed or stopped by someone: not a completion.
+                let exit = match reason.as_deref() {
+                    Some(EXIT_COMPLETED) => StageExit::Completed,
+                    _ => StageExit::Stopped,
+                };
+                (cell, exit)
+            }
+            SupervisionEvent::ActorFailed(cell, error) => {
+                (cell, StageExit::Failed(error.to_string()))
+            }
+            _ => return Ok(()),
+        };
+        let id = cell.get_id();
+        let index = host
+            .ctx
+            .stages
+            .iter()
+            .position(|s| s.actor.as_ref().is_some_and(|a| a.get_id() == id));
+        // An exit of an actor the flow already let go of (killed for a
+        // one-for-all restart) needs no decision.
+        if let Some(index) = index {
+            let completed = host.ctx.stages[index].completed;
+            let exit = if completed {
+                StageExit::Completed
+            } else {
+                exit
+            };
+            host.on_stage_exit(index, exit).await;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,307 @@
+//! What a flow actor works on: its run record, its stages, and the side
+//! effects its machine asks for ([`FlowAction`]).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::{ActorCell, ActorRef, MessagingErr};
+use serde_json::{Map, Value, json};
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinHandle;
+
+use super::actor::FlowMsg;
+use super::control::FlowOutcome;
+use super::definition::{FlowPlan, PlannedStage};
+use super::machine::{FlowAction, FlowState};
+use super::record::{self, RecordError};
+use super::restart::RestartTracker;
+use super::topology::StageKind;
+use crate::ids::StageId;
+use crate::runs::TerminalTarget;
+use crate::stage::actor::StageLaunch;
+use crate::stage::{StageEvent, StageIdentity, StageState};
+use crate::store::{Flow, FlowStatus, FlowStore};
+use crate::supervise::{ExternalEventSender, StateWatcher};
+
+/// One stage as its flow tracks it across restarts.
+pub(crate) struct StageRuntime {
+    pub(crate) name: String,
+    pub(crate) kind: StageKind,
+    pub(crate) tracker: RestartTracker,
+    spawn: super::definition::Spawner,
+    /// Counts the stage's starts; reports of older starts are stale.
+    pub(crate) generation: u64,
+    /// The live actor, if any.
+    pub(crate) actor: Option<ActorCell>,
+    control: Option<ExternalEventSender<StageEvent>>,
+    pub(crate) watcher: Option<StateWatcher<StageState>>,
+    doorbell: Arc<Notify>,
+    pub(crate) completed: bool,
+}
+
+impl StageRuntime {
+    fn new(planned: PlannedStage) -> Self {
+        StageRuntime {
+            name: planned.name,
+            kind: planned.kind,
+            tracker: RestartTracker::new(planned.policy),
+            spawn: planned.spawn,
+            generation: 0,
+            actor: None,
+            control: None,
+            watcher: None,
+            doorbell: Arc::new(Notify::new()),
+            completed: false,
+        }
+    }
+
+    /// Queues `event` for the stage and wakes it if it waits for input.
+    async fn send(&self, event: StageEvent) {
+        let Some(control) = &self.control else { return };
+        // Ring before (a stage waiting for input then takes queued events,
+        // making room) and after (so it sees this one).
+        self.doorbell.notify_one();
+        if control.send(event).await.is_err() {
+            tracing::debug!(stage = %self.name, "stage already stopped; control event not delivered");
+        }
+        self.doorbell.notify_one();
+    }
+
+    /// Forgets the live actor (it exited, or is being killed for a restart).
+    pub(crate) fn detach(&mut self) -> Option<ActorCell> {
+        self.control = None;
+        self.actor.take()
+    }
+}
+
+/// The flow actor's context: everything its handlers read and its actions change.
+pub(crate) struct FlowCtx {
+    pub(crate) run: Flow,
+    store: Arc<dyn FlowStore>,
+    pub(crate) myself: ActorRef<FlowMsg>,
+    pub(crate) stages: Vec<StageRuntime>,
+    pub(crate) cancel_requested: bool,
+    outputs: Map<String, Value>,
+    pub(crate) state: watch::Sender<FlowState>,
+    outcome: Arc<watch::Sender<Option<FlowOutcome>>>,
+    cancel_grace: Duration,
+    /// Restart and cancel-grace timers; aborted when the flow goes away.
+    timers: Vec<Timer>,
+}
+
+impl Drop for FlowCtx {
+    fn drop(&mut self) {
+        for timer in &self.timers {
+            timer.abort();
+        }
+    }
+}
+
+/// A pending `send_after` to the flow actor.
+pub(crate) type Timer = JoinHandle<Result<(), MessagingErr<FlowMsg>>>;
+
+/// Why a side effect failed; becomes the flow's `Failure` event.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum EffectError {
+    #[error(transparent)]
+    Record(#[from] RecordError),
+    #[error(transparent)]
+    Start(#[from] crate::stage::StageStartError),
+}
+
+impl FlowCtx {
+    pub(crate) fn new(
+        run: Flow,
+        store: Arc<dyn FlowStore>,
+        myself: ActorRef<FlowMsg>,
+        plan: FlowPlan,
+        state: watch::Sender<FlowState>,
+        outcome: Arc<watch::Sender<Option<FlowOutcome>>>,
+    ) -> Self {
+        FlowCtx {
+            run,
+            store,
+            myself,
+            stages: plan.stages.into_iter().map(StageRuntime::new).collect(),
+            cancel_requested: false,
+            outputs: Map::new(),
+            state,
+            outcome,
+            cancel_grace: plan.cancel_grace,
+            timers: Vec::new(),
+        }
+    }
+
+    pub(crate) fn store(&self) -> &dyn FlowStore {
+        &*self.store
+    }
+
+    /// Whether every stage has completed.
+    pub(crate) fn all_completed(&self) -> bool {
+        self.stages.iter().all(|s| s.completed)
+    }
+
+    /// How many stage actors are alive.
+    pub(crate) fn live_stages(&self) -> usize {
+        self.stages.iter().filter(|s| s.actor.is_some()).count()
+    }
+
+    /// Keeps a timer so that it dies with the flow.
+    pub(crate) fn keep_timer(&mut self, timer: Timer) {
+        self.timers.retain(|t| !t.is_finished());
+        self.timers.push(timer);
+    }
+
+    /// Records a completed stage's output (unless a cancel was recorded first).
+    pub(crate) async fn record_output(
+        &mut self,
+        index: usize,
+        output: Value,
+    ) -> Result<bool, RecordError> {
+        if self.cancel_requested {
+            return Ok(false);
+        }
+        let name = self.stages[index].name.clone();
+        record::stage_output(&*self.store, self.run.id, &name, output.clone()).await?;
+        self.stages[index].completed = true;
+        self.outputs.insert(name, output);
+        Ok(true)
+    }
+
+    /// Starts (or restarts) stage `index` under this flow.
+    pub(crate) async fn spawn_stage(&mut self, index: usize) -> Result<(), EffectError> {
+        let myself = self.myself.clone();
+        let stage = &mut self.stages[index];
+        stage.generation += 1;
+        let identity = StageIdentity {
+            name: stage.name.clone(),
+            index,
+            generation: stage.generation,
+            id: StageId::new_const(index as u64),
+            report: Arc::new(move |done| myself.send_message(FlowMsg::StageDone(done)).is_ok()),
+            doorbell: stage.doorbell.clone(),
+        };
+        let launch = StageLaunch {
+            identity,
+            supervisor: self.myself.get_cell(),
+        };
+        let spawned = (stage.spawn)(launch).await?;
+        tracing::debug!(stage = %stage.name, generation = stage.generation, "stage started");
+        stage.actor = Some(spawned.cell);
+        stage.control = Some(spawned.control);
+        stage.watcher = Some(spawned.watcher);
+        // A stage restarted while the flow is paused or draining joins in.
+        let current = self.state.borrow().clone();
+        let stage = &self.stages[index];
+        match current {
+            FlowState::Waiting => stage.send(StageEvent::Pause).await,
+            FlowState::Draining if stage.kind == StageKind::Source => {
+                stage.send(StageEvent::Drain).await;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Runs one action of the flow machine.
+    pub(crate) async fn apply(&mut self, action: &FlowAction) -> Result<(), EffectError> {
+        match action {
+            FlowAction::Persist(status, audit) => {
+                record::set_status(&*self.store, &mut self.run, *status, audit).await?;
+            }
+            FlowAction::SpawnStages => {
+                for index in 0..self.stages.len() {
+                    self.spawn_stage(index).await?;
+                }
+            }
+            FlowAction::Broadcast(event) => {
+                for stage in &self.stages {
+                    stage.send(event.clone()).await;
+                }
+            }
+            FlowAction::DrainSources => {
+                for stage in &self.stages {
+                    let event = match stage.kind {
+                        StageKind::Source => StageEvent::Drain,
+                        _ => StageEvent::Resume,
+                    };
+                    stage.send(event).await;
+                }
+            }
+            FlowAction::RequestCancel(reason) => {
+                // Sticky from here on: no stage output is recorded any more.
+                self.cancel_requested = true;
+                for stage in &self.stages {
+                    stage.send(StageEvent::Cancel).await;
+                }
+                let grace = self
+                    .myself
+                    .send_after(self.cancel_grace, || FlowMsg::CancelGraceExpired);
+                self.keep_timer(grace);
+                record::request_cancel(&*self.store, &mut self.run, reason).await?;
+            }
+            FlowAction::Signal(name, payload) => {
+                record::signal(&*self.store, self.run.id, name, payload.clone()).await?;
+                let event = StageEvent::Signal {
+                    name: name.clone(),
+                    payload: payload.clone(),
+                };
+                for stage in &self.stages {
+                    stage.send(event.clone()).await;
+                }
+            }
+            FlowAction::Complete => {
+                let output = json!({ "steps": self.outputs.clone() });
+                let target = TerminalTarget::Completed {
+                    structured_output: Some(output),
+                };
+                self.terminate(target).await?;
+            }
+            FlowAction::Fail(reason) => {
+                let target = TerminalTarget::Failed {
+                    reason: reason.clone(),
+                };
+                self.terminate(target).await?;
+            }
+            FlowAction::Cancelled => self.terminate(TerminalTarget::Canceled).await?,
+        }
+        Ok(())
+    }
+
+    /// Records the outcome, publishes it and stops the flow (which stops
+    /// its stages). Published even if recording failed, saying so.
+    async fn terminate(&mut self, target: TerminalTarget) -> Result<(), RecordError> {
+        let recorded = record::terminate(&*self.store, &mut self.run, target.clone()).await;
+        let mut outcome = match target {
+            TerminalTarget::Completed { structured_output } => FlowOutcome {
+                run_id: self.run.id,
+                status: FlowStatus::Finished,
+                structured_output,
+                reason: None,
+            },
+            TerminalTarget::Failed { reason } => FlowOutcome {
+                run_id: self.run.id,
+                status: FlowStatus::Failed,
+                structured_output: None,
+                reason: Some(reason),
+            },
+            TerminalTarget::Canceled => FlowOutcome {
+                run_id: self.run.id,
+                status: FlowStatus::Cancelled,
+                structured_output: None,
+                reason: None,
+            },
+        };
+        if let Err(error) = &recorded {
+            outcome.reason = Some(match outcome.reason {
+                Some(reason) => format!("{reason}; recording the outcome failed: {error}"),
+                None => format!("recording the outcome failed: {error}"),
+            });
+        }
+        tracing::info!(run_id = %self.run.id, status = outcome.status.as_str(), "flow ended");
+        self.outcome.send_replace(Some(outcome));
+        self.myself
+            .stop(Some(format!("flow {}", self.run.status.as_str())));
+        recorded
+    }
+}

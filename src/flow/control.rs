@@ -1,0 +1,101 @@
+//! What a user sends to a running flow and what it gets back.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::machine::FlowState;
+use crate::store::FlowStatus;
+
+/// A control event for a running flow.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ControlEvent {
+    /// Pause every stage after its current batch; the run becomes `Waiting`.
+    Pause,
+    /// Resume a paused flow.
+    Resume,
+    /// Cancel: stages stop at their next batch boundary, no stage output is
+    /// recorded after this is, and the outcome is `FlowCanceled`. Sticky.
+    Cancel {
+        /// Why, recorded with the cancel request.
+        reason: String,
+    },
+    /// Finish gracefully: sources stop producing, the rest works off what is
+    /// in flight, and the flow completes.
+    Drain,
+    /// A user-defined event: recorded in the run's log and handed to every
+    /// stage's `on_signal`.
+    Signal {
+        /// The signal's name.
+        name: String,
+        /// Its data.
+        payload: Value,
+    },
+}
+
+impl ControlEvent {
+    /// The event's name, for errors and spans.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ControlEvent::Pause => "Pause",
+            ControlEvent::Resume => "Resume",
+            ControlEvent::Cancel { .. } => "Cancel",
+            ControlEvent::Drain => "Drain",
+            ControlEvent::Signal { .. } => "Signal",
+        }
+    }
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FlowOutcome {
+    /// The run.
+    pub run_id: Uuid,
+    /// Its terminal status: `Finished`, `Failed` or `Cancelled`.
+    pub status: FlowStatus,
+    /// For a finished run, `{"steps": {stage: output}}`.
+    pub structured_output: Option<Value>,
+    /// For a failed or cancelled run, why.
+    pub reason: Option<String>,
+}
+
+/// Why a request to a flow failed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum FlowError {
+    /// The flow has finished (or its actor is gone); nothing was delivered.
+    #[error("run {run_id} has finished; {event} was not delivered")]
+    Finished {
+        /// The run.
+        run_id: Uuid,
+        /// The event that was not delivered.
+        event: &'static str,
+    },
+    /// The flow's current state does not accept this event.
+    #[error("run {run_id} is {state}; it does not accept {event}")]
+    Rejected {
+        /// The run.
+        run_id: Uuid,
+        /// The state the flow is in.
+        state: &'static str,
+        /// The event.
+        event: &'static str,
+    },
+    /// The flow accepted the event but recording it failed; the flow fails.
+    #[error("run {run_id}: {event} could not be recorded: {reason}")]
+    NotRecorded {
+        /// The run.
+        run_id: Uuid,
+        /// The event.
+        event: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// The flow's actor stopped without publishing an outcome.
+    #[error("run {run_id}: the flow actor stopped without an outcome (last state {last_state:?})")]
+    Lost {
+        /// The run.
+        run_id: Uuid,
+        /// The last state it published.
+        last_state: FlowState,
+    },
+}

@@ -1,0 +1,306 @@
+//! Flow definitions: named stages (with their logic factories and restart
+//! policies) and a validated topology, built once and started many times.
+//!
+//! A flow is generic over one item type `T` carried on every edge: each
+//! stage's logic is monomorphized for it and items move without boxing. A
+//! stage with several downstreams sends each of them every item (fan-out
+//! clones, hence `T: Clone`); a stage with several upstreams receives the
+//! merge of their items (fan-in).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::restart::RestartPolicy;
+use super::topology::{StageKind, Topology, TopologyError};
+use crate::stage::actor::{SpawnedStage, StageFactory, StageLaunch, StageStartError, WorkFactory};
+use crate::stage::pipe::{PipeConfig, pipe};
+use crate::stage::ports::{PortSlot, Ports};
+use crate::stage::work::{AsSink, AsSource, AsTransform};
+use crate::stage::{Sink, Source, Transform};
+use crate::supervise::BoxFuture;
+
+/// How long a cancelled flow waits for its stages to stop cooperatively
+/// before killing them.
+pub const DEFAULT_CANCEL_GRACE: Duration = Duration::from_secs(5);
+
+/// Why a flow definition was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DefinitionError {
+    /// The stages and edges do not form a valid topology.
+    #[error("flow `{flow}`: {source}")]
+    Topology {
+        /// The flow.
+        flow: String,
+        /// What is wrong with it.
+        #[source]
+        source: TopologyError,
+    },
+    /// A restart policy names a stage that is not declared.
+    #[error("flow `{flow}`: a restart policy names `{stage}`, which is not a declared stage")]
+    UnknownStage {
+        /// The flow.
+        flow: String,
+        /// The name.
+        stage: String,
+    },
+}
+
+struct StageDef<T> {
+    name: String,
+    kind: StageKind,
+    policy: RestartPolicy,
+    factory: Arc<dyn StageFactory<T>>,
+}
+
+/// Assembles a [`FlowDefinition`]; see [`FlowDefinition::builder`].
+pub struct FlowBuilder<T> {
+    name: String,
+    stages: Vec<StageDef<T>>,
+    topology: Topology,
+    policies: Vec<(String, RestartPolicy)>,
+    default_policy: RestartPolicy,
+    pipe: PipeConfig,
+    cancel_grace: Duration,
+}
+
+impl<T: Clone + Send + 'static> FlowBuilder<T> {
+    fn add(mut self, name: String, kind: StageKind, factory: Arc<dyn StageFactory<T>>) -> Self {
+        self.topology.stage(name.clone(), kind);
+        self.stages.push(StageDef {
+            name,
+            kind,
+            policy: self.default_policy,
+            factory,
+        });
+        self
+    }
+
+    /// Adds a source; `factory` builds its logic at each (re)start.
+    pub fn source<S, F>(self, name: impl Into<String>, factory: F) -> Self
+    where
+        S: Source<T>,
+        F: Fn() -> S + Send + Sync + 'static,
+    {
+        let factory = Arc::new(WorkFactory(move || AsSource(factory())));
+        self.add(name.into(), StageKind::Source, factory)
+    }
+
+    /// Adds a transform; `factory` builds its logic at each (re)start.
+    pub fn transform<X, F>(self, name: impl Into<String>, factory: F) -> Self
+    where
+        X: Transform<T>,
+        F: Fn() -> X + Send + Sync + 'static,
+    {
+        let factory = Arc::new(WorkFactory(move || AsTransform(factory())));
+        self.add(name.into(), StageKind::Transform, factory)
+    }
+
+    /// Adds a sink; `factory` builds its logic at each (re)start.
+    pub fn sink<K, F>(self, name: impl Into<String>, factory: F) -> Self
+    where
+        K: Sink<T>,
+        F: Fn() -> K + Send + Sync + 'static,
+    {
+        let factory = Arc::new(WorkFactory(move || AsSink(factory())));
+        self.add(name.into(), StageKind::Sink, factory)
+    }
+
+    /// Connects `from` to `to`.
+    pub fn edge(mut self, from: impl Into<String>, to: impl Into<String>) -> Self {
+        self.topology.edge(from, to);
+        self
+    }
+
+    /// Connects `names` in a chain.
+    pub fn pipeline<S: Into<String>>(mut self, names: impl IntoIterator<Item = S>) -> Self {
+        self.topology.pipeline(names);
+        self
+    }
+
+    /// The restart policy of stages without their own (default: [`RestartPolicy::default`]).
+    /// Applies to stages added after this call and to none before.
+    pub fn default_restart(mut self, policy: RestartPolicy) -> Self {
+        self.default_policy = policy;
+        self
+    }
+
+    /// The restart policy of stage `name`.
+    pub fn restart(mut self, name: impl Into<String>, policy: RestartPolicy) -> Self {
+        self.policies.push((name.into(), policy));
+        self
+    }
+
+    /// Batch size and capacity of every pipe between stages.
+    pub fn pipes(mut self, config: PipeConfig) -> Self {
+        self.pipe = config;
+        self
+    }
+
+    /// How long a cancel waits for stages before killing them (default [`DEFAULT_CANCEL_GRACE`]).
+    pub fn cancel_grace(mut self, grace: Duration) -> Self {
+        self.cancel_grace = grace;
+        self
+    }
+
+    /// Validates the topology and the policies.
+    pub fn build(mut self) -> Result<FlowDefinition<T>, DefinitionError> {
+        let flow = self.name.clone();
+        for (stage, policy) in std::mem::take(&mut self.policies) {
+            let def = self.stages.iter_mut().find(|d| d.name == stage);
+            let def = def.ok_or_else(|| DefinitionError::UnknownStage {
+                flow: flow.clone(),
+                stage: stage.clone(),
+            })?;
+            def.policy = policy;
+        }
+        let topology = self
+            .topology
+            .validate()
+            .map_err(|source| DefinitionError::Topology { flow, source })?;
+        let upstream = (0..topology.len())
+            .map(|i| topology.upstream(i).to_vec())
+            .collect();
+        Ok(FlowDefinition {
+            inner: Arc::new(DefinitionInner {
+                name: self.name,
+                stages: self.stages,
+                upstream,
+                pipe: self.pipe,
+                cancel_grace: self.cancel_grace,
+            }),
+        })
+    }
+}
+
+struct DefinitionInner<T> {
+    name: String,
+    stages: Vec<StageDef<T>>,
+    /// Upstreams of each stage, by index (validated).
+    upstream: Vec<Vec<usize>>,
+    pipe: PipeConfig,
+    cancel_grace: Duration,
+}
+
+/// A validated flow: its stages, topology and policies. Cheap to clone;
+/// register it with a runtime under its name and start runs of it.
+///
+/// ```
+/// use troupe::flow::FlowDefinition;
+/// use troupe::stage::{Emitter, sink_fn, source_iter, transform_fn};
+///
+/// let def = FlowDefinition::<u64>::builder("squares")
+///     .source("numbers", || source_iter(1..=100_u64))
+///     .transform("square", || transform_fn(|x: u64, out: &mut Emitter<u64>| Ok(out.push(x * x))))
+///     .sink("drop", || sink_fn(|_x: u64| Ok(())))
+///     .pipeline(["numbers", "square", "drop"])
+///     .build()
+///     .unwrap();
+/// assert_eq!(def.name(), "squares");
+/// assert_eq!(def.stage_names(), ["numbers", "square", "drop"]);
+/// ```
+pub struct FlowDefinition<T> {
+    inner: Arc<DefinitionInner<T>>,
+}
+
+impl<T> Clone for FlowDefinition<T> {
+    fn clone(&self) -> Self {
+        FlowDefinition {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<T: Clone + Send + 'static> FlowDefinition<T> {
+    /// A builder for a flow named `name` (the `controller_id` of its runs).
+    pub fn builder(name: impl Into<String>) -> FlowBuilder<T> {
+        FlowBuilder {
+            name: name.into(),
+            stages: Vec::new(),
+            topology: Topology::new(),
+            policies: Vec::new(),
+            default_policy: RestartPolicy::default(),
+            pipe: PipeConfig::default(),
+            cancel_grace: DEFAULT_CANCEL_GRACE,
+        }
+    }
+
+    /// The flow's name.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// The stages' names, in declaration order.
+    pub fn stage_names(&self) -> Vec<&str> {
+        self.inner.stages.iter().map(|s| s.name.as_str()).collect()
+    }
+}
+
+/// Starts one stage of one run; built per run over that run's pipes.
+pub(crate) type Spawner = Box<
+    dyn Fn(StageLaunch) -> BoxFuture<'static, Result<SpawnedStage, StageStartError>> + Send + Sync,
+>;
+
+/// One stage of a run about to start.
+pub(crate) struct PlannedStage {
+    pub(crate) name: String,
+    pub(crate) kind: StageKind,
+    pub(crate) policy: RestartPolicy,
+    pub(crate) spawn: Spawner,
+}
+
+/// A run's stages over freshly built pipes, erased over the item type.
+pub(crate) struct FlowPlan {
+    pub(crate) stages: Vec<PlannedStage>,
+    pub(crate) cancel_grace: Duration,
+}
+
+/// What the runtime's registry holds: a definition with its item type erased.
+pub(crate) trait ErasedDefinition: Send + Sync {
+    fn name(&self) -> &str;
+    /// Builds the pipes of a new run and the stages over them.
+    fn plan(&self) -> FlowPlan;
+}
+
+impl<T: Clone + Send + 'static> ErasedDefinition for FlowDefinition<T> {
+    fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    fn plan(&self) -> FlowPlan {
+        let def = &self.inner;
+        let n = def.stages.len();
+        let mut inputs: Vec<_> = (0..n).map(|_| None).collect();
+        let mut outputs: Vec<Vec<_>> = (0..n).map(|_| Vec::new()).collect();
+        for (stage, upstream) in def.upstream.iter().enumerate() {
+            if upstream.is_empty() {
+                continue;
+            }
+            // One pipe per receiving stage; each upstream holds a sender (fan-in).
+            let (tx, rx) = pipe::<T>(def.pipe);
+            inputs[stage] = Some(rx);
+            for &u in upstream {
+                outputs[u].push(tx.clone());
+            }
+        }
+        let stages = def
+            .stages
+            .iter()
+            .zip(inputs.into_iter().zip(outputs))
+            .map(|(stage, (input, outputs))| {
+                let slot = PortSlot::new(Ports::new(input, outputs, def.pipe.batch_size));
+                let factory = stage.factory.clone();
+                let spawn: Spawner = Box::new(move |launch| factory.launch(slot.clone(), launch));
+                PlannedStage {
+                    name: stage.name.clone(),
+                    kind: stage.kind,
+                    policy: stage.policy,
+                    spawn,
+                }
+            })
+            .collect();
+        FlowPlan {
+            stages,
+            cancel_grace: def.cancel_grace,
+        }
+    }
+}

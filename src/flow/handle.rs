@@ -1,0 +1,103 @@
+//! [`FlowHandle`]: how a user steers and observes one run.
+
+use ractor::ActorRef;
+use tokio::sync::{oneshot, watch};
+use uuid::Uuid;
+
+use super::actor::FlowMsg;
+use super::control::{ControlEvent, FlowError, FlowOutcome};
+use super::machine::FlowState;
+
+/// A handle to one run of a flow. Cheap to clone, `Send`; it does not keep
+/// the run alive and stays usable after the run ended (`wait` then returns
+/// the outcome at once, `send` a [`FlowError::Finished`]).
+#[derive(Clone)]
+pub struct FlowHandle {
+    run_id: Uuid,
+    actor: ActorRef<FlowMsg>,
+    state: watch::Receiver<FlowState>,
+    outcome: watch::Receiver<Option<FlowOutcome>>,
+}
+
+impl std::fmt::Debug for FlowHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FlowHandle")
+            .field("run_id", &self.run_id)
+            .field("state", &*self.state.borrow())
+            .finish()
+    }
+}
+
+impl FlowHandle {
+    pub(crate) fn new(
+        run_id: Uuid,
+        actor: ActorRef<FlowMsg>,
+        state: watch::Receiver<FlowState>,
+        outcome: watch::Receiver<Option<FlowOutcome>>,
+    ) -> Self {
+        FlowHandle {
+            run_id,
+            actor,
+            state,
+            outcome,
+        }
+    }
+
+    /// The run's id (its run record in the journal).
+    pub fn run_id(&self) -> Uuid {
+        self.run_id
+    }
+
+    /// Sends a control event and waits until the flow has taken it (and
+    /// recorded what it records, e.g. the `Waiting` status for `Pause`).
+    pub async fn send(&self, event: ControlEvent) -> Result<(), FlowError> {
+        let finished = FlowError::Finished {
+            run_id: self.run_id,
+            event: event.name(),
+        };
+        if self.outcome.borrow().is_some() {
+            return Err(finished);
+        }
+        let (reply, replied) = oneshot::channel();
+        if self
+            .actor
+            .send_message(FlowMsg::Control { event, reply })
+            .is_err()
+        {
+            return Err(finished);
+        }
+        // A flow that stops before answering drops the reply.
+        replied.await.unwrap_or(Err(finished))
+    }
+
+    /// The flow's current state.
+    pub fn state(&self) -> FlowState {
+        self.state.borrow().clone()
+    }
+
+    /// A `watch` receiver of the flow's state, woken on each change.
+    pub fn watch(&self) -> watch::Receiver<FlowState> {
+        self.state.clone()
+    }
+
+    /// The outcome, once the flow has ended and recorded it.
+    pub fn outcome(&self) -> Option<FlowOutcome> {
+        self.outcome.borrow().clone()
+    }
+
+    /// Waits for the flow to end; its outcome is recorded by then.
+    pub async fn wait(&self) -> Result<FlowOutcome, FlowError> {
+        let mut outcome = self.outcome.clone();
+        let waited = outcome.wait_for(Option::is_some).await.map(|o| o.clone());
+        // The sender is gone: the last published value still counts.
+        let outcome = waited.unwrap_or_else(|_| outcome.borrow().clone());
+        outcome.ok_or_else(|| self.lost())
+    }
+
+    fn lost(&self) -> FlowError {
+        FlowError::Lost {
+            run_id: self.run_id,
+            last_state: self.state(),
+        }
+    }
+}

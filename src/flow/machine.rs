@@ -1,0 +1,226 @@
+//! The state machine of every flow, declared with `fsm!`.
+//!
+//! ```text
+//! Created ──Start──▶ Running ──Pause──▶ Waiting ──Resume──▶ Running
+//!                      │ Drain            │ Drain
+//!                      ▼                  ▼
+//!                    Draining ──(every stage completed)──▶ Completed
+//! Running / Waiting / Draining ──StageGaveUp / Failure──▶ Failed
+//! any non-terminal ──Cancel──▶ Cancelling ──StagesGone──▶ Cancelled
+//! ```
+//!
+//! A flow completes when every stage has completed (from `Running` and
+//! `Waiting` too: a pipeline whose sources end needs no `Drain`). Handlers
+//! only decide; the side effects are [`FlowAction`]s the flow actor runs.
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::context::FlowCtx;
+use crate::fsm::{
+    EventVariant, FsmAction, FsmContext, FsmError, HandlerFuture, StateMachine, StateVariant,
+    Transition, fsm,
+};
+use crate::stage::StageEvent;
+use crate::store::FlowStatus;
+
+/// Where a flow is in its life.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, StateVariant)]
+pub enum FlowState {
+    /// The run record exists; stages are not started.
+    Created,
+    /// Stages are running.
+    Running,
+    /// Paused by a control event (the run is `Waiting`).
+    Waiting,
+    /// Sources stopped producing; the rest works off what is in flight.
+    Draining,
+    /// Cancel requested; waiting for the stages to stop.
+    Cancelling,
+    /// Every stage completed; outcome recorded (terminal).
+    Completed,
+    /// Failed with this reason; outcome recorded (terminal).
+    Failed(String),
+    /// Cancelled; outcome recorded (terminal).
+    Cancelled,
+}
+
+impl FlowState {
+    /// Whether the flow has ended.
+    pub fn is_terminal(&self) -> bool {
+        matches!(
+            self,
+            FlowState::Completed | FlowState::Failed(_) | FlowState::Cancelled
+        )
+    }
+}
+
+/// What moves a flow: control events, stage progress and failures.
+#[derive(Debug, Clone, PartialEq, EventVariant)]
+pub enum FlowEvent {
+    /// Start the stages.
+    Start,
+    /// Control: pause.
+    Pause,
+    /// Control: resume.
+    Resume,
+    /// Control: drain.
+    Drain,
+    /// Control: cancel, with the reason.
+    Cancel(String),
+    /// Control: a user signal.
+    Signal {
+        /// Its name.
+        name: String,
+        /// Its data.
+        payload: Value,
+    },
+    /// A stage completed and its output is recorded.
+    StageCompleted,
+    /// A stage failed and is not restarted; the reason names it.
+    StageGaveUp(String),
+    /// Every stage actor has stopped (after a cancel).
+    StagesGone,
+    /// The flow's own work failed (e.g. a journal write).
+    Failure(String),
+}
+
+/// Side effects of flow transitions, run by the flow actor in order.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum FlowAction {
+    /// Persist a non-terminal run status with an audit event.
+    Persist(FlowStatus, &'static str),
+    /// Start every stage actor.
+    SpawnStages,
+    /// Send a control event to every live stage.
+    Broadcast(StageEvent),
+    /// Drain the sources and resume everything else.
+    DrainSources,
+    /// Persist the sticky cancel request, cancel the stages, arm the grace timer.
+    RequestCancel(String),
+    /// Record a user signal and hand it to the stages.
+    Signal(String, Value),
+    /// Record `FlowCompleted` with the stages' outputs, publish, stop.
+    Complete,
+    /// Record `FlowFailed`, publish, stop.
+    Fail(String),
+    /// Record `FlowCanceled`, publish, stop.
+    Cancelled,
+}
+
+impl FsmContext for FlowCtx {}
+
+#[async_trait]
+impl FsmAction for FlowAction {
+    type Context = FlowCtx;
+
+    async fn execute(&self, ctx: &mut FlowCtx) -> Result<(), FsmError> {
+        ctx.apply(self).await.map_err(FsmError::action)
+    }
+}
+
+type Handled = HandlerFuture<'static, FlowState, FlowAction>;
+
+fn to(state: FlowState, actions: Vec<FlowAction>) -> Handled {
+    Box::pin(async move { Ok(Transition::to(state).with_actions(actions)) })
+}
+
+/// Completed if that was the last stage, else where it is.
+fn after_stage_completed(state: &FlowState, ctx: &FlowCtx) -> Handled {
+    if ctx.all_completed() {
+        to(FlowState::Completed, vec![FlowAction::Complete])
+    } else {
+        to(state.clone(), vec![])
+    }
+}
+
+/// The flow machine, starting in `initial`.
+pub(crate) fn flow_machine(
+    initial: FlowState,
+) -> StateMachine<FlowState, FlowEvent, FlowCtx, FlowAction> {
+    use FlowAction as A;
+    fsm! {
+        state: FlowState; event: FlowEvent; context: FlowCtx; action: FlowAction;
+        initial: initial;
+
+        state FlowState::Created {
+            on FlowEvent::Start => [FlowState::Running] |_, _, _| to(
+                FlowState::Running,
+                vec![A::Persist(FlowStatus::Running, "started"), A::SpawnStages],
+            );
+        }
+        state FlowState::Running {
+            on FlowEvent::Pause => [FlowState::Waiting] |_, _, _| to(
+                FlowState::Waiting,
+                vec![A::Broadcast(StageEvent::Pause), A::Persist(FlowStatus::Waiting, "waiting")],
+            );
+            on FlowEvent::Drain => [FlowState::Draining] |_, _, _| to(FlowState::Draining, vec![A::DrainSources]);
+            on FlowEvent::StageCompleted => |s, _, c| after_stage_completed(s, c);
+        }
+        state FlowState::Waiting {
+            on FlowEvent::Resume => [FlowState::Running] |_, _, _| to(
+                FlowState::Running,
+                vec![A::Persist(FlowStatus::Running, "resumed"), A::Broadcast(StageEvent::Resume)],
+            );
+            on FlowEvent::Drain => [FlowState::Draining] |_, _, _| to(
+                FlowState::Draining,
+                vec![A::Persist(FlowStatus::Running, "resumed"), A::DrainSources],
+            );
+            on FlowEvent::StageCompleted => |s, _, c| after_stage_completed(s, c);
+        }
+        state FlowState::Draining {
+            on FlowEvent::StageCompleted => |s, _, c| after_stage_completed(s, c);
+        }
+        state FlowState::Cancelling {
+            on FlowEvent::StagesGone => [FlowState::Cancelled] |_, _, _| to(FlowState::Cancelled, vec![A::Cancelled]);
+            // Late completions are refused by the actor; nothing to do here.
+            on FlowEvent::StageCompleted => |s, _, _| to(s.clone(), vec![]);
+        }
+        state _ {
+            on FlowEvent::Cancel => |s, e, c| {
+                let FlowEvent::Cancel(reason) = e else { return to(s.clone(), vec![]) };
+                match s {
+                    FlowState::Created => to(
+                        FlowState::Cancelled,
+                        vec![A::RequestCancel(reason.clone()), A::Cancelled],
+                    ),
+                    FlowState::Running | FlowState::Waiting | FlowState::Draining if c.live_stages() == 0 => to(
+                        FlowState::Cancelled,
+                        vec![A::RequestCancel(reason.clone()), A::Cancelled],
+                    ),
+                    FlowState::Running | FlowState::Waiting | FlowState::Draining => to(
+                        FlowState::Cancelling,
+                        vec![A::RequestCancel(reason.clone())],
+                    ),
+                    // Cancelling already, or ended: cancel is idempotent.
+                    _ => to(s.clone(), vec![]),
+                }
+            };
+            on FlowEvent::Signal => |s, e, _| match (s.is_terminal(), e) {
+                (false, FlowEvent::Signal { name, payload }) => {
+                    to(s.clone(), vec![A::Signal(name.clone(), payload.clone())])
+                }
+                _ => to(s.clone(), vec![]),
+            };
+            on FlowEvent::StageGaveUp => |s, e, _| fail(s, e);
+            on FlowEvent::Failure => |s, e, _| fail(s, e);
+        }
+    }
+}
+
+/// A failure fails a running flow; a cancelling or ended one stays put (its
+/// failure is already in the ledger or the trace, and cancel wins).
+fn fail(state: &FlowState, event: &FlowEvent) -> Handled {
+    let reason = match event {
+        FlowEvent::StageGaveUp(reason) | FlowEvent::Failure(reason) => reason.clone(),
+        _ => return to(state.clone(), vec![]),
+    };
+    match state {
+        FlowState::Created | FlowState::Running | FlowState::Waiting | FlowState::Draining => to(
+            FlowState::Failed(reason.clone()),
+            vec![FlowAction::Fail(reason)],
+        ),
+        _ => to(state.clone(), vec![]),
+    }
+}

@@ -1,0 +1,36 @@
+//! The runtime: one journal actor, a root supervisor, a registry of flow
+//! definitions, and the runs started on it.
+//!
+//! ```
+//! use troupe::flow::FlowDefinition;
+//! use troupe::runtime::Runtime;
+//! use troupe::stage::{Emitter, sink_fn, source_iter, transform_fn};
+//! use troupe::store::FlowStatus;
+//!
+//! # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
+//! let runtime = Runtime::builder().memory().start().await?;
+//! runtime.register(
+//!     FlowDefinition::<u64>::builder("squares")
+//!         .source("numbers", || source_iter(1..=1000_u64))
+//!         .transform("square", || transform_fn(|x: u64, out: &mut Emitter<u64>| Ok(out.push(x * x))))
+//!         .sink("discard", || sink_fn(|_: u64| Ok(())))
+//!         .pipeline(["numbers", "square", "discard"])
+//!         .build()?,
+//! )?;
+//! let run = runtime.start("squares").await?;
+//! let outcome = run.wait().await?;
+//! assert_eq!(outcome.status, FlowStatus::Finished);
+//! assert_eq!(outcome.structured_output.unwrap()["steps"]["discard"]["items_in"], 1000);
+//! runtime.shutdown().await;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # }).unwrap();
+//! ```
+
+mod builder;
+mod registry;
+mod root;
+#[allow(clippy::module_inception)]
+mod runtime;
+
+pub use builder::{DEFAULT_JOURNAL_PATH, RuntimeBuilder};
+pub use runtime::{Runtime, RuntimeError};

@@ -1,0 +1,212 @@
+//! [`Runtime`]: registers flow definitions and starts runs of them.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use ractor::{ActorRef, SpawnErr};
+use tokio::sync::{oneshot, watch};
+
+use super::builder::RuntimeBuilder;
+use super::registry::Registry;
+use super::root::RootMsg;
+use crate::flow::actor::FlowArgs;
+use crate::flow::{ControlEvent, FlowDefinition, FlowHandle, FlowState, RecordError, RunOptions};
+use crate::journal::{JournalError, JournalHandle};
+use crate::runs::RecoveryReport;
+use crate::store::{FlowStore, StoreError};
+
+/// Why the runtime could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// The journal's directory could not be created.
+    #[error("cannot create the journal directory {dir}: {source}")]
+    CreateDir {
+        /// The directory.
+        dir: PathBuf,
+        /// The IO error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The store could not be opened.
+    #[error("cannot open the journal store: {0}")]
+    Store(#[from] StoreError),
+    /// The journal actor could not start.
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    /// An actor could not be spawned.
+    #[error("cannot spawn an actor: {0}")]
+    Spawn(#[from] SpawnErr),
+    /// A definition with this name is already registered.
+    #[error("a flow named `{0}` is already registered")]
+    AlreadyRegistered(String),
+    /// No definition with this name is registered.
+    #[error("no flow named `{name}` is registered (registered: {registered:?})")]
+    UnknownFlow {
+        /// The name asked for.
+        name: String,
+        /// The names that are registered.
+        registered: Vec<String>,
+    },
+    /// The run record could not be created.
+    #[error(transparent)]
+    Record(Box<RecordError>),
+    /// The runtime's root supervisor is gone (the runtime is shutting down).
+    #[error("the runtime is shutting down")]
+    ShuttingDown,
+}
+
+impl From<RecordError> for RuntimeError {
+    fn from(error: RecordError) -> Self {
+        RuntimeError::Record(Box::new(error))
+    }
+}
+
+/// An embedded troupe runtime; see the [module docs](super).
+///
+/// Dropping it kills the root supervisor, which takes every flow, stage and
+/// the journal actor with it (acknowledged writes stay durable); call
+/// [`shutdown`](Self::shutdown) to end runs gracefully instead.
+pub struct Runtime {
+    journal: JournalHandle,
+    root: ActorRef<RootMsg>,
+    registry: Registry,
+    recovery: RecoveryReport,
+    path: Option<PathBuf>,
+    runs: Mutex<Vec<FlowHandle>>,
+}
+
+impl Runtime {
+    /// A builder with the default journal location ([`super::DEFAULT_JOURNAL_PATH`]).
+    pub fn builder() -> RuntimeBuilder {
+        RuntimeBuilder::default()
+    }
+
+    pub(crate) fn new(
+        journal: JournalHandle,
+        root: ActorRef<RootMsg>,
+        registry: Registry,
+        recovery: RecoveryReport,
+        path: Option<PathBuf>,
+    ) -> Self {
+        Runtime {
+            journal,
+            root,
+            registry,
+            recovery,
+            path,
+            runs: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Registers `definition` under its name (the `controller_id` of its runs).
+    pub fn register<T: Clone + Send + 'static>(
+        &self,
+        definition: FlowDefinition<T>,
+    ) -> Result<(), RuntimeError> {
+        let name = definition.name().to_owned();
+        if self.registry.register(Arc::new(definition)) {
+            Ok(())
+        } else {
+            Err(RuntimeError::AlreadyRegistered(name))
+        }
+    }
+
+    /// The names of the registered definitions, sorted.
+    pub fn registered(&self) -> Vec<String> {
+        self.registry.names()
+    }
+
+    /// Starts a run of the flow registered as `name`.
+    pub async fn start(&self, name: &str) -> Result<FlowHandle, RuntimeError> {
+        self.start_with(name, RunOptions::default()).await
+    }
+
+    /// Starts a run of the flow registered as `name`: creates its run
+    /// record (`Created`), then spawns its flow actor, which records
+    /// `Running` and starts the stages.
+    pub async fn start_with(
+        &self,
+        name: &str,
+        options: RunOptions,
+    ) -> Result<FlowHandle, RuntimeError> {
+        let definition = self
+            .registry
+            .get(name)
+            .ok_or_else(|| RuntimeError::UnknownFlow {
+                name: name.to_owned(),
+                registered: self.registry.names(),
+            })?;
+        let run = crate::flow::record::create(&self.journal, name, options).await?;
+        let run_id = run.id;
+        let (state, state_rx) = watch::channel(FlowState::Created);
+        let (outcome, outcome_rx) = watch::channel(None);
+        let args = FlowArgs {
+            run,
+            store: Arc::new(self.journal.clone()),
+            plan: definition.plan(),
+            state,
+            outcome: Arc::new(outcome),
+        };
+        let (reply, spawned) = oneshot::channel();
+        self.root
+            .send_message(RootMsg::StartFlow { args, reply })
+            .map_err(|_| RuntimeError::ShuttingDown)?;
+        let actor = spawned.await.map_err(|_| RuntimeError::ShuttingDown)??;
+        let handle = FlowHandle::new(run_id, actor, state_rx, outcome_rx);
+        let mut runs = self.runs.lock().unwrap_or_else(PoisonError::into_inner);
+        runs.retain(|h| h.outcome().is_none());
+        runs.push(handle.clone());
+        Ok(handle)
+    }
+
+    /// Handles of the runs started here that have not ended.
+    pub fn runs(&self) -> Vec<FlowHandle> {
+        let runs = self.runs.lock().unwrap_or_else(PoisonError::into_inner);
+        runs.iter()
+            .filter(|h| h.outcome().is_none())
+            .cloned()
+            .collect()
+    }
+
+    /// The journal: a [`FlowStore`] whose writes go through the journal actor.
+    pub fn journal(&self) -> &JournalHandle {
+        &self.journal
+    }
+
+    /// The journal as a shareable store.
+    pub fn store(&self) -> Arc<dyn FlowStore> {
+        Arc::new(self.journal.clone())
+    }
+
+    /// What the recovery scan at start found (unfinished runs, repairs).
+    pub fn recovery(&self) -> &RecoveryReport {
+        &self.recovery
+    }
+
+    /// The SQLite journal's path (`None` for an in-memory journal).
+    pub fn journal_path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    /// Ends gracefully: drains every live run (sources stop, in-flight
+    /// items are worked off, outcomes recorded), commits what the journal
+    /// holds, and stops every actor. Runs that do not finish draining keep
+    /// this waiting: cancel them first if that is not what you want.
+    pub async fn shutdown(self) {
+        for run in self.runs() {
+            // A run that is cancelling or ending rejects the drain; it ends anyway.
+            let _ = run.send(ControlEvent::Drain).await;
+            let _ = run.wait().await;
+        }
+        self.journal.shutdown().await;
+        self.root.stop_and_wait(None, None).await.ok();
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        // Killing the root terminates its children (flows, their stages,
+        // the journal) recursively; idempotent after `shutdown`.
+        self.root.kill();
+    }
+}

@@ -1,0 +1,193 @@
+//! The stage actor: a ractor actor hosting a stage's supervised drive loop,
+//! one [`Driver::step`] per message, so that supervision and stop signals
+//! get their turn between batches.
+//!
+//! How it ends tells its flow what happened: a completed stage stops with
+//! [`EXIT_COMPLETED`] (after its output was recorded), a cancelled one with
+//! [`EXIT_CANCELLED`], a failed one returns the failure as an error, which
+//! ractor reports to the flow as `ActorFailed` — as it does a panic of the
+//! actor itself.
+
+use std::marker::PhantomData;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+
+use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, SpawnErr};
+
+use super::machine::{StageCtx, StageEvent, StageState};
+use super::ports::PortSlot;
+use super::supervisor::{StageIdentity, StageSupervisor};
+use super::work::Work;
+use crate::supervise::{
+    BoxFuture, ChannelBuilder, Driver, ExternalEventSender, HandlerKind,
+    HandlerSupervisedWithExternalEvents, Progress, StateWatcher,
+};
+
+/// Exit reason of a stage actor whose work completed and was recorded.
+pub const EXIT_COMPLETED: &str = "stage completed";
+/// Exit reason of a stage actor that was cancelled.
+pub const EXIT_CANCELLED: &str = "stage cancelled";
+
+type Hosted<T, W> = Driver<HandlerSupervisedWithExternalEvents<StageSupervisor<T, W>>, HandlerKind>;
+
+/// The actor type of a stage running logic `W` over items `T`.
+pub(crate) struct StageActor<T, W>(PhantomData<fn() -> (T, W)>);
+
+/// The only message: take the next step.
+pub(crate) struct Step;
+
+impl<T: Clone + Send + 'static, W: Work<T>> Actor for StageActor<T, W> {
+    type Msg = Step;
+    type State = Option<Hosted<T, W>>;
+    type Arguments = Hosted<T, W>;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Step>,
+        driver: Hosted<T, W>,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        myself.send_message(Step)?;
+        Ok(Some(driver))
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Step>,
+        _: Step,
+        hosted: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        let Some(driver) = hosted.as_mut() else {
+            return Ok(());
+        };
+        match driver.step().await {
+            Ok(Progress::Continued | Progress::Handled) => {
+                myself.send_message(Step)?;
+                Ok(())
+            }
+            Ok(Progress::Terminated) => {
+                let state = driver.state().clone();
+                // Dropping the driver hands the ports back before the flow
+                // hears of the exit, so a restart finds them at once.
+                *hosted = None;
+                match state {
+                    StageState::Completed => myself.stop(Some(EXIT_COMPLETED.to_owned())),
+                    StageState::Cancelled => myself.stop(Some(EXIT_CANCELLED.to_owned())),
+                    StageState::Failed(reason) => return Err(reason.into()),
+                    other => {
+                        return Err(format!("stage terminated in state {other:?}").into());
+                    }
+                }
+                Ok(())
+            }
+            Err(error) => {
+                *hosted = None;
+                Err(error.into())
+            }
+        }
+    }
+}
+
+/// What a flow hands a stage it starts.
+pub(crate) struct StageLaunch {
+    pub(crate) identity: StageIdentity,
+    pub(crate) supervisor: ActorCell,
+}
+
+/// A started stage: its actor, its control channel and its state.
+pub(crate) struct SpawnedStage {
+    pub(crate) cell: ActorCell,
+    pub(crate) control: ExternalEventSender<StageEvent>,
+    pub(crate) watcher: StateWatcher<StageState>,
+}
+
+/// Why a stage could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StageStartError {
+    /// The user's factory panicked while building the stage's logic.
+    #[error("stage `{stage}`: its factory panicked: {panic}")]
+    FactoryPanicked {
+        /// The stage.
+        stage: String,
+        /// The panic message.
+        panic: String,
+    },
+    /// The actor did not start.
+    #[error("stage `{stage}`: its actor failed to start: {source}")]
+    Spawn {
+        /// The stage.
+        stage: String,
+        /// ractor's error.
+        #[source]
+        source: SpawnErr,
+    },
+}
+
+/// Builds a stage's logic and starts its actor over the ports in `slot`;
+/// erased over the logic type so a flow holds stages of any kind.
+pub(crate) trait StageFactory<T: Send + 'static>: Send + Sync {
+    fn launch(
+        &self,
+        slot: Arc<PortSlot<T>>,
+        launch: StageLaunch,
+    ) -> BoxFuture<'static, Result<SpawnedStage, StageStartError>>;
+}
+
+/// A [`StageFactory`] from a closure building the logic.
+pub(crate) struct WorkFactory<F>(pub(crate) F);
+
+impl<T, W, F> StageFactory<T> for WorkFactory<F>
+where
+    T: Clone + Send + 'static,
+    W: Work<T>,
+    F: Fn() -> W + Send + Sync,
+{
+    fn launch(
+        &self,
+        slot: Arc<PortSlot<T>>,
+        launch: StageLaunch,
+    ) -> BoxFuture<'static, Result<SpawnedStage, StageStartError>> {
+        let work = catch_unwind(AssertUnwindSafe(&self.0));
+        Box::pin(async move {
+            let name = launch.identity.name.clone();
+            let work = work.map_err(|payload| StageStartError::FactoryPanicked {
+                stage: name.clone(),
+                panic: crate::supervise::panic_message(payload.as_ref()),
+            })?;
+            spawn_stage(launch, slot, work)
+                .await
+                .map_err(|source| StageStartError::Spawn {
+                    stage: name,
+                    source,
+                })
+        })
+    }
+}
+
+async fn spawn_stage<T: Clone + Send + 'static, W: Work<T>>(
+    launch: StageLaunch,
+    slot: Arc<PortSlot<T>>,
+    work: W,
+) -> Result<SpawnedStage, SpawnErr> {
+    let (control, receiver, watcher) =
+        ChannelBuilder::<StageEvent, StageState>::new().build(StageState::Starting);
+    let supervisor = StageSupervisor::new(launch.identity, slot);
+    let wrapped = HandlerSupervisedWithExternalEvents::new(supervisor, receiver, watcher.clone());
+    let ctx = StageCtx {
+        work,
+        ports: None,
+        output: None,
+    };
+    let driver = Driver::new(wrapped, StageState::Starting, ctx);
+    let (actor, _join) = Actor::spawn_linked(
+        None,
+        StageActor::<T, W>(PhantomData),
+        driver,
+        launch.supervisor,
+    )
+    .await?;
+    Ok(SpawnedStage {
+        cell: actor.get_cell(),
+        control,
+        watcher,
+    })
+}

@@ -1,0 +1,243 @@
+//! What users write: the logic of a source, a transform or a sink.
+//!
+//! Each trait has one method called on the hot path and an optional
+//! `complete` called once when the stage finishes its work (its input ended
+//! or, for a source, it was drained); the JSON value `complete` returns is
+//! recorded with the stage's completion. Errors (and panics) fail the stage;
+//! its flow's restart policy decides what happens next.
+//!
+//! Items are handed over without per-item allocation: a source fills an
+//! [`Emitter`] a batch at a time, a transform pushes zero or more items per
+//! input into one, a sink takes items by value.
+
+use std::future::Future;
+
+use serde_json::Value;
+
+use crate::supervise::BoxError;
+
+/// Where a source or transform puts the items it emits. The stage sends
+/// them downstream after each unit of work.
+#[derive(Debug)]
+pub struct Emitter<T> {
+    items: Vec<T>,
+    batch_size: usize,
+}
+
+impl<T> Emitter<T> {
+    pub(crate) fn new(batch_size: usize) -> Self {
+        Emitter {
+            items: Vec::with_capacity(batch_size),
+            batch_size: batch_size.max(1),
+        }
+    }
+
+    /// Emits one item.
+    pub fn push(&mut self, item: T) {
+        self.items.push(item);
+    }
+
+    /// How many more items a source should emit in this call to fill a batch
+    /// (at least 1); emitting more is allowed, just less efficient.
+    pub fn room(&self) -> usize {
+        self.batch_size.saturating_sub(self.items.len()).max(1)
+    }
+
+    /// Items emitted and not yet sent downstream.
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// Whether nothing waits to be sent.
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    pub(crate) fn drain(&mut self) -> std::vec::Drain<'_, T> {
+        self.items.drain(..)
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.items.clear();
+    }
+}
+
+/// What a call of [`Source::produce`] says about the source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Produced {
+    /// More items may follow; call `produce` again.
+    More,
+    /// The source is exhausted (items emitted in this call are still sent).
+    Done,
+}
+
+/// A stage that produces items.
+pub trait Source<T>: Send + 'static {
+    /// Emits the next items into `out` (about [`Emitter::room`] of them) and
+    /// says whether more follow. Waiting inside is fine: the stage is paused,
+    /// drained or cancelled between calls.
+    fn produce(
+        &mut self,
+        out: &mut Emitter<T>,
+    ) -> impl Future<Output = Result<Produced, BoxError>> + Send;
+
+    /// Called once when the source is done (exhausted or drained); its value
+    /// is recorded with the stage's completion.
+    fn complete(&mut self) -> impl Future<Output = Result<Option<Value>, BoxError>> + Send {
+        async { Ok(None) }
+    }
+
+    /// A flow-wide `Signal` control event reached this stage.
+    fn on_signal(&mut self, _name: &str, _payload: &Value) {}
+}
+
+/// A stage that turns each input item into zero or more output items.
+pub trait Transform<T>: Send + 'static {
+    /// Handles one item, emitting any number of items into `out`.
+    fn process(
+        &mut self,
+        item: T,
+        out: &mut Emitter<T>,
+    ) -> impl Future<Output = Result<(), BoxError>> + Send;
+
+    /// Called once after the input ended: emit what is left, and return the
+    /// value recorded with the stage's completion.
+    fn complete(
+        &mut self,
+        _out: &mut Emitter<T>,
+    ) -> impl Future<Output = Result<Option<Value>, BoxError>> + Send {
+        async { Ok(None) }
+    }
+
+    /// A flow-wide `Signal` control event reached this stage.
+    fn on_signal(&mut self, _name: &str, _payload: &Value) {}
+}
+
+/// A stage that consumes items.
+pub trait Sink<T>: Send + 'static {
+    /// Consumes one item.
+    fn consume(&mut self, item: T) -> impl Future<Output = Result<(), BoxError>> + Send;
+
+    /// Called once after the input ended; its value is recorded with the
+    /// stage's completion.
+    fn complete(&mut self) -> impl Future<Output = Result<Option<Value>, BoxError>> + Send {
+        async { Ok(None) }
+    }
+
+    /// A flow-wide `Signal` control event reached this stage.
+    fn on_signal(&mut self, _name: &str, _payload: &Value) {}
+}
+
+/// A source over an iterator; see [`source_iter`].
+#[derive(Debug)]
+pub struct IterSource<I>(I);
+
+/// A source emitting every item of `items`, a batch per call.
+pub fn source_iter<I: IntoIterator>(items: I) -> IterSource<I::IntoIter> {
+    IterSource(items.into_iter())
+}
+
+impl<T, I> Source<T> for IterSource<I>
+where
+    I: Iterator<Item = T> + Send + 'static,
+    T: Send + 'static,
+{
+    async fn produce(&mut self, out: &mut Emitter<T>) -> Result<Produced, BoxError> {
+        for _ in 0..out.room() {
+            match self.0.next() {
+                Some(item) => out.push(item),
+                None => return Ok(Produced::Done),
+            }
+        }
+        Ok(Produced::More)
+    }
+}
+
+/// A transform calling a closure per item; see [`transform_fn`].
+#[derive(Debug)]
+pub struct FnTransform<F>(F);
+
+/// A transform from a closure that gets each item and the emitter.
+pub fn transform_fn<T, F>(f: F) -> FnTransform<F>
+where
+    F: FnMut(T, &mut Emitter<T>) -> Result<(), BoxError> + Send + 'static,
+{
+    FnTransform(f)
+}
+
+impl<T, F> Transform<T> for FnTransform<F>
+where
+    F: FnMut(T, &mut Emitter<T>) -> Result<(), BoxError> + Send + 'static,
+    T: Send + 'static,
+{
+    async fn process(&mut self, item: T, out: &mut Emitter<T>) -> Result<(), BoxError> {
+        (self.0)(item, out)
+    }
+}
+
+/// A sink calling a closure per item; see [`sink_fn`].
+#[derive(Debug)]
+pub struct FnSink<F>(F);
+
+/// A sink from a closure that gets each item.
+pub fn sink_fn<T, F>(f: F) -> FnSink<F>
+where
+    F: FnMut(T) -> Result<(), BoxError> + Send + 'static,
+{
+    FnSink(f)
+}
+
+impl<T, F> Sink<T> for FnSink<F>
+where
+    F: FnMut(T) -> Result<(), BoxError> + Send + 'static,
+    T: Send + 'static,
+{
+    async fn consume(&mut self, item: T) -> Result<(), BoxError> {
+        (self.0)(item)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_iterator_source_fills_a_batch_per_call() {
+        let mut source = source_iter(0..5_u32);
+        let mut out = Emitter::new(2);
+        assert_eq!(source.produce(&mut out).await.unwrap(), Produced::More);
+        assert_eq!(out.drain().collect::<Vec<_>>(), [0, 1]);
+        assert_eq!(source.produce(&mut out).await.unwrap(), Produced::More);
+        // A full emitter still has room for one: the source never stalls.
+        assert_eq!(source.produce(&mut out).await.unwrap(), Produced::More);
+        assert_eq!(source.produce(&mut out).await.unwrap(), Produced::Done);
+        assert_eq!(out.drain().collect::<Vec<_>>(), [2, 3, 4]);
+    }
+
+    #[tokio::test]
+    async fn closures_become_transforms_and_sinks() {
+        let mut t = transform_fn(|x: u32, out: &mut Emitter<u32>| {
+            if x % 2 == 0 {
+                out.push(x);
+                out.push(x);
+            }
+            Ok(())
+        });
+        let mut out = Emitter::new(4);
+        for x in 0..4 {
+            t.process(x, &mut out).await.unwrap();
+        }
+        assert_eq!(out.drain().collect::<Vec<_>>(), [0, 0, 2, 2]);
+        let (seen, consumed) = std::sync::mpsc::channel();
+        let mut s = sink_fn(move |x: u32| {
+            if x > 9 {
+                return Err("too big".into());
+            }
+            Ok(seen.send(x)?)
+        });
+        s.consume(1).await.unwrap();
+        assert_eq!(s.consume(10).await.unwrap_err().to_string(), "too big");
+        drop(s);
+        assert_eq!(consumed.iter().collect::<Vec<_>>(), [1]);
+    }
+}

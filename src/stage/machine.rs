@@ -1,0 +1,213 @@
+//! The state machine of every stage, declared with `fsm!`.
+//!
+//! ```text
+//! Starting ──Started──▶ Running ──Pause──▶ Paused ──Resume──▶ Running
+//!                         │ InputEnded / Drain      │ Drain
+//!                         ▼                         ▼
+//!                       Draining ──Flushed──▶ Completed
+//! any non-terminal state ──Failure──▶ Failed     ──Cancel──▶ Cancelled
+//! ```
+//!
+//! `Starting` takes the stage's ports, `Running` works a batch per step,
+//! `Draining` lets a transform or sink finish its input, then calls the
+//! completion hook and closes the outputs. Control events a state has no use
+//! for (a `Resume` while running) leave it where it is.
+
+use std::marker::PhantomData;
+
+use async_trait::async_trait;
+use serde_json::Value;
+
+use super::ports::PortLease;
+use super::work::Work;
+use crate::fsm::{
+    EventVariant, FsmAction, FsmContext, FsmError, StateMachine, StateVariant, Transition, fsm,
+};
+
+/// Where a stage is in its life.
+#[derive(Debug, Clone, PartialEq, StateVariant)]
+pub enum StageState {
+    /// Taking over its ends of the data plane.
+    Starting,
+    /// Working: producing, transforming or consuming a batch per step.
+    Running,
+    /// Paused by a control event; does no work.
+    Paused,
+    /// Finishing: the rest of the input, the completion hook, closing outputs.
+    Draining,
+    /// Done; its output is recorded (terminal).
+    Completed,
+    /// Failed with this reason (terminal).
+    Failed(String),
+    /// Cancelled (terminal).
+    Cancelled,
+}
+
+impl StageState {
+    /// Whether the stage has stopped for good.
+    pub fn is_terminal(&self) -> bool {
+        matches!(
+            self,
+            StageState::Completed | StageState::Failed(_) | StageState::Cancelled
+        )
+    }
+}
+
+/// What moves a stage: its own progress and failures, and control events
+/// (`Pause`, `Resume`, `Drain`, `Cancel`, `Signal`) sent by its flow.
+#[derive(Debug, Clone, PartialEq, EventVariant)]
+pub enum StageEvent {
+    /// The ports are taken; work can begin.
+    Started,
+    /// The input ended (or the source is exhausted).
+    InputEnded,
+    /// Completion hook ran and outputs are closed.
+    Flushed,
+    /// Something failed: an error, a panic, an FSM error.
+    Failure(String),
+    /// Stop working until `Resume`.
+    Pause,
+    /// Work again after `Pause`.
+    Resume,
+    /// Finish: a source stops producing, others finish their input.
+    Drain,
+    /// Stop for good; nothing more is recorded.
+    Cancel,
+    /// A user-defined event for the stage's logic.
+    Signal {
+        /// The signal's name.
+        name: String,
+        /// Its data.
+        payload: Value,
+    },
+}
+
+/// What the stage's handlers and actions work on.
+pub(crate) struct StageCtx<T: Send + 'static, W> {
+    /// The user's logic.
+    pub(crate) work: W,
+    /// The ports, once taken in `Starting`.
+    pub(crate) ports: Option<PortLease<T>>,
+    /// The output to record, set by `Draining`.
+    pub(crate) output: Option<Value>,
+}
+
+impl<T: Send + 'static, W> FsmContext for StageCtx<T, W> {}
+
+/// Side effects of stage transitions.
+pub(crate) enum StageActionKind {
+    /// Cancelled: refuse further input, drop the outputs.
+    Abandon,
+    /// Hand a signal to the user logic.
+    Signal { name: String, payload: Value },
+}
+
+/// A [`StageActionKind`] typed for the stage's context.
+pub(crate) struct StageAction<T, W> {
+    kind: StageActionKind,
+    _ctx: PhantomData<fn() -> (T, W)>,
+}
+
+impl<T, W> StageAction<T, W> {
+    fn new(kind: StageActionKind) -> Self {
+        StageAction {
+            kind,
+            _ctx: PhantomData,
+        }
+    }
+}
+
+#[async_trait]
+impl<T: Clone + Send + 'static, W: Work<T>> FsmAction for StageAction<T, W> {
+    type Context = StageCtx<T, W>;
+
+    async fn execute(&self, ctx: &mut StageCtx<T, W>) -> Result<(), FsmError> {
+        match &self.kind {
+            StageActionKind::Abandon => {
+                if let Some(ports) = ctx.ports.as_mut() {
+                    ports.abandon();
+                }
+            }
+            StageActionKind::Signal { name, payload } => ctx.work.signal(name, payload),
+        }
+        Ok(())
+    }
+}
+
+type Handled<T, W> = crate::fsm::HandlerFuture<'static, StageState, StageAction<T, W>>;
+
+fn stay<T, W>(state: &StageState) -> Handled<T, W>
+where
+    T: Clone + Send + 'static,
+    W: Work<T>,
+{
+    let state = state.clone();
+    Box::pin(async move { Ok(Transition::to(state)) })
+}
+
+fn go<T, W>(state: StageState) -> Handled<T, W>
+where
+    T: Clone + Send + 'static,
+    W: Work<T>,
+{
+    Box::pin(async move { Ok(Transition::to(state)) })
+}
+
+/// The stage machine, starting in `initial`.
+pub(crate) fn stage_machine<T, W>(
+    initial: StageState,
+) -> StateMachine<StageState, StageEvent, StageCtx<T, W>, StageAction<T, W>>
+where
+    T: Clone + Send + 'static,
+    W: Work<T>,
+{
+    fsm! {
+        state: StageState; event: StageEvent; context: StageCtx<T, W>; action: StageAction<T, W>;
+        initial: initial;
+
+        state StageState::Starting {
+            on StageEvent::Started => [StageState::Running] |_, _, _| go(StageState::Running);
+        }
+        state StageState::Running {
+            on StageEvent::Pause => [StageState::Paused] |_, _, _| go(StageState::Paused);
+            on StageEvent::Drain => [StageState::Draining] |_, _, _| go(StageState::Draining);
+            on StageEvent::InputEnded => [StageState::Draining] |_, _, _| go(StageState::Draining);
+        }
+        state StageState::Paused {
+            on StageEvent::Resume => [StageState::Running] |_, _, _| go(StageState::Running);
+            on StageEvent::Drain => [StageState::Draining] |_, _, _| go(StageState::Draining);
+        }
+        state StageState::Draining {
+            on StageEvent::Flushed => [StageState::Completed] |_, _, _| go(StageState::Completed);
+        }
+        state _ {
+            on StageEvent::Failure => |s, e, _| {
+                match (s.is_terminal(), e) {
+                    (false, StageEvent::Failure(why)) => go(StageState::Failed(why.clone())),
+                    _ => stay(s),
+                }
+            };
+            on StageEvent::Cancel => |s, _, _| {
+                if s.is_terminal() {
+                    return stay(s);
+                }
+                Box::pin(async move {
+                    Ok(Transition::to(StageState::Cancelled)
+                        .with_action(StageAction::new(StageActionKind::Abandon)))
+                })
+            };
+            on StageEvent::Signal => |s, e, _| {
+                let state = s.clone();
+                let action = match e {
+                    StageEvent::Signal { name, payload } => Some(StageAction::new(StageActionKind::Signal {
+                        name: name.clone(),
+                        payload: payload.clone(),
+                    })),
+                    _ => None,
+                };
+                Box::pin(async move { Ok(Transition::to(state).with_actions(action)) })
+            };
+        }
+        unhandled => |s, _, _| stay(s);
+    }
+}

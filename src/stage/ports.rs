@@ -1,0 +1,227 @@
+//! A stage's ends of the data plane, kept across restarts.
+//!
+//! The pipes of a run are built once; each stage's ends ([`Ports`]) live in
+//! a [`PortSlot`] owned by the flow. A running stage holds them through a
+//! [`PortLease`], which puts them back when it is dropped — also when the
+//! stage's actor fails or is killed — so a restarted stage carries on with
+//! the same pipes: upstream never sees its downstream vanish, the items of
+//! the batch being worked through and the items already emitted survive.
+
+use std::ops::{Deref, DerefMut};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use tokio::sync::Notify;
+
+use super::logic::Emitter;
+use super::pipe::{PipeReceiver, PipeSender};
+
+/// A downstream stage went away while items were being sent to it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("a downstream stage is gone; {undelivered} item(s) undelivered")]
+pub struct DownstreamGone {
+    /// Items that could not be delivered.
+    pub undelivered: usize,
+}
+
+/// What waiting for input found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Input {
+    /// Items are in the inbox.
+    Ready,
+    /// Every upstream finished and everything was received.
+    Ended,
+    /// The control doorbell rang: look at the control channel first.
+    Interrupted,
+}
+
+/// One stage's ends of the data plane and its item counters.
+#[derive(Debug)]
+pub(crate) struct Ports<T: Send + 'static> {
+    input: Option<PipeReceiver<T>>,
+    /// The received batch being worked through.
+    pub(crate) inbox: std::vec::IntoIter<T>,
+    outputs: Vec<PipeSender<T>>,
+    /// Items emitted and not yet sent.
+    pub(crate) outbox: Emitter<T>,
+    pub(crate) items_in: u64,
+    pub(crate) items_out: u64,
+}
+
+impl<T: Send + 'static> Ports<T> {
+    /// Ports connected to nothing, without allocating: what a lease leaves
+    /// behind when it hands its ports back.
+    fn detached() -> Self {
+        Ports {
+            input: None,
+            inbox: Vec::new().into_iter(),
+            outputs: Vec::new(),
+            outbox: Emitter::new(0),
+            items_in: 0,
+            items_out: 0,
+        }
+    }
+}
+
+impl<T: Clone + Send + 'static> Ports<T> {
+    pub(crate) fn new(
+        input: Option<PipeReceiver<T>>,
+        outputs: Vec<PipeSender<T>>,
+        batch_size: usize,
+    ) -> Self {
+        Ports {
+            input,
+            inbox: Vec::new().into_iter(),
+            outputs,
+            outbox: Emitter::new(batch_size),
+            items_in: 0,
+            items_out: 0,
+        }
+    }
+
+    /// Makes sure the inbox has items, waiting for the next batch if needed;
+    /// the wait ends early (without losing anything) when `doorbell` rings.
+    pub(crate) async fn next_input(&mut self, doorbell: &Notify) -> Input {
+        if self.inbox.len() > 0 {
+            return Input::Ready;
+        }
+        let Some(rx) = self.input.as_mut() else {
+            return Input::Ended;
+        };
+        tokio::select! {
+            biased;
+            () = doorbell.notified() => Input::Interrupted,
+            batch = rx.recv_batch() => match batch {
+                Some(batch) => {
+                    self.inbox = batch.into_iter();
+                    Input::Ready
+                }
+                None => Input::Ended,
+            },
+        }
+    }
+
+    /// Sends every emitted item to every downstream (fan-out clones it),
+    /// waiting while a downstream pipe is full.
+    pub(crate) async fn send_outbox(&mut self) -> Result<(), DownstreamGone> {
+        let Ports {
+            outputs,
+            outbox,
+            items_out,
+            ..
+        } = self;
+        let Some((last, rest)) = outputs.split_last_mut() else {
+            outbox.clear();
+            return Ok(());
+        };
+        let mut items = outbox.drain();
+        while let Some(item) = items.next() {
+            for tx in rest.iter_mut() {
+                if tx.send(item.clone()).await.is_err() {
+                    return Err(DownstreamGone {
+                        undelivered: items.len() + 1,
+                    });
+                }
+            }
+            if last.send(item).await.is_err() {
+                return Err(DownstreamGone {
+                    undelivered: items.len() + 1,
+                });
+            }
+            *items_out += 1;
+        }
+        Ok(())
+    }
+
+    /// Flushes and closes every output: downstream sees the end of input
+    /// once all of its upstreams did this.
+    pub(crate) async fn finish_outputs(&mut self) -> Result<(), DownstreamGone> {
+        for tx in self.outputs.drain(..) {
+            if let Err(closed) = tx.finish().await {
+                return Err(DownstreamGone {
+                    undelivered: closed.undelivered.len(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops accepting input (upstream senders get an error) and drops the
+    /// outputs: what a cancelled stage does so that nobody waits on it.
+    pub(crate) fn abandon(&mut self) {
+        if let Some(rx) = self.input.as_mut() {
+            rx.close();
+        }
+        self.outputs.clear();
+        self.outbox.clear();
+    }
+}
+
+/// Where a stage's [`Ports`] wait between stage generations.
+#[derive(Debug)]
+pub(crate) struct PortSlot<T: Send + 'static> {
+    ports: Mutex<Option<Ports<T>>>,
+    returned: Notify,
+}
+
+impl<T: Send + 'static> PortSlot<T> {
+    pub(crate) fn new(ports: Ports<T>) -> Arc<Self> {
+        Arc::new(PortSlot {
+            ports: Mutex::new(Some(ports)),
+            returned: Notify::new(),
+        })
+    }
+
+    /// Takes the ports, waiting until a previous holder has put them back.
+    pub(crate) async fn lease(self: &Arc<Self>) -> PortLease<T> {
+        loop {
+            let notified = self.returned.notified();
+            if let Some(ports) = self.take() {
+                return PortLease {
+                    ports,
+                    slot: self.clone(),
+                };
+            }
+            notified.await;
+        }
+    }
+
+    fn take(&self) -> Option<Ports<T>> {
+        self.ports
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+    }
+
+    fn put_back(&self, ports: Ports<T>) {
+        *self.ports.lock().unwrap_or_else(PoisonError::into_inner) = Some(ports);
+        self.returned.notify_waiters();
+        self.returned.notify_one();
+    }
+}
+
+/// A stage's hold on its ports; dropping it puts them back into the slot.
+#[derive(Debug)]
+pub(crate) struct PortLease<T: Send + 'static> {
+    ports: Ports<T>,
+    slot: Arc<PortSlot<T>>,
+}
+
+impl<T: Send + 'static> Deref for PortLease<T> {
+    type Target = Ports<T>;
+    fn deref(&self) -> &Ports<T> {
+        &self.ports
+    }
+}
+
+impl<T: Send + 'static> DerefMut for PortLease<T> {
+    fn deref_mut(&mut self) -> &mut Ports<T> {
+        &mut self.ports
+    }
+}
+
+impl<T: Send + 'static> Drop for PortLease<T> {
+    fn drop(&mut self) {
+        let ports = std::mem::replace(&mut self.ports, Ports::detached());
+        self.slot.put_back(ports);
+    }
+}

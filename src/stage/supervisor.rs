@@ -1,0 +1,227 @@
+//! The supervised component a stage actor hosts: the stage machine plus the
+//! work each state does, mapped onto [`HandlerSupervised`].
+
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde_json::Value;
+use tokio::sync::{Notify, oneshot};
+
+use super::machine::{StageAction, StageCtx, StageEvent, StageState, stage_machine};
+use super::ports::PortSlot;
+use super::work::{Stepped, Work, completion_output};
+use crate::flow::topology::StageKind;
+use crate::fsm::StateMachine;
+use crate::ids::{StageId, WriterId};
+use crate::supervise::{
+    BoxError, DispatchResult, EventLoopDirective, ExternalEventMode, ExternalEventPolicy,
+    HandlerSupervised, Supervisor,
+};
+
+/// A stage's completed work, reported to its flow, which records it (or,
+/// after a cancel, refuses to) and acknowledges.
+#[derive(Debug)]
+pub(crate) struct StageDone {
+    /// The stage's index in its flow.
+    pub stage: usize,
+    /// Which start of the stage (restarts count up) completed.
+    pub generation: u64,
+    /// The output to record.
+    pub output: Value,
+    /// `Ok(true)` once recorded, `Ok(false)` if the flow refused (cancelled),
+    /// `Err` if recording failed.
+    pub ack: oneshot::Sender<Result<bool, String>>,
+}
+
+/// How a stage reaches its flow with its completion.
+pub(crate) type Reporter = Arc<dyn Fn(StageDone) -> bool + Send + Sync>;
+
+/// Why reporting a completion failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum CompletionError {
+    /// The flow is gone or dropped the report.
+    #[error("stage `{stage}`: the flow is gone; the completion was not recorded")]
+    FlowGone {
+        /// The stage's name.
+        stage: String,
+    },
+    /// The flow could not record the output.
+    #[error("stage `{stage}`: recording the completion failed: {reason}")]
+    Recording {
+        /// The stage's name.
+        stage: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Who a stage is and how it reaches its flow.
+pub(crate) struct StageIdentity {
+    pub(crate) name: String,
+    pub(crate) index: usize,
+    pub(crate) generation: u64,
+    pub(crate) id: StageId,
+    pub(crate) report: Reporter,
+    pub(crate) doorbell: Arc<Notify>,
+}
+
+/// The component a stage actor drives.
+pub(crate) struct StageSupervisor<T: Send + 'static, W> {
+    identity: StageIdentity,
+    slot: Arc<PortSlot<T>>,
+    /// Set when `Completed` is dispatched: what `write_completion_event` reports.
+    final_output: Option<Value>,
+    _work: PhantomData<fn() -> W>,
+}
+
+impl<T: Clone + Send + 'static, W: Work<T>> StageSupervisor<T, W> {
+    pub(crate) fn new(identity: StageIdentity, slot: Arc<PortSlot<T>>) -> Self {
+        StageSupervisor {
+            identity,
+            slot,
+            final_output: None,
+            _work: PhantomData,
+        }
+    }
+
+    async fn run(&mut self, ctx: &mut StageCtx<T, W>) -> DispatchResult<StageEvent> {
+        let StageCtx { work, ports, .. } = ctx;
+        let ports = ports.as_mut().ok_or("stage is running without its ports")?;
+        Ok(match work.step(ports, &self.identity.doorbell).await? {
+            Stepped::Worked | Stepped::Interrupted => EventLoopDirective::Continue,
+            Stepped::Ended => EventLoopDirective::Transition(StageEvent::InputEnded),
+        })
+    }
+
+    /// Sources stop at once; transforms and sinks first work off their input.
+    async fn drain(&mut self, ctx: &mut StageCtx<T, W>) -> DispatchResult<StageEvent> {
+        let StageCtx {
+            work,
+            ports,
+            output,
+        } = ctx;
+        let ports = ports
+            .as_mut()
+            .ok_or("stage is draining without its ports")?;
+        if W::KIND != StageKind::Source {
+            match work.step(ports, &self.identity.doorbell).await? {
+                Stepped::Ended => {}
+                Stepped::Worked | Stepped::Interrupted => return Ok(EventLoopDirective::Continue),
+            }
+        }
+        let result = work.complete(ports).await?;
+        ports.finish_outputs().await?;
+        *output = Some(completion_output(ports, result));
+        Ok(EventLoopDirective::Transition(StageEvent::Flushed))
+    }
+}
+
+impl<T: Clone + Send + 'static, W: Work<T>> Supervisor for StageSupervisor<T, W> {
+    type State = StageState;
+    type Event = StageEvent;
+    type Context = StageCtx<T, W>;
+    type Action = StageAction<T, W>;
+
+    fn build_state_machine(
+        &self,
+        initial_state: StageState,
+    ) -> StateMachine<StageState, StageEvent, StageCtx<T, W>, StageAction<T, W>> {
+        stage_machine(initial_state)
+    }
+
+    fn name(&self) -> &str {
+        &self.identity.name
+    }
+}
+
+#[async_trait]
+impl<T: Clone + Send + 'static, W: Work<T>> HandlerSupervised for StageSupervisor<T, W> {
+    type Handler = W;
+
+    async fn dispatch_state(
+        &mut self,
+        state: &StageState,
+        ctx: &mut StageCtx<T, W>,
+    ) -> DispatchResult<StageEvent> {
+        match state {
+            StageState::Starting => {
+                ctx.ports = Some(self.slot.lease().await);
+                Ok(EventLoopDirective::Transition(StageEvent::Started))
+            }
+            StageState::Running => self.run(ctx).await,
+            StageState::Paused => {
+                // Only reached if the control channel closed without a
+                // mapped event; wait for the doorbell rather than spin.
+                self.identity.doorbell.notified().await;
+                Ok(EventLoopDirective::Continue)
+            }
+            StageState::Draining => self.drain(ctx).await,
+            StageState::Completed => {
+                self.final_output = ctx.output.take();
+                Ok(EventLoopDirective::Terminate)
+            }
+            StageState::Failed(_) | StageState::Cancelled => Ok(EventLoopDirective::Terminate),
+        }
+    }
+
+    fn stage_id(&self) -> StageId {
+        self.identity.id
+    }
+
+    fn writer_id(&self) -> WriterId {
+        self.identity.id.into()
+    }
+
+    async fn write_completion_event(&self) -> Result<(), BoxError> {
+        let Some(output) = &self.final_output else {
+            return Ok(()); // failed or cancelled: the flow records those
+        };
+        let (ack, acked) = oneshot::channel();
+        let done = StageDone {
+            stage: self.identity.index,
+            generation: self.identity.generation,
+            output: output.clone(),
+            ack,
+        };
+        let gone = || CompletionError::FlowGone {
+            stage: self.identity.name.clone(),
+        };
+        if !(self.identity.report)(done) {
+            return Err(gone().into());
+        }
+        match acked.await {
+            Ok(Ok(_recorded)) => Ok(()),
+            Ok(Err(reason)) => Err(CompletionError::Recording {
+                stage: self.identity.name.clone(),
+                reason,
+            }
+            .into()),
+            Err(_) => Err(gone().into()),
+        }
+    }
+
+    fn event_for_action_error(&self, msg: String) -> StageEvent {
+        StageEvent::Failure(msg)
+    }
+}
+
+impl<T: Clone + Send + 'static, W: Work<T>> ExternalEventPolicy for StageSupervisor<T, W> {
+    fn external_event_mode(state: &StageState) -> ExternalEventMode {
+        match state {
+            // Events wait until the ports are taken, so a Pause sent to a
+            // restarting stage pauses it once it can run.
+            StageState::Starting => ExternalEventMode::Ignore,
+            StageState::Running | StageState::Draining => ExternalEventMode::Poll,
+            StageState::Paused => ExternalEventMode::Block,
+            StageState::Completed | StageState::Failed(_) | StageState::Cancelled => {
+                ExternalEventMode::Ignore
+            }
+        }
+    }
+
+    fn on_external_event_channel_closed(state: &StageState) -> Option<StageEvent> {
+        // The flow is gone: nobody will record this stage's work.
+        (!state.is_terminal()).then_some(StageEvent::Cancel)
+    }
+}

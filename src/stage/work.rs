@@ -1,0 +1,150 @@
+//! One view of the three kinds of stage logic, as the stage supervisor drives it.
+
+use std::future::Future;
+
+use serde_json::{Value, json};
+use tokio::sync::Notify;
+
+use super::logic::{Produced, Sink, Source, Transform};
+use super::ports::{Input, Ports};
+use crate::flow::topology::StageKind;
+use crate::supervise::BoxError;
+
+/// What one unit of work did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stepped {
+    /// Items were handled; there may be more.
+    Worked,
+    /// The input (or the source) is exhausted.
+    Ended,
+    /// The control doorbell rang while waiting for input.
+    Interrupted,
+}
+
+/// The logic of one stage, whatever its kind. Implemented by the wrappers
+/// below; monomorphized per user type, so the per-item path has no dynamic
+/// dispatch and no allocation.
+pub(crate) trait Work<T: Clone + Send + 'static>: Send + 'static {
+    /// The kind of stage this logic runs as.
+    const KIND: StageKind;
+
+    /// One unit of work: a produced batch (sources) or one received batch.
+    fn step(
+        &mut self,
+        ports: &mut Ports<T>,
+        doorbell: &Notify,
+    ) -> impl Future<Output = Result<Stepped, BoxError>> + Send;
+
+    /// The user's completion hook; emitted items are sent before it returns.
+    fn complete(
+        &mut self,
+        ports: &mut Ports<T>,
+    ) -> impl Future<Output = Result<Option<Value>, BoxError>> + Send;
+
+    /// Hands a `Signal` control event to the user logic.
+    fn signal(&mut self, name: &str, payload: &Value);
+}
+
+/// The recorded output of a completed stage: its item counts and the value
+/// its completion hook returned, if any.
+pub(crate) fn completion_output<T: Send + 'static>(
+    ports: &Ports<T>,
+    result: Option<Value>,
+) -> Value {
+    let mut output = json!({ "items_in": ports.items_in, "items_out": ports.items_out });
+    if let (Some(result), Some(map)) = (result, output.as_object_mut()) {
+        map.insert("result".to_owned(), result);
+    }
+    output
+}
+
+/// Waits for a batch; `None` when items are ready, else what the step returns.
+async fn wait_for_input<T: Clone + Send + 'static>(
+    ports: &mut Ports<T>,
+    doorbell: &Notify,
+) -> Option<Stepped> {
+    match ports.next_input(doorbell).await {
+        Input::Ready => None,
+        Input::Ended => Some(Stepped::Ended),
+        Input::Interrupted => Some(Stepped::Interrupted),
+    }
+}
+
+/// Runs a [`Source`].
+pub(crate) struct AsSource<S>(pub(crate) S);
+/// Runs a [`Transform`].
+pub(crate) struct AsTransform<X>(pub(crate) X);
+/// Runs a [`Sink`].
+pub(crate) struct AsSink<K>(pub(crate) K);
+
+impl<T: Clone + Send + 'static, S: Source<T>> Work<T> for AsSource<S> {
+    const KIND: StageKind = StageKind::Source;
+
+    async fn step(&mut self, ports: &mut Ports<T>, _: &Notify) -> Result<Stepped, BoxError> {
+        let produced = self.0.produce(&mut ports.outbox).await?;
+        ports.send_outbox().await?;
+        Ok(match produced {
+            Produced::More => Stepped::Worked,
+            Produced::Done => Stepped::Ended,
+        })
+    }
+
+    async fn complete(&mut self, _: &mut Ports<T>) -> Result<Option<Value>, BoxError> {
+        self.0.complete().await
+    }
+
+    fn signal(&mut self, name: &str, payload: &Value) {
+        self.0.on_signal(name, payload);
+    }
+}
+
+impl<T: Clone + Send + 'static, X: Transform<T>> Work<T> for AsTransform<X> {
+    const KIND: StageKind = StageKind::Transform;
+
+    async fn step(&mut self, ports: &mut Ports<T>, doorbell: &Notify) -> Result<Stepped, BoxError> {
+        if let Some(waited) = wait_for_input(ports, doorbell).await {
+            return Ok(waited);
+        }
+        // Item by item out of the inbox: after a failure the rest of the
+        // batch is still there for the restarted stage.
+        for item in ports.inbox.by_ref() {
+            ports.items_in += 1;
+            self.0.process(item, &mut ports.outbox).await?;
+        }
+        ports.send_outbox().await?;
+        Ok(Stepped::Worked)
+    }
+
+    async fn complete(&mut self, ports: &mut Ports<T>) -> Result<Option<Value>, BoxError> {
+        let result = self.0.complete(&mut ports.outbox).await?;
+        ports.send_outbox().await?;
+        Ok(result)
+    }
+
+    fn signal(&mut self, name: &str, payload: &Value) {
+        self.0.on_signal(name, payload);
+    }
+}
+
+impl<T: Clone + Send + 'static, K: Sink<T>> Work<T> for AsSink<K> {
+    const KIND: StageKind = StageKind::Sink;
+
+    async fn step(&mut self, ports: &mut Ports<T>, doorbell: &Notify) -> Result<Stepped, BoxError> {
+        if let Some(waited) = wait_for_input(ports, doorbell).await {
+            return Ok(waited);
+        }
+        for item in ports.inbox.by_ref() {
+            ports.items_in += 1;
+            self.0.consume(item).await?;
+        }
+        Ok(Stepped::Worked)
+    }
+
+    async fn complete(&mut self, _: &mut Ports<T>) -> Result<Option<Value>, BoxError> {
+        self.0.complete().await
+    }
+
+    fn signal(&mut self, name: &str, payload: &Value) {
+        self.0.on_signal(name, payload);
+    }
+}

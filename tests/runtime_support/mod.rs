@@ -1,0 +1,121 @@
+//! Stage logic and helpers shared by the runtime behaviour tests.
+#![allow(dead_code)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde_json::{Value, json};
+use tokio::sync::{Semaphore, mpsc};
+use troupe::runtime::Runtime;
+use troupe::stage::{Emitter, Produced, Sink, Source};
+use troupe::store::{EventKind, FlowStore};
+use troupe::supervise::BoxError;
+use uuid::Uuid;
+
+/// A source counting up from 0 forever (or to `limit`), recording how many it produced.
+pub struct Counter {
+    pub next: u64,
+    pub limit: Option<u64>,
+    pub produced: Arc<AtomicU64>,
+    /// Dropped with the source: lets a test see that every stage is gone.
+    pub alive: Option<mpsc::Sender<()>>,
+}
+
+impl Counter {
+    pub fn endless(produced: Arc<AtomicU64>) -> Self {
+        Counter {
+            next: 0,
+            limit: None,
+            produced,
+            alive: None,
+        }
+    }
+}
+
+impl Source<u64> for Counter {
+    async fn produce(&mut self, out: &mut Emitter<u64>) -> Result<Produced, BoxError> {
+        for _ in 0..out.room() {
+            if self.limit.is_some_and(|l| self.next >= l) {
+                return Ok(Produced::Done);
+            }
+            out.push(self.next);
+            self.next += 1;
+            self.produced.fetch_add(1, Ordering::SeqCst);
+        }
+        // Let other tasks in, as a real source waiting on IO would.
+        tokio::task::yield_now().await;
+        Ok(Produced::More)
+    }
+}
+
+/// A sink counting and summing what it consumes; waits for a permit per
+/// item if `gate` is set (a slow sink the test controls).
+pub struct Tally {
+    pub count: Arc<AtomicU64>,
+    pub sum: Arc<AtomicU64>,
+    pub gate: Option<Arc<Semaphore>>,
+}
+
+impl Tally {
+    pub fn new(count: &Arc<AtomicU64>) -> Self {
+        Tally {
+            count: count.clone(),
+            sum: Arc::new(AtomicU64::new(0)),
+            gate: None,
+        }
+    }
+}
+
+impl Sink<u64> for Tally {
+    async fn consume(&mut self, item: u64) -> Result<(), BoxError> {
+        if let Some(gate) = &self.gate {
+            gate.acquire().await?.forget();
+        }
+        self.count.fetch_add(1, Ordering::SeqCst);
+        self.sum.fetch_add(item, Ordering::SeqCst);
+        Ok(())
+    }
+
+    async fn complete(&mut self) -> Result<Option<Value>, BoxError> {
+        Ok(Some(json!({ "sum": self.sum.load(Ordering::SeqCst) })))
+    }
+}
+
+pub fn counter() -> Arc<AtomicU64> {
+    Arc::new(AtomicU64::new(0))
+}
+
+pub fn get(c: &Arc<AtomicU64>) -> u64 {
+    c.load(Ordering::SeqCst)
+}
+
+pub async fn memory_runtime() -> Runtime {
+    Runtime::builder().memory().start().await.unwrap()
+}
+
+/// Lets every task run until all wait (paused time advances only when idle).
+pub async fn settle() {
+    tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+}
+
+/// The names of the run's events, in order.
+pub async fn event_names(store: &dyn FlowStore, run: Uuid) -> Vec<String> {
+    store
+        .replay(run)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind.name().to_owned())
+        .collect()
+}
+
+/// How many terminal events the run has.
+pub async fn terminal_count(store: &dyn FlowStore, run: Uuid) -> usize {
+    store
+        .replay(run)
+        .await
+        .unwrap()
+        .iter()
+        .filter(|e| matches!(e.kind, EventKind::Terminal(_)))
+        .count()
+}
