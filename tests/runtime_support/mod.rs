@@ -42,8 +42,9 @@ impl Source<u64> for Counter {
             self.next += 1;
             self.produced.fetch_add(1, Ordering::SeqCst);
         }
-        // Let other tasks in, as a real source waiting on IO would.
-        tokio::task::yield_now().await;
+        // A batch per millisecond, as a source waiting on IO would: under
+        // paused time the runtime goes idle in between, so tests can settle.
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
         Ok(Produced::More)
     }
 }
@@ -95,7 +96,7 @@ pub async fn memory_runtime() -> Runtime {
 
 /// Lets every task run until all wait (paused time advances only when idle).
 pub async fn settle() {
-    tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
 }
 
 /// The names of the run's events, in order.

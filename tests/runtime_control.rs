@@ -1,0 +1,233 @@
+//! Control events: pause and resume, drain, cancel (sticky, nothing recorded
+//! after it), signals, rejected events and events sent to a finished flow.
+
+mod runtime_support;
+
+use std::sync::{Arc, Mutex};
+
+use runtime_support::*;
+use serde_json::{Value, json};
+use troupe::flow::{ControlEvent, FlowDefinition, FlowError, FlowHandle, FlowState};
+use troupe::runtime::Runtime;
+use troupe::stage::pipe::PipeConfig;
+use troupe::stage::{Emitter, Transform};
+use troupe::store::{EventKind, FlowStatus, FlowStore, TerminalEvent};
+use troupe::supervise::BoxError;
+
+/// Passes items on and remembers the signals it got.
+struct Relay {
+    signals: Arc<Mutex<Vec<(String, Value)>>>,
+}
+
+impl Transform<u64> for Relay {
+    async fn process(&mut self, x: u64, out: &mut Emitter<u64>) -> Result<(), BoxError> {
+        out.push(x);
+        Ok(())
+    }
+
+    fn on_signal(&mut self, name: &str, payload: &Value) {
+        if let Ok(mut signals) = self.signals.lock() {
+            signals.push((name.to_owned(), payload.clone()));
+        }
+    }
+}
+
+struct Endless {
+    runtime: Runtime,
+    run: FlowHandle,
+    produced: Arc<std::sync::atomic::AtomicU64>,
+    consumed: Arc<std::sync::atomic::AtomicU64>,
+    signals: Arc<Mutex<Vec<(String, Value)>>>,
+}
+
+/// An endless source → relay → tally flow, started.
+async fn endless() -> Endless {
+    let runtime = memory_runtime().await;
+    let (produced, consumed) = (counter(), counter());
+    let signals = Arc::new(Mutex::new(Vec::new()));
+    let (p, c, s) = (produced.clone(), consumed.clone(), signals.clone());
+    runtime
+        .register(
+            FlowDefinition::<u64>::builder("endless")
+                .source("numbers", move || Counter::endless(p.clone()))
+                .transform("relay", move || Relay { signals: s.clone() })
+                .sink("tally", move || Tally::new(&c))
+                .pipeline(["numbers", "relay", "tally"])
+                .pipes(PipeConfig {
+                    batch_size: 16,
+                    capacity: 2,
+                })
+                .build()
+                .unwrap(),
+        )
+        .unwrap();
+    let run = runtime.start("endless").await.unwrap();
+    Endless {
+        runtime,
+        run,
+        produced,
+        consumed,
+        signals,
+    }
+}
+
+async fn status(f: &Endless) -> FlowStatus {
+    f.runtime
+        .journal()
+        .get_run(f.run.run_id())
+        .await
+        .unwrap()
+        .unwrap()
+        .status
+}
+
+#[tokio::test(start_paused = true)]
+async fn pause_stops_the_work_and_resume_restarts_it() {
+    let f = endless().await;
+    let mut states = f.run.watch();
+    settle().await;
+    assert!(get(&f.consumed) > 0);
+    assert_eq!(status(&f).await, FlowStatus::Running);
+
+    f.run.send(ControlEvent::Pause).await.unwrap();
+    assert_eq!(f.run.state(), FlowState::Waiting);
+    assert_eq!(*states.borrow_and_update(), FlowState::Waiting);
+    assert_eq!(status(&f).await, FlowStatus::Waiting);
+    settle().await;
+    let (produced, consumed) = (get(&f.produced), get(&f.consumed));
+    settle().await;
+    assert_eq!(
+        (get(&f.produced), get(&f.consumed)),
+        (produced, consumed),
+        "work went on while paused"
+    );
+
+    f.run.send(ControlEvent::Resume).await.unwrap();
+    states.changed().await.unwrap();
+    assert_eq!(*states.borrow_and_update(), FlowState::Running);
+    settle().await;
+    assert!(get(&f.consumed) > consumed, "no work after resume");
+    assert_eq!(status(&f).await, FlowStatus::Running);
+
+    let names = event_names(f.runtime.journal(), f.run.run_id()).await;
+    assert_eq!(names, ["created", "started", "waiting", "resumed"]);
+    f.run
+        .send(ControlEvent::Cancel {
+            reason: "done".into(),
+        })
+        .await
+        .unwrap();
+    f.run.wait().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn drain_completes_an_endless_flow_with_every_item_delivered() {
+    let f = endless().await;
+    settle().await;
+    f.run.send(ControlEvent::Pause).await.unwrap();
+    // Draining a paused flow resumes it to finish.
+    f.run.send(ControlEvent::Drain).await.unwrap();
+    let outcome = f.run.wait().await.unwrap();
+    assert_eq!(outcome.status, FlowStatus::Finished);
+    let steps = &outcome.structured_output.unwrap()["steps"];
+    assert_eq!(steps["numbers"]["items_out"], get(&f.produced));
+    assert_eq!(steps["tally"]["items_in"], get(&f.produced));
+    assert_eq!(get(&f.consumed), get(&f.produced));
+    assert_eq!(terminal_count(f.runtime.journal(), f.run.run_id()).await, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn cancel_is_sticky_and_records_nothing_after_it() {
+    let f = endless().await;
+    settle().await;
+    f.run
+        .send(ControlEvent::Cancel {
+            reason: "operator said so".into(),
+        })
+        .await
+        .unwrap();
+    // A second cancel is idempotent; a drain is refused.
+    f.run
+        .send(ControlEvent::Cancel {
+            reason: "again".into(),
+        })
+        .await
+        .ok();
+    let outcome = f.run.wait().await.unwrap();
+    assert_eq!(outcome.status, FlowStatus::Cancelled);
+    assert_eq!(f.run.state(), FlowState::Cancelled);
+
+    let store = f.runtime.journal();
+    let run = store.get_run(f.run.run_id()).await.unwrap().unwrap();
+    assert!(run.cancel_requested);
+    assert_eq!(run.status, FlowStatus::Cancelled);
+    assert!(store.list_step_outputs(run.id).await.unwrap().is_empty());
+    let events = store.replay(run.id).await.unwrap();
+    let cancel = events
+        .iter()
+        .find(|e| e.kind.name() == "cancel_requested")
+        .unwrap();
+    assert_eq!(
+        cancel.kind,
+        EventKind::custom("cancel_requested", json!({ "reason": "operator said so" }))
+    );
+    assert_eq!(
+        events.last().unwrap().kind,
+        EventKind::Terminal(TerminalEvent::FlowCanceled)
+    );
+    assert_eq!(terminal_count(store, run.id).await, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn signals_are_recorded_and_reach_the_stages() {
+    let f = endless().await;
+    let payload = json!({ "threshold": 7 });
+    f.run
+        .send(ControlEvent::Signal {
+            name: "tune".into(),
+            payload: payload.clone(),
+        })
+        .await
+        .unwrap();
+    settle().await;
+    assert_eq!(
+        *f.signals.lock().unwrap(),
+        [("tune".to_owned(), payload.clone())]
+    );
+    let events = f.runtime.journal().replay(f.run.run_id()).await.unwrap();
+    assert!(
+        events.iter().any(|e| e.kind
+            == EventKind::custom("signal", json!({ "name": "tune", "payload": payload })))
+    );
+    f.run.send(ControlEvent::Drain).await.unwrap();
+    f.run.wait().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn events_a_state_does_not_take_are_rejected_and_a_finished_flow_refuses_all() {
+    let f = endless().await;
+    let run_id = f.run.run_id();
+    assert_eq!(
+        f.run.send(ControlEvent::Resume).await,
+        Err(FlowError::Rejected {
+            run_id,
+            state: "Running",
+            event: "Resume"
+        })
+    );
+    f.run.send(ControlEvent::Drain).await.unwrap();
+    f.run.wait().await.unwrap();
+    let late = f.run.clone();
+    for event in [ControlEvent::Pause, ControlEvent::Drain] {
+        let name = event.name();
+        assert_eq!(
+            late.send(event).await,
+            Err(FlowError::Finished {
+                run_id,
+                event: name
+            })
+        );
+    }
+    // The outcome stays readable after the flow is gone.
+    assert_eq!(late.wait().await.unwrap().status, FlowStatus::Finished);
+}

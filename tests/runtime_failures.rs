@@ -1,0 +1,228 @@
+//! Stage failures under supervision: panics and errors restart a stage per
+//! its policy, an exhausted intensity or a temporary stage fails the flow
+//! naming the stage, and every failure lands in the failure ledger.
+
+mod runtime_support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use runtime_support::*;
+use troupe::flow::FlowDefinition;
+use troupe::flow::restart::{Backoff, RestartPolicy, RestartStrategy};
+use troupe::stage::pipe::PipeConfig;
+use troupe::stage::{Emitter, Transform, source_iter};
+use troupe::store::{EventKind, FlowStatus, FlowStore, TerminalEvent};
+use troupe::supervise::BoxError;
+
+/// Fails on `at` (by panicking or erroring), once per `Arc<AtomicBool>` or always.
+struct Faulty {
+    at: u64,
+    panic: bool,
+    once: Option<Arc<AtomicBool>>,
+}
+
+impl Transform<u64> for Faulty {
+    async fn process(&mut self, x: u64, out: &mut Emitter<u64>) -> Result<(), BoxError> {
+        let fail = x >= self.at
+            && match &self.once {
+                Some(failed) => !failed.swap(true, Ordering::SeqCst),
+                None => true,
+            };
+        if fail && self.panic {
+            panic!("poisoned item {x}");
+        }
+        if fail {
+            return Err(format!("cannot handle item {x}").into());
+        }
+        out.push(x);
+        Ok(())
+    }
+}
+
+fn pipeline(
+    name: &str,
+    faulty: impl Fn() -> Faulty + Send + Sync + 'static,
+    policy: RestartPolicy,
+    consumed: &Arc<AtomicU64>,
+) -> FlowDefinition<u64> {
+    let consumed = consumed.clone();
+    FlowDefinition::<u64>::builder(name)
+        .source("numbers", || source_iter(0..1_000_u64))
+        .transform("faulty", faulty)
+        .sink("tally", move || Tally::new(&consumed))
+        .pipeline(["numbers", "faulty", "tally"])
+        .restart("faulty", policy)
+        .pipes(PipeConfig {
+            batch_size: 32,
+            capacity: 2,
+        })
+        .build()
+        .unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panicking_stage_is_restarted_and_the_flow_completes() {
+    let runtime = memory_runtime().await;
+    let consumed = counter();
+    let failed = Arc::new(AtomicBool::new(false));
+    let f = failed.clone();
+    let faulty = move || Faulty {
+        at: 500,
+        panic: true,
+        once: Some(f.clone()),
+    };
+    runtime
+        .register(pipeline(
+            "panics",
+            faulty,
+            RestartPolicy::transient(),
+            &consumed,
+        ))
+        .unwrap();
+    let run = runtime.start("panics").await.unwrap();
+    let outcome = run.wait().await.unwrap();
+
+    assert_eq!(outcome.status, FlowStatus::Finished, "{outcome:?}");
+    // The item the stage panicked on is the only one lost; the rest of its
+    // batch and everything after reached the sink once.
+    assert_eq!(get(&consumed), 999);
+    let steps = &outcome.structured_output.unwrap()["steps"];
+    assert_eq!(steps["faulty"]["items_in"], 1_000);
+    assert_eq!(steps["tally"]["items_in"], 999);
+
+    let failures = runtime.journal().list_failures(run.run_id()).await.unwrap();
+    assert_eq!(failures.len(), 1);
+    assert_eq!(failures[0].step_id, "faulty");
+    assert!(
+        failures[0].reason.contains("poisoned item 500"),
+        "{failures:?}"
+    );
+    assert_eq!(
+        failures[0].error_json,
+        Some(serde_json::json!({"restarted": true}))
+    );
+    assert_eq!(terminal_count(runtime.journal(), run.run_id()).await, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn exceeding_the_restart_intensity_fails_the_flow_naming_the_stage() {
+    let runtime = memory_runtime().await;
+    let consumed = counter();
+    let faulty = || Faulty {
+        at: 100,
+        panic: false,
+        once: None,
+    };
+    let policy = RestartPolicy::transient()
+        .intensity(2, Duration::from_secs(10))
+        .backoff(Backoff {
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(1),
+            factor: 2.0,
+        });
+    runtime
+        .register(pipeline("hopeless", faulty, policy, &consumed))
+        .unwrap();
+    let started = tokio::time::Instant::now();
+    let run = runtime.start("hopeless").await.unwrap();
+    let outcome = run.wait().await.unwrap();
+
+    let reason = "stage `faulty` exceeded its restart intensity (2 restarts in 10s); \
+                  last error: cannot handle item 102";
+    assert_eq!(outcome.status, FlowStatus::Failed);
+    assert_eq!(outcome.reason.as_deref(), Some(reason));
+    // Two backoffs: 100 ms, then 200 ms, on tokio's (paused) clock.
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    let store = runtime.journal();
+    let terminal = store.terminal_event(run.run_id()).await.unwrap().unwrap();
+    assert_eq!(
+        terminal.kind,
+        EventKind::Terminal(TerminalEvent::FlowFailed {
+            reason: reason.into()
+        })
+    );
+    assert_eq!(terminal_count(store, run.run_id()).await, 1);
+    let record = store.get_run(run.run_id()).await.unwrap().unwrap();
+    assert_eq!(record.status, FlowStatus::Failed);
+    assert_eq!(record.state_json["failure"]["reason"], reason);
+    let restarted: Vec<_> = store
+        .list_failures(run.run_id())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|f| f.error_json.unwrap()["restarted"].as_bool().unwrap())
+        .collect();
+    assert_eq!(restarted, [true, true, false]);
+    // Nothing is recorded as completed for a failed flow's unfinished stages.
+    assert!(
+        store
+            .list_step_outputs(run.run_id())
+            .await
+            .unwrap()
+            .iter()
+            .all(|o| o.step_id == "numbers")
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_temporary_stage_failure_fails_the_flow_at_once() {
+    let runtime = memory_runtime().await;
+    let consumed = counter();
+    let faulty = || Faulty {
+        at: 10,
+        panic: true,
+        once: None,
+    };
+    runtime
+        .register(pipeline(
+            "fragile",
+            faulty,
+            RestartPolicy::temporary(),
+            &consumed,
+        ))
+        .unwrap();
+    let outcome = runtime
+        .start("fragile")
+        .await
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
+    assert_eq!(outcome.status, FlowStatus::Failed);
+    let reason = outcome.reason.unwrap();
+    assert!(
+        reason
+            .starts_with("stage `faulty` failed and is Temporary (never restarted); last error: ")
+            && reason.contains("poisoned item 10"),
+        "{reason}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn one_for_all_restarts_every_unfinished_stage() {
+    let runtime = memory_runtime().await;
+    let consumed = counter();
+    let failed = Arc::new(AtomicBool::new(false));
+    let f = failed.clone();
+    let faulty = move || Faulty {
+        at: 300,
+        panic: false,
+        once: Some(f.clone()),
+    };
+    let policy = RestartPolicy::transient().strategy(RestartStrategy::OneForAll);
+    runtime
+        .register(pipeline("together", faulty, policy, &consumed))
+        .unwrap();
+    let run = runtime.start("together").await.unwrap();
+    let outcome = run.wait().await.unwrap();
+    assert_eq!(outcome.status, FlowStatus::Finished, "{outcome:?}");
+    let steps = &outcome.structured_output.unwrap()["steps"];
+    // The restarted source starts over (at-least-once), so the sink sees
+    // the items before the failure again, minus the one that failed.
+    let sink_in = steps["tally"]["items_in"].as_u64().unwrap();
+    assert!(sink_in >= 999, "{steps}");
+    assert_eq!(sink_in, get(&consumed));
+    assert!(failed.load(Ordering::SeqCst));
+}

@@ -1,0 +1,150 @@
+//! The runtime's own life: starting on SQLite (creating its directory),
+//! registering and starting flows by name, graceful shutdown, and dropping
+//! it with runs in flight leaving nothing behind.
+
+mod runtime_support;
+
+use std::time::Duration;
+
+use runtime_support::*;
+use tokio::sync::mpsc;
+use troupe::flow::topology::TopologyError;
+use troupe::flow::{DefinitionError, FlowDefinition, FlowState};
+use troupe::runtime::{Runtime, RuntimeError};
+use troupe::stage::{sink_fn, source_iter};
+use troupe::store::{FlowStatus, FlowStore};
+
+fn endless(name: &str, alive: &mpsc::Sender<()>) -> FlowDefinition<u64> {
+    let (produced, consumed) = (counter(), counter());
+    let alive = alive.clone();
+    FlowDefinition::<u64>::builder(name)
+        .source("numbers", move || Counter {
+            alive: Some(alive.clone()),
+            ..Counter::endless(produced.clone())
+        })
+        .sink("tally", move || Tally::new(&consumed))
+        .pipeline(["numbers", "tally"])
+        .build()
+        .unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn dropping_the_runtime_stops_every_flow_and_stage() {
+    let runtime = memory_runtime().await;
+    let (alive, mut gone) = mpsc::channel::<()>(1);
+    runtime.register(endless("endless", &alive)).unwrap();
+    let runs = [
+        runtime.start("endless").await.unwrap(),
+        runtime.start("endless").await.unwrap(),
+    ];
+    drop(alive);
+    settle().await;
+    assert_eq!(runtime.runs().len(), 2);
+    assert!(runs.iter().all(|r| r.state() == FlowState::Running));
+
+    drop(runtime);
+    // Every source (and so every stage actor's state) is dropped: the last
+    // sender goes with the last of them.
+    tokio::time::timeout(Duration::from_secs(5), gone.recv())
+        .await
+        .expect("a stage outlived its runtime");
+    for run in &runs {
+        assert!(
+            run.wait().await.is_err(),
+            "no outcome is invented for a killed run"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_drains_runs_and_records_their_outcomes() {
+    let runtime = memory_runtime().await;
+    let (alive, mut gone) = mpsc::channel::<()>(1);
+    runtime.register(endless("endless", &alive)).unwrap();
+    drop(alive);
+    let run = runtime.start("endless").await.unwrap();
+    settle().await;
+    let store = runtime.store();
+    runtime.shutdown().await;
+    let outcome = run.wait().await.unwrap();
+    assert_eq!(outcome.status, FlowStatus::Finished);
+    let record = store.get_run(run.run_id()).await.unwrap().unwrap();
+    assert_eq!(record.status, FlowStatus::Finished);
+    assert_eq!(gone.recv().await, None);
+}
+
+#[tokio::test]
+async fn a_sqlite_runtime_creates_its_directory_and_keeps_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nested").join("journal.sqlite");
+    let runtime = Runtime::builder().sqlite(&path).start().await.unwrap();
+    assert_eq!(runtime.journal_path(), Some(path.as_path()));
+    runtime
+        .register(
+            FlowDefinition::<u64>::builder("small")
+                .source("numbers", || source_iter(0..100_u64))
+                .sink("discard", || sink_fn(|_: u64| Ok(())))
+                .pipeline(["numbers", "discard"])
+                .build()
+                .unwrap(),
+        )
+        .unwrap();
+    let run_id = runtime
+        .start("small")
+        .await
+        .unwrap()
+        .wait()
+        .await
+        .unwrap()
+        .run_id;
+    runtime.shutdown().await;
+
+    let again = Runtime::builder().sqlite(&path).start().await.unwrap();
+    assert!(again.recovery().unfinished.is_empty());
+    let record = again.journal().get_run(run_id).await.unwrap().unwrap();
+    assert_eq!(record.status, FlowStatus::Finished);
+    assert_eq!(terminal_count(again.journal(), run_id).await, 1);
+    again.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn names_are_checked_when_registering_and_starting() {
+    let runtime = memory_runtime().await;
+    let (alive, _gone) = mpsc::channel::<()>(1);
+    runtime.register(endless("a", &alive)).unwrap();
+    assert!(matches!(
+        runtime.register(endless("a", &alive)),
+        Err(RuntimeError::AlreadyRegistered(name)) if name == "a"
+    ));
+    let missing = runtime.start("b").await.unwrap_err();
+    assert_eq!(
+        missing.to_string(),
+        "no flow named `b` is registered (registered: [\"a\"])"
+    );
+    assert_eq!(runtime.registered(), ["a"]);
+
+    let cyclic = FlowDefinition::<u64>::builder("loop")
+        .source("s", || source_iter(0..1_u64))
+        .sink("k", || sink_fn(|_: u64| Ok(())))
+        .pipeline(["s", "k"])
+        .edge("k", "s")
+        .build();
+    let Err(DefinitionError::Topology { flow, source }) = cyclic else {
+        panic!("a source with an input was accepted");
+    };
+    assert_eq!(flow, "loop");
+    assert!(
+        matches!(source, TopologyError::SourceHasInput { .. }),
+        "{source}"
+    );
+    let unknown = FlowDefinition::<u64>::builder("policy")
+        .source("s", || source_iter(0..1_u64))
+        .sink("k", || sink_fn(|_: u64| Ok(())))
+        .pipeline(["s", "k"])
+        .restart("nope", Default::default())
+        .build();
+    assert_eq!(
+        unknown.err().map(|e| e.to_string()).as_deref(),
+        Some("flow `policy`: a restart policy names `nope`, which is not a declared stage")
+    );
+}
