@@ -94,7 +94,8 @@ fn pipeline(c: &mut Criterion) {
     group.throughput(Throughput::Elements(ITEMS));
     group.sample_size(10);
     group.bench_function("raw_tokio_chain", |b| {
-        b.to_async(&rt).iter(|| async { black_box(raw_chain().await) });
+        b.to_async(&rt)
+            .iter(|| async { black_box(raw_chain().await) });
     });
     group.bench_function("troupe_pipeline", |b| {
         b.to_async(&rt).iter(|| async {
