@@ -15,6 +15,7 @@ use std::sync::Arc;
 use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
 use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use super::context::FlowCtx;
 use super::control::{ControlEvent, FlowError, FlowOutcome};
@@ -64,6 +65,8 @@ pub(crate) struct FlowActor;
 pub(crate) struct FlowHost {
     machine: StateMachine<FlowState, FlowEvent, FlowCtx, super::machine::FlowAction>,
     ctx: FlowCtx,
+    /// `flow` span with the run id and flow name; every handling runs in it.
+    span: tracing::Span,
 }
 
 impl FlowHost {
@@ -81,7 +84,7 @@ impl FlowHost {
             return Ok(());
         };
         let reason = error.to_string();
-        tracing::error!(run_id = %self.ctx.run.id, %reason, "flow action failed");
+        tracing::error!(%reason, "flow action failed");
         if let Ok(actions) = self
             .machine
             .handle(FlowEvent::Failure(reason.clone()), &mut self.ctx)
@@ -89,7 +92,7 @@ impl FlowHost {
         {
             self.publish();
             if let Err(again) = self.machine.execute_actions(actions, &mut self.ctx).await {
-                tracing::error!(run_id = %self.ctx.run.id, error = %again, "flow failure handling failed");
+                tracing::error!(error = %again, "flow failure handling failed");
             }
         }
         Err(FeedError::ActionFailed(reason))
@@ -110,7 +113,7 @@ impl FlowHost {
     async fn feed_internal(&mut self, event: FlowEvent) {
         let name = event.variant_name();
         if let Err(FeedError::Rejected(error)) = self.feed(event).await {
-            tracing::error!(run_id = %self.ctx.run.id, event = name, %error, "flow machine rejected an internal event");
+            tracing::error!(event = name, %error, "flow machine rejected an internal event");
         }
     }
 
@@ -239,6 +242,56 @@ impl FlowHost {
         }
     }
 
+    async fn on_message(&mut self, msg: FlowMsg) {
+        match msg {
+            FlowMsg::Control { event, reply } => {
+                let result = self.on_control(event).await;
+                let _ = reply.send(result);
+            }
+            FlowMsg::StageDone(done) => self.on_stage_done(done).await,
+            FlowMsg::Restart { stage, generation } => self.on_restart(stage, generation).await,
+            FlowMsg::CancelGraceExpired => {
+                if *self.machine.state() == FlowState::Cancelling {
+                    tracing::warn!("cancel grace expired; killing stages");
+                    self.kill_stages();
+                }
+            }
+        }
+    }
+
+    async fn on_supervision(&mut self, event: SupervisionEvent) {
+        let (cell, exit) = match event {
+            SupervisionEvent::ActorTerminated(cell, _, reason) => {
+                // Cancelled, killed or stopped by someone: not a completion.
+                let exit = match reason.as_deref() {
+                    Some(EXIT_COMPLETED) => StageExit::Completed,
+                    _ => StageExit::Stopped,
+                };
+                (cell, exit)
+            }
+            SupervisionEvent::ActorFailed(cell, error) => {
+                (cell, StageExit::Failed(error.to_string()))
+            }
+            _ => return,
+        };
+        let id = cell.get_id();
+        let index = self
+            .ctx
+            .stages
+            .iter()
+            .position(|s| s.actor.as_ref().is_some_and(|a| a.get_id() == id));
+        // An exit of an actor the flow already let go of (killed for a
+        // one-for-all restart) needs no decision.
+        if let Some(index) = index {
+            let exit = if self.ctx.stages[index].completed {
+                StageExit::Completed
+            } else {
+                exit
+            };
+            self.on_stage_exit(index, exit).await;
+        }
+    }
+
     fn kill_stages(&mut self) {
         for stage in &mut self.ctx.stages {
             if let Some(cell) = stage.actor.as_ref() {
@@ -271,9 +324,15 @@ impl Actor for FlowActor {
             args.state,
             args.outcome,
         );
+        let span = tracing::info_span!(
+            "flow",
+            run_id = %ctx.run.id,
+            flow = %ctx.run.controller_id
+        );
         Ok(FlowHost {
             machine: flow_machine(FlowState::Created),
             ctx,
+            span,
         })
     }
 
@@ -282,7 +341,8 @@ impl Actor for FlowActor {
         _: ActorRef<FlowMsg>,
         host: &mut FlowHost,
     ) -> Result<(), ActorProcessingErr> {
-        let _ = host.feed(FlowEvent::Start).await;
+        let span = host.span.clone();
+        let _ = host.feed(FlowEvent::Start).instrument(span).await;
         Ok(())
     }
 
@@ -292,20 +352,8 @@ impl Actor for FlowActor {
         msg: FlowMsg,
         host: &mut FlowHost,
     ) -> Result<(), ActorProcessingErr> {
-        match msg {
-            FlowMsg::Control { event, reply } => {
-                let result = host.on_control(event).await;
-                let _ = reply.send(result);
-            }
-            FlowMsg::StageDone(done) => host.on_stage_done(done).await,
-            FlowMsg::Restart { stage, generation } => host.on_restart(stage, generation).await,
-            FlowMsg::CancelGraceExpired => {
-                if *host.machine.state() == FlowState::Cancelling {
-                    tracing::warn!(run_id = %host.ctx.run.id, "cancel grace expired; killing stages");
-                    host.kill_stages();
-                }
-            }
-        }
+        let span = host.span.clone();
+        host.on_message(msg).instrument(span).await;
         Ok(())
     }
 
@@ -315,37 +363,8 @@ impl Actor for FlowActor {
         event: SupervisionEvent,
         host: &mut FlowHost,
     ) -> Result<(), ActorProcessingErr> {
-        let (cell, exit) = match event {
-            SupervisionEvent::ActorTerminated(cell, _, reason) => {
-                // Cancelled, killed or stopped by someone: not a completion.
-                let exit = match reason.as_deref() {
-                    Some(EXIT_COMPLETED) => StageExit::Completed,
-                    _ => StageExit::Stopped,
-                };
-                (cell, exit)
-            }
-            SupervisionEvent::ActorFailed(cell, error) => {
-                (cell, StageExit::Failed(error.to_string()))
-            }
-            _ => return Ok(()),
-        };
-        let id = cell.get_id();
-        let index = host
-            .ctx
-            .stages
-            .iter()
-            .position(|s| s.actor.as_ref().is_some_and(|a| a.get_id() == id));
-        // An exit of an actor the flow already let go of (killed for a
-        // one-for-all restart) needs no decision.
-        if let Some(index) = index {
-            let completed = host.ctx.stages[index].completed;
-            let exit = if completed {
-                StageExit::Completed
-            } else {
-                exit
-            };
-            host.on_stage_exit(index, exit).await;
-        }
+        let span = host.span.clone();
+        host.on_supervision(event).instrument(span).await;
         Ok(())
     }
 }

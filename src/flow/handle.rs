@@ -43,6 +43,12 @@ impl FlowHandle {
         }
     }
 
+    /// The flow actor (for the runtime's own supervision and tests).
+    #[cfg(test)]
+    pub(crate) fn actor(&self) -> &ActorRef<FlowMsg> {
+        &self.actor
+    }
+
     /// The run's id (its run record in the journal).
     pub fn run_id(&self) -> Uuid {
         self.run_id

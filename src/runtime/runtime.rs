@@ -210,3 +210,44 @@ impl Drop for Runtime {
         self.root.kill();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stage::{sink_fn, source_iter};
+    use crate::store::{EventKind, FlowStatus, TerminalEvent};
+
+    #[tokio::test]
+    async fn a_flow_actor_that_dies_without_an_outcome_has_its_run_failed() {
+        let runtime = Runtime::builder().memory().start().await.unwrap();
+        runtime
+            .register(
+                FlowDefinition::<u64>::builder("endless")
+                    .source("numbers", || source_iter(0_u64..))
+                    .sink("discard", || sink_fn(|_: u64| Ok(())))
+                    .pipeline(["numbers", "discard"])
+                    .build()
+                    .unwrap(),
+            )
+            .unwrap();
+        let run = runtime.start("endless").await.unwrap();
+        run.actor().kill();
+        let outcome = run.wait().await.unwrap();
+        assert_eq!(outcome.status, FlowStatus::Failed);
+        let reason = outcome.reason.unwrap();
+        assert!(
+            reason.starts_with("the flow actor stopped without an outcome in state Running"),
+            "{reason}"
+        );
+        let store = runtime.journal();
+        let record = store.get_run(run.run_id()).await.unwrap().unwrap();
+        assert_eq!(record.status, FlowStatus::Failed);
+        let terminal = store.terminal_event(run.run_id()).await.unwrap().unwrap();
+        assert_eq!(
+            terminal.kind,
+            EventKind::Terminal(TerminalEvent::FlowFailed { reason })
+        );
+        assert!(runtime.runs().is_empty());
+        runtime.shutdown().await;
+    }
+}
