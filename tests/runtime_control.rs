@@ -7,10 +7,10 @@ use std::sync::{Arc, Mutex};
 
 use runtime_support::*;
 use serde_json::{Value, json};
-use troupe::flow::{ControlEvent, FlowDefinition, FlowError, FlowHandle, FlowState};
+use troupe::flow::{ControlEvent, FlowDefinition, FlowError, FlowHandle, FlowState, StageControl};
 use troupe::runtime::Runtime;
 use troupe::stage::pipe::PipeConfig;
-use troupe::stage::{Emitter, Transform};
+use troupe::stage::{Emitter, StageState, Transform};
 use troupe::store::{EventKind, FlowStatus, FlowStore, TerminalEvent};
 use troupe::supervise::BoxError;
 
@@ -230,4 +230,66 @@ async fn events_a_state_does_not_take_are_rejected_and_a_finished_flow_refuses_a
     }
     // The outcome stays readable after the flow is gone.
     assert_eq!(late.wait().await.unwrap().status, FlowStatus::Finished);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stage_handle_steers_one_stage() {
+    let f = endless().await;
+    let run_id = f.run.run_id();
+    assert_eq!(f.run.stage_names(), ["numbers", "relay", "tally"]);
+    assert_eq!(
+        f.run.stage("nope").unwrap_err(),
+        FlowError::UnknownStage {
+            run_id,
+            stage: "nope".into()
+        }
+    );
+    let tally = f.run.stage("tally").unwrap();
+    settle().await;
+    assert_eq!(
+        tally.send(StageControl::Pause).await,
+        Ok(StageState::Running)
+    );
+    settle().await;
+    let consumed = get(&f.consumed);
+    settle().await;
+    // The sink is paused; backpressure stops the rest; the flow still runs.
+    assert_eq!(get(&f.consumed), consumed);
+    assert_eq!(f.run.state(), FlowState::Running);
+    assert_eq!(
+        tally.send(StageControl::Resume).await,
+        Ok(StageState::Paused)
+    );
+    settle().await;
+    assert!(get(&f.consumed) > consumed);
+
+    let relay = f.run.stage("relay").unwrap();
+    relay
+        .send(StageControl::Signal {
+            name: "only-me".into(),
+            payload: json!(1),
+        })
+        .await
+        .unwrap();
+    settle().await;
+    assert_eq!(
+        *f.signals.lock().unwrap(),
+        [("only-me".to_owned(), json!(1))]
+    );
+
+    // Draining the source through its handle completes the whole flow.
+    f.run
+        .stage("numbers")
+        .unwrap()
+        .send(StageControl::Drain)
+        .await
+        .unwrap();
+    assert_eq!(f.run.wait().await.unwrap().status, FlowStatus::Finished);
+    assert_eq!(
+        tally.send(StageControl::Resume).await,
+        Err(FlowError::Finished {
+            run_id,
+            event: "Resume"
+        })
+    );
 }

@@ -24,7 +24,7 @@ use super::machine::{FlowEvent, FlowState, flow_machine};
 use super::record;
 use super::restart::{RestartDecision, RestartStrategy, StageExit};
 use crate::fsm::{EventVariant, FsmError, StateMachine, StateVariant};
-use crate::stage::{EXIT_COMPLETED, StageDone};
+use crate::stage::{EXIT_COMPLETED, StageDone, StageEvent, StageState};
 use crate::store::{Flow, FlowStore};
 
 /// Messages of a flow actor.
@@ -35,6 +35,15 @@ pub(crate) enum FlowMsg {
         event: ControlEvent,
         /// Whether the flow accepted it.
         reply: oneshot::Sender<Result<(), FlowError>>,
+    },
+    /// A control event for one stage, from a [`StageHandle`](super::StageHandle).
+    StageControl {
+        /// The stage's index.
+        stage: usize,
+        /// The event.
+        event: StageEvent,
+        /// Whether the stage was running to take it, and its state.
+        reply: oneshot::Sender<Result<StageState, FlowError>>,
     },
     /// A stage completed its work.
     StageDone(StageDone),
@@ -246,6 +255,14 @@ impl FlowHost {
         match msg {
             FlowMsg::Control { event, reply } => {
                 let result = self.on_control(event).await;
+                let _ = reply.send(result);
+            }
+            FlowMsg::StageControl {
+                stage,
+                event,
+                reply,
+            } => {
+                let result = self.ctx.send_to_stage(stage, event).await;
                 let _ = reply.send(result);
             }
             FlowMsg::StageDone(done) => self.on_stage_done(done).await,

@@ -10,7 +10,7 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
 use super::actor::FlowMsg;
-use super::control::FlowOutcome;
+use super::control::{FlowError, FlowOutcome};
 use super::definition::{FlowPlan, PlannedStage};
 use super::machine::{FlowAction, FlowState};
 use super::record::{self, RecordError};
@@ -201,6 +201,25 @@ impl FlowCtx {
             _ => {}
         }
         Ok(())
+    }
+
+    /// Sends `event` to stage `index` alone; its state before it takes it.
+    pub(crate) async fn send_to_stage(
+        &self,
+        index: usize,
+        event: StageEvent,
+    ) -> Result<StageState, FlowError> {
+        let stage = self.stages.get(index);
+        let live = stage.filter(|s| s.control.is_some());
+        let Some((stage, watcher)) = live.and_then(|s| Some((s, s.watcher.as_ref()?))) else {
+            return Err(FlowError::StageNotRunning {
+                run_id: self.run.id,
+                stage: stage.map_or_else(|| format!("#{index}"), |s| s.name.clone()),
+            });
+        };
+        let state = watcher.current().clone();
+        stage.send(event).await;
+        Ok(state)
     }
 
     /// Runs one action of the flow machine.

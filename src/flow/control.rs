@@ -46,6 +46,25 @@ impl ControlEvent {
     }
 }
 
+/// A control event for one stage (see [`StageHandle`](super::StageHandle)).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum StageControl {
+    /// Pause this stage after its current batch (its neighbours wait on it).
+    Pause,
+    /// Resume it.
+    Resume,
+    /// Drain it: a source stops producing; the flow completes once every
+    /// stage has.
+    Drain,
+    /// A user-defined event for this stage's `on_signal`.
+    Signal {
+        /// The signal's name.
+        name: String,
+        /// Its data.
+        payload: Value,
+    },
+}
+
 /// How a run ended.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FlowOutcome {
@@ -89,6 +108,23 @@ pub enum FlowError {
         event: &'static str,
         /// Why.
         reason: String,
+    },
+    /// The stage is not running (completed, failed and not yet restarted, or
+    /// no such stage); nothing was delivered.
+    #[error("run {run_id}: stage `{stage}` is not running")]
+    StageNotRunning {
+        /// The run.
+        run_id: Uuid,
+        /// The stage.
+        stage: String,
+    },
+    /// The flow has no stage with this name.
+    #[error("run {run_id} has no stage named `{stage}`")]
+    UnknownStage {
+        /// The run.
+        run_id: Uuid,
+        /// The name asked for.
+        stage: String,
     },
     /// The flow's actor stopped without publishing an outcome.
     #[error("run {run_id}: the flow actor stopped without an outcome (last state {last_state:?})")]

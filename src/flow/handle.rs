@@ -1,5 +1,7 @@
 //! [`FlowHandle`]: how a user steers and observes one run.
 
+use std::sync::Arc;
+
 use ractor::ActorRef;
 use tokio::sync::{oneshot, watch};
 use uuid::Uuid;
@@ -17,6 +19,7 @@ pub struct FlowHandle {
     actor: ActorRef<FlowMsg>,
     state: watch::Receiver<FlowState>,
     outcome: watch::Receiver<Option<FlowOutcome>>,
+    stages: Arc<[String]>,
 }
 
 impl std::fmt::Debug for FlowHandle {
@@ -34,18 +37,23 @@ impl FlowHandle {
         actor: ActorRef<FlowMsg>,
         state: watch::Receiver<FlowState>,
         outcome: watch::Receiver<Option<FlowOutcome>>,
+        stages: Arc<[String]>,
     ) -> Self {
         FlowHandle {
             run_id,
             actor,
             state,
             outcome,
+            stages,
         }
     }
 
-    /// The flow actor (for the runtime's own supervision and tests).
-    #[cfg(test)]
-    pub(crate) fn actor(&self) -> &ActorRef<FlowMsg> {
+    /// The names of the run's stages, in declaration order.
+    pub fn stage_names(&self) -> &[String] {
+        &self.stages
+    }
+
+    pub(crate) fn actor_ref(&self) -> &ActorRef<FlowMsg> {
         &self.actor
     }
 

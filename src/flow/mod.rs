@@ -19,10 +19,12 @@ pub mod handle;
 pub mod machine;
 pub mod record;
 pub mod restart;
+pub mod stage_handle;
 pub mod topology;
 
-pub use control::{ControlEvent, FlowError, FlowOutcome};
+pub use control::{ControlEvent, FlowError, FlowOutcome, StageControl};
 pub use definition::{DefinitionError, FlowBuilder, FlowDefinition};
 pub use handle::FlowHandle;
 pub use machine::{FlowEvent, FlowState};
 pub use record::{RecordError, RunOptions};
+pub use stage_handle::StageHandle;

@@ -138,12 +138,14 @@ impl Runtime {
             })?;
         let run = crate::flow::record::create(&self.journal, name, options).await?;
         let run_id = run.id;
+        let plan = definition.plan();
+        let stage_names = plan.stages.iter().map(|s| s.name.clone()).collect();
         let (state, state_rx) = watch::channel(FlowState::Created);
         let (outcome, outcome_rx) = watch::channel(None);
         let args = FlowArgs {
             run,
             store: Arc::new(self.journal.clone()),
-            plan: definition.plan(),
+            plan,
             state,
             outcome: Arc::new(outcome),
         };
@@ -152,7 +154,7 @@ impl Runtime {
             .send_message(RootMsg::StartFlow { args, reply })
             .map_err(|_| RuntimeError::ShuttingDown)?;
         let actor = spawned.await.map_err(|_| RuntimeError::ShuttingDown)??;
-        let handle = FlowHandle::new(run_id, actor, state_rx, outcome_rx);
+        let handle = FlowHandle::new(run_id, actor, state_rx, outcome_rx, stage_names);
         let mut runs = self.runs.lock().unwrap_or_else(PoisonError::into_inner);
         runs.retain(|h| h.outcome().is_none());
         runs.push(handle.clone());
@@ -231,7 +233,7 @@ mod tests {
             )
             .unwrap();
         let run = runtime.start("endless").await.unwrap();
-        run.actor().kill();
+        run.actor_ref().kill();
         let outcome = run.wait().await.unwrap();
         assert_eq!(outcome.status, FlowStatus::Failed);
         let reason = outcome.reason.unwrap();
