@@ -65,6 +65,8 @@ pub(crate) struct FlowArgs {
     pub(crate) plan: FlowPlan,
     pub(crate) state: watch::Sender<FlowState>,
     pub(crate) outcome: Arc<watch::Sender<Option<FlowOutcome>>>,
+    /// The run was found unfinished after a restart (its record says how far it got).
+    pub(crate) recovering: bool,
 }
 
 /// The flow actor.
@@ -76,6 +78,7 @@ pub(crate) struct FlowHost {
     ctx: FlowCtx,
     /// `flow` span with the run id and flow name; every handling runs in it.
     span: tracing::Span,
+    recovering: bool,
 }
 
 impl FlowHost {
@@ -251,6 +254,30 @@ impl FlowHost {
         }
     }
 
+    /// Starts a new run, or resumes a recovered one where its record says
+    /// it was: a cancel requested before the restart is carried out, a
+    /// waiting run is paused again, a run whose stages all completed ends.
+    async fn start(&mut self) {
+        if !self.recovering {
+            let _ = self.feed(FlowEvent::Start).await;
+            return;
+        }
+        if self.ctx.run.cancel_requested {
+            let reason = "cancel requested before a restart".to_owned();
+            let _ = self.feed(FlowEvent::Cancel(reason)).await;
+            return;
+        }
+        let waiting = self.ctx.run.status == crate::store::FlowStatus::Waiting;
+        if self.feed(FlowEvent::Recover).await.is_err() {
+            return;
+        }
+        if self.ctx.all_completed() {
+            self.feed_internal(FlowEvent::StageCompleted).await;
+        } else if waiting {
+            let _ = self.feed(FlowEvent::Pause).await;
+        }
+    }
+
     async fn on_message(&mut self, msg: FlowMsg) {
         match msg {
             FlowMsg::Control { event, reply } => {
@@ -350,6 +377,7 @@ impl Actor for FlowActor {
             machine: flow_machine(FlowState::Created),
             ctx,
             span,
+            recovering: args.recovering,
         })
     }
 
@@ -359,7 +387,7 @@ impl Actor for FlowActor {
         host: &mut FlowHost,
     ) -> Result<(), ActorProcessingErr> {
         let span = host.span.clone();
-        let _ = host.feed(FlowEvent::Start).instrument(span).await;
+        host.start().instrument(span).await;
         Ok(())
     }
 

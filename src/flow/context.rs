@@ -42,6 +42,7 @@ pub(crate) struct StageRuntime {
 impl StageRuntime {
     fn new(planned: PlannedStage) -> Self {
         StageRuntime {
+            completed: planned.recorded.is_some(),
             name: planned.name,
             kind: planned.kind,
             tracker: RestartTracker::new(planned.policy),
@@ -51,7 +52,6 @@ impl StageRuntime {
             control: None,
             watcher: None,
             doorbell: Arc::new(Notify::new()),
-            completed: false,
         }
     }
 
@@ -118,13 +118,19 @@ impl FlowCtx {
         state: watch::Sender<FlowState>,
         outcome: Arc<watch::Sender<Option<FlowOutcome>>>,
     ) -> Self {
+        let mut outputs = Map::new();
+        for stage in &plan.stages {
+            if let Some(output) = &stage.recorded {
+                outputs.insert(stage.name.clone(), output.clone());
+            }
+        }
         FlowCtx {
             run,
             store,
             myself,
             stages: plan.stages.into_iter().map(StageRuntime::new).collect(),
             cancel_requested: false,
-            outputs: Map::new(),
+            outputs,
             state,
             outcome,
             cancel_grace: plan.cancel_grace,
@@ -229,8 +235,11 @@ impl FlowCtx {
                 record::set_status(&*self.store, &mut self.run, *status, audit).await?;
             }
             FlowAction::SpawnStages => {
+                // After a restart, stages that completed before it do not run again.
                 for index in 0..self.stages.len() {
-                    self.spawn_stage(index).await?;
+                    if !self.stages[index].completed {
+                        self.spawn_stage(index).await?;
+                    }
                 }
             }
             FlowAction::Broadcast(event) => {

@@ -10,6 +10,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use serde_json::Value;
+
 use super::restart::RestartPolicy;
 use super::topology::{StageKind, Topology, TopologyError};
 use crate::stage::actor::{SpawnedStage, StageFactory, StageLaunch, StageStartError, WorkFactory};
@@ -17,6 +19,7 @@ use crate::stage::pipe::{PipeConfig, pipe};
 use crate::stage::ports::{PortSlot, Ports};
 use crate::stage::work::{AsSink, AsSource, AsTransform};
 use crate::stage::{Sink, Source, Transform};
+use crate::store::StepOutput;
 use crate::supervise::BoxFuture;
 
 /// How long a cancelled flow waits for its stages to stop cooperatively
@@ -246,12 +249,30 @@ pub(crate) struct PlannedStage {
     pub(crate) kind: StageKind,
     pub(crate) policy: RestartPolicy,
     pub(crate) spawn: Spawner,
+    /// Drops the stage's pipe ends (closing its outputs): for a stage that
+    /// will not run because it completed before a restart.
+    retire: Box<dyn Fn() + Send + Sync>,
+    /// The output recorded before a restart, if the stage completed then.
+    pub(crate) recorded: Option<Value>,
 }
 
 /// A run's stages over freshly built pipes, erased over the item type.
 pub(crate) struct FlowPlan {
     pub(crate) stages: Vec<PlannedStage>,
     pub(crate) cancel_grace: Duration,
+}
+
+impl FlowPlan {
+    /// Marks the stages with a recorded output as completed (they will not
+    /// run again; downstream sees their outputs end at once).
+    pub(crate) fn resume_from(&mut self, outputs: &[StepOutput]) {
+        for output in outputs.iter().filter(|o| o.iteration.is_none()) {
+            if let Some(stage) = self.stages.iter_mut().find(|s| s.name == output.step_id) {
+                (stage.retire)();
+                stage.recorded = Some(output.output.clone());
+            }
+        }
+    }
 }
 
 /// What the runtime's registry holds: a definition with its item type erased.
@@ -289,12 +310,15 @@ impl<T: Clone + Send + 'static> ErasedDefinition for FlowDefinition<T> {
             .map(|(stage, (input, outputs))| {
                 let slot = PortSlot::new(Ports::new(input, outputs, def.pipe.batch_size));
                 let factory = stage.factory.clone();
+                let retired = slot.clone();
                 let spawn: Spawner = Box::new(move |launch| factory.launch(slot.clone(), launch));
                 PlannedStage {
                     name: stage.name.clone(),
                     kind: stage.kind,
                     policy: stage.policy,
                     spawn,
+                    retire: Box::new(move || drop(retired.take())),
+                    recorded: None,
                 }
             })
             .collect();

@@ -1,7 +1,7 @@
 //! The state machine of every flow, declared with `fsm!`.
 //!
 //! ```text
-//! Created ──Start──▶ Running ──Pause──▶ Waiting ──Resume──▶ Running
+//! Created ──Start / Recover──▶ Running ──Pause──▶ Waiting ──Resume──▶ Running
 //!                      │ Drain            │ Drain
 //!                      ▼                  ▼
 //!                    Draining ──(every stage completed)──▶ Completed
@@ -61,6 +61,8 @@ impl FlowState {
 pub enum FlowEvent {
     /// Start the stages.
     Start,
+    /// Start the stages of a run found unfinished after a restart.
+    Recover,
     /// Control: pause.
     Pause,
     /// Control: resume.
@@ -148,6 +150,10 @@ pub(crate) fn flow_machine(
             on FlowEvent::Start => [FlowState::Running] |_, _, _| to(
                 FlowState::Running,
                 vec![A::Persist(FlowStatus::Running, "started"), A::SpawnStages],
+            );
+            on FlowEvent::Recover => [FlowState::Running] |_, _, _| to(
+                FlowState::Running,
+                vec![A::Persist(FlowStatus::Running, "recovered"), A::SpawnStages],
             );
         }
         state FlowState::Running {

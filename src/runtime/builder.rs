@@ -8,23 +8,41 @@ use ractor::Actor;
 use super::registry::Registry;
 use super::root::{RootActor, root_state};
 use super::{Runtime, RuntimeError};
+use crate::flow::FlowDefinition;
 use crate::journal::{JournalConfig, JournalHandle};
 use crate::store::{FlowStore, MemoryStore, SqliteStore};
 
 /// Where the journal lives when none is chosen.
 pub const DEFAULT_JOURNAL_PATH: &str = "./troupe-data/journal.sqlite";
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 enum Location {
     Sqlite(PathBuf),
     Memory,
+    Store(Arc<dyn FlowStore>),
 }
 
 /// Configures and starts a [`Runtime`].
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RuntimeBuilder {
     location: Location,
     journal: JournalConfig,
+    definitions: Registry,
+}
+
+impl std::fmt::Debug for RuntimeBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let location = match &self.location {
+            Location::Sqlite(path) => format!("sqlite:{}", path.display()),
+            Location::Memory => "memory".to_owned(),
+            Location::Store(_) => "store".to_owned(),
+        };
+        f.debug_struct("RuntimeBuilder")
+            .field("location", &location)
+            .field("journal", &self.journal)
+            .field("flows", &self.definitions.names())
+            .finish()
+    }
 }
 
 impl Default for RuntimeBuilder {
@@ -32,6 +50,7 @@ impl Default for RuntimeBuilder {
         RuntimeBuilder {
             location: Location::Sqlite(PathBuf::from(DEFAULT_JOURNAL_PATH)),
             journal: JournalConfig::default(),
+            definitions: Registry::default(),
         }
     }
 }
@@ -49,6 +68,27 @@ impl RuntimeBuilder {
         self
     }
 
+    /// Journal over `store`, e.g. a store shared with other tools or a
+    /// `FaultyStore` in tests. The runtime becomes its single writer.
+    pub fn store(mut self, store: Arc<dyn FlowStore>) -> Self {
+        self.location = Location::Store(store);
+        self
+    }
+
+    /// Registers a flow definition before start, so that the runtime
+    /// resumes the unfinished runs of it that the journal holds.
+    pub fn register<T: Clone + Send + 'static>(
+        self,
+        definition: FlowDefinition<T>,
+    ) -> Result<Self, RuntimeError> {
+        let name = definition.name().to_owned();
+        if self.definitions.register(Arc::new(definition)) {
+            Ok(self)
+        } else {
+            Err(RuntimeError::AlreadyRegistered(name))
+        }
+    }
+
     /// Options of the journal actor.
     pub fn journal_config(mut self, config: JournalConfig) -> Self {
         self.journal = config;
@@ -58,10 +98,14 @@ impl RuntimeBuilder {
     /// Opens the journal, spawns the root supervisor and the journal actor
     /// under it, and runs the journal's recovery scan (terminal records a
     /// crash left half-written are repaired; unfinished runs are listed in
-    /// [`Runtime::recovery`]). Call inside a tokio runtime.
+    /// [`Runtime::recovery`]); then resumes every unfinished run of a flow
+    /// registered here: stages whose completion is recorded do not run again
+    /// (their outputs come from the journal), the others start over. Call
+    /// inside a tokio runtime.
     pub async fn start(self) -> Result<Runtime, RuntimeError> {
         let (store, path): (Arc<dyn FlowStore>, _) = match &self.location {
             Location::Memory => (Arc::new(MemoryStore::new()), None),
+            Location::Store(store) => (store.clone(), None),
             Location::Sqlite(path) => {
                 if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                     std::fs::create_dir_all(dir).map_err(|source| RuntimeError::CreateDir {
@@ -88,12 +132,8 @@ impl RuntimeBuilder {
             repaired = recovery.repaired.len(),
             "runtime started"
         );
-        Ok(Runtime::new(
-            journal,
-            root,
-            Registry::default(),
-            recovery,
-            path,
-        ))
+        let mut runtime = Runtime::new(journal, root, self.definitions, recovery, path);
+        runtime.resume_unfinished().await?;
+        Ok(runtime)
     }
 }

@@ -15,6 +15,18 @@ pub(crate) struct Registry {
     definitions: RwLock<HashMap<String, Arc<dyn ErasedDefinition>>>,
 }
 
+impl Clone for Registry {
+    fn clone(&self) -> Self {
+        let map = self
+            .definitions
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        Registry {
+            definitions: RwLock::new(map.clone()),
+        }
+    }
+}
+
 impl Registry {
     /// Registers `definition`; `false` if its name is taken (nothing changes).
     pub(crate) fn register(&self, definition: Arc<dyn ErasedDefinition>) -> bool {

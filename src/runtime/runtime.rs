@@ -10,10 +10,11 @@ use super::builder::RuntimeBuilder;
 use super::registry::Registry;
 use super::root::RootMsg;
 use crate::flow::actor::FlowArgs;
+use crate::flow::definition::ErasedDefinition;
 use crate::flow::{ControlEvent, FlowDefinition, FlowHandle, FlowState, RecordError, RunOptions};
 use crate::journal::{JournalError, JournalHandle};
 use crate::runs::RecoveryReport;
-use crate::store::{FlowStore, StoreError};
+use crate::store::{Flow, FlowStore, StoreError};
 
 /// Why the runtime could not do what was asked.
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +74,8 @@ pub struct Runtime {
     recovery: RecoveryReport,
     path: Option<PathBuf>,
     runs: Mutex<Vec<FlowHandle>>,
+    resumed: Vec<FlowHandle>,
+    unresumed: Vec<Flow>,
 }
 
 impl Runtime {
@@ -95,6 +98,8 @@ impl Runtime {
             recovery,
             path,
             runs: Mutex::new(Vec::new()),
+            resumed: Vec::new(),
+            unresumed: Vec::new(),
         }
     }
 
@@ -137,8 +142,40 @@ impl Runtime {
                 registered: self.registry.names(),
             })?;
         let run = crate::flow::record::create(&self.journal, name, options).await?;
+        self.spawn_flow(run, &*definition, false).await
+    }
+
+    /// Resumes every unfinished run the recovery scan found whose flow is
+    /// registered; the others are kept in [`Self::unresumed`], untouched.
+    pub(crate) async fn resume_unfinished(&mut self) -> Result<(), RuntimeError> {
+        let unfinished = std::mem::take(&mut self.recovery.unfinished);
+        for run in &unfinished {
+            let Some(definition) = self.registry.get(&run.controller_id) else {
+                tracing::warn!(run_id = %run.id, flow = %run.controller_id,
+                    "unfinished run of an unregistered flow; left as it is");
+                self.unresumed.push(run.clone());
+                continue;
+            };
+            tracing::info!(run_id = %run.id, flow = %run.controller_id, "resuming unfinished run");
+            let handle = self.spawn_flow(run.clone(), &*definition, true).await?;
+            self.resumed.push(handle);
+        }
+        self.recovery.unfinished = unfinished;
+        Ok(())
+    }
+
+    /// Spawns the flow actor of `run` under the root supervisor.
+    async fn spawn_flow(
+        &self,
+        run: Flow,
+        definition: &dyn ErasedDefinition,
+        recovering: bool,
+    ) -> Result<FlowHandle, RuntimeError> {
         let run_id = run.id;
-        let plan = definition.plan();
+        let mut plan = definition.plan();
+        if recovering {
+            plan.resume_from(&self.journal.list_step_outputs(run_id).await?);
+        }
         let stage_names = plan.stages.iter().map(|s| s.name.clone()).collect();
         let (state, state_rx) = watch::channel(FlowState::Created);
         let (outcome, outcome_rx) = watch::channel(None);
@@ -148,6 +185,7 @@ impl Runtime {
             plan,
             state,
             outcome: Arc::new(outcome),
+            recovering,
         };
         let (reply, spawned) = oneshot::channel();
         self.root
@@ -161,7 +199,17 @@ impl Runtime {
         Ok(handle)
     }
 
-    /// Handles of the runs started here that have not ended.
+    /// Handles of the unfinished runs resumed at start (ended or not).
+    pub fn resumed(&self) -> &[FlowHandle] {
+        &self.resumed
+    }
+
+    /// Unfinished runs found at start whose flow is not registered: reported, not touched.
+    pub fn unresumed(&self) -> &[Flow] {
+        &self.unresumed
+    }
+
+    /// Handles of the runs started (or resumed) here that have not ended.
     pub fn runs(&self) -> Vec<FlowHandle> {
         let runs = self.runs.lock().unwrap_or_else(PoisonError::into_inner);
         runs.iter()
@@ -180,7 +228,8 @@ impl Runtime {
         Arc::new(self.journal.clone())
     }
 
-    /// What the recovery scan at start found (unfinished runs, repairs).
+    /// What the recovery scan at start found: repaired terminal records and
+    /// the unfinished runs (resumed if their flow was registered on the builder).
     pub fn recovery(&self) -> &RecoveryReport {
         &self.recovery
     }

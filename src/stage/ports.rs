@@ -185,7 +185,8 @@ impl<T: Send + 'static> PortSlot<T> {
         }
     }
 
-    fn take(&self) -> Option<Ports<T>> {
+    /// Takes the ports out, if no stage holds them.
+    pub(crate) fn take(&self) -> Option<Ports<T>> {
         self.ports
             .lock()
             .unwrap_or_else(PoisonError::into_inner)

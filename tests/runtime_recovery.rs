@@ -1,0 +1,130 @@
+//! Recovery at start: unfinished runs of registered flows resume (stages
+//! whose completion is recorded do not run again), a recorded cancel
+//! request is carried out, runs of unregistered flows are reported and left
+//! alone. A dropped runtime stands in for a crashed process; the store
+//! outlives it as a file would.
+
+mod runtime_support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use runtime_support::*;
+use troupe::flow::FlowDefinition;
+use troupe::runtime::Runtime;
+use troupe::stage::source_iter;
+use troupe::store::{Flow, FlowStatus, FlowStore, MemoryStore};
+
+/// Two independent branches: `quick` ends at once, `slow` never (unless `finite`).
+fn branches(finite: &Arc<AtomicBool>, quick_starts: &Arc<AtomicU64>) -> FlowDefinition<u64> {
+    let (finite, quick_starts) = (finite.clone(), quick_starts.clone());
+    let (quick_count, slow_count, produced) = (counter(), counter(), counter());
+    FlowDefinition::<u64>::builder("branches")
+        .source("quick", move || {
+            quick_starts.fetch_add(1, Ordering::SeqCst);
+            source_iter(0..10_u64)
+        })
+        .sink("quick-sink", move || Tally::new(&quick_count))
+        .source("slow", move || Counter {
+            limit: finite.load(Ordering::SeqCst).then_some(50),
+            ..Counter::endless(produced.clone())
+        })
+        .sink("slow-sink", move || Tally::new(&slow_count))
+        .edge("quick", "quick-sink")
+        .edge("slow", "slow-sink")
+        .build()
+        .unwrap()
+}
+
+/// A runtime over `store` with the flow registered before start, as a
+/// process that resumes runs would do.
+async fn process(
+    store: &Arc<dyn FlowStore>,
+    finite: &Arc<AtomicBool>,
+    quick_starts: &Arc<AtomicU64>,
+) -> Runtime {
+    Runtime::builder()
+        .store(store.clone())
+        .register(branches(finite, quick_starts))
+        .unwrap()
+        .start()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn unfinished_runs_resume_without_rerunning_completed_stages() {
+    let store: Arc<dyn FlowStore> = Arc::new(MemoryStore::new());
+    let finite = Arc::new(AtomicBool::new(false));
+    let quick_starts = Arc::new(AtomicU64::new(0));
+
+    // First process: the quick branch completes, the slow one is cut short.
+    let first = process(&store, &finite, &quick_starts).await;
+    let run = first.start("branches").await.unwrap();
+    settle().await;
+    let recorded: Vec<_> = store.list_step_outputs(run.run_id()).await.unwrap();
+    let mut names: Vec<_> = recorded.iter().map(|o| o.step_id.as_str()).collect();
+    names.sort();
+    assert_eq!(names, ["quick", "quick-sink"]);
+    // A run of a flow the next process does not know, and one whose cancel
+    // was recorded just before the crash.
+    let orphan = Flow::new("retired-flow", "old work", "tests");
+    store.insert_run(orphan.clone(), None).await.unwrap();
+    let mut doomed = Flow::new("branches", "cancelled work", "tests");
+    doomed.status = FlowStatus::Running;
+    doomed.cancel_requested = true;
+    store.insert_run(doomed.clone(), None).await.unwrap();
+    drop(first);
+    settle().await;
+    assert_eq!(
+        store.get_run(run.run_id()).await.unwrap().unwrap().status,
+        FlowStatus::Running
+    );
+
+    // Second process: same flows, the slow source now ends.
+    finite.store(true, Ordering::SeqCst);
+    let second = process(&store, &finite, &quick_starts).await;
+    assert_eq!(second.recovery().unfinished.len(), 3);
+    assert_eq!(second.unresumed(), std::slice::from_ref(&orphan));
+    let resumed = second.resumed();
+    assert_eq!(resumed.len(), 2);
+    let again = resumed.iter().find(|h| h.run_id() == run.run_id()).unwrap();
+    let outcome = again.wait().await.unwrap();
+
+    assert_eq!(outcome.status, FlowStatus::Finished);
+    assert_eq!(
+        quick_starts.load(Ordering::SeqCst),
+        1,
+        "a completed stage ran again"
+    );
+    let steps = &outcome.structured_output.unwrap()["steps"];
+    assert_eq!(steps["quick-sink"]["items_in"], 10); // from the journal
+    assert_eq!(steps["slow-sink"]["items_in"], 50); // run again after the restart
+    assert_eq!(terminal_count(&*store, run.run_id()).await, 1);
+    let events = event_names(&*store, run.run_id()).await;
+    assert_eq!(
+        events,
+        [
+            "created",
+            "started",
+            "recovered",
+            "finished",
+            "FlowCompleted"
+        ]
+    );
+
+    let cancelled = resumed.iter().find(|h| h.run_id() == doomed.id).unwrap();
+    assert_eq!(
+        cancelled.wait().await.unwrap().status,
+        FlowStatus::Cancelled
+    );
+    assert_eq!(terminal_count(&*store, doomed.id).await, 1);
+    assert!(store.list_step_outputs(doomed.id).await.unwrap().is_empty());
+
+    let untouched = store.get_run(orphan.id).await.unwrap().unwrap();
+    assert_eq!(
+        (untouched.status, untouched.revision),
+        (FlowStatus::Created, 0)
+    );
+    second.shutdown().await;
+}
