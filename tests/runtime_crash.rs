@@ -189,17 +189,32 @@ fn parent() {
     let exe = std::env::current_exe().expect("own path");
     let mut runs = BTreeSet::new();
     let mut checked = 0;
-    for round in 0..KILLS {
-        let (mut child, run, _lines) = spawn_child(&exe, dir.path(), false);
-        let before = completed(dir.path(), run);
+    let mut previous: Option<Uuid> = None;
+    for round in 0..=KILLS {
+        let last = round == KILLS;
+        // Read before the child starts: only completions recorded by earlier
+        // children count (the child itself may complete stages quickly).
+        let before = previous.map(|run| completed(dir.path(), run));
+        let (mut child, run, mut lines) = spawn_child(&exe, dir.path(), last);
+        // A new run (the previous one finished) legitimately starts every stage.
+        let before = before.filter(|_| previous == Some(run)).unwrap_or_default();
         runs.insert(run);
-        // Kill at a different point of the run each round.
-        std::thread::sleep(Duration::from_millis(20 + 35 * round));
-        child.kill().expect("SIGKILL child");
-        child.wait().expect("reap child");
+        previous = Some(run);
+        if last {
+            let done = lines
+                .find(|l| l.starts_with("done "))
+                .expect("final child finished");
+            assert_eq!(done, "done Finished");
+            assert!(child.wait().expect("reap").success());
+        } else {
+            // Kill at a different point of the run each round.
+            std::thread::sleep(Duration::from_millis(20 + 35 * round));
+            child.kill().expect("SIGKILL child");
+            child.wait().expect("reap child");
+        }
         let rerun: Vec<_> = starts_of(dir.path(), child.id())
-            .into_iter()
-            .filter(|s| before.contains(s))
+            .intersection(&before)
+            .cloned()
             .collect();
         assert!(
             rerun.is_empty(),
@@ -207,16 +222,6 @@ fn parent() {
         );
         checked += before.len();
     }
-    let (mut child, run, mut lines) = spawn_child(&exe, dir.path(), true);
-    let before = completed(dir.path(), run);
-    runs.insert(run);
-    let done = lines
-        .find(|l| l.starts_with("done "))
-        .expect("final child finished");
-    assert_eq!(done, "done Finished");
-    assert!(child.wait().expect("reap").success());
-    assert!(starts_of(dir.path(), child.id()).is_disjoint(&before));
-
     runtime().block_on(async {
         let store = SqliteStore::open(dir.path().join("journal.sqlite"))
             .await
