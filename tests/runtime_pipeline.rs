@@ -181,3 +181,65 @@ async fn a_slow_sink_bounds_what_the_source_runs_ahead() {
     gate.add_permits(1_000_000);
     assert_eq!(run.wait().await.unwrap().status, FlowStatus::Cancelled);
 }
+
+/// Emits one item per permit.
+struct Trickle {
+    next: u64,
+    gate: Arc<Semaphore>,
+}
+
+impl troupe::stage::Source<u64> for Trickle {
+    async fn produce(
+        &mut self,
+        out: &mut Emitter<u64>,
+    ) -> Result<troupe::stage::Produced, troupe::supervise::BoxError> {
+        self.gate.acquire().await?.forget();
+        out.push(self.next);
+        self.next += 1;
+        Ok(troupe::stage::Produced::More)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_trickle_reaches_the_sink_without_waiting_for_a_full_batch() {
+    let runtime = memory_runtime().await;
+    let consumed = counter();
+    let gate = Arc::new(Semaphore::new(0));
+    let (c, g) = (consumed.clone(), gate.clone());
+    runtime
+        .register(
+            FlowDefinition::<u64>::builder("trickle")
+                .source("drip", move || Trickle {
+                    next: 0,
+                    gate: g.clone(),
+                })
+                .transform("same", || {
+                    transform_fn(|x: u64, out: &mut Emitter<u64>| {
+                        out.push(x);
+                        Ok(())
+                    })
+                })
+                .sink("tally", move || Tally::new(&c))
+                .pipeline(["drip", "same", "tally"])
+                .build()
+                .unwrap(),
+        )
+        .unwrap();
+    let run = runtime.start("trickle").await.unwrap();
+    for expected in 1..=3 {
+        gate.add_permits(1);
+        settle().await;
+        assert_eq!(
+            get(&consumed),
+            expected,
+            "an item waited for its batch to fill"
+        );
+    }
+    run.send(troupe::flow::ControlEvent::Cancel {
+        reason: "test over".into(),
+    })
+    .await
+    .unwrap();
+    gate.close();
+    assert_eq!(run.wait().await.unwrap().status, FlowStatus::Cancelled);
+}

@@ -101,7 +101,7 @@ impl<T: Clone + Send + 'static> Ports<T> {
     }
 
     /// Sends every emitted item to every downstream (fan-out clones it),
-    /// waiting while a downstream pipe is full.
+    /// waiting while a downstream pipe is full, and flushes partial batches.
     pub(crate) async fn send_outbox(&mut self) -> Result<(), DownstreamGone> {
         let Ports {
             outputs,
@@ -128,6 +128,16 @@ impl<T: Clone + Send + 'static> Ports<T> {
                 });
             }
             *items_out += 1;
+        }
+        // A partial batch goes now too: a slow source or a selective
+        // transform must not hold items back until a batch fills. Full
+        // batches went out above, so a busy pipeline pays nothing here.
+        for tx in outputs.iter_mut() {
+            if let Err(closed) = tx.flush().await {
+                return Err(DownstreamGone {
+                    undelivered: closed.undelivered.len(),
+                });
+            }
         }
         Ok(())
     }

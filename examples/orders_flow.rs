@@ -1,0 +1,257 @@
+//! An order-processing flow on a troupe runtime, end to end.
+//!
+//! `cargo run --example orders_flow`
+//!
+//! Orders come from a source, go through a validate/enrich stage whose
+//! per-order logic is an `fsm!` machine, and land in a sink. The run is
+//! journaled in SQLite under `./troupe-data`; the example pauses and resumes
+//! it with control events, an enrichment call fails once so the stage is
+//! restarted under supervision (the failure is in the journal's ledger), and
+//! it ends with the outcome, the structured output and the run list (run it
+//! twice: the second run lists the first).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use troupe::flow::restart::RestartPolicy;
+use troupe::flow::{ControlEvent, FlowDefinition, RunOptions};
+use troupe::fsm::{
+    EventVariant, FsmAction, FsmContext, FsmError, StateMachine, StateVariant, Transition, fsm,
+};
+use troupe::runtime::Runtime;
+use troupe::stage::{Emitter, Produced, Sink, Source, Transform};
+use troupe::store::FlowStore;
+use troupe::supervise::BoxError;
+
+const ORDERS: u64 = 400;
+
+#[derive(Debug, Clone)]
+struct Order {
+    id: u64,
+    amount_cents: u64,
+    region: Option<&'static str>,
+}
+
+/// Emits the orders, ten every 10 ms, as if they arrived from a queue.
+struct Incoming(u64);
+
+impl Source<Order> for Incoming {
+    async fn produce(&mut self, out: &mut Emitter<Order>) -> Result<Produced, BoxError> {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        for _ in 0..10 {
+            if self.0 == ORDERS {
+                return Ok(Produced::Done);
+            }
+            // Every 50th order has no amount: validation rejects it.
+            let amount_cents = if self.0 % 50 == 7 {
+                0
+            } else {
+                1_000 + self.0 * 13
+            };
+            out.push(Order {
+                id: self.0,
+                amount_cents,
+                region: None,
+            });
+            self.0 += 1;
+        }
+        Ok(Produced::More)
+    }
+}
+
+// The per-order check, as a state machine.
+#[derive(Debug, Clone, PartialEq, StateVariant)]
+enum Check {
+    Received,
+    Valid,
+    Enriched,
+    Rejected(String),
+}
+
+#[derive(Debug, EventVariant)]
+enum CheckEvent {
+    Validate,
+    Enrich,
+}
+
+struct CheckCtx {
+    order: Order,
+    enrichment_down: Arc<AtomicBool>,
+}
+impl FsmContext for CheckCtx {}
+
+#[derive(Debug)]
+enum NoAction {}
+
+#[async_trait]
+impl FsmAction for NoAction {
+    type Context = CheckCtx;
+    async fn execute(&self, _: &mut CheckCtx) -> Result<(), FsmError> {
+        match *self {}
+    }
+}
+
+fn check() -> StateMachine<Check, CheckEvent, CheckCtx, NoAction> {
+    fsm! {
+        state: Check; event: CheckEvent; context: CheckCtx; action: NoAction;
+        initial: Check::Received;
+
+        state Check::Received {
+            on CheckEvent::Validate => [Check::Valid, Check::Rejected] |_, _, c| {
+                let next = if c.order.amount_cents == 0 {
+                    Check::Rejected(format!("order {} has no amount", c.order.id))
+                } else {
+                    Check::Valid
+                };
+                Box::pin(async move { Ok(Transition::to(next)) })
+            };
+        }
+        state Check::Valid {
+            on CheckEvent::Enrich => [Check::Enriched] |_, _, c| {
+                // The enrichment service times out once, on order 137.
+                if c.order.id == 137 && c.enrichment_down.swap(false, Ordering::SeqCst) {
+                    let failure = format!("enrichment timed out for order {}", c.order.id);
+                    return Box::pin(async move { Err(FsmError::handler(failure)) });
+                }
+                c.order.region = Some(["eu", "us", "apac"][(c.order.id % 3) as usize]);
+                Box::pin(async { Ok(Transition::to(Check::Enriched)) })
+            };
+        }
+    }
+}
+
+/// Validates and enriches each order by running its check machine.
+struct ValidateEnrich {
+    enrichment_down: Arc<AtomicBool>,
+    rejected: u64,
+}
+
+impl Transform<Order> for ValidateEnrich {
+    async fn process(&mut self, order: Order, out: &mut Emitter<Order>) -> Result<(), BoxError> {
+        let mut machine = check();
+        let mut ctx = CheckCtx {
+            order,
+            enrichment_down: self.enrichment_down.clone(),
+        };
+        machine.handle(CheckEvent::Validate, &mut ctx).await?;
+        if let Check::Rejected(_) = machine.state() {
+            self.rejected += 1;
+            return Ok(());
+        }
+        machine.handle(CheckEvent::Enrich, &mut ctx).await?;
+        out.push(ctx.order);
+        Ok(())
+    }
+
+    async fn complete(
+        &mut self,
+        _: &mut Emitter<Order>,
+    ) -> Result<Option<serde_json::Value>, BoxError> {
+        Ok(Some(
+            serde_json::json!({ "rejected_since_last_start": self.rejected }),
+        ))
+    }
+}
+
+/// Books accepted orders and shows progress.
+struct Book {
+    booked: Arc<AtomicU64>,
+    revenue_cents: u64,
+}
+
+impl Sink<Order> for Book {
+    async fn consume(&mut self, order: Order) -> Result<(), BoxError> {
+        self.revenue_cents += order.amount_cents;
+        let booked = self.booked.fetch_add(1, Ordering::SeqCst) + 1;
+        if booked % 100 == 0 {
+            println!("  booked {booked} orders");
+        }
+        Ok(())
+    }
+
+    async fn complete(&mut self) -> Result<Option<serde_json::Value>, BoxError> {
+        Ok(Some(
+            serde_json::json!({ "revenue_cents": self.revenue_cents }),
+        ))
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let booked = Arc::new(AtomicU64::new(0));
+    let down = Arc::new(AtomicBool::new(true));
+    let (b, d) = (booked.clone(), down.clone());
+    let orders = FlowDefinition::<Order>::builder("orders")
+        .source("incoming", || Incoming(0))
+        .transform("validate-enrich", move || ValidateEnrich {
+            enrichment_down: d.clone(),
+            rejected: 0,
+        })
+        .sink("book", move || Book {
+            booked: b.clone(),
+            revenue_cents: 0,
+        })
+        .pipeline(["incoming", "validate-enrich", "book"])
+        .restart("validate-enrich", RestartPolicy::transient())
+        .build()?;
+
+    let runtime = Runtime::builder().register(orders)?.start().await?;
+    let options = RunOptions {
+        goal: Some("process today's orders".into()),
+        owner_session_key: Some("orders-example".into()),
+        ..RunOptions::default()
+    };
+    let run = runtime.start_with("orders", options).await?;
+    println!("run {} started", run.run_id());
+
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    run.send(ControlEvent::Pause).await?;
+    println!(
+        "paused at {} booked orders (state {:?})",
+        booked.load(Ordering::SeqCst),
+        run.state()
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    println!(
+        "still {} booked while paused; resuming",
+        booked.load(Ordering::SeqCst)
+    );
+    run.send(ControlEvent::Resume).await?;
+
+    let outcome = run.wait().await?;
+    let journal = runtime.journal();
+    println!("\noutcome: {:?}", outcome.status);
+    println!(
+        "structured output: {}",
+        serde_json::to_string_pretty(&outcome.structured_output)?
+    );
+    for failure in journal.list_failures(run.run_id()).await? {
+        println!(
+            "supervised failure in `{}`: {} ({})",
+            failure.step_id,
+            failure.reason,
+            failure.error_json.unwrap_or_default()
+        );
+    }
+    println!("\nruns of this example so far:");
+    for past in journal.list_runs_by_owner("orders-example").await? {
+        println!(
+            "  {} {:?} started {}",
+            past.id, past.status, past.created_at
+        );
+    }
+    println!(
+        "\njournal: {}",
+        runtime
+            .journal_path()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default()
+    );
+    println!(
+        "inspect runs through `Runtime::journal()`: list_runs_by_owner, replay, list_step_outputs, list_failures"
+    );
+    runtime.shutdown().await;
+    Ok(())
+}
