@@ -26,8 +26,9 @@ pub struct Emitter<T> {
 
 impl<T> Emitter<T> {
     pub(crate) fn new(batch_size: usize) -> Self {
+        // Allocated on first use (and kept): an idle stage costs no buffer.
         Emitter {
-            items: Vec::with_capacity(batch_size),
+            items: Vec::new(),
             batch_size: batch_size.max(1),
         }
     }

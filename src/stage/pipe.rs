@@ -67,7 +67,7 @@ pub fn pipe<T: Send + 'static>(config: PipeConfig) -> (PipeSender<T>, PipeReceiv
     (
         PipeSender {
             tx,
-            buffer: Vec::with_capacity(batch_size),
+            buffer: Vec::new(),
             batch_size,
         },
         PipeReceiver {
@@ -78,6 +78,8 @@ pub fn pipe<T: Send + 'static>(config: PipeConfig) -> (PipeSender<T>, PipeReceiv
 }
 
 /// The sending side of a pipe. Clone it for fan-in: each clone buffers on its own.
+/// A sender allocates its first buffer on its first item, so an idle one costs
+/// no batch-sized allocation.
 ///
 /// Call [`finish`](Self::finish) (or [`flush`](Self::flush)) to deliver a
 /// partial batch. A sender dropped with buffered items still delivers them:
@@ -93,7 +95,7 @@ impl<T: Send + 'static> Clone for PipeSender<T> {
     fn clone(&self) -> Self {
         PipeSender {
             tx: self.tx.clone(),
-            buffer: Vec::with_capacity(self.batch_size),
+            buffer: Vec::new(),
             batch_size: self.batch_size,
         }
     }

@@ -1,0 +1,87 @@
+//! Memory per idle flow: starts N runs of a 3-stage flow (source → transform
+//! → sink) whose source waits forever, on an SQLite journal, and reads the
+//! process RSS before and after. Each run is one flow actor, three stage
+//! actors, two pipes and its durable run record.
+//!
+//! Run: `cargo bench --bench idle_flows` (N from `TROUPE_IDLE_FLOWS`, default 20,000).
+
+use std::time::Instant;
+
+use troupe::flow::FlowDefinition;
+use troupe::runtime::Runtime;
+use troupe::stage::{Emitter, Produced, Source, sink_fn, transform_fn};
+use troupe::supervise::BoxError;
+
+/// A source with nothing to say, ever (it waits without spinning).
+struct Silent;
+
+impl Source<u64> for Silent {
+    async fn produce(&mut self, _: &mut Emitter<u64>) -> Result<Produced, BoxError> {
+        std::future::pending().await
+    }
+}
+
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list" || a == "--test") {
+        return; // `cargo test --benches` and `--list` probes: nothing to run.
+    }
+    let flows: usize = std::env::var("TROUPE_IDLE_FLOWS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let dir = tempfile::tempdir().expect("tempdir");
+    rt.block_on(async {
+        let runtime = Runtime::builder()
+            .sqlite(dir.path().join("journal.sqlite"))
+            .start()
+            .await
+            .expect("runtime");
+        runtime
+            .register(
+                FlowDefinition::<u64>::builder("idle")
+                    .source("silent", || Silent)
+                    .transform("same", || {
+                        transform_fn(|x: u64, out: &mut Emitter<u64>| {
+                            out.push(x);
+                            Ok(())
+                        })
+                    })
+                    .sink("discard", || sink_fn(|_: u64| Ok(())))
+                    .pipeline(["silent", "same", "discard"])
+                    .build()
+                    .expect("flow"),
+            )
+            .expect("register");
+        let before = rss_kib();
+        let started = Instant::now();
+        let mut runs = Vec::with_capacity(flows);
+        for _ in 0..flows {
+            runs.push(runtime.start("idle").await.expect("start"));
+        }
+        let elapsed = started.elapsed();
+        // Let every flow actor record `Running` and start its stages.
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        let after = rss_kib();
+        let per_flow = (after.saturating_sub(before)) as f64 * 1024.0 / flows as f64;
+        println!(
+            "idle_flows: {flows} flows started in {elapsed:.2?}; RSS {before} KiB -> {after} KiB; {:.1} KB per flow",
+            per_flow / 1000.0
+        );
+        drop(runs);
+        drop(runtime);
+    });
+}
