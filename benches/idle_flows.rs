@@ -5,21 +5,11 @@
 //!
 //! Run: `cargo bench --bench idle_flows` (N from `TROUPE_IDLE_FLOWS`, default 20,000).
 
+mod support;
+
 use std::time::Instant;
 
-use troupe::flow::FlowDefinition;
 use troupe::runtime::Runtime;
-use troupe::stage::{Emitter, Produced, Source, sink_fn, transform_fn};
-use troupe::supervise::BoxError;
-
-/// A source with nothing to say, ever (it waits without spinning).
-struct Silent;
-
-impl Source<u64> for Silent {
-    async fn produce(&mut self, _: &mut Emitter<u64>) -> Result<Produced, BoxError> {
-        std::future::pending().await
-    }
-}
 
 fn rss_kib() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
@@ -31,18 +21,14 @@ fn rss_kib() -> u64 {
 }
 
 fn main() {
-    if std::env::args().any(|a| a == "--list" || a == "--test") {
-        return; // `cargo test --benches` and `--list` probes: nothing to run.
+    if support::probing() {
+        return;
     }
     let flows: usize = std::env::var("TROUPE_IDLE_FLOWS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(20_000);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let rt = support::two_workers();
     let dir = tempfile::tempdir().expect("tempdir");
     rt.block_on(async {
         let runtime = Runtime::builder()
@@ -51,20 +37,7 @@ fn main() {
             .await
             .expect("runtime");
         runtime
-            .register(
-                FlowDefinition::<u64>::builder("idle")
-                    .source("silent", || Silent)
-                    .transform("same", || {
-                        transform_fn(|x: u64, out: &mut Emitter<u64>| {
-                            out.push(x);
-                            Ok(())
-                        })
-                    })
-                    .sink("discard", || sink_fn(|_: u64| Ok(())))
-                    .pipeline(["silent", "same", "discard"])
-                    .build()
-                    .expect("flow"),
-            )
+            .register(support::idle_flow())
             .expect("register");
         let before = rss_kib();
         let started = Instant::now();

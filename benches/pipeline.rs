@@ -20,6 +20,8 @@ use troupe::runtime::Runtime;
 use troupe::stage::{Emitter, sink_fn, source_iter, transform_fn};
 use troupe::store::FlowStatus;
 
+mod support;
+
 const ITEMS: u64 = 1_000_000;
 
 async fn raw_chain() -> u64 {
@@ -73,11 +75,7 @@ fn definition(sum: Arc<AtomicU64>) -> FlowDefinition<u64> {
 }
 
 fn pipeline(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let rt = support::two_workers();
     let dir = tempfile::tempdir().expect("tempdir");
     let sum = Arc::new(AtomicU64::new(0));
     let runtime = rt.block_on(async {
