@@ -11,7 +11,7 @@
 //!
 //! A flow completes when every stage has completed (from `Running` and
 //! `Waiting` too: a pipeline whose sources end needs no `Drain`). Handlers
-//! only decide; the side effects are [`FlowAction`]s the flow actor runs.
+//! only decide; the side effects are actions (`FlowAction`) the flow actor runs.
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};

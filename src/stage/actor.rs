@@ -28,6 +28,9 @@ pub const EXIT_COMPLETED: &str = "stage completed";
 /// Exit reason of a stage actor that was cancelled.
 pub const EXIT_CANCELLED: &str = "stage cancelled";
 
+/// Control events that may wait for a stage before its flow's sends wait.
+const CONTROL_CAPACITY: usize = 1024;
+
 type Hosted<T, W> = Driver<HandlerSupervisedWithExternalEvents<StageSupervisor<T, W>>, HandlerKind>;
 
 /// The actor type of a stage running logic `W` over items `T`.
@@ -168,8 +171,11 @@ async fn spawn_stage<T: Clone + Send + 'static, W: Work<T>>(
     slot: Arc<PortSlot<T>>,
     work: W,
 ) -> Result<SpawnedStage, SpawnErr> {
-    let (control, receiver, watcher) =
-        ChannelBuilder::<StageEvent, StageState>::new().build(StageState::Starting);
+    // Roomy: tokio allocates channel blocks only as events queue, and the
+    // flow actor must not wait on a stage that is slow to take its events.
+    let (control, receiver, watcher) = ChannelBuilder::<StageEvent, StageState>::new()
+        .capacity(CONTROL_CAPACITY)
+        .build(StageState::Starting);
     let supervisor = StageSupervisor::new(launch.identity, slot);
     let wrapped = HandlerSupervisedWithExternalEvents::new(supervisor, receiver, watcher.clone());
     let ctx = StageCtx {
