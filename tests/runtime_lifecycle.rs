@@ -148,3 +148,42 @@ async fn names_are_checked_when_registering_and_starting() {
         Some("flow `policy`: a restart policy names `nope`, which is not a declared stage")
     );
 }
+
+/// A source blocked in `produce` for good: it never sees a drain.
+struct Stuck;
+
+impl troupe::stage::Source<u64> for Stuck {
+    async fn produce(
+        &mut self,
+        _: &mut troupe::stage::Emitter<u64>,
+    ) -> Result<troupe::stage::Produced, troupe::supervise::BoxError> {
+        std::future::pending().await
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_within_a_deadline_cancels_runs_that_do_not_drain() {
+    let runtime = memory_runtime().await;
+    runtime
+        .register(
+            FlowDefinition::<u64>::builder("stuck")
+                .source("stuck", || Stuck)
+                .sink("discard", || sink_fn(|_: u64| Ok(())))
+                .pipeline(["stuck", "discard"])
+                .cancel_grace(Duration::from_secs(1))
+                .build()
+                .unwrap(),
+        )
+        .unwrap();
+    let run = runtime.start("stuck").await.unwrap();
+    let store = runtime.store();
+    let started = tokio::time::Instant::now();
+    runtime.shutdown_within(Duration::from_secs(3)).await;
+    // Deadline, then the cancel grace before the stuck stage is killed.
+    assert!(started.elapsed() >= Duration::from_secs(4));
+    let outcome = run.wait().await.unwrap();
+    assert_eq!(outcome.status, FlowStatus::Cancelled);
+    let record = store.get_run(run.run_id()).await.unwrap().unwrap();
+    assert_eq!(record.status, FlowStatus::Cancelled);
+    assert_eq!(terminal_count(&*store, run.run_id()).await, 1);
+}

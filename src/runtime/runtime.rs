@@ -2,9 +2,11 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use ractor::{ActorRef, SpawnErr};
 use tokio::sync::{oneshot, watch};
+use tokio::time::Instant;
 
 use super::builder::RuntimeBuilder;
 use super::registry::Registry;
@@ -241,14 +243,43 @@ impl Runtime {
 
     /// Ends gracefully: drains every live run (sources stop, in-flight
     /// items are worked off, outcomes recorded), commits what the journal
-    /// holds, and stops every actor. Runs that do not finish draining keep
-    /// this waiting: cancel them first if that is not what you want.
+    /// holds, and stops every actor. A run that does not finish draining
+    /// (a source blocked inside `produce`) keeps this waiting: see
+    /// [`shutdown_within`](Self::shutdown_within).
     pub async fn shutdown(self) {
-        for run in self.runs() {
+        self.end_runs(None).await;
+        self.stop().await;
+    }
+
+    /// Like [`shutdown`](Self::shutdown), but runs still draining after
+    /// `deadline` are cancelled (and their stages killed after the flow's
+    /// cancel grace), so this returns in bounded time.
+    pub async fn shutdown_within(self, deadline: Duration) {
+        self.end_runs(Some(Instant::now() + deadline)).await;
+        self.stop().await;
+    }
+
+    async fn end_runs(&self, deadline: Option<Instant>) {
+        let runs = self.runs();
+        for run in &runs {
             // A run that is cancelling or ending rejects the drain; it ends anyway.
             let _ = run.send(ControlEvent::Drain).await;
-            let _ = run.wait().await;
         }
+        for run in &runs {
+            let Some(deadline) = deadline else {
+                let _ = run.wait().await;
+                continue;
+            };
+            if tokio::time::timeout_at(deadline, run.wait()).await.is_err() {
+                tracing::warn!(run_id = %run.run_id(), "run still draining at the shutdown deadline; cancelling");
+                let reason = "runtime shutdown deadline passed".to_owned();
+                let _ = run.send(ControlEvent::Cancel { reason }).await;
+                let _ = run.wait().await;
+            }
+        }
+    }
+
+    async fn stop(self) {
         self.journal.shutdown().await;
         self.root.stop_and_wait(None, None).await.ok();
     }
