@@ -7,7 +7,9 @@ use std::sync::{Arc, Mutex};
 
 use runtime_support::*;
 use serde_json::{Value, json};
-use troupe::flow::{ControlEvent, FlowDefinition, FlowError, FlowHandle, FlowState, StageControl};
+use troupe::flow::{
+    ControlEvent, FlowDefinition, FlowHandle, FlowState, HandleError, StageControl,
+};
 use troupe::runtime::Runtime;
 use troupe::stage::pipe::PipeConfig;
 use troupe::stage::{Emitter, StageState, Transform};
@@ -209,7 +211,7 @@ async fn events_a_state_does_not_take_are_rejected_and_a_finished_flow_refuses_a
     let run_id = f.run.run_id();
     assert_eq!(
         f.run.send(ControlEvent::Resume).await,
-        Err(FlowError::Rejected {
+        Err(HandleError::Rejected {
             run_id,
             state: "Running",
             event: "Resume"
@@ -222,7 +224,7 @@ async fn events_a_state_does_not_take_are_rejected_and_a_finished_flow_refuses_a
         let name = event.name();
         assert_eq!(
             late.send(event).await,
-            Err(FlowError::Finished {
+            Err(HandleError::Finished {
                 run_id,
                 event: name
             })
@@ -239,7 +241,7 @@ async fn a_stage_handle_steers_one_stage() {
     assert_eq!(f.run.stage_names(), ["numbers", "relay", "tally"]);
     assert_eq!(
         f.run.stage("nope").unwrap_err(),
-        FlowError::UnknownStage {
+        HandleError::UnknownStage {
             run_id,
             stage: "nope".into()
         }
@@ -287,7 +289,7 @@ async fn a_stage_handle_steers_one_stage() {
     assert_eq!(f.run.wait().await.unwrap().status, FlowStatus::Finished);
     assert_eq!(
         tally.send(StageControl::Resume).await,
-        Err(FlowError::Finished {
+        Err(HandleError::Finished {
             run_id,
             event: "Resume"
         })

@@ -18,7 +18,7 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::context::FlowCtx;
-use super::control::{ControlEvent, FlowError, FlowOutcome};
+use super::control::{ControlEvent, FlowOutcome, HandleError};
 use super::definition::FlowPlan;
 use super::machine::{FlowEvent, FlowState, flow_machine};
 use super::record;
@@ -34,7 +34,7 @@ pub(crate) enum FlowMsg {
         /// The event.
         event: ControlEvent,
         /// Whether the flow accepted it.
-        reply: oneshot::Sender<Result<(), FlowError>>,
+        reply: oneshot::Sender<Result<(), HandleError>>,
     },
     /// A control event for one stage, from a [`StageHandle`](super::StageHandle).
     StageControl {
@@ -43,7 +43,7 @@ pub(crate) enum FlowMsg {
         /// The event.
         event: StageEvent,
         /// Whether the stage was running to take it, and its state.
-        reply: oneshot::Sender<Result<StageState, FlowError>>,
+        reply: oneshot::Sender<Result<StageState, HandleError>>,
     },
     /// A stage completed its work.
     StageDone(StageDone),
@@ -129,7 +129,7 @@ impl FlowHost {
         }
     }
 
-    async fn on_control(&mut self, event: ControlEvent) -> Result<(), FlowError> {
+    async fn on_control(&mut self, event: ControlEvent) -> Result<(), HandleError> {
         let run_id = self.ctx.run.id;
         let name = event.name();
         let event = match event {
@@ -141,12 +141,12 @@ impl FlowHost {
         };
         match self.feed(event).await {
             Ok(()) => Ok(()),
-            Err(FeedError::Rejected(_)) => Err(FlowError::Rejected {
+            Err(FeedError::Rejected(_)) => Err(HandleError::Rejected {
                 run_id,
                 state: self.machine.state().variant_name(),
                 event: name,
             }),
-            Err(FeedError::ActionFailed(reason)) => Err(FlowError::NotRecorded {
+            Err(FeedError::ActionFailed(reason)) => Err(HandleError::NotRecorded {
                 run_id,
                 event: name,
                 reason,

@@ -10,7 +10,7 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
 use super::actor::FlowMsg;
-use super::control::{FlowError, FlowOutcome};
+use super::control::{FlowOutcome, HandleError};
 use super::definition::{FlowPlan, PlannedStage};
 use super::machine::{FlowAction, FlowState};
 use super::record::{self, RecordError};
@@ -214,11 +214,11 @@ impl FlowCtx {
         &self,
         index: usize,
         event: StageEvent,
-    ) -> Result<StageState, FlowError> {
+    ) -> Result<StageState, HandleError> {
         let stage = self.stages.get(index);
         let live = stage.filter(|s| s.control.is_some());
         let Some((stage, watcher)) = live.and_then(|s| Some((s, s.watcher.as_ref()?))) else {
-            return Err(FlowError::StageNotRunning {
+            return Err(HandleError::StageNotRunning {
                 run_id: self.run.id,
                 stage: stage.map_or_else(|| format!("#{index}"), |s| s.name.clone()),
             });

@@ -78,9 +78,10 @@ pub struct FlowOutcome {
     pub reason: Option<String>,
 }
 
-/// Why a request to a flow failed.
+/// Why a request made through a [`FlowHandle`](super::FlowHandle) or
+/// [`StageHandle`](super::StageHandle) failed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum FlowError {
+pub enum HandleError {
     /// The flow has finished (or its actor is gone); nothing was delivered.
     #[error("run {run_id} has finished; {event} was not delivered")]
     Finished {

@@ -7,12 +7,12 @@ use tokio::sync::{oneshot, watch};
 use uuid::Uuid;
 
 use super::actor::FlowMsg;
-use super::control::{ControlEvent, FlowError, FlowOutcome};
+use super::control::{ControlEvent, FlowOutcome, HandleError};
 use super::machine::FlowState;
 
 /// A handle to one run of a flow. Cheap to clone, `Send`; it does not keep
 /// the run alive and stays usable after the run ended (`wait` then returns
-/// the outcome at once, `send` a [`FlowError::Finished`]).
+/// the outcome at once, `send` a [`HandleError::Finished`]).
 #[derive(Clone)]
 pub struct FlowHandle {
     run_id: Uuid,
@@ -64,8 +64,8 @@ impl FlowHandle {
 
     /// Sends a control event and waits until the flow has taken it (and
     /// recorded what it records, e.g. the `Waiting` status for `Pause`).
-    pub async fn send(&self, event: ControlEvent) -> Result<(), FlowError> {
-        let finished = FlowError::Finished {
+    pub async fn send(&self, event: ControlEvent) -> Result<(), HandleError> {
+        let finished = HandleError::Finished {
             run_id: self.run_id,
             event: event.name(),
         };
@@ -100,7 +100,7 @@ impl FlowHandle {
     }
 
     /// Waits for the flow to end; its outcome is recorded by then.
-    pub async fn wait(&self) -> Result<FlowOutcome, FlowError> {
+    pub async fn wait(&self) -> Result<FlowOutcome, HandleError> {
         let mut outcome = self.outcome.clone();
         let waited = outcome.wait_for(Option::is_some).await.map(|o| o.clone());
         // The sender is gone: the last published value still counts.
@@ -108,8 +108,8 @@ impl FlowHandle {
         outcome.ok_or_else(|| self.lost())
     }
 
-    fn lost(&self) -> FlowError {
-        FlowError::Lost {
+    fn lost(&self) -> HandleError {
+        HandleError::Lost {
             run_id: self.run_id,
             last_state: self.state(),
         }

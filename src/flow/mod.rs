@@ -22,7 +22,7 @@ pub mod restart;
 pub mod stage_handle;
 pub mod topology;
 
-pub use control::{ControlEvent, FlowError, FlowOutcome, StageControl};
+pub use control::{ControlEvent, FlowOutcome, HandleError, StageControl};
 pub use definition::{DefinitionError, FlowBuilder, FlowDefinition};
 pub use handle::FlowHandle;
 pub use machine::{FlowEvent, FlowState};

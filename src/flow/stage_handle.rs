@@ -3,7 +3,7 @@
 use tokio::sync::oneshot;
 
 use super::actor::FlowMsg;
-use super::control::{FlowError, StageControl};
+use super::control::{HandleError, StageControl};
 use super::handle::FlowHandle;
 use crate::stage::{StageEvent, StageState};
 
@@ -30,8 +30,8 @@ impl StageHandle {
 
     /// Queues `event` for the stage; returns the state it was in. A stage
     /// that is not running (completed, or between a failure and its
-    /// restart) does not get it: [`FlowError::StageNotRunning`].
-    pub async fn send(&self, event: StageControl) -> Result<StageState, FlowError> {
+    /// restart) does not get it: [`HandleError::StageNotRunning`].
+    pub async fn send(&self, event: StageControl) -> Result<StageState, HandleError> {
         let event = match event {
             StageControl::Pause => StageEvent::Pause,
             StageControl::Resume => StageEvent::Resume,
@@ -39,7 +39,7 @@ impl StageHandle {
             StageControl::Signal { name, payload } => StageEvent::Signal { name, payload },
         };
         let name = event_name(&event);
-        let finished = || FlowError::Finished {
+        let finished = || HandleError::Finished {
             run_id: self.flow.run_id(),
             event: name,
         };
@@ -62,9 +62,9 @@ fn event_name(event: &StageEvent) -> &'static str {
 
 impl FlowHandle {
     /// A handle to the stage called `name`.
-    pub fn stage(&self, name: &str) -> Result<StageHandle, FlowError> {
+    pub fn stage(&self, name: &str) -> Result<StageHandle, HandleError> {
         let index = self.stage_names().iter().position(|s| s == name);
-        let index = index.ok_or_else(|| FlowError::UnknownStage {
+        let index = index.ok_or_else(|| HandleError::UnknownStage {
             run_id: self.run_id(),
             stage: name.to_owned(),
         })?;
