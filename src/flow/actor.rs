@@ -215,7 +215,8 @@ impl FlowHost {
                 let mut restart = vec![(index, generation)];
                 if strategy == RestartStrategy::OneForAll {
                     for (other, s) in self.ctx.stages.iter_mut().enumerate() {
-                        if other == index || s.completed {
+                        // Steps still waiting for their turn have nothing to restart.
+                        if other == index || s.completed || s.generation == 0 {
                             continue;
                         }
                         if let Some(cell) = s.detach() {

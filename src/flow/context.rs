@@ -37,6 +37,7 @@ pub(crate) struct StageRuntime {
     pub(crate) watcher: Option<StateWatcher<StageState>>,
     doorbell: Arc<Notify>,
     pub(crate) completed: bool,
+    upstream: Vec<usize>,
 }
 
 impl StageRuntime {
@@ -52,6 +53,7 @@ impl StageRuntime {
             control: None,
             watcher: None,
             doorbell: Arc::new(Notify::new()),
+            upstream: planned.upstream,
         }
     }
 
@@ -174,9 +176,28 @@ impl FlowCtx {
         Ok(true)
     }
 
+    /// Whether stage `index` is due its first start: never started, not
+    /// completed before a restart, and, for a step, every upstream step done.
+    /// (Restarts go through the restart timer, never through here.)
+    fn ready(&self, index: usize) -> bool {
+        let stage = &self.stages[index];
+        stage.generation == 0
+            && !stage.completed
+            && (stage.kind != StageKind::Step
+                || stage.upstream.iter().all(|&u| self.stages[u].completed))
+    }
+
     /// Starts (or restarts) stage `index` under this flow.
     pub(crate) async fn spawn_stage(&mut self, index: usize) -> Result<(), EffectError> {
         let myself = self.myself.clone();
+        let inputs = self.stages[index]
+            .upstream
+            .iter()
+            .filter_map(|&u| {
+                let name = &self.stages[u].name;
+                Some((name.clone(), self.outputs.get(name)?.clone()))
+            })
+            .collect();
         let stage = &mut self.stages[index];
         stage.generation += 1;
         let identity = StageIdentity {
@@ -190,6 +211,7 @@ impl FlowCtx {
         let launch = StageLaunch {
             identity,
             supervisor: self.myself.get_cell(),
+            inputs,
         };
         let spawned = (stage.spawn)(launch).await?;
         tracing::debug!(stage = %stage.name, generation = stage.generation, "stage started");
@@ -235,9 +257,8 @@ impl FlowCtx {
                 record::set_status(&*self.store, &mut self.run, *status, audit).await?;
             }
             FlowAction::SpawnStages => {
-                // After a restart, stages that completed before it do not run again.
                 for index in 0..self.stages.len() {
-                    if !self.stages[index].completed {
+                    if self.ready(index) {
                         self.spawn_stage(index).await?;
                     }
                 }

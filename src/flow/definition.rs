@@ -1,6 +1,9 @@
 //! Flow definitions: named stages (with their logic factories and restart
 //! policies) and a validated topology, built once and started many times.
 //!
+//! Workflow-style flows use steps instead: each runs once, after the steps
+//! it is connected from, and is handed their outputs.
+//!
 //! A flow is generic over one item type `T` carried on every edge: each
 //! stage's logic is monomorphized for it and items move without boxing. A
 //! stage with several downstreams sends each of them every item (fan-out
@@ -17,8 +20,8 @@ use super::topology::{StageKind, Topology, TopologyError};
 use crate::stage::actor::{SpawnedStage, StageFactory, StageLaunch, StageStartError, WorkFactory};
 use crate::stage::pipe::{PipeConfig, pipe};
 use crate::stage::ports::{PortSlot, Ports};
-use crate::stage::work::{AsSink, AsSource, AsTransform};
-use crate::stage::{Sink, Source, Transform};
+use crate::stage::work::{AsSink, AsSource, AsStep, AsTransform};
+use crate::stage::{Sink, Source, Step, Transform};
 use crate::store::StepOutput;
 use crate::supervise::BoxFuture;
 
@@ -37,6 +40,17 @@ pub enum DefinitionError {
         /// What is wrong with it.
         #[source]
         source: TopologyError,
+    },
+    /// An edge connects a step with a source, transform or sink: steps order
+    /// work, they carry no items.
+    #[error("flow `{flow}`: edge `{from}` -> `{to}` connects a step with a streaming stage")]
+    StepWiredToStream {
+        /// The flow.
+        flow: String,
+        /// Upstream end.
+        from: String,
+        /// Downstream end.
+        to: String,
     },
     /// A restart policy names a stage that is not declared.
     #[error("flow `{flow}`: a restart policy names `{stage}`, which is not a declared stage")]
@@ -108,6 +122,17 @@ impl<T: Clone + Send + 'static> FlowBuilder<T> {
         self.add(name.into(), StageKind::Sink, factory)
     }
 
+    /// Adds a workflow step: it runs once, after every step it is connected
+    /// from has completed, and gets their outputs. Steps connect only to steps.
+    pub fn step<S, F>(self, name: impl Into<String>, factory: F) -> Self
+    where
+        S: Step,
+        F: Fn() -> S + Send + Sync + 'static,
+    {
+        let factory = Arc::new(WorkFactory(move || AsStep::new(factory())));
+        self.add(name.into(), StageKind::Step, factory)
+    }
+
     /// Connects `from` to `to`.
     pub fn edge(mut self, from: impl Into<String>, to: impl Into<String>) -> Self {
         self.topology.edge(from, to);
@@ -159,7 +184,22 @@ impl<T: Clone + Send + 'static> FlowBuilder<T> {
         let topology = self
             .topology
             .validate()
-            .map_err(|source| DefinitionError::Topology { flow, source })?;
+            .map_err(|source| DefinitionError::Topology {
+                flow: flow.clone(),
+                source,
+            })?;
+        for to in 0..topology.len() {
+            for &from in topology.upstream(to) {
+                let steps = [from, to].map(|i| topology.kind(i) == StageKind::Step);
+                if steps[0] != steps[1] {
+                    return Err(DefinitionError::StepWiredToStream {
+                        flow,
+                        from: topology.name(from).to_owned(),
+                        to: topology.name(to).to_owned(),
+                    });
+                }
+            }
+        }
         let upstream = (0..topology.len())
             .map(|i| topology.upstream(i).to_vec())
             .collect();
@@ -254,6 +294,8 @@ pub(crate) struct PlannedStage {
     retire: Box<dyn Fn() + Send + Sync>,
     /// The output recorded before a restart, if the stage completed then.
     pub(crate) recorded: Option<Value>,
+    /// Stages feeding this one (for a step: the steps it waits for).
+    pub(crate) upstream: Vec<usize>,
 }
 
 /// A run's stages over freshly built pipes, erased over the item type.
@@ -293,7 +335,8 @@ impl<T: Clone + Send + 'static> ErasedDefinition for FlowDefinition<T> {
         let mut inputs: Vec<_> = (0..n).map(|_| None).collect();
         let mut outputs: Vec<Vec<_>> = (0..n).map(|_| Vec::new()).collect();
         for (stage, upstream) in def.upstream.iter().enumerate() {
-            if upstream.is_empty() {
+            // Steps carry no items: their edges only order them.
+            if upstream.is_empty() || def.stages[stage].kind == StageKind::Step {
                 continue;
             }
             // One pipe per receiving stage; each upstream holds a sender (fan-in).
@@ -307,7 +350,8 @@ impl<T: Clone + Send + 'static> ErasedDefinition for FlowDefinition<T> {
             .stages
             .iter()
             .zip(inputs.into_iter().zip(outputs))
-            .map(|(stage, (input, outputs))| {
+            .zip(&def.upstream)
+            .map(|((stage, (input, outputs)), upstream)| {
                 let slot = PortSlot::new(Ports::new(input, outputs, def.pipe.batch_size));
                 let factory = stage.factory.clone();
                 let retired = slot.clone();
@@ -319,6 +363,7 @@ impl<T: Clone + Send + 'static> ErasedDefinition for FlowDefinition<T> {
                     spawn,
                     retire: Box::new(move || drop(retired.take())),
                     recorded: None,
+                    upstream: upstream.clone(),
                 }
             })
             .collect();

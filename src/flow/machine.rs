@@ -93,7 +93,7 @@ pub enum FlowEvent {
 pub(crate) enum FlowAction {
     /// Persist a non-terminal run status with an audit event.
     Persist(FlowStatus, &'static str),
-    /// Start every stage actor.
+    /// Start every stage due its first start (steps once their upstream steps completed).
     SpawnStages,
     /// Send a control event to every live stage.
     Broadcast(StageEvent),
@@ -128,12 +128,13 @@ fn to(state: FlowState, actions: Vec<FlowAction>) -> Handled {
     Box::pin(async move { Ok(Transition::to(state).with_actions(actions)) })
 }
 
-/// Completed if that was the last stage, else where it is.
+/// Completed if that was the last stage, else where it is, starting the
+/// steps that were waiting for it.
 fn after_stage_completed(state: &FlowState, ctx: &FlowCtx) -> Handled {
     if ctx.all_completed() {
         to(FlowState::Completed, vec![FlowAction::Complete])
     } else {
-        to(state.clone(), vec![])
+        to(state.clone(), vec![FlowAction::SpawnStages])
     }
 }
 

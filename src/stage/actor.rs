@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, SpawnErr};
 
+use super::logic::StepInputs;
 use super::machine::{StageCtx, StageEvent, StageState};
 use super::ports::PortSlot;
 use super::supervisor::{StageIdentity, StageSupervisor};
@@ -94,6 +95,8 @@ impl<T: Clone + Send + 'static, W: Work<T>> Actor for StageActor<T, W> {
 pub(crate) struct StageLaunch {
     pub(crate) identity: StageIdentity,
     pub(crate) supervisor: ActorCell,
+    /// For steps: the outputs of their upstream steps.
+    pub(crate) inputs: StepInputs,
 }
 
 /// A started stage: its actor, its control channel and its state.
@@ -147,15 +150,16 @@ where
     fn launch(
         &self,
         slot: Arc<PortSlot<T>>,
-        launch: StageLaunch,
+        mut launch: StageLaunch,
     ) -> BoxFuture<'static, Result<SpawnedStage, StageStartError>> {
         let work = catch_unwind(AssertUnwindSafe(&self.0));
         Box::pin(async move {
             let name = launch.identity.name.clone();
-            let work = work.map_err(|payload| StageStartError::FactoryPanicked {
+            let mut work = work.map_err(|payload| StageStartError::FactoryPanicked {
                 stage: name.clone(),
                 panic: crate::supervise::panic_message(payload.as_ref()),
             })?;
+            work.prepare(std::mem::take(&mut launch.inputs));
             spawn_stage(launch, slot, work)
                 .await
                 .map_err(|source| StageStartError::Spawn {

@@ -129,6 +129,39 @@ pub trait Sink<T>: Send + 'static {
     fn on_signal(&mut self, _name: &str, _payload: &Value) {}
 }
 
+/// The outputs of a step's upstream steps, by stage name.
+pub type StepInputs = serde_json::Map<String, Value>;
+
+/// A single unit of workflow-style work: runs once, after every upstream
+/// step completed, and its JSON result is recorded as its output.
+pub trait Step: Send + 'static {
+    /// Does the work, given the outputs of the steps it comes after.
+    fn run(&mut self, inputs: &StepInputs) -> impl Future<Output = Result<Value, BoxError>> + Send;
+}
+
+/// A step from an async closure; see [`step_fn`].
+#[derive(Debug)]
+pub struct FnStep<F>(F);
+
+/// A step from a closure returning a future of its result.
+pub fn step_fn<F, Fut>(f: F) -> FnStep<F>
+where
+    F: FnMut(StepInputs) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<Value, BoxError>> + Send,
+{
+    FnStep(f)
+}
+
+impl<F, Fut> Step for FnStep<F>
+where
+    F: FnMut(StepInputs) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<Value, BoxError>> + Send,
+{
+    fn run(&mut self, inputs: &StepInputs) -> impl Future<Output = Result<Value, BoxError>> + Send {
+        (self.0)(inputs.clone())
+    }
+}
+
 /// A source over an iterator; see [`source_iter`].
 #[derive(Debug)]
 pub struct IterSource<I>(I);

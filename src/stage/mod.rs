@@ -1,6 +1,7 @@
 //! Stages: the units of work of a flow.
 //!
-//! A stage is a source, a transform or a sink ([`logic`]); users write its
+//! A stage is a source, a transform, a sink, or a single workflow step
+//! ([`logic`]); users write its
 //! logic, troupe runs it as a ractor actor ([`actor`]) hosting a
 //! handler-supervised component whose machine ([`machine`]) is declared with
 //! `fsm!`. Items travel between stages over bounded, batched [`pipe`]s, never
@@ -41,8 +42,8 @@ pub(crate) mod work;
 
 pub use actor::{EXIT_CANCELLED, EXIT_COMPLETED, StageStartError};
 pub use logic::{
-    Emitter, FnSink, FnTransform, IterSource, Produced, Sink, Source, Transform, sink_fn,
-    source_iter, transform_fn,
+    Emitter, FnSink, FnStep, FnTransform, IterSource, Produced, Sink, Source, Step, StepInputs,
+    Transform, sink_fn, source_iter, step_fn, transform_fn,
 };
 pub use machine::{StageEvent, StageState};
 pub use ports::DownstreamGone;

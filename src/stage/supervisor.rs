@@ -112,7 +112,7 @@ impl<T: Clone + Send + 'static, W: Work<T>> StageSupervisor<T, W> {
         }
         let result = work.complete(ports).await?;
         ports.finish_outputs().await?;
-        *output = Some(completion_output(ports, result));
+        *output = Some(completion_output(W::KIND, ports, result));
         Ok(EventLoopDirective::Transition(StageEvent::Flushed))
     }
 }

@@ -5,7 +5,7 @@ use std::future::Future;
 use serde_json::{Value, json};
 use tokio::sync::Notify;
 
-use super::logic::{Produced, Sink, Source, Transform};
+use super::logic::{Produced, Sink, Source, Step, StepInputs, Transform};
 use super::ports::{Input, Ports};
 use crate::flow::topology::StageKind;
 use crate::supervise::BoxError;
@@ -43,14 +43,22 @@ pub(crate) trait Work<T: Clone + Send + 'static>: Send + 'static {
 
     /// Hands a `Signal` control event to the user logic.
     fn signal(&mut self, name: &str, payload: &Value);
+
+    /// Receives the outputs of the stage's upstream steps before it starts.
+    fn prepare(&mut self, _inputs: StepInputs) {}
 }
 
-/// The recorded output of a completed stage: its item counts and the value
-/// its completion hook returned, if any.
+/// The recorded output of a completed stage: a step's result as it is; for
+/// the others, their item counts and the value their completion hook
+/// returned, if any.
 pub(crate) fn completion_output<T: Send + 'static>(
+    kind: StageKind,
     ports: &Ports<T>,
     result: Option<Value>,
 ) -> Value {
+    if kind == StageKind::Step {
+        return result.unwrap_or(Value::Null);
+    }
     let mut output = json!({ "items_in": ports.items_in, "items_out": ports.items_out });
     if let (Some(result), Some(map)) = (result, output.as_object_mut()) {
         map.insert("result".to_owned(), result);
@@ -76,6 +84,22 @@ pub(crate) struct AsSource<S>(pub(crate) S);
 pub(crate) struct AsTransform<X>(pub(crate) X);
 /// Runs a [`Sink`].
 pub(crate) struct AsSink<K>(pub(crate) K);
+/// Runs a [`Step`] once.
+pub(crate) struct AsStep<S> {
+    step: S,
+    inputs: StepInputs,
+    result: Option<Value>,
+}
+
+impl<S> AsStep<S> {
+    pub(crate) fn new(step: S) -> Self {
+        AsStep {
+            step,
+            inputs: StepInputs::new(),
+            result: None,
+        }
+    }
+}
 
 impl<T: Clone + Send + 'static, S: Source<T>> Work<T> for AsSource<S> {
     const KIND: StageKind = StageKind::Source;
@@ -146,5 +170,27 @@ impl<T: Clone + Send + 'static, K: Sink<T>> Work<T> for AsSink<K> {
 
     fn signal(&mut self, name: &str, payload: &Value) {
         self.0.on_signal(name, payload);
+    }
+}
+
+impl<T: Clone + Send + 'static, S: Step> Work<T> for AsStep<S> {
+    const KIND: StageKind = StageKind::Step;
+
+    async fn step(&mut self, _: &mut Ports<T>, _: &Notify) -> Result<Stepped, BoxError> {
+        // Draining steps again until `Ended`: the work runs once.
+        if self.result.is_none() {
+            self.result = Some(self.step.run(&self.inputs).await?);
+        }
+        Ok(Stepped::Ended)
+    }
+
+    async fn complete(&mut self, _: &mut Ports<T>) -> Result<Option<Value>, BoxError> {
+        Ok(self.result.take())
+    }
+
+    fn signal(&mut self, _: &str, _: &Value) {}
+
+    fn prepare(&mut self, inputs: StepInputs) {
+        self.inputs = inputs;
     }
 }
