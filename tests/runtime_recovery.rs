@@ -128,3 +128,61 @@ async fn unfinished_runs_resume_without_rerunning_completed_stages() {
     );
     second.shutdown().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_waiting_run_resumes_paused_and_a_fully_completed_run_just_ends() {
+    let store: Arc<dyn FlowStore> = Arc::new(MemoryStore::new());
+    let finite = Arc::new(AtomicBool::new(true));
+    let quick_starts = Arc::new(AtomicU64::new(0));
+    let mut waiting = Flow::new("branches", "paused before the crash", "tests");
+    waiting.status = FlowStatus::Waiting;
+    store.insert_run(waiting.clone(), None).await.unwrap();
+    let mut done = Flow::new("branches", "crashed before its outcome", "tests");
+    done.status = FlowStatus::Running;
+    store.insert_run(done.clone(), None).await.unwrap();
+    for stage in ["quick", "quick-sink", "slow", "slow-sink"] {
+        let output = troupe::store::StepOutput {
+            run_id: done.id,
+            step_id: stage.into(),
+            loop_id: None,
+            iteration: None,
+            output: serde_json::json!({ "from": "before the crash" }),
+            at: chrono::Utc::now(),
+        };
+        store.record_step_output(output).await.unwrap();
+    }
+
+    let runtime = process(&store, &finite, &quick_starts).await;
+    let handle = |id| {
+        runtime
+            .resumed()
+            .iter()
+            .find(|h| h.run_id() == id)
+            .unwrap()
+            .clone()
+    };
+    let (paused, finished) = (handle(waiting.id), handle(done.id));
+
+    let outcome = finished.wait().await.unwrap();
+    assert_eq!(outcome.status, FlowStatus::Finished);
+    let steps = &outcome.structured_output.unwrap()["steps"];
+    assert_eq!(steps["slow-sink"]["from"], "before the crash");
+    assert_eq!(
+        quick_starts.load(Ordering::SeqCst),
+        1,
+        "only the paused run starts `quick`"
+    );
+
+    settle().await;
+    assert_eq!(paused.state(), troupe::flow::FlowState::Waiting);
+    assert_eq!(
+        store.get_run(waiting.id).await.unwrap().unwrap().status,
+        FlowStatus::Waiting
+    );
+    paused
+        .send(troupe::flow::ControlEvent::Resume)
+        .await
+        .unwrap();
+    assert_eq!(paused.wait().await.unwrap().status, FlowStatus::Finished);
+    runtime.shutdown().await;
+}
