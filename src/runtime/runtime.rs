@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use super::builder::RuntimeBuilder;
 use super::registry::Registry;
 use super::root::RootMsg;
-use crate::flow::actor::FlowArgs;
+use crate::flow::actor::{FlowArgs, FlowMsg};
 use crate::flow::definition::ErasedDefinition;
 use crate::flow::{ControlEvent, FlowDefinition, FlowHandle, FlowState, RecordError, RunOptions};
 use crate::journal::{JournalError, JournalHandle};
@@ -56,6 +56,15 @@ pub enum RuntimeError {
     /// The runtime's root supervisor is gone (the runtime is shutting down).
     #[error("the runtime is shutting down")]
     ShuttingDown,
+}
+
+/// A flow actor asked of the root supervisor, not yet collected.
+struct PendingFlow {
+    run_id: uuid::Uuid,
+    spawned: oneshot::Receiver<Result<ActorRef<FlowMsg>, SpawnErr>>,
+    state: watch::Receiver<FlowState>,
+    outcome: watch::Receiver<Option<crate::flow::FlowOutcome>>,
+    stage_names: Arc<[String]>,
 }
 
 impl From<RecordError> for RuntimeError {
@@ -151,6 +160,9 @@ impl Runtime {
     /// registered; the others are kept in [`Self::unresumed`], untouched.
     pub(crate) async fn resume_unfinished(&mut self) -> Result<(), RuntimeError> {
         let unfinished = std::mem::take(&mut self.recovery.unfinished);
+        // Ask the root for every flow first, then collect them: the root
+        // spawns while the next runs' outputs are read.
+        let mut pending = Vec::new();
         for run in &unfinished {
             let Some(definition) = self.registry.get(&run.controller_id) else {
                 tracing::warn!(run_id = %run.id, flow = %run.controller_id,
@@ -159,7 +171,10 @@ impl Runtime {
                 continue;
             };
             tracing::info!(run_id = %run.id, flow = %run.controller_id, "resuming unfinished run");
-            let handle = self.spawn_flow(run.clone(), &*definition, true).await?;
+            pending.push(self.request_flow(run.clone(), &*definition, true).await?);
+        }
+        for flow in pending {
+            let handle = self.collect_flow(flow).await?;
             self.resumed.push(handle);
         }
         self.recovery.unfinished = unfinished;
@@ -173,6 +188,17 @@ impl Runtime {
         definition: &dyn ErasedDefinition,
         recovering: bool,
     ) -> Result<FlowHandle, RuntimeError> {
+        let pending = self.request_flow(run, definition, recovering).await?;
+        self.collect_flow(pending).await
+    }
+
+    /// Plans `run` and asks the root supervisor to spawn its flow actor.
+    async fn request_flow(
+        &self,
+        run: Flow,
+        definition: &dyn ErasedDefinition,
+        recovering: bool,
+    ) -> Result<PendingFlow, RuntimeError> {
         let run_id = run.id;
         let mut plan = definition.plan();
         if recovering {
@@ -193,8 +219,26 @@ impl Runtime {
         self.root
             .send_message(RootMsg::StartFlow { args, reply })
             .map_err(|_| RuntimeError::ShuttingDown)?;
+        Ok(PendingFlow {
+            run_id,
+            spawned,
+            state: state_rx,
+            outcome: outcome_rx,
+            stage_names,
+        })
+    }
+
+    /// Waits for a requested flow actor; its handle, also kept in [`Self::runs`].
+    async fn collect_flow(&self, pending: PendingFlow) -> Result<FlowHandle, RuntimeError> {
+        let PendingFlow {
+            run_id,
+            spawned,
+            state,
+            outcome,
+            stage_names,
+        } = pending;
         let actor = spawned.await.map_err(|_| RuntimeError::ShuttingDown)??;
-        let handle = FlowHandle::new(run_id, actor, state_rx, outcome_rx, stage_names);
+        let handle = FlowHandle::new(run_id, actor, state, outcome, stage_names);
         let mut runs = self.runs.lock().unwrap_or_else(PoisonError::into_inner);
         runs.retain(|h| h.outcome().is_none());
         runs.push(handle.clone());
