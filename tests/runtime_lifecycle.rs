@@ -39,7 +39,7 @@ async fn dropping_the_runtime_stops_every_flow_and_stage() {
     ];
     drop(alive);
     settle().await;
-    assert_eq!(runtime.runs().len(), 2);
+    assert_eq!(runtime.live_runs().len(), 2);
     assert!(runs.iter().all(|r| r.state() == FlowState::Running));
 
     drop(runtime);

@@ -228,7 +228,7 @@ impl Runtime {
         })
     }
 
-    /// Waits for a requested flow actor; its handle, also kept in [`Self::runs`].
+    /// Waits for a requested flow actor; its handle, also kept in [`Self::live_runs`].
     async fn collect_flow(&self, pending: PendingFlow) -> Result<FlowHandle, RuntimeError> {
         let PendingFlow {
             run_id,
@@ -256,7 +256,7 @@ impl Runtime {
     }
 
     /// Handles of the runs started (or resumed) here that have not ended.
-    pub fn runs(&self) -> Vec<FlowHandle> {
+    pub fn live_runs(&self) -> Vec<FlowHandle> {
         let runs = self.runs.lock().unwrap_or_else(PoisonError::into_inner);
         runs.iter()
             .filter(|h| h.outcome().is_none())
@@ -304,7 +304,7 @@ impl Runtime {
     }
 
     async fn end_runs(&self, deadline: Option<Instant>) {
-        let runs = self.runs();
+        let runs = self.live_runs();
         for run in &runs {
             // A run that is cancelling or ending rejects the drain; it ends anyway.
             let _ = run.send(ControlEvent::Drain).await;
@@ -373,7 +373,7 @@ mod tests {
             terminal.kind,
             EventKind::Terminal(TerminalEvent::FlowFailed { reason })
         );
-        assert!(runtime.runs().is_empty());
+        assert!(runtime.live_runs().is_empty());
         runtime.shutdown().await;
     }
 }
