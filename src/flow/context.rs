@@ -254,7 +254,7 @@ impl FlowCtx {
     pub(crate) async fn apply(&mut self, action: &FlowAction) -> Result<(), EffectError> {
         match action {
             FlowAction::Persist(status, audit) => {
-                record::set_status(&*self.store, &mut self.run, *status, audit).await?;
+                record::set_status(&self.store, &mut self.run, *status, audit).await?;
             }
             FlowAction::SpawnStages => {
                 for index in 0..self.stages.len() {
@@ -287,7 +287,7 @@ impl FlowCtx {
                     .myself
                     .send_after(self.cancel_grace, || FlowMsg::CancelGraceExpired);
                 self.keep_timer(grace);
-                record::request_cancel(&*self.store, &mut self.run, reason).await?;
+                record::request_cancel(&self.store, &mut self.run, reason).await?;
             }
             FlowAction::Signal(name, payload) => {
                 record::signal(&*self.store, self.run.id, name, payload.clone()).await?;
@@ -320,7 +320,7 @@ impl FlowCtx {
     /// Records the outcome, publishes it and stops the flow (which stops
     /// its stages). Published even if recording failed, saying so.
     async fn terminate(&mut self, target: TerminalTarget) -> Result<(), RecordError> {
-        let recorded = record::terminate(&*self.store, &mut self.run, target.clone()).await;
+        let recorded = record::terminate(&self.store, &mut self.run, target.clone()).await;
         let mut outcome = match target {
             TerminalTarget::Completed { structured_output } => FlowOutcome {
                 run_id: self.run.id,

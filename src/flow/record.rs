@@ -6,6 +6,12 @@
 //! the control plane) reloads the run and retries a bounded number of times.
 //! Outcomes go through [`record_persisted_terminalization`]: the terminal
 //! status is persisted first, then the terminal event, exactly once.
+//!
+//! The status-changing writes take the store as `Arc<dyn FlowStore>` so
+//! that they can move onto the control plane (`FlowManager`) without their
+//! callers changing.
+
+use std::sync::Arc;
 
 use chrono::Utc;
 use serde_json::{Value, json};
@@ -55,7 +61,7 @@ pub struct RunOptions {
 
 /// Creates the `Created` run record of a new run of `controller_id`.
 pub(crate) async fn create(
-    store: &dyn FlowStore,
+    store: &Arc<dyn FlowStore>,
     controller_id: &str,
     options: RunOptions,
 ) -> Result<Flow, RecordError> {
@@ -78,7 +84,7 @@ pub(crate) async fn create(
 
 /// Applies `change` to the run and writes it with the audit event `audit`.
 async fn update(
-    store: &dyn FlowStore,
+    store: &Arc<dyn FlowStore>,
     run: &mut Flow,
     audit: EventKind,
     change: impl Fn(&mut Flow),
@@ -122,7 +128,7 @@ async fn update(
 
 /// Moves a non-terminal run to `status` (`Running`, `Waiting`) with an audit event.
 pub(crate) async fn set_status(
-    store: &dyn FlowStore,
+    store: &Arc<dyn FlowStore>,
     run: &mut Flow,
     status: FlowStatus,
     audit: &str,
@@ -135,7 +141,7 @@ pub(crate) async fn set_status(
 
 /// Sets the sticky `cancel_requested` flag.
 pub(crate) async fn request_cancel(
-    store: &dyn FlowStore,
+    store: &Arc<dyn FlowStore>,
     run: &mut Flow,
     reason: &str,
 ) -> Result<(), RecordError> {
@@ -205,7 +211,7 @@ pub(crate) async fn stage_failure(
 
 /// Persists the terminal status `target` implies, then its terminal event.
 pub(crate) async fn terminate(
-    store: &dyn FlowStore,
+    store: &Arc<dyn FlowStore>,
     run: &mut Flow,
     target: TerminalTarget,
 ) -> Result<(), RecordError> {
@@ -227,13 +233,13 @@ pub(crate) async fn terminate(
         }
     })
     .await?;
-    record_persisted_terminalization(store, run.id, &run.controller_id, target).await?;
+    record_persisted_terminalization(&**store, run.id, &run.controller_id, target).await?;
     Ok(())
 }
 
 /// Fails a run whose flow actor died without recording an outcome.
 pub(crate) async fn fail_orphaned(
-    store: &dyn FlowStore,
+    store: &Arc<dyn FlowStore>,
     run_id: Uuid,
     reason: String,
 ) -> Result<(), RecordError> {

@@ -115,7 +115,7 @@ impl Actor for RootActor {
         tracing::error!(run_id = %entry.run_id, %reason, "flow actor lost");
         let mut published = reason.clone();
         if let Some(store) = &root.store
-            && let Err(error) = record::fail_orphaned(&**store, entry.run_id, reason).await
+            && let Err(error) = record::fail_orphaned(store, entry.run_id, reason).await
         {
             published = format!("{published}; recording the failure failed: {error}");
         }

@@ -152,7 +152,7 @@ impl Runtime {
                 name: name.to_owned(),
                 registered: self.registry.names(),
             })?;
-        let run = crate::flow::record::create(&self.journal, name, options).await?;
+        let run = crate::flow::record::create(&self.store(), name, options).await?;
         self.spawn_flow(run, &*definition, false).await
     }
 
