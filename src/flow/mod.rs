@@ -8,8 +8,36 @@
 //! one writer ([`record`]), and answers [`ControlEvent`]s sent through a
 //! [`FlowHandle`].
 //!
-//! Runs are started by a [`Runtime`](crate::runtime::Runtime); see its docs
-//! for an end-to-end example.
+//! Runs are started by a [`Runtime`](crate::runtime::Runtime):
+//!
+//! ```
+//! use troupe::flow::{ControlEvent, FlowDefinition, FlowState, HandleError};
+//! use troupe::runtime::Runtime;
+//! use troupe::stage::{sink_fn, source_iter};
+//! use troupe::store::FlowStatus;
+//!
+//! # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
+//! let runtime = Runtime::builder().memory().start().await?;
+//! runtime.register(
+//!     FlowDefinition::<u64>::builder("ticks")
+//!         .source("clock", || source_iter(0_u64..)) // endless
+//!         .sink("discard", || sink_fn(|_: u64| Ok(())))
+//!         .pipeline(["clock", "discard"])
+//!         .build()?,
+//! )?;
+//! let run = runtime.start("ticks").await?;
+//! run.send(ControlEvent::Pause).await?;
+//! assert_eq!(run.state(), FlowState::Waiting);
+//! run.send(ControlEvent::Cancel { reason: "enough".into() }).await?;
+//! let outcome = run.wait().await?;
+//! assert_eq!(outcome.status, FlowStatus::Cancelled);
+//! // A finished flow refuses further events with a typed error.
+//! let late = run.send(ControlEvent::Resume).await;
+//! assert!(matches!(late, Err(HandleError::Finished { .. })));
+//! runtime.shutdown().await;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # }).unwrap();
+//! ```
 
 pub(crate) mod actor;
 mod context;
