@@ -7,6 +7,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::error::FlowError;
+use super::lifecycle::stored_now;
 use crate::store::{Flow, FlowStep, FlowStepStatus, StepRuntime, new_run_id};
 
 /// The fields of a new run (see [`FlowManager::create_managed`](super::FlowManager::create_managed)).
@@ -56,6 +57,8 @@ impl CreateManagedInput {
         run.requester_origin = self.requester_origin;
         run.current_step = self.current_step;
         run.state_json = self.state_json;
+        run.created_at = stored_now();
+        run.updated_at = run.created_at;
         Ok(run)
     }
 }

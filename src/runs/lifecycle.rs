@@ -3,7 +3,7 @@
 //! manager reads the run, asks [`plan`] for the next record, and writes it
 //! with a compare-and-set; on a conflict it reads again and plans again.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use serde_json::{Map, Value, json};
 
 use super::error::FlowError;
@@ -95,6 +95,12 @@ pub fn merge_state(state: &mut Value, patch: Value) {
         (Value::Object(current), Value::Object(keys)) => current.extend(keys),
         (state, patch) => *state = patch,
     }
+}
+
+/// The current time at the precision stores keep (microseconds), so that a
+/// run the manager returns equals the run read back from any store.
+pub(crate) fn stored_now() -> DateTime<Utc> {
+    Utc::now().trunc_subsecs(6)
 }
 
 /// One change the manager can make to a run, with its data.

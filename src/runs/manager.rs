@@ -4,14 +4,13 @@ use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
 use serde_json::Value;
 use tracing::Instrument;
 use uuid::Uuid;
 
 use super::error::FlowError;
 use super::input::{CreateManagedInput, CreateMirroredInput, StepObservation};
-use super::lifecycle::{Change, Planned, created_audit, plan};
+use super::lifecycle::{Change, Planned, created_audit, plan, stored_now};
 use crate::store::{
     Flow, FlowStatus, FlowStep, FlowStore, NewEvent, RunEvent, StoreError, WriteOp, WriteOutcome,
 };
@@ -99,7 +98,7 @@ impl FlowManager {
             run: run.clone(),
         }];
         let mut created = run.clone();
-        if let Some(started) = plan(&run, &Change::Start, Utc::now())? {
+        if let Some(started) = plan(&run, &Change::Start, stored_now())? {
             created = started.run.clone();
             ops.extend(write_ops(started, run.revision));
         }
@@ -210,7 +209,7 @@ impl FlowManager {
         observation: StepObservation,
     ) -> Result<FlowStep, FlowError> {
         let id = observation.flow_id;
-        let step = observation.into_step(Utc::now())?;
+        let step = observation.into_step(stored_now())?;
         let change = Change::ObserveStep {
             step_run_id: step.run_id.clone(),
             status: step.status,
@@ -257,7 +256,7 @@ impl FlowManager {
                     .get_run(id)
                     .await?
                     .ok_or(FlowError::NotFound(id))?;
-                let Some(planned) = plan(&run, &change, Utc::now())? else {
+                let Some(planned) = plan(&run, &change, stored_now())? else {
                     return Ok((run, Vec::new()));
                 };
                 let next = planned.run.clone();
