@@ -27,7 +27,8 @@ pub async fn journal() -> Store {
 
 /// `over_backends!(#[test attribute] cases_module; case, ...)` generates one
 /// module per backend with one test per case; each case is an async fn taking
-/// the store.
+/// the store. `cases_module` and this module must be declared at the test
+/// crate's root; invoke it inside a module of its own to use it twice.
 macro_rules! over_backends {
     (#[$attr:meta] $cases:ident; $($case:ident),* $(,)?) => {
         over_backends!(@backend memory #[$attr] $cases; $($case),*);
@@ -39,7 +40,7 @@ macro_rules! over_backends {
             $(
                 #[$attr]
                 async fn $case() {
-                    super::$cases::$case(super::backends::$backend().await).await;
+                    crate::$cases::$case(crate::backends::$backend().await).await;
                 }
             )*
         }
