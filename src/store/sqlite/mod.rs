@@ -1,8 +1,10 @@
 //! [`SqliteStore`]: the embedded durable backend (WAL, `synchronous=FULL` by
 //! default), with one dedicated thread for the writer connection and one for
 //! a read-only connection, so reads never queue behind writes and SQLite
-//! never blocks a tokio worker.
+//! never blocks a tokio worker, plus a checkpointer thread that keeps WAL
+//! checkpoints out of commits (`checkpoint.rs`).
 
+mod checkpoint;
 mod codec;
 mod read;
 mod rows;
@@ -17,6 +19,7 @@ use async_trait::async_trait;
 use rusqlite::Connection;
 use uuid::Uuid;
 
+use self::checkpoint::Checkpoints;
 use self::codec::Kinds;
 use self::thread::ConnThread;
 use self::write::Writer;
@@ -76,6 +79,10 @@ pub struct SqliteConfig {
     pub integrity_check: IntegrityCheck,
     /// How long a connection waits for a lock held by another connection.
     pub busy_timeout: Duration,
+    /// WAL size, in pages, past which a background thread checkpoints the WAL
+    /// into the database file (SQLite's own default threshold is 1000 pages).
+    /// Commits never run a checkpoint themselves.
+    pub checkpoint_pages: u32,
 }
 
 impl Default for SqliteConfig {
@@ -84,6 +91,7 @@ impl Default for SqliteConfig {
             synchronous: Synchronous::Full,
             integrity_check: IntegrityCheck::Quick,
             busy_timeout: Duration::from_secs(5),
+            checkpoint_pages: 1000,
         }
     }
 }
@@ -137,7 +145,13 @@ impl SqliteStore {
         let path = path.as_ref().to_owned();
         let (p, c) = (path.clone(), config.clone());
         let writer = ConnThread::spawn("troupe-sqlite-writer", path.clone(), move || {
-            Writer::new(schema::open_writer(&p, &c)?)
+            let mut conn = schema::open_writer(&p, &c)?;
+            let checkpoints = if schema::in_memory(&p) {
+                None
+            } else {
+                Some(Checkpoints::start(&mut conn, &p, &c)?)
+            };
+            Writer::new(conn, checkpoints)
         })
         .await?;
         let reader = if path.as_os_str() == ":memory:" {

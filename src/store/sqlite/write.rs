@@ -12,6 +12,7 @@ use chrono::Utc;
 use rusqlite::{Connection, OptionalExtension, params};
 use uuid::Uuid;
 
+use super::checkpoint::Checkpoints;
 use super::codec::{Kinds, MAX_TERMINAL_CODE, json_bytes, micros, payload};
 use super::read::event_by_cursor;
 use super::rows::run_values;
@@ -54,10 +55,15 @@ pub(crate) struct Writer {
     pub(crate) conn: Connection,
     kinds: Kinds,
     heads: HashMap<Uuid, Head>,
+    /// The background checkpointer (file databases only).
+    checkpoints: Option<Checkpoints>,
 }
 
 impl Writer {
-    pub(crate) fn new(conn: Connection) -> Result<Writer, StoreError> {
+    pub(crate) fn new(
+        conn: Connection,
+        checkpoints: Option<Checkpoints>,
+    ) -> Result<Writer, StoreError> {
         conn.set_prepared_statement_cache_capacity(64);
         let mut kinds = Kinds::default();
         kinds.reload(&conn)?;
@@ -65,6 +71,7 @@ impl Writer {
             conn,
             kinds,
             heads: HashMap::new(),
+            checkpoints,
         })
     }
 
@@ -105,6 +112,9 @@ impl Writer {
         ops: Vec<WriteOp>,
         batch: &mut Scratch,
     ) -> Result<Vec<Result<WriteOutcome, StoreError>>, StoreError> {
+        if let Some(checkpoints) = &self.checkpoints {
+            checkpoints.catch_up(&self.conn);
+        }
         self.exec("BEGIN IMMEDIATE")?;
         let mut results = Vec::with_capacity(ops.len());
         for op in ops {
