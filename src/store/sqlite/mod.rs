@@ -27,7 +27,7 @@ use super::error::StoreError;
 use super::events::{Cursor, RunEvent};
 use super::ops::{WriteOp, WriteOutcome};
 use super::records::{FailureEntry, Flow, FlowStatus, FlowStep, StepOutput};
-use super::traits::FlowStore;
+use super::traits::{FlowStore, WriterJob};
 
 /// The newest journal schema version this build reads and writes.
 pub const SCHEMA_VERSION: i64 = schema::SCHEMA_VERSION;
@@ -208,6 +208,12 @@ impl FlowStore for SqliteStore {
         ops: Vec<WriteOp>,
     ) -> Result<Vec<Result<WriteOutcome, StoreError>>, StoreError> {
         self.writer.call(move |w| w.apply_batch(ops)).await?
+    }
+
+    fn run_on_writer(&self, job: WriterJob) -> Result<(), WriterJob> {
+        self.writer
+            .post(move |w| job(&mut |ops| w.apply_batch(ops)));
+        Ok(())
     }
 
     async fn get_run(&self, id: Uuid) -> Result<Option<Flow>, StoreError> {
