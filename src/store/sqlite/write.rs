@@ -41,12 +41,19 @@ struct Scratch {
 }
 
 impl Scratch {
-    fn absorb(&mut self, op: Scratch) {
-        for (id, (head, dirty)) in op.heads {
+    /// Moves an op's changes into the batch, leaving `op` empty (with its
+    /// capacity, for the next op).
+    fn absorb(&mut self, op: &mut Scratch) {
+        for (id, (head, dirty)) in op.heads.drain() {
             let entry = self.heads.entry(id).or_insert((head, false));
             *entry = (head, entry.1 || dirty);
         }
-        self.kinds.extend(op.kinds);
+        self.kinds.append(&mut op.kinds);
+    }
+
+    fn clear(&mut self) {
+        self.heads.clear();
+        self.kinds.clear();
     }
 }
 
@@ -117,6 +124,8 @@ impl Writer {
         }
         self.exec("BEGIN IMMEDIATE")?;
         let mut results = Vec::with_capacity(ops.len());
+        // One op's scratch, reused: no map allocation per op.
+        let mut op_scratch = Scratch::default();
         for op in ops {
             // A plain append changes the database in its last statement only
             // (a kind name it interns first is harmless to keep), so it needs
@@ -130,14 +139,16 @@ impl Writer {
                 committed: &self.heads,
                 kinds: &self.kinds,
                 batch,
-                op: Scratch::default(),
+                op: &mut op_scratch,
             };
             let result = ctx.apply(op);
-            let op_scratch = ctx.op;
             if result.is_ok() {
-                batch.absorb(op_scratch);
-            } else if savepoint {
-                self.exec("ROLLBACK TO op")?;
+                batch.absorb(&mut op_scratch);
+            } else {
+                op_scratch.clear();
+                if savepoint {
+                    self.exec("ROLLBACK TO op")?;
+                }
             }
             if savepoint {
                 self.exec("RELEASE op")?;
@@ -166,7 +177,7 @@ struct OpCtx<'a> {
     committed: &'a HashMap<Uuid, Head>,
     kinds: &'a Kinds,
     batch: &'a Scratch,
-    op: Scratch,
+    op: &'a mut Scratch,
 }
 
 fn sql(op: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
