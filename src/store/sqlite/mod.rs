@@ -6,6 +6,7 @@
 
 mod checkpoint;
 mod codec;
+mod heads;
 mod read;
 mod rows;
 mod schema;

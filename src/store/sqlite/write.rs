@@ -9,11 +9,12 @@ use std::collections::HashMap;
 use std::sync::LazyLock;
 
 use chrono::Utc;
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{CachedStatement, Connection, OptionalExtension, params};
 use uuid::Uuid;
 
 use super::checkpoint::Checkpoints;
 use super::codec::{Kinds, MAX_TERMINAL_CODE, json_bytes, micros, payload};
+use super::heads::write_heads;
 use super::read::event_by_cursor;
 use super::rows::run_values;
 use crate::store::error::StoreError;
@@ -126,6 +127,10 @@ impl Writer {
         let mut results = Vec::with_capacity(ops.len());
         // One op's scratch, reused: no map allocation per op.
         let mut op_scratch = Scratch::default();
+        let mut insert_event = self
+            .conn
+            .prepare_cached(INSERT_EVENT)
+            .map_err(sql("prepare event insert"))?;
         for op in ops {
             // A plain append changes the database in its last statement only
             // (a kind name it interns first is harmless to keep), so it needs
@@ -136,6 +141,7 @@ impl Writer {
             }
             let mut ctx = OpCtx {
                 conn: &self.conn,
+                insert_event: &mut insert_event,
                 committed: &self.heads,
                 kinds: &self.kinds,
                 batch,
@@ -155,25 +161,27 @@ impl Writer {
             }
             results.push(result);
         }
-        {
-            let mut stmt = self
-                .conn
-                .prepare_cached(
-                    "UPDATE run_heads SET last_seq = ?2, last_cursor = ?3 WHERE rid = ?1",
-                )
-                .map_err(StoreError::sqlite("update run heads"))?;
-            for (head, _) in batch.heads.values().filter(|(_, dirty)| *dirty) {
-                stmt.execute(params![head.rid, head.last_seq as i64, head.last_cursor])
-                    .map_err(StoreError::sqlite("update run heads"))?;
-            }
-        }
+        drop(insert_event);
+        let dirty: Vec<_> = batch
+            .heads
+            .values()
+            .filter(|(_, dirty)| *dirty)
+            .map(|(h, _)| (h.rid, h.last_seq, h.last_cursor))
+            .collect();
+        write_heads(&self.conn, &dirty)?;
         self.exec("COMMIT")?;
         Ok(results)
     }
 }
 
-struct OpCtx<'a> {
-    conn: &'a Connection,
+/// Appends an event row.
+const INSERT_EVENT: &str = "INSERT INTO events(rid, seq, prev, kind, ekey, at, payload) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
+
+struct OpCtx<'a, 'c> {
+    conn: &'c Connection,
+    /// [`INSERT_EVENT`], prepared once per batch.
+    insert_event: &'a mut CachedStatement<'c>,
     committed: &'a HashMap<Uuid, Head>,
     kinds: &'a Kinds,
     batch: &'a Scratch,
@@ -197,7 +205,7 @@ static UPDATE_RUN: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
-impl OpCtx<'_> {
+impl OpCtx<'_, '_> {
     fn head(&mut self, run_id: Uuid) -> Result<Head, StoreError> {
         if let Some((h, _)) = self.op.heads.get(&run_id).or(self.batch.heads.get(&run_id)) {
             return Ok(*h);
@@ -386,22 +394,16 @@ impl OpCtx<'_> {
             });
         }
         let seq = head.last_seq + 1;
-        self.conn
-            .prepare_cached(
-                "INSERT INTO events(rid, seq, prev, kind, ekey, at, payload) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            )
-            .and_then(|mut s| {
-                s.execute(params![
-                    head.rid,
-                    seq as i64,
-                    head.last_cursor,
-                    code,
-                    ev.event_id,
-                    micros(Utc::now()),
-                    payload(&ev.kind),
-                ])
-            })
+        self.insert_event
+            .execute(params![
+                head.rid,
+                seq as i64,
+                head.last_cursor,
+                code,
+                ev.event_id,
+                micros(Utc::now()),
+                payload(&ev.kind),
+            ])
             .map_err(sql("insert event"))?;
         let cursor = self.conn.last_insert_rowid();
         head.last_seq = seq;
