@@ -4,7 +4,13 @@
 //! (b) appends through the journal actor from 1, 16 and 256 concurrent writers,
 //!     each writer appending to its own run and awaiting every ack.
 //!
-//! Run: `cargo bench --bench journal_append` (prints a Markdown table).
+//! The raw baseline runs twice: with 1000 rows per commit (the issue's
+//! figure) and with 256 rows per commit, the largest batch 256 closed-loop
+//! writers can form (one event per writer); ratios are given against both.
+//!
+//! Run: `cargo bench --bench journal_append` (prints a Markdown table);
+//! `cargo bench --bench journal_append -- w256` runs only the cases whose
+//! key (`raw1000`, `raw256`, `w1`, `w16`, `w256`) equals one of the arguments.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -16,7 +22,7 @@ use troupe::store::{EventKind, Flow, FlowStore, NewEvent, SqliteStore};
 
 /// Runs interleaved in the raw baseline (like 256 writers).
 const RAW_RUNS: usize = 256;
-/// Rows per transaction in the raw baseline.
+/// Rows per transaction in the raw baseline.
 const RAW_BATCH: usize = 1000;
 
 fn payload(i: u64) -> serde_json::Value {
@@ -69,8 +75,8 @@ fn pct(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
-async fn raw_baseline(dir: &Path, events: u64) -> Row {
-    let path = dir.join("raw.sqlite");
+async fn raw_baseline(dir: &Path, events: u64, rows_per_commit: usize) -> Row {
+    let path = dir.join(format!("raw-{rows_per_commit}.sqlite"));
     prepare(&path, RAW_RUNS).await;
     let before = db_bytes(&path);
     let conn = rusqlite::Connection::open(&path).expect("open raw");
@@ -99,7 +105,7 @@ async fn raw_baseline(dir: &Path, events: u64) -> Row {
                     "INSERT INTO events(rid, seq, prev, kind, ekey, at, payload) VALUES (?1, ?2, ?3, ?4, NULL, ?5, ?6)",
                 )
                 .expect("prepare");
-            for _ in 0..RAW_BATCH.min((events - i) as usize) {
+            for _ in 0..rows_per_commit.min((events - i) as usize) {
                 let r = (i as usize) % RAW_RUNS;
                 seq[r] += 1;
                 let body = serde_json::to_vec(&payload(i)).expect("json");
@@ -125,7 +131,9 @@ async fn raw_baseline(dir: &Path, events: u64) -> Row {
     drop(conn);
     let after = db_bytes(&path);
     Row {
-        name: format!("(a) raw rusqlite, {RAW_BATCH} rows/commit, {RAW_RUNS} runs interleaved"),
+        name: format!(
+            "(a) raw rusqlite, {rows_per_commit} rows/commit, {RAW_RUNS} runs interleaved"
+        ),
         events,
         elapsed,
         latencies,
@@ -176,8 +184,10 @@ async fn journal_writers(dir: &Path, writers: usize, per_writer: u64) -> Row {
     let after = db_bytes(&path);
     Row {
         name: format!(
-            "(b) journal actor, {writers} writer(s) (mean batch {:.0} ops)",
-            stats.ops as f64 / stats.commits.max(1) as f64
+            "(b) journal actor, {writers} writer(s) (mean batch {:.0} ops, mean commit {:.0} µs, max {:.1} ms)",
+            stats.ops as f64 / stats.commits.max(1) as f64,
+            stats.commit_time.as_secs_f64() * 1e6 / stats.commits.max(1) as f64,
+            stats.max_commit_time.as_secs_f64() * 1e3,
         ),
         events,
         elapsed,
@@ -187,8 +197,26 @@ async fn journal_writers(dir: &Path, writers: usize, per_writer: u64) -> Row {
     }
 }
 
+/// The raw baselines' rates, for the ratio columns (`None` when not run).
+fn rate_of(rows: &[(&str, Row)], key: &str) -> Option<f64> {
+    rows.iter()
+        .find(|(k, _)| *k == key)
+        .map(|(_, r)| r.events as f64 / r.elapsed.as_secs_f64())
+}
+
+fn ratio(rate: f64, base: Option<f64>) -> String {
+    base.map_or_else(|| "—".to_owned(), |b| format!("{:.0}%", 100.0 * rate / b))
+}
+
 fn main() {
-    let quick = std::env::args().any(|a| a == "--test");
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let quick = args.iter().any(|a| a == "--test");
+    let filters: Vec<&str> = args
+        .iter()
+        .map(String::as_str)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let wanted = |key: &str| filters.is_empty() || filters.contains(&key);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -200,31 +228,47 @@ fn main() {
         .expect("bench dir");
     let scale = if quick { 20 } else { 1 };
     let rows = rt.block_on(async {
-        let mut rows = vec![raw_baseline(dir.path(), 200_000 / scale).await];
-        rows.push(journal_writers(dir.path(), 1, 2_000 / scale).await);
-        rows.push(journal_writers(dir.path(), 16, 2_000 / scale).await);
-        rows.push(journal_writers(dir.path(), 256, 800 / scale).await);
+        let mut rows = Vec::new();
+        for (key, per_commit) in [("raw1000", RAW_BATCH), ("raw256", RAW_RUNS)] {
+            if wanted(key) {
+                rows.push((
+                    key,
+                    raw_baseline(dir.path(), 200_000 / scale, per_commit).await,
+                ));
+            }
+        }
+        for (key, writers, per_writer) in [("w1", 1, 2_000), ("w16", 16, 2_000), ("w256", 256, 800)]
+        {
+            if wanted(key) {
+                rows.push((
+                    key,
+                    journal_writers(dir.path(), writers, per_writer / scale).await,
+                ));
+            }
+        }
         rows
     });
-    let raw_rate = rows[0].events as f64 / rows[0].elapsed.as_secs_f64();
+    let raw1000 = rate_of(&rows, "raw1000");
+    let raw256 = rate_of(&rows, "raw256");
     println!(
-        "| case | events | events/s | vs (a) | p50 ack | p99 ack | bytes/event on disk | of which payload |"
+        "| case | events | events/s | vs (a) 1000 rows/commit | vs (a) 256 rows/commit | p50 ack | p99 ack | bytes/event on disk | of which payload |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
-    for mut row in rows {
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for (_, mut row) in rows {
         row.latencies.sort();
         let rate = row.events as f64 / row.elapsed.as_secs_f64();
         println!(
-            "| {} | {} | {:.0} | {:.0}% | {:.3} ms | {:.3} ms | {:.1} | {:.1} |",
+            "| {} | {} | {:.0} | {} | {} | {:.3} ms | {:.3} ms | {:.1} | {:.1} |",
             row.name,
             row.events,
             rate,
-            100.0 * rate / raw_rate,
+            ratio(rate, raw1000),
+            ratio(rate, raw256),
             pct(&row.latencies, 0.50).as_secs_f64() * 1e3,
             pct(&row.latencies, 0.99).as_secs_f64() * 1e3,
             row.bytes_per_event,
             row.payload_bytes,
         );
     }
-    println!("(raw baseline latencies are per {RAW_BATCH}-row commit)");
+    println!("(raw baseline latencies are per commit)");
 }

@@ -10,7 +10,7 @@ use tokio::sync::Semaphore;
 use troupe::journal::{JournalConfig, JournalHandle};
 use troupe::store::{
     Cursor, EventKind, FailureEntry, Flow, FlowStatus, FlowStep, FlowStore, MemoryStore, NewEvent,
-    RunEvent, StepOutput, StoreError, WriteOp, WriteOutcome,
+    RunEvent, StepOutput, StoreError, WriteOp, WriteOutcome, WriterJob,
 };
 use uuid::Uuid;
 
@@ -21,6 +21,9 @@ struct GatedStore {
     gate: Semaphore,
     batches: Mutex<Vec<usize>>,
     fail_next_commit: Mutex<bool>,
+    /// Claims a writer thread but drops every job posted to it (a thread
+    /// that has stopped).
+    writer_thread_gone: bool,
 }
 
 impl Default for GatedStore {
@@ -30,6 +33,7 @@ impl Default for GatedStore {
             gate: Semaphore::new(0),
             batches: Mutex::new(Vec::new()),
             fail_next_commit: Mutex::new(false),
+            writer_thread_gone: false,
         }
     }
 }
@@ -52,6 +56,14 @@ impl FlowStore for GatedStore {
             return Err(StoreError::Injected { op: "commit" });
         }
         self.inner.apply_batch(ops).await
+    }
+    fn run_on_writer(&self, job: WriterJob) -> Result<(), WriterJob> {
+        if self.writer_thread_gone {
+            drop(job);
+            Ok(())
+        } else {
+            Err(job)
+        }
     }
     async fn get_run(&self, id: Uuid) -> Result<Option<Flow>, StoreError> {
         self.inner.get_run(id).await
@@ -223,4 +235,25 @@ async fn shutdown_commits_queued_writes_then_refuses() {
     let err = journal.append(tick(run.id)).await.unwrap_err();
     assert!(matches!(err, StoreError::JournalClosed), "{err}");
     assert_eq!(store.inner.replay(run.id).await.unwrap().len(), 5);
+}
+
+#[tokio::test]
+async fn a_stopped_writer_thread_fails_writes_instead_of_stranding_them() {
+    let store = Arc::new(GatedStore {
+        writer_thread_gone: true,
+        ..GatedStore::default()
+    });
+    let run = Flow::new("c", "g", "o");
+    store.inner.insert_run(run.clone(), None).await.unwrap();
+    let journal = JournalHandle::spawn(store.clone(), JournalConfig::default(), None)
+        .await
+        .unwrap();
+    // The batch in the dropped job loses its ack; later writes are refused.
+    let err = journal.append(tick(run.id)).await.unwrap_err();
+    assert!(matches!(err, StoreError::AckDropped), "{err}");
+    let err = journal.append(tick(run.id)).await.unwrap_err();
+    assert!(matches!(err, StoreError::JournalClosed), "{err}");
+    assert_eq!(journal.stats().queued_requests, 0);
+    journal.shutdown().await;
+    assert!(store.batches().is_empty());
 }

@@ -153,7 +153,10 @@ fn parent() {
             .expect("spawn child");
         let stdout = child.stdout.take().expect("child stdout");
         let mut lines = 0;
-        for line in BufReader::new(stdout).lines() {
+        // The pipe stays open until the child is dead: closing it first would
+        // make the child's next `println!` panic on a broken pipe.
+        let mut reader = BufReader::new(stdout);
+        for line in (&mut reader).lines() {
             let Ok(line) = line else { break };
             record(&mut acked, &line);
             if line != "ready" {
@@ -165,6 +168,7 @@ fn parent() {
         }
         child.kill().expect("SIGKILL child");
         let status = child.wait().expect("reap child");
+        drop(reader);
         assert!(
             !status.success(),
             "round {round}: child exited on its own: {status}"

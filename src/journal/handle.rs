@@ -69,6 +69,7 @@ impl JournalHandle {
             store: store.clone(),
             max_batch_ops: config.max_batch_ops,
             counters: counters.clone(),
+            runtime: tokio::runtime::Handle::current(),
         };
         let (actor, _join) = match supervisor {
             Some(sup) => Actor::spawn_linked(None, JournalActor, args, sup).await?,

@@ -9,7 +9,9 @@
 //!   durable (with [`SqliteStore`](crate::store::SqliteStore), committed and fsynced).
 //! - **Group commit**: while one commit is in flight, new requests queue; the
 //!   next commit takes everything queued (up to [`JournalConfig::max_batch_ops`])
-//!   in one transaction. Each request still gets its own result.
+//!   in one transaction. Each request still gets its own result. With a store
+//!   that has its own writer thread (SQLite), commits and acks run on that
+//!   thread, which takes the next batch as soon as one is acknowledged.
 //! - **Backpressure**: at most [`JournalConfig::queue_capacity`] ops wait;
 //!   further writers wait for a slot instead of growing memory.
 //! - **Observability**: a `journal.commit` span per commit (requests, ops,
@@ -34,6 +36,7 @@
 //! ```
 
 mod actor;
+mod committer;
 mod handle;
 mod stats;
 

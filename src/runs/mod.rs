@@ -1,7 +1,125 @@
-//! Run outcomes: recording a run's terminal event exactly once
-//! ([`record_persisted_terminalization`]), repairing a missing one from the
-//! persisted status ([`repair_persisted_terminalization`]), and the recovery
-//! scan at open ([`recover`]).
+//! Runs: the control plane ([`FlowManager`]) and run outcomes.
+//!
+//! # The control plane
+//!
+//! Applications drive and observe runs through a [`FlowManager`] over any
+//! [`FlowStore`](crate::store::FlowStore) (a bare store, or the runtime's
+//! [`JournalHandle`](crate::journal::JournalHandle)). The rules:
+//!
+//! - A new run is `Created` at revision 0 with a `created` audit event. Each
+//!   change increments the revision by one and appends exactly one audit event
+//!   (see [`AuditKind`]), atomically, with a compare-and-set on the revision.
+//! - Legal moves ([`is_legal_move`]): `Created → Running` (`start_running`),
+//!   `Running ⇄ Waiting` (`set_waiting`, `resume`),
+//!   `Running | Waiting → Finished | Failed | Cancelled`,
+//!   `Created → Cancelled | Failed`. Any other move is
+//!   [`FlowError::InvalidTransition`]; any change to a terminal run is
+//!   [`FlowError::AlreadyTerminal`].
+//! - `request_cancel` sets a sticky flag; from then on `finish` and
+//!   `update_state` return [`FlowError::CancelPending`], while `cancel` (and
+//!   `fail`) still succeed.
+//! - State patches merge shallowly ([`merge_state`]): top-level keys of an
+//!   object patch replace, any other patch replaces the whole state. `fail`
+//!   merges `{"failure": {"reason", "at"}}`; `finish`'s final state, when
+//!   given, replaces the state.
+//! - `finish`, `fail` and `cancel` also append the run's outcome
+//!   (`FlowCompleted` with the final state, `FlowFailed { reason }`,
+//!   `FlowCanceled`) in the same atomic write, so a run's status and outcome
+//!   never diverge and the store's one-outcome-per-run rule holds.
+//! - A revision conflict (another writer changed the run since it was read)
+//!   is retried, re-reading and re-checking the run, up to
+//!   [`DEFAULT_MAX_ATTEMPTS`] times; then [`FlowError::RevisionMismatch`].
+//!
+//! A managed run:
+//!
+//! ```
+//! # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
+//! use std::sync::Arc;
+//! use serde_json::json;
+//! use troupe::runs::{CreateManagedInput, FlowError, FlowManager, FlowStatus};
+//! use troupe::store::SqliteStore;
+//!
+//! let manager = FlowManager::new(Arc::new(SqliteStore::open(":memory:").await?));
+//! let run = manager
+//!     .create_managed(CreateManagedInput {
+//!         controller_id: "orders".into(),
+//!         goal: "ship order 17".into(),
+//!         owner_session_key: "session-1".into(),
+//!         requester_origin: Some("web".into()),
+//!         current_step: Some("pick".into()),
+//!         state_json: json!({"items": 3}),
+//!     })
+//!     .await?;
+//! assert_eq!((run.status, run.revision), (FlowStatus::Created, 0));
+//!
+//! manager.start_running(run.id).await?;
+//! manager.set_waiting(run.id, json!({"for": "courier"})).await?;
+//! let run = manager.resume(run.id, Some(json!({"courier": "ups"}))).await?;
+//! assert_eq!(run.state_json, json!({"items": 3, "courier": "ups"}));
+//!
+//! manager.request_cancel(run.id).await?;
+//! let refused = manager.finish(run.id, None).await;
+//! assert!(matches!(refused, Err(FlowError::CancelPending { .. })));
+//! let run = manager.cancel(run.id).await?;
+//! assert_eq!((run.status, run.revision), (FlowStatus::Cancelled, 5));
+//!
+//! let log = manager.list_events(run.id, 10).await?;
+//! let kinds: Vec<&str> = log.iter().map(|e| e.kind.name()).collect();
+//! assert_eq!(
+//!     kinds,
+//!     ["created", "started", "waiting", "resumed", "cancel_requested", "cancelled", "FlowCanceled"]
+//! );
+//! # Ok::<(), FlowError>(())
+//! # }).unwrap();
+//! ```
+//!
+//! A mirrored run, whose work runs elsewhere and is only observed:
+//!
+//! ```
+//! # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
+//! use std::sync::Arc;
+//! use serde_json::json;
+//! use troupe::runs::{CreateMirroredInput, FlowManager, FlowStatus, FlowStepStatus, StepObservation};
+//! use troupe::store::MemoryStore;
+//!
+//! let manager = FlowManager::new(Arc::new(MemoryStore::new()));
+//! let run = manager
+//!     .create_mirrored(CreateMirroredInput::new("ci", "build #42", "session-2"))
+//!     .await?;
+//! assert_eq!((run.status, run.revision), (FlowStatus::Running, 1));
+//!
+//! let seen = StepObservation {
+//!     flow_id: run.id,
+//!     run_id: "job-7".into(),
+//!     task: "compile".into(),
+//!     status: FlowStepStatus::Running,
+//!     child_session_key: Some("worker-3".into()),
+//!     result_json: None,
+//! };
+//! manager.record_step_observation(seen.clone()).await?;
+//! // Same step run id: the same step is updated; the worker is remembered.
+//! let done = manager
+//!     .record_step_observation(StepObservation {
+//!         status: FlowStepStatus::Succeeded,
+//!         child_session_key: None,
+//!         result_json: Some(json!({"artifacts": 2})),
+//!         ..seen
+//!     })
+//!     .await?;
+//! assert_eq!(done.child_session_key.as_deref(), Some("worker-3"));
+//! assert_eq!(manager.list_steps(run.id).await?, vec![done]);
+//!
+//! let run = manager.finish(run.id, Some(json!({"artifacts": 2}))).await?;
+//! assert_eq!((run.status, run.revision), (FlowStatus::Finished, 4));
+//! # Ok::<(), troupe::runs::FlowError>(())
+//! # }).unwrap();
+//! ```
+//!
+//! # Run outcomes
+//!
+//! Writers that persist a terminal status and its outcome in two steps use
+//! [`record_persisted_terminalization`]; [`repair_persisted_terminalization`]
+//! and the recovery scan [`recover`] append an outcome a crash left out.
 //!
 //! ```
 //! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
@@ -25,11 +143,22 @@
 //! # }).unwrap();
 //! ```
 
+mod error;
+mod input;
+mod lifecycle;
+mod manager;
 mod recovery;
 mod terminal;
 
+pub use error::FlowError;
+pub use input::{CreateManagedInput, CreateMirroredInput, StepObservation};
+pub use lifecycle::{AuditKind, is_legal_move, merge_state};
+pub use manager::{DEFAULT_MAX_ATTEMPTS, FlowManager};
 pub use recovery::{RecoveryReport, recover};
 pub use terminal::{
     TerminalTarget, TerminalizationError, TerminalizationOutcome, rebuild_structured_output,
     record_persisted_terminalization, repair_persisted_terminalization,
 };
+
+/// The run record types, re-exported from [`crate::store`] where the control plane uses them.
+pub use crate::store::{Flow, FlowStatus, FlowStep, FlowStepStatus, StepRuntime};

@@ -52,4 +52,4 @@ pub use records::{
     StepRuntime, new_run_id,
 };
 pub use sqlite::{IntegrityCheck, SCHEMA_VERSION, SqliteConfig, SqliteStore, Synchronous};
-pub use traits::FlowStore;
+pub use traits::{BatchResult, FlowStore, WriterJob};

@@ -10,6 +10,14 @@ use super::events::{
 use super::ops::{WriteOp, WriteOutcome, mismatch};
 use super::records::{FailureEntry, Flow, FlowStatus, FlowStep, StepOutput};
 
+/// What [`FlowStore::apply_batch`] returns: the commit's outcome, then one
+/// result per op.
+pub type BatchResult = Result<Vec<Result<WriteOutcome, StoreError>>, StoreError>;
+
+/// A job for a store's writer thread (see [`FlowStore::run_on_writer`]): it
+/// gets a synchronous `apply_batch` on that thread.
+pub type WriterJob = Box<dyn FnOnce(&mut dyn FnMut(Vec<WriteOp>) -> BatchResult) + Send>;
+
 /// A durable store of runs, their event logs, step outputs, steps and failure
 /// ledger. Object safe: the control plane and runtime hold `Arc<dyn FlowStore>`.
 ///
@@ -25,6 +33,17 @@ pub trait FlowStore: Send + Sync + 'static {
         &self,
         ops: Vec<WriteOp>,
     ) -> Result<Vec<Result<WriteOutcome, StoreError>>, StoreError>;
+
+    /// Runs `job` on the store's own writer thread, if it has one, handing it
+    /// a synchronous [`apply_batch`](FlowStore::apply_batch): a caller that
+    /// commits batch after batch (the journal) then commits and acknowledges
+    /// on that thread, without a thread hop per commit. Jobs run in the order
+    /// they are posted. `Err(job)` (the default) means the store has no such
+    /// thread and the caller uses `apply_batch`. A posted job is dropped
+    /// without running if the thread has stopped.
+    fn run_on_writer(&self, job: WriterJob) -> Result<(), WriterJob> {
+        Err(job)
+    }
 
     /// Applies one op durably.
     async fn apply(&self, op: WriteOp) -> Result<WriteOutcome, StoreError> {

@@ -1,9 +1,12 @@
 //! [`SqliteStore`]: the embedded durable backend (WAL, `synchronous=FULL` by
 //! default), with one dedicated thread for the writer connection and one for
 //! a read-only connection, so reads never queue behind writes and SQLite
-//! never blocks a tokio worker.
+//! never blocks a tokio worker, plus a checkpointer thread that keeps WAL
+//! checkpoints out of commits (`checkpoint.rs`).
 
+mod checkpoint;
 mod codec;
+mod heads;
 mod read;
 mod rows;
 mod schema;
@@ -17,6 +20,7 @@ use async_trait::async_trait;
 use rusqlite::Connection;
 use uuid::Uuid;
 
+use self::checkpoint::Checkpoints;
 use self::codec::Kinds;
 use self::thread::ConnThread;
 use self::write::Writer;
@@ -24,7 +28,7 @@ use super::error::StoreError;
 use super::events::{Cursor, RunEvent};
 use super::ops::{WriteOp, WriteOutcome};
 use super::records::{FailureEntry, Flow, FlowStatus, FlowStep, StepOutput};
-use super::traits::FlowStore;
+use super::traits::{FlowStore, WriterJob};
 
 /// The newest journal schema version this build reads and writes.
 pub const SCHEMA_VERSION: i64 = schema::SCHEMA_VERSION;
@@ -76,6 +80,10 @@ pub struct SqliteConfig {
     pub integrity_check: IntegrityCheck,
     /// How long a connection waits for a lock held by another connection.
     pub busy_timeout: Duration,
+    /// WAL size, in pages, past which a background thread checkpoints the WAL
+    /// into the database file (SQLite's own default threshold is 1000 pages).
+    /// Commits never run a checkpoint themselves.
+    pub checkpoint_pages: u32,
 }
 
 impl Default for SqliteConfig {
@@ -84,6 +92,7 @@ impl Default for SqliteConfig {
             synchronous: Synchronous::Full,
             integrity_check: IntegrityCheck::Quick,
             busy_timeout: Duration::from_secs(5),
+            checkpoint_pages: 1000,
         }
     }
 }
@@ -137,7 +146,13 @@ impl SqliteStore {
         let path = path.as_ref().to_owned();
         let (p, c) = (path.clone(), config.clone());
         let writer = ConnThread::spawn("troupe-sqlite-writer", path.clone(), move || {
-            Writer::new(schema::open_writer(&p, &c)?)
+            let mut conn = schema::open_writer(&p, &c)?;
+            let checkpoints = if schema::in_memory(&p) {
+                None
+            } else {
+                Some(Checkpoints::start(&mut conn, &p, &c)?)
+            };
+            Writer::new(conn, checkpoints)
         })
         .await?;
         let reader = if path.as_os_str() == ":memory:" {
@@ -194,6 +209,12 @@ impl FlowStore for SqliteStore {
         ops: Vec<WriteOp>,
     ) -> Result<Vec<Result<WriteOutcome, StoreError>>, StoreError> {
         self.writer.call(move |w| w.apply_batch(ops)).await?
+    }
+
+    fn run_on_writer(&self, job: WriterJob) -> Result<(), WriterJob> {
+        self.writer
+            .post(move |w| job(&mut |ops| w.apply_batch(ops)));
+        Ok(())
     }
 
     async fn get_run(&self, id: Uuid) -> Result<Option<Flow>, StoreError> {

@@ -119,7 +119,7 @@ pub(crate) fn classify(
     }
 }
 
-fn in_memory(path: &Path) -> bool {
+pub(crate) fn in_memory(path: &Path) -> bool {
     path.as_os_str() == ":memory:"
 }
 
@@ -159,6 +159,20 @@ pub(crate) fn open_writer(path: &Path, config: &SqliteConfig) -> Result<Connecti
         .map_err(classify(path, "synchronous"))?;
     check_integrity(&conn, path, config.integrity_check)?;
     migrate(&conn, path, version)?;
+    Ok(conn)
+}
+
+/// Opens the checkpointer's connection to a database the writer has opened;
+/// checkpoints sync the database file as hard as commits sync the WAL.
+pub(crate) fn open_checkpointer(
+    path: &Path,
+    config: &SqliteConfig,
+) -> Result<Connection, StoreError> {
+    let conn = Connection::open(path).map_err(classify(path, "open checkpointer"))?;
+    conn.busy_timeout(config.busy_timeout)
+        .map_err(classify(path, "busy_timeout"))?;
+    conn.pragma_update(None, "synchronous", config.synchronous.as_pragma())
+        .map_err(classify(path, "synchronous"))?;
     Ok(conn)
 }
 

@@ -65,6 +65,12 @@ impl<S: 'static> ConnThread<S> {
         Ok(ConnThread { jobs, path })
     }
 
+    /// Queues `f` to run on the connection thread without waiting for it;
+    /// `f` is dropped unrun if the thread has stopped.
+    pub(crate) fn post(&self, f: impl FnOnce(&mut S) + Send + 'static) {
+        let _ = self.jobs.send(Box::new(f));
+    }
+
     /// Runs `f` on the connection thread and returns its result.
     pub(crate) async fn call<R: Send + 'static>(
         &self,

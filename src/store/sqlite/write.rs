@@ -9,10 +9,12 @@ use std::collections::HashMap;
 use std::sync::LazyLock;
 
 use chrono::Utc;
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{CachedStatement, Connection, OptionalExtension, params};
 use uuid::Uuid;
 
+use super::checkpoint::Checkpoints;
 use super::codec::{Kinds, MAX_TERMINAL_CODE, json_bytes, micros, payload};
+use super::heads::write_heads;
 use super::read::event_by_cursor;
 use super::rows::run_values;
 use crate::store::error::StoreError;
@@ -40,12 +42,19 @@ struct Scratch {
 }
 
 impl Scratch {
-    fn absorb(&mut self, op: Scratch) {
-        for (id, (head, dirty)) in op.heads {
+    /// Moves an op's changes into the batch, leaving `op` empty (with its
+    /// capacity, for the next op).
+    fn absorb(&mut self, op: &mut Scratch) {
+        for (id, (head, dirty)) in op.heads.drain() {
             let entry = self.heads.entry(id).or_insert((head, false));
             *entry = (head, entry.1 || dirty);
         }
-        self.kinds.extend(op.kinds);
+        self.kinds.append(&mut op.kinds);
+    }
+
+    fn clear(&mut self) {
+        self.heads.clear();
+        self.kinds.clear();
     }
 }
 
@@ -54,10 +63,15 @@ pub(crate) struct Writer {
     pub(crate) conn: Connection,
     kinds: Kinds,
     heads: HashMap<Uuid, Head>,
+    /// The background checkpointer (file databases only).
+    checkpoints: Option<Checkpoints>,
 }
 
 impl Writer {
-    pub(crate) fn new(conn: Connection) -> Result<Writer, StoreError> {
+    pub(crate) fn new(
+        conn: Connection,
+        checkpoints: Option<Checkpoints>,
+    ) -> Result<Writer, StoreError> {
         conn.set_prepared_statement_cache_capacity(64);
         let mut kinds = Kinds::default();
         kinds.reload(&conn)?;
@@ -65,6 +79,7 @@ impl Writer {
             conn,
             kinds,
             heads: HashMap::new(),
+            checkpoints,
         })
     }
 
@@ -105,8 +120,17 @@ impl Writer {
         ops: Vec<WriteOp>,
         batch: &mut Scratch,
     ) -> Result<Vec<Result<WriteOutcome, StoreError>>, StoreError> {
+        if let Some(checkpoints) = &self.checkpoints {
+            checkpoints.catch_up(&self.conn);
+        }
         self.exec("BEGIN IMMEDIATE")?;
         let mut results = Vec::with_capacity(ops.len());
+        // One op's scratch, reused: no map allocation per op.
+        let mut op_scratch = Scratch::default();
+        let mut insert_event = self
+            .conn
+            .prepare_cached(INSERT_EVENT)
+            .map_err(sql("prepare event insert"))?;
         for op in ops {
             // A plain append changes the database in its last statement only
             // (a kind name it interns first is harmless to keep), so it needs
@@ -117,46 +141,51 @@ impl Writer {
             }
             let mut ctx = OpCtx {
                 conn: &self.conn,
+                insert_event: &mut insert_event,
                 committed: &self.heads,
                 kinds: &self.kinds,
                 batch,
-                op: Scratch::default(),
+                op: &mut op_scratch,
             };
             let result = ctx.apply(op);
-            let op_scratch = ctx.op;
             if result.is_ok() {
-                batch.absorb(op_scratch);
-            } else if savepoint {
-                self.exec("ROLLBACK TO op")?;
+                batch.absorb(&mut op_scratch);
+            } else {
+                op_scratch.clear();
+                if savepoint {
+                    self.exec("ROLLBACK TO op")?;
+                }
             }
             if savepoint {
                 self.exec("RELEASE op")?;
             }
             results.push(result);
         }
-        {
-            let mut stmt = self
-                .conn
-                .prepare_cached(
-                    "UPDATE run_heads SET last_seq = ?2, last_cursor = ?3 WHERE rid = ?1",
-                )
-                .map_err(StoreError::sqlite("update run heads"))?;
-            for (head, _) in batch.heads.values().filter(|(_, dirty)| *dirty) {
-                stmt.execute(params![head.rid, head.last_seq as i64, head.last_cursor])
-                    .map_err(StoreError::sqlite("update run heads"))?;
-            }
-        }
+        drop(insert_event);
+        let dirty: Vec<_> = batch
+            .heads
+            .values()
+            .filter(|(_, dirty)| *dirty)
+            .map(|(h, _)| (h.rid, h.last_seq, h.last_cursor))
+            .collect();
+        write_heads(&self.conn, &dirty)?;
         self.exec("COMMIT")?;
         Ok(results)
     }
 }
 
-struct OpCtx<'a> {
-    conn: &'a Connection,
+/// Appends an event row.
+const INSERT_EVENT: &str = "INSERT INTO events(rid, seq, prev, kind, ekey, at, payload) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
+
+struct OpCtx<'a, 'c> {
+    conn: &'c Connection,
+    /// [`INSERT_EVENT`], prepared once per batch.
+    insert_event: &'a mut CachedStatement<'c>,
     committed: &'a HashMap<Uuid, Head>,
     kinds: &'a Kinds,
     batch: &'a Scratch,
-    op: Scratch,
+    op: &'a mut Scratch,
 }
 
 fn sql(op: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
@@ -176,7 +205,7 @@ static UPDATE_RUN: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
-impl OpCtx<'_> {
+impl OpCtx<'_, '_> {
     fn head(&mut self, run_id: Uuid) -> Result<Head, StoreError> {
         if let Some((h, _)) = self.op.heads.get(&run_id).or(self.batch.heads.get(&run_id)) {
             return Ok(*h);
@@ -365,22 +394,16 @@ impl OpCtx<'_> {
             });
         }
         let seq = head.last_seq + 1;
-        self.conn
-            .prepare_cached(
-                "INSERT INTO events(rid, seq, prev, kind, ekey, at, payload) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            )
-            .and_then(|mut s| {
-                s.execute(params![
-                    head.rid,
-                    seq as i64,
-                    head.last_cursor,
-                    code,
-                    ev.event_id,
-                    micros(Utc::now()),
-                    payload(&ev.kind),
-                ])
-            })
+        self.insert_event
+            .execute(params![
+                head.rid,
+                seq as i64,
+                head.last_cursor,
+                code,
+                ev.event_id,
+                micros(Utc::now()),
+                payload(&ev.kind),
+            ])
             .map_err(sql("insert event"))?;
         let cursor = self.conn.last_insert_rowid();
         head.last_seq = seq;

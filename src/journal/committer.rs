@@ -1,0 +1,326 @@
+//! Group commit: the queue between the journal actor and the store, and the
+//! committer that drains it.
+//!
+//! The actor pushes each write request into a [`CommitQueue`]. The committer
+//! takes everything queued (up to the batch bound, never splitting a
+//! request) whenever it is free, commits it as one batch and replies to each
+//! request with its own results. When the store has a writer thread of its
+//! own ([`FlowStore::run_on_writer`], e.g. SQLite), the committer runs there:
+//! a commit, its acks and the taking of the next batch happen on one thread,
+//! which under load never sleeps or waits for a tokio task between commits.
+//! Otherwise it runs as a tokio task over [`FlowStore::apply_batch`].
+//!
+//! At most one drain runs at a time, so batches commit in queue order.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use ractor::{ActorRef, RpcReplyPort};
+use tokio::sync::OwnedSemaphorePermit;
+
+use super::actor::{JournalMsg, WriteReply};
+use super::stats::Counters;
+use crate::store::{BatchResult, FlowStore, StoreError, WriteOp, WriterJob};
+
+/// One write request waiting for its commit.
+pub(crate) struct Request {
+    pub(crate) ops: Vec<WriteOp>,
+    pub(crate) reply: RpcReplyPort<WriteReply>,
+    /// The request's queue slot, released once it is answered.
+    pub(crate) permit: OwnedSemaphorePermit,
+}
+
+#[derive(Default)]
+struct State {
+    items: VecDeque<Request>,
+    /// A drain is scheduled or running.
+    draining: bool,
+    /// Shutdown asked: the actor wants [`JournalMsg::Drained`] once idle.
+    closed: bool,
+    /// The drain died (its thread stopped): nothing will commit any more.
+    broken: bool,
+}
+
+/// Requests waiting for a commit.
+pub(crate) struct CommitQueue {
+    state: Mutex<State>,
+    max_batch_ops: usize,
+}
+
+/// What [`CommitQueue::push`] asks of the caller.
+pub(crate) enum Pushed {
+    /// A drain is already under way and will take the request.
+    Queued,
+    /// The queue was idle: start a drain.
+    StartDrain,
+}
+
+impl CommitQueue {
+    pub(crate) fn new(max_batch_ops: usize) -> CommitQueue {
+        CommitQueue {
+            state: Mutex::new(State::default()),
+            max_batch_ops: max_batch_ops.max(1),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // No code panics while holding the lock; a poisoned state is still consistent.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues `req`; hands it back when nothing can commit it any more.
+    pub(crate) fn push(&self, req: Request) -> Result<Pushed, Request> {
+        let mut state = self.lock();
+        if state.broken {
+            return Err(req);
+        }
+        state.items.push_back(req);
+        if state.draining {
+            Ok(Pushed::Queued)
+        } else {
+            state.draining = true;
+            Ok(Pushed::StartDrain)
+        }
+    }
+
+    /// Marks the queue closing; `true` when it is already idle (nothing
+    /// queued or committing), else the committer reports `Drained` later.
+    pub(crate) fn close(&self) -> bool {
+        let mut state = self.lock();
+        state.closed = true;
+        !state.draining
+    }
+
+    /// The next batch, or `None` after marking the drain finished (the
+    /// second value says whether the actor waits for that).
+    fn take(&self) -> Result<Vec<Request>, bool> {
+        let mut state = self.lock();
+        let mut ops = 0;
+        let mut batch = Vec::new();
+        while let Some(next) = state.items.front() {
+            if !batch.is_empty() && ops + next.ops.len() > self.max_batch_ops {
+                break;
+            }
+            ops += next.ops.len();
+            batch.extend(state.items.pop_front());
+        }
+        if batch.is_empty() {
+            state.draining = false;
+            return Err(state.closed);
+        }
+        Ok(batch)
+    }
+
+    /// The drain died: refuse further requests and fail the queued ones.
+    fn break_down(&self) -> (Vec<Request>, bool) {
+        let mut state = self.lock();
+        state.broken = true;
+        state.draining = false;
+        (state.items.drain(..).collect(), state.closed)
+    }
+}
+
+/// Drains a [`CommitQueue`] into the store.
+pub(crate) struct Committer {
+    pub(crate) queue: Arc<CommitQueue>,
+    pub(crate) store: Arc<dyn FlowStore>,
+    pub(crate) counters: Arc<Counters>,
+    pub(crate) actor: ActorRef<JournalMsg>,
+    /// Where the task-based drain runs when started off the runtime.
+    pub(crate) runtime: tokio::runtime::Handle,
+    /// See [`Committer::has_writer_thread`].
+    pub(crate) on_writer: bool,
+}
+
+impl Committer {
+    /// Whether `store` runs jobs on a writer thread of its own.
+    pub(crate) fn has_writer_thread(store: &dyn FlowStore) -> bool {
+        store.run_on_writer(Box::new(|_| {})).is_ok()
+    }
+
+    /// Takes the next batch now and commits it: as a job on the store's
+    /// writer thread, which then takes the following one, or on a task that
+    /// keeps taking batches. Ends the drain when nothing is queued.
+    pub(crate) fn start(self: &Arc<Self>) {
+        let guard = DrainGuard {
+            committer: self.clone(),
+            armed: true,
+        };
+        let Some(batch) = self.next_batch() else {
+            guard.disarm();
+            return;
+        };
+        if self.on_writer {
+            let job: WriterJob = Box::new(move |apply| guard.commit_on_writer(batch, apply));
+            // A job refused against the store's word is dropped: its guard
+            // then refuses the queued writes instead of stranding them.
+            let _ = self.store.run_on_writer(job);
+        } else {
+            self.runtime.spawn(guard.drain_async(batch));
+        }
+    }
+
+    /// Takes the next batch, or reports the drain finished.
+    fn next_batch(&self) -> Option<Batch> {
+        match self.queue.take() {
+            Ok(requests) => Some(Batch::new(requests, &self.counters)),
+            Err(closing) => {
+                if closing {
+                    let _ = self.actor.cast(JournalMsg::Drained);
+                }
+                None
+            }
+        }
+    }
+}
+
+/// Fails what is queued if a drain ends without finishing (its writer thread
+/// stopped, the job was dropped unrun or the task was cancelled).
+struct DrainGuard {
+    committer: Arc<Committer>,
+    armed: bool,
+}
+
+impl DrainGuard {
+    fn disarm(mut self) -> Arc<Committer> {
+        self.armed = false;
+        self.committer.clone()
+    }
+
+    /// On the writer thread: commits one batch, then posts the next behind
+    /// any other jobs of that thread (so reads or direct writes sharing it
+    /// are not starved).
+    fn commit_on_writer(self, batch: Batch, apply: &mut dyn FnMut(Vec<WriteOp>) -> BatchResult) {
+        batch.commit(apply);
+        self.disarm().start();
+    }
+
+    async fn drain_async(self, first: Batch) {
+        let mut next = Some(first);
+        while let Some(batch) = next {
+            let (ops, pending) = batch.split();
+            let result = self.committer.store.apply_batch(ops).await;
+            pending.answer(result);
+            next = self.committer.next_batch();
+        }
+        self.disarm();
+    }
+}
+
+impl Drop for DrainGuard {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let committer = &self.committer;
+        let (stranded, closing) = committer.queue.break_down();
+        committer.counters.queued(-(stranded.len() as i64));
+        tracing::error!(
+            requests = stranded.len(),
+            "journal committer stopped; queued writes refused"
+        );
+        for req in stranded {
+            let _ = req.reply.send(Err(StoreError::JournalClosed));
+        }
+        if closing {
+            let _ = committer.actor.cast(JournalMsg::Drained);
+        }
+    }
+}
+
+/// One commit's requests.
+struct Batch {
+    requests: Vec<Request>,
+    ops: usize,
+    span: tracing::Span,
+    counters: Arc<Counters>,
+}
+
+/// A batch whose ops went to the store, waiting for the result.
+struct Pending {
+    sizes: Vec<usize>,
+    replies: Vec<RpcReplyPort<WriteReply>>,
+    /// Queue slots stay taken until the replies are sent.
+    permits: Vec<OwnedSemaphorePermit>,
+    ops: usize,
+    started: Instant,
+    span: tracing::Span,
+    counters: Arc<Counters>,
+}
+
+impl Batch {
+    fn new(requests: Vec<Request>, counters: &Arc<Counters>) -> Batch {
+        let ops = requests.iter().map(|r| r.ops.len()).sum();
+        let queue_depth = counters.queued(-(requests.len() as i64));
+        let span = tracing::debug_span!(
+            "journal.commit",
+            requests = requests.len(),
+            ops,
+            queue_depth
+        );
+        Batch {
+            requests,
+            ops,
+            span,
+            counters: counters.clone(),
+        }
+    }
+
+    fn commit(self, apply: impl FnOnce(Vec<WriteOp>) -> BatchResult) {
+        let (ops, pending) = self.split();
+        let result = pending.span.in_scope(|| apply(ops));
+        pending.answer(result);
+    }
+
+    fn split(self) -> (Vec<WriteOp>, Pending) {
+        let n = self.requests.len();
+        let mut pending = Pending {
+            sizes: Vec::with_capacity(n),
+            replies: Vec::with_capacity(n),
+            permits: Vec::with_capacity(n),
+            ops: self.ops,
+            started: Instant::now(),
+            span: self.span,
+            counters: self.counters,
+        };
+        let mut ops = Vec::with_capacity(self.ops);
+        for req in self.requests {
+            pending.sizes.push(req.ops.len());
+            ops.extend(req.ops);
+            pending.replies.push(req.reply);
+            pending.permits.push(req.permit);
+        }
+        (ops, pending)
+    }
+}
+
+impl Pending {
+    /// Replies to every request of the batch with its own results.
+    fn answer(self, result: BatchResult) {
+        let _entered = self.span.enter();
+        let took = self.started.elapsed();
+        self.counters.commit(self.ops, took, result.is_ok());
+        match result {
+            Ok(results) => {
+                tracing::debug!(micros = took.as_micros() as u64, "journal commit");
+                let mut results = results.into_iter();
+                for (reply, n) in self.replies.into_iter().zip(self.sizes) {
+                    let mine: Vec<_> = results.by_ref().take(n).collect();
+                    let _ = reply.send(Ok(mine));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "journal commit failed; every request in the batch gets the error");
+                let shared = Arc::new(e);
+                for reply in self.replies {
+                    let _ = reply.send(Err(StoreError::BatchFailed {
+                        batch_len: self.ops,
+                        source: shared.clone(),
+                    }));
+                }
+            }
+        }
+        drop(self.permits);
+    }
+}

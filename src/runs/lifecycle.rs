@@ -1,0 +1,300 @@
+//! The pure rules of a run's lifecycle: which moves a status allows, what each
+//! change does to the run record, and the shallow state merge. No IO: the
+//! manager reads the run, asks [`plan`] for the next record, and writes it
+//! with a compare-and-set; on a conflict it reads again and plans again.
+
+use chrono::{DateTime, SubsecRound, Utc};
+use serde_json::{Map, Value, json};
+
+use super::error::FlowError;
+use crate::store::{EventKind, Flow, FlowStatus, FlowStepStatus, TerminalEvent};
+
+/// The kind of an audit event the manager writes, one per change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AuditKind {
+    /// The run was created (revision 0).
+    Created,
+    /// `Created → Running`.
+    Started,
+    /// `Running → Waiting`.
+    Waiting,
+    /// `Waiting → Running`.
+    Resumed,
+    /// `→ Finished`.
+    Finished,
+    /// `→ Failed`.
+    Failed,
+    /// The sticky cancellation request was set.
+    CancelRequested,
+    /// `→ Cancelled`.
+    Cancelled,
+    /// The state (and maybe the current step) changed.
+    StateUpdated,
+    /// A step observation was recorded.
+    StepObserved,
+}
+
+impl AuditKind {
+    /// Every kind, in code order.
+    pub const ALL: [AuditKind; 10] = [
+        AuditKind::Created,
+        AuditKind::Started,
+        AuditKind::Waiting,
+        AuditKind::Resumed,
+        AuditKind::Finished,
+        AuditKind::Failed,
+        AuditKind::CancelRequested,
+        AuditKind::Cancelled,
+        AuditKind::StateUpdated,
+        AuditKind::StepObserved,
+    ];
+
+    /// The event kind name stored in the log (`"created"`, `"cancel_requested"`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuditKind::Created => "created",
+            AuditKind::Started => "started",
+            AuditKind::Waiting => "waiting",
+            AuditKind::Resumed => "resumed",
+            AuditKind::Finished => "finished",
+            AuditKind::Failed => "failed",
+            AuditKind::CancelRequested => "cancel_requested",
+            AuditKind::Cancelled => "cancelled",
+            AuditKind::StateUpdated => "state_updated",
+            AuditKind::StepObserved => "step_observed",
+        }
+    }
+
+    /// The kind with this stored name, if it is one.
+    pub fn parse(name: &str) -> Option<AuditKind> {
+        Self::ALL.into_iter().find(|k| k.as_str() == name)
+    }
+}
+
+/// Whether a run may move from `from` to `to`: `Created → Running`,
+/// `Running ⇄ Waiting`, `Running | Waiting → Finished | Failed | Cancelled`,
+/// `Created → Cancelled | Failed`. Nothing leaves a terminal status.
+pub fn is_legal_move(from: FlowStatus, to: FlowStatus) -> bool {
+    use FlowStatus::*;
+    matches!(
+        (from, to),
+        (Created, Running)
+            | (Running, Waiting)
+            | (Waiting, Running)
+            | (Running | Waiting, Finished | Failed | Cancelled)
+            | (Created, Cancelled | Failed)
+    )
+}
+
+/// Merges `patch` into `state` shallowly: each top-level key of an object
+/// patch replaces the state's key (a `null` value is stored, not a removal);
+/// any other patch, or an object patch over a non-object state, replaces the
+/// whole state.
+pub fn merge_state(state: &mut Value, patch: Value) {
+    match (state, patch) {
+        (Value::Object(current), Value::Object(keys)) => current.extend(keys),
+        (state, patch) => *state = patch,
+    }
+}
+
+/// The current time at the precision stores keep (microseconds), so that a
+/// run the manager returns equals the run read back from any store.
+pub(crate) fn stored_now() -> DateTime<Utc> {
+    Utc::now().trunc_subsecs(6)
+}
+
+/// One change the manager can make to a run, with its data.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Change {
+    Start,
+    Wait {
+        wait_json: Value,
+    },
+    Resume {
+        patch: Option<Value>,
+    },
+    Finish {
+        final_state: Option<Value>,
+    },
+    Fail {
+        reason: String,
+    },
+    RequestCancel,
+    Cancel,
+    UpdateState {
+        patch: Value,
+        next_step: Option<String>,
+    },
+    ObserveStep {
+        step_run_id: String,
+        status: FlowStepStatus,
+    },
+}
+
+impl Change {
+    pub(crate) fn audit_kind(&self) -> AuditKind {
+        match self {
+            Change::Start => AuditKind::Started,
+            Change::Wait { .. } => AuditKind::Waiting,
+            Change::Resume { .. } => AuditKind::Resumed,
+            Change::Finish { .. } => AuditKind::Finished,
+            Change::Fail { .. } => AuditKind::Failed,
+            Change::RequestCancel => AuditKind::CancelRequested,
+            Change::Cancel => AuditKind::Cancelled,
+            Change::UpdateState { .. } => AuditKind::StateUpdated,
+            Change::ObserveStep { .. } => AuditKind::StepObserved,
+        }
+    }
+
+    /// The status the change moves the run to, for status moves.
+    fn target(&self) -> Option<FlowStatus> {
+        match self {
+            Change::Start | Change::Resume { .. } => Some(FlowStatus::Running),
+            Change::Wait { .. } => Some(FlowStatus::Waiting),
+            Change::Finish { .. } => Some(FlowStatus::Finished),
+            Change::Fail { .. } => Some(FlowStatus::Failed),
+            Change::Cancel => Some(FlowStatus::Cancelled),
+            Change::RequestCancel | Change::UpdateState { .. } | Change::ObserveStep { .. } => None,
+        }
+    }
+
+    /// Whether this move may start from `from`. Starting and resuming both
+    /// lead to `Running` but from one status each, so that the audit log
+    /// says which of the two happened.
+    fn allowed_from(&self, from: FlowStatus) -> bool {
+        match (self, self.target()) {
+            (Change::Start, _) => from == FlowStatus::Created,
+            (Change::Resume { .. }, _) => from == FlowStatus::Waiting,
+            (_, Some(to)) => is_legal_move(from, to),
+            (_, None) => !from.is_terminal(),
+        }
+    }
+
+    /// `finish` and `update_state` wait for the requested cancellation instead.
+    fn blocked_by_cancel_request(&self) -> bool {
+        matches!(self, Change::Finish { .. } | Change::UpdateState { .. })
+    }
+}
+
+/// What to write for one change: the next run record, its audit event and,
+/// for terminal moves, the run's outcome.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Planned {
+    /// The run after the change, with its revision already incremented.
+    pub(crate) run: Flow,
+    pub(crate) audit: EventKind,
+    pub(crate) outcome: Option<TerminalEvent>,
+}
+
+/// Plans `change` on `run` (as last read), or refuses it. `Ok(None)` means
+/// there is nothing to write (a repeated cancellation request).
+///
+/// Checks in order: a terminal run is [`FlowError::AlreadyTerminal`]; a
+/// pending cancellation refuses `finish` and `update_state` with
+/// [`FlowError::CancelPending`]; a move the status does not allow is
+/// [`FlowError::InvalidTransition`].
+pub(crate) fn plan(
+    run: &Flow,
+    change: &Change,
+    now: DateTime<Utc>,
+) -> Result<Option<Planned>, FlowError> {
+    let from = run.status;
+    if from.is_terminal() {
+        return Err(FlowError::AlreadyTerminal {
+            id: run.id,
+            status: from,
+        });
+    }
+    if run.cancel_requested && change.blocked_by_cancel_request() {
+        return Err(FlowError::CancelPending { id: run.id });
+    }
+    if !change.allowed_from(from) {
+        return Err(FlowError::InvalidTransition {
+            from,
+            to: change.target().unwrap_or(from),
+        });
+    }
+    if *change == Change::RequestCancel && run.cancel_requested {
+        return Ok(None);
+    }
+
+    let mut next = run.clone();
+    next.revision = run.revision + 1;
+    next.updated_at = now;
+    let mut details = Map::new();
+    let mut outcome = None;
+    match change.clone() {
+        Change::Start => {}
+        Change::Cancel => outcome = Some(TerminalEvent::FlowCanceled),
+        Change::Wait { wait_json } => {
+            details.insert("wait".into(), wait_json.clone());
+            next.wait_json = Some(wait_json);
+        }
+        Change::Resume { patch } => {
+            details.insert("patch".into(), patch.clone().unwrap_or(Value::Null));
+            if let Some(patch) = patch {
+                merge_state(&mut next.state_json, patch);
+            }
+        }
+        Change::Finish { final_state } => {
+            if let Some(state) = final_state {
+                next.state_json = state;
+            }
+            outcome = Some(TerminalEvent::FlowCompleted {
+                structured_output: Some(next.state_json.clone()),
+            });
+        }
+        Change::Fail { reason } => {
+            let failure = json!({ "failure": { "reason": reason, "at": now } });
+            merge_state(&mut next.state_json, failure);
+            details.insert("reason".into(), Value::String(reason.clone()));
+            outcome = Some(TerminalEvent::FlowFailed { reason });
+        }
+        Change::RequestCancel => next.cancel_requested = true,
+        Change::UpdateState { patch, next_step } => {
+            details.insert("patch".into(), patch.clone());
+            details.insert("next_step".into(), json!(next_step));
+            merge_state(&mut next.state_json, patch);
+            if next_step.is_some() {
+                next.current_step = next_step;
+            }
+        }
+        Change::ObserveStep {
+            step_run_id,
+            status,
+        } => {
+            details.insert("step_run_id".into(), Value::String(step_run_id));
+            details.insert("step_status".into(), json!(status.as_str()));
+        }
+    }
+    if let Some(to) = change.target() {
+        next.status = to;
+        details.insert("from".into(), json!(from.as_str()));
+        if to != FlowStatus::Waiting {
+            // `wait_json` describes what a waiting run waits for, nothing else.
+            next.wait_json = None;
+        }
+        if to.is_terminal() {
+            next.ended_at = Some(now);
+        }
+    }
+    details.insert("status".into(), json!(next.status.as_str()));
+    details.insert("revision".into(), json!(next.revision));
+    Ok(Some(Planned {
+        audit: EventKind::custom(change.audit_kind().as_str(), Value::Object(details)),
+        run: next,
+        outcome,
+    }))
+}
+
+/// The audit event of a new run.
+pub(crate) fn created_audit(run: &Flow, runtime: &'static str) -> EventKind {
+    EventKind::custom(
+        AuditKind::Created.as_str(),
+        json!({ "status": run.status.as_str(), "revision": run.revision, "runtime": runtime }),
+    )
+}
+
+#[cfg(test)]
+#[path = "lifecycle_tests.rs"]
+mod tests;
