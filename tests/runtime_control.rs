@@ -165,13 +165,21 @@ async fn cancel_is_sticky_and_records_nothing_after_it() {
     assert_eq!(run.status, FlowStatus::Cancelled);
     assert!(store.list_step_outputs(run.id).await.unwrap().is_empty());
     let events = store.replay(run.id).await.unwrap();
-    let cancel = events
-        .iter()
-        .find(|e| e.kind.name() == "cancel_requested")
-        .unwrap();
+    let names: Vec<&str> = events.iter().map(|e| e.kind.name()).collect();
     assert_eq!(
-        cancel.kind,
-        EventKind::custom("cancel_requested", json!({ "reason": "operator said so" }))
+        names,
+        [
+            "created",
+            "started",
+            "cancel_reason",
+            "cancel_requested",
+            "cancelled",
+            "FlowCanceled"
+        ]
+    );
+    assert_eq!(
+        events[2].kind,
+        EventKind::custom("cancel_reason", json!({ "reason": "operator said so" }))
     );
     assert_eq!(
         events.last().unwrap().kind,

@@ -1,7 +1,7 @@
 //! Journal failures under a running flow are never silent: a stage output
 //! that cannot be recorded fails the flow with the store's error, and an
-//! outcome whose terminal event cannot be appended is published with the
-//! error, left in the failure ledger, and repaired by the next start.
+//! outcome that cannot be recorded is published with the error and leaves
+//! the run unfinished, so the next start resumes it and records it.
 
 mod runtime_support;
 
@@ -12,8 +12,7 @@ use troupe::flow::FlowDefinition;
 use troupe::runtime::Runtime;
 use troupe::stage::{sink_fn, source_iter};
 use troupe::store::{
-    EventKind, Fault, FaultyStore, FlowStatus, FlowStore, MemoryStore, SYSTEM_STEP_ID,
-    TerminalEvent,
+    EventKind, Fault, FaultyStore, FlowStatus, FlowStore, MemoryStore, TerminalEvent,
 };
 
 fn small() -> FlowDefinition<u64> {
@@ -59,42 +58,83 @@ async fn a_stage_output_that_cannot_be_recorded_fails_the_flow() {
     assert_eq!(terminal_count(&*store, run.run_id()).await, 1);
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_lost_terminal_event_is_reported_then_repaired_at_the_next_start() {
-    let (runtime, store) = faulty_runtime(Fault::Fail {
-        op: "append_terminal_if_absent",
-        count: 1,
-    })
-    .await;
-    let run = runtime.start("small").await.unwrap();
-    let outcome = run.wait().await.unwrap();
-    assert_eq!(outcome.status, FlowStatus::Finished);
-    let reason = outcome.reason.unwrap();
-    assert!(
-        reason.starts_with("recording the outcome failed: terminal run status persisted but FlowCompleted append failed"),
-        "{reason}"
-    );
-    assert_eq!(store.terminal_event(run.run_id()).await.unwrap(), None);
-    let ledger = store.list_failures(run.run_id()).await.unwrap();
-    assert!(ledger.iter().any(|f| f.step_id == SYSTEM_STEP_ID));
-    runtime.shutdown().await;
+/// Emits 0..100 once `gate` opens.
+struct Gated(Arc<tokio::sync::Semaphore>);
 
-    let again = Runtime::builder()
-        .store(store.clone())
-        .register(small())
+impl troupe::stage::Source<u64> for Gated {
+    async fn produce(
+        &mut self,
+        out: &mut troupe::stage::Emitter<u64>,
+    ) -> Result<troupe::stage::Produced, troupe::supervise::BoxError> {
+        let _permit = self.0.acquire().await?;
+        (0..100).for_each(|i| out.push(i));
+        Ok(troupe::stage::Produced::Done)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_outcome_that_cannot_be_recorded_is_published_and_recorded_at_the_next_start() {
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let g = gate.clone();
+    let gated = move || {
+        let g = g.clone();
+        FlowDefinition::<u64>::builder("gated")
+            .source("numbers", move || Gated(g.clone()))
+            .sink("discard", || sink_fn(|_: u64| Ok(())))
+            .pipeline(["numbers", "discard"])
+            .build()
+            .unwrap()
+    };
+    let store = Arc::new(MemoryStore::new());
+    let faulty = Arc::new(FaultyStore::new(store.clone()));
+    let runtime = Runtime::builder()
+        .store(faulty.clone())
+        .register(gated())
         .unwrap()
         .start()
         .await
         .unwrap();
-    assert_eq!(again.recovery().repaired, [run.run_id()]);
+    let run = runtime.start("gated").await.unwrap();
+    settle().await;
+    // Every lifecycle change from here on fails (outputs still record).
+    faulty.inject(Fault::Fail {
+        op: "atomic",
+        count: 1_000,
+    });
+    gate.add_permits(1);
+    let outcome = run.wait().await.unwrap();
+    assert_eq!(outcome.status, FlowStatus::Finished);
+    let reason = outcome.reason.unwrap();
+    assert!(
+        reason.starts_with("recording the outcome failed"),
+        "{reason}"
+    );
+    assert_eq!(store.terminal_event(run.run_id()).await.unwrap(), None);
+    assert_eq!(
+        store.get_run(run.run_id()).await.unwrap().unwrap().status,
+        FlowStatus::Running
+    );
+    drop(runtime);
+
+    // The next start finds it unfinished with every stage recorded: it ends.
+    let again = Runtime::builder()
+        .store(store.clone())
+        .register(gated())
+        .unwrap()
+        .start()
+        .await
+        .unwrap();
+    let resumed = again.resumed()[0].wait().await.unwrap();
+    assert_eq!(resumed.status, FlowStatus::Finished);
+    assert_eq!(
+        resumed.structured_output.unwrap()["steps"]["discard"]["items_in"],
+        100
+    );
     let terminal = store.terminal_event(run.run_id()).await.unwrap().unwrap();
-    let EventKind::Terminal(TerminalEvent::FlowCompleted {
-        structured_output: Some(output),
-    }) = terminal.kind
-    else {
-        panic!("repaired with {:?}", terminal.kind);
-    };
-    assert_eq!(output["steps"]["discard"]["items_in"], 100);
+    assert!(matches!(
+        terminal.kind,
+        EventKind::Terminal(TerminalEvent::FlowCompleted { .. })
+    ));
     assert_eq!(terminal_count(&*store, run.run_id()).await, 1);
     again.shutdown().await;
 }

@@ -187,3 +187,38 @@ async fn shutdown_within_a_deadline_cancels_runs_that_do_not_drain() {
     assert_eq!(record.status, FlowStatus::Cancelled);
     assert_eq!(terminal_count(&*store, run.run_id()).await, 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_control_plane_sees_actor_driven_runs_and_its_cancel_is_honoured() {
+    let runtime = memory_runtime().await;
+    let (alive, _gone) = mpsc::channel::<()>(1);
+    runtime.register(endless("endless", &alive)).unwrap();
+    let run = runtime
+        .start_with(
+            "endless",
+            troupe::flow::RunOptions {
+                owner_session_key: Some("session-9".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    settle().await;
+    let runs = runtime.runs();
+    let listed = runs.list_by_owner("session-9").await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(
+        (listed[0].id, listed[0].status),
+        (run.run_id(), FlowStatus::Running)
+    );
+
+    // Cancel requested through the control plane, then the flow drains:
+    // the sticky request wins over the completion.
+    runs.request_cancel(run.run_id()).await.unwrap();
+    run.send(troupe::flow::ControlEvent::Drain).await.unwrap();
+    let outcome = run.wait().await.unwrap();
+    assert_eq!(outcome.status, FlowStatus::Cancelled);
+    let record = runs.get(run.run_id()).await.unwrap().unwrap();
+    assert_eq!(record.status, FlowStatus::Cancelled);
+    assert_eq!(terminal_count(runtime.journal(), run.run_id()).await, 1);
+}

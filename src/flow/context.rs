@@ -319,8 +319,15 @@ impl FlowCtx {
 
     /// Records the outcome, publishes it and stops the flow (which stops
     /// its stages). Published even if recording failed, saying so.
-    async fn terminate(&mut self, target: TerminalTarget) -> Result<(), RecordError> {
-        let recorded = record::terminate(&self.store, &mut self.run, target.clone()).await;
+    async fn terminate(&mut self, mut target: TerminalTarget) -> Result<(), RecordError> {
+        let mut recorded = record::terminate(&self.store, &mut self.run, target.clone()).await;
+        if let Err(RecordError::Control(crate::runs::FlowError::CancelPending { .. })) = recorded {
+            // A cancel was requested through the control plane while the
+            // flow ran: it is sticky, so the run ends cancelled, not finished.
+            tracing::info!("cancel requested through the control plane; recording FlowCanceled");
+            target = TerminalTarget::Canceled;
+            recorded = record::terminate(&self.store, &mut self.run, target.clone()).await;
+        }
         let mut outcome = match target {
             TerminalTarget::Completed { structured_output } => FlowOutcome {
                 run_id: self.run.id,

@@ -1,15 +1,10 @@
 //! Every write an actor-driven run makes to its run record, in one place.
 //!
-//! The flow actor is the only writer of its run while it runs, so it keeps
-//! the record in memory and writes compare-and-set on its revision; a
-//! conflict (someone else changed the run, e.g. requested a cancel through
-//! the control plane) reloads the run and retries a bounded number of times.
-//! Outcomes go through [`record_persisted_terminalization`]: the terminal
-//! status is persisted first, then the terminal event, exactly once.
-//!
-//! The status-changing writes take the store as `Arc<dyn FlowStore>` so
-//! that they can move onto the control plane (`FlowManager`) without their
-//! callers changing.
+//! Lifecycle changes go through the control plane ([`FlowManager`]), so an
+//! actor-driven run follows the same rules and leaves the same audit trail
+//! as a managed one (revision checks with bounded retry, one audit event per
+//! change, terminal status and outcome in one atomic write); stage outputs,
+//! stage failures and signals are plain journal writes.
 
 use std::sync::Arc;
 
@@ -17,11 +12,10 @@ use chrono::Utc;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::runs::{TerminalTarget, TerminalizationError, record_persisted_terminalization};
-use crate::store::{EventKind, FailureEntry, Flow, FlowStatus, FlowStore, StepOutput, StoreError};
-
-/// How often a conflicting write is retried after reloading the run.
-const MAX_CONFLICT_RETRIES: usize = 3;
+use crate::runs::{CreateManagedInput, FlowManager, TerminalTarget};
+use crate::store::{
+    EventKind, FailureEntry, Flow, FlowStatus, FlowStore, NewEvent, StepOutput, StoreError,
+};
 
 /// Why a run-record write failed.
 #[derive(Debug, thiserror::Error)]
@@ -35,17 +29,9 @@ pub enum RecordError {
         #[source]
         source: StoreError,
     },
-    /// The run is already terminal (changed by another writer); nothing was written.
-    #[error("run {run_id} is already {status:?}; the change was not written")]
-    AlreadyTerminal {
-        /// The run.
-        run_id: Uuid,
-        /// Its persisted status.
-        status: FlowStatus,
-    },
-    /// The terminal status is persisted but its terminal event is not (see the failure ledger).
+    /// The control plane refused or failed the change.
     #[error(transparent)]
-    Terminalization(#[from] TerminalizationError),
+    Control(#[from] crate::runs::FlowError),
 }
 
 /// Who starts a run and why: the fields of a new run record.
@@ -65,88 +51,70 @@ pub(crate) async fn create(
     controller_id: &str,
     options: RunOptions,
 ) -> Result<Flow, RecordError> {
-    let goal = options.goal.unwrap_or_else(|| controller_id.to_owned());
-    let owner = options
-        .owner_session_key
-        .unwrap_or_else(|| "troupe".to_owned());
-    let mut run = Flow::new(controller_id, goal, owner);
-    run.requester_origin = options.requester_origin;
-    let audit = EventKind::custom("created", Value::Null);
-    store
-        .insert_run(run.clone(), Some(audit))
-        .await
-        .map_err(|source| RecordError::Store {
-            run_id: run.id,
-            source,
-        })?;
-    Ok(run)
+    let input = CreateManagedInput {
+        controller_id: controller_id.to_owned(),
+        goal: options.goal.unwrap_or_else(|| controller_id.to_owned()),
+        owner_session_key: options
+            .owner_session_key
+            .unwrap_or_else(|| "troupe".to_owned()),
+        requester_origin: options.requester_origin,
+        current_step: None,
+        state_json: json!({}),
+    };
+    Ok(FlowManager::new(store.clone())
+        .create_managed(input)
+        .await?)
 }
 
-/// Applies `change` to the run and writes it with the audit event `audit`.
-async fn update(
-    store: &Arc<dyn FlowStore>,
-    run: &mut Flow,
-    audit: EventKind,
-    change: impl Fn(&mut Flow),
-) -> Result<(), RecordError> {
-    let run_id = run.id;
-    let failed = |source| RecordError::Store { run_id, source };
-    let mut conflict = None;
-    for _ in 0..=MAX_CONFLICT_RETRIES {
-        let mut next = run.clone();
-        change(&mut next);
-        next.updated_at = Utc::now();
-        match store
-            .update_run(next.clone(), run.revision, audit.clone())
-            .await
-        {
-            Ok(revision) => {
-                next.revision = revision;
-                *run = next;
-                return Ok(());
-            }
-            Err(mismatch @ StoreError::RevisionMismatch { .. }) => {
-                conflict = Some(mismatch);
-                let stored = store.get_run(run.id).await.map_err(failed)?;
-                let stored = stored.ok_or(failed(StoreError::RunNotFound(run_id)))?;
-                if stored.status.is_terminal() {
-                    return Err(RecordError::AlreadyTerminal {
-                        run_id,
-                        status: stored.status,
-                    });
-                }
-                *run = stored;
-            }
-            Err(source) => return Err(failed(source)),
-        }
-    }
-    Err(RecordError::Store {
-        run_id,
-        source: conflict.unwrap_or(StoreError::RunNotFound(run_id)),
-    })
-}
-
-/// Moves a non-terminal run to `status` (`Running`, `Waiting`) with an audit event.
+/// Moves a non-terminal run to `status` through the control plane: `started`
+/// (Created → Running), `waiting` (Running → Waiting), `resumed` (Waiting →
+/// Running); `recovered` starts a `Created` run, resumes a `Waiting` one and
+/// only logs an event for a `Running` one.
 pub(crate) async fn set_status(
     store: &Arc<dyn FlowStore>,
     run: &mut Flow,
     status: FlowStatus,
     audit: &str,
 ) -> Result<(), RecordError> {
-    update(store, run, EventKind::custom(audit, Value::Null), |r| {
-        r.status = status;
-    })
-    .await
+    let manager = FlowManager::new(store.clone());
+    let changed = match (run.status, status, audit) {
+        (FlowStatus::Created, FlowStatus::Running, _) => manager.start_running(run.id).await?,
+        (FlowStatus::Running, FlowStatus::Waiting, _) => {
+            manager
+                .set_waiting(run.id, json!({ "for": "resume" }))
+                .await?
+        }
+        (FlowStatus::Waiting, FlowStatus::Running, _) => manager.resume(run.id, None).await?,
+        (FlowStatus::Running, FlowStatus::Running, "recovered") => {
+            return log(&**store, run.id, "recovered", Value::Null).await;
+        }
+        (from, to, _) => {
+            return Err(RecordError::Control(
+                crate::runs::FlowError::InvalidTransition { from, to },
+            ));
+        }
+    };
+    *run = changed;
+    Ok(())
 }
 
-/// Sets the sticky `cancel_requested` flag.
+/// Sets the sticky `cancel_requested` flag (the reason goes in its own event).
 pub(crate) async fn request_cancel(
     store: &Arc<dyn FlowStore>,
     run: &mut Flow,
     reason: &str,
 ) -> Result<(), RecordError> {
-    let audit = EventKind::custom("cancel_requested", json!({ "reason": reason }));
-    update(store, run, audit, |r| r.cancel_requested = true).await
+    log(
+        &**store,
+        run.id,
+        "cancel_reason",
+        json!({ "reason": reason }),
+    )
+    .await?;
+    *run = FlowManager::new(store.clone())
+        .request_cancel(run.id)
+        .await?;
+    Ok(())
 }
 
 /// Appends a user signal to the run's event log.
@@ -156,10 +124,23 @@ pub(crate) async fn signal(
     name: &str,
     payload: Value,
 ) -> Result<(), RecordError> {
-    let event = crate::store::NewEvent::new(
+    log(
+        store,
         run_id,
-        EventKind::custom("signal", json!({ "name": name, "payload": payload })),
-    );
+        "signal",
+        json!({ "name": name, "payload": payload }),
+    )
+    .await
+}
+
+/// Appends a custom event to the run's log.
+async fn log(
+    store: &dyn FlowStore,
+    run_id: Uuid,
+    name: &str,
+    payload: Value,
+) -> Result<(), RecordError> {
+    let event = NewEvent::new(run_id, EventKind::custom(name, payload));
     store
         .append(event)
         .await
@@ -209,31 +190,21 @@ pub(crate) async fn stage_failure(
         .map_err(|source| RecordError::Store { run_id, source })
 }
 
-/// Persists the terminal status `target` implies, then its terminal event.
+/// Ends the run through the control plane, which persists the terminal
+/// status and its terminal event in one atomic write.
 pub(crate) async fn terminate(
     store: &Arc<dyn FlowStore>,
     run: &mut Flow,
     target: TerminalTarget,
 ) -> Result<(), RecordError> {
-    let (status, audit) = match &target {
-        TerminalTarget::Completed { .. } => (FlowStatus::Finished, "finished"),
-        TerminalTarget::Failed { .. } => (FlowStatus::Failed, "failed"),
-        TerminalTarget::Canceled => (FlowStatus::Cancelled, "cancelled"),
-    };
-    let payload = match &target {
-        TerminalTarget::Failed { reason } => json!({ "reason": reason }),
-        _ => Value::Null,
-    };
-    let now = Utc::now();
-    update(store, run, EventKind::custom(audit, payload), |r| {
-        r.status = status;
-        r.ended_at = Some(now);
-        if let TerminalTarget::Failed { reason } = &target {
-            r.state_json = merge_failure(&r.state_json, reason);
+    let manager = FlowManager::new(store.clone());
+    *run = match target {
+        TerminalTarget::Completed { structured_output } => {
+            manager.finish(run.id, structured_output).await?
         }
-    })
-    .await?;
-    record_persisted_terminalization(&**store, run.id, &run.controller_id, target).await?;
+        TerminalTarget::Failed { reason } => manager.fail(run.id, reason).await?,
+        TerminalTarget::Canceled => manager.cancel(run.id).await?,
+    };
     Ok(())
 }
 
@@ -243,27 +214,8 @@ pub(crate) async fn fail_orphaned(
     run_id: Uuid,
     reason: String,
 ) -> Result<(), RecordError> {
-    let failed = |source| RecordError::Store { run_id, source };
-    let mut run = store
-        .get_run(run_id)
-        .await
-        .map_err(failed)?
-        .ok_or(failed(StoreError::RunNotFound(run_id)))?;
-    if run.status.is_terminal() {
-        return Ok(());
+    match FlowManager::new(store.clone()).fail(run_id, reason).await {
+        Ok(_) | Err(crate::runs::FlowError::AlreadyTerminal { .. }) => Ok(()),
+        Err(error) => Err(error.into()),
     }
-    terminate(store, &mut run, TerminalTarget::Failed { reason }).await
-}
-
-/// The run state with `{"failure": {"reason", "at"}}` set, as the control plane records failures.
-fn merge_failure(state: &Value, reason: &str) -> Value {
-    let mut state = match state {
-        Value::Object(map) => map.clone(),
-        _ => serde_json::Map::new(),
-    };
-    state.insert(
-        "failure".to_owned(),
-        json!({ "reason": reason, "at": Utc::now() }),
-    );
-    Value::Object(state)
 }

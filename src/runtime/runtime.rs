@@ -15,7 +15,7 @@ use crate::flow::actor::{FlowArgs, FlowMsg};
 use crate::flow::definition::ErasedDefinition;
 use crate::flow::{ControlEvent, FlowDefinition, FlowHandle, FlowState, RecordError, RunOptions};
 use crate::journal::{JournalError, JournalHandle};
-use crate::runs::RecoveryReport;
+use crate::runs::{FlowManager, RecoveryReport};
 use crate::store::{Flow, FlowStore, StoreError};
 
 /// Why the runtime could not do what was asked.
@@ -267,6 +267,15 @@ impl Runtime {
     /// The journal: a [`FlowStore`] whose writes go through the journal actor.
     pub fn journal(&self) -> &JournalHandle {
         &self.journal
+    }
+
+    /// The run control plane over this runtime's journal (one writer): lists
+    /// and inspects every run — managed, mirrored and actor-driven — and
+    /// drives managed ones. A `request_cancel` on an actor-driven run is
+    /// honoured when its flow records its outcome (it ends `Cancelled`); use
+    /// its [`FlowHandle`] to cancel it at once.
+    pub fn runs(&self) -> FlowManager {
+        FlowManager::new(self.store())
     }
 
     /// The journal as a shareable store.
