@@ -1,205 +1,268 @@
-//! Quickstart: an order's lifecycle as an `fsm!` state machine.
+//! Quickstart: an order-processing flow on a troupe runtime, end to end.
 //!
 //! `cargo run --example quickstart`
 //!
-//! It walks two orders through their lifecycle: one that is paid, packed and
-//! delivered, and one whose payment never arrives and times out. Along the way
-//! it shows actions running after each transition, entry hooks, an any-state
-//! handler for cancellation, a typed error for an event the current state does
-//! not accept, and the machine's declared table as a Mermaid diagram.
+//! Orders come from a source, go through a validate/enrich stage whose
+//! per-order logic is an `fsm!` machine, and land in a sink. The run is
+//! journaled in SQLite under `./troupe-data`; the example pauses and resumes
+//! it with control events, an enrichment call fails once so the stage is
+//! restarted under supervision (the failure is in the journal's ledger), and
+//! it ends with the outcome, the structured output and the run list (run it
+//! twice: the second run lists the first).
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use indicatif::{ProgressBar, ProgressStyle};
+use troupe::flow::restart::RestartPolicy;
+use troupe::flow::{ControlEvent, FlowDefinition, RunOptions};
 use troupe::fsm::{
     EventVariant, FsmAction, FsmContext, FsmError, StateMachine, StateVariant, Transition, fsm,
 };
+use troupe::runtime::Runtime;
+use troupe::stage::{Emitter, Produced, Sink, Source, Transform};
+use troupe::store::FlowStore;
+use troupe::supervise::BoxError;
 
+const ORDERS: u64 = 400;
+
+#[derive(Debug, Clone)]
+struct Order {
+    id: u64,
+    amount_cents: u64,
+    region: Option<&'static str>,
+}
+
+/// Emits the orders, ten every 10 ms, as if they arrived from a queue.
+struct Incoming(u64);
+
+impl Source<Order> for Incoming {
+    async fn produce(&mut self, out: &mut Emitter<Order>) -> Result<Produced, BoxError> {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        for _ in 0..10 {
+            if self.0 == ORDERS {
+                return Ok(Produced::Done);
+            }
+            // Every 50th order has no amount: validation rejects it.
+            let amount_cents = if self.0 % 50 == 7 {
+                0
+            } else {
+                1_000 + self.0 * 13
+            };
+            out.push(Order {
+                id: self.0,
+                amount_cents,
+                region: None,
+            });
+            self.0 += 1;
+        }
+        Ok(Produced::More)
+    }
+}
+
+// The per-order check, as a state machine.
 #[derive(Debug, Clone, PartialEq, StateVariant)]
-enum Order {
-    AwaitingPayment,
-    Paid { amount_cents: u64 },
-    Shipped { tracking: String },
-    Delivered,
-    Cancelled { reason: String },
+enum Check {
+    Received,
+    Valid,
+    Enriched,
+    Rejected(String),
 }
 
-#[derive(Debug, Clone, EventVariant)]
-enum OrderEvent {
-    PaymentReceived { amount_cents: u64 },
-    Shipped { tracking: String },
-    Delivered,
-    Cancel(String),
+#[derive(Debug, EventVariant)]
+enum CheckEvent {
+    Validate,
+    Enrich,
 }
 
-/// What actions work on: here, an outbox of notifications and a ledger.
-#[derive(Default)]
-struct Shop {
-    outbox: Vec<String>,
-    revenue_cents: u64,
+struct CheckCtx {
+    order: Order,
+    enrichment_down: Arc<AtomicBool>,
 }
-impl FsmContext for Shop {}
+impl FsmContext for CheckCtx {}
 
 #[derive(Debug)]
-enum ShopAction {
-    Email(String),
-    Book(u64),
-    Refund,
-}
+enum NoAction {}
 
 #[async_trait]
-impl FsmAction for ShopAction {
-    type Context = Shop;
-    async fn execute(&self, shop: &mut Shop) -> Result<(), FsmError> {
-        match self {
-            ShopAction::Email(text) => shop.outbox.push(text.clone()),
-            ShopAction::Book(cents) => shop.revenue_cents += cents,
-            ShopAction::Refund => shop.outbox.push("refund issued".into()),
+impl FsmAction for NoAction {
+    type Context = CheckCtx;
+    async fn execute(&self, _: &mut CheckCtx) -> Result<(), FsmError> {
+        match *self {}
+    }
+}
+
+fn check() -> StateMachine<Check, CheckEvent, CheckCtx, NoAction> {
+    fsm! {
+        state: Check; event: CheckEvent; context: CheckCtx; action: NoAction;
+        initial: Check::Received;
+
+        state Check::Received {
+            on CheckEvent::Validate => [Check::Valid, Check::Rejected] |_, _, c| {
+                let next = if c.order.amount_cents == 0 {
+                    Check::Rejected(format!("order {} has no amount", c.order.id))
+                } else {
+                    Check::Valid
+                };
+                Box::pin(async move { Ok(Transition::to(next)) })
+            };
         }
+        state Check::Valid {
+            on CheckEvent::Enrich => [Check::Enriched] |_, _, c| {
+                // The enrichment service times out once, on order 137.
+                if c.order.id == 137 && c.enrichment_down.swap(false, Ordering::SeqCst) {
+                    let failure = format!("enrichment timed out for order {}", c.order.id);
+                    return Box::pin(async move { Err(FsmError::handler(failure)) });
+                }
+                c.order.region = Some(["eu", "us", "apac"][(c.order.id % 3) as usize]);
+                Box::pin(async { Ok(Transition::to(Check::Enriched)) })
+            };
+        }
+    }
+}
+
+/// Validates and enriches each order by running its check machine.
+struct ValidateEnrich {
+    enrichment_down: Arc<AtomicBool>,
+    rejected: u64,
+}
+
+impl Transform<Order> for ValidateEnrich {
+    async fn process(&mut self, order: Order, out: &mut Emitter<Order>) -> Result<(), BoxError> {
+        let mut machine = check();
+        let mut ctx = CheckCtx {
+            order,
+            enrichment_down: self.enrichment_down.clone(),
+        };
+        machine.handle(CheckEvent::Validate, &mut ctx).await?;
+        if let Check::Rejected(_) = machine.state() {
+            self.rejected += 1;
+            return Ok(());
+        }
+        machine.handle(CheckEvent::Enrich, &mut ctx).await?;
+        out.push(ctx.order);
         Ok(())
     }
-}
 
-type OrderMachine = StateMachine<Order, OrderEvent, Shop, ShopAction>;
-
-fn order_lifecycle() -> OrderMachine {
-    fsm! {
-        state: Order; event: OrderEvent; context: Shop; action: ShopAction;
-        initial: Order::AwaitingPayment;
-
-        state Order::AwaitingPayment {
-            on OrderEvent::PaymentReceived => [Order::Paid] |_, e, _| {
-                let OrderEvent::PaymentReceived { amount_cents } = *e else { unreachable!() };
-                Box::pin(async move {
-                    if amount_cents == 0 {
-                        return Err(FsmError::handler("a payment must be positive"));
-                    }
-                    Ok(Transition::to(Order::Paid { amount_cents }).with_action(ShopAction::Book(amount_cents)))
-                })
-            };
-            // Unpaid orders are released after 15 minutes.
-            timeout Duration::from_secs(15 * 60) => |_, _| Box::pin(async {
-                Ok(Transition::to(Order::Cancelled { reason: "payment timed out".into() }))
-            });
-        }
-        state Order::Paid {
-            on OrderEvent::Shipped => [Order::Shipped] |_, e, _| {
-                let OrderEvent::Shipped { tracking } = e else { unreachable!() };
-                let tracking = tracking.clone();
-                Box::pin(async move {
-                    let email = ShopAction::Email(format!("your parcel is on its way: {tracking}"));
-                    Ok(Transition::to(Order::Shipped { tracking }).with_action(email))
-                })
-            };
-            on_entry => |_, _| vec![ShopAction::Email("payment received, thank you".into())];
-        }
-        state Order::Shipped {
-            on OrderEvent::Delivered => [Order::Delivered] |_, _, _| Box::pin(async { Ok(Transition::to(Order::Delivered)) });
-        }
-        state Order::Delivered {
-            // Overrides the any-state Cancel below: too late to cancel.
-            on OrderEvent::Cancel => |_, _, _| Box::pin(async {
-                Err(FsmError::handler("already delivered; open a return instead"))
-            });
-            on_entry => |_, _| vec![ShopAction::Email("delivered: enjoy!".into())];
-        }
-        state Order::Cancelled {}
-
-        // Any state not listed handles Cancel itself: refund if money came in.
-        state _ {
-            on OrderEvent::Cancel => [Order::Cancelled] |s, e, _| {
-                let OrderEvent::Cancel(reason) = e else { unreachable!() };
-                let refund = matches!(s, Order::Paid { .. });
-                let reason = reason.clone();
-                Box::pin(async move {
-                    let t = Transition::to(Order::Cancelled { reason });
-                    Ok(if refund { t.with_action(ShopAction::Refund) } else { t })
-                })
-            };
-        }
+    async fn complete(
+        &mut self,
+        _: &mut Emitter<Order>,
+    ) -> Result<Option<serde_json::Value>, BoxError> {
+        Ok(Some(
+            serde_json::json!({ "rejected_since_last_start": self.rejected }),
+        ))
     }
 }
 
-/// Handles one event and runs its actions, printing what happened.
-async fn step(order: &mut OrderMachine, shop: &mut Shop, event: OrderEvent) {
-    let label = format!("{event:?}");
-    match order.handle(event, shop).await {
-        Ok(actions) => {
-            let count = actions.len();
-            if let Err(e) = order.execute_actions(actions, shop).await {
-                println!("  {label:<50} action failed: {e}");
-                return;
-            }
-            println!("  {label:<50} -> {:?} ({count} action(s))", order.state());
-        }
-        Err(e) => println!("  {label:<50} rejected: {e}"),
+/// Books accepted orders and shows progress.
+struct Book {
+    booked: Arc<AtomicU64>,
+    progress: ProgressBar,
+    revenue_cents: u64,
+}
+
+impl Sink<Order> for Book {
+    async fn consume(&mut self, order: Order) -> Result<(), BoxError> {
+        self.revenue_cents += order.amount_cents;
+        self.booked.fetch_add(1, Ordering::SeqCst);
+        self.progress.inc(1);
+        Ok(())
+    }
+
+    async fn complete(&mut self) -> Result<Option<serde_json::Value>, BoxError> {
+        Ok(Some(
+            serde_json::json!({ "revenue_cents": self.revenue_cents }),
+        ))
     }
 }
 
-#[tokio::main(flavor = "current_thread")]
-async fn main() {
-    let mut shop = Shop::default();
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let booked = Arc::new(AtomicU64::new(0));
+    let down = Arc::new(AtomicBool::new(true));
+    // Drawn on a terminal only; hidden when the output is piped (e.g. in CI).
+    let progress = ProgressBar::new(ORDERS).with_style(ProgressStyle::with_template(
+        "  {bar:40} {pos}/{len} orders booked (some are rejected)",
+    )?);
+    let (b, d, p) = (booked.clone(), down.clone(), progress.clone());
+    let orders = FlowDefinition::<Order>::builder("orders")
+        .source("incoming", || Incoming(0))
+        .transform("validate-enrich", move || ValidateEnrich {
+            enrichment_down: d.clone(),
+            rejected: 0,
+        })
+        .sink("book", move || Book {
+            booked: b.clone(),
+            progress: p.clone(),
+            revenue_cents: 0,
+        })
+        .pipeline(["incoming", "validate-enrich", "book"])
+        .restart("validate-enrich", RestartPolicy::transient())
+        .build()?;
 
-    println!("order #1: the happy path");
-    let mut first = order_lifecycle();
-    step(
-        &mut first,
-        &mut shop,
-        OrderEvent::PaymentReceived { amount_cents: 0 },
-    )
-    .await;
-    step(
-        &mut first,
-        &mut shop,
-        OrderEvent::PaymentReceived {
-            amount_cents: 4_200,
-        },
-    )
-    .await;
-    step(&mut first, &mut shop, OrderEvent::Delivered).await; // not yet shipped
-    step(
-        &mut first,
-        &mut shop,
-        OrderEvent::Shipped {
-            tracking: "ZX-81".into(),
-        },
-    )
-    .await;
-    step(&mut first, &mut shop, OrderEvent::Delivered).await;
-    step(
-        &mut first,
-        &mut shop,
-        OrderEvent::Cancel("changed my mind".into()),
-    )
-    .await;
+    let runtime = Runtime::builder().register(orders)?.start().await?;
+    let options = RunOptions {
+        goal: Some("process today's orders".into()),
+        owner_session_key: Some("orders-example".into()),
+        ..RunOptions::default()
+    };
+    let run = runtime.start_with("orders", options).await?;
+    println!("run {} started", run.run_id());
 
-    println!("\norder #2: payment never arrives");
-    let mut second = order_lifecycle();
-    let limit = second
-        .state_timeout()
-        .expect("AwaitingPayment has a timeout");
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    run.send(ControlEvent::Pause).await?;
+    progress.suspend(|| {
+        println!(
+            "paused at {} booked orders (state {:?})",
+            booked.load(Ordering::SeqCst),
+            run.state()
+        )
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    progress.suspend(|| {
+        println!(
+            "still {} booked while paused; resuming",
+            booked.load(Ordering::SeqCst)
+        )
+    });
+    run.send(ControlEvent::Resume).await?;
+
+    let outcome = run.wait().await?;
+    progress.finish();
+    let journal = runtime.journal();
+    println!("\noutcome: {:?}", outcome.status);
     println!(
-        "  waiting for payment, at most {} min",
-        limit.as_secs() / 60
+        "structured output: {}",
+        serde_json::to_string_pretty(&outcome.structured_output)?
     );
-    // A real host would `tokio::select!` between its event source and
-    // `second.wait_deadline()`; here the deadline is simply declared reached.
-    match second.handle_timeout(&mut shop).await {
-        Ok(actions) => {
-            second
-                .execute_actions(actions, &mut shop)
-                .await
-                .expect("no actions");
-            println!("  {:<50} -> {:?}", "(payment timeout)", second.state());
-        }
-        Err(e) => println!("  timeout failed: {e}"),
+    for failure in journal.list_failures(run.run_id()).await? {
+        println!(
+            "supervised failure in `{}`: {} ({})",
+            failure.step_id,
+            failure.reason,
+            failure.error_json.unwrap_or_default()
+        );
     }
-
-    println!("\noutbox:");
-    for message in &shop.outbox {
-        println!("  - {message}");
+    println!("\nruns of this example so far:");
+    for past in runtime.runs().list_by_owner("orders-example").await? {
+        println!(
+            "  {} {:?} started {}",
+            past.id, past.status, past.created_at
+        );
     }
-    println!("revenue: {:.2}", shop.revenue_cents as f64 / 100.0);
-    println!("\nthe order lifecycle as a Mermaid diagram (paste into mermaid.live):\n");
-    print!("{}", first.to_mermaid());
+    println!(
+        "\njournal: {}",
+        runtime
+            .journal_path()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default()
+    );
+    println!(
+        "inspect runs with `Runtime::runs()` (list_by_owner, list_by_status, list_events) \
+         and `Runtime::journal()` (replay, list_step_outputs, list_failures)"
+    );
+    runtime.shutdown().await;
+    Ok(())
 }

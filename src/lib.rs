@@ -5,8 +5,13 @@
 //! and every completion and run outcome goes through one journal actor into a
 //! durable journal.
 //!
-//! This release contains the first layer, [`fsm`]: pure state machines
-//! (no actors, no IO) that every other layer stands on.
+//! Layers, each depending only on the ones before it:
+//! [`fsm`] (pure state machines), [`supervise`] (drive loops that turn every
+//! failure into an FSM event), [`store`], [`journal`] and [`runs`] (records,
+//! the single-writer durable journal, the run control plane), [`stage`] and
+//! [`flow`] (stage and flow actors, restarts, handles) and [`runtime`]
+//! (the embeddable [`Runtime`](runtime::Runtime)). The README shows a whole
+//! flow; this example is the smallest state machine.
 //!
 //! ```
 //! use troupe::fsm::{fsm, EventVariant, FsmContext, StateMachine, StateVariant, Transition};
