@@ -58,6 +58,50 @@ async fn a_stage_output_that_cannot_be_recorded_fails_the_flow() {
     assert_eq!(terminal_count(&*store, run.run_id()).await, 1);
 }
 
+/// A stage failure the ledger cannot hold fails the run instead of living
+/// only in a log line.
+#[tokio::test(start_paused = true)]
+async fn a_stage_failure_that_cannot_be_recorded_fails_the_flow() {
+    let inner = Arc::new(MemoryStore::new());
+    let faulty = FaultyStore::new(inner.clone());
+    faulty.inject(Fault::Fail {
+        op: "record_failure",
+        count: 1,
+    });
+    let failed_once = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flaky = FlowDefinition::<u64>::builder("flaky")
+        .source("numbers", || source_iter(0..10_u64))
+        .sink("once", move || {
+            let failed_once = failed_once.clone();
+            sink_fn(move |_: u64| {
+                if failed_once.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                    Ok(())
+                } else {
+                    Err("boom".into())
+                }
+            })
+        })
+        .pipeline(["numbers", "once"])
+        .build()
+        .unwrap();
+    let runtime = Runtime::builder()
+        .store(Arc::new(faulty))
+        .register(flaky)
+        .unwrap()
+        .start()
+        .await
+        .unwrap();
+    let run = runtime.start("flaky").await.unwrap();
+    let outcome = run.wait().await.unwrap();
+    assert_eq!(outcome.status, FlowStatus::Failed);
+    let reason = outcome.reason.unwrap();
+    assert!(
+        reason.contains("boom") && reason.contains("could not be recorded"),
+        "{reason}"
+    );
+    assert_eq!(terminal_count(&*inner, run.run_id()).await, 1);
+}
+
 /// Emits 0..100 once `gate` opens.
 struct Gated(Arc<tokio::sync::Semaphore>);
 

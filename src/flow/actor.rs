@@ -198,7 +198,14 @@ impl FlowHost {
             if let Err(error) =
                 record::stage_failure(self.ctx.store(), run_id, &name, reason, restarted).await
             {
+                // A failure the ledger cannot hold must not vanish into a log
+                // line: the run fails, and its outcome carries both errors.
                 tracing::error!(%run_id, stage = %name, %error, "recording a stage failure failed");
+                let why = format!(
+                    "stage `{name}` failed ({reason}) and the failure could not be recorded: {error}"
+                );
+                self.feed_internal(FlowEvent::Failure(why)).await;
+                return;
             }
         }
         match decision {
