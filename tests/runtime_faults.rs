@@ -8,7 +8,8 @@ mod runtime_support;
 use std::sync::Arc;
 
 use runtime_support::*;
-use troupe::flow::FlowDefinition;
+use troupe::flow::restart::{Backoff, RestartPolicy};
+use troupe::flow::{ControlEvent, FlowDefinition};
 use troupe::runtime::Runtime;
 use troupe::stage::{sink_fn, source_iter};
 use troupe::store::{
@@ -99,6 +100,53 @@ async fn a_stage_failure_that_cannot_be_recorded_fails_the_flow() {
         reason.contains("boom") && reason.contains("could not be recorded"),
         "{reason}"
     );
+    assert_eq!(terminal_count(&*inner, run.run_id()).await, 1);
+}
+
+/// A cancel whose request cannot be recorded, on a run with no live stage
+/// (the only unfinished one waits out a long backoff), still ends the run.
+#[tokio::test(start_paused = true)]
+async fn a_cancel_whose_request_cannot_be_recorded_still_ends_the_run() {
+    let inner = Arc::new(MemoryStore::new());
+    let faulty = Arc::new(FaultyStore::new(inner.clone()));
+    let hour = std::time::Duration::from_secs(3600);
+    let doomed = FlowDefinition::<u64>::builder("doomed")
+        .source("numbers", || source_iter(0..10_u64))
+        .sink("bad", || sink_fn(|_: u64| Err("boom".into())))
+        .pipeline(["numbers", "bad"])
+        .restart(
+            "bad",
+            RestartPolicy::transient().backoff(Backoff {
+                initial: hour,
+                max: hour,
+                factor: 1.0,
+            }),
+        )
+        .build()
+        .unwrap();
+    let runtime = Runtime::builder()
+        .store(faulty.clone())
+        .register(doomed)
+        .unwrap()
+        .start()
+        .await
+        .unwrap();
+    let run = runtime.start("doomed").await.unwrap();
+    settle().await;
+    faulty.inject(Fault::Fail {
+        op: "append",
+        count: 1,
+    });
+    let _ = run
+        .send(ControlEvent::Cancel {
+            reason: "stop".into(),
+        })
+        .await;
+    let outcome = tokio::time::timeout(hour / 2, run.wait())
+        .await
+        .expect("wait() returns")
+        .unwrap();
+    assert_eq!(outcome.status, FlowStatus::Cancelled);
     assert_eq!(terminal_count(&*inner, run.run_id()).await, 1);
 }
 

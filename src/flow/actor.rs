@@ -107,6 +107,8 @@ impl FlowHost {
                 tracing::error!(error = %again, "flow failure handling failed");
             }
         }
+        let state = self.machine.state().clone();
+        self.ctx.end_if_stranded(&state, &reason).await;
         Err(FeedError::ActionFailed(reason))
     }
 

@@ -317,6 +317,28 @@ impl FlowCtx {
         Ok(())
     }
 
+    /// Ends a run whose machine reached a terminal state while one of that
+    /// step's earlier actions failed, so the action that records and
+    /// publishes the outcome never ran; without this, `wait()` would never
+    /// return. A run that already published its outcome is left alone.
+    pub(crate) async fn end_if_stranded(&mut self, state: &FlowState, failure: &str) {
+        if !state.is_terminal() || self.outcome.borrow().is_some() {
+            return;
+        }
+        let target = match state {
+            FlowState::Cancelled => TerminalTarget::Canceled,
+            FlowState::Failed(reason) => TerminalTarget::Failed {
+                reason: format!("{reason}; then {failure}"),
+            },
+            _ => TerminalTarget::Failed {
+                reason: failure.to_owned(),
+            },
+        };
+        if let Err(error) = self.terminate(target).await {
+            tracing::error!(run_id = %self.run.id, %error, "recording a stranded run's outcome failed");
+        }
+    }
+
     /// Records the outcome, publishes it and stops the flow (which stops
     /// its stages). Published even if recording failed, saying so.
     async fn terminate(&mut self, mut target: TerminalTarget) -> Result<(), RecordError> {
