@@ -303,3 +303,67 @@ async fn a_stage_handle_steers_one_stage() {
         })
     );
 }
+
+/// A stage blocked on backpressure takes no control events; once its queue
+/// is nearly full, user events are refused with `Busy` instead of wedging the
+/// flow actor, and a cancel still ends the run.
+#[tokio::test(start_paused = true)]
+async fn a_blocked_stage_makes_signals_busy_not_a_wedged_flow() {
+    let runtime = memory_runtime().await;
+    let (produced, consumed) = (counter(), counter());
+    runtime
+        .register(
+            FlowDefinition::<u64>::builder("blocked")
+                .source("numbers", move || Counter::endless(produced.clone()))
+                .sink("tally", move || Tally::new(&consumed))
+                .pipeline(["numbers", "tally"])
+                .pipes(PipeConfig {
+                    batch_size: 4,
+                    capacity: 1,
+                })
+                .build()
+                .unwrap(),
+        )
+        .unwrap();
+    let run = runtime.start("blocked").await.unwrap();
+    settle().await;
+    // A paused sink leaves the source blocked on its full output.
+    run.stage("tally")
+        .unwrap()
+        .send(StageControl::Pause)
+        .await
+        .unwrap();
+    settle().await;
+    let minute = std::time::Duration::from_secs(60);
+    let mut busy = 0;
+    for i in 0..1100 {
+        let signal = ControlEvent::Signal {
+            name: "tick".into(),
+            payload: json!(i),
+        };
+        let sent = tokio::time::timeout(minute, run.send(signal))
+            .await
+            .unwrap_or_else(|_| panic!("signal {i} never answered: the flow actor is wedged"));
+        match sent {
+            Ok(()) => {}
+            Err(HandleError::Busy { stage, .. }) => {
+                assert_eq!(stage, "numbers");
+                busy += 1;
+            }
+            Err(other) => panic!("signal {i}: {other}"),
+        }
+    }
+    assert!(busy > 0, "the source's queue never filled");
+    let cancel = ControlEvent::Cancel {
+        reason: "enough".into(),
+    };
+    tokio::time::timeout(minute, run.send(cancel))
+        .await
+        .expect("cancel answered")
+        .unwrap();
+    let outcome = tokio::time::timeout(minute * 10, run.wait())
+        .await
+        .expect("the run ends")
+        .unwrap();
+    assert_eq!(outcome.status, FlowStatus::Cancelled);
+}

@@ -134,6 +134,13 @@ impl FlowHost {
     async fn on_control(&mut self, event: ControlEvent) -> Result<(), HandleError> {
         let run_id = self.ctx.run.id;
         let name = event.name();
+        // Cancel and drain are always taken: each is accepted at most once
+        // per run, so they fit the reserve (and a cancel's grace timer kills
+        // stages that do not take it). Pause, resume and signals can repeat
+        // without bound, so they wait for room.
+        if !matches!(event, ControlEvent::Cancel { .. } | ControlEvent::Drain) {
+            self.ctx.admit(None, name)?;
+        }
         let event = match event {
             ControlEvent::Pause => FlowEvent::Pause,
             ControlEvent::Resume => FlowEvent::Resume,

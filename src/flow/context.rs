@@ -76,6 +76,11 @@ impl StageRuntime {
     }
 }
 
+/// Control slots of each stage kept for the flow actor's own events: user
+/// events are refused (`HandleError::Busy`) once a stage's free slots fall
+/// below this.
+pub(crate) const CONTROL_RESERVE: usize = 64;
+
 /// The flow actor's context: everything its handlers read and its actions change.
 pub(crate) struct FlowCtx {
     pub(crate) run: Flow,
@@ -231,6 +236,35 @@ impl FlowCtx {
         Ok(())
     }
 
+    /// Refuses a user's control event while any targeted live stage has
+    /// fewer than [`CONTROL_RESERVE`] free control slots, so the flow actor's
+    /// own sends (bounded: a few per state change) never wait on a blocked
+    /// stage, and the flow keeps handling reports, timers and cancels.
+    pub(crate) fn admit(
+        &self,
+        only: Option<usize>,
+        event: &'static str,
+    ) -> Result<(), HandleError> {
+        let targets = self
+            .stages
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| only.is_none_or(|o| o == *i));
+        for (_, stage) in targets {
+            let Some(control) = &stage.control else {
+                continue;
+            };
+            if control.free_slots() < CONTROL_RESERVE {
+                return Err(HandleError::Busy {
+                    run_id: self.run.id,
+                    stage: stage.name.clone(),
+                    event,
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// Sends `event` to stage `index` alone; its state before it takes it.
     pub(crate) async fn send_to_stage(
         &self,
@@ -245,6 +279,7 @@ impl FlowCtx {
                 stage: stage.map_or_else(|| format!("#{index}"), |s| s.name.clone()),
             });
         };
+        self.admit(Some(index), crate::fsm::EventVariant::variant_name(&event))?;
         let state = watcher.current().clone();
         stage.send(event).await;
         Ok(state)

@@ -119,6 +119,21 @@ pub enum HandleError {
         /// The stage.
         stage: String,
     },
+    /// A stage has not taken the control events already queued for it (it is
+    /// blocked, e.g. waiting on a full output or inside its own `produce`);
+    /// nothing was delivered. Try again once it makes progress, or cancel.
+    #[error(
+        "run {run_id}: stage `{stage}` is not taking control events (its queue is full); \
+         {event} was not delivered"
+    )]
+    Busy {
+        /// The run.
+        run_id: Uuid,
+        /// The stage whose queue is full.
+        stage: String,
+        /// The event that was not delivered.
+        event: &'static str,
+    },
     /// The flow has no stage with this name.
     #[error("run {run_id} has no stage named `{stage}`")]
     UnknownStage {

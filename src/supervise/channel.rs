@@ -113,6 +113,12 @@ impl<E> ExternalEventSender<E> {
     pub fn is_closed(&self) -> bool {
         self.inner.is_closed()
     }
+
+    /// How many more events fit before [`send`](Self::send) would wait: a
+    /// host that must never block on a busy component checks it first.
+    pub fn free_slots(&self) -> usize {
+        self.inner.capacity()
+    }
 }
 
 /// The receiving end, handed to a `*WithExternalEvents` wrapper. Events sent
