@@ -212,13 +212,45 @@ async fn the_control_plane_sees_actor_driven_runs_and_its_cancel_is_honoured() {
         (run.run_id(), FlowStatus::Running)
     );
 
-    // Cancel requested through the control plane, then the flow drains:
-    // the sticky request wins over the completion.
+    // A cancel requested through the control plane reaches the live flow at
+    // once: the endless run ends cancelled without being drained.
     runs.request_cancel(run.run_id()).await.unwrap();
-    run.send(troupe::flow::ControlEvent::Drain).await.unwrap();
-    let outcome = run.wait().await.unwrap();
+    let outcome = tokio::time::timeout(Duration::from_secs(60), run.wait())
+        .await
+        .expect("the control-plane cancel ends the run")
+        .unwrap();
     assert_eq!(outcome.status, FlowStatus::Cancelled);
     let record = runs.get(run.run_id()).await.unwrap().unwrap();
     assert_eq!(record.status, FlowStatus::Cancelled);
     assert_eq!(terminal_count(runtime.journal(), run.run_id()).await, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_run_cancelled_through_the_control_plane_publishes_the_persisted_status() {
+    let runtime = memory_runtime().await;
+    let (alive, _gone) = mpsc::channel::<()>(1);
+    runtime.register(endless("endless", &alive)).unwrap();
+    let run = runtime.start("endless").await.unwrap();
+    settle().await;
+    runtime.runs().cancel(run.run_id()).await.unwrap();
+    let outcome = tokio::time::timeout(Duration::from_secs(60), run.wait())
+        .await
+        .expect("the control-plane cancel ends the run")
+        .unwrap();
+    let record = runtime
+        .journal()
+        .get_run(run.run_id())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(record.status, FlowStatus::Cancelled);
+    assert_eq!(outcome.status, record.status);
+    assert_eq!(terminal_count(runtime.journal(), run.run_id()).await, 1);
+    // Nothing is recorded for the stages after the cancel.
+    let outputs = runtime
+        .journal()
+        .list_step_outputs(run.run_id())
+        .await
+        .unwrap();
+    assert!(outputs.is_empty(), "{outputs:?}");
 }

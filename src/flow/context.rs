@@ -405,6 +405,24 @@ impl FlowCtx {
                 reason: None,
             },
         };
+        if let Err(RecordError::Control(crate::runs::FlowError::AlreadyTerminal {
+            status, ..
+        })) = &recorded
+        {
+            // Ended through the control plane while the flow ran: the
+            // persisted status is the truth, so that is what is published.
+            tracing::info!(
+                status = status.as_str(),
+                "run already ended through the control plane"
+            );
+            outcome.status = *status;
+            outcome.structured_output = None;
+            outcome.reason = Some(format!(
+                "the run was already {} through the control plane",
+                status.as_str()
+            ));
+            recorded = Ok(());
+        }
         if let Err(error) = &recorded {
             outcome.reason = Some(match outcome.reason {
                 Some(reason) => format!("{reason}; recording the outcome failed: {error}"),

@@ -41,6 +41,16 @@ const RETRY_CAP: Duration = Duration::from_millis(20);
 pub struct FlowManager {
     store: Arc<dyn FlowStore>,
     max_attempts: u32,
+    observer: Option<Arc<dyn RunObserver>>,
+}
+
+/// Told about every change a [`FlowManager`] wrote, once it is durable: how
+/// a host that runs the work (e.g. the runtime, for actor-driven runs)
+/// learns of a cancel requested through the control plane at once.
+pub trait RunObserver: Send + Sync {
+    /// `run` as it was just written. Called on the writer's task: keep it
+    /// short and never block (spawn any async follow-up).
+    fn changed(&self, run: &Flow);
 }
 
 impl std::fmt::Debug for FlowManager {
@@ -57,6 +67,7 @@ impl FlowManager {
     pub fn new(store: Arc<dyn FlowStore>) -> FlowManager {
         FlowManager {
             store,
+            observer: None,
             max_attempts: DEFAULT_MAX_ATTEMPTS,
         }
     }
@@ -67,7 +78,13 @@ impl FlowManager {
         self
     }
 
-    /// The store the manager writes to.
+    /// Calls `observer` after each change this manager writes.
+    pub fn with_observer(mut self, observer: Arc<dyn RunObserver>) -> FlowManager {
+        self.observer = Some(observer);
+        self
+    }
+
+    /// The store this manager writes to.
     pub fn store(&self) -> &Arc<dyn FlowStore> {
         &self.store
     }
@@ -263,7 +280,12 @@ impl FlowManager {
                 let mut ops = write_ops(planned, run.revision);
                 ops.extend(extra.clone());
                 match self.store.apply(WriteOp::Atomic(ops)).await {
-                    Ok(WriteOutcome::Atomic(outcomes)) => return Ok((next, outcomes)),
+                    Ok(WriteOutcome::Atomic(outcomes)) => {
+                        if let Some(observer) = &self.observer {
+                            observer.changed(&next);
+                        }
+                        return Ok((next, outcomes));
+                    }
                     Ok(_) => return Err(StoreError::OutcomeMismatch { op: "atomic" }.into()),
                     Err(StoreError::RevisionMismatch {
                         expected, actual, ..

@@ -153,7 +153,7 @@ mod terminal;
 pub use error::FlowError;
 pub use input::{CreateManagedInput, CreateMirroredInput, StepObservation};
 pub use lifecycle::{AuditKind, is_legal_move, merge_state};
-pub use manager::{DEFAULT_MAX_ATTEMPTS, FlowManager};
+pub use manager::{DEFAULT_MAX_ATTEMPTS, FlowManager, RunObserver};
 pub use recovery::{RecoveryReport, recover};
 pub use terminal::{
     TerminalTarget, TerminalizationError, TerminalizationOutcome, rebuild_structured_output,

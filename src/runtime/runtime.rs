@@ -1,7 +1,7 @@
 //! [`Runtime`]: registers flow definitions and starts runs of them.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
 use ractor::{ActorRef, SpawnErr};
@@ -15,7 +15,7 @@ use crate::flow::actor::{FlowArgs, FlowMsg};
 use crate::flow::definition::ErasedDefinition;
 use crate::flow::{ControlEvent, FlowDefinition, FlowHandle, FlowState, RecordError, RunOptions};
 use crate::journal::{JournalError, JournalHandle};
-use crate::runs::{FlowManager, RecoveryReport};
+use crate::runs::{FlowManager, RecoveryReport, RunObserver};
 use crate::store::{Flow, FlowStore, StoreError};
 
 /// Why the runtime could not do what was asked.
@@ -84,7 +84,7 @@ pub struct Runtime {
     registry: Registry,
     recovery: RecoveryReport,
     path: Option<PathBuf>,
-    runs: Mutex<Vec<FlowHandle>>,
+    runs: Arc<Mutex<Vec<FlowHandle>>>,
     resumed: Vec<FlowHandle>,
     unresumed: Vec<Flow>,
 }
@@ -108,7 +108,7 @@ impl Runtime {
             registry,
             recovery,
             path,
-            runs: Mutex::new(Vec::new()),
+            runs: Arc::default(),
             resumed: Vec::new(),
             unresumed: Vec::new(),
         }
@@ -271,11 +271,12 @@ impl Runtime {
 
     /// The run control plane over this runtime's journal (one writer): lists
     /// and inspects every run — managed, mirrored and actor-driven — and
-    /// drives managed ones. A `request_cancel` on an actor-driven run is
-    /// honoured when its flow records its outcome (it ends `Cancelled`); use
-    /// its [`FlowHandle`] to cancel it at once.
+    /// drives managed ones. A cancel requested (or a run ended) through it on
+    /// a live actor-driven run is passed on to that run's flow at once: the
+    /// flow cancels cooperatively and publishes the persisted status.
     pub fn runs(&self) -> FlowManager {
-        FlowManager::new(self.store())
+        let live = CancelLiveRuns(Arc::downgrade(&self.runs));
+        FlowManager::new(self.store()).with_observer(Arc::new(live))
     }
 
     /// The journal as a shareable store.
@@ -335,6 +336,34 @@ impl Runtime {
     async fn stop(self) {
         self.journal.shutdown().await;
         self.root.stop_and_wait(None, None).await.ok();
+    }
+}
+
+/// Passes a cancel (or an end) written through [`Runtime::runs`] on to the
+/// run's live flow, so a control-plane cancel does not wait for the flow to
+/// finish on its own (and no stage output is recorded after it).
+struct CancelLiveRuns(Weak<Mutex<Vec<FlowHandle>>>);
+
+impl RunObserver for CancelLiveRuns {
+    fn changed(&self, run: &Flow) {
+        if !(run.cancel_requested || run.status.is_terminal()) {
+            return;
+        }
+        let Some(runs) = self.0.upgrade() else { return };
+        let live = runs.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(handle) = live
+            .iter()
+            .find(|h| h.run_id() == run.id && h.outcome().is_none())
+            .cloned()
+        else {
+            return;
+        };
+        drop(live);
+        let reason = "cancel requested through the control plane".to_owned();
+        tokio::spawn(async move {
+            // A flow that is already ending rejects it; it ends anyway.
+            let _ = handle.send(ControlEvent::Cancel { reason }).await;
+        });
     }
 }
 
