@@ -186,3 +186,75 @@ async fn a_waiting_run_resumes_paused_and_a_fully_completed_run_just_ends() {
     assert_eq!(paused.wait().await.unwrap().status, FlowStatus::Finished);
     runtime.shutdown().await;
 }
+
+/// Consumes items only while `gate` has permits; counts what it consumed.
+struct GatedTally {
+    gate: Option<Arc<tokio::sync::Semaphore>>,
+    consumed: Arc<AtomicU64>,
+}
+
+impl troupe::stage::Sink<u64> for GatedTally {
+    async fn consume(&mut self, _item: u64) -> Result<(), troupe::supervise::BoxError> {
+        if let Some(gate) = &self.gate {
+            gate.acquire().await?.forget();
+        }
+        self.consumed.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+/// The source completed (and was recorded) but the sink had not consumed
+/// its items when the process died: at resume the source runs again, so
+/// no item is lost (at-least-once), and the run finishes once.
+#[tokio::test(start_paused = true)]
+async fn a_completed_source_with_an_unfinished_consumer_runs_again() {
+    let store: Arc<dyn FlowStore> = Arc::new(MemoryStore::new());
+    let (source_starts, first_consumed, second_consumed) = (counter(), counter(), counter());
+    let define = |gate: Option<Arc<tokio::sync::Semaphore>>, consumed: &Arc<AtomicU64>| {
+        let (starts, consumed) = (source_starts.clone(), consumed.clone());
+        FlowDefinition::<u64>::builder("gated")
+            .source("numbers", move || {
+                starts.fetch_add(1, Ordering::SeqCst);
+                source_iter(0..100_u64)
+            })
+            .sink("tally", move || GatedTally {
+                gate: gate.clone(),
+                consumed: consumed.clone(),
+            })
+            .pipeline(["numbers", "tally"])
+            .pipes(troupe::stage::pipe::PipeConfig {
+                batch_size: 10,
+                capacity: 20,
+            })
+            .build()
+            .unwrap()
+    };
+    let gate = Arc::new(tokio::sync::Semaphore::new(5));
+    let first = Runtime::builder()
+        .store(store.clone())
+        .register(define(Some(gate), &first_consumed))
+        .unwrap()
+        .start()
+        .await
+        .unwrap();
+    let run = first.start("gated").await.unwrap();
+    settle().await;
+    let recorded: Vec<_> = store.list_step_outputs(run.run_id()).await.unwrap();
+    assert_eq!(recorded.len(), 1, "only the source completed: {recorded:?}");
+    drop(first);
+    settle().await;
+
+    let second = Runtime::builder()
+        .store(store.clone())
+        .register(define(None, &second_consumed))
+        .unwrap()
+        .start()
+        .await
+        .unwrap();
+    let outcome = second.resumed()[0].wait().await.unwrap();
+    assert_eq!(outcome.status, FlowStatus::Finished);
+    assert_eq!(source_starts.load(Ordering::SeqCst), 2);
+    assert_eq!(get(&first_consumed), 5);
+    assert_eq!(get(&second_consumed), 100, "items lost at the resume");
+    assert_eq!(terminal_count(&*store, run.run_id()).await, 1);
+}

@@ -306,12 +306,41 @@ pub(crate) struct FlowPlan {
 
 impl FlowPlan {
     /// Marks the stages with a recorded output as completed (they will not
-    /// run again; downstream sees their outputs end at once).
+    /// run again; downstream sees their outputs end at once) — except a
+    /// streaming stage that feeds a stage still unfinished, directly or
+    /// through others: the items it sent died with the process, so it runs
+    /// again (stage work is at-least-once; its first recorded output stays).
     pub(crate) fn resume_from(&mut self, outputs: &[StepOutput]) {
-        for output in outputs.iter().filter(|o| o.iteration.is_none()) {
-            if let Some(stage) = self.stages.iter_mut().find(|s| s.name == output.step_id) {
+        let recorded = |name: &str| {
+            outputs
+                .iter()
+                .find(|o| o.iteration.is_none() && o.step_id == name)
+        };
+        let mut done: Vec<bool> = self
+            .stages
+            .iter()
+            .map(|s| recorded(&s.name).is_some())
+            .collect();
+        // Unfinished consumers un-retire their streaming producers, to a fixpoint.
+        let mut changed = true;
+        while changed {
+            changed = false;
+            for (index, stage) in self.stages.iter().enumerate() {
+                if done[index] || stage.kind == StageKind::Step {
+                    continue;
+                }
+                for &producer in &stage.upstream {
+                    if done[producer] {
+                        done[producer] = false;
+                        changed = true;
+                    }
+                }
+            }
+        }
+        for (stage, done) in self.stages.iter_mut().zip(done) {
+            if done {
                 (stage.retire)();
-                stage.recorded = Some(output.output.clone());
+                stage.recorded = recorded(&stage.name).map(|o| o.output.clone());
             }
         }
     }
