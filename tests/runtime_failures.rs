@@ -226,3 +226,74 @@ async fn one_for_all_restarts_every_unfinished_stage() {
     assert_eq!(sink_in, get(&consumed));
     assert!(failed.load(Ordering::SeqCst));
 }
+
+/// A sink that takes one permit per item and fails once, when told to.
+struct FailsOnce {
+    gate: Arc<tokio::sync::Semaphore>,
+    fail: Arc<AtomicBool>,
+    consumed: Arc<AtomicU64>,
+}
+
+impl troupe::stage::Sink<u64> for FailsOnce {
+    async fn consume(&mut self, _item: u64) -> Result<(), BoxError> {
+        self.gate.acquire().await?.forget();
+        if self.fail.swap(false, Ordering::SeqCst) {
+            return Err("sink failed".into());
+        }
+        self.consumed.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+/// One-for-all kills the relay while it is blocked sending to the full pipe
+/// of the failed sink: nothing it held is lost, only the item the sink
+/// failed on.
+#[tokio::test(start_paused = true)]
+async fn a_one_for_all_kill_mid_send_loses_only_the_failing_item() {
+    let runtime = memory_runtime().await;
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let fail = Arc::new(AtomicBool::new(false));
+    let consumed = counter();
+    let (g, f, c) = (gate.clone(), fail.clone(), consumed.clone());
+    let one_for_all = RestartPolicy::transient().strategy(RestartStrategy::OneForAll);
+    runtime
+        .register(
+            FlowDefinition::<u64>::builder("one-for-all")
+                .source("numbers", || source_iter(0..30_u64))
+                .transform("relay", || {
+                    troupe::stage::transform_fn(|x: u64, out: &mut Emitter<u64>| {
+                        out.push(x);
+                        Ok(())
+                    })
+                })
+                .sink("sink", move || FailsOnce {
+                    gate: g.clone(),
+                    fail: f.clone(),
+                    consumed: c.clone(),
+                })
+                .pipeline(["numbers", "relay", "sink"])
+                .default_restart(one_for_all)
+                .restart("sink", one_for_all)
+                .pipes(PipeConfig {
+                    batch_size: 4,
+                    capacity: 4,
+                })
+                .build()
+                .unwrap(),
+        )
+        .unwrap();
+    let run = runtime.start("one-for-all").await.unwrap();
+    settle().await;
+    let recorded = runtime
+        .journal()
+        .list_step_outputs(run.run_id())
+        .await
+        .unwrap();
+    let names: Vec<_> = recorded.iter().map(|o| o.step_id.as_str()).collect();
+    assert_eq!(names, ["numbers"], "the source completes first");
+    fail.store(true, Ordering::SeqCst);
+    gate.add_permits(1_000);
+    let outcome = run.wait().await.unwrap();
+    assert_eq!(outcome.status, FlowStatus::Finished);
+    assert_eq!(get(&consumed), 29, "more than the failing item was lost");
+}

@@ -20,7 +20,9 @@ use crate::supervise::BoxError;
 /// them downstream after each unit of work.
 #[derive(Debug)]
 pub struct Emitter<T> {
-    items: Vec<T>,
+    // A queue, so the stage can take items off the front one at a time and
+    // an interrupted send (a killed stage) leaves the rest in place.
+    items: std::collections::VecDeque<T>,
     batch_size: usize,
 }
 
@@ -28,14 +30,14 @@ impl<T> Emitter<T> {
     pub(crate) fn new(batch_size: usize) -> Self {
         // Allocated on first use (and kept): an idle stage costs no buffer.
         Emitter {
-            items: Vec::new(),
+            items: std::collections::VecDeque::new(),
             batch_size: batch_size.max(1),
         }
     }
 
     /// Emits one item.
     pub fn push(&mut self, item: T) {
-        self.items.push(item);
+        self.items.push_back(item);
     }
 
     /// How many more items a source should emit in this call to fill a batch
@@ -54,8 +56,13 @@ impl<T> Emitter<T> {
         self.items.is_empty()
     }
 
-    pub(crate) fn drain(&mut self) -> std::vec::Drain<'_, T> {
-        self.items.drain(..)
+    /// The next item to send, left in place until [`Self::pop`] takes it.
+    pub(crate) fn front(&self) -> Option<&T> {
+        self.items.front()
+    }
+
+    pub(crate) fn pop(&mut self) -> Option<T> {
+        self.items.pop_front()
     }
 
     pub(crate) fn clear(&mut self) {
@@ -240,12 +247,15 @@ mod tests {
         let mut source = source_iter(0..5_u32);
         let mut out = Emitter::new(2);
         assert_eq!(source.produce(&mut out).await.unwrap(), Produced::More);
-        assert_eq!(out.drain().collect::<Vec<_>>(), [0, 1]);
+        assert_eq!(std::iter::from_fn(|| out.pop()).collect::<Vec<_>>(), [0, 1]);
         assert_eq!(source.produce(&mut out).await.unwrap(), Produced::More);
         // A full emitter still has room for one: the source never stalls.
         assert_eq!(source.produce(&mut out).await.unwrap(), Produced::More);
         assert_eq!(source.produce(&mut out).await.unwrap(), Produced::Done);
-        assert_eq!(out.drain().collect::<Vec<_>>(), [2, 3, 4]);
+        assert_eq!(
+            std::iter::from_fn(|| out.pop()).collect::<Vec<_>>(),
+            [2, 3, 4]
+        );
     }
 
     #[tokio::test]
@@ -261,7 +271,10 @@ mod tests {
         for x in 0..4 {
             t.process(x, &mut out).await.unwrap();
         }
-        assert_eq!(out.drain().collect::<Vec<_>>(), [0, 0, 2, 2]);
+        assert_eq!(
+            std::iter::from_fn(|| out.pop()).collect::<Vec<_>>(),
+            [0, 0, 2, 2]
+        );
         let (seen, consumed) = std::sync::mpsc::channel();
         let mut s = sink_fn(move |x: u32| {
             if x > 9 {

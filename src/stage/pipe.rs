@@ -116,11 +116,17 @@ impl<T: Send + 'static> PipeSender<T> {
         if self.buffer.is_empty() {
             return Ok(());
         }
+        // Wait for room first and move the batch only once it fits: a flush
+        // that is cancelled (its stage killed) keeps the batch buffered here,
+        // where the sender's drop or the next flush delivers it.
+        let Ok(permit) = self.tx.reserve().await else {
+            return Err(PipeClosed {
+                undelivered: mem::take(&mut self.buffer),
+            });
+        };
         let batch = mem::replace(&mut self.buffer, Vec::with_capacity(self.batch_size));
-        self.tx
-            .send(batch)
-            .await
-            .map_err(|e| PipeClosed { undelivered: e.0 })
+        permit.send(batch);
+        Ok(())
     }
 
     /// Items buffered and not yet sent.
@@ -230,7 +236,7 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_full_pipe_makes_send_wait() {
+    async fn a_full_pipe_makes_send_wait_and_an_interrupted_send_loses_nothing() {
         let (mut tx, mut rx) = pipe(small());
         for i in 0..6 {
             tx.send(i).await.unwrap(); // two full batches: the channel is full
@@ -239,12 +245,14 @@ mod tests {
         tx.send(7).await.unwrap();
         let third = tokio::time::timeout(std::time::Duration::from_secs(60), tx.send(8)).await;
         assert!(third.is_err(), "send did not wait for room");
-        assert_eq!(
-            tx.buffered(),
-            0,
-            "the timed-out send's batch is lost with its future"
-        );
+        // Cancel-safe: the interrupted send's batch is still buffered...
+        assert_eq!(tx.buffered(), 3);
         assert_eq!(rx.recv_batch().await, Some(vec![0, 1, 2]));
+        // ...and goes out with the next flush, after what was queued before it.
+        tx.finish().await.unwrap();
+        assert_eq!(rx.recv_batch().await, Some(vec![3, 4, 5]));
+        assert_eq!(rx.recv_batch().await, Some(vec![6, 7, 8]));
+        assert_eq!(rx.recv().await, None);
     }
 
     #[tokio::test]

@@ -113,18 +113,27 @@ impl<T: Clone + Send + 'static> Ports<T> {
             outbox.clear();
             return Ok(());
         };
-        let mut items = outbox.drain();
-        while let Some(item) = items.next() {
+        // Cancel-safe (a one-for-all restart kills a stage mid-send): an item
+        // leaves the outbox only as it is handed to the last output, and a
+        // pipe sender buffers an item before it awaits, so a killed stage
+        // loses nothing; an item interrupted during fan-out may reach the
+        // earlier outputs twice (at-least-once).
+        while !outbox.is_empty() {
             for tx in rest.iter_mut() {
-                if tx.send(item.clone()).await.is_err() {
+                // No borrow of the outbox lives across the await (`T` need not be `Sync`).
+                let Some(copy) = outbox.front().cloned() else {
+                    break;
+                };
+                if tx.send(copy).await.is_err() {
                     return Err(DownstreamGone {
-                        undelivered: items.len() + 1,
+                        undelivered: outbox.len(),
                     });
                 }
             }
+            let Some(item) = outbox.pop() else { break };
             if last.send(item).await.is_err() {
                 return Err(DownstreamGone {
-                    undelivered: items.len() + 1,
+                    undelivered: outbox.len() + 1,
                 });
             }
             *items_out += 1;
