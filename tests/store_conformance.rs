@@ -28,6 +28,7 @@ macro_rules! conformance {
                 append_batch_is_atomic,
                 batch_results_are_per_request,
                 outputs_failures_and_steps,
+                step_outputs_of_many_runs,
                 lists_runs_missing_terminal_event,
             );
             conformance!(@repair $make;
