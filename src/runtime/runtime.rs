@@ -11,7 +11,7 @@ use tokio::time::Instant;
 
 use super::builder::RuntimeBuilder;
 use super::registry::Registry;
-use super::root::RootMsg;
+use super::root::{FlowRequest, RootMsg};
 use crate::flow::actor::{FlowArgs, FlowMsg};
 use crate::flow::definition::ErasedDefinition;
 use crate::flow::{ControlEvent, FlowDefinition, FlowHandle, FlowState, RecordError, RunOptions};
@@ -200,14 +200,20 @@ impl Runtime {
         for output in self.journal.list_step_outputs_for(&ids).await? {
             recorded.entry(output.run_id).or_default().push(output);
         }
-        // Ask the root for every flow first, then collect them: the root
-        // spawns while the next runs are planned.
+        // Plan every run, ask the root for all the flows in one message (it
+        // spawns them concurrently), then collect them.
         let mut pending = Vec::with_capacity(resumable.len());
+        let mut requests = Vec::with_capacity(resumable.len());
         for (run, definition) in resumable {
             tracing::info!(run_id = %run.id, flow = %run.controller_id, "resuming unfinished run");
             let outputs = recorded.remove(&run.id).unwrap_or_default();
-            pending.push(self.request_flow(run.clone(), &*definition, Some(&outputs))?);
+            let (request, flow) = self.prepare_flow(run.clone(), &*definition, Some(&outputs));
+            requests.push(request);
+            pending.push(flow);
         }
+        self.root
+            .send_message(RootMsg::StartFlows(requests))
+            .map_err(|_| RuntimeError::ShuttingDown)?;
         for flow in pending {
             let handle = self.collect_flow(flow).await?;
             self.resumed.push(handle);
@@ -222,18 +228,22 @@ impl Runtime {
         run: Flow,
         definition: &dyn ErasedDefinition,
     ) -> Result<FlowHandle, RuntimeError> {
-        let pending = self.request_flow(run, definition, None)?;
+        let (request, pending) = self.prepare_flow(run, definition, None);
+        self.root
+            .send_message(RootMsg::StartFlows(vec![request]))
+            .map_err(|_| RuntimeError::ShuttingDown)?;
         self.collect_flow(pending).await
     }
 
-    /// Plans `run` and asks the root supervisor to spawn its flow actor;
-    /// `recorded` holds the outputs of a recovered run (`None`: a new run).
-    fn request_flow(
+    /// Plans `run`: the request for the root supervisor to spawn its flow
+    /// actor, and what waits for it; `recorded` holds the outputs of a
+    /// recovered run (`None`: a new run).
+    fn prepare_flow(
         &self,
         run: Flow,
         definition: &dyn ErasedDefinition,
         recorded: Option<&[StepOutput]>,
-    ) -> Result<PendingFlow, RuntimeError> {
+    ) -> (FlowRequest, PendingFlow) {
         let run_id = run.id;
         let mut plan = definition.plan();
         if let Some(outputs) = recorded {
@@ -251,16 +261,14 @@ impl Runtime {
             recovering: recorded.is_some(),
         };
         let (reply, spawned) = oneshot::channel();
-        self.root
-            .send_message(RootMsg::StartFlow { args, reply })
-            .map_err(|_| RuntimeError::ShuttingDown)?;
-        Ok(PendingFlow {
+        let pending = PendingFlow {
             run_id,
             spawned,
             state: state_rx,
             outcome: outcome_rx,
             stage_names,
-        })
+        };
+        (FlowRequest { args, reply }, pending)
     }
 
     /// Waits for a requested flow actor; its handle, also kept in [`Self::live_runs`].
