@@ -1,8 +1,8 @@
 //! Recovery time: a journal holds N unfinished runs of a registered 3-stage
 //! flow (status `Running`, no stage completed); time `RuntimeBuilder::start`,
-//! which runs the recovery scan and resumes every run (reads its recorded
-//! outputs, spawns its flow actor), then the time until every flow actor
-//! has taken its `Recover` event.
+//! which runs the recovery scan and resumes every run (one batched read of
+//! every run's recorded outputs, then a flow actor spawned per run), then the
+//! time until every flow actor has taken its `Recover` event.
 //!
 //! Run: `cargo bench --bench recovery` (N from `TROUPE_RECOVERY_RUNS`, default 10,000).
 

@@ -4,6 +4,8 @@
 mod conformance;
 #[path = "support/repair_cases.rs"]
 mod repair_cases;
+#[path = "support/required_only.rs"]
+mod required_only;
 
 use std::sync::Arc;
 
@@ -28,6 +30,7 @@ macro_rules! conformance {
                 append_batch_is_atomic,
                 batch_results_are_per_request,
                 outputs_failures_and_steps,
+                step_outputs_of_many_runs,
                 lists_runs_missing_terminal_event,
             );
             conformance!(@repair $make;
@@ -103,4 +106,12 @@ conformance!(sqlite_file, async {
             .unwrap(),
     );
     (store, dir)
+});
+
+// The trait's provided methods over a backend (run-by-run batched reads).
+conformance!(provided_methods_over_sqlite, async {
+    let store: conformance::Store = Arc::new(required_only::RequiredOnly(Arc::new(
+        SqliteStore::open(":memory:").await.unwrap(),
+    )));
+    (store, ())
 });

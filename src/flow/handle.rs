@@ -99,6 +99,11 @@ impl FlowHandle {
         self.outcome.borrow().clone()
     }
 
+    /// Whether the flow has ended (without cloning its outcome).
+    pub(crate) fn has_ended(&self) -> bool {
+        self.outcome.borrow().is_some()
+    }
+
     /// Waits for the flow to end; its outcome is recorded by then.
     pub async fn wait(&self) -> Result<FlowOutcome, HandleError> {
         let mut outcome = self.outcome.clone();

@@ -182,6 +182,10 @@ impl FlowStore for JournalHandle {
         self.store.list_step_outputs(run_id).await
     }
 
+    async fn list_step_outputs_for(&self, run_ids: &[Uuid]) -> Result<Vec<StepOutput>, StoreError> {
+        self.store.list_step_outputs_for(run_ids).await
+    }
+
     async fn list_failures(&self, run_id: Uuid) -> Result<Vec<FailureEntry>, StoreError> {
         self.store.list_failures(run_id).await
     }

@@ -20,11 +20,14 @@ use crate::store::{FlowStatus, FlowStore};
 
 /// Messages of the root supervisor.
 pub(crate) enum RootMsg {
-    /// Spawn a flow actor linked to the root.
-    StartFlow {
-        args: FlowArgs,
-        reply: oneshot::Sender<Result<ActorRef<FlowMsg>, SpawnErr>>,
-    },
+    /// Spawns these flow actors, concurrently.
+    StartFlows(Vec<FlowRequest>),
+}
+
+/// One flow actor to spawn and who waits for it.
+pub(crate) struct FlowRequest {
+    pub(crate) args: FlowArgs,
+    pub(crate) reply: oneshot::Sender<Result<ActorRef<FlowMsg>, SpawnErr>>,
 }
 
 pub(crate) struct RootActor;
@@ -69,19 +72,35 @@ impl Actor for RootActor {
         root: &mut RootState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            RootMsg::StartFlow { args, reply } => {
-                let entry = RunEntry {
-                    run_id: args.run.id,
-                    state: args.state.subscribe(),
-                    outcome: args.outcome.clone(),
-                };
-                root.store.get_or_insert_with(|| args.store.clone());
-                let spawned = Actor::spawn_linked(None, FlowActor, args, myself.get_cell()).await;
-                let result = spawned.map(|(flow, _join)| {
-                    root.flows.insert(flow.get_id(), entry);
-                    flow
-                });
-                let _ = reply.send(result);
+            RootMsg::StartFlows(requests) => {
+                // Spawned concurrently (each spawn waits for its actor's
+                // `pre_start`); a flow that dies at once has its exit
+                // queued behind this message, so its entry is in by then.
+                let mut spawning = tokio::task::JoinSet::new();
+                for FlowRequest { args, reply } in requests {
+                    let entry = RunEntry {
+                        run_id: args.run.id,
+                        state: args.state.subscribe(),
+                        outcome: args.outcome.clone(),
+                    };
+                    root.store.get_or_insert_with(|| args.store.clone());
+                    let supervisor = myself.get_cell();
+                    spawning.spawn(async move {
+                        let spawned = Actor::spawn_linked(None, FlowActor, args, supervisor).await;
+                        (spawned.map(|(flow, _join)| flow), entry, reply)
+                    });
+                }
+                while let Some(joined) = spawning.join_next().await {
+                    // A panicking spawn drops its reply: the caller sees the
+                    // runtime as gone.
+                    let Ok((spawned, entry, reply)) = joined else {
+                        continue;
+                    };
+                    if let Ok(flow) = &spawned {
+                        root.flows.insert(flow.get_id(), entry);
+                    }
+                    let _ = reply.send(spawned);
+                }
             }
         }
         Ok(())

@@ -1,5 +1,6 @@
 //! [`Runtime`]: registers flow definitions and starts runs of them.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
@@ -10,13 +11,13 @@ use tokio::time::Instant;
 
 use super::builder::RuntimeBuilder;
 use super::registry::Registry;
-use super::root::RootMsg;
+use super::root::{FlowRequest, RootMsg};
 use crate::flow::actor::{FlowArgs, FlowMsg};
 use crate::flow::definition::ErasedDefinition;
 use crate::flow::{ControlEvent, FlowDefinition, FlowHandle, FlowState, RecordError, RunOptions};
 use crate::journal::{JournalError, JournalHandle};
 use crate::runs::{FlowManager, RecoveryReport, RunObserver};
-use crate::store::{Flow, FlowStore, StoreError};
+use crate::store::{Flow, FlowStore, StepOutput, StoreError};
 
 /// Why the runtime could not do what was asked.
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +68,28 @@ struct PendingFlow {
     stage_names: Arc<[String]>,
 }
 
+/// Handles of the runs started here. Ended runs are dropped when the list
+/// has doubled since the last sweep, so a push costs amortized O(1) (a sweep
+/// on every push made resuming n runs O(n²)).
+#[derive(Default)]
+struct RunList {
+    handles: Vec<FlowHandle>,
+    sweep_at: usize,
+}
+
+impl RunList {
+    /// The fewest handles worth a sweep.
+    const MIN_SWEEP: usize = 64;
+
+    fn push(&mut self, handle: FlowHandle) {
+        if self.handles.len() >= self.sweep_at {
+            self.handles.retain(|h| !h.has_ended());
+            self.sweep_at = (self.handles.len() * 2).max(Self::MIN_SWEEP);
+        }
+        self.handles.push(handle);
+    }
+}
+
 impl From<RecordError> for RuntimeError {
     fn from(error: RecordError) -> Self {
         RuntimeError::Record(Box::new(error))
@@ -84,7 +107,7 @@ pub struct Runtime {
     registry: Registry,
     recovery: RecoveryReport,
     path: Option<PathBuf>,
-    runs: Arc<Mutex<Vec<FlowHandle>>>,
+    runs: Arc<Mutex<RunList>>,
     resumed: Vec<FlowHandle>,
     unresumed: Vec<Flow>,
 }
@@ -153,26 +176,44 @@ impl Runtime {
                 registered: self.registry.names(),
             })?;
         let run = crate::flow::record::create(&self.store(), name, options).await?;
-        self.spawn_flow(run, &*definition, false).await
+        self.spawn_flow(run, &*definition).await
     }
 
     /// Resumes every unfinished run the recovery scan found whose flow is
     /// registered; the others are kept in [`Self::unresumed`], untouched.
     pub(crate) async fn resume_unfinished(&mut self) -> Result<(), RuntimeError> {
         let unfinished = std::mem::take(&mut self.recovery.unfinished);
-        // Ask the root for every flow first, then collect them: the root
-        // spawns while the next runs' outputs are read.
-        let mut pending = Vec::new();
+        let mut resumable = Vec::new();
         for run in &unfinished {
-            let Some(definition) = self.registry.get(&run.controller_id) else {
-                tracing::warn!(run_id = %run.id, flow = %run.controller_id,
-                    "unfinished run of an unregistered flow; left as it is");
-                self.unresumed.push(run.clone());
-                continue;
-            };
-            tracing::info!(run_id = %run.id, flow = %run.controller_id, "resuming unfinished run");
-            pending.push(self.request_flow(run.clone(), &*definition, true).await?);
+            match self.registry.get(&run.controller_id) {
+                Some(definition) => resumable.push((run, definition)),
+                None => {
+                    tracing::warn!(run_id = %run.id, flow = %run.controller_id,
+                        "unfinished run of an unregistered flow; left as it is");
+                    self.unresumed.push(run.clone());
+                }
+            }
         }
+        // One read for the recorded outputs of every run to resume.
+        let ids: Vec<uuid::Uuid> = resumable.iter().map(|(run, _)| run.id).collect();
+        let mut recorded: HashMap<uuid::Uuid, Vec<StepOutput>> = HashMap::new();
+        for output in self.journal.list_step_outputs_for(&ids).await? {
+            recorded.entry(output.run_id).or_default().push(output);
+        }
+        // Plan every run, ask the root for all the flows in one message (it
+        // spawns them concurrently), then collect them.
+        let mut pending = Vec::with_capacity(resumable.len());
+        let mut requests = Vec::with_capacity(resumable.len());
+        for (run, definition) in resumable {
+            tracing::info!(run_id = %run.id, flow = %run.controller_id, "resuming unfinished run");
+            let outputs = recorded.remove(&run.id).unwrap_or_default();
+            let (request, flow) = self.prepare_flow(run.clone(), &*definition, Some(&outputs));
+            requests.push(request);
+            pending.push(flow);
+        }
+        self.root
+            .send_message(RootMsg::StartFlows(requests))
+            .map_err(|_| RuntimeError::ShuttingDown)?;
         for flow in pending {
             let handle = self.collect_flow(flow).await?;
             self.resumed.push(handle);
@@ -181,28 +222,32 @@ impl Runtime {
         Ok(())
     }
 
-    /// Spawns the flow actor of `run` under the root supervisor.
+    /// Spawns the flow actor of a new run under the root supervisor.
     async fn spawn_flow(
         &self,
         run: Flow,
         definition: &dyn ErasedDefinition,
-        recovering: bool,
     ) -> Result<FlowHandle, RuntimeError> {
-        let pending = self.request_flow(run, definition, recovering).await?;
+        let (request, pending) = self.prepare_flow(run, definition, None);
+        self.root
+            .send_message(RootMsg::StartFlows(vec![request]))
+            .map_err(|_| RuntimeError::ShuttingDown)?;
         self.collect_flow(pending).await
     }
 
-    /// Plans `run` and asks the root supervisor to spawn its flow actor.
-    async fn request_flow(
+    /// Plans `run`: the request for the root supervisor to spawn its flow
+    /// actor, and what waits for it; `recorded` holds the outputs of a
+    /// recovered run (`None`: a new run).
+    fn prepare_flow(
         &self,
         run: Flow,
         definition: &dyn ErasedDefinition,
-        recovering: bool,
-    ) -> Result<PendingFlow, RuntimeError> {
+        recorded: Option<&[StepOutput]>,
+    ) -> (FlowRequest, PendingFlow) {
         let run_id = run.id;
         let mut plan = definition.plan();
-        if recovering {
-            plan.resume_from(&self.journal.list_step_outputs(run_id).await?);
+        if let Some(outputs) = recorded {
+            plan.resume_from(outputs);
         }
         let stage_names = plan.stages.iter().map(|s| s.name.clone()).collect();
         let (state, state_rx) = watch::channel(FlowState::Created);
@@ -213,19 +258,17 @@ impl Runtime {
             plan,
             state,
             outcome: Arc::new(outcome),
-            recovering,
+            recovering: recorded.is_some(),
         };
         let (reply, spawned) = oneshot::channel();
-        self.root
-            .send_message(RootMsg::StartFlow { args, reply })
-            .map_err(|_| RuntimeError::ShuttingDown)?;
-        Ok(PendingFlow {
+        let pending = PendingFlow {
             run_id,
             spawned,
             state: state_rx,
             outcome: outcome_rx,
             stage_names,
-        })
+        };
+        (FlowRequest { args, reply }, pending)
     }
 
     /// Waits for a requested flow actor; its handle, also kept in [`Self::live_runs`].
@@ -239,9 +282,10 @@ impl Runtime {
         } = pending;
         let actor = spawned.await.map_err(|_| RuntimeError::ShuttingDown)??;
         let handle = FlowHandle::new(run_id, actor, state, outcome, stage_names);
-        let mut runs = self.runs.lock().unwrap_or_else(PoisonError::into_inner);
-        runs.retain(|h| h.outcome().is_none());
-        runs.push(handle.clone());
+        self.runs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(handle.clone());
         Ok(handle)
     }
 
@@ -258,8 +302,9 @@ impl Runtime {
     /// Handles of the runs started (or resumed) here that have not ended.
     pub fn live_runs(&self) -> Vec<FlowHandle> {
         let runs = self.runs.lock().unwrap_or_else(PoisonError::into_inner);
-        runs.iter()
-            .filter(|h| h.outcome().is_none())
+        runs.handles
+            .iter()
+            .filter(|h| !h.has_ended())
             .cloned()
             .collect()
     }
@@ -342,7 +387,7 @@ impl Runtime {
 /// Passes a cancel (or an end) written through [`Runtime::runs`] on to the
 /// run's live flow, so a control-plane cancel does not wait for the flow to
 /// finish on its own (and no stage output is recorded after it).
-struct CancelLiveRuns(Weak<Mutex<Vec<FlowHandle>>>);
+struct CancelLiveRuns(Weak<Mutex<RunList>>);
 
 impl RunObserver for CancelLiveRuns {
     fn changed(&self, run: &Flow) {
@@ -352,8 +397,9 @@ impl RunObserver for CancelLiveRuns {
         let Some(runs) = self.0.upgrade() else { return };
         let live = runs.lock().unwrap_or_else(PoisonError::into_inner);
         let Some(handle) = live
+            .handles
             .iter()
-            .find(|h| h.run_id() == run.id && h.outcome().is_none())
+            .find(|h| h.run_id() == run.id && !h.has_ended())
             .cloned()
         else {
             return;

@@ -206,6 +206,11 @@ impl FlowStore for FaultyStore {
         self.inner.list_step_outputs(run_id).await
     }
 
+    async fn list_step_outputs_for(&self, run_ids: &[Uuid]) -> Result<Vec<StepOutput>, StoreError> {
+        self.check_read("list_step_outputs_for")?;
+        self.inner.list_step_outputs_for(run_ids).await
+    }
+
     async fn list_failures(&self, run_id: Uuid) -> Result<Vec<FailureEntry>, StoreError> {
         self.check_read("list_failures")?;
         self.inner.list_failures(run_id).await

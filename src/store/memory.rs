@@ -12,7 +12,7 @@ use super::error::StoreError;
 use super::events::{Appended, Cursor, NewEvent, RunEvent, TerminalAppend, assigned_event_id};
 use super::ops::{WriteOp, WriteOutcome};
 use super::records::{FailureEntry, Flow, FlowStatus, FlowStep, StepOutput};
-use super::traits::FlowStore;
+use super::traits::{FlowStore, distinct};
 
 /// A store held in memory. Each op is atomic: a failing op is undone before
 /// the next one runs.
@@ -393,6 +393,23 @@ impl FlowStore for MemoryStore {
             .filter(|o| o.run_id == run_id)
             .cloned()
             .collect())
+    }
+
+    async fn list_step_outputs_for(&self, run_ids: &[Uuid]) -> Result<Vec<StepOutput>, StoreError> {
+        let order: HashMap<Uuid, usize> = distinct(run_ids)
+            .into_iter()
+            .enumerate()
+            .map(|(i, id)| (id, i))
+            .collect();
+        let mut outputs: Vec<(usize, StepOutput)> = self
+            .lock()
+            .outputs
+            .iter()
+            .filter_map(|o| order.get(&o.run_id).map(|&i| (i, o.clone())))
+            .collect();
+        // Stable: each run's outputs keep their recording order.
+        outputs.sort_by_key(|(i, _)| *i);
+        Ok(outputs.into_iter().map(|(_, o)| o).collect())
     }
 
     async fn list_failures(&self, run_id: Uuid) -> Result<Vec<FailureEntry>, StoreError> {

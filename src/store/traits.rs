@@ -85,6 +85,19 @@ pub trait FlowStore: Send + Sync + 'static {
     /// The run's recorded step and loop-iteration outputs, in recording order.
     async fn list_step_outputs(&self, run_id: Uuid) -> Result<Vec<StepOutput>, StoreError>;
 
+    /// The recorded step and loop-iteration outputs of every run in
+    /// `run_ids`, grouped by run in the order the runs are listed (a run
+    /// listed twice counts once; an unknown run has none), each run's in
+    /// recording order: one read for many runs, as recovery needs. The
+    /// default asks run by run; the stores override it with one query.
+    async fn list_step_outputs_for(&self, run_ids: &[Uuid]) -> Result<Vec<StepOutput>, StoreError> {
+        let mut outputs = Vec::new();
+        for run_id in distinct(run_ids) {
+            outputs.extend(self.list_step_outputs(run_id).await?);
+        }
+        Ok(outputs)
+    }
+
     /// The run's failure-ledger entries, oldest first.
     async fn list_failures(&self, run_id: Uuid) -> Result<Vec<FailureEntry>, StoreError>;
 
@@ -171,4 +184,14 @@ pub trait FlowStore: Send + Sync + 'static {
             _ => Err(mismatch("upsert_step")),
         }
     }
+}
+
+/// `run_ids` without repeats, in first-listed order.
+pub(crate) fn distinct(run_ids: &[Uuid]) -> Vec<Uuid> {
+    let mut seen = std::collections::HashSet::with_capacity(run_ids.len());
+    run_ids
+        .iter()
+        .copied()
+        .filter(|id| seen.insert(*id))
+        .collect()
 }

@@ -509,3 +509,62 @@ pub async fn lists_runs_missing_terminal_event(store: Store) {
         .collect();
     assert_eq!(missing, vec![done.id]);
 }
+
+/// One read lists the outputs of many runs: grouped by run in the order
+/// asked (a repeated run once, an unknown run none), each run's in
+/// recording order, loop iterations included.
+pub async fn step_outputs_of_many_runs(store: Store) {
+    let a = new_run(&store, "o").await;
+    let b = new_run(&store, "o").await;
+    let silent = new_run(&store, "o").await;
+    let out = |run: &Flow, step: &str, it: Option<u32>| StepOutput {
+        run_id: run.id,
+        step_id: step.into(),
+        loop_id: it.map(|_| "L".into()),
+        iteration: it,
+        output: json!(format!("{step}{it:?}")),
+        at: chrono::Utc::now(),
+    };
+    // Interleaved, so that recording order and run order differ.
+    for output in [
+        out(&a, "x", None),
+        out(&b, "x", None),
+        out(&a, "y", Some(0)),
+        out(&b, "y", None),
+        out(&a, "y", Some(1)),
+    ] {
+        assert!(store.record_step_output(output).await.unwrap());
+    }
+    let listed = |outputs: Vec<StepOutput>| -> Vec<(Uuid, String, Option<u32>)> {
+        outputs
+            .into_iter()
+            .map(|o| (o.run_id, o.step_id, o.iteration))
+            .collect()
+    };
+    let ids = [b.id, Uuid::now_v7(), silent.id, a.id, b.id];
+    let outputs = store.list_step_outputs_for(&ids).await.unwrap();
+    let entry = |run: &Flow, step: &str, it| (run.id, step.to_owned(), it);
+    assert_eq!(
+        listed(outputs.clone()),
+        vec![
+            entry(&b, "x", None),
+            entry(&b, "y", None),
+            entry(&a, "x", None),
+            entry(&a, "y", Some(0)),
+            entry(&a, "y", Some(1)),
+        ]
+    );
+    assert_eq!(outputs[0].output, json!("xNone"));
+    // The same records a per-run read returns.
+    let mut per_run = store.list_step_outputs(b.id).await.unwrap();
+    per_run.extend(store.list_step_outputs(a.id).await.unwrap());
+    assert_eq!(outputs, per_run);
+    assert!(store.list_step_outputs_for(&[]).await.unwrap().is_empty());
+    assert!(
+        store
+            .list_step_outputs_for(&[silent.id])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}

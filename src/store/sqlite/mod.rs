@@ -260,6 +260,12 @@ impl FlowStore for SqliteStore {
             .await
     }
 
+    async fn list_step_outputs_for(&self, run_ids: &[Uuid]) -> Result<Vec<StepOutput>, StoreError> {
+        let run_ids = run_ids.to_vec();
+        self.read(move |c, _| read::list_step_outputs_for(c, &run_ids))
+            .await
+    }
+
     async fn list_failures(&self, run_id: Uuid) -> Result<Vec<FailureEntry>, StoreError> {
         self.read(move |c, _| read::list_failures(c, run_id)).await
     }

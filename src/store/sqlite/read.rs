@@ -11,6 +11,7 @@ use super::rows::{
 use crate::store::error::{RowRef, StoreError};
 use crate::store::events::{Cursor, RunEvent, assigned_event_id};
 use crate::store::records::{FailureEntry, Flow, FlowStatus, FlowStep, StepOutput};
+use crate::store::traits::distinct;
 
 fn sql(op: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
     StoreError::sqlite(op)
@@ -243,6 +244,38 @@ pub(crate) fn list_step_outputs(
         "SELECT id, step_id, loop_id, iteration, at, output FROM step_outputs WHERE rid = ?1 ORDER BY id",
         [rid],
         |row| decode_output(run_id, row),
+    )
+}
+
+/// One query for the outputs of many runs: the ids go in as a JSON array of
+/// hex strings, walked in order (`CROSS JOIN` keeps that loop outermost),
+/// each a point lookup on `runs(id)` and a range on `step_outputs_key`.
+pub(crate) fn list_step_outputs_for(
+    conn: &Connection,
+    run_ids: &[Uuid],
+) -> Result<Vec<StepOutput>, StoreError> {
+    let ids: Vec<String> = distinct(run_ids)
+        .iter()
+        .map(|id| id.simple().to_string())
+        .collect();
+    let ids = serde_json::Value::from(ids).to_string();
+    collect(
+        conn,
+        "list step outputs of runs",
+        "SELECT o.id, o.step_id, o.loop_id, o.iteration, o.at, o.output, r.rid, r.id \
+         FROM json_each(?1) AS j CROSS JOIN runs r ON r.id = unhex(j.value) \
+         CROSS JOIN step_outputs o ON o.rid = r.rid ORDER BY j.key, o.id",
+        [ids],
+        |row| {
+            let rid: i64 = row.get(6).map_err(sql("read step output"))?;
+            let bytes: Vec<u8> = row.get(7).map_err(sql("read step output"))?;
+            let at = RowRef {
+                table: "runs",
+                rowid: rid,
+                run_id: None,
+            };
+            decode_output(uuid(&at, "id", &bytes)?, row)
+        },
     )
 }
 
