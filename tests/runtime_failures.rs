@@ -297,3 +297,32 @@ async fn a_one_for_all_kill_mid_send_loses_only_the_failing_item() {
     assert_eq!(outcome.status, FlowStatus::Finished);
     assert_eq!(get(&consumed), 29, "more than the failing item was lost");
 }
+
+/// `default_restart` covers every stage without a policy of its own, even
+/// stages added before it: here a temporary sink is not restarted.
+#[tokio::test(start_paused = true)]
+async fn default_restart_applies_to_stages_added_before_it() {
+    let runtime = memory_runtime().await;
+    let gate = Arc::new(tokio::sync::Semaphore::new(1_000));
+    let fail = Arc::new(AtomicBool::new(true));
+    let consumed = counter();
+    let (g, f, c) = (gate.clone(), fail.clone(), consumed.clone());
+    runtime
+        .register(
+            FlowDefinition::<u64>::builder("temporary")
+                .source("numbers", || source_iter(0..10_u64))
+                .sink("sink", move || FailsOnce {
+                    gate: g.clone(),
+                    fail: f.clone(),
+                    consumed: c.clone(),
+                })
+                .pipeline(["numbers", "sink"])
+                .default_restart(RestartPolicy::temporary())
+                .build()
+                .unwrap(),
+        )
+        .unwrap();
+    let run = runtime.start("temporary").await.unwrap();
+    let outcome = run.wait().await.unwrap();
+    assert_eq!(outcome.status, FlowStatus::Failed, "{outcome:?}");
+}

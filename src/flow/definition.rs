@@ -145,8 +145,9 @@ impl<T: Clone + Send + 'static> FlowBuilder<T> {
         self
     }
 
-    /// The restart policy of stages without their own (default: [`RestartPolicy::default`]).
-    /// Applies to stages added after this call and to none before.
+    /// The restart policy of every stage without its own
+    /// ([`restart`](Self::restart)), wherever this call stands in the chain
+    /// (default: [`RestartPolicy::default`]). The last call wins.
     pub fn default_restart(mut self, policy: RestartPolicy) -> Self {
         self.default_policy = policy;
         self
@@ -173,6 +174,9 @@ impl<T: Clone + Send + 'static> FlowBuilder<T> {
     /// Validates the topology and the policies.
     pub fn build(mut self) -> Result<FlowDefinition<T>, DefinitionError> {
         let flow = self.name.clone();
+        for def in &mut self.stages {
+            def.policy = self.default_policy;
+        }
         for (stage, policy) in std::mem::take(&mut self.policies) {
             let def = self.stages.iter_mut().find(|d| d.name == stage);
             let def = def.ok_or_else(|| DefinitionError::UnknownStage {
