@@ -13,6 +13,10 @@
 //! assert_eq!(writer.to_string(), "writer-7");
 //! ```
 
+/// Run ids (time-ordered UUID v7) as they appear in records and handles,
+/// re-exported so users need no `uuid` dependency of their own.
+pub use uuid::Uuid;
+
 use std::fmt;
 
 use serde::{Deserialize, Serialize};

@@ -4,13 +4,11 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_trait::async_trait;
 use serde_json::Value;
 use tokio::sync::Semaphore;
 use troupe::journal::{JournalConfig, JournalHandle};
 use troupe::store::{
-    Cursor, EventKind, FailureEntry, Flow, FlowStatus, FlowStep, FlowStore, MemoryStore, NewEvent,
-    RunEvent, StepOutput, StoreError, WriteOp, WriteOutcome, WriterJob,
+    EventKind, Flow, FlowStore, MemoryStore, NewEvent, StoreError, WriteOp, WriteOutcome, WriterJob,
 };
 use uuid::Uuid;
 
@@ -44,8 +42,8 @@ impl GatedStore {
     }
 }
 
-#[async_trait]
-impl FlowStore for GatedStore {
+troupe::store_wrapper! {
+    GatedStore, reads: inner;
     async fn apply_batch(
         &self,
         ops: Vec<WriteOp>,
@@ -64,39 +62,6 @@ impl FlowStore for GatedStore {
         } else {
             Err(job)
         }
-    }
-    async fn get_run(&self, id: Uuid) -> Result<Option<Flow>, StoreError> {
-        self.inner.get_run(id).await
-    }
-    async fn list_runs_by_owner(&self, owner: &str) -> Result<Vec<Flow>, StoreError> {
-        self.inner.list_runs_by_owner(owner).await
-    }
-    async fn list_runs_by_status(&self, status: FlowStatus) -> Result<Vec<Flow>, StoreError> {
-        self.inner.list_runs_by_status(status).await
-    }
-    async fn list_runs_missing_terminal_event(&self) -> Result<Vec<Flow>, StoreError> {
-        self.inner.list_runs_missing_terminal_event().await
-    }
-    async fn list_events(&self, run_id: Uuid, limit: usize) -> Result<Vec<RunEvent>, StoreError> {
-        self.inner.list_events(run_id, limit).await
-    }
-    async fn poll(&self, after: Cursor, limit: usize) -> Result<Vec<RunEvent>, StoreError> {
-        self.inner.poll(after, limit).await
-    }
-    async fn latest_cursor(&self) -> Result<Cursor, StoreError> {
-        self.inner.latest_cursor().await
-    }
-    async fn terminal_event(&self, run_id: Uuid) -> Result<Option<RunEvent>, StoreError> {
-        self.inner.terminal_event(run_id).await
-    }
-    async fn list_step_outputs(&self, run_id: Uuid) -> Result<Vec<StepOutput>, StoreError> {
-        self.inner.list_step_outputs(run_id).await
-    }
-    async fn list_failures(&self, run_id: Uuid) -> Result<Vec<FailureEntry>, StoreError> {
-        self.inner.list_failures(run_id).await
-    }
-    async fn list_steps(&self, flow_id: Uuid) -> Result<Vec<FlowStep>, StoreError> {
-        self.inner.list_steps(flow_id).await
     }
 }
 

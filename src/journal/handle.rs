@@ -4,7 +4,6 @@
 
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use ractor::{Actor, ActorCell, ActorRef};
 use tokio::sync::Semaphore;
 use uuid::Uuid;
@@ -12,10 +11,7 @@ use uuid::Uuid;
 use super::actor::{JournalActor, JournalArgs, JournalMsg};
 use super::stats::{Counters, JournalStats};
 use crate::runs::{RecoveryReport, recover};
-use crate::store::{
-    Cursor, FailureEntry, Flow, FlowStatus, FlowStep, FlowStore, RunEvent, StepOutput, StoreError,
-    WriteOp, WriteOutcome,
-};
+use crate::store::{FlowStore, StepOutput, StoreError, WriteOp, WriteOutcome};
 
 /// Options for the journal actor.
 #[derive(Debug, Clone)]
@@ -119,8 +115,8 @@ impl JournalHandle {
     }
 }
 
-#[async_trait]
-impl FlowStore for JournalHandle {
+crate::store_wrapper! {
+    JournalHandle, reads: store;
     async fn apply_batch(
         &self,
         ops: Vec<WriteOp>,
@@ -146,51 +142,8 @@ impl FlowStore for JournalHandle {
         rx.await.map_err(|_| StoreError::AckDropped)?
     }
 
-    async fn get_run(&self, id: Uuid) -> Result<Option<Flow>, StoreError> {
-        self.store.get_run(id).await
-    }
-
-    async fn list_runs_by_owner(&self, owner_session_key: &str) -> Result<Vec<Flow>, StoreError> {
-        self.store.list_runs_by_owner(owner_session_key).await
-    }
-
-    async fn list_runs_by_status(&self, status: FlowStatus) -> Result<Vec<Flow>, StoreError> {
-        self.store.list_runs_by_status(status).await
-    }
-
-    async fn list_runs_missing_terminal_event(&self) -> Result<Vec<Flow>, StoreError> {
-        self.store.list_runs_missing_terminal_event().await
-    }
-
-    async fn list_events(&self, run_id: Uuid, limit: usize) -> Result<Vec<RunEvent>, StoreError> {
-        self.store.list_events(run_id, limit).await
-    }
-
-    async fn poll(&self, after: Cursor, limit: usize) -> Result<Vec<RunEvent>, StoreError> {
-        self.store.poll(after, limit).await
-    }
-
-    async fn latest_cursor(&self) -> Result<Cursor, StoreError> {
-        self.store.latest_cursor().await
-    }
-
-    async fn terminal_event(&self, run_id: Uuid) -> Result<Option<RunEvent>, StoreError> {
-        self.store.terminal_event(run_id).await
-    }
-
-    async fn list_step_outputs(&self, run_id: Uuid) -> Result<Vec<StepOutput>, StoreError> {
-        self.store.list_step_outputs(run_id).await
-    }
-
     async fn list_step_outputs_for(&self, run_ids: &[Uuid]) -> Result<Vec<StepOutput>, StoreError> {
         self.store.list_step_outputs_for(run_ids).await
     }
 
-    async fn list_failures(&self, run_id: Uuid) -> Result<Vec<FailureEntry>, StoreError> {
-        self.store.list_failures(run_id).await
-    }
-
-    async fn list_steps(&self, flow_id: Uuid) -> Result<Vec<FlowStep>, StoreError> {
-        self.store.list_steps(flow_id).await
-    }
 }

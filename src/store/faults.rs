@@ -3,13 +3,11 @@
 
 use std::sync::{Arc, Mutex};
 
-use async_trait::async_trait;
 use uuid::Uuid;
 
 use super::error::StoreError;
-use super::events::{Cursor, RunEvent};
 use super::ops::{WriteOp, WriteOutcome};
-use super::records::{FailureEntry, Flow, FlowStatus, FlowStep, StepOutput};
+use super::records::StepOutput;
 use super::traits::FlowStore;
 
 /// A fault to inject. `op` is a [`WriteOp::name`] (e.g. `"append_terminal_if_absent"`,
@@ -124,8 +122,8 @@ impl FaultyStore {
     }
 }
 
-#[async_trait]
-impl FlowStore for FaultyStore {
+crate::store_wrapper! {
+    FaultyStore, reads: inner, check: check_read;
     async fn apply_batch(
         &self,
         ops: Vec<WriteOp>,
@@ -161,63 +159,9 @@ impl FlowStore for FaultyStore {
             .collect())
     }
 
-    async fn get_run(&self, id: Uuid) -> Result<Option<Flow>, StoreError> {
-        self.check_read("get_run")?;
-        self.inner.get_run(id).await
-    }
-
-    async fn list_runs_by_owner(&self, owner_session_key: &str) -> Result<Vec<Flow>, StoreError> {
-        self.check_read("list_runs_by_owner")?;
-        self.inner.list_runs_by_owner(owner_session_key).await
-    }
-
-    async fn list_runs_by_status(&self, status: FlowStatus) -> Result<Vec<Flow>, StoreError> {
-        self.check_read("list_runs_by_status")?;
-        self.inner.list_runs_by_status(status).await
-    }
-
-    async fn list_runs_missing_terminal_event(&self) -> Result<Vec<Flow>, StoreError> {
-        self.check_read("list_runs_missing_terminal_event")?;
-        self.inner.list_runs_missing_terminal_event().await
-    }
-
-    async fn list_events(&self, run_id: Uuid, limit: usize) -> Result<Vec<RunEvent>, StoreError> {
-        self.check_read("list_events")?;
-        self.inner.list_events(run_id, limit).await
-    }
-
-    async fn poll(&self, after: Cursor, limit: usize) -> Result<Vec<RunEvent>, StoreError> {
-        self.check_read("poll")?;
-        self.inner.poll(after, limit).await
-    }
-
-    async fn latest_cursor(&self) -> Result<Cursor, StoreError> {
-        self.check_read("latest_cursor")?;
-        self.inner.latest_cursor().await
-    }
-
-    async fn terminal_event(&self, run_id: Uuid) -> Result<Option<RunEvent>, StoreError> {
-        self.check_read("terminal_event")?;
-        self.inner.terminal_event(run_id).await
-    }
-
-    async fn list_step_outputs(&self, run_id: Uuid) -> Result<Vec<StepOutput>, StoreError> {
-        self.check_read("list_step_outputs")?;
-        self.inner.list_step_outputs(run_id).await
-    }
-
     async fn list_step_outputs_for(&self, run_ids: &[Uuid]) -> Result<Vec<StepOutput>, StoreError> {
         self.check_read("list_step_outputs_for")?;
         self.inner.list_step_outputs_for(run_ids).await
     }
 
-    async fn list_failures(&self, run_id: Uuid) -> Result<Vec<FailureEntry>, StoreError> {
-        self.check_read("list_failures")?;
-        self.inner.list_failures(run_id).await
-    }
-
-    async fn list_steps(&self, flow_id: Uuid) -> Result<Vec<FlowStep>, StoreError> {
-        self.check_read("list_steps")?;
-        self.inner.list_steps(flow_id).await
-    }
 }

@@ -36,6 +36,7 @@
 mod error;
 mod events;
 mod faults;
+mod forward;
 mod memory;
 mod ops;
 mod records;
@@ -53,3 +54,7 @@ pub use records::{
 };
 pub use sqlite::{IntegrityCheck, SCHEMA_VERSION, SqliteConfig, SqliteStore, Synchronous};
 pub use traits::{BatchResult, FlowStore, WriterJob};
+
+// For `store_wrapper!`, which implements an `#[async_trait]` trait.
+#[doc(hidden)]
+pub use async_trait::async_trait as __async_trait;

@@ -1,0 +1,96 @@
+//! [`store_wrapper!`](crate::store_wrapper): a [`FlowStore`](super::FlowStore)
+//! implementation whose required reads forward to an inner store, written once.
+
+/// Implements [`FlowStore`](crate::store::FlowStore) for a wrapper type: the
+/// methods you write (at least `apply_batch`) plus every required read,
+/// forwarded to the field `reads` names — for wrappers that change only
+/// writes (the journal handle, fault injection, test doubles). With
+/// `check: method`, each forwarded read first calls
+/// `self.method("read_name")?` (`fn(&self, &'static str) -> Result<(), StoreError>`),
+/// e.g. to inject faults. Provided methods (such as `list_step_outputs_for`)
+/// keep their defaults unless you write them.
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::sync::atomic::{AtomicU64, Ordering};
+/// use troupe::store::{BatchResult, FlowStore, MemoryStore, WriteOp};
+///
+/// /// Counts write batches; reads pass straight through.
+/// struct Counting {
+///     inner: Arc<dyn FlowStore>,
+///     batches: AtomicU64,
+/// }
+///
+/// troupe::store_wrapper! {
+///     Counting, reads: inner;
+///     async fn apply_batch(&self, ops: Vec<WriteOp>) -> BatchResult {
+///         self.batches.fetch_add(1, Ordering::Relaxed);
+///         self.inner.apply_batch(ops).await
+///     }
+/// }
+/// # let _ = Counting { inner: Arc::new(MemoryStore::new()), batches: AtomicU64::new(0) };
+/// ```
+#[macro_export]
+macro_rules! store_wrapper {
+    ($ty:ty, reads: $inner:tt $(, check: $check:ident)?; $($methods:tt)*) => {
+        #[$crate::store::__async_trait]
+        impl $crate::store::FlowStore for $ty {
+            $($methods)*
+
+            async fn get_run(&self, id: $crate::ids::Uuid) -> ::core::result::Result<Option<$crate::store::Flow>, $crate::store::StoreError> {
+                $(self.$check("get_run")?;)?
+                self.$inner.get_run(id).await
+            }
+
+            async fn list_runs_by_owner(&self, owner_session_key: &str) -> ::core::result::Result<Vec<$crate::store::Flow>, $crate::store::StoreError> {
+                $(self.$check("list_runs_by_owner")?;)?
+                self.$inner.list_runs_by_owner(owner_session_key).await
+            }
+
+            async fn list_runs_by_status(&self, status: $crate::store::FlowStatus) -> ::core::result::Result<Vec<$crate::store::Flow>, $crate::store::StoreError> {
+                $(self.$check("list_runs_by_status")?;)?
+                self.$inner.list_runs_by_status(status).await
+            }
+
+            async fn list_runs_missing_terminal_event(&self) -> ::core::result::Result<Vec<$crate::store::Flow>, $crate::store::StoreError> {
+                $(self.$check("list_runs_missing_terminal_event")?;)?
+                self.$inner.list_runs_missing_terminal_event().await
+            }
+
+            async fn list_events(&self, run_id: $crate::ids::Uuid, limit: usize) -> ::core::result::Result<Vec<$crate::store::RunEvent>, $crate::store::StoreError> {
+                $(self.$check("list_events")?;)?
+                self.$inner.list_events(run_id, limit).await
+            }
+
+            async fn poll(&self, after: $crate::store::Cursor, limit: usize) -> ::core::result::Result<Vec<$crate::store::RunEvent>, $crate::store::StoreError> {
+                $(self.$check("poll")?;)?
+                self.$inner.poll(after, limit).await
+            }
+
+            async fn latest_cursor(&self) -> ::core::result::Result<$crate::store::Cursor, $crate::store::StoreError> {
+                $(self.$check("latest_cursor")?;)?
+                self.$inner.latest_cursor().await
+            }
+
+            async fn terminal_event(&self, run_id: $crate::ids::Uuid) -> ::core::result::Result<Option<$crate::store::RunEvent>, $crate::store::StoreError> {
+                $(self.$check("terminal_event")?;)?
+                self.$inner.terminal_event(run_id).await
+            }
+
+            async fn list_step_outputs(&self, run_id: $crate::ids::Uuid) -> ::core::result::Result<Vec<$crate::store::StepOutput>, $crate::store::StoreError> {
+                $(self.$check("list_step_outputs")?;)?
+                self.$inner.list_step_outputs(run_id).await
+            }
+
+            async fn list_failures(&self, run_id: $crate::ids::Uuid) -> ::core::result::Result<Vec<$crate::store::FailureEntry>, $crate::store::StoreError> {
+                $(self.$check("list_failures")?;)?
+                self.$inner.list_failures(run_id).await
+            }
+
+            async fn list_steps(&self, flow_id: $crate::ids::Uuid) -> ::core::result::Result<Vec<$crate::store::FlowStep>, $crate::store::StoreError> {
+                $(self.$check("list_steps")?;)?
+                self.$inner.list_steps(flow_id).await
+            }
+        }
+    };
+}
