@@ -187,22 +187,6 @@ async fn a_waiting_run_resumes_paused_and_a_fully_completed_run_just_ends() {
     runtime.shutdown().await;
 }
 
-/// Consumes items only while `gate` has permits; counts what it consumed.
-struct GatedTally {
-    gate: Option<Arc<tokio::sync::Semaphore>>,
-    consumed: Arc<AtomicU64>,
-}
-
-impl troupe::stage::Sink<u64> for GatedTally {
-    async fn consume(&mut self, _item: u64) -> Result<(), troupe::supervise::BoxError> {
-        if let Some(gate) = &self.gate {
-            gate.acquire().await?.forget();
-        }
-        self.consumed.fetch_add(1, Ordering::SeqCst);
-        Ok(())
-    }
-}
-
 /// The source completed (and was recorded) but the sink had not consumed
 /// its items when the process died: at resume the source runs again, so
 /// no item is lost (at-least-once), and the run finishes once.
@@ -217,9 +201,10 @@ async fn a_completed_source_with_an_unfinished_consumer_runs_again() {
                 starts.fetch_add(1, Ordering::SeqCst);
                 source_iter(0..100_u64)
             })
-            .sink("tally", move || GatedTally {
+            .sink("tally", move || Tally {
+                count: consumed.clone(),
+                sum: counter(),
                 gate: gate.clone(),
-                consumed: consumed.clone(),
             })
             .pipeline(["numbers", "tally"])
             .pipes(troupe::stage::pipe::PipeConfig {

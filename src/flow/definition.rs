@@ -86,7 +86,8 @@ impl<T: Clone + Send + 'static> FlowBuilder<T> {
         self.stages.push(StageDef {
             name,
             kind,
-            policy: self.default_policy,
+            // Resolved in `build`, once every policy call is known.
+            policy: RestartPolicy::default(),
             factory,
         });
         self
