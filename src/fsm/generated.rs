@@ -23,17 +23,11 @@ pub type Dispatched<'a, S, A> = Option<HandlerFuture<'a, S, A>>;
 
 /// The generated behaviour of a machine, with its closures' types erased.
 pub trait Behavior<S, E, C, A>: Send + Sync {
-    /// The state-specific handler for `event`, else the any-state one.
+    /// The state-specific handler for `event`, else the any-state one, else
+    /// the `unhandled` hook.
     fn dispatch<'a>(&'a self, state: &'a S, event: &'a E, ctx: &'a mut C) -> Dispatched<'a, S, A>;
     /// The targets declared by the clause `dispatch` picks for (`state`, `event`).
     fn declared_targets(&self, state: &S, event: &E) -> DeclaredTargets;
-    /// The `unhandled` hook's future, if the hook is declared.
-    fn unhandled<'a>(
-        &'a self,
-        state: &'a S,
-        event: &'a E,
-        ctx: &'a mut C,
-    ) -> Option<HandlerFuture<'a, S, A>>;
     /// Actions of `state`'s `on_entry` hook (empty without one).
     fn on_entry(&self, state: &S, ctx: &mut C) -> Vec<A>;
     /// Actions of `state`'s `on_exit` hook (empty without one).
@@ -45,22 +39,19 @@ pub trait Behavior<S, E, C, A>: Send + Sync {
 }
 
 /// The closures of one `fsm!` invocation.
-pub struct Generated<D, Tg, U, En, Ex, Ti, To> {
+pub struct Generated<D, Tg, En, Ex, Ti, To> {
     dispatch: D,
     declared_targets: Tg,
-    unhandled: U,
     on_entry: En,
     on_exit: Ex,
     timeout_index: Ti,
     on_timeout: To,
 }
 
-impl<S, E, C, A, D, Tg, U, En, Ex, Ti, To> Behavior<S, E, C, A>
-    for Generated<D, Tg, U, En, Ex, Ti, To>
+impl<S, E, C, A, D, Tg, En, Ex, Ti, To> Behavior<S, E, C, A> for Generated<D, Tg, En, Ex, Ti, To>
 where
     D: for<'a> Fn(&'a S, &'a E, &'a mut C) -> Dispatched<'a, S, A> + Send + Sync,
     Tg: Fn(&S, &E) -> DeclaredTargets + Send + Sync,
-    U: for<'a> Fn(&'a S, &'a E, &'a mut C) -> Option<HandlerFuture<'a, S, A>> + Send + Sync,
     En: Fn(&S, &mut C) -> Vec<A> + Send + Sync,
     Ex: Fn(&S, &mut C) -> Vec<A> + Send + Sync,
     Ti: Fn(&S) -> Option<usize> + Send + Sync,
@@ -72,14 +63,6 @@ where
     }
     fn declared_targets(&self, state: &S, event: &E) -> DeclaredTargets {
         (self.declared_targets)(state, event)
-    }
-    fn unhandled<'a>(
-        &'a self,
-        state: &'a S,
-        event: &'a E,
-        ctx: &'a mut C,
-    ) -> Option<HandlerFuture<'a, S, A>> {
-        (self.unhandled)(state, event, ctx)
     }
     #[inline]
     fn on_entry(&self, state: &S, ctx: &mut C) -> Vec<A> {
@@ -100,12 +83,11 @@ where
 
 /// Builds a machine from the generated table and closures.
 #[allow(clippy::too_many_arguments)]
-pub fn machine<S, E, C, A, D, Tg, U, En, Ex, Ti, To>(
+pub fn machine<S, E, C, A, D, Tg, En, Ex, Ti, To>(
     initial: S,
     table: &'static FsmTable,
     dispatch: D,
     declared_targets: Tg,
-    unhandled: U,
     on_entry: En,
     on_exit: Ex,
     timeout_index: Ti,
@@ -118,10 +100,6 @@ where
     A: 'static,
     D: for<'a> Fn(&'a S, &'a E, &'a mut C) -> Dispatched<'a, S, A> + Send + Sync + 'static,
     Tg: Fn(&S, &E) -> DeclaredTargets + Send + Sync + 'static,
-    U: for<'a> Fn(&'a S, &'a E, &'a mut C) -> Option<HandlerFuture<'a, S, A>>
-        + Send
-        + Sync
-        + 'static,
     En: Fn(&S, &mut C) -> Vec<A> + Send + Sync + 'static,
     Ex: Fn(&S, &mut C) -> Vec<A> + Send + Sync + 'static,
     Ti: Fn(&S) -> Option<usize> + Send + Sync + 'static,
@@ -133,7 +111,6 @@ where
         Box::new(Generated {
             dispatch,
             declared_targets,
-            unhandled,
             on_entry,
             on_exit,
             timeout_index,

@@ -144,31 +144,50 @@ where
     /// [`FsmError::UndeclaredTarget`]. The state is unchanged on error.
     pub async fn handle(&mut self, event: E, ctx: &mut C) -> Result<Vec<A>, FsmError> {
         self.enter_quietly(ctx);
-        let dispatched = match self.behavior.dispatch(&self.state, &event, ctx) {
-            Some(future) => Some(future.await),
-            None => None,
+        // One await, with nothing but the handler's future alive across it:
+        // what the handler returns is settled by plain (non-async) code, so
+        // the large `Result` is never stored in this future's state.
+        let Some(future) = self.behavior.dispatch(&self.state, &event, ctx) else {
+            return Err(self.unhandled_error(&event));
         };
-        let transition = match dispatched {
-            Some(result) => {
-                let transition = result.map_err(|e| self.locate(e, event.variant_name()))?;
-                if self.checks_targets {
-                    self.check_target(&event, &transition.next_state)?;
-                }
-                transition
-            }
-            None => match self.behavior.unhandled(&self.state, &event, ctx) {
-                Some(future) => future
-                    .await
-                    .map_err(|e| self.locate(e, event.variant_name()))?,
-                None => {
-                    return Err(FsmError::UnhandledEvent {
-                        state: self.state.variant_name(),
-                        event: event.variant_name(),
-                    });
-                }
-            },
+        let result = future.await;
+        self.settle(result, &event, ctx)
+    }
+
+    /// Applies what a handler returned for `event`. Only clauses declare
+    /// targets: an event that reached the `unhandled` hook has no clause in
+    /// this state, so the target check passes it. Everything but the common
+    /// case (same variant, nothing pending) is kept out of line, so the
+    /// inlined hot path stays small.
+    #[inline]
+    fn settle(
+        &mut self,
+        result: Result<Transition<S, A>, FsmError>,
+        event: &E,
+        ctx: &mut C,
+    ) -> Result<Vec<A>, FsmError> {
+        let transition = match result {
+            Ok(transition) => transition,
+            Err(error) => return Err(self.locate(error, event.variant_name())),
         };
+        if self.checks_targets {
+            self.check_target(event, &transition.next_state)?;
+        }
+        if self.pending_entry.is_empty()
+            && discriminant(&self.state) == discriminant(&transition.next_state)
+        {
+            self.state = transition.next_state;
+            return Ok(transition.actions);
+        }
         Ok(self.apply(transition, ctx))
+    }
+
+    #[cold]
+    fn unhandled_error(&self, event: &E) -> FsmError {
+        FsmError::UnhandledEvent {
+            state: self.state.variant_name(),
+            event: event.variant_name(),
+        }
     }
 
     /// Fires the current state's timeout now (the host decides when, usually
@@ -196,18 +215,25 @@ where
         Ok(self.apply(transition, ctx))
     }
 
+    #[inline]
     fn enter_quietly(&mut self, ctx: &mut C) {
         if !self.entered {
-            self.entered = true;
-            if !self.table.entry_hooks.is_empty() {
-                self.pending_entry = self.behavior.on_entry(&self.state, ctx);
-            }
+            self.enter_now(ctx);
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn enter_now(&mut self, ctx: &mut C) {
+        self.entered = true;
+        if !self.table.entry_hooks.is_empty() {
+            self.pending_entry = self.behavior.on_entry(&self.state, ctx);
         }
     }
 
     /// Moves to the transition's state and assembles the actions in order:
     /// pending initial entry, exit of the old state, transition, entry of the new.
-    #[inline]
+    #[inline(never)]
     fn apply(&mut self, transition: Transition<S, A>, ctx: &mut C) -> Vec<A> {
         let changed = discriminant(&self.state) != discriminant(&transition.next_state);
         let mut actions = take(&mut self.pending_entry);
@@ -235,6 +261,7 @@ where
         actions
     }
 
+    #[inline(never)]
     fn check_target(&self, event: &E, next: &S) -> Result<(), FsmError> {
         let Some(declared) = self.behavior.declared_targets(&self.state, event) else {
             return Ok(());
@@ -251,6 +278,8 @@ where
         })
     }
 
+    #[cold]
+    #[inline(never)]
     fn locate(&self, error: FsmError, event: &'static str) -> FsmError {
         match error {
             FsmError::HandlerFailed { message, .. } => FsmError::HandlerFailed {

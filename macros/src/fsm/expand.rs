@@ -128,18 +128,18 @@ pub fn expand(input: FsmInput) -> TokenStream {
     }
 
     let has_unhandled = unhandled.is_some();
-    let unhandled_closure = match &unhandled {
+    // The `unhandled` hook is the last fallback of dispatch itself, so the
+    // machine makes one call (and awaits one future) per event.
+    let unhandled_call = match &unhandled {
         Some(hook) => {
             prelude.push(quote_spanned! {hook.span()=>
                 let __troupe_unhandled = #rt::handler::<#generics, _>(#hook);
             });
-            quote!(
-                move |__s, __e, __c| ::core::option::Option::Some(__troupe_unhandled(
-                    __s, __e, __c
-                ))
-            )
+            quote!(::core::option::Option::Some(__troupe_unhandled(
+                __s, __e, __c
+            )))
         }
-        None => quote!(|_, _, _| ::core::option::Option::None),
+        None => quote!(::core::option::Option::None),
     };
 
     let none = quote!(::core::option::Option::None);
@@ -147,7 +147,7 @@ pub fn expand(input: FsmInput) -> TokenStream {
     let dispatch_body = match_or(
         quote!((__s, __e)),
         &specific_arms,
-        match_or(quote!(__e), &any_arms, none.clone()),
+        match_or(quote!(__e), &any_arms, unhandled_call),
     );
     let targets_body = match_or(
         quote!((__s, __e)),
@@ -178,12 +178,11 @@ pub fn expand(input: FsmInput) -> TokenStream {
         // Never called: makes the compiler check every declared state and target path.
         #[allow(unreachable_patterns)]
         let _ = |__s: &#state_ty| match __s { #( #target_checks )* _ => {} };
-        #rt::machine::<#generics, _, _, _, _, _, _, _>(
+        #rt::machine::<#generics, _, _, _, _, _, _>(
             __troupe_initial,
             &__TROUPE_FSM_TABLE,
             move |__s, __e, __c| { #dispatch_body },
             |__s, __e| -> ::core::option::Option<&'static [&'static str]> { #targets_body },
-            #unhandled_closure,
             move |__s, __c| { #entry_body },
             move |__s, __c| { #exit_body },
             |__s| { #timeout_index_body },
