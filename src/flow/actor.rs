@@ -404,7 +404,7 @@ impl Actor for FlowActor {
         host: &mut FlowHost,
     ) -> Result<(), ActorProcessingErr> {
         let span = host.span.clone();
-        host.start().instrument(span).await;
+        Box::pin(host.start().instrument(span)).await;
         Ok(())
     }
 
@@ -415,7 +415,7 @@ impl Actor for FlowActor {
         host: &mut FlowHost,
     ) -> Result<(), ActorProcessingErr> {
         let span = host.span.clone();
-        host.on_message(msg).instrument(span).await;
+        Box::pin(host.on_message(msg).instrument(span)).await;
         Ok(())
     }
 
@@ -426,7 +426,7 @@ impl Actor for FlowActor {
         host: &mut FlowHost,
     ) -> Result<(), ActorProcessingErr> {
         let span = host.span.clone();
-        host.on_supervision(event).instrument(span).await;
+        Box::pin(host.on_supervision(event).instrument(span)).await;
         Ok(())
     }
 }

@@ -173,22 +173,12 @@ impl<T: Supervised<K>, K> Driver<T, K> {
         result
     }
 
+    /// The arms that handle an event, fail or complete are boxed: they are
+    /// rare next to `Continue`, and inline they would size this future (and
+    /// so every idle stage actor's task) for the largest of them.
     async fn step_inner(&mut self) -> Result<Progress, SupervisorError> {
         if self.phase == Phase::Fresh {
-            self.phase = Phase::Running;
-            let Driver {
-                machine, context, ..
-            } = &mut *self;
-            let entered = catching_sync(|| machine.enter(context));
-            self.publish_state();
-            match entered {
-                Ok(actions) => self.run_actions_or_fail(actions).await?,
-                Err(panic) => {
-                    let state = self.machine.state().variant_name();
-                    self.fail(format!("entry hook of state `{state}` panicked: {panic}"))
-                        .await?;
-                }
-            }
+            Box::pin(self.start()).await?;
         }
         match self.dispatch().await {
             Dispatched::Directive(EventLoopDirective::Continue) => {
@@ -196,22 +186,48 @@ impl<T: Supervised<K>, K> Driver<T, K> {
                 Ok(Progress::Continued)
             }
             Dispatched::Directive(EventLoopDirective::Transition(event)) => {
-                let event_name = event.variant_name();
-                let handled = catching(pin!(self.machine.handle(event, &mut self.context))).await;
-                self.after_handle(handled, event_name).await?;
+                Box::pin(self.handle_event(event)).await?;
                 Ok(Progress::Handled)
             }
             Dispatched::TimedOut => {
-                let handled = catching(pin!(self.machine.handle_timeout(&mut self.context))).await;
-                self.after_handle(handled, "<timeout>").await?;
+                Box::pin(self.handle_timeout()).await?;
                 Ok(Progress::Handled)
             }
-            Dispatched::Directive(EventLoopDirective::Terminate) => self.complete().await,
+            Dispatched::Directive(EventLoopDirective::Terminate) => Box::pin(self.complete()).await,
             Dispatched::Failed(failure) => {
-                self.fail(failure).await?;
+                Box::pin(self.fail(failure)).await?;
                 Ok(Progress::Handled)
             }
         }
+    }
+
+    /// The first step: runs the initial state's entry actions.
+    async fn start(&mut self) -> Result<(), SupervisorError> {
+        self.phase = Phase::Running;
+        let Driver {
+            machine, context, ..
+        } = &mut *self;
+        let entered = catching_sync(|| machine.enter(context));
+        self.publish_state();
+        match entered {
+            Ok(actions) => self.run_actions_or_fail(actions).await,
+            Err(panic) => {
+                let state = self.machine.state().variant_name();
+                self.fail(format!("entry hook of state `{state}` panicked: {panic}"))
+                    .await
+            }
+        }
+    }
+
+    async fn handle_event(&mut self, event: T::Event) -> Result<(), SupervisorError> {
+        let event_name = event.variant_name();
+        let handled = catching(pin!(self.machine.handle(event, &mut self.context))).await;
+        self.after_handle(handled, event_name).await
+    }
+
+    async fn handle_timeout(&mut self) -> Result<(), SupervisorError> {
+        let handled = catching(pin!(self.machine.handle_timeout(&mut self.context))).await;
+        self.after_handle(handled, "<timeout>").await
     }
 
     /// One `dispatch_state` call, raced against the state's deadline if it has one.
