@@ -133,6 +133,7 @@ mod tests {
             status: FlowStatus::Finished,
             structured_output: None,
             reason: None,
+            recorded: true,
         }));
     }
 

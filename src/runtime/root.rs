@@ -30,16 +30,17 @@ struct RunEntry {
     run_id: Uuid,
     state: watch::Receiver<FlowState>,
     outcome: Arc<watch::Sender<Option<FlowOutcome>>>,
+    /// Where the run's failure is recorded if its flow dies without an outcome.
+    store: Arc<dyn FlowStore>,
 }
 
 pub(crate) struct RootState {
-    store: Option<Arc<dyn FlowStore>>,
     flows: HashMap<ActorId, RunEntry>,
     spawn: SpawnFlow,
 }
 
-/// The root's state before the journal exists; the journal is handed in
-/// with [`RootMsg`]s' `FlowArgs` (every flow carries the runtime's store).
+/// The root's state before the journal exists; the journal comes with
+/// each [`RootMsg`]'s `FlowArgs` (every flow carries the runtime's store).
 pub(crate) fn root_state() -> RootState {
     root_state_with(spawn_flow_actor)
 }
@@ -47,7 +48,6 @@ pub(crate) fn root_state() -> RootState {
 /// [`root_state`] with another way to spawn flow actors (tests).
 pub(crate) fn root_state_with(spawn: SpawnFlow) -> RootState {
     RootState {
-        store: None,
         flows: HashMap::new(),
         spawn,
     }
@@ -91,8 +91,8 @@ impl Actor for RootActor {
                         run_id: args.run.id,
                         state: args.state.subscribe(),
                         outcome: args.outcome.clone(),
+                        store: args.store.clone(),
                     };
-                    root.store.get_or_insert_with(|| args.store.clone());
                     let task = spawning.spawn((root.spawn)(args, myself.get_cell()));
                     waiting.insert(task.id(), (entry, reply));
                 }
@@ -141,9 +141,8 @@ impl Actor for RootActor {
         );
         tracing::error!(run_id = %entry.run_id, %reason, "flow actor lost");
         let mut published = reason.clone();
-        if let Some(store) = &root.store
-            && let Err(error) = record::fail_orphaned(store, entry.run_id, reason).await
-        {
+        let recorded = record::fail_orphaned(&entry.store, entry.run_id, reason).await;
+        if let Err(error) = &recorded {
             published = format!("{published}; recording the failure failed: {error}");
         }
         entry.outcome.send_replace(Some(FlowOutcome {
@@ -151,6 +150,7 @@ impl Actor for RootActor {
             status: FlowStatus::Failed,
             structured_output: None,
             reason: Some(published),
+            recorded: recorded.is_ok(),
         }));
         Ok(())
     }

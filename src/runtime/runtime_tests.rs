@@ -10,20 +10,12 @@ use crate::store::{EventKind, FlowStatus, TerminalEvent};
 #[tokio::test]
 async fn a_flow_actor_that_dies_without_an_outcome_has_its_run_failed() {
     let runtime = Runtime::builder().memory().start().await.unwrap();
-    runtime
-        .register(
-            FlowDefinition::<u64>::builder("endless")
-                .source("numbers", || source_iter(0_u64..))
-                .sink("discard", || sink_fn(|_: u64| Ok(())))
-                .pipeline(["numbers", "discard"])
-                .build()
-                .unwrap(),
-        )
-        .unwrap();
+    runtime.register(endless()).unwrap();
     let run = runtime.start("endless").await.unwrap();
     run.actor_ref().kill();
     let outcome = run.wait().await.unwrap();
     assert_eq!(outcome.status, FlowStatus::Failed);
+    assert!(outcome.recorded);
     let reason = outcome.reason.unwrap();
     assert!(
         reason.starts_with("the flow actor stopped without an outcome in state Running"),
@@ -39,6 +31,15 @@ async fn a_flow_actor_that_dies_without_an_outcome_has_its_run_failed() {
     );
     assert!(runtime.live_runs().is_empty());
     runtime.shutdown().await;
+}
+
+fn endless() -> FlowDefinition<u64> {
+    FlowDefinition::<u64>::builder("endless")
+        .source("numbers", || source_iter(0_u64..))
+        .sink("discard", || sink_fn(|_: u64| Ok(())))
+        .pipeline(["numbers", "discard"])
+        .build()
+        .unwrap()
 }
 
 fn small() -> FlowDefinition<u64> {
@@ -142,4 +143,31 @@ async fn a_run_created_as_the_root_goes_away_is_failed_not_left_created() {
     assert_failed_unstarted(&*store, run_id).await;
     drop(runtime);
     journal.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_lost_flow_whose_failure_cannot_be_recorded_is_published_as_not_recorded() {
+    let store = Arc::new(crate::store::MemoryStore::new());
+    let faulty = Arc::new(crate::store::FaultyStore::new(store.clone()));
+    let runtime = runtime_with(faulty.clone(), spawn_flow_actor).await;
+    runtime.register(endless()).unwrap();
+    let run = runtime.start("endless").await.unwrap();
+    // Every lifecycle change fails from here on.
+    faulty.inject(crate::store::Fault::Fail {
+        op: "atomic",
+        count: 1_000,
+    });
+    faulty.inject(crate::store::Fault::Fail {
+        op: "update_run",
+        count: 1_000,
+    });
+    run.actor_ref().kill();
+    let outcome = run.wait().await.unwrap();
+    assert_eq!(outcome.status, FlowStatus::Failed);
+    assert!(!outcome.recorded);
+    let reason = outcome.reason.unwrap();
+    assert!(reason.contains("recording the failure failed"), "{reason}");
+    let record = store.get_run(run.run_id()).await.unwrap().unwrap();
+    assert!(!record.status.is_terminal(), "{record:?}");
+    drop(runtime);
 }
