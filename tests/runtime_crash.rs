@@ -54,7 +54,9 @@ const BRANCHES: [&str; 3] = ["a", "b", "c"];
 const GATED_SINK: &str = "c-sink";
 
 /// One child before its kill: the gates it opens, the lines it must print
-/// before it is killed, and the stages the journal then holds as completed.
+/// before it is killed (every completion the round aims for, and a line
+/// from every stage it must have started), and the stages the journal then
+/// holds as completed.
 struct Round {
     open: &'static [&'static str],
     kill_after: &'static [&'static str],
@@ -71,16 +73,25 @@ const ROUNDS: &[Round] = &[
     // Branch a settled, b and c mid-stream.
     Round {
         open: &["a"],
-        kill_after: &["completed a-sink", "seen b-sink", "seen c-sink"],
+        kill_after: &[
+            "completed a-source",
+            "completed a-double",
+            "completed a-sink",
+            "seen b-sink",
+            "seen c-sink",
+        ],
         completed: &["a-source", "a-double", "a-sink"],
     },
     // b settled; c's producers recorded, its sink not: they are not settled.
     Round {
         open: &["b", "c"],
         kill_after: &[
+            "completed b-source",
+            "completed b-double",
             "completed b-sink",
             "completed c-source",
             "completed c-double",
+            "seen c-sink",
         ],
         completed: &[
             "a-source", "a-double", "a-sink", "b-source", "b-double", "b-sink", "c-source",
