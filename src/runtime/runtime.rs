@@ -62,7 +62,10 @@ pub enum RuntimeError {
     /// The run was failed in the journal with this error as its reason —
     /// unless `not_ended` says why that failed too: the run then stays
     /// `Created`, and the next start resumes it.
-    #[error("run {run_id} was created but its flow could not be started: {cause}")]
+    #[error(
+        "run {run_id} was created but its flow could not be started: {cause}{}",
+        unended_note(.not_ended.as_deref())
+    )]
     NotStarted {
         /// The run.
         run_id: Uuid,
@@ -78,6 +81,13 @@ impl From<RecordError> for RuntimeError {
     fn from(error: RecordError) -> Self {
         RuntimeError::Record(Box::new(error))
     }
+}
+
+/// What a `NotStarted` error adds when the run could not be failed either.
+fn unended_note(not_ended: Option<&RecordError>) -> String {
+    not_ended.map_or_else(String::new, |error| {
+        format!(" (failing the run failed too, so it stays Created until the next start: {error})")
+    })
 }
 
 /// An embedded troupe runtime; see the [module docs](super).

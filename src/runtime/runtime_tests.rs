@@ -171,3 +171,21 @@ async fn a_lost_flow_whose_failure_cannot_be_recorded_is_published_as_not_record
     assert!(!record.status.is_terminal(), "{record:?}");
     drop(runtime);
 }
+
+#[test]
+fn a_not_started_error_says_when_the_run_stays_created() {
+    let run_id = Uuid::now_v7();
+    let error = |not_ended| RuntimeError::NotStarted {
+        run_id,
+        cause: Box::new(RuntimeError::ShuttingDown),
+        not_ended,
+    };
+    let failed = error(None).to_string();
+    assert!(failed.ends_with("the runtime is shutting down"), "{failed}");
+    let source = StoreError::Injected { op: "atomic" };
+    let stays = error(Some(Box::new(RecordError::Store { run_id, source }))).to_string();
+    assert!(
+        stays.contains("stays Created until the next start") && stays.contains("atomic"),
+        "{stays}"
+    );
+}
