@@ -1,36 +1,120 @@
 //! Crash test for recovery: a child process runs a flow on an SQLite
 //! journal and is killed with SIGKILL mid-flow, several times; each new
-//! child resumes the unfinished run. At the end a child runs it to its
-//! outcome. Checked: every run ends `Finished` with exactly one terminal
-//! event, and no stage whose completion was recorded before a kill was
-//! started again by a later child.
+//! child resumes the same run. At the end a child runs it to its outcome.
+//!
+//! No kill waits on the clock. The parent drives the flow through gates
+//! and kills on reported progress:
+//! - the flow has three branches `x-source → x-double → x-sink` (x = a, b,
+//!   c); each source emits half its items, then waits until the parent
+//!   opens its gate (a line `open x` on the child's stdin); `c-sink`
+//!   completes only once `c-sink` is open, so a kill can land between a
+//!   recorded producer and its unfinished consumer;
+//! - the child prints `completed <stage>` once a stage's completion is
+//!   durable (a store wrapper under the journal sees the write commit) and
+//!   `seen <sink>` once a sink has had the first half of its items;
+//! - each round opens some gates, waits for given lines, and SIGKILLs.
+//!
+//! Checked after each kill: the run is not terminal and the journal holds
+//! exactly the completions the round aimed for (so the kill landed
+//! mid-flow, after the stages it names). Checked of each child: it resumed
+//! the same run and started exactly the stages that were not settled (a
+//! settled stage is completed and so is everything downstream of it; the
+//! others run again, at-least-once). At the end: the run is `Finished` with
+//! exactly one terminal event, and every sink's recorded output saw every
+//! item (none lost).
 //!
 //! One binary plays both roles (`harness = false`): with
 //! `TROUPE_RUNTIME_CRASH_CHILD` set it is the child.
 
 use std::collections::BTreeSet;
 use std::fs::OpenOptions;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Lines, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use serde_json::{Value, json};
+use tokio::sync::watch;
 use troupe::flow::FlowDefinition;
 use troupe::runtime::Runtime;
-use troupe::stage::{Emitter, Produced, Source, sink_fn, source_iter, transform_fn};
-use troupe::store::{EventKind, FlowStatus, FlowStore, SqliteStore};
+use troupe::stage::{Emitter, Produced, Sink, Source, transform_fn};
+use troupe::store::{
+    BatchResult, EventKind, FlowStore, SqliteStore, TerminalEvent, WriteOp, WriteOutcome,
+};
 use troupe::supervise::BoxError;
 use uuid::Uuid;
 
 const CHILD_ENV: &str = "TROUPE_RUNTIME_CRASH_CHILD";
-const KILLS: u64 = 6;
+/// Items per branch; the first half (whole batches) flows before the gate.
+const ITEMS: u64 = 2_048;
+const HALF: u64 = ITEMS / 2;
+const BRANCHES: [&str; 3] = ["a", "b", "c"];
+/// The sink whose completion waits for its own gate.
+const GATED_SINK: &str = "c-sink";
+
+/// One child before its kill: the gates it opens, the lines it must print
+/// before it is killed (every completion the round aims for, and a line
+/// from every stage it must have started), and the stages the journal then
+/// holds as completed.
+struct Round {
+    open: &'static [&'static str],
+    kill_after: &'static [&'static str],
+    completed: &'static [&'static str],
+}
+
+const ROUNDS: &[Round] = &[
+    // Mid-stream, nothing completed yet.
+    Round {
+        open: &[],
+        kill_after: &["seen a-sink", "seen b-sink", "seen c-sink"],
+        completed: &[],
+    },
+    // Branch a settled, b and c mid-stream.
+    Round {
+        open: &["a"],
+        kill_after: &[
+            "completed a-source",
+            "completed a-double",
+            "completed a-sink",
+            "seen b-sink",
+            "seen c-sink",
+        ],
+        completed: &["a-source", "a-double", "a-sink"],
+    },
+    // b settled; c's producers recorded, its sink not: they are not settled.
+    Round {
+        open: &["b", "c"],
+        kill_after: &[
+            "completed b-source",
+            "completed b-double",
+            "completed b-sink",
+            "completed c-source",
+            "completed c-double",
+            "seen c-sink",
+        ],
+        completed: &[
+            "a-source", "a-double", "a-sink", "b-source", "b-double", "b-sink", "c-source",
+            "c-double",
+        ],
+    },
+    // Only c runs again (all three stages); killed mid-stream.
+    Round {
+        open: &[],
+        kill_after: &["seen c-sink"],
+        completed: &[
+            "a-source", "a-double", "a-sink", "b-source", "b-double", "b-sink", "c-source",
+            "c-double",
+        ],
+    },
+];
+
+/// The gates the final child opens: everything.
+const OPEN_ALL: &[&str] = &["a", "b", "c", GATED_SINK];
 
 fn main() {
     match std::env::var_os(CHILD_ENV) {
-        Some(dir) => child(
-            PathBuf::from(dir),
-            std::env::var_os("TROUPE_FINISH").is_some(),
-        ),
+        Some(dir) => child(PathBuf::from(dir)),
         None => parent(),
     }
 }
@@ -39,24 +123,89 @@ fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Runtime::new().expect("tokio runtime")
 }
 
-/// A slow source: 64 items every 2 ms, 6,400 in all (~200 ms).
-struct Slow(u64);
+// ---- the child ----
 
-impl Source<u64> for Slow {
-    async fn produce(&mut self, out: &mut Emitter<u64>) -> Result<Produced, BoxError> {
-        tokio::time::sleep(Duration::from_millis(2)).await;
-        for _ in 0..64 {
-            if self.0 >= 6_400 {
-                return Ok(Produced::Done);
+/// The gates the parent opened in this process.
+fn gates() -> &'static watch::Sender<BTreeSet<String>> {
+    static GATES: OnceLock<watch::Sender<BTreeSet<String>>> = OnceLock::new();
+    GATES.get_or_init(|| watch::Sender::new(BTreeSet::new()))
+}
+
+async fn opened(gate: &str) {
+    let mut gates = gates().subscribe();
+    let _ = gates.wait_for(|open| open.contains(gate)).await;
+}
+
+/// Reads `open <gate>` lines from stdin; the parent gone (stdin closed)
+/// ends the child, so no child outlives a failed parent.
+fn read_gates() {
+    std::thread::spawn(|| {
+        for line in std::io::stdin().lock().lines().map_while(Result::ok) {
+            if let Some(gate) = line.strip_prefix("open ") {
+                gates().send_modify(|open| {
+                    open.insert(gate.to_owned());
+                });
             }
-            out.push(self.0);
-            self.0 += 1;
         }
-        Ok(Produced::More)
+        std::process::exit(3);
+    });
+}
+
+/// Emits `0..ITEMS`: the first half at once, the rest once its gate opens.
+struct Gated {
+    gate: &'static str,
+    next: u64,
+}
+
+impl Source<u64> for Gated {
+    async fn produce(&mut self, out: &mut Emitter<u64>) -> Result<Produced, BoxError> {
+        if self.next == HALF {
+            opened(self.gate).await;
+        }
+        let end = if self.next < HALF { HALF } else { ITEMS };
+        let room = u64::try_from(out.room()).unwrap_or(u64::MAX);
+        while self.next < end.min(self.next.saturating_add(room)) {
+            out.push(self.next);
+            self.next += 1;
+        }
+        Ok(if self.next == ITEMS {
+            Produced::Done
+        } else {
+            Produced::More
+        })
     }
 }
 
-/// Appends `<pid> <stage>` to the starts log: who started which stage.
+/// Records which items it saw; reports the first half; its completion
+/// output says how many items it had and how many distinct ones.
+struct Check {
+    name: String,
+    seen: Vec<bool>,
+    count: u64,
+}
+
+impl Sink<u64> for Check {
+    async fn consume(&mut self, item: u64) -> Result<(), BoxError> {
+        let index = usize::try_from(item / 2)?;
+        *self.seen.get_mut(index).ok_or("item out of range")? = true;
+        self.count += 1;
+        if self.count == HALF {
+            println!("seen {}", self.name);
+        }
+        Ok(())
+    }
+
+    async fn complete(&mut self) -> Result<Option<Value>, BoxError> {
+        if self.name == GATED_SINK {
+            opened(GATED_SINK).await;
+        }
+        let distinct = self.seen.iter().filter(|s| **s).count();
+        Ok(Some(json!({ "count": self.count, "distinct": distinct })))
+    }
+}
+
+/// Appends `<pid> <stage>` to the starts log (synced: the next line may be
+/// the parent's SIGKILL).
 fn started(dir: &Path, stage: &str) {
     let log = OpenOptions::new()
         .create(true)
@@ -64,208 +213,302 @@ fn started(dir: &Path, stage: &str) {
         .open(dir.join("starts.log"));
     if let Ok(mut log) = log {
         let _ = writeln!(log, "{} {stage}", std::process::id());
+        let _ = log.sync_data();
     }
 }
 
-/// A slow main branch and a quick one that completes early.
 fn definition(dir: &Path) -> FlowDefinition<u64> {
-    let d = dir.to_path_buf();
-    let logged = move |stage: &'static str| {
-        let d = d.clone();
-        move || started(&d, stage)
-    };
-    let (a, b, c, q, qs) = (
-        logged("main"),
-        logged("double"),
-        logged("sum"),
-        logged("quick"),
-        logged("quick-sink"),
-    );
-    FlowDefinition::<u64>::builder("crashy")
-        .source("main", move || {
-            a();
-            Slow(0)
-        })
-        .transform("double", move || {
-            b();
-            transform_fn(|x: u64, out: &mut Emitter<u64>| {
-                out.push(x * 2);
-                Ok(())
+    let mut builder = FlowDefinition::<u64>::builder("crashy");
+    for branch in BRANCHES {
+        let [source, double, sink] = stage_names(branch);
+        let (d1, d2, d3) = (dir.to_path_buf(), dir.to_path_buf(), dir.to_path_buf());
+        let (s1, s2, s3) = (source.clone(), double.clone(), sink.clone());
+        builder = builder
+            .source(&source, move || {
+                started(&d1, &s1);
+                Gated {
+                    gate: branch,
+                    next: 0,
+                }
             })
-        })
-        .sink("sum", move || {
-            c();
-            sink_fn(|_: u64| Ok(()))
-        })
-        .source("quick", move || {
-            q();
-            source_iter(0..10_u64)
-        })
-        .sink("quick-sink", move || {
-            qs();
-            sink_fn(|_: u64| Ok(()))
-        })
-        .pipeline(["main", "double", "sum"])
-        .edge("quick", "quick-sink")
-        .build()
-        .expect("valid flow")
+            .transform(&double, move || {
+                started(&d2, &s2);
+                transform_fn(|x: u64, out: &mut Emitter<u64>| {
+                    out.push(x * 2);
+                    Ok(())
+                })
+            })
+            .sink(&sink, move || {
+                started(&d3, &s3);
+                Check {
+                    name: s3.clone(),
+                    seen: vec![false; usize::try_from(ITEMS).unwrap_or(usize::MAX)],
+                    count: 0,
+                }
+            })
+            .pipeline([source, double, sink]);
+    }
+    builder.build().expect("valid flow")
 }
 
-/// Resumes the unfinished run (or starts one), prints its id, and with
-/// `finish` waits for its outcome.
-fn child(dir: PathBuf, finish: bool) {
+fn stage_names(branch: &str) -> [String; 3] {
+    ["source", "double", "sink"].map(|kind| format!("{branch}-{kind}"))
+}
+
+/// The journal's store: prints `completed <stage>` once a stage's
+/// completion is committed.
+struct Reporting(Arc<dyn FlowStore>);
+
+troupe::store_wrapper! {
+    Reporting, reads: 0;
+    async fn apply_batch(&self, ops: Vec<WriteOp>) -> BatchResult {
+        let stages: Vec<Option<String>> = ops
+            .iter()
+            .map(|op| match op {
+                WriteOp::RecordStepOutput(output) => Some(output.step_id.clone()),
+                _ => None,
+            })
+            .collect();
+        let results = self.0.apply_batch(ops).await?;
+        for (stage, result) in stages.iter().zip(&results) {
+            if let (Some(stage), Ok(WriteOutcome::StepOutputRecorded { inserted: true })) =
+                (stage, result)
+            {
+                println!("completed {stage}");
+            }
+        }
+        Ok(results)
+    }
+}
+
+/// Resumes the unfinished run (or starts one) and prints `run <id>
+/// resumed|new`; prints `done <status>` if it ends.
+fn child(dir: PathBuf) {
+    read_gates();
     runtime().block_on(async move {
+        let store = SqliteStore::open(dir.join("journal.sqlite"))
+            .await
+            .expect("open journal");
         let runtime = Runtime::builder()
-            .sqlite(dir.join("journal.sqlite"))
+            .store(Arc::new(Reporting(Arc::new(store))))
             .register(definition(&dir))
             .expect("register")
             .start()
             .await
             .expect("start");
-        let run = match runtime.resumed().first() {
-            Some(run) => run.clone(),
-            None => runtime.start("crashy").await.expect("start run"),
+        let (run, how) = match runtime.resumed().first() {
+            Some(run) => (run.clone(), "resumed"),
+            None => (runtime.start("crashy").await.expect("start run"), "new"),
         };
-        println!("run {}", run.run_id());
-        if finish {
-            let outcome = run.wait().await.expect("outcome");
-            println!("done {:?}", outcome.status);
-            runtime.shutdown().await;
-        } else {
-            std::future::pending::<()>().await;
-        }
+        println!("run {} {how}", run.run_id());
+        let outcome = run.wait().await.expect("outcome");
+        println!("done {:?}", outcome.status);
+        runtime.shutdown().await;
     });
 }
 
-/// The stages of `run` whose completion is recorded.
-fn completed(dir: &Path, run: Uuid) -> BTreeSet<String> {
+// ---- the parent ----
+
+/// One child: its process, its stdin (gates) and its stdout lines.
+struct Running {
+    process: Child,
+    stdin: ChildStdin,
+    lines: Lines<BufReader<ChildStdout>>,
+}
+
+impl Running {
+    fn spawn(exe: &Path, dir: &Path) -> Running {
+        let mut process = Command::new(exe)
+            .env(CHILD_ENV, dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn child");
+        let stdin = process.stdin.take().expect("child stdin");
+        let lines = BufReader::new(process.stdout.take().expect("child stdout")).lines();
+        Running {
+            process,
+            stdin,
+            lines,
+        }
+    }
+
+    fn open(&mut self, gates: &[&str]) {
+        for gate in gates {
+            writeln!(self.stdin, "open {gate}").expect("open a gate");
+        }
+        self.stdin.flush().expect("flush gates");
+    }
+
+    /// Reads until a line starting with `prefix`; the rest of it.
+    fn expect(&mut self, prefix: &str) -> String {
+        for line in self.lines.by_ref() {
+            let line = line.expect("child stdout");
+            if let Some(rest) = line.strip_prefix(prefix) {
+                return rest.to_owned();
+            }
+        }
+        panic!("the child ended before printing `{prefix}`");
+    }
+
+    /// Reads until every one of `wanted` was printed.
+    fn expect_all(&mut self, wanted: &[&str]) {
+        let mut missing: BTreeSet<&str> = wanted.iter().copied().collect();
+        while !missing.is_empty() {
+            let Some(line) = self.lines.next() else {
+                panic!("the child ended before printing {missing:?}");
+            };
+            missing.remove(line.expect("child stdout").as_str());
+        }
+    }
+}
+
+/// The stages whose completion is recorded, and whether the run is terminal.
+fn journal_state(dir: &Path, run: Uuid) -> (BTreeSet<String>, bool) {
     runtime().block_on(async {
         let store = SqliteStore::open(dir.join("journal.sqlite"))
             .await
             .expect("open");
         let outputs = store.list_step_outputs(run).await.expect("outputs");
-        outputs.into_iter().map(|o| o.step_id).collect()
+        let record = store.get_run(run).await.expect("read").expect("run exists");
+        let completed = outputs.into_iter().map(|o| o.step_id).collect();
+        (completed, record.status.is_terminal())
     })
 }
 
-/// The completed stages that must not run again: a completed stage whose
-/// downstream had not all completed runs again at resume (the items it sent
-/// died with the process).
+/// The completed stages that a resume must not run again: those whose
+/// downstream stages all completed too (a completed producer of an
+/// unfinished consumer runs again: the items it sent died with the process).
 fn settled(completed: &BTreeSet<String>) -> BTreeSet<String> {
-    let downstream: &[(&str, &[&str])] = &[
-        ("main", &["double", "sum"]),
-        ("double", &["sum"]),
-        ("sum", &[]),
-        ("quick", &["quick-sink"]),
-        ("quick-sink", &[]),
-    ];
-    downstream
-        .iter()
-        .filter(|(stage, below)| {
-            completed.contains(*stage) && below.iter().all(|b| completed.contains(*b))
-        })
-        .map(|(stage, _)| (*stage).to_owned())
-        .collect()
+    let mut settled = BTreeSet::new();
+    for branch in BRANCHES {
+        let stages = stage_names(branch);
+        for (i, stage) in stages.iter().enumerate() {
+            if stages[i..].iter().all(|s| completed.contains(s)) {
+                settled.insert(stage.clone());
+            }
+        }
+    }
+    settled
 }
 
 /// The stages child `pid` started.
-fn starts_of(dir: &Path, pid: u32) -> BTreeSet<String> {
+fn starts_of(dir: &Path, pid: u32) -> Vec<String> {
     let log = std::fs::read_to_string(dir.join("starts.log")).unwrap_or_default();
-    log.lines()
+    let mut starts: Vec<String> = log
+        .lines()
         .filter_map(|l| l.split_once(' '))
         .filter(|(p, _)| p.parse() == Ok(pid))
         .map(|(_, s)| s.to_owned())
-        .collect()
+        .collect();
+    starts.sort();
+    starts
 }
 
-/// Spawns a child and reads until it names its run; returns both.
-fn spawn_child(
-    exe: &Path,
-    dir: &Path,
-    finish: bool,
-) -> (std::process::Child, Uuid, impl Iterator<Item = String>) {
-    let mut command = Command::new(exe);
-    command
-        .env(CHILD_ENV, dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
-    if finish {
-        command.env("TROUPE_FINISH", "1");
-    }
-    let mut child = command.spawn().expect("spawn child");
-    let stdout = child.stdout.take().expect("child stdout");
-    let mut lines = BufReader::new(stdout).lines().map_while(Result::ok);
-    let run = lines
-        .find_map(|l| {
-            l.strip_prefix("run ")
-                .map(|id| Uuid::parse_str(id).expect("run id"))
-        })
-        .expect("child named its run");
-    (child, run, lines)
+/// Checks that child `pid` started each stage that was not settled, once.
+fn check_starts(dir: &Path, pid: u32, settled: &BTreeSet<String>, round: usize) {
+    let expected: Vec<String> = BRANCHES
+        .iter()
+        .flat_map(|b| stage_names(b))
+        .filter(|s| !settled.contains(s))
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    assert_eq!(
+        starts_of(dir, pid),
+        expected,
+        "round {round}: the stages started (settled before it: {settled:?})"
+    );
 }
 
 fn parent() {
+    // A hung child must not hang CI; stdin closing ends every child.
+    std::thread::spawn(|| {
+        std::thread::sleep(Duration::from_secs(120));
+        eprintln!("runtime_crash: timed out");
+        std::process::exit(1);
+    });
     let dir = tempfile::tempdir().expect("tempdir");
     let exe = std::env::current_exe().expect("own path");
-    let mut runs = BTreeSet::new();
-    let mut checked = 0;
-    let mut previous: Option<Uuid> = None;
-    for round in 0..=KILLS {
-        let last = round == KILLS;
-        // Read before the child starts: only completions recorded by earlier
-        // children count (the child itself may complete stages quickly).
-        let before = previous.map(|run| completed(dir.path(), run));
-        let (mut child, run, mut lines) = spawn_child(&exe, dir.path(), last);
-        // A new run (the previous one finished) legitimately starts every stage.
-        let before = before.filter(|_| previous == Some(run)).unwrap_or_default();
-        runs.insert(run);
-        previous = Some(run);
-        if last {
-            let done = lines
-                .find(|l| l.starts_with("done "))
-                .expect("final child finished");
-            assert_eq!(done, "done Finished");
-            assert!(child.wait().expect("reap").success());
-        } else {
-            // Kill at a different point of the run each round.
-            std::thread::sleep(Duration::from_millis(20 + 35 * round));
-            child.kill().expect("SIGKILL child");
-            child.wait().expect("reap child");
-        }
-        let settled = settled(&before);
-        let rerun: Vec<_> = starts_of(dir.path(), child.id())
-            .intersection(&settled)
-            .cloned()
-            .collect();
-        assert!(
-            rerun.is_empty(),
-            "round {round}: completed stages ran again: {rerun:?}"
-        );
-        checked += settled.len();
+    let mut run: Option<Uuid> = None;
+    let mut settled_before = BTreeSet::new();
+    for (round, plan) in ROUNDS.iter().enumerate() {
+        let mut child = Running::spawn(&exe, dir.path());
+        let id = same_run(&mut child, &mut run, round);
+        child.open(plan.open);
+        child.expect_all(plan.kill_after);
+        child.process.kill().expect("SIGKILL child");
+        child.process.wait().expect("reap child");
+
+        let (completed, terminal) = journal_state(dir.path(), id);
+        assert!(!terminal, "round {round}: the run ended before the kill");
+        let wanted: BTreeSet<String> = plan.completed.iter().map(|s| (*s).to_owned()).collect();
+        assert_eq!(completed, wanted, "round {round}: completions at the kill");
+        check_starts(dir.path(), child.process.id(), &settled_before, round);
+        settled_before = settled(&completed);
     }
+    assert!(
+        !settled_before.is_empty(),
+        "no kill landed after a stage had settled"
+    );
+
+    let mut last = Running::spawn(&exe, dir.path());
+    let id = same_run(&mut last, &mut run, ROUNDS.len());
+    last.open(OPEN_ALL);
+    assert_eq!(last.expect("done "), "Finished");
+    assert!(last.process.wait().expect("reap").success());
+    check_starts(dir.path(), last.process.id(), &settled_before, ROUNDS.len());
+    check_outcome(dir.path(), id);
+    println!(
+        "runtime_crash: {} kills mid-flow, then finished; settled stages never ran again",
+        ROUNDS.len()
+    );
+}
+
+/// Reads the child's run line: the first child starts the run, every later
+/// one resumes it.
+fn same_run(child: &mut Running, run: &mut Option<Uuid>, round: usize) -> Uuid {
+    let line = child.expect("run ");
+    let (id, how) = line.split_once(' ').expect("run <id> <how>");
+    let id = Uuid::parse_str(id).expect("run id");
+    match run {
+        None => assert_eq!(how, "new", "round {round}"),
+        Some(first) => assert_eq!((id, how), (*first, "resumed"), "round {round}"),
+    }
+    *run = Some(id);
+    id
+}
+
+/// One terminal event, `FlowCompleted`, and every sink saw every item.
+fn check_outcome(dir: &Path, run: Uuid) {
     runtime().block_on(async {
-        let store = SqliteStore::open(dir.path().join("journal.sqlite"))
+        let store = SqliteStore::open(dir.join("journal.sqlite"))
             .await
             .expect("open");
-        for run in &runs {
-            let record = store
-                .get_run(*run)
-                .await
-                .expect("read")
-                .expect("run exists");
-            assert_eq!(record.status, FlowStatus::Finished, "run {run}");
-            let terminals = store
-                .replay(*run)
-                .await
-                .expect("replay")
-                .iter()
-                .filter(|e| matches!(e.kind, EventKind::Terminal(_)))
-                .count();
-            assert_eq!(terminals, 1, "run {run}");
+        let events = store.replay(run).await.expect("replay");
+        let terminals: Vec<_> = events
+            .iter()
+            .filter_map(|e| match &e.kind {
+                EventKind::Terminal(t) => Some(t.clone()),
+                _ => None,
+            })
+            .collect();
+        let [
+            TerminalEvent::FlowCompleted {
+                structured_output: Some(output),
+            },
+        ] = terminals.as_slice()
+        else {
+            panic!("expected one FlowCompleted with an output, got {terminals:?}");
+        };
+        for branch in BRANCHES {
+            let [_, _, sink] = stage_names(branch);
+            let output = &output["steps"][&sink];
+            assert_eq!(output["result"]["distinct"], ITEMS, "{sink}: {output}");
+            let count = output["result"]["count"].as_u64().expect("count");
+            assert!(count >= ITEMS, "{sink}: {output}");
+            assert_eq!(output["items_in"], count, "{sink}: {output}");
         }
     });
-    println!(
-        "runtime_crash: {KILLS} kills over {} run(s), {checked} recorded completions never rerun",
-        runs.len()
-    );
 }

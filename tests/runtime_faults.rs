@@ -1,7 +1,8 @@
 //! Journal failures under a running flow are never silent: a stage output
 //! that cannot be recorded fails the flow with the store's error, and an
-//! outcome that cannot be recorded is published with the error and leaves
-//! the run unfinished, so the next start resumes it and records it.
+//! outcome that cannot be recorded is published as not recorded, with the
+//! error, and leaves the run unfinished, so the next start resumes it and
+//! records it.
 
 mod runtime_support;
 
@@ -49,6 +50,7 @@ async fn a_stage_output_that_cannot_be_recorded_fails_the_flow() {
     let run = runtime.start("small").await.unwrap();
     let outcome = run.wait().await.unwrap();
     assert_eq!(outcome.status, FlowStatus::Failed);
+    assert!(outcome.recorded);
     let reason = outcome.reason.unwrap();
     assert!(reason.contains("record_step_output"), "{reason}");
     let terminal = store.terminal_event(run.run_id()).await.unwrap().unwrap();
@@ -194,8 +196,11 @@ async fn an_outcome_that_cannot_be_recorded_is_published_and_recorded_at_the_nex
         count: 1_000,
     });
     gate.add_permits(1);
+    // The flow finished, and the outcome says that the journal does not
+    // hold it yet: typed, with the error at the end of the reason.
     let outcome = run.wait().await.unwrap();
     assert_eq!(outcome.status, FlowStatus::Finished);
+    assert!(!outcome.recorded);
     let reason = outcome.reason.unwrap();
     assert!(
         reason.starts_with("recording the outcome failed"),
@@ -218,6 +223,7 @@ async fn an_outcome_that_cannot_be_recorded_is_published_and_recorded_at_the_nex
         .unwrap();
     let resumed = again.resumed()[0].wait().await.unwrap();
     assert_eq!(resumed.status, FlowStatus::Finished);
+    assert!(resumed.recorded);
     assert_eq!(
         resumed.structured_output.unwrap()["steps"]["discard"]["items_in"],
         100

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use runtime_support::*;
 use troupe::flow::FlowDefinition;
-use troupe::runtime::Runtime;
+use troupe::runtime::{ResumeError, Runtime};
 use troupe::stage::source_iter;
 use troupe::store::{Flow, FlowStatus, FlowStore, MemoryStore};
 
@@ -242,4 +242,73 @@ async fn a_completed_source_with_an_unfinished_consumer_runs_again() {
     assert_eq!(get(&first_consumed), 5);
     assert_eq!(get(&second_consumed), 100, "items lost at the resume");
     assert_eq!(terminal_count(&*store, run.run_id()).await, 1);
+}
+
+/// A store whose recorded outputs of one run cannot be read, as if a row
+/// of it were corrupt.
+struct OneUnreadable {
+    inner: Arc<dyn FlowStore>,
+    bad: uuid::Uuid,
+}
+
+troupe::store_wrapper! {
+    OneUnreadable, reads: inner;
+    async fn apply_batch(&self, ops: Vec<troupe::store::WriteOp>) -> troupe::store::BatchResult {
+        self.inner.apply_batch(ops).await
+    }
+
+    async fn list_step_outputs_for(
+        &self,
+        run_ids: &[uuid::Uuid],
+    ) -> Result<Vec<troupe::store::StepOutput>, troupe::store::StoreError> {
+        if run_ids.contains(&self.bad) {
+            return Err(troupe::store::StoreError::Injected {
+                op: "list_step_outputs_for",
+            });
+        }
+        self.inner.list_step_outputs_for(run_ids).await
+    }
+}
+
+/// One run whose recorded outputs cannot be read does not stop the
+/// runtime: it is reported (and left as it is), the others resume.
+#[tokio::test(start_paused = true)]
+async fn an_unreadable_run_is_reported_and_the_others_resume() {
+    let store: Arc<dyn FlowStore> = Arc::new(MemoryStore::new());
+    let mut runs = Vec::new();
+    for goal in ["unreadable", "fine"] {
+        let mut run = Flow::new("branches", goal, "tests");
+        run.status = FlowStatus::Running;
+        store.insert_run(run.clone(), None).await.unwrap();
+        runs.push(run);
+    }
+    let [bad, fine] = [&runs[0], &runs[1]];
+    let wrapped: Arc<dyn FlowStore> = Arc::new(OneUnreadable {
+        inner: store.clone(),
+        bad: bad.id,
+    });
+    let finite = Arc::new(AtomicBool::new(true));
+    let runtime = process(&wrapped, &finite, &counter()).await;
+
+    let failures = runtime.resume_failures();
+    assert_eq!(failures.len(), 1, "{failures:?}");
+    assert_eq!(failures[0].run, *bad);
+    assert!(
+        matches!(
+            failures[0].error,
+            ResumeError::OutputsUnreadable(troupe::store::StoreError::Injected { .. })
+        ),
+        "{:?}",
+        failures[0].error
+    );
+    let resumed: Vec<_> = runtime.resumed().iter().map(|h| h.run_id()).collect();
+    assert_eq!(resumed, [fine.id]);
+    let outcome = runtime.resumed()[0].wait().await.unwrap();
+    assert_eq!(outcome.status, FlowStatus::Finished);
+    runtime.shutdown().await;
+    let untouched = store.get_run(bad.id).await.unwrap().unwrap();
+    assert_eq!(
+        (untouched.status, untouched.revision),
+        (bad.status, bad.revision)
+    );
 }

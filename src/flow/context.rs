@@ -391,18 +391,21 @@ impl FlowCtx {
                 status: FlowStatus::Finished,
                 structured_output,
                 reason: None,
+                recorded: true,
             },
             TerminalTarget::Failed { reason } => FlowOutcome {
                 run_id: self.run.id,
                 status: FlowStatus::Failed,
                 structured_output: None,
                 reason: Some(reason),
+                recorded: true,
             },
             TerminalTarget::Canceled => FlowOutcome {
                 run_id: self.run.id,
                 status: FlowStatus::Cancelled,
                 structured_output: None,
                 reason: None,
+                recorded: true,
             },
         };
         if let Err(RecordError::Control(crate::runs::FlowError::AlreadyTerminal {
@@ -424,6 +427,7 @@ impl FlowCtx {
             recorded = Ok(());
         }
         if let Err(error) = &recorded {
+            outcome.recorded = false;
             outcome.reason = Some(match outcome.reason {
                 Some(reason) => format!("{reason}; recording the outcome failed: {error}"),
                 None => format!("recording the outcome failed: {error}"),

@@ -76,6 +76,12 @@ pub struct FlowOutcome {
     pub structured_output: Option<Value>,
     /// For a failed or cancelled run, why.
     pub reason: Option<String>,
+    /// Whether the journal holds this outcome (the run's terminal status and
+    /// its terminal event). `false`: the flow ended this way but recording
+    /// it failed — `reason` ends with the error — so the run record is still
+    /// not terminal, and the next start of a runtime with this flow
+    /// registered resumes the run and records its outcome then.
+    pub recorded: bool,
 }
 
 /// Why a request made through a [`FlowHandle`](super::FlowHandle) or

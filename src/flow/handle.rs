@@ -94,7 +94,8 @@ impl FlowHandle {
         self.state.clone()
     }
 
-    /// The outcome, once the flow has ended and recorded it.
+    /// The outcome, once the flow has ended (see [`wait`](Self::wait) on
+    /// whether it is recorded).
     pub fn outcome(&self) -> Option<FlowOutcome> {
         self.outcome.borrow().clone()
     }
@@ -104,7 +105,11 @@ impl FlowHandle {
         self.outcome.borrow().is_some()
     }
 
-    /// Waits for the flow to end; its outcome is recorded by then.
+    /// Waits for the flow to end and returns its outcome, which is recorded
+    /// in the journal by then — unless recording it failed: the outcome then
+    /// says so with [`FlowOutcome::recorded`] `== false` (and the error at the
+    /// end of its `reason`); the run stays unfinished in the journal until a
+    /// later start resumes it and records it.
     pub async fn wait(&self) -> Result<FlowOutcome, HandleError> {
         let mut outcome = self.outcome.clone();
         let waited = outcome.wait_for(Option::is_some).await.map(|o| o.clone());

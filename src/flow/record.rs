@@ -208,7 +208,9 @@ pub(crate) async fn terminate(
     Ok(())
 }
 
-/// Fails a run whose flow actor died without recording an outcome.
+/// Fails a run left without a flow to end it: its flow actor died without
+/// recording an outcome, or could not be started at all. A run already
+/// terminal is left as it is.
 pub(crate) async fn fail_orphaned(
     store: &Arc<dyn FlowStore>,
     run_id: Uuid,

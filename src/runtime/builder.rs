@@ -100,8 +100,10 @@ impl RuntimeBuilder {
     /// crash left half-written are repaired; unfinished runs are listed in
     /// [`Runtime::recovery`]); then resumes every unfinished run of a flow
     /// registered here: stages whose completion is recorded do not run again
-    /// (their outputs come from the journal), the others start over. Call
-    /// inside a tokio runtime.
+    /// (their outputs come from the journal), the others start over. A run
+    /// that cannot be resumed does not fail the start: it is listed in
+    /// [`Runtime::resume_failures`] and left as it was. Call inside a tokio
+    /// runtime.
     pub async fn start(self) -> Result<Runtime, RuntimeError> {
         let (store, path): (Arc<dyn FlowStore>, _) = match &self.location {
             Location::Memory => (Arc::new(MemoryStore::new()), None),

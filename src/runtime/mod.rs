@@ -27,10 +27,14 @@
 //! ```
 
 mod builder;
+mod live;
 mod registry;
+mod resume;
 mod root;
 #[allow(clippy::module_inception)]
 mod runtime;
+mod spawn;
 
 pub use builder::{DEFAULT_JOURNAL_PATH, RuntimeBuilder};
+pub use resume::{ResumeError, ResumeFailure};
 pub use runtime::{Runtime, RuntimeError};

@@ -10,10 +10,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SpawnErr, SupervisionEvent};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::watch;
 use uuid::Uuid;
 
-use crate::flow::actor::{FlowActor, FlowArgs, FlowMsg};
+use super::spawn::{FlowRequest, SpawnFlow, spawn_flow_actor};
 use crate::flow::record;
 use crate::flow::{FlowOutcome, FlowState};
 use crate::store::{FlowStatus, FlowStore};
@@ -24,32 +24,40 @@ pub(crate) enum RootMsg {
     StartFlows(Vec<FlowRequest>),
 }
 
-/// One flow actor to spawn and who waits for it.
-pub(crate) struct FlowRequest {
-    pub(crate) args: FlowArgs,
-    pub(crate) reply: oneshot::Sender<Result<ActorRef<FlowMsg>, SpawnErr>>,
-}
-
 pub(crate) struct RootActor;
 
 struct RunEntry {
     run_id: Uuid,
     state: watch::Receiver<FlowState>,
     outcome: Arc<watch::Sender<Option<FlowOutcome>>>,
+    /// Where the run's failure is recorded if its flow dies without an outcome.
+    store: Arc<dyn FlowStore>,
 }
 
 pub(crate) struct RootState {
-    store: Option<Arc<dyn FlowStore>>,
     flows: HashMap<ActorId, RunEntry>,
+    spawn: SpawnFlow,
 }
 
-/// The root's state before the journal exists; the journal is handed in
-/// with [`RootMsg`]s' `FlowArgs` (every flow carries the runtime's store).
+/// The root's state before the journal exists; the journal comes with
+/// each [`RootMsg`]'s `FlowArgs` (every flow carries the runtime's store).
 pub(crate) fn root_state() -> RootState {
+    root_state_with(spawn_flow_actor)
+}
+
+/// [`root_state`] with another way to spawn flow actors (tests).
+pub(crate) fn root_state_with(spawn: SpawnFlow) -> RootState {
     RootState {
-        store: None,
         flows: HashMap::new(),
+        spawn,
     }
+}
+
+/// A spawn task that panicked (or was cancelled) answers its caller with
+/// this instead of leaving it to take the runtime for gone.
+fn spawn_panicked(error: &tokio::task::JoinError) -> SpawnErr {
+    tracing::error!(%error, "spawning a flow actor panicked");
+    SpawnErr::StartupFailed(format!("spawning the flow actor failed: {error}").into())
 }
 
 impl Actor for RootActor {
@@ -77,23 +85,23 @@ impl Actor for RootActor {
                 // `pre_start`); a flow that dies at once has its exit
                 // queued behind this message, so its entry is in by then.
                 let mut spawning = tokio::task::JoinSet::new();
+                let mut waiting = HashMap::with_capacity(requests.len());
                 for FlowRequest { args, reply } in requests {
                     let entry = RunEntry {
                         run_id: args.run.id,
                         state: args.state.subscribe(),
                         outcome: args.outcome.clone(),
+                        store: args.store.clone(),
                     };
-                    root.store.get_or_insert_with(|| args.store.clone());
-                    let supervisor = myself.get_cell();
-                    spawning.spawn(async move {
-                        let spawned = Actor::spawn_linked(None, FlowActor, args, supervisor).await;
-                        (spawned.map(|(flow, _join)| flow), entry, reply)
-                    });
+                    let task = spawning.spawn((root.spawn)(args, myself.get_cell()));
+                    waiting.insert(task.id(), (entry, reply));
                 }
-                while let Some(joined) = spawning.join_next().await {
-                    // A panicking spawn drops its reply: the caller sees the
-                    // runtime as gone.
-                    let Ok((spawned, entry, reply)) = joined else {
+                while let Some(joined) = spawning.join_next_with_id().await {
+                    let (task, spawned) = match joined {
+                        Ok(done) => done,
+                        Err(error) => (error.id(), Err(spawn_panicked(&error))),
+                    };
+                    let Some((entry, reply)) = waiting.remove(&task) else {
                         continue;
                     };
                     if let Ok(flow) = &spawned {
@@ -133,9 +141,8 @@ impl Actor for RootActor {
         );
         tracing::error!(run_id = %entry.run_id, %reason, "flow actor lost");
         let mut published = reason.clone();
-        if let Some(store) = &root.store
-            && let Err(error) = record::fail_orphaned(store, entry.run_id, reason).await
-        {
+        let recorded = record::fail_orphaned(&entry.store, entry.run_id, reason).await;
+        if let Err(error) = &recorded {
             published = format!("{published}; recording the failure failed: {error}");
         }
         entry.outcome.send_replace(Some(FlowOutcome {
@@ -143,7 +150,76 @@ impl Actor for RootActor {
             status: FlowStatus::Failed,
             structured_output: None,
             reason: Some(published),
+            recorded: recorded.is_ok(),
         }));
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flow::actor::FlowArgs;
+    use crate::flow::definition::ErasedDefinition;
+    use crate::flow::{FlowDefinition, RunOptions};
+    use crate::runtime::RuntimeError;
+    use crate::runtime::spawn::{BoxedSpawn, request_flow};
+    use crate::stage::{sink_fn, source_iter};
+    use crate::store::MemoryStore;
+
+    /// The spawn of a run whose goal is `"panic"` panics.
+    fn panics_on_goal(args: FlowArgs, supervisor: ractor::ActorCell) -> BoxedSpawn {
+        Box::pin(async move {
+            assert_ne!(args.run.goal, "panic", "injected: the spawn panics");
+            spawn_flow_actor(args, supervisor).await
+        })
+    }
+
+    #[tokio::test]
+    async fn a_panicking_spawn_is_answered_and_the_rest_of_its_batch_starts() {
+        let store: Arc<dyn FlowStore> = Arc::new(MemoryStore::new());
+        let endless = FlowDefinition::<u64>::builder("endless")
+            .source("numbers", || source_iter(0_u64..))
+            .sink("discard", || sink_fn(|_: u64| Ok(())))
+            .pipeline(["numbers", "discard"])
+            .build()
+            .unwrap();
+        let (root, _) = Actor::spawn(None, RootActor, root_state_with(panics_on_goal))
+            .await
+            .unwrap();
+        let mut requests = Vec::new();
+        let mut pending = Vec::new();
+        for goal in ["first", "panic", "last"] {
+            let options = RunOptions {
+                goal: Some(goal.to_owned()),
+                ..RunOptions::default()
+            };
+            let run = record::create(&store, "endless", options).await.unwrap();
+            let (request, flow) =
+                request_flow(run, store.clone(), &endless as &dyn ErasedDefinition, None);
+            requests.push(request);
+            pending.push(flow);
+        }
+        root.send_message(RootMsg::StartFlows(requests)).unwrap();
+        let mut handles = Vec::new();
+        for (goal, flow) in ["first", "panic", "last"].into_iter().zip(pending) {
+            match (goal, flow.spawned().await) {
+                ("panic", Err(RuntimeError::Spawn(SpawnErr::StartupFailed(error)))) => {
+                    let error = error.to_string();
+                    assert!(error.contains("panic"), "{error}");
+                }
+                ("panic", other) => panic!("the panicking spawn answered {other:?}"),
+                (_, spawned) => handles.push(spawned.unwrap()),
+            }
+        }
+        // The others were registered: a flow that dies has its run failed.
+        for handle in &handles {
+            handle.actor_ref().kill();
+            let outcome = handle.wait().await.unwrap();
+            assert_eq!(outcome.status, FlowStatus::Failed);
+            let record = store.get_run(handle.run_id()).await.unwrap().unwrap();
+            assert_eq!(record.status, FlowStatus::Failed);
+        }
+        root.stop_and_wait(None, None).await.unwrap();
     }
 }

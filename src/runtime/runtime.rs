@@ -1,22 +1,23 @@
 //! [`Runtime`]: registers flow definitions and starts runs of them.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use ractor::{ActorRef, SpawnErr};
-use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
+use uuid::Uuid;
 
 use super::builder::RuntimeBuilder;
+use super::live::{CancelLiveRuns, RunList};
 use super::registry::Registry;
-use super::root::{FlowRequest, RootMsg};
-use crate::flow::actor::{FlowArgs, FlowMsg};
+use super::resume::{ResumeError, ResumeFailure, recorded_outputs};
+use super::root::RootMsg;
+use super::spawn::{PendingFlow, request_flow};
 use crate::flow::definition::ErasedDefinition;
-use crate::flow::{ControlEvent, FlowDefinition, FlowHandle, FlowState, RecordError, RunOptions};
+use crate::flow::{ControlEvent, FlowDefinition, FlowHandle, RecordError, RunOptions, record};
 use crate::journal::{JournalError, JournalHandle};
-use crate::runs::{FlowManager, RecoveryReport, RunObserver};
+use crate::runs::{FlowManager, RecoveryReport};
 use crate::store::{Flow, FlowStore, StepOutput, StoreError};
 
 /// Why the runtime could not do what was asked.
@@ -57,43 +58,36 @@ pub enum RuntimeError {
     /// The runtime's root supervisor is gone (the runtime is shutting down).
     #[error("the runtime is shutting down")]
     ShuttingDown,
-}
-
-/// A flow actor asked of the root supervisor, not yet collected.
-struct PendingFlow {
-    run_id: uuid::Uuid,
-    spawned: oneshot::Receiver<Result<ActorRef<FlowMsg>, SpawnErr>>,
-    state: watch::Receiver<FlowState>,
-    outcome: watch::Receiver<Option<crate::flow::FlowOutcome>>,
-    stage_names: Arc<[String]>,
-}
-
-/// Handles of the runs started here. Ended runs are dropped when the list
-/// has doubled since the last sweep, so a push costs amortized O(1) (a sweep
-/// on every push made resuming n runs O(n²)).
-#[derive(Default)]
-struct RunList {
-    handles: Vec<FlowHandle>,
-    sweep_at: usize,
-}
-
-impl RunList {
-    /// The fewest handles worth a sweep.
-    const MIN_SWEEP: usize = 64;
-
-    fn push(&mut self, handle: FlowHandle) {
-        if self.handles.len() >= self.sweep_at {
-            self.handles.retain(|h| !h.has_ended());
-            self.sweep_at = (self.handles.len() * 2).max(Self::MIN_SWEEP);
-        }
-        self.handles.push(handle);
-    }
+    /// A new run's record was created but its flow could not be started.
+    /// The run was failed in the journal with this error as its reason —
+    /// unless `not_ended` says why that failed too: the run then stays
+    /// `Created`, and the next start resumes it.
+    #[error(
+        "run {run_id} was created but its flow could not be started: {cause}{}",
+        unended_note(.not_ended.as_deref())
+    )]
+    NotStarted {
+        /// The run.
+        run_id: Uuid,
+        /// Why its flow could not be started.
+        #[source]
+        cause: Box<RuntimeError>,
+        /// Why the run could not be failed in the journal, if it could not.
+        not_ended: Option<Box<RecordError>>,
+    },
 }
 
 impl From<RecordError> for RuntimeError {
     fn from(error: RecordError) -> Self {
         RuntimeError::Record(Box::new(error))
     }
+}
+
+/// What a `NotStarted` error adds when the run could not be failed either.
+fn unended_note(not_ended: Option<&RecordError>) -> String {
+    not_ended.map_or_else(String::new, |error| {
+        format!(" (failing the run failed too, so it stays Created until the next start: {error})")
+    })
 }
 
 /// An embedded troupe runtime; see the [module docs](super).
@@ -110,6 +104,7 @@ pub struct Runtime {
     runs: Arc<Mutex<RunList>>,
     resumed: Vec<FlowHandle>,
     unresumed: Vec<Flow>,
+    resume_failures: Vec<ResumeFailure>,
 }
 
 impl Runtime {
@@ -134,6 +129,7 @@ impl Runtime {
             runs: Arc::default(),
             resumed: Vec::new(),
             unresumed: Vec::new(),
+            resume_failures: Vec::new(),
         }
     }
 
@@ -162,7 +158,9 @@ impl Runtime {
 
     /// Starts a run of the flow registered as `name`: creates its run
     /// record (`Created`), then spawns its flow actor, which records
-    /// `Running` and starts the stages.
+    /// `Running` and starts the stages. If the flow cannot be started once
+    /// the record exists, the run is failed in the journal with the reason
+    /// and [`RuntimeError::NotStarted`] says so.
     pub async fn start_with(
         &self,
         name: &str,
@@ -175,12 +173,37 @@ impl Runtime {
                 name: name.to_owned(),
                 registered: self.registry.names(),
             })?;
-        let run = crate::flow::record::create(&self.store(), name, options).await?;
-        self.spawn_flow(run, &*definition).await
+        let run = record::create(&self.store(), name, options).await?;
+        let run_id = run.id;
+        match self.spawn_flow(run, &*definition).await {
+            Ok(handle) => Ok(handle),
+            Err(cause) => Err(self.not_started(run_id, cause).await),
+        }
+    }
+
+    /// Fails a created run whose flow could not be started, so that it does
+    /// not wait as `Created` for the next start; the error to return.
+    async fn not_started(&self, run_id: Uuid, cause: RuntimeError) -> RuntimeError {
+        let reason = format!("the runtime could not start the run's flow: {cause}");
+        tracing::error!(%run_id, %reason, "flow not started");
+        let not_ended = record::fail_orphaned(&self.store(), run_id, reason)
+            .await
+            .err();
+        if let Some(error) = &not_ended {
+            tracing::error!(%run_id, %error,
+                "failing the run failed; it stays Created and the next start resumes it");
+        }
+        RuntimeError::NotStarted {
+            run_id,
+            cause: Box::new(cause),
+            not_ended: not_ended.map(Box::new),
+        }
     }
 
     /// Resumes every unfinished run the recovery scan found whose flow is
-    /// registered; the others are kept in [`Self::unresumed`], untouched.
+    /// registered; the others are kept in [`Self::unresumed`], untouched. A
+    /// run that cannot be resumed (its outputs unreadable, its flow not
+    /// started) goes to [`Self::resume_failures`]; the others resume.
     pub(crate) async fn resume_unfinished(&mut self) -> Result<(), RuntimeError> {
         let unfinished = std::mem::take(&mut self.recovery.unfinished);
         let mut resumable = Vec::new();
@@ -195,31 +218,45 @@ impl Runtime {
             }
         }
         // One read for the recorded outputs of every run to resume.
-        let ids: Vec<uuid::Uuid> = resumable.iter().map(|(run, _)| run.id).collect();
-        let mut recorded: HashMap<uuid::Uuid, Vec<StepOutput>> = HashMap::new();
-        for output in self.journal.list_step_outputs_for(&ids).await? {
-            recorded.entry(output.run_id).or_default().push(output);
-        }
+        let ids: Vec<Uuid> = resumable.iter().map(|(run, _)| run.id).collect();
+        let mut recorded = recorded_outputs(&self.journal, &ids).await;
         // Plan every run, ask the root for all the flows in one message (it
         // spawns them concurrently), then collect them.
         let mut pending = Vec::with_capacity(resumable.len());
         let mut requests = Vec::with_capacity(resumable.len());
         for (run, definition) in resumable {
+            let outputs = match recorded.remove(&run.id).unwrap_or(Ok(Vec::new())) {
+                Ok(outputs) => outputs,
+                Err(error) => {
+                    self.resume_failed(run, ResumeError::OutputsUnreadable(error));
+                    continue;
+                }
+            };
             tracing::info!(run_id = %run.id, flow = %run.controller_id, "resuming unfinished run");
-            let outputs = recorded.remove(&run.id).unwrap_or_default();
             let (request, flow) = self.prepare_flow(run.clone(), &*definition, Some(&outputs));
             requests.push(request);
-            pending.push(flow);
+            pending.push((run, flow));
         }
         self.root
             .send_message(RootMsg::StartFlows(requests))
             .map_err(|_| RuntimeError::ShuttingDown)?;
-        for flow in pending {
-            let handle = self.collect_flow(flow).await?;
-            self.resumed.push(handle);
+        for (run, flow) in pending {
+            match self.collect_flow(flow).await {
+                Ok(handle) => self.resumed.push(handle),
+                Err(error) => self.resume_failed(run, ResumeError::NotStarted(Box::new(error))),
+            }
         }
         self.recovery.unfinished = unfinished;
         Ok(())
+    }
+
+    fn resume_failed(&mut self, run: &Flow, error: ResumeError) {
+        tracing::error!(run_id = %run.id, flow = %run.controller_id, %error,
+            "unfinished run not resumed; left as it is");
+        self.resume_failures.push(ResumeFailure {
+            run: run.clone(),
+            error,
+        });
     }
 
     /// Spawns the flow actor of a new run under the root supervisor.
@@ -235,53 +272,23 @@ impl Runtime {
         self.collect_flow(pending).await
     }
 
-    /// Plans `run`: the request for the root supervisor to spawn its flow
-    /// actor, and what waits for it; `recorded` holds the outputs of a
-    /// recovered run (`None`: a new run).
+    /// Plans `run` over the journal: the request for the root supervisor
+    /// and what waits for it (see [`request_flow`]).
     fn prepare_flow(
         &self,
         run: Flow,
         definition: &dyn ErasedDefinition,
         recorded: Option<&[StepOutput]>,
-    ) -> (FlowRequest, PendingFlow) {
-        let run_id = run.id;
-        let mut plan = definition.plan();
-        if let Some(outputs) = recorded {
-            plan.resume_from(outputs);
-        }
-        let stage_names = plan.stages.iter().map(|s| s.name.clone()).collect();
-        let (state, state_rx) = watch::channel(FlowState::Created);
-        let (outcome, outcome_rx) = watch::channel(None);
-        let args = FlowArgs {
-            run,
-            store: Arc::new(self.journal.clone()),
-            plan,
-            state,
-            outcome: Arc::new(outcome),
-            recovering: recorded.is_some(),
-        };
-        let (reply, spawned) = oneshot::channel();
-        let pending = PendingFlow {
-            run_id,
-            spawned,
-            state: state_rx,
-            outcome: outcome_rx,
-            stage_names,
-        };
-        (FlowRequest { args, reply }, pending)
+    ) -> (super::spawn::FlowRequest, PendingFlow) {
+        request_flow(run, self.store(), definition, recorded)
     }
 
     /// Waits for a requested flow actor; its handle, also kept in [`Self::live_runs`].
     async fn collect_flow(&self, pending: PendingFlow) -> Result<FlowHandle, RuntimeError> {
-        let PendingFlow {
-            run_id,
-            spawned,
-            state,
-            outcome,
-            stage_names,
-        } = pending;
-        let actor = spawned.await.map_err(|_| RuntimeError::ShuttingDown)??;
-        let handle = FlowHandle::new(run_id, actor, state, outcome, stage_names);
+        let run_id = pending.run_id();
+        let handle = pending.spawned().await.inspect_err(|error| {
+            tracing::error!(%run_id, %error, "the flow actor could not be spawned");
+        })?;
         self.runs
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -299,14 +306,18 @@ impl Runtime {
         &self.unresumed
     }
 
+    /// Unfinished runs of registered flows that could not be resumed at
+    /// start, with why; their records are left as they were.
+    pub fn resume_failures(&self) -> &[ResumeFailure] {
+        &self.resume_failures
+    }
+
     /// Handles of the runs started (or resumed) here that have not ended.
     pub fn live_runs(&self) -> Vec<FlowHandle> {
-        let runs = self.runs.lock().unwrap_or_else(PoisonError::into_inner);
-        runs.handles
-            .iter()
-            .filter(|h| !h.has_ended())
-            .cloned()
-            .collect()
+        self.runs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .live()
     }
 
     /// The journal: a [`FlowStore`] whose writes go through the journal actor.
@@ -384,35 +395,6 @@ impl Runtime {
     }
 }
 
-/// Passes a cancel (or an end) written through [`Runtime::runs`] on to the
-/// run's live flow, so a control-plane cancel does not wait for the flow to
-/// finish on its own (and no stage output is recorded after it).
-struct CancelLiveRuns(Weak<Mutex<RunList>>);
-
-impl RunObserver for CancelLiveRuns {
-    fn changed(&self, run: &Flow) {
-        if !(run.cancel_requested || run.status.is_terminal()) {
-            return;
-        }
-        let Some(runs) = self.0.upgrade() else { return };
-        let live = runs.lock().unwrap_or_else(PoisonError::into_inner);
-        let Some(handle) = live
-            .handles
-            .iter()
-            .find(|h| h.run_id() == run.id && !h.has_ended())
-            .cloned()
-        else {
-            return;
-        };
-        drop(live);
-        let reason = "cancel requested through the control plane".to_owned();
-        tokio::spawn(async move {
-            // A flow that is already ending rejects it; it ends anyway.
-            let _ = handle.send(ControlEvent::Cancel { reason }).await;
-        });
-    }
-}
-
 impl Drop for Runtime {
     fn drop(&mut self) {
         // Killing the root terminates its children (flows, their stages,
@@ -422,42 +404,5 @@ impl Drop for Runtime {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::stage::{sink_fn, source_iter};
-    use crate::store::{EventKind, FlowStatus, TerminalEvent};
-
-    #[tokio::test]
-    async fn a_flow_actor_that_dies_without_an_outcome_has_its_run_failed() {
-        let runtime = Runtime::builder().memory().start().await.unwrap();
-        runtime
-            .register(
-                FlowDefinition::<u64>::builder("endless")
-                    .source("numbers", || source_iter(0_u64..))
-                    .sink("discard", || sink_fn(|_: u64| Ok(())))
-                    .pipeline(["numbers", "discard"])
-                    .build()
-                    .unwrap(),
-            )
-            .unwrap();
-        let run = runtime.start("endless").await.unwrap();
-        run.actor_ref().kill();
-        let outcome = run.wait().await.unwrap();
-        assert_eq!(outcome.status, FlowStatus::Failed);
-        let reason = outcome.reason.unwrap();
-        assert!(
-            reason.starts_with("the flow actor stopped without an outcome in state Running"),
-            "{reason}"
-        );
-        let store = runtime.journal();
-        let record = store.get_run(run.run_id()).await.unwrap().unwrap();
-        assert_eq!(record.status, FlowStatus::Failed);
-        let terminal = store.terminal_event(run.run_id()).await.unwrap().unwrap();
-        assert_eq!(
-            terminal.kind,
-            EventKind::Terminal(TerminalEvent::FlowFailed { reason })
-        );
-        assert!(runtime.live_runs().is_empty());
-        runtime.shutdown().await;
-    }
-}
+#[path = "runtime_tests.rs"]
+mod tests;

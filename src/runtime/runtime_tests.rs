@@ -1,0 +1,191 @@
+//! Unit tests of [`Runtime`](super::Runtime).
+
+use super::*;
+use crate::flow::actor::FlowArgs;
+use crate::runtime::root::{RootActor, root_state, root_state_with};
+use crate::runtime::spawn::{BoxedSpawn, SpawnFlow, spawn_flow_actor};
+use crate::stage::{sink_fn, source_iter};
+use crate::store::{EventKind, FlowStatus, TerminalEvent};
+
+#[tokio::test]
+async fn a_flow_actor_that_dies_without_an_outcome_has_its_run_failed() {
+    let runtime = Runtime::builder().memory().start().await.unwrap();
+    runtime.register(endless()).unwrap();
+    let run = runtime.start("endless").await.unwrap();
+    run.actor_ref().kill();
+    let outcome = run.wait().await.unwrap();
+    assert_eq!(outcome.status, FlowStatus::Failed);
+    assert!(outcome.recorded);
+    let reason = outcome.reason.unwrap();
+    assert!(
+        reason.starts_with("the flow actor stopped without an outcome in state Running"),
+        "{reason}"
+    );
+    let store = runtime.journal();
+    let record = store.get_run(run.run_id()).await.unwrap().unwrap();
+    assert_eq!(record.status, FlowStatus::Failed);
+    let terminal = store.terminal_event(run.run_id()).await.unwrap().unwrap();
+    assert_eq!(
+        terminal.kind,
+        EventKind::Terminal(TerminalEvent::FlowFailed { reason })
+    );
+    assert!(runtime.live_runs().is_empty());
+    runtime.shutdown().await;
+}
+
+fn endless() -> FlowDefinition<u64> {
+    FlowDefinition::<u64>::builder("endless")
+        .source("numbers", || source_iter(0_u64..))
+        .sink("discard", || sink_fn(|_: u64| Ok(())))
+        .pipeline(["numbers", "discard"])
+        .build()
+        .unwrap()
+}
+
+fn small() -> FlowDefinition<u64> {
+    FlowDefinition::<u64>::builder("small")
+        .source("numbers", || source_iter(0..10_u64))
+        .sink("discard", || sink_fn(|_: u64| Ok(())))
+        .pipeline(["numbers", "discard"])
+        .build()
+        .unwrap()
+}
+
+/// A runtime over `store` whose root spawns flow actors with `spawn`.
+async fn runtime_with(store: Arc<dyn FlowStore>, spawn: SpawnFlow) -> Runtime {
+    let (root, _) = ractor::Actor::spawn(None, RootActor, root_state_with(spawn))
+        .await
+        .unwrap();
+    let config = crate::journal::JournalConfig::default();
+    let (journal, recovery) = JournalHandle::open(store, config, Some(root.get_cell()))
+        .await
+        .unwrap();
+    let runtime = Runtime::new(journal, root, Registry::default(), recovery, None);
+    runtime.register(small()).unwrap();
+    runtime
+}
+
+/// Spawns flow actors, except that the spawn of a run whose goal is
+/// `"panic"` panics.
+fn panics_on_goal(args: FlowArgs, supervisor: ractor::ActorCell) -> BoxedSpawn {
+    Box::pin(async move {
+        assert_ne!(args.run.goal, "panic", "injected: the spawn panics");
+        spawn_flow_actor(args, supervisor).await
+    })
+}
+
+/// The run and the cause of a `NotStarted` whose run was failed.
+fn not_started(error: RuntimeError) -> (Uuid, RuntimeError) {
+    let RuntimeError::NotStarted {
+        run_id,
+        cause,
+        not_ended: None,
+    } = error
+    else {
+        panic!("{error:?}");
+    };
+    (run_id, *cause)
+}
+
+/// The run's record and terminal event, which must say it failed because
+/// its flow was not started.
+async fn assert_failed_unstarted(store: &dyn FlowStore, run_id: Uuid) -> String {
+    let record = store.get_run(run_id).await.unwrap().unwrap();
+    assert_eq!(record.status, FlowStatus::Failed);
+    let terminal = store.terminal_event(run_id).await.unwrap().unwrap();
+    let EventKind::Terminal(TerminalEvent::FlowFailed { reason }) = terminal.kind else {
+        panic!("not a FlowFailed: {terminal:?}");
+    };
+    assert!(
+        reason.starts_with("the runtime could not start the run's flow"),
+        "{reason}"
+    );
+    reason
+}
+
+#[tokio::test]
+async fn a_run_whose_flow_cannot_be_spawned_is_failed_not_left_created() {
+    let store = Arc::new(crate::store::MemoryStore::new());
+    let runtime = runtime_with(store.clone(), panics_on_goal).await;
+    let options = RunOptions {
+        goal: Some("panic".into()),
+        ..RunOptions::default()
+    };
+    let error = runtime.start_with("small", options).await.unwrap_err();
+    let (run_id, cause) = not_started(error);
+    assert!(matches!(cause, RuntimeError::Spawn(_)), "{cause:?}");
+    let reason = assert_failed_unstarted(&*store, run_id).await;
+    assert!(reason.contains("the spawn panics"), "{reason}");
+
+    // The root took the panic in its stride: the next run starts and ends.
+    let run = runtime.start("small").await.unwrap();
+    assert_eq!(run.wait().await.unwrap().status, FlowStatus::Finished);
+    assert!(runtime.live_runs().is_empty());
+    runtime.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_run_created_as_the_root_goes_away_is_failed_not_left_created() {
+    let store = Arc::new(crate::store::MemoryStore::new());
+    let (root, _) = ractor::Actor::spawn(None, RootActor, root_state())
+        .await
+        .unwrap();
+    // The journal outlives the root here, so the failure can be recorded.
+    let config = crate::journal::JournalConfig::default();
+    let (journal, recovery) = JournalHandle::open(store.clone(), config, None)
+        .await
+        .unwrap();
+    root.stop_and_wait(None, None).await.unwrap();
+    let runtime = Runtime::new(journal.clone(), root, Registry::default(), recovery, None);
+    runtime.register(small()).unwrap();
+    let (run_id, cause) = not_started(runtime.start("small").await.unwrap_err());
+    assert!(matches!(cause, RuntimeError::ShuttingDown), "{cause:?}");
+    assert_failed_unstarted(&*store, run_id).await;
+    drop(runtime);
+    journal.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_lost_flow_whose_failure_cannot_be_recorded_is_published_as_not_recorded() {
+    let store = Arc::new(crate::store::MemoryStore::new());
+    let faulty = Arc::new(crate::store::FaultyStore::new(store.clone()));
+    let runtime = runtime_with(faulty.clone(), spawn_flow_actor).await;
+    runtime.register(endless()).unwrap();
+    let run = runtime.start("endless").await.unwrap();
+    // Every lifecycle change fails from here on.
+    faulty.inject(crate::store::Fault::Fail {
+        op: "atomic",
+        count: 1_000,
+    });
+    faulty.inject(crate::store::Fault::Fail {
+        op: "update_run",
+        count: 1_000,
+    });
+    run.actor_ref().kill();
+    let outcome = run.wait().await.unwrap();
+    assert_eq!(outcome.status, FlowStatus::Failed);
+    assert!(!outcome.recorded);
+    let reason = outcome.reason.unwrap();
+    assert!(reason.contains("recording the failure failed"), "{reason}");
+    let record = store.get_run(run.run_id()).await.unwrap().unwrap();
+    assert!(!record.status.is_terminal(), "{record:?}");
+    drop(runtime);
+}
+
+#[test]
+fn a_not_started_error_says_when_the_run_stays_created() {
+    let run_id = Uuid::now_v7();
+    let error = |not_ended| RuntimeError::NotStarted {
+        run_id,
+        cause: Box::new(RuntimeError::ShuttingDown),
+        not_ended,
+    };
+    let failed = error(None).to_string();
+    assert!(failed.ends_with("the runtime is shutting down"), "{failed}");
+    let source = StoreError::Injected { op: "atomic" };
+    let stays = error(Some(Box::new(RecordError::Store { run_id, source }))).to_string();
+    assert!(
+        stays.contains("stays Created until the next start") && stays.contains("atomic"),
+        "{stays}"
+    );
+}

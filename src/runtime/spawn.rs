@@ -1,0 +1,112 @@
+//! A flow actor asked of the root supervisor, and what waits for it.
+//!
+//! [`request_flow`] plans a run (its stages, its pipes, what a recovered
+//! run already recorded) into a [`FlowRequest`] for the root and a
+//! [`PendingFlow`] that becomes the run's [`FlowHandle`] once the root has
+//! spawned the flow actor.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use ractor::{Actor, ActorCell, ActorRef, SpawnErr};
+use tokio::sync::{oneshot, watch};
+use uuid::Uuid;
+
+use super::RuntimeError;
+use crate::flow::actor::{FlowActor, FlowArgs, FlowMsg};
+use crate::flow::definition::ErasedDefinition;
+use crate::flow::{FlowHandle, FlowOutcome, FlowState};
+use crate::store::{Flow, FlowStore, StepOutput};
+
+/// What the spawn of one flow actor resolves to.
+pub(crate) type Spawned = Result<ActorRef<FlowMsg>, SpawnErr>;
+
+/// A spawn under way.
+pub(crate) type BoxedSpawn = Pin<Box<dyn Future<Output = Spawned> + Send>>;
+
+/// How the root spawns a flow actor linked to itself (a seam: tests put a
+/// failing spawn in; the runtime always uses [`spawn_flow_actor`]).
+pub(crate) type SpawnFlow = fn(FlowArgs, ActorCell) -> BoxedSpawn;
+
+/// Spawns the flow actor of `args` linked to `supervisor`.
+pub(crate) fn spawn_flow_actor(args: FlowArgs, supervisor: ActorCell) -> BoxedSpawn {
+    Box::pin(async move {
+        Actor::spawn_linked(None, FlowActor, args, supervisor)
+            .await
+            .map(|(flow, _join)| flow)
+    })
+}
+
+/// One flow actor to spawn and who waits for it.
+pub(crate) struct FlowRequest {
+    pub(crate) args: FlowArgs,
+    pub(crate) reply: oneshot::Sender<Spawned>,
+}
+
+/// A flow actor asked of the root supervisor, not yet collected.
+pub(crate) struct PendingFlow {
+    run_id: Uuid,
+    spawned: oneshot::Receiver<Spawned>,
+    state: watch::Receiver<FlowState>,
+    outcome: watch::Receiver<Option<FlowOutcome>>,
+    stage_names: Arc<[String]>,
+}
+
+/// Plans `run` over `store`: the request for the root supervisor to spawn
+/// its flow actor, and what waits for it; `recorded` holds the outputs of a
+/// recovered run (`None`: a new run).
+pub(crate) fn request_flow(
+    run: Flow,
+    store: Arc<dyn FlowStore>,
+    definition: &dyn ErasedDefinition,
+    recorded: Option<&[StepOutput]>,
+) -> (FlowRequest, PendingFlow) {
+    let run_id = run.id;
+    let mut plan = definition.plan();
+    if let Some(outputs) = recorded {
+        plan.resume_from(outputs);
+    }
+    let stage_names = plan.stages.iter().map(|s| s.name.clone()).collect();
+    let (state, state_rx) = watch::channel(FlowState::Created);
+    let (outcome, outcome_rx) = watch::channel(None);
+    let args = FlowArgs {
+        run,
+        store,
+        plan,
+        state,
+        outcome: Arc::new(outcome),
+        recovering: recorded.is_some(),
+    };
+    let (reply, spawned) = oneshot::channel();
+    let pending = PendingFlow {
+        run_id,
+        spawned,
+        state: state_rx,
+        outcome: outcome_rx,
+        stage_names,
+    };
+    (FlowRequest { args, reply }, pending)
+}
+
+impl PendingFlow {
+    /// The run this waits for.
+    pub(crate) fn run_id(&self) -> Uuid {
+        self.run_id
+    }
+
+    /// Waits for the root to spawn the flow actor; the run's handle.
+    pub(crate) async fn spawned(self) -> Result<FlowHandle, RuntimeError> {
+        let actor = self
+            .spawned
+            .await
+            .map_err(|_| RuntimeError::ShuttingDown)??;
+        Ok(FlowHandle::new(
+            self.run_id,
+            actor,
+            self.state,
+            self.outcome,
+            self.stage_names,
+        ))
+    }
+}
