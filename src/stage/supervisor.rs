@@ -6,11 +6,11 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde_json::Value;
-use tokio::sync::{Notify, oneshot};
+use tokio::sync::oneshot;
 
 use super::machine::{StageAction, StageCtx, StageEvent, StageState, stage_machine};
 use super::ports::PortSlot;
-use super::work::{Stepped, Work, completion_output};
+use super::work::{Bells, Stepped, Work, completion_output};
 use crate::flow::topology::StageKind;
 use crate::fsm::StateMachine;
 use crate::ids::{StageId, WriterId};
@@ -63,7 +63,7 @@ pub(crate) struct StageIdentity {
     pub(crate) generation: u64,
     pub(crate) id: StageId,
     pub(crate) report: Reporter,
-    pub(crate) doorbell: Arc<Notify>,
+    pub(crate) bells: Arc<Bells>,
 }
 
 /// The component a stage actor drives.
@@ -88,7 +88,7 @@ impl<T: Clone + Send + 'static, W: Work<T>> StageSupervisor<T, W> {
     async fn run(&mut self, ctx: &mut StageCtx<T, W>) -> DispatchResult<StageEvent> {
         let StageCtx { work, ports, .. } = ctx;
         let ports = ports.as_mut().ok_or("stage is running without its ports")?;
-        Ok(match work.step(ports, &self.identity.doorbell).await? {
+        Ok(match work.step(ports, &self.identity.bells).await? {
             Stepped::Worked | Stepped::Interrupted => EventLoopDirective::Continue,
             Stepped::Ended => EventLoopDirective::Transition(StageEvent::InputEnded),
         })
@@ -105,7 +105,7 @@ impl<T: Clone + Send + 'static, W: Work<T>> StageSupervisor<T, W> {
             .as_mut()
             .ok_or("stage is draining without its ports")?;
         if W::KIND != StageKind::Source {
-            match work.step(ports, &self.identity.doorbell).await? {
+            match work.step(ports, &self.identity.bells).await? {
                 Stepped::Ended => {}
                 Stepped::Worked | Stepped::Interrupted => return Ok(EventLoopDirective::Continue),
             }
@@ -153,7 +153,7 @@ impl<T: Clone + Send + 'static, W: Work<T>> HandlerSupervised for StageSuperviso
             StageState::Paused => {
                 // Only reached if the control channel closed without a
                 // mapped event; wait for the doorbell rather than spin.
-                self.identity.doorbell.notified().await;
+                self.identity.bells.control.notified().await;
                 Ok(EventLoopDirective::Continue)
             }
             StageState::Draining => self.drain(ctx).await,

@@ -17,8 +17,19 @@ pub(crate) enum Stepped {
     Worked,
     /// The input (or the source) is exhausted.
     Ended,
-    /// The control doorbell rang while waiting for input.
+    /// A control event interrupted the work: the doorbell rang while
+    /// waiting for input, or a cancel or drain cut a pending `produce` short.
     Interrupted,
+}
+
+/// How control events reach a stage that is busy inside its work.
+#[derive(Debug, Default)]
+pub(crate) struct Bells {
+    /// Rung around every control event: ends a wait for input early.
+    pub(crate) control: Notify,
+    /// Rung once a `Cancel` or `Drain` is queued: ends a pending
+    /// [`Source::produce`] (its future is dropped).
+    pub(crate) halt: Notify,
 }
 
 /// The logic of one stage, whatever its kind. Implemented by the wrappers
@@ -32,7 +43,7 @@ pub(crate) trait Work<T: Clone + Send + 'static>: Send + 'static {
     fn step(
         &mut self,
         ports: &mut Ports<T>,
-        doorbell: &Notify,
+        bells: &Bells,
     ) -> impl Future<Output = Result<Stepped, BoxError>> + Send;
 
     /// The user's completion hook; emitted items are sent before it returns.
@@ -104,8 +115,15 @@ impl<S> AsStep<S> {
 impl<T: Clone + Send + 'static, S: Source<T>> Work<T> for AsSource<S> {
     const KIND: StageKind = StageKind::Source;
 
-    async fn step(&mut self, ports: &mut Ports<T>, _: &Notify) -> Result<Stepped, BoxError> {
-        let produced = self.0.produce(&mut ports.outbox).await?;
+    async fn step(&mut self, ports: &mut Ports<T>, bells: &Bells) -> Result<Stepped, BoxError> {
+        // A cancel or drain must not wait for a `produce` blocked on the
+        // outside world: the pending call is dropped (what it emitted so far
+        // stays in the outbox). A pause waits for the call to return.
+        let produced = tokio::select! {
+            biased;
+            () = bells.halt.notified() => return Ok(Stepped::Interrupted),
+            produced = self.0.produce(&mut ports.outbox) => produced?,
+        };
         ports.send_outbox().await?;
         Ok(match produced {
             Produced::More => Stepped::Worked,
@@ -113,8 +131,11 @@ impl<T: Clone + Send + 'static, S: Source<T>> Work<T> for AsSource<S> {
         })
     }
 
-    async fn complete(&mut self, _: &mut Ports<T>) -> Result<Option<Value>, BoxError> {
-        self.0.complete().await
+    async fn complete(&mut self, ports: &mut Ports<T>) -> Result<Option<Value>, BoxError> {
+        let result = self.0.complete().await?;
+        // Items a drained (interrupted) `produce` emitted before it was dropped.
+        ports.send_outbox().await?;
+        Ok(result)
     }
 
     fn signal(&mut self, name: &str, payload: &Value) {
@@ -125,8 +146,8 @@ impl<T: Clone + Send + 'static, S: Source<T>> Work<T> for AsSource<S> {
 impl<T: Clone + Send + 'static, X: Transform<T>> Work<T> for AsTransform<X> {
     const KIND: StageKind = StageKind::Transform;
 
-    async fn step(&mut self, ports: &mut Ports<T>, doorbell: &Notify) -> Result<Stepped, BoxError> {
-        if let Some(waited) = wait_for_input(ports, doorbell).await {
+    async fn step(&mut self, ports: &mut Ports<T>, bells: &Bells) -> Result<Stepped, BoxError> {
+        if let Some(waited) = wait_for_input(ports, &bells.control).await {
             return Ok(waited);
         }
         // Item by item out of the inbox: after a failure the rest of the
@@ -153,8 +174,8 @@ impl<T: Clone + Send + 'static, X: Transform<T>> Work<T> for AsTransform<X> {
 impl<T: Clone + Send + 'static, K: Sink<T>> Work<T> for AsSink<K> {
     const KIND: StageKind = StageKind::Sink;
 
-    async fn step(&mut self, ports: &mut Ports<T>, doorbell: &Notify) -> Result<Stepped, BoxError> {
-        if let Some(waited) = wait_for_input(ports, doorbell).await {
+    async fn step(&mut self, ports: &mut Ports<T>, bells: &Bells) -> Result<Stepped, BoxError> {
+        if let Some(waited) = wait_for_input(ports, &bells.control).await {
             return Ok(waited);
         }
         for item in ports.inbox.by_ref() {
@@ -176,7 +197,7 @@ impl<T: Clone + Send + 'static, K: Sink<T>> Work<T> for AsSink<K> {
 impl<T: Clone + Send + 'static, S: Step> Work<T> for AsStep<S> {
     const KIND: StageKind = StageKind::Step;
 
-    async fn step(&mut self, _: &mut Ports<T>, _: &Notify) -> Result<Stepped, BoxError> {
+    async fn step(&mut self, _: &mut Ports<T>, _: &Bells) -> Result<Stepped, BoxError> {
         // Draining steps again until `Ended`: the work runs once.
         if self.result.is_none() {
             self.result = Some(self.step.run(&self.inputs).await?);
