@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use ractor::{ActorCell, ActorRef, MessagingErr};
 use serde_json::{Map, Value, json};
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
 use super::actor::FlowMsg;
@@ -19,6 +19,7 @@ use super::topology::StageKind;
 use crate::ids::StageId;
 use crate::runs::TerminalTarget;
 use crate::stage::actor::StageLaunch;
+use crate::stage::events::EventPort;
 use crate::stage::work::Bells;
 use crate::stage::{StageEvent, StageIdentity, StageState};
 use crate::store::{Flow, FlowStatus, FlowStore};
@@ -29,16 +30,19 @@ pub(crate) struct StageRuntime {
     pub(crate) name: String,
     pub(crate) kind: StageKind,
     pub(crate) tracker: RestartTracker,
-    spawn: super::definition::Spawner,
+    spawn: crate::stage::actor::Spawner,
     /// Counts the stage's starts; reports of older starts are stale.
     pub(crate) generation: u64,
     /// The live actor, if any.
     pub(crate) actor: Option<ActorCell>,
     control: Option<ExternalEventSender<StageEvent>>,
     pub(crate) watcher: Option<StateWatcher<StageState>>,
-    /// The live actor's doorbells (new with each start, so no stale ring
-    /// reaches a restarted stage).
+    /// Rung around each control or user event sent to the stage.
+    doorbell: Arc<Notify>,
+    /// The live actor's doorbells.
     bells: Option<Arc<Bells>>,
+    /// The sending end of the stage's user-event queue, if it declares events.
+    pub(crate) events: Option<EventPort>,
     /// The last `Pause`, `Resume` or `Drain` sent to the stage: part of its
     /// control state, not of one actor, so a restarted stage gets it again.
     steer: Option<StageEvent>,
@@ -58,7 +62,9 @@ impl StageRuntime {
             actor: None,
             control: None,
             watcher: None,
+            doorbell: planned.doorbell,
             bells: None,
+            events: planned.events,
             steer: None,
             upstream: planned.upstream,
         }
@@ -228,7 +234,10 @@ impl FlowCtx {
             .collect();
         let stage = &mut self.stages[index];
         stage.generation += 1;
-        let bells = Arc::new(Bells::default());
+        let bells = Arc::new(Bells {
+            control: stage.doorbell.clone(),
+            halt: Notify::new(),
+        });
         let identity = StageIdentity {
             name: stage.name.clone(),
             index,

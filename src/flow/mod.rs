@@ -51,8 +51,8 @@ pub mod stage_handle;
 pub mod topology;
 
 pub use control::{ControlEvent, FlowOutcome, HandleError, StageControl};
-pub use definition::{DefinitionError, FlowBuilder, FlowDefinition};
+pub use definition::{DefinitionError, EventStageBuilder, FlowBuilder, FlowDefinition};
 pub use handle::FlowHandle;
 pub use machine::{FlowEvent, FlowState};
 pub use record::{RecordError, RunOptions};
-pub use stage_handle::StageHandle;
+pub use stage_handle::{StageHandle, TypedStageHandle};

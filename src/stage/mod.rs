@@ -33,6 +33,7 @@
 //! ```
 
 pub mod actor;
+pub mod events;
 pub mod logic;
 pub mod machine;
 pub mod pipe;
@@ -41,6 +42,7 @@ mod supervisor;
 pub(crate) mod work;
 
 pub use actor::{EXIT_CANCELLED, EXIT_COMPLETED, StageStartError};
+pub use events::{DEFAULT_EVENT_CAPACITY, EventPolicy, NoEvents, OnEvent};
 pub use logic::{
     Emitter, FnSink, FnStep, FnTransform, IterSource, Produced, Sink, Source, Step, StepInputs,
     Transform, sink_fn, source_iter, step_fn, transform_fn,
