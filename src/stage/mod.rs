@@ -8,7 +8,9 @@
 //! through actor mailboxes: the actor takes one step (about one batch) per
 //! message and handles control in between. A stage's ends of the pipes
 //! outlive its actor, so a restarted stage carries on where the failed one
-//! stopped.
+//! stopped. A stage may also take typed user events ([`events`]): its logic
+//! implements [`OnEvent<Ev>`] and its [`EventPolicy`] says, per state, when
+//! it takes them.
 //!
 //! ```
 //! use troupe::stage::{Emitter, Produced, Source, source_iter, transform_fn, sink_fn};
