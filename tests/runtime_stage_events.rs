@@ -280,7 +280,8 @@ async fn a_completed_stage_refuses_events() {
     runtime
         .register(
             FlowDefinition::<u64>::builder("short")
-                .with_events::<Cmd>(EventPolicy::default())
+                // Waits for an event before its one batch.
+                .with_events::<Cmd>(EventPolicy::default().running(ExternalEventMode::Block))
                 .source("three", move || Ticked3(source_iter(0..3_u64)))
                 .sink("gated", move || Tally {
                     gate: Some(g.clone()),
@@ -294,12 +295,21 @@ async fn a_completed_stage_refuses_events() {
     let run = runtime.start("short").await.unwrap();
     let source = run.stage_events::<Cmd>("three").await.unwrap();
     settle().await;
+    source.send(Cmd::Note("go")).await.unwrap();
+    settle().await;
     assert_eq!(
         source.send(Cmd::Note("too late")).await,
         Err(HandleError::StageNotRunning {
             run_id: run.run_id(),
             stage: "three".into()
         })
+    );
+    assert_eq!(
+        run.stage_events::<Cmd>("three").await.unwrap_err(),
+        HandleError::StageNotRunning {
+            run_id: run.run_id(),
+            stage: "three".into()
+        }
     );
     gate.add_permits(3);
     let outcome = run.wait().await.unwrap();

@@ -51,8 +51,9 @@ pub(crate) enum FlowMsg {
     StageEvents {
         /// The stage's index.
         stage: usize,
-        /// The port, `None` if the stage declares no events.
-        reply: oneshot::Sender<Option<EventPort>>,
+        /// The port, `None` if the stage declares no events; refused once
+        /// the stage has completed (also before a restart of the run).
+        reply: oneshot::Sender<Result<Option<EventPort>, HandleError>>,
     },
     /// A stage completed its work.
     StageDone(StageDone),
@@ -319,8 +320,7 @@ impl FlowHost {
                 let _ = reply.send(result);
             }
             FlowMsg::StageEvents { stage, reply } => {
-                let port = self.ctx.stages.get(stage).and_then(|s| s.events.clone());
-                let _ = reply.send(port);
+                let _ = reply.send(self.ctx.event_port(stage));
             }
             FlowMsg::StageDone(done) => self.on_stage_done(done).await,
             FlowMsg::Restart { stage, generation } => self.on_restart(stage, generation).await,

@@ -42,7 +42,7 @@ pub(crate) struct StageRuntime {
     /// The live actor's doorbells.
     bells: Option<Arc<Bells>>,
     /// The sending end of the stage's user-event queue, if it declares events.
-    pub(crate) events: Option<EventPort>,
+    events: Option<EventPort>,
     /// The last `Pause`, `Resume` or `Drain` sent to the stage: part of its
     /// control state, not of one actor, so a restarted stage gets it again.
     steer: Option<StageEvent>,
@@ -314,6 +314,18 @@ impl FlowCtx {
         self.admit(Some(index), crate::fsm::EventVariant::variant_name(&event))?;
         self.stages[index].send(event).await;
         Ok(state)
+    }
+
+    /// The sending end of stage `index`'s event queue (`None`: it declares
+    /// no events); a completed stage takes no more.
+    pub(crate) fn event_port(&self, index: usize) -> Result<Option<EventPort>, HandleError> {
+        match self.stages.get(index) {
+            Some(stage) if !stage.completed => Ok(stage.events.clone()),
+            stage => Err(HandleError::StageNotRunning {
+                run_id: self.run.id,
+                stage: stage.map_or_else(|| format!("#{index}"), |s| s.name.clone()),
+            }),
+        }
     }
 
     /// Runs one action of the flow machine.

@@ -173,7 +173,8 @@ impl<Ev: Send + 'static> TypedStageHandle<Ev> {
 impl FlowHandle {
     /// A handle sending events of type `Ev` to the stage called `name`.
     /// The type is checked here: [`HandleError::EventType`] if the stage
-    /// declared another type or none.
+    /// declared another type or none; a stage that has completed gives
+    /// [`HandleError::StageNotRunning`].
     ///
     /// ```
     /// use troupe::flow::{ControlEvent, FlowDefinition, HandleError};
@@ -237,7 +238,7 @@ impl FlowHandle {
         if self.has_ended() || self.actor_ref().send_message(msg).is_err() {
             return Err(finished());
         }
-        let port = replied.await.map_err(|_| finished())?;
+        let port = replied.await.map_err(|_| finished())??;
         let asked = std::any::type_name::<Ev>();
         let wrong = |declared: String| HandleError::EventType {
             run_id: self.run_id(),
