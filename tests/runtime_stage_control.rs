@@ -1,5 +1,6 @@
 //! Control of one stage: a stage's pause survives its restart, and a cancel
-//! or drain reaches a source blocked inside its own `produce`.
+//! or drain reaches a source blocked inside its own `produce` or on a full
+//! output.
 
 mod runtime_support;
 
@@ -202,4 +203,32 @@ async fn pause_takes_effect_once_produce_returns() {
     .await
     .unwrap();
     assert_eq!(run.wait().await.unwrap().status, FlowStatus::Cancelled);
+}
+
+/// A source blocked on a full output (its sink is paused) takes a drain at
+/// once; the items it holds are still delivered once the sink resumes.
+#[tokio::test(start_paused = true)]
+async fn drain_reaches_a_source_blocked_on_backpressure() {
+    let runtime = memory_runtime().await;
+    let (produced, consumed) = (counter(), counter());
+    let run = tight_pipeline(&runtime, "backpressure", &produced, &consumed).await;
+    settle().await;
+    let (numbers, tally) = (run.stage("numbers").unwrap(), run.stage("tally").unwrap());
+    tally.send(StageControl::Pause).await.unwrap();
+    settle().await;
+    numbers.send(StageControl::Drain).await.unwrap();
+    settle().await;
+    // Resume is a no-op for a draining stage; its answer tells the state.
+    assert_eq!(
+        numbers.send(StageControl::Resume).await,
+        Ok(StageState::Draining),
+        "the drain waited for the full output"
+    );
+    tally.send(StageControl::Resume).await.unwrap();
+    let outcome = tokio::time::timeout(MINUTE, run.wait())
+        .await
+        .expect("the run completes")
+        .unwrap();
+    assert_eq!(outcome.status, FlowStatus::Finished);
+    assert_eq!(get(&consumed), get(&produced));
 }

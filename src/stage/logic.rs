@@ -85,8 +85,9 @@ pub trait Source<T>: Send + 'static {
     /// says whether more follow.
     ///
     /// Waiting inside is fine. A pause (and a signal) is taken once the call
-    /// returns; a cancel or a drain does not wait for it: the pending call's
-    /// future is dropped at its current `.await`. Items it pushed into `out`
+    /// returns and its items are sent; a cancel or a drain waits for neither
+    /// (nor for a full output): the pending call's future is dropped at its
+    /// current `.await`. Items it pushed into `out`
     /// before that are kept (and sent, on a drain); work it had not emitted
     /// yet is lost, so keep state that must survive outside the future or
     /// make the call cancel-safe (as `tokio`'s `recv` and `sleep` are).

@@ -146,14 +146,19 @@ where
 
     async fn step(&mut self, ports: &mut Ports<T>, bells: &Bells) -> Result<Stepped, BoxError> {
         // A cancel or drain must not wait for a `produce` blocked on the
-        // outside world: the pending call is dropped (what it emitted so far
-        // stays in the outbox). A pause waits for the call to return.
+        // outside world, nor for a full output: the pending call is dropped
+        // (what it emitted so far stays in the outbox, and sends are
+        // cancel-safe). A pause waits for the step to end.
+        let work = async {
+            let produced = self.0.produce(&mut ports.outbox).await?;
+            ports.send_outbox().await?;
+            Ok::<_, BoxError>(produced)
+        };
         let produced = tokio::select! {
             biased;
             () = bells.halt.notified() => return Ok(Stepped::Interrupted),
-            produced = self.0.produce(&mut ports.outbox) => produced?,
+            produced = work => produced?,
         };
-        ports.send_outbox().await?;
         Ok(match produced {
             Produced::More => Stepped::Worked,
             Produced::Done => Stepped::Ended,
