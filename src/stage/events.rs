@@ -22,7 +22,9 @@
 //! (a completed or cancelled stage refuses further ones). The default,
 //! [`EventPolicy::default`], is how a stage takes `Signal`s: between
 //! batches while running or draining, at once while paused. User events and
-//! control events travel apart: their relative order is not kept.
+//! control events travel apart: their relative order is not kept. An event
+//! whose handling fails the stage (or is cut short by a kill) is lost with
+//! that failure, like the item a failing stage was working on.
 //!
 //! ```
 //! use troupe::stage::{EventPolicy, OnEvent, Sink};

@@ -96,6 +96,13 @@ impl<T: Clone + Send + 'static, W: Work<T>> StageSupervisor<T, W> {
         }
     }
 
+    /// How the stage takes user events in `state` (`Ignore` if it declares none).
+    fn event_mode(&self, state: &StageState) -> ExternalEventMode {
+        self.events
+            .as_ref()
+            .map_or(ExternalEventMode::Ignore, |e| e.policy.mode(state))
+    }
+
     /// An ended stage takes no more events: later sends fail at once
     /// (a failed one keeps its queue for its restart).
     fn refuse_events(&mut self) {
@@ -172,9 +179,8 @@ impl<T: Clone + Send + 'static, W: Work<T>> HandlerSupervised for StageSuperviso
                 Ok(EventLoopDirective::Transition(StageEvent::Started))
             }
             StageState::Running | StageState::Draining => {
+                let mode = self.event_mode(state);
                 if let Some(held) = self.held.as_mut() {
-                    let mode = self.events.as_ref().map(|e| e.policy.mode(state));
-                    let mode = mode.unwrap_or(ExternalEventMode::Ignore);
                     match before_work(held, mode, &self.identity.bells.control).await {
                         Next::Work => {}
                         Next::Interrupted => return Ok(EventLoopDirective::Continue),
@@ -193,8 +199,7 @@ impl<T: Clone + Send + 'static, W: Work<T>> HandlerSupervised for StageSuperviso
             StageState::Paused => {
                 // No work: wait for a control event (the doorbell rings with
                 // each) or a user event the policy takes while paused.
-                let mode = self.events.as_ref().map(|e| e.policy.mode(state));
-                let mode = mode.unwrap_or(ExternalEventMode::Ignore);
+                let mode = self.event_mode(state);
                 let bell = &self.identity.bells.control;
                 if let Some(event) = while_idle(self.held.as_mut(), mode, bell).await {
                     ctx.work.on_event(event).await?;
