@@ -310,22 +310,7 @@ async fn a_stage_handle_steers_one_stage() {
 #[tokio::test(start_paused = true)]
 async fn a_blocked_stage_makes_signals_busy_not_a_wedged_flow() {
     let runtime = memory_runtime().await;
-    let (produced, consumed) = (counter(), counter());
-    runtime
-        .register(
-            FlowDefinition::<u64>::builder("blocked")
-                .source("numbers", move || Counter::endless(produced.clone()))
-                .sink("tally", move || Tally::new(&consumed))
-                .pipeline(["numbers", "tally"])
-                .pipes(PipeConfig {
-                    batch_size: 4,
-                    capacity: 1,
-                })
-                .build()
-                .unwrap(),
-        )
-        .unwrap();
-    let run = runtime.start("blocked").await.unwrap();
+    let run = tight_pipeline(&runtime, "blocked", &counter(), &counter()).await;
     settle().await;
     // A paused sink leaves the source blocked on its full output.
     run.stage("tally")

@@ -149,14 +149,12 @@ async fn names_are_checked_when_registering_and_starting() {
     );
 }
 
-/// A source blocked in `produce` for good: it never sees a drain.
+/// A sink blocked in `consume` for good: it never sees a drain or a cancel
+/// (a source's pending `produce` would be interrupted by both).
 struct Stuck;
 
-impl troupe::stage::Source<u64> for Stuck {
-    async fn produce(
-        &mut self,
-        _: &mut troupe::stage::Emitter<u64>,
-    ) -> Result<troupe::stage::Produced, troupe::supervise::BoxError> {
+impl troupe::stage::Sink<u64> for Stuck {
+    async fn consume(&mut self, _: u64) -> Result<(), troupe::supervise::BoxError> {
         std::future::pending().await
     }
 }
@@ -167,9 +165,9 @@ async fn shutdown_within_a_deadline_cancels_runs_that_do_not_drain() {
     runtime
         .register(
             FlowDefinition::<u64>::builder("stuck")
-                .source("stuck", || Stuck)
-                .sink("discard", || sink_fn(|_: u64| Ok(())))
-                .pipeline(["stuck", "discard"])
+                .source("one", || source_iter(0..1_u64))
+                .sink("stuck", || Stuck)
+                .pipeline(["one", "stuck"])
                 .cancel_grace(Duration::from_secs(1))
                 .build()
                 .unwrap(),

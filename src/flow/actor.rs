@@ -24,6 +24,7 @@ use super::machine::{FlowEvent, FlowState, flow_machine};
 use super::record;
 use super::restart::{RestartDecision, RestartStrategy, StageExit};
 use crate::fsm::{EventVariant, FsmError, StateMachine, StateVariant};
+use crate::stage::events::EventPort;
 use crate::stage::{EXIT_COMPLETED, StageDone, StageEvent, StageState};
 use crate::store::{Flow, FlowStore};
 
@@ -44,6 +45,15 @@ pub(crate) enum FlowMsg {
         event: StageEvent,
         /// Whether the stage was running to take it, and its state.
         reply: oneshot::Sender<Result<StageState, HandleError>>,
+    },
+    /// The sending end of a stage's user-event queue, for a
+    /// [`TypedStageHandle`](super::TypedStageHandle).
+    StageEvents {
+        /// The stage's index.
+        stage: usize,
+        /// The port, `None` if the stage declares no events; refused once
+        /// the stage has completed (also before a restart of the run).
+        reply: oneshot::Sender<Result<Option<EventPort>, HandleError>>,
     },
     /// A stage completed its work.
     StageDone(StageDone),
@@ -308,6 +318,9 @@ impl FlowHost {
             } => {
                 let result = self.ctx.send_to_stage(stage, event).await;
                 let _ = reply.send(result);
+            }
+            FlowMsg::StageEvents { stage, reply } => {
+                let _ = reply.send(self.ctx.event_port(stage));
             }
             FlowMsg::StageDone(done) => self.on_stage_done(done).await,
             FlowMsg::Restart { stage, generation } => self.on_restart(stage, generation).await,

@@ -19,6 +19,8 @@ use super::topology::StageKind;
 use crate::ids::StageId;
 use crate::runs::TerminalTarget;
 use crate::stage::actor::StageLaunch;
+use crate::stage::events::EventPort;
+use crate::stage::work::Bells;
 use crate::stage::{StageEvent, StageIdentity, StageState};
 use crate::store::{Flow, FlowStatus, FlowStore};
 use crate::supervise::{ExternalEventSender, StateWatcher};
@@ -28,14 +30,22 @@ pub(crate) struct StageRuntime {
     pub(crate) name: String,
     pub(crate) kind: StageKind,
     pub(crate) tracker: RestartTracker,
-    spawn: super::definition::Spawner,
+    spawn: crate::stage::actor::Spawner,
     /// Counts the stage's starts; reports of older starts are stale.
     pub(crate) generation: u64,
     /// The live actor, if any.
     pub(crate) actor: Option<ActorCell>,
     control: Option<ExternalEventSender<StageEvent>>,
     pub(crate) watcher: Option<StateWatcher<StageState>>,
+    /// Rung around each control or user event sent to the stage.
     doorbell: Arc<Notify>,
+    /// The live actor's doorbells.
+    bells: Option<Arc<Bells>>,
+    /// The sending end of the stage's user-event queue, if it declares events.
+    events: Option<EventPort>,
+    /// The last `Pause`, `Resume` or `Drain` sent to the stage: part of its
+    /// control state, not of one actor, so a restarted stage gets it again.
+    steer: Option<StageEvent>,
     pub(crate) completed: bool,
     upstream: Vec<usize>,
 }
@@ -52,26 +62,45 @@ impl StageRuntime {
             actor: None,
             control: None,
             watcher: None,
-            doorbell: Arc::new(Notify::new()),
+            doorbell: planned.doorbell,
+            bells: None,
+            events: planned.events,
+            steer: None,
             upstream: planned.upstream,
         }
     }
 
-    /// Queues `event` for the stage and wakes it if it waits for input.
-    async fn send(&self, event: StageEvent) {
-        let Some(control) = &self.control else { return };
+    /// Queues `event` for the stage and wakes it if it waits for input (or,
+    /// for a cancel or drain, if it is inside `produce`). Remembers a pause,
+    /// resume or drain for the stage's next start.
+    async fn send(&mut self, event: StageEvent) {
+        let halts = matches!(event, StageEvent::Cancel | StageEvent::Drain);
+        if matches!(
+            event,
+            StageEvent::Pause | StageEvent::Resume | StageEvent::Drain
+        ) {
+            self.steer = Some(event.clone());
+        }
+        let (Some(control), Some(bells)) = (&self.control, &self.bells) else {
+            return;
+        };
         // Ring before (a stage waiting for input then takes queued events,
         // making room) and after (so it sees this one).
-        self.doorbell.notify_one();
+        bells.control.notify_one();
         if control.send(event).await.is_err() {
             tracing::debug!(stage = %self.name, "stage already stopped; control event not delivered");
         }
-        self.doorbell.notify_one();
+        bells.control.notify_one();
+        // Only once the event is queued: the interrupted stage must find it.
+        if halts {
+            bells.halt.notify_one();
+        }
     }
 
     /// Forgets the live actor (it exited, or is being killed for a restart).
     pub(crate) fn detach(&mut self) -> Option<ActorCell> {
         self.control = None;
+        self.bells = None;
         self.actor.take()
     }
 }
@@ -205,13 +234,17 @@ impl FlowCtx {
             .collect();
         let stage = &mut self.stages[index];
         stage.generation += 1;
+        let bells = Arc::new(Bells {
+            control: stage.doorbell.clone(),
+            halt: Notify::new(),
+        });
         let identity = StageIdentity {
             name: stage.name.clone(),
             index,
             generation: stage.generation,
             id: StageId::new_const(index as u64),
             report: Arc::new(move |done| myself.send_message(FlowMsg::StageDone(done)).is_ok()),
-            doorbell: stage.doorbell.clone(),
+            bells: bells.clone(),
         };
         let launch = StageLaunch {
             identity,
@@ -223,15 +256,14 @@ impl FlowCtx {
         stage.actor = Some(spawned.cell);
         stage.control = Some(spawned.control);
         stage.watcher = Some(spawned.watcher);
-        // A stage restarted while the flow is paused or draining joins in.
-        let current = self.state.borrow().clone();
-        let stage = &self.stages[index];
-        match current {
-            FlowState::Waiting => stage.send(StageEvent::Pause).await,
-            FlowState::Draining if stage.kind == StageKind::Source => {
-                stage.send(StageEvent::Drain).await;
-            }
-            _ => {}
+        stage.bells = Some(bells);
+        // A stage (re)started while it, or its flow, is paused or draining
+        // joins in: every pause, resume and drain, the flow's own included,
+        // went through `send`, which remembered the last one.
+        if let Some(steer) = stage.steer.clone()
+            && steer != StageEvent::Resume
+        {
+            stage.send(steer).await;
         }
         Ok(())
     }
@@ -267,22 +299,33 @@ impl FlowCtx {
 
     /// Sends `event` to stage `index` alone; its state before it takes it.
     pub(crate) async fn send_to_stage(
-        &self,
+        &mut self,
         index: usize,
         event: StageEvent,
     ) -> Result<StageState, HandleError> {
         let stage = self.stages.get(index);
         let live = stage.filter(|s| s.control.is_some());
-        let Some((stage, watcher)) = live.and_then(|s| Some((s, s.watcher.as_ref()?))) else {
+        let Some(state) = live.and_then(|s| Some(s.watcher.as_ref()?.current().clone())) else {
             return Err(HandleError::StageNotRunning {
                 run_id: self.run.id,
                 stage: stage.map_or_else(|| format!("#{index}"), |s| s.name.clone()),
             });
         };
         self.admit(Some(index), crate::fsm::EventVariant::variant_name(&event))?;
-        let state = watcher.current().clone();
-        stage.send(event).await;
+        self.stages[index].send(event).await;
         Ok(state)
+    }
+
+    /// The sending end of stage `index`'s event queue (`None`: it declares
+    /// no events); a completed stage takes no more.
+    pub(crate) fn event_port(&self, index: usize) -> Result<Option<EventPort>, HandleError> {
+        match self.stages.get(index) {
+            Some(stage) if !stage.completed => Ok(stage.events.clone()),
+            stage => Err(HandleError::StageNotRunning {
+                run_id: self.run.id,
+                stage: stage.map_or_else(|| format!("#{index}"), |s| s.name.clone()),
+            }),
+        }
     }
 
     /// Runs one action of the flow machine.
@@ -299,12 +342,12 @@ impl FlowCtx {
                 }
             }
             FlowAction::Broadcast(event) => {
-                for stage in &self.stages {
+                for stage in &mut self.stages {
                     stage.send(event.clone()).await;
                 }
             }
             FlowAction::DrainSources => {
-                for stage in &self.stages {
+                for stage in &mut self.stages {
                     let event = match stage.kind {
                         StageKind::Source => StageEvent::Drain,
                         _ => StageEvent::Resume,
@@ -315,7 +358,7 @@ impl FlowCtx {
             FlowAction::RequestCancel(reason) => {
                 // Sticky from here on: no stage output is recorded any more.
                 self.cancel_requested = true;
-                for stage in &self.stages {
+                for stage in &mut self.stages {
                     stage.send(StageEvent::Cancel).await;
                 }
                 let grace = self
@@ -330,7 +373,7 @@ impl FlowCtx {
                     name: name.clone(),
                     payload: payload.clone(),
                 };
-                for stage in &self.stages {
+                for stage in &mut self.stages {
                     stage.send(event.clone()).await;
                 }
             }

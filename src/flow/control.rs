@@ -56,7 +56,8 @@ pub enum StageControl {
     /// Drain it: a source stops producing; the flow completes once every
     /// stage has.
     Drain,
-    /// A user-defined event for this stage's `on_signal`.
+    /// A user-defined event for this stage's `on_signal` (for events of a
+    /// type the stage declares, see [`TypedStageHandle`](super::TypedStageHandle)).
     Signal {
         /// The signal's name.
         name: String,
@@ -139,6 +140,20 @@ pub enum HandleError {
         stage: String,
         /// The event that was not delivered.
         event: &'static str,
+    },
+    /// The stage does not take user events of the type asked for: it
+    /// declared another type, or none (see
+    /// [`FlowBuilder::with_events`](super::FlowBuilder::with_events)).
+    #[error("run {run_id}: stage `{stage}` takes {declared}, not events of type `{asked}`")]
+    EventType {
+        /// The run.
+        run_id: Uuid,
+        /// The stage.
+        stage: String,
+        /// What it takes: `events of type ...`, or `no user events`.
+        declared: String,
+        /// The type asked for.
+        asked: &'static str,
     },
     /// The flow has no stage with this name.
     #[error("run {run_id} has no stage named `{stage}`")]

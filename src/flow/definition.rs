@@ -10,20 +10,22 @@
 //! clones, hence `T: Clone`); a stage with several upstreams receives the
 //! merge of their items (fan-in).
 
+use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
+use tokio::sync::Notify;
 
 use super::restart::RestartPolicy;
 use super::topology::{StageKind, Topology, TopologyError};
-use crate::stage::actor::{SpawnedStage, StageFactory, StageLaunch, StageStartError, WorkFactory};
+use crate::stage::actor::{Spawner, StageFactory, WorkFactory};
+use crate::stage::events::EventPort;
 use crate::stage::pipe::{PipeConfig, pipe};
 use crate::stage::ports::{PortSlot, Ports};
-use crate::stage::work::{AsSink, AsSource, AsStep, AsTransform};
-use crate::stage::{Sink, Source, Step, Transform};
+use crate::stage::work::{AsSink, AsSource, AsStep, AsTransform, Work};
+use crate::stage::{EventPolicy, OnEvent, Sink, Source, Step, Transform};
 use crate::store::StepOutput;
-use crate::supervise::BoxFuture;
 
 /// How long a cancelled flow waits for its stages to stop cooperatively
 /// before killing them.
@@ -93,14 +95,21 @@ impl<T: Clone + Send + 'static> FlowBuilder<T> {
         self
     }
 
+    fn add_work<W, F>(self, name: String, events: Option<EventPolicy>, factory: F) -> Self
+    where
+        W: Work<T>,
+        F: Fn() -> W + Send + Sync + 'static,
+    {
+        self.add(name, W::KIND, Arc::new(WorkFactory::new(factory, events)))
+    }
+
     /// Adds a source; `factory` builds its logic at each (re)start.
     pub fn source<S, F>(self, name: impl Into<String>, factory: F) -> Self
     where
         S: Source<T>,
         F: Fn() -> S + Send + Sync + 'static,
     {
-        let factory = Arc::new(WorkFactory(move || AsSource(factory())));
-        self.add(name.into(), StageKind::Source, factory)
+        self.add_work(name.into(), None, move || AsSource::new(factory()))
     }
 
     /// Adds a transform; `factory` builds its logic at each (re)start.
@@ -109,8 +118,7 @@ impl<T: Clone + Send + 'static> FlowBuilder<T> {
         X: Transform<T>,
         F: Fn() -> X + Send + Sync + 'static,
     {
-        let factory = Arc::new(WorkFactory(move || AsTransform(factory())));
-        self.add(name.into(), StageKind::Transform, factory)
+        self.add_work(name.into(), None, move || AsTransform::new(factory()))
     }
 
     /// Adds a sink; `factory` builds its logic at each (re)start.
@@ -119,8 +127,20 @@ impl<T: Clone + Send + 'static> FlowBuilder<T> {
         K: Sink<T>,
         F: Fn() -> K + Send + Sync + 'static,
     {
-        let factory = Arc::new(WorkFactory(move || AsSink(factory())));
-        self.add(name.into(), StageKind::Sink, factory)
+        self.add_work(name.into(), None, move || AsSink::new(factory()))
+    }
+
+    /// The next stage added through the returned builder takes user events
+    /// of type `Ev` (its logic implements [`OnEvent<Ev>`]), when `policy`
+    /// says; send them with a
+    /// [`TypedStageHandle`](super::TypedStageHandle). See
+    /// [`troupe::stage::events`](crate::stage::events).
+    pub fn with_events<Ev: Send + 'static>(self, policy: EventPolicy) -> EventStageBuilder<T, Ev> {
+        EventStageBuilder {
+            flow: self,
+            policy,
+            _event: PhantomData,
+        }
     }
 
     /// Adds a workflow step: it runs once, after every step it is connected
@@ -130,8 +150,7 @@ impl<T: Clone + Send + 'static> FlowBuilder<T> {
         S: Step,
         F: Fn() -> S + Send + Sync + 'static,
     {
-        let factory = Arc::new(WorkFactory(move || AsStep::new(factory())));
-        self.add(name.into(), StageKind::Step, factory)
+        self.add_work(name.into(), None, move || AsStep::new(factory()))
     }
 
     /// Connects `from` to `to`.
@@ -220,6 +239,46 @@ impl<T: Clone + Send + 'static> FlowBuilder<T> {
     }
 }
 
+/// Adds one stage that takes user events `Ev`; see [`FlowBuilder::with_events`].
+/// Its logic must implement [`OnEvent<Ev>`], checked by the compiler.
+pub struct EventStageBuilder<T, Ev> {
+    flow: FlowBuilder<T>,
+    policy: EventPolicy,
+    _event: PhantomData<fn(Ev)>,
+}
+
+impl<T: Clone + Send + 'static, Ev: Send + 'static> EventStageBuilder<T, Ev> {
+    /// Adds a source taking events `Ev`.
+    pub fn source<S, F>(self, name: impl Into<String>, factory: F) -> FlowBuilder<T>
+    where
+        S: Source<T> + OnEvent<Ev>,
+        F: Fn() -> S + Send + Sync + 'static,
+    {
+        let make = move || AsSource::<S, Ev>::new(factory());
+        self.flow.add_work(name.into(), Some(self.policy), make)
+    }
+
+    /// Adds a transform taking events `Ev`.
+    pub fn transform<X, F>(self, name: impl Into<String>, factory: F) -> FlowBuilder<T>
+    where
+        X: Transform<T> + OnEvent<Ev>,
+        F: Fn() -> X + Send + Sync + 'static,
+    {
+        let make = move || AsTransform::<X, Ev>::new(factory());
+        self.flow.add_work(name.into(), Some(self.policy), make)
+    }
+
+    /// Adds a sink taking events `Ev`.
+    pub fn sink<K, F>(self, name: impl Into<String>, factory: F) -> FlowBuilder<T>
+    where
+        K: Sink<T> + OnEvent<Ev>,
+        F: Fn() -> K + Send + Sync + 'static,
+    {
+        let make = move || AsSink::<K, Ev>::new(factory());
+        self.flow.add_work(name.into(), Some(self.policy), make)
+    }
+}
+
 struct DefinitionInner<T> {
     name: String,
     stages: Vec<StageDef<T>>,
@@ -283,17 +342,16 @@ impl<T: Clone + Send + 'static> FlowDefinition<T> {
     }
 }
 
-/// Starts one stage of one run; built per run over that run's pipes.
-pub(crate) type Spawner = Box<
-    dyn Fn(StageLaunch) -> BoxFuture<'static, Result<SpawnedStage, StageStartError>> + Send + Sync,
->;
-
 /// One stage of a run about to start.
 pub(crate) struct PlannedStage {
     pub(crate) name: String,
     pub(crate) kind: StageKind,
     pub(crate) policy: RestartPolicy,
     pub(crate) spawn: Spawner,
+    /// Rung around each control or user event sent to the stage.
+    pub(crate) doorbell: Arc<Notify>,
+    /// The sending end of its user-event queue, if it declares events.
+    pub(crate) events: Option<EventPort>,
     /// Drops the stage's pipe ends (closing its outputs): for a stage that
     /// will not run because it completed before a restart.
     retire: Box<dyn Fn() + Send + Sync>,
@@ -387,14 +445,16 @@ impl<T: Clone + Send + 'static> ErasedDefinition for FlowDefinition<T> {
             .zip(&def.upstream)
             .map(|((stage, (input, outputs)), upstream)| {
                 let slot = PortSlot::new(Ports::new(input, outputs, def.pipe.batch_size));
-                let factory = stage.factory.clone();
                 let retired = slot.clone();
-                let spawn: Spawner = Box::new(move |launch| factory.launch(slot.clone(), launch));
+                let doorbell = Arc::new(Notify::new());
+                let (spawn, events) = stage.factory.clone().for_run(slot, doorbell.clone());
                 PlannedStage {
                     name: stage.name.clone(),
                     kind: stage.kind,
                     policy: stage.policy,
                     spawn,
+                    doorbell,
+                    events,
                     retire: Box::new(move || drop(retired.take())),
                     recorded: None,
                     upstream: upstream.clone(),

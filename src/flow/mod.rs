@@ -6,7 +6,9 @@
 //! it spawns the stage actors linked to itself, turns every stage exit into a
 //! restart or a failure event, records stage outputs and the outcome through
 //! one writer ([`record`]), and answers [`ControlEvent`]s sent through a
-//! [`FlowHandle`].
+//! [`FlowHandle`]. A [`StageHandle`] steers one stage; a
+//! [`TypedStageHandle`] sends it user events of the type it declared
+//! ([`FlowBuilder::with_events`], example on [`FlowHandle::stage_events`]).
 //!
 //! Runs are started by a [`Runtime`](crate::runtime::Runtime):
 //!
@@ -51,8 +53,8 @@ pub mod stage_handle;
 pub mod topology;
 
 pub use control::{ControlEvent, FlowOutcome, HandleError, StageControl};
-pub use definition::{DefinitionError, FlowBuilder, FlowDefinition};
+pub use definition::{DefinitionError, EventStageBuilder, FlowBuilder, FlowDefinition};
 pub use handle::FlowHandle;
 pub use machine::{FlowEvent, FlowState};
 pub use record::{RecordError, RunOptions};
-pub use stage_handle::StageHandle;
+pub use stage_handle::{StageHandle, TypedStageHandle};

@@ -1,6 +1,9 @@
-//! [`StageHandle`]: control events for one stage of a run.
+//! [`StageHandle`]: control events for one stage of a run;
+//! [`TypedStageHandle`]: the user events of one stage, of the type it declared.
 
-use tokio::sync::oneshot;
+use std::sync::Arc;
+
+use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::actor::FlowMsg;
 use super::control::{HandleError, StageControl};
@@ -63,11 +66,197 @@ fn event_name(event: &StageEvent) -> &'static str {
 impl FlowHandle {
     /// A handle to the stage called `name`.
     pub fn stage(&self, name: &str) -> Result<StageHandle, HandleError> {
+        let index = self.stage_index(name)?;
+        Ok(StageHandle::new(self.clone(), index, name.to_owned()))
+    }
+
+    fn stage_index(&self, name: &str) -> Result<usize, HandleError> {
         let index = self.stage_names().iter().position(|s| s == name);
-        let index = index.ok_or_else(|| HandleError::UnknownStage {
+        index.ok_or_else(|| HandleError::UnknownStage {
             run_id: self.run_id(),
             stage: name.to_owned(),
-        })?;
-        Ok(StageHandle::new(self.clone(), index, name.to_owned()))
+        })
+    }
+}
+
+/// A handle sending user events of type `Ev` to one stage, which declared
+/// that type when its flow was built
+/// ([`FlowBuilder::with_events`](super::FlowBuilder::with_events)); get it
+/// from [`FlowHandle::stage_events`]. The events wait in the stage's own
+/// queue (kept across the stage's restarts) until its
+/// [`EventPolicy`](crate::stage::EventPolicy) lets it take them. Cheap to
+/// clone, `Send`.
+pub struct TypedStageHandle<Ev> {
+    flow: FlowHandle,
+    name: String,
+    sender: mpsc::Sender<Ev>,
+    doorbell: Arc<Notify>,
+}
+
+impl<Ev> Clone for TypedStageHandle<Ev> {
+    fn clone(&self) -> Self {
+        TypedStageHandle {
+            flow: self.flow.clone(),
+            name: self.name.clone(),
+            sender: self.sender.clone(),
+            doorbell: self.doorbell.clone(),
+        }
+    }
+}
+
+impl<Ev> std::fmt::Debug for TypedStageHandle<Ev> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TypedStageHandle")
+            .field("run_id", &self.flow.run_id())
+            .field("stage", &self.name)
+            .field("event", &std::any::type_name::<Ev>())
+            .finish()
+    }
+}
+
+impl<Ev: Send + 'static> TypedStageHandle<Ev> {
+    /// The stage's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Queues `event` for the stage, waiting while its queue is full.
+    /// A stage that has completed or was cancelled takes no more events
+    /// ([`HandleError::StageNotRunning`]), nor does a finished flow
+    /// ([`HandleError::Finished`]).
+    pub async fn send(&self, event: Ev) -> Result<(), HandleError> {
+        self.check_running()?;
+        let sent = self.sender.send(event).await;
+        self.delivered(sent.is_ok())
+    }
+
+    /// Queues `event` without waiting: [`HandleError::Busy`] if the queue is full.
+    pub fn try_send(&self, event: Ev) -> Result<(), HandleError> {
+        self.check_running()?;
+        match self.sender.try_send(event) {
+            Ok(()) => self.delivered(true),
+            Err(mpsc::error::TrySendError::Full(_)) => Err(HandleError::Busy {
+                run_id: self.flow.run_id(),
+                stage: self.name.clone(),
+                event: std::any::type_name::<Ev>(),
+            }),
+            Err(mpsc::error::TrySendError::Closed(_)) => self.delivered(false),
+        }
+    }
+
+    fn check_running(&self) -> Result<(), HandleError> {
+        if self.flow.has_ended() {
+            return Err(HandleError::Finished {
+                run_id: self.flow.run_id(),
+                event: std::any::type_name::<Ev>(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Rings the stage (so a stage waiting for input looks at its queue),
+    /// or says why the event was refused: the queue is closed once the
+    /// stage has ended, or the flow with it.
+    fn delivered(&self, sent: bool) -> Result<(), HandleError> {
+        if sent {
+            self.doorbell.notify_one();
+            return Ok(());
+        }
+        self.check_running()?;
+        Err(HandleError::StageNotRunning {
+            run_id: self.flow.run_id(),
+            stage: self.name.clone(),
+        })
+    }
+}
+
+impl FlowHandle {
+    /// A handle sending events of type `Ev` to the stage called `name`.
+    /// The type is checked here: [`HandleError::EventType`] if the stage
+    /// declared another type or none; a stage that has completed gives
+    /// [`HandleError::StageNotRunning`].
+    ///
+    /// ```
+    /// use troupe::flow::{ControlEvent, FlowDefinition, HandleError};
+    /// use troupe::runtime::Runtime;
+    /// use troupe::stage::{Emitter, EventPolicy, OnEvent, Transform, sink_fn, source_iter};
+    /// use troupe::supervise::BoxError;
+    ///
+    /// /// Multiplies each item by its factor, which an operator can change.
+    /// struct Scale(u64);
+    /// impl Transform<u64> for Scale {
+    ///     async fn process(&mut self, x: u64, out: &mut Emitter<u64>) -> Result<(), BoxError> {
+    ///         out.push(x * self.0);
+    ///         Ok(())
+    ///     }
+    /// }
+    /// struct SetFactor(u64);
+    /// impl OnEvent<SetFactor> for Scale {
+    ///     async fn on_event(&mut self, SetFactor(f): SetFactor) -> Result<(), BoxError> {
+    ///         self.0 = f;
+    ///         Ok(())
+    ///     }
+    /// }
+    ///
+    /// # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
+    /// let runtime = Runtime::builder().memory().start().await?;
+    /// runtime.register(
+    ///     FlowDefinition::<u64>::builder("scaled")
+    ///         .source("numbers", || source_iter(0_u64..))
+    ///         .with_events::<SetFactor>(EventPolicy::default())
+    ///         .transform("scale", || Scale(1))
+    ///         .sink("discard", || sink_fn(|_: u64| Ok(())))
+    ///         .pipeline(["numbers", "scale", "discard"])
+    ///         .build()?,
+    /// )?;
+    /// let run = runtime.start("scaled").await?;
+    /// let scale = run.stage_events::<SetFactor>("scale").await?;
+    /// scale.send(SetFactor(10)).await?;
+    /// // The wrong type is a typed error, not a panic.
+    /// let wrong = run.stage_events::<String>("scale").await;
+    /// assert!(matches!(wrong, Err(HandleError::EventType { .. })));
+    /// run.send(ControlEvent::Cancel { reason: "enough".into() }).await?;
+    /// run.wait().await?;
+    /// runtime.shutdown().await;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # }).unwrap();
+    /// ```
+    pub async fn stage_events<Ev: Send + 'static>(
+        &self,
+        name: &str,
+    ) -> Result<TypedStageHandle<Ev>, HandleError> {
+        let index = self.stage_index(name)?;
+        let finished = || HandleError::Finished {
+            run_id: self.run_id(),
+            event: "stage_events",
+        };
+        let (reply, replied) = oneshot::channel();
+        let msg = FlowMsg::StageEvents {
+            stage: index,
+            reply,
+        };
+        if self.has_ended() || self.actor_ref().send_message(msg).is_err() {
+            return Err(finished());
+        }
+        let port = replied.await.map_err(|_| finished())??;
+        let asked = std::any::type_name::<Ev>();
+        let wrong = |declared: String| HandleError::EventType {
+            run_id: self.run_id(),
+            stage: name.to_owned(),
+            declared,
+            asked,
+        };
+        let Some(port) = port else {
+            return Err(wrong("no user events".to_owned()));
+        };
+        let sender = port
+            .sender::<Ev>()
+            .ok_or_else(|| wrong(format!("events of type `{}`", port.type_name())))?;
+        Ok(TypedStageHandle {
+            flow: self.clone(),
+            name: name.to_owned(),
+            sender,
+            doorbell: port.doorbell.clone(),
+        })
     }
 }

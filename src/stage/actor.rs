@@ -14,6 +14,9 @@ use std::sync::Arc;
 
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, SpawnErr};
 
+use tokio::sync::Notify;
+
+use super::events::{EventInbox, EventPolicy, EventPort, event_queue};
 use super::logic::StepInputs;
 use super::machine::{StageCtx, StageEvent, StageState};
 use super::ports::PortSlot;
@@ -128,31 +131,71 @@ pub enum StageStartError {
     },
 }
 
-/// Builds a stage's logic and starts its actor over the ports in `slot`;
-/// erased over the logic type so a flow holds stages of any kind.
+/// Starts one stage of one run; built per run over that run's pipes.
+pub(crate) type Spawner = Box<
+    dyn Fn(StageLaunch) -> BoxFuture<'static, Result<SpawnedStage, StageStartError>> + Send + Sync,
+>;
+
+/// Builds a stage's logic and starts its actor; erased over the logic type
+/// so a flow holds stages of any kind.
 pub(crate) trait StageFactory<T: Send + 'static>: Send + Sync {
-    fn launch(
-        &self,
+    /// The stage's parts for one run: how to start it over the ports in
+    /// `slot` and, if it declares user events, the sending end of its event
+    /// queue (`doorbell` is rung after each event sent).
+    fn for_run(
+        self: Arc<Self>,
         slot: Arc<PortSlot<T>>,
-        launch: StageLaunch,
-    ) -> BoxFuture<'static, Result<SpawnedStage, StageStartError>>;
+        doorbell: Arc<Notify>,
+    ) -> (Spawner, Option<EventPort>);
 }
 
-/// A [`StageFactory`] from a closure building the logic.
-pub(crate) struct WorkFactory<F>(pub(crate) F);
+/// A [`StageFactory`] from a closure building the logic, with the stage's
+/// event policy if it declares user events.
+pub(crate) struct WorkFactory<F> {
+    make: F,
+    events: Option<EventPolicy>,
+}
+
+impl<F> WorkFactory<F> {
+    pub(crate) fn new(make: F, events: Option<EventPolicy>) -> Self {
+        WorkFactory { make, events }
+    }
+}
 
 impl<T, W, F> StageFactory<T> for WorkFactory<F>
 where
     T: Clone + Send + 'static,
     W: Work<T>,
-    F: Fn() -> W + Send + Sync,
+    F: Fn() -> W + Send + Sync + 'static,
 {
-    fn launch(
+    fn for_run(
+        self: Arc<Self>,
+        slot: Arc<PortSlot<T>>,
+        doorbell: Arc<Notify>,
+    ) -> (Spawner, Option<EventPort>) {
+        let queue = self
+            .events
+            .map(|policy| event_queue::<W::Event>(policy, doorbell));
+        let (inbox, port) = queue.unzip();
+        let spawner: Spawner =
+            Box::new(move |launch| self.launch(slot.clone(), inbox.clone(), launch));
+        (spawner, port)
+    }
+}
+
+impl<F> WorkFactory<F> {
+    fn launch<T, W>(
         &self,
         slot: Arc<PortSlot<T>>,
+        inbox: Option<EventInbox<W::Event>>,
         mut launch: StageLaunch,
-    ) -> BoxFuture<'static, Result<SpawnedStage, StageStartError>> {
-        let work = catch_unwind(AssertUnwindSafe(&self.0));
+    ) -> BoxFuture<'static, Result<SpawnedStage, StageStartError>>
+    where
+        T: Clone + Send + 'static,
+        W: Work<T>,
+        F: Fn() -> W,
+    {
+        let work = catch_unwind(AssertUnwindSafe(&self.make));
         Box::pin(async move {
             let name = launch.identity.name.clone();
             let mut work = work.map_err(|payload| StageStartError::FactoryPanicked {
@@ -160,7 +203,7 @@ where
                 panic: crate::supervise::panic_message(payload.as_ref()),
             })?;
             work.prepare(std::mem::take(&mut launch.inputs));
-            spawn_stage(launch, slot, work)
+            spawn_stage(launch, slot, inbox, work)
                 .await
                 .map_err(|source| StageStartError::Spawn {
                     stage: name,
@@ -173,6 +216,7 @@ where
 async fn spawn_stage<T: Clone + Send + 'static, W: Work<T>>(
     launch: StageLaunch,
     slot: Arc<PortSlot<T>>,
+    inbox: Option<EventInbox<W::Event>>,
     work: W,
 ) -> Result<SpawnedStage, SpawnErr> {
     // Roomy: tokio allocates channel blocks only as events queue, and the
@@ -180,7 +224,7 @@ async fn spawn_stage<T: Clone + Send + 'static, W: Work<T>>(
     let (control, receiver, watcher) = ChannelBuilder::<StageEvent, StageState>::new()
         .capacity(CONTROL_CAPACITY)
         .build(StageState::Starting);
-    let supervisor = StageSupervisor::new(launch.identity, slot);
+    let supervisor = StageSupervisor::new(launch.identity, slot, inbox);
     let wrapped = HandlerSupervisedWithExternalEvents::new(supervisor, receiver, watcher.clone());
     let ctx = StageCtx {
         work,

@@ -82,8 +82,15 @@ pub enum Produced {
 /// A stage that produces items.
 pub trait Source<T>: Send + 'static {
     /// Emits the next items into `out` (about [`Emitter::room`] of them) and
-    /// says whether more follow. Waiting inside is fine: the stage is paused,
-    /// drained or cancelled between calls.
+    /// says whether more follow.
+    ///
+    /// Waiting inside is fine. A pause (and a signal) is taken once the call
+    /// returns and its items are sent; a cancel or a drain waits for neither
+    /// (nor for a full output): the pending call's future is dropped at its
+    /// current `.await`. Items it pushed into `out`
+    /// before that are kept (and sent, on a drain); work it had not emitted
+    /// yet is lost, so keep state that must survive outside the future or
+    /// make the call cancel-safe (as `tokio`'s `recv` and `sleep` are).
     fn produce(
         &mut self,
         out: &mut Emitter<T>,

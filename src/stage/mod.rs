@@ -8,7 +8,9 @@
 //! through actor mailboxes: the actor takes one step (about one batch) per
 //! message and handles control in between. A stage's ends of the pipes
 //! outlive its actor, so a restarted stage carries on where the failed one
-//! stopped.
+//! stopped. A stage may also take typed user events ([`events`]): its logic
+//! implements [`OnEvent<Ev>`] and its [`EventPolicy`] says, per state, when
+//! it takes them.
 //!
 //! ```
 //! use troupe::stage::{Emitter, Produced, Source, source_iter, transform_fn, sink_fn};
@@ -33,6 +35,8 @@
 //! ```
 
 pub mod actor;
+pub mod events;
+pub mod fsm_transform;
 pub mod logic;
 pub mod machine;
 pub mod pipe;
@@ -41,6 +45,8 @@ mod supervisor;
 pub(crate) mod work;
 
 pub use actor::{EXIT_CANCELLED, EXIT_COMPLETED, StageStartError};
+pub use events::{DEFAULT_EVENT_CAPACITY, EventPolicy, NoEvents, OnEvent};
+pub use fsm_transform::{FsmTransform, ItemNotSettled, MAX_EVENTS_PER_ITEM, transform_fsm};
 pub use logic::{
     Emitter, FnSink, FnStep, FnTransform, IterSource, Produced, Sink, Source, Step, StepInputs,
     Transform, sink_fn, source_iter, step_fn, transform_fn,

@@ -6,11 +6,12 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde_json::Value;
-use tokio::sync::{Notify, oneshot};
+use tokio::sync::oneshot;
 
+use super::events::{EventInbox, HeldEvents, Next, before_work, while_idle};
 use super::machine::{StageAction, StageCtx, StageEvent, StageState, stage_machine};
 use super::ports::PortSlot;
-use super::work::{Stepped, Work, completion_output};
+use super::work::{Bells, Stepped, Work, completion_output};
 use crate::flow::topology::StageKind;
 use crate::fsm::StateMachine;
 use crate::ids::{StageId, WriterId};
@@ -63,32 +64,57 @@ pub(crate) struct StageIdentity {
     pub(crate) generation: u64,
     pub(crate) id: StageId,
     pub(crate) report: Reporter,
-    pub(crate) doorbell: Arc<Notify>,
+    pub(crate) bells: Arc<Bells>,
 }
 
 /// The component a stage actor drives.
-pub(crate) struct StageSupervisor<T: Send + 'static, W> {
+pub(crate) struct StageSupervisor<T: Clone + Send + 'static, W: Work<T>> {
     identity: StageIdentity,
     slot: Arc<PortSlot<T>>,
+    /// The stage's user-event queue, if it declares events.
+    events: Option<EventInbox<W::Event>>,
+    /// The queue, once taken in `Starting`.
+    held: Option<HeldEvents<W::Event>>,
     /// Set when `Completed` is dispatched: what `write_completion_event` reports.
     final_output: Option<Value>,
     _work: PhantomData<fn() -> W>,
 }
 
 impl<T: Clone + Send + 'static, W: Work<T>> StageSupervisor<T, W> {
-    pub(crate) fn new(identity: StageIdentity, slot: Arc<PortSlot<T>>) -> Self {
+    pub(crate) fn new(
+        identity: StageIdentity,
+        slot: Arc<PortSlot<T>>,
+        events: Option<EventInbox<W::Event>>,
+    ) -> Self {
         StageSupervisor {
             identity,
             slot,
+            events,
+            held: None,
             final_output: None,
             _work: PhantomData,
+        }
+    }
+
+    /// How the stage takes user events in `state` (`Ignore` if it declares none).
+    fn event_mode(&self, state: &StageState) -> ExternalEventMode {
+        self.events
+            .as_ref()
+            .map_or(ExternalEventMode::Ignore, |e| e.policy.mode(state))
+    }
+
+    /// An ended stage takes no more events: later sends fail at once
+    /// (a failed one keeps its queue for its restart).
+    fn refuse_events(&mut self) {
+        if let Some(held) = self.held.as_mut() {
+            held.close();
         }
     }
 
     async fn run(&mut self, ctx: &mut StageCtx<T, W>) -> DispatchResult<StageEvent> {
         let StageCtx { work, ports, .. } = ctx;
         let ports = ports.as_mut().ok_or("stage is running without its ports")?;
-        Ok(match work.step(ports, &self.identity.doorbell).await? {
+        Ok(match work.step(ports, &self.identity.bells).await? {
             Stepped::Worked | Stepped::Interrupted => EventLoopDirective::Continue,
             Stepped::Ended => EventLoopDirective::Transition(StageEvent::InputEnded),
         })
@@ -105,7 +131,7 @@ impl<T: Clone + Send + 'static, W: Work<T>> StageSupervisor<T, W> {
             .as_mut()
             .ok_or("stage is draining without its ports")?;
         if W::KIND != StageKind::Source {
-            match work.step(ports, &self.identity.doorbell).await? {
+            match work.step(ports, &self.identity.bells).await? {
                 Stepped::Ended => {}
                 Stepped::Worked | Stepped::Interrupted => return Ok(EventLoopDirective::Continue),
             }
@@ -147,21 +173,49 @@ impl<T: Clone + Send + 'static, W: Work<T>> HandlerSupervised for StageSuperviso
         match state {
             StageState::Starting => {
                 ctx.ports = Some(self.slot.lease().await);
+                if let Some(events) = &self.events {
+                    self.held = Some(events.hold().await);
+                }
                 Ok(EventLoopDirective::Transition(StageEvent::Started))
             }
-            StageState::Running => self.run(ctx).await,
+            StageState::Running | StageState::Draining => {
+                let mode = self.event_mode(state);
+                if let Some(held) = self.held.as_mut() {
+                    match before_work(held, mode, &self.identity.bells.control).await {
+                        Next::Work => {}
+                        Next::Interrupted => return Ok(EventLoopDirective::Continue),
+                        Next::Event(event) => {
+                            ctx.work.on_event(event).await?;
+                            return Ok(EventLoopDirective::Continue);
+                        }
+                        Next::EventThenWork(event) => ctx.work.on_event(event).await?,
+                    }
+                }
+                match state {
+                    StageState::Running => self.run(ctx).await,
+                    _ => self.drain(ctx).await,
+                }
+            }
             StageState::Paused => {
-                // Only reached if the control channel closed without a
-                // mapped event; wait for the doorbell rather than spin.
-                self.identity.doorbell.notified().await;
+                // No work: wait for a control event (the doorbell rings with
+                // each) or a user event the policy takes while paused.
+                let mode = self.event_mode(state);
+                let bell = &self.identity.bells.control;
+                if let Some(event) = while_idle(self.held.as_mut(), mode, bell).await {
+                    ctx.work.on_event(event).await?;
+                }
                 Ok(EventLoopDirective::Continue)
             }
-            StageState::Draining => self.drain(ctx).await,
             StageState::Completed => {
                 self.final_output = ctx.output.take();
+                self.refuse_events();
                 Ok(EventLoopDirective::Terminate)
             }
-            StageState::Failed(_) | StageState::Cancelled => Ok(EventLoopDirective::Terminate),
+            StageState::Cancelled => {
+                self.refuse_events();
+                Ok(EventLoopDirective::Terminate)
+            }
+            StageState::Failed(_) => Ok(EventLoopDirective::Terminate),
         }
     }
 
@@ -212,8 +266,11 @@ impl<T: Clone + Send + 'static, W: Work<T>> ExternalEventPolicy for StageSupervi
             // Events wait until the ports are taken, so a Pause sent to a
             // restarting stage pauses it once it can run.
             StageState::Starting => ExternalEventMode::Ignore,
-            StageState::Running | StageState::Draining => ExternalEventMode::Poll,
-            StageState::Paused => ExternalEventMode::Block,
+            // Paused polls too: its dispatch waits for the doorbell, which
+            // rings with every control event, or for a user event.
+            StageState::Running | StageState::Draining | StageState::Paused => {
+                ExternalEventMode::Poll
+            }
             StageState::Completed | StageState::Failed(_) | StageState::Cancelled => {
                 ExternalEventMode::Ignore
             }

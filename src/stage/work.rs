@@ -1,10 +1,13 @@
 //! One view of the three kinds of stage logic, as the stage supervisor drives it.
 
 use std::future::Future;
+use std::marker::PhantomData;
+use std::sync::Arc;
 
 use serde_json::{Value, json};
 use tokio::sync::Notify;
 
+use super::events::{NoEvents, OnEvent};
 use super::logic::{Produced, Sink, Source, Step, StepInputs, Transform};
 use super::ports::{Input, Ports};
 use crate::flow::topology::StageKind;
@@ -17,8 +20,21 @@ pub(crate) enum Stepped {
     Worked,
     /// The input (or the source) is exhausted.
     Ended,
-    /// The control doorbell rang while waiting for input.
+    /// A control event interrupted the work: the doorbell rang while
+    /// waiting for input, or a cancel or drain cut a pending `produce` short.
     Interrupted,
+}
+
+/// How control events reach a stage that is busy inside its work.
+#[derive(Debug)]
+pub(crate) struct Bells {
+    /// Rung around every control or user event: ends a wait for input
+    /// early. One per stage and run (a stale ring costs one extra look).
+    pub(crate) control: Arc<Notify>,
+    /// Rung once a `Cancel` or `Drain` is queued: ends a pending
+    /// [`Source::produce`] (its future is dropped). One per start, so that
+    /// a ring never reaches a later start.
+    pub(crate) halt: Notify,
 }
 
 /// The logic of one stage, whatever its kind. Implemented by the wrappers
@@ -28,11 +44,14 @@ pub(crate) trait Work<T: Clone + Send + 'static>: Send + 'static {
     /// The kind of stage this logic runs as.
     const KIND: StageKind;
 
+    /// The user events the logic takes ([`NoEvents`] if none).
+    type Event: Send + 'static;
+
     /// One unit of work: a produced batch (sources) or one received batch.
     fn step(
         &mut self,
         ports: &mut Ports<T>,
-        doorbell: &Notify,
+        bells: &Bells,
     ) -> impl Future<Output = Result<Stepped, BoxError>> + Send;
 
     /// The user's completion hook; emitted items are sent before it returns.
@@ -43,6 +62,10 @@ pub(crate) trait Work<T: Clone + Send + 'static>: Send + 'static {
 
     /// Hands a `Signal` control event to the user logic.
     fn signal(&mut self, name: &str, payload: &Value);
+
+    /// Hands a user event to the user logic.
+    fn on_event(&mut self, event: Self::Event)
+    -> impl Future<Output = Result<(), BoxError>> + Send;
 
     /// Receives the outputs of the stage's upstream steps before it starts.
     fn prepare(&mut self, _inputs: StepInputs) {}
@@ -78,12 +101,24 @@ async fn wait_for_input<T: Clone + Send + 'static>(
     }
 }
 
-/// Runs a [`Source`].
-pub(crate) struct AsSource<S>(pub(crate) S);
-/// Runs a [`Transform`].
-pub(crate) struct AsTransform<X>(pub(crate) X);
-/// Runs a [`Sink`].
-pub(crate) struct AsSink<K>(pub(crate) K);
+/// Runs a [`Source`] taking user events `Ev`.
+pub(crate) struct AsSource<S, Ev = NoEvents>(pub(crate) S, PhantomData<fn() -> Ev>);
+/// Runs a [`Transform`] taking user events `Ev`.
+pub(crate) struct AsTransform<X, Ev = NoEvents>(pub(crate) X, PhantomData<fn() -> Ev>);
+/// Runs a [`Sink`] taking user events `Ev`.
+pub(crate) struct AsSink<K, Ev = NoEvents>(pub(crate) K, PhantomData<fn() -> Ev>);
+
+/// The three streaming wrappers are built the same way.
+macro_rules! wrapper_new {
+    ($($wrapper:ident),*) => {$(
+        impl<L, Ev> $wrapper<L, Ev> {
+            pub(crate) fn new(logic: L) -> Self {
+                $wrapper(logic, PhantomData)
+            }
+        }
+    )*};
+}
+wrapper_new!(AsSource, AsTransform, AsSink);
 /// Runs a [`Step`] once.
 pub(crate) struct AsStep<S> {
     step: S,
@@ -101,32 +136,63 @@ impl<S> AsStep<S> {
     }
 }
 
-impl<T: Clone + Send + 'static, S: Source<T>> Work<T> for AsSource<S> {
+impl<T, S, Ev> Work<T> for AsSource<S, Ev>
+where
+    T: Clone + Send + 'static,
+    S: Source<T> + OnEvent<Ev>,
+    Ev: Send + 'static,
+{
     const KIND: StageKind = StageKind::Source;
 
-    async fn step(&mut self, ports: &mut Ports<T>, _: &Notify) -> Result<Stepped, BoxError> {
-        let produced = self.0.produce(&mut ports.outbox).await?;
-        ports.send_outbox().await?;
+    async fn step(&mut self, ports: &mut Ports<T>, bells: &Bells) -> Result<Stepped, BoxError> {
+        // A cancel or drain must not wait for a `produce` blocked on the
+        // outside world, nor for a full output: the pending call is dropped
+        // (what it emitted so far stays in the outbox, and sends are
+        // cancel-safe). A pause waits for the step to end.
+        let work = async {
+            let produced = self.0.produce(&mut ports.outbox).await?;
+            ports.send_outbox().await?;
+            Ok::<_, BoxError>(produced)
+        };
+        let produced = tokio::select! {
+            biased;
+            () = bells.halt.notified() => return Ok(Stepped::Interrupted),
+            produced = work => produced?,
+        };
         Ok(match produced {
             Produced::More => Stepped::Worked,
             Produced::Done => Stepped::Ended,
         })
     }
 
-    async fn complete(&mut self, _: &mut Ports<T>) -> Result<Option<Value>, BoxError> {
-        self.0.complete().await
+    async fn complete(&mut self, ports: &mut Ports<T>) -> Result<Option<Value>, BoxError> {
+        let result = self.0.complete().await?;
+        // Items a drained (interrupted) `produce` emitted before it was dropped.
+        ports.send_outbox().await?;
+        Ok(result)
     }
 
     fn signal(&mut self, name: &str, payload: &Value) {
         self.0.on_signal(name, payload);
     }
+
+    type Event = Ev;
+
+    fn on_event(&mut self, event: Ev) -> impl Future<Output = Result<(), BoxError>> + Send {
+        self.0.on_event(event)
+    }
 }
 
-impl<T: Clone + Send + 'static, X: Transform<T>> Work<T> for AsTransform<X> {
+impl<T, X, Ev> Work<T> for AsTransform<X, Ev>
+where
+    T: Clone + Send + 'static,
+    X: Transform<T> + OnEvent<Ev>,
+    Ev: Send + 'static,
+{
     const KIND: StageKind = StageKind::Transform;
 
-    async fn step(&mut self, ports: &mut Ports<T>, doorbell: &Notify) -> Result<Stepped, BoxError> {
-        if let Some(waited) = wait_for_input(ports, doorbell).await {
+    async fn step(&mut self, ports: &mut Ports<T>, bells: &Bells) -> Result<Stepped, BoxError> {
+        if let Some(waited) = wait_for_input(ports, &bells.control).await {
             return Ok(waited);
         }
         // Item by item out of the inbox: after a failure the rest of the
@@ -148,13 +214,24 @@ impl<T: Clone + Send + 'static, X: Transform<T>> Work<T> for AsTransform<X> {
     fn signal(&mut self, name: &str, payload: &Value) {
         self.0.on_signal(name, payload);
     }
+
+    type Event = Ev;
+
+    fn on_event(&mut self, event: Ev) -> impl Future<Output = Result<(), BoxError>> + Send {
+        self.0.on_event(event)
+    }
 }
 
-impl<T: Clone + Send + 'static, K: Sink<T>> Work<T> for AsSink<K> {
+impl<T, K, Ev> Work<T> for AsSink<K, Ev>
+where
+    T: Clone + Send + 'static,
+    K: Sink<T> + OnEvent<Ev>,
+    Ev: Send + 'static,
+{
     const KIND: StageKind = StageKind::Sink;
 
-    async fn step(&mut self, ports: &mut Ports<T>, doorbell: &Notify) -> Result<Stepped, BoxError> {
-        if let Some(waited) = wait_for_input(ports, doorbell).await {
+    async fn step(&mut self, ports: &mut Ports<T>, bells: &Bells) -> Result<Stepped, BoxError> {
+        if let Some(waited) = wait_for_input(ports, &bells.control).await {
             return Ok(waited);
         }
         for item in ports.inbox.by_ref() {
@@ -171,12 +248,18 @@ impl<T: Clone + Send + 'static, K: Sink<T>> Work<T> for AsSink<K> {
     fn signal(&mut self, name: &str, payload: &Value) {
         self.0.on_signal(name, payload);
     }
+
+    type Event = Ev;
+
+    fn on_event(&mut self, event: Ev) -> impl Future<Output = Result<(), BoxError>> + Send {
+        self.0.on_event(event)
+    }
 }
 
 impl<T: Clone + Send + 'static, S: Step> Work<T> for AsStep<S> {
     const KIND: StageKind = StageKind::Step;
 
-    async fn step(&mut self, _: &mut Ports<T>, _: &Notify) -> Result<Stepped, BoxError> {
+    async fn step(&mut self, _: &mut Ports<T>, _: &Bells) -> Result<Stepped, BoxError> {
         // Draining steps again until `Ended`: the work runs once.
         if self.result.is_none() {
             self.result = Some(self.step.run(&self.inputs).await?);
@@ -189,6 +272,12 @@ impl<T: Clone + Send + 'static, S: Step> Work<T> for AsStep<S> {
     }
 
     fn signal(&mut self, _: &str, _: &Value) {}
+
+    type Event = NoEvents;
+
+    async fn on_event(&mut self, event: NoEvents) -> Result<(), BoxError> {
+        match event {}
+    }
 
     fn prepare(&mut self, inputs: StepInputs) {
         self.inputs = inputs;

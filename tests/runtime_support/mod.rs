@@ -6,7 +6,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde_json::{Value, json};
 use tokio::sync::{Semaphore, mpsc};
+use troupe::flow::{FlowDefinition, FlowHandle};
 use troupe::runtime::Runtime;
+use troupe::stage::pipe::PipeConfig;
 use troupe::stage::{Emitter, Produced, Sink, Source};
 use troupe::store::{EventKind, FlowStore};
 use troupe::supervise::BoxError;
@@ -80,6 +82,33 @@ impl Sink<u64> for Tally {
     async fn complete(&mut self) -> Result<Option<Value>, BoxError> {
         Ok(Some(json!({ "sum": self.sum.load(Ordering::SeqCst) })))
     }
+}
+
+/// Registers and starts `name`: an endless counter → tally flow over
+/// one-batch pipes of 4 items, so a paused sink soon blocks the source on
+/// its full output.
+pub async fn tight_pipeline(
+    runtime: &Runtime,
+    name: &str,
+    produced: &Arc<AtomicU64>,
+    consumed: &Arc<AtomicU64>,
+) -> FlowHandle {
+    let (p, c) = (produced.clone(), consumed.clone());
+    runtime
+        .register(
+            FlowDefinition::<u64>::builder(name)
+                .source("numbers", move || Counter::endless(p.clone()))
+                .sink("tally", move || Tally::new(&c))
+                .pipeline(["numbers", "tally"])
+                .pipes(PipeConfig {
+                    batch_size: 4,
+                    capacity: 1,
+                })
+                .build()
+                .unwrap(),
+        )
+        .unwrap();
+    runtime.start(name).await.unwrap()
 }
 
 pub fn counter() -> Arc<AtomicU64> {

@@ -1,0 +1,333 @@
+//! Typed user events for one stage.
+//!
+//! A stage may declare, when its flow is built, the type `Ev` of the events
+//! it takes ([`FlowBuilder::with_events`](crate::flow::FlowBuilder::with_events));
+//! its logic then implements [`OnEvent<Ev>`], and a
+//! [`TypedStageHandle<Ev>`](crate::flow::TypedStageHandle) sends it values of
+//! that type. Events wait in the stage's own bounded queue, which belongs to
+//! the run (not to one actor): events queued for a stage that fails are
+//! handed to its restarted actor.
+//!
+//! When the stage takes them is its [`EventPolicy`]: per state, an
+//! [`ExternalEventMode`], in the sense of
+//! [`ExternalEventPolicy`](crate::supervise::ExternalEventPolicy):
+//!
+//! | mode | `Running` / `Draining` | `Paused` |
+//! |---|---|---|
+//! | `Poll` | one queued event before each unit of work (a batch), if any | each event as it comes |
+//! | `Block` | waits for an event before each unit of work: events gate the work | each event as it comes |
+//! | `Ignore` | events stay queued until a state that takes them | events stay queued until resumed |
+//!
+//! A stage never takes user events while `Starting` or once it has ended
+//! (a completed or cancelled stage refuses further ones). The default,
+//! [`EventPolicy::default`], is how a stage takes `Signal`s: between
+//! batches while running or draining, at once while paused. User events and
+//! control events travel apart: their relative order is not kept. An event
+//! whose handling fails the stage (or is cut short by a kill) is lost with
+//! that failure, like the item a failing stage was working on.
+//!
+//! ```
+//! use troupe::stage::{EventPolicy, OnEvent, Sink};
+//! use troupe::supervise::{BoxError, ExternalEventMode};
+//!
+//! /// What an operator can tell the sink.
+//! enum Threshold {
+//!     Raise(u64),
+//!     Reset,
+//! }
+//!
+//! struct Alerts {
+//!     threshold: u64,
+//! }
+//!
+//! impl Sink<u64> for Alerts {
+//!     async fn consume(&mut self, x: u64) -> Result<(), BoxError> {
+//!         if x > self.threshold {
+//!             println!("alert: {x}");
+//!         }
+//!         Ok(())
+//!     }
+//! }
+//!
+//! impl OnEvent<Threshold> for Alerts {
+//!     async fn on_event(&mut self, event: Threshold) -> Result<(), BoxError> {
+//!         match event {
+//!             Threshold::Raise(by) => self.threshold += by,
+//!             Threshold::Reset => self.threshold = 0,
+//!         }
+//!         Ok(())
+//!     }
+//! }
+//!
+//! // Events wait while the sink runs and are taken once it is paused.
+//! let policy = EventPolicy::default().running(ExternalEventMode::Ignore);
+//! assert_eq!(policy.mode(&troupe::stage::StageState::Running), ExternalEventMode::Ignore);
+//! # let _ = Alerts { threshold: 0 };
+//! ```
+//!
+//! The whole path, through a flow, is shown on
+//! [`FlowHandle::stage_events`](crate::flow::FlowHandle::stage_events).
+
+use std::any::Any;
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::sync::{Mutex, Notify, OwnedMutexGuard, mpsc};
+
+use super::machine::StageState;
+use crate::supervise::{BoxError, ExternalEventMode};
+
+/// How many user events may wait for a stage, by default, before a send waits.
+pub const DEFAULT_EVENT_CAPACITY: usize = 64;
+
+/// Stage logic that takes user events of type `Ev`.
+pub trait OnEvent<Ev>: Send + 'static {
+    /// Handles one event. An error (or a panic) fails the stage, as one from
+    /// its work does; its restart policy decides what follows.
+    fn on_event(&mut self, event: Ev) -> impl Future<Output = Result<(), BoxError>> + Send;
+}
+
+/// The event type of a stage that declares none: it has no values, so
+/// nothing can be sent to such a stage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoEvents {}
+
+impl<L: Send + 'static> OnEvent<NoEvents> for L {
+    async fn on_event(&mut self, event: NoEvents) -> Result<(), BoxError> {
+        match event {}
+    }
+}
+
+/// When a stage takes its user events, by state; see the [module docs](self).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct EventPolicy {
+    running: ExternalEventMode,
+    paused: ExternalEventMode,
+    draining: ExternalEventMode,
+    capacity: usize,
+}
+
+impl Default for EventPolicy {
+    /// As `Signal`s are taken: `Poll` while running or draining, `Block`
+    /// (at once) while paused; a queue of [`DEFAULT_EVENT_CAPACITY`].
+    fn default() -> Self {
+        EventPolicy {
+            running: ExternalEventMode::Poll,
+            paused: ExternalEventMode::Block,
+            draining: ExternalEventMode::Poll,
+            capacity: DEFAULT_EVENT_CAPACITY,
+        }
+    }
+}
+
+impl EventPolicy {
+    /// The mode while the stage runs.
+    pub fn running(mut self, mode: ExternalEventMode) -> Self {
+        self.running = mode;
+        self
+    }
+
+    /// The mode while the stage is paused (`Poll` and `Block` both take
+    /// events as they come: a paused stage has no work of its own).
+    pub fn paused(mut self, mode: ExternalEventMode) -> Self {
+        self.paused = mode;
+        self
+    }
+
+    /// The mode while the stage drains.
+    pub fn draining(mut self, mode: ExternalEventMode) -> Self {
+        self.draining = mode;
+        self
+    }
+
+    /// How many events may wait before a send waits (at least 1).
+    pub fn capacity(mut self, capacity: usize) -> Self {
+        self.capacity = capacity.max(1);
+        self
+    }
+
+    /// The mode of `state`: `Ignore` while starting and once ended.
+    pub fn mode(&self, state: &StageState) -> ExternalEventMode {
+        match state {
+            StageState::Running => self.running,
+            StageState::Paused => self.paused,
+            StageState::Draining => self.draining,
+            StageState::Starting
+            | StageState::Completed
+            | StageState::Failed(_)
+            | StageState::Cancelled => ExternalEventMode::Ignore,
+        }
+    }
+}
+
+/// The sending end of a stage's event queue for one run, with its type
+/// erased so the flow can hold stages of any event type.
+#[derive(Clone)]
+pub(crate) struct EventPort {
+    /// An `mpsc::Sender<Ev>`.
+    sender: Arc<dyn Any + Send + Sync>,
+    type_name: &'static str,
+    /// The stage's control doorbell, rung after each send so that a stage
+    /// waiting for input looks at its queue.
+    pub(crate) doorbell: Arc<Notify>,
+}
+
+impl EventPort {
+    /// The declared event type's name, for errors.
+    pub(crate) fn type_name(&self) -> &'static str {
+        self.type_name
+    }
+
+    /// The typed sender, if `Ev` is the declared event type.
+    pub(crate) fn sender<Ev: Send + 'static>(&self) -> Option<mpsc::Sender<Ev>> {
+        self.sender.downcast_ref::<mpsc::Sender<Ev>>().cloned()
+    }
+}
+
+/// A stage's event queue for one run: the receiving end, taken by each
+/// start of the stage in turn, and the policy it is read by.
+pub(crate) struct EventInbox<Ev> {
+    queue: Arc<Mutex<mpsc::Receiver<Ev>>>,
+    pub(crate) policy: EventPolicy,
+}
+
+impl<Ev> Clone for EventInbox<Ev> {
+    fn clone(&self) -> Self {
+        EventInbox {
+            queue: self.queue.clone(),
+            policy: self.policy,
+        }
+    }
+}
+
+/// A new event queue: the stage's inbox and the flow's port to it.
+pub(crate) fn event_queue<Ev: Send + 'static>(
+    policy: EventPolicy,
+    doorbell: Arc<Notify>,
+) -> (EventInbox<Ev>, EventPort) {
+    let (tx, rx) = mpsc::channel::<Ev>(policy.capacity);
+    let inbox = EventInbox {
+        queue: Arc::new(Mutex::new(rx)),
+        policy,
+    };
+    let port = EventPort {
+        sender: Arc::new(tx),
+        type_name: std::any::type_name::<Ev>(),
+        doorbell,
+    };
+    (inbox, port)
+}
+
+/// A running stage's hold on its event queue; dropping it (with the actor)
+/// hands the queue, and what waits in it, to the next start.
+pub(crate) type HeldEvents<Ev> = OwnedMutexGuard<mpsc::Receiver<Ev>>;
+
+impl<Ev: Send + 'static> EventInbox<Ev> {
+    /// Takes the queue, waiting until a previous start of the stage let go.
+    pub(crate) async fn hold(&self) -> HeldEvents<Ev> {
+        self.queue.clone().lock_owned().await
+    }
+}
+
+/// What to do about user events in a state, before its work.
+pub(crate) enum Next<Ev> {
+    /// Hand over this event, then do the work.
+    EventThenWork(Ev),
+    /// Hand over this event; the work waits for another step.
+    Event(Ev),
+    /// Do the work.
+    Work,
+    /// The doorbell rang: let the control channel be looked at first.
+    Interrupted,
+}
+
+/// Looks at the queue as `mode` asks, in a state with work of its own
+/// (`Running`, `Draining`).
+pub(crate) async fn before_work<Ev>(
+    held: &mut HeldEvents<Ev>,
+    mode: ExternalEventMode,
+    doorbell: &Notify,
+) -> Next<Ev> {
+    match mode {
+        ExternalEventMode::Ignore => Next::Work,
+        ExternalEventMode::Poll => match held.try_recv() {
+            Ok(event) => Next::Event(event),
+            Err(_) => Next::Work,
+        },
+        ExternalEventMode::Block => tokio::select! {
+            biased;
+            () = doorbell.notified() => Next::Interrupted,
+            event = held.recv() => event.map_or(Next::Work, Next::EventThenWork),
+        },
+    }
+}
+
+/// Waits, in a state without work (`Paused`), for the doorbell or, unless
+/// `mode` ignores events, for an event.
+pub(crate) async fn while_idle<Ev>(
+    held: Option<&mut HeldEvents<Ev>>,
+    mode: ExternalEventMode,
+    doorbell: &Notify,
+) -> Option<Ev> {
+    match held {
+        Some(held) if mode != ExternalEventMode::Ignore => tokio::select! {
+            biased;
+            () = doorbell.notified() => None,
+            event = held.recv() => event,
+        },
+        _ => {
+            doorbell.notified().await;
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_policy_takes_events_as_signals_are_taken() {
+        let policy = EventPolicy::default();
+        assert_eq!(
+            policy.mode(&StageState::Starting),
+            ExternalEventMode::Ignore
+        );
+        assert_eq!(policy.mode(&StageState::Running), ExternalEventMode::Poll);
+        assert_eq!(policy.mode(&StageState::Paused), ExternalEventMode::Block);
+        assert_eq!(policy.mode(&StageState::Draining), ExternalEventMode::Poll);
+        assert_eq!(
+            policy.mode(&StageState::Completed),
+            ExternalEventMode::Ignore
+        );
+        let blocking = policy.running(ExternalEventMode::Block).capacity(0);
+        assert_eq!(
+            blocking.mode(&StageState::Running),
+            ExternalEventMode::Block
+        );
+        assert_eq!(blocking.capacity, 1);
+    }
+
+    #[tokio::test]
+    async fn a_port_sends_only_its_declared_type_and_the_queue_outlives_its_holder() {
+        let (inbox, port) = event_queue::<u8>(EventPolicy::default(), Arc::new(Notify::new()));
+        assert!(port.sender::<u16>().is_none());
+        assert!(port.type_name().ends_with("u8"));
+        let tx = port.sender::<u8>().expect("declared type");
+        tx.send(1).await.unwrap();
+        tx.send(2).await.unwrap();
+        let mut held = inbox.hold().await;
+        assert_eq!(held.recv().await, Some(1));
+        drop(held);
+        // The next holder gets what is left.
+        let mut held = inbox.hold().await;
+        let doorbell = Notify::new();
+        let next = before_work(&mut held, ExternalEventMode::Poll, &doorbell).await;
+        assert!(matches!(next, Next::Event(2)));
+        let next = before_work(&mut held, ExternalEventMode::Poll, &doorbell).await;
+        assert!(matches!(next, Next::Work));
+        doorbell.notify_one();
+        let next = before_work(&mut held, ExternalEventMode::Block, &doorbell).await;
+        assert!(matches!(next, Next::Interrupted));
+    }
+}

@@ -1,0 +1,234 @@
+//! Control of one stage: a stage's pause survives its restart, and a cancel
+//! or drain reaches a source blocked inside its own `produce` or on a full
+//! output.
+
+mod runtime_support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use runtime_support::*;
+use troupe::flow::restart::{Backoff, RestartPolicy, RestartStrategy};
+use troupe::flow::{ControlEvent, FlowDefinition, StageControl};
+use troupe::stage::pipe::PipeConfig;
+use troupe::stage::{Emitter, Produced, Source, StageState};
+use troupe::store::FlowStatus;
+use troupe::supervise::BoxError;
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+/// Counts up, a batch per millisecond; fails once when `fail` is set.
+struct Flaky {
+    inner: Counter,
+    fail: Arc<AtomicBool>,
+}
+
+impl Source<u64> for Flaky {
+    async fn produce(&mut self, out: &mut Emitter<u64>) -> Result<Produced, BoxError> {
+        if self.fail.swap(false, Ordering::SeqCst) {
+            return Err("the source tripped".into());
+        }
+        self.inner.produce(out).await
+    }
+}
+
+/// A source restart that takes the (paused) sink with it (one-for-all)
+/// brings the sink back paused: the pause belongs to the stage, not to the
+/// actor that failed.
+#[tokio::test(start_paused = true)]
+async fn a_stage_paused_through_its_handle_comes_back_paused_after_a_restart() {
+    let runtime = memory_runtime().await;
+    let (produced, consumed) = (counter(), counter());
+    let fail = Arc::new(AtomicBool::new(false));
+    let (trip, seen) = (fail.clone(), consumed.clone());
+    let one_for_all = RestartPolicy {
+        strategy: RestartStrategy::OneForAll,
+        backoff: Backoff::NONE,
+        ..RestartPolicy::permanent()
+    };
+    runtime
+        .register(
+            FlowDefinition::<u64>::builder("paused-restart")
+                .source("numbers", move || Flaky {
+                    inner: Counter::endless(produced.clone()),
+                    fail: trip.clone(),
+                })
+                .sink("tally", move || Tally::new(&seen))
+                .pipeline(["numbers", "tally"])
+                .restart("numbers", one_for_all)
+                .pipes(PipeConfig {
+                    batch_size: 4,
+                    capacity: 1024,
+                })
+                .build()
+                .unwrap(),
+        )
+        .unwrap();
+    let run = runtime.start("paused-restart").await.unwrap();
+    let tally = run.stage("tally").unwrap();
+    settle().await;
+    tally.send(StageControl::Pause).await.unwrap();
+    settle().await;
+    let before = get(&consumed);
+
+    fail.store(true, Ordering::SeqCst);
+    settle().await;
+    assert!(!fail.load(Ordering::SeqCst), "the source did not fail");
+    settle().await;
+    assert_eq!(get(&consumed), before, "the restarted sink is not paused");
+    assert_eq!(
+        tally.send(StageControl::Resume).await,
+        Ok(StageState::Paused)
+    );
+    settle().await;
+    assert!(get(&consumed) > before, "the sink did not resume");
+    run.send(ControlEvent::Drain).await.unwrap();
+    assert_eq!(run.wait().await.unwrap().status, FlowStatus::Finished);
+}
+
+/// Emits `first` items, then on the next call emits `then` more and waits
+/// forever (a source stuck on the outside world).
+struct Stuck {
+    first: u64,
+    then: u64,
+    calls: Arc<AtomicU64>,
+}
+
+impl Source<u64> for Stuck {
+    async fn produce(&mut self, out: &mut Emitter<u64>) -> Result<Produced, BoxError> {
+        let call = self.calls.fetch_add(1, Ordering::SeqCst);
+        let (from, count) = if call == 0 {
+            (0, self.first)
+        } else {
+            (self.first, self.then)
+        };
+        for x in from..from + count {
+            out.push(x);
+        }
+        if call > 0 {
+            std::future::pending::<()>().await;
+        }
+        Ok(Produced::More)
+    }
+}
+
+async fn stuck_run(
+    name: &str,
+) -> (
+    troupe::runtime::Runtime,
+    troupe::flow::FlowHandle,
+    Arc<AtomicU64>,
+) {
+    let runtime = memory_runtime().await;
+    let consumed = counter();
+    let calls = counter();
+    let (seen, c) = (consumed.clone(), calls.clone());
+    runtime
+        .register(
+            FlowDefinition::<u64>::builder(name)
+                .source("stuck", move || Stuck {
+                    first: 3,
+                    then: 2,
+                    calls: c.clone(),
+                })
+                .sink("tally", move || Tally::new(&seen))
+                .pipeline(["stuck", "tally"])
+                // Only the cooperative path can end the run in time.
+                .cancel_grace(Duration::from_secs(3600))
+                .build()
+                .unwrap(),
+        )
+        .unwrap();
+    let run = runtime.start(name).await.unwrap();
+    settle().await;
+    assert_eq!(get(&calls), 2, "the source is not stuck in its second call");
+    assert_eq!(get(&consumed), 3);
+    (runtime, run, consumed)
+}
+
+#[tokio::test(start_paused = true)]
+async fn cancel_reaches_a_source_blocked_in_produce() {
+    let (_runtime, run, _) = stuck_run("stuck-cancel").await;
+    run.send(ControlEvent::Cancel {
+        reason: "stuck".into(),
+    })
+    .await
+    .unwrap();
+    let outcome = tokio::time::timeout(MINUTE, run.wait())
+        .await
+        .expect("the cancel waited for produce (or the grace kill)")
+        .unwrap();
+    assert_eq!(outcome.status, FlowStatus::Cancelled);
+}
+
+#[tokio::test(start_paused = true)]
+async fn drain_reaches_a_source_blocked_in_produce_and_keeps_what_it_emitted() {
+    let (_runtime, run, consumed) = stuck_run("stuck-drain").await;
+    run.stage("stuck")
+        .unwrap()
+        .send(StageControl::Drain)
+        .await
+        .unwrap();
+    let outcome = tokio::time::timeout(MINUTE, run.wait())
+        .await
+        .expect("the drain waited for produce")
+        .unwrap();
+    assert_eq!(outcome.status, FlowStatus::Finished);
+    // The 2 items the interrupted call emitted before it blocked are sent.
+    let steps = &outcome.structured_output.unwrap()["steps"];
+    assert_eq!(steps["stuck"]["items_out"], 5);
+    assert_eq!(get(&consumed), 5);
+}
+
+/// A pause waits for a pending `produce` to return; the stage is paused after it.
+#[tokio::test(start_paused = true)]
+async fn pause_takes_effect_once_produce_returns() {
+    let (_runtime, run, consumed) = stuck_run("stuck-pause").await;
+    let stuck = run.stage("stuck").unwrap();
+    assert_eq!(
+        stuck.send(StageControl::Pause).await,
+        Ok(StageState::Running)
+    );
+    settle().await;
+    // Still inside produce: the pause is queued, not taken.
+    assert_eq!(
+        stuck.send(StageControl::Resume).await,
+        Ok(StageState::Running)
+    );
+    assert_eq!(get(&consumed), 3);
+    run.send(ControlEvent::Cancel {
+        reason: "done".into(),
+    })
+    .await
+    .unwrap();
+    assert_eq!(run.wait().await.unwrap().status, FlowStatus::Cancelled);
+}
+
+/// A source blocked on a full output (its sink is paused) takes a drain at
+/// once; the items it holds are still delivered once the sink resumes.
+#[tokio::test(start_paused = true)]
+async fn drain_reaches_a_source_blocked_on_backpressure() {
+    let runtime = memory_runtime().await;
+    let (produced, consumed) = (counter(), counter());
+    let run = tight_pipeline(&runtime, "backpressure", &produced, &consumed).await;
+    settle().await;
+    let (numbers, tally) = (run.stage("numbers").unwrap(), run.stage("tally").unwrap());
+    tally.send(StageControl::Pause).await.unwrap();
+    settle().await;
+    numbers.send(StageControl::Drain).await.unwrap();
+    settle().await;
+    // Resume is a no-op for a draining stage; its answer tells the state.
+    assert_eq!(
+        numbers.send(StageControl::Resume).await,
+        Ok(StageState::Draining),
+        "the drain waited for the full output"
+    );
+    tally.send(StageControl::Resume).await.unwrap();
+    let outcome = tokio::time::timeout(MINUTE, run.wait())
+        .await
+        .expect("the run completes")
+        .unwrap();
+    assert_eq!(outcome.status, FlowStatus::Finished);
+    assert_eq!(get(&consumed), get(&produced));
+}
