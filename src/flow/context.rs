@@ -21,7 +21,7 @@ use crate::runs::TerminalTarget;
 use crate::stage::actor::StageLaunch;
 use crate::stage::events::EventPort;
 use crate::stage::work::Bells;
-use crate::stage::{StageEvent, StageIdentity, StageState};
+use crate::stage::{StageEvent, StageIdentity, StageSignal, StageState};
 use crate::store::{Flow, FlowStatus, FlowStore};
 use crate::supervise::{ExternalEventSender, StateWatcher};
 
@@ -369,10 +369,10 @@ impl FlowCtx {
             }
             FlowAction::Signal(name, payload) => {
                 record::signal(&*self.store, self.run.id, name, payload.clone()).await?;
-                let event = StageEvent::Signal {
+                let event = StageEvent::Signal(Arc::new(StageSignal {
                     name: name.clone(),
                     payload: payload.clone(),
-                };
+                }));
                 for stage in &mut self.stages {
                     stage.send(event.clone()).await;
                 }

@@ -8,7 +8,7 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use super::actor::FlowMsg;
 use super::control::{HandleError, StageControl};
 use super::handle::FlowHandle;
-use crate::stage::{StageEvent, StageState};
+use crate::stage::{StageEvent, StageSignal, StageState};
 
 /// A handle to one stage of a run; get it from [`FlowHandle::stage`].
 /// Events go to the stage's control channel, where its external-event
@@ -39,7 +39,9 @@ impl StageHandle {
             StageControl::Pause => StageEvent::Pause,
             StageControl::Resume => StageEvent::Resume,
             StageControl::Drain => StageEvent::Drain,
-            StageControl::Signal { name, payload } => StageEvent::Signal { name, payload },
+            StageControl::Signal { name, payload } => {
+                StageEvent::Signal(Arc::new(StageSignal { name, payload }))
+            }
         };
         let name = event_name(&event);
         let finished = || HandleError::Finished {

@@ -14,6 +14,7 @@
 //! for (a `Resume` while running) leave it where it is.
 
 use std::marker::PhantomData;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde_json::Value;
@@ -73,13 +74,19 @@ pub enum StageEvent {
     Drain,
     /// Stop for good; nothing more is recorded.
     Cancel,
-    /// A user-defined event for the stage's logic.
-    Signal {
-        /// The signal's name.
-        name: String,
-        /// Its data.
-        payload: Value,
-    },
+    /// A flow-wide `Signal` for the stage's logic. Shared, so the flow hands
+    /// one signal to every stage without copying it, and a control event
+    /// stays small (each stage's control channel allocates room for 32).
+    Signal(Arc<StageSignal>),
+}
+
+/// A user-defined signal: a name and its data.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StageSignal {
+    /// The signal's name.
+    pub name: String,
+    /// Its data.
+    pub payload: Value,
 }
 
 /// What the stage's handlers and actions work on.
@@ -99,7 +106,7 @@ pub(crate) enum StageActionKind {
     /// Cancelled: refuse further input, drop the outputs.
     Abandon,
     /// Hand a signal to the user logic.
-    Signal { name: String, payload: Value },
+    Signal(Arc<StageSignal>),
 }
 
 /// A [`StageActionKind`] typed for the stage's context.
@@ -128,7 +135,7 @@ impl<T: Clone + Send + 'static, W: Work<T>> FsmAction for StageAction<T, W> {
                     ports.abandon();
                 }
             }
-            StageActionKind::Signal { name, payload } => ctx.work.signal(name, payload),
+            StageActionKind::Signal(signal) => ctx.work.signal(&signal.name, &signal.payload),
         }
         Ok(())
     }
@@ -199,15 +206,31 @@ where
             on StageEvent::Signal => |s, e, _| {
                 let state = s.clone();
                 let action = match e {
-                    StageEvent::Signal { name, payload } => Some(StageAction::new(StageActionKind::Signal {
-                        name: name.clone(),
-                        payload: payload.clone(),
-                    })),
+                    StageEvent::Signal(signal) => {
+                        Some(StageAction::new(StageActionKind::Signal(signal.clone())))
+                    }
                     _ => None,
                 };
                 Box::pin(async move { Ok(Transition::to(state).with_actions(action)) })
             };
         }
         unhandled => |s, _, _| stay(s);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every stage's control channel allocates a block of 32 events up front,
+    /// so the event's size is paid by each idle stage: keep it at a pointer
+    /// plus a `String` (a fat `Signal` made it 56 bytes).
+    #[test]
+    fn a_control_event_stays_small() {
+        assert!(
+            std::mem::size_of::<StageEvent>() <= 32,
+            "StageEvent is {} bytes",
+            std::mem::size_of::<StageEvent>()
+        );
     }
 }

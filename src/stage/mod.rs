@@ -51,6 +51,6 @@ pub use logic::{
     Emitter, FnSink, FnStep, FnTransform, IterSource, Produced, Sink, Source, Step, StepInputs,
     Transform, sink_fn, source_iter, step_fn, transform_fn,
 };
-pub use machine::{StageEvent, StageState};
+pub use machine::{StageEvent, StageSignal, StageState};
 pub use ports::DownstreamGone;
 pub(crate) use supervisor::{StageDone, StageIdentity};
