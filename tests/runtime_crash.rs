@@ -314,6 +314,9 @@ struct Running {
     process: Child,
     stdin: ChildStdin,
     lines: Lines<BufReader<ChildStdout>>,
+    /// Every line read so far: a line printed before the one a wait
+    /// looked for is not lost (a sink can report before `run <id>`).
+    read: BTreeSet<String>,
 }
 
 impl Running {
@@ -331,6 +334,7 @@ impl Running {
             process,
             stdin,
             lines,
+            read: BTreeSet::new(),
         }
     }
 
@@ -348,18 +352,25 @@ impl Running {
             if let Some(rest) = line.strip_prefix(prefix) {
                 return rest.to_owned();
             }
+            self.read.insert(line);
         }
         panic!("the child ended before printing `{prefix}`");
     }
 
-    /// Reads until every one of `wanted` was printed.
+    /// Reads until every one of `wanted` was printed (now or before).
     fn expect_all(&mut self, wanted: &[&str]) {
-        let mut missing: BTreeSet<&str> = wanted.iter().copied().collect();
+        let mut missing: BTreeSet<&str> = wanted
+            .iter()
+            .copied()
+            .filter(|w| !self.read.contains(*w))
+            .collect();
         while !missing.is_empty() {
             let Some(line) = self.lines.next() else {
                 panic!("the child ended before printing {missing:?}");
             };
-            missing.remove(line.expect("child stdout").as_str());
+            let line = line.expect("child stdout");
+            missing.remove(line.as_str());
+            self.read.insert(line);
         }
     }
 }
