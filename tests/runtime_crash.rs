@@ -31,7 +31,7 @@ use std::fs::OpenOptions;
 use std::io::{BufRead, BufReader, Lines, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -40,7 +40,8 @@ use troupe::flow::FlowDefinition;
 use troupe::runtime::Runtime;
 use troupe::stage::{Emitter, Produced, Sink, Source, transform_fn};
 use troupe::store::{
-    BatchResult, EventKind, FlowStore, SqliteStore, TerminalEvent, WriteOp, WriteOutcome,
+    BatchResult, EventKind, FlowStore, SqliteStore, StepOutput, StoreError, TerminalEvent, WriteOp,
+    WriteOutcome, WriterJob,
 };
 use troupe::supervise::BoxError;
 use uuid::Uuid;
@@ -256,28 +257,67 @@ fn stage_names(branch: &str) -> [String; 3] {
 }
 
 /// The journal's store: prints `completed <stage>` once a stage's
-/// completion is committed.
+/// completion is committed. It passes the production paths through: the
+/// journal commits on SQLite's writer thread (`run_on_writer`), and resume
+/// reads outputs with the batched query (`list_step_outputs_for`).
 struct Reporting(Arc<dyn FlowStore>);
 
 troupe::store_wrapper! {
     Reporting, reads: 0;
     async fn apply_batch(&self, ops: Vec<WriteOp>) -> BatchResult {
-        let stages: Vec<Option<String>> = ops
-            .iter()
-            .map(|op| match op {
-                WriteOp::RecordStepOutput(output) => Some(output.step_id.clone()),
-                _ => None,
-            })
-            .collect();
+        let stages = recorded_stages(&ops);
         let results = self.0.apply_batch(ops).await?;
-        for (stage, result) in stages.iter().zip(&results) {
-            if let (Some(stage), Ok(WriteOutcome::StepOutputRecorded { inserted: true })) =
-                (stage, result)
-            {
-                println!("completed {stage}");
-            }
-        }
+        report(&stages, &results);
         Ok(results)
+    }
+
+    fn run_on_writer(&self, job: WriterJob) -> Result<(), WriterJob> {
+        // The inner store runs the wrapped job or hands it back; the job
+        // itself is taken out again in the second case.
+        let job = Arc::new(Mutex::new(Some(job)));
+        let inner = job.clone();
+        let wrapped: WriterJob = Box::new(move |apply| {
+            let Some(job) = inner.lock().expect("job lock").take() else {
+                return;
+            };
+            job(&mut |ops: Vec<WriteOp>| {
+                let stages = recorded_stages(&ops);
+                let results = apply(ops)?;
+                report(&stages, &results);
+                Ok(results)
+            });
+        });
+        self.0.run_on_writer(wrapped).map_err(|_| {
+            job.lock()
+                .expect("job lock")
+                .take()
+                .expect("a job handed back was not run")
+        })
+    }
+
+    async fn list_step_outputs_for(&self, run_ids: &[Uuid]) -> Result<Vec<StepOutput>, StoreError> {
+        self.0.list_step_outputs_for(run_ids).await
+    }
+}
+
+/// The stage each op records the completion of, if it does.
+fn recorded_stages(ops: &[WriteOp]) -> Vec<Option<String>> {
+    ops.iter()
+        .map(|op| match op {
+            WriteOp::RecordStepOutput(output) => Some(output.step_id.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Prints `completed <stage>` for each completion newly recorded.
+fn report(stages: &[Option<String>], results: &[Result<WriteOutcome, StoreError>]) {
+    for (stage, result) in stages.iter().zip(results) {
+        if let (Some(stage), Ok(WriteOutcome::StepOutputRecorded { inserted: true })) =
+            (stage, result)
+        {
+            println!("completed {stage}");
+        }
     }
 }
 
