@@ -47,6 +47,8 @@ use troupe::supervise::BoxError;
 use uuid::Uuid;
 
 const CHILD_ENV: &str = "TROUPE_RUNTIME_CRASH_CHILD";
+/// The child's round: its token in the starts log (a pid may be reused).
+const ROUND_ENV: &str = "TROUPE_RUNTIME_CRASH_ROUND";
 /// Items per branch; the first half (whole batches) flows before the gate.
 const ITEMS: u64 = 2_048;
 const HALF: u64 = ITEMS / 2;
@@ -205,15 +207,16 @@ impl Sink<u64> for Check {
     }
 }
 
-/// Appends `<pid> <stage>` to the starts log (synced: the next line may be
-/// the parent's SIGKILL).
+/// Appends `<round> <stage>` to the starts log (synced: the next line may
+/// be the parent's SIGKILL).
 fn started(dir: &Path, stage: &str) {
+    let round = std::env::var(ROUND_ENV).unwrap_or_default();
     let log = OpenOptions::new()
         .create(true)
         .append(true)
         .open(dir.join("starts.log"));
     if let Ok(mut log) = log {
-        let _ = writeln!(log, "{} {stage}", std::process::id());
+        let _ = writeln!(log, "{round} {stage}");
         let _ = log.sync_data();
     }
 }
@@ -360,9 +363,10 @@ struct Running {
 }
 
 impl Running {
-    fn spawn(exe: &Path, dir: &Path) -> Running {
+    fn spawn(exe: &Path, dir: &Path, round: usize) -> Running {
         let mut process = Command::new(exe)
             .env(CHILD_ENV, dir)
+            .env(ROUND_ENV, round.to_string())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -444,21 +448,22 @@ fn settled(completed: &BTreeSet<String>) -> BTreeSet<String> {
     settled
 }
 
-/// The stages child `pid` started.
-fn starts_of(dir: &Path, pid: u32) -> Vec<String> {
+/// The stages the child of `round` started.
+fn starts_of(dir: &Path, round: usize) -> Vec<String> {
     let log = std::fs::read_to_string(dir.join("starts.log")).unwrap_or_default();
     let mut starts: Vec<String> = log
         .lines()
         .filter_map(|l| l.split_once(' '))
-        .filter(|(p, _)| p.parse() == Ok(pid))
+        .filter(|(r, _)| r.parse() == Ok(round))
         .map(|(_, s)| s.to_owned())
         .collect();
     starts.sort();
     starts
 }
 
-/// Checks that child `pid` started each stage that was not settled, once.
-fn check_starts(dir: &Path, pid: u32, settled: &BTreeSet<String>, round: usize) {
+/// Checks that the child of `round` started each stage that was not
+/// settled, once.
+fn check_starts(dir: &Path, settled: &BTreeSet<String>, round: usize) {
     let expected: Vec<String> = BRANCHES
         .iter()
         .flat_map(|b| stage_names(b))
@@ -467,7 +472,7 @@ fn check_starts(dir: &Path, pid: u32, settled: &BTreeSet<String>, round: usize) 
         .into_iter()
         .collect();
     assert_eq!(
-        starts_of(dir, pid),
+        starts_of(dir, round),
         expected,
         "round {round}: the stages started (settled before it: {settled:?})"
     );
@@ -485,7 +490,7 @@ fn parent() {
     let mut run: Option<Uuid> = None;
     let mut settled_before = BTreeSet::new();
     for (round, plan) in ROUNDS.iter().enumerate() {
-        let mut child = Running::spawn(&exe, dir.path());
+        let mut child = Running::spawn(&exe, dir.path(), round);
         let id = same_run(&mut child, &mut run, round);
         child.open(plan.open);
         child.expect_all(plan.kill_after);
@@ -496,7 +501,7 @@ fn parent() {
         assert!(!terminal, "round {round}: the run ended before the kill");
         let wanted: BTreeSet<String> = plan.completed.iter().map(|s| (*s).to_owned()).collect();
         assert_eq!(completed, wanted, "round {round}: completions at the kill");
-        check_starts(dir.path(), child.process.id(), &settled_before, round);
+        check_starts(dir.path(), &settled_before, round);
         settled_before = settled(&completed);
     }
     assert!(
@@ -504,12 +509,12 @@ fn parent() {
         "no kill landed after a stage had settled"
     );
 
-    let mut last = Running::spawn(&exe, dir.path());
+    let mut last = Running::spawn(&exe, dir.path(), ROUNDS.len());
     let id = same_run(&mut last, &mut run, ROUNDS.len());
     last.open(OPEN_ALL);
     assert_eq!(last.expect("done "), "Finished");
     assert!(last.process.wait().expect("reap").success());
-    check_starts(dir.path(), last.process.id(), &settled_before, ROUNDS.len());
+    check_starts(dir.path(), &settled_before, ROUNDS.len());
     check_outcome(dir.path(), id);
     println!(
         "runtime_crash: {} kills mid-flow, then finished; settled stages never ran again",
