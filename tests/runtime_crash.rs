@@ -28,11 +28,12 @@
 
 use std::collections::BTreeSet;
 use std::fs::OpenOptions;
-use std::io::{BufRead, BufReader, Lines, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use tokio::sync::watch;
@@ -352,14 +353,21 @@ fn child(dir: PathBuf) {
 
 // ---- the parent ----
 
-/// One child: its process, its stdin (gates) and its stdout lines.
+/// How long a child may take to print what its round waits for (the whole
+/// test takes seconds). It bounds failures only: no kill waits on it.
+const ROUND_LIMIT: Duration = Duration::from_secs(60);
+
+/// One child: its process, its stdin (gates) and its stdout lines (read
+/// on a thread, so a wait for them can give up and say what is missing).
 struct Running {
     process: Child,
     stdin: ChildStdin,
-    lines: Lines<BufReader<ChildStdout>>,
+    lines: mpsc::Receiver<String>,
     /// Every line read so far: a line printed before the one a wait
     /// looked for is not lost (a sink can report before `run <id>`).
     read: BTreeSet<String>,
+    round: usize,
+    deadline: Instant,
 }
 
 impl Running {
@@ -373,12 +381,22 @@ impl Running {
             .spawn()
             .expect("spawn child");
         let stdin = process.stdin.take().expect("child stdin");
-        let lines = BufReader::new(process.stdout.take().expect("child stdout")).lines();
+        let stdout = process.stdout.take().expect("child stdout");
+        let (sender, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if sender.send(line).is_err() {
+                    return;
+                }
+            }
+        });
         Running {
             process,
             stdin,
             lines,
             read: BTreeSet::new(),
+            round,
+            deadline: Instant::now() + ROUND_LIMIT,
         }
     }
 
@@ -389,16 +407,32 @@ impl Running {
         self.stdin.flush().expect("flush gates");
     }
 
+    /// The child's next line; panics saying what is `missing` if the child
+    /// ends or the round's time is up first.
+    fn next_line(&self, missing: &dyn std::fmt::Debug) -> String {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        match self.lines.recv_timeout(left) {
+            Ok(line) => line,
+            Err(RecvTimeoutError::Timeout) => panic!(
+                "round {}: missing {missing:?} after {ROUND_LIMIT:?} (read: {:?})",
+                self.round, self.read
+            ),
+            Err(RecvTimeoutError::Disconnected) => panic!(
+                "round {}: the child ended before printing {missing:?} (read: {:?})",
+                self.round, self.read
+            ),
+        }
+    }
+
     /// Reads until a line starting with `prefix`; the rest of it.
     fn expect(&mut self, prefix: &str) -> String {
-        for line in self.lines.by_ref() {
-            let line = line.expect("child stdout");
+        loop {
+            let line = self.next_line(&format!("{prefix}..."));
             if let Some(rest) = line.strip_prefix(prefix) {
                 return rest.to_owned();
             }
             self.read.insert(line);
         }
-        panic!("the child ended before printing `{prefix}`");
     }
 
     /// Reads until every one of `wanted` was printed (now or before).
@@ -409,10 +443,7 @@ impl Running {
             .filter(|w| !self.read.contains(*w))
             .collect();
         while !missing.is_empty() {
-            let Some(line) = self.lines.next() else {
-                panic!("the child ended before printing {missing:?}");
-            };
-            let line = line.expect("child stdout");
+            let line = self.next_line(&missing);
             missing.remove(line.as_str());
             self.read.insert(line);
         }
@@ -479,10 +510,12 @@ fn check_starts(dir: &Path, settled: &BTreeSet<String>, round: usize) {
 }
 
 fn parent() {
-    // A hung child must not hang CI; stdin closing ends every child.
+    // Each read is bounded by its round (`ROUND_LIMIT`); this backstop
+    // bounds the rest (a child that never exits, a journal read that hangs).
+    // Exiting closes every child's stdin, which ends it.
     std::thread::spawn(|| {
-        std::thread::sleep(Duration::from_secs(120));
-        eprintln!("runtime_crash: timed out");
+        std::thread::sleep(Duration::from_secs(300));
+        eprintln!("runtime_crash: timed out outside a child's read (reaping or a journal read)");
         std::process::exit(1);
     });
     let dir = tempfile::tempdir().expect("tempdir");
