@@ -15,10 +15,11 @@ use super::resume::{ResumeError, ResumeFailure, recorded_outputs};
 use super::root::RootMsg;
 use super::spawn::{PendingFlow, request_flow};
 use crate::flow::definition::ErasedDefinition;
-use crate::flow::{ControlEvent, FlowDefinition, FlowHandle, RecordError, RunOptions, record};
+use crate::flow::record::{self, Orphaned};
+use crate::flow::{ControlEvent, FlowDefinition, FlowHandle, RecordError, RunOptions};
 use crate::journal::{JournalError, JournalHandle};
 use crate::runs::{FlowManager, RecoveryReport};
-use crate::store::{Flow, FlowStore, StepOutput, StoreError};
+use crate::store::{Flow, FlowStatus, FlowStore, StepOutput, StoreError};
 
 /// Why the runtime could not do what was asked.
 #[derive(Debug, thiserror::Error)]
@@ -60,11 +61,12 @@ pub enum RuntimeError {
     ShuttingDown,
     /// A new run's record was created but its flow could not be started.
     /// The run was failed in the journal with this error as its reason —
-    /// unless `not_ended` says why that failed too: the run then stays
-    /// `Created`, and the next start resumes it.
+    /// unless `already_ended` says it had ended otherwise first (through
+    /// the control plane), or `not_ended` says why failing it failed: the
+    /// run then stays `Created`, and the next start resumes it.
     #[error(
         "run {run_id} was created but its flow could not be started: {cause}{}",
-        unended_note(.not_ended.as_deref())
+        unended_note(*.already_ended, .not_ended.as_deref())
     )]
     NotStarted {
         /// The run.
@@ -72,6 +74,9 @@ pub enum RuntimeError {
         /// Why its flow could not be started.
         #[source]
         cause: Box<RuntimeError>,
+        /// The status the run already had ended with before it could be
+        /// failed (it was left so), if it had.
+        already_ended: Option<FlowStatus>,
         /// Why the run could not be failed in the journal, if it could not.
         not_ended: Option<Box<RecordError>>,
     },
@@ -83,11 +88,18 @@ impl From<RecordError> for RuntimeError {
     }
 }
 
-/// What a `NotStarted` error adds when the run could not be failed either.
-fn unended_note(not_ended: Option<&RecordError>) -> String {
-    not_ended.map_or_else(String::new, |error| {
-        format!(" (failing the run failed too, so it stays Created until the next start: {error})")
-    })
+/// What a `NotStarted` error adds when the run was not failed by it.
+fn unended_note(already_ended: Option<FlowStatus>, not_ended: Option<&RecordError>) -> String {
+    match (already_ended, not_ended) {
+        (Some(status), _) => format!(
+            " (the run had already ended as {} and was left as it is)",
+            status.as_str()
+        ),
+        (None, Some(error)) => format!(
+            " (failing the run failed too, so it stays Created until the next start: {error})"
+        ),
+        (None, None) => String::new(),
+    }
 }
 
 /// An embedded troupe runtime; see the [module docs](super).
@@ -186,17 +198,25 @@ impl Runtime {
     async fn not_started(&self, run_id: Uuid, cause: RuntimeError) -> RuntimeError {
         let reason = format!("the runtime could not start the run's flow: {cause}");
         tracing::error!(%run_id, %reason, "flow not started");
-        let not_ended = record::fail_orphaned(&self.store(), run_id, reason)
-            .await
-            .err();
-        if let Some(error) = &not_ended {
-            tracing::error!(%run_id, %error,
-                "failing the run failed; it stays Created and the next start resumes it");
-        }
+        let (already_ended, not_ended) =
+            match record::fail_orphaned(&self.store(), run_id, reason).await {
+                Ok(Orphaned::Failed) => (None, None),
+                Ok(Orphaned::AlreadyEnded(outcome)) => {
+                    tracing::info!(%run_id, status = outcome.status.as_str(),
+                    "the run had already ended; left so");
+                    (Some(outcome.status), None)
+                }
+                Err(error) => {
+                    tracing::error!(%run_id, %error,
+                    "failing the run failed; it stays Created and the next start resumes it");
+                    (None, Some(Box::new(error)))
+                }
+            };
         RuntimeError::NotStarted {
             run_id,
             cause: Box::new(cause),
-            not_ended: not_ended.map(Box::new),
+            already_ended,
+            not_ended,
         }
     }
 
