@@ -283,3 +283,60 @@ async fn a_not_started_run_that_had_already_ended_is_not_claimed_failed() {
     assert_eq!(record.status, FlowStatus::Cancelled);
     drop(runtime);
 }
+
+/// Every run of the runtime's default owner: what the journal holds after
+/// a start was given up on.
+async fn all_runs(store: &dyn FlowStore) -> Vec<crate::store::Flow> {
+    store.list_runs_by_owner("troupe").await.unwrap()
+}
+
+/// Told when the root asks [`gated_spawn`] for a flow actor.
+static SPAWN_ASKED: tokio::sync::Notify = tokio::sync::Notify::const_new();
+/// Lets [`gated_spawn`] go on.
+static SPAWN_GATE: tokio::sync::Notify = tokio::sync::Notify::const_new();
+
+/// Spawns flow actors once [`SPAWN_GATE`] opens (one test uses it).
+fn gated_spawn(args: FlowArgs, supervisor: ractor::ActorCell) -> BoxedSpawn {
+    Box::pin(async move {
+        SPAWN_ASKED.notify_one();
+        SPAWN_GATE.notified().await;
+        spawn_flow_actor(args, supervisor).await
+    })
+}
+
+/// `start_with` dropped (e.g. under `tokio::time::timeout`) once the flow
+/// was requested of the root: the run is still tracked, so `shutdown`
+/// drains it to an outcome instead of leaving it `Running`.
+#[tokio::test]
+async fn a_start_dropped_after_requesting_its_flow_leaves_no_untracked_run() {
+    let store = Arc::new(crate::store::MemoryStore::new());
+    let runtime = runtime_with(store.clone(), gated_spawn).await;
+    runtime.register(endless()).unwrap();
+    tokio::select! {
+        _ = runtime.start("endless") => panic!("started before the spawn gate opened"),
+        () = SPAWN_ASKED.notified() => {} // the start is dropped here
+    }
+    SPAWN_GATE.notify_one();
+    runtime.shutdown().await;
+    let runs = all_runs(&*store).await;
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!(runs[0].status, FlowStatus::Finished, "{runs:?}");
+}
+
+/// A start dropped right after its first poll still runs to its end: the
+/// run exists, is tracked, and ends with the runtime's shutdown.
+#[tokio::test]
+async fn a_start_dropped_after_its_first_poll_still_starts_a_tracked_run() {
+    let store = Arc::new(crate::store::MemoryStore::new());
+    let runtime = runtime_with(store.clone(), spawn_flow_actor).await;
+    runtime.register(endless()).unwrap();
+    {
+        let mut start = std::pin::pin!(runtime.start("endless"));
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        assert!(std::future::Future::poll(start.as_mut(), &mut cx).is_pending());
+    }
+    runtime.shutdown().await;
+    let runs = all_runs(&*store).await;
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!(runs[0].status, FlowStatus::Finished, "{runs:?}");
+}
