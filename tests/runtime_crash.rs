@@ -28,11 +28,12 @@
 
 use std::collections::BTreeSet;
 use std::fs::OpenOptions;
-use std::io::{BufRead, BufReader, Lines, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
-use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use tokio::sync::watch;
@@ -40,12 +41,15 @@ use troupe::flow::FlowDefinition;
 use troupe::runtime::Runtime;
 use troupe::stage::{Emitter, Produced, Sink, Source, transform_fn};
 use troupe::store::{
-    BatchResult, EventKind, FlowStore, SqliteStore, TerminalEvent, WriteOp, WriteOutcome,
+    BatchResult, EventKind, FlowStore, SqliteStore, StepOutput, StoreError, TerminalEvent, WriteOp,
+    WriteOutcome, WriterJob,
 };
 use troupe::supervise::BoxError;
 use uuid::Uuid;
 
 const CHILD_ENV: &str = "TROUPE_RUNTIME_CRASH_CHILD";
+/// The child's round: its token in the starts log (a pid may be reused).
+const ROUND_ENV: &str = "TROUPE_RUNTIME_CRASH_ROUND";
 /// Items per branch; the first half (whole batches) flows before the gate.
 const ITEMS: u64 = 2_048;
 const HALF: u64 = ITEMS / 2;
@@ -204,15 +208,16 @@ impl Sink<u64> for Check {
     }
 }
 
-/// Appends `<pid> <stage>` to the starts log (synced: the next line may be
-/// the parent's SIGKILL).
+/// Appends `<round> <stage>` to the starts log (synced: the next line may
+/// be the parent's SIGKILL).
 fn started(dir: &Path, stage: &str) {
+    let round = std::env::var(ROUND_ENV).unwrap_or_default();
     let log = OpenOptions::new()
         .create(true)
         .append(true)
         .open(dir.join("starts.log"));
     if let Ok(mut log) = log {
-        let _ = writeln!(log, "{} {stage}", std::process::id());
+        let _ = writeln!(log, "{round} {stage}");
         let _ = log.sync_data();
     }
 }
@@ -256,28 +261,67 @@ fn stage_names(branch: &str) -> [String; 3] {
 }
 
 /// The journal's store: prints `completed <stage>` once a stage's
-/// completion is committed.
+/// completion is committed. It passes the production paths through: the
+/// journal commits on SQLite's writer thread (`run_on_writer`), and resume
+/// reads outputs with the batched query (`list_step_outputs_for`).
 struct Reporting(Arc<dyn FlowStore>);
 
 troupe::store_wrapper! {
     Reporting, reads: 0;
     async fn apply_batch(&self, ops: Vec<WriteOp>) -> BatchResult {
-        let stages: Vec<Option<String>> = ops
-            .iter()
-            .map(|op| match op {
-                WriteOp::RecordStepOutput(output) => Some(output.step_id.clone()),
-                _ => None,
-            })
-            .collect();
+        let stages = recorded_stages(&ops);
         let results = self.0.apply_batch(ops).await?;
-        for (stage, result) in stages.iter().zip(&results) {
-            if let (Some(stage), Ok(WriteOutcome::StepOutputRecorded { inserted: true })) =
-                (stage, result)
-            {
-                println!("completed {stage}");
-            }
-        }
+        report(&stages, &results);
         Ok(results)
+    }
+
+    fn run_on_writer(&self, job: WriterJob) -> Result<(), WriterJob> {
+        // The inner store runs the wrapped job or hands it back; the job
+        // itself is taken out again in the second case.
+        let job = Arc::new(Mutex::new(Some(job)));
+        let inner = job.clone();
+        let wrapped: WriterJob = Box::new(move |apply| {
+            let Some(job) = inner.lock().expect("job lock").take() else {
+                return;
+            };
+            job(&mut |ops: Vec<WriteOp>| {
+                let stages = recorded_stages(&ops);
+                let results = apply(ops)?;
+                report(&stages, &results);
+                Ok(results)
+            });
+        });
+        self.0.run_on_writer(wrapped).map_err(|_| {
+            job.lock()
+                .expect("job lock")
+                .take()
+                .expect("a job handed back was not run")
+        })
+    }
+
+    async fn list_step_outputs_for(&self, run_ids: &[Uuid]) -> Result<Vec<StepOutput>, StoreError> {
+        self.0.list_step_outputs_for(run_ids).await
+    }
+}
+
+/// The stage each op records the completion of, if it does.
+fn recorded_stages(ops: &[WriteOp]) -> Vec<Option<String>> {
+    ops.iter()
+        .map(|op| match op {
+            WriteOp::RecordStepOutput(output) => Some(output.step_id.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Prints `completed <stage>` for each completion newly recorded.
+fn report(stages: &[Option<String>], results: &[Result<WriteOutcome, StoreError>]) {
+    for (stage, result) in stages.iter().zip(results) {
+        if let (Some(stage), Ok(WriteOutcome::StepOutputRecorded { inserted: true })) =
+            (stage, result)
+        {
+            println!("completed {stage}");
+        }
     }
 }
 
@@ -309,28 +353,50 @@ fn child(dir: PathBuf) {
 
 // ---- the parent ----
 
-/// One child: its process, its stdin (gates) and its stdout lines.
+/// How long a child may take to print what its round waits for (the whole
+/// test takes seconds). It bounds failures only: no kill waits on it.
+const ROUND_LIMIT: Duration = Duration::from_secs(60);
+
+/// One child: its process, its stdin (gates) and its stdout lines (read
+/// on a thread, so a wait for them can give up and say what is missing).
 struct Running {
     process: Child,
     stdin: ChildStdin,
-    lines: Lines<BufReader<ChildStdout>>,
+    lines: mpsc::Receiver<String>,
+    /// Every line read so far: a line printed before the one a wait
+    /// looked for is not lost (a sink can report before `run <id>`).
+    read: BTreeSet<String>,
+    round: usize,
+    deadline: Instant,
 }
 
 impl Running {
-    fn spawn(exe: &Path, dir: &Path) -> Running {
+    fn spawn(exe: &Path, dir: &Path, round: usize) -> Running {
         let mut process = Command::new(exe)
             .env(CHILD_ENV, dir)
+            .env(ROUND_ENV, round.to_string())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
             .expect("spawn child");
         let stdin = process.stdin.take().expect("child stdin");
-        let lines = BufReader::new(process.stdout.take().expect("child stdout")).lines();
+        let stdout = process.stdout.take().expect("child stdout");
+        let (sender, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if sender.send(line).is_err() {
+                    return;
+                }
+            }
+        });
         Running {
             process,
             stdin,
             lines,
+            read: BTreeSet::new(),
+            round,
+            deadline: Instant::now() + ROUND_LIMIT,
         }
     }
 
@@ -341,25 +407,45 @@ impl Running {
         self.stdin.flush().expect("flush gates");
     }
 
+    /// The child's next line; panics saying what is `missing` if the child
+    /// ends or the round's time is up first.
+    fn next_line(&self, missing: &dyn std::fmt::Debug) -> String {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        match self.lines.recv_timeout(left) {
+            Ok(line) => line,
+            Err(RecvTimeoutError::Timeout) => panic!(
+                "round {}: missing {missing:?} after {ROUND_LIMIT:?} (read: {:?})",
+                self.round, self.read
+            ),
+            Err(RecvTimeoutError::Disconnected) => panic!(
+                "round {}: the child ended before printing {missing:?} (read: {:?})",
+                self.round, self.read
+            ),
+        }
+    }
+
     /// Reads until a line starting with `prefix`; the rest of it.
     fn expect(&mut self, prefix: &str) -> String {
-        for line in self.lines.by_ref() {
-            let line = line.expect("child stdout");
+        loop {
+            let line = self.next_line(&format!("{prefix}..."));
             if let Some(rest) = line.strip_prefix(prefix) {
                 return rest.to_owned();
             }
+            self.read.insert(line);
         }
-        panic!("the child ended before printing `{prefix}`");
     }
 
-    /// Reads until every one of `wanted` was printed.
+    /// Reads until every one of `wanted` was printed (now or before).
     fn expect_all(&mut self, wanted: &[&str]) {
-        let mut missing: BTreeSet<&str> = wanted.iter().copied().collect();
+        let mut missing: BTreeSet<&str> = wanted
+            .iter()
+            .copied()
+            .filter(|w| !self.read.contains(*w))
+            .collect();
         while !missing.is_empty() {
-            let Some(line) = self.lines.next() else {
-                panic!("the child ended before printing {missing:?}");
-            };
-            missing.remove(line.expect("child stdout").as_str());
+            let line = self.next_line(&missing);
+            missing.remove(line.as_str());
+            self.read.insert(line);
         }
     }
 }
@@ -393,21 +479,22 @@ fn settled(completed: &BTreeSet<String>) -> BTreeSet<String> {
     settled
 }
 
-/// The stages child `pid` started.
-fn starts_of(dir: &Path, pid: u32) -> Vec<String> {
+/// The stages the child of `round` started.
+fn starts_of(dir: &Path, round: usize) -> Vec<String> {
     let log = std::fs::read_to_string(dir.join("starts.log")).unwrap_or_default();
     let mut starts: Vec<String> = log
         .lines()
         .filter_map(|l| l.split_once(' '))
-        .filter(|(p, _)| p.parse() == Ok(pid))
+        .filter(|(r, _)| r.parse() == Ok(round))
         .map(|(_, s)| s.to_owned())
         .collect();
     starts.sort();
     starts
 }
 
-/// Checks that child `pid` started each stage that was not settled, once.
-fn check_starts(dir: &Path, pid: u32, settled: &BTreeSet<String>, round: usize) {
+/// Checks that the child of `round` started each stage that was not
+/// settled, once.
+fn check_starts(dir: &Path, settled: &BTreeSet<String>, round: usize) {
     let expected: Vec<String> = BRANCHES
         .iter()
         .flat_map(|b| stage_names(b))
@@ -416,17 +503,19 @@ fn check_starts(dir: &Path, pid: u32, settled: &BTreeSet<String>, round: usize) 
         .into_iter()
         .collect();
     assert_eq!(
-        starts_of(dir, pid),
+        starts_of(dir, round),
         expected,
         "round {round}: the stages started (settled before it: {settled:?})"
     );
 }
 
 fn parent() {
-    // A hung child must not hang CI; stdin closing ends every child.
+    // Each read is bounded by its round (`ROUND_LIMIT`); this backstop
+    // bounds the rest (a child that never exits, a journal read that hangs).
+    // Exiting closes every child's stdin, which ends it.
     std::thread::spawn(|| {
-        std::thread::sleep(Duration::from_secs(120));
-        eprintln!("runtime_crash: timed out");
+        std::thread::sleep(Duration::from_secs(300));
+        eprintln!("runtime_crash: timed out outside a child's read (reaping or a journal read)");
         std::process::exit(1);
     });
     let dir = tempfile::tempdir().expect("tempdir");
@@ -434,7 +523,7 @@ fn parent() {
     let mut run: Option<Uuid> = None;
     let mut settled_before = BTreeSet::new();
     for (round, plan) in ROUNDS.iter().enumerate() {
-        let mut child = Running::spawn(&exe, dir.path());
+        let mut child = Running::spawn(&exe, dir.path(), round);
         let id = same_run(&mut child, &mut run, round);
         child.open(plan.open);
         child.expect_all(plan.kill_after);
@@ -445,7 +534,7 @@ fn parent() {
         assert!(!terminal, "round {round}: the run ended before the kill");
         let wanted: BTreeSet<String> = plan.completed.iter().map(|s| (*s).to_owned()).collect();
         assert_eq!(completed, wanted, "round {round}: completions at the kill");
-        check_starts(dir.path(), child.process.id(), &settled_before, round);
+        check_starts(dir.path(), &settled_before, round);
         settled_before = settled(&completed);
     }
     assert!(
@@ -453,12 +542,12 @@ fn parent() {
         "no kill landed after a stage had settled"
     );
 
-    let mut last = Running::spawn(&exe, dir.path());
+    let mut last = Running::spawn(&exe, dir.path(), ROUNDS.len());
     let id = same_run(&mut last, &mut run, ROUNDS.len());
     last.open(OPEN_ALL);
     assert_eq!(last.expect("done "), "Finished");
     assert!(last.process.wait().expect("reap").success());
-    check_starts(dir.path(), last.process.id(), &settled_before, ROUNDS.len());
+    check_starts(dir.path(), &settled_before, ROUNDS.len());
     check_outcome(dir.path(), id);
     println!(
         "runtime_crash: {} kills mid-flow, then finished; settled stages never ran again",

@@ -12,9 +12,11 @@ use chrono::Utc;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+use super::FlowOutcome;
 use crate::runs::{CreateManagedInput, FlowManager, TerminalTarget};
 use crate::store::{
     EventKind, FailureEntry, Flow, FlowStatus, FlowStore, NewEvent, StepOutput, StoreError,
+    TerminalEvent,
 };
 
 /// Why a run-record write failed.
@@ -208,16 +210,60 @@ pub(crate) async fn terminate(
     Ok(())
 }
 
+/// How [`fail_orphaned`] left a run.
+#[derive(Debug)]
+pub(crate) enum Orphaned {
+    /// It is now failed with the reason given.
+    Failed,
+    /// It had already ended (its flow recorded an outcome whose ack was
+    /// lost, or it was ended through the control plane), so it was left as
+    /// it was; this is the outcome the journal holds.
+    AlreadyEnded(FlowOutcome),
+}
+
 /// Fails a run left without a flow to end it: its flow actor died without
-/// recording an outcome, or could not be started at all. A run already
-/// terminal is left as it is.
+/// publishing an outcome, or could not be started at all. A run already
+/// terminal is left as it is, and its recorded outcome is returned, so that
+/// what is published is what the journal holds.
 pub(crate) async fn fail_orphaned(
     store: &Arc<dyn FlowStore>,
     run_id: Uuid,
     reason: String,
-) -> Result<(), RecordError> {
+) -> Result<Orphaned, RecordError> {
     match FlowManager::new(store.clone()).fail(run_id, reason).await {
-        Ok(_) | Err(crate::runs::FlowError::AlreadyTerminal { .. }) => Ok(()),
+        Ok(_) => Ok(Orphaned::Failed),
+        Err(crate::runs::FlowError::AlreadyTerminal { status, .. }) => {
+            recorded_outcome(&**store, run_id, status)
+                .await
+                .map(Orphaned::AlreadyEnded)
+        }
         Err(error) => Err(error.into()),
     }
+}
+
+/// The outcome of run `run_id`, which the journal holds as `status`: read
+/// from its terminal event (written in the same atomic write as the status).
+async fn recorded_outcome(
+    store: &dyn FlowStore,
+    run_id: Uuid,
+    status: FlowStatus,
+) -> Result<FlowOutcome, RecordError> {
+    let event = store
+        .terminal_event(run_id)
+        .await
+        .map_err(|source| RecordError::Store { run_id, source })?;
+    let (structured_output, reason) = match event.map(|e| e.kind) {
+        Some(EventKind::Terminal(TerminalEvent::FlowCompleted { structured_output })) => {
+            (structured_output, None)
+        }
+        Some(EventKind::Terminal(TerminalEvent::FlowFailed { reason })) => (None, Some(reason)),
+        _ => (None, None),
+    };
+    Ok(FlowOutcome {
+        run_id,
+        status,
+        structured_output,
+        reason,
+        recorded: true,
+    })
 }

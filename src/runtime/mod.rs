@@ -34,6 +34,7 @@ mod root;
 #[allow(clippy::module_inception)]
 mod runtime;
 mod spawn;
+mod start;
 
 pub use builder::{DEFAULT_JOURNAL_PATH, RuntimeBuilder};
 pub use resume::{ResumeError, ResumeFailure};

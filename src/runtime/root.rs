@@ -14,7 +14,7 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use super::spawn::{FlowRequest, SpawnFlow, spawn_flow_actor};
-use crate::flow::record;
+use crate::flow::record::{self, Orphaned};
 use crate::flow::{FlowOutcome, FlowState};
 use crate::store::{FlowStatus, FlowStore};
 
@@ -140,18 +140,30 @@ impl Actor for RootActor {
             failure.as_deref().unwrap_or("no reason given")
         );
         tracing::error!(run_id = %entry.run_id, %reason, "flow actor lost");
-        let mut published = reason.clone();
-        let recorded = record::fail_orphaned(&entry.store, entry.run_id, reason).await;
-        if let Err(error) = &recorded {
-            published = format!("{published}; recording the failure failed: {error}");
-        }
-        entry.outcome.send_replace(Some(FlowOutcome {
+        let failed = |reason, recorded| FlowOutcome {
             run_id: entry.run_id,
             status: FlowStatus::Failed,
             structured_output: None,
-            reason: Some(published),
-            recorded: recorded.is_ok(),
-        }));
+            reason: Some(reason),
+            recorded,
+        };
+        let outcome = match record::fail_orphaned(&entry.store, entry.run_id, reason.clone()).await
+        {
+            Ok(Orphaned::Failed) => failed(reason, true),
+            Ok(Orphaned::AlreadyEnded(recorded)) => {
+                // The flow recorded its outcome but died before publishing
+                // it (or the run was ended through the control plane): the
+                // journal's outcome is the truth.
+                tracing::info!(run_id = %entry.run_id, status = recorded.status.as_str(),
+                    "the lost flow's run had already ended; publishing its recorded outcome");
+                recorded
+            }
+            Err(error) => failed(
+                format!("{reason}; recording the failure failed: {error}"),
+                false,
+            ),
+        };
+        entry.outcome.send_replace(Some(outcome));
         Ok(())
     }
 }

@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use ractor::{ActorRef, SpawnErr};
+use tokio::sync::RwLock;
 use tokio::time::Instant;
 use uuid::Uuid;
 
@@ -13,12 +14,12 @@ use super::live::{CancelLiveRuns, RunList};
 use super::registry::Registry;
 use super::resume::{ResumeError, ResumeFailure, recorded_outputs};
 use super::root::RootMsg;
-use super::spawn::{PendingFlow, request_flow};
-use crate::flow::definition::ErasedDefinition;
-use crate::flow::{ControlEvent, FlowDefinition, FlowHandle, RecordError, RunOptions, record};
+use super::spawn::request_flow;
+use super::start::Starter;
+use crate::flow::{ControlEvent, FlowDefinition, FlowHandle, RecordError, RunOptions};
 use crate::journal::{JournalError, JournalHandle};
 use crate::runs::{FlowManager, RecoveryReport};
-use crate::store::{Flow, FlowStore, StepOutput, StoreError};
+use crate::store::{Flow, FlowStatus, FlowStore, StoreError};
 
 /// Why the runtime could not do what was asked.
 #[derive(Debug, thiserror::Error)]
@@ -60,11 +61,12 @@ pub enum RuntimeError {
     ShuttingDown,
     /// A new run's record was created but its flow could not be started.
     /// The run was failed in the journal with this error as its reason —
-    /// unless `not_ended` says why that failed too: the run then stays
-    /// `Created`, and the next start resumes it.
+    /// unless `already_ended` says it had ended otherwise first (through
+    /// the control plane), or `not_ended` says why failing it failed: the
+    /// run then stays `Created`, and the next start resumes it.
     #[error(
         "run {run_id} was created but its flow could not be started: {cause}{}",
-        unended_note(.not_ended.as_deref())
+        unended_note(*.already_ended, .not_ended.as_deref())
     )]
     NotStarted {
         /// The run.
@@ -72,6 +74,9 @@ pub enum RuntimeError {
         /// Why its flow could not be started.
         #[source]
         cause: Box<RuntimeError>,
+        /// The status the run already had ended with before it could be
+        /// failed (it was left so), if it had.
+        already_ended: Option<FlowStatus>,
         /// Why the run could not be failed in the journal, if it could not.
         not_ended: Option<Box<RecordError>>,
     },
@@ -83,11 +88,18 @@ impl From<RecordError> for RuntimeError {
     }
 }
 
-/// What a `NotStarted` error adds when the run could not be failed either.
-fn unended_note(not_ended: Option<&RecordError>) -> String {
-    not_ended.map_or_else(String::new, |error| {
-        format!(" (failing the run failed too, so it stays Created until the next start: {error})")
-    })
+/// What a `NotStarted` error adds when the run was not failed by it.
+fn unended_note(already_ended: Option<FlowStatus>, not_ended: Option<&RecordError>) -> String {
+    match (already_ended, not_ended) {
+        (Some(status), _) => format!(
+            " (the run had already ended as {} and was left as it is)",
+            status.as_str()
+        ),
+        (None, Some(error)) => format!(
+            " (failing the run failed too, so it stays Created until the next start: {error})"
+        ),
+        (None, None) => String::new(),
+    }
 }
 
 /// An embedded troupe runtime; see the [module docs](super).
@@ -102,6 +114,9 @@ pub struct Runtime {
     recovery: RecoveryReport,
     path: Option<PathBuf>,
     runs: Arc<Mutex<RunList>>,
+    /// Each start in flight holds a read guard; a shutdown takes the write
+    /// side, so it waits for them.
+    starts: Arc<RwLock<()>>,
     resumed: Vec<FlowHandle>,
     unresumed: Vec<Flow>,
     resume_failures: Vec<ResumeFailure>,
@@ -127,6 +142,7 @@ impl Runtime {
             recovery,
             path,
             runs: Arc::default(),
+            starts: Arc::default(),
             resumed: Vec::new(),
             unresumed: Vec::new(),
             resume_failures: Vec::new(),
@@ -151,7 +167,8 @@ impl Runtime {
         self.registry.names()
     }
 
-    /// Starts a run of the flow registered as `name`.
+    /// Starts a run of the flow registered as `name` (cancel safe: see
+    /// [`start_with`](Self::start_with)).
     pub async fn start(&self, name: &str) -> Result<FlowHandle, RuntimeError> {
         self.start_with(name, RunOptions::default()).await
     }
@@ -161,6 +178,13 @@ impl Runtime {
     /// `Running` and starts the stages. If the flow cannot be started once
     /// the record exists, the run is failed in the journal with the reason
     /// and [`RuntimeError::NotStarted`] says so.
+    ///
+    /// Cancel safety: once polled, the start runs to its end as a task of
+    /// its own. Dropping this future (a `timeout`, a `select!`) only stops
+    /// waiting for it: the run is still started and tracked (in
+    /// [`live_runs`](Self::live_runs), by [`shutdown`](Self::shutdown) and
+    /// control-plane cancels), or failed if its flow cannot be started; it
+    /// is never left `Created` or running untracked.
     pub async fn start_with(
         &self,
         name: &str,
@@ -173,30 +197,23 @@ impl Runtime {
                 name: name.to_owned(),
                 registered: self.registry.names(),
             })?;
-        let run = record::create(&self.store(), name, options).await?;
-        let run_id = run.id;
-        match self.spawn_flow(run, &*definition).await {
-            Ok(handle) => Ok(handle),
-            Err(cause) => Err(self.not_started(run_id, cause).await),
+        // The start runs as a task of its own, so that dropping this future
+        // does not cut it short (see the cancel-safety note above).
+        let in_flight = self.starts.clone().read_owned().await;
+        let start = self.starter().start_new(definition, options, in_flight);
+        match tokio::spawn(start).await {
+            Ok(started) => started,
+            Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+            Err(_) => Err(RuntimeError::ShuttingDown),
         }
     }
 
-    /// Fails a created run whose flow could not be started, so that it does
-    /// not wait as `Created` for the next start; the error to return.
-    async fn not_started(&self, run_id: Uuid, cause: RuntimeError) -> RuntimeError {
-        let reason = format!("the runtime could not start the run's flow: {cause}");
-        tracing::error!(%run_id, %reason, "flow not started");
-        let not_ended = record::fail_orphaned(&self.store(), run_id, reason)
-            .await
-            .err();
-        if let Some(error) = &not_ended {
-            tracing::error!(%run_id, %error,
-                "failing the run failed; it stays Created and the next start resumes it");
-        }
-        RuntimeError::NotStarted {
-            run_id,
-            cause: Box::new(cause),
-            not_ended: not_ended.map(Box::new),
+    /// What a start needs of the runtime, to run apart from its caller.
+    fn starter(&self) -> Starter {
+        Starter {
+            store: self.store(),
+            root: self.root.clone(),
+            runs: self.runs.clone(),
         }
     }
 
@@ -233,15 +250,17 @@ impl Runtime {
                 }
             };
             tracing::info!(run_id = %run.id, flow = %run.controller_id, "resuming unfinished run");
-            let (request, flow) = self.prepare_flow(run.clone(), &*definition, Some(&outputs));
+            let (request, flow) =
+                request_flow(run.clone(), self.store(), &*definition, Some(&outputs));
             requests.push(request);
             pending.push((run, flow));
         }
         self.root
             .send_message(RootMsg::StartFlows(requests))
             .map_err(|_| RuntimeError::ShuttingDown)?;
+        let starter = self.starter();
         for (run, flow) in pending {
-            match self.collect_flow(flow).await {
+            match starter.collect(flow).await {
                 Ok(handle) => self.resumed.push(handle),
                 Err(error) => self.resume_failed(run, ResumeError::NotStarted(Box::new(error))),
             }
@@ -257,43 +276,6 @@ impl Runtime {
             run: run.clone(),
             error,
         });
-    }
-
-    /// Spawns the flow actor of a new run under the root supervisor.
-    async fn spawn_flow(
-        &self,
-        run: Flow,
-        definition: &dyn ErasedDefinition,
-    ) -> Result<FlowHandle, RuntimeError> {
-        let (request, pending) = self.prepare_flow(run, definition, None);
-        self.root
-            .send_message(RootMsg::StartFlows(vec![request]))
-            .map_err(|_| RuntimeError::ShuttingDown)?;
-        self.collect_flow(pending).await
-    }
-
-    /// Plans `run` over the journal: the request for the root supervisor
-    /// and what waits for it (see [`request_flow`]).
-    fn prepare_flow(
-        &self,
-        run: Flow,
-        definition: &dyn ErasedDefinition,
-        recorded: Option<&[StepOutput]>,
-    ) -> (super::spawn::FlowRequest, PendingFlow) {
-        request_flow(run, self.store(), definition, recorded)
-    }
-
-    /// Waits for a requested flow actor; its handle, also kept in [`Self::live_runs`].
-    async fn collect_flow(&self, pending: PendingFlow) -> Result<FlowHandle, RuntimeError> {
-        let run_id = pending.run_id();
-        let handle = pending.spawned().await.inspect_err(|error| {
-            tracing::error!(%run_id, %error, "the flow actor could not be spawned");
-        })?;
-        self.runs
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(handle.clone());
-        Ok(handle)
     }
 
     /// Handles of the unfinished runs resumed at start (ended or not).
@@ -370,6 +352,9 @@ impl Runtime {
     }
 
     async fn end_runs(&self, deadline: Option<Instant>) {
+        // Starts still in flight (their callers gave up on them) finish
+        // first, so that their runs are ended too.
+        let _all_started = self.starts.write().await;
         let runs = self.live_runs();
         for run in &runs {
             // A run that is cancelling or ending rejects the drain; it ends anyway.

@@ -79,6 +79,7 @@ fn not_started(error: RuntimeError) -> (Uuid, RuntimeError) {
     let RuntimeError::NotStarted {
         run_id,
         cause,
+        already_ended: None,
         not_ended: None,
     } = error
     else {
@@ -178,6 +179,7 @@ fn a_not_started_error_says_when_the_run_stays_created() {
     let error = |not_ended| RuntimeError::NotStarted {
         run_id,
         cause: Box::new(RuntimeError::ShuttingDown),
+        already_ended: None,
         not_ended,
     };
     let failed = error(None).to_string();
@@ -188,4 +190,153 @@ fn a_not_started_error_says_when_the_run_stays_created() {
         stays.contains("stays Created until the next start") && stays.contains("atomic"),
         "{stays}"
     );
+}
+
+/// Applies every write, but never acknowledges the one that makes a run
+/// terminal: the outcome is durable while its flow still waits for the ack.
+struct AckLostOnTerminal {
+    inner: Arc<crate::store::MemoryStore>,
+    /// Told once the terminal write is applied.
+    durable: tokio::sync::Notify,
+}
+
+fn makes_terminal(op: &crate::store::WriteOp) -> bool {
+    use crate::store::WriteOp;
+    match op {
+        WriteOp::UpdateRun { run, .. } => run.status.is_terminal(),
+        WriteOp::Atomic(ops) => ops.iter().any(makes_terminal),
+        _ => false,
+    }
+}
+
+crate::store_wrapper! {
+    AckLostOnTerminal, reads: inner;
+    async fn apply_batch(&self, ops: Vec<crate::store::WriteOp>) -> crate::store::BatchResult {
+        let terminal = ops.iter().any(makes_terminal);
+        let results = self.inner.apply_batch(ops).await;
+        if terminal {
+            self.durable.notify_one();
+            std::future::pending::<()>().await;
+        }
+        results
+    }
+}
+
+/// A flow that dies after its outcome was recorded (but before it
+/// published it) has the recorded outcome published, not a failure.
+#[tokio::test]
+async fn a_flow_lost_after_recording_its_outcome_publishes_the_recorded_one() {
+    let store = Arc::new(crate::store::MemoryStore::new());
+    let wrapped = Arc::new(AckLostOnTerminal {
+        inner: store.clone(),
+        durable: tokio::sync::Notify::new(),
+    });
+    let runtime = runtime_with(wrapped.clone(), spawn_flow_actor).await;
+    let run = runtime.start("small").await.unwrap();
+    wrapped.durable.notified().await;
+    let persisted = store.get_run(run.run_id()).await.unwrap().unwrap();
+    assert_eq!(persisted.status, FlowStatus::Finished);
+    assert!(run.outcome().is_none(), "the flow still awaits the ack");
+    run.actor_ref().kill();
+    let outcome = run.wait().await.unwrap();
+    assert_eq!(outcome.status, FlowStatus::Finished, "{outcome:?}");
+    assert!(outcome.recorded);
+    let terminal = store.terminal_event(run.run_id()).await.unwrap().unwrap();
+    let EventKind::Terminal(TerminalEvent::FlowCompleted { structured_output }) = terminal.kind
+    else {
+        panic!("not a FlowCompleted: {terminal:?}");
+    };
+    assert_eq!(outcome.structured_output, structured_output);
+    assert!(structured_output.is_some());
+    drop(runtime);
+}
+
+/// Cancels the run through the control plane, then fails to spawn its flow.
+fn cancelled_then_unspawnable(args: FlowArgs, _: ractor::ActorCell) -> BoxedSpawn {
+    Box::pin(async move {
+        crate::runs::FlowManager::new(args.store.clone())
+            .cancel(args.run.id)
+            .await
+            .map_err(|e| ractor::SpawnErr::StartupFailed(e.into()))?;
+        Err(ractor::SpawnErr::StartupFailed("injected".into()))
+    })
+}
+
+#[tokio::test]
+async fn a_not_started_run_that_had_already_ended_is_not_claimed_failed() {
+    let store = Arc::new(crate::store::MemoryStore::new());
+    let runtime = runtime_with(store.clone(), cancelled_then_unspawnable).await;
+    let error = runtime.start("small").await.unwrap_err();
+    let message = error.to_string();
+    let RuntimeError::NotStarted {
+        run_id,
+        already_ended,
+        not_ended: None,
+        ..
+    } = error
+    else {
+        panic!("{error:?}");
+    };
+    assert_eq!(already_ended, Some(FlowStatus::Cancelled), "{message}");
+    assert!(message.contains("already ended as cancelled"), "{message}");
+    let record = store.get_run(run_id).await.unwrap().unwrap();
+    assert_eq!(record.status, FlowStatus::Cancelled);
+    drop(runtime);
+}
+
+/// Every run of the runtime's default owner: what the journal holds after
+/// a start was given up on.
+async fn all_runs(store: &dyn FlowStore) -> Vec<crate::store::Flow> {
+    store.list_runs_by_owner("troupe").await.unwrap()
+}
+
+/// Told when the root asks [`gated_spawn`] for a flow actor.
+static SPAWN_ASKED: tokio::sync::Notify = tokio::sync::Notify::const_new();
+/// Lets [`gated_spawn`] go on.
+static SPAWN_GATE: tokio::sync::Notify = tokio::sync::Notify::const_new();
+
+/// Spawns flow actors once [`SPAWN_GATE`] opens (one test uses it).
+fn gated_spawn(args: FlowArgs, supervisor: ractor::ActorCell) -> BoxedSpawn {
+    Box::pin(async move {
+        SPAWN_ASKED.notify_one();
+        SPAWN_GATE.notified().await;
+        spawn_flow_actor(args, supervisor).await
+    })
+}
+
+/// `start_with` dropped (e.g. under `tokio::time::timeout`) once the flow
+/// was requested of the root: the run is still tracked, so `shutdown`
+/// drains it to an outcome instead of leaving it `Running`.
+#[tokio::test]
+async fn a_start_dropped_after_requesting_its_flow_leaves_no_untracked_run() {
+    let store = Arc::new(crate::store::MemoryStore::new());
+    let runtime = runtime_with(store.clone(), gated_spawn).await;
+    runtime.register(endless()).unwrap();
+    tokio::select! {
+        _ = runtime.start("endless") => panic!("started before the spawn gate opened"),
+        () = SPAWN_ASKED.notified() => {} // the start is dropped here
+    }
+    SPAWN_GATE.notify_one();
+    runtime.shutdown().await;
+    let runs = all_runs(&*store).await;
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!(runs[0].status, FlowStatus::Finished, "{runs:?}");
+}
+
+/// A start dropped right after its first poll still runs to its end: the
+/// run exists, is tracked, and ends with the runtime's shutdown.
+#[tokio::test]
+async fn a_start_dropped_after_its_first_poll_still_starts_a_tracked_run() {
+    let store = Arc::new(crate::store::MemoryStore::new());
+    let runtime = runtime_with(store.clone(), spawn_flow_actor).await;
+    runtime.register(endless()).unwrap();
+    {
+        let mut start = std::pin::pin!(runtime.start("endless"));
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        assert!(std::future::Future::poll(start.as_mut(), &mut cx).is_pending());
+    }
+    runtime.shutdown().await;
+    let runs = all_runs(&*store).await;
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!(runs[0].status, FlowStatus::Finished, "{runs:?}");
 }

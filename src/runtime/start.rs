@@ -1,0 +1,93 @@
+//! Starting a new run's flow as a task of its own, so that a caller that
+//! gives up on [`Runtime::start_with`](super::Runtime::start_with) (drops
+//! its future) cannot leave a flow running untracked or a run `Created`.
+
+use std::sync::{Arc, Mutex, PoisonError};
+
+use ractor::ActorRef;
+use tokio::sync::OwnedRwLockReadGuard;
+use uuid::Uuid;
+
+use super::RuntimeError;
+use super::live::RunList;
+use super::root::RootMsg;
+use super::spawn::{PendingFlow, request_flow};
+use crate::flow::definition::ErasedDefinition;
+use crate::flow::record::{self, Orphaned};
+use crate::flow::{FlowHandle, RunOptions};
+use crate::store::FlowStore;
+
+/// What starting a flow needs of the runtime (cheap to clone into a task).
+#[derive(Clone)]
+pub(crate) struct Starter {
+    pub(crate) store: Arc<dyn FlowStore>,
+    pub(crate) root: ActorRef<RootMsg>,
+    pub(crate) runs: Arc<Mutex<RunList>>,
+}
+
+impl Starter {
+    /// Creates a run of `definition` and starts its flow; a run whose flow
+    /// cannot be started is failed. Meant to run as its own task, holding
+    /// `in_flight` (a shutdown waits for every start that holds one) until
+    /// the run's handle is in the run list or the run is failed.
+    pub(crate) async fn start_new(
+        self,
+        definition: Arc<dyn ErasedDefinition>,
+        options: RunOptions,
+        in_flight: OwnedRwLockReadGuard<()>,
+    ) -> Result<FlowHandle, RuntimeError> {
+        let run = record::create(&self.store, definition.name(), options).await?;
+        let run_id = run.id;
+        let (request, pending) = request_flow(run, self.store.clone(), &*definition, None);
+        let started = match self.root.send_message(RootMsg::StartFlows(vec![request])) {
+            Ok(()) => self.collect(pending).await,
+            Err(_) => Err(RuntimeError::ShuttingDown),
+        };
+        let result = match started {
+            Ok(handle) => Ok(handle),
+            Err(cause) => Err(self.not_started(run_id, cause).await),
+        };
+        drop(in_flight);
+        result
+    }
+
+    /// Waits for a requested flow actor; its handle, also kept in the run list.
+    pub(crate) async fn collect(&self, pending: PendingFlow) -> Result<FlowHandle, RuntimeError> {
+        let run_id = pending.run_id();
+        let handle = pending.spawned().await.inspect_err(|error| {
+            tracing::error!(%run_id, %error, "the flow actor could not be spawned");
+        })?;
+        self.runs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(handle.clone());
+        Ok(handle)
+    }
+
+    /// Fails a created run whose flow could not be started, so that it does
+    /// not wait as `Created` for the next start; the error to return.
+    async fn not_started(&self, run_id: Uuid, cause: RuntimeError) -> RuntimeError {
+        let reason = format!("the runtime could not start the run's flow: {cause}");
+        tracing::error!(%run_id, %reason, "flow not started");
+        let (already_ended, not_ended) =
+            match record::fail_orphaned(&self.store, run_id, reason).await {
+                Ok(Orphaned::Failed) => (None, None),
+                Ok(Orphaned::AlreadyEnded(outcome)) => {
+                    tracing::info!(%run_id, status = outcome.status.as_str(),
+                    "the run had already ended; left so");
+                    (Some(outcome.status), None)
+                }
+                Err(error) => {
+                    tracing::error!(%run_id, %error,
+                    "failing the run failed; it stays Created and the next start resumes it");
+                    (None, Some(Box::new(error)))
+                }
+            };
+        RuntimeError::NotStarted {
+            run_id,
+            cause: Box::new(cause),
+            already_ended,
+            not_ended,
+        }
+    }
+}
