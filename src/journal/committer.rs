@@ -1,7 +1,9 @@
 //! Group commit: the queue between the journal actor and the store, and the
 //! committer that drains it.
 //!
-//! The actor pushes each write request into a [`CommitQueue`]. The committer
+//! Journal handles push each write request straight into a [`CommitQueue`]
+//! (no actor message per request); the actor, which owns the committer, is
+//! asked to start a drain only when the queue was idle. The committer
 //! takes everything queued (up to the batch bound, never splitting a
 //! request) whenever it is free, commits it as one batch and replies to each
 //! request with its own results. When the store has a writer thread of its
@@ -69,10 +71,25 @@ impl CommitQueue {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Queues `req`; hands it back when nothing can commit it any more.
-    pub(crate) fn push(&self, req: Request) -> Result<Pushed, Request> {
+    /// Queues `req`, or answers it with [`StoreError::JournalClosed`] when
+    /// the journal is shutting down or its committer died. Returns whether
+    /// the queue was idle, so that the caller must have a drain started.
+    pub(crate) fn submit(&self, req: Request, counters: &Counters) -> Pushed {
+        counters.queued(1);
+        match self.push(req) {
+            Ok(pushed) => pushed,
+            Err(req) => {
+                counters.queued(-1);
+                let _ = req.reply.send(Err(StoreError::JournalClosed));
+                Pushed::Queued
+            }
+        }
+    }
+
+    /// Queues `req`; hands it back when nothing will commit it any more.
+    fn push(&self, req: Request) -> Result<Pushed, Request> {
         let mut state = self.lock();
-        if state.broken {
+        if state.broken || state.closed {
             return Err(req);
         }
         state.items.push_back(req);
@@ -112,12 +129,28 @@ impl CommitQueue {
         Ok(batch)
     }
 
-    /// The drain died: refuse further requests and fail the queued ones.
-    fn break_down(&self) -> (Vec<Request>, bool) {
-        let mut state = self.lock();
-        state.broken = true;
-        state.draining = false;
-        (state.items.drain(..).collect(), state.closed)
+    /// Nothing will commit any more (the drain died, or the actor that
+    /// starts drains is gone): refuses further requests and answers the
+    /// queued ones with [`StoreError::JournalClosed`]. Returns whether a
+    /// shutdown is waiting for the queue to empty.
+    pub(crate) fn break_down(&self, counters: &Counters) -> bool {
+        let (stranded, closing) = {
+            let mut state = self.lock();
+            state.broken = true;
+            state.draining = false;
+            (state.items.drain(..).collect::<Vec<_>>(), state.closed)
+        };
+        counters.queued(-(stranded.len() as i64));
+        if !stranded.is_empty() {
+            tracing::error!(
+                requests = stranded.len(),
+                "journal committer stopped; queued writes refused"
+            );
+        }
+        for req in stranded {
+            let _ = req.reply.send(Err(StoreError::JournalClosed));
+        }
+        closing
     }
 }
 
@@ -214,16 +247,7 @@ impl Drop for DrainGuard {
             return;
         }
         let committer = &self.committer;
-        let (stranded, closing) = committer.queue.break_down();
-        committer.counters.queued(-(stranded.len() as i64));
-        tracing::error!(
-            requests = stranded.len(),
-            "journal committer stopped; queued writes refused"
-        );
-        for req in stranded {
-            let _ = req.reply.send(Err(StoreError::JournalClosed));
-        }
-        if closing {
+        if committer.queue.break_down(&committer.counters) {
             let _ = committer.actor.cast(JournalMsg::Drained);
         }
     }
