@@ -7,6 +7,7 @@
 mod checkpoint;
 mod codec;
 mod heads;
+mod id_hash;
 mod read;
 mod rows;
 mod schema;

@@ -7,7 +7,6 @@
 //! write-back stay pinned in the cache and are written (with a new mark) in
 //! the commit that makes the event tail long enough (see `heads.rs`).
 
-use std::collections::{HashMap, HashSet};
 use std::sync::LazyLock;
 
 use chrono::Utc;
@@ -17,6 +16,7 @@ use uuid::Uuid;
 use super::checkpoint::Checkpoints;
 use super::codec::{Kinds, MAX_TERMINAL_CODE, json_bytes, micros, payload};
 use super::heads::{fold_tail, write_heads, write_mark};
+use super::id_hash::{IdMap, IdSet};
 use super::read::event_by_cursor;
 use super::rows::run_values;
 use crate::store::error::StoreError;
@@ -42,7 +42,7 @@ struct Head {
 #[derive(Default)]
 struct Scratch {
     /// Run heads read or changed; `true` when changed.
-    heads: HashMap<Uuid, (Head, bool)>,
+    heads: IdMap<(Head, bool)>,
     /// Kind names added to the dictionary.
     kinds: Vec<(String, i64)>,
     /// Events appended.
@@ -73,10 +73,10 @@ pub(crate) struct Writer {
     pub(crate) conn: Connection,
     kinds: Kinds,
     /// Committed run heads, exact.
-    heads: HashMap<Uuid, Head>,
+    heads: IdMap<Head>,
     /// Runs whose head changed since the last write-back: pinned in `heads`,
     /// since their `run_heads` rows are stale.
-    unwritten: HashSet<Uuid>,
+    unwritten: IdSet,
     /// Events committed since the last write-back (the tail).
     tail: usize,
     /// Write heads back once the tail reaches this many events.
@@ -100,8 +100,8 @@ impl Writer {
         Ok(Writer {
             conn,
             kinds,
-            heads: HashMap::new(),
-            unwritten: HashSet::new(),
+            heads: IdMap::default(),
+            unwritten: IdSet::default(),
             tail: 0,
             write_back_events: write_back_events.max(1) as usize,
             checkpoints,
@@ -239,7 +239,7 @@ struct OpCtx<'a, 'c> {
     conn: &'c Connection,
     /// [`INSERT_EVENT`], prepared once per batch.
     insert_event: &'a mut CachedStatement<'c>,
-    committed: &'a HashMap<Uuid, Head>,
+    committed: &'a IdMap<Head>,
     kinds: &'a Kinds,
     batch: &'a Scratch,
     op: &'a mut Scratch,
