@@ -8,9 +8,9 @@
 //! request) whenever it is free, commits it as one batch and replies to each
 //! request with its own results. When the store has a writer thread of its
 //! own ([`FlowStore::run_on_writer`], e.g. SQLite), the committer runs there:
-//! a commit, its acks and the taking of the next batch happen on one thread,
-//! which under load never sleeps or waits for a tokio task between commits.
-//! Otherwise it runs as a tokio task over [`FlowStore::apply_batch`].
+//! it commits a batch, hands the batch's replies to one tokio task and takes
+//! the next batch, so under load it never sleeps or waits for a tokio task
+//! between commits. Otherwise it runs as a tokio task over [`FlowStore::apply_batch`].
 //!
 //! At most one drain runs at a time, so batches commit in queue order.
 
