@@ -6,8 +6,8 @@
 
 mod checkpoint;
 mod codec;
+mod fast_hash;
 mod heads;
-mod id_hash;
 mod read;
 mod rows;
 mod schema;

@@ -15,8 +15,8 @@ use uuid::Uuid;
 
 use super::checkpoint::Checkpoints;
 use super::codec::{Kinds, MAX_TERMINAL_CODE, json_bytes, micros, payload};
+use super::fast_hash::{IdMap, IdSet};
 use super::heads::{fold_tail, write_heads, write_mark};
-use super::id_hash::{IdMap, IdSet};
 use super::read::event_by_cursor;
 use super::rows::run_values;
 use crate::store::error::StoreError;

@@ -1,11 +1,12 @@
-//! A cheap hasher for the writer's maps keyed by run id. Std's SipHash cost
-//! ~10% of the writer thread's instructions (several look-ups per append);
-//! a multiply-rotate fold of the id's words (the Fx hash) with a final
+//! A cheap hasher for the store's hot maps: the writer's maps keyed by run id
+//! and the kind dictionary. Std's SipHash cost ~10% of the writer thread's
+//! instructions (several look-ups per append); a multiply-rotate fold of the
+//! key's words (the Fx hash) with a final
 //! avalanche (murmur3's `fmix64`) spreads them as well. The avalanche
 //! matters: time-ordered ids made in one millisecond share their timestamp
 //! and counter bytes, and Fx alone then leaves the low bits, which pick the
-//! bucket, nearly constant. The maps are private caches of
-//! ids already stored, not exposed to untrusted keys at a scale where
+//! bucket, nearly constant. The maps are private caches of ids and kind
+//! names already stored, not exposed to untrusted keys at a scale where
 //! collision attacks would matter.
 
 use std::collections::{HashMap, HashSet};
@@ -15,11 +16,11 @@ use uuid::Uuid;
 
 /// The Fx hash (per 8-byte word: rotate, xor, multiply), then `fmix64`.
 #[derive(Default)]
-pub(crate) struct IdHasher(u64);
+pub(crate) struct FastHasher(u64);
 
 const SEED: u64 = 0x51_7c_c1_b7_27_22_0a_95;
 
-impl Hasher for IdHasher {
+impl Hasher for FastHasher {
     fn write(&mut self, bytes: &[u8]) {
         for chunk in bytes.chunks(8) {
             let mut word = [0u8; 8];
@@ -38,12 +39,14 @@ impl Hasher for IdHasher {
     }
 }
 
-type BuildIdHasher = BuildHasherDefault<IdHasher>;
+type BuildFastHasher = BuildHasherDefault<FastHasher>;
 
+/// A map with the fast hasher.
+pub(crate) type FastMap<K, V> = HashMap<K, V, BuildFastHasher>;
 /// A map keyed by run id.
-pub(crate) type IdMap<V> = HashMap<Uuid, V, BuildIdHasher>;
+pub(crate) type IdMap<V> = FastMap<Uuid, V>;
 /// A set of run ids.
-pub(crate) type IdSet = HashSet<Uuid, BuildIdHasher>;
+pub(crate) type IdSet = HashSet<Uuid, BuildFastHasher>;
 
 #[cfg(test)]
 mod tests {
@@ -53,7 +56,7 @@ mod tests {
 
     #[test]
     fn time_ordered_ids_spread_over_buckets_and_tags() {
-        let build = BuildIdHasher::default();
+        let build = BuildFastHasher::default();
         let hashes: Vec<u64> = (0..1024).map(|_| build.hash_one(Uuid::now_v7())).collect();
         // hashbrown picks buckets from the low bits and tags from the top 7.
         let buckets: std::collections::HashSet<u64> = hashes.iter().map(|h| h % 1024).collect();
