@@ -1,6 +1,7 @@
 //! Behaviour of the journal actor: group commit, per-request results,
 //! bounded queue, reads beside writes, commit failures, shutdown.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -17,6 +18,8 @@ use uuid::Uuid;
 struct GatedStore {
     inner: MemoryStore,
     gate: Semaphore,
+    /// Commits started (waiting at the gate or past it).
+    entered: AtomicUsize,
     batches: Mutex<Vec<usize>>,
     fail_next_commit: Mutex<bool>,
     /// Claims a writer thread but drops every job posted to it (a thread
@@ -29,6 +32,7 @@ impl Default for GatedStore {
         GatedStore {
             inner: MemoryStore::new(),
             gate: Semaphore::new(0),
+            entered: AtomicUsize::new(0),
             batches: Mutex::new(Vec::new()),
             fail_next_commit: Mutex::new(false),
             writer_thread_gone: false,
@@ -40,6 +44,10 @@ impl GatedStore {
     fn batches(&self) -> Vec<usize> {
         self.batches.lock().unwrap().clone()
     }
+
+    fn entered(&self) -> usize {
+        self.entered.load(Ordering::SeqCst)
+    }
 }
 
 troupe::store_wrapper! {
@@ -48,6 +56,7 @@ troupe::store_wrapper! {
         &self,
         ops: Vec<WriteOp>,
     ) -> Result<Vec<Result<WriteOutcome, StoreError>>, StoreError> {
+        self.entered.fetch_add(1, Ordering::SeqCst);
         self.gate.acquire().await.unwrap().forget();
         self.batches.lock().unwrap().push(ops.len());
         if std::mem::take(&mut *self.fail_next_commit.lock().unwrap()) {
@@ -93,7 +102,7 @@ async fn queued_requests_share_one_commit_with_their_own_results() {
         let j = journal.clone();
         async move { j.append(tick(run.id)).await }
     });
-    settle(|| journal.stats().queued_requests == 0 && store.gate.available_permits() == 0).await;
+    settle(|| store.entered() == 1).await;
     let mut writers = Vec::new();
     for i in 0..50 {
         let j = journal.clone();
@@ -136,8 +145,10 @@ async fn full_queue_makes_writers_wait() {
     for _ in 0..100 {
         tokio::task::yield_now().await;
     }
-    // One request is in the blocked commit, three wait in the actor, eight wait for a slot.
-    assert_eq!(journal.stats().queued_requests, 3);
+    // Four requests got a slot and were queued before the drain started: two
+    // (the batch bound) are in the blocked commit, two wait in the queue, and
+    // eight wait for a slot.
+    assert_eq!(journal.stats().queued_requests, 2);
     store.gate.add_permits(100);
     for w in writers {
         w.await.unwrap().unwrap();
@@ -187,9 +198,12 @@ async fn failed_commit_fails_every_request_in_it() {
 async fn shutdown_commits_queued_writes_then_refuses() {
     let (store, journal, run) = setup(JournalConfig::default()).await;
     let mut writers = Vec::new();
-    for _ in 0..5 {
+    for i in 0..5 {
         let j = journal.clone();
         writers.push(tokio::spawn(async move { j.append(tick(run.id)).await }));
+        if i == 0 {
+            settle(|| store.entered() == 1).await;
+        }
     }
     settle(|| journal.stats().queued_requests == 4).await;
     store.gate.add_permits(10);

@@ -1,8 +1,9 @@
 //! Crash test: a child process appends through the journal actor and prints
 //! every acknowledged write; the parent kills it with SIGKILL at a random
 //! moment, reopens the database and checks that every acknowledged event is
-//! there, no run has two terminal events, the file passes
-//! `PRAGMA integrity_check`, and recovery gives every terminal run its event.
+//! there, every run's own log matches the global log, no run has two
+//! terminal events, the file passes `PRAGMA integrity_check`, and recovery
+//! gives every terminal run its event.
 //!
 //! One binary plays both roles (`harness = false`): with `TROUPE_CRASH_CHILD`
 //! set it is the child.
@@ -226,6 +227,14 @@ async fn verify(path: &Path, acked: &Acked, round: usize) {
             Some(cursor),
             "round {round}: acknowledged event {key:?} lost"
         );
+    }
+    // Each run's own log (walked back from its head, which the store keeps
+    // lazily and rebuilds at open) holds exactly its events in the global log.
+    let runs: HashSet<Uuid> = all.iter().map(|e| e.run_id).collect();
+    for run in runs {
+        let own: Vec<_> = all.iter().filter(|e| e.run_id == run).cloned().collect();
+        let listed = store.list_events(run, usize::MAX).await.expect("list run");
+        assert_eq!(listed, own, "round {round}: run {run}'s log differs");
     }
     assert!(
         terminals.values().all(|&n| n == 1),

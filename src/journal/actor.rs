@@ -1,7 +1,7 @@
-//! The journal actor: the single writer. It takes write requests in mailbox
-//! order and queues them for the committer, which commits everything queued
-//! as the next batch (group commit) and replies to each request with its own
-//! result (see `committer.rs`).
+//! The journal actor: the single writer. It owns the committer, which commits
+//! everything queued as the next batch (group commit) and replies to each
+//! request with its own result (see `committer.rs`). Handles queue requests
+//! directly and message the actor only to start a drain of an idle queue.
 
 use std::sync::Arc;
 
@@ -18,6 +18,8 @@ pub(crate) type WriteReply = Result<Vec<Result<WriteOutcome, StoreError>>, Store
 /// Messages of the journal actor.
 pub enum JournalMsg {
     /// Apply these ops (atomically each) and reply once they are durable.
+    /// ([`JournalHandle`](super::JournalHandle) queues its writes without
+    /// this message; it is for holders of the bare actor reference.)
     Write {
         /// The ops, kept together in one commit.
         ops: Vec<WriteOp>,
@@ -26,6 +28,8 @@ pub enum JournalMsg {
         /// The request's queue slot, released when the reply is sent.
         permit: OwnedSemaphorePermit,
     },
+    /// Writes were queued while no drain was running: start one.
+    Drain,
     /// The committer has answered everything queued before a shutdown.
     Drained,
     /// Finish queued and in-flight writes, refuse new ones, then stop.
@@ -37,7 +41,8 @@ pub(crate) struct JournalActor;
 
 pub(crate) struct JournalArgs {
     pub(crate) store: Arc<dyn FlowStore>,
-    pub(crate) max_batch_ops: usize,
+    /// Shared with the handles, which queue their writes into it.
+    pub(crate) queue: Arc<CommitQueue>,
     pub(crate) counters: Arc<Counters>,
     pub(crate) runtime: tokio::runtime::Handle,
 }
@@ -62,7 +67,7 @@ impl Actor for JournalActor {
         let on_writer = Committer::has_writer_thread(args.store.as_ref());
         Ok(JournalState {
             committer: Arc::new(Committer {
-                queue: Arc::new(CommitQueue::new(args.max_batch_ops)),
+                queue: args.queue,
                 store: args.store,
                 counters: args.counters.clone(),
                 actor: myself,
@@ -83,20 +88,14 @@ impl Actor for JournalActor {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             JournalMsg::Write { ops, reply, permit } => {
-                if state.shutdown.is_some() {
-                    let _ = reply.send(Err(StoreError::JournalClosed));
-                    return Ok(());
-                }
-                state.counters.queued(1);
-                match state.committer.queue.push(Request { ops, reply, permit }) {
-                    Ok(Pushed::Queued) => {}
-                    Ok(Pushed::StartDrain) => state.committer.start(),
-                    Err(req) => {
-                        state.counters.queued(-1);
-                        let _ = req.reply.send(Err(StoreError::JournalClosed));
-                    }
+                let req = Request { ops, reply, permit };
+                if let Pushed::StartDrain = state.committer.queue.submit(req, &state.counters) {
+                    state.committer.start();
                 }
             }
+            // A drain asked for before a shutdown still runs: its requests
+            // were accepted.
+            JournalMsg::Drain => state.committer.start(),
             JournalMsg::Drained => state.drained = true,
             JournalMsg::Shutdown(reply) => {
                 if state.shutdown.is_none() && state.committer.queue.close() {

@@ -1,14 +1,16 @@
 //! Group commit: the queue between the journal actor and the store, and the
 //! committer that drains it.
 //!
-//! The actor pushes each write request into a [`CommitQueue`]. The committer
+//! Journal handles push each write request straight into a [`CommitQueue`]
+//! (no actor message per request); the actor, which owns the committer, is
+//! asked to start a drain only when the queue was idle. The committer
 //! takes everything queued (up to the batch bound, never splitting a
 //! request) whenever it is free, commits it as one batch and replies to each
 //! request with its own results. When the store has a writer thread of its
 //! own ([`FlowStore::run_on_writer`], e.g. SQLite), the committer runs there:
-//! a commit, its acks and the taking of the next batch happen on one thread,
-//! which under load never sleeps or waits for a tokio task between commits.
-//! Otherwise it runs as a tokio task over [`FlowStore::apply_batch`].
+//! it commits a batch, hands the batch's replies to one tokio task and takes
+//! the next batch, so under load it never sleeps or waits for a tokio task
+//! between commits. Otherwise it runs as a tokio task over [`FlowStore::apply_batch`].
 //!
 //! At most one drain runs at a time, so batches commit in queue order.
 
@@ -69,10 +71,25 @@ impl CommitQueue {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Queues `req`; hands it back when nothing can commit it any more.
-    pub(crate) fn push(&self, req: Request) -> Result<Pushed, Request> {
+    /// Queues `req`, or answers it with [`StoreError::JournalClosed`] when
+    /// the journal is shutting down or its committer died. Returns whether
+    /// the queue was idle, so that the caller must have a drain started.
+    pub(crate) fn submit(&self, req: Request, counters: &Counters) -> Pushed {
+        counters.queued(1);
+        match self.push(req) {
+            Ok(pushed) => pushed,
+            Err(req) => {
+                counters.queued(-1);
+                let _ = req.reply.send(Err(StoreError::JournalClosed));
+                Pushed::Queued
+            }
+        }
+    }
+
+    /// Queues `req`; hands it back when nothing will commit it any more.
+    fn push(&self, req: Request) -> Result<Pushed, Request> {
         let mut state = self.lock();
-        if state.broken {
+        if state.broken || state.closed {
             return Err(req);
         }
         state.items.push_back(req);
@@ -112,12 +129,28 @@ impl CommitQueue {
         Ok(batch)
     }
 
-    /// The drain died: refuse further requests and fail the queued ones.
-    fn break_down(&self) -> (Vec<Request>, bool) {
-        let mut state = self.lock();
-        state.broken = true;
-        state.draining = false;
-        (state.items.drain(..).collect(), state.closed)
+    /// Nothing will commit any more (the drain died, or the actor that
+    /// starts drains is gone): refuses further requests and answers the
+    /// queued ones with [`StoreError::JournalClosed`]. Returns whether a
+    /// shutdown is waiting for the queue to empty.
+    pub(crate) fn break_down(&self, counters: &Counters) -> bool {
+        let (stranded, closing) = {
+            let mut state = self.lock();
+            state.broken = true;
+            state.draining = false;
+            (state.items.drain(..).collect::<Vec<_>>(), state.closed)
+        };
+        counters.queued(-(stranded.len() as i64));
+        if !stranded.is_empty() {
+            tracing::error!(
+                requests = stranded.len(),
+                "journal committer stopped; queued writes refused"
+            );
+        }
+        for req in stranded {
+            let _ = req.reply.send(Err(StoreError::JournalClosed));
+        }
+        closing
     }
 }
 
@@ -188,12 +221,26 @@ impl DrainGuard {
         self.committer.clone()
     }
 
-    /// On the writer thread: commits one batch, then posts the next behind
-    /// any other jobs of that thread (so reads or direct writes sharing it
-    /// are not starved).
+    /// On the writer thread: commits one batch, hands its replies to a tokio
+    /// task, then posts the next batch behind any other jobs of that thread
+    /// (so reads or direct writes sharing it are not starved).
+    ///
+    /// The replies go out from a task because each reply wakes its writer:
+    /// woken from this thread, every wake-up is a remote schedule into tokio
+    /// (a shared queue, often a worker unpark); woken from a worker, they
+    /// are local. One spawn per commit keeps ~128 remote wake-ups per commit
+    /// and the reply work off the writer thread, the journal's critical path.
     fn commit_on_writer(self, batch: Batch, apply: &mut dyn FnMut(Vec<WriteOp>) -> BatchResult) {
-        batch.commit(apply);
-        self.disarm().start();
+        let (ops, pending) = batch.split();
+        let result = pending.span.in_scope(|| apply(ops));
+        pending.record(&result);
+        let committer = self.disarm();
+        // A reply dropped unsent (the runtime shutting down) reaches its
+        // caller as `AckDropped`, never as a false success.
+        committer
+            .runtime
+            .spawn(async move { pending.reply(result) });
+        committer.start();
     }
 
     async fn drain_async(self, first: Batch) {
@@ -214,16 +261,7 @@ impl Drop for DrainGuard {
             return;
         }
         let committer = &self.committer;
-        let (stranded, closing) = committer.queue.break_down();
-        committer.counters.queued(-(stranded.len() as i64));
-        tracing::error!(
-            requests = stranded.len(),
-            "journal committer stopped; queued writes refused"
-        );
-        for req in stranded {
-            let _ = req.reply.send(Err(StoreError::JournalClosed));
-        }
-        if closing {
+        if committer.queue.break_down(&committer.counters) {
             let _ = committer.actor.cast(JournalMsg::Drained);
         }
     }
@@ -267,12 +305,6 @@ impl Batch {
         }
     }
 
-    fn commit(self, apply: impl FnOnce(Vec<WriteOp>) -> BatchResult) {
-        let (ops, pending) = self.split();
-        let result = pending.span.in_scope(|| apply(ops));
-        pending.answer(result);
-    }
-
     fn split(self) -> (Vec<WriteOp>, Pending) {
         let n = self.requests.len();
         let mut pending = Pending {
@@ -296,14 +328,27 @@ impl Batch {
 }
 
 impl Pending {
-    /// Replies to every request of the batch with its own results.
+    /// Counts the finished commit and replies to each request.
     fn answer(self, result: BatchResult) {
+        self.record(&result);
+        self.reply(result);
+    }
+
+    /// Counts the finished commit (its time ends now).
+    fn record(&self, result: &BatchResult) {
         let _entered = self.span.enter();
         let took = self.started.elapsed();
         self.counters.commit(self.ops, took, result.is_ok());
+        if result.is_ok() {
+            tracing::debug!(micros = took.as_micros() as u64, "journal commit");
+        }
+    }
+
+    /// Replies to every request of the batch with its own results.
+    fn reply(self, result: BatchResult) {
+        let _entered = self.span.enter();
         match result {
             Ok(results) => {
-                tracing::debug!(micros = took.as_micros() as u64, "journal commit");
                 let mut results = results.into_iter();
                 for (reply, n) in self.replies.into_iter().zip(self.sizes) {
                     let mine: Vec<_> = results.by_ref().take(n).collect();

@@ -9,6 +9,7 @@ use tokio::sync::Semaphore;
 use uuid::Uuid;
 
 use super::actor::{JournalActor, JournalArgs, JournalMsg};
+use super::committer::{CommitQueue, Pushed, Request};
 use super::stats::{Counters, JournalStats};
 use crate::runs::{RecoveryReport, recover};
 use crate::store::{FlowStore, StepOutput, StoreError, WriteOp, WriteOutcome};
@@ -46,6 +47,7 @@ pub enum JournalError {
 #[derive(Clone)]
 pub struct JournalHandle {
     actor: ActorRef<JournalMsg>,
+    queue: Arc<CommitQueue>,
     permits: Arc<Semaphore>,
     capacity: u32,
     store: Arc<dyn FlowStore>,
@@ -61,9 +63,10 @@ impl JournalHandle {
         supervisor: Option<ActorCell>,
     ) -> Result<JournalHandle, JournalError> {
         let counters = Arc::new(Counters::default());
+        let queue = Arc::new(CommitQueue::new(config.max_batch_ops));
         let args = JournalArgs {
             store: store.clone(),
-            max_batch_ops: config.max_batch_ops,
+            queue: queue.clone(),
             counters: counters.clone(),
             runtime: tokio::runtime::Handle::current(),
         };
@@ -74,6 +77,7 @@ impl JournalHandle {
         let capacity = u32::try_from(config.queue_capacity.max(1)).unwrap_or(u32::MAX);
         Ok(JournalHandle {
             actor,
+            queue,
             permits: Arc::new(Semaphore::new(capacity as usize)),
             capacity,
             store,
@@ -131,14 +135,18 @@ crate::store_wrapper! {
             .await
             .map_err(|_| StoreError::JournalClosed)?;
         let (tx, rx) = ractor::concurrency::oneshot();
-        let msg = JournalMsg::Write {
+        let req = Request {
             ops,
             reply: tx.into(),
             permit,
         };
-        self.actor
-            .cast(msg)
-            .map_err(|_| StoreError::JournalClosed)?;
+        // Queued directly: the actor is messaged only to start a drain of an
+        // idle queue, and if it is gone nothing would commit what is queued.
+        if let Pushed::StartDrain = self.queue.submit(req, &self.counters)
+            && self.actor.cast(JournalMsg::Drain).is_err()
+        {
+            self.queue.break_down(&self.counters);
+        }
         rx.await.map_err(|_| StoreError::AckDropped)?
     }
 

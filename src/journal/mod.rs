@@ -10,8 +10,10 @@
 //! - **Group commit**: while one commit is in flight, new requests queue; the
 //!   next commit takes everything queued (up to [`JournalConfig::max_batch_ops`])
 //!   in one transaction. Each request still gets its own result. With a store
-//!   that has its own writer thread (SQLite), commits and acks run on that
-//!   thread, which takes the next batch as soon as one is acknowledged.
+//!   that has its own writer thread (SQLite), commits run on that thread,
+//!   which takes the next batch as soon as one is committed; the replies go
+//!   out from a tokio task. Writes are queued without an actor message each:
+//!   the actor is only asked to start committing when the queue was idle.
 //! - **Backpressure**: at most [`JournalConfig::queue_capacity`] ops wait;
 //!   further writers wait for a slot instead of growing memory.
 //! - **Observability**: a `journal.commit` span per commit (requests, ops,

@@ -2,7 +2,6 @@
 //! integer microseconds, ids as 16-byte blobs, kinds as interned codes,
 //! payloads as JSON bytes (NULL when empty).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -10,6 +9,7 @@ use rusqlite::{Connection, OptionalExtension};
 use serde_json::Value;
 use uuid::Uuid;
 
+use super::fast_hash::FastMap;
 use crate::store::error::{RowRef, StoreError};
 use crate::store::events::{EventKind, TERMINAL_NAMES, TerminalEvent};
 
@@ -79,8 +79,8 @@ pub(crate) fn payload(kind: &EventKind) -> Option<Vec<u8>> {
 /// The interned kind dictionary: name ↔ code.
 #[derive(Default)]
 pub(crate) struct Kinds {
-    by_code: HashMap<i64, Arc<str>>,
-    by_name: HashMap<Arc<str>, i64>,
+    by_code: FastMap<i64, Arc<str>>,
+    by_name: FastMap<Arc<str>, i64>,
 }
 
 impl Kinds {

@@ -1,6 +1,13 @@
-//! Writing the per-run counters (`run_heads`) a batch changed: a few
-//! multi-row upserts instead of one `UPDATE` per run, so a commit touching a
-//! hundred runs runs a handful of statements.
+//! The per-run counters (`run_heads`) on disk.
+//!
+//! Invariant: `run_heads` is exact for the events up to the cursor stored in
+//! `heads_mark`; every event after it (the tail) is newer than the stored
+//! head of its run. The writer keeps the exact heads in memory and writes
+//! the changed ones back, with a new mark, in the same transaction as a
+//! commit once the tail is long enough ([`write_heads`], [`write_mark`]): a
+//! few multi-row upserts every few thousand events instead of a row per run
+//! per commit. A crash loses no head: [`fold_tail`] rebuilds them from the
+//! tail when the database is opened, and readers fold the tail in themselves.
 
 use std::sync::LazyLock;
 
@@ -52,6 +59,43 @@ pub(crate) fn write_heads(
         }
     }
     Ok(())
+}
+
+/// Makes the stored heads exact again: folds the events after the mark into
+/// `run_heads` and moves the mark to the last event, in one transaction.
+/// Runs when the writer opens the database (after a crash, the tail can be
+/// up to one write-back interval long).
+pub(crate) fn fold_tail(conn: &Connection) -> Result<(), StoreError> {
+    let fold = || -> rusqlite::Result<()> {
+        conn.execute_batch("BEGIN IMMEDIATE")?;
+        // seq and cursor both grow along a run, so their maxima are its head.
+        // (`WHERE` before `ON CONFLICT` keeps SQLite's upsert parse unambiguous.)
+        conn.execute(
+            "INSERT INTO run_heads(rid, last_seq, last_cursor) \
+             SELECT rid, max(seq), max(cursor) FROM events \
+             WHERE cursor > (SELECT cursor FROM heads_mark) GROUP BY rid \
+             ON CONFLICT(rid) DO UPDATE SET last_seq = excluded.last_seq, \
+             last_cursor = excluded.last_cursor",
+            [],
+        )?;
+        conn.execute(MARK_SQL, [])?;
+        conn.execute_batch("COMMIT")
+    };
+    fold().map_err(|e| {
+        let _ = conn.execute_batch("ROLLBACK");
+        StoreError::sqlite("fold event tail into run heads")(e)
+    })
+}
+
+const MARK_SQL: &str = "UPDATE heads_mark SET cursor = (SELECT ifnull(max(cursor), 0) FROM events)";
+
+/// Moves the mark to the last event: called after [`write_heads`] stored
+/// every head changed since the previous mark.
+pub(crate) fn write_mark(conn: &Connection) -> Result<(), StoreError> {
+    conn.prepare_cached(MARK_SQL)
+        .and_then(|mut s| s.execute([]))
+        .map(|_| ())
+        .map_err(StoreError::sqlite("move run heads mark"))
 }
 
 #[cfg(test)]

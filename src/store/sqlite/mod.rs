@@ -6,6 +6,7 @@
 
 mod checkpoint;
 mod codec;
+mod fast_hash;
 mod heads;
 mod read;
 mod rows;
@@ -84,6 +85,12 @@ pub struct SqliteConfig {
     /// into the database file (SQLite's own default threshold is 1000 pages).
     /// Commits never run a checkpoint themselves.
     pub checkpoint_pages: u32,
+    /// How many events may be committed before the per-run counters
+    /// (`run_heads`) are written back to disk. Until then the writer holds
+    /// them in memory, and reads and the next open rebuild them from the
+    /// events after the last write-back, so a larger value makes commits
+    /// cheaper and those scans longer.
+    pub heads_write_back_events: u32,
 }
 
 impl Default for SqliteConfig {
@@ -93,6 +100,7 @@ impl Default for SqliteConfig {
             integrity_check: IntegrityCheck::Quick,
             busy_timeout: Duration::from_secs(5),
             checkpoint_pages: 1000,
+            heads_write_back_events: 4096,
         }
     }
 }
@@ -152,7 +160,7 @@ impl SqliteStore {
             } else {
                 Some(Checkpoints::start(&mut conn, &p, &c)?)
             };
-            Writer::new(conn, checkpoints)
+            Writer::new(conn, checkpoints, c.heads_write_back_events)
         })
         .await?;
         let reader = if path.as_os_str() == ":memory:" {

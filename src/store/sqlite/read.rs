@@ -162,7 +162,9 @@ fn rid_of(conn: &Connection, id: Uuid) -> Result<Option<i64>, StoreError> {
 }
 
 /// Walks the run's `prev` chain back from its head: `limit` point lookups on
-/// the events primary key, no per-run index needed.
+/// the events primary key, no per-run index needed. The head is the run's
+/// newest event after the `run_heads` mark if it has one there (a backward
+/// scan of that short tail), else its stored `run_heads` row.
 pub(crate) fn list_events(
     conn: &Connection,
     kinds: &mut Kinds,
@@ -177,7 +179,11 @@ pub(crate) fn list_events(
         conn,
         "list events",
         "WITH RECURSIVE chain(c, n) AS ( \
-           SELECT last_cursor, 1 FROM run_heads WHERE rid = ?1 AND last_cursor IS NOT NULL AND ?2 > 0 \
+           SELECT c, 1 FROM (SELECT coalesce( \
+             (SELECT cursor FROM events WHERE cursor > (SELECT cursor FROM heads_mark) \
+              AND rid = ?1 ORDER BY cursor DESC LIMIT 1), \
+             (SELECT last_cursor FROM run_heads WHERE rid = ?1)) AS c) \
+           WHERE c IS NOT NULL AND ?2 > 0 \
            UNION ALL \
            SELECT e.prev, chain.n + 1 FROM events e JOIN chain ON e.cursor = chain.c \
            WHERE e.prev IS NOT NULL AND chain.n < ?2) \

@@ -6,7 +6,11 @@
 //!   cursor of the run's previous event) instead of a `(run, seq)` index,
 //!   which would put every append of interleaved runs on a different page.
 //! - `run_heads` is a narrow table of per-run counters (`last_seq`,
-//!   `last_cursor`), updated once per run per commit.
+//!   `last_cursor`), written back lazily: it is exact for every event up to
+//!   the cursor in `heads_mark`, and the events after that cursor (the tail)
+//!   are newer than it. The writer keeps the exact heads in memory and writes
+//!   them back every few thousand events; opening the database folds the
+//!   tail back in (`heads.rs`).
 //! - Kind names are interned in `event_kinds`; codes 1-3 are the terminal kinds.
 //! - Uniqueness lives in partial indexes that only the rare rows enter: one
 //!   terminal event per run, one event per caller-supplied id per run.
@@ -19,10 +23,11 @@ use super::SqliteConfig;
 use crate::store::error::StoreError;
 
 /// The newest schema version this build writes and reads.
-pub(crate) const SCHEMA_VERSION: i64 = 1;
+pub(crate) const SCHEMA_VERSION: i64 = 2;
 
 /// Migration `i` moves the schema from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE runs (
     rid INTEGER PRIMARY KEY,
     id BLOB NOT NULL UNIQUE,
@@ -102,7 +107,15 @@ CREATE TABLE steps (
     updated_at INTEGER NOT NULL,
     UNIQUE (flow_rid, run_id)
 );
-"#];
+"#,
+    r#"
+CREATE TABLE heads_mark (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    cursor INTEGER NOT NULL
+);
+INSERT INTO heads_mark(id, cursor) SELECT 1, ifnull(max(cursor), 0) FROM events;
+"#,
+];
 
 /// Maps an SQLite error, recognising "this file is not a database".
 pub(crate) fn classify(

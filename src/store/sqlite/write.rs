@@ -1,11 +1,12 @@
 //! The write path: applies a batch of [`WriteOp`]s in one transaction, each
 //! op inside its own savepoint so that a failing op is rolled back alone.
 //!
-//! Per-run counters (`run_heads`) are kept in memory while the batch runs and
-//! written once per touched run just before the commit; the in-memory copies
-//! become the writer's cache only after the commit succeeds.
+//! Per-run counters (`run_heads`) are kept in memory while the batch runs;
+//! the in-memory copies become the writer's cache only after the commit
+//! succeeds. They reach the disk lazily: the heads changed since the last
+//! write-back stay pinned in the cache and are written (with a new mark) in
+//! the commit that makes the event tail long enough (see `heads.rs`).
 
-use std::collections::HashMap;
 use std::sync::LazyLock;
 
 use chrono::Utc;
@@ -14,7 +15,8 @@ use uuid::Uuid;
 
 use super::checkpoint::Checkpoints;
 use super::codec::{Kinds, MAX_TERMINAL_CODE, json_bytes, micros, payload};
-use super::heads::write_heads;
+use super::fast_hash::{IdMap, IdSet};
+use super::heads::{fold_tail, write_heads, write_mark};
 use super::read::event_by_cursor;
 use super::rows::run_values;
 use crate::store::error::StoreError;
@@ -22,8 +24,12 @@ use crate::store::events::{Appended, Cursor, NewEvent, TerminalAppend};
 use crate::store::ops::{WriteOp, WriteOutcome};
 use crate::store::records::{FailureEntry, Flow, FlowStep, StepOutput};
 
-/// Past this many cached run heads the cache is dropped and refilled on demand.
+/// Past this many cached run heads the cache keeps only the unwritten ones
+/// and refills the rest on demand.
 const HEAD_CACHE_LIMIT: usize = 100_000;
+/// Heads are written back once this many runs changed since the last write-back,
+/// whatever the tail's length, so that the pinned part of the cache stays bounded.
+const MAX_UNWRITTEN_RUNS: usize = 10_000;
 
 #[derive(Debug, Clone, Copy)]
 struct Head {
@@ -36,9 +42,11 @@ struct Head {
 #[derive(Default)]
 struct Scratch {
     /// Run heads read or changed; `true` when changed.
-    heads: HashMap<Uuid, (Head, bool)>,
+    heads: IdMap<(Head, bool)>,
     /// Kind names added to the dictionary.
     kinds: Vec<(String, i64)>,
+    /// Events appended.
+    appended: usize,
 }
 
 impl Scratch {
@@ -50,11 +58,13 @@ impl Scratch {
             *entry = (head, entry.1 || dirty);
         }
         self.kinds.append(&mut op.kinds);
+        self.appended += std::mem::take(&mut op.appended);
     }
 
     fn clear(&mut self) {
         self.heads.clear();
         self.kinds.clear();
+        self.appended = 0;
     }
 }
 
@@ -62,23 +72,38 @@ impl Scratch {
 pub(crate) struct Writer {
     pub(crate) conn: Connection,
     kinds: Kinds,
-    heads: HashMap<Uuid, Head>,
+    /// Committed run heads, exact.
+    heads: IdMap<Head>,
+    /// Runs whose head changed since the last write-back: pinned in `heads`,
+    /// since their `run_heads` rows are stale.
+    unwritten: IdSet,
+    /// Events committed since the last write-back (the tail).
+    tail: usize,
+    /// Write heads back once the tail reaches this many events.
+    write_back_events: usize,
     /// The background checkpointer (file databases only).
     checkpoints: Option<Checkpoints>,
 }
 
 impl Writer {
+    /// Takes over the writer connection; folds the event tail a crash may
+    /// have left into `run_heads` first, so that the stored heads are exact.
     pub(crate) fn new(
         conn: Connection,
         checkpoints: Option<Checkpoints>,
+        write_back_events: u32,
     ) -> Result<Writer, StoreError> {
         conn.set_prepared_statement_cache_capacity(64);
         let mut kinds = Kinds::default();
         kinds.reload(&conn)?;
+        fold_tail(&conn)?;
         Ok(Writer {
             conn,
             kinds,
-            heads: HashMap::new(),
+            heads: IdMap::default(),
+            unwritten: IdSet::default(),
+            tail: 0,
+            write_back_events: write_back_events.max(1) as usize,
             checkpoints,
         })
     }
@@ -97,29 +122,67 @@ impl Writer {
         ops: Vec<WriteOp>,
     ) -> Result<Vec<Result<WriteOutcome, StoreError>>, StoreError> {
         let mut batch = Scratch::default();
-        let result = self.run_batch(ops, &mut batch);
-        if result.is_err() {
-            // The transaction may be half-open; nothing of it is durable.
-            let _ = self.conn.execute_batch("ROLLBACK");
-            return result;
+        let (results, wrote_back) = match self.run_batch(ops, &mut batch) {
+            Ok(done) => done,
+            Err(e) => {
+                // The transaction may be half-open; nothing of it is durable.
+                let _ = self.conn.execute_batch("ROLLBACK");
+                return Err(e);
+            }
+        };
+        if wrote_back {
+            self.unwritten.clear();
+            self.tail = 0;
+        } else {
+            self.tail += batch.appended;
         }
         if self.heads.len() > HEAD_CACHE_LIMIT {
-            self.heads.clear();
+            let unwritten = &self.unwritten;
+            self.heads.retain(|id, _| unwritten.contains(id));
         }
-        for (id, (head, _)) in batch.heads {
+        for (id, (head, dirty)) in batch.heads {
+            if dirty && !wrote_back {
+                self.unwritten.insert(id);
+            }
             self.heads.insert(id, head);
         }
         for (name, code) in batch.kinds {
             self.kinds.insert(code, &name);
         }
-        result
+        Ok(results)
     }
 
+    /// Before the commit: writes back every head changed since the last
+    /// write-back, and the mark, when the tail has grown long enough.
+    /// Returns whether it did.
+    fn write_back(&self, batch: &Scratch) -> Result<bool, StoreError> {
+        let changed = batch.heads.values().filter(|(_, dirty)| *dirty);
+        if self.tail + batch.appended < self.write_back_events
+            && self.unwritten.len() + changed.clone().count() < MAX_UNWRITTEN_RUNS
+        {
+            return Ok(false);
+        }
+        let earlier = self
+            .unwritten
+            .iter()
+            .filter(|id| !matches!(batch.heads.get(id), Some((_, true))))
+            .filter_map(|id| self.heads.get(id));
+        let rows: Vec<_> = changed
+            .map(|(h, _)| h)
+            .chain(earlier)
+            .map(|h| (h.rid, h.last_seq, h.last_cursor))
+            .collect();
+        write_heads(&self.conn, &rows)?;
+        write_mark(&self.conn)?;
+        Ok(true)
+    }
+
+    /// Runs the batch's transaction; also says whether it wrote heads back.
     fn run_batch(
         &mut self,
         ops: Vec<WriteOp>,
         batch: &mut Scratch,
-    ) -> Result<Vec<Result<WriteOutcome, StoreError>>, StoreError> {
+    ) -> Result<(Vec<Result<WriteOutcome, StoreError>>, bool), StoreError> {
         if let Some(checkpoints) = &self.checkpoints {
             checkpoints.catch_up(&self.conn);
         }
@@ -162,15 +225,9 @@ impl Writer {
             results.push(result);
         }
         drop(insert_event);
-        let dirty: Vec<_> = batch
-            .heads
-            .values()
-            .filter(|(_, dirty)| *dirty)
-            .map(|(h, _)| (h.rid, h.last_seq, h.last_cursor))
-            .collect();
-        write_heads(&self.conn, &dirty)?;
+        let wrote_back = self.write_back(batch)?;
         self.exec("COMMIT")?;
-        Ok(results)
+        Ok((results, wrote_back))
     }
 }
 
@@ -182,7 +239,7 @@ struct OpCtx<'a, 'c> {
     conn: &'c Connection,
     /// [`INSERT_EVENT`], prepared once per batch.
     insert_event: &'a mut CachedStatement<'c>,
-    committed: &'a HashMap<Uuid, Head>,
+    committed: &'a IdMap<Head>,
     kinds: &'a Kinds,
     batch: &'a Scratch,
     op: &'a mut Scratch,
@@ -409,6 +466,7 @@ impl OpCtx<'_, '_> {
         head.last_seq = seq;
         head.last_cursor = Some(cursor);
         self.op.heads.insert(ev.run_id, (head, true));
+        self.op.appended += 1;
         Ok(Appended {
             cursor: Cursor(cursor as u64),
             seq,

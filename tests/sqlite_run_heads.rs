@@ -1,0 +1,145 @@
+//! The SQLite store writes per-run counters (`run_heads`) back lazily: they
+//! are exact up to a mark, and the events after it are folded in by readers
+//! and at open. These tests check that each run's log (seq numbers and the
+//! `prev` chain that `list_events` walks) stays exact across write-backs,
+//! reopens, and a database left as a crash would leave it.
+
+use std::path::Path;
+
+use serde_json::json;
+use troupe::store::{
+    Cursor, EventKind, Flow, FlowStore, NewEvent, RunEvent, SqliteConfig, SqliteStore, WriteOp,
+};
+use uuid::Uuid;
+
+/// Writes heads back every 5 events, so a few dozen appends cross several
+/// write-backs and leave a tail behind.
+fn config() -> SqliteConfig {
+    SqliteConfig {
+        heads_write_back_events: 5,
+        ..SqliteConfig::default()
+    }
+}
+
+fn tick(run: Uuid, i: usize) -> NewEvent {
+    NewEvent::new(run, EventKind::custom("tick", json!({ "i": i })))
+}
+
+async fn new_runs(store: &SqliteStore, n: usize) -> Vec<Uuid> {
+    let mut ids = Vec::new();
+    for _ in 0..n {
+        let run = Flow::new("heads", "g", "o");
+        store
+            .insert_run(run.clone(), None)
+            .await
+            .expect("insert run");
+        ids.push(run.id);
+    }
+    ids
+}
+
+/// Appends `rounds` events to every run, alternating single appends and
+/// multi-op batches so that runs interleave within commits.
+async fn append_interleaved(store: &SqliteStore, runs: &[Uuid], rounds: usize) {
+    for i in 0..rounds {
+        if i % 2 == 0 {
+            for run in runs {
+                store.append(tick(*run, i)).await.expect("append");
+            }
+        } else {
+            let ops = runs.iter().map(|r| WriteOp::Append(tick(*r, i))).collect();
+            for r in store.apply_batch(ops).await.expect("batch") {
+                r.expect("append in batch");
+            }
+        }
+    }
+}
+
+/// Every run's `list_events` equals its events in the global log, numbered 1..n.
+async fn assert_logs_exact(store: &SqliteStore, runs: &[Uuid], per_run: usize) {
+    let all = store.poll(Cursor(0), usize::MAX).await.expect("poll");
+    for run in runs {
+        let from_log: Vec<RunEvent> = all.iter().filter(|e| e.run_id == *run).cloned().collect();
+        let listed = store.list_events(*run, usize::MAX).await.expect("list");
+        assert_eq!(listed, from_log, "run {run}");
+        let seqs: Vec<u64> = listed.iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, (1..=per_run as u64).collect::<Vec<_>>(), "run {run}");
+        let newest = store.list_events(*run, 2).await.expect("list newest");
+        assert_eq!(
+            newest,
+            from_log[from_log.len().saturating_sub(2)..],
+            "run {run}"
+        );
+    }
+}
+
+fn mark_and_last_cursor(path: &Path) -> (i64, i64) {
+    let conn = rusqlite::Connection::open(path).expect("open raw");
+    conn.query_row(
+        "SELECT (SELECT cursor FROM heads_mark), (SELECT ifnull(max(cursor), 0) FROM events)",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
+    .expect("read mark")
+}
+
+const DB: &str = "heads.sqlite";
+
+/// A database in a fresh directory with `runs` runs of `rounds` events each,
+/// still open.
+async fn written(runs: usize, rounds: usize) -> (tempfile::TempDir, SqliteStore, Vec<Uuid>) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = SqliteStore::open_with(dir.path().join(DB), config())
+        .await
+        .expect("open");
+    let ids = new_runs(&store, runs).await;
+    append_interleaved(&store, &ids, rounds).await;
+    (dir, store, ids)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_stay_exact_across_write_backs_and_reopens() {
+    let (dir, store, runs) = written(3, 7).await;
+    let path = dir.path().join(DB);
+    assert_logs_exact(&store, &runs, 7).await;
+    drop(store);
+    let (mark, last) = mark_and_last_cursor(&path);
+    assert!(mark > 0, "heads were never written back");
+    assert!(
+        mark < last,
+        "no tail left to fold at open ({mark} / {last})"
+    );
+
+    let store = SqliteStore::open_with(&path, config())
+        .await
+        .expect("reopen");
+    assert_logs_exact(&store, &runs, 7).await;
+    append_interleaved(&store, &runs, 4).await;
+    assert_logs_exact(&store, &runs, 11).await;
+}
+
+/// A crash can leave the stored heads any number of events behind the log
+/// (up to one write-back interval); here they are rolled all the way back,
+/// as if no write-back had ever happened, and reopening repairs them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_rebuilds_heads_from_the_tail_after_a_crash() {
+    let (dir, store, runs) = written(4, 6).await;
+    let path = dir.path().join(DB);
+    drop(store);
+    {
+        let conn = rusqlite::Connection::open(&path).expect("open raw");
+        conn.execute_batch(
+            "UPDATE run_heads SET last_seq = 0, last_cursor = NULL; \
+             UPDATE heads_mark SET cursor = 0;",
+        )
+        .expect("roll heads back");
+    }
+    let store = SqliteStore::open_with(&path, config())
+        .await
+        .expect("reopen");
+    let (mark, last) = mark_and_last_cursor(&path);
+    assert_eq!(mark, last, "open folds the whole tail");
+    assert_logs_exact(&store, &runs, 6).await;
+    append_interleaved(&store, &runs, 3).await;
+    assert_logs_exact(&store, &runs, 9).await;
+}
