@@ -143,3 +143,33 @@ async fn open_rebuilds_heads_from_the_tail_after_a_crash() {
     append_interleaved(&store, &runs, 3).await;
     assert_logs_exact(&store, &runs, 9).await;
 }
+
+/// A version-1 database (exact `run_heads`, no `heads_mark`) opens as
+/// version 2: the migration marks every existing event as folded, and the
+/// logs continue where they were.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_1_database_migrates_with_its_heads_exact() {
+    let (dir, store, runs) = written(3, 5).await;
+    let path = dir.path().join(DB);
+    drop(store);
+    // Reopening folds the tail, so the heads are exact as version 1 kept them.
+    drop(SqliteStore::open_with(&path, config()).await.expect("fold"));
+    {
+        let conn = rusqlite::Connection::open(&path).expect("open raw");
+        conn.execute_batch("DROP TABLE heads_mark; PRAGMA user_version = 1;")
+            .expect("back to version 1");
+    }
+    let store = SqliteStore::open_with(&path, config())
+        .await
+        .expect("migrate");
+    let version: i64 = rusqlite::Connection::open(&path)
+        .expect("open raw")
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .expect("user_version");
+    assert_eq!(version, troupe::store::SCHEMA_VERSION);
+    let (mark, last) = mark_and_last_cursor(&path);
+    assert_eq!(mark, last, "the migration marks every event folded");
+    assert_logs_exact(&store, &runs, 5).await;
+    append_interleaved(&store, &runs, 4).await;
+    assert_logs_exact(&store, &runs, 9).await;
+}
