@@ -236,3 +236,41 @@ async fn a_stopped_writer_thread_fails_writes_instead_of_stranding_them() {
     journal.shutdown().await;
     assert!(store.batches().is_empty());
 }
+
+/// A write queued just before the journal actor is killed (its `Drain`
+/// message dies with the mailbox) is answered with an error, and so is every
+/// later write: none hangs.
+#[tokio::test(start_paused = true)]
+async fn writes_racing_a_killed_journal_actor_are_answered() {
+    use std::future::Future;
+    use std::task::{Context, Poll, Waker};
+
+    let store = Arc::new(MemoryStore::new());
+    let run = Flow::new("c", "g", "o");
+    store.insert_run(run.clone(), None).await.unwrap();
+    let journal = JournalHandle::spawn(store, JournalConfig::default(), None)
+        .await
+        .unwrap();
+    let tick = || NewEvent::new(run.id, EventKind::custom("tick", Value::Null));
+    journal
+        .append(tick())
+        .await
+        .expect("a write before the kill");
+    journal.actor().kill();
+    // Polled once before the actor's task runs: queued, `Drain` sent.
+    let mut racing = Box::pin(journal.append(tick()));
+    let first = racing
+        .as_mut()
+        .poll(&mut Context::from_waker(Waker::noop()));
+    assert!(matches!(first, Poll::Pending));
+    for _ in 0..100 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(journal.actor().get_status(), ractor::ActorStatus::Stopped);
+    let later = tokio::time::timeout(Duration::from_secs(60), journal.append(tick())).await;
+    let racing = tokio::time::timeout(Duration::from_secs(60), racing).await;
+    assert!(
+        matches!(racing, Ok(Err(_))) && matches!(later, Ok(Err(StoreError::JournalClosed))),
+        "racing write: {racing:?}; a later write: {later:?}"
+    );
+}

@@ -145,8 +145,8 @@ async fn open_rebuilds_heads_from_the_tail_after_a_crash() {
 }
 
 /// A version-1 database (exact `run_heads`, no `heads_mark`) opens as
-/// version 2: the migration marks every existing event as folded, and the
-/// logs continue where they were.
+/// version 2 with a mark (the migration adds it, the fold at open keeps it
+/// exact), and every run's log continues where it was.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_version_1_database_migrates_with_its_heads_exact() {
     let (dir, store, runs) = written(3, 5).await;
@@ -168,7 +168,7 @@ async fn a_version_1_database_migrates_with_its_heads_exact() {
         .expect("user_version");
     assert_eq!(version, troupe::store::SCHEMA_VERSION);
     let (mark, last) = mark_and_last_cursor(&path);
-    assert_eq!(mark, last, "the migration marks every event folded");
+    assert_eq!(mark, last, "every event is folded after the migration");
     assert_logs_exact(&store, &runs, 5).await;
     append_interleaved(&store, &runs, 4).await;
     assert_logs_exact(&store, &runs, 9).await;

@@ -54,6 +54,16 @@ pub(crate) struct JournalState {
     drained: bool,
 }
 
+impl Drop for JournalState {
+    fn drop(&mut self) {
+        // A killed or failed actor runs no `post_stop`, but its state is
+        // dropped: nothing will start a drain any more, so the queue refuses
+        // its requests (and every later one) instead of stranding writers
+        // whose `Drain` message died in the mailbox.
+        self.committer.queue.break_down(&self.counters);
+    }
+}
+
 impl Actor for JournalActor {
     type Msg = JournalMsg;
     type State = JournalState;

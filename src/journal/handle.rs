@@ -1,6 +1,7 @@
 //! [`JournalHandle`]: how the rest of troupe talks to the journal actor. It
-//! is itself a [`FlowStore`]: writes go to the actor (bounded queue, group
-//! commit), reads go straight to the store's read side.
+//! is itself a [`FlowStore`]: writes go into the journal's commit queue
+//! (bounded, group commit; the actor runs its drains), reads go straight to
+//! the store's read side.
 
 use std::sync::Arc;
 
@@ -19,7 +20,8 @@ use crate::store::{FlowStore, StepOutput, StoreError, WriteOp, WriteOutcome};
 pub struct JournalConfig {
     /// The most write ops one commit takes (a request's ops are never split).
     pub max_batch_ops: usize,
-    /// How many write ops may wait for the actor; further writers wait (backpressure).
+    /// How many write ops may wait in the commit queue (queued or in a
+    /// commit not yet answered); further writers wait (backpressure).
     pub queue_capacity: usize,
 }
 

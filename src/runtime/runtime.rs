@@ -353,8 +353,19 @@ impl Runtime {
 
     async fn end_runs(&self, deadline: Option<Instant>) {
         // Starts still in flight (their callers gave up on them) finish
-        // first, so that their runs are ended too.
-        let _all_started = self.starts.write().await;
+        // first, so that their runs are ended too; not past the deadline
+        // (a start waits on the journal), after which the root's stop ends
+        // whatever they started.
+        let _all_started = match deadline {
+            None => Some(self.starts.write().await),
+            Some(deadline) => {
+                let started = tokio::time::timeout_at(deadline, self.starts.write()).await;
+                if started.is_err() {
+                    tracing::warn!("runs still starting at the shutdown deadline; stopping anyway");
+                }
+                started.ok()
+            }
+        };
         let runs = self.live_runs();
         for run in &runs {
             // A run that is cancelling or ending rejects the drain; it ends anyway.

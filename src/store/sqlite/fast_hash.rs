@@ -5,9 +5,11 @@
 //! avalanche (murmur3's `fmix64`) spreads them as well. The avalanche
 //! matters: time-ordered ids made in one millisecond share their timestamp
 //! and counter bytes, and Fx alone then leaves the low bits, which pick the
-//! bucket, nearly constant. The maps are private caches of ids and kind
-//! names already stored, not exposed to untrusted keys at a scale where
-//! collision attacks would matter.
+//! bucket, nearly constant. The hash is unseeded, so keys can be crafted to
+//! collide: run ids are made by troupe (time-ordered v7), but kind names come
+//! from `EventKind::custom`; a program that lets untrusted input choose
+//! event kind names (rather than a fixed set of its own) lets that input
+//! slow the kind dictionary's look-ups down.
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};

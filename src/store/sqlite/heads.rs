@@ -22,13 +22,13 @@ const CHUNKS: [usize; 4] = [64, 16, 4, 1];
 /// One upsert statement per chunk size.
 static UPSERTS: LazyLock<[String; 4]> = LazyLock::new(|| CHUNKS.map(upsert_sql));
 
+/// What every write of `run_heads` does with a run that already has a row.
+const ON_CONFLICT: &str = "ON CONFLICT(rid) DO UPDATE SET last_seq = excluded.last_seq, \
+     last_cursor = excluded.last_cursor";
+
 fn upsert_sql(rows: usize) -> String {
     let values = vec!["(?, ?, ?)"; rows].join(", ");
-    format!(
-        "INSERT INTO run_heads(rid, last_seq, last_cursor) VALUES {values} \
-         ON CONFLICT(rid) DO UPDATE SET last_seq = excluded.last_seq, \
-         last_cursor = excluded.last_cursor"
-    )
+    format!("INSERT INTO run_heads(rid, last_seq, last_cursor) VALUES {values} {ON_CONFLICT}")
 }
 
 /// Stores `(rid, last_seq, last_cursor)` for each run.
@@ -71,11 +71,11 @@ pub(crate) fn fold_tail(conn: &Connection) -> Result<(), StoreError> {
         // seq and cursor both grow along a run, so their maxima are its head.
         // (`WHERE` before `ON CONFLICT` keeps SQLite's upsert parse unambiguous.)
         conn.execute(
-            "INSERT INTO run_heads(rid, last_seq, last_cursor) \
-             SELECT rid, max(seq), max(cursor) FROM events \
-             WHERE cursor > (SELECT cursor FROM heads_mark) GROUP BY rid \
-             ON CONFLICT(rid) DO UPDATE SET last_seq = excluded.last_seq, \
-             last_cursor = excluded.last_cursor",
+            &format!(
+                "INSERT INTO run_heads(rid, last_seq, last_cursor) \
+                 SELECT rid, max(seq), max(cursor) FROM events \
+                 WHERE cursor > (SELECT cursor FROM heads_mark) GROUP BY rid {ON_CONFLICT}"
+            ),
             [],
         )?;
         conn.execute(MARK_SQL, [])?;

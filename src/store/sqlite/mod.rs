@@ -89,7 +89,9 @@ pub struct SqliteConfig {
     /// (`run_heads`) are written back to disk. Until then the writer holds
     /// them in memory, and reads and the next open rebuild them from the
     /// events after the last write-back, so a larger value makes commits
-    /// cheaper and those scans longer.
+    /// cheaper and those scans longer (`list_events` of a run with no event
+    /// in that tail scans all of it). 0 counts as 1. A commit that leaves
+    /// more than 10,000 runs with unwritten counters writes them back too.
     pub heads_write_back_events: u32,
 }
 

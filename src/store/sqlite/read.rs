@@ -178,12 +178,14 @@ pub(crate) fn list_events(
     collect(
         conn,
         "list events",
-        "WITH RECURSIVE chain(c, n) AS ( \
-           SELECT c, 1 FROM (SELECT coalesce( \
+        // `head` is materialized: flattened into `chain`, SQLite would
+        // evaluate the tail scan twice (once per use of `c`).
+        "WITH RECURSIVE head(c) AS MATERIALIZED (SELECT coalesce( \
              (SELECT cursor FROM events WHERE cursor > (SELECT cursor FROM heads_mark) \
               AND rid = ?1 ORDER BY cursor DESC LIMIT 1), \
-             (SELECT last_cursor FROM run_heads WHERE rid = ?1)) AS c) \
-           WHERE c IS NOT NULL AND ?2 > 0 \
+             (SELECT last_cursor FROM run_heads WHERE rid = ?1))), \
+         chain(c, n) AS ( \
+           SELECT c, 1 FROM head WHERE c IS NOT NULL AND ?2 > 0 \
            UNION ALL \
            SELECT e.prev, chain.n + 1 FROM events e JOIN chain ON e.cursor = chain.c \
            WHERE e.prev IS NOT NULL AND chain.n < ?2) \
