@@ -227,9 +227,9 @@ async fn a_stopped_writer_thread_fails_writes_instead_of_stranding_them() {
     let journal = JournalHandle::spawn(store.clone(), JournalConfig::default(), None)
         .await
         .unwrap();
-    // The dropped job never took its batch: it is refused, as are later writes.
+    // The batch in the dropped job loses its ack; later writes are refused.
     let err = journal.append(tick(run.id)).await.unwrap_err();
-    assert!(matches!(err, StoreError::JournalClosed), "{err}");
+    assert!(matches!(err, StoreError::AckDropped), "{err}");
     let err = journal.append(tick(run.id)).await.unwrap_err();
     assert!(matches!(err, StoreError::JournalClosed), "{err}");
     assert_eq!(journal.stats().queued_requests, 0);

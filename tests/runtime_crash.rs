@@ -41,8 +41,8 @@ use troupe::flow::FlowDefinition;
 use troupe::runtime::Runtime;
 use troupe::stage::{Emitter, Produced, Sink, Source, transform_fn};
 use troupe::store::{
-    BatchResult, EventKind, FlowStore, OnDurable, SqliteStore, StepOutput, StoreError,
-    TerminalEvent, WriteOp, WriteOutcome, WriterBatches, WriterJob,
+    BatchResult, EventKind, FlowStore, SqliteStore, StepOutput, StoreError, TerminalEvent, WriteOp,
+    WriteOutcome, WriterJob,
 };
 use troupe::supervise::BoxError;
 use uuid::Uuid;
@@ -280,11 +280,16 @@ troupe::store_wrapper! {
         // itself is taken out again in the second case.
         let job = Arc::new(Mutex::new(Some(job)));
         let inner = job.clone();
-        let wrapped: WriterJob = Box::new(move |writer| {
+        let wrapped: WriterJob = Box::new(move |apply| {
             let Some(job) = inner.lock().expect("job lock").take() else {
                 return;
             };
-            job(&mut ReportingWriter(writer));
+            job(&mut |ops: Vec<WriteOp>| {
+                let stages = recorded_stages(&ops);
+                let results = apply(ops)?;
+                report(&stages, &results);
+                Ok(results)
+            });
         });
         self.0.run_on_writer(wrapped).map_err(|_| {
             job.lock()
@@ -296,28 +301,6 @@ troupe::store_wrapper! {
 
     async fn list_step_outputs_for(&self, run_ids: &[Uuid]) -> Result<Vec<StepOutput>, StoreError> {
         self.0.list_step_outputs_for(run_ids).await
-    }
-}
-
-/// The inner store's writer, reporting each batch once it is durable.
-struct ReportingWriter<'a>(&'a mut dyn WriterBatches);
-
-impl WriterBatches for ReportingWriter<'_> {
-    fn wait_for_room(&mut self) {
-        self.0.wait_for_room();
-    }
-
-    fn commit(&mut self, ops: Vec<WriteOp>, done: OnDurable) {
-        let stages = recorded_stages(&ops);
-        self.0.commit(
-            ops,
-            Box::new(move |result| {
-                if let Ok(results) = &result {
-                    report(&stages, results);
-                }
-                done(result)
-            }),
-        );
     }
 }
 

@@ -8,12 +8,9 @@
 //! request) whenever it is free, commits it as one batch and replies to each
 //! request with its own results. When the store has a writer thread of its
 //! own ([`FlowStore::run_on_writer`], e.g. SQLite), the committer runs there:
-//! it commits a batch and takes the next one at once, so under load it never
-//! sleeps or waits for a tokio task between commits; the store hands each
-//! batch's result back once that batch is durable (SQLite: after a WAL sync
-//! on its syncer thread, which overlaps the next commit), and one tokio task
-//! per batch sends the replies. Otherwise it runs as a tokio task over
-//! [`FlowStore::apply_batch`]. Either way a reply means committed and durable.
+//! it commits a batch, hands the batch's replies to one tokio task and takes
+//! the next batch, so under load it never sleeps or waits for a tokio task
+//! between commits. Otherwise it runs as a tokio task over [`FlowStore::apply_batch`].
 //!
 //! At most one drain runs at a time, so batches commit in queue order.
 
@@ -26,9 +23,7 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use super::actor::{JournalMsg, WriteReply};
 use super::stats::Counters;
-use crate::store::{
-    BatchResult, FlowStore, OnDurable, StoreError, WriteOp, WriterBatches, WriterJob,
-};
+use crate::store::{BatchResult, FlowStore, StoreError, WriteOp, WriterJob};
 
 /// One write request waiting for its commit.
 pub(crate) struct Request {
@@ -106,11 +101,6 @@ impl CommitQueue {
         }
     }
 
-    /// Whether no request is queued.
-    fn is_empty(&self) -> bool {
-        self.lock().items.is_empty()
-    }
-
     /// Marks the queue closing; `true` when it is already idle (nothing
     /// queued or committing), else the committer reports `Drained` later.
     pub(crate) fn close(&self) -> bool {
@@ -182,26 +172,26 @@ impl Committer {
         store.run_on_writer(Box::new(|_| {})).is_ok()
     }
 
-    /// Commits the next batch: as a job on the store's writer thread, which
-    /// takes the batch when it runs and then posts the next job, or on a task
-    /// that keeps taking batches. Ends the drain when nothing is queued.
+    /// Takes the next batch now and commits it: as a job on the store's
+    /// writer thread, which then takes the following one, or on a task that
+    /// keeps taking batches. Ends the drain when nothing is queued.
     pub(crate) fn start(self: &Arc<Self>) {
         let guard = DrainGuard {
             committer: self.clone(),
             armed: true,
         };
-        if self.on_writer {
-            let job: WriterJob = Box::new(move |writer| guard.commit_on_writer(writer));
-            // A job refused against the store's word is dropped: its guard
-            // then refuses the queued writes instead of stranding them.
-            let _ = self.store.run_on_writer(job);
-            return;
-        }
         let Some(batch) = self.next_batch() else {
             guard.disarm();
             return;
         };
-        self.runtime.spawn(guard.drain_async(batch));
+        if self.on_writer {
+            let job: WriterJob = Box::new(move |apply| guard.commit_on_writer(batch, apply));
+            // A job refused against the store's word is dropped: its guard
+            // then refuses the queued writes instead of stranding them.
+            let _ = self.store.run_on_writer(job);
+        } else {
+            self.runtime.spawn(guard.drain_async(batch));
+        }
     }
 
     /// Takes the next batch, or reports the drain finished.
@@ -231,39 +221,26 @@ impl DrainGuard {
         self.committer.clone()
     }
 
-    /// On the writer thread: commits one batch, then posts the next batch
-    /// behind any other jobs of that thread (so reads or direct writes
-    /// sharing it are not starved). Once the store reports the batch
-    /// durable, a tokio task sends its replies.
+    /// On the writer thread: commits one batch, hands its replies to a tokio
+    /// task, then posts the next batch behind any other jobs of that thread
+    /// (so reads or direct writes sharing it are not starved).
     ///
     /// The replies go out from a task because each reply wakes its writer:
-    /// woken from a plain thread, every wake-up is a remote schedule into
-    /// tokio (a shared queue, often a worker unpark); woken from a worker,
-    /// they are local. One spawn per commit keeps ~128 remote wake-ups per
-    /// commit and the reply work off the store's threads.
-    ///
-    /// Before taking a batch it lets the store catch up with its syncs
-    /// ([`WriterBatches::wait_for_room`]): requests keep arriving meanwhile
-    /// and join this batch instead of forming many small commits.
-    fn commit_on_writer(self, writer: &mut dyn WriterBatches) {
-        if !self.committer.queue.is_empty() {
-            writer.wait_for_room();
-        }
-        let Some(batch) = self.committer.next_batch() else {
-            self.disarm();
-            return;
-        };
+    /// woken from this thread, every wake-up is a remote schedule into tokio
+    /// (a shared queue, often a worker unpark); woken from a worker, they
+    /// are local. One spawn per commit keeps ~128 remote wake-ups per commit
+    /// and the reply work off the writer thread, the journal's critical path.
+    fn commit_on_writer(self, batch: Batch, apply: &mut dyn FnMut(Vec<WriteOp>) -> BatchResult) {
         let (ops, pending) = batch.split();
-        let span = pending.span.clone();
-        let runtime = self.committer.runtime.clone();
-        // A reply dropped unsent (the store or the runtime stopping) reaches
-        // its caller as `AckDropped`, never as a false success.
-        let durable: OnDurable = Box::new(move |result| {
-            pending.record(&result);
-            runtime.spawn(async move { pending.reply(result) });
-        });
-        span.in_scope(|| writer.commit(ops, durable));
-        self.disarm().start();
+        let result = pending.span.in_scope(|| apply(ops));
+        pending.record(&result);
+        let committer = self.disarm();
+        // A reply dropped unsent (the runtime shutting down) reaches its
+        // caller as `AckDropped`, never as a false success.
+        committer
+            .runtime
+            .spawn(async move { pending.reply(result) });
+        committer.start();
     }
 
     async fn drain_async(self, first: Batch) {
@@ -357,7 +334,7 @@ impl Pending {
         self.reply(result);
     }
 
-    /// Counts the finished commit (its time, up to durable, ends now).
+    /// Counts the finished commit (its time ends now).
     fn record(&self, result: &BatchResult) {
         let _entered = self.span.enter();
         let took = self.started.elapsed();

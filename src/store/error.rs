@@ -171,20 +171,6 @@ pub enum StoreError {
         #[source]
         source: Arc<std::io::Error>,
     },
-    /// Syncing the write-ahead log to disk failed. The commits waiting for
-    /// that sync are not acknowledged (they may or may not survive a power
-    /// loss), and because the file's cached state is unknown after a failed
-    /// sync, the store refuses every later write until it is reopened.
-    #[error(
-        "{path}: syncing the WAL failed; writes are refused until the store is reopened: {source}"
-    )]
-    WalSyncFailed {
-        /// The database file concerned.
-        path: PathBuf,
-        /// The failed sync's error.
-        #[source]
-        source: Arc<std::io::Error>,
-    },
     /// The thread owning an SQLite connection has stopped.
     #[error("sqlite connection thread for {path} has stopped")]
     ConnectionClosed {

@@ -53,7 +53,7 @@ pub use records::{
     StepRuntime, new_run_id,
 };
 pub use sqlite::{IntegrityCheck, SCHEMA_VERSION, SqliteConfig, SqliteStore, Synchronous};
-pub use traits::{BatchResult, FlowStore, OnDurable, WriterBatches, WriterJob};
+pub use traits::{BatchResult, FlowStore, WriterJob};
 
 // For `store_wrapper!`, which implements an `#[async_trait]` trait.
 #[doc(hidden)]

@@ -14,31 +14,9 @@ use super::records::{FailureEntry, Flow, FlowStatus, FlowStep, StepOutput};
 /// result per op.
 pub type BatchResult = Result<Vec<Result<WriteOutcome, StoreError>>, StoreError>;
 
-/// Where a batch's result goes once the batch is durable, or has failed
-/// (see [`WriterBatches::commit`]).
-pub type OnDurable = Box<dyn FnOnce(BatchResult) + Send>;
-
-/// What a [`WriterJob`] gets on the store's writer thread: synchronous commits.
-pub trait WriterBatches {
-    /// Blocks until the store can start another commit without queueing it
-    /// behind earlier commits that still wait for the disk (returns at once
-    /// when the store does not sync behind its commits). A caller that
-    /// gathers batches calls it before taking the next one, so that the
-    /// batch grows meanwhile.
-    fn wait_for_room(&mut self);
-
-    /// Commits `ops` as one batch and hands the batch's result to `done`
-    /// only once the commit is durable. That call may come later and from
-    /// another thread (a store may sync commits in the background while the
-    /// job commits the next batch), but always in commit order; a result
-    /// handed over is as durable as an [`apply_batch`](FlowStore::apply_batch)
-    /// return. A `done` dropped uncalled means the store stopped: its writes
-    /// may or may not be durable.
-    fn commit(&mut self, ops: Vec<WriteOp>, done: OnDurable);
-}
-
-/// A job for a store's writer thread (see [`FlowStore::run_on_writer`]).
-pub type WriterJob = Box<dyn FnOnce(&mut dyn WriterBatches) + Send>;
+/// A job for a store's writer thread (see [`FlowStore::run_on_writer`]): it
+/// gets a synchronous `apply_batch` on that thread.
+pub type WriterJob = Box<dyn FnOnce(&mut dyn FnMut(Vec<WriteOp>) -> BatchResult) + Send>;
 
 /// A durable store of runs, their event logs, step outputs, steps and failure
 /// ledger. Object safe: the control plane and runtime hold `Arc<dyn FlowStore>`.
@@ -57,9 +35,9 @@ pub trait FlowStore: Send + Sync + 'static {
     ) -> Result<Vec<Result<WriteOutcome, StoreError>>, StoreError>;
 
     /// Runs `job` on the store's own writer thread, if it has one, handing it
-    /// a synchronous commit (see [`WriterJob`]): a caller that commits batch
-    /// after batch (the journal) then commits on that thread, without a
-    /// thread hop per commit, and gets each batch's result once it is durable. Jobs run in the order
+    /// a synchronous [`apply_batch`](FlowStore::apply_batch): a caller that
+    /// commits batch after batch (the journal) then commits and acknowledges
+    /// on that thread, without a thread hop per commit. Jobs run in the order
     /// they are posted. `Err(job)` (the default) means the store has no such
     /// thread and the caller uses `apply_batch`. A posted job is dropped
     /// without running if the thread has stopped.

@@ -2,10 +2,7 @@
 //! default), with one dedicated thread for the writer connection and one for
 //! a read-only connection, so reads never queue behind writes and SQLite
 //! never blocks a tokio worker, plus a checkpointer thread that keeps WAL
-//! checkpoints out of commits (`checkpoint.rs`) and, with the default
-//! [`Synchronous::Full`], a syncer thread that `fdatasync`s the WAL behind
-//! the commits and releases their results (`sync.rs`), so the writer commits
-//! the next batch while the previous one is being synced.
+//! checkpoints out of commits (`checkpoint.rs`).
 
 mod checkpoint;
 mod codec;
@@ -14,7 +11,6 @@ mod heads;
 mod read;
 mod rows;
 mod schema;
-mod sync;
 mod thread;
 mod write;
 
@@ -27,7 +23,6 @@ use uuid::Uuid;
 
 use self::checkpoint::Checkpoints;
 use self::codec::Kinds;
-use self::sync::{SyncHook, WalSync};
 use self::thread::ConnThread;
 use self::write::Writer;
 use super::error::StoreError;
@@ -39,25 +34,18 @@ use super::traits::{FlowStore, WriterJob};
 /// The newest journal schema version this build reads and writes.
 pub const SCHEMA_VERSION: i64 = schema::SCHEMA_VERSION;
 
-/// How hard a commit waits for the disk before it is acknowledged.
-///
-/// For a file database in WAL mode (an in-memory database has no disk):
+/// SQLite's `synchronous` setting: how hard a commit waits for the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Synchronous {
-    /// No fsync at all: fast, survives process crashes, may lose recent
-    /// commits on power loss and, if one hits a checkpoint, corrupt the file.
+    /// No fsync: fast, loses recent commits on power loss (not on a process crash).
     Off,
-    /// SQLite's `NORMAL`: fsync at checkpoints only; a write is acknowledged
-    /// once committed. Survives process crashes, never corrupts the file, but
-    /// may lose the last acknowledged commits on power loss.
+    /// fsync at checkpoints only (in WAL mode): survives process crashes, may
+    /// lose the last commits on power loss.
     Normal,
-    /// A write is acknowledged only once its commit is synced to disk, so an
-    /// acknowledged write survives power loss. The commit itself runs with
-    /// `NORMAL` and a syncer thread `fdatasync`s the WAL behind it, one sync
-    /// for every commit finished meanwhile (module `sync.rs`).
+    /// fsync on every commit: an acknowledged write survives power loss.
     #[default]
     Full,
-    /// Same as `Full` (SQLite's `EXTRA` only adds syncs in rollback-journal modes).
+    /// Like `Full`, plus a sync of the directory.
     Extra,
 }
 
@@ -68,21 +56,6 @@ impl Synchronous {
             Synchronous::Normal => "NORMAL",
             Synchronous::Full => "FULL",
             Synchronous::Extra => "EXTRA",
-        }
-    }
-
-    /// Whether acknowledgements wait for a sync of the WAL.
-    fn syncs_acks(self) -> bool {
-        matches!(self, Synchronous::Full | Synchronous::Extra)
-    }
-
-    /// The writer connection's setting: commits leave syncing to the syncer
-    /// thread when acknowledgements wait for it.
-    fn commit_pragma(self, wal: bool) -> &'static str {
-        if wal && self.syncs_acks() {
-            Synchronous::Normal.as_pragma()
-        } else {
-            self.as_pragma()
         }
     }
 }
@@ -178,39 +151,16 @@ impl SqliteStore {
         path: impl AsRef<Path>,
         config: SqliteConfig,
     ) -> Result<SqliteStore, StoreError> {
-        Self::open_hooked(path.as_ref(), config, None).await
-    }
-
-    /// Opens with a hook run before every WAL sync (for fault injection in tests).
-    #[cfg(test)]
-    pub(crate) async fn open_with_sync_hook(
-        path: impl AsRef<Path>,
-        config: SqliteConfig,
-        hook: SyncHook,
-    ) -> Result<SqliteStore, StoreError> {
-        Self::open_hooked(path.as_ref(), config, Some(hook)).await
-    }
-
-    async fn open_hooked(
-        path: &Path,
-        config: SqliteConfig,
-        hook: Option<SyncHook>,
-    ) -> Result<SqliteStore, StoreError> {
-        let path = path.to_owned();
+        let path = path.as_ref().to_owned();
         let (p, c) = (path.clone(), config.clone());
         let writer = ConnThread::spawn("troupe-sqlite-writer", path.clone(), move || {
             let mut conn = schema::open_writer(&p, &c)?;
-            if schema::in_memory(&p) {
-                return Writer::new(conn, None, c.heads_write_back_events);
-            }
-            let checkpoints = Checkpoints::start(&mut conn, &p, &c)?;
-            // Started after the open's own commits (migration, heads fold),
-            // which its first sync covers.
-            let mut writer = Writer::new(conn, Some(checkpoints), c.heads_write_back_events)?;
-            if c.synchronous.syncs_acks() {
-                writer.sync = Some(WalSync::start(&p, hook)?);
-            }
-            Ok(writer)
+            let checkpoints = if schema::in_memory(&p) {
+                None
+            } else {
+                Some(Checkpoints::start(&mut conn, &p, &c)?)
+            };
+            Writer::new(conn, checkpoints, c.heads_write_back_events)
         })
         .await?;
         let reader = if path.as_os_str() == ":memory:" {
@@ -266,22 +216,12 @@ impl FlowStore for SqliteStore {
         &self,
         ops: Vec<WriteOp>,
     ) -> Result<Vec<Result<WriteOutcome, StoreError>>, StoreError> {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        self.writer.post(move |w| {
-            w.apply_durable(
-                ops,
-                Box::new(move |result| {
-                    let _ = tx.send(result);
-                }),
-            );
-        });
-        rx.await.map_err(|_| StoreError::ConnectionClosed {
-            path: self.path.clone(),
-        })?
+        self.writer.call(move |w| w.apply_batch(ops)).await?
     }
 
     fn run_on_writer(&self, job: WriterJob) -> Result<(), WriterJob> {
-        self.writer.post(move |w| job(w));
+        self.writer
+            .post(move |w| job(&mut |ops| w.apply_batch(ops)));
         Ok(())
     }
 

@@ -168,8 +168,7 @@ pub(crate) fn open_writer(path: &Path, config: &SqliteConfig) -> Result<Connecti
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(classify(path, "journal_mode=WAL"))?;
     }
-    let pragma = config.synchronous.commit_pragma(!in_memory(path));
-    conn.pragma_update(None, "synchronous", pragma)
+    conn.pragma_update(None, "synchronous", config.synchronous.as_pragma())
         .map_err(classify(path, "synchronous"))?;
     check_integrity(&conn, path, config.integrity_check)?;
     migrate(&conn, path, version)?;

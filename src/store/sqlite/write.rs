@@ -19,12 +19,10 @@ use super::fast_hash::{IdMap, IdSet};
 use super::heads::{fold_tail, write_heads, write_mark};
 use super::read::event_by_cursor;
 use super::rows::run_values;
-use super::sync::WalSync;
 use crate::store::error::StoreError;
 use crate::store::events::{Appended, Cursor, NewEvent, TerminalAppend};
 use crate::store::ops::{WriteOp, WriteOutcome};
 use crate::store::records::{FailureEntry, Flow, FlowStep, StepOutput};
-use crate::store::traits::{OnDurable, WriterBatches};
 
 /// Past this many cached run heads the cache keeps only the unwritten ones
 /// and refills the rest on demand.
@@ -85,8 +83,6 @@ pub(crate) struct Writer {
     write_back_events: usize,
     /// The background checkpointer (file databases only).
     checkpoints: Option<Checkpoints>,
-    /// The syncer that results wait for, when acks wait for a WAL sync.
-    pub(crate) sync: Option<WalSync>,
 }
 
 impl Writer {
@@ -109,7 +105,6 @@ impl Writer {
             tail: 0,
             write_back_events: write_back_events.max(1) as usize,
             checkpoints,
-            sync: None,
         })
     }
 
@@ -121,27 +116,11 @@ impl Writer {
             .map_err(StoreError::sqlite(sql))
     }
 
-    /// Applies `ops` in one transaction and hands the result to `done` once
-    /// the commit is durable: after the syncer's next WAL sync, or at once
-    /// when acks do not wait for one.
-    pub(crate) fn apply_durable(&mut self, ops: Vec<WriteOp>, done: OnDurable) {
-        let result = self.apply_batch(ops);
-        match &self.sync {
-            Some(sync) => sync.after_sync(result, done),
-            None => done(result),
-        }
-    }
-
     /// Applies `ops` in one transaction; see [`FlowStore::apply_batch`](crate::store::FlowStore::apply_batch).
-    /// The commit is durable only as far as the connection's `synchronous`
-    /// makes it (see [`Writer::apply_durable`]).
-    fn apply_batch(
+    pub(crate) fn apply_batch(
         &mut self,
         ops: Vec<WriteOp>,
     ) -> Result<Vec<Result<WriteOutcome, StoreError>>, StoreError> {
-        if let Some(e) = self.sync.as_ref().and_then(WalSync::poisoned) {
-            return Err(e);
-        }
         let mut batch = Scratch::default();
         let (results, wrote_back) = match self.run_batch(ops, &mut batch) {
             Ok(done) => done,
@@ -574,17 +553,5 @@ impl OpCtx<'_, '_> {
         step.created_at =
             chrono::DateTime::from_timestamp_micros(created).unwrap_or(step.created_at);
         Ok(WriteOutcome::StepUpserted(step))
-    }
-}
-
-impl WriterBatches for Writer {
-    fn wait_for_room(&mut self) {
-        if let Some(sync) = &self.sync {
-            sync.wait_for_room();
-        }
-    }
-
-    fn commit(&mut self, ops: Vec<WriteOp>, done: OnDurable) {
-        self.apply_durable(ops, done);
     }
 }
