@@ -274,3 +274,44 @@ async fn writes_racing_a_killed_journal_actor_are_answered() {
         "racing write: {racing:?}; a later write: {later:?}"
     );
 }
+
+/// A finished shutdown has answered every write it committed: the replies of
+/// the last batch go out before the actor hears that the queue is drained.
+/// (The race this guards against needs a second worker, hence many rounds.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finished_shutdown_has_answered_every_write() {
+    use std::future::Future;
+    use std::task::{Context, Poll, Waker};
+
+    for round in 0..50 {
+        let store = Arc::new(troupe::store::SqliteStore::open(":memory:").await.unwrap());
+        let run = Flow::new("c", "g", "o");
+        store.insert_run(run.clone(), None).await.unwrap();
+        let journal = JournalHandle::spawn(store, JournalConfig::default(), None)
+            .await
+            .unwrap();
+        let mut writes: Vec<_> = (0..32)
+            .map(|_| Box::pin(journal.append(tick(run.id))))
+            .collect();
+        // Polled by hand outside tokio's cooperative budget, which would
+        // make a ready reply look pending.
+        tokio::task::unconstrained(async {
+            let mut cx = Context::from_waker(Waker::noop());
+            for write in &mut writes {
+                assert!(write.as_mut().poll(&mut cx).is_pending());
+            }
+        })
+        .await;
+        journal.shutdown().await;
+        tokio::task::unconstrained(async {
+            let mut cx = Context::from_waker(Waker::noop());
+            for (i, write) in writes.iter_mut().enumerate() {
+                match write.as_mut().poll(&mut cx) {
+                    Poll::Ready(Ok(_)) => {}
+                    other => panic!("round {round}, write {i}: {other:?} after shutdown"),
+                }
+            }
+        })
+        .await;
+    }
+}

@@ -12,7 +12,10 @@
 //! the next batch, so under load it never sleeps or waits for a tokio task
 //! between commits. Otherwise it runs as a tokio task over [`FlowStore::apply_batch`].
 //!
-//! At most one drain runs at a time, so batches commit in queue order.
+//! At most one drain runs at a time, so batches commit in queue order. The
+//! queue counts as idle for a shutdown only when no drain runs and every
+//! committed batch's replies are out, so a finished shutdown has answered
+//! every write it committed.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -38,6 +41,10 @@ struct State {
     items: VecDeque<Request>,
     /// A drain is scheduled or running.
     draining: bool,
+    /// Reply tasks of committed batches not yet done: the queue is idle
+    /// (for a shutdown) only once they are, so a finished shutdown has
+    /// answered every write it committed.
+    replying: usize,
     /// Shutdown asked: the actor wants [`JournalMsg::Drained`] once idle.
     closed: bool,
     /// The drain died (its thread stopped): nothing will commit any more.
@@ -106,7 +113,7 @@ impl CommitQueue {
     pub(crate) fn close(&self) -> bool {
         let mut state = self.lock();
         state.closed = true;
-        !state.draining
+        !state.draining && state.replying == 0
     }
 
     /// The next batch, or `None` after marking the drain finished (the
@@ -124,9 +131,22 @@ impl CommitQueue {
         }
         if batch.is_empty() {
             state.draining = false;
-            return Err(state.closed);
+            return Err(state.closed && state.replying == 0);
         }
         Ok(batch)
+    }
+
+    /// A committed batch's replies are about to go out on a task of their own.
+    fn replies_started(&self) {
+        self.lock().replying += 1;
+    }
+
+    /// A batch's replies are out (or dropped): whether that left a closing
+    /// queue idle, so the actor must be told `Drained`.
+    fn replies_done(&self) -> bool {
+        let mut state = self.lock();
+        state.replying -= 1;
+        state.replying == 0 && !state.draining && state.closed
     }
 
     /// Nothing will commit any more (the drain died, or the actor that
@@ -138,7 +158,8 @@ impl CommitQueue {
             let mut state = self.lock();
             state.broken = true;
             state.draining = false;
-            (state.items.drain(..).collect::<Vec<_>>(), state.closed)
+            let idle = state.closed && state.replying == 0;
+            (state.items.drain(..).collect::<Vec<_>>(), idle)
         };
         counters.queued(-(stranded.len() as i64));
         if !stranded.is_empty() {
@@ -237,9 +258,12 @@ impl DrainGuard {
         let committer = self.disarm();
         // A reply dropped unsent (the runtime shutting down) reaches its
         // caller as `AckDropped`, never as a false success.
-        committer
-            .runtime
-            .spawn(async move { pending.reply(result) });
+        committer.queue.replies_started();
+        let replying = Replying(committer.clone());
+        committer.runtime.spawn(async move {
+            pending.reply(result);
+            drop(replying);
+        });
         committer.start();
     }
 
@@ -263,6 +287,18 @@ impl Drop for DrainGuard {
         let committer = &self.committer;
         if committer.queue.break_down(&committer.counters) {
             let _ = committer.actor.cast(JournalMsg::Drained);
+        }
+    }
+}
+
+/// Held by a batch's reply task: counts it out when the replies are sent or
+/// the task is dropped unrun.
+struct Replying(Arc<Committer>);
+
+impl Drop for Replying {
+    fn drop(&mut self) {
+        if self.0.queue.replies_done() {
+            let _ = self.0.actor.cast(JournalMsg::Drained);
         }
     }
 }
