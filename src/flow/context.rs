@@ -45,6 +45,8 @@ pub(crate) struct StageRuntime {
     events: Option<EventPort>,
     /// The last `Pause`, `Resume` or `Drain` sent to the stage: part of its
     /// control state, not of one actor, so a restarted stage gets it again.
+    /// A `Drain` is sticky, as it is for the stage machine (which ignores
+    /// pauses and resumes while draining): nothing undoes it.
     steer: Option<StageEvent>,
     pub(crate) completed: bool,
     upstream: Vec<usize>,
@@ -72,13 +74,14 @@ impl StageRuntime {
 
     /// Queues `event` for the stage and wakes it if it waits for input (or,
     /// for a cancel or drain, if it is inside `produce`). Remembers a pause,
-    /// resume or drain for the stage's next start.
+    /// resume or drain for the stage's next start; once drained, it stays so.
     async fn send(&mut self, event: StageEvent) {
         let halts = matches!(event, StageEvent::Cancel | StageEvent::Drain);
-        if matches!(
+        let steers = matches!(
             event,
             StageEvent::Pause | StageEvent::Resume | StageEvent::Drain
-        ) {
+        );
+        if steers && self.steer != Some(StageEvent::Drain) {
             self.steer = Some(event.clone());
         }
         let (Some(control), Some(bells)) = (&self.control, &self.bells) else {

@@ -104,7 +104,20 @@ impl<T: Send + 'static> Clone for PipeSender<T> {
 impl<T: Send + 'static> PipeSender<T> {
     /// Buffers `item`; sends the batch when it is full, waiting while the channel is full.
     pub async fn send(&mut self, item: T) -> Result<(), PipeClosed<T>> {
+        self.push(item);
+        self.flush_if_full().await
+    }
+
+    /// Buffers `item` without waiting: the half of [`send`](Self::send)
+    /// that cannot be cancelled. Once it returns, the item belongs to the
+    /// pipe; [`flush_if_full`](Self::flush_if_full) sends it on.
+    pub(crate) fn push(&mut self, item: T) {
         self.buffer.push(item);
+    }
+
+    /// Sends the buffered batch if it is full, waiting while the channel is
+    /// full. Cancel-safe: a cancelled call keeps the batch buffered.
+    pub(crate) async fn flush_if_full(&mut self) -> Result<(), PipeClosed<T>> {
         if self.buffer.len() >= self.batch_size {
             self.flush().await?;
         }
