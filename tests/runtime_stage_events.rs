@@ -11,7 +11,6 @@ use runtime_support::*;
 use tokio::sync::Semaphore;
 use troupe::flow::{ControlEvent, FlowDefinition, FlowHandle, HandleError, StageControl};
 use troupe::runtime::Runtime;
-use troupe::stage::pipe::PipeConfig;
 use troupe::stage::{
     Emitter, EventPolicy, OnEvent, Produced, Source, StageState, Transform, source_iter,
 };
@@ -56,26 +55,17 @@ async fn relay_run(
     policy: EventPolicy,
 ) -> (Runtime, FlowHandle, Seen, Arc<std::sync::atomic::AtomicU64>) {
     let runtime = memory_runtime().await;
-    let (produced, consumed) = (counter(), counter());
+    let produced = counter();
     let commands: Seen = Arc::default();
-    let (c, s) = (consumed.clone(), commands.clone());
-    runtime
-        .register(
-            FlowDefinition::<u64>::builder("relay")
-                .source("numbers", move || Counter::endless(produced.clone()))
-                .with_events::<Cmd>(policy)
-                .transform("relay", move || Relay(s.clone()))
-                .sink("tally", move || Tally::new(&c))
-                .pipeline(["numbers", "relay", "tally"])
-                .pipes(PipeConfig {
-                    batch_size: 4,
-                    capacity: 4,
-                })
-                .build()
-                .unwrap(),
-        )
-        .unwrap();
-    let run = runtime.start("relay").await.unwrap();
+    let s = commands.clone();
+    let (run, consumed) = relay_flow::<Cmd, _, _>(
+        &runtime,
+        "relay",
+        policy,
+        move || Counter::endless(produced.clone()),
+        move || Relay(s.clone()),
+    )
+    .await;
     settle().await;
     (runtime, run, commands, consumed)
 }

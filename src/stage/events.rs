@@ -16,10 +16,21 @@
 //! |---|---|---|
 //! | `Poll` | one queued event before each unit of work (a batch), if any | each event as it comes |
 //! | `Block` | waits for an event before each unit of work: events gate the work | each event as it comes |
-//! | `Ignore` | events stay queued until a state that takes them | events stay queued until resumed |
+//! | `Ignore` | events stay queued until a state that takes them, or until the stage completes (below) | events stay queued until resumed |
 //!
-//! A stage never takes user events while `Starting` or once it has ended
-//! (a completed or cancelled stage refuses further ones). The default,
+//! `Poll` hands over at most one event per unit of work, so a steady
+//! stream of events never starves the data plane (nor a drain).
+//!
+//! A stage never takes user events while `Starting`. None accepted is
+//! dropped by a stage that completes, whatever its policy (`Ignore`
+//! defers events, it does not discard them): right before its completion
+//! hook, a completing stage hands its logic every event still queued; once
+//! the hook has run and its outputs are closed, it closes its queue (from
+//! then on sends fail with
+//! [`HandleError::StageNotRunning`](crate::flow::HandleError::StageNotRunning))
+//! and hands over the events accepted while the hook ran. A cancelled
+//! stage closes its queue too; the events still queued are dropped with
+//! the cancel (and counted in a warning). The default,
 //! [`EventPolicy::default`], is how a stage takes `Signal`s: between
 //! batches while running or draining, at once while paused. User events and
 //! control events travel apart: their relative order is not kept. An event
@@ -233,8 +244,6 @@ impl<Ev: Send + 'static> EventInbox<Ev> {
 pub(crate) enum Next<Ev> {
     /// Hand over this event, then do the work.
     EventThenWork(Ev),
-    /// Hand over this event; the work waits for another step.
-    Event(Ev),
     /// Do the work.
     Work,
     /// The doorbell rang: let the control channel be looked at first.
@@ -251,7 +260,7 @@ pub(crate) async fn before_work<Ev>(
     match mode {
         ExternalEventMode::Ignore => Next::Work,
         ExternalEventMode::Poll => match held.try_recv() {
-            Ok(event) => Next::Event(event),
+            Ok(event) => Next::EventThenWork(event),
             Err(_) => Next::Work,
         },
         ExternalEventMode::Block => tokio::select! {
@@ -323,7 +332,7 @@ mod tests {
         let mut held = inbox.hold().await;
         let doorbell = Notify::new();
         let next = before_work(&mut held, ExternalEventMode::Poll, &doorbell).await;
-        assert!(matches!(next, Next::Event(2)));
+        assert!(matches!(next, Next::EventThenWork(2)));
         let next = before_work(&mut held, ExternalEventMode::Poll, &doorbell).await;
         assert!(matches!(next, Next::Work));
         doorbell.notify_one();

@@ -94,9 +94,11 @@ impl<T: Clone + Send + 'static> Ports<T> {
         let Some(rx) = self.input.as_mut() else {
             return Input::Ended;
         };
+        // A batch that is there is taken even if the doorbell rang: the
+        // bell ends a wait (the control channel is looked at between units
+        // of work anyway), and a stale ring must not cost a unit of work.
         tokio::select! {
             biased;
-            () = doorbell.notified() => Input::Interrupted,
             batch = rx.recv_batch() => match batch {
                 Some(batch) => {
                     self.inbox = batch.into_iter();
@@ -104,6 +106,7 @@ impl<T: Clone + Send + 'static> Ports<T> {
                 }
                 None => Input::Ended,
             },
+            () = doorbell.notified() => Input::Interrupted,
         }
     }
 
