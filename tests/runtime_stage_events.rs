@@ -321,3 +321,48 @@ impl<I: Send + 'static> OnEvent<Cmd> for Ticked3<I> {
         Ok(())
     }
 }
+
+/// Queues too large to allocate are a definition error, not a panic when
+/// the run starts.
+#[test]
+fn queues_too_large_are_rejected_when_the_flow_is_built() {
+    use troupe::flow::DefinitionError;
+    use troupe::stage::pipe::{MAX_PIPE_CAPACITY, PipeConfig};
+    use troupe::stage::{MAX_EVENT_CAPACITY, sink_fn};
+
+    let flow = |events: EventPolicy, pipes: PipeConfig| {
+        FlowDefinition::<u64>::builder("huge")
+            .source("numbers", || source_iter(0..3_u64))
+            .with_events::<Cmd>(events)
+            .transform("relay", || Relay(Seen::default()))
+            .sink("tally", || sink_fn(|_: u64| Ok(())))
+            .pipeline(["numbers", "relay", "tally"])
+            .pipes(pipes)
+            .build()
+    };
+    let huge_events = EventPolicy::default().capacity(usize::MAX);
+    assert_eq!(
+        flow(huge_events, PipeConfig::default()).err(),
+        Some(DefinitionError::EventCapacity {
+            flow: "huge".into(),
+            stage: "relay".into(),
+            capacity: usize::MAX,
+            max: MAX_EVENT_CAPACITY,
+        })
+    );
+    let huge_pipes = PipeConfig {
+        capacity: usize::MAX,
+        ..PipeConfig::default()
+    };
+    assert_eq!(
+        flow(EventPolicy::default(), huge_pipes).err(),
+        Some(DefinitionError::PipeSize {
+            flow: "huge".into(),
+            field: "capacity",
+            value: usize::MAX,
+            max: MAX_PIPE_CAPACITY,
+        })
+    );
+    let largest = EventPolicy::default().capacity(MAX_EVENT_CAPACITY);
+    assert!(flow(largest, PipeConfig::default()).is_ok());
+}

@@ -91,6 +91,11 @@ use crate::supervise::{BoxError, ExternalEventMode};
 /// How many user events may wait for a stage, by default, before a send waits.
 pub const DEFAULT_EVENT_CAPACITY: usize = 64;
 
+/// The largest event queue a stage may have; a flow declaring a larger one
+/// is rejected when it is built
+/// ([`DefinitionError::EventCapacity`](crate::flow::DefinitionError::EventCapacity)).
+pub const MAX_EVENT_CAPACITY: usize = 1 << 20;
+
 /// Stage logic that takes user events of type `Ev`.
 pub trait OnEvent<Ev>: Send + 'static {
     /// Handles one event. An error (or a panic) fails the stage, as one from
@@ -151,10 +156,16 @@ impl EventPolicy {
         self
     }
 
-    /// How many events may wait before a send waits (at least 1).
+    /// How many events may wait before a send waits (at least 1, at most
+    /// [`MAX_EVENT_CAPACITY`], checked when the flow is built).
     pub fn capacity(mut self, capacity: usize) -> Self {
         self.capacity = capacity.max(1);
         self
+    }
+
+    /// How many events may wait before a send waits.
+    pub fn queue_capacity(&self) -> usize {
+        self.capacity
     }
 
     /// The mode of `state`: `Ignore` while starting and once ended.
@@ -216,7 +227,9 @@ pub(crate) fn event_queue<Ev: Send + 'static>(
     policy: EventPolicy,
     doorbell: Arc<Notify>,
 ) -> (EventInbox<Ev>, EventPort) {
-    let (tx, rx) = mpsc::channel::<Ev>(policy.capacity);
+    // Checked when the flow is built; clamped again so that no policy can
+    // make tokio panic.
+    let (tx, rx) = mpsc::channel::<Ev>(policy.capacity.min(MAX_EVENT_CAPACITY));
     let inbox = EventInbox {
         queue: Arc::new(Mutex::new(rx)),
         policy,

@@ -33,12 +33,22 @@ use std::mem;
 
 use tokio::sync::mpsc;
 
-/// Sizes of a pipe.
+/// The largest [`PipeConfig::batch_size`].
+pub const MAX_BATCH_SIZE: usize = 1 << 20;
+
+/// The largest [`PipeConfig::capacity`].
+pub const MAX_PIPE_CAPACITY: usize = 1 << 20;
+
+/// Sizes of a pipe. A flow whose pipes are larger than [`MAX_BATCH_SIZE`]
+/// or [`MAX_PIPE_CAPACITY`] is rejected when it is built
+/// ([`DefinitionError::PipeSize`](crate::flow::DefinitionError::PipeSize));
+/// [`pipe`] clamps them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PipeConfig {
-    /// Items per batch (at least 1).
+    /// Items per batch (at least 1, at most [`MAX_BATCH_SIZE`]).
     pub batch_size: usize,
-    /// Batches the channel holds before `send` waits (at least 1).
+    /// Batches the channel holds before `send` waits (at least 1, at most
+    /// [`MAX_PIPE_CAPACITY`]).
     pub capacity: usize,
 }
 
@@ -60,10 +70,11 @@ pub struct PipeClosed<T> {
     pub undelivered: Vec<T>,
 }
 
-/// Creates a pipe.
+/// Creates a pipe, its sizes clamped to `1..=`[`MAX_BATCH_SIZE`] and
+/// `1..=`[`MAX_PIPE_CAPACITY`].
 pub fn pipe<T: Send + 'static>(config: PipeConfig) -> (PipeSender<T>, PipeReceiver<T>) {
-    let batch_size = config.batch_size.max(1);
-    let (tx, rx) = mpsc::channel(config.capacity.max(1));
+    let batch_size = config.batch_size.clamp(1, MAX_BATCH_SIZE);
+    let (tx, rx) = mpsc::channel(config.capacity.clamp(1, MAX_PIPE_CAPACITY));
     (
         PipeSender {
             tx,
