@@ -12,7 +12,7 @@ use serde_json::Value;
 use tokio::sync::Semaphore;
 use troupe::flow::{ControlEvent, FlowDefinition, FlowHandle, HandleError, StageControl};
 use troupe::runtime::Runtime;
-use troupe::stage::{Emitter, EventPolicy, OnEvent, Produced, Source, Transform};
+use troupe::stage::{Emitter, EventPolicy, OnEvent, Produced, Source, Transform, source_iter};
 use troupe::store::FlowStatus;
 use troupe::supervise::{BoxError, ExternalEventMode};
 
@@ -97,18 +97,21 @@ async fn finished(run: &FlowHandle) {
     assert_eq!(outcome.status, FlowStatus::Finished);
 }
 
-/// An event sent (and accepted) while the stage runs its completion hook
-/// is handed to it before the stage completes; once it has, sends fail.
-#[tokio::test(start_paused = true)]
-async fn an_event_accepted_during_completion_is_handled() {
+/// Starts an endless `numbers` source taking events per `policy`, whose
+/// `complete` waits on the returned gate (with `permits`) → a tally.
+async fn gated_source_run(
+    name: &str,
+    policy: EventPolicy,
+    permits: usize,
+) -> (Runtime, FlowHandle, Arc<Semaphore>, Log) {
     let runtime = memory_runtime().await;
     let (produced, consumed) = (counter(), counter());
-    let (gate, source_log) = (Arc::new(Semaphore::new(0)), Log::default());
+    let (gate, source_log) = (Arc::new(Semaphore::new(permits)), Log::default());
     let (g, l) = (gate.clone(), source_log.clone());
     runtime
         .register(
-            FlowDefinition::<u64>::builder("late-event")
-                .with_events::<&'static str>(EventPolicy::default())
+            FlowDefinition::<u64>::builder(name)
+                .with_events::<&'static str>(policy)
                 .source("numbers", move || GatedComplete {
                     inner: Counter::endless(produced.clone()),
                     gate: g.clone(),
@@ -120,8 +123,17 @@ async fn an_event_accepted_during_completion_is_handled() {
                 .unwrap(),
         )
         .unwrap();
-    let run = runtime.start("late-event").await.unwrap();
+    let run = runtime.start(name).await.unwrap();
     settle().await;
+    (runtime, run, gate, source_log)
+}
+
+/// An event sent (and accepted) while the stage runs its completion hook
+/// is handed to it before the stage completes; once it has, sends fail.
+#[tokio::test(start_paused = true)]
+async fn an_event_accepted_during_completion_is_handled() {
+    let (_runtime, run, gate, source_log) =
+        gated_source_run("late-event", EventPolicy::default(), 0).await;
     let events = run.stage_events::<&'static str>("numbers").await.unwrap();
     run.stage("numbers")
         .unwrap()
@@ -204,4 +216,60 @@ async fn poll_takes_one_event_per_unit_of_work() {
     })
     .await
     .unwrap();
+}
+
+/// A drained source whose policy blocks while draining does not wait for
+/// an event to complete: a drain always finishes.
+#[tokio::test(start_paused = true)]
+async fn block_while_draining_does_not_hold_a_drain_up() {
+    let policy = EventPolicy::default().draining(ExternalEventMode::Block);
+    let (_runtime, run, _gate, source_log) = gated_source_run("drain-block", policy, 1).await;
+    run.send(ControlEvent::Drain).await.unwrap();
+    finished(&run).await;
+    assert_eq!(log(&source_log), ["complete"]);
+}
+
+/// A transform that blocks on events while running completes once its
+/// input ends, without an event: completing is not a unit of work.
+#[tokio::test(start_paused = true)]
+async fn block_while_running_does_not_hold_up_a_stage_whose_input_ended() {
+    let policy = EventPolicy::default().running(ExternalEventMode::Block);
+    let (_runtime, run, relay_log) =
+        relay_run("block-ended", policy, || source_iter(0..3_u64)).await;
+    settle().await;
+    assert!(log(&relay_log).is_empty(), "worked without an event");
+    let relay = run.stage_events::<&'static str>("relay").await.unwrap();
+    relay.send("go").await.unwrap();
+    finished(&run).await;
+    assert_eq!(log(&relay_log), ["go", "item", "item", "item", "complete"]);
+}
+
+/// `try_send` never waits: a full queue is `Busy`, and the event is not
+/// queued.
+#[tokio::test(start_paused = true)]
+async fn try_send_to_a_full_queue_is_busy() {
+    let policy = EventPolicy::default()
+        .running(ExternalEventMode::Ignore)
+        .capacity(1);
+    let produced = counter();
+    let (_runtime, run, relay_log) =
+        relay_run("busy", policy, move || Counter::endless(produced.clone())).await;
+    settle().await;
+    let relay = run.stage_events::<&'static str>("relay").await.unwrap();
+    assert_eq!(relay.try_send("first"), Ok(()));
+    assert_eq!(
+        relay.try_send("second"),
+        Err(HandleError::Busy {
+            run_id: run.run_id(),
+            stage: "relay".into(),
+            event: std::any::type_name::<&'static str>(),
+        })
+    );
+    run.send(ControlEvent::Drain).await.unwrap();
+    finished(&run).await;
+    let events: Vec<_> = log(&relay_log)
+        .into_iter()
+        .filter(|e| *e != "item")
+        .collect();
+    assert_eq!(events, ["first", "complete"]);
 }

@@ -15,11 +15,16 @@
 //! | mode | `Running` / `Draining` | `Paused` |
 //! |---|---|---|
 //! | `Poll` | one queued event before each unit of work (a batch), if any | each event as it comes |
-//! | `Block` | waits for an event before each unit of work: events gate the work | each event as it comes |
+//! | `Block` | waits for an event before each unit of work: events gate the work (see below) | each event as it comes |
 //! | `Ignore` | events stay queued until a state that takes them, or until the stage completes (below) | events stay queued until resumed |
 //!
 //! `Poll` hands over at most one event per unit of work, so a steady
 //! stream of events never starves the data plane (nor a drain).
+//!
+//! `Block` never holds up the end of a stage: a transform or sink whose
+//! input has ended stops waiting (its completion is not a unit of work),
+//! and a draining stage takes `Block` as `Poll` (a drain must finish, a
+//! drained source has nothing to gate).
 //!
 //! A stage never takes user events while `Starting`. None accepted is
 //! dropped by a stage that completes, whatever its policy (`Ignore`
@@ -150,7 +155,8 @@ impl EventPolicy {
         self
     }
 
-    /// The mode while the stage drains.
+    /// The mode while the stage drains (`Block` is taken as `Poll`: a
+    /// drain never waits for an event).
     pub fn draining(mut self, mode: ExternalEventMode) -> Self {
         self.draining = mode;
         self
@@ -264,11 +270,13 @@ pub(crate) enum Next<Ev> {
 }
 
 /// Looks at the queue as `mode` asks, in a state with work of its own
-/// (`Running`, `Draining`).
+/// (`Running`, `Draining`). `Block` stops waiting once `no_work_left`
+/// resolves (the input ended): completing is not a unit of work.
 pub(crate) async fn before_work<Ev>(
     held: &mut HeldEvents<Ev>,
     mode: ExternalEventMode,
     doorbell: &Notify,
+    no_work_left: impl Future<Output = ()>,
 ) -> Next<Ev> {
     match mode {
         ExternalEventMode::Ignore => Next::Work,
@@ -280,6 +288,7 @@ pub(crate) async fn before_work<Ev>(
             biased;
             () = doorbell.notified() => Next::Interrupted,
             event = held.recv() => event.map_or(Next::Work, Next::EventThenWork),
+            () = no_work_left => Next::Work,
         },
     }
 }
@@ -344,12 +353,16 @@ mod tests {
         // The next holder gets what is left.
         let mut held = inbox.hold().await;
         let doorbell = Notify::new();
-        let next = before_work(&mut held, ExternalEventMode::Poll, &doorbell).await;
+        let busy = std::future::pending;
+        let next = before_work(&mut held, ExternalEventMode::Poll, &doorbell, busy()).await;
         assert!(matches!(next, Next::EventThenWork(2)));
-        let next = before_work(&mut held, ExternalEventMode::Poll, &doorbell).await;
+        let next = before_work(&mut held, ExternalEventMode::Poll, &doorbell, busy()).await;
         assert!(matches!(next, Next::Work));
         doorbell.notify_one();
-        let next = before_work(&mut held, ExternalEventMode::Block, &doorbell).await;
+        let next = before_work(&mut held, ExternalEventMode::Block, &doorbell, busy()).await;
         assert!(matches!(next, Next::Interrupted));
+        let ended = std::future::ready(());
+        let next = before_work(&mut held, ExternalEventMode::Block, &doorbell, ended).await;
+        assert!(matches!(next, Next::Work));
     }
 }

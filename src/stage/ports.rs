@@ -110,6 +110,25 @@ impl<T: Clone + Send + 'static> Ports<T> {
         }
     }
 
+    /// Resolves once the stage has no input left to work through: every
+    /// upstream finished and every item was received and taken from the
+    /// inbox (at once for a stage without input). Batches that arrive
+    /// meanwhile wait in the inbox. Cancel-safe.
+    pub(crate) async fn input_end(&mut self) {
+        loop {
+            if self.inbox.len() > 0 {
+                return std::future::pending().await;
+            }
+            let Some(rx) = self.input.as_mut() else {
+                return;
+            };
+            match rx.recv_batch().await {
+                Some(batch) => self.inbox = batch.into_iter(),
+                None => return,
+            }
+        }
+    }
+
     /// Sends every emitted item to every downstream (fan-out clones it),
     /// waiting while a downstream pipe is full, and flushes partial batches.
     ///

@@ -217,9 +217,26 @@ impl<T: Clone + Send + 'static, W: Work<T>> HandlerSupervised for StageSuperviso
                 Ok(EventLoopDirective::Transition(StageEvent::Started))
             }
             StageState::Running | StageState::Draining => {
-                let mode = self.event_mode(state);
+                let mode = match (state, self.event_mode(state)) {
+                    // A drain must finish: it never waits for an event.
+                    (StageState::Draining, ExternalEventMode::Block) => ExternalEventMode::Poll,
+                    (_, mode) => mode,
+                };
                 if let Some(held) = self.held.as_mut() {
-                    match before_work(held, mode, &self.identity.bells.control).await {
+                    let ports = ctx
+                        .ports
+                        .as_mut()
+                        .ok_or("stage is running without its ports")?;
+                    // A source's end is its own to find; a transform's or
+                    // sink's comes with its input's.
+                    let no_work_left = async {
+                        match W::KIND {
+                            StageKind::Source | StageKind::Step => std::future::pending().await,
+                            StageKind::Transform | StageKind::Sink => ports.input_end().await,
+                        }
+                    };
+                    let doorbell = &self.identity.bells.control;
+                    match before_work(held, mode, doorbell, no_work_left).await {
                         Next::Work => {}
                         Next::Interrupted => return Ok(EventLoopDirective::Continue),
                         Next::EventThenWork(event) => ctx.work.on_event(event).await?,
