@@ -12,7 +12,7 @@ use runtime_support::*;
 use troupe::flow::restart::{Backoff, RestartPolicy, RestartStrategy};
 use troupe::flow::{ControlEvent, FlowDefinition, StageControl};
 use troupe::stage::pipe::PipeConfig;
-use troupe::stage::{Emitter, Produced, Source, StageState};
+use troupe::stage::{Emitter, EventPolicy, OnEvent, Produced, Source, StageState};
 use troupe::store::FlowStatus;
 use troupe::supervise::BoxError;
 
@@ -231,4 +231,66 @@ async fn drain_reaches_a_source_blocked_on_backpressure() {
         .unwrap();
     assert_eq!(outcome.status, FlowStatus::Finished);
     assert_eq!(get(&consumed), get(&produced));
+}
+
+/// An endless counter that fails on any user event.
+struct FailsOnEvent(Counter);
+
+impl Source<u64> for FailsOnEvent {
+    async fn produce(&mut self, out: &mut Emitter<u64>) -> Result<Produced, BoxError> {
+        self.0.produce(out).await
+    }
+}
+
+impl OnEvent<()> for FailsOnEvent {
+    async fn on_event(&mut self, (): ()) -> Result<(), BoxError> {
+        Err("told to fail".into())
+    }
+}
+
+/// A paused source that fails (on an event it takes while paused) comes
+/// back paused before any work: its restart produces nothing.
+#[tokio::test(start_paused = true)]
+async fn a_restarted_paused_source_does_no_work_before_its_pause() {
+    let runtime = memory_runtime().await;
+    let (produced, consumed) = (counter(), counter());
+    let p = produced.clone();
+    runtime
+        .register(
+            FlowDefinition::<u64>::builder("paused-source")
+                .with_events::<()>(EventPolicy::default())
+                .source("numbers", move || FailsOnEvent(Counter::endless(p.clone())))
+                .sink("tally", move || Tally::new(&consumed))
+                .pipeline(["numbers", "tally"])
+                .restart(
+                    "numbers",
+                    RestartPolicy {
+                        backoff: Backoff::NONE,
+                        ..RestartPolicy::permanent()
+                    },
+                )
+                .build()
+                .unwrap(),
+        )
+        .unwrap();
+    let run = runtime.start("paused-source").await.unwrap();
+    settle().await;
+    let numbers = run.stage("numbers").unwrap();
+    numbers.send(StageControl::Pause).await.unwrap();
+    settle().await;
+    let before = get(&produced);
+    let events = run.stage_events::<()>("numbers").await.unwrap();
+    events.send(()).await.unwrap();
+    settle().await;
+    assert_eq!(
+        get(&produced),
+        before,
+        "the restarted source worked before its pause"
+    );
+    assert_eq!(
+        numbers.send(StageControl::Resume).await,
+        Ok(StageState::Paused)
+    );
+    run.send(ControlEvent::Drain).await.unwrap();
+    assert_eq!(run.wait().await.unwrap().status, FlowStatus::Finished);
 }

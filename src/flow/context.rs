@@ -249,10 +249,15 @@ impl FlowCtx {
             report: Arc::new(move |done| myself.send_message(FlowMsg::StageDone(done)).is_ok()),
             bells: bells.clone(),
         };
+        // A stage (re)started while it, or its flow, is paused or draining
+        // joins in before any work: every pause, resume and drain, the
+        // flow's own included, went through `send`, which remembered it.
+        let steer = stage.steer.clone().filter(|s| *s != StageEvent::Resume);
         let launch = StageLaunch {
             identity,
             supervisor: self.myself.get_cell(),
             inputs,
+            steer,
         };
         let spawned = (stage.spawn)(launch).await?;
         tracing::debug!(stage = %stage.name, generation = stage.generation, "stage started");
@@ -260,14 +265,6 @@ impl FlowCtx {
         stage.control = Some(spawned.control);
         stage.watcher = Some(spawned.watcher);
         stage.bells = Some(bells);
-        // A stage (re)started while it, or its flow, is paused or draining
-        // joins in: every pause, resume and drain, the flow's own included,
-        // went through `send`, which remembered the last one.
-        if let Some(steer) = stage.steer.clone()
-            && steer != StageEvent::Resume
-        {
-            stage.send(steer).await;
-        }
         Ok(())
     }
 
