@@ -294,3 +294,80 @@ async fn a_restarted_paused_source_does_no_work_before_its_pause() {
     run.send(ControlEvent::Drain).await.unwrap();
     assert_eq!(run.wait().await.unwrap().status, FlowStatus::Finished);
 }
+
+/// A source blocked on a full output (its sink is paused) takes a cancel
+/// at once, long before the cancel grace.
+#[tokio::test(start_paused = true)]
+async fn cancel_reaches_a_source_blocked_on_backpressure() {
+    let runtime = memory_runtime().await;
+    let (produced, consumed) = (counter(), counter());
+    let run = blocked_pipeline(&runtime, "backpressure-cancel", &produced, &consumed).await;
+    let before = get(&produced);
+    settle().await;
+    assert_eq!(get(&produced), before, "the source is not blocked");
+    run.send(ControlEvent::Cancel {
+        reason: "blocked".into(),
+    })
+    .await
+    .unwrap();
+    // Well within the default cancel grace (5 s).
+    let outcome = tokio::time::timeout(Duration::from_secs(1), run.wait())
+        .await
+        .expect("the cancel waited for the full output")
+        .unwrap();
+    assert_eq!(outcome.status, FlowStatus::Cancelled);
+}
+
+/// A source whose `on_event` never returns.
+struct EndlessOnEvent(Counter);
+
+impl Source<u64> for EndlessOnEvent {
+    async fn produce(&mut self, out: &mut Emitter<u64>) -> Result<Produced, BoxError> {
+        self.0.produce(out).await
+    }
+}
+
+impl OnEvent<()> for EndlessOnEvent {
+    async fn on_event(&mut self, (): ()) -> Result<(), BoxError> {
+        std::future::pending().await
+    }
+}
+
+/// A cancel does not interrupt `on_event`: a stage stuck in one is killed
+/// once the cancel grace is over, and the run ends cancelled.
+#[tokio::test(start_paused = true)]
+async fn a_stage_stuck_in_on_event_is_killed_after_the_cancel_grace() {
+    let runtime = memory_runtime().await;
+    let (produced, consumed) = (counter(), counter());
+    runtime
+        .register(
+            FlowDefinition::<u64>::builder("stuck-event")
+                .with_events::<()>(EventPolicy::default())
+                .source("numbers", move || {
+                    EndlessOnEvent(Counter::endless(produced.clone()))
+                })
+                .sink("tally", move || Tally::new(&consumed))
+                .pipeline(["numbers", "tally"])
+                .cancel_grace(Duration::from_secs(30))
+                .build()
+                .unwrap(),
+        )
+        .unwrap();
+    let run = runtime.start("stuck-event").await.unwrap();
+    settle().await;
+    let events = run.stage_events::<()>("numbers").await.unwrap();
+    events.send(()).await.unwrap();
+    settle().await;
+    run.send(ControlEvent::Cancel {
+        reason: "stuck".into(),
+    })
+    .await
+    .unwrap();
+    let early = tokio::time::timeout(Duration::from_secs(29), run.wait()).await;
+    assert!(early.is_err(), "on_event was interrupted: {early:?}");
+    let outcome = tokio::time::timeout(MINUTE, run.wait())
+        .await
+        .expect("the grace kill did not end the run")
+        .unwrap();
+    assert_eq!(outcome.status, FlowStatus::Cancelled);
+}

@@ -111,6 +111,25 @@ pub async fn tight_pipeline(
     runtime.start(name).await.unwrap()
 }
 
+/// A [`tight_pipeline`] whose sink is paused, so that its source is
+/// blocked on its full output.
+pub async fn blocked_pipeline(
+    runtime: &Runtime,
+    name: &str,
+    produced: &Arc<AtomicU64>,
+    consumed: &Arc<AtomicU64>,
+) -> FlowHandle {
+    let run = tight_pipeline(runtime, name, produced, consumed).await;
+    settle().await;
+    run.stage("tally")
+        .unwrap()
+        .send(troupe::flow::StageControl::Pause)
+        .await
+        .unwrap();
+    settle().await;
+    run
+}
+
 pub fn counter() -> Arc<AtomicU64> {
     Arc::new(AtomicU64::new(0))
 }
