@@ -75,7 +75,9 @@ impl StageRuntime {
     /// Queues `event` for the stage and wakes it if it waits for input (or,
     /// for a cancel or drain, if it is inside `produce`). Remembers a pause,
     /// resume or drain for the stage's next start; once drained, it stays so.
-    async fn send(&mut self, event: StageEvent) {
+    /// Whether a live actor took the event (`false`: none is running, or it
+    /// just stopped and its flow has not heard of it yet).
+    async fn send(&mut self, event: StageEvent) -> bool {
         let halts = matches!(event, StageEvent::Cancel | StageEvent::Drain);
         let steers = matches!(
             event,
@@ -85,12 +87,16 @@ impl StageRuntime {
             self.steer = Some(event.clone());
         }
         let (Some(control), Some(bells)) = (&self.control, &self.bells) else {
-            return;
+            return false;
         };
         // Ring before (a stage waiting for input then takes queued events,
         // making room) and after (so it sees this one).
         bells.control.notify_one();
-        if control.send(event).await.is_err() {
+        let delivered = control.send(event).await.is_ok();
+        if !delivered {
+            // A pause, resume or drain is remembered for the restart; a
+            // stage-only signal is refused to its sender; the flow's own
+            // signals are in the run's log.
             tracing::debug!(stage = %self.name, "stage already stopped; control event not delivered");
         }
         bells.control.notify_one();
@@ -98,6 +104,7 @@ impl StageRuntime {
         if halts {
             bells.halt.notify_one();
         }
+        delivered
     }
 
     /// Forgets the live actor (it exited, or is being killed for a restart).
@@ -312,7 +319,16 @@ impl FlowCtx {
             });
         };
         self.admit(Some(index), crate::fsm::EventVariant::variant_name(&event))?;
-        self.stages[index].send(event).await;
+        let remembered = !matches!(event, StageEvent::Signal(_));
+        let stage = &mut self.stages[index];
+        if !stage.send(event).await && !remembered {
+            // The actor stopped and the flow has not handled its exit yet:
+            // the signal would be lost, so its sender hears of it.
+            return Err(HandleError::StageNotRunning {
+                run_id: self.run.id,
+                stage: stage.name.clone(),
+            });
+        }
         Ok(state)
     }
 

@@ -33,7 +33,9 @@ impl StageHandle {
 
     /// Queues `event` for the stage; returns the state it was in. A stage
     /// that is not running (completed, or between a failure and its
-    /// restart) does not get it: [`HandleError::StageNotRunning`].
+    /// restart) does not get it: [`HandleError::StageNotRunning`] — also
+    /// for a `Signal` that reaches an actor that has just stopped. A pause,
+    /// resume or drain that does is kept for the stage's restart (`Ok`).
     pub async fn send(&self, event: StageControl) -> Result<StageState, HandleError> {
         let event = match event {
             StageControl::Pause => StageEvent::Pause,
