@@ -113,6 +113,10 @@ pub trait OnEvent<Ev>: Send + 'static {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NoEvents {}
 
+/// Every logic takes `NoEvents` (there are none), so that a stage without
+/// declared events needs no impl. A consequence: a generic
+/// `impl<E> OnEvent<E> for MyLogic` conflicts with this one (it would
+/// cover `E = NoEvents` too); implement `OnEvent` for each event type.
 impl<L: Send + 'static> OnEvent<NoEvents> for L {
     async fn on_event(&mut self, event: NoEvents) -> Result<(), BoxError> {
         match event {}
