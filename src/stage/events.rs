@@ -305,10 +305,12 @@ pub(crate) async fn while_idle<Ev>(
     doorbell: &Notify,
 ) -> Option<Ev> {
     match held {
+        // A closed queue (a stage restarted after it closed it, as it
+        // completed) has nothing to wait for: then only the doorbell counts.
         Some(held) if mode != ExternalEventMode::Ignore => tokio::select! {
             biased;
             () = doorbell.notified() => None,
-            event = held.recv() => event,
+            Some(event) = held.recv() => Some(event),
         },
         _ => {
             doorbell.notified().await;
@@ -343,7 +345,7 @@ mod tests {
         assert_eq!(blocking.capacity, 1);
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_port_sends_only_its_declared_type_and_the_queue_outlives_its_holder() {
         let (inbox, port) = event_queue::<u8>(EventPolicy::default(), Arc::new(Notify::new()));
         assert!(port.sender::<u16>().is_none());
@@ -368,5 +370,10 @@ mod tests {
         let ended = std::future::ready(());
         let next = before_work(&mut held, ExternalEventMode::Block, &doorbell, ended).await;
         assert!(matches!(next, Next::Work));
+        // A closed, empty queue does not end a paused stage's wait.
+        held.close();
+        let idle = while_idle(Some(&mut held), ExternalEventMode::Block, &doorbell);
+        let waited = tokio::time::timeout(std::time::Duration::from_secs(1), idle).await;
+        assert!(waited.is_err(), "returned at once: {waited:?}");
     }
 }
