@@ -310,15 +310,8 @@ async fn a_stage_handle_steers_one_stage() {
 #[tokio::test(start_paused = true)]
 async fn a_blocked_stage_makes_signals_busy_not_a_wedged_flow() {
     let runtime = memory_runtime().await;
-    let run = tight_pipeline(&runtime, "blocked", &counter(), &counter()).await;
-    settle().await;
     // A paused sink leaves the source blocked on its full output.
-    run.stage("tally")
-        .unwrap()
-        .send(StageControl::Pause)
-        .await
-        .unwrap();
-    settle().await;
+    let run = blocked_pipeline(&runtime, "blocked", &counter(), &counter()).await;
     let minute = std::time::Duration::from_secs(60);
     let mut busy = 0;
     for i in 0..1100 {

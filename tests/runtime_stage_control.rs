@@ -12,7 +12,7 @@ use runtime_support::*;
 use troupe::flow::restart::{Backoff, RestartPolicy, RestartStrategy};
 use troupe::flow::{ControlEvent, FlowDefinition, StageControl};
 use troupe::stage::pipe::PipeConfig;
-use troupe::stage::{Emitter, Produced, Source, StageState};
+use troupe::stage::{Emitter, EventPolicy, OnEvent, Produced, Source, StageState};
 use troupe::store::FlowStatus;
 use troupe::supervise::BoxError;
 
@@ -231,4 +231,143 @@ async fn drain_reaches_a_source_blocked_on_backpressure() {
         .unwrap();
     assert_eq!(outcome.status, FlowStatus::Finished);
     assert_eq!(get(&consumed), get(&produced));
+}
+
+/// An endless counter that fails on any user event.
+struct FailsOnEvent(Counter);
+
+impl Source<u64> for FailsOnEvent {
+    async fn produce(&mut self, out: &mut Emitter<u64>) -> Result<Produced, BoxError> {
+        self.0.produce(out).await
+    }
+}
+
+impl OnEvent<()> for FailsOnEvent {
+    async fn on_event(&mut self, (): ()) -> Result<(), BoxError> {
+        Err("told to fail".into())
+    }
+}
+
+/// A paused source that fails (on an event it takes while paused) comes
+/// back paused before any work: its restart produces nothing.
+#[tokio::test(start_paused = true)]
+async fn a_restarted_paused_source_does_no_work_before_its_pause() {
+    let runtime = memory_runtime().await;
+    let (produced, consumed) = (counter(), counter());
+    let p = produced.clone();
+    runtime
+        .register(
+            FlowDefinition::<u64>::builder("paused-source")
+                .with_events::<()>(EventPolicy::default())
+                .source("numbers", move || FailsOnEvent(Counter::endless(p.clone())))
+                .sink("tally", move || Tally::new(&consumed))
+                .pipeline(["numbers", "tally"])
+                .restart(
+                    "numbers",
+                    RestartPolicy {
+                        backoff: Backoff::NONE,
+                        ..RestartPolicy::permanent()
+                    },
+                )
+                .build()
+                .unwrap(),
+        )
+        .unwrap();
+    let run = runtime.start("paused-source").await.unwrap();
+    settle().await;
+    let numbers = run.stage("numbers").unwrap();
+    numbers.send(StageControl::Pause).await.unwrap();
+    settle().await;
+    let before = get(&produced);
+    let events = run.stage_events::<()>("numbers").await.unwrap();
+    events.send(()).await.unwrap();
+    settle().await;
+    assert_eq!(
+        get(&produced),
+        before,
+        "the restarted source worked before its pause"
+    );
+    assert_eq!(
+        numbers.send(StageControl::Resume).await,
+        Ok(StageState::Paused)
+    );
+    run.send(ControlEvent::Drain).await.unwrap();
+    assert_eq!(run.wait().await.unwrap().status, FlowStatus::Finished);
+}
+
+/// A source blocked on a full output (its sink is paused) takes a cancel
+/// at once, long before the cancel grace.
+#[tokio::test(start_paused = true)]
+async fn cancel_reaches_a_source_blocked_on_backpressure() {
+    let runtime = memory_runtime().await;
+    let (produced, consumed) = (counter(), counter());
+    let run = blocked_pipeline(&runtime, "backpressure-cancel", &produced, &consumed).await;
+    let before = get(&produced);
+    settle().await;
+    assert_eq!(get(&produced), before, "the source is not blocked");
+    run.send(ControlEvent::Cancel {
+        reason: "blocked".into(),
+    })
+    .await
+    .unwrap();
+    // Well within the default cancel grace (5 s).
+    let outcome = tokio::time::timeout(Duration::from_secs(1), run.wait())
+        .await
+        .expect("the cancel waited for the full output")
+        .unwrap();
+    assert_eq!(outcome.status, FlowStatus::Cancelled);
+}
+
+/// A source whose `on_event` never returns.
+struct EndlessOnEvent(Counter);
+
+impl Source<u64> for EndlessOnEvent {
+    async fn produce(&mut self, out: &mut Emitter<u64>) -> Result<Produced, BoxError> {
+        self.0.produce(out).await
+    }
+}
+
+impl OnEvent<()> for EndlessOnEvent {
+    async fn on_event(&mut self, (): ()) -> Result<(), BoxError> {
+        std::future::pending().await
+    }
+}
+
+/// A cancel does not interrupt `on_event`: a stage stuck in one is killed
+/// once the cancel grace is over, and the run ends cancelled.
+#[tokio::test(start_paused = true)]
+async fn a_stage_stuck_in_on_event_is_killed_after_the_cancel_grace() {
+    let runtime = memory_runtime().await;
+    let (produced, consumed) = (counter(), counter());
+    runtime
+        .register(
+            FlowDefinition::<u64>::builder("stuck-event")
+                .with_events::<()>(EventPolicy::default())
+                .source("numbers", move || {
+                    EndlessOnEvent(Counter::endless(produced.clone()))
+                })
+                .sink("tally", move || Tally::new(&consumed))
+                .pipeline(["numbers", "tally"])
+                .cancel_grace(Duration::from_secs(30))
+                .build()
+                .unwrap(),
+        )
+        .unwrap();
+    let run = runtime.start("stuck-event").await.unwrap();
+    settle().await;
+    let events = run.stage_events::<()>("numbers").await.unwrap();
+    events.send(()).await.unwrap();
+    settle().await;
+    run.send(ControlEvent::Cancel {
+        reason: "stuck".into(),
+    })
+    .await
+    .unwrap();
+    let early = tokio::time::timeout(Duration::from_secs(29), run.wait()).await;
+    assert!(early.is_err(), "on_event was interrupted: {early:?}");
+    let outcome = tokio::time::timeout(MINUTE, run.wait())
+        .await
+        .expect("the grace kill did not end the run")
+        .unwrap();
+    assert_eq!(outcome.status, FlowStatus::Cancelled);
 }

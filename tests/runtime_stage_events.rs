@@ -11,7 +11,6 @@ use runtime_support::*;
 use tokio::sync::Semaphore;
 use troupe::flow::{ControlEvent, FlowDefinition, FlowHandle, HandleError, StageControl};
 use troupe::runtime::Runtime;
-use troupe::stage::pipe::PipeConfig;
 use troupe::stage::{
     Emitter, EventPolicy, OnEvent, Produced, Source, StageState, Transform, source_iter,
 };
@@ -56,26 +55,17 @@ async fn relay_run(
     policy: EventPolicy,
 ) -> (Runtime, FlowHandle, Seen, Arc<std::sync::atomic::AtomicU64>) {
     let runtime = memory_runtime().await;
-    let (produced, consumed) = (counter(), counter());
+    let produced = counter();
     let commands: Seen = Arc::default();
-    let (c, s) = (consumed.clone(), commands.clone());
-    runtime
-        .register(
-            FlowDefinition::<u64>::builder("relay")
-                .source("numbers", move || Counter::endless(produced.clone()))
-                .with_events::<Cmd>(policy)
-                .transform("relay", move || Relay(s.clone()))
-                .sink("tally", move || Tally::new(&c))
-                .pipeline(["numbers", "relay", "tally"])
-                .pipes(PipeConfig {
-                    batch_size: 4,
-                    capacity: 4,
-                })
-                .build()
-                .unwrap(),
-        )
-        .unwrap();
-    let run = runtime.start("relay").await.unwrap();
+    let s = commands.clone();
+    let (run, consumed) = relay_flow::<Cmd, _, _>(
+        &runtime,
+        "relay",
+        policy,
+        move || Counter::endless(produced.clone()),
+        move || Relay(s.clone()),
+    )
+    .await;
     settle().await;
     (runtime, run, commands, consumed)
 }
@@ -330,4 +320,49 @@ impl<I: Send + 'static> OnEvent<Cmd> for Ticked3<I> {
     async fn on_event(&mut self, _: Cmd) -> Result<(), BoxError> {
         Ok(())
     }
+}
+
+/// Queues too large to allocate are a definition error, not a panic when
+/// the run starts.
+#[test]
+fn queues_too_large_are_rejected_when_the_flow_is_built() {
+    use troupe::flow::DefinitionError;
+    use troupe::stage::pipe::{MAX_PIPE_CAPACITY, PipeConfig};
+    use troupe::stage::{MAX_EVENT_CAPACITY, sink_fn};
+
+    let flow = |events: EventPolicy, pipes: PipeConfig| {
+        FlowDefinition::<u64>::builder("huge")
+            .source("numbers", || source_iter(0..3_u64))
+            .with_events::<Cmd>(events)
+            .transform("relay", || Relay(Seen::default()))
+            .sink("tally", || sink_fn(|_: u64| Ok(())))
+            .pipeline(["numbers", "relay", "tally"])
+            .pipes(pipes)
+            .build()
+    };
+    let huge_events = EventPolicy::default().capacity(usize::MAX);
+    assert_eq!(
+        flow(huge_events, PipeConfig::default()).err(),
+        Some(DefinitionError::EventCapacity {
+            flow: "huge".into(),
+            stage: "relay".into(),
+            capacity: usize::MAX,
+            max: MAX_EVENT_CAPACITY,
+        })
+    );
+    let huge_pipes = PipeConfig {
+        capacity: usize::MAX,
+        ..PipeConfig::default()
+    };
+    assert_eq!(
+        flow(EventPolicy::default(), huge_pipes).err(),
+        Some(DefinitionError::PipeSize {
+            flow: "huge".into(),
+            field: "capacity",
+            value: usize::MAX,
+            max: MAX_PIPE_CAPACITY,
+        })
+    );
+    let largest = EventPolicy::default().capacity(MAX_EVENT_CAPACITY);
+    assert!(flow(largest, PipeConfig::default()).is_ok());
 }

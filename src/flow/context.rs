@@ -45,6 +45,8 @@ pub(crate) struct StageRuntime {
     events: Option<EventPort>,
     /// The last `Pause`, `Resume` or `Drain` sent to the stage: part of its
     /// control state, not of one actor, so a restarted stage gets it again.
+    /// A `Drain` is sticky, as it is for the stage machine (which ignores
+    /// pauses and resumes while draining): nothing undoes it.
     steer: Option<StageEvent>,
     pub(crate) completed: bool,
     upstream: Vec<usize>,
@@ -72,22 +74,29 @@ impl StageRuntime {
 
     /// Queues `event` for the stage and wakes it if it waits for input (or,
     /// for a cancel or drain, if it is inside `produce`). Remembers a pause,
-    /// resume or drain for the stage's next start.
-    async fn send(&mut self, event: StageEvent) {
+    /// resume or drain for the stage's next start; once drained, it stays so.
+    /// Whether a live actor took the event (`false`: none is running, or it
+    /// just stopped and its flow has not heard of it yet).
+    async fn send(&mut self, event: StageEvent) -> bool {
         let halts = matches!(event, StageEvent::Cancel | StageEvent::Drain);
-        if matches!(
+        let steers = matches!(
             event,
             StageEvent::Pause | StageEvent::Resume | StageEvent::Drain
-        ) {
+        );
+        if steers && self.steer != Some(StageEvent::Drain) {
             self.steer = Some(event.clone());
         }
         let (Some(control), Some(bells)) = (&self.control, &self.bells) else {
-            return;
+            return false;
         };
         // Ring before (a stage waiting for input then takes queued events,
         // making room) and after (so it sees this one).
         bells.control.notify_one();
-        if control.send(event).await.is_err() {
+        let delivered = control.send(event).await.is_ok();
+        if !delivered {
+            // A pause, resume or drain is remembered for the restart; a
+            // stage-only signal is refused to its sender; the flow's own
+            // signals are in the run's log.
             tracing::debug!(stage = %self.name, "stage already stopped; control event not delivered");
         }
         bells.control.notify_one();
@@ -95,6 +104,7 @@ impl StageRuntime {
         if halts {
             bells.halt.notify_one();
         }
+        delivered
     }
 
     /// Forgets the live actor (it exited, or is being killed for a restart).
@@ -246,10 +256,15 @@ impl FlowCtx {
             report: Arc::new(move |done| myself.send_message(FlowMsg::StageDone(done)).is_ok()),
             bells: bells.clone(),
         };
+        // A stage (re)started while it, or its flow, is paused or draining
+        // joins in before any work: every pause, resume and drain, the
+        // flow's own included, went through `send`, which remembered it.
+        let steer = stage.steer.clone().filter(|s| *s != StageEvent::Resume);
         let launch = StageLaunch {
             identity,
             supervisor: self.myself.get_cell(),
             inputs,
+            steer,
         };
         let spawned = (stage.spawn)(launch).await?;
         tracing::debug!(stage = %stage.name, generation = stage.generation, "stage started");
@@ -257,14 +272,6 @@ impl FlowCtx {
         stage.control = Some(spawned.control);
         stage.watcher = Some(spawned.watcher);
         stage.bells = Some(bells);
-        // A stage (re)started while it, or its flow, is paused or draining
-        // joins in: every pause, resume and drain, the flow's own included,
-        // went through `send`, which remembered the last one.
-        if let Some(steer) = stage.steer.clone()
-            && steer != StageEvent::Resume
-        {
-            stage.send(steer).await;
-        }
         Ok(())
     }
 
@@ -312,7 +319,16 @@ impl FlowCtx {
             });
         };
         self.admit(Some(index), crate::fsm::EventVariant::variant_name(&event))?;
-        self.stages[index].send(event).await;
+        let remembered = !matches!(event, StageEvent::Signal(_));
+        let stage = &mut self.stages[index];
+        if !stage.send(event).await && !remembered {
+            // The actor stopped and the flow has not handled its exit yet:
+            // the signal would be lost, so its sender hears of it.
+            return Err(HandleError::StageNotRunning {
+                run_id: self.run.id,
+                stage: stage.name.clone(),
+            });
+        }
         Ok(state)
     }
 

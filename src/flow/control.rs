@@ -16,6 +16,10 @@ pub enum ControlEvent {
     Resume,
     /// Cancel: stages stop at their next batch boundary, no stage output is
     /// recorded after this is, and the outcome is `FlowCanceled`. Sticky.
+    /// A source blocked in `produce` or on a full output, and a stage
+    /// waiting for input or paused, stop at once; a stage inside
+    /// `process`, `consume`, `on_event` or its completion stops once that
+    /// returns, or is killed after the flow's cancel grace.
     Cancel {
         /// Why, recorded with the cancel request.
         reason: String,

@@ -21,10 +21,10 @@ use super::restart::RestartPolicy;
 use super::topology::{StageKind, Topology, TopologyError};
 use crate::stage::actor::{Spawner, StageFactory, WorkFactory};
 use crate::stage::events::EventPort;
-use crate::stage::pipe::{PipeConfig, pipe};
+use crate::stage::pipe::{MAX_BATCH_SIZE, MAX_PIPE_CAPACITY, PipeConfig, pipe};
 use crate::stage::ports::{PortSlot, Ports};
 use crate::stage::work::{AsSink, AsSource, AsStep, AsTransform, Work};
-use crate::stage::{EventPolicy, OnEvent, Sink, Source, Step, Transform};
+use crate::stage::{EventPolicy, MAX_EVENT_CAPACITY, OnEvent, Sink, Source, Step, Transform};
 use crate::store::StepOutput;
 
 /// How long a cancelled flow waits for its stages to stop cooperatively
@@ -62,11 +62,37 @@ pub enum DefinitionError {
         /// The name.
         stage: String,
     },
+    /// A stage's event queue is larger than [`MAX_EVENT_CAPACITY`].
+    #[error("flow `{flow}`: stage `{stage}` asks for an event queue of {capacity}; at most {max}")]
+    EventCapacity {
+        /// The flow.
+        flow: String,
+        /// The stage.
+        stage: String,
+        /// What its [`EventPolicy`] asks for.
+        capacity: usize,
+        /// [`MAX_EVENT_CAPACITY`].
+        max: usize,
+    },
+    /// A size of the flow's pipes ([`FlowBuilder::pipes`]) is too large.
+    #[error("flow `{flow}`: pipe {field} {value} is too large; at most {max}")]
+    PipeSize {
+        /// The flow.
+        flow: String,
+        /// `"batch_size"` or `"capacity"`.
+        field: &'static str,
+        /// The size asked for.
+        value: usize,
+        /// [`MAX_BATCH_SIZE`] or [`MAX_PIPE_CAPACITY`].
+        max: usize,
+    },
 }
 
 struct StageDef<T> {
     name: String,
     kind: StageKind,
+    /// How it takes user events, if it declares any.
+    events: Option<EventPolicy>,
     policy: RestartPolicy,
     factory: Arc<dyn StageFactory<T>>,
 }
@@ -83,11 +109,18 @@ pub struct FlowBuilder<T> {
 }
 
 impl<T: Clone + Send + 'static> FlowBuilder<T> {
-    fn add(mut self, name: String, kind: StageKind, factory: Arc<dyn StageFactory<T>>) -> Self {
+    fn add(
+        mut self,
+        name: String,
+        kind: StageKind,
+        events: Option<EventPolicy>,
+        factory: Arc<dyn StageFactory<T>>,
+    ) -> Self {
         self.topology.stage(name.clone(), kind);
         self.stages.push(StageDef {
             name,
             kind,
+            events,
             // Resolved in `build`, once every policy call is known.
             policy: RestartPolicy::default(),
             factory,
@@ -100,7 +133,8 @@ impl<T: Clone + Send + 'static> FlowBuilder<T> {
         W: Work<T>,
         F: Fn() -> W + Send + Sync + 'static,
     {
-        self.add(name, W::KIND, Arc::new(WorkFactory::new(factory, events)))
+        let factory = Arc::new(WorkFactory::new(factory, events));
+        self.add(name, W::KIND, events, factory)
     }
 
     /// Adds a source; `factory` builds its logic at each (re)start.
@@ -191,9 +225,38 @@ impl<T: Clone + Send + 'static> FlowBuilder<T> {
         self
     }
 
-    /// Validates the topology and the policies.
+    /// Rejects queues too large to allocate (tokio would panic).
+    fn check_sizes(&self) -> Result<(), DefinitionError> {
+        let pipe_sizes = [
+            ("batch_size", self.pipe.batch_size, MAX_BATCH_SIZE),
+            ("capacity", self.pipe.capacity, MAX_PIPE_CAPACITY),
+        ];
+        if let Some((field, value, max)) = pipe_sizes.into_iter().find(|(_, v, max)| v > max) {
+            return Err(DefinitionError::PipeSize {
+                flow: self.name.clone(),
+                field,
+                value,
+                max,
+            });
+        }
+        for def in &self.stages {
+            let capacity = def.events.map_or(0, |e| e.queue_capacity());
+            if capacity > MAX_EVENT_CAPACITY {
+                return Err(DefinitionError::EventCapacity {
+                    flow: self.name.clone(),
+                    stage: def.name.clone(),
+                    capacity,
+                    max: MAX_EVENT_CAPACITY,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Validates the topology, the policies and the sizes of the queues.
     pub fn build(mut self) -> Result<FlowDefinition<T>, DefinitionError> {
         let flow = self.name.clone();
+        self.check_sizes()?;
         for def in &mut self.stages {
             def.policy = self.default_policy;
         }

@@ -33,7 +33,9 @@ impl StageHandle {
 
     /// Queues `event` for the stage; returns the state it was in. A stage
     /// that is not running (completed, or between a failure and its
-    /// restart) does not get it: [`HandleError::StageNotRunning`].
+    /// restart) does not get it: [`HandleError::StageNotRunning`] — also
+    /// for a `Signal` that reaches an actor that has just stopped. A pause,
+    /// resume or drain that does is kept for the stage's restart (`Ok`).
     pub async fn send(&self, event: StageControl) -> Result<StageState, HandleError> {
         let event = match event {
             StageControl::Pause => StageEvent::Pause,
@@ -125,7 +127,9 @@ impl<Ev: Send + 'static> TypedStageHandle<Ev> {
     /// Queues `event` for the stage, waiting while its queue is full.
     /// A stage that has completed or was cancelled takes no more events
     /// ([`HandleError::StageNotRunning`]), nor does a finished flow
-    /// ([`HandleError::Finished`]).
+    /// ([`HandleError::Finished`]). An event accepted (`Ok`) by a stage that
+    /// then completes is handed to it before it completes, whatever its
+    /// policy; see [`troupe::stage::events`](crate::stage::events).
     pub async fn send(&self, event: Ev) -> Result<(), HandleError> {
         self.check_running()?;
         let sent = self.sender.send(event).await;

@@ -100,6 +100,9 @@ pub(crate) struct StageLaunch {
     pub(crate) supervisor: ActorCell,
     /// For steps: the outputs of their upstream steps.
     pub(crate) inputs: StepInputs,
+    /// A pause or drain the stage is under: queued before the actor starts,
+    /// so a restarted stage takes it before any work.
+    pub(crate) steer: Option<StageEvent>,
 }
 
 /// A started stage: its actor, its control channel and its state.
@@ -224,6 +227,13 @@ async fn spawn_stage<T: Clone + Send + 'static, W: Work<T>>(
     let (control, receiver, watcher) = ChannelBuilder::<StageEvent, StageState>::new()
         .capacity(CONTROL_CAPACITY)
         .build(StageState::Starting);
+    if let Some(steer) = launch.steer {
+        // The channel is new and empty: this never waits.
+        control
+            .send(steer)
+            .await
+            .map_err(|_| SpawnErr::StartupFailed("the stage's control channel closed".into()))?;
+    }
     let supervisor = StageSupervisor::new(launch.identity, slot, inbox);
     let wrapped = HandlerSupervisedWithExternalEvents::new(supervisor, receiver, watcher.clone());
     let ctx = StageCtx {

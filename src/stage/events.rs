@@ -15,11 +15,27 @@
 //! | mode | `Running` / `Draining` | `Paused` |
 //! |---|---|---|
 //! | `Poll` | one queued event before each unit of work (a batch), if any | each event as it comes |
-//! | `Block` | waits for an event before each unit of work: events gate the work | each event as it comes |
-//! | `Ignore` | events stay queued until a state that takes them | events stay queued until resumed |
+//! | `Block` | waits for an event before each unit of work: events gate the work (see below) | each event as it comes |
+//! | `Ignore` | events stay queued until a state that takes them, or until the stage completes (below) | events stay queued until resumed |
 //!
-//! A stage never takes user events while `Starting` or once it has ended
-//! (a completed or cancelled stage refuses further ones). The default,
+//! `Poll` hands over at most one event per unit of work, so a steady
+//! stream of events never starves the data plane (nor a drain).
+//!
+//! `Block` never holds up the end of a stage: a transform or sink whose
+//! input has ended stops waiting (its completion is not a unit of work),
+//! and a draining stage takes `Block` as `Poll` (a drain must finish, a
+//! drained source has nothing to gate).
+//!
+//! A stage never takes user events while `Starting`. None accepted is
+//! dropped by a stage that completes, whatever its policy (`Ignore`
+//! defers events, it does not discard them): right before its completion
+//! hook, a completing stage hands its logic every event still queued; once
+//! the hook has run and its outputs are closed, it closes its queue (from
+//! then on sends fail with
+//! [`HandleError::StageNotRunning`](crate::flow::HandleError::StageNotRunning))
+//! and hands over the events accepted while the hook ran. A cancelled
+//! stage closes its queue too; the events still queued are dropped with
+//! the cancel (and counted in a warning). The default,
 //! [`EventPolicy::default`], is how a stage takes `Signal`s: between
 //! batches while running or draining, at once while paused. User events and
 //! control events travel apart: their relative order is not kept. An event
@@ -80,6 +96,11 @@ use crate::supervise::{BoxError, ExternalEventMode};
 /// How many user events may wait for a stage, by default, before a send waits.
 pub const DEFAULT_EVENT_CAPACITY: usize = 64;
 
+/// The largest event queue a stage may have; a flow declaring a larger one
+/// is rejected when it is built
+/// ([`DefinitionError::EventCapacity`](crate::flow::DefinitionError::EventCapacity)).
+pub const MAX_EVENT_CAPACITY: usize = 1 << 20;
+
 /// Stage logic that takes user events of type `Ev`.
 pub trait OnEvent<Ev>: Send + 'static {
     /// Handles one event. An error (or a panic) fails the stage, as one from
@@ -92,6 +113,10 @@ pub trait OnEvent<Ev>: Send + 'static {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NoEvents {}
 
+/// Every logic takes `NoEvents` (there are none), so that a stage without
+/// declared events needs no impl. A consequence: a generic
+/// `impl<E> OnEvent<E> for MyLogic` conflicts with this one (it would
+/// cover `E = NoEvents` too); implement `OnEvent` for each event type.
 impl<L: Send + 'static> OnEvent<NoEvents> for L {
     async fn on_event(&mut self, event: NoEvents) -> Result<(), BoxError> {
         match event {}
@@ -134,16 +159,23 @@ impl EventPolicy {
         self
     }
 
-    /// The mode while the stage drains.
+    /// The mode while the stage drains (`Block` is taken as `Poll`: a
+    /// drain never waits for an event).
     pub fn draining(mut self, mode: ExternalEventMode) -> Self {
         self.draining = mode;
         self
     }
 
-    /// How many events may wait before a send waits (at least 1).
+    /// How many events may wait before a send waits (at least 1, at most
+    /// [`MAX_EVENT_CAPACITY`], checked when the flow is built).
     pub fn capacity(mut self, capacity: usize) -> Self {
         self.capacity = capacity.max(1);
         self
+    }
+
+    /// How many events may wait before a send waits.
+    pub fn queue_capacity(&self) -> usize {
+        self.capacity
     }
 
     /// The mode of `state`: `Ignore` while starting and once ended.
@@ -205,7 +237,9 @@ pub(crate) fn event_queue<Ev: Send + 'static>(
     policy: EventPolicy,
     doorbell: Arc<Notify>,
 ) -> (EventInbox<Ev>, EventPort) {
-    let (tx, rx) = mpsc::channel::<Ev>(policy.capacity);
+    // Checked when the flow is built; clamped again so that no policy can
+    // make tokio panic.
+    let (tx, rx) = mpsc::channel::<Ev>(policy.capacity.min(MAX_EVENT_CAPACITY));
     let inbox = EventInbox {
         queue: Arc::new(Mutex::new(rx)),
         policy,
@@ -233,8 +267,6 @@ impl<Ev: Send + 'static> EventInbox<Ev> {
 pub(crate) enum Next<Ev> {
     /// Hand over this event, then do the work.
     EventThenWork(Ev),
-    /// Hand over this event; the work waits for another step.
-    Event(Ev),
     /// Do the work.
     Work,
     /// The doorbell rang: let the control channel be looked at first.
@@ -242,22 +274,25 @@ pub(crate) enum Next<Ev> {
 }
 
 /// Looks at the queue as `mode` asks, in a state with work of its own
-/// (`Running`, `Draining`).
+/// (`Running`, `Draining`). `Block` stops waiting once `no_work_left`
+/// resolves (the input ended): completing is not a unit of work.
 pub(crate) async fn before_work<Ev>(
     held: &mut HeldEvents<Ev>,
     mode: ExternalEventMode,
     doorbell: &Notify,
+    no_work_left: impl Future<Output = ()>,
 ) -> Next<Ev> {
     match mode {
         ExternalEventMode::Ignore => Next::Work,
         ExternalEventMode::Poll => match held.try_recv() {
-            Ok(event) => Next::Event(event),
+            Ok(event) => Next::EventThenWork(event),
             Err(_) => Next::Work,
         },
         ExternalEventMode::Block => tokio::select! {
             biased;
             () = doorbell.notified() => Next::Interrupted,
             event = held.recv() => event.map_or(Next::Work, Next::EventThenWork),
+            () = no_work_left => Next::Work,
         },
     }
 }
@@ -270,10 +305,12 @@ pub(crate) async fn while_idle<Ev>(
     doorbell: &Notify,
 ) -> Option<Ev> {
     match held {
+        // A closed queue (a stage restarted after it closed it, as it
+        // completed) has nothing to wait for: then only the doorbell counts.
         Some(held) if mode != ExternalEventMode::Ignore => tokio::select! {
             biased;
             () = doorbell.notified() => None,
-            event = held.recv() => event,
+            Some(event) = held.recv() => Some(event),
         },
         _ => {
             doorbell.notified().await;
@@ -308,7 +345,7 @@ mod tests {
         assert_eq!(blocking.capacity, 1);
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_port_sends_only_its_declared_type_and_the_queue_outlives_its_holder() {
         let (inbox, port) = event_queue::<u8>(EventPolicy::default(), Arc::new(Notify::new()));
         assert!(port.sender::<u16>().is_none());
@@ -322,12 +359,21 @@ mod tests {
         // The next holder gets what is left.
         let mut held = inbox.hold().await;
         let doorbell = Notify::new();
-        let next = before_work(&mut held, ExternalEventMode::Poll, &doorbell).await;
-        assert!(matches!(next, Next::Event(2)));
-        let next = before_work(&mut held, ExternalEventMode::Poll, &doorbell).await;
+        let busy = std::future::pending;
+        let next = before_work(&mut held, ExternalEventMode::Poll, &doorbell, busy()).await;
+        assert!(matches!(next, Next::EventThenWork(2)));
+        let next = before_work(&mut held, ExternalEventMode::Poll, &doorbell, busy()).await;
         assert!(matches!(next, Next::Work));
         doorbell.notify_one();
-        let next = before_work(&mut held, ExternalEventMode::Block, &doorbell).await;
+        let next = before_work(&mut held, ExternalEventMode::Block, &doorbell, busy()).await;
         assert!(matches!(next, Next::Interrupted));
+        let ended = std::future::ready(());
+        let next = before_work(&mut held, ExternalEventMode::Block, &doorbell, ended).await;
+        assert!(matches!(next, Next::Work));
+        // A closed, empty queue does not end a paused stage's wait.
+        held.close();
+        let idle = while_idle(Some(&mut held), ExternalEventMode::Block, &doorbell);
+        let waited = tokio::time::timeout(std::time::Duration::from_secs(1), idle).await;
+        assert!(waited.is_err(), "returned at once: {waited:?}");
     }
 }

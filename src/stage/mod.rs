@@ -45,7 +45,7 @@ mod supervisor;
 pub(crate) mod work;
 
 pub use actor::{EXIT_CANCELLED, EXIT_COMPLETED, StageStartError};
-pub use events::{DEFAULT_EVENT_CAPACITY, EventPolicy, NoEvents, OnEvent};
+pub use events::{DEFAULT_EVENT_CAPACITY, EventPolicy, MAX_EVENT_CAPACITY, NoEvents, OnEvent};
 pub use fsm_transform::{FsmTransform, ItemNotSettled, MAX_EVENTS_PER_ITEM, transform_fsm};
 pub use logic::{
     Emitter, FnSink, FnStep, FnTransform, IterSource, Produced, Sink, Source, Step, StepInputs,

@@ -33,12 +33,22 @@ use std::mem;
 
 use tokio::sync::mpsc;
 
-/// Sizes of a pipe.
+/// The largest [`PipeConfig::batch_size`].
+pub const MAX_BATCH_SIZE: usize = 1 << 20;
+
+/// The largest [`PipeConfig::capacity`].
+pub const MAX_PIPE_CAPACITY: usize = 1 << 20;
+
+/// Sizes of a pipe. A flow whose pipes are larger than [`MAX_BATCH_SIZE`]
+/// or [`MAX_PIPE_CAPACITY`] is rejected when it is built
+/// ([`DefinitionError::PipeSize`](crate::flow::DefinitionError::PipeSize));
+/// [`pipe`] clamps them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PipeConfig {
-    /// Items per batch (at least 1).
+    /// Items per batch (at least 1, at most [`MAX_BATCH_SIZE`]).
     pub batch_size: usize,
-    /// Batches the channel holds before `send` waits (at least 1).
+    /// Batches the channel holds before `send` waits (at least 1, at most
+    /// [`MAX_PIPE_CAPACITY`]).
     pub capacity: usize,
 }
 
@@ -60,10 +70,11 @@ pub struct PipeClosed<T> {
     pub undelivered: Vec<T>,
 }
 
-/// Creates a pipe.
+/// Creates a pipe, its sizes clamped to `1..=`[`MAX_BATCH_SIZE`] and
+/// `1..=`[`MAX_PIPE_CAPACITY`].
 pub fn pipe<T: Send + 'static>(config: PipeConfig) -> (PipeSender<T>, PipeReceiver<T>) {
-    let batch_size = config.batch_size.max(1);
-    let (tx, rx) = mpsc::channel(config.capacity.max(1));
+    let batch_size = config.batch_size.clamp(1, MAX_BATCH_SIZE);
+    let (tx, rx) = mpsc::channel(config.capacity.clamp(1, MAX_PIPE_CAPACITY));
     (
         PipeSender {
             tx,
@@ -104,7 +115,20 @@ impl<T: Send + 'static> Clone for PipeSender<T> {
 impl<T: Send + 'static> PipeSender<T> {
     /// Buffers `item`; sends the batch when it is full, waiting while the channel is full.
     pub async fn send(&mut self, item: T) -> Result<(), PipeClosed<T>> {
+        self.push(item);
+        self.flush_if_full().await
+    }
+
+    /// Buffers `item` without waiting: the half of [`send`](Self::send)
+    /// that cannot be cancelled. Once it returns, the item belongs to the
+    /// pipe; [`flush_if_full`](Self::flush_if_full) sends it on.
+    pub(crate) fn push(&mut self, item: T) {
         self.buffer.push(item);
+    }
+
+    /// Sends the buffered batch if it is full, waiting while the channel is
+    /// full. Cancel-safe: a cancelled call keeps the batch buffered.
+    pub(crate) async fn flush_if_full(&mut self) -> Result<(), PipeClosed<T>> {
         if self.buffer.len() >= self.batch_size {
             self.flush().await?;
         }

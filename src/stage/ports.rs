@@ -43,6 +43,11 @@ pub(crate) struct Ports<T: Send + 'static> {
     outputs: Vec<PipeSender<T>>,
     /// Items emitted and not yet sent.
     pub(crate) outbox: Emitter<T>,
+    /// How many outputs (in order, all but the last) already hold a copy
+    /// of the outbox's front item: kept here, not in a local of
+    /// [`send_outbox`](Self::send_outbox), so that a send cut short (by a
+    /// drain, or a kill) resumes the fan-out where it stopped.
+    fanned: usize,
     pub(crate) items_in: u64,
     pub(crate) items_out: u64,
 }
@@ -56,6 +61,7 @@ impl<T: Send + 'static> Ports<T> {
             inbox: Vec::new().into_iter(),
             outputs: Vec::new(),
             outbox: Emitter::new(0),
+            fanned: 0,
             items_in: 0,
             items_out: 0,
         }
@@ -73,6 +79,7 @@ impl<T: Clone + Send + 'static> Ports<T> {
             inbox: Vec::new().into_iter(),
             outputs,
             outbox: Emitter::new(batch_size),
+            fanned: 0,
             items_in: 0,
             items_out: 0,
         }
@@ -87,9 +94,11 @@ impl<T: Clone + Send + 'static> Ports<T> {
         let Some(rx) = self.input.as_mut() else {
             return Input::Ended;
         };
+        // A batch that is there is taken even if the doorbell rang: the
+        // bell ends a wait (the control channel is looked at between units
+        // of work anyway), and a stale ring must not cost a unit of work.
         tokio::select! {
             biased;
-            () = doorbell.notified() => Input::Interrupted,
             batch = rx.recv_batch() => match batch {
                 Some(batch) => {
                     self.inbox = batch.into_iter();
@@ -97,15 +106,43 @@ impl<T: Clone + Send + 'static> Ports<T> {
                 }
                 None => Input::Ended,
             },
+            () = doorbell.notified() => Input::Interrupted,
+        }
+    }
+
+    /// Resolves once the stage has no input left to work through: every
+    /// upstream finished and every item was received and taken from the
+    /// inbox (at once for a stage without input). Batches that arrive
+    /// meanwhile wait in the inbox. Cancel-safe.
+    pub(crate) async fn input_end(&mut self) {
+        loop {
+            if self.inbox.len() > 0 {
+                return std::future::pending().await;
+            }
+            let Some(rx) = self.input.as_mut() else {
+                return;
+            };
+            match rx.recv_batch().await {
+                Some(batch) => self.inbox = batch.into_iter(),
+                None => return,
+            }
         }
     }
 
     /// Sends every emitted item to every downstream (fan-out clones it),
     /// waiting while a downstream pipe is full, and flushes partial batches.
+    ///
+    /// Cancel-safe (a drain drops a source's pending send, a one-for-all
+    /// restart kills a stage mid-send): each output takes its copy of an
+    /// item synchronously, and the fan-out cursor moves past it before the
+    /// send awaits room, so a send resumed after a cancel goes on with the
+    /// next output; the item leaves the outbox as it is handed to the last
+    /// one. Nothing is lost and nothing is delivered twice.
     pub(crate) async fn send_outbox(&mut self) -> Result<(), DownstreamGone> {
         let Ports {
             outputs,
             outbox,
+            fanned,
             items_out,
             ..
         } = self;
@@ -113,30 +150,29 @@ impl<T: Clone + Send + 'static> Ports<T> {
             outbox.clear();
             return Ok(());
         };
-        // Cancel-safe (a one-for-all restart kills a stage mid-send): an item
-        // leaves the outbox only as it is handed to the last output, and a
-        // pipe sender buffers an item before it awaits, so a killed stage
-        // loses nothing; an item interrupted during fan-out may reach the
-        // earlier outputs twice (at-least-once).
         while !outbox.is_empty() {
-            for tx in rest.iter_mut() {
+            while let Some(tx) = rest.get_mut(*fanned) {
                 // No borrow of the outbox lives across the await (`T` need not be `Sync`).
                 let Some(copy) = outbox.front().cloned() else {
                     break;
                 };
-                if tx.send(copy).await.is_err() {
+                tx.push(copy);
+                *fanned += 1;
+                if tx.flush_if_full().await.is_err() {
                     return Err(DownstreamGone {
                         undelivered: outbox.len(),
                     });
                 }
             }
             let Some(item) = outbox.pop() else { break };
-            if last.send(item).await.is_err() {
+            *fanned = 0;
+            *items_out += 1;
+            last.push(item);
+            if last.flush_if_full().await.is_err() {
                 return Err(DownstreamGone {
                     undelivered: outbox.len() + 1,
                 });
             }
-            *items_out += 1;
         }
         // A partial batch goes now too: a slow source or a selective
         // transform must not hold items back until a batch fills. Full
@@ -172,6 +208,7 @@ impl<T: Clone + Send + 'static> Ports<T> {
         }
         self.outputs.clear();
         self.outbox.clear();
+        self.fanned = 0;
     }
 }
 

@@ -103,11 +103,44 @@ impl<T: Clone + Send + 'static, W: Work<T>> StageSupervisor<T, W> {
             .map_or(ExternalEventMode::Ignore, |e| e.policy.mode(state))
     }
 
-    /// An ended stage takes no more events: later sends fail at once
-    /// (a failed one keeps its queue for its restart).
-    fn refuse_events(&mut self) {
+    /// Hands the logic the events queued now, whatever the mode: a
+    /// completing stage's last look at its queue before its completion
+    /// hook. Only those already queued, so a steady stream cannot hold the
+    /// completion up.
+    async fn hand_over_queued(&mut self, work: &mut W) -> Result<(), BoxError> {
+        let Some(held) = self.held.as_mut() else {
+            return Ok(());
+        };
+        for _ in 0..held.len() {
+            let Ok(event) = held.try_recv() else { break };
+            work.on_event(event).await?;
+        }
+        Ok(())
+    }
+
+    /// Closes the queue of a completing stage (later sends fail at once)
+    /// and hands the logic the events accepted before that: none that a
+    /// send was told was queued is dropped.
+    async fn close_and_hand_over(&mut self, work: &mut W) -> Result<(), BoxError> {
         if let Some(held) = self.held.as_mut() {
             held.close();
+        }
+        self.hand_over_queued(work).await
+    }
+
+    /// A cancelled stage takes no more events: later sends fail at once,
+    /// and those still queued are dropped with the cancel, counted.
+    fn refuse_events(&mut self) {
+        let Some(held) = self.held.as_mut() else {
+            return;
+        };
+        held.close();
+        let mut dropped = 0_usize;
+        while held.try_recv().is_ok() {
+            dropped += 1;
+        }
+        if dropped > 0 {
+            tracing::warn!(stage = %self.identity.name, dropped, "stage cancelled with user events queued; they are dropped");
         }
     }
 
@@ -136,8 +169,13 @@ impl<T: Clone + Send + 'static, W: Work<T>> StageSupervisor<T, W> {
                 Stepped::Worked | Stepped::Interrupted => return Ok(EventLoopDirective::Continue),
             }
         }
+        // Whatever the policy, no event queued for a completing stage is
+        // dropped: those queued now before the completion hook, those sent
+        // while it runs once the queue is closed (sends fail from there on).
+        self.hand_over_queued(work).await?;
         let result = work.complete(ports).await?;
         ports.finish_outputs().await?;
+        self.close_and_hand_over(work).await?;
         *output = Some(completion_output(W::KIND, ports, result));
         Ok(EventLoopDirective::Transition(StageEvent::Flushed))
     }
@@ -179,15 +217,28 @@ impl<T: Clone + Send + 'static, W: Work<T>> HandlerSupervised for StageSuperviso
                 Ok(EventLoopDirective::Transition(StageEvent::Started))
             }
             StageState::Running | StageState::Draining => {
-                let mode = self.event_mode(state);
+                let mode = match (state, self.event_mode(state)) {
+                    // A drain must finish: it never waits for an event.
+                    (StageState::Draining, ExternalEventMode::Block) => ExternalEventMode::Poll,
+                    (_, mode) => mode,
+                };
                 if let Some(held) = self.held.as_mut() {
-                    match before_work(held, mode, &self.identity.bells.control).await {
+                    let ports = ctx
+                        .ports
+                        .as_mut()
+                        .ok_or("stage is running without its ports")?;
+                    // A source's end is its own to find; a transform's or
+                    // sink's comes with its input's.
+                    let no_work_left = async {
+                        match W::KIND {
+                            StageKind::Source | StageKind::Step => std::future::pending().await,
+                            StageKind::Transform | StageKind::Sink => ports.input_end().await,
+                        }
+                    };
+                    let doorbell = &self.identity.bells.control;
+                    match before_work(held, mode, doorbell, no_work_left).await {
                         Next::Work => {}
                         Next::Interrupted => return Ok(EventLoopDirective::Continue),
-                        Next::Event(event) => {
-                            ctx.work.on_event(event).await?;
-                            return Ok(EventLoopDirective::Continue);
-                        }
                         Next::EventThenWork(event) => ctx.work.on_event(event).await?,
                     }
                 }
@@ -207,8 +258,8 @@ impl<T: Clone + Send + 'static, W: Work<T>> HandlerSupervised for StageSuperviso
                 Ok(EventLoopDirective::Continue)
             }
             StageState::Completed => {
+                // Its queue was closed, and emptied, as it drained.
                 self.final_output = ctx.output.take();
-                self.refuse_events();
                 Ok(EventLoopDirective::Terminate)
             }
             StageState::Cancelled => {

@@ -119,6 +119,21 @@ macro_rules! wrapper_new {
     )*};
 }
 wrapper_new!(AsSource, AsTransform, AsSink);
+
+/// Inside their `Work` impls: signals and user events go to the logic as they are.
+macro_rules! forward_to_logic {
+    () => {
+        fn signal(&mut self, name: &str, payload: &Value) {
+            self.0.on_signal(name, payload);
+        }
+
+        type Event = Ev;
+
+        fn on_event(&mut self, event: Ev) -> impl Future<Output = Result<(), BoxError>> + Send {
+            self.0.on_event(event)
+        }
+    };
+}
 /// Runs a [`Step`] once.
 pub(crate) struct AsStep<S> {
     step: S,
@@ -172,15 +187,7 @@ where
         Ok(result)
     }
 
-    fn signal(&mut self, name: &str, payload: &Value) {
-        self.0.on_signal(name, payload);
-    }
-
-    type Event = Ev;
-
-    fn on_event(&mut self, event: Ev) -> impl Future<Output = Result<(), BoxError>> + Send {
-        self.0.on_event(event)
-    }
+    forward_to_logic!();
 }
 
 impl<T, X, Ev> Work<T> for AsTransform<X, Ev>
@@ -211,15 +218,7 @@ where
         Ok(result)
     }
 
-    fn signal(&mut self, name: &str, payload: &Value) {
-        self.0.on_signal(name, payload);
-    }
-
-    type Event = Ev;
-
-    fn on_event(&mut self, event: Ev) -> impl Future<Output = Result<(), BoxError>> + Send {
-        self.0.on_event(event)
-    }
+    forward_to_logic!();
 }
 
 impl<T, K, Ev> Work<T> for AsSink<K, Ev>
@@ -245,15 +244,7 @@ where
         self.0.complete().await
     }
 
-    fn signal(&mut self, name: &str, payload: &Value) {
-        self.0.on_signal(name, payload);
-    }
-
-    type Event = Ev;
-
-    fn on_event(&mut self, event: Ev) -> impl Future<Output = Result<(), BoxError>> + Send {
-        self.0.on_event(event)
-    }
+    forward_to_logic!();
 }
 
 impl<T: Clone + Send + 'static, S: Step> Work<T> for AsStep<S> {

@@ -9,7 +9,7 @@ use tokio::sync::{Semaphore, mpsc};
 use troupe::flow::{FlowDefinition, FlowHandle};
 use troupe::runtime::Runtime;
 use troupe::stage::pipe::PipeConfig;
-use troupe::stage::{Emitter, Produced, Sink, Source};
+use troupe::stage::{Emitter, EventPolicy, OnEvent, Produced, Sink, Source, Transform};
 use troupe::store::{EventKind, FlowStore};
 use troupe::supervise::BoxError;
 use uuid::Uuid;
@@ -111,6 +111,25 @@ pub async fn tight_pipeline(
     runtime.start(name).await.unwrap()
 }
 
+/// A [`tight_pipeline`] whose sink is paused, so that its source is
+/// blocked on its full output.
+pub async fn blocked_pipeline(
+    runtime: &Runtime,
+    name: &str,
+    produced: &Arc<AtomicU64>,
+    consumed: &Arc<AtomicU64>,
+) -> FlowHandle {
+    let run = tight_pipeline(runtime, name, produced, consumed).await;
+    settle().await;
+    run.stage("tally")
+        .unwrap()
+        .send(troupe::flow::StageControl::Pause)
+        .await
+        .unwrap();
+    settle().await;
+    run
+}
+
 pub fn counter() -> Arc<AtomicU64> {
     Arc::new(AtomicU64::new(0))
 }
@@ -148,4 +167,40 @@ pub async fn terminal_count(store: &dyn FlowStore, run: Uuid) -> usize {
         .iter()
         .filter(|e| matches!(e.kind, EventKind::Terminal(_)))
         .count()
+}
+
+/// Registers and starts `name`: `source` → `relay` (taking events `Ev` per
+/// `policy`) → a tally, over pipes of 4-item batches, 4 in flight. Returns
+/// the tally's count.
+pub async fn relay_flow<Ev, S, X>(
+    runtime: &Runtime,
+    name: &str,
+    policy: EventPolicy,
+    source: impl Fn() -> S + Send + Sync + 'static,
+    relay: impl Fn() -> X + Send + Sync + 'static,
+) -> (FlowHandle, Arc<AtomicU64>)
+where
+    Ev: Send + 'static,
+    S: Source<u64>,
+    X: Transform<u64> + OnEvent<Ev>,
+{
+    let consumed = counter();
+    let c = consumed.clone();
+    runtime
+        .register(
+            FlowDefinition::<u64>::builder(name)
+                .source("numbers", source)
+                .with_events::<Ev>(policy)
+                .transform("relay", relay)
+                .sink("tally", move || Tally::new(&c))
+                .pipeline(["numbers", "relay", "tally"])
+                .pipes(PipeConfig {
+                    batch_size: 4,
+                    capacity: 4,
+                })
+                .build()
+                .unwrap(),
+        )
+        .unwrap();
+    (runtime.start(name).await.unwrap(), consumed)
 }

@@ -1,0 +1,275 @@
+//! When a stage takes its user events around its work and its end: one per
+//! unit of work, every accepted one before it completes (whatever its
+//! policy), and never one that keeps a drain from finishing.
+
+mod runtime_support;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use runtime_support::*;
+use serde_json::Value;
+use tokio::sync::Semaphore;
+use troupe::flow::{ControlEvent, FlowDefinition, FlowHandle, HandleError, StageControl};
+use troupe::runtime::Runtime;
+use troupe::stage::{Emitter, EventPolicy, OnEvent, Produced, Source, Transform, source_iter};
+use troupe::store::FlowStatus;
+use troupe::supervise::{BoxError, ExternalEventMode};
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+/// What a stage did, in order.
+type Log = Arc<Mutex<Vec<&'static str>>>;
+
+fn log(l: &Log) -> Vec<&'static str> {
+    l.lock().unwrap().clone()
+}
+
+/// An endless counter whose `complete` waits on `gate`; logs its events
+/// and its completion.
+struct GatedComplete {
+    inner: Counter,
+    gate: Arc<Semaphore>,
+    log: Log,
+}
+
+impl Source<u64> for GatedComplete {
+    async fn produce(&mut self, out: &mut Emitter<u64>) -> Result<Produced, BoxError> {
+        self.inner.produce(out).await
+    }
+
+    async fn complete(&mut self) -> Result<Option<Value>, BoxError> {
+        self.log.lock().unwrap().push("complete");
+        self.gate.acquire().await?.forget();
+        Ok(None)
+    }
+}
+
+impl OnEvent<&'static str> for GatedComplete {
+    async fn on_event(&mut self, event: &'static str) -> Result<(), BoxError> {
+        self.log.lock().unwrap().push(event);
+        Ok(())
+    }
+}
+
+/// A transform logging each item, each event and its completion.
+struct Logged(Log);
+
+impl Transform<u64> for Logged {
+    async fn process(&mut self, x: u64, out: &mut Emitter<u64>) -> Result<(), BoxError> {
+        self.0.lock().unwrap().push("item");
+        out.push(x);
+        Ok(())
+    }
+
+    async fn complete(&mut self, _: &mut Emitter<u64>) -> Result<Option<Value>, BoxError> {
+        self.0.lock().unwrap().push("complete");
+        Ok(None)
+    }
+}
+
+impl OnEvent<&'static str> for Logged {
+    async fn on_event(&mut self, event: &'static str) -> Result<(), BoxError> {
+        self.0.lock().unwrap().push(event);
+        Ok(())
+    }
+}
+
+/// Starts `source → relay (Logged, taking events per `policy`) → tally`.
+async fn relay_run<S: Source<u64>>(
+    name: &str,
+    policy: EventPolicy,
+    source: impl Fn() -> S + Send + Sync + 'static,
+) -> (Runtime, FlowHandle, Log) {
+    let runtime = memory_runtime().await;
+    let relay_log = Log::default();
+    let l = relay_log.clone();
+    let relay = move || Logged(l.clone());
+    let (run, _) = relay_flow::<&'static str, _, _>(&runtime, name, policy, source, relay).await;
+    (runtime, run, relay_log)
+}
+
+async fn finished(run: &FlowHandle) {
+    let outcome = tokio::time::timeout(MINUTE, run.wait())
+        .await
+        .expect("the run never ends")
+        .unwrap();
+    assert_eq!(outcome.status, FlowStatus::Finished);
+}
+
+/// Starts an endless `numbers` source taking events per `policy`, whose
+/// `complete` waits on the returned gate (with `permits`) → a tally.
+async fn gated_source_run(
+    name: &str,
+    policy: EventPolicy,
+    permits: usize,
+) -> (Runtime, FlowHandle, Arc<Semaphore>, Log) {
+    let runtime = memory_runtime().await;
+    let (produced, consumed) = (counter(), counter());
+    let (gate, source_log) = (Arc::new(Semaphore::new(permits)), Log::default());
+    let (g, l) = (gate.clone(), source_log.clone());
+    runtime
+        .register(
+            FlowDefinition::<u64>::builder(name)
+                .with_events::<&'static str>(policy)
+                .source("numbers", move || GatedComplete {
+                    inner: Counter::endless(produced.clone()),
+                    gate: g.clone(),
+                    log: l.clone(),
+                })
+                .sink("tally", move || Tally::new(&consumed))
+                .pipeline(["numbers", "tally"])
+                .build()
+                .unwrap(),
+        )
+        .unwrap();
+    let run = runtime.start(name).await.unwrap();
+    settle().await;
+    (runtime, run, gate, source_log)
+}
+
+/// An event sent (and accepted) while the stage runs its completion hook
+/// is handed to it before the stage completes; once it has, sends fail.
+#[tokio::test(start_paused = true)]
+async fn an_event_accepted_during_completion_is_handled() {
+    let (_runtime, run, gate, source_log) =
+        gated_source_run("late-event", EventPolicy::default(), 0).await;
+    let events = run.stage_events::<&'static str>("numbers").await.unwrap();
+    run.stage("numbers")
+        .unwrap()
+        .send(StageControl::Drain)
+        .await
+        .unwrap();
+    settle().await;
+    assert_eq!(log(&source_log), ["complete"], "not inside `complete`");
+    assert_eq!(events.send("late").await, Ok(()));
+    gate.add_permits(1);
+    finished(&run).await;
+    assert_eq!(log(&source_log), ["complete", "late"]);
+    assert!(matches!(
+        events.send("too late").await,
+        Err(HandleError::StageNotRunning { .. } | HandleError::Finished { .. })
+    ));
+}
+
+/// A source emitting an item per permit of its semaphore.
+struct OnePerPermit(Arc<Semaphore>);
+
+impl Source<u64> for OnePerPermit {
+    async fn produce(&mut self, out: &mut Emitter<u64>) -> Result<Produced, BoxError> {
+        self.0.acquire().await?.forget();
+        out.push(1);
+        Ok(Produced::More)
+    }
+}
+
+/// `Ignore` keeps events queued until a state that takes them; for a
+/// stage that never takes them in its states, that is right before its
+/// completion hook: none is dropped.
+#[tokio::test(start_paused = true)]
+async fn ignored_events_are_handed_over_before_the_completion_hook() {
+    let policy = EventPolicy::default()
+        .running(ExternalEventMode::Ignore)
+        .draining(ExternalEventMode::Ignore);
+    let gate = Arc::new(Semaphore::new(0));
+    let g = gate.clone();
+    let (_runtime, run, relay_log) =
+        relay_run("ignored", policy, move || OnePerPermit(g.clone())).await;
+    settle().await;
+    let events = run.stage_events::<&'static str>("relay").await.unwrap();
+    events.send("a").await.unwrap();
+    events.send("b").await.unwrap();
+    gate.add_permits(3);
+    settle().await;
+    assert_eq!(log(&relay_log), ["item", "item", "item"]);
+    run.send(ControlEvent::Drain).await.unwrap();
+    finished(&run).await;
+    assert_eq!(log(&relay_log)[3..], ["a", "b", "complete"]);
+}
+
+/// `Poll` takes one queued event per unit of work: a backlog of events
+/// does not hold the work up.
+#[tokio::test(start_paused = true)]
+async fn poll_takes_one_event_per_unit_of_work() {
+    let policy = EventPolicy::default().paused(ExternalEventMode::Ignore);
+    let produced = counter();
+    let (_runtime, run, relay_log) =
+        relay_run("poll", policy, move || Counter::endless(produced.clone())).await;
+    settle().await;
+    let relay = run.stage("relay").unwrap();
+    relay.send(StageControl::Pause).await.unwrap();
+    settle().await; // input piles up
+    let events = run.stage_events::<&'static str>("relay").await.unwrap();
+    for _ in 0..3 {
+        events.send("event").await.unwrap();
+    }
+    relay_log.lock().unwrap().clear();
+    relay.send(StageControl::Resume).await.unwrap();
+    settle().await;
+    // A unit of work is a batch of 4 items.
+    let head: Vec<_> = log(&relay_log).into_iter().take(11).collect();
+    let batch = ["item"; 4];
+    let expected: Vec<_> = [&["event"][..], &batch, &["event"], &batch, &["event"]].concat();
+    assert_eq!(head, expected);
+    run.send(ControlEvent::Cancel {
+        reason: "over".into(),
+    })
+    .await
+    .unwrap();
+}
+
+/// A drained source whose policy blocks while draining does not wait for
+/// an event to complete: a drain always finishes.
+#[tokio::test(start_paused = true)]
+async fn block_while_draining_does_not_hold_a_drain_up() {
+    let policy = EventPolicy::default().draining(ExternalEventMode::Block);
+    let (_runtime, run, _gate, source_log) = gated_source_run("drain-block", policy, 1).await;
+    run.send(ControlEvent::Drain).await.unwrap();
+    finished(&run).await;
+    assert_eq!(log(&source_log), ["complete"]);
+}
+
+/// A transform that blocks on events while running completes once its
+/// input ends, without an event: completing is not a unit of work.
+#[tokio::test(start_paused = true)]
+async fn block_while_running_does_not_hold_up_a_stage_whose_input_ended() {
+    let policy = EventPolicy::default().running(ExternalEventMode::Block);
+    let (_runtime, run, relay_log) =
+        relay_run("block-ended", policy, || source_iter(0..3_u64)).await;
+    settle().await;
+    assert!(log(&relay_log).is_empty(), "worked without an event");
+    let relay = run.stage_events::<&'static str>("relay").await.unwrap();
+    relay.send("go").await.unwrap();
+    finished(&run).await;
+    assert_eq!(log(&relay_log), ["go", "item", "item", "item", "complete"]);
+}
+
+/// `try_send` never waits: a full queue is `Busy`, and the event is not
+/// queued.
+#[tokio::test(start_paused = true)]
+async fn try_send_to_a_full_queue_is_busy() {
+    let policy = EventPolicy::default()
+        .running(ExternalEventMode::Ignore)
+        .capacity(1);
+    let produced = counter();
+    let (_runtime, run, relay_log) =
+        relay_run("busy", policy, move || Counter::endless(produced.clone())).await;
+    settle().await;
+    let relay = run.stage_events::<&'static str>("relay").await.unwrap();
+    assert_eq!(relay.try_send("first"), Ok(()));
+    assert_eq!(
+        relay.try_send("second"),
+        Err(HandleError::Busy {
+            run_id: run.run_id(),
+            stage: "relay".into(),
+            event: std::any::type_name::<&'static str>(),
+        })
+    );
+    run.send(ControlEvent::Drain).await.unwrap();
+    finished(&run).await;
+    let events: Vec<_> = log(&relay_log)
+        .into_iter()
+        .filter(|e| *e != "item")
+        .collect();
+    assert_eq!(events, ["first", "complete"]);
+}
