@@ -4,6 +4,7 @@
 
 mod runtime_support;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -128,10 +129,10 @@ async fn gated_source_run(
     (runtime, run, gate, source_log)
 }
 
-/// An event sent (and accepted) while the stage runs its completion hook
-/// is handed to it before the stage completes; once it has, sends fail.
+/// A stage closes its queue as it begins its completion hook: an event sent
+/// while the hook runs is refused, not accepted and then lost.
 #[tokio::test(start_paused = true)]
-async fn an_event_accepted_during_completion_is_handled() {
+async fn an_event_sent_once_completion_began_is_refused() {
     let (_runtime, run, gate, source_log) =
         gated_source_run("late-event", EventPolicy::default(), 0).await;
     let events = run.stage_events::<&'static str>("numbers").await.unwrap();
@@ -142,14 +143,100 @@ async fn an_event_accepted_during_completion_is_handled() {
         .unwrap();
     settle().await;
     assert_eq!(log(&source_log), ["complete"], "not inside `complete`");
-    assert_eq!(events.send("late").await, Ok(()));
+    assert!(matches!(
+        events.send("late").await,
+        Err(HandleError::StageNotRunning { .. })
+    ));
     gate.add_permits(1);
     finished(&run).await;
-    assert_eq!(log(&source_log), ["complete", "late"]);
+    assert_eq!(log(&source_log), ["complete"]);
+}
+
+/// A finite source that fails on every user event and whose `complete`
+/// waits on a gate.
+struct FailsOnEvents {
+    inner: Counter,
+    gate: Arc<Semaphore>,
+    completes: Arc<AtomicU64>,
+}
+
+impl Source<u64> for FailsOnEvents {
+    async fn produce(&mut self, out: &mut Emitter<u64>) -> Result<Produced, BoxError> {
+        self.inner.produce(out).await
+    }
+
+    async fn complete(&mut self) -> Result<Option<Value>, BoxError> {
+        self.completes.fetch_add(1, Ordering::SeqCst);
+        self.gate.acquire().await?.forget();
+        Ok(None)
+    }
+}
+
+impl OnEvent<()> for FailsOnEvents {
+    async fn on_event(&mut self, (): ()) -> Result<(), BoxError> {
+        Err("event handling failed".into())
+    }
+}
+
+/// No event is handled once a stage's outputs may be closed: an event sent
+/// during the completion hook cannot fail (and so restart) a source whose
+/// items were all delivered, which would run it again into closed outputs.
+#[tokio::test(start_paused = true)]
+async fn no_event_can_fail_a_stage_after_its_completion_hook() {
+    let runtime = memory_runtime().await;
+    let (produced, consumed, completes) = (counter(), counter(), counter());
+    let gate = Arc::new(Semaphore::new(0));
+    let (p, g, c) = (produced.clone(), gate.clone(), completes.clone());
+    let sink_count = consumed.clone();
+    runtime
+        .register(
+            FlowDefinition::<u64>::builder("fail-late")
+                .with_events::<()>(EventPolicy::default())
+                .source("numbers", move || FailsOnEvents {
+                    inner: Counter {
+                        limit: Some(8),
+                        ..Counter::endless(p.clone())
+                    },
+                    gate: g.clone(),
+                    completes: c.clone(),
+                })
+                .sink("tally", move || Tally::new(&sink_count))
+                .pipeline(["numbers", "tally"])
+                .build()
+                .unwrap(),
+        )
+        .unwrap();
+    let run = runtime.start("fail-late").await.unwrap();
+    settle().await;
+    assert_eq!(get(&completes), 1, "not inside `complete`");
+    let events = run.stage_events::<()>("numbers").await.unwrap();
     assert!(matches!(
-        events.send("too late").await,
-        Err(HandleError::StageNotRunning { .. } | HandleError::Finished { .. })
+        events.send(()).await,
+        Err(HandleError::StageNotRunning { .. })
     ));
+    gate.add_permits(10);
+    finished(&run).await;
+    assert_eq!((get(&produced), get(&consumed), get(&completes)), (8, 8, 1));
+}
+
+/// The doorbell keeps one ring for several sends; `Poll` rings it again
+/// while events remain, so a stage with no input coming takes them all.
+#[tokio::test(start_paused = true)]
+async fn poll_hands_over_every_queued_event_to_an_idle_transform() {
+    let gate = Arc::new(Semaphore::new(0));
+    let g = gate.clone();
+    let (_runtime, run, relay_log) = relay_run("poll-idle", EventPolicy::default(), move || {
+        OnePerPermit(g.clone())
+    })
+    .await;
+    settle().await;
+    let events = run.stage_events::<&'static str>("relay").await.unwrap();
+    for event in ["a", "b", "c"] {
+        events.send(event).await.unwrap();
+    }
+    settle().await;
+    tokio::time::sleep(Duration::from_secs(3600)).await;
+    assert_eq!(log(&relay_log), ["a", "b", "c"]);
 }
 
 /// A source emitting an item per permit of its semaphore.

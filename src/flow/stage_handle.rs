@@ -36,6 +36,9 @@ impl StageHandle {
     /// restart) does not get it: [`HandleError::StageNotRunning`] — also
     /// for a `Signal` that reaches an actor that has just stopped. A pause,
     /// resume or drain that does is kept for the stage's restart (`Ok`).
+    /// A `Signal` reaching a stage that is already finishing its drain
+    /// (past its last unit of work) is accepted but not acted on, as the
+    /// stage has no more work to steer.
     pub async fn send(&self, event: StageControl) -> Result<StageState, HandleError> {
         let event = match event {
             StageControl::Pause => StageEvent::Pause,
@@ -127,9 +130,10 @@ impl<Ev: Send + 'static> TypedStageHandle<Ev> {
     /// Queues `event` for the stage, waiting while its queue is full.
     /// A stage that has completed or was cancelled takes no more events
     /// ([`HandleError::StageNotRunning`]), nor does a finished flow
-    /// ([`HandleError::Finished`]). An event accepted (`Ok`) by a stage that
-    /// then completes is handed to it before it completes, whatever its
-    /// policy; see [`troupe::stage::events`](crate::stage::events).
+    /// ([`HandleError::Finished`]); nor does a stage that has begun its
+    /// completion hook. An event accepted (`Ok`) by a stage that then
+    /// completes is handed to it before that hook, whatever its policy; see
+    /// [`troupe::stage::events`](crate::stage::events).
     pub async fn send(&self, event: Ev) -> Result<(), HandleError> {
         self.check_running()?;
         let sent = self.sender.send(event).await;

@@ -29,11 +29,12 @@
 //! A stage never takes user events while `Starting`. None accepted is
 //! dropped by a stage that completes, whatever its policy (`Ignore`
 //! defers events, it does not discard them): right before its completion
-//! hook, a completing stage hands its logic every event still queued; once
-//! the hook has run and its outputs are closed, it closes its queue (from
-//! then on sends fail with
+//! hook, a completing stage closes its queue (from then on sends fail with
 //! [`HandleError::StageNotRunning`](crate::flow::HandleError::StageNotRunning))
-//! and hands over the events accepted while the hook ran. A cancelled
+//! and hands its logic every event accepted before that. Nothing is taken
+//! after the hook, so no event handling can fail a stage whose outputs are
+//! already closed. A stage that fails in its completion hook and restarts
+//! takes no more events. A cancelled
 //! stage closes its queue too; the events still queued are dropped with
 //! the cancel (and counted in a warning). The default,
 //! [`EventPolicy::default`], is how a stage takes `Signal`s: between
@@ -285,7 +286,15 @@ pub(crate) async fn before_work<Ev>(
     match mode {
         ExternalEventMode::Ignore => Next::Work,
         ExternalEventMode::Poll => match held.try_recv() {
-            Ok(event) => Next::EventThenWork(event),
+            Ok(event) => {
+                // The doorbell keeps one ring for several sends: ring again
+                // for the rest, or an idle stage (no input coming) would
+                // leave them queued until its next batch.
+                if !held.is_empty() {
+                    doorbell.notify_one();
+                }
+                Next::EventThenWork(event)
+            }
             Err(_) => Next::Work,
         },
         ExternalEventMode::Block => tokio::select! {

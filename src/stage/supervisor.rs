@@ -103,29 +103,20 @@ impl<T: Clone + Send + 'static, W: Work<T>> StageSupervisor<T, W> {
             .map_or(ExternalEventMode::Ignore, |e| e.policy.mode(state))
     }
 
-    /// Hands the logic the events queued now, whatever the mode: a
-    /// completing stage's last look at its queue before its completion
-    /// hook. Only those already queued, so a steady stream cannot hold the
-    /// completion up.
-    async fn hand_over_queued(&mut self, work: &mut W) -> Result<(), BoxError> {
+    /// Closes the queue of a completing stage (later sends fail at once with
+    /// `StageNotRunning`) and hands the logic every event accepted before
+    /// that, whatever the mode: none that a send was told was queued is
+    /// dropped. `recv` until the end, not `len` times: a send that reserved
+    /// its slot before the close may still be writing its event.
+    async fn close_and_hand_over(&mut self, work: &mut W) -> Result<(), BoxError> {
         let Some(held) = self.held.as_mut() else {
             return Ok(());
         };
-        for _ in 0..held.len() {
-            let Ok(event) = held.try_recv() else { break };
+        held.close();
+        while let Some(event) = held.recv().await {
             work.on_event(event).await?;
         }
         Ok(())
-    }
-
-    /// Closes the queue of a completing stage (later sends fail at once)
-    /// and hands the logic the events accepted before that: none that a
-    /// send was told was queued is dropped.
-    async fn close_and_hand_over(&mut self, work: &mut W) -> Result<(), BoxError> {
-        if let Some(held) = self.held.as_mut() {
-            held.close();
-        }
-        self.hand_over_queued(work).await
     }
 
     /// A cancelled stage takes no more events: later sends fail at once,
@@ -169,13 +160,12 @@ impl<T: Clone + Send + 'static, W: Work<T>> StageSupervisor<T, W> {
                 Stepped::Worked | Stepped::Interrupted => return Ok(EventLoopDirective::Continue),
             }
         }
-        // Whatever the policy, no event queued for a completing stage is
-        // dropped: those queued now before the completion hook, those sent
-        // while it runs once the queue is closed (sends fail from there on).
-        self.hand_over_queued(work).await?;
+        // The queue closes before the completion hook, so that nothing can
+        // fail once the outputs are finished (a restart then would run the
+        // stage again into closed outputs).
+        self.close_and_hand_over(work).await?;
         let result = work.complete(ports).await?;
         ports.finish_outputs().await?;
-        self.close_and_hand_over(work).await?;
         *output = Some(completion_output(W::KIND, ports, result));
         Ok(EventLoopDirective::Transition(StageEvent::Flushed))
     }
