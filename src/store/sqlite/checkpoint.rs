@@ -17,6 +17,12 @@
 //! passive checkpoint itself ([`Checkpoints::catch_up`]): it copies only the
 //! few frames committed during the pass, and the next commit restarts the WAL.
 //!
+//! The catch-up cannot be made cheaper by lowering `synchronous` around it:
+//! SQLite syncs a checkpoint the same way at `NORMAL` as at `FULL` (the WAL,
+//! then the database file before the WAL may restart), and `OFF` skips the
+//! database sync, after which the restart would overwrite frames whose pages
+//! are not yet durable in the database file.
+//!
 //! The thread sleeps on a channel (idle costs nothing) and ends when the
 //! writer connection, which owns the waking side, is closed.
 
