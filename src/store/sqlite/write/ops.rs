@@ -1,0 +1,341 @@
+//! One write op inside the writer's transaction ([`OpCtx::apply`]): run
+//! inserts and CAS updates, event appends with their per-run sequence,
+//! outputs, failures and steps. Changes to per-run heads go to the op's
+//! scratch; the writer makes them its cache only once the batch commits.
+
+use std::sync::LazyLock;
+
+use chrono::Utc;
+use rusqlite::{CachedStatement, Connection, OptionalExtension, params};
+use uuid::Uuid;
+
+use super::{Head, Scratch, sql};
+use crate::store::error::StoreError;
+use crate::store::events::{Appended, Cursor, NewEvent, TerminalAppend};
+use crate::store::ops::{WriteOp, WriteOutcome};
+use crate::store::records::{FailureEntry, Flow, FlowStep, StepOutput};
+use crate::store::sqlite::codec::{Kinds, MAX_TERMINAL_CODE, json_bytes, micros, payload};
+use crate::store::sqlite::fast_hash::IdMap;
+use crate::store::sqlite::read::event_by_cursor;
+use crate::store::sqlite::rows::run_values;
+
+/// Appends an event row.
+pub(super) const INSERT_EVENT: &str = "INSERT INTO events(rid, seq, prev, kind, ekey, at, payload) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
+
+pub(super) struct OpCtx<'a, 'c> {
+    pub(super) conn: &'c Connection,
+    /// [`INSERT_EVENT`], prepared once per batch.
+    pub(super) insert_event: &'a mut CachedStatement<'c>,
+    pub(super) committed: &'a IdMap<Head>,
+    pub(super) kinds: &'a Kinds,
+    pub(super) batch: &'a Scratch,
+    pub(super) op: &'a mut Scratch,
+}
+
+static UPDATE_RUN: LazyLock<String> = LazyLock::new(|| {
+    let sets: Vec<String> = crate::store::sqlite::rows::RUN_COLUMNS
+        .split(", ")
+        .skip(2)
+        .enumerate()
+        .map(|(i, c)| format!("{} = ?{}", c.trim(), i + 1))
+        .collect();
+    format!(
+        "UPDATE runs SET {} WHERE rid = ?18 AND revision = ?19",
+        sets.join(", ")
+    )
+});
+
+impl OpCtx<'_, '_> {
+    fn head(&mut self, run_id: Uuid) -> Result<Head, StoreError> {
+        if let Some((h, _)) = self.op.heads.get(&run_id).or(self.batch.heads.get(&run_id)) {
+            return Ok(*h);
+        }
+        if let Some(h) = self.committed.get(&run_id) {
+            return Ok(*h);
+        }
+        let head = self
+            .conn
+            .prepare_cached(
+                "SELECT h.rid, h.last_seq, h.last_cursor FROM runs r \
+                 JOIN run_heads h ON h.rid = r.rid WHERE r.id = ?1",
+            )
+            .and_then(|mut s| {
+                s.query_row([run_id.as_bytes()], |r| {
+                    Ok(Head {
+                        rid: r.get(0)?,
+                        last_seq: r.get::<_, i64>(1)? as u64,
+                        last_cursor: r.get(2)?,
+                    })
+                })
+                .optional()
+            })
+            .map_err(sql("look up run"))?
+            .ok_or(StoreError::RunNotFound(run_id))?;
+        self.op.heads.insert(run_id, (head, false));
+        Ok(head)
+    }
+
+    fn kind_code(&mut self, name: &str) -> Result<i64, StoreError> {
+        let (code, added) = self.kinds.lookup_or_insert(self.conn, name)?;
+        if added {
+            self.op.kinds.push((name.to_owned(), code));
+        }
+        Ok(code)
+    }
+
+    pub(super) fn apply(&mut self, op: WriteOp) -> Result<WriteOutcome, StoreError> {
+        match op {
+            WriteOp::InsertRun { run, audit } => {
+                let id = run.id;
+                self.insert_run(&run)?;
+                let audit = audit
+                    .map(|kind| self.append(NewEvent::new(id, kind)))
+                    .transpose()?;
+                Ok(WriteOutcome::RunInserted { audit })
+            }
+            WriteOp::UpdateRun {
+                run,
+                expected_revision,
+                audit,
+            } => {
+                let audit_event = NewEvent::new(run.id, audit);
+                audit_event.validate()?;
+                let revision = self.update_run(run, expected_revision)?;
+                let audit = self.append(audit_event)?;
+                Ok(WriteOutcome::RunUpdated { revision, audit })
+            }
+            WriteOp::Append(ev) => Ok(WriteOutcome::Appended(self.append(ev)?)),
+            WriteOp::AppendBatch(evs) => Ok(WriteOutcome::BatchAppended(
+                evs.into_iter()
+                    .map(|ev| self.append(ev))
+                    .collect::<Result<_, _>>()?,
+            )),
+            WriteOp::AppendTerminalIfAbsent { run_id, event } => {
+                let head = self.head(run_id)?;
+                if let Some(cursor) = self.terminal_cursor(head.rid)? {
+                    let existing =
+                        event_by_cursor(self.conn, &mut Kinds::default(), run_id, cursor)?;
+                    return Ok(WriteOutcome::Terminal(TerminalAppend::AlreadyPresent(
+                        existing,
+                    )));
+                }
+                let appended = self.append(NewEvent::new(run_id, event))?;
+                Ok(WriteOutcome::Terminal(TerminalAppend::Appended(appended)))
+            }
+            WriteOp::RecordStepOutput(o) => self.record_output(o),
+            WriteOp::RecordFailure(f) => self.record_failure(f),
+            WriteOp::UpsertStep(step) => self.upsert_step(step),
+            WriteOp::Atomic(ops) => Ok(WriteOutcome::Atomic(
+                ops.into_iter()
+                    .map(|op| self.apply(op))
+                    .collect::<Result<_, _>>()?,
+            )),
+        }
+    }
+
+    fn insert_run(&mut self, run: &Flow) -> Result<(), StoreError> {
+        let exists = self.committed.contains_key(&run.id)
+            || self
+                .conn
+                .prepare_cached("SELECT 1 FROM runs WHERE id = ?1")
+                .and_then(|mut s| s.exists([run.id.as_bytes()]))
+                .map_err(sql("check run id"))?;
+        if exists {
+            return Err(StoreError::RunExists(run.id));
+        }
+        let mut values = vec![rusqlite::types::Value::Blob(run.id.as_bytes().to_vec())];
+        values.extend(run_values(run));
+        self.conn
+            .prepare_cached(&format!(
+                "INSERT INTO runs({}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, \
+                 ?13, ?14, ?15, ?16, ?17, ?18)",
+                &crate::store::sqlite::rows::RUN_COLUMNS["rid, ".len()..]
+            ))
+            .and_then(|mut s| s.execute(rusqlite::params_from_iter(values)))
+            .map_err(sql("insert run"))?;
+        let rid = self.conn.last_insert_rowid();
+        self.conn
+            .prepare_cached(
+                "INSERT INTO run_heads(rid, last_seq, last_cursor) VALUES (?1, 0, NULL)",
+            )
+            .and_then(|mut s| s.execute([rid]))
+            .map_err(sql("insert run head"))?;
+        let head = Head {
+            rid,
+            last_seq: 0,
+            last_cursor: None,
+        };
+        self.op.heads.insert(run.id, (head, false));
+        Ok(())
+    }
+
+    fn update_run(&mut self, mut run: Flow, expected: u64) -> Result<u64, StoreError> {
+        let head = self.head(run.id)?;
+        run.revision = expected + 1;
+        let mut values = run_values(&run).to_vec();
+        values.push(head.rid.into());
+        values.push((expected as i64).into());
+        let changed = self
+            .conn
+            .prepare_cached(&UPDATE_RUN)
+            .and_then(|mut s| s.execute(rusqlite::params_from_iter(values)))
+            .map_err(sql("update run"))?;
+        if changed == 0 {
+            let actual: i64 = self
+                .conn
+                .prepare_cached("SELECT revision FROM runs WHERE rid = ?1")
+                .and_then(|mut s| s.query_row([head.rid], |r| r.get(0)))
+                .map_err(sql("read revision"))?;
+            return Err(StoreError::RevisionMismatch {
+                run_id: run.id,
+                expected,
+                actual: actual as u64,
+            });
+        }
+        Ok(run.revision)
+    }
+
+    fn terminal_cursor(&self, rid: i64) -> Result<Option<i64>, StoreError> {
+        self.conn
+            .prepare_cached("SELECT cursor FROM events WHERE rid = ?1 AND kind <= 3")
+            .and_then(|mut s| s.query_row([rid], |r| r.get(0)).optional())
+            .map_err(sql("find terminal event"))
+    }
+
+    fn append(&mut self, ev: NewEvent) -> Result<Appended, StoreError> {
+        ev.validate()?;
+        let mut head = self.head(ev.run_id)?;
+        if let Some(key) = &ev.event_id {
+            let existing: Option<(i64, i64)> = self
+                .conn
+                .prepare_cached("SELECT cursor, seq FROM events WHERE rid = ?1 AND ekey = ?2")
+                .and_then(|mut s| {
+                    s.query_row(params![head.rid, key], |r| Ok((r.get(0)?, r.get(1)?)))
+                        .optional()
+                })
+                .map_err(sql("find event id"))?;
+            if let Some((cursor, seq)) = existing {
+                return Ok(Appended {
+                    cursor: Cursor(cursor as u64),
+                    seq: seq as u64,
+                    duplicate: true,
+                });
+            }
+        }
+        let code = self.kind_code(ev.kind.name())?;
+        if code <= MAX_TERMINAL_CODE
+            && let Some(cursor) = self.terminal_cursor(head.rid)?
+        {
+            let existing = event_by_cursor(self.conn, &mut Kinds::default(), ev.run_id, cursor)?;
+            return Err(StoreError::TerminalExists {
+                run_id: ev.run_id,
+                existing: existing.kind.name_static(),
+                cursor: existing.cursor,
+            });
+        }
+        let seq = head.last_seq + 1;
+        self.insert_event
+            .execute(params![
+                head.rid,
+                seq as i64,
+                head.last_cursor,
+                code,
+                ev.event_id,
+                micros(Utc::now()),
+                payload(&ev.kind),
+            ])
+            .map_err(sql("insert event"))?;
+        let cursor = self.conn.last_insert_rowid();
+        head.last_seq = seq;
+        head.last_cursor = Some(cursor);
+        self.op.heads.insert(ev.run_id, (head, true));
+        self.op.appended += 1;
+        Ok(Appended {
+            cursor: Cursor(cursor as u64),
+            seq,
+            duplicate: false,
+        })
+    }
+
+    fn record_output(&mut self, o: StepOutput) -> Result<WriteOutcome, StoreError> {
+        let head = self.head(o.run_id)?;
+        let inserted = self
+            .conn
+            .prepare_cached(
+                "INSERT INTO step_outputs(rid, step_id, loop_id, iteration, at, output) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    head.rid,
+                    o.step_id,
+                    o.loop_id,
+                    o.iteration,
+                    micros(o.at),
+                    json_bytes(&o.output)
+                ])
+            })
+            .map_err(sql("record step output"))?;
+        Ok(WriteOutcome::StepOutputRecorded {
+            inserted: inserted == 1,
+        })
+    }
+
+    fn record_failure(&mut self, f: FailureEntry) -> Result<WriteOutcome, StoreError> {
+        let head = self.head(f.run_id)?;
+        self.conn
+            .prepare_cached(
+                "INSERT INTO failures(rid, step_id, reason, error_json, at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    head.rid,
+                    f.step_id,
+                    f.reason,
+                    f.error_json.as_ref().map(json_bytes),
+                    micros(f.at)
+                ])
+            })
+            .map_err(sql("record failure"))?;
+        Ok(WriteOutcome::FailureRecorded)
+    }
+
+    fn upsert_step(&mut self, mut step: FlowStep) -> Result<WriteOutcome, StoreError> {
+        let head = self.head(step.flow_id)?;
+        let (id, child, created): (Vec<u8>, Option<String>, i64) = self
+            .conn
+            .prepare_cached(
+                "INSERT INTO steps(id, flow_rid, runtime, child_session_key, run_id, task, status, \
+                 result_json, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) \
+                 ON CONFLICT(flow_rid, run_id) DO UPDATE SET runtime = excluded.runtime, \
+                 child_session_key = coalesce(excluded.child_session_key, steps.child_session_key), \
+                 task = excluded.task, status = excluded.status, result_json = excluded.result_json, \
+                 updated_at = excluded.updated_at \
+                 RETURNING id, child_session_key, created_at",
+            )
+            .and_then(|mut s| {
+                s.query_row(
+                    params![
+                        step.id.as_bytes(),
+                        head.rid,
+                        step.runtime.code(),
+                        step.child_session_key,
+                        step.run_id,
+                        step.task,
+                        step.status.code(),
+                        step.result_json.as_ref().map(json_bytes),
+                        micros(step.created_at),
+                        micros(step.updated_at)
+                    ],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )
+            })
+            .map_err(sql("upsert step"))?;
+        step.id = Uuid::from_slice(&id).unwrap_or(step.id);
+        step.child_session_key = child;
+        step.created_at =
+            chrono::DateTime::from_timestamp_micros(created).unwrap_or(step.created_at);
+        Ok(WriteOutcome::StepUpserted(step))
+    }
+}
