@@ -59,7 +59,9 @@ impl Drop for JournalState {
         // A killed or failed actor runs no `post_stop`, but its state is
         // dropped: nothing will start a drain any more, so the queue refuses
         // its requests (and every later one) instead of stranding writers
-        // whose `Drain` message died in the mailbox.
+        // whose `Drain` message died in the mailbox. A drain already running
+        // finishes its batch; requests still queued behind it are refused
+        // (truthfully: they were not committed).
         self.committer.queue.break_down(&self.counters);
     }
 }

@@ -259,8 +259,17 @@ impl DrainGuard {
         // A reply dropped unsent (the runtime shutting down) reaches its
         // caller as `AckDropped`, never as a false success.
         committer.queue.replies_started();
-        let replying = Replying(committer.clone());
+        let task = ReplyTask {
+            pending,
+            result,
+            replying: Replying(committer.clone()),
+        };
         committer.runtime.spawn(async move {
+            let ReplyTask {
+                pending,
+                result,
+                replying,
+            } = task;
             pending.reply(result);
             drop(replying);
         });
@@ -289,6 +298,15 @@ impl Drop for DrainGuard {
             let _ = committer.actor.cast(JournalMsg::Drained);
         }
     }
+}
+
+/// What a batch's reply task owns. Fields drop in order, so a task dropped
+/// unrun (the runtime shutting down) drops its replies (`AckDropped`)
+/// before its `Replying` may report the queue drained.
+struct ReplyTask {
+    pending: Pending,
+    result: BatchResult,
+    replying: Replying,
 }
 
 /// Held by a batch's reply task: counts it out when the replies are sent or
@@ -403,5 +421,50 @@ impl Pending {
             }
         }
         drop(self.permits);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::sync::Semaphore;
+
+    fn request() -> Request {
+        let (reply, _answer) = ractor::concurrency::oneshot();
+        let permit = Arc::new(Semaphore::new(1))
+            .try_acquire_owned()
+            .expect("a free permit");
+        Request {
+            ops: Vec::new(),
+            reply: reply.into(),
+            permit,
+        }
+    }
+
+    /// A closing queue reports itself idle (so a shutdown may return) only
+    /// once no drain runs and every committed batch's replies are out, and
+    /// exactly one of the parties that can make it so reports it.
+    #[test]
+    fn a_closing_queue_is_idle_only_once_every_reply_is_out() {
+        // The last reply goes out after the close.
+        let queue = CommitQueue::new(16);
+        assert!(matches!(queue.push(request()), Ok(Pushed::StartDrain)));
+        assert_eq!(queue.take().map(|batch| batch.len()).ok(), Some(1));
+        queue.replies_started();
+        assert!(!queue.close(), "a drain is running");
+        assert_eq!(queue.take().err(), Some(false), "replies are still out");
+        assert!(
+            queue.replies_done(),
+            "the last reply reports the queue idle"
+        );
+
+        // The last reply goes out before the close.
+        let queue = CommitQueue::new(16);
+        assert!(matches!(queue.push(request()), Ok(Pushed::StartDrain)));
+        assert!(queue.take().is_ok());
+        queue.replies_started();
+        assert_eq!(queue.take().err(), Some(false));
+        assert!(!queue.replies_done(), "not closing: nobody waits");
+        assert!(queue.close(), "idle at the close");
     }
 }

@@ -345,7 +345,10 @@ impl Runtime {
 
     /// Like [`shutdown`](Self::shutdown), but runs still draining after
     /// `deadline` are cancelled (and their stages killed after the flow's
-    /// cancel grace), so this returns in bounded time.
+    /// cancel grace), so ending the runs takes bounded time. The journal's
+    /// last commit is still awaited (a stalled disk holds it); a run still
+    /// starting at the deadline is stopped with the actors and resumed by
+    /// the next start.
     pub async fn shutdown_within(self, deadline: Duration) {
         self.end_runs(Some(Instant::now() + deadline)).await;
         self.stop().await;

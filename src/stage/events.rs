@@ -19,7 +19,8 @@
 //! | `Ignore` | events stay queued until a state that takes them, or until the stage completes (below) | events stay queued until resumed |
 //!
 //! `Poll` hands over at most one event per unit of work, so a steady
-//! stream of events never starves the data plane (nor a drain).
+//! stream of events never starves the data plane (nor a drain); a
+//! transform or sink waiting for input takes each event as it comes.
 //!
 //! `Block` never holds up the end of a stage: a transform or sink whose
 //! input has ended stops waiting (its completion is not a unit of work),
@@ -29,12 +30,13 @@
 //! A stage never takes user events while `Starting`. None accepted is
 //! dropped by a stage that completes, whatever its policy (`Ignore`
 //! defers events, it does not discard them): right before its completion
-//! hook, a completing stage closes its queue (from then on sends fail with
+//! hook, a completing stage hands its logic every event still queued; once
+//! the hook has run, it closes its queue (from then on sends fail with
 //! [`HandleError::StageNotRunning`](crate::flow::HandleError::StageNotRunning))
-//! and hands its logic every event accepted before that. Nothing is taken
-//! after the hook, so no event handling can fail a stage whose outputs are
-//! already closed. A stage that fails in its completion hook and restarts
-//! takes no more events. A cancelled
+//! and hands over the events accepted while the hook ran, before its
+//! outputs close. A stage whose hook fails restarts with its queue open; one
+//! whose last hand-over fails restarts with it closed (it takes no more
+//! events, and `Block` no longer gates it). A cancelled
 //! stage closes its queue too; the events still queued are dropped with
 //! the cancel (and counted in a warning). The default,
 //! [`EventPolicy::default`], is how a stage takes `Signal`s: between

@@ -103,6 +103,22 @@ impl<T: Clone + Send + 'static, W: Work<T>> StageSupervisor<T, W> {
             .map_or(ExternalEventMode::Ignore, |e| e.policy.mode(state))
     }
 
+    /// Hands the logic the events queued now, whatever the mode, leaving the
+    /// queue open: a completing stage's last look at it before its
+    /// completion hook (only those already queued, so a steady stream cannot
+    /// hold the completion up). The queue stays open so that a stage whose
+    /// hook fails restarts able to take events (and `Block` still gates it).
+    async fn hand_over_queued(&mut self, work: &mut W) -> Result<(), BoxError> {
+        let Some(held) = self.held.as_mut() else {
+            return Ok(());
+        };
+        for _ in 0..held.len() {
+            let Ok(event) = held.try_recv() else { break };
+            work.on_event(event).await?;
+        }
+        Ok(())
+    }
+
     /// Closes the queue of a completing stage (later sends fail at once with
     /// `StageNotRunning`) and hands the logic every event accepted before
     /// that, whatever the mode: none that a send was told was queued is
@@ -160,11 +176,14 @@ impl<T: Clone + Send + 'static, W: Work<T>> StageSupervisor<T, W> {
                 Stepped::Worked | Stepped::Interrupted => return Ok(EventLoopDirective::Continue),
             }
         }
-        // The queue closes before the completion hook, so that nothing can
-        // fail once the outputs are finished (a restart then would run the
-        // stage again into closed outputs).
-        self.close_and_hand_over(work).await?;
+        // Whatever the policy, no accepted event is dropped: those queued
+        // now go before the completion hook; the queue closes after it and
+        // those accepted meanwhile go before the outputs close, so no event
+        // can fail a stage whose outputs are finished (a restart would run
+        // it again into closed outputs).
+        self.hand_over_queued(work).await?;
         let result = work.complete(ports).await?;
+        self.close_and_hand_over(work).await?;
         ports.finish_outputs().await?;
         *output = Some(completion_output(W::KIND, ports, result));
         Ok(EventLoopDirective::Transition(StageEvent::Flushed))
