@@ -156,8 +156,11 @@ async fn a_version_1_database_migrates_with_its_heads_exact() {
     drop(SqliteStore::open_with(&path, config()).await.expect("fold"));
     {
         let conn = rusqlite::Connection::open(&path).expect("open raw");
-        conn.execute_batch("DROP TABLE heads_mark; PRAGMA user_version = 1;")
-            .expect("back to version 1");
+        conn.execute_batch(
+            "DROP INDEX runs_missing_outcome; ALTER TABLE runs DROP COLUMN outcome_cursor; \
+             DROP TABLE heads_mark; PRAGMA user_version = 1;",
+        )
+        .expect("back to version 1");
     }
     let store = SqliteStore::open_with(&path, config())
         .await

@@ -32,6 +32,7 @@ macro_rules! conformance {
                 outputs_failures_and_steps,
                 step_outputs_of_many_runs,
                 lists_runs_missing_terminal_event,
+                recovery_scan_follows_every_outcome_write,
             );
             conformance!(@repair $make;
                 record_appends_once,

@@ -480,6 +480,17 @@ pub async fn outputs_failures_and_steps(store: Store) {
     ));
 }
 
+/// The ids of the runs the recovery scan lists, in its order.
+async fn missing_ids(store: &Store) -> Vec<Uuid> {
+    store
+        .list_runs_missing_terminal_event()
+        .await
+        .unwrap()
+        .iter()
+        .map(|f| f.id)
+        .collect()
+}
+
 pub async fn lists_runs_missing_terminal_event(store: Store) {
     let mut done = new_run(&store, "o").await;
     let mut repaired = new_run(&store, "o").await;
@@ -500,14 +511,7 @@ pub async fn lists_runs_missing_terminal_event(store: Store) {
         )
         .await
         .unwrap();
-    let missing: Vec<Uuid> = store
-        .list_runs_missing_terminal_event()
-        .await
-        .unwrap()
-        .iter()
-        .map(|f| f.id)
-        .collect();
-    assert_eq!(missing, vec![done.id]);
+    assert_eq!(missing_ids(&store).await, vec![done.id]);
 }
 
 /// One read lists the outputs of many runs: grouped by run in the order
@@ -567,4 +571,99 @@ pub async fn step_outputs_of_many_runs(store: Store) {
             .unwrap()
             .is_empty()
     );
+}
+
+/// Every way of recording an outcome takes the run off the recovery scan,
+/// whatever comes first (the event or the terminal status), and an outcome
+/// whose write is rolled back does not: the scan lists exactly the runs with
+/// a terminal status and no terminal event.
+pub async fn recovery_scan_follows_every_outcome_write(store: Store) {
+    let completed = || {
+        EventKind::Terminal(TerminalEvent::FlowCompleted {
+            structured_output: None,
+        })
+    };
+    let finish = |run: &Flow| {
+        let mut run = run.clone();
+        run.status = FlowStatus::Finished;
+        run
+    };
+    let event_first = new_run(&store, "o").await;
+    let appended = new_run(&store, "o").await;
+    let batched = new_run(&store, "o").await;
+    let atomic = new_run(&store, "o").await;
+    let rolled_back = new_run(&store, "o").await;
+    let not_terminal = new_run(&store, "o").await;
+
+    // The outcome first, then the status: the CAS update keeps it recorded.
+    store
+        .append(NewEvent::new(event_first.id, completed()))
+        .await
+        .unwrap();
+    let done = custom("finished", Value::Null);
+    store
+        .update_run(finish(&event_first), 0, done.clone())
+        .await
+        .unwrap();
+    // The status first, then the outcome, by a plain append and in a batch.
+    for run in [&appended, &batched, &rolled_back] {
+        store
+            .update_run(finish(run), 0, done.clone())
+            .await
+            .unwrap();
+    }
+    store
+        .append(NewEvent::new(appended.id, completed()))
+        .await
+        .unwrap();
+    store
+        .append_batch(vec![
+            NewEvent::new(batched.id, custom("tick", Value::Null)),
+            NewEvent::new(batched.id, completed()),
+        ])
+        .await
+        .unwrap();
+    // Both in one atomic op, as the run manager moves a run to its end.
+    let outcomes = store
+        .apply_batch(vec![WriteOp::Atomic(vec![
+            WriteOp::UpdateRun {
+                run: finish(&atomic),
+                expected_revision: 0,
+                audit: done.clone(),
+            },
+            WriteOp::Append(NewEvent::new(atomic.id, completed())),
+        ])])
+        .await
+        .unwrap();
+    assert!(outcomes.iter().all(Result::is_ok), "{outcomes:?}");
+    // An outcome appended, then undone with the rest of its atomic op.
+    let outcomes = store
+        .apply_batch(vec![WriteOp::Atomic(vec![
+            WriteOp::Append(NewEvent::new(rolled_back.id, completed())),
+            WriteOp::UpdateRun {
+                run: finish(&rolled_back),
+                expected_revision: 0,
+                audit: done.clone(),
+            },
+        ])])
+        .await
+        .unwrap();
+    assert!(
+        matches!(outcomes[..], [Err(StoreError::RevisionMismatch { .. })]),
+        "{outcomes:?}"
+    );
+    assert!(
+        store
+            .terminal_event(rolled_back.id)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // An outcome without a terminal status is not the scan's business.
+    store
+        .append(NewEvent::new(not_terminal.id, completed()))
+        .await
+        .unwrap();
+
+    assert_eq!(missing_ids(&store).await, vec![rolled_back.id]);
 }

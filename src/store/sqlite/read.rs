@@ -8,6 +8,7 @@ use super::codec::{Kinds, time, uuid};
 use super::rows::{
     RUN_COLUMNS, STEP_COLUMNS, decode_failure, decode_output, decode_run, decode_step,
 };
+use super::schema::MISSING_OUTCOME;
 use crate::store::error::{RowRef, StoreError};
 use crate::store::events::{Cursor, RunEvent, assigned_event_id};
 use crate::store::records::{FailureEntry, Flow, FlowStatus, FlowStep, StepOutput};
@@ -135,23 +136,26 @@ pub(crate) fn list_runs_by_status(
     )
 }
 
+/// Reads the `runs_missing_outcome` partial index: the runs it returns, not
+/// every finished run.
 pub(crate) fn list_runs_missing_terminal_event(conn: &Connection) -> Result<Vec<Flow>, StoreError> {
-    let terminal: Vec<String> = FlowStatus::ALL
-        .iter()
-        .filter(|s| s.is_terminal())
-        .map(|s| s.code().to_string())
-        .collect();
-    let query = format!(
-        "SELECT {RUN_COLUMNS} FROM runs WHERE status IN ({}) AND NOT EXISTS \
-         (SELECT 1 FROM events e WHERE e.rid = runs.rid AND e.kind <= 3) ORDER BY rid",
-        terminal.join(", ")
-    );
     collect(
         conn,
         "list runs missing terminal event",
-        &query,
+        &missing_terminal_query(),
         [],
         decode_run,
+    )
+}
+
+/// `INDEXED BY`: without statistics SQLite prefers `runs_by_status`, which
+/// holds every finished run; naming the index also makes a WHERE that no
+/// longer implies the index's an error ("no query solution") rather than a
+/// silent full scan.
+fn missing_terminal_query() -> String {
+    format!(
+        "SELECT {RUN_COLUMNS} FROM runs INDEXED BY runs_missing_outcome \
+         WHERE {MISSING_OUTCOME} ORDER BY rid"
     )
 }
 
@@ -314,4 +318,48 @@ pub(crate) fn list_steps(conn: &Connection, flow_id: Uuid) -> Result<Vec<FlowSte
         [flow_id.as_bytes()],
         decode_step,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::store::sqlite::{SqliteConfig, schema};
+
+    /// The scan reads the partial index, not the table: its cost follows the
+    /// runs it returns. A query whose WHERE drifted from the index's would
+    /// fall back to a scan of `runs` (or of `runs_by_status`).
+    #[test]
+    fn the_recovery_scan_reads_only_its_partial_index() {
+        let conn =
+            schema::open_writer(Path::new(":memory:"), &SqliteConfig::default()).expect("open");
+        let plan: Vec<String> = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {}", missing_terminal_query()))
+            .and_then(|mut s| {
+                s.query_map([], |r| r.get::<_, String>(3))?
+                    .collect::<Result<_, _>>()
+            })
+            .expect("plan");
+        assert_eq!(
+            plan,
+            ["SCAN runs USING INDEX runs_missing_outcome"],
+            "{plan:?}"
+        );
+    }
+
+    /// The index's status codes are the terminal statuses'.
+    #[test]
+    fn the_index_condition_names_every_terminal_status() {
+        let terminal: Vec<String> = FlowStatus::ALL
+            .iter()
+            .filter(|s| s.is_terminal())
+            .map(|s| s.code().to_string())
+            .collect();
+        let condition = format!(
+            "status IN ({}) AND outcome_cursor IS NULL",
+            terminal.join(", ")
+        );
+        assert_eq!(MISSING_OUTCOME, condition);
+    }
 }

@@ -14,6 +14,16 @@
 //! - Kind names are interned in `event_kinds`; codes 1-3 are the terminal kinds.
 //! - Uniqueness lives in partial indexes that only the rare rows enter: one
 //!   terminal event per run, one event per caller-supplied id per run.
+//! - `runs.outcome_cursor` is the cursor of the run's terminal event, set in
+//!   the transaction (and savepoint) that appends it, NULL while it has none.
+//!   The partial index `runs_missing_outcome` holds only the runs whose status
+//!   is terminal and whose outcome is not recorded — the runs a crash left
+//!   between the status write and the event append — so the recovery scan at
+//!   every open reads those rows alone, however many runs have finished.
+//!   Its WHERE is [`MISSING_OUTCOME`], which the scan's query repeats and
+//!   names the index with `INDEXED BY` (so that a drift is an error, not a
+//!   full scan). A CAS update of a run writes its listed columns only, never
+//!   `outcome_cursor`.
 
 use std::path::Path;
 
@@ -23,7 +33,20 @@ use super::SqliteConfig;
 use crate::store::error::StoreError;
 
 /// The newest schema version this build writes and reads.
-pub(crate) const SCHEMA_VERSION: i64 = 2;
+pub(crate) const SCHEMA_VERSION: i64 = 3;
+
+/// The condition of the `runs_missing_outcome` index: a terminal status
+/// (`FlowStatus::Finished`, `Failed`, `Cancelled`: codes 3, 4, 5) and no
+/// terminal event recorded.
+macro_rules! missing_outcome {
+    () => {
+        "status IN (3, 4, 5) AND outcome_cursor IS NULL"
+    };
+}
+
+/// The WHERE of the `runs_missing_outcome` partial index, for queries that
+/// must use it.
+pub(crate) const MISSING_OUTCOME: &str = missing_outcome!();
 
 /// Migration `i` moves the schema from version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[
@@ -115,6 +138,14 @@ CREATE TABLE heads_mark (
 );
 INSERT INTO heads_mark(id, cursor) SELECT 1, ifnull(max(cursor), 0) FROM events;
 "#,
+    concat!(
+        r#"
+ALTER TABLE runs ADD COLUMN outcome_cursor INTEGER;
+UPDATE runs SET outcome_cursor = e.cursor FROM events e WHERE e.kind <= 3 AND e.rid = runs.rid;
+CREATE INDEX runs_missing_outcome ON runs(rid) WHERE "#,
+        missing_outcome!(),
+        ";\n"
+    ),
 ];
 
 /// Maps an SQLite error, recognising "this file is not a database".

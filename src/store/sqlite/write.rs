@@ -191,10 +191,13 @@ impl Writer {
             .prepare_cached(INSERT_EVENT)
             .map_err(sql("prepare event insert"))?;
         for op in ops {
-            // A plain append changes the database in its last statement only
-            // (a kind name it interns first is harmless to keep), so it needs
-            // no savepoint: a failed INSERT leaves nothing behind.
-            let savepoint = !matches!(&op, WriteOp::Append(ev) if ev.event_id.is_none());
+            // A plain non-terminal append changes the database in its last
+            // statement only (a kind name it interns first is harmless to
+            // keep), so it needs no savepoint: a failed INSERT leaves nothing
+            // behind. A terminal one also marks its run's outcome after the
+            // INSERT, and the two must stand or fall together.
+            let savepoint = !matches!(&op, WriteOp::Append(ev)
+                if ev.event_id.is_none() && ev.kind.as_terminal().is_none());
             if savepoint {
                 self.exec("SAVEPOINT op")?;
             }

@@ -203,6 +203,17 @@ impl OpCtx<'_, '_> {
             .map_err(sql("find terminal event"))
     }
 
+    /// Marks the run's outcome as recorded, which takes it out of the
+    /// `runs_missing_outcome` index (see `schema.rs`); in the terminal
+    /// event's savepoint, so the two are never apart.
+    fn record_outcome(&self, rid: i64, cursor: i64) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached("UPDATE runs SET outcome_cursor = ?1 WHERE rid = ?2")
+            .and_then(|mut s| s.execute([cursor, rid]))
+            .map(|_| ())
+            .map_err(sql("record run outcome"))
+    }
+
     fn append(&mut self, ev: NewEvent) -> Result<Appended, StoreError> {
         ev.validate()?;
         let mut head = self.head(ev.run_id)?;
@@ -247,6 +258,9 @@ impl OpCtx<'_, '_> {
             ])
             .map_err(sql("insert event"))?;
         let cursor = self.conn.last_insert_rowid();
+        if code <= MAX_TERMINAL_CODE {
+            self.record_outcome(head.rid, cursor)?;
+        }
         head.last_seq = seq;
         head.last_cursor = Some(cursor);
         self.op.heads.insert(ev.run_id, (head, true));

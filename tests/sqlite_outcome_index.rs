@@ -1,0 +1,124 @@
+//! Schema version 3 records each run's outcome on its row
+//! (`runs.outcome_cursor`) so that the recovery scan reads only the runs
+//! missing theirs. These tests check that a version-2 journal migrates with
+//! the outcomes it already holds, and that the scan lists exactly the runs
+//! with a terminal status and no terminal event, before and after repair.
+
+use std::path::Path;
+
+use serde_json::Value;
+use troupe::store::{
+    EventKind, Flow, FlowStatus, FlowStore, NewEvent, SCHEMA_VERSION, SqliteStore, TerminalEvent,
+};
+use uuid::Uuid;
+
+const DB: &str = "journal.sqlite";
+
+fn completed() -> EventKind {
+    EventKind::Terminal(TerminalEvent::FlowCompleted {
+        structured_output: None,
+    })
+}
+
+/// Inserts a run with `status`, and its terminal event when `outcome`.
+async fn run(store: &SqliteStore, status: FlowStatus, outcome: bool) -> Uuid {
+    let mut run = Flow::new("ctrl", "goal", "o");
+    run.status = status;
+    let id = run.id;
+    store
+        .insert_run(run, Some(EventKind::custom("created", Value::Null)))
+        .await
+        .expect("insert run");
+    if outcome {
+        store
+            .append(NewEvent::new(id, completed()))
+            .await
+            .expect("terminal event");
+    }
+    id
+}
+
+async fn missing(store: &SqliteStore) -> Vec<Uuid> {
+    store
+        .list_runs_missing_terminal_event()
+        .await
+        .expect("scan")
+        .iter()
+        .map(|f| f.id)
+        .collect()
+}
+
+/// Each run's `outcome_cursor` against the cursor of its terminal event.
+fn outcomes_and_events(path: &Path) -> Vec<(Option<i64>, Option<i64>)> {
+    let conn = rusqlite::Connection::open(path).expect("open raw");
+    let mut stmt = conn
+        .prepare(
+            "SELECT r.outcome_cursor, \
+             (SELECT e.cursor FROM events e WHERE e.rid = r.rid AND e.kind <= 3) \
+             FROM runs r ORDER BY r.rid",
+        )
+        .expect("prepare");
+    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("rows")
+}
+
+/// A version-2 journal (no `outcome_cursor`, no `runs_missing_outcome`)
+/// opens as version 3 with every recorded outcome filled in: the scan lists
+/// the finished runs without a terminal event and nothing else, and each
+/// leaves the list once repaired.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_2_journal_migrates_with_its_outcomes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join(DB);
+    let store = SqliteStore::open(&path).await.expect("open");
+    let settled = run(&store, FlowStatus::Finished, true).await;
+    let broken = run(&store, FlowStatus::Failed, false).await;
+    let _running = run(&store, FlowStatus::Running, false).await;
+    let _ahead = run(&store, FlowStatus::Running, true).await;
+    let cancelled = run(&store, FlowStatus::Cancelled, false).await;
+    let _also_settled = run(&store, FlowStatus::Cancelled, true).await;
+    assert_eq!(missing(&store).await, vec![broken, cancelled]);
+    drop(store);
+    {
+        let conn = rusqlite::Connection::open(&path).expect("open raw");
+        conn.execute_batch(
+            "DROP INDEX runs_missing_outcome; ALTER TABLE runs DROP COLUMN outcome_cursor; \
+             PRAGMA user_version = 2;",
+        )
+        .expect("back to version 2");
+    }
+
+    let store = SqliteStore::open(&path).await.expect("migrate");
+    let version: i64 = rusqlite::Connection::open(&path)
+        .expect("open raw")
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .expect("user_version");
+    assert_eq!(version, SCHEMA_VERSION);
+    let rows = outcomes_and_events(&path);
+    assert_eq!(rows.len(), 6);
+    assert!(
+        rows.iter().all(|(outcome, event)| outcome == event),
+        "each outcome is its terminal event's cursor: {rows:?}"
+    );
+    assert_eq!(rows.iter().filter(|(o, _)| o.is_some()).count(), 3);
+    assert_eq!(missing(&store).await, vec![broken, cancelled]);
+
+    for id in [broken, cancelled] {
+        store
+            .append_terminal_event_if_absent(id, TerminalEvent::FlowCanceled)
+            .await
+            .expect("repair");
+    }
+    assert!(missing(&store).await.is_empty());
+    assert!(store.terminal_event(settled).await.expect("read").is_some());
+    drop(store);
+    let store = SqliteStore::open(&path).await.expect("reopen");
+    assert!(missing(&store).await.is_empty());
+    assert!(
+        outcomes_and_events(&path)
+            .iter()
+            .all(|(outcome, event)| outcome == event)
+    );
+}
