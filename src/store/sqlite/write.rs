@@ -158,13 +158,25 @@ impl Writer {
         {
             return Ok(false);
         }
-        let earlier = self
+        let mut earlier = Vec::with_capacity(self.unwritten.len());
+        for id in self
             .unwritten
             .iter()
             .filter(|id| !matches!(batch.heads.get(id), Some((_, true))))
-            .filter_map(|id| self.heads.get(id));
+        {
+            let Some(head) = self.heads.get(id) else {
+                // Unwritten heads stay pinned in the cache; if one were
+                // missing, moving the mark would leave its stored head stale.
+                // Keep the mark instead: the tail grows until the next open
+                // folds it back in.
+                debug_assert!(false, "unwritten head of run {id} is not cached");
+                tracing::error!(run_id = %id, "unwritten run head missing from the cache; write-back skipped");
+                return Ok(false);
+            };
+            earlier.push(*head);
+        }
         let rows: Vec<_> = changed
-            .map(|(h, _)| h)
+            .map(|(h, _)| *h)
             .chain(earlier)
             .map(|h| (h.rid, h.last_seq, h.last_cursor))
             .collect();
