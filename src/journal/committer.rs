@@ -51,6 +51,14 @@ struct State {
     broken: bool,
 }
 
+impl State {
+    /// A shutdown is waiting and nothing is left to answer: no drain runs
+    /// and every committed batch's replies are out.
+    fn drained(&self) -> bool {
+        self.closed && !self.draining && self.replying == 0
+    }
+}
+
 /// Requests waiting for a commit.
 pub(crate) struct CommitQueue {
     state: Mutex<State>,
@@ -113,7 +121,7 @@ impl CommitQueue {
     pub(crate) fn close(&self) -> bool {
         let mut state = self.lock();
         state.closed = true;
-        !state.draining && state.replying == 0
+        state.drained()
     }
 
     /// The next batch, or `None` after marking the drain finished (the
@@ -131,7 +139,7 @@ impl CommitQueue {
         }
         if batch.is_empty() {
             state.draining = false;
-            return Err(state.closed && state.replying == 0);
+            return Err(state.drained());
         }
         Ok(batch)
     }
@@ -146,7 +154,7 @@ impl CommitQueue {
     fn replies_done(&self) -> bool {
         let mut state = self.lock();
         state.replying -= 1;
-        state.replying == 0 && !state.draining && state.closed
+        state.drained()
     }
 
     /// Nothing will commit any more (the drain died, or the actor that
@@ -158,8 +166,7 @@ impl CommitQueue {
             let mut state = self.lock();
             state.broken = true;
             state.draining = false;
-            let idle = state.closed && state.replying == 0;
-            (state.items.drain(..).collect::<Vec<_>>(), idle)
+            (state.items.drain(..).collect::<Vec<_>>(), state.drained())
         };
         counters.queued(-(stranded.len() as i64));
         if !stranded.is_empty() {
