@@ -313,21 +313,14 @@ impl FlowCtx {
         let stage = self.stages.get(index);
         let live = stage.filter(|s| s.control.is_some());
         let Some(state) = live.and_then(|s| Some(s.watcher.as_ref()?.current().clone())) else {
-            return Err(HandleError::StageNotRunning {
-                run_id: self.run.id,
-                stage: stage.map_or_else(|| format!("#{index}"), |s| s.name.clone()),
-            });
+            return Err(self.stage_not_running(index));
         };
         self.admit(Some(index), crate::fsm::EventVariant::variant_name(&event))?;
         let remembered = !matches!(event, StageEvent::Signal(_));
-        let stage = &mut self.stages[index];
-        if !stage.send(event).await && !remembered {
+        if !self.stages[index].send(event).await && !remembered {
             // The actor stopped and the flow has not handled its exit yet:
             // the signal would be lost, so its sender hears of it.
-            return Err(HandleError::StageNotRunning {
-                run_id: self.run.id,
-                stage: stage.name.clone(),
-            });
+            return Err(self.stage_not_running(index));
         }
         Ok(state)
     }
@@ -337,10 +330,19 @@ impl FlowCtx {
     pub(crate) fn event_port(&self, index: usize) -> Result<Option<EventPort>, HandleError> {
         match self.stages.get(index) {
             Some(stage) if !stage.completed => Ok(stage.events.clone()),
-            stage => Err(HandleError::StageNotRunning {
-                run_id: self.run.id,
-                stage: stage.map_or_else(|| format!("#{index}"), |s| s.name.clone()),
-            }),
+            _ => Err(self.stage_not_running(index)),
+        }
+    }
+
+    /// [`HandleError::StageNotRunning`] for stage `index` (named by its
+    /// index if there is no such stage).
+    fn stage_not_running(&self, index: usize) -> HandleError {
+        HandleError::StageNotRunning {
+            run_id: self.run.id,
+            stage: self
+                .stages
+                .get(index)
+                .map_or_else(|| format!("#{index}"), |s| s.name.clone()),
         }
     }
 
