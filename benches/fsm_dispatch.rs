@@ -1,6 +1,8 @@
 //! Cost of one event through an `fsm!` machine (`handle` + executing the one
 //! action it returns, a self-transition) against a hand-written `match`
-//! machine doing the same work, in the same run.
+//! machine doing the same work, in the same run; once with an action that
+//! runs through its `#[async_trait]` future (`Count`), once with one that
+//! answers [`FsmAction::execute_now`] (`CountNow`, cases `..._now`).
 //!
 //! `cargo bench --bench fsm_dispatch`
 
@@ -33,24 +35,44 @@ struct Counter {
 }
 impl FsmContext for Counter {}
 
-enum Count {
-    One,
-}
+/// Counts through its boxed `execute` future.
+#[derive(Default)]
+struct Count;
 
 #[async_trait]
 impl FsmAction for Count {
     type Context = Counter;
     async fn execute(&self, ctx: &mut Counter) -> Result<(), FsmError> {
-        match self {
-            Count::One => ctx.counted += 1,
-        }
+        ctx.counted += 1;
         Ok(())
     }
 }
 
-fn meter() -> StateMachine<Meter, Input, Counter, Count> {
+/// Counts in `execute_now`, without a future.
+#[derive(Default)]
+struct CountNow;
+
+#[async_trait]
+impl FsmAction for CountNow {
+    type Context = Counter;
+    async fn execute(&self, ctx: &mut Counter) -> Result<(), FsmError> {
+        ctx.counted += 1;
+        Ok(())
+    }
+    fn execute_now(&self, ctx: &mut Counter) -> Option<Result<(), FsmError>> {
+        ctx.counted += 1;
+        Some(Ok(()))
+    }
+}
+
+/// What the bench asks of its action types: both are zero-sized, so the
+/// one-action `Vec` a transition carries allocates nothing.
+trait BenchAction: FsmAction<Context = Counter> + Default + 'static {}
+impl<A: FsmAction<Context = Counter> + Default + 'static> BenchAction for A {}
+
+fn meter<A: BenchAction>() -> StateMachine<Meter, Input, Counter, A> {
     fsm! {
-        state: Meter; event: Input; context: Counter; action: Count; initial: Meter::Idle;
+        state: Meter; event: Input; context: Counter; action: A; initial: Meter::Idle;
         state Meter::Idle {
             on Input::Start => |_, _, _| Box::pin(async { Ok(Transition::to(Meter::Running { ticks: 0 })) });
         }
@@ -58,7 +80,7 @@ fn meter() -> StateMachine<Meter, Input, Counter, Count> {
             on Input::Tick => |s, _, _| {
                 let Meter::Running { ticks } = *s else { unreachable!() };
                 Box::pin(async move {
-                    Ok(Transition { next_state: Meter::Running { ticks: ticks + 1 }, actions: vec![Count::One] })
+                    Ok(Transition { next_state: Meter::Running { ticks: ticks + 1 }, actions: vec![A::default()] })
                 })
             };
             on Input::Stop => |_, _, _| Box::pin(async { Ok(Transition::to(Meter::Stopped)) });
@@ -66,25 +88,33 @@ fn meter() -> StateMachine<Meter, Input, Counter, Count> {
     }
 }
 
-/// The same machine written by hand with the same three allocations the
-/// `fsm!` API implies (boxed handler future, action `Vec`, `#[async_trait]`
-/// action future): the floor of the API, so the bench separates what the
-/// generated dispatch costs from what the API's shape costs.
-async fn hand_written_async(state: Meter, input: Input, ctx: &mut Counter) -> Meter {
-    type Fut =
-        std::pin::Pin<Box<dyn std::future::Future<Output = Transition<Meter, Count>> + Send>>;
-    let future: Fut = match (state, input) {
+/// The same machine written by hand with the allocations the `fsm!` API
+/// implies (the boxed handler future, and the `#[async_trait]` action future
+/// unless the action answers `execute_now`): the floor of the API, so the
+/// bench separates what the generated dispatch costs from what the API's
+/// shape costs.
+async fn hand_written_async<A: BenchAction>(
+    state: Meter,
+    input: Input,
+    ctx: &mut Counter,
+) -> Meter {
+    type Fut<A> = std::pin::Pin<Box<dyn std::future::Future<Output = Transition<Meter, A>> + Send>>;
+    let future: Fut<A> = match (state, input) {
         (Meter::Running { ticks }, Input::Tick) => Box::pin(async move {
             Transition {
                 next_state: Meter::Running { ticks: ticks + 1 },
-                actions: vec![Count::One],
+                actions: vec![A::default()],
             }
         }),
         (other, _) => Box::pin(async move { Transition::to(other) }),
     };
     let transition = future.await;
     for action in &transition.actions {
-        action.execute(ctx).await.expect("count");
+        match action.execute_now(ctx) {
+            Some(result) => result,
+            None => action.execute(ctx).await,
+        }
+        .expect("count");
     }
     transition.next_state
 }
@@ -122,28 +152,46 @@ fn bench(c: &mut Criterion) {
         })
     });
 
-    group.bench_function("hand_written_async_same_allocations", |b| {
-        b.iter_custom(|iters| {
-            rt.block_on(async {
-                let mut ctx = Counter::default();
-                let mut state = Meter::Running { ticks: 0 };
-                let start = Instant::now();
-                for _ in 0..iters {
-                    state = hand_written_async(black_box(state), black_box(Input::Tick), &mut ctx)
-                        .await;
-                }
-                let elapsed = start.elapsed();
-                assert_eq!(ctx.counted, iters);
-                black_box(state);
-                elapsed
-            })
-        })
-    });
+    async_cases::<Count>(&mut group, &rt, "");
+    async_cases::<CountNow>(&mut group, &rt, "_now");
+    group.finish();
+}
 
-    group.bench_function("fsm_handle_and_execute", |b| {
+/// The two async cases (the API's floor, then `fsm!`) for action type `A`.
+fn async_cases<A: BenchAction>(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    rt: &tokio::runtime::Runtime,
+    suffix: &str,
+) {
+    group.bench_function(
+        format!("hand_written_async_same_allocations{suffix}"),
+        |b| {
+            b.iter_custom(|iters| {
+                rt.block_on(async {
+                    let mut ctx = Counter::default();
+                    let mut state = Meter::Running { ticks: 0 };
+                    let start = Instant::now();
+                    for _ in 0..iters {
+                        state = hand_written_async::<A>(
+                            black_box(state),
+                            black_box(Input::Tick),
+                            &mut ctx,
+                        )
+                        .await;
+                    }
+                    let elapsed = start.elapsed();
+                    assert_eq!(ctx.counted, iters);
+                    black_box(state);
+                    elapsed
+                })
+            })
+        },
+    );
+
+    group.bench_function(format!("fsm_handle_and_execute{suffix}"), |b| {
         b.iter_custom(|iters| {
             rt.block_on(async {
-                let mut machine = meter();
+                let mut machine = meter::<A>();
                 let mut ctx = Counter::default();
                 machine.handle(Input::Start, &mut ctx).await.expect("start");
                 // Stop is handled too: warm the other arm so it is not dead code.
@@ -170,7 +218,6 @@ fn bench(c: &mut Criterion) {
             })
         })
     });
-    group.finish();
 }
 
 criterion_group! {

@@ -3,7 +3,9 @@
 //! Declare a machine with [`fsm!`]: a header naming the state, event,
 //! context and action types and the initial state, then one block per state
 //! listing the events it handles. Dispatch compiles to a `match` on variants:
-//! no string keys, no maps, one boxed future per handled event.
+//! no string keys, no maps, one boxed future per handled event. Actions
+//! that are plain synchronous work answer [`FsmAction::execute_now`] and run
+//! without the boxed future `#[async_trait]` gives `execute`.
 //!
 //! ```
 //! use std::time::Duration;

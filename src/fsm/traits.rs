@@ -76,4 +76,50 @@ pub trait FsmAction: Send + Sync {
 
     /// Runs the action.
     async fn execute(&self, ctx: &mut Self::Context) -> Result<(), FsmError>;
+
+    /// Runs the action at once when it needs no `.await`, and returns its
+    /// result; `None` (the default) has
+    /// [`execute_actions`](super::StateMachine::execute_actions) await
+    /// [`execute`](Self::execute) instead.
+    ///
+    /// `#[async_trait]` boxes every `execute` future, so an action that is
+    /// plain synchronous work (count, record, `try_send`) pays an allocation
+    /// per run; answering here spares it. Answer per value: an enum can run
+    /// some variants here and leave the others to `execute`. When this
+    /// returns `Some`, `execute` is not called for that run.
+    ///
+    /// ```
+    /// use async_trait::async_trait;
+    /// use troupe::fsm::{FsmAction, FsmContext, FsmError};
+    ///
+    /// struct Tally { seen: u64 }
+    /// impl FsmContext for Tally {}
+    ///
+    /// enum Step { Count, Flush }
+    ///
+    /// #[async_trait]
+    /// impl FsmAction for Step {
+    ///     type Context = Tally;
+    ///     async fn execute(&self, ctx: &mut Tally) -> Result<(), FsmError> {
+    ///         match self {
+    ///             Step::Count => ctx.seen += 1,
+    ///             Step::Flush => tokio::task::yield_now().await,
+    ///         }
+    ///         Ok(())
+    ///     }
+    ///     fn execute_now(&self, ctx: &mut Tally) -> Option<Result<(), FsmError>> {
+    ///         match self {
+    ///             Step::Count => {
+    ///                 ctx.seen += 1;
+    ///                 Some(Ok(()))
+    ///             }
+    ///             Step::Flush => None,
+    ///         }
+    ///     }
+    /// }
+    /// ```
+    fn execute_now(&self, ctx: &mut Self::Context) -> Option<Result<(), FsmError>> {
+        let _ = ctx;
+        None
+    }
 }

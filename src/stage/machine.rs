@@ -129,6 +129,19 @@ impl<T: Clone + Send + 'static, W: Work<T>> FsmAction for StageAction<T, W> {
     type Context = StageCtx<T, W>;
 
     async fn execute(&self, ctx: &mut StageCtx<T, W>) -> Result<(), FsmError> {
+        self.run(ctx);
+        Ok(())
+    }
+
+    /// Both kinds are synchronous: run here, no boxed future.
+    fn execute_now(&self, ctx: &mut StageCtx<T, W>) -> Option<Result<(), FsmError>> {
+        self.run(ctx);
+        Some(Ok(()))
+    }
+}
+
+impl<T: Clone + Send + 'static, W: Work<T>> StageAction<T, W> {
+    fn run(&self, ctx: &mut StageCtx<T, W>) {
         match &self.kind {
             StageActionKind::Abandon => {
                 if let Some(ports) = ctx.ports.as_mut() {
@@ -137,7 +150,6 @@ impl<T: Clone + Send + 'static, W: Work<T>> FsmAction for StageAction<T, W> {
             }
             StageActionKind::Signal(signal) => ctx.work.signal(&signal.name, &signal.payload),
         }
-        Ok(())
     }
 }
 
