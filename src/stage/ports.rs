@@ -168,21 +168,26 @@ impl<T: Clone + Send + 'static> Ports<T> {
             *fanned = 0;
             *items_out += 1;
             last.push(item);
-            if last.flush_if_full().await.is_err() {
-                return Err(DownstreamGone {
-                    undelivered: outbox.len() + 1,
-                });
+            if let Err(closed) = last.flush_if_full().await {
+                return Err(lost_on_last(
+                    items_out,
+                    closed.undelivered.len(),
+                    outbox.len(),
+                ));
             }
         }
         // A partial batch goes now too: a slow source or a selective
         // transform must not hold items back until a batch fills. Full
         // batches went out above, so a busy pipeline pays nothing here.
-        for tx in outputs.iter_mut() {
+        for tx in rest.iter_mut() {
             if let Err(closed) = tx.flush().await {
                 return Err(DownstreamGone {
                     undelivered: closed.undelivered.len(),
                 });
             }
+        }
+        if let Err(closed) = last.flush().await {
+            return Err(lost_on_last(items_out, closed.undelivered.len(), 0));
         }
         Ok(())
     }
@@ -190,11 +195,14 @@ impl<T: Clone + Send + 'static> Ports<T> {
     /// Flushes and closes every output: downstream sees the end of input
     /// once all of its upstreams did this.
     pub(crate) async fn finish_outputs(&mut self) -> Result<(), DownstreamGone> {
-        for tx in self.outputs.drain(..) {
+        let count = self.outputs.len();
+        for (index, tx) in self.outputs.drain(..).enumerate() {
             if let Err(closed) = tx.finish().await {
-                return Err(DownstreamGone {
-                    undelivered: closed.undelivered.len(),
-                });
+                let undelivered = closed.undelivered.len();
+                if index + 1 == count {
+                    return Err(lost_on_last(&mut self.items_out, undelivered, 0));
+                }
+                return Err(DownstreamGone { undelivered });
             }
         }
         Ok(())
@@ -209,6 +217,17 @@ impl<T: Clone + Send + 'static> Ports<T> {
         self.outputs.clear();
         self.outbox.clear();
         self.fanned = 0;
+    }
+}
+
+/// The error for items the last output buffered and could not deliver,
+/// plus `queued` items still in the outbox. An item counts in `items_out`
+/// when the last output takes it, so the lost ones are taken back out:
+/// `items_out` counts only items that reached every downstream.
+fn lost_on_last(items_out: &mut u64, lost: usize, queued: usize) -> DownstreamGone {
+    *items_out = items_out.saturating_sub(lost as u64);
+    DownstreamGone {
+        undelivered: lost + queued,
     }
 }
 
@@ -280,5 +299,53 @@ impl<T: Send + 'static> Drop for PortLease<T> {
     fn drop(&mut self) {
         let ports = std::mem::replace(&mut self.ports, Ports::detached());
         self.slot.put_back(ports);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stage::pipe::{PipeConfig, pipe};
+
+    fn ports_to(batch_size: usize, outputs: usize) -> (Ports<u32>, Vec<PipeReceiver<u32>>) {
+        let (senders, receivers) = (0..outputs)
+            .map(|_| {
+                pipe(PipeConfig {
+                    batch_size,
+                    capacity: 4,
+                })
+            })
+            .unzip();
+        (Ports::new(None, senders, 16), receivers)
+    }
+
+    #[tokio::test]
+    async fn items_lost_to_a_gone_downstream_are_not_counted_as_sent() {
+        let (mut ports, mut receivers) = ports_to(2, 1);
+        ports.outbox.push(1);
+        ports.send_outbox().await.unwrap();
+        assert_eq!(ports.items_out, 1);
+        assert_eq!(receivers[0].recv_batch().await, Some(vec![1]));
+
+        receivers[0].close();
+        // 2 and 3 fill a batch the closed pipe refuses; 4 never leaves the outbox.
+        for item in [2, 3, 4] {
+            ports.outbox.push(item);
+        }
+        let gone = ports.send_outbox().await.unwrap_err();
+        assert_eq!(gone, DownstreamGone { undelivered: 3 });
+        assert_eq!(ports.items_out, 1);
+    }
+
+    #[tokio::test]
+    async fn a_partial_batch_refused_at_the_end_is_not_counted_either() {
+        let (mut ports, mut receivers) = ports_to(8, 2);
+        receivers[1].close();
+        ports.outbox.push(7);
+        let gone = ports.send_outbox().await.unwrap_err();
+        assert_eq!(gone, DownstreamGone { undelivered: 1 });
+        assert_eq!(ports.items_out, 0);
+        // The first output took its copy.
+        assert_eq!(receivers[0].recv_batch().await, Some(vec![7]));
     }
 }
