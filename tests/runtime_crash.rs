@@ -284,8 +284,8 @@ troupe::store_wrapper! {
             let Some(job) = inner.lock().expect("job lock").take() else {
                 return;
             };
-            job(&mut |ops: Vec<WriteOp>| {
-                let stages = recorded_stages(&ops);
+            job(&mut |ops: &[WriteOp]| {
+                let stages = recorded_stages(ops);
                 let results = apply(ops)?;
                 report(&stages, &results);
                 Ok(results)

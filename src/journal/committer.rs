@@ -258,9 +258,9 @@ impl DrainGuard {
     /// (a shared queue, often a worker unpark); woken from a worker, they
     /// are local. One spawn per commit keeps ~128 remote wake-ups per commit
     /// and the reply work off the writer thread, the journal's critical path.
-    fn commit_on_writer(self, batch: Batch, apply: &mut dyn FnMut(Vec<WriteOp>) -> BatchResult) {
+    fn commit_on_writer(self, batch: Batch, apply: &mut dyn FnMut(&[WriteOp]) -> BatchResult) {
         let (ops, pending) = batch.split();
-        let result = pending.span.in_scope(|| apply(ops));
+        let result = pending.span.in_scope(|| apply(&ops));
         pending.record(&result);
         let committer = self.disarm();
         // A reply dropped unsent (the runtime shutting down) reaches its
@@ -269,15 +269,18 @@ impl DrainGuard {
         let task = ReplyTask {
             pending,
             result,
+            spent: ops,
             replying: Replying(committer.clone()),
         };
         committer.runtime.spawn(async move {
             let ReplyTask {
                 pending,
                 result,
+                spent,
                 replying,
             } = task;
             pending.reply(result);
+            drop(spent);
             drop(replying);
         });
         committer.start();
@@ -313,6 +316,11 @@ impl Drop for DrainGuard {
 struct ReplyTask {
     pending: Pending,
     result: BatchResult,
+    /// The committed ops: dropped here, after the replies, because freeing
+    /// their payloads costs the writer thread (the journal's critical
+    /// path) ~600 instructions per event, and memory allocated on a tokio
+    /// worker is cheaper to free on one.
+    spent: Vec<WriteOp>,
     replying: Replying,
 }
 

@@ -15,8 +15,10 @@ use super::records::{FailureEntry, Flow, FlowStatus, FlowStep, StepOutput};
 pub type BatchResult = Result<Vec<Result<WriteOutcome, StoreError>>, StoreError>;
 
 /// A job for a store's writer thread (see [`FlowStore::run_on_writer`]): it
-/// gets a synchronous `apply_batch` on that thread.
-pub type WriterJob = Box<dyn FnOnce(&mut dyn FnMut(Vec<WriteOp>) -> BatchResult) + Send>;
+/// gets a synchronous `apply_batch` on that thread. That `apply_batch` only
+/// reads the ops, so the job decides where they are dropped (the journal
+/// drops them off the writer thread, its critical path).
+pub type WriterJob = Box<dyn FnOnce(&mut dyn FnMut(&[WriteOp]) -> BatchResult) + Send>;
 
 /// A durable store of runs, their event logs, step outputs, steps and failure
 /// ledger. Object safe: the control plane and runtime hold `Arc<dyn FlowStore>`.

@@ -218,7 +218,12 @@ impl FlowStore for SqliteStore {
         &self,
         ops: Vec<WriteOp>,
     ) -> Result<Vec<Result<WriteOutcome, StoreError>>, StoreError> {
-        self.writer.call(move |w| w.apply_batch(ops)).await?
+        // The ops come back to be dropped here, not on the writer thread.
+        let (result, _spent) = self
+            .writer
+            .call(move |w| (w.apply_batch(&ops), ops))
+            .await?;
+        result
     }
 
     fn run_on_writer(&self, job: WriterJob) -> Result<(), WriterJob> {

@@ -15,6 +15,9 @@ pub(crate) const RUN_COLUMNS: &str = "rid, id, controller_id, goal, owner_sessio
     requester_origin, parent_id, current_step, state_json, wait_json, status, cancel_requested, \
     revision, created_at, updated_at, ended_at, lease_owner, lease_epoch, lease_expires_at";
 
+/// Where [`run_values`] puts the run's `revision`.
+pub(crate) const REVISION_VALUE: usize = 10;
+
 /// The run's mutable columns as SQL values, in [`RUN_COLUMNS`] order from `controller_id`.
 pub(crate) fn run_values(f: &Flow) -> [Sql; 17] {
     let text = |s: &Option<String>| s.clone().map_or(Sql::Null, Sql::Text);
@@ -175,4 +178,20 @@ pub(crate) fn decode_failure(run_id: Uuid, row: &Row<'_>) -> Result<FailureEntry
         error_json: opt_json(&at, "error_json", get(row, 3)?)?,
         at: time(&at, "at", get(row, 4)?)?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn revision_value_points_at_the_revision_column() {
+        let columns: Vec<&str> = RUN_COLUMNS.split(',').map(str::trim).skip(2).collect();
+        assert_eq!(columns[REVISION_VALUE], "revision");
+        assert_eq!(columns.len(), run_values(&sample()).len());
+    }
+
+    fn sample() -> Flow {
+        Flow::new("controller", "goal", "owner")
+    }
 }

@@ -7,10 +7,11 @@
 //! write-back stay pinned in the cache and are written (with a new mark) in
 //! the commit that makes the event tail long enough (see `heads.rs`).
 
+use chrono::Utc;
 use rusqlite::Connection;
 
 use super::checkpoint::Checkpoints;
-use super::codec::Kinds;
+use super::codec::{Kinds, micros};
 use super::fast_hash::{IdMap, IdSet};
 use super::heads::{fold_tail, write_heads, write_mark};
 use crate::store::error::StoreError;
@@ -113,9 +114,10 @@ impl Writer {
     }
 
     /// Applies `ops` in one transaction; see [`FlowStore::apply_batch`](crate::store::FlowStore::apply_batch).
+    /// Only reads them: the caller drops them, off this thread if it can.
     pub(crate) fn apply_batch(
         &mut self,
-        ops: Vec<WriteOp>,
+        ops: &[WriteOp],
     ) -> Result<Vec<Result<WriteOutcome, StoreError>>, StoreError> {
         let mut batch = Scratch::default();
         let (results, wrote_back) = match self.run_batch(ops, &mut batch) {
@@ -188,7 +190,7 @@ impl Writer {
     /// Runs the batch's transaction; also says whether it wrote heads back.
     fn run_batch(
         &mut self,
-        ops: Vec<WriteOp>,
+        ops: &[WriteOp],
         batch: &mut Scratch,
     ) -> Result<(Vec<Result<WriteOutcome, StoreError>>, bool), StoreError> {
         if let Some(checkpoints) = &self.checkpoints {
@@ -198,6 +200,7 @@ impl Writer {
         let mut results = Vec::with_capacity(ops.len());
         // One op's scratch, reused: no map allocation per op.
         let mut op_scratch = Scratch::default();
+        let now = micros(Utc::now());
         let mut insert_event = self
             .conn
             .prepare_cached(INSERT_EVENT)
@@ -208,7 +211,7 @@ impl Writer {
             // keep), so it needs no savepoint: a failed INSERT leaves nothing
             // behind. A terminal one also marks its run's outcome after the
             // INSERT, and the two must stand or fall together.
-            let savepoint = !matches!(&op, WriteOp::Append(ev)
+            let savepoint = !matches!(op, WriteOp::Append(ev)
                 if ev.event_id.is_none() && ev.kind.as_terminal().is_none());
             if savepoint {
                 self.exec("SAVEPOINT op")?;
@@ -220,6 +223,7 @@ impl Writer {
                 kinds: &self.kinds,
                 batch,
                 op: &mut op_scratch,
+                now,
             };
             let result = ctx.apply(op);
             if result.is_ok() {

@@ -5,7 +5,6 @@
 
 use std::sync::LazyLock;
 
-use chrono::Utc;
 use rusqlite::{CachedStatement, Connection, OptionalExtension, params};
 use uuid::Uuid;
 
@@ -17,7 +16,7 @@ use crate::store::records::{FailureEntry, Flow, FlowStep, StepOutput};
 use crate::store::sqlite::codec::{Kinds, MAX_TERMINAL_CODE, json_bytes, micros, payload};
 use crate::store::sqlite::fast_hash::IdMap;
 use crate::store::sqlite::read::event_by_cursor;
-use crate::store::sqlite::rows::run_values;
+use crate::store::sqlite::rows::{REVISION_VALUE, run_values};
 
 /// Appends an event row.
 pub(super) const INSERT_EVENT: &str = "INSERT INTO events(rid, seq, prev, kind, ekey, at, payload) \
@@ -31,6 +30,9 @@ pub(super) struct OpCtx<'a, 'c> {
     pub(super) kinds: &'a Kinds,
     pub(super) batch: &'a Scratch,
     pub(super) op: &'a mut Scratch,
+    /// The batch's time (µs since the epoch): every event it appends was
+    /// stored by the same commit, so they share one `at`, read once.
+    pub(super) now: i64,
 }
 
 static UPDATE_RUN: LazyLock<String> = LazyLock::new(|| {
@@ -84,13 +86,15 @@ impl OpCtx<'_, '_> {
         Ok(code)
     }
 
-    pub(super) fn apply(&mut self, op: WriteOp) -> Result<WriteOutcome, StoreError> {
+    /// Applies `op`, only reading it: the caller drops the batch's ops
+    /// where it likes (the journal does so off the writer thread).
+    pub(super) fn apply(&mut self, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
         match op {
             WriteOp::InsertRun { run, audit } => {
-                let id = run.id;
-                self.insert_run(&run)?;
+                self.insert_run(run)?;
                 let audit = audit
-                    .map(|kind| self.append(NewEvent::new(id, kind)))
+                    .as_ref()
+                    .map(|kind| self.append(&NewEvent::new(run.id, kind.clone())))
                     .transpose()?;
                 Ok(WriteOutcome::RunInserted { audit })
             }
@@ -99,19 +103,20 @@ impl OpCtx<'_, '_> {
                 expected_revision,
                 audit,
             } => {
-                let audit_event = NewEvent::new(run.id, audit);
+                let audit_event = NewEvent::new(run.id, audit.clone());
                 audit_event.validate()?;
-                let revision = self.update_run(run, expected_revision)?;
-                let audit = self.append(audit_event)?;
+                let revision = self.update_run(run, *expected_revision)?;
+                let audit = self.append(&audit_event)?;
                 Ok(WriteOutcome::RunUpdated { revision, audit })
             }
             WriteOp::Append(ev) => Ok(WriteOutcome::Appended(self.append(ev)?)),
             WriteOp::AppendBatch(evs) => Ok(WriteOutcome::BatchAppended(
-                evs.into_iter()
+                evs.iter()
                     .map(|ev| self.append(ev))
                     .collect::<Result<_, _>>()?,
             )),
             WriteOp::AppendTerminalIfAbsent { run_id, event } => {
+                let run_id = *run_id;
                 let head = self.head(run_id)?;
                 if let Some(cursor) = self.terminal_cursor(head.rid)? {
                     let existing =
@@ -120,14 +125,14 @@ impl OpCtx<'_, '_> {
                         existing,
                     )));
                 }
-                let appended = self.append(NewEvent::new(run_id, event))?;
+                let appended = self.append(&NewEvent::new(run_id, event.clone()))?;
                 Ok(WriteOutcome::Terminal(TerminalAppend::Appended(appended)))
             }
             WriteOp::RecordStepOutput(o) => self.record_output(o),
             WriteOp::RecordFailure(f) => self.record_failure(f),
             WriteOp::UpsertStep(step) => self.upsert_step(step),
             WriteOp::Atomic(ops) => Ok(WriteOutcome::Atomic(
-                ops.into_iter()
+                ops.iter()
                     .map(|op| self.apply(op))
                     .collect::<Result<_, _>>()?,
             )),
@@ -170,10 +175,11 @@ impl OpCtx<'_, '_> {
         Ok(())
     }
 
-    fn update_run(&mut self, mut run: Flow, expected: u64) -> Result<u64, StoreError> {
+    fn update_run(&mut self, run: &Flow, expected: u64) -> Result<u64, StoreError> {
         let head = self.head(run.id)?;
-        run.revision = expected + 1;
-        let mut values = run_values(&run).to_vec();
+        let revision = expected + 1;
+        let mut values = run_values(run).to_vec();
+        values[REVISION_VALUE] = (revision as i64).into();
         values.push(head.rid.into());
         values.push((expected as i64).into());
         let changed = self
@@ -193,7 +199,7 @@ impl OpCtx<'_, '_> {
                 actual: actual as u64,
             });
         }
-        Ok(run.revision)
+        Ok(revision)
     }
 
     fn terminal_cursor(&self, rid: i64) -> Result<Option<i64>, StoreError> {
@@ -214,7 +220,7 @@ impl OpCtx<'_, '_> {
             .map_err(sql("record run outcome"))
     }
 
-    fn append(&mut self, ev: NewEvent) -> Result<Appended, StoreError> {
+    fn append(&mut self, ev: &NewEvent) -> Result<Appended, StoreError> {
         ev.validate()?;
         let mut head = self.head(ev.run_id)?;
         if let Some(key) = &ev.event_id {
@@ -253,7 +259,7 @@ impl OpCtx<'_, '_> {
                 head.last_cursor,
                 code,
                 ev.event_id,
-                micros(Utc::now()),
+                self.now,
                 payload(&ev.kind),
             ])
             .map_err(sql("insert event"))?;
@@ -272,7 +278,7 @@ impl OpCtx<'_, '_> {
         })
     }
 
-    fn record_output(&mut self, o: StepOutput) -> Result<WriteOutcome, StoreError> {
+    fn record_output(&mut self, o: &StepOutput) -> Result<WriteOutcome, StoreError> {
         let head = self.head(o.run_id)?;
         let inserted = self
             .conn
@@ -296,7 +302,7 @@ impl OpCtx<'_, '_> {
         })
     }
 
-    fn record_failure(&mut self, f: FailureEntry) -> Result<WriteOutcome, StoreError> {
+    fn record_failure(&mut self, f: &FailureEntry) -> Result<WriteOutcome, StoreError> {
         let head = self.head(f.run_id)?;
         self.conn
             .prepare_cached(
@@ -315,7 +321,7 @@ impl OpCtx<'_, '_> {
         Ok(WriteOutcome::FailureRecorded)
     }
 
-    fn upsert_step(&mut self, mut step: FlowStep) -> Result<WriteOutcome, StoreError> {
+    fn upsert_step(&mut self, step: &FlowStep) -> Result<WriteOutcome, StoreError> {
         let head = self.head(step.flow_id)?;
         let (id, child, created): (Vec<u8>, Option<String>, i64) = self
             .conn
@@ -346,6 +352,7 @@ impl OpCtx<'_, '_> {
                 )
             })
             .map_err(sql("upsert step"))?;
+        let mut step = step.clone();
         step.id = Uuid::from_slice(&id).unwrap_or(step.id);
         step.child_session_key = child;
         step.created_at =
