@@ -27,6 +27,7 @@
 
 use std::path::Path;
 
+use rusqlite::config::DbConfig;
 use rusqlite::{Connection, ErrorCode, OpenFlags};
 
 use super::SqliteConfig;
@@ -185,6 +186,7 @@ pub(crate) fn open_writer(path: &Path, config: &SqliteConfig) -> Result<Connecti
     .map_err(classify(path, "open"))?;
     conn.busy_timeout(config.busy_timeout)
         .map_err(classify(path, "busy_timeout"))?;
+    stable_plans(&conn, path)?;
     let version: i64 = conn
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .map_err(classify(path, "read schema version"))?;
@@ -226,7 +228,23 @@ pub(crate) fn open_reader(path: &Path, config: &SqliteConfig) -> Result<Connecti
     let conn = Connection::open_with_flags(path, flags).map_err(classify(path, "open reader"))?;
     conn.busy_timeout(config.busy_timeout)
         .map_err(classify(path, "busy_timeout"))?;
+    stable_plans(&conn, path)?;
     Ok(conn)
+}
+
+/// Turns on SQLite's query planner stability guarantee. Without it, the
+/// bundled build (`SQLITE_ENABLE_STAT4`) marks statements such as "the run
+/// whose id is ?1" for recompiling whenever a new value is bound, as the
+/// value might change the plan: ~60-70k instructions each time the writer
+/// or a reader looks up another run. Every query here is a point or range
+/// look-up on a key, whose plan no bound value changes.
+fn stable_plans(conn: &Connection, path: &Path) -> Result<(), StoreError> {
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)
+        .map(|_| ())
+        .map_err(classify(
+            path,
+            "enable the query planner stability guarantee",
+        ))
 }
 
 fn check_integrity(

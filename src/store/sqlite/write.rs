@@ -249,3 +249,49 @@ impl Writer {
 fn sql(op: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
     StoreError::sqlite(op)
 }
+
+#[cfg(test)]
+mod tests {
+    use rusqlite::StatementStatus;
+
+    use super::ops::SELECT_HEAD;
+    use super::*;
+    use crate::store::events::{EventKind, NewEvent};
+    use crate::store::records::Flow;
+    use crate::store::sqlite::SqliteConfig;
+    use crate::store::sqlite::schema::open_writer;
+
+    #[test]
+    fn looking_up_runs_does_not_recompile_the_statement() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.db");
+        let config = SqliteConfig::default();
+        let runs: Vec<Flow> = (0..4).map(|_| Flow::new("c", "g", "o")).collect();
+        let mut writer = Writer::new(open_writer(&path, &config).unwrap(), None, 4096).unwrap();
+        let inserts: Vec<WriteOp> = runs
+            .iter()
+            .map(|run| WriteOp::InsertRun {
+                run: run.clone(),
+                audit: None,
+            })
+            .collect();
+        writer.apply_batch(&inserts).unwrap();
+        drop(writer);
+        // A fresh writer has no heads cached: it looks each run up.
+        let mut writer = Writer::new(open_writer(&path, &config).unwrap(), None, 4096).unwrap();
+        let appends: Vec<WriteOp> = runs
+            .iter()
+            .map(|run| {
+                WriteOp::Append(NewEvent::new(
+                    run.id,
+                    EventKind::custom("tick", serde_json::json!(1)),
+                ))
+            })
+            .collect();
+        for result in writer.apply_batch(&appends).unwrap() {
+            result.unwrap();
+        }
+        let statement = writer.conn.prepare_cached(SELECT_HEAD).unwrap();
+        assert_eq!(statement.get_status(StatementStatus::RePrepare), 0);
+    }
+}

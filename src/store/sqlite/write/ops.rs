@@ -22,6 +22,10 @@ use crate::store::sqlite::rows::{REVISION_VALUE, run_values};
 pub(super) const INSERT_EVENT: &str = "INSERT INTO events(rid, seq, prev, kind, ekey, at, payload) \
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
 
+/// A run's head (`rid`, last sequence, last cursor) by its id.
+pub(super) const SELECT_HEAD: &str = "SELECT h.rid, h.last_seq, h.last_cursor FROM runs r \
+     JOIN run_heads h ON h.rid = r.rid WHERE r.id = ?1";
+
 pub(super) struct OpCtx<'a, 'c> {
     pub(super) conn: &'c Connection,
     /// [`INSERT_EVENT`], prepared once per batch.
@@ -58,10 +62,7 @@ impl OpCtx<'_, '_> {
         }
         let head = self
             .conn
-            .prepare_cached(
-                "SELECT h.rid, h.last_seq, h.last_cursor FROM runs r \
-                 JOIN run_heads h ON h.rid = r.rid WHERE r.id = ?1",
-            )
+            .prepare_cached(SELECT_HEAD)
             .and_then(|mut s| {
                 s.query_row([run_id.as_bytes()], |r| {
                     Ok(Head {
