@@ -88,20 +88,22 @@ pub struct SqliteConfig {
     /// pages). Commits never run a checkpoint themselves. 0 counts as 1.
     pub checkpoint_pages: u32,
     /// WAL size, in pages, from which the writer lets the WAL restart from
-    /// its beginning: after the first background pass that ends with the WAL
+    /// its beginning. After the first background pass that ends with the WAL
     /// at least this long, the writer copies the pages committed during the
-    /// pass before its next commit (a database `fsync` every write queued
-    /// behind it waits for) and that commit restarts the WAL. Larger means
-    /// fewer such stalls, a larger WAL file and a longer replay after a
-    /// crash. The WAL holds about `max(wal_restart_pages, checkpoint_pages)
-    /// + checkpoint_pages` pages at most (more only while a reader's snapshot
-    /// or one larger transaction holds it back), and the store allocates the
+    /// pass before its next commit (a database `fsync` that every write
+    /// queued behind it waits for), and that commit restarts the WAL. Larger
+    /// means fewer such stalls, a larger WAL file and a longer replay after a
+    /// crash. A value at or below `checkpoint_pages` restarts the WAL after
+    /// every pass.
+    ///
+    /// The WAL holds at most about `checkpoint_pages` plus the larger of the
+    /// two settings, in pages (more only while a reader's snapshot or a
+    /// single larger transaction holds it back). The store allocates the
     /// `-wal` file to that size when it opens, so that commits overwrite
-    /// allocated blocks instead of growing the file: with the defaults and
-    /// 4 KiB pages, 20.6 MB of disk, all of it read again at the next open
-    /// after a crash (SQLite deletes the file when the store closes cleanly).
-    /// A value at or below `checkpoint_pages` restarts the WAL after every
-    /// pass.
+    /// allocated blocks instead of growing the file: with the defaults and 4
+    /// KiB pages, 5000 frames or 20.6 MB of disk, all of which SQLite reads
+    /// again at the next open after a crash. SQLite deletes the file when the
+    /// store closes cleanly.
     pub wal_restart_pages: u32,
     /// How many events may be committed before the per-run counters
     /// (`run_heads`) are written back to disk. Until then the writer holds
