@@ -160,8 +160,8 @@ fn preallocate_wal(
     let page_size: i64 = writer
         .pragma_query_value(None, "page_size", |r| r.get(0))
         .map_err(classify(path, "read page size"))?;
-    let frames = u64::from(config.wal_restart_pages.max(config.checkpoint_pages))
-        + u64::from(config.checkpoint_pages);
+    let pass = config.checkpoint_pages.max(1);
+    let frames = u64::from(config.wal_restart_pages.max(pass)) + u64::from(pass);
     let len = wal_file::wal_bytes(frames, u64::try_from(page_size).unwrap_or(0));
     let started = Instant::now();
     let added =
@@ -170,13 +170,18 @@ fn preallocate_wal(
             op: "preallocate WAL file",
             source: e.into(),
         })?;
-    tracing::debug!(
-        path = %path.display(),
-        len,
-        added,
-        micros = started.elapsed().as_micros() as u64,
-        "wal file preallocated"
-    );
+    match added {
+        Some(added) => tracing::debug!(
+            path = %path.display(),
+            len,
+            added,
+            micros = started.elapsed().as_micros() as u64,
+            "wal file preallocated"
+        ),
+        // SQLite opens the WAL while the writer connection is opened, so
+        // this is not expected; commits then grow the file as they go.
+        None => tracing::warn!(path = %path.display(), "no WAL file at open; not preallocated"),
+    }
     Ok(())
 }
 

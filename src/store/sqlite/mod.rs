@@ -101,9 +101,9 @@ pub struct SqliteConfig {
     /// single larger transaction holds it back). The store allocates the
     /// `-wal` file to that size when it opens, so that commits overwrite
     /// allocated blocks instead of growing the file: with the defaults and 4
-    /// KiB pages, 5000 frames or 20.6 MB of disk, all of which SQLite reads
-    /// again at the next open after a crash. SQLite deletes the file when the
-    /// store closes cleanly.
+    /// KiB pages, 5000 frames or 20.6 MB of disk. After a crash, the next
+    /// open reads the WAL's valid frames again (at most that much) before
+    /// its first query; a clean close checkpoints and deletes the file.
     pub wal_restart_pages: u32,
     /// How many events may be committed before the per-run counters
     /// (`run_heads`) are written back to disk. Until then the writer holds

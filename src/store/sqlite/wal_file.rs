@@ -47,12 +47,17 @@ pub(crate) fn wal_bytes(frames: u64, page_size: u64) -> u64 {
 
 /// Extends the existing file at `path` with zeros up to `len` bytes and syncs
 /// it; bytes already in the file are left alone. Returns how many bytes it
-/// added (0 when the file already has `len` bytes).
-pub(crate) fn preallocate(path: &Path, len: u64) -> io::Result<u64> {
-    let file = OpenOptions::new().write(true).open(path)?;
+/// added (0 when the file already has `len` bytes), or `None` when there is
+/// no file: it is SQLite's to create, with its own permissions.
+pub(crate) fn preallocate(path: &Path, len: u64) -> io::Result<Option<u64>> {
+    let file = match OpenOptions::new().write(true).open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
     let start = file.metadata()?.len();
     if start >= len {
-        return Ok(0);
+        return Ok(Some(0));
     }
     let zeros = vec![0u8; ZEROS];
     let mut at = start;
@@ -62,7 +67,7 @@ pub(crate) fn preallocate(path: &Path, len: u64) -> io::Result<u64> {
         at += n as u64;
     }
     file.sync_all()?;
-    Ok(len - start)
+    Ok(Some(len - start))
 }
 
 #[cfg(test)]
@@ -77,7 +82,7 @@ mod tests {
         let path = dir.path().join("db-wal");
         std::fs::write(&path, b"frames").expect("write");
         let len = wal_bytes(100, 4096);
-        assert_eq!(preallocate(&path, len).expect("preallocate"), len - 6);
+        assert_eq!(preallocate(&path, len).expect("preallocate"), Some(len - 6));
         let meta = std::fs::metadata(&path).expect("metadata");
         assert_eq!(meta.len(), len);
         // Allocated, not sparse: `blocks` counts 512-byte units on disk.
@@ -85,16 +90,16 @@ mod tests {
         let bytes = std::fs::read(&path).expect("read");
         assert_eq!(&bytes[..6], b"frames");
         assert!(bytes[6..].iter().all(|&b| b == 0));
-        assert_eq!(preallocate(&path, len).expect("again"), 0);
-        assert_eq!(preallocate(&path, 10).expect("smaller"), 0);
+        assert_eq!(preallocate(&path, len).expect("again"), Some(0));
+        assert_eq!(preallocate(&path, 10).expect("smaller"), Some(0));
         assert_eq!(std::fs::metadata(&path).expect("metadata").len(), len);
     }
 
     #[test]
-    fn a_missing_file_is_an_error_not_created() {
+    fn a_missing_file_is_not_created() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("absent-wal");
-        assert!(preallocate(&path, 4096).is_err());
+        assert_eq!(preallocate(&path, 4096).expect("preallocate"), None);
         assert!(!path.exists());
     }
 
