@@ -84,8 +84,10 @@ pub struct SqliteConfig {
     /// How long a connection waits for a lock held by another connection.
     pub busy_timeout: Duration,
     /// Pages committed to the WAL after which a background thread copies
-    /// them into the database file (SQLite's own default threshold is 1000
-    /// pages). Commits never run a checkpoint themselves. 0 counts as 1.
+    /// them into the database file; 2000 by default (SQLite's own threshold
+    /// is 1000 pages, but fewer, larger passes slow fewer commits: see
+    /// `BENCHMARKS.md`). Commits never run a checkpoint themselves. 0 counts
+    /// as 1.
     pub checkpoint_pages: u32,
     /// WAL size, in pages, from which the writer lets the WAL restart from
     /// its beginning. After the first background pass that ends with the WAL
@@ -101,7 +103,7 @@ pub struct SqliteConfig {
     /// single larger transaction holds it back). The store allocates the
     /// `-wal` file to that size when it opens, so that commits overwrite
     /// allocated blocks instead of growing the file: with the defaults and 4
-    /// KiB pages, 5000 frames or 20.6 MB of disk. After a crash, the next
+    /// KiB pages, 6000 frames or 24.7 MB of disk. After a crash, the next
     /// open reads the WAL's valid frames again (at most that much) before
     /// its first query; a clean close checkpoints and deletes the file.
     pub wal_restart_pages: u32,
@@ -121,7 +123,7 @@ impl Default for SqliteConfig {
             synchronous: Synchronous::Full,
             integrity_check: IntegrityCheck::Quick,
             busy_timeout: Duration::from_secs(5),
-            checkpoint_pages: 1000,
+            checkpoint_pages: 2000,
             wal_restart_pages: 4000,
             heads_write_back_events: 4096,
         }
