@@ -3,7 +3,10 @@
 //! moment, reopens the database and checks that every acknowledged event is
 //! there, every run's own log matches the global log, no run has two
 //! terminal events, the file passes `PRAGMA integrity_check`, and recovery
-//! gives every terminal run its event.
+//! gives every terminal run its event. Every other child runs with a WAL
+//! small enough to restart many times before it is killed, so that recovery
+//! also reads restarted, preallocated WAL files (older frames after the
+//! valid ones).
 //!
 //! One binary plays both roles (`harness = false`): with `TROUPE_CRASH_CHILD`
 //! set it is the child.
@@ -24,6 +27,8 @@ use troupe::store::{
 use uuid::Uuid;
 
 const CHILD_ENV: &str = "TROUPE_CRASH_CHILD";
+/// Set for a child that runs with [`small_wal`].
+const SMALL_WAL_ENV: &str = "TROUPE_CRASH_SMALL_WAL";
 const KILLS: usize = 24;
 const WRITERS: usize = 8;
 
@@ -50,6 +55,15 @@ fn main() {
     }
 }
 
+/// Background passes every 8 pages and a restart every ~48.
+fn small_wal() -> SqliteConfig {
+    SqliteConfig {
+        checkpoint_pages: 8,
+        wal_restart_pages: 48,
+        ..SqliteConfig::default()
+    }
+}
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -62,7 +76,15 @@ fn runtime() -> tokio::runtime::Runtime {
 /// terminal status and terminalizes, printing each acknowledged step.
 fn child(path: PathBuf) {
     runtime().block_on(async move {
-        let store = Arc::new(SqliteStore::open(&path).await.expect("child open"));
+        let config = match std::env::var_os(SMALL_WAL_ENV) {
+            Some(_) => small_wal(),
+            None => SqliteConfig::default(),
+        };
+        let store = Arc::new(
+            SqliteStore::open_with(&path, config)
+                .await
+                .expect("child open"),
+        );
         let (journal, _report) = JournalHandle::open(store, JournalConfig::default(), None)
             .await
             .expect("journal open");
@@ -146,7 +168,11 @@ fn parent() {
     let rt = runtime();
     for round in 0..KILLS {
         let kill_after = rng.below(400) as usize;
-        let mut child = Command::new(&exe)
+        let mut command = Command::new(&exe);
+        if round % 2 == 1 {
+            command.env(SMALL_WAL_ENV, "1");
+        }
+        let mut child = command
             .env(CHILD_ENV, &path)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

@@ -2,7 +2,8 @@
 //! default), with one dedicated thread for the writer connection and one for
 //! a read-only connection, so reads never queue behind writes and SQLite
 //! never blocks a tokio worker, plus a checkpointer thread that keeps WAL
-//! checkpoints out of commits (`checkpoint.rs`).
+//! checkpoints out of commits (`checkpoint.rs`) and a WAL file allocated at
+//! open to the size it reaches between restarts (`wal_file.rs`).
 
 mod checkpoint;
 mod codec;
@@ -12,6 +13,7 @@ mod read;
 mod rows;
 mod schema;
 mod thread;
+mod wal_file;
 mod write;
 
 use std::path::{Path, PathBuf};
@@ -81,10 +83,30 @@ pub struct SqliteConfig {
     pub integrity_check: IntegrityCheck,
     /// How long a connection waits for a lock held by another connection.
     pub busy_timeout: Duration,
-    /// WAL size, in pages, past which a background thread checkpoints the WAL
-    /// into the database file (SQLite's own default threshold is 1000 pages).
-    /// Commits never run a checkpoint themselves.
+    /// Pages committed to the WAL after which a background thread copies
+    /// them into the database file; 2000 by default (SQLite's own threshold
+    /// is 1000 pages, but fewer, larger passes slow fewer commits: see
+    /// `BENCHMARKS.md`). Commits never run a checkpoint themselves. 0 counts
+    /// as 1.
     pub checkpoint_pages: u32,
+    /// WAL size, in pages, from which the writer lets the WAL restart from
+    /// its beginning. After the first background pass that ends with the WAL
+    /// at least this long, the writer copies the pages committed during the
+    /// pass before its next commit (a database `fsync` that every write
+    /// queued behind it waits for), and that commit restarts the WAL. Larger
+    /// means fewer such stalls, a larger WAL file and a longer replay after a
+    /// crash. A value at or below `checkpoint_pages` restarts the WAL after
+    /// every pass.
+    ///
+    /// The WAL holds at most about `checkpoint_pages` plus the larger of the
+    /// two settings, in pages (more only while a reader's snapshot or a
+    /// single larger transaction holds it back). The store allocates the
+    /// `-wal` file to that size when it opens, so that commits overwrite
+    /// allocated blocks instead of growing the file: with the defaults and 4
+    /// KiB pages, 6000 frames or 24.7 MB of disk. After a crash, the next
+    /// open reads the WAL's valid frames again (at most that much) before
+    /// its first query; a clean close checkpoints and deletes the file.
+    pub wal_restart_pages: u32,
     /// How many events may be committed before the per-run counters
     /// (`run_heads`) are written back to disk. Until then the writer holds
     /// them in memory, and reads and the next open rebuild them from the
@@ -101,7 +123,8 @@ impl Default for SqliteConfig {
             synchronous: Synchronous::Full,
             integrity_check: IntegrityCheck::Quick,
             busy_timeout: Duration::from_secs(5),
-            checkpoint_pages: 1000,
+            checkpoint_pages: 2000,
+            wal_restart_pages: 4000,
             heads_write_back_events: 4096,
         }
     }
