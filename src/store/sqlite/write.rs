@@ -47,6 +47,15 @@ struct Scratch {
 }
 
 impl Scratch {
+    /// Room for the runs of `ops` ops (one each at most, for plain
+    /// appends), so the batch's map never grows while the batch runs.
+    fn for_ops(ops: usize) -> Scratch {
+        Scratch {
+            heads: IdMap::with_capacity_and_hasher(ops, Default::default()),
+            ..Scratch::default()
+        }
+    }
+
     /// Moves an op's changes into the batch, leaving `op` empty (with its
     /// capacity, for the next op).
     fn absorb(&mut self, op: &mut Scratch) {
@@ -119,7 +128,7 @@ impl Writer {
         &mut self,
         ops: &[WriteOp],
     ) -> Result<Vec<Result<WriteOutcome, StoreError>>, StoreError> {
-        let mut batch = Scratch::default();
+        let mut batch = Scratch::for_ops(ops.len());
         let (results, wrote_back) = match self.run_batch(ops, &mut batch) {
             Ok(done) => done,
             Err(e) => {
