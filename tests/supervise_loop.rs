@@ -134,6 +134,25 @@ both_kinds! {
     }
 }
 
+// Actions that answer `execute_now` run there, in their place in the batch,
+// and a panic there is caught like any other action's.
+both_kinds! {
+    #[tokio::test]
+    async fn actions_answered_now_run_in_place_and_their_panics_are_caught<K>() {
+        let script = Script::new([Step::Go(Ev::Quick), Step::Terminate]);
+        let done = K::run(K::make(script.clone()), St::Running, Ctx::default()).await.unwrap();
+        assert_eq!(done.state, St::Running);
+        assert_eq!(done.context.log, ["now: quick", "then slow"]);
+        assert!(script.observed().failures.is_empty());
+
+        let script = Script::new([Step::Go(Ev::PanickyNow), Step::Terminate]);
+        let done = K::run(K::make(script.clone()), St::Running, Ctx::default()).await.unwrap();
+        let failure = "action 0 of 2 failed (1 later action(s) dropped): panicked: execute_now exploded";
+        assert_eq!(done.state, failed(failure));
+        assert_eq!(done.context.log, [format!("failure: {failure}")]);
+    }
+}
+
 // Rule 5: a panicking entry hook of the initial state is caught too.
 both_kinds! {
     #[tokio::test]

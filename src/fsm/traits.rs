@@ -86,7 +86,10 @@ pub trait FsmAction: Send + Sync {
     /// plain synchronous work (count, record, `try_send`) pays an allocation
     /// per run; answering here spares it. Answer per value: an enum can run
     /// some variants here and leave the others to `execute`. When this
-    /// returns `Some`, `execute` is not called for that run.
+    /// returns `Some`, `execute` is not called for that run: both of
+    /// troupe's runners ([`execute_actions`](super::StateMachine::execute_actions)
+    /// and the supervised drive loop of [`crate::supervise`], which also
+    /// catches a panic here) ask this first.
     ///
     /// ```
     /// use async_trait::async_trait;

@@ -366,13 +366,21 @@ impl<T: Supervised<K>, K> Driver<T, K> {
         }
     }
 
-    /// Runs `actions` in order, each guarded against panics; stops at the
-    /// first failure and returns its description (later actions are dropped,
-    /// which is traced with their number).
+    /// Runs `actions` in order, each guarded against panics: through
+    /// [`FsmAction::execute_now`] when it answers there, else by awaiting
+    /// [`FsmAction::execute`], as `StateMachine::execute_actions` does; stops
+    /// at the first failure and returns its description (later actions are
+    /// dropped, which is traced with their number).
     async fn run_actions(&mut self, actions: Vec<T::Action>) -> Result<(), String> {
         let total = actions.len();
         for (index, action) in actions.iter().enumerate() {
-            let message = match catching(action.execute(&mut self.context)).await {
+            let context = &mut self.context;
+            let result = match catching_sync(|| action.execute_now(context)) {
+                Ok(Some(result)) => Ok(result),
+                Ok(None) => catching(action.execute(context)).await,
+                Err(panic) => Err(panic),
+            };
+            let message = match result {
                 Ok(Ok(())) => continue,
                 Ok(Err(FsmError::ActionFailed { message, .. })) => message,
                 Ok(Err(other)) => other.to_string(),

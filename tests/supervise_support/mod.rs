@@ -43,6 +43,10 @@ pub enum Ev {
     BadActions,
     /// Self-transition in `Running` whose action panics.
     PanickyAction,
+    /// Self-transition in `Running` whose first action answers `execute_now`.
+    Quick,
+    /// Self-transition in `Running` whose first action panics in `execute_now`.
+    PanickyNow,
     /// Its handler panics, in any state.
     Explode,
     /// Handled nowhere.
@@ -64,6 +68,10 @@ pub enum Act {
     Record(String),
     Boom(&'static str),
     Panic,
+    /// Recorded by `execute_now`; its `execute` must never run.
+    Now(&'static str),
+    /// Panics in `execute_now`.
+    PanicNow,
 }
 
 #[async_trait]
@@ -77,6 +85,21 @@ impl FsmAction for Act {
             }
             Act::Boom(why) => Err(FsmError::action(why)),
             Act::Panic => panic!("action exploded"),
+            Act::Now(what) => Err(FsmError::action(format!(
+                "`execute` ran for {what}, which `execute_now` answers"
+            ))),
+            Act::PanicNow => Err(FsmError::action("`execute` ran for PanicNow")),
+        }
+    }
+
+    fn execute_now(&self, ctx: &mut Ctx) -> Option<Result<(), FsmError>> {
+        match self {
+            Act::Now(what) => {
+                ctx.log.push(format!("now: {what}"));
+                Some(Ok(()))
+            }
+            Act::PanicNow => panic!("execute_now exploded"),
+            _ => None,
         }
     }
 }
@@ -105,6 +128,12 @@ pub fn machine(initial: St) -> StateMachine<St, Ev, Ctx, Act> {
             });
             on Ev::PanickyAction => |_, _, _| Box::pin(async {
                 Ok(Transition::to(St::Running).with_actions([Act::Panic, record("after panic")]))
+            });
+            on Ev::Quick => |_, _, _| Box::pin(async {
+                Ok(Transition::to(St::Running).with_actions([Act::Now("quick"), record("then slow")]))
+            });
+            on Ev::PanickyNow => |_, _, _| Box::pin(async {
+                Ok(Transition::to(St::Running).with_actions([Act::PanicNow, record("after panic")]))
             });
         }
         state St::Paused {
