@@ -7,6 +7,8 @@
 //! store is open: what a killed process leaves on disk (no checkpoint at
 //! close, no `-shm`). `tests/journal_crash.rs` kills real processes.
 
+#![cfg(unix)] // reads the WAL file's allocated blocks (`MetadataExt::blocks`)
+
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 

@@ -86,7 +86,7 @@ impl Checkpoints {
         path: &Path,
         config: &SqliteConfig,
     ) -> Result<Checkpoints, StoreError> {
-        preallocate_wal(writer, path, config)?;
+        preallocate_wal(writer, path, config);
         let conn = open_checkpointer(path, config)?;
         let shared = Arc::new(Shared {
             phase: AtomicU8::new(IDLE),
@@ -157,26 +157,33 @@ impl Checkpoints {
 
 /// Extends the writer's WAL file to `max(wal_restart_pages,
 /// checkpoint_pages) + checkpoint_pages` frames (see the module docs).
-fn preallocate_wal(
-    writer: &Connection,
-    path: &Path,
-    config: &SqliteConfig,
-) -> Result<(), StoreError> {
-    let page_size: i64 = writer
-        .pragma_query_value(None, "page_size", |r| r.get(0))
-        .map_err(classify(path, "read page size"))?;
+fn preallocate_wal(writer: &Connection, path: &Path, config: &SqliteConfig) {
     let pass = config.checkpoint_pages.max(1);
     let frames = u64::from(config.wal_restart_pages.max(pass)) + u64::from(pass);
-    let len = wal_file::wal_bytes(frames, u64::try_from(page_size).unwrap_or(0));
     let started = Instant::now();
-    let added =
-        wal_file::preallocate(&wal_file::wal_path(path), len).map_err(|e| StoreError::Io {
-            path: path.to_owned(),
-            op: "preallocate WAL file",
-            source: e.into(),
-        })?;
-    match added {
-        Some(added) => tracing::debug!(
+    // Under the WAL's write lock: no other connection, in this process or
+    // another, appends frames between our reading the file's length and
+    // our zeros landing past it.
+    let allocated = writer
+        .execute_batch("BEGIN IMMEDIATE")
+        .map_err(|e| e.to_string())
+        .and_then(|()| {
+            let page_size: u64 = writer
+                .pragma_query_value(None, "page_size", |r| r.get::<_, i64>(0))
+                .map_err(|e| e.to_string())?
+                .try_into()
+                .unwrap_or(0);
+            let len = wal_file::target_len(frames, page_size);
+            wal_file::preallocate(&wal_file::wal_path(path), len)
+                .map(|added| (len, added))
+                .map_err(|e| e.to_string())
+        });
+    let _ = writer.execute_batch("ROLLBACK");
+    // Only a speed-up: a store that cannot allocate ahead (no space, no
+    // permission, a lock held elsewhere) still opens, and its commits grow
+    // the file as they go, as SQLite's own do.
+    match allocated {
+        Ok((len, Some(added))) => tracing::debug!(
             path = %path.display(),
             len,
             added,
@@ -184,10 +191,16 @@ fn preallocate_wal(
             "wal file preallocated"
         ),
         // SQLite opens the WAL while the writer connection is opened, so
-        // this is not expected; commits then grow the file as they go.
-        None => tracing::warn!(path = %path.display(), "no WAL file at open; not preallocated"),
+        // this is not expected.
+        Ok((_, None)) => {
+            tracing::warn!(path = %path.display(), "no WAL file at open; not preallocated")
+        }
+        Err(error) => tracing::warn!(
+            path = %path.display(),
+            %error,
+            "could not preallocate the WAL file; commits will grow it"
+        ),
     }
-    Ok(())
 }
 
 /// Runs `wal_checkpoint(PASSIVE)`: (busy flag, WAL frames, frames copied).

@@ -103,7 +103,10 @@ pub struct SqliteConfig {
     /// single larger transaction holds it back). The store allocates the
     /// `-wal` file to that size when it opens, so that commits overwrite
     /// allocated blocks instead of growing the file: with the defaults and 4
-    /// KiB pages, 6000 frames or 24.7 MB of disk. After a crash, the next
+    /// KiB pages, 6000 frames or 24.7 MB of disk (at most 256 MiB is
+    /// allocated ahead, whatever the settings; a store that cannot allocate
+    /// it, e.g. for lack of space, opens anyway and logs a warning, and its
+    /// commits grow the file as they go). After a crash, the next
     /// open reads the WAL's valid frames again (at most that much) before
     /// its first query; a clean close checkpoints and deletes the file.
     pub wal_restart_pages: u32,

@@ -25,12 +25,16 @@
 //! another process runs with `TRUNCATE` only costs speed until the reopen.
 
 use std::fs::OpenOptions;
-use std::io;
-use std::os::unix::fs::FileExt;
+use std::io::{self, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 /// Zeros written per call while extending.
 const ZEROS: usize = 256 * 1024;
+
+/// The most the store allocates ahead (256 MiB): a larger WAL setting grows
+/// the file past this as commits need it, rather than writing gigabytes of
+/// zeros at every open.
+pub(crate) const MAX_PREALLOCATED_BYTES: u64 = 256 * 1024 * 1024;
 
 /// The WAL file SQLite keeps beside the database at `db`.
 pub(crate) fn wal_path(db: &Path) -> PathBuf {
@@ -45,12 +49,19 @@ pub(crate) fn wal_bytes(frames: u64, page_size: u64) -> u64 {
     32 + frames * (24 + page_size)
 }
 
+/// The length to allocate the WAL file to for `frames` frames of
+/// `page_size`-byte pages, at most [`MAX_PREALLOCATED_BYTES`].
+pub(crate) fn target_len(frames: u64, page_size: u64) -> u64 {
+    wal_bytes(frames, page_size).min(MAX_PREALLOCATED_BYTES)
+}
+
 /// Extends the existing file at `path` with zeros up to `len` bytes and syncs
-/// it; bytes already in the file are left alone. Returns how many bytes it
+/// it; bytes already in the file are left alone. The caller holds the WAL's
+/// write lock, so nobody appends frames past the length read here. Returns how many bytes it
 /// added (0 when the file already has `len` bytes), or `None` when there is
 /// no file: it is SQLite's to create, with its own permissions.
 pub(crate) fn preallocate(path: &Path, len: u64) -> io::Result<Option<u64>> {
-    let file = match OpenOptions::new().write(true).open(path) {
+    let mut file = match OpenOptions::new().write(true).open(path) {
         Ok(file) => file,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
@@ -60,10 +71,11 @@ pub(crate) fn preallocate(path: &Path, len: u64) -> io::Result<Option<u64>> {
         return Ok(Some(0));
     }
     let zeros = vec![0u8; ZEROS];
+    file.seek(SeekFrom::Start(start))?;
     let mut at = start;
     while at < len {
         let n = usize::try_from(len - at).map_or(ZEROS, |left| left.min(ZEROS));
-        file.write_all_at(&zeros[..n], at)?;
+        file.write_all(&zeros[..n])?;
         at += n as u64;
     }
     file.sync_all()?;
@@ -72,8 +84,6 @@ pub(crate) fn preallocate(path: &Path, len: u64) -> io::Result<Option<u64>> {
 
 #[cfg(test)]
 mod tests {
-    use std::os::unix::fs::MetadataExt;
-
     use super::*;
 
     #[test]
@@ -86,13 +96,26 @@ mod tests {
         let meta = std::fs::metadata(&path).expect("metadata");
         assert_eq!(meta.len(), len);
         // Allocated, not sparse: `blocks` counts 512-byte units on disk.
-        assert!(meta.blocks() * 512 >= len, "{} blocks", meta.blocks());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt;
+            assert!(meta.blocks() * 512 >= len, "{} blocks", meta.blocks());
+        }
         let bytes = std::fs::read(&path).expect("read");
         assert_eq!(&bytes[..6], b"frames");
         assert!(bytes[6..].iter().all(|&b| b == 0));
         assert_eq!(preallocate(&path, len).expect("again"), Some(0));
         assert_eq!(preallocate(&path, 10).expect("smaller"), Some(0));
         assert_eq!(std::fs::metadata(&path).expect("metadata").len(), len);
+    }
+
+    #[test]
+    fn the_allocation_is_capped() {
+        assert_eq!(target_len(6000, 4096), wal_bytes(6000, 4096));
+        assert_eq!(
+            target_len(u64::from(u32::MAX) * 2, 65536),
+            MAX_PREALLOCATED_BYTES
+        );
     }
 
     #[test]
