@@ -113,4 +113,25 @@ impl FsmError {
     pub fn unhandled(state: &'static str, event: &'static str) -> Self {
         FsmError::UnhandledEvent { state, event }
     }
+
+    /// Action `index` of a batch of `total` failed with `message`; the
+    /// actions after it are dropped. Every runner of action batches reports
+    /// a failure with this, so they all word it alike.
+    pub(crate) fn in_batch(message: String, index: usize, total: usize) -> Self {
+        FsmError::ActionFailed {
+            index,
+            total,
+            dropped: total - index - 1,
+            message,
+        }
+    }
+
+    /// What an action that returned this error reported: its own message
+    /// for an action failure, else the error's text.
+    pub(crate) fn into_action_message(self) -> String {
+        match self {
+            FsmError::ActionFailed { message, .. } => message,
+            other => other.to_string(),
+        }
+    }
 }

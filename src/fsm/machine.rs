@@ -360,18 +360,9 @@ where
 #[cold]
 #[inline(never)]
 fn action_failed(error: FsmError, index: usize, total: usize) -> Box<FsmError> {
-    let dropped = total - index - 1;
-    let message = match error {
-        FsmError::ActionFailed { message, .. } => message,
-        other => other.to_string(),
-    };
-    tracing::warn!(index, total, dropped, %message, "action failed; later actions dropped");
-    Box::new(FsmError::ActionFailed {
-        index,
-        total,
-        dropped,
-        message,
-    })
+    let failure = FsmError::in_batch(error.into_action_message(), index, total);
+    tracing::warn!(%failure, "action failed; later actions dropped");
+    Box::new(failure)
 }
 
 impl<S: fmt::Debug, E, C, A> fmt::Debug for StateMachine<S, E, C, A> {

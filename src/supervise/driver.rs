@@ -382,17 +382,11 @@ impl<T: Supervised<K>, K> Driver<T, K> {
             };
             let message = match result {
                 Ok(Ok(())) => continue,
-                Ok(Err(FsmError::ActionFailed { message, .. })) => message,
-                Ok(Err(other)) => other.to_string(),
+                Ok(Err(error)) => error.into_action_message(),
                 Err(panic) => format!("panicked: {panic}"),
             };
             // Same wording as `StateMachine::execute_actions`, plus panics.
-            let failure = FsmError::ActionFailed {
-                dropped: total - index - 1,
-                index,
-                total,
-                message,
-            };
+            let failure = FsmError::in_batch(message, index, total);
             tracing::warn!(%failure, "action failed; the rest of its batch is dropped");
             return Err(failure.to_string());
         }
