@@ -49,7 +49,7 @@ async fn prepare(path: &Path, runs: usize) -> Vec<Flow> {
     let ops = flows
         .iter()
         .map(|f| troupe::store::WriteOp::InsertRun {
-            run: f.clone(),
+            run: Box::new(f.clone()),
             audit: None,
         })
         .collect();

@@ -31,7 +31,10 @@ fn main() {
             .map(|_| {
                 let mut run = Flow::new("idle", "recover me", "bench");
                 run.status = FlowStatus::Running;
-                WriteOp::InsertRun { run, audit: None }
+                WriteOp::InsertRun {
+                    run: Box::new(run),
+                    audit: None,
+                }
             })
             .collect();
         for chunk in ops.chunks(1_000) {

@@ -43,7 +43,10 @@ async fn add_finished(store: &SqliteStore, n: usize) {
                     }),
                 );
                 [
-                    WriteOp::InsertRun { run, audit: None },
+                    WriteOp::InsertRun {
+                        run: Box::new(run),
+                        audit: None,
+                    },
                     WriteOp::Append(outcome),
                 ]
             })
@@ -82,7 +85,7 @@ fn main() {
         let store = SqliteStore::open(&path).await.expect("open");
         let ops = (0..MISSING)
             .map(|_| WriteOp::InsertRun {
-                run: finished_run(),
+                run: Box::new(finished_run()),
                 audit: None,
             })
             .collect();

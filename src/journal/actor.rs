@@ -8,7 +8,7 @@ use std::sync::Arc;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::sync::OwnedSemaphorePermit;
 
-use super::committer::{CommitQueue, Committer, Pushed, Request};
+use super::committer::{CommitQueue, Committer, Pushed, Request, Work};
 use super::stats::Counters;
 use crate::store::{FlowStore, StoreError, WriteOp, WriteOutcome};
 
@@ -100,7 +100,10 @@ impl Actor for JournalActor {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             JournalMsg::Write { ops, reply, permit } => {
-                let req = Request { ops, reply, permit };
+                let req = Request {
+                    work: Work::Many { ops, reply },
+                    permit,
+                };
                 if let Pushed::StartDrain = state.committer.queue.submit(req, &state.counters) {
                     state.committer.start();
                 }

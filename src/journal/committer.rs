@@ -22,18 +22,105 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use ractor::{ActorRef, RpcReplyPort};
-use tokio::sync::OwnedSemaphorePermit;
+use tokio::sync::{OwnedSemaphorePermit, oneshot};
 
 use super::actor::{JournalMsg, WriteReply};
 use super::stats::Counters;
-use crate::store::{BatchResult, FlowStore, StoreError, WriteOp, WriterJob};
+use crate::store::{
+    BatchResult, FlowStore, StoreError, WriteOp, WriteOutcome, WriterJob, mismatch,
+};
 
 /// One write request waiting for its commit.
 pub(crate) struct Request {
-    pub(crate) ops: Vec<WriteOp>,
-    pub(crate) reply: RpcReplyPort<WriteReply>,
+    pub(crate) work: Work,
     /// The request's queue slot, released once it is answered.
     pub(crate) permit: OwnedSemaphorePermit,
+}
+
+/// A request's ops and where their results go. Most requests carry one op
+/// ([`FlowStore::apply`], and the calls built on it): they need no vector
+/// of ops nor of results, so an append costs its caller two allocations
+/// fewer than a one-op batch.
+pub(crate) enum Work {
+    /// One op, answered with its own result (or the batch's error).
+    One {
+        op: WriteOp,
+        reply: oneshot::Sender<OpReply>,
+    },
+    /// Ops kept together in one commit, answered with one result each.
+    Many {
+        ops: Vec<WriteOp>,
+        reply: RpcReplyPort<WriteReply>,
+    },
+}
+
+/// What a one-op request gets back.
+pub(crate) type OpReply = Result<WriteOutcome, StoreError>;
+
+impl Work {
+    /// How many ops the request carries.
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Work::One { .. } => 1,
+            Work::Many { ops, .. } => ops.len(),
+        }
+    }
+}
+
+/// Where a committed request's results go: a one-op reply, or a batch
+/// reply taking the next `n` results.
+enum Answer {
+    One(oneshot::Sender<OpReply>),
+    Many(usize, RpcReplyPort<WriteReply>),
+}
+
+impl Answer {
+    /// Answers with `e` (for a one-op request) or `Err(e)` (for a batch).
+    fn fail(self, e: StoreError) {
+        match self {
+            Answer::One(reply) => {
+                let _ = reply.send(Err(e));
+            }
+            Answer::Many(_, reply) => {
+                let _ = reply.send(Err(e));
+            }
+        }
+    }
+
+    /// Answers with this request's share of a committed batch's results.
+    fn succeed(self, results: &mut impl Iterator<Item = OpReply>) {
+        match self {
+            Answer::One(reply) => {
+                let _ = reply.send(results.next().unwrap_or(Err(mismatch("apply"))));
+            }
+            Answer::Many(n, reply) => {
+                let _ = reply.send(Ok(results.take(n).collect()));
+            }
+        }
+    }
+}
+
+impl Request {
+    /// Parts the ops from where their results go.
+    fn split(self) -> (Answer, Ops, OwnedSemaphorePermit) {
+        match self.work {
+            Work::One { op, reply } => (Answer::One(reply), Ops::One(op), self.permit),
+            Work::Many { ops, reply } => {
+                (Answer::Many(ops.len(), reply), Ops::Many(ops), self.permit)
+            }
+        }
+    }
+
+    /// Answers the request unsent to the store.
+    fn refuse(self, e: StoreError) {
+        self.split().0.fail(e);
+    }
+}
+
+/// A request's ops, parted from its reply.
+enum Ops {
+    One(WriteOp),
+    Many(Vec<WriteOp>),
 }
 
 #[derive(Default)]
@@ -95,17 +182,18 @@ impl CommitQueue {
             Ok(pushed) => pushed,
             Err(req) => {
                 counters.queued(-1);
-                let _ = req.reply.send(Err(StoreError::JournalClosed));
+                req.refuse(StoreError::JournalClosed);
                 Pushed::Queued
             }
         }
     }
 
-    /// Queues `req`; hands it back when nothing will commit it any more.
-    fn push(&self, req: Request) -> Result<Pushed, Request> {
+    /// Queues `req`; hands it back (boxed: a rare path, and a request is
+    /// large) when nothing will commit it any more.
+    fn push(&self, req: Request) -> Result<Pushed, Box<Request>> {
         let mut state = self.lock();
         if state.broken || state.closed {
-            return Err(req);
+            return Err(Box::new(req));
         }
         state.items.push_back(req);
         if state.draining {
@@ -131,10 +219,10 @@ impl CommitQueue {
         let mut ops = 0;
         let mut batch = Vec::new();
         while let Some(next) = state.items.front() {
-            if !batch.is_empty() && ops + next.ops.len() > self.max_batch_ops {
+            if !batch.is_empty() && ops + next.work.len() > self.max_batch_ops {
                 break;
             }
-            ops += next.ops.len();
+            ops += next.work.len();
             batch.extend(state.items.pop_front());
         }
         if batch.is_empty() {
@@ -176,7 +264,7 @@ impl CommitQueue {
             );
         }
         for req in stranded {
-            let _ = req.reply.send(Err(StoreError::JournalClosed));
+            req.refuse(StoreError::JournalClosed);
         }
         closing
     }
@@ -346,8 +434,7 @@ struct Batch {
 
 /// A batch whose ops went to the store, waiting for the result.
 struct Pending {
-    sizes: Vec<usize>,
-    replies: Vec<RpcReplyPort<WriteReply>>,
+    answers: Vec<Answer>,
     /// Queue slots stay taken until the replies are sent.
     permits: Vec<OwnedSemaphorePermit>,
     ops: usize,
@@ -358,7 +445,7 @@ struct Pending {
 
 impl Batch {
     fn new(requests: Vec<Request>, counters: &Arc<Counters>) -> Batch {
-        let ops = requests.iter().map(|r| r.ops.len()).sum();
+        let ops = requests.iter().map(|r| r.work.len()).sum();
         let queue_depth = counters.queued(-(requests.len() as i64));
         let span = tracing::debug_span!(
             "journal.commit",
@@ -377,8 +464,7 @@ impl Batch {
     fn split(self) -> (Vec<WriteOp>, Pending) {
         let n = self.requests.len();
         let mut pending = Pending {
-            sizes: Vec::with_capacity(n),
-            replies: Vec::with_capacity(n),
+            answers: Vec::with_capacity(n),
             permits: Vec::with_capacity(n),
             ops: self.ops,
             started: Instant::now(),
@@ -387,10 +473,13 @@ impl Batch {
         };
         let mut ops = Vec::with_capacity(self.ops);
         for req in self.requests {
-            pending.sizes.push(req.ops.len());
-            ops.extend(req.ops);
-            pending.replies.push(req.reply);
-            pending.permits.push(req.permit);
+            let (answer, mine, permit) = req.split();
+            match mine {
+                Ops::One(op) => ops.push(op),
+                Ops::Many(many) => ops.extend(many),
+            }
+            pending.answers.push(answer);
+            pending.permits.push(permit);
         }
         (ops, pending)
     }
@@ -419,19 +508,18 @@ impl Pending {
         match result {
             Ok(results) => {
                 let mut results = results.into_iter();
-                for (reply, n) in self.replies.into_iter().zip(self.sizes) {
-                    let mine: Vec<_> = results.by_ref().take(n).collect();
-                    let _ = reply.send(Ok(mine));
+                for answer in self.answers {
+                    answer.succeed(&mut results);
                 }
             }
             Err(e) => {
                 tracing::error!(error = %e, "journal commit failed; every request in the batch gets the error");
                 let shared = Arc::new(e);
-                for reply in self.replies {
-                    let _ = reply.send(Err(StoreError::BatchFailed {
+                for answer in self.answers {
+                    answer.fail(StoreError::BatchFailed {
                         batch_len: self.ops,
                         source: shared.clone(),
-                    }));
+                    });
                 }
             }
         }
@@ -450,8 +538,10 @@ mod tests {
             .try_acquire_owned()
             .expect("a free permit");
         Request {
-            ops: Vec::new(),
-            reply: reply.into(),
+            work: Work::Many {
+                ops: Vec::new(),
+                reply: reply.into(),
+            },
             permit,
         }
     }

@@ -6,14 +6,16 @@
 use std::sync::Arc;
 
 use ractor::{Actor, ActorCell, ActorRef};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, oneshot};
 use uuid::Uuid;
 
 use super::actor::{JournalActor, JournalArgs, JournalMsg};
-use super::committer::{CommitQueue, Pushed, Request};
+use super::committer::{CommitQueue, Pushed, Request, Work};
 use super::stats::{Counters, JournalStats};
 use crate::runs::{RecoveryReport, recover};
-use crate::store::{FlowStore, StepOutput, StoreError, WriteOp, WriteOutcome};
+use crate::store::{
+    Appended, FlowStore, NewEvent, StepOutput, StoreError, WriteOp, WriteOutcome, appended,
+};
 
 /// Options for the journal actor.
 #[derive(Debug, Clone)]
@@ -121,13 +123,11 @@ impl JournalHandle {
     }
 }
 
-crate::store_wrapper! {
-    JournalHandle, reads: store;
-    async fn apply_batch(
-        &self,
-        ops: Vec<WriteOp>,
-    ) -> Result<Vec<Result<WriteOutcome, StoreError>>, StoreError> {
-        let slots = u32::try_from(ops.len())
+impl JournalHandle {
+    /// Queues `work` once it has its queue slots (backpressure); has a drain
+    /// started if the queue was idle.
+    async fn enqueue(&self, work: Work) -> Result<(), StoreError> {
+        let slots = u32::try_from(work.len())
             .unwrap_or(u32::MAX)
             .clamp(1, self.capacity);
         let permit = self
@@ -136,20 +136,45 @@ crate::store_wrapper! {
             .acquire_many_owned(slots)
             .await
             .map_err(|_| StoreError::JournalClosed)?;
-        let (tx, rx) = ractor::concurrency::oneshot();
-        let req = Request {
-            ops,
-            reply: tx.into(),
-            permit,
-        };
         // Queued directly: the actor is messaged only to start a drain of an
         // idle queue, and if it is gone nothing would commit what is queued.
-        if let Pushed::StartDrain = self.queue.submit(req, &self.counters)
+        if let Pushed::StartDrain = self.queue.submit(Request { work, permit }, &self.counters)
             && self.actor.cast(JournalMsg::Drain).is_err()
         {
             self.queue.break_down(&self.counters);
         }
-        rx.await.map_err(|_| StoreError::AckDropped)?
+        Ok(())
+    }
+
+    /// One op as a request of its own (no vector of ops or results).
+    async fn apply_one(&self, op: WriteOp) -> Result<WriteOutcome, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.enqueue(Work::One { op, reply }).await?;
+        answer.await.map_err(|_| StoreError::AckDropped)?
+    }
+}
+
+crate::store_wrapper! {
+    JournalHandle, reads: store;
+    async fn apply_batch(
+        &self,
+        ops: Vec<WriteOp>,
+    ) -> Result<Vec<Result<WriteOutcome, StoreError>>, StoreError> {
+        let (reply, answer) = ractor::concurrency::oneshot();
+        self.enqueue(Work::Many {
+            ops,
+            reply: reply.into(),
+        })
+        .await?;
+        answer.await.map_err(|_| StoreError::AckDropped)?
+    }
+
+    async fn apply(&self, op: WriteOp) -> Result<WriteOutcome, StoreError> {
+        self.apply_one(op).await
+    }
+
+    async fn append(&self, event: NewEvent) -> Result<Appended, StoreError> {
+        appended(self.apply_one(WriteOp::Append(event)).await?)
     }
 
     async fn list_step_outputs_for(&self, run_ids: &[Uuid]) -> Result<Vec<StepOutput>, StoreError> {

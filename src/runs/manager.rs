@@ -112,7 +112,7 @@ impl FlowManager {
             tracing::info_span!("flow_manager.create", run_id = %run.id, runtime = "mirrored");
         let mut ops = vec![WriteOp::InsertRun {
             audit: Some(created_audit(&run, "mirrored")),
-            run: run.clone(),
+            run: Box::new(run.clone()),
         }];
         let mut created = run.clone();
         if let Some(started) = plan(&run, &Change::Start, stored_now())? {
@@ -232,7 +232,7 @@ impl FlowManager {
             status: step.status,
         };
         let (_, outcomes) = self
-            .change(id, change, Some(WriteOp::UpsertStep(step)))
+            .change(id, change, Some(WriteOp::UpsertStep(Box::new(step))))
             .await?;
         outcomes
             .into_iter()
@@ -318,7 +318,7 @@ impl FlowManager {
 fn write_ops(planned: Planned, expected_revision: u64) -> Vec<WriteOp> {
     let id = planned.run.id;
     let mut ops = vec![WriteOp::UpdateRun {
-        run: planned.run,
+        run: Box::new(planned.run),
         expected_revision,
         audit: planned.audit,
     }];

@@ -159,7 +159,7 @@ impl MemState {
                 self.runs.insert(
                     id,
                     MemRun {
-                        flow: Some(run),
+                        flow: Some(*run),
                         ..MemRun::default()
                     },
                 );
@@ -190,7 +190,7 @@ impl MemState {
                 let revision = run.revision;
                 let id = run.id;
                 let slot = self.runs.get_mut(&id).ok_or(StoreError::RunNotFound(id))?;
-                let old = slot.flow.replace(run).ok_or(StoreError::RunNotFound(id))?;
+                let old = slot.flow.replace(*run).ok_or(StoreError::RunNotFound(id))?;
                 undo.push(Undo::RestoreFlow(Box::new(old)));
                 let audit = self.append(audit_event, undo)?;
                 Ok(WriteOutcome::RunUpdated { revision, audit })
@@ -228,7 +228,8 @@ impl MemState {
                 undo.push(Undo::PushFailure);
                 Ok(WriteOutcome::FailureRecorded)
             }
-            WriteOp::UpsertStep(mut step) => {
+            WriteOp::UpsertStep(step) => {
+                let mut step = *step;
                 self.run(step.flow_id)?;
                 let key = (step.flow_id, step.run_id.clone());
                 if let Some(&i) = self.step_index.get(&key) {

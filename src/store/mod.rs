@@ -48,6 +48,7 @@ pub use events::{Appended, Cursor, EventKind, NewEvent, RunEvent, TerminalAppend
 pub use faults::{Fault, FaultyStore};
 pub use memory::MemoryStore;
 pub use ops::{WriteOp, WriteOutcome};
+pub(crate) use ops::{appended, mismatch};
 pub use records::{
     FailureEntry, Flow, FlowStatus, FlowStep, FlowStepStatus, Lease, SYSTEM_STEP_ID, StepOutput,
     StepRuntime, new_run_id,

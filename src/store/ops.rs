@@ -15,8 +15,9 @@ pub enum WriteOp {
     /// Insert a new run (its `revision` is stored as given, normally 0), and
     /// optionally its first audit event, atomically.
     InsertRun {
-        /// The run.
-        run: Flow,
+        /// The run (boxed, like every large field of an op, so that ops,
+        /// which the journal moves several times each, stay small).
+        run: Box<Flow>,
         /// An audit event (e.g. `created`) appended to the run in the same write.
         audit: Option<EventKind>,
     },
@@ -25,7 +26,7 @@ pub enum WriteOp {
     /// the audit event, atomically. A mismatch is [`StoreError::RevisionMismatch`].
     UpdateRun {
         /// The new field values (its `revision` field is ignored).
-        run: Flow,
+        run: Box<Flow>,
         /// The revision the change is based on.
         expected_revision: u64,
         /// The audit event describing the change.
@@ -48,7 +49,7 @@ pub enum WriteOp {
     RecordFailure(FailureEntry),
     /// Insert or update a step keyed by `(flow_id, run_id)`; an update keeps the
     /// stored `id`, `created_at` and, when the new one is absent, `child_session_key`.
-    UpsertStep(FlowStep),
+    UpsertStep(Box<FlowStep>),
     /// Apply several ops atomically (all or none).
     Atomic(Vec<WriteOp>),
 }
@@ -108,4 +109,12 @@ pub enum WriteOutcome {
 /// reported instead of panicking.
 pub(crate) fn mismatch(op: &'static str) -> StoreError {
     StoreError::OutcomeMismatch { op }
+}
+
+/// The outcome of a [`WriteOp::Append`].
+pub(crate) fn appended(outcome: WriteOutcome) -> Result<Appended, StoreError> {
+    match outcome {
+        WriteOutcome::Appended(a) => Ok(a),
+        _ => Err(mismatch("append")),
+    }
 }

@@ -7,7 +7,7 @@ use super::error::StoreError;
 use super::events::{
     Appended, Cursor, EventKind, NewEvent, RunEvent, TerminalAppend, TerminalEvent,
 };
-use super::ops::{WriteOp, WriteOutcome, mismatch};
+use super::ops::{WriteOp, WriteOutcome, appended, mismatch};
 use super::records::{FailureEntry, Flow, FlowStatus, FlowStep, StepOutput};
 
 /// What [`FlowStore::apply_batch`] returns: the commit's outcome, then one
@@ -108,7 +108,13 @@ pub trait FlowStore: Send + Sync + 'static {
 
     /// Inserts a new run with an optional audit event.
     async fn insert_run(&self, run: Flow, audit: Option<EventKind>) -> Result<(), StoreError> {
-        match self.apply(WriteOp::InsertRun { run, audit }).await? {
+        match self
+            .apply(WriteOp::InsertRun {
+                run: Box::new(run),
+                audit,
+            })
+            .await?
+        {
             WriteOutcome::RunInserted { .. } => Ok(()),
             _ => Err(mismatch("insert_run")),
         }
@@ -122,7 +128,7 @@ pub trait FlowStore: Send + Sync + 'static {
         audit: EventKind,
     ) -> Result<u64, StoreError> {
         let op = WriteOp::UpdateRun {
-            run,
+            run: Box::new(run),
             expected_revision,
             audit,
         };
@@ -134,10 +140,7 @@ pub trait FlowStore: Send + Sync + 'static {
 
     /// Appends one event.
     async fn append(&self, event: NewEvent) -> Result<Appended, StoreError> {
-        match self.apply(WriteOp::Append(event)).await? {
-            WriteOutcome::Appended(a) => Ok(a),
-            _ => Err(mismatch("append")),
-        }
+        appended(self.apply(WriteOp::Append(event)).await?)
     }
 
     /// Appends events atomically.
@@ -181,7 +184,7 @@ pub trait FlowStore: Send + Sync + 'static {
 
     /// Inserts or updates a step keyed by `(flow_id, run_id)`; returns it as stored.
     async fn upsert_step(&self, step: FlowStep) -> Result<FlowStep, StoreError> {
-        match self.apply(WriteOp::UpsertStep(step)).await? {
+        match self.apply(WriteOp::UpsertStep(Box::new(step))).await? {
             WriteOutcome::StepUpserted(s) => Ok(s),
             _ => Err(mismatch("upsert_step")),
         }

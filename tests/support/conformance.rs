@@ -627,7 +627,7 @@ pub async fn recovery_scan_follows_every_outcome_write(store: Store) {
     let outcomes = store
         .apply_batch(vec![WriteOp::Atomic(vec![
             WriteOp::UpdateRun {
-                run: finish(&atomic),
+                run: Box::new(finish(&atomic)),
                 expected_revision: 0,
                 audit: done.clone(),
             },
@@ -641,7 +641,7 @@ pub async fn recovery_scan_follows_every_outcome_write(store: Store) {
         .apply_batch(vec![WriteOp::Atomic(vec![
             WriteOp::Append(NewEvent::new(rolled_back.id, completed())),
             WriteOp::UpdateRun {
-                run: finish(&rolled_back),
+                run: Box::new(finish(&rolled_back)),
                 expected_revision: 0,
                 audit: done.clone(),
             },

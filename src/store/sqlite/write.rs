@@ -280,7 +280,7 @@ mod tests {
         let inserts: Vec<WriteOp> = runs
             .iter()
             .map(|run| WriteOp::InsertRun {
-                run: run.clone(),
+                run: Box::new(run.clone()),
                 audit: None,
             })
             .collect();
