@@ -12,53 +12,38 @@
 use std::sync::LazyLock;
 
 use rusqlite::Connection;
-use rusqlite::types::Value;
+
+use super::multi_row::MultiRow;
 
 use crate::store::error::StoreError;
-
-/// Rows per statement, largest first; any count is a sum of these.
-const CHUNKS: [usize; 4] = [64, 16, 4, 1];
-
-/// One upsert statement per chunk size.
-static UPSERTS: LazyLock<[String; 4]> = LazyLock::new(|| CHUNKS.map(upsert_sql));
 
 /// What every write of `run_heads` does with a run that already has a row.
 const ON_CONFLICT: &str = "ON CONFLICT(rid) DO UPDATE SET last_seq = excluded.last_seq, \
      last_cursor = excluded.last_cursor";
 
-fn upsert_sql(rows: usize) -> String {
-    let values = vec!["(?, ?, ?)"; rows].join(", ");
-    format!("INSERT INTO run_heads(rid, last_seq, last_cursor) VALUES {values} {ON_CONFLICT}")
-}
+static UPSERT: LazyLock<MultiRow> = LazyLock::new(|| {
+    MultiRow::new(
+        "INSERT INTO run_heads(rid, last_seq, last_cursor) VALUES",
+        "(?, ?, ?)",
+        ON_CONFLICT,
+    )
+});
 
 /// Stores `(rid, last_seq, last_cursor)` for each run.
 pub(crate) fn write_heads(
     conn: &Connection,
     heads: &[(i64, u64, Option<i64>)],
 ) -> Result<(), StoreError> {
-    let mut rest = heads;
-    for (size, sql) in CHUNKS.iter().zip(UPSERTS.iter()) {
-        if rest.len() < *size {
-            continue;
-        }
-        let mut stmt = conn
-            .prepare_cached(sql)
-            .map_err(StoreError::sqlite("prepare run heads upsert"))?;
-        while rest.len() >= *size {
-            let (chunk, tail) = rest.split_at(*size);
-            let params = chunk.iter().flat_map(|&(rid, seq, cursor)| {
-                [
-                    Value::Integer(rid),
-                    Value::Integer(seq as i64),
-                    cursor.map_or(Value::Null, Value::Integer),
-                ]
-            });
-            stmt.execute(rusqlite::params_from_iter(params))
-                .map_err(StoreError::sqlite("update run heads"))?;
-            rest = tail;
-        }
-    }
-    Ok(())
+    UPSERT.run(
+        conn,
+        heads,
+        "update run heads",
+        |stmt, first, &(rid, seq, cursor)| {
+            stmt.raw_bind_parameter(first, rid)?;
+            stmt.raw_bind_parameter(first + 1, seq as i64)?;
+            stmt.raw_bind_parameter(first + 2, cursor)
+        },
+    )
 }
 
 /// Makes the stored heads exact again: folds the events after the mark into

@@ -9,6 +9,7 @@ mod checkpoint;
 mod codec;
 mod fast_hash;
 mod heads;
+mod multi_row;
 mod read;
 mod rows;
 mod schema;

@@ -1,5 +1,7 @@
 //! The write path: applies a batch of [`WriteOp`]s in one transaction, each
-//! op inside its own savepoint so that a failing op is rolled back alone.
+//! op that needs one inside its own savepoint so that a failing op is rolled
+//! back alone. Plain appends need none: they are queued and inserted
+//! together (`buffer.rs`).
 //!
 //! Per-run counters (`run_heads`) are kept in memory while the batch runs;
 //! the in-memory copies become the writer's cache only after the commit
@@ -9,6 +11,7 @@
 
 use chrono::Utc;
 use rusqlite::Connection;
+use rusqlite::limits::Limit;
 
 use super::checkpoint::Checkpoints;
 use super::codec::{Kinds, micros};
@@ -17,8 +20,10 @@ use super::heads::{fold_tail, write_heads, write_mark};
 use crate::store::error::StoreError;
 use crate::store::ops::{WriteOp, WriteOutcome};
 
+mod buffer;
 mod ops;
 
+use self::buffer::EventBuffer;
 use self::ops::{INSERT_EVENT, OpCtx};
 
 /// Past this many cached run heads the cache keeps only the unwritten ones
@@ -89,7 +94,14 @@ pub(crate) struct Writer {
     write_back_events: usize,
     /// The background checkpointer (file databases only).
     checkpoints: Option<Checkpoints>,
+    /// The batch's plain appends; kept for its capacity.
+    buffer: EventBuffer,
+    /// See [`OpCtx::max_payload`].
+    max_payload: usize,
 }
+
+/// Room left in a row for the columns other than the payload.
+const ROW_OVERHEAD: usize = 1024;
 
 impl Writer {
     /// Takes over the writer connection; folds the event tail a crash may
@@ -103,7 +115,14 @@ impl Writer {
         let mut kinds = Kinds::default();
         kinds.reload(&conn)?;
         fold_tail(&conn)?;
+        let max_length = conn
+            .limit(Limit::SQLITE_LIMIT_LENGTH)
+            .map_err(sql("read the length limit"))?;
         Ok(Writer {
+            buffer: EventBuffer::default(),
+            max_payload: usize::try_from(max_length)
+                .unwrap_or(0)
+                .saturating_sub(ROW_OVERHEAD),
             conn,
             kinds,
             heads: IdMap::default(),
@@ -129,7 +148,10 @@ impl Writer {
         ops: &[WriteOp],
     ) -> Result<Vec<Result<WriteOutcome, StoreError>>, StoreError> {
         let mut batch = Scratch::for_ops(ops.len());
-        let (results, wrote_back) = match self.run_batch(ops, &mut batch) {
+        let mut buffer = std::mem::take(&mut self.buffer);
+        let outcome = self.run_batch(ops, &mut batch, &mut buffer);
+        self.buffer = buffer;
+        let (results, wrote_back) = match outcome {
             Ok(done) => done,
             Err(e) => {
                 // The transaction may be half-open; nothing of it is durable.
@@ -201,6 +223,7 @@ impl Writer {
         &mut self,
         ops: &[WriteOp],
         batch: &mut Scratch,
+        buffer: &mut EventBuffer,
     ) -> Result<(Vec<Result<WriteOutcome, StoreError>>, bool), StoreError> {
         if let Some(checkpoints) = &self.checkpoints {
             checkpoints.catch_up(&self.conn);
@@ -210,19 +233,23 @@ impl Writer {
         // One op's scratch, reused: no map allocation per op.
         let mut op_scratch = Scratch::default();
         let now = micros(Utc::now());
+        buffer.begin(now);
         let mut insert_event = self
             .conn
             .prepare_cached(INSERT_EVENT)
             .map_err(sql("prepare event insert"))?;
         for op in ops {
-            // A plain non-terminal append changes the database in its last
-            // statement only (a kind name it interns first is harmless to
-            // keep), so it needs no savepoint: a failed INSERT leaves nothing
-            // behind. A terminal one also marks its run's outcome after the
-            // INSERT, and the two must stand or fall together.
-            let savepoint = !matches!(op, WriteOp::Append(ev)
+            // A plain append (no event id, not terminal) changes nothing
+            // but its run's head until it is queued in the buffer, and cannot
+            // fail after that (a kind name it interns first is harmless to
+            // keep), so it needs no savepoint. Every other op may read or
+            // insert events itself: the buffer is flushed before it, and
+            // it runs in a savepoint, so that it stands or falls whole.
+            let plain = matches!(op, WriteOp::Append(ev)
                 if ev.event_id.is_none() && ev.kind.as_terminal().is_none());
+            let savepoint = !plain;
             if savepoint {
+                buffer.flush(&self.conn)?;
                 self.exec("SAVEPOINT op")?;
             }
             let mut ctx = OpCtx {
@@ -233,8 +260,13 @@ impl Writer {
                 batch,
                 op: &mut op_scratch,
                 now,
+                buffer: plain.then_some(&mut *buffer),
+                max_payload: self.max_payload,
             };
             let result = ctx.apply(op);
+            if savepoint {
+                buffer.forget_cursor();
+            }
             if result.is_ok() {
                 batch.absorb(&mut op_scratch);
             } else {
@@ -249,6 +281,7 @@ impl Writer {
             results.push(result);
         }
         drop(insert_event);
+        buffer.flush(&self.conn)?;
         let wrote_back = self.write_back(batch)?;
         self.exec("COMMIT")?;
         Ok((results, wrote_back))
@@ -260,47 +293,4 @@ fn sql(op: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
 }
 
 #[cfg(test)]
-mod tests {
-    use rusqlite::StatementStatus;
-
-    use super::ops::SELECT_HEAD;
-    use super::*;
-    use crate::store::events::{EventKind, NewEvent};
-    use crate::store::records::Flow;
-    use crate::store::sqlite::SqliteConfig;
-    use crate::store::sqlite::schema::open_writer;
-
-    #[test]
-    fn looking_up_runs_does_not_recompile_the_statement() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("j.db");
-        let config = SqliteConfig::default();
-        let runs: Vec<Flow> = (0..4).map(|_| Flow::new("c", "g", "o")).collect();
-        let mut writer = Writer::new(open_writer(&path, &config).unwrap(), None, 4096).unwrap();
-        let inserts: Vec<WriteOp> = runs
-            .iter()
-            .map(|run| WriteOp::InsertRun {
-                run: Box::new(run.clone()),
-                audit: None,
-            })
-            .collect();
-        writer.apply_batch(&inserts).unwrap();
-        drop(writer);
-        // A fresh writer has no heads cached: it looks each run up.
-        let mut writer = Writer::new(open_writer(&path, &config).unwrap(), None, 4096).unwrap();
-        let appends: Vec<WriteOp> = runs
-            .iter()
-            .map(|run| {
-                WriteOp::Append(NewEvent::new(
-                    run.id,
-                    EventKind::custom("tick", serde_json::json!(1)),
-                ))
-            })
-            .collect();
-        for result in writer.apply_batch(&appends).unwrap() {
-            result.unwrap();
-        }
-        let statement = writer.conn.prepare_cached(SELECT_HEAD).unwrap();
-        assert_eq!(statement.get_status(StatementStatus::RePrepare), 0);
-    }
-}
+mod tests;

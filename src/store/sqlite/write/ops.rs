@@ -8,6 +8,7 @@ use std::sync::LazyLock;
 use rusqlite::{CachedStatement, Connection, OptionalExtension, params};
 use uuid::Uuid;
 
+use super::buffer::{BufferedEvent, EventBuffer};
 use super::{Head, Scratch, sql};
 use crate::store::error::StoreError;
 use crate::store::events::{Appended, Cursor, NewEvent, TerminalAppend};
@@ -37,6 +38,12 @@ pub(super) struct OpCtx<'a, 'c> {
     /// The batch's time (µs since the epoch): every event it appends was
     /// stored by the same commit, so they share one `at`, read once.
     pub(super) now: i64,
+    /// Where a plain append (an op of its own, outside any savepoint) queues
+    /// its row; `None` for events of every other op, inserted at once.
+    pub(super) buffer: Option<&'a mut EventBuffer>,
+    /// The largest payload a row may carry (SQLite's length limit, less
+    /// room for the row's other columns).
+    pub(super) max_payload: usize,
 }
 
 static UPDATE_RUN: LazyLock<String> = LazyLock::new(|| {
@@ -253,18 +260,43 @@ impl OpCtx<'_, '_> {
             });
         }
         let seq = head.last_seq + 1;
-        self.insert_event
-            .execute(params![
-                head.rid,
-                seq as i64,
-                head.last_cursor,
-                code,
-                ev.event_id,
-                self.now,
-                payload(&ev.kind),
-            ])
-            .map_err(sql("insert event"))?;
-        let cursor = self.conn.last_insert_rowid();
+        let payload = payload(&ev.kind);
+        if let Some(bytes) = &payload
+            && bytes.len() > self.max_payload
+        {
+            return Err(StoreError::InvalidInput {
+                run_id: ev.run_id,
+                field: "payload",
+                value: format!("{} bytes of JSON", bytes.len()),
+                why: "larger than the store's length limit",
+            });
+        }
+        let cursor = match self.buffer.as_deref_mut() {
+            Some(buffer) => buffer.push(
+                self.conn,
+                BufferedEvent {
+                    rid: head.rid,
+                    seq: seq as i64,
+                    prev: head.last_cursor,
+                    kind: code,
+                    payload,
+                },
+            )?,
+            None => {
+                self.insert_event
+                    .execute(params![
+                        head.rid,
+                        seq as i64,
+                        head.last_cursor,
+                        code,
+                        ev.event_id,
+                        self.now,
+                        payload,
+                    ])
+                    .map_err(sql("insert event"))?;
+                self.conn.last_insert_rowid()
+            }
+        };
         if code <= MAX_TERMINAL_CODE {
             self.record_outcome(head.rid, cursor)?;
         }

@@ -1,0 +1,110 @@
+//! The plain appends of a batch (no event id, not terminal), inserted
+//! together in multi-row statements instead of one statement each, which
+//! cuts SQLite's share of an append by about a third.
+//!
+//! A buffered event gets its cursor when it is queued: the writer is the
+//! only one inserting events, so the next cursor is the last one plus one
+//! (what SQLite would pick for the row). The buffer is flushed before
+//! anything else touches the events table (every op other than a plain
+//! append, the heads write-back, the commit), and forgets its next cursor
+//! after such an op, which may have inserted events itself.
+//!
+//! A plain append cannot fail once queued: its run, kind and payload size
+//! are checked first, and nothing else about its row can violate the
+//! schema. A failed flush is therefore an I/O-level failure, and fails the
+//! whole batch.
+
+use std::sync::LazyLock;
+
+use rusqlite::Connection;
+
+use super::sql;
+use crate::store::error::StoreError;
+use crate::store::sqlite::multi_row::MultiRow;
+
+static INSERT: LazyLock<MultiRow> = LazyLock::new(|| {
+    MultiRow::new(
+        "INSERT INTO events(cursor, rid, seq, prev, kind, ekey, at, payload) VALUES",
+        "(?, ?, ?, ?, ?, NULL, ?, ?)",
+        "",
+    )
+});
+
+/// A row of `events` waiting for its insert.
+pub(super) struct BufferedEvent {
+    pub(super) rid: i64,
+    pub(super) seq: i64,
+    pub(super) prev: Option<i64>,
+    pub(super) kind: i64,
+    pub(super) payload: Option<Vec<u8>>,
+}
+
+/// The batch's queued plain appends.
+#[derive(Default)]
+pub(super) struct EventBuffer {
+    rows: Vec<(i64, BufferedEvent)>,
+    /// The cursor the next queued event gets; `None` until read from the
+    /// table (at the start of a batch, and after an op that may have
+    /// inserted events without the buffer).
+    next_cursor: Option<i64>,
+    /// The batch's time, shared by its events.
+    at: i64,
+}
+
+impl EventBuffer {
+    /// Starts a batch whose events are stamped `at`.
+    pub(super) fn begin(&mut self, at: i64) {
+        self.rows.clear();
+        self.next_cursor = None;
+        self.at = at;
+    }
+
+    /// Queues `event`; returns the cursor it will have once flushed.
+    pub(super) fn push(
+        &mut self,
+        conn: &Connection,
+        event: BufferedEvent,
+    ) -> Result<i64, StoreError> {
+        let cursor = match self.next_cursor {
+            Some(cursor) => cursor,
+            None => conn
+                .prepare_cached("SELECT ifnull(max(cursor), 0) + 1 FROM events")
+                .and_then(|mut s| s.query_row([], |r| r.get(0)))
+                .map_err(sql("read the last cursor"))?,
+        };
+        self.next_cursor = Some(cursor + 1);
+        self.rows.push((cursor, event));
+        Ok(cursor)
+    }
+
+    /// Inserts every queued event, in cursor order.
+    pub(super) fn flush(&mut self, conn: &Connection) -> Result<(), StoreError> {
+        if self.rows.is_empty() {
+            return Ok(());
+        }
+        let at = self.at;
+        INSERT.run(
+            conn,
+            &self.rows,
+            "insert events",
+            |stmt, first, (cursor, e)| {
+                stmt.raw_bind_parameter(first, cursor)?;
+                stmt.raw_bind_parameter(first + 1, e.rid)?;
+                stmt.raw_bind_parameter(first + 2, e.seq)?;
+                stmt.raw_bind_parameter(first + 3, e.prev)?;
+                stmt.raw_bind_parameter(first + 4, e.kind)?;
+                stmt.raw_bind_parameter(first + 5, at)?;
+                stmt.raw_bind_parameter(first + 6, &e.payload)
+            },
+        )?;
+        self.rows.clear();
+        Ok(())
+    }
+
+    /// Events may have been inserted without the buffer (which was flushed
+    /// first): read the next cursor again before queueing another.
+    pub(super) fn forget_cursor(&mut self) {
+        debug_assert!(self.rows.is_empty(), "unflushed events would collide");
+        self.next_cursor = None;
+    }
+}
