@@ -30,7 +30,10 @@ pub type WriterJob = Box<dyn FnOnce(&mut dyn FnMut(&[WriteOp]) -> BatchResult) +
 pub trait FlowStore: Send + Sync + 'static {
     /// Applies `ops` in one durable commit. Each op is atomic on its own and
     /// gets its own result: a failing op does not fail its neighbours. The
-    /// outer error means the commit itself failed and none of the ops is durable.
+    /// outer error means the commit itself failed and none of the ops is
+    /// durable: the storage refused the transaction or its commit (SQLite
+    /// also reports so when it refuses the batch's plain appends, which it
+    /// inserts together, e.g. for lack of disk space).
     async fn apply_batch(
         &self,
         ops: Vec<WriteOp>,
