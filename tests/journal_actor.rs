@@ -130,6 +130,86 @@ async fn queued_requests_share_one_commit_with_their_own_results() {
     assert_eq!((stats.commits, stats.ops, stats.max_batch_ops), (2, 51, 50));
 }
 
+/// One-op requests (`append`, `apply`) and batch requests (`apply_batch`)
+/// share a commit; each gets exactly its own results, in order, and a failed
+/// commit fails both kinds.
+#[tokio::test(start_paused = true)]
+async fn one_op_and_batch_requests_share_a_commit_with_their_own_results() {
+    let (store, journal, run) = setup(JournalConfig::default()).await;
+    let first = tokio::spawn({
+        let j = journal.clone();
+        async move { j.append(tick(run.id)).await }
+    });
+    settle(|| store.entered() == 1).await;
+    let one = tokio::spawn({
+        let j = journal.clone();
+        async move { j.append(tick(run.id)).await }
+    });
+    settle(|| journal.stats().queued_requests == 1).await;
+    let many = tokio::spawn({
+        let j = journal.clone();
+        async move {
+            j.apply_batch(vec![
+                WriteOp::Append(tick(run.id)),
+                WriteOp::Append(tick(Uuid::now_v7())),
+                WriteOp::Append(tick(run.id)),
+            ])
+            .await
+        }
+    });
+    settle(|| journal.stats().queued_requests == 2).await;
+    let last = tokio::spawn({
+        let j = journal.clone();
+        async move { j.append_batch(vec![tick(run.id), tick(run.id)]).await }
+    });
+    settle(|| journal.stats().queued_requests == 3).await;
+    store.gate.add_permits(2);
+    assert_eq!(first.await.unwrap().unwrap().seq, 1);
+    assert_eq!(one.await.unwrap().unwrap().seq, 2);
+    let results = many.await.unwrap().unwrap();
+    assert_eq!(results.len(), 3);
+    assert!(
+        matches!(&results[0], Ok(WriteOutcome::Appended(a)) if a.seq == 3),
+        "{results:?}"
+    );
+    assert!(
+        matches!(&results[1], Err(StoreError::RunNotFound(_))),
+        "{results:?}"
+    );
+    assert!(
+        matches!(&results[2], Ok(WriteOutcome::Appended(a)) if a.seq == 4),
+        "{results:?}"
+    );
+    let seqs: Vec<u64> = last.await.unwrap().unwrap().iter().map(|a| a.seq).collect();
+    assert_eq!(seqs, vec![5, 6]);
+    assert_eq!(store.batches(), vec![1, 5]);
+
+    // A failed commit: both kinds hear of it.
+    let blocker = tokio::spawn({
+        let j = journal.clone();
+        async move { j.append(tick(run.id)).await }
+    });
+    settle(|| store.entered() == 3).await;
+    let one = tokio::spawn({
+        let j = journal.clone();
+        async move { j.append(tick(run.id)).await }
+    });
+    let many = tokio::spawn({
+        let j = journal.clone();
+        async move { j.apply_batch(vec![WriteOp::Append(tick(run.id))]).await }
+    });
+    settle(|| journal.stats().queued_requests == 2).await;
+    store.gate.add_permits(1);
+    assert_eq!(blocker.await.unwrap().unwrap().seq, 7);
+    settle(|| store.entered() == 4).await;
+    *store.fail_next_commit.lock().unwrap() = true;
+    store.gate.add_permits(1);
+    let failed = |e: &StoreError| matches!(e, StoreError::BatchFailed { batch_len: 2, .. });
+    assert!(failed(&one.await.unwrap().unwrap_err()));
+    assert!(failed(&many.await.unwrap().unwrap_err()));
+    assert_eq!(store.batches(), vec![1, 5, 1, 2]);
+}
+
 #[tokio::test(start_paused = true)]
 async fn full_queue_makes_writers_wait() {
     let (store, journal, run) = setup(JournalConfig {
