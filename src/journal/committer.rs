@@ -70,7 +70,8 @@ impl Work {
 /// Where a committed request's results go: a one-op reply, or a batch
 /// reply taking the next `n` results.
 enum Answer {
-    One(oneshot::Sender<OpReply>),
+    /// The op's name, for a backend that returns no result for it.
+    One(&'static str, oneshot::Sender<OpReply>),
     Many(usize, RpcReplyPort<WriteReply>),
 }
 
@@ -78,7 +79,7 @@ impl Answer {
     /// Answers with `e` (for a one-op request) or `Err(e)` (for a batch).
     fn fail(self, e: StoreError) {
         match self {
-            Answer::One(reply) => {
+            Answer::One(_, reply) => {
                 let _ = reply.send(Err(e));
             }
             Answer::Many(_, reply) => {
@@ -90,8 +91,8 @@ impl Answer {
     /// Answers with this request's share of a committed batch's results.
     fn succeed(self, results: &mut impl Iterator<Item = OpReply>) {
         match self {
-            Answer::One(reply) => {
-                let _ = reply.send(results.next().unwrap_or(Err(mismatch("apply"))));
+            Answer::One(name, reply) => {
+                let _ = reply.send(results.next().unwrap_or(Err(mismatch(name))));
             }
             Answer::Many(n, reply) => {
                 let _ = reply.send(Ok(results.take(n).collect()));
@@ -104,7 +105,7 @@ impl Request {
     /// Parts the ops from where their results go.
     fn split(self) -> (Answer, Ops, OwnedSemaphorePermit) {
         match self.work {
-            Work::One { op, reply } => (Answer::One(reply), Ops::One(op), self.permit),
+            Work::One { op, reply } => (Answer::One(op.name(), reply), Ops::One(op), self.permit),
             Work::Many { ops, reply } => {
                 (Answer::Many(ops.len(), reply), Ops::Many(ops), self.permit)
             }

@@ -61,7 +61,9 @@ pub enum StoreError {
         /// Where it is stored.
         cursor: Cursor,
     },
-    /// A caller-supplied event id or event kind name is not acceptable.
+    /// A caller-supplied event id or event kind name is not acceptable, or
+    /// (SQLite) an event's encoded payload is larger than the store's
+    /// length limit allows.
     #[error("run {run_id}: invalid {field} {value:?}: {why}")]
     InvalidInput {
         /// The run the write was for.

@@ -248,8 +248,10 @@ impl Writer {
             let plain = matches!(op, WriteOp::Append(ev)
                 if ev.event_id.is_none() && ev.kind.as_terminal().is_none());
             let savepoint = !plain;
-            if savepoint {
+            if savepoint || buffer.is_full() {
                 buffer.flush(&self.conn)?;
+            }
+            if savepoint {
                 self.exec("SAVEPOINT op")?;
             }
             let mut ctx = OpCtx {
@@ -263,7 +265,15 @@ impl Writer {
                 buffer: plain.then_some(&mut *buffer),
                 max_payload: self.max_payload,
             };
-            let result = ctx.apply(op);
+            let result = match ctx.apply(op) {
+                // Some errors (I/O, out of memory, a full disk outside a
+                // statement journal) make SQLite roll back the whole
+                // transaction. Going on would run the rest of the batch in
+                // autocommit, committing it piecemeal while its callers are
+                // told it failed: the batch fails here instead.
+                Err(e) if self.conn.is_autocommit() => return Err(e),
+                result => result,
+            };
             if savepoint {
                 buffer.forget_cursor();
             }

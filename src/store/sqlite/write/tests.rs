@@ -192,7 +192,7 @@ fn an_oversized_payload_fails_its_op_alone() {
 }
 
 /// Queued events that the database refuses when they are flushed fail the
-/// whole batch (they were already answered as queued, so no op of it may
+/// whole batch (their ops already hold `Ok` results, so no op of it may
 /// commit), and the writer carries on with the next batch.
 #[test]
 fn a_failed_flush_fails_the_batch_and_the_writer_carries_on() {
@@ -226,5 +226,67 @@ fn a_failed_flush_fails_the_batch_and_the_writer_carries_on() {
     let cursor = cursor_of(results[0].as_ref().unwrap());
     let events = stored_events(&writer);
     assert_eq!(events.last().map(|e| e.0), Some(cursor));
+    assert_chains(&events);
+}
+
+/// An error that makes SQLite roll back the whole transaction (here a
+/// trigger's `RAISE(ROLLBACK)` while a plain append interns its kind) fails
+/// the batch at once: nothing after it runs in autocommit, nothing of the
+/// batch is stored, and the writer's caches still match the database.
+#[test]
+fn a_transaction_rolled_back_under_an_op_fails_the_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut writer, runs) = writer_with_runs(&dir, 1, |conn| {
+        conn.execute_batch(
+            "CREATE TEMP TRIGGER boom BEFORE INSERT ON event_kinds \
+             WHEN NEW.name = 'boom' BEGIN SELECT RAISE(ROLLBACK, 'rolled back'); END",
+        )
+        .unwrap();
+    });
+    let run = &runs[0];
+    let late = Flow::new("c", "g", "o");
+    let insert_late = WriteOp::InsertRun {
+        run: Box::new(late.clone()),
+        audit: Some(EventKind::custom("created", serde_json::json!(null))),
+    };
+    let before = stored_events(&writer);
+    let err = writer
+        .apply_batch(&[
+            tick(run, serde_json::json!(1)),
+            WriteOp::Append(NewEvent::new(
+                run.id,
+                EventKind::custom("boom", serde_json::json!(2)),
+            )),
+            tick(run, serde_json::json!(3)),
+            insert_late.clone(),
+            tick(run, serde_json::json!(4)),
+        ])
+        .unwrap_err();
+    assert!(err.to_string().contains("rolled back"), "{err}");
+    assert_eq!(
+        stored_events(&writer),
+        before,
+        "nothing of the batch is stored"
+    );
+
+    let results = writer
+        .apply_batch(&[tick(run, serde_json::json!(5)), insert_late])
+        .unwrap();
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    assert_chains(&stored_events(&writer));
+}
+
+/// Large payloads are flushed as they pile up (not held until the end of
+/// the batch); the chain is the same.
+#[test]
+fn large_payloads_are_flushed_as_they_pile_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut writer, runs) = writer_with_runs(&dir, 2, |_| {});
+    let big = serde_json::json!("y".repeat(400_000));
+    let ops: Vec<WriteOp> = (0..8).map(|i| tick(&runs[i % 2], big.clone())).collect();
+    let results = writer.apply_batch(&ops).unwrap();
+    assert!(results.iter().all(Result::is_ok));
+    let events = stored_events(&writer);
+    assert_eq!(events.len(), 2 + 8);
     assert_chains(&events);
 }
