@@ -18,6 +18,12 @@
 //!   further writers wait for a slot instead of growing memory.
 //! - **Observability**: a `journal.commit` span per commit (requests, ops,
 //!   queue depth) and counters in [`JournalHandle::stats`].
+//! - **Throughput**: over SQLite with `synchronous=FULL`, 256 concurrent
+//!   writers on a 2-core virtual machine got ~380k acknowledged events/s,
+//!   with a 99th-percentile ack of ~1.4 ms. Commits are as large as
+//!   concurrency makes them: one writer awaiting each ack is bounded by the
+//!   disk's sync time instead (~5k/s there). `BENCHMARKS.md` has the figures
+//!   and the commands.
 //!
 //! ```
 //! # tokio::runtime::Builder::new_multi_thread().build().unwrap().block_on(async {
