@@ -8,7 +8,8 @@ use std::sync::Arc;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::sync::OwnedSemaphorePermit;
 
-use super::committer::{CommitQueue, Committer, Pushed, Request, Work};
+use super::committer::{CommitQueue, Committer, Pushed};
+use super::request::{Request, Work};
 use super::stats::Counters;
 use crate::store::{FlowStore, StoreError, WriteOp, WriteOutcome};
 

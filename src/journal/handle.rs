@@ -10,7 +10,8 @@ use tokio::sync::{Semaphore, oneshot};
 use uuid::Uuid;
 
 use super::actor::{JournalActor, JournalArgs, JournalMsg};
-use super::committer::{CommitQueue, Pushed, Request, Work};
+use super::committer::{CommitQueue, Pushed};
+use super::request::{Request, Work};
 use super::stats::{Counters, JournalStats};
 use crate::runs::{RecoveryReport, recover};
 use crate::store::{

@@ -46,6 +46,7 @@
 mod actor;
 mod committer;
 mod handle;
+mod request;
 mod stats;
 
 pub use actor::JournalMsg;
