@@ -3,9 +3,11 @@
 //! per-statement work is paid once per 64 rows, not per row (13% fewer
 //! writer-thread instructions per event in `BENCHMARKS.md`'s 256-writer case).
 //!
-//! A buffered event gets its cursor when it is queued: the writer is the
-//! only one inserting events, so the next cursor is the last one plus one
-//! (what SQLite would pick for the row). The buffer is flushed before
+//! A buffered event is told its cursor when it is queued: the writer is the
+//! only one inserting events, so the next cursor is the last one plus one,
+//! which is what SQLite picks for the row when it is inserted (the insert
+//! leaves the numbering to SQLite, which is cheaper than a given key, and
+//! the flush checks the last number). The buffer is flushed before
 //! anything else touches the events table (every op other than a plain
 //! append, the heads write-back, the commit), and forgets its next cursor
 //! after such an op, which may have inserted events itself.
@@ -25,11 +27,30 @@ use crate::store::sqlite::multi_row::MultiRow;
 
 static INSERT: LazyLock<MultiRow> = LazyLock::new(|| {
     MultiRow::new(
-        "INSERT INTO events(cursor, rid, seq, prev, kind, ekey, at, payload) VALUES",
-        "(?, ?, ?, ?, ?, NULL, ?, ?)",
+        "INSERT INTO events(rid, seq, prev, kind, ekey, at, payload) VALUES",
+        "(?, ?, ?, ?, NULL, ?, ?)",
         "",
     )
 });
+
+/// SQLite numbered the flushed rows itself (consecutively, from the
+/// table's last cursor): checks that it gave them the cursors their ops were
+/// told. A mismatch would be a bug of the writer's bookkeeping; it fails the
+/// batch, so nothing wrong is committed.
+fn check_cursors(conn: &Connection, rows: &[(i64, BufferedEvent)]) -> Result<(), StoreError> {
+    let Some(&(expected, _)) = rows.last() else {
+        return Ok(());
+    };
+    let got = conn.last_insert_rowid();
+    if got == expected {
+        return Ok(());
+    }
+    let message = format!("the last queued event got cursor {got}, not {expected}");
+    Err(sql("insert events")(rusqlite::Error::SqliteFailure(
+        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_INTERNAL),
+        Some(message),
+    )))
+}
 
 /// A row of `events` waiting for its insert.
 pub(super) struct BufferedEvent {
@@ -103,20 +124,15 @@ impl EventBuffer {
             return Ok(());
         }
         let at = self.at;
-        let inserted = INSERT.run(
-            conn,
-            &self.rows,
-            "insert events",
-            |stmt, first, (cursor, e)| {
-                stmt.raw_bind_parameter(first, cursor)?;
-                stmt.raw_bind_parameter(first + 1, e.rid)?;
-                stmt.raw_bind_parameter(first + 2, e.seq)?;
-                stmt.raw_bind_parameter(first + 3, e.prev)?;
-                stmt.raw_bind_parameter(first + 4, e.kind)?;
-                stmt.raw_bind_parameter(first + 5, at)?;
-                stmt.raw_bind_parameter(first + 6, &e.payload)
-            },
-        );
+        let inserted = INSERT.run(conn, &self.rows, "insert events", |stmt, first, (_, e)| {
+            stmt.raw_bind_parameter(first, e.rid)?;
+            stmt.raw_bind_parameter(first + 1, e.seq)?;
+            stmt.raw_bind_parameter(first + 2, e.prev)?;
+            stmt.raw_bind_parameter(first + 3, e.kind)?;
+            stmt.raw_bind_parameter(first + 4, at)?;
+            stmt.raw_bind_parameter(first + 5, &e.payload)
+        });
+        let inserted = inserted.and_then(|()| check_cursors(conn, &self.rows));
         // Flushed, or failed (which fails the batch): done with either way.
         self.rows.clear();
         self.bytes = 0;

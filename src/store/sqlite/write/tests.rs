@@ -290,3 +290,34 @@ fn large_payloads_are_flushed_as_they_pile_up() {
     assert_eq!(events.len(), 2 + 8);
     assert_chains(&events);
 }
+
+/// If anything but the writer inserted events while appends were queued
+/// (here a trigger, fired while a queued append's neighbour interns its
+/// kind), SQLite would number the queued rows differently from the cursors
+/// their ops were told: the flush notices, and the batch fails instead of
+/// committing wrong cursors.
+#[test]
+fn queued_cursors_that_sqlite_would_number_otherwise_fail_the_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut writer, runs) = writer_with_runs(&dir, 1, |conn| {
+        conn.execute_batch(
+            "CREATE TEMP TRIGGER sneak AFTER INSERT ON event_kinds \
+             WHEN NEW.name = 'sneaky' \
+             BEGIN INSERT INTO events(rid, seq, kind, at) VALUES (1, 999, 16, 0); END",
+        )
+        .unwrap();
+    });
+    let run = &runs[0];
+    let before = stored_events(&writer);
+    let err = writer
+        .apply_batch(&[
+            tick(run, serde_json::json!(1)),
+            WriteOp::Append(NewEvent::new(
+                run.id,
+                EventKind::custom("sneaky", serde_json::json!(2)),
+            )),
+        ])
+        .unwrap_err();
+    assert!(err.to_string().contains("last queued event got cursor"), "{err}");
+    assert_eq!(stored_events(&writer), before);
+}
