@@ -69,7 +69,12 @@ fn writer_with_runs(
 }
 
 fn tick(run: &Flow, payload: serde_json::Value) -> WriteOp {
-    WriteOp::Append(NewEvent::new(run.id, EventKind::custom("tick", payload)))
+    named(run, "tick", payload)
+}
+
+/// A plain append of kind `name`.
+fn named(run: &Flow, name: &str, payload: serde_json::Value) -> WriteOp {
+    WriteOp::Append(NewEvent::new(run.id, EventKind::custom(name, payload)))
 }
 
 /// `(cursor, rid, seq, prev)` of every stored event, in cursor order.
@@ -253,10 +258,7 @@ fn a_transaction_rolled_back_under_an_op_fails_the_batch() {
     let err = writer
         .apply_batch(&[
             tick(run, serde_json::json!(1)),
-            WriteOp::Append(NewEvent::new(
-                run.id,
-                EventKind::custom("boom", serde_json::json!(2)),
-            )),
+            named(run, "boom", serde_json::json!(2)),
             tick(run, serde_json::json!(3)),
             insert_late.clone(),
             tick(run, serde_json::json!(4)),
@@ -312,12 +314,12 @@ fn queued_cursors_that_sqlite_would_number_otherwise_fail_the_batch() {
     let err = writer
         .apply_batch(&[
             tick(run, serde_json::json!(1)),
-            WriteOp::Append(NewEvent::new(
-                run.id,
-                EventKind::custom("sneaky", serde_json::json!(2)),
-            )),
+            named(run, "sneaky", serde_json::json!(2)),
         ])
         .unwrap_err();
-    assert!(err.to_string().contains("last queued event got cursor"), "{err}");
+    assert!(
+        err.to_string().contains("last queued event got cursor"),
+        "{err}"
+    );
     assert_eq!(stored_events(&writer), before);
 }
