@@ -254,13 +254,20 @@ impl Writer {
             if savepoint {
                 self.exec("SAVEPOINT op")?;
             }
+            // A plain append records straight into the batch: it has no
+            // savepoint to roll back, so nothing to keep apart.
+            let (seen, scratch) = if plain {
+                (None, &mut *batch)
+            } else {
+                (Some(&*batch), &mut op_scratch)
+            };
             let mut ctx = OpCtx {
                 conn: &self.conn,
                 insert_event: &mut insert_event,
                 committed: &self.heads,
                 kinds: &self.kinds,
-                batch,
-                op: &mut op_scratch,
+                batch: seen,
+                op: scratch,
                 now,
                 buffer: plain.then_some(&mut *buffer),
                 max_payload: self.max_payload,
@@ -277,15 +284,13 @@ impl Writer {
             if savepoint {
                 buffer.forget_cursor();
             }
-            if result.is_ok() {
-                batch.absorb(&mut op_scratch);
-            } else {
-                op_scratch.clear();
-                if savepoint {
+            if savepoint {
+                if result.is_ok() {
+                    batch.absorb(&mut op_scratch);
+                } else {
+                    op_scratch.clear();
                     self.exec("ROLLBACK TO op")?;
                 }
-            }
-            if savepoint {
                 self.exec("RELEASE op")?;
             }
             results.push(result);

@@ -33,7 +33,13 @@ pub(super) struct OpCtx<'a, 'c> {
     pub(super) insert_event: &'a mut CachedStatement<'c>,
     pub(super) committed: &'a IdMap<Head>,
     pub(super) kinds: &'a Kinds,
-    pub(super) batch: &'a Scratch,
+    /// The batch's changes so far, when the op keeps its own apart (`op`)
+    /// until it has succeeded; `None` when `op` is the batch's own (a plain
+    /// append: it takes no savepoint, and nothing it leaves there on
+    /// failure is wrong, since a clean head is what it read and a kind it
+    /// interned stays in the database).
+    pub(super) batch: Option<&'a Scratch>,
+    /// Where the op records its changes.
     pub(super) op: &'a mut Scratch,
     /// The batch's time (µs since the epoch): every event it appends was
     /// stored by the same commit, so they share one `at`, read once.
@@ -61,7 +67,9 @@ static UPDATE_RUN: LazyLock<String> = LazyLock::new(|| {
 
 impl OpCtx<'_, '_> {
     fn head(&mut self, run_id: Uuid) -> Result<Head, StoreError> {
-        if let Some((h, _)) = self.op.heads.get(&run_id).or(self.batch.heads.get(&run_id)) {
+        let seen = (self.op.heads.get(&run_id))
+            .or_else(|| self.batch.and_then(|batch| batch.heads.get(&run_id)));
+        if let Some((h, _)) = seen {
             return Ok(*h);
         }
         if let Some(h) = self.committed.get(&run_id) {
