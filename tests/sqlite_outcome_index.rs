@@ -4,8 +4,12 @@
 //! the outcomes it already holds, and that the scan lists exactly the runs
 //! with a terminal status and no terminal event, before and after repair.
 
+#[path = "support/raw_sqlite.rs"]
+mod raw_sqlite;
+
 use std::path::Path;
 
+use raw_sqlite::{run_sql, user_version};
 use serde_json::Value;
 use troupe::store::{
     EventKind, Flow, FlowStatus, FlowStore, NewEvent, SCHEMA_VERSION, SqliteStore, TerminalEvent,
@@ -82,20 +86,15 @@ async fn a_version_2_journal_migrates_with_its_outcomes() {
     assert_eq!(missing(&store).await, vec![broken, cancelled]);
     drop(store);
     {
-        let conn = rusqlite::Connection::open(&path).expect("open raw");
-        conn.execute_batch(
+        run_sql(
+            &path,
             "DROP INDEX runs_missing_outcome; ALTER TABLE runs DROP COLUMN outcome_cursor; \
              PRAGMA user_version = 2;",
-        )
-        .expect("back to version 2");
+        );
     }
 
     let store = SqliteStore::open(&path).await.expect("migrate");
-    let version: i64 = rusqlite::Connection::open(&path)
-        .expect("open raw")
-        .pragma_query_value(None, "user_version", |r| r.get(0))
-        .expect("user_version");
-    assert_eq!(version, SCHEMA_VERSION);
+    assert_eq!(user_version(&path), SCHEMA_VERSION);
     let rows = outcomes_and_events(&path);
     assert_eq!(rows.len(), 6);
     assert!(

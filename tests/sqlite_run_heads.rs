@@ -4,8 +4,12 @@
 //! `prev` chain that `list_events` walks) stays exact across write-backs,
 //! reopens, and a database left as a crash would leave it.
 
+#[path = "support/raw_sqlite.rs"]
+mod raw_sqlite;
+
 use std::path::Path;
 
+use raw_sqlite::{run_sql, user_version};
 use serde_json::json;
 use troupe::store::{
     Cursor, EventKind, Flow, FlowStore, NewEvent, RunEvent, SqliteConfig, SqliteStore, WriteOp,
@@ -127,12 +131,11 @@ async fn open_rebuilds_heads_from_the_tail_after_a_crash() {
     let path = dir.path().join(DB);
     drop(store);
     {
-        let conn = rusqlite::Connection::open(&path).expect("open raw");
-        conn.execute_batch(
+        run_sql(
+            &path,
             "UPDATE run_heads SET last_seq = 0, last_cursor = NULL; \
              UPDATE heads_mark SET cursor = 0;",
-        )
-        .expect("roll heads back");
+        );
     }
     let store = SqliteStore::open_with(&path, config())
         .await
@@ -155,21 +158,16 @@ async fn a_version_1_database_migrates_with_its_heads_exact() {
     // Reopening folds the tail, so the heads are exact as version 1 kept them.
     drop(SqliteStore::open_with(&path, config()).await.expect("fold"));
     {
-        let conn = rusqlite::Connection::open(&path).expect("open raw");
-        conn.execute_batch(
+        run_sql(
+            &path,
             "DROP INDEX runs_missing_outcome; ALTER TABLE runs DROP COLUMN outcome_cursor; \
              DROP TABLE heads_mark; PRAGMA user_version = 1;",
-        )
-        .expect("back to version 1");
+        );
     }
     let store = SqliteStore::open_with(&path, config())
         .await
         .expect("migrate");
-    let version: i64 = rusqlite::Connection::open(&path)
-        .expect("open raw")
-        .pragma_query_value(None, "user_version", |r| r.get(0))
-        .expect("user_version");
-    assert_eq!(version, troupe::store::SCHEMA_VERSION);
+    assert_eq!(user_version(&path), troupe::store::SCHEMA_VERSION);
     let (mark, last) = mark_and_last_cursor(&path);
     assert_eq!(mark, last, "every event is folded after the migration");
     assert_logs_exact(&store, &runs, 5).await;

@@ -2,8 +2,12 @@
 //! is not SQLite. Each gives a typed error naming the row; nothing panics and
 //! other rows stay readable.
 
+#[path = "support/raw_sqlite.rs"]
+mod raw_sqlite;
+
 use std::path::Path;
 
+use raw_sqlite::{run_sql, user_version};
 use serde_json::json;
 use troupe::store::{
     EventKind, Flow, FlowStore, NewEvent, SCHEMA_VERSION, SqliteStore, StoreError,
@@ -23,17 +27,12 @@ async fn two_runs(path: &Path) -> (Flow, Flow, Vec<u64>) {
     (a, b, cursors)
 }
 
-fn raw(path: &Path, sql: &str) {
-    let conn = rusqlite::Connection::open(path).unwrap();
-    conn.execute_batch(sql).unwrap();
-}
-
 #[tokio::test]
 async fn corrupt_payload_names_the_row() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("j.sqlite");
     let (a, b, cursors) = two_runs(&path).await;
-    raw(
+    run_sql(
         &path,
         &format!(
             "UPDATE events SET payload = X'7B7B7B' WHERE cursor = {}",
@@ -82,7 +81,7 @@ async fn unknown_event_kind_is_a_typed_error() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("j.sqlite");
     let (a, b, cursors) = two_runs(&path).await;
-    raw(
+    run_sql(
         &path,
         &format!("UPDATE events SET kind = 999 WHERE cursor = {}", cursors[2]),
     );
@@ -104,7 +103,7 @@ async fn corrupt_run_row_names_the_run() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("j.sqlite");
     let (a, b, _) = two_runs(&path).await;
-    raw(
+    run_sql(
         &path,
         "UPDATE runs SET status = 42 WHERE rid = 1; UPDATE runs SET state_json = X'00' WHERE rid = 2",
     );
@@ -131,7 +130,7 @@ async fn newer_schema_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("j.sqlite");
     two_runs(&path).await;
-    raw(
+    run_sql(
         &path,
         &format!("PRAGMA user_version = {}", SCHEMA_VERSION + 1),
     );
@@ -144,11 +143,7 @@ async fn newer_schema_is_refused() {
         "{err:?}"
     );
     // Nothing was changed: the file still says the newer version.
-    let conn = rusqlite::Connection::open(&path).unwrap();
-    let v: i64 = conn
-        .pragma_query_value(None, "user_version", |r| r.get(0))
-        .unwrap();
-    assert_eq!(v, SCHEMA_VERSION + 1);
+    assert_eq!(user_version(&path), SCHEMA_VERSION + 1);
 }
 
 #[tokio::test]
