@@ -122,9 +122,7 @@ impl JournalHandle {
             let _ = rx.await;
         }
     }
-}
 
-impl JournalHandle {
     /// Queues `work` once it has its queue slots (backpressure); has a drain
     /// started if the queue was idle.
     async fn enqueue(&self, work: Work) -> Result<(), StoreError> {
