@@ -247,11 +247,10 @@ impl Writer {
             // it runs in a savepoint, so that it stands or falls whole.
             let plain = matches!(op, WriteOp::Append(ev)
                 if ev.event_id.is_none() && ev.kind.as_terminal().is_none());
-            let savepoint = !plain;
-            if savepoint || buffer.is_full() {
+            if !plain || buffer.is_full() {
                 buffer.flush(&self.conn)?;
             }
-            if savepoint {
+            if !plain {
                 self.exec("SAVEPOINT op")?;
             }
             // A plain append records straight into the batch: it has no
@@ -281,10 +280,8 @@ impl Writer {
                 Err(e) if self.conn.is_autocommit() => return Err(e),
                 result => result,
             };
-            if savepoint {
+            if !plain {
                 buffer.forget_cursor();
-            }
-            if savepoint {
                 if result.is_ok() {
                     batch.absorb(&mut op_scratch);
                 } else {

@@ -24,6 +24,7 @@ use rusqlite::Connection;
 use super::sql;
 use crate::store::error::StoreError;
 use crate::store::sqlite::multi_row::MultiRow;
+use crate::store::sqlite::read::latest_cursor;
 
 static INSERT: LazyLock<MultiRow> = LazyLock::new(|| {
     MultiRow::new(
@@ -65,10 +66,11 @@ pub(super) struct BufferedEvent {
 #[derive(Default)]
 pub(super) struct EventBuffer {
     rows: Vec<(i64, BufferedEvent)>,
-    /// The cursor the next queued event gets; `None` until read from the
-    /// table (at the start of a batch, and after an op that may have
-    /// inserted events without the buffer).
-    next_cursor: Option<i64>,
+    /// The cursor of the last event stored or queued (the next one gets
+    /// the one after it); `None` until read from the table (at the start of
+    /// a batch, and after an op that may have inserted events without the
+    /// buffer).
+    last_cursor: Option<i64>,
     /// The batch's time, shared by its events.
     at: i64,
     /// Payload bytes queued.
@@ -84,7 +86,7 @@ impl EventBuffer {
     pub(super) fn begin(&mut self, at: i64) {
         self.rows.clear();
         self.bytes = 0;
-        self.next_cursor = None;
+        self.last_cursor = None;
         self.at = at;
     }
 
@@ -99,20 +101,17 @@ impl EventBuffer {
         conn: &Connection,
         event: BufferedEvent,
     ) -> Result<i64, StoreError> {
-        let cursor = match self.next_cursor {
-            Some(cursor) => cursor,
-            None => conn
-                .prepare_cached("SELECT ifnull(max(cursor), 0) FROM events")
-                .and_then(|mut s| s.query_row([], |r| r.get::<_, i64>(0)))
-                .and_then(|last| {
-                    // Past i64::MAX SQLite would pick free rowids at random,
-                    // which would break cursor order: refuse instead.
-                    last.checked_add(1)
-                        .ok_or(rusqlite::Error::IntegralValueOutOfRange(0, last))
-                })
-                .map_err(sql("read the last cursor"))?,
+        let last = match self.last_cursor {
+            Some(last) => last,
+            // Cursors are stored as i64: the round trip through `Cursor` is exact.
+            None => latest_cursor(conn)?.0 as i64,
         };
-        self.next_cursor = cursor.checked_add(1);
+        // Past i64::MAX SQLite would pick free rowids at random, which would
+        // break cursor order: refuse instead.
+        let cursor = last.checked_add(1).ok_or_else(|| {
+            sql("read the last cursor")(rusqlite::Error::IntegralValueOutOfRange(0, last))
+        })?;
+        self.last_cursor = Some(cursor);
         self.bytes += event.payload.as_ref().map_or(0, Vec::len);
         self.rows.push((cursor, event));
         Ok(cursor)
@@ -143,6 +142,6 @@ impl EventBuffer {
     /// first): read the next cursor again before queueing another.
     pub(super) fn forget_cursor(&mut self) {
         debug_assert!(self.rows.is_empty(), "unflushed events would collide");
-        self.next_cursor = None;
+        self.last_cursor = None;
     }
 }
