@@ -9,7 +9,7 @@
 //! leaves the numbering to SQLite, which is cheaper than a given key, and
 //! the flush checks the last number). The buffer is flushed before
 //! anything else touches the events table (every op other than a plain
-//! append, the heads write-back, the commit), and forgets its next cursor
+//! append, the heads write-back, the commit), and forgets its last cursor
 //! after such an op, which may have inserted events itself.
 //!
 //! A plain append cannot fail once queued: its run, kind and payload size
@@ -139,7 +139,7 @@ impl EventBuffer {
     }
 
     /// Events may have been inserted without the buffer (which was flushed
-    /// first): read the next cursor again before queueing another.
+    /// first): read the last cursor again before queueing another.
     pub(super) fn forget_cursor(&mut self) {
         debug_assert!(self.rows.is_empty(), "unflushed events would collide");
         self.last_cursor = None;
