@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use troupe::journal::{JournalConfig, JournalHandle};
-use troupe::store::{EventKind, Flow, FlowStore, NewEvent, SqliteStore};
+use troupe::store::{EventKind, NewEvent, Run, SqliteStore, Store};
 
 /// Runs interleaved in the raw baseline (like 256 writers).
 const RAW_RUNS: usize = 256;
@@ -43,9 +43,9 @@ fn db_bytes(path: &Path) -> u64 {
 }
 
 /// Creates a journal file with `runs` runs; returns their ids.
-async fn prepare(path: &Path, runs: usize) -> Vec<Flow> {
+async fn prepare(path: &Path, runs: usize) -> Vec<Run> {
     let store = SqliteStore::open(path).await.expect("open");
-    let flows: Vec<Flow> = (0..runs).map(|_| Flow::new("bench", "g", "o")).collect();
+    let flows: Vec<Run> = (0..runs).map(|_| Run::new("bench", "g", "o")).collect();
     let ops = flows
         .iter()
         .map(|f| troupe::store::WriteOp::InsertRun {

@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 use troupe::flow::FlowDefinition;
 use troupe::runtime::Runtime;
 use troupe::stage::{Emitter, sink_fn, source_iter, transform_fn};
-use troupe::store::FlowStatus;
+use troupe::store::RunStatus;
 
 mod support;
 
@@ -99,7 +99,7 @@ fn pipeline(c: &mut Criterion) {
         b.to_async(&rt).iter(|| async {
             let run = runtime.start("bench").await.expect("start");
             let outcome = run.wait().await.expect("outcome");
-            assert_eq!(outcome.status, FlowStatus::Finished);
+            assert_eq!(outcome.status, RunStatus::Finished);
             black_box(outcome)
         });
     });

@@ -10,9 +10,9 @@ mod support;
 
 use std::time::Instant;
 
-use troupe::flow::FlowState;
+use troupe::flow::RunState;
 use troupe::runtime::Runtime;
-use troupe::store::{Flow, FlowStatus, FlowStore, SqliteStore, WriteOp};
+use troupe::store::{Run, RunStatus, SqliteStore, Store, WriteOp};
 
 fn main() {
     if support::probing() {
@@ -29,8 +29,8 @@ fn main() {
         let store = SqliteStore::open(&path).await.expect("open");
         let ops: Vec<WriteOp> = (0..runs)
             .map(|_| {
-                let mut run = Flow::new("idle", "recover me", "bench");
-                run.status = FlowStatus::Running;
+                let mut run = Run::new("idle", "recover me", "bench");
+                run.status = RunStatus::Running;
                 WriteOp::InsertRun {
                     run: Box::new(run),
                     audit: None,
@@ -57,7 +57,7 @@ fn main() {
         for run in runtime.resumed() {
             let mut state = run.watch();
             state
-                .wait_for(|s| *s == FlowState::Running)
+                .wait_for(|s| *s == RunState::Running)
                 .await
                 .expect("running");
         }

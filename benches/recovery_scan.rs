@@ -15,15 +15,15 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use troupe::store::{
-    EventKind, Flow, FlowStatus, FlowStore, NewEvent, SqliteStore, TerminalEvent, WriteOp,
+    EventKind, NewEvent, Run, RunStatus, SqliteStore, Store, TerminalEvent, WriteOp,
 };
 
 /// Runs finished without their terminal event.
 const MISSING: usize = 10;
 
-fn finished_run() -> Flow {
-    let mut run = Flow::new("idle", "finished", "bench");
-    run.status = FlowStatus::Finished;
+fn finished_run() -> Run {
+    let mut run = Run::new("idle", "finished", "bench");
+    run.status = RunStatus::Finished;
     run
 }
 
@@ -38,7 +38,7 @@ async fn add_finished(store: &SqliteStore, n: usize) {
                 let run = finished_run();
                 let outcome = NewEvent::new(
                     run.id,
-                    EventKind::Terminal(TerminalEvent::FlowCompleted {
+                    EventKind::Terminal(TerminalEvent::RunCompleted {
                         structured_output: None,
                     }),
                 );

@@ -1,4 +1,4 @@
-//! What the control plane costs per change: `FlowManager::update_state`
+//! What the control plane costs per change: `RunManager::update_state`
 //! (read, check the rules, merge, CAS write with an audit event, in one
 //! atomic op) against the same work done by hand on the store (read, merge,
 //! `update_run` with the audit event), on a memory store and an in-memory
@@ -14,15 +14,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use troupe::runs::{CreateManagedInput, FlowManager, merge_state};
-use troupe::store::{EventKind, FlowStore, MemoryStore, SqliteStore};
+use troupe::runs::{CreateManagedInput, RunManager, merge_state};
+use troupe::store::{EventKind, MemoryStore, SqliteStore, Store};
 use uuid::Uuid;
 
 const ROUNDS: usize = 31;
 const BLOCK: u32 = 1000;
 
 /// The baseline: one state change done by hand on the store.
-async fn raw_change(store: &dyn FlowStore, id: Uuid, i: u64) {
+async fn raw_change(store: &dyn Store, id: Uuid, i: u64) {
     let mut run = store.get_run(id).await.expect("read").expect("run");
     let patch = json!({ "n": i });
     merge_state(&mut run.state_json, patch.clone());
@@ -38,8 +38,8 @@ fn median<T: PartialOrd + Copy>(mut xs: Vec<T>) -> T {
     xs[xs.len() / 2]
 }
 
-async fn measure(name: &str, store: Arc<dyn FlowStore>) {
-    let manager = FlowManager::new(store.clone());
+async fn measure(name: &str, store: Arc<dyn Store>) {
+    let manager = RunManager::new(store.clone());
     let input = CreateManagedInput::new("bench", "goal", "owner");
     let id = manager.create_managed(input).await.expect("create").id;
     let (mut raw, mut managed, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
@@ -77,7 +77,7 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    println!("| store | hand-written CAS change | FlowManager::update_state | ratio |");
+    println!("| store | hand-written CAS change | RunManager::update_state | ratio |");
     println!("|---|---|---|---|");
     rt.block_on(async {
         measure("MemoryStore", Arc::new(MemoryStore::new())).await;

@@ -23,7 +23,7 @@ use troupe::fsm::{
 };
 use troupe::runtime::Runtime;
 use troupe::stage::{Emitter, Produced, Sink, Source, Transform};
-use troupe::store::FlowStore;
+use troupe::store::Store;
 use troupe::supervise::BoxError;
 
 const ORDERS: u64 = 400;

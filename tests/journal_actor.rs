@@ -9,7 +9,7 @@ use serde_json::Value;
 use tokio::sync::Semaphore;
 use troupe::journal::{JournalConfig, JournalHandle};
 use troupe::store::{
-    EventKind, Flow, FlowStore, MemoryStore, NewEvent, StoreError, WriteOp, WriteOutcome, WriterJob,
+    EventKind, MemoryStore, NewEvent, Run, Store, StoreError, WriteOp, WriteOutcome, WriterJob,
 };
 use uuid::Uuid;
 
@@ -74,9 +74,9 @@ troupe::store_wrapper! {
     }
 }
 
-async fn setup(config: JournalConfig) -> (Arc<GatedStore>, JournalHandle, Flow) {
+async fn setup(config: JournalConfig) -> (Arc<GatedStore>, JournalHandle, Run) {
     let store = Arc::new(GatedStore::default());
-    let run = Flow::new("c", "g", "o");
+    let run = Run::new("c", "g", "o");
     store.inner.insert_run(run.clone(), None).await.unwrap();
     let journal = JournalHandle::spawn(store.clone(), config, None)
         .await
@@ -302,7 +302,7 @@ async fn a_stopped_writer_thread_fails_writes_instead_of_stranding_them() {
         writer_thread_gone: true,
         ..GatedStore::default()
     });
-    let run = Flow::new("c", "g", "o");
+    let run = Run::new("c", "g", "o");
     store.inner.insert_run(run.clone(), None).await.unwrap();
     let journal = JournalHandle::spawn(store.clone(), JournalConfig::default(), None)
         .await
@@ -326,7 +326,7 @@ async fn writes_racing_a_killed_journal_actor_are_answered() {
     use std::task::{Context, Poll, Waker};
 
     let store = Arc::new(MemoryStore::new());
-    let run = Flow::new("c", "g", "o");
+    let run = Run::new("c", "g", "o");
     store.insert_run(run.clone(), None).await.unwrap();
     let journal = JournalHandle::spawn(store, JournalConfig::default(), None)
         .await
@@ -368,7 +368,7 @@ async fn a_finished_shutdown_has_answered_every_write() {
     let mut outstanding = 0;
     for round in 0..50 {
         let store = Arc::new(troupe::store::SqliteStore::open(":memory:").await.unwrap());
-        let run = Flow::new("c", "g", "o");
+        let run = Run::new("c", "g", "o");
         store.insert_run(run.clone(), None).await.unwrap();
         let journal = JournalHandle::spawn(store, JournalConfig::default(), None)
             .await

@@ -21,8 +21,7 @@ use serde_json::{Value, json};
 use troupe::journal::{JournalConfig, JournalHandle};
 use troupe::runs::{TerminalTarget, record_persisted_terminalization, recover};
 use troupe::store::{
-    Cursor, EventKind, Flow, FlowStatus, FlowStore, IntegrityCheck, NewEvent, SqliteConfig,
-    SqliteStore,
+    Cursor, EventKind, IntegrityCheck, NewEvent, Run, RunStatus, SqliteConfig, SqliteStore, Store,
 };
 use uuid::Uuid;
 
@@ -95,7 +94,7 @@ fn child(path: PathBuf) {
             tasks.push(tokio::spawn(async move {
                 let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (w + 1) ^ u64::from(std::process::id()));
                 loop {
-                    let mut run = Flow::new("crash", "survive", format!("writer-{w}"));
+                    let mut run = Run::new("crash", "survive", format!("writer-{w}"));
                     journal
                         .insert_run(run.clone(), None)
                         .await
@@ -108,16 +107,16 @@ fn child(path: PathBuf) {
                     }
                     let (status, target) = match rng.below(3) {
                         0 => (
-                            FlowStatus::Finished,
+                            RunStatus::Finished,
                             TerminalTarget::Completed {
                                 structured_output: None,
                             },
                         ),
                         1 => (
-                            FlowStatus::Failed,
+                            RunStatus::Failed,
                             TerminalTarget::Failed { reason: "r".into() },
                         ),
-                        _ => (FlowStatus::Cancelled, TerminalTarget::Canceled),
+                        _ => (RunStatus::Cancelled, TerminalTarget::Cancelled),
                     };
                     run.status = status;
                     journal
@@ -273,11 +272,7 @@ async fn verify(path: &Path, acked: &Acked, round: usize) {
             "round {round}: terminal run {run} has no terminal event"
         );
     }
-    for status in [
-        FlowStatus::Finished,
-        FlowStatus::Failed,
-        FlowStatus::Cancelled,
-    ] {
+    for status in [RunStatus::Finished, RunStatus::Failed, RunStatus::Cancelled] {
         for run in store.list_runs_by_status(status).await.expect("list runs") {
             assert_eq!(
                 terminals.get(&run.id),

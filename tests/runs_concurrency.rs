@@ -11,16 +11,16 @@ mod cases {
 
     use serde_json::json;
     use tokio::task::JoinSet;
-    use troupe::runs::{CreateManagedInput, FlowError, FlowManager, FlowStatus};
+    use troupe::runs::{CreateManagedInput, RunError, RunManager, RunStatus};
     use troupe::store::EventKind;
 
-    use super::backends::Store;
+    use super::backends::AnyStore;
 
     const TASKS: usize = 32;
     const UPDATES_PER_TASK: usize = 4;
 
-    pub async fn concurrent_updates_land_exactly_once(store: Store) {
-        let m = FlowManager::new(store);
+    pub async fn concurrent_updates_land_exactly_once(store: AnyStore) {
+        let m = RunManager::new(store);
         let id = m
             .create_managed(CreateManagedInput::new("ctrl", "contended", "owner"))
             .await
@@ -45,7 +45,7 @@ mod cases {
             for (key, result) in results.unwrap() {
                 match result {
                     Ok(_) => assert!(landed.insert(key)),
-                    Err(FlowError::RevisionMismatch { expected, actual }) => {
+                    Err(RunError::RevisionMismatch { expected, actual }) => {
                         assert!(actual > expected, "{expected} -> {actual}");
                         assert!(gave_up.insert(key));
                     }
@@ -57,7 +57,7 @@ mod cases {
         assert!(!landed.is_empty());
 
         let run = m.get(id).await.unwrap().unwrap();
-        assert_eq!(run.status, FlowStatus::Created);
+        assert_eq!(run.status, RunStatus::Created);
         assert_eq!(run.revision, landed.len() as u64);
         let state = run.state_json.as_object().unwrap();
         let in_state: BTreeSet<String> = state.keys().cloned().collect();
@@ -93,8 +93,8 @@ mod cases {
         assert_eq!(audited_set, landed);
     }
 
-    pub async fn racing_terminal_moves_record_one_outcome(store: Store) {
-        let m = FlowManager::new(store.clone());
+    pub async fn racing_terminal_moves_record_one_outcome(store: AnyStore) {
+        let m = RunManager::new(store.clone());
         let id = m
             .create_managed(CreateManagedInput::new("ctrl", "race", "owner"))
             .await
@@ -121,9 +121,9 @@ mod cases {
                 Ok(run) if run.status.is_terminal() => terminal_winners.push((t, run.status)),
                 Ok(run) => assert!(run.cancel_requested),
                 Err(
-                    FlowError::AlreadyTerminal { .. }
-                    | FlowError::CancelPending { .. }
-                    | FlowError::RevisionMismatch { .. },
+                    RunError::AlreadyTerminal { .. }
+                    | RunError::CancelPending { .. }
+                    | RunError::RevisionMismatch { .. },
                 ) => {}
                 Err(e) => panic!("unexpected error: {e}"),
             }
@@ -136,9 +136,9 @@ mod cases {
         let outcomes: Vec<_> = log.iter().filter_map(|e| e.kind.as_terminal()).collect();
         assert_eq!(outcomes.len(), 1);
         let expected = match status {
-            FlowStatus::Finished => "FlowCompleted",
-            FlowStatus::Failed => "FlowFailed",
-            _ => "FlowCanceled",
+            RunStatus::Finished => "RunCompleted",
+            RunStatus::Failed => "RunFailed",
+            _ => "RunCancelled",
         };
         assert_eq!(outcomes[0].name(), expected);
         let audit = log

@@ -1,4 +1,4 @@
-//! Behaviour tests of the run control plane (`troupe::runs::FlowManager`),
+//! Behaviour tests of the run control plane (`troupe::runs::RunManager`),
 //! each run over a `MemoryStore`, an in-memory `SqliteStore` and a journal
 //! actor's handle.
 
@@ -39,7 +39,7 @@ mod writes {
         unknown_runs_are_not_found,
         invalid_input_is_invalid_data,
         create_mirrored_is_created_and_started,
-        step_observations_upsert_by_step_run_id,
+        step_observations_upsert_by_external_run_id,
         step_observation_for_unknown_run_is_not_found,
     );
 }

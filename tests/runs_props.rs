@@ -1,4 +1,4 @@
-//! Property test: random sequences of `FlowManager` calls on one run agree,
+//! Property test: random sequences of `RunManager` calls on one run agree,
 //! call by call, with a small reference model of the run's rules.
 
 // Only the stores are used here, not the per-backend test macro.
@@ -10,9 +10,9 @@ mod run_model;
 
 use proptest::prelude::*;
 use serde_json::json;
-use troupe::runs::{CreateManagedInput, FlowManager};
+use troupe::runs::{CreateManagedInput, RunManager};
 
-use backends::Store;
+use backends::AnyStore;
 use run_model::{Model, Move, without_failure_time};
 
 fn moves() -> impl Strategy<Value = Vec<Move>> {
@@ -20,8 +20,8 @@ fn moves() -> impl Strategy<Value = Vec<Move>> {
 }
 
 /// Plays `moves` on a new run and checks every result and the run after it.
-async fn agree_with_model(store: Store, moves: Vec<Move>) -> Result<(), TestCaseError> {
-    let m = FlowManager::new(store);
+async fn agree_with_model(store: AnyStore, moves: Vec<Move>) -> Result<(), TestCaseError> {
+    let m = RunManager::new(store);
     let input = CreateManagedInput {
         state_json: json!({"start": true}),
         ..CreateManagedInput::new("ctrl", "goal", "owner")

@@ -7,13 +7,11 @@ use std::sync::{Arc, Mutex};
 
 use runtime_support::*;
 use serde_json::{Value, json};
-use troupe::flow::{
-    ControlEvent, FlowDefinition, FlowHandle, FlowState, HandleError, StageControl,
-};
+use troupe::flow::{ControlEvent, FlowDefinition, HandleError, RunHandle, RunState, StageControl};
 use troupe::runtime::Runtime;
 use troupe::stage::pipe::PipeConfig;
 use troupe::stage::{Emitter, StageState, Transform};
-use troupe::store::{EventKind, FlowStatus, FlowStore, TerminalEvent};
+use troupe::store::{EventKind, RunStatus, Store, TerminalEvent};
 use troupe::supervise::BoxError;
 
 /// Passes items on and remembers the signals it got.
@@ -36,7 +34,7 @@ impl Transform<u64> for Relay {
 
 struct Endless {
     runtime: Runtime,
-    run: FlowHandle,
+    run: RunHandle,
     produced: Arc<std::sync::atomic::AtomicU64>,
     consumed: Arc<std::sync::atomic::AtomicU64>,
     signals: Arc<Mutex<Vec<(String, Value)>>>,
@@ -73,7 +71,7 @@ async fn endless() -> Endless {
     }
 }
 
-async fn status(f: &Endless) -> FlowStatus {
+async fn status(f: &Endless) -> RunStatus {
     f.runtime
         .journal()
         .get_run(f.run.run_id())
@@ -89,12 +87,12 @@ async fn pause_stops_the_work_and_resume_restarts_it() {
     let mut states = f.run.watch();
     settle().await;
     assert!(get(&f.consumed) > 0);
-    assert_eq!(status(&f).await, FlowStatus::Running);
+    assert_eq!(status(&f).await, RunStatus::Running);
 
     f.run.send(ControlEvent::Pause).await.unwrap();
-    assert_eq!(f.run.state(), FlowState::Waiting);
-    assert_eq!(*states.borrow_and_update(), FlowState::Waiting);
-    assert_eq!(status(&f).await, FlowStatus::Waiting);
+    assert_eq!(f.run.state(), RunState::Waiting);
+    assert_eq!(*states.borrow_and_update(), RunState::Waiting);
+    assert_eq!(status(&f).await, RunStatus::Waiting);
     settle().await;
     let (produced, consumed) = (get(&f.produced), get(&f.consumed));
     settle().await;
@@ -106,10 +104,10 @@ async fn pause_stops_the_work_and_resume_restarts_it() {
 
     f.run.send(ControlEvent::Resume).await.unwrap();
     states.changed().await.unwrap();
-    assert_eq!(*states.borrow_and_update(), FlowState::Running);
+    assert_eq!(*states.borrow_and_update(), RunState::Running);
     settle().await;
     assert!(get(&f.consumed) > consumed, "no work after resume");
-    assert_eq!(status(&f).await, FlowStatus::Running);
+    assert_eq!(status(&f).await, RunStatus::Running);
 
     let names = event_names(f.runtime.journal(), f.run.run_id()).await;
     assert_eq!(names, ["created", "started", "waiting", "resumed"]);
@@ -130,7 +128,7 @@ async fn drain_completes_an_endless_flow_with_every_item_delivered() {
     // Draining a paused flow resumes it to finish.
     f.run.send(ControlEvent::Drain).await.unwrap();
     let outcome = f.run.wait().await.unwrap();
-    assert_eq!(outcome.status, FlowStatus::Finished);
+    assert_eq!(outcome.status, RunStatus::Finished);
     let steps = &outcome.structured_output.unwrap()["steps"];
     assert_eq!(steps["numbers"]["items_out"], get(&f.produced));
     assert_eq!(steps["tally"]["items_in"], get(&f.produced));
@@ -156,13 +154,13 @@ async fn cancel_is_sticky_and_records_nothing_after_it() {
         .await
         .ok();
     let outcome = f.run.wait().await.unwrap();
-    assert_eq!(outcome.status, FlowStatus::Cancelled);
-    assert_eq!(f.run.state(), FlowState::Cancelled);
+    assert_eq!(outcome.status, RunStatus::Cancelled);
+    assert_eq!(f.run.state(), RunState::Cancelled);
 
     let store = f.runtime.journal();
     let run = store.get_run(f.run.run_id()).await.unwrap().unwrap();
     assert!(run.cancel_requested);
-    assert_eq!(run.status, FlowStatus::Cancelled);
+    assert_eq!(run.status, RunStatus::Cancelled);
     assert!(store.list_step_outputs(run.id).await.unwrap().is_empty());
     let events = store.replay(run.id).await.unwrap();
     let names: Vec<&str> = events.iter().map(|e| e.kind.name()).collect();
@@ -174,7 +172,7 @@ async fn cancel_is_sticky_and_records_nothing_after_it() {
             "cancel_reason",
             "cancel_requested",
             "cancelled",
-            "FlowCanceled"
+            "RunCancelled"
         ]
     );
     assert_eq!(
@@ -183,7 +181,7 @@ async fn cancel_is_sticky_and_records_nothing_after_it() {
     );
     assert_eq!(
         events.last().unwrap().kind,
-        EventKind::Terminal(TerminalEvent::FlowCanceled)
+        EventKind::Terminal(TerminalEvent::RunCancelled)
     );
     assert_eq!(terminal_count(store, run.id).await, 1);
 }
@@ -239,7 +237,7 @@ async fn events_a_state_does_not_take_are_rejected_and_a_finished_flow_refuses_a
         );
     }
     // The outcome stays readable after the flow is gone.
-    assert_eq!(late.wait().await.unwrap().status, FlowStatus::Finished);
+    assert_eq!(late.wait().await.unwrap().status, RunStatus::Finished);
 }
 
 #[tokio::test(start_paused = true)]
@@ -265,7 +263,7 @@ async fn a_stage_handle_steers_one_stage() {
     settle().await;
     // The sink is paused; backpressure stops the rest; the flow still runs.
     assert_eq!(get(&f.consumed), consumed);
-    assert_eq!(f.run.state(), FlowState::Running);
+    assert_eq!(f.run.state(), RunState::Running);
     assert_eq!(
         tally.send(StageControl::Resume).await,
         Ok(StageState::Paused)
@@ -294,7 +292,7 @@ async fn a_stage_handle_steers_one_stage() {
         .send(StageControl::Drain)
         .await
         .unwrap();
-    assert_eq!(f.run.wait().await.unwrap().status, FlowStatus::Finished);
+    assert_eq!(f.run.wait().await.unwrap().status, RunStatus::Finished);
     assert_eq!(
         tally.send(StageControl::Resume).await,
         Err(HandleError::Finished {
@@ -343,5 +341,5 @@ async fn a_blocked_stage_makes_signals_busy_not_a_wedged_flow() {
         .await
         .expect("the run ends")
         .unwrap();
-    assert_eq!(outcome.status, FlowStatus::Cancelled);
+    assert_eq!(outcome.status, RunStatus::Cancelled);
 }

@@ -41,7 +41,7 @@ use troupe::flow::FlowDefinition;
 use troupe::runtime::Runtime;
 use troupe::stage::{Emitter, Produced, Sink, Source, transform_fn};
 use troupe::store::{
-    BatchResult, EventKind, FlowStore, SqliteStore, StepOutput, StoreError, TerminalEvent, WriteOp,
+    BatchResult, EventKind, SqliteStore, StepOutput, Store, StoreError, TerminalEvent, WriteOp,
     WriteOutcome, WriterJob,
 };
 use troupe::supervise::BoxError;
@@ -264,7 +264,7 @@ fn stage_names(branch: &str) -> [String; 3] {
 /// completion is committed. It passes the production paths through: the
 /// journal commits on SQLite's writer thread (`run_on_writer`), and resume
 /// reads outputs with the batched query (`list_step_outputs_for`).
-struct Reporting(Arc<dyn FlowStore>);
+struct Reporting(Arc<dyn Store>);
 
 troupe::store_wrapper! {
     Reporting, reads: 0;
@@ -569,7 +569,7 @@ fn same_run(child: &mut Running, run: &mut Option<Uuid>, round: usize) -> Uuid {
     id
 }
 
-/// One terminal event, `FlowCompleted`, and every sink saw every item.
+/// One terminal event, `RunCompleted`, and every sink saw every item.
 fn check_outcome(dir: &Path, run: Uuid) {
     runtime().block_on(async {
         let store = SqliteStore::open(dir.join("journal.sqlite"))
@@ -584,12 +584,12 @@ fn check_outcome(dir: &Path, run: Uuid) {
             })
             .collect();
         let [
-            TerminalEvent::FlowCompleted {
+            TerminalEvent::RunCompleted {
                 structured_output: Some(output),
             },
         ] = terminals.as_slice()
         else {
-            panic!("expected one FlowCompleted with an output, got {terminals:?}");
+            panic!("expected one RunCompleted with an output, got {terminals:?}");
         };
         for branch in BRANCHES {
             let [_, _, sink] = stage_names(branch);

@@ -13,7 +13,7 @@ use troupe::flow::FlowDefinition;
 use troupe::flow::restart::{Backoff, RestartPolicy, RestartStrategy};
 use troupe::stage::pipe::PipeConfig;
 use troupe::stage::{Emitter, Transform, source_iter};
-use troupe::store::{EventKind, FlowStatus, FlowStore, TerminalEvent};
+use troupe::store::{EventKind, RunStatus, Store, TerminalEvent};
 use troupe::supervise::BoxError;
 
 /// Fails on `at` (by panicking or erroring), once per `Arc<AtomicBool>` or always.
@@ -84,7 +84,7 @@ async fn a_panicking_stage_is_restarted_and_the_flow_completes() {
     let run = runtime.start("panics").await.unwrap();
     let outcome = run.wait().await.unwrap();
 
-    assert_eq!(outcome.status, FlowStatus::Finished, "{outcome:?}");
+    assert_eq!(outcome.status, RunStatus::Finished, "{outcome:?}");
     // The item the stage panicked on is the only one lost; the rest of its
     // batch and everything after reached the sink once.
     assert_eq!(get(&consumed), 999);
@@ -131,7 +131,7 @@ async fn exceeding_the_restart_intensity_fails_the_flow_naming_the_stage() {
 
     let reason = "stage `faulty` exceeded its restart intensity (2 restarts in 10s); \
                   last error: cannot handle item 102";
-    assert_eq!(outcome.status, FlowStatus::Failed);
+    assert_eq!(outcome.status, RunStatus::Failed);
     assert_eq!(outcome.reason.as_deref(), Some(reason));
     // Two backoffs: 100 ms, then 200 ms, on tokio's (paused) clock.
     assert!(started.elapsed() >= Duration::from_millis(300));
@@ -139,13 +139,13 @@ async fn exceeding_the_restart_intensity_fails_the_flow_naming_the_stage() {
     let terminal = store.terminal_event(run.run_id()).await.unwrap().unwrap();
     assert_eq!(
         terminal.kind,
-        EventKind::Terminal(TerminalEvent::FlowFailed {
+        EventKind::Terminal(TerminalEvent::RunFailed {
             reason: reason.into()
         })
     );
     assert_eq!(terminal_count(store, run.run_id()).await, 1);
     let record = store.get_run(run.run_id()).await.unwrap().unwrap();
-    assert_eq!(record.status, FlowStatus::Failed);
+    assert_eq!(record.status, RunStatus::Failed);
     assert_eq!(record.state_json["failure"]["reason"], reason);
     let restarted: Vec<_> = store
         .list_failures(run.run_id())
@@ -190,7 +190,7 @@ async fn a_temporary_stage_failure_fails_the_flow_at_once() {
         .wait()
         .await
         .unwrap();
-    assert_eq!(outcome.status, FlowStatus::Failed);
+    assert_eq!(outcome.status, RunStatus::Failed);
     let reason = outcome.reason.unwrap();
     assert!(
         reason
@@ -217,7 +217,7 @@ async fn one_for_all_restarts_every_unfinished_stage() {
         .unwrap();
     let run = runtime.start("together").await.unwrap();
     let outcome = run.wait().await.unwrap();
-    assert_eq!(outcome.status, FlowStatus::Finished, "{outcome:?}");
+    assert_eq!(outcome.status, RunStatus::Finished, "{outcome:?}");
     let steps = &outcome.structured_output.unwrap()["steps"];
     // The restarted source starts over (at-least-once), so the sink sees
     // the items before the failure again, minus the one that failed.
@@ -294,7 +294,7 @@ async fn a_one_for_all_kill_mid_send_loses_only_the_failing_item() {
     fail.store(true, Ordering::SeqCst);
     gate.add_permits(1_000);
     let outcome = run.wait().await.unwrap();
-    assert_eq!(outcome.status, FlowStatus::Finished);
+    assert_eq!(outcome.status, RunStatus::Finished);
     assert_eq!(get(&consumed), 29, "more than the failing item was lost");
 }
 
@@ -324,5 +324,5 @@ async fn default_restart_applies_to_stages_added_before_it() {
         .unwrap();
     let run = runtime.start("temporary").await.unwrap();
     let outcome = run.wait().await.unwrap();
-    assert_eq!(outcome.status, FlowStatus::Failed, "{outcome:?}");
+    assert_eq!(outcome.status, RunStatus::Failed, "{outcome:?}");
 }

@@ -13,9 +13,7 @@ use troupe::flow::restart::{Backoff, RestartPolicy};
 use troupe::flow::{ControlEvent, FlowDefinition};
 use troupe::runtime::Runtime;
 use troupe::stage::{sink_fn, source_iter};
-use troupe::store::{
-    EventKind, Fault, FaultyStore, FlowStatus, FlowStore, MemoryStore, TerminalEvent,
-};
+use troupe::store::{EventKind, Fault, FaultyStore, MemoryStore, RunStatus, Store, TerminalEvent};
 
 fn small() -> FlowDefinition<u64> {
     FlowDefinition::<u64>::builder("small")
@@ -49,14 +47,14 @@ async fn a_stage_output_that_cannot_be_recorded_fails_the_flow() {
     .await;
     let run = runtime.start("small").await.unwrap();
     let outcome = run.wait().await.unwrap();
-    assert_eq!(outcome.status, FlowStatus::Failed);
+    assert_eq!(outcome.status, RunStatus::Failed);
     assert!(outcome.recorded);
     let reason = outcome.reason.unwrap();
     assert!(reason.contains("record_step_output"), "{reason}");
     let terminal = store.terminal_event(run.run_id()).await.unwrap().unwrap();
     assert_eq!(
         terminal.kind,
-        EventKind::Terminal(TerminalEvent::FlowFailed { reason })
+        EventKind::Terminal(TerminalEvent::RunFailed { reason })
     );
     assert_eq!(terminal_count(&*store, run.run_id()).await, 1);
 }
@@ -96,7 +94,7 @@ async fn a_stage_failure_that_cannot_be_recorded_fails_the_flow() {
         .unwrap();
     let run = runtime.start("flaky").await.unwrap();
     let outcome = run.wait().await.unwrap();
-    assert_eq!(outcome.status, FlowStatus::Failed);
+    assert_eq!(outcome.status, RunStatus::Failed);
     let reason = outcome.reason.unwrap();
     assert!(
         reason.contains("boom") && reason.contains("could not be recorded"),
@@ -148,7 +146,7 @@ async fn a_cancel_whose_request_cannot_be_recorded_still_ends_the_run() {
         .await
         .expect("wait() returns")
         .unwrap();
-    assert_eq!(outcome.status, FlowStatus::Cancelled);
+    assert_eq!(outcome.status, RunStatus::Cancelled);
     assert_eq!(terminal_count(&*inner, run.run_id()).await, 1);
 }
 
@@ -199,7 +197,7 @@ async fn an_outcome_that_cannot_be_recorded_is_published_and_recorded_at_the_nex
     // The flow finished, and the outcome says that the journal does not
     // hold it yet: typed, with the error at the end of the reason.
     let outcome = run.wait().await.unwrap();
-    assert_eq!(outcome.status, FlowStatus::Finished);
+    assert_eq!(outcome.status, RunStatus::Finished);
     assert!(!outcome.recorded);
     let reason = outcome.reason.unwrap();
     assert!(
@@ -209,7 +207,7 @@ async fn an_outcome_that_cannot_be_recorded_is_published_and_recorded_at_the_nex
     assert_eq!(store.terminal_event(run.run_id()).await.unwrap(), None);
     assert_eq!(
         store.get_run(run.run_id()).await.unwrap().unwrap().status,
-        FlowStatus::Running
+        RunStatus::Running
     );
     drop(runtime);
 
@@ -222,7 +220,7 @@ async fn an_outcome_that_cannot_be_recorded_is_published_and_recorded_at_the_nex
         .await
         .unwrap();
     let resumed = again.resumed()[0].wait().await.unwrap();
-    assert_eq!(resumed.status, FlowStatus::Finished);
+    assert_eq!(resumed.status, RunStatus::Finished);
     assert!(resumed.recorded);
     assert_eq!(
         resumed.structured_output.unwrap()["steps"]["discard"]["items_in"],
@@ -231,7 +229,7 @@ async fn an_outcome_that_cannot_be_recorded_is_published_and_recorded_at_the_nex
     let terminal = store.terminal_event(run.run_id()).await.unwrap().unwrap();
     assert!(matches!(
         terminal.kind,
-        EventKind::Terminal(TerminalEvent::FlowCompleted { .. })
+        EventKind::Terminal(TerminalEvent::RunCompleted { .. })
     ));
     assert_eq!(terminal_count(&*store, run.run_id()).await, 1);
     again.shutdown().await;

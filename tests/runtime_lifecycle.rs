@@ -9,10 +9,10 @@ use std::time::Duration;
 use runtime_support::*;
 use tokio::sync::mpsc;
 use troupe::flow::topology::TopologyError;
-use troupe::flow::{DefinitionError, FlowDefinition, FlowState};
+use troupe::flow::{DefinitionError, FlowDefinition, RunState};
 use troupe::runtime::{Runtime, RuntimeError};
 use troupe::stage::{sink_fn, source_iter};
-use troupe::store::{FlowStatus, FlowStore};
+use troupe::store::{RunStatus, Store};
 
 fn endless(name: &str, alive: &mpsc::Sender<()>) -> FlowDefinition<u64> {
     let (produced, consumed) = (counter(), counter());
@@ -40,7 +40,7 @@ async fn dropping_the_runtime_stops_every_flow_and_stage() {
     drop(alive);
     settle().await;
     assert_eq!(runtime.live_runs().len(), 2);
-    assert!(runs.iter().all(|r| r.state() == FlowState::Running));
+    assert!(runs.iter().all(|r| r.state() == RunState::Running));
 
     drop(runtime);
     // Every source (and so every stage actor's state) is dropped: the last
@@ -67,9 +67,9 @@ async fn shutdown_drains_runs_and_records_their_outcomes() {
     let store = runtime.store();
     runtime.shutdown().await;
     let outcome = run.wait().await.unwrap();
-    assert_eq!(outcome.status, FlowStatus::Finished);
+    assert_eq!(outcome.status, RunStatus::Finished);
     let record = store.get_run(run.run_id()).await.unwrap().unwrap();
-    assert_eq!(record.status, FlowStatus::Finished);
+    assert_eq!(record.status, RunStatus::Finished);
     assert_eq!(gone.recv().await, None);
 }
 
@@ -102,7 +102,7 @@ async fn a_sqlite_runtime_creates_its_directory_and_keeps_runs() {
     let again = Runtime::builder().sqlite(&path).start().await.unwrap();
     assert!(again.recovery().unfinished.is_empty());
     let record = again.journal().get_run(run_id).await.unwrap().unwrap();
-    assert_eq!(record.status, FlowStatus::Finished);
+    assert_eq!(record.status, RunStatus::Finished);
     assert_eq!(terminal_count(again.journal(), run_id).await, 1);
     again.shutdown().await;
 }
@@ -180,9 +180,9 @@ async fn shutdown_within_a_deadline_cancels_runs_that_do_not_drain() {
     // Deadline, then the cancel grace before the stuck stage is killed.
     assert!(started.elapsed() >= Duration::from_secs(4));
     let outcome = run.wait().await.unwrap();
-    assert_eq!(outcome.status, FlowStatus::Cancelled);
+    assert_eq!(outcome.status, RunStatus::Cancelled);
     let record = store.get_run(run.run_id()).await.unwrap().unwrap();
-    assert_eq!(record.status, FlowStatus::Cancelled);
+    assert_eq!(record.status, RunStatus::Cancelled);
     assert_eq!(terminal_count(&*store, run.run_id()).await, 1);
 }
 
@@ -207,7 +207,7 @@ async fn the_control_plane_sees_actor_driven_runs_and_its_cancel_is_honoured() {
     assert_eq!(listed.len(), 1);
     assert_eq!(
         (listed[0].id, listed[0].status),
-        (run.run_id(), FlowStatus::Running)
+        (run.run_id(), RunStatus::Running)
     );
 
     // A cancel requested through the control plane reaches the live flow at
@@ -217,9 +217,9 @@ async fn the_control_plane_sees_actor_driven_runs_and_its_cancel_is_honoured() {
         .await
         .expect("the control-plane cancel ends the run")
         .unwrap();
-    assert_eq!(outcome.status, FlowStatus::Cancelled);
+    assert_eq!(outcome.status, RunStatus::Cancelled);
     let record = runs.get(run.run_id()).await.unwrap().unwrap();
-    assert_eq!(record.status, FlowStatus::Cancelled);
+    assert_eq!(record.status, RunStatus::Cancelled);
     assert_eq!(terminal_count(runtime.journal(), run.run_id()).await, 1);
 }
 
@@ -241,7 +241,7 @@ async fn a_run_cancelled_through_the_control_plane_publishes_the_persisted_statu
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(record.status, FlowStatus::Cancelled);
+    assert_eq!(record.status, RunStatus::Cancelled);
     assert_eq!(outcome.status, record.status);
     assert_eq!(terminal_count(runtime.journal(), run.run_id()).await, 1);
     // Nothing is recorded for the stages after the cancel.

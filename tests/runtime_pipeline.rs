@@ -8,10 +8,10 @@ use std::sync::Arc;
 use runtime_support::*;
 use serde_json::json;
 use tokio::sync::Semaphore;
-use troupe::flow::{FlowDefinition, FlowState};
+use troupe::flow::{FlowDefinition, RunState};
 use troupe::stage::pipe::PipeConfig;
 use troupe::stage::{Emitter, source_iter, transform_fn};
-use troupe::store::{EventKind, FlowStatus, FlowStore, TerminalEvent};
+use troupe::store::{EventKind, RunStatus, Store, TerminalEvent};
 
 #[tokio::test(start_paused = true)]
 async fn a_pipeline_completes_with_counts_and_one_terminal_event() {
@@ -39,7 +39,7 @@ async fn a_pipeline_completes_with_counts_and_one_terminal_event() {
     let run = runtime.start("evens").await.unwrap();
     let outcome = run.wait().await.unwrap();
 
-    assert_eq!(outcome.status, FlowStatus::Finished);
+    assert_eq!(outcome.status, RunStatus::Finished);
     assert_eq!(get(&consumed), 5_000);
     let expected_sum: u64 = (0..10_000).filter(|x| x % 2 == 0).sum();
     let expected = json!({ "steps": {
@@ -48,24 +48,24 @@ async fn a_pipeline_completes_with_counts_and_one_terminal_event() {
         "tally": { "items_in": 5_000, "items_out": 0, "result": { "sum": expected_sum } },
     }});
     assert_eq!(outcome.structured_output, Some(expected.clone()));
-    assert_eq!(run.state(), FlowState::Completed);
+    assert_eq!(run.state(), RunState::Finished);
 
     let store = runtime.journal();
     let record = store.get_run(run.run_id()).await.unwrap().unwrap();
-    assert_eq!(record.status, FlowStatus::Finished);
+    assert_eq!(record.status, RunStatus::Finished);
     assert_eq!(record.controller_id, "evens");
     assert!(record.ended_at.is_some());
     assert_eq!(terminal_count(store, run.run_id()).await, 1);
     let terminal = store.terminal_event(run.run_id()).await.unwrap().unwrap();
     assert_eq!(
         terminal.kind,
-        EventKind::Terminal(TerminalEvent::FlowCompleted {
+        EventKind::Terminal(TerminalEvent::RunCompleted {
             structured_output: Some(expected)
         })
     );
     assert_eq!(
         event_names(store, run.run_id()).await,
-        ["created", "started", "finished", "FlowCompleted"]
+        ["created", "started", "finished", "RunCompleted"]
     );
     let outputs = store.list_step_outputs(run.run_id()).await.unwrap();
     let mut steps: Vec<_> = outputs.iter().map(|o| o.step_id.as_str()).collect();
@@ -113,7 +113,7 @@ async fn fan_out_copies_every_item_and_fan_in_merges_them() {
         .wait()
         .await
         .unwrap();
-    assert_eq!(outcome.status, FlowStatus::Finished);
+    assert_eq!(outcome.status, RunStatus::Finished);
     assert_eq!(get(&consumed), 2_000);
     let steps = &outcome.structured_output.unwrap()["steps"];
     assert_eq!(steps["numbers"]["items_out"], 1_000);
@@ -179,7 +179,7 @@ async fn a_slow_sink_bounds_what_the_source_runs_ahead() {
     .await
     .unwrap();
     gate.add_permits(1_000_000);
-    assert_eq!(run.wait().await.unwrap().status, FlowStatus::Cancelled);
+    assert_eq!(run.wait().await.unwrap().status, RunStatus::Cancelled);
 }
 
 /// Emits one item per permit.
@@ -241,5 +241,5 @@ async fn a_trickle_reaches_the_sink_without_waiting_for_a_full_batch() {
     .await
     .unwrap();
     gate.close();
-    assert_eq!(run.wait().await.unwrap().status, FlowStatus::Cancelled);
+    assert_eq!(run.wait().await.unwrap().status, RunStatus::Cancelled);
 }

@@ -11,7 +11,7 @@ use runtime_support::*;
 use troupe::flow::FlowDefinition;
 use troupe::stage::pipe::PipeConfig;
 use troupe::stage::{Emitter, sink_fn, source_iter, transform_fn};
-use troupe::store::FlowStatus;
+use troupe::store::RunStatus;
 
 fn run_case(items: u64, transforms: usize, pipes: PipeConfig) -> Result<(), TestCaseError> {
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -52,7 +52,7 @@ fn run_case(items: u64, transforms: usize, pipes: PipeConfig) -> Result<(), Test
         runtime.register(definition).expect("register");
         let run = runtime.start("chain").await.expect("start");
         let outcome = run.wait().await.expect("outcome");
-        prop_assert_eq!(outcome.status, FlowStatus::Finished);
+        prop_assert_eq!(outcome.status, RunStatus::Finished);
         let expected: Vec<u64> = (0..items).map(|x| x + transforms as u64).collect();
         prop_assert_eq!(&*seen.lock().unwrap(), &expected);
         let steps = &outcome.structured_output.unwrap()["steps"];

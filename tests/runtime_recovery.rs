@@ -13,7 +13,7 @@ use runtime_support::*;
 use troupe::flow::FlowDefinition;
 use troupe::runtime::{ResumeError, Runtime};
 use troupe::stage::source_iter;
-use troupe::store::{Flow, FlowStatus, FlowStore, MemoryStore};
+use troupe::store::{MemoryStore, Run, RunStatus, Store};
 
 /// Two independent branches: `quick` ends at once, `slow` never (unless `finite`).
 fn branches(finite: &Arc<AtomicBool>, quick_starts: &Arc<AtomicU64>) -> FlowDefinition<u64> {
@@ -39,7 +39,7 @@ fn branches(finite: &Arc<AtomicBool>, quick_starts: &Arc<AtomicU64>) -> FlowDefi
 /// A runtime over `store` with the flow registered before start, as a
 /// process that resumes runs would do.
 async fn process(
-    store: &Arc<dyn FlowStore>,
+    store: &Arc<dyn Store>,
     finite: &Arc<AtomicBool>,
     quick_starts: &Arc<AtomicU64>,
 ) -> Runtime {
@@ -54,7 +54,7 @@ async fn process(
 
 #[tokio::test(start_paused = true)]
 async fn unfinished_runs_resume_without_rerunning_completed_stages() {
-    let store: Arc<dyn FlowStore> = Arc::new(MemoryStore::new());
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
     let finite = Arc::new(AtomicBool::new(false));
     let quick_starts = Arc::new(AtomicU64::new(0));
 
@@ -68,17 +68,17 @@ async fn unfinished_runs_resume_without_rerunning_completed_stages() {
     assert_eq!(names, ["quick", "quick-sink"]);
     // A run of a flow the next process does not know, and one whose cancel
     // was recorded just before the crash.
-    let orphan = Flow::new("retired-flow", "old work", "tests");
+    let orphan = Run::new("retired-flow", "old work", "tests");
     store.insert_run(orphan.clone(), None).await.unwrap();
-    let mut doomed = Flow::new("branches", "cancelled work", "tests");
-    doomed.status = FlowStatus::Running;
+    let mut doomed = Run::new("branches", "cancelled work", "tests");
+    doomed.status = RunStatus::Running;
     doomed.cancel_requested = true;
     store.insert_run(doomed.clone(), None).await.unwrap();
     drop(first);
     settle().await;
     assert_eq!(
         store.get_run(run.run_id()).await.unwrap().unwrap().status,
-        FlowStatus::Running
+        RunStatus::Running
     );
 
     // Second process: same flows, the slow source now ends.
@@ -91,7 +91,7 @@ async fn unfinished_runs_resume_without_rerunning_completed_stages() {
     let again = resumed.iter().find(|h| h.run_id() == run.run_id()).unwrap();
     let outcome = again.wait().await.unwrap();
 
-    assert_eq!(outcome.status, FlowStatus::Finished);
+    assert_eq!(outcome.status, RunStatus::Finished);
     assert_eq!(
         quick_starts.load(Ordering::SeqCst),
         1,
@@ -109,36 +109,33 @@ async fn unfinished_runs_resume_without_rerunning_completed_stages() {
             "started",
             "recovered",
             "finished",
-            "FlowCompleted"
+            "RunCompleted"
         ]
     );
 
     let cancelled = resumed.iter().find(|h| h.run_id() == doomed.id).unwrap();
-    assert_eq!(
-        cancelled.wait().await.unwrap().status,
-        FlowStatus::Cancelled
-    );
+    assert_eq!(cancelled.wait().await.unwrap().status, RunStatus::Cancelled);
     assert_eq!(terminal_count(&*store, doomed.id).await, 1);
     assert!(store.list_step_outputs(doomed.id).await.unwrap().is_empty());
 
     let untouched = store.get_run(orphan.id).await.unwrap().unwrap();
     assert_eq!(
         (untouched.status, untouched.revision),
-        (FlowStatus::Created, 0)
+        (RunStatus::Created, 0)
     );
     second.shutdown().await;
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_waiting_run_resumes_paused_and_a_fully_completed_run_just_ends() {
-    let store: Arc<dyn FlowStore> = Arc::new(MemoryStore::new());
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
     let finite = Arc::new(AtomicBool::new(true));
     let quick_starts = Arc::new(AtomicU64::new(0));
-    let mut waiting = Flow::new("branches", "paused before the crash", "tests");
-    waiting.status = FlowStatus::Waiting;
+    let mut waiting = Run::new("branches", "paused before the crash", "tests");
+    waiting.status = RunStatus::Waiting;
     store.insert_run(waiting.clone(), None).await.unwrap();
-    let mut done = Flow::new("branches", "crashed before its outcome", "tests");
-    done.status = FlowStatus::Running;
+    let mut done = Run::new("branches", "crashed before its outcome", "tests");
+    done.status = RunStatus::Running;
     store.insert_run(done.clone(), None).await.unwrap();
     for stage in ["quick", "quick-sink", "slow", "slow-sink"] {
         let output = troupe::store::StepOutput {
@@ -164,7 +161,7 @@ async fn a_waiting_run_resumes_paused_and_a_fully_completed_run_just_ends() {
     let (paused, finished) = (handle(waiting.id), handle(done.id));
 
     let outcome = finished.wait().await.unwrap();
-    assert_eq!(outcome.status, FlowStatus::Finished);
+    assert_eq!(outcome.status, RunStatus::Finished);
     let steps = &outcome.structured_output.unwrap()["steps"];
     assert_eq!(steps["slow-sink"]["from"], "before the crash");
     assert_eq!(
@@ -174,16 +171,16 @@ async fn a_waiting_run_resumes_paused_and_a_fully_completed_run_just_ends() {
     );
 
     settle().await;
-    assert_eq!(paused.state(), troupe::flow::FlowState::Waiting);
+    assert_eq!(paused.state(), troupe::flow::RunState::Waiting);
     assert_eq!(
         store.get_run(waiting.id).await.unwrap().unwrap().status,
-        FlowStatus::Waiting
+        RunStatus::Waiting
     );
     paused
         .send(troupe::flow::ControlEvent::Resume)
         .await
         .unwrap();
-    assert_eq!(paused.wait().await.unwrap().status, FlowStatus::Finished);
+    assert_eq!(paused.wait().await.unwrap().status, RunStatus::Finished);
     runtime.shutdown().await;
 }
 
@@ -192,7 +189,7 @@ async fn a_waiting_run_resumes_paused_and_a_fully_completed_run_just_ends() {
 /// no item is lost (at-least-once), and the run finishes once.
 #[tokio::test(start_paused = true)]
 async fn a_completed_source_with_an_unfinished_consumer_runs_again() {
-    let store: Arc<dyn FlowStore> = Arc::new(MemoryStore::new());
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
     let (source_starts, first_consumed, second_consumed) = (counter(), counter(), counter());
     let define = |gate: Option<Arc<tokio::sync::Semaphore>>, consumed: &Arc<AtomicU64>| {
         let (starts, consumed) = (source_starts.clone(), consumed.clone());
@@ -237,7 +234,7 @@ async fn a_completed_source_with_an_unfinished_consumer_runs_again() {
         .await
         .unwrap();
     let outcome = second.resumed()[0].wait().await.unwrap();
-    assert_eq!(outcome.status, FlowStatus::Finished);
+    assert_eq!(outcome.status, RunStatus::Finished);
     assert_eq!(source_starts.load(Ordering::SeqCst), 2);
     assert_eq!(get(&first_consumed), 5);
     assert_eq!(get(&second_consumed), 100, "items lost at the resume");
@@ -247,7 +244,7 @@ async fn a_completed_source_with_an_unfinished_consumer_runs_again() {
 /// A store whose recorded outputs of one run cannot be read, as if a row
 /// of it were corrupt.
 struct OneUnreadable {
-    inner: Arc<dyn FlowStore>,
+    inner: Arc<dyn Store>,
     bad: uuid::Uuid,
 }
 
@@ -274,16 +271,16 @@ troupe::store_wrapper! {
 /// runtime: it is reported (and left as it is), the others resume.
 #[tokio::test(start_paused = true)]
 async fn an_unreadable_run_is_reported_and_the_others_resume() {
-    let store: Arc<dyn FlowStore> = Arc::new(MemoryStore::new());
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
     let mut runs = Vec::new();
     for goal in ["unreadable", "fine"] {
-        let mut run = Flow::new("branches", goal, "tests");
-        run.status = FlowStatus::Running;
+        let mut run = Run::new("branches", goal, "tests");
+        run.status = RunStatus::Running;
         store.insert_run(run.clone(), None).await.unwrap();
         runs.push(run);
     }
     let [bad, fine] = [&runs[0], &runs[1]];
-    let wrapped: Arc<dyn FlowStore> = Arc::new(OneUnreadable {
+    let wrapped: Arc<dyn Store> = Arc::new(OneUnreadable {
         inner: store.clone(),
         bad: bad.id,
     });
@@ -304,7 +301,7 @@ async fn an_unreadable_run_is_reported_and_the_others_resume() {
     let resumed: Vec<_> = runtime.resumed().iter().map(|h| h.run_id()).collect();
     assert_eq!(resumed, [fine.id]);
     let outcome = runtime.resumed()[0].wait().await.unwrap();
-    assert_eq!(outcome.status, FlowStatus::Finished);
+    assert_eq!(outcome.status, RunStatus::Finished);
     runtime.shutdown().await;
     let untouched = store.get_run(bad.id).await.unwrap().unwrap();
     assert_eq!(

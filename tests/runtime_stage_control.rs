@@ -13,7 +13,7 @@ use troupe::flow::restart::{Backoff, RestartPolicy, RestartStrategy};
 use troupe::flow::{ControlEvent, FlowDefinition, StageControl};
 use troupe::stage::pipe::PipeConfig;
 use troupe::stage::{Emitter, EventPolicy, OnEvent, Produced, Source, StageState};
-use troupe::store::FlowStatus;
+use troupe::store::RunStatus;
 use troupe::supervise::BoxError;
 
 const MINUTE: Duration = Duration::from_secs(60);
@@ -84,7 +84,7 @@ async fn a_stage_paused_through_its_handle_comes_back_paused_after_a_restart() {
     settle().await;
     assert!(get(&consumed) > before, "the sink did not resume");
     run.send(ControlEvent::Drain).await.unwrap();
-    assert_eq!(run.wait().await.unwrap().status, FlowStatus::Finished);
+    assert_eq!(run.wait().await.unwrap().status, RunStatus::Finished);
 }
 
 /// Emits `first` items, then on the next call emits `then` more and waits
@@ -117,7 +117,7 @@ async fn stuck_run(
     name: &str,
 ) -> (
     troupe::runtime::Runtime,
-    troupe::flow::FlowHandle,
+    troupe::flow::RunHandle,
     Arc<AtomicU64>,
 ) {
     let runtime = memory_runtime().await;
@@ -159,7 +159,7 @@ async fn cancel_reaches_a_source_blocked_in_produce() {
         .await
         .expect("the cancel waited for produce (or the grace kill)")
         .unwrap();
-    assert_eq!(outcome.status, FlowStatus::Cancelled);
+    assert_eq!(outcome.status, RunStatus::Cancelled);
 }
 
 #[tokio::test(start_paused = true)]
@@ -174,7 +174,7 @@ async fn drain_reaches_a_source_blocked_in_produce_and_keeps_what_it_emitted() {
         .await
         .expect("the drain waited for produce")
         .unwrap();
-    assert_eq!(outcome.status, FlowStatus::Finished);
+    assert_eq!(outcome.status, RunStatus::Finished);
     // The 2 items the interrupted call emitted before it blocked are sent.
     let steps = &outcome.structured_output.unwrap()["steps"];
     assert_eq!(steps["stuck"]["items_out"], 5);
@@ -202,7 +202,7 @@ async fn pause_takes_effect_once_produce_returns() {
     })
     .await
     .unwrap();
-    assert_eq!(run.wait().await.unwrap().status, FlowStatus::Cancelled);
+    assert_eq!(run.wait().await.unwrap().status, RunStatus::Cancelled);
 }
 
 /// A source blocked on a full output (its sink is paused) takes a drain at
@@ -229,7 +229,7 @@ async fn drain_reaches_a_source_blocked_on_backpressure() {
         .await
         .expect("the run completes")
         .unwrap();
-    assert_eq!(outcome.status, FlowStatus::Finished);
+    assert_eq!(outcome.status, RunStatus::Finished);
     assert_eq!(get(&consumed), get(&produced));
 }
 
@@ -292,7 +292,7 @@ async fn a_restarted_paused_source_does_no_work_before_its_pause() {
         Ok(StageState::Paused)
     );
     run.send(ControlEvent::Drain).await.unwrap();
-    assert_eq!(run.wait().await.unwrap().status, FlowStatus::Finished);
+    assert_eq!(run.wait().await.unwrap().status, RunStatus::Finished);
 }
 
 /// A source blocked on a full output (its sink is paused) takes a cancel
@@ -315,7 +315,7 @@ async fn cancel_reaches_a_source_blocked_on_backpressure() {
         .await
         .expect("the cancel waited for the full output")
         .unwrap();
-    assert_eq!(outcome.status, FlowStatus::Cancelled);
+    assert_eq!(outcome.status, RunStatus::Cancelled);
 }
 
 /// A source whose `on_event` never returns.
@@ -369,5 +369,5 @@ async fn a_stage_stuck_in_on_event_is_killed_after_the_cancel_grace() {
         .await
         .expect("the grace kill did not end the run")
         .unwrap();
-    assert_eq!(outcome.status, FlowStatus::Cancelled);
+    assert_eq!(outcome.status, RunStatus::Cancelled);
 }

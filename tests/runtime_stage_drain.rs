@@ -12,11 +12,11 @@ use runtime_support::*;
 use serde_json::Value;
 use tokio::sync::Semaphore;
 use troupe::flow::restart::{Backoff, RestartPolicy, RestartStrategy};
-use troupe::flow::{ControlEvent, FlowDefinition, FlowHandle, StageControl, StageHandle};
+use troupe::flow::{ControlEvent, FlowDefinition, RunHandle, StageControl, StageHandle};
 use troupe::runtime::Runtime;
 use troupe::stage::pipe::PipeConfig;
 use troupe::stage::{Emitter, EventPolicy, OnEvent, Produced, Sink, Source, StageState};
-use troupe::store::FlowStatus;
+use troupe::store::RunStatus;
 use troupe::supervise::BoxError;
 
 const MINUTE: Duration = Duration::from_secs(60);
@@ -55,7 +55,7 @@ fn at_once(strategy: RestartStrategy) -> RestartPolicy {
 /// An endless `numbers` source that fails once in `complete` (restarted
 /// at once) → `tally`, drained through its handle, with the gate its
 /// `complete` waits on.
-async fn draining_source(name: &str) -> (Runtime, FlowHandle, StageHandle, Arc<Semaphore>) {
+async fn draining_source(name: &str) -> (Runtime, RunHandle, StageHandle, Arc<Semaphore>) {
     let runtime = memory_runtime().await;
     let (produced, consumed) = (counter(), counter());
     let gate = Arc::new(Semaphore::new(0));
@@ -86,13 +86,13 @@ async fn draining_source(name: &str) -> (Runtime, FlowHandle, StageHandle, Arc<S
 
 /// Lets the drained source's `complete` fail once, then succeed: the run
 /// ends only if the restarted source is drained again.
-async fn fail_complete_and_end(run: &FlowHandle, gate: &Semaphore) {
+async fn fail_complete_and_end(run: &RunHandle, gate: &Semaphore) {
     gate.add_permits(2);
     let outcome = tokio::time::timeout(MINUTE, run.wait())
         .await
         .expect("the restarted source was not drained: the run never ends")
         .unwrap();
-    assert_eq!(outcome.status, FlowStatus::Finished);
+    assert_eq!(outcome.status, RunStatus::Finished);
 }
 
 #[tokio::test(start_paused = true)]
@@ -171,7 +171,7 @@ impl OnEvent<()> for Record {
 /// `numbers` fanned out to `slow` (its first output, declared first, so
 /// sent to before the last) and `fast` (which fails on any event), over
 /// one-item pipes, restarted one-for-all.
-async fn fan_out(name: &str, gate: Option<Arc<Semaphore>>) -> (Runtime, FlowHandle, Items, Items) {
+async fn fan_out(name: &str, gate: Option<Arc<Semaphore>>) -> (Runtime, RunHandle, Items, Items) {
     let runtime = memory_runtime().await;
     let (slow, fast): (Items, Items) = Default::default();
     let (s, f, next) = (slow.clone(), fast.clone(), counter());
@@ -225,7 +225,7 @@ async fn a_drain_interrupting_a_fan_out_send_duplicates_nothing() {
     settle().await;
     gate.add_permits(1_000);
     let outcome = tokio::time::timeout(MINUTE, run.wait()).await.unwrap();
-    assert_eq!(outcome.unwrap().status, FlowStatus::Finished);
+    assert_eq!(outcome.unwrap().status, RunStatus::Finished);
     assert_once_each(&slow, &fast);
 }
 
@@ -249,6 +249,6 @@ async fn a_kill_interrupting_a_fan_out_send_duplicates_nothing() {
     settle().await;
     run.send(ControlEvent::Drain).await.unwrap();
     let outcome = tokio::time::timeout(MINUTE, run.wait()).await.unwrap();
-    assert_eq!(outcome.unwrap().status, FlowStatus::Finished);
+    assert_eq!(outcome.unwrap().status, RunStatus::Finished);
     assert_once_each(&slow, &fast);
 }

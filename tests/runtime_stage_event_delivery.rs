@@ -11,10 +11,10 @@ use std::time::Duration;
 use runtime_support::*;
 use serde_json::Value;
 use tokio::sync::Semaphore;
-use troupe::flow::{ControlEvent, FlowDefinition, FlowHandle, HandleError, StageControl};
+use troupe::flow::{ControlEvent, FlowDefinition, HandleError, RunHandle, StageControl};
 use troupe::runtime::Runtime;
 use troupe::stage::{Emitter, EventPolicy, OnEvent, Produced, Source, Transform, source_iter};
-use troupe::store::FlowStatus;
+use troupe::store::RunStatus;
 use troupe::supervise::{BoxError, ExternalEventMode};
 
 const MINUTE: Duration = Duration::from_secs(60);
@@ -81,7 +81,7 @@ async fn relay_run<S: Source<u64>>(
     name: &str,
     policy: EventPolicy,
     source: impl Fn() -> S + Send + Sync + 'static,
-) -> (Runtime, FlowHandle, Log) {
+) -> (Runtime, RunHandle, Log) {
     let runtime = memory_runtime().await;
     let relay_log = Log::default();
     let l = relay_log.clone();
@@ -90,12 +90,12 @@ async fn relay_run<S: Source<u64>>(
     (runtime, run, relay_log)
 }
 
-async fn finished(run: &FlowHandle) {
+async fn finished(run: &RunHandle) {
     let outcome = tokio::time::timeout(MINUTE, run.wait())
         .await
         .expect("the run never ends")
         .unwrap();
-    assert_eq!(outcome.status, FlowStatus::Finished);
+    assert_eq!(outcome.status, RunStatus::Finished);
 }
 
 /// Starts `numbers` (taking `Ev` events per `policy`) → a tally counting
@@ -105,7 +105,7 @@ async fn source_to_tally<Ev, S>(
     policy: EventPolicy,
     source: impl Fn() -> S + Send + Sync + 'static,
     consumed: &Arc<AtomicU64>,
-) -> (Runtime, FlowHandle)
+) -> (Runtime, RunHandle)
 where
     Ev: Send + 'static,
     S: Source<u64> + OnEvent<Ev>,
@@ -134,7 +134,7 @@ async fn gated_source_run(
     name: &str,
     policy: EventPolicy,
     permits: usize,
-) -> (Runtime, FlowHandle, Arc<Semaphore>, Log) {
+) -> (Runtime, RunHandle, Arc<Semaphore>, Log) {
     let produced = counter();
     let (gate, source_log) = (Arc::new(Semaphore::new(permits)), Log::default());
     let (g, l) = (gate.clone(), source_log.clone());

@@ -9,12 +9,12 @@ use std::sync::{Arc, Mutex};
 
 use runtime_support::*;
 use tokio::sync::Semaphore;
-use troupe::flow::{ControlEvent, FlowDefinition, FlowHandle, HandleError, StageControl};
+use troupe::flow::{ControlEvent, FlowDefinition, HandleError, RunHandle, StageControl};
 use troupe::runtime::Runtime;
 use troupe::stage::{
     Emitter, EventPolicy, OnEvent, Produced, Source, StageState, Transform, source_iter,
 };
-use troupe::store::FlowStatus;
+use troupe::store::RunStatus;
 use troupe::supervise::{BoxError, ExternalEventMode};
 
 /// What the tests tell a stage.
@@ -53,7 +53,7 @@ impl OnEvent<Cmd> for Relay {
 /// An endless counter → relay (taking `Cmd`s per `policy`) → tally flow.
 async fn relay_run(
     policy: EventPolicy,
-) -> (Runtime, FlowHandle, Seen, Arc<std::sync::atomic::AtomicU64>) {
+) -> (Runtime, RunHandle, Seen, Arc<std::sync::atomic::AtomicU64>) {
     let runtime = memory_runtime().await;
     let produced = counter();
     let commands: Seen = Arc::default();
@@ -70,13 +70,13 @@ async fn relay_run(
     (runtime, run, commands, consumed)
 }
 
-async fn end(run: &FlowHandle) {
+async fn end(run: &RunHandle) {
     run.send(ControlEvent::Cancel {
         reason: "test over".into(),
     })
     .await
     .unwrap();
-    assert_eq!(run.wait().await.unwrap().status, FlowStatus::Cancelled);
+    assert_eq!(run.wait().await.unwrap().status, RunStatus::Cancelled);
 }
 
 #[tokio::test(start_paused = true)]
@@ -185,7 +185,7 @@ async fn block_while_running_makes_each_event_gate_one_unit_of_work() {
     // Control events still reach a stage that waits for user events.
     run.send(ControlEvent::Drain).await.unwrap();
     let outcome = run.wait().await.unwrap();
-    assert_eq!(outcome.status, FlowStatus::Finished);
+    assert_eq!(outcome.status, RunStatus::Finished);
     assert_eq!(get(&consumed), 3);
 }
 
@@ -303,7 +303,7 @@ async fn a_completed_stage_refuses_events() {
     );
     gate.add_permits(3);
     let outcome = run.wait().await.unwrap();
-    assert_eq!(outcome.status, FlowStatus::Finished);
+    assert_eq!(outcome.status, RunStatus::Finished);
     assert_eq!(consumed.load(Ordering::SeqCst), 3);
 }
 

@@ -11,7 +11,7 @@ use runtime_support::*;
 use serde_json::{Value, json};
 use troupe::flow::{DefinitionError, FlowDefinition};
 use troupe::stage::{StepInputs, sink_fn, source_iter, step_fn};
-use troupe::store::{FlowStatus, FlowStore};
+use troupe::store::{RunStatus, Store};
 
 #[tokio::test(start_paused = true)]
 async fn steps_run_in_order_with_their_upstream_outputs() {
@@ -76,7 +76,7 @@ async fn steps_run_in_order_with_their_upstream_outputs() {
     let run = runtime.start("order-17").await.unwrap();
     let outcome = run.wait().await.unwrap();
 
-    assert_eq!(outcome.status, FlowStatus::Finished, "{outcome:?}");
+    assert_eq!(outcome.status, RunStatus::Finished, "{outcome:?}");
     assert_eq!(
         outcome.structured_output,
         Some(json!({ "steps": {

@@ -9,24 +9,24 @@ mod raw_sqlite;
 
 use std::path::Path;
 
-use raw_sqlite::{run_sql, user_version};
+use raw_sqlite::{UNDO_V4, run_sql, user_version};
 use serde_json::Value;
 use troupe::store::{
-    EventKind, Flow, FlowStatus, FlowStore, NewEvent, SCHEMA_VERSION, SqliteStore, TerminalEvent,
+    EventKind, NewEvent, Run, RunStatus, SCHEMA_VERSION, SqliteStore, Store, TerminalEvent,
 };
 use uuid::Uuid;
 
 const DB: &str = "journal.sqlite";
 
 fn completed() -> EventKind {
-    EventKind::Terminal(TerminalEvent::FlowCompleted {
+    EventKind::Terminal(TerminalEvent::RunCompleted {
         structured_output: None,
     })
 }
 
 /// Inserts a run with `status`, and its terminal event when `outcome`.
-async fn run(store: &SqliteStore, status: FlowStatus, outcome: bool) -> Uuid {
-    let mut run = Flow::new("ctrl", "goal", "o");
+async fn run(store: &SqliteStore, status: RunStatus, outcome: bool) -> Uuid {
+    let mut run = Run::new("ctrl", "goal", "o");
     run.status = status;
     let id = run.id;
     store
@@ -77,15 +77,16 @@ async fn a_version_2_journal_migrates_with_its_outcomes() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join(DB);
     let store = SqliteStore::open(&path).await.expect("open");
-    let settled = run(&store, FlowStatus::Finished, true).await;
-    let broken = run(&store, FlowStatus::Failed, false).await;
-    let _running = run(&store, FlowStatus::Running, false).await;
-    let _ahead = run(&store, FlowStatus::Running, true).await;
-    let cancelled = run(&store, FlowStatus::Cancelled, false).await;
-    let _also_settled = run(&store, FlowStatus::Cancelled, true).await;
+    let settled = run(&store, RunStatus::Finished, true).await;
+    let broken = run(&store, RunStatus::Failed, false).await;
+    let _running = run(&store, RunStatus::Running, false).await;
+    let _ahead = run(&store, RunStatus::Running, true).await;
+    let cancelled = run(&store, RunStatus::Cancelled, false).await;
+    let _also_settled = run(&store, RunStatus::Cancelled, true).await;
     assert_eq!(missing(&store).await, vec![broken, cancelled]);
     drop(store);
     {
+        run_sql(&path, UNDO_V4);
         run_sql(
             &path,
             "DROP INDEX runs_missing_outcome; ALTER TABLE runs DROP COLUMN outcome_cursor; \
@@ -106,7 +107,7 @@ async fn a_version_2_journal_migrates_with_its_outcomes() {
 
     for id in [broken, cancelled] {
         store
-            .append_terminal_event_if_absent(id, TerminalEvent::FlowCanceled)
+            .append_terminal_event_if_absent(id, TerminalEvent::RunCancelled)
             .await
             .expect("repair");
     }

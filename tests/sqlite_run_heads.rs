@@ -9,10 +9,10 @@ mod raw_sqlite;
 
 use std::path::Path;
 
-use raw_sqlite::{run_sql, user_version};
+use raw_sqlite::{UNDO_V4, run_sql, user_version};
 use serde_json::json;
 use troupe::store::{
-    Cursor, EventKind, Flow, FlowStore, NewEvent, RunEvent, SqliteConfig, SqliteStore, WriteOp,
+    Cursor, EventKind, NewEvent, Run, RunEvent, SqliteConfig, SqliteStore, Store, WriteOp,
 };
 use uuid::Uuid;
 
@@ -32,7 +32,7 @@ fn tick(run: Uuid, i: usize) -> NewEvent {
 async fn new_runs(store: &SqliteStore, n: usize) -> Vec<Uuid> {
     let mut ids = Vec::new();
     for _ in 0..n {
-        let run = Flow::new("heads", "g", "o");
+        let run = Run::new("heads", "g", "o");
         store
             .insert_run(run.clone(), None)
             .await
@@ -158,6 +158,7 @@ async fn a_version_1_database_migrates_with_its_heads_exact() {
     // Reopening folds the tail, so the heads are exact as version 1 kept them.
     drop(SqliteStore::open_with(&path, config()).await.expect("fold"));
     {
+        run_sql(&path, UNDO_V4);
         run_sql(
             &path,
             "DROP INDEX runs_missing_outcome; ALTER TABLE runs DROP COLUMN outcome_cursor; \

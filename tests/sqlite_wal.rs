@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::json;
 use troupe::store::{
-    Cursor, EventKind, Flow, FlowStore, IntegrityCheck, NewEvent, SqliteConfig, SqliteStore,
+    Cursor, EventKind, IntegrityCheck, NewEvent, Run, SqliteConfig, SqliteStore, Store,
 };
 
 fn wal(db: &Path) -> PathBuf {
@@ -47,7 +47,7 @@ fn small_wal(checkpoint_pages: u32, wal_restart_pages: u32) -> SqliteConfig {
 /// Appends `commits` one-event transactions of at least one 4 KiB page each
 /// over three runs, calling `after(i)` once event `i` is acknowledged.
 async fn append(store: &SqliteStore, commits: u64, mut after: impl FnMut(u64)) {
-    let runs: Vec<Flow> = (0..3).map(|_| Flow::new("wal", "g", "o")).collect();
+    let runs: Vec<Run> = (0..3).map(|_| Run::new("wal", "g", "o")).collect();
     for run in &runs {
         store.insert_run(run.clone(), None).await.expect("run");
     }

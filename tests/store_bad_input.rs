@@ -9,13 +9,11 @@ use std::path::Path;
 
 use raw_sqlite::{run_sql, user_version};
 use serde_json::json;
-use troupe::store::{
-    EventKind, Flow, FlowStore, NewEvent, SCHEMA_VERSION, SqliteStore, StoreError,
-};
+use troupe::store::{EventKind, NewEvent, Run, SCHEMA_VERSION, SqliteStore, Store, StoreError};
 
-async fn two_runs(path: &Path) -> (Flow, Flow, Vec<u64>) {
+async fn two_runs(path: &Path) -> (Run, Run, Vec<u64>) {
     let store = SqliteStore::open(path).await.unwrap();
-    let (a, b) = (Flow::new("c", "g", "o"), Flow::new("c", "g", "o"));
+    let (a, b) = (Run::new("c", "g", "o"), Run::new("c", "g", "o"));
     let mut cursors = Vec::new();
     for run in [&a, &b] {
         store.insert_run(run.clone(), None).await.unwrap();

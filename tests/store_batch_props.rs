@@ -10,7 +10,7 @@
 use proptest::prelude::*;
 use serde_json::json;
 use troupe::store::{
-    EventKind, Flow, FlowStore, MemoryStore, NewEvent, SqliteStore, StoreError, TerminalAppend,
+    EventKind, MemoryStore, NewEvent, Run, SqliteStore, Store, StoreError, TerminalAppend,
     TerminalEvent, WriteOp, WriteOutcome,
 };
 use uuid::Uuid;
@@ -68,11 +68,11 @@ fn write_op(op: &Op, ids: &[Uuid], n: usize) -> WriteOp {
         )),
         Op::TerminalIfAbsent { run } => WriteOp::AppendTerminalIfAbsent {
             run_id: ids[*run],
-            event: TerminalEvent::FlowCanceled,
+            event: TerminalEvent::RunCancelled,
         },
         Op::TerminalAppend { run } => WriteOp::Append(NewEvent::new(
             ids[*run],
-            TerminalEvent::FlowFailed {
+            TerminalEvent::RunFailed {
                 reason: format!("op {n}"),
             },
         )),
@@ -130,7 +130,7 @@ fn new_cursors(result: &Result<WriteOutcome, StoreError>) -> Vec<u64> {
 async fn agree(batches: Vec<Vec<Op>>) -> Result<(), TestCaseError> {
     let memory = MemoryStore::new();
     let sqlite = SqliteStore::open(":memory:").await.expect("open sqlite");
-    let runs: Vec<Flow> = (0..RUNS).map(|_| Flow::new("c", "g", "o")).collect();
+    let runs: Vec<Run> = (0..RUNS).map(|_| Run::new("c", "g", "o")).collect();
     let mut ids: Vec<Uuid> = runs.iter().map(|r| r.id).collect();
     ids.push(Uuid::now_v7());
     for run in &runs {

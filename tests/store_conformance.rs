@@ -76,7 +76,7 @@ conformance!(journal_over_sqlite, async {
     let journal = JournalHandle::spawn(store, JournalConfig::default(), None)
         .await
         .unwrap();
-    let store: conformance::Store = Arc::new(journal);
+    let store: conformance::AnyStore = Arc::new(journal);
     (store, dir)
 });
 
@@ -85,23 +85,23 @@ conformance!(journal_over_memory, async {
         JournalHandle::spawn(Arc::new(MemoryStore::new()), JournalConfig::default(), None)
             .await
             .unwrap();
-    let store: conformance::Store = Arc::new(journal);
+    let store: conformance::AnyStore = Arc::new(journal);
     (store, ())
 });
 
 conformance!(memory, async {
-    let store: conformance::Store = Arc::new(MemoryStore::new());
+    let store: conformance::AnyStore = Arc::new(MemoryStore::new());
     (store, ())
 });
 
 conformance!(sqlite_in_memory, async {
-    let store: conformance::Store = Arc::new(SqliteStore::open(":memory:").await.unwrap());
+    let store: conformance::AnyStore = Arc::new(SqliteStore::open(":memory:").await.unwrap());
     (store, ())
 });
 
 conformance!(sqlite_file, async {
     let dir = tempfile::tempdir().unwrap();
-    let store: conformance::Store = Arc::new(
+    let store: conformance::AnyStore = Arc::new(
         SqliteStore::open(dir.path().join("journal.sqlite"))
             .await
             .unwrap(),
@@ -111,7 +111,7 @@ conformance!(sqlite_file, async {
 
 // The trait's provided methods over a backend (run-by-run batched reads).
 conformance!(provided_methods_over_sqlite, async {
-    let store: conformance::Store = Arc::new(required_only::RequiredOnly(Arc::new(
+    let store: conformance::AnyStore = Arc::new(required_only::RequiredOnly(Arc::new(
         SqliteStore::open(":memory:").await.unwrap(),
     )));
     (store, ())

@@ -10,12 +10,12 @@ use troupe::runs::{
     TerminalTarget, TerminalizationError, record_persisted_terminalization, recover,
 };
 use troupe::store::{
-    EventKind, Fault, FaultyStore, Flow, FlowStatus, FlowStore, MemoryStore, SYSTEM_STEP_ID,
-    SqliteStore, StoreError, TerminalEvent,
+    EventKind, Fault, FaultyStore, MemoryStore, Run, RunStatus, SYSTEM_STEP_ID, SqliteStore, Store,
+    StoreError, TerminalEvent,
 };
 
-async fn persisted(store: &dyn FlowStore, status: FlowStatus) -> Flow {
-    let mut run = Flow::new("ctrl", "g", "o");
+async fn persisted(store: &dyn Store, status: RunStatus) -> Run {
+    let mut run = Run::new("ctrl", "g", "o");
     store.insert_run(run.clone(), None).await.unwrap();
     run.status = status;
     store
@@ -36,7 +36,7 @@ fn faulty() -> FaultyStore {
 #[tokio::test]
 async fn failed_append_is_recorded_then_repaired() {
     let store = faulty();
-    let run = persisted(&store, FlowStatus::Finished).await;
+    let run = persisted(&store, RunStatus::Finished).await;
     store.inject(Fault::Fail {
         op: "append_terminal_if_absent",
         count: 1,
@@ -47,7 +47,7 @@ async fn failed_append_is_recorded_then_repaired() {
     let err = record_persisted_terminalization(&store, run.id, "ctrl", target)
         .await
         .unwrap_err();
-    let expected = "terminal run status persisted but FlowCompleted append failed: \
+    let expected = "terminal run status persisted but RunCompleted append failed: \
                     injected fault on append_terminal_if_absent";
     assert!(
         matches!(&err, TerminalizationError::AppendFailed { reason, .. } if reason == expected),
@@ -66,7 +66,7 @@ async fn failed_append_is_recorded_then_repaired() {
     let terminal = store.terminal_event(run.id).await.unwrap().unwrap();
     assert_eq!(
         terminal.kind,
-        EventKind::Terminal(TerminalEvent::FlowCompleted {
+        EventKind::Terminal(TerminalEvent::RunCompleted {
             structured_output: Some(json!({"steps": {}}))
         })
     );
@@ -75,7 +75,7 @@ async fn failed_append_is_recorded_then_repaired() {
 #[tokio::test]
 async fn both_failing_says_so() {
     let store = faulty();
-    let run = persisted(&store, FlowStatus::Cancelled).await;
+    let run = persisted(&store, RunStatus::Cancelled).await;
     store.inject(Fault::Fail {
         op: "append_terminal_if_absent",
         count: 1,
@@ -84,7 +84,7 @@ async fn both_failing_says_so() {
         op: "record_failure",
         count: 1,
     });
-    let err = record_persisted_terminalization(&store, run.id, "ctrl", TerminalTarget::Canceled)
+    let err = record_persisted_terminalization(&store, run.id, "ctrl", TerminalTarget::Cancelled)
         .await
         .unwrap_err();
     assert!(
@@ -93,7 +93,7 @@ async fn both_failing_says_so() {
     );
     assert_eq!(
         err.to_string(),
-        "terminal run status persisted but FlowCanceled append failed: injected fault on \
+        "terminal run status persisted but RunCancelled append failed: injected fault on \
          append_terminal_if_absent; the failure-ledger append failed too: injected fault on record_failure"
     );
     assert_eq!(
@@ -105,7 +105,7 @@ async fn both_failing_says_so() {
 #[tokio::test]
 async fn lost_ack_leaves_exactly_one_terminal_event() {
     let store = faulty();
-    let run = persisted(&store, FlowStatus::Failed).await;
+    let run = persisted(&store, RunStatus::Failed).await;
     store.inject(Fault::LoseAck {
         op: "append_terminal_if_absent",
         count: 1,
@@ -152,7 +152,7 @@ async fn failed_repair_is_reported_and_retried_by_the_next_scan() {
             .unwrap(),
     );
     let store = FaultyStore::new(inner);
-    let run = persisted(&store, FlowStatus::Finished).await;
+    let run = persisted(&store, RunStatus::Finished).await;
     store.inject(Fault::Fail {
         op: "list_step_outputs",
         count: 1,
@@ -184,29 +184,29 @@ fn mishap() -> impl Strategy<Value = Mishap> {
     ]
 }
 
-fn status() -> impl Strategy<Value = FlowStatus> {
+fn status() -> impl Strategy<Value = RunStatus> {
     prop_oneof![
-        Just(FlowStatus::Finished),
-        Just(FlowStatus::Failed),
-        Just(FlowStatus::Cancelled)
+        Just(RunStatus::Finished),
+        Just(RunStatus::Failed),
+        Just(RunStatus::Cancelled)
     ]
 }
 
-fn target_for(status: FlowStatus) -> TerminalTarget {
+fn target_for(status: RunStatus) -> TerminalTarget {
     match status {
-        FlowStatus::Finished => TerminalTarget::Completed {
+        RunStatus::Finished => TerminalTarget::Completed {
             structured_output: None,
         },
-        FlowStatus::Failed => TerminalTarget::Failed { reason: "r".into() },
-        _ => TerminalTarget::Canceled,
+        RunStatus::Failed => TerminalTarget::Failed { reason: "r".into() },
+        _ => TerminalTarget::Cancelled,
     }
 }
 
-fn expected_kind(status: FlowStatus) -> &'static str {
+fn expected_kind(status: RunStatus) -> &'static str {
     match status {
-        FlowStatus::Finished => "FlowCompleted",
-        FlowStatus::Failed => "FlowFailed",
-        _ => "FlowCanceled",
+        RunStatus::Finished => "RunCompleted",
+        RunStatus::Failed => "RunFailed",
+        _ => "RunCancelled",
     }
 }
 

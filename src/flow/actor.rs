@@ -18,19 +18,19 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::context::FlowCtx;
-use super::control::{ControlEvent, FlowOutcome, HandleError};
+use super::control::{ControlEvent, HandleError, RunOutcome};
 use super::definition::FlowPlan;
-use super::machine::{FlowEvent, FlowState, flow_machine};
+use super::machine::{FlowEvent, RunState, flow_machine};
 use super::record;
 use super::restart::{RestartDecision, RestartStrategy, StageExit};
 use crate::fsm::{EventVariant, FsmError, StateMachine, StateVariant};
 use crate::stage::events::EventPort;
 use crate::stage::{EXIT_COMPLETED, StageDone, StageEvent, StageState};
-use crate::store::{Flow, FlowStore};
+use crate::store::{Run, Store};
 
 /// Messages of a flow actor.
 pub(crate) enum FlowMsg {
-    /// A control event from a [`FlowHandle`](super::FlowHandle).
+    /// A control event from a [`RunHandle`](super::RunHandle).
     Control {
         /// The event.
         event: ControlEvent,
@@ -70,11 +70,11 @@ pub(crate) enum FlowMsg {
 
 /// What a flow actor starts from.
 pub(crate) struct FlowArgs {
-    pub(crate) run: Flow,
-    pub(crate) store: Arc<dyn FlowStore>,
+    pub(crate) run: Run,
+    pub(crate) store: Arc<dyn Store>,
     pub(crate) plan: FlowPlan,
-    pub(crate) state: watch::Sender<FlowState>,
-    pub(crate) outcome: Arc<watch::Sender<Option<FlowOutcome>>>,
+    pub(crate) state: watch::Sender<RunState>,
+    pub(crate) outcome: Arc<watch::Sender<Option<RunOutcome>>>,
     /// The run was found unfinished after a restart (its record says how far it got).
     pub(crate) recovering: bool,
 }
@@ -84,7 +84,7 @@ pub(crate) struct FlowActor;
 
 /// The flow actor's state: its machine and context.
 pub(crate) struct FlowHost {
-    machine: StateMachine<FlowState, FlowEvent, FlowCtx, super::machine::FlowAction>,
+    machine: StateMachine<RunState, FlowEvent, FlowCtx, super::machine::FlowAction>,
     ctx: FlowCtx,
     /// `flow` span with the run id and flow name; every handling runs in it.
     span: tracing::Span,
@@ -201,8 +201,8 @@ impl FlowHost {
         let generation = stage.generation;
         let name = stage.name.clone();
         let state = self.machine.state().clone();
-        if matches!(state, FlowState::Cancelling) || state.is_terminal() {
-            if self.ctx.live_stages() == 0 && state == FlowState::Cancelling {
+        if matches!(state, RunState::Cancelling) || state.is_terminal() {
+            if self.ctx.live_stages() == 0 && state == RunState::Cancelling {
                 self.feed_internal(FlowEvent::StagesGone).await;
             }
             return;
@@ -271,7 +271,7 @@ impl FlowHost {
             || stage.actor.is_some()
             || stage.completed
             || state.is_terminal()
-            || *state == FlowState::Cancelling
+            || *state == RunState::Cancelling
         {
             return;
         }
@@ -294,7 +294,7 @@ impl FlowHost {
             let _ = self.feed(FlowEvent::Cancel(reason)).await;
             return;
         }
-        let waiting = self.ctx.run.status == crate::store::FlowStatus::Waiting;
+        let waiting = self.ctx.run.status == crate::store::RunStatus::Waiting;
         if self.feed(FlowEvent::Recover).await.is_err() {
             return;
         }
@@ -325,7 +325,7 @@ impl FlowHost {
             FlowMsg::StageDone(done) => self.on_stage_done(done).await,
             FlowMsg::Restart { stage, generation } => self.on_restart(stage, generation).await,
             FlowMsg::CancelGraceExpired => {
-                if *self.machine.state() == FlowState::Cancelling {
+                if *self.machine.state() == RunState::Cancelling {
                     tracing::warn!("cancel grace expired; killing stages");
                     self.kill_stages();
                 }
@@ -404,7 +404,7 @@ impl Actor for FlowActor {
             flow = %ctx.run.controller_id
         );
         Ok(FlowHost {
-            machine: flow_machine(FlowState::Created),
+            machine: flow_machine(RunState::Created),
             ctx,
             span,
             recovering: args.recovering,

@@ -10,9 +10,9 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
 use super::actor::FlowMsg;
-use super::control::{FlowOutcome, HandleError};
+use super::control::{HandleError, RunOutcome};
 use super::definition::{FlowPlan, PlannedStage};
-use super::machine::{FlowAction, FlowState};
+use super::machine::{FlowAction, RunState};
 use super::record::{self, RecordError};
 use super::restart::RestartTracker;
 use super::topology::StageKind;
@@ -22,7 +22,7 @@ use crate::stage::actor::StageLaunch;
 use crate::stage::events::EventPort;
 use crate::stage::work::Bells;
 use crate::stage::{StageEvent, StageIdentity, StageSignal, StageState};
-use crate::store::{Flow, FlowStatus, FlowStore};
+use crate::store::{Run, RunStatus, Store};
 use crate::supervise::{ExternalEventSender, StateWatcher};
 
 /// One stage as its flow tracks it across restarts.
@@ -122,14 +122,14 @@ pub(crate) const CONTROL_RESERVE: usize = 64;
 
 /// The flow actor's context: everything its handlers read and its actions change.
 pub(crate) struct FlowCtx {
-    pub(crate) run: Flow,
-    store: Arc<dyn FlowStore>,
+    pub(crate) run: Run,
+    store: Arc<dyn Store>,
     pub(crate) myself: ActorRef<FlowMsg>,
     pub(crate) stages: Vec<StageRuntime>,
     pub(crate) cancel_requested: bool,
     outputs: Map<String, Value>,
-    pub(crate) state: watch::Sender<FlowState>,
-    outcome: Arc<watch::Sender<Option<FlowOutcome>>>,
+    pub(crate) state: watch::Sender<RunState>,
+    outcome: Arc<watch::Sender<Option<RunOutcome>>>,
     cancel_grace: Duration,
     /// Restart and cancel-grace timers; aborted when the flow goes away.
     timers: Vec<Timer>,
@@ -157,12 +157,12 @@ pub(crate) enum EffectError {
 
 impl FlowCtx {
     pub(crate) fn new(
-        run: Flow,
-        store: Arc<dyn FlowStore>,
+        run: Run,
+        store: Arc<dyn Store>,
         myself: ActorRef<FlowMsg>,
         plan: FlowPlan,
-        state: watch::Sender<FlowState>,
-        outcome: Arc<watch::Sender<Option<FlowOutcome>>>,
+        state: watch::Sender<RunState>,
+        outcome: Arc<watch::Sender<Option<RunOutcome>>>,
     ) -> Self {
         let mut outputs = Map::new();
         for stage in &plan.stages {
@@ -184,7 +184,7 @@ impl FlowCtx {
         }
     }
 
-    pub(crate) fn store(&self) -> &dyn FlowStore {
+    pub(crate) fn store(&self) -> &dyn Store {
         &*self.store
     }
 
@@ -408,7 +408,7 @@ impl FlowCtx {
                 };
                 self.terminate(target).await?;
             }
-            FlowAction::Cancelled => self.terminate(TerminalTarget::Canceled).await?,
+            FlowAction::Cancelled => self.terminate(TerminalTarget::Cancelled).await?,
         }
         Ok(())
     }
@@ -417,13 +417,13 @@ impl FlowCtx {
     /// step's earlier actions failed, so the action that records and
     /// publishes the outcome never ran; without this, `wait()` would never
     /// return. A run that already published its outcome is left alone.
-    pub(crate) async fn end_if_stranded(&mut self, state: &FlowState, failure: &str) {
+    pub(crate) async fn end_if_stranded(&mut self, state: &RunState, failure: &str) {
         if !state.is_terminal() || self.outcome.borrow().is_some() {
             return;
         }
         let target = match state {
-            FlowState::Cancelled => TerminalTarget::Canceled,
-            FlowState::Failed(reason) => TerminalTarget::Failed {
+            RunState::Cancelled => TerminalTarget::Cancelled,
+            RunState::Failed(reason) => TerminalTarget::Failed {
                 reason: format!("{reason}; then {failure}"),
             },
             _ => TerminalTarget::Failed {
@@ -439,37 +439,37 @@ impl FlowCtx {
     /// its stages). Published even if recording failed, saying so.
     async fn terminate(&mut self, mut target: TerminalTarget) -> Result<(), RecordError> {
         let mut recorded = record::terminate(&self.store, &mut self.run, target.clone()).await;
-        if let Err(RecordError::Control(crate::runs::FlowError::CancelPending { .. })) = recorded {
+        if let Err(RecordError::Control(crate::runs::RunError::CancelPending { .. })) = recorded {
             // A cancel was requested through the control plane while the
             // flow ran: it is sticky, so the run ends cancelled, not finished.
-            tracing::info!("cancel requested through the control plane; recording FlowCanceled");
-            target = TerminalTarget::Canceled;
+            tracing::info!("cancel requested through the control plane; recording RunCancelled");
+            target = TerminalTarget::Cancelled;
             recorded = record::terminate(&self.store, &mut self.run, target.clone()).await;
         }
         let mut outcome = match target {
-            TerminalTarget::Completed { structured_output } => FlowOutcome {
+            TerminalTarget::Completed { structured_output } => RunOutcome {
                 run_id: self.run.id,
-                status: FlowStatus::Finished,
+                status: RunStatus::Finished,
                 structured_output,
                 reason: None,
                 recorded: true,
             },
-            TerminalTarget::Failed { reason } => FlowOutcome {
+            TerminalTarget::Failed { reason } => RunOutcome {
                 run_id: self.run.id,
-                status: FlowStatus::Failed,
+                status: RunStatus::Failed,
                 structured_output: None,
                 reason: Some(reason),
                 recorded: true,
             },
-            TerminalTarget::Canceled => FlowOutcome {
+            TerminalTarget::Cancelled => RunOutcome {
                 run_id: self.run.id,
-                status: FlowStatus::Cancelled,
+                status: RunStatus::Cancelled,
                 structured_output: None,
                 reason: None,
                 recorded: true,
             },
         };
-        if let Err(RecordError::Control(crate::runs::FlowError::AlreadyTerminal {
+        if let Err(RecordError::Control(crate::runs::RunError::AlreadyTerminal {
             status, ..
         })) = &recorded
         {

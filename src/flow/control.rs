@@ -4,8 +4,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::machine::FlowState;
-use crate::store::FlowStatus;
+use super::machine::RunState;
+use crate::store::RunStatus;
 
 /// A control event for a running flow.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -15,7 +15,7 @@ pub enum ControlEvent {
     /// Resume a paused flow.
     Resume,
     /// Cancel: stages stop at their next batch boundary, no stage output is
-    /// recorded after this is, and the outcome is `FlowCanceled`. Sticky.
+    /// recorded after this is, and the outcome is `RunCancelled`. Sticky.
     /// A source blocked in `produce` or on a full output, and a stage
     /// waiting for input or paused, stop at once; a stage inside
     /// `process`, `consume`, `on_event` or its completion stops once that
@@ -72,11 +72,11 @@ pub enum StageControl {
 
 /// How a run ended.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct FlowOutcome {
+pub struct RunOutcome {
     /// The run.
     pub run_id: Uuid,
     /// Its terminal status: `Finished`, `Failed` or `Cancelled`.
-    pub status: FlowStatus,
+    pub status: RunStatus,
     /// For a finished run, `{"steps": {stage: output}}`.
     pub structured_output: Option<Value>,
     /// For a failed or cancelled run, why.
@@ -89,7 +89,7 @@ pub struct FlowOutcome {
     pub recorded: bool,
 }
 
-/// Why a request made through a [`FlowHandle`](super::FlowHandle) or
+/// Why a request made through a [`RunHandle`](super::RunHandle) or
 /// [`StageHandle`](super::StageHandle) failed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum HandleError {
@@ -173,6 +173,6 @@ pub enum HandleError {
         /// The run.
         run_id: Uuid,
         /// The last state it published.
-        last_state: FlowState,
+        last_state: RunState,
     },
 }

@@ -1,4 +1,4 @@
-//! [`FlowHandle`]: how a user steers and observes one run.
+//! [`RunHandle`]: how a user steers and observes one run.
 
 use std::sync::Arc;
 
@@ -7,39 +7,39 @@ use tokio::sync::{oneshot, watch};
 use uuid::Uuid;
 
 use super::actor::FlowMsg;
-use super::control::{ControlEvent, FlowOutcome, HandleError};
-use super::machine::FlowState;
+use super::control::{ControlEvent, HandleError, RunOutcome};
+use super::machine::RunState;
 
 /// A handle to one run of a flow. Cheap to clone, `Send`; it does not keep
 /// the run alive and stays usable after the run ended (`wait` then returns
 /// the outcome at once, `send` a [`HandleError::Finished`]).
 #[derive(Clone)]
-pub struct FlowHandle {
+pub struct RunHandle {
     run_id: Uuid,
     actor: ActorRef<FlowMsg>,
-    state: watch::Receiver<FlowState>,
-    outcome: watch::Receiver<Option<FlowOutcome>>,
+    state: watch::Receiver<RunState>,
+    outcome: watch::Receiver<Option<RunOutcome>>,
     stages: Arc<[String]>,
 }
 
-impl std::fmt::Debug for FlowHandle {
+impl std::fmt::Debug for RunHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FlowHandle")
+        f.debug_struct("RunHandle")
             .field("run_id", &self.run_id)
             .field("state", &*self.state.borrow())
             .finish()
     }
 }
 
-impl FlowHandle {
+impl RunHandle {
     pub(crate) fn new(
         run_id: Uuid,
         actor: ActorRef<FlowMsg>,
-        state: watch::Receiver<FlowState>,
-        outcome: watch::Receiver<Option<FlowOutcome>>,
+        state: watch::Receiver<RunState>,
+        outcome: watch::Receiver<Option<RunOutcome>>,
         stages: Arc<[String]>,
     ) -> Self {
-        FlowHandle {
+        RunHandle {
             run_id,
             actor,
             state,
@@ -85,18 +85,18 @@ impl FlowHandle {
     }
 
     /// The flow's current state.
-    pub fn state(&self) -> FlowState {
+    pub fn state(&self) -> RunState {
         self.state.borrow().clone()
     }
 
     /// A `watch` receiver of the flow's state, woken on each change.
-    pub fn watch(&self) -> watch::Receiver<FlowState> {
+    pub fn watch(&self) -> watch::Receiver<RunState> {
         self.state.clone()
     }
 
     /// The outcome, once the flow has ended (see [`wait`](Self::wait) on
     /// whether it is recorded).
-    pub fn outcome(&self) -> Option<FlowOutcome> {
+    pub fn outcome(&self) -> Option<RunOutcome> {
         self.outcome.borrow().clone()
     }
 
@@ -107,10 +107,10 @@ impl FlowHandle {
 
     /// Waits for the flow to end and returns its outcome, which is recorded
     /// in the journal by then — unless recording it failed: the outcome then
-    /// says so with [`FlowOutcome::recorded`] `== false` (and the error at the
+    /// says so with [`RunOutcome::recorded`] `== false` (and the error at the
     /// end of its `reason`); the run stays unfinished in the journal until a
     /// later start resumes it and records it.
-    pub async fn wait(&self) -> Result<FlowOutcome, HandleError> {
+    pub async fn wait(&self) -> Result<RunOutcome, HandleError> {
         let mut outcome = self.outcome.clone();
         let waited = outcome.wait_for(Option::is_some).await.map(|o| o.clone());
         // The sender is gone: the last published value still counts.

@@ -23,11 +23,11 @@ use crate::fsm::{
     Transition, fsm,
 };
 use crate::stage::StageEvent;
-use crate::store::FlowStatus;
+use crate::store::RunStatus;
 
 /// Where a flow is in its life.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, StateVariant)]
-pub enum FlowState {
+pub enum RunState {
     /// The run record exists; stages are not started.
     Created,
     /// Stages are running.
@@ -39,19 +39,19 @@ pub enum FlowState {
     /// Cancel requested; waiting for the stages to stop.
     Cancelling,
     /// Every stage completed; outcome recorded (terminal).
-    Completed,
+    Finished,
     /// Failed with this reason; outcome recorded (terminal).
     Failed(String),
     /// Cancelled; outcome recorded (terminal).
     Cancelled,
 }
 
-impl FlowState {
+impl RunState {
     /// Whether the flow has ended.
     pub fn is_terminal(&self) -> bool {
         matches!(
             self,
-            FlowState::Completed | FlowState::Failed(_) | FlowState::Cancelled
+            RunState::Finished | RunState::Failed(_) | RunState::Cancelled
         )
     }
 }
@@ -92,7 +92,7 @@ pub enum FlowEvent {
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum FlowAction {
     /// Persist a non-terminal run status with an audit event.
-    Persist(FlowStatus, &'static str),
+    Persist(RunStatus, &'static str),
     /// Start every stage due its first start (steps once their upstream steps completed).
     SpawnStages,
     /// Send a control event to every live stage.
@@ -103,11 +103,11 @@ pub(crate) enum FlowAction {
     RequestCancel(String),
     /// Record a user signal and hand it to the stages.
     Signal(String, Value),
-    /// Record `FlowCompleted` with the stages' outputs, publish, stop.
+    /// Record `RunCompleted` with the stages' outputs, publish, stop.
     Complete,
-    /// Record `FlowFailed`, publish, stop.
+    /// Record `RunFailed`, publish, stop.
     Fail(String),
-    /// Record `FlowCanceled`, publish, stop.
+    /// Record `RunCancelled`, publish, stop.
     Cancelled,
 }
 
@@ -122,17 +122,17 @@ impl FsmAction for FlowAction {
     }
 }
 
-type Handled = HandlerFuture<'static, FlowState, FlowAction>;
+type Handled = HandlerFuture<'static, RunState, FlowAction>;
 
-fn to(state: FlowState, actions: Vec<FlowAction>) -> Handled {
+fn to(state: RunState, actions: Vec<FlowAction>) -> Handled {
     Box::pin(async move { Ok(Transition::to(state).with_actions(actions)) })
 }
 
 /// Completed if that was the last stage, else where it is, starting the
 /// steps that were waiting for it.
-fn after_stage_completed(state: &FlowState, ctx: &FlowCtx) -> Handled {
+fn after_stage_completed(state: &RunState, ctx: &FlowCtx) -> Handled {
     if ctx.all_completed() {
-        to(FlowState::Completed, vec![FlowAction::Complete])
+        to(RunState::Finished, vec![FlowAction::Complete])
     } else {
         to(state.clone(), vec![FlowAction::SpawnStages])
     }
@@ -140,47 +140,47 @@ fn after_stage_completed(state: &FlowState, ctx: &FlowCtx) -> Handled {
 
 /// The flow machine, starting in `initial`.
 pub(crate) fn flow_machine(
-    initial: FlowState,
-) -> StateMachine<FlowState, FlowEvent, FlowCtx, FlowAction> {
+    initial: RunState,
+) -> StateMachine<RunState, FlowEvent, FlowCtx, FlowAction> {
     use FlowAction as A;
     fsm! {
-        state: FlowState; event: FlowEvent; context: FlowCtx; action: FlowAction;
+        state: RunState; event: FlowEvent; context: FlowCtx; action: FlowAction;
         initial: initial;
 
-        state FlowState::Created {
-            on FlowEvent::Start => [FlowState::Running] |_, _, _| to(
-                FlowState::Running,
-                vec![A::Persist(FlowStatus::Running, "started"), A::SpawnStages],
+        state RunState::Created {
+            on FlowEvent::Start => [RunState::Running] |_, _, _| to(
+                RunState::Running,
+                vec![A::Persist(RunStatus::Running, "started"), A::SpawnStages],
             );
-            on FlowEvent::Recover => [FlowState::Running] |_, _, _| to(
-                FlowState::Running,
-                vec![A::Persist(FlowStatus::Running, "recovered"), A::SpawnStages],
+            on FlowEvent::Recover => [RunState::Running] |_, _, _| to(
+                RunState::Running,
+                vec![A::Persist(RunStatus::Running, "recovered"), A::SpawnStages],
             );
         }
-        state FlowState::Running {
-            on FlowEvent::Pause => [FlowState::Waiting] |_, _, _| to(
-                FlowState::Waiting,
-                vec![A::Broadcast(StageEvent::Pause), A::Persist(FlowStatus::Waiting, "waiting")],
+        state RunState::Running {
+            on FlowEvent::Pause => [RunState::Waiting] |_, _, _| to(
+                RunState::Waiting,
+                vec![A::Broadcast(StageEvent::Pause), A::Persist(RunStatus::Waiting, "waiting")],
             );
-            on FlowEvent::Drain => [FlowState::Draining] |_, _, _| to(FlowState::Draining, vec![A::DrainSources]);
+            on FlowEvent::Drain => [RunState::Draining] |_, _, _| to(RunState::Draining, vec![A::DrainSources]);
             on FlowEvent::StageCompleted => |s, _, c| after_stage_completed(s, c);
         }
-        state FlowState::Waiting {
-            on FlowEvent::Resume => [FlowState::Running] |_, _, _| to(
-                FlowState::Running,
-                vec![A::Persist(FlowStatus::Running, "resumed"), A::Broadcast(StageEvent::Resume)],
+        state RunState::Waiting {
+            on FlowEvent::Resume => [RunState::Running] |_, _, _| to(
+                RunState::Running,
+                vec![A::Persist(RunStatus::Running, "resumed"), A::Broadcast(StageEvent::Resume)],
             );
-            on FlowEvent::Drain => [FlowState::Draining] |_, _, _| to(
-                FlowState::Draining,
-                vec![A::Persist(FlowStatus::Running, "resumed"), A::DrainSources],
+            on FlowEvent::Drain => [RunState::Draining] |_, _, _| to(
+                RunState::Draining,
+                vec![A::Persist(RunStatus::Running, "resumed"), A::DrainSources],
             );
             on FlowEvent::StageCompleted => |s, _, c| after_stage_completed(s, c);
         }
-        state FlowState::Draining {
+        state RunState::Draining {
             on FlowEvent::StageCompleted => |s, _, c| after_stage_completed(s, c);
         }
-        state FlowState::Cancelling {
-            on FlowEvent::StagesGone => [FlowState::Cancelled] |_, _, _| to(FlowState::Cancelled, vec![A::Cancelled]);
+        state RunState::Cancelling {
+            on FlowEvent::StagesGone => [RunState::Cancelled] |_, _, _| to(RunState::Cancelled, vec![A::Cancelled]);
             // Late completions are refused by the actor; nothing to do here.
             on FlowEvent::StageCompleted => |s, _, _| to(s.clone(), vec![]);
         }
@@ -188,16 +188,16 @@ pub(crate) fn flow_machine(
             on FlowEvent::Cancel => |s, e, c| {
                 let FlowEvent::Cancel(reason) = e else { return to(s.clone(), vec![]) };
                 match s {
-                    FlowState::Created => to(
-                        FlowState::Cancelled,
+                    RunState::Created => to(
+                        RunState::Cancelled,
                         vec![A::RequestCancel(reason.clone()), A::Cancelled],
                     ),
-                    FlowState::Running | FlowState::Waiting | FlowState::Draining if c.live_stages() == 0 => to(
-                        FlowState::Cancelled,
+                    RunState::Running | RunState::Waiting | RunState::Draining if c.live_stages() == 0 => to(
+                        RunState::Cancelled,
                         vec![A::RequestCancel(reason.clone()), A::Cancelled],
                     ),
-                    FlowState::Running | FlowState::Waiting | FlowState::Draining => to(
-                        FlowState::Cancelling,
+                    RunState::Running | RunState::Waiting | RunState::Draining => to(
+                        RunState::Cancelling,
                         vec![A::RequestCancel(reason.clone())],
                     ),
                     // Cancelling already, or ended: cancel is idempotent.
@@ -218,14 +218,14 @@ pub(crate) fn flow_machine(
 
 /// A failure fails a running flow; a cancelling or ended one stays put (its
 /// failure is already in the ledger or the trace, and cancel wins).
-fn fail(state: &FlowState, event: &FlowEvent) -> Handled {
+fn fail(state: &RunState, event: &FlowEvent) -> Handled {
     let reason = match event {
         FlowEvent::StageGaveUp(reason) | FlowEvent::Failure(reason) => reason.clone(),
         _ => return to(state.clone(), vec![]),
     };
     match state {
-        FlowState::Created | FlowState::Running | FlowState::Waiting | FlowState::Draining => to(
-            FlowState::Failed(reason.clone()),
+        RunState::Created | RunState::Running | RunState::Waiting | RunState::Draining => to(
+            RunState::Failed(reason.clone()),
             vec![FlowAction::Fail(reason)],
         ),
         _ => to(state.clone(), vec![]),

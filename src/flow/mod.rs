@@ -6,17 +6,17 @@
 //! it spawns the stage actors linked to itself, turns every stage exit into a
 //! restart or a failure event, records stage outputs and the outcome through
 //! one writer ([`record`]), and answers [`ControlEvent`]s sent through a
-//! [`FlowHandle`]. A [`StageHandle`] steers one stage; a
+//! [`RunHandle`]. A [`StageHandle`] steers one stage; a
 //! [`TypedStageHandle`] sends it user events of the type it declared
-//! ([`FlowBuilder::with_events`], example on [`FlowHandle::stage_events`]).
+//! ([`FlowBuilder::with_events`], example on [`RunHandle::stage_events`]).
 //!
 //! Runs are started by a [`Runtime`](crate::runtime::Runtime):
 //!
 //! ```
-//! use troupe::flow::{ControlEvent, FlowDefinition, FlowState, HandleError};
+//! use troupe::flow::{ControlEvent, FlowDefinition, RunState, HandleError};
 //! use troupe::runtime::Runtime;
 //! use troupe::stage::{sink_fn, source_iter};
-//! use troupe::store::FlowStatus;
+//! use troupe::store::RunStatus;
 //!
 //! # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
 //! let runtime = Runtime::builder().memory().start().await?;
@@ -29,10 +29,10 @@
 //! )?;
 //! let run = runtime.start("ticks").await?;
 //! run.send(ControlEvent::Pause).await?;
-//! assert_eq!(run.state(), FlowState::Waiting);
+//! assert_eq!(run.state(), RunState::Waiting);
 //! run.send(ControlEvent::Cancel { reason: "enough".into() }).await?;
 //! let outcome = run.wait().await?;
-//! assert_eq!(outcome.status, FlowStatus::Cancelled);
+//! assert_eq!(outcome.status, RunStatus::Cancelled);
 //! // A finished flow refuses further events with a typed error.
 //! let late = run.send(ControlEvent::Resume).await;
 //! assert!(matches!(late, Err(HandleError::Finished { .. })));
@@ -52,9 +52,9 @@ pub mod restart;
 pub mod stage_handle;
 pub mod topology;
 
-pub use control::{ControlEvent, FlowOutcome, HandleError, StageControl};
+pub use control::{ControlEvent, HandleError, RunOutcome, StageControl};
 pub use definition::{DefinitionError, EventStageBuilder, FlowBuilder, FlowDefinition};
-pub use handle::FlowHandle;
-pub use machine::{FlowEvent, FlowState};
+pub use handle::RunHandle;
+pub use machine::{FlowEvent, RunState};
 pub use record::{RecordError, RunOptions};
 pub use stage_handle::{StageHandle, TypedStageHandle};

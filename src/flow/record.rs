@@ -1,6 +1,6 @@
 //! Every write an actor-driven run makes to its run record, in one place.
 //!
-//! Lifecycle changes go through the control plane ([`FlowManager`]), so an
+//! Lifecycle changes go through the control plane ([`RunManager`]), so an
 //! actor-driven run follows the same rules and leaves the same audit trail
 //! as a managed one (revision checks with bounded retry, one audit event per
 //! change, terminal status and outcome in one atomic write); stage outputs,
@@ -12,11 +12,10 @@ use chrono::Utc;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use super::FlowOutcome;
-use crate::runs::{CreateManagedInput, FlowManager, TerminalTarget};
+use super::RunOutcome;
+use crate::runs::{CreateManagedInput, RunManager, TerminalTarget};
 use crate::store::{
-    EventKind, FailureEntry, Flow, FlowStatus, FlowStore, NewEvent, StepOutput, StoreError,
-    TerminalEvent,
+    EventKind, FailureEntry, NewEvent, Run, RunStatus, StepOutput, Store, StoreError, TerminalEvent,
 };
 
 /// Why a run-record write failed.
@@ -33,7 +32,7 @@ pub enum RecordError {
     },
     /// The control plane refused or failed the change.
     #[error(transparent)]
-    Control(#[from] crate::runs::FlowError),
+    Control(#[from] crate::runs::RunError),
 }
 
 /// Who starts a run and why: the fields of a new run record.
@@ -49,10 +48,10 @@ pub struct RunOptions {
 
 /// Creates the `Created` run record of a new run of `controller_id`.
 pub(crate) async fn create(
-    store: &Arc<dyn FlowStore>,
+    store: &Arc<dyn Store>,
     controller_id: &str,
     options: RunOptions,
-) -> Result<Flow, RecordError> {
+) -> Result<Run, RecordError> {
     let input = CreateManagedInput {
         controller_id: controller_id.to_owned(),
         goal: options.goal.unwrap_or_else(|| controller_id.to_owned()),
@@ -63,9 +62,7 @@ pub(crate) async fn create(
         current_step: None,
         state_json: json!({}),
     };
-    Ok(FlowManager::new(store.clone())
-        .create_managed(input)
-        .await?)
+    Ok(RunManager::new(store.clone()).create_managed(input).await?)
 }
 
 /// Moves a non-terminal run to `status` through the control plane: `started`
@@ -73,26 +70,26 @@ pub(crate) async fn create(
 /// Running); `recovered` starts a `Created` run, resumes a `Waiting` one and
 /// only logs an event for a `Running` one.
 pub(crate) async fn set_status(
-    store: &Arc<dyn FlowStore>,
-    run: &mut Flow,
-    status: FlowStatus,
+    store: &Arc<dyn Store>,
+    run: &mut Run,
+    status: RunStatus,
     audit: &str,
 ) -> Result<(), RecordError> {
-    let manager = FlowManager::new(store.clone());
+    let manager = RunManager::new(store.clone());
     let changed = match (run.status, status, audit) {
-        (FlowStatus::Created, FlowStatus::Running, _) => manager.start_running(run.id).await?,
-        (FlowStatus::Running, FlowStatus::Waiting, _) => {
+        (RunStatus::Created, RunStatus::Running, _) => manager.start_running(run.id).await?,
+        (RunStatus::Running, RunStatus::Waiting, _) => {
             manager
                 .set_waiting(run.id, json!({ "for": "resume" }))
                 .await?
         }
-        (FlowStatus::Waiting, FlowStatus::Running, _) => manager.resume(run.id, None).await?,
-        (FlowStatus::Running, FlowStatus::Running, "recovered") => {
+        (RunStatus::Waiting, RunStatus::Running, _) => manager.resume(run.id, None).await?,
+        (RunStatus::Running, RunStatus::Running, "recovered") => {
             return log(&**store, run.id, "recovered", Value::Null).await;
         }
         (from, to, _) => {
             return Err(RecordError::Control(
-                crate::runs::FlowError::InvalidTransition { from, to },
+                crate::runs::RunError::InvalidTransition { from, to },
             ));
         }
     };
@@ -102,8 +99,8 @@ pub(crate) async fn set_status(
 
 /// Sets the sticky `cancel_requested` flag (the reason goes in its own event).
 pub(crate) async fn request_cancel(
-    store: &Arc<dyn FlowStore>,
-    run: &mut Flow,
+    store: &Arc<dyn Store>,
+    run: &mut Run,
     reason: &str,
 ) -> Result<(), RecordError> {
     log(
@@ -113,7 +110,7 @@ pub(crate) async fn request_cancel(
         json!({ "reason": reason }),
     )
     .await?;
-    *run = FlowManager::new(store.clone())
+    *run = RunManager::new(store.clone())
         .request_cancel(run.id)
         .await?;
     Ok(())
@@ -121,7 +118,7 @@ pub(crate) async fn request_cancel(
 
 /// Appends a user signal to the run's event log.
 pub(crate) async fn signal(
-    store: &dyn FlowStore,
+    store: &dyn Store,
     run_id: Uuid,
     name: &str,
     payload: Value,
@@ -137,7 +134,7 @@ pub(crate) async fn signal(
 
 /// Appends a custom event to the run's log.
 async fn log(
-    store: &dyn FlowStore,
+    store: &dyn Store,
     run_id: Uuid,
     name: &str,
     payload: Value,
@@ -152,7 +149,7 @@ async fn log(
 
 /// Records a stage's completion output; `false` if one was already recorded.
 pub(crate) async fn stage_output(
-    store: &dyn FlowStore,
+    store: &dyn Store,
     run_id: Uuid,
     stage: &str,
     output: Value,
@@ -173,7 +170,7 @@ pub(crate) async fn stage_output(
 
 /// Records a stage failure in the failure ledger (restarted or not).
 pub(crate) async fn stage_failure(
-    store: &dyn FlowStore,
+    store: &dyn Store,
     run_id: Uuid,
     stage: &str,
     reason: &str,
@@ -195,17 +192,17 @@ pub(crate) async fn stage_failure(
 /// Ends the run through the control plane, which persists the terminal
 /// status and its terminal event in one atomic write.
 pub(crate) async fn terminate(
-    store: &Arc<dyn FlowStore>,
-    run: &mut Flow,
+    store: &Arc<dyn Store>,
+    run: &mut Run,
     target: TerminalTarget,
 ) -> Result<(), RecordError> {
-    let manager = FlowManager::new(store.clone());
+    let manager = RunManager::new(store.clone());
     *run = match target {
         TerminalTarget::Completed { structured_output } => {
             manager.finish(run.id, structured_output).await?
         }
         TerminalTarget::Failed { reason } => manager.fail(run.id, reason).await?,
-        TerminalTarget::Canceled => manager.cancel(run.id).await?,
+        TerminalTarget::Cancelled => manager.cancel(run.id).await?,
     };
     Ok(())
 }
@@ -218,7 +215,7 @@ pub(crate) enum Orphaned {
     /// It had already ended (its flow recorded an outcome whose ack was
     /// lost, or it was ended through the control plane), so it was left as
     /// it was; this is the outcome the journal holds.
-    AlreadyEnded(FlowOutcome),
+    AlreadyEnded(RunOutcome),
 }
 
 /// Fails a run left without a flow to end it: its flow actor died without
@@ -226,13 +223,13 @@ pub(crate) enum Orphaned {
 /// terminal is left as it is, and its recorded outcome is returned, so that
 /// what is published is what the journal holds.
 pub(crate) async fn fail_orphaned(
-    store: &Arc<dyn FlowStore>,
+    store: &Arc<dyn Store>,
     run_id: Uuid,
     reason: String,
 ) -> Result<Orphaned, RecordError> {
-    match FlowManager::new(store.clone()).fail(run_id, reason).await {
+    match RunManager::new(store.clone()).fail(run_id, reason).await {
         Ok(_) => Ok(Orphaned::Failed),
-        Err(crate::runs::FlowError::AlreadyTerminal { status, .. }) => {
+        Err(crate::runs::RunError::AlreadyTerminal { status, .. }) => {
             recorded_outcome(&**store, run_id, status)
                 .await
                 .map(Orphaned::AlreadyEnded)
@@ -244,22 +241,22 @@ pub(crate) async fn fail_orphaned(
 /// The outcome of run `run_id`, which the journal holds as `status`: read
 /// from its terminal event (written in the same atomic write as the status).
 async fn recorded_outcome(
-    store: &dyn FlowStore,
+    store: &dyn Store,
     run_id: Uuid,
-    status: FlowStatus,
-) -> Result<FlowOutcome, RecordError> {
+    status: RunStatus,
+) -> Result<RunOutcome, RecordError> {
     let event = store
         .terminal_event(run_id)
         .await
         .map_err(|source| RecordError::Store { run_id, source })?;
     let (structured_output, reason) = match event.map(|e| e.kind) {
-        Some(EventKind::Terminal(TerminalEvent::FlowCompleted { structured_output })) => {
+        Some(EventKind::Terminal(TerminalEvent::RunCompleted { structured_output })) => {
             (structured_output, None)
         }
-        Some(EventKind::Terminal(TerminalEvent::FlowFailed { reason })) => (None, Some(reason)),
+        Some(EventKind::Terminal(TerminalEvent::RunFailed { reason })) => (None, Some(reason)),
         _ => (None, None),
     };
-    Ok(FlowOutcome {
+    Ok(RunOutcome {
         run_id,
         status,
         structured_output,

@@ -7,22 +7,22 @@ use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::actor::FlowMsg;
 use super::control::{HandleError, StageControl};
-use super::handle::FlowHandle;
+use super::handle::RunHandle;
 use crate::stage::{StageEvent, StageSignal, StageState};
 
-/// A handle to one stage of a run; get it from [`FlowHandle::stage`].
+/// A handle to one stage of a run; get it from [`RunHandle::stage`].
 /// Events go to the stage's control channel, where its external-event
 /// policy decides when it takes them (between batches while running, at
 /// once while paused). Cheap to clone, `Send`.
 #[derive(Debug, Clone)]
 pub struct StageHandle {
-    flow: FlowHandle,
+    flow: RunHandle,
     index: usize,
     name: String,
 }
 
 impl StageHandle {
-    pub(crate) fn new(flow: FlowHandle, index: usize, name: String) -> Self {
+    pub(crate) fn new(flow: RunHandle, index: usize, name: String) -> Self {
         StageHandle { flow, index, name }
     }
 
@@ -70,7 +70,7 @@ fn event_name(event: &StageEvent) -> &'static str {
     crate::fsm::EventVariant::variant_name(event)
 }
 
-impl FlowHandle {
+impl RunHandle {
     /// A handle to the stage called `name`.
     pub fn stage(&self, name: &str) -> Result<StageHandle, HandleError> {
         let index = self.stage_index(name)?;
@@ -89,12 +89,12 @@ impl FlowHandle {
 /// A handle sending user events of type `Ev` to one stage, which declared
 /// that type when its flow was built
 /// ([`FlowBuilder::with_events`](super::FlowBuilder::with_events)); get it
-/// from [`FlowHandle::stage_events`]. The events wait in the stage's own
+/// from [`RunHandle::stage_events`]. The events wait in the stage's own
 /// queue (kept across the stage's restarts) until its
 /// [`EventPolicy`](crate::stage::EventPolicy) lets it take them. Cheap to
 /// clone, `Send`.
 pub struct TypedStageHandle<Ev> {
-    flow: FlowHandle,
+    flow: RunHandle,
     name: String,
     sender: mpsc::Sender<Ev>,
     doorbell: Arc<Notify>,
@@ -179,7 +179,7 @@ impl<Ev: Send + 'static> TypedStageHandle<Ev> {
     }
 }
 
-impl FlowHandle {
+impl RunHandle {
     /// A handle sending events of type `Ev` to the stage called `name`.
     /// The type is checked here: [`HandleError::EventType`] if the stage
     /// declared another type or none; a stage that has completed gives

@@ -11,7 +11,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use super::committer::{CommitQueue, Committer, Pushed};
 use super::request::{Request, Work};
 use super::stats::Counters;
-use crate::store::{FlowStore, StoreError, WriteOp, WriteOutcome};
+use crate::store::{Store, StoreError, WriteOp, WriteOutcome};
 
 /// What a write request gets back: the batch-level result, then one result per op.
 pub(crate) type WriteReply = Result<Vec<Result<WriteOutcome, StoreError>>, StoreError>;
@@ -41,7 +41,7 @@ pub enum JournalMsg {
 pub(crate) struct JournalActor;
 
 pub(crate) struct JournalArgs {
-    pub(crate) store: Arc<dyn FlowStore>,
+    pub(crate) store: Arc<dyn Store>,
     /// Shared with the handles, which queue their writes into it.
     pub(crate) queue: Arc<CommitQueue>,
     pub(crate) counters: Arc<Counters>,

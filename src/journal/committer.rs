@@ -7,10 +7,10 @@
 //! takes everything queued (up to the batch bound, never splitting a
 //! request) whenever it is free, commits it as one batch and replies to each
 //! request with its own results. When the store has a writer thread of its
-//! own ([`FlowStore::run_on_writer`], e.g. SQLite), the committer runs there:
+//! own ([`Store::run_on_writer`], e.g. SQLite), the committer runs there:
 //! it commits a batch, hands the batch's replies to one tokio task and takes
 //! the next batch, so under load it never sleeps or waits for a tokio task
-//! between commits. Otherwise it runs as a tokio task over [`FlowStore::apply_batch`].
+//! between commits. Otherwise it runs as a tokio task over [`Store::apply_batch`].
 //!
 //! At most one drain runs at a time, so batches commit in queue order. The
 //! queue counts as idle for a shutdown only when no drain runs and every
@@ -27,7 +27,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use super::actor::JournalMsg;
 use super::request::{Answer, Ops, Request};
 use super::stats::Counters;
-use crate::store::{BatchResult, FlowStore, StoreError, WriteOp, WriterJob};
+use crate::store::{BatchResult, Store, StoreError, WriteOp, WriterJob};
 
 #[derive(Default)]
 struct State {
@@ -179,7 +179,7 @@ impl CommitQueue {
 /// Drains a [`CommitQueue`] into the store.
 pub(crate) struct Committer {
     pub(crate) queue: Arc<CommitQueue>,
-    pub(crate) store: Arc<dyn FlowStore>,
+    pub(crate) store: Arc<dyn Store>,
     pub(crate) counters: Arc<Counters>,
     pub(crate) actor: ActorRef<JournalMsg>,
     /// Where the task-based drain runs when started off the runtime.
@@ -190,7 +190,7 @@ pub(crate) struct Committer {
 
 impl Committer {
     /// Whether `store` runs jobs on a writer thread of its own.
-    pub(crate) fn has_writer_thread(store: &dyn FlowStore) -> bool {
+    pub(crate) fn has_writer_thread(store: &dyn Store) -> bool {
         store.run_on_writer(Box::new(|_| {})).is_ok()
     }
 

@@ -1,5 +1,5 @@
 //! [`JournalHandle`]: how the rest of troupe talks to the journal actor. It
-//! is itself a [`FlowStore`]: writes go into the journal's commit queue
+//! is itself a [`Store`]: writes go into the journal's commit queue
 //! (bounded, group commit; the actor runs its drains), reads go straight to
 //! the store's read side.
 
@@ -15,7 +15,7 @@ use super::request::{Request, Work};
 use super::stats::{Counters, JournalStats};
 use crate::runs::{RecoveryReport, recover};
 use crate::store::{
-    Appended, FlowStore, NewEvent, StepOutput, StoreError, WriteOp, WriteOutcome, appended,
+    Appended, NewEvent, StepOutput, Store, StoreError, WriteOp, WriteOutcome, appended,
 };
 
 /// Options for the journal actor.
@@ -48,14 +48,14 @@ pub enum JournalError {
     Recovery(#[from] StoreError),
 }
 
-/// A cheap, cloneable handle to the journal actor, usable as a [`FlowStore`].
+/// A cheap, cloneable handle to the journal actor, usable as a [`Store`].
 #[derive(Clone)]
 pub struct JournalHandle {
     actor: ActorRef<JournalMsg>,
     queue: Arc<CommitQueue>,
     permits: Arc<Semaphore>,
     capacity: u32,
-    store: Arc<dyn FlowStore>,
+    store: Arc<dyn Store>,
     counters: Arc<Counters>,
 }
 
@@ -63,7 +63,7 @@ impl JournalHandle {
     /// Spawns the journal actor over `store`, which it becomes the only writer
     /// of; link it under `supervisor` if given.
     pub async fn spawn(
-        store: Arc<dyn FlowStore>,
+        store: Arc<dyn Store>,
         config: JournalConfig,
         supervisor: Option<ActorCell>,
     ) -> Result<JournalHandle, JournalError> {
@@ -94,7 +94,7 @@ impl JournalHandle {
     /// terminal runs missing their terminal event are repaired, unfinished
     /// runs are reported for the caller to resume.
     pub async fn open(
-        store: Arc<dyn FlowStore>,
+        store: Arc<dyn Store>,
         config: JournalConfig,
         supervisor: Option<ActorCell>,
     ) -> Result<(JournalHandle, RecoveryReport), JournalError> {

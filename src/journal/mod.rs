@@ -1,7 +1,7 @@
 //! The journal actor: the single writer of a runtime's store.
 //!
 //! Every durable write of a runtime goes through one `ractor` actor. Callers
-//! hold a [`JournalHandle`], which is a [`FlowStore`](crate::store::FlowStore):
+//! hold a [`JournalHandle`], which is a [`Store`](crate::store::Store):
 //! its writes become requests to the actor, its reads go straight to the
 //! store's read side, so reads never queue behind writes.
 //!
@@ -29,12 +29,12 @@
 //! # tokio::runtime::Builder::new_multi_thread().build().unwrap().block_on(async {
 //! use std::sync::Arc;
 //! use troupe::journal::{JournalConfig, JournalHandle};
-//! use troupe::store::{EventKind, Flow, FlowStore, NewEvent, SqliteStore};
+//! use troupe::store::{EventKind, Run, Store, NewEvent, SqliteStore};
 //!
 //! let store = Arc::new(SqliteStore::open(":memory:").await?);
 //! let (journal, report) = JournalHandle::open(store, JournalConfig::default(), None).await?;
 //! assert!(report.unfinished.is_empty());
-//! let run = Flow::new("orders", "ship order 17", "session-1");
+//! let run = Run::new("orders", "ship order 17", "session-1");
 //! journal.insert_run(run.clone(), None).await?;
 //! let acked = journal.append(NewEvent::new(run.id, EventKind::custom("shipped", serde_json::json!({"box": 3})))).await?;
 //! assert_eq!(acked.seq, 1);

@@ -1,6 +1,6 @@
 //! A write request as the journal queues it: its ops, where their results
 //! go, and its queue slot. A request carries one op (`Work::One`, what
-//! `FlowStore::apply` and the calls built on it send) or several kept
+//! `Store::apply` and the calls built on it send) or several kept
 //! together (`Work::Many`, `apply_batch`); once its batch is committed it is
 //! answered through an [`Answer`].
 
@@ -18,7 +18,7 @@ pub(crate) struct Request {
 }
 
 /// A request's ops and where their results go. Most requests carry one op
-/// ([`FlowStore::apply`], and the calls built on it): they need no vector
+/// ([`Store::apply`], and the calls built on it): they need no vector
 /// of ops nor of results, so an append costs its caller two allocations
 /// fewer than a one-op batch.
 pub(crate) enum Work {

@@ -1,12 +1,12 @@
-//! [`FlowError`]: why a [`FlowManager`](super::FlowManager) call was refused or failed.
+//! [`RunError`]: why a [`RunManager`](super::RunManager) call was refused or failed.
 
 use uuid::Uuid;
 
-use crate::store::{FlowStatus, StoreError};
+use crate::store::{RunStatus, StoreError};
 
-/// Everything a [`FlowManager`](super::FlowManager) call can fail with.
+/// Everything a [`RunManager`](super::RunManager) call can fail with.
 #[derive(Debug, Clone, thiserror::Error)]
-pub enum FlowError {
+pub enum RunError {
     /// No run has this id.
     #[error("run {0} not found")]
     NotFound(Uuid),
@@ -16,7 +16,7 @@ pub enum FlowError {
         /// The run.
         id: Uuid,
         /// Its terminal status.
-        status: FlowStatus,
+        status: RunStatus,
     },
     /// Cancellation was requested for the run: it can be cancelled (or failed),
     /// but not finished or have its state updated.
@@ -41,9 +41,9 @@ pub enum FlowError {
     #[error("a run cannot move from {} to {}", from.as_str(), to.as_str())]
     InvalidTransition {
         /// The run's status.
-        from: FlowStatus,
+        from: RunStatus,
         /// The status the call would have moved it to.
-        to: FlowStatus,
+        to: RunStatus,
     },
     /// The caller's input is not acceptable (which field and why).
     #[error("invalid input: {0}")]
@@ -53,13 +53,13 @@ pub enum FlowError {
     Store(#[source] StoreError),
 }
 
-impl From<StoreError> for FlowError {
-    /// A store's "run not found" is the manager's [`FlowError::NotFound`];
-    /// everything else is wrapped in [`FlowError::Store`].
+impl From<StoreError> for RunError {
+    /// A store's "run not found" is the manager's [`RunError::NotFound`];
+    /// everything else is wrapped in [`RunError::Store`].
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::RunNotFound(id) => FlowError::NotFound(id),
-            other => FlowError::Store(other),
+            StoreError::RunNotFound(id) => RunError::NotFound(id),
+            other => RunError::Store(other),
         }
     }
 }
@@ -72,20 +72,20 @@ mod tests {
     fn store_not_found_maps_to_not_found() {
         let id = crate::store::new_run_id();
         assert!(matches!(
-            FlowError::from(StoreError::RunNotFound(id)),
-            FlowError::NotFound(got) if got == id
+            RunError::from(StoreError::RunNotFound(id)),
+            RunError::NotFound(got) if got == id
         ));
         assert!(matches!(
-            FlowError::from(StoreError::JournalClosed),
-            FlowError::Store(StoreError::JournalClosed)
+            RunError::from(StoreError::JournalClosed),
+            RunError::Store(StoreError::JournalClosed)
         ));
     }
 
     #[test]
     fn messages_name_the_statuses() {
-        let e = FlowError::InvalidTransition {
-            from: FlowStatus::Created,
-            to: FlowStatus::Finished,
+        let e = RunError::InvalidTransition {
+            from: RunStatus::Created,
+            to: RunStatus::Finished,
         };
         assert_eq!(e.to_string(), "a run cannot move from created to finished");
     }

@@ -1,4 +1,4 @@
-//! What callers hand the [`FlowManager`](super::FlowManager): a new run's
+//! What callers hand the [`RunManager`](super::RunManager): a new run's
 //! fields and a step observation.
 
 use chrono::{DateTime, Utc};
@@ -6,11 +6,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::error::FlowError;
+use super::error::RunError;
 use super::lifecycle::stored_now;
-use crate::store::{Flow, FlowStep, FlowStepStatus, StepRuntime, new_run_id};
+use crate::store::{Run, RunStep, RunStepStatus, StepRuntime, new_run_id};
 
-/// The fields of a new run (see [`FlowManager::create_managed`](super::FlowManager::create_managed)).
+/// The fields of a new run (see [`RunManager::create_managed`](super::RunManager::create_managed)).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CreateManagedInput {
     /// The flow definition (controller) driving the run; must not be empty.
@@ -27,7 +27,7 @@ pub struct CreateManagedInput {
     pub state_json: Value,
 }
 
-/// The fields of a new mirrored run (see [`FlowManager::create_mirrored`](super::FlowManager::create_mirrored)):
+/// The fields of a new mirrored run (see [`RunManager::create_mirrored`](super::RunManager::create_mirrored)):
 /// the same as a managed run's.
 pub type CreateMirroredInput = CreateManagedInput;
 
@@ -50,10 +50,10 @@ impl CreateManagedInput {
     }
 
     /// The `Created` run at revision 0 these fields describe.
-    pub(crate) fn into_run(self) -> Result<Flow, FlowError> {
+    pub(crate) fn into_run(self) -> Result<Run, RunError> {
         require_non_empty("controller_id", &self.controller_id)?;
         require_non_empty("owner_session_key", &self.owner_session_key)?;
-        let mut run = Flow::new(self.controller_id, self.goal, self.owner_session_key);
+        let mut run = Run::new(self.controller_id, self.goal, self.owner_session_key);
         run.requester_origin = self.requester_origin;
         run.current_step = self.current_step;
         run.state_json = self.state_json;
@@ -64,18 +64,18 @@ impl CreateManagedInput {
 }
 
 /// What was seen of one step of work running elsewhere (see
-/// [`FlowManager::record_step_observation`](super::FlowManager::record_step_observation)).
+/// [`RunManager::record_step_observation`](super::RunManager::record_step_observation)).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StepObservation {
     /// The run the step belongs to.
-    pub flow_id: Uuid,
-    /// The step's own run id (unique within the run; observations with the
-    /// same one update the same step); must not be empty.
-    pub run_id: String,
+    pub run_id: Uuid,
+    /// The step's key in the system it mirrors (unique within the run;
+    /// observations with the same one update the same step); must not be empty.
+    pub external_run_id: String,
     /// What the step does.
     pub task: String,
     /// The step's status as observed.
-    pub status: FlowStepStatus,
+    pub status: RunStepStatus,
     /// The session executing the step, if known (an absent one keeps the
     /// one observed earlier).
     pub child_session_key: Option<String>,
@@ -86,14 +86,14 @@ pub struct StepObservation {
 impl StepObservation {
     /// The step row to upsert: observed work is never executed by troupe, so
     /// its runtime is [`StepRuntime::Mirrored`].
-    pub(crate) fn into_step(self, now: DateTime<Utc>) -> Result<FlowStep, FlowError> {
-        require_non_empty("run_id", &self.run_id)?;
-        Ok(FlowStep {
+    pub(crate) fn into_step(self, now: DateTime<Utc>) -> Result<RunStep, RunError> {
+        require_non_empty("external_run_id", &self.external_run_id)?;
+        Ok(RunStep {
             id: new_run_id(),
-            flow_id: self.flow_id,
+            run_id: self.run_id,
             runtime: StepRuntime::Mirrored,
             child_session_key: self.child_session_key,
-            run_id: self.run_id,
+            external_run_id: self.external_run_id,
             task: self.task,
             status: self.status,
             result_json: self.result_json,
@@ -103,9 +103,9 @@ impl StepObservation {
     }
 }
 
-fn require_non_empty(field: &str, value: &str) -> Result<(), FlowError> {
+fn require_non_empty(field: &str, value: &str) -> Result<(), RunError> {
     if value.trim().is_empty() {
-        return Err(FlowError::InvalidData(format!("{field} must not be empty")));
+        return Err(RunError::InvalidData(format!("{field} must not be empty")));
     }
     Ok(())
 }
@@ -118,23 +118,23 @@ mod tests {
     fn empty_keys_are_invalid_data() {
         let mut input = CreateManagedInput::new("ctrl", "goal", " ");
         assert!(
-            matches!(input.clone().into_run(), Err(FlowError::InvalidData(m)) if m.contains("owner_session_key"))
+            matches!(input.clone().into_run(), Err(RunError::InvalidData(m)) if m.contains("owner_session_key"))
         );
         input.owner_session_key = "o".into();
         input.controller_id = String::new();
         assert!(
-            matches!(input.into_run(), Err(FlowError::InvalidData(m)) if m.contains("controller_id"))
+            matches!(input.into_run(), Err(RunError::InvalidData(m)) if m.contains("controller_id"))
         );
         let obs = StepObservation {
-            flow_id: new_run_id(),
-            run_id: String::new(),
+            run_id: new_run_id(),
+            external_run_id: String::new(),
             task: "t".into(),
-            status: FlowStepStatus::Running,
+            status: RunStepStatus::Running,
             child_session_key: None,
             result_json: None,
         };
         assert!(
-            matches!(obs.into_step(Utc::now()), Err(FlowError::InvalidData(m)) if m.contains("run_id"))
+            matches!(obs.into_step(Utc::now()), Err(RunError::InvalidData(m)) if m.contains("external_run_id"))
         );
     }
 

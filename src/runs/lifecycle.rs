@@ -6,8 +6,8 @@
 use chrono::{DateTime, SubsecRound, Utc};
 use serde_json::{Map, Value, json};
 
-use super::error::FlowError;
-use crate::store::{EventKind, Flow, FlowStatus, FlowStepStatus, TerminalEvent};
+use super::error::RunError;
+use crate::store::{EventKind, Run, RunStatus, RunStepStatus, TerminalEvent};
 
 /// The kind of an audit event the manager writes, one per change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -74,8 +74,8 @@ impl AuditKind {
 /// Whether a run may move from `from` to `to`: `Created → Running`,
 /// `Running ⇄ Waiting`, `Running | Waiting → Finished | Failed | Cancelled`,
 /// `Created → Cancelled | Failed`. Nothing leaves a terminal status.
-pub fn is_legal_move(from: FlowStatus, to: FlowStatus) -> bool {
-    use FlowStatus::*;
+pub fn is_legal_move(from: RunStatus, to: RunStatus) -> bool {
+    use RunStatus::*;
     matches!(
         (from, to),
         (Created, Running)
@@ -126,8 +126,8 @@ pub(crate) enum Change {
         next_step: Option<String>,
     },
     ObserveStep {
-        step_run_id: String,
-        status: FlowStepStatus,
+        external_run_id: String,
+        status: RunStepStatus,
     },
 }
 
@@ -147,13 +147,13 @@ impl Change {
     }
 
     /// The status the change moves the run to, for status moves.
-    fn target(&self) -> Option<FlowStatus> {
+    fn target(&self) -> Option<RunStatus> {
         match self {
-            Change::Start | Change::Resume { .. } => Some(FlowStatus::Running),
-            Change::Wait { .. } => Some(FlowStatus::Waiting),
-            Change::Finish { .. } => Some(FlowStatus::Finished),
-            Change::Fail { .. } => Some(FlowStatus::Failed),
-            Change::Cancel => Some(FlowStatus::Cancelled),
+            Change::Start | Change::Resume { .. } => Some(RunStatus::Running),
+            Change::Wait { .. } => Some(RunStatus::Waiting),
+            Change::Finish { .. } => Some(RunStatus::Finished),
+            Change::Fail { .. } => Some(RunStatus::Failed),
+            Change::Cancel => Some(RunStatus::Cancelled),
             Change::RequestCancel | Change::UpdateState { .. } | Change::ObserveStep { .. } => None,
         }
     }
@@ -161,10 +161,10 @@ impl Change {
     /// Whether this move may start from `from`. Starting and resuming both
     /// lead to `Running` but from one status each, so that the audit log
     /// says which of the two happened.
-    fn allowed_from(&self, from: FlowStatus) -> bool {
+    fn allowed_from(&self, from: RunStatus) -> bool {
         match (self, self.target()) {
-            (Change::Start, _) => from == FlowStatus::Created,
-            (Change::Resume { .. }, _) => from == FlowStatus::Waiting,
+            (Change::Start, _) => from == RunStatus::Created,
+            (Change::Resume { .. }, _) => from == RunStatus::Waiting,
             (_, Some(to)) => is_legal_move(from, to),
             (_, None) => !from.is_terminal(),
         }
@@ -181,7 +181,7 @@ impl Change {
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Planned {
     /// The run after the change, with its revision already incremented.
-    pub(crate) run: Flow,
+    pub(crate) run: Run,
     pub(crate) audit: EventKind,
     pub(crate) outcome: Option<TerminalEvent>,
 }
@@ -189,27 +189,27 @@ pub(crate) struct Planned {
 /// Plans `change` on `run` (as last read), or refuses it. `Ok(None)` means
 /// there is nothing to write (a repeated cancellation request).
 ///
-/// Checks in order: a terminal run is [`FlowError::AlreadyTerminal`]; a
+/// Checks in order: a terminal run is [`RunError::AlreadyTerminal`]; a
 /// pending cancellation refuses `finish` and `update_state` with
-/// [`FlowError::CancelPending`]; a move the status does not allow is
-/// [`FlowError::InvalidTransition`].
+/// [`RunError::CancelPending`]; a move the status does not allow is
+/// [`RunError::InvalidTransition`].
 pub(crate) fn plan(
-    run: &Flow,
+    run: &Run,
     change: &Change,
     now: DateTime<Utc>,
-) -> Result<Option<Planned>, FlowError> {
+) -> Result<Option<Planned>, RunError> {
     let from = run.status;
     if from.is_terminal() {
-        return Err(FlowError::AlreadyTerminal {
+        return Err(RunError::AlreadyTerminal {
             id: run.id,
             status: from,
         });
     }
     if run.cancel_requested && change.blocked_by_cancel_request() {
-        return Err(FlowError::CancelPending { id: run.id });
+        return Err(RunError::CancelPending { id: run.id });
     }
     if !change.allowed_from(from) {
-        return Err(FlowError::InvalidTransition {
+        return Err(RunError::InvalidTransition {
             from,
             to: change.target().unwrap_or(from),
         });
@@ -225,7 +225,7 @@ pub(crate) fn plan(
     let mut outcome = None;
     match change.clone() {
         Change::Start => {}
-        Change::Cancel => outcome = Some(TerminalEvent::FlowCanceled),
+        Change::Cancel => outcome = Some(TerminalEvent::RunCancelled),
         Change::Wait { wait_json } => {
             details.insert("wait".into(), wait_json.clone());
             next.wait_json = Some(wait_json);
@@ -240,7 +240,7 @@ pub(crate) fn plan(
             if let Some(state) = final_state {
                 next.state_json = state;
             }
-            outcome = Some(TerminalEvent::FlowCompleted {
+            outcome = Some(TerminalEvent::RunCompleted {
                 structured_output: Some(next.state_json.clone()),
             });
         }
@@ -248,7 +248,7 @@ pub(crate) fn plan(
             let failure = json!({ "failure": { "reason": reason, "at": now } });
             merge_state(&mut next.state_json, failure);
             details.insert("reason".into(), Value::String(reason.clone()));
-            outcome = Some(TerminalEvent::FlowFailed { reason });
+            outcome = Some(TerminalEvent::RunFailed { reason });
         }
         Change::RequestCancel => next.cancel_requested = true,
         Change::UpdateState { patch, next_step } => {
@@ -260,17 +260,17 @@ pub(crate) fn plan(
             }
         }
         Change::ObserveStep {
-            step_run_id,
+            external_run_id,
             status,
         } => {
-            details.insert("step_run_id".into(), Value::String(step_run_id));
+            details.insert("external_run_id".into(), Value::String(external_run_id));
             details.insert("step_status".into(), json!(status.as_str()));
         }
     }
     if let Some(to) = change.target() {
         next.status = to;
         details.insert("from".into(), json!(from.as_str()));
-        if to != FlowStatus::Waiting {
+        if to != RunStatus::Waiting {
             // `wait_json` describes what a waiting run waits for, nothing else.
             next.wait_json = None;
         }
@@ -288,7 +288,7 @@ pub(crate) fn plan(
 }
 
 /// The audit event of a new run.
-pub(crate) fn created_audit(run: &Flow, runtime: &'static str) -> EventKind {
+pub(crate) fn created_audit(run: &Run, runtime: &'static str) -> EventKind {
     EventKind::custom(
         AuditKind::Created.as_str(),
         json!({ "status": run.status.as_str(), "revision": run.revision, "runtime": runtime }),

@@ -1,8 +1,8 @@
 use super::*;
-use crate::store::FlowStatus::*;
+use crate::store::RunStatus::*;
 
-fn run_in(status: FlowStatus) -> Flow {
-    let mut run = Flow::new("ctrl", "goal", "owner");
+fn run_in(status: RunStatus) -> Run {
+    let mut run = Run::new("ctrl", "goal", "owner");
     run.status = status;
     run.revision = 4;
     run.state_json = json!({"a": 1, "b": 2});
@@ -29,8 +29,8 @@ fn all_changes() -> Vec<Change> {
             next_step: Some("review".into()),
         },
         Change::ObserveStep {
-            step_run_id: "child-1".into(),
-            status: FlowStepStatus::Running,
+            external_run_id: "child-1".into(),
+            status: RunStepStatus::Running,
         },
     ]
 }
@@ -50,8 +50,8 @@ fn legal_moves_are_exactly_the_table() {
         (Created, Cancelled),
         (Created, Failed),
     ];
-    for from in FlowStatus::ALL {
-        for to in FlowStatus::ALL {
+    for from in RunStatus::ALL {
+        for to in RunStatus::ALL {
             assert_eq!(
                 is_legal_move(from, to),
                 legal.contains(&(from, to)),
@@ -64,7 +64,7 @@ fn legal_moves_are_exactly_the_table() {
 #[test]
 fn every_planned_status_move_is_legal_and_terminal_runs_refuse_everything() {
     let now = Utc::now();
-    for from in FlowStatus::ALL {
+    for from in RunStatus::ALL {
         for change in all_changes() {
             let run = run_in(from);
             match plan(&run, &change, now) {
@@ -80,11 +80,11 @@ fn every_planned_status_move_is_legal_and_terminal_runs_refuse_everything() {
                     assert_eq!(p.run.ended_at.is_some(), p.run.status.is_terminal());
                 }
                 Ok(None) => panic!("nothing planned for {from:?} {change:?}"),
-                Err(FlowError::AlreadyTerminal { status, .. }) => {
+                Err(RunError::AlreadyTerminal { status, .. }) => {
                     assert!(from.is_terminal());
                     assert_eq!(status, from);
                 }
-                Err(FlowError::InvalidTransition { from: f, to }) => {
+                Err(RunError::InvalidTransition { from: f, to }) => {
                     assert_eq!(f, from);
                     assert!(!from.is_terminal());
                     assert_eq!(Some(to), change.target());
@@ -101,7 +101,7 @@ fn start_and_resume_each_have_one_source() {
     let refused = |status, change: Change| {
         matches!(
             plan(&run_in(status), &change, now),
-            Err(FlowError::InvalidTransition { .. })
+            Err(RunError::InvalidTransition { .. })
         )
     };
     assert!(refused(Waiting, Change::Start));
@@ -130,7 +130,7 @@ fn cancel_request_blocks_finish_and_update_state_only() {
         let result = plan(&run, &change, now);
         match change {
             Change::Finish { .. } | Change::UpdateState { .. } => {
-                assert!(matches!(result, Err(FlowError::CancelPending { id }) if id == run.id));
+                assert!(matches!(result, Err(RunError::CancelPending { id }) if id == run.id));
             }
             Change::RequestCancel => assert_eq!(result.ok(), Some(None), "idempotent"),
             _ => assert!(matches!(result, Ok(Some(_))), "{change:?}: {result:?}"),
@@ -186,7 +186,7 @@ fn changes_shape_the_record() {
     assert_eq!(finished.run.state_json, json!({"done": true}));
     assert_eq!(
         finished.outcome,
-        Some(TerminalEvent::FlowCompleted {
+        Some(TerminalEvent::RunCompleted {
             structured_output: Some(json!({"done": true}))
         })
     );
@@ -202,7 +202,7 @@ fn changes_shape_the_record() {
     assert_eq!(failed.run.state_json["failure"]["at"], json!(now));
     assert_eq!(
         failed.outcome,
-        Some(TerminalEvent::FlowFailed {
+        Some(TerminalEvent::RunFailed {
             reason: "no disk".into()
         })
     );
@@ -242,5 +242,5 @@ fn audit_kind_names_round_trip() {
     for kind in AuditKind::ALL {
         assert_eq!(AuditKind::parse(kind.as_str()), Some(kind));
     }
-    assert_eq!(AuditKind::parse("FlowCompleted"), None);
+    assert_eq!(AuditKind::parse("RunCompleted"), None);
 }

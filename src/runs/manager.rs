@@ -1,4 +1,4 @@
-//! [`FlowManager`]: the run control plane over any [`FlowStore`].
+//! [`RunManager`]: the run control plane over any [`Store`].
 
 use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
@@ -8,15 +8,15 @@ use serde_json::Value;
 use tracing::Instrument;
 use uuid::Uuid;
 
-use super::error::FlowError;
+use super::error::RunError;
 use super::input::{CreateManagedInput, CreateMirroredInput, StepObservation};
 use super::lifecycle::{Change, Planned, created_audit, plan, stored_now};
 use crate::store::{
-    Flow, FlowStatus, FlowStep, FlowStore, NewEvent, RunEvent, StoreError, WriteOp, WriteOutcome,
+    NewEvent, Run, RunEvent, RunStatus, RunStep, Store, StoreError, WriteOp, WriteOutcome,
 };
 
 /// How many times a change is tried against a run other writers keep
-/// changing before [`FlowError::RevisionMismatch`] is returned.
+/// changing before [`RunError::RevisionMismatch`] is returned.
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 8;
 
 /// The first retry waits up to this long; each further retry doubles it.
@@ -38,34 +38,34 @@ const RETRY_CAP: Duration = Duration::from_millis(20);
 ///
 /// Cheap to clone; clones share the store.
 #[derive(Clone)]
-pub struct FlowManager {
-    store: Arc<dyn FlowStore>,
+pub struct RunManager {
+    store: Arc<dyn Store>,
     max_attempts: u32,
     observer: Option<Arc<dyn RunObserver>>,
 }
 
-/// Told about every change a [`FlowManager`] wrote, once it is durable: how
+/// Told about every change a [`RunManager`] wrote, once it is durable: how
 /// a host that runs the work (e.g. the runtime, for actor-driven runs)
 /// learns of a cancel requested through the control plane at once.
 pub trait RunObserver: Send + Sync {
     /// `run` as it was just written. Called on the writer's task: keep it
     /// short and never block (spawn any async follow-up).
-    fn changed(&self, run: &Flow);
+    fn changed(&self, run: &Run);
 }
 
-impl std::fmt::Debug for FlowManager {
+impl std::fmt::Debug for RunManager {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FlowManager")
+        f.debug_struct("RunManager")
             .field("max_attempts", &self.max_attempts)
             .finish_non_exhaustive()
     }
 }
 
-impl FlowManager {
+impl RunManager {
     /// A manager over `store` (a bare store, or a
     /// [`JournalHandle`](crate::journal::JournalHandle) inside a runtime).
-    pub fn new(store: Arc<dyn FlowStore>) -> FlowManager {
-        FlowManager {
+    pub fn new(store: Arc<dyn Store>) -> RunManager {
+        RunManager {
             store,
             observer: None,
             max_attempts: DEFAULT_MAX_ATTEMPTS,
@@ -73,24 +73,24 @@ impl FlowManager {
     }
 
     /// The same manager, trying each change at most `attempts` times (at least once).
-    pub fn with_max_attempts(mut self, attempts: u32) -> FlowManager {
+    pub fn with_max_attempts(mut self, attempts: u32) -> RunManager {
         self.max_attempts = attempts.max(1);
         self
     }
 
     /// Calls `observer` after each change this manager writes.
-    pub fn with_observer(mut self, observer: Arc<dyn RunObserver>) -> FlowManager {
+    pub fn with_observer(mut self, observer: Arc<dyn RunObserver>) -> RunManager {
         self.observer = Some(observer);
         self
     }
 
     /// The store this manager writes to.
-    pub fn store(&self) -> &Arc<dyn FlowStore> {
+    pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
     }
 
     /// Creates a `Created` run at revision 0 with a `created` audit event.
-    pub async fn create_managed(&self, input: CreateManagedInput) -> Result<Flow, FlowError> {
+    pub async fn create_managed(&self, input: CreateManagedInput) -> Result<Run, RunError> {
         let run = input.into_run()?;
         let audit = created_audit(&run, "managed");
         self.store
@@ -106,7 +106,7 @@ impl FlowManager {
     /// are recorded with [`record_step_observation`](Self::record_step_observation) —
     /// created and started at once: it is `Running` at revision 1, with a
     /// `created` and a `started` audit event, all in one atomic write.
-    pub async fn create_mirrored(&self, input: CreateMirroredInput) -> Result<Flow, FlowError> {
+    pub async fn create_mirrored(&self, input: CreateMirroredInput) -> Result<Run, RunError> {
         let run = input.into_run()?;
         let span =
             tracing::info_span!("flow_manager.create", run_id = %run.id, runtime = "mirrored");
@@ -127,59 +127,59 @@ impl FlowManager {
     }
 
     /// The run, if it exists.
-    pub async fn get(&self, id: Uuid) -> Result<Option<Flow>, FlowError> {
+    pub async fn get(&self, id: Uuid) -> Result<Option<Run>, RunError> {
         Ok(self.store.get_run(id).await?)
     }
 
     /// The runs a session owns, oldest first.
-    pub async fn list_by_owner(&self, owner_session_key: &str) -> Result<Vec<Flow>, FlowError> {
+    pub async fn list_by_owner(&self, owner_session_key: &str) -> Result<Vec<Run>, RunError> {
         Ok(self.store.list_runs_by_owner(owner_session_key).await?)
     }
 
     /// The runs with `status`, oldest first.
-    pub async fn list_by_status(&self, status: FlowStatus) -> Result<Vec<Flow>, FlowError> {
+    pub async fn list_by_status(&self, status: RunStatus) -> Result<Vec<Run>, RunError> {
         Ok(self.store.list_runs_by_status(status).await?)
     }
 
     /// The run's most recent `limit` events (audit events and its terminal
     /// event), in log order.
-    pub async fn list_events(&self, id: Uuid, limit: usize) -> Result<Vec<RunEvent>, FlowError> {
+    pub async fn list_events(&self, id: Uuid, limit: usize) -> Result<Vec<RunEvent>, RunError> {
         Ok(self.store.list_events(id, limit).await?)
     }
 
     /// `Created → Running` (audit `started`).
-    pub async fn start_running(&self, id: Uuid) -> Result<Flow, FlowError> {
+    pub async fn start_running(&self, id: Uuid) -> Result<Run, RunError> {
         self.change(id, Change::Start, None)
             .await
             .map(|(run, _)| run)
     }
 
     /// `Running → Waiting`, recording what the run waits for (audit `waiting`).
-    pub async fn set_waiting(&self, id: Uuid, wait_json: Value) -> Result<Flow, FlowError> {
+    pub async fn set_waiting(&self, id: Uuid, wait_json: Value) -> Result<Run, RunError> {
         let change = Change::Wait { wait_json };
         self.change(id, change, None).await.map(|(run, _)| run)
     }
 
     /// `Waiting → Running`, merging `state_patch` into the state and clearing
     /// the wait (audit `resumed`).
-    pub async fn resume(&self, id: Uuid, state_patch: Option<Value>) -> Result<Flow, FlowError> {
+    pub async fn resume(&self, id: Uuid, state_patch: Option<Value>) -> Result<Run, RunError> {
         let change = Change::Resume { patch: state_patch };
         self.change(id, change, None).await.map(|(run, _)| run)
     }
 
     /// `Running | Waiting → Finished`; `final_state`, if given, becomes the
-    /// state. Records `FlowCompleted` with the final state as its output
-    /// (audit `finished`). Refused with [`FlowError::CancelPending`] once
+    /// state. Records `RunCompleted` with the final state as its output
+    /// (audit `finished`). Refused with [`RunError::CancelPending`] once
     /// cancellation was requested.
-    pub async fn finish(&self, id: Uuid, final_state: Option<Value>) -> Result<Flow, FlowError> {
+    pub async fn finish(&self, id: Uuid, final_state: Option<Value>) -> Result<Run, RunError> {
         let change = Change::Finish { final_state };
         self.change(id, change, None).await.map(|(run, _)| run)
     }
 
     /// `Created | Running | Waiting → Failed`, merging
     /// `{"failure": {"reason", "at"}}` into the state and recording
-    /// `FlowFailed { reason }` (audit `failed`).
-    pub async fn fail(&self, id: Uuid, reason: impl Into<String>) -> Result<Flow, FlowError> {
+    /// `RunFailed { reason }` (audit `failed`).
+    pub async fn fail(&self, id: Uuid, reason: impl Into<String>) -> Result<Run, RunError> {
         let change = Change::Fail {
             reason: reason.into(),
         };
@@ -189,15 +189,15 @@ impl FlowManager {
     /// Sets the sticky cancellation request (audit `cancel_requested`): from
     /// then on `finish` and `update_state` are refused and the controller is
     /// expected to [`cancel`](Self::cancel). Requesting again changes nothing.
-    pub async fn request_cancel(&self, id: Uuid) -> Result<Flow, FlowError> {
+    pub async fn request_cancel(&self, id: Uuid) -> Result<Run, RunError> {
         self.change(id, Change::RequestCancel, None)
             .await
             .map(|(run, _)| run)
     }
 
-    /// `Created | Running | Waiting → Cancelled`, recording `FlowCanceled`
+    /// `Created | Running | Waiting → Cancelled`, recording `RunCancelled`
     /// (audit `cancelled`). Needs no prior request.
-    pub async fn cancel(&self, id: Uuid) -> Result<Flow, FlowError> {
+    pub async fn cancel(&self, id: Uuid) -> Result<Run, RunError> {
         self.change(id, Change::Cancel, None)
             .await
             .map(|(run, _)| run)
@@ -205,13 +205,13 @@ impl FlowManager {
 
     /// Merges `patch` into the state of a run that is not terminal and, if
     /// given, moves it to `next_step` (audit `state_updated`). Refused with
-    /// [`FlowError::CancelPending`] once cancellation was requested.
+    /// [`RunError::CancelPending`] once cancellation was requested.
     pub async fn update_state(
         &self,
         id: Uuid,
         patch: Value,
         next_step: Option<String>,
-    ) -> Result<Flow, FlowError> {
+    ) -> Result<Run, RunError> {
         let change = Change::UpdateState { patch, next_step };
         self.change(id, change, None).await.map(|(run, _)| run)
     }
@@ -224,11 +224,11 @@ impl FlowManager {
     pub async fn record_step_observation(
         &self,
         observation: StepObservation,
-    ) -> Result<FlowStep, FlowError> {
-        let id = observation.flow_id;
+    ) -> Result<RunStep, RunError> {
+        let id = observation.run_id;
         let step = observation.into_step(stored_now())?;
         let change = Change::ObserveStep {
-            step_run_id: step.run_id.clone(),
+            external_run_id: step.external_run_id.clone(),
             status: step.status,
         };
         let (_, outcomes) = self
@@ -240,14 +240,14 @@ impl FlowManager {
                 WriteOutcome::StepUpserted(step) => Some(step),
                 _ => None,
             })
-            .ok_or(FlowError::Store(StoreError::OutcomeMismatch {
+            .ok_or(RunError::Store(StoreError::OutcomeMismatch {
                 op: "upsert_step",
             }))
     }
 
     /// The run's steps, oldest first.
-    pub async fn list_steps(&self, flow_id: Uuid) -> Result<Vec<FlowStep>, FlowError> {
-        Ok(self.store.list_steps(flow_id).await?)
+    pub async fn list_steps(&self, run_id: Uuid) -> Result<Vec<RunStep>, RunError> {
+        Ok(self.store.list_steps(run_id).await?)
     }
 
     /// Applies `change` (plus `extra`, in the same atomic write) with a
@@ -259,7 +259,7 @@ impl FlowManager {
         id: Uuid,
         change: Change,
         extra: Option<WriteOp>,
-    ) -> Result<(Flow, Vec<WriteOutcome>), FlowError> {
+    ) -> Result<(Run, Vec<WriteOutcome>), RunError> {
         let kind = change.audit_kind().as_str();
         let span = tracing::info_span!("flow_manager.change", run_id = %id, change = kind);
         async move {
@@ -272,7 +272,7 @@ impl FlowManager {
                     .store
                     .get_run(id)
                     .await?
-                    .ok_or(FlowError::NotFound(id))?;
+                    .ok_or(RunError::NotFound(id))?;
                 let Some(planned) = plan(&run, &change, stored_now())? else {
                     return Ok((run, Vec::new()));
                 };
@@ -303,7 +303,7 @@ impl FlowManager {
                 actual,
                 "gave up after revision conflicts"
             );
-            Err(FlowError::RevisionMismatch { expected, actual })
+            Err(RunError::RevisionMismatch { expected, actual })
         }
         .instrument(span)
         .await

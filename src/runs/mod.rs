@@ -1,9 +1,9 @@
-//! Runs: the control plane ([`FlowManager`]) and run outcomes.
+//! Runs: the control plane ([`RunManager`]) and run outcomes.
 //!
 //! # The control plane
 //!
-//! Applications drive and observe runs through a [`FlowManager`] over any
-//! [`FlowStore`](crate::store::FlowStore) (a bare store, or the runtime's
+//! Applications drive and observe runs through a [`RunManager`] over any
+//! [`Store`](crate::store::Store) (a bare store, or the runtime's
 //! [`JournalHandle`](crate::journal::JournalHandle)). The rules:
 //!
 //! - A new run is `Created` at revision 0 with a `created` audit event. Each
@@ -13,22 +13,22 @@
 //!   `Running ⇄ Waiting` (`set_waiting`, `resume`),
 //!   `Running | Waiting → Finished | Failed | Cancelled`,
 //!   `Created → Cancelled | Failed`. Any other move is
-//!   [`FlowError::InvalidTransition`]; any change to a terminal run is
-//!   [`FlowError::AlreadyTerminal`].
+//!   [`RunError::InvalidTransition`]; any change to a terminal run is
+//!   [`RunError::AlreadyTerminal`].
 //! - `request_cancel` sets a sticky flag; from then on `finish` and
-//!   `update_state` return [`FlowError::CancelPending`], while `cancel` (and
+//!   `update_state` return [`RunError::CancelPending`], while `cancel` (and
 //!   `fail`) still succeed.
 //! - State patches merge shallowly ([`merge_state`]): top-level keys of an
 //!   object patch replace, any other patch replaces the whole state. `fail`
 //!   merges `{"failure": {"reason", "at"}}`; `finish`'s final state, when
 //!   given, replaces the state.
 //! - `finish`, `fail` and `cancel` also append the run's outcome
-//!   (`FlowCompleted` with the final state, `FlowFailed { reason }`,
-//!   `FlowCanceled`) in the same atomic write, so a run's status and outcome
+//!   (`RunCompleted` with the final state, `RunFailed { reason }`,
+//!   `RunCancelled`) in the same atomic write, so a run's status and outcome
 //!   never diverge and the store's one-outcome-per-run rule holds.
 //! - A revision conflict (another writer changed the run since it was read)
 //!   is retried, re-reading and re-checking the run, up to
-//!   [`DEFAULT_MAX_ATTEMPTS`] times; then [`FlowError::RevisionMismatch`].
+//!   [`DEFAULT_MAX_ATTEMPTS`] times; then [`RunError::RevisionMismatch`].
 //!
 //! A managed run:
 //!
@@ -36,10 +36,10 @@
 //! # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
 //! use std::sync::Arc;
 //! use serde_json::json;
-//! use troupe::runs::{CreateManagedInput, FlowError, FlowManager, FlowStatus};
+//! use troupe::runs::{CreateManagedInput, RunError, RunManager, RunStatus};
 //! use troupe::store::SqliteStore;
 //!
-//! let manager = FlowManager::new(Arc::new(SqliteStore::open(":memory:").await?));
+//! let manager = RunManager::new(Arc::new(SqliteStore::open(":memory:").await?));
 //! let run = manager
 //!     .create_managed(CreateManagedInput {
 //!         controller_id: "orders".into(),
@@ -50,7 +50,7 @@
 //!         state_json: json!({"items": 3}),
 //!     })
 //!     .await?;
-//! assert_eq!((run.status, run.revision), (FlowStatus::Created, 0));
+//! assert_eq!((run.status, run.revision), (RunStatus::Created, 0));
 //!
 //! manager.start_running(run.id).await?;
 //! manager.set_waiting(run.id, json!({"for": "courier"})).await?;
@@ -59,17 +59,17 @@
 //!
 //! manager.request_cancel(run.id).await?;
 //! let refused = manager.finish(run.id, None).await;
-//! assert!(matches!(refused, Err(FlowError::CancelPending { .. })));
+//! assert!(matches!(refused, Err(RunError::CancelPending { .. })));
 //! let run = manager.cancel(run.id).await?;
-//! assert_eq!((run.status, run.revision), (FlowStatus::Cancelled, 5));
+//! assert_eq!((run.status, run.revision), (RunStatus::Cancelled, 5));
 //!
 //! let log = manager.list_events(run.id, 10).await?;
 //! let kinds: Vec<&str> = log.iter().map(|e| e.kind.name()).collect();
 //! assert_eq!(
 //!     kinds,
-//!     ["created", "started", "waiting", "resumed", "cancel_requested", "cancelled", "FlowCanceled"]
+//!     ["created", "started", "waiting", "resumed", "cancel_requested", "cancelled", "RunCancelled"]
 //! );
-//! # Ok::<(), FlowError>(())
+//! # Ok::<(), RunError>(())
 //! # }).unwrap();
 //! ```
 //!
@@ -79,28 +79,28 @@
 //! # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
 //! use std::sync::Arc;
 //! use serde_json::json;
-//! use troupe::runs::{CreateMirroredInput, FlowManager, FlowStatus, FlowStepStatus, StepObservation};
+//! use troupe::runs::{CreateMirroredInput, RunManager, RunStatus, RunStepStatus, StepObservation};
 //! use troupe::store::MemoryStore;
 //!
-//! let manager = FlowManager::new(Arc::new(MemoryStore::new()));
+//! let manager = RunManager::new(Arc::new(MemoryStore::new()));
 //! let run = manager
 //!     .create_mirrored(CreateMirroredInput::new("ci", "build #42", "session-2"))
 //!     .await?;
-//! assert_eq!((run.status, run.revision), (FlowStatus::Running, 1));
+//! assert_eq!((run.status, run.revision), (RunStatus::Running, 1));
 //!
 //! let seen = StepObservation {
-//!     flow_id: run.id,
-//!     run_id: "job-7".into(),
+//!     run_id: run.id,
+//!     external_run_id: "job-7".into(),
 //!     task: "compile".into(),
-//!     status: FlowStepStatus::Running,
+//!     status: RunStepStatus::Running,
 //!     child_session_key: Some("worker-3".into()),
 //!     result_json: None,
 //! };
 //! manager.record_step_observation(seen.clone()).await?;
-//! // Same step run id: the same step is updated; the worker is remembered.
+//! // Same external run id: the same step is updated; the worker is remembered.
 //! let done = manager
 //!     .record_step_observation(StepObservation {
-//!         status: FlowStepStatus::Succeeded,
+//!         status: RunStepStatus::Succeeded,
 //!         child_session_key: None,
 //!         result_json: Some(json!({"artifacts": 2})),
 //!         ..seen
@@ -110,8 +110,8 @@
 //! assert_eq!(manager.list_steps(run.id).await?, vec![done]);
 //!
 //! let run = manager.finish(run.id, Some(json!({"artifacts": 2}))).await?;
-//! assert_eq!((run.status, run.revision), (FlowStatus::Finished, 4));
-//! # Ok::<(), troupe::runs::FlowError>(())
+//! assert_eq!((run.status, run.revision), (RunStatus::Finished, 4));
+//! # Ok::<(), troupe::runs::RunError>(())
 //! # }).unwrap();
 //! ```
 //!
@@ -124,20 +124,20 @@
 //! ```
 //! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
 //! use troupe::runs::{TerminalTarget, TerminalizationOutcome, recover, repair_persisted_terminalization};
-//! use troupe::store::{EventKind, Flow, FlowStatus, FlowStore, MemoryStore, TerminalEvent};
+//! use troupe::store::{EventKind, Run, RunStatus, Store, MemoryStore, TerminalEvent};
 //!
 //! let store = MemoryStore::new();
-//! let mut run = Flow::new("orders", "ship", "session-1");
+//! let mut run = Run::new("orders", "ship", "session-1");
 //! store.insert_run(run.clone(), None).await?;
-//! run.status = FlowStatus::Cancelled;
+//! run.status = RunStatus::Cancelled;
 //! store.update_run(run.clone(), 0, EventKind::custom("cancelled", serde_json::Value::Null)).await?;
 //! // The process died before the terminal event was appended; the scan repairs it.
 //! let report = recover(&store).await?;
 //! assert_eq!(report.repaired, vec![run.id]);
 //! let terminal = store.terminal_event(run.id).await?.unwrap();
-//! assert_eq!(terminal.kind, EventKind::Terminal(TerminalEvent::FlowCanceled));
+//! assert_eq!(terminal.kind, EventKind::Terminal(TerminalEvent::RunCancelled));
 //! // Repairing again appends nothing.
-//! let again = repair_persisted_terminalization(&store, run.id, "orders", Some(TerminalTarget::Canceled)).await;
+//! let again = repair_persisted_terminalization(&store, run.id, "orders", Some(TerminalTarget::Cancelled)).await;
 //! assert_eq!(again.ok(), Some(TerminalizationOutcome::Noop));
 //! # Ok::<(), troupe::store::StoreError>(())
 //! # }).unwrap();
@@ -150,10 +150,10 @@ mod manager;
 mod recovery;
 mod terminal;
 
-pub use error::FlowError;
+pub use error::RunError;
 pub use input::{CreateManagedInput, CreateMirroredInput, StepObservation};
 pub use lifecycle::{AuditKind, is_legal_move, merge_state};
-pub use manager::{DEFAULT_MAX_ATTEMPTS, FlowManager, RunObserver};
+pub use manager::{DEFAULT_MAX_ATTEMPTS, RunManager, RunObserver};
 pub use recovery::{RecoveryReport, recover};
 pub use terminal::{
     TerminalTarget, TerminalizationError, TerminalizationOutcome, rebuild_structured_output,
@@ -161,4 +161,4 @@ pub use terminal::{
 };
 
 /// The run record types, re-exported from [`crate::store`] where the control plane uses them.
-pub use crate::store::{Flow, FlowStatus, FlowStep, FlowStepStatus, StepRuntime};
+pub use crate::store::{Run, RunStatus, RunStep, RunStepStatus, StepRuntime};

@@ -3,7 +3,7 @@
 use uuid::Uuid;
 
 use super::terminal::{TerminalizationError, repair_persisted_terminalization};
-use crate::store::{Flow, FlowStatus, FlowStore, StoreError};
+use crate::store::{Run, RunStatus, Store, StoreError};
 
 /// What the recovery scan found and did.
 #[derive(Debug, Default)]
@@ -13,12 +13,12 @@ pub struct RecoveryReport {
     /// Runs whose repair failed, with why (they stay listed for the next scan).
     pub repair_failures: Vec<(Uuid, TerminalizationError)>,
     /// Runs that are not terminal, oldest first: the caller decides whether to resume them.
-    pub unfinished: Vec<Flow>,
+    pub unfinished: Vec<Run>,
 }
 
 /// Repairs every run whose persisted status is terminal but that lacks its
 /// terminal event, and lists the runs that are not terminal.
-pub async fn recover(store: &dyn FlowStore) -> Result<RecoveryReport, StoreError> {
+pub async fn recover(store: &dyn Store) -> Result<RecoveryReport, StoreError> {
     let mut report = RecoveryReport::default();
     for run in store.list_runs_missing_terminal_event().await? {
         match repair_persisted_terminalization(store, run.id, &run.controller_id, None).await {
@@ -29,11 +29,7 @@ pub async fn recover(store: &dyn FlowStore) -> Result<RecoveryReport, StoreError
             }
         }
     }
-    for status in [
-        FlowStatus::Created,
-        FlowStatus::Running,
-        FlowStatus::Waiting,
-    ] {
+    for status in [RunStatus::Created, RunStatus::Running, RunStatus::Waiting] {
         report
             .unfinished
             .extend(store.list_runs_by_status(status).await?);

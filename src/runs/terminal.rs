@@ -7,35 +7,35 @@ use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
 use crate::store::{
-    FailureEntry, FlowStatus, FlowStore, SYSTEM_STEP_ID, StepOutput, StoreError, TerminalAppend,
+    FailureEntry, RunStatus, SYSTEM_STEP_ID, StepOutput, Store, StoreError, TerminalAppend,
     TerminalEvent,
 };
 
 /// The outcome a caller wants recorded.
 #[derive(Debug, Clone, PartialEq)]
 pub enum TerminalTarget {
-    /// `FlowCompleted` with this output.
+    /// `RunCompleted` with this output.
     Completed {
         /// The run's structured output.
         structured_output: Option<Value>,
     },
-    /// `FlowFailed` with this reason.
+    /// `RunFailed` with this reason.
     Failed {
         /// Why the run failed.
         reason: String,
     },
-    /// `FlowCanceled`.
-    Canceled,
+    /// `RunCancelled`.
+    Cancelled,
 }
 
 impl TerminalTarget {
     fn into_event(self) -> TerminalEvent {
         match self {
             TerminalTarget::Completed { structured_output } => {
-                TerminalEvent::FlowCompleted { structured_output }
+                TerminalEvent::RunCompleted { structured_output }
             }
-            TerminalTarget::Failed { reason } => TerminalEvent::FlowFailed { reason },
-            TerminalTarget::Canceled => TerminalEvent::FlowCanceled,
+            TerminalTarget::Failed { reason } => TerminalEvent::RunFailed { reason },
+            TerminalTarget::Cancelled => TerminalEvent::RunCancelled,
         }
     }
 }
@@ -95,16 +95,16 @@ pub enum TerminalizationError {
 /// failed: <error>` and that reason is returned in the error (which also says
 /// when the ledger append failed too). A terminal event of the same kind that
 /// is already present counts as recorded (a retry); one of another kind is a
-/// failure. `flow_id` names the flow definition in spans and the ledger entry.
+/// failure. `flow_name` names the flow definition in spans and the ledger entry.
 pub async fn record_persisted_terminalization(
-    store: &dyn FlowStore,
+    store: &dyn Store,
     run_id: Uuid,
-    flow_id: &str,
+    flow_name: &str,
     target: TerminalTarget,
 ) -> Result<TerminalizationOutcome, TerminalizationError> {
     let event = target.into_event();
     let kind = event.name();
-    let span = tracing::info_span!("terminalize", %run_id, flow_id, kind);
+    let span = tracing::info_span!("terminalize", %run_id, flow_name, kind);
     let _enter = span.enter();
     let error = match store.append_terminal_event_if_absent(run_id, event).await {
         Ok(TerminalAppend::Appended(_)) => return Ok(TerminalizationOutcome::Transitioned),
@@ -123,7 +123,7 @@ pub async fn record_persisted_terminalization(
         run_id,
         step_id: SYSTEM_STEP_ID.to_owned(),
         reason: reason.clone(),
-        error_json: Some(json!({ "flow_id": flow_id, "error": error.to_string() })),
+        error_json: Some(json!({ "flow_name": flow_name, "error": error.to_string() })),
         at: Utc::now(),
     };
     match store.record_failure(entry).await {
@@ -149,20 +149,20 @@ pub async fn record_persisted_terminalization(
 
 /// Appends the terminal event a run with a persisted terminal status lacks.
 ///
-/// The persisted status wins over `target`: `Finished` → `FlowCompleted` with
+/// The persisted status wins over `target`: `Finished` → `RunCompleted` with
 /// the target's output if it is a `Completed` with one, else one rebuilt as
 /// `{"steps": {...}}` (see [`rebuild_structured_output`]); `Failed` →
-/// `FlowFailed` with the target's reason if it is a `Failed`, else the last
+/// `RunFailed` with the target's reason if it is a `Failed`, else the last
 /// failure-ledger reason, else `run already failed`; `Cancelled` →
-/// `FlowCanceled`. Appends only if the run has no terminal event (repairing
+/// `RunCancelled`. Appends only if the run has no terminal event (repairing
 /// twice appends once). Returns `Noop`, also when the run is not terminal.
 pub async fn repair_persisted_terminalization(
-    store: &dyn FlowStore,
+    store: &dyn Store,
     run_id: Uuid,
-    flow_id: &str,
+    flow_name: &str,
     target: Option<TerminalTarget>,
 ) -> Result<TerminalizationOutcome, TerminalizationError> {
-    let span = tracing::info_span!("repair_terminalization", %run_id, flow_id);
+    let span = tracing::info_span!("repair_terminalization", %run_id, flow_name);
     let _enter = span.enter();
     let failed = |source| TerminalizationError::Repair { run_id, source };
     let run = store
@@ -171,10 +171,10 @@ pub async fn repair_persisted_terminalization(
         .map_err(failed)?
         .ok_or(failed(StoreError::RunNotFound(run_id)))?;
     let event = match run.status {
-        FlowStatus::Created | FlowStatus::Running | FlowStatus::Waiting => {
+        RunStatus::Created | RunStatus::Running | RunStatus::Waiting => {
             return Ok(TerminalizationOutcome::Noop);
         }
-        FlowStatus::Finished => {
+        RunStatus::Finished => {
             let structured_output = match target {
                 Some(TerminalTarget::Completed {
                     structured_output: Some(output),
@@ -183,11 +183,11 @@ pub async fn repair_persisted_terminalization(
                     &store.list_step_outputs(run_id).await.map_err(failed)?,
                 ),
             };
-            TerminalEvent::FlowCompleted {
+            TerminalEvent::RunCompleted {
                 structured_output: Some(structured_output),
             }
         }
-        FlowStatus::Failed => {
+        RunStatus::Failed => {
             let reason = match target {
                 Some(TerminalTarget::Failed { reason }) => reason,
                 _ => store
@@ -197,9 +197,9 @@ pub async fn repair_persisted_terminalization(
                     .pop()
                     .map_or_else(|| "run already failed".to_owned(), |f| f.reason),
             };
-            TerminalEvent::FlowFailed { reason }
+            TerminalEvent::RunFailed { reason }
         }
-        FlowStatus::Cancelled => TerminalEvent::FlowCanceled,
+        RunStatus::Cancelled => TerminalEvent::RunCancelled,
     };
     match store
         .append_terminal_event_if_absent(run_id, event)

@@ -10,7 +10,7 @@ use super::root::{RootActor, root_state};
 use super::{Runtime, RuntimeError};
 use crate::flow::FlowDefinition;
 use crate::journal::{JournalConfig, JournalHandle};
-use crate::store::{FlowStore, MemoryStore, SqliteStore};
+use crate::store::{MemoryStore, SqliteStore, Store};
 
 /// Where the journal lives when none is chosen.
 pub const DEFAULT_JOURNAL_PATH: &str = "./troupe-data/journal.sqlite";
@@ -19,7 +19,7 @@ pub const DEFAULT_JOURNAL_PATH: &str = "./troupe-data/journal.sqlite";
 enum Location {
     Sqlite(PathBuf),
     Memory,
-    Store(Arc<dyn FlowStore>),
+    Store(Arc<dyn Store>),
 }
 
 /// Configures and starts a [`Runtime`].
@@ -70,7 +70,7 @@ impl RuntimeBuilder {
 
     /// Journal over `store`, e.g. a store shared with other tools or a
     /// `FaultyStore` in tests. The runtime becomes its single writer.
-    pub fn store(mut self, store: Arc<dyn FlowStore>) -> Self {
+    pub fn store(mut self, store: Arc<dyn Store>) -> Self {
         self.location = Location::Store(store);
         self
     }
@@ -105,7 +105,7 @@ impl RuntimeBuilder {
     /// [`Runtime::resume_failures`] and left as it was. Call inside a tokio
     /// runtime.
     pub async fn start(self) -> Result<Runtime, RuntimeError> {
-        let (store, path): (Arc<dyn FlowStore>, _) = match &self.location {
+        let (store, path): (Arc<dyn Store>, _) = match &self.location {
             Location::Memory => (Arc::new(MemoryStore::new()), None),
             Location::Store(store) => (store.clone(), None),
             Location::Sqlite(path) => {

@@ -5,16 +5,16 @@ use std::sync::{Mutex, PoisonError, Weak};
 
 use uuid::Uuid;
 
-use crate::flow::{ControlEvent, FlowHandle};
+use crate::flow::{ControlEvent, RunHandle};
 use crate::runs::RunObserver;
-use crate::store::Flow;
+use crate::store::Run;
 
 /// Handles of the runs started here. Ended runs are dropped when the list
 /// has doubled since the last sweep, so a push costs amortized O(1) (a sweep
 /// on every push made resuming n runs O(n²)).
 #[derive(Default)]
 pub(crate) struct RunList {
-    handles: Vec<FlowHandle>,
+    handles: Vec<RunHandle>,
     sweep_at: usize,
 }
 
@@ -24,7 +24,7 @@ impl RunList {
 
     /// Adds `handle`; whether the list was swept first (it costs a pass
     /// over the list).
-    pub(crate) fn push(&mut self, handle: FlowHandle) -> bool {
+    pub(crate) fn push(&mut self, handle: RunHandle) -> bool {
         let sweep = self.handles.len() >= self.sweep_at;
         if sweep {
             self.handles.retain(|h| !h.has_ended());
@@ -35,7 +35,7 @@ impl RunList {
     }
 
     /// The handles of the runs that have not ended.
-    pub(crate) fn live(&self) -> Vec<FlowHandle> {
+    pub(crate) fn live(&self) -> Vec<RunHandle> {
         self.handles
             .iter()
             .filter(|h| !h.has_ended())
@@ -44,7 +44,7 @@ impl RunList {
     }
 
     /// The handle of run `run_id`, if it has not ended.
-    fn find_live(&self, run_id: Uuid) -> Option<FlowHandle> {
+    fn find_live(&self, run_id: Uuid) -> Option<RunHandle> {
         self.handles
             .iter()
             .find(|h| h.run_id() == run_id && !h.has_ended())
@@ -58,7 +58,7 @@ impl RunList {
 pub(crate) struct CancelLiveRuns(pub(crate) Weak<Mutex<RunList>>);
 
 impl RunObserver for CancelLiveRuns {
-    fn changed(&self, run: &Flow) {
+    fn changed(&self, run: &Run) {
         if !(run.cancel_requested || run.status.is_terminal()) {
             return;
         }
@@ -85,8 +85,8 @@ mod tests {
 
     use super::*;
     use crate::flow::actor::FlowMsg;
-    use crate::flow::{FlowOutcome, FlowState};
-    use crate::store::FlowStatus;
+    use crate::flow::{RunOutcome, RunState};
+    use crate::store::RunStatus;
 
     /// Stands in for a flow actor: answers control events and reports them.
     struct FakeFlow;
@@ -119,18 +119,18 @@ mod tests {
     }
 
     /// A handle to `actor` for a new run id, and the sender of its outcome.
-    fn handle(actor: &ActorRef<FlowMsg>) -> (FlowHandle, watch::Sender<Option<FlowOutcome>>) {
-        let (_, state) = watch::channel(FlowState::Running);
+    fn handle(actor: &ActorRef<FlowMsg>) -> (RunHandle, watch::Sender<Option<RunOutcome>>) {
+        let (_, state) = watch::channel(RunState::Running);
         let (outcome, outcome_rx) = watch::channel(None);
         let run_id = Uuid::now_v7();
-        let handle = FlowHandle::new(run_id, actor.clone(), state, outcome_rx, Arc::from([]));
+        let handle = RunHandle::new(run_id, actor.clone(), state, outcome_rx, Arc::from([]));
         (handle, outcome)
     }
 
-    fn end(outcome: &watch::Sender<Option<FlowOutcome>>, run_id: Uuid) {
-        outcome.send_replace(Some(FlowOutcome {
+    fn end(outcome: &watch::Sender<Option<RunOutcome>>, run_id: Uuid) {
+        outcome.send_replace(Some(RunOutcome {
             run_id,
-            status: FlowStatus::Finished,
+            status: RunStatus::Finished,
             structured_output: None,
             reason: None,
             recorded: true,
@@ -211,7 +211,7 @@ mod tests {
             assert!(list.find_live(live.run_id()).is_some());
         }
 
-        let mut record = Flow::new("flow", "goal", "tests");
+        let mut record = Run::new("flow", "goal", "tests");
         record.id = live.run_id();
         record.cancel_requested = true;
         observer.changed(&record);

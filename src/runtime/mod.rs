@@ -5,7 +5,7 @@
 //! use troupe::flow::FlowDefinition;
 //! use troupe::runtime::Runtime;
 //! use troupe::stage::{Emitter, sink_fn, source_iter, transform_fn};
-//! use troupe::store::FlowStatus;
+//! use troupe::store::RunStatus;
 //!
 //! # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
 //! let runtime = Runtime::builder().memory().start().await?;
@@ -19,7 +19,7 @@
 //! )?;
 //! let run = runtime.start("squares").await?;
 //! let outcome = run.wait().await?;
-//! assert_eq!(outcome.status, FlowStatus::Finished);
+//! assert_eq!(outcome.status, RunStatus::Finished);
 //! assert_eq!(outcome.structured_output.unwrap()["steps"]["discard"]["items_in"], 1000);
 //! runtime.shutdown().await;
 //! # Ok::<(), Box<dyn std::error::Error>>(())

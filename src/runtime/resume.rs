@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use uuid::Uuid;
 
 use super::RuntimeError;
-use crate::store::{Flow, FlowStore, StepOutput, StoreError};
+use crate::store::{Run, StepOutput, Store, StoreError};
 
 /// An unfinished run of a registered flow that could not be resumed at
 /// start. Its record is left as it was: the next start tries again (or
@@ -15,7 +15,7 @@ use crate::store::{Flow, FlowStore, StepOutput, StoreError};
 #[derive(Debug)]
 pub struct ResumeFailure {
     /// The run as the recovery scan found it.
-    pub run: Flow,
+    pub run: Run,
     /// Why it was not resumed.
     pub error: ResumeError,
 }
@@ -35,7 +35,7 @@ pub enum ResumeError {
 /// The recorded outputs of the runs `ids`, by run: one batched read; if
 /// that fails, one read per run, so that an unreadable run fails alone.
 pub(crate) async fn recorded_outputs(
-    store: &dyn FlowStore,
+    store: &dyn Store,
     ids: &[Uuid],
 ) -> HashMap<Uuid, Result<Vec<StepOutput>, StoreError>> {
     let mut by_run: HashMap<Uuid, Result<Vec<StepOutput>, StoreError>> = HashMap::new();

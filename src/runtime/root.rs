@@ -15,8 +15,8 @@ use uuid::Uuid;
 
 use super::spawn::{FlowRequest, SpawnFlow, spawn_flow_actor};
 use crate::flow::record::{self, Orphaned};
-use crate::flow::{FlowOutcome, FlowState};
-use crate::store::{FlowStatus, FlowStore};
+use crate::flow::{RunOutcome, RunState};
+use crate::store::{RunStatus, Store};
 
 /// Messages of the root supervisor.
 pub(crate) enum RootMsg {
@@ -28,10 +28,10 @@ pub(crate) struct RootActor;
 
 struct RunEntry {
     run_id: Uuid,
-    state: watch::Receiver<FlowState>,
-    outcome: Arc<watch::Sender<Option<FlowOutcome>>>,
+    state: watch::Receiver<RunState>,
+    outcome: Arc<watch::Sender<Option<RunOutcome>>>,
     /// Where the run's failure is recorded if its flow dies without an outcome.
-    store: Arc<dyn FlowStore>,
+    store: Arc<dyn Store>,
 }
 
 pub(crate) struct RootState {
@@ -140,9 +140,9 @@ impl Actor for RootActor {
             failure.as_deref().unwrap_or("no reason given")
         );
         tracing::error!(run_id = %entry.run_id, %reason, "flow actor lost");
-        let failed = |reason, recorded| FlowOutcome {
+        let failed = |reason, recorded| RunOutcome {
             run_id: entry.run_id,
-            status: FlowStatus::Failed,
+            status: RunStatus::Failed,
             structured_output: None,
             reason: Some(reason),
             recorded,
@@ -189,7 +189,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_panicking_spawn_is_answered_and_the_rest_of_its_batch_starts() {
-        let store: Arc<dyn FlowStore> = Arc::new(MemoryStore::new());
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
         let endless = FlowDefinition::<u64>::builder("endless")
             .source("numbers", || source_iter(0_u64..))
             .sink("discard", || sink_fn(|_: u64| Ok(())))
@@ -228,9 +228,9 @@ mod tests {
         for handle in &handles {
             handle.actor_ref().kill();
             let outcome = handle.wait().await.unwrap();
-            assert_eq!(outcome.status, FlowStatus::Failed);
+            assert_eq!(outcome.status, RunStatus::Failed);
             let record = store.get_run(handle.run_id()).await.unwrap().unwrap();
-            assert_eq!(record.status, FlowStatus::Failed);
+            assert_eq!(record.status, RunStatus::Failed);
         }
         root.stop_and_wait(None, None).await.unwrap();
     }

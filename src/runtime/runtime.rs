@@ -16,10 +16,10 @@ use super::resume::{ResumeError, ResumeFailure, recorded_outputs};
 use super::root::RootMsg;
 use super::spawn::request_flow;
 use super::start::Starter;
-use crate::flow::{ControlEvent, FlowDefinition, FlowHandle, RecordError, RunOptions};
+use crate::flow::{ControlEvent, FlowDefinition, RecordError, RunHandle, RunOptions};
 use crate::journal::{JournalError, JournalHandle};
-use crate::runs::{FlowManager, RecoveryReport};
-use crate::store::{Flow, FlowStatus, FlowStore, StoreError};
+use crate::runs::{RecoveryReport, RunManager};
+use crate::store::{Run, RunStatus, Store, StoreError};
 
 /// Why the runtime could not do what was asked.
 #[derive(Debug, thiserror::Error)]
@@ -76,7 +76,7 @@ pub enum RuntimeError {
         cause: Box<RuntimeError>,
         /// The status the run already had ended with before it could be
         /// failed (it was left so), if it had.
-        already_ended: Option<FlowStatus>,
+        already_ended: Option<RunStatus>,
         /// Why the run could not be failed in the journal, if it could not.
         not_ended: Option<Box<RecordError>>,
     },
@@ -89,7 +89,7 @@ impl From<RecordError> for RuntimeError {
 }
 
 /// What a `NotStarted` error adds when the run was not failed by it.
-fn unended_note(already_ended: Option<FlowStatus>, not_ended: Option<&RecordError>) -> String {
+fn unended_note(already_ended: Option<RunStatus>, not_ended: Option<&RecordError>) -> String {
     match (already_ended, not_ended) {
         (Some(status), _) => format!(
             " (the run had already ended as {} and was left as it is)",
@@ -117,8 +117,8 @@ pub struct Runtime {
     /// Each start in flight holds a read guard; a shutdown takes the write
     /// side, so it waits for them.
     starts: Arc<RwLock<()>>,
-    resumed: Vec<FlowHandle>,
-    unresumed: Vec<Flow>,
+    resumed: Vec<RunHandle>,
+    unresumed: Vec<Run>,
     resume_failures: Vec<ResumeFailure>,
 }
 
@@ -169,7 +169,7 @@ impl Runtime {
 
     /// Starts a run of the flow registered as `name` (cancel safe: see
     /// [`start_with`](Self::start_with)).
-    pub async fn start(&self, name: &str) -> Result<FlowHandle, RuntimeError> {
+    pub async fn start(&self, name: &str) -> Result<RunHandle, RuntimeError> {
         self.start_with(name, RunOptions::default()).await
     }
 
@@ -189,7 +189,7 @@ impl Runtime {
         &self,
         name: &str,
         options: RunOptions,
-    ) -> Result<FlowHandle, RuntimeError> {
+    ) -> Result<RunHandle, RuntimeError> {
         let definition = self
             .registry
             .get(name)
@@ -269,7 +269,7 @@ impl Runtime {
         Ok(())
     }
 
-    fn resume_failed(&mut self, run: &Flow, error: ResumeError) {
+    fn resume_failed(&mut self, run: &Run, error: ResumeError) {
         tracing::error!(run_id = %run.id, flow = %run.controller_id, %error,
             "unfinished run not resumed; left as it is");
         self.resume_failures.push(ResumeFailure {
@@ -279,12 +279,12 @@ impl Runtime {
     }
 
     /// Handles of the unfinished runs resumed at start (ended or not).
-    pub fn resumed(&self) -> &[FlowHandle] {
+    pub fn resumed(&self) -> &[RunHandle] {
         &self.resumed
     }
 
     /// Unfinished runs found at start whose flow is not registered: reported, not touched.
-    pub fn unresumed(&self) -> &[Flow] {
+    pub fn unresumed(&self) -> &[Run] {
         &self.unresumed
     }
 
@@ -295,14 +295,14 @@ impl Runtime {
     }
 
     /// Handles of the runs started (or resumed) here that have not ended.
-    pub fn live_runs(&self) -> Vec<FlowHandle> {
+    pub fn live_runs(&self) -> Vec<RunHandle> {
         self.runs
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .live()
     }
 
-    /// The journal: a [`FlowStore`] whose writes go through the journal actor.
+    /// The journal: a [`Store`] whose writes go through the journal actor.
     pub fn journal(&self) -> &JournalHandle {
         &self.journal
     }
@@ -312,13 +312,13 @@ impl Runtime {
     /// drives managed ones. A cancel requested (or a run ended) through it on
     /// a live actor-driven run is passed on to that run's flow at once: the
     /// flow cancels cooperatively and publishes the persisted status.
-    pub fn runs(&self) -> FlowManager {
+    pub fn runs(&self) -> RunManager {
         let live = CancelLiveRuns(Arc::downgrade(&self.runs));
-        FlowManager::new(self.store()).with_observer(Arc::new(live))
+        RunManager::new(self.store()).with_observer(Arc::new(live))
     }
 
     /// The journal as a shareable store.
-    pub fn store(&self) -> Arc<dyn FlowStore> {
+    pub fn store(&self) -> Arc<dyn Store> {
         Arc::new(self.journal.clone())
     }
 

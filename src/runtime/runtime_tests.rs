@@ -5,7 +5,7 @@ use crate::flow::actor::FlowArgs;
 use crate::runtime::root::{RootActor, root_state, root_state_with};
 use crate::runtime::spawn::{BoxedSpawn, SpawnFlow, spawn_flow_actor};
 use crate::stage::{sink_fn, source_iter};
-use crate::store::{EventKind, FlowStatus, TerminalEvent};
+use crate::store::{EventKind, RunStatus, TerminalEvent};
 
 #[tokio::test]
 async fn a_flow_actor_that_dies_without_an_outcome_has_its_run_failed() {
@@ -14,7 +14,7 @@ async fn a_flow_actor_that_dies_without_an_outcome_has_its_run_failed() {
     let run = runtime.start("endless").await.unwrap();
     run.actor_ref().kill();
     let outcome = run.wait().await.unwrap();
-    assert_eq!(outcome.status, FlowStatus::Failed);
+    assert_eq!(outcome.status, RunStatus::Failed);
     assert!(outcome.recorded);
     let reason = outcome.reason.unwrap();
     assert!(
@@ -23,11 +23,11 @@ async fn a_flow_actor_that_dies_without_an_outcome_has_its_run_failed() {
     );
     let store = runtime.journal();
     let record = store.get_run(run.run_id()).await.unwrap().unwrap();
-    assert_eq!(record.status, FlowStatus::Failed);
+    assert_eq!(record.status, RunStatus::Failed);
     let terminal = store.terminal_event(run.run_id()).await.unwrap().unwrap();
     assert_eq!(
         terminal.kind,
-        EventKind::Terminal(TerminalEvent::FlowFailed { reason })
+        EventKind::Terminal(TerminalEvent::RunFailed { reason })
     );
     assert!(runtime.live_runs().is_empty());
     runtime.shutdown().await;
@@ -52,7 +52,7 @@ fn small() -> FlowDefinition<u64> {
 }
 
 /// A runtime over `store` whose root spawns flow actors with `spawn`.
-async fn runtime_with(store: Arc<dyn FlowStore>, spawn: SpawnFlow) -> Runtime {
+async fn runtime_with(store: Arc<dyn Store>, spawn: SpawnFlow) -> Runtime {
     let (root, _) = ractor::Actor::spawn(None, RootActor, root_state_with(spawn))
         .await
         .unwrap();
@@ -90,12 +90,12 @@ fn not_started(error: RuntimeError) -> (Uuid, RuntimeError) {
 
 /// The run's record and terminal event, which must say it failed because
 /// its flow was not started.
-async fn assert_failed_unstarted(store: &dyn FlowStore, run_id: Uuid) -> String {
+async fn assert_failed_unstarted(store: &dyn Store, run_id: Uuid) -> String {
     let record = store.get_run(run_id).await.unwrap().unwrap();
-    assert_eq!(record.status, FlowStatus::Failed);
+    assert_eq!(record.status, RunStatus::Failed);
     let terminal = store.terminal_event(run_id).await.unwrap().unwrap();
-    let EventKind::Terminal(TerminalEvent::FlowFailed { reason }) = terminal.kind else {
-        panic!("not a FlowFailed: {terminal:?}");
+    let EventKind::Terminal(TerminalEvent::RunFailed { reason }) = terminal.kind else {
+        panic!("not a RunFailed: {terminal:?}");
     };
     assert!(
         reason.starts_with("the runtime could not start the run's flow"),
@@ -120,7 +120,7 @@ async fn a_run_whose_flow_cannot_be_spawned_is_failed_not_left_created() {
 
     // The root took the panic in its stride: the next run starts and ends.
     let run = runtime.start("small").await.unwrap();
-    assert_eq!(run.wait().await.unwrap().status, FlowStatus::Finished);
+    assert_eq!(run.wait().await.unwrap().status, RunStatus::Finished);
     assert!(runtime.live_runs().is_empty());
     runtime.shutdown().await;
 }
@@ -164,7 +164,7 @@ async fn a_lost_flow_whose_failure_cannot_be_recorded_is_published_as_not_record
     });
     run.actor_ref().kill();
     let outcome = run.wait().await.unwrap();
-    assert_eq!(outcome.status, FlowStatus::Failed);
+    assert_eq!(outcome.status, RunStatus::Failed);
     assert!(!outcome.recorded);
     let reason = outcome.reason.unwrap();
     assert!(reason.contains("recording the failure failed"), "{reason}");
@@ -235,16 +235,16 @@ async fn a_flow_lost_after_recording_its_outcome_publishes_the_recorded_one() {
     let run = runtime.start("small").await.unwrap();
     wrapped.durable.notified().await;
     let persisted = store.get_run(run.run_id()).await.unwrap().unwrap();
-    assert_eq!(persisted.status, FlowStatus::Finished);
+    assert_eq!(persisted.status, RunStatus::Finished);
     assert!(run.outcome().is_none(), "the flow still awaits the ack");
     run.actor_ref().kill();
     let outcome = run.wait().await.unwrap();
-    assert_eq!(outcome.status, FlowStatus::Finished, "{outcome:?}");
+    assert_eq!(outcome.status, RunStatus::Finished, "{outcome:?}");
     assert!(outcome.recorded);
     let terminal = store.terminal_event(run.run_id()).await.unwrap().unwrap();
-    let EventKind::Terminal(TerminalEvent::FlowCompleted { structured_output }) = terminal.kind
+    let EventKind::Terminal(TerminalEvent::RunCompleted { structured_output }) = terminal.kind
     else {
-        panic!("not a FlowCompleted: {terminal:?}");
+        panic!("not a RunCompleted: {terminal:?}");
     };
     assert_eq!(outcome.structured_output, structured_output);
     assert!(structured_output.is_some());
@@ -254,7 +254,7 @@ async fn a_flow_lost_after_recording_its_outcome_publishes_the_recorded_one() {
 /// Cancels the run through the control plane, then fails to spawn its flow.
 fn cancelled_then_unspawnable(args: FlowArgs, _: ractor::ActorCell) -> BoxedSpawn {
     Box::pin(async move {
-        crate::runs::FlowManager::new(args.store.clone())
+        crate::runs::RunManager::new(args.store.clone())
             .cancel(args.run.id)
             .await
             .map_err(|e| ractor::SpawnErr::StartupFailed(e.into()))?;
@@ -277,16 +277,16 @@ async fn a_not_started_run_that_had_already_ended_is_not_claimed_failed() {
     else {
         panic!("{error:?}");
     };
-    assert_eq!(already_ended, Some(FlowStatus::Cancelled), "{message}");
+    assert_eq!(already_ended, Some(RunStatus::Cancelled), "{message}");
     assert!(message.contains("already ended as cancelled"), "{message}");
     let record = store.get_run(run_id).await.unwrap().unwrap();
-    assert_eq!(record.status, FlowStatus::Cancelled);
+    assert_eq!(record.status, RunStatus::Cancelled);
     drop(runtime);
 }
 
 /// Every run of the runtime's default owner: what the journal holds after
 /// a start was given up on.
-async fn all_runs(store: &dyn FlowStore) -> Vec<crate::store::Flow> {
+async fn all_runs(store: &dyn Store) -> Vec<crate::store::Run> {
     store.list_runs_by_owner("troupe").await.unwrap()
 }
 
@@ -320,7 +320,7 @@ async fn a_start_dropped_after_requesting_its_flow_leaves_no_untracked_run() {
     runtime.shutdown().await;
     let runs = all_runs(&*store).await;
     assert_eq!(runs.len(), 1, "{runs:?}");
-    assert_eq!(runs[0].status, FlowStatus::Finished, "{runs:?}");
+    assert_eq!(runs[0].status, RunStatus::Finished, "{runs:?}");
 }
 
 /// A start dropped right after its first poll still runs to its end: the
@@ -338,5 +338,5 @@ async fn a_start_dropped_after_its_first_poll_still_starts_a_tracked_run() {
     runtime.shutdown().await;
     let runs = all_runs(&*store).await;
     assert_eq!(runs.len(), 1, "{runs:?}");
-    assert_eq!(runs[0].status, FlowStatus::Finished, "{runs:?}");
+    assert_eq!(runs[0].status, RunStatus::Finished, "{runs:?}");
 }

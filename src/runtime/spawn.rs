@@ -2,7 +2,7 @@
 //!
 //! [`request_flow`] plans a run (its stages, its pipes, what a recovered
 //! run already recorded) into a [`FlowRequest`] for the root and a
-//! [`PendingFlow`] that becomes the run's [`FlowHandle`] once the root has
+//! [`PendingFlow`] that becomes the run's [`RunHandle`] once the root has
 //! spawned the flow actor.
 
 use std::future::Future;
@@ -16,8 +16,8 @@ use uuid::Uuid;
 use super::RuntimeError;
 use crate::flow::actor::{FlowActor, FlowArgs, FlowMsg};
 use crate::flow::definition::ErasedDefinition;
-use crate::flow::{FlowHandle, FlowOutcome, FlowState};
-use crate::store::{Flow, FlowStore, StepOutput};
+use crate::flow::{RunHandle, RunOutcome, RunState};
+use crate::store::{Run, StepOutput, Store};
 
 /// What the spawn of one flow actor resolves to.
 pub(crate) type Spawned = Result<ActorRef<FlowMsg>, SpawnErr>;
@@ -48,8 +48,8 @@ pub(crate) struct FlowRequest {
 pub(crate) struct PendingFlow {
     run_id: Uuid,
     spawned: oneshot::Receiver<Spawned>,
-    state: watch::Receiver<FlowState>,
-    outcome: watch::Receiver<Option<FlowOutcome>>,
+    state: watch::Receiver<RunState>,
+    outcome: watch::Receiver<Option<RunOutcome>>,
     stage_names: Arc<[String]>,
 }
 
@@ -57,8 +57,8 @@ pub(crate) struct PendingFlow {
 /// its flow actor, and what waits for it; `recorded` holds the outputs of a
 /// recovered run (`None`: a new run).
 pub(crate) fn request_flow(
-    run: Flow,
-    store: Arc<dyn FlowStore>,
+    run: Run,
+    store: Arc<dyn Store>,
     definition: &dyn ErasedDefinition,
     recorded: Option<&[StepOutput]>,
 ) -> (FlowRequest, PendingFlow) {
@@ -68,7 +68,7 @@ pub(crate) fn request_flow(
         plan.resume_from(outputs);
     }
     let stage_names = plan.stages.iter().map(|s| s.name.clone()).collect();
-    let (state, state_rx) = watch::channel(FlowState::Created);
+    let (state, state_rx) = watch::channel(RunState::Created);
     let (outcome, outcome_rx) = watch::channel(None);
     let args = FlowArgs {
         run,
@@ -96,12 +96,12 @@ impl PendingFlow {
     }
 
     /// Waits for the root to spawn the flow actor; the run's handle.
-    pub(crate) async fn spawned(self) -> Result<FlowHandle, RuntimeError> {
+    pub(crate) async fn spawned(self) -> Result<RunHandle, RuntimeError> {
         let actor = self
             .spawned
             .await
             .map_err(|_| RuntimeError::ShuttingDown)??;
-        Ok(FlowHandle::new(
+        Ok(RunHandle::new(
             self.run_id,
             actor,
             self.state,

@@ -14,13 +14,13 @@ use super::root::RootMsg;
 use super::spawn::{PendingFlow, request_flow};
 use crate::flow::definition::ErasedDefinition;
 use crate::flow::record::{self, Orphaned};
-use crate::flow::{FlowHandle, RunOptions};
-use crate::store::FlowStore;
+use crate::flow::{RunHandle, RunOptions};
+use crate::store::Store;
 
 /// What starting a flow needs of the runtime (cheap to clone into a task).
 #[derive(Clone)]
 pub(crate) struct Starter {
-    pub(crate) store: Arc<dyn FlowStore>,
+    pub(crate) store: Arc<dyn Store>,
     pub(crate) root: ActorRef<RootMsg>,
     pub(crate) runs: Arc<Mutex<RunList>>,
 }
@@ -35,7 +35,7 @@ impl Starter {
         definition: Arc<dyn ErasedDefinition>,
         options: RunOptions,
         in_flight: OwnedRwLockReadGuard<()>,
-    ) -> Result<FlowHandle, RuntimeError> {
+    ) -> Result<RunHandle, RuntimeError> {
         let run = record::create(&self.store, definition.name(), options).await?;
         let run_id = run.id;
         let (request, pending) = request_flow(run, self.store.clone(), &*definition, None);
@@ -52,7 +52,7 @@ impl Starter {
     }
 
     /// Waits for a requested flow actor; its handle, also kept in the run list.
-    pub(crate) async fn collect(&self, pending: PendingFlow) -> Result<FlowHandle, RuntimeError> {
+    pub(crate) async fn collect(&self, pending: PendingFlow) -> Result<RunHandle, RuntimeError> {
         let run_id = pending.run_id();
         let handle = pending.spawned().await.inspect_err(|error| {
             tracing::error!(%run_id, %error, "the flow actor could not be spawned");

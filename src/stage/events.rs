@@ -85,7 +85,7 @@
 //! ```
 //!
 //! The whole path, through a flow, is shown on
-//! [`FlowHandle::stage_events`](crate::flow::FlowHandle::stage_events).
+//! [`RunHandle::stage_events`](crate::flow::RunHandle::stage_events).
 
 use std::any::Any;
 use std::future::Future;

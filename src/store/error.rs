@@ -6,7 +6,7 @@ use std::sync::Arc;
 use uuid::Uuid;
 
 use super::events::Cursor;
-use super::records::FlowStatus;
+use super::records::RunStatus;
 
 /// Where a bad row lives, so that an operator can find it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -139,7 +139,7 @@ pub enum StoreError {
         /// The run.
         run_id: Uuid,
         /// Its persisted status.
-        status: FlowStatus,
+        status: RunStatus,
         /// What was attempted.
         what: &'static str,
     },

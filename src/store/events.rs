@@ -25,32 +25,32 @@ impl std::fmt::Display for Cursor {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum TerminalEvent {
     /// The run completed.
-    FlowCompleted {
+    RunCompleted {
         /// The run's structured output, e.g. `{"steps": {...}}`.
         structured_output: Option<Value>,
     },
     /// The run failed.
-    FlowFailed {
+    RunFailed {
         /// Why.
         reason: String,
     },
     /// The run was cancelled.
-    FlowCanceled,
+    RunCancelled,
 }
 
 impl TerminalEvent {
-    /// The kind name (`"FlowCompleted"`, ...).
+    /// The kind name (`"RunCompleted"`, ...).
     pub fn name(&self) -> &'static str {
         match self {
-            TerminalEvent::FlowCompleted { .. } => "FlowCompleted",
-            TerminalEvent::FlowFailed { .. } => "FlowFailed",
-            TerminalEvent::FlowCanceled => "FlowCanceled",
+            TerminalEvent::RunCompleted { .. } => "RunCompleted",
+            TerminalEvent::RunFailed { .. } => "RunFailed",
+            TerminalEvent::RunCancelled => "RunCancelled",
         }
     }
 }
 
 /// The names reserved for terminal kinds, in code order (codes 1, 2, 3).
-pub(crate) const TERMINAL_NAMES: [&str; 3] = ["FlowCompleted", "FlowFailed", "FlowCanceled"];
+pub(crate) const TERMINAL_NAMES: [&str; 3] = ["RunCompleted", "RunFailed", "RunCancelled"];
 
 /// What an event says.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -211,7 +211,7 @@ pub struct Appended {
     pub duplicate: bool,
 }
 
-/// The result of [`append_terminal_event_if_absent`](super::FlowStore::append_terminal_event_if_absent).
+/// The result of [`append_terminal_event_if_absent`](super::Store::append_terminal_event_if_absent).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum TerminalAppend {
     /// The terminal event was appended.

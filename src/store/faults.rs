@@ -8,7 +8,7 @@ use uuid::Uuid;
 use super::error::StoreError;
 use super::ops::{WriteOp, WriteOutcome};
 use super::records::StepOutput;
-use super::traits::FlowStore;
+use super::traits::Store;
 
 /// A fault to inject. `op` is a [`WriteOp::name`] (e.g. `"append_terminal_if_absent"`,
 /// `"record_failure"`) or a read method's name (e.g. `"get_run"`).
@@ -43,11 +43,11 @@ enum Effect {
 /// ```
 /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
 /// use std::sync::Arc;
-/// use troupe::store::{Fault, Flow, FlowStore, MemoryStore, StoreError};
+/// use troupe::store::{Fault, Run, Store, MemoryStore, StoreError};
 ///
 /// let store = FaultyStore::new(Arc::new(MemoryStore::new()));
 /// store.inject(Fault::LoseAck { op: "insert_run", count: 1 });
-/// let run = Flow::new("c", "g", "o");
+/// let run = Run::new("c", "g", "o");
 /// assert!(matches!(store.insert_run(run.clone(), None).await, Err(StoreError::AckLost { .. })));
 /// assert!(store.get_run(run.id).await?.is_some(), "the write happened");
 /// # Ok::<(), StoreError>(())
@@ -55,14 +55,14 @@ enum Effect {
 /// # use troupe::store::FaultyStore;
 /// ```
 pub struct FaultyStore {
-    inner: Arc<dyn FlowStore>,
+    inner: Arc<dyn Store>,
     faults: Mutex<Vec<Fault>>,
     fired: Mutex<Vec<&'static str>>,
 }
 
 impl FaultyStore {
     /// Wraps `inner` with no faults armed.
-    pub fn new(inner: Arc<dyn FlowStore>) -> FaultyStore {
+    pub fn new(inner: Arc<dyn Store>) -> FaultyStore {
         FaultyStore {
             inner,
             faults: Mutex::new(Vec::new()),

@@ -1,7 +1,7 @@
-//! [`store_wrapper!`](crate::store_wrapper): a [`FlowStore`](super::FlowStore)
+//! [`store_wrapper!`](crate::store_wrapper): a [`Store`](super::Store)
 //! implementation whose required reads forward to an inner store, written once.
 
-/// Implements [`FlowStore`](crate::store::FlowStore) for a wrapper type: the
+/// Implements [`Store`](crate::store::Store) for a wrapper type: the
 /// methods you write (at least `apply_batch`) plus every required read,
 /// forwarded to the field `reads` names — for wrappers that change only
 /// writes (the journal handle, fault injection, test doubles). With
@@ -13,11 +13,11 @@
 /// ```
 /// use std::sync::Arc;
 /// use std::sync::atomic::{AtomicU64, Ordering};
-/// use troupe::store::{BatchResult, FlowStore, MemoryStore, WriteOp};
+/// use troupe::store::{BatchResult, Store, MemoryStore, WriteOp};
 ///
 /// /// Counts write batches; reads pass straight through.
 /// struct Counting {
-///     inner: Arc<dyn FlowStore>,
+///     inner: Arc<dyn Store>,
 ///     batches: AtomicU64,
 /// }
 ///
@@ -34,25 +34,25 @@
 macro_rules! store_wrapper {
     ($ty:ty, reads: $inner:tt $(, check: $check:ident)?; $($methods:tt)*) => {
         #[$crate::store::__async_trait]
-        impl $crate::store::FlowStore for $ty {
+        impl $crate::store::Store for $ty {
             $($methods)*
 
-            async fn get_run(&self, id: $crate::ids::Uuid) -> ::core::result::Result<Option<$crate::store::Flow>, $crate::store::StoreError> {
+            async fn get_run(&self, id: $crate::ids::Uuid) -> ::core::result::Result<Option<$crate::store::Run>, $crate::store::StoreError> {
                 $(self.$check("get_run")?;)?
                 self.$inner.get_run(id).await
             }
 
-            async fn list_runs_by_owner(&self, owner_session_key: &str) -> ::core::result::Result<Vec<$crate::store::Flow>, $crate::store::StoreError> {
+            async fn list_runs_by_owner(&self, owner_session_key: &str) -> ::core::result::Result<Vec<$crate::store::Run>, $crate::store::StoreError> {
                 $(self.$check("list_runs_by_owner")?;)?
                 self.$inner.list_runs_by_owner(owner_session_key).await
             }
 
-            async fn list_runs_by_status(&self, status: $crate::store::FlowStatus) -> ::core::result::Result<Vec<$crate::store::Flow>, $crate::store::StoreError> {
+            async fn list_runs_by_status(&self, status: $crate::store::RunStatus) -> ::core::result::Result<Vec<$crate::store::Run>, $crate::store::StoreError> {
                 $(self.$check("list_runs_by_status")?;)?
                 self.$inner.list_runs_by_status(status).await
             }
 
-            async fn list_runs_missing_terminal_event(&self) -> ::core::result::Result<Vec<$crate::store::Flow>, $crate::store::StoreError> {
+            async fn list_runs_missing_terminal_event(&self) -> ::core::result::Result<Vec<$crate::store::Run>, $crate::store::StoreError> {
                 $(self.$check("list_runs_missing_terminal_event")?;)?
                 self.$inner.list_runs_missing_terminal_event().await
             }
@@ -87,9 +87,9 @@ macro_rules! store_wrapper {
                 self.$inner.list_failures(run_id).await
             }
 
-            async fn list_steps(&self, flow_id: $crate::ids::Uuid) -> ::core::result::Result<Vec<$crate::store::FlowStep>, $crate::store::StoreError> {
+            async fn list_steps(&self, run_id: $crate::ids::Uuid) -> ::core::result::Result<Vec<$crate::store::RunStep>, $crate::store::StoreError> {
                 $(self.$check("list_steps")?;)?
-                self.$inner.list_steps(flow_id).await
+                self.$inner.list_steps(run_id).await
             }
         }
     };

@@ -11,18 +11,18 @@ use uuid::Uuid;
 use super::error::StoreError;
 use super::events::{Appended, Cursor, NewEvent, RunEvent, TerminalAppend, assigned_event_id};
 use super::ops::{WriteOp, WriteOutcome};
-use super::records::{FailureEntry, Flow, FlowStatus, FlowStep, StepOutput};
-use super::traits::{FlowStore, distinct};
+use super::records::{FailureEntry, Run, RunStatus, RunStep, StepOutput};
+use super::traits::{Store, distinct};
 
 /// A store held in memory. Each op is atomic: a failing op is undone before
 /// the next one runs.
 ///
 /// ```
 /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
-/// use troupe::store::{EventKind, Flow, FlowStore, MemoryStore, NewEvent};
+/// use troupe::store::{EventKind, Run, Store, MemoryStore, NewEvent};
 ///
 /// let store = MemoryStore::new();
-/// let run = Flow::new("orders", "process order 17", "session-1");
+/// let run = Run::new("orders", "process order 17", "session-1");
 /// store.insert_run(run.clone(), Some(EventKind::custom("created", serde_json::Value::Null))).await?;
 /// store.append(NewEvent::new(run.id, EventKind::custom("note", serde_json::json!({"n": 1})))).await?;
 /// assert_eq!(store.replay(run.id).await?.len(), 2);
@@ -49,7 +49,7 @@ impl MemoryStore {
 
 #[derive(Default)]
 struct MemRun {
-    flow: Option<Flow>,
+    flow: Option<Run>,
     events: Vec<usize>,
     keys: HashMap<String, usize>,
     terminal: Option<usize>,
@@ -65,19 +65,19 @@ struct MemState {
     outputs: Vec<StepOutput>,
     output_keys: HashSet<OutputKey>,
     failures: Vec<FailureEntry>,
-    steps: Vec<FlowStep>,
+    steps: Vec<RunStep>,
     step_index: HashMap<(Uuid, String), usize>,
 }
 
 /// How to take back one mutation.
 enum Undo {
     InsertRun(Uuid),
-    RestoreFlow(Box<Flow>),
+    RestoreFlow(Box<Run>),
     PushEvent,
     PushOutput,
     PushFailure,
     InsertStep,
-    RestoreStep(usize, Box<FlowStep>),
+    RestoreStep(usize, Box<RunStep>),
 }
 
 fn output_key(o: &StepOutput) -> OutputKey {
@@ -92,7 +92,7 @@ impl MemState {
             .ok_or(StoreError::RunNotFound(id))
     }
 
-    fn flow(&self, id: Uuid) -> Result<&Flow, StoreError> {
+    fn flow(&self, id: Uuid) -> Result<&Run, StoreError> {
         self.run(id)?
             .flow
             .as_ref()
@@ -141,7 +141,7 @@ impl MemState {
                 }
                 Undo::InsertStep => {
                     if let Some(s) = self.steps.pop() {
-                        self.step_index.remove(&(s.flow_id, s.run_id));
+                        self.step_index.remove(&(s.run_id, s.external_run_id));
                     }
                 }
                 Undo::RestoreStep(i, step) => self.steps[i] = *step,
@@ -230,8 +230,8 @@ impl MemState {
             }
             WriteOp::UpsertStep(step) => {
                 let mut step = *step;
-                self.run(step.flow_id)?;
-                let key = (step.flow_id, step.run_id.clone());
+                self.run(step.run_id)?;
+                let key = (step.run_id, step.external_run_id.clone());
                 if let Some(&i) = self.step_index.get(&key) {
                     let old = self.steps[i].clone();
                     step.id = old.id;
@@ -307,7 +307,7 @@ impl MemState {
         })
     }
 
-    fn runs_where(&self, keep: impl Fn(&Flow) -> bool) -> Vec<Flow> {
+    fn runs_where(&self, keep: impl Fn(&Run) -> bool) -> Vec<Run> {
         self.order
             .iter()
             .filter_map(|id| self.runs.get(id)?.flow.as_ref())
@@ -318,7 +318,7 @@ impl MemState {
 }
 
 #[async_trait]
-impl FlowStore for MemoryStore {
+impl Store for MemoryStore {
     async fn apply_batch(
         &self,
         ops: Vec<WriteOp>,
@@ -327,21 +327,21 @@ impl FlowStore for MemoryStore {
         Ok(ops.into_iter().map(|op| state.apply(op)).collect())
     }
 
-    async fn get_run(&self, id: Uuid) -> Result<Option<Flow>, StoreError> {
+    async fn get_run(&self, id: Uuid) -> Result<Option<Run>, StoreError> {
         Ok(self.lock().runs.get(&id).and_then(|r| r.flow.clone()))
     }
 
-    async fn list_runs_by_owner(&self, owner_session_key: &str) -> Result<Vec<Flow>, StoreError> {
+    async fn list_runs_by_owner(&self, owner_session_key: &str) -> Result<Vec<Run>, StoreError> {
         Ok(self
             .lock()
             .runs_where(|f| f.owner_session_key == owner_session_key))
     }
 
-    async fn list_runs_by_status(&self, status: FlowStatus) -> Result<Vec<Flow>, StoreError> {
+    async fn list_runs_by_status(&self, status: RunStatus) -> Result<Vec<Run>, StoreError> {
         Ok(self.lock().runs_where(|f| f.status == status))
     }
 
-    async fn list_runs_missing_terminal_event(&self) -> Result<Vec<Flow>, StoreError> {
+    async fn list_runs_missing_terminal_event(&self) -> Result<Vec<Run>, StoreError> {
         let state = self.lock();
         Ok(state.runs_where(|f| {
             f.status.is_terminal() && state.runs.get(&f.id).is_some_and(|r| r.terminal.is_none())
@@ -423,12 +423,12 @@ impl FlowStore for MemoryStore {
             .collect())
     }
 
-    async fn list_steps(&self, flow_id: Uuid) -> Result<Vec<FlowStep>, StoreError> {
+    async fn list_steps(&self, run_id: Uuid) -> Result<Vec<RunStep>, StoreError> {
         Ok(self
             .lock()
             .steps
             .iter()
-            .filter(|s| s.flow_id == flow_id)
+            .filter(|s| s.run_id == run_id)
             .cloned()
             .collect())
     }

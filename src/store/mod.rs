@@ -1,9 +1,9 @@
 //! Records and durable storage: run records, the event log, step outputs,
-//! steps and the failure ledger, behind one object-safe trait, [`FlowStore`],
+//! steps and the failure ledger, behind one object-safe trait, [`Store`],
 //! with two backends: [`MemoryStore`] (tests) and [`SqliteStore`] (embedded,
 //! durable). [`FaultyStore`] wraps any store to inject failures in tests.
 //!
-//! Every write is a [`WriteOp`]; [`FlowStore::apply_batch`] commits several in
+//! Every write is a [`WriteOp`]; [`Store::apply_batch`] commits several in
 //! one transaction with one result each, which is what the journal actor
 //! (`troupe::journal`) uses for group commit. The store itself enforces at
 //! most one terminal event per run and unique caller-supplied event ids.
@@ -11,14 +11,14 @@
 //! ```
 //! # tokio::runtime::Builder::new_multi_thread().build().unwrap().block_on(async {
 //! use serde_json::json;
-//! use troupe::store::{EventKind, Flow, FlowStatus, FlowStore, NewEvent, SqliteStore, StoreError};
+//! use troupe::store::{EventKind, Run, RunStatus, Store, NewEvent, SqliteStore, StoreError};
 //!
 //! let store = SqliteStore::open(":memory:").await?;
-//! let mut run = Flow::new("orders", "ship order 17", "session-1");
+//! let mut run = Run::new("orders", "ship order 17", "session-1");
 //! store.insert_run(run.clone(), Some(EventKind::custom("created", json!(null)))).await?;
 //!
 //! // Compare-and-set on the revision; the audit event is written atomically with the change.
-//! run.status = FlowStatus::Running;
+//! run.status = RunStatus::Running;
 //! let revision = store.update_run(run.clone(), 0, EventKind::custom("started", json!(null))).await?;
 //! assert_eq!(revision, 1);
 //! let stale = store.update_run(run.clone(), 0, EventKind::custom("started", json!(null))).await;
@@ -50,11 +50,11 @@ pub use memory::MemoryStore;
 pub use ops::{WriteOp, WriteOutcome};
 pub(crate) use ops::{appended, mismatch};
 pub use records::{
-    FailureEntry, Flow, FlowStatus, FlowStep, FlowStepStatus, Lease, SYSTEM_STEP_ID, StepOutput,
+    FailureEntry, Lease, Run, RunStatus, RunStep, RunStepStatus, SYSTEM_STEP_ID, StepOutput,
     StepRuntime, new_run_id,
 };
 pub use sqlite::{IntegrityCheck, SCHEMA_VERSION, SqliteConfig, SqliteStore, Synchronous};
-pub use traits::{BatchResult, FlowStore, WriterJob};
+pub use traits::{BatchResult, Store, WriterJob};
 
 // For `store_wrapper!`, which implements an `#[async_trait]` trait.
 #[doc(hidden)]

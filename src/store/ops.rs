@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use super::error::StoreError;
 use super::events::{Appended, EventKind, NewEvent, TerminalAppend, TerminalEvent};
-use super::records::{FailureEntry, Flow, FlowStep, StepOutput};
+use super::records::{FailureEntry, Run, RunStep, StepOutput};
 
 /// One atomic write. A backend applies each op all-or-nothing.
 #[derive(Debug, Clone, PartialEq)]
@@ -17,7 +17,7 @@ pub enum WriteOp {
     InsertRun {
         /// The run (boxed, like every large field of an op, so that ops,
         /// which the journal moves several times each, stay small).
-        run: Box<Flow>,
+        run: Box<Run>,
         /// An audit event (e.g. `created`) appended to the run in the same write.
         audit: Option<EventKind>,
     },
@@ -26,7 +26,7 @@ pub enum WriteOp {
     /// the audit event, atomically. A mismatch is [`StoreError::RevisionMismatch`].
     UpdateRun {
         /// The new field values (its `revision` field is ignored).
-        run: Box<Flow>,
+        run: Box<Run>,
         /// The revision the change is based on.
         expected_revision: u64,
         /// The audit event describing the change.
@@ -47,9 +47,9 @@ pub enum WriteOp {
     RecordStepOutput(StepOutput),
     /// Append a failure-ledger entry.
     RecordFailure(FailureEntry),
-    /// Insert or update a step keyed by `(flow_id, run_id)`; an update keeps the
+    /// Insert or update a step keyed by `(run_id, external_run_id)`; an update keeps the
     /// stored `id`, `created_at` and, when the new one is absent, `child_session_key`.
-    UpsertStep(Box<FlowStep>),
+    UpsertStep(Box<RunStep>),
     /// Apply several ops atomically (all or none).
     Atomic(Vec<WriteOp>),
 }
@@ -100,7 +100,7 @@ pub enum WriteOutcome {
     /// For [`WriteOp::RecordFailure`].
     FailureRecorded,
     /// For [`WriteOp::UpsertStep`]: the step as stored.
-    StepUpserted(FlowStep),
+    StepUpserted(RunStep),
     /// For [`WriteOp::Atomic`], one outcome per op in order.
     Atomic(Vec<WriteOutcome>),
 }

@@ -16,7 +16,7 @@ pub fn new_run_id() -> Uuid {
 
 /// Lifecycle status of a run. `Finished`, `Failed` and `Cancelled` are terminal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum FlowStatus {
+pub enum RunStatus {
     /// Created, not started.
     Created,
     /// Running.
@@ -31,34 +31,34 @@ pub enum FlowStatus {
     Cancelled,
 }
 
-impl FlowStatus {
+impl RunStatus {
     /// Every status, in code order.
-    pub const ALL: [FlowStatus; 6] = [
-        FlowStatus::Created,
-        FlowStatus::Running,
-        FlowStatus::Waiting,
-        FlowStatus::Finished,
-        FlowStatus::Failed,
-        FlowStatus::Cancelled,
+    pub const ALL: [RunStatus; 6] = [
+        RunStatus::Created,
+        RunStatus::Running,
+        RunStatus::Waiting,
+        RunStatus::Finished,
+        RunStatus::Failed,
+        RunStatus::Cancelled,
     ];
 
     /// Whether no further change is allowed.
     pub fn is_terminal(self) -> bool {
         matches!(
             self,
-            FlowStatus::Finished | FlowStatus::Failed | FlowStatus::Cancelled
+            RunStatus::Finished | RunStatus::Failed | RunStatus::Cancelled
         )
     }
 
     /// Lower-case name (`"running"`, ...).
     pub fn as_str(self) -> &'static str {
         match self {
-            FlowStatus::Created => "created",
-            FlowStatus::Running => "running",
-            FlowStatus::Waiting => "waiting",
-            FlowStatus::Finished => "finished",
-            FlowStatus::Failed => "failed",
-            FlowStatus::Cancelled => "cancelled",
+            RunStatus::Created => "created",
+            RunStatus::Running => "running",
+            RunStatus::Waiting => "waiting",
+            RunStatus::Finished => "finished",
+            RunStatus::Failed => "failed",
+            RunStatus::Cancelled => "cancelled",
         }
     }
 
@@ -68,7 +68,7 @@ impl FlowStatus {
     }
 
     /// The status for a stored code, if any.
-    pub fn from_code(code: i64) -> Option<FlowStatus> {
+    pub fn from_code(code: i64) -> Option<RunStatus> {
         usize::try_from(code)
             .ok()
             .and_then(|i| Self::ALL.get(i).copied())
@@ -88,7 +88,7 @@ pub struct Lease {
 
 /// The persisted record of one run (managed, mirrored or actor-driven).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Flow {
+pub struct Run {
     /// Time-ordered run id (UUID v7).
     pub id: Uuid,
     /// The flow definition (controller) driving the run.
@@ -108,7 +108,7 @@ pub struct Flow {
     /// What the run waits for while `Waiting`.
     pub wait_json: Option<Value>,
     /// Lifecycle status; the persisted status is the truth.
-    pub status: FlowStatus,
+    pub status: RunStatus,
     /// Sticky cancellation request.
     pub cancel_requested: bool,
     /// Incremented by every change; compare-and-set updates check it.
@@ -123,16 +123,16 @@ pub struct Flow {
     pub lease: Option<Lease>,
 }
 
-impl Flow {
+impl Run {
     /// A `Created` run at revision 0 with a fresh v7 id, empty object state and
     /// no optional fields set.
     pub fn new(
         controller_id: impl Into<String>,
         goal: impl Into<String>,
         owner_session_key: impl Into<String>,
-    ) -> Flow {
+    ) -> Run {
         let now = Utc::now();
-        Flow {
+        Run {
             id: new_run_id(),
             controller_id: controller_id.into(),
             goal: goal.into(),
@@ -142,7 +142,7 @@ impl Flow {
             current_step: None,
             state_json: Value::Object(Default::default()),
             wait_json: None,
-            status: FlowStatus::Created,
+            status: RunStatus::Created,
             cancel_requested: false,
             revision: 0,
             created_at: now,
@@ -188,7 +188,7 @@ impl StepRuntime {
 
 /// Status of one step of a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum FlowStepStatus {
+pub enum RunStepStatus {
     /// Not started.
     Pending,
     /// In progress.
@@ -201,23 +201,23 @@ pub enum FlowStepStatus {
     Cancelled,
 }
 
-impl FlowStepStatus {
-    const ALL: [FlowStepStatus; 5] = [
-        FlowStepStatus::Pending,
-        FlowStepStatus::Running,
-        FlowStepStatus::Succeeded,
-        FlowStepStatus::Failed,
-        FlowStepStatus::Cancelled,
+impl RunStepStatus {
+    const ALL: [RunStepStatus; 5] = [
+        RunStepStatus::Pending,
+        RunStepStatus::Running,
+        RunStepStatus::Succeeded,
+        RunStepStatus::Failed,
+        RunStepStatus::Cancelled,
     ];
 
     /// Lower-case name (`"succeeded"`, ...).
     pub fn as_str(self) -> &'static str {
         match self {
-            FlowStepStatus::Pending => "pending",
-            FlowStepStatus::Running => "running",
-            FlowStepStatus::Succeeded => "succeeded",
-            FlowStepStatus::Failed => "failed",
-            FlowStepStatus::Cancelled => "cancelled",
+            RunStepStatus::Pending => "pending",
+            RunStepStatus::Running => "running",
+            RunStepStatus::Succeeded => "succeeded",
+            RunStepStatus::Failed => "failed",
+            RunStepStatus::Cancelled => "cancelled",
         }
     }
 
@@ -227,7 +227,7 @@ impl FlowStepStatus {
     }
 
     /// The status for a stored code, if any.
-    pub fn from_code(code: i64) -> Option<FlowStepStatus> {
+    pub fn from_code(code: i64) -> Option<RunStepStatus> {
         usize::try_from(code)
             .ok()
             .and_then(|i| Self::ALL.get(i).copied())
@@ -236,21 +236,22 @@ impl FlowStepStatus {
 
 /// One step of a run; for mirrored runs, the latest observation of work done elsewhere.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct FlowStep {
+pub struct RunStep {
     /// The step's own id.
     pub id: Uuid,
-    /// The run (flow) the step belongs to.
-    pub flow_id: Uuid,
+    /// The run the step belongs to.
+    pub run_id: Uuid,
     /// Where the step runs.
     pub runtime: StepRuntime,
     /// The session executing the step, if known.
     pub child_session_key: Option<String>,
-    /// The step's run id (unique within the flow; upserts key on it).
-    pub run_id: String,
+    /// The step's key in the system it mirrors (unique within the run;
+    /// upserts key on it).
+    pub external_run_id: String,
     /// What the step does.
     pub task: String,
     /// Step status.
-    pub status: FlowStepStatus,
+    pub status: RunStepStatus,
     /// The step's result, if any.
     pub result_json: Option<Value>,
     /// When the step was first recorded.

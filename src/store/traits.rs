@@ -8,26 +8,26 @@ use super::events::{
     Appended, Cursor, EventKind, NewEvent, RunEvent, TerminalAppend, TerminalEvent,
 };
 use super::ops::{WriteOp, WriteOutcome, appended, mismatch};
-use super::records::{FailureEntry, Flow, FlowStatus, FlowStep, StepOutput};
+use super::records::{FailureEntry, Run, RunStatus, RunStep, StepOutput};
 
-/// What [`FlowStore::apply_batch`] returns: the commit's outcome, then one
+/// What [`Store::apply_batch`] returns: the commit's outcome, then one
 /// result per op.
 pub type BatchResult = Result<Vec<Result<WriteOutcome, StoreError>>, StoreError>;
 
-/// A job for a store's writer thread (see [`FlowStore::run_on_writer`]): it
+/// A job for a store's writer thread (see [`Store::run_on_writer`]): it
 /// gets a synchronous `apply_batch` on that thread. That `apply_batch` only
 /// reads the ops, so the job decides where they are dropped (the journal
 /// drops them off the writer thread, its critical path).
 pub type WriterJob = Box<dyn FnOnce(&mut dyn FnMut(&[WriteOp]) -> BatchResult) + Send>;
 
 /// A durable store of runs, their event logs, step outputs, steps and failure
-/// ledger. Object safe: the control plane and runtime hold `Arc<dyn FlowStore>`.
+/// ledger. Object safe: the control plane and runtime hold `Arc<dyn Store>`.
 ///
-/// Every write is a [`WriteOp`] applied by [`apply_batch`](FlowStore::apply_batch);
+/// Every write is a [`WriteOp`] applied by [`apply_batch`](Store::apply_batch);
 /// the typed write methods are conveniences over it. A write returns only
 /// after it is durable.
 #[async_trait]
-pub trait FlowStore: Send + Sync + 'static {
+pub trait Store: Send + Sync + 'static {
     /// Applies `ops` in one durable commit. Each op is atomic on its own and
     /// gets its own result: a failing op does not fail its neighbours. The
     /// outer error means the commit itself failed and none of the ops is
@@ -40,7 +40,7 @@ pub trait FlowStore: Send + Sync + 'static {
     ) -> Result<Vec<Result<WriteOutcome, StoreError>>, StoreError>;
 
     /// Runs `job` on the store's own writer thread, if it has one, handing it
-    /// a synchronous [`apply_batch`](FlowStore::apply_batch): a caller that
+    /// a synchronous [`apply_batch`](Store::apply_batch): a caller that
     /// commits batch after batch (the journal) then commits and acknowledges
     /// on that thread, without a thread hop per commit. Jobs run in the order
     /// they are posted. `Err(job)` (the default) means the store has no such
@@ -58,17 +58,17 @@ pub trait FlowStore: Send + Sync + 'static {
     }
 
     /// The run, if it exists.
-    async fn get_run(&self, id: Uuid) -> Result<Option<Flow>, StoreError>;
+    async fn get_run(&self, id: Uuid) -> Result<Option<Run>, StoreError>;
 
     /// Runs owned by a session, oldest first.
-    async fn list_runs_by_owner(&self, owner_session_key: &str) -> Result<Vec<Flow>, StoreError>;
+    async fn list_runs_by_owner(&self, owner_session_key: &str) -> Result<Vec<Run>, StoreError>;
 
     /// Runs with a status, oldest first.
-    async fn list_runs_by_status(&self, status: FlowStatus) -> Result<Vec<Flow>, StoreError>;
+    async fn list_runs_by_status(&self, status: RunStatus) -> Result<Vec<Run>, StoreError>;
 
     /// Runs whose persisted status is terminal but that have no terminal event
     /// (a terminalization that was interrupted), oldest first.
-    async fn list_runs_missing_terminal_event(&self) -> Result<Vec<Flow>, StoreError>;
+    async fn list_runs_missing_terminal_event(&self) -> Result<Vec<Run>, StoreError>;
 
     /// The run's most recent `limit` events, in log order.
     async fn list_events(&self, run_id: Uuid, limit: usize) -> Result<Vec<RunEvent>, StoreError>;
@@ -107,10 +107,10 @@ pub trait FlowStore: Send + Sync + 'static {
     async fn list_failures(&self, run_id: Uuid) -> Result<Vec<FailureEntry>, StoreError>;
 
     /// The run's steps, oldest first.
-    async fn list_steps(&self, flow_id: Uuid) -> Result<Vec<FlowStep>, StoreError>;
+    async fn list_steps(&self, run_id: Uuid) -> Result<Vec<RunStep>, StoreError>;
 
     /// Inserts a new run with an optional audit event.
-    async fn insert_run(&self, run: Flow, audit: Option<EventKind>) -> Result<(), StoreError> {
+    async fn insert_run(&self, run: Run, audit: Option<EventKind>) -> Result<(), StoreError> {
         match self
             .apply(WriteOp::InsertRun {
                 run: Box::new(run),
@@ -126,7 +126,7 @@ pub trait FlowStore: Send + Sync + 'static {
     /// Compare-and-set update of a run with its audit event; returns the new revision.
     async fn update_run(
         &self,
-        run: Flow,
+        run: Run,
         expected_revision: u64,
         audit: EventKind,
     ) -> Result<u64, StoreError> {
@@ -185,8 +185,8 @@ pub trait FlowStore: Send + Sync + 'static {
         }
     }
 
-    /// Inserts or updates a step keyed by `(flow_id, run_id)`; returns it as stored.
-    async fn upsert_step(&self, step: FlowStep) -> Result<FlowStep, StoreError> {
+    /// Inserts or updates a step keyed by `(run_id, external_run_id)`; returns it as stored.
+    async fn upsert_step(&self, step: RunStep) -> Result<RunStep, StoreError> {
         match self.apply(WriteOp::UpsertStep(Box::new(step))).await? {
             WriteOutcome::StepUpserted(s) => Ok(s),
             _ => Err(mismatch("upsert_step")),

@@ -32,7 +32,7 @@ impl Progress {
 }
 
 /// What a completed drive loop hands back.
-pub struct RunOutcome<T: super::Supervisor> {
+pub struct LoopOutcome<T: super::Supervisor> {
     /// The supervisor, after its completion event was written.
     pub supervisor: T,
     /// The state the component terminated in.
@@ -41,9 +41,9 @@ pub struct RunOutcome<T: super::Supervisor> {
     pub context: T::Context,
 }
 
-impl<T: super::Supervisor> std::fmt::Debug for RunOutcome<T> {
+impl<T: super::Supervisor> std::fmt::Debug for LoopOutcome<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RunOutcome")
+        f.debug_struct("LoopOutcome")
             .field("supervisor", &self.supervisor.name())
             .field("state", &self.state)
             .finish_non_exhaustive()
@@ -142,8 +142,8 @@ impl<T: Supervised<K>, K> Driver<T, K> {
     }
 
     /// The supervisor, final state and context.
-    pub fn into_outcome(self) -> RunOutcome<T> {
-        RunOutcome {
+    pub fn into_outcome(self) -> LoopOutcome<T> {
+        LoopOutcome {
             state: self.machine.state().clone(),
             supervisor: self.supervisor,
             context: self.context,

@@ -142,7 +142,7 @@ pub use channel::{
     ExternalEventSender, StateWatcher,
 };
 pub use directive::EventLoopDirective;
-pub use driver::{Driver, Progress, RunOutcome};
+pub use driver::{Driver, LoopOutcome, Progress};
 pub use error::{SupervisorError, SupervisorIdentity};
 pub use external::{
     HandlerSupervisedWithExternalEvents, SelfSupervisedWithExternalEvents, WithExternalEvents,

@@ -2,7 +2,7 @@
 
 use std::future::Future;
 
-use super::driver::{Driver, Progress, RunOutcome};
+use super::driver::{Driver, LoopOutcome, Progress};
 use super::error::SupervisorError;
 use super::kind::{HandlerKind, SelfKind, Supervised};
 use super::traits::{HandlerSupervised, SelfSupervised};
@@ -16,7 +16,7 @@ use super::traits::{HandlerSupervised, SelfSupervised};
 /// the transition itself (see `BENCHMARKS.md`).
 async fn run_to_end<T: Supervised<K>, K>(
     mut driver: Driver<T, K>,
-) -> Result<RunOutcome<T>, SupervisorError> {
+) -> Result<LoopOutcome<T>, SupervisorError> {
     loop {
         match driver.step().await? {
             Progress::Continued => tokio::task::yield_now().await,
@@ -39,7 +39,7 @@ macro_rules! run_ext {
                 self,
                 initial_state: Self::State,
                 context: Self::Context,
-            ) -> impl Future<Output = Result<RunOutcome<Self>, SupervisorError>> + Send;
+            ) -> impl Future<Output = Result<LoopOutcome<Self>, SupervisorError>> + Send;
 
             /// The same loop, one [`step`](Driver::step) at a time.
             fn driver(self, initial_state: Self::State, context: Self::Context) -> Driver<Self, $marker>;
@@ -50,7 +50,7 @@ macro_rules! run_ext {
                 self,
                 initial_state: Self::State,
                 context: Self::Context,
-            ) -> impl Future<Output = Result<RunOutcome<Self>, SupervisorError>> + Send {
+            ) -> impl Future<Output = Result<LoopOutcome<Self>, SupervisorError>> + Send {
                 run_to_end(self.driver(initial_state, context))
             }
 

@@ -6,11 +6,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde_json::{Value, json};
 use tokio::sync::{Semaphore, mpsc};
-use troupe::flow::{FlowDefinition, FlowHandle};
+use troupe::flow::{FlowDefinition, RunHandle};
 use troupe::runtime::Runtime;
 use troupe::stage::pipe::PipeConfig;
 use troupe::stage::{Emitter, EventPolicy, OnEvent, Produced, Sink, Source, Transform};
-use troupe::store::{EventKind, FlowStore};
+use troupe::store::{EventKind, Store};
 use troupe::supervise::BoxError;
 use uuid::Uuid;
 
@@ -92,7 +92,7 @@ pub async fn tight_pipeline(
     name: &str,
     produced: &Arc<AtomicU64>,
     consumed: &Arc<AtomicU64>,
-) -> FlowHandle {
+) -> RunHandle {
     let (p, c) = (produced.clone(), consumed.clone());
     runtime
         .register(
@@ -118,7 +118,7 @@ pub async fn blocked_pipeline(
     name: &str,
     produced: &Arc<AtomicU64>,
     consumed: &Arc<AtomicU64>,
-) -> FlowHandle {
+) -> RunHandle {
     let run = tight_pipeline(runtime, name, produced, consumed).await;
     settle().await;
     run.stage("tally")
@@ -148,7 +148,7 @@ pub async fn settle() {
 }
 
 /// The names of the run's events, in order.
-pub async fn event_names(store: &dyn FlowStore, run: Uuid) -> Vec<String> {
+pub async fn event_names(store: &dyn Store, run: Uuid) -> Vec<String> {
     store
         .replay(run)
         .await
@@ -159,7 +159,7 @@ pub async fn event_names(store: &dyn FlowStore, run: Uuid) -> Vec<String> {
 }
 
 /// How many terminal events the run has.
-pub async fn terminal_count(store: &dyn FlowStore, run: Uuid) -> usize {
+pub async fn terminal_count(store: &dyn Store, run: Uuid) -> usize {
     store
         .replay(run)
         .await
@@ -178,7 +178,7 @@ pub async fn relay_flow<Ev, S, X>(
     policy: EventPolicy,
     source: impl Fn() -> S + Send + Sync + 'static,
     relay: impl Fn() -> X + Send + Sync + 'static,
-) -> (FlowHandle, Arc<AtomicU64>)
+) -> (RunHandle, Arc<AtomicU64>)
 where
     Ev: Send + 'static,
     S: Source<u64>,

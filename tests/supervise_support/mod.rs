@@ -16,7 +16,7 @@ use troupe::ids::{StageId, WriterId};
 use troupe::supervise::{
     BoxError, BoxFuture, ChannelBuilder, DispatchResult, Driver, EventLoopDirective,
     ExternalEventMode, ExternalEventPolicy, ExternalEventSender, HandlerKind, HandlerSupervised,
-    HandlerSupervisedExt, HandlerSupervisedWithExternalEvents, RunOutcome, SelfKind,
+    HandlerSupervisedExt, HandlerSupervisedWithExternalEvents, LoopOutcome, SelfKind,
     SelfSupervised, SelfSupervisedExt, SelfSupervisedWithExternalEvents, StateWatcher, Supervised,
     Supervisor, SupervisorError,
 };
@@ -326,7 +326,7 @@ pub fn policy_on_closed(state: &St) -> Option<Ev> {
     }
 }
 
-type Run<T> = Result<RunOutcome<T>, SupervisorError>;
+type Loop<T> = Result<LoopOutcome<T>, SupervisorError>;
 
 /// A supervisor kind, for tests that run once per kind.
 pub trait Kind {
@@ -336,7 +336,7 @@ pub trait Kind {
 
     fn make(script: Script) -> Self::Sup;
     /// `run` of the kind's extension trait.
-    fn run(sup: Self::Sup, state: St, ctx: Ctx) -> impl Future<Output = Run<Self::Sup>>;
+    fn run(sup: Self::Sup, state: St, ctx: Ctx) -> impl Future<Output = Loop<Self::Sup>>;
     fn wrap(
         sup: Self::Sup,
         rx: troupe::supervise::ExternalEventReceiver<Ev>,
@@ -346,7 +346,7 @@ pub trait Kind {
         sup: Self::Wrapped,
         state: St,
         ctx: Ctx,
-    ) -> impl Future<Output = Run<Self::Wrapped>>;
+    ) -> impl Future<Output = Loop<Self::Wrapped>>;
     /// The wrapper's own `dispatch_state`, called directly.
     fn dispatch_wrapped<'a>(
         sup: &'a mut Self::Wrapped,
@@ -385,7 +385,7 @@ macro_rules! kind_harness {
             fn make(script: Script) -> $sup {
                 $sup(script)
             }
-            fn run(sup: $sup, state: St, ctx: Ctx) -> impl Future<Output = Run<$sup>> {
+            fn run(sup: $sup, state: St, ctx: Ctx) -> impl Future<Output = Loop<$sup>> {
                 $ext::run(sup, state, ctx)
             }
             fn wrap(
@@ -399,7 +399,7 @@ macro_rules! kind_harness {
                 sup: Self::Wrapped,
                 state: St,
                 ctx: Ctx,
-            ) -> impl Future<Output = Run<Self::Wrapped>> {
+            ) -> impl Future<Output = Loop<Self::Wrapped>> {
                 $ext::run(sup, state, ctx)
             }
             fn dispatch_wrapped<'a>(

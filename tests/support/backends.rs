@@ -4,20 +4,20 @@
 use std::sync::Arc;
 
 use troupe::journal::{JournalConfig, JournalHandle};
-use troupe::store::{FlowStore, MemoryStore, SqliteStore};
+use troupe::store::{MemoryStore, SqliteStore, Store};
 
-pub type Store = Arc<dyn FlowStore>;
+pub type AnyStore = Arc<dyn Store>;
 
-pub async fn memory() -> Store {
+pub async fn memory() -> AnyStore {
     Arc::new(MemoryStore::new())
 }
 
-pub async fn sqlite() -> Store {
+pub async fn sqlite() -> AnyStore {
     Arc::new(SqliteStore::open(":memory:").await.expect("open sqlite"))
 }
 
 /// The journal actor's handle over a memory store: what a runtime hands out.
-pub async fn journal() -> Store {
+pub async fn journal() -> AnyStore {
     let journal =
         JournalHandle::spawn(Arc::new(MemoryStore::new()), JournalConfig::default(), None)
             .await

@@ -5,19 +5,19 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 use troupe::store::{
-    EventKind, FailureEntry, Flow, FlowStatus, FlowStep, FlowStepStatus, FlowStore, NewEvent,
-    StepOutput, StepRuntime, StoreError, TerminalAppend, TerminalEvent, WriteOp, WriteOutcome,
+    EventKind, FailureEntry, NewEvent, Run, RunStatus, RunStep, RunStepStatus, StepOutput,
+    StepRuntime, Store, StoreError, TerminalAppend, TerminalEvent, WriteOp, WriteOutcome,
 };
 use uuid::Uuid;
 
-pub type Store = Arc<dyn FlowStore>;
+pub type AnyStore = Arc<dyn Store>;
 
 pub fn custom(name: &str, payload: Value) -> EventKind {
     EventKind::custom(name, payload)
 }
 
-pub async fn new_run(store: &Store, owner: &str) -> Flow {
-    let run = Flow::new("ctrl", "goal", owner);
+pub async fn new_run(store: &AnyStore, owner: &str) -> Run {
+    let run = Run::new("ctrl", "goal", owner);
     store
         .insert_run(run.clone(), Some(custom("created", Value::Null)))
         .await
@@ -25,7 +25,7 @@ pub async fn new_run(store: &Store, owner: &str) -> Flow {
     run
 }
 
-pub async fn ordering_and_cursors(store: Store) {
+pub async fn ordering_and_cursors(store: AnyStore) {
     let a = new_run(&store, "o").await;
     let b = new_run(&store, "o").await;
     let start = store.latest_cursor().await.unwrap();
@@ -64,7 +64,7 @@ pub async fn ordering_and_cursors(store: Store) {
     assert_eq!(page2[5].run_id, b.id);
 }
 
-pub async fn list_events_returns_most_recent(store: Store) {
+pub async fn list_events_returns_most_recent(store: AnyStore) {
     let run = new_run(&store, "o").await;
     for i in 0..9 {
         store
@@ -80,7 +80,7 @@ pub async fn list_events_returns_most_recent(store: Store) {
     assert_eq!(store.list_events(Uuid::now_v7(), 5).await.unwrap(), vec![]);
 }
 
-pub async fn caller_event_ids_are_idempotent(store: Store) {
+pub async fn caller_event_ids_are_idempotent(store: AnyStore) {
     let run = new_run(&store, "o").await;
     let ev = NewEvent::with_id(run.id, "stage-1-done", custom("done", json!({"n": 1})));
     let first = store.append(ev.clone()).await.unwrap();
@@ -109,13 +109,13 @@ pub async fn caller_event_ids_are_idempotent(store: Store) {
     }
 }
 
-pub async fn one_terminal_event_per_run(store: Store) {
+pub async fn one_terminal_event_per_run(store: AnyStore) {
     let run = new_run(&store, "o").await;
     let out = json!({"steps": {"a": 1}});
     let first = store
         .append_terminal_event_if_absent(
             run.id,
-            TerminalEvent::FlowCompleted {
+            TerminalEvent::RunCompleted {
                 structured_output: Some(out.clone()),
             },
         )
@@ -125,7 +125,7 @@ pub async fn one_terminal_event_per_run(store: Store) {
         panic!("expected Appended, got {first:?}")
     };
     let second = store
-        .append_terminal_event_if_absent(run.id, TerminalEvent::FlowCanceled)
+        .append_terminal_event_if_absent(run.id, TerminalEvent::RunCancelled)
         .await
         .unwrap();
     let TerminalAppend::AlreadyPresent(existing) = second else {
@@ -134,14 +134,14 @@ pub async fn one_terminal_event_per_run(store: Store) {
     assert_eq!(existing.cursor, appended.cursor);
     assert_eq!(
         existing.kind,
-        EventKind::Terminal(TerminalEvent::FlowCompleted {
+        EventKind::Terminal(TerminalEvent::RunCompleted {
             structured_output: Some(out)
         })
     );
     let err = store
         .append(NewEvent::new(
             run.id,
-            TerminalEvent::FlowFailed { reason: "x".into() },
+            TerminalEvent::RunFailed { reason: "x".into() },
         ))
         .await
         .unwrap_err();
@@ -149,14 +149,14 @@ pub async fn one_terminal_event_per_run(store: Store) {
         matches!(
             err,
             StoreError::TerminalExists {
-                existing: "FlowCompleted",
+                existing: "RunCompleted",
                 ..
             }
         ),
         "{err}"
     );
     let err = store
-        .append(NewEvent::new(run.id, custom("FlowCanceled", Value::Null)))
+        .append(NewEvent::new(run.id, custom("RunCancelled", Value::Null)))
         .await
         .unwrap_err();
     assert!(
@@ -181,18 +181,18 @@ pub async fn one_terminal_event_per_run(store: Store) {
     );
 }
 
-pub async fn terminal_payloads_round_trip(store: Store) {
+pub async fn terminal_payloads_round_trip(store: AnyStore) {
     let cases = [
-        TerminalEvent::FlowCompleted {
+        TerminalEvent::RunCompleted {
             structured_output: None,
         },
-        TerminalEvent::FlowCompleted {
+        TerminalEvent::RunCompleted {
             structured_output: Some(json!({"steps": {"é": [1, 2]}})),
         },
-        TerminalEvent::FlowFailed {
+        TerminalEvent::RunFailed {
             reason: "disk \"full\"\n".into(),
         },
-        TerminalEvent::FlowCanceled,
+        TerminalEvent::RunCancelled,
     ];
     for t in cases {
         let run = new_run(&store, "o").await;
@@ -205,9 +205,9 @@ pub async fn terminal_payloads_round_trip(store: Store) {
     }
 }
 
-pub async fn cas_update_appends_one_audit_event(store: Store) {
+pub async fn cas_update_appends_one_audit_event(store: AnyStore) {
     let mut run = new_run(&store, "o").await;
-    run.status = FlowStatus::Running;
+    run.status = RunStatus::Running;
     run.state_json = json!({"k": "v"});
     let rev = store
         .update_run(run.clone(), 0, custom("started", Value::Null))
@@ -216,7 +216,7 @@ pub async fn cas_update_appends_one_audit_event(store: Store) {
     assert_eq!(rev, 1);
     let stored = store.get_run(run.id).await.unwrap().unwrap();
     assert_eq!(stored.revision, 1);
-    assert_eq!(stored.status, FlowStatus::Running);
+    assert_eq!(stored.status, RunStatus::Running);
     assert_eq!(stored.state_json, json!({"k": "v"}));
 
     let mut stale = run.clone();
@@ -248,20 +248,20 @@ pub async fn cas_update_appends_one_audit_event(store: Store) {
         "one audit event per landed change"
     );
     let err = store
-        .update_run(Flow::new("c", "g", "o"), 0, custom("x", Value::Null))
+        .update_run(Run::new("c", "g", "o"), 0, custom("x", Value::Null))
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::RunNotFound(_)), "{err}");
 }
 
-async fn stale_update(store: &Store, run: Flow) -> StoreError {
+async fn stale_update(store: &AnyStore, run: Run) -> StoreError {
     store
         .update_run(run, 0, custom("goal_changed", Value::Null))
         .await
         .unwrap_err()
 }
 
-pub async fn runs_are_unique_and_listed(store: Store) {
+pub async fn runs_are_unique_and_listed(store: AnyStore) {
     let a = new_run(&store, "alice").await;
     let b = new_run(&store, "bob").await;
     let c = new_run(&store, "alice").await;
@@ -279,24 +279,18 @@ pub async fn runs_are_unique_and_listed(store: Store) {
         .collect();
     assert_eq!(alice, vec![a.id, c.id]);
     let mut running = b.clone();
-    running.status = FlowStatus::Running;
+    running.status = RunStatus::Running;
     store
         .update_run(running, 0, custom("started", Value::Null))
         .await
         .unwrap();
-    let ids = |v: Vec<Flow>| v.iter().map(|f| f.id).collect::<Vec<_>>();
+    let ids = |v: Vec<Run>| v.iter().map(|f| f.id).collect::<Vec<_>>();
     assert_eq!(
-        ids(store
-            .list_runs_by_status(FlowStatus::Running)
-            .await
-            .unwrap()),
+        ids(store.list_runs_by_status(RunStatus::Running).await.unwrap()),
         vec![b.id]
     );
     assert_eq!(
-        ids(store
-            .list_runs_by_status(FlowStatus::Created)
-            .await
-            .unwrap()),
+        ids(store.list_runs_by_status(RunStatus::Created).await.unwrap()),
         vec![a.id, c.id]
     );
     let got = store.get_run(a.id).await.unwrap().unwrap();
@@ -313,7 +307,7 @@ pub async fn runs_are_unique_and_listed(store: Store) {
     assert!(matches!(err, StoreError::RunNotFound(_)), "{err}");
 }
 
-pub async fn append_batch_is_atomic(store: Store) {
+pub async fn append_batch_is_atomic(store: AnyStore) {
     let run = new_run(&store, "o").await;
     let good = NewEvent::new(run.id, custom("a", Value::Null));
     let bad = NewEvent::with_id(run.id, "#bad", custom("b", Value::Null));
@@ -347,16 +341,16 @@ pub async fn append_batch_is_atomic(store: Store) {
     assert_eq!(next.seq, 4);
 }
 
-pub async fn batch_results_are_per_request(store: Store) {
+pub async fn batch_results_are_per_request(store: AnyStore) {
     let run = new_run(&store, "o").await;
     let ops = vec![
         WriteOp::Append(NewEvent::new(run.id, custom("one", Value::Null))),
         WriteOp::Append(NewEvent::new(Uuid::now_v7(), custom("lost", Value::Null))),
         WriteOp::AppendTerminalIfAbsent {
             run_id: run.id,
-            event: TerminalEvent::FlowCanceled,
+            event: TerminalEvent::RunCancelled,
         },
-        WriteOp::Append(NewEvent::new(run.id, TerminalEvent::FlowCanceled)),
+        WriteOp::Append(NewEvent::new(run.id, TerminalEvent::RunCancelled)),
         WriteOp::Append(NewEvent::new(run.id, custom("two", Value::Null))),
     ];
     let results = store.apply_batch(ops).await.unwrap();
@@ -380,10 +374,10 @@ pub async fn batch_results_are_per_request(store: Store) {
         .iter()
         .map(|e| e.kind.name().to_owned())
         .collect();
-    assert_eq!(names, vec!["created", "one", "FlowCanceled", "two"]);
+    assert_eq!(names, vec!["created", "one", "RunCancelled", "two"]);
 }
 
-pub async fn outputs_failures_and_steps(store: Store) {
+pub async fn outputs_failures_and_steps(store: AnyStore) {
     let run = new_run(&store, "o").await;
     let out = |step: &str, loop_id: Option<&str>, it: Option<u32>, v: Value| StepOutput {
         run_id: run.id,
@@ -439,23 +433,23 @@ pub async fn outputs_failures_and_steps(store: Store) {
     );
 
     let now = chrono::Utc::now();
-    let step = FlowStep {
+    let step = RunStep {
         id: Uuid::now_v7(),
-        flow_id: run.id,
+        run_id: run.id,
         runtime: StepRuntime::Mirrored,
         child_session_key: Some("child-1".into()),
-        run_id: "ext-1".into(),
+        external_run_id: "ext-1".into(),
         task: "fetch".into(),
-        status: FlowStepStatus::Running,
+        status: RunStepStatus::Running,
         result_json: None,
         created_at: now,
         updated_at: now,
     };
     let stored = store.upsert_step(step.clone()).await.unwrap();
-    let update = FlowStep {
+    let update = RunStep {
         id: Uuid::now_v7(),
         child_session_key: None,
-        status: FlowStepStatus::Succeeded,
+        status: RunStepStatus::Succeeded,
         result_json: Some(json!({"ok": true})),
         ..step.clone()
     };
@@ -468,10 +462,10 @@ pub async fn outputs_failures_and_steps(store: Store) {
     );
     let steps = store.list_steps(run.id).await.unwrap();
     assert_eq!(steps.len(), 1);
-    assert_eq!(steps[0].status, FlowStepStatus::Succeeded);
+    assert_eq!(steps[0].status, RunStepStatus::Succeeded);
     assert_eq!(steps[0].result_json, Some(json!({"ok": true})));
-    let orphan = FlowStep {
-        flow_id: Uuid::now_v7(),
+    let orphan = RunStep {
+        run_id: Uuid::now_v7(),
         ..step
     };
     assert!(matches!(
@@ -481,7 +475,7 @@ pub async fn outputs_failures_and_steps(store: Store) {
 }
 
 /// The ids of the runs the recovery scan lists, in its order.
-async fn missing_ids(store: &Store) -> Vec<Uuid> {
+async fn missing_ids(store: &AnyStore) -> Vec<Uuid> {
     store
         .list_runs_missing_terminal_event()
         .await
@@ -491,12 +485,12 @@ async fn missing_ids(store: &Store) -> Vec<Uuid> {
         .collect()
 }
 
-pub async fn lists_runs_missing_terminal_event(store: Store) {
+pub async fn lists_runs_missing_terminal_event(store: AnyStore) {
     let mut done = new_run(&store, "o").await;
     let mut repaired = new_run(&store, "o").await;
     let _open = new_run(&store, "o").await;
     for run in [&mut done, &mut repaired] {
-        run.status = FlowStatus::Finished;
+        run.status = RunStatus::Finished;
         store
             .update_run(run.clone(), 0, custom("finished", Value::Null))
             .await
@@ -505,7 +499,7 @@ pub async fn lists_runs_missing_terminal_event(store: Store) {
     store
         .append_terminal_event_if_absent(
             repaired.id,
-            TerminalEvent::FlowCompleted {
+            TerminalEvent::RunCompleted {
                 structured_output: None,
             },
         )
@@ -517,11 +511,11 @@ pub async fn lists_runs_missing_terminal_event(store: Store) {
 /// One read lists the outputs of many runs: grouped by run in the order
 /// asked (a repeated run once, an unknown run none), each run's in
 /// recording order, loop iterations included.
-pub async fn step_outputs_of_many_runs(store: Store) {
+pub async fn step_outputs_of_many_runs(store: AnyStore) {
     let a = new_run(&store, "o").await;
     let b = new_run(&store, "o").await;
     let silent = new_run(&store, "o").await;
-    let out = |run: &Flow, step: &str, it: Option<u32>| StepOutput {
+    let out = |run: &Run, step: &str, it: Option<u32>| StepOutput {
         run_id: run.id,
         step_id: step.into(),
         loop_id: it.map(|_| "L".into()),
@@ -547,7 +541,7 @@ pub async fn step_outputs_of_many_runs(store: Store) {
     };
     let ids = [b.id, Uuid::now_v7(), silent.id, a.id, b.id];
     let outputs = store.list_step_outputs_for(&ids).await.unwrap();
-    let entry = |run: &Flow, step: &str, it| (run.id, step.to_owned(), it);
+    let entry = |run: &Run, step: &str, it| (run.id, step.to_owned(), it);
     assert_eq!(
         listed(outputs.clone()),
         vec![
@@ -577,15 +571,15 @@ pub async fn step_outputs_of_many_runs(store: Store) {
 /// whatever comes first (the event or the terminal status), and an outcome
 /// whose write is rolled back does not: the scan lists exactly the runs with
 /// a terminal status and no terminal event.
-pub async fn recovery_scan_follows_every_outcome_write(store: Store) {
+pub async fn recovery_scan_follows_every_outcome_write(store: AnyStore) {
     let completed = || {
-        EventKind::Terminal(TerminalEvent::FlowCompleted {
+        EventKind::Terminal(TerminalEvent::RunCompleted {
             structured_output: None,
         })
     };
-    let finish = |run: &Flow| {
+    let finish = |run: &Run| {
         let mut run = run.clone();
-        run.status = FlowStatus::Finished;
+        run.status = RunStatus::Finished;
         run
     };
     let event_first = new_run(&store, "o").await;

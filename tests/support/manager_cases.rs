@@ -4,11 +4,11 @@
 
 use chrono::{DateTime, Utc};
 use serde_json::json;
-use troupe::runs::{CreateManagedInput, FlowError, FlowManager, FlowStatus, recover};
+use troupe::runs::{CreateManagedInput, RunError, RunManager, RunStatus, recover};
 use troupe::store::{EventKind, NewEvent, RunEvent, StoreError, TerminalEvent};
 use uuid::Uuid;
 
-use super::backends::Store;
+use super::backends::AnyStore;
 use super::run_model::{Model, Move, without_failure_time};
 
 pub fn input(owner: &str) -> CreateManagedInput {
@@ -22,11 +22,11 @@ pub fn input(owner: &str) -> CreateManagedInput {
     }
 }
 
-pub async fn events(m: &FlowManager, id: Uuid) -> Vec<RunEvent> {
+pub async fn events(m: &RunManager, id: Uuid) -> Vec<RunEvent> {
     m.list_events(id, usize::MAX).await.expect("list events")
 }
 
-pub async fn kinds(m: &FlowManager, id: Uuid) -> Vec<String> {
+pub async fn kinds(m: &RunManager, id: Uuid) -> Vec<String> {
     events(m, id)
         .await
         .iter()
@@ -35,15 +35,15 @@ pub async fn kinds(m: &FlowManager, id: Uuid) -> Vec<String> {
 }
 
 /// A new run brought to `status` by the manager's own moves.
-pub async fn run_in(m: &FlowManager, status: FlowStatus) -> Uuid {
+pub async fn run_in(m: &RunManager, status: RunStatus) -> Uuid {
     let id = m.create_managed(input("owner")).await.unwrap().id;
     let moves: &[Move] = match status {
-        FlowStatus::Created => &[],
-        FlowStatus::Running => &[Move::Start],
-        FlowStatus::Waiting => &[Move::Start, Move::Wait],
-        FlowStatus::Finished => &[Move::Start, Move::Finish],
-        FlowStatus::Failed => &[Move::Fail],
-        FlowStatus::Cancelled => &[Move::Cancel],
+        RunStatus::Created => &[],
+        RunStatus::Running => &[Move::Start],
+        RunStatus::Waiting => &[Move::Start, Move::Wait],
+        RunStatus::Finished => &[Move::Start, Move::Finish],
+        RunStatus::Failed => &[Move::Fail],
+        RunStatus::Cancelled => &[Move::Cancel],
     };
     for (n, mv) in moves.iter().enumerate() {
         mv.apply(m, id, n as u64).await.unwrap();
@@ -51,10 +51,10 @@ pub async fn run_in(m: &FlowManager, status: FlowStatus) -> Uuid {
     id
 }
 
-pub async fn create_managed_is_created_at_revision_zero(store: Store) {
-    let m = FlowManager::new(store);
+pub async fn create_managed_is_created_at_revision_zero(store: AnyStore) {
+    let m = RunManager::new(store);
     let run = m.create_managed(input("s1")).await.unwrap();
-    assert_eq!((run.status, run.revision), (FlowStatus::Created, 0));
+    assert_eq!((run.status, run.revision), (RunStatus::Created, 0));
     assert!(!run.cancel_requested);
     let stored = m.get(run.id).await.unwrap().expect("stored");
     assert_eq!(stored.controller_id, "orders");
@@ -63,7 +63,7 @@ pub async fn create_managed_is_created_at_revision_zero(store: Store) {
     assert_eq!(stored.requester_origin.as_deref(), Some("web"));
     assert_eq!(stored.current_step.as_deref(), Some("pick"));
     assert_eq!(stored.state_json, json!({"items": 3}));
-    assert_eq!((stored.status, stored.revision), (FlowStatus::Created, 0));
+    assert_eq!((stored.status, stored.revision), (RunStatus::Created, 0));
     let log = events(&m, run.id).await;
     assert_eq!(log.len(), 1);
     assert_eq!(
@@ -76,27 +76,27 @@ pub async fn create_managed_is_created_at_revision_zero(store: Store) {
     assert_eq!(m.get(Uuid::now_v7()).await.unwrap(), None);
 }
 
-pub async fn runs_are_listed_by_owner_and_status(store: Store) {
-    let m = FlowManager::new(store);
+pub async fn runs_are_listed_by_owner_and_status(store: AnyStore) {
+    let m = RunManager::new(store);
     let a = m.create_managed(input("alice")).await.unwrap().id;
     let b = m.create_managed(input("bob")).await.unwrap().id;
     let c = m.create_managed(input("alice")).await.unwrap().id;
     m.start_running(c).await.unwrap();
-    let ids = |runs: Vec<troupe::runs::Flow>| runs.into_iter().map(|r| r.id).collect::<Vec<_>>();
+    let ids = |runs: Vec<troupe::runs::Run>| runs.into_iter().map(|r| r.id).collect::<Vec<_>>();
     assert_eq!(ids(m.list_by_owner("alice").await.unwrap()), vec![a, c]);
     assert!(m.list_by_owner("nobody").await.unwrap().is_empty());
     assert_eq!(
-        ids(m.list_by_status(FlowStatus::Created).await.unwrap()),
+        ids(m.list_by_status(RunStatus::Created).await.unwrap()),
         vec![a, b]
     );
     assert_eq!(
-        ids(m.list_by_status(FlowStatus::Running).await.unwrap()),
+        ids(m.list_by_status(RunStatus::Running).await.unwrap()),
         vec![c]
     );
 }
 
-pub async fn each_change_adds_one_revision_and_one_audit_event(store: Store) {
-    let m = FlowManager::new(store);
+pub async fn each_change_adds_one_revision_and_one_audit_event(store: AnyStore) {
+    let m = RunManager::new(store);
     let id = m.create_managed(input("o")).await.unwrap().id;
     let steps = [
         Move::UpdateState,
@@ -129,9 +129,9 @@ pub async fn each_change_adds_one_revision_and_one_audit_event(store: Store) {
 
 /// Every move from every status, with and without a pending cancellation,
 /// against the reference model: refused moves change nothing.
-pub async fn moves_follow_the_legal_move_table(store: Store) {
-    let m = FlowManager::new(store);
-    for status in FlowStatus::ALL {
+pub async fn moves_follow_the_legal_move_table(store: AnyStore) {
+    let m = RunManager::new(store);
+    for status in RunStatus::ALL {
         for cancel_requested in [false, true] {
             if cancel_requested && status.is_terminal() {
                 continue;
@@ -179,19 +179,15 @@ pub async fn moves_follow_the_legal_move_table(store: Store) {
     }
 }
 
-pub async fn terminal_runs_refuse_every_change(store: Store) {
-    let m = FlowManager::new(store);
-    for status in [
-        FlowStatus::Finished,
-        FlowStatus::Failed,
-        FlowStatus::Cancelled,
-    ] {
+pub async fn terminal_runs_refuse_every_change(store: AnyStore) {
+    let m = RunManager::new(store);
+    for status in [RunStatus::Finished, RunStatus::Failed, RunStatus::Cancelled] {
         let id = run_in(&m, status).await;
         let log = events(&m, id).await;
         for mv in Move::ALL {
             let result = mv.apply(&m, id, 0).await;
             assert!(
-                matches!(result, Err(FlowError::AlreadyTerminal { id: got, status: s }) if got == id && s == status),
+                matches!(result, Err(RunError::AlreadyTerminal { id: got, status: s }) if got == id && s == status),
                 "{mv:?} on {status:?}: {result:?}"
             );
         }
@@ -200,27 +196,27 @@ pub async fn terminal_runs_refuse_every_change(store: Store) {
     }
 }
 
-pub async fn cancel_request_blocks_finish_and_update_state(store: Store) {
-    let m = FlowManager::new(store);
-    let id = run_in(&m, FlowStatus::Running).await;
+pub async fn cancel_request_blocks_finish_and_update_state(store: AnyStore) {
+    let m = RunManager::new(store);
+    let id = run_in(&m, RunStatus::Running).await;
     let requested = m.request_cancel(id).await.unwrap();
     assert!(requested.cancel_requested);
     assert_eq!(requested.revision, 2);
     // Sticky and idempotent: asking again writes nothing.
     assert_eq!(m.request_cancel(id).await.unwrap().revision, 2);
     assert!(
-        matches!(m.finish(id, None).await, Err(FlowError::CancelPending { id: got }) if got == id)
+        matches!(m.finish(id, None).await, Err(RunError::CancelPending { id: got }) if got == id)
     );
     assert!(matches!(
         m.update_state(id, json!({"x": 1}), None).await,
-        Err(FlowError::CancelPending { .. })
+        Err(RunError::CancelPending { .. })
     ));
     // The controller may still wait and resume on its way to cancelling.
     m.set_waiting(id, json!({"for": "cleanup"})).await.unwrap();
     let cancelled = m.cancel(id).await.unwrap();
     assert_eq!(
         (cancelled.status, cancelled.revision),
-        (FlowStatus::Cancelled, 4)
+        (RunStatus::Cancelled, 4)
     );
     assert!(cancelled.ended_at.is_some());
     assert_eq!(cancelled.wait_json, None);
@@ -232,20 +228,20 @@ pub async fn cancel_request_blocks_finish_and_update_state(store: Store) {
             "cancel_requested",
             "waiting",
             "cancelled",
-            "FlowCanceled"
+            "RunCancelled"
         ]
     );
 
-    let other = run_in(&m, FlowStatus::Waiting).await;
+    let other = run_in(&m, RunStatus::Waiting).await;
     m.request_cancel(other).await.unwrap();
     assert_eq!(
         m.fail(other, "gave up").await.unwrap().status,
-        FlowStatus::Failed
+        RunStatus::Failed
     );
 }
 
-pub async fn state_patches_merge_shallowly(store: Store) {
-    let m = FlowManager::new(store);
+pub async fn state_patches_merge_shallowly(store: AnyStore) {
+    let m = RunManager::new(store);
     let id = m
         .create_managed(CreateManagedInput {
             state_json: json!({"a": {"x": 1}, "b": 2}),
@@ -295,11 +291,11 @@ pub async fn state_patches_merge_shallowly(store: Store) {
     );
 }
 
-pub async fn set_waiting_records_what_the_run_waits_for(store: Store) {
-    let m = FlowManager::new(store);
-    let id = run_in(&m, FlowStatus::Running).await;
+pub async fn set_waiting_records_what_the_run_waits_for(store: AnyStore) {
+    let m = RunManager::new(store);
+    let id = run_in(&m, RunStatus::Running).await;
     let run = m.set_waiting(id, json!({"for": "approval"})).await.unwrap();
-    assert_eq!(run.status, FlowStatus::Waiting);
+    assert_eq!(run.status, RunStatus::Waiting);
     assert_eq!(
         m.get(id).await.unwrap().unwrap().wait_json,
         Some(json!({"for": "approval"}))
@@ -312,12 +308,12 @@ pub async fn set_waiting_records_what_the_run_waits_for(store: Store) {
     assert_eq!(payload["wait"], json!({"for": "approval"}));
 }
 
-pub async fn fail_records_the_failure_in_the_state(store: Store) {
-    let m = FlowManager::new(store);
-    let id = run_in(&m, FlowStatus::Waiting).await;
+pub async fn fail_records_the_failure_in_the_state(store: AnyStore) {
+    let m = RunManager::new(store);
+    let id = run_in(&m, RunStatus::Waiting).await;
     let before = Utc::now();
     let run = m.fail(id, "disk full").await.unwrap();
-    assert_eq!(run.status, FlowStatus::Failed);
+    assert_eq!(run.status, RunStatus::Failed);
     assert_eq!(run.state_json["items"], json!(3), "other keys stay");
     assert_eq!(run.state_json["failure"]["reason"], json!("disk full"));
     let at: DateTime<Utc> =
@@ -332,21 +328,21 @@ pub async fn fail_records_the_failure_in_the_state(store: Store) {
         .expect("outcome");
     assert_eq!(
         terminal.kind,
-        EventKind::Terminal(TerminalEvent::FlowFailed {
+        EventKind::Terminal(TerminalEvent::RunFailed {
             reason: "disk full".into()
         })
     );
 }
 
-pub async fn finish_sets_the_final_state_and_records_completion(store: Store) {
-    let m = FlowManager::new(store);
-    let kept = run_in(&m, FlowStatus::Running).await;
+pub async fn finish_sets_the_final_state_and_records_completion(store: AnyStore) {
+    let m = RunManager::new(store);
+    let kept = run_in(&m, RunStatus::Running).await;
     let run = m.finish(kept, None).await.unwrap();
     assert_eq!(
         (run.status, run.state_json.clone()),
-        (FlowStatus::Finished, json!({"items": 3}))
+        (RunStatus::Finished, json!({"items": 3}))
     );
-    let replaced = run_in(&m, FlowStatus::Waiting).await;
+    let replaced = run_in(&m, RunStatus::Waiting).await;
     let run = m
         .finish(replaced, Some(json!({"shipped": true})))
         .await
@@ -362,25 +358,21 @@ pub async fn finish_sets_the_final_state_and_records_completion(store: Store) {
         .expect("outcome");
     assert_eq!(
         terminal.kind,
-        EventKind::Terminal(TerminalEvent::FlowCompleted {
+        EventKind::Terminal(TerminalEvent::RunCompleted {
             structured_output: Some(json!({"shipped": true}))
         })
     );
     assert_eq!(
         kinds(&m, replaced).await,
-        ["created", "started", "waiting", "finished", "FlowCompleted"]
+        ["created", "started", "waiting", "finished", "RunCompleted"]
     );
 }
 
 /// Terminal moves record the outcome in the same write: nothing is left for
 /// the recovery scan, and an outcome recorded elsewhere first blocks the move.
-pub async fn terminal_moves_record_the_outcome_exactly_once(store: Store) {
-    let m = FlowManager::new(store.clone());
-    for status in [
-        FlowStatus::Finished,
-        FlowStatus::Failed,
-        FlowStatus::Cancelled,
-    ] {
+pub async fn terminal_moves_record_the_outcome_exactly_once(store: AnyStore) {
+    let m = RunManager::new(store.clone());
+    for status in [RunStatus::Finished, RunStatus::Failed, RunStatus::Cancelled] {
         let id = run_in(&m, status).await;
         let outcomes = events(&m, id)
             .await
@@ -396,9 +388,9 @@ pub async fn terminal_moves_record_the_outcome_exactly_once(store: Store) {
     let report = recover(store.as_ref()).await.unwrap();
     assert!(report.repaired.is_empty());
 
-    let id = run_in(&m, FlowStatus::Running).await;
+    let id = run_in(&m, RunStatus::Running).await;
     store
-        .append(NewEvent::new(id, TerminalEvent::FlowCanceled))
+        .append(NewEvent::new(id, TerminalEvent::RunCancelled))
         .await
         .unwrap();
     let before = m.get(id).await.unwrap().unwrap();
@@ -407,8 +399,8 @@ pub async fn terminal_moves_record_the_outcome_exactly_once(store: Store) {
     assert!(
         matches!(
             refused,
-            Err(FlowError::Store(StoreError::TerminalExists {
-                existing: "FlowCanceled",
+            Err(RunError::Store(StoreError::TerminalExists {
+                existing: "RunCancelled",
                 ..
             }))
         ),

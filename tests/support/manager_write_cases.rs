@@ -6,20 +6,20 @@ use std::sync::Arc;
 
 use serde_json::json;
 use troupe::runs::{
-    CreateManagedInput, CreateMirroredInput, FlowError, FlowManager, FlowStatus, FlowStepStatus,
+    CreateManagedInput, CreateMirroredInput, RunError, RunManager, RunStatus, RunStepStatus,
     StepObservation, StepRuntime,
 };
 use troupe::store::{EventKind, Fault, FaultyStore, StoreError};
 use uuid::Uuid;
 
-use super::backends::Store;
+use super::backends::AnyStore;
 use super::manager_cases::{events, input, kinds, run_in};
 use super::rival::{RivalMove, RivalStore};
 use super::run_model::Move;
 
-pub async fn revision_conflicts_are_retried(store: Store) {
+pub async fn revision_conflicts_are_retried(store: AnyStore) {
     let rival = RivalStore::new(store, 3, RivalMove::Touch);
-    let m = FlowManager::new(rival.clone());
+    let m = RunManager::new(rival.clone());
     let id = m.create_managed(input("o")).await.unwrap().id;
     let run = m
         .update_state(id, json!({"mine": true}), None)
@@ -44,16 +44,16 @@ pub async fn revision_conflicts_are_retried(store: Store) {
     );
 }
 
-pub async fn a_retry_rechecks_the_rules(store: Store) {
+pub async fn a_retry_rechecks_the_rules(store: AnyStore) {
     let rival = RivalStore::new(store, 1, RivalMove::Cancel);
-    let m = FlowManager::new(rival.clone());
+    let m = RunManager::new(rival.clone());
     let id = m.create_managed(input("o")).await.unwrap().id;
     let result = m.update_state(id, json!({"late": true}), None).await;
     assert!(
         matches!(
             result,
-            Err(FlowError::AlreadyTerminal {
-                status: FlowStatus::Cancelled,
+            Err(RunError::AlreadyTerminal {
+                status: RunStatus::Cancelled,
                 ..
             })
         ),
@@ -62,15 +62,15 @@ pub async fn a_retry_rechecks_the_rules(store: Store) {
     assert_eq!(kinds(&m, id).await, ["created", "rival_cancel"]);
 }
 
-pub async fn persistent_conflicts_surface_revision_mismatch(store: Store) {
+pub async fn persistent_conflicts_surface_revision_mismatch(store: AnyStore) {
     let rival = RivalStore::new(store, usize::MAX, RivalMove::Touch);
-    let m = FlowManager::new(rival.clone()).with_max_attempts(3);
+    let m = RunManager::new(rival.clone()).with_max_attempts(3);
     let id = m.create_managed(input("o")).await.unwrap().id;
     let result = m.update_state(id, json!({"mine": true}), None).await;
     assert!(
         matches!(
             result,
-            Err(FlowError::RevisionMismatch {
+            Err(RunError::RevisionMismatch {
                 expected: 2,
                 actual: 3
             })
@@ -94,77 +94,77 @@ pub async fn persistent_conflicts_surface_revision_mismatch(store: Store) {
     );
 }
 
-pub async fn store_failures_are_reported_not_retried(store: Store) {
+pub async fn store_failures_are_reported_not_retried(store: AnyStore) {
     let faulty = Arc::new(FaultyStore::new(store));
     faulty.inject(Fault::Fail {
         op: "atomic",
         count: 1,
     });
-    let m = FlowManager::new(faulty.clone());
+    let m = RunManager::new(faulty.clone());
     let id = m.create_managed(input("o")).await.unwrap().id;
     let result = m.start_running(id).await;
     assert!(matches!(
         result,
-        Err(FlowError::Store(StoreError::Injected { op: "atomic" }))
+        Err(RunError::Store(StoreError::Injected { op: "atomic" }))
     ));
     assert_eq!(faulty.fired(), vec!["atomic"]);
     let run = m.get(id).await.unwrap().unwrap();
-    assert_eq!((run.status, run.revision), (FlowStatus::Created, 0));
+    assert_eq!((run.status, run.revision), (RunStatus::Created, 0));
     assert_eq!(m.start_running(id).await.unwrap().revision, 1);
 }
 
-pub async fn unknown_runs_are_not_found(store: Store) {
-    let m = FlowManager::new(store);
+pub async fn unknown_runs_are_not_found(store: AnyStore) {
+    let m = RunManager::new(store);
     let ghost = Uuid::now_v7();
     for mv in Move::ALL {
         let result = mv.apply(&m, ghost, 0).await;
         assert!(
-            matches!(result, Err(FlowError::NotFound(id)) if id == ghost),
+            matches!(result, Err(RunError::NotFound(id)) if id == ghost),
             "{mv:?}: {result:?}"
         );
     }
     assert_eq!(m.list_steps(ghost).await.unwrap(), vec![]);
 }
 
-pub async fn invalid_input_is_invalid_data(store: Store) {
-    let m = FlowManager::new(store);
+pub async fn invalid_input_is_invalid_data(store: AnyStore) {
+    let m = RunManager::new(store);
     let empty_owner = m
         .create_managed(CreateManagedInput {
             owner_session_key: "".into(),
             ..input("o")
         })
         .await;
-    assert!(matches!(empty_owner, Err(FlowError::InvalidData(_))));
+    assert!(matches!(empty_owner, Err(RunError::InvalidData(_))));
     let empty_controller = m
         .create_mirrored(CreateMirroredInput {
             controller_id: " ".into(),
             ..input("o")
         })
         .await;
-    assert!(matches!(empty_controller, Err(FlowError::InvalidData(_))));
+    assert!(matches!(empty_controller, Err(RunError::InvalidData(_))));
     assert_eq!(m.list_by_owner("").await.unwrap(), vec![]);
     assert_eq!(m.list_by_owner("o").await.unwrap(), vec![]);
-    let id = run_in(&m, FlowStatus::Running).await;
+    let id = run_in(&m, RunStatus::Running).await;
     let result = m.record_step_observation(observation(id, "", None)).await;
-    assert!(matches!(result, Err(FlowError::InvalidData(msg)) if msg.contains("run_id")));
+    assert!(matches!(result, Err(RunError::InvalidData(msg)) if msg.contains("external_run_id")));
     assert_eq!(m.get(id).await.unwrap().unwrap().revision, 1);
 }
 
-fn observation(flow_id: Uuid, run_id: &str, child: Option<&str>) -> StepObservation {
+fn observation(run_id: Uuid, external_run_id: &str, child: Option<&str>) -> StepObservation {
     StepObservation {
-        flow_id,
-        run_id: run_id.into(),
+        run_id,
+        external_run_id: external_run_id.into(),
         task: "compile".into(),
-        status: FlowStepStatus::Running,
+        status: RunStepStatus::Running,
         child_session_key: child.map(str::to_owned),
         result_json: None,
     }
 }
 
-pub async fn create_mirrored_is_created_and_started(store: Store) {
-    let m = FlowManager::new(store);
+pub async fn create_mirrored_is_created_and_started(store: AnyStore) {
+    let m = RunManager::new(store);
     let run = m.create_mirrored(input("s2")).await.unwrap();
-    assert_eq!((run.status, run.revision), (FlowStatus::Running, 1));
+    assert_eq!((run.status, run.revision), (RunStatus::Running, 1));
     assert_eq!(m.get(run.id).await.unwrap().unwrap(), run);
     let log = events(&m, run.id).await;
     let names: Vec<&str> = log.iter().map(|e| e.kind.name()).collect();
@@ -178,19 +178,19 @@ pub async fn create_mirrored_is_created_and_started(store: Store) {
     );
 }
 
-pub async fn step_observations_upsert_by_step_run_id(store: Store) {
-    let m = FlowManager::new(store);
+pub async fn step_observations_upsert_by_external_run_id(store: AnyStore) {
+    let m = RunManager::new(store);
     let id = m.create_mirrored(input("s")).await.unwrap().id;
     let first = m
         .record_step_observation(observation(id, "job-1", Some("worker-a")))
         .await
         .unwrap();
-    assert_eq!(first.flow_id, id);
+    assert_eq!(first.run_id, id);
     assert_eq!(first.runtime, StepRuntime::Mirrored);
-    assert_eq!(first.status, FlowStepStatus::Running);
+    assert_eq!(first.status, RunStepStatus::Running);
     let done = m
         .record_step_observation(StepObservation {
-            status: FlowStepStatus::Succeeded,
+            status: RunStepStatus::Succeeded,
             result_json: Some(json!({"ok": true})),
             ..observation(id, "job-1", None)
         })
@@ -203,7 +203,7 @@ pub async fn step_observations_upsert_by_step_run_id(store: Store) {
         Some("worker-a"),
         "kept when absent"
     );
-    assert_eq!(done.status, FlowStepStatus::Succeeded);
+    assert_eq!(done.status, RunStepStatus::Succeeded);
     assert_eq!(done.result_json, Some(json!({"ok": true})));
     let moved = m
         .record_step_observation(observation(id, "job-1", Some("worker-b")))
@@ -222,7 +222,10 @@ pub async fn step_observations_upsert_by_step_run_id(store: Store) {
 
     let steps = m.list_steps(id).await.unwrap();
     assert_eq!(
-        steps.iter().map(|s| s.run_id.as_str()).collect::<Vec<_>>(),
+        steps
+            .iter()
+            .map(|s| s.external_run_id.as_str())
+            .collect::<Vec<_>>(),
         ["job-1", "job-2"]
     );
     assert_eq!(steps[0], moved);
@@ -241,14 +244,14 @@ pub async fn step_observations_upsert_by_step_run_id(store: Store) {
     );
 }
 
-pub async fn step_observation_for_unknown_run_is_not_found(store: Store) {
-    let m = FlowManager::new(store.clone());
+pub async fn step_observation_for_unknown_run_is_not_found(store: AnyStore) {
+    let m = RunManager::new(store.clone());
     let ghost = Uuid::now_v7();
     let result = m
         .record_step_observation(observation(ghost, "job-1", None))
         .await;
     assert!(
-        matches!(result, Err(FlowError::NotFound(id)) if id == ghost),
+        matches!(result, Err(RunError::NotFound(id)) if id == ghost),
         "{result:?}"
     );
     assert_eq!(store.list_steps(ghost).await.unwrap(), vec![]);

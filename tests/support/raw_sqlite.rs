@@ -19,3 +19,14 @@ pub fn user_version(path: &Path) -> i64 {
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .expect("user_version")
 }
+
+/// Undoes schema version 4 (the one vocabulary: `Run*` terminal kinds, the
+/// steps' `run_rid` and `external_run_id` columns): prefix it to a script
+/// that fakes an older version.
+#[allow(dead_code)] // not every test that includes this module fakes an old file
+pub const UNDO_V4: &str = "ALTER TABLE steps RENAME COLUMN external_run_id TO run_id; \
+    ALTER TABLE steps RENAME COLUMN run_rid TO flow_rid; \
+    UPDATE event_kinds SET name = 'FlowCompleted' WHERE code = 1; \
+    UPDATE event_kinds SET name = 'FlowFailed' WHERE code = 2; \
+    UPDATE event_kinds SET name = 'FlowCanceled' WHERE code = 3; \
+    PRAGMA user_version = 3;";

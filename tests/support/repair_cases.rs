@@ -6,13 +6,13 @@ use troupe::runs::{
     recover, repair_persisted_terminalization,
 };
 use troupe::store::{
-    EventKind, FailureEntry, Flow, FlowStatus, SYSTEM_STEP_ID, StepOutput, TerminalEvent,
+    EventKind, FailureEntry, Run, RunStatus, SYSTEM_STEP_ID, StepOutput, TerminalEvent,
 };
 
-use super::conformance::{Store, custom, new_run};
+use super::conformance::{AnyStore, custom, new_run};
 
 /// A run whose terminal status is persisted (as the control plane does before terminalizing).
-pub async fn persisted(store: &Store, status: FlowStatus) -> Flow {
+pub async fn persisted(store: &AnyStore, status: RunStatus) -> Run {
     let mut run = new_run(store, "o").await;
     run.status = status;
     store
@@ -22,7 +22,7 @@ pub async fn persisted(store: &Store, status: FlowStatus) -> Flow {
     run
 }
 
-pub async fn terminal_kinds(store: &Store, run: &Flow) -> Vec<EventKind> {
+pub async fn terminal_kinds(store: &AnyStore, run: &Run) -> Vec<EventKind> {
     store
         .replay(run.id)
         .await
@@ -33,8 +33,8 @@ pub async fn terminal_kinds(store: &Store, run: &Flow) -> Vec<EventKind> {
         .collect()
 }
 
-pub async fn record_appends_once(store: Store) {
-    let run = persisted(&store, FlowStatus::Finished).await;
+pub async fn record_appends_once(store: AnyStore) {
+    let run = persisted(&store, RunStatus::Finished).await;
     let target = TerminalTarget::Completed {
         structured_output: Some(json!({"n": 1})),
     };
@@ -44,17 +44,17 @@ pub async fn record_appends_once(store: Store) {
     }
     assert_eq!(
         terminal_kinds(&store, &run).await,
-        vec![EventKind::Terminal(TerminalEvent::FlowCompleted {
+        vec![EventKind::Terminal(TerminalEvent::RunCompleted {
             structured_output: Some(json!({"n": 1}))
         })]
     );
     assert!(store.list_failures(run.id).await.unwrap().is_empty());
 }
 
-pub async fn record_failure_goes_to_ledger(store: Store) {
-    let run = persisted(&store, FlowStatus::Failed).await;
+pub async fn record_failure_goes_to_ledger(store: AnyStore) {
+    let run = persisted(&store, RunStatus::Failed).await;
     store
-        .append_terminal_event_if_absent(run.id, TerminalEvent::FlowCanceled)
+        .append_terminal_event_if_absent(run.id, TerminalEvent::RunCancelled)
         .await
         .unwrap();
     let err = record_persisted_terminalization(
@@ -71,7 +71,7 @@ pub async fn record_failure_goes_to_ledger(store: Store) {
         panic!("{err:?}")
     };
     assert!(
-        reason.starts_with("terminal run status persisted but FlowFailed append failed: run "),
+        reason.starts_with("terminal run status persisted but RunFailed append failed: run "),
         "{reason}"
     );
     assert_eq!(err.to_string(), *reason);
@@ -82,17 +82,17 @@ pub async fn record_failure_goes_to_ledger(store: Store) {
     assert_eq!(terminal_kinds(&store, &run).await.len(), 1);
 }
 
-pub async fn repair_noop_when_not_terminal(store: Store) {
-    let run = persisted(&store, FlowStatus::Running).await;
+pub async fn repair_noop_when_not_terminal(store: AnyStore) {
+    let run = persisted(&store, RunStatus::Running).await;
     let out =
-        repair_persisted_terminalization(&*store, run.id, "ctrl", Some(TerminalTarget::Canceled))
+        repair_persisted_terminalization(&*store, run.id, "ctrl", Some(TerminalTarget::Cancelled))
             .await;
     assert_eq!(out.unwrap(), TerminalizationOutcome::Noop);
     assert!(terminal_kinds(&store, &run).await.is_empty());
 }
 
-pub async fn repair_completed_uses_requested_output(store: Store) {
-    let run = persisted(&store, FlowStatus::Finished).await;
+pub async fn repair_completed_uses_requested_output(store: AnyStore) {
+    let run = persisted(&store, RunStatus::Finished).await;
     let target = TerminalTarget::Completed {
         structured_output: Some(json!({"given": true})),
     };
@@ -101,14 +101,14 @@ pub async fn repair_completed_uses_requested_output(store: Store) {
         .unwrap();
     assert_eq!(
         terminal_kinds(&store, &run).await,
-        vec![EventKind::Terminal(TerminalEvent::FlowCompleted {
+        vec![EventKind::Terminal(TerminalEvent::RunCompleted {
             structured_output: Some(json!({"given": true}))
         })]
     );
 }
 
-pub async fn repair_completed_rebuilds_output(store: Store) {
-    let run = persisted(&store, FlowStatus::Finished).await;
+pub async fn repair_completed_rebuilds_output(store: AnyStore) {
+    let run = persisted(&store, RunStatus::Finished).await;
     let record =
         |step: &str, loop_id: Option<&str>, iteration: Option<u32>, output: Value| StepOutput {
             run_id: run.id,
@@ -126,7 +126,7 @@ pub async fn repair_completed_rebuilds_output(store: Store) {
         store.record_step_output(o).await.unwrap();
     }
     // The target is not Completed, so the persisted status wins and the output is rebuilt.
-    repair_persisted_terminalization(&*store, run.id, "ctrl", Some(TerminalTarget::Canceled))
+    repair_persisted_terminalization(&*store, run.id, "ctrl", Some(TerminalTarget::Cancelled))
         .await
         .unwrap();
     let expected = json!({"steps": {
@@ -135,14 +135,14 @@ pub async fn repair_completed_rebuilds_output(store: Store) {
     }});
     assert_eq!(
         terminal_kinds(&store, &run).await,
-        vec![EventKind::Terminal(TerminalEvent::FlowCompleted {
+        vec![EventKind::Terminal(TerminalEvent::RunCompleted {
             structured_output: Some(expected)
         })]
     );
 }
 
-pub async fn repair_failed_reason_precedence(store: Store) {
-    let given = persisted(&store, FlowStatus::Failed).await;
+pub async fn repair_failed_reason_precedence(store: AnyStore) {
+    let given = persisted(&store, RunStatus::Failed).await;
     repair_persisted_terminalization(
         &*store,
         given.id,
@@ -153,7 +153,7 @@ pub async fn repair_failed_reason_precedence(store: Store) {
     )
     .await
     .unwrap();
-    let from_ledger = persisted(&store, FlowStatus::Failed).await;
+    let from_ledger = persisted(&store, RunStatus::Failed).await;
     for reason in ["first", "last"] {
         let entry = FailureEntry {
             run_id: from_ledger.id,
@@ -167,10 +167,15 @@ pub async fn repair_failed_reason_precedence(store: Store) {
     repair_persisted_terminalization(&*store, from_ledger.id, "ctrl", None)
         .await
         .unwrap();
-    let fallback = persisted(&store, FlowStatus::Failed).await;
-    repair_persisted_terminalization(&*store, fallback.id, "ctrl", Some(TerminalTarget::Canceled))
-        .await
-        .unwrap();
+    let fallback = persisted(&store, RunStatus::Failed).await;
+    repair_persisted_terminalization(
+        &*store,
+        fallback.id,
+        "ctrl",
+        Some(TerminalTarget::Cancelled),
+    )
+    .await
+    .unwrap();
     for (run, reason) in [
         (&given, "given"),
         (&from_ledger, "last"),
@@ -178,15 +183,15 @@ pub async fn repair_failed_reason_precedence(store: Store) {
     ] {
         assert_eq!(
             terminal_kinds(&store, run).await,
-            vec![EventKind::Terminal(TerminalEvent::FlowFailed {
+            vec![EventKind::Terminal(TerminalEvent::RunFailed {
                 reason: reason.into()
             })]
         );
     }
 }
 
-pub async fn repair_cancelled_status_wins_and_is_idempotent(store: Store) {
-    let run = persisted(&store, FlowStatus::Cancelled).await;
+pub async fn repair_cancelled_status_wins_and_is_idempotent(store: AnyStore) {
+    let run = persisted(&store, RunStatus::Cancelled).await;
     let target = TerminalTarget::Completed {
         structured_output: Some(json!(1)),
     };
@@ -197,13 +202,13 @@ pub async fn repair_cancelled_status_wins_and_is_idempotent(store: Store) {
     }
     assert_eq!(
         terminal_kinds(&store, &run).await,
-        vec![EventKind::Terminal(TerminalEvent::FlowCanceled)]
+        vec![EventKind::Terminal(TerminalEvent::RunCancelled)]
     );
 }
 
-pub async fn recovery_scan_repairs_and_reports(store: Store) {
-    let broken = persisted(&store, FlowStatus::Failed).await;
-    let settled = persisted(&store, FlowStatus::Finished).await;
+pub async fn recovery_scan_repairs_and_reports(store: AnyStore) {
+    let broken = persisted(&store, RunStatus::Failed).await;
+    let settled = persisted(&store, RunStatus::Finished).await;
     record_persisted_terminalization(
         &*store,
         settled.id,
@@ -214,8 +219,8 @@ pub async fn recovery_scan_repairs_and_reports(store: Store) {
     )
     .await
     .unwrap();
-    let running = persisted(&store, FlowStatus::Running).await;
-    let waiting = persisted(&store, FlowStatus::Waiting).await;
+    let running = persisted(&store, RunStatus::Running).await;
+    let waiting = persisted(&store, RunStatus::Waiting).await;
     let report = recover(&*store).await.unwrap();
     assert_eq!(report.repaired, vec![broken.id]);
     assert!(report.repair_failures.is_empty());

@@ -1,12 +1,12 @@
-//! [`RequiredOnly`]: a store that forwards only the required `FlowStore`
+//! [`RequiredOnly`]: a store that forwards only the required `Store`
 //! methods to its inner store, so every provided method (e.g. the run-by-run
 //! `list_step_outputs_for`) runs its default implementation.
 
 use std::sync::Arc;
 
-use troupe::store::{BatchResult, FlowStore, WriteOp};
+use troupe::store::{BatchResult, Store, WriteOp};
 
-pub struct RequiredOnly(pub Arc<dyn FlowStore>);
+pub struct RequiredOnly(pub Arc<dyn Store>);
 
 troupe::store_wrapper! {
     RequiredOnly, reads: 0;

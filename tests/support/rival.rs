@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use async_trait::async_trait;
 use serde_json::json;
 use troupe::store::{
-    Cursor, EventKind, FailureEntry, Flow, FlowStatus, FlowStep, FlowStore, RunEvent, StepOutput,
+    Cursor, EventKind, FailureEntry, Run, RunEvent, RunStatus, RunStep, StepOutput, Store,
     StoreError, WriteOp, WriteOutcome,
 };
 use uuid::Uuid;
@@ -23,14 +23,14 @@ pub enum RivalMove {
 }
 
 pub struct RivalStore {
-    inner: Arc<dyn FlowStore>,
+    inner: Arc<dyn Store>,
     turns: AtomicUsize,
     writes: AtomicUsize,
     rival: RivalMove,
 }
 
 impl RivalStore {
-    pub fn new(inner: Arc<dyn FlowStore>, turns: usize, rival: RivalMove) -> Arc<RivalStore> {
+    pub fn new(inner: Arc<dyn Store>, turns: usize, rival: RivalMove) -> Arc<RivalStore> {
         Arc::new(RivalStore {
             inner,
             turns: AtomicUsize::new(turns),
@@ -44,7 +44,7 @@ impl RivalStore {
         self.writes.load(Ordering::SeqCst)
     }
 
-    async fn interfere(&self, run: &Flow) -> Result<(), StoreError> {
+    async fn interfere(&self, run: &Run) -> Result<(), StoreError> {
         let take = self
             .turns
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |t| t.checked_sub(1));
@@ -59,7 +59,7 @@ impl RivalStore {
                 "rival_write"
             }
             RivalMove::Cancel => {
-                changed.status = FlowStatus::Cancelled;
+                changed.status = RunStatus::Cancelled;
                 "rival_cancel"
             }
         };
@@ -71,7 +71,7 @@ impl RivalStore {
 }
 
 #[async_trait]
-impl FlowStore for RivalStore {
+impl Store for RivalStore {
     async fn apply_batch(
         &self,
         ops: Vec<WriteOp>,
@@ -79,7 +79,7 @@ impl FlowStore for RivalStore {
         self.inner.apply_batch(ops).await
     }
 
-    async fn get_run(&self, id: Uuid) -> Result<Option<Flow>, StoreError> {
+    async fn get_run(&self, id: Uuid) -> Result<Option<Run>, StoreError> {
         let run = self.inner.get_run(id).await?;
         if let Some(run) = &run {
             self.interfere(run).await?;
@@ -87,15 +87,15 @@ impl FlowStore for RivalStore {
         Ok(run)
     }
 
-    async fn list_runs_by_owner(&self, owner: &str) -> Result<Vec<Flow>, StoreError> {
+    async fn list_runs_by_owner(&self, owner: &str) -> Result<Vec<Run>, StoreError> {
         self.inner.list_runs_by_owner(owner).await
     }
 
-    async fn list_runs_by_status(&self, status: FlowStatus) -> Result<Vec<Flow>, StoreError> {
+    async fn list_runs_by_status(&self, status: RunStatus) -> Result<Vec<Run>, StoreError> {
         self.inner.list_runs_by_status(status).await
     }
 
-    async fn list_runs_missing_terminal_event(&self) -> Result<Vec<Flow>, StoreError> {
+    async fn list_runs_missing_terminal_event(&self) -> Result<Vec<Run>, StoreError> {
         self.inner.list_runs_missing_terminal_event().await
     }
 
@@ -123,7 +123,7 @@ impl FlowStore for RivalStore {
         self.inner.list_failures(run_id).await
     }
 
-    async fn list_steps(&self, flow_id: Uuid) -> Result<Vec<FlowStep>, StoreError> {
-        self.inner.list_steps(flow_id).await
+    async fn list_steps(&self, run_id: Uuid) -> Result<Vec<RunStep>, StoreError> {
+        self.inner.list_steps(run_id).await
     }
 }

@@ -2,10 +2,10 @@
 //! each should do, written from the control plane's rules (not from its code).
 
 use serde_json::{Value, json};
-use troupe::runs::{FlowError, FlowManager, FlowStatus, FlowStepStatus, StepObservation};
+use troupe::runs::{RunError, RunManager, RunStatus, RunStepStatus, StepObservation};
 use uuid::Uuid;
 
-/// One [`FlowManager`] call on an existing run.
+/// One [`RunManager`] call on an existing run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Move {
     Start,
@@ -59,7 +59,7 @@ impl Move {
     }
 
     /// Makes the call (its `n`-th variant of data).
-    pub async fn apply(self, m: &FlowManager, id: Uuid, n: u64) -> Result<(), FlowError> {
+    pub async fn apply(self, m: &RunManager, id: Uuid, n: u64) -> Result<(), RunError> {
         let data = self.data(n);
         match self {
             Move::Start => m.start_running(id).await.map(drop),
@@ -75,10 +75,10 @@ impl Move {
                 .map(drop),
             Move::Observe => m
                 .record_step_observation(StepObservation {
-                    flow_id: id,
-                    run_id: format!("child-{}", n % 2),
+                    run_id: id,
+                    external_run_id: format!("child-{}", n % 2),
                     task: "work".into(),
-                    status: FlowStepStatus::Running,
+                    status: RunStepStatus::Running,
                     child_session_key: None,
                     result_json: None,
                 })
@@ -91,20 +91,18 @@ impl Move {
 /// How the model says a call is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
-    AlreadyTerminal(FlowStatus),
+    AlreadyTerminal(RunStatus),
     CancelPending,
-    InvalidTransition(FlowStatus, FlowStatus),
+    InvalidTransition(RunStatus, RunStatus),
 }
 
 impl Refusal {
     /// Whether `error` is this refusal.
-    pub fn matches(self, error: &FlowError) -> bool {
+    pub fn matches(self, error: &RunError) -> bool {
         match (self, error) {
-            (Refusal::AlreadyTerminal(s), FlowError::AlreadyTerminal { status, .. }) => {
-                s == *status
-            }
-            (Refusal::CancelPending, FlowError::CancelPending { .. }) => true,
-            (Refusal::InvalidTransition(f, t), FlowError::InvalidTransition { from, to }) => {
+            (Refusal::AlreadyTerminal(s), RunError::AlreadyTerminal { status, .. }) => s == *status,
+            (Refusal::CancelPending, RunError::CancelPending { .. }) => true,
+            (Refusal::InvalidTransition(f, t), RunError::InvalidTransition { from, to }) => {
                 (f, t) == (*from, *to)
             }
             _ => false,
@@ -115,7 +113,7 @@ impl Refusal {
 /// What a run should look like.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Model {
-    pub status: FlowStatus,
+    pub status: RunStatus,
     pub cancel_requested: bool,
     pub revision: u64,
     /// The state, with a failure's `at` left out.
@@ -130,7 +128,7 @@ pub struct Model {
 impl Model {
     pub fn created(state: Value) -> Model {
         Model {
-            status: FlowStatus::Created,
+            status: RunStatus::Created,
             cancel_requested: false,
             revision: 0,
             state,
@@ -142,7 +140,7 @@ impl Model {
 
     /// Applies move `n`; a refusal changes nothing.
     pub fn step(&mut self, mv: Move, n: u64) -> Result<(), Refusal> {
-        use FlowStatus::*;
+        use RunStatus::*;
         let from = self.status;
         if from.is_terminal() {
             return Err(Refusal::AlreadyTerminal(from));
@@ -181,9 +179,9 @@ impl Model {
             self.current_step = Some(format!("step-{n}"));
         }
         self.outcome = match to {
-            Finished => Some("FlowCompleted"),
-            Failed => Some("FlowFailed"),
-            Cancelled => Some("FlowCanceled"),
+            Finished => Some("RunCompleted"),
+            Failed => Some("RunFailed"),
+            Cancelled => Some("RunCancelled"),
             _ => None,
         };
         self.status = to;

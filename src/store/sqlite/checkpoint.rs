@@ -233,7 +233,7 @@ fn run(conn: &Connection, path: &str, wakes: &mpsc::Receiver<()>, shared: &Share
 
 #[cfg(test)]
 mod tests {
-    use crate::store::{EventKind, Flow, FlowStore, NewEvent, SqliteConfig, SqliteStore};
+    use crate::store::{EventKind, NewEvent, Run, SqliteConfig, SqliteStore, Store};
 
     /// With auto-checkpoints replaced by the hook, only the checkpointer and
     /// the writer's catch-up keep the WAL from growing with every commit.
@@ -248,7 +248,7 @@ mod tests {
             ..SqliteConfig::default()
         };
         let store = SqliteStore::open_with(&path, config).await.expect("open");
-        let run = Flow::new("c", "g", "o");
+        let run = Run::new("c", "g", "o");
         store.insert_run(run.clone(), None).await.expect("run");
         let commits = 400;
         let padding = "x".repeat(3000);

@@ -64,13 +64,13 @@ pub(crate) fn opt_json(
 /// The payload column for an event kind.
 pub(crate) fn payload(kind: &EventKind) -> Option<Vec<u8>> {
     match kind {
-        EventKind::Terminal(TerminalEvent::FlowCompleted { structured_output }) => {
+        EventKind::Terminal(TerminalEvent::RunCompleted { structured_output }) => {
             structured_output.as_ref().map(json_bytes)
         }
-        EventKind::Terminal(TerminalEvent::FlowFailed { reason }) => {
+        EventKind::Terminal(TerminalEvent::RunFailed { reason }) => {
             Some(json_bytes(&Value::String(reason.clone())))
         }
-        EventKind::Terminal(TerminalEvent::FlowCanceled) => None,
+        EventKind::Terminal(TerminalEvent::RunCancelled) => None,
         EventKind::Custom { payload, .. } if payload.is_null() => None,
         EventKind::Custom { payload, .. } => Some(json_bytes(payload)),
     }
@@ -151,22 +151,22 @@ impl Kinds {
         let value = opt_json(row, "payload", payload)?;
         match code {
             1 => {
-                return Ok(TerminalEvent::FlowCompleted {
+                return Ok(TerminalEvent::RunCompleted {
                     structured_output: value,
                 }
                 .into());
             }
             2 => {
                 return match value {
-                    Some(Value::String(reason)) => Ok(TerminalEvent::FlowFailed { reason }.into()),
+                    Some(Value::String(reason)) => Ok(TerminalEvent::RunFailed { reason }.into()),
                     other => Err(StoreError::CorruptRow {
                         row: row.clone(),
                         column: "payload",
-                        value: format!("FlowFailed reason {other:?}"),
+                        value: format!("RunFailed reason {other:?}"),
                     }),
                 };
             }
-            3 => return Ok(TerminalEvent::FlowCanceled.into()),
+            3 => return Ok(TerminalEvent::RunCancelled.into()),
             _ => {}
         }
         if !self.by_code.contains_key(&code) {

@@ -31,8 +31,8 @@ use self::write::Writer;
 use super::error::StoreError;
 use super::events::{Cursor, RunEvent};
 use super::ops::{WriteOp, WriteOutcome};
-use super::records::{FailureEntry, Flow, FlowStatus, FlowStep, StepOutput};
-use super::traits::{FlowStore, WriterJob};
+use super::records::{FailureEntry, Run, RunStatus, RunStep, StepOutput};
+use super::traits::{Store, WriterJob};
 
 /// The newest journal schema version this build reads and writes.
 pub const SCHEMA_VERSION: i64 = schema::SCHEMA_VERSION;
@@ -151,12 +151,12 @@ enum ReadSide {
 ///
 /// ```
 /// # tokio::runtime::Builder::new_multi_thread().build().unwrap().block_on(async {
-/// use troupe::store::{EventKind, Flow, FlowStore, SqliteStore, TerminalEvent};
+/// use troupe::store::{EventKind, Run, Store, SqliteStore, TerminalEvent};
 ///
 /// let store = SqliteStore::open(":memory:").await?;
-/// let run = Flow::new("orders", "process order 17", "session-1");
+/// let run = Run::new("orders", "process order 17", "session-1");
 /// store.insert_run(run.clone(), None).await?;
-/// store.append_terminal_event_if_absent(run.id, TerminalEvent::FlowCanceled).await?;
+/// store.append_terminal_event_if_absent(run.id, TerminalEvent::RunCancelled).await?;
 /// assert!(store.terminal_event(run.id).await?.is_some());
 /// # Ok::<(), troupe::store::StoreError>(())
 /// # }).unwrap();
@@ -240,7 +240,7 @@ impl SqliteStore {
 }
 
 #[async_trait]
-impl FlowStore for SqliteStore {
+impl Store for SqliteStore {
     async fn apply_batch(
         &self,
         ops: Vec<WriteOp>,
@@ -259,22 +259,22 @@ impl FlowStore for SqliteStore {
         Ok(())
     }
 
-    async fn get_run(&self, id: Uuid) -> Result<Option<Flow>, StoreError> {
+    async fn get_run(&self, id: Uuid) -> Result<Option<Run>, StoreError> {
         self.read(move |c, _| read::get_run(c, id)).await
     }
 
-    async fn list_runs_by_owner(&self, owner_session_key: &str) -> Result<Vec<Flow>, StoreError> {
+    async fn list_runs_by_owner(&self, owner_session_key: &str) -> Result<Vec<Run>, StoreError> {
         let owner = owner_session_key.to_owned();
         self.read(move |c, _| read::list_runs_by_owner(c, &owner))
             .await
     }
 
-    async fn list_runs_by_status(&self, status: FlowStatus) -> Result<Vec<Flow>, StoreError> {
+    async fn list_runs_by_status(&self, status: RunStatus) -> Result<Vec<Run>, StoreError> {
         self.read(move |c, _| read::list_runs_by_status(c, status))
             .await
     }
 
-    async fn list_runs_missing_terminal_event(&self) -> Result<Vec<Flow>, StoreError> {
+    async fn list_runs_missing_terminal_event(&self) -> Result<Vec<Run>, StoreError> {
         self.read(|c, _| read::list_runs_missing_terminal_event(c))
             .await
     }
@@ -312,7 +312,7 @@ impl FlowStore for SqliteStore {
         self.read(move |c, _| read::list_failures(c, run_id)).await
     }
 
-    async fn list_steps(&self, flow_id: Uuid) -> Result<Vec<FlowStep>, StoreError> {
-        self.read(move |c, _| read::list_steps(c, flow_id)).await
+    async fn list_steps(&self, run_id: Uuid) -> Result<Vec<RunStep>, StoreError> {
+        self.read(move |c, _| read::list_steps(c, run_id)).await
     }
 }

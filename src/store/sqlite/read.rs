@@ -11,7 +11,7 @@ use super::rows::{
 use super::schema::MISSING_OUTCOME;
 use crate::store::error::{RowRef, StoreError};
 use crate::store::events::{Cursor, RunEvent, assigned_event_id};
-use crate::store::records::{FailureEntry, Flow, FlowStatus, FlowStep, StepOutput};
+use crate::store::records::{FailureEntry, Run, RunStatus, RunStep, StepOutput};
 use crate::store::traits::distinct;
 
 fn sql(op: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
@@ -112,20 +112,20 @@ pub(crate) fn event_by_cursor(
     }
 }
 
-pub(crate) fn get_run(conn: &Connection, id: Uuid) -> Result<Option<Flow>, StoreError> {
+pub(crate) fn get_run(conn: &Connection, id: Uuid) -> Result<Option<Run>, StoreError> {
     let query = format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?1");
     Ok(collect(conn, "get run", &query, [id.as_bytes()], decode_run)?.pop())
 }
 
-pub(crate) fn list_runs_by_owner(conn: &Connection, owner: &str) -> Result<Vec<Flow>, StoreError> {
+pub(crate) fn list_runs_by_owner(conn: &Connection, owner: &str) -> Result<Vec<Run>, StoreError> {
     let query = format!("SELECT {RUN_COLUMNS} FROM runs WHERE owner_session_key = ?1 ORDER BY rid");
     collect(conn, "list runs by owner", &query, [owner], decode_run)
 }
 
 pub(crate) fn list_runs_by_status(
     conn: &Connection,
-    status: FlowStatus,
-) -> Result<Vec<Flow>, StoreError> {
+    status: RunStatus,
+) -> Result<Vec<Run>, StoreError> {
     let query = format!("SELECT {RUN_COLUMNS} FROM runs WHERE status = ?1 ORDER BY rid");
     collect(
         conn,
@@ -138,7 +138,7 @@ pub(crate) fn list_runs_by_status(
 
 /// Reads the `runs_missing_outcome` partial index: the runs it returns, not
 /// every finished run.
-pub(crate) fn list_runs_missing_terminal_event(conn: &Connection) -> Result<Vec<Flow>, StoreError> {
+pub(crate) fn list_runs_missing_terminal_event(conn: &Connection) -> Result<Vec<Run>, StoreError> {
     collect(
         conn,
         "list runs missing terminal event",
@@ -307,17 +307,11 @@ pub(crate) fn list_failures(
     )
 }
 
-pub(crate) fn list_steps(conn: &Connection, flow_id: Uuid) -> Result<Vec<FlowStep>, StoreError> {
+pub(crate) fn list_steps(conn: &Connection, run_id: Uuid) -> Result<Vec<RunStep>, StoreError> {
     let query = format!(
-        "SELECT {STEP_COLUMNS} FROM steps s JOIN runs r ON r.rid = s.flow_rid WHERE r.id = ?1 ORDER BY s.sid"
+        "SELECT {STEP_COLUMNS} FROM steps s JOIN runs r ON r.rid = s.run_rid WHERE r.id = ?1 ORDER BY s.sid"
     );
-    collect(
-        conn,
-        "list steps",
-        &query,
-        [flow_id.as_bytes()],
-        decode_step,
-    )
+    collect(conn, "list steps", &query, [run_id.as_bytes()], decode_step)
 }
 
 #[cfg(test)]
@@ -351,7 +345,7 @@ mod tests {
     /// The index's status codes are the terminal statuses'.
     #[test]
     fn the_index_condition_names_every_terminal_status() {
-        let terminal: Vec<String> = FlowStatus::ALL
+        let terminal: Vec<String> = RunStatus::ALL
             .iter()
             .filter(|s| s.is_terminal())
             .map(|s| s.code().to_string())

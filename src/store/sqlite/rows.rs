@@ -7,7 +7,7 @@ use uuid::Uuid;
 use super::codec::{json, json_bytes, micros, opt_json, time, uuid};
 use crate::store::error::{RowRef, StoreError};
 use crate::store::records::{
-    FailureEntry, Flow, FlowStatus, FlowStep, FlowStepStatus, Lease, StepOutput, StepRuntime,
+    FailureEntry, Lease, Run, RunStatus, RunStep, RunStepStatus, StepOutput, StepRuntime,
 };
 
 /// The columns [`decode_run`] reads, in order.
@@ -19,7 +19,7 @@ pub(crate) const RUN_COLUMNS: &str = "rid, id, controller_id, goal, owner_sessio
 pub(crate) const REVISION_VALUE: usize = 10;
 
 /// The run's mutable columns as SQL values, in [`RUN_COLUMNS`] order from `controller_id`.
-pub(crate) fn run_values(f: &Flow) -> [Sql; 17] {
+pub(crate) fn run_values(f: &Run) -> [Sql; 17] {
     let text = |s: &Option<String>| s.clone().map_or(Sql::Null, Sql::Text);
     [
         Sql::Text(f.controller_id.clone()),
@@ -54,7 +54,7 @@ fn get<T: rusqlite::types::FromSql>(row: &Row<'_>, i: usize) -> Result<T, StoreE
 }
 
 /// Decodes a row selected with [`RUN_COLUMNS`].
-pub(crate) fn decode_run(row: &Row<'_>) -> Result<Flow, StoreError> {
+pub(crate) fn decode_run(row: &Row<'_>) -> Result<Run, StoreError> {
     let mut at = RowRef {
         table: "runs",
         rowid: get(row, 0)?,
@@ -63,7 +63,7 @@ pub(crate) fn decode_run(row: &Row<'_>) -> Result<Flow, StoreError> {
     let id = uuid(&at, "id", &get::<Vec<u8>>(row, 1)?)?;
     at.run_id = Some(id);
     let status_code: i64 = get(row, 10)?;
-    let status = FlowStatus::from_code(status_code).ok_or_else(|| StoreError::CorruptRow {
+    let status = RunStatus::from_code(status_code).ok_or_else(|| StoreError::CorruptRow {
         row: at.clone(),
         column: "status",
         value: status_code.to_string(),
@@ -82,7 +82,7 @@ pub(crate) fn decode_run(row: &Row<'_>) -> Result<Flow, StoreError> {
         }),
         None => None,
     };
-    Ok(Flow {
+    Ok(Run {
         id,
         controller_id: get(row, 2)?,
         goal: get(row, 3)?,
@@ -106,17 +106,17 @@ pub(crate) fn decode_run(row: &Row<'_>) -> Result<Flow, StoreError> {
 
 /// The columns [`decode_step`] reads, in order.
 pub(crate) const STEP_COLUMNS: &str = "s.sid, s.id, r.id, s.runtime, s.child_session_key, \
-    s.run_id, s.task, s.status, s.result_json, s.created_at, s.updated_at";
+    s.external_run_id, s.task, s.status, s.result_json, s.created_at, s.updated_at";
 
 /// Decodes a row selected with [`STEP_COLUMNS`].
-pub(crate) fn decode_step(row: &Row<'_>) -> Result<FlowStep, StoreError> {
+pub(crate) fn decode_step(row: &Row<'_>) -> Result<RunStep, StoreError> {
     let mut at = RowRef {
         table: "steps",
         rowid: get(row, 0)?,
         run_id: None,
     };
-    let flow_id = uuid(&at, "flow_rid", &get::<Vec<u8>>(row, 2)?)?;
-    at.run_id = Some(flow_id);
+    let run_id = uuid(&at, "run_rid", &get::<Vec<u8>>(row, 2)?)?;
+    at.run_id = Some(run_id);
     let runtime: i64 = get(row, 3)?;
     let status: i64 = get(row, 7)?;
     let bad = |column, value: i64| StoreError::CorruptRow {
@@ -124,14 +124,14 @@ pub(crate) fn decode_step(row: &Row<'_>) -> Result<FlowStep, StoreError> {
         column,
         value: value.to_string(),
     };
-    Ok(FlowStep {
+    Ok(RunStep {
         id: uuid(&at, "id", &get::<Vec<u8>>(row, 1)?)?,
-        flow_id,
+        run_id,
         runtime: StepRuntime::from_code(runtime).ok_or_else(|| bad("runtime", runtime))?,
         child_session_key: get(row, 4)?,
-        run_id: get(row, 5)?,
+        external_run_id: get(row, 5)?,
         task: get(row, 6)?,
-        status: FlowStepStatus::from_code(status).ok_or_else(|| bad("status", status))?,
+        status: RunStepStatus::from_code(status).ok_or_else(|| bad("status", status))?,
         result_json: opt_json(&at, "result_json", get(row, 8)?)?,
         created_at: time(&at, "created_at", get(row, 9)?)?,
         updated_at: time(&at, "updated_at", get(row, 10)?)?,
@@ -191,7 +191,7 @@ mod tests {
         assert_eq!(columns.len(), run_values(&sample()).len());
     }
 
-    fn sample() -> Flow {
-        Flow::new("controller", "goal", "owner")
+    fn sample() -> Run {
+        Run::new("controller", "goal", "owner")
     }
 }

@@ -34,10 +34,10 @@ use super::SqliteConfig;
 use crate::store::error::StoreError;
 
 /// The newest schema version this build writes and reads.
-pub(crate) const SCHEMA_VERSION: i64 = 3;
+pub(crate) const SCHEMA_VERSION: i64 = 4;
 
 /// The condition of the `runs_missing_outcome` index: a terminal status
-/// (`FlowStatus::Finished`, `Failed`, `Cancelled`: codes 3, 4, 5) and no
+/// (`RunStatus::Finished`, `Failed`, `Cancelled`: codes 3, 4, 5) and no
 /// terminal event recorded.
 macro_rules! missing_outcome {
     () => {
@@ -147,6 +147,19 @@ CREATE INDEX runs_missing_outcome ON runs(rid) WHERE "#,
         missing_outcome!(),
         ";\n"
     ),
+    // v4: one vocabulary (a flow is a definition, a run one execution of
+    // it). Terminal kinds are `Run*` and spelled "cancelled"; a custom kind
+    // that already had one of the new names keeps its events under a
+    // `custom:` prefix, since terminal names are reserved.
+    r#"
+UPDATE event_kinds SET name = 'custom:' || name
+    WHERE code > 3 AND name IN ('RunCompleted', 'RunFailed', 'RunCancelled');
+UPDATE event_kinds SET name = 'RunCompleted' WHERE code = 1;
+UPDATE event_kinds SET name = 'RunFailed' WHERE code = 2;
+UPDATE event_kinds SET name = 'RunCancelled' WHERE code = 3;
+ALTER TABLE steps RENAME COLUMN flow_rid TO run_rid;
+ALTER TABLE steps RENAME COLUMN run_id TO external_run_id;
+"#,
 ];
 
 /// Maps an SQLite error, recognising "this file is not a database".

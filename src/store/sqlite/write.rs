@@ -141,7 +141,7 @@ impl Writer {
             .map_err(StoreError::sqlite(sql))
     }
 
-    /// Applies `ops` in one transaction; see [`FlowStore::apply_batch`](crate::store::FlowStore::apply_batch).
+    /// Applies `ops` in one transaction; see [`Store::apply_batch`](crate::store::Store::apply_batch).
     /// Only reads them: the caller drops them, off this thread if it can.
     pub(crate) fn apply_batch(
         &mut self,

@@ -13,7 +13,7 @@ use super::{Head, Scratch, sql};
 use crate::store::error::StoreError;
 use crate::store::events::{Appended, Cursor, NewEvent, TerminalAppend};
 use crate::store::ops::{WriteOp, WriteOutcome};
-use crate::store::records::{FailureEntry, Flow, FlowStep, StepOutput};
+use crate::store::records::{FailureEntry, Run, RunStep, StepOutput};
 use crate::store::sqlite::codec::{Kinds, MAX_TERMINAL_CODE, json_bytes, micros, payload};
 use crate::store::sqlite::fast_hash::IdMap;
 use crate::store::sqlite::read::event_by_cursor;
@@ -155,7 +155,7 @@ impl OpCtx<'_, '_> {
         }
     }
 
-    fn insert_run(&mut self, run: &Flow) -> Result<(), StoreError> {
+    fn insert_run(&mut self, run: &Run) -> Result<(), StoreError> {
         let exists = self.committed.contains_key(&run.id)
             || self
                 .conn
@@ -191,7 +191,7 @@ impl OpCtx<'_, '_> {
         Ok(())
     }
 
-    fn update_run(&mut self, run: &Flow, expected: u64) -> Result<u64, StoreError> {
+    fn update_run(&mut self, run: &Run, expected: u64) -> Result<u64, StoreError> {
         let head = self.head(run.id)?;
         let revision = expected + 1;
         let mut values = run_values(run).to_vec();
@@ -362,14 +362,14 @@ impl OpCtx<'_, '_> {
         Ok(WriteOutcome::FailureRecorded)
     }
 
-    fn upsert_step(&mut self, step: &FlowStep) -> Result<WriteOutcome, StoreError> {
-        let head = self.head(step.flow_id)?;
+    fn upsert_step(&mut self, step: &RunStep) -> Result<WriteOutcome, StoreError> {
+        let head = self.head(step.run_id)?;
         let (id, child, created): (Vec<u8>, Option<String>, i64) = self
             .conn
             .prepare_cached(
-                "INSERT INTO steps(id, flow_rid, runtime, child_session_key, run_id, task, status, \
+                "INSERT INTO steps(id, run_rid, runtime, child_session_key, external_run_id, task, status, \
                  result_json, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) \
-                 ON CONFLICT(flow_rid, run_id) DO UPDATE SET runtime = excluded.runtime, \
+                 ON CONFLICT(run_rid, external_run_id) DO UPDATE SET runtime = excluded.runtime, \
                  child_session_key = coalesce(excluded.child_session_key, steps.child_session_key), \
                  task = excluded.task, status = excluded.status, result_json = excluded.result_json, \
                  updated_at = excluded.updated_at \
@@ -382,7 +382,7 @@ impl OpCtx<'_, '_> {
                         head.rid,
                         step.runtime.code(),
                         step.child_session_key,
-                        step.run_id,
+                        step.external_run_id,
                         step.task,
                         step.status.code(),
                         step.result_json.as_ref().map(json_bytes),

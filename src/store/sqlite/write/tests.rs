@@ -5,7 +5,7 @@ use rusqlite::StatementStatus;
 use super::ops::SELECT_HEAD;
 use super::*;
 use crate::store::events::{EventKind, NewEvent};
-use crate::store::records::Flow;
+use crate::store::records::Run;
 use crate::store::sqlite::SqliteConfig;
 use crate::store::sqlite::schema::open_writer;
 use rusqlite::limits::Limit;
@@ -15,7 +15,7 @@ fn looking_up_runs_does_not_recompile_the_statement() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("j.db");
     let config = SqliteConfig::default();
-    let runs: Vec<Flow> = (0..4).map(|_| Flow::new("c", "g", "o")).collect();
+    let runs: Vec<Run> = (0..4).map(|_| Run::new("c", "g", "o")).collect();
     let mut writer = Writer::new(open_writer(&path, &config).unwrap(), None, 4096).unwrap();
     let inserts: Vec<WriteOp> = runs
         .iter()
@@ -50,11 +50,11 @@ fn writer_with_runs(
     dir: &tempfile::TempDir,
     runs: usize,
     prepare: impl FnOnce(&Connection),
-) -> (Writer, Vec<Flow>) {
+) -> (Writer, Vec<Run>) {
     let conn = open_writer(&dir.path().join("j.db"), &SqliteConfig::default()).unwrap();
     prepare(&conn);
     let mut writer = Writer::new(conn, None, 4096).unwrap();
-    let runs: Vec<Flow> = (0..runs).map(|_| Flow::new("c", "g", "o")).collect();
+    let runs: Vec<Run> = (0..runs).map(|_| Run::new("c", "g", "o")).collect();
     let inserts: Vec<WriteOp> = runs
         .iter()
         .map(|run| WriteOp::InsertRun {
@@ -68,12 +68,12 @@ fn writer_with_runs(
     (writer, runs)
 }
 
-fn tick(run: &Flow, payload: serde_json::Value) -> WriteOp {
+fn tick(run: &Run, payload: serde_json::Value) -> WriteOp {
     named(run, "tick", payload)
 }
 
 /// A plain append of kind `name`.
-fn named(run: &Flow, name: &str, payload: serde_json::Value) -> WriteOp {
+fn named(run: &Run, name: &str, payload: serde_json::Value) -> WriteOp {
     WriteOp::Append(NewEvent::new(run.id, EventKind::custom(name, payload)))
 }
 
@@ -133,7 +133,7 @@ fn mixed_batches_number_events_in_op_order() {
         tick(b, serde_json::json!(7)),
         WriteOp::AppendTerminalIfAbsent {
             run_id: b.id,
-            event: crate::store::TerminalEvent::FlowCanceled,
+            event: crate::store::TerminalEvent::RunCancelled,
         },
         tick(a, serde_json::json!(8)),
     ];
@@ -249,7 +249,7 @@ fn a_transaction_rolled_back_under_an_op_fails_the_batch() {
         .unwrap();
     });
     let run = &runs[0];
-    let late = Flow::new("c", "g", "o");
+    let late = Run::new("c", "g", "o");
     let insert_late = WriteOp::InsertRun {
         run: Box::new(late.clone()),
         audit: Some(EventKind::custom("created", serde_json::json!(null))),
