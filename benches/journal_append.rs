@@ -18,7 +18,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use troupe::journal::{JournalConfig, JournalHandle};
-use troupe::store::{EventKind, NewEvent, Run, SqliteStore, Store};
+use troupe::records::{EventKind, NewEvent, Run};
+use troupe::store::{SqliteStore, Store};
 
 /// Runs interleaved in the raw baseline (like 256 writers).
 const RAW_RUNS: usize = 256;
@@ -48,7 +49,7 @@ async fn prepare(path: &Path, runs: usize) -> Vec<Run> {
     let flows: Vec<Run> = (0..runs).map(|_| Run::new("bench", "g", "o")).collect();
     let ops = flows
         .iter()
-        .map(|f| troupe::store::WriteOp::InsertRun {
+        .map(|f| troupe::records::WriteOp::InsertRun {
             run: Box::new(f.clone()),
             audit: None,
         })

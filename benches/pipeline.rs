@@ -16,9 +16,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use tokio::sync::mpsc;
 use troupe::flow::FlowDefinition;
+use troupe::records::RunStatus;
 use troupe::runtime::Runtime;
 use troupe::stage::{Emitter, sink_fn, source_iter, transform_fn};
-use troupe::store::RunStatus;
 
 mod support;
 

@@ -11,8 +11,9 @@ mod support;
 use std::time::Instant;
 
 use troupe::flow::RunState;
+use troupe::records::{Run, RunStatus, WriteOp};
 use troupe::runtime::Runtime;
-use troupe::store::{Run, RunStatus, SqliteStore, Store, WriteOp};
+use troupe::store::{SqliteStore, Store};
 
 fn main() {
     if support::probing() {

@@ -14,9 +14,8 @@ mod support;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use troupe::store::{
-    EventKind, NewEvent, Run, RunStatus, SqliteStore, Store, TerminalEvent, WriteOp,
-};
+use troupe::records::{EventKind, NewEvent, Run, RunStatus, TerminalEvent, WriteOp};
+use troupe::store::{SqliteStore, Store};
 
 /// Runs finished without their terminal event.
 const MISSING: usize = 10;

@@ -14,8 +14,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
+use troupe::records::EventKind;
 use troupe::runs::{CreateManagedInput, RunManager, merge_state};
-use troupe::store::{EventKind, MemoryStore, SqliteStore, Store};
+use troupe::store::{MemoryStore, SqliteStore, Store};
 use uuid::Uuid;
 
 const ROUNDS: usize = 31;

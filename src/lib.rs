@@ -53,6 +53,7 @@ pub mod flow;
 pub mod fsm;
 pub mod ids;
 pub mod journal;
+pub mod records;
 pub mod runs;
 pub mod runtime;
 pub mod stage;

@@ -8,9 +8,8 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::sync::Semaphore;
 use troupe::journal::{JournalConfig, JournalHandle};
-use troupe::store::{
-    EventKind, MemoryStore, NewEvent, Run, Store, StoreError, WriteOp, WriteOutcome, WriterJob,
-};
+use troupe::records::{EventKind, NewEvent, Run, StoreError, WriteOp, WriteOutcome};
+use troupe::store::{MemoryStore, Store, WriterJob};
 use uuid::Uuid;
 
 /// A memory store whose commits wait for the test to open a gate, and which

@@ -19,10 +19,9 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 use troupe::journal::{JournalConfig, JournalHandle};
+use troupe::records::{Cursor, EventKind, NewEvent, Run, RunStatus};
 use troupe::runs::{TerminalTarget, record_persisted_terminalization, recover};
-use troupe::store::{
-    Cursor, EventKind, IntegrityCheck, NewEvent, Run, RunStatus, SqliteConfig, SqliteStore, Store,
-};
+use troupe::store::{IntegrityCheck, SqliteConfig, SqliteStore, Store};
 use uuid::Uuid;
 
 const CHILD_ENV: &str = "TROUPE_CRASH_CHILD";

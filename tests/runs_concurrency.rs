@@ -11,8 +11,8 @@ mod cases {
 
     use serde_json::json;
     use tokio::task::JoinSet;
+    use troupe::records::EventKind;
     use troupe::runs::{CreateManagedInput, RunError, RunManager, RunStatus};
-    use troupe::store::EventKind;
 
     use super::backends::AnyStore;
 

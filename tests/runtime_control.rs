@@ -8,10 +8,11 @@ use std::sync::{Arc, Mutex};
 use runtime_support::*;
 use serde_json::{Value, json};
 use troupe::flow::{ControlEvent, FlowDefinition, HandleError, RunHandle, RunState, StageControl};
+use troupe::records::{EventKind, RunStatus, TerminalEvent};
 use troupe::runtime::Runtime;
 use troupe::stage::pipe::PipeConfig;
 use troupe::stage::{Emitter, StageState, Transform};
-use troupe::store::{EventKind, RunStatus, Store, TerminalEvent};
+use troupe::store::Store;
 use troupe::supervise::BoxError;
 
 /// Passes items on and remembers the signals it got.

@@ -38,12 +38,10 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 use troupe::flow::FlowDefinition;
+use troupe::records::{EventKind, StepOutput, StoreError, TerminalEvent, WriteOp, WriteOutcome};
 use troupe::runtime::Runtime;
 use troupe::stage::{Emitter, Produced, Sink, Source, transform_fn};
-use troupe::store::{
-    BatchResult, EventKind, SqliteStore, StepOutput, Store, StoreError, TerminalEvent, WriteOp,
-    WriteOutcome, WriterJob,
-};
+use troupe::store::{BatchResult, SqliteStore, Store, WriterJob};
 use troupe::supervise::BoxError;
 use uuid::Uuid;
 

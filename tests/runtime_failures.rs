@@ -11,9 +11,10 @@ use std::time::Duration;
 use runtime_support::*;
 use troupe::flow::FlowDefinition;
 use troupe::flow::restart::{Backoff, RestartPolicy, RestartStrategy};
+use troupe::records::{EventKind, RunStatus, TerminalEvent};
 use troupe::stage::pipe::PipeConfig;
 use troupe::stage::{Emitter, Transform, source_iter};
-use troupe::store::{EventKind, RunStatus, Store, TerminalEvent};
+use troupe::store::Store;
 use troupe::supervise::BoxError;
 
 /// Fails on `at` (by panicking or erroring), once per `Arc<AtomicBool>` or always.

@@ -11,9 +11,10 @@ use std::sync::Arc;
 use runtime_support::*;
 use troupe::flow::restart::{Backoff, RestartPolicy};
 use troupe::flow::{ControlEvent, FlowDefinition};
+use troupe::records::{EventKind, RunStatus, TerminalEvent};
 use troupe::runtime::Runtime;
 use troupe::stage::{sink_fn, source_iter};
-use troupe::store::{EventKind, Fault, FaultyStore, MemoryStore, RunStatus, Store, TerminalEvent};
+use troupe::store::{Fault, FaultyStore, MemoryStore, Store};
 
 fn small() -> FlowDefinition<u64> {
     FlowDefinition::<u64>::builder("small")

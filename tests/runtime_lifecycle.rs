@@ -10,9 +10,10 @@ use runtime_support::*;
 use tokio::sync::mpsc;
 use troupe::flow::topology::TopologyError;
 use troupe::flow::{DefinitionError, FlowDefinition, RunState};
+use troupe::records::RunStatus;
 use troupe::runtime::{Runtime, RuntimeError};
 use troupe::stage::{sink_fn, source_iter};
-use troupe::store::{RunStatus, Store};
+use troupe::store::Store;
 
 fn endless(name: &str, alive: &mpsc::Sender<()>) -> FlowDefinition<u64> {
     let (produced, consumed) = (counter(), counter());

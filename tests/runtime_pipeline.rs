@@ -9,9 +9,10 @@ use runtime_support::*;
 use serde_json::json;
 use tokio::sync::Semaphore;
 use troupe::flow::{FlowDefinition, RunState};
+use troupe::records::{EventKind, RunStatus, TerminalEvent};
 use troupe::stage::pipe::PipeConfig;
 use troupe::stage::{Emitter, source_iter, transform_fn};
-use troupe::store::{EventKind, RunStatus, Store, TerminalEvent};
+use troupe::store::Store;
 
 #[tokio::test(start_paused = true)]
 async fn a_pipeline_completes_with_counts_and_one_terminal_event() {

@@ -9,9 +9,9 @@ use std::sync::{Arc, Mutex};
 use proptest::prelude::*;
 use runtime_support::*;
 use troupe::flow::FlowDefinition;
+use troupe::records::RunStatus;
 use troupe::stage::pipe::PipeConfig;
 use troupe::stage::{Emitter, sink_fn, source_iter, transform_fn};
-use troupe::store::RunStatus;
 
 fn run_case(items: u64, transforms: usize, pipes: PipeConfig) -> Result<(), TestCaseError> {
     let rt = tokio::runtime::Builder::new_current_thread()

@@ -11,9 +11,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use runtime_support::*;
 use troupe::flow::FlowDefinition;
+use troupe::records::{Run, RunStatus};
 use troupe::runtime::{ResumeError, Runtime};
 use troupe::stage::source_iter;
-use troupe::store::{MemoryStore, Run, RunStatus, Store};
+use troupe::store::{MemoryStore, Store};
 
 /// Two independent branches: `quick` ends at once, `slow` never (unless `finite`).
 fn branches(finite: &Arc<AtomicBool>, quick_starts: &Arc<AtomicU64>) -> FlowDefinition<u64> {
@@ -138,7 +139,7 @@ async fn a_waiting_run_resumes_paused_and_a_fully_completed_run_just_ends() {
     done.status = RunStatus::Running;
     store.insert_run(done.clone(), None).await.unwrap();
     for stage in ["quick", "quick-sink", "slow", "slow-sink"] {
-        let output = troupe::store::StepOutput {
+        let output = troupe::records::StepOutput {
             run_id: done.id,
             step_id: stage.into(),
             loop_id: None,
@@ -250,16 +251,16 @@ struct OneUnreadable {
 
 troupe::store_wrapper! {
     OneUnreadable, reads: inner;
-    async fn apply_batch(&self, ops: Vec<troupe::store::WriteOp>) -> troupe::store::BatchResult {
+    async fn apply_batch(&self, ops: Vec<troupe::records::WriteOp>) -> troupe::store::BatchResult {
         self.inner.apply_batch(ops).await
     }
 
     async fn list_step_outputs_for(
         &self,
         run_ids: &[uuid::Uuid],
-    ) -> Result<Vec<troupe::store::StepOutput>, troupe::store::StoreError> {
+    ) -> Result<Vec<troupe::records::StepOutput>, troupe::records::StoreError> {
         if run_ids.contains(&self.bad) {
-            return Err(troupe::store::StoreError::Injected {
+            return Err(troupe::records::StoreError::Injected {
                 op: "list_step_outputs_for",
             });
         }
@@ -293,7 +294,7 @@ async fn an_unreadable_run_is_reported_and_the_others_resume() {
     assert!(
         matches!(
             failures[0].error,
-            ResumeError::OutputsUnreadable(troupe::store::StoreError::Injected { .. })
+            ResumeError::OutputsUnreadable(troupe::records::StoreError::Injected { .. })
         ),
         "{:?}",
         failures[0].error

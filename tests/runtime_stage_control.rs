@@ -11,9 +11,9 @@ use std::time::Duration;
 use runtime_support::*;
 use troupe::flow::restart::{Backoff, RestartPolicy, RestartStrategy};
 use troupe::flow::{ControlEvent, FlowDefinition, StageControl};
+use troupe::records::RunStatus;
 use troupe::stage::pipe::PipeConfig;
 use troupe::stage::{Emitter, EventPolicy, OnEvent, Produced, Source, StageState};
-use troupe::store::RunStatus;
 use troupe::supervise::BoxError;
 
 const MINUTE: Duration = Duration::from_secs(60);

@@ -13,10 +13,10 @@ use serde_json::Value;
 use tokio::sync::Semaphore;
 use troupe::flow::restart::{Backoff, RestartPolicy, RestartStrategy};
 use troupe::flow::{ControlEvent, FlowDefinition, RunHandle, StageControl, StageHandle};
+use troupe::records::RunStatus;
 use troupe::runtime::Runtime;
 use troupe::stage::pipe::PipeConfig;
 use troupe::stage::{Emitter, EventPolicy, OnEvent, Produced, Sink, Source, StageState};
-use troupe::store::RunStatus;
 use troupe::supervise::BoxError;
 
 const MINUTE: Duration = Duration::from_secs(60);

@@ -12,9 +12,9 @@ use runtime_support::*;
 use serde_json::Value;
 use tokio::sync::Semaphore;
 use troupe::flow::{ControlEvent, FlowDefinition, HandleError, RunHandle, StageControl};
+use troupe::records::RunStatus;
 use troupe::runtime::Runtime;
 use troupe::stage::{Emitter, EventPolicy, OnEvent, Produced, Source, Transform, source_iter};
-use troupe::store::RunStatus;
 use troupe::supervise::{BoxError, ExternalEventMode};
 
 const MINUTE: Duration = Duration::from_secs(60);

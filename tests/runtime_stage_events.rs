@@ -10,11 +10,11 @@ use std::sync::{Arc, Mutex};
 use runtime_support::*;
 use tokio::sync::Semaphore;
 use troupe::flow::{ControlEvent, FlowDefinition, HandleError, RunHandle, StageControl};
+use troupe::records::RunStatus;
 use troupe::runtime::Runtime;
 use troupe::stage::{
     Emitter, EventPolicy, OnEvent, Produced, Source, StageState, Transform, source_iter,
 };
-use troupe::store::RunStatus;
 use troupe::supervise::{BoxError, ExternalEventMode};
 
 /// What the tests tell a stage.

@@ -10,8 +10,9 @@ use std::sync::{Arc, Mutex};
 use runtime_support::*;
 use serde_json::{Value, json};
 use troupe::flow::{DefinitionError, FlowDefinition};
+use troupe::records::RunStatus;
 use troupe::stage::{StepInputs, sink_fn, source_iter, step_fn};
-use troupe::store::{RunStatus, Store};
+use troupe::store::Store;
 
 #[tokio::test(start_paused = true)]
 async fn steps_run_in_order_with_their_upstream_outputs() {

@@ -11,9 +11,8 @@ use std::path::Path;
 
 use raw_sqlite::{UNDO_V4, run_sql, user_version};
 use serde_json::Value;
-use troupe::store::{
-    EventKind, NewEvent, Run, RunStatus, SCHEMA_VERSION, SqliteStore, Store, TerminalEvent,
-};
+use troupe::records::{EventKind, NewEvent, Run, RunStatus, TerminalEvent};
+use troupe::store::{SCHEMA_VERSION, SqliteStore, Store};
 use uuid::Uuid;
 
 const DB: &str = "journal.sqlite";

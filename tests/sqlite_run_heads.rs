@@ -11,9 +11,8 @@ use std::path::Path;
 
 use raw_sqlite::{UNDO_V4, run_sql, user_version};
 use serde_json::json;
-use troupe::store::{
-    Cursor, EventKind, NewEvent, Run, RunEvent, SqliteConfig, SqliteStore, Store, WriteOp,
-};
+use troupe::records::{Cursor, EventKind, NewEvent, Run, RunEvent, WriteOp};
+use troupe::store::{SqliteConfig, SqliteStore, Store};
 use uuid::Uuid;
 
 /// Writes heads back every 5 events, so a few dozen appends cross several

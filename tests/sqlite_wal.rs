@@ -13,9 +13,8 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use serde_json::json;
-use troupe::store::{
-    Cursor, EventKind, IntegrityCheck, NewEvent, Run, SqliteConfig, SqliteStore, Store,
-};
+use troupe::records::{Cursor, EventKind, NewEvent, Run};
+use troupe::store::{IntegrityCheck, SqliteConfig, SqliteStore, Store};
 
 fn wal(db: &Path) -> PathBuf {
     let mut name = db.as_os_str().to_owned();

@@ -9,7 +9,8 @@ use std::path::Path;
 
 use raw_sqlite::{run_sql, user_version};
 use serde_json::json;
-use troupe::store::{EventKind, NewEvent, Run, SCHEMA_VERSION, SqliteStore, Store, StoreError};
+use troupe::records::{EventKind, NewEvent, Run, StoreError};
+use troupe::store::{SCHEMA_VERSION, SqliteStore, Store};
 
 async fn two_runs(path: &Path) -> (Run, Run, Vec<u64>) {
     let store = SqliteStore::open(path).await.unwrap();
@@ -63,7 +64,7 @@ async fn corrupt_payload_names_the_row() {
         "other runs stay readable"
     );
     let tail = store
-        .poll(troupe::store::Cursor(cursors[1]), 10)
+        .poll(troupe::records::Cursor(cursors[1]), 10)
         .await
         .unwrap();
     assert_eq!(tail.len(), 4);

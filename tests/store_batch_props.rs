@@ -9,10 +9,10 @@
 
 use proptest::prelude::*;
 use serde_json::json;
-use troupe::store::{
-    EventKind, MemoryStore, NewEvent, Run, SqliteStore, Store, StoreError, TerminalAppend,
-    TerminalEvent, WriteOp, WriteOutcome,
+use troupe::records::{
+    EventKind, NewEvent, Run, StoreError, TerminalAppend, TerminalEvent, WriteOp, WriteOutcome,
 };
+use troupe::store::{MemoryStore, SqliteStore, Store};
 use uuid::Uuid;
 
 /// Runs that exist; index `RUNS` names a run that does not.
@@ -161,7 +161,7 @@ async fn agree(batches: Vec<Vec<Op>>) -> Result<(), TestCaseError> {
     for &id in &ids[..RUNS] {
         let want = memory.replay(id).await.unwrap();
         let got = sqlite.replay(id).await.unwrap();
-        let strip = |events: &[troupe::store::RunEvent]| {
+        let strip = |events: &[troupe::records::RunEvent]| {
             events
                 .iter()
                 .map(|e| (e.seq, e.event_id.clone(), e.kind.clone()))

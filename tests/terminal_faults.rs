@@ -6,13 +6,11 @@ use std::sync::Arc;
 
 use proptest::prelude::*;
 use serde_json::{Value, json};
+use troupe::records::{EventKind, Run, RunStatus, SYSTEM_STEP_ID, StoreError, TerminalEvent};
 use troupe::runs::{
     TerminalTarget, TerminalizationError, record_persisted_terminalization, recover,
 };
-use troupe::store::{
-    EventKind, Fault, FaultyStore, MemoryStore, Run, RunStatus, SYSTEM_STEP_ID, SqliteStore, Store,
-    StoreError, TerminalEvent,
-};
+use troupe::store::{Fault, FaultyStore, MemoryStore, SqliteStore, Store};
 
 async fn persisted(store: &dyn Store, status: RunStatus) -> Run {
     let mut run = Run::new("ctrl", "g", "o");

@@ -24,9 +24,10 @@ use super::machine::{FlowEvent, RunState, flow_machine};
 use super::record;
 use super::restart::{RestartDecision, RestartStrategy, StageExit};
 use crate::fsm::{EventVariant, FsmError, StateMachine, StateVariant};
+use crate::records::Run;
 use crate::stage::events::EventPort;
 use crate::stage::{EXIT_COMPLETED, StageDone, StageEvent, StageState};
-use crate::store::{Run, Store};
+use crate::store::Store;
 
 /// Messages of a flow actor.
 pub(crate) enum FlowMsg {
@@ -294,7 +295,7 @@ impl FlowHost {
             let _ = self.feed(FlowEvent::Cancel(reason)).await;
             return;
         }
-        let waiting = self.ctx.run.status == crate::store::RunStatus::Waiting;
+        let waiting = self.ctx.run.status == crate::records::RunStatus::Waiting;
         if self.feed(FlowEvent::Recover).await.is_err() {
             return;
         }

@@ -17,12 +17,13 @@ use super::record::{self, RecordError};
 use super::restart::RestartTracker;
 use super::topology::StageKind;
 use crate::ids::StageId;
+use crate::records::{Run, RunStatus};
 use crate::runs::TerminalTarget;
 use crate::stage::actor::StageLaunch;
 use crate::stage::events::EventPort;
 use crate::stage::work::Bells;
 use crate::stage::{StageEvent, StageIdentity, StageSignal, StageState};
-use crate::store::{Run, RunStatus, Store};
+use crate::store::Store;
 use crate::supervise::{ExternalEventSender, StateWatcher};
 
 /// One stage as its flow tracks it across restarts.

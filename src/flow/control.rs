@@ -5,7 +5,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::machine::RunState;
-use crate::store::RunStatus;
+use crate::records::RunStatus;
 
 /// A control event for a running flow.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

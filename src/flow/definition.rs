@@ -19,13 +19,13 @@ use tokio::sync::Notify;
 
 use super::restart::RestartPolicy;
 use super::topology::{StageKind, Topology};
+use crate::records::StepOutput;
 use crate::stage::actor::{Spawner, StageFactory, WorkFactory};
 use crate::stage::events::EventPort;
 use crate::stage::pipe::{MAX_BATCH_SIZE, MAX_PIPE_CAPACITY, PipeConfig, pipe};
 use crate::stage::ports::{PortSlot, Ports};
 use crate::stage::work::{AsSink, AsSource, AsStep, AsTransform, Work};
 use crate::stage::{EventPolicy, MAX_EVENT_CAPACITY, OnEvent, Sink, Source, Step, Transform};
-use crate::store::StepOutput;
 
 /// How long a cancelled flow waits for its stages to stop cooperatively
 /// before killing them.

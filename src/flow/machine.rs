@@ -22,8 +22,8 @@ use crate::fsm::{
     EventVariant, FsmAction, FsmContext, FsmError, HandlerFuture, StateMachine, StateVariant,
     Transition, fsm,
 };
+use crate::records::RunStatus;
 use crate::stage::StageEvent;
-use crate::store::RunStatus;
 
 /// Where a flow is in its life.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, StateVariant)]

@@ -16,7 +16,7 @@
 //! use troupe::flow::{ControlEvent, FlowDefinition, RunState, HandleError};
 //! use troupe::runtime::Runtime;
 //! use troupe::stage::{sink_fn, source_iter};
-//! use troupe::store::RunStatus;
+//! use troupe::records::RunStatus;
 //!
 //! # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
 //! let runtime = Runtime::builder().memory().start().await?;

@@ -13,10 +13,11 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::RunOutcome;
-use crate::runs::{CreateManagedInput, RunManager, TerminalTarget};
-use crate::store::{
-    EventKind, FailureEntry, NewEvent, Run, RunStatus, StepOutput, Store, StoreError, TerminalEvent,
+use crate::records::{
+    EventKind, FailureEntry, NewEvent, Run, RunStatus, StepOutput, StoreError, TerminalEvent,
 };
+use crate::runs::{CreateManagedInput, RunManager, TerminalTarget};
+use crate::store::Store;
 
 /// Why a run-record write failed.
 #[derive(Debug, thiserror::Error)]

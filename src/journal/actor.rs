@@ -11,7 +11,8 @@ use tokio::sync::OwnedSemaphorePermit;
 use super::committer::{CommitQueue, Committer, Pushed};
 use super::request::{Request, Work};
 use super::stats::Counters;
-use crate::store::{Store, StoreError, WriteOp, WriteOutcome};
+use crate::records::{StoreError, WriteOp, WriteOutcome};
+use crate::store::Store;
 
 /// What a write request gets back: the batch-level result, then one result per op.
 pub(crate) type WriteReply = Result<Vec<Result<WriteOutcome, StoreError>>, StoreError>;

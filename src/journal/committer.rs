@@ -27,7 +27,8 @@ use tokio::sync::OwnedSemaphorePermit;
 use super::actor::JournalMsg;
 use super::request::{Answer, Ops, Request};
 use super::stats::Counters;
-use crate::store::{BatchResult, Store, StoreError, WriteOp, WriterJob};
+use crate::records::{StoreError, WriteOp};
+use crate::store::{BatchResult, Store, WriterJob};
 
 #[derive(Default)]
 struct State {

@@ -13,10 +13,9 @@ use super::actor::{JournalActor, JournalArgs, JournalMsg};
 use super::committer::{CommitQueue, Pushed};
 use super::request::{Request, Work};
 use super::stats::{Counters, JournalStats};
+use crate::records::{Appended, NewEvent, StepOutput, StoreError, WriteOp, WriteOutcome, appended};
 use crate::runs::{RecoveryReport, recover};
-use crate::store::{
-    Appended, NewEvent, StepOutput, Store, StoreError, WriteOp, WriteOutcome, appended,
-};
+use crate::store::Store;
 
 /// Options for the journal actor.
 #[derive(Debug, Clone)]

@@ -8,7 +8,7 @@ use ractor::RpcReplyPort;
 use tokio::sync::{OwnedSemaphorePermit, oneshot};
 
 use super::actor::WriteReply;
-use crate::store::{StoreError, WriteOp, WriteOutcome, mismatch};
+use crate::records::{StoreError, WriteOp, WriteOutcome, mismatch};
 
 /// One write request waiting for its commit.
 pub(crate) struct Request {

@@ -2,7 +2,7 @@
 
 use uuid::Uuid;
 
-use crate::store::{RunStatus, StoreError};
+use crate::records::{RunStatus, StoreError};
 
 /// Everything a [`RunManager`](super::RunManager) call can fail with.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -70,7 +70,7 @@ mod tests {
 
     #[test]
     fn store_not_found_maps_to_not_found() {
-        let id = crate::store::new_run_id();
+        let id = crate::records::new_run_id();
         assert!(matches!(
             RunError::from(StoreError::RunNotFound(id)),
             RunError::NotFound(got) if got == id

@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use super::error::RunError;
 use super::lifecycle::stored_now;
-use crate::store::{Run, RunStep, RunStepStatus, StepRuntime, new_run_id};
+use crate::records::{Run, RunStep, RunStepStatus, StepRuntime, new_run_id};
 
 /// The fields of a new run (see [`RunManager::create_managed`](super::RunManager::create_managed)).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

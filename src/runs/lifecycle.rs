@@ -7,7 +7,7 @@ use chrono::{DateTime, SubsecRound, Utc};
 use serde_json::{Map, Value, json};
 
 use super::error::RunError;
-use crate::store::{EventKind, Run, RunStatus, RunStepStatus, TerminalEvent};
+use crate::records::{EventKind, Run, RunStatus, RunStepStatus, TerminalEvent};
 
 /// The kind of an audit event the manager writes, one per change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

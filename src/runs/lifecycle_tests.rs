@@ -1,5 +1,5 @@
 use super::*;
-use crate::store::RunStatus::*;
+use crate::records::RunStatus::*;
 
 fn run_in(status: RunStatus) -> Run {
     let mut run = Run::new("ctrl", "goal", "owner");

@@ -11,9 +11,10 @@ use uuid::Uuid;
 use super::error::RunError;
 use super::input::{CreateManagedInput, CreateMirroredInput, StepObservation};
 use super::lifecycle::{Change, Planned, created_audit, plan, stored_now};
-use crate::store::{
-    NewEvent, Run, RunEvent, RunStatus, RunStep, Store, StoreError, WriteOp, WriteOutcome,
+use crate::records::{
+    NewEvent, Run, RunEvent, RunStatus, RunStep, StoreError, WriteOp, WriteOutcome,
 };
+use crate::store::Store;
 
 /// How many times a change is tried against a run other writers keep
 /// changing before [`RunError::RevisionMismatch`] is returned.

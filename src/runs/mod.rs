@@ -139,7 +139,7 @@
 //! // Repairing again appends nothing.
 //! let again = repair_persisted_terminalization(&store, run.id, "orders", Some(TerminalTarget::Cancelled)).await;
 //! assert_eq!(again.ok(), Some(TerminalizationOutcome::Noop));
-//! # Ok::<(), troupe::store::StoreError>(())
+//! # Ok::<(), troupe::records::StoreError>(())
 //! # }).unwrap();
 //! ```
 
@@ -161,4 +161,4 @@ pub use terminal::{
 };
 
 /// The run record types, re-exported from [`crate::store`] where the control plane uses them.
-pub use crate::store::{Run, RunStatus, RunStep, RunStepStatus, StepRuntime};
+pub use crate::records::{Run, RunStatus, RunStep, RunStepStatus, StepRuntime};

@@ -3,7 +3,8 @@
 use uuid::Uuid;
 
 use super::terminal::{TerminalizationError, repair_persisted_terminalization};
-use crate::store::{Run, RunStatus, Store, StoreError};
+use crate::records::{Run, RunStatus, StoreError};
+use crate::store::Store;
 
 /// What the recovery scan found and did.
 #[derive(Debug, Default)]

@@ -6,10 +6,10 @@ use chrono::Utc;
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
-use crate::store::{
-    FailureEntry, RunStatus, SYSTEM_STEP_ID, StepOutput, Store, StoreError, TerminalAppend,
-    TerminalEvent,
+use crate::records::{
+    FailureEntry, RunStatus, SYSTEM_STEP_ID, StepOutput, StoreError, TerminalAppend, TerminalEvent,
 };
+use crate::store::Store;
 
 /// The outcome a caller wants recorded.
 #[derive(Debug, Clone, PartialEq)]

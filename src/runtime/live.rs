@@ -6,8 +6,8 @@ use std::sync::{Mutex, PoisonError, Weak};
 use uuid::Uuid;
 
 use crate::flow::{ControlEvent, RunHandle};
+use crate::records::Run;
 use crate::runs::RunObserver;
-use crate::store::Run;
 
 /// Handles of the runs started here. Ended runs are dropped when the list
 /// has doubled since the last sweep, so a push costs amortized O(1) (a sweep
@@ -86,7 +86,7 @@ mod tests {
     use super::*;
     use crate::flow::actor::FlowMsg;
     use crate::flow::{RunOutcome, RunState};
-    use crate::store::RunStatus;
+    use crate::records::RunStatus;
 
     /// Stands in for a flow actor: answers control events and reports them.
     struct FakeFlow;

@@ -5,7 +5,7 @@
 //! use troupe::flow::FlowDefinition;
 //! use troupe::runtime::Runtime;
 //! use troupe::stage::{Emitter, sink_fn, source_iter, transform_fn};
-//! use troupe::store::RunStatus;
+//! use troupe::records::RunStatus;
 //!
 //! # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
 //! let runtime = Runtime::builder().memory().start().await?;

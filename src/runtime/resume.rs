@@ -7,7 +7,8 @@ use std::collections::HashMap;
 use uuid::Uuid;
 
 use super::RuntimeError;
-use crate::store::{Run, StepOutput, Store, StoreError};
+use crate::records::{Run, StepOutput, StoreError};
+use crate::store::Store;
 
 /// An unfinished run of a registered flow that could not be resumed at
 /// start. Its record is left as it was: the next start tries again (or

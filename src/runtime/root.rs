@@ -16,7 +16,8 @@ use uuid::Uuid;
 use super::spawn::{FlowRequest, SpawnFlow, spawn_flow_actor};
 use crate::flow::record::{self, Orphaned};
 use crate::flow::{RunOutcome, RunState};
-use crate::store::{RunStatus, Store};
+use crate::records::RunStatus;
+use crate::store::Store;
 
 /// Messages of the root supervisor.
 pub(crate) enum RootMsg {

@@ -18,8 +18,9 @@ use super::spawn::request_flow;
 use super::start::Starter;
 use crate::flow::{ControlEvent, FlowDefinition, RecordError, RunHandle, RunOptions};
 use crate::journal::{JournalError, JournalHandle};
+use crate::records::{Run, RunStatus, StoreError};
 use crate::runs::{RecoveryReport, RunManager};
-use crate::store::{Run, RunStatus, Store, StoreError};
+use crate::store::Store;
 
 /// Why the runtime could not do what was asked.
 #[derive(Debug, thiserror::Error)]

@@ -2,10 +2,10 @@
 
 use super::*;
 use crate::flow::actor::FlowArgs;
+use crate::records::{EventKind, RunStatus, TerminalEvent};
 use crate::runtime::root::{RootActor, root_state, root_state_with};
 use crate::runtime::spawn::{BoxedSpawn, SpawnFlow, spawn_flow_actor};
 use crate::stage::{sink_fn, source_iter};
-use crate::store::{EventKind, RunStatus, TerminalEvent};
 
 #[tokio::test]
 async fn a_flow_actor_that_dies_without_an_outcome_has_its_run_failed() {
@@ -200,8 +200,8 @@ struct AckLostOnTerminal {
     durable: tokio::sync::Notify,
 }
 
-fn makes_terminal(op: &crate::store::WriteOp) -> bool {
-    use crate::store::WriteOp;
+fn makes_terminal(op: &crate::records::WriteOp) -> bool {
+    use crate::records::WriteOp;
     match op {
         WriteOp::UpdateRun { run, .. } => run.status.is_terminal(),
         WriteOp::Atomic(ops) => ops.iter().any(makes_terminal),
@@ -211,7 +211,7 @@ fn makes_terminal(op: &crate::store::WriteOp) -> bool {
 
 crate::store_wrapper! {
     AckLostOnTerminal, reads: inner;
-    async fn apply_batch(&self, ops: Vec<crate::store::WriteOp>) -> crate::store::BatchResult {
+    async fn apply_batch(&self, ops: Vec<crate::records::WriteOp>) -> crate::store::BatchResult {
         let terminal = ops.iter().any(makes_terminal);
         let results = self.inner.apply_batch(ops).await;
         if terminal {
@@ -286,7 +286,7 @@ async fn a_not_started_run_that_had_already_ended_is_not_claimed_failed() {
 
 /// Every run of the runtime's default owner: what the journal holds after
 /// a start was given up on.
-async fn all_runs(store: &dyn Store) -> Vec<crate::store::Run> {
+async fn all_runs(store: &dyn Store) -> Vec<crate::records::Run> {
     store.list_runs_by_owner("troupe").await.unwrap()
 }
 

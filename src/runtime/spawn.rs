@@ -17,7 +17,8 @@ use super::RuntimeError;
 use crate::flow::actor::{FlowActor, FlowArgs, FlowMsg};
 use crate::flow::definition::ErasedDefinition;
 use crate::flow::{RunHandle, RunOutcome, RunState};
-use crate::store::{Run, StepOutput, Store};
+use crate::records::{Run, StepOutput};
+use crate::store::Store;
 
 /// What the spawn of one flow actor resolves to.
 pub(crate) type Spawned = Result<ActorRef<FlowMsg>, SpawnErr>;

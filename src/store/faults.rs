@@ -5,10 +5,10 @@ use std::sync::{Arc, Mutex};
 
 use uuid::Uuid;
 
-use super::error::StoreError;
-use super::ops::{WriteOp, WriteOutcome};
-use super::records::StepOutput;
 use super::traits::Store;
+use crate::records::StepOutput;
+use crate::records::StoreError;
+use crate::records::{WriteOp, WriteOutcome};
 
 /// A fault to inject. `op` is a [`WriteOp::name`] (e.g. `"append_terminal_if_absent"`,
 /// `"record_failure"`) or a read method's name (e.g. `"get_run"`).

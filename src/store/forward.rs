@@ -37,57 +37,57 @@ macro_rules! store_wrapper {
         impl $crate::store::Store for $ty {
             $($methods)*
 
-            async fn get_run(&self, id: $crate::ids::Uuid) -> ::core::result::Result<Option<$crate::store::Run>, $crate::store::StoreError> {
+            async fn get_run(&self, id: $crate::ids::Uuid) -> ::core::result::Result<Option<$crate::records::Run>, $crate::records::StoreError> {
                 $(self.$check("get_run")?;)?
                 self.$inner.get_run(id).await
             }
 
-            async fn list_runs_by_owner(&self, owner_session_key: &str) -> ::core::result::Result<Vec<$crate::store::Run>, $crate::store::StoreError> {
+            async fn list_runs_by_owner(&self, owner_session_key: &str) -> ::core::result::Result<Vec<$crate::records::Run>, $crate::records::StoreError> {
                 $(self.$check("list_runs_by_owner")?;)?
                 self.$inner.list_runs_by_owner(owner_session_key).await
             }
 
-            async fn list_runs_by_status(&self, status: $crate::store::RunStatus) -> ::core::result::Result<Vec<$crate::store::Run>, $crate::store::StoreError> {
+            async fn list_runs_by_status(&self, status: $crate::records::RunStatus) -> ::core::result::Result<Vec<$crate::records::Run>, $crate::records::StoreError> {
                 $(self.$check("list_runs_by_status")?;)?
                 self.$inner.list_runs_by_status(status).await
             }
 
-            async fn list_runs_missing_terminal_event(&self) -> ::core::result::Result<Vec<$crate::store::Run>, $crate::store::StoreError> {
+            async fn list_runs_missing_terminal_event(&self) -> ::core::result::Result<Vec<$crate::records::Run>, $crate::records::StoreError> {
                 $(self.$check("list_runs_missing_terminal_event")?;)?
                 self.$inner.list_runs_missing_terminal_event().await
             }
 
-            async fn list_events(&self, run_id: $crate::ids::Uuid, limit: usize) -> ::core::result::Result<Vec<$crate::store::RunEvent>, $crate::store::StoreError> {
+            async fn list_events(&self, run_id: $crate::ids::Uuid, limit: usize) -> ::core::result::Result<Vec<$crate::records::RunEvent>, $crate::records::StoreError> {
                 $(self.$check("list_events")?;)?
                 self.$inner.list_events(run_id, limit).await
             }
 
-            async fn poll(&self, after: $crate::store::Cursor, limit: usize) -> ::core::result::Result<Vec<$crate::store::RunEvent>, $crate::store::StoreError> {
+            async fn poll(&self, after: $crate::records::Cursor, limit: usize) -> ::core::result::Result<Vec<$crate::records::RunEvent>, $crate::records::StoreError> {
                 $(self.$check("poll")?;)?
                 self.$inner.poll(after, limit).await
             }
 
-            async fn latest_cursor(&self) -> ::core::result::Result<$crate::store::Cursor, $crate::store::StoreError> {
+            async fn latest_cursor(&self) -> ::core::result::Result<$crate::records::Cursor, $crate::records::StoreError> {
                 $(self.$check("latest_cursor")?;)?
                 self.$inner.latest_cursor().await
             }
 
-            async fn terminal_event(&self, run_id: $crate::ids::Uuid) -> ::core::result::Result<Option<$crate::store::RunEvent>, $crate::store::StoreError> {
+            async fn terminal_event(&self, run_id: $crate::ids::Uuid) -> ::core::result::Result<Option<$crate::records::RunEvent>, $crate::records::StoreError> {
                 $(self.$check("terminal_event")?;)?
                 self.$inner.terminal_event(run_id).await
             }
 
-            async fn list_step_outputs(&self, run_id: $crate::ids::Uuid) -> ::core::result::Result<Vec<$crate::store::StepOutput>, $crate::store::StoreError> {
+            async fn list_step_outputs(&self, run_id: $crate::ids::Uuid) -> ::core::result::Result<Vec<$crate::records::StepOutput>, $crate::records::StoreError> {
                 $(self.$check("list_step_outputs")?;)?
                 self.$inner.list_step_outputs(run_id).await
             }
 
-            async fn list_failures(&self, run_id: $crate::ids::Uuid) -> ::core::result::Result<Vec<$crate::store::FailureEntry>, $crate::store::StoreError> {
+            async fn list_failures(&self, run_id: $crate::ids::Uuid) -> ::core::result::Result<Vec<$crate::records::FailureEntry>, $crate::records::StoreError> {
                 $(self.$check("list_failures")?;)?
                 self.$inner.list_failures(run_id).await
             }
 
-            async fn list_steps(&self, run_id: $crate::ids::Uuid) -> ::core::result::Result<Vec<$crate::store::RunStep>, $crate::store::StoreError> {
+            async fn list_steps(&self, run_id: $crate::ids::Uuid) -> ::core::result::Result<Vec<$crate::records::RunStep>, $crate::records::StoreError> {
                 $(self.$check("list_steps")?;)?
                 self.$inner.list_steps(run_id).await
             }

@@ -8,11 +8,11 @@ use async_trait::async_trait;
 use chrono::Utc;
 use uuid::Uuid;
 
-use super::error::StoreError;
-use super::events::{Appended, Cursor, NewEvent, RunEvent, TerminalAppend, assigned_event_id};
-use super::ops::{WriteOp, WriteOutcome};
-use super::records::{FailureEntry, Run, RunStatus, RunStep, StepOutput};
 use super::traits::{Store, distinct};
+use crate::records::StoreError;
+use crate::records::{Appended, Cursor, NewEvent, RunEvent, TerminalAppend, assigned_event_id};
+use crate::records::{FailureEntry, Run, RunStatus, RunStep, StepOutput};
+use crate::records::{WriteOp, WriteOutcome};
 
 /// A store held in memory. Each op is atomic: a failing op is undone before
 /// the next one runs.
@@ -26,7 +26,7 @@ use super::traits::{Store, distinct};
 /// store.insert_run(run.clone(), Some(EventKind::custom("created", serde_json::Value::Null))).await?;
 /// store.append(NewEvent::new(run.id, EventKind::custom("note", serde_json::json!({"n": 1})))).await?;
 /// assert_eq!(store.replay(run.id).await?.len(), 2);
-/// # Ok::<(), troupe::store::StoreError>(())
+/// # Ok::<(), troupe::records::StoreError>(())
 /// # }).unwrap();
 /// ```
 #[derive(Default)]

@@ -33,26 +33,14 @@
 //! # }).unwrap();
 //! ```
 
-mod error;
-mod events;
 mod faults;
 mod forward;
 mod memory;
-mod ops;
-mod records;
 mod sqlite;
 mod traits;
 
-pub use error::{RowRef, StoreError};
-pub use events::{Appended, Cursor, EventKind, NewEvent, RunEvent, TerminalAppend, TerminalEvent};
 pub use faults::{Fault, FaultyStore};
 pub use memory::MemoryStore;
-pub use ops::{WriteOp, WriteOutcome};
-pub(crate) use ops::{appended, mismatch};
-pub use records::{
-    FailureEntry, Lease, Run, RunStatus, RunStep, RunStepStatus, SYSTEM_STEP_ID, StepOutput,
-    StepRuntime, new_run_id,
-};
 pub use sqlite::{IntegrityCheck, SCHEMA_VERSION, SqliteConfig, SqliteStore, Synchronous};
 pub use traits::{BatchResult, Store, WriterJob};
 

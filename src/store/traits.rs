@@ -3,12 +3,12 @@
 use async_trait::async_trait;
 use uuid::Uuid;
 
-use super::error::StoreError;
-use super::events::{
+use crate::records::StoreError;
+use crate::records::{
     Appended, Cursor, EventKind, NewEvent, RunEvent, TerminalAppend, TerminalEvent,
 };
-use super::ops::{WriteOp, WriteOutcome, appended, mismatch};
-use super::records::{FailureEntry, Run, RunStatus, RunStep, StepOutput};
+use crate::records::{FailureEntry, Run, RunStatus, RunStep, StepOutput};
+use crate::records::{WriteOp, WriteOutcome, appended, mismatch};
 
 /// What [`Store::apply_batch`] returns: the commit's outcome, then one
 /// result per op.

@@ -7,10 +7,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use serde_json::{Value, json};
 use tokio::sync::{Semaphore, mpsc};
 use troupe::flow::{FlowDefinition, RunHandle};
+use troupe::records::EventKind;
 use troupe::runtime::Runtime;
 use troupe::stage::pipe::PipeConfig;
 use troupe::stage::{Emitter, EventPolicy, OnEvent, Produced, Sink, Source, Transform};
-use troupe::store::{EventKind, Store};
+use troupe::store::Store;
 use troupe::supervise::BoxError;
 use uuid::Uuid;
 

@@ -4,10 +4,11 @@
 use std::sync::Arc;
 
 use serde_json::{Value, json};
-use troupe::store::{
+use troupe::records::{
     EventKind, FailureEntry, NewEvent, Run, RunStatus, RunStep, RunStepStatus, StepOutput,
-    StepRuntime, Store, StoreError, TerminalAppend, TerminalEvent, WriteOp, WriteOutcome,
+    StepRuntime, StoreError, TerminalAppend, TerminalEvent, WriteOp, WriteOutcome,
 };
+use troupe::store::Store;
 use uuid::Uuid;
 
 pub type AnyStore = Arc<dyn Store>;

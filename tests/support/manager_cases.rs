@@ -4,8 +4,8 @@
 
 use chrono::{DateTime, Utc};
 use serde_json::json;
+use troupe::records::{EventKind, NewEvent, RunEvent, StoreError, TerminalEvent};
 use troupe::runs::{CreateManagedInput, RunError, RunManager, RunStatus, recover};
-use troupe::store::{EventKind, NewEvent, RunEvent, StoreError, TerminalEvent};
 use uuid::Uuid;
 
 use super::backends::AnyStore;

@@ -5,11 +5,12 @@
 use std::sync::Arc;
 
 use serde_json::json;
+use troupe::records::{EventKind, StoreError};
 use troupe::runs::{
     CreateManagedInput, CreateMirroredInput, RunError, RunManager, RunStatus, RunStepStatus,
     StepObservation, StepRuntime,
 };
-use troupe::store::{EventKind, Fault, FaultyStore, StoreError};
+use troupe::store::{Fault, FaultyStore};
 use uuid::Uuid;
 
 use super::backends::AnyStore;

@@ -1,12 +1,12 @@
 //! Conformance cases for terminalization, repair and the recovery scan.
 
 use serde_json::{Value, json};
+use troupe::records::{
+    EventKind, FailureEntry, Run, RunStatus, SYSTEM_STEP_ID, StepOutput, TerminalEvent,
+};
 use troupe::runs::{
     TerminalTarget, TerminalizationError, TerminalizationOutcome, record_persisted_terminalization,
     recover, repair_persisted_terminalization,
-};
-use troupe::store::{
-    EventKind, FailureEntry, Run, RunStatus, SYSTEM_STEP_ID, StepOutput, TerminalEvent,
 };
 
 use super::conformance::{AnyStore, custom, new_run};

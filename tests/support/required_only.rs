@@ -4,7 +4,8 @@
 
 use std::sync::Arc;
 
-use troupe::store::{BatchResult, Store, WriteOp};
+use troupe::records::WriteOp;
+use troupe::store::{BatchResult, Store};
 
 pub struct RequiredOnly(pub Arc<dyn Store>);
 

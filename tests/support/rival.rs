@@ -7,10 +7,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use async_trait::async_trait;
 use serde_json::json;
-use troupe::store::{
-    Cursor, EventKind, FailureEntry, Run, RunEvent, RunStatus, RunStep, StepOutput, Store,
-    StoreError, WriteOp, WriteOutcome,
+use troupe::records::{
+    Cursor, EventKind, FailureEntry, Run, RunEvent, RunStatus, RunStep, StepOutput, StoreError,
+    WriteOp, WriteOutcome,
 };
+use troupe::store::Store;
 use uuid::Uuid;
 
 /// What the rival does to the run it interferes with.

@@ -52,7 +52,7 @@ use rusqlite::Connection;
 use super::SqliteConfig;
 use super::schema::{classify, open_checkpointer};
 use super::wal_file;
-use crate::store::error::StoreError;
+use crate::records::StoreError;
 
 /// No checkpoint under way; the WAL hook may start one.
 const IDLE: u8 = 0;
@@ -233,7 +233,8 @@ fn run(conn: &Connection, path: &str, wakes: &mpsc::Receiver<()>, shared: &Share
 
 #[cfg(test)]
 mod tests {
-    use crate::store::{EventKind, NewEvent, Run, SqliteConfig, SqliteStore, Store};
+    use crate::records::{EventKind, NewEvent, Run};
+    use crate::store::{SqliteConfig, SqliteStore, Store};
 
     /// With auto-checkpoints replaced by the hook, only the checkpointer and
     /// the writer's catch-up keep the WAL from growing with every commit.

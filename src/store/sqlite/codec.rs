@@ -10,8 +10,8 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::fast_hash::FastMap;
-use crate::store::error::{RowRef, StoreError};
-use crate::store::events::{EventKind, TERMINAL_NAMES, TerminalEvent};
+use crate::records::{EventKind, TERMINAL_NAMES, TerminalEvent};
+use crate::records::{RowRef, StoreError};
 
 /// Highest code reserved for terminal kinds (the partial unique index uses it).
 pub(crate) const MAX_TERMINAL_CODE: i64 = 3;

@@ -15,7 +15,7 @@ use rusqlite::Connection;
 
 use super::multi_row::MultiRow;
 
-use crate::store::error::StoreError;
+use crate::records::StoreError;
 
 /// What every write of `run_heads` does with a run that already has a row.
 const ON_CONFLICT: &str = "ON CONFLICT(rid) DO UPDATE SET last_seq = excluded.last_seq, \

@@ -28,11 +28,11 @@ use self::checkpoint::Checkpoints;
 use self::codec::Kinds;
 use self::thread::ConnThread;
 use self::write::Writer;
-use super::error::StoreError;
-use super::events::{Cursor, RunEvent};
-use super::ops::{WriteOp, WriteOutcome};
-use super::records::{FailureEntry, Run, RunStatus, RunStep, StepOutput};
 use super::traits::{Store, WriterJob};
+use crate::records::StoreError;
+use crate::records::{Cursor, RunEvent};
+use crate::records::{FailureEntry, Run, RunStatus, RunStep, StepOutput};
+use crate::records::{WriteOp, WriteOutcome};
 
 /// The newest journal schema version this build reads and writes.
 pub const SCHEMA_VERSION: i64 = schema::SCHEMA_VERSION;
@@ -158,7 +158,7 @@ enum ReadSide {
 /// store.insert_run(run.clone(), None).await?;
 /// store.append_terminal_event_if_absent(run.id, TerminalEvent::RunCancelled).await?;
 /// assert!(store.terminal_event(run.id).await?.is_some());
-/// # Ok::<(), troupe::store::StoreError>(())
+/// # Ok::<(), troupe::records::StoreError>(())
 /// # }).unwrap();
 /// ```
 pub struct SqliteStore {

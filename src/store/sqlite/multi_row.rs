@@ -15,7 +15,7 @@
 
 use rusqlite::{Connection, Statement};
 
-use crate::store::error::StoreError;
+use crate::records::StoreError;
 
 /// Rows per statement, largest first; any count is a sum of these.
 const CHUNKS: [usize; 4] = [64, 16, 4, 1];

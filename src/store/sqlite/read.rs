@@ -9,9 +9,9 @@ use super::rows::{
     RUN_COLUMNS, STEP_COLUMNS, decode_failure, decode_output, decode_run, decode_step,
 };
 use super::schema::MISSING_OUTCOME;
-use crate::store::error::{RowRef, StoreError};
-use crate::store::events::{Cursor, RunEvent, assigned_event_id};
-use crate::store::records::{FailureEntry, Run, RunStatus, RunStep, StepOutput};
+use crate::records::{Cursor, RunEvent, assigned_event_id};
+use crate::records::{FailureEntry, Run, RunStatus, RunStep, StepOutput};
+use crate::records::{RowRef, StoreError};
 use crate::store::traits::distinct;
 
 fn sql(op: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {

@@ -5,10 +5,10 @@ use rusqlite::types::Value as Sql;
 use uuid::Uuid;
 
 use super::codec::{json, json_bytes, micros, opt_json, time, uuid};
-use crate::store::error::{RowRef, StoreError};
-use crate::store::records::{
+use crate::records::{
     FailureEntry, Lease, Run, RunStatus, RunStep, RunStepStatus, StepOutput, StepRuntime,
 };
+use crate::records::{RowRef, StoreError};
 
 /// The columns [`decode_run`] reads, in order.
 pub(crate) const RUN_COLUMNS: &str = "rid, id, controller_id, goal, owner_session_key, \

@@ -31,7 +31,7 @@ use rusqlite::config::DbConfig;
 use rusqlite::{Connection, ErrorCode, OpenFlags};
 
 use super::SqliteConfig;
-use crate::store::error::StoreError;
+use crate::records::StoreError;
 
 /// The newest schema version this build writes and reads.
 pub(crate) const SCHEMA_VERSION: i64 = 4;

@@ -8,7 +8,7 @@ use std::sync::mpsc;
 
 use tokio::sync::oneshot;
 
-use crate::store::error::StoreError;
+use crate::records::StoreError;
 
 type Job<S> = Box<dyn FnOnce(&mut S) + Send>;
 

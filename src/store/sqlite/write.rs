@@ -17,8 +17,8 @@ use super::checkpoint::Checkpoints;
 use super::codec::{Kinds, micros};
 use super::fast_hash::{IdMap, IdSet};
 use super::heads::{fold_tail, write_heads, write_mark};
-use crate::store::error::StoreError;
-use crate::store::ops::{WriteOp, WriteOutcome};
+use crate::records::StoreError;
+use crate::records::{WriteOp, WriteOutcome};
 
 mod buffer;
 mod ops;

@@ -22,7 +22,7 @@ use std::sync::LazyLock;
 use rusqlite::Connection;
 
 use super::sql;
-use crate::store::error::StoreError;
+use crate::records::StoreError;
 use crate::store::sqlite::multi_row::MultiRow;
 use crate::store::sqlite::read::latest_cursor;
 

@@ -10,10 +10,10 @@ use uuid::Uuid;
 
 use super::buffer::{BufferedEvent, EventBuffer};
 use super::{Head, Scratch, sql};
-use crate::store::error::StoreError;
-use crate::store::events::{Appended, Cursor, NewEvent, TerminalAppend};
-use crate::store::ops::{WriteOp, WriteOutcome};
-use crate::store::records::{FailureEntry, Run, RunStep, StepOutput};
+use crate::records::StoreError;
+use crate::records::{Appended, Cursor, NewEvent, TerminalAppend};
+use crate::records::{FailureEntry, Run, RunStep, StepOutput};
+use crate::records::{WriteOp, WriteOutcome};
 use crate::store::sqlite::codec::{Kinds, MAX_TERMINAL_CODE, json_bytes, micros, payload};
 use crate::store::sqlite::fast_hash::IdMap;
 use crate::store::sqlite::read::event_by_cursor;

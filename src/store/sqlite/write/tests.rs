@@ -4,8 +4,8 @@ use rusqlite::StatementStatus;
 
 use super::ops::SELECT_HEAD;
 use super::*;
-use crate::store::events::{EventKind, NewEvent};
-use crate::store::records::Run;
+use crate::records::Run;
+use crate::records::{EventKind, NewEvent};
 use crate::store::sqlite::SqliteConfig;
 use crate::store::sqlite::schema::open_writer;
 use rusqlite::limits::Limit;
@@ -103,7 +103,7 @@ fn assert_chains(events: &[(i64, i64, i64, Option<i64>)]) {
 fn cursor_of(outcome: &WriteOutcome) -> i64 {
     match outcome {
         WriteOutcome::Appended(a) => a.cursor.0 as i64,
-        WriteOutcome::Terminal(crate::store::TerminalAppend::Appended(a)) => a.cursor.0 as i64,
+        WriteOutcome::Terminal(crate::records::TerminalAppend::Appended(a)) => a.cursor.0 as i64,
         other => panic!("not an append: {other:?}"),
     }
 }
@@ -133,7 +133,7 @@ fn mixed_batches_number_events_in_op_order() {
         tick(b, serde_json::json!(7)),
         WriteOp::AppendTerminalIfAbsent {
             run_id: b.id,
-            event: crate::store::TerminalEvent::RunCancelled,
+            event: crate::records::TerminalEvent::RunCancelled,
         },
         tick(a, serde_json::json!(8)),
     ];

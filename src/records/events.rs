@@ -211,7 +211,7 @@ pub struct Appended {
     pub duplicate: bool,
 }
 
-/// The result of [`append_terminal_event_if_absent`](super::Store::append_terminal_event_if_absent).
+/// The result of [`append_terminal_event_if_absent`](crate::store::Store::append_terminal_event_if_absent).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum TerminalAppend {
     /// The terminal event was appended.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use uuid::Uuid;
 
 use super::events::Cursor;
-use super::records::RunStatus;
+use super::run::RunStatus;
 
 /// Where a bad row lives, so that an operator can find it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -192,13 +192,13 @@ pub enum StoreError {
         /// The op that was sent.
         op: &'static str,
     },
-    /// A fault injected by a [`FaultyStore`](super::FaultyStore).
+    /// A fault injected by a [`FaultyStore`](crate::store::FaultyStore).
     #[error("injected fault on {op}")]
     Injected {
         /// The operation that was made to fail.
         op: &'static str,
     },
-    /// The write was performed, but a [`FaultyStore`](super::FaultyStore) lost its acknowledgement.
+    /// The write was performed, but a [`FaultyStore`](crate::store::FaultyStore) lost its acknowledgement.
     #[error("acknowledgement of {op} lost (the write was performed)")]
     AckLost {
         /// The operation whose ack was lost.

@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use super::error::StoreError;
 use super::events::{Appended, EventKind, NewEvent, TerminalAppend, TerminalEvent};
-use super::records::{FailureEntry, Run, RunStep, StepOutput};
+use super::run::{FailureEntry, Run, RunStep, StepOutput};
 
 /// One atomic write. A backend applies each op all-or-nothing.
 #[derive(Debug, Clone, PartialEq)]

@@ -1,0 +1,35 @@
+//! Records: the plain data that every layer above passes around and the
+//! journal stores. A [`Run`] with its [`RunStatus`], the events of its log
+//! ([`NewEvent`] in, [`RunEvent`] out, [`TerminalEvent`] for its one
+//! outcome), mirrored [`RunStep`]s, [`StepOutput`]s and the failure ledger's
+//! [`FailureEntry`]s; every durable change as a [`WriteOp`] with its
+//! [`WriteOutcome`], and the [`StoreError`] a write or read can fail with.
+//!
+//! No IO and no actors here: `store` (the backends), `journal` (the single
+//! writer), `runs` (the control plane) and the actors all build on it.
+//!
+//! ```
+//! use serde_json::json;
+//! use troupe::records::{EventKind, NewEvent, Run, RunStatus, WriteOp};
+//!
+//! let run = Run::new("orders", "ship order 17", "session-1");
+//! assert_eq!(run.status, RunStatus::Created);
+//! let picked = NewEvent::with_id(run.id, "pick-1", EventKind::custom("picked", json!({"sku": 7})));
+//! let op = WriteOp::Append(picked);
+//! assert_eq!(op.name(), "append");
+//! ```
+
+mod error;
+mod events;
+mod ops;
+mod run;
+
+pub use error::{RowRef, StoreError};
+pub use events::{Appended, Cursor, EventKind, NewEvent, RunEvent, TerminalAppend, TerminalEvent};
+pub(crate) use events::{TERMINAL_NAMES, assigned_event_id};
+pub use ops::{WriteOp, WriteOutcome};
+pub(crate) use ops::{appended, mismatch};
+pub use run::{
+    FailureEntry, Lease, Run, RunStatus, RunStep, RunStepStatus, SYSTEM_STEP_ID, StepOutput,
+    StepRuntime, new_run_id,
+};
