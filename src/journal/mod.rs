@@ -29,7 +29,8 @@
 //! # tokio::runtime::Builder::new_multi_thread().build().unwrap().block_on(async {
 //! use std::sync::Arc;
 //! use troupe::journal::{JournalConfig, JournalHandle};
-//! use troupe::store::{EventKind, Run, Store, NewEvent, SqliteStore};
+//! use troupe::store::{Store, SqliteStore};
+//! use troupe::records::{EventKind, Run, NewEvent};
 //!
 //! let store = Arc::new(SqliteStore::open(":memory:").await?);
 //! let (journal, report) = JournalHandle::open(store, JournalConfig::default(), None).await?;

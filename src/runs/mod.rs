@@ -124,7 +124,8 @@
 //! ```
 //! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
 //! use troupe::runs::{TerminalTarget, TerminalizationOutcome, recover, repair_persisted_terminalization};
-//! use troupe::store::{EventKind, Run, RunStatus, Store, MemoryStore, TerminalEvent};
+//! use troupe::store::{Store, MemoryStore};
+//! use troupe::records::{EventKind, Run, RunStatus, TerminalEvent};
 //!
 //! let store = MemoryStore::new();
 //! let mut run = Run::new("orders", "ship", "session-1");

@@ -43,7 +43,8 @@ enum Effect {
 /// ```
 /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
 /// use std::sync::Arc;
-/// use troupe::store::{Fault, Run, Store, MemoryStore, StoreError};
+/// use troupe::store::{Fault, Store, MemoryStore};
+/// use troupe::records::{Run, StoreError};
 ///
 /// let store = FaultyStore::new(Arc::new(MemoryStore::new()));
 /// store.inject(Fault::LoseAck { op: "insert_run", count: 1 });

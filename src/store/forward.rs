@@ -13,7 +13,8 @@
 /// ```
 /// use std::sync::Arc;
 /// use std::sync::atomic::{AtomicU64, Ordering};
-/// use troupe::store::{BatchResult, Store, MemoryStore, WriteOp};
+/// use troupe::store::{BatchResult, Store, MemoryStore};
+/// use troupe::records::WriteOp;
 ///
 /// /// Counts write batches; reads pass straight through.
 /// struct Counting {

@@ -19,7 +19,8 @@ use crate::records::{WriteOp, WriteOutcome};
 ///
 /// ```
 /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
-/// use troupe::store::{EventKind, Run, Store, MemoryStore, NewEvent};
+/// use troupe::store::{Store, MemoryStore};
+/// use troupe::records::{EventKind, Run, NewEvent};
 ///
 /// let store = MemoryStore::new();
 /// let run = Run::new("orders", "process order 17", "session-1");

@@ -11,7 +11,8 @@
 //! ```
 //! # tokio::runtime::Builder::new_multi_thread().build().unwrap().block_on(async {
 //! use serde_json::json;
-//! use troupe::store::{EventKind, Run, RunStatus, Store, NewEvent, SqliteStore, StoreError};
+//! use troupe::store::{Store, SqliteStore};
+//! use troupe::records::{EventKind, Run, RunStatus, NewEvent, StoreError};
 //!
 //! let store = SqliteStore::open(":memory:").await?;
 //! let mut run = Run::new("orders", "ship order 17", "session-1");

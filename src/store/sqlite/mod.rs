@@ -151,7 +151,8 @@ enum ReadSide {
 ///
 /// ```
 /// # tokio::runtime::Builder::new_multi_thread().build().unwrap().block_on(async {
-/// use troupe::store::{EventKind, Run, Store, SqliteStore, TerminalEvent};
+/// use troupe::store::{Store, SqliteStore};
+/// use troupe::records::{EventKind, Run, TerminalEvent};
 ///
 /// let store = SqliteStore::open(":memory:").await?;
 /// let run = Run::new("orders", "process order 17", "session-1");
