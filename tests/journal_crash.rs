@@ -83,9 +83,12 @@ fn child(path: PathBuf) {
                 .await
                 .expect("child open"),
         );
-        let (journal, _report) = JournalHandle::open(store, JournalConfig::default(), None)
+        let journal = JournalHandle::spawn(store, JournalConfig::default(), None)
             .await
-            .expect("journal open");
+            .expect("journal spawn");
+        troupe::runs::recover(&journal)
+            .await
+            .expect("recovery scan");
         println!("ready");
         let mut tasks = Vec::new();
         for w in 0..WRITERS as u64 {

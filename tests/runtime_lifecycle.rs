@@ -65,7 +65,7 @@ async fn shutdown_drains_runs_and_records_their_outcomes() {
     drop(alive);
     let run = runtime.start("endless").await.unwrap();
     settle().await;
-    let store = runtime.store();
+    let store = runtime.journal().clone();
     runtime.shutdown().await;
     let outcome = run.wait().await.unwrap();
     assert_eq!(outcome.status, RunStatus::Finished);
@@ -175,7 +175,7 @@ async fn shutdown_within_a_deadline_cancels_runs_that_do_not_drain() {
         )
         .unwrap();
     let run = runtime.start("stuck").await.unwrap();
-    let store = runtime.store();
+    let store = runtime.journal().clone();
     let started = tokio::time::Instant::now();
     runtime.shutdown_within(Duration::from_secs(3)).await;
     // Deadline, then the cancel grace before the stuck stage is killed.
@@ -184,7 +184,7 @@ async fn shutdown_within_a_deadline_cancels_runs_that_do_not_drain() {
     assert_eq!(outcome.status, RunStatus::Cancelled);
     let record = store.get_run(run.run_id()).await.unwrap().unwrap();
     assert_eq!(record.status, RunStatus::Cancelled);
-    assert_eq!(terminal_count(&*store, run.run_id()).await, 1);
+    assert_eq!(terminal_count(&store, run.run_id()).await, 1);
 }
 
 #[tokio::test(start_paused = true)]

@@ -24,10 +24,10 @@ use super::machine::{FlowEvent, RunState, flow_machine};
 use super::record;
 use super::restart::{RestartDecision, RestartStrategy, StageExit};
 use crate::fsm::{EventVariant, FsmError, StateMachine, StateVariant};
+use crate::journal::JournalHandle;
 use crate::records::Run;
 use crate::stage::events::EventPort;
 use crate::stage::{EXIT_COMPLETED, StageDone, StageEvent, StageState};
-use crate::store::Store;
 
 /// Messages of a flow actor.
 pub(crate) enum FlowMsg {
@@ -72,7 +72,7 @@ pub(crate) enum FlowMsg {
 /// What a flow actor starts from.
 pub(crate) struct FlowArgs {
     pub(crate) run: Run,
-    pub(crate) store: Arc<dyn Store>,
+    pub(crate) journal: JournalHandle,
     pub(crate) plan: FlowPlan,
     pub(crate) state: watch::Sender<RunState>,
     pub(crate) outcome: Arc<watch::Sender<Option<RunOutcome>>>,
@@ -216,7 +216,7 @@ impl FlowHost {
             let restarted = matches!(decision, RestartDecision::Restart { .. });
             tracing::warn!(%run_id, stage = %name, %reason, restarted, "stage failed");
             if let Err(error) =
-                record::stage_failure(self.ctx.store(), run_id, &name, reason, restarted).await
+                record::stage_failure(self.ctx.journal(), run_id, &name, reason, restarted).await
             {
                 // A failure the ledger cannot hold must not vanish into a log
                 // line: the run fails, and its outcome carries both errors.
@@ -393,7 +393,7 @@ impl Actor for FlowActor {
     ) -> Result<FlowHost, ActorProcessingErr> {
         let ctx = FlowCtx::new(
             args.run,
-            args.store,
+            args.journal,
             myself,
             args.plan,
             args.state,

@@ -17,13 +17,13 @@ use super::record::{self, RecordError};
 use super::restart::RestartTracker;
 use super::topology::StageKind;
 use crate::ids::StageId;
+use crate::journal::JournalHandle;
 use crate::records::{Run, RunStatus};
 use crate::runs::TerminalTarget;
 use crate::stage::actor::StageLaunch;
 use crate::stage::events::EventPort;
 use crate::stage::work::Bells;
 use crate::stage::{StageEvent, StageIdentity, StageSignal, StageState};
-use crate::store::Store;
 use crate::supervise::{ExternalEventSender, StateWatcher};
 
 /// One stage as its flow tracks it across restarts.
@@ -124,7 +124,7 @@ pub(crate) const CONTROL_RESERVE: usize = 64;
 /// The flow actor's context: everything its handlers read and its actions change.
 pub(crate) struct FlowCtx {
     pub(crate) run: Run,
-    store: Arc<dyn Store>,
+    journal: JournalHandle,
     pub(crate) myself: ActorRef<FlowMsg>,
     pub(crate) stages: Vec<StageRuntime>,
     pub(crate) cancel_requested: bool,
@@ -159,7 +159,7 @@ pub(crate) enum EffectError {
 impl FlowCtx {
     pub(crate) fn new(
         run: Run,
-        store: Arc<dyn Store>,
+        journal: JournalHandle,
         myself: ActorRef<FlowMsg>,
         plan: FlowPlan,
         state: watch::Sender<RunState>,
@@ -173,7 +173,7 @@ impl FlowCtx {
         }
         FlowCtx {
             run,
-            store,
+            journal,
             myself,
             stages: plan.stages.into_iter().map(StageRuntime::new).collect(),
             cancel_requested: false,
@@ -185,8 +185,8 @@ impl FlowCtx {
         }
     }
 
-    pub(crate) fn store(&self) -> &dyn Store {
-        &*self.store
+    pub(crate) fn journal(&self) -> &JournalHandle {
+        &self.journal
     }
 
     /// Whether every stage has completed.
@@ -215,7 +215,7 @@ impl FlowCtx {
             return Ok(false);
         }
         let name = self.stages[index].name.clone();
-        record::stage_output(&*self.store, self.run.id, &name, output.clone()).await?;
+        record::stage_output(&self.journal, self.run.id, &name, output.clone()).await?;
         self.stages[index].completed = true;
         self.outputs.insert(name, output);
         Ok(true)
@@ -351,7 +351,7 @@ impl FlowCtx {
     pub(crate) async fn apply(&mut self, action: &FlowAction) -> Result<(), EffectError> {
         match action {
             FlowAction::Persist(status, audit) => {
-                record::set_status(&self.store, &mut self.run, *status, audit).await?;
+                record::set_status(&self.journal, &mut self.run, *status, audit).await?;
             }
             FlowAction::SpawnStages => {
                 for index in 0..self.stages.len() {
@@ -384,10 +384,10 @@ impl FlowCtx {
                     .myself
                     .send_after(self.cancel_grace, || FlowMsg::CancelGraceExpired);
                 self.keep_timer(grace);
-                record::request_cancel(&self.store, &mut self.run, reason).await?;
+                record::request_cancel(&self.journal, &mut self.run, reason).await?;
             }
             FlowAction::Signal(name, payload) => {
-                record::signal(&*self.store, self.run.id, name, payload.clone()).await?;
+                record::signal(&self.journal, self.run.id, name, payload.clone()).await?;
                 let event = StageEvent::Signal(Arc::new(StageSignal {
                     name: name.clone(),
                     payload: payload.clone(),
@@ -439,13 +439,13 @@ impl FlowCtx {
     /// Records the outcome, publishes it and stops the flow (which stops
     /// its stages). Published even if recording failed, saying so.
     async fn terminate(&mut self, mut target: TerminalTarget) -> Result<(), RecordError> {
-        let mut recorded = record::terminate(&self.store, &mut self.run, target.clone()).await;
+        let mut recorded = record::terminate(&self.journal, &mut self.run, target.clone()).await;
         if let Err(RecordError::Control(crate::runs::RunError::CancelPending { .. })) = recorded {
             // A cancel was requested through the control plane while the
             // flow ran: it is sticky, so the run ends cancelled, not finished.
             tracing::info!("cancel requested through the control plane; recording RunCancelled");
             target = TerminalTarget::Cancelled;
-            recorded = record::terminate(&self.store, &mut self.run, target.clone()).await;
+            recorded = record::terminate(&self.journal, &mut self.run, target.clone()).await;
         }
         let mut outcome = match target {
             TerminalTarget::Completed { structured_output } => RunOutcome {

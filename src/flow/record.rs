@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::RunOutcome;
+use crate::journal::JournalHandle;
 use crate::records::{
     EventKind, FailureEntry, NewEvent, Run, RunStatus, StepOutput, StoreError, TerminalEvent,
 };
@@ -49,7 +50,7 @@ pub struct RunOptions {
 
 /// Creates the `Created` run record of a new run of `controller_id`.
 pub(crate) async fn create(
-    store: &Arc<dyn Store>,
+    journal: &JournalHandle,
     controller_id: &str,
     options: RunOptions,
 ) -> Result<Run, RecordError> {
@@ -63,7 +64,7 @@ pub(crate) async fn create(
         current_step: None,
         state_json: json!({}),
     };
-    Ok(RunManager::new(store.clone()).create_managed(input).await?)
+    Ok(manager(journal).create_managed(input).await?)
 }
 
 /// Moves a non-terminal run to `status` through the control plane: `started`
@@ -71,12 +72,12 @@ pub(crate) async fn create(
 /// Running); `recovered` starts a `Created` run, resumes a `Waiting` one and
 /// only logs an event for a `Running` one.
 pub(crate) async fn set_status(
-    store: &Arc<dyn Store>,
+    journal: &JournalHandle,
     run: &mut Run,
     status: RunStatus,
     audit: &str,
 ) -> Result<(), RecordError> {
-    let manager = RunManager::new(store.clone());
+    let manager = manager(journal);
     let changed = match (run.status, status, audit) {
         (RunStatus::Created, RunStatus::Running, _) => manager.start_running(run.id).await?,
         (RunStatus::Running, RunStatus::Waiting, _) => {
@@ -86,7 +87,7 @@ pub(crate) async fn set_status(
         }
         (RunStatus::Waiting, RunStatus::Running, _) => manager.resume(run.id, None).await?,
         (RunStatus::Running, RunStatus::Running, "recovered") => {
-            return log(&**store, run.id, "recovered", Value::Null).await;
+            return log(journal, run.id, "recovered", Value::Null).await;
         }
         (from, to, _) => {
             return Err(RecordError::Control(
@@ -100,32 +101,30 @@ pub(crate) async fn set_status(
 
 /// Sets the sticky `cancel_requested` flag (the reason goes in its own event).
 pub(crate) async fn request_cancel(
-    store: &Arc<dyn Store>,
+    journal: &JournalHandle,
     run: &mut Run,
     reason: &str,
 ) -> Result<(), RecordError> {
     log(
-        &**store,
+        journal,
         run.id,
         "cancel_reason",
         json!({ "reason": reason }),
     )
     .await?;
-    *run = RunManager::new(store.clone())
-        .request_cancel(run.id)
-        .await?;
+    *run = manager(journal).request_cancel(run.id).await?;
     Ok(())
 }
 
 /// Appends a user signal to the run's event log.
 pub(crate) async fn signal(
-    store: &dyn Store,
+    journal: &JournalHandle,
     run_id: Uuid,
     name: &str,
     payload: Value,
 ) -> Result<(), RecordError> {
     log(
-        store,
+        journal,
         run_id,
         "signal",
         json!({ "name": name, "payload": payload }),
@@ -135,13 +134,13 @@ pub(crate) async fn signal(
 
 /// Appends a custom event to the run's log.
 async fn log(
-    store: &dyn Store,
+    journal: &JournalHandle,
     run_id: Uuid,
     name: &str,
     payload: Value,
 ) -> Result<(), RecordError> {
     let event = NewEvent::new(run_id, EventKind::custom(name, payload));
-    store
+    journal
         .append(event)
         .await
         .map(drop)
@@ -150,7 +149,7 @@ async fn log(
 
 /// Records a stage's completion output; `false` if one was already recorded.
 pub(crate) async fn stage_output(
-    store: &dyn Store,
+    journal: &JournalHandle,
     run_id: Uuid,
     stage: &str,
     output: Value,
@@ -163,7 +162,7 @@ pub(crate) async fn stage_output(
         output,
         at: Utc::now(),
     };
-    store
+    journal
         .record_step_output(output)
         .await
         .map_err(|source| RecordError::Store { run_id, source })
@@ -171,7 +170,7 @@ pub(crate) async fn stage_output(
 
 /// Records a stage failure in the failure ledger (restarted or not).
 pub(crate) async fn stage_failure(
-    store: &dyn Store,
+    journal: &JournalHandle,
     run_id: Uuid,
     stage: &str,
     reason: &str,
@@ -184,7 +183,7 @@ pub(crate) async fn stage_failure(
         error_json: Some(json!({ "restarted": restarted })),
         at: Utc::now(),
     };
-    store
+    journal
         .record_failure(entry)
         .await
         .map_err(|source| RecordError::Store { run_id, source })
@@ -193,11 +192,11 @@ pub(crate) async fn stage_failure(
 /// Ends the run through the control plane, which persists the terminal
 /// status and its terminal event in one atomic write.
 pub(crate) async fn terminate(
-    store: &Arc<dyn Store>,
+    journal: &JournalHandle,
     run: &mut Run,
     target: TerminalTarget,
 ) -> Result<(), RecordError> {
-    let manager = RunManager::new(store.clone());
+    let manager = manager(journal);
     *run = match target {
         TerminalTarget::Completed { structured_output } => {
             manager.finish(run.id, structured_output).await?
@@ -224,14 +223,14 @@ pub(crate) enum Orphaned {
 /// terminal is left as it is, and its recorded outcome is returned, so that
 /// what is published is what the journal holds.
 pub(crate) async fn fail_orphaned(
-    store: &Arc<dyn Store>,
+    journal: &JournalHandle,
     run_id: Uuid,
     reason: String,
 ) -> Result<Orphaned, RecordError> {
-    match RunManager::new(store.clone()).fail(run_id, reason).await {
+    match manager(journal).fail(run_id, reason).await {
         Ok(_) => Ok(Orphaned::Failed),
         Err(crate::runs::RunError::AlreadyTerminal { status, .. }) => {
-            recorded_outcome(&**store, run_id, status)
+            recorded_outcome(journal, run_id, status)
                 .await
                 .map(Orphaned::AlreadyEnded)
         }
@@ -242,11 +241,11 @@ pub(crate) async fn fail_orphaned(
 /// The outcome of run `run_id`, which the journal holds as `status`: read
 /// from its terminal event (written in the same atomic write as the status).
 async fn recorded_outcome(
-    store: &dyn Store,
+    journal: &JournalHandle,
     run_id: Uuid,
     status: RunStatus,
 ) -> Result<RunOutcome, RecordError> {
-    let event = store
+    let event = journal
         .terminal_event(run_id)
         .await
         .map_err(|source| RecordError::Store { run_id, source })?;
@@ -264,4 +263,10 @@ async fn recorded_outcome(
         reason,
         recorded: true,
     })
+}
+
+/// The control plane over the journal: lifecycle changes are the manager's
+/// rules, written through the one writer.
+fn manager(journal: &JournalHandle) -> RunManager {
+    RunManager::new(Arc::new(journal.clone()))
 }

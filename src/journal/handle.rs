@@ -14,8 +14,12 @@ use super::committer::{CommitQueue, Pushed};
 use super::request::{Request, Work};
 use super::stats::{Counters, JournalStats};
 use crate::records::{Appended, NewEvent, StepOutput, StoreError, WriteOp, WriteOutcome, appended};
-use crate::runs::{RecoveryReport, recover};
 use crate::store::Store;
+
+/// The store a journal is spawned over and becomes the only writer of.
+/// Whoever hands one to [`JournalHandle::spawn`] (the runtime's builder,
+/// a test, a tool) keeps no writing copy of it.
+pub type JournalBackend = Arc<dyn Store>;
 
 /// Options for the journal actor.
 #[derive(Debug, Clone)]
@@ -42,9 +46,6 @@ pub enum JournalError {
     /// The actor failed to spawn.
     #[error("journal actor failed to start: {0}")]
     Spawn(#[from] ractor::SpawnErr),
-    /// The recovery scan at open failed.
-    #[error("journal recovery scan failed: {0}")]
-    Recovery(#[from] StoreError),
 }
 
 /// A cheap, cloneable handle to the journal actor, usable as a [`Store`].
@@ -62,7 +63,7 @@ impl JournalHandle {
     /// Spawns the journal actor over `store`, which it becomes the only writer
     /// of; link it under `supervisor` if given.
     pub async fn spawn(
-        store: Arc<dyn Store>,
+        store: JournalBackend,
         config: JournalConfig,
         supervisor: Option<ActorCell>,
     ) -> Result<JournalHandle, JournalError> {
@@ -87,19 +88,6 @@ impl JournalHandle {
             store,
             counters,
         })
-    }
-
-    /// Spawns the journal actor and runs the recovery scan through it:
-    /// terminal runs missing their terminal event are repaired, unfinished
-    /// runs are reported for the caller to resume.
-    pub async fn open(
-        store: Arc<dyn Store>,
-        config: JournalConfig,
-        supervisor: Option<ActorCell>,
-    ) -> Result<(JournalHandle, RecoveryReport), JournalError> {
-        let journal = Self::spawn(store, config, supervisor).await?;
-        let report = recover(&journal).await?;
-        Ok((journal, report))
     }
 
     /// The actor, e.g. to link or monitor it.

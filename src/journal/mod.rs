@@ -18,12 +18,9 @@
 //!   further writers wait for a slot instead of growing memory.
 //! - **Observability**: a `journal.commit` span per commit (requests, ops,
 //!   queue depth) and counters in [`JournalHandle::stats`].
-//! - **Throughput**: over SQLite with `synchronous=FULL`, 256 concurrent
-//!   writers on a 2-core virtual machine got ~380k acknowledged events/s,
-//!   with a 99th-percentile ack of ~1.4 ms. Commits are as large as
-//!   concurrency makes them: one writer awaiting each ack is bounded by the
-//!   disk's sync time instead (~5k/s there). `BENCHMARKS.md` has the figures
-//!   and the commands.
+//! - **Throughput** grows with concurrency: commits are as large as the
+//!   writers waiting make them, while one writer awaiting each ack is bound
+//!   by the disk's sync time (`BENCHMARKS.md` has the figures).
 //!
 //! ```
 //! # tokio::runtime::Builder::new_multi_thread().build().unwrap().block_on(async {
@@ -33,8 +30,7 @@
 //! use troupe::records::{EventKind, Run, NewEvent};
 //!
 //! let store = Arc::new(SqliteStore::open(":memory:").await?);
-//! let (journal, report) = JournalHandle::open(store, JournalConfig::default(), None).await?;
-//! assert!(report.unfinished.is_empty());
+//! let journal = JournalHandle::spawn(store, JournalConfig::default(), None).await?;
 //! let run = Run::new("orders", "ship order 17", "session-1");
 //! journal.insert_run(run.clone(), None).await?;
 //! let acked = journal.append(NewEvent::new(run.id, EventKind::custom("shipped", serde_json::json!({"box": 3})))).await?;
@@ -51,5 +47,5 @@ mod request;
 mod stats;
 
 pub use actor::JournalMsg;
-pub use handle::{JournalConfig, JournalError, JournalHandle};
+pub use handle::{JournalBackend, JournalConfig, JournalError, JournalHandle};
 pub use stats::JournalStats;

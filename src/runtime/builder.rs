@@ -9,8 +9,9 @@ use super::registry::Registry;
 use super::root::{RootActor, root_state};
 use super::{Runtime, RuntimeError};
 use crate::flow::FlowDefinition;
-use crate::journal::{JournalConfig, JournalHandle};
-use crate::store::{MemoryStore, SqliteStore, Store};
+use crate::journal::{JournalBackend, JournalConfig, JournalHandle};
+use crate::runs::recover;
+use crate::store::{MemoryStore, SqliteStore};
 
 /// Where the journal lives when none is chosen.
 pub const DEFAULT_JOURNAL_PATH: &str = "./troupe-data/journal.sqlite";
@@ -19,7 +20,7 @@ pub const DEFAULT_JOURNAL_PATH: &str = "./troupe-data/journal.sqlite";
 enum Location {
     Sqlite(PathBuf),
     Memory,
-    Store(Arc<dyn Store>),
+    Store(JournalBackend),
 }
 
 /// Configures and starts a [`Runtime`].
@@ -70,7 +71,7 @@ impl RuntimeBuilder {
 
     /// Journal over `store`, e.g. a store shared with other tools or a
     /// `FaultyStore` in tests. The runtime becomes its single writer.
-    pub fn store(mut self, store: Arc<dyn Store>) -> Self {
+    pub fn store(mut self, store: JournalBackend) -> Self {
         self.location = Location::Store(store);
         self
     }
@@ -105,7 +106,7 @@ impl RuntimeBuilder {
     /// [`Runtime::resume_failures`] and left as it was. Call inside a tokio
     /// runtime.
     pub async fn start(self) -> Result<Runtime, RuntimeError> {
-        let (store, path): (Arc<dyn Store>, _) = match &self.location {
+        let (store, path): (JournalBackend, _) = match &self.location {
             Location::Memory => (Arc::new(MemoryStore::new()), None),
             Location::Store(store) => (store.clone(), None),
             Location::Sqlite(path) => {
@@ -120,12 +121,20 @@ impl RuntimeBuilder {
             }
         };
         let (root, _join) = Actor::spawn(None, RootActor, root_state()).await?;
-        let opened = JournalHandle::open(store, self.journal, Some(root.get_cell())).await;
-        let (journal, recovery) = match opened {
-            Ok(opened) => opened,
+        let journal = match JournalHandle::spawn(store, self.journal, Some(root.get_cell())).await {
+            Ok(journal) => journal,
             Err(error) => {
                 root.kill();
                 return Err(error.into());
+            }
+        };
+        // The scan writes (it repairs outcomes), so it runs through the journal.
+        let recovery = match recover(&journal).await {
+            Ok(recovery) => recovery,
+            Err(source) => {
+                journal.shutdown().await;
+                root.kill();
+                return Err(RuntimeError::Recovery(source));
             }
         };
         tracing::info!(

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use uuid::Uuid;
 
 use super::RuntimeError;
+use crate::journal::JournalHandle;
 use crate::records::{Run, StepOutput, StoreError};
 use crate::store::Store;
 
@@ -36,11 +37,11 @@ pub enum ResumeError {
 /// The recorded outputs of the runs `ids`, by run: one batched read; if
 /// that fails, one read per run, so that an unreadable run fails alone.
 pub(crate) async fn recorded_outputs(
-    store: &dyn Store,
+    journal: &JournalHandle,
     ids: &[Uuid],
 ) -> HashMap<Uuid, Result<Vec<StepOutput>, StoreError>> {
     let mut by_run: HashMap<Uuid, Result<Vec<StepOutput>, StoreError>> = HashMap::new();
-    match store.list_step_outputs_for(ids).await {
+    match journal.list_step_outputs_for(ids).await {
         Ok(outputs) => {
             for id in ids {
                 by_run.insert(*id, Ok(Vec::new()));
@@ -55,7 +56,7 @@ pub(crate) async fn recorded_outputs(
             tracing::warn!(%error, runs = ids.len(),
                 "reading the recorded outputs of the runs to resume failed; reading them run by run");
             for id in ids {
-                by_run.insert(*id, store.list_step_outputs_for(&[*id]).await);
+                by_run.insert(*id, journal.list_step_outputs_for(&[*id]).await);
             }
         }
     }

@@ -16,8 +16,8 @@ use uuid::Uuid;
 use super::spawn::{FlowRequest, SpawnFlow, spawn_flow_actor};
 use crate::flow::record::{self, Orphaned};
 use crate::flow::{RunOutcome, RunState};
+use crate::journal::JournalHandle;
 use crate::records::RunStatus;
-use crate::store::Store;
 
 /// Messages of the root supervisor.
 pub(crate) enum RootMsg {
@@ -32,7 +32,7 @@ struct RunEntry {
     state: watch::Receiver<RunState>,
     outcome: Arc<watch::Sender<Option<RunOutcome>>>,
     /// Where the run's failure is recorded if its flow dies without an outcome.
-    store: Arc<dyn Store>,
+    journal: JournalHandle,
 }
 
 pub(crate) struct RootState {
@@ -92,7 +92,7 @@ impl Actor for RootActor {
                         run_id: args.run.id,
                         state: args.state.subscribe(),
                         outcome: args.outcome.clone(),
-                        store: args.store.clone(),
+                        journal: args.journal.clone(),
                     };
                     let task = spawning.spawn((root.spawn)(args, myself.get_cell()));
                     waiting.insert(task.id(), (entry, reply));
@@ -148,22 +148,22 @@ impl Actor for RootActor {
             reason: Some(reason),
             recorded,
         };
-        let outcome = match record::fail_orphaned(&entry.store, entry.run_id, reason.clone()).await
-        {
-            Ok(Orphaned::Failed) => failed(reason, true),
-            Ok(Orphaned::AlreadyEnded(recorded)) => {
-                // The flow recorded its outcome but died before publishing
-                // it (or the run was ended through the control plane): the
-                // journal's outcome is the truth.
-                tracing::info!(run_id = %entry.run_id, status = recorded.status.as_str(),
+        let outcome =
+            match record::fail_orphaned(&entry.journal, entry.run_id, reason.clone()).await {
+                Ok(Orphaned::Failed) => failed(reason, true),
+                Ok(Orphaned::AlreadyEnded(recorded)) => {
+                    // The flow recorded its outcome but died before publishing
+                    // it (or the run was ended through the control plane): the
+                    // journal's outcome is the truth.
+                    tracing::info!(run_id = %entry.run_id, status = recorded.status.as_str(),
                     "the lost flow's run had already ended; publishing its recorded outcome");
-                recorded
-            }
-            Err(error) => failed(
-                format!("{reason}; recording the failure failed: {error}"),
-                false,
-            ),
-        };
+                    recorded
+                }
+                Err(error) => failed(
+                    format!("{reason}; recording the failure failed: {error}"),
+                    false,
+                ),
+            };
         entry.outcome.send_replace(Some(outcome));
         Ok(())
     }
@@ -178,7 +178,7 @@ mod tests {
     use crate::runtime::RuntimeError;
     use crate::runtime::spawn::{BoxedSpawn, request_flow};
     use crate::stage::{sink_fn, source_iter};
-    use crate::store::MemoryStore;
+    use crate::store::{MemoryStore, Store};
 
     /// The spawn of a run whose goal is `"panic"` panics.
     fn panics_on_goal(args: FlowArgs, supervisor: ractor::ActorCell) -> BoxedSpawn {
@@ -190,7 +190,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_panicking_spawn_is_answered_and_the_rest_of_its_batch_starts() {
-        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let store = Arc::new(MemoryStore::new());
+        let journal = JournalHandle::spawn(store.clone(), Default::default(), None)
+            .await
+            .unwrap();
         let endless = FlowDefinition::<u64>::builder("endless")
             .source("numbers", || source_iter(0_u64..))
             .sink("discard", || sink_fn(|_: u64| Ok(())))
@@ -207,9 +210,13 @@ mod tests {
                 goal: Some(goal.to_owned()),
                 ..RunOptions::default()
             };
-            let run = record::create(&store, "endless", options).await.unwrap();
-            let (request, flow) =
-                request_flow(run, store.clone(), &endless as &dyn ErasedDefinition, None);
+            let run = record::create(&journal, "endless", options).await.unwrap();
+            let (request, flow) = request_flow(
+                run,
+                journal.clone(),
+                &endless as &dyn ErasedDefinition,
+                None,
+            );
             requests.push(request);
             pending.push(flow);
         }

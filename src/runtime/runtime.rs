@@ -20,7 +20,6 @@ use crate::flow::{ControlEvent, FlowDefinition, RecordError, RunHandle, RunOptio
 use crate::journal::{JournalError, JournalHandle};
 use crate::records::{Run, RunStatus, StoreError};
 use crate::runs::{RecoveryReport, RunManager};
-use crate::store::Store;
 
 /// Why the runtime could not do what was asked.
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +39,9 @@ pub enum RuntimeError {
     /// The journal actor could not start.
     #[error(transparent)]
     Journal(#[from] JournalError),
+    /// The recovery scan at start could not read or repair the journal.
+    #[error("the recovery scan at start failed: {0}")]
+    Recovery(#[source] StoreError),
     /// An actor could not be spawned.
     #[error("cannot spawn an actor: {0}")]
     Spawn(#[from] SpawnErr),
@@ -212,7 +214,7 @@ impl Runtime {
     /// What a start needs of the runtime, to run apart from its caller.
     fn starter(&self) -> Starter {
         Starter {
-            store: self.store(),
+            journal: self.journal.clone(),
             root: self.root.clone(),
             runs: self.runs.clone(),
         }
@@ -251,8 +253,12 @@ impl Runtime {
                 }
             };
             tracing::info!(run_id = %run.id, flow = %run.controller_id, "resuming unfinished run");
-            let (request, flow) =
-                request_flow(run.clone(), self.store(), &*definition, Some(&outputs));
+            let (request, flow) = request_flow(
+                run.clone(),
+                self.journal.clone(),
+                &*definition,
+                Some(&outputs),
+            );
             requests.push(request);
             pending.push((run, flow));
         }
@@ -315,12 +321,7 @@ impl Runtime {
     /// flow cancels cooperatively and publishes the persisted status.
     pub fn runs(&self) -> RunManager {
         let live = CancelLiveRuns(Arc::downgrade(&self.runs));
-        RunManager::new(self.store()).with_observer(Arc::new(live))
-    }
-
-    /// The journal as a shareable store.
-    pub fn store(&self) -> Arc<dyn Store> {
-        Arc::new(self.journal.clone())
+        RunManager::new(Arc::new(self.journal.clone())).with_observer(Arc::new(live))
     }
 
     /// What the recovery scan at start found: repaired terminal records and

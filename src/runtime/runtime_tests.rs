@@ -6,6 +6,7 @@ use crate::records::{EventKind, RunStatus, TerminalEvent};
 use crate::runtime::root::{RootActor, root_state, root_state_with};
 use crate::runtime::spawn::{BoxedSpawn, SpawnFlow, spawn_flow_actor};
 use crate::stage::{sink_fn, source_iter};
+use crate::store::Store;
 
 #[tokio::test]
 async fn a_flow_actor_that_dies_without_an_outcome_has_its_run_failed() {
@@ -52,14 +53,15 @@ fn small() -> FlowDefinition<u64> {
 }
 
 /// A runtime over `store` whose root spawns flow actors with `spawn`.
-async fn runtime_with(store: Arc<dyn Store>, spawn: SpawnFlow) -> Runtime {
+async fn runtime_with<S: Store + 'static>(store: Arc<S>, spawn: SpawnFlow) -> Runtime {
     let (root, _) = ractor::Actor::spawn(None, RootActor, root_state_with(spawn))
         .await
         .unwrap();
     let config = crate::journal::JournalConfig::default();
-    let (journal, recovery) = JournalHandle::open(store, config, Some(root.get_cell()))
+    let journal = JournalHandle::spawn(store, config, Some(root.get_cell()))
         .await
         .unwrap();
+    let recovery = crate::runs::recover(&journal).await.unwrap();
     let runtime = Runtime::new(journal, root, Registry::default(), recovery, None);
     runtime.register(small()).unwrap();
     runtime
@@ -90,7 +92,7 @@ fn not_started(error: RuntimeError) -> (Uuid, RuntimeError) {
 
 /// The run's record and terminal event, which must say it failed because
 /// its flow was not started.
-async fn assert_failed_unstarted(store: &dyn Store, run_id: Uuid) -> String {
+async fn assert_failed_unstarted(store: &impl Store, run_id: Uuid) -> String {
     let record = store.get_run(run_id).await.unwrap().unwrap();
     assert_eq!(record.status, RunStatus::Failed);
     let terminal = store.terminal_event(run_id).await.unwrap().unwrap();
@@ -133,9 +135,10 @@ async fn a_run_created_as_the_root_goes_away_is_failed_not_left_created() {
         .unwrap();
     // The journal outlives the root here, so the failure can be recorded.
     let config = crate::journal::JournalConfig::default();
-    let (journal, recovery) = JournalHandle::open(store.clone(), config, None)
+    let journal = JournalHandle::spawn(store.clone(), config, None)
         .await
         .unwrap();
+    let recovery = crate::runs::recover(&journal).await.unwrap();
     root.stop_and_wait(None, None).await.unwrap();
     let runtime = Runtime::new(journal.clone(), root, Registry::default(), recovery, None);
     runtime.register(small()).unwrap();
@@ -254,7 +257,7 @@ async fn a_flow_lost_after_recording_its_outcome_publishes_the_recorded_one() {
 /// Cancels the run through the control plane, then fails to spawn its flow.
 fn cancelled_then_unspawnable(args: FlowArgs, _: ractor::ActorCell) -> BoxedSpawn {
     Box::pin(async move {
-        crate::runs::RunManager::new(args.store.clone())
+        crate::runs::RunManager::new(Arc::new(args.journal.clone()))
             .cancel(args.run.id)
             .await
             .map_err(|e| ractor::SpawnErr::StartupFailed(e.into()))?;
@@ -286,7 +289,7 @@ async fn a_not_started_run_that_had_already_ended_is_not_claimed_failed() {
 
 /// Every run of the runtime's default owner: what the journal holds after
 /// a start was given up on.
-async fn all_runs(store: &dyn Store) -> Vec<crate::records::Run> {
+async fn all_runs(store: &impl Store) -> Vec<crate::records::Run> {
     store.list_runs_by_owner("troupe").await.unwrap()
 }
 

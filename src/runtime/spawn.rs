@@ -17,8 +17,8 @@ use super::RuntimeError;
 use crate::flow::actor::{FlowActor, FlowArgs, FlowMsg};
 use crate::flow::definition::ErasedDefinition;
 use crate::flow::{RunHandle, RunOutcome, RunState};
+use crate::journal::JournalHandle;
 use crate::records::{Run, StepOutput};
-use crate::store::Store;
 
 /// What the spawn of one flow actor resolves to.
 pub(crate) type Spawned = Result<ActorRef<FlowMsg>, SpawnErr>;
@@ -59,7 +59,7 @@ pub(crate) struct PendingFlow {
 /// recovered run (`None`: a new run).
 pub(crate) fn request_flow(
     run: Run,
-    store: Arc<dyn Store>,
+    journal: JournalHandle,
     definition: &dyn ErasedDefinition,
     recorded: Option<&[StepOutput]>,
 ) -> (FlowRequest, PendingFlow) {
@@ -73,7 +73,7 @@ pub(crate) fn request_flow(
     let (outcome, outcome_rx) = watch::channel(None);
     let args = FlowArgs {
         run,
-        store,
+        journal,
         plan,
         state,
         outcome: Arc::new(outcome),

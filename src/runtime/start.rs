@@ -15,12 +15,12 @@ use super::spawn::{PendingFlow, request_flow};
 use crate::flow::definition::ErasedDefinition;
 use crate::flow::record::{self, Orphaned};
 use crate::flow::{RunHandle, RunOptions};
-use crate::store::Store;
+use crate::journal::JournalHandle;
 
 /// What starting a flow needs of the runtime (cheap to clone into a task).
 #[derive(Clone)]
 pub(crate) struct Starter {
-    pub(crate) store: Arc<dyn Store>,
+    pub(crate) journal: JournalHandle,
     pub(crate) root: ActorRef<RootMsg>,
     pub(crate) runs: Arc<Mutex<RunList>>,
 }
@@ -36,9 +36,9 @@ impl Starter {
         options: RunOptions,
         in_flight: OwnedRwLockReadGuard<()>,
     ) -> Result<RunHandle, RuntimeError> {
-        let run = record::create(&self.store, definition.name(), options).await?;
+        let run = record::create(&self.journal, definition.name(), options).await?;
         let run_id = run.id;
-        let (request, pending) = request_flow(run, self.store.clone(), &*definition, None);
+        let (request, pending) = request_flow(run, self.journal.clone(), &*definition, None);
         let started = match self.root.send_message(RootMsg::StartFlows(vec![request])) {
             Ok(()) => self.collect(pending).await,
             Err(_) => Err(RuntimeError::ShuttingDown),
@@ -70,7 +70,7 @@ impl Starter {
         let reason = format!("the runtime could not start the run's flow: {cause}");
         tracing::error!(%run_id, %reason, "flow not started");
         let (already_ended, not_ended) =
-            match record::fail_orphaned(&self.store, run_id, reason).await {
+            match record::fail_orphaned(&self.journal, run_id, reason).await {
                 Ok(Orphaned::Failed) => (None, None),
                 Ok(Orphaned::AlreadyEnded(outcome)) => {
                     tracing::info!(%run_id, status = outcome.status.as_str(),
