@@ -2,10 +2,11 @@
 
 mod supervise_support;
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use supervise_support::*;
+use troupe::ids::StageId;
 use troupe::supervise::{Driver, MAX_IDENTICAL_FAILURES, Progress, SupervisedExt, SupervisorError};
 
 fn failed(why: &str) -> St {
@@ -375,4 +376,92 @@ async fn state_changes_are_published_only_on_change() {
     let bad = "action 1 of 3 failed (1 later action(s) dropped): bad";
     assert_eq!(published, [failed(bad), failed("x")]);
     assert_eq!(*watcher.current(), failed("x"));
+}
+
+/// How a stopped loop names its supervisor: the error's `who.stage` and message.
+async fn stage_in_error(
+    sup: impl SupervisedExt<State = St, Context = Ctx>,
+) -> (Option<StageId>, String) {
+    let error = sup.run(St::Running, Ctx::default()).await.unwrap_err();
+    let SupervisorError::CompletionWrite { who, .. } = &error else {
+        panic!("unexpected error {error}");
+    };
+    (who.stage, error.to_string())
+}
+
+// A stage's supervisor is named by its stage id in the errors of its loop,
+// wrapped or not; another component (`stage_id` is `None`) by name and writer only.
+#[tokio::test]
+async fn the_stage_id_names_the_supervisor_in_errors() {
+    let mut script = Script::new([Step::Terminate]);
+    script.completion_fails = true;
+    let (stage, message) = stage_in_error(Sup(script.clone())).await;
+    assert_eq!(stage, Some(STAGE));
+    assert!(message.contains("`Sup` (writer-7, stage-7)"), "{message}");
+
+    let mut script = Script::new([Step::Terminate]);
+    script.completion_fails = true;
+    let (wrapped, _tx, _watcher) = with_channel(script, St::Running);
+    let (stage, message) = stage_in_error(wrapped).await;
+    assert_eq!(stage, Some(STAGE), "the wrapper keeps the inner stage id");
+    assert!(message.contains("`Sup` (writer-7, stage-7)"), "{message}");
+
+    let mut script = Script::new([Step::Terminate]);
+    script.completion_fails = true;
+    script.stage = None;
+    let (stage, message) = stage_in_error(Sup(script)).await;
+    assert_eq!(stage, None);
+    assert!(message.contains("`Sup` (writer-7)"), "{message}");
+}
+
+/// A subscriber that records the `stage` field of each `supervise` span.
+#[derive(Clone, Default)]
+struct SpanStages(Arc<Mutex<Vec<Option<u64>>>>);
+
+struct StageField(Option<u64>);
+
+impl tracing::field::Visit for StageField {
+    fn record_u64(&mut self, field: &tracing::field::Field, value: u64) {
+        if field.name() == "stage" {
+            self.0 = Some(value);
+        }
+    }
+    fn record_debug(&mut self, _: &tracing::field::Field, _: &dyn std::fmt::Debug) {}
+}
+
+impl tracing::Subscriber for SpanStages {
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        true
+    }
+    fn new_span(&self, span: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        if span.metadata().name() == "supervise" {
+            let mut stage = StageField(None);
+            span.record(&mut stage);
+            self.0.lock().unwrap().push(stage.0);
+        }
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, _: &tracing::Event<'_>) {}
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+// The loop's span carries the stage id, wrapped or not, and none for another component.
+#[test]
+fn the_stage_id_is_a_field_of_the_loop_span() {
+    let spans = SpanStages::default();
+    tracing::subscriber::with_default(spans.clone(), || {
+        drop(Sup(Script::new([])).driver(St::Running, Ctx::default()));
+        let (wrapped, _tx, _watcher) = with_channel(Script::new([]), St::Running);
+        drop(wrapped.driver(St::Running, Ctx::default()));
+        let mut script = Script::new([]);
+        script.stage = None;
+        drop(Sup(script).driver(St::Running, Ctx::default()));
+    });
+    assert_eq!(
+        *spans.0.lock().unwrap(),
+        [Some(STAGE.get()), Some(STAGE.get()), None]
+    );
 }
