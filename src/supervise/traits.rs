@@ -75,7 +75,7 @@ pub trait Supervised: Supervisor {
         context: &mut Self::Context,
     ) -> DispatchResult<Self::Event>;
 
-    /// Who writes this component's completion event.
+    /// Who writes this component's completion event (a stage's: its stage id).
     fn writer_id(&self) -> WriterId;
 
     /// Records that the component completed; awaited exactly once, on `Terminate`.
