@@ -1,7 +1,7 @@
 //! Cost of one drive-loop step against the bare state machine it drives.
 //!
 //! `raw_machine`: `handle` + `execute_actions` in a plain loop (the floor).
-//! `run_transition`: `SelfSupervisedExt::run` where each dispatch returns
+//! `run_transition`: `SupervisedExt::run` where each dispatch returns
 //! `Transition` (dispatch, panic guard, handle, actions, yield).
 //! `run_continue`: each dispatch returns `Continue` (dispatch and yield only).
 
@@ -12,7 +12,7 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use troupe::fsm::{EventVariant, FsmAction, FsmError, StateMachine, StateVariant, Transition, fsm};
 use troupe::ids::WriterId;
 use troupe::supervise::{
-    BoxError, DispatchResult, EventLoopDirective, SelfSupervised, SelfSupervisedExt, Supervisor,
+    BoxError, DispatchResult, EventLoopDirective, Supervised, SupervisedExt, Supervisor,
 };
 
 const STEPS: u64 = 10_000;
@@ -70,7 +70,7 @@ impl Supervisor for Toggler {
 }
 
 #[async_trait]
-impl SelfSupervised for Toggler {
+impl Supervised for Toggler {
     async fn dispatch_state(&mut self, _: &Light, _: &mut ()) -> DispatchResult<Press> {
         if self.left == 0 {
             return Ok(EventLoopDirective::Terminate);
@@ -116,9 +116,7 @@ fn bench(c: &mut Criterion) {
                     left: STEPS,
                     transition,
                 };
-                let done = SelfSupervisedExt::run(toggler, Light::Off, ())
-                    .await
-                    .unwrap();
+                let done = SupervisedExt::run(toggler, Light::Off, ()).await.unwrap();
                 black_box(done.state)
             })
         });

@@ -7,9 +7,9 @@ mod supervise_support;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use supervise_support::*;
 use tokio::sync::oneshot;
-use troupe::supervise::{Driver, HandlerKind, HandlerSupervisedWithExternalEvents, Progress};
+use troupe::supervise::{Driver, Progress, WithExternalEvents};
 
-type Hosted = Driver<HandlerSupervisedWithExternalEvents<HandlerSup>, HandlerKind>;
+type Hosted = Driver<WithExternalEvents<Sup>>;
 
 struct StageActor;
 
@@ -75,7 +75,7 @@ async fn an_actor_hosts_a_supervised_stage() {
         Step::Panic("scripted panic in a stage".into()),
         Step::Terminate,
     ]);
-    let (wrapped, tx, watcher) = HandlerKindH::wrapped(script.clone(), St::Created);
+    let (wrapped, tx, watcher) = with_channel(script.clone(), St::Created);
     let (done_tx, done_rx) = oneshot::channel();
     let hosting = Hosting {
         driver: Some(Driver::new(wrapped, St::Created, Ctx::default())),

@@ -7,7 +7,7 @@ mod supervise_support;
 use proptest::prelude::*;
 use supervise_support::*;
 use troupe::fsm::{EventVariant, StateVariant};
-use troupe::supervise::{MAX_IDENTICAL_FAILURES, SupervisorError};
+use troupe::supervise::{MAX_IDENTICAL_FAILURES, SupervisedExt, SupervisorError};
 
 fn outcome() -> impl Strategy<Value = Step> {
     prop_oneof![
@@ -96,11 +96,11 @@ fn model(steps: &[Step]) -> Expected {
     expected
 }
 
-async fn check<K: Kind>(steps: Vec<Step>) -> Result<(), TestCaseError> {
+async fn check(steps: Vec<Step>) -> Result<(), TestCaseError> {
     let expected = model(&steps);
     let mut script = Script::new(steps);
     script.when_done = Step::Err("exhausted".into());
-    let result = K::run(K::make(script.clone()), St::Created, Ctx::default()).await;
+    let result = Sup(script.clone()).run(St::Created, Ctx::default()).await;
     let observed = script.observed();
     prop_assert_eq!(observed.completions, usize::from(expected.terminated));
     prop_assert_eq!(&observed.failures, &expected.failures);
@@ -141,8 +141,7 @@ proptest! {
     fn completion_once_iff_terminated_and_no_failure_unmapped(steps in prop::collection::vec(outcome(), 0..40)) {
         quiet_scripted_panics();
         let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
-        rt.block_on(check::<SelfKindH>(steps.clone()))?;
-        rt.block_on(check::<HandlerKindH>(steps))?;
+        rt.block_on(check(steps))?;
     }
 }
 

@@ -23,8 +23,8 @@ use super::ports::PortSlot;
 use super::supervisor::{StageIdentity, StageSupervisor};
 use super::work::Work;
 use crate::supervise::{
-    BoxFuture, ChannelBuilder, Driver, ExternalEventSender, HandlerKind,
-    HandlerSupervisedWithExternalEvents, Progress, StateWatcher,
+    BoxFuture, ChannelBuilder, Driver, ExternalEventSender, Progress, StateWatcher,
+    WithExternalEvents,
 };
 
 /// Exit reason of a stage actor whose work completed and was recorded.
@@ -35,7 +35,7 @@ pub const EXIT_CANCELLED: &str = "stage cancelled";
 /// Control events that may wait for a stage before its flow's sends wait.
 const CONTROL_CAPACITY: usize = 1024;
 
-type Hosted<T, W> = Driver<HandlerSupervisedWithExternalEvents<StageSupervisor<T, W>>, HandlerKind>;
+type Hosted<T, W> = Driver<WithExternalEvents<StageSupervisor<T, W>>>;
 
 /// The actor type of a stage running logic `W` over items `T`.
 pub(crate) struct StageActor<T, W>(PhantomData<fn() -> (T, W)>);
@@ -235,7 +235,7 @@ async fn spawn_stage<T: Clone + Send + 'static, W: Work<T>>(
             .map_err(|_| SpawnErr::StartupFailed("the stage's control channel closed".into()))?;
     }
     let supervisor = StageSupervisor::new(launch.identity, slot, inbox);
-    let wrapped = HandlerSupervisedWithExternalEvents::new(supervisor, receiver, watcher.clone());
+    let wrapped = WithExternalEvents::new(supervisor, receiver, watcher.clone());
     let ctx = StageCtx {
         work,
         ports: None,

@@ -1,5 +1,5 @@
 //! The supervised component a stage actor hosts: the stage machine plus the
-//! work each state does, mapped onto [`HandlerSupervised`].
+//! work each state does, mapped onto [`Supervised`].
 
 use std::marker::PhantomData;
 use std::sync::Arc;
@@ -17,7 +17,7 @@ use crate::fsm::StateMachine;
 use crate::ids::{StageId, WriterId};
 use crate::supervise::{
     BoxError, DispatchResult, EventLoopDirective, ExternalEventMode, ExternalEventPolicy,
-    HandlerSupervised, Supervisor,
+    Supervised, Supervisor,
 };
 
 /// A stage's completed work, reported to its flow, which records it (or,
@@ -209,9 +209,7 @@ impl<T: Clone + Send + 'static, W: Work<T>> Supervisor for StageSupervisor<T, W>
 }
 
 #[async_trait]
-impl<T: Clone + Send + 'static, W: Work<T>> HandlerSupervised for StageSupervisor<T, W> {
-    type Handler = W;
-
+impl<T: Clone + Send + 'static, W: Work<T>> Supervised for StageSupervisor<T, W> {
     async fn dispatch_state(
         &mut self,
         state: &StageState,
@@ -279,10 +277,6 @@ impl<T: Clone + Send + 'static, W: Work<T>> HandlerSupervised for StageSuperviso
         }
     }
 
-    fn stage_id(&self) -> StageId {
-        self.identity.id
-    }
-
     fn writer_id(&self) -> WriterId {
         self.identity.id.into()
     }
@@ -317,6 +311,10 @@ impl<T: Clone + Send + 'static, W: Work<T>> HandlerSupervised for StageSuperviso
 
     fn event_for_action_error(&self, msg: String) -> StageEvent {
         StageEvent::Failure(msg)
+    }
+
+    fn stage_id(&self) -> Option<StageId> {
+        Some(self.identity.id)
     }
 }
 

@@ -1,15 +1,14 @@
 //! The drive loop: dispatch, feed the machine, map every failure to an event.
 
-use std::marker::PhantomData;
 use std::pin::pin;
 
 use tracing::Instrument;
 
 use super::EventLoopDirective;
 use super::error::{SupervisorError, SupervisorIdentity};
-use super::kind::Supervised;
 use super::panic::{catching, catching_sync};
 use super::streak::FailureStreak;
+use super::traits::Supervised;
 use crate::fsm::{EventVariant, FsmAction, FsmError, StateMachine, StateVariant};
 
 /// What one [`Driver::step`] did.
@@ -90,25 +89,24 @@ type Machine<T> = StateMachine<
 /// handled an event, cancelling leaves the rest of that step's actions
 /// unrun; once `Terminate` was dispatched the driver has ended, so a
 /// completion is never written twice.
-pub struct Driver<T: Supervised<K>, K> {
+pub struct Driver<T: Supervised> {
     supervisor: T,
     machine: Machine<T>,
     context: T::Context,
     phase: Phase,
     streak: FailureStreak<T::State>,
     span: tracing::Span,
-    _kind: PhantomData<fn() -> K>,
 }
 
-impl<T: Supervised<K>, K> Driver<T, K> {
+impl<T: Supervised> Driver<T> {
     /// Builds the machine (`build_state_machine(initial_state)`); nothing runs yet.
     pub fn new(supervisor: T, initial_state: T::State, context: T::Context) -> Self {
         let machine = supervisor.build_state_machine(initial_state);
         let span = tracing::info_span!(
             "supervise",
             supervisor = supervisor.name(),
-            writer = %supervisor.writer(),
-            stage = supervisor.stage().map(|s| s.get()),
+            writer = %supervisor.writer_id(),
+            stage = supervisor.stage_id().map(|s| s.get()),
         );
         Driver {
             supervisor,
@@ -117,7 +115,6 @@ impl<T: Supervised<K>, K> Driver<T, K> {
             phase: Phase::Fresh,
             streak: FailureStreak::default(),
             span,
-            _kind: PhantomData,
         }
     }
 
@@ -240,7 +237,7 @@ impl<T: Supervised<K>, K> Driver<T, K> {
         } = self;
         let state = machine.state();
         let state_name = state.variant_name();
-        let dispatch = catching(supervisor.dispatch(state, context));
+        let dispatch = catching(supervisor.dispatch_state(state, context));
         let outcome = if machine.deadline().is_some() {
             tokio::select! {
                 biased;
@@ -315,7 +312,7 @@ impl<T: Supervised<K>, K> Driver<T, K> {
                 });
             }
             let supervisor = &self.supervisor;
-            let event = match catching_sync(|| supervisor.failure_event(failure.clone())) {
+            let event = match catching_sync(|| supervisor.event_for_action_error(failure.clone())) {
                 Ok(event) => event,
                 Err(panic) => {
                     return Err(SupervisorError::FailureEventPanicked {
@@ -401,7 +398,7 @@ impl<T: Supervised<K>, K> Driver<T, K> {
             state = self.machine.state().variant_name(),
             "terminating; writing completion"
         );
-        match catching(self.supervisor.write_completion()).await {
+        match catching(self.supervisor.write_completion_event()).await {
             Ok(Ok(())) => Ok(Progress::Terminated),
             Ok(Err(source)) => Err(SupervisorError::CompletionWrite {
                 who: self.who(),
@@ -428,8 +425,8 @@ impl<T: Supervised<K>, K> Driver<T, K> {
     fn who(&self) -> SupervisorIdentity {
         SupervisorIdentity {
             name: self.supervisor.name().to_owned(),
-            writer: self.supervisor.writer(),
-            stage: self.supervisor.stage(),
+            writer: self.supervisor.writer_id(),
+            stage: self.supervisor.stage_id(),
         }
     }
 }

@@ -7,14 +7,15 @@ use crate::fsm::FsmError;
 use crate::ids::{StageId, WriterId};
 
 /// Who a [`SupervisorError`] is about: the supervisor's name, its writer and,
-/// for a handler-supervised stage, its stage id.
+/// for a stage's supervisor, its stage id.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SupervisorIdentity {
     /// [`Supervisor::name`](super::Supervisor::name).
     pub name: String,
     /// The writer of its completion event.
     pub writer: WriterId,
-    /// The stage, for handler-supervised stages.
+    /// [`Supervised::stage_id`](super::Supervised::stage_id): the stage, for
+    /// a stage's supervisor.
     pub stage: Option<StageId>,
 }
 

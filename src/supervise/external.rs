@@ -1,18 +1,18 @@
-//! Wrappers that add an external-event channel to a supervisor.
+//! The wrapper that adds an external-event channel to a supervisor.
 
 use async_trait::async_trait;
 
 use super::EventLoopDirective;
 use super::channel::{ExternalEventReceiver, Polled, StateWatcher};
 use super::policy::{ExternalEventMode, ExternalEventPolicy};
-use super::traits::{BoxError, DispatchResult, HandlerSupervised, SelfSupervised, Supervisor};
+use super::traits::{BoxError, DispatchResult, Supervised, Supervisor};
 use crate::fsm::{StateMachine, StateVariant};
 use crate::ids::{StageId, WriterId};
 
 /// A supervisor whose `dispatch_state` first consults its
 /// [`ExternalEventPolicy`] and the control channel, then (if no control event
-/// applies) its inner supervisor. It is a supervisor of the same kind as the
-/// inner one, and publishes state changes to its [`StateWatcher`] when driven.
+/// applies) its inner supervisor. It is [`Supervised`] when the inner one is,
+/// and publishes state changes to its [`StateWatcher`] when driven.
 ///
 /// Per call of `dispatch_state`, by the mode of the current state:
 /// * `Block`: wait for the next control event and return `Transition(event)`;
@@ -28,12 +28,6 @@ pub struct WithExternalEvents<I: Supervisor> {
     receiver: ExternalEventReceiver<I::Event>,
     watcher: StateWatcher<I::State>,
 }
-
-/// A [`SelfSupervised`] component with external events; see [`WithExternalEvents`].
-pub type SelfSupervisedWithExternalEvents<I> = WithExternalEvents<I>;
-
-/// A [`HandlerSupervised`] stage with external events; see [`WithExternalEvents`].
-pub type HandlerSupervisedWithExternalEvents<I> = WithExternalEvents<I>;
 
 impl<I: Supervisor> WithExternalEvents<I> {
     /// Wraps `inner`, reading control events from `receiver` and publishing
@@ -133,43 +127,33 @@ impl<I: ExternalEventPolicy> ExternalEventPolicy for WithExternalEvents<I> {
     }
 }
 
-/// The two kinds differ only in the trait they delegate to (and the stage id).
-macro_rules! delegate_kind {
-    ($kind:ident { $($extra:item)* }) => {
-        #[async_trait]
-        impl<I: $kind + ExternalEventPolicy> $kind for WithExternalEvents<I> {
-            $($extra)*
-
-            async fn dispatch_state(
-                &mut self,
-                state: &Self::State,
-                context: &mut Self::Context,
-            ) -> DispatchResult<Self::Event> {
-                if let Some(event) = self.control_event(state).await {
-                    return Ok(EventLoopDirective::Transition(event));
-                }
-                self.inner.dispatch_state(state, context).await
-            }
-
-            fn writer_id(&self) -> WriterId {
-                self.inner.writer_id()
-            }
-
-            async fn write_completion_event(&self) -> Result<(), BoxError> {
-                self.inner.write_completion_event().await
-            }
-
-            fn event_for_action_error(&self, msg: String) -> Self::Event {
-                self.inner.event_for_action_error(msg)
-            }
+#[async_trait]
+impl<I: Supervised + ExternalEventPolicy> Supervised for WithExternalEvents<I> {
+    async fn dispatch_state(
+        &mut self,
+        state: &Self::State,
+        context: &mut Self::Context,
+    ) -> DispatchResult<Self::Event> {
+        if let Some(event) = self.control_event(state).await {
+            return Ok(EventLoopDirective::Transition(event));
         }
-    };
-}
+        self.inner.dispatch_state(state, context).await
+    }
 
-delegate_kind!(SelfSupervised {});
-delegate_kind!(HandlerSupervised {
-    type Handler = I::Handler;
-    fn stage_id(&self) -> StageId {
+    fn writer_id(&self) -> WriterId {
+        self.inner.writer_id()
+    }
+
+    async fn write_completion_event(&self) -> Result<(), BoxError> {
+        self.inner.write_completion_event().await
+    }
+
+    fn event_for_action_error(&self, msg: String) -> Self::Event {
+        self.inner.event_for_action_error(msg)
+    }
+
+    // Delegated, not defaulted: a wrapped stage must still name its stage.
+    fn stage_id(&self) -> Option<StageId> {
         self.inner.stage_id()
     }
-});
+}

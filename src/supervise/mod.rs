@@ -1,12 +1,11 @@
 //! Supervision: runs a state machine against the work of a component so that
 //! no failure is lost or silent.
 //!
-//! A component implements [`Supervisor`] (its machine) and one of
-//! [`SelfSupervised`] (system components doing their own work) or
-//! [`HandlerSupervised`] (stages calling user handlers). Its
+//! A component implements [`Supervisor`] (its machine) and [`Supervised`]
+//! (its work; a stage also names itself with `stage_id`). Its
 //! `dispatch_state` does the work of the current state and returns an
-//! [`EventLoopDirective`]; the drive loop ([`SelfSupervisedExt::run`],
-//! [`HandlerSupervisedExt::run`], or [`Driver`] one step at a time) does the rest:
+//! [`EventLoopDirective`]; the drive loop ([`SupervisedExt::run`], or
+//! [`Driver`] one step at a time) does the rest:
 //!
 //! 1. builds the machine, runs the initial state's entry actions, then calls
 //!    `dispatch_state(current_state, ctx)` in a loop;
@@ -37,8 +36,7 @@
 //! `handle_timeout` runs instead, with the same failure mapping.
 //!
 //! External control events come through a channel from a [`ChannelBuilder`]:
-//! wrap the supervisor in [`SelfSupervisedWithExternalEvents`] (or
-//! [`HandlerSupervisedWithExternalEvents`]) and give it an
+//! wrap the supervisor in [`WithExternalEvents`] and give it an
 //! [`ExternalEventPolicy`] saying, per state, whether to `Block` on, `Poll`
 //! or `Ignore` the channel ([`ExternalEventMode`]).
 //!
@@ -53,7 +51,7 @@
 //! use async_trait::async_trait;
 //! use troupe::fsm::{fsm, EventVariant, FsmAction, FsmContext, FsmError, StateMachine, StateVariant, Transition};
 //! use troupe::ids::WriterId;
-//! use troupe::supervise::{BoxError, DispatchResult, EventLoopDirective, SelfSupervised, SelfSupervisedExt, Supervisor};
+//! use troupe::supervise::{BoxError, DispatchResult, EventLoopDirective, Supervised, SupervisedExt, Supervisor};
 //!
 //! #[derive(Debug, Clone, PartialEq, StateVariant)]
 //! enum Phase { Working, Failed(String) }
@@ -99,7 +97,7 @@
 //! }
 //!
 //! #[async_trait]
-//! impl SelfSupervised for Counter {
+//! impl Supervised for Counter {
 //!     async fn dispatch_state(&mut self, state: &Phase, items: &mut Items) -> DispatchResult<Ev> {
 //!         match state {
 //!             Phase::Working if items.next == 3 => Err(format!("item {} is invalid", items.next).into()),
@@ -117,7 +115,7 @@
 //!
 //! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
 //! let items = Items { next: 0, log: Vec::new() };
-//! let done = SelfSupervisedExt::run(Counter::default(), Phase::Working, items).await?;
+//! let done = SupervisedExt::run(Counter::default(), Phase::Working, items).await?;
 //! assert_eq!(done.state, Phase::Failed("item 3 is invalid".into()));
 //! assert_eq!(done.context.log, ["failed: item 3 is invalid"]);
 //! assert_eq!(done.supervisor.completions.load(Ordering::SeqCst), 1);
@@ -130,7 +128,6 @@ mod directive;
 mod driver;
 mod error;
 mod external;
-mod kind;
 mod panic;
 mod policy;
 mod run;
@@ -144,12 +141,10 @@ pub use channel::{
 pub use directive::EventLoopDirective;
 pub use driver::{Driver, LoopOutcome, Progress};
 pub use error::{SupervisorError, SupervisorIdentity};
-pub use external::{
-    HandlerSupervisedWithExternalEvents, SelfSupervisedWithExternalEvents, WithExternalEvents,
-};
-pub use kind::{BoxFuture, HandlerKind, SelfKind, Supervised};
+pub use external::WithExternalEvents;
 pub(crate) use panic::panic_message;
 pub use policy::{ExternalEventMode, ExternalEventPolicy};
-pub use run::{HandlerSupervisedExt, SelfSupervisedExt};
+pub use run::SupervisedExt;
 pub use streak::MAX_IDENTICAL_FAILURES;
-pub use traits::{BoxError, DispatchResult, HandlerSupervised, SelfSupervised, Supervisor};
+pub(crate) use traits::BoxFuture;
+pub use traits::{BoxError, DispatchResult, Supervised, Supervisor};

@@ -1,6 +1,8 @@
 //! The traits a supervised component implements.
 
 use std::fmt::Debug;
+use std::future::Future;
+use std::pin::Pin;
 
 use async_trait::async_trait;
 
@@ -14,6 +16,10 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// What a `dispatch_state` call returns.
 pub type DispatchResult<E> = Result<EventLoopDirective<E>, BoxError>;
+
+/// A boxed `Send` future, as `async_trait` methods return; the stage actor's
+/// spawner returns one too.
+pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// A component run by a state machine: its four types and how to build the
 /// machine.
@@ -42,26 +48,34 @@ pub trait Supervisor: Send + Sync {
     fn name(&self) -> &str;
 
     /// Where the drive loop publishes state changes; `None` (the default)
-    /// publishes nowhere. The external-event wrappers return their watcher.
+    /// publishes nowhere. [`WithExternalEvents`](super::WithExternalEvents)
+    /// returns its watcher.
     fn state_watcher(&self) -> Option<&StateWatcher<Self::State>> {
         None
     }
 }
 
-/// A system component that does its own work in `dispatch_state`.
+/// The work half of a supervised component: what each state does, how the
+/// component records its completion, and how a failure reaches its machine.
 ///
-/// Drive it with [`SelfSupervisedExt::run`](super::SelfSupervisedExt::run).
+/// System components and stages implement the same contract; a stage also
+/// says which stage it is ([`stage_id`](Self::stage_id)), so that the loop's
+/// span and errors name it.
+///
+/// Drive it with [`SupervisedExt::run`](super::SupervisedExt::run), or one
+/// step at a time with a [`Driver`](super::Driver).
 #[async_trait]
-pub trait SelfSupervised: Supervisor {
+pub trait Supervised: Supervisor {
     /// Does the work of `state` (or waits for some) and says what happens next.
-    /// An `Err` becomes [`event_for_action_error`](Self::event_for_action_error).
+    /// An `Err` or a panic (of user code it calls too) becomes
+    /// [`event_for_action_error`](Self::event_for_action_error).
     async fn dispatch_state(
         &mut self,
         state: &Self::State,
         context: &mut Self::Context,
     ) -> DispatchResult<Self::Event>;
 
-    /// Who writes this component's completion event.
+    /// Who writes this component's completion event (a stage's: its stage id).
     fn writer_id(&self) -> WriterId;
 
     /// Records that the component completed; awaited exactly once, on `Terminate`.
@@ -70,35 +84,10 @@ pub trait SelfSupervised: Supervisor {
     /// The event that reports a failure (a dispatch error, a failed or
     /// panicking action, an FSM error) to the machine.
     fn event_for_action_error(&self, msg: String) -> Self::Event;
-}
 
-/// A stage that calls user handler code from `dispatch_state`; the same
-/// contract as [`SelfSupervised`] plus the stage's identity.
-///
-/// Drive it with [`HandlerSupervisedExt::run`](super::HandlerSupervisedExt::run).
-#[async_trait]
-pub trait HandlerSupervised: Supervisor {
-    /// The user handler the stage calls.
-    type Handler;
-
-    /// Calls the handler for the work of `state` and says what happens next.
-    /// An `Err` or a panic (of the handler too) becomes
-    /// [`event_for_action_error`](Self::event_for_action_error).
-    async fn dispatch_state(
-        &mut self,
-        state: &Self::State,
-        context: &mut Self::Context,
-    ) -> DispatchResult<Self::Event>;
-
-    /// The stage this supervisor runs.
-    fn stage_id(&self) -> StageId;
-
-    /// Who writes this stage's completion event (usually `self.stage_id().into()`).
-    fn writer_id(&self) -> WriterId;
-
-    /// Records that the stage completed; awaited exactly once, on `Terminate`.
-    async fn write_completion_event(&self) -> Result<(), BoxError>;
-
-    /// The event that reports a failure to the machine.
-    fn event_for_action_error(&self, msg: String) -> Self::Event;
+    /// The stage this component runs, if it is a stage's supervisor; `None`
+    /// (the default) for other components.
+    fn stage_id(&self) -> Option<StageId> {
+        None
+    }
 }

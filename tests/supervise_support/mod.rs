@@ -1,10 +1,8 @@
-//! Shared scaffolding of the supervision tests: one state machine, one
-//! scripted component, and the two supervisor kinds built over it, so that
-//! each behaviour test runs once per kind (`both_kinds!`).
+//! Shared scaffolding of the supervision tests: one state machine and one
+//! scripted component supervised over it.
 #![allow(dead_code)]
 
 use std::collections::VecDeque;
-use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -14,11 +12,9 @@ use troupe::fsm::{
 };
 use troupe::ids::{StageId, WriterId};
 use troupe::supervise::{
-    BoxError, BoxFuture, ChannelBuilder, DispatchResult, Driver, EventLoopDirective,
-    ExternalEventMode, ExternalEventPolicy, ExternalEventSender, HandlerKind, HandlerSupervised,
-    HandlerSupervisedExt, HandlerSupervisedWithExternalEvents, LoopOutcome, SelfKind,
-    SelfSupervised, SelfSupervisedExt, SelfSupervisedWithExternalEvents, StateWatcher, Supervised,
-    Supervisor, SupervisorError,
+    BoxError, ChannelBuilder, DispatchResult, EventLoopDirective, ExternalEventMode,
+    ExternalEventPolicy, ExternalEventSender, StateWatcher, Supervised, Supervisor,
+    WithExternalEvents,
 };
 
 #[derive(Debug, Clone, PartialEq, StateVariant)]
@@ -199,6 +195,9 @@ pub struct Script {
     pub failure_event: fn(String) -> Ev,
     /// Read at each dispatch; a test task may advance it.
     pub ticks: Arc<std::sync::atomic::AtomicUsize>,
+    /// What `stage_id` returns: a stage's supervisor by default, as the
+    /// runtime's are.
+    pub stage: Option<StageId>,
 }
 
 pub const STAGE: StageId = StageId::new_const(7);
@@ -212,6 +211,7 @@ impl Script {
             completion_fails: false,
             failure_event: Ev::Fail,
             ticks: Arc::default(),
+            stage: Some(STAGE),
         }
     }
 
@@ -252,203 +252,74 @@ impl Script {
     }
 }
 
-/// The scripted component as a system component.
-pub struct SelfSup(pub Script);
-/// The scripted component as a stage.
-pub struct HandlerSup(pub Script);
+/// The scripted component as a supervisor.
+pub struct Sup(pub Script);
 
-/// Everything but the kind trait is the same for both.
-macro_rules! scripted_supervisor {
-    ($ty:ident, $kind:ident { $($extra:item)* }) => {
-        impl Supervisor for $ty {
-            type State = St;
-            type Event = Ev;
-            type Context = Ctx;
-            type Action = Act;
-            fn build_state_machine(&self, initial_state: St) -> StateMachine<St, Ev, Ctx, Act> {
-                machine(initial_state)
-            }
-            fn name(&self) -> &str {
-                stringify!($ty)
-            }
-        }
-
-        #[async_trait]
-        impl $kind for $ty {
-            $($extra)*
-            async fn dispatch_state(&mut self, state: &St, _context: &mut Ctx) -> DispatchResult<Ev> {
-                self.0.dispatch(state).await
-            }
-            fn writer_id(&self) -> WriterId {
-                WriterId::from(STAGE)
-            }
-            async fn write_completion_event(&self) -> Result<(), BoxError> {
-                self.0.write_completion().await
-            }
-            fn event_for_action_error(&self, msg: String) -> Ev {
-                self.0.failure(msg)
-            }
-        }
-
-        impl ExternalEventPolicy for $ty {
-            fn external_event_mode(state: &St) -> ExternalEventMode {
-                policy_mode(state)
-            }
-            fn on_external_event_channel_closed(state: &St) -> Option<Ev> {
-                policy_on_closed(state)
-            }
-        }
-    };
-}
-
-scripted_supervisor!(SelfSup, SelfSupervised {});
-scripted_supervisor!(HandlerSup, HandlerSupervised {
-    type Handler = ();
-    fn stage_id(&self) -> StageId {
-        STAGE
+impl Supervisor for Sup {
+    type State = St;
+    type Event = Ev;
+    type Context = Ctx;
+    type Action = Act;
+    fn build_state_machine(&self, initial_state: St) -> StateMachine<St, Ev, Ctx, Act> {
+        machine(initial_state)
     }
-});
-
-/// `Created` and `Paused` block, `Running` polls, the rest ignore.
-pub fn policy_mode(state: &St) -> ExternalEventMode {
-    match state {
-        St::Created | St::Paused => ExternalEventMode::Block,
-        St::Running => ExternalEventMode::Poll,
-        St::Booting | St::Waiting | St::Failed(_) | St::Done => ExternalEventMode::Ignore,
+    fn name(&self) -> &str {
+        "Sup"
     }
 }
 
-/// A closed channel fails `Created` and `Running`; `Paused` stops listening.
-pub fn policy_on_closed(state: &St) -> Option<Ev> {
-    match state {
-        St::Created | St::Running => Some(Ev::ChannelClosed),
-        _ => None,
+#[async_trait]
+impl Supervised for Sup {
+    async fn dispatch_state(&mut self, state: &St, _context: &mut Ctx) -> DispatchResult<Ev> {
+        self.0.dispatch(state).await
+    }
+    fn writer_id(&self) -> WriterId {
+        WriterId::from(STAGE)
+    }
+    async fn write_completion_event(&self) -> Result<(), BoxError> {
+        self.0.write_completion().await
+    }
+    fn event_for_action_error(&self, msg: String) -> Ev {
+        self.0.failure(msg)
+    }
+    fn stage_id(&self) -> Option<StageId> {
+        self.0.stage
     }
 }
 
-type Loop<T> = Result<LoopOutcome<T>, SupervisorError>;
-
-/// A supervisor kind, for tests that run once per kind.
-pub trait Kind {
-    type K;
-    type Sup: Supervised<Self::K, State = St, Event = Ev, Context = Ctx, Action = Act>;
-    type Wrapped: Supervised<Self::K, State = St, Event = Ev, Context = Ctx, Action = Act>;
-
-    fn make(script: Script) -> Self::Sup;
-    /// `run` of the kind's extension trait.
-    fn run(sup: Self::Sup, state: St, ctx: Ctx) -> impl Future<Output = Loop<Self::Sup>>;
-    fn wrap(
-        sup: Self::Sup,
-        rx: troupe::supervise::ExternalEventReceiver<Ev>,
-        w: StateWatcher<St>,
-    ) -> Self::Wrapped;
-    fn run_wrapped(
-        sup: Self::Wrapped,
-        state: St,
-        ctx: Ctx,
-    ) -> impl Future<Output = Loop<Self::Wrapped>>;
-    /// The wrapper's own `dispatch_state`, called directly.
-    fn dispatch_wrapped<'a>(
-        sup: &'a mut Self::Wrapped,
-        state: &'a St,
-        ctx: &'a mut Ctx,
-    ) -> BoxFuture<'a, DispatchResult<Ev>>;
-
-    fn driver(sup: Self::Sup, state: St, ctx: Ctx) -> Driver<Self::Sup, Self::K> {
-        Driver::new(sup, state, ctx)
-    }
-
-    /// A wrapped scripted component and the sender and watcher of its channel.
-    fn wrapped(
-        script: Script,
-        initial: St,
-    ) -> (Self::Wrapped, ExternalEventSender<Ev>, StateWatcher<St>) {
-        let (tx, rx, watcher) = ChannelBuilder::new().capacity(4).build(initial);
-        (
-            Self::wrap(Self::make(script), rx, watcher.clone()),
-            tx,
-            watcher,
-        )
-    }
-}
-
-pub struct SelfKindH;
-pub struct HandlerKindH;
-
-macro_rules! kind_harness {
-    ($h:ident, $k:ty, $sup:ident, $ext:ident, $kind:ident, $wrapper:ident) => {
-        impl Kind for $h {
-            type K = $k;
-            type Sup = $sup;
-            type Wrapped = $wrapper<$sup>;
-
-            fn make(script: Script) -> $sup {
-                $sup(script)
-            }
-            fn run(sup: $sup, state: St, ctx: Ctx) -> impl Future<Output = Loop<$sup>> {
-                $ext::run(sup, state, ctx)
-            }
-            fn wrap(
-                sup: $sup,
-                rx: troupe::supervise::ExternalEventReceiver<Ev>,
-                w: StateWatcher<St>,
-            ) -> Self::Wrapped {
-                $wrapper::new(sup, rx, w)
-            }
-            fn run_wrapped(
-                sup: Self::Wrapped,
-                state: St,
-                ctx: Ctx,
-            ) -> impl Future<Output = Loop<Self::Wrapped>> {
-                $ext::run(sup, state, ctx)
-            }
-            fn dispatch_wrapped<'a>(
-                sup: &'a mut Self::Wrapped,
-                state: &'a St,
-                ctx: &'a mut Ctx,
-            ) -> BoxFuture<'a, DispatchResult<Ev>> {
-                sup.dispatch_state(state, ctx)
-            }
+/// `Created` and `Paused` block, `Running` polls, the rest ignore; a closed
+/// channel fails `Created` and `Running`, and `Paused` stops listening.
+impl ExternalEventPolicy for Sup {
+    fn external_event_mode(state: &St) -> ExternalEventMode {
+        match state {
+            St::Created | St::Paused => ExternalEventMode::Block,
+            St::Running => ExternalEventMode::Poll,
+            St::Booting | St::Waiting | St::Failed(_) | St::Done => ExternalEventMode::Ignore,
         }
-    };
+    }
+    fn on_external_event_channel_closed(state: &St) -> Option<Ev> {
+        match state {
+            St::Created | St::Running => Some(Ev::ChannelClosed),
+            _ => None,
+        }
+    }
 }
 
-kind_harness!(
-    SelfKindH,
-    SelfKind,
-    SelfSup,
-    SelfSupervisedExt,
-    SelfSupervised,
-    SelfSupervisedWithExternalEvents
-);
-kind_harness!(
-    HandlerKindH,
-    HandlerKind,
-    HandlerSup,
-    HandlerSupervisedExt,
-    HandlerSupervised,
-    HandlerSupervisedWithExternalEvents
-);
-
-/// Declares a test that runs once per supervisor kind: `async fn name<K>() { .. }`
-/// with `K: Kind` becomes `name::self_supervised` and `name::handler_supervised`.
-#[macro_export]
-macro_rules! both_kinds {
-    ($(#[$attr:meta])* async fn $name:ident<$k:ident>() $body:block) => {
-        mod $name {
-            #[allow(unused_imports)]
-            use super::*;
-            async fn case<$k: Kind>() $body
-            $(#[$attr])*
-            async fn self_supervised() {
-                case::<SelfKindH>().await
-            }
-            $(#[$attr])*
-            async fn handler_supervised() {
-                case::<HandlerKindH>().await
-            }
-        }
-    };
+/// A wrapped scripted component and the sender and watcher of its channel.
+pub fn with_channel(
+    script: Script,
+    initial: St,
+) -> (
+    WithExternalEvents<Sup>,
+    ExternalEventSender<Ev>,
+    StateWatcher<St>,
+) {
+    let (tx, rx, watcher) = ChannelBuilder::new().capacity(4).build(initial);
+    (
+        WithExternalEvents::new(Sup(script), rx, watcher.clone()),
+        tx,
+        watcher,
+    )
 }
 
 /// The directive of a dispatch result, or the error's message.
