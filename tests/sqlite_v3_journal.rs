@@ -18,11 +18,12 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, TimeDelta, Utc};
 use raw_sqlite::{run_sql, user_version};
 use serde_json::{Value, json};
-use troupe::store::{
+use troupe::records::{
     Appended, Cursor, EventKind, FailureEntry, Lease, NewEvent, Run, RunEvent, RunStatus, RunStep,
-    RunStepStatus, SCHEMA_VERSION, SYSTEM_STEP_ID, SqliteStore, StepOutput, StepRuntime, Store,
-    StoreError, TerminalAppend, TerminalEvent, new_run_id,
+    RunStepStatus, SYSTEM_STEP_ID, StepOutput, StepRuntime, StoreError, TerminalAppend,
+    TerminalEvent, new_run_id,
 };
+use troupe::store::{SCHEMA_VERSION, SqliteStore, Store};
 use uuid::Uuid;
 
 const FIXTURE: &str = concat!(
