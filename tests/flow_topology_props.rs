@@ -3,7 +3,8 @@
 use std::collections::BTreeSet;
 
 use proptest::prelude::*;
-use troupe::flow::topology::{StageKind, Topology, TopologyError};
+use troupe::flow::topology::{Topology, TopologyError};
+use troupe::stage::StageKind;
 
 fn graph() -> impl Strategy<Value = (usize, BTreeSet<(usize, usize)>)> {
     (1usize..12).prop_flat_map(|n| (Just(n), prop::collection::btree_set((0..n, 0..n), 0..30)))

@@ -18,8 +18,9 @@ use serde_json::Value;
 use tokio::sync::Notify;
 
 use super::restart::RestartPolicy;
-use super::topology::{StageKind, Topology};
+use super::topology::Topology;
 use crate::records::StepOutput;
+use crate::stage::StageKind;
 use crate::stage::actor::{Spawner, StageFactory, WorkFactory};
 use crate::stage::events::EventPort;
 use crate::stage::pipe::{MAX_BATCH_SIZE, MAX_PIPE_CAPACITY, PipeConfig, pipe};

@@ -9,7 +9,8 @@
 //! which every stage comes after all of its upstreams.
 //!
 //! ```
-//! use troupe::flow::topology::{StageKind, Topology, TopologyError};
+//! use troupe::flow::topology::{Topology, TopologyError};
+//! use troupe::stage::StageKind;
 //!
 //! let mut t = Topology::new();
 //! t.stage("orders", StageKind::Source)
@@ -30,19 +31,7 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
-/// What a stage does with items.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum StageKind {
-    /// Produces items; has no inputs and at least one output.
-    Source,
-    /// Turns input items into output items; has inputs and outputs.
-    Transform,
-    /// Consumes items; has inputs and no outputs.
-    Sink,
-    /// One unit of workflow-style work; edges only order it after its upstreams.
-    Step,
-}
+use crate::stage::StageKind;
 
 /// A rejected topology, naming what to fix.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -37,6 +37,7 @@
 pub mod actor;
 pub mod events;
 pub mod fsm_transform;
+mod kind;
 pub mod logic;
 pub mod machine;
 pub mod pipe;
@@ -47,6 +48,7 @@ pub(crate) mod work;
 pub use actor::{EXIT_CANCELLED, EXIT_COMPLETED, StageStartError};
 pub use events::{DEFAULT_EVENT_CAPACITY, EventPolicy, MAX_EVENT_CAPACITY, NoEvents, OnEvent};
 pub use fsm_transform::{FsmTransform, ItemNotSettled, MAX_EVENTS_PER_ITEM, transform_fsm};
+pub use kind::StageKind;
 pub use logic::{
     Emitter, FnSink, FnStep, FnTransform, IterSource, Produced, Sink, Source, Step, StepInputs,
     Transform, sink_fn, source_iter, step_fn, transform_fn,

@@ -8,11 +8,11 @@ use async_trait::async_trait;
 use serde_json::Value;
 use tokio::sync::oneshot;
 
+use super::StageKind;
 use super::events::{EventInbox, HeldEvents, Next, before_work, while_idle};
 use super::machine::{StageAction, StageCtx, StageEvent, StageState, stage_machine};
 use super::ports::PortSlot;
 use super::work::{Bells, Stepped, Work, completion_output};
-use crate::flow::topology::StageKind;
 use crate::fsm::StateMachine;
 use crate::ids::{StageId, WriterId};
 use crate::supervise::{

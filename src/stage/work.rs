@@ -7,10 +7,10 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 use tokio::sync::Notify;
 
+use super::StageKind;
 use super::events::{NoEvents, OnEvent};
 use super::logic::{Produced, Sink, Source, Step, StepInputs, Transform};
 use super::ports::{Input, Ports};
-use crate::flow::topology::StageKind;
 use crate::supervise::BoxError;
 
 /// What one unit of work did.
