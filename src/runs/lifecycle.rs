@@ -238,7 +238,7 @@ pub(crate) fn plan(
         }
         Change::Finish { final_state } => {
             if let Some(state) = final_state {
-                next.state_json = state;
+                merge_state(&mut next.state_json, state);
             }
             outcome = Some(TerminalEvent::RunCompleted {
                 structured_output: Some(next.state_json.clone()),

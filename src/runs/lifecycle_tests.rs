@@ -183,11 +183,14 @@ fn changes_shape_the_record() {
             final_state: Some(json!({"done": true})),
         },
     );
-    assert_eq!(finished.run.state_json, json!({"done": true}));
+    assert_eq!(
+        finished.run.state_json,
+        json!({"a": 1, "b": 2, "done": true})
+    );
     assert_eq!(
         finished.outcome,
         Some(TerminalEvent::RunCompleted {
-            structured_output: Some(json!({"done": true}))
+            structured_output: Some(json!({"a": 1, "b": 2, "done": true}))
         })
     );
 

@@ -167,8 +167,9 @@ impl RunManager {
         self.change(id, change, None).await.map(|(run, _)| run)
     }
 
-    /// `Running | Waiting → Finished`; `final_state`, if given, becomes the
-    /// state. Records `RunCompleted` with the final state as its output
+    /// `Running | Waiting → Finished`, merging `final_state`, if given, into
+    /// the state (shallowly, see [`merge_state`](super::merge_state)).
+    /// Records `RunCompleted` with the state the run ends with as its output
     /// (audit `finished`). Refused with [`RunError::CancelPending`] once
     /// cancellation was requested.
     pub async fn finish(&self, id: Uuid, final_state: Option<Value>) -> Result<Run, RunError> {

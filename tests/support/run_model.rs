@@ -167,7 +167,7 @@ impl Model {
         let data = mv.data(n);
         match mv {
             Move::Resume | Move::UpdateState => merge(&mut self.state, data),
-            Move::Finish if n % 2 == 1 => self.state = data,
+            Move::Finish if n % 2 == 1 => merge(&mut self.state, data),
             Move::Fail => merge(
                 &mut self.state,
                 json!({"failure": {"reason": format!("reason {n}")}}),
