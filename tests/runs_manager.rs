@@ -41,5 +41,6 @@ mod writes {
         create_mirrored_is_created_and_started,
         step_observations_upsert_by_external_run_id,
         step_observation_for_unknown_run_is_not_found,
+        step_observations_on_a_terminal_run_leave_the_run_alone,
     );
 }
