@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ractor::{ActorCell, ActorRef, MessagingErr};
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
@@ -17,7 +17,7 @@ use super::record::{self, RecordError};
 use super::restart::RestartTracker;
 use super::topology::StageKind;
 use crate::ids::StageId;
-use crate::runs::TerminalTarget;
+use crate::runs::{TerminalTarget, structured_output};
 use crate::stage::actor::StageLaunch;
 use crate::stage::events::EventPort;
 use crate::stage::work::Bells;
@@ -396,9 +396,8 @@ impl FlowCtx {
                 }
             }
             FlowAction::Complete => {
-                let output = json!({ "steps": self.outputs.clone() });
                 let target = TerminalTarget::Completed {
-                    structured_output: Some(output),
+                    structured_output: structured_output(self.outputs.clone()),
                 };
                 self.terminate(target).await?;
             }

@@ -155,6 +155,7 @@ pub use input::{CreateManagedInput, CreateMirroredInput, StepObservation};
 pub use lifecycle::{AuditKind, is_legal_move, merge_state};
 pub use manager::{DEFAULT_MAX_ATTEMPTS, RunManager, RunObserver};
 pub use recovery::{RecoveryReport, recover};
+pub(crate) use terminal::structured_output;
 pub use terminal::{
     TerminalTarget, TerminalizationError, TerminalizationOutcome, rebuild_structured_output,
     record_persisted_terminalization, repair_persisted_terminalization,

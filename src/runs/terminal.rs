@@ -151,7 +151,8 @@ pub async fn record_persisted_terminalization(
 ///
 /// The persisted status wins over `target`: `Finished` → `RunCompleted` with
 /// the target's output if it is a `Completed` with one, else one rebuilt as
-/// `{"steps": {...}}` (see [`rebuild_structured_output`]); `Failed` →
+/// `{"steps": {...}}` from the recorded outputs, or none if there are none
+/// (see [`rebuild_structured_output`]); `Failed` →
 /// `RunFailed` with the target's reason if it is a `Failed`, else the last
 /// failure-ledger reason, else `run already failed`; `Cancelled` →
 /// `RunCancelled`. Appends only if the run has no terminal event (repairing
@@ -178,14 +179,12 @@ pub async fn repair_persisted_terminalization(
             let structured_output = match target {
                 Some(TerminalTarget::Completed {
                     structured_output: Some(output),
-                }) => output,
+                }) => Some(output),
                 _ => rebuild_structured_output(
                     &store.list_step_outputs(run_id).await.map_err(failed)?,
                 ),
             };
-            TerminalEvent::RunCompleted {
-                structured_output: Some(structured_output),
-            }
+            TerminalEvent::RunCompleted { structured_output }
         }
         RunStatus::Failed => {
             let reason = match target {
@@ -215,35 +214,65 @@ pub async fn repair_persisted_terminalization(
 }
 
 /// Rebuilds a run's structured output from its recorded outputs:
-/// `{"steps": {step_id: output}}`. A step recorded only inside a loop maps to
-/// `{"loop_id": ..., "iterations": [outputs by iteration index]}`; a step's
-/// plain (non-loop) output wins over its loop-iteration outputs.
-pub fn rebuild_structured_output(outputs: &[StepOutput]) -> Value {
-    let mut steps = Map::new();
-    // (step id, loop id, (iteration, output)...), in first-seen order.
-    type LoopOutputs<'a> = (&'a str, Option<&'a str>, Vec<(u32, &'a Value)>);
-    let mut loops: Vec<LoopOutputs<'_>> = Vec::new();
-    for o in outputs {
-        match o.iteration {
-            None => {
-                steps.insert(o.step_id.clone(), o.output.clone());
-            }
-            Some(i) => match loops.iter_mut().find(|(s, _, _)| *s == o.step_id) {
-                Some((_, _, its)) => its.push((i, &o.output)),
-                None => loops.push((&o.step_id, o.loop_id.as_deref(), vec![(i, &o.output)])),
-            },
+/// `{"steps": {step_id: output}}`, or `None` when nothing is recorded.
+/// Loop-iteration outputs are flattened into `steps` too: a step's latest
+/// iteration (by index) wins, also over its plain output.
+pub fn rebuild_structured_output(outputs: &[StepOutput]) -> Option<Value> {
+    let (plain, mut iterations): (Vec<&StepOutput>, Vec<&StepOutput>) =
+        outputs.iter().partition(|o| o.iteration.is_none());
+    // Stable: equal indexes (of different loops) keep their recording order.
+    iterations.sort_by_key(|o| o.iteration);
+    let steps = plain
+        .into_iter()
+        .chain(iterations)
+        .map(|o| (o.step_id.clone(), o.output.clone()))
+        .collect();
+    structured_output(steps)
+}
+
+/// A run's structured output from its steps' outputs: `{"steps": steps}`,
+/// or `None` when no step has one. The one shape both a flow's own
+/// completion and repair record.
+pub(crate) fn structured_output(steps: Map<String, Value>) -> Option<Value> {
+    (!steps.is_empty()).then(|| json!({ "steps": steps }))
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::Utc;
+
+    use super::*;
+
+    fn output(step: &str, iteration: Option<u32>, value: Value) -> StepOutput {
+        StepOutput {
+            run_id: Uuid::nil(),
+            step_id: step.into(),
+            loop_id: iteration.map(|_| "loop".into()),
+            iteration,
+            output: value,
+            at: Utc::now(),
         }
     }
-    for (step, loop_id, mut its) in loops {
-        if steps.contains_key(step) {
-            continue;
-        }
-        its.sort_by_key(|(i, _)| *i);
-        let iterations: Vec<Value> = its.into_iter().map(|(_, v)| v.clone()).collect();
-        steps.insert(
-            step.to_owned(),
-            json!({ "loop_id": loop_id, "iterations": iterations }),
+
+    #[test]
+    fn no_recorded_output_is_no_structured_output() {
+        assert_eq!(rebuild_structured_output(&[]), None);
+        assert_eq!(structured_output(Map::new()), None);
+    }
+
+    #[test]
+    fn the_latest_iteration_wins_also_over_a_plain_output() {
+        let outputs = [
+            output("a", Some(1), json!("a1")),
+            output("b", None, json!("plain")),
+            output("a", None, json!("plain")),
+            output("b", Some(0), json!("b0")),
+            output("a", Some(0), json!("a0")),
+            output("c", None, json!({"n": 1})),
+        ];
+        assert_eq!(
+            rebuild_structured_output(&outputs),
+            Some(json!({"steps": {"a": "a1", "b": "b0", "c": {"n": 1}}}))
         );
     }
-    json!({ "steps": steps })
 }
