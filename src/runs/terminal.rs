@@ -76,7 +76,7 @@ pub enum TerminalizationError {
         /// The ledger append error.
         ledger_error: StoreError,
     },
-    /// Repair could not read the run or append its terminal event.
+    /// Repair could not read the run, its recorded outputs or its failure ledger.
     #[error("repair of run {run_id} failed: {source}")]
     Repair {
         /// The run.
@@ -118,6 +118,19 @@ pub async fn record_persisted_terminalization(
         },
         Err(e) => e,
     };
+    Err(ledger_append_failure(store, run_id, flow_name, kind, error).await)
+}
+
+/// Records in the failure ledger that run `run_id`'s terminal status is
+/// persisted but its `kind` event could not be appended (`error`), and
+/// returns the error that says so (and whether the ledger write failed too).
+async fn ledger_append_failure(
+    store: &dyn Store,
+    run_id: Uuid,
+    flow_name: &str,
+    kind: &str,
+    error: StoreError,
+) -> TerminalizationError {
     let reason = format!("terminal run status persisted but {kind} append failed: {error}");
     let entry = FailureEntry {
         run_id,
@@ -129,20 +142,20 @@ pub async fn record_persisted_terminalization(
     match store.record_failure(entry).await {
         Ok(()) => {
             tracing::error!(%reason, "terminal event append failed; recorded in the failure ledger");
-            Err(TerminalizationError::AppendFailed {
+            TerminalizationError::AppendFailed {
                 run_id,
                 reason,
                 source: error,
-            })
+            }
         }
         Err(ledger_error) => {
             tracing::error!(%reason, %ledger_error, "terminal event and failure-ledger appends both failed");
-            Err(TerminalizationError::AppendAndLedgerFailed {
+            TerminalizationError::AppendAndLedgerFailed {
                 run_id,
                 reason,
                 source: error,
                 ledger_error,
-            })
+            }
         }
     }
 }
@@ -157,6 +170,12 @@ pub async fn record_persisted_terminalization(
 /// failure-ledger reason, else `run already failed`; `Cancelled` →
 /// `RunCancelled`. Appends only if the run has no terminal event (repairing
 /// twice appends once). Returns `Noop`, also when the run is not terminal.
+///
+/// If the append fails, the failure ledger records it as
+/// [`record_persisted_terminalization`] does, and the error is
+/// [`TerminalizationError::AppendFailed`] (or `AppendAndLedgerFailed`);
+/// failing to read the run, its outputs or its ledger is
+/// [`TerminalizationError::Repair`].
 pub async fn repair_persisted_terminalization(
     store: &dyn Store,
     run_id: Uuid,
@@ -200,15 +219,16 @@ pub async fn repair_persisted_terminalization(
         }
         RunStatus::Cancelled => TerminalEvent::RunCancelled,
     };
-    match store
-        .append_terminal_event_if_absent(run_id, event)
-        .await
-        .map_err(failed)?
-    {
-        TerminalAppend::Appended(a) => {
+    let kind = event.name();
+    match store.append_terminal_event_if_absent(run_id, event).await {
+        Ok(TerminalAppend::Appended(a)) => {
             tracing::info!(cursor = %a.cursor, "repaired: terminal event appended");
         }
-        TerminalAppend::AlreadyPresent(_) => {}
+        Ok(TerminalAppend::AlreadyPresent(_)) => {}
+        // The divergence outlives this call in the ledger, as when terminalizing.
+        Err(error) => {
+            return Err(ledger_append_failure(store, run_id, flow_name, kind, error).await);
+        }
     }
     Ok(TerminalizationOutcome::Noop)
 }
