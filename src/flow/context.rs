@@ -10,7 +10,7 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
 use super::actor::FlowMsg;
-use super::control::{HandleError, RunOutcome};
+use super::control::{CONTROL_PLANE_CANCEL_REASON, HandleError, RunOutcome};
 use super::definition::{FlowPlan, PlannedStage};
 use super::machine::{FlowAction, RunState};
 use super::record::{self, RecordError};
@@ -126,7 +126,9 @@ pub(crate) struct FlowCtx {
     store: Arc<dyn Store>,
     pub(crate) myself: ActorRef<FlowMsg>,
     pub(crate) stages: Vec<StageRuntime>,
-    pub(crate) cancel_requested: bool,
+    /// Why the run is being cancelled, once a cancel was requested of the
+    /// flow (sticky: no stage output is recorded from then on).
+    cancel_reason: Option<String>,
     outputs: Map<String, Value>,
     pub(crate) state: watch::Sender<RunState>,
     outcome: Arc<watch::Sender<Option<RunOutcome>>>,
@@ -175,7 +177,7 @@ impl FlowCtx {
             store,
             myself,
             stages: plan.stages.into_iter().map(StageRuntime::new).collect(),
-            cancel_requested: false,
+            cancel_reason: None,
             outputs,
             state,
             outcome,
@@ -210,7 +212,7 @@ impl FlowCtx {
         index: usize,
         output: Value,
     ) -> Result<bool, RecordError> {
-        if self.cancel_requested {
+        if self.cancel_reason.is_some() {
             return Ok(false);
         }
         let name = self.stages[index].name.clone();
@@ -375,7 +377,7 @@ impl FlowCtx {
             }
             FlowAction::RequestCancel(reason) => {
                 // Sticky from here on: no stage output is recorded any more.
-                self.cancel_requested = true;
+                self.cancel_reason = Some(reason.clone());
                 for stage in &mut self.stages {
                     stage.send(StageEvent::Cancel).await;
                 }
@@ -443,6 +445,9 @@ impl FlowCtx {
             // flow ran: it is sticky, so the run ends cancelled, not finished.
             tracing::info!("cancel requested through the control plane; recording RunCancelled");
             target = TerminalTarget::Cancelled;
+            // Its observer's `Cancel` may not have reached this flow yet.
+            self.cancel_reason
+                .get_or_insert_with(|| CONTROL_PLANE_CANCEL_REASON.to_owned());
             recorded = record::terminate(&self.store, &mut self.run, target.clone()).await;
         }
         let mut outcome = match target {
@@ -464,7 +469,7 @@ impl FlowCtx {
                 run_id: self.run.id,
                 status: RunStatus::Cancelled,
                 structured_output: None,
-                reason: None,
+                reason: self.cancel_reason.clone(),
                 recorded: true,
             },
         };
