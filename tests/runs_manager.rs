@@ -25,7 +25,7 @@ mod lifecycle {
         state_patches_merge_shallowly,
         set_waiting_records_what_the_run_waits_for,
         fail_records_the_failure_in_the_state,
-        finish_sets_the_final_state_and_records_completion,
+        finish_merges_the_final_state_and_records_completion,
         terminal_moves_record_the_outcome_exactly_once,
     );
 }
@@ -41,5 +41,6 @@ mod writes {
         create_mirrored_is_created_and_started,
         step_observations_upsert_by_external_run_id,
         step_observation_for_unknown_run_is_not_found,
+        step_observations_on_a_terminal_run_leave_the_run_alone,
     );
 }

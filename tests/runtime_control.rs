@@ -156,6 +156,12 @@ async fn cancel_is_sticky_and_records_nothing_after_it() {
         .ok();
     let outcome = f.run.wait().await.unwrap();
     assert_eq!(outcome.status, RunStatus::Cancelled);
+    assert_eq!(
+        outcome.reason.as_deref(),
+        Some("operator said so"),
+        "the first cancel's reason"
+    );
+    assert!(outcome.recorded);
     assert_eq!(f.run.state(), RunState::Cancelled);
 
     let store = f.runtime.journal();
@@ -185,6 +191,24 @@ async fn cancel_is_sticky_and_records_nothing_after_it() {
         EventKind::Terminal(TerminalEvent::RunCancelled)
     );
     assert_eq!(terminal_count(store, run.id).await, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cancel_requested_through_the_control_plane_says_so_in_the_outcome() {
+    let f = endless().await;
+    settle().await;
+    f.runtime
+        .runs()
+        .request_cancel(f.run.run_id())
+        .await
+        .unwrap();
+    let outcome = f.run.wait().await.unwrap();
+    assert_eq!(outcome.status, RunStatus::Cancelled);
+    assert_eq!(
+        outcome.reason.as_deref(),
+        Some("cancel requested through the control plane")
+    );
+    assert!(outcome.recorded);
 }
 
 #[tokio::test(start_paused = true)]

@@ -25,7 +25,7 @@ async fn a_pipeline_completes_with_counts_and_one_terminal_event() {
                 .source("numbers", || source_iter(0..10_000_u64))
                 .transform("keep-even", || {
                     transform_fn(|x: u64, out: &mut Emitter<u64>| {
-                        if x % 2 == 0 {
+                        if x.is_multiple_of(2) {
                             out.push(x);
                         }
                         Ok(())

@@ -115,7 +115,12 @@ async fn unfinished_runs_resume_without_rerunning_completed_stages() {
     );
 
     let cancelled = resumed.iter().find(|h| h.run_id() == doomed.id).unwrap();
-    assert_eq!(cancelled.wait().await.unwrap().status, RunStatus::Cancelled);
+    let cancelled = cancelled.wait().await.unwrap();
+    assert_eq!(cancelled.status, RunStatus::Cancelled);
+    assert_eq!(
+        cancelled.reason.as_deref(),
+        Some("cancel requested before a restart")
+    );
     assert_eq!(terminal_count(&*store, doomed.id).await, 1);
     assert!(store.list_step_outputs(doomed.id).await.unwrap().is_empty());
 

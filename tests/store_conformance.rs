@@ -40,6 +40,7 @@ macro_rules! conformance {
                 repair_noop_when_not_terminal,
                 repair_completed_uses_requested_output,
                 repair_completed_rebuilds_output,
+                repair_completed_without_outputs_has_no_output,
                 repair_failed_reason_precedence,
                 repair_cancelled_status_wins_and_is_idempotent,
                 recovery_scan_repairs_and_reports,

@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 use troupe::records::{EventKind, Run, RunStatus, SYSTEM_STEP_ID, StoreError, TerminalEvent};
 use troupe::runs::{
     TerminalTarget, TerminalizationError, record_persisted_terminalization, recover,
+    repair_persisted_terminalization,
 };
 use troupe::store::{Fault, FaultyStore, MemoryStore, SqliteStore, Store};
 
@@ -62,12 +63,100 @@ async fn failed_append_is_recorded_then_repaired() {
     let report = recover(&store).await.unwrap();
     assert_eq!(report.repaired, vec![run.id]);
     let terminal = store.terminal_event(run.id).await.unwrap().unwrap();
+    // Repair rebuilds the output from the recorded ones; there are none.
     assert_eq!(
         terminal.kind,
         EventKind::Terminal(TerminalEvent::RunCompleted {
-            structured_output: Some(json!({"steps": {}}))
+            structured_output: None
         })
     );
+}
+
+#[tokio::test]
+async fn a_failed_repair_append_is_in_the_ledger() {
+    let store = faulty();
+    let run = persisted(&store, RunStatus::Cancelled).await;
+    store.inject(Fault::Fail {
+        op: "append_terminal_if_absent",
+        count: 1,
+    });
+    let err = repair_persisted_terminalization(&store, run.id, "ctrl", None)
+        .await
+        .unwrap_err();
+    let expected = "terminal run status persisted but RunCancelled append failed: \
+                    injected fault on append_terminal_if_absent";
+    assert!(
+        matches!(&err, TerminalizationError::AppendFailed { run_id, reason, .. }
+            if *run_id == run.id && reason == expected),
+        "{err:?}"
+    );
+    let ledger = store.list_failures(run.id).await.unwrap();
+    assert_eq!(ledger.len(), 1);
+    assert_eq!(
+        (ledger[0].step_id.as_str(), ledger[0].reason.as_str()),
+        (SYSTEM_STEP_ID, expected)
+    );
+    assert_eq!(ledger[0].error_json.as_ref().unwrap()["flow_name"], "ctrl");
+    assert!(store.terminal_event(run.id).await.unwrap().is_none());
+    // The next repair appends it.
+    repair_persisted_terminalization(&store, run.id, "ctrl", None)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.terminal_event(run.id).await.unwrap().unwrap().kind,
+        EventKind::Terminal(TerminalEvent::RunCancelled)
+    );
+}
+
+#[tokio::test]
+async fn a_failed_append_in_the_recovery_scan_is_in_the_ledger() {
+    let store = faulty();
+    let run = persisted(&store, RunStatus::Finished).await;
+    store.inject(Fault::Fail {
+        op: "append_terminal_if_absent",
+        count: 1,
+    });
+    let report = recover(&store).await.unwrap();
+    assert!(report.repaired.is_empty());
+    let [(id, err)] = &report.repair_failures[..] else {
+        panic!("{:?}", report.repair_failures)
+    };
+    assert_eq!(*id, run.id);
+    let expected = "terminal run status persisted but RunCompleted append failed: \
+                    injected fault on append_terminal_if_absent";
+    assert!(
+        matches!(err, TerminalizationError::AppendFailed { reason, .. } if reason == expected),
+        "{err:?}"
+    );
+    let ledger = store.list_failures(run.id).await.unwrap();
+    assert_eq!(ledger.len(), 1);
+    assert_eq!(
+        (ledger[0].step_id.as_str(), ledger[0].reason.as_str()),
+        (SYSTEM_STEP_ID, expected)
+    );
+    assert_eq!(recover(&store).await.unwrap().repaired, vec![run.id]);
+}
+
+#[tokio::test]
+async fn a_failed_repair_append_with_a_failing_ledger_says_so() {
+    let store = faulty();
+    let run = persisted(&store, RunStatus::Failed).await;
+    store.inject(Fault::Fail {
+        op: "append_terminal_if_absent",
+        count: 1,
+    });
+    store.inject(Fault::Fail {
+        op: "record_failure",
+        count: 1,
+    });
+    let err = repair_persisted_terminalization(&store, run.id, "ctrl", None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, TerminalizationError::AppendAndLedgerFailed { .. }),
+        "{err:?}"
+    );
+    assert!(store.list_failures(run.id).await.unwrap().is_empty());
 }
 
 #[tokio::test]

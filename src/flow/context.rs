@@ -5,12 +5,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ractor::{ActorCell, ActorRef, MessagingErr};
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
 use super::actor::FlowMsg;
-use super::control::{HandleError, RunOutcome};
+use super::control::{CONTROL_PLANE_CANCEL_REASON, HandleError, RunOutcome};
 use super::definition::{FlowPlan, PlannedStage};
 use super::machine::{FlowAction, RunState};
 use super::record::{self, RecordError};
@@ -18,7 +18,7 @@ use super::restart::RestartTracker;
 use crate::ids::StageId;
 use crate::journal::JournalHandle;
 use crate::records::{Run, RunStatus};
-use crate::runs::TerminalTarget;
+use crate::runs::{TerminalTarget, structured_output};
 use crate::stage::StageKind;
 use crate::stage::actor::StageLaunch;
 use crate::stage::events::EventPort;
@@ -127,7 +127,9 @@ pub(crate) struct FlowCtx {
     journal: JournalHandle,
     pub(crate) myself: ActorRef<FlowMsg>,
     pub(crate) stages: Vec<StageRuntime>,
-    pub(crate) cancel_requested: bool,
+    /// Why the run is being cancelled, once a cancel was requested of the
+    /// flow (sticky: no stage output is recorded from then on).
+    cancel_reason: Option<String>,
     outputs: Map<String, Value>,
     pub(crate) state: watch::Sender<RunState>,
     outcome: Arc<watch::Sender<Option<RunOutcome>>>,
@@ -176,7 +178,7 @@ impl FlowCtx {
             journal,
             myself,
             stages: plan.stages.into_iter().map(StageRuntime::new).collect(),
-            cancel_requested: false,
+            cancel_reason: None,
             outputs,
             state,
             outcome,
@@ -211,7 +213,7 @@ impl FlowCtx {
         index: usize,
         output: Value,
     ) -> Result<bool, RecordError> {
-        if self.cancel_requested {
+        if self.cancel_reason.is_some() {
             return Ok(false);
         }
         let name = self.stages[index].name.clone();
@@ -376,7 +378,7 @@ impl FlowCtx {
             }
             FlowAction::RequestCancel(reason) => {
                 // Sticky from here on: no stage output is recorded any more.
-                self.cancel_requested = true;
+                self.cancel_reason = Some(reason.clone());
                 for stage in &mut self.stages {
                     stage.send(StageEvent::Cancel).await;
                 }
@@ -397,9 +399,8 @@ impl FlowCtx {
                 }
             }
             FlowAction::Complete => {
-                let output = json!({ "steps": self.outputs.clone() });
                 let target = TerminalTarget::Completed {
-                    structured_output: Some(output),
+                    structured_output: structured_output(self.outputs.clone()),
                 };
                 self.terminate(target).await?;
             }
@@ -445,6 +446,9 @@ impl FlowCtx {
             // flow ran: it is sticky, so the run ends cancelled, not finished.
             tracing::info!("cancel requested through the control plane; recording RunCancelled");
             target = TerminalTarget::Cancelled;
+            // Its observer's `Cancel` may not have reached this flow yet.
+            self.cancel_reason
+                .get_or_insert_with(|| CONTROL_PLANE_CANCEL_REASON.to_owned());
             recorded = record::terminate(&self.journal, &mut self.run, target.clone()).await;
         }
         let mut outcome = match target {
@@ -466,7 +470,7 @@ impl FlowCtx {
                 run_id: self.run.id,
                 status: RunStatus::Cancelled,
                 structured_output: None,
-                reason: None,
+                reason: self.cancel_reason.clone(),
                 recorded: true,
             },
         };

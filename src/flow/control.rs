@@ -70,6 +70,10 @@ pub enum StageControl {
     },
 }
 
+/// The reason of a cancel requested through the control plane (the run's
+/// record), which a flow hears of without one of its own.
+pub(crate) const CONTROL_PLANE_CANCEL_REASON: &str = "cancel requested through the control plane";
+
 /// How a run ended.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunOutcome {
@@ -79,7 +83,16 @@ pub struct RunOutcome {
     pub status: RunStatus,
     /// For a finished run, `{"steps": {stage: output}}`.
     pub structured_output: Option<Value>,
-    /// For a failed or cancelled run, why.
+    /// For a failed or cancelled run, why. For a cancelled run: the reason
+    /// of the first [`ControlEvent::Cancel`] the flow took;
+    /// `cancel requested through the control plane` for a cancel requested
+    /// with [`RunManager::request_cancel`](crate::runs::RunManager::request_cancel)
+    /// (e.g. through [`Runtime::runs`](crate::runtime::Runtime::runs));
+    /// `cancel requested before a restart` for a resumed run whose cancel
+    /// was requested before the process stopped; `the run was already
+    /// cancelled through the control plane` for a run that
+    /// [`RunManager::cancel`](crate::runs::RunManager::cancel) ended while
+    /// its flow ran.
     pub reason: Option<String>,
     /// Whether the journal holds this outcome (the run's terminal status and
     /// its terminal event). `false`: the flow ended this way but recording

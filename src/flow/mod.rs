@@ -52,6 +52,7 @@ pub mod restart;
 pub mod stage_handle;
 pub mod topology;
 
+pub(crate) use control::CONTROL_PLANE_CANCEL_REASON;
 pub use control::{ControlEvent, HandleError, RunOutcome, StageControl};
 pub use definition::{DefinitionError, EventStageBuilder, FlowBuilder, FlowDefinition};
 pub use handle::RunHandle;

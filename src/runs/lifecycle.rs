@@ -187,7 +187,9 @@ pub(crate) struct Planned {
 }
 
 /// Plans `change` on `run` (as last read), or refuses it. `Ok(None)` means
-/// there is nothing to write (a repeated cancellation request).
+/// there is nothing to write to the run record: a repeated cancellation
+/// request, or a step observed on a terminal run (the step is still
+/// recorded, but an ended run's record and audit log do not change).
 ///
 /// Checks in order: a terminal run is [`RunError::AlreadyTerminal`]; a
 /// pending cancellation refuses `finish` and `update_state` with
@@ -199,6 +201,10 @@ pub(crate) fn plan(
     now: DateTime<Utc>,
 ) -> Result<Option<Planned>, RunError> {
     let from = run.status;
+    if from.is_terminal() && matches!(change, Change::ObserveStep { .. }) {
+        // Mirrored work can report after its run ended.
+        return Ok(None);
+    }
     if from.is_terminal() {
         return Err(RunError::AlreadyTerminal {
             id: run.id,
@@ -238,7 +244,7 @@ pub(crate) fn plan(
         }
         Change::Finish { final_state } => {
             if let Some(state) = final_state {
-                next.state_json = state;
+                merge_state(&mut next.state_json, state);
             }
             outcome = Some(TerminalEvent::RunCompleted {
                 structured_output: Some(next.state_json.clone()),

@@ -62,7 +62,7 @@ fn legal_moves_are_exactly_the_table() {
 }
 
 #[test]
-fn every_planned_status_move_is_legal_and_terminal_runs_refuse_everything() {
+fn every_planned_status_move_is_legal_and_terminal_runs_refuse_all_but_observations() {
     let now = Utc::now();
     for from in RunStatus::ALL {
         for change in all_changes() {
@@ -79,6 +79,10 @@ fn every_planned_status_move_is_legal_and_terminal_runs_refuse_everything() {
                     assert_eq!(p.outcome.is_some(), p.run.status.is_terminal());
                     assert_eq!(p.run.ended_at.is_some(), p.run.status.is_terminal());
                 }
+                // A terminal run's record is left alone; the step is recorded.
+                Ok(None) if from.is_terminal() => {
+                    assert!(matches!(change, Change::ObserveStep { .. }), "{change:?}");
+                }
                 Ok(None) => panic!("nothing planned for {from:?} {change:?}"),
                 Err(RunError::AlreadyTerminal { status, .. }) => {
                     assert!(from.is_terminal());
@@ -92,6 +96,18 @@ fn every_planned_status_move_is_legal_and_terminal_runs_refuse_everything() {
                 Err(e) => panic!("unexpected {e} for {from:?} {change:?}"),
             }
         }
+    }
+}
+
+#[test]
+fn an_observation_on_a_terminal_run_plans_no_change_to_it() {
+    let observe = Change::ObserveStep {
+        external_run_id: "child-1".into(),
+        status: RunStepStatus::Succeeded,
+    };
+    for status in [Finished, Failed, Cancelled] {
+        let result = plan(&run_in(status), &observe, Utc::now());
+        assert!(matches!(result, Ok(None)), "{status:?}: {result:?}");
     }
 }
 
@@ -183,11 +199,14 @@ fn changes_shape_the_record() {
             final_state: Some(json!({"done": true})),
         },
     );
-    assert_eq!(finished.run.state_json, json!({"done": true}));
+    assert_eq!(
+        finished.run.state_json,
+        json!({"a": 1, "b": 2, "done": true})
+    );
     assert_eq!(
         finished.outcome,
         Some(TerminalEvent::RunCompleted {
-            structured_output: Some(json!({"done": true}))
+            structured_output: Some(json!({"a": 1, "b": 2, "done": true}))
         })
     );
 

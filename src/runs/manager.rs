@@ -168,8 +168,9 @@ impl RunManager {
         self.change(id, change, None).await.map(|(run, _)| run)
     }
 
-    /// `Running | Waiting → Finished`; `final_state`, if given, becomes the
-    /// state. Records `RunCompleted` with the final state as its output
+    /// `Running | Waiting → Finished`, merging `final_state`, if given, into
+    /// the state (shallowly, see [`merge_state`](super::merge_state)).
+    /// Records `RunCompleted` with the state the run ends with as its output
     /// (audit `finished`). Refused with [`RunError::CancelPending`] once
     /// cancellation was requested.
     pub async fn finish(&self, id: Uuid, final_state: Option<Value>) -> Result<Run, RunError> {
@@ -218,10 +219,12 @@ impl RunManager {
     }
 
     /// Records what was seen of a step of work running elsewhere: inserts the
-    /// step, or updates the one with the same `run_id` (keeping its id,
-    /// creation time and, when the new one is absent, its
-    /// `child_session_key`), together with a `step_observed` audit event on a
-    /// run that is not terminal. Returns the step as stored.
+    /// step, or updates the one with the same `external_run_id` (keeping its
+    /// id, creation time and, when the new one is absent, its
+    /// `child_session_key`). On a run that is not terminal this is one
+    /// change (a new revision, a `step_observed` audit event); on a terminal
+    /// run the step is recorded alone and the run record, its revision and
+    /// its log stay as they are. Returns the step as stored.
     pub async fn record_step_observation(
         &self,
         observation: StepObservation,
@@ -253,7 +256,8 @@ impl RunManager {
 
     /// Applies `change` (plus `extra`, in the same atomic write) with a
     /// compare-and-set, re-reading and re-checking the run after each
-    /// revision conflict. Returns the run as written and the write's outcomes
+    /// revision conflict. When the run record needs no change, `extra` is
+    /// written alone. Returns the run as written and the write's outcomes
     /// (none when there was nothing to write).
     async fn change(
         &self,
@@ -275,7 +279,14 @@ impl RunManager {
                     .await?
                     .ok_or(RunError::NotFound(id))?;
                 let Some(planned) = plan(&run, &change, stored_now())? else {
-                    return Ok((run, Vec::new()));
+                    let Some(extra) = extra else {
+                        return Ok((run, Vec::new()));
+                    };
+                    let outcomes = match self.store.apply(WriteOp::Atomic(vec![extra])).await? {
+                        WriteOutcome::Atomic(outcomes) => outcomes,
+                        _ => return Err(StoreError::OutcomeMismatch { op: "atomic" }.into()),
+                    };
+                    return Ok((run, outcomes));
                 };
                 let next = planned.run.clone();
                 let mut ops = write_ops(planned, run.revision);

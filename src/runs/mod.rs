@@ -21,9 +21,9 @@
 //! - State patches merge shallowly ([`merge_state`]): top-level keys of an
 //!   object patch replace, any other patch replaces the whole state. `fail`
 //!   merges `{"failure": {"reason", "at"}}`; `finish`'s final state, when
-//!   given, replaces the state.
+//!   given, merges the same way.
 //! - `finish`, `fail` and `cancel` also append the run's outcome
-//!   (`RunCompleted` with the final state, `RunFailed { reason }`,
+//!   (`RunCompleted` with the state the run ends with, `RunFailed { reason }`,
 //!   `RunCancelled`) in the same atomic write, so a run's status and outcome
 //!   never diverge and the store's one-outcome-per-run rule holds.
 //! - A revision conflict (another writer changed the run since it was read)
@@ -156,6 +156,7 @@ pub use input::{CreateManagedInput, CreateMirroredInput, StepObservation};
 pub use lifecycle::{AuditKind, is_legal_move, merge_state};
 pub use manager::{DEFAULT_MAX_ATTEMPTS, RunManager, RunObserver};
 pub use recovery::{RecoveryReport, recover};
+pub(crate) use terminal::structured_output;
 pub use terminal::{
     TerminalTarget, TerminalizationError, TerminalizationOutcome, rebuild_structured_output,
     record_persisted_terminalization, repair_persisted_terminalization,

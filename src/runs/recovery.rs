@@ -18,7 +18,8 @@ pub struct RecoveryReport {
 }
 
 /// Repairs every run whose persisted status is terminal but that lacks its
-/// terminal event, and lists the runs that are not terminal.
+/// terminal event (see [`repair_persisted_terminalization`]: a failed append
+/// is also in the failure ledger), and lists the runs that are not terminal.
 pub async fn recover(store: &dyn Store) -> Result<RecoveryReport, StoreError> {
     let mut report = RecoveryReport::default();
     for run in store.list_runs_missing_terminal_event().await? {

@@ -76,7 +76,7 @@ pub enum TerminalizationError {
         /// The ledger append error.
         ledger_error: StoreError,
     },
-    /// Repair could not read the run or append its terminal event.
+    /// Repair could not read the run, its recorded outputs or its failure ledger.
     #[error("repair of run {run_id} failed: {source}")]
     Repair {
         /// The run.
@@ -118,6 +118,19 @@ pub async fn record_persisted_terminalization(
         },
         Err(e) => e,
     };
+    Err(ledger_append_failure(store, run_id, flow_name, kind, error).await)
+}
+
+/// Records in the failure ledger that run `run_id`'s terminal status is
+/// persisted but its `kind` event could not be appended (`error`), and
+/// returns the error that says so (and whether the ledger write failed too).
+async fn ledger_append_failure(
+    store: &dyn Store,
+    run_id: Uuid,
+    flow_name: &str,
+    kind: &str,
+    error: StoreError,
+) -> TerminalizationError {
     let reason = format!("terminal run status persisted but {kind} append failed: {error}");
     let entry = FailureEntry {
         run_id,
@@ -129,20 +142,20 @@ pub async fn record_persisted_terminalization(
     match store.record_failure(entry).await {
         Ok(()) => {
             tracing::error!(%reason, "terminal event append failed; recorded in the failure ledger");
-            Err(TerminalizationError::AppendFailed {
+            TerminalizationError::AppendFailed {
                 run_id,
                 reason,
                 source: error,
-            })
+            }
         }
         Err(ledger_error) => {
             tracing::error!(%reason, %ledger_error, "terminal event and failure-ledger appends both failed");
-            Err(TerminalizationError::AppendAndLedgerFailed {
+            TerminalizationError::AppendAndLedgerFailed {
                 run_id,
                 reason,
                 source: error,
                 ledger_error,
-            })
+            }
         }
     }
 }
@@ -151,11 +164,18 @@ pub async fn record_persisted_terminalization(
 ///
 /// The persisted status wins over `target`: `Finished` → `RunCompleted` with
 /// the target's output if it is a `Completed` with one, else one rebuilt as
-/// `{"steps": {...}}` (see [`rebuild_structured_output`]); `Failed` →
+/// `{"steps": {...}}` from the recorded outputs, or none if there are none
+/// (see [`rebuild_structured_output`]); `Failed` →
 /// `RunFailed` with the target's reason if it is a `Failed`, else the last
 /// failure-ledger reason, else `run already failed`; `Cancelled` →
 /// `RunCancelled`. Appends only if the run has no terminal event (repairing
 /// twice appends once). Returns `Noop`, also when the run is not terminal.
+///
+/// If the append fails, the failure ledger records it as
+/// [`record_persisted_terminalization`] does, and the error is
+/// [`TerminalizationError::AppendFailed`] (or `AppendAndLedgerFailed`);
+/// failing to read the run, its outputs or its ledger is
+/// [`TerminalizationError::Repair`].
 pub async fn repair_persisted_terminalization(
     store: &dyn Store,
     run_id: Uuid,
@@ -178,14 +198,12 @@ pub async fn repair_persisted_terminalization(
             let structured_output = match target {
                 Some(TerminalTarget::Completed {
                     structured_output: Some(output),
-                }) => output,
+                }) => Some(output),
                 _ => rebuild_structured_output(
                     &store.list_step_outputs(run_id).await.map_err(failed)?,
                 ),
             };
-            TerminalEvent::RunCompleted {
-                structured_output: Some(structured_output),
-            }
+            TerminalEvent::RunCompleted { structured_output }
         }
         RunStatus::Failed => {
             let reason = match target {
@@ -201,49 +219,80 @@ pub async fn repair_persisted_terminalization(
         }
         RunStatus::Cancelled => TerminalEvent::RunCancelled,
     };
-    match store
-        .append_terminal_event_if_absent(run_id, event)
-        .await
-        .map_err(failed)?
-    {
-        TerminalAppend::Appended(a) => {
+    let kind = event.name();
+    match store.append_terminal_event_if_absent(run_id, event).await {
+        Ok(TerminalAppend::Appended(a)) => {
             tracing::info!(cursor = %a.cursor, "repaired: terminal event appended");
         }
-        TerminalAppend::AlreadyPresent(_) => {}
+        Ok(TerminalAppend::AlreadyPresent(_)) => {}
+        // The divergence outlives this call in the ledger, as when terminalizing.
+        Err(error) => {
+            return Err(ledger_append_failure(store, run_id, flow_name, kind, error).await);
+        }
     }
     Ok(TerminalizationOutcome::Noop)
 }
 
 /// Rebuilds a run's structured output from its recorded outputs:
-/// `{"steps": {step_id: output}}`. A step recorded only inside a loop maps to
-/// `{"loop_id": ..., "iterations": [outputs by iteration index]}`; a step's
-/// plain (non-loop) output wins over its loop-iteration outputs.
-pub fn rebuild_structured_output(outputs: &[StepOutput]) -> Value {
-    let mut steps = Map::new();
-    // (step id, loop id, (iteration, output)...), in first-seen order.
-    type LoopOutputs<'a> = (&'a str, Option<&'a str>, Vec<(u32, &'a Value)>);
-    let mut loops: Vec<LoopOutputs<'_>> = Vec::new();
-    for o in outputs {
-        match o.iteration {
-            None => {
-                steps.insert(o.step_id.clone(), o.output.clone());
-            }
-            Some(i) => match loops.iter_mut().find(|(s, _, _)| *s == o.step_id) {
-                Some((_, _, its)) => its.push((i, &o.output)),
-                None => loops.push((&o.step_id, o.loop_id.as_deref(), vec![(i, &o.output)])),
-            },
+/// `{"steps": {step_id: output}}`, or `None` when nothing is recorded.
+/// Loop-iteration outputs are flattened into `steps` too: a step's latest
+/// iteration (by index) wins, also over its plain output.
+pub fn rebuild_structured_output(outputs: &[StepOutput]) -> Option<Value> {
+    let (plain, mut iterations): (Vec<&StepOutput>, Vec<&StepOutput>) =
+        outputs.iter().partition(|o| o.iteration.is_none());
+    // Stable: equal indexes (of different loops) keep their recording order.
+    iterations.sort_by_key(|o| o.iteration);
+    let steps = plain
+        .into_iter()
+        .chain(iterations)
+        .map(|o| (o.step_id.clone(), o.output.clone()))
+        .collect();
+    structured_output(steps)
+}
+
+/// A run's structured output from its steps' outputs: `{"steps": steps}`,
+/// or `None` when no step has one. The one shape both a flow's own
+/// completion and repair record.
+pub(crate) fn structured_output(steps: Map<String, Value>) -> Option<Value> {
+    (!steps.is_empty()).then(|| json!({ "steps": steps }))
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::Utc;
+
+    use super::*;
+
+    fn output(step: &str, iteration: Option<u32>, value: Value) -> StepOutput {
+        StepOutput {
+            run_id: Uuid::nil(),
+            step_id: step.into(),
+            loop_id: iteration.map(|_| "loop".into()),
+            iteration,
+            output: value,
+            at: Utc::now(),
         }
     }
-    for (step, loop_id, mut its) in loops {
-        if steps.contains_key(step) {
-            continue;
-        }
-        its.sort_by_key(|(i, _)| *i);
-        let iterations: Vec<Value> = its.into_iter().map(|(_, v)| v.clone()).collect();
-        steps.insert(
-            step.to_owned(),
-            json!({ "loop_id": loop_id, "iterations": iterations }),
+
+    #[test]
+    fn no_recorded_output_is_no_structured_output() {
+        assert_eq!(rebuild_structured_output(&[]), None);
+        assert_eq!(structured_output(Map::new()), None);
+    }
+
+    #[test]
+    fn the_latest_iteration_wins_also_over_a_plain_output() {
+        let outputs = [
+            output("a", Some(1), json!("a1")),
+            output("b", None, json!("plain")),
+            output("a", None, json!("plain")),
+            output("b", Some(0), json!("b0")),
+            output("a", Some(0), json!("a0")),
+            output("c", None, json!({"n": 1})),
+        ];
+        assert_eq!(
+            rebuild_structured_output(&outputs),
+            Some(json!({"steps": {"a": "a1", "b": "b0", "c": {"n": 1}}}))
         );
     }
-    json!({ "steps": steps })
 }

@@ -5,7 +5,7 @@ use std::sync::{Mutex, PoisonError, Weak};
 
 use uuid::Uuid;
 
-use crate::flow::{ControlEvent, RunHandle};
+use crate::flow::{CONTROL_PLANE_CANCEL_REASON, ControlEvent, RunHandle};
 use crate::records::Run;
 use crate::runs::RunObserver;
 
@@ -68,7 +68,7 @@ impl RunObserver for CancelLiveRuns {
             .unwrap_or_else(PoisonError::into_inner)
             .find_live(run.id);
         let Some(handle) = live else { return };
-        let reason = "cancel requested through the control plane".to_owned();
+        let reason = CONTROL_PLANE_CANCEL_REASON.to_owned();
         tokio::spawn(async move {
             // A flow that is already ending rejects it; it ends anyway.
             let _ = handle.send(ControlEvent::Cancel { reason }).await;

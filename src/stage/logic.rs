@@ -268,7 +268,7 @@ mod tests {
     #[tokio::test]
     async fn closures_become_transforms_and_sinks() {
         let mut t = transform_fn(|x: u32, out: &mut Emitter<u32>| {
-            if x % 2 == 0 {
+            if x.is_multiple_of(2) {
                 out.push(x);
                 out.push(x);
             }

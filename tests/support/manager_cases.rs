@@ -179,12 +179,14 @@ pub async fn moves_follow_the_legal_move_table(store: AnyStore) {
     }
 }
 
+/// Every change but a step observation (see
+/// `manager_write_cases::step_observations_on_a_terminal_run_leave_the_run_alone`).
 pub async fn terminal_runs_refuse_every_change(store: AnyStore) {
     let m = RunManager::new(store);
     for status in [RunStatus::Finished, RunStatus::Failed, RunStatus::Cancelled] {
         let id = run_in(&m, status).await;
         let log = events(&m, id).await;
-        for mv in Move::ALL {
+        for mv in Move::ALL.into_iter().filter(|mv| *mv != Move::Observe) {
             let result = mv.apply(&m, id, 0).await;
             assert!(
                 matches!(result, Err(RunError::AlreadyTerminal { id: got, status: s }) if got == id && s == status),
@@ -334,7 +336,7 @@ pub async fn fail_records_the_failure_in_the_state(store: AnyStore) {
     );
 }
 
-pub async fn finish_sets_the_final_state_and_records_completion(store: AnyStore) {
+pub async fn finish_merges_the_final_state_and_records_completion(store: AnyStore) {
     let m = RunManager::new(store);
     let kept = run_in(&m, RunStatus::Running).await;
     let run = m.finish(kept, None).await.unwrap();
@@ -342,28 +344,33 @@ pub async fn finish_sets_the_final_state_and_records_completion(store: AnyStore)
         (run.status, run.state_json.clone()),
         (RunStatus::Finished, json!({"items": 3}))
     );
-    let replaced = run_in(&m, RunStatus::Waiting).await;
+    let merged = run_in(&m, RunStatus::Waiting).await;
     let run = m
-        .finish(replaced, Some(json!({"shipped": true})))
+        .finish(merged, Some(json!({"shipped": true})))
         .await
         .unwrap();
-    assert_eq!(run.state_json, json!({"shipped": true}));
+    assert_eq!(
+        run.state_json,
+        json!({"items": 3, "shipped": true}),
+        "the final state merges shallowly, as resume and update_state do"
+    );
+    assert_eq!(m.get(merged).await.unwrap().unwrap(), run);
     assert!(run.ended_at.is_some());
     assert_eq!(run.wait_json, None);
     let terminal = m
         .store()
-        .terminal_event(replaced)
+        .terminal_event(merged)
         .await
         .unwrap()
         .expect("outcome");
     assert_eq!(
         terminal.kind,
         EventKind::Terminal(TerminalEvent::RunCompleted {
-            structured_output: Some(json!({"shipped": true}))
+            structured_output: Some(json!({"items": 3, "shipped": true}))
         })
     );
     assert_eq!(
-        kinds(&m, replaced).await,
+        kinds(&m, merged).await,
         ["created", "started", "waiting", "finished", "RunCompleted"]
     );
 }

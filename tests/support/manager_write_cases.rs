@@ -257,3 +257,46 @@ pub async fn step_observation_for_unknown_run_is_not_found(store: AnyStore) {
     );
     assert_eq!(store.list_steps(ghost).await.unwrap(), vec![]);
 }
+
+/// A mirrored step can report after its run ended (the run was cancelled or
+/// failed while the work went on elsewhere): the step is still recorded, and
+/// the ended run's record, revision and audit log stay as they are.
+pub async fn step_observations_on_a_terminal_run_leave_the_run_alone(store: AnyStore) {
+    let m = RunManager::new(store.clone());
+    for status in [RunStatus::Finished, RunStatus::Failed, RunStatus::Cancelled] {
+        let id = run_in(&m, status).await;
+        let before = m.get(id).await.unwrap().unwrap();
+        let log = events(&m, id).await;
+        let first = m
+            .record_step_observation(observation(id, "job-1", Some("worker-a")))
+            .await
+            .unwrap();
+        let done = m
+            .record_step_observation(StepObservation {
+                status: RunStepStatus::Succeeded,
+                result_json: Some(json!({"ok": true})),
+                ..observation(id, "job-1", None)
+            })
+            .await
+            .unwrap();
+        assert_eq!(done.id, first.id, "upserted by external run id");
+        assert_eq!(done.child_session_key.as_deref(), Some("worker-a"));
+        assert_eq!(m.list_steps(id).await.unwrap(), vec![done], "{status:?}");
+        assert_eq!(m.get(id).await.unwrap().unwrap(), before, "{status:?}");
+        assert_eq!(events(&m, id).await, log, "no audit event on {status:?}");
+    }
+
+    // The run ends between the manager's read and its write: the retry
+    // finds it terminal and records the step alone.
+    let id = run_in(&m, RunStatus::Running).await;
+    let rival = RivalStore::new(store, 1, RivalMove::Cancel);
+    let step = RunManager::new(rival.clone())
+        .record_step_observation(observation(id, "job-9", None))
+        .await
+        .unwrap();
+    assert_eq!(rival.rival_writes(), 1);
+    assert_eq!(m.list_steps(id).await.unwrap(), vec![step]);
+    let run = m.get(id).await.unwrap().unwrap();
+    assert_eq!((run.status, run.revision), (RunStatus::Cancelled, 2));
+    assert_eq!(kinds(&m, id).await, ["created", "started", "rival_cancel"]);
+}

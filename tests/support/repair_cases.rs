@@ -120,8 +120,11 @@ pub async fn repair_completed_rebuilds_output(store: AnyStore) {
         };
     for o in [
         record("fetch", None, None, json!({"rows": 3})),
-        record("enrich", Some("items"), Some(1), json!("b")),
+        record("enrich", Some("items"), Some(2), json!("c")),
         record("enrich", Some("items"), Some(0), json!("a")),
+        record("score", None, None, json!("plain")),
+        record("score", Some("rounds"), Some(1), json!("round 1")),
+        record("enrich", Some("items"), Some(1), json!("b")),
     ] {
         store.record_step_output(o).await.unwrap();
     }
@@ -129,14 +132,30 @@ pub async fn repair_completed_rebuilds_output(store: AnyStore) {
     repair_persisted_terminalization(&*store, run.id, "ctrl", Some(TerminalTarget::Cancelled))
         .await
         .unwrap();
+    // Loop-iteration outputs are flattened into `steps`: the latest
+    // iteration wins, also over a plain output of the same step.
     let expected = json!({"steps": {
         "fetch": {"rows": 3},
-        "enrich": {"loop_id": "items", "iterations": ["a", "b"]},
+        "enrich": "c",
+        "score": "round 1",
     }});
     assert_eq!(
         terminal_kinds(&store, &run).await,
         vec![EventKind::Terminal(TerminalEvent::RunCompleted {
             structured_output: Some(expected)
+        })]
+    );
+}
+
+pub async fn repair_completed_without_outputs_has_no_output(store: AnyStore) {
+    let run = persisted(&store, RunStatus::Finished).await;
+    repair_persisted_terminalization(&*store, run.id, "ctrl", None)
+        .await
+        .unwrap();
+    assert_eq!(
+        terminal_kinds(&store, &run).await,
+        vec![EventKind::Terminal(TerminalEvent::RunCompleted {
+            structured_output: None
         })]
     );
 }

@@ -142,6 +142,10 @@ impl Model {
     pub fn step(&mut self, mv: Move, n: u64) -> Result<(), Refusal> {
         use RunStatus::*;
         let from = self.status;
+        if from.is_terminal() && mv == Move::Observe {
+            // The step is recorded; the run record is left as it is.
+            return Ok(());
+        }
         if from.is_terminal() {
             return Err(Refusal::AlreadyTerminal(from));
         }
@@ -167,7 +171,7 @@ impl Model {
         let data = mv.data(n);
         match mv {
             Move::Resume | Move::UpdateState => merge(&mut self.state, data),
-            Move::Finish if n % 2 == 1 => self.state = data,
+            Move::Finish if n % 2 == 1 => merge(&mut self.state, data),
             Move::Fail => merge(
                 &mut self.state,
                 json!({"failure": {"reason": format!("reason {n}")}}),
