@@ -10,10 +10,7 @@
 
 use std::time::Duration;
 
-use async_trait::async_trait;
-use troupe::fsm::{
-    EventVariant, FsmAction, FsmContext, FsmError, StateMachine, StateVariant, Transition, fsm,
-};
+use troupe::prelude::*;
 
 #[derive(Debug, Clone, PartialEq, StateVariant)]
 enum Order {

@@ -14,17 +14,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use async_trait::async_trait;
 use indicatif::{ProgressBar, ProgressStyle};
-use troupe::flow::restart::RestartPolicy;
-use troupe::flow::{ControlEvent, FlowDefinition, RunOptions};
-use troupe::fsm::{
-    EventVariant, FsmAction, FsmContext, FsmError, StateMachine, StateVariant, Transition, fsm,
-};
-use troupe::runtime::Runtime;
-use troupe::stage::{Emitter, Produced, Sink, Source, Transform};
+use troupe::prelude::*;
 use troupe::store::Store;
-use troupe::supervise::BoxError;
 
 const ORDERS: u64 = 400;
 

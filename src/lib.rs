@@ -7,17 +7,18 @@
 //!
 //! Layers, each depending only on the ones before it:
 //! [`fsm`] (pure state machines), [`supervise`] (drive loops that turn every
-//! failure into an FSM event), [`store`], [`journal`] and [`runs`] (records,
-//! the single-writer durable journal, the run control plane), [`stage`] and
-//! [`flow`] (stage and flow actors, restarts, handles) and [`runtime`]
-//! (the embeddable [`Runtime`](runtime::Runtime)). The README shows a whole
+//! failure into an FSM event), [`records`] (the plain data every layer
+//! passes around), [`store`] (the backends), [`journal`] (the single
+//! writer with group commit) and [`runs`] (the run control plane, outcomes
+//! and repair), [`stage`] and [`flow`] (stage and flow actors, restarts,
+//! handles) and [`runtime`] (the embeddable [`Runtime`](runtime::Runtime)).
+//! A flow author needs one `use`: [`prelude`]. The README shows a whole
 //! flow; this example is the smallest state machine.
 //!
 //! ```
-//! use troupe::fsm::{fsm, EventVariant, FsmContext, StateMachine, StateVariant, Transition};
-//! # use troupe::fsm::{FsmAction, FsmError};
+//! use troupe::prelude::*;
 //! # #[derive(Debug)] struct Noop;
-//! # #[async_trait::async_trait] impl FsmAction for Noop { type Context = Ctx;
+//! # #[async_trait] impl FsmAction for Noop { type Context = Ctx;
 //! #   async fn execute(&self, _: &mut Ctx) -> Result<(), FsmError> { Ok(()) } }
 //!
 //! #[derive(Debug, Clone, PartialEq, StateVariant)]
@@ -53,12 +54,18 @@ pub mod flow;
 pub mod fsm;
 pub mod ids;
 pub mod journal;
+pub mod prelude;
 pub mod records;
 pub mod runs;
 pub mod runtime;
 pub mod stage;
 pub mod store;
 pub mod supervise;
+
+/// `#[async_trait]`, re-exported so that implementing troupe's async traits
+/// ([`FsmAction`](fsm::FsmAction), [`Supervised`](supervise::Supervised), ...)
+/// needs no dependency of your own.
+pub use async_trait::async_trait;
 
 // The README's example is compiled and run as a doctest, so it cannot rot.
 #[cfg(doctest)]

@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 
 use proptest::prelude::*;
-use troupe::flow::topology::{Topology, TopologyError};
+use troupe::flow::{Topology, TopologyError};
 use troupe::stage::StageKind;
 
 fn graph() -> impl Strategy<Value = (usize, BTreeSet<(usize, usize)>)> {

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use troupe::flow::{ControlEvent, FlowDefinition, HandleError, RunHandle, RunState, StageControl};
 use troupe::records::{EventKind, RunStatus, TerminalEvent};
 use troupe::runtime::Runtime;
-use troupe::stage::pipe::PipeConfig;
+use troupe::stage::PipeConfig;
 use troupe::stage::{Emitter, StageState, Transform};
 use troupe::store::Store;
 use troupe::supervise::BoxError;

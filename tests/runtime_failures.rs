@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use runtime_support::*;
 use troupe::flow::FlowDefinition;
-use troupe::flow::restart::{Backoff, RestartPolicy, RestartStrategy};
+use troupe::flow::{Backoff, RestartPolicy, RestartStrategy};
 use troupe::records::{EventKind, RunStatus, TerminalEvent};
-use troupe::stage::pipe::PipeConfig;
+use troupe::stage::PipeConfig;
 use troupe::stage::{Emitter, Transform, source_iter};
 use troupe::store::Store;
 use troupe::supervise::BoxError;

@@ -9,7 +9,7 @@ mod runtime_support;
 use std::sync::Arc;
 
 use runtime_support::*;
-use troupe::flow::restart::{Backoff, RestartPolicy};
+use troupe::flow::{Backoff, RestartPolicy};
 use troupe::flow::{ControlEvent, FlowDefinition};
 use troupe::records::{EventKind, RunStatus, TerminalEvent};
 use troupe::runtime::Runtime;

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use runtime_support::*;
 use tokio::sync::mpsc;
-use troupe::flow::topology::TopologyError;
+use troupe::flow::TopologyError;
 use troupe::flow::{DefinitionError, FlowDefinition, RunState};
 use troupe::records::RunStatus;
 use troupe::runtime::{Runtime, RuntimeError};

@@ -10,7 +10,7 @@ use serde_json::json;
 use tokio::sync::Semaphore;
 use troupe::flow::{FlowDefinition, RunState};
 use troupe::records::{EventKind, RunStatus, TerminalEvent};
-use troupe::stage::pipe::PipeConfig;
+use troupe::stage::PipeConfig;
 use troupe::stage::{Emitter, source_iter, transform_fn};
 use troupe::store::Store;
 

@@ -10,7 +10,7 @@ use proptest::prelude::*;
 use runtime_support::*;
 use troupe::flow::FlowDefinition;
 use troupe::records::RunStatus;
-use troupe::stage::pipe::PipeConfig;
+use troupe::stage::PipeConfig;
 use troupe::stage::{Emitter, sink_fn, source_iter, transform_fn};
 
 fn run_case(items: u64, transforms: usize, pipes: PipeConfig) -> Result<(), TestCaseError> {

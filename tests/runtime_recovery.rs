@@ -210,7 +210,7 @@ async fn a_completed_source_with_an_unfinished_consumer_runs_again() {
                 gate: gate.clone(),
             })
             .pipeline(["numbers", "tally"])
-            .pipes(troupe::stage::pipe::PipeConfig {
+            .pipes(troupe::stage::PipeConfig {
                 batch_size: 10,
                 capacity: 20,
             })

@@ -9,10 +9,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use runtime_support::*;
-use troupe::flow::restart::{Backoff, RestartPolicy, RestartStrategy};
+use troupe::flow::{Backoff, RestartPolicy, RestartStrategy};
 use troupe::flow::{ControlEvent, FlowDefinition, StageControl};
 use troupe::records::RunStatus;
-use troupe::stage::pipe::PipeConfig;
+use troupe::stage::PipeConfig;
 use troupe::stage::{Emitter, EventPolicy, OnEvent, Produced, Source, StageState};
 use troupe::supervise::BoxError;
 

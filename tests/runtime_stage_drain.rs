@@ -11,11 +11,11 @@ use std::time::Duration;
 use runtime_support::*;
 use serde_json::Value;
 use tokio::sync::Semaphore;
-use troupe::flow::restart::{Backoff, RestartPolicy, RestartStrategy};
+use troupe::flow::{Backoff, RestartPolicy, RestartStrategy};
 use troupe::flow::{ControlEvent, FlowDefinition, RunHandle, StageControl, StageHandle};
 use troupe::records::RunStatus;
 use troupe::runtime::Runtime;
-use troupe::stage::pipe::PipeConfig;
+use troupe::stage::PipeConfig;
 use troupe::stage::{Emitter, EventPolicy, OnEvent, Produced, Sink, Source, StageState};
 use troupe::supervise::BoxError;
 

@@ -327,8 +327,8 @@ impl<I: Send + 'static> OnEvent<Cmd> for Ticked3<I> {
 #[test]
 fn queues_too_large_are_rejected_when_the_flow_is_built() {
     use troupe::flow::DefinitionError;
-    use troupe::stage::pipe::{MAX_PIPE_CAPACITY, PipeConfig};
     use troupe::stage::{MAX_EVENT_CAPACITY, sink_fn};
+    use troupe::stage::{MAX_PIPE_CAPACITY, PipeConfig};
 
     let flow = |events: EventPolicy, pipes: PipeConfig| {
         FlowDefinition::<u64>::builder("huge")

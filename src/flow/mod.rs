@@ -43,19 +43,22 @@
 
 pub(crate) mod actor;
 mod context;
-pub mod control;
-pub mod definition;
-pub mod handle;
-pub mod machine;
-pub mod record;
-pub mod restart;
-pub mod stage_handle;
-pub mod topology;
+mod control;
+mod definition;
+mod handle;
+mod machine;
+pub(crate) mod record;
+mod restart;
+mod stage_handle;
+mod topology;
 
 pub(crate) use control::CONTROL_PLANE_CANCEL_REASON;
 pub use control::{ControlEvent, HandleError, RunOutcome, StageControl};
+pub(crate) use definition::ErasedDefinition;
 pub use definition::{DefinitionError, EventStageBuilder, FlowBuilder, FlowDefinition};
 pub use handle::RunHandle;
-pub use machine::{FlowEvent, RunState};
+pub use machine::RunState;
 pub use record::{RecordError, RunOptions};
+pub use restart::{Backoff, RestartPolicy, RestartStrategy, RestartType};
 pub use stage_handle::{StageHandle, TypedStageHandle};
+pub use topology::{Topology, TopologyError};

@@ -4,26 +4,20 @@
 //! many restarts are allowed in a period (intensity), and how long to wait
 //! before each one (capped exponential backoff).
 //!
-//! [`RestartTracker`] is the pure decision logic: the flow feeds it every exit
-//! of a stage with the time it happened and gets back what to do.
+//! The flow feeds the pure decision logic (`RestartTracker`) every exit of a
+//! stage with the time it happened and gets back what to do.
 //!
 //! ```
 //! use std::time::Duration;
-//! use tokio::time::Instant;
-//! use troupe::flow::restart::{RestartDecision, RestartPolicy, RestartTracker, StageExit};
+//! use troupe::flow::{Backoff, RestartPolicy, RestartStrategy};
 //!
-//! let policy = RestartPolicy::transient().intensity(2, Duration::from_secs(10));
-//! let mut tracker = RestartTracker::new(policy);
-//! let now = Instant::now();
-//! let crash = StageExit::Failed("connection reset".into());
-//! assert!(matches!(tracker.on_exit(&crash, now), RestartDecision::Restart { .. }));
-//! assert!(matches!(tracker.on_exit(&crash, now), RestartDecision::Restart { .. }));
-//! // A third failure within 10 s exceeds the intensity: the flow must fail.
-//! let RestartDecision::GiveUp(why) = tracker.on_exit(&crash, now) else { panic!() };
-//! assert_eq!(
-//!     why.describe("enrich"),
-//!     "stage `enrich` exceeded its restart intensity (2 restarts in 10s); last error: connection reset"
-//! );
+//! // Restart after failures (not completions), at most 2 times in 10 s,
+//! // waiting 100 ms, then 200 ms, ... (at most 5 s); a restart takes every stage.
+//! let policy = RestartPolicy::transient()
+//!     .intensity(2, Duration::from_secs(10))
+//!     .backoff(Backoff { initial: Duration::from_millis(100), max: Duration::from_secs(5), factor: 2.0 })
+//!     .strategy(RestartStrategy::OneForAll);
+//! # let _ = policy;
 //! ```
 
 use std::collections::VecDeque;
@@ -263,12 +257,8 @@ impl RestartTracker {
         }
     }
 
-    /// The policy it applies.
-    pub fn policy(&self) -> &RestartPolicy {
-        &self.policy
-    }
-
     /// Restarts counted inside the period ending at `now`.
+    #[cfg(test)]
     pub fn recent_restarts(&mut self, now: Instant) -> usize {
         self.forget_before(now);
         self.recent.len()
@@ -325,6 +315,29 @@ impl RestartTracker {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_third_failure_within_the_period_gives_up_and_says_why() {
+        let policy = RestartPolicy::transient().intensity(2, Duration::from_secs(10));
+        let mut tracker = RestartTracker::new(policy);
+        let now = Instant::now();
+        let crash = StageExit::Failed("connection reset".into());
+        assert!(matches!(
+            tracker.on_exit(&crash, now),
+            RestartDecision::Restart { .. }
+        ));
+        assert!(matches!(
+            tracker.on_exit(&crash, now),
+            RestartDecision::Restart { .. }
+        ));
+        let RestartDecision::GiveUp(why) = tracker.on_exit(&crash, now) else {
+            panic!("a third failure within 10 s exceeds the intensity")
+        };
+        assert_eq!(
+            why.describe("enrich"),
+            "stage `enrich` exceeded its restart intensity (2 restarts in 10s); last error: connection reset"
+        );
+    }
+
     use super::*;
 
     fn failed() -> StageExit {

@@ -9,7 +9,7 @@
 //! which every stage comes after all of its upstreams.
 //!
 //! ```
-//! use troupe::flow::topology::{Topology, TopologyError};
+//! use troupe::flow::{Topology, TopologyError};
 //! use troupe::stage::StageKind;
 //!
 //! let mut t = Topology::new();

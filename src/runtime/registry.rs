@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, RwLock};
 
-use crate::flow::definition::ErasedDefinition;
+use crate::flow::ErasedDefinition;
 
 /// The registered flow definitions of a runtime, keyed by name.
 #[derive(Default)]

@@ -172,8 +172,8 @@ impl Actor for RootActor {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::flow::ErasedDefinition;
     use crate::flow::actor::FlowArgs;
-    use crate::flow::definition::ErasedDefinition;
     use crate::flow::{FlowDefinition, RunOptions};
     use crate::runtime::RuntimeError;
     use crate::runtime::spawn::{BoxedSpawn, request_flow};

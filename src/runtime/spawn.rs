@@ -14,8 +14,8 @@ use tokio::sync::{oneshot, watch};
 use uuid::Uuid;
 
 use super::RuntimeError;
+use crate::flow::ErasedDefinition;
 use crate::flow::actor::{FlowActor, FlowArgs, FlowMsg};
-use crate::flow::definition::ErasedDefinition;
 use crate::flow::{RunHandle, RunOutcome, RunState};
 use crate::journal::JournalHandle;
 use crate::records::{Run, StepOutput};

@@ -12,7 +12,7 @@ use super::RuntimeError;
 use super::live::RunList;
 use super::root::RootMsg;
 use super::spawn::{PendingFlow, request_flow};
-use crate::flow::definition::ErasedDefinition;
+use crate::flow::ErasedDefinition;
 use crate::flow::record::{self, Orphaned};
 use crate::flow::{RunHandle, RunOptions};
 use crate::journal::JournalHandle;

@@ -34,13 +34,13 @@
 //! # let _ = Countdown(3);
 //! ```
 
-pub mod actor;
-pub mod events;
-pub mod fsm_transform;
+pub(crate) mod actor;
+pub(crate) mod events;
+mod fsm_transform;
 mod kind;
-pub mod logic;
-pub mod machine;
-pub mod pipe;
+mod logic;
+mod machine;
+pub(crate) mod pipe;
 pub(crate) mod ports;
 mod supervisor;
 pub(crate) mod work;
@@ -54,5 +54,6 @@ pub use logic::{
     Transform, sink_fn, source_iter, step_fn, transform_fn,
 };
 pub use machine::{StageEvent, StageSignal, StageState};
+pub use pipe::{MAX_BATCH_SIZE, MAX_PIPE_CAPACITY, PipeConfig};
 pub use ports::DownstreamGone;
 pub(crate) use supervisor::{StageDone, StageIdentity};

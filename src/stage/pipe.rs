@@ -9,25 +9,6 @@
 //!
 //! End of input is the drain signal: when every sender has finished (or been
 //! dropped), the receiver gets every item still in flight, then `None`.
-//!
-//! ```
-//! use troupe::stage::pipe::{pipe, PipeConfig};
-//!
-//! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
-//! let (mut tx, mut rx) = pipe::<u32>(PipeConfig { batch_size: 2, capacity: 4 });
-//! tokio::spawn(async move {
-//!     for i in 0..5 {
-//!         tx.send(i).await.unwrap();
-//!     }
-//!     tx.finish().await.unwrap(); // flushes the last, partial batch
-//! });
-//! let mut got = Vec::new();
-//! while let Some(item) = rx.recv().await {
-//!     got.push(item);
-//! }
-//! assert_eq!(got, [0, 1, 2, 3, 4]);
-//! # });
-//! ```
 
 use std::mem;
 
@@ -113,6 +94,7 @@ impl<T: Send + 'static> Clone for PipeSender<T> {
 }
 
 impl<T: Send + 'static> PipeSender<T> {
+    #[cfg(test)] // items move in batches outside tests
     /// Buffers `item`; sends the batch when it is full, waiting while the channel is full.
     pub async fn send(&mut self, item: T) -> Result<(), PipeClosed<T>> {
         self.push(item);
@@ -153,11 +135,13 @@ impl<T: Send + 'static> PipeSender<T> {
         Ok(())
     }
 
+    #[cfg(test)] // items move in batches outside tests
     /// Items buffered and not yet sent.
     pub fn buffered(&self) -> usize {
         self.buffer.len()
     }
 
+    #[cfg(test)] // items move in batches outside tests
     /// Whether the receiving side is gone.
     pub fn is_closed(&self) -> bool {
         self.tx.is_closed()
@@ -204,6 +188,7 @@ pub struct PipeReceiver<T> {
 }
 
 impl<T> PipeReceiver<T> {
+    #[cfg(test)] // items move in batches outside tests
     /// The next item; `None` once every sender is done and all items are delivered.
     pub async fn recv(&mut self) -> Option<T> {
         loop {
@@ -232,6 +217,25 @@ impl<T> PipeReceiver<T> {
 
 #[cfg(test)]
 mod tests {
+    #[tokio::test]
+    async fn items_arrive_in_order_and_the_last_partial_batch_is_flushed() {
+        let (mut tx, mut rx) = pipe::<u32>(PipeConfig {
+            batch_size: 2,
+            capacity: 4,
+        });
+        tokio::spawn(async move {
+            for i in 0..5 {
+                tx.send(i).await.unwrap();
+            }
+            tx.finish().await.unwrap();
+        });
+        let mut got = Vec::new();
+        while let Some(item) = rx.recv().await {
+            got.push(item);
+        }
+        assert_eq!(got, [0, 1, 2, 3, 4]);
+    }
+
     use super::*;
 
     fn small() -> PipeConfig {

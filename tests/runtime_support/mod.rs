@@ -9,7 +9,7 @@ use tokio::sync::{Semaphore, mpsc};
 use troupe::flow::{FlowDefinition, RunHandle};
 use troupe::records::EventKind;
 use troupe::runtime::Runtime;
-use troupe::stage::pipe::PipeConfig;
+use troupe::stage::PipeConfig;
 use troupe::stage::{Emitter, EventPolicy, OnEvent, Produced, Sink, Source, Transform};
 use troupe::store::Store;
 use troupe::supervise::BoxError;

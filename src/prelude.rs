@@ -1,0 +1,37 @@
+//! What a flow author types, in one `use`.
+//!
+//! ```
+//! use troupe::prelude::*;
+//!
+//! # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
+//! let runtime = Runtime::builder().memory().start().await?;
+//! runtime.register(
+//!     FlowDefinition::<u64>::builder("squares")
+//!         .source("numbers", || source_iter(1..=10_u64))
+//!         .transform("square", || transform_fn(|x: u64, out: &mut Emitter<u64>| Ok(out.push(x * x))))
+//!         .sink("discard", || sink_fn(|_: u64| Ok(())))
+//!         .pipeline(["numbers", "square", "discard"])
+//!         .build()?,
+//! )?;
+//! let outcome = runtime.start("squares").await?.wait().await?;
+//! assert_eq!(outcome.status, RunStatus::Finished);
+//! runtime.shutdown().await;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # }).unwrap();
+//! ```
+
+pub use crate::async_trait;
+pub use crate::flow::{
+    Backoff, ControlEvent, FlowBuilder, FlowDefinition, HandleError, RestartPolicy,
+    RestartStrategy, RestartType, RunHandle, RunOptions, RunOutcome, RunState,
+};
+pub use crate::fsm::{
+    EventVariant, FsmAction, FsmContext, FsmError, StateMachine, StateVariant, Transition, fsm,
+};
+pub use crate::records::RunStatus;
+pub use crate::runtime::{Runtime, RuntimeError};
+pub use crate::stage::{
+    Emitter, EventPolicy, OnEvent, Produced, Sink, Source, Step, StepInputs, Transform, sink_fn,
+    source_iter, step_fn, transform_fn, transform_fsm,
+};
+pub use crate::supervise::BoxError;
