@@ -737,3 +737,51 @@ async fn the_migration_is_atomic_and_idempotent() {
         vec![id(7)]
     );
 }
+
+/// A version-3 journal could hold custom kinds named both `RunCompleted` and
+/// `custom:RunCompleted`; the migration keeps both apart instead of failing
+/// the open on the unique kind name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_custom_kind_whose_renamed_name_is_taken_keeps_its_code_too() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("journal.sqlite");
+    let store = SqliteStore::open(&path).await.expect("open");
+    let run = Run::new("ctrl", "goal", "owner");
+    let run_id = run.id;
+    store.insert_run(run, None).await.expect("insert run");
+    for (name, n) in [("custom:RunCompleted", 1), ("stand-in", 2)] {
+        store
+            .append(NewEvent::new(run_id, custom(name, json!(n))))
+            .await
+            .expect("append");
+    }
+    drop(store);
+    // As a version-3 file: the stand-in kind had the name reserved since.
+    run_sql(&path, raw_sqlite::UNDO_V4);
+    run_sql(
+        &path,
+        "UPDATE event_kinds SET name = 'RunCompleted' WHERE name = 'stand-in'",
+    );
+    let code: i64 = raw_rows::<i64, String>(
+        &path,
+        "SELECT code, name FROM event_kinds WHERE name = 'RunCompleted' AND code > 3",
+    )[0]
+    .0;
+
+    let store = SqliteStore::open(&path).await.expect("migrate");
+    assert_eq!(user_version(&path), SCHEMA_VERSION);
+    let names: Vec<String> = store
+        .list_events(run_id, 10)
+        .await
+        .expect("read")
+        .iter()
+        .map(|e| e.kind.name().to_owned())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "custom:RunCompleted".to_owned(),
+            format!("custom:{code}:RunCompleted")
+        ]
+    );
+}

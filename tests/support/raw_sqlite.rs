@@ -25,6 +25,7 @@ pub fn user_version(path: &Path) -> i64 {
 /// that fakes an older version.
 #[allow(dead_code)] // not every test that includes this module fakes an old file
 pub const UNDO_V4: &str = "ALTER TABLE steps RENAME COLUMN external_run_id TO run_id; \
+    ALTER TABLE runs RENAME COLUMN parent_run_id TO parent_id; \
     ALTER TABLE steps RENAME COLUMN run_rid TO flow_rid; \
     UPDATE event_kinds SET name = 'FlowCompleted' WHERE code = 1; \
     UPDATE event_kinds SET name = 'FlowFailed' WHERE code = 2; \

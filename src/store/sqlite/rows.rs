@@ -12,7 +12,7 @@ use crate::records::{RowRef, StoreError};
 
 /// The columns [`decode_run`] reads, in order.
 pub(crate) const RUN_COLUMNS: &str = "rid, id, controller_id, goal, owner_session_key, \
-    requester_origin, parent_id, current_step, state_json, wait_json, status, cancel_requested, \
+    requester_origin, parent_run_id, current_step, state_json, wait_json, status, cancel_requested, \
     revision, created_at, updated_at, ended_at, lease_owner, lease_epoch, lease_expires_at";
 
 /// Where [`run_values`] puts the run's `revision`.
@@ -88,7 +88,7 @@ pub(crate) fn decode_run(row: &Row<'_>) -> Result<Run, StoreError> {
         goal: get(row, 3)?,
         owner_session_key: get(row, 4)?,
         requester_origin: get(row, 5)?,
-        parent_run_id: parent.map(|p| uuid(&at, "parent_id", &p)).transpose()?,
+        parent_run_id: parent.map(|p| uuid(&at, "parent_run_id", &p)).transpose()?,
         current_step: get(row, 7)?,
         state_json: json(&at, "state_json", &get::<Vec<u8>>(row, 8)?)?,
         wait_json: opt_json(&at, "wait_json", get(row, 9)?)?,

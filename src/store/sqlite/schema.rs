@@ -150,15 +150,22 @@ CREATE INDEX runs_missing_outcome ON runs(rid) WHERE "#,
     // v4: one vocabulary (a flow is a definition, a run one execution of
     // it). Terminal kinds are `Run*` and spelled "cancelled"; a custom kind
     // that already had one of the new names keeps its events under a
-    // `custom:` prefix, since terminal names are reserved.
+    // `custom:` prefix (with its code too if that name is taken), since
+    // terminal names are reserved. Columns holding a run's id say `run`; a
+    // mirrored step's key elsewhere is `external_run_id`.
     r#"
-UPDATE event_kinds SET name = 'custom:' || name
+UPDATE event_kinds SET name = CASE
+        WHEN EXISTS (SELECT 1 FROM event_kinds k WHERE k.name = 'custom:' || event_kinds.name)
+        THEN 'custom:' || code || ':' || name
+        ELSE 'custom:' || name
+    END
     WHERE code > 3 AND name IN ('RunCompleted', 'RunFailed', 'RunCancelled');
 UPDATE event_kinds SET name = 'RunCompleted' WHERE code = 1;
 UPDATE event_kinds SET name = 'RunFailed' WHERE code = 2;
 UPDATE event_kinds SET name = 'RunCancelled' WHERE code = 3;
 ALTER TABLE steps RENAME COLUMN flow_rid TO run_rid;
 ALTER TABLE steps RENAME COLUMN run_id TO external_run_id;
+ALTER TABLE runs RENAME COLUMN parent_id TO parent_run_id;
 "#,
 ];
 
