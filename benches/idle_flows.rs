@@ -38,7 +38,7 @@ fn main() {
             .expect("runtime");
         runtime
             .register(support::idle_flow())
-            .expect("register");
+            .await.expect("register");
         let before = rss_kib();
         let started = Instant::now();
         let mut runs = Vec::with_capacity(flows);

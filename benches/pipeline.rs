@@ -84,7 +84,10 @@ fn pipeline(c: &mut Criterion) {
             .start()
             .await
             .expect("runtime");
-        runtime.register(definition(sum.clone())).expect("register");
+        runtime
+            .register(definition(sum.clone()))
+            .await
+            .expect("register");
         runtime
     });
 

@@ -4,15 +4,19 @@
 //! use troupe::prelude::*;
 //!
 //! # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
-//! let runtime = Runtime::builder().memory().start().await?;
-//! runtime.register(
-//!     FlowDefinition::<u64>::builder("squares")
-//!         .source("numbers", || source_iter(1..=10_u64))
-//!         .transform("square", || transform_fn(|x: u64, out: &mut Emitter<u64>| Ok(out.push(x * x))))
-//!         .sink("discard", || sink_fn(|_: u64| Ok(())))
-//!         .pipeline(["numbers", "square", "discard"])
-//!         .build()?,
-//! )?;
+//! // Register flows on the builder: `start` then resumes their unfinished runs.
+//! let runtime = Runtime::builder()
+//!     .memory() // `.sqlite(path)` (default `./troupe-data/journal.sqlite`) for a durable journal
+//!     .register(
+//!         FlowDefinition::<u64>::builder("squares")
+//!             .source("numbers", || source_iter(1..=10_u64))
+//!             .transform("square", || transform_fn(|x: u64, out: &mut Emitter<u64>| Ok(out.push(x * x))))
+//!             .sink("discard", || sink_fn(|_: u64| Ok(())))
+//!             .pipeline(["numbers", "square", "discard"])
+//!             .build()?,
+//!     )?
+//!     .start()
+//!     .await?;
 //! let outcome = runtime.start("squares").await?.wait().await?;
 //! assert_eq!(outcome.status, RunStatus::Finished);
 //! runtime.shutdown().await;

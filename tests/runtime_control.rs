@@ -61,6 +61,7 @@ async fn endless() -> Endless {
                 .build()
                 .unwrap(),
         )
+        .await
         .unwrap();
     let run = runtime.start("endless").await.unwrap();
     Endless {

@@ -81,6 +81,7 @@ async fn a_panicking_stage_is_restarted_and_the_flow_completes() {
             RestartPolicy::transient(),
             &consumed,
         ))
+        .await
         .unwrap();
     let run = runtime.start("panics").await.unwrap();
     let outcome = run.wait().await.unwrap();
@@ -125,6 +126,7 @@ async fn exceeding_the_restart_intensity_fails_the_flow_naming_the_stage() {
         });
     runtime
         .register(pipeline("hopeless", faulty, policy, &consumed))
+        .await
         .unwrap();
     let started = tokio::time::Instant::now();
     let run = runtime.start("hopeless").await.unwrap();
@@ -183,6 +185,7 @@ async fn a_temporary_stage_failure_fails_the_flow_at_once() {
             RestartPolicy::temporary(),
             &consumed,
         ))
+        .await
         .unwrap();
     let outcome = runtime
         .start("fragile")
@@ -215,6 +218,7 @@ async fn one_for_all_restarts_every_unfinished_stage() {
     let policy = RestartPolicy::transient().strategy(RestartStrategy::OneForAll);
     runtime
         .register(pipeline("together", faulty, policy, &consumed))
+        .await
         .unwrap();
     let run = runtime.start("together").await.unwrap();
     let outcome = run.wait().await.unwrap();
@@ -282,6 +286,7 @@ async fn a_one_for_all_kill_mid_send_loses_only_the_failing_item() {
                 .build()
                 .unwrap(),
         )
+        .await
         .unwrap();
     let run = runtime.start("one-for-all").await.unwrap();
     settle().await;
@@ -322,6 +327,7 @@ async fn default_restart_applies_to_stages_added_before_it() {
                 .build()
                 .unwrap(),
         )
+        .await
         .unwrap();
     let run = runtime.start("temporary").await.unwrap();
     let outcome = run.wait().await.unwrap();

@@ -33,7 +33,7 @@ fn endless(name: &str, alive: &mpsc::Sender<()>) -> FlowDefinition<u64> {
 async fn dropping_the_runtime_stops_every_flow_and_stage() {
     let runtime = memory_runtime().await;
     let (alive, mut gone) = mpsc::channel::<()>(1);
-    runtime.register(endless("endless", &alive)).unwrap();
+    runtime.register(endless("endless", &alive)).await.unwrap();
     let runs = [
         runtime.start("endless").await.unwrap(),
         runtime.start("endless").await.unwrap(),
@@ -61,7 +61,7 @@ async fn dropping_the_runtime_stops_every_flow_and_stage() {
 async fn shutdown_drains_runs_and_records_their_outcomes() {
     let runtime = memory_runtime().await;
     let (alive, mut gone) = mpsc::channel::<()>(1);
-    runtime.register(endless("endless", &alive)).unwrap();
+    runtime.register(endless("endless", &alive)).await.unwrap();
     drop(alive);
     let run = runtime.start("endless").await.unwrap();
     settle().await;
@@ -89,6 +89,7 @@ async fn a_sqlite_runtime_creates_its_directory_and_keeps_runs() {
                 .build()
                 .unwrap(),
         )
+        .await
         .unwrap();
     let run_id = runtime
         .start("small")
@@ -112,9 +113,9 @@ async fn a_sqlite_runtime_creates_its_directory_and_keeps_runs() {
 async fn names_are_checked_when_registering_and_starting() {
     let runtime = memory_runtime().await;
     let (alive, _gone) = mpsc::channel::<()>(1);
-    runtime.register(endless("a", &alive)).unwrap();
+    runtime.register(endless("a", &alive)).await.unwrap();
     assert!(matches!(
-        runtime.register(endless("a", &alive)),
+        runtime.register(endless("a", &alive)).await,
         Err(RuntimeError::AlreadyRegistered(name)) if name == "a"
     ));
     let missing = runtime.start("b").await.unwrap_err();
@@ -173,6 +174,7 @@ async fn shutdown_within_a_deadline_cancels_runs_that_do_not_drain() {
                 .build()
                 .unwrap(),
         )
+        .await
         .unwrap();
     let run = runtime.start("stuck").await.unwrap();
     let store = runtime.journal().clone();
@@ -191,7 +193,7 @@ async fn shutdown_within_a_deadline_cancels_runs_that_do_not_drain() {
 async fn the_control_plane_sees_actor_driven_runs_and_its_cancel_is_honoured() {
     let runtime = memory_runtime().await;
     let (alive, _gone) = mpsc::channel::<()>(1);
-    runtime.register(endless("endless", &alive)).unwrap();
+    runtime.register(endless("endless", &alive)).await.unwrap();
     let run = runtime
         .start_with(
             "endless",
@@ -228,7 +230,7 @@ async fn the_control_plane_sees_actor_driven_runs_and_its_cancel_is_honoured() {
 async fn a_run_cancelled_through_the_control_plane_publishes_the_persisted_status() {
     let runtime = memory_runtime().await;
     let (alive, _gone) = mpsc::channel::<()>(1);
-    runtime.register(endless("endless", &alive)).unwrap();
+    runtime.register(endless("endless", &alive)).await.unwrap();
     let run = runtime.start("endless").await.unwrap();
     settle().await;
     runtime.runs().cancel(run.run_id()).await.unwrap();

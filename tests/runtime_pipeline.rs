@@ -36,6 +36,7 @@ async fn a_pipeline_completes_with_counts_and_one_terminal_event() {
                 .build()
                 .unwrap(),
         )
+        .await
         .unwrap();
     let run = runtime.start("evens").await.unwrap();
     let outcome = run.wait().await.unwrap();
@@ -106,6 +107,7 @@ async fn fan_out_copies_every_item_and_fan_in_merges_them() {
                 .build()
                 .unwrap(),
         )
+        .await
         .unwrap();
     let outcome = runtime
         .start("diamond")
@@ -153,6 +155,7 @@ async fn a_slow_sink_bounds_what_the_source_runs_ahead() {
                 .build()
                 .unwrap(),
         )
+        .await
         .unwrap();
     let run = runtime.start("slow").await.unwrap();
     // Per hop at most: the channel's batches, the sender's partial batch, and
@@ -225,6 +228,7 @@ async fn a_trickle_reaches_the_sink_without_waiting_for_a_full_batch() {
                 .build()
                 .unwrap(),
         )
+        .await
         .unwrap();
     let run = runtime.start("trickle").await.unwrap();
     for expected in 1..=3 {

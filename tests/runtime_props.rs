@@ -49,7 +49,7 @@ fn run_case(items: u64, transforms: usize, pipes: PipeConfig) -> Result<(), Test
             .pipeline(names)
             .build()
             .expect("valid chain");
-        runtime.register(definition).expect("register");
+        runtime.register(definition).await.expect("register");
         let run = runtime.start("chain").await.expect("start");
         let outcome = run.wait().await.expect("outcome");
         prop_assert_eq!(outcome.status, RunStatus::Finished);

@@ -247,6 +247,71 @@ async fn a_completed_source_with_an_unfinished_consumer_runs_again() {
     assert_eq!(terminal_count(&*store, run.run_id()).await, 1);
 }
 
+/// A run whose flow is registered only after `start` is listed as
+/// unresumed until then, and registering the flow resumes it; registering
+/// another flow touches nothing.
+#[tokio::test(start_paused = true)]
+async fn registering_a_flow_after_start_resumes_its_runs() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let consumed = counter();
+    let define = |gate: Option<Arc<tokio::sync::Semaphore>>| {
+        let consumed = consumed.clone();
+        FlowDefinition::<u64>::builder("gated")
+            .source("numbers", || source_iter(0..100_u64))
+            .sink("tally", move || Tally {
+                count: consumed.clone(),
+                sum: counter(),
+                gate: gate.clone(),
+            })
+            .pipeline(["numbers", "tally"])
+            .build()
+            .unwrap()
+    };
+    let first = Runtime::builder()
+        .store(store.clone())
+        .register(define(Some(Arc::new(tokio::sync::Semaphore::new(5)))))
+        .unwrap()
+        .start()
+        .await
+        .unwrap();
+    let run = first.start("gated").await.unwrap();
+    settle().await;
+    drop(first);
+    settle().await;
+
+    let second = Runtime::builder()
+        .store(store.clone())
+        .start()
+        .await
+        .unwrap();
+    assert!(second.resumed().is_empty());
+    let waiting: Vec<_> = second.unresumed().iter().map(|r| r.id).collect();
+    assert_eq!(waiting, [run.run_id()]);
+    let other = FlowDefinition::<u64>::builder("other")
+        .source("numbers", || source_iter(0..1_u64))
+        .sink("discard", || troupe::stage::sink_fn(|_: u64| Ok(())))
+        .pipeline(["numbers", "discard"])
+        .build()
+        .unwrap();
+    let report = second.register(other).await.unwrap();
+    assert!(report.resumed.is_empty() && report.failures.is_empty());
+    assert_eq!(
+        second.unresumed().len(),
+        1,
+        "still waiting for its own flow"
+    );
+
+    let report = second.register(define(None)).await.unwrap();
+    assert!(report.failures.is_empty(), "{:?}", report.failures);
+    assert_eq!(report.resumed.len(), 1);
+    assert_eq!(report.resumed[0].run_id(), run.run_id());
+    assert!(second.unresumed().is_empty());
+    let outcome = report.resumed[0].wait().await.unwrap();
+    assert_eq!(outcome.status, RunStatus::Finished);
+    assert_eq!(terminal_count(&*store, run.run_id()).await, 1);
+    second.shutdown().await;
+}
+
 /// A store whose recorded outputs of one run cannot be read, as if a row
 /// of it were corrupt.
 struct OneUnreadable {

@@ -64,6 +64,7 @@ async fn a_stage_paused_through_its_handle_comes_back_paused_after_a_restart() {
                 .build()
                 .unwrap(),
         )
+        .await
         .unwrap();
     let run = runtime.start("paused-restart").await.unwrap();
     let tally = run.stage("tally").unwrap();
@@ -139,6 +140,7 @@ async fn stuck_run(
                 .build()
                 .unwrap(),
         )
+        .await
         .unwrap();
     let run = runtime.start(name).await.unwrap();
     settle().await;
@@ -272,6 +274,7 @@ async fn a_restarted_paused_source_does_no_work_before_its_pause() {
                 .build()
                 .unwrap(),
         )
+        .await
         .unwrap();
     let run = runtime.start("paused-source").await.unwrap();
     settle().await;
@@ -352,6 +355,7 @@ async fn a_stage_stuck_in_on_event_is_killed_after_the_cancel_grace() {
                 .build()
                 .unwrap(),
         )
+        .await
         .unwrap();
     let run = runtime.start("stuck-event").await.unwrap();
     settle().await;

@@ -75,6 +75,7 @@ async fn draining_source(name: &str) -> (Runtime, RunHandle, StageHandle, Arc<Se
                 .build()
                 .unwrap(),
         )
+        .await
         .unwrap();
     let run = runtime.start(name).await.unwrap();
     settle().await;
@@ -198,6 +199,7 @@ async fn fan_out(name: &str, gate: Option<Arc<Semaphore>>) -> (Runtime, RunHandl
                 .build()
                 .unwrap(),
         )
+        .await
         .unwrap();
     let run = runtime.start(name).await.unwrap();
     settle().await;

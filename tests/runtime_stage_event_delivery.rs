@@ -122,6 +122,7 @@ where
                 .build()
                 .unwrap(),
         )
+        .await
         .unwrap();
     let run = runtime.start(name).await.unwrap();
     settle().await;

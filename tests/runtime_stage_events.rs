@@ -169,6 +169,7 @@ async fn block_while_running_makes_each_event_gate_one_unit_of_work() {
                 .build()
                 .unwrap(),
         )
+        .await
         .unwrap();
     let run = runtime.start("ticked").await.unwrap();
     settle().await;
@@ -281,6 +282,7 @@ async fn a_completed_stage_refuses_events() {
                 .build()
                 .unwrap(),
         )
+        .await
         .unwrap();
     let run = runtime.start("short").await.unwrap();
     let source = run.stage_events::<Cmd>("three").await.unwrap();

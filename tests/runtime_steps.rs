@@ -73,6 +73,7 @@ async fn steps_run_in_order_with_their_upstream_outputs() {
                 .build()
                 .unwrap(),
         )
+        .await
         .unwrap();
     let run = runtime.start("order-17").await.unwrap();
     let outcome = run.wait().await.unwrap();

@@ -26,7 +26,7 @@
 //!         .sink("discard", || sink_fn(|_: u64| Ok(())))
 //!         .pipeline(["clock", "discard"])
 //!         .build()?,
-//! )?;
+//! ).await?;
 //! let run = runtime.start("ticks").await?;
 //! run.send(ControlEvent::Pause).await?;
 //! assert_eq!(run.state(), RunState::Waiting);

@@ -217,7 +217,7 @@ impl RunHandle {
     ///         .sink("discard", || sink_fn(|_: u64| Ok(())))
     ///         .pipeline(["numbers", "scale", "discard"])
     ///         .build()?,
-    /// )?;
+    /// ).await?;
     /// let run = runtime.start("scaled").await?;
     /// let scale = run.stage_events::<SetFactor>("scale").await?;
     /// scale.send(SetFactor(10)).await?;

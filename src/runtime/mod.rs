@@ -16,7 +16,7 @@
 //!         .sink("discard", || sink_fn(|_: u64| Ok(())))
 //!         .pipeline(["numbers", "square", "discard"])
 //!         .build()?,
-//! )?;
+//! ).await?;
 //! let run = runtime.start("squares").await?;
 //! let outcome = run.wait().await?;
 //! assert_eq!(outcome.status, RunStatus::Finished);
@@ -37,5 +37,5 @@ mod spawn;
 mod start;
 
 pub use builder::{DEFAULT_JOURNAL_PATH, RuntimeBuilder};
-pub use resume::{ResumeError, ResumeFailure};
+pub use resume::{ResumeError, ResumeFailure, ResumeReport};
 pub use runtime::{Runtime, RuntimeError};

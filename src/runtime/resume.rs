@@ -1,18 +1,32 @@
-//! What resuming the unfinished runs at start reads, and how a run that
-//! cannot be resumed is reported: one unreadable run does not keep the
-//! runtime (or the other runs) from starting.
+//! Resuming unfinished runs (at start, and when their flow is registered
+//! later), and how a run that cannot be resumed is reported: one unreadable
+//! run does not keep the runtime (or the other runs) from starting.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use uuid::Uuid;
 
 use super::RuntimeError;
+use super::root::RootMsg;
+use super::spawn::request_flow;
+use super::start::Starter;
+use crate::flow::{ErasedDefinition, RunHandle};
 use crate::journal::JournalHandle;
 use crate::records::{Run, StepOutput, StoreError};
 use crate::store::Store;
 
-/// An unfinished run of a registered flow that could not be resumed at
-/// start. Its record is left as it was: the next start tries again (or
+/// What resuming a set of unfinished runs gave: the runs now live again and
+/// those that could not be resumed (left as they were).
+#[derive(Debug, Default)]
+pub struct ResumeReport {
+    /// Handles of the resumed runs.
+    pub resumed: Vec<RunHandle>,
+    /// The runs that could not be resumed, with why.
+    pub failures: Vec<ResumeFailure>,
+}
+
+/// An unfinished run of a registered flow that could not be resumed. Its record is left as it was: the next start tries again (or
 /// repair it through [`Runtime::runs`](super::Runtime::runs)).
 #[derive(Debug)]
 pub struct ResumeFailure {
@@ -61,4 +75,58 @@ pub(crate) async fn recorded_outputs(
         }
     }
     by_run
+}
+
+/// Resumes `runs`, each with the definition of its flow: reads their
+/// recorded outputs in one batch, asks the root for every flow actor in one
+/// message (it spawns them concurrently), then collects them. Only a root
+/// that is gone fails the whole call.
+pub(crate) async fn resume_runs(
+    starter: &Starter,
+    runs: Vec<(Run, Arc<dyn ErasedDefinition>)>,
+) -> Result<ResumeReport, RuntimeError> {
+    let mut report = ResumeReport::default();
+    let ids: Vec<Uuid> = runs.iter().map(|(run, _)| run.id).collect();
+    let mut recorded = recorded_outputs(&starter.journal, &ids).await;
+    let mut pending = Vec::with_capacity(runs.len());
+    let mut requests = Vec::with_capacity(runs.len());
+    for (run, definition) in runs {
+        let outputs = match recorded.remove(&run.id).unwrap_or(Ok(Vec::new())) {
+            Ok(outputs) => outputs,
+            Err(error) => {
+                report.failed(run, ResumeError::OutputsUnreadable(error));
+                continue;
+            }
+        };
+        tracing::info!(run_id = %run.id, flow = %run.controller_id, "resuming unfinished run");
+        let (request, flow) = request_flow(
+            run.clone(),
+            starter.journal.clone(),
+            &*definition,
+            Some(&outputs),
+        );
+        requests.push(request);
+        pending.push((run, flow));
+    }
+    if !requests.is_empty() {
+        starter
+            .root
+            .send_message(RootMsg::StartFlows(requests))
+            .map_err(|_| RuntimeError::ShuttingDown)?;
+    }
+    for (run, flow) in pending {
+        match starter.collect(flow).await {
+            Ok(handle) => report.resumed.push(handle),
+            Err(error) => report.failed(run, ResumeError::NotStarted(Box::new(error))),
+        }
+    }
+    Ok(report)
+}
+
+impl ResumeReport {
+    fn failed(&mut self, run: Run, error: ResumeError) {
+        tracing::error!(run_id = %run.id, flow = %run.controller_id, %error,
+            "unfinished run not resumed; left as it is");
+        self.failures.push(ResumeFailure { run, error });
+    }
 }

@@ -12,11 +12,12 @@ use uuid::Uuid;
 use super::builder::RuntimeBuilder;
 use super::live::{CancelLiveRuns, RunList};
 use super::registry::Registry;
-use super::resume::{ResumeError, ResumeFailure, recorded_outputs};
+use super::resume::{ResumeFailure, ResumeReport, resume_runs};
 use super::root::RootMsg;
-use super::spawn::request_flow;
 use super::start::Starter;
-use crate::flow::{ControlEvent, FlowDefinition, RecordError, RunHandle, RunOptions};
+use crate::flow::{
+    ControlEvent, ErasedDefinition, FlowDefinition, RecordError, RunHandle, RunOptions,
+};
 use crate::journal::{JournalError, JournalHandle};
 use crate::records::{Run, RunStatus, StoreError};
 use crate::runs::{RecoveryReport, RunManager};
@@ -121,7 +122,8 @@ pub struct Runtime {
     /// side, so it waits for them.
     starts: Arc<RwLock<()>>,
     resumed: Vec<RunHandle>,
-    unresumed: Vec<Run>,
+    /// Unfinished runs whose flow is not registered; taken out when it is.
+    unresumed: Mutex<Vec<Run>>,
     resume_failures: Vec<ResumeFailure>,
 }
 
@@ -147,22 +149,67 @@ impl Runtime {
             runs: Arc::default(),
             starts: Arc::default(),
             resumed: Vec::new(),
-            unresumed: Vec::new(),
+            unresumed: Mutex::default(),
             resume_failures: Vec::new(),
         }
     }
 
-    /// Registers `definition` under its name (the `controller_id` of its runs).
-    pub fn register<T: Clone + Send + 'static>(
+    /// Registers `definition` under its name (the `controller_id` of its
+    /// runs), then resumes the unfinished runs of it that the journal holds
+    /// and that were not resumed at start (their flow was not registered on
+    /// the builder): the report says which resumed and which could not.
+    /// Registering on the [builder](RuntimeBuilder::register) resumes them
+    /// with every other run at start instead.
+    ///
+    /// Cancel safe like [`start_with`](Self::start_with): once polled, the
+    /// resume runs to its end as a task of its own.
+    pub async fn register<T: Clone + Send + 'static>(
         &self,
         definition: FlowDefinition<T>,
-    ) -> Result<(), RuntimeError> {
+    ) -> Result<ResumeReport, RuntimeError> {
         let name = definition.name().to_owned();
-        if self.registry.register(Arc::new(definition)) {
-            Ok(())
-        } else {
-            Err(RuntimeError::AlreadyRegistered(name))
+        let definition: Arc<dyn ErasedDefinition> = Arc::new(definition);
+        if !self.registry.register(definition.clone()) {
+            return Err(RuntimeError::AlreadyRegistered(name));
         }
+        let runs: Vec<Run> = {
+            let mut unresumed = self
+                .unresumed
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let (theirs, others) = std::mem::take(&mut *unresumed)
+                .into_iter()
+                .partition(|run| run.controller_id == name);
+            *unresumed = others;
+            theirs
+        };
+        if runs.is_empty() {
+            return Ok(ResumeReport::default());
+        }
+        let in_flight = self.starts.clone().read_owned().await;
+        let starter = self.starter();
+        let to_resume = runs
+            .iter()
+            .map(|run| (run.clone(), definition.clone()))
+            .collect();
+        let resume = async move {
+            let _in_flight = in_flight;
+            resume_runs(&starter, to_resume).await
+        };
+        let resumed = match tokio::spawn(resume).await {
+            Ok(resumed) => resumed,
+            Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+            Err(_) => Err(RuntimeError::ShuttingDown),
+        };
+        if resumed.is_err() {
+            // Nothing was started: the runs wait for the next start.
+            let mut unresumed = self
+                .unresumed
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            unresumed.extend(runs);
+        }
+        resumed
     }
 
     /// The names of the registered definitions, sorted.
@@ -221,82 +268,50 @@ impl Runtime {
     }
 
     /// Resumes every unfinished run the recovery scan found whose flow is
-    /// registered; the others are kept in [`Self::unresumed`], untouched. A
-    /// run that cannot be resumed (its outputs unreadable, its flow not
-    /// started) goes to [`Self::resume_failures`]; the others resume.
+    /// registered; the others are kept in [`Self::unresumed`], untouched
+    /// until their flow is registered. A run that cannot be resumed (its
+    /// outputs unreadable, its flow not started) goes to
+    /// [`Self::resume_failures`]; the others resume.
     pub(crate) async fn resume_unfinished(&mut self) -> Result<(), RuntimeError> {
-        let unfinished = std::mem::take(&mut self.recovery.unfinished);
         let mut resumable = Vec::new();
-        for run in &unfinished {
+        let mut unresumed = Vec::new();
+        for run in &self.recovery.unfinished {
             match self.registry.get(&run.controller_id) {
-                Some(definition) => resumable.push((run, definition)),
+                Some(definition) => resumable.push((run.clone(), definition)),
                 None => {
                     tracing::warn!(run_id = %run.id, flow = %run.controller_id,
-                        "unfinished run of an unregistered flow; left as it is");
-                    self.unresumed.push(run.clone());
+                        "unfinished run of an unregistered flow; left until it is registered");
+                    unresumed.push(run.clone());
                 }
             }
         }
-        // One read for the recorded outputs of every run to resume.
-        let ids: Vec<Uuid> = resumable.iter().map(|(run, _)| run.id).collect();
-        let mut recorded = recorded_outputs(&self.journal, &ids).await;
-        // Plan every run, ask the root for all the flows in one message (it
-        // spawns them concurrently), then collect them.
-        let mut pending = Vec::with_capacity(resumable.len());
-        let mut requests = Vec::with_capacity(resumable.len());
-        for (run, definition) in resumable {
-            let outputs = match recorded.remove(&run.id).unwrap_or(Ok(Vec::new())) {
-                Ok(outputs) => outputs,
-                Err(error) => {
-                    self.resume_failed(run, ResumeError::OutputsUnreadable(error));
-                    continue;
-                }
-            };
-            tracing::info!(run_id = %run.id, flow = %run.controller_id, "resuming unfinished run");
-            let (request, flow) = request_flow(
-                run.clone(),
-                self.journal.clone(),
-                &*definition,
-                Some(&outputs),
-            );
-            requests.push(request);
-            pending.push((run, flow));
-        }
-        self.root
-            .send_message(RootMsg::StartFlows(requests))
-            .map_err(|_| RuntimeError::ShuttingDown)?;
-        let starter = self.starter();
-        for (run, flow) in pending {
-            match starter.collect(flow).await {
-                Ok(handle) => self.resumed.push(handle),
-                Err(error) => self.resume_failed(run, ResumeError::NotStarted(Box::new(error))),
-            }
-        }
-        self.recovery.unfinished = unfinished;
+        *self
+            .unresumed
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner) = unresumed;
+        let report = resume_runs(&self.starter(), resumable).await?;
+        self.resumed = report.resumed;
+        self.resume_failures = report.failures;
         Ok(())
     }
 
-    fn resume_failed(&mut self, run: &Run, error: ResumeError) {
-        tracing::error!(run_id = %run.id, flow = %run.controller_id, %error,
-            "unfinished run not resumed; left as it is");
-        self.resume_failures.push(ResumeFailure {
-            run: run.clone(),
-            error,
-        });
-    }
-
-    /// Handles of the unfinished runs resumed at start (ended or not).
+    /// Handles of the unfinished runs resumed at start (ended or not);
+    /// [`register`](Self::register) reports those it resumes later.
     pub fn resumed(&self) -> &[RunHandle] {
         &self.resumed
     }
 
-    /// Unfinished runs found at start whose flow is not registered: reported, not touched.
-    pub fn unresumed(&self) -> &[Run] {
-        &self.unresumed
+    /// Unfinished runs in the journal whose flow is not registered (yet):
+    /// reported, not touched. Registering their flow resumes them.
+    pub fn unresumed(&self) -> Vec<Run> {
+        self.unresumed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
-    /// Unfinished runs of registered flows that could not be resumed at
-    /// start, with why; their records are left as they were.
+    /// Unfinished runs of flows registered on the builder that could not be
+    /// resumed at start, with why; their records are left as they were.
     pub fn resume_failures(&self) -> &[ResumeFailure] {
         &self.resume_failures
     }

@@ -11,7 +11,7 @@ use crate::store::Store;
 #[tokio::test]
 async fn a_flow_actor_that_dies_without_an_outcome_has_its_run_failed() {
     let runtime = Runtime::builder().memory().start().await.unwrap();
-    runtime.register(endless()).unwrap();
+    runtime.register(endless()).await.unwrap();
     let run = runtime.start("endless").await.unwrap();
     run.actor_ref().kill();
     let outcome = run.wait().await.unwrap();
@@ -63,7 +63,7 @@ async fn runtime_with<S: Store + 'static>(store: Arc<S>, spawn: SpawnFlow) -> Ru
         .unwrap();
     let recovery = crate::runs::recover(&journal).await.unwrap();
     let runtime = Runtime::new(journal, root, Registry::default(), recovery, None);
-    runtime.register(small()).unwrap();
+    runtime.register(small()).await.unwrap();
     runtime
 }
 
@@ -141,7 +141,7 @@ async fn a_run_created_as_the_root_goes_away_is_failed_not_left_created() {
     let recovery = crate::runs::recover(&journal).await.unwrap();
     root.stop_and_wait(None, None).await.unwrap();
     let runtime = Runtime::new(journal.clone(), root, Registry::default(), recovery, None);
-    runtime.register(small()).unwrap();
+    runtime.register(small()).await.unwrap();
     let (run_id, cause) = not_started(runtime.start("small").await.unwrap_err());
     assert!(matches!(cause, RuntimeError::ShuttingDown), "{cause:?}");
     assert_failed_unstarted(&*store, run_id).await;
@@ -154,7 +154,7 @@ async fn a_lost_flow_whose_failure_cannot_be_recorded_is_published_as_not_record
     let store = Arc::new(crate::store::MemoryStore::new());
     let faulty = Arc::new(crate::store::FaultyStore::new(store.clone()));
     let runtime = runtime_with(faulty.clone(), spawn_flow_actor).await;
-    runtime.register(endless()).unwrap();
+    runtime.register(endless()).await.unwrap();
     let run = runtime.start("endless").await.unwrap();
     // Every lifecycle change fails from here on.
     faulty.inject(crate::store::Fault::Fail {
@@ -314,7 +314,7 @@ fn gated_spawn(args: FlowArgs, supervisor: ractor::ActorCell) -> BoxedSpawn {
 async fn a_start_dropped_after_requesting_its_flow_leaves_no_untracked_run() {
     let store = Arc::new(crate::store::MemoryStore::new());
     let runtime = runtime_with(store.clone(), gated_spawn).await;
-    runtime.register(endless()).unwrap();
+    runtime.register(endless()).await.unwrap();
     tokio::select! {
         _ = runtime.start("endless") => panic!("started before the spawn gate opened"),
         () = SPAWN_ASKED.notified() => {} // the start is dropped here
@@ -332,7 +332,7 @@ async fn a_start_dropped_after_requesting_its_flow_leaves_no_untracked_run() {
 async fn a_start_dropped_after_its_first_poll_still_starts_a_tracked_run() {
     let store = Arc::new(crate::store::MemoryStore::new());
     let runtime = runtime_with(store.clone(), spawn_flow_actor).await;
-    runtime.register(endless()).unwrap();
+    runtime.register(endless()).await.unwrap();
     {
         let mut start = std::pin::pin!(runtime.start("endless"));
         let mut cx = std::task::Context::from_waker(std::task::Waker::noop());

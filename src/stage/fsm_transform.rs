@@ -60,7 +60,7 @@
 //!         .sink("book", || sink_fn(|_: u64| Ok(())))
 //!         .pipeline(["amounts", "validate", "book"])
 //!         .build()?,
-//! )?;
+//! ).await?;
 //! let outcome = runtime.start("orders").await?.wait().await?;
 //! let steps = &outcome.structured_output.unwrap()["steps"];
 //! assert_eq!(steps["validate"]["items_out"], 2); // the order without an amount is dropped

@@ -108,6 +108,7 @@ pub async fn tight_pipeline(
                 .build()
                 .unwrap(),
         )
+        .await
         .unwrap();
     runtime.start(name).await.unwrap()
 }
@@ -202,6 +203,7 @@ where
                 .build()
                 .unwrap(),
         )
+        .await
         .unwrap();
     (runtime.start(name).await.unwrap(), consumed)
 }
