@@ -249,10 +249,10 @@ pub(crate) fn open_reader(path: &Path, config: &SqliteConfig) -> Result<Connecti
 /// marked the writer's two-table run-head look-up as a statement whose plan
 /// may depend on its bound value, and such a statement, re-bound from
 /// rusqlite's statement cache for each use, was recompiled every time the
-/// writer looked up another run (~70k instructions each; `RePrepare` was 3
-/// for 4 runs in `looking_up_runs_does_not_recompile_the_statement`). With
-/// it, bound values never shape plans, so nothing is marked. Every query
-/// here is a key look-up whose plan no value would change.
+/// writer looked up another run (BENCHMARKS.md, "The first look-up of each
+/// run"; guarded by `looking_up_runs_does_not_recompile_the_statement`).
+/// With it, bound values never shape plans, so nothing is marked. Every
+/// query here is a key look-up whose plan no value would change.
 fn stable_plans(conn: &Connection, path: &Path) -> Result<(), StoreError> {
     conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)
         .map(|_| ())
