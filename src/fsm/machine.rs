@@ -162,12 +162,9 @@ where
             return Err(*self.unhandled_error(&event));
         };
         // The common case (same variant, nothing to check or prepend) is
-        // settled here, binding the transition's fields straight out of the
-        // handler's result; everything else goes to `settle`, out of line.
-        // The slow paths hand their error back boxed (unboxed once, here):
-        // with a by-value `Result` from them, the compiler assembled this
-        // future's output in a temporary and copied it out word by word,
-        // which measured slower (BENCHMARKS.md, "FSM dispatch").
+        // settled inline; everything else goes to `settle`, out of line. The
+        // slow paths return their error boxed so this future's output is not
+        // copied through a temporary (BENCHMARKS.md, "FSM dispatch").
         match future.await {
             Ok(Transition {
                 next_state,
