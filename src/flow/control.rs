@@ -1,4 +1,4 @@
-//! What a user sends to a running flow and what it gets back.
+//! What a user sends to a run in progress and what it gets back.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -7,7 +7,7 @@ use uuid::Uuid;
 use super::machine::RunState;
 use crate::records::RunStatus;
 
-/// A control event for a running flow.
+/// A control event for a run in progress.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum ControlEvent {
     /// Pause every stage after its current batch; the run becomes `Waiting`.
@@ -95,7 +95,7 @@ pub struct RunOutcome {
     /// its flow ran.
     pub reason: Option<String>,
     /// Whether the journal holds this outcome (the run's terminal status and
-    /// its terminal event). `false`: the flow ended this way but recording
+    /// its terminal event). `false`: the run ended this way but recording
     /// it failed — `reason` ends with the error — so the run record is still
     /// not terminal, and the next start of a runtime with this flow
     /// registered resumes the run and records its outcome then.
@@ -106,7 +106,7 @@ pub struct RunOutcome {
 /// [`StageHandle`](super::StageHandle) failed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum HandleError {
-    /// The flow has finished (or its actor is gone); nothing was delivered.
+    /// The run has finished (or its actor is gone); nothing was delivered.
     #[error("run {run_id} has finished; {event} was not delivered")]
     Finished {
         /// The run.

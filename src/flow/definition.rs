@@ -1,14 +1,6 @@
 //! Flow definitions: named stages (with their logic factories and restart
-//! policies) and a validated topology, built once and started many times.
-//!
-//! Workflow-style flows use steps instead: each runs once, after the steps
-//! it is connected from, and is handed their outputs.
-//!
-//! A flow is generic over one item type `T` carried on every edge: each
-//! stage's logic is monomorphized for it and items move without boxing. A
-//! stage with several downstreams sends each of them every item (fan-out
-//! clones, hence `T: Clone`); a stage with several upstreams receives the
-//! merge of their items (fan-in).
+//! policies) and a validated topology, built once and started many times
+//! (the user-facing docs are on [`FlowDefinition`]).
 
 use std::marker::PhantomData;
 use std::sync::Arc;
@@ -114,8 +106,9 @@ impl<T: Clone + Send + 'static> FlowBuilder<T> {
     /// The next stage added through the returned builder takes user events
     /// of type `Ev` (its logic implements [`OnEvent<Ev>`]), when `policy`
     /// says; send them with a
-    /// [`TypedStageHandle`](super::TypedStageHandle). See
-    /// [`troupe::stage::events`](crate::stage::events).
+    /// [`TypedStageHandle`](super::TypedStageHandle). [`EventPolicy`] says
+    /// when, by state, the stage takes them and what happens to events still
+    /// queued when it completes or is cancelled.
     pub fn with_events<Ev: Send + 'static>(self, policy: EventPolicy) -> EventStageBuilder<T, Ev> {
         EventStageBuilder {
             flow: self,
@@ -166,7 +159,7 @@ impl<T: Clone + Send + 'static> FlowBuilder<T> {
         self
     }
 
-    /// How long a cancel waits for stages before killing them (default [`DEFAULT_CANCEL_GRACE`]).
+    /// How long a cancel waits for stages before killing them (default 5 s).
     pub fn cancel_grace(mut self, grace: Duration) -> Self {
         self.cancel_grace = grace;
         self
@@ -300,6 +293,14 @@ struct DefinitionInner<T> {
 
 /// A validated flow: its stages, topology and policies. Cheap to clone;
 /// register it with a runtime under its name and start runs of it.
+///
+/// A flow is generic over one item type `T` carried on every edge: each
+/// stage's logic is monomorphized for it and items move without boxing. A
+/// stage with several downstreams sends each of them every item (fan-out
+/// clones, hence `T: Clone`); a stage with several upstreams receives the
+/// merge of their items (fan-in). Workflow-style flows use steps instead
+/// ([`FlowBuilder::step`]): each runs once, after the steps it is connected
+/// from, and is handed their outputs.
 ///
 /// ```
 /// use troupe::flow::FlowDefinition;

@@ -94,7 +94,7 @@ impl RunHandle {
         self.state.clone()
     }
 
-    /// The outcome, once the flow has ended (see [`wait`](Self::wait) on
+    /// The outcome, once the run has ended (see [`wait`](Self::wait) on
     /// whether it is recorded).
     pub fn outcome(&self) -> Option<RunOutcome> {
         self.outcome.borrow().clone()

@@ -1,17 +1,6 @@
-//! The state machine of every flow, declared with `fsm!`.
-//!
-//! ```text
-//! Created ──Start / Recover──▶ Running ──Pause──▶ Waiting ──Resume──▶ Running
-//!                      │ Drain            │ Drain
-//!                      ▼                  ▼
-//!                    Draining ──(every stage completed)──▶ Completed
-//! Running / Waiting / Draining ──StageGaveUp / Failure──▶ Failed
-//! any non-terminal ──Cancel──▶ Cancelling ──StagesGone──▶ Cancelled
-//! ```
-//!
-//! A flow completes when every stage has completed (from `Running` and
-//! `Waiting` too: a pipeline whose sources end needs no `Drain`). Handlers
-//! only decide; the side effects are actions (`FlowAction`) the flow actor runs.
+//! The state machine of every flow, declared with `fsm!` (its states,
+//! with the diagram, are documented on [`RunState`]). Handlers only decide;
+//! the side effects are actions ([`FlowAction`]) the flow actor runs.
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -25,7 +14,21 @@ use crate::fsm::{
 use crate::records::RunStatus;
 use crate::stage::StageEvent;
 
-/// Where a flow is in its life.
+/// Where a run is in its life: the states of the flow machine.
+///
+/// ```text
+/// Created ──Start / Recover──▶ Running ──Pause──▶ Waiting ──Resume──▶ Running
+///                      │ Drain            │ Drain
+///                      ▼                  ▼
+///                    Draining ──(every stage completed)──▶ Finished
+/// Created / Running / Waiting / Draining ──StageGaveUp / Failure──▶ Failed
+/// any non-terminal ──Cancel──▶ Cancelling ──StagesGone──▶ Cancelled
+/// ```
+///
+/// A run finishes when every stage has completed (from `Running` and
+/// `Waiting` too: a pipeline whose sources end needs no `Drain`). A cancel
+/// before any stage is live goes straight to `Cancelled`; once cancelling,
+/// a failure no longer fails the run (cancel wins).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, StateVariant)]
 pub enum RunState {
     /// The run record exists; stages are not started.
@@ -47,7 +50,7 @@ pub enum RunState {
 }
 
 impl RunState {
-    /// Whether the flow has ended.
+    /// Whether the run has ended.
     pub fn is_terminal(&self) -> bool {
         matches!(
             self,

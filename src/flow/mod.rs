@@ -1,14 +1,16 @@
 //! Flows: sets of stages connected by a topology, supervised as one run.
 //!
 //! A [`FlowDefinition`] names stages (sources, transforms, sinks, built by
-//! factories so they can be restarted), connects them ([`topology`]) and
-//! gives each a [`restart`] policy. Each run of it is a flow actor driving the flow machine ([`machine`], declared with `fsm!`):
-//! it spawns the stage actors linked to itself, turns every stage exit into a
-//! restart or a failure event, records stage outputs and the outcome through
-//! one writer ([`record`]), and answers [`ControlEvent`]s sent through a
-//! [`RunHandle`]. A [`StageHandle`] steers one stage; a
-//! [`TypedStageHandle`] sends it user events of the type it declared
-//! ([`FlowBuilder::with_events`], example on [`RunHandle::stage_events`]).
+//! factories so they can be restarted), connects them (a [`Topology`],
+//! checked before anything starts) and gives each a [`RestartPolicy`]. Each
+//! run of it is a flow actor driving the flow machine (its states are
+//! [`RunState`], declared with `fsm!`): it spawns the stage actors linked to
+//! itself, turns every stage exit into a restart or a failure event, records
+//! stage outputs and the outcome through the journal (one writer), and
+//! answers [`ControlEvent`]s sent through a [`RunHandle`]. A
+//! [`StageHandle`] steers one stage; a [`TypedStageHandle`] sends it user
+//! events of the type it declared ([`FlowBuilder::with_events`], example on
+//! [`RunHandle::stage_events`]).
 //!
 //! Runs are started by a [`Runtime`](crate::runtime::Runtime):
 //!
@@ -33,7 +35,7 @@
 //! run.send(ControlEvent::Cancel { reason: "enough".into() }).await?;
 //! let outcome = run.wait().await?;
 //! assert_eq!(outcome.status, RunStatus::Cancelled);
-//! // A finished flow refuses further events with a typed error.
+//! // A finished run refuses further events with a typed error.
 //! let late = run.send(ControlEvent::Resume).await;
 //! assert!(matches!(late, Err(HandleError::Finished { .. })));
 //! runtime.shutdown().await;

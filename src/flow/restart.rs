@@ -1,24 +1,7 @@
-//! Restart policies for stages, in the OTP tradition: which exits restart a
-//! stage (`permanent`, `transient`, `temporary`), whether a restart takes just
-//! that stage or all of the flow's stages (`one-for-one`, `one-for-all`), how
-//! many restarts are allowed in a period (intensity), and how long to wait
-//! before each one (capped exponential backoff).
-//!
-//! The flow feeds the pure decision logic (`RestartTracker`) every exit of a
-//! stage with the time it happened and gets back what to do.
-//!
-//! ```
-//! use std::time::Duration;
-//! use troupe::flow::{Backoff, RestartPolicy, RestartStrategy};
-//!
-//! // Restart after failures (not completions), at most 2 times in 10 s,
-//! // waiting 100 ms, then 200 ms, ... (at most 5 s); a restart takes every stage.
-//! let policy = RestartPolicy::transient()
-//!     .intensity(2, Duration::from_secs(10))
-//!     .backoff(Backoff { initial: Duration::from_millis(100), max: Duration::from_secs(5), factor: 2.0 })
-//!     .strategy(RestartStrategy::OneForAll);
-//! # let _ = policy;
-//! ```
+//! Restart policies for stages (the user-facing docs are on
+//! [`RestartPolicy`]). The flow feeds the pure decision logic
+//! ([`RestartTracker`]) every exit of a stage with the time it happened and
+//! gets back what to do.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -92,8 +75,28 @@ impl Default for Backoff {
     }
 }
 
-/// How a stage is restarted. The default is OTP's: transient, one-for-one,
-/// at most 3 restarts in 10 s, with [`Backoff::default`].
+/// How a stage is restarted, in the OTP tradition: which exits restart a
+/// stage ([`RestartType`]: permanent, transient, temporary), whether a
+/// restart takes just that stage or all of the flow's stages
+/// ([`RestartStrategy`]: one-for-one, one-for-all), how many restarts are
+/// allowed in a period (intensity), and how long to wait before each one
+/// (capped exponential [`Backoff`]).
+///
+/// The default is OTP's: transient, one-for-one, at most 3 restarts in 10 s,
+/// with [`Backoff::default`].
+///
+/// ```
+/// use std::time::Duration;
+/// use troupe::flow::{Backoff, RestartPolicy, RestartStrategy};
+///
+/// // Restart after failures (not completions), at most 2 times in 10 s,
+/// // waiting 100 ms, then 200 ms, ... (at most 5 s); a restart takes every stage.
+/// let policy = RestartPolicy::transient()
+///     .intensity(2, Duration::from_secs(10))
+///     .backoff(Backoff { initial: Duration::from_millis(100), max: Duration::from_secs(5), factor: 2.0 })
+///     .strategy(RestartStrategy::OneForAll);
+/// # let _ = policy;
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct RestartPolicy {
     /// Which exits restart the stage.

@@ -129,10 +129,10 @@ impl<Ev: Send + 'static> TypedStageHandle<Ev> {
 
     /// Queues `event` for the stage, waiting while its queue is full.
     /// A stage that has completed or was cancelled takes no more events
-    /// ([`HandleError::StageNotRunning`]), nor does a finished flow
+    /// ([`HandleError::StageNotRunning`]), nor does a finished run
     /// ([`HandleError::Finished`]). An event accepted (`Ok`) by a stage that
     /// then completes is handed to it before it completes, whatever its
-    /// policy; see [`troupe::stage::events`](crate::stage::events).
+    /// policy; see [`EventPolicy`](crate::stage::EventPolicy).
     pub async fn send(&self, event: Ev) -> Result<(), HandleError> {
         self.check_running()?;
         let sent = self.sender.send(event).await;

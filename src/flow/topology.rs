@@ -1,31 +1,6 @@
 //! The shape of a flow: named stages of a [`StageKind`] and the edges between
-//! them, checked before anything starts.
-//!
-//! [`Topology::validate`] rejects an empty flow, duplicate stage names, edges
-//! that name no stage (dangling), duplicate edges, cycles (naming the stages
-//! on one), and stages wired against their kind (a source with an input, a
-//! sink with an output, a transform missing either). What it returns,
-//! [`ValidatedTopology`], gives each stage an index and a start order in
-//! which every stage comes after all of its upstreams.
-//!
-//! ```
-//! use troupe::flow::{Topology, TopologyError};
-//! use troupe::stage::StageKind;
-//!
-//! let mut t = Topology::new();
-//! t.stage("orders", StageKind::Source)
-//!     .stage("validate", StageKind::Transform)
-//!     .stage("audit", StageKind::Sink)
-//!     .stage("store", StageKind::Sink)
-//!     .edge("orders", "validate")
-//!     .edge("validate", "store") // fan-out
-//!     .edge("validate", "audit");
-//! let valid = t.validate().unwrap();
-//! assert_eq!(valid.start_order_names(), ["orders", "validate", "audit", "store"]);
-//!
-//! t.edge("store", "validate");
-//! assert!(matches!(t.validate(), Err(TopologyError::SinkHasOutput { .. })));
-//! ```
+//! them, checked before anything starts (the user-facing docs are on
+//! [`Topology`]).
 
 use std::collections::HashMap;
 
@@ -95,6 +70,32 @@ pub enum TopologyError {
 }
 
 /// A flow's stages and edges as declared, not yet checked.
+///
+/// [`Topology::validate`] rejects an empty flow, duplicate stage names, edges
+/// that name no stage (dangling), duplicate edges, cycles (naming the stages
+/// on one), and stages wired against their kind (a source with an input, a
+/// sink with an output, a transform missing either). What it returns, the
+/// validated topology, gives each stage an index and a start order in which
+/// every stage comes after all of its upstreams.
+///
+/// ```
+/// use troupe::flow::{Topology, TopologyError};
+/// use troupe::stage::StageKind;
+///
+/// let mut t = Topology::new();
+/// t.stage("orders", StageKind::Source)
+///     .stage("validate", StageKind::Transform)
+///     .stage("audit", StageKind::Sink)
+///     .stage("store", StageKind::Sink)
+///     .edge("orders", "validate")
+///     .edge("validate", "store") // fan-out
+///     .edge("validate", "audit");
+/// let valid = t.validate().unwrap();
+/// assert_eq!(valid.start_order_names(), ["orders", "validate", "audit", "store"]);
+///
+/// t.edge("store", "validate");
+/// assert!(matches!(t.validate(), Err(TopologyError::SinkHasOutput { .. })));
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Topology {
     stages: Vec<(String, StageKind)>,
@@ -128,7 +129,7 @@ impl Topology {
         self
     }
 
-    /// Checks the topology; see the [module docs](self).
+    /// Checks the topology; see [`Topology`] for what it rejects.
     pub fn validate(&self) -> Result<ValidatedTopology, TopologyError> {
         if self.stages.is_empty() {
             return Err(TopologyError::Empty);

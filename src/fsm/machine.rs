@@ -162,12 +162,9 @@ where
             return Err(*self.unhandled_error(&event));
         };
         // The common case (same variant, nothing to check or prepend) is
-        // settled here, binding the transition's fields straight out of the
-        // handler's result; everything else goes to `settle`, out of line.
-        // The slow paths hand their error back boxed (unboxed once, here):
-        // with a by-value 72-byte `Result` from them, the compiler assembled
-        // this future's output in a temporary and copied it out word by
-        // word, which measured ~3 ns slower per event (BENCHMARKS.md).
+        // settled inline; everything else goes to `settle`, out of line. The
+        // slow paths return their error boxed so this future's output is not
+        // copied through a temporary (BENCHMARKS.md, "FSM dispatch").
         match future.await {
             Ok(Transition {
                 next_state,
@@ -333,7 +330,7 @@ where
     /// number of later actions dropped (also traced).
     // Not an `async fn`: that future would also hold `&self`, which the loop
     // never reads; this one holds only the actions and `ctx`, and measured
-    // 1.5-6 ns faster per event in `benches/fsm_dispatch.rs`.
+    // faster (BENCHMARKS.md, "FSM dispatch").
     #[allow(clippy::manual_async_fn)]
     pub fn execute_actions<'a>(
         &'a self,

@@ -251,8 +251,9 @@ impl DrainGuard {
     /// The replies go out from a task because each reply wakes its writer:
     /// woken from this thread, every wake-up is a remote schedule into tokio
     /// (a shared queue, often a worker unpark); woken from a worker, they
-    /// are local. One spawn per commit keeps ~128 remote wake-ups per commit
-    /// and the reply work off the writer thread, the journal's critical path.
+    /// are local. One spawn per commit keeps the batch's wake-ups (one per
+    /// request) and the reply work off the writer thread, the journal's
+    /// critical path.
     fn commit_on_writer(self, batch: Batch, apply: &mut dyn FnMut(&[WriteOp]) -> BatchResult) {
         let (ops, pending) = batch.split();
         let result = pending.span.in_scope(|| apply(&ops));
@@ -312,9 +313,9 @@ struct ReplyTask {
     pending: Pending,
     result: BatchResult,
     /// The committed ops: dropped here, after the replies, because freeing
-    /// their payloads costs the writer thread (the journal's critical
-    /// path) ~600 instructions per event, and memory allocated on a tokio
-    /// worker is cheaper to free on one.
+    /// their payloads would cost the writer thread (the journal's critical
+    /// path), and memory allocated on a tokio worker is cheaper to free on
+    /// one (BENCHMARKS.md, "Spent ops dropped off the writer thread").
     spent: Vec<WriteOp>,
     replying: Replying,
 }

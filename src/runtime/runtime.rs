@@ -324,7 +324,7 @@ impl Runtime {
             .live()
     }
 
-    /// The journal: a [`Store`] whose writes go through the journal actor.
+    /// The journal: a [`Store`](crate::store::Store) whose writes go through the journal actor.
     pub fn journal(&self) -> &JournalHandle {
         &self.journal
     }

@@ -1,91 +1,6 @@
-//! Typed user events for one stage.
-//!
-//! A stage may declare, when its flow is built, the type `Ev` of the events
-//! it takes ([`FlowBuilder::with_events`](crate::flow::FlowBuilder::with_events));
-//! its logic then implements [`OnEvent<Ev>`], and a
-//! [`TypedStageHandle<Ev>`](crate::flow::TypedStageHandle) sends it values of
-//! that type. Events wait in the stage's own bounded queue, which belongs to
-//! the run (not to one actor): events queued for a stage that fails are
-//! handed to its restarted actor.
-//!
-//! When the stage takes them is its [`EventPolicy`]: per state, an
-//! [`ExternalEventMode`], in the sense of
-//! [`ExternalEventPolicy`](crate::supervise::ExternalEventPolicy):
-//!
-//! | mode | `Running` / `Draining` | `Paused` |
-//! |---|---|---|
-//! | `Poll` | one queued event before each unit of work (a batch), if any | each event as it comes |
-//! | `Block` | waits for an event before each unit of work: events gate the work (see below) | each event as it comes |
-//! | `Ignore` | events stay queued until a state that takes them, or until the stage completes (below) | events stay queued until resumed |
-//!
-//! `Poll` hands over at most one event per unit of work, so a steady
-//! stream of events never starves the data plane (nor a drain); a
-//! transform or sink waiting for input takes each event as it comes.
-//!
-//! `Block` never holds up the end of a stage: a transform or sink whose
-//! input has ended stops waiting (its completion is not a unit of work),
-//! and a draining stage takes `Block` as `Poll` (a drain must finish, a
-//! drained source has nothing to gate).
-//!
-//! A stage never takes user events while `Starting`. None accepted is
-//! dropped by a stage that completes, whatever its policy (`Ignore`
-//! defers events, it does not discard them): right before its completion
-//! hook, a completing stage hands its logic every event still queued; once
-//! the hook has run, it closes its queue (from then on sends fail with
-//! [`HandleError::StageNotRunning`](crate::flow::HandleError::StageNotRunning))
-//! and hands over the events accepted while the hook ran, before its
-//! outputs close. A stage whose hook fails restarts with its queue open; one
-//! whose last hand-over fails restarts with it closed (it takes no more
-//! events, and `Block` no longer gates it). A cancelled
-//! stage closes its queue too; the events still queued are dropped with
-//! the cancel (and counted in a warning). The default,
-//! [`EventPolicy::default`], is how a stage takes `Signal`s: between
-//! batches while running or draining, at once while paused. User events and
-//! control events travel apart: their relative order is not kept. An event
-//! whose handling fails the stage (or is cut short by a kill) is lost with
-//! that failure, like the item a failing stage was working on.
-//!
-//! ```
-//! use troupe::stage::{EventPolicy, OnEvent, Sink};
-//! use troupe::supervise::{BoxError, ExternalEventMode};
-//!
-//! /// What an operator can tell the sink.
-//! enum Threshold {
-//!     Raise(u64),
-//!     Reset,
-//! }
-//!
-//! struct Alerts {
-//!     threshold: u64,
-//! }
-//!
-//! impl Sink<u64> for Alerts {
-//!     async fn consume(&mut self, x: u64) -> Result<(), BoxError> {
-//!         if x > self.threshold {
-//!             println!("alert: {x}");
-//!         }
-//!         Ok(())
-//!     }
-//! }
-//!
-//! impl OnEvent<Threshold> for Alerts {
-//!     async fn on_event(&mut self, event: Threshold) -> Result<(), BoxError> {
-//!         match event {
-//!             Threshold::Raise(by) => self.threshold += by,
-//!             Threshold::Reset => self.threshold = 0,
-//!         }
-//!         Ok(())
-//!     }
-//! }
-//!
-//! // Events wait while the sink runs and are taken once it is paused.
-//! let policy = EventPolicy::default().running(ExternalEventMode::Ignore);
-//! assert_eq!(policy.mode(&troupe::stage::StageState::Running), ExternalEventMode::Ignore);
-//! # let _ = Alerts { threshold: 0 };
-//! ```
-//!
-//! The whole path, through a flow, is shown on
-//! [`RunHandle::stage_events`](crate::flow::RunHandle::stage_events).
+//! Typed user events for one stage: the policy, the queue (which belongs to
+//! the run, so a restarted stage's actor gets the events its predecessor
+//! left) and the hand-over (the user-facing docs are on [`EventPolicy`]).
 
 use std::any::Any;
 use std::future::Future;
@@ -104,7 +19,9 @@ pub const DEFAULT_EVENT_CAPACITY: usize = 64;
 /// ([`DefinitionError::EventCapacity`](crate::flow::DefinitionError::EventCapacity)).
 pub const MAX_EVENT_CAPACITY: usize = 1 << 20;
 
-/// Stage logic that takes user events of type `Ev`.
+/// Stage logic that takes user events of type `Ev`; when it takes them, and
+/// what becomes of queued events when the stage completes, fails or is
+/// cancelled, is told on [`EventPolicy`].
 pub trait OnEvent<Ev>: Send + 'static {
     /// Handles one event. An error (or a panic) fails the stage, as one from
     /// its work does; its restart policy decides what follows.
@@ -126,7 +43,94 @@ impl<L: Send + 'static> OnEvent<NoEvents> for L {
     }
 }
 
-/// When a stage takes its user events, by state; see the [module docs](self).
+/// When a stage takes its user events, by state, and how big its queue is.
+///
+/// A stage may declare, when its flow is built, the type `Ev` of the events
+/// it takes ([`FlowBuilder::with_events`](crate::flow::FlowBuilder::with_events));
+/// its logic then implements [`OnEvent<Ev>`], and a
+/// [`TypedStageHandle<Ev>`](crate::flow::TypedStageHandle) sends it values of
+/// that type. Events wait in the stage's own bounded queue, which belongs to
+/// the run (not to one actor): events queued for a stage that fails are
+/// handed to its restarted actor.
+///
+/// When the stage takes them is this policy: per state, an
+/// [`ExternalEventMode`], in the sense of
+/// [`ExternalEventPolicy`](crate::supervise::ExternalEventPolicy):
+///
+/// | mode | `Running` / `Draining` | `Paused` |
+/// |---|---|---|
+/// | `Poll` | one queued event before each unit of work (a batch), if any | each event as it comes |
+/// | `Block` | waits for an event before each unit of work: events gate the work (see below) | each event as it comes |
+/// | `Ignore` | events stay queued until a state that takes them, or until the stage completes (below) | events stay queued until resumed |
+///
+/// `Poll` hands over at most one event per unit of work, so a steady
+/// stream of events never starves the data plane (nor a drain); a
+/// transform or sink waiting for input takes each event as it comes.
+///
+/// `Block` never holds up the end of a stage: a transform or sink whose
+/// input has ended stops waiting (its completion is not a unit of work),
+/// and a draining stage takes `Block` as `Poll` (a drain must finish, a
+/// drained source has nothing to gate).
+///
+/// A stage never takes user events while `Starting`. None accepted is
+/// dropped by a stage that completes, whatever its policy (`Ignore`
+/// defers events, it does not discard them): right before its completion
+/// hook, a completing stage hands its logic every event still queued; once
+/// the hook has run, it closes its queue (from then on sends fail with
+/// [`HandleError::StageNotRunning`](crate::flow::HandleError::StageNotRunning))
+/// and hands over the events accepted while the hook ran, before its
+/// outputs close. A stage whose hook fails restarts with its queue open; one
+/// whose last hand-over fails restarts with it closed (it takes no more
+/// events, and `Block` no longer gates it). A cancelled
+/// stage closes its queue too; the events still queued are dropped with
+/// the cancel (and counted in a warning). The default,
+/// [`EventPolicy::default`], is how a stage takes `Signal`s: between
+/// batches while running or draining, at once while paused. User events and
+/// control events travel apart: their relative order is not kept. An event
+/// whose handling fails the stage (or is cut short by a kill) is lost with
+/// that failure, like the item a failing stage was working on.
+///
+/// ```
+/// use troupe::stage::{EventPolicy, OnEvent, Sink};
+/// use troupe::supervise::{BoxError, ExternalEventMode};
+///
+/// /// What an operator can tell the sink.
+/// enum Threshold {
+///     Raise(u64),
+///     Reset,
+/// }
+///
+/// struct Alerts {
+///     threshold: u64,
+/// }
+///
+/// impl Sink<u64> for Alerts {
+///     async fn consume(&mut self, x: u64) -> Result<(), BoxError> {
+///         if x > self.threshold {
+///             println!("alert: {x}");
+///         }
+///         Ok(())
+///     }
+/// }
+///
+/// impl OnEvent<Threshold> for Alerts {
+///     async fn on_event(&mut self, event: Threshold) -> Result<(), BoxError> {
+///         match event {
+///             Threshold::Raise(by) => self.threshold += by,
+///             Threshold::Reset => self.threshold = 0,
+///         }
+///         Ok(())
+///     }
+/// }
+///
+/// // Events wait while the sink runs and are taken once it is paused.
+/// let policy = EventPolicy::default().running(ExternalEventMode::Ignore);
+/// assert_eq!(policy.mode(&troupe::stage::StageState::Running), ExternalEventMode::Ignore);
+/// # let _ = Alerts { threshold: 0 };
+/// ```
+///
+/// The whole path, through a flow, is shown on
+/// [`RunHandle::stage_events`](crate::flow::RunHandle::stage_events).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct EventPolicy {
     running: ExternalEventMode,

@@ -1,73 +1,5 @@
-//! A transform whose per-item logic is an `fsm!` machine: each item gets a
-//! fresh machine and context, the machine is driven until the item is
-//! settled, and the end state says what is emitted.
-//!
-//! ```
-//! use async_trait::async_trait;
-//! use troupe::fsm::{
-//!     EventVariant, FsmAction, FsmContext, FsmError, StateMachine, StateVariant, Transition, fsm,
-//! };
-//! use troupe::stage::{Emitter, transform_fsm};
-//!
-//! #[derive(Debug, Clone, PartialEq, StateVariant)]
-//! enum Check { Received, Valid, Rejected }
-//! #[derive(Debug, EventVariant)]
-//! enum CheckEvent { Validate }
-//! struct Order { amount: u64 }
-//! impl FsmContext for Order {}
-//! #[derive(Debug)]
-//! enum NoAction {}
-//! #[async_trait]
-//! impl FsmAction for NoAction {
-//!     type Context = Order;
-//!     async fn execute(&self, _: &mut Order) -> Result<(), FsmError> {
-//!         match *self {}
-//!     }
-//! }
-//!
-//! fn check() -> StateMachine<Check, CheckEvent, Order, NoAction> {
-//!     fsm! {
-//!         state: Check; event: CheckEvent; context: Order; action: NoAction;
-//!         initial: Check::Received;
-//!         state Check::Received {
-//!             on CheckEvent::Validate => [Check::Valid, Check::Rejected] |_, _, order| {
-//!                 let next = if order.amount > 0 { Check::Valid } else { Check::Rejected };
-//!                 Box::pin(async move { Ok(Transition::to(next)) })
-//!             };
-//!         }
-//!     }
-//! }
-//!
-//! let validate = || transform_fsm(
-//!     |amount: u64| (check(), Order { amount }),
-//!     // The event each state is driven with; `None`: the item is settled.
-//!     |state: &Check, _: &Order| (*state == Check::Received).then_some(CheckEvent::Validate),
-//!     // What a settled item emits: valid orders go on, rejected ones do not.
-//!     |state: &Check, order: Order, out: &mut Emitter<u64>| {
-//!         if *state == Check::Valid {
-//!             out.push(order.amount);
-//!         }
-//!     },
-//! );
-//! # use troupe::flow::FlowDefinition;
-//! # use troupe::stage::{sink_fn, source_iter};
-//! # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
-//! let runtime = troupe::runtime::Runtime::builder().memory().start().await?;
-//! runtime.register(
-//!     FlowDefinition::<u64>::builder("orders")
-//!         .source("amounts", || source_iter([5_u64, 0, 7]))
-//!         .transform("validate", validate)
-//!         .sink("book", || sink_fn(|_: u64| Ok(())))
-//!         .pipeline(["amounts", "validate", "book"])
-//!         .build()?,
-//! ).await?;
-//! let outcome = runtime.start("orders").await?.wait().await?;
-//! let steps = &outcome.structured_output.unwrap()["steps"];
-//! assert_eq!(steps["validate"]["items_out"], 2); // the order without an amount is dropped
-//! runtime.shutdown().await;
-//! # Ok::<(), Box<dyn std::error::Error>>(())
-//! # }).unwrap();
-//! ```
+//! A transform whose per-item logic is an `fsm!` machine (the user-facing
+//! docs are on [`transform_fsm`]).
 
 use std::fmt::Debug;
 
@@ -101,6 +33,76 @@ pub struct FsmTransform<B, N, X> {
 /// context into output items. Each event's actions run before the next
 /// event; an error of the machine (an unhandled event, a failing handler or
 /// action) fails the stage like any transform error.
+///
+/// Each item gets a fresh machine and context, the machine is driven until
+/// the item is settled, and the end state says what is emitted.
+///
+/// ```
+/// use async_trait::async_trait;
+/// use troupe::fsm::{
+///     EventVariant, FsmAction, FsmContext, FsmError, StateMachine, StateVariant, Transition, fsm,
+/// };
+/// use troupe::stage::{Emitter, transform_fsm};
+///
+/// #[derive(Debug, Clone, PartialEq, StateVariant)]
+/// enum Check { Received, Valid, Rejected }
+/// #[derive(Debug, EventVariant)]
+/// enum CheckEvent { Validate }
+/// struct Order { amount: u64 }
+/// impl FsmContext for Order {}
+/// #[derive(Debug)]
+/// enum NoAction {}
+/// #[async_trait]
+/// impl FsmAction for NoAction {
+///     type Context = Order;
+///     async fn execute(&self, _: &mut Order) -> Result<(), FsmError> {
+///         match *self {}
+///     }
+/// }
+///
+/// fn check() -> StateMachine<Check, CheckEvent, Order, NoAction> {
+///     fsm! {
+///         state: Check; event: CheckEvent; context: Order; action: NoAction;
+///         initial: Check::Received;
+///         state Check::Received {
+///             on CheckEvent::Validate => [Check::Valid, Check::Rejected] |_, _, order| {
+///                 let next = if order.amount > 0 { Check::Valid } else { Check::Rejected };
+///                 Box::pin(async move { Ok(Transition::to(next)) })
+///             };
+///         }
+///     }
+/// }
+///
+/// let validate = || transform_fsm(
+///     |amount: u64| (check(), Order { amount }),
+///     // The event each state is driven with; `None`: the item is settled.
+///     |state: &Check, _: &Order| (*state == Check::Received).then_some(CheckEvent::Validate),
+///     // What a settled item emits: valid orders go on, rejected ones do not.
+///     |state: &Check, order: Order, out: &mut Emitter<u64>| {
+///         if *state == Check::Valid {
+///             out.push(order.amount);
+///         }
+///     },
+/// );
+/// # use troupe::flow::FlowDefinition;
+/// # use troupe::stage::{sink_fn, source_iter};
+/// # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
+/// let runtime = troupe::runtime::Runtime::builder().memory().start().await?;
+/// runtime.register(
+///     FlowDefinition::<u64>::builder("orders")
+///         .source("amounts", || source_iter([5_u64, 0, 7]))
+///         .transform("validate", validate)
+///         .sink("book", || sink_fn(|_: u64| Ok(())))
+///         .pipeline(["amounts", "validate", "book"])
+///         .build()?,
+/// ).await?;
+/// let outcome = runtime.start("orders").await?.wait().await?;
+/// let steps = &outcome.structured_output.unwrap()["steps"];
+/// assert_eq!(steps["validate"]["items_out"], 2); // the order without an amount is dropped
+/// runtime.shutdown().await;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # }).unwrap();
+/// ```
 pub fn transform_fsm<T, S, E, C, A, B, N, X>(build: B, next: N, emit: X) -> FsmTransform<B, N, X>
 where
     B: FnMut(T) -> (StateMachine<S, E, C, A>, C) + Send + 'static,

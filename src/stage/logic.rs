@@ -1,14 +1,5 @@
-//! What users write: the logic of a source, a transform or a sink.
-//!
-//! Each trait has one method called on the hot path and an optional
-//! `complete` called once when the stage finishes its work (its input ended
-//! or, for a source, it was drained); the JSON value `complete` returns is
-//! recorded with the stage's completion. Errors (and panics) fail the stage;
-//! its flow's restart policy decides what happens next.
-//!
-//! Items are handed over without per-item allocation: a source fills an
-//! [`Emitter`] a batch at a time, a transform pushes zero or more items per
-//! input into one, a sink takes items by value.
+//! What users write: the logic of a source, a transform, a sink or a step
+//! (how it is called is told in the `stage` module docs).
 
 use std::future::Future;
 

@@ -1,17 +1,5 @@
-//! The state machine of every stage, declared with `fsm!`.
-//!
-//! ```text
-//! Starting ──Started──▶ Running ──Pause──▶ Paused ──Resume──▶ Running
-//!                         │ InputEnded / Drain      │ Drain
-//!                         ▼                         ▼
-//!                       Draining ──Flushed──▶ Completed
-//! any non-terminal state ──Failure──▶ Failed     ──Cancel──▶ Cancelled
-//! ```
-//!
-//! `Starting` takes the stage's ports, `Running` works a batch per step,
-//! `Draining` lets a transform or sink finish its input, then calls the
-//! completion hook and closes the outputs. Control events a state has no use
-//! for (a `Resume` while running) leave it where it is.
+//! The state machine of every stage, declared with `fsm!` (its states, with
+//! the diagram, are documented on [`StageState`]).
 
 use std::marker::PhantomData;
 use std::sync::Arc;
@@ -25,7 +13,20 @@ use crate::fsm::{
     EventVariant, FsmAction, FsmContext, FsmError, StateMachine, StateVariant, Transition, fsm,
 };
 
-/// Where a stage is in its life.
+/// Where a stage is in its life: the states of the stage machine.
+///
+/// ```text
+/// Starting ──Started──▶ Running ──Pause──▶ Paused ──Resume──▶ Running
+///                         │ InputEnded / Drain      │ Drain
+///                         ▼                         ▼
+///                       Draining ──Flushed──▶ Completed
+/// any non-terminal state ──Failure──▶ Failed     ──Cancel──▶ Cancelled
+/// ```
+///
+/// `Starting` takes the stage's ends of the pipes, `Running` works a batch
+/// per step, `Draining` lets a transform or sink finish its input, then calls
+/// the completion hook and closes the outputs. Control events a state has no
+/// use for (a `Resume` while running) leave it where it is.
 #[derive(Debug, Clone, PartialEq, StateVariant)]
 pub enum StageState {
     /// Taking over its ends of the data plane.

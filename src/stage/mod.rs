@@ -1,16 +1,29 @@
 //! Stages: the units of work of a flow.
 //!
 //! A stage is a source, a transform, a sink, or a single workflow step
-//! ([`logic`]); users write its
-//! logic, troupe runs it as a ractor actor ([`actor`]) hosting a
-//! handler-supervised component whose machine ([`machine`]) is declared with
-//! `fsm!`. Items travel between stages over bounded, batched [`pipe`]s, never
-//! through actor mailboxes: the actor takes one step (about one batch) per
-//! message and handles control in between. A stage's ends of the pipes
+//! ([`Source`], [`Transform`], [`Sink`], [`Step`]); users write its logic,
+//! troupe runs it as a ractor actor hosting a handler-supervised component
+//! whose machine (its states are [`StageState`]) is declared with `fsm!`.
+//! Items travel between stages over bounded, batched pipes ([`PipeConfig`]),
+//! never through actor mailboxes: the actor takes one step (about one batch)
+//! per message and handles control in between. A stage's ends of the pipes
 //! outlive its actor, so a restarted stage carries on where the failed one
-//! stopped. A stage may also take typed user events ([`events`]): its logic
-//! implements [`OnEvent<Ev>`] and its [`EventPolicy`] says, per state, when
-//! it takes them.
+//! stopped: upstream never sees its downstream vanish, and the items of the
+//! batch being worked through and the items already emitted survive.
+//!
+//! Each logic trait has one method called on the hot path and an optional
+//! `complete` called once when the stage finishes its work (its input ended
+//! or, for a source, it was drained); the JSON value `complete` returns is
+//! recorded with the stage's completion. Errors (and panics) fail the stage;
+//! its flow's [`RestartPolicy`](crate::flow::RestartPolicy) decides what
+//! happens next. Items are handed over without per-item allocation: a source
+//! fills an [`Emitter`] a batch at a time, a transform pushes zero or more
+//! items per input into one, a sink takes items by value. A transform can
+//! also drive an `fsm!` machine per item ([`transform_fsm`]).
+//!
+//! A stage may also take typed user events: its logic implements
+//! [`OnEvent<Ev>`] and its [`EventPolicy`] says, per state, when it takes
+//! them.
 //!
 //! ```
 //! use troupe::stage::{Emitter, Produced, Source, source_iter, transform_fn, sink_fn};

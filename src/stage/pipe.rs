@@ -20,10 +20,19 @@ pub const MAX_BATCH_SIZE: usize = 1 << 20;
 /// The largest [`PipeConfig::capacity`].
 pub const MAX_PIPE_CAPACITY: usize = 1 << 20;
 
-/// Sizes of a pipe. A flow whose pipes are larger than [`MAX_BATCH_SIZE`]
-/// or [`MAX_PIPE_CAPACITY`] is rejected when it is built
-/// ([`DefinitionError::PipeSize`](crate::flow::DefinitionError::PipeSize));
-/// [`pipe`] clamps them.
+/// Sizes of a pipe, the bounded channel of item batches between two stages.
+///
+/// An upstream stage buffers items and sends them a batch at a time, so the
+/// per-message cost of the channel is paid once per batch; the channel holds
+/// at most `capacity` batches, so a slow consumer makes its upstream wait
+/// (backpressure) and memory stays bounded by
+/// `(capacity + senders) * batch_size` items. End of input is the drain
+/// signal: when every upstream has finished, the downstream stage gets every
+/// item still in flight, then its input ends.
+///
+/// A flow whose pipes are larger than [`MAX_BATCH_SIZE`] or
+/// [`MAX_PIPE_CAPACITY`] is rejected when it is built
+/// ([`DefinitionError::PipeSize`](crate::flow::DefinitionError::PipeSize)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PipeConfig {
     /// Items per batch (at least 1, at most [`MAX_BATCH_SIZE`]).

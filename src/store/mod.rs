@@ -3,7 +3,7 @@
 //! with two backends: [`MemoryStore`] (tests) and [`SqliteStore`] (embedded,
 //! durable). [`FaultyStore`] wraps any store to inject failures in tests.
 //!
-//! Every write is a [`WriteOp`]; [`Store::apply_batch`] commits several in
+//! Every write is a [`WriteOp`](crate::records::WriteOp); [`Store::apply_batch`] commits several in
 //! one transaction with one result each, which is what the journal actor
 //! (`troupe::journal`) uses for group commit. The store itself enforces at
 //! most one terminal event per run and unique caller-supplied event ids.

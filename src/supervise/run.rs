@@ -12,7 +12,7 @@ use super::traits::Supervised;
 /// keeps answering `Continue` never starves its neighbours. After a handled
 /// event it only spends tokio's cooperative budget, which yields once the
 /// task has done its share: a yield per transition would cost more than
-/// the transition itself (see `BENCHMARKS.md`).
+/// the transition itself (see `BENCHMARKS.md`, "Supervision drive loop").
 async fn run_to_end<T: Supervised>(
     mut driver: Driver<T>,
 ) -> Result<LoopOutcome<T>, SupervisorError> {

@@ -20,17 +20,16 @@
 //! checkpoint itself ([`Checkpoints::catch_up`]): it copies only the few
 //! frames committed during the pass, and the next commit restarts the WAL.
 //! That catch-up stalls every write queued behind it for a database `fsync`
-//! (0.3-2.5 ms on the benchmark machine), which is why it runs only once per
-//! `wal_restart_pages`, not after every pass. It is dear because a pass that
-//! a commit overlapped does not sync the database (SQLite's `walCheckpoint`
-//! syncs it only when no frame was added meanwhile), so the catch-up's
-//! `fsync` also flushes the passes' writes; syncing the database on the
-//! checkpointer thread after each pass instead was measured and did not
-//! help (`BENCHMARKS.md`). The WAL holds about `checkpoint_pages` plus the
-//! larger of the two settings, in frames, at most (more only while a
-//! reader's snapshot or a single larger transaction holds it back), and the
-//! writer allocates the WAL file to that size at open (`wal_file.rs`), so
-//! that commits overwrite allocated blocks instead of growing the file.
+//! (BENCHMARKS.md, "Making the catch-up cheaper or rarer"), which is why it
+//! runs only once per `wal_restart_pages`, not after every pass. It is dear
+//! because a pass that a commit overlapped does not sync the database
+//! (SQLite's `walCheckpoint` syncs it only when no frame was added
+//! meanwhile), so the catch-up's `fsync` also flushes the passes' writes. The
+//! WAL holds about `checkpoint_pages` plus the larger of the two settings, in
+//! frames, at most (more only while a reader's snapshot or a single larger
+//! transaction holds it back), and the writer allocates the WAL file to that
+//! size at open (`wal_file.rs`), so that commits overwrite allocated blocks
+//! instead of growing the file.
 //!
 //! The catch-up cannot be made cheaper by lowering `synchronous` around it:
 //! SQLite syncs a checkpoint the same way at `NORMAL` as at `FULL` (the WAL,

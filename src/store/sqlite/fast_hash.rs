@@ -1,15 +1,15 @@
 //! A cheap hasher for the store's hot maps: the writer's maps keyed by run id
-//! and the kind dictionary. Std's SipHash cost ~10% of the writer thread's
-//! instructions (several look-ups per append); a multiply-rotate fold of the
-//! key's words (the Fx hash) with a final
-//! avalanche (murmur3's `fmix64`) spreads them as well. The avalanche
-//! matters: time-ordered ids made in one millisecond share their timestamp
-//! and counter bytes, and Fx alone then leaves the low bits, which pick the
-//! bucket, nearly constant. The hash is unseeded, so keys can be crafted to
-//! collide: run ids are made by troupe (time-ordered v7), but kind names come
-//! from `EventKind::custom`; a program that lets untrusted input choose
-//! event kind names (rather than a fixed set of its own) lets that input
-//! slow the kind dictionary's look-ups down.
+//! and the kind dictionary. Std's SipHash was a visible share of the writer
+//! thread's instructions (several look-ups per append; BENCHMARKS.md, "Fx
+//! hasher for the writer's maps"); a multiply-rotate fold of the key's words
+//! (the Fx hash) with a final avalanche (murmur3's `fmix64`) spreads them as
+//! well. The avalanche matters: time-ordered ids made in one millisecond
+//! share their timestamp and counter bytes, and Fx alone then leaves the low
+//! bits, which pick the bucket, nearly constant. The hash is unseeded, so
+//! keys can be crafted to collide: run ids are made by troupe (time-ordered
+//! v7), but kind names come from `EventKind::custom`; a program that lets
+//! untrusted input choose event kind names (rather than a fixed set of its
+//! own) lets that input slow the kind dictionary's look-ups down.
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};

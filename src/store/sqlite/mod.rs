@@ -87,8 +87,9 @@ pub struct SqliteConfig {
     /// Pages committed to the WAL after which a background thread copies
     /// them into the database file; 2000 by default (SQLite's own threshold
     /// is 1000 pages, but fewer, larger passes slow fewer commits: see
-    /// `BENCHMARKS.md`). Commits never run a checkpoint themselves. 0 counts
-    /// as 1.
+    /// `BENCHMARKS.md`, "Preallocated WAL, restarted once per
+    /// `wal_restart_pages`"). Commits never run a checkpoint themselves. 0
+    /// counts as 1.
     pub checkpoint_pages: u32,
     /// WAL size, in pages, from which the writer lets the WAL restart from
     /// its beginning. After the first background pass that ends with the WAL

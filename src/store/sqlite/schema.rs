@@ -252,14 +252,11 @@ pub(crate) fn open_reader(path: &Path, config: &SqliteConfig) -> Result<Connecti
     Ok(conn)
 }
 
-/// Turns on SQLite's query planner stability guarantee. Without it, SQLite
-/// marked the writer's two-table run-head look-up as a statement whose plan
-/// may depend on its bound value, and such a statement, re-bound from
-/// rusqlite's statement cache for each use, was recompiled every time the
-/// writer looked up another run (~70k instructions each; `RePrepare` was 3
-/// for 4 runs in `looking_up_runs_does_not_recompile_the_statement`). With
-/// it, bound values never shape plans, so nothing is marked. Every query
-/// here is a key look-up whose plan no value would change.
+/// Turns on SQLite's query planner stability guarantee, so that bound values
+/// never shape plans: otherwise SQLite recompiles the writer's run-head
+/// look-up whenever it is re-bound to another run (BENCHMARKS.md, "The first
+/// look-up of each run"). Every query here is a key look-up, whose plan no
+/// value would change.
 fn stable_plans(conn: &Connection, path: &Path) -> Result<(), StoreError> {
     conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)
         .map(|_| ())

@@ -2,8 +2,8 @@
 //!
 //! A commit that appends to the WAL past the file's end makes its `fsync`
 //! also allocate blocks and write the file's inode (its size changed), which
-//! costs this machine's disk a multiple of the commit itself (see
-//! `BENCHMARKS.md`, journal section). A WAL that restarts from its beginning
+//! makes commits dearer (BENCHMARKS.md, "Preallocated WAL, restarted once
+//! per `wal_restart_pages`"). A WAL that restarts from its beginning
 //! overwrites blocks it already has and pays none of that. So at open the
 //! writer extends the WAL file, by writing zeros, to the size it reaches
 //! between restarts, and syncs it once: every commit then writes inside

@@ -1,7 +1,7 @@
 //! The plain appends of a batch (no event id, not terminal), inserted
 //! together in multi-row statements instead of one statement each: SQLite's
-//! per-statement work is paid once per 64 rows, not per row (13% fewer
-//! writer-thread instructions per event in `BENCHMARKS.md`'s 256-writer case).
+//! per-statement work is paid once per 64 rows, not per row (BENCHMARKS.md,
+//! "Fewer instructions per event: one-op requests, multi-row appends").
 //!
 //! A buffered event is told its cursor when it is queued: the writer is the
 //! only one inserting events, so the next cursor is the last one plus one,
