@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use runtime_support::*;
 use troupe::flow::FlowDefinition;
-use troupe::flow::{Backoff, RestartPolicy, RestartStrategy};
+use troupe::flow::{Backoff, RestartPolicy, Supervision};
 use troupe::records::{EventKind, RunStatus, TerminalEvent};
 use troupe::stage::PipeConfig;
 use troupe::stage::{Emitter, Transform, source_iter};
@@ -46,6 +46,7 @@ fn pipeline(
     name: &str,
     faulty: impl Fn() -> Faulty + Send + Sync + 'static,
     policy: RestartPolicy,
+    supervision: Supervision,
     consumed: &Arc<AtomicU64>,
 ) -> FlowDefinition<u64> {
     let consumed = consumed.clone();
@@ -55,6 +56,7 @@ fn pipeline(
         .sink("tally", move || Tally::new(&consumed))
         .pipeline(["numbers", "faulty", "tally"])
         .restart("faulty", policy)
+        .supervision(supervision)
         .pipes(PipeConfig {
             batch_size: 32,
             capacity: 2,
@@ -79,6 +81,7 @@ async fn a_panicking_stage_is_restarted_and_the_flow_completes() {
             "panics",
             faulty,
             RestartPolicy::transient(),
+            Supervision::default(),
             &consumed,
         ))
         .unwrap();
@@ -116,21 +119,20 @@ async fn exceeding_the_restart_intensity_fails_the_flow_naming_the_stage() {
         panic: false,
         once: None,
     };
-    let policy = RestartPolicy::transient()
-        .intensity(2, Duration::from_secs(10))
-        .backoff(Backoff {
-            initial: Duration::from_millis(100),
-            max: Duration::from_secs(1),
-            factor: 2.0,
-        });
+    let policy = RestartPolicy::transient().backoff(Backoff {
+        initial: Duration::from_millis(100),
+        max: Duration::from_secs(1),
+        factor: 2.0,
+    });
+    let supervision = Supervision::one_for_one().intensity(2, Duration::from_secs(10));
     runtime
-        .register(pipeline("hopeless", faulty, policy, &consumed))
+        .register(pipeline("hopeless", faulty, policy, supervision, &consumed))
         .unwrap();
     let started = tokio::time::Instant::now();
     let run = runtime.start("hopeless").await.unwrap();
     let outcome = run.wait().await.unwrap();
 
-    let reason = "stage `faulty` exceeded its restart intensity (2 restarts in 10s); \
+    let reason = "stage `faulty` exceeded the flow's restart intensity (2 restarts in 10s); \
                   last error: cannot handle item 102";
     assert_eq!(outcome.status, RunStatus::Failed);
     assert_eq!(outcome.reason.as_deref(), Some(reason));
@@ -181,6 +183,7 @@ async fn a_temporary_stage_failure_fails_the_flow_at_once() {
             "fragile",
             faulty,
             RestartPolicy::temporary(),
+            Supervision::default(),
             &consumed,
         ))
         .unwrap();
@@ -212,9 +215,9 @@ async fn one_for_all_restarts_every_unfinished_stage() {
         panic: false,
         once: Some(f.clone()),
     };
-    let policy = RestartPolicy::transient().strategy(RestartStrategy::OneForAll);
+    let (policy, supervision) = (RestartPolicy::transient(), Supervision::one_for_all());
     runtime
-        .register(pipeline("together", faulty, policy, &consumed))
+        .register(pipeline("together", faulty, policy, supervision, &consumed))
         .unwrap();
     let run = runtime.start("together").await.unwrap();
     let outcome = run.wait().await.unwrap();
@@ -256,7 +259,6 @@ async fn a_one_for_all_kill_mid_send_loses_only_the_failing_item() {
     let fail = Arc::new(AtomicBool::new(false));
     let consumed = counter();
     let (g, f, c) = (gate.clone(), fail.clone(), consumed.clone());
-    let one_for_all = RestartPolicy::transient().strategy(RestartStrategy::OneForAll);
     runtime
         .register(
             FlowDefinition::<u64>::builder("one-for-all")
@@ -273,8 +275,8 @@ async fn a_one_for_all_kill_mid_send_loses_only_the_failing_item() {
                     consumed: c.clone(),
                 })
                 .pipeline(["numbers", "relay", "sink"])
-                .default_restart(one_for_all)
-                .restart("sink", one_for_all)
+                .default_restart(RestartPolicy::transient())
+                .supervision(Supervision::one_for_all())
                 .pipes(PipeConfig {
                     batch_size: 4,
                     capacity: 4,

@@ -2,15 +2,16 @@
 //!
 //! It spawns its stage actors linked to itself and overrides ractor's
 //! default supervision (which would stop the flow on any child exit): every
-//! exit of a stage becomes a decision of the stage's [`RestartTracker`] —
-//! a restart after a backoff timer, or a `StageGaveUp` event naming the
-//! stage and its last error. Control events arrive as messages with a reply;
+//! exit of a stage becomes a decision of the flow's [`RestartTracker`] —
+//! a restart after a backoff timer (taking the stages the strategy says),
+//! or a `StageGaveUp` event naming the stage and its last error. Control events arrive as messages with a reply;
 //! a stage's completion arrives as a report the flow records (refused after
 //! a cancel) before acknowledging.
 //!
 //! [`RestartTracker`]: super::restart::RestartTracker
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
 use tokio::sync::{oneshot, watch};
@@ -22,7 +23,7 @@ use super::control::{ControlEvent, HandleError, RunOutcome};
 use super::definition::FlowPlan;
 use super::machine::{FlowEvent, RunState, flow_machine};
 use super::record;
-use super::restart::{RestartDecision, RestartStrategy, StageExit};
+use super::restart::{RestartDecision, RestartStrategy, StageExit, restart_group};
 use crate::fsm::{EventVariant, FsmError, StateMachine, StateVariant};
 use crate::journal::JournalHandle;
 use crate::records::Run;
@@ -195,12 +196,13 @@ impl FlowHost {
         }
     }
 
-    /// A stage actor exited: decide, per its restart policy, what follows.
+    /// A stage actor exited: decide, per its restart policy and the flow's
+    /// supervision, what follows.
     async fn on_stage_exit(&mut self, index: usize, exit: StageExit) {
         let stage = &mut self.ctx.stages[index];
         stage.detach();
-        let generation = stage.generation;
         let name = stage.name.clone();
+        let policy = stage.policy;
         let state = self.machine.state().clone();
         if matches!(state, RunState::Cancelling) || state.is_terminal() {
             if self.ctx.live_stages() == 0 && state == RunState::Cancelling {
@@ -209,9 +211,10 @@ impl FlowHost {
             return;
         }
         let run_id = self.ctx.run.id;
-        let decision = self.ctx.stages[index]
-            .tracker
-            .on_exit(&exit, Instant::now());
+        let decision = self
+            .ctx
+            .restarts
+            .on_exit(index, &policy, &exit, Instant::now());
         if let StageExit::Failed(reason) = &exit {
             let restarted = matches!(decision, RestartDecision::Restart { .. });
             tracing::warn!(%run_id, stage = %name, %reason, restarted, "stage failed");
@@ -239,27 +242,33 @@ impl FlowHost {
                     .await;
             }
             RestartDecision::Restart { after, strategy } => {
-                let mut restart = vec![(index, generation)];
-                if strategy == RestartStrategy::OneForAll {
-                    for (other, s) in self.ctx.stages.iter_mut().enumerate() {
-                        // Steps still waiting for their turn have nothing to restart.
-                        if other == index || s.completed || s.generation == 0 {
-                            continue;
-                        }
-                        if let Some(cell) = s.detach() {
-                            cell.kill();
-                        }
-                        restart.push((other, s.generation));
-                    }
-                }
-                for (stage, generation) in restart {
-                    let timer = self
-                        .ctx
-                        .myself
-                        .send_after(after, move || FlowMsg::Restart { stage, generation });
-                    self.ctx.keep_timer(timer);
-                }
+                self.restart_after(index, after, strategy);
             }
+        }
+    }
+
+    /// Restarts stage `failed` after `after`, with the stages `strategy`
+    /// takes along: those are stopped now and restarted with it.
+    fn restart_after(&mut self, failed: usize, after: Duration, strategy: RestartStrategy) {
+        let mut restart = vec![(failed, self.ctx.stages[failed].generation)];
+        for other in restart_group(strategy, failed, &self.ctx.start_order) {
+            let s = &mut self.ctx.stages[other];
+            // Completed stages stay so; steps still waiting for their turn
+            // have nothing to restart.
+            if s.completed || s.generation == 0 {
+                continue;
+            }
+            if let Some(cell) = s.detach() {
+                cell.kill();
+            }
+            restart.push((other, s.generation));
+        }
+        for (stage, generation) in restart {
+            let timer = self
+                .ctx
+                .myself
+                .send_after(after, move || FlowMsg::Restart { stage, generation });
+            self.ctx.keep_timer(timer);
         }
     }
 

@@ -1,10 +1,11 @@
 //! Flows: sets of stages connected by a topology, supervised as one run.
 //!
 //! A [`FlowDefinition`] names stages (sources, transforms, sinks, built by
-//! factories so they can be restarted), connects them ([`topology`]) and
-//! gives each a [`restart`] policy. Each run of it is a flow actor driving the flow machine ([`machine`], declared with `fsm!`):
-//! it spawns the stage actors linked to itself, turns every stage exit into a
-//! restart or a failure event, records stage outputs and the outcome through
+//! factories so they can be restarted), connects them ([`topology`]), gives
+//! each a [`RestartPolicy`] and the flow a [`Supervision`] ([`restart`]).
+//! Each run of it is a flow actor driving the flow machine ([`machine`],
+//! declared with `fsm!`): it spawns the stage actors linked to itself, turns
+//! every stage exit into a restart or a failure event, records stage outputs and the outcome through
 //! one writer ([`record`]), and answers [`ControlEvent`]s sent through a
 //! [`RunHandle`]. A [`StageHandle`] steers one stage; a
 //! [`TypedStageHandle`] sends it user events of the type it declared
@@ -50,6 +51,7 @@ mod machine;
 pub(crate) mod record;
 mod restart;
 mod stage_handle;
+mod stages;
 mod topology;
 
 pub(crate) use control::CONTROL_PLANE_CANCEL_REASON;
@@ -59,6 +61,6 @@ pub use definition::{DefinitionError, EventStageBuilder, FlowBuilder, FlowDefini
 pub use handle::RunHandle;
 pub use machine::RunState;
 pub use record::{RecordError, RunOptions};
-pub use restart::{Backoff, RestartPolicy, RestartStrategy, RestartType};
+pub use restart::{Backoff, RestartPolicy, RestartStrategy, RestartType, Supervision};
 pub use stage_handle::{StageHandle, TypedStageHandle};
 pub use topology::{Topology, TopologyError};

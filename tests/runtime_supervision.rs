@@ -1,0 +1,207 @@
+//! A flow supervises its stages as an OTP supervisor its children: the
+//! intensity counts the restarts of every stage of a run, the strategy
+//! says which stages a restart takes, each stage's restart type which of
+//! its exits restart it. Stage starts are counted through their factories.
+
+mod runtime_support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use runtime_support::*;
+use troupe::flow::{FlowBuilder, FlowDefinition, RestartPolicy, RunOutcome, Supervision};
+use troupe::records::RunStatus;
+use troupe::runtime::Runtime;
+use troupe::stage::{Emitter, PipeConfig, Transform, source_iter};
+use troupe::store::Store;
+use troupe::supervise::BoxError;
+
+/// The stages of [`chain`], in start order.
+const STAGES: [&str; 4] = ["numbers", "a", "b", "sink"];
+
+/// Passes items on; fails on every item from `at` on while `left` says
+/// it still has failures to give.
+struct Relay {
+    at: u64,
+    left: Arc<AtomicU64>,
+}
+
+impl Transform<u64> for Relay {
+    async fn process(&mut self, x: u64, out: &mut Emitter<u64>) -> Result<(), BoxError> {
+        let fail = x >= self.at
+            && self
+                .left
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok();
+        if fail {
+            return Err(format!("relay failed on item {x}").into());
+        }
+        out.push(x);
+        Ok(())
+    }
+}
+
+/// When relays `a` and `b` fail: from which item on, and how many times.
+#[derive(Clone, Copy)]
+struct Faults {
+    a: (u64, u64),
+    b: (u64, u64),
+}
+
+const NEVER: (u64, u64) = (0, 0);
+
+/// `numbers` (0..1000) → `a` → `b` → `sink` over small pipes (the source
+/// is still producing when a relay fails early), each stage counting its
+/// starts. The caller adds restart policies and supervision.
+struct Chain {
+    starts: [Arc<AtomicU64>; 4],
+    consumed: Arc<AtomicU64>,
+}
+
+impl Chain {
+    fn builder(name: &str, faults: Faults) -> (FlowBuilder<u64>, Chain) {
+        let starts: [Arc<AtomicU64>; 4] = Default::default();
+        let consumed = counter();
+        let [n, a, b, k] = starts.clone();
+        let c = consumed.clone();
+        let relay = |started: Arc<AtomicU64>, (at, times): (u64, u64)| {
+            let left = Arc::new(AtomicU64::new(times));
+            move || {
+                started.fetch_add(1, Ordering::SeqCst);
+                Relay {
+                    at,
+                    left: left.clone(),
+                }
+            }
+        };
+        let builder = FlowDefinition::<u64>::builder(name)
+            .source("numbers", move || {
+                n.fetch_add(1, Ordering::SeqCst);
+                source_iter(0..1_000_u64)
+            })
+            .transform("a", relay(a, faults.a))
+            .transform("b", relay(b, faults.b))
+            .sink("sink", move || {
+                k.fetch_add(1, Ordering::SeqCst);
+                Tally::new(&c)
+            })
+            .pipeline(STAGES)
+            .pipes(PipeConfig {
+                batch_size: 8,
+                capacity: 2,
+            });
+        (builder, Chain { starts, consumed })
+    }
+
+    /// How many times each stage started, in [`STAGES`] order.
+    fn starts(&self) -> [u64; 4] {
+        self.starts.each_ref().map(get)
+    }
+}
+
+async fn run_to_end(runtime: &Runtime, builder: FlowBuilder<u64>) -> RunOutcome {
+    let def = builder.build().unwrap();
+    let name = def.name().to_owned();
+    runtime.register(def).unwrap();
+    let run = runtime.start(&name).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(600), run.wait())
+        .await
+        .expect("the run did not end")
+        .unwrap()
+}
+
+/// Whether each failure in the run's ledger was followed by a restart, by stage.
+async fn ledger(runtime: &Runtime, outcome: &RunOutcome) -> Vec<(String, bool)> {
+    let failures = runtime
+        .journal()
+        .list_failures(outcome.run_id)
+        .await
+        .unwrap();
+    failures
+        .into_iter()
+        .map(|f| {
+            let restarted = f.error_json.unwrap()["restarted"].as_bool().unwrap();
+            (f.step_id, restarted)
+        })
+        .collect()
+}
+
+/// OTP counts restarts per supervisor: `a` and `b` each fail once within
+/// the period, which exceeds the flow's intensity of 1 although each stage
+/// alone is within it. The run fails naming the stage whose exit exceeded it.
+#[tokio::test(start_paused = true)]
+async fn two_stages_failing_once_each_exceed_an_intensity_of_one() {
+    let runtime = memory_runtime().await;
+    let faults = Faults {
+        a: (10, 1),
+        b: (20, 1),
+    };
+    let (builder, chain) = Chain::builder("two-failures", faults);
+    let intensity = Supervision::one_for_one().intensity(1, Duration::from_secs(60));
+    let outcome = run_to_end(&runtime, builder.supervision(intensity)).await;
+
+    assert_eq!(outcome.status, RunStatus::Failed, "{outcome:?}");
+    assert_eq!(
+        outcome.reason.as_deref(),
+        Some(
+            "stage `b` exceeded the flow's restart intensity (1 restart in 60s); \
+             last error: relay failed on item 20"
+        )
+    );
+    assert_eq!(chain.starts(), [1, 2, 1, 1]);
+    let expected = [("a".to_owned(), true), ("b".to_owned(), false)];
+    assert_eq!(ledger(&runtime, &outcome).await, expected);
+
+    // Allowed two restarts, the same failures leave the run to finish.
+    let (builder, chain) = Chain::builder("two-failures-allowed", faults);
+    let intensity = Supervision::one_for_one().intensity(2, Duration::from_secs(60));
+    let outcome = run_to_end(&runtime, builder.supervision(intensity)).await;
+    assert_eq!(outcome.status, RunStatus::Finished, "{outcome:?}");
+    assert_eq!(chain.starts(), [1, 2, 2, 1]);
+    // Only the two items the relays failed on are lost.
+    assert_eq!(get(&chain.consumed), 998);
+}
+
+/// Without any setting, a flow allows OTP's 1 restart in 5 s: a stage that
+/// fails again right after its restart fails the run.
+#[tokio::test(start_paused = true)]
+async fn the_default_intensity_is_one_restart_in_five_seconds() {
+    let runtime = memory_runtime().await;
+    let faults = Faults {
+        a: (10, u64::MAX),
+        b: NEVER,
+    };
+    let (builder, chain) = Chain::builder("defaults", faults);
+    let outcome = run_to_end(&runtime, builder).await;
+    assert_eq!(outcome.status, RunStatus::Failed, "{outcome:?}");
+    assert_eq!(
+        outcome.reason.as_deref(),
+        Some(
+            "stage `a` exceeded the flow's restart intensity (1 restart in 5s); \
+             last error: relay failed on item 11"
+        )
+    );
+    assert_eq!(chain.starts(), [1, 2, 1, 1]);
+}
+
+/// The default restart type is permanent and the default strategy
+/// one-for-one: a failed stage alone is restarted, with the default backoff.
+#[tokio::test(start_paused = true)]
+async fn by_default_a_failed_stage_alone_is_restarted() {
+    let runtime = memory_runtime().await;
+    let faults = Faults {
+        a: NEVER,
+        b: (300, 1),
+    };
+    let (builder, chain) = Chain::builder("one-for-one", faults);
+    let started = tokio::time::Instant::now();
+    let outcome = run_to_end(&runtime, builder.default_restart(RestartPolicy::default())).await;
+    assert_eq!(outcome.status, RunStatus::Finished, "{outcome:?}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(100),
+        "no backoff"
+    );
+    assert_eq!(chain.starts(), [1, 1, 2, 1]);
+    assert_eq!(get(&chain.consumed), 999);
+}
