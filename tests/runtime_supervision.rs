@@ -205,3 +205,39 @@ async fn by_default_a_failed_stage_alone_is_restarted() {
     assert_eq!(chain.starts(), [1, 1, 2, 1]);
     assert_eq!(get(&chain.consumed), 999);
 }
+
+/// Which stages a restart takes, by strategy: one-for-one the failed stage,
+/// one-for-all every stage, rest-for-one the failed stage and the stages
+/// after it in start order (the ones before it keep running).
+#[tokio::test(start_paused = true)]
+async fn each_strategy_restarts_the_stages_it_takes() {
+    let runtime = memory_runtime().await;
+    let b_fails = Faults {
+        a: NEVER,
+        b: (20, 1),
+    };
+    let a_fails = Faults {
+        a: (20, 1),
+        b: NEVER,
+    };
+    let cases = [
+        (Supervision::one_for_one(), b_fails, [1, 1, 2, 1]),
+        (Supervision::one_for_all(), b_fails, [2, 2, 2, 2]),
+        (Supervision::rest_for_one(), b_fails, [1, 1, 2, 2]),
+        (Supervision::rest_for_one(), a_fails, [1, 2, 2, 2]),
+    ];
+    for (i, (supervision, faults, starts)) in cases.into_iter().enumerate() {
+        let (builder, chain) = Chain::builder(&format!("strategy-{i}"), faults);
+        let outcome = run_to_end(&runtime, builder.supervision(supervision)).await;
+        let case = format!("{:?}: {outcome:?}", supervision.strategy);
+        assert_eq!(outcome.status, RunStatus::Finished, "{case}");
+        assert_eq!(chain.starts(), starts, "{case}");
+        // A restarted source starts over (at-least-once); otherwise only
+        // the item the relay failed on is lost.
+        let consumed = get(&chain.consumed);
+        match starts[0] {
+            1 => assert_eq!(consumed, 999, "{case}"),
+            _ => assert!(consumed >= 999, "{case}"),
+        }
+    }
+}

@@ -240,7 +240,8 @@ impl FlowCtx {
                 record::set_status(&self.journal, &mut self.run, *status, audit).await?;
             }
             FlowAction::SpawnStages => {
-                for index in 0..self.stages.len() {
+                for i in 0..self.start_order.len() {
+                    let index = self.start_order[i];
                     if self.ready(index) {
                         self.spawn_stage(index).await?;
                     }

@@ -93,7 +93,8 @@ pub enum FlowEvent {
 pub(crate) enum FlowAction {
     /// Persist a non-terminal run status with an audit event.
     Persist(RunStatus, &'static str),
-    /// Start every stage due its first start (steps once their upstream steps completed).
+    /// Start every stage due its first start, in start order (steps once
+    /// their upstream steps completed).
     SpawnStages,
     /// Send a control event to every live stage.
     Broadcast(StageEvent),

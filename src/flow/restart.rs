@@ -24,9 +24,9 @@
 //!     .transform("enrich", || transform_fn(|x: u64, out: &mut Emitter<u64>| Ok(out.push(x))))
 //!     .sink("audit", || sink_fn(|_: u64| Ok(())))
 //!     .pipeline(["read", "enrich", "audit"])
-//!     // A restart takes every stage; the run fails once its stages needed
-//!     // more than 3 restarts within 10 s.
-//!     .supervision(Supervision::one_for_all().intensity(3, Duration::from_secs(10)))
+//!     // A restart takes the failed stage and every stage after it; the run
+//!     // fails once its stages needed more than 3 restarts within 10 s.
+//!     .supervision(Supervision::rest_for_one().intensity(3, Duration::from_secs(10)))
 //!     // `enrich` waits 100 ms before its first restart, then 200 ms, ... (at most 5 s).
 //!     .restart(
 //!         "enrich",
@@ -73,6 +73,12 @@ pub enum RestartStrategy {
     OneForOne,
     /// Every stage of the flow is stopped and restarted.
     OneForAll,
+    /// The stage that exited and every stage after it in the flow's start
+    /// order (each stage after its upstreams: see
+    /// [`ValidatedTopology::start_order`](super::topology::ValidatedTopology::start_order))
+    /// are restarted; the stages before it keep running. In a pipeline: the
+    /// failed stage and everything downstream of it.
+    RestForOne,
 }
 
 /// How a flow supervises its stages, as an OTP supervisor's flags: the
@@ -108,6 +114,11 @@ impl Supervision {
     /// One-for-all, with the default intensity (1 restart in 5 s).
     pub const fn one_for_all() -> Self {
         Self::with(RestartStrategy::OneForAll)
+    }
+
+    /// Rest-for-one, with the default intensity (1 restart in 5 s).
+    pub const fn rest_for_one() -> Self {
+        Self::with(RestartStrategy::RestForOne)
     }
 
     const fn with(strategy: RestartStrategy) -> Self {

@@ -181,7 +181,8 @@ fn give_up(exit: &StageExit, cause: GiveUpCause) -> RestartDecision {
 }
 
 /// The other stages a restart of stage `failed` takes, by `strategy`:
-/// none, every other stage, or the stages after it in `start_order`.
+/// none (one-for-one), every other stage (one-for-all), or the stages
+/// after it in `start_order` (rest-for-one).
 pub(crate) fn restart_group(
     strategy: RestartStrategy,
     failed: usize,
@@ -193,6 +194,12 @@ pub(crate) fn restart_group(
             .iter()
             .copied()
             .filter(|&s| s != failed)
+            .collect(),
+        RestartStrategy::RestForOne => start_order
+            .iter()
+            .skip_while(|&&s| s != failed)
+            .skip(1)
+            .copied()
             .collect(),
     }
 }
@@ -373,5 +380,14 @@ mod tests {
             restart_group(RestartStrategy::OneForAll, 0, &order),
             [2, 1, 3]
         );
+        assert_eq!(
+            restart_group(RestartStrategy::RestForOne, 0, &order),
+            [1, 3]
+        );
+        assert_eq!(
+            restart_group(RestartStrategy::RestForOne, 2, &order),
+            [0, 1, 3]
+        );
+        assert!(restart_group(RestartStrategy::RestForOne, 3, &order).is_empty());
     }
 }
