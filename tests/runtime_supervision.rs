@@ -5,15 +5,19 @@
 
 mod runtime_support;
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use runtime_support::*;
-use troupe::flow::{FlowBuilder, FlowDefinition, RestartPolicy, RunOutcome, Supervision};
+use serde_json::{Value, json};
+use troupe::flow::{
+    FlowBuilder, FlowDefinition, RestartPolicy, RestartStrategy, RestartType, RunOutcome,
+    Supervision,
+};
 use troupe::records::RunStatus;
 use troupe::runtime::Runtime;
-use troupe::stage::{Emitter, PipeConfig, Transform, source_iter};
+use troupe::stage::{Emitter, PipeConfig, StepInputs, Transform, source_iter, step_fn};
 use troupe::store::Store;
 use troupe::supervise::BoxError;
 
@@ -100,7 +104,10 @@ impl Chain {
     }
 }
 
-async fn run_to_end(runtime: &Runtime, builder: FlowBuilder<u64>) -> RunOutcome {
+async fn run_to_end<T: Clone + Send + 'static>(
+    runtime: &Runtime,
+    builder: FlowBuilder<T>,
+) -> RunOutcome {
     let def = builder.build().unwrap();
     let name = def.name().to_owned();
     runtime.register(def).unwrap();
@@ -240,4 +247,126 @@ async fn each_strategy_restarts_the_stages_it_takes() {
             _ => assert!(consumed >= 999, "{case}"),
         }
     }
+}
+
+/// Restart types under each strategy, `b` failing once with `a` transient
+/// and `sink` temporary: a permanent or transient `b` is restarted with the
+/// stages its strategy takes, of which a transient one is restarted and a
+/// temporary one abandoned (OTP never restarts a temporary child, even one
+/// a sibling's restart stopped); a temporary `b` is never restarted and
+/// takes nothing with it: it is abandoned, and `sink` gets the end of its
+/// input after what `b` passed on.
+#[tokio::test(start_paused = true)]
+async fn restart_types_under_each_strategy() {
+    use RestartStrategy::{OneForAll, OneForOne, RestForOne};
+    let runtime = memory_runtime().await;
+    let faults = Faults {
+        a: NEVER,
+        b: (20, 1),
+    };
+    for strategy in [OneForOne, OneForAll, RestForOne] {
+        for b_type in [
+            RestartType::Permanent,
+            RestartType::Transient,
+            RestartType::Temporary,
+        ] {
+            let (starts, abandoned): ([u64; 4], &[&str]) = match (b_type, strategy) {
+                (RestartType::Temporary, _) => ([1, 1, 1, 1], &["b"]),
+                (_, OneForOne) => ([1, 1, 2, 1], &[]),
+                (_, OneForAll) => ([2, 2, 2, 1], &["sink"]),
+                (_, RestForOne) => ([1, 1, 2, 1], &["sink"]),
+            };
+            let name = format!("{strategy:?}-{b_type:?}");
+            let (builder, chain) = Chain::builder(&name, faults);
+            let builder = builder
+                .supervision(Supervision {
+                    strategy,
+                    ..Supervision::default()
+                })
+                .restart("a", RestartPolicy::transient())
+                .restart(
+                    "b",
+                    RestartPolicy {
+                        restart: b_type,
+                        ..RestartPolicy::default()
+                    },
+                )
+                .restart("sink", RestartPolicy::temporary());
+            let outcome = run_to_end(&runtime, builder).await;
+            let case = format!("{name}: {outcome:?}");
+            assert_eq!(outcome.status, RunStatus::Finished, "{case}");
+            assert_eq!(chain.starts(), starts, "{case}");
+            assert_eq!(outcome.abandoned_stages(), abandoned, "{case}");
+            let ledger = ledger(&runtime, &outcome).await;
+            let restarted = b_type != RestartType::Temporary;
+            assert_eq!(ledger, [("b".to_owned(), restarted)], "{case}");
+            if b_type == RestartType::Temporary {
+                // What `b` passed on before it failed, and nothing after.
+                assert_eq!(get(&chain.consumed), 20, "{case}");
+            }
+        }
+    }
+}
+
+/// A temporary stage stopped by a restart of the stages before it
+/// (rest-for-one, `a` failing) is abandoned, not restarted: the run
+/// finishes without it, listing it.
+#[tokio::test(start_paused = true)]
+async fn a_temporary_stage_a_restart_stopped_is_abandoned() {
+    let runtime = memory_runtime().await;
+    let faults = Faults {
+        a: (20, 1),
+        b: NEVER,
+    };
+    let (builder, chain) = Chain::builder("rest-for-one-temporary", faults);
+    let builder = builder
+        .supervision(Supervision::rest_for_one())
+        .restart("b", RestartPolicy::temporary());
+    let outcome = run_to_end(&runtime, builder).await;
+    assert_eq!(outcome.status, RunStatus::Finished, "{outcome:?}");
+    assert_eq!(chain.starts(), [1, 2, 1, 2]);
+    assert_eq!(outcome.abandoned_stages(), ["b"]);
+    let output = outcome.structured_output.unwrap();
+    assert_eq!(
+        output["abandoned"]["b"]["reason"],
+        "stopped for a restart of stage `a`"
+    );
+    // The restarted sink got what `b` had passed on, then the end of its input.
+    assert_eq!(
+        output["steps"]["sink"]["items_in"].as_u64(),
+        Some(get(&chain.consumed))
+    );
+    assert!(get(&chain.consumed) <= 20);
+}
+
+/// A step after an abandoned temporary step runs without its output, as a
+/// stream stage after an abandoned one gets the end of its input.
+#[tokio::test(start_paused = true)]
+async fn a_step_after_an_abandoned_step_runs_without_its_output() {
+    let runtime = memory_runtime().await;
+    let seen: Arc<Mutex<Vec<Vec<String>>>> = Default::default();
+    let s = seen.clone();
+    let builder = FlowDefinition::<()>::builder("steps")
+        .step("lookup", || {
+            step_fn(|_: StepInputs| async { Err::<Value, BoxError>("lookup is down".into()) })
+        })
+        .step("reply", move || {
+            let s = s.clone();
+            step_fn(move |inputs: StepInputs| {
+                s.lock().unwrap().push(inputs.keys().cloned().collect());
+                async { Ok(json!("sent")) }
+            })
+        })
+        .pipeline(["lookup", "reply"])
+        .restart("lookup", RestartPolicy::temporary());
+    let outcome = run_to_end(&runtime, builder).await;
+    assert_eq!(outcome.status, RunStatus::Finished, "{outcome:?}");
+    assert_eq!(
+        outcome.structured_output,
+        Some(json!({
+            "steps": { "reply": "sent" },
+            "abandoned": { "lookup": { "reason": "lookup is down" } },
+        }))
+    );
+    assert_eq!(*seen.lock().unwrap(), [Vec::<String>::new()]);
 }

@@ -4,7 +4,8 @@
 //! default supervision (which would stop the flow on any child exit): every
 //! exit of a stage becomes a decision of the flow's [`RestartTracker`] —
 //! a restart after a backoff timer (taking the stages the strategy says),
-//! or a `StageGaveUp` event naming the stage and its last error. Control events arrive as messages with a reply;
+//! the stage abandoned (`StageAbandoned`: the run carries on without it), or
+//! a `StageGaveUp` event naming the stage and its last error. Control events arrive as messages with a reply;
 //! a stage's completion arrives as a report the flow records (refused after
 //! a cancel) before acknowledging.
 //!
@@ -23,7 +24,7 @@ use super::control::{ControlEvent, HandleError, RunOutcome};
 use super::definition::FlowPlan;
 use super::machine::{FlowEvent, RunState, flow_machine};
 use super::record;
-use super::restart::{RestartDecision, RestartStrategy, StageExit, restart_group};
+use super::restart::{RestartDecision, RestartStrategy, RestartType, StageExit, restart_group};
 use crate::fsm::{EventVariant, FsmError, StateMachine, StateVariant};
 use crate::journal::JournalHandle;
 use crate::records::Run;
@@ -54,7 +55,7 @@ pub(crate) enum FlowMsg {
         /// The stage's index.
         stage: usize,
         /// The port, `None` if the stage declares no events; refused once
-        /// the stage has completed (also before a restart of the run).
+        /// the stage has completed or was abandoned (also before a restart of the run).
         reply: oneshot::Sender<Result<Option<EventPort>, HandleError>>,
     },
     /// A stage completed its work.
@@ -232,36 +233,47 @@ impl FlowHost {
             }
         }
         match decision {
-            RestartDecision::Done if exit == StageExit::Completed => {}
-            RestartDecision::Done => {
-                let reason = format!("stage `{name}` stopped before completing");
-                self.feed_internal(FlowEvent::StageGaveUp(reason)).await;
+            RestartDecision::Done => {}
+            RestartDecision::Abandon => {
+                self.ctx.stages[index].abandon(exit.to_string());
+                self.feed_internal(FlowEvent::StageAbandoned).await;
             }
             RestartDecision::GiveUp(why) => {
                 self.feed_internal(FlowEvent::StageGaveUp(why.describe(&name)))
                     .await;
             }
             RestartDecision::Restart { after, strategy } => {
-                self.restart_after(index, after, strategy);
+                if self.restart_after(index, after, strategy) {
+                    self.feed_internal(FlowEvent::StageAbandoned).await;
+                }
             }
         }
     }
 
     /// Restarts stage `failed` after `after`, with the stages `strategy`
-    /// takes along: those are stopped now and restarted with it.
-    fn restart_after(&mut self, failed: usize, after: Duration, strategy: RestartStrategy) {
+    /// takes along: those are stopped now and restarted with it, except the
+    /// temporary ones, which are abandoned (as OTP never restarts a
+    /// temporary child). Whether it abandoned any.
+    fn restart_after(&mut self, failed: usize, after: Duration, strategy: RestartStrategy) -> bool {
         let mut restart = vec![(failed, self.ctx.stages[failed].generation)];
+        let mut abandoned = false;
+        let name = self.ctx.stages[failed].name.clone();
         for other in restart_group(strategy, failed, &self.ctx.start_order) {
             let s = &mut self.ctx.stages[other];
-            // Completed stages stay so; steps still waiting for their turn
-            // have nothing to restart.
-            if s.completed || s.generation == 0 {
+            // Completed and abandoned stages stay so; steps still waiting
+            // for their turn have nothing to restart.
+            if s.done() || s.generation == 0 {
                 continue;
             }
             if let Some(cell) = s.detach() {
                 cell.kill();
             }
-            restart.push((other, s.generation));
+            if s.policy.restart == RestartType::Temporary {
+                s.abandon(format!("stopped for a restart of stage `{name}`"));
+                abandoned = true;
+            } else {
+                restart.push((other, s.generation));
+            }
         }
         for (stage, generation) in restart {
             let timer = self
@@ -270,6 +282,7 @@ impl FlowHost {
                 .send_after(after, move || FlowMsg::Restart { stage, generation });
             self.ctx.keep_timer(timer);
         }
+        abandoned
     }
 
     async fn on_restart(&mut self, index: usize, generation: u64) {
@@ -279,7 +292,7 @@ impl FlowHost {
         let state = self.machine.state();
         if stage.generation != generation
             || stage.actor.is_some()
-            || stage.completed
+            || stage.done()
             || state.is_terminal()
             || *state == RunState::Cancelling
         {
@@ -308,7 +321,7 @@ impl FlowHost {
         if self.feed(FlowEvent::Recover).await.is_err() {
             return;
         }
-        if self.ctx.all_completed() {
+        if self.ctx.all_done() {
             self.feed_internal(FlowEvent::StageCompleted).await;
         } else if waiting {
             let _ = self.feed(FlowEvent::Pause).await;

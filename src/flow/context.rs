@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ractor::{ActorRef, MessagingErr};
-use serde_json::{Map, Value};
+use serde_json::{Map, Value, json};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -104,9 +104,9 @@ impl FlowCtx {
         &self.journal
     }
 
-    /// Whether every stage has completed.
-    pub(crate) fn all_completed(&self) -> bool {
-        self.stages.iter().all(|s| s.completed)
+    /// Whether every stage is done: completed, or abandoned.
+    pub(crate) fn all_done(&self) -> bool {
+        self.stages.iter().all(StageRuntime::done)
     }
 
     /// How many stage actors are alive.
@@ -137,14 +137,15 @@ impl FlowCtx {
     }
 
     /// Whether stage `index` is due its first start: never started, not
-    /// completed before a restart, and, for a step, every upstream step done.
+    /// completed before a restart, and, for a step, every upstream step done
+    /// (completed, or abandoned: then its output is missing from the inputs).
     /// (Restarts go through the restart timer, never through here.)
     fn ready(&self, index: usize) -> bool {
         let stage = &self.stages[index];
         stage.generation == 0
             && !stage.completed
             && (stage.kind != StageKind::Step
-                || stage.upstream().iter().all(|&u| self.stages[u].completed))
+                || stage.upstream().iter().all(|&u| self.stages[u].done()))
     }
 
     /// Starts (or restarts) stage `index` under this flow.
@@ -213,10 +214,10 @@ impl FlowCtx {
     }
 
     /// The sending end of stage `index`'s event queue (`None`: it declares
-    /// no events); a completed stage takes no more.
+    /// no events); a completed or abandoned stage takes no more.
     pub(crate) fn event_port(&self, index: usize) -> Result<Option<EventPort>, HandleError> {
         match self.stages.get(index) {
-            Some(stage) if !stage.completed => Ok(stage.event_port()),
+            Some(stage) if !stage.done() => Ok(stage.event_port()),
             _ => Err(self.stage_not_running(index)),
         }
     }
@@ -285,7 +286,7 @@ impl FlowCtx {
             }
             FlowAction::Complete => {
                 let target = TerminalTarget::Completed {
-                    structured_output: structured_output(self.outputs.clone()),
+                    structured_output: self.structured_output(),
                 };
                 self.terminate(target).await?;
             }
@@ -298,6 +299,20 @@ impl FlowCtx {
             FlowAction::Cancelled => self.terminate(TerminalTarget::Cancelled).await?,
         }
         Ok(())
+    }
+
+    /// A finished run's output: `{"steps": {stage: output}}`, with
+    /// `"abandoned": {stage: {"reason": ...}}` if stages were abandoned.
+    fn structured_output(&self) -> Option<Value> {
+        let abandoned: Map<String, Value> = self
+            .stages
+            .iter()
+            .filter_map(|s| Some((s.name.clone(), json!({ "reason": s.abandoned.as_ref()? }))))
+            .collect();
+        if abandoned.is_empty() {
+            return structured_output(self.outputs.clone());
+        }
+        Some(json!({ "steps": self.outputs, "abandoned": abandoned }))
     }
 
     /// Ends a run whose machine reached a terminal state while one of that

@@ -29,7 +29,7 @@ pub const DEFAULT_CANCEL_GRACE: Duration = Duration::from_secs(5);
 mod error;
 mod plan;
 pub use error::DefinitionError;
-pub(crate) use plan::{ErasedDefinition, FlowPlan, PlannedStage};
+pub(crate) use plan::{Abandon, ErasedDefinition, FlowPlan, PlannedStage};
 
 struct StageDef<T> {
     name: String,

@@ -10,9 +10,21 @@
 //! (capped exponential [`Backoff`], troupe's addition). The defaults are
 //! OTP's: one-for-one, at most 1 restart in 5 s, permanent stages.
 //!
+//! A stage that ends and is not restarted (a temporary stage, also when a
+//! restart of other stages stopped it, as in OTP; a transient one stopped
+//! without failing) is **abandoned**, and the run carries on without it, as
+//! an OTP supervisor carries on without such a child. Its downstream gets
+//! what it had already emitted, then the end of its input. The item it
+//! failed on, the items queued for it and any sent to it later are
+//! **dropped**, as messages to a dead process are, so that its upstream is
+//! neither blocked nor failed by it. Its failure is in the run's failure
+//! ledger, a finished run's outcome lists it (see
+//! [`RunOutcome::abandoned_stages`](super::RunOutcome::abandoned_stages)),
+//! and a run resumed after a restart of the process starts it again.
+//!
 //! Where troupe departs from OTP, on purpose: a stage that **completed** is
-//! never restarted, whatever its type: its work is done, and a restarted
-//! source would replay its items.
+//! never restarted, whatever its type (its work is done, and a restarted
+//! source would replay its items).
 //!
 //! ```
 //! use std::time::Duration;
@@ -36,6 +48,8 @@
 //!             factor: 2.0,
 //!         }),
 //!     )
+//!     // `audit` is optional: never restarted, its failure alone does not fail the run.
+//!     .restart("audit", RestartPolicy::temporary())
 //!     .build()
 //!     .unwrap();
 //! # let _ = def;
@@ -58,9 +72,10 @@ pub enum RestartType {
     #[default]
     Permanent,
     /// Restarted only after a failure (an error, a panic); a stage stopped
-    /// without failing fails the flow.
+    /// without failing is abandoned.
     Transient,
-    /// Never restarted; a failure fails the flow.
+    /// Never restarted, even when a restart of other stages stopped it: the
+    /// stage is abandoned and the run carries on.
     Temporary,
 }
 

@@ -5,9 +5,10 @@ use std::sync::Arc;
 
 use ractor::{ActorCell, ActorRef};
 use tokio::sync::Notify;
+use tokio::task::JoinHandle;
 
 use super::actor::FlowMsg;
-use super::definition::PlannedStage;
+use super::definition::{Abandon, PlannedStage};
 use super::restart::RestartPolicy;
 use crate::ids::StageId;
 use crate::stage::actor::{Spawner, StageLaunch, StageStartError};
@@ -40,7 +41,21 @@ pub(crate) struct StageRuntime {
     /// pauses and resumes while draining): nothing undoes it.
     steer: Option<StageEvent>,
     pub(crate) completed: bool,
+    /// Why the stage was abandoned (ended, and not restarted per its
+    /// restart type), if it was; see [`abandon`](Self::abandon).
+    pub(crate) abandoned: Option<String>,
+    abandon: Abandon,
+    /// The abandoned stage's wind-down, aborted with the flow.
+    wind_down: Option<JoinHandle<()>>,
     upstream: Vec<usize>,
+}
+
+impl Drop for StageRuntime {
+    fn drop(&mut self) {
+        if let Some(task) = &self.wind_down {
+            task.abort();
+        }
+    }
 }
 
 impl StageRuntime {
@@ -59,6 +74,9 @@ impl StageRuntime {
             bells: None,
             events: planned.events,
             steer: None,
+            abandoned: None,
+            abandon: planned.abandon,
+            wind_down: None,
             upstream: planned.upstream,
         }
     }
@@ -157,6 +175,21 @@ impl StageRuntime {
     /// Stages feeding this one (for a step: the steps it waits for).
     pub(crate) fn upstream(&self) -> &[usize] {
         &self.upstream
+    }
+
+    /// Whether the stage is done for this run: completed, or abandoned.
+    pub(crate) fn done(&self) -> bool {
+        self.completed || self.abandoned.is_some()
+    }
+
+    /// Gives the stage up for this run, for `reason`: it is never started
+    /// again, its downstream gets the end of its input, and what reaches
+    /// its input is dropped (in a task of its own, as the ports come back
+    /// from its last actor only once that actor is gone).
+    pub(crate) fn abandon(&mut self, reason: String) {
+        tracing::warn!(stage = %self.name, %reason, "stage abandoned; the run carries on without it");
+        self.abandoned = Some(reason);
+        self.wind_down = Some(tokio::spawn((self.abandon)()));
     }
 
     /// Forgets the live actor (it exited, or is being killed for a restart).

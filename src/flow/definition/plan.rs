@@ -14,7 +14,8 @@ use crate::stage::StageKind;
 use crate::stage::actor::Spawner;
 use crate::stage::events::EventPort;
 use crate::stage::pipe::pipe;
-use crate::stage::ports::{PortSlot, Ports};
+use crate::stage::ports::{Input, PortSlot, Ports};
+use crate::supervise::BoxFuture;
 
 /// One stage of a run about to start.
 pub(crate) struct PlannedStage {
@@ -29,10 +30,37 @@ pub(crate) struct PlannedStage {
     /// Drops the stage's pipe ends (closing its outputs): for a stage that
     /// will not run because it completed before a restart.
     retire: Box<dyn Fn() + Send + Sync>,
+    /// Winds the stage's pipe ends down once it is abandoned (see [`wind_down`]).
+    pub(crate) abandon: Abandon,
     /// The output recorded before a restart, if the stage completed then.
     pub(crate) recorded: Option<Value>,
     /// Stages feeding this one (for a step: the steps it waits for).
     pub(crate) upstream: Vec<usize>,
+}
+
+/// Builds the task that winds an abandoned stage's pipe ends down.
+pub(crate) type Abandon = Box<dyn Fn() -> BoxFuture<'static, ()> + Send + Sync>;
+
+/// What is left of an abandoned stage, once its last actor handed its
+/// ports back: what it emitted goes downstream, then the end of its input
+/// (each output is finished, or dropped if its downstream is gone); its
+/// inbox and every batch that reaches it later are dropped, so that its
+/// upstream never waits on it or sees it gone. Ends with its input.
+async fn wind_down<T: Clone + Send + 'static>(slot: Arc<PortSlot<T>>) {
+    let mut ports = slot.lease().await;
+    // Items a gone downstream refuses are lost with it.
+    let _ = ports.send_outbox().await;
+    ports.outbox.clear();
+    // Each failed finish drops the output it failed on, so this ends.
+    while ports.finish_outputs().await.is_err() {}
+    // Never rung: waiting for input ends only with a batch or the end.
+    let never = Notify::new();
+    loop {
+        ports.inbox = Vec::new().into_iter();
+        if ports.next_input(&never).await == Input::Ended {
+            return;
+        }
+    }
 }
 
 /// A run's stages over freshly built pipes, erased over the item type.
@@ -122,7 +150,7 @@ impl<T: Clone + Send + 'static> ErasedDefinition for FlowDefinition<T> {
             .zip(&def.upstream)
             .map(|((stage, (input, outputs)), upstream)| {
                 let slot = PortSlot::new(Ports::new(input, outputs, def.pipe.batch_size));
-                let retired = slot.clone();
+                let (retired, abandoned) = (slot.clone(), slot.clone());
                 let doorbell = Arc::new(Notify::new());
                 let (spawn, events) = stage.factory.clone().for_run(slot, doorbell.clone());
                 PlannedStage {
@@ -133,6 +161,7 @@ impl<T: Clone + Send + 'static> ErasedDefinition for FlowDefinition<T> {
                     doorbell,
                     events,
                     retire: Box::new(move || drop(retired.take())),
+                    abandon: Box::new(move || Box::pin(wind_down(abandoned.clone()))),
                     recorded: None,
                     upstream: upstream.clone(),
                 }

@@ -21,12 +21,26 @@ pub(crate) enum StageExit {
     Failed(String),
 }
 
+impl fmt::Display for StageExit {
+    /// What ended the stage, as a failure reason.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StageExit::Completed => f.write_str("completed"),
+            StageExit::Stopped => f.write_str("stopped before completing"),
+            StageExit::Failed(reason) => f.write_str(reason),
+        }
+    }
+}
+
 /// What the flow does after a stage exit.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum RestartDecision {
-    /// Nothing to restart and nothing failed (a completion, or a clean stop
-    /// the stage's restart type does not restart).
+    /// The stage completed: nothing to restart.
     Done,
+    /// The stage's restart type does not restart this exit (a temporary
+    /// stage, a transient one that stopped without failing): the stage is
+    /// abandoned and the flow carries on without it.
+    Abandon,
     /// Restart after `after`, taking the stages `strategy` says.
     Restart {
         /// The backoff delay to wait first.
@@ -38,27 +52,15 @@ pub(crate) enum RestartDecision {
     GiveUp(GiveUp),
 }
 
-/// Why a stage is not restarted after a failure.
+/// Why the flow gives up: one more restart would exceed its intensity.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct GiveUp {
-    /// What ran out.
-    pub(crate) cause: GiveUpCause,
+    /// The flow's `max_restarts`.
+    pub(crate) max_restarts: u32,
+    /// The flow's `period`.
+    pub(crate) period: Duration,
     /// The failure that ended the stage last.
     pub(crate) last_error: String,
-}
-
-/// What ran out when a stage is given up on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum GiveUpCause {
-    /// The stage's restart type does not restart this exit (temporary).
-    NotRestartable(RestartType),
-    /// One more restart would exceed the flow's intensity.
-    IntensityExceeded {
-        /// The flow's `max_restarts`.
-        max_restarts: u32,
-        /// The flow's `period`.
-        period: Duration,
-    },
 }
 
 impl GiveUp {
@@ -70,29 +72,21 @@ impl GiveUp {
 
 impl fmt::Display for GiveUp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.cause {
-            GiveUpCause::NotRestartable(kind) => write!(
-                f,
-                "failed and is {kind:?} (never restarted); last error: {}",
-                self.last_error
-            ),
-            GiveUpCause::IntensityExceeded {
-                max_restarts,
-                period,
-            } => {
-                let restarts = if max_restarts == 1 {
-                    "restart"
-                } else {
-                    "restarts"
-                };
-                write!(
-                    f,
-                    "exceeded the flow's restart intensity ({max_restarts} {restarts} in \
-                     {period:?}); last error: {}",
-                    self.last_error
-                )
-            }
-        }
+        let GiveUp {
+            max_restarts,
+            period,
+            last_error,
+        } = self;
+        let restarts = if *max_restarts == 1 {
+            "restart"
+        } else {
+            "restarts"
+        };
+        write!(
+            f,
+            "exceeded the flow's restart intensity ({max_restarts} {restarts} in {period:?}); \
+             last error: {last_error}"
+        )
     }
 }
 
@@ -133,24 +127,21 @@ impl RestartTracker {
         now: Instant,
     ) -> RestartDecision {
         let restarts = match (exit, policy.restart) {
-            (StageExit::Completed, _) => false,
+            (StageExit::Completed, _) => return RestartDecision::Done,
             (StageExit::Stopped, RestartType::Permanent) => true,
-            (StageExit::Stopped, _) => false,
-            (StageExit::Failed(_), RestartType::Temporary) => {
-                return give_up(exit, GiveUpCause::NotRestartable(RestartType::Temporary));
-            }
-            (StageExit::Failed(_), _) => true,
+            (StageExit::Failed(_), RestartType::Permanent | RestartType::Transient) => true,
+            (StageExit::Stopped | StageExit::Failed(_), _) => false,
         };
         if !restarts {
-            return RestartDecision::Done;
+            return RestartDecision::Abandon;
         }
         self.forget_before(now);
         if self.recent.len() >= self.supervision.max_restarts as usize {
-            let cause = GiveUpCause::IntensityExceeded {
+            return RestartDecision::GiveUp(GiveUp {
                 max_restarts: self.supervision.max_restarts,
                 period: self.supervision.period,
-            };
-            return give_up(exit, cause);
+                last_error: exit.to_string(),
+            });
         }
         let own = self.recent.iter().filter(|(_, s)| *s == stage).count();
         let after = policy.backoff.delay(own);
@@ -169,15 +160,6 @@ impl RestartTracker {
             self.recent.pop_front();
         }
     }
-}
-
-fn give_up(exit: &StageExit, cause: GiveUpCause) -> RestartDecision {
-    let last_error = match exit {
-        StageExit::Failed(reason) => reason.clone(),
-        StageExit::Stopped => "stopped before completing".to_string(),
-        StageExit::Completed => "completed".to_string(),
-    };
-    RestartDecision::GiveUp(GiveUp { cause, last_error })
 }
 
 /// The other stages a restart of stage `failed` takes, by `strategy`:
@@ -267,40 +249,39 @@ mod tests {
         restart_after(t.on_exit(1, &policy, &failed(), t0 + Duration::from_secs(5)));
     }
 
+    /// Which exits restart a stage, and which abandon it, by restart type:
+    /// a completion never restarts; a temporary stage is never restarted,
+    /// and neither is a transient one that stopped without failing.
     #[test]
     fn restart_types_decide_which_exits_restart() {
+        use RestartDecision::{Abandon, Done};
         let now = Instant::now();
-        for (policy, stopped, failed_restarts) in [
+        for (policy, stopped_restarts, failed_restarts) in [
             (RestartPolicy::permanent(), true, true),
             (RestartPolicy::transient(), false, true),
             (RestartPolicy::temporary(), false, false),
         ] {
             let mut t = tracker(10, 10);
-            assert_eq!(
-                t.on_exit(0, &policy, &StageExit::Completed, now),
-                RestartDecision::Done
-            );
-            let stop = t.on_exit(0, &policy, &StageExit::Stopped, now);
-            assert_eq!(
-                matches!(stop, RestartDecision::Restart { .. }),
-                stopped,
-                "{policy:?}"
-            );
-            let fail = t.on_exit(0, &policy, &failed(), now);
-            assert_eq!(
-                matches!(fail, RestartDecision::Restart { .. }),
-                failed_restarts
-            );
-            if !failed_restarts {
-                assert_eq!(
-                    fail,
-                    RestartDecision::GiveUp(GiveUp {
-                        cause: GiveUpCause::NotRestartable(RestartType::Temporary),
-                        last_error: "boom".into()
-                    })
-                );
+            assert_eq!(t.on_exit(0, &policy, &StageExit::Completed, now), Done);
+            for (exit, restarts) in [
+                (StageExit::Stopped, stopped_restarts),
+                (failed(), failed_restarts),
+            ] {
+                let decision = t.on_exit(0, &policy, &exit, now);
+                match restarts {
+                    true => restart_after(decision),
+                    false => {
+                        assert_eq!(decision, Abandon, "{policy:?} {exit:?}");
+                        Duration::ZERO
+                    }
+                };
             }
         }
+        // Abandoning is not a restart: it does not count against the intensity.
+        let mut t = tracker(0, 10);
+        let temporary = RestartPolicy::temporary();
+        assert_eq!(t.on_exit(0, &temporary, &failed(), now), Abandon);
+        assert_eq!(t.recent_restarts(now), 0);
     }
 
     #[test]
