@@ -2,12 +2,12 @@
 //!
 //! It spawns its stage actors linked to itself and overrides ractor's
 //! default supervision (which would stop the flow on any child exit): every
-//! exit of a stage becomes a decision of the flow's [`RestartTracker`] —
-//! a restart after a backoff timer (taking the stages the strategy says),
-//! the stage abandoned (`StageAbandoned`: the run carries on without it), or
-//! a `StageGaveUp` event naming the stage and its last error. Control events arrive as messages with a reply;
-//! a stage's completion arrives as a report the flow records (refused after
-//! a cancel) before acknowledging.
+//! exit of a stage becomes a decision of the flow's [`RestartTracker`]: a
+//! restart after a backoff timer (taking the stages the strategy says), the
+//! stage abandoned (`StageAbandoned`: the run carries on without it), or a
+//! `StageGaveUp` event naming the stage and its last error. Control events
+//! arrive as messages with a reply; a stage's completion arrives as a report
+//! the flow records (refused after a cancel) before acknowledging.
 //!
 //! [`RestartTracker`]: super::restart::RestartTracker
 
@@ -55,7 +55,8 @@ pub(crate) enum FlowMsg {
         /// The stage's index.
         stage: usize,
         /// The port, `None` if the stage declares no events; refused once
-        /// the stage has completed or was abandoned (also before a restart of the run).
+        /// the stage has completed or was abandoned (also before a restart
+        /// of the run).
         reply: oneshot::Sender<Result<Option<EventPort>, HandleError>>,
     },
     /// A stage completed its work.
@@ -378,7 +379,7 @@ impl FlowHost {
             .iter()
             .position(|s| s.actor.as_ref().is_some_and(|a| a.get_id() == id));
         // An exit of an actor the flow already let go of (killed for a
-        // one-for-all restart) needs no decision.
+        // restart of another stage) needs no decision.
         if let Some(index) = index {
             let exit = if self.ctx.stages[index].completed {
                 StageExit::Completed

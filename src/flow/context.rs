@@ -286,7 +286,7 @@ impl FlowCtx {
             }
             FlowAction::Complete => {
                 let target = TerminalTarget::Completed {
-                    structured_output: self.structured_output(),
+                    structured_output: self.finished_output(),
                 };
                 self.terminate(target).await?;
             }
@@ -303,7 +303,7 @@ impl FlowCtx {
 
     /// A finished run's output: `{"steps": {stage: output}}`, with
     /// `"abandoned": {stage: {"reason": ...}}` if stages were abandoned.
-    fn structured_output(&self) -> Option<Value> {
+    fn finished_output(&self) -> Option<Value> {
         let abandoned: Map<String, Value> = self
             .stages
             .iter()

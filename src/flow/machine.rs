@@ -11,8 +11,8 @@
 //!
 //! A flow completes when every stage is done, completed or abandoned (from
 //! `Running` and `Waiting` too: a pipeline whose sources end needs no
-//! `Drain`). Handlers
-//! only decide; the side effects are actions (`FlowAction`) the flow actor runs.
+//! `Drain`). Handlers only decide; the side effects are actions
+//! (`FlowAction`) the flow actor runs.
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -99,7 +99,7 @@ pub(crate) enum FlowAction {
     /// Persist a non-terminal run status with an audit event.
     Persist(RunStatus, &'static str),
     /// Start every stage due its first start, in start order (steps once
-    /// their upstream steps completed).
+    /// their upstream steps are done).
     SpawnStages,
     /// Send a control event to every live stage.
     Broadcast(StageEvent),

@@ -2,14 +2,15 @@
 //!
 //! A [`FlowDefinition`] names stages (sources, transforms, sinks, built by
 //! factories so they can be restarted), connects them ([`topology`]), gives
-//! each a [`RestartPolicy`] and the flow a [`Supervision`] ([`restart`]).
-//! Each run of it is a flow actor driving the flow machine ([`machine`],
-//! declared with `fsm!`): it spawns the stage actors linked to itself, turns
-//! every stage exit into a restart or a failure event, records stage outputs and the outcome through
-//! one writer ([`record`]), and answers [`ControlEvent`]s sent through a
-//! [`RunHandle`]. A [`StageHandle`] steers one stage; a
-//! [`TypedStageHandle`] sends it user events of the type it declared
-//! ([`FlowBuilder::with_events`], example on [`RunHandle::stage_events`]).
+//! each a [`RestartPolicy`] and the flow a [`Supervision`]. Each run of it
+//! is a flow actor driving the flow machine ([`machine`], declared with
+//! `fsm!`): it spawns the stage actors linked to itself, turns every stage
+//! exit into a restart, an abandoned stage or a failure event, records stage
+//! outputs and the outcome through one writer ([`record`]), and answers
+//! [`ControlEvent`]s sent through a [`RunHandle`]. A [`StageHandle`] steers
+//! one stage; a [`TypedStageHandle`] sends it user events of the type it
+//! declared ([`FlowBuilder::with_events`], example on
+//! [`RunHandle::stage_events`]).
 //!
 //! Runs are started by a [`Runtime`](crate::runtime::Runtime):
 //!

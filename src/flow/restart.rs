@@ -89,9 +89,9 @@ pub enum RestartStrategy {
     /// Every stage of the flow is stopped and restarted.
     OneForAll,
     /// The stage that exited and every stage after it in the flow's start
-    /// order (each stage after its upstreams: see
-    /// [`ValidatedTopology::start_order`](super::topology::ValidatedTopology::start_order))
-    /// are restarted; the stages before it keep running. In a pipeline: the
+    /// order (each stage after its upstreams, as
+    /// [`Topology::validate`](super::Topology::validate) orders them) are
+    /// restarted; the stages before it keep running. In a pipeline: the
     /// failed stage and everything downstream of it.
     RestForOne,
 }
