@@ -191,6 +191,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             revenue_cents: 0,
         })
         .pipeline(["incoming", "validate-enrich", "book"])
+        // The flow supervises its stages as an OTP supervisor: restart only
+        // the stage that failed, and fail the run past 3 restarts in 10 s.
+        .supervision(Supervision::one_for_one().intensity(3, Duration::from_secs(10)))
+        // Restart validate-enrich after a failure (not after a completion),
+        // 100 ms later, then 200 ms, ... (the default backoff).
         .restart("validate-enrich", RestartPolicy::transient())
         .build()?;
 

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use runtime_support::*;
-use troupe::flow::{Backoff, RestartPolicy, RestartStrategy};
+use troupe::flow::{Backoff, RestartPolicy, Supervision};
 use troupe::flow::{ControlEvent, FlowDefinition, StageControl};
 use troupe::records::RunStatus;
 use troupe::stage::PipeConfig;
@@ -42,11 +42,6 @@ async fn a_stage_paused_through_its_handle_comes_back_paused_after_a_restart() {
     let (produced, consumed) = (counter(), counter());
     let fail = Arc::new(AtomicBool::new(false));
     let (trip, seen) = (fail.clone(), consumed.clone());
-    let one_for_all = RestartPolicy {
-        strategy: RestartStrategy::OneForAll,
-        backoff: Backoff::NONE,
-        ..RestartPolicy::permanent()
-    };
     runtime
         .register(
             FlowDefinition::<u64>::builder("paused-restart")
@@ -56,7 +51,8 @@ async fn a_stage_paused_through_its_handle_comes_back_paused_after_a_restart() {
                 })
                 .sink("tally", move || Tally::new(&seen))
                 .pipeline(["numbers", "tally"])
-                .restart("numbers", one_for_all)
+                .restart("numbers", RestartPolicy::permanent().backoff(Backoff::NONE))
+                .supervision(Supervision::one_for_all())
                 .pipes(PipeConfig {
                     batch_size: 4,
                     capacity: 1024,
@@ -264,13 +260,7 @@ async fn a_restarted_paused_source_does_no_work_before_its_pause() {
                 .source("numbers", move || FailsOnEvent(Counter::endless(p.clone())))
                 .sink("tally", move || Tally::new(&consumed))
                 .pipeline(["numbers", "tally"])
-                .restart(
-                    "numbers",
-                    RestartPolicy {
-                        backoff: Backoff::NONE,
-                        ..RestartPolicy::permanent()
-                    },
-                )
+                .restart("numbers", RestartPolicy::permanent().backoff(Backoff::NONE))
                 .build()
                 .unwrap(),
         )

@@ -11,7 +11,7 @@ use std::time::Duration;
 use runtime_support::*;
 use serde_json::Value;
 use tokio::sync::Semaphore;
-use troupe::flow::{Backoff, RestartPolicy, RestartStrategy};
+use troupe::flow::{Backoff, RestartPolicy, Supervision};
 use troupe::flow::{ControlEvent, FlowDefinition, RunHandle, StageControl, StageHandle};
 use troupe::records::RunStatus;
 use troupe::runtime::Runtime;
@@ -43,13 +43,9 @@ impl Source<u64> for FailsOnceInComplete {
     }
 }
 
-/// Always restarted, at once, by `strategy`.
-fn at_once(strategy: RestartStrategy) -> RestartPolicy {
-    RestartPolicy {
-        strategy,
-        backoff: Backoff::NONE,
-        ..RestartPolicy::permanent()
-    }
+/// Always restarted, at once.
+fn at_once() -> RestartPolicy {
+    RestartPolicy::permanent().backoff(Backoff::NONE)
 }
 
 /// An endless `numbers` source that fails once in `complete` (restarted
@@ -71,7 +67,7 @@ async fn draining_source(name: &str) -> (Runtime, RunHandle, StageHandle, Arc<Se
                 })
                 .sink("tally", move || Tally::new(&consumed))
                 .pipeline(["numbers", "tally"])
-                .restart("numbers", at_once(RestartStrategy::OneForOne))
+                .restart("numbers", at_once())
                 .build()
                 .unwrap(),
         )
@@ -195,7 +191,8 @@ async fn fan_out(name: &str, gate: Option<Arc<Semaphore>>) -> (Runtime, RunHandl
                     batch_size: 1,
                     capacity: 1,
                 })
-                .default_restart(at_once(RestartStrategy::OneForAll))
+                .default_restart(at_once())
+                .supervision(Supervision::one_for_all())
                 .build()
                 .unwrap(),
         )

@@ -2,15 +2,17 @@
 //!
 //! It spawns its stage actors linked to itself and overrides ractor's
 //! default supervision (which would stop the flow on any child exit): every
-//! exit of a stage becomes a decision of the stage's [`RestartTracker`] —
-//! a restart after a backoff timer, or a `StageGaveUp` event naming the
-//! stage and its last error. Control events arrive as messages with a reply;
-//! a stage's completion arrives as a report the flow records (refused after
-//! a cancel) before acknowledging.
+//! exit of a stage becomes a decision of the flow's [`RestartTracker`]: a
+//! restart after a backoff timer (taking the stages the strategy says), the
+//! stage abandoned (`StageAbandoned`: the run carries on without it), or a
+//! `StageGaveUp` event naming the stage and its last error. Control events
+//! arrive as messages with a reply; a stage's completion arrives as a report
+//! the flow records (refused after a cancel) before acknowledging.
 //!
 //! [`RestartTracker`]: super::restart::RestartTracker
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
 use tokio::sync::{oneshot, watch};
@@ -22,7 +24,7 @@ use super::control::{ControlEvent, HandleError, RunOutcome};
 use super::definition::FlowPlan;
 use super::machine::{FlowEvent, RunState, flow_machine};
 use super::record;
-use super::restart::{RestartDecision, RestartStrategy, StageExit};
+use super::restart::{RestartDecision, RestartStrategy, RestartType, StageExit, restart_group};
 use crate::fsm::{EventVariant, FsmError, StateMachine, StateVariant};
 use crate::journal::JournalHandle;
 use crate::records::Run;
@@ -53,7 +55,8 @@ pub(crate) enum FlowMsg {
         /// The stage's index.
         stage: usize,
         /// The port, `None` if the stage declares no events; refused once
-        /// the stage has completed (also before a restart of the run).
+        /// the stage has completed or was abandoned (also before a restart
+        /// of the run).
         reply: oneshot::Sender<Result<Option<EventPort>, HandleError>>,
     },
     /// A stage completed its work.
@@ -195,12 +198,13 @@ impl FlowHost {
         }
     }
 
-    /// A stage actor exited: decide, per its restart policy, what follows.
+    /// A stage actor exited: decide, per its restart policy and the flow's
+    /// supervision, what follows.
     async fn on_stage_exit(&mut self, index: usize, exit: StageExit) {
         let stage = &mut self.ctx.stages[index];
         stage.detach();
-        let generation = stage.generation;
         let name = stage.name.clone();
+        let policy = stage.policy;
         let state = self.machine.state().clone();
         if matches!(state, RunState::Cancelling) || state.is_terminal() {
             if self.ctx.live_stages() == 0 && state == RunState::Cancelling {
@@ -209,9 +213,10 @@ impl FlowHost {
             return;
         }
         let run_id = self.ctx.run.id;
-        let decision = self.ctx.stages[index]
-            .tracker
-            .on_exit(&exit, Instant::now());
+        let decision = self
+            .ctx
+            .restarts
+            .on_exit(index, &policy, &exit, Instant::now());
         if let StageExit::Failed(reason) = &exit {
             let restarted = matches!(decision, RestartDecision::Restart { .. });
             tracing::warn!(%run_id, stage = %name, %reason, restarted, "stage failed");
@@ -229,38 +234,56 @@ impl FlowHost {
             }
         }
         match decision {
-            RestartDecision::Done if exit == StageExit::Completed => {}
-            RestartDecision::Done => {
-                let reason = format!("stage `{name}` stopped before completing");
-                self.feed_internal(FlowEvent::StageGaveUp(reason)).await;
+            RestartDecision::Done => {}
+            RestartDecision::Abandon => {
+                self.ctx.stages[index].abandon(exit.to_string());
+                self.feed_internal(FlowEvent::StageAbandoned).await;
             }
             RestartDecision::GiveUp(why) => {
                 self.feed_internal(FlowEvent::StageGaveUp(why.describe(&name)))
                     .await;
             }
             RestartDecision::Restart { after, strategy } => {
-                let mut restart = vec![(index, generation)];
-                if strategy == RestartStrategy::OneForAll {
-                    for (other, s) in self.ctx.stages.iter_mut().enumerate() {
-                        // Steps still waiting for their turn have nothing to restart.
-                        if other == index || s.completed || s.generation == 0 {
-                            continue;
-                        }
-                        if let Some(cell) = s.detach() {
-                            cell.kill();
-                        }
-                        restart.push((other, s.generation));
-                    }
-                }
-                for (stage, generation) in restart {
-                    let timer = self
-                        .ctx
-                        .myself
-                        .send_after(after, move || FlowMsg::Restart { stage, generation });
-                    self.ctx.keep_timer(timer);
+                if self.restart_after(index, after, strategy) {
+                    self.feed_internal(FlowEvent::StageAbandoned).await;
                 }
             }
         }
+    }
+
+    /// Restarts stage `failed` after `after`, with the stages `strategy`
+    /// takes along: those are stopped now and restarted with it, except the
+    /// temporary ones, which are abandoned (as OTP never restarts a
+    /// temporary child). Whether it abandoned any.
+    fn restart_after(&mut self, failed: usize, after: Duration, strategy: RestartStrategy) -> bool {
+        let mut restart = vec![(failed, self.ctx.stages[failed].generation)];
+        let mut abandoned = false;
+        let name = self.ctx.stages[failed].name.clone();
+        for other in restart_group(strategy, failed, &self.ctx.start_order) {
+            let s = &mut self.ctx.stages[other];
+            // Completed and abandoned stages stay so; steps still waiting
+            // for their turn have nothing to restart.
+            if s.done() || s.generation == 0 {
+                continue;
+            }
+            if let Some(cell) = s.detach() {
+                cell.kill();
+            }
+            if s.policy.restart == RestartType::Temporary {
+                s.abandon(format!("stopped for a restart of stage `{name}`"));
+                abandoned = true;
+            } else {
+                restart.push((other, s.generation));
+            }
+        }
+        for (stage, generation) in restart {
+            let timer = self
+                .ctx
+                .myself
+                .send_after(after, move || FlowMsg::Restart { stage, generation });
+            self.ctx.keep_timer(timer);
+        }
+        abandoned
     }
 
     async fn on_restart(&mut self, index: usize, generation: u64) {
@@ -270,7 +293,7 @@ impl FlowHost {
         let state = self.machine.state();
         if stage.generation != generation
             || stage.actor.is_some()
-            || stage.completed
+            || stage.done()
             || state.is_terminal()
             || *state == RunState::Cancelling
         {
@@ -299,7 +322,7 @@ impl FlowHost {
         if self.feed(FlowEvent::Recover).await.is_err() {
             return;
         }
-        if self.ctx.all_completed() {
+        if self.ctx.all_done() {
             self.feed_internal(FlowEvent::StageCompleted).await;
         } else if waiting {
             let _ = self.feed(FlowEvent::Pause).await;
@@ -356,7 +379,7 @@ impl FlowHost {
             .iter()
             .position(|s| s.actor.as_ref().is_some_and(|a| a.get_id() == id));
         // An exit of an actor the flow already let go of (killed for a
-        // one-for-all restart) needs no decision.
+        // restart of another stage) needs no decision.
         if let Some(index) = index {
             let exit = if self.ctx.stages[index].completed {
                 StageExit::Completed

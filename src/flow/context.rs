@@ -4,117 +4,24 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use ractor::{ActorCell, ActorRef, MessagingErr};
-use serde_json::{Map, Value};
-use tokio::sync::{Notify, watch};
+use ractor::{ActorRef, MessagingErr};
+use serde_json::{Map, Value, json};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::actor::FlowMsg;
 use super::control::{CONTROL_PLANE_CANCEL_REASON, HandleError, RunOutcome};
-use super::definition::{FlowPlan, PlannedStage};
+use super::definition::FlowPlan;
 use super::machine::{FlowAction, RunState};
 use super::record::{self, RecordError};
 use super::restart::RestartTracker;
-use crate::ids::StageId;
+use super::stages::StageRuntime;
 use crate::journal::JournalHandle;
 use crate::records::{Run, RunStatus};
 use crate::runs::{TerminalTarget, structured_output};
 use crate::stage::StageKind;
-use crate::stage::actor::StageLaunch;
 use crate::stage::events::EventPort;
-use crate::stage::work::Bells;
-use crate::stage::{StageEvent, StageIdentity, StageSignal, StageState};
-use crate::supervise::{ExternalEventSender, StateWatcher};
-
-/// One stage as its flow tracks it across restarts.
-pub(crate) struct StageRuntime {
-    pub(crate) name: String,
-    pub(crate) kind: StageKind,
-    pub(crate) tracker: RestartTracker,
-    spawn: crate::stage::actor::Spawner,
-    /// Counts the stage's starts; reports of older starts are stale.
-    pub(crate) generation: u64,
-    /// The live actor, if any.
-    pub(crate) actor: Option<ActorCell>,
-    control: Option<ExternalEventSender<StageEvent>>,
-    pub(crate) watcher: Option<StateWatcher<StageState>>,
-    /// Rung around each control or user event sent to the stage.
-    doorbell: Arc<Notify>,
-    /// The live actor's doorbells.
-    bells: Option<Arc<Bells>>,
-    /// The sending end of the stage's user-event queue, if it declares events.
-    events: Option<EventPort>,
-    /// The last `Pause`, `Resume` or `Drain` sent to the stage: part of its
-    /// control state, not of one actor, so a restarted stage gets it again.
-    /// A `Drain` is sticky, as it is for the stage machine (which ignores
-    /// pauses and resumes while draining): nothing undoes it.
-    steer: Option<StageEvent>,
-    pub(crate) completed: bool,
-    upstream: Vec<usize>,
-}
-
-impl StageRuntime {
-    fn new(planned: PlannedStage) -> Self {
-        StageRuntime {
-            completed: planned.recorded.is_some(),
-            name: planned.name,
-            kind: planned.kind,
-            tracker: RestartTracker::new(planned.policy),
-            spawn: planned.spawn,
-            generation: 0,
-            actor: None,
-            control: None,
-            watcher: None,
-            doorbell: planned.doorbell,
-            bells: None,
-            events: planned.events,
-            steer: None,
-            upstream: planned.upstream,
-        }
-    }
-
-    /// Queues `event` for the stage and wakes it if it waits for input (or,
-    /// for a cancel or drain, if it is inside `produce`). Remembers a pause,
-    /// resume or drain for the stage's next start; once drained, it stays so.
-    /// Whether a live actor took the event (`false`: none is running, or it
-    /// just stopped and its flow has not heard of it yet).
-    async fn send(&mut self, event: StageEvent) -> bool {
-        let halts = matches!(event, StageEvent::Cancel | StageEvent::Drain);
-        let steers = matches!(
-            event,
-            StageEvent::Pause | StageEvent::Resume | StageEvent::Drain
-        );
-        if steers && self.steer != Some(StageEvent::Drain) {
-            self.steer = Some(event.clone());
-        }
-        let (Some(control), Some(bells)) = (&self.control, &self.bells) else {
-            return false;
-        };
-        // Ring before (a stage waiting for input then takes queued events,
-        // making room) and after (so it sees this one).
-        bells.control.notify_one();
-        let delivered = control.send(event).await.is_ok();
-        if !delivered {
-            // A pause, resume or drain is remembered for the restart; a
-            // stage-only signal is refused to its sender; the flow's own
-            // signals are in the run's log.
-            tracing::debug!(stage = %self.name, "stage already stopped; control event not delivered");
-        }
-        bells.control.notify_one();
-        // Only once the event is queued: the interrupted stage must find it.
-        if halts {
-            bells.halt.notify_one();
-        }
-        delivered
-    }
-
-    /// Forgets the live actor (it exited, or is being killed for a restart).
-    pub(crate) fn detach(&mut self) -> Option<ActorCell> {
-        self.control = None;
-        self.bells = None;
-        self.actor.take()
-    }
-}
+use crate::stage::{StageEvent, StageSignal, StageState};
 
 /// Control slots of each stage kept for the flow actor's own events: user
 /// events are refused (`HandleError::Busy`) once a stage's free slots fall
@@ -127,6 +34,10 @@ pub(crate) struct FlowCtx {
     journal: JournalHandle,
     pub(crate) myself: ActorRef<FlowMsg>,
     pub(crate) stages: Vec<StageRuntime>,
+    /// Stage indices, each after its upstreams.
+    pub(crate) start_order: Vec<usize>,
+    /// The flow's supervision over every stage: intensity and strategy.
+    pub(crate) restarts: RestartTracker,
     /// Why the run is being cancelled, once a cancel was requested of the
     /// flow (sticky: no stage output is recorded from then on).
     cancel_reason: Option<String>,
@@ -178,6 +89,8 @@ impl FlowCtx {
             journal,
             myself,
             stages: plan.stages.into_iter().map(StageRuntime::new).collect(),
+            start_order: plan.start_order,
+            restarts: RestartTracker::new(plan.supervision),
             cancel_reason: None,
             outputs,
             state,
@@ -191,9 +104,9 @@ impl FlowCtx {
         &self.journal
     }
 
-    /// Whether every stage has completed.
-    pub(crate) fn all_completed(&self) -> bool {
-        self.stages.iter().all(|s| s.completed)
+    /// Whether every stage is done: completed, or abandoned.
+    pub(crate) fn all_done(&self) -> bool {
+        self.stages.iter().all(StageRuntime::done)
     }
 
     /// How many stage actors are alive.
@@ -224,57 +137,29 @@ impl FlowCtx {
     }
 
     /// Whether stage `index` is due its first start: never started, not
-    /// completed before a restart, and, for a step, every upstream step done.
+    /// completed before a restart, and, for a step, every upstream step done
+    /// (completed, or abandoned: then its output is missing from the inputs).
     /// (Restarts go through the restart timer, never through here.)
     fn ready(&self, index: usize) -> bool {
         let stage = &self.stages[index];
         stage.generation == 0
             && !stage.completed
             && (stage.kind != StageKind::Step
-                || stage.upstream.iter().all(|&u| self.stages[u].completed))
+                || stage.upstream().iter().all(|&u| self.stages[u].done()))
     }
 
     /// Starts (or restarts) stage `index` under this flow.
     pub(crate) async fn spawn_stage(&mut self, index: usize) -> Result<(), EffectError> {
-        let myself = self.myself.clone();
         let inputs = self.stages[index]
-            .upstream
+            .upstream()
             .iter()
             .filter_map(|&u| {
                 let name = &self.stages[u].name;
                 Some((name.clone(), self.outputs.get(name)?.clone()))
             })
             .collect();
-        let stage = &mut self.stages[index];
-        stage.generation += 1;
-        let bells = Arc::new(Bells {
-            control: stage.doorbell.clone(),
-            halt: Notify::new(),
-        });
-        let identity = StageIdentity {
-            name: stage.name.clone(),
-            index,
-            generation: stage.generation,
-            id: StageId::new_const(index as u64),
-            report: Arc::new(move |done| myself.send_message(FlowMsg::StageDone(done)).is_ok()),
-            bells: bells.clone(),
-        };
-        // A stage (re)started while it, or its flow, is paused or draining
-        // joins in before any work: every pause, resume and drain, the
-        // flow's own included, went through `send`, which remembered it.
-        let steer = stage.steer.clone().filter(|s| *s != StageEvent::Resume);
-        let launch = StageLaunch {
-            identity,
-            supervisor: self.myself.get_cell(),
-            inputs,
-            steer,
-        };
-        let spawned = (stage.spawn)(launch).await?;
-        tracing::debug!(stage = %stage.name, generation = stage.generation, "stage started");
-        stage.actor = Some(spawned.cell);
-        stage.control = Some(spawned.control);
-        stage.watcher = Some(spawned.watcher);
-        stage.bells = Some(bells);
+        let myself = self.myself.clone();
+        self.stages[index].start(index, myself, inputs).await?;
         Ok(())
     }
 
@@ -293,10 +178,10 @@ impl FlowCtx {
             .enumerate()
             .filter(|(i, _)| only.is_none_or(|o| o == *i));
         for (_, stage) in targets {
-            let Some(control) = &stage.control else {
-                continue;
-            };
-            if control.free_slots() < CONTROL_RESERVE {
+            if stage
+                .free_control_slots()
+                .is_some_and(|free| free < CONTROL_RESERVE)
+            {
                 return Err(HandleError::Busy {
                     run_id: self.run.id,
                     stage: stage.name.clone(),
@@ -314,7 +199,7 @@ impl FlowCtx {
         event: StageEvent,
     ) -> Result<StageState, HandleError> {
         let stage = self.stages.get(index);
-        let live = stage.filter(|s| s.control.is_some());
+        let live = stage.filter(|s| s.is_live());
         let Some(state) = live.and_then(|s| Some(s.watcher.as_ref()?.current().clone())) else {
             return Err(self.stage_not_running(index));
         };
@@ -329,10 +214,10 @@ impl FlowCtx {
     }
 
     /// The sending end of stage `index`'s event queue (`None`: it declares
-    /// no events); a completed stage takes no more.
+    /// no events); a completed or abandoned stage takes no more.
     pub(crate) fn event_port(&self, index: usize) -> Result<Option<EventPort>, HandleError> {
         match self.stages.get(index) {
-            Some(stage) if !stage.completed => Ok(stage.events.clone()),
+            Some(stage) if !stage.done() => Ok(stage.event_port()),
             _ => Err(self.stage_not_running(index)),
         }
     }
@@ -356,7 +241,8 @@ impl FlowCtx {
                 record::set_status(&self.journal, &mut self.run, *status, audit).await?;
             }
             FlowAction::SpawnStages => {
-                for index in 0..self.stages.len() {
+                for i in 0..self.start_order.len() {
+                    let index = self.start_order[i];
                     if self.ready(index) {
                         self.spawn_stage(index).await?;
                     }
@@ -400,7 +286,7 @@ impl FlowCtx {
             }
             FlowAction::Complete => {
                 let target = TerminalTarget::Completed {
-                    structured_output: structured_output(self.outputs.clone()),
+                    structured_output: self.finished_output(),
                 };
                 self.terminate(target).await?;
             }
@@ -413,6 +299,20 @@ impl FlowCtx {
             FlowAction::Cancelled => self.terminate(TerminalTarget::Cancelled).await?,
         }
         Ok(())
+    }
+
+    /// A finished run's output: `{"steps": {stage: output}}`, with
+    /// `"abandoned": {stage: {"reason": ...}}` if stages were abandoned.
+    fn finished_output(&self) -> Option<Value> {
+        let abandoned: Map<String, Value> = self
+            .stages
+            .iter()
+            .filter_map(|s| Some((s.name.clone(), json!({ "reason": s.abandoned.as_ref()? }))))
+            .collect();
+        if abandoned.is_empty() {
+            return structured_output(self.outputs.clone());
+        }
+        Some(json!({ "steps": self.outputs, "abandoned": abandoned }))
     }
 
     /// Ends a run whose machine reached a terminal state while one of that

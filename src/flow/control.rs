@@ -81,7 +81,11 @@ pub struct RunOutcome {
     pub run_id: Uuid,
     /// Its terminal status: `Finished`, `Failed` or `Cancelled`.
     pub status: RunStatus,
-    /// For a finished run, `{"steps": {stage: output}}`.
+    /// For a finished run, `{"steps": {stage: output}}`, and, if stages
+    /// were abandoned (ended and not restarted, per their
+    /// [`RestartType`](super::RestartType)), `"abandoned": {stage:
+    /// {"reason": ...}}`: items were dropped with them (see
+    /// [`abandoned_stages`](Self::abandoned_stages)).
     pub structured_output: Option<Value>,
     /// For a failed or cancelled run, why. For a cancelled run: the reason
     /// of the first [`ControlEvent::Cancel`] the flow took;
@@ -100,6 +104,24 @@ pub struct RunOutcome {
     /// not terminal, and the next start of a runtime with this flow
     /// registered resumes the run and records its outcome then.
     pub recorded: bool,
+}
+
+impl RunOutcome {
+    /// The stages a finished run abandoned: stages that ended (a temporary
+    /// stage that failed, or was stopped by a restart of other stages; a
+    /// transient one stopped without failing) and were not restarted. The
+    /// run carried on without them; what reached them after their end was
+    /// dropped, and their failures are in the run's failure ledger.
+    pub fn abandoned_stages(&self) -> Vec<&str> {
+        let abandoned = self
+            .structured_output
+            .as_ref()
+            .and_then(|o| o.get("abandoned"));
+        match abandoned {
+            Some(Value::Object(stages)) => stages.keys().map(String::as_str).collect(),
+            _ => Vec::new(),
+        }
+    }
 }
 
 /// Why a request made through a [`RunHandle`](super::RunHandle) or

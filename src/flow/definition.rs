@@ -6,17 +6,11 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::Value;
-use tokio::sync::Notify;
-
-use super::restart::RestartPolicy;
+use super::restart::{RestartPolicy, Supervision};
 use super::topology::Topology;
-use crate::records::StepOutput;
 use crate::stage::StageKind;
-use crate::stage::actor::{Spawner, StageFactory, WorkFactory};
-use crate::stage::events::EventPort;
-use crate::stage::pipe::{MAX_BATCH_SIZE, MAX_PIPE_CAPACITY, PipeConfig, pipe};
-use crate::stage::ports::{PortSlot, Ports};
+use crate::stage::actor::{StageFactory, WorkFactory};
+use crate::stage::pipe::{MAX_BATCH_SIZE, MAX_PIPE_CAPACITY, PipeConfig};
 use crate::stage::work::{AsSink, AsSource, AsStep, AsTransform, Work};
 use crate::stage::{EventPolicy, MAX_EVENT_CAPACITY, OnEvent, Sink, Source, Step, Transform};
 
@@ -25,7 +19,9 @@ use crate::stage::{EventPolicy, MAX_EVENT_CAPACITY, OnEvent, Sink, Source, Step,
 pub const DEFAULT_CANCEL_GRACE: Duration = Duration::from_secs(5);
 
 mod error;
+mod plan;
 pub use error::DefinitionError;
+pub(crate) use plan::{Abandon, ErasedDefinition, FlowPlan, PlannedStage};
 
 struct StageDef<T> {
     name: String,
@@ -43,6 +39,7 @@ pub struct FlowBuilder<T> {
     topology: Topology,
     policies: Vec<(String, RestartPolicy)>,
     default_policy: RestartPolicy,
+    supervision: Supervision,
     pipe: PipeConfig,
     cancel_grace: Duration,
 }
@@ -141,15 +138,24 @@ impl<T: Clone + Send + 'static> FlowBuilder<T> {
 
     /// The restart policy of every stage without its own
     /// ([`restart`](Self::restart)), wherever this call stands in the chain
-    /// (default: [`RestartPolicy::default`]). The last call wins.
+    /// (default: [`RestartPolicy::default`], permanent). The last call wins.
     pub fn default_restart(mut self, policy: RestartPolicy) -> Self {
         self.default_policy = policy;
         self
     }
 
-    /// The restart policy of stage `name`.
+    /// The restart policy of stage `name` (its restart type and backoff).
     pub fn restart(mut self, name: impl Into<String>, policy: RestartPolicy) -> Self {
         self.policies.push((name.into(), policy));
+        self
+    }
+
+    /// How the flow supervises its stages: the restart strategy and the
+    /// intensity, counted over all of a run's stages (default:
+    /// [`Supervision::default`], one-for-one, at most 1 restart in 5 s).
+    /// The last call wins.
+    pub fn supervision(mut self, supervision: Supervision) -> Self {
+        self.supervision = supervision;
         self
     }
 
@@ -235,6 +241,8 @@ impl<T: Clone + Send + 'static> FlowBuilder<T> {
                 name: self.name,
                 stages: self.stages,
                 upstream,
+                start_order: topology.start_order().to_vec(),
+                supervision: self.supervision,
                 pipe: self.pipe,
                 cancel_grace: self.cancel_grace,
             }),
@@ -287,6 +295,9 @@ struct DefinitionInner<T> {
     stages: Vec<StageDef<T>>,
     /// Upstreams of each stage, by index (validated).
     upstream: Vec<Vec<usize>>,
+    /// Stage indices, each after its upstreams.
+    start_order: Vec<usize>,
+    supervision: Supervision,
     pipe: PipeConfig,
     cancel_grace: Duration,
 }
@@ -337,6 +348,7 @@ impl<T: Clone + Send + 'static> FlowDefinition<T> {
             topology: Topology::new(),
             policies: Vec::new(),
             default_policy: RestartPolicy::default(),
+            supervision: Supervision::default(),
             pipe: PipeConfig::default(),
             cancel_grace: DEFAULT_CANCEL_GRACE,
         }
@@ -350,131 +362,5 @@ impl<T: Clone + Send + 'static> FlowDefinition<T> {
     /// The stages' names, in declaration order.
     pub fn stage_names(&self) -> Vec<&str> {
         self.inner.stages.iter().map(|s| s.name.as_str()).collect()
-    }
-}
-
-/// One stage of a run about to start.
-pub(crate) struct PlannedStage {
-    pub(crate) name: String,
-    pub(crate) kind: StageKind,
-    pub(crate) policy: RestartPolicy,
-    pub(crate) spawn: Spawner,
-    /// Rung around each control or user event sent to the stage.
-    pub(crate) doorbell: Arc<Notify>,
-    /// The sending end of its user-event queue, if it declares events.
-    pub(crate) events: Option<EventPort>,
-    /// Drops the stage's pipe ends (closing its outputs): for a stage that
-    /// will not run because it completed before a restart.
-    retire: Box<dyn Fn() + Send + Sync>,
-    /// The output recorded before a restart, if the stage completed then.
-    pub(crate) recorded: Option<Value>,
-    /// Stages feeding this one (for a step: the steps it waits for).
-    pub(crate) upstream: Vec<usize>,
-}
-
-/// A run's stages over freshly built pipes, erased over the item type.
-pub(crate) struct FlowPlan {
-    pub(crate) stages: Vec<PlannedStage>,
-    pub(crate) cancel_grace: Duration,
-}
-
-impl FlowPlan {
-    /// Marks the stages with a recorded output as completed (they will not
-    /// run again; downstream sees their outputs end at once) — except a
-    /// streaming stage that feeds a stage still unfinished, directly or
-    /// through others: the items it sent died with the process, so it runs
-    /// again (stage work is at-least-once; its first recorded output stays).
-    pub(crate) fn resume_from(&mut self, outputs: &[StepOutput]) {
-        let recorded = |name: &str| {
-            outputs
-                .iter()
-                .find(|o| o.iteration.is_none() && o.step_id == name)
-        };
-        let mut done: Vec<bool> = self
-            .stages
-            .iter()
-            .map(|s| recorded(&s.name).is_some())
-            .collect();
-        // Unfinished consumers un-retire their streaming producers, to a fixpoint.
-        let mut changed = true;
-        while changed {
-            changed = false;
-            for (index, stage) in self.stages.iter().enumerate() {
-                if done[index] || stage.kind == StageKind::Step {
-                    continue;
-                }
-                for &producer in &stage.upstream {
-                    if done[producer] {
-                        done[producer] = false;
-                        changed = true;
-                    }
-                }
-            }
-        }
-        for (stage, done) in self.stages.iter_mut().zip(done) {
-            if done {
-                (stage.retire)();
-                stage.recorded = recorded(&stage.name).map(|o| o.output.clone());
-            }
-        }
-    }
-}
-
-/// What the runtime's registry holds: a definition with its item type erased.
-pub(crate) trait ErasedDefinition: Send + Sync {
-    fn name(&self) -> &str;
-    /// Builds the pipes of a new run and the stages over them.
-    fn plan(&self) -> FlowPlan;
-}
-
-impl<T: Clone + Send + 'static> ErasedDefinition for FlowDefinition<T> {
-    fn name(&self) -> &str {
-        &self.inner.name
-    }
-
-    fn plan(&self) -> FlowPlan {
-        let def = &self.inner;
-        let n = def.stages.len();
-        let mut inputs: Vec<_> = (0..n).map(|_| None).collect();
-        let mut outputs: Vec<Vec<_>> = (0..n).map(|_| Vec::new()).collect();
-        for (stage, upstream) in def.upstream.iter().enumerate() {
-            // Steps carry no items: their edges only order them.
-            if upstream.is_empty() || def.stages[stage].kind == StageKind::Step {
-                continue;
-            }
-            // One pipe per receiving stage; each upstream holds a sender (fan-in).
-            let (tx, rx) = pipe::<T>(def.pipe);
-            inputs[stage] = Some(rx);
-            for &u in upstream {
-                outputs[u].push(tx.clone());
-            }
-        }
-        let stages = def
-            .stages
-            .iter()
-            .zip(inputs.into_iter().zip(outputs))
-            .zip(&def.upstream)
-            .map(|((stage, (input, outputs)), upstream)| {
-                let slot = PortSlot::new(Ports::new(input, outputs, def.pipe.batch_size));
-                let retired = slot.clone();
-                let doorbell = Arc::new(Notify::new());
-                let (spawn, events) = stage.factory.clone().for_run(slot, doorbell.clone());
-                PlannedStage {
-                    name: stage.name.clone(),
-                    kind: stage.kind,
-                    policy: stage.policy,
-                    spawn,
-                    doorbell,
-                    events,
-                    retire: Box::new(move || drop(retired.take())),
-                    recorded: None,
-                    upstream: upstream.clone(),
-                }
-            })
-            .collect();
-        FlowPlan {
-            stages,
-            cancel_grace: def.cancel_grace,
-        }
     }
 }

@@ -83,7 +83,11 @@ pub enum FlowEvent {
     },
     /// A stage completed and its output is recorded.
     StageCompleted,
-    /// A stage failed and is not restarted; the reason names it.
+    /// A stage ended and is not restarted (its restart type says so): the
+    /// flow carries on without it.
+    StageAbandoned,
+    /// A stage's exit exceeded the flow's restart intensity; the reason
+    /// names it and its last error.
     StageGaveUp(String),
     /// Every stage actor has stopped (after a cancel).
     StagesGone,
@@ -96,7 +100,8 @@ pub enum FlowEvent {
 pub(crate) enum FlowAction {
     /// Persist a non-terminal run status with an audit event.
     Persist(RunStatus, &'static str),
-    /// Start every stage due its first start (steps once their upstream steps completed).
+    /// Start every stage due its first start, in start order (steps once
+    /// their upstream steps are done).
     SpawnStages,
     /// Send a control event to every live stage.
     Broadcast(StageEvent),
@@ -133,8 +138,8 @@ fn to(state: RunState, actions: Vec<FlowAction>) -> Handled {
 
 /// Completed if that was the last stage, else where it is, starting the
 /// steps that were waiting for it.
-fn after_stage_completed(state: &RunState, ctx: &FlowCtx) -> Handled {
-    if ctx.all_completed() {
+fn after_stage_done(state: &RunState, ctx: &FlowCtx) -> Handled {
+    if ctx.all_done() {
         to(RunState::Finished, vec![FlowAction::Complete])
     } else {
         to(state.clone(), vec![FlowAction::SpawnStages])
@@ -166,7 +171,8 @@ pub(crate) fn flow_machine(
                 vec![A::Broadcast(StageEvent::Pause), A::Persist(RunStatus::Waiting, "waiting")],
             );
             on FlowEvent::Drain => [RunState::Draining] |_, _, _| to(RunState::Draining, vec![A::DrainSources]);
-            on FlowEvent::StageCompleted => |s, _, c| after_stage_completed(s, c);
+            on FlowEvent::StageCompleted => |s, _, c| after_stage_done(s, c);
+            on FlowEvent::StageAbandoned => |s, _, c| after_stage_done(s, c);
         }
         state RunState::Waiting {
             on FlowEvent::Resume => [RunState::Running] |_, _, _| to(
@@ -177,10 +183,12 @@ pub(crate) fn flow_machine(
                 RunState::Draining,
                 vec![A::Persist(RunStatus::Running, "resumed"), A::DrainSources],
             );
-            on FlowEvent::StageCompleted => |s, _, c| after_stage_completed(s, c);
+            on FlowEvent::StageCompleted => |s, _, c| after_stage_done(s, c);
+            on FlowEvent::StageAbandoned => |s, _, c| after_stage_done(s, c);
         }
         state RunState::Draining {
-            on FlowEvent::StageCompleted => |s, _, c| after_stage_completed(s, c);
+            on FlowEvent::StageCompleted => |s, _, c| after_stage_done(s, c);
+            on FlowEvent::StageAbandoned => |s, _, c| after_stage_done(s, c);
         }
         state RunState::Cancelling {
             on FlowEvent::StagesGone => [RunState::Cancelled] |_, _, _| to(RunState::Cancelled, vec![A::Cancelled]);

@@ -2,14 +2,15 @@
 //!
 //! A [`FlowDefinition`] names stages (sources, transforms, sinks, built by
 //! factories so they can be restarted), connects them (a [`Topology`],
-//! checked before anything starts) and gives each a [`RestartPolicy`]. Each
-//! run of it is a flow actor driving the flow machine (its states are
-//! [`RunState`], declared with `fsm!`): it spawns the stage actors linked to
-//! itself, turns every stage exit into a restart or a failure event, records
-//! stage outputs and the outcome through the journal (one writer), and
-//! answers [`ControlEvent`]s sent through a [`RunHandle`]. A
-//! [`StageHandle`] steers one stage; a [`TypedStageHandle`] sends it user
-//! events of the type it declared ([`FlowBuilder::with_events`], example on
+//! checked before anything starts), gives each a [`RestartPolicy`] and the
+//! flow a [`Supervision`]. Each run of it is a flow actor driving the flow
+//! machine (its states are [`RunState`], declared with `fsm!`): it spawns
+//! the stage actors linked to itself, turns every stage exit into a restart,
+//! an abandoned stage or a failure event, records stage outputs and the
+//! outcome through the journal (one writer), and answers [`ControlEvent`]s
+//! sent through a [`RunHandle`]. A [`StageHandle`] steers one stage; a
+//! [`TypedStageHandle`] sends it user events of the type it declared
+//! ([`FlowBuilder::with_events`], example on
 //! [`RunHandle::stage_events`]).
 //!
 //! Runs are started by a [`Runtime`](crate::runtime::Runtime):
@@ -52,6 +53,7 @@ mod machine;
 pub(crate) mod record;
 mod restart;
 mod stage_handle;
+mod stages;
 mod topology;
 
 pub(crate) use control::CONTROL_PLANE_CANCEL_REASON;
@@ -61,6 +63,6 @@ pub use definition::{DefinitionError, EventStageBuilder, FlowBuilder, FlowDefini
 pub use handle::RunHandle;
 pub use machine::RunState;
 pub use record::{RecordError, RunOptions};
-pub use restart::{Backoff, RestartPolicy, RestartStrategy, RestartType};
+pub use restart::{Backoff, RestartPolicy, RestartStrategy, RestartType, Supervision};
 pub use stage_handle::{StageHandle, TypedStageHandle};
 pub use topology::{Topology, TopologyError};

@@ -1,39 +1,108 @@
-//! Restart policies for stages (the user-facing docs are on
-//! [`RestartPolicy`]). The flow feeds the pure decision logic
-//! ([`RestartTracker`]) every exit of a stage with the time it happened and
-//! gets back what to do.
+//! Restarts of stages, as an OTP supervisor restarts its children (the
+//! user-facing docs are on [`Supervision`] and [`RestartPolicy`]). The flow
+//! feeds the pure decision logic ([`RestartTracker`]) every exit of a stage
+//! with the time it happened and gets back what to do.
 
-use std::collections::VecDeque;
-use std::fmt;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tokio::time::Instant;
 
-/// Which exits of a stage lead to a restart.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+mod tracker;
+pub(crate) use tracker::{RestartDecision, RestartTracker, StageExit, restart_group};
+
+/// Which exits of a stage lead to a restart (OTP's child restart types).
+/// A completion never does.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RestartType {
-    /// Restarted after any exit that is not a completion.
+    /// Restarted after any exit that is not a completion: a failure, or a
+    /// stop by someone else. The default, as in OTP.
+    #[default]
     Permanent,
-    /// Restarted only after a failure (an error, a panic).
+    /// Restarted only after a failure (an error, a panic); a stage stopped
+    /// without failing is abandoned.
     Transient,
-    /// Never restarted; a failure fails the flow.
+    /// Never restarted, even when a restart of other stages stopped it: the
+    /// stage is abandoned and the run carries on.
     Temporary,
 }
 
-/// What a restart of one stage takes with it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// Which stages a restart takes with it (OTP's restart strategies).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RestartStrategy {
-    /// Only the stage that exited is restarted.
+    /// Only the stage that exited is restarted. The default, as in OTP.
+    #[default]
     OneForOne,
-    /// Every stage of the flow is restarted.
+    /// Every stage of the flow is stopped and restarted.
     OneForAll,
+    /// The stage that exited and every stage after it in the flow's start
+    /// order (each stage after its upstreams, as
+    /// [`Topology::validate`](super::Topology::validate) orders them) are
+    /// restarted; the stages before it keep running. In a pipeline: the
+    /// failed stage and everything downstream of it.
+    RestForOne,
 }
 
-/// Exponential backoff between restarts: `initial * factor^n`, capped at `max`,
-/// where `n` counts the restarts still inside the intensity period.
+/// How a flow supervises its stages, as an OTP supervisor's flags: the
+/// [`RestartStrategy`] and the intensity, at most `max_restarts` restarts
+/// of any of the run's stages within `period`; the exit that would need one
+/// more fails the run, naming that stage and its last error. Set with
+/// [`FlowBuilder::supervision`](super::FlowBuilder::supervision).
+///
+/// The default is OTP's: one-for-one, at most 1 restart in 5 s.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Supervision {
+    /// Which stages a restart takes.
+    pub strategy: RestartStrategy,
+    /// Most restarts allowed within `period`, over all of a run's stages
+    /// (a restart that takes several stages counts once).
+    pub max_restarts: u32,
+    /// The sliding window `max_restarts` applies to.
+    pub period: Duration,
+}
+
+impl Default for Supervision {
+    fn default() -> Self {
+        Supervision::one_for_one()
+    }
+}
+
+impl Supervision {
+    /// One-for-one, with the default intensity (1 restart in 5 s).
+    pub const fn one_for_one() -> Self {
+        Self::with(RestartStrategy::OneForOne)
+    }
+
+    /// One-for-all, with the default intensity (1 restart in 5 s).
+    pub const fn one_for_all() -> Self {
+        Self::with(RestartStrategy::OneForAll)
+    }
+
+    /// Rest-for-one, with the default intensity (1 restart in 5 s).
+    pub const fn rest_for_one() -> Self {
+        Self::with(RestartStrategy::RestForOne)
+    }
+
+    const fn with(strategy: RestartStrategy) -> Self {
+        Supervision {
+            strategy,
+            max_restarts: 1,
+            period: Duration::from_secs(5),
+        }
+    }
+
+    /// Allows at most `max_restarts` restarts within `period`.
+    pub const fn intensity(mut self, max_restarts: u32, period: Duration) -> Self {
+        self.max_restarts = max_restarts;
+        self.period = period;
+        self
+    }
+}
+
+/// Exponential backoff between restarts of one stage: `initial * factor^n`,
+/// capped at `max`, where `n` counts the stage's earlier restarts still
+/// inside the flow's intensity period.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Backoff {
     /// Delay before the first restart.
@@ -75,81 +144,94 @@ impl Default for Backoff {
     }
 }
 
-/// How a stage is restarted, in the OTP tradition: which exits restart a
-/// stage ([`RestartType`]: permanent, transient, temporary), whether a
-/// restart takes just that stage or all of the flow's stages
-/// ([`RestartStrategy`]: one-for-one, one-for-all), how many restarts are
-/// allowed in a period (intensity), and how long to wait before each one
-/// (capped exponential [`Backoff`]).
+/// How one stage is restarted: its [`RestartType`] and the [`Backoff`]
+/// before each restart. Set with [`FlowBuilder::restart`](super::FlowBuilder::restart)
+/// or, for every stage without its own,
+/// [`FlowBuilder::default_restart`](super::FlowBuilder::default_restart).
+/// The default is permanent, with [`Backoff::default`].
 ///
-/// The default is OTP's: transient, one-for-one, at most 3 restarts in 10 s,
-/// with [`Backoff::default`].
+/// A flow is the supervisor of its stages, as in OTP. Its [`Supervision`]
+/// is the supervisor's flags: which stages a restart takes (`one_for_one`,
+/// `one_for_all`, `rest_for_one`) and how many restarts the flow allows
+/// within a period (the intensity, counted over every stage of the run)
+/// before it gives up and the run fails. Each stage's `RestartPolicy` is
+/// its child spec: which of its exits lead to a restart (`permanent`,
+/// `transient`, `temporary`) and how long to wait first (capped
+/// exponential [`Backoff`], troupe's addition). The defaults are OTP's:
+/// one-for-one, at most 1 restart in 5 s, permanent stages.
+///
+/// A stage that ends and is not restarted (a temporary stage, also when a
+/// restart of other stages stopped it, as in OTP; a transient one stopped
+/// without failing) is **abandoned**, and the run carries on without it.
+/// Its downstream gets what it had already emitted, then the end of its
+/// input. The items queued for it and any sent to it later are
+/// **dropped**, as messages to a dead process are, so that its upstream is
+/// neither blocked nor failed by it. Its failure is in the run's failure
+/// ledger, a finished run's outcome lists it (see
+/// [`RunOutcome::abandoned_stages`](super::RunOutcome::abandoned_stages)),
+/// and a run resumed after a restart of the process starts it again.
+///
+/// Where troupe departs from OTP, on purpose: a stage that **completed** is
+/// never restarted, whatever its type (its work is done, and a restarted
+/// source would replay its items).
 ///
 /// ```
 /// use std::time::Duration;
-/// use troupe::flow::{Backoff, RestartPolicy, RestartStrategy};
+/// use troupe::flow::{Backoff, FlowDefinition, RestartPolicy, Supervision};
+/// use troupe::stage::{Emitter, sink_fn, source_iter, transform_fn};
 ///
-/// // Restart after failures (not completions), at most 2 times in 10 s,
-/// // waiting 100 ms, then 200 ms, ... (at most 5 s); a restart takes every stage.
-/// let policy = RestartPolicy::transient()
-///     .intensity(2, Duration::from_secs(10))
-///     .backoff(Backoff { initial: Duration::from_millis(100), max: Duration::from_secs(5), factor: 2.0 })
-///     .strategy(RestartStrategy::OneForAll);
-/// # let _ = policy;
+/// let def = FlowDefinition::<u64>::builder("orders")
+///     .source("read", || source_iter(0..100_u64))
+///     .transform("enrich", || transform_fn(|x: u64, out: &mut Emitter<u64>| Ok(out.push(x))))
+///     .sink("audit", || sink_fn(|_: u64| Ok(())))
+///     .pipeline(["read", "enrich", "audit"])
+///     // A restart takes the failed stage and every stage after it; the run
+///     // fails once its stages needed more than 3 restarts within 10 s.
+///     .supervision(Supervision::rest_for_one().intensity(3, Duration::from_secs(10)))
+///     // `enrich` waits 100 ms before its first restart, then 200 ms, ... (at most 5 s).
+///     .restart(
+///         "enrich",
+///         RestartPolicy::permanent().backoff(Backoff {
+///             initial: Duration::from_millis(100),
+///             max: Duration::from_secs(5),
+///             factor: 2.0,
+///         }),
+///     )
+///     // `audit` is optional: never restarted, its failure alone does not fail the run.
+///     .restart("audit", RestartPolicy::temporary())
+///     .build()
+///     .unwrap();
+/// # let _ = def;
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct RestartPolicy {
     /// Which exits restart the stage.
     pub restart: RestartType,
-    /// Whether a restart takes the other stages with it.
-    pub strategy: RestartStrategy,
-    /// Most restarts allowed within `period`; one more fails the flow.
-    pub max_restarts: u32,
-    /// The sliding window `max_restarts` applies to.
-    pub period: Duration,
     /// Delay before each restart.
     pub backoff: Backoff,
 }
 
-impl Default for RestartPolicy {
-    fn default() -> Self {
+impl RestartPolicy {
+    /// Permanent (the default), with [`Backoff::default`].
+    pub fn permanent() -> Self {
+        Self::of(RestartType::Permanent)
+    }
+
+    /// Transient, with [`Backoff::default`].
+    pub fn transient() -> Self {
+        Self::of(RestartType::Transient)
+    }
+
+    /// Temporary: never restarted.
+    pub fn temporary() -> Self {
+        Self::of(RestartType::Temporary)
+    }
+
+    fn of(restart: RestartType) -> Self {
         RestartPolicy {
-            restart: RestartType::Transient,
-            strategy: RestartStrategy::OneForOne,
-            max_restarts: 3,
-            period: Duration::from_secs(10),
+            restart,
             backoff: Backoff::default(),
         }
-    }
-}
-
-impl RestartPolicy {
-    /// The default policy with `restart: permanent`.
-    pub fn permanent() -> Self {
-        RestartPolicy {
-            restart: RestartType::Permanent,
-            ..Self::default()
-        }
-    }
-
-    /// The default policy (`restart: transient`).
-    pub fn transient() -> Self {
-        Self::default()
-    }
-
-    /// A policy that never restarts.
-    pub fn temporary() -> Self {
-        RestartPolicy {
-            restart: RestartType::Temporary,
-            ..Self::default()
-        }
-    }
-
-    /// Allows at most `max_restarts` restarts within `period`.
-    pub fn intensity(mut self, max_restarts: u32, period: Duration) -> Self {
-        self.max_restarts = max_restarts;
-        self.period = period;
-        self
     }
 
     /// Sets the backoff between restarts.
@@ -157,300 +239,24 @@ impl RestartPolicy {
         self.backoff = backoff;
         self
     }
-
-    /// Sets the strategy.
-    pub fn strategy(mut self, strategy: RestartStrategy) -> Self {
-        self.strategy = strategy;
-        self
-    }
-}
-
-/// How a stage's actor ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StageExit {
-    /// It finished its work (its inputs ended and its output was flushed).
-    Completed,
-    /// It stopped cleanly before finishing its work.
-    Stopped,
-    /// It failed: an error, a panic, a crash; with the reason.
-    Failed(String),
-}
-
-/// What the flow does after a stage exit.
-#[derive(Debug, Clone, PartialEq)]
-pub enum RestartDecision {
-    /// Nothing to restart and nothing failed (a completion, or a clean stop
-    /// the policy does not restart).
-    Done,
-    /// Restart after `after`, taking the stages `strategy` says.
-    Restart {
-        /// The backoff delay to wait first.
-        after: Duration,
-        /// Just this stage, or all of the flow's stages.
-        strategy: RestartStrategy,
-    },
-    /// Do not restart: the flow fails.
-    GiveUp(GiveUp),
-}
-
-/// Why a stage is not restarted after a failure.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GiveUp {
-    /// What ran out.
-    pub cause: GiveUpCause,
-    /// The failure that ended the stage last.
-    pub last_error: String,
-}
-
-/// What ran out when a stage is given up on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GiveUpCause {
-    /// The stage's restart type does not restart this exit (temporary).
-    NotRestartable(RestartType),
-    /// One more restart would exceed `max_restarts` within `period`.
-    IntensityExceeded {
-        /// The policy's `max_restarts`.
-        max_restarts: u32,
-        /// The policy's `period`.
-        period: Duration,
-    },
-}
-
-impl GiveUp {
-    /// The flow's failure reason, naming the stage and the last error.
-    pub fn describe(&self, stage: &str) -> String {
-        format!("stage `{stage}` {self}")
-    }
-}
-
-impl fmt::Display for GiveUp {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.cause {
-            GiveUpCause::NotRestartable(kind) => write!(
-                f,
-                "failed and is {kind:?} (never restarted); last error: {}",
-                self.last_error
-            ),
-            GiveUpCause::IntensityExceeded {
-                max_restarts,
-                period,
-            } => write!(
-                f,
-                "exceeded its restart intensity ({max_restarts} restarts in {period:?}); last error: {}",
-                self.last_error
-            ),
-        }
-    }
-}
-
-/// Applies a [`RestartPolicy`] to the exits of one stage.
-#[derive(Debug, Clone)]
-pub struct RestartTracker {
-    policy: RestartPolicy,
-    /// When the restarts still inside the period happened, oldest first.
-    recent: VecDeque<Instant>,
-}
-
-impl RestartTracker {
-    /// A tracker with no restarts yet.
-    pub fn new(policy: RestartPolicy) -> Self {
-        RestartTracker {
-            policy,
-            recent: VecDeque::new(),
-        }
-    }
-
-    /// Restarts counted inside the period ending at `now`.
-    #[cfg(test)]
-    pub fn recent_restarts(&mut self, now: Instant) -> usize {
-        self.forget_before(now);
-        self.recent.len()
-    }
-
-    /// Decides what follows `exit`, which happened at `now`, and counts the restart if any.
-    pub fn on_exit(&mut self, exit: &StageExit, now: Instant) -> RestartDecision {
-        let restarts = match (exit, self.policy.restart) {
-            (StageExit::Completed, _) => false,
-            (StageExit::Stopped, RestartType::Permanent) => true,
-            (StageExit::Stopped, _) => false,
-            (StageExit::Failed(_), RestartType::Temporary) => {
-                return self.give_up(exit, GiveUpCause::NotRestartable(RestartType::Temporary));
-            }
-            (StageExit::Failed(_), _) => true,
-        };
-        if !restarts {
-            return RestartDecision::Done;
-        }
-        self.forget_before(now);
-        if self.recent.len() >= self.policy.max_restarts as usize {
-            let cause = GiveUpCause::IntensityExceeded {
-                max_restarts: self.policy.max_restarts,
-                period: self.policy.period,
-            };
-            return self.give_up(exit, cause);
-        }
-        let after = self.policy.backoff.delay(self.recent.len());
-        self.recent.push_back(now);
-        RestartDecision::Restart {
-            after,
-            strategy: self.policy.strategy,
-        }
-    }
-
-    fn give_up(&self, exit: &StageExit, cause: GiveUpCause) -> RestartDecision {
-        let last_error = match exit {
-            StageExit::Failed(reason) => reason.clone(),
-            StageExit::Stopped => "stopped before completing".to_string(),
-            StageExit::Completed => "completed".to_string(),
-        };
-        RestartDecision::GiveUp(GiveUp { cause, last_error })
-    }
-
-    fn forget_before(&mut self, now: Instant) {
-        while let Some(&oldest) = self.recent.front() {
-            if now.saturating_duration_since(oldest) < self.policy.period {
-                break;
-            }
-            self.recent.pop_front();
-        }
-    }
 }
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn a_third_failure_within_the_period_gives_up_and_says_why() {
-        let policy = RestartPolicy::transient().intensity(2, Duration::from_secs(10));
-        let mut tracker = RestartTracker::new(policy);
-        let now = Instant::now();
-        let crash = StageExit::Failed("connection reset".into());
-        assert!(matches!(
-            tracker.on_exit(&crash, now),
-            RestartDecision::Restart { .. }
-        ));
-        assert!(matches!(
-            tracker.on_exit(&crash, now),
-            RestartDecision::Restart { .. }
-        ));
-        let RestartDecision::GiveUp(why) = tracker.on_exit(&crash, now) else {
-            panic!("a third failure within 10 s exceeds the intensity")
-        };
-        assert_eq!(
-            why.describe("enrich"),
-            "stage `enrich` exceeded its restart intensity (2 restarts in 10s); last error: connection reset"
-        );
-    }
-
     use super::*;
 
-    fn failed() -> StageExit {
-        StageExit::Failed("boom".into())
-    }
-
-    fn restart_after(d: RestartDecision) -> Duration {
-        match d {
-            RestartDecision::Restart { after, .. } => after,
-            other => panic!("expected a restart, got {other:?}"),
-        }
-    }
-
     #[test]
-    fn restart_types_decide_which_exits_restart() {
-        let now = Instant::now();
-        for (policy, completed, stopped, failed_restarts) in [
-            (RestartPolicy::permanent(), false, true, true),
-            (RestartPolicy::transient(), false, false, true),
-            (RestartPolicy::temporary(), false, false, false),
-        ] {
-            let mut t = RestartTracker::new(policy);
-            assert_eq!(
-                t.on_exit(&StageExit::Completed, now) != RestartDecision::Done,
-                completed
-            );
-            let stop = t.on_exit(&StageExit::Stopped, now);
-            assert_eq!(
-                matches!(stop, RestartDecision::Restart { .. }),
-                stopped,
-                "{policy:?}"
-            );
-            let fail = t.on_exit(&failed(), now);
-            assert_eq!(
-                matches!(fail, RestartDecision::Restart { .. }),
-                failed_restarts
-            );
-            if !failed_restarts {
-                assert_eq!(
-                    fail,
-                    RestartDecision::GiveUp(GiveUp {
-                        cause: GiveUpCause::NotRestartable(RestartType::Temporary),
-                        last_error: "boom".into()
-                    })
-                );
-            }
-        }
-    }
-
-    #[test]
-    fn intensity_is_a_sliding_window() {
-        let policy = RestartPolicy::transient()
-            .intensity(3, Duration::from_secs(10))
-            .backoff(Backoff::NONE);
-        let mut t = RestartTracker::new(policy);
-        let t0 = Instant::now();
-        for s in [0, 1, 2] {
-            restart_after(t.on_exit(&failed(), t0 + Duration::from_secs(s)));
-        }
-        assert!(matches!(
-            t.on_exit(&failed(), t0 + Duration::from_secs(9)),
-            RestartDecision::GiveUp(_)
-        ));
-        // At t0 + 10 s the first restart leaves the window: one more is allowed.
-        restart_after(t.on_exit(&failed(), t0 + Duration::from_secs(10)));
-        assert_eq!(t.recent_restarts(t0 + Duration::from_secs(10)), 3);
-        assert_eq!(t.recent_restarts(t0 + Duration::from_secs(30)), 0);
-    }
-
-    #[test]
-    fn zero_intensity_gives_up_at_once_naming_the_stage() {
-        let mut t =
-            RestartTracker::new(RestartPolicy::permanent().intensity(0, Duration::from_secs(1)));
-        let RestartDecision::GiveUp(why) = t.on_exit(&StageExit::Stopped, Instant::now()) else {
-            panic!("expected give-up");
-        };
+    fn the_defaults_are_otps() {
         assert_eq!(
-            why.describe("sink"),
-            "stage `sink` exceeded its restart intensity (0 restarts in 1s); last error: stopped before completing"
-        );
-    }
-
-    #[test]
-    fn backoff_grows_and_is_capped_then_resets_with_the_window() {
-        let backoff = Backoff {
-            initial: Duration::from_millis(100),
-            max: Duration::from_millis(350),
-            factor: 2.0,
-        };
-        let policy = RestartPolicy::transient()
-            .intensity(10, Duration::from_secs(60))
-            .backoff(backoff)
-            .strategy(RestartStrategy::OneForAll);
-        let mut t = RestartTracker::new(policy);
-        let t0 = Instant::now();
-        let delays: Vec<_> = (0..4)
-            .map(|_| restart_after(t.on_exit(&failed(), t0)))
-            .collect();
-        assert_eq!(
-            delays,
-            [100, 200, 350, 350].map(Duration::from_millis).to_vec()
-        );
-        let later = t0 + Duration::from_secs(60);
-        assert_eq!(
-            t.on_exit(&failed(), later),
-            RestartDecision::Restart {
-                after: Duration::from_millis(100),
-                strategy: RestartStrategy::OneForAll
+            Supervision::default(),
+            Supervision {
+                strategy: RestartStrategy::OneForOne,
+                max_restarts: 1,
+                period: Duration::from_secs(5),
             }
         );
+        assert_eq!(RestartPolicy::default().restart, RestartType::Permanent);
+        assert_eq!(RestartPolicy::default(), RestartPolicy::permanent());
     }
 
     #[test]

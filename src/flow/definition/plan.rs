@@ -1,0 +1,177 @@
+//! A run's plan: its stages over freshly built pipes, erased over the item
+//! type, and how a resumed run skips what it already completed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::sync::Notify;
+
+use super::FlowDefinition;
+use crate::flow::restart::{RestartPolicy, Supervision};
+use crate::records::StepOutput;
+use crate::stage::StageKind;
+use crate::stage::actor::Spawner;
+use crate::stage::events::EventPort;
+use crate::stage::pipe::pipe;
+use crate::stage::ports::{Input, PortSlot, Ports};
+use crate::supervise::BoxFuture;
+
+/// One stage of a run about to start.
+pub(crate) struct PlannedStage {
+    pub(crate) name: String,
+    pub(crate) kind: StageKind,
+    pub(crate) policy: RestartPolicy,
+    pub(crate) spawn: Spawner,
+    /// Rung around each control or user event sent to the stage.
+    pub(crate) doorbell: Arc<Notify>,
+    /// The sending end of its user-event queue, if it declares events.
+    pub(crate) events: Option<EventPort>,
+    /// Drops the stage's pipe ends (closing its outputs): for a stage that
+    /// will not run because it completed before a restart.
+    retire: Box<dyn Fn() + Send + Sync>,
+    /// Winds the stage's pipe ends down once it is abandoned (see [`wind_down`]).
+    pub(crate) abandon: Abandon,
+    /// The output recorded before a restart, if the stage completed then.
+    pub(crate) recorded: Option<Value>,
+    /// Stages feeding this one (for a step: the steps it waits for).
+    pub(crate) upstream: Vec<usize>,
+}
+
+/// Builds the task that winds an abandoned stage's pipe ends down.
+pub(crate) type Abandon = Box<dyn Fn() -> BoxFuture<'static, ()> + Send + Sync>;
+
+/// What is left of an abandoned stage, once its last actor handed its
+/// ports back: what it emitted goes downstream, then the end of its input
+/// (each output is finished, or dropped if its downstream is gone); its
+/// inbox and every batch that reaches it later are dropped, so that its
+/// upstream never waits on it or sees it gone. Ends with its input.
+async fn wind_down<T: Clone + Send + 'static>(slot: Arc<PortSlot<T>>) {
+    let mut ports = slot.lease().await;
+    // Items a gone downstream refuses are lost with it.
+    let _ = ports.send_outbox().await;
+    ports.outbox.clear();
+    // Each failed finish drops the output it failed on, so this ends.
+    while ports.finish_outputs().await.is_err() {}
+    // Never rung: waiting for input ends only with a batch or the end.
+    let never = Notify::new();
+    loop {
+        ports.inbox = Vec::new().into_iter();
+        if ports.next_input(&never).await == Input::Ended {
+            return;
+        }
+    }
+}
+
+/// A run's stages over freshly built pipes, erased over the item type.
+pub(crate) struct FlowPlan {
+    pub(crate) stages: Vec<PlannedStage>,
+    /// Stage indices, each after its upstreams.
+    pub(crate) start_order: Vec<usize>,
+    pub(crate) supervision: Supervision,
+    pub(crate) cancel_grace: Duration,
+}
+
+impl FlowPlan {
+    /// Marks the stages with a recorded output as completed (they will not
+    /// run again; downstream sees their outputs end at once) — except a
+    /// streaming stage that feeds a stage still unfinished, directly or
+    /// through others: the items it sent died with the process, so it runs
+    /// again (stage work is at-least-once; its first recorded output stays).
+    pub(crate) fn resume_from(&mut self, outputs: &[StepOutput]) {
+        let recorded = |name: &str| {
+            outputs
+                .iter()
+                .find(|o| o.iteration.is_none() && o.step_id == name)
+        };
+        let mut done: Vec<bool> = self
+            .stages
+            .iter()
+            .map(|s| recorded(&s.name).is_some())
+            .collect();
+        // Unfinished consumers un-retire their streaming producers, to a fixpoint.
+        let mut changed = true;
+        while changed {
+            changed = false;
+            for (index, stage) in self.stages.iter().enumerate() {
+                if done[index] || stage.kind == StageKind::Step {
+                    continue;
+                }
+                for &producer in &stage.upstream {
+                    if done[producer] {
+                        done[producer] = false;
+                        changed = true;
+                    }
+                }
+            }
+        }
+        for (stage, done) in self.stages.iter_mut().zip(done) {
+            if done {
+                (stage.retire)();
+                stage.recorded = recorded(&stage.name).map(|o| o.output.clone());
+            }
+        }
+    }
+}
+
+/// What the runtime's registry holds: a definition with its item type erased.
+pub(crate) trait ErasedDefinition: Send + Sync {
+    fn name(&self) -> &str;
+    /// Builds the pipes of a new run and the stages over them.
+    fn plan(&self) -> FlowPlan;
+}
+
+impl<T: Clone + Send + 'static> ErasedDefinition for FlowDefinition<T> {
+    fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    fn plan(&self) -> FlowPlan {
+        let def = &self.inner;
+        let n = def.stages.len();
+        let mut inputs: Vec<_> = (0..n).map(|_| None).collect();
+        let mut outputs: Vec<Vec<_>> = (0..n).map(|_| Vec::new()).collect();
+        for (stage, upstream) in def.upstream.iter().enumerate() {
+            // Steps carry no items: their edges only order them.
+            if upstream.is_empty() || def.stages[stage].kind == StageKind::Step {
+                continue;
+            }
+            // One pipe per receiving stage; each upstream holds a sender (fan-in).
+            let (tx, rx) = pipe::<T>(def.pipe);
+            inputs[stage] = Some(rx);
+            for &u in upstream {
+                outputs[u].push(tx.clone());
+            }
+        }
+        let stages = def
+            .stages
+            .iter()
+            .zip(inputs.into_iter().zip(outputs))
+            .zip(&def.upstream)
+            .map(|((stage, (input, outputs)), upstream)| {
+                let slot = PortSlot::new(Ports::new(input, outputs, def.pipe.batch_size));
+                let (retired, abandoned) = (slot.clone(), slot.clone());
+                let doorbell = Arc::new(Notify::new());
+                let (spawn, events) = stage.factory.clone().for_run(slot, doorbell.clone());
+                PlannedStage {
+                    name: stage.name.clone(),
+                    kind: stage.kind,
+                    policy: stage.policy,
+                    spawn,
+                    doorbell,
+                    events,
+                    retire: Box::new(move || drop(retired.take())),
+                    abandon: Box::new(move || Box::pin(wind_down(abandoned.clone()))),
+                    recorded: None,
+                    upstream: upstream.clone(),
+                }
+            })
+            .collect();
+        FlowPlan {
+            stages,
+            start_order: def.start_order.clone(),
+            supervision: def.supervision,
+            cancel_grace: def.cancel_grace,
+        }
+    }
+}

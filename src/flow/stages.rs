@@ -1,0 +1,201 @@
+//! One stage of a run as its flow tracks it across restarts: its policy,
+//! its live actor (if any), its control state and its doorbells.
+
+use std::sync::Arc;
+
+use ractor::{ActorCell, ActorRef};
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+use super::actor::FlowMsg;
+use super::definition::{Abandon, PlannedStage};
+use super::restart::RestartPolicy;
+use crate::ids::StageId;
+use crate::stage::actor::{Spawner, StageLaunch, StageStartError};
+use crate::stage::events::EventPort;
+use crate::stage::work::Bells;
+use crate::stage::{StageEvent, StageIdentity, StageKind, StageState, StepInputs};
+use crate::supervise::{ExternalEventSender, StateWatcher};
+
+/// One stage as its flow tracks it across restarts.
+pub(crate) struct StageRuntime {
+    pub(crate) name: String,
+    pub(crate) kind: StageKind,
+    pub(crate) policy: RestartPolicy,
+    spawn: Spawner,
+    /// Counts the stage's starts; reports of older starts are stale.
+    pub(crate) generation: u64,
+    /// The live actor, if any.
+    pub(crate) actor: Option<ActorCell>,
+    control: Option<ExternalEventSender<StageEvent>>,
+    pub(crate) watcher: Option<StateWatcher<StageState>>,
+    /// Rung around each control or user event sent to the stage.
+    doorbell: Arc<Notify>,
+    /// The live actor's doorbells.
+    bells: Option<Arc<Bells>>,
+    /// The sending end of the stage's user-event queue, if it declares events.
+    events: Option<EventPort>,
+    /// The last `Pause`, `Resume` or `Drain` sent to the stage: part of its
+    /// control state, not of one actor, so a restarted stage gets it again.
+    /// A `Drain` is sticky, as it is for the stage machine (which ignores
+    /// pauses and resumes while draining): nothing undoes it.
+    steer: Option<StageEvent>,
+    pub(crate) completed: bool,
+    /// Why the stage was abandoned (ended, and not restarted per its
+    /// restart type), if it was; see [`abandon`](Self::abandon).
+    pub(crate) abandoned: Option<String>,
+    abandon: Abandon,
+    /// The abandoned stage's wind-down, aborted with the flow.
+    wind_down: Option<JoinHandle<()>>,
+    upstream: Vec<usize>,
+}
+
+impl Drop for StageRuntime {
+    fn drop(&mut self) {
+        if let Some(task) = &self.wind_down {
+            task.abort();
+        }
+    }
+}
+
+impl StageRuntime {
+    pub(crate) fn new(planned: PlannedStage) -> Self {
+        StageRuntime {
+            completed: planned.recorded.is_some(),
+            name: planned.name,
+            kind: planned.kind,
+            policy: planned.policy,
+            spawn: planned.spawn,
+            generation: 0,
+            actor: None,
+            control: None,
+            watcher: None,
+            doorbell: planned.doorbell,
+            bells: None,
+            events: planned.events,
+            steer: None,
+            abandoned: None,
+            abandon: planned.abandon,
+            wind_down: None,
+            upstream: planned.upstream,
+        }
+    }
+
+    /// Queues `event` for the stage and wakes it if it waits for input (or,
+    /// for a cancel or drain, if it is inside `produce`). Remembers a pause,
+    /// resume or drain for the stage's next start; once drained, it stays so.
+    /// Whether a live actor took the event (`false`: none is running, or it
+    /// just stopped and its flow has not heard of it yet).
+    pub(crate) async fn send(&mut self, event: StageEvent) -> bool {
+        let halts = matches!(event, StageEvent::Cancel | StageEvent::Drain);
+        let steers = matches!(
+            event,
+            StageEvent::Pause | StageEvent::Resume | StageEvent::Drain
+        );
+        if steers && self.steer != Some(StageEvent::Drain) {
+            self.steer = Some(event.clone());
+        }
+        let (Some(control), Some(bells)) = (&self.control, &self.bells) else {
+            return false;
+        };
+        // Ring before (a stage waiting for input then takes queued events,
+        // making room) and after (so it sees this one).
+        bells.control.notify_one();
+        let delivered = control.send(event).await.is_ok();
+        if !delivered {
+            // A pause, resume or drain is remembered for the restart; a
+            // stage-only signal is refused to its sender; the flow's own
+            // signals are in the run's log.
+            tracing::debug!(stage = %self.name, "stage already stopped; control event not delivered");
+        }
+        bells.control.notify_one();
+        // Only once the event is queued: the interrupted stage must find it.
+        if halts {
+            bells.halt.notify_one();
+        }
+        delivered
+    }
+
+    /// Starts (or restarts) the stage, number `index` of its flow, under
+    /// `flow`, handing a step its upstream steps' outputs (`inputs`).
+    pub(crate) async fn start(
+        &mut self,
+        index: usize,
+        flow: ActorRef<FlowMsg>,
+        inputs: StepInputs,
+    ) -> Result<(), StageStartError> {
+        self.generation += 1;
+        let bells = Arc::new(Bells {
+            control: self.doorbell.clone(),
+            halt: Notify::new(),
+        });
+        let supervisor = flow.get_cell();
+        let identity = StageIdentity {
+            name: self.name.clone(),
+            index,
+            generation: self.generation,
+            id: StageId::new_const(index as u64),
+            report: Arc::new(move |done| flow.send_message(FlowMsg::StageDone(done)).is_ok()),
+            bells: bells.clone(),
+        };
+        // A stage (re)started while it, or its flow, is paused or draining
+        // joins in before any work: every pause, resume and drain, the
+        // flow's own included, went through `send`, which remembered it.
+        let steer = self.steer.clone().filter(|s| *s != StageEvent::Resume);
+        let launch = StageLaunch {
+            identity,
+            supervisor,
+            inputs,
+            steer,
+        };
+        let spawned = (self.spawn)(launch).await?;
+        tracing::debug!(stage = %self.name, generation = self.generation, "stage started");
+        self.actor = Some(spawned.cell);
+        self.control = Some(spawned.control);
+        self.watcher = Some(spawned.watcher);
+        self.bells = Some(bells);
+        Ok(())
+    }
+
+    /// Whether a live actor takes control events.
+    pub(crate) fn is_live(&self) -> bool {
+        self.control.is_some()
+    }
+
+    /// Free slots of the live actor's control channel, if there is one.
+    pub(crate) fn free_control_slots(&self) -> Option<usize> {
+        self.control.as_ref().map(ExternalEventSender::free_slots)
+    }
+
+    /// The sending end of the stage's user-event queue, if it declares events.
+    pub(crate) fn event_port(&self) -> Option<EventPort> {
+        self.events.clone()
+    }
+
+    /// Stages feeding this one (for a step: the steps it waits for).
+    pub(crate) fn upstream(&self) -> &[usize] {
+        &self.upstream
+    }
+
+    /// Whether the stage is done for this run: completed, or abandoned.
+    pub(crate) fn done(&self) -> bool {
+        self.completed || self.abandoned.is_some()
+    }
+
+    /// Gives the stage up for this run, for `reason`: it is never started
+    /// again, its downstream gets the end of its input, and what reaches
+    /// its input is dropped (in a task of its own, as the ports come back
+    /// from its last actor only once that actor is gone).
+    pub(crate) fn abandon(&mut self, reason: String) {
+        tracing::warn!(stage = %self.name, %reason, "stage abandoned; the run carries on without it");
+        self.abandoned = Some(reason);
+        self.wind_down = Some(tokio::spawn((self.abandon)()));
+    }
+
+    /// Forgets the live actor (it exited, or is being killed for a restart).
+    pub(crate) fn detach(&mut self) -> Option<ActorCell> {
+        self.control = None;
+        self.bells = None;
+        self.actor.take()
+    }
+}
