@@ -188,19 +188,13 @@ pub(crate) fn in_memory(path: &Path) -> bool {
     path.as_os_str() == ":memory:"
 }
 
-/// Opens the writer connection: creates the file, sets WAL and the sync
+/// Opens the writer connection: opens or creates the file, sets WAL and the sync
 /// level, checks integrity and migrates the schema to [`SCHEMA_VERSION`].
 pub(crate) fn open_writer(path: &Path, config: &SqliteConfig) -> Result<Connection, StoreError> {
+    // The caller has created the directory (with the journal's lock).
     let conn = if in_memory(path) {
         Connection::open_in_memory()
     } else {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| StoreError::Io {
-                path: path.to_owned(),
-                op: "create journal directory",
-                source: e.into(),
-            })?;
-        }
         Connection::open(path)
     }
     .map_err(classify(path, "open"))?;
