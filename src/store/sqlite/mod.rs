@@ -158,7 +158,8 @@ enum ReadSide {
 /// owns its journal: it holds an exclusive lock on it (a `<db>.lock` file
 /// beside the database) until it is [closed](Self::close) or dropped, or
 /// its process dies, so a second writer on the same file, in this process
-/// or another, gets [`StoreError::JournalLocked`].
+/// or another, gets [`StoreError::JournalLocked`]. Tools read a journal that a writer holds
+/// through [`open_read_only`](Self::open_read_only).
 ///
 /// ```
 /// # tokio::runtime::Builder::new_multi_thread().build().unwrap().block_on(async {
@@ -241,6 +242,62 @@ impl SqliteStore {
         Ok(store)
     }
 
+    /// Opens an existing journal for reads only, with the default
+    /// [`SqliteConfig`]: for tools and inspection, beside a live writer.
+    ///
+    /// It never creates a journal (a missing path is
+    /// [`StoreError::NotFound`]), never migrates one (an older schema is
+    /// [`StoreError::SchemaTooOld`]: open it once for writing; a newer one is
+    /// [`StoreError::SchemaTooNew`]), takes no lock, so it works while a
+    /// runtime owns the journal, and sees what that runtime has committed.
+    /// Every write is refused with [`StoreError::ReadOnly`].
+    ///
+    /// SQLite may create the `-wal` and `-shm` files beside a journal in WAL
+    /// mode that has none (no writer has it open), as every reader of such a
+    /// journal needs them.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_multi_thread().build().unwrap().block_on(async {
+    /// use troupe::records::{Run, StoreError};
+    /// use troupe::store::{SqliteStore, Store};
+    ///
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let path = dir.path().join("journal.sqlite");
+    /// let writer = SqliteStore::open(&path).await?;
+    /// let run = Run::new("orders", "ship order 17", "session-1");
+    /// writer.insert_run(run.clone(), None).await?;
+    ///
+    /// let reader = SqliteStore::open_read_only(&path).await?;
+    /// assert_eq!(reader.get_run(run.id).await?.map(|r| r.goal), Some(run.goal.clone()));
+    /// let refused = reader.insert_run(Run::new("orders", "another", "session-1"), None).await;
+    /// assert!(matches!(refused, Err(StoreError::ReadOnly { .. })));
+    ///
+    /// let missing = SqliteStore::open_read_only(dir.path().join("absent.sqlite")).await;
+    /// assert!(matches!(missing, Err(StoreError::NotFound { .. })));
+    /// # Ok::<(), StoreError>(())
+    /// # }).unwrap();
+    /// ```
+    pub async fn open_read_only(path: impl AsRef<Path>) -> Result<SqliteStore, StoreError> {
+        Self::open_read_only_with(path, SqliteConfig::default()).await
+    }
+
+    /// [`open_read_only`](Self::open_read_only) with explicit options (of
+    /// which it uses `integrity_check` and `busy_timeout`).
+    pub async fn open_read_only_with(
+        path: impl AsRef<Path>,
+        config: SqliteConfig,
+    ) -> Result<SqliteStore, StoreError> {
+        let path = path.as_ref().to_owned();
+        let reader = spawn_reader(&path, config, schema::open_read_only).await?;
+        tracing::debug!(path = %path.display(), "sqlite store opened read-only");
+        Ok(SqliteStore {
+            path,
+            writer: None,
+            reader: ReadSide::Own(reader),
+            closing: None,
+        })
+    }
+
     /// Closes the store for writing, after the writes already queued: the
     /// writer connection is closed and the journal's lock released, so that
     /// another owner can open it at once, even while handles to this store
@@ -280,6 +337,12 @@ impl SqliteStore {
     /// The database file (or `":memory:"`).
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Whether the store was opened with
+    /// [`open_read_only`](Self::open_read_only) (and so refuses writes).
+    pub fn is_read_only(&self) -> bool {
+        self.writer.is_none()
     }
 
     fn read_only(&self, op: &WriteOp) -> StoreError {

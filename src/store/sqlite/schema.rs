@@ -246,6 +246,57 @@ pub(crate) fn open_reader(path: &Path, config: &SqliteConfig) -> Result<Connecti
     Ok(conn)
 }
 
+/// Opens an existing journal for reads only: never creates the file and
+/// never migrates it, so its schema must be the current one.
+pub(crate) fn open_read_only(path: &Path, config: &SqliteConfig) -> Result<Connection, StoreError> {
+    let not_found = || StoreError::NotFound {
+        path: path.to_owned(),
+    };
+    if in_memory(path) {
+        // A new, empty database: there is no journal to read.
+        return Err(not_found());
+    }
+    match std::fs::metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(not_found()),
+        Err(e) => {
+            return Err(StoreError::Io {
+                path: path.to_owned(),
+                op: "open journal read-only",
+                source: e.into(),
+            });
+        }
+        Ok(_) => {}
+    }
+    // Without SQLITE_OPEN_CREATE, a file removed meanwhile is an error too.
+    let conn = open_reader(path, config).map_err(|e| match e {
+        StoreError::Sqlite { ref source, .. }
+            if source.sqlite_error_code() == Some(ErrorCode::CannotOpen) && !path.exists() =>
+        {
+            not_found()
+        }
+        e => e,
+    })?;
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(classify(path, "read schema version"))?;
+    if version > SCHEMA_VERSION {
+        return Err(StoreError::SchemaTooNew {
+            path: path.to_owned(),
+            found: version,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    if version < SCHEMA_VERSION {
+        return Err(StoreError::SchemaTooOld {
+            path: path.to_owned(),
+            found: version,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    check_integrity(&conn, path, config.integrity_check)?;
+    Ok(conn)
+}
+
 /// Turns on SQLite's query planner stability guarantee. Without it, SQLite
 /// marked the writer's two-table run-head look-up as a statement whose plan
 /// may depend on its bound value, and such a statement, re-bound from
