@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::events::Cursor;
@@ -27,6 +28,32 @@ impl std::fmt::Display for RowRef {
         }
         Ok(())
     }
+}
+
+/// Who holds a journal's lock, as the holder wrote it into the lock file:
+/// a hint for the error message, never trusted for correctness (the lock
+/// itself is the operating system's).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockHolder {
+    /// The holder's process id.
+    pub pid: u32,
+    /// When the holder took the lock, if it said.
+    pub since: Option<DateTime<Utc>>,
+}
+
+impl std::fmt::Display for LockHolder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "process {}", self.pid)?;
+        if let Some(since) = self.since {
+            write!(f, ", since {}", since.format("%Y-%m-%d %H:%M:%S UTC"))?;
+        }
+        Ok(())
+    }
+}
+
+/// " (held by ...)" when the holder is known.
+fn held_by(holder: Option<&LockHolder>) -> String {
+    holder.map_or_else(String::new, |h| format!(" (held by {h})"))
 }
 
 /// Everything a store operation can fail with.
@@ -124,6 +151,56 @@ pub enum StoreError {
         /// SQLite's error.
         #[source]
         source: Arc<rusqlite::Error>,
+    },
+    /// The database was written by an older version of troupe, and a
+    /// read-only open does not migrate it.
+    #[error(
+        "{path}: schema version {found} is older than this build's ({supported}); \
+         open it once for writing (`SqliteStore::open` or a runtime) to migrate it"
+    )]
+    SchemaTooOld {
+        /// The database file.
+        path: PathBuf,
+        /// The version found in the file.
+        found: i64,
+        /// The version this build reads.
+        supported: i64,
+    },
+    /// Another store opened for writing, in this process or another one,
+    /// holds the journal: one journal has one owner at a time.
+    #[error(
+        "{path}: the journal is owned by another writer{}; stop it first, or \
+         open the journal read-only to inspect it (lock file {lock_file})",
+        held_by(.holder.as_ref())
+    )]
+    JournalLocked {
+        /// The database file.
+        path: PathBuf,
+        /// The lock file beside it.
+        lock_file: PathBuf,
+        /// Who holds the lock, where the lock file says.
+        holder: Option<LockHolder>,
+    },
+    /// A read-only open found no journal at the path (it never creates one).
+    #[error("{path}: no journal here (a read-only open does not create one)")]
+    NotFound {
+        /// The path asked for.
+        path: PathBuf,
+    },
+    /// A write through a store that was closed (its journal released to
+    /// the next owner), e.g. after its runtime shut down.
+    #[error("{path}: the store is closed: writes are refused")]
+    Closed {
+        /// The database file.
+        path: PathBuf,
+    },
+    /// A write through a store opened read-only.
+    #[error("{path}: {op} refused: the journal is opened read-only")]
+    ReadOnly {
+        /// The database file.
+        path: PathBuf,
+        /// The refused operation.
+        op: &'static str,
     },
     /// `PRAGMA integrity_check` reported problems.
     #[error("{path}: integrity check failed: {report}")]

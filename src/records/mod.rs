@@ -24,7 +24,7 @@ mod events;
 mod ops;
 mod run;
 
-pub use error::{RowRef, StoreError};
+pub use error::{LockHolder, RowRef, StoreError};
 pub use events::{Appended, Cursor, EventKind, NewEvent, RunEvent, TerminalAppend, TerminalEvent};
 pub(crate) use events::{TERMINAL_NAMES, assigned_event_id};
 pub use ops::{WriteOp, WriteOutcome};

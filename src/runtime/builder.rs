@@ -10,8 +10,9 @@ use super::root::{RootActor, root_state};
 use super::{Runtime, RuntimeError};
 use crate::flow::FlowDefinition;
 use crate::journal::{JournalBackend, JournalConfig, JournalHandle};
+use crate::records::StoreError;
 use crate::runs::recover;
-use crate::store::{MemoryStore, SqliteStore};
+use crate::store::{MemoryStore, SqliteStore, create_journal_dir};
 
 /// Where the journal lives when none is chosen.
 pub const DEFAULT_JOURNAL_PATH: &str = "./troupe-data/journal.sqlite";
@@ -57,7 +58,25 @@ impl Default for RuntimeBuilder {
 }
 
 impl RuntimeBuilder {
-    /// Journal in an SQLite database at `path` (its directory is created).
+    /// Journal in an SQLite database at `path` (its directory is created,
+    /// 0700 on unix, and its files 0600). The runtime owns the journal until
+    /// it has shut down or been dropped: [`start`](Self::start) fails with
+    /// [`RuntimeError::JournalLocked`] while another runtime, in this
+    /// process or another, has it.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
+    /// use troupe::runtime::{Runtime, RuntimeError};
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let path = dir.path().join("journal.sqlite");
+    /// let first = Runtime::builder().sqlite(&path).start().await?;
+    /// let second = Runtime::builder().sqlite(&path).start().await;
+    /// assert!(matches!(second, Err(RuntimeError::JournalLocked { .. })));
+    /// first.shutdown().await;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # }).unwrap();
+    /// ```
     pub fn sqlite(mut self, path: impl AsRef<Path>) -> Self {
         self.location = Location::Sqlite(path.as_ref().to_path_buf());
         self
@@ -106,18 +125,21 @@ impl RuntimeBuilder {
     /// [`Runtime::resume_failures`] and left as it was. Call inside a tokio
     /// runtime.
     pub async fn start(self) -> Result<Runtime, RuntimeError> {
-        let (store, path): (JournalBackend, _) = match &self.location {
-            Location::Memory => (Arc::new(MemoryStore::new()), None),
-            Location::Store(store) => (store.clone(), None),
+        // The SQLite store the runtime opens is its own to close (a store
+        // handed in is the caller's).
+        let (store, path, closer): (JournalBackend, _, _) = match &self.location {
+            Location::Memory => (Arc::new(MemoryStore::new()), None, None),
+            Location::Store(store) => (store.clone(), None, None),
             Location::Sqlite(path) => {
                 if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                    std::fs::create_dir_all(dir).map_err(|source| RuntimeError::CreateDir {
+                    create_journal_dir(dir).map_err(|source| RuntimeError::CreateDir {
                         dir: dir.to_path_buf(),
                         source,
                     })?;
                 }
-                let store = SqliteStore::open(path).await?;
-                (Arc::new(store), Some(path.clone()))
+                let store = SqliteStore::open(path).await.map_err(open_error)?;
+                let closer = store.closer();
+                (Arc::new(store), Some(path.clone()), closer)
             }
         };
         let (root, _join) = Actor::spawn(None, RootActor, root_state()).await?;
@@ -134,6 +156,9 @@ impl RuntimeBuilder {
             Err(source) => {
                 journal.shutdown().await;
                 root.kill();
+                if let Some(closer) = &closer {
+                    closer.close().await;
+                }
                 return Err(RuntimeError::Recovery(source));
             }
         };
@@ -143,8 +168,27 @@ impl RuntimeBuilder {
             repaired = recovery.repaired.len(),
             "runtime started"
         );
-        let mut runtime = Runtime::new(journal, root, self.definitions, recovery, path);
-        runtime.resume_unfinished().await?;
+        let mut runtime = Runtime::new(journal, root, self.definitions, recovery, path)
+            .with_closer(closer.clone());
+        if let Err(error) = runtime.resume_unfinished().await {
+            drop(runtime);
+            // Released before the error returns, so a retry can open it.
+            if let Some(closer) = &closer {
+                closer.close().await;
+            }
+            return Err(error);
+        }
         Ok(runtime)
+    }
+}
+
+/// The runtime's error for a journal that would not open: its own variant
+/// when another owner has it.
+fn open_error(error: StoreError) -> RuntimeError {
+    match error {
+        StoreError::JournalLocked { path, holder, .. } => {
+            RuntimeError::JournalLocked { path, holder }
+        }
+        other => RuntimeError::Store(other),
     }
 }

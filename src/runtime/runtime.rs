@@ -19,8 +19,9 @@ use crate::flow::{
     ControlEvent, ErasedDefinition, FlowDefinition, RecordError, RunHandle, RunOptions,
 };
 use crate::journal::{JournalError, JournalHandle};
-use crate::records::{Run, RunStatus, StoreError};
+use crate::records::{LockHolder, Run, RunStatus, StoreError};
 use crate::runs::{RecoveryReport, RunManager};
+use crate::store::Closer;
 
 /// Why the runtime could not do what was asked.
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +34,22 @@ pub enum RuntimeError {
         /// The IO error.
         #[source]
         source: std::io::Error,
+    },
+    /// Another runtime (or another store opened for writing), in this
+    /// process or another, owns the SQLite journal: one journal has one
+    /// owner at a time, so this runtime would run its runs a second time.
+    #[error(
+        "the journal {path} is owned by another runtime{}: stop that runtime \
+         first (it releases the journal when it has shut down or been dropped, \
+         or its process ends), or give this runtime a journal of its own; the \
+         journal can be read meanwhile with `SqliteStore::open_read_only`",
+        held_by(.holder.as_ref())
+    )]
+    JournalLocked {
+        /// The database file.
+        path: PathBuf,
+        /// Who holds the journal, where the platform can say.
+        holder: Option<LockHolder>,
     },
     /// The store could not be opened.
     #[error("cannot open the journal store: {0}")]
@@ -92,6 +109,11 @@ impl From<RecordError> for RuntimeError {
     }
 }
 
+/// " (held by ...)" when the journal's holder is known.
+fn held_by(holder: Option<&LockHolder>) -> String {
+    holder.map_or_else(String::new, |h| format!(" (held by {h})"))
+}
+
 /// What a `NotStarted` error adds when the run was not failed by it.
 fn unended_note(already_ended: Option<RunStatus>, not_ended: Option<&RecordError>) -> String {
     match (already_ended, not_ended) {
@@ -111,12 +133,19 @@ fn unended_note(already_ended: Option<RunStatus>, not_ended: Option<&RecordError
 /// Dropping it kills the root supervisor, which takes every flow, stage and
 /// the journal actor with it (acknowledged writes stay durable); call
 /// [`shutdown`](Self::shutdown) to end runs gracefully instead.
+///
+/// A runtime over an SQLite journal ([`RuntimeBuilder::sqlite`]) owns it:
+/// no other runtime can open it until this one has shut down (when
+/// `shutdown` returns), been dropped (once the writes already queued are
+/// done) or died with its process.
 pub struct Runtime {
     journal: JournalHandle,
     root: ActorRef<RootMsg>,
     registry: Registry,
     recovery: RecoveryReport,
     path: Option<PathBuf>,
+    /// Closes the SQLite store the runtime opened, releasing its journal.
+    closer: Option<Closer>,
     runs: Arc<Mutex<RunList>>,
     /// Each start in flight holds a read guard; a shutdown takes the write
     /// side, so it waits for them.
@@ -146,12 +175,19 @@ impl Runtime {
             registry,
             recovery,
             path,
+            closer: None,
             runs: Arc::default(),
             starts: Arc::default(),
             resumed: Vec::new(),
             unresumed: Mutex::default(),
             resume_failures: Vec::new(),
         }
+    }
+
+    /// The runtime closes the store behind `closer` when it stops.
+    pub(crate) fn with_closer(mut self, closer: Option<Closer>) -> Self {
+        self.closer = closer;
+        self
     }
 
     /// Registers `definition` under its name (the `controller_id` of its
@@ -352,7 +388,8 @@ impl Runtime {
 
     /// Ends gracefully: drains every live run (sources stop, in-flight
     /// items are worked off, outcomes recorded), commits what the journal
-    /// holds, and stops every actor. A run that does not finish draining
+    /// holds, stops every actor and releases an SQLite journal to its next
+    /// owner (the handles left keep reading it). A run that does not finish draining
     /// (a source blocked inside `produce`) keeps this waiting: see
     /// [`shutdown_within`](Self::shutdown_within).
     pub async fn shutdown(self) {
@@ -408,6 +445,10 @@ impl Runtime {
     async fn stop(self) {
         self.journal.shutdown().await;
         self.root.stop_and_wait(None, None).await.ok();
+        // Handles may keep the store alive; the journal is released now.
+        if let Some(closer) = &self.closer {
+            closer.close().await;
+        }
     }
 }
 
@@ -416,6 +457,11 @@ impl Drop for Runtime {
         // Killing the root terminates its children (flows, their stages,
         // the journal) recursively; idempotent after `shutdown`.
         self.root.kill();
+        // Released once the writes already queued are done (a no-op after
+        // `shutdown`); later writes of the dying actors are refused.
+        if let Some(closer) = &self.closer {
+            closer.close_soon();
+        }
     }
 }
 

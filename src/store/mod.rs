@@ -42,6 +42,7 @@ mod traits;
 
 pub use faults::{Fault, FaultyStore};
 pub use memory::MemoryStore;
+pub(crate) use sqlite::{Closer, create_journal_dir};
 pub use sqlite::{IntegrityCheck, SCHEMA_VERSION, SqliteConfig, SqliteStore, Synchronous};
 pub use traits::{BatchResult, Store, WriterJob};
 

@@ -9,13 +9,19 @@ mod checkpoint;
 mod codec;
 mod fast_hash;
 mod heads;
+mod lock;
 mod multi_row;
+mod owner;
+mod private;
 mod read;
 mod rows;
 mod schema;
 mod thread;
 mod wal_file;
 mod write;
+
+pub(crate) use owner::Closer;
+pub(crate) use private::create_dir as create_journal_dir;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -24,10 +30,9 @@ use async_trait::async_trait;
 use rusqlite::Connection;
 use uuid::Uuid;
 
-use self::checkpoint::Checkpoints;
 use self::codec::Kinds;
+use self::owner::{Closing, Owner};
 use self::thread::ConnThread;
-use self::write::Writer;
 use super::traits::{Store, WriterJob};
 use crate::records::StoreError;
 use crate::records::{Cursor, RunEvent};
@@ -150,6 +155,13 @@ enum ReadSide {
 
 /// The embedded SQLite backend.
 ///
+/// A store opened for writing ([`open`](Self::open), [`open_with`](Self::open_with))
+/// owns its journal: it holds an exclusive lock on it (a `<db>.lock` file
+/// beside the database) until it is [closed](Self::close) or dropped, or
+/// its process dies, so a second writer on the same file, in this process
+/// or another, gets [`StoreError::JournalLocked`]. Tools read a journal that a writer holds
+/// through [`open_read_only`](Self::open_read_only).
+///
 /// ```
 /// # tokio::runtime::Builder::new_multi_thread().build().unwrap().block_on(async {
 /// use troupe::store::{Store, SqliteStore};
@@ -165,57 +177,162 @@ enum ReadSide {
 /// ```
 pub struct SqliteStore {
     path: PathBuf,
-    writer: ConnThread<Writer>,
+    /// `None` when opened read-only.
+    writer: Option<ConnThread<Owner>>,
     reader: ReadSide,
+    /// `None` when opened read-only.
+    closing: Option<Closing>,
 }
 
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path`, or a private
     /// in-memory database for `":memory:"`, with the default [`SqliteConfig`].
+    ///
+    /// The store owns the journal until it is dropped: a second open for
+    /// writing of the same file fails with [`StoreError::JournalLocked`].
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_multi_thread().build().unwrap().block_on(async {
+    /// use troupe::records::StoreError;
+    /// use troupe::store::SqliteStore;
+    ///
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let path = dir.path().join("journal.sqlite");
+    /// let owner = SqliteStore::open(&path).await?;
+    /// let second = SqliteStore::open(&path).await;
+    /// assert!(matches!(second, Err(StoreError::JournalLocked { .. })));
+    /// drop(owner); // released once dropped
+    /// SqliteStore::open(&path).await?;
+    /// # Ok::<(), StoreError>(())
+    /// # }).unwrap();
+    /// ```
     pub async fn open(path: impl AsRef<Path>) -> Result<SqliteStore, StoreError> {
         Self::open_with(path, SqliteConfig::default()).await
     }
 
-    /// Opens with explicit options. Checks integrity and migrates the schema;
-    /// a newer schema, a damaged file or a file that is not SQLite is a typed error.
+    /// Opens with explicit options. Creates the journal's directory (0700 on
+    /// unix) and database file (0600) if needed, takes the journal's lock,
+    /// checks integrity and migrates the schema; another writer holding the
+    /// journal, a newer schema, a damaged file or a file that is not SQLite
+    /// is a typed error.
     pub async fn open_with(
         path: impl AsRef<Path>,
         config: SqliteConfig,
     ) -> Result<SqliteStore, StoreError> {
         let path = path.as_ref().to_owned();
         let (p, c) = (path.clone(), config.clone());
+        let (closing, closed, thread) = Closing::new();
         let writer = ConnThread::spawn("troupe-sqlite-writer", path.clone(), move || {
-            let mut conn = schema::open_writer(&p, &c)?;
-            let checkpoints = if schema::in_memory(&p) {
-                None
-            } else {
-                Some(Checkpoints::start(&mut conn, &p, &c)?)
-            };
-            Writer::new(conn, checkpoints, c.heads_write_back_events)
+            let _ = thread.set(std::thread::current().id());
+            Owner::open(&p, &c, closed)
         })
         .await?;
-        let reader = if path.as_os_str() == ":memory:" {
-            ReadSide::Writer
-        } else {
-            let p = path.clone();
-            ReadSide::Own(
-                ConnThread::spawn("troupe-sqlite-reader", path.clone(), move || {
-                    let conn = schema::open_reader(&p, &config)?;
-                    conn.set_prepared_statement_cache_capacity(64);
-                    Ok(Reader {
-                        conn,
-                        kinds: Kinds::default(),
-                    })
-                })
-                .await?,
-            )
+        // A store from here on, so that a failure below closes the writer
+        // (and releases the lock) before it is returned.
+        let mut store = SqliteStore {
+            path,
+            writer: Some(writer),
+            reader: ReadSide::Writer,
+            closing: Some(closing),
         };
-        tracing::debug!(path = %path.display(), "sqlite store opened");
+        if !schema::in_memory(&store.path) {
+            let reader = spawn_reader(&store.path, config, schema::open_reader);
+            store.reader = ReadSide::Own(reader.await?);
+        }
+        tracing::debug!(path = %store.path.display(), "sqlite store opened");
+        Ok(store)
+    }
+
+    /// Opens an existing journal for reads only, with the default
+    /// [`SqliteConfig`]: for tools and inspection, beside a live writer.
+    ///
+    /// It never creates a journal (a missing path is
+    /// [`StoreError::NotFound`]), never migrates one (an older schema is
+    /// [`StoreError::SchemaTooOld`]: open it once for writing; a newer one is
+    /// [`StoreError::SchemaTooNew`]), takes no lock, so it works while a
+    /// runtime owns the journal, and sees what that runtime has committed.
+    /// Every write is refused with [`StoreError::ReadOnly`].
+    ///
+    /// SQLite may create the `-wal` and `-shm` files beside a journal in WAL
+    /// mode that has none (no writer has it open), as every reader of such a
+    /// journal needs them.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_multi_thread().build().unwrap().block_on(async {
+    /// use troupe::records::{Run, StoreError};
+    /// use troupe::store::{SqliteStore, Store};
+    ///
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let path = dir.path().join("journal.sqlite");
+    /// let writer = SqliteStore::open(&path).await?;
+    /// let run = Run::new("orders", "ship order 17", "session-1");
+    /// writer.insert_run(run.clone(), None).await?;
+    ///
+    /// let reader = SqliteStore::open_read_only(&path).await?;
+    /// assert_eq!(reader.get_run(run.id).await?.map(|r| r.goal), Some(run.goal.clone()));
+    /// let refused = reader.insert_run(Run::new("orders", "another", "session-1"), None).await;
+    /// assert!(matches!(refused, Err(StoreError::ReadOnly { .. })));
+    ///
+    /// let missing = SqliteStore::open_read_only(dir.path().join("absent.sqlite")).await;
+    /// assert!(matches!(missing, Err(StoreError::NotFound { .. })));
+    /// # Ok::<(), StoreError>(())
+    /// # }).unwrap();
+    /// ```
+    pub async fn open_read_only(path: impl AsRef<Path>) -> Result<SqliteStore, StoreError> {
+        Self::open_read_only_with(path, SqliteConfig::default()).await
+    }
+
+    /// [`open_read_only`](Self::open_read_only) with explicit options (of
+    /// which it uses `integrity_check` and `busy_timeout`).
+    pub async fn open_read_only_with(
+        path: impl AsRef<Path>,
+        config: SqliteConfig,
+    ) -> Result<SqliteStore, StoreError> {
+        let path = path.as_ref().to_owned();
+        let reader = spawn_reader(&path, config, schema::open_read_only).await?;
+        tracing::debug!(path = %path.display(), "sqlite store opened read-only");
         Ok(SqliteStore {
             path,
-            writer,
-            reader,
+            writer: None,
+            reader: ReadSide::Own(reader),
+            closing: None,
         })
+    }
+
+    /// Closes the store for writing, after the writes already queued: the
+    /// writer connection is closed and the journal's lock released, so that
+    /// another owner can open it at once, even while handles to this store
+    /// live on. Later writes fail with [`StoreError::Closed`]; reads keep
+    /// working (but an in-memory database is gone). Dropping the store
+    /// closes it too. Idempotent; nothing to do for a read-only store.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_multi_thread().build().unwrap().block_on(async {
+    /// use std::sync::Arc;
+    /// use troupe::records::{Run, StoreError};
+    /// use troupe::store::{SqliteStore, Store};
+    ///
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let path = dir.path().join("journal.sqlite");
+    /// let store = Arc::new(SqliteStore::open(&path).await?);
+    /// let kept = store.clone();
+    /// store.close().await;
+    /// let next_owner = SqliteStore::open(&path).await?;
+    /// let refused = kept.insert_run(Run::new("orders", "late", "session-1"), None).await;
+    /// assert!(matches!(refused, Err(StoreError::Closed { .. })));
+    /// # Ok::<(), StoreError>(())
+    /// # }).unwrap();
+    /// ```
+    pub async fn close(&self) {
+        if let Some(writer) = &self.writer {
+            Closer::new(writer.clone()).close().await;
+        }
+    }
+
+    /// What closes this store's writer without holding the store, for a
+    /// runtime that opened it (`None` when read-only).
+    pub(crate) fn closer(&self) -> Option<Closer> {
+        self.writer.clone().map(Closer::new)
     }
 
     /// The database file (or `":memory:"`).
@@ -223,22 +340,68 @@ impl SqliteStore {
         &self.path
     }
 
+    /// Whether the store was opened with
+    /// [`open_read_only`](Self::open_read_only) (and so refuses writes).
+    pub fn is_read_only(&self) -> bool {
+        self.writer.is_none()
+    }
+
+    fn read_only(&self, op: &WriteOp) -> StoreError {
+        StoreError::ReadOnly {
+            path: self.path.clone(),
+            op: op.name(),
+        }
+    }
+
     async fn read<R: Send + 'static>(
         &self,
         f: impl FnOnce(&Connection, &mut Kinds) -> Result<R, StoreError> + Send + 'static,
     ) -> Result<R, StoreError> {
-        match &self.reader {
-            ReadSide::Own(reader) => reader.call(move |r| f(&r.conn, &mut r.kinds)).await?,
-            ReadSide::Writer => {
-                self.writer
+        match (&self.reader, &self.writer) {
+            (ReadSide::Own(reader), _) => reader.call(move |r| f(&r.conn, &mut r.kinds)).await?,
+            (ReadSide::Writer, Some(writer)) => {
+                writer
                     .call(move |w| {
                         let mut kinds = Kinds::default();
-                        f(&w.conn, &mut kinds)
+                        f(w.conn()?, &mut kinds)
                     })
                     .await?
             }
+            // Not built: only an in-memory store reads on its writer.
+            (ReadSide::Writer, None) => Err(StoreError::ConnectionClosed {
+                path: self.path.clone(),
+            }),
         }
     }
+}
+
+/// Dropping the store closes it (see [`SqliteStore::close`]) and waits
+/// for that, so that when the drop returns the journal's lock is released
+/// and the next owner can open it at once.
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        if let (Some(writer), Some(closing)) = (self.writer.take(), self.closing.take()) {
+            closing.close_and_wait(&writer);
+        }
+    }
+}
+
+/// Starts a reader thread over a connection opened by `open`.
+async fn spawn_reader(
+    path: &Path,
+    config: SqliteConfig,
+    open: fn(&Path, &SqliteConfig) -> Result<Connection, StoreError>,
+) -> Result<ConnThread<Reader>, StoreError> {
+    let p = path.to_owned();
+    ConnThread::spawn("troupe-sqlite-reader", path.to_owned(), move || {
+        let conn = open(&p, &config)?;
+        conn.set_prepared_statement_cache_capacity(64);
+        Ok(Reader {
+            conn,
+            kinds: Kinds::default(),
+        })
+    })
+    .await
 }
 
 #[async_trait]
@@ -247,17 +410,20 @@ impl Store for SqliteStore {
         &self,
         ops: Vec<WriteOp>,
     ) -> Result<Vec<Result<WriteOutcome, StoreError>>, StoreError> {
+        let Some(writer) = &self.writer else {
+            return Ok(ops.iter().map(|op| Err(self.read_only(op))).collect());
+        };
         // The ops come back to be dropped here, not on the writer thread.
-        let (result, _spent) = self
-            .writer
-            .call(move |w| (w.apply_batch(&ops), ops))
-            .await?;
+        let (result, _spent) = writer.call(move |w| (w.apply_batch(&ops), ops)).await?;
         result
     }
 
     fn run_on_writer(&self, job: WriterJob) -> Result<(), WriterJob> {
-        self.writer
-            .post(move |w| job(&mut |ops| w.apply_batch(ops)));
+        // A read-only store has no writer thread: `apply_batch` refuses.
+        let Some(writer) = &self.writer else {
+            return Err(job);
+        };
+        writer.post(move |w| job(&mut |ops| w.apply_batch(ops)));
         Ok(())
     }
 

@@ -188,19 +188,13 @@ pub(crate) fn in_memory(path: &Path) -> bool {
     path.as_os_str() == ":memory:"
 }
 
-/// Opens the writer connection: creates the file, sets WAL and the sync
+/// Opens the writer connection: opens or creates the file, sets WAL and the sync
 /// level, checks integrity and migrates the schema to [`SCHEMA_VERSION`].
 pub(crate) fn open_writer(path: &Path, config: &SqliteConfig) -> Result<Connection, StoreError> {
+    // The caller has created the directory (with the journal's lock).
     let conn = if in_memory(path) {
         Connection::open_in_memory()
     } else {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| StoreError::Io {
-                path: path.to_owned(),
-                op: "create journal directory",
-                source: e.into(),
-            })?;
-        }
         Connection::open(path)
     }
     .map_err(classify(path, "open"))?;
@@ -249,6 +243,57 @@ pub(crate) fn open_reader(path: &Path, config: &SqliteConfig) -> Result<Connecti
     conn.busy_timeout(config.busy_timeout)
         .map_err(classify(path, "busy_timeout"))?;
     stable_plans(&conn, path)?;
+    Ok(conn)
+}
+
+/// Opens an existing journal for reads only: never creates the file and
+/// never migrates it, so its schema must be the current one.
+pub(crate) fn open_read_only(path: &Path, config: &SqliteConfig) -> Result<Connection, StoreError> {
+    let not_found = || StoreError::NotFound {
+        path: path.to_owned(),
+    };
+    if in_memory(path) {
+        // A new, empty database: there is no journal to read.
+        return Err(not_found());
+    }
+    match std::fs::metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(not_found()),
+        Err(e) => {
+            return Err(StoreError::Io {
+                path: path.to_owned(),
+                op: "open journal read-only",
+                source: e.into(),
+            });
+        }
+        Ok(_) => {}
+    }
+    // Without SQLITE_OPEN_CREATE, a file removed meanwhile is an error too.
+    let conn = open_reader(path, config).map_err(|e| match e {
+        StoreError::Sqlite { ref source, .. }
+            if source.sqlite_error_code() == Some(ErrorCode::CannotOpen) && !path.exists() =>
+        {
+            not_found()
+        }
+        e => e,
+    })?;
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(classify(path, "read schema version"))?;
+    if version > SCHEMA_VERSION {
+        return Err(StoreError::SchemaTooNew {
+            path: path.to_owned(),
+            found: version,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    if version < SCHEMA_VERSION {
+        return Err(StoreError::SchemaTooOld {
+            path: path.to_owned(),
+            found: version,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    check_integrity(&conn, path, config.integrity_check)?;
     Ok(conn)
 }
 
