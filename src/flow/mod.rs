@@ -52,6 +52,7 @@ mod restart;
 mod stage_handle;
 mod topology;
 
+pub use crate::supervise::Backoff;
 pub(crate) use control::CONTROL_PLANE_CANCEL_REASON;
 pub use control::{ControlEvent, HandleError, RunOutcome, StageControl};
 pub(crate) use definition::ErasedDefinition;
@@ -59,6 +60,6 @@ pub use definition::{DefinitionError, EventStageBuilder, FlowBuilder, FlowDefini
 pub use handle::RunHandle;
 pub use machine::RunState;
 pub use record::{RecordError, RunOptions};
-pub use restart::{Backoff, RestartPolicy, RestartStrategy, RestartType};
+pub use restart::{RestartPolicy, RestartStrategy, RestartType};
 pub use stage_handle::{StageHandle, TypedStageHandle};
 pub use topology::{Topology, TopologyError};

@@ -27,6 +27,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
+use crate::supervise::Backoff;
+
 /// Which exits of a stage lead to a restart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -47,49 +49,6 @@ pub enum RestartStrategy {
     OneForOne,
     /// Every stage of the flow is restarted.
     OneForAll,
-}
-
-/// Exponential backoff between restarts: `initial * factor^n`, capped at `max`,
-/// where `n` counts the restarts still inside the intensity period.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct Backoff {
-    /// Delay before the first restart.
-    pub initial: Duration,
-    /// Upper bound of any delay.
-    pub max: Duration,
-    /// Growth per restart (values below 1 are treated as 1).
-    pub factor: f64,
-}
-
-impl Backoff {
-    /// No delay at all.
-    pub const NONE: Backoff = Backoff {
-        initial: Duration::ZERO,
-        max: Duration::ZERO,
-        factor: 1.0,
-    };
-
-    /// The delay before the restart that follows `recent` restarts.
-    pub fn delay(&self, recent: usize) -> Duration {
-        let exponent = i32::try_from(recent).unwrap_or(i32::MAX);
-        let scaled = self.initial.as_secs_f64() * self.factor.max(1.0).powi(exponent);
-        if scaled.is_finite() && scaled < self.max.as_secs_f64() {
-            Duration::from_secs_f64(scaled)
-        } else {
-            self.max
-        }
-    }
-}
-
-impl Default for Backoff {
-    /// 100 ms, doubling, at most 10 s.
-    fn default() -> Self {
-        Backoff {
-            initial: Duration::from_millis(100),
-            max: Duration::from_secs(10),
-            factor: 2.0,
-        }
-    }
 }
 
 /// How a stage is restarted. The default is OTP's: transient, one-for-one,
@@ -448,23 +407,5 @@ mod tests {
                 strategy: RestartStrategy::OneForAll
             }
         );
-    }
-
-    #[test]
-    fn backoff_survives_absurd_settings() {
-        let wild = Backoff {
-            initial: Duration::from_secs(1),
-            max: Duration::from_secs(5),
-            factor: f64::INFINITY,
-        };
-        assert_eq!(wild.delay(0), Duration::from_secs(1));
-        assert_eq!(wild.delay(1), Duration::from_secs(5));
-        assert_eq!(wild.delay(usize::MAX), Duration::from_secs(5));
-        let shrinking = Backoff {
-            factor: 0.1,
-            ..Backoff::default()
-        };
-        assert_eq!(shrinking.delay(5), Duration::from_millis(100));
-        assert_eq!(Backoff::NONE.delay(7), Duration::ZERO);
     }
 }
