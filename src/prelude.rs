@@ -27,7 +27,7 @@
 pub use crate::async_trait;
 pub use crate::flow::{
     Backoff, ControlEvent, FlowBuilder, FlowDefinition, HandleError, RestartPolicy,
-    RestartStrategy, RestartType, RunHandle, RunOptions, RunOutcome, RunState,
+    RestartStrategy, RestartType, RetryPolicy, RunHandle, RunOptions, RunOutcome, RunState,
 };
 pub use crate::fsm::{
     EventVariant, FsmAction, FsmContext, FsmError, StateMachine, StateVariant, Transition, fsm,

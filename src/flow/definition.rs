@@ -1,5 +1,5 @@
-//! Flow definitions: named stages (with their logic factories and restart
-//! policies) and a validated topology, built once and started many times.
+//! Flow definitions: named stages (with their logic factories, restart
+//! and retry policies) and a validated topology, built once and started many times.
 //!
 //! Workflow-style flows use steps instead: each runs once, after the steps
 //! it is connected from, and is handed their outputs.
@@ -26,7 +26,9 @@ use crate::stage::events::EventPort;
 use crate::stage::pipe::{MAX_BATCH_SIZE, MAX_PIPE_CAPACITY, PipeConfig, pipe};
 use crate::stage::ports::{PortSlot, Ports};
 use crate::stage::work::{AsSink, AsSource, AsStep, AsTransform, Work};
-use crate::stage::{EventPolicy, MAX_EVENT_CAPACITY, OnEvent, Sink, Source, Step, Transform};
+use crate::stage::{
+    EventPolicy, MAX_EVENT_CAPACITY, OnEvent, RetryPolicy, Sink, Source, Step, Transform,
+};
 
 /// How long a cancelled flow waits for its stages to stop cooperatively
 /// before killing them.
@@ -41,6 +43,7 @@ struct StageDef<T> {
     /// How it takes user events, if it declares any.
     events: Option<EventPolicy>,
     policy: RestartPolicy,
+    retry: RetryPolicy,
     factory: Arc<dyn StageFactory<T>>,
 }
 
@@ -51,6 +54,8 @@ pub struct FlowBuilder<T> {
     topology: Topology,
     policies: Vec<(String, RestartPolicy)>,
     default_policy: RestartPolicy,
+    retries: Vec<(String, RetryPolicy)>,
+    default_retry: RetryPolicy,
     pipe: PipeConfig,
     cancel_grace: Duration,
 }
@@ -70,6 +75,7 @@ impl<T: Clone + Send + 'static> FlowBuilder<T> {
             events,
             // Resolved in `build`, once every policy call is known.
             policy: RestartPolicy::default(),
+            retry: RetryPolicy::default(),
             factory,
         });
         self
@@ -160,6 +166,22 @@ impl<T: Clone + Send + 'static> FlowBuilder<T> {
         self
     }
 
+    /// The retry policy of every stage without its own
+    /// ([`retry`](Self::retry)), wherever this call stands in the chain
+    /// (default: [`RetryPolicy::default`]). The last call wins.
+    pub fn default_retry(mut self, policy: RetryPolicy) -> Self {
+        self.default_retry = policy;
+        self
+    }
+
+    /// The retry policy of stage `name`: how an item its logic fails on is
+    /// tried again before the stage fails (and is restarted per its
+    /// restart policy, keeping the item).
+    pub fn retry(mut self, name: impl Into<String>, policy: RetryPolicy) -> Self {
+        self.retries.push((name.into(), policy));
+        self
+    }
+
     /// Batch size and capacity of every pipe between stages.
     pub fn pipes(mut self, config: PipeConfig) -> Self {
         self.pipe = config;
@@ -206,14 +228,22 @@ impl<T: Clone + Send + 'static> FlowBuilder<T> {
         self.check_sizes()?;
         for def in &mut self.stages {
             def.policy = self.default_policy;
+            def.retry = self.default_retry;
         }
-        for (stage, policy) in std::mem::take(&mut self.policies) {
-            let def = self.stages.iter_mut().find(|d| d.name == stage);
-            let def = def.ok_or_else(|| DefinitionError::UnknownStage {
+        let named = |stages: &mut Vec<StageDef<T>>, stage: String| {
+            let found = stages.iter().position(|d| d.name == stage);
+            found.ok_or_else(|| DefinitionError::UnknownStage {
                 flow: flow.clone(),
-                stage: stage.clone(),
-            })?;
-            def.policy = policy;
+                stage,
+            })
+        };
+        for (stage, policy) in std::mem::take(&mut self.policies) {
+            let index = named(&mut self.stages, stage)?;
+            self.stages[index].policy = policy;
+        }
+        for (stage, retry) in std::mem::take(&mut self.retries) {
+            let index = named(&mut self.stages, stage)?;
+            self.stages[index].retry = retry;
         }
         let topology = self
             .topology
@@ -336,6 +366,8 @@ impl<T: Clone + Send + 'static> FlowDefinition<T> {
             topology: Topology::new(),
             policies: Vec::new(),
             default_policy: RestartPolicy::default(),
+            retries: Vec::new(),
+            default_retry: RetryPolicy::default(),
             pipe: PipeConfig::default(),
             cancel_grace: DEFAULT_CANCEL_GRACE,
         }
@@ -457,7 +489,11 @@ impl<T: Clone + Send + 'static> ErasedDefinition for FlowDefinition<T> {
                 let slot = PortSlot::new(Ports::new(input, outputs, def.pipe.batch_size));
                 let retired = slot.clone();
                 let doorbell = Arc::new(Notify::new());
-                let (spawn, events) = stage.factory.clone().for_run(slot, doorbell.clone());
+                let (spawn, events) =
+                    stage
+                        .factory
+                        .clone()
+                        .for_run(slot, doorbell.clone(), stage.retry);
                 PlannedStage {
                     name: stage.name.clone(),
                     kind: stage.kind,

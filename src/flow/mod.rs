@@ -2,7 +2,7 @@
 //!
 //! A [`FlowDefinition`] names stages (sources, transforms, sinks, built by
 //! factories so they can be restarted), connects them ([`topology`]) and
-//! gives each a [`restart`] policy. Each run of it is a flow actor driving the flow machine ([`machine`], declared with `fsm!`):
+//! gives each a [`restart`] policy and a [`RetryPolicy`] for the items its logic fails on. Each run of it is a flow actor driving the flow machine ([`machine`], declared with `fsm!`):
 //! it spawns the stage actors linked to itself, turns every stage exit into a
 //! restart or a failure event, records stage outputs and the outcome through
 //! one writer ([`record`]), and answers [`ControlEvent`]s sent through a
@@ -52,6 +52,7 @@ mod restart;
 mod stage_handle;
 mod topology;
 
+pub use crate::stage::RetryPolicy;
 pub use crate::supervise::Backoff;
 pub(crate) use control::CONTROL_PLANE_CANCEL_REASON;
 pub use control::{ControlEvent, HandleError, RunOutcome, StageControl};

@@ -3,8 +3,11 @@
 //! Each trait has one method called on the hot path and an optional
 //! `complete` called once when the stage finishes its work (its input ended
 //! or, for a source, it was drained); the JSON value `complete` returns is
-//! recorded with the stage's completion. Errors (and panics) fail the stage;
-//! its flow's restart policy decides what happens next.
+//! recorded with the stage's completion. An error for one item (from
+//! `process`, `consume` or a step's `run`) is retried on the stage per its
+//! [`RetryPolicy`](super::RetryPolicy); once the attempts are spent, and on
+//! any other error or a panic, the stage fails and its flow's restart policy
+//! decides what happens next (a restarted stage tries the item it held first).
 //!
 //! Items are handed over without per-item allocation: a source fills an
 //! [`Emitter`] a batch at a time, a transform pushes zero or more items per
@@ -68,6 +71,12 @@ impl<T> Emitter<T> {
     pub(crate) fn clear(&mut self) {
         self.items.clear();
     }
+
+    /// Drops the items emitted after the first `len`: what a failed attempt
+    /// at an item emitted, so that its retry does not emit them twice.
+    pub(crate) fn truncate(&mut self, len: usize) {
+        self.items.truncate(len);
+    }
 }
 
 /// What a call of [`Source::produce`] says about the source.
@@ -108,7 +117,9 @@ pub trait Source<T>: Send + 'static {
 
 /// A stage that turns each input item into zero or more output items.
 pub trait Transform<T>: Send + 'static {
-    /// Handles one item, emitting any number of items into `out`.
+    /// Handles one item, emitting any number of items into `out`. An error
+    /// is an item failure: what this call emitted is discarded and the
+    /// stage retries the item per its [`RetryPolicy`](super::RetryPolicy).
     fn process(
         &mut self,
         item: T,
@@ -129,8 +140,14 @@ pub trait Transform<T>: Send + 'static {
 }
 
 /// A stage that consumes items.
+///
+/// Delivery is **at-least-once**: an item whose `consume` failed (or
+/// panicked, or was cut short by a crash) is consumed again, on a retry or
+/// after a restart, so a side effect it had before failing may happen
+/// twice. Make writes idempotent (for instance keyed by the item).
 pub trait Sink<T>: Send + 'static {
-    /// Consumes one item.
+    /// Consumes one item. An error is an item failure: the stage retries
+    /// the item per its [`RetryPolicy`](super::RetryPolicy).
     fn consume(&mut self, item: T) -> impl Future<Output = Result<(), BoxError>> + Send;
 
     /// Called once after the input ended; its value is recorded with the
@@ -149,7 +166,8 @@ pub type StepInputs = serde_json::Map<String, Value>;
 /// A single unit of workflow-style work: runs once, after every upstream
 /// step completed, and its JSON result is recorded as its output.
 pub trait Step: Send + 'static {
-    /// Does the work, given the outputs of the steps it comes after.
+    /// Does the work, given the outputs of the steps it comes after. An
+    /// error is retried per the stage's [`RetryPolicy`](super::RetryPolicy).
     fn run(&mut self, inputs: &StepInputs) -> impl Future<Output = Result<Value, BoxError>> + Send;
 }
 
