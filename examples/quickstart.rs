@@ -5,10 +5,10 @@
 //! Orders come from a source, go through a validate/enrich stage whose
 //! per-order logic is an `fsm!` machine, and land in a sink. The run is
 //! journaled in SQLite under `./troupe-data`; the example pauses and resumes
-//! it with control events, an enrichment call fails once so the stage is
-//! restarted under supervision (the failure is in the journal's ledger), and
-//! it ends with the outcome, the structured output and the run list (run it
-//! twice: the second run lists the first).
+//! it with control events, an enrichment call fails once and the order is
+//! retried on its stage (no order is lost: the stage's output counts the
+//! retry), and it ends with the outcome, the structured output and the run
+//! list (run it twice: the second run lists the first).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -191,6 +191,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             revenue_cents: 0,
         })
         .pipeline(["incoming", "validate-enrich", "book"])
+        // An order whose enrichment fails is tried again (3 attempts); a
+        // stage that still fails is restarted and retries the order first.
+        .retry("validate-enrich", RetryPolicy::attempts(3))
         // The flow supervises its stages as an OTP supervisor: restart only
         // the stage that failed, and fail the run past 3 restarts in 10 s.
         .supervision(Supervision::one_for_one().intensity(3, Duration::from_secs(10)))

@@ -27,7 +27,8 @@
 pub use crate::async_trait;
 pub use crate::flow::{
     Backoff, ControlEvent, FlowBuilder, FlowDefinition, HandleError, RestartPolicy,
-    RestartStrategy, RestartType, RunHandle, RunOptions, RunOutcome, RunState, Supervision,
+    RestartStrategy, RestartType, RetryPolicy, RunHandle, RunOptions, RunOutcome, RunState,
+    Supervision,
 };
 pub use crate::fsm::{
     EventVariant, FsmAction, FsmContext, FsmError, StateMachine, StateVariant, Transition, fsm,

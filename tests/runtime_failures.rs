@@ -1,7 +1,9 @@
 //! Stage failures under supervision: panics and errors restart a stage per
-//! its policy, an exhausted intensity fails the flow naming the stage, a
-//! temporary stage is abandoned while the run carries on, and every failure
-//! lands in the failure ledger.
+//! its policy (here without item retries, so that an item's error fails
+//! its stage at once), the restarted stage retries the item it held, an
+//! exhausted intensity fails the flow naming the stage, a temporary stage
+//! is abandoned while the run carries on, and every failure lands in the
+//! failure ledger.
 
 mod runtime_support;
 
@@ -11,7 +13,7 @@ use std::time::Duration;
 
 use runtime_support::*;
 use troupe::flow::FlowDefinition;
-use troupe::flow::{Backoff, RestartPolicy, Supervision};
+use troupe::flow::{Backoff, RestartPolicy, RetryPolicy, Supervision};
 use troupe::records::{EventKind, RunStatus, TerminalEvent};
 use troupe::stage::PipeConfig;
 use troupe::stage::{Emitter, Transform, source_iter};
@@ -58,6 +60,7 @@ fn pipeline(
         .pipeline(["numbers", "faulty", "tally"])
         .restart("faulty", policy)
         .supervision(supervision)
+        .default_retry(RetryPolicy::none())
         .pipes(PipeConfig {
             batch_size: 32,
             capacity: 2,
@@ -91,12 +94,13 @@ async fn a_panicking_stage_is_restarted_and_the_flow_completes() {
     let outcome = run.wait().await.unwrap();
 
     assert_eq!(outcome.status, RunStatus::Finished, "{outcome:?}");
-    // The item the stage panicked on is the only one lost; the rest of its
-    // batch and everything after reached the sink once.
-    assert_eq!(get(&consumed), 999);
+    // The restarted stage retried the item it panicked on, then the rest
+    // of its batch and everything after: each reached the sink once.
+    assert_eq!(get(&consumed), 1_000);
     let steps = &outcome.structured_output.unwrap()["steps"];
     assert_eq!(steps["faulty"]["items_in"], 1_000);
-    assert_eq!(steps["tally"]["items_in"], 999);
+    assert_eq!(steps["faulty"]["retried"], 1);
+    assert_eq!(steps["tally"]["items_in"], 1_000);
 
     let failures = runtime.journal().list_failures(run.run_id()).await.unwrap();
     assert_eq!(failures.len(), 1);
@@ -135,8 +139,9 @@ async fn exceeding_the_restart_intensity_fails_the_flow_naming_the_stage() {
     let run = runtime.start("hopeless").await.unwrap();
     let outcome = run.wait().await.unwrap();
 
+    // Every start retries item 100, the one the first failed on.
     let reason = "stage `faulty` exceeded the flow's restart intensity (2 restarts in 10s); \
-                  last error: cannot handle item 102";
+                  last error: cannot handle item 100";
     assert_eq!(outcome.status, RunStatus::Failed);
     assert_eq!(outcome.reason.as_deref(), Some(reason));
     // Two backoffs: 100 ms, then 200 ms, on tokio's (paused) clock.
@@ -247,9 +252,9 @@ async fn one_for_all_restarts_every_unfinished_stage() {
     assert_eq!(outcome.status, RunStatus::Finished, "{outcome:?}");
     let steps = &outcome.structured_output.unwrap()["steps"];
     // The restarted source starts over (at-least-once), so the sink sees
-    // the items before the failure again, minus the one that failed.
+    // the items before the failure again, and the one that failed.
     let sink_in = steps["tally"]["items_in"].as_u64().unwrap();
-    assert!(sink_in >= 999, "{steps}");
+    assert!(sink_in >= 1_000, "{steps}");
     assert_eq!(sink_in, get(&consumed));
     assert!(failed.load(Ordering::SeqCst));
 }
@@ -273,10 +278,10 @@ impl troupe::stage::Sink<u64> for FailsOnce {
 }
 
 /// One-for-all kills the relay while it is blocked sending to the full pipe
-/// of the failed sink: nothing it held is lost, only the item the sink
-/// failed on.
+/// of the failed sink: nothing it held is lost, nor the item the sink
+/// failed on (the restarted sink retries it).
 #[tokio::test(start_paused = true)]
-async fn a_one_for_all_kill_mid_send_loses_only_the_failing_item() {
+async fn a_one_for_all_kill_mid_send_loses_nothing() {
     let runtime = memory_runtime().await;
     let gate = Arc::new(tokio::sync::Semaphore::new(0));
     let fail = Arc::new(AtomicBool::new(false));
@@ -300,6 +305,7 @@ async fn a_one_for_all_kill_mid_send_loses_only_the_failing_item() {
                 .pipeline(["numbers", "relay", "sink"])
                 .default_restart(RestartPolicy::transient())
                 .supervision(Supervision::one_for_all())
+                .default_retry(RetryPolicy::none())
                 .pipes(PipeConfig {
                     batch_size: 4,
                     capacity: 4,
@@ -322,7 +328,7 @@ async fn a_one_for_all_kill_mid_send_loses_only_the_failing_item() {
     gate.add_permits(1_000);
     let outcome = run.wait().await.unwrap();
     assert_eq!(outcome.status, RunStatus::Finished);
-    assert_eq!(get(&consumed), 29, "more than the failing item was lost");
+    assert_eq!(get(&consumed), 30, "an item was lost");
 }
 
 /// `default_restart` covers every stage without a policy of its own, even
@@ -345,6 +351,7 @@ async fn default_restart_applies_to_stages_added_before_it() {
                 })
                 .pipeline(["numbers", "sink"])
                 .default_restart(RestartPolicy::temporary())
+                .retry("sink", RetryPolicy::none())
                 .build()
                 .unwrap(),
         )

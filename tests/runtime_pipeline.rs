@@ -45,9 +45,9 @@ async fn a_pipeline_completes_with_counts_and_one_terminal_event() {
     assert_eq!(get(&consumed), 5_000);
     let expected_sum: u64 = (0..10_000).filter(|x| x % 2 == 0).sum();
     let expected = json!({ "steps": {
-        "numbers": { "items_in": 0, "items_out": 10_000 },
-        "keep-even": { "items_in": 10_000, "items_out": 5_000 },
-        "tally": { "items_in": 5_000, "items_out": 0, "result": { "sum": expected_sum } },
+        "numbers": { "items_in": 0, "items_out": 10_000, "retried": 0 },
+        "keep-even": { "items_in": 10_000, "items_out": 5_000, "retried": 0 },
+        "tally": { "items_in": 5_000, "items_out": 0, "retried": 0, "result": { "sum": expected_sum } },
     }});
     assert_eq!(outcome.structured_output, Some(expected.clone()));
     assert_eq!(run.state(), RunState::Finished);

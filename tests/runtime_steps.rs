@@ -99,9 +99,9 @@ async fn steps_run_in_order_with_their_upstream_outputs() {
     assert_eq!(order[position("ship")].1, ["charge"]);
     assert_eq!(order[position("notify")].1, ["ship"]);
     assert!(order[position("audit")].1.is_empty());
+    // Retried on its stage (the default retry policy): no restart.
     let failures = runtime.journal().list_failures(run.run_id()).await.unwrap();
-    assert_eq!(failures.len(), 1);
-    assert_eq!(failures[0].step_id, "charge");
+    assert!(failures.is_empty(), "{failures:?}");
     assert_eq!(terminal_count(runtime.journal(), run.run_id()).await, 1);
 }
 

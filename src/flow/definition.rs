@@ -12,7 +12,9 @@ use crate::stage::StageKind;
 use crate::stage::actor::{StageFactory, WorkFactory};
 use crate::stage::pipe::{MAX_BATCH_SIZE, MAX_PIPE_CAPACITY, PipeConfig};
 use crate::stage::work::{AsSink, AsSource, AsStep, AsTransform, Work};
-use crate::stage::{EventPolicy, MAX_EVENT_CAPACITY, OnEvent, Sink, Source, Step, Transform};
+use crate::stage::{
+    EventPolicy, MAX_EVENT_CAPACITY, OnEvent, RetryPolicy, Sink, Source, Step, Transform,
+};
 
 /// How long a cancelled flow waits for its stages to stop cooperatively
 /// before killing them.
@@ -29,6 +31,7 @@ struct StageDef<T> {
     /// How it takes user events, if it declares any.
     events: Option<EventPolicy>,
     policy: RestartPolicy,
+    retry: RetryPolicy,
     factory: Arc<dyn StageFactory<T>>,
 }
 
@@ -39,6 +42,8 @@ pub struct FlowBuilder<T> {
     topology: Topology,
     policies: Vec<(String, RestartPolicy)>,
     default_policy: RestartPolicy,
+    retries: Vec<(String, RetryPolicy)>,
+    default_retry: RetryPolicy,
     supervision: Supervision,
     pipe: PipeConfig,
     cancel_grace: Duration,
@@ -59,6 +64,7 @@ impl<T: Clone + Send + 'static> FlowBuilder<T> {
             events,
             // Resolved in `build`, once every policy call is known.
             policy: RestartPolicy::default(),
+            retry: RetryPolicy::default(),
             factory,
         });
         self
@@ -150,6 +156,22 @@ impl<T: Clone + Send + 'static> FlowBuilder<T> {
         self
     }
 
+    /// The retry policy of every stage without its own
+    /// ([`retry`](Self::retry)), wherever this call stands in the chain
+    /// (default: [`RetryPolicy::default`]). The last call wins.
+    pub fn default_retry(mut self, policy: RetryPolicy) -> Self {
+        self.default_retry = policy;
+        self
+    }
+
+    /// The retry policy of stage `name`: how an item its logic fails on is
+    /// tried again before the stage fails (and is restarted per its
+    /// restart policy, keeping the item).
+    pub fn retry(mut self, name: impl Into<String>, policy: RetryPolicy) -> Self {
+        self.retries.push((name.into(), policy));
+        self
+    }
+
     /// How the flow supervises its stages: the restart strategy and the
     /// intensity, counted over all of a run's stages (default:
     /// [`Supervision::default`], one-for-one, at most 1 restart in 5 s).
@@ -205,14 +227,22 @@ impl<T: Clone + Send + 'static> FlowBuilder<T> {
         self.check_sizes()?;
         for def in &mut self.stages {
             def.policy = self.default_policy;
+            def.retry = self.default_retry;
         }
-        for (stage, policy) in std::mem::take(&mut self.policies) {
-            let def = self.stages.iter_mut().find(|d| d.name == stage);
-            let def = def.ok_or_else(|| DefinitionError::UnknownStage {
+        let named = |stages: &mut Vec<StageDef<T>>, stage: String| {
+            let found = stages.iter().position(|d| d.name == stage);
+            found.ok_or_else(|| DefinitionError::UnknownStage {
                 flow: flow.clone(),
-                stage: stage.clone(),
-            })?;
-            def.policy = policy;
+                stage,
+            })
+        };
+        for (stage, policy) in std::mem::take(&mut self.policies) {
+            let index = named(&mut self.stages, stage)?;
+            self.stages[index].policy = policy;
+        }
+        for (stage, retry) in std::mem::take(&mut self.retries) {
+            let index = named(&mut self.stages, stage)?;
+            self.stages[index].retry = retry;
         }
         let topology = self
             .topology
@@ -348,6 +378,8 @@ impl<T: Clone + Send + 'static> FlowDefinition<T> {
             topology: Topology::new(),
             policies: Vec::new(),
             default_policy: RestartPolicy::default(),
+            retries: Vec::new(),
+            default_retry: RetryPolicy::default(),
             supervision: Supervision::default(),
             pipe: PipeConfig::default(),
             cancel_grace: DEFAULT_CANCEL_GRACE,

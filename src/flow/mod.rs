@@ -2,8 +2,9 @@
 //!
 //! A [`FlowDefinition`] names stages (sources, transforms, sinks, built by
 //! factories so they can be restarted), connects them (a [`Topology`],
-//! checked before anything starts), gives each a [`RestartPolicy`] and the
-//! flow a [`Supervision`]. Each run of it is a flow actor driving the flow
+//! checked before anything starts), gives each a [`RestartPolicy`] and a
+//! [`RetryPolicy`] for the items its logic fails on, and the flow a
+//! [`Supervision`]. Each run of it is a flow actor driving the flow
 //! machine (its states are [`RunState`], declared with `fsm!`): it spawns
 //! the stage actors linked to itself, turns every stage exit into a restart,
 //! an abandoned stage or a failure event, records stage outputs and the
@@ -56,6 +57,8 @@ mod stage_handle;
 mod stages;
 mod topology;
 
+pub use crate::stage::RetryPolicy;
+pub use crate::supervise::Backoff;
 pub(crate) use control::CONTROL_PLANE_CANCEL_REASON;
 pub use control::{ControlEvent, HandleError, RunOutcome, StageControl};
 pub(crate) use definition::ErasedDefinition;
@@ -63,6 +66,6 @@ pub use definition::{DefinitionError, EventStageBuilder, FlowBuilder, FlowDefini
 pub use handle::RunHandle;
 pub use machine::RunState;
 pub use record::{RecordError, RunOptions};
-pub use restart::{Backoff, RestartPolicy, RestartStrategy, RestartType, Supervision};
+pub use restart::{RestartPolicy, RestartStrategy, RestartType, Supervision};
 pub use stage_handle::{StageHandle, TypedStageHandle};
 pub use topology::{Topology, TopologyError};

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::supervise::Backoff;
+
 mod tracker;
 pub(crate) use tracker::{RestartDecision, RestartTracker, StageExit, restart_group};
 
@@ -100,50 +102,6 @@ impl Supervision {
     }
 }
 
-/// Exponential backoff between restarts of one stage: `initial * factor^n`,
-/// capped at `max`, where `n` counts the stage's earlier restarts still
-/// inside the flow's intensity period.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct Backoff {
-    /// Delay before the first restart.
-    pub initial: Duration,
-    /// Upper bound of any delay.
-    pub max: Duration,
-    /// Growth per restart (values below 1 are treated as 1).
-    pub factor: f64,
-}
-
-impl Backoff {
-    /// No delay at all.
-    pub const NONE: Backoff = Backoff {
-        initial: Duration::ZERO,
-        max: Duration::ZERO,
-        factor: 1.0,
-    };
-
-    /// The delay before the restart that follows `recent` restarts.
-    pub fn delay(&self, recent: usize) -> Duration {
-        let exponent = i32::try_from(recent).unwrap_or(i32::MAX);
-        let scaled = self.initial.as_secs_f64() * self.factor.max(1.0).powi(exponent);
-        if scaled.is_finite() && scaled < self.max.as_secs_f64() {
-            Duration::from_secs_f64(scaled)
-        } else {
-            self.max
-        }
-    }
-}
-
-impl Default for Backoff {
-    /// 100 ms, doubling, at most 10 s.
-    fn default() -> Self {
-        Backoff {
-            initial: Duration::from_millis(100),
-            max: Duration::from_secs(10),
-            factor: 2.0,
-        }
-    }
-}
-
 /// How one stage is restarted: its [`RestartType`] and the [`Backoff`]
 /// before each restart. Set with [`FlowBuilder::restart`](super::FlowBuilder::restart)
 /// or, for every stage without its own,
@@ -164,7 +122,8 @@ impl Default for Backoff {
 /// restart of other stages stopped it, as in OTP; a transient one stopped
 /// without failing) is **abandoned**, and the run carries on without it.
 /// Its downstream gets what it had already emitted, then the end of its
-/// input. The items queued for it and any sent to it later are
+/// input. The item it failed on, the items queued for it and any sent to
+/// it later are
 /// **dropped**, as messages to a dead process are, so that its upstream is
 /// neither blocked nor failed by it. Its failure is in the run's failure
 /// ledger, a finished run's outcome lists it (see
@@ -257,23 +216,5 @@ mod tests {
         );
         assert_eq!(RestartPolicy::default().restart, RestartType::Permanent);
         assert_eq!(RestartPolicy::default(), RestartPolicy::permanent());
-    }
-
-    #[test]
-    fn backoff_survives_absurd_settings() {
-        let wild = Backoff {
-            initial: Duration::from_secs(1),
-            max: Duration::from_secs(5),
-            factor: f64::INFINITY,
-        };
-        assert_eq!(wild.delay(0), Duration::from_secs(1));
-        assert_eq!(wild.delay(1), Duration::from_secs(5));
-        assert_eq!(wild.delay(usize::MAX), Duration::from_secs(5));
-        let shrinking = Backoff {
-            factor: 0.1,
-            ..Backoff::default()
-        };
-        assert_eq!(shrinking.delay(5), Duration::from_millis(100));
-        assert_eq!(Backoff::NONE.delay(7), Duration::ZERO);
     }
 }

@@ -20,6 +20,7 @@ use super::events::{EventInbox, EventPolicy, EventPort, event_queue};
 use super::logic::StepInputs;
 use super::machine::{StageCtx, StageEvent, StageState};
 use super::ports::PortSlot;
+use super::retry::RetryPolicy;
 use super::supervisor::{StageIdentity, StageSupervisor};
 use super::work::Work;
 use crate::supervise::{
@@ -144,11 +145,13 @@ pub(crate) type Spawner = Box<
 pub(crate) trait StageFactory<T: Send + 'static>: Send + Sync {
     /// The stage's parts for one run: how to start it over the ports in
     /// `slot` and, if it declares user events, the sending end of its event
-    /// queue (`doorbell` is rung after each event sent).
+    /// queue (`doorbell` is rung after each event sent); items are retried
+    /// per `retry`.
     fn for_run(
         self: Arc<Self>,
         slot: Arc<PortSlot<T>>,
         doorbell: Arc<Notify>,
+        retry: RetryPolicy,
     ) -> (Spawner, Option<EventPort>);
 }
 
@@ -175,13 +178,14 @@ where
         self: Arc<Self>,
         slot: Arc<PortSlot<T>>,
         doorbell: Arc<Notify>,
+        retry: RetryPolicy,
     ) -> (Spawner, Option<EventPort>) {
         let queue = self
             .events
             .map(|policy| event_queue::<W::Event>(policy, doorbell));
         let (inbox, port) = queue.unzip();
         let spawner: Spawner =
-            Box::new(move |launch| self.launch(slot.clone(), inbox.clone(), launch));
+            Box::new(move |launch| self.launch(slot.clone(), retry, inbox.clone(), launch));
         (spawner, port)
     }
 }
@@ -190,6 +194,7 @@ impl<F> WorkFactory<F> {
     fn launch<T, W>(
         &self,
         slot: Arc<PortSlot<T>>,
+        retry: RetryPolicy,
         inbox: Option<EventInbox<W::Event>>,
         mut launch: StageLaunch,
     ) -> BoxFuture<'static, Result<SpawnedStage, StageStartError>>
@@ -206,7 +211,7 @@ impl<F> WorkFactory<F> {
                 panic: crate::supervise::panic_message(payload.as_ref()),
             })?;
             work.prepare(std::mem::take(&mut launch.inputs));
-            spawn_stage(launch, slot, inbox, work)
+            spawn_stage(launch, slot, retry, inbox, work)
                 .await
                 .map_err(|source| StageStartError::Spawn {
                     stage: name,
@@ -219,6 +224,7 @@ impl<F> WorkFactory<F> {
 async fn spawn_stage<T: Clone + Send + 'static, W: Work<T>>(
     launch: StageLaunch,
     slot: Arc<PortSlot<T>>,
+    retry: RetryPolicy,
     inbox: Option<EventInbox<W::Event>>,
     work: W,
 ) -> Result<SpawnedStage, SpawnErr> {
@@ -234,7 +240,7 @@ async fn spawn_stage<T: Clone + Send + 'static, W: Work<T>>(
             .await
             .map_err(|_| SpawnErr::StartupFailed("the stage's control channel closed".into()))?;
     }
-    let supervisor = StageSupervisor::new(launch.identity, slot, inbox);
+    let supervisor = StageSupervisor::new(launch.identity, slot, retry, inbox);
     let wrapped = WithExternalEvents::new(supervisor, receiver, watcher.clone());
     let ctx = StageCtx {
         work,

@@ -59,6 +59,12 @@ impl<T> Emitter<T> {
     pub(crate) fn clear(&mut self) {
         self.items.clear();
     }
+
+    /// Drops the items emitted after the first `len`: what a failed attempt
+    /// at an item emitted, so that its retry does not emit them twice.
+    pub(crate) fn truncate(&mut self, len: usize) {
+        self.items.truncate(len);
+    }
 }
 
 /// What a call of [`Source::produce`] says about the source.
@@ -99,7 +105,9 @@ pub trait Source<T>: Send + 'static {
 
 /// A stage that turns each input item into zero or more output items.
 pub trait Transform<T>: Send + 'static {
-    /// Handles one item, emitting any number of items into `out`.
+    /// Handles one item, emitting any number of items into `out`. An error
+    /// is an item failure: what this call emitted is discarded and the
+    /// stage retries the item per its [`RetryPolicy`](super::RetryPolicy).
     fn process(
         &mut self,
         item: T,
@@ -120,8 +128,14 @@ pub trait Transform<T>: Send + 'static {
 }
 
 /// A stage that consumes items.
+///
+/// Delivery is **at-least-once**: an item whose `consume` failed (or
+/// panicked, or was cut short by a crash) is consumed again, on a retry or
+/// after a restart, so a side effect it had before failing may happen
+/// twice. Make writes idempotent (for instance keyed by the item).
 pub trait Sink<T>: Send + 'static {
-    /// Consumes one item.
+    /// Consumes one item. An error is an item failure: the stage retries
+    /// the item per its [`RetryPolicy`](super::RetryPolicy).
     fn consume(&mut self, item: T) -> impl Future<Output = Result<(), BoxError>> + Send;
 
     /// Called once after the input ended; its value is recorded with the
@@ -140,7 +154,8 @@ pub type StepInputs = serde_json::Map<String, Value>;
 /// A single unit of workflow-style work: runs once, after every upstream
 /// step completed, and its JSON result is recorded as its output.
 pub trait Step: Send + 'static {
-    /// Does the work, given the outputs of the steps it comes after.
+    /// Does the work, given the outputs of the steps it comes after. An
+    /// error is retried per the stage's [`RetryPolicy`](super::RetryPolicy).
     fn run(&mut self, inputs: &StepInputs) -> impl Future<Output = Result<Value, BoxError>> + Send;
 }
 

@@ -55,6 +55,7 @@ mod logic;
 mod machine;
 pub(crate) mod pipe;
 pub(crate) mod ports;
+mod retry;
 mod supervisor;
 pub(crate) mod work;
 
@@ -69,4 +70,5 @@ pub use logic::{
 pub use machine::{StageEvent, StageSignal, StageState};
 pub use pipe::{MAX_BATCH_SIZE, MAX_PIPE_CAPACITY, PipeConfig};
 pub use ports::DownstreamGone;
+pub use retry::RetryPolicy;
 pub(crate) use supervisor::{StageDone, StageIdentity};

@@ -5,7 +5,8 @@
 //! [`PortLease`], which puts them back when it is dropped — also when the
 //! stage's actor fails or is killed — so a restarted stage carries on with
 //! the same pipes: upstream never sees its downstream vanish, the items of
-//! the batch being worked through and the items already emitted survive.
+//! the batch being worked through, the item in hand (the one a failure
+//! interrupted) and the items already emitted survive.
 
 use std::ops::{Deref, DerefMut};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -39,7 +40,17 @@ pub(crate) enum Input {
 pub(crate) struct Ports<T: Send + 'static> {
     input: Option<PipeReceiver<T>>,
     /// The received batch being worked through.
-    pub(crate) inbox: std::vec::IntoIter<T>,
+    inbox: std::vec::IntoIter<T>,
+    /// The item in hand, in front of the inbox: taken from it and not yet
+    /// handled. A copy of what the logic was given stays here while an
+    /// attempt runs, so a failed, panicked or killed attempt loses nothing.
+    held: Option<T>,
+    /// The outbox's length when the held item was taken: what its failed
+    /// attempts emitted lies beyond it (the outbox is not sent meanwhile).
+    held_mark: usize,
+    /// Failed attempts at the held item in this start (a restart gives the
+    /// item the full retry policy again).
+    failed_attempts: u32,
     outputs: Vec<PipeSender<T>>,
     /// Items emitted and not yet sent.
     pub(crate) outbox: Emitter<T>,
@@ -50,6 +61,8 @@ pub(crate) struct Ports<T: Send + 'static> {
     fanned: usize,
     pub(crate) items_in: u64,
     pub(crate) items_out: u64,
+    /// Attempts at items after a failed one, in every start.
+    pub(crate) retried: u64,
 }
 
 impl<T: Send + 'static> Ports<T> {
@@ -59,11 +72,15 @@ impl<T: Send + 'static> Ports<T> {
         Ports {
             input: None,
             inbox: Vec::new().into_iter(),
+            held: None,
+            held_mark: 0,
+            failed_attempts: 0,
             outputs: Vec::new(),
             outbox: Emitter::new(0),
             fanned: 0,
             items_in: 0,
             items_out: 0,
+            retried: 0,
         }
     }
 }
@@ -77,18 +94,64 @@ impl<T: Clone + Send + 'static> Ports<T> {
         Ports {
             input,
             inbox: Vec::new().into_iter(),
+            held: None,
+            held_mark: 0,
+            failed_attempts: 0,
             outputs,
             outbox: Emitter::new(batch_size),
             fanned: 0,
             items_in: 0,
             items_out: 0,
+            retried: 0,
         }
+    }
+
+    /// Whether items wait to be worked on (the held one or the inbox's).
+    fn has_input(&self) -> bool {
+        self.held.is_some() || self.inbox.len() > 0
+    }
+
+    /// The item to attempt next: the held one again if an attempt at it
+    /// did not succeed (a retry: what that attempt emitted is dropped),
+    /// else the inbox's next, counted in `items_in` and held until
+    /// [`settle`](Self::settle). `None` once the inbox is empty.
+    pub(crate) fn begin_attempt(&mut self) -> Option<T> {
+        if let Some(item) = &self.held {
+            self.retried += 1;
+            self.outbox.truncate(self.held_mark);
+            return Some(item.clone());
+        }
+        let item = self.inbox.next()?;
+        self.items_in += 1;
+        self.held = Some(item.clone());
+        self.held_mark = self.outbox.len();
+        self.failed_attempts = 0;
+        Some(item)
+    }
+
+    /// Drops the held item and the inbox: for a stage that is abandoned,
+    /// whose pending items have nowhere to go.
+    pub(crate) fn drop_pending(&mut self) {
+        self.held = None;
+        self.inbox = Vec::new().into_iter();
+    }
+
+    /// The attempt at the held item succeeded: it is done with.
+    pub(crate) fn settle(&mut self) {
+        self.held = None;
+        self.failed_attempts = 0;
+    }
+
+    /// The attempt at the held item failed; how many have in this start.
+    pub(crate) fn attempt_failed(&mut self) -> u32 {
+        self.failed_attempts = self.failed_attempts.saturating_add(1);
+        self.failed_attempts
     }
 
     /// Makes sure the inbox has items, waiting for the next batch if needed;
     /// the wait ends early (without losing anything) when `doorbell` rings.
     pub(crate) async fn next_input(&mut self, doorbell: &Notify) -> Input {
-        if self.inbox.len() > 0 {
+        if self.has_input() {
             return Input::Ready;
         }
         let Some(rx) = self.input.as_mut() else {
@@ -116,7 +179,7 @@ impl<T: Clone + Send + 'static> Ports<T> {
     /// meanwhile wait in the inbox. Cancel-safe.
     pub(crate) async fn input_end(&mut self) {
         loop {
-            if self.inbox.len() > 0 {
+            if self.has_input() {
                 return std::future::pending().await;
             }
             let Some(rx) = self.input.as_mut() else {
@@ -251,10 +314,13 @@ impl<T: Send + 'static> PortSlot<T> {
     }
 
     /// Takes the ports, waiting until a previous holder has put them back.
+    /// A lease begins a start of the stage: the held item, if any, gets
+    /// the full retry policy again.
     pub(crate) async fn lease(self: &Arc<Self>) -> PortLease<T> {
         loop {
             let notified = self.returned.notified();
-            if let Some(ports) = self.take() {
+            if let Some(mut ports) = self.take() {
+                ports.failed_attempts = 0;
                 return PortLease {
                     ports,
                     slot: self.clone(),

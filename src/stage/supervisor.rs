@@ -12,6 +12,7 @@ use super::StageKind;
 use super::events::{EventInbox, HeldEvents, Next, before_work, while_idle};
 use super::machine::{StageAction, StageCtx, StageEvent, StageState, stage_machine};
 use super::ports::PortSlot;
+use super::retry::{Retries, RetryPolicy};
 use super::work::{Bells, Stepped, Work, completion_output};
 use crate::fsm::StateMachine;
 use crate::ids::{StageId, WriterId};
@@ -71,6 +72,7 @@ pub(crate) struct StageIdentity {
 pub(crate) struct StageSupervisor<T: Clone + Send + 'static, W: Work<T>> {
     identity: StageIdentity,
     slot: Arc<PortSlot<T>>,
+    retry: RetryPolicy,
     /// The stage's user-event queue, if it declares events.
     events: Option<EventInbox<W::Event>>,
     /// The queue, once taken in `Starting`.
@@ -84,11 +86,13 @@ impl<T: Clone + Send + 'static, W: Work<T>> StageSupervisor<T, W> {
     pub(crate) fn new(
         identity: StageIdentity,
         slot: Arc<PortSlot<T>>,
+        retry: RetryPolicy,
         events: Option<EventInbox<W::Event>>,
     ) -> Self {
         StageSupervisor {
             identity,
             slot,
+            retry,
             events,
             held: None,
             final_output: None,
@@ -151,10 +155,19 @@ impl<T: Clone + Send + 'static, W: Work<T>> StageSupervisor<T, W> {
         }
     }
 
+    /// What a unit of work needs to retry an item.
+    fn retries(&self) -> Retries<'_> {
+        Retries {
+            stage: &self.identity.name,
+            policy: &self.retry,
+            bells: &self.identity.bells,
+        }
+    }
+
     async fn run(&mut self, ctx: &mut StageCtx<T, W>) -> DispatchResult<StageEvent> {
         let StageCtx { work, ports, .. } = ctx;
         let ports = ports.as_mut().ok_or("stage is running without its ports")?;
-        Ok(match work.step(ports, &self.identity.bells).await? {
+        Ok(match work.step(ports, &self.retries()).await? {
             Stepped::Worked | Stepped::Interrupted => EventLoopDirective::Continue,
             Stepped::Ended => EventLoopDirective::Transition(StageEvent::InputEnded),
         })
@@ -171,7 +184,7 @@ impl<T: Clone + Send + 'static, W: Work<T>> StageSupervisor<T, W> {
             .as_mut()
             .ok_or("stage is draining without its ports")?;
         if W::KIND != StageKind::Source {
-            match work.step(ports, &self.identity.bells).await? {
+            match work.step(ports, &self.retries()).await? {
                 Stepped::Ended => {}
                 Stepped::Worked | Stepped::Interrupted => return Ok(EventLoopDirective::Continue),
             }

@@ -9,8 +9,9 @@ use tokio::sync::Notify;
 
 use super::StageKind;
 use super::events::{NoEvents, OnEvent};
-use super::logic::{Produced, Sink, Source, Step, StepInputs, Transform};
+use super::logic::{Emitter, Produced, Sink, Source, Step, StepInputs, Transform};
 use super::ports::{Input, Ports};
+use super::retry::Retries;
 use crate::supervise::BoxError;
 
 /// What one unit of work did.
@@ -47,11 +48,12 @@ pub(crate) trait Work<T: Clone + Send + 'static>: Send + 'static {
     /// The user events the logic takes ([`NoEvents`] if none).
     type Event: Send + 'static;
 
-    /// One unit of work: a produced batch (sources) or one received batch.
+    /// One unit of work: a produced batch (sources) or one received batch,
+    /// each item retried per `retries`.
     fn step(
         &mut self,
         ports: &mut Ports<T>,
-        bells: &Bells,
+        retries: &Retries<'_>,
     ) -> impl Future<Output = Result<Stepped, BoxError>> + Send;
 
     /// The user's completion hook; emitted items are sent before it returns.
@@ -82,7 +84,11 @@ pub(crate) fn completion_output<T: Send + 'static>(
     if kind == StageKind::Step {
         return result.unwrap_or(Value::Null);
     }
-    let mut output = json!({ "items_in": ports.items_in, "items_out": ports.items_out });
+    let mut output = json!({
+        "items_in": ports.items_in,
+        "items_out": ports.items_out,
+        "retried": ports.retried,
+    });
     if let (Some(result), Some(map)) = (result, output.as_object_mut()) {
         map.insert("result".to_owned(), result);
     }
@@ -99,6 +105,42 @@ async fn wait_for_input<T: Clone + Send + 'static>(
         Input::Ended => Some(Stepped::Ended),
         Input::Interrupted => Some(Stepped::Interrupted),
     }
+}
+
+/// One attempt at one item: a transform's `process` or a sink's `consume`.
+trait Attempt<T>: Send {
+    fn attempt(
+        &mut self,
+        item: T,
+        out: &mut Emitter<T>,
+    ) -> impl Future<Output = Result<(), BoxError>> + Send;
+}
+
+/// Works through the inbox item by item, each held in the ports until an
+/// attempt at it succeeds: after a failure the item and the rest of the
+/// batch are still there for the retry or the restarted stage. `Some` when
+/// a cancel or drain cut a backoff wait short.
+async fn work_off_inbox<T, A>(
+    logic: &mut A,
+    ports: &mut Ports<T>,
+    retries: &Retries<'_>,
+) -> Result<Option<Stepped>, BoxError>
+where
+    T: Clone + Send + 'static,
+    A: Attempt<T>,
+{
+    while let Some(item) = ports.begin_attempt() {
+        match logic.attempt(item, &mut ports.outbox).await {
+            Ok(()) => ports.settle(),
+            Err(error) => {
+                let failed = ports.attempt_failed();
+                if !retries.after_failure(failed, error).await? {
+                    return Ok(Some(Stepped::Interrupted));
+                }
+            }
+        }
+    }
+    Ok(None)
 }
 
 /// Runs a [`Source`] taking user events `Ev`.
@@ -134,11 +176,13 @@ macro_rules! forward_to_logic {
         }
     };
 }
-/// Runs a [`Step`] once.
+/// Runs a [`Step`] once (retried per the stage's retry policy).
 pub(crate) struct AsStep<S> {
     step: S,
     inputs: StepInputs,
     result: Option<Value>,
+    /// Failed attempts in this start.
+    failed: u32,
 }
 
 impl<S> AsStep<S> {
@@ -147,6 +191,7 @@ impl<S> AsStep<S> {
             step,
             inputs: StepInputs::new(),
             result: None,
+            failed: 0,
         }
     }
 }
@@ -159,7 +204,12 @@ where
 {
     const KIND: StageKind = StageKind::Source;
 
-    async fn step(&mut self, ports: &mut Ports<T>, bells: &Bells) -> Result<Stepped, BoxError> {
+    async fn step(
+        &mut self,
+        ports: &mut Ports<T>,
+        retries: &Retries<'_>,
+    ) -> Result<Stepped, BoxError> {
+        let bells = retries.bells;
         // A cancel or drain must not wait for a `produce` blocked on the
         // outside world, nor for a full output: the pending call is dropped
         // (what it emitted so far stays in the outbox, and sends are
@@ -198,15 +248,16 @@ where
 {
     const KIND: StageKind = StageKind::Transform;
 
-    async fn step(&mut self, ports: &mut Ports<T>, bells: &Bells) -> Result<Stepped, BoxError> {
-        if let Some(waited) = wait_for_input(ports, &bells.control).await {
+    async fn step(
+        &mut self,
+        ports: &mut Ports<T>,
+        retries: &Retries<'_>,
+    ) -> Result<Stepped, BoxError> {
+        if let Some(waited) = wait_for_input(ports, &retries.bells.control).await {
             return Ok(waited);
         }
-        // Item by item out of the inbox: after a failure the rest of the
-        // batch is still there for the restarted stage.
-        for item in ports.inbox.by_ref() {
-            ports.items_in += 1;
-            self.0.process(item, &mut ports.outbox).await?;
+        if let Some(cut) = work_off_inbox(self, ports, retries).await? {
+            return Ok(cut);
         }
         ports.send_outbox().await?;
         Ok(Stepped::Worked)
@@ -229,15 +280,17 @@ where
 {
     const KIND: StageKind = StageKind::Sink;
 
-    async fn step(&mut self, ports: &mut Ports<T>, bells: &Bells) -> Result<Stepped, BoxError> {
-        if let Some(waited) = wait_for_input(ports, &bells.control).await {
+    async fn step(
+        &mut self,
+        ports: &mut Ports<T>,
+        retries: &Retries<'_>,
+    ) -> Result<Stepped, BoxError> {
+        if let Some(waited) = wait_for_input(ports, &retries.bells.control).await {
             return Ok(waited);
         }
-        for item in ports.inbox.by_ref() {
-            ports.items_in += 1;
-            self.0.consume(item).await?;
-        }
-        Ok(Stepped::Worked)
+        Ok(work_off_inbox(self, ports, retries)
+            .await?
+            .unwrap_or(Stepped::Worked))
     }
 
     async fn complete(&mut self, _: &mut Ports<T>) -> Result<Option<Value>, BoxError> {
@@ -247,13 +300,49 @@ where
     forward_to_logic!();
 }
 
+impl<T, X, Ev> Attempt<T> for AsTransform<X, Ev>
+where
+    T: Send + 'static,
+    X: Transform<T>,
+{
+    fn attempt(
+        &mut self,
+        item: T,
+        out: &mut Emitter<T>,
+    ) -> impl Future<Output = Result<(), BoxError>> + Send {
+        self.0.process(item, out)
+    }
+}
+
+impl<T, K, Ev> Attempt<T> for AsSink<K, Ev>
+where
+    T: Send + 'static,
+    K: Sink<T>,
+{
+    fn attempt(
+        &mut self,
+        item: T,
+        _: &mut Emitter<T>,
+    ) -> impl Future<Output = Result<(), BoxError>> + Send {
+        self.0.consume(item)
+    }
+}
+
 impl<T: Clone + Send + 'static, S: Step> Work<T> for AsStep<S> {
     const KIND: StageKind = StageKind::Step;
 
-    async fn step(&mut self, _: &mut Ports<T>, _: &Bells) -> Result<Stepped, BoxError> {
+    async fn step(&mut self, _: &mut Ports<T>, retries: &Retries<'_>) -> Result<Stepped, BoxError> {
         // Draining steps again until `Ended`: the work runs once.
-        if self.result.is_none() {
-            self.result = Some(self.step.run(&self.inputs).await?);
+        while self.result.is_none() {
+            match self.step.run(&self.inputs).await {
+                Ok(result) => self.result = Some(result),
+                Err(error) => {
+                    self.failed = self.failed.saturating_add(1);
+                    if !retries.after_failure(self.failed, error).await? {
+                        return Ok(Stepped::Interrupted);
+                    }
+                }
+            }
         }
         Ok(Stepped::Ended)
     }

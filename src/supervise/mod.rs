@@ -123,6 +123,7 @@
 //! # }).unwrap();
 //! ```
 
+mod backoff;
 mod channel;
 mod directive;
 mod driver;
@@ -134,6 +135,7 @@ mod run;
 mod streak;
 mod traits;
 
+pub use backoff::Backoff;
 pub use channel::{
     ChannelBuilder, DEFAULT_CONTROL_CAPACITY, ExternalEventReceiver, ExternalEventSendError,
     ExternalEventSender, StateWatcher,

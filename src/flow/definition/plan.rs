@@ -56,7 +56,7 @@ async fn wind_down<T: Clone + Send + 'static>(slot: Arc<PortSlot<T>>) {
     // Never rung: waiting for input ends only with a batch or the end.
     let never = Notify::new();
     loop {
-        ports.inbox = Vec::new().into_iter();
+        ports.drop_pending();
         if ports.next_input(&never).await == Input::Ended {
             return;
         }
@@ -152,7 +152,11 @@ impl<T: Clone + Send + 'static> ErasedDefinition for FlowDefinition<T> {
                 let slot = PortSlot::new(Ports::new(input, outputs, def.pipe.batch_size));
                 let (retired, abandoned) = (slot.clone(), slot.clone());
                 let doorbell = Arc::new(Notify::new());
-                let (spawn, events) = stage.factory.clone().for_run(slot, doorbell.clone());
+                let (spawn, events) =
+                    stage
+                        .factory
+                        .clone()
+                        .for_run(slot, doorbell.clone(), stage.retry);
                 PlannedStage {
                     name: stage.name.clone(),
                     kind: stage.kind,
