@@ -33,6 +33,7 @@ macro_rules! conformance {
                 step_outputs_of_many_runs,
                 lists_runs_missing_terminal_event,
                 recovery_scan_follows_every_outcome_write,
+                too_deep_json_is_refused_at_write,
             );
             conformance!(@repair $make;
                 record_appends_once,

@@ -61,9 +61,12 @@ pub enum StoreError {
         /// Where it is stored.
         cursor: Cursor,
     },
-    /// A caller-supplied event id or event kind name is not acceptable, or
-    /// (SQLite) an event's encoded payload is larger than the store's
-    /// length limit allows.
+    /// A caller-supplied value is not acceptable: an event id or event kind
+    /// name; JSON nested deeper than
+    /// [`MAX_JSON_DEPTH`](crate::records::MAX_JSON_DEPTH) (which could not be
+    /// read back); an `expected_revision` of `u64::MAX` (no revision
+    /// follows it); or (SQLite) an event's encoded payload larger than the
+    /// store's length limit allows.
     #[error("run {run_id}: invalid {field} {value:?}: {why}")]
     InvalidInput {
         /// The run the write was for.

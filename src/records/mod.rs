@@ -21,12 +21,14 @@
 
 mod error;
 mod events;
+mod json_depth;
 mod ops;
 mod run;
 
 pub use error::{RowRef, StoreError};
 pub use events::{Appended, Cursor, EventKind, NewEvent, RunEvent, TerminalAppend, TerminalEvent};
 pub(crate) use events::{TERMINAL_NAMES, assigned_event_id};
+pub use json_depth::MAX_JSON_DEPTH;
 pub use ops::{WriteOp, WriteOutcome};
 pub(crate) use ops::{appended, mismatch};
 pub use run::{

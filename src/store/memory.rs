@@ -153,6 +153,7 @@ impl MemState {
     fn apply_op(&mut self, op: WriteOp, undo: &mut Vec<Undo>) -> Result<WriteOutcome, StoreError> {
         match op {
             WriteOp::InsertRun { run, audit } => {
+                run.validate()?;
                 if self.runs.contains_key(&run.id) {
                     return Err(StoreError::RunExists(run.id));
                 }
@@ -177,6 +178,7 @@ impl MemState {
                 expected_revision,
                 audit,
             } => {
+                run.validate()?;
                 let stored = self.flow(run.id)?;
                 if stored.revision != expected_revision {
                     return Err(StoreError::RevisionMismatch {
@@ -215,6 +217,7 @@ impl MemState {
                 Ok(WriteOutcome::Terminal(TerminalAppend::Appended(appended)))
             }
             WriteOp::RecordStepOutput(o) => {
+                o.validate()?;
                 self.run(o.run_id)?;
                 if !self.output_keys.insert(output_key(&o)) {
                     return Ok(WriteOutcome::StepOutputRecorded { inserted: false });
@@ -224,6 +227,7 @@ impl MemState {
                 Ok(WriteOutcome::StepOutputRecorded { inserted: true })
             }
             WriteOp::RecordFailure(f) => {
+                f.validate()?;
                 self.run(f.run_id)?;
                 self.failures.push(f);
                 undo.push(Undo::PushFailure);
@@ -231,6 +235,7 @@ impl MemState {
             }
             WriteOp::UpsertStep(step) => {
                 let mut step = *step;
+                step.validate()?;
                 self.run(step.run_id)?;
                 let key = (step.run_id, step.external_run_id.clone());
                 if let Some(&i) = self.step_index.get(&key) {

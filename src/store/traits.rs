@@ -26,6 +26,14 @@ pub type WriterJob = Box<dyn FnOnce(&mut dyn FnMut(&[WriteOp]) -> BatchResult) +
 /// Every write is a [`WriteOp`] applied by [`apply_batch`](Store::apply_batch);
 /// the typed write methods are conveniences over it. A write returns only
 /// after it is durable.
+///
+/// What a store acknowledges it can read back. Every JSON value a store
+/// keeps (event payloads and terminal structured outputs, a run's
+/// `state_json` and `wait_json`, step `result_json`, step outputs, failure
+/// `error_json`) may nest arrays and objects at most
+/// [`MAX_JSON_DEPTH`](crate::records::MAX_JSON_DEPTH) levels deep: a deeper
+/// one is refused at write time with [`StoreError::InvalidInput`] naming the
+/// field, by every backend alike, and the refused op fails alone.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Applies `ops` in one durable commit. Each op is atomic on its own and

@@ -107,6 +107,7 @@ impl OpCtx<'_, '_> {
     pub(super) fn apply(&mut self, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
         match op {
             WriteOp::InsertRun { run, audit } => {
+                run.validate()?;
                 self.insert_run(run)?;
                 let audit = audit
                     .as_ref()
@@ -119,6 +120,7 @@ impl OpCtx<'_, '_> {
                 expected_revision,
                 audit,
             } => {
+                run.validate()?;
                 let audit_event = NewEvent::new(run.id, audit.clone());
                 audit_event.validate()?;
                 let revision = self.update_run(run, *expected_revision)?;
@@ -320,6 +322,7 @@ impl OpCtx<'_, '_> {
     }
 
     fn record_output(&mut self, o: &StepOutput) -> Result<WriteOutcome, StoreError> {
+        o.validate()?;
         let head = self.head(o.run_id)?;
         let inserted = self
             .conn
@@ -344,6 +347,7 @@ impl OpCtx<'_, '_> {
     }
 
     fn record_failure(&mut self, f: &FailureEntry) -> Result<WriteOutcome, StoreError> {
+        f.validate()?;
         let head = self.head(f.run_id)?;
         self.conn
             .prepare_cached(
@@ -363,6 +367,7 @@ impl OpCtx<'_, '_> {
     }
 
     fn upsert_step(&mut self, step: &RunStep) -> Result<WriteOutcome, StoreError> {
+        step.validate()?;
         let head = self.head(step.run_id)?;
         let (id, child, created): (Vec<u8>, Option<String>, i64) = self
             .conn
