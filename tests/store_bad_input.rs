@@ -179,3 +179,60 @@ async fn reopening_keeps_everything_and_continues_sequences() {
     assert!(next.cursor.0 > *cursors.last().unwrap());
     assert_eq!(store.replay(a.id).await.unwrap().len(), 4);
 }
+
+/// A compare-and-set on `u64::MAX` used to overflow on the writer thread:
+/// every write committed with it was lost (`AckDropped`) and the journal
+/// refused all later ones (`JournalClosed`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revision_overflow_fails_only_its_own_write() {
+    use std::sync::Arc;
+    use troupe::journal::{JournalConfig, JournalHandle};
+    use troupe::records::RunStatus;
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(dir.path().join("j.sqlite")).await.unwrap());
+    let journal = JournalHandle::spawn(store, JournalConfig::default(), None)
+        .await
+        .unwrap();
+    let run = Run::new("c", "g", "o");
+    journal.insert_run(run.clone(), None).await.unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..32 {
+        let journal = journal.clone();
+        let mut next = run.clone();
+        next.status = RunStatus::Running;
+        tasks.push(tokio::spawn(async move {
+            if i == 16 {
+                journal
+                    .update_run(next, u64::MAX, EventKind::custom("started", json!(null)))
+                    .await
+                    .map(|_| ())
+            } else {
+                journal
+                    .append(NewEvent::new(next.id, EventKind::custom("tick", json!(i))))
+                    .await
+                    .map(|_| ())
+            }
+        }));
+    }
+    for (i, task) in tasks.into_iter().enumerate() {
+        let result = task.await.unwrap();
+        if i == 16 {
+            assert!(
+                matches!(result, Err(StoreError::InvalidInput { field: "expected_revision", .. })),
+                "{result:?}"
+            );
+        } else {
+            assert!(result.is_ok(), "write {i}: {result:?}");
+        }
+    }
+    // Later writes still commit.
+    let mut next = run.clone();
+    next.status = RunStatus::Running;
+    journal
+        .update_run(next, 0, EventKind::custom("started", json!(null)))
+        .await
+        .unwrap();
+    assert_eq!(journal.replay(run.id).await.unwrap().len(), 32);
+    journal.shutdown().await;
+}

@@ -34,6 +34,7 @@ macro_rules! conformance {
                 lists_runs_missing_terminal_event,
                 recovery_scan_follows_every_outcome_write,
                 too_deep_json_is_refused_at_write,
+                revision_overflow_is_refused,
             );
             conformance!(@repair $make;
                 record_appends_once,

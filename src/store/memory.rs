@@ -12,7 +12,7 @@ use super::traits::{Store, distinct};
 use crate::records::StoreError;
 use crate::records::{Appended, Cursor, NewEvent, RunEvent, TerminalAppend, assigned_event_id};
 use crate::records::{FailureEntry, Run, RunStatus, RunStep, StepOutput};
-use crate::records::{WriteOp, WriteOutcome};
+use crate::records::{WriteOp, WriteOutcome, next_revision};
 
 /// A store held in memory. Each op is atomic: a failing op is undone before
 /// the next one runs.
@@ -179,6 +179,7 @@ impl MemState {
                 audit,
             } => {
                 run.validate()?;
+                let revision = next_revision(run.id, expected_revision)?;
                 let stored = self.flow(run.id)?;
                 if stored.revision != expected_revision {
                     return Err(StoreError::RevisionMismatch {
@@ -189,8 +190,7 @@ impl MemState {
                 }
                 let audit_event = NewEvent::new(run.id, audit);
                 audit_event.validate()?;
-                run.revision = expected_revision + 1;
-                let revision = run.revision;
+                run.revision = revision;
                 let id = run.id;
                 let slot = self.runs.get_mut(&id).ok_or(StoreError::RunNotFound(id))?;
                 let old = slot.flow.replace(*run).ok_or(StoreError::RunNotFound(id))?;

@@ -764,3 +764,58 @@ pub async fn too_deep_json_is_refused_at_write(store: AnyStore) {
     assert!(store.list_steps(ok.id).await.unwrap().is_empty());
     assert_eq!(store.terminal_event(ok.id).await.unwrap(), None);
 }
+
+/// A compare-and-set based on `u64::MAX` has no next revision: a typed
+/// error for that op alone, never an overflow.
+pub async fn revision_overflow_is_refused(store: AnyStore) {
+    let run = new_run(&store, "o").await;
+    let mut next = run.clone();
+    next.status = RunStatus::Running;
+    let batch = vec![
+        WriteOp::UpdateRun {
+            run: Box::new(next.clone()),
+            expected_revision: u64::MAX,
+            audit: custom("started", Value::Null),
+        },
+        WriteOp::Append(NewEvent::new(run.id, custom("tick", json!(1)))),
+    ];
+    let results = store.apply_batch(batch).await.unwrap();
+    assert!(
+        matches!(
+            &results[0],
+            Err(StoreError::InvalidInput {
+                field: "expected_revision",
+                ..
+            })
+        ),
+        "{results:?}"
+    );
+    assert!(results[1].is_ok(), "{results:?}");
+    // A run stored at the last revision cannot change any more.
+    let mut last = Run::new("ctrl", "goal", "o");
+    last.revision = u64::MAX;
+    store.insert_run(last.clone(), None).await.unwrap();
+    assert_eq!(
+        store.get_run(last.id).await.unwrap().unwrap().revision,
+        u64::MAX
+    );
+    let refused = store
+        .update_run(last.clone(), u64::MAX, custom("x", Value::Null))
+        .await;
+    assert!(
+        matches!(
+            refused,
+            Err(StoreError::InvalidInput {
+                field: "expected_revision",
+                ..
+            })
+        ),
+        "{refused:?}"
+    );
+    // The store still takes writes.
+    let revision = store
+        .update_run(next, 0, custom("started", Value::Null))
+        .await
+        .unwrap();
+    assert_eq!(revision, 1);
+}
