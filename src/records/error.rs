@@ -29,6 +29,24 @@ impl std::fmt::Display for RowRef {
     }
 }
 
+/// A run row that a scan could not read: where it is and why. The scan
+/// reports it in the row's place and goes on with the next row, so one
+/// damaged run does not hide the others
+/// (see [`Store::list_runs_to_recover`](crate::store::Store::list_runs_to_recover)).
+#[derive(Debug, Clone)]
+pub struct DamagedRun {
+    /// The row, with its run id when that much could be read.
+    pub row: RowRef,
+    /// Why it could not be read.
+    pub error: StoreError,
+}
+
+impl std::fmt::Display for DamagedRun {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} is unreadable: {}", self.row, self.error)
+    }
+}
+
 /// Everything a store operation can fail with.
 ///
 /// The type is `Clone` so that one commit failure can be reported to every

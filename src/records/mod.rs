@@ -25,7 +25,7 @@ mod json_depth;
 mod ops;
 mod run;
 
-pub use error::{RowRef, StoreError};
+pub use error::{DamagedRun, RowRef, StoreError};
 pub use events::{Appended, Cursor, EventKind, NewEvent, RunEvent, TerminalAppend, TerminalEvent};
 pub(crate) use events::{TERMINAL_NAMES, assigned_event_id};
 pub use json_depth::MAX_JSON_DEPTH;

@@ -9,7 +9,7 @@ use chrono::Utc;
 use uuid::Uuid;
 
 use super::traits::{Store, distinct};
-use crate::records::StoreError;
+use crate::records::{DamagedRun, StoreError};
 use crate::records::{Appended, Cursor, NewEvent, RunEvent, TerminalAppend, assigned_event_id};
 use crate::records::{FailureEntry, Run, RunStatus, RunStep, StepOutput};
 use crate::records::{WriteOp, WriteOutcome, next_revision};
@@ -352,6 +352,19 @@ impl Store for MemoryStore {
         Ok(state.runs_where(|f| {
             f.status.is_terminal() && state.runs.get(&f.id).is_some_and(|r| r.terminal.is_none())
         }))
+    }
+
+    async fn list_runs_to_recover(&self) -> Result<Vec<Result<Run, DamagedRun>>, StoreError> {
+        let state = self.lock();
+        // Nothing in memory is damaged: every row reads.
+        Ok(state
+            .runs_where(|f| {
+                !f.status.is_terminal()
+                    || state.runs.get(&f.id).is_some_and(|r| r.terminal.is_none())
+            })
+            .into_iter()
+            .map(Ok)
+            .collect())
     }
 
     async fn list_events(&self, run_id: Uuid, limit: usize) -> Result<Vec<RunEvent>, StoreError> {

@@ -509,6 +509,53 @@ pub async fn lists_runs_missing_terminal_event(store: AnyStore) {
     assert_eq!(missing_ids(&store).await, vec![done.id]);
 }
 
+/// The recovery scan's rows: unfinished runs and terminal runs without
+/// their outcome, oldest first, each row on its own; a finished run with its
+/// outcome is not listed.
+pub async fn lists_runs_to_recover(store: AnyStore) {
+    let created = new_run(&store, "o").await;
+    let mut missing = new_run(&store, "o").await;
+    let mut done = new_run(&store, "o").await;
+    let mut waiting = new_run(&store, "o").await;
+    missing.status = RunStatus::Failed;
+    store
+        .update_run(missing.clone(), 0, custom("failed", Value::Null))
+        .await
+        .unwrap();
+    done.status = RunStatus::Cancelled;
+    store
+        .apply(WriteOp::Atomic(vec![
+            WriteOp::UpdateRun {
+                run: Box::new(done.clone()),
+                expected_revision: 0,
+                audit: custom("cancelled", Value::Null),
+            },
+            WriteOp::Append(NewEvent::new(done.id, TerminalEvent::RunCancelled)),
+        ]))
+        .await
+        .unwrap();
+    waiting.status = RunStatus::Waiting;
+    store
+        .update_run(waiting.clone(), 0, custom("waiting", Value::Null))
+        .await
+        .unwrap();
+    let rows: Vec<(Uuid, RunStatus)> = store
+        .list_runs_to_recover()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|row| row.map(|r| (r.id, r.status)).expect("no damaged row"))
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            (created.id, RunStatus::Created),
+            (missing.id, RunStatus::Failed),
+            (waiting.id, RunStatus::Waiting),
+        ]
+    );
+}
+
 /// One read lists the outputs of many runs: grouped by run in the order
 /// asked (a repeated run once, an unknown run none), each run's in
 /// recording order, loop iterations included.

@@ -11,7 +11,7 @@ use super::rows::{
 use super::schema::MISSING_OUTCOME;
 use crate::records::{Cursor, RunEvent, assigned_event_id};
 use crate::records::{FailureEntry, Run, RunStatus, RunStep, StepOutput};
-use crate::records::{RowRef, StoreError};
+use crate::records::{DamagedRun, RowRef, StoreError};
 use crate::store::traits::distinct;
 
 fn sql(op: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
@@ -157,6 +157,44 @@ fn missing_terminal_query() -> String {
         "SELECT {RUN_COLUMNS} FROM runs INDEXED BY runs_missing_outcome \
          WHERE {MISSING_OUTCOME} ORDER BY rid"
     )
+}
+
+/// The recovery scan's rows (see
+/// [`Store::list_runs_to_recover`](crate::store::Store::list_runs_to_recover)):
+/// the runs whose status is not terminal (`runs_by_status`; a code this
+/// version does not know sorts outside 3..=5 too, so it is listed and
+/// reported) and the partial index of terminal runs without an outcome.
+/// Each row decodes on its own.
+pub(crate) fn list_runs_to_recover(
+    conn: &Connection,
+) -> Result<Vec<Result<Run, DamagedRun>>, StoreError> {
+    let op = "list runs to recover";
+    let query = format!(
+        "SELECT {RUN_COLUMNS} FROM runs WHERE status < 3 OR status > 5 \
+         UNION ALL SELECT {RUN_COLUMNS} FROM runs INDEXED BY runs_missing_outcome \
+         WHERE {MISSING_OUTCOME} ORDER BY rid"
+    );
+    let mut stmt = conn.prepare_cached(&query).map_err(sql(op))?;
+    let mut rows = stmt.query([]).map_err(sql(op))?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next().map_err(sql(op))? {
+        out.push(decode_run(row).map_err(|error| {
+            let rowid: i64 = row.get(0).unwrap_or(0);
+            let run_id = row
+                .get::<_, Vec<u8>>(1)
+                .ok()
+                .and_then(|bytes| Uuid::from_slice(&bytes).ok());
+            DamagedRun {
+                row: RowRef {
+                    table: "runs",
+                    rowid,
+                    run_id,
+                },
+                error,
+            }
+        }));
+    }
+    Ok(out)
 }
 
 fn rid_of(conn: &Connection, id: Uuid) -> Result<Option<i64>, StoreError> {
