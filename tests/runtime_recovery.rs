@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use runtime_support::*;
 use troupe::flow::FlowDefinition;
-use troupe::records::{Run, RunStatus};
+use troupe::records::{Run, RunStatus, StoreError};
 use troupe::runtime::{ResumeError, Runtime};
 use troupe::stage::source_iter;
 use troupe::store::{MemoryStore, Store};
@@ -379,4 +379,115 @@ async fn an_unreadable_run_is_reported_and_the_others_resume() {
         (untouched.status, untouched.revision),
         (bad.status, bad.revision)
     );
+}
+
+#[path = "support/raw_sqlite.rs"]
+mod raw_sqlite;
+
+fn small() -> FlowDefinition<u64> {
+    FlowDefinition::<u64>::builder("small")
+        .source("numbers", || source_iter(0..10_u64))
+        .sink("discard", || troupe::stage::sink_fn(|_: u64| Ok(())))
+        .pipeline(["numbers", "discard"])
+        .build()
+        .unwrap()
+}
+
+/// One damaged run row (an unknown status code, unreadable state JSON, an
+/// id that is not a uuid) no longer fails the start of every run, nor is
+/// it skipped silently: it is reported with its row and error (and in the
+/// failure ledger when its id can be read), and every other run resumes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damaged_run_rows_are_reported_and_the_others_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("journal.sqlite");
+    let runs: Vec<Run> = (0..5)
+        .map(|i| Run::new("small", format!("run {i}"), "tests"))
+        .collect();
+    {
+        let store = troupe::store::SqliteStore::open(&path).await.unwrap();
+        for run in &runs {
+            store.insert_run(run.clone(), None).await.unwrap();
+        }
+    }
+    // rids 1..=5 in insertion order: damage the 2nd, 3rd and 4th.
+    raw_sqlite::run_sql(
+        &path,
+        "UPDATE runs SET status = 42 WHERE rid = 2; \
+         UPDATE runs SET state_json = X'7B7B' WHERE rid = 3; \
+         UPDATE runs SET id = X'0102' WHERE rid = 4;",
+    );
+    let runtime = Runtime::builder()
+        .sqlite(&path)
+        .register(small())
+        .unwrap()
+        .start()
+        .await
+        .expect("a damaged run must not fail the start");
+    let resumed: Vec<_> = runtime.resumed().iter().map(|h| h.run_id()).collect();
+    assert_eq!(resumed, [runs[0].id, runs[4].id]);
+    for handle in runtime.resumed() {
+        assert_eq!(handle.wait().await.unwrap().status, RunStatus::Finished);
+    }
+    let damaged: Vec<_> = runtime
+        .damaged_runs()
+        .iter()
+        .map(|d| (d.row.table, d.row.rowid, d.row.run_id))
+        .collect();
+    assert_eq!(
+        damaged,
+        [
+            ("runs", 2, Some(runs[1].id)),
+            ("runs", 3, Some(runs[2].id)),
+            ("runs", 4, None),
+        ]
+    );
+    let errors = runtime.damaged_runs();
+    assert!(
+        matches!(&errors[0].error, StoreError::CorruptRow { column: "status", value, .. } if value == "42"),
+        "{:?}",
+        errors[0]
+    );
+    assert!(
+        matches!(
+            &errors[1].error,
+            StoreError::CorruptPayload {
+                column: "state_json",
+                ..
+            }
+        ),
+        "{:?}",
+        errors[1]
+    );
+    assert!(
+        matches!(
+            &errors[2].error,
+            StoreError::CorruptRow { column: "id", .. }
+        ),
+        "{:?}",
+        errors[2]
+    );
+    // The two whose id reads are in their failure ledgers, once per damage.
+    for run in [&runs[1], &runs[2]] {
+        let ledger = runtime.journal().list_failures(run.id).await.unwrap();
+        assert_eq!(ledger.len(), 1, "{ledger:?}");
+        assert_eq!(ledger[0].step_id, troupe::records::SYSTEM_STEP_ID);
+    }
+    runtime.shutdown().await;
+    let again = Runtime::builder()
+        .sqlite(&path)
+        .register(small())
+        .unwrap()
+        .start()
+        .await
+        .unwrap();
+    assert_eq!(again.damaged_runs().len(), 3);
+    assert!(again.resumed().is_empty());
+    let ledger = again.journal().list_failures(runs[1].id).await.unwrap();
+    assert_eq!(
+        ledger.len(),
+        1,
+        "a second scan adds no duplicate: {ledger:?}"
+    );
+    again.shutdown().await;
 }

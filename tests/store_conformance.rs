@@ -32,7 +32,10 @@ macro_rules! conformance {
                 outputs_failures_and_steps,
                 step_outputs_of_many_runs,
                 lists_runs_missing_terminal_event,
+                lists_runs_to_recover,
                 recovery_scan_follows_every_outcome_write,
+                too_deep_json_is_refused_at_write,
+                revision_overflow_is_refused,
             );
             conformance!(@repair $make;
                 record_appends_once,

@@ -56,6 +56,24 @@ fn held_by(holder: Option<&LockHolder>) -> String {
     holder.map_or_else(String::new, |h| format!(" (held by {h})"))
 }
 
+/// A run row that a scan could not read: where it is and why. The scan
+/// reports it in the row's place and goes on with the next row, so one
+/// damaged run does not hide the others
+/// (see [`Store::list_runs_to_recover`](crate::store::Store::list_runs_to_recover)).
+#[derive(Debug, Clone)]
+pub struct DamagedRun {
+    /// The row, with its run id when that much could be read.
+    pub row: RowRef,
+    /// Why it could not be read.
+    pub error: StoreError,
+}
+
+impl std::fmt::Display for DamagedRun {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} is unreadable: {}", self.row, self.error)
+    }
+}
+
 /// Everything a store operation can fail with.
 ///
 /// The type is `Clone` so that one commit failure can be reported to every
@@ -88,9 +106,12 @@ pub enum StoreError {
         /// Where it is stored.
         cursor: Cursor,
     },
-    /// A caller-supplied event id or event kind name is not acceptable, or
-    /// (SQLite) an event's encoded payload is larger than the store's
-    /// length limit allows.
+    /// A caller-supplied value is not acceptable: an event id or event kind
+    /// name; JSON nested deeper than
+    /// [`MAX_JSON_DEPTH`](crate::records::MAX_JSON_DEPTH) (which could not be
+    /// read back); an `expected_revision` of `u64::MAX` (no revision
+    /// follows it); or (SQLite) an event's encoded payload larger than the
+    /// store's length limit allows.
     #[error("run {run_id}: invalid {field} {value:?}: {why}")]
     InvalidInput {
         /// The run the write was for.

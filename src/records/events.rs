@@ -6,6 +6,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::error::StoreError;
+use super::json_depth::{check_json_depth, check_opt_json_depth};
 
 /// Position in the global event log. Cursors only grow; `Cursor(0)` is before
 /// the first event.
@@ -140,7 +141,9 @@ impl NewEvent {
         }
     }
 
-    /// Checks the caller-supplied parts, so that every backend rejects the same inputs.
+    /// Checks the caller-supplied parts, so that every backend rejects the
+    /// same inputs: the event id, the kind name, and the payload's nesting
+    /// ([`MAX_JSON_DEPTH`](super::MAX_JSON_DEPTH)).
     pub(crate) fn validate(&self) -> Result<(), StoreError> {
         let invalid = |field, value: &str, why| StoreError::InvalidInput {
             run_id: self.run_id,
@@ -159,6 +162,13 @@ impl NewEvent {
                     "ids starting with '#' are store-assigned",
                 ));
             }
+        }
+        match &self.kind {
+            EventKind::Custom { payload, .. } => check_json_depth(self.run_id, "payload", payload)?,
+            EventKind::Terminal(TerminalEvent::RunCompleted { structured_output }) => {
+                check_opt_json_depth(self.run_id, "structured_output", structured_output.as_ref())?
+            }
+            EventKind::Terminal(_) => {}
         }
         if let EventKind::Custom { name, .. } = &self.kind {
             if name.is_empty() || name.len() > MAX_NAME_LEN {

@@ -21,14 +21,16 @@
 
 mod error;
 mod events;
+mod json_depth;
 mod ops;
 mod run;
 
-pub use error::{LockHolder, RowRef, StoreError};
+pub use error::{DamagedRun, LockHolder, RowRef, StoreError};
 pub use events::{Appended, Cursor, EventKind, NewEvent, RunEvent, TerminalAppend, TerminalEvent};
 pub(crate) use events::{TERMINAL_NAMES, assigned_event_id};
+pub use json_depth::MAX_JSON_DEPTH;
 pub use ops::{WriteOp, WriteOutcome};
-pub(crate) use ops::{appended, mismatch};
+pub(crate) use ops::{appended, mismatch, next_revision};
 pub use run::{
     FailureEntry, Lease, Run, RunStatus, RunStep, RunStepStatus, SYSTEM_STEP_ID, StepOutput,
     StepRuntime, new_run_id,

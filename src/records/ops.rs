@@ -23,7 +23,9 @@ pub enum WriteOp {
     },
     /// Compare-and-set: replace the run's fields if its stored revision is
     /// `expected_revision`, store revision `expected_revision + 1`, and append
-    /// the audit event, atomically. A mismatch is [`StoreError::RevisionMismatch`].
+    /// the audit event, atomically. A mismatch is [`StoreError::RevisionMismatch`];
+    /// `expected_revision == u64::MAX` (no next revision) is
+    /// [`StoreError::InvalidInput`].
     UpdateRun {
         /// The new field values (its `revision` field is ignored).
         run: Box<Run>,
@@ -103,6 +105,20 @@ pub enum WriteOutcome {
     StepUpserted(RunStep),
     /// For [`WriteOp::Atomic`], one outcome per op in order.
     Atomic(Vec<WriteOutcome>),
+}
+
+/// The revision a compare-and-set based on `expected` stores: refused,
+/// not overflowed, when `expected` is the last one (every backend checks
+/// this before the compare, so that they agree).
+pub(crate) fn next_revision(run_id: Uuid, expected: u64) -> Result<u64, StoreError> {
+    expected
+        .checked_add(1)
+        .ok_or_else(|| StoreError::InvalidInput {
+            run_id,
+            field: "expected_revision",
+            value: expected.to_string(),
+            why: "no revision follows u64::MAX",
+        })
 }
 
 /// A backend returned an outcome that does not match the op: a backend bug,

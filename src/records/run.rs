@@ -5,6 +5,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
+use super::error::StoreError;
+use super::json_depth::{check_json_depth, check_opt_json_depth};
+
 /// The step id under which the system (not a user step) records failures in the ledger.
 pub const SYSTEM_STEP_ID: &str = "__system__";
 
@@ -153,6 +156,15 @@ impl Run {
     }
 }
 
+impl Run {
+    /// Checks what a store must be able to read back: the nesting of
+    /// `state_json` and `wait_json` ([`MAX_JSON_DEPTH`](super::MAX_JSON_DEPTH)).
+    pub(crate) fn validate(&self) -> Result<(), StoreError> {
+        check_json_depth(self.id, "state_json", &self.state_json)?;
+        check_opt_json_depth(self.id, "wait_json", self.wait_json.as_ref())
+    }
+}
+
 /// Where a step's work runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum StepRuntime {
@@ -260,6 +272,13 @@ pub struct RunStep {
     pub updated_at: DateTime<Utc>,
 }
 
+impl RunStep {
+    /// Checks the nesting of `result_json` ([`MAX_JSON_DEPTH`](super::MAX_JSON_DEPTH)).
+    pub(crate) fn validate(&self) -> Result<(), StoreError> {
+        check_opt_json_depth(self.run_id, "result_json", self.result_json.as_ref())
+    }
+}
+
 /// The recorded output of one step, or of one iteration of a step inside a loop.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StepOutput {
@@ -277,6 +296,13 @@ pub struct StepOutput {
     pub at: DateTime<Utc>,
 }
 
+impl StepOutput {
+    /// Checks the nesting of `output` ([`MAX_JSON_DEPTH`](super::MAX_JSON_DEPTH)).
+    pub(crate) fn validate(&self) -> Result<(), StoreError> {
+        check_json_depth(self.run_id, "output", &self.output)
+    }
+}
+
 /// One entry of the failure ledger: a failure that must not be lost.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FailureEntry {
@@ -290,4 +316,11 @@ pub struct FailureEntry {
     pub error_json: Option<Value>,
     /// When it was recorded.
     pub at: DateTime<Utc>,
+}
+
+impl FailureEntry {
+    /// Checks the nesting of `error_json` ([`MAX_JSON_DEPTH`](super::MAX_JSON_DEPTH)).
+    pub(crate) fn validate(&self) -> Result<(), StoreError> {
+        check_opt_json_depth(self.run_id, "error_json", self.error_json.as_ref())
+    }
 }

@@ -37,6 +37,14 @@ pub enum RunError {
         /// The revision the store held.
         actual: u64,
     },
+    /// The run is at the last revision (`u64::MAX`): no change can follow it.
+    #[error("run {id} is at the last revision ({revision}); no change can follow it")]
+    RevisionExhausted {
+        /// The run.
+        id: Uuid,
+        /// Its revision.
+        revision: u64,
+    },
     /// The run's status does not allow this move.
     #[error("a run cannot move from {} to {}", from.as_str(), to.as_str())]
     InvalidTransition {

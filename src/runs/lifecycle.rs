@@ -225,7 +225,13 @@ pub(crate) fn plan(
     }
 
     let mut next = run.clone();
-    next.revision = run.revision + 1;
+    next.revision = run
+        .revision
+        .checked_add(1)
+        .ok_or(RunError::RevisionExhausted {
+            id: run.id,
+            revision: run.revision,
+        })?;
     next.updated_at = now;
     let mut details = Map::new();
     let mut outcome = None;

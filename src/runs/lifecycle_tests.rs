@@ -263,3 +263,20 @@ fn audit_kind_names_round_trip() {
     }
     assert_eq!(AuditKind::parse("RunCompleted"), None);
 }
+
+#[test]
+fn a_run_at_the_last_revision_is_refused_not_overflowed() {
+    let mut run = run_in(Created);
+    run.revision = u64::MAX;
+    let planned = plan(&run, &Change::Start, Utc::now());
+    assert!(
+        matches!(
+            planned,
+            Err(RunError::RevisionExhausted {
+                revision: u64::MAX,
+                ..
+            })
+        ),
+        "{planned:?}"
+    );
+}

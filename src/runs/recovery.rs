@@ -1,9 +1,10 @@
 //! The recovery scan run when a journal opens.
 
+use serde_json::json;
 use uuid::Uuid;
 
 use super::terminal::{TerminalizationError, repair_persisted_terminalization};
-use crate::records::{Run, RunStatus, StoreError};
+use crate::records::{DamagedRun, FailureEntry, Run, SYSTEM_STEP_ID, StoreError};
 use crate::store::Store;
 
 /// What the recovery scan found and did.
@@ -15,14 +16,37 @@ pub struct RecoveryReport {
     pub repair_failures: Vec<(Uuid, TerminalizationError)>,
     /// Runs that are not terminal, oldest first: the caller decides whether to resume them.
     pub unfinished: Vec<Run>,
+    /// Run rows the scan could not read (an unknown status code, a corrupt
+    /// column, an id that is not a uuid), with where and why: neither
+    /// repaired nor resumed, and listed again by every scan until they are
+    /// mended. Each one whose run id could be read also has an entry in
+    /// that run's failure ledger (step [`SYSTEM_STEP_ID`]).
+    pub damaged: Vec<DamagedRun>,
 }
 
 /// Repairs every run whose persisted status is terminal but that lacks its
 /// terminal event (see [`repair_persisted_terminalization`]: a failed append
-/// is also in the failure ledger), and lists the runs that are not terminal.
+/// is also in the failure ledger), lists the runs that are not terminal,
+/// and reports the run rows it could not read (see
+/// [`RecoveryReport::damaged`]) without letting them stop the scan. The
+/// error is the scan's own failure (the store could not list runs at all).
 pub async fn recover(store: &dyn Store) -> Result<RecoveryReport, StoreError> {
     let mut report = RecoveryReport::default();
-    for run in store.list_runs_missing_terminal_event().await? {
+    for row in store.list_runs_to_recover().await? {
+        let run = match row {
+            Ok(run) => run,
+            Err(damaged) => {
+                tracing::error!(row = %damaged.row, error = %damaged.error,
+                    "recovery: run row unreadable; neither repaired nor resumed");
+                record_damage(store, &damaged).await;
+                report.damaged.push(damaged);
+                continue;
+            }
+        };
+        if !run.status.is_terminal() {
+            report.unfinished.push(run);
+            continue;
+        }
         match repair_persisted_terminalization(store, run.id, &run.controller_id, None).await {
             Ok(_) => report.repaired.push(run.id),
             Err(e) => {
@@ -31,17 +55,44 @@ pub async fn recover(store: &dyn Store) -> Result<RecoveryReport, StoreError> {
             }
         }
     }
-    for status in [RunStatus::Created, RunStatus::Running, RunStatus::Waiting] {
-        report
-            .unfinished
-            .extend(store.list_runs_by_status(status).await?);
-    }
     report.unfinished.sort_by_key(|f| f.created_at);
     tracing::info!(
         repaired = report.repaired.len(),
         failed = report.repair_failures.len(),
         unfinished = report.unfinished.len(),
+        damaged = report.damaged.len(),
         "journal recovery scan done"
     );
     Ok(report)
+}
+
+/// Puts a damaged run in its failure ledger when its id is known, once: a
+/// scan that finds the same damage again (the next start) adds nothing.
+/// Best effort: the report lists the damage whether or not this succeeds.
+async fn record_damage(store: &dyn Store, damaged: &DamagedRun) {
+    let Some(run_id) = damaged.row.run_id else {
+        return;
+    };
+    let reason = format!("run record unreadable at recovery: {damaged}");
+    let known = store.list_failures(run_id).await.is_ok_and(|entries| {
+        entries
+            .iter()
+            .any(|e| e.step_id == SYSTEM_STEP_ID && e.reason == reason)
+    });
+    if known {
+        return;
+    }
+    let entry = FailureEntry {
+        run_id,
+        step_id: SYSTEM_STEP_ID.to_owned(),
+        reason,
+        error_json: Some(json!({
+            "table": damaged.row.table,
+            "rowid": damaged.row.rowid,
+        })),
+        at: chrono::Utc::now(),
+    };
+    if let Err(error) = store.record_failure(entry).await {
+        tracing::error!(%run_id, %error, "recovery: could not record a damaged run in its ledger");
+    }
 }

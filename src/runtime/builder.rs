@@ -122,8 +122,9 @@ impl RuntimeBuilder {
     /// registered here: stages whose completion is recorded do not run again
     /// (their outputs come from the journal), the others start over. A run
     /// that cannot be resumed does not fail the start: it is listed in
-    /// [`Runtime::resume_failures`] and left as it was. Call inside a tokio
-    /// runtime.
+    /// [`Runtime::resume_failures`] and left as it was; nor does a run row
+    /// that cannot be read at all, listed in [`Runtime::damaged_runs`].
+    /// Call inside a tokio runtime.
     pub async fn start(self) -> Result<Runtime, RuntimeError> {
         // The SQLite store the runtime opens is its own to close (a store
         // handed in is the caller's).
@@ -166,6 +167,7 @@ impl RuntimeBuilder {
             journal = ?path,
             unfinished = recovery.unfinished.len(),
             repaired = recovery.repaired.len(),
+            damaged = recovery.damaged.len(),
             "runtime started"
         );
         let mut runtime = Runtime::new(journal, root, self.definitions, recovery, path)

@@ -19,7 +19,7 @@ use crate::flow::{
     ControlEvent, ErasedDefinition, FlowDefinition, RecordError, RunHandle, RunOptions,
 };
 use crate::journal::{JournalError, JournalHandle};
-use crate::records::{LockHolder, Run, RunStatus, StoreError};
+use crate::records::{DamagedRun, LockHolder, Run, RunStatus, StoreError};
 use crate::runs::{RecoveryReport, RunManager};
 use crate::store::Closer;
 
@@ -350,6 +350,16 @@ impl Runtime {
     /// resumed at start, with why; their records are left as they were.
     pub fn resume_failures(&self) -> &[ResumeFailure] {
         &self.resume_failures
+    }
+
+    /// Run rows the recovery scan at start could not read (an unknown
+    /// status code, a corrupt column, an id that is not a uuid), with where
+    /// they are and why: they were neither repaired nor resumed, and did
+    /// not keep the other runs from resuming. Each one whose run id could
+    /// be read also has an entry in that run's failure ledger. The same as
+    /// [`recovery().damaged`](RecoveryReport::damaged).
+    pub fn damaged_runs(&self) -> &[DamagedRun] {
+        &self.recovery.damaged
     }
 
     /// Handles of the runs started (or resumed) here that have not ended.

@@ -58,6 +58,11 @@ macro_rules! store_wrapper {
                 self.$inner.list_runs_missing_terminal_event().await
             }
 
+            async fn list_runs_to_recover(&self) -> ::core::result::Result<Vec<::core::result::Result<$crate::records::Run, $crate::records::DamagedRun>>, $crate::records::StoreError> {
+                $(self.$check("list_runs_to_recover")?;)?
+                self.$inner.list_runs_to_recover().await
+            }
+
             async fn list_events(&self, run_id: $crate::ids::Uuid, limit: usize) -> ::core::result::Result<Vec<$crate::records::RunEvent>, $crate::records::StoreError> {
                 $(self.$check("list_events")?;)?
                 self.$inner.list_events(run_id, limit).await

@@ -9,10 +9,10 @@ use chrono::Utc;
 use uuid::Uuid;
 
 use super::traits::{Store, distinct};
-use crate::records::StoreError;
 use crate::records::{Appended, Cursor, NewEvent, RunEvent, TerminalAppend, assigned_event_id};
+use crate::records::{DamagedRun, StoreError};
 use crate::records::{FailureEntry, Run, RunStatus, RunStep, StepOutput};
-use crate::records::{WriteOp, WriteOutcome};
+use crate::records::{WriteOp, WriteOutcome, next_revision};
 
 /// A store held in memory. Each op is atomic: a failing op is undone before
 /// the next one runs.
@@ -153,6 +153,7 @@ impl MemState {
     fn apply_op(&mut self, op: WriteOp, undo: &mut Vec<Undo>) -> Result<WriteOutcome, StoreError> {
         match op {
             WriteOp::InsertRun { run, audit } => {
+                run.validate()?;
                 if self.runs.contains_key(&run.id) {
                     return Err(StoreError::RunExists(run.id));
                 }
@@ -177,6 +178,8 @@ impl MemState {
                 expected_revision,
                 audit,
             } => {
+                run.validate()?;
+                let revision = next_revision(run.id, expected_revision)?;
                 let stored = self.flow(run.id)?;
                 if stored.revision != expected_revision {
                     return Err(StoreError::RevisionMismatch {
@@ -187,8 +190,7 @@ impl MemState {
                 }
                 let audit_event = NewEvent::new(run.id, audit);
                 audit_event.validate()?;
-                run.revision = expected_revision + 1;
-                let revision = run.revision;
+                run.revision = revision;
                 let id = run.id;
                 let slot = self.runs.get_mut(&id).ok_or(StoreError::RunNotFound(id))?;
                 let old = slot.flow.replace(*run).ok_or(StoreError::RunNotFound(id))?;
@@ -215,6 +217,7 @@ impl MemState {
                 Ok(WriteOutcome::Terminal(TerminalAppend::Appended(appended)))
             }
             WriteOp::RecordStepOutput(o) => {
+                o.validate()?;
                 self.run(o.run_id)?;
                 if !self.output_keys.insert(output_key(&o)) {
                     return Ok(WriteOutcome::StepOutputRecorded { inserted: false });
@@ -224,6 +227,7 @@ impl MemState {
                 Ok(WriteOutcome::StepOutputRecorded { inserted: true })
             }
             WriteOp::RecordFailure(f) => {
+                f.validate()?;
                 self.run(f.run_id)?;
                 self.failures.push(f);
                 undo.push(Undo::PushFailure);
@@ -231,6 +235,7 @@ impl MemState {
             }
             WriteOp::UpsertStep(step) => {
                 let mut step = *step;
+                step.validate()?;
                 self.run(step.run_id)?;
                 let key = (step.run_id, step.external_run_id.clone());
                 if let Some(&i) = self.step_index.get(&key) {
@@ -347,6 +352,19 @@ impl Store for MemoryStore {
         Ok(state.runs_where(|f| {
             f.status.is_terminal() && state.runs.get(&f.id).is_some_and(|r| r.terminal.is_none())
         }))
+    }
+
+    async fn list_runs_to_recover(&self) -> Result<Vec<Result<Run, DamagedRun>>, StoreError> {
+        let state = self.lock();
+        // Nothing in memory is damaged: every row reads.
+        Ok(state
+            .runs_where(|f| {
+                !f.status.is_terminal()
+                    || state.runs.get(&f.id).is_some_and(|r| r.terminal.is_none())
+            })
+            .into_iter()
+            .map(Ok)
+            .collect())
     }
 
     async fn list_events(&self, run_id: Uuid, limit: usize) -> Result<Vec<RunEvent>, StoreError> {

@@ -3,10 +3,10 @@
 use async_trait::async_trait;
 use uuid::Uuid;
 
-use crate::records::StoreError;
 use crate::records::{
     Appended, Cursor, EventKind, NewEvent, RunEvent, TerminalAppend, TerminalEvent,
 };
+use crate::records::{DamagedRun, StoreError};
 use crate::records::{FailureEntry, Run, RunStatus, RunStep, StepOutput};
 use crate::records::{WriteOp, WriteOutcome, appended, mismatch};
 
@@ -26,6 +26,14 @@ pub type WriterJob = Box<dyn FnOnce(&mut dyn FnMut(&[WriteOp]) -> BatchResult) +
 /// Every write is a [`WriteOp`] applied by [`apply_batch`](Store::apply_batch);
 /// the typed write methods are conveniences over it. A write returns only
 /// after it is durable.
+///
+/// What a store acknowledges it can read back. Every JSON value a store
+/// keeps (event payloads and terminal structured outputs, a run's
+/// `state_json` and `wait_json`, step `result_json`, step outputs, failure
+/// `error_json`) may nest arrays and objects at most
+/// [`MAX_JSON_DEPTH`](crate::records::MAX_JSON_DEPTH) levels deep: a deeper
+/// one is refused at write time with [`StoreError::InvalidInput`] naming the
+/// field, by every backend alike, and the refused op fails alone.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Applies `ops` in one durable commit. Each op is atomic on its own and
@@ -69,6 +77,16 @@ pub trait Store: Send + Sync + 'static {
     /// Runs whose persisted status is terminal but that have no terminal event
     /// (a terminalization that was interrupted), oldest first.
     async fn list_runs_missing_terminal_event(&self) -> Result<Vec<Run>, StoreError>;
+
+    /// The runs the recovery scan at start reads, oldest first: every run
+    /// whose status is not terminal, every run with a terminal status but
+    /// no terminal event (as [`list_runs_missing_terminal_event`](Store::list_runs_missing_terminal_event)),
+    /// and (SQLite) every row whose status code this version does not know.
+    /// Row by row: a row that cannot be decoded is returned in its place as
+    /// a [`DamagedRun`] instead of failing the whole list, so one damaged
+    /// run does not keep the others from being recovered. The outer error
+    /// means the scan itself failed.
+    async fn list_runs_to_recover(&self) -> Result<Vec<Result<Run, DamagedRun>>, StoreError>;
 
     /// The run's most recent `limit` events, in log order.
     async fn list_events(&self, run_id: Uuid, limit: usize) -> Result<Vec<RunEvent>, StoreError>;

@@ -509,6 +509,53 @@ pub async fn lists_runs_missing_terminal_event(store: AnyStore) {
     assert_eq!(missing_ids(&store).await, vec![done.id]);
 }
 
+/// The recovery scan's rows: unfinished runs and terminal runs without
+/// their outcome, oldest first, each row on its own; a finished run with its
+/// outcome is not listed.
+pub async fn lists_runs_to_recover(store: AnyStore) {
+    let created = new_run(&store, "o").await;
+    let mut missing = new_run(&store, "o").await;
+    let mut done = new_run(&store, "o").await;
+    let mut waiting = new_run(&store, "o").await;
+    missing.status = RunStatus::Failed;
+    store
+        .update_run(missing.clone(), 0, custom("failed", Value::Null))
+        .await
+        .unwrap();
+    done.status = RunStatus::Cancelled;
+    store
+        .apply(WriteOp::Atomic(vec![
+            WriteOp::UpdateRun {
+                run: Box::new(done.clone()),
+                expected_revision: 0,
+                audit: custom("cancelled", Value::Null),
+            },
+            WriteOp::Append(NewEvent::new(done.id, TerminalEvent::RunCancelled)),
+        ]))
+        .await
+        .unwrap();
+    waiting.status = RunStatus::Waiting;
+    store
+        .update_run(waiting.clone(), 0, custom("waiting", Value::Null))
+        .await
+        .unwrap();
+    let rows: Vec<(Uuid, RunStatus)> = store
+        .list_runs_to_recover()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|row| row.map(|r| (r.id, r.status)).expect("no damaged row"))
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            (created.id, RunStatus::Created),
+            (missing.id, RunStatus::Failed),
+            (waiting.id, RunStatus::Waiting),
+        ]
+    );
+}
+
 /// One read lists the outputs of many runs: grouped by run in the order
 /// asked (a repeated run once, an unknown run none), each run's in
 /// recording order, loop iterations included.
@@ -661,4 +708,161 @@ pub async fn recovery_scan_follows_every_outcome_write(store: AnyStore) {
         .unwrap();
 
     assert_eq!(missing_ids(&store).await, vec![rolled_back.id]);
+}
+
+/// `levels` arrays nested around `1`: `[[[1]]]` for 3.
+pub fn nested(levels: usize) -> Value {
+    let mut value = json!(1);
+    for _ in 0..levels {
+        value = Value::Array(vec![value]);
+    }
+    value
+}
+
+fn is_invalid(result: &Result<impl std::fmt::Debug, StoreError>, name: &str) -> bool {
+    matches!(result, Err(StoreError::InvalidInput { field, .. }) if *field == name)
+}
+
+/// JSON nested deeper than serde_json reads back (128 levels) is refused at
+/// write time, naming the field, by every backend and for every JSON a
+/// store keeps; a refused op fails alone and nothing of it is stored.
+pub async fn too_deep_json_is_refused_at_write(store: AnyStore) {
+    let deep = nested(200);
+    let mut run = Run::new("ctrl", "goal", "deep");
+    run.state_json = deep.clone();
+    let inserted = store.insert_run(run.clone(), None).await;
+    assert!(is_invalid(&inserted, "state_json"), "{inserted:?}");
+    assert_eq!(store.get_run(run.id).await.unwrap(), None);
+
+    let ok = new_run(&store, "deep").await;
+    let mut waiting = ok.clone();
+    waiting.status = RunStatus::Waiting;
+    waiting.wait_json = Some(deep.clone());
+    let updated = store
+        .update_run(waiting, 0, custom("waiting", Value::Null))
+        .await;
+    assert!(is_invalid(&updated, "wait_json"), "{updated:?}");
+
+    let batch = vec![
+        WriteOp::Append(NewEvent::new(ok.id, custom("before", json!(1)))),
+        WriteOp::Append(NewEvent::new(ok.id, custom("deep", deep.clone()))),
+        WriteOp::Append(NewEvent::new(ok.id, custom("after", json!(2)))),
+    ];
+    let results = store.apply_batch(batch).await.unwrap();
+    assert!(results[0].is_ok() && results[2].is_ok(), "{results:?}");
+    assert!(is_invalid(&results[1], "payload"), "{results:?}");
+
+    let output = StepOutput {
+        run_id: ok.id,
+        step_id: "s".into(),
+        loop_id: None,
+        iteration: None,
+        output: deep.clone(),
+        at: chrono::Utc::now(),
+    };
+    let recorded = store.record_step_output(output).await;
+    assert!(is_invalid(&recorded, "output"), "{recorded:?}");
+    let failure = FailureEntry {
+        run_id: ok.id,
+        step_id: "s".into(),
+        reason: "r".into(),
+        error_json: Some(deep.clone()),
+        at: chrono::Utc::now(),
+    };
+    let failed = store.record_failure(failure).await;
+    assert!(is_invalid(&failed, "error_json"), "{failed:?}");
+    let step = RunStep {
+        id: Uuid::now_v7(),
+        run_id: ok.id,
+        runtime: StepRuntime::Mirrored,
+        child_session_key: None,
+        external_run_id: "x".into(),
+        task: "t".into(),
+        status: RunStepStatus::Succeeded,
+        result_json: Some(deep.clone()),
+        created_at: chrono::Utc::now(),
+        updated_at: chrono::Utc::now(),
+    };
+    let upserted = store.upsert_step(step).await;
+    assert!(is_invalid(&upserted, "result_json"), "{upserted:?}");
+    let terminal = store
+        .append_terminal_event_if_absent(
+            ok.id,
+            TerminalEvent::RunCompleted {
+                structured_output: Some(deep),
+            },
+        )
+        .await;
+    assert!(is_invalid(&terminal, "structured_output"), "{terminal:?}");
+
+    // Nothing refused was stored, and the run reads back whole.
+    let stored = store.get_run(ok.id).await.unwrap().unwrap();
+    assert_eq!((stored.status, stored.revision), (RunStatus::Created, 0));
+    let kinds: Vec<String> = store
+        .replay(ok.id)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.kind.name().to_owned())
+        .collect();
+    assert_eq!(kinds, ["created", "before", "after"]);
+    assert!(store.list_step_outputs(ok.id).await.unwrap().is_empty());
+    assert!(store.list_failures(ok.id).await.unwrap().is_empty());
+    assert!(store.list_steps(ok.id).await.unwrap().is_empty());
+    assert_eq!(store.terminal_event(ok.id).await.unwrap(), None);
+}
+
+/// A compare-and-set based on `u64::MAX` has no next revision: a typed
+/// error for that op alone, never an overflow.
+pub async fn revision_overflow_is_refused(store: AnyStore) {
+    let run = new_run(&store, "o").await;
+    let mut next = run.clone();
+    next.status = RunStatus::Running;
+    let batch = vec![
+        WriteOp::UpdateRun {
+            run: Box::new(next.clone()),
+            expected_revision: u64::MAX,
+            audit: custom("started", Value::Null),
+        },
+        WriteOp::Append(NewEvent::new(run.id, custom("tick", json!(1)))),
+    ];
+    let results = store.apply_batch(batch).await.unwrap();
+    assert!(
+        matches!(
+            &results[0],
+            Err(StoreError::InvalidInput {
+                field: "expected_revision",
+                ..
+            })
+        ),
+        "{results:?}"
+    );
+    assert!(results[1].is_ok(), "{results:?}");
+    // A run stored at the last revision cannot change any more.
+    let mut last = Run::new("ctrl", "goal", "o");
+    last.revision = u64::MAX;
+    store.insert_run(last.clone(), None).await.unwrap();
+    assert_eq!(
+        store.get_run(last.id).await.unwrap().unwrap().revision,
+        u64::MAX
+    );
+    let refused = store
+        .update_run(last.clone(), u64::MAX, custom("x", Value::Null))
+        .await;
+    assert!(
+        matches!(
+            refused,
+            Err(StoreError::InvalidInput {
+                field: "expected_revision",
+                ..
+            })
+        ),
+        "{refused:?}"
+    );
+    // The store still takes writes.
+    let revision = store
+        .update_run(next, 0, custom("started", Value::Null))
+        .await
+        .unwrap();
+    assert_eq!(revision, 1);
 }

@@ -13,6 +13,7 @@ pub fn run_sql(path: &Path, sql: &str) {
 }
 
 /// The database's `user_version`: the store's schema version.
+#[allow(dead_code)] // not every test that includes this module reads it
 pub fn user_version(path: &Path) -> i64 {
     rusqlite::Connection::open(path)
         .expect("open raw")

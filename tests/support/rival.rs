@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use async_trait::async_trait;
 use serde_json::json;
 use troupe::records::{
-    Cursor, EventKind, FailureEntry, Run, RunEvent, RunStatus, RunStep, StepOutput, StoreError,
-    WriteOp, WriteOutcome,
+    Cursor, DamagedRun, EventKind, FailureEntry, Run, RunEvent, RunStatus, RunStep, StepOutput,
+    StoreError, WriteOp, WriteOutcome,
 };
 use troupe::store::Store;
 use uuid::Uuid;
@@ -98,6 +98,10 @@ impl Store for RivalStore {
 
     async fn list_runs_missing_terminal_event(&self) -> Result<Vec<Run>, StoreError> {
         self.inner.list_runs_missing_terminal_event().await
+    }
+
+    async fn list_runs_to_recover(&self) -> Result<Vec<Result<Run, DamagedRun>>, StoreError> {
+        self.inner.list_runs_to_recover().await
     }
 
     async fn list_events(&self, run_id: Uuid, limit: usize) -> Result<Vec<RunEvent>, StoreError> {

@@ -34,8 +34,8 @@ use self::codec::Kinds;
 use self::owner::{Closing, Owner};
 use self::thread::ConnThread;
 use super::traits::{Store, WriterJob};
-use crate::records::StoreError;
 use crate::records::{Cursor, RunEvent};
+use crate::records::{DamagedRun, StoreError};
 use crate::records::{FailureEntry, Run, RunStatus, RunStep, StepOutput};
 use crate::records::{WriteOp, WriteOutcome};
 
@@ -445,6 +445,10 @@ impl Store for SqliteStore {
     async fn list_runs_missing_terminal_event(&self) -> Result<Vec<Run>, StoreError> {
         self.read(|c, _| read::list_runs_missing_terminal_event(c))
             .await
+    }
+
+    async fn list_runs_to_recover(&self) -> Result<Vec<Result<Run, DamagedRun>>, StoreError> {
+        self.read(|c, _| read::list_runs_to_recover(c)).await
     }
 
     async fn list_events(&self, run_id: Uuid, limit: usize) -> Result<Vec<RunEvent>, StoreError> {

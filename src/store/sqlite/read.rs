@@ -10,8 +10,8 @@ use super::rows::{
 };
 use super::schema::MISSING_OUTCOME;
 use crate::records::{Cursor, RunEvent, assigned_event_id};
+use crate::records::{DamagedRun, RowRef, StoreError};
 use crate::records::{FailureEntry, Run, RunStatus, RunStep, StepOutput};
-use crate::records::{RowRef, StoreError};
 use crate::store::traits::distinct;
 
 fn sql(op: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
@@ -159,6 +159,44 @@ fn missing_terminal_query() -> String {
     )
 }
 
+/// The recovery scan's rows (see
+/// [`Store::list_runs_to_recover`](crate::store::Store::list_runs_to_recover)):
+/// the runs whose status is not terminal (`runs_by_status`; a code this
+/// version does not know sorts outside 3..=5 too, so it is listed and
+/// reported) and the partial index of terminal runs without an outcome.
+/// Each row decodes on its own.
+pub(crate) fn list_runs_to_recover(
+    conn: &Connection,
+) -> Result<Vec<Result<Run, DamagedRun>>, StoreError> {
+    let op = "list runs to recover";
+    let query = format!(
+        "SELECT {RUN_COLUMNS} FROM runs WHERE status < 3 OR status > 5 \
+         UNION ALL SELECT {RUN_COLUMNS} FROM runs INDEXED BY runs_missing_outcome \
+         WHERE {MISSING_OUTCOME} ORDER BY rid"
+    );
+    let mut stmt = conn.prepare_cached(&query).map_err(sql(op))?;
+    let mut rows = stmt.query([]).map_err(sql(op))?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next().map_err(sql(op))? {
+        out.push(decode_run(row).map_err(|error| {
+            let rowid: i64 = row.get(0).unwrap_or(0);
+            let run_id = row
+                .get::<_, Vec<u8>>(1)
+                .ok()
+                .and_then(|bytes| Uuid::from_slice(&bytes).ok());
+            DamagedRun {
+                row: RowRef {
+                    table: "runs",
+                    rowid,
+                    run_id,
+                },
+                error,
+            }
+        }));
+    }
+    Ok(out)
+}
+
 fn rid_of(conn: &Connection, id: Uuid) -> Result<Option<i64>, StoreError> {
     conn.prepare_cached("SELECT rid FROM runs WHERE id = ?1")
         .and_then(|mut s| s.query_row([id.as_bytes()], |r| r.get(0)).optional())
@@ -169,6 +207,12 @@ fn rid_of(conn: &Connection, id: Uuid) -> Result<Option<i64>, StoreError> {
 /// the events primary key, no per-run index needed. The head is the run's
 /// newest event after the `run_heads` mark if it has one there (a backward
 /// scan of that short tail), else its stored `run_heads` row.
+///
+/// The walk follows a link only if the row is the run's and its `prev` is
+/// older than itself, so a damaged chain (a `prev` into another run, onto
+/// itself or forward: damage `integrity_check` cannot see) ends the walk
+/// at once, and the row that broke it is reported as
+/// [`StoreError::CorruptRow`] instead of another run's events or a loop.
 pub(crate) fn list_events(
     conn: &Connection,
     kinds: &mut Kinds,
@@ -179,25 +223,88 @@ pub(crate) fn list_events(
         return Ok(Vec::new());
     };
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    collect(
+    let mut links = Vec::new();
+    let mut events = collect(
         conn,
         "list events",
         // `head` is materialized: flattened into `chain`, SQLite would
-        // evaluate the tail scan twice (once per use of `c`).
+        // evaluate the tail scan twice (once per use of `c`). `via` is the
+        // row whose `prev` led to `c` (NULL for the head).
         "WITH RECURSIVE head(c) AS MATERIALIZED (SELECT coalesce( \
              (SELECT cursor FROM events WHERE cursor > (SELECT cursor FROM heads_mark) \
               AND rid = ?1 ORDER BY cursor DESC LIMIT 1), \
              (SELECT last_cursor FROM run_heads WHERE rid = ?1))), \
-         chain(c, n) AS ( \
-           SELECT c, 1 FROM head WHERE c IS NOT NULL AND ?2 > 0 \
+         chain(c, n, via) AS ( \
+           SELECT c, 1, NULL FROM head WHERE c IS NOT NULL AND ?2 > 0 \
            UNION ALL \
-           SELECT e.prev, chain.n + 1 FROM events e JOIN chain ON e.cursor = chain.c \
-           WHERE e.prev IS NOT NULL AND chain.n < ?2) \
-         SELECT e.cursor, e.seq, e.kind, e.ekey, e.at, e.payload FROM chain \
-         JOIN events e ON e.cursor = chain.c ORDER BY e.cursor",
+           SELECT e.prev, chain.n + 1, e.cursor FROM events e JOIN chain ON e.cursor = chain.c \
+           WHERE e.prev IS NOT NULL AND chain.n < ?2 AND e.rid = ?1 AND e.prev < e.cursor) \
+         SELECT e.cursor, e.seq, e.kind, e.ekey, e.at, e.payload, e.rid, e.prev, chain.via \
+         FROM chain JOIN events e ON e.cursor = chain.c ORDER BY e.cursor",
         params![rid, limit],
-        |row| decode_event(conn, kinds, Some(run_id), row),
-    )
+        |row| {
+            let link: (i64, i64, Option<i64>, Option<i64>) = (
+                row.get(0).map_err(sql("read event"))?,
+                row.get(6).map_err(sql("read event"))?,
+                row.get(7).map_err(sql("read event"))?,
+                row.get(8).map_err(sql("read event"))?,
+            );
+            links.push(link);
+            // Another run's row is reported below, not decoded.
+            if link.1 != rid {
+                return Ok(None);
+            }
+            decode_event(conn, kinds, Some(run_id), row).map(Some)
+        },
+    )?;
+    check_chain(rid, run_id, &links)?;
+    // Sound chain: every row was the run's, so every event decoded.
+    Ok(events.drain(..).flatten().collect())
+}
+
+/// Checks the links `list_events` followed: `(cursor, rid, prev, via)` per
+/// row, where `via` is the row whose `prev` named it.
+fn check_chain(
+    rid: i64,
+    run_id: Uuid,
+    links: &[(i64, i64, Option<i64>, Option<i64>)],
+) -> Result<(), StoreError> {
+    let bad = |table, rowid, column, value: String| StoreError::CorruptRow {
+        row: RowRef {
+            table,
+            rowid,
+            run_id: Some(run_id),
+        },
+        column,
+        value,
+    };
+    for &(cursor, owner, prev, via) in links {
+        if owner != rid {
+            return Err(match via {
+                Some(via) => bad(
+                    "events",
+                    via,
+                    "prev",
+                    format!("{cursor} (an event of another run)"),
+                ),
+                None => bad(
+                    "run_heads",
+                    rid,
+                    "last_cursor",
+                    format!("{cursor} (an event of another run)"),
+                ),
+            });
+        }
+        if let Some(prev) = prev.filter(|prev| *prev >= cursor) {
+            return Err(bad(
+                "events",
+                cursor,
+                "prev",
+                format!("{prev} (not before the event's own cursor)"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 pub(crate) fn poll(

@@ -13,7 +13,7 @@ use super::{Head, Scratch, sql};
 use crate::records::StoreError;
 use crate::records::{Appended, Cursor, NewEvent, TerminalAppend};
 use crate::records::{FailureEntry, Run, RunStep, StepOutput};
-use crate::records::{WriteOp, WriteOutcome};
+use crate::records::{RowRef, WriteOp, WriteOutcome, next_revision};
 use crate::store::sqlite::codec::{Kinds, MAX_TERMINAL_CODE, json_bytes, micros, payload};
 use crate::store::sqlite::fast_hash::IdMap;
 use crate::store::sqlite::read::event_by_cursor;
@@ -107,6 +107,7 @@ impl OpCtx<'_, '_> {
     pub(super) fn apply(&mut self, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
         match op {
             WriteOp::InsertRun { run, audit } => {
+                run.validate()?;
                 self.insert_run(run)?;
                 let audit = audit
                     .as_ref()
@@ -119,6 +120,7 @@ impl OpCtx<'_, '_> {
                 expected_revision,
                 audit,
             } => {
+                run.validate()?;
                 let audit_event = NewEvent::new(run.id, audit.clone());
                 audit_event.validate()?;
                 let revision = self.update_run(run, *expected_revision)?;
@@ -192,8 +194,8 @@ impl OpCtx<'_, '_> {
     }
 
     fn update_run(&mut self, run: &Run, expected: u64) -> Result<u64, StoreError> {
+        let revision = next_revision(run.id, expected)?;
         let head = self.head(run.id)?;
-        let revision = expected + 1;
         let mut values = run_values(run).to_vec();
         values[REVISION_VALUE] = (revision as i64).into();
         values.push(head.rid.into());
@@ -267,7 +269,21 @@ impl OpCtx<'_, '_> {
                 cursor: existing.cursor,
             });
         }
-        let seq = head.last_seq + 1;
+        // A damaged `run_heads` row can hold any number: past i64::MAX the
+        // sequence could not be stored, so it is a corrupt row, not a panic.
+        let seq = head
+            .last_seq
+            .checked_add(1)
+            .filter(|seq| i64::try_from(*seq).is_ok())
+            .ok_or_else(|| StoreError::CorruptRow {
+                row: RowRef {
+                    table: "run_heads",
+                    rowid: head.rid,
+                    run_id: Some(ev.run_id),
+                },
+                column: "last_seq",
+                value: head.last_seq.to_string(),
+            })?;
         let payload = payload(&ev.kind);
         if let Some(bytes) = &payload
             && bytes.len() > self.max_payload
@@ -320,6 +336,7 @@ impl OpCtx<'_, '_> {
     }
 
     fn record_output(&mut self, o: &StepOutput) -> Result<WriteOutcome, StoreError> {
+        o.validate()?;
         let head = self.head(o.run_id)?;
         let inserted = self
             .conn
@@ -344,6 +361,7 @@ impl OpCtx<'_, '_> {
     }
 
     fn record_failure(&mut self, f: &FailureEntry) -> Result<WriteOutcome, StoreError> {
+        f.validate()?;
         let head = self.head(f.run_id)?;
         self.conn
             .prepare_cached(
@@ -363,6 +381,7 @@ impl OpCtx<'_, '_> {
     }
 
     fn upsert_step(&mut self, step: &RunStep) -> Result<WriteOutcome, StoreError> {
+        step.validate()?;
         let head = self.head(step.run_id)?;
         let (id, child, created): (Vec<u8>, Option<String>, i64) = self
             .conn
