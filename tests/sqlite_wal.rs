@@ -163,3 +163,30 @@ async fn a_crash_copy_of_a_restarted_preallocated_wal_recovers_every_acked_event
         );
     }
 }
+
+/// A clean close leaves the database file whole: the WAL is checkpointed
+/// into it and truncated (or deleted), so a copy of the database file alone
+/// holds every acknowledged event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clean_close_leaves_every_event_in_the_database_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("journal.sqlite");
+    let store = SqliteStore::open_with(&path, small_wal(8, 4000))
+        .await
+        .expect("open");
+    append(&store, 40, |_| {}).await;
+    assert!(std::fs::metadata(wal(&path)).expect("wal").len() > 0);
+    store.close().await;
+    let left = std::fs::metadata(wal(&path)).map(|m| m.len()).unwrap_or(0);
+    assert_eq!(left, 0, "the WAL still holds frames after a clean close");
+    drop(store);
+
+    // The database file alone, without its WAL.
+    let copy = dir.path().join("copy.sqlite");
+    std::fs::copy(&path, &copy).expect("copy db");
+    let events: i64 = rusqlite::Connection::open(&copy)
+        .expect("open copy")
+        .query_row("SELECT count(*) FROM events", [], |r| r.get(0))
+        .expect("count");
+    assert_eq!(events, 40);
+}

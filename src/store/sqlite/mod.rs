@@ -115,7 +115,11 @@ pub struct SqliteConfig {
     /// it, e.g. for lack of space, opens anyway and logs a warning, and its
     /// commits grow the file as they go). After a crash, the next
     /// open reads the WAL's valid frames again (at most that much) before
-    /// its first query; a clean close checkpoints and deletes the file.
+    /// its first query. A clean close ([`SqliteStore::close`], or dropping
+    /// the store) checkpoints the WAL into the database and truncates it to
+    /// zero bytes; the empty `-wal` and `-shm` files stay until the last
+    /// connection to the database closes (SQLite deletes them then), and
+    /// the next open allocates the WAL again.
     pub wal_restart_pages: u32,
     /// How many events may be committed before the per-run counters
     /// (`run_heads`) are written back to disk. Until then the writer holds

@@ -95,11 +95,34 @@ impl Owner {
         }
     }
 
-    /// Closes the connection and releases the lock; idempotent.
+    /// Checkpoints the whole WAL into the database and truncates it, then
+    /// closes the connection and releases the lock; idempotent. The store's
+    /// reader may outlive the writer, and only the last connection deletes
+    /// the `-wal` file: truncating it here leaves the database file whole,
+    /// and no 0-byte `-wal` needs replaying at the next open.
     pub(super) fn close(&mut self) {
-        if self.open.take().is_some() {
-            tracing::debug!(path = %self.path.display(), "sqlite store closed");
+        let Some(open) = self.open.take() else {
+            return;
+        };
+        if !schema::in_memory(&self.path) {
+            let checkpoint =
+                open.writer
+                    .conn
+                    .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+                        r.get::<_, i64>(0)
+                    });
+            match checkpoint {
+                Ok(0) => {}
+                // Busy: a reader's snapshot held frames back; the next open
+                // replays them, nothing is lost.
+                Ok(_) => tracing::debug!(path = %self.path.display(),
+                    "WAL not fully checkpointed at close (a reader held it)"),
+                Err(error) => tracing::warn!(path = %self.path.display(), %error,
+                    "WAL checkpoint at close failed; the next open replays it"),
+            }
         }
+        drop(open);
+        tracing::debug!(path = %self.path.display(), "sqlite store closed");
     }
 }
 

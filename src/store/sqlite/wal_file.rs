@@ -20,8 +20,9 @@
 //!
 //! Nothing the store does shrinks the file again while it is open: SQLite
 //! truncates a WAL only for `PRAGMA journal_size_limit` (unset: -1), a
-//! `wal_checkpoint(TRUNCATE)` (never issued) and at close, where the last
-//! connection deletes it; the next open allocates it again. A checkpoint
+//! `wal_checkpoint(TRUNCATE)` (issued only when the writer closes) and at
+//! close, where the last connection deletes it; the next open allocates it
+//! again. A checkpoint
 //! another process runs with `TRUNCATE` only costs speed until the reopen.
 
 use std::fs::OpenOptions;
