@@ -105,21 +105,7 @@ impl Owner {
             return;
         };
         if !schema::in_memory(&self.path) {
-            let checkpoint =
-                open.writer
-                    .conn
-                    .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
-                        r.get::<_, i64>(0)
-                    });
-            match checkpoint {
-                Ok(0) => {}
-                // Busy: a reader's snapshot held frames back; the next open
-                // replays them, nothing is lost.
-                Ok(_) => tracing::debug!(path = %self.path.display(),
-                    "WAL not fully checkpointed at close (a reader held it)"),
-                Err(error) => tracing::warn!(path = %self.path.display(), %error,
-                    "WAL checkpoint at close failed; the next open replays it"),
-            }
+            truncate_wal(&open.writer.conn, &self.path);
         }
         drop(open);
         tracing::debug!(path = %self.path.display(), "sqlite store closed");
@@ -224,4 +210,29 @@ impl Closer {
     pub(crate) fn close_soon(&self) {
         self.writer.post(Owner::close);
     }
+}
+
+/// Checkpoints every frame of the WAL and truncates it. The checkpointer
+/// thread may be in a pass (SQLite then answers busy at once rather than
+/// waiting), so this retries for a bounded time; if the WAL still cannot be
+/// truncated, nothing is lost: the next open replays it.
+fn truncate_wal(conn: &Connection, path: &Path) {
+    const TRIES: u32 = 200;
+    for _ in 0..TRIES {
+        match conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+            r.get::<_, i64>(0)
+        }) {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy) => {}
+            Err(error) => {
+                tracing::warn!(path = %path.display(), %error,
+                    "WAL checkpoint at close failed; the next open replays it");
+                return;
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    tracing::warn!(path = %path.display(),
+        "WAL still busy at close; the next open replays it");
 }
