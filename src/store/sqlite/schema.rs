@@ -169,6 +169,21 @@ ALTER TABLE runs RENAME COLUMN parent_id TO parent_run_id;
 "#,
 ];
 
+/// The database's schema version, refused if this build cannot read it.
+fn schema_version(conn: &Connection, path: &Path) -> Result<i64, StoreError> {
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(classify(path, "read schema version"))?;
+    if version > SCHEMA_VERSION {
+        return Err(StoreError::SchemaTooNew {
+            path: path.to_owned(),
+            found: version,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    Ok(version)
+}
+
 /// Maps an SQLite error, recognising "this file is not a database".
 pub(crate) fn classify(
     path: &Path,
@@ -201,16 +216,7 @@ pub(crate) fn open_writer(path: &Path, config: &SqliteConfig) -> Result<Connecti
     conn.busy_timeout(config.busy_timeout)
         .map_err(classify(path, "busy_timeout"))?;
     stable_plans(&conn, path)?;
-    let version: i64 = conn
-        .pragma_query_value(None, "user_version", |r| r.get(0))
-        .map_err(classify(path, "read schema version"))?;
-    if version > SCHEMA_VERSION {
-        return Err(StoreError::SchemaTooNew {
-            path: path.to_owned(),
-            found: version,
-            supported: SCHEMA_VERSION,
-        });
-    }
+    let version = schema_version(&conn, path)?;
     if !in_memory(path) {
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(classify(path, "journal_mode=WAL"))?;
@@ -276,16 +282,7 @@ pub(crate) fn open_read_only(path: &Path, config: &SqliteConfig) -> Result<Conne
         }
         e => e,
     })?;
-    let version: i64 = conn
-        .pragma_query_value(None, "user_version", |r| r.get(0))
-        .map_err(classify(path, "read schema version"))?;
-    if version > SCHEMA_VERSION {
-        return Err(StoreError::SchemaTooNew {
-            path: path.to_owned(),
-            found: version,
-            supported: SCHEMA_VERSION,
-        });
-    }
+    let version = schema_version(&conn, path)?;
     if version < SCHEMA_VERSION {
         return Err(StoreError::SchemaTooOld {
             path: path.to_owned(),
