@@ -187,7 +187,7 @@ impl<T: Clone + Send + 'static> FlowBuilder<T> {
         self
     }
 
-    /// How long a cancel waits for stages before killing them (default 5 s).
+    /// How long a cancel waits for stages before killing them (default [`DEFAULT_CANCEL_GRACE`], 5 s).
     pub fn cancel_grace(mut self, grace: Duration) -> Self {
         self.cancel_grace = grace;
         self

@@ -62,10 +62,12 @@ pub use crate::supervise::Backoff;
 pub(crate) use control::CONTROL_PLANE_CANCEL_REASON;
 pub use control::{ControlEvent, HandleError, RunOutcome, StageControl};
 pub(crate) use definition::ErasedDefinition;
-pub use definition::{DefinitionError, EventStageBuilder, FlowBuilder, FlowDefinition};
+pub use definition::{
+    DEFAULT_CANCEL_GRACE, DefinitionError, EventStageBuilder, FlowBuilder, FlowDefinition,
+};
 pub use handle::RunHandle;
 pub use machine::RunState;
 pub use record::{RecordError, RunOptions};
 pub use restart::{RestartPolicy, RestartStrategy, RestartType, Supervision};
 pub use stage_handle::{StageHandle, TypedStageHandle};
-pub use topology::{Topology, TopologyError};
+pub use topology::{Topology, TopologyError, ValidatedTopology};

@@ -169,7 +169,8 @@ async fn ledger_append_failure(
 /// `RunFailed` with the target's reason if it is a `Failed`, else the last
 /// failure-ledger reason, else `run already failed`; `Cancelled` →
 /// `RunCancelled`. Appends only if the run has no terminal event (repairing
-/// twice appends once). Returns `Noop`, also when the run is not terminal.
+/// twice appends once). Returns `Transitioned` when it appended the event,
+/// `Noop` when the run is not terminal or already had one.
 ///
 /// If the append fails, the failure ledger records it as
 /// [`record_persisted_terminalization`] does, and the error is
@@ -223,14 +224,12 @@ pub async fn repair_persisted_terminalization(
     match store.append_terminal_event_if_absent(run_id, event).await {
         Ok(TerminalAppend::Appended(a)) => {
             tracing::info!(cursor = %a.cursor, "repaired: terminal event appended");
+            Ok(TerminalizationOutcome::Transitioned)
         }
-        Ok(TerminalAppend::AlreadyPresent(_)) => {}
+        Ok(TerminalAppend::AlreadyPresent(_)) => Ok(TerminalizationOutcome::Noop),
         // The divergence outlives this call in the ledger, as when terminalizing.
-        Err(error) => {
-            return Err(ledger_append_failure(store, run_id, flow_name, kind, error).await);
-        }
+        Err(error) => Err(ledger_append_failure(store, run_id, flow_name, kind, error).await),
     }
-    Ok(TerminalizationOutcome::Noop)
 }
 
 /// Rebuilds a run's structured output from its recorded outputs:
