@@ -104,11 +104,14 @@ async fn the_wal_restarts_once_per_restart_size_not_per_pass() {
         counts.push(restarts(&path));
     }
     let (every_pass, every_256) = (counts[0], counts[1]);
-    // 300 commits of 1-4 pages: at most ~1200 frames, so at most ~5
-    // restarts at 256 frames, and at least 1; about one per 8-30 frames when
-    // every pass lets the WAL restart (~75 measured).
-    assert!((1..=6).contains(&every_256), "{counts:?}");
-    assert!(every_pass >= 3 * every_256, "{counts:?}");
+    // 300 commits of 1-4 pages: at most ~1200 frames, so about 5 catch-up
+    // restarts at 256 frames, and at least 1. SQLite also restarts a WAL on
+    // its own when a pass happened to copy every frame before the next
+    // write, which a loaded machine makes likelier: the bound leaves room
+    // for that, and the restarts still follow the restart size, not the
+    // passes.
+    assert!((1..=12).contains(&every_256), "{counts:?}");
+    assert!(every_pass >= 2 * every_256, "{counts:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
