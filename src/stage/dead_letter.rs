@@ -8,6 +8,7 @@ use std::fmt;
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
+use super::ports::Ports;
 use super::supervisor::{Reporter, StageReport};
 use crate::supervise::BoxError;
 
@@ -128,5 +129,30 @@ pub(crate) async fn report_dead_letter(
         Ok(Ok(())) => Ok(()),
         Ok(Err(reason)) => Err(failed(position, last.as_ref(), reason).into()),
         Err(_) => Err(failed(position, last.as_ref(), "the flow is gone".into()).into()),
+    }
+}
+
+impl<T: Clone + Send + 'static> Ports<T> {
+    /// The held item's dead letter (`None` if no item is held): the item
+    /// stays held until [`settle`](Self::settle), so that it is not lost
+    /// if the letter cannot be recorded.
+    pub(crate) fn dead_letter(
+        &self,
+        stage: usize,
+        generation: u64,
+    ) -> Option<(StageDeadLetter, oneshot::Receiver<Result<(), String>>)> {
+        let item = self.held.as_ref()?;
+        let (ack, acked) = oneshot::channel();
+        let letter = StageDeadLetter {
+            stage,
+            generation,
+            // `items_in` counted the held item when it was taken.
+            position: self.items_in.saturating_sub(1),
+            attempts: self.held_failures,
+            errors: self.held_errors.iter().cloned().collect(),
+            item: (self.encode)(item),
+            ack,
+        };
+        Some((letter, acked))
     }
 }

@@ -12,9 +12,9 @@ use std::collections::VecDeque;
 use std::ops::{Deref, DerefMut};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use tokio::sync::{Notify, oneshot};
+use tokio::sync::Notify;
 
-use super::dead_letter::{ItemEncoder, StageDeadLetter, unserializable};
+use super::dead_letter::{ItemEncoder, unserializable};
 use super::logic::Emitter;
 use super::pipe::{PipeReceiver, PipeSender};
 use crate::records::MAX_DEAD_LETTER_ERRORS;
@@ -48,7 +48,7 @@ pub(crate) struct Ports<T: Send + 'static> {
     /// The item in hand, in front of the inbox: taken from it and not yet
     /// handled. A copy of what the logic was given stays here while an
     /// attempt runs, so a failed, panicked or killed attempt loses nothing.
-    held: Option<T>,
+    pub(super) held: Option<T>,
     /// The outbox's length when the held item was taken: what its failed
     /// attempts emitted lies beyond it (the outbox is not sent meanwhile).
     held_mark: usize,
@@ -56,12 +56,12 @@ pub(crate) struct Ports<T: Send + 'static> {
     /// item the full retry policy again).
     failed_attempts: u32,
     /// Failed attempts at the held item in every start.
-    held_failures: u32,
+    pub(super) held_failures: u32,
     /// The errors of the held item's last failed attempts (at most
     /// [`MAX_DEAD_LETTER_ERRORS`]), for its dead letter.
-    held_errors: VecDeque<String>,
+    pub(super) held_errors: VecDeque<String>,
     /// How a dead letter keeps an item.
-    encode: ItemEncoder<T>,
+    pub(super) encode: ItemEncoder<T>,
     outputs: Vec<PipeSender<T>>,
     /// Items emitted and not yet sent.
     pub(crate) outbox: Emitter<T>,
@@ -174,29 +174,6 @@ impl<T: Clone + Send + 'static> Ports<T> {
         }
         self.held_errors.push_back(error.to_string());
         self.failed_attempts
-    }
-
-    /// The held item's dead letter (`None` if no item is held): the item
-    /// stays held until [`settle`](Self::settle), so that it is not lost
-    /// if the letter cannot be recorded.
-    pub(crate) fn dead_letter(
-        &self,
-        stage: usize,
-        generation: u64,
-    ) -> Option<(StageDeadLetter, oneshot::Receiver<Result<(), String>>)> {
-        let item = self.held.as_ref()?;
-        let (ack, acked) = oneshot::channel();
-        let letter = StageDeadLetter {
-            stage,
-            generation,
-            // `items_in` counted the held item when it was taken.
-            position: self.items_in.saturating_sub(1),
-            attempts: self.held_failures,
-            errors: self.held_errors.iter().cloned().collect(),
-            item: (self.encode)(item),
-            ack,
-        };
-        Some((letter, acked))
     }
 
     /// Makes sure the inbox has items, waiting for the next batch if needed;
