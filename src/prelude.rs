@@ -26,17 +26,17 @@
 
 pub use crate::async_trait;
 pub use crate::flow::{
-    Backoff, ControlEvent, FlowBuilder, FlowDefinition, HandleError, RestartPolicy,
-    RestartStrategy, RestartType, RetryPolicy, RunHandle, RunOptions, RunOutcome, RunState,
-    Supervision,
+    Backoff, ControlEvent, DeadLetterPolicy, FlowBuilder, FlowDefinition, HandleError,
+    RestartPolicy, RestartStrategy, RestartType, RetryPolicy, RunHandle, RunOptions, RunOutcome,
+    RunState, Supervision,
 };
 pub use crate::fsm::{
     EventVariant, FsmAction, FsmContext, FsmError, StateMachine, StateVariant, Transition, fsm,
 };
-pub use crate::records::RunStatus;
+pub use crate::records::{DeadLetter, RunStatus};
 pub use crate::runtime::{Runtime, RuntimeError};
 pub use crate::stage::{
-    Emitter, EventPolicy, OnEvent, Produced, Sink, Source, Step, StepInputs, Transform, sink_fn,
-    source_iter, step_fn, transform_fn, transform_fsm,
+    Emitter, EventPolicy, OnEvent, PermanentError, Produced, Sink, Source, Step, StepInputs,
+    Transform, sink_fn, source_iter, step_fn, transform_fn, transform_fsm,
 };
 pub use crate::supervise::BoxError;

@@ -1,6 +1,5 @@
-//! Stage failures under supervision: panics and errors restart a stage per
-//! its policy (here without item retries, so that an item's error fails
-//! its stage at once), the restarted stage retries the item it held, an
+//! Stage failures under supervision: panics restart a stage per its policy
+//! (an item's error is dead-lettered instead, see `runtime_dead_letters`), the restarted stage retries the item it held, an
 //! exhausted intensity fails the flow naming the stage, a temporary stage
 //! is abandoned while the run carries on, and every failure lands in the
 //! failure ledger.
@@ -122,7 +121,7 @@ async fn exceeding_the_restart_intensity_fails_the_flow_naming_the_stage() {
     let consumed = counter();
     let faulty = || Faulty {
         at: 100,
-        panic: false,
+        panic: true,
         once: None,
     };
     let policy = RestartPolicy::transient().backoff(Backoff {
@@ -141,7 +140,7 @@ async fn exceeding_the_restart_intensity_fails_the_flow_naming_the_stage() {
 
     // Every start retries item 100, the one the first failed on.
     let reason = "stage `faulty` exceeded the flow's restart intensity (2 restarts in 10s); \
-                  last error: cannot handle item 100";
+                  last error: dispatch_state panicked in state `Running`: poisoned item 100";
     assert_eq!(outcome.status, RunStatus::Failed);
     assert_eq!(outcome.reason.as_deref(), Some(reason));
     // Two backoffs: 100 ms, then 200 ms, on tokio's (paused) clock.
@@ -239,7 +238,7 @@ async fn one_for_all_restarts_every_unfinished_stage() {
     let f = failed.clone();
     let faulty = move || Faulty {
         at: 300,
-        panic: false,
+        panic: true,
         once: Some(f.clone()),
     };
     let (policy, supervision) = (RestartPolicy::transient(), Supervision::one_for_all());
@@ -270,7 +269,7 @@ impl troupe::stage::Sink<u64> for FailsOnce {
     async fn consume(&mut self, _item: u64) -> Result<(), BoxError> {
         self.gate.acquire().await?.forget();
         if self.fail.swap(false, Ordering::SeqCst) {
-            return Err("sink failed".into());
+            panic!("sink failed");
         }
         self.consumed.fetch_add(1, Ordering::SeqCst);
         Ok(())

@@ -9,7 +9,7 @@ mod runtime_support;
 use std::sync::Arc;
 
 use runtime_support::*;
-use troupe::flow::{Backoff, RestartPolicy, RetryPolicy};
+use troupe::flow::{Backoff, RestartPolicy};
 use troupe::flow::{ControlEvent, FlowDefinition};
 use troupe::records::{EventKind, RunStatus, TerminalEvent};
 use troupe::runtime::Runtime;
@@ -79,13 +79,12 @@ async fn a_stage_failure_that_cannot_be_recorded_fails_the_flow() {
                 if failed_once.swap(true, std::sync::atomic::Ordering::SeqCst) {
                     Ok(())
                 } else {
-                    Err("boom".into())
+                    // A panic fails the stage (an error would dead-letter the item).
+                    panic!("boom")
                 }
             })
         })
         .pipeline(["numbers", "once"])
-        // No item retries: the error fails the stage at once.
-        .retry("once", RetryPolicy::none())
         .build()
         .unwrap();
     let runtime = Runtime::builder()

@@ -1,7 +1,8 @@
 //! Item failures: an error for one item is retried on its stage per its
 //! retry policy; a stage that fails while it holds an item (its retries
 //! spent, a panic) keeps the item for its restart; an item that never
-//! succeeds fails the run. No item is dropped while a run ends `Finished`.
+//! succeeds is dead-lettered (see `runtime_dead_letters`). No item is
+//! dropped while a run ends plain `Finished`.
 
 mod runtime_support;
 
@@ -149,7 +150,7 @@ async fn an_item_failing_once_is_retried_on_its_stage() {
 async fn without_retries_the_restarted_stage_retries_the_item() {
     let setup = Setup {
         failures: 1,
-        panic: false,
+        panic: true,
         emits: 0,
     };
     let (def, probe) = flow("restart-retries", setup, |b| {
@@ -221,7 +222,7 @@ async fn an_item_a_stage_panicked_on_is_retried_after_the_restart() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn an_item_that_always_fails_fails_the_run_naming_the_stage() {
+async fn an_item_that_always_fails_is_dead_lettered_and_fails_the_run() {
     let setup = Setup {
         failures: u32::MAX,
         panic: false,
@@ -236,14 +237,11 @@ async fn an_item_that_always_fails_fails_the_run_naming_the_stage() {
     assert_eq!(outcome.status, RunStatus::Failed, "{outcome:?}");
     assert_eq!(
         outcome.reason.as_deref(),
-        Some(
-            "stage `flaky` exceeded the flow's restart intensity (2 restarts in 10s); \
-             last error: cannot handle item 5 (after 3 attempts)"
-        )
+        Some("stage `flaky` dead-lettered item 5 after 3 attempt(s): cannot handle item 5")
     );
-    // Three starts of three attempts each, all at item 5.
-    assert_eq!(probe.attempts.lock().unwrap().len(), 9);
-    assert_eq!(failures, 3);
+    // Three attempts at item 5, then its dead letter fails the run (no restart).
+    assert_eq!(probe.attempts.lock().unwrap().len(), 3);
+    assert_eq!(failures, 0);
     assert!(!sorted(&probe.seen).contains(&5));
 }
 

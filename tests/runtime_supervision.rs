@@ -39,7 +39,8 @@ impl Transform<u64> for Relay {
                 .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
                 .is_ok();
         if fail {
-            return Err(format!("relay failed on item {x}").into());
+            // A panic fails the stage (an error would dead-letter the item).
+            panic!("relay failed on item {x}");
         }
         out.push(x);
         Ok(())
@@ -155,7 +156,7 @@ async fn two_stages_failing_once_each_exceed_an_intensity_of_one() {
         outcome.reason.as_deref(),
         Some(
             "stage `b` exceeded the flow's restart intensity (1 restart in 60s); \
-             last error: relay failed on item 20"
+             last error: dispatch_state panicked in state `Running`: relay failed on item 20"
         )
     );
     assert_eq!(chain.starts(), [1, 2, 1, 1]);
@@ -188,7 +189,7 @@ async fn the_default_intensity_is_one_restart_in_five_seconds() {
         outcome.reason.as_deref(),
         Some(
             "stage `a` exceeded the flow's restart intensity (1 restart in 5s); \
-             last error: relay failed on item 10"
+             last error: dispatch_state panicked in state `Running`: relay failed on item 10"
         )
     );
     assert_eq!(chain.starts(), [1, 2, 1, 1]);

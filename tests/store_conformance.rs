@@ -36,6 +36,8 @@ macro_rules! conformance {
                 recovery_scan_follows_every_outcome_write,
                 too_deep_json_is_refused_at_write,
                 revision_overflow_is_refused,
+                dead_letters_round_trip_in_order,
+                dead_letter_for_unknown_run_is_refused,
             );
             conformance!(@repair $make;
                 record_appends_once,

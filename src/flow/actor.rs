@@ -28,6 +28,7 @@ use super::restart::{RestartDecision, RestartStrategy, RestartType, StageExit, r
 use crate::fsm::{EventVariant, FsmError, StateMachine, StateVariant};
 use crate::journal::JournalHandle;
 use crate::records::Run;
+use crate::stage::dead_letter::StageDeadLetter;
 use crate::stage::events::EventPort;
 use crate::stage::{EXIT_COMPLETED, StageDone, StageEvent, StageState};
 
@@ -61,6 +62,8 @@ pub(crate) enum FlowMsg {
     },
     /// A stage completed its work.
     StageDone(StageDone),
+    /// A stage gave up on an item.
+    DeadLetter(StageDeadLetter),
     /// A backoff timer fired: restart the stage if it is still down.
     Restart {
         /// The stage's index.
@@ -347,6 +350,13 @@ impl FlowHost {
                 let _ = reply.send(self.ctx.event_port(stage));
             }
             FlowMsg::StageDone(done) => self.on_stage_done(done).await,
+            FlowMsg::DeadLetter(letter) => {
+                // Acknowledged before the run fails, so the stage is not
+                // left waiting on a flow that is stopping.
+                if let Some(reason) = self.ctx.record_dead_letter(letter).await {
+                    self.feed_internal(FlowEvent::Failure(reason)).await;
+                }
+            }
             FlowMsg::Restart { stage, generation } => self.on_restart(stage, generation).await,
             FlowMsg::CancelGraceExpired => {
                 if *self.machine.state() == RunState::Cancelling {

@@ -11,15 +11,16 @@ use tokio::task::JoinHandle;
 
 use super::actor::FlowMsg;
 use super::control::{CONTROL_PLANE_CANCEL_REASON, HandleError, RunOutcome};
-use super::definition::FlowPlan;
+use super::definition::{DeadLetterPolicy, FlowPlan};
 use super::machine::{FlowAction, RunState};
 use super::record::{self, RecordError};
 use super::restart::RestartTracker;
 use super::stages::StageRuntime;
 use crate::journal::JournalHandle;
-use crate::records::{Run, RunStatus};
+use crate::records::{DeadLetter, Run, RunStatus};
 use crate::runs::{TerminalTarget, structured_output};
 use crate::stage::StageKind;
+use crate::stage::dead_letter::StageDeadLetter;
 use crate::stage::events::EventPort;
 use crate::stage::{StageEvent, StageSignal, StageState};
 
@@ -45,6 +46,7 @@ pub(crate) struct FlowCtx {
     pub(crate) state: watch::Sender<RunState>,
     outcome: Arc<watch::Sender<Option<RunOutcome>>>,
     cancel_grace: Duration,
+    dead_letter: DeadLetterPolicy,
     /// Restart and cancel-grace timers; aborted when the flow goes away.
     timers: Vec<Timer>,
 }
@@ -96,6 +98,7 @@ impl FlowCtx {
             state,
             outcome,
             cancel_grace: plan.cancel_grace,
+            dead_letter: plan.dead_letter,
             timers: Vec::new(),
         }
     }
@@ -134,6 +137,55 @@ impl FlowCtx {
         self.stages[index].completed = true;
         self.outputs.insert(name, output);
         Ok(true)
+    }
+
+    /// Records a stage's dead letter and acknowledges it (refused after a
+    /// cancel, as outputs are, and from a stale start); `Some` with the
+    /// reason the run fails for, per the flow's [`DeadLetterPolicy`].
+    pub(crate) async fn record_dead_letter(&mut self, letter: StageDeadLetter) -> Option<String> {
+        let StageDeadLetter {
+            stage,
+            generation,
+            position,
+            attempts,
+            errors,
+            item,
+            ack,
+        } = letter;
+        let Some(runtime) = self
+            .stages
+            .get(stage)
+            .filter(|s| s.generation == generation)
+        else {
+            let _ = ack.send(Err("stale dead-letter report".to_owned()));
+            return None;
+        };
+        if self.cancel_reason.is_some() {
+            let _ = ack.send(Err("the run is being cancelled".to_owned()));
+            return None;
+        }
+        let name = runtime.name.clone();
+        let last = errors.last().cloned().unwrap_or_default();
+        let record = DeadLetter {
+            run_id: self.run.id,
+            stage: name.clone(),
+            position,
+            attempts,
+            errors,
+            item,
+            at: chrono::Utc::now(),
+        };
+        if let Err(error) = record::dead_letter(&self.journal, record).await {
+            let _ = ack.send(Err(error.to_string()));
+            return None;
+        }
+        self.stages[stage].dead_letters += 1;
+        let _ = ack.send(Ok(()));
+        (self.dead_letter == DeadLetterPolicy::FailRun).then(|| {
+            format!(
+                "stage `{name}` dead-lettered item {position} after {attempts} attempt(s): {last}"
+            )
+        })
     }
 
     /// Whether stage `index` is due its first start: never started, not
@@ -302,17 +354,32 @@ impl FlowCtx {
     }
 
     /// A finished run's output: `{"steps": {stage: output}}`, with
-    /// `"abandoned": {stage: {"reason": ...}}` if stages were abandoned.
+    /// `"abandoned": {stage: {"reason": ...}}` if stages were abandoned and
+    /// `"dead_letters": {stage: count}` if items were dead-lettered.
     fn finished_output(&self) -> Option<Value> {
         let abandoned: Map<String, Value> = self
             .stages
             .iter()
             .filter_map(|s| Some((s.name.clone(), json!({ "reason": s.abandoned.as_ref()? }))))
             .collect();
-        if abandoned.is_empty() {
+        let dead_letters: Map<String, Value> = self
+            .stages
+            .iter()
+            .filter(|s| s.dead_letters > 0)
+            .map(|s| (s.name.clone(), json!(s.dead_letters)))
+            .collect();
+        if abandoned.is_empty() && dead_letters.is_empty() {
             return structured_output(self.outputs.clone());
         }
-        Some(json!({ "steps": self.outputs, "abandoned": abandoned }))
+        let mut output = Map::new();
+        output.insert("steps".to_owned(), Value::Object(self.outputs.clone()));
+        if !abandoned.is_empty() {
+            output.insert("abandoned".to_owned(), Value::Object(abandoned));
+        }
+        if !dead_letters.is_empty() {
+            output.insert("dead_letters".to_owned(), Value::Object(dead_letters));
+        }
+        Some(Value::Object(output))
     }
 
     /// Ends a run whose machine reached a terminal state while one of that

@@ -1,5 +1,7 @@
 //! What a user sends to a run in progress and what it gets back.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
@@ -85,7 +87,9 @@ pub struct RunOutcome {
     /// were abandoned (ended and not restarted, per their
     /// [`RestartType`](super::RestartType)), `"abandoned": {stage:
     /// {"reason": ...}}`: items were dropped with them (see
-    /// [`abandoned_stages`](Self::abandoned_stages)).
+    /// [`abandoned_stages`](Self::abandoned_stages)), and, if items were
+    /// dead-lettered, `"dead_letters": {stage: count}` (see
+    /// [`dead_letters`](Self::dead_letters)).
     pub structured_output: Option<Value>,
     /// For a failed or cancelled run, why. For a cancelled run: the reason
     /// of the first [`ControlEvent::Cancel`] the flow took;
@@ -120,6 +124,24 @@ impl RunOutcome {
         match abandoned {
             Some(Value::Object(stages)) => stages.keys().map(String::as_str).collect(),
             _ => Vec::new(),
+        }
+    }
+
+    /// How many items each stage dead-lettered, for a finished run (its
+    /// `structured_output`'s `"dead_letters"`; empty if none were, or the
+    /// run did not finish). Each is listed by
+    /// [`Store::list_dead_letters`](crate::store::Store::list_dead_letters).
+    pub fn dead_letters(&self) -> BTreeMap<String, u64> {
+        let counts = self
+            .structured_output
+            .as_ref()
+            .and_then(|o| o.get("dead_letters"));
+        match counts {
+            Some(Value::Object(stages)) => stages
+                .iter()
+                .filter_map(|(stage, n)| Some((stage.clone(), n.as_u64()?)))
+                .collect(),
+            _ => BTreeMap::new(),
         }
     }
 }

@@ -10,6 +10,7 @@ use super::restart::{RestartPolicy, Supervision};
 use super::topology::Topology;
 use crate::stage::StageKind;
 use crate::stage::actor::{StageFactory, WorkFactory};
+use crate::stage::dead_letter::{ItemEncoder, unserializable};
 use crate::stage::pipe::{MAX_BATCH_SIZE, MAX_PIPE_CAPACITY, PipeConfig};
 use crate::stage::work::{AsSink, AsSource, AsStep, AsTransform, Work};
 use crate::stage::{
@@ -20,8 +21,10 @@ use crate::stage::{
 /// before killing them.
 pub const DEFAULT_CANCEL_GRACE: Duration = Duration::from_secs(5);
 
+mod dead_letters;
 mod error;
 mod plan;
+pub use dead_letters::DeadLetterPolicy;
 pub use error::DefinitionError;
 pub(crate) use plan::{Abandon, ErasedDefinition, FlowPlan, PlannedStage};
 
@@ -47,6 +50,8 @@ pub struct FlowBuilder<T> {
     supervision: Supervision,
     pipe: PipeConfig,
     cancel_grace: Duration,
+    encode: ItemEncoder<T>,
+    dead_letter: DeadLetterPolicy,
 }
 
 impl<T: Clone + Send + 'static> FlowBuilder<T> {
@@ -275,6 +280,8 @@ impl<T: Clone + Send + 'static> FlowBuilder<T> {
                 supervision: self.supervision,
                 pipe: self.pipe,
                 cancel_grace: self.cancel_grace,
+                encode: self.encode,
+                dead_letter: self.dead_letter,
             }),
         })
     }
@@ -330,6 +337,8 @@ struct DefinitionInner<T> {
     supervision: Supervision,
     pipe: PipeConfig,
     cancel_grace: Duration,
+    encode: ItemEncoder<T>,
+    dead_letter: DeadLetterPolicy,
 }
 
 /// A validated flow: its stages, topology and policies. Cheap to clone;
@@ -383,6 +392,8 @@ impl<T: Clone + Send + 'static> FlowDefinition<T> {
             supervision: Supervision::default(),
             pipe: PipeConfig::default(),
             cancel_grace: DEFAULT_CANCEL_GRACE,
+            encode: unserializable::<T>,
+            dead_letter: DeadLetterPolicy::default(),
         }
     }
 

@@ -63,7 +63,8 @@ pub(crate) use control::CONTROL_PLANE_CANCEL_REASON;
 pub use control::{ControlEvent, HandleError, RunOutcome, StageControl};
 pub(crate) use definition::ErasedDefinition;
 pub use definition::{
-    DEFAULT_CANCEL_GRACE, DefinitionError, EventStageBuilder, FlowBuilder, FlowDefinition,
+    DEFAULT_CANCEL_GRACE, DeadLetterPolicy, DefinitionError, EventStageBuilder, FlowBuilder,
+    FlowDefinition,
 };
 pub use handle::RunHandle;
 pub use machine::RunState;

@@ -4,7 +4,7 @@
 //! actor-driven run follows the same rules and leaves the same audit trail
 //! as a managed one (revision checks with bounded retry, one audit event per
 //! change, terminal status and outcome in one atomic write); stage outputs,
-//! stage failures and signals are plain journal writes.
+//! stage failures, dead letters and signals are plain journal writes.
 
 use std::sync::Arc;
 
@@ -15,7 +15,8 @@ use uuid::Uuid;
 use super::RunOutcome;
 use crate::journal::JournalHandle;
 use crate::records::{
-    EventKind, FailureEntry, NewEvent, Run, RunStatus, StepOutput, StoreError, TerminalEvent,
+    DeadLetter, EventKind, FailureEntry, NewEvent, Run, RunStatus, StepOutput, StoreError,
+    TerminalEvent,
 };
 use crate::runs::{CreateManagedInput, RunManager, TerminalTarget};
 use crate::store::Store;
@@ -185,6 +186,18 @@ pub(crate) async fn stage_failure(
     };
     journal
         .record_failure(entry)
+        .await
+        .map_err(|source| RecordError::Store { run_id, source })
+}
+
+/// Records an item a stage gave up on.
+pub(crate) async fn dead_letter(
+    journal: &JournalHandle,
+    letter: DeadLetter,
+) -> Result<(), RecordError> {
+    let run_id = letter.run_id;
+    journal
+        .record_dead_letter(letter)
         .await
         .map_err(|source| RecordError::Store { run_id, source })
 }

@@ -14,7 +14,7 @@ use crate::ids::StageId;
 use crate::stage::actor::{Spawner, StageLaunch, StageStartError};
 use crate::stage::events::EventPort;
 use crate::stage::work::Bells;
-use crate::stage::{StageEvent, StageIdentity, StageKind, StageState, StepInputs};
+use crate::stage::{StageEvent, StageIdentity, StageKind, StageReport, StageState, StepInputs};
 use crate::supervise::{ExternalEventSender, StateWatcher};
 
 /// One stage as its flow tracks it across restarts.
@@ -44,6 +44,8 @@ pub(crate) struct StageRuntime {
     /// Why the stage was abandoned (ended, and not restarted per its
     /// restart type), if it was; see [`abandon`](Self::abandon).
     pub(crate) abandoned: Option<String>,
+    /// Items it dead-lettered in this run (since the run's actor started).
+    pub(crate) dead_letters: u64,
     abandon: Abandon,
     /// The abandoned stage's wind-down, aborted with the flow.
     wind_down: Option<JoinHandle<()>>,
@@ -75,6 +77,7 @@ impl StageRuntime {
             events: planned.events,
             steer: None,
             abandoned: None,
+            dead_letters: 0,
             abandon: planned.abandon,
             wind_down: None,
             upstream: planned.upstream,
@@ -135,7 +138,13 @@ impl StageRuntime {
             index,
             generation: self.generation,
             id: StageId::new_const(index as u64),
-            report: Arc::new(move |done| flow.send_message(FlowMsg::StageDone(done)).is_ok()),
+            report: Arc::new(move |report| {
+                let msg = match report {
+                    StageReport::Done(done) => FlowMsg::StageDone(done),
+                    StageReport::DeadLetter(letter) => FlowMsg::DeadLetter(letter),
+                };
+                flow.send_message(msg).is_ok()
+            }),
             bells: bells.clone(),
         };
         // A stage (re)started while it, or its flow, is paused or draining

@@ -2,7 +2,7 @@
 //! journal stores. A [`Run`] with its [`RunStatus`], the events of its log
 //! ([`NewEvent`] in, [`RunEvent`] out, [`TerminalEvent`] for its one
 //! outcome), mirrored [`RunStep`]s, [`StepOutput`]s and the failure ledger's
-//! [`FailureEntry`]s; every durable change as a [`WriteOp`] with its
+//! [`FailureEntry`]s and the [`DeadLetter`]s of items a stage gave up on; every durable change as a [`WriteOp`] with its
 //! [`WriteOutcome`], and the [`StoreError`] a write or read can fail with.
 //!
 //! No IO and no actors here: `store` (the backends), `journal` (the single
@@ -19,12 +19,14 @@
 //! assert_eq!(op.name(), "append");
 //! ```
 
+mod dead_letter;
 mod error;
 mod events;
 mod json_depth;
 mod ops;
 mod run;
 
+pub use dead_letter::{DeadLetter, MAX_DEAD_LETTER_ERRORS};
 pub use error::{DamagedRun, LockHolder, RowRef, StoreError};
 pub use events::{Appended, Cursor, EventKind, NewEvent, RunEvent, TerminalAppend, TerminalEvent};
 pub(crate) use events::{TERMINAL_NAMES, assigned_event_id};

@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use super::dead_letter::DeadLetter;
 use super::error::StoreError;
 use super::events::{Appended, EventKind, NewEvent, TerminalAppend, TerminalEvent};
 use super::run::{FailureEntry, Run, RunStep, StepOutput};
@@ -49,6 +50,8 @@ pub enum WriteOp {
     RecordStepOutput(StepOutput),
     /// Append a failure-ledger entry.
     RecordFailure(FailureEntry),
+    /// Record an item a stage gave up on.
+    RecordDeadLetter(Box<DeadLetter>),
     /// Insert or update a step keyed by `(run_id, external_run_id)`; an update keeps the
     /// stored `id`, `created_at` and, when the new one is absent, `child_session_key`.
     UpsertStep(Box<RunStep>),
@@ -67,6 +70,7 @@ impl WriteOp {
             WriteOp::AppendTerminalIfAbsent { .. } => "append_terminal_if_absent",
             WriteOp::RecordStepOutput(_) => "record_step_output",
             WriteOp::RecordFailure(_) => "record_failure",
+            WriteOp::RecordDeadLetter(_) => "record_dead_letter",
             WriteOp::UpsertStep(_) => "upsert_step",
             WriteOp::Atomic(_) => "atomic",
         }
@@ -101,6 +105,8 @@ pub enum WriteOutcome {
     },
     /// For [`WriteOp::RecordFailure`].
     FailureRecorded,
+    /// For [`WriteOp::RecordDeadLetter`].
+    DeadLetterRecorded,
     /// For [`WriteOp::UpsertStep`]: the step as stored.
     StepUpserted(RunStep),
     /// For [`WriteOp::Atomic`], one outcome per op in order.

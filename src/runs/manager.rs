@@ -12,7 +12,7 @@ use super::error::RunError;
 use super::input::{CreateManagedInput, CreateMirroredInput, StepObservation};
 use super::lifecycle::{Change, Planned, created_audit, plan, stored_now};
 use crate::records::{
-    NewEvent, Run, RunEvent, RunStatus, RunStep, StoreError, WriteOp, WriteOutcome,
+    DeadLetter, NewEvent, Run, RunEvent, RunStatus, RunStep, StoreError, WriteOp, WriteOutcome,
 };
 use crate::store::Store;
 
@@ -252,6 +252,11 @@ impl RunManager {
     /// The run's steps, oldest first.
     pub async fn list_steps(&self, run_id: Uuid) -> Result<Vec<RunStep>, RunError> {
         Ok(self.store.list_steps(run_id).await?)
+    }
+
+    /// The run's dead letters (items its stages gave up on), oldest first.
+    pub async fn list_dead_letters(&self, run_id: Uuid) -> Result<Vec<DeadLetter>, RunError> {
+        Ok(self.store.list_dead_letters(run_id).await?)
     }
 
     /// Applies `change` (plus `extra`, in the same atomic write) with a

@@ -14,7 +14,9 @@
 //! Each logic trait has one method called on the hot path and an optional
 //! `complete` called once when the stage finishes its work (its input ended
 //! or, for a source, it was drained); the JSON value `complete` returns is
-//! recorded with the stage's completion. Errors (and panics) fail the stage;
+//! recorded with the stage's completion. An item's error is retried per the
+//! stage's [`RetryPolicy`], then the item is dead-lettered (a
+//! [`PermanentError`] at once); other errors (and panics) fail the stage;
 //! its flow's [`RestartPolicy`](crate::flow::RestartPolicy) decides what
 //! happens next. Items are handed over without per-item allocation: a source
 //! fills an [`Emitter`] a batch at a time, a transform pushes zero or more
@@ -48,6 +50,7 @@
 //! ```
 
 pub(crate) mod actor;
+pub(crate) mod dead_letter;
 pub(crate) mod events;
 mod fsm_transform;
 mod kind;
@@ -60,6 +63,7 @@ mod supervisor;
 pub(crate) mod work;
 
 pub use actor::{EXIT_CANCELLED, EXIT_COMPLETED, StageStartError};
+pub use dead_letter::PermanentError;
 pub use events::{DEFAULT_EVENT_CAPACITY, EventPolicy, MAX_EVENT_CAPACITY, NoEvents, OnEvent};
 pub use fsm_transform::{FsmTransform, ItemNotSettled, MAX_EVENTS_PER_ITEM, transform_fsm};
 pub use kind::StageKind;
@@ -71,4 +75,4 @@ pub use machine::{StageEvent, StageSignal, StageState};
 pub use pipe::{MAX_BATCH_SIZE, MAX_PIPE_CAPACITY, PipeConfig};
 pub use ports::DownstreamGone;
 pub use retry::RetryPolicy;
-pub(crate) use supervisor::{StageDone, StageIdentity};
+pub(crate) use supervisor::{StageDone, StageIdentity, StageReport};

@@ -8,13 +8,17 @@
 //! the batch being worked through, the item in hand (the one a failure
 //! interrupted) and the items already emitted survive.
 
+use std::collections::VecDeque;
 use std::ops::{Deref, DerefMut};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::Notify;
 
+use super::dead_letter::{ItemEncoder, unserializable};
 use super::logic::Emitter;
 use super::pipe::{PipeReceiver, PipeSender};
+use crate::records::MAX_DEAD_LETTER_ERRORS;
+use crate::supervise::BoxError;
 
 /// A downstream stage went away while items were being sent to it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -44,13 +48,20 @@ pub(crate) struct Ports<T: Send + 'static> {
     /// The item in hand, in front of the inbox: taken from it and not yet
     /// handled. A copy of what the logic was given stays here while an
     /// attempt runs, so a failed, panicked or killed attempt loses nothing.
-    held: Option<T>,
+    pub(super) held: Option<T>,
     /// The outbox's length when the held item was taken: what its failed
     /// attempts emitted lies beyond it (the outbox is not sent meanwhile).
     held_mark: usize,
     /// Failed attempts at the held item in this start (a restart gives the
     /// item the full retry policy again).
     failed_attempts: u32,
+    /// Failed attempts at the held item in every start.
+    pub(super) held_failures: u32,
+    /// The errors of the held item's last failed attempts (at most
+    /// [`MAX_DEAD_LETTER_ERRORS`]), for its dead letter.
+    pub(super) held_errors: VecDeque<String>,
+    /// How a dead letter keeps an item.
+    pub(super) encode: ItemEncoder<T>,
     outputs: Vec<PipeSender<T>>,
     /// Items emitted and not yet sent.
     pub(crate) outbox: Emitter<T>,
@@ -75,6 +86,9 @@ impl<T: Send + 'static> Ports<T> {
             held: None,
             held_mark: 0,
             failed_attempts: 0,
+            held_failures: 0,
+            held_errors: VecDeque::new(),
+            encode: unserializable::<T>,
             outputs: Vec::new(),
             outbox: Emitter::new(0),
             fanned: 0,
@@ -90,6 +104,7 @@ impl<T: Clone + Send + 'static> Ports<T> {
         input: Option<PipeReceiver<T>>,
         outputs: Vec<PipeSender<T>>,
         batch_size: usize,
+        encode: ItemEncoder<T>,
     ) -> Self {
         Ports {
             input,
@@ -97,6 +112,9 @@ impl<T: Clone + Send + 'static> Ports<T> {
             held: None,
             held_mark: 0,
             failed_attempts: 0,
+            held_failures: 0,
+            held_errors: VecDeque::new(),
+            encode,
             outputs,
             outbox: Emitter::new(batch_size),
             fanned: 0,
@@ -126,6 +144,8 @@ impl<T: Clone + Send + 'static> Ports<T> {
         self.held = Some(item.clone());
         self.held_mark = self.outbox.len();
         self.failed_attempts = 0;
+        self.held_failures = 0;
+        self.held_errors.clear();
         Some(item)
     }
 
@@ -140,11 +160,19 @@ impl<T: Clone + Send + 'static> Ports<T> {
     pub(crate) fn settle(&mut self) {
         self.held = None;
         self.failed_attempts = 0;
+        self.held_failures = 0;
+        self.held_errors.clear();
     }
 
-    /// The attempt at the held item failed; how many have in this start.
-    pub(crate) fn attempt_failed(&mut self) -> u32 {
+    /// The attempt at the held item failed with `error`; how many have in
+    /// this start.
+    pub(crate) fn attempt_failed(&mut self, error: &BoxError) -> u32 {
         self.failed_attempts = self.failed_attempts.saturating_add(1);
+        self.held_failures = self.held_failures.saturating_add(1);
+        if self.held_errors.len() == MAX_DEAD_LETTER_ERRORS {
+            self.held_errors.pop_front();
+        }
+        self.held_errors.push_back(error.to_string());
         self.failed_attempts
     }
 
@@ -386,7 +414,10 @@ mod tests {
                 })
             })
             .unzip();
-        (Ports::new(None, senders, 16), receivers)
+        (
+            Ports::new(None, senders, 16, unserializable::<u32>),
+            receivers,
+        )
     }
 
     #[tokio::test]

@@ -5,6 +5,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::dead_letter::{is_permanent, report_dead_letter};
+use super::ports::Ports;
+use super::supervisor::Reporter;
 use super::work::Bells;
 use crate::supervise::{Backoff, BoxError};
 
@@ -17,11 +20,18 @@ use crate::supervise::{Backoff, BoxError};
 /// before the retry. A source's `produce` error is not an item failure: it
 /// fails the stage.
 ///
-/// When the attempts are spent (or the logic panics, or the stage fails
-/// for any other reason while it holds the item), the stage fails and
-/// keeps the item: its restart (per its
-/// [`RestartPolicy`](crate::flow::RestartPolicy)) tries it first. If the
-/// restarts run out too, the run fails; an item is never silently dropped.
+/// When the attempts are spent, or the error is a
+/// [`PermanentError`](super::PermanentError), the item is **dead-lettered**:
+/// recorded in the journal (see
+/// [`Store::list_dead_letters`](crate::store::Store::list_dead_letters))
+/// before the stage goes on, and the run fails or carries on per its
+/// [`DeadLetterPolicy`](crate::flow::DeadLetterPolicy). If the logic
+/// panics, the dead letter cannot be recorded, or the stage fails for any
+/// other reason while it holds the item, the stage fails and keeps the
+/// item: its restart (per its [`RestartPolicy`](crate::flow::RestartPolicy))
+/// tries it first. If the restarts run out too, the run fails; an item is
+/// never silently dropped. A step (which has no item) fails the stage once
+/// its attempts are spent.
 ///
 /// Retries make item work **at-least-once**: a sink whose `consume` wrote
 /// somewhere before it failed writes again on the retry, and so does a
@@ -68,8 +78,7 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
-    /// One attempt per item: a failure fails the stage at once (which
-    /// still keeps the item for its restart).
+    /// One attempt per item: a failed item is dead-lettered at once.
     pub fn none() -> Self {
         Self::attempts(1)
     }
@@ -108,30 +117,74 @@ struct RetriesExhausted {
     last: BoxError,
 }
 
+/// What follows a failed attempt.
+pub(crate) enum AfterFailure {
+    /// Try again (the backoff was waited).
+    Retry,
+    /// A cancel or drain cut the wait short: the caller returns to its
+    /// stage, keeping the item.
+    Interrupted,
+    /// No more attempts (they are spent, or the error is permanent): the
+    /// error that fails the stage if the item is not dead-lettered.
+    GiveUp(BoxError),
+}
+
 /// How a stage applies its retry policy, given to each unit of work.
 pub(crate) struct Retries<'a> {
     pub(crate) stage: &'a str,
     pub(crate) policy: &'a RetryPolicy,
     /// A cancel or drain cuts a backoff wait short.
     pub(crate) bells: &'a Bells,
+    /// The stage's index and generation, and how it reaches its flow: for
+    /// dead letters.
+    pub(crate) index: usize,
+    pub(crate) generation: u64,
+    pub(crate) report: &'a Reporter,
 }
 
 impl Retries<'_> {
-    /// After `failed` failed attempts (counting this one) ending in
-    /// `error`: waits the backoff and returns `Ok(true)` to try again,
-    /// `Ok(false)` if a cancel or drain cut the wait short (the caller
-    /// returns to its stage, keeping the item), or the error that fails
-    /// the stage once the attempts are spent.
-    pub(crate) async fn after_failure(
+    /// After an item's `failed`-th failed attempt in this start (the
+    /// failure already noted in `ports`): waits the backoff and returns
+    /// `Ok(true)` to try again, `Ok(false)` if a cancel or drain cut the
+    /// wait short, or, once no attempt is left, dead-letters the item and
+    /// returns `Ok(true)` (the next item is next). If the dead letter
+    /// cannot be recorded, the error fails the stage, which keeps the item.
+    pub(crate) async fn after_item_failure<T: Clone + Send + 'static>(
         &self,
+        ports: &mut Ports<T>,
         failed: u32,
         error: BoxError,
     ) -> Result<bool, BoxError> {
+        match self.next(failed, error).await {
+            AfterFailure::Retry => Ok(true),
+            AfterFailure::Interrupted => Ok(false),
+            AfterFailure::GiveUp(_) => {
+                let Some((letter, acked)) = ports.dead_letter(self.index, self.generation) else {
+                    return Err("an item failed but the stage holds none".into());
+                };
+                tracing::warn!(
+                    stage = self.stage,
+                    position = letter.position,
+                    attempts = letter.attempts,
+                    "item dead-lettered"
+                );
+                report_dead_letter(self.stage, self.report, letter, acked).await?;
+                ports.settle();
+                Ok(true)
+            }
+        }
+    }
+
+    /// After `failed` failed attempts (counting this one) ending in
+    /// `error`: what follows, the backoff waited before a retry.
+    async fn next(&self, failed: u32, error: BoxError) -> AfterFailure {
         let stage = self.stage;
         let max = self.policy.max_attempts.max(1);
+        if is_permanent(&error) {
+            return AfterFailure::GiveUp(error);
+        }
         if failed >= max {
-            tracing::warn!(stage, attempt = failed, %error, "item failed its last attempt; the stage fails and keeps it");
-            return Err(match max {
+            return AfterFailure::GiveUp(match max {
                 1 => error,
                 attempts => RetriesExhausted {
                     attempts,
@@ -146,8 +199,26 @@ impl Retries<'_> {
         // Cancel-safe: the caller still holds the item.
         tokio::select! {
             biased;
-            () = self.bells.halt.notified() => Ok(false),
-            () = tokio::time::sleep(delay) => Ok(true),
+            () = self.bells.halt.notified() => AfterFailure::Interrupted,
+            () = tokio::time::sleep(delay) => AfterFailure::Retry,
+        }
+    }
+
+    /// A step's [`next`](Self::next): `Ok(true)` to try again, `Ok(false)`
+    /// if a cancel or drain cut the wait short, or the error that fails
+    /// the stage once no attempt is left.
+    pub(crate) async fn after_failure(
+        &self,
+        failed: u32,
+        error: BoxError,
+    ) -> Result<bool, BoxError> {
+        match self.next(failed, error).await {
+            AfterFailure::Retry => Ok(true),
+            AfterFailure::Interrupted => Ok(false),
+            AfterFailure::GiveUp(error) => {
+                tracing::warn!(stage = self.stage, attempt = failed, %error, "step failed its last attempt; the stage fails");
+                Err(error)
+            }
         }
     }
 }

@@ -9,6 +9,7 @@ use serde_json::Value;
 use tokio::sync::oneshot;
 
 use super::StageKind;
+use super::dead_letter::StageDeadLetter;
 use super::events::{EventInbox, HeldEvents, Next, before_work, while_idle};
 use super::machine::{StageAction, StageCtx, StageEvent, StageState, stage_machine};
 use super::ports::PortSlot;
@@ -36,8 +37,17 @@ pub(crate) struct StageDone {
     pub ack: oneshot::Sender<Result<bool, String>>,
 }
 
-/// How a stage reaches its flow with its completion.
-pub(crate) type Reporter = Arc<dyn Fn(StageDone) -> bool + Send + Sync>;
+/// What a stage reports to its flow.
+#[derive(Debug)]
+pub(crate) enum StageReport {
+    /// Its work is done.
+    Done(StageDone),
+    /// It gave up on an item.
+    DeadLetter(StageDeadLetter),
+}
+
+/// How a stage reaches its flow with its completion and its dead letters.
+pub(crate) type Reporter = Arc<dyn Fn(StageReport) -> bool + Send + Sync>;
 
 /// Why reporting a completion failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -161,6 +171,9 @@ impl<T: Clone + Send + 'static, W: Work<T>> StageSupervisor<T, W> {
             stage: &self.identity.name,
             policy: &self.retry,
             bells: &self.identity.bells,
+            index: self.identity.index,
+            generation: self.identity.generation,
+            report: &self.identity.report,
         }
     }
 
@@ -308,7 +321,7 @@ impl<T: Clone + Send + 'static, W: Work<T>> Supervised for StageSupervisor<T, W>
         let gone = || CompletionError::FlowGone {
             stage: self.identity.name.clone(),
         };
-        if !(self.identity.report)(done) {
+        if !(self.identity.report)(StageReport::Done(done)) {
             return Err(gone().into());
         }
         match acked.await {

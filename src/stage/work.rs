@@ -133,8 +133,8 @@ where
         match logic.attempt(item, &mut ports.outbox).await {
             Ok(()) => ports.settle(),
             Err(error) => {
-                let failed = ports.attempt_failed();
-                if !retries.after_failure(failed, error).await? {
+                let failed = ports.attempt_failed(&error);
+                if !retries.after_item_failure(ports, failed, error).await? {
                     return Ok(Some(Stepped::Interrupted));
                 }
             }

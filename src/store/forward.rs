@@ -93,6 +93,11 @@ macro_rules! store_wrapper {
                 self.$inner.list_failures(run_id).await
             }
 
+            async fn list_dead_letters(&self, run_id: $crate::ids::Uuid) -> ::core::result::Result<Vec<$crate::records::DeadLetter>, $crate::records::StoreError> {
+                $(self.$check("list_dead_letters")?;)?
+                self.$inner.list_dead_letters(run_id).await
+            }
+
             async fn list_steps(&self, run_id: $crate::ids::Uuid) -> ::core::result::Result<Vec<$crate::records::RunStep>, $crate::records::StoreError> {
                 $(self.$check("list_steps")?;)?
                 self.$inner.list_steps(run_id).await

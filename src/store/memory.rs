@@ -11,7 +11,7 @@ use uuid::Uuid;
 use super::traits::{Store, distinct};
 use crate::records::{Appended, Cursor, NewEvent, RunEvent, TerminalAppend, assigned_event_id};
 use crate::records::{DamagedRun, StoreError};
-use crate::records::{FailureEntry, Run, RunStatus, RunStep, StepOutput};
+use crate::records::{DeadLetter, FailureEntry, Run, RunStatus, RunStep, StepOutput};
 use crate::records::{WriteOp, WriteOutcome, next_revision};
 
 /// A store held in memory. Each op is atomic: a failing op is undone before
@@ -66,6 +66,7 @@ struct MemState {
     outputs: Vec<StepOutput>,
     output_keys: HashSet<OutputKey>,
     failures: Vec<FailureEntry>,
+    dead_letters: Vec<DeadLetter>,
     steps: Vec<RunStep>,
     step_index: HashMap<(Uuid, String), usize>,
 }
@@ -77,6 +78,7 @@ enum Undo {
     PushEvent,
     PushOutput,
     PushFailure,
+    PushDeadLetter,
     InsertStep,
     RestoreStep(usize, Box<RunStep>),
 }
@@ -139,6 +141,9 @@ impl MemState {
                 }
                 Undo::PushFailure => {
                     self.failures.pop();
+                }
+                Undo::PushDeadLetter => {
+                    self.dead_letters.pop();
                 }
                 Undo::InsertStep => {
                     if let Some(s) = self.steps.pop() {
@@ -232,6 +237,13 @@ impl MemState {
                 self.failures.push(f);
                 undo.push(Undo::PushFailure);
                 Ok(WriteOutcome::FailureRecorded)
+            }
+            WriteOp::RecordDeadLetter(d) => {
+                d.validate()?;
+                self.run(d.run_id)?;
+                self.dead_letters.push(*d);
+                undo.push(Undo::PushDeadLetter);
+                Ok(WriteOutcome::DeadLetterRecorded)
             }
             WriteOp::UpsertStep(step) => {
                 let mut step = *step;
@@ -438,6 +450,16 @@ impl Store for MemoryStore {
             .failures
             .iter()
             .filter(|f| f.run_id == run_id)
+            .cloned()
+            .collect())
+    }
+
+    async fn list_dead_letters(&self, run_id: Uuid) -> Result<Vec<DeadLetter>, StoreError> {
+        Ok(self
+            .lock()
+            .dead_letters
+            .iter()
+            .filter(|d| d.run_id == run_id)
             .cloned()
             .collect())
     }

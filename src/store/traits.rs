@@ -7,7 +7,7 @@ use crate::records::{
     Appended, Cursor, EventKind, NewEvent, RunEvent, TerminalAppend, TerminalEvent,
 };
 use crate::records::{DamagedRun, StoreError};
-use crate::records::{FailureEntry, Run, RunStatus, RunStep, StepOutput};
+use crate::records::{DeadLetter, FailureEntry, Run, RunStatus, RunStep, StepOutput};
 use crate::records::{WriteOp, WriteOutcome, appended, mismatch};
 
 /// What [`Store::apply_batch`] returns: the commit's outcome, then one
@@ -124,6 +124,9 @@ pub trait Store: Send + Sync + 'static {
     /// The run's failure-ledger entries, oldest first.
     async fn list_failures(&self, run_id: Uuid) -> Result<Vec<FailureEntry>, StoreError>;
 
+    /// The run's dead letters, oldest first (none for an unknown run).
+    async fn list_dead_letters(&self, run_id: Uuid) -> Result<Vec<DeadLetter>, StoreError>;
+
     /// The run's steps, oldest first.
     async fn list_steps(&self, run_id: Uuid) -> Result<Vec<RunStep>, StoreError>;
 
@@ -200,6 +203,17 @@ pub trait Store: Send + Sync + 'static {
         match self.apply(WriteOp::RecordFailure(entry)).await? {
             WriteOutcome::FailureRecorded => Ok(()),
             _ => Err(mismatch("record_failure")),
+        }
+    }
+
+    /// Records a dead letter.
+    async fn record_dead_letter(&self, letter: DeadLetter) -> Result<(), StoreError> {
+        match self
+            .apply(WriteOp::RecordDeadLetter(Box::new(letter)))
+            .await?
+        {
+            WriteOutcome::DeadLetterRecorded => Ok(()),
+            _ => Err(mismatch("record_dead_letter")),
         }
     }
 

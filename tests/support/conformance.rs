@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 use troupe::records::{
-    EventKind, FailureEntry, NewEvent, Run, RunStatus, RunStep, RunStepStatus, StepOutput,
-    StepRuntime, StoreError, TerminalAppend, TerminalEvent, WriteOp, WriteOutcome,
+    DeadLetter, EventKind, FailureEntry, NewEvent, Run, RunStatus, RunStep, RunStepStatus,
+    StepOutput, StepRuntime, StoreError, TerminalAppend, TerminalEvent, WriteOp, WriteOutcome,
 };
 use troupe::store::Store;
 use uuid::Uuid;
@@ -865,4 +865,59 @@ pub async fn revision_overflow_is_refused(store: AnyStore) {
         .await
         .unwrap();
     assert_eq!(revision, 1);
+}
+
+fn dead_letter(run_id: Uuid, stage: &str, position: u64, item: Value) -> DeadLetter {
+    DeadLetter {
+        run_id,
+        stage: stage.into(),
+        position,
+        attempts: 3,
+        errors: vec!["first".into(), "second".into(), "third".into()],
+        item,
+        // Whole microseconds: what every backend keeps.
+        at: chrono::DateTime::from_timestamp_micros(1_700_000_000_123_456).unwrap(),
+    }
+}
+
+pub async fn dead_letters_round_trip_in_order(store: AnyStore) {
+    let run = new_run(&store, "dl").await;
+    let other = new_run(&store, "dl").await;
+    let first = dead_letter(run.id, "parse", 7, json!({"order": 17, "lines": [1, 2]}));
+    let mut second = dead_letter(run.id, "ship", u64::MAX, json!("plain"));
+    second.errors.clear();
+    second.attempts = 1;
+    store.record_dead_letter(first.clone()).await.unwrap();
+    store
+        .record_dead_letter(dead_letter(other.id, "parse", 0, json!(null)))
+        .await
+        .unwrap();
+    store.record_dead_letter(second.clone()).await.unwrap();
+    assert_eq!(
+        store.list_dead_letters(run.id).await.unwrap(),
+        vec![first, second]
+    );
+    assert_eq!(store.list_dead_letters(other.id).await.unwrap().len(), 1);
+    assert!(
+        store
+            .list_dead_letters(Uuid::now_v7())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let deep = store
+        .record_dead_letter(dead_letter(run.id, "parse", 8, nested(200)))
+        .await;
+    assert!(is_invalid(&deep, "item"), "{deep:?}");
+    assert_eq!(store.list_dead_letters(run.id).await.unwrap().len(), 2);
+}
+
+pub async fn dead_letter_for_unknown_run_is_refused(store: AnyStore) {
+    let unknown = Uuid::now_v7();
+    let err = store
+        .record_dead_letter(dead_letter(unknown, "parse", 0, json!(1)))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::RunNotFound(_)), "{err}");
+    assert!(store.list_dead_letters(unknown).await.unwrap().is_empty());
 }

@@ -21,6 +21,11 @@ pub fn user_version(path: &Path) -> i64 {
         .expect("user_version")
 }
 
+/// Undoes schema version 5 (the `dead_letters` table): prefix it to a
+/// script that fakes an older version.
+#[allow(dead_code)] // not every test that includes this module fakes an old file
+pub const UNDO_V5: &str = "DROP TABLE dead_letters; PRAGMA user_version = 4;";
+
 /// Undoes schema version 4 (the one vocabulary: `Run*` terminal kinds, the
 /// steps' `run_rid` and `external_run_id` columns): prefix it to a script
 /// that fakes an older version.

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::sync::Notify;
 
-use super::FlowDefinition;
+use super::{DeadLetterPolicy, FlowDefinition};
 use crate::flow::restart::{RestartPolicy, Supervision};
 use crate::records::StepOutput;
 use crate::stage::StageKind;
@@ -70,6 +70,7 @@ pub(crate) struct FlowPlan {
     pub(crate) start_order: Vec<usize>,
     pub(crate) supervision: Supervision,
     pub(crate) cancel_grace: Duration,
+    pub(crate) dead_letter: DeadLetterPolicy,
 }
 
 impl FlowPlan {
@@ -149,7 +150,8 @@ impl<T: Clone + Send + 'static> ErasedDefinition for FlowDefinition<T> {
             .zip(inputs.into_iter().zip(outputs))
             .zip(&def.upstream)
             .map(|((stage, (input, outputs)), upstream)| {
-                let slot = PortSlot::new(Ports::new(input, outputs, def.pipe.batch_size));
+                let slot =
+                    PortSlot::new(Ports::new(input, outputs, def.pipe.batch_size, def.encode));
                 let (retired, abandoned) = (slot.clone(), slot.clone());
                 let doorbell = Arc::new(Notify::new());
                 let (spawn, events) =
@@ -176,6 +178,7 @@ impl<T: Clone + Send + 'static> ErasedDefinition for FlowDefinition<T> {
             start_order: def.start_order.clone(),
             supervision: def.supervision,
             cancel_grace: def.cancel_grace,
+            dead_letter: def.dead_letter,
         }
     }
 }

@@ -6,12 +6,13 @@ use uuid::Uuid;
 
 use super::codec::{Kinds, time, uuid};
 use super::rows::{
-    RUN_COLUMNS, STEP_COLUMNS, decode_failure, decode_output, decode_run, decode_step,
+    RUN_COLUMNS, STEP_COLUMNS, decode_dead_letter, decode_failure, decode_output, decode_run,
+    decode_step,
 };
 use super::schema::MISSING_OUTCOME;
 use crate::records::{Cursor, RunEvent, assigned_event_id};
 use crate::records::{DamagedRun, RowRef, StoreError};
-use crate::records::{FailureEntry, Run, RunStatus, RunStep, StepOutput};
+use crate::records::{DeadLetter, FailureEntry, Run, RunStatus, RunStep, StepOutput};
 use crate::store::traits::distinct;
 
 fn sql(op: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
@@ -411,6 +412,23 @@ pub(crate) fn list_failures(
         "SELECT id, step_id, reason, error_json, at FROM failures WHERE rid = ?1 ORDER BY id",
         [rid],
         |row| decode_failure(run_id, row),
+    )
+}
+
+pub(crate) fn list_dead_letters(
+    conn: &Connection,
+    run_id: Uuid,
+) -> Result<Vec<DeadLetter>, StoreError> {
+    let Some(rid) = rid_of(conn, run_id)? else {
+        return Ok(Vec::new());
+    };
+    collect(
+        conn,
+        "list dead letters",
+        "SELECT id, stage, position, attempts, errors, item, at FROM dead_letters \
+         WHERE rid = ?1 ORDER BY id",
+        [rid],
+        |row| decode_dead_letter(run_id, row),
     )
 }
 

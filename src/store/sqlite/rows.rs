@@ -6,7 +6,8 @@ use uuid::Uuid;
 
 use super::codec::{json, json_bytes, micros, opt_json, time, uuid};
 use crate::records::{
-    FailureEntry, Lease, Run, RunStatus, RunStep, RunStepStatus, StepOutput, StepRuntime,
+    DeadLetter, FailureEntry, Lease, Run, RunStatus, RunStep, RunStepStatus, StepOutput,
+    StepRuntime,
 };
 use crate::records::{RowRef, StoreError};
 
@@ -177,6 +178,31 @@ pub(crate) fn decode_failure(run_id: Uuid, row: &Row<'_>) -> Result<FailureEntry
         reason: get(row, 2)?,
         error_json: opt_json(&at, "error_json", get(row, 3)?)?,
         at: time(&at, "at", get(row, 4)?)?,
+    })
+}
+
+/// Decodes `id, stage, position, attempts, errors, item, at` of `dead_letters`.
+pub(crate) fn decode_dead_letter(run_id: Uuid, row: &Row<'_>) -> Result<DeadLetter, StoreError> {
+    let at = RowRef {
+        table: "dead_letters",
+        rowid: get(row, 0)?,
+        run_id: Some(run_id),
+    };
+    let errors = serde_json::from_slice(&get::<Vec<u8>>(row, 4)?).map_err(|e| {
+        StoreError::CorruptPayload {
+            row: at.clone(),
+            column: "errors",
+            source: std::sync::Arc::new(e),
+        }
+    })?;
+    Ok(DeadLetter {
+        run_id,
+        stage: get(row, 1)?,
+        position: get::<i64>(row, 2)? as u64,
+        attempts: get(row, 3)?,
+        errors,
+        item: json(&at, "item", &get::<Vec<u8>>(row, 5)?)?,
+        at: time(&at, "at", get(row, 6)?)?,
     })
 }
 

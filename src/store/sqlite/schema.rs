@@ -34,7 +34,7 @@ use super::SqliteConfig;
 use crate::records::StoreError;
 
 /// The newest schema version this build writes and reads.
-pub(crate) const SCHEMA_VERSION: i64 = 4;
+pub(crate) const SCHEMA_VERSION: i64 = 5;
 
 /// The condition of the `runs_missing_outcome` index: a terminal status
 /// (`RunStatus::Finished`, `Failed`, `Cancelled`: codes 3, 4, 5) and no
@@ -166,6 +166,20 @@ UPDATE event_kinds SET name = 'RunCancelled' WHERE code = 3;
 ALTER TABLE steps RENAME COLUMN flow_rid TO run_rid;
 ALTER TABLE steps RENAME COLUMN run_id TO external_run_id;
 ALTER TABLE runs RENAME COLUMN parent_id TO parent_run_id;
+"#,
+    // v5: dead letters, items a stage gave up on (`errors` is a JSON array).
+    r#"
+CREATE TABLE dead_letters (
+    id INTEGER PRIMARY KEY,
+    rid INTEGER NOT NULL,
+    stage TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    attempts INTEGER NOT NULL,
+    errors BLOB NOT NULL,
+    item BLOB NOT NULL,
+    at INTEGER NOT NULL
+);
+CREATE INDEX dead_letters_by_run ON dead_letters(rid);
 "#,
 ];
 

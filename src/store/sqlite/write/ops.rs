@@ -12,7 +12,7 @@ use super::buffer::{BufferedEvent, EventBuffer};
 use super::{Head, Scratch, sql};
 use crate::records::StoreError;
 use crate::records::{Appended, Cursor, NewEvent, TerminalAppend};
-use crate::records::{FailureEntry, Run, RunStep, StepOutput};
+use crate::records::{DeadLetter, FailureEntry, Run, RunStep, StepOutput};
 use crate::records::{RowRef, WriteOp, WriteOutcome, next_revision};
 use crate::store::sqlite::codec::{Kinds, MAX_TERMINAL_CODE, json_bytes, micros, payload};
 use crate::store::sqlite::fast_hash::IdMap;
@@ -148,6 +148,7 @@ impl OpCtx<'_, '_> {
             }
             WriteOp::RecordStepOutput(o) => self.record_output(o),
             WriteOp::RecordFailure(f) => self.record_failure(f),
+            WriteOp::RecordDeadLetter(d) => self.record_dead_letter(d),
             WriteOp::UpsertStep(step) => self.upsert_step(step),
             WriteOp::Atomic(ops) => Ok(WriteOutcome::Atomic(
                 ops.iter()
@@ -378,6 +379,36 @@ impl OpCtx<'_, '_> {
             })
             .map_err(sql("record failure"))?;
         Ok(WriteOutcome::FailureRecorded)
+    }
+
+    fn record_dead_letter(&mut self, d: &DeadLetter) -> Result<WriteOutcome, StoreError> {
+        d.validate()?;
+        let head = self.head(d.run_id)?;
+        let errors = serde_json::to_vec(&d.errors).map_err(|e| StoreError::InvalidInput {
+            run_id: d.run_id,
+            field: "errors",
+            value: e.to_string(),
+            why: "a dead letter's errors must encode as JSON",
+        })?;
+        self.conn
+            .prepare_cached(
+                "INSERT INTO dead_letters(rid, stage, position, attempts, errors, item, at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    head.rid,
+                    d.stage,
+                    // Stored bit for bit, as revisions are; read back `as u64`.
+                    d.position as i64,
+                    d.attempts,
+                    errors,
+                    json_bytes(&d.item),
+                    micros(d.at)
+                ])
+            })
+            .map_err(sql("record dead letter"))?;
+        Ok(WriteOutcome::DeadLetterRecorded)
     }
 
     fn upsert_step(&mut self, step: &RunStep) -> Result<WriteOutcome, StoreError> {
