@@ -196,6 +196,10 @@ impl Retries<'_> {
         let n = usize::try_from(failed - 1).unwrap_or(usize::MAX);
         let delay = self.policy.backoff.delay_with_jitter(n, self.policy.jitter);
         tracing::warn!(stage, attempt = failed, %error, ?delay, "item failed; retrying");
+        if delay.is_zero() {
+            // A zero sleep still waits for the timer's next tick.
+            return AfterFailure::Retry;
+        }
         // Cancel-safe: the caller still holds the item.
         tokio::select! {
             biased;
