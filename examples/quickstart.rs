@@ -119,6 +119,8 @@ fn check() -> StateMachine<Check, CheckEvent, CheckCtx, NoAction> {
 struct ValidateEnrich {
     enrichment_down: Arc<AtomicBool>,
     rejected: u64,
+    /// Rejections of every start of the stage, for the final accounting.
+    rejected_total: Arc<AtomicU64>,
 }
 
 impl Transform<Order> for ValidateEnrich {
@@ -131,6 +133,7 @@ impl Transform<Order> for ValidateEnrich {
         machine.handle(CheckEvent::Validate, &mut ctx).await?;
         if let Check::Rejected(_) = machine.state() {
             self.rejected += 1;
+            self.rejected_total.fetch_add(1, Ordering::SeqCst);
             return Ok(());
         }
         machine.handle(CheckEvent::Enrich, &mut ctx).await?;
@@ -173,17 +176,24 @@ impl Sink<Order> for Book {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let booked = Arc::new(AtomicU64::new(0));
+    let rejected = Arc::new(AtomicU64::new(0));
     let down = Arc::new(AtomicBool::new(true));
     // Drawn on a terminal only; hidden when the output is piped (e.g. in CI).
     let progress = ProgressBar::new(ORDERS).with_style(ProgressStyle::with_template(
         "  {bar:40} {pos}/{len} orders booked (some are rejected)",
     )?);
-    let (b, d, p) = (booked.clone(), down.clone(), progress.clone());
+    let (b, d, p, r) = (
+        booked.clone(),
+        down.clone(),
+        progress.clone(),
+        rejected.clone(),
+    );
     let orders = FlowDefinition::<Order>::builder("orders")
         .source("incoming", || Incoming(0))
         .transform("validate-enrich", move || ValidateEnrich {
             enrichment_down: d.clone(),
             rejected: 0,
+            rejected_total: r.clone(),
         })
         .sink("book", move || Book {
             booked: b.clone(),
@@ -244,6 +254,23 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             failure.reason,
             failure.error_json.unwrap_or_default()
         );
+    }
+    // Every order is accounted for: booked, rejected by validation, or
+    // dead-lettered (stage work is at-least-once, so never fewer).
+    let dead_lettered = journal.list_dead_letters(run.run_id()).await?.len() as u64;
+    let (booked, rejected) = (
+        booked.load(Ordering::SeqCst),
+        rejected.load(Ordering::SeqCst),
+    );
+    println!(
+        "\norders: {ORDERS} in = {booked} booked + {rejected} rejected + {dead_lettered} dead-lettered"
+    );
+    if booked + rejected + dead_lettered < ORDERS {
+        return Err(format!(
+            "{} orders unaccounted for",
+            ORDERS - booked - rejected - dead_lettered
+        )
+        .into());
     }
     println!("\nruns of this example so far:");
     for past in runtime.runs().list_by_owner("orders-example").await? {
