@@ -7,28 +7,17 @@
 mod runtime_support;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
 
 use runtime_support::*;
 use serde_json::json;
 use troupe::flow::{DeadLetterPolicy, FlowBuilder, FlowDefinition, RetryPolicy, RunOutcome};
 use troupe::records::{DeadLetter, EventKind, RunStatus, TerminalEvent};
 use troupe::runtime::Runtime;
-use troupe::stage::{Emitter, PermanentError, Sink, Transform, source_iter};
+use troupe::stage::{Emitter, PermanentError, Transform, source_iter};
 use troupe::store::{Fault, FaultyStore, MemoryStore, Store};
 use troupe::supervise::BoxError;
-
-type Seen = Arc<Mutex<Vec<u64>>>;
-
-struct Record(Seen);
-
-impl Sink<u64> for Record {
-    async fn consume(&mut self, item: u64) -> Result<(), BoxError> {
-        self.0.lock().unwrap().push(item);
-        Ok(())
-    }
-}
 
 /// Passes items on, and always fails on item 5 (permanently if told to),
 /// counting the attempts at it.

@@ -17,21 +17,9 @@ use troupe::flow::{
     Backoff, FlowBuilder, FlowDefinition, RestartPolicy, RetryPolicy, RunOutcome, Supervision,
 };
 use troupe::records::RunStatus;
-use troupe::stage::{Emitter, Sink, Transform, source_iter};
+use troupe::stage::{Emitter, Transform, source_iter};
 use troupe::store::Store;
 use troupe::supervise::BoxError;
-
-type Seen = Arc<Mutex<Vec<u64>>>;
-
-/// Records every item it consumes.
-struct Record(Seen);
-
-impl Sink<u64> for Record {
-    async fn consume(&mut self, item: u64) -> Result<(), BoxError> {
-        self.0.lock().unwrap().push(item);
-        Ok(())
-    }
-}
 
 /// Passes items on; on item `at` it first emits `emits` items, then fails
 /// (an error, or a panic) for its first `failures` attempts (shared across

@@ -113,22 +113,24 @@ pub(crate) async fn report_dead_letter(
     letter: StageDeadLetter,
     acked: oneshot::Receiver<Result<(), String>>,
 ) -> Result<(), BoxError> {
-    let failed =
-        |letter_position: u64, last: Option<&String>, reason: String| DeadLetterNotRecorded {
-            stage: stage.to_owned(),
-            position: letter_position,
-            last: last.cloned().unwrap_or_default(),
-            reason,
-        };
     let position = letter.position;
-    let last = letter.errors.last().cloned();
+    let last = letter.errors.last().cloned().unwrap_or_default();
+    let failed = |reason: String| -> BoxError {
+        DeadLetterNotRecorded {
+            stage: stage.to_owned(),
+            position,
+            last: last.clone(),
+            reason,
+        }
+        .into()
+    };
     if !report(StageReport::DeadLetter(letter)) {
-        return Err(failed(position, last.as_ref(), "the flow is gone".into()).into());
+        return Err(failed("the flow is gone".into()));
     }
     match acked.await {
         Ok(Ok(())) => Ok(()),
-        Ok(Err(reason)) => Err(failed(position, last.as_ref(), reason).into()),
-        Err(_) => Err(failed(position, last.as_ref(), "the flow is gone".into()).into()),
+        Ok(Err(reason)) => Err(failed(reason)),
+        Err(_) => Err(failed("the flow is gone".into())),
     }
 }
 

@@ -1,8 +1,8 @@
 //! Stage logic and helpers shared by the runtime behaviour tests.
 #![allow(dead_code)]
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use serde_json::{Value, json};
 use tokio::sync::{Semaphore, mpsc};
@@ -14,6 +14,19 @@ use troupe::stage::{Emitter, EventPolicy, OnEvent, Produced, Sink, Source, Trans
 use troupe::store::Store;
 use troupe::supervise::BoxError;
 use uuid::Uuid;
+
+/// The items a [`Record`] sink consumed, in order.
+pub type Seen = Arc<Mutex<Vec<u64>>>;
+
+/// Records every item it consumes.
+pub struct Record(pub Seen);
+
+impl Sink<u64> for Record {
+    async fn consume(&mut self, item: u64) -> Result<(), BoxError> {
+        self.0.lock().unwrap().push(item);
+        Ok(())
+    }
+}
 
 /// A source counting up from 0 forever (or to `limit`), recording how many it produced.
 pub struct Counter {
