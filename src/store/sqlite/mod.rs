@@ -328,8 +328,8 @@ impl SqliteStore {
     /// # }).unwrap();
     /// ```
     pub async fn close(&self) {
-        if let Some(writer) = &self.writer {
-            Closer::new(writer.clone()).close().await;
+        if let Some(closer) = self.closer() {
+            closer.close().await;
         }
     }
 
