@@ -86,6 +86,24 @@ pub enum StoreError {
     /// A run with this id already exists.
     #[error("run {0} already exists")]
     RunExists(Uuid),
+    /// The run has ended (its status is terminal): it takes no more input.
+    #[error("run {run_id} is {}; it takes no more input", status.as_str())]
+    RunEnded {
+        /// The run.
+        run_id: Uuid,
+        /// Its terminal status.
+        status: RunStatus,
+    },
+    /// An inbox entry with this run, id and stage is already stored.
+    #[error("run {run_id}: inbox entry {id} for stage `{stage}` already exists")]
+    InboxEntryExists {
+        /// The run.
+        run_id: Uuid,
+        /// The entry's id.
+        id: Uuid,
+        /// The stage.
+        stage: String,
+    },
     /// A compare-and-set update saw another revision than the caller expected.
     #[error("run {run_id}: revision mismatch (expected {expected}, found {actual})")]
     RevisionMismatch {

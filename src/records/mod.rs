@@ -22,6 +22,7 @@
 mod dead_letter;
 mod error;
 mod events;
+mod inbox;
 mod json_depth;
 mod ops;
 mod run;
@@ -30,6 +31,7 @@ pub use dead_letter::{DeadLetter, MAX_DEAD_LETTER_ERRORS};
 pub use error::{DamagedRun, LockHolder, RowRef, StoreError};
 pub use events::{Appended, Cursor, EventKind, NewEvent, RunEvent, TerminalAppend, TerminalEvent};
 pub(crate) use events::{TERMINAL_NAMES, assigned_event_id};
+pub use inbox::{InboxEntry, InboxMessage, Settled};
 pub use json_depth::MAX_JSON_DEPTH;
 pub use ops::{WriteOp, WriteOutcome};
 pub(crate) use ops::{appended, mismatch, next_revision};

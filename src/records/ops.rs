@@ -8,6 +8,7 @@ use uuid::Uuid;
 use super::dead_letter::DeadLetter;
 use super::error::StoreError;
 use super::events::{Appended, EventKind, NewEvent, TerminalAppend, TerminalEvent};
+use super::inbox::InboxEntry;
 use super::run::{FailureEntry, Run, RunStep, StepOutput};
 
 /// One atomic write. A backend applies each op all-or-nothing.
@@ -52,6 +53,27 @@ pub enum WriteOp {
     RecordFailure(FailureEntry),
     /// Record an item a stage gave up on.
     RecordDeadLetter(Box<DeadLetter>),
+    /// Accept messages into runs' inboxes, all or none. Refused with
+    /// [`StoreError::RunNotFound`] for an unknown run,
+    /// [`StoreError::RunEnded`] for a run whose status is terminal, and
+    /// [`StoreError::InboxEntryExists`] for an entry whose `(run_id, id,
+    /// stage)` is already stored. Entries are stored unsettled.
+    AcceptInbox(Vec<InboxEntry>),
+    /// Settle an inbox entry: its stage handled it (`undeliverable` is
+    /// `None`) or it could not be handed over (why). Settling an entry that
+    /// is already settled, or unknown, changes nothing
+    /// ([`WriteOutcome::InboxSettled`] says whether it did): a message
+    /// re-delivered after a crash may be handled, and settled, twice.
+    SettleInbox {
+        /// The run.
+        run_id: Uuid,
+        /// The entry's id.
+        id: Uuid,
+        /// The stage it was for.
+        stage: String,
+        /// `None`: handled; `Some(why)`: undeliverable.
+        undeliverable: Option<String>,
+    },
     /// Insert or update a step keyed by `(run_id, external_run_id)`; an update keeps the
     /// stored `id`, `created_at` and, when the new one is absent, `child_session_key`.
     UpsertStep(Box<RunStep>),
@@ -71,6 +93,8 @@ impl WriteOp {
             WriteOp::RecordStepOutput(_) => "record_step_output",
             WriteOp::RecordFailure(_) => "record_failure",
             WriteOp::RecordDeadLetter(_) => "record_dead_letter",
+            WriteOp::AcceptInbox(_) => "accept_inbox",
+            WriteOp::SettleInbox { .. } => "settle_inbox",
             WriteOp::UpsertStep(_) => "upsert_step",
             WriteOp::Atomic(_) => "atomic",
         }
@@ -107,6 +131,13 @@ pub enum WriteOutcome {
     FailureRecorded,
     /// For [`WriteOp::RecordDeadLetter`].
     DeadLetterRecorded,
+    /// For [`WriteOp::AcceptInbox`].
+    InboxAccepted,
+    /// For [`WriteOp::SettleInbox`]: whether an unsettled entry was settled.
+    InboxSettled {
+        /// `false`: no such entry, or it was already settled.
+        settled: bool,
+    },
     /// For [`WriteOp::UpsertStep`]: the step as stored.
     StepUpserted(RunStep),
     /// For [`WriteOp::Atomic`], one outcome per op in order.

@@ -98,6 +98,11 @@ macro_rules! store_wrapper {
                 self.$inner.list_dead_letters(run_id).await
             }
 
+            async fn list_inbox(&self, run_id: $crate::ids::Uuid) -> ::core::result::Result<Vec<$crate::records::InboxEntry>, $crate::records::StoreError> {
+                $(self.$check("list_inbox")?;)?
+                self.$inner.list_inbox(run_id).await
+            }
+
             async fn list_steps(&self, run_id: $crate::ids::Uuid) -> ::core::result::Result<Vec<$crate::records::RunStep>, $crate::records::StoreError> {
                 $(self.$check("list_steps")?;)?
                 self.$inner.list_steps(run_id).await

@@ -11,7 +11,7 @@ use uuid::Uuid;
 use super::traits::{Store, distinct};
 use crate::records::{Appended, Cursor, NewEvent, RunEvent, TerminalAppend, assigned_event_id};
 use crate::records::{DamagedRun, StoreError};
-use crate::records::{DeadLetter, FailureEntry, Run, RunStatus, RunStep, StepOutput};
+use crate::records::{DeadLetter, FailureEntry, InboxEntry, Run, RunStatus, RunStep, StepOutput};
 use crate::records::{WriteOp, WriteOutcome, next_revision};
 
 /// A store held in memory. Each op is atomic: a failing op is undone before
@@ -67,6 +67,7 @@ struct MemState {
     output_keys: HashSet<OutputKey>,
     failures: Vec<FailureEntry>,
     dead_letters: Vec<DeadLetter>,
+    inbox: Vec<InboxEntry>,
     steps: Vec<RunStep>,
     step_index: HashMap<(Uuid, String), usize>,
 }
@@ -79,6 +80,8 @@ enum Undo {
     PushOutput,
     PushFailure,
     PushDeadLetter,
+    PushInbox,
+    Unsettle(usize),
     InsertStep,
     RestoreStep(usize, Box<RunStep>),
 }
@@ -145,6 +148,10 @@ impl MemState {
                 Undo::PushDeadLetter => {
                     self.dead_letters.pop();
                 }
+                Undo::PushInbox => {
+                    self.inbox.pop();
+                }
+                Undo::Unsettle(i) => self.inbox[i].settled = None,
                 Undo::InsertStep => {
                     if let Some(s) = self.steps.pop() {
                         self.step_index.remove(&(s.run_id, s.external_run_id));
@@ -244,6 +251,51 @@ impl MemState {
                 self.dead_letters.push(*d);
                 undo.push(Undo::PushDeadLetter);
                 Ok(WriteOutcome::DeadLetterRecorded)
+            }
+            WriteOp::AcceptInbox(entries) => {
+                for mut entry in entries {
+                    entry.validate()?;
+                    let status = self.flow(entry.run_id)?.status;
+                    if status.is_terminal() {
+                        return Err(StoreError::RunEnded {
+                            run_id: entry.run_id,
+                            status,
+                        });
+                    }
+                    let same = |e: &&InboxEntry| {
+                        e.run_id == entry.run_id && e.id == entry.id && e.stage == entry.stage
+                    };
+                    if self.inbox.iter().any(|e| same(&e)) {
+                        return Err(StoreError::InboxEntryExists {
+                            run_id: entry.run_id,
+                            id: entry.id,
+                            stage: entry.stage,
+                        });
+                    }
+                    entry.settled = None;
+                    self.inbox.push(entry);
+                    undo.push(Undo::PushInbox);
+                }
+                Ok(WriteOutcome::InboxAccepted)
+            }
+            WriteOp::SettleInbox {
+                run_id,
+                id,
+                stage,
+                undeliverable,
+            } => {
+                let found = self.inbox.iter().position(|e| {
+                    e.run_id == run_id && e.id == id && e.stage == stage && e.settled.is_none()
+                });
+                let Some(i) = found else {
+                    return Ok(WriteOutcome::InboxSettled { settled: false });
+                };
+                self.inbox[i].settled = Some(crate::records::Settled {
+                    at: Utc::now(),
+                    undeliverable,
+                });
+                undo.push(Undo::Unsettle(i));
+                Ok(WriteOutcome::InboxSettled { settled: true })
             }
             WriteOp::UpsertStep(step) => {
                 let mut step = *step;
@@ -460,6 +512,16 @@ impl Store for MemoryStore {
             .dead_letters
             .iter()
             .filter(|d| d.run_id == run_id)
+            .cloned()
+            .collect())
+    }
+
+    async fn list_inbox(&self, run_id: Uuid) -> Result<Vec<InboxEntry>, StoreError> {
+        Ok(self
+            .lock()
+            .inbox
+            .iter()
+            .filter(|e| e.run_id == run_id)
             .cloned()
             .collect())
     }

@@ -7,7 +7,7 @@ use crate::records::{
     Appended, Cursor, EventKind, NewEvent, RunEvent, TerminalAppend, TerminalEvent,
 };
 use crate::records::{DamagedRun, StoreError};
-use crate::records::{DeadLetter, FailureEntry, Run, RunStatus, RunStep, StepOutput};
+use crate::records::{DeadLetter, FailureEntry, InboxEntry, Run, RunStatus, RunStep, StepOutput};
 use crate::records::{WriteOp, WriteOutcome, appended, mismatch};
 
 /// What [`Store::apply_batch`] returns: the commit's outcome, then one
@@ -127,6 +127,10 @@ pub trait Store: Send + Sync + 'static {
     /// The run's dead letters, oldest first (none for an unknown run).
     async fn list_dead_letters(&self, run_id: Uuid) -> Result<Vec<DeadLetter>, StoreError>;
 
+    /// The run's inbox entries, settled or not, in the order they were
+    /// accepted (none for an unknown run).
+    async fn list_inbox(&self, run_id: Uuid) -> Result<Vec<InboxEntry>, StoreError>;
+
     /// The run's steps, oldest first.
     async fn list_steps(&self, run_id: Uuid) -> Result<Vec<RunStep>, StoreError>;
 
@@ -214,6 +218,36 @@ pub trait Store: Send + Sync + 'static {
         {
             WriteOutcome::DeadLetterRecorded => Ok(()),
             _ => Err(mismatch("record_dead_letter")),
+        }
+    }
+
+    /// Accepts messages into runs' inboxes, all or none (see
+    /// [`WriteOp::AcceptInbox`]).
+    async fn accept_inbox(&self, entries: Vec<InboxEntry>) -> Result<(), StoreError> {
+        match self.apply(WriteOp::AcceptInbox(entries)).await? {
+            WriteOutcome::InboxAccepted => Ok(()),
+            _ => Err(mismatch("accept_inbox")),
+        }
+    }
+
+    /// Settles an inbox entry (see [`WriteOp::SettleInbox`]); whether an
+    /// unsettled entry was settled.
+    async fn settle_inbox(
+        &self,
+        run_id: Uuid,
+        id: Uuid,
+        stage: String,
+        undeliverable: Option<String>,
+    ) -> Result<bool, StoreError> {
+        let op = WriteOp::SettleInbox {
+            run_id,
+            id,
+            stage,
+            undeliverable,
+        };
+        match self.apply(op).await? {
+            WriteOutcome::InboxSettled { settled } => Ok(settled),
+            _ => Err(mismatch("settle_inbox")),
         }
     }
 

@@ -21,6 +21,11 @@ pub fn user_version(path: &Path) -> i64 {
         .expect("user_version")
 }
 
+/// Undoes schema version 6 (the `inbox` table): prefix it to a script
+/// that fakes an older version.
+#[allow(dead_code)] // not every test that includes this module fakes an old file
+pub const UNDO_V6: &str = "DROP TABLE inbox; PRAGMA user_version = 5;";
+
 /// Undoes schema version 5 (the `dead_letters` table): prefix it to a
 /// script that fakes an older version.
 #[allow(dead_code)] // not every test that includes this module fakes an old file

@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use async_trait::async_trait;
 use serde_json::json;
 use troupe::records::{
-    Cursor, DamagedRun, DeadLetter, EventKind, FailureEntry, Run, RunEvent, RunStatus, RunStep,
-    StepOutput, StoreError, WriteOp, WriteOutcome,
+    Cursor, DamagedRun, DeadLetter, EventKind, FailureEntry, InboxEntry, Run, RunEvent, RunStatus,
+    RunStep, StepOutput, StoreError, WriteOp, WriteOutcome,
 };
 use troupe::store::Store;
 use uuid::Uuid;
@@ -130,6 +130,10 @@ impl Store for RivalStore {
 
     async fn list_dead_letters(&self, run_id: Uuid) -> Result<Vec<DeadLetter>, StoreError> {
         self.inner.list_dead_letters(run_id).await
+    }
+
+    async fn list_inbox(&self, run_id: Uuid) -> Result<Vec<InboxEntry>, StoreError> {
+        self.inner.list_inbox(run_id).await
     }
 
     async fn list_steps(&self, run_id: Uuid) -> Result<Vec<RunStep>, StoreError> {

@@ -36,7 +36,7 @@ use self::thread::ConnThread;
 use super::traits::{Store, WriterJob};
 use crate::records::{Cursor, RunEvent};
 use crate::records::{DamagedRun, StoreError};
-use crate::records::{DeadLetter, FailureEntry, Run, RunStatus, RunStep, StepOutput};
+use crate::records::{DeadLetter, FailureEntry, InboxEntry, Run, RunStatus, RunStep, StepOutput};
 use crate::records::{WriteOp, WriteOutcome};
 
 /// The newest journal schema version this build reads and writes.
@@ -491,6 +491,10 @@ impl Store for SqliteStore {
     async fn list_dead_letters(&self, run_id: Uuid) -> Result<Vec<DeadLetter>, StoreError> {
         self.read(move |c, _| read::list_dead_letters(c, run_id))
             .await
+    }
+
+    async fn list_inbox(&self, run_id: Uuid) -> Result<Vec<InboxEntry>, StoreError> {
+        self.read(move |c, _| read::list_inbox(c, run_id)).await
     }
 
     async fn list_steps(&self, run_id: Uuid) -> Result<Vec<RunStep>, StoreError> {

@@ -6,13 +6,13 @@ use uuid::Uuid;
 
 use super::codec::{Kinds, time, uuid};
 use super::rows::{
-    RUN_COLUMNS, STEP_COLUMNS, decode_dead_letter, decode_failure, decode_output, decode_run,
-    decode_step,
+    RUN_COLUMNS, STEP_COLUMNS, decode_dead_letter, decode_failure, decode_inbox, decode_output,
+    decode_run, decode_step,
 };
 use super::schema::MISSING_OUTCOME;
 use crate::records::{Cursor, RunEvent, assigned_event_id};
 use crate::records::{DamagedRun, RowRef, StoreError};
-use crate::records::{DeadLetter, FailureEntry, Run, RunStatus, RunStep, StepOutput};
+use crate::records::{DeadLetter, FailureEntry, InboxEntry, Run, RunStatus, RunStep, StepOutput};
 use crate::store::traits::distinct;
 
 fn sql(op: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
@@ -429,6 +429,20 @@ pub(crate) fn list_dead_letters(
          WHERE rid = ?1 ORDER BY id",
         [rid],
         |row| decode_dead_letter(run_id, row),
+    )
+}
+
+pub(crate) fn list_inbox(conn: &Connection, run_id: Uuid) -> Result<Vec<InboxEntry>, StoreError> {
+    let Some(rid) = rid_of(conn, run_id)? else {
+        return Ok(Vec::new());
+    };
+    collect(
+        conn,
+        "list inbox",
+        "SELECT seq, id, stage, message, accepted_at, settled_at, undeliverable FROM inbox \
+         WHERE rid = ?1 ORDER BY seq",
+        [rid],
+        |row| decode_inbox(run_id, row),
     )
 }
 

@@ -6,8 +6,8 @@ use uuid::Uuid;
 
 use super::codec::{json, json_bytes, micros, opt_json, time, uuid};
 use crate::records::{
-    DeadLetter, FailureEntry, Lease, Run, RunStatus, RunStep, RunStepStatus, StepOutput,
-    StepRuntime,
+    DeadLetter, FailureEntry, InboxEntry, Lease, Run, RunStatus, RunStep, RunStepStatus, Settled,
+    StepOutput, StepRuntime,
 };
 use crate::records::{RowRef, StoreError};
 
@@ -203,6 +203,37 @@ pub(crate) fn decode_dead_letter(run_id: Uuid, row: &Row<'_>) -> Result<DeadLett
         errors,
         item: json(&at, "item", &get::<Vec<u8>>(row, 5)?)?,
         at: time(&at, "at", get(row, 6)?)?,
+    })
+}
+
+/// Decodes `seq, id, stage, message, accepted_at, settled_at, undeliverable` of `inbox`.
+pub(crate) fn decode_inbox(run_id: Uuid, row: &Row<'_>) -> Result<InboxEntry, StoreError> {
+    let at = RowRef {
+        table: "inbox",
+        rowid: get(row, 0)?,
+        run_id: Some(run_id),
+    };
+    let message = serde_json::from_slice(&get::<Vec<u8>>(row, 3)?).map_err(|e| {
+        StoreError::CorruptPayload {
+            row: at.clone(),
+            column: "message",
+            source: std::sync::Arc::new(e),
+        }
+    })?;
+    let settled = match get::<Option<i64>>(row, 5)? {
+        Some(micros) => Some(Settled {
+            at: time(&at, "settled_at", micros)?,
+            undeliverable: get(row, 6)?,
+        }),
+        None => None,
+    };
+    Ok(InboxEntry {
+        id: uuid(&at, "id", &get::<Vec<u8>>(row, 1)?)?,
+        run_id,
+        stage: get(row, 2)?,
+        message,
+        accepted_at: time(&at, "accepted_at", get(row, 4)?)?,
+        settled,
     })
 }
 

@@ -34,7 +34,7 @@ use super::SqliteConfig;
 use crate::records::StoreError;
 
 /// The newest schema version this build writes and reads.
-pub(crate) const SCHEMA_VERSION: i64 = 5;
+pub(crate) const SCHEMA_VERSION: i64 = 6;
 
 /// The condition of the `runs_missing_outcome` index: a terminal status
 /// (`RunStatus::Finished`, `Failed`, `Cancelled`: codes 3, 4, 5) and no
@@ -180,6 +180,21 @@ CREATE TABLE dead_letters (
     at INTEGER NOT NULL
 );
 CREATE INDEX dead_letters_by_run ON dead_letters(rid);
+"#,
+    // v6: the inbox, operator input kept until its stage handled it
+    // (`message` is the JSON of an `InboxMessage`; `seq` keeps accept order).
+    r#"
+CREATE TABLE inbox (
+    seq INTEGER PRIMARY KEY,
+    rid INTEGER NOT NULL,
+    id BLOB NOT NULL,
+    stage TEXT NOT NULL,
+    message BLOB NOT NULL,
+    accepted_at INTEGER NOT NULL,
+    settled_at INTEGER,
+    undeliverable TEXT,
+    UNIQUE (rid, id, stage)
+);
 "#,
 ];
 

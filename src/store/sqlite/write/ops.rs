@@ -66,7 +66,7 @@ static UPDATE_RUN: LazyLock<String> = LazyLock::new(|| {
 });
 
 impl OpCtx<'_, '_> {
-    fn head(&mut self, run_id: Uuid) -> Result<Head, StoreError> {
+    pub(super) fn head(&mut self, run_id: Uuid) -> Result<Head, StoreError> {
         let seen = (self.op.heads.get(&run_id))
             .or_else(|| self.batch.and_then(|batch| batch.heads.get(&run_id)));
         if let Some((h, _)) = seen {
@@ -149,6 +149,13 @@ impl OpCtx<'_, '_> {
             WriteOp::RecordStepOutput(o) => self.record_output(o),
             WriteOp::RecordFailure(f) => self.record_failure(f),
             WriteOp::RecordDeadLetter(d) => self.record_dead_letter(d),
+            WriteOp::AcceptInbox(entries) => self.accept_inbox(entries),
+            WriteOp::SettleInbox {
+                run_id,
+                id,
+                stage,
+                undeliverable,
+            } => self.settle_inbox(*run_id, *id, stage, undeliverable.as_deref()),
             WriteOp::UpsertStep(step) => self.upsert_step(step),
             WriteOp::Atomic(ops) => Ok(WriteOutcome::Atomic(
                 ops.iter()
