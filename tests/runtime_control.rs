@@ -229,10 +229,33 @@ async fn signals_are_recorded_and_reach_the_stages() {
         [("tune".to_owned(), payload.clone())]
     );
     let events = f.runtime.journal().replay(f.run.run_id()).await.unwrap();
-    assert!(
-        events.iter().any(|e| e.kind
-            == EventKind::custom("signal", json!({ "name": "tune", "payload": payload })))
-    );
+    let recorded: Vec<&serde_json::Value> = events
+        .iter()
+        .filter(|e| e.kind.name() == "signal")
+        .filter_map(|e| match &e.kind {
+            EventKind::Custom { payload, .. } => Some(payload),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(recorded.len(), 1, "{events:?}");
+    assert_eq!(recorded[0]["name"], "tune");
+    assert_eq!(recorded[0]["payload"], payload);
+    // Accepted into the inbox, one entry per stage with the signal's id,
+    // each settled once its stage took it.
+    let inbox = f
+        .runtime
+        .journal()
+        .list_inbox(f.run.run_id())
+        .await
+        .unwrap();
+    assert_eq!(inbox.len(), f.run.stage_names().len());
+    for entry in &inbox {
+        assert_eq!(entry.id.to_string(), recorded[0]["id"]);
+        assert_eq!(
+            entry.settled.as_ref().map(|s| s.undeliverable.clone()),
+            Some(None)
+        );
+    }
     f.run.send(ControlEvent::Drain).await.unwrap();
     f.run.wait().await.unwrap();
 }

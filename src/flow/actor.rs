@@ -29,6 +29,7 @@ use crate::fsm::{EventVariant, FsmError, StateMachine, StateVariant};
 use crate::journal::JournalHandle;
 use crate::records::Run;
 use crate::stage::dead_letter::StageDeadLetter;
+use crate::stage::durable::Settlement;
 use crate::stage::events::EventPort;
 use crate::stage::{EXIT_COMPLETED, StageDone, StageEvent, StageState};
 
@@ -64,6 +65,30 @@ pub(crate) enum FlowMsg {
     StageDone(StageDone),
     /// A stage gave up on an item.
     DeadLetter(StageDeadLetter),
+    /// A stage's logic took an inbox entry (or could not).
+    Settled(Settlement),
+    /// A durable event (as JSON) for a stage: accept it into the inbox, then
+    /// forward it to the stage.
+    AcceptEvent {
+        /// The stage's index.
+        stage: usize,
+        /// The event.
+        payload: serde_json::Value,
+        /// Its inbox id, once it is in the journal.
+        reply: oneshot::Sender<Result<uuid::Uuid, HandleError>>,
+    },
+    /// A signal for one stage or (`None`) every stage, from
+    /// [`Runtime::send_signal`](crate::runtime::Runtime::send_signal).
+    AcceptSignal {
+        /// The stage's index, or every stage not done.
+        stage: Option<usize>,
+        /// The signal's name.
+        name: String,
+        /// Its data.
+        payload: serde_json::Value,
+        /// Its inbox id, once it is in the journal.
+        reply: oneshot::Sender<Result<uuid::Uuid, HandleError>>,
+    },
     /// A backoff timer fired: restart the stage if it is still down.
     Restart {
         /// The stage's index.
@@ -178,6 +203,37 @@ impl FlowHost {
                 reason,
             }),
         }
+    }
+
+    /// The refusal of operator input once the run has ended or is ending.
+    fn ended(&self) -> Option<HandleError> {
+        let state = self.machine.state();
+        (state.is_terminal() || *state == RunState::Cancelling).then_some(HandleError::Finished {
+            run_id: self.ctx.run.id,
+            event: "a durable event",
+        })
+    }
+
+    async fn accept_signal(
+        &mut self,
+        stage: Option<usize>,
+        name: &str,
+        payload: serde_json::Value,
+    ) -> Result<uuid::Uuid, HandleError> {
+        if let Some(index) = stage
+            && self.ctx.stages.get(index).is_none_or(|s| s.done())
+        {
+            return Err(self.ctx.stage_not_running(index));
+        }
+        if let Some(ended) = self.ended() {
+            return Err(ended);
+        }
+        self.ctx.admit(stage, "Signal")?;
+        let run_id = self.ctx.run.id;
+        self.ctx
+            .accept_signal(stage, name, payload)
+            .await
+            .map_err(|e| super::inbox::not_recorded(run_id, e))
     }
 
     async fn on_stage_done(&mut self, done: StageDone) {
@@ -321,6 +377,13 @@ impl FlowHost {
             let _ = self.feed(FlowEvent::Cancel(reason)).await;
             return;
         }
+        if let Err(error) = self.ctx.load_inbox().await {
+            // Its operators' input cannot be handed over: the run must not
+            // go on as if it had none.
+            let reason = format!("reading the run's inbox failed: {error}");
+            let _ = self.feed(FlowEvent::Failure(reason)).await;
+            return;
+        }
         let waiting = self.ctx.run.status == crate::records::RunStatus::Waiting;
         if self.feed(FlowEvent::Recover).await.is_err() {
             return;
@@ -356,6 +419,27 @@ impl FlowHost {
                 if let Some(reason) = self.ctx.record_dead_letter(letter).await {
                     self.feed_internal(FlowEvent::Failure(reason)).await;
                 }
+            }
+            FlowMsg::Settled(settled) => self.ctx.settle(settled).await,
+            FlowMsg::AcceptEvent {
+                stage,
+                payload,
+                reply,
+            } => {
+                let accepted = match self.ended() {
+                    Some(ended) => Err(ended),
+                    None => self.ctx.accept_event(stage, payload).await,
+                };
+                let _ = reply.send(accepted);
+            }
+            FlowMsg::AcceptSignal {
+                stage,
+                name,
+                payload,
+                reply,
+            } => {
+                let accepted = self.accept_signal(stage, &name, payload).await;
+                let _ = reply.send(accepted);
             }
             FlowMsg::Restart { stage, generation } => self.on_restart(stage, generation).await,
             FlowMsg::CancelGraceExpired => {

@@ -22,7 +22,7 @@ use crate::runs::{TerminalTarget, structured_output};
 use crate::stage::StageKind;
 use crate::stage::dead_letter::StageDeadLetter;
 use crate::stage::events::EventPort;
-use crate::stage::{StageEvent, StageSignal, StageState};
+use crate::stage::{StageEvent, StageState};
 
 /// Control slots of each stage kept for the flow actor's own events: user
 /// events are refused (`HandleError::Busy`) once a stage's free slots fall
@@ -251,6 +251,22 @@ impl FlowCtx {
         event: StageEvent,
     ) -> Result<StageState, HandleError> {
         let stage = self.stages.get(index);
+        if let (StageEvent::Signal(signal), Some(stage)) = (&event, stage)
+            && !stage.done()
+        {
+            // Accepted into the inbox first; a stage between a failure and
+            // its restart gets it when it restarts.
+            let state = stage
+                .watcher
+                .as_ref()
+                .map_or(StageState::Starting, |w| w.current().clone());
+            self.admit(Some(index), "Signal")?;
+            let (name, payload) = (signal.name.clone(), signal.payload.clone());
+            self.accept_signal(Some(index), &name, payload)
+                .await
+                .map_err(|e| super::inbox::not_recorded(self.run.id, e))?;
+            return Ok(state);
+        }
         let live = stage.filter(|s| s.is_live());
         let Some(state) = live.and_then(|s| Some(s.watcher.as_ref()?.current().clone())) else {
             return Err(self.stage_not_running(index));
@@ -276,7 +292,7 @@ impl FlowCtx {
 
     /// [`HandleError::StageNotRunning`] for stage `index` (named by its
     /// index if there is no such stage).
-    fn stage_not_running(&self, index: usize) -> HandleError {
+    pub(crate) fn stage_not_running(&self, index: usize) -> HandleError {
         HandleError::StageNotRunning {
             run_id: self.run.id,
             stage: self
@@ -327,14 +343,7 @@ impl FlowCtx {
                 record::request_cancel(&self.journal, &mut self.run, reason).await?;
             }
             FlowAction::Signal(name, payload) => {
-                record::signal(&self.journal, self.run.id, name, payload.clone()).await?;
-                let event = StageEvent::Signal(Arc::new(StageSignal {
-                    name: name.clone(),
-                    payload: payload.clone(),
-                }));
-                for stage in &mut self.stages {
-                    stage.send(event.clone()).await;
-                }
+                self.accept_signal(None, name, payload.clone()).await?;
             }
             FlowAction::Complete => {
                 let target = TerminalTarget::Completed {

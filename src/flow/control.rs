@@ -216,6 +216,17 @@ pub enum HandleError {
         /// The type asked for.
         asked: &'static str,
     },
+    /// The stage takes durable events of another shape: the event does not
+    /// decode as the stage's event type; nothing was accepted.
+    #[error("run {run_id}: stage `{stage}` refused the event: it {reason}")]
+    EventRefused {
+        /// The run.
+        run_id: Uuid,
+        /// The stage.
+        stage: String,
+        /// Why.
+        reason: String,
+    },
     /// The flow has no stage with this name.
     #[error("run {run_id} has no stage named `{stage}`")]
     UnknownStage {

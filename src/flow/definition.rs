@@ -11,11 +11,14 @@ use super::topology::Topology;
 use crate::stage::StageKind;
 use crate::stage::actor::{StageFactory, WorkFactory};
 use crate::stage::dead_letter::{ItemEncoder, unserializable};
+use crate::stage::durable::{Durable, Redeliver, redeliver_json};
 use crate::stage::pipe::{MAX_BATCH_SIZE, MAX_PIPE_CAPACITY, PipeConfig};
 use crate::stage::work::{AsSink, AsSource, AsStep, AsTransform, Work};
 use crate::stage::{
     EventPolicy, MAX_EVENT_CAPACITY, OnEvent, RetryPolicy, Sink, Source, Step, Transform,
 };
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 /// How long a cancelled flow waits for its stages to stop cooperatively
 /// before killing them.
@@ -75,12 +78,18 @@ impl<T: Clone + Send + 'static> FlowBuilder<T> {
         self
     }
 
-    fn add_work<W, F>(self, name: String, events: Option<EventPolicy>, factory: F) -> Self
+    fn add_work<W, F>(
+        self,
+        name: String,
+        events: Option<EventPolicy>,
+        redeliver: Option<Redeliver>,
+        factory: F,
+    ) -> Self
     where
         W: Work<T>,
         F: Fn() -> W + Send + Sync + 'static,
     {
-        let factory = Arc::new(WorkFactory::new(factory, events));
+        let factory = Arc::new(WorkFactory::new(factory, events, redeliver));
         self.add(name, W::KIND, events, factory)
     }
 
@@ -90,7 +99,7 @@ impl<T: Clone + Send + 'static> FlowBuilder<T> {
         S: Source<T>,
         F: Fn() -> S + Send + Sync + 'static,
     {
-        self.add_work(name.into(), None, move || AsSource::new(factory()))
+        self.add_work(name.into(), None, None, move || AsSource::new(factory()))
     }
 
     /// Adds a transform; `factory` builds its logic at each (re)start.
@@ -99,7 +108,7 @@ impl<T: Clone + Send + 'static> FlowBuilder<T> {
         X: Transform<T>,
         F: Fn() -> X + Send + Sync + 'static,
     {
-        self.add_work(name.into(), None, move || AsTransform::new(factory()))
+        self.add_work(name.into(), None, None, move || AsTransform::new(factory()))
     }
 
     /// Adds a sink; `factory` builds its logic at each (re)start.
@@ -108,7 +117,7 @@ impl<T: Clone + Send + 'static> FlowBuilder<T> {
         K: Sink<T>,
         F: Fn() -> K + Send + Sync + 'static,
     {
-        self.add_work(name.into(), None, move || AsSink::new(factory()))
+        self.add_work(name.into(), None, None, move || AsSink::new(factory()))
     }
 
     /// The next stage added through the returned builder takes user events
@@ -121,6 +130,33 @@ impl<T: Clone + Send + 'static> FlowBuilder<T> {
         EventStageBuilder {
             flow: self,
             policy,
+            redeliver: None,
+            _event: PhantomData,
+        }
+    }
+
+    /// The next stage added through the returned builder takes **durable**
+    /// user events `E`: each is accepted into the run's journal (its inbox)
+    /// before the stage sees it, reaches the stage as a
+    /// [`Durable<E>`](crate::stage::Durable) carrying its inbox id, and is
+    /// settled once the stage's `on_event` returned; one the stage had not
+    /// settled when the process stopped is handed to it again when the run
+    /// resumes (at-least-once: deduplicate by id where it matters). Its
+    /// logic implements [`OnEvent<Durable<E>>`]. Senders use
+    /// [`RunHandle::durable_stage_events`](super::RunHandle::durable_stage_events)
+    /// or [`Runtime::send_event`](crate::runtime::Runtime::send_event).
+    ///
+    /// An event whose `on_event` fails is settled with its error (and
+    /// recorded in the failure ledger), so the restarted stage is not handed
+    /// it again; one cut short by a crash is.
+    pub fn with_durable_events<E>(self, policy: EventPolicy) -> EventStageBuilder<T, Durable<E>>
+    where
+        E: Serialize + DeserializeOwned + Send + 'static,
+    {
+        EventStageBuilder {
+            flow: self,
+            policy,
+            redeliver: Some(redeliver_json::<E>),
             _event: PhantomData,
         }
     }
@@ -132,7 +168,7 @@ impl<T: Clone + Send + 'static> FlowBuilder<T> {
         S: Step,
         F: Fn() -> S + Send + Sync + 'static,
     {
-        self.add_work(name.into(), None, move || AsStep::new(factory()))
+        self.add_work(name.into(), None, None, move || AsStep::new(factory()))
     }
 
     /// Connects `from` to `to`.
@@ -292,6 +328,7 @@ impl<T: Clone + Send + 'static> FlowBuilder<T> {
 pub struct EventStageBuilder<T, Ev> {
     flow: FlowBuilder<T>,
     policy: EventPolicy,
+    redeliver: Option<Redeliver>,
     _event: PhantomData<fn(Ev)>,
 }
 
@@ -303,7 +340,8 @@ impl<T: Clone + Send + 'static, Ev: Send + 'static> EventStageBuilder<T, Ev> {
         F: Fn() -> S + Send + Sync + 'static,
     {
         let make = move || AsSource::<S, Ev>::new(factory());
-        self.flow.add_work(name.into(), Some(self.policy), make)
+        self.flow
+            .add_work(name.into(), Some(self.policy), self.redeliver, make)
     }
 
     /// Adds a transform taking events `Ev`.
@@ -313,7 +351,8 @@ impl<T: Clone + Send + 'static, Ev: Send + 'static> EventStageBuilder<T, Ev> {
         F: Fn() -> X + Send + Sync + 'static,
     {
         let make = move || AsTransform::<X, Ev>::new(factory());
-        self.flow.add_work(name.into(), Some(self.policy), make)
+        self.flow
+            .add_work(name.into(), Some(self.policy), self.redeliver, make)
     }
 
     /// Adds a sink taking events `Ev`.
@@ -323,7 +362,8 @@ impl<T: Clone + Send + 'static, Ev: Send + 'static> EventStageBuilder<T, Ev> {
         F: Fn() -> K + Send + Sync + 'static,
     {
         let make = move || AsSink::<K, Ev>::new(factory());
-        self.flow.add_work(name.into(), Some(self.policy), make)
+        self.flow
+            .add_work(name.into(), Some(self.policy), self.redeliver, make)
     }
 }
 

@@ -49,7 +49,9 @@ pub(crate) mod actor;
 mod context;
 mod control;
 mod definition;
+mod durable_handle;
 mod handle;
+mod inbox;
 mod machine;
 pub(crate) mod record;
 mod restart;
@@ -66,7 +68,10 @@ pub use definition::{
     DEFAULT_CANCEL_GRACE, DeadLetterPolicy, DefinitionError, EventStageBuilder, FlowBuilder,
     FlowDefinition,
 };
+pub use durable_handle::DurableStageHandle;
+pub(crate) use durable_handle::{accept_event, accept_signal};
 pub use handle::RunHandle;
+pub(crate) use inbox::EVERY_STAGE;
 pub use machine::RunState;
 pub use record::{RecordError, RunOptions};
 pub use restart::{RestartPolicy, RestartStrategy, RestartType, Supervision};

@@ -4,7 +4,7 @@
 //! actor-driven run follows the same rules and leaves the same audit trail
 //! as a managed one (revision checks with bounded retry, one audit event per
 //! change, terminal status and outcome in one atomic write); stage outputs,
-//! stage failures, dead letters and signals are plain journal writes.
+//! stage failures, dead letters and inbox entries are plain journal writes.
 
 use std::sync::Arc;
 
@@ -15,8 +15,8 @@ use uuid::Uuid;
 use super::RunOutcome;
 use crate::journal::JournalHandle;
 use crate::records::{
-    DeadLetter, EventKind, FailureEntry, NewEvent, Run, RunStatus, StepOutput, StoreError,
-    TerminalEvent,
+    DeadLetter, EventKind, FailureEntry, InboxEntry, NewEvent, Run, RunStatus, StepOutput,
+    StoreError, TerminalEvent, WriteOp,
 };
 use crate::runs::{CreateManagedInput, RunManager, TerminalTarget};
 use crate::store::Store;
@@ -117,20 +117,54 @@ pub(crate) async fn request_cancel(
     Ok(())
 }
 
-/// Appends a user signal to the run's event log.
-pub(crate) async fn signal(
+/// Accepts `entries` into the run's inbox, with an audit event of the run's
+/// log in the same write (all or none).
+pub(crate) async fn accept_inbox(
     journal: &JournalHandle,
     run_id: Uuid,
-    name: &str,
-    payload: Value,
+    entries: Vec<InboxEntry>,
+    audit: (&str, Value),
 ) -> Result<(), RecordError> {
-    log(
-        journal,
+    let audit = NewEvent::new(run_id, EventKind::custom(audit.0, audit.1));
+    let op = WriteOp::Atomic(vec![WriteOp::AcceptInbox(entries), WriteOp::Append(audit)]);
+    journal
+        .apply(op)
+        .await
+        .map(drop)
+        .map_err(|source| RecordError::Store { run_id, source })
+}
+
+/// Settles an inbox entry of stage `stage`; one that could not be handed
+/// over (`undeliverable`) also goes into the failure ledger, in the same
+/// write.
+pub(crate) async fn settle_inbox(
+    journal: &JournalHandle,
+    run_id: Uuid,
+    id: Uuid,
+    stage: &str,
+    undeliverable: Option<String>,
+) -> Result<(), RecordError> {
+    let mut ops = Vec::with_capacity(2);
+    if let Some(why) = &undeliverable {
+        ops.push(WriteOp::RecordFailure(FailureEntry {
+            run_id,
+            step_id: stage.to_owned(),
+            reason: format!("inbox entry {id} not handled: {why}"),
+            error_json: Some(json!({ "inbox_entry": id.to_string() })),
+            at: Utc::now(),
+        }));
+    }
+    ops.push(WriteOp::SettleInbox {
         run_id,
-        "signal",
-        json!({ "name": name, "payload": payload }),
-    )
-    .await
+        id,
+        stage: stage.to_owned(),
+        undeliverable,
+    });
+    journal
+        .apply(WriteOp::Atomic(ops))
+        .await
+        .map(drop)
+        .map_err(|source| RecordError::Store { run_id, source })
 }
 
 /// Appends a custom event to the run's log.

@@ -8,6 +8,7 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use super::actor::FlowMsg;
 use super::control::{HandleError, StageControl};
 use super::handle::RunHandle;
+use crate::stage::durable::Envelope;
 use crate::stage::{StageEvent, StageSignal, StageState};
 
 /// A handle to one stage of a run; get it from [`RunHandle::stage`].
@@ -44,9 +45,11 @@ impl StageHandle {
             StageControl::Pause => StageEvent::Pause,
             StageControl::Resume => StageEvent::Resume,
             StageControl::Drain => StageEvent::Drain,
-            StageControl::Signal { name, payload } => {
-                StageEvent::Signal(Arc::new(StageSignal { name, payload }))
-            }
+            StageControl::Signal { name, payload } => StageEvent::Signal(Arc::new(StageSignal {
+                name,
+                payload,
+                id: None,
+            })),
         };
         let name = event_name(&event);
         let finished = || HandleError::Finished {
@@ -77,7 +80,7 @@ impl RunHandle {
         Ok(StageHandle::new(self.clone(), index, name.to_owned()))
     }
 
-    fn stage_index(&self, name: &str) -> Result<usize, HandleError> {
+    pub(crate) fn stage_index(&self, name: &str) -> Result<usize, HandleError> {
         let index = self.stage_names().iter().position(|s| s == name);
         index.ok_or_else(|| HandleError::UnknownStage {
             run_id: self.run_id(),
@@ -96,7 +99,7 @@ impl RunHandle {
 pub struct TypedStageHandle<Ev> {
     flow: RunHandle,
     name: String,
-    sender: mpsc::Sender<Ev>,
+    sender: mpsc::Sender<Envelope<Ev>>,
     doorbell: Arc<Notify>,
 }
 
@@ -135,14 +138,14 @@ impl<Ev: Send + 'static> TypedStageHandle<Ev> {
     /// policy; see [`EventPolicy`](crate::stage::EventPolicy).
     pub async fn send(&self, event: Ev) -> Result<(), HandleError> {
         self.check_running()?;
-        let sent = self.sender.send(event).await;
+        let sent = self.sender.send(Envelope::plain(event)).await;
         self.delivered(sent.is_ok())
     }
 
     /// Queues `event` without waiting: [`HandleError::Busy`] if the queue is full.
     pub fn try_send(&self, event: Ev) -> Result<(), HandleError> {
         self.check_running()?;
-        match self.sender.try_send(event) {
+        match self.sender.try_send(Envelope::plain(event)) {
             Ok(()) => self.delivered(true),
             Err(mpsc::error::TrySendError::Full(_)) => Err(HandleError::Busy {
                 run_id: self.flow.run_id(),

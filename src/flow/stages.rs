@@ -9,12 +9,15 @@ use tokio::task::JoinHandle;
 
 use super::actor::FlowMsg;
 use super::definition::{Abandon, PlannedStage};
+use super::inbox::Forwarder;
 use super::restart::RestartPolicy;
 use crate::ids::StageId;
 use crate::stage::actor::{Spawner, StageLaunch, StageStartError};
 use crate::stage::events::EventPort;
 use crate::stage::work::Bells;
-use crate::stage::{StageEvent, StageIdentity, StageKind, StageReport, StageState, StepInputs};
+use crate::stage::{
+    StageEvent, StageIdentity, StageKind, StageReport, StageSignal, StageState, StepInputs,
+};
 use crate::supervise::{ExternalEventSender, StateWatcher};
 
 /// One stage as its flow tracks it across restarts.
@@ -49,12 +52,20 @@ pub(crate) struct StageRuntime {
     abandon: Abandon,
     /// The abandoned stage's wind-down, aborted with the flow.
     wind_down: Option<JoinHandle<()>>,
+    /// Signals accepted into the run's inbox and not yet settled by the
+    /// stage: each (re)start of the stage is handed them again.
+    signals: Vec<Arc<StageSignal>>,
+    /// Sends durable events into the stage's queue in order (see
+    /// [`FlowCtx::forward`](super::context::FlowCtx::forward)).
+    pub(crate) forwarder: Option<Forwarder>,
+    /// The forwarder's task, aborted with the flow.
+    pub(crate) forwarding: Option<JoinHandle<()>>,
     upstream: Vec<usize>,
 }
 
 impl Drop for StageRuntime {
     fn drop(&mut self) {
-        if let Some(task) = &self.wind_down {
+        for task in self.wind_down.iter().chain(&self.forwarding) {
             task.abort();
         }
     }
@@ -80,6 +91,9 @@ impl StageRuntime {
             dead_letters: 0,
             abandon: planned.abandon,
             wind_down: None,
+            signals: Vec::new(),
+            forwarder: None,
+            forwarding: None,
             upstream: planned.upstream,
         }
     }
@@ -142,6 +156,7 @@ impl StageRuntime {
                 let msg = match report {
                     StageReport::Done(done) => FlowMsg::StageDone(done),
                     StageReport::DeadLetter(letter) => FlowMsg::DeadLetter(letter),
+                    StageReport::Settled(settled) => FlowMsg::Settled(settled),
                 };
                 flow.send_message(msg).is_ok()
             }),
@@ -163,7 +178,29 @@ impl StageRuntime {
         self.control = Some(spawned.control);
         self.watcher = Some(spawned.watcher);
         self.bells = Some(bells);
+        // Signals its previous start had not settled (or that came while it
+        // was down, or before a crash): at-least-once, by id.
+        for signal in self.signals.clone() {
+            self.send(StageEvent::Signal(signal)).await;
+        }
         Ok(())
+    }
+
+    /// Keeps an accepted signal until the stage settles it, and sends it to
+    /// the live actor, if any (else its next start gets it).
+    pub(crate) async fn send_signal(&mut self, signal: Arc<StageSignal>) {
+        self.keep_signal(signal.clone());
+        self.send(StageEvent::Signal(signal)).await;
+    }
+
+    /// Keeps an accepted signal for the stage's next start.
+    pub(crate) fn keep_signal(&mut self, signal: Arc<StageSignal>) {
+        self.signals.push(signal);
+    }
+
+    /// The stage settled inbox entry `id`.
+    pub(crate) fn forget_signal(&mut self, id: uuid::Uuid) {
+        self.signals.retain(|s| s.id != Some(id));
     }
 
     /// Whether a live actor takes control events.

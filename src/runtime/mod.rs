@@ -27,6 +27,7 @@
 //! ```
 
 mod builder;
+mod input;
 mod live;
 mod registry;
 mod resume;

@@ -16,7 +16,7 @@ use super::resume::{ResumeFailure, ResumeReport, resume_runs};
 use super::root::RootMsg;
 use super::start::Starter;
 use crate::flow::{
-    ControlEvent, ErasedDefinition, FlowDefinition, RecordError, RunHandle, RunOptions,
+    ControlEvent, ErasedDefinition, FlowDefinition, HandleError, RecordError, RunHandle, RunOptions,
 };
 use crate::journal::{JournalError, JournalHandle};
 use crate::records::{DamagedRun, LockHolder, Run, RunStatus, StoreError};
@@ -77,6 +77,13 @@ pub enum RuntimeError {
     /// The run record could not be created.
     #[error(transparent)]
     Record(Box<RecordError>),
+    /// Operator input for a run was refused (the run has ended, the stage
+    /// has completed or takes no such event) or could not be recorded.
+    #[error(transparent)]
+    Input(#[from] HandleError),
+    /// The journal has no run with this id.
+    #[error("run {0} not found")]
+    UnknownRun(Uuid),
     /// The runtime's root supervisor is gone (the runtime is shutting down).
     #[error("the runtime is shutting down")]
     ShuttingDown,

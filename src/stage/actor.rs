@@ -16,6 +16,7 @@ use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, SpawnErr};
 
 use tokio::sync::Notify;
 
+use super::durable::Redeliver;
 use super::events::{EventInbox, EventPolicy, EventPort, event_queue};
 use super::logic::StepInputs;
 use super::machine::{StageCtx, StageEvent, StageState};
@@ -160,11 +161,17 @@ pub(crate) trait StageFactory<T: Send + 'static>: Send + Sync {
 pub(crate) struct WorkFactory<F> {
     make: F,
     events: Option<EventPolicy>,
+    redeliver: Option<Redeliver>,
 }
 
 impl<F> WorkFactory<F> {
-    pub(crate) fn new(make: F, events: Option<EventPolicy>) -> Self {
-        WorkFactory { make, events }
+    /// `redeliver` decodes the stage's re-delivered durable events.
+    pub(crate) fn new(make: F, events: Option<EventPolicy>, redeliver: Option<Redeliver>) -> Self {
+        WorkFactory {
+            make,
+            events,
+            redeliver,
+        }
     }
 }
 
@@ -182,7 +189,7 @@ where
     ) -> (Spawner, Option<EventPort>) {
         let queue = self
             .events
-            .map(|policy| event_queue::<W::Event>(policy, doorbell));
+            .map(|policy| event_queue::<W::Event>(policy, doorbell, self.redeliver));
         let (inbox, port) = queue.unzip();
         let spawner: Spawner =
             Box::new(move |launch| self.launch(slot.clone(), retry, inbox.clone(), launch));
@@ -240,12 +247,14 @@ async fn spawn_stage<T: Clone + Send + 'static, W: Work<T>>(
             .await
             .map_err(|_| SpawnErr::StartupFailed("the stage's control channel closed".into()))?;
     }
+    let settle = launch.identity.settler();
     let supervisor = StageSupervisor::new(launch.identity, slot, retry, inbox);
     let wrapped = WithExternalEvents::new(supervisor, receiver, watcher.clone());
     let ctx = StageCtx {
         work,
         ports: None,
         output: None,
+        settle,
     };
     let driver = Driver::new(wrapped, StageState::Starting, ctx);
     let (actor, _join) = Actor::spawn_linked(

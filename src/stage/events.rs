@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use tokio::sync::{Mutex, Notify, OwnedMutexGuard, mpsc};
 
+use super::durable::{Envelope, Redeliver};
 use super::machine::StageState;
 use crate::supervise::{BoxError, ExternalEventMode};
 
@@ -203,12 +204,15 @@ impl EventPolicy {
 /// erased so the flow can hold stages of any event type.
 #[derive(Clone)]
 pub(crate) struct EventPort {
-    /// An `mpsc::Sender<Ev>`.
+    /// An `mpsc::Sender<Envelope<Ev>>`.
     sender: Arc<dyn Any + Send + Sync>,
     type_name: &'static str,
     /// The stage's control doorbell, rung after each send so that a stage
     /// waiting for input looks at its queue.
     pub(crate) doorbell: Arc<Notify>,
+    /// How inbox entries re-delivered to the stage decode, if it takes
+    /// durable events.
+    pub(crate) redeliver: Option<Redeliver>,
 }
 
 impl EventPort {
@@ -218,15 +222,17 @@ impl EventPort {
     }
 
     /// The typed sender, if `Ev` is the declared event type.
-    pub(crate) fn sender<Ev: Send + 'static>(&self) -> Option<mpsc::Sender<Ev>> {
-        self.sender.downcast_ref::<mpsc::Sender<Ev>>().cloned()
+    pub(crate) fn sender<Ev: Send + 'static>(&self) -> Option<mpsc::Sender<Envelope<Ev>>> {
+        self.sender
+            .downcast_ref::<mpsc::Sender<Envelope<Ev>>>()
+            .cloned()
     }
 }
 
 /// A stage's event queue for one run: the receiving end, taken by each
 /// start of the stage in turn, and the policy it is read by.
 pub(crate) struct EventInbox<Ev> {
-    queue: Arc<Mutex<mpsc::Receiver<Ev>>>,
+    queue: Arc<Mutex<mpsc::Receiver<Envelope<Ev>>>>,
     pub(crate) policy: EventPolicy,
 }
 
@@ -239,14 +245,16 @@ impl<Ev> Clone for EventInbox<Ev> {
     }
 }
 
-/// A new event queue: the stage's inbox and the flow's port to it.
+/// A new event queue: the stage's inbox and the flow's port to it
+/// (`redeliver` decodes re-delivered inbox entries, for durable events).
 pub(crate) fn event_queue<Ev: Send + 'static>(
     policy: EventPolicy,
     doorbell: Arc<Notify>,
+    redeliver: Option<Redeliver>,
 ) -> (EventInbox<Ev>, EventPort) {
     // Checked when the flow is built; clamped again so that no policy can
     // make tokio panic.
-    let (tx, rx) = mpsc::channel::<Ev>(policy.capacity.min(MAX_EVENT_CAPACITY));
+    let (tx, rx) = mpsc::channel::<Envelope<Ev>>(policy.capacity.min(MAX_EVENT_CAPACITY));
     let inbox = EventInbox {
         queue: Arc::new(Mutex::new(rx)),
         policy,
@@ -255,13 +263,14 @@ pub(crate) fn event_queue<Ev: Send + 'static>(
         sender: Arc::new(tx),
         type_name: std::any::type_name::<Ev>(),
         doorbell,
+        redeliver,
     };
     (inbox, port)
 }
 
 /// A running stage's hold on its event queue; dropping it (with the actor)
 /// hands the queue, and what waits in it, to the next start.
-pub(crate) type HeldEvents<Ev> = OwnedMutexGuard<mpsc::Receiver<Ev>>;
+pub(crate) type HeldEvents<Ev> = OwnedMutexGuard<mpsc::Receiver<Envelope<Ev>>>;
 
 impl<Ev: Send + 'static> EventInbox<Ev> {
     /// Takes the queue, waiting until a previous start of the stage let go.
@@ -273,7 +282,7 @@ impl<Ev: Send + 'static> EventInbox<Ev> {
 /// What to do about user events in a state, before its work.
 pub(crate) enum Next<Ev> {
     /// Hand over this event, then do the work.
-    EventThenWork(Ev),
+    EventThenWork(Envelope<Ev>),
     /// Do the work.
     Work,
     /// The doorbell rang: let the control channel be looked at first.
@@ -318,7 +327,7 @@ pub(crate) async fn while_idle<Ev>(
     held: Option<&mut HeldEvents<Ev>>,
     mode: ExternalEventMode,
     doorbell: &Notify,
-) -> Option<Ev> {
+) -> Option<Envelope<Ev>> {
     match held {
         // A closed queue (a stage restarted after it closed it, as it
         // completed) has nothing to wait for: then only the doorbell counts.
@@ -362,21 +371,25 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_port_sends_only_its_declared_type_and_the_queue_outlives_its_holder() {
-        let (inbox, port) = event_queue::<u8>(EventPolicy::default(), Arc::new(Notify::new()));
+        let (inbox, port) =
+            event_queue::<u8>(EventPolicy::default(), Arc::new(Notify::new()), None);
         assert!(port.sender::<u16>().is_none());
         assert!(port.type_name().ends_with("u8"));
         let tx = port.sender::<u8>().expect("declared type");
-        tx.send(1).await.unwrap();
-        tx.send(2).await.unwrap();
+        tx.send(Envelope::plain(1)).await.unwrap();
+        tx.send(Envelope::plain(2)).await.unwrap();
         let mut held = inbox.hold().await;
-        assert_eq!(held.recv().await, Some(1));
+        assert_eq!(held.recv().await.map(|e| e.event), Some(1));
         drop(held);
         // The next holder gets what is left.
         let mut held = inbox.hold().await;
         let doorbell = Notify::new();
         let busy = std::future::pending;
         let next = before_work(&mut held, ExternalEventMode::Poll, &doorbell, busy()).await;
-        assert!(matches!(next, Next::EventThenWork(2)));
+        assert!(matches!(
+            next,
+            Next::EventThenWork(Envelope { event: 2, .. })
+        ));
         let next = before_work(&mut held, ExternalEventMode::Poll, &doorbell, busy()).await;
         assert!(matches!(next, Next::Work));
         doorbell.notify_one();

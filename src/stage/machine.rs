@@ -7,6 +7,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde_json::Value;
 
+use super::durable::Settler;
 use super::ports::PortLease;
 use super::work::Work;
 use crate::fsm::{
@@ -88,6 +89,9 @@ pub struct StageSignal {
     pub name: String,
     /// Its data.
     pub payload: Value,
+    /// Its id in the run's inbox, where it stays until the stage has handled
+    /// it (every signal sent through a run is accepted there first).
+    pub id: Option<uuid::Uuid>,
 }
 
 /// What the stage's handlers and actions work on.
@@ -98,6 +102,8 @@ pub(crate) struct StageCtx<T: Send + 'static, W> {
     pub(crate) ports: Option<PortLease<T>>,
     /// The output to record, set by `Draining`.
     pub(crate) output: Option<Value>,
+    /// Settles the inbox entries of the signals the logic takes.
+    pub(crate) settle: Settler,
 }
 
 impl<T: Send + 'static, W> FsmContext for StageCtx<T, W> {}
@@ -149,7 +155,12 @@ impl<T: Clone + Send + 'static, W: Work<T>> StageAction<T, W> {
                     ports.abandon();
                 }
             }
-            StageActionKind::Signal(signal) => ctx.work.signal(&signal.name, &signal.payload),
+            StageActionKind::Signal(signal) => {
+                ctx.work.signal(&signal.name, &signal.payload);
+                if let Some(id) = signal.id {
+                    ctx.settle.settle(id, None);
+                }
+            }
         }
     }
 }

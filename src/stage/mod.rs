@@ -51,6 +51,7 @@
 
 pub(crate) mod actor;
 pub(crate) mod dead_letter;
+pub(crate) mod durable;
 pub(crate) mod events;
 mod fsm_transform;
 mod kind;
@@ -64,6 +65,7 @@ pub(crate) mod work;
 
 pub use actor::{EXIT_CANCELLED, EXIT_COMPLETED, StageStartError};
 pub use dead_letter::PermanentError;
+pub use durable::Durable;
 pub use events::{DEFAULT_EVENT_CAPACITY, EventPolicy, MAX_EVENT_CAPACITY, NoEvents, OnEvent};
 pub use fsm_transform::{FsmTransform, ItemNotSettled, MAX_EVENTS_PER_ITEM, transform_fsm};
 pub use kind::StageKind;

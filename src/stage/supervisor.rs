@@ -10,6 +10,7 @@ use tokio::sync::oneshot;
 
 use super::StageKind;
 use super::dead_letter::StageDeadLetter;
+use super::durable::{Envelope, Settlement, Settler};
 use super::events::{EventInbox, HeldEvents, Next, before_work, while_idle};
 use super::machine::{StageAction, StageCtx, StageEvent, StageState, stage_machine};
 use super::ports::PortSlot;
@@ -44,6 +45,8 @@ pub(crate) enum StageReport {
     Done(StageDone),
     /// It gave up on an item.
     DeadLetter(StageDeadLetter),
+    /// Its logic took an inbox entry.
+    Settled(Settlement),
 }
 
 /// How a stage reaches its flow with its completion and its dead letters.
@@ -128,7 +131,7 @@ impl<T: Clone + Send + 'static, W: Work<T>> StageSupervisor<T, W> {
         };
         for _ in 0..held.len() {
             let Ok(event) = held.try_recv() else { break };
-            work.on_event(event).await?;
+            deliver(work, event, &self.identity).await?;
         }
         Ok(())
     }
@@ -144,7 +147,7 @@ impl<T: Clone + Send + 'static, W: Work<T>> StageSupervisor<T, W> {
         };
         held.close();
         while let Some(event) = held.recv().await {
-            work.on_event(event).await?;
+            deliver(work, event, &self.identity).await?;
         }
         Ok(())
     }
@@ -192,6 +195,7 @@ impl<T: Clone + Send + 'static, W: Work<T>> StageSupervisor<T, W> {
             work,
             ports,
             output,
+            ..
         } = ctx;
         let ports = ports
             .as_mut()
@@ -213,6 +217,38 @@ impl<T: Clone + Send + 'static, W: Work<T>> StageSupervisor<T, W> {
         ports.finish_outputs().await?;
         *output = Some(completion_output(W::KIND, ports, result));
         Ok(EventLoopDirective::Transition(StageEvent::Flushed))
+    }
+}
+
+/// Hands one user event to the logic and settles its inbox entry, if it has
+/// one: handled, or, when the handling fails (which fails the stage),
+/// undeliverable with the error, so a poisonous event is not handed to the
+/// restarted stage again. A kill mid-handling settles nothing: the entry is
+/// re-delivered after a crash.
+async fn deliver<T: Clone + Send + 'static, W: Work<T>>(
+    work: &mut W,
+    envelope: Envelope<W::Event>,
+    identity: &StageIdentity,
+) -> Result<(), crate::supervise::BoxError> {
+    let Envelope { event, inbox } = envelope;
+    let handled = work.on_event(event).await;
+    if let Some(id) = inbox {
+        let undeliverable = handled
+            .as_ref()
+            .err()
+            .map(|e| format!("its handling failed: {e}"));
+        identity.settler().settle(id, undeliverable);
+    }
+    handled
+}
+
+impl StageIdentity {
+    /// How this start of the stage settles inbox entries.
+    pub(crate) fn settler(&self) -> Settler {
+        Settler {
+            stage: self.index,
+            report: self.report.clone(),
+        }
     }
 }
 
@@ -272,7 +308,9 @@ impl<T: Clone + Send + 'static, W: Work<T>> Supervised for StageSupervisor<T, W>
                     match before_work(held, mode, doorbell, no_work_left).await {
                         Next::Work => {}
                         Next::Interrupted => return Ok(EventLoopDirective::Continue),
-                        Next::EventThenWork(event) => ctx.work.on_event(event).await?,
+                        Next::EventThenWork(event) => {
+                            deliver(&mut ctx.work, event, &self.identity).await?;
+                        }
                     }
                 }
                 match state {
@@ -286,7 +324,7 @@ impl<T: Clone + Send + 'static, W: Work<T>> Supervised for StageSupervisor<T, W>
                 let mode = self.event_mode(state);
                 let bell = &self.identity.bells.control;
                 if let Some(event) = while_idle(self.held.as_mut(), mode, bell).await {
-                    ctx.work.on_event(event).await?;
+                    deliver(&mut ctx.work, event, &self.identity).await?;
                 }
                 Ok(EventLoopDirective::Continue)
             }

@@ -1,0 +1,287 @@
+//! The run's inbox, the flow's side: operator input (signals and durable
+//! stage events) is accepted into the journal before any stage sees it,
+//! handed to its stage with its inbox id, and settled once the stage's
+//! logic took it; a recovered run is handed every entry still unsettled.
+
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+use super::actor::FlowMsg;
+use super::context::FlowCtx;
+use super::control::HandleError;
+use super::record::{self, RecordError};
+use crate::records::{InboxEntry, InboxMessage};
+use crate::stage::StageSignal;
+use crate::stage::durable::{Delivery, Settlement};
+use crate::store::Store;
+
+/// The stage name of a run-wide signal accepted while its run was not live
+/// in any process: on resume it becomes one entry per stage not done.
+pub(crate) const EVERY_STAGE: &str = "*";
+
+/// Re-delivered events on their way into one stage's queue, in order.
+pub(crate) type Forwarder = mpsc::UnboundedSender<(Uuid, Delivery)>;
+
+impl FlowCtx {
+    /// Accepts a signal for stage `only`, or for every stage not done, into
+    /// the inbox, then sends it to them (a stage between a failure and its
+    /// restart gets it when it restarts). Its inbox id.
+    pub(crate) async fn accept_signal(
+        &mut self,
+        only: Option<usize>,
+        name: &str,
+        payload: Value,
+    ) -> Result<Uuid, RecordError> {
+        let id = crate::records::new_run_id();
+        let targets: Vec<usize> = (0..self.stages.len())
+            .filter(|&i| only.is_none_or(|o| o == i) && !self.stages[i].done())
+            .collect();
+        let entries = targets
+            .iter()
+            .map(|&i| {
+                let mut entry = InboxEntry::new(
+                    self.run.id,
+                    self.stages[i].name.clone(),
+                    InboxMessage::Signal {
+                        name: name.to_owned(),
+                        payload: payload.clone(),
+                    },
+                );
+                entry.id = id;
+                entry
+            })
+            .collect();
+        let stage = only.map(|i| self.stages[i].name.clone());
+        let audit =
+            json!({ "name": name, "payload": payload, "id": id.to_string(), "stage": stage });
+        record::accept_inbox(self.journal(), self.run.id, entries, ("signal", audit)).await?;
+        let signal = Arc::new(StageSignal {
+            name: name.to_owned(),
+            payload,
+            id: Some(id),
+        });
+        for i in targets {
+            self.stages[i].send_signal(signal.clone()).await;
+        }
+        Ok(id)
+    }
+
+    /// Accepts a durable event (as JSON) for stage `index` into the inbox
+    /// and forwards it into the stage's queue. Its inbox id.
+    pub(crate) async fn accept_event(
+        &mut self,
+        index: usize,
+        payload: Value,
+    ) -> Result<Uuid, HandleError> {
+        let run_id = self.run.id;
+        let stage = match self.stages.get(index) {
+            Some(stage) if !stage.done() => stage,
+            _ => return Err(self.stage_not_running(index)),
+        };
+        let Some(redeliver) = stage.event_port().and_then(|p| p.redeliver) else {
+            return Err(HandleError::EventType {
+                run_id,
+                stage: stage.name.clone(),
+                declared: "no durable events".to_owned(),
+                asked: "a durable event",
+            });
+        };
+        let entry = InboxEntry::new(run_id, stage.name.clone(), InboxMessage::Event { payload });
+        let id = entry.id;
+        let port = stage.event_port().expect("checked above");
+        // Decoded before it is journaled: an event its stage cannot take is
+        // refused to its sender, not accepted and then dropped.
+        let delivery = redeliver(&port, id, entry.message.payload()).map_err(|why| {
+            HandleError::EventRefused {
+                run_id,
+                stage: stage.name.clone(),
+                reason: why,
+            }
+        })?;
+        let audit = json!({ "id": id.to_string(), "stage": stage.name });
+        record::accept_inbox(
+            self.journal(),
+            run_id,
+            vec![entry],
+            ("event_accepted", audit),
+        )
+        .await
+        .map_err(|e| not_recorded(run_id, e))?;
+        self.forward(index, id, delivery);
+        Ok(id)
+    }
+
+    /// Hands `delivery` to stage `index`'s forwarder, which sends its events
+    /// one after the other (a full queue holds up only that stage's
+    /// forwarder, never the flow actor) and reports one whose queue closed
+    /// as undeliverable.
+    pub(crate) fn forward(&mut self, index: usize, id: Uuid, delivery: Delivery) {
+        let myself = self.myself.clone();
+        let stage = &mut self.stages[index];
+        let forwarder = stage.forwarder.get_or_insert_with(|| {
+            let (tx, mut rx) = mpsc::unbounded_channel::<(Uuid, Delivery)>();
+            let task = tokio::spawn(async move {
+                while let Some((id, delivery)) = rx.recv().await {
+                    if !delivery.await {
+                        let settled = Settlement {
+                            stage: index,
+                            id,
+                            undeliverable: Some("the stage had ended".to_owned()),
+                        };
+                        let _ = myself.send_message(FlowMsg::Settled(settled));
+                    }
+                }
+            });
+            stage.forwarding = Some(task);
+            tx
+        });
+        // The receiver lives as long as the stage runtime that holds both.
+        let _ = forwarder.send((id, delivery));
+    }
+
+    /// Records that stage `s.stage` took (or could not take) inbox entry
+    /// `s.id`. A settlement that cannot be recorded leaves the entry to be
+    /// handed over again after a restart (at-least-once), so it is traced,
+    /// not fatal.
+    pub(crate) async fn settle(&mut self, s: Settlement) {
+        let Some(stage) = self.stages.get_mut(s.stage) else {
+            return;
+        };
+        stage.forget_signal(s.id);
+        let name = stage.name.clone();
+        let run_id = self.run.id;
+        if let Err(error) =
+            record::settle_inbox(self.journal(), run_id, s.id, &name, s.undeliverable).await
+        {
+            tracing::warn!(%run_id, stage = %name, id = %s.id, %error, "settling an inbox entry failed; it will be handed over again after a restart");
+        }
+    }
+
+    /// Hands a recovered run the inbox entries still unsettled: signals wait
+    /// for their stage's start, durable events go into their stage's queue
+    /// in the order they were accepted; an entry no stage can take is
+    /// settled undeliverable (and goes into the failure ledger).
+    pub(crate) async fn load_inbox(&mut self) -> Result<(), RecordError> {
+        let run_id = self.run.id;
+        let entries = self
+            .journal()
+            .list_inbox(run_id)
+            .await
+            .map_err(|source| RecordError::Store { run_id, source })?;
+        for entry in entries.into_iter().filter(|e| e.settled.is_none()) {
+            if entry.stage == EVERY_STAGE {
+                self.spread(entry).await?;
+                continue;
+            }
+            let index = self.stages.iter().position(|s| s.name == entry.stage);
+            let refused = match index {
+                None => Some("the flow has no such stage".to_owned()),
+                Some(i) if self.stages[i].done() => {
+                    Some("the stage had completed before it was handed over".to_owned())
+                }
+                Some(i) => self.hand_over(i, &entry),
+            };
+            if let Some(why) = refused {
+                record::settle_inbox(self.journal(), run_id, entry.id, &entry.stage, Some(why))
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Hands a recovered entry to stage `index`; why it cannot, if so.
+    fn hand_over(&mut self, index: usize, entry: &InboxEntry) -> Option<String> {
+        match &entry.message {
+            InboxMessage::Signal { name, payload } => {
+                self.stages[index].keep_signal(Arc::new(StageSignal {
+                    name: name.clone(),
+                    payload: payload.clone(),
+                    id: Some(entry.id),
+                }));
+                None
+            }
+            InboxMessage::Event { payload } => {
+                let port = self.stages[index].event_port();
+                let Some((port, redeliver)) = port.and_then(|p| Some((p.clone(), p.redeliver?)))
+                else {
+                    return Some("the stage takes no durable events".to_owned());
+                };
+                match redeliver(&port, entry.id, payload) {
+                    Ok(delivery) => {
+                        self.forward(index, entry.id, delivery);
+                        None
+                    }
+                    Err(why) => Some(why),
+                }
+            }
+            InboxMessage::Item { .. } => {
+                Some("items are taken only by a replay into a stage's input".to_owned())
+            }
+        }
+    }
+
+    /// Turns a run-wide signal accepted while the run was not live into one
+    /// entry per stage not done (same id), settling the run-wide one, in one
+    /// write, and hands them over.
+    async fn spread(&mut self, entry: InboxEntry) -> Result<(), RecordError> {
+        let run_id = self.run.id;
+        let InboxMessage::Signal { name, payload } = entry.message.clone() else {
+            let why = "only signals are addressed to every stage".to_owned();
+            return record::settle_inbox(self.journal(), run_id, entry.id, EVERY_STAGE, Some(why))
+                .await;
+        };
+        let targets: Vec<usize> = (0..self.stages.len())
+            .filter(|&i| !self.stages[i].done())
+            .collect();
+        let entries = targets
+            .iter()
+            .map(|&i| InboxEntry {
+                stage: self.stages[i].name.clone(),
+                ..entry.clone()
+            })
+            .collect();
+        let op = crate::records::WriteOp::Atomic(vec![
+            crate::records::WriteOp::AcceptInbox(entries),
+            crate::records::WriteOp::SettleInbox {
+                run_id,
+                id: entry.id,
+                stage: EVERY_STAGE.to_owned(),
+                undeliverable: None,
+            },
+        ]);
+        self.journal()
+            .apply(op)
+            .await
+            .map_err(|source| RecordError::Store { run_id, source })?;
+        let signal = Arc::new(StageSignal {
+            name,
+            payload,
+            id: Some(entry.id),
+        });
+        for i in targets {
+            self.stages[i].keep_signal(signal.clone());
+        }
+        Ok(())
+    }
+}
+
+/// A journal failure as the sender of an event sees it.
+pub(crate) fn not_recorded(run_id: Uuid, error: RecordError) -> HandleError {
+    match error {
+        RecordError::Store {
+            source: crate::records::StoreError::RunEnded { .. },
+            ..
+        } => HandleError::Finished {
+            run_id,
+            event: "a durable event",
+        },
+        other => HandleError::NotRecorded {
+            run_id,
+            event: "a durable event",
+            reason: other.to_string(),
+        },
+    }
+}

@@ -1,0 +1,117 @@
+//! Durable operator input, the stage's side: an event accepted into the
+//! run's journal inbox travels to the stage with its inbox id, and the stage
+//! settles it (reports it handled) once its logic has taken it, so that a
+//! crash in between re-delivers it.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::events::EventPort;
+use super::supervisor::{Reporter, StageReport};
+
+/// A user event that was accepted durably: it is in the run's journal until
+/// its stage has handled it, and is handed to the stage again after a crash
+/// if it had not been (at-least-once). A stage whose handling must not
+/// happen twice deduplicates by `id`.
+///
+/// A stage declares such events with
+/// [`FlowBuilder::with_durable_events`](crate::flow::FlowBuilder::with_durable_events)
+/// and implements [`OnEvent<Durable<E>>`](super::OnEvent); senders use
+/// [`RunHandle::durable_stage_events`](crate::flow::RunHandle::durable_stage_events)
+/// or, for a run that is not live in this process,
+/// [`Runtime::send_event`](crate::runtime::Runtime::send_event).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Durable<E> {
+    /// The event's id in the run's inbox, as its sender was told.
+    pub id: Uuid,
+    /// The event.
+    pub event: E,
+}
+
+/// One user event in a stage's queue, with its inbox id if it was accepted
+/// durably.
+#[derive(Debug)]
+pub(crate) struct Envelope<Ev> {
+    pub(crate) event: Ev,
+    pub(crate) inbox: Option<Uuid>,
+}
+
+impl<Ev> Envelope<Ev> {
+    /// An event sent without the journal.
+    pub(crate) fn plain(event: Ev) -> Self {
+        Envelope { event, inbox: None }
+    }
+}
+
+/// Sends one decoded, re-delivered event into the queue; `false` if the
+/// queue is closed.
+pub(crate) type Delivery = Pin<Box<dyn Future<Output = bool> + Send>>;
+
+/// Decodes an inbox entry's JSON as the stage's durable event type and
+/// returns the send of it (the error says why it does not decode).
+pub(crate) type Redeliver = fn(&EventPort, Uuid, &Value) -> Result<Delivery, String>;
+
+/// The [`Redeliver`] of a stage taking `Durable<E>`.
+pub(crate) fn redeliver_json<E>(
+    port: &EventPort,
+    id: Uuid,
+    payload: &Value,
+) -> Result<Delivery, String>
+where
+    E: DeserializeOwned + Send + 'static,
+{
+    let event = E::deserialize(payload)
+        .map_err(|e| format!("does not decode as `{}`: {e}", std::any::type_name::<E>()))?;
+    let sender = port
+        .sender::<Durable<E>>()
+        .ok_or_else(|| format!("the stage does not take `{}`", std::any::type_name::<E>()))?;
+    let doorbell = port.doorbell.clone();
+    Ok(Box::pin(async move {
+        let envelope = Envelope {
+            event: Durable { id, event },
+            inbox: Some(id),
+        };
+        let sent = sender.send(envelope).await.is_ok();
+        if sent {
+            doorbell.notify_one();
+        }
+        sent
+    }))
+}
+
+/// A stage's report that its logic took an inbox entry (or could not).
+#[derive(Debug)]
+pub(crate) struct Settlement {
+    /// The stage's index in its flow.
+    pub(crate) stage: usize,
+    /// The entry.
+    pub(crate) id: Uuid,
+    /// `None`: handled; `Some(why)`: its handling failed.
+    pub(crate) undeliverable: Option<String>,
+}
+
+/// How a stage settles the inbox entries its logic takes.
+#[derive(Clone)]
+pub(crate) struct Settler {
+    pub(crate) stage: usize,
+    pub(crate) report: Reporter,
+}
+
+impl Settler {
+    /// Reports `id` settled; the flow records it. Not waited for: a
+    /// settlement lost to a crash only means the entry is handed over again.
+    pub(crate) fn settle(&self, id: Uuid, undeliverable: Option<String>) {
+        let settled = (self.report)(StageReport::Settled(Settlement {
+            stage: self.stage,
+            id,
+            undeliverable,
+        }));
+        if !settled {
+            tracing::debug!(%id, "flow gone; inbox entry left to be re-delivered");
+        }
+    }
+}
