@@ -217,3 +217,90 @@ async fn a_dead_letter_that_cannot_be_recorded_fails_the_stage_keeping_the_item(
     assert_eq!(letters[0].item, json!(5));
     assert_eq!(sorted(&probe.seen), [0, 1, 2, 3, 4, 6, 7, 8, 9]);
 }
+
+/// `numbers` (0..10) → `poisoned` (item 5 fails permanently) → a sink that
+/// takes no item until `gate` lets it (never, with `Some(0)`), so a run
+/// can be cut short after its dead letter is recorded.
+fn gated(
+    policy: DeadLetterPolicy,
+    gate: Option<Arc<tokio::sync::Semaphore>>,
+) -> FlowDefinition<u64> {
+    let count = counter();
+    FlowDefinition::<u64>::builder("gated-letters")
+        .source("numbers", || source_iter(0..10_u64))
+        .transform("poisoned", || Poisoned {
+            permanent: true,
+            attempts: Arc::new(AtomicU32::new(0)),
+        })
+        .sink("tally", move || Tally {
+            gate: gate.clone(),
+            ..Tally::new(&count)
+        })
+        .pipeline(["numbers", "poisoned", "tally"])
+        .on_dead_letter(policy)
+        .build()
+        .unwrap()
+}
+
+/// Runs `gated` (carrying on past dead letters) until its dead letter is
+/// recorded, then drops the runtime (a crash); resumes it under `policy` on
+/// a new runtime over the same store. (A `FailRun` flow fails as soon as
+/// the letter is recorded: resuming under it stands for a crash between
+/// the two.)
+async fn crash_after_the_dead_letter(policy: DeadLetterPolicy) -> (Arc<dyn Store>, RunOutcome) {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let first = Runtime::builder()
+        .store(store.clone())
+        .start()
+        .await
+        .unwrap();
+    let closed = Some(Arc::new(tokio::sync::Semaphore::new(0)));
+    let before = DeadLetterPolicy::Continue;
+    first.register(gated(before, closed)).await.unwrap();
+    let run = first.start("gated-letters").await.unwrap();
+    settle().await;
+    assert_eq!(
+        store.list_dead_letters(run.run_id()).await.unwrap().len(),
+        1
+    );
+    drop((run, first));
+    settle().await;
+
+    let second = Runtime::builder()
+        .store(store.clone())
+        .start()
+        .await
+        .unwrap();
+    let report = second.register(gated(policy, None)).await.unwrap();
+    let outcome = report.resumed[0].wait().await.unwrap();
+    second.shutdown().await;
+    (store, outcome)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_resumed_run_counts_the_dead_letters_recorded_before_the_restart() {
+    let (store, outcome) = crash_after_the_dead_letter(DeadLetterPolicy::Continue).await;
+    assert_eq!(outcome.status, RunStatus::Finished, "{outcome:?}");
+    // Item 5 was dead-lettered once per process (no source position yet):
+    // the outcome counts both, as the journal lists both.
+    let letters = store.list_dead_letters(outcome.run_id).await.unwrap();
+    assert_eq!(letters.len(), 2);
+    assert_eq!(
+        outcome.dead_letters(),
+        BTreeMap::from([("poisoned".to_owned(), 2)])
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn under_fail_run_a_dead_letter_recorded_before_the_restart_fails_the_resumed_run() {
+    let (store, outcome) = crash_after_the_dead_letter(DeadLetterPolicy::FailRun).await;
+    assert_eq!(outcome.status, RunStatus::Failed, "{outcome:?}");
+    let reason = outcome.reason.clone().unwrap_or_default();
+    assert!(reason.contains("before a restart"), "{reason}");
+    assert!(reason.contains("item 5"), "{reason}");
+    assert_eq!(
+        store.list_dead_letters(outcome.run_id).await.unwrap().len(),
+        1
+    );
+    assert_eq!(terminal_count(&*store, outcome.run_id).await, 1);
+}

@@ -384,6 +384,18 @@ impl FlowHost {
             let _ = self.feed(FlowEvent::Failure(reason)).await;
             return;
         }
+        match self.ctx.take_over_dead_letters().await {
+            Ok(None) => {}
+            Ok(Some(reason)) => {
+                let _ = self.feed(FlowEvent::Failure(reason)).await;
+                return;
+            }
+            Err(error) => {
+                let reason = format!("reading the run's dead letters failed: {error}");
+                let _ = self.feed(FlowEvent::Failure(reason)).await;
+                return;
+            }
+        }
         let waiting = self.ctx.run.status == crate::records::RunStatus::Waiting;
         if self.feed(FlowEvent::Recover).await.is_err() {
             return;

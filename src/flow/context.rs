@@ -107,6 +107,11 @@ impl FlowCtx {
         &self.journal
     }
 
+    /// What a dead letter does to the run.
+    pub(crate) fn dead_letter_policy(&self) -> DeadLetterPolicy {
+        self.dead_letter
+    }
+
     /// Whether every stage is done: completed, or abandoned.
     pub(crate) fn all_done(&self) -> bool {
         self.stages.iter().all(StageRuntime::done)

@@ -55,6 +55,7 @@ mod inbox;
 mod machine;
 pub(crate) mod record;
 mod restart;
+mod resume;
 mod stage_handle;
 mod stages;
 mod topology;
