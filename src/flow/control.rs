@@ -29,8 +29,10 @@ pub enum ControlEvent {
     /// Finish gracefully: sources stop producing, the rest works off what is
     /// in flight, and the flow completes.
     Drain,
-    /// A user-defined event: recorded in the run's log and handed to every
-    /// stage's `on_signal`.
+    /// A user-defined event: accepted into the run's inbox (one entry per
+    /// stage not done, and an audit event in its log) and handed to every
+    /// such stage's `on_signal`, again after a restart or a crash until the
+    /// stage has taken it (at-least-once).
     Signal {
         /// The signal's name.
         name: String,

@@ -32,14 +32,15 @@ impl StageHandle {
         &self.name
     }
 
-    /// Queues `event` for the stage; returns the state it was in. A stage
-    /// that is not running (completed, or between a failure and its
-    /// restart) does not get it: [`HandleError::StageNotRunning`] — also
-    /// for a `Signal` that reaches an actor that has just stopped. A pause,
-    /// resume or drain that does is kept for the stage's restart (`Ok`).
-    /// A `Signal` reaching a stage that is already finishing its drain
-    /// (past its last unit of work) is accepted but not acted on, as the
-    /// stage has no more work to steer.
+    /// Queues `event` for the stage; returns the state it was in. A
+    /// completed stage does not get it: [`HandleError::StageNotRunning`].
+    /// A pause, resume or drain reaching a stage between a failure and its
+    /// restart is kept for the restart (`Ok`), so is a `Signal`, which is
+    /// durable: it is accepted into the run's inbox (the journal) before the
+    /// stage sees it, and handed to the stage again after a restart or a
+    /// crash until the stage's `on_signal` has taken it (at-least-once; to
+    /// learn its inbox id, send it with
+    /// [`Runtime::send_signal`](crate::runtime::Runtime::send_signal)).
     pub async fn send(&self, event: StageControl) -> Result<StageState, HandleError> {
         let event = match event {
             StageControl::Pause => StageEvent::Pause,

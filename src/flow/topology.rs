@@ -17,6 +17,10 @@ pub enum TopologyError {
     /// Two stages share a name.
     #[error("stage `{0}` is declared twice")]
     DuplicateStage(String),
+    /// A stage's name is empty or `*` (which stands for every stage of a
+    /// run in its inbox).
+    #[error("stage name {0:?} is reserved; name the stage something else")]
+    ReservedName(String),
     /// An edge names a stage that is not declared.
     #[error("edge `{from}` -> `{to}` names `{missing}`, which is not a declared stage")]
     DanglingEdge {
@@ -136,6 +140,9 @@ impl Topology {
         }
         let mut index = HashMap::with_capacity(self.stages.len());
         for (i, (name, _)) in self.stages.iter().enumerate() {
+            if name.is_empty() || name == "*" {
+                return Err(TopologyError::ReservedName(name.clone()));
+            }
             if index.insert(name.as_str(), i).is_some() {
                 return Err(TopologyError::DuplicateStage(name.clone()));
             }
@@ -357,6 +364,18 @@ mod tests {
         assert_eq!(v.upstream(join).len(), 2);
         assert_eq!(v.kind(join), Transform);
         assert_eq!(v.len(), 5);
+    }
+
+    #[test]
+    fn empty_and_every_stage_names_are_reserved() {
+        for name in ["", "*"] {
+            let mut t = Topology::new();
+            t.stage(name, Source);
+            assert_eq!(
+                t.validate().unwrap_err(),
+                TopologyError::ReservedName(name.to_owned())
+            );
+        }
     }
 
     #[test]

@@ -89,7 +89,10 @@ impl<L: Send + 'static> OnEvent<NoEvents> for L {
 /// batches while running or draining, at once while paused. User events and
 /// control events travel apart: their relative order is not kept. An event
 /// whose handling fails the stage (or is cut short by a kill) is lost with
-/// that failure, like the item a failing stage was working on.
+/// that failure, unless it was sent durably
+/// ([`FlowBuilder::with_durable_events`](crate::flow::FlowBuilder::with_durable_events)):
+/// then a failed handling is settled with its error in the run's inbox and
+/// failure ledger, and one cut short by a crash is handed over again.
 ///
 /// ```
 /// use troupe::stage::{EventPolicy, OnEvent, Sink};
