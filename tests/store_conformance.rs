@@ -38,6 +38,11 @@ macro_rules! conformance {
                 revision_overflow_is_refused,
                 dead_letters_round_trip_in_order,
                 dead_letter_for_unknown_run_is_refused,
+                inbox_round_trips_in_accept_order,
+                inbox_accept_is_all_or_none,
+                inbox_refuses_ended_runs,
+                inbox_settles_once,
+                inbox_refuses_too_deep_payload,
             );
             conformance!(@repair $make;
                 record_appends_once,

@@ -105,3 +105,115 @@ pub struct Settled {
     /// stage's event type); the failure ledger says so too.
     pub undeliverable: Option<String>,
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn kinds() -> [InboxMessage; 3] {
+        [
+            InboxMessage::Signal {
+                name: "pause".into(),
+                payload: json!({"for": 3}),
+            },
+            InboxMessage::Event {
+                payload: json!("Reroute"),
+            },
+            InboxMessage::Item {
+                payload: json!([1, 2]),
+            },
+        ]
+    }
+
+    #[test]
+    fn kind_and_payload_name_each_message() {
+        let [signal, event, item] = kinds();
+        assert_eq!(
+            [signal.kind(), event.kind(), item.kind()],
+            ["signal", "event", "item"]
+        );
+        assert_eq!(signal.payload(), &json!({"for": 3}));
+        assert_eq!(event.payload(), &json!("Reroute"));
+        assert_eq!(item.payload(), &json!([1, 2]));
+    }
+
+    /// The JSON of a message is what the SQLite store keeps: its shape is
+    /// a stored format, tagged by `kind()`.
+    #[test]
+    fn a_message_encodes_tagged_by_its_kind() {
+        let [signal, event, item] = kinds();
+        let encoded = [&signal, &event, &item].map(|m| serde_json::to_value(m).unwrap());
+        assert_eq!(
+            encoded,
+            [
+                json!({"type": "signal", "name": "pause", "payload": {"for": 3}}),
+                json!({"type": "event", "payload": "Reroute"}),
+                json!({"type": "item", "payload": [1, 2]}),
+            ]
+        );
+        for (message, json) in kinds().iter().zip(encoded) {
+            assert_eq!(json["type"], message.kind());
+            assert_eq!(
+                &serde_json::from_value::<InboxMessage>(json).unwrap(),
+                message
+            );
+        }
+    }
+
+    #[test]
+    fn new_entries_are_unsettled_with_fresh_ids() {
+        let run = Uuid::now_v7();
+        let before = Utc::now();
+        let [signal, ..] = kinds();
+        let a = InboxEntry::new(run, "parse", signal.clone());
+        let b = InboxEntry::new(run, "parse", signal.clone());
+        assert_ne!(a.id, b.id);
+        assert_eq!(
+            (a.run_id, a.stage.as_str(), &a.message, &a.settled),
+            (run, "parse", &signal, &None)
+        );
+        assert!(before <= a.accepted_at && a.accepted_at <= Utc::now());
+    }
+
+    #[test]
+    fn validate_checks_the_payload_of_every_kind() {
+        let mut deep = json!(1);
+        for _ in 0..=crate::records::MAX_JSON_DEPTH {
+            deep = Value::Array(vec![deep]);
+        }
+        let messages = [
+            InboxMessage::Signal {
+                name: "s".into(),
+                payload: deep.clone(),
+            },
+            InboxMessage::Event {
+                payload: deep.clone(),
+            },
+            InboxMessage::Item { payload: deep },
+        ];
+        for message in messages {
+            let err = InboxEntry::new(Uuid::now_v7(), "parse", message)
+                .validate()
+                .unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    StoreError::InvalidInput {
+                        field: "payload",
+                        ..
+                    }
+                ),
+                "{err}"
+            );
+        }
+        for message in kinds() {
+            assert!(
+                InboxEntry::new(Uuid::now_v7(), "s", message)
+                    .validate()
+                    .is_ok()
+            );
+        }
+    }
+}

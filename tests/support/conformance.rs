@@ -5,8 +5,9 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 use troupe::records::{
-    DeadLetter, EventKind, FailureEntry, NewEvent, Run, RunStatus, RunStep, RunStepStatus,
-    StepOutput, StepRuntime, StoreError, TerminalAppend, TerminalEvent, WriteOp, WriteOutcome,
+    DeadLetter, EventKind, FailureEntry, InboxEntry, InboxMessage, MAX_JSON_DEPTH, NewEvent, Run,
+    RunStatus, RunStep, RunStepStatus, Settled, StepOutput, StepRuntime, StoreError,
+    TerminalAppend, TerminalEvent, WriteOp, WriteOutcome,
 };
 use troupe::store::Store;
 use uuid::Uuid;
@@ -920,4 +921,412 @@ pub async fn dead_letter_for_unknown_run_is_refused(store: AnyStore) {
         .unwrap_err();
     assert!(matches!(err, StoreError::RunNotFound(_)), "{err}");
     assert!(store.list_dead_letters(unknown).await.unwrap().is_empty());
+}
+
+/// An unsettled entry accepted at `micros` (whole microseconds: what every
+/// backend keeps).
+fn inbox_entry(run_id: Uuid, id: Uuid, stage: &str, message: InboxMessage) -> InboxEntry {
+    InboxEntry {
+        id,
+        run_id,
+        stage: stage.into(),
+        message,
+        accepted_at: chrono::DateTime::from_timestamp_micros(1_700_000_000_123_456).unwrap(),
+        settled: None,
+    }
+}
+
+fn signal(name: &str, payload: Value) -> InboxMessage {
+    InboxMessage::Signal {
+        name: name.into(),
+        payload,
+    }
+}
+
+/// Moves the run to `status` (a CAS update from its stored revision).
+async fn set_status(store: &AnyStore, run_id: Uuid, status: RunStatus) -> Run {
+    let mut run = store.get_run(run_id).await.unwrap().unwrap();
+    run.status = status;
+    let revision = run.revision;
+    run.revision = store
+        .update_run(run.clone(), revision, custom(status.as_str(), Value::Null))
+        .await
+        .unwrap();
+    run
+}
+
+pub async fn inbox_round_trips_in_accept_order(store: AnyStore) {
+    let run = new_run(&store, "inbox").await;
+    let other = new_run(&store, "inbox").await;
+    let first = inbox_entry(
+        run.id,
+        Uuid::now_v7(),
+        "parse",
+        signal(
+            "pause",
+            json!({"why": "maintenance ✓", "big": u64::MAX, "neg": i64::MIN, "half": 0.5}),
+        ),
+    );
+    // Accepted later, stamped earlier (and before the epoch): the list
+    // keeps accept order, not time order.
+    let mut second = inbox_entry(
+        run.id,
+        Uuid::now_v7(),
+        "ship",
+        InboxMessage::Event {
+            payload: json!({"Reroute": {"to": "dock 4", "lines": [1, 2]}}),
+        },
+    );
+    second.accepted_at = chrono::DateTime::from_timestamp_micros(-1_234_567).unwrap();
+    let mut third = inbox_entry(
+        run.id,
+        Uuid::now_v7(),
+        "parse",
+        InboxMessage::Item {
+            payload: json!(null),
+        },
+    );
+    third.accepted_at = chrono::DateTime::from_timestamp_micros(1_700_000_000_999_999).unwrap();
+    // A caller's `settled` is ignored: entries are stored unsettled.
+    let mut claims_settled = third.clone();
+    claims_settled.settled = Some(Settled {
+        at: third.accepted_at,
+        undeliverable: Some("not yet".into()),
+    });
+    let elsewhere = inbox_entry(other.id, first.id, "parse", signal("stop", json!({})));
+
+    store.accept_inbox(vec![first.clone()]).await.unwrap();
+    store.accept_inbox(vec![elsewhere.clone()]).await.unwrap();
+    store
+        .accept_inbox(vec![second.clone(), claims_settled])
+        .await
+        .unwrap();
+
+    assert_eq!(
+        store.list_inbox(run.id).await.unwrap(),
+        vec![first, second, third]
+    );
+    assert_eq!(store.list_inbox(other.id).await.unwrap(), vec![elsewhere]);
+    assert_eq!(store.list_inbox(Uuid::now_v7()).await.unwrap(), vec![]);
+    // An empty batch is accepted and stores nothing.
+    store.accept_inbox(Vec::new()).await.unwrap();
+    assert_eq!(store.list_inbox(run.id).await.unwrap().len(), 3);
+}
+
+pub async fn inbox_accept_is_all_or_none(store: AnyStore) {
+    let run = new_run(&store, "inbox").await;
+    let other = new_run(&store, "inbox").await;
+    // A run-wide signal: one id, one entry per stage.
+    let id = Uuid::now_v7();
+    let stored = vec![
+        inbox_entry(run.id, id, "parse", signal("drain", json!(1))),
+        inbox_entry(run.id, id, "ship", signal("drain", json!(1))),
+    ];
+    store.accept_inbox(stored.clone()).await.unwrap();
+
+    let fresh = inbox_entry(
+        run.id,
+        Uuid::now_v7(),
+        "parse",
+        InboxMessage::Item { payload: json!(7) },
+    );
+    let unknown = Uuid::now_v7();
+    let err = store
+        .accept_inbox(vec![
+            fresh.clone(),
+            inbox_entry(unknown, Uuid::now_v7(), "parse", signal("x", json!(null))),
+        ])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::RunNotFound(r) if r == unknown),
+        "{err}"
+    );
+
+    let err = store
+        .accept_inbox(vec![
+            fresh.clone(),
+            inbox_entry(run.id, id, "ship", signal("again", json!(2))),
+        ])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, StoreError::InboxEntryExists { run_id, id: dup, stage }
+            if *run_id == run.id && *dup == id && stage == "ship"),
+        "{err}"
+    );
+
+    // A duplicate inside one batch is refused the same way.
+    let twice = inbox_entry(run.id, Uuid::now_v7(), "ship", signal("y", json!(null)));
+    let err = store
+        .accept_inbox(vec![fresh.clone(), twice.clone(), twice.clone()])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, StoreError::InboxEntryExists { id: dup, .. } if *dup == twice.id),
+        "{err}"
+    );
+    assert_eq!(store.list_inbox(run.id).await.unwrap(), stored);
+    assert_eq!(store.list_inbox(unknown).await.unwrap(), vec![]);
+
+    // Nothing of the refused batches was kept: each entry is still new.
+    // The same (id, stage) in another run is another entry.
+    let also = inbox_entry(other.id, id, "parse", signal("drain", json!(1)));
+    store
+        .accept_inbox(vec![fresh.clone(), twice.clone(), also.clone()])
+        .await
+        .unwrap();
+    let mut all = stored;
+    all.extend([fresh, twice]);
+    assert_eq!(store.list_inbox(run.id).await.unwrap(), all);
+    assert_eq!(store.list_inbox(other.id).await.unwrap(), vec![also]);
+}
+
+pub async fn inbox_refuses_ended_runs(store: AnyStore) {
+    for status in RunStatus::ALL {
+        let run = new_run(&store, "inbox").await;
+        if status != RunStatus::Created {
+            set_status(&store, run.id, status).await;
+        }
+        let entry = inbox_entry(run.id, Uuid::now_v7(), "parse", signal("s", json!(0)));
+        let accepted = store.accept_inbox(vec![entry.clone()]).await;
+        if status.is_terminal() {
+            assert!(
+                matches!(&accepted, Err(StoreError::RunEnded { run_id, status: s })
+                    if *run_id == run.id && *s == status),
+                "{status:?}: {accepted:?}"
+            );
+            assert_eq!(store.list_inbox(run.id).await.unwrap(), vec![]);
+        } else {
+            assert!(accepted.is_ok(), "{status:?}: {accepted:?}");
+            assert_eq!(store.list_inbox(run.id).await.unwrap(), vec![entry]);
+        }
+    }
+
+    // Inserted earlier in the same batch: live takes input, ended does not.
+    let live = Run::new("ctrl", "goal", "inbox");
+    let mut ended = Run::new("ctrl", "goal", "inbox");
+    ended.status = RunStatus::Failed;
+    let (to_live, to_ended) = (
+        inbox_entry(live.id, Uuid::now_v7(), "parse", signal("s", json!(0))),
+        inbox_entry(ended.id, Uuid::now_v7(), "parse", signal("s", json!(0))),
+    );
+    let mut ops = Vec::new();
+    for (run, entry) in [(&live, &to_live), (&ended, &to_ended)] {
+        ops.push(WriteOp::InsertRun {
+            run: Box::new(run.clone()),
+            audit: None,
+        });
+        ops.push(WriteOp::AcceptInbox(vec![entry.clone()]));
+    }
+    let results = store.apply_batch(ops).await.unwrap();
+    assert!(
+        matches!(
+            &results[..],
+            [
+                Ok(WriteOutcome::RunInserted { .. }),
+                Ok(WriteOutcome::InboxAccepted),
+                Ok(WriteOutcome::RunInserted { .. }),
+                Err(StoreError::RunEnded {
+                    status: RunStatus::Failed,
+                    ..
+                }),
+            ]
+        ),
+        "{results:?}"
+    );
+    assert_eq!(store.list_inbox(live.id).await.unwrap(), vec![to_live]);
+    assert_eq!(store.list_inbox(ended.id).await.unwrap(), vec![]);
+
+    // Ended earlier in the same batch: the accept sees the new status.
+    let run = new_run(&store, "inbox").await;
+    let mut running = set_status(&store, run.id, RunStatus::Running).await;
+    let revision = running.revision;
+    running.status = RunStatus::Finished;
+    let entry = inbox_entry(run.id, Uuid::now_v7(), "parse", signal("s", json!(0)));
+    let results = store
+        .apply_batch(vec![
+            WriteOp::UpdateRun {
+                run: Box::new(running.clone()),
+                expected_revision: revision,
+                audit: custom("finished", Value::Null),
+            },
+            WriteOp::AcceptInbox(vec![entry.clone()]),
+        ])
+        .await
+        .unwrap();
+    assert!(
+        matches!(results[0], Ok(WriteOutcome::RunUpdated { revision: r, .. }) if r == revision + 1),
+        "{results:?}"
+    );
+    assert!(
+        matches!(&results[1], Err(StoreError::RunEnded { run_id, status: RunStatus::Finished })
+            if *run_id == run.id),
+        "{results:?}"
+    );
+    assert_eq!(results.len(), 2);
+    assert_eq!(store.list_inbox(run.id).await.unwrap(), vec![]);
+
+    // In one atomic op the refusal undoes the update too.
+    let live = new_run(&store, "inbox").await;
+    let mut cancelled = live.clone();
+    cancelled.status = RunStatus::Cancelled;
+    let atomic = store
+        .apply(WriteOp::Atomic(vec![
+            WriteOp::UpdateRun {
+                run: Box::new(cancelled),
+                expected_revision: live.revision,
+                audit: custom("cancelled", Value::Null),
+            },
+            WriteOp::AcceptInbox(vec![inbox_entry(
+                live.id,
+                Uuid::now_v7(),
+                "parse",
+                signal("s", json!(0)),
+            )]),
+        ]))
+        .await;
+    assert!(
+        matches!(
+            &atomic,
+            Err(StoreError::RunEnded {
+                status: RunStatus::Cancelled,
+                ..
+            })
+        ),
+        "{atomic:?}"
+    );
+    assert_eq!(
+        store.get_run(live.id).await.unwrap().unwrap().status,
+        RunStatus::Created
+    );
+    assert_eq!(store.list_inbox(live.id).await.unwrap(), vec![]);
+}
+
+pub async fn inbox_settles_once(store: AnyStore) {
+    let run = new_run(&store, "inbox").await;
+    let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+    let entries = vec![
+        inbox_entry(run.id, a, "parse", signal("drain", json!(null))),
+        inbox_entry(run.id, a, "ship", signal("drain", json!(null))),
+        inbox_entry(
+            run.id,
+            b,
+            "parse",
+            InboxMessage::Event {
+                payload: json!("Nope"),
+            },
+        ),
+    ];
+    store.accept_inbox(entries.clone()).await.unwrap();
+
+    // Every backend keeps at least whole microseconds of the settle time.
+    let before =
+        chrono::DateTime::from_timestamp_micros(chrono::Utc::now().timestamp_micros()).unwrap();
+    let settle = |id: Uuid, stage: &str, why: Option<&str>| {
+        store.settle_inbox(run.id, id, stage.into(), why.map(Into::into))
+    };
+    assert!(settle(a, "parse", None).await.unwrap());
+    let why = "`Nope` does not decode as the stage's event";
+    assert!(settle(b, "parse", Some(why)).await.unwrap());
+    let after = chrono::Utc::now();
+
+    let listed = store.list_inbox(run.id).await.unwrap();
+    assert_eq!(listed.len(), 3);
+    for (i, expected) in [Some(None), None, Some(Some(why))].into_iter().enumerate() {
+        // Everything but `settled` is as accepted.
+        let mut unsettled = listed[i].clone();
+        unsettled.settled = None;
+        assert_eq!(unsettled, entries[i], "entry {i}");
+        match (&listed[i].settled, expected) {
+            (None, None) => {}
+            (Some(s), Some(undeliverable)) => {
+                assert_eq!(s.undeliverable.as_deref(), undeliverable, "entry {i}");
+                assert!(
+                    before <= s.at && s.at <= after,
+                    "entry {i}: {before} <= {} <= {after}",
+                    s.at
+                );
+            }
+            (got, want) => panic!("entry {i}: settled {got:?}, expected {want:?}"),
+        }
+    }
+
+    // Settling again, or something that is not there, changes nothing.
+    assert!(!settle(a, "parse", Some("late")).await.unwrap());
+    assert!(!settle(b, "parse", None).await.unwrap());
+    assert!(!settle(a, "pack", None).await.unwrap());
+    assert!(!settle(Uuid::now_v7(), "parse", None).await.unwrap());
+    let unknown_run = store
+        .settle_inbox(Uuid::now_v7(), a, "parse".into(), None)
+        .await
+        .unwrap();
+    assert!(!unknown_run);
+    assert_eq!(store.list_inbox(run.id).await.unwrap(), listed);
+
+    // A settle undone by a later failure in its atomic op leaves the
+    // entry waiting.
+    let undone = store
+        .apply(WriteOp::Atomic(vec![
+            WriteOp::SettleInbox {
+                run_id: run.id,
+                id: a,
+                stage: "ship".into(),
+                undeliverable: None,
+            },
+            WriteOp::AcceptInbox(vec![entries[0].clone()]),
+        ]))
+        .await;
+    assert!(
+        matches!(&undone, Err(StoreError::InboxEntryExists { .. })),
+        "{undone:?}"
+    );
+    assert_eq!(store.list_inbox(run.id).await.unwrap(), listed);
+
+    // A run that has ended still settles what it had accepted.
+    set_status(&store, run.id, RunStatus::Failed).await;
+    assert!(
+        settle(a, "ship", Some("stage `ship` had ended"))
+            .await
+            .unwrap()
+    );
+    let ended = store.list_inbox(run.id).await.unwrap();
+    assert_eq!(
+        ended[1]
+            .settled
+            .as_ref()
+            .map(|s| s.undeliverable.as_deref()),
+        Some(Some("stage `ship` had ended"))
+    );
+    assert_eq!((&ended[0], &ended[2]), (&listed[0], &listed[2]));
+    assert!(!settle(a, "ship", None).await.unwrap());
+}
+
+pub async fn inbox_refuses_too_deep_payload(store: AnyStore) {
+    let run = new_run(&store, "inbox").await;
+    let kinds = |payload: Value| {
+        [
+            signal("deep", payload.clone()),
+            InboxMessage::Event {
+                payload: payload.clone(),
+            },
+            InboxMessage::Item { payload },
+        ]
+    };
+    let ok = inbox_entry(run.id, Uuid::now_v7(), "parse", signal("ok", json!(1)));
+    for message in kinds(nested(MAX_JSON_DEPTH + 1)) {
+        let deep = inbox_entry(run.id, Uuid::now_v7(), "parse", message);
+        let refused = store.accept_inbox(vec![ok.clone(), deep]).await;
+        assert!(is_invalid(&refused, "payload"), "{refused:?}");
+    }
+    assert_eq!(store.list_inbox(run.id).await.unwrap(), vec![]);
+
+    // At the limit every kind is kept and reads back, though the stored
+    // message wraps its payload one level deeper.
+    let at_limit: Vec<_> = kinds(nested(MAX_JSON_DEPTH))
+        .into_iter()
+        .map(|m| inbox_entry(run.id, Uuid::now_v7(), "parse", m))
+        .collect();
+    store.accept_inbox(at_limit.clone()).await.unwrap();
+    assert_eq!(store.list_inbox(run.id).await.unwrap(), at_limit);
 }
