@@ -77,6 +77,16 @@ pub(crate) enum FlowMsg {
         /// Its inbox id, once it is in the journal.
         reply: oneshot::Sender<Result<uuid::Uuid, HandleError>>,
     },
+    /// Items (as JSON) replayed into a stage's input: accept them into the
+    /// inbox, then queue them there.
+    AcceptItems {
+        /// The stage's index.
+        stage: usize,
+        /// The items.
+        items: Vec<serde_json::Value>,
+        /// Their inbox ids, once they are in the journal.
+        reply: oneshot::Sender<Result<Vec<uuid::Uuid>, HandleError>>,
+    },
     /// A signal for one stage or (`None`) every stage, from
     /// [`Runtime::send_signal`](crate::runtime::Runtime::send_signal).
     AcceptSignal {
@@ -109,6 +119,9 @@ pub(crate) struct FlowArgs {
     pub(crate) outcome: Arc<watch::Sender<Option<RunOutcome>>>,
     /// The run was found unfinished after a restart (its record says how far it got).
     pub(crate) recovering: bool,
+    /// A new run whose inbox holds input already (replayed items): it is
+    /// loaded before the stages start.
+    pub(crate) inbox_waiting: bool,
 }
 
 /// The flow actor.
@@ -121,6 +134,7 @@ pub(crate) struct FlowHost {
     /// `flow` span with the run id and flow name; every handling runs in it.
     span: tracing::Span,
     recovering: bool,
+    inbox_waiting: bool,
 }
 
 impl FlowHost {
@@ -369,6 +383,13 @@ impl FlowHost {
     /// waiting run is paused again, a run whose stages all completed ends.
     async fn start(&mut self) {
         if !self.recovering {
+            if self.inbox_waiting
+                && let Err(error) = self.ctx.load_inbox().await
+            {
+                let reason = format!("reading the run's inbox failed: {error}");
+                let _ = self.feed(FlowEvent::Failure(reason)).await;
+                return;
+            }
             let _ = self.feed(FlowEvent::Start).await;
             return;
         }
@@ -441,6 +462,17 @@ impl FlowHost {
                 let accepted = match self.ended() {
                     Some(ended) => Err(ended),
                     None => self.ctx.accept_event(stage, payload).await,
+                };
+                let _ = reply.send(accepted);
+            }
+            FlowMsg::AcceptItems {
+                stage,
+                items,
+                reply,
+            } => {
+                let accepted = match self.ended() {
+                    Some(ended) => Err(ended),
+                    None => self.ctx.accept_items(stage, items).await,
                 };
                 let _ = reply.send(accepted);
             }
@@ -538,6 +570,7 @@ impl Actor for FlowActor {
             ctx,
             span,
             recovering: args.recovering,
+            inbox_waiting: args.inbox_waiting,
         })
     }
 

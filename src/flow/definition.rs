@@ -13,6 +13,7 @@ use crate::stage::actor::{StageFactory, WorkFactory};
 use crate::stage::dead_letter::{ItemEncoder, unserializable};
 use crate::stage::durable::{Durable, Redeliver, redeliver_json};
 use crate::stage::pipe::{MAX_BATCH_SIZE, MAX_PIPE_CAPACITY, PipeConfig};
+use crate::stage::replay::ItemDecoder;
 use crate::stage::work::{AsSink, AsSource, AsStep, AsTransform, Work};
 use crate::stage::{
     EventPolicy, MAX_EVENT_CAPACITY, OnEvent, RetryPolicy, Sink, Source, Step, Transform,
@@ -54,6 +55,7 @@ pub struct FlowBuilder<T> {
     pipe: PipeConfig,
     cancel_grace: Duration,
     encode: ItemEncoder<T>,
+    decode: Option<ItemDecoder<T>>,
     dead_letter: DeadLetterPolicy,
 }
 
@@ -317,6 +319,7 @@ impl<T: Clone + Send + 'static> FlowBuilder<T> {
                 pipe: self.pipe,
                 cancel_grace: self.cancel_grace,
                 encode: self.encode,
+                decode: self.decode,
                 dead_letter: self.dead_letter,
             }),
         })
@@ -378,6 +381,8 @@ struct DefinitionInner<T> {
     pipe: PipeConfig,
     cancel_grace: Duration,
     encode: ItemEncoder<T>,
+    /// Set by `serde_items`: stages can take replayed items.
+    decode: Option<ItemDecoder<T>>,
     dead_letter: DeadLetterPolicy,
 }
 
@@ -433,6 +438,7 @@ impl<T: Clone + Send + 'static> FlowDefinition<T> {
             pipe: PipeConfig::default(),
             cancel_grace: DEFAULT_CANCEL_GRACE,
             encode: unserializable::<T>,
+            decode: None,
             dead_letter: DeadLetterPolicy::default(),
         }
     }

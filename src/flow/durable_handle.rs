@@ -90,6 +90,28 @@ pub(crate) async fn accept_event(
     replied.await.unwrap_or_else(|_| Err(finished()))
 }
 
+/// Asks the run's flow to accept items (as JSON) replayed into stage `index`.
+pub(crate) async fn accept_items(
+    flow: &RunHandle,
+    index: usize,
+    items: Vec<serde_json::Value>,
+) -> Result<Vec<Uuid>, HandleError> {
+    let finished = || HandleError::Finished {
+        run_id: flow.run_id(),
+        event: "replayed items",
+    };
+    let (reply, replied) = oneshot::channel();
+    let msg = FlowMsg::AcceptItems {
+        stage: index,
+        items,
+        reply,
+    };
+    if flow.has_ended() || flow.actor_ref().send_message(msg).is_err() {
+        return Err(finished());
+    }
+    replied.await.unwrap_or_else(|_| Err(finished()))
+}
+
 /// Asks the run's flow to accept a signal for stage `index` or every stage.
 pub(crate) async fn accept_signal(
     flow: &RunHandle,

@@ -22,6 +22,10 @@ use crate::store::Store;
 /// in any process: on resume it becomes one entry per stage not done.
 pub(crate) const EVERY_STAGE: &str = "*";
 
+/// Why a stage cannot take replayed items.
+const NO_REPLAY: &str = "takes no replayed items (only a transform or sink of a flow built with \
+     `serde_items` does)";
+
 /// Re-delivered events on their way into one stage's queue, in order.
 pub(crate) type Forwarder = mpsc::UnboundedSender<(Uuid, Delivery)>;
 
@@ -112,6 +116,56 @@ impl FlowCtx {
         .map_err(|e| not_recorded(run_id, e))?;
         self.forward(index, id, delivery);
         Ok(id)
+    }
+
+    /// Accepts items (as JSON) replayed into stage `index`'s input, all or
+    /// none, then queues them there; their inbox ids, in order.
+    pub(crate) async fn accept_items(
+        &mut self,
+        index: usize,
+        items: Vec<Value>,
+    ) -> Result<Vec<Uuid>, HandleError> {
+        let run_id = self.run.id;
+        let stage = match self.stages.get(index) {
+            Some(stage) if !stage.done() => stage,
+            _ => return Err(self.stage_not_running(index)),
+        };
+        let refused = |reason: String| HandleError::EventRefused {
+            run_id,
+            stage: stage.name.clone(),
+            reason,
+        };
+        let Some(replay) = stage.replay.clone() else {
+            return Err(refused(NO_REPLAY.to_owned()));
+        };
+        let entries: Vec<InboxEntry> = items
+            .into_iter()
+            .map(|payload| {
+                InboxEntry::new(run_id, stage.name.clone(), InboxMessage::Item { payload })
+            })
+            .collect();
+        let audit = json!({ "stage": stage.name, "items": entries.len() });
+        record::accept_inbox(
+            self.journal(),
+            run_id,
+            entries.clone(),
+            ("items_replayed", audit),
+        )
+        .await
+        .map_err(|e| not_recorded(run_id, e))?;
+        let mut ids = Vec::with_capacity(entries.len());
+        for entry in entries {
+            if let Err(why) = replay(entry.id, entry.message.payload()) {
+                // Checked by the caller before it asked; a race with the
+                // stage's end leaves the entry to be settled here.
+                let name = self.stages[index].name.clone();
+                record::settle_inbox(self.journal(), run_id, entry.id, &name, Some(why))
+                    .await
+                    .map_err(|e| not_recorded(run_id, e))?;
+            }
+            ids.push(entry.id);
+        }
+        Ok(ids)
     }
 
     /// Hands `delivery` to stage `index`'s forwarder, which sends its events
@@ -217,9 +271,10 @@ impl FlowCtx {
                     Err(why) => Some(why),
                 }
             }
-            InboxMessage::Item { .. } => {
-                Some("items are taken only by a replay into a stage's input".to_owned())
-            }
+            InboxMessage::Item { payload } => match &self.stages[index].replay {
+                Some(replay) => replay(entry.id, payload).err(),
+                None => Some(NO_REPLAY.to_owned()),
+            },
         }
     }
 

@@ -70,7 +70,7 @@ pub use definition::{
     FlowDefinition,
 };
 pub use durable_handle::DurableStageHandle;
-pub(crate) use durable_handle::{accept_event, accept_signal};
+pub(crate) use durable_handle::{accept_event, accept_items, accept_signal};
 pub use handle::RunHandle;
 pub(crate) use inbox::EVERY_STAGE;
 pub use machine::RunState;

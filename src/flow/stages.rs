@@ -14,6 +14,7 @@ use super::restart::RestartPolicy;
 use crate::ids::StageId;
 use crate::stage::actor::{Spawner, StageLaunch, StageStartError};
 use crate::stage::events::EventPort;
+use crate::stage::replay::ItemReplay;
 use crate::stage::work::Bells;
 use crate::stage::{
     StageEvent, StageIdentity, StageKind, StageReport, StageSignal, StageState, StepInputs,
@@ -38,6 +39,8 @@ pub(crate) struct StageRuntime {
     bells: Option<Arc<Bells>>,
     /// The sending end of the stage's user-event queue, if it declares events.
     events: Option<EventPort>,
+    /// Queues replayed items into its input, if it can take them.
+    pub(crate) replay: Option<ItemReplay>,
     /// The last `Pause`, `Resume` or `Drain` sent to the stage: part of its
     /// control state, not of one actor, so a restarted stage gets it again.
     /// A `Drain` is sticky, as it is for the stage machine (which ignores
@@ -86,6 +89,7 @@ impl StageRuntime {
             doorbell: planned.doorbell,
             bells: None,
             events: planned.events,
+            replay: planned.replay,
             steer: None,
             abandoned: None,
             dead_letters: 0,

@@ -2,7 +2,7 @@
 //! items) accepted durably for one stage of a run and kept until that
 //! stage has handled it, so that a crash between the two re-delivers it.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
@@ -40,7 +40,9 @@ impl InboxEntry {
             run_id,
             stage: stage.into(),
             message,
-            accepted_at: Utc::now(),
+            // Microseconds, as every store keeps them: an entry reads back
+            // equal to what was written, whatever the backend.
+            accepted_at: Utc::now().trunc_subsecs(6),
             settled: None,
         }
     }

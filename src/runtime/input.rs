@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use super::Runtime;
 use super::runtime::RuntimeError;
-use crate::flow::{HandleError, RunHandle, accept_event, accept_signal};
+use crate::flow::{HandleError, RunHandle, RunOptions, accept_event, accept_items, accept_signal};
 use crate::records::{InboxEntry, InboxMessage, StoreError};
 use crate::store::Store;
 
@@ -88,11 +88,138 @@ impl Runtime {
     ) -> Result<Uuid, RuntimeError> {
         let entry = InboxEntry::new(run_id, stage, message);
         let id = entry.id;
-        match self.journal().accept_inbox(vec![entry]).await {
-            Ok(()) => Ok(id),
+        self.accept_entries(run_id, vec![entry], event).await?;
+        Ok(id)
+    }
+
+    /// Accepts entries for run `run_id` straight into the journal.
+    async fn accept_entries(
+        &self,
+        run_id: Uuid,
+        entries: Vec<InboxEntry>,
+        event: &'static str,
+    ) -> Result<(), RuntimeError> {
+        match self.journal().accept_inbox(entries).await {
+            Ok(()) => Ok(()),
             Err(StoreError::RunNotFound(_)) => Err(RuntimeError::UnknownRun(run_id)),
             Err(StoreError::RunEnded { .. }) => Err(HandleError::Finished { run_id, event }.into()),
             Err(other) => Err(RuntimeError::Store(other)),
         }
+    }
+}
+
+/// Where [`Runtime::replay_dead_letters`] sends the items.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplayInto {
+    /// The run the dead letters came from (it must not have ended).
+    SameRun,
+    /// Another run with a stage of the same name (it must not have ended).
+    Run(Uuid),
+    /// A new run of the flow the dead letters came from (registered here),
+    /// whose stage has the items before it starts.
+    NewRun,
+}
+
+/// What [`Runtime::replay_dead_letters`] did.
+#[derive(Debug, Clone)]
+pub struct Replayed {
+    /// The run the items went to.
+    pub run_id: Uuid,
+    /// Their inbox ids, in the order of the dead letters.
+    pub ids: Vec<Uuid>,
+    /// The run's handle, if it is live here (always for a new run).
+    pub run: Option<RunHandle>,
+}
+
+impl Runtime {
+    /// Replays the dead letters stage `stage` of run `from` recorded: their
+    /// items go into the input of the stage of the same name of the run
+    /// `into` says, through its inbox (durable: a crash before the stage is
+    /// done with one hands it over again when the run resumes). Each is
+    /// taken as an item of its own before the next batch from upstream;
+    /// its entry is settled once the stage is done with it (handled, or
+    /// dead-lettered again).
+    ///
+    /// Only a transform or sink of a flow built with
+    /// [`serde_items`](crate::flow::FlowBuilder::serde_items) takes replayed
+    /// items, whose dead letters hold them as JSON. Refused, and nothing is
+    /// replayed, with [`RuntimeError::NothingToReplay`] if the stage
+    /// dead-lettered nothing or an item was not kept; with
+    /// [`HandleError::EventRefused`] (as [`RuntimeError::Input`]) if an item
+    /// does not decode as the target flow's items or the stage takes none;
+    /// as [`send_signal`](Self::send_signal) is for an ended run. A stage
+    /// that ends while items wait for it leaves them unsettled in the inbox.
+    pub async fn replay_dead_letters(
+        &self,
+        from: Uuid,
+        stage: &str,
+        into: ReplayInto,
+    ) -> Result<Replayed, RuntimeError> {
+        let letters = self.journal().list_dead_letters(from).await?;
+        let letters: Vec<_> = letters.into_iter().filter(|d| d.stage == stage).collect();
+        let unkept = letters
+            .iter()
+            .filter(|d| d.item.get("unserializable").is_some())
+            .count();
+        if letters.is_empty() || unkept > 0 {
+            return Err(RuntimeError::NothingToReplay {
+                run_id: from,
+                stage: stage.to_owned(),
+                unkept,
+            });
+        }
+        let items: Vec<Value> = letters.into_iter().map(|d| d.item).collect();
+        let target = match into {
+            ReplayInto::SameRun => from,
+            ReplayInto::Run(id) => id,
+            ReplayInto::NewRun => return self.replay_into_new_run(from, stage, items).await,
+        };
+        if let Some(run) = self.live_run(target) {
+            let index = run.stage_index(stage)?;
+            let ids = accept_items(&run, index, items).await?;
+            return Ok(Replayed {
+                run_id: target,
+                ids,
+                run: Some(run),
+            });
+        }
+        let entries: Vec<InboxEntry> = items
+            .into_iter()
+            .map(|payload| InboxEntry::new(target, stage, InboxMessage::Item { payload }))
+            .collect();
+        let ids = entries.iter().map(|e| e.id).collect();
+        self.accept_entries(target, entries, "items").await?;
+        Ok(Replayed {
+            run_id: target,
+            ids,
+            run: None,
+        })
+    }
+
+    async fn replay_into_new_run(
+        &self,
+        from: Uuid,
+        stage: &str,
+        items: Vec<Value>,
+    ) -> Result<Replayed, RuntimeError> {
+        let source = self
+            .journal()
+            .get_run(from)
+            .await?
+            .ok_or(RuntimeError::UnknownRun(from))?;
+        let placeholder = Uuid::nil();
+        let entries: Vec<InboxEntry> = items
+            .into_iter()
+            .map(|payload| InboxEntry::new(placeholder, stage, InboxMessage::Item { payload }))
+            .collect();
+        let ids = entries.iter().map(|e| e.id).collect();
+        let run = self
+            .start_with_inbox(&source.controller_id, RunOptions::default(), entries)
+            .await?;
+        Ok(Replayed {
+            run_id: run.run_id(),
+            ids,
+            run: Some(run),
+        })
     }
 }

@@ -38,5 +38,6 @@ mod spawn;
 mod start;
 
 pub use builder::{DEFAULT_JOURNAL_PATH, RuntimeBuilder};
+pub use input::{ReplayInto, Replayed};
 pub use resume::{ResumeError, ResumeFailure, ResumeReport};
 pub use runtime::{Runtime, RuntimeError};

@@ -104,6 +104,7 @@ pub(crate) async fn resume_runs(
             starter.journal.clone(),
             &*definition,
             Some(&outputs),
+            false,
         );
         requests.push(request);
         pending.push((run, flow));

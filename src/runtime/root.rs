@@ -216,6 +216,7 @@ mod tests {
                 journal.clone(),
                 &endless as &dyn ErasedDefinition,
                 None,
+                false,
             );
             requests.push(request);
             pending.push(flow);

@@ -81,6 +81,22 @@ pub enum RuntimeError {
     /// has completed or takes no such event) or could not be recorded.
     #[error(transparent)]
     Input(#[from] HandleError),
+    /// [`Runtime::replay_dead_letters`] found nothing it can replay: the
+    /// stage dead-lettered nothing in that run, or `unkept` of its dead
+    /// letters did not keep their item (the flow was built without
+    /// `serde_items`); nothing was replayed.
+    #[error(
+        "run {run_id}: stage `{stage}` has no dead letters to replay{}",
+        if *unkept > 0 { format!(" ({unkept} did not keep their item: build the flow with `serde_items`)") } else { String::new() }
+    )]
+    NothingToReplay {
+        /// The run the dead letters were asked of.
+        run_id: Uuid,
+        /// The stage.
+        stage: String,
+        /// Dead letters without their item.
+        unkept: usize,
+    },
     /// The journal has no run with this id.
     #[error("run {0} not found")]
     UnknownRun(Uuid),
@@ -283,6 +299,17 @@ impl Runtime {
         name: &str,
         options: RunOptions,
     ) -> Result<RunHandle, RuntimeError> {
+        self.start_with_inbox(name, options, Vec::new()).await
+    }
+
+    /// [`start_with`](Self::start_with), the run's inbox holding `inbox`
+    /// before its flow starts.
+    pub(crate) async fn start_with_inbox(
+        &self,
+        name: &str,
+        options: RunOptions,
+        inbox: Vec<crate::records::InboxEntry>,
+    ) -> Result<RunHandle, RuntimeError> {
         let definition = self
             .registry
             .get(name)
@@ -293,7 +320,9 @@ impl Runtime {
         // The start runs as a task of its own, so that dropping this future
         // does not cut it short (see the cancel-safety note above).
         let in_flight = self.starts.clone().read_owned().await;
-        let start = self.starter().start_new(definition, options, in_flight);
+        let start = self
+            .starter()
+            .start_new(definition, options, inbox, in_flight);
         match tokio::spawn(start).await {
             Ok(started) => started,
             Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),

@@ -56,12 +56,14 @@ pub(crate) struct PendingFlow {
 
 /// Plans `run` over `store`: the request for the root supervisor to spawn
 /// its flow actor, and what waits for it; `recorded` holds the outputs of a
-/// recovered run (`None`: a new run).
+/// recovered run (`None`: a new run); `inbox_waiting`: a new run whose
+/// inbox already holds input.
 pub(crate) fn request_flow(
     run: Run,
     journal: JournalHandle,
     definition: &dyn ErasedDefinition,
     recorded: Option<&[StepOutput]>,
+    inbox_waiting: bool,
 ) -> (FlowRequest, PendingFlow) {
     let run_id = run.id;
     let mut plan = definition.plan();
@@ -78,6 +80,7 @@ pub(crate) fn request_flow(
         state,
         outcome: Arc::new(outcome),
         recovering: recorded.is_some(),
+        inbox_waiting,
     };
     let (reply, spawned) = oneshot::channel();
     let pending = PendingFlow {

@@ -16,6 +16,8 @@ use crate::flow::ErasedDefinition;
 use crate::flow::record::{self, Orphaned};
 use crate::flow::{RunHandle, RunOptions};
 use crate::journal::JournalHandle;
+use crate::records::InboxEntry;
+use crate::store::Store;
 
 /// What starting a flow needs of the runtime (cheap to clone into a task).
 #[derive(Clone)]
@@ -30,18 +32,29 @@ impl Starter {
     /// cannot be started is failed. Meant to run as its own task, holding
     /// `in_flight` (a shutdown waits for every start that holds one) until
     /// the run's handle is in the run list or the run is failed.
+    /// `inbox` is input for the new run's stages (their `run_id` is set
+    /// here), accepted into its inbox before its flow starts (a run that
+    /// cannot take it is failed).
     pub(crate) async fn start_new(
         self,
         definition: Arc<dyn ErasedDefinition>,
         options: RunOptions,
+        inbox: Vec<InboxEntry>,
         in_flight: OwnedRwLockReadGuard<()>,
     ) -> Result<RunHandle, RuntimeError> {
         let run = record::create(&self.journal, definition.name(), options).await?;
         let run_id = run.id;
-        let (request, pending) = request_flow(run, self.journal.clone(), &*definition, None);
-        let started = match self.root.send_message(RootMsg::StartFlows(vec![request])) {
-            Ok(()) => self.collect(pending).await,
-            Err(_) => Err(RuntimeError::ShuttingDown),
+        let inbox_waiting = !inbox.is_empty();
+        let started = match self.accept(run_id, inbox).await {
+            Ok(()) => {
+                let (request, pending) =
+                    request_flow(run, self.journal.clone(), &*definition, None, inbox_waiting);
+                match self.root.send_message(RootMsg::StartFlows(vec![request])) {
+                    Ok(()) => self.collect(pending).await,
+                    Err(_) => Err(RuntimeError::ShuttingDown),
+                }
+            }
+            Err(error) => Err(error),
         };
         let result = match started {
             Ok(handle) => Ok(handle),
@@ -49,6 +62,18 @@ impl Starter {
         };
         drop(in_flight);
         result
+    }
+
+    /// Accepts a new run's first input into its inbox.
+    async fn accept(&self, run_id: Uuid, mut inbox: Vec<InboxEntry>) -> Result<(), RuntimeError> {
+        if inbox.is_empty() {
+            return Ok(());
+        }
+        for entry in &mut inbox {
+            entry.run_id = run_id;
+        }
+        self.journal.accept_inbox(inbox).await?;
+        Ok(())
     }
 
     /// Waits for a requested flow actor; its handle, also kept in the run list.

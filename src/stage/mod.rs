@@ -59,6 +59,7 @@ mod logic;
 mod machine;
 pub(crate) mod pipe;
 pub(crate) mod ports;
+pub(crate) mod replay;
 mod retry;
 mod supervisor;
 pub(crate) mod work;

@@ -17,6 +17,7 @@ use tokio::sync::Notify;
 use super::dead_letter::{ItemEncoder, unserializable};
 use super::logic::Emitter;
 use super::pipe::{PipeReceiver, PipeSender};
+use super::replay::Replays;
 use crate::records::MAX_DEAD_LETTER_ERRORS;
 use crate::supervise::BoxError;
 
@@ -74,6 +75,8 @@ pub(crate) struct Ports<T: Send + 'static> {
     pub(crate) items_out: u64,
     /// Attempts at items after a failed one, in every start.
     pub(crate) retried: u64,
+    /// Items replayed into this stage, if its flow can replay them.
+    pub(crate) replays: Option<Replays<T>>,
 }
 
 impl<T: Send + 'static> Ports<T> {
@@ -95,6 +98,7 @@ impl<T: Send + 'static> Ports<T> {
             items_in: 0,
             items_out: 0,
             retried: 0,
+            replays: None,
         }
     }
 }
@@ -121,7 +125,16 @@ impl<T: Clone + Send + 'static> Ports<T> {
             items_in: 0,
             items_out: 0,
             retried: 0,
+            replays: None,
         }
+    }
+
+    /// The replayed items this stage is done with since the last call.
+    pub(crate) fn take_replayed(&mut self) -> Vec<uuid::Uuid> {
+        let batch_done = !self.has_input();
+        self.replays
+            .as_mut()
+            .map_or_else(Vec::new, |r| r.take_done(batch_done))
     }
 
     /// Whether items wait to be worked on (the held one or the inbox's).
@@ -154,6 +167,9 @@ impl<T: Clone + Send + 'static> Ports<T> {
     pub(crate) fn drop_pending(&mut self) {
         self.held = None;
         self.inbox = Vec::new().into_iter();
+        if let Some(replays) = self.replays.as_mut() {
+            replays.drop_in_hand();
+        }
     }
 
     /// The attempt at the held item succeeded: it is done with.
@@ -178,12 +194,23 @@ impl<T: Clone + Send + 'static> Ports<T> {
 
     /// Makes sure the inbox has items, waiting for the next batch if needed;
     /// the wait ends early (without losing anything) when `doorbell` rings.
+    /// A replayed item goes first, as a batch of its own.
     pub(crate) async fn next_input(&mut self, doorbell: &Notify) -> Input {
         if self.has_input() {
             return Input::Ready;
         }
+        if let Some(item) = self.replays.as_mut().and_then(Replays::next) {
+            self.inbox = vec![item].into_iter();
+            return Input::Ready;
+        }
         let Some(rx) = self.input.as_mut() else {
             return Input::Ended;
+        };
+        let replayed = async {
+            match self.replays.as_mut() {
+                Some(replays) => replays.wait().await,
+                None => std::future::pending().await,
+            }
         };
         // A batch that is there is taken even if the doorbell rang: the
         // bell ends a wait (the control channel is looked at between units
@@ -197,6 +224,10 @@ impl<T: Clone + Send + 'static> Ports<T> {
                 }
                 None => Input::Ended,
             },
+            Some(item) = replayed => {
+                self.inbox = vec![item].into_iter();
+                Input::Ready
+            }
             () = doorbell.notified() => Input::Interrupted,
         }
     }
@@ -209,6 +240,10 @@ impl<T: Clone + Send + 'static> Ports<T> {
         loop {
             if self.has_input() {
                 return std::future::pending().await;
+            }
+            if let Some(item) = self.replays.as_mut().and_then(Replays::next) {
+                self.inbox = vec![item].into_iter();
+                continue;
             }
             let Some(rx) = self.input.as_mut() else {
                 return;

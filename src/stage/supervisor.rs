@@ -168,6 +168,14 @@ impl<T: Clone + Send + 'static, W: Work<T>> StageSupervisor<T, W> {
         }
     }
 
+    /// Settles the replayed items the stage is done with (once per unit of
+    /// work, not per item).
+    fn settle_replayed(&self, ports: &mut crate::stage::ports::Ports<T>) {
+        for id in ports.take_replayed() {
+            self.identity.settler().settle(id, None);
+        }
+    }
+
     /// What a unit of work needs to retry an item.
     fn retries(&self) -> Retries<'_> {
         Retries {
@@ -183,7 +191,9 @@ impl<T: Clone + Send + 'static, W: Work<T>> StageSupervisor<T, W> {
     async fn run(&mut self, ctx: &mut StageCtx<T, W>) -> DispatchResult<StageEvent> {
         let StageCtx { work, ports, .. } = ctx;
         let ports = ports.as_mut().ok_or("stage is running without its ports")?;
-        Ok(match work.step(ports, &self.retries()).await? {
+        let stepped = work.step(ports, &self.retries()).await;
+        self.settle_replayed(ports);
+        Ok(match stepped? {
             Stepped::Worked | Stepped::Interrupted => EventLoopDirective::Continue,
             Stepped::Ended => EventLoopDirective::Transition(StageEvent::InputEnded),
         })
@@ -201,7 +211,9 @@ impl<T: Clone + Send + 'static, W: Work<T>> StageSupervisor<T, W> {
             .as_mut()
             .ok_or("stage is draining without its ports")?;
         if W::KIND != StageKind::Source {
-            match work.step(ports, &self.retries()).await? {
+            let stepped = work.step(ports, &self.retries()).await;
+            self.settle_replayed(ports);
+            match stepped? {
                 Stepped::Ended => {}
                 Stepped::Worked | Stepped::Interrupted => return Ok(EventLoopDirective::Continue),
             }

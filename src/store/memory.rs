@@ -291,7 +291,7 @@ impl MemState {
                     return Ok(WriteOutcome::InboxSettled { settled: false });
                 };
                 self.inbox[i].settled = Some(crate::records::Settled {
-                    at: Utc::now(),
+                    at: chrono::SubsecRound::trunc_subsecs(Utc::now(), 6),
                     undeliverable,
                 });
                 undo.push(Undo::Unsettle(i));

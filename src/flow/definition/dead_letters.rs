@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use super::FlowBuilder;
 use crate::stage::dead_letter::serde_item;
+use crate::stage::replay::serde_decode;
 
 /// What a dead letter (an item a stage gave up on, see
 /// [`RetryPolicy`](crate::flow::RetryPolicy)) does to its run, once it is
@@ -30,9 +31,12 @@ impl<T: Clone + Send + 'static> FlowBuilder<T> {
     }
 }
 
-impl<T: Clone + Send + serde::Serialize + 'static> FlowBuilder<T> {
-    /// Dead letters keep their item as JSON (serialized with serde); without
-    /// this, a dead letter's item is `{"unserializable": "<type name>"}`.
+impl<T: Clone + Send + serde::Serialize + serde::de::DeserializeOwned + 'static> FlowBuilder<T> {
+    /// Dead letters keep their item as JSON (serialized with serde), and
+    /// items can be replayed into the flow's transforms and sinks
+    /// ([`Runtime::replay_dead_letters`](crate::runtime::Runtime::replay_dead_letters));
+    /// without this, a dead letter's item is `{"unserializable": "<type
+    /// name>"}` and cannot be replayed.
     ///
     /// ```
     /// use troupe::flow::{DeadLetterPolicy, FlowDefinition};
@@ -50,6 +54,7 @@ impl<T: Clone + Send + serde::Serialize + 'static> FlowBuilder<T> {
     /// ```
     pub fn serde_items(mut self) -> Self {
         self.encode = serde_item::<T>;
+        self.decode = Some(serde_decode::<T>);
         self
     }
 }

@@ -15,6 +15,7 @@ use crate::stage::actor::Spawner;
 use crate::stage::events::EventPort;
 use crate::stage::pipe::pipe;
 use crate::stage::ports::{Input, PortSlot, Ports};
+use crate::stage::replay::{ItemReplay, replay_queue};
 use crate::supervise::BoxFuture;
 
 /// One stage of a run about to start.
@@ -27,6 +28,9 @@ pub(crate) struct PlannedStage {
     pub(crate) doorbell: Arc<Notify>,
     /// The sending end of its user-event queue, if it declares events.
     pub(crate) events: Option<EventPort>,
+    /// Queues replayed items into its input, if it can take them (a
+    /// transform or sink of a flow with `serde_items`).
+    pub(crate) replay: Option<ItemReplay>,
     /// Drops the stage's pipe ends (closing its outputs): for a stage that
     /// will not run because it completed before a restart.
     retire: Box<dyn Fn() + Send + Sync>,
@@ -150,8 +154,14 @@ impl<T: Clone + Send + 'static> ErasedDefinition for FlowDefinition<T> {
             .zip(inputs.into_iter().zip(outputs))
             .zip(&def.upstream)
             .map(|((stage, (input, outputs)), upstream)| {
-                let slot =
-                    PortSlot::new(Ports::new(input, outputs, def.pipe.batch_size, def.encode));
+                let mut ports = Ports::new(input, outputs, def.pipe.batch_size, def.encode);
+                let takes_items = matches!(stage.kind, StageKind::Transform | StageKind::Sink);
+                let replay = def.decode.filter(|_| takes_items).map(|decode| {
+                    let (replay, replays) = replay_queue(decode);
+                    ports.replays = Some(replays);
+                    replay
+                });
+                let slot = PortSlot::new(ports);
                 let (retired, abandoned) = (slot.clone(), slot.clone());
                 let doorbell = Arc::new(Notify::new());
                 let (spawn, events) =
@@ -166,6 +176,7 @@ impl<T: Clone + Send + 'static> ErasedDefinition for FlowDefinition<T> {
                     spawn,
                     doorbell,
                     events,
+                    replay,
                     retire: Box::new(move || drop(retired.take())),
                     abandon: Box::new(move || Box::pin(wind_down(abandoned.clone()))),
                     recorded: None,
