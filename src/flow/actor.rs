@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::Instrument;
 
@@ -28,87 +28,11 @@ use super::restart::{RestartDecision, RestartStrategy, RestartType, StageExit, r
 use crate::fsm::{EventVariant, FsmError, StateMachine, StateVariant};
 use crate::journal::JournalHandle;
 use crate::records::Run;
-use crate::stage::dead_letter::StageDeadLetter;
-use crate::stage::durable::Settlement;
-use crate::stage::events::EventPort;
-use crate::stage::{EXIT_COMPLETED, StageDone, StageEvent, StageState};
+use crate::stage::{EXIT_COMPLETED, StageDone};
 
-/// Messages of a flow actor.
-pub(crate) enum FlowMsg {
-    /// A control event from a [`RunHandle`](super::RunHandle).
-    Control {
-        /// The event.
-        event: ControlEvent,
-        /// Whether the flow accepted it.
-        reply: oneshot::Sender<Result<(), HandleError>>,
-    },
-    /// A control event for one stage, from a [`StageHandle`](super::StageHandle).
-    StageControl {
-        /// The stage's index.
-        stage: usize,
-        /// The event.
-        event: StageEvent,
-        /// Whether the stage was running to take it, and its state.
-        reply: oneshot::Sender<Result<StageState, HandleError>>,
-    },
-    /// The sending end of a stage's user-event queue, for a
-    /// [`TypedStageHandle`](super::TypedStageHandle).
-    StageEvents {
-        /// The stage's index.
-        stage: usize,
-        /// The port, `None` if the stage declares no events; refused once
-        /// the stage has completed or was abandoned (also before a restart
-        /// of the run).
-        reply: oneshot::Sender<Result<Option<EventPort>, HandleError>>,
-    },
-    /// A stage completed its work.
-    StageDone(StageDone),
-    /// A stage gave up on an item.
-    DeadLetter(StageDeadLetter),
-    /// A stage's logic took an inbox entry (or could not).
-    Settled(Settlement),
-    /// A durable event (as JSON) for a stage: accept it into the inbox, then
-    /// forward it to the stage.
-    AcceptEvent {
-        /// The stage's index.
-        stage: usize,
-        /// The event.
-        payload: serde_json::Value,
-        /// Its inbox id, once it is in the journal.
-        reply: oneshot::Sender<Result<uuid::Uuid, HandleError>>,
-    },
-    /// Items (as JSON) replayed into a stage's input: accept them into the
-    /// inbox, then queue them there.
-    AcceptItems {
-        /// The stage's index.
-        stage: usize,
-        /// The items.
-        items: Vec<serde_json::Value>,
-        /// Their inbox ids, once they are in the journal.
-        reply: oneshot::Sender<Result<Vec<uuid::Uuid>, HandleError>>,
-    },
-    /// A signal for one stage or (`None`) every stage, from
-    /// [`Runtime::send_signal`](crate::runtime::Runtime::send_signal).
-    AcceptSignal {
-        /// The stage's index, or every stage not done.
-        stage: Option<usize>,
-        /// The signal's name.
-        name: String,
-        /// Its data.
-        payload: serde_json::Value,
-        /// Its inbox id, once it is in the journal.
-        reply: oneshot::Sender<Result<uuid::Uuid, HandleError>>,
-    },
-    /// A backoff timer fired: restart the stage if it is still down.
-    Restart {
-        /// The stage's index.
-        stage: usize,
-        /// The generation that exited.
-        generation: u64,
-    },
-    /// The cancel grace period ended: kill the stages still running.
-    CancelGraceExpired,
-}
+pub(crate) use super::msg::FlowMsg;
+
+mod input;
 
 /// What a flow actor starts from.
 pub(crate) struct FlowArgs {
@@ -217,37 +141,6 @@ impl FlowHost {
                 reason,
             }),
         }
-    }
-
-    /// The refusal of operator input once the run has ended or is ending.
-    fn ended(&self) -> Option<HandleError> {
-        let state = self.machine.state();
-        (state.is_terminal() || *state == RunState::Cancelling).then_some(HandleError::Finished {
-            run_id: self.ctx.run.id,
-            event: "a durable event",
-        })
-    }
-
-    async fn accept_signal(
-        &mut self,
-        stage: Option<usize>,
-        name: &str,
-        payload: serde_json::Value,
-    ) -> Result<uuid::Uuid, HandleError> {
-        if let Some(index) = stage
-            && self.ctx.stages.get(index).is_none_or(|s| s.done())
-        {
-            return Err(self.ctx.stage_not_running(index));
-        }
-        if let Some(ended) = self.ended() {
-            return Err(ended);
-        }
-        self.ctx.admit(stage, "Signal")?;
-        let run_id = self.ctx.run.id;
-        self.ctx
-            .accept_signal(stage, name, payload)
-            .await
-            .map_err(|e| super::inbox::not_recorded(run_id, e))
     }
 
     async fn on_stage_done(&mut self, done: StageDone) {
@@ -454,37 +347,9 @@ impl FlowHost {
                 }
             }
             FlowMsg::Settled(settled) => self.ctx.settle(settled).await,
-            FlowMsg::AcceptEvent {
-                stage,
-                payload,
-                reply,
-            } => {
-                let accepted = match self.ended() {
-                    Some(ended) => Err(ended),
-                    None => self.ctx.accept_event(stage, payload).await,
-                };
-                let _ = reply.send(accepted);
-            }
-            FlowMsg::AcceptItems {
-                stage,
-                items,
-                reply,
-            } => {
-                let accepted = match self.ended() {
-                    Some(ended) => Err(ended),
-                    None => self.ctx.accept_items(stage, items).await,
-                };
-                let _ = reply.send(accepted);
-            }
-            FlowMsg::AcceptSignal {
-                stage,
-                name,
-                payload,
-                reply,
-            } => {
-                let accepted = self.accept_signal(stage, &name, payload).await;
-                let _ = reply.send(accepted);
-            }
+            msg @ (FlowMsg::AcceptEvent { .. }
+            | FlowMsg::AcceptItems { .. }
+            | FlowMsg::AcceptSignal { .. }) => self.on_input(msg).await,
             FlowMsg::Restart { stage, generation } => self.on_restart(stage, generation).await,
             FlowMsg::CancelGraceExpired => {
                 if *self.machine.state() == RunState::Cancelling {

@@ -53,6 +53,7 @@ mod durable_handle;
 mod handle;
 mod inbox;
 mod machine;
+mod msg;
 pub(crate) mod record;
 mod restart;
 mod resume;

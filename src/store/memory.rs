@@ -9,6 +9,8 @@ use chrono::Utc;
 use uuid::Uuid;
 
 use super::traits::{Store, distinct};
+
+mod inbox;
 use crate::records::{Appended, Cursor, NewEvent, RunEvent, TerminalAppend, assigned_event_id};
 use crate::records::{DamagedRun, StoreError};
 use crate::records::{DeadLetter, FailureEntry, InboxEntry, Run, RunStatus, RunStep, StepOutput};
@@ -252,51 +254,13 @@ impl MemState {
                 undo.push(Undo::PushDeadLetter);
                 Ok(WriteOutcome::DeadLetterRecorded)
             }
-            WriteOp::AcceptInbox(entries) => {
-                for mut entry in entries {
-                    entry.validate()?;
-                    let status = self.flow(entry.run_id)?.status;
-                    if status.is_terminal() {
-                        return Err(StoreError::RunEnded {
-                            run_id: entry.run_id,
-                            status,
-                        });
-                    }
-                    let same = |e: &&InboxEntry| {
-                        e.run_id == entry.run_id && e.id == entry.id && e.stage == entry.stage
-                    };
-                    if self.inbox.iter().any(|e| same(&e)) {
-                        return Err(StoreError::InboxEntryExists {
-                            run_id: entry.run_id,
-                            id: entry.id,
-                            stage: entry.stage,
-                        });
-                    }
-                    entry.settled = None;
-                    self.inbox.push(entry);
-                    undo.push(Undo::PushInbox);
-                }
-                Ok(WriteOutcome::InboxAccepted)
-            }
+            WriteOp::AcceptInbox(entries) => self.accept_inbox(entries, undo),
             WriteOp::SettleInbox {
                 run_id,
                 id,
                 stage,
                 undeliverable,
-            } => {
-                let found = self.inbox.iter().position(|e| {
-                    e.run_id == run_id && e.id == id && e.stage == stage && e.settled.is_none()
-                });
-                let Some(i) = found else {
-                    return Ok(WriteOutcome::InboxSettled { settled: false });
-                };
-                self.inbox[i].settled = Some(crate::records::Settled {
-                    at: chrono::SubsecRound::trunc_subsecs(Utc::now(), 6),
-                    undeliverable,
-                });
-                undo.push(Undo::Unsettle(i));
-                Ok(WriteOutcome::InboxSettled { settled: true })
-            }
+            } => Ok(self.settle_inbox(run_id, id, &stage, undeliverable, undo)),
             WriteOp::UpsertStep(step) => {
                 let mut step = *step;
                 step.validate()?;
