@@ -4,7 +4,6 @@ use std::marker::PhantomData;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use super::actor::FlowMsg;
@@ -74,20 +73,12 @@ pub(crate) async fn accept_event(
     index: usize,
     payload: serde_json::Value,
 ) -> Result<Uuid, HandleError> {
-    let finished = || HandleError::Finished {
-        run_id: flow.run_id(),
-        event: "a durable event",
-    };
-    let (reply, replied) = oneshot::channel();
-    let msg = FlowMsg::AcceptEvent {
+    flow.ask("a durable event", |reply| FlowMsg::AcceptEvent {
         stage: index,
         payload,
         reply,
-    };
-    if flow.has_ended() || flow.actor_ref().send_message(msg).is_err() {
-        return Err(finished());
-    }
-    replied.await.unwrap_or_else(|_| Err(finished()))
+    })
+    .await
 }
 
 /// Asks the run's flow to accept items (as JSON) replayed into stage `index`.
@@ -96,20 +87,12 @@ pub(crate) async fn accept_items(
     index: usize,
     items: Vec<serde_json::Value>,
 ) -> Result<Vec<Uuid>, HandleError> {
-    let finished = || HandleError::Finished {
-        run_id: flow.run_id(),
-        event: "replayed items",
-    };
-    let (reply, replied) = oneshot::channel();
-    let msg = FlowMsg::AcceptItems {
+    flow.ask("replayed items", |reply| FlowMsg::AcceptItems {
         stage: index,
         items,
         reply,
-    };
-    if flow.has_ended() || flow.actor_ref().send_message(msg).is_err() {
-        return Err(finished());
-    }
-    replied.await.unwrap_or_else(|_| Err(finished()))
+    })
+    .await
 }
 
 /// Asks the run's flow to accept a signal for stage `index` or every stage.
@@ -119,21 +102,13 @@ pub(crate) async fn accept_signal(
     name: String,
     payload: serde_json::Value,
 ) -> Result<Uuid, HandleError> {
-    let finished = || HandleError::Finished {
-        run_id: flow.run_id(),
-        event: "Signal",
-    };
-    let (reply, replied) = oneshot::channel();
-    let msg = FlowMsg::AcceptSignal {
+    flow.ask("Signal", |reply| FlowMsg::AcceptSignal {
         stage: index,
         name,
         payload,
         reply,
-    };
-    if flow.has_ended() || flow.actor_ref().send_message(msg).is_err() {
-        return Err(finished());
-    }
-    replied.await.unwrap_or_else(|_| Err(finished()))
+    })
+    .await
 }
 
 impl RunHandle {
@@ -193,19 +168,7 @@ impl RunHandle {
         E: Serialize + DeserializeOwned + Send + 'static,
     {
         let index = self.stage_index(name)?;
-        let finished = || HandleError::Finished {
-            run_id: self.run_id(),
-            event: "durable_stage_events",
-        };
-        let (reply, replied) = oneshot::channel();
-        let msg = FlowMsg::StageEvents {
-            stage: index,
-            reply,
-        };
-        if self.has_ended() || self.actor_ref().send_message(msg).is_err() {
-            return Err(finished());
-        }
-        let port = replied.await.map_err(|_| finished())??;
+        let port = self.event_port(index, "durable_stage_events").await?;
         let declared = match &port {
             None => "no user events".to_owned(),
             Some(p) if p.redeliver.is_none() => format!("plain events of type `{}`", p.type_name()),

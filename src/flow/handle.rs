@@ -53,6 +53,8 @@ impl RunHandle {
         &self.stages
     }
 
+    /// The flow actor, for tests that kill it.
+    #[cfg(test)]
     pub(crate) fn actor_ref(&self) -> &ActorRef<FlowMsg> {
         &self.actor
     }
@@ -65,23 +67,32 @@ impl RunHandle {
     /// Sends a control event and waits until the flow has taken it (and
     /// recorded what it records, e.g. the `Waiting` status for `Pause`).
     pub async fn send(&self, event: ControlEvent) -> Result<(), HandleError> {
-        let finished = HandleError::Finished {
+        let name = event.name();
+        self.ask(name, |reply| FlowMsg::Control { event, reply })
+            .await
+    }
+
+    /// Sends the flow the message `msg` builds around a reply and waits for
+    /// the answer; [`HandleError::Finished`] (naming `event`) if the run has
+    /// ended or its flow stops before answering.
+    pub(crate) async fn ask<R>(
+        &self,
+        event: &'static str,
+        msg: impl FnOnce(oneshot::Sender<Result<R, HandleError>>) -> FlowMsg,
+    ) -> Result<R, HandleError> {
+        let finished = || HandleError::Finished {
             run_id: self.run_id,
-            event: event.name(),
+            event,
         };
-        if self.outcome.borrow().is_some() {
-            return Err(finished);
+        if self.has_ended() {
+            return Err(finished());
         }
         let (reply, replied) = oneshot::channel();
-        if self
-            .actor
-            .send_message(FlowMsg::Control { event, reply })
-            .is_err()
-        {
-            return Err(finished);
+        if self.actor.send_message(msg(reply)).is_err() {
+            return Err(finished());
         }
         // A flow that stops before answering drops the reply.
-        replied.await.unwrap_or(Err(finished))
+        replied.await.unwrap_or_else(|_| Err(finished()))
     }
 
     /// The flow's current state.

@@ -3,12 +3,13 @@
 
 use std::sync::Arc;
 
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::{Notify, mpsc};
 
 use super::actor::FlowMsg;
 use super::control::{HandleError, StageControl};
 use super::handle::RunHandle;
 use crate::stage::durable::Envelope;
+use crate::stage::events::EventPort;
 use crate::stage::{StageEvent, StageSignal, StageState};
 
 /// A handle to one stage of a run; get it from [`RunHandle::stage`].
@@ -53,20 +54,14 @@ impl StageHandle {
             })),
         };
         let name = event_name(&event);
-        let finished = || HandleError::Finished {
-            run_id: self.flow.run_id(),
-            event: name,
-        };
-        let (reply, replied) = oneshot::channel();
-        let msg = FlowMsg::StageControl {
-            stage: self.index,
-            event,
-            reply,
-        };
-        if self.flow.outcome().is_some() || self.flow.actor_ref().send_message(msg).is_err() {
-            return Err(finished());
-        }
-        replied.await.unwrap_or_else(|_| Err(finished()))
+        let stage = self.index;
+        self.flow
+            .ask(name, |reply| FlowMsg::StageControl {
+                stage,
+                event,
+                reply,
+            })
+            .await
     }
 }
 
@@ -79,6 +74,20 @@ impl RunHandle {
     pub fn stage(&self, name: &str) -> Result<StageHandle, HandleError> {
         let index = self.stage_index(name)?;
         Ok(StageHandle::new(self.clone(), index, name.to_owned()))
+    }
+
+    /// The sending end of stage `index`'s event queue (`None`: it declares
+    /// no events).
+    pub(crate) async fn event_port(
+        &self,
+        index: usize,
+        event: &'static str,
+    ) -> Result<Option<EventPort>, HandleError> {
+        self.ask(event, |reply| FlowMsg::StageEvents {
+            stage: index,
+            reply,
+        })
+        .await
     }
 
     pub(crate) fn stage_index(&self, name: &str) -> Result<usize, HandleError> {
@@ -239,19 +248,7 @@ impl RunHandle {
         name: &str,
     ) -> Result<TypedStageHandle<Ev>, HandleError> {
         let index = self.stage_index(name)?;
-        let finished = || HandleError::Finished {
-            run_id: self.run_id(),
-            event: "stage_events",
-        };
-        let (reply, replied) = oneshot::channel();
-        let msg = FlowMsg::StageEvents {
-            stage: index,
-            reply,
-        };
-        if self.has_ended() || self.actor_ref().send_message(msg).is_err() {
-            return Err(finished());
-        }
-        let port = replied.await.map_err(|_| finished())??;
+        let port = self.event_port(index, "stage_events").await?;
         let asked = std::any::type_name::<Ev>();
         let wrong = |declared: String| HandleError::EventType {
             run_id: self.run_id(),
