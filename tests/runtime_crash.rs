@@ -26,14 +26,17 @@
 //! One binary plays both roles (`harness = false`): with
 //! `TROUPE_RUNTIME_CRASH_CHILD` set it is the child.
 
+#[path = "support/child.rs"]
+mod child;
+
 use std::collections::BTreeSet;
 use std::fs::OpenOptions;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use child::Running;
 
 use serde_json::{Value, json};
 use tokio::sync::watch;
@@ -355,96 +358,19 @@ fn child(dir: PathBuf) {
 /// test takes seconds). It bounds failures only: no kill waits on it.
 const ROUND_LIMIT: Duration = Duration::from_secs(60);
 
-/// One child: its process, its stdin (gates) and its stdout lines (read
-/// on a thread, so a wait for them can give up and say what is missing).
-struct Running {
-    process: Child,
-    stdin: ChildStdin,
-    lines: mpsc::Receiver<String>,
-    /// Every line read so far: a line printed before the one a wait
-    /// looked for is not lost (a sink can report before `run <id>`).
-    read: BTreeSet<String>,
-    round: usize,
-    deadline: Instant,
+/// The child of `round`.
+fn spawn(exe: &Path, dir: &Path, round: usize) -> Running {
+    let env = [
+        (CHILD_ENV, dir.as_os_str().to_owned()),
+        (ROUND_ENV, round.to_string().into()),
+    ];
+    Running::spawn(exe, &env, round, ROUND_LIMIT)
 }
 
-impl Running {
-    fn spawn(exe: &Path, dir: &Path, round: usize) -> Running {
-        let mut process = Command::new(exe)
-            .env(CHILD_ENV, dir)
-            .env(ROUND_ENV, round.to_string())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn child");
-        let stdin = process.stdin.take().expect("child stdin");
-        let stdout = process.stdout.take().expect("child stdout");
-        let (sender, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if sender.send(line).is_err() {
-                    return;
-                }
-            }
-        });
-        Running {
-            process,
-            stdin,
-            lines,
-            read: BTreeSet::new(),
-            round,
-            deadline: Instant::now() + ROUND_LIMIT,
-        }
-    }
-
-    fn open(&mut self, gates: &[&str]) {
-        for gate in gates {
-            writeln!(self.stdin, "open {gate}").expect("open a gate");
-        }
-        self.stdin.flush().expect("flush gates");
-    }
-
-    /// The child's next line; panics saying what is `missing` if the child
-    /// ends or the round's time is up first.
-    fn next_line(&self, missing: &dyn std::fmt::Debug) -> String {
-        let left = self.deadline.saturating_duration_since(Instant::now());
-        match self.lines.recv_timeout(left) {
-            Ok(line) => line,
-            Err(RecvTimeoutError::Timeout) => panic!(
-                "round {}: missing {missing:?} after {ROUND_LIMIT:?} (read: {:?})",
-                self.round, self.read
-            ),
-            Err(RecvTimeoutError::Disconnected) => panic!(
-                "round {}: the child ended before printing {missing:?} (read: {:?})",
-                self.round, self.read
-            ),
-        }
-    }
-
-    /// Reads until a line starting with `prefix`; the rest of it.
-    fn expect(&mut self, prefix: &str) -> String {
-        loop {
-            let line = self.next_line(&format!("{prefix}..."));
-            if let Some(rest) = line.strip_prefix(prefix) {
-                return rest.to_owned();
-            }
-            self.read.insert(line);
-        }
-    }
-
-    /// Reads until every one of `wanted` was printed (now or before).
-    fn expect_all(&mut self, wanted: &[&str]) {
-        let mut missing: BTreeSet<&str> = wanted
-            .iter()
-            .copied()
-            .filter(|w| !self.read.contains(*w))
-            .collect();
-        while !missing.is_empty() {
-            let line = self.next_line(&missing);
-            missing.remove(line.as_str());
-            self.read.insert(line);
-        }
+/// Opens `gates` in `child`.
+fn open(child: &mut Running, gates: &[&str]) {
+    for gate in gates {
+        child.say(&format!("open {gate}"));
     }
 }
 
@@ -521,12 +447,11 @@ fn parent() {
     let mut run: Option<Uuid> = None;
     let mut settled_before = BTreeSet::new();
     for (round, plan) in ROUNDS.iter().enumerate() {
-        let mut child = Running::spawn(&exe, dir.path(), round);
+        let mut child = spawn(&exe, dir.path(), round);
         let id = same_run(&mut child, &mut run, round);
-        child.open(plan.open);
+        open(&mut child, plan.open);
         child.expect_all(plan.kill_after);
-        child.process.kill().expect("SIGKILL child");
-        child.process.wait().expect("reap child");
+        child.kill();
 
         let (completed, terminal) = journal_state(dir.path(), id);
         assert!(!terminal, "round {round}: the run ended before the kill");
@@ -540,9 +465,9 @@ fn parent() {
         "no kill landed after a stage had settled"
     );
 
-    let mut last = Running::spawn(&exe, dir.path(), ROUNDS.len());
+    let mut last = spawn(&exe, dir.path(), ROUNDS.len());
     let id = same_run(&mut last, &mut run, ROUNDS.len());
-    last.open(OPEN_ALL);
+    open(&mut last, OPEN_ALL);
     assert_eq!(last.expect("done "), "Finished");
     assert!(last.process.wait().expect("reap").success());
     check_starts(dir.path(), &settled_before, ROUNDS.len());

@@ -5,9 +5,13 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde::de::DeserializeOwned;
 use serde_json::Value;
+use tokio::sync::Notify;
+use tokio::sync::futures::Notified;
 use uuid::Uuid;
 
 use super::events::EventPort;
@@ -70,7 +74,11 @@ where
         .sender::<Durable<E>>()
         .ok_or_else(|| format!("the stage does not take `{}`", std::any::type_name::<E>()))?;
     let doorbell = port.doorbell.clone();
+    // Counted from now (the flow journals the event, then forwards it) until
+    // it is in the queue, or the delivery is dropped.
+    let transit = port.in_transit.start();
     Ok(Box::pin(async move {
+        let _transit = transit;
         let envelope = Envelope {
             event: Durable { id, event },
             inbox: Some(id),
@@ -81,6 +89,47 @@ where
         }
         sent
     }))
+}
+
+/// How many durable events are on their way into a stage's queue: decoded
+/// for the flow's forwarder, not yet queued (the forwarder waits while the
+/// queue is full, e.g. while the stage ignores events). A completing stage
+/// takes them before it closes its queue: closed, their sends would fail
+/// and accepted events be settled undeliverable instead of handled.
+#[derive(Debug, Default)]
+pub(crate) struct InTransit {
+    count: AtomicUsize,
+    changed: Notify,
+}
+
+impl InTransit {
+    /// Counts one delivery until the guard drops.
+    fn start(self: &Arc<Self>) -> TransitGuard {
+        self.count.fetch_add(1, Ordering::SeqCst);
+        TransitGuard(self.clone())
+    }
+
+    /// No delivery is on its way.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.count.load(Ordering::SeqCst) == 0
+    }
+
+    /// Resolves when a delivery ends; `enable` it before looking at
+    /// [`is_empty`](Self::is_empty), so that no ending is missed.
+    pub(crate) fn changed(&self) -> Notified<'_> {
+        self.changed.notified()
+    }
+}
+
+/// One delivery on its way; dropped once its event is queued (or its send
+/// failed, or it was dropped unsent).
+struct TransitGuard(Arc<InTransit>);
+
+impl Drop for TransitGuard {
+    fn drop(&mut self) {
+        self.0.count.fetch_sub(1, Ordering::SeqCst);
+        self.0.changed.notify_waiters();
+    }
 }
 
 /// A stage's report that its logic took an inbox entry (or could not).

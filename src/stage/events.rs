@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use tokio::sync::{Mutex, Notify, OwnedMutexGuard, mpsc};
 
-use super::durable::{Envelope, Redeliver};
+use super::durable::{Envelope, InTransit, Redeliver};
 use super::machine::StageState;
 use crate::supervise::{BoxError, ExternalEventMode};
 
@@ -216,6 +216,8 @@ pub(crate) struct EventPort {
     /// How inbox entries re-delivered to the stage decode, if it takes
     /// durable events.
     pub(crate) redeliver: Option<Redeliver>,
+    /// Durable events on their way into the queue.
+    pub(crate) in_transit: Arc<InTransit>,
 }
 
 impl EventPort {
@@ -237,6 +239,8 @@ impl EventPort {
 pub(crate) struct EventInbox<Ev> {
     queue: Arc<Mutex<mpsc::Receiver<Envelope<Ev>>>>,
     pub(crate) policy: EventPolicy,
+    /// Durable events on their way into the queue (as [`EventPort`]'s).
+    pub(crate) in_transit: Arc<InTransit>,
 }
 
 impl<Ev> Clone for EventInbox<Ev> {
@@ -244,6 +248,7 @@ impl<Ev> Clone for EventInbox<Ev> {
         EventInbox {
             queue: self.queue.clone(),
             policy: self.policy,
+            in_transit: self.in_transit.clone(),
         }
     }
 }
@@ -258,15 +263,18 @@ pub(crate) fn event_queue<Ev: Send + 'static>(
     // Checked when the flow is built; clamped again so that no policy can
     // make tokio panic.
     let (tx, rx) = mpsc::channel::<Envelope<Ev>>(policy.capacity.min(MAX_EVENT_CAPACITY));
+    let in_transit = Arc::new(InTransit::default());
     let inbox = EventInbox {
         queue: Arc::new(Mutex::new(rx)),
         policy,
+        in_transit: in_transit.clone(),
     };
     let port = EventPort {
         sender: Arc::new(tx),
         type_name: std::any::type_name::<Ev>(),
         doorbell,
         redeliver,
+        in_transit,
     };
     (inbox, port)
 }

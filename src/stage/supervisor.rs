@@ -141,10 +141,30 @@ impl<T: Clone + Send + 'static, W: Work<T>> StageSupervisor<T, W> {
     /// that, whatever the mode: none that a send was told was queued is
     /// dropped. `recv` until the end, not `len` times: a send that reserved
     /// its slot before the close may still be writing its event.
+    ///
+    /// Durable events accepted before the close but still on their way
+    /// (the flow's forwarder waits for room in a full queue) are taken
+    /// first: the close would fail their sends.
     async fn close_and_hand_over(&mut self, work: &mut W) -> Result<(), BoxError> {
         let Some(held) = self.held.as_mut() else {
             return Ok(());
         };
+        if let Some(transit) = self.events.as_ref().map(|e| e.in_transit.clone()) {
+            loop {
+                let changed = transit.changed();
+                tokio::pin!(changed);
+                changed.as_mut().enable();
+                if transit.is_empty() {
+                    break;
+                }
+                // A closed queue fails the sends at once: then only the
+                // count's change is waited for.
+                tokio::select! {
+                    Some(event) = held.recv() => deliver(work, event, &self.identity).await?,
+                    () = changed => {}
+                }
+            }
+        }
         held.close();
         while let Some(event) = held.recv().await {
             deliver(work, event, &self.identity).await?;
