@@ -357,3 +357,66 @@ async fn an_ended_run_refuses_input_and_an_unknown_one_is_named() {
     );
     runtime.shutdown().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_completed_stage_refuses_durable_events_and_nothing_is_accepted() {
+    // `scale` completes (its source is empty) while `forever` keeps the run live.
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let runtime = runtime(&store).await;
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let s = seen.clone();
+    let def = FlowDefinition::<u64>::builder("half-done")
+        .source("none", || troupe::stage::source_iter(0..0_u64))
+        .with_durable_events::<SetFactor>(EventPolicy::default())
+        .transform("scale", move || Scale {
+            factor: 1,
+            seen: s.clone(),
+        })
+        .sink("discard", || sink_fn(|_: u64| Ok(())))
+        .source("forever", || Counter::endless(Arc::new(AtomicU64::new(0))))
+        .sink("drain", || sink_fn(|_: u64| Ok(())))
+        .pipeline(["none", "scale", "discard"])
+        .pipeline(["forever", "drain"])
+        .build()
+        .unwrap();
+    runtime.register(def).await.unwrap();
+    let run = runtime.start("half-done").await.unwrap();
+    settle().await;
+    let late = run.durable_stage_events::<SetFactor>("scale").await;
+    assert!(
+        matches!(late, Err(HandleError::StageNotRunning { .. })),
+        "{late:?}"
+    );
+    let by_id = runtime
+        .send_event(run.run_id(), "scale", &SetFactor(2))
+        .await;
+    assert!(
+        matches!(
+            by_id,
+            Err(RuntimeError::Input(HandleError::StageNotRunning { .. }))
+        ),
+        "{by_id:?}"
+    );
+    assert!(store.list_inbox(run.run_id()).await.unwrap().is_empty());
+    // The live stages still take signals; the completed one is left out.
+    let id = runtime
+        .send_signal(run.run_id(), None, "ping", Value::Null)
+        .await
+        .unwrap();
+    let stages: Vec<String> = store
+        .list_inbox(run.run_id())
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.id == id)
+        .map(|e| e.stage)
+        .collect();
+    assert_eq!(stages, ["forever", "drain"]);
+    run.send(ControlEvent::Cancel {
+        reason: "done".into(),
+    })
+    .await
+    .unwrap();
+    run.wait().await.unwrap();
+    runtime.shutdown().await;
+}

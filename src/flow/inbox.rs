@@ -15,7 +15,7 @@ use super::control::HandleError;
 use super::record::{self, RecordError};
 use crate::records::{InboxEntry, InboxMessage};
 use crate::stage::StageSignal;
-use crate::stage::durable::{Delivery, Settlement};
+use crate::stage::durable::{Delivery, Settlement, Undeliverable};
 use crate::store::Store;
 
 /// The stage name of a run-wide signal accepted while its run was not live
@@ -98,13 +98,17 @@ impl FlowCtx {
         let port = stage.event_port().expect("checked above");
         // Decoded before it is journaled: an event its stage cannot take is
         // refused to its sender, not accepted and then dropped.
-        let delivery = redeliver(&port, id, entry.message.payload()).map_err(|why| {
-            HandleError::EventRefused {
-                run_id,
-                stage: stage.name.clone(),
-                reason: why,
+        let delivery = match redeliver(&port, id, entry.message.payload()) {
+            Ok(delivery) => delivery,
+            Err(Undeliverable::Closed) => return Err(self.stage_not_running(index)),
+            Err(Undeliverable::Refused(reason)) => {
+                return Err(HandleError::EventRefused {
+                    run_id,
+                    stage: stage.name.clone(),
+                    reason,
+                });
             }
-        })?;
+        };
         let audit = json!({ "id": id.to_string(), "stage": stage.name });
         record::accept_inbox(
             self.journal(),
@@ -268,7 +272,7 @@ impl FlowCtx {
                         self.forward(index, entry.id, delivery);
                         None
                     }
-                    Err(why) => Some(why),
+                    Err(why) => Some(why.to_string()),
                 }
             }
             InboxMessage::Item { payload } => match &self.stages[index].replay {

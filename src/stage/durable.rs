@@ -57,26 +57,44 @@ pub(crate) type Delivery = Pin<Box<dyn Future<Output = bool> + Send>>;
 
 /// Decodes an inbox entry's JSON as the stage's durable event type and
 /// returns the send of it (the error says why it does not decode).
-pub(crate) type Redeliver = fn(&EventPort, Uuid, &Value) -> Result<Delivery, String>;
+pub(crate) type Redeliver = fn(&EventPort, Uuid, &Value) -> Result<Delivery, Undeliverable>;
+
+/// Why an event cannot be handed to its stage.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum Undeliverable {
+    /// The stage closed its queue (it completed or was cancelled).
+    #[error("the stage takes no more events")]
+    Closed,
+    /// The event is not one the stage takes.
+    #[error("{0}")]
+    Refused(String),
+}
 
 /// The [`Redeliver`] of a stage taking `Durable<E>`.
 pub(crate) fn redeliver_json<E>(
     port: &EventPort,
     id: Uuid,
     payload: &Value,
-) -> Result<Delivery, String>
+) -> Result<Delivery, Undeliverable>
 where
     E: DeserializeOwned + Send + 'static,
 {
+    let type_name = std::any::type_name::<E>();
     let event = E::deserialize(payload)
-        .map_err(|e| format!("does not decode as `{}`: {e}", std::any::type_name::<E>()))?;
+        .map_err(|e| Undeliverable::Refused(format!("does not decode as `{type_name}`: {e}")))?;
     let sender = port
         .sender::<Durable<E>>()
-        .ok_or_else(|| format!("the stage does not take `{}`", std::any::type_name::<E>()))?;
+        .ok_or_else(|| Undeliverable::Refused(format!("the stage does not take `{type_name}`")))?;
     let doorbell = port.doorbell.clone();
     // Counted from now (the flow journals the event, then forwards it) until
     // it is in the queue, or the delivery is dropped.
     let transit = port.in_transit.start();
+    // After the count: a stage closes its queue only once none is on its
+    // way, so an open queue here takes this event (the flow then accepts
+    // it); a closed one means the stage completed: refused, not accepted.
+    if sender.is_closed() {
+        return Err(Undeliverable::Closed);
+    }
     Ok(Box::pin(async move {
         let _transit = transit;
         let envelope = Envelope {
