@@ -420,3 +420,83 @@ async fn a_completed_stage_refuses_durable_events_and_nothing_is_accepted() {
     run.wait().await.unwrap();
     runtime.shutdown().await;
 }
+
+/// Panics on item 5 the first time it sees it (a crash, not an item
+/// failure), and records the signals it is handed.
+struct Crashy {
+    crashed: Arc<std::sync::atomic::AtomicBool>,
+    seen: Arc<Mutex<Seen>>,
+}
+
+impl Transform<u64> for Crashy {
+    async fn process(&mut self, x: u64, out: &mut Emitter<u64>) -> Result<(), BoxError> {
+        if x == 5 && !self.crashed.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            panic!("crash on item 5");
+        }
+        out.push(x);
+        Ok(())
+    }
+
+    fn on_signal(&mut self, name: &str, payload: &Value) {
+        let signal = (name.to_owned(), payload.clone());
+        self.seen.lock().unwrap().signals.push(signal);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_signal_for_a_stage_waiting_for_its_restart_reaches_the_restarted_stage() {
+    use std::time::Duration;
+    use troupe::flow::{Backoff, RestartPolicy, StageControl};
+
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let runtime = runtime(&store).await;
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let crashed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (s, c) = (seen.clone(), crashed.clone());
+    let slow_restart = Backoff {
+        initial: Duration::from_secs(10),
+        max: Duration::from_secs(10),
+        factor: 1.0,
+    };
+    let def = FlowDefinition::<u64>::builder("crashy")
+        .source("numbers", || Counter::endless(Arc::new(AtomicU64::new(0))))
+        .transform("crashy", move || Crashy {
+            crashed: c.clone(),
+            seen: s.clone(),
+        })
+        .sink("discard", || sink_fn(|_: u64| Ok(())))
+        .pipeline(["numbers", "crashy", "discard"])
+        .restart("crashy", RestartPolicy::permanent().backoff(slow_restart))
+        .build()
+        .unwrap();
+    runtime.register(def).await.unwrap();
+    let run = runtime.start("crashy").await.unwrap();
+    settle().await;
+    assert!(crashed.load(std::sync::atomic::Ordering::SeqCst));
+    // Down, its restart 10 s away: the signal is accepted and kept for it.
+    run.stage("crashy")
+        .unwrap()
+        .send(StageControl::Signal {
+            name: "tune".into(),
+            payload: json!(3),
+        })
+        .await
+        .unwrap();
+    assert!(seen.lock().unwrap().signals.is_empty());
+    let inbox = store.list_inbox(run.run_id()).await.unwrap();
+    assert_eq!(unsettled(&inbox).len(), 1);
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    assert_eq!(
+        seen.lock().unwrap().signals,
+        [("tune".to_owned(), json!(3))]
+    );
+    let inbox = store.list_inbox(run.run_id()).await.unwrap();
+    assert!(unsettled(&inbox).is_empty(), "{inbox:?}");
+    run.send(ControlEvent::Cancel {
+        reason: "done".into(),
+    })
+    .await
+    .unwrap();
+    run.wait().await.unwrap();
+    runtime.shutdown().await;
+}
