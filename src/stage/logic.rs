@@ -11,9 +11,9 @@ use crate::supervise::BoxError;
 /// them downstream after each unit of work.
 #[derive(Debug)]
 pub struct Emitter<T> {
-    // A queue, so the stage can take items off the front one at a time and
-    // an interrupted send (a killed stage) leaves the rest in place.
-    items: std::collections::VecDeque<T>,
+    // A plain `Vec`: the stage hands it downstream whole when it fills a
+    // batch (or moves a front run of it), never item by item.
+    items: Vec<T>,
     batch_size: usize,
 }
 
@@ -21,14 +21,15 @@ impl<T> Emitter<T> {
     pub(crate) fn new(batch_size: usize) -> Self {
         // Allocated on first use (and kept): an idle stage costs no buffer.
         Emitter {
-            items: std::collections::VecDeque::new(),
+            items: Vec::new(),
             batch_size: batch_size.max(1),
         }
     }
 
     /// Emits one item.
+    #[inline]
     pub fn push(&mut self, item: T) {
-        self.items.push_back(item);
+        self.items.push(item);
     }
 
     /// How many more items a source should emit in this call to fill a batch
@@ -47,13 +48,10 @@ impl<T> Emitter<T> {
         self.items.is_empty()
     }
 
-    /// The next item to send, left in place until [`Self::pop`] takes it.
-    pub(crate) fn front(&self) -> Option<&T> {
-        self.items.front()
-    }
-
-    pub(crate) fn pop(&mut self) -> Option<T> {
-        self.items.pop_front()
+    /// The items waiting to be sent, oldest first: the stage sends a front
+    /// run of them and takes them out only once they are handed over.
+    pub(crate) fn items_mut(&mut self) -> &mut Vec<T> {
+        &mut self.items
     }
 
     pub(crate) fn clear(&mut self) {
@@ -64,6 +62,12 @@ impl<T> Emitter<T> {
     /// at an item emitted, so that its retry does not emit them twice.
     pub(crate) fn truncate(&mut self, len: usize) {
         self.items.truncate(len);
+    }
+
+    #[cfg(test)]
+    /// Takes every item out, oldest first.
+    pub(crate) fn take_all(&mut self) -> Vec<T> {
+        std::mem::take(&mut self.items)
     }
 }
 
@@ -260,15 +264,12 @@ mod tests {
         let mut source = source_iter(0..5_u32);
         let mut out = Emitter::new(2);
         assert_eq!(source.produce(&mut out).await.unwrap(), Produced::More);
-        assert_eq!(std::iter::from_fn(|| out.pop()).collect::<Vec<_>>(), [0, 1]);
+        assert_eq!(out.take_all(), [0, 1]);
         assert_eq!(source.produce(&mut out).await.unwrap(), Produced::More);
         // A full emitter still has room for one: the source never stalls.
         assert_eq!(source.produce(&mut out).await.unwrap(), Produced::More);
         assert_eq!(source.produce(&mut out).await.unwrap(), Produced::Done);
-        assert_eq!(
-            std::iter::from_fn(|| out.pop()).collect::<Vec<_>>(),
-            [2, 3, 4]
-        );
+        assert_eq!(out.take_all(), [2, 3, 4]);
     }
 
     #[tokio::test]
@@ -284,10 +285,7 @@ mod tests {
         for x in 0..4 {
             t.process(x, &mut out).await.unwrap();
         }
-        assert_eq!(
-            std::iter::from_fn(|| out.pop()).collect::<Vec<_>>(),
-            [0, 0, 2, 2]
-        );
+        assert_eq!(out.take_all(), [0, 0, 2, 2]);
         let (seen, consumed) = std::sync::mpsc::channel();
         let mut s = sink_fn(move |x: u32| {
             if x > 9 {

@@ -53,12 +53,14 @@ pub(crate) mod actor;
 pub(crate) mod dead_letter;
 pub(crate) mod events;
 mod fsm_transform;
+mod inbox;
 mod kind;
 mod logic;
 mod machine;
 pub(crate) mod pipe;
 pub(crate) mod ports;
 mod retry;
+mod slot;
 mod supervisor;
 pub(crate) mod work;
 
