@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use troupe::flow::{Backoff, FlowDefinition, RetryPolicy};
-use troupe::stage::{Emitter, Produced, Sink, Source, sink_fn, source_iter, transform_fn};
+use troupe::stage::{
+    Attempted, Emitter, Produced, Sink, Source, sink_fn, source_iter, transform_fn,
+};
 use troupe::supervise::BoxError;
 
 /// A tokio runtime with two workers (the machine's cores).
@@ -60,6 +62,11 @@ impl Sink<u64> for SumSink {
     async fn consume(&mut self, x: u64) -> Result<(), BoxError> {
         self.sum = self.sum.wrapping_add(x);
         Ok(())
+    }
+
+    fn consume_now(&mut self, x: u64) -> Attempted<u64> {
+        self.sum = self.sum.wrapping_add(x);
+        Attempted::Done(Ok(()))
     }
 
     async fn complete(&mut self) -> Result<Option<serde_json::Value>, BoxError> {

@@ -71,6 +71,25 @@ impl<T> Emitter<T> {
     }
 }
 
+impl<T> Extend<T> for Emitter<T> {
+    /// Emits every item of `items`, in order: one reservation for an
+    /// iterator that knows its length, rather than a check per item.
+    fn extend<I: IntoIterator<Item = T>>(&mut self, items: I) {
+        self.items.extend(items);
+    }
+}
+
+/// What a synchronous attempt at an item did: the answer of
+/// [`Transform::process_now`] and [`Sink::consume_now`].
+#[derive(Debug)]
+pub enum Attempted<T> {
+    /// The item was handled here: `Ok`, or an error that is an item
+    /// failure, exactly as if the async method had returned it.
+    Done(Result<(), BoxError>),
+    /// Not handled here: the stage awaits the async method with the item.
+    Later(T),
+}
+
 /// What a call of [`Source::produce`] says about the source.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Produced {
@@ -118,6 +137,36 @@ pub trait Transform<T>: Send + 'static {
         out: &mut Emitter<T>,
     ) -> impl Future<Output = Result<(), BoxError>> + Send;
 
+    /// Handles `item` at once when that is plain synchronous work: the
+    /// stage asks this first and awaits [`process`](Self::process) only
+    /// with an item handed back as [`Attempted::Later`] (the default, for
+    /// every item). What holds for `process` holds here (an error is an
+    /// item failure; what the call emitted is then discarded). Answering
+    /// here spares a future per item, which is most of a cheap transform's
+    /// cost; [`transform_fn`] does. Answer per item: a transform can handle
+    /// some items here and leave the others to `process`.
+    ///
+    /// ```
+    /// use troupe::stage::{Attempted, Emitter, Transform};
+    /// use troupe::supervise::BoxError;
+    ///
+    /// struct Double;
+    /// impl Transform<u64> for Double {
+    ///     async fn process(&mut self, x: u64, out: &mut Emitter<u64>) -> Result<(), BoxError> {
+    ///         out.push(x * 2);
+    ///         Ok(())
+    ///     }
+    ///     fn process_now(&mut self, x: u64, out: &mut Emitter<u64>) -> Attempted<u64> {
+    ///         out.push(x * 2);
+    ///         Attempted::Done(Ok(()))
+    ///     }
+    /// }
+    /// ```
+    fn process_now(&mut self, item: T, out: &mut Emitter<T>) -> Attempted<T> {
+        let _ = out;
+        Attempted::Later(item)
+    }
+
     /// Called once after the input ended: emit what is left, and return the
     /// value recorded with the stage's completion.
     fn complete(
@@ -141,6 +190,15 @@ pub trait Sink<T>: Send + 'static {
     /// Consumes one item. An error is an item failure: the stage retries
     /// the item per its [`RetryPolicy`](super::RetryPolicy).
     fn consume(&mut self, item: T) -> impl Future<Output = Result<(), BoxError>> + Send;
+
+    /// Consumes `item` at once when that is plain synchronous work: the
+    /// stage asks this first and awaits [`consume`](Self::consume) only
+    /// with an item handed back as [`Attempted::Later`] (the default). An
+    /// error is an item failure, as from `consume`; [`sink_fn`] answers
+    /// here (see [`Transform::process_now`]).
+    fn consume_now(&mut self, item: T) -> Attempted<T> {
+        Attempted::Later(item)
+    }
 
     /// Called once after the input ended; its value is recorded with the
     /// stage's completion.
@@ -201,13 +259,14 @@ where
     T: Send + 'static,
 {
     async fn produce(&mut self, out: &mut Emitter<T>) -> Result<Produced, BoxError> {
-        for _ in 0..out.room() {
-            match self.0.next() {
-                Some(item) => out.push(item),
-                None => return Ok(Produced::Done),
-            }
-        }
-        Ok(Produced::More)
+        let (room, before) = (out.room(), out.len());
+        out.extend(self.0.by_ref().take(room));
+        // Fewer than asked for: the iterator is exhausted.
+        Ok(if out.len() - before < room {
+            Produced::Done
+        } else {
+            Produced::More
+        })
     }
 }
 
@@ -231,6 +290,11 @@ where
     async fn process(&mut self, item: T, out: &mut Emitter<T>) -> Result<(), BoxError> {
         (self.0)(item, out)
     }
+
+    #[inline]
+    fn process_now(&mut self, item: T, out: &mut Emitter<T>) -> Attempted<T> {
+        Attempted::Done((self.0)(item, out))
+    }
 }
 
 /// A sink calling a closure per item; see [`sink_fn`].
@@ -252,6 +316,11 @@ where
 {
     async fn consume(&mut self, item: T) -> Result<(), BoxError> {
         (self.0)(item)
+    }
+
+    #[inline]
+    fn consume_now(&mut self, item: T) -> Attempted<T> {
+        Attempted::Done((self.0)(item))
     }
 }
 

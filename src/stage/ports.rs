@@ -16,7 +16,7 @@ use tokio::sync::Notify;
 
 use super::dead_letter::{ItemEncoder, unserializable};
 use super::inbox::{Attempt, Inbox};
-use super::logic::Emitter;
+use super::logic::{Attempted, Emitter};
 use super::pipe::{PipeReceiver, PipeSender};
 pub(crate) use super::slot::{PortLease, PortSlot};
 use crate::supervise::BoxError;
@@ -27,6 +27,16 @@ use crate::supervise::BoxError;
 pub struct DownstreamGone {
     /// Items that could not be delivered.
     pub undelivered: usize,
+}
+
+/// Where [`Ports::attempt_while_now`] stopped.
+pub(crate) enum Stopped<T> {
+    /// The inbox is worked off.
+    Empty,
+    /// The attempt at the held item failed.
+    Failed(BoxError),
+    /// The logic handed the held item back: it needs its async form.
+    Later(T),
 }
 
 /// What waiting for input found.
@@ -120,6 +130,28 @@ impl<T: Clone + Send + 'static> Ports<T> {
                 self.retried += 1;
                 self.outbox.truncate(mark);
                 Some(item)
+            }
+        }
+    }
+
+    /// Attempts items with `now` (a logic's synchronous form) while it
+    /// handles them and they succeed, each held as [`begin_attempt`]
+    /// (Self::begin_attempt) holds it; stops at the first one it hands
+    /// back or fails (still held), or when the inbox is empty. A plain
+    /// loop, no future per item: the fast path of a unit of work.
+    #[inline]
+    pub(crate) fn attempt_while_now(
+        &mut self,
+        mut now: impl FnMut(T, &mut Emitter<T>) -> Attempted<T>,
+    ) -> Stopped<T> {
+        loop {
+            let Some(item) = self.begin_attempt() else {
+                return Stopped::Empty;
+            };
+            match now(item, &mut self.outbox) {
+                Attempted::Done(Ok(())) => self.settle(),
+                Attempted::Done(Err(error)) => return Stopped::Failed(error),
+                Attempted::Later(item) => return Stopped::Later(item),
             }
         }
     }
