@@ -12,24 +12,28 @@
 //!     lifecycle and outcome recorded durably;
 //! (d) `troupe_pipeline_1pct_fail_once`: (c) where 1% of the items fail
 //!     once in the transform and succeed on their retry (retried at once:
-//!     a backoff is a wait, not work).
+//!     a backoff is a wait, not work);
+//! (e) `troupe_pipeline_empty`: (c) with no items: the fixed cost of a run
+//!     (its start, its durable lifecycle writes, three stage actors), to
+//!     tell per-run from per-item cost;
+//! (f) `*_10m`: (b) and (c) over 10,000,000 items, where the fixed cost of
+//!     a run weighs a tenth as much.
 //!
 //! Run: `cargo bench --bench pipeline`.
 
 use std::hint::black_box;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use tokio::sync::mpsc;
-use troupe::flow::{Backoff, FlowDefinition, RetryPolicy};
 use troupe::records::RunStatus;
 use troupe::runtime::Runtime;
-use troupe::stage::{Emitter, sink_fn, source_iter, transform_fn};
 
 mod support;
 
 const ITEMS: u64 = 1_000_000;
+const ITEMS_10M: u64 = 10_000_000;
 
 async fn raw_chain() -> u64 {
     let (tx1, mut rx1) = mpsc::channel::<u64>(1024);
@@ -60,81 +64,6 @@ async fn raw_chain() -> u64 {
     sink.await.expect("sink")
 }
 
-const BATCH: usize = 256;
-
-async fn raw_batched_chain() -> u64 {
-    let (tx1, mut rx1) = mpsc::channel::<Vec<u64>>(8);
-    let (tx2, mut rx2) = mpsc::channel::<Vec<u64>>(8);
-    let source = tokio::spawn(async move {
-        let mut batch = Vec::with_capacity(BATCH);
-        for i in 0..ITEMS {
-            batch.push(i);
-            if batch.len() == BATCH {
-                let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
-                if tx1.send(full).await.is_err() {
-                    return;
-                }
-            }
-        }
-        if !batch.is_empty() {
-            let _ = tx1.send(batch).await;
-        }
-    });
-    let transform = tokio::spawn(async move {
-        while let Some(batch) = rx1.recv().await {
-            // A new batch per batch, as a transform emits into its outbox.
-            let out: Vec<u64> = batch.into_iter().map(|x| x.wrapping_mul(3)).collect();
-            if tx2.send(out).await.is_err() {
-                break;
-            }
-        }
-    });
-    let sink = tokio::spawn(async move {
-        let mut sum = 0_u64;
-        while let Some(batch) = rx2.recv().await {
-            for x in batch {
-                sum = sum.wrapping_add(x);
-            }
-        }
-        sum
-    });
-    source.await.expect("source");
-    transform.await.expect("transform");
-    sink.await.expect("sink")
-}
-
-fn definition(name: &str, sum: Arc<AtomicU64>, fail_one_in: Option<u64>) -> FlowDefinition<u64> {
-    FlowDefinition::<u64>::builder(name)
-        .source("numbers", || source_iter(0..ITEMS))
-        .transform("triple", move || {
-            // Fails the first attempt at every `n`th item: a retry takes it
-            // again at once (this start's own record of what failed).
-            let mut failed_last = u64::MAX;
-            transform_fn(move |x: u64, out: &mut Emitter<u64>| {
-                if let Some(n) = fail_one_in
-                    && x.is_multiple_of(n)
-                    && failed_last != x
-                {
-                    failed_last = x;
-                    return Err("injected: fails once".into());
-                }
-                out.push(x.wrapping_mul(3));
-                Ok(())
-            })
-        })
-        .sink("sum", move || {
-            let sum = sum.clone();
-            sink_fn(move |x: u64| {
-                sum.fetch_add(x, Ordering::Relaxed);
-                Ok(())
-            })
-        })
-        .pipeline(["numbers", "triple", "sum"])
-        .default_retry(RetryPolicy::default().backoff(Backoff::NONE))
-        .build()
-        .expect("valid flow")
-}
-
 fn pipeline(c: &mut Criterion) {
     let rt = support::two_workers();
     let dir = tempfile::tempdir().expect("tempdir");
@@ -145,9 +74,14 @@ fn pipeline(c: &mut Criterion) {
             .start()
             .await
             .expect("runtime");
-        for (name, fail_one_in) in [("bench", None), ("bench-1pct", Some(100))] {
+        for (name, items, fail_one_in) in [
+            ("bench", ITEMS, None),
+            ("bench-1pct", ITEMS, Some(100)),
+            ("bench-empty", 0, None),
+            ("bench-10m", ITEMS_10M, None),
+        ] {
             runtime
-                .register(definition(name, sum.clone(), fail_one_in))
+                .register(support::numbers_flow(name, items, sum.clone(), fail_one_in))
                 .await
                 .expect("register");
         }
@@ -163,21 +97,44 @@ fn pipeline(c: &mut Criterion) {
     });
     group.bench_function("raw_tokio_batched_chain", |b| {
         b.to_async(&rt)
-            .iter(|| async { black_box(raw_batched_chain().await) });
+            .iter(|| async { black_box(support::raw_batched_chain(ITEMS).await) });
     });
+    let run_flow = |flow: &'static str| {
+        let runtime = &runtime;
+        move || async move {
+            let run = runtime.start(flow).await.expect("start");
+            let outcome = run.wait().await.expect("outcome");
+            assert_eq!(outcome.status, RunStatus::Finished);
+            black_box(outcome)
+        }
+    };
     for (bench, flow) in [
         ("troupe_pipeline", "bench"),
         ("troupe_pipeline_1pct_fail_once", "bench-1pct"),
     ] {
-        group.bench_function(bench, |b| {
-            b.to_async(&rt).iter(|| async {
-                let run = runtime.start(flow).await.expect("start");
-                let outcome = run.wait().await.expect("outcome");
-                assert_eq!(outcome.status, RunStatus::Finished);
-                black_box(outcome)
-            });
-        });
+        group.bench_function(bench, |b| b.to_async(&rt).iter(run_flow(flow)));
     }
+    group.finish();
+
+    // The fixed cost of a run: no items (throughput is not per item here).
+    let mut group = c.benchmark_group("pipeline_fixed");
+    group.sample_size(10);
+    group.bench_function("troupe_pipeline_empty", |b| {
+        b.to_async(&rt).iter(run_flow("bench-empty"))
+    });
+    group.finish();
+
+    // Ten times the items: the fixed cost of a run weighs a tenth as much.
+    let mut group = c.benchmark_group("pipeline_10m");
+    group.throughput(Throughput::Elements(ITEMS_10M));
+    group.sample_size(10);
+    group.bench_function("raw_tokio_batched_chain_10m", |b| {
+        b.to_async(&rt)
+            .iter(|| async { black_box(support::raw_batched_chain(ITEMS_10M).await) });
+    });
+    group.bench_function("troupe_pipeline_10m", |b| {
+        b.to_async(&rt).iter(run_flow("bench-10m"))
+    });
     group.finish();
     rt.block_on(runtime.shutdown());
 }

@@ -17,7 +17,7 @@ use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, SpawnErr};
 use tokio::sync::Notify;
 
 use super::durable::Redeliver;
-use super::events::{EventInbox, EventPolicy, EventPort, event_queue};
+use super::events::{EventPolicy, EventPort, EventQueue, event_queue};
 use super::logic::StepInputs;
 use super::machine::{StageCtx, StageEvent, StageState};
 use super::ports::PortSlot;
@@ -202,7 +202,7 @@ impl<F> WorkFactory<F> {
         &self,
         slot: Arc<PortSlot<T>>,
         retry: RetryPolicy,
-        inbox: Option<EventInbox<W::Event>>,
+        inbox: Option<EventQueue<W::Event>>,
         mut launch: StageLaunch,
     ) -> BoxFuture<'static, Result<SpawnedStage, StageStartError>>
     where
@@ -232,7 +232,7 @@ async fn spawn_stage<T: Clone + Send + 'static, W: Work<T>>(
     launch: StageLaunch,
     slot: Arc<PortSlot<T>>,
     retry: RetryPolicy,
-    inbox: Option<EventInbox<W::Event>>,
+    inbox: Option<EventQueue<W::Event>>,
     work: W,
 ) -> Result<SpawnedStage, SpawnErr> {
     // Roomy: tokio allocates channel blocks only as events queue, and the

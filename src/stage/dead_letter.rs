@@ -143,15 +143,15 @@ impl<T: Clone + Send + 'static> Ports<T> {
         stage: usize,
         generation: u64,
     ) -> Option<(StageDeadLetter, oneshot::Receiver<Result<(), String>>)> {
-        let item = self.held.as_ref()?;
+        let item = self.received.held()?;
         let (ack, acked) = oneshot::channel();
         let letter = StageDeadLetter {
             stage,
             generation,
             // `items_in` counted the held item when it was taken.
             position: self.items_in.saturating_sub(1),
-            attempts: self.held_failures,
-            errors: self.held_errors.iter().cloned().collect(),
+            attempts: self.received.held_failures,
+            errors: self.received.held_errors.iter().cloned().collect(),
             item: (self.encode)(item),
             ack,
         };

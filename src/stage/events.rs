@@ -236,16 +236,16 @@ impl EventPort {
 
 /// A stage's event queue for one run: the receiving end, taken by each
 /// start of the stage in turn, and the policy it is read by.
-pub(crate) struct EventInbox<Ev> {
+pub(crate) struct EventQueue<Ev> {
     queue: Arc<Mutex<mpsc::Receiver<Envelope<Ev>>>>,
     pub(crate) policy: EventPolicy,
     /// Durable events on their way into the queue (as [`EventPort`]'s).
     pub(crate) in_transit: Arc<InTransit>,
 }
 
-impl<Ev> Clone for EventInbox<Ev> {
+impl<Ev> Clone for EventQueue<Ev> {
     fn clone(&self) -> Self {
-        EventInbox {
+        EventQueue {
             queue: self.queue.clone(),
             policy: self.policy,
             in_transit: self.in_transit.clone(),
@@ -253,18 +253,18 @@ impl<Ev> Clone for EventInbox<Ev> {
     }
 }
 
-/// A new event queue: the stage's inbox and the flow's port to it
+/// A new event queue: the stage's end and the flow's port to it
 /// (`redeliver` decodes re-delivered inbox entries, for durable events).
 pub(crate) fn event_queue<Ev: Send + 'static>(
     policy: EventPolicy,
     doorbell: Arc<Notify>,
     redeliver: Option<Redeliver>,
-) -> (EventInbox<Ev>, EventPort) {
+) -> (EventQueue<Ev>, EventPort) {
     // Checked when the flow is built; clamped again so that no policy can
     // make tokio panic.
     let (tx, rx) = mpsc::channel::<Envelope<Ev>>(policy.capacity.min(MAX_EVENT_CAPACITY));
     let in_transit = Arc::new(InTransit::default());
-    let inbox = EventInbox {
+    let inbox = EventQueue {
         queue: Arc::new(Mutex::new(rx)),
         policy,
         in_transit: in_transit.clone(),
@@ -283,7 +283,7 @@ pub(crate) fn event_queue<Ev: Send + 'static>(
 /// hands the queue, and what waits in it, to the next start.
 pub(crate) type HeldEvents<Ev> = OwnedMutexGuard<mpsc::Receiver<Envelope<Ev>>>;
 
-impl<Ev: Send + 'static> EventInbox<Ev> {
+impl<Ev: Send + 'static> EventQueue<Ev> {
     /// Takes the queue, waiting until a previous start of the stage let go.
     pub(crate) async fn hold(&self) -> HeldEvents<Ev> {
         self.queue.clone().lock_owned().await

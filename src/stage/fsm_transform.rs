@@ -214,7 +214,7 @@ mod tests {
     }
 
     fn drain(out: &mut Emitter<u32>) -> Vec<u32> {
-        std::iter::from_fn(|| out.pop()).collect()
+        out.take_all()
     }
 
     #[tokio::test]

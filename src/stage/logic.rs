@@ -11,9 +11,9 @@ use crate::supervise::BoxError;
 /// them downstream after each unit of work.
 #[derive(Debug)]
 pub struct Emitter<T> {
-    // A queue, so the stage can take items off the front one at a time and
-    // an interrupted send (a killed stage) leaves the rest in place.
-    items: std::collections::VecDeque<T>,
+    // A plain `Vec`: the stage hands it downstream whole when it fills a
+    // batch (or moves a front run of it), never item by item.
+    items: Vec<T>,
     batch_size: usize,
 }
 
@@ -21,14 +21,15 @@ impl<T> Emitter<T> {
     pub(crate) fn new(batch_size: usize) -> Self {
         // Allocated on first use (and kept): an idle stage costs no buffer.
         Emitter {
-            items: std::collections::VecDeque::new(),
+            items: Vec::new(),
             batch_size: batch_size.max(1),
         }
     }
 
     /// Emits one item.
+    #[inline]
     pub fn push(&mut self, item: T) {
-        self.items.push_back(item);
+        self.items.push(item);
     }
 
     /// How many more items a source should emit in this call to fill a batch
@@ -47,13 +48,10 @@ impl<T> Emitter<T> {
         self.items.is_empty()
     }
 
-    /// The next item to send, left in place until [`Self::pop`] takes it.
-    pub(crate) fn front(&self) -> Option<&T> {
-        self.items.front()
-    }
-
-    pub(crate) fn pop(&mut self) -> Option<T> {
-        self.items.pop_front()
+    /// The items waiting to be sent, oldest first: the stage sends a front
+    /// run of them and takes them out only once they are handed over.
+    pub(crate) fn items_mut(&mut self) -> &mut Vec<T> {
+        &mut self.items
     }
 
     pub(crate) fn clear(&mut self) {
@@ -65,6 +63,31 @@ impl<T> Emitter<T> {
     pub(crate) fn truncate(&mut self, len: usize) {
         self.items.truncate(len);
     }
+
+    #[cfg(test)]
+    /// Takes every item out, oldest first.
+    pub(crate) fn take_all(&mut self) -> Vec<T> {
+        std::mem::take(&mut self.items)
+    }
+}
+
+impl<T> Extend<T> for Emitter<T> {
+    /// Emits every item of `items`, in order: one reservation for an
+    /// iterator that knows its length, rather than a check per item.
+    fn extend<I: IntoIterator<Item = T>>(&mut self, items: I) {
+        self.items.extend(items);
+    }
+}
+
+/// What a synchronous attempt at an item did: the answer of
+/// [`Transform::process_now`] and [`Sink::consume_now`].
+#[derive(Debug)]
+pub enum Attempted<T> {
+    /// The item was handled here: `Ok`, or an error that is an item
+    /// failure, exactly as if the async method had returned it.
+    Done(Result<(), BoxError>),
+    /// Not handled here: the stage awaits the async method with the item.
+    Later(T),
 }
 
 /// What a call of [`Source::produce`] says about the source.
@@ -114,6 +137,36 @@ pub trait Transform<T>: Send + 'static {
         out: &mut Emitter<T>,
     ) -> impl Future<Output = Result<(), BoxError>> + Send;
 
+    /// Handles `item` at once when that is plain synchronous work: the
+    /// stage asks this first and awaits [`process`](Self::process) only
+    /// with an item handed back as [`Attempted::Later`] (the default, for
+    /// every item). What holds for `process` holds here (an error is an
+    /// item failure; what the call emitted is then discarded). Answering
+    /// here spares a future per item, which is most of a cheap transform's
+    /// cost; [`transform_fn`] does. Answer per item: a transform can handle
+    /// some items here and leave the others to `process`.
+    ///
+    /// ```
+    /// use troupe::stage::{Attempted, Emitter, Transform};
+    /// use troupe::supervise::BoxError;
+    ///
+    /// struct Double;
+    /// impl Transform<u64> for Double {
+    ///     async fn process(&mut self, x: u64, out: &mut Emitter<u64>) -> Result<(), BoxError> {
+    ///         out.push(x * 2);
+    ///         Ok(())
+    ///     }
+    ///     fn process_now(&mut self, x: u64, out: &mut Emitter<u64>) -> Attempted<u64> {
+    ///         out.push(x * 2);
+    ///         Attempted::Done(Ok(()))
+    ///     }
+    /// }
+    /// ```
+    fn process_now(&mut self, item: T, out: &mut Emitter<T>) -> Attempted<T> {
+        let _ = out;
+        Attempted::Later(item)
+    }
+
     /// Called once after the input ended: emit what is left, and return the
     /// value recorded with the stage's completion.
     fn complete(
@@ -137,6 +190,15 @@ pub trait Sink<T>: Send + 'static {
     /// Consumes one item. An error is an item failure: the stage retries
     /// the item per its [`RetryPolicy`](super::RetryPolicy).
     fn consume(&mut self, item: T) -> impl Future<Output = Result<(), BoxError>> + Send;
+
+    /// Consumes `item` at once when that is plain synchronous work: the
+    /// stage asks this first and awaits [`consume`](Self::consume) only
+    /// with an item handed back as [`Attempted::Later`] (the default). An
+    /// error is an item failure, as from `consume`; [`sink_fn`] answers
+    /// here (see [`Transform::process_now`]).
+    fn consume_now(&mut self, item: T) -> Attempted<T> {
+        Attempted::Later(item)
+    }
 
     /// Called once after the input ended; its value is recorded with the
     /// stage's completion.
@@ -197,13 +259,14 @@ where
     T: Send + 'static,
 {
     async fn produce(&mut self, out: &mut Emitter<T>) -> Result<Produced, BoxError> {
-        for _ in 0..out.room() {
-            match self.0.next() {
-                Some(item) => out.push(item),
-                None => return Ok(Produced::Done),
-            }
-        }
-        Ok(Produced::More)
+        let (room, before) = (out.room(), out.len());
+        out.extend(self.0.by_ref().take(room));
+        // Fewer than asked for: the iterator is exhausted.
+        Ok(if out.len() - before < room {
+            Produced::Done
+        } else {
+            Produced::More
+        })
     }
 }
 
@@ -227,6 +290,11 @@ where
     async fn process(&mut self, item: T, out: &mut Emitter<T>) -> Result<(), BoxError> {
         (self.0)(item, out)
     }
+
+    #[inline]
+    fn process_now(&mut self, item: T, out: &mut Emitter<T>) -> Attempted<T> {
+        Attempted::Done((self.0)(item, out))
+    }
 }
 
 /// A sink calling a closure per item; see [`sink_fn`].
@@ -249,6 +317,11 @@ where
     async fn consume(&mut self, item: T) -> Result<(), BoxError> {
         (self.0)(item)
     }
+
+    #[inline]
+    fn consume_now(&mut self, item: T) -> Attempted<T> {
+        Attempted::Done((self.0)(item))
+    }
 }
 
 #[cfg(test)]
@@ -260,15 +333,12 @@ mod tests {
         let mut source = source_iter(0..5_u32);
         let mut out = Emitter::new(2);
         assert_eq!(source.produce(&mut out).await.unwrap(), Produced::More);
-        assert_eq!(std::iter::from_fn(|| out.pop()).collect::<Vec<_>>(), [0, 1]);
+        assert_eq!(out.take_all(), [0, 1]);
         assert_eq!(source.produce(&mut out).await.unwrap(), Produced::More);
         // A full emitter still has room for one: the source never stalls.
         assert_eq!(source.produce(&mut out).await.unwrap(), Produced::More);
         assert_eq!(source.produce(&mut out).await.unwrap(), Produced::Done);
-        assert_eq!(
-            std::iter::from_fn(|| out.pop()).collect::<Vec<_>>(),
-            [2, 3, 4]
-        );
+        assert_eq!(out.take_all(), [2, 3, 4]);
     }
 
     #[tokio::test]
@@ -284,10 +354,7 @@ mod tests {
         for x in 0..4 {
             t.process(x, &mut out).await.unwrap();
         }
-        assert_eq!(
-            std::iter::from_fn(|| out.pop()).collect::<Vec<_>>(),
-            [0, 0, 2, 2]
-        );
+        assert_eq!(out.take_all(), [0, 0, 2, 2]);
         let (seen, consumed) = std::sync::mpsc::channel();
         let mut s = sink_fn(move |x: u32| {
             if x > 9 {

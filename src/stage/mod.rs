@@ -59,8 +59,10 @@ mod logic;
 mod machine;
 pub(crate) mod pipe;
 pub(crate) mod ports;
+mod received;
 pub(crate) mod replay;
 mod retry;
+mod slot;
 mod supervisor;
 pub(crate) mod work;
 
@@ -71,8 +73,8 @@ pub use events::{DEFAULT_EVENT_CAPACITY, EventPolicy, MAX_EVENT_CAPACITY, NoEven
 pub use fsm_transform::{FsmTransform, ItemNotSettled, MAX_EVENTS_PER_ITEM, transform_fsm};
 pub use kind::StageKind;
 pub use logic::{
-    Emitter, FnSink, FnStep, FnTransform, IterSource, Produced, Sink, Source, Step, StepInputs,
-    Transform, sink_fn, source_iter, step_fn, transform_fn,
+    Attempted, Emitter, FnSink, FnStep, FnTransform, IterSource, Produced, Sink, Source, Step,
+    StepInputs, Transform, sink_fn, source_iter, step_fn, transform_fn,
 };
 pub use machine::{StageEvent, StageSignal, StageState};
 pub use pipe::{MAX_BATCH_SIZE, MAX_PIPE_CAPACITY, PipeConfig};

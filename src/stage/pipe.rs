@@ -110,11 +110,38 @@ impl<T: Send + 'static> PipeSender<T> {
         self.flush_if_full().await
     }
 
+    #[cfg(test)] // stages hand items over a run at a time
     /// Buffers `item` without waiting: the half of [`send`](Self::send)
     /// that cannot be cancelled. Once it returns, the item belongs to the
     /// pipe; [`flush_if_full`](Self::flush_if_full) sends it on.
     pub(crate) fn push(&mut self, item: T) {
         self.buffer.push(item);
+    }
+
+    /// How many items fit before the buffered batch is full (0 when it is:
+    /// [`flush_if_full`](Self::flush_if_full) makes room).
+    pub(crate) fn room(&self) -> usize {
+        self.batch_size.saturating_sub(self.buffer.len())
+    }
+
+    /// Buffers clones of `items` without waiting (a fan-out copy).
+    pub(crate) fn push_clones(&mut self, items: &[T])
+    where
+        T: Clone,
+    {
+        self.buffer.extend_from_slice(items);
+    }
+
+    /// Buffers the first `n` items of `from`, taking them out of it,
+    /// without waiting. When they are all of `from` and nothing is
+    /// buffered, the two vectors are swapped: a batch moves downstream
+    /// without a copy, and `from` gets the empty buffer back.
+    pub(crate) fn push_front_of(&mut self, from: &mut Vec<T>, n: usize) {
+        if self.buffer.is_empty() && n == from.len() {
+            mem::swap(&mut self.buffer, from);
+        } else {
+            self.buffer.extend(from.drain(..n));
+        }
     }
 
     /// Sends the buffered batch if it is full, waiting while the channel is

@@ -7,18 +7,19 @@
 //! the same pipes: upstream never sees its downstream vanish, the items of
 //! the batch being worked through, the item in hand (the one a failure
 //! interrupted) and the items already emitted survive.
-
-use std::collections::VecDeque;
-use std::ops::{Deref, DerefMut};
-use std::sync::{Arc, Mutex, PoisonError};
+//!
+//! Items move a run at a time: a batch received whole is walked with a
+//! cursor ([`Received`]), and emitted items go to each output as a slice (a
+//! full batch to the last output is handed over without a copy).
 
 use tokio::sync::Notify;
 
 use super::dead_letter::{ItemEncoder, unserializable};
-use super::logic::Emitter;
+use super::logic::{Attempted, Emitter};
 use super::pipe::{PipeReceiver, PipeSender};
+use super::received::{Attempt, Received};
 use super::replay::Replays;
-use crate::records::MAX_DEAD_LETTER_ERRORS;
+pub(crate) use super::slot::{PortLease, PortSlot};
 use crate::supervise::BoxError;
 
 /// A downstream stage went away while items were being sent to it.
@@ -29,10 +30,20 @@ pub struct DownstreamGone {
     pub undelivered: usize,
 }
 
+/// Where [`Ports::attempt_while_now`] stopped.
+pub(crate) enum Stopped<T> {
+    /// The received batch is worked off.
+    Empty,
+    /// The attempt at the held item failed.
+    Failed(BoxError),
+    /// The logic handed the held item back: it needs its async form.
+    Later(T),
+}
+
 /// What waiting for input found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Input {
-    /// Items are in the inbox.
+    /// Items are in the received batch.
     Ready,
     /// Every upstream finished and everything was received.
     Ended,
@@ -44,33 +55,21 @@ pub(crate) enum Input {
 #[derive(Debug)]
 pub(crate) struct Ports<T: Send + 'static> {
     input: Option<PipeReceiver<T>>,
-    /// The received batch being worked through.
-    inbox: std::vec::IntoIter<T>,
-    /// The item in hand, in front of the inbox: taken from it and not yet
-    /// handled. A copy of what the logic was given stays here while an
-    /// attempt runs, so a failed, panicked or killed attempt loses nothing.
-    pub(super) held: Option<T>,
-    /// The outbox's length when the held item was taken: what its failed
-    /// attempts emitted lies beyond it (the outbox is not sent meanwhile).
-    held_mark: usize,
-    /// Failed attempts at the held item in this start (a restart gives the
-    /// item the full retry policy again).
-    failed_attempts: u32,
-    /// Failed attempts at the held item in every start.
-    pub(super) held_failures: u32,
-    /// The errors of the held item's last failed attempts (at most
-    /// [`MAX_DEAD_LETTER_ERRORS`]), for its dead letter.
-    pub(super) held_errors: VecDeque<String>,
+    /// The received batch being worked through and the item in hand (the
+    /// one taken and not yet handled).
+    pub(super) received: Received<T>,
     /// How a dead letter keeps an item.
     pub(super) encode: ItemEncoder<T>,
     outputs: Vec<PipeSender<T>>,
     /// Items emitted and not yet sent.
     pub(crate) outbox: Emitter<T>,
     /// How many outputs (in order, all but the last) already hold a copy
-    /// of the outbox's front item: kept here, not in a local of
-    /// [`send_outbox`](Self::send_outbox), so that a send cut short (by a
-    /// drain, or a kill) resumes the fan-out where it stopped.
+    /// of the outbox's first `fanned_run` items: kept here, not in locals
+    /// of [`send_outbox`](Self::send_outbox), so that a send cut short (by
+    /// a drain, or a kill) resumes the fan-out where it stopped.
     fanned: usize,
+    /// How many items the fan-out in progress moves (while `fanned > 0`).
+    fanned_run: usize,
     pub(crate) items_in: u64,
     pub(crate) items_out: u64,
     /// Attempts at items after a failed one, in every start.
@@ -82,19 +81,15 @@ pub(crate) struct Ports<T: Send + 'static> {
 impl<T: Send + 'static> Ports<T> {
     /// Ports connected to nothing, without allocating: what a lease leaves
     /// behind when it hands its ports back.
-    fn detached() -> Self {
+    pub(super) fn detached() -> Self {
         Ports {
             input: None,
-            inbox: Vec::new().into_iter(),
-            held: None,
-            held_mark: 0,
-            failed_attempts: 0,
-            held_failures: 0,
-            held_errors: VecDeque::new(),
+            received: Received::new(),
             encode: unserializable::<T>,
             outputs: Vec::new(),
             outbox: Emitter::new(0),
             fanned: 0,
+            fanned_run: 0,
             items_in: 0,
             items_out: 0,
             retried: 0,
@@ -112,16 +107,12 @@ impl<T: Clone + Send + 'static> Ports<T> {
     ) -> Self {
         Ports {
             input,
-            inbox: Vec::new().into_iter(),
-            held: None,
-            held_mark: 0,
-            failed_attempts: 0,
-            held_failures: 0,
-            held_errors: VecDeque::new(),
+            received: Received::new(),
             encode,
             outputs,
             outbox: Emitter::new(batch_size),
             fanned: 0,
+            fanned_run: 0,
             items_in: 0,
             items_out: 0,
             retried: 0,
@@ -131,76 +122,85 @@ impl<T: Clone + Send + 'static> Ports<T> {
 
     /// The replayed items this stage is done with since the last call.
     pub(crate) fn take_replayed(&mut self) -> Vec<uuid::Uuid> {
-        let batch_done = !self.has_input();
+        let batch_done = !self.received.has_items();
         self.replays
             .as_mut()
             .map_or_else(Vec::new, |r| r.take_done(batch_done))
     }
 
-    /// Whether items wait to be worked on (the held one or the inbox's).
-    fn has_input(&self) -> bool {
-        self.held.is_some() || self.inbox.len() > 0
-    }
-
     /// The item to attempt next: the held one again if an attempt at it
     /// did not succeed (a retry: what that attempt emitted is dropped),
-    /// else the inbox's next, counted in `items_in` and held until
-    /// [`settle`](Self::settle). `None` once the inbox is empty.
+    /// else the received batch's next, counted in `items_in` and held until
+    /// [`settle`](Self::settle). `None` once the received batch is worked off.
+    #[inline]
     pub(crate) fn begin_attempt(&mut self) -> Option<T> {
-        if let Some(item) = &self.held {
-            self.retried += 1;
-            self.outbox.truncate(self.held_mark);
-            return Some(item.clone());
+        match self.received.begin_attempt(self.outbox.len())? {
+            Attempt::First(item) => {
+                self.items_in += 1;
+                Some(item)
+            }
+            Attempt::Retry { item, mark } => {
+                self.retried += 1;
+                self.outbox.truncate(mark);
+                Some(item)
+            }
         }
-        let item = self.inbox.next()?;
-        self.items_in += 1;
-        self.held = Some(item.clone());
-        self.held_mark = self.outbox.len();
-        self.failed_attempts = 0;
-        self.held_failures = 0;
-        self.held_errors.clear();
-        Some(item)
     }
 
-    /// Drops the held item and the inbox: for a stage that is abandoned,
+    /// Attempts items with `now` (a logic's synchronous form) while it
+    /// handles them and they succeed, each held as [`begin_attempt`]
+    /// (Self::begin_attempt) holds it; stops at the first one it hands
+    /// back or fails (still held), or when the received batch is worked off. A plain
+    /// loop, no future per item: the fast path of a unit of work.
+    #[inline]
+    pub(crate) fn attempt_while_now(
+        &mut self,
+        mut now: impl FnMut(T, &mut Emitter<T>) -> Attempted<T>,
+    ) -> Stopped<T> {
+        loop {
+            let Some(item) = self.begin_attempt() else {
+                return Stopped::Empty;
+            };
+            match now(item, &mut self.outbox) {
+                Attempted::Done(Ok(())) => self.settle(),
+                Attempted::Done(Err(error)) => return Stopped::Failed(error),
+                Attempted::Later(item) => return Stopped::Later(item),
+            }
+        }
+    }
+
+    /// Drops the held item and the received batch: for a stage that is abandoned,
     /// whose pending items have nowhere to go.
     pub(crate) fn drop_pending(&mut self) {
-        self.held = None;
-        self.inbox = Vec::new().into_iter();
+        self.received.clear();
         if let Some(replays) = self.replays.as_mut() {
             replays.drop_in_hand();
         }
     }
 
     /// The attempt at the held item succeeded: it is done with.
+    #[inline]
     pub(crate) fn settle(&mut self) {
-        self.held = None;
-        self.failed_attempts = 0;
-        self.held_failures = 0;
-        self.held_errors.clear();
+        self.received.settle();
     }
 
     /// The attempt at the held item failed with `error`; how many have in
     /// this start.
     pub(crate) fn attempt_failed(&mut self, error: &BoxError) -> u32 {
-        self.failed_attempts = self.failed_attempts.saturating_add(1);
-        self.held_failures = self.held_failures.saturating_add(1);
-        if self.held_errors.len() == MAX_DEAD_LETTER_ERRORS {
-            self.held_errors.pop_front();
-        }
-        self.held_errors.push_back(error.to_string());
-        self.failed_attempts
+        self.received.attempt_failed(error)
     }
 
-    /// Makes sure the inbox has items, waiting for the next batch if needed;
+    /// Makes sure the received batch has items, waiting for the next batch if needed;
     /// the wait ends early (without losing anything) when `doorbell` rings.
     /// A replayed item goes first, as a batch of its own.
     pub(crate) async fn next_input(&mut self, doorbell: &Notify) -> Input {
-        if self.has_input() {
+        if self.received.has_items() {
             return Input::Ready;
         }
+        // The worked-off batch's items are not kept while waiting.
+        self.received.clear();
         if let Some(item) = self.replays.as_mut().and_then(Replays::next) {
-            self.inbox = vec![item].into_iter();
+            self.received.refill(vec![item]);
             return Input::Ready;
         }
         let Some(rx) = self.input.as_mut() else {
@@ -219,13 +219,13 @@ impl<T: Clone + Send + 'static> Ports<T> {
             biased;
             batch = rx.recv_batch() => match batch {
                 Some(batch) => {
-                    self.inbox = batch.into_iter();
+                    self.received.refill(batch);
                     Input::Ready
                 }
                 None => Input::Ended,
             },
             Some(item) = replayed => {
-                self.inbox = vec![item].into_iter();
+                self.received.refill(vec![item]);
                 Input::Ready
             }
             () = doorbell.notified() => Input::Interrupted,
@@ -234,22 +234,22 @@ impl<T: Clone + Send + 'static> Ports<T> {
 
     /// Resolves once the stage has no input left to work through: every
     /// upstream finished and every item was received and taken from the
-    /// inbox (at once for a stage without input). Batches that arrive
-    /// meanwhile wait in the inbox. Cancel-safe.
+    /// received batch (at once for a stage without input). Batches that
+    /// arrive meanwhile wait there. Cancel-safe.
     pub(crate) async fn input_end(&mut self) {
         loop {
-            if self.has_input() {
+            if self.received.has_items() {
                 return std::future::pending().await;
             }
             if let Some(item) = self.replays.as_mut().and_then(Replays::next) {
-                self.inbox = vec![item].into_iter();
+                self.received.refill(vec![item]);
                 continue;
             }
             let Some(rx) = self.input.as_mut() else {
                 return;
             };
             match rx.recv_batch().await {
-                Some(batch) => self.inbox = batch.into_iter(),
+                Some(batch) => self.received.refill(batch),
                 None => return,
             }
         }
@@ -258,17 +258,22 @@ impl<T: Clone + Send + 'static> Ports<T> {
     /// Sends every emitted item to every downstream (fan-out clones it),
     /// waiting while a downstream pipe is full, and flushes partial batches.
     ///
+    /// Items go a run at a time, as many as every output's batch has room
+    /// for: each output but the last takes clones of the run, then the last
+    /// takes the run itself out of the outbox.
+    ///
     /// Cancel-safe (a drain drops a source's pending send, a one-for-all
-    /// restart kills a stage mid-send): each output takes its copy of an
-    /// item synchronously, and the fan-out cursor moves past it before the
-    /// send awaits room, so a send resumed after a cancel goes on with the
-    /// next output; the item leaves the outbox as it is handed to the last
-    /// one. Nothing is lost and nothing is delivered twice.
+    /// restart kills a stage mid-send): each output takes its copy of a run
+    /// synchronously, and the fan-out cursor moves past it before the send
+    /// awaits room, so a send resumed after a cancel goes on with the next
+    /// output and the same run; the run leaves the outbox as it is handed
+    /// to the last one. Nothing is lost and nothing is delivered twice.
     pub(crate) async fn send_outbox(&mut self) -> Result<(), DownstreamGone> {
         let Ports {
             outputs,
             outbox,
             fanned,
+            fanned_run,
             items_out,
             ..
         } = self;
@@ -277,25 +282,24 @@ impl<T: Clone + Send + 'static> Ports<T> {
             return Ok(());
         };
         while !outbox.is_empty() {
+            if *fanned == 0 {
+                *fanned_run = next_run(rest, last, outbox.len(), items_out).await?;
+            }
+            let run = *fanned_run;
             while let Some(tx) = rest.get_mut(*fanned) {
-                // No borrow of the outbox lives across the await (`T` need not be `Sync`).
-                let Some(copy) = outbox.front().cloned() else {
-                    break;
-                };
-                tx.push(copy);
+                tx.push_clones(&outbox.items_mut()[..run]);
                 *fanned += 1;
                 if let Err(closed) = tx.flush_if_full().await {
-                    // The refused batch ends with this output's copy of the
-                    // front item, which is still in the outbox.
+                    // The refused batch ends with this output's copy of
+                    // the run, which is still in the outbox.
                     return Err(DownstreamGone {
-                        undelivered: closed.undelivered.len().saturating_sub(1) + outbox.len(),
+                        undelivered: closed.undelivered.len().saturating_sub(run) + outbox.len(),
                     });
                 }
             }
-            let Some(item) = outbox.pop() else { break };
+            last.push_front_of(outbox.items_mut(), run);
             *fanned = 0;
-            *items_out += 1;
-            last.push(item);
+            *items_out += run as u64;
             if let Err(closed) = last.flush_if_full().await {
                 return Err(lost_on_last(
                     items_out,
@@ -361,78 +365,28 @@ fn lost_on_last(items_out: &mut u64, lost: usize, queued: usize) -> DownstreamGo
     }
 }
 
-/// Where a stage's [`Ports`] wait between stage generations.
-#[derive(Debug)]
-pub(crate) struct PortSlot<T: Send + 'static> {
-    ports: Mutex<Option<Ports<T>>>,
-    returned: Notify,
-}
-
-impl<T: Send + 'static> PortSlot<T> {
-    pub(crate) fn new(ports: Ports<T>) -> Arc<Self> {
-        Arc::new(PortSlot {
-            ports: Mutex::new(Some(ports)),
-            returned: Notify::new(),
-        })
-    }
-
-    /// Takes the ports, waiting until a previous holder has put them back.
-    /// A lease begins a start of the stage: the held item, if any, gets
-    /// the full retry policy again.
-    pub(crate) async fn lease(self: &Arc<Self>) -> PortLease<T> {
-        loop {
-            let notified = self.returned.notified();
-            if let Some(mut ports) = self.take() {
-                ports.failed_attempts = 0;
-                return PortLease {
-                    ports,
-                    slot: self.clone(),
-                };
-            }
-            notified.await;
+/// The length of the next run of `waiting` outbox items to send: as many
+/// as every output's batch has room for. A full batch left by a send cut
+/// short is flushed first, so that the run is never empty.
+async fn next_run<T: Send + 'static>(
+    rest: &mut [PipeSender<T>],
+    last: &mut PipeSender<T>,
+    waiting: usize,
+    items_out: &mut u64,
+) -> Result<usize, DownstreamGone> {
+    let mut run = waiting;
+    for tx in rest.iter_mut() {
+        if let Err(closed) = tx.flush_if_full().await {
+            return Err(DownstreamGone {
+                undelivered: closed.undelivered.len() + waiting,
+            });
         }
+        run = run.min(tx.room());
     }
-
-    /// Takes the ports out, if no stage holds them.
-    pub(crate) fn take(&self) -> Option<Ports<T>> {
-        self.ports
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take()
+    if let Err(closed) = last.flush_if_full().await {
+        return Err(lost_on_last(items_out, closed.undelivered.len(), waiting));
     }
-
-    fn put_back(&self, ports: Ports<T>) {
-        *self.ports.lock().unwrap_or_else(PoisonError::into_inner) = Some(ports);
-        self.returned.notify_waiters();
-        self.returned.notify_one();
-    }
-}
-
-/// A stage's hold on its ports; dropping it puts them back into the slot.
-#[derive(Debug)]
-pub(crate) struct PortLease<T: Send + 'static> {
-    ports: Ports<T>,
-    slot: Arc<PortSlot<T>>,
-}
-
-impl<T: Send + 'static> Deref for PortLease<T> {
-    type Target = Ports<T>;
-    fn deref(&self) -> &Ports<T> {
-        &self.ports
-    }
-}
-
-impl<T: Send + 'static> DerefMut for PortLease<T> {
-    fn deref_mut(&mut self) -> &mut Ports<T> {
-        &mut self.ports
-    }
-}
-
-impl<T: Send + 'static> Drop for PortLease<T> {
-    fn drop(&mut self) {
-        let ports = std::mem::replace(&mut self.ports, Ports::detached());
-        self.slot.put_back(ports);
-    }
+    Ok(run.min(last.room()))
 }
 
 #[cfg(test)]
@@ -480,12 +434,57 @@ mod tests {
         for item in [1, 2, 3] {
             ports.outbox.push(item);
         }
-        // Output 0 refuses its batch [1, 2] when 2 fills it: 1 (which
-        // output 1 took) is lost to it, 2 and 3 still wait in the outbox.
+        // Output 0 refuses the run [1, 2] before output 1 takes it: all
+        // three wait in the outbox, and none counts as sent.
         let gone = ports.send_outbox().await.unwrap_err();
         assert_eq!(gone, DownstreamGone { undelivered: 3 });
-        assert_eq!(ports.outbox.len(), 2);
-        assert_eq!(ports.items_out, 1);
+        assert_eq!(ports.outbox.len(), 3);
+        assert_eq!(ports.items_out, 0);
+        // A send resumed goes on with output 1 and the same run; output 0
+        // then refuses 3 at the final flush.
+        let gone = ports.send_outbox().await.unwrap_err();
+        assert_eq!(gone, DownstreamGone { undelivered: 1 });
+        assert_eq!(ports.items_out, 3);
+        assert_eq!(receivers[1].recv_batch().await, Some(vec![1, 2]));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn sends_cut_short_and_resumed_deliver_every_item_once_in_order() {
+        let (senders, mut receivers): (Vec<_>, Vec<_>) = (0..2)
+            .map(|_| {
+                pipe(PipeConfig {
+                    batch_size: 2,
+                    capacity: 1,
+                })
+            })
+            .unzip();
+        let mut ports = Ports::new(None, senders, 16, unserializable::<u32>);
+        for item in 1..=7 {
+            ports.outbox.push(item);
+        }
+        let mut got = vec![Vec::new(), Vec::new()];
+        let wait = std::time::Duration::from_secs(1);
+        // Full pipes cut each send short; taking a batch from each makes room.
+        while tokio::time::timeout(wait, ports.send_outbox())
+            .await
+            .is_err()
+        {
+            for (rx, got) in receivers.iter_mut().zip(&mut got) {
+                if let Ok(Some(batch)) = tokio::time::timeout(wait, rx.recv_batch()).await {
+                    got.extend(batch);
+                }
+            }
+        }
+        assert!(ports.outbox.is_empty());
+        assert_eq!(ports.items_out, 7);
+        let finish = tokio::spawn(async move { ports.finish_outputs().await });
+        for (rx, got) in receivers.iter_mut().zip(&mut got) {
+            while let Some(batch) = rx.recv_batch().await {
+                got.extend(batch);
+            }
+        }
+        finish.await.unwrap().unwrap();
+        assert_eq!(got, [(1..=7).collect::<Vec<_>>(), (1..=7).collect()]);
     }
 
     #[tokio::test]
@@ -495,7 +494,7 @@ mod tests {
         // A partial batch stays buffered when the send is cut short after
         // the items were handed over (as a drain does): simulated by
         // pushing to the outputs directly.
-        let item = ports.outbox.pop().unwrap();
+        let item = ports.outbox.items_mut().remove(0);
         ports.outputs[0].push(item);
         ports.outputs[1].push(item);
         ports.items_out += 1;

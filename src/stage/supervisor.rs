@@ -11,7 +11,7 @@ use tokio::sync::oneshot;
 use super::StageKind;
 use super::dead_letter::StageDeadLetter;
 use super::durable::{Envelope, Settlement, Settler};
-use super::events::{EventInbox, HeldEvents, Next, before_work, while_idle};
+use super::events::{EventQueue, HeldEvents, Next, before_work, while_idle};
 use super::machine::{StageAction, StageCtx, StageEvent, StageState, stage_machine};
 use super::ports::PortSlot;
 use super::retry::{Retries, RetryPolicy};
@@ -87,7 +87,7 @@ pub(crate) struct StageSupervisor<T: Clone + Send + 'static, W: Work<T>> {
     slot: Arc<PortSlot<T>>,
     retry: RetryPolicy,
     /// The stage's user-event queue, if it declares events.
-    events: Option<EventInbox<W::Event>>,
+    events: Option<EventQueue<W::Event>>,
     /// The queue, once taken in `Starting`.
     held: Option<HeldEvents<W::Event>>,
     /// Set when `Completed` is dispatched: what `write_completion_event` reports.
@@ -100,7 +100,7 @@ impl<T: Clone + Send + 'static, W: Work<T>> StageSupervisor<T, W> {
         identity: StageIdentity,
         slot: Arc<PortSlot<T>>,
         retry: RetryPolicy,
-        events: Option<EventInbox<W::Event>>,
+        events: Option<EventQueue<W::Event>>,
     ) -> Self {
         StageSupervisor {
             identity,

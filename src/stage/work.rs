@@ -9,8 +9,8 @@ use tokio::sync::Notify;
 
 use super::StageKind;
 use super::events::{NoEvents, OnEvent};
-use super::logic::{Emitter, Produced, Sink, Source, Step, StepInputs, Transform};
-use super::ports::{Input, Ports};
+use super::logic::{Attempted, Emitter, Produced, Sink, Source, Step, StepInputs, Transform};
+use super::ports::{Input, Ports, Stopped};
 use super::retry::Retries;
 use crate::supervise::BoxError;
 
@@ -107,8 +107,11 @@ async fn wait_for_input<T: Clone + Send + 'static>(
     }
 }
 
-/// One attempt at one item: a transform's `process` or a sink's `consume`.
+/// One attempt at one item: a transform's `process` or a sink's `consume`,
+/// each asked first for its synchronous form.
 trait Attempt<T>: Send {
+    fn attempt_now(&mut self, item: T, out: &mut Emitter<T>) -> Attempted<T>;
+
     fn attempt(
         &mut self,
         item: T,
@@ -116,11 +119,11 @@ trait Attempt<T>: Send {
     ) -> impl Future<Output = Result<(), BoxError>> + Send;
 }
 
-/// Works through the inbox item by item, each held in the ports until an
+/// Works through the received batch item by item, each held in the ports until an
 /// attempt at it succeeds: after a failure the item and the rest of the
 /// batch are still there for the retry or the restarted stage. `Some` when
 /// a cancel or drain cut a backoff wait short.
-async fn work_off_inbox<T, A>(
+async fn work_off_received<T, A>(
     logic: &mut A,
     ports: &mut Ports<T>,
     retries: &Retries<'_>,
@@ -129,8 +132,14 @@ where
     T: Clone + Send + 'static,
     A: Attempt<T>,
 {
-    while let Some(item) = ports.begin_attempt() {
-        match logic.attempt(item, &mut ports.outbox).await {
+    loop {
+        // No future per item while the logic answers at once.
+        let result = match ports.attempt_while_now(|item, out| logic.attempt_now(item, out)) {
+            Stopped::Empty => return Ok(None),
+            Stopped::Failed(error) => Err(error),
+            Stopped::Later(item) => logic.attempt(item, &mut ports.outbox).await,
+        };
+        match result {
             Ok(()) => ports.settle(),
             Err(error) => {
                 let failed = ports.attempt_failed(&error);
@@ -140,7 +149,6 @@ where
             }
         }
     }
-    Ok(None)
 }
 
 /// Runs a [`Source`] taking user events `Ev`.
@@ -256,7 +264,7 @@ where
         if let Some(waited) = wait_for_input(ports, &retries.bells.control).await {
             return Ok(waited);
         }
-        if let Some(cut) = work_off_inbox(self, ports, retries).await? {
+        if let Some(cut) = work_off_received(self, ports, retries).await? {
             return Ok(cut);
         }
         ports.send_outbox().await?;
@@ -288,7 +296,7 @@ where
         if let Some(waited) = wait_for_input(ports, &retries.bells.control).await {
             return Ok(waited);
         }
-        Ok(work_off_inbox(self, ports, retries)
+        Ok(work_off_received(self, ports, retries)
             .await?
             .unwrap_or(Stepped::Worked))
     }
@@ -305,6 +313,11 @@ where
     T: Send + 'static,
     X: Transform<T>,
 {
+    #[inline]
+    fn attempt_now(&mut self, item: T, out: &mut Emitter<T>) -> Attempted<T> {
+        self.0.process_now(item, out)
+    }
+
     fn attempt(
         &mut self,
         item: T,
@@ -319,6 +332,11 @@ where
     T: Send + 'static,
     K: Sink<T>,
 {
+    #[inline]
+    fn attempt_now(&mut self, item: T, _: &mut Emitter<T>) -> Attempted<T> {
+        self.0.consume_now(item)
+    }
+
     fn attempt(
         &mut self,
         item: T,
