@@ -34,6 +34,9 @@ pub const EXIT_COMPLETED: &str = "stage completed";
 /// Exit reason of a stage actor that was cancelled.
 pub const EXIT_CANCELLED: &str = "stage cancelled";
 
+/// Units of work a stage takes per actor message while it only works.
+const STEPS_PER_MESSAGE: usize = 8;
+
 /// Control events that may wait for a stage before its flow's sends wait.
 const CONTROL_CAPACITY: usize = 1024;
 
@@ -68,7 +71,18 @@ impl<T: Clone + Send + 'static, W: Work<T>> Actor for StageActor<T, W> {
         let Some(driver) = hosted.as_mut() else {
             return Ok(());
         };
-        match driver.step().await {
+        // Several units of work per message while they only work (no
+        // event handled): the message round trip is paid once for them.
+        // Control events are still looked at before each unit (the driver
+        // polls its channel), and a kill interrupts a handler at once.
+        let mut step = driver.step().await;
+        for _ in 1..STEPS_PER_MESSAGE {
+            if !matches!(step, Ok(Progress::Continued)) {
+                break;
+            }
+            step = driver.step().await;
+        }
+        match step {
             Ok(Progress::Continued | Progress::Handled) => {
                 myself.send_message(Step)?;
                 Ok(())
