@@ -128,6 +128,12 @@ async fn a_durable_event_reaches_its_stage_with_its_id_and_is_settled() {
         matches!(plain, Err(HandleError::EventType { .. })),
         "{plain:?}"
     );
+    // Nor can a plain handle send `Durable`s past the inbox.
+    let forged = run.stage_events::<Durable<SetFactor>>("scale").await;
+    assert!(
+        matches!(forged, Err(HandleError::EventType { .. })),
+        "{forged:?}"
+    );
     let wrong = run.durable_stage_events::<String>("scale").await;
     assert!(
         matches!(wrong, Err(HandleError::EventType { .. })),

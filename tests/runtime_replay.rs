@@ -262,3 +262,59 @@ async fn nothing_is_replayed_without_kept_items_or_dead_letters() {
     assert_eq!(runtime.live_runs().len(), 0, "no run was started");
     runtime.shutdown().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn items_another_run_cannot_decode_are_refused_before_anything_is_accepted() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let runtime = runtime(&store).await;
+    let (def, _) = flow(true, true);
+    runtime.register(def).await.unwrap();
+    let numbers = runtime.start("flaky").await.unwrap();
+    numbers.wait().await.unwrap();
+    // A live run of a flow over words, with a stage of the same name.
+    let words = FlowDefinition::<String>::builder("words")
+        .source("none", || Silent)
+        .transform("flaky", || {
+            troupe::stage::transform_fn(|w: String, out: &mut Emitter<String>| {
+                out.push(w);
+                Ok(())
+            })
+        })
+        .sink("drop", || troupe::stage::sink_fn(|_: String| Ok(())))
+        .pipeline(["none", "flaky", "drop"])
+        .serde_items()
+        .build()
+        .unwrap();
+    runtime.register(words).await.unwrap();
+    let target = runtime.start("words").await.unwrap();
+    let refused = runtime
+        .replay_dead_letters(numbers.run_id(), "flaky", ReplayInto::Run(target.run_id()))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            refused,
+            RuntimeError::Input(HandleError::EventRefused { .. })
+        ),
+        "{refused:?}"
+    );
+    assert!(store.list_inbox(target.run_id()).await.unwrap().is_empty());
+    target
+        .send(ControlEvent::Cancel {
+            reason: "done".into(),
+        })
+        .await
+        .unwrap();
+    target.wait().await.unwrap();
+    runtime.shutdown().await;
+}
+
+/// A source of words that never ends (nothing is emitted).
+struct Silent;
+
+impl Source<String> for Silent {
+    async fn produce(&mut self, _: &mut Emitter<String>) -> Result<Produced, BoxError> {
+        std::future::pending::<()>().await;
+        Ok(Produced::Done)
+    }
+}

@@ -28,7 +28,7 @@ use super::restart::{RestartDecision, RestartStrategy, RestartType, StageExit, r
 use crate::fsm::{EventVariant, FsmError, StateMachine, StateVariant};
 use crate::journal::JournalHandle;
 use crate::records::Run;
-use crate::stage::{EXIT_COMPLETED, StageDone};
+use crate::stage::{EXIT_COMPLETED, StageDone, StageEvent};
 
 pub(crate) use super::msg::FlowMsg;
 
@@ -153,6 +153,8 @@ impl FlowHost {
             Ok(recorded) => {
                 let _ = done.ack.send(Ok(recorded));
                 if recorded {
+                    // The stage's own settlements came before its report.
+                    self.ctx.sweep_inbox().await;
                     self.feed_internal(FlowEvent::StageCompleted).await;
                 }
             }
@@ -203,6 +205,7 @@ impl FlowHost {
             RestartDecision::Done => {}
             RestartDecision::Abandon => {
                 self.ctx.stages[index].abandon(exit.to_string());
+                self.ctx.sweep_inbox().await;
                 self.feed_internal(FlowEvent::StageAbandoned).await;
             }
             RestartDecision::GiveUp(why) => {
@@ -211,6 +214,7 @@ impl FlowHost {
             }
             RestartDecision::Restart { after, strategy } => {
                 if self.restart_after(index, after, strategy) {
+                    self.ctx.sweep_inbox().await;
                     self.feed_internal(FlowEvent::StageAbandoned).await;
                 }
             }
@@ -332,7 +336,11 @@ impl FlowHost {
                 event,
                 reply,
             } => {
-                let result = self.ctx.send_to_stage(stage, event).await;
+                let result = match (&event, self.ended("Signal")) {
+                    // A signal is operator input: refused once the run ends.
+                    (StageEvent::Signal(_), Some(ended)) => Err(ended),
+                    _ => self.ctx.send_to_stage(stage, event).await,
+                };
                 let _ = reply.send(result);
             }
             FlowMsg::StageEvents { stage, reply } => {

@@ -269,7 +269,7 @@ impl FlowCtx {
             let (name, payload) = (signal.name.clone(), signal.payload.clone());
             self.accept_signal(Some(index), &name, payload)
                 .await
-                .map_err(|e| super::inbox::not_recorded(self.run.id, e))?;
+                .map_err(|e| super::inbox::not_recorded(self.run.id, "Signal", e))?;
             return Ok(state);
         }
         let live = stage.filter(|s| s.is_live());

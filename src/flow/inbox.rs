@@ -117,7 +117,7 @@ impl FlowCtx {
             ("event_accepted", audit),
         )
         .await
-        .map_err(|e| not_recorded(run_id, e))?;
+        .map_err(|e| not_recorded(run_id, "a durable event", e))?;
         self.forward(index, id, delivery);
         Ok(id)
     }
@@ -142,6 +142,10 @@ impl FlowCtx {
         let Some(replay) = stage.replay.clone() else {
             return Err(refused(NO_REPLAY.to_owned()));
         };
+        // Checked before any is journaled: all or none.
+        if let Some(why) = items.iter().find_map(|item| replay.check(item).err()) {
+            return Err(refused(why));
+        }
         let entries: Vec<InboxEntry> = items
             .into_iter()
             .map(|payload| {
@@ -156,16 +160,17 @@ impl FlowCtx {
             ("items_replayed", audit),
         )
         .await
-        .map_err(|e| not_recorded(run_id, e))?;
+        .map_err(|e| not_recorded(run_id, "replayed items", e))?;
+        self.stages[index].inbox_used = true;
         let mut ids = Vec::with_capacity(entries.len());
         for entry in entries {
-            if let Err(why) = replay(entry.id, entry.message.payload()) {
+            if let Err(why) = replay.queue(entry.id, entry.message.payload()) {
                 // Checked by the caller before it asked; a race with the
                 // stage's end leaves the entry to be settled here.
                 let name = self.stages[index].name.clone();
                 record::settle_inbox(self.journal(), run_id, entry.id, &name, Some(why))
                     .await
-                    .map_err(|e| not_recorded(run_id, e))?;
+                    .map_err(|e| not_recorded(run_id, "replayed items", e))?;
             }
             ids.push(entry.id);
         }
@@ -179,6 +184,7 @@ impl FlowCtx {
     pub(crate) fn forward(&mut self, index: usize, id: Uuid, delivery: Delivery) {
         let myself = self.myself.clone();
         let stage = &mut self.stages[index];
+        stage.inbox_used = true;
         let forwarder = stage.forwarder.get_or_insert_with(|| {
             let (tx, mut rx) = mpsc::unbounded_channel::<(Uuid, Delivery)>();
             let task = tokio::spawn(async move {
@@ -250,6 +256,53 @@ impl FlowCtx {
         Ok(())
     }
 
+    /// Settles undeliverable the inbox entries left unsettled by every stage
+    /// that has ended (completed or abandoned) since the last sweep: nothing
+    /// will take them (signals it kept, events and replayed items still
+    /// queued, input accepted while it was finishing). Only stages that were
+    /// handed input in this process are looked at (one inbox read each). A
+    /// sweep that cannot be recorded leaves them to the next resume, which
+    /// settles them the same way.
+    pub(crate) async fn sweep_inbox(&mut self) {
+        let run_id = self.run.id;
+        for index in 0..self.stages.len() {
+            let stage = &mut self.stages[index];
+            if !stage.done() || stage.inbox_swept || !stage.inbox_used {
+                continue;
+            }
+            stage.inbox_swept = true;
+            stage.forget_signals();
+            let name = stage.name.clone();
+            let why = match &stage.abandoned {
+                Some(_) => "the stage was abandoned before it took it",
+                None => "the stage had completed before it took it",
+            };
+            let entries = match self.journal().list_inbox(run_id).await {
+                Ok(entries) => entries,
+                Err(error) => {
+                    tracing::warn!(%run_id, stage = %name, %error, "reading the inbox to settle what the ended stage left failed");
+                    continue;
+                }
+            };
+            let left = entries
+                .into_iter()
+                .filter(|e| e.stage == name && e.settled.is_none());
+            for entry in left {
+                let settled = record::settle_inbox(
+                    self.journal(),
+                    run_id,
+                    entry.id,
+                    &name,
+                    Some(why.to_owned()),
+                )
+                .await;
+                if let Err(error) = settled {
+                    tracing::warn!(%run_id, stage = %name, id = %entry.id, %error, "settling an inbox entry the ended stage left failed");
+                }
+            }
+        }
+    }
+
     /// Hands a recovered entry to stage `index`; why it cannot, if so.
     fn hand_over(&mut self, index: usize, entry: &InboxEntry) -> Option<String> {
         match &entry.message {
@@ -275,8 +328,11 @@ impl FlowCtx {
                     Err(why) => Some(why.to_string()),
                 }
             }
-            InboxMessage::Item { payload } => match &self.stages[index].replay {
-                Some(replay) => replay(entry.id, payload).err(),
+            InboxMessage::Item { payload } => match self.stages[index].replay.clone() {
+                Some(replay) => {
+                    self.stages[index].inbox_used = true;
+                    replay.queue(entry.id, payload).err()
+                }
                 None => Some(NO_REPLAY.to_owned()),
             },
         }
@@ -328,18 +384,15 @@ impl FlowCtx {
 }
 
 /// A journal failure as the sender of an event sees it.
-pub(crate) fn not_recorded(run_id: Uuid, error: RecordError) -> HandleError {
+pub(crate) fn not_recorded(run_id: Uuid, event: &'static str, error: RecordError) -> HandleError {
     match error {
         RecordError::Store {
             source: crate::records::StoreError::RunEnded { .. },
             ..
-        } => HandleError::Finished {
-            run_id,
-            event: "a durable event",
-        },
+        } => HandleError::Finished { run_id, event },
         other => HandleError::NotRecorded {
             run_id,
-            event: "a durable event",
+            event,
             reason: other.to_string(),
         },
     }

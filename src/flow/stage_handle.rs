@@ -41,7 +41,9 @@ impl StageHandle {
     /// stage sees it, and handed to the stage again after a restart or a
     /// crash until the stage's `on_signal` has taken it (at-least-once; to
     /// learn its inbox id, send it with
-    /// [`Runtime::send_signal`](crate::runtime::Runtime::send_signal)).
+    /// [`Runtime::send_signal`](crate::runtime::Runtime::send_signal)); if
+    /// the stage ends first, or its `on_signal` panics, the signal is
+    /// settled undeliverable in the inbox and the failure ledger.
     pub async fn send(&self, event: StageControl) -> Result<StageState, HandleError> {
         let event = match event {
             StageControl::Pause => StageEvent::Pause,
@@ -259,6 +261,15 @@ impl RunHandle {
         let Some(port) = port else {
             return Err(wrong("no user events".to_owned()));
         };
+        if port.redeliver.is_some() {
+            // Durable events go through the inbox only: a plain send would
+            // reach the stage unjournaled, with an id nobody issued.
+            let declared = format!(
+                "durable events `{}` (send them with `durable_stage_events`)",
+                port.type_name()
+            );
+            return Err(wrong(declared));
+        }
         let sender = port
             .sender::<Ev>()
             .ok_or_else(|| wrong(format!("events of type `{}`", port.type_name())))?;

@@ -63,6 +63,12 @@ pub(crate) struct StageRuntime {
     pub(crate) forwarder: Option<Forwarder>,
     /// The forwarder's task, aborted with the flow.
     pub(crate) forwarding: Option<JoinHandle<()>>,
+    /// Whether inbox entries were handed to the stage in this process (so a
+    /// stage that ends may leave some unsettled; see
+    /// [`FlowCtx::sweep_inbox`](super::context::FlowCtx::sweep_inbox)).
+    pub(crate) inbox_used: bool,
+    /// Whether its leftover inbox entries were swept once it ended.
+    pub(crate) inbox_swept: bool,
     upstream: Vec<usize>,
 }
 
@@ -98,6 +104,8 @@ impl StageRuntime {
             signals: Vec::new(),
             forwarder: None,
             forwarding: None,
+            inbox_used: false,
+            inbox_swept: false,
             upstream: planned.upstream,
         }
     }
@@ -199,7 +207,13 @@ impl StageRuntime {
 
     /// Keeps an accepted signal for the stage's next start.
     pub(crate) fn keep_signal(&mut self, signal: Arc<StageSignal>) {
+        self.inbox_used = true;
         self.signals.push(signal);
+    }
+
+    /// Forgets every kept signal (the stage ended: none will be taken).
+    pub(crate) fn forget_signals(&mut self) {
+        self.signals.clear();
     }
 
     /// The stage settled inbox entry `id`.

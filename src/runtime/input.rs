@@ -144,11 +144,13 @@ impl Runtime {
     /// [`serde_items`](crate::flow::FlowBuilder::serde_items) takes replayed
     /// items, whose dead letters hold them as JSON. Refused, and nothing is
     /// replayed, with [`RuntimeError::NothingToReplay`] if the stage
-    /// dead-lettered nothing or an item was not kept; with
-    /// [`HandleError::EventRefused`] (as [`RuntimeError::Input`]) if an item
-    /// does not decode as the target flow's items or the stage takes none;
-    /// as [`send_signal`](Self::send_signal) is for an ended run. A stage
-    /// that ends while items wait for it leaves them unsettled in the inbox.
+    /// dead-lettered nothing or an item was not kept; for a run live here,
+    /// with [`HandleError::EventRefused`] (as [`RuntimeError::Input`]) if an
+    /// item does not decode as its items or the stage takes none; as
+    /// [`send_signal`](Self::send_signal) is for an ended run. A new run, or
+    /// one not live here, checks its items as it starts or resumes: one its
+    /// stage cannot take is settled undeliverable (and ledgered) then, as is
+    /// every item still waiting when the stage ends.
     pub async fn replay_dead_letters(
         &self,
         from: Uuid,

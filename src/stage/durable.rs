@@ -168,7 +168,40 @@ pub(crate) struct Settler {
     pub(crate) report: Reporter,
 }
 
+/// Settles an inbox entry undeliverable when dropped before
+/// [`handled`](Self::handled): its handling panicked, or was cut short by a
+/// kill, so it is not handed to the restarted stage again (a poisonous
+/// event must not loop through restarts). A crash runs no drop: then the
+/// entry is handed over again on resume.
+pub(crate) struct Handling<'a> {
+    settler: &'a Settler,
+    id: Option<Uuid>,
+}
+
+impl Handling<'_> {
+    /// The logic took the entry: settles it (undeliverable if `failed`).
+    pub(crate) fn handled(mut self, failed: Option<String>) {
+        if let Some(id) = self.id.take() {
+            self.settler.settle(id, failed);
+        }
+    }
+}
+
+impl Drop for Handling<'_> {
+    fn drop(&mut self) {
+        if let Some(id) = self.id.take() {
+            let why = "its handling did not finish (it panicked or the stage was stopped)";
+            self.settler.settle(id, Some(why.to_owned()));
+        }
+    }
+}
+
 impl Settler {
+    /// Watches the handling of inbox entry `id`, if any (see [`Handling`]).
+    pub(crate) fn handling(&self, id: Option<Uuid>) -> Handling<'_> {
+        Handling { settler: self, id }
+    }
+
     /// Reports `id` settled; the flow records it. Not waited for: a
     /// settlement lost to a crash only means the entry is handed over again.
     pub(crate) fn settle(&self, id: Uuid, undeliverable: Option<String>) {

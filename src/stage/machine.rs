@@ -156,10 +156,11 @@ impl<T: Clone + Send + 'static, W: Work<T>> StageAction<T, W> {
                 }
             }
             StageActionKind::Signal(signal) => {
+                // A panicking `on_signal` settles it undeliverable: it is
+                // not handed to the restarted stage again.
+                let handling = ctx.settle.handling(signal.id);
                 ctx.work.signal(&signal.name, &signal.payload);
-                if let Some(id) = signal.id {
-                    ctx.settle.settle(id, None);
-                }
+                handling.handled(None);
             }
         }
     }

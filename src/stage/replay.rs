@@ -21,10 +21,32 @@ pub(crate) fn serde_decode<T: DeserializeOwned>(item: &Value) -> Result<T, Strin
         .map_err(|e| format!("does not decode as `{}`: {e}", std::any::type_name::<T>()))
 }
 
-/// The flow's end of a stage's replay queue: decodes an inbox entry's item
-/// and queues it (the error says why it does not decode, or that the
-/// stage's ports are gone).
-pub(crate) type ItemReplay = Arc<dyn Fn(Uuid, &Value) -> Result<(), String> + Send + Sync>;
+/// Whether an item decodes (why not, if not).
+type Check = Box<dyn Fn(&Value) -> Result<(), String> + Send + Sync>;
+/// Decodes an item and queues it with its inbox id.
+type Queue = Box<dyn Fn(Uuid, &Value) -> Result<(), String> + Send + Sync>;
+
+/// The flow's end of a stage's replay queue.
+pub(crate) struct ReplayPort {
+    check: Check,
+    queue: Queue,
+}
+
+impl ReplayPort {
+    /// Whether `item` decodes as the stage's items (why not, if not).
+    pub(crate) fn check(&self, item: &Value) -> Result<(), String> {
+        (self.check)(item)
+    }
+
+    /// Decodes `item` and queues it, with its inbox id (why not, if not:
+    /// it does not decode, or the stage's ports are gone).
+    pub(crate) fn queue(&self, id: Uuid, item: &Value) -> Result<(), String> {
+        (self.queue)(id, item)
+    }
+}
+
+/// A shared [`ReplayPort`].
+pub(crate) type ItemReplay = Arc<ReplayPort>;
 
 /// The stage's end: replayed items waiting, the one in hand, those done.
 #[derive(Debug)]
@@ -40,10 +62,13 @@ pub(crate) struct Replays<T> {
 /// A stage's replay queue: the flow's end and the stage's.
 pub(crate) fn replay_queue<T: Send + 'static>(decode: ItemDecoder<T>) -> (ItemReplay, Replays<T>) {
     let (tx, rx) = mpsc::unbounded_channel();
-    let replay: ItemReplay = Arc::new(move |id, item| {
-        let item = decode(item)?;
-        tx.send((id, item))
-            .map_err(|_| "the stage's input is gone".to_owned())
+    let replay = Arc::new(ReplayPort {
+        check: Box::new(move |item| decode(item).map(drop)),
+        queue: Box::new(move |id, item| {
+            let item = decode(item)?;
+            tx.send((id, item))
+                .map_err(|_| "the stage's input is gone".to_owned())
+        }),
     });
     let replays = Replays {
         queue: rx,
@@ -100,9 +125,11 @@ mod tests {
     async fn replayed_items_come_one_at_a_time_and_are_done_when_the_next_is_asked_for() {
         let (replay, mut replays) = replay_queue::<u64>(serde_decode::<u64>);
         let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
-        replay(a, &json!(1)).unwrap();
-        replay(b, &json!(2)).unwrap();
-        let refused = replay(Uuid::now_v7(), &json!("x")).unwrap_err();
+        replay.queue(a, &json!(1)).unwrap();
+        replay.queue(b, &json!(2)).unwrap();
+        assert!(replay.check(&json!(3)).is_ok());
+        assert!(replay.check(&json!("x")).is_err());
+        let refused = replay.queue(Uuid::now_v7(), &json!("x")).unwrap_err();
         assert!(refused.contains("u64"), "{refused}");
         assert_eq!(replays.next(), Some(1));
         assert!(replays.take_done(false).is_empty(), "1 is still in hand");
@@ -112,6 +139,6 @@ mod tests {
         assert_eq!(replays.next(), None);
         assert!(replays.take_done(true).is_empty());
         drop(replays);
-        assert!(replay(Uuid::now_v7(), &json!(3)).is_err());
+        assert!(replay.queue(Uuid::now_v7(), &json!(3)).is_err());
     }
 }

@@ -253,24 +253,24 @@ impl<T: Clone + Send + 'static, W: Work<T>> StageSupervisor<T, W> {
 }
 
 /// Hands one user event to the logic and settles its inbox entry, if it has
-/// one: handled, or, when the handling fails (which fails the stage),
-/// undeliverable with the error, so a poisonous event is not handed to the
-/// restarted stage again. A kill mid-handling settles nothing: the entry is
-/// re-delivered after a crash.
+/// one: handled, or, when the handling fails, panics or is cut short by a
+/// kill (each fails the stage), undeliverable, so a poisonous event is not
+/// handed to the restarted stage again. A crash settles nothing: the entry
+/// is handed over again on resume.
 async fn deliver<T: Clone + Send + 'static, W: Work<T>>(
     work: &mut W,
     envelope: Envelope<W::Event>,
     identity: &StageIdentity,
 ) -> Result<(), crate::supervise::BoxError> {
     let Envelope { event, inbox } = envelope;
+    let settler = identity.settler();
+    let handling = settler.handling(inbox);
     let handled = work.on_event(event).await;
-    if let Some(id) = inbox {
-        let undeliverable = handled
-            .as_ref()
-            .err()
-            .map(|e| format!("its handling failed: {e}"));
-        identity.settler().settle(id, undeliverable);
-    }
+    let failed = handled
+        .as_ref()
+        .err()
+        .map(|e| format!("its handling failed: {e}"));
+    handling.handled(failed);
     handled
 }
 

@@ -13,7 +13,7 @@ impl FlowHost {
                 payload,
                 reply,
             } => {
-                let accepted = match self.ended() {
+                let accepted = match self.ended("a durable event") {
                     Some(ended) => Err(ended),
                     None => self.ctx.accept_event(stage, payload).await,
                 };
@@ -24,7 +24,7 @@ impl FlowHost {
                 items,
                 reply,
             } => {
-                let accepted = match self.ended() {
+                let accepted = match self.ended("replayed items") {
                     Some(ended) => Err(ended),
                     None => self.ctx.accept_items(stage, items).await,
                 };
@@ -44,11 +44,11 @@ impl FlowHost {
     }
 
     /// The refusal of operator input once the run has ended or is ending.
-    fn ended(&self) -> Option<HandleError> {
+    pub(super) fn ended(&self, event: &'static str) -> Option<HandleError> {
         let state = self.machine.state();
         (state.is_terminal() || *state == RunState::Cancelling).then_some(HandleError::Finished {
             run_id: self.ctx.run.id,
-            event: "a durable event",
+            event,
         })
     }
 
@@ -63,7 +63,7 @@ impl FlowHost {
         {
             return Err(self.ctx.stage_not_running(index));
         }
-        if let Some(ended) = self.ended() {
+        if let Some(ended) = self.ended("Signal") {
             return Err(ended);
         }
         self.ctx.admit(stage, "Signal")?;
@@ -71,6 +71,6 @@ impl FlowHost {
         self.ctx
             .accept_signal(stage, name, payload)
             .await
-            .map_err(|e| crate::flow::inbox::not_recorded(run_id, e))
+            .map_err(|e| crate::flow::inbox::not_recorded(run_id, "Signal", e))
     }
 }
