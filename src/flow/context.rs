@@ -29,6 +29,10 @@ use crate::stage::{StageEvent, StageState};
 /// below this.
 pub(crate) const CONTROL_RESERVE: usize = 64;
 
+/// Signals a stage may have accepted and not yet taken (kept for its next
+/// start while it is down) before more are refused (`HandleError::Busy`).
+pub(crate) const MAX_KEPT_SIGNALS: usize = 1024;
+
 /// The flow actor's context: everything its handlers read and its actions change.
 pub(crate) struct FlowCtx {
     pub(crate) run: Run,
@@ -235,9 +239,13 @@ impl FlowCtx {
             .enumerate()
             .filter(|(i, _)| only.is_none_or(|o| o == *i));
         for (_, stage) in targets {
-            if stage
-                .free_control_slots()
-                .is_some_and(|free| free < CONTROL_RESERVE)
+            // Signals kept for a stage that is down count too: they are all
+            // sent to its next start.
+            let kept_full = event == "Signal" && stage.kept_signals() >= MAX_KEPT_SIGNALS;
+            if kept_full
+                || stage
+                    .free_control_slots()
+                    .is_some_and(|free| free < CONTROL_RESERVE)
             {
                 return Err(HandleError::Busy {
                     run_id: self.run.id,

@@ -63,6 +63,9 @@ pub(crate) struct StageRuntime {
     pub(crate) forwarder: Option<Forwarder>,
     /// The forwarder's task, aborted with the flow.
     pub(crate) forwarding: Option<JoinHandle<()>>,
+    /// The task re-sending kept signals to the latest start, aborted with
+    /// the flow.
+    resending: Option<JoinHandle<()>>,
     /// Whether inbox entries were handed to the stage in this process (so a
     /// stage that ends may leave some unsettled; see
     /// [`FlowCtx::sweep_inbox`](super::context::FlowCtx::sweep_inbox)).
@@ -74,7 +77,8 @@ pub(crate) struct StageRuntime {
 
 impl Drop for StageRuntime {
     fn drop(&mut self) {
-        for task in self.wind_down.iter().chain(&self.forwarding) {
+        let tasks = self.wind_down.iter().chain(&self.forwarding);
+        for task in tasks.chain(&self.resending) {
             task.abort();
         }
     }
@@ -104,6 +108,7 @@ impl StageRuntime {
             signals: Vec::new(),
             forwarder: None,
             forwarding: None,
+            resending: None,
             inbox_used: false,
             inbox_swept: false,
             upstream: planned.upstream,
@@ -191,9 +196,25 @@ impl StageRuntime {
         self.watcher = Some(spawned.watcher);
         self.bells = Some(bells);
         // Signals its previous start had not settled (or that came while it
-        // was down, or before a crash): at-least-once, by id.
-        for signal in self.signals.clone() {
-            self.send(StageEvent::Signal(signal)).await;
+        // was down, or before a crash): at-least-once, by id. Sent by a task
+        // of their own, so the flow actor never waits on a control channel
+        // that many kept signals would fill.
+        if !self.signals.is_empty()
+            && let (Some(control), Some(bells)) = (self.control.clone(), self.bells.clone())
+        {
+            let signals = self.signals.clone();
+            let resend = tokio::spawn(async move {
+                for signal in signals {
+                    bells.control.notify_one();
+                    if control.send(StageEvent::Signal(signal)).await.is_err() {
+                        break;
+                    }
+                    bells.control.notify_one();
+                }
+            });
+            if let Some(previous) = self.resending.replace(resend) {
+                previous.abort();
+            }
         }
         Ok(())
     }
@@ -209,6 +230,11 @@ impl StageRuntime {
     pub(crate) fn keep_signal(&mut self, signal: Arc<StageSignal>) {
         self.inbox_used = true;
         self.signals.push(signal);
+    }
+
+    /// How many accepted signals the stage has not taken yet.
+    pub(crate) fn kept_signals(&self) -> usize {
+        self.signals.len()
     }
 
     /// Forgets every kept signal (the stage ended: none will be taken).
