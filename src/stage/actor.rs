@@ -35,7 +35,7 @@ pub const EXIT_COMPLETED: &str = "stage completed";
 pub const EXIT_CANCELLED: &str = "stage cancelled";
 
 /// Units of work a stage takes per actor message while it only works.
-const STEPS_PER_MESSAGE: usize = 8;
+const STEPS_PER_MESSAGE: usize = 32;
 
 /// Control events that may wait for a stage before its flow's sends wait.
 const CONTROL_CAPACITY: usize = 1024;
