@@ -78,6 +78,27 @@ impl RunStatus {
     }
 }
 
+/// Which runs [`Store::list_runs`](crate::store::Store::list_runs) lists:
+/// each field set narrows the list; the default lists every run.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunFilter {
+    /// Only runs with this status.
+    pub status: Option<RunStatus>,
+    /// Only runs of this flow (their `controller_id`).
+    pub controller_id: Option<String>,
+}
+
+impl RunFilter {
+    /// Whether `run` passes the filter.
+    pub fn matches(&self, run: &Run) -> bool {
+        self.status.is_none_or(|s| run.status == s)
+            && self
+                .controller_id
+                .as_deref()
+                .is_none_or(|c| run.controller_id == c)
+    }
+}
+
 /// An ownership lease on a run (for several processes sharing a store later).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Lease {
