@@ -1,0 +1,177 @@
+//! The read commands against journals made by real runs: they open the
+//! journal read-only, print aligned tables or one JSON document, and say
+//! clearly when there is no journal.
+
+mod support;
+
+use support::{POISON, journal, json, ok, troupe};
+use troupe::store::{SqliteStore, Store};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_list_prints_a_table_and_json_newest_first_with_filters() {
+    let j = journal().await;
+    let (finished, unfinished) = (j.finished.to_string(), j.unfinished.to_string());
+
+    let table = ok(&j.path, &["runs", "list"]);
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 3, "{table}");
+    assert!(lines[0].starts_with("ID "), "{table}");
+    for column in ["FLOW", "STATUS", "CREATED", "UPDATED"] {
+        assert!(lines[0].contains(column), "{table}");
+    }
+    // Left mid-way: whatever its record says, not terminal.
+    let store = SqliteStore::open_read_only(&j.path).await.unwrap();
+    let status = store.get_run(j.unfinished).await.unwrap().unwrap().status;
+    assert!(!status.is_terminal());
+    let (flow_at, status_at) = (
+        lines[0].find("FLOW").unwrap(),
+        lines[0].find("STATUS").unwrap(),
+    );
+    let created_at = lines[0].find("CREATED").unwrap();
+    for (line, id, flow, status) in [
+        (lines[1], &unfinished, "stream", status.as_str()),
+        (lines[2], &finished, "batch", "finished"),
+    ] {
+        assert!(line.starts_with(id.as_str()), "{table}");
+        assert!(line[flow_at..].starts_with(flow), "aligned: {table}");
+        assert!(line[status_at..].starts_with(status), "aligned: {table}");
+        assert!(
+            line[created_at..].contains(" UTC"),
+            "readable times: {table}"
+        );
+    }
+
+    let listed = json(&j.path, &["runs", "list"]);
+    let ids: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [unfinished.as_str(), finished.as_str()]);
+    assert_eq!(listed[1]["status"], "Finished");
+    assert_eq!(listed[1]["controller_id"], "batch");
+
+    let only = |args: &[&str]| -> Vec<String> {
+        let mut all = vec!["runs", "list"];
+        all.extend_from_slice(args);
+        json(&j.path, &all)
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(only(&["--status", "finished"]), [finished.as_str()]);
+    assert_eq!(only(&["--flow", "stream"]), [unfinished.as_str()]);
+    assert!(only(&["--flow", "stream", "--status", "failed"]).is_empty());
+    assert_eq!(only(&["--limit", "1"]), [unfinished.as_str()]);
+    assert_eq!(
+        only(&["--limit", "1", "--before", &unfinished]),
+        [finished.as_str()]
+    );
+
+    let page = ok(&j.path, &["runs", "list", "--limit", "1"]);
+    assert!(
+        page.contains(&format!("(more: --before {unfinished})")),
+        "{page}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn show_events_ledger_and_dead_letters_read_what_the_runs_recorded() {
+    let j = journal().await;
+    let store = SqliteStore::open_read_only(&j.path).await.unwrap();
+    let id = j.finished.to_string();
+
+    let shown = json(&j.path, &["runs", "show", &id]);
+    assert_eq!(shown["run"]["id"], id.as_str());
+    assert_eq!(shown["run"]["status"], "Finished");
+    assert!(
+        shown["outcome"]["kind"]["Terminal"]["RunCompleted"].is_object(),
+        "{shown:#}"
+    );
+    let outputs = store.list_step_outputs(j.finished).await.unwrap();
+    assert!(!outputs.is_empty());
+    assert_eq!(
+        shown["stage_outputs"].as_array().unwrap().len(),
+        outputs.len()
+    );
+    assert_eq!(shown["dead_letters"][0]["item"], POISON);
+    assert_eq!(shown["dead_letters"][0]["stage"], "check");
+    let text = ok(&j.path, &["runs", "show", &id]);
+    for part in [
+        "Flow      batch",
+        "Status    finished",
+        "Outcome   RunCompleted",
+        "Dead letters (1)",
+        "Inbox (0)",
+    ] {
+        assert!(text.contains(part), "{part:?} in {text}");
+    }
+
+    let log = store.replay(j.finished).await.unwrap();
+    let events = json(&j.path, &["runs", "events", &id]);
+    assert_eq!(events.as_array().unwrap().len(), log.len());
+    assert_eq!(events[0]["seq"], 1);
+    let last = json(&j.path, &["runs", "events", &id, "--limit", "1"]);
+    assert_eq!(last.as_array().unwrap().len(), 1);
+    assert_eq!(last[0]["seq"], log.len());
+    let text = ok(&j.path, &["runs", "events", &id]);
+    assert_eq!(text.lines().count(), log.len() + 1, "{text}");
+    assert!(
+        text.lines().last().unwrap().contains("RunCompleted"),
+        "{text}"
+    );
+
+    let letters = json(&j.path, &["dead-letters", &id]);
+    assert_eq!(letters.as_array().unwrap().len(), 1);
+    assert_eq!(letters[0]["item"], POISON);
+    let text = ok(&j.path, &["dead-letters", &id]);
+    assert!(
+        text.contains("check") && text.contains("poisoned"),
+        "{text}"
+    );
+
+    let failures = store.list_failures(j.finished).await.unwrap();
+    let ledger = json(&j.path, &["ledger", &id]);
+    assert_eq!(ledger.as_array().unwrap().len(), failures.len());
+    let text = ok(&j.path, &["ledger", &id]);
+    assert_eq!(text.lines().count(), failures.len() + 1, "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_path_or_an_unknown_run_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("absent.sqlite");
+    for args in [
+        &["runs", "list"][..],
+        &[
+            "cancel",
+            "0191e5b8-0000-7000-8000-000000000000",
+            "--reason",
+            "r",
+        ][..],
+        &["signal", "0191e5b8-0000-7000-8000-000000000000", "s", "1"][..],
+    ] {
+        let out = troupe(&missing, args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("absent.sqlite: no journal here"), "{err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "nothing created"
+    );
+
+    let j = journal().await;
+    let unknown = "0191e5b8-0000-7000-8000-000000000000";
+    let out = troupe(&j.path, &["runs", "show", unknown]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("no run {unknown}")), "{err}");
+    let out = troupe(&j.path, &["runs", "show", "not-an-id"]);
+    assert_eq!(out.status.code(), Some(2), "clap's usage error");
+}
