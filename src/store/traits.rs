@@ -81,7 +81,7 @@ pub trait Store: Send + Sync + 'static {
     /// (`None` for the first page); a page holds at most `limit` runs, and
     /// one shorter than `limit` is the last. A `before` that names no run is
     /// [`StoreError::RunNotFound`]. The default reads the runs of each
-    /// status the filter allows and sorts them.
+    /// status the filter allows and sorts them; SQLite answers in one query.
     async fn list_runs(
         &self,
         filter: &RunFilter,

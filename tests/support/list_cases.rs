@@ -60,6 +60,20 @@ pub async fn runs_are_listed_newest_first_by_page(store: AnyStore) {
     assert!(store.list_runs(&failed, None, 10).await.unwrap().is_empty());
     assert!(store.list_runs(&all, None, 0).await.unwrap().is_empty());
 
+    // Runs created in the same instant are ordered by id, and paged
+    // through without one lost or repeated.
+    let d = insert(&store, "gamma", 4).await;
+    let e = insert(&store, "gamma", 4).await;
+    let (high, low) = if d.id > e.id {
+        (d.id, e.id)
+    } else {
+        (e.id, d.id)
+    };
+    let first = store.list_runs(&all, None, 1).await.unwrap();
+    assert_eq!(ids(&first), vec![high]);
+    let next = store.list_runs(&all, Some(high), 2).await.unwrap();
+    assert_eq!(ids(&next), vec![low, c.id]);
+
     let unknown = Uuid::now_v7();
     let err = store.list_runs(&all, Some(unknown), 10).await.unwrap_err();
     assert!(
