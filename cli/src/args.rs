@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use chrono::{DateTime, Utc};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use troupe::records::RunStatus;
 use uuid::Uuid;
@@ -77,6 +78,16 @@ pub enum RunsCommand {
         /// Only runs of this flow.
         #[arg(long, value_name = "NAME")]
         flow: Option<String>,
+        /// Only runs this session owns.
+        #[arg(long, value_name = "KEY")]
+        owner: Option<String>,
+        /// Only runs this run started.
+        #[arg(long, value_name = "ID")]
+        parent: Option<Uuid>,
+        /// Only runs created at or after this time (RFC 3339, e.g.
+        /// 2026-01-31T12:00:00Z).
+        #[arg(long, value_name = "TIME")]
+        since: Option<DateTime<Utc>>,
         /// At most this many runs.
         #[arg(long, default_value_t = 50)]
         limit: usize,

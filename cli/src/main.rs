@@ -54,12 +54,18 @@ async fn execute(cli: Cli) -> Result<String, CliError> {
                 RunsCommand::List {
                     status,
                     flow,
+                    owner,
+                    parent,
+                    since,
                     limit,
                     before,
                 } => {
                     let filter = RunFilter {
                         status: status.map(Into::into),
                         controller_id: flow,
+                        owner_session_key: owner,
+                        parent_run_id: parent,
+                        created_since: since,
                     };
                     let args = read::ListArgs {
                         filter,

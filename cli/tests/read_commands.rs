@@ -66,6 +66,13 @@ async fn runs_list_prints_a_table_and_json_newest_first_with_filters() {
     assert_eq!(only(&["--flow", "stream"]), [unfinished.as_str()]);
     assert!(only(&["--flow", "stream", "--status", "failed"]).is_empty());
     assert_eq!(only(&["--limit", "1"]), [unfinished.as_str()]);
+    assert_eq!(only(&["--owner", "troupe"]).len(), 2);
+    assert!(only(&["--owner", "nobody"]).is_empty());
+    assert!(only(&["--parent", &finished]).is_empty());
+    assert_eq!(only(&["--since", "2000-01-01T00:00:00Z"]).len(), 2);
+    assert!(only(&["--since", "2999-01-01T00:00:00Z"]).is_empty());
+    let out = troupe(&j.path, &["runs", "list", "--since", "yesterday"]);
+    assert_eq!(out.status.code(), Some(2), "a bad time is a usage error");
     assert_eq!(
         only(&["--limit", "1", "--before", &unfinished]),
         [finished.as_str()]

@@ -86,6 +86,13 @@ pub struct RunFilter {
     pub status: Option<RunStatus>,
     /// Only runs of this flow (their `controller_id`).
     pub controller_id: Option<String>,
+    /// Only runs this session owns (their `owner_session_key`).
+    pub owner_session_key: Option<String>,
+    /// Only runs this run started (their `parent_run_id`).
+    pub parent_run_id: Option<Uuid>,
+    /// Only runs created at or after this time (SQLite keeps times to the
+    /// microsecond).
+    pub created_since: Option<DateTime<Utc>>,
 }
 
 impl RunFilter {
@@ -96,6 +103,14 @@ impl RunFilter {
                 .controller_id
                 .as_deref()
                 .is_none_or(|c| run.controller_id == c)
+            && self
+                .owner_session_key
+                .as_deref()
+                .is_none_or(|o| run.owner_session_key == o)
+            && self
+                .parent_run_id
+                .is_none_or(|p| run.parent_run_id == Some(p))
+            && self.created_since.is_none_or(|t| run.created_at >= t)
     }
 }
 

@@ -74,6 +74,44 @@ pub async fn runs_are_listed_newest_first_by_page(store: AnyStore) {
     let next = store.list_runs(&all, Some(high), 2).await.unwrap();
     assert_eq!(ids(&next), vec![low, c.id]);
 
+    // By owner, parent and creation time.
+    let mut child = Run::new("alpha", "goal", "someone");
+    child.parent_run_id = Some(a.id);
+    child.created_at = Utc.timestamp_opt(1_700_000_010, 0).unwrap();
+    child.updated_at = child.created_at;
+    store.insert_run(child.clone(), None).await.unwrap();
+    let by = |filter: RunFilter| {
+        let store = store.clone();
+        async move { ids(&store.list_runs(&filter, None, 10).await.unwrap()) }
+    };
+    let owned = RunFilter {
+        owner_session_key: Some("someone".into()),
+        ..RunFilter::default()
+    };
+    assert_eq!(by(owned).await, vec![child.id]);
+    let children = RunFilter {
+        parent_run_id: Some(a.id),
+        ..RunFilter::default()
+    };
+    assert_eq!(by(children).await, vec![child.id]);
+    let orphans_of_b = RunFilter {
+        parent_run_id: Some(b.id),
+        ..RunFilter::default()
+    };
+    assert!(by(orphans_of_b).await.is_empty());
+    let since = RunFilter {
+        created_since: Some(c.created_at),
+        ..RunFilter::default()
+    };
+    let mut recent = vec![child.id, high, low, c.id];
+    assert_eq!(by(since.clone()).await, recent);
+    let alpha_since = RunFilter {
+        controller_id: Some("alpha".into()),
+        ..since
+    };
+    recent.retain(|id| *id == child.id || *id == c.id);
+    assert_eq!(by(alpha_since).await, recent);
+
     let unknown = Uuid::now_v7();
     let err = store.list_runs(&all, Some(unknown), 10).await.unwrap_err();
     assert!(

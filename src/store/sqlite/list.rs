@@ -5,6 +5,7 @@
 use rusqlite::{Connection, OptionalExtension, params};
 use uuid::Uuid;
 
+use super::codec::micros;
 use super::read::collect;
 use super::rows::{RUN_COLUMNS, decode_run};
 use crate::records::{Run, RunFilter, StoreError};
@@ -36,6 +37,8 @@ pub(crate) fn list_runs(
         "SELECT {RUN_COLUMNS} FROM runs \
          WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR controller_id = ?2) \
          AND (?3 IS NULL OR (created_at, id) < (?3, ?4)) \
+         AND (?6 IS NULL OR owner_session_key = ?6) AND (?7 IS NULL OR parent_run_id = ?7) \
+         AND (?8 IS NULL OR created_at >= ?8) \
          ORDER BY created_at DESC, id DESC LIMIT ?5"
     );
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
@@ -45,6 +48,9 @@ pub(crate) fn list_runs(
         bound.map(|(created, _)| created),
         bound.map(|(_, id)| id.as_bytes().to_vec()),
         limit,
+        filter.owner_session_key.as_deref(),
+        filter.parent_run_id.map(|p| p.as_bytes().to_vec()),
+        filter.created_since.map(micros),
     ];
     collect(conn, op, &query, params, decode_run)
 }
