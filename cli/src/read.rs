@@ -5,7 +5,7 @@ use std::path::Path;
 
 use serde::Serialize;
 use troupe::records::{
-    DeadLetter, FailureEntry, InboxEntry, Run, RunEvent, RunFilter, StepOutput, StoreError,
+    DeadLetter, FailureEntry, InboxEntry, Run, RunEvent, RunFilter, RunStep, StepOutput, StoreError,
 };
 use troupe::store::{SqliteStore, Store};
 use uuid::Uuid;
@@ -47,8 +47,18 @@ pub async fn list(store: &dyn Store, args: ListArgs, as_json: bool) -> Result<St
     if as_json {
         return json(&runs);
     }
+    let mut text = runs_table(&runs).render();
+    if args.limit > 0 && runs.len() == args.limit {
+        let last = runs.last().map(|r| r.id.to_string()).unwrap_or_default();
+        text.push_str(&format!("(more: --before {last})\n"));
+    }
+    Ok(text)
+}
+
+/// One row per run: id, flow, status, created, updated.
+fn runs_table(runs: &[Run]) -> Table {
     let mut table = Table::new(&["ID", "FLOW", "STATUS", "CREATED", "UPDATED"]);
-    for run in &runs {
+    for run in runs {
         table.row(vec![
             run.id.to_string(),
             run.controller_id.clone(),
@@ -57,12 +67,7 @@ pub async fn list(store: &dyn Store, args: ListArgs, as_json: bool) -> Result<St
             time(run.updated_at),
         ]);
     }
-    let mut text = table.render();
-    if args.limit > 0 && runs.len() == args.limit {
-        let last = runs.last().map(|r| r.id.to_string()).unwrap_or_default();
-        text.push_str(&format!("(more: --before {last})\n"));
-    }
-    Ok(text)
+    table
 }
 
 /// A run's status, saying when a cancel is pending.
@@ -80,18 +85,26 @@ struct Shown {
     run: Run,
     outcome: Option<RunEvent>,
     stage_outputs: Vec<StepOutput>,
+    steps: Vec<RunStep>,
+    children: Vec<Run>,
     failures: Vec<FailureEntry>,
     dead_letters: Vec<DeadLetter>,
     inbox: Vec<InboxEntry>,
 }
 
-/// `troupe runs show ID`: the record, outcome, stage outputs, failures,
-/// dead letters and inbox.
+/// `troupe runs show ID`: the record, outcome, stage outputs, mirrored
+/// steps, child runs, failures, dead letters and inbox.
 pub async fn show(store: &dyn Store, id: Uuid, as_json: bool) -> Result<String, CliError> {
+    let children = RunFilter {
+        parent_run_id: Some(id),
+        ..RunFilter::default()
+    };
     let shown = Shown {
         run: run(store, id).await?,
         outcome: store.terminal_event(id).await?,
         stage_outputs: store.list_step_outputs(id).await?,
+        steps: store.list_steps(id).await?,
+        children: store.list_runs(&children, None, usize::MAX).await?,
         failures: store.list_failures(id).await?,
         dead_letters: store.list_dead_letters(id).await?,
         inbox: store.list_inbox(id).await?,
@@ -119,6 +132,17 @@ pub async fn show(store: &dyn Store, id: Uuid, as_json: bool) -> Result<String, 
         ("Updated", time(run.updated_at)),
         ("Ended", opt_time(run.ended_at)),
         ("Revision", run.revision.to_string()),
+        (
+            "Lease",
+            run.lease.as_ref().map_or("-".into(), |l| {
+                format!(
+                    "{} (epoch {}, until {})",
+                    l.owner,
+                    l.epoch,
+                    time(l.expires_at)
+                )
+            }),
+        ),
         ("State", short_json(&run.state_json)),
         (
             "Wait",
@@ -153,6 +177,23 @@ pub async fn show(store: &dyn Store, id: Uuid, as_json: bool) -> Result<String, 
             table
         },
     );
+    section(&mut text, "Steps", shown.steps.len(), || {
+        let mut table = Table::new(&["EXTERNAL ID", "TASK", "STATUS", "UPDATED", "RESULT"]);
+        for step in &shown.steps {
+            let result = step.result_json.as_ref().map_or("-".into(), short_json);
+            table.row(vec![
+                step.external_run_id.clone(),
+                step.task.clone(),
+                format!("{:?}", step.status).to_lowercase(),
+                time(step.updated_at),
+                result,
+            ]);
+        }
+        table
+    });
+    section(&mut text, "Children", shown.children.len(), || {
+        runs_table(&shown.children)
+    });
     section(&mut text, "Failures", shown.failures.len(), || {
         failures_table(&shown.failures)
     });

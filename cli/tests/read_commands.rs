@@ -5,6 +5,7 @@
 mod support;
 
 use support::{POISON, journal, json, ok, troupe};
+use troupe::records::Run;
 use troupe::store::{SqliteStore, Store};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -116,6 +117,28 @@ async fn show_events_ledger_and_dead_letters_read_what_the_runs_recorded() {
     ] {
         assert!(text.contains(part), "{part:?} in {text}");
     }
+
+    assert_eq!(shown["steps"], serde_json::json!([]));
+    assert_eq!(shown["children"], serde_json::json!([]));
+    drop(store);
+    // A run the finished one started (written as a tool would, through a
+    // bare store, while no runtime owns the journal).
+    let mut child = Run::new("batch", "follow-up", "troupe");
+    child.parent_run_id = Some(j.finished);
+    let writer = SqliteStore::open(&j.path).await.unwrap();
+    writer.insert_run(child.clone(), None).await.unwrap();
+    drop(writer);
+    let store = SqliteStore::open_read_only(&j.path).await.unwrap();
+    let shown = json(&j.path, &["runs", "show", &id]);
+    assert_eq!(shown["children"][0]["id"], child.id.to_string());
+    let text = ok(&j.path, &["runs", "show", &id]);
+    assert!(
+        text.contains("Children (1)") && text.contains(&child.id.to_string()),
+        "{text}"
+    );
+    let listed = json(&j.path, &["runs", "list", "--parent", &id]);
+    assert_eq!(listed[0]["id"], child.id.to_string());
+    assert_eq!(listed.as_array().unwrap().len(), 1);
 
     let log = store.replay(j.finished).await.unwrap();
     let events = json(&j.path, &["runs", "events", &id]);
