@@ -105,8 +105,12 @@ pub enum RunsCommand {
         /// The run.
         id: Uuid,
         /// Only the most recent this many events.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "follow")]
         limit: Option<usize>,
+        /// Then print new events as they are committed, until the run's
+        /// outcome (JSON lines with --json).
+        #[arg(long, short)]
+        follow: bool,
     },
 }
 

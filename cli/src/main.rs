@@ -8,6 +8,7 @@
 
 mod args;
 mod error;
+mod follow;
 mod read;
 mod render;
 mod write;
@@ -75,7 +76,16 @@ async fn execute(cli: Cli) -> Result<String, CliError> {
                     read::list(&store, args, as_json).await
                 }
                 RunsCommand::Show { id } => read::show(&store, id, as_json).await,
-                RunsCommand::Events { id, limit } => read::events(&store, id, limit, as_json).await,
+                RunsCommand::Events {
+                    id, follow: true, ..
+                } => {
+                    let mut out = std::io::stdout().lock();
+                    follow::follow(&store, id, as_json, &mut out).await?;
+                    Ok(String::new())
+                }
+                RunsCommand::Events { id, limit, .. } => {
+                    read::events(&store, id, limit, as_json).await
+                }
             }
         }
         Command::Ledger { id } => read::ledger(&read::open(path).await?, id, as_json).await,

@@ -5,7 +5,8 @@ use std::path::Path;
 
 use serde::Serialize;
 use troupe::records::{
-    DeadLetter, FailureEntry, InboxEntry, Run, RunEvent, RunFilter, RunStep, StepOutput, StoreError,
+    DeadLetter, EventKind, FailureEntry, InboxEntry, Run, RunEvent, RunFilter, RunStep, StepOutput,
+    StoreError,
 };
 use troupe::store::{SqliteStore, Store};
 use uuid::Uuid;
@@ -250,20 +251,23 @@ pub async fn events(
     }
     let mut table = Table::new(&["SEQ", "AT", "EVENT", "DATA"]);
     for event in &events {
-        let data = match &event.kind {
-            troupe::records::EventKind::Custom { payload, .. } => short_json(payload),
-            troupe::records::EventKind::Terminal(t) => {
-                short_json(&serde_json::to_value(t).map_err(CliError::Encode)?)
-            }
-        };
         table.row(vec![
             event.seq.to_string(),
             time(event.at),
             event.kind.name().to_owned(),
-            data,
+            event_data(event)?,
         ]);
     }
     Ok(table.render())
+}
+
+/// An event's data on one line, cut short: a custom event's payload, or
+/// the outcome.
+pub fn event_data(event: &RunEvent) -> Result<String, CliError> {
+    Ok(match &event.kind {
+        EventKind::Custom { payload, .. } => short_json(payload),
+        EventKind::Terminal(t) => short_json(&serde_json::to_value(t).map_err(CliError::Encode)?),
+    })
 }
 
 /// `troupe ledger ID`: the run's failure ledger.

@@ -1,11 +1,20 @@
 //! The read commands against journals made by real runs: they open the
 //! journal read-only, print aligned tables or one JSON document, and say
-//! clearly when there is no journal.
+//! clearly when there is no journal; `runs events --follow` prints a live
+//! run's log as another runtime commits it and exits at its outcome.
 
 mod support;
 
-use support::{POISON, journal, json, ok, troupe};
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+use serde_json::Value;
+use support::{POISON, flow, journal, json, ok, troupe};
+use tokio::sync::mpsc;
+use troupe::flow::ControlEvent;
 use troupe::records::Run;
+use troupe::records::RunStatus;
+use troupe::runtime::Runtime;
 use troupe::store::{SqliteStore, Store};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -153,6 +162,13 @@ async fn show_events_ledger_and_dead_letters_read_what_the_runs_recorded() {
         text.lines().last().unwrap().contains("RunCompleted"),
         "{text}"
     );
+    // Following an ended run prints its log and exits.
+    let text = ok(&j.path, &["runs", "events", &id, "--follow"]);
+    assert_eq!(text.lines().count(), log.len() + 1, "{text}");
+    assert!(
+        text.lines().last().unwrap().contains("RunCompleted"),
+        "{text}"
+    );
 
     let letters = json(&j.path, &["dead-letters", &id]);
     assert_eq!(letters.as_array().unwrap().len(), 1);
@@ -204,4 +220,57 @@ async fn a_wrong_path_or_an_unknown_run_is_a_clear_error() {
     assert!(err.contains(&format!("no run {unknown}")), "{err}");
     let out = troupe(&j.path, &["runs", "show", "not-an-id"]);
     assert_eq!(out.status.code(), Some(2), "clap's usage error");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follow_prints_a_live_runs_events_until_its_outcome() {
+    let j = journal().await;
+    let (tx, _seen) = mpsc::unbounded_channel();
+    let runtime = Runtime::builder()
+        .sqlite(&j.path)
+        .register(flow("stream", tx))
+        .unwrap()
+        .start()
+        .await
+        .unwrap();
+    let run = runtime.resumed()[0].clone();
+
+    let id = j.unfinished.to_string();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_troupe"))
+        .arg("--journal")
+        .arg(&j.path)
+        .args(["runs", "events", &id, "--follow", "--json"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (line_tx, mut lines) = mpsc::unbounded_channel::<Value>();
+    let stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let _ = line_tx.send(serde_json::from_str(&line.unwrap()).unwrap());
+        }
+    });
+    // The log so far (one read) is printed before the run is told to end:
+    // what the cancel adds comes from the follow.
+    let first = lines.recv().await.unwrap();
+    assert_eq!(first["seq"], 1);
+    let before_end = runtime.journal().replay(j.unfinished).await.unwrap().len();
+    let reason = "enough".to_owned();
+    run.send(ControlEvent::Cancel { reason }).await.unwrap();
+    assert_eq!(run.wait().await.unwrap().status, RunStatus::Cancelled);
+
+    let mut printed = vec![first];
+    while let Some(line) = lines.recv().await {
+        printed.push(line);
+    }
+    reader.join().unwrap();
+    assert!(child.wait().unwrap().success());
+    let log = runtime.journal().replay(j.unfinished).await.unwrap();
+    assert!(log.len() > before_end, "events came after the follow began");
+    let seqs: Vec<u64> = printed.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    let expected: Vec<u64> = log.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, expected, "each event once, in order");
+    let last = printed.last().unwrap();
+    assert_eq!(last["kind"]["Terminal"], "RunCancelled", "{last}");
+    runtime.shutdown().await;
 }
