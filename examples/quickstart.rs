@@ -279,17 +279,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             past.id, past.status, past.created_at
         );
     }
-    println!(
-        "\njournal: {}",
-        runtime
-            .journal_path()
-            .map(|p| p.display().to_string())
-            .unwrap_or_default()
-    );
-    println!(
-        "inspect runs with `Runtime::runs()` (list_by_owner, list_by_status, list_events) \
-         and `Runtime::journal()` (replay, list_step_outputs, list_failures)"
-    );
+    let journal = runtime
+        .journal_path()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    println!("\njournal: {journal}");
+    println!("inspect it: cargo run --bin troupe -- runs list --journal {journal}");
+    println!("            cargo run --bin troupe -- runs show <RUN_ID> --journal {journal}");
     runtime.shutdown().await;
     Ok(())
 }

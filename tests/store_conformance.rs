@@ -2,6 +2,8 @@
 
 #[path = "support/conformance.rs"]
 mod conformance;
+#[path = "support/list_cases.rs"]
+mod list_cases;
 #[path = "support/repair_cases.rs"]
 mod repair_cases;
 #[path = "support/required_only.rs"]
@@ -44,6 +46,7 @@ macro_rules! conformance {
                 inbox_settles_once,
                 inbox_refuses_too_deep_payload,
             );
+            conformance!(@list $make; runs_are_listed_newest_first_by_page);
             conformance!(@repair $make;
                 record_appends_once,
                 record_failure_goes_to_ledger,
@@ -63,6 +66,15 @@ macro_rules! conformance {
             async fn $case() {
                 let (store, _guard) = $make.await;
                 conformance::$case(store).await;
+            }
+        )*
+    };
+    (@list $make:expr; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test]
+            async fn $case() {
+                let (store, _guard) = $make.await;
+                list_cases::$case(store).await;
             }
         )*
     };

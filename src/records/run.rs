@@ -78,6 +78,42 @@ impl RunStatus {
     }
 }
 
+/// Which runs [`Store::list_runs`](crate::store::Store::list_runs) lists:
+/// each field set narrows the list; the default lists every run.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunFilter {
+    /// Only runs with this status.
+    pub status: Option<RunStatus>,
+    /// Only runs of this flow (their `controller_id`).
+    pub controller_id: Option<String>,
+    /// Only runs this session owns (their `owner_session_key`).
+    pub owner_session_key: Option<String>,
+    /// Only runs this run started (their `parent_run_id`).
+    pub parent_run_id: Option<Uuid>,
+    /// Only runs created at or after this time (SQLite keeps times to the
+    /// microsecond).
+    pub created_since: Option<DateTime<Utc>>,
+}
+
+impl RunFilter {
+    /// Whether `run` passes the filter.
+    pub fn matches(&self, run: &Run) -> bool {
+        self.status.is_none_or(|s| run.status == s)
+            && self
+                .controller_id
+                .as_deref()
+                .is_none_or(|c| run.controller_id == c)
+            && self
+                .owner_session_key
+                .as_deref()
+                .is_none_or(|o| run.owner_session_key == o)
+            && self
+                .parent_run_id
+                .is_none_or(|p| run.parent_run_id == Some(p))
+            && self.created_since.is_none_or(|t| run.created_at >= t)
+    }
+}
+
 /// An ownership lease on a run (for several processes sharing a store later).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Lease {

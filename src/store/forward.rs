@@ -7,8 +7,9 @@
 /// writes (the journal handle, fault injection, test doubles). With
 /// `check: method`, each forwarded read first calls
 /// `self.method("read_name")?` (`fn(&self, &'static str) -> Result<(), StoreError>`),
-/// e.g. to inject faults. Provided methods (such as `list_step_outputs_for`)
-/// keep their defaults unless you write them.
+/// e.g. to inject faults. `list_runs` is forwarded too (the inner store may
+/// answer it in one query); other provided methods (such as
+/// `list_step_outputs_for`) keep their defaults unless you write them.
 ///
 /// ```
 /// use std::sync::Arc;
@@ -51,6 +52,11 @@ macro_rules! store_wrapper {
             async fn list_runs_by_status(&self, status: $crate::records::RunStatus) -> ::core::result::Result<Vec<$crate::records::Run>, $crate::records::StoreError> {
                 $(self.$check("list_runs_by_status")?;)?
                 self.$inner.list_runs_by_status(status).await
+            }
+
+            async fn list_runs(&self, filter: &$crate::records::RunFilter, before: ::core::option::Option<$crate::ids::Uuid>, limit: usize) -> ::core::result::Result<Vec<$crate::records::Run>, $crate::records::StoreError> {
+                $(self.$check("list_runs")?;)?
+                self.$inner.list_runs(filter, before, limit).await
             }
 
             async fn list_runs_missing_terminal_event(&self) -> ::core::result::Result<Vec<$crate::records::Run>, $crate::records::StoreError> {

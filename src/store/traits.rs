@@ -7,7 +7,9 @@ use crate::records::{
     Appended, Cursor, EventKind, NewEvent, RunEvent, TerminalAppend, TerminalEvent,
 };
 use crate::records::{DamagedRun, StoreError};
-use crate::records::{DeadLetter, FailureEntry, InboxEntry, Run, RunStatus, RunStep, StepOutput};
+use crate::records::{
+    DeadLetter, FailureEntry, InboxEntry, Run, RunFilter, RunStatus, RunStep, StepOutput,
+};
 use crate::records::{WriteOp, WriteOutcome, appended, mismatch};
 
 /// What [`Store::apply_batch`] returns: the commit's outcome, then one
@@ -73,6 +75,41 @@ pub trait Store: Send + Sync + 'static {
 
     /// Runs with a status, oldest first.
     async fn list_runs_by_status(&self, status: RunStatus) -> Result<Vec<Run>, StoreError>;
+
+    /// One page of the runs `filter` passes, newest first: by `created_at`,
+    /// then id, descending. `before` is the last run of the previous page
+    /// (`None` for the first page); a page holds at most `limit` runs, and
+    /// one shorter than `limit` is the last. A `before` that names no run is
+    /// [`StoreError::RunNotFound`]. The default reads the runs of each
+    /// status the filter allows and sorts them; SQLite answers in one query.
+    async fn list_runs(
+        &self,
+        filter: &RunFilter,
+        before: Option<Uuid>,
+        limit: usize,
+    ) -> Result<Vec<Run>, StoreError> {
+        let bound = match before {
+            Some(id) => {
+                let run = self.get_run(id).await?.ok_or(StoreError::RunNotFound(id))?;
+                Some((run.created_at, run.id))
+            }
+            None => None,
+        };
+        let statuses = match filter.status {
+            Some(status) => vec![status],
+            None => RunStatus::ALL.to_vec(),
+        };
+        let mut runs = Vec::new();
+        for status in statuses {
+            let listed = self.list_runs_by_status(status).await?;
+            runs.extend(listed.into_iter().filter(|run| {
+                filter.matches(run) && bound.is_none_or(|b| (run.created_at, run.id) < b)
+            }));
+        }
+        runs.sort_unstable_by_key(|run| std::cmp::Reverse((run.created_at, run.id)));
+        runs.truncate(limit);
+        Ok(runs)
+    }
 
     /// Runs whose persisted status is terminal but that have no terminal event
     /// (a terminalization that was interrupted), oldest first.

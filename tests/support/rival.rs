@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use async_trait::async_trait;
 use serde_json::json;
 use troupe::records::{
-    Cursor, DamagedRun, DeadLetter, EventKind, FailureEntry, InboxEntry, Run, RunEvent, RunStatus,
-    RunStep, StepOutput, StoreError, WriteOp, WriteOutcome,
+    Cursor, DamagedRun, DeadLetter, EventKind, FailureEntry, InboxEntry, Run, RunEvent, RunFilter,
+    RunStatus, RunStep, StepOutput, StoreError, WriteOp, WriteOutcome,
 };
 use troupe::store::Store;
 use uuid::Uuid;
@@ -94,6 +94,15 @@ impl Store for RivalStore {
 
     async fn list_runs_by_status(&self, status: RunStatus) -> Result<Vec<Run>, StoreError> {
         self.inner.list_runs_by_status(status).await
+    }
+
+    async fn list_runs(
+        &self,
+        filter: &RunFilter,
+        before: Option<Uuid>,
+        limit: usize,
+    ) -> Result<Vec<Run>, StoreError> {
+        self.inner.list_runs(filter, before, limit).await
     }
 
     async fn list_runs_missing_terminal_event(&self) -> Result<Vec<Run>, StoreError> {

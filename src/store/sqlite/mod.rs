@@ -9,6 +9,7 @@ mod checkpoint;
 mod codec;
 mod fast_hash;
 mod heads;
+mod list;
 mod lock;
 mod multi_row;
 mod owner;
@@ -36,7 +37,9 @@ use self::thread::ConnThread;
 use super::traits::{Store, WriterJob};
 use crate::records::{Cursor, RunEvent};
 use crate::records::{DamagedRun, StoreError};
-use crate::records::{DeadLetter, FailureEntry, InboxEntry, Run, RunStatus, RunStep, StepOutput};
+use crate::records::{
+    DeadLetter, FailureEntry, InboxEntry, Run, RunFilter, RunStatus, RunStep, StepOutput,
+};
 use crate::records::{WriteOp, WriteOutcome};
 
 /// The newest journal schema version this build reads and writes.
@@ -443,6 +446,17 @@ impl Store for SqliteStore {
 
     async fn list_runs_by_status(&self, status: RunStatus) -> Result<Vec<Run>, StoreError> {
         self.read(move |c, _| read::list_runs_by_status(c, status))
+            .await
+    }
+
+    async fn list_runs(
+        &self,
+        filter: &RunFilter,
+        before: Option<Uuid>,
+        limit: usize,
+    ) -> Result<Vec<Run>, StoreError> {
+        let filter = filter.clone();
+        self.read(move |c, _| list::list_runs(c, &filter, before, limit))
             .await
     }
 

@@ -21,7 +21,7 @@ fn sql(op: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
 
 /// Runs `sql` with `params` and decodes every row with `decode`; the first
 /// bad row is reported as a typed error naming it.
-fn collect<T>(
+pub(super) fn collect<T>(
     conn: &Connection,
     op: &'static str,
     query: &str,
