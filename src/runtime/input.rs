@@ -32,7 +32,9 @@ impl Runtime {
         name: &str,
         payload: Value,
     ) -> Result<Uuid, RuntimeError> {
+        let gate = self.resume_gate.read().await;
         if let Some(run) = self.live_run(run_id) {
+            drop(gate);
             let index = stage.map(|s| run.stage_index(s)).transpose()?;
             return Ok(accept_signal(&run, index, name.to_owned(), payload).await?);
         }
@@ -65,7 +67,9 @@ impl Runtime {
             stage: stage.to_owned(),
             reason: format!("does not encode as JSON: {e}"),
         })?;
+        let gate = self.resume_gate.read().await;
         if let Some(run) = self.live_run(run_id) {
+            drop(gate);
             let index = run.stage_index(stage)?;
             return Ok(accept_event(&run, index, payload).await?);
         }
@@ -176,7 +180,9 @@ impl Runtime {
             ReplayInto::Run(id) => id,
             ReplayInto::NewRun => return self.replay_into_new_run(from, stage, items).await,
         };
+        let gate = self.resume_gate.read().await;
         if let Some(run) = self.live_run(target) {
+            drop(gate);
             let index = run.stage_index(stage)?;
             let ids = accept_items(&run, index, items).await?;
             return Ok(Replayed {

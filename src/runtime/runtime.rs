@@ -177,6 +177,11 @@ pub struct Runtime {
     /// Unfinished runs whose flow is not registered; taken out when it is.
     unresumed: Mutex<Vec<Run>>,
     resume_failures: Vec<ResumeFailure>,
+    /// Held (write) while `register` resumes runs, until their handles are
+    /// live; input for a run that is not live is journaled under it (read),
+    /// so such input is either in the journal before a resume reads the
+    /// run's inbox, or sent to the live run after it.
+    pub(crate) resume_gate: Arc<RwLock<()>>,
 }
 
 impl Runtime {
@@ -204,6 +209,7 @@ impl Runtime {
             resumed: Vec::new(),
             unresumed: Mutex::default(),
             resume_failures: Vec::new(),
+            resume_gate: Arc::default(),
         }
     }
 
@@ -228,6 +234,7 @@ impl Runtime {
     ) -> Result<ResumeReport, RuntimeError> {
         let name = definition.name().to_owned();
         let definition: Arc<dyn ErasedDefinition> = Arc::new(definition);
+        let gate = self.resume_gate.clone().write_owned().await;
         if !self.registry.register(definition.clone()) {
             return Err(RuntimeError::AlreadyRegistered(name));
         }
@@ -253,6 +260,7 @@ impl Runtime {
             .collect();
         let resume = async move {
             let _in_flight = in_flight;
+            let _gate = gate;
             resume_runs(&starter, to_resume).await
         };
         let resumed = match tokio::spawn(resume).await {
