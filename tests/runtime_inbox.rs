@@ -355,6 +355,28 @@ async fn an_ended_run_refuses_input_and_an_unknown_one_is_named() {
         "{signal:?}"
     );
     assert!(store.list_inbox(run.run_id()).await.unwrap().is_empty());
+    for reserved in ["*", ""] {
+        let named = runtime
+            .send_signal(run.run_id(), Some(reserved), "x", Value::Null)
+            .await;
+        assert!(
+            matches!(
+                named,
+                Err(RuntimeError::Input(HandleError::UnknownStage { .. }))
+            ),
+            "{named:?}"
+        );
+        let event = runtime
+            .send_event(run.run_id(), reserved, &SetFactor(1))
+            .await;
+        assert!(
+            matches!(
+                event,
+                Err(RuntimeError::Input(HandleError::UnknownStage { .. }))
+            ),
+            "{event:?}"
+        );
+    }
     let unknown = Uuid::now_v7();
     let missing = runtime.send_signal(unknown, None, "x", Value::Null).await;
     assert!(

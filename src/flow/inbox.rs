@@ -351,6 +351,11 @@ impl FlowCtx {
         let targets: Vec<usize> = (0..self.stages.len())
             .filter(|&i| !self.stages[i].done())
             .collect();
+        if targets.is_empty() {
+            let why = "every stage had completed".to_owned();
+            return record::settle_inbox(self.journal(), run_id, entry.id, EVERY_STAGE, Some(why))
+                .await;
+        }
         let entries = targets
             .iter()
             .map(|&i| InboxEntry {

@@ -32,6 +32,14 @@ impl Runtime {
         name: &str,
         payload: Value,
     ) -> Result<Uuid, RuntimeError> {
+        if let Some(reserved) = stage.filter(|s| s.is_empty() || *s == EVERY_STAGE) {
+            // Reserved names: `None` is how every stage is addressed.
+            return Err(HandleError::UnknownStage {
+                run_id,
+                stage: reserved.to_owned(),
+            }
+            .into());
+        }
         let gate = self.resume_gate.read().await;
         if let Some(run) = self.live_run(run_id) {
             drop(gate);
@@ -62,6 +70,10 @@ impl Runtime {
         stage: &str,
         event: &E,
     ) -> Result<Uuid, RuntimeError> {
+        if stage.is_empty() || stage == EVERY_STAGE {
+            let stage = stage.to_owned();
+            return Err(HandleError::UnknownStage { run_id, stage }.into());
+        }
         let payload = serde_json::to_value(event).map_err(|e| HandleError::EventRefused {
             run_id,
             stage: stage.to_owned(),
