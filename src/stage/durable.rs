@@ -5,8 +5,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -87,11 +86,10 @@ where
         .ok_or_else(|| Undeliverable::Refused(format!("the stage does not take `{type_name}`")))?;
     let doorbell = port.doorbell.clone();
     // Counted from now (the flow journals the event, then forwards it) until
-    // it is in the queue, or the delivery is dropped.
-    let transit = port.in_transit.start();
-    // After the count: a stage closes its queue only once none is on its
-    // way, so an open queue here takes this event (the flow then accepts
-    // it); a closed one means the stage completed: refused, not accepted.
+    // it is in the queue, or the delivery is dropped; refused if the stage
+    // is closing its queue (decided under the same lock, so a counted
+    // delivery is always waited for), or already closed it (a cancel).
+    let transit = port.in_transit.start().ok_or(Undeliverable::Closed)?;
     if sender.is_closed() {
         return Err(Undeliverable::Closed);
     }
@@ -116,24 +114,47 @@ where
 /// and accepted events be settled undeliverable instead of handled.
 #[derive(Debug, Default)]
 pub(crate) struct InTransit {
-    count: AtomicUsize,
+    /// Deliveries on their way, and whether the stage is closing its queue:
+    /// one lock, so a delivery is either counted before the stage decides
+    /// to close (which then waits for it) or refused.
+    state: Mutex<Transit>,
     changed: Notify,
 }
 
+#[derive(Debug, Default)]
+struct Transit {
+    count: usize,
+    closing: bool,
+}
+
 impl InTransit {
-    /// Counts one delivery until the guard drops.
-    fn start(self: &Arc<Self>) -> TransitGuard {
-        self.count.fetch_add(1, Ordering::SeqCst);
-        TransitGuard(self.clone())
+    fn state(&self) -> std::sync::MutexGuard<'_, Transit> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// No delivery is on its way.
-    pub(crate) fn is_empty(&self) -> bool {
-        self.count.load(Ordering::SeqCst) == 0
+    /// Counts one delivery until the guard drops; `None` once the stage
+    /// is closing its queue.
+    fn start(self: &Arc<Self>) -> Option<TransitGuard> {
+        let mut state = self.state();
+        if state.closing {
+            return None;
+        }
+        state.count += 1;
+        Some(TransitGuard(self.clone()))
     }
 
-    /// Resolves when a delivery ends; `enable` it before looking at
-    /// [`is_empty`](Self::is_empty), so that no ending is missed.
+    /// If no delivery is on its way, marks the queue closing (no delivery
+    /// starts from then on) and says so.
+    pub(crate) fn close_if_empty(&self) -> bool {
+        let mut state = self.state();
+        if state.count == 0 {
+            state.closing = true;
+        }
+        state.closing
+    }
+
+    /// Resolves when a delivery ends; `enable` it before
+    /// [`close_if_empty`](Self::close_if_empty), so that no ending is missed.
     pub(crate) fn changed(&self) -> Notified<'_> {
         self.changed.notified()
     }
@@ -145,7 +166,7 @@ struct TransitGuard(Arc<InTransit>);
 
 impl Drop for TransitGuard {
     fn drop(&mut self) {
-        self.0.count.fetch_sub(1, Ordering::SeqCst);
+        self.0.state().count -= 1;
         self.0.changed.notify_waiters();
     }
 }

@@ -154,7 +154,7 @@ impl<T: Clone + Send + 'static, W: Work<T>> StageSupervisor<T, W> {
                 let changed = transit.changed();
                 tokio::pin!(changed);
                 changed.as_mut().enable();
-                if transit.is_empty() {
+                if transit.close_if_empty() {
                     break;
                 }
                 // A closed queue fails the sends at once: then only the
