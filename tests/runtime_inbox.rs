@@ -19,7 +19,7 @@ use troupe::store::{MemoryStore, Store};
 use troupe::supervise::{BoxError, ExternalEventMode};
 use uuid::Uuid;
 
-use runtime_support::{Counter, settle};
+use runtime_support::{Counter, cancel_and_wait, settle};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct SetFactor(u64);
@@ -158,12 +158,7 @@ async fn a_durable_event_reaches_its_stage_with_its_id_and_is_settled() {
     );
     assert_eq!(store.list_inbox(run.run_id()).await.unwrap().len(), 1);
 
-    run.send(ControlEvent::Cancel {
-        reason: "done".into(),
-    })
-    .await
-    .unwrap();
-    run.wait().await.unwrap();
+    cancel_and_wait(&run).await;
     runtime.shutdown().await;
 }
 
@@ -246,12 +241,7 @@ async fn events_accepted_before_a_crash_or_while_not_live_are_handled_after_the_
     );
     assert!(inbox.iter().any(|e| e.id == signal));
 
-    run.send(ControlEvent::Cancel {
-        reason: "done".into(),
-    })
-    .await
-    .unwrap();
-    run.wait().await.unwrap();
+    cancel_and_wait(&run).await;
     second.shutdown().await;
 }
 
@@ -298,12 +288,7 @@ async fn input_a_stage_cannot_take_is_settled_undeliverable_and_ledgered() {
         );
     }
     assert!(seen.lock().unwrap().events.is_empty());
-    run.send(ControlEvent::Cancel {
-        reason: "done".into(),
-    })
-    .await
-    .unwrap();
-    run.wait().await.unwrap();
+    cancel_and_wait(&run).await;
     second.shutdown().await;
 }
 
@@ -440,12 +425,7 @@ async fn a_completed_stage_refuses_durable_events_and_nothing_is_accepted() {
         .map(|e| e.stage)
         .collect();
     assert_eq!(stages, ["forever", "drain"]);
-    run.send(ControlEvent::Cancel {
-        reason: "done".into(),
-    })
-    .await
-    .unwrap();
-    run.wait().await.unwrap();
+    cancel_and_wait(&run).await;
     runtime.shutdown().await;
 }
 
@@ -531,11 +511,6 @@ async fn a_signal_for_a_stage_waiting_for_its_restart_reaches_the_restarted_stag
     );
     let inbox = store.list_inbox(run.run_id()).await.unwrap();
     assert!(unsettled(&inbox).is_empty(), "{inbox:?}");
-    run.send(ControlEvent::Cancel {
-        reason: "done".into(),
-    })
-    .await
-    .unwrap();
-    run.wait().await.unwrap();
+    cancel_and_wait(&run).await;
     runtime.shutdown().await;
 }

@@ -8,8 +8,8 @@ mod runtime_support;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use runtime_support::{Record, Seen, settle};
-use troupe::flow::{ControlEvent, DeadLetterPolicy, FlowDefinition, HandleError, RetryPolicy};
+use runtime_support::{Record, Seen, cancel_and_wait, settle};
+use troupe::flow::{DeadLetterPolicy, FlowDefinition, HandleError, RetryPolicy};
 use troupe::records::RunStatus;
 use troupe::runtime::{ReplayInto, Runtime, RuntimeError};
 use troupe::stage::{Emitter, PermanentError, Produced, Source, Transform};
@@ -146,12 +146,7 @@ async fn dead_letters_replayed_into_the_same_live_run_reach_the_sink() {
         4
     );
 
-    run.send(ControlEvent::Cancel {
-        reason: "done".into(),
-    })
-    .await
-    .unwrap();
-    run.wait().await.unwrap();
+    cancel_and_wait(&run).await;
     runtime.shutdown().await;
 }
 
@@ -226,12 +221,7 @@ async fn items_replayed_into_a_run_that_is_not_live_are_handled_when_it_resumes(
     assert_eq!(sorted(&probe.seen), expected);
     all_settled(&store, run_id, &replayed.ids).await;
     let run = report.resumed[0].clone();
-    run.send(ControlEvent::Cancel {
-        reason: "done".into(),
-    })
-    .await
-    .unwrap();
-    run.wait().await.unwrap();
+    cancel_and_wait(&run).await;
     second.shutdown().await;
 }
 
@@ -299,13 +289,7 @@ async fn items_another_run_cannot_decode_are_refused_before_anything_is_accepted
         "{refused:?}"
     );
     assert!(store.list_inbox(target.run_id()).await.unwrap().is_empty());
-    target
-        .send(ControlEvent::Cancel {
-            reason: "done".into(),
-        })
-        .await
-        .unwrap();
-    target.wait().await.unwrap();
+    cancel_and_wait(&target).await;
     runtime.shutdown().await;
 }
 

@@ -157,6 +157,15 @@ pub async fn memory_runtime() -> Runtime {
     Runtime::builder().memory().start().await.unwrap()
 }
 
+/// Cancels a run that would not end by itself, and waits for its outcome.
+pub async fn cancel_and_wait(run: &RunHandle) -> troupe::flow::RunOutcome {
+    let cancel = troupe::flow::ControlEvent::Cancel {
+        reason: "done".into(),
+    };
+    run.send(cancel).await.unwrap();
+    run.wait().await.unwrap()
+}
+
 /// Lets every task run until all wait (paused time advances only when idle).
 pub async fn settle() {
     tokio::time::sleep(std::time::Duration::from_millis(10)).await;
