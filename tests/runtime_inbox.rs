@@ -282,11 +282,18 @@ async fn input_a_stage_cannot_take_is_settled_undeliverable_and_ledgered() {
     }
     let failures = store.list_failures(run_id).await.unwrap();
     for id in [garbled, nowhere] {
-        assert!(
-            failures.iter().any(|f| f.reason.contains(&id.to_string())),
-            "{failures:#?}"
-        );
+        let ledgered = failures
+            .iter()
+            .filter(|f| f.reason.contains(&id.to_string()))
+            .count();
+        assert_eq!(ledgered, 1, "{failures:#?}");
     }
+    // Settling it again (a re-delivered entry may be) ledgers nothing more.
+    let again = store
+        .settle_inbox(run_id, garbled, "scale".into(), Some("again".into()))
+        .await
+        .unwrap();
+    assert!(!again);
     assert!(seen.lock().unwrap().events.is_empty());
     cancel_and_wait(&run).await;
     second.shutdown().await;

@@ -135,8 +135,10 @@ pub(crate) async fn accept_inbox(
 }
 
 /// Settles an inbox entry of stage `stage`; one that could not be handed
-/// over (`undeliverable`) also goes into the failure ledger, in the same
-/// write.
+/// over (`undeliverable`) also goes into the failure ledger, once: only the
+/// write that settled it adds the ledger entry (an entry settled twice, as
+/// a re-delivered one may be, is not ledgered twice). A crash between the
+/// two leaves the reason in the entry itself.
 pub(crate) async fn settle_inbox(
     journal: &JournalHandle,
     run_id: Uuid,
@@ -144,27 +146,23 @@ pub(crate) async fn settle_inbox(
     stage: &str,
     undeliverable: Option<String>,
 ) -> Result<(), RecordError> {
-    let mut ops = Vec::with_capacity(2);
-    if let Some(why) = &undeliverable {
-        ops.push(WriteOp::RecordFailure(FailureEntry {
-            run_id,
-            step_id: stage.to_owned(),
-            reason: format!("inbox entry {id} not handled: {why}"),
-            error_json: Some(json!({ "inbox_entry": id.to_string() })),
-            at: Utc::now(),
-        }));
-    }
-    ops.push(WriteOp::SettleInbox {
-        run_id,
-        id,
-        stage: stage.to_owned(),
-        undeliverable,
-    });
-    journal
-        .apply(WriteOp::Atomic(ops))
+    let store = |source| RecordError::Store { run_id, source };
+    let why = undeliverable.clone();
+    let settled = journal
+        .settle_inbox(run_id, id, stage.to_owned(), undeliverable)
         .await
-        .map(drop)
-        .map_err(|source| RecordError::Store { run_id, source })
+        .map_err(store)?;
+    let (true, Some(why)) = (settled, why) else {
+        return Ok(());
+    };
+    let entry = FailureEntry {
+        run_id,
+        step_id: stage.to_owned(),
+        reason: format!("inbox entry {id} not handled: {why}"),
+        error_json: Some(json!({ "inbox_entry": id.to_string() })),
+        at: Utc::now(),
+    };
+    journal.record_failure(entry).await.map_err(store)
 }
 
 /// Appends a custom event to the run's log.
