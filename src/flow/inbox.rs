@@ -39,25 +39,14 @@ impl FlowCtx {
         name: &str,
         payload: Value,
     ) -> Result<Uuid, RecordError> {
-        let id = crate::records::new_run_id();
-        let targets: Vec<usize> = (0..self.stages.len())
-            .filter(|&i| only.is_none_or(|o| o == i) && !self.stages[i].done())
-            .collect();
-        let entries = targets
-            .iter()
-            .map(|&i| {
-                let mut entry = InboxEntry::new(
-                    self.run.id,
-                    self.stages[i].name.clone(),
-                    InboxMessage::Signal {
-                        name: name.to_owned(),
-                        payload: payload.clone(),
-                    },
-                );
-                entry.id = id;
-                entry
-            })
-            .collect();
+        let targets = self.not_done(only);
+        let message = InboxMessage::Signal {
+            name: name.to_owned(),
+            payload: payload.clone(),
+        };
+        let template = InboxEntry::new(self.run.id, EVERY_STAGE, message);
+        let id = template.id;
+        let entries = self.per_stage(&targets, &template);
         let stage = only.map(|i| self.stages[i].name.clone());
         let audit =
             json!({ "name": name, "payload": payload, "id": id.to_string(), "stage": stage });
@@ -85,23 +74,22 @@ impl FlowCtx {
             Some(stage) if !stage.done() => stage,
             _ => return Err(self.stage_not_running(index)),
         };
-        let Some(redeliver) = stage.event_port().and_then(|p| p.redeliver) else {
-            return Err(HandleError::EventType {
-                run_id,
-                stage: stage.name.clone(),
-                declared: "no durable events".to_owned(),
-                asked: "a durable event",
-            });
-        };
         let entry = InboxEntry::new(run_id, stage.name.clone(), InboxMessage::Event { payload });
         let id = entry.id;
-        let port = stage.event_port().expect("checked above");
         // Decoded before it is journaled: an event its stage cannot take is
         // refused to its sender, not accepted and then dropped.
-        let delivery = match redeliver(&port, id, entry.message.payload()) {
-            Ok(delivery) => delivery,
-            Err(Undeliverable::Closed) => return Err(self.stage_not_running(index)),
-            Err(Undeliverable::Refused(reason)) => {
+        let delivery = match stage.redeliver(id, entry.message.payload()) {
+            None => {
+                return Err(HandleError::EventType {
+                    run_id,
+                    stage: stage.name.clone(),
+                    declared: "no durable events".to_owned(),
+                    asked: "a durable event",
+                });
+            }
+            Some(Ok(delivery)) => delivery,
+            Some(Err(Undeliverable::Closed)) => return Err(self.stage_not_running(index)),
+            Some(Err(Undeliverable::Refused(reason))) => {
                 return Err(HandleError::EventRefused {
                     run_id,
                     stage: stage.name.clone(),
@@ -260,47 +248,60 @@ impl FlowCtx {
     /// that has ended (completed or abandoned) since the last sweep: nothing
     /// will take them (signals it kept, events and replayed items still
     /// queued, input accepted while it was finishing). Only stages that were
-    /// handed input in this process are looked at (one inbox read each). A
-    /// sweep that cannot be recorded leaves them to the next resume, which
-    /// settles them the same way.
+    /// handed input in this process are looked at (one inbox read per
+    /// sweep). A sweep that cannot be recorded leaves them to the next
+    /// resume, which settles them the same way.
     pub(crate) async fn sweep_inbox(&mut self) {
         let run_id = self.run.id;
-        for index in 0..self.stages.len() {
-            let stage = &mut self.stages[index];
+        let mut ended = Vec::new();
+        for stage in &mut self.stages {
             if !stage.done() || stage.inbox_swept || !stage.inbox_used {
                 continue;
             }
             stage.inbox_swept = true;
             stage.forget_signals();
-            let name = stage.name.clone();
             let why = match &stage.abandoned {
                 Some(_) => "the stage was abandoned before it took it",
                 None => "the stage had completed before it took it",
             };
-            let entries = match self.journal().list_inbox(run_id).await {
-                Ok(entries) => entries,
-                Err(error) => {
-                    tracing::warn!(%run_id, stage = %name, %error, "reading the inbox to settle what the ended stage left failed");
-                    continue;
-                }
+            ended.push((stage.name.clone(), why));
+        }
+        if ended.is_empty() {
+            return;
+        }
+        let entries = match self.journal().list_inbox(run_id).await {
+            Ok(entries) => entries,
+            Err(error) => {
+                tracing::warn!(%run_id, %error, "reading the inbox to settle what ended stages left failed");
+                return;
+            }
+        };
+        for entry in entries.into_iter().filter(|e| e.settled.is_none()) {
+            let Some((name, why)) = ended.iter().find(|(name, _)| *name == entry.stage) else {
+                continue;
             };
-            let left = entries
-                .into_iter()
-                .filter(|e| e.stage == name && e.settled.is_none());
-            for entry in left {
-                let settled = record::settle_inbox(
-                    self.journal(),
-                    run_id,
-                    entry.id,
-                    &name,
-                    Some(why.to_owned()),
-                )
-                .await;
-                if let Err(error) = settled {
-                    tracing::warn!(%run_id, stage = %name, id = %entry.id, %error, "settling an inbox entry the ended stage left failed");
-                }
+            let why = Some((*why).to_owned());
+            let settled = record::settle_inbox(self.journal(), run_id, entry.id, name, why).await;
+            if let Err(error) = settled {
+                tracing::warn!(%run_id, stage = %name, id = %entry.id, %error, "settling an inbox entry an ended stage left failed");
             }
         }
+    }
+
+    /// The stages not done: stage `only`, or every one.
+    fn not_done(&self, only: Option<usize>) -> Vec<usize> {
+        (0..self.stages.len())
+            .filter(|&i| only.is_none_or(|o| o == i) && !self.stages[i].done())
+            .collect()
+    }
+
+    /// `entry` once for each stage of `targets`, all with its id.
+    fn per_stage(&self, targets: &[usize], entry: &InboxEntry) -> Vec<InboxEntry> {
+        let for_stage = |i: &usize| InboxEntry {
+            stage: self.stages[*i].name.clone(),
+            ..entry.clone()
+        };
+        targets.iter().map(for_stage).collect()
     }
 
     /// Hands a recovered entry to stage `index`; why it cannot, if so.
@@ -315,17 +316,13 @@ impl FlowCtx {
                 None
             }
             InboxMessage::Event { payload } => {
-                let port = self.stages[index].event_port();
-                let Some((port, redeliver)) = port.and_then(|p| Some((p.clone(), p.redeliver?)))
-                else {
-                    return Some("the stage takes no durable events".to_owned());
-                };
-                match redeliver(&port, entry.id, payload) {
-                    Ok(delivery) => {
+                match self.stages[index].redeliver(entry.id, payload) {
+                    None => Some("the stage takes no durable events".to_owned()),
+                    Some(Ok(delivery)) => {
                         self.forward(index, entry.id, delivery);
                         None
                     }
-                    Err(why) => Some(why.to_string()),
+                    Some(Err(why)) => Some(why.to_string()),
                 }
             }
             InboxMessage::Item { payload } => match self.stages[index].replay.clone() {
@@ -348,34 +345,14 @@ impl FlowCtx {
             return record::settle_inbox(self.journal(), run_id, entry.id, EVERY_STAGE, Some(why))
                 .await;
         };
-        let targets: Vec<usize> = (0..self.stages.len())
-            .filter(|&i| !self.stages[i].done())
-            .collect();
+        let targets = self.not_done(None);
         if targets.is_empty() {
             let why = "every stage had completed".to_owned();
             return record::settle_inbox(self.journal(), run_id, entry.id, EVERY_STAGE, Some(why))
                 .await;
         }
-        let entries = targets
-            .iter()
-            .map(|&i| InboxEntry {
-                stage: self.stages[i].name.clone(),
-                ..entry.clone()
-            })
-            .collect();
-        let op = crate::records::WriteOp::Atomic(vec![
-            crate::records::WriteOp::AcceptInbox(entries),
-            crate::records::WriteOp::SettleInbox {
-                run_id,
-                id: entry.id,
-                stage: EVERY_STAGE.to_owned(),
-                undeliverable: None,
-            },
-        ]);
-        self.journal()
-            .apply(op)
-            .await
-            .map_err(|source| RecordError::Store { run_id, source })?;
+        let entries = self.per_stage(&targets, &entry);
+        record::spread_inbox(self.journal(), run_id, entry.id, EVERY_STAGE, entries).await?;
         let signal = Arc::new(StageSignal {
             name,
             payload,

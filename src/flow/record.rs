@@ -134,6 +134,28 @@ pub(crate) async fn accept_inbox(
         .map_err(|source| RecordError::Store { run_id, source })
 }
 
+/// Turns the run-wide inbox entry `id` (stage `every`) into `entries`, one
+/// per stage, settling it, in one write.
+pub(crate) async fn spread_inbox(
+    journal: &JournalHandle,
+    run_id: Uuid,
+    id: Uuid,
+    every: &str,
+    entries: Vec<InboxEntry>,
+) -> Result<(), RecordError> {
+    let settle = WriteOp::SettleInbox {
+        run_id,
+        id,
+        stage: every.to_owned(),
+        undeliverable: None,
+    };
+    journal
+        .apply(WriteOp::Atomic(vec![WriteOp::AcceptInbox(entries), settle]))
+        .await
+        .map(drop)
+        .map_err(|source| RecordError::Store { run_id, source })
+}
+
 /// Settles an inbox entry of stage `stage`; one that could not be handed
 /// over (`undeliverable`) also goes into the failure ledger, once: only the
 /// write that settled it adds the ledger entry (an entry settled twice, as

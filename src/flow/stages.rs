@@ -13,6 +13,7 @@ use super::inbox::Forwarder;
 use super::restart::RestartPolicy;
 use crate::ids::StageId;
 use crate::stage::actor::{Spawner, StageLaunch, StageStartError};
+use crate::stage::durable::{Delivery, Undeliverable};
 use crate::stage::events::EventPort;
 use crate::stage::replay::ItemReplay;
 use crate::stage::work::Bells;
@@ -260,6 +261,17 @@ impl StageRuntime {
     /// The sending end of the stage's user-event queue, if it declares events.
     pub(crate) fn event_port(&self) -> Option<EventPort> {
         self.events.clone()
+    }
+
+    /// The delivery of a durable event (as JSON) into the stage's queue,
+    /// decoded; `None` if the stage takes no durable events.
+    pub(crate) fn redeliver(
+        &self,
+        id: uuid::Uuid,
+        payload: &serde_json::Value,
+    ) -> Option<Result<Delivery, Undeliverable>> {
+        let port = self.events.as_ref()?;
+        Some((port.redeliver?)(port, id, payload))
     }
 
     /// Stages feeding this one (for a step: the steps it waits for).

@@ -32,20 +32,15 @@ impl Runtime {
         name: &str,
         payload: Value,
     ) -> Result<Uuid, RuntimeError> {
-        if let Some(reserved) = stage.filter(|s| s.is_empty() || *s == EVERY_STAGE) {
-            // Reserved names: `None` is how every stage is addressed.
-            return Err(HandleError::UnknownStage {
-                run_id,
-                stage: reserved.to_owned(),
+        // `None` is how every stage is addressed.
+        stage.map(|s| not_reserved(run_id, s)).transpose()?;
+        let _gate = match self.route(run_id).await {
+            Route::Live(run) => {
+                let index = stage.map(|s| run.stage_index(s)).transpose()?;
+                return Ok(accept_signal(&run, index, name.to_owned(), payload).await?);
             }
-            .into());
-        }
-        let gate = self.resume_gate.read().await;
-        if let Some(run) = self.live_run(run_id) {
-            drop(gate);
-            let index = stage.map(|s| run.stage_index(s)).transpose()?;
-            return Ok(accept_signal(&run, index, name.to_owned(), payload).await?);
-        }
+            Route::Journal(gate) => gate,
+        };
         let message = InboxMessage::Signal {
             name: name.to_owned(),
             payload,
@@ -70,28 +65,31 @@ impl Runtime {
         stage: &str,
         event: &E,
     ) -> Result<Uuid, RuntimeError> {
-        if stage.is_empty() || stage == EVERY_STAGE {
-            let stage = stage.to_owned();
-            return Err(HandleError::UnknownStage { run_id, stage }.into());
-        }
+        not_reserved(run_id, stage)?;
         let payload = serde_json::to_value(event).map_err(|e| HandleError::EventRefused {
             run_id,
             stage: stage.to_owned(),
             reason: format!("does not encode as JSON: {e}"),
         })?;
-        let gate = self.resume_gate.read().await;
-        if let Some(run) = self.live_run(run_id) {
-            drop(gate);
-            let index = run.stage_index(stage)?;
-            return Ok(accept_event(&run, index, payload).await?);
-        }
+        let _gate = match self.route(run_id).await {
+            Route::Live(run) => {
+                let index = run.stage_index(stage)?;
+                return Ok(accept_event(&run, index, payload).await?);
+            }
+            Route::Journal(gate) => gate,
+        };
         let message = InboxMessage::Event { payload };
         self.accept_offline(run_id, stage, message, "a durable event")
             .await
     }
 
-    fn live_run(&self, run_id: Uuid) -> Option<RunHandle> {
-        self.live_runs().into_iter().find(|r| r.run_id() == run_id)
+    /// Where input for run `run_id` goes: to its flow, if it is live here,
+    /// or into the journal, written under the returned resume gate (see
+    /// `Runtime::resume_gate`).
+    async fn route(&self, run_id: Uuid) -> Route<'_> {
+        let gate = self.resume_gate.read().await;
+        let live = self.live_runs().into_iter().find(|r| r.run_id() == run_id);
+        live.map_or(Route::Journal(gate), Route::Live)
     }
 
     /// Accepts input for a run that is not live here: its resume hands it over.
@@ -122,6 +120,33 @@ impl Runtime {
             Err(other) => Err(RuntimeError::Store(other)),
         }
     }
+}
+
+/// Where [`Runtime::route`] sends a run's input.
+enum Route<'a> {
+    /// To the run's flow, live here.
+    Live(RunHandle),
+    /// Into the journal, under the resume gate.
+    Journal(tokio::sync::RwLockReadGuard<'a, ()>),
+}
+
+/// Refuses input addressed to a reserved stage name (`*`, or empty).
+fn not_reserved(run_id: Uuid, stage: &str) -> Result<(), HandleError> {
+    if stage.is_empty() || stage == EVERY_STAGE {
+        let stage = stage.to_owned();
+        return Err(HandleError::UnknownStage { run_id, stage });
+    }
+    Ok(())
+}
+
+/// One `Item` entry of run `run_id` per item, for `stage`, and their ids.
+fn item_entries(run_id: Uuid, stage: &str, items: Vec<Value>) -> (Vec<InboxEntry>, Vec<Uuid>) {
+    let entries: Vec<InboxEntry> = items
+        .into_iter()
+        .map(|payload| InboxEntry::new(run_id, stage, InboxMessage::Item { payload }))
+        .collect();
+    let ids = entries.iter().map(|e| e.id).collect();
+    (entries, ids)
 }
 
 /// Where [`Runtime::replay_dead_letters`] sends the items.
@@ -192,23 +217,21 @@ impl Runtime {
             ReplayInto::Run(id) => id,
             ReplayInto::NewRun => return self.replay_into_new_run(from, stage, items).await,
         };
-        let gate = self.resume_gate.read().await;
-        if let Some(run) = self.live_run(target) {
-            drop(gate);
-            let index = run.stage_index(stage)?;
-            let ids = accept_items(&run, index, items).await?;
-            return Ok(Replayed {
-                run_id: target,
-                ids,
-                run: Some(run),
-            });
-        }
-        let entries: Vec<InboxEntry> = items
-            .into_iter()
-            .map(|payload| InboxEntry::new(target, stage, InboxMessage::Item { payload }))
-            .collect();
-        let ids = entries.iter().map(|e| e.id).collect();
-        self.accept_entries(target, entries, "items").await?;
+        let _gate = match self.route(target).await {
+            Route::Live(run) => {
+                let index = run.stage_index(stage)?;
+                let ids = accept_items(&run, index, items).await?;
+                return Ok(Replayed {
+                    run_id: target,
+                    ids,
+                    run: Some(run),
+                });
+            }
+            Route::Journal(gate) => gate,
+        };
+        let (entries, ids) = item_entries(target, stage, items);
+        self.accept_entries(target, entries, "replayed items")
+            .await?;
         Ok(Replayed {
             run_id: target,
             ids,
@@ -227,12 +250,8 @@ impl Runtime {
             .get_run(from)
             .await?
             .ok_or(RuntimeError::UnknownRun(from))?;
-        let placeholder = Uuid::nil();
-        let entries: Vec<InboxEntry> = items
-            .into_iter()
-            .map(|payload| InboxEntry::new(placeholder, stage, InboxMessage::Item { payload }))
-            .collect();
-        let ids = entries.iter().map(|e| e.id).collect();
+        // The new run's id is set as it is created.
+        let (entries, ids) = item_entries(Uuid::nil(), stage, items);
         let run = self
             .start_with_inbox(&source.controller_id, RunOptions::default(), entries)
             .await?;

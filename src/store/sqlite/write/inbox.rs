@@ -13,9 +13,16 @@ impl OpCtx<'_, '_> {
         &mut self,
         entries: &[InboxEntry],
     ) -> Result<WriteOutcome, StoreError> {
+        // A run-wide signal is one entry per stage of one run: its status is
+        // read once.
+        let mut live_rid = None;
         for entry in entries {
             entry.validate()?;
             let head = self.head(entry.run_id)?;
+            if live_rid == Some(head.rid) {
+                self.insert_inbox(head.rid, entry)?;
+                continue;
+            }
             // Read inside the transaction: a terminal status written earlier
             // in the same batch counts.
             let code: i64 = self
@@ -29,42 +36,48 @@ impl OpCtx<'_, '_> {
                     status,
                 });
             }
-            let exists = self
-                .conn
-                .prepare_cached("SELECT 1 FROM inbox WHERE rid = ?1 AND id = ?2 AND stage = ?3")
-                .and_then(|mut s| {
-                    s.query_row(params![head.rid, entry.id.as_bytes(), entry.stage], |_| {
-                        Ok(())
-                    })
-                    .optional()
-                })
-                .map_err(sql("look up inbox entry"))?;
-            if exists.is_some() {
-                return Err(StoreError::InboxEntryExists {
-                    run_id: entry.run_id,
-                    id: entry.id,
-                    stage: entry.stage.clone(),
-                });
-            }
-            // An enum of strings and JSON values always encodes.
-            let message = serde_json::to_vec(&entry.message).unwrap_or_default();
-            self.conn
-                .prepare_cached(
-                    "INSERT INTO inbox(rid, id, stage, message, accepted_at) \
-                     VALUES (?1, ?2, ?3, ?4, ?5)",
-                )
-                .and_then(|mut s| {
-                    s.execute(params![
-                        head.rid,
-                        entry.id.as_bytes(),
-                        entry.stage,
-                        message,
-                        micros(entry.accepted_at)
-                    ])
-                })
-                .map_err(sql("accept inbox entry"))?;
+            live_rid = Some(head.rid);
+            self.insert_inbox(head.rid, entry)?;
         }
         Ok(WriteOutcome::InboxAccepted)
+    }
+
+    /// Inserts an unsettled entry of the run whose row is `rid`; a stored
+    /// `(run, id, stage)` is `InboxEntryExists`.
+    fn insert_inbox(&mut self, rid: i64, entry: &InboxEntry) -> Result<(), StoreError> {
+        let exists = self
+            .conn
+            .prepare_cached("SELECT 1 FROM inbox WHERE rid = ?1 AND id = ?2 AND stage = ?3")
+            .and_then(|mut s| {
+                s.query_row(params![rid, entry.id.as_bytes(), entry.stage], |_| Ok(()))
+                    .optional()
+            })
+            .map_err(sql("look up inbox entry"))?;
+        if exists.is_some() {
+            return Err(StoreError::InboxEntryExists {
+                run_id: entry.run_id,
+                id: entry.id,
+                stage: entry.stage.clone(),
+            });
+        }
+        // An enum of strings and JSON values always encodes.
+        let message = serde_json::to_vec(&entry.message).unwrap_or_default();
+        self.conn
+            .prepare_cached(
+                "INSERT INTO inbox(rid, id, stage, message, accepted_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    rid,
+                    entry.id.as_bytes(),
+                    entry.stage,
+                    message,
+                    micros(entry.accepted_at)
+                ])
+            })
+            .map_err(sql("accept inbox entry"))?;
+        Ok(())
     }
 
     pub(super) fn settle_inbox(
