@@ -249,11 +249,7 @@ fn gated(
 /// the two.)
 async fn crash_after_the_dead_letter(policy: DeadLetterPolicy) -> (Arc<dyn Store>, RunOutcome) {
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-    let first = Runtime::builder()
-        .store(store.clone())
-        .start()
-        .await
-        .unwrap();
+    let first = runtime_on(&store).await;
     let closed = Some(Arc::new(tokio::sync::Semaphore::new(0)));
     let before = DeadLetterPolicy::Continue;
     first.register(gated(before, closed)).await.unwrap();
@@ -266,11 +262,7 @@ async fn crash_after_the_dead_letter(policy: DeadLetterPolicy) -> (Arc<dyn Store
     drop((run, first));
     settle().await;
 
-    let second = Runtime::builder()
-        .store(store.clone())
-        .start()
-        .await
-        .unwrap();
+    let second = runtime_on(&store).await;
     let report = second.register(gated(policy, None)).await.unwrap();
     let outcome = report.resumed[0].wait().await.unwrap();
     second.shutdown().await;

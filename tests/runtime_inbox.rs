@@ -13,13 +13,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use troupe::flow::{ControlEvent, FlowDefinition, HandleError};
 use troupe::records::{InboxMessage, RunStatus};
-use troupe::runtime::{Runtime, RuntimeError};
+use troupe::runtime::RuntimeError;
 use troupe::stage::{Durable, Emitter, EventPolicy, OnEvent, Transform, sink_fn};
 use troupe::store::{MemoryStore, Store};
 use troupe::supervise::{BoxError, ExternalEventMode};
 use uuid::Uuid;
 
-use runtime_support::{Counter, cancel_and_wait, settle};
+use runtime_support::{Counter, cancel_and_wait, runtime_on, settle};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct SetFactor(u64);
@@ -79,14 +79,6 @@ fn held_while_running() -> EventPolicy {
     EventPolicy::default().running(ExternalEventMode::Ignore)
 }
 
-async fn runtime(store: &Arc<dyn Store>) -> Runtime {
-    Runtime::builder()
-        .store(store.clone())
-        .start()
-        .await
-        .unwrap()
-}
-
 fn unsettled(inbox: &[troupe::records::InboxEntry]) -> Vec<Uuid> {
     inbox
         .iter()
@@ -99,7 +91,7 @@ fn unsettled(inbox: &[troupe::records::InboxEntry]) -> Vec<Uuid> {
 async fn a_durable_event_reaches_its_stage_with_its_id_and_is_settled() {
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
     let seen = Arc::new(Mutex::new(Seen::default()));
-    let runtime = runtime(&store).await;
+    let runtime = runtime_on(&store).await;
     runtime
         .register(scaled(&seen, EventPolicy::default()))
         .await
@@ -166,7 +158,7 @@ async fn a_durable_event_reaches_its_stage_with_its_id_and_is_settled() {
 async fn events_accepted_before_a_crash_or_while_not_live_are_handled_after_the_resume() {
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
     let before = Arc::new(Mutex::new(Seen::default()));
-    let first = runtime(&store).await;
+    let first = runtime_on(&store).await;
     first
         .register(scaled(&before, held_while_running()))
         .await
@@ -195,7 +187,7 @@ async fn events_accepted_before_a_crash_or_while_not_live_are_handled_after_the_
     settle().await;
 
     let after = Arc::new(Mutex::new(Seen::default()));
-    let second = runtime(&store).await;
+    let second = runtime_on(&store).await;
     // Not live here yet (its flow is not registered): journaled, handed over
     // when it resumes.
     let offline = second
@@ -249,7 +241,7 @@ async fn events_accepted_before_a_crash_or_while_not_live_are_handled_after_the_
 async fn input_a_stage_cannot_take_is_settled_undeliverable_and_ledgered() {
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
     let seen = Arc::new(Mutex::new(Seen::default()));
-    let first = runtime(&store).await;
+    let first = runtime_on(&store).await;
     first
         .register(scaled(&seen, held_while_running()))
         .await
@@ -259,7 +251,7 @@ async fn input_a_stage_cannot_take_is_settled_undeliverable_and_ledgered() {
     drop(first);
     settle().await;
 
-    let second = runtime(&store).await;
+    let second = runtime_on(&store).await;
     let garbled = second
         .send_event(run_id, "scale", &"not a factor")
         .await
@@ -303,7 +295,7 @@ async fn input_a_stage_cannot_take_is_settled_undeliverable_and_ledgered() {
 async fn an_ended_run_refuses_input_and_an_unknown_one_is_named() {
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
     let seen = Arc::new(Mutex::new(Seen::default()));
-    let runtime = runtime(&store).await;
+    let runtime = runtime_on(&store).await;
     runtime
         .register(scaled(&seen, EventPolicy::default()))
         .await
@@ -382,7 +374,7 @@ async fn an_ended_run_refuses_input_and_an_unknown_one_is_named() {
 async fn a_completed_stage_refuses_durable_events_and_nothing_is_accepted() {
     // `scale` completes (its source is empty) while `forever` keeps the run live.
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-    let runtime = runtime(&store).await;
+    let runtime = runtime_on(&store).await;
     let seen = Arc::new(Mutex::new(Seen::default()));
     let s = seen.clone();
     let def = FlowDefinition::<u64>::builder("half-done")
@@ -464,7 +456,7 @@ async fn a_signal_for_a_stage_waiting_for_its_restart_reaches_the_restarted_stag
     use troupe::flow::{Backoff, RestartPolicy, StageControl};
 
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-    let runtime = runtime(&store).await;
+    let runtime = runtime_on(&store).await;
     let seen = Arc::new(Mutex::new(Seen::default()));
     let crashed = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let (s, c) = (seen.clone(), crashed.clone());

@@ -1,22 +1,19 @@
 //! Inbox edge cases a review found: input accepted for a stage that is
-//! finishing, and durable events whose handling panics, are settled (never
-//! left waiting while the run goes on or ends).
-
-//! Review: inbox entries accepted (sender got an id) but never handed over
-//! nor settled while the run goes on.
+//! finishing, and durable events whose handling panics, are settled
+//! undeliverable (never left waiting while the run goes on or ends).
 
 mod runtime_support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use runtime_support::settle;
+use runtime_support::{cancel_and_wait, runtime_on, settle};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::sync::Notify;
 use troupe::flow::{DeadLetterPolicy, FlowDefinition, RetryPolicy};
 use troupe::records::RunStatus;
-use troupe::runtime::{ReplayInto, Runtime};
+use troupe::runtime::ReplayInto;
 use troupe::stage::{
     Durable, Emitter, EventPolicy, OnEvent, PermanentError, Sink, Transform, source_iter,
 };
@@ -41,32 +38,29 @@ impl Sink<u64> for Gated {
     }
 }
 
-async fn runtime(store: &Arc<dyn Store>) -> Runtime {
-    Runtime::builder()
-        .store(store.clone())
-        .start()
-        .await
-        .unwrap()
-}
-
-/// Items replayed into a sink that is in its `complete` (input ended, flow
-/// still sees it running) are accepted, and never taken nor settled.
-#[tokio::test(start_paused = true)]
-async fn items_replayed_into_a_completing_sink_are_left_unsettled() {
-    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-    let runtime = runtime(&store).await;
-    let gate = Arc::new(Notify::new());
-    let g = gate.clone();
-    let def = FlowDefinition::<u64>::builder("gated")
+/// `numbers` (0..5) → `gated`, carrying on past dead letters, items kept.
+fn gated(gate: &Arc<Notify>) -> FlowDefinition<u64> {
+    let gate = gate.clone();
+    FlowDefinition::<u64>::builder("gated")
         .source("numbers", || source_iter(0_u64..5))
-        .sink("gated", move || Gated { gate: g.clone() })
+        .sink("gated", move || Gated { gate: gate.clone() })
         .pipeline(["numbers", "gated"])
         .default_retry(RetryPolicy::none())
         .on_dead_letter(DeadLetterPolicy::Continue)
         .serde_items()
         .build()
-        .unwrap();
-    runtime.register(def).await.unwrap();
+        .unwrap()
+}
+
+/// Items replayed into a sink that is in its `complete` (input ended, flow
+/// still sees it running) are accepted; the stage never takes them, so its
+/// end settles them undeliverable.
+#[tokio::test(start_paused = true)]
+async fn items_replayed_into_a_completing_sink_are_settled_when_it_ends() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let runtime = runtime_on(&store).await;
+    let gate = Arc::new(Notify::new());
+    runtime.register(gated(&gate)).await.unwrap();
     let run = runtime.start("gated").await.unwrap();
     settle().await; // 3 dead-lettered; the sink waits in `complete`
     let replayed = runtime
@@ -78,31 +72,20 @@ async fn items_replayed_into_a_completing_sink_are_left_unsettled() {
     assert_eq!(outcome.status, RunStatus::Finished);
     let inbox = store.list_inbox(run.run_id()).await.unwrap();
     let entry = inbox.iter().find(|e| e.id == replayed.ids[0]).unwrap();
-    // Invariant 12: handed over, or settled undeliverable. Neither happens.
-    assert!(
-        entry.settled.is_some(),
-        "accepted item never settled: {entry:?}"
-    );
+    // Invariant 12: handed over, or settled undeliverable.
+    let settled = entry.settled.as_ref().expect("settled");
+    assert!(settled.undeliverable.is_some(), "{entry:?}");
     runtime.shutdown().await;
 }
 
-/// A signal accepted for a stage that is finishing its drain is never
-/// handed over nor settled.
+/// A signal accepted for a stage that is finishing is settled undeliverable
+/// when it ends.
 #[tokio::test(start_paused = true)]
-async fn a_signal_for_a_completing_stage_is_left_unsettled() {
+async fn a_signal_for_a_completing_stage_is_settled_when_it_ends() {
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-    let runtime = runtime(&store).await;
+    let runtime = runtime_on(&store).await;
     let gate = Arc::new(Notify::new());
-    let g = gate.clone();
-    let def = FlowDefinition::<u64>::builder("gated")
-        .source("numbers", || source_iter(0_u64..5))
-        .sink("gated", move || Gated { gate: g.clone() })
-        .pipeline(["numbers", "gated"])
-        .default_retry(RetryPolicy::none())
-        .on_dead_letter(DeadLetterPolicy::Continue)
-        .build()
-        .unwrap();
-    runtime.register(def).await.unwrap();
+    runtime.register(gated(&gate)).await.unwrap();
     let run = runtime.start("gated").await.unwrap();
     settle().await;
     let id = runtime
@@ -114,10 +97,8 @@ async fn a_signal_for_a_completing_stage_is_left_unsettled() {
     assert_eq!(outcome.status, RunStatus::Finished);
     let inbox = store.list_inbox(run.run_id()).await.unwrap();
     let entry = inbox.iter().find(|e| e.id == id).unwrap();
-    assert!(
-        entry.settled.is_some(),
-        "accepted signal never settled: {entry:?}"
-    );
+    let settled = entry.settled.as_ref().expect("settled");
+    assert!(settled.undeliverable.is_some(), "{entry:?}");
     runtime.shutdown().await;
 }
 
@@ -147,12 +128,12 @@ impl OnEvent<Durable<Poke>> for Touchy {
     }
 }
 
-/// A durable event whose `on_event` panics is neither settled (as an `Err`
-/// would be) nor handed to the restarted stage.
+/// A durable event whose `on_event` panics is settled undeliverable, as an
+/// `Err` is, and not handed to the restarted stage again.
 #[tokio::test(start_paused = true)]
-async fn a_durable_event_whose_handling_panics_is_lost_unsettled() {
+async fn a_durable_event_whose_handling_panics_is_settled_undeliverable() {
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-    let runtime = runtime(&store).await;
+    let runtime = runtime_on(&store).await;
     let panicked = Arc::new(AtomicBool::new(false));
     let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
     let (p, s) = (panicked.clone(), seen.clone());
@@ -176,17 +157,11 @@ async fn a_durable_event_whose_handling_panics_is_lost_unsettled() {
     assert!(panicked.load(Ordering::SeqCst));
     let inbox = store.list_inbox(run.run_id()).await.unwrap();
     let entry = inbox.iter().find(|e| e.id == id).unwrap();
-    let handed_again = seen.lock().unwrap().contains(&1);
-    assert!(
-        entry.settled.is_some() || handed_again,
-        "panicked event neither settled nor re-delivered: {entry:?}"
-    );
-    run.send(troupe::flow::ControlEvent::Cancel {
-        reason: "end".into(),
-    })
-    .await
-    .unwrap();
-    run.wait().await.unwrap();
+    let settled = entry.settled.as_ref().expect("settled");
+    let why = settled.undeliverable.as_deref().unwrap_or_default();
+    assert!(why.contains("did not finish"), "{entry:?}");
+    assert!(seen.lock().unwrap().is_empty(), "not handed over again");
+    cancel_and_wait(&run).await;
     runtime.shutdown().await;
 }
 

@@ -8,10 +8,10 @@ mod runtime_support;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use runtime_support::{Record, Seen, cancel_and_wait, settle};
+use runtime_support::{Record, Seen, cancel_and_wait, runtime_on, settle};
 use troupe::flow::{DeadLetterPolicy, FlowDefinition, HandleError, RetryPolicy};
 use troupe::records::RunStatus;
-use troupe::runtime::{ReplayInto, Runtime, RuntimeError};
+use troupe::runtime::{ReplayInto, RuntimeError};
 use troupe::stage::{Emitter, PermanentError, Produced, Source, Transform};
 use troupe::store::{MemoryStore, Store};
 use troupe::supervise::BoxError;
@@ -87,14 +87,6 @@ fn sorted(seen: &Seen) -> Vec<u64> {
     items
 }
 
-async fn runtime(store: &Arc<dyn Store>) -> Runtime {
-    Runtime::builder()
-        .store(store.clone())
-        .start()
-        .await
-        .unwrap()
-}
-
 async fn all_settled(store: &Arc<dyn Store>, run_id: uuid::Uuid, ids: &[uuid::Uuid]) {
     let inbox = store.list_inbox(run_id).await.unwrap();
     for id in ids {
@@ -110,7 +102,7 @@ async fn all_settled(store: &Arc<dyn Store>, run_id: uuid::Uuid, ids: &[uuid::Uu
 #[tokio::test(start_paused = true)]
 async fn dead_letters_replayed_into_the_same_live_run_reach_the_sink() {
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-    let runtime = runtime(&store).await;
+    let runtime = runtime_on(&store).await;
     let (def, probe) = flow(false, true);
     runtime.register(def).await.unwrap();
     let run = runtime.start("flaky").await.unwrap();
@@ -153,7 +145,7 @@ async fn dead_letters_replayed_into_the_same_live_run_reach_the_sink() {
 #[tokio::test(start_paused = true)]
 async fn dead_letters_of_an_ended_run_are_replayed_into_a_new_run() {
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-    let runtime = runtime(&store).await;
+    let runtime = runtime_on(&store).await;
     let (def, probe) = flow(true, true);
     runtime.register(def).await.unwrap();
     let first = runtime.start("flaky").await.unwrap();
@@ -196,7 +188,7 @@ async fn dead_letters_of_an_ended_run_are_replayed_into_a_new_run() {
 #[tokio::test(start_paused = true)]
 async fn items_replayed_into_a_run_that_is_not_live_are_handled_when_it_resumes() {
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-    let first = runtime(&store).await;
+    let first = runtime_on(&store).await;
     let (def, _) = flow(false, true);
     first.register(def).await.unwrap();
     let run_id = first.start("flaky").await.unwrap().run_id();
@@ -204,7 +196,7 @@ async fn items_replayed_into_a_run_that_is_not_live_are_handled_when_it_resumes(
     drop(first);
     settle().await;
 
-    let second = runtime(&store).await;
+    let second = runtime_on(&store).await;
     let replayed = second
         .replay_dead_letters(run_id, "flaky", ReplayInto::SameRun)
         .await
@@ -228,7 +220,7 @@ async fn items_replayed_into_a_run_that_is_not_live_are_handled_when_it_resumes(
 #[tokio::test(start_paused = true)]
 async fn nothing_is_replayed_without_kept_items_or_dead_letters() {
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-    let runtime = runtime(&store).await;
+    let runtime = runtime_on(&store).await;
     let (def, _) = flow(true, false);
     runtime.register(def).await.unwrap();
     let run = runtime.start("flaky").await.unwrap();
@@ -256,7 +248,7 @@ async fn nothing_is_replayed_without_kept_items_or_dead_letters() {
 #[tokio::test(start_paused = true)]
 async fn items_another_run_cannot_decode_are_refused_before_anything_is_accepted() {
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-    let runtime = runtime(&store).await;
+    let runtime = runtime_on(&store).await;
     let (def, _) = flow(true, true);
     runtime.register(def).await.unwrap();
     let numbers = runtime.start("flaky").await.unwrap();

@@ -157,6 +157,16 @@ pub async fn memory_runtime() -> Runtime {
     Runtime::builder().memory().start().await.unwrap()
 }
 
+/// A runtime over `store`, which outlives it (a dropped runtime stands in
+/// for a crashed process).
+pub async fn runtime_on(store: &Arc<dyn Store>) -> Runtime {
+    Runtime::builder()
+        .store(store.clone())
+        .start()
+        .await
+        .unwrap()
+}
+
 /// Cancels a run that would not end by itself, and waits for its outcome.
 pub async fn cancel_and_wait(run: &RunHandle) -> troupe::flow::RunOutcome {
     let cancel = troupe::flow::ControlEvent::Cancel {
