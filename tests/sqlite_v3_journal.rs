@@ -77,6 +77,8 @@ fn base_run(n: u128, owner: &str, status: RunStatus) -> Run {
         updated_at: at,
         ended_at: None,
         lease: None,
+        input: serde_json::Value::Null,
+        key: None,
     }
 }
 
@@ -757,6 +759,7 @@ async fn a_custom_kind_whose_renamed_name_is_taken_keeps_its_code_too() {
     }
     drop(store);
     // As a version-3 file: the stand-in kind had the name reserved since.
+    run_sql(&path, raw_sqlite::UNDO_V7);
     run_sql(&path, raw_sqlite::UNDO_V6);
     run_sql(&path, raw_sqlite::UNDO_V5);
     run_sql(&path, raw_sqlite::UNDO_V4);

@@ -2,6 +2,8 @@
 
 #[path = "support/conformance.rs"]
 mod conformance;
+#[path = "support/key_cases.rs"]
+mod key_cases;
 #[path = "support/list_cases.rs"]
 mod list_cases;
 #[path = "support/repair_cases.rs"]
@@ -47,6 +49,12 @@ macro_rules! conformance {
                 inbox_refuses_too_deep_payload,
             );
             conformance!(@list $make; runs_are_listed_newest_first_by_page);
+            conformance!(@keys $make;
+                run_input_round_trips_and_is_fixed,
+                run_key_is_unique_among_runs_not_ended,
+                run_key_refusal_fails_its_op_alone,
+                bad_run_keys_are_refused,
+            );
             conformance!(@repair $make;
                 record_appends_once,
                 record_failure_goes_to_ledger,
@@ -75,6 +83,15 @@ macro_rules! conformance {
             async fn $case() {
                 let (store, _guard) = $make.await;
                 list_cases::$case(store).await;
+            }
+        )*
+    };
+    (@keys $make:expr; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test]
+            async fn $case() {
+                let (store, _guard) = $make.await;
+                key_cases::$case(store).await;
             }
         )*
     };

@@ -86,6 +86,17 @@ pub enum StoreError {
     /// A run with this id already exists.
     #[error("run {0} already exists")]
     RunExists(Uuid),
+    /// A run of this flow with this key has not ended: a flow has at most
+    /// one such run per key.
+    #[error("flow `{flow}` already has run {existing} with key {key:?}, and it has not ended")]
+    RunKeyTaken {
+        /// The flow.
+        flow: String,
+        /// The key.
+        key: String,
+        /// The run holding it.
+        existing: Uuid,
+    },
     /// The run has ended (its status is terminal): it takes no more input.
     #[error("run {run_id} is {}; it takes no more input", status.as_str())]
     RunEnded {

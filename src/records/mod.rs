@@ -36,6 +36,6 @@ pub use json_depth::MAX_JSON_DEPTH;
 pub use ops::{WriteOp, WriteOutcome};
 pub(crate) use ops::{appended, mismatch, next_revision};
 pub use run::{
-    FailureEntry, Lease, Run, RunFilter, RunStatus, RunStep, RunStepStatus, SYSTEM_STEP_ID,
-    StepOutput, StepRuntime, new_run_id,
+    FailureEntry, Lease, MAX_RUN_KEY_LEN, Run, RunFilter, RunStatus, RunStep, RunStepStatus,
+    SYSTEM_STEP_ID, StepOutput, StepRuntime, new_run_id,
 };

@@ -160,6 +160,16 @@ pub struct Run {
     pub ended_at: Option<DateTime<Utc>>,
     /// Ownership lease, if one is held.
     pub lease: Option<Lease>,
+    /// The run's input, as given to `start` (`Null` when it has none).
+    /// Fixed at insert: an update's value is ignored.
+    #[serde(default)]
+    pub input: Value,
+    /// The caller's own id for the run (`RunOptions::id`), if it chose one.
+    /// At most one run per flow and key is not ended: a store refuses to
+    /// insert a second one with [`StoreError::RunKeyTaken`]. Fixed at
+    /// insert: an update's value is ignored.
+    #[serde(default)]
+    pub key: Option<String>,
 }
 
 impl Run {
@@ -188,6 +198,8 @@ impl Run {
             updated_at: now,
             ended_at: None,
             lease: None,
+            input: Value::Null,
+            key: None,
         }
     }
 }
@@ -197,8 +209,40 @@ impl Run {
     /// `state_json` and `wait_json` ([`MAX_JSON_DEPTH`](super::MAX_JSON_DEPTH)).
     pub(crate) fn validate(&self) -> Result<(), StoreError> {
         check_json_depth(self.id, "state_json", &self.state_json)?;
+        check_json_depth(self.id, "input", &self.input)?;
+        if let Some(key) = &self.key {
+            check_run_key(self.id, key)?;
+        }
         check_opt_json_depth(self.id, "wait_json", self.wait_json.as_ref())
     }
+}
+
+/// The longest run key a store accepts, in bytes.
+pub const MAX_RUN_KEY_LEN: usize = 512;
+
+/// Refuses a run key that is empty, longer than [`MAX_RUN_KEY_LEN`] or
+/// holds a control character (keys are typed in shells and printed in
+/// tables).
+pub(crate) fn check_run_key(run_id: Uuid, key: &str) -> Result<(), StoreError> {
+    let why = if key.is_empty() {
+        "a run key may not be empty"
+    } else if key.len() > MAX_RUN_KEY_LEN {
+        "a run key may be at most MAX_RUN_KEY_LEN (512) bytes long"
+    } else if key.chars().any(char::is_control) {
+        "a run key may not hold control characters"
+    } else {
+        return Ok(());
+    };
+    let mut value: String = key.chars().take(64).collect();
+    if value.len() < key.len() {
+        value.push('…');
+    }
+    Err(StoreError::InvalidInput {
+        run_id,
+        field: "key",
+        value,
+        why,
+    })
 }
 
 /// Where a step's work runs.

@@ -44,6 +44,11 @@ macro_rules! store_wrapper {
                 self.$inner.get_run(id).await
             }
 
+            async fn find_run_by_key(&self, flow: &str, key: &str) -> ::core::result::Result<Option<$crate::records::Run>, $crate::records::StoreError> {
+                $(self.$check("find_run_by_key")?;)?
+                self.$inner.find_run_by_key(flow, key).await
+            }
+
             async fn list_runs_by_owner(&self, owner_session_key: &str) -> ::core::result::Result<Vec<$crate::records::Run>, $crate::records::StoreError> {
                 $(self.$check("list_runs_by_owner")?;)?
                 self.$inner.list_runs_by_owner(owner_session_key).await

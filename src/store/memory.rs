@@ -72,11 +72,16 @@ struct MemState {
     inbox: Vec<InboxEntry>,
     steps: Vec<RunStep>,
     step_index: HashMap<(Uuid, String), usize>,
+    /// The newest run of each (flow, key): the only one of them that may
+    /// not have ended, since a keyed run is inserted only when it has.
+    keys: HashMap<(String, String), Uuid>,
 }
 
 /// How to take back one mutation.
 enum Undo {
     InsertRun(Uuid),
+    /// Restores the key index entry a keyed insert replaced.
+    RestoreKey((String, String), Option<Uuid>),
     RestoreFlow(Box<Run>),
     PushEvent,
     PushOutput,
@@ -123,6 +128,14 @@ impl MemState {
                     self.runs.remove(&id);
                     self.order.pop();
                 }
+                Undo::RestoreKey(key, previous) => match previous {
+                    Some(id) => {
+                        self.keys.insert(key, id);
+                    }
+                    None => {
+                        self.keys.remove(&key);
+                    }
+                },
                 Undo::RestoreFlow(flow) => {
                     if let Some(run) = self.runs.get_mut(&flow.id) {
                         run.flow = Some(*flow);
@@ -171,6 +184,21 @@ impl MemState {
                 if self.runs.contains_key(&run.id) {
                     return Err(StoreError::RunExists(run.id));
                 }
+                if let Some(key) = &run.key {
+                    let key = (run.controller_id.clone(), key.clone());
+                    let previous = self.keys.get(&key).copied();
+                    if let Some(existing) = previous
+                        && self.flow(existing).is_ok_and(|r| !r.status.is_terminal())
+                    {
+                        return Err(StoreError::RunKeyTaken {
+                            flow: key.0,
+                            key: key.1,
+                            existing,
+                        });
+                    }
+                    self.keys.insert(key.clone(), run.id);
+                    undo.push(Undo::RestoreKey(key, previous));
+                }
                 let id = run.id;
                 self.runs.insert(
                     id,
@@ -205,6 +233,9 @@ impl MemState {
                 let audit_event = NewEvent::new(run.id, audit);
                 audit_event.validate()?;
                 run.revision = revision;
+                // Fixed at insert.
+                run.input = stored.input.clone();
+                run.key = stored.key.clone();
                 let id = run.id;
                 let slot = self.runs.get_mut(&id).ok_or(StoreError::RunNotFound(id))?;
                 let old = slot.flow.replace(*run).ok_or(StoreError::RunNotFound(id))?;
@@ -363,6 +394,14 @@ impl Store for MemoryStore {
 
     async fn get_run(&self, id: Uuid) -> Result<Option<Run>, StoreError> {
         Ok(self.lock().runs.get(&id).and_then(|r| r.flow.clone()))
+    }
+
+    async fn find_run_by_key(&self, flow: &str, key: &str) -> Result<Option<Run>, StoreError> {
+        let state = self.lock();
+        let id = state.keys.get(&(flow.to_owned(), key.to_owned()));
+        Ok(id
+            .and_then(|id| state.runs.get(id))
+            .and_then(|r| r.flow.clone()))
     }
 
     async fn list_runs_by_owner(&self, owner_session_key: &str) -> Result<Vec<Run>, StoreError> {

@@ -70,6 +70,10 @@ pub trait Store: Send + Sync + 'static {
     /// The run, if it exists.
     async fn get_run(&self, id: Uuid) -> Result<Option<Run>, StoreError>;
 
+    /// The newest run of `flow` whose [`key`](Run::key) is `key`, if any:
+    /// the one that may not have ended (see [`StoreError::RunKeyTaken`]).
+    async fn find_run_by_key(&self, flow: &str, key: &str) -> Result<Option<Run>, StoreError>;
+
     /// Runs owned by a session, oldest first.
     async fn list_runs_by_owner(&self, owner_session_key: &str) -> Result<Vec<Run>, StoreError>;
 

@@ -944,7 +944,7 @@ fn signal(name: &str, payload: Value) -> InboxMessage {
 }
 
 /// Moves the run to `status` (a CAS update from its stored revision).
-async fn set_status(store: &AnyStore, run_id: Uuid, status: RunStatus) -> Run {
+pub async fn set_status(store: &AnyStore, run_id: Uuid, status: RunStatus) -> Run {
     let mut run = store.get_run(run_id).await.unwrap().unwrap();
     run.status = status;
     let revision = run.revision;

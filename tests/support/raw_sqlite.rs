@@ -21,6 +21,13 @@ pub fn user_version(path: &Path) -> i64 {
         .expect("user_version")
 }
 
+/// Undoes schema version 7 (a run's input and key, the listing index):
+/// prefix it to a script that fakes an older version.
+#[allow(dead_code)] // not every test that includes this module fakes an old file
+pub const UNDO_V7: &str = "DROP INDEX runs_newest; DROP INDEX runs_by_key; \
+    DROP INDEX runs_live_key; ALTER TABLE runs DROP COLUMN run_key; \
+    ALTER TABLE runs DROP COLUMN input_json; PRAGMA user_version = 6;";
+
 /// Undoes schema version 6 (the `inbox` table): prefix it to a script
 /// that fakes an older version.
 #[allow(dead_code)] // not every test that includes this module fakes an old file

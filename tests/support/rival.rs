@@ -88,6 +88,10 @@ impl Store for RivalStore {
         Ok(run)
     }
 
+    async fn find_run_by_key(&self, flow: &str, key: &str) -> Result<Option<Run>, StoreError> {
+        self.inner.find_run_by_key(flow, key).await
+    }
+
     async fn list_runs_by_owner(&self, owner: &str) -> Result<Vec<Run>, StoreError> {
         self.inner.list_runs_by_owner(owner).await
     }

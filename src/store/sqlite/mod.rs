@@ -438,6 +438,12 @@ impl Store for SqliteStore {
         self.read(move |c, _| read::get_run(c, id)).await
     }
 
+    async fn find_run_by_key(&self, flow: &str, key: &str) -> Result<Option<Run>, StoreError> {
+        let (flow, key) = (flow.to_owned(), key.to_owned());
+        self.read(move |c, _| read::find_run_by_key(c, &flow, &key))
+            .await
+    }
+
     async fn list_runs_by_owner(&self, owner_session_key: &str) -> Result<Vec<Run>, StoreError> {
         let owner = owner_session_key.to_owned();
         self.read(move |c, _| read::list_runs_by_owner(c, &owner))

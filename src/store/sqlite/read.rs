@@ -118,6 +118,19 @@ pub(crate) fn get_run(conn: &Connection, id: Uuid) -> Result<Option<Run>, StoreE
     Ok(collect(conn, "get run", &query, [id.as_bytes()], decode_run)?.pop())
 }
 
+pub(crate) fn find_run_by_key(
+    conn: &Connection,
+    flow: &str,
+    key: &str,
+) -> Result<Option<Run>, StoreError> {
+    let query = format!(
+        "SELECT {RUN_COLUMNS} FROM runs INDEXED BY runs_by_key \
+         WHERE controller_id = ?1 AND run_key = ?2 AND run_key IS NOT NULL \
+         ORDER BY rid DESC LIMIT 1"
+    );
+    Ok(collect(conn, "find run by key", &query, [flow, key], decode_run)?.pop())
+}
+
 pub(crate) fn list_runs_by_owner(conn: &Connection, owner: &str) -> Result<Vec<Run>, StoreError> {
     let query = format!("SELECT {RUN_COLUMNS} FROM runs WHERE owner_session_key = ?1 ORDER BY rid");
     collect(conn, "list runs by owner", &query, [owner], decode_run)

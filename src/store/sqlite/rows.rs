@@ -11,10 +11,22 @@ use crate::records::{
 };
 use crate::records::{RowRef, StoreError};
 
-/// The columns [`decode_run`] reads, in order.
-pub(crate) const RUN_COLUMNS: &str = "rid, id, controller_id, goal, owner_session_key, \
-    requester_origin, parent_run_id, current_step, state_json, wait_json, status, cancel_requested, \
-    revision, created_at, updated_at, ended_at, lease_owner, lease_epoch, lease_expires_at";
+/// A run's columns that an update writes, in [`run_values`] order.
+macro_rules! mutable_run_columns {
+    () => {
+        "controller_id, goal, owner_session_key, requester_origin, parent_run_id, current_step, \
+         state_json, wait_json, status, cancel_requested, revision, created_at, updated_at, \
+         ended_at, lease_owner, lease_epoch, lease_expires_at"
+    };
+}
+
+/// The columns [`decode_run`] reads, in order: the row id, the run id, the
+/// mutable columns, then those fixed at insert ([`fixed_run_values`]).
+pub(crate) const RUN_COLUMNS: &str =
+    concat!("rid, id, ", mutable_run_columns!(), ", input_json, run_key");
+
+/// The columns an update of a run writes, in [`run_values`] order.
+pub(crate) const MUTABLE_RUN_COLUMNS: &str = mutable_run_columns!();
 
 /// Where [`run_values`] puts the run's `revision`.
 pub(crate) const REVISION_VALUE: usize = 10;
@@ -47,6 +59,19 @@ pub(crate) fn run_values(f: &Run) -> [Sql; 17] {
         f.lease
             .as_ref()
             .map_or(Sql::Null, |l| Sql::Integer(micros(l.expires_at))),
+    ]
+}
+
+/// The run's columns fixed at insert, in [`RUN_COLUMNS`] order after the
+/// mutable ones: the input (NULL for `Null`) and the key.
+pub(crate) fn fixed_run_values(f: &Run) -> [Sql; 2] {
+    [
+        if f.input.is_null() {
+            Sql::Null
+        } else {
+            Sql::Blob(json_bytes(&f.input))
+        },
+        f.key.clone().map_or(Sql::Null, Sql::Text),
     ]
 }
 
@@ -102,6 +127,8 @@ pub(crate) fn decode_run(row: &Row<'_>) -> Result<Run, StoreError> {
             .map(|t| time(&at, "ended_at", t))
             .transpose()?,
         lease,
+        input: opt_json(&at, "input_json", get(row, 19)?)?.unwrap_or_default(),
+        key: get(row, 20)?,
     })
 }
 
@@ -243,9 +270,15 @@ mod tests {
 
     #[test]
     fn revision_value_points_at_the_revision_column() {
-        let columns: Vec<&str> = RUN_COLUMNS.split(',').map(str::trim).skip(2).collect();
+        let columns: Vec<&str> = MUTABLE_RUN_COLUMNS.split(',').map(str::trim).collect();
         assert_eq!(columns[REVISION_VALUE], "revision");
         assert_eq!(columns.len(), run_values(&sample()).len());
+        let all: Vec<&str> = RUN_COLUMNS.split(',').map(str::trim).collect();
+        assert_eq!(all[2..2 + columns.len()], columns[..]);
+        assert_eq!(
+            all.len(),
+            2 + columns.len() + fixed_run_values(&sample()).len()
+        );
     }
 
     fn sample() -> Run {

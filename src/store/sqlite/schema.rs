@@ -34,7 +34,7 @@ use super::SqliteConfig;
 use crate::records::StoreError;
 
 /// The newest schema version this build writes and reads.
-pub(crate) const SCHEMA_VERSION: i64 = 6;
+pub(crate) const SCHEMA_VERSION: i64 = 7;
 
 /// The condition of the `runs_missing_outcome` index: a terminal status
 /// (`RunStatus::Finished`, `Failed`, `Cancelled`: codes 3, 4, 5) and no
@@ -195,6 +195,17 @@ CREATE TABLE inbox (
     undeliverable TEXT,
     UNIQUE (rid, id, stage)
 );
+"#,
+    // v7: a run's input and the caller's key for it (at most one run per
+    // flow and key has not ended: `runs_live_key`, which only keyed runs
+    // that have not ended enter), and the order `list_runs` pages in.
+    r#"
+ALTER TABLE runs ADD COLUMN input_json BLOB;
+ALTER TABLE runs ADD COLUMN run_key TEXT;
+CREATE UNIQUE INDEX runs_live_key ON runs(controller_id, run_key)
+    WHERE run_key IS NOT NULL AND status NOT IN (3, 4, 5);
+CREATE INDEX runs_by_key ON runs(controller_id, run_key, rid) WHERE run_key IS NOT NULL;
+CREATE INDEX runs_newest ON runs(created_at, id);
 "#,
 ];
 

@@ -17,7 +17,7 @@ use crate::records::{RowRef, WriteOp, WriteOutcome, next_revision};
 use crate::store::sqlite::codec::{Kinds, MAX_TERMINAL_CODE, json_bytes, micros, payload};
 use crate::store::sqlite::fast_hash::IdMap;
 use crate::store::sqlite::read::event_by_cursor;
-use crate::store::sqlite::rows::{REVISION_VALUE, run_values};
+use crate::store::sqlite::rows::{REVISION_VALUE, fixed_run_values, run_values};
 
 /// Appends an event row.
 pub(super) const INSERT_EVENT: &str = "INSERT INTO events(rid, seq, prev, kind, ekey, at, payload) \
@@ -53,9 +53,8 @@ pub(super) struct OpCtx<'a, 'c> {
 }
 
 static UPDATE_RUN: LazyLock<String> = LazyLock::new(|| {
-    let sets: Vec<String> = crate::store::sqlite::rows::RUN_COLUMNS
-        .split(", ")
-        .skip(2)
+    let sets: Vec<String> = crate::store::sqlite::rows::MUTABLE_RUN_COLUMNS
+        .split(',')
         .enumerate()
         .map(|(i, c)| format!("{} = ?{}", c.trim(), i + 1))
         .collect();
@@ -175,12 +174,16 @@ impl OpCtx<'_, '_> {
         if exists {
             return Err(StoreError::RunExists(run.id));
         }
+        if let Some(key) = &run.key {
+            self.check_key_free(&run.controller_id, key)?;
+        }
         let mut values = vec![rusqlite::types::Value::Blob(run.id.as_bytes().to_vec())];
         values.extend(run_values(run));
+        values.extend(fixed_run_values(run));
         self.conn
             .prepare_cached(&format!(
                 "INSERT INTO runs({}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, \
-                 ?13, ?14, ?15, ?16, ?17, ?18)",
+                 ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)",
                 &crate::store::sqlite::rows::RUN_COLUMNS["rid, ".len()..]
             ))
             .and_then(|mut s| s.execute(rusqlite::params_from_iter(values)))
@@ -199,6 +202,28 @@ impl OpCtx<'_, '_> {
         };
         self.op.heads.insert(run.id, (head, false));
         Ok(())
+    }
+
+    /// Refuses a key a run of `flow` holds that has not ended (the partial
+    /// unique index `runs_live_key` would too, with a less useful error).
+    fn check_key_free(&mut self, flow: &str, key: &str) -> Result<(), StoreError> {
+        let existing: Option<Vec<u8>> = self
+            .conn
+            .prepare_cached(
+                "SELECT id FROM runs INDEXED BY runs_live_key \
+                 WHERE controller_id = ?1 AND run_key = ?2 AND run_key IS NOT NULL \
+                 AND status NOT IN (3, 4, 5)",
+            )
+            .and_then(|mut s| s.query_row([flow, key], |r| r.get(0)).optional())
+            .map_err(sql("check run key"))?;
+        match existing {
+            None => Ok(()),
+            Some(id) => Err(StoreError::RunKeyTaken {
+                flow: flow.to_owned(),
+                key: key.to_owned(),
+                existing: Uuid::from_slice(&id).unwrap_or_default(),
+            }),
+        }
     }
 
     fn update_run(&mut self, run: &Run, expected: u64) -> Result<u64, StoreError> {
