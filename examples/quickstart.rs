@@ -189,13 +189,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         rejected.clone(),
     );
     let orders = FlowDefinition::<Order>::builder("orders")
-        .source("incoming", || Incoming(0))
-        .transform("validate-enrich", move || ValidateEnrich {
+        .source("incoming", |_| Incoming(0))
+        .transform("validate-enrich", move |_| ValidateEnrich {
             enrichment_down: d.clone(),
             rejected: 0,
             rejected_total: r.clone(),
         })
-        .sink("book", move || Book {
+        .sink("book", move |_| Book {
             booked: b.clone(),
             progress: p.clone(),
             revenue_cents: 0,
@@ -213,11 +213,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build()?;
 
     let runtime = Runtime::builder().register(orders)?.start().await?;
-    let options = RunOptions {
-        goal: Some("process today's orders".into()),
-        owner_session_key: Some("orders-example".into()),
-        ..RunOptions::default()
-    };
+    let options = RunOptions::new()
+        .goal("process today's orders")
+        .owner("orders-example");
     let run = runtime.start_with("orders", options).await?;
     println!("run {} started", run.run_id());
 

@@ -9,9 +9,9 @@
 //!     .memory() // `.sqlite(path)` (default `./troupe-data/journal.sqlite`) for a durable journal
 //!     .register(
 //!         FlowDefinition::<u64>::builder("squares")
-//!             .source("numbers", || source_iter(1..=10_u64))
-//!             .transform("square", || transform_fn(|x: u64, out: &mut Emitter<u64>| Ok(out.push(x * x))))
-//!             .sink("discard", || sink_fn(|_: u64| Ok(())))
+//!             .source("numbers", |_| source_iter(1..=10_u64))
+//!             .transform("square", |_| transform_fn(|x: u64, out: &mut Emitter<u64>| Ok(out.push(x * x))))
+//!             .sink("discard", |_| sink_fn(|_: u64| Ok(())))
 //!             .pipeline(["numbers", "square", "discard"])
 //!             .build()?,
 //!     )?

@@ -52,8 +52,8 @@ impl Source<u64> for Forever {
 
 fn held_forever() -> FlowDefinition<u64> {
     FlowDefinition::<u64>::builder(FLOW)
-        .source("numbers", || Forever)
-        .sink("discard", || sink_fn(|_: u64| Ok(())))
+        .source("numbers", |_| Forever)
+        .sink("discard", |_| sink_fn(|_: u64| Ok(())))
         .pipeline(["numbers", "discard"])
         .build()
         .expect("valid flow")
@@ -86,8 +86,8 @@ const LINE_LIMIT: Duration = Duration::from_secs(60);
 
 fn finishing() -> FlowDefinition<u64> {
     FlowDefinition::<u64>::builder(FLOW)
-        .source("numbers", || source_iter(0..10_u64))
-        .sink("discard", || sink_fn(|_: u64| Ok(())))
+        .source("numbers", |_| source_iter(0..10_u64))
+        .sink("discard", |_| sink_fn(|_: u64| Ok(())))
         .pipeline(["numbers", "discard"])
         .build()
         .expect("valid flow")

@@ -50,9 +50,9 @@ async fn endless() -> Endless {
     runtime
         .register(
             FlowDefinition::<u64>::builder("endless")
-                .source("numbers", move || Counter::endless(p.clone()))
-                .transform("relay", move || Relay { signals: s.clone() })
-                .sink("tally", move || Tally::new(&c))
+                .source("numbers", move |_| Counter::endless(p.clone()))
+                .transform("relay", move |_| Relay { signals: s.clone() })
+                .sink("tally", move |_| Tally::new(&c))
                 .pipeline(["numbers", "relay", "tally"])
                 .pipes(PipeConfig {
                     batch_size: 16,

@@ -230,21 +230,21 @@ fn definition(dir: &Path) -> FlowDefinition<u64> {
         let (d1, d2, d3) = (dir.to_path_buf(), dir.to_path_buf(), dir.to_path_buf());
         let (s1, s2, s3) = (source.clone(), double.clone(), sink.clone());
         builder = builder
-            .source(&source, move || {
+            .source(&source, move |_| {
                 started(&d1, &s1);
                 Gated {
                     gate: branch,
                     next: 0,
                 }
             })
-            .transform(&double, move || {
+            .transform(&double, move |_| {
                 started(&d2, &s2);
                 transform_fn(|x: u64, out: &mut Emitter<u64>| {
                     out.push(x * 2);
                     Ok(())
                 })
             })
-            .sink(&sink, move || {
+            .sink(&sink, move |_| {
                 started(&d3, &s3);
                 Check {
                     name: s3.clone(),

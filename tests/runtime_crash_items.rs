@@ -247,7 +247,7 @@ fn definition(dir: &Path) -> FlowDefinition<u64> {
         .ok()
         .map(|k| k.parse().expect("kill_at"));
     FlowDefinition::<u64>::builder(FLOW)
-        .source("numbers", || Numbers { next: 0 })
+        .source("numbers", |_| Numbers { next: 0 })
         // Marks wait until `flaky` completes: they outlive every kill, and
         // the last child has more of them than its queue holds.
         .with_durable_events::<Mark>(
@@ -255,12 +255,12 @@ fn definition(dir: &Path) -> FlowDefinition<u64> {
                 .running(ExternalEventMode::Ignore)
                 .capacity(FLAKY_QUEUE),
         )
-        .transform("flaky", move || Flaky {
+        .transform("flaky", move |_| Flaky {
             failed_once: BTreeSet::new(),
             log: Log::open(d1.join("flaky.log")),
         })
         .with_durable_events::<Mark>(EventPolicy::default())
-        .sink("record", move || Record {
+        .sink("record", move |_| Record {
             seen: 0,
             kill_at,
             log: Log::open(d2.join("record.log")),

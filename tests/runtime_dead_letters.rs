@@ -56,12 +56,12 @@ fn flow(
     let attempts = Arc::new(AtomicU32::new(0));
     let (s, a) = (seen.clone(), attempts.clone());
     let builder = FlowDefinition::<u64>::builder("letters")
-        .source("numbers", || source_iter(0..10_u64))
-        .transform("poisoned", move || Poisoned {
+        .source("numbers", |_| source_iter(0..10_u64))
+        .transform("poisoned", move |_| Poisoned {
             permanent,
             attempts: a.clone(),
         })
-        .sink("record", move || Record(s.clone()))
+        .sink("record", move |_| Record(s.clone()))
         .pipeline(["numbers", "poisoned", "record"])
         .default_retry(RetryPolicy::attempts(3).jitter(0.0));
     (
@@ -227,12 +227,12 @@ fn gated(
 ) -> FlowDefinition<u64> {
     let count = counter();
     FlowDefinition::<u64>::builder("gated-letters")
-        .source("numbers", || source_iter(0..10_u64))
-        .transform("poisoned", || Poisoned {
+        .source("numbers", |_| source_iter(0..10_u64))
+        .transform("poisoned", |_| Poisoned {
             permanent: true,
             attempts: Arc::new(AtomicU32::new(0)),
         })
-        .sink("tally", move || Tally {
+        .sink("tally", move |_| Tally {
             gate: gate.clone(),
             ..Tally::new(&count)
         })

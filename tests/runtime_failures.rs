@@ -15,6 +15,7 @@ use troupe::flow::FlowDefinition;
 use troupe::flow::{Backoff, RestartPolicy, RetryPolicy, Supervision};
 use troupe::records::{EventKind, RunStatus, TerminalEvent};
 use troupe::stage::PipeConfig;
+use troupe::stage::StageContext;
 use troupe::stage::{Emitter, Transform, source_iter};
 use troupe::store::Store;
 use troupe::supervise::BoxError;
@@ -46,16 +47,16 @@ impl Transform<u64> for Faulty {
 
 fn pipeline(
     name: &str,
-    faulty: impl Fn() -> Faulty + Send + Sync + 'static,
+    faulty: impl Fn(&StageContext) -> Faulty + Send + Sync + 'static,
     policy: RestartPolicy,
     supervision: Supervision,
     consumed: &Arc<AtomicU64>,
 ) -> FlowDefinition<u64> {
     let consumed = consumed.clone();
     FlowDefinition::<u64>::builder(name)
-        .source("numbers", || source_iter(0..1_000_u64))
+        .source("numbers", |_| source_iter(0..1_000_u64))
         .transform("faulty", faulty)
-        .sink("tally", move || Tally::new(&consumed))
+        .sink("tally", move |_| Tally::new(&consumed))
         .pipeline(["numbers", "faulty", "tally"])
         .restart("faulty", policy)
         .supervision(supervision)
@@ -74,7 +75,7 @@ async fn a_panicking_stage_is_restarted_and_the_flow_completes() {
     let consumed = counter();
     let failed = Arc::new(AtomicBool::new(false));
     let f = failed.clone();
-    let faulty = move || Faulty {
+    let faulty = move |_: &StageContext| Faulty {
         at: 500,
         panic: true,
         once: Some(f.clone()),
@@ -119,7 +120,7 @@ async fn a_panicking_stage_is_restarted_and_the_flow_completes() {
 async fn exceeding_the_restart_intensity_fails_the_flow_naming_the_stage() {
     let runtime = memory_runtime().await;
     let consumed = counter();
-    let faulty = || Faulty {
+    let faulty = |_: &StageContext| Faulty {
         at: 100,
         panic: true,
         once: None,
@@ -184,7 +185,7 @@ async fn exceeding_the_restart_intensity_fails_the_flow_naming_the_stage() {
 async fn a_temporary_stage_failure_lets_the_run_finish_saying_so() {
     let runtime = memory_runtime().await;
     let consumed = counter();
-    let faulty = || Faulty {
+    let faulty = |_: &StageContext| Faulty {
         at: 10,
         panic: true,
         once: None,
@@ -236,7 +237,7 @@ async fn one_for_all_restarts_every_unfinished_stage() {
     let consumed = counter();
     let failed = Arc::new(AtomicBool::new(false));
     let f = failed.clone();
-    let faulty = move || Faulty {
+    let faulty = move |_: &StageContext| Faulty {
         at: 300,
         panic: true,
         once: Some(f.clone()),
@@ -289,14 +290,14 @@ async fn a_one_for_all_kill_mid_send_loses_nothing() {
     runtime
         .register(
             FlowDefinition::<u64>::builder("one-for-all")
-                .source("numbers", || source_iter(0..30_u64))
-                .transform("relay", || {
+                .source("numbers", |_| source_iter(0..30_u64))
+                .transform("relay", |_| {
                     troupe::stage::transform_fn(|x: u64, out: &mut Emitter<u64>| {
                         out.push(x);
                         Ok(())
                     })
                 })
-                .sink("sink", move || FailsOnce {
+                .sink("sink", move |_| FailsOnce {
                     gate: g.clone(),
                     fail: f.clone(),
                     consumed: c.clone(),
@@ -342,8 +343,8 @@ async fn default_restart_applies_to_stages_added_before_it() {
     runtime
         .register(
             FlowDefinition::<u64>::builder("temporary")
-                .source("numbers", || source_iter(0..10_u64))
-                .sink("sink", move || FailsOnce {
+                .source("numbers", |_| source_iter(0..10_u64))
+                .sink("sink", move |_| FailsOnce {
                     gate: g.clone(),
                     fail: f.clone(),
                     consumed: c.clone(),

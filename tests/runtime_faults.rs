@@ -18,8 +18,8 @@ use troupe::store::{Fault, FaultyStore, MemoryStore, Store};
 
 fn small() -> FlowDefinition<u64> {
     FlowDefinition::<u64>::builder("small")
-        .source("numbers", || source_iter(0..100_u64))
-        .sink("discard", || sink_fn(|_: u64| Ok(())))
+        .source("numbers", |_| source_iter(0..100_u64))
+        .sink("discard", |_| sink_fn(|_: u64| Ok(())))
         .pipeline(["numbers", "discard"])
         .build()
         .unwrap()
@@ -72,8 +72,8 @@ async fn a_stage_failure_that_cannot_be_recorded_fails_the_flow() {
     });
     let failed_once = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let flaky = FlowDefinition::<u64>::builder("flaky")
-        .source("numbers", || source_iter(0..10_u64))
-        .sink("once", move || {
+        .source("numbers", |_| source_iter(0..10_u64))
+        .sink("once", move |_| {
             let failed_once = failed_once.clone();
             sink_fn(move |_: u64| {
                 if failed_once.swap(true, std::sync::atomic::Ordering::SeqCst) {
@@ -113,8 +113,8 @@ async fn a_cancel_whose_request_cannot_be_recorded_still_ends_the_run() {
     let faulty = Arc::new(FaultyStore::new(inner.clone()));
     let hour = std::time::Duration::from_secs(3600);
     let doomed = FlowDefinition::<u64>::builder("doomed")
-        .source("numbers", || source_iter(0..10_u64))
-        .sink("bad", || sink_fn(|_: u64| Err("boom".into())))
+        .source("numbers", |_| source_iter(0..10_u64))
+        .sink("bad", |_| sink_fn(|_: u64| Err("boom".into())))
         .pipeline(["numbers", "bad"])
         .restart(
             "bad",
@@ -173,8 +173,8 @@ async fn an_outcome_that_cannot_be_recorded_is_published_and_recorded_at_the_nex
     let gated = move || {
         let g = g.clone();
         FlowDefinition::<u64>::builder("gated")
-            .source("numbers", move || Gated(g.clone()))
-            .sink("discard", || sink_fn(|_: u64| Ok(())))
+            .source("numbers", move |_| Gated(g.clone()))
+            .sink("discard", |_| sink_fn(|_: u64| Ok(())))
             .pipeline(["numbers", "discard"])
             .build()
             .unwrap()

@@ -62,13 +62,13 @@ impl OnEvent<Durable<SetFactor>> for Scale {
 fn scaled(seen: &Arc<Mutex<Seen>>, policy: EventPolicy) -> FlowDefinition<u64> {
     let seen = seen.clone();
     FlowDefinition::<u64>::builder("scaled")
-        .source("numbers", || Counter::endless(Arc::new(AtomicU64::new(0))))
+        .source("numbers", |_| Counter::endless(Arc::new(AtomicU64::new(0))))
         .with_durable_events::<SetFactor>(policy)
-        .transform("scale", move || Scale {
+        .transform("scale", move |_| Scale {
             factor: 1,
             seen: seen.clone(),
         })
-        .sink("discard", || sink_fn(|_: u64| Ok(())))
+        .sink("discard", |_| sink_fn(|_: u64| Ok(())))
         .pipeline(["numbers", "scale", "discard"])
         .build()
         .unwrap()
@@ -378,15 +378,15 @@ async fn a_completed_stage_refuses_durable_events_and_nothing_is_accepted() {
     let seen = Arc::new(Mutex::new(Seen::default()));
     let s = seen.clone();
     let def = FlowDefinition::<u64>::builder("half-done")
-        .source("none", || troupe::stage::source_iter(0..0_u64))
+        .source("none", |_| troupe::stage::source_iter(0..0_u64))
         .with_durable_events::<SetFactor>(EventPolicy::default())
-        .transform("scale", move || Scale {
+        .transform("scale", move |_| Scale {
             factor: 1,
             seen: s.clone(),
         })
-        .sink("discard", || sink_fn(|_: u64| Ok(())))
-        .source("forever", || Counter::endless(Arc::new(AtomicU64::new(0))))
-        .sink("drain", || sink_fn(|_: u64| Ok(())))
+        .sink("discard", |_| sink_fn(|_: u64| Ok(())))
+        .source("forever", |_| Counter::endless(Arc::new(AtomicU64::new(0))))
+        .sink("drain", |_| sink_fn(|_: u64| Ok(())))
         .pipeline(["none", "scale", "discard"])
         .pipeline(["forever", "drain"])
         .build()
@@ -466,12 +466,12 @@ async fn a_signal_for_a_stage_waiting_for_its_restart_reaches_the_restarted_stag
         factor: 1.0,
     };
     let def = FlowDefinition::<u64>::builder("crashy")
-        .source("numbers", || Counter::endless(Arc::new(AtomicU64::new(0))))
-        .transform("crashy", move || Crashy {
+        .source("numbers", |_| Counter::endless(Arc::new(AtomicU64::new(0))))
+        .transform("crashy", move |_| Crashy {
             crashed: c.clone(),
             seen: s.clone(),
         })
-        .sink("discard", || sink_fn(|_: u64| Ok(())))
+        .sink("discard", |_| sink_fn(|_: u64| Ok(())))
         .pipeline(["numbers", "crashy", "discard"])
         .restart("crashy", RestartPolicy::permanent().backoff(slow_restart))
         .build()

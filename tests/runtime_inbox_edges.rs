@@ -42,8 +42,8 @@ impl Sink<u64> for Gated {
 fn gated(gate: &Arc<Notify>) -> FlowDefinition<u64> {
     let gate = gate.clone();
     FlowDefinition::<u64>::builder("gated")
-        .source("numbers", || source_iter(0_u64..5))
-        .sink("gated", move || Gated { gate: gate.clone() })
+        .source("numbers", |_| source_iter(0_u64..5))
+        .sink("gated", move |_| Gated { gate: gate.clone() })
         .pipeline(["numbers", "gated"])
         .default_retry(RetryPolicy::none())
         .on_dead_letter(DeadLetterPolicy::Continue)
@@ -138,13 +138,13 @@ async fn a_durable_event_whose_handling_panics_is_settled_undeliverable() {
     let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
     let (p, s) = (panicked.clone(), seen.clone());
     let def = FlowDefinition::<u64>::builder("touchy")
-        .source("numbers", || Stay)
+        .source("numbers", |_| Stay)
         .with_durable_events::<Poke>(EventPolicy::default())
-        .transform("touchy", move || Touchy {
+        .transform("touchy", move |_| Touchy {
             panicked: p.clone(),
             seen: s.clone(),
         })
-        .sink("discard", || troupe::stage::sink_fn(|_: u64| Ok(())))
+        .sink("discard", |_| troupe::stage::sink_fn(|_: u64| Ok(())))
         .pipeline(["numbers", "touchy", "discard"])
         .build()
         .unwrap();

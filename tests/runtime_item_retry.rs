@@ -77,8 +77,8 @@ fn flow(
     let tried = Arc::new(AtomicU32::new(0));
     let (s, a) = (seen.clone(), attempts.clone());
     let builder = FlowDefinition::<u64>::builder(name)
-        .source("numbers", || source_iter(0..10_u64))
-        .transform("flaky", move || Flaky {
+        .source("numbers", |_| source_iter(0..10_u64))
+        .transform("flaky", move |_| Flaky {
             at: 5,
             failures: setup.failures,
             panic: setup.panic,
@@ -86,7 +86,7 @@ fn flow(
             tried: tried.clone(),
             attempts: a.clone(),
         })
-        .sink("record", move || Record(s.clone()))
+        .sink("record", move |_| Record(s.clone()))
         .pipeline(["numbers", "flaky", "record"]);
     let def = configure(builder).build().unwrap();
     (def, Probe { seen, attempts })

@@ -19,11 +19,11 @@ fn endless(name: &str, alive: &mpsc::Sender<()>) -> FlowDefinition<u64> {
     let (produced, consumed) = (counter(), counter());
     let alive = alive.clone();
     FlowDefinition::<u64>::builder(name)
-        .source("numbers", move || Counter {
+        .source("numbers", move |_| Counter {
             alive: Some(alive.clone()),
             ..Counter::endless(produced.clone())
         })
-        .sink("tally", move || Tally::new(&consumed))
+        .sink("tally", move |_| Tally::new(&consumed))
         .pipeline(["numbers", "tally"])
         .build()
         .unwrap()
@@ -83,8 +83,8 @@ async fn a_sqlite_runtime_creates_its_directory_and_keeps_runs() {
     runtime
         .register(
             FlowDefinition::<u64>::builder("small")
-                .source("numbers", || source_iter(0..100_u64))
-                .sink("discard", || sink_fn(|_: u64| Ok(())))
+                .source("numbers", |_| source_iter(0..100_u64))
+                .sink("discard", |_| sink_fn(|_: u64| Ok(())))
                 .pipeline(["numbers", "discard"])
                 .build()
                 .unwrap(),
@@ -126,8 +126,8 @@ async fn names_are_checked_when_registering_and_starting() {
     assert_eq!(runtime.registered(), ["a"]);
 
     let cyclic = FlowDefinition::<u64>::builder("loop")
-        .source("s", || source_iter(0..1_u64))
-        .sink("k", || sink_fn(|_: u64| Ok(())))
+        .source("s", |_| source_iter(0..1_u64))
+        .sink("k", |_| sink_fn(|_: u64| Ok(())))
         .pipeline(["s", "k"])
         .edge("k", "s")
         .build();
@@ -140,8 +140,8 @@ async fn names_are_checked_when_registering_and_starting() {
         "{source}"
     );
     let unknown = FlowDefinition::<u64>::builder("policy")
-        .source("s", || source_iter(0..1_u64))
-        .sink("k", || sink_fn(|_: u64| Ok(())))
+        .source("s", |_| source_iter(0..1_u64))
+        .sink("k", |_| sink_fn(|_: u64| Ok(())))
         .pipeline(["s", "k"])
         .restart("nope", Default::default())
         .build();
@@ -167,8 +167,8 @@ async fn shutdown_within_a_deadline_cancels_runs_that_do_not_drain() {
     runtime
         .register(
             FlowDefinition::<u64>::builder("stuck")
-                .source("one", || source_iter(0..1_u64))
-                .sink("stuck", || Stuck)
+                .source("one", |_| source_iter(0..1_u64))
+                .sink("stuck", |_| Stuck)
                 .pipeline(["one", "stuck"])
                 .cancel_grace(Duration::from_secs(1))
                 .build()
@@ -197,10 +197,7 @@ async fn the_control_plane_sees_actor_driven_runs_and_its_cancel_is_honoured() {
     let run = runtime
         .start_with(
             "endless",
-            troupe::flow::RunOptions {
-                owner_session_key: Some("session-9".into()),
-                ..Default::default()
-            },
+            troupe::flow::RunOptions::new().owner("session-9"),
         )
         .await
         .unwrap();

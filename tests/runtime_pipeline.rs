@@ -11,6 +11,7 @@ use tokio::sync::Semaphore;
 use troupe::flow::{FlowDefinition, RunState};
 use troupe::records::{EventKind, RunStatus, TerminalEvent};
 use troupe::stage::PipeConfig;
+use troupe::stage::StageContext;
 use troupe::stage::{Emitter, source_iter, transform_fn};
 use troupe::store::Store;
 
@@ -22,8 +23,8 @@ async fn a_pipeline_completes_with_counts_and_one_terminal_event() {
     runtime
         .register(
             FlowDefinition::<u64>::builder("evens")
-                .source("numbers", || source_iter(0..10_000_u64))
-                .transform("keep-even", || {
+                .source("numbers", |_| source_iter(0..10_000_u64))
+                .transform("keep-even", |_| {
                     transform_fn(|x: u64, out: &mut Emitter<u64>| {
                         if x.is_multiple_of(2) {
                             out.push(x);
@@ -31,7 +32,7 @@ async fn a_pipeline_completes_with_counts_and_one_terminal_event() {
                         Ok(())
                     })
                 })
-                .sink("tally", move || Tally::new(&sink_count))
+                .sink("tally", move |_| Tally::new(&sink_count))
                 .pipeline(["numbers", "keep-even", "tally"])
                 .build()
                 .unwrap(),
@@ -82,7 +83,7 @@ async fn fan_out_copies_every_item_and_fan_in_merges_them() {
     let consumed = counter();
     let sink_count = consumed.clone();
     let times = |factor: u64| {
-        move || {
+        move |_: &StageContext| {
             transform_fn(move |x: u64, out: &mut Emitter<u64>| {
                 out.push(x * factor);
                 Ok(())
@@ -92,10 +93,10 @@ async fn fan_out_copies_every_item_and_fan_in_merges_them() {
     runtime
         .register(
             FlowDefinition::<u64>::builder("diamond")
-                .source("numbers", || source_iter(1..=1_000_u64))
+                .source("numbers", |_| source_iter(1..=1_000_u64))
                 .transform("double", times(2))
                 .transform("triple", times(3))
-                .sink("tally", move || Tally::new(&sink_count))
+                .sink("tally", move |_| Tally::new(&sink_count))
                 .edge("numbers", "double")
                 .edge("numbers", "triple")
                 .edge("double", "tally")
@@ -139,14 +140,14 @@ async fn a_slow_sink_bounds_what_the_source_runs_ahead() {
     runtime
         .register(
             FlowDefinition::<u64>::builder("slow")
-                .source("numbers", move || Counter::endless(p.clone()))
-                .transform("same", || {
+                .source("numbers", move |_| Counter::endless(p.clone()))
+                .transform("same", |_| {
                     transform_fn(|x: u64, out: &mut Emitter<u64>| {
                         out.push(x);
                         Ok(())
                     })
                 })
-                .sink("slow", move || Tally {
+                .sink("slow", move |_| Tally {
                     gate: Some(g.clone()),
                     ..Tally::new(&c)
                 })
@@ -213,17 +214,17 @@ async fn a_trickle_reaches_the_sink_without_waiting_for_a_full_batch() {
     runtime
         .register(
             FlowDefinition::<u64>::builder("trickle")
-                .source("drip", move || Trickle {
+                .source("drip", move |_| Trickle {
                     next: 0,
                     gate: g.clone(),
                 })
-                .transform("same", || {
+                .transform("same", |_| {
                     transform_fn(|x: u64, out: &mut Emitter<u64>| {
                         out.push(x);
                         Ok(())
                     })
                 })
-                .sink("tally", move || Tally::new(&c))
+                .sink("tally", move |_| Tally::new(&c))
                 .pipeline(["drip", "same", "tally"])
                 .build()
                 .unwrap(),

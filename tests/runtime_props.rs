@@ -24,12 +24,12 @@ fn run_case(items: u64, transforms: usize, pipes: PipeConfig) -> Result<(), Test
         let seen = Arc::new(Mutex::new(Vec::new()));
         let sink_seen = seen.clone();
         let mut builder = FlowDefinition::<u64>::builder("chain")
-            .source("source", move || source_iter(0..items))
+            .source("source", move |_| source_iter(0..items))
             .pipes(pipes);
         let mut names = vec!["source".to_owned()];
         for i in 0..transforms {
             let name = format!("t{i}");
-            builder = builder.transform(name.clone(), || {
+            builder = builder.transform(name.clone(), |_| {
                 transform_fn(|x: u64, out: &mut Emitter<u64>| {
                     out.push(x + 1);
                     Ok(())
@@ -39,7 +39,7 @@ fn run_case(items: u64, transforms: usize, pipes: PipeConfig) -> Result<(), Test
         }
         names.push("sink".to_owned());
         let definition = builder
-            .sink("sink", move || {
+            .sink("sink", move |_| {
                 let seen = sink_seen.clone();
                 sink_fn(move |x: u64| {
                     seen.lock().map_err(|_| "poisoned")?.push(x);

@@ -21,16 +21,16 @@ fn branches(finite: &Arc<AtomicBool>, quick_starts: &Arc<AtomicU64>) -> FlowDefi
     let (finite, quick_starts) = (finite.clone(), quick_starts.clone());
     let (quick_count, slow_count, produced) = (counter(), counter(), counter());
     FlowDefinition::<u64>::builder("branches")
-        .source("quick", move || {
+        .source("quick", move |_| {
             quick_starts.fetch_add(1, Ordering::SeqCst);
             source_iter(0..10_u64)
         })
-        .sink("quick-sink", move || Tally::new(&quick_count))
-        .source("slow", move || Counter {
+        .sink("quick-sink", move |_| Tally::new(&quick_count))
+        .source("slow", move |_| Counter {
             limit: finite.load(Ordering::SeqCst).then_some(50),
             ..Counter::endless(produced.clone())
         })
-        .sink("slow-sink", move || Tally::new(&slow_count))
+        .sink("slow-sink", move |_| Tally::new(&slow_count))
         .edge("quick", "quick-sink")
         .edge("slow", "slow-sink")
         .build()
@@ -200,11 +200,11 @@ async fn a_completed_source_with_an_unfinished_consumer_runs_again() {
     let define = |gate: Option<Arc<tokio::sync::Semaphore>>, consumed: &Arc<AtomicU64>| {
         let (starts, consumed) = (source_starts.clone(), consumed.clone());
         FlowDefinition::<u64>::builder("gated")
-            .source("numbers", move || {
+            .source("numbers", move |_| {
                 starts.fetch_add(1, Ordering::SeqCst);
                 source_iter(0..100_u64)
             })
-            .sink("tally", move || Tally {
+            .sink("tally", move |_| Tally {
                 count: consumed.clone(),
                 sum: counter(),
                 gate: gate.clone(),
@@ -257,8 +257,8 @@ async fn registering_a_flow_after_start_resumes_its_runs() {
     let define = |gate: Option<Arc<tokio::sync::Semaphore>>| {
         let consumed = consumed.clone();
         FlowDefinition::<u64>::builder("gated")
-            .source("numbers", || source_iter(0..100_u64))
-            .sink("tally", move || Tally {
+            .source("numbers", |_| source_iter(0..100_u64))
+            .sink("tally", move |_| Tally {
                 count: consumed.clone(),
                 sum: counter(),
                 gate: gate.clone(),
@@ -288,8 +288,8 @@ async fn registering_a_flow_after_start_resumes_its_runs() {
     let waiting: Vec<_> = second.unresumed().iter().map(|r| r.id).collect();
     assert_eq!(waiting, [run.run_id()]);
     let other = FlowDefinition::<u64>::builder("other")
-        .source("numbers", || source_iter(0..1_u64))
-        .sink("discard", || troupe::stage::sink_fn(|_: u64| Ok(())))
+        .source("numbers", |_| source_iter(0..1_u64))
+        .sink("discard", |_| troupe::stage::sink_fn(|_: u64| Ok(())))
         .pipeline(["numbers", "discard"])
         .build()
         .unwrap();
@@ -386,8 +386,8 @@ mod raw_sqlite;
 
 fn small() -> FlowDefinition<u64> {
     FlowDefinition::<u64>::builder("small")
-        .source("numbers", || source_iter(0..10_u64))
-        .sink("discard", || troupe::stage::sink_fn(|_: u64| Ok(())))
+        .source("numbers", |_| source_iter(0..10_u64))
+        .sink("discard", |_| troupe::stage::sink_fn(|_: u64| Ok(())))
         .pipeline(["numbers", "discard"])
         .build()
         .unwrap()

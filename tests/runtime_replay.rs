@@ -63,13 +63,13 @@ fn flow(end: bool, serde: bool) -> (FlowDefinition<u64>, Probe) {
     let broken = Arc::new(AtomicBool::new(true));
     let (s, b) = (seen.clone(), broken.clone());
     let builder = FlowDefinition::<u64>::builder("flaky")
-        .source("numbers", move || Numbers {
+        .source("numbers", move |_| Numbers {
             next: 0,
             n: 10,
             end,
         })
-        .transform("flaky", move || Flaky { broken: b.clone() })
-        .sink("record", move || Record(s.clone()))
+        .transform("flaky", move |_| Flaky { broken: b.clone() })
+        .sink("record", move |_| Record(s.clone()))
         .pipeline(["numbers", "flaky", "record"])
         .default_retry(RetryPolicy::none())
         .on_dead_letter(DeadLetterPolicy::Continue);
@@ -255,14 +255,14 @@ async fn items_another_run_cannot_decode_are_refused_before_anything_is_accepted
     numbers.wait().await.unwrap();
     // A live run of a flow over words, with a stage of the same name.
     let words = FlowDefinition::<String>::builder("words")
-        .source("none", || Silent)
-        .transform("flaky", || {
+        .source("none", |_| Silent)
+        .transform("flaky", |_| {
             troupe::stage::transform_fn(|w: String, out: &mut Emitter<String>| {
                 out.push(w);
                 Ok(())
             })
         })
-        .sink("drop", || troupe::stage::sink_fn(|_: String| Ok(())))
+        .sink("drop", |_| troupe::stage::sink_fn(|_: String| Ok(())))
         .pipeline(["none", "flaky", "drop"])
         .serde_items()
         .build()

@@ -45,11 +45,11 @@ async fn a_stage_paused_through_its_handle_comes_back_paused_after_a_restart() {
     runtime
         .register(
             FlowDefinition::<u64>::builder("paused-restart")
-                .source("numbers", move || Flaky {
+                .source("numbers", move |_| Flaky {
                     inner: Counter::endless(produced.clone()),
                     fail: trip.clone(),
                 })
-                .sink("tally", move || Tally::new(&seen))
+                .sink("tally", move |_| Tally::new(&seen))
                 .pipeline(["numbers", "tally"])
                 .restart("numbers", RestartPolicy::permanent().backoff(Backoff::NONE))
                 .supervision(Supervision::one_for_all())
@@ -124,12 +124,12 @@ async fn stuck_run(
     runtime
         .register(
             FlowDefinition::<u64>::builder(name)
-                .source("stuck", move || Stuck {
+                .source("stuck", move |_| Stuck {
                     first: 3,
                     then: 2,
                     calls: c.clone(),
                 })
-                .sink("tally", move || Tally::new(&seen))
+                .sink("tally", move |_| Tally::new(&seen))
                 .pipeline(["stuck", "tally"])
                 // Only the cooperative path can end the run in time.
                 .cancel_grace(Duration::from_secs(3600))
@@ -257,8 +257,10 @@ async fn a_restarted_paused_source_does_no_work_before_its_pause() {
         .register(
             FlowDefinition::<u64>::builder("paused-source")
                 .with_events::<()>(EventPolicy::default())
-                .source("numbers", move || FailsOnEvent(Counter::endless(p.clone())))
-                .sink("tally", move || Tally::new(&consumed))
+                .source("numbers", move |_| {
+                    FailsOnEvent(Counter::endless(p.clone()))
+                })
+                .sink("tally", move |_| Tally::new(&consumed))
                 .pipeline(["numbers", "tally"])
                 .restart("numbers", RestartPolicy::permanent().backoff(Backoff::NONE))
                 .build()
@@ -336,10 +338,10 @@ async fn a_stage_stuck_in_on_event_is_killed_after_the_cancel_grace() {
         .register(
             FlowDefinition::<u64>::builder("stuck-event")
                 .with_events::<()>(EventPolicy::default())
-                .source("numbers", move || {
+                .source("numbers", move |_| {
                     EndlessOnEvent(Counter::endless(produced.clone()))
                 })
-                .sink("tally", move || Tally::new(&consumed))
+                .sink("tally", move |_| Tally::new(&consumed))
                 .pipeline(["numbers", "tally"])
                 .cancel_grace(Duration::from_secs(30))
                 .build()

@@ -60,12 +60,12 @@ async fn draining_source(name: &str) -> (Runtime, RunHandle, StageHandle, Arc<Se
     runtime
         .register(
             FlowDefinition::<u64>::builder(name)
-                .source("numbers", move || FailsOnceInComplete {
+                .source("numbers", move |_| FailsOnceInComplete {
                     inner: Counter::endless(produced.clone()),
                     gate: g.clone(),
                     failed: failed.clone(),
                 })
-                .sink("tally", move || Tally::new(&consumed))
+                .sink("tally", move |_| Tally::new(&consumed))
                 .pipeline(["numbers", "tally"])
                 .restart("numbers", at_once())
                 .build()
@@ -175,13 +175,13 @@ async fn fan_out(name: &str, gate: Option<Arc<Semaphore>>) -> (Runtime, RunHandl
     runtime
         .register(
             FlowDefinition::<u64>::builder(name)
-                .source("numbers", move || Numbers(next.clone()))
-                .sink("slow", move || Record {
+                .source("numbers", move |_| Numbers(next.clone()))
+                .sink("slow", move |_| Record {
                     items: s.clone(),
                     gate: gate.clone(),
                 })
                 .with_events::<()>(EventPolicy::default())
-                .sink("fast", move || Record {
+                .sink("fast", move |_| Record {
                     items: f.clone(),
                     gate: None,
                 })

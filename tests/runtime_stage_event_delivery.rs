@@ -14,6 +14,7 @@ use tokio::sync::Semaphore;
 use troupe::flow::{ControlEvent, FlowDefinition, HandleError, RunHandle, StageControl};
 use troupe::records::RunStatus;
 use troupe::runtime::Runtime;
+use troupe::stage::StageContext;
 use troupe::stage::{
     Durable, Emitter, EventPolicy, OnEvent, Produced, Source, Transform, source_iter,
 };
@@ -83,12 +84,12 @@ impl OnEvent<&'static str> for Logged {
 async fn relay_run<S: Source<u64>>(
     name: &str,
     policy: EventPolicy,
-    source: impl Fn() -> S + Send + Sync + 'static,
+    source: impl Fn(&StageContext) -> S + Send + Sync + 'static,
 ) -> (Runtime, RunHandle, Log) {
     let runtime = memory_runtime().await;
     let relay_log = Log::default();
     let l = relay_log.clone();
-    let relay = move || Logged(l.clone());
+    let relay = move |_: &StageContext| Logged(l.clone());
     let (run, _) = relay_flow::<&'static str, _, _>(&runtime, name, policy, source, relay).await;
     (runtime, run, relay_log)
 }
@@ -106,7 +107,7 @@ async fn finished(run: &RunHandle) {
 async fn source_to_tally<Ev, S>(
     name: &str,
     policy: EventPolicy,
-    source: impl Fn() -> S + Send + Sync + 'static,
+    source: impl Fn(&StageContext) -> S + Send + Sync + 'static,
     consumed: &Arc<AtomicU64>,
 ) -> (Runtime, RunHandle)
 where
@@ -120,7 +121,7 @@ where
             FlowDefinition::<u64>::builder(name)
                 .with_events::<Ev>(policy)
                 .source("numbers", source)
-                .sink("tally", move || Tally::new(&consumed))
+                .sink("tally", move |_| Tally::new(&consumed))
                 .pipeline(["numbers", "tally"])
                 .build()
                 .unwrap(),
@@ -142,7 +143,7 @@ async fn gated_source_run(
     let produced = counter();
     let (gate, source_log) = (Arc::new(Semaphore::new(permits)), Log::default());
     let (g, l) = (gate.clone(), source_log.clone());
-    let source = move || GatedComplete {
+    let source = move |_: &StageContext| GatedComplete {
         inner: Counter::endless(produced.clone()),
         gate: g.clone(),
         log: l.clone(),
@@ -210,7 +211,7 @@ async fn an_event_failing_after_the_completion_hook_fails_the_stage_before_its_o
     let (produced, consumed, completes) = (counter(), counter(), counter());
     let gate = Arc::new(Semaphore::new(0));
     let (p, g, c) = (produced.clone(), gate.clone(), completes.clone());
-    let source = move || FailsOnEvents {
+    let source = move |_: &StageContext| FailsOnEvents {
         inner: Counter {
             limit: Some(8),
             ..Counter::endless(p.clone())
@@ -273,7 +274,7 @@ impl OnEvent<()> for OneEach {
 async fn a_block_gated_source_restarted_after_its_completion_hook_stays_gated() {
     let (produced, consumed, completes) = (counter(), counter(), counter());
     let (p, c) = (produced.clone(), completes.clone());
-    let source = move || OneEach {
+    let source = move |_: &StageContext| OneEach {
         next: 0,
         limit: 3,
         produced: p.clone(),
@@ -305,7 +306,7 @@ async fn a_block_gated_source_restarted_after_its_completion_hook_stays_gated() 
 async fn poll_hands_over_every_queued_event_to_an_idle_transform() {
     let gate = Arc::new(Semaphore::new(0));
     let g = gate.clone();
-    let (_runtime, run, relay_log) = relay_run("poll-idle", EventPolicy::default(), move || {
+    let (_runtime, run, relay_log) = relay_run("poll-idle", EventPolicy::default(), move |_| {
         OnePerPermit(g.clone())
     })
     .await;
@@ -341,7 +342,7 @@ async fn ignored_events_are_handed_over_before_the_completion_hook() {
     let gate = Arc::new(Semaphore::new(0));
     let g = gate.clone();
     let (_runtime, run, relay_log) =
-        relay_run("ignored", policy, move || OnePerPermit(g.clone())).await;
+        relay_run("ignored", policy, move |_| OnePerPermit(g.clone())).await;
     settle().await;
     let events = run.stage_events::<&'static str>("relay").await.unwrap();
     events.send("a").await.unwrap();
@@ -361,7 +362,7 @@ async fn poll_takes_one_event_per_unit_of_work() {
     let policy = EventPolicy::default().paused(ExternalEventMode::Ignore);
     let produced = counter();
     let (_runtime, run, relay_log) =
-        relay_run("poll", policy, move || Counter::endless(produced.clone())).await;
+        relay_run("poll", policy, move |_| Counter::endless(produced.clone())).await;
     settle().await;
     let relay = run.stage("relay").unwrap();
     relay.send(StageControl::Pause).await.unwrap();
@@ -402,7 +403,7 @@ async fn block_while_draining_does_not_hold_a_drain_up() {
 async fn block_while_running_does_not_hold_up_a_stage_whose_input_ended() {
     let policy = EventPolicy::default().running(ExternalEventMode::Block);
     let (_runtime, run, relay_log) =
-        relay_run("block-ended", policy, || source_iter(0..3_u64)).await;
+        relay_run("block-ended", policy, |_| source_iter(0..3_u64)).await;
     settle().await;
     assert!(log(&relay_log).is_empty(), "worked without an event");
     let relay = run.stage_events::<&'static str>("relay").await.unwrap();
@@ -420,7 +421,7 @@ async fn try_send_to_a_full_queue_is_busy() {
         .capacity(1);
     let produced = counter();
     let (_runtime, run, relay_log) =
-        relay_run("busy", policy, move || Counter::endless(produced.clone())).await;
+        relay_run("busy", policy, move |_| Counter::endless(produced.clone())).await;
     settle().await;
     let relay = run.stage_events::<&'static str>("relay").await.unwrap();
     assert_eq!(relay.try_send("first"), Ok(()));
@@ -463,10 +464,10 @@ async fn durable_events_beyond_a_full_queue_are_handled_before_completion() {
     runtime
         .register(
             FlowDefinition::<u64>::builder("durable-full")
-                .source("numbers", move || OnePerPermit(g.clone()))
+                .source("numbers", move |_| OnePerPermit(g.clone()))
                 .with_durable_events::<String>(policy)
-                .transform("relay", move || Logged(l.clone()))
-                .sink("tally", || Tally::new(&counter()))
+                .transform("relay", move |_| Logged(l.clone()))
+                .sink("tally", |_| Tally::new(&counter()))
                 .pipeline(["numbers", "relay", "tally"])
                 .build()
                 .unwrap(),

@@ -62,8 +62,8 @@ async fn relay_run(
         &runtime,
         "relay",
         policy,
-        move || Counter::endless(produced.clone()),
-        move || Relay(s.clone()),
+        move |_| Counter::endless(produced.clone()),
+        move |_| Relay(s.clone()),
     )
     .await;
     settle().await;
@@ -160,11 +160,11 @@ async fn block_while_running_makes_each_event_gate_one_unit_of_work() {
         .register(
             FlowDefinition::<u64>::builder("ticked")
                 .with_events::<Cmd>(EventPolicy::default().running(ExternalEventMode::Block))
-                .source("ticks", move || Ticked {
+                .source("ticks", move |_| Ticked {
                     next: 0,
                     ticks: t.clone(),
                 })
-                .sink("tally", move || Tally::new(&c))
+                .sink("tally", move |_| Tally::new(&c))
                 .pipeline(["ticks", "tally"])
                 .build()
                 .unwrap(),
@@ -273,8 +273,8 @@ async fn a_completed_stage_refuses_events() {
             FlowDefinition::<u64>::builder("short")
                 // Waits for an event before its one batch.
                 .with_events::<Cmd>(EventPolicy::default().running(ExternalEventMode::Block))
-                .source("three", move || Ticked3(source_iter(0..3_u64)))
-                .sink("gated", move || Tally {
+                .source("three", move |_| Ticked3(source_iter(0..3_u64)))
+                .sink("gated", move |_| Tally {
                     gate: Some(g.clone()),
                     ..Tally::new(&c)
                 })
@@ -334,10 +334,10 @@ fn queues_too_large_are_rejected_when_the_flow_is_built() {
 
     let flow = |events: EventPolicy, pipes: PipeConfig| {
         FlowDefinition::<u64>::builder("huge")
-            .source("numbers", || source_iter(0..3_u64))
+            .source("numbers", |_| source_iter(0..3_u64))
             .with_events::<Cmd>(events)
-            .transform("relay", || Relay(Seen::default()))
-            .sink("tally", || sink_fn(|_: u64| Ok(())))
+            .transform("relay", |_| Relay(Seen::default()))
+            .sink("tally", |_| sink_fn(|_: u64| Ok(())))
             .pipeline(["numbers", "relay", "tally"])
             .pipes(pipes)
             .build()

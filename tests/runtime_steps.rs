@@ -33,7 +33,7 @@ async fn steps_run_in_order_with_their_upstream_outputs() {
     runtime
         .register(
             FlowDefinition::<()>::builder("order-17")
-                .step("charge", move || {
+                .step("charge", move |_| {
                     let (l1, attempts) = (l1.clone(), attempts.clone());
                     step_fn(move |inputs: StepInputs| {
                         l1(&inputs);
@@ -46,7 +46,7 @@ async fn steps_run_in_order_with_their_upstream_outputs() {
                         }
                     })
                 })
-                .step("ship", move || {
+                .step("ship", move |_| {
                     let l2 = l2.clone();
                     step_fn(move |inputs: StepInputs| {
                         l2(&inputs);
@@ -54,7 +54,7 @@ async fn steps_run_in_order_with_their_upstream_outputs() {
                         async move { Ok(json!({ "tracking": "ZX-9", "for_cents": cents })) }
                     })
                 })
-                .step("notify", move || {
+                .step("notify", move |_| {
                     let l3 = l3.clone();
                     step_fn(move |inputs: StepInputs| {
                         l3(&inputs);
@@ -62,7 +62,7 @@ async fn steps_run_in_order_with_their_upstream_outputs() {
                         async move { Ok(json!({ "sent": tracking })) }
                     })
                 })
-                .step("audit", move || {
+                .step("audit", move |_| {
                     let l4 = l4.clone();
                     step_fn(move |inputs: StepInputs| {
                         l4(&inputs);
@@ -108,9 +108,9 @@ async fn steps_run_in_order_with_their_upstream_outputs() {
 #[tokio::test]
 async fn a_step_wired_to_a_streaming_stage_is_rejected() {
     let mixed = FlowDefinition::<u64>::builder("mixed")
-        .source("numbers", || source_iter(0..3_u64))
-        .sink("discard", || sink_fn(|_: u64| Ok(())))
-        .step("report", || {
+        .source("numbers", |_| source_iter(0..3_u64))
+        .sink("discard", |_| sink_fn(|_: u64| Ok(())))
+        .step("report", |_| {
             step_fn(|_: StepInputs| async { Ok(Value::Null) })
         })
         .pipeline(["numbers", "discard"])

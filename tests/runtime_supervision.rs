@@ -17,6 +17,7 @@ use troupe::flow::{
 };
 use troupe::records::RunStatus;
 use troupe::runtime::Runtime;
+use troupe::stage::StageContext;
 use troupe::stage::{Emitter, PipeConfig, StepInputs, Transform, source_iter, step_fn};
 use troupe::store::Store;
 use troupe::supervise::BoxError;
@@ -72,7 +73,7 @@ impl Chain {
         let c = consumed.clone();
         let relay = |started: Arc<AtomicU64>, (at, times): (u64, u64)| {
             let left = Arc::new(AtomicU64::new(times));
-            move || {
+            move |_: &StageContext| {
                 started.fetch_add(1, Ordering::SeqCst);
                 Relay {
                     at,
@@ -81,13 +82,13 @@ impl Chain {
             }
         };
         let builder = FlowDefinition::<u64>::builder(name)
-            .source("numbers", move || {
+            .source("numbers", move |_| {
                 n.fetch_add(1, Ordering::SeqCst);
                 source_iter(0..1_000_u64)
             })
             .transform("a", relay(a, faults.a))
             .transform("b", relay(b, faults.b))
-            .sink("sink", move || {
+            .sink("sink", move |_| {
                 k.fetch_add(1, Ordering::SeqCst);
                 Tally::new(&c)
             })
@@ -351,10 +352,10 @@ async fn a_step_after_an_abandoned_step_runs_without_its_output() {
     let seen: Arc<Mutex<Vec<Vec<String>>>> = Default::default();
     let s = seen.clone();
     let builder = FlowDefinition::<()>::builder("steps")
-        .step("lookup", || {
+        .step("lookup", |_| {
             step_fn(|_: StepInputs| async { Err::<Value, BoxError>("lookup is down".into()) })
         })
-        .step("reply", move || {
+        .step("reply", move |_| {
             let s = s.clone();
             step_fn(move |inputs: StepInputs| {
                 s.lock().unwrap().push(inputs.keys().cloned().collect());

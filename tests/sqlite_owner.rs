@@ -23,8 +23,8 @@ const DB: &str = "journal.sqlite";
 
 fn small(name: &str) -> FlowDefinition<u64> {
     FlowDefinition::<u64>::builder(name)
-        .source("numbers", || source_iter(0..10_u64))
-        .sink("discard", || sink_fn(|_: u64| Ok(())))
+        .source("numbers", |_| source_iter(0..10_u64))
+        .sink("discard", |_| sink_fn(|_: u64| Ok(())))
         .pipeline(["numbers", "discard"])
         .build()
         .expect("valid flow")

@@ -54,6 +54,8 @@ macro_rules! conformance {
                 run_key_is_unique_among_runs_not_ended,
                 run_key_refusal_fails_its_op_alone,
                 bad_run_keys_are_refused,
+                memos_keep_the_first_result_per_key,
+                memos_refuse_bad_input,
             );
             conformance!(@repair $make;
                 record_appends_once,

@@ -31,14 +31,14 @@ impl Source<u64> for Silent {
 /// `idle`: silent source → pass-through transform → discarding sink.
 pub fn idle_flow() -> FlowDefinition<u64> {
     FlowDefinition::<u64>::builder("idle")
-        .source("silent", || Silent)
-        .transform("same", || {
+        .source("silent", |_| Silent)
+        .transform("same", |_| {
             transform_fn(|x: u64, out: &mut Emitter<u64>| {
                 out.push(x);
                 Ok(())
             })
         })
-        .sink("discard", || sink_fn(|_: u64| Ok(())))
+        .sink("discard", |_| sink_fn(|_: u64| Ok(())))
         .pipeline(["silent", "same", "discard"])
         .build()
         .expect("flow")
@@ -85,8 +85,8 @@ pub fn numbers_flow(
     fail_one_in: Option<u64>,
 ) -> FlowDefinition<u64> {
     FlowDefinition::<u64>::builder(name)
-        .source("numbers", move || source_iter(0..items))
-        .transform("triple", move || {
+        .source("numbers", move |_| source_iter(0..items))
+        .transform("triple", move |_| {
             // Fails the first attempt at every `n`th item: a retry takes it
             // again at once (this start's own record of what failed).
             let mut failed_last = u64::MAX;
@@ -102,7 +102,7 @@ pub fn numbers_flow(
                 Ok(())
             })
         })
-        .sink("sum", move || SumSink {
+        .sink("sum", move |_| SumSink {
             sum: 0,
             total: sum.clone(),
         })

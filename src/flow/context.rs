@@ -19,9 +19,9 @@ use super::stages::StageRuntime;
 use crate::journal::JournalHandle;
 use crate::records::{DeadLetter, Run, RunStatus};
 use crate::runs::{TerminalTarget, structured_output};
-use crate::stage::StageKind;
 use crate::stage::dead_letter::StageDeadLetter;
 use crate::stage::events::EventPort;
+use crate::stage::{RunContext, StageKind};
 use crate::stage::{StageEvent, StageState};
 
 /// Control slots of each stage kept for the flow actor's own events: user
@@ -36,6 +36,9 @@ pub(crate) const MAX_KEPT_SIGNALS: usize = 1024;
 /// The flow actor's context: everything its handlers read and its actions change.
 pub(crate) struct FlowCtx {
     pub(crate) run: Run,
+    /// What every stage's [`StageContext`](crate::stage::StageContext)
+    /// shares of the run.
+    run_context: Arc<RunContext>,
     journal: JournalHandle,
     pub(crate) myself: ActorRef<FlowMsg>,
     pub(crate) stages: Vec<StageRuntime>,
@@ -91,6 +94,7 @@ impl FlowCtx {
             }
         }
         FlowCtx {
+            run_context: RunContext::of(&run, journal.clone()),
             run,
             journal,
             myself,
@@ -220,7 +224,8 @@ impl FlowCtx {
             })
             .collect();
         let myself = self.myself.clone();
-        self.stages[index].start(index, myself, inputs).await?;
+        let run = self.run_context.clone();
+        self.stages[index].start(index, myself, inputs, run).await?;
         Ok(())
     }
 

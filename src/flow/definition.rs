@@ -16,7 +16,8 @@ use crate::stage::pipe::{MAX_BATCH_SIZE, MAX_PIPE_CAPACITY, PipeConfig};
 use crate::stage::replay::ItemDecoder;
 use crate::stage::work::{AsSink, AsSource, AsStep, AsTransform, Work};
 use crate::stage::{
-    EventPolicy, MAX_EVENT_CAPACITY, OnEvent, RetryPolicy, Sink, Source, Step, Transform,
+    EventPolicy, MAX_EVENT_CAPACITY, OnEvent, RetryPolicy, Sink, Source, StageContext, Step,
+    Transform,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -57,9 +58,36 @@ pub struct FlowBuilder<T> {
     encode: ItemEncoder<T>,
     decode: Option<ItemDecoder<T>>,
     dead_letter: DeadLetterPolicy,
+    input: Option<InputType>,
+}
+
+/// The input type a flow declared: its name and a check that a JSON value
+/// decodes as it.
+#[derive(Clone, Copy)]
+pub(crate) struct InputType {
+    pub(crate) name: &'static str,
+    pub(crate) check: fn(&serde_json::Value) -> Result<(), serde_json::Error>,
+}
+
+fn decodes_as<I: DeserializeOwned>(value: &serde_json::Value) -> Result<(), serde_json::Error> {
+    I::deserialize(value).map(drop)
 }
 
 impl<T: Clone + Send + 'static> FlowBuilder<T> {
+    /// Declares the type of the flow's run input: a start whose input does
+    /// not decode as `I` is refused with
+    /// [`RuntimeError::BadInput`](crate::runtime::RuntimeError::BadInput)
+    /// before any run is created, so a stage's
+    /// [`StageContext::input::<I>`](crate::stage::StageContext::input)
+    /// decodes. Without it, any JSON input is accepted.
+    pub fn input<I: DeserializeOwned>(mut self) -> Self {
+        self.input = Some(InputType {
+            name: std::any::type_name::<I>(),
+            check: decodes_as::<I>,
+        });
+        self
+    }
+
     fn add(
         mut self,
         name: String,
@@ -89,37 +117,46 @@ impl<T: Clone + Send + 'static> FlowBuilder<T> {
     ) -> Self
     where
         W: Work<T>,
-        F: Fn() -> W + Send + Sync + 'static,
+        F: Fn(&StageContext) -> W + Send + Sync + 'static,
     {
         let factory = Arc::new(WorkFactory::new(factory, events, redeliver));
         self.add(name, W::KIND, events, factory)
     }
 
-    /// Adds a source; `factory` builds its logic at each (re)start.
+    /// Adds a source; `factory` builds its logic at each (re)start, for the
+    /// run and start its [`StageContext`] describes.
     pub fn source<S, F>(self, name: impl Into<String>, factory: F) -> Self
     where
         S: Source<T>,
-        F: Fn() -> S + Send + Sync + 'static,
+        F: Fn(&StageContext) -> S + Send + Sync + 'static,
     {
-        self.add_work(name.into(), None, None, move || AsSource::new(factory()))
+        self.add_work(name.into(), None, None, move |ctx: &StageContext| {
+            AsSource::new(factory(ctx))
+        })
     }
 
-    /// Adds a transform; `factory` builds its logic at each (re)start.
+    /// Adds a transform; `factory` builds its logic at each (re)start, for
+    /// the run and start its [`StageContext`] describes.
     pub fn transform<X, F>(self, name: impl Into<String>, factory: F) -> Self
     where
         X: Transform<T>,
-        F: Fn() -> X + Send + Sync + 'static,
+        F: Fn(&StageContext) -> X + Send + Sync + 'static,
     {
-        self.add_work(name.into(), None, None, move || AsTransform::new(factory()))
+        self.add_work(name.into(), None, None, move |ctx: &StageContext| {
+            AsTransform::new(factory(ctx))
+        })
     }
 
-    /// Adds a sink; `factory` builds its logic at each (re)start.
+    /// Adds a sink; `factory` builds its logic at each (re)start, for the
+    /// run and start its [`StageContext`] describes.
     pub fn sink<K, F>(self, name: impl Into<String>, factory: F) -> Self
     where
         K: Sink<T>,
-        F: Fn() -> K + Send + Sync + 'static,
+        F: Fn(&StageContext) -> K + Send + Sync + 'static,
     {
-        self.add_work(name.into(), None, None, move || AsSink::new(factory()))
+        self.add_work(name.into(), None, None, move |ctx: &StageContext| {
+            AsSink::new(factory(ctx))
+        })
     }
 
     /// The next stage added through the returned builder takes user events
@@ -168,9 +205,11 @@ impl<T: Clone + Send + 'static> FlowBuilder<T> {
     pub fn step<S, F>(self, name: impl Into<String>, factory: F) -> Self
     where
         S: Step,
-        F: Fn() -> S + Send + Sync + 'static,
+        F: Fn(&StageContext) -> S + Send + Sync + 'static,
     {
-        self.add_work(name.into(), None, None, move || AsStep::new(factory()))
+        self.add_work(name.into(), None, None, move |ctx: &StageContext| {
+            AsStep::new(factory(ctx))
+        })
     }
 
     /// Connects `from` to `to`.
@@ -321,6 +360,7 @@ impl<T: Clone + Send + 'static> FlowBuilder<T> {
                 encode: self.encode,
                 decode: self.decode,
                 dead_letter: self.dead_letter,
+                input: self.input,
             }),
         })
     }
@@ -340,9 +380,9 @@ impl<T: Clone + Send + 'static, Ev: Send + 'static> EventStageBuilder<T, Ev> {
     pub fn source<S, F>(self, name: impl Into<String>, factory: F) -> FlowBuilder<T>
     where
         S: Source<T> + OnEvent<Ev>,
-        F: Fn() -> S + Send + Sync + 'static,
+        F: Fn(&StageContext) -> S + Send + Sync + 'static,
     {
-        let make = move || AsSource::<S, Ev>::new(factory());
+        let make = move |ctx: &StageContext| AsSource::<S, Ev>::new(factory(ctx));
         self.flow
             .add_work(name.into(), Some(self.policy), self.redeliver, make)
     }
@@ -351,9 +391,9 @@ impl<T: Clone + Send + 'static, Ev: Send + 'static> EventStageBuilder<T, Ev> {
     pub fn transform<X, F>(self, name: impl Into<String>, factory: F) -> FlowBuilder<T>
     where
         X: Transform<T> + OnEvent<Ev>,
-        F: Fn() -> X + Send + Sync + 'static,
+        F: Fn(&StageContext) -> X + Send + Sync + 'static,
     {
-        let make = move || AsTransform::<X, Ev>::new(factory());
+        let make = move |ctx: &StageContext| AsTransform::<X, Ev>::new(factory(ctx));
         self.flow
             .add_work(name.into(), Some(self.policy), self.redeliver, make)
     }
@@ -362,9 +402,9 @@ impl<T: Clone + Send + 'static, Ev: Send + 'static> EventStageBuilder<T, Ev> {
     pub fn sink<K, F>(self, name: impl Into<String>, factory: F) -> FlowBuilder<T>
     where
         K: Sink<T> + OnEvent<Ev>,
-        F: Fn() -> K + Send + Sync + 'static,
+        F: Fn(&StageContext) -> K + Send + Sync + 'static,
     {
-        let make = move || AsSink::<K, Ev>::new(factory());
+        let make = move |ctx: &StageContext| AsSink::<K, Ev>::new(factory(ctx));
         self.flow
             .add_work(name.into(), Some(self.policy), self.redeliver, make)
     }
@@ -384,6 +424,7 @@ struct DefinitionInner<T> {
     /// Set by `serde_items`: stages can take replayed items.
     decode: Option<ItemDecoder<T>>,
     dead_letter: DeadLetterPolicy,
+    input: Option<InputType>,
 }
 
 /// A validated flow: its stages, topology and policies. Cheap to clone;
@@ -402,9 +443,9 @@ struct DefinitionInner<T> {
 /// use troupe::stage::{Emitter, sink_fn, source_iter, transform_fn};
 ///
 /// let def = FlowDefinition::<u64>::builder("squares")
-///     .source("numbers", || source_iter(1..=100_u64))
-///     .transform("square", || transform_fn(|x: u64, out: &mut Emitter<u64>| Ok(out.push(x * x))))
-///     .sink("drop", || sink_fn(|_x: u64| Ok(())))
+///     .source("numbers", |_| source_iter(1..=100_u64))
+///     .transform("square", |_| transform_fn(|x: u64, out: &mut Emitter<u64>| Ok(out.push(x * x))))
+///     .sink("drop", |_| sink_fn(|_x: u64| Ok(())))
 ///     .pipeline(["numbers", "square", "drop"])
 ///     .build()
 ///     .unwrap();
@@ -440,6 +481,7 @@ impl<T: Clone + Send + 'static> FlowDefinition<T> {
             encode: unserializable::<T>,
             decode: None,
             dead_letter: DeadLetterPolicy::default(),
+            input: None,
         }
     }
 

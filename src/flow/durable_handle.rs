@@ -143,10 +143,10 @@ impl RunHandle {
     /// let runtime = Runtime::builder().memory().start().await?;
     /// runtime.register(
     ///     FlowDefinition::<u64>::builder("scaled")
-    ///         .source("numbers", || source_iter(0_u64..))
+    ///         .source("numbers", |_| source_iter(0_u64..))
     ///         .with_durable_events::<SetFactor>(EventPolicy::default())
-    ///         .transform("scale", || Scale(1))
-    ///         .sink("discard", || sink_fn(|_: u64| Ok(())))
+    ///         .transform("scale", |_| Scale(1))
+    ///         .sink("discard", |_| sink_fn(|_: u64| Ok(())))
     ///         .pipeline(["numbers", "scale", "discard"])
     ///         .build()?,
     /// ).await?;

@@ -9,6 +9,7 @@ use uuid::Uuid;
 use super::actor::FlowMsg;
 use super::control::{ControlEvent, HandleError, RunOutcome};
 use super::machine::RunState;
+use crate::records::RunStatus;
 
 /// A handle to one run of a flow. Cheap to clone, `Send`; it does not keep
 /// the run alive and stays usable after the run ended (`wait` then returns
@@ -16,7 +17,8 @@ use super::machine::RunState;
 #[derive(Clone)]
 pub struct RunHandle {
     run_id: Uuid,
-    actor: ActorRef<FlowMsg>,
+    /// `None` for a handle to a run that had ended before it was made.
+    actor: Option<ActorRef<FlowMsg>>,
     state: watch::Receiver<RunState>,
     outcome: watch::Receiver<Option<RunOutcome>>,
     stages: Arc<[String]>,
@@ -41,9 +43,26 @@ impl RunHandle {
     ) -> Self {
         RunHandle {
             run_id,
-            actor,
+            actor: Some(actor),
             state,
             outcome,
+            stages,
+        }
+    }
+
+    /// A handle to a run that has ended with `outcome` (read from the
+    /// journal): its state is terminal and input to it is refused.
+    pub(crate) fn ended(outcome: RunOutcome, stages: Arc<[String]>) -> Self {
+        let state = match outcome.status {
+            RunStatus::Finished => RunState::Finished,
+            RunStatus::Cancelled => RunState::Cancelled,
+            _ => RunState::Failed(outcome.reason.clone().unwrap_or_default()),
+        };
+        RunHandle {
+            run_id: outcome.run_id,
+            actor: None,
+            state: watch::channel(state).1,
+            outcome: watch::channel(Some(outcome)).1,
             stages,
         }
     }
@@ -56,7 +75,7 @@ impl RunHandle {
     /// The flow actor, for tests that kill it.
     #[cfg(test)]
     pub(crate) fn actor_ref(&self) -> &ActorRef<FlowMsg> {
-        &self.actor
+        self.actor.as_ref().expect("a live run's handle")
     }
 
     /// The run's id (its run record in the journal).
@@ -88,7 +107,10 @@ impl RunHandle {
             return Err(finished());
         }
         let (reply, replied) = oneshot::channel();
-        if self.actor.send_message(msg(reply)).is_err() {
+        let Some(actor) = &self.actor else {
+            return Err(finished());
+        };
+        if actor.send_message(msg(reply)).is_err() {
             return Err(finished());
         }
         // A flow that stops before answering drops the reply.

@@ -26,8 +26,8 @@
 //! let runtime = Runtime::builder().memory().start().await?;
 //! runtime.register(
 //!     FlowDefinition::<u64>::builder("ticks")
-//!         .source("clock", || source_iter(0_u64..)) // endless
-//!         .sink("discard", || sink_fn(|_: u64| Ok(())))
+//!         .source("clock", |_| source_iter(0_u64..)) // endless
+//!         .sink("discard", |_| sink_fn(|_: u64| Ok(())))
 //!         .pipeline(["clock", "discard"])
 //!         .build()?,
 //! ).await?;
@@ -54,6 +54,7 @@ mod handle;
 mod inbox;
 mod machine;
 mod msg;
+mod options;
 pub(crate) mod record;
 mod restart;
 mod resume;
@@ -75,7 +76,8 @@ pub(crate) use durable_handle::{accept_event, accept_items, accept_signal};
 pub use handle::RunHandle;
 pub(crate) use inbox::EVERY_STAGE;
 pub use machine::RunState;
-pub use record::{RecordError, RunOptions};
+pub use options::{IdReuse, RunOptions};
+pub use record::RecordError;
 pub use restart::{RestartPolicy, RestartStrategy, RestartType, Supervision};
 pub use stage_handle::{StageHandle, TypedStageHandle};
 pub use topology::{Topology, TopologyError, ValidatedTopology};

@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::RunOutcome;
+use super::options::RunOptions;
 use crate::journal::JournalHandle;
 use crate::records::{
     DeadLetter, EventKind, FailureEntry, InboxEntry, NewEvent, Run, RunStatus, StepOutput,
@@ -38,17 +39,6 @@ pub enum RecordError {
     Control(#[from] crate::runs::RunError),
 }
 
-/// Who starts a run and why: the fields of a new run record.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RunOptions {
-    /// What the run is for (defaults to the flow's name).
-    pub goal: Option<String>,
-    /// The session that owns the run (defaults to `"troupe"`).
-    pub owner_session_key: Option<String>,
-    /// Where the request came from.
-    pub requester_origin: Option<String>,
-}
-
 /// Creates the `Created` run record of a new run of `controller_id`.
 pub(crate) async fn create(
     journal: &JournalHandle,
@@ -64,6 +54,8 @@ pub(crate) async fn create(
         requester_origin: options.requester_origin,
         current_step: None,
         state_json: json!({}),
+        input: options.input,
+        key: options.id,
     };
     Ok(manager(journal).create_managed(input).await?)
 }
@@ -307,7 +299,7 @@ pub(crate) async fn fail_orphaned(
 
 /// The outcome of run `run_id`, which the journal holds as `status`: read
 /// from its terminal event (written in the same atomic write as the status).
-async fn recorded_outcome(
+pub(crate) async fn recorded_outcome(
     journal: &JournalHandle,
     run_id: Uuid,
     status: RunStatus,

@@ -140,9 +140,9 @@ impl Supervision {
 /// use troupe::stage::{Emitter, sink_fn, source_iter, transform_fn};
 ///
 /// let def = FlowDefinition::<u64>::builder("orders")
-///     .source("read", || source_iter(0..100_u64))
-///     .transform("enrich", || transform_fn(|x: u64, out: &mut Emitter<u64>| Ok(out.push(x))))
-///     .sink("audit", || sink_fn(|_: u64| Ok(())))
+///     .source("read", |_| source_iter(0..100_u64))
+///     .transform("enrich", |_| transform_fn(|x: u64, out: &mut Emitter<u64>| Ok(out.push(x))))
+///     .sink("audit", |_| sink_fn(|_: u64| Ok(())))
 ///     .pipeline(["read", "enrich", "audit"])
 ///     // A restart takes the failed stage and every stage after it; the run
 ///     // fails once its stages needed more than 3 restarts within 10 s.

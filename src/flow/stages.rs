@@ -17,6 +17,7 @@ use crate::stage::durable::{Delivery, Undeliverable};
 use crate::stage::events::EventPort;
 use crate::stage::replay::ItemReplay;
 use crate::stage::work::Bells;
+use crate::stage::{RunContext, StageContext};
 use crate::stage::{
     StageEvent, StageIdentity, StageKind, StageReport, StageSignal, StageState, StepInputs,
 };
@@ -158,8 +159,10 @@ impl StageRuntime {
         index: usize,
         flow: ActorRef<FlowMsg>,
         inputs: StepInputs,
+        run: Arc<RunContext>,
     ) -> Result<(), StageStartError> {
         self.generation += 1;
+        let context = StageContext::new(run, self.name.as_str().into(), self.generation);
         let bells = Arc::new(Bells {
             control: self.doorbell.clone(),
             halt: Notify::new(),
@@ -189,6 +192,7 @@ impl StageRuntime {
             supervisor,
             inputs,
             steer,
+            context,
         };
         let spawned = (self.spawn)(launch).await?;
         tracing::debug!(stage = %self.name, generation = self.generation, "stage started");

@@ -2,7 +2,8 @@
 //! journal stores. A [`Run`] with its [`RunStatus`], the events of its log
 //! ([`NewEvent`] in, [`RunEvent`] out, [`TerminalEvent`] for its one
 //! outcome), mirrored [`RunStep`]s, [`StepOutput`]s and the failure ledger's
-//! [`FailureEntry`]s and the [`DeadLetter`]s of items a stage gave up on; every durable change as a [`WriteOp`] with its
+//! [`FailureEntry`]s, the [`DeadLetter`]s of items a stage gave up on and
+//! the [`Memo`]s of memoized side effects; every durable change as a [`WriteOp`] with its
 //! [`WriteOutcome`], and the [`StoreError`] a write or read can fail with.
 //!
 //! No IO and no actors here: `store` (the backends), `journal` (the single
@@ -24,6 +25,7 @@ mod error;
 mod events;
 mod inbox;
 mod json_depth;
+mod memo;
 mod ops;
 mod run;
 
@@ -33,8 +35,10 @@ pub use events::{Appended, Cursor, EventKind, NewEvent, RunEvent, TerminalAppend
 pub(crate) use events::{TERMINAL_NAMES, assigned_event_id};
 pub use inbox::{InboxEntry, InboxMessage, Settled};
 pub use json_depth::MAX_JSON_DEPTH;
+pub use memo::Memo;
 pub use ops::{WriteOp, WriteOutcome};
 pub(crate) use ops::{appended, mismatch, next_revision};
+pub(crate) use run::check_run_key;
 pub use run::{
     FailureEntry, Lease, MAX_RUN_KEY_LEN, Run, RunFilter, RunStatus, RunStep, RunStepStatus,
     SYSTEM_STEP_ID, StepOutput, StepRuntime, new_run_id,

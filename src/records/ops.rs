@@ -9,6 +9,7 @@ use super::dead_letter::DeadLetter;
 use super::error::StoreError;
 use super::events::{Appended, EventKind, NewEvent, TerminalAppend, TerminalEvent};
 use super::inbox::InboxEntry;
+use super::memo::Memo;
 use super::run::{FailureEntry, Run, RunStep, StepOutput};
 
 /// One atomic write. A backend applies each op all-or-nothing.
@@ -53,6 +54,11 @@ pub enum WriteOp {
     RecordFailure(FailureEntry),
     /// Record an item a stage gave up on.
     RecordDeadLetter(Box<DeadLetter>),
+    /// Record a memoized side effect's result unless one is recorded for
+    /// its `(run_id, stage, name)`; [`WriteOutcome::MemoRecorded`] carries
+    /// the one stored. Refused with [`StoreError::RunNotFound`] for an
+    /// unknown run.
+    RecordMemo(Box<Memo>),
     /// Accept messages into runs' inboxes, all or none. Refused with
     /// [`StoreError::RunNotFound`] for an unknown run,
     /// [`StoreError::RunEnded`] for a run whose status is terminal, and
@@ -93,6 +99,7 @@ impl WriteOp {
             WriteOp::RecordStepOutput(_) => "record_step_output",
             WriteOp::RecordFailure(_) => "record_failure",
             WriteOp::RecordDeadLetter(_) => "record_dead_letter",
+            WriteOp::RecordMemo(_) => "record_memo",
             WriteOp::AcceptInbox(_) => "accept_inbox",
             WriteOp::SettleInbox { .. } => "settle_inbox",
             WriteOp::UpsertStep(_) => "upsert_step",
@@ -131,6 +138,14 @@ pub enum WriteOutcome {
     FailureRecorded,
     /// For [`WriteOp::RecordDeadLetter`].
     DeadLetterRecorded,
+    /// For [`WriteOp::RecordMemo`]: the memo stored for the key (the one
+    /// written, or the one found), and whether this write stored it.
+    MemoRecorded {
+        /// The stored memo.
+        stored: Box<Memo>,
+        /// `false`: one was already recorded for the key.
+        inserted: bool,
+    },
     /// For [`WriteOp::AcceptInbox`].
     InboxAccepted,
     /// For [`WriteOp::SettleInbox`]: whether an unsettled entry was settled.

@@ -25,6 +25,11 @@ pub struct CreateManagedInput {
     pub current_step: Option<String>,
     /// The run's initial state document.
     pub state_json: Value,
+    /// The run's input (`Null` for none).
+    pub input: Value,
+    /// The caller's own id for the run, unique per flow among runs that
+    /// have not ended (see [`Run::key`]).
+    pub key: Option<String>,
 }
 
 /// The fields of a new mirrored run (see [`RunManager::create_mirrored`](super::RunManager::create_mirrored)):
@@ -46,6 +51,8 @@ impl CreateManagedInput {
             requester_origin: None,
             current_step: None,
             state_json: Value::Object(Default::default()),
+            input: Value::Null,
+            key: None,
         }
     }
 
@@ -57,6 +64,8 @@ impl CreateManagedInput {
         run.requester_origin = self.requester_origin;
         run.current_step = self.current_step;
         run.state_json = self.state_json;
+        run.input = self.input;
+        run.key = self.key;
         run.created_at = stored_now();
         run.updated_at = run.created_at;
         Ok(run)

@@ -48,6 +48,8 @@
 //!         requester_origin: Some("web".into()),
 //!         current_step: Some("pick".into()),
 //!         state_json: json!({"items": 3}),
+//!         input: serde_json::Value::Null,
+//!         key: None,
 //!     })
 //!     .await?;
 //! assert_eq!((run.status, run.revision), (RunStatus::Created, 0));

@@ -43,6 +43,11 @@ impl RunList {
             .collect()
     }
 
+    /// The handle of run `run_id`, ended or not, while the list keeps it.
+    pub(crate) fn find(&self, run_id: Uuid) -> Option<RunHandle> {
+        self.handles.iter().find(|h| h.run_id() == run_id).cloned()
+    }
+
     /// The handle of run `run_id`, if it has not ended.
     fn find_live(&self, run_id: Uuid) -> Option<RunHandle> {
         self.handles

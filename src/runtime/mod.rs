@@ -11,9 +11,9 @@
 //! let runtime = Runtime::builder().memory().start().await?;
 //! runtime.register(
 //!     FlowDefinition::<u64>::builder("squares")
-//!         .source("numbers", || source_iter(1..=1000_u64))
-//!         .transform("square", || transform_fn(|x: u64, out: &mut Emitter<u64>| Ok(out.push(x * x))))
-//!         .sink("discard", || sink_fn(|_: u64| Ok(())))
+//!         .source("numbers", |_| source_iter(1..=1000_u64))
+//!         .transform("square", |_| transform_fn(|x: u64, out: &mut Emitter<u64>| Ok(out.push(x * x))))
+//!         .sink("discard", |_| sink_fn(|_: u64| Ok(())))
 //!         .pipeline(["numbers", "square", "discard"])
 //!         .build()?,
 //! ).await?;
@@ -28,6 +28,7 @@
 
 mod builder;
 mod input;
+mod keyed;
 mod live;
 mod registry;
 mod resume;

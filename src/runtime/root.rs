@@ -195,8 +195,8 @@ mod tests {
             .await
             .unwrap();
         let endless = FlowDefinition::<u64>::builder("endless")
-            .source("numbers", || source_iter(0_u64..))
-            .sink("discard", || sink_fn(|_: u64| Ok(())))
+            .source("numbers", |_| source_iter(0_u64..))
+            .sink("discard", |_| sink_fn(|_: u64| Ok(())))
             .pipeline(["numbers", "discard"])
             .build()
             .unwrap();
@@ -206,10 +206,7 @@ mod tests {
         let mut requests = Vec::new();
         let mut pending = Vec::new();
         for goal in ["first", "panic", "last"] {
-            let options = RunOptions {
-                goal: Some(goal.to_owned()),
-                ..RunOptions::default()
-            };
+            let options = RunOptions::new().goal(goal);
             let run = record::create(&journal, "endless", options).await.unwrap();
             let (request, flow) = request_flow(
                 run,

@@ -10,6 +10,7 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use super::builder::RuntimeBuilder;
+use super::keyed::{self, KeyLocks, Keyed};
 use super::live::{CancelLiveRuns, RunList};
 use super::registry::Registry;
 use super::resume::{ResumeFailure, ResumeReport, resume_runs};
@@ -100,6 +101,56 @@ pub enum RuntimeError {
     /// The journal has no run with this id.
     #[error("run {0} not found")]
     UnknownRun(Uuid),
+    /// A new run's input was refused: it could not be turned into JSON,
+    /// or it does not decode as the flow's declared input type
+    /// ([`FlowBuilder::input`](crate::flow::FlowBuilder::input)). No run
+    /// was created.
+    #[error("flow `{flow}`: the run's input is refused: {reason}")]
+    BadInput {
+        /// The flow.
+        flow: String,
+        /// Why.
+        reason: String,
+    },
+    /// The id chosen for a new run ([`RunOptions::id`]) is not acceptable
+    /// (empty, too long or holding control characters). No run was created.
+    #[error("flow `{flow}`: {source}")]
+    BadRunId {
+        /// The flow.
+        flow: String,
+        /// Why.
+        #[source]
+        source: StoreError,
+    },
+    /// The flow has a run with this id, started with another input, that
+    /// a start may not replace (see [`IdReuse`](crate::flow::IdReuse)).
+    #[error(
+        "flow `{flow}` already has run {existing} with id {id:?}, started with another \
+         input: start it with the same input to get that run, or choose another id"
+    )]
+    RunIdConflict {
+        /// The flow.
+        flow: String,
+        /// The id.
+        id: String,
+        /// The run holding it.
+        existing: Uuid,
+    },
+    /// The flow has a run with this id that has not ended but is not
+    /// running in this runtime (its resume failed or is still to come: see
+    /// [`Runtime::unresumed`] and [`Runtime::resume_failures`]).
+    #[error(
+        "flow `{flow}` has run {existing} with id {id:?}; it has not ended but is not \
+         running in this runtime"
+    )]
+    RunIdNotLive {
+        /// The flow.
+        flow: String,
+        /// The id.
+        id: String,
+        /// The run holding it.
+        existing: Uuid,
+    },
     /// The runtime's root supervisor is gone (the runtime is shutting down).
     #[error("the runtime is shutting down")]
     ShuttingDown,
@@ -182,6 +233,8 @@ pub struct Runtime {
     /// so such input is either in the journal before a resume reads the
     /// run's inbox, or sent to the live run after it.
     pub(crate) resume_gate: Arc<RwLock<()>>,
+    /// One lock per (flow, id) a start with an id is looking up.
+    key_locks: Arc<KeyLocks>,
 }
 
 impl Runtime {
@@ -206,6 +259,7 @@ impl Runtime {
             closer: None,
             runs: Arc::default(),
             starts: Arc::default(),
+            key_locks: Arc::default(),
             resumed: Vec::new(),
             unresumed: Mutex::default(),
             resume_failures: Vec::new(),
@@ -325,12 +379,33 @@ impl Runtime {
                 name: name.to_owned(),
                 registered: self.registry.names(),
             })?;
+        let flow = definition.name().to_owned();
+        let bad_input = |reason| RuntimeError::BadInput {
+            flow: flow.clone(),
+            reason,
+        };
+        if let Some(reason) = options.input_error.clone() {
+            return Err(bad_input(reason));
+        }
+        definition.check_input(&options.input).map_err(bad_input)?;
+        let starter = self.starter();
+        let key_guard =
+            match keyed::look_up(&starter, &self.key_locks, &*definition, &options).await? {
+                Some(Keyed::Existing(handle)) => return Ok(handle),
+                Some(Keyed::New(guard)) => Some(guard),
+                None => None,
+            };
         // The start runs as a task of its own, so that dropping this future
         // does not cut it short (see the cancel-safety note above).
         let in_flight = self.starts.clone().read_owned().await;
-        let start = self
-            .starter()
-            .start_new(definition, options, inbox, in_flight);
+        let start = starter.start_new(definition, options, inbox, in_flight);
+        let start = async move {
+            let started = start.await;
+            // Only once the run is listed (or failed) may another start of
+            // its id look it up.
+            drop(key_guard);
+            started
+        };
         match tokio::spawn(start).await {
             Ok(started) => started,
             Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),

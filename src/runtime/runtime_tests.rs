@@ -36,8 +36,8 @@ async fn a_flow_actor_that_dies_without_an_outcome_has_its_run_failed() {
 
 fn endless() -> FlowDefinition<u64> {
     FlowDefinition::<u64>::builder("endless")
-        .source("numbers", || source_iter(0_u64..))
-        .sink("discard", || sink_fn(|_: u64| Ok(())))
+        .source("numbers", |_| source_iter(0_u64..))
+        .sink("discard", |_| sink_fn(|_: u64| Ok(())))
         .pipeline(["numbers", "discard"])
         .build()
         .unwrap()
@@ -45,8 +45,8 @@ fn endless() -> FlowDefinition<u64> {
 
 fn small() -> FlowDefinition<u64> {
     FlowDefinition::<u64>::builder("small")
-        .source("numbers", || source_iter(0..10_u64))
-        .sink("discard", || sink_fn(|_: u64| Ok(())))
+        .source("numbers", |_| source_iter(0..10_u64))
+        .sink("discard", |_| sink_fn(|_: u64| Ok(())))
         .pipeline(["numbers", "discard"])
         .build()
         .unwrap()
@@ -110,10 +110,7 @@ async fn assert_failed_unstarted(store: &impl Store, run_id: Uuid) -> String {
 async fn a_run_whose_flow_cannot_be_spawned_is_failed_not_left_created() {
     let store = Arc::new(crate::store::MemoryStore::new());
     let runtime = runtime_with(store.clone(), panics_on_goal).await;
-    let options = RunOptions {
-        goal: Some("panic".into()),
-        ..RunOptions::default()
-    };
+    let options = RunOptions::new().goal("panic");
     let error = runtime.start_with("small", options).await.unwrap_err();
     let (run_id, cause) = not_started(error);
     assert!(matches!(cause, RuntimeError::Spawn(_)), "{cause:?}");

@@ -16,6 +16,7 @@ use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, SpawnErr};
 
 use tokio::sync::Notify;
 
+use super::context::StageContext;
 use super::durable::Redeliver;
 use super::events::{EventPolicy, EventPort, EventQueue, event_queue};
 use super::logic::StepInputs;
@@ -119,6 +120,8 @@ pub(crate) struct StageLaunch {
     /// A pause or drain the stage is under: queued before the actor starts,
     /// so a restarted stage takes it before any work.
     pub(crate) steer: Option<StageEvent>,
+    /// The run and start the factory builds the logic for.
+    pub(crate) context: StageContext,
 }
 
 /// A started stage: its actor, its control channel and its state.
@@ -193,7 +196,7 @@ impl<T, W, F> StageFactory<T> for WorkFactory<F>
 where
     T: Clone + Send + 'static,
     W: Work<T>,
-    F: Fn() -> W + Send + Sync + 'static,
+    F: Fn(&StageContext) -> W + Send + Sync + 'static,
 {
     fn for_run(
         self: Arc<Self>,
@@ -222,9 +225,9 @@ impl<F> WorkFactory<F> {
     where
         T: Clone + Send + 'static,
         W: Work<T>,
-        F: Fn() -> W,
+        F: Fn(&StageContext) -> W,
     {
-        let work = catch_unwind(AssertUnwindSafe(&self.make));
+        let work = catch_unwind(AssertUnwindSafe(|| (self.make)(&launch.context)));
         Box::pin(async move {
             let name = launch.identity.name.clone();
             let mut work = work.map_err(|payload| StageStartError::FactoryPanicked {

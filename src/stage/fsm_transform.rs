@@ -73,7 +73,7 @@ pub struct FsmTransform<B, N, X> {
 ///     }
 /// }
 ///
-/// let validate = || transform_fsm(
+/// let validate = |_: &troupe::stage::StageContext| transform_fsm(
 ///     |amount: u64| (check(), Order { amount }),
 ///     // The event each state is driven with; `None`: the item is settled.
 ///     |state: &Check, _: &Order| (*state == Check::Received).then_some(CheckEvent::Validate),
@@ -90,9 +90,9 @@ pub struct FsmTransform<B, N, X> {
 /// let runtime = troupe::runtime::Runtime::builder().memory().start().await?;
 /// runtime.register(
 ///     FlowDefinition::<u64>::builder("orders")
-///         .source("amounts", || source_iter([5_u64, 0, 7]))
+///         .source("amounts", |_| source_iter([5_u64, 0, 7]))
 ///         .transform("validate", validate)
-///         .sink("book", || sink_fn(|_: u64| Ok(())))
+///         .sink("book", |_| sink_fn(|_: u64| Ok(())))
 ///         .pipeline(["amounts", "validate", "book"])
 ///         .build()?,
 /// ).await?;

@@ -50,6 +50,7 @@
 //! ```
 
 pub(crate) mod actor;
+mod context;
 pub(crate) mod dead_letter;
 pub(crate) mod durable;
 pub(crate) mod events;
@@ -67,6 +68,8 @@ mod supervisor;
 pub(crate) mod work;
 
 pub use actor::{EXIT_CANCELLED, EXIT_COMPLETED, StageStartError};
+pub(crate) use context::RunContext;
+pub use context::{InputError, MemoError, StageContext};
 pub use dead_letter::PermanentError;
 pub use durable::Durable;
 pub use events::{DEFAULT_EVENT_CAPACITY, EventPolicy, MAX_EVENT_CAPACITY, NoEvents, OnEvent};

@@ -104,6 +104,11 @@ macro_rules! store_wrapper {
                 self.$inner.list_failures(run_id).await
             }
 
+            async fn list_memos(&self, run_id: $crate::ids::Uuid, stage: &str) -> ::core::result::Result<Vec<$crate::records::Memo>, $crate::records::StoreError> {
+                $(self.$check("list_memos")?;)?
+                self.$inner.list_memos(run_id, stage).await
+            }
+
             async fn list_dead_letters(&self, run_id: $crate::ids::Uuid) -> ::core::result::Result<Vec<$crate::records::DeadLetter>, $crate::records::StoreError> {
                 $(self.$check("list_dead_letters")?;)?
                 self.$inner.list_dead_letters(run_id).await

@@ -13,7 +13,9 @@ use super::traits::{Store, distinct};
 mod inbox;
 use crate::records::{Appended, Cursor, NewEvent, RunEvent, TerminalAppend, assigned_event_id};
 use crate::records::{DamagedRun, StoreError};
-use crate::records::{DeadLetter, FailureEntry, InboxEntry, Run, RunStatus, RunStep, StepOutput};
+use crate::records::{
+    DeadLetter, FailureEntry, InboxEntry, Memo, Run, RunStatus, RunStep, StepOutput,
+};
 use crate::records::{WriteOp, WriteOutcome, next_revision};
 
 /// A store held in memory. Each op is atomic: a failing op is undone before
@@ -75,6 +77,8 @@ struct MemState {
     /// The newest run of each (flow, key): the only one of them that may
     /// not have ended, since a keyed run is inserted only when it has.
     keys: HashMap<(String, String), Uuid>,
+    memos: Vec<Memo>,
+    memo_index: HashMap<(Uuid, String, String), usize>,
 }
 
 /// How to take back one mutation.
@@ -87,6 +91,7 @@ enum Undo {
     PushOutput,
     PushFailure,
     PushDeadLetter,
+    PushMemo,
     PushInbox,
     Unsettle(usize),
     InsertStep,
@@ -162,6 +167,11 @@ impl MemState {
                 }
                 Undo::PushDeadLetter => {
                     self.dead_letters.pop();
+                }
+                Undo::PushMemo => {
+                    if let Some(m) = self.memos.pop() {
+                        self.memo_index.remove(&(m.run_id, m.stage, m.name));
+                    }
                 }
                 Undo::PushInbox => {
                     self.inbox.pop();
@@ -284,6 +294,24 @@ impl MemState {
                 self.dead_letters.push(*d);
                 undo.push(Undo::PushDeadLetter);
                 Ok(WriteOutcome::DeadLetterRecorded)
+            }
+            WriteOp::RecordMemo(memo) => {
+                memo.validate()?;
+                self.run(memo.run_id)?;
+                let key = (memo.run_id, memo.stage.clone(), memo.name.clone());
+                if let Some(&i) = self.memo_index.get(&key) {
+                    return Ok(WriteOutcome::MemoRecorded {
+                        stored: Box::new(self.memos[i].clone()),
+                        inserted: false,
+                    });
+                }
+                self.memo_index.insert(key, self.memos.len());
+                self.memos.push((*memo).clone());
+                undo.push(Undo::PushMemo);
+                Ok(WriteOutcome::MemoRecorded {
+                    stored: memo,
+                    inserted: true,
+                })
             }
             WriteOp::AcceptInbox(entries) => self.accept_inbox(entries, undo),
             WriteOp::SettleInbox {
@@ -505,6 +533,16 @@ impl Store for MemoryStore {
             .failures
             .iter()
             .filter(|f| f.run_id == run_id)
+            .cloned()
+            .collect())
+    }
+
+    async fn list_memos(&self, run_id: Uuid, stage: &str) -> Result<Vec<Memo>, StoreError> {
+        Ok(self
+            .lock()
+            .memos
+            .iter()
+            .filter(|m| m.run_id == run_id && m.stage == stage)
             .cloned()
             .collect())
     }

@@ -8,7 +8,7 @@ use crate::records::{
 };
 use crate::records::{DamagedRun, StoreError};
 use crate::records::{
-    DeadLetter, FailureEntry, InboxEntry, Run, RunFilter, RunStatus, RunStep, StepOutput,
+    DeadLetter, FailureEntry, InboxEntry, Memo, Run, RunFilter, RunStatus, RunStep, StepOutput,
 };
 use crate::records::{WriteOp, WriteOutcome, appended, mismatch};
 
@@ -168,6 +168,10 @@ pub trait Store: Send + Sync + 'static {
     /// The run's dead letters, oldest first (none for an unknown run).
     async fn list_dead_letters(&self, run_id: Uuid) -> Result<Vec<DeadLetter>, StoreError>;
 
+    /// The memos stage `stage` of the run recorded, in recording order
+    /// (none for an unknown run).
+    async fn list_memos(&self, run_id: Uuid, stage: &str) -> Result<Vec<Memo>, StoreError>;
+
     /// The run's inbox entries, settled or not, in the order they were
     /// accepted (none for an unknown run).
     async fn list_inbox(&self, run_id: Uuid) -> Result<Vec<InboxEntry>, StoreError>;
@@ -259,6 +263,16 @@ pub trait Store: Send + Sync + 'static {
         {
             WriteOutcome::DeadLetterRecorded => Ok(()),
             _ => Err(mismatch("record_dead_letter")),
+        }
+    }
+
+    /// Records a memo unless one is recorded for its key (see
+    /// [`WriteOp::RecordMemo`]); the memo stored, and whether this call
+    /// stored it.
+    async fn record_memo(&self, memo: Memo) -> Result<(Memo, bool), StoreError> {
+        match self.apply(WriteOp::RecordMemo(Box::new(memo))).await? {
+            WriteOutcome::MemoRecorded { stored, inserted } => Ok((*stored, inserted)),
+            _ => Err(mismatch("record_memo")),
         }
     }
 

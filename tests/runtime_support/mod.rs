@@ -10,6 +10,7 @@ use troupe::flow::{FlowDefinition, RunHandle};
 use troupe::records::EventKind;
 use troupe::runtime::Runtime;
 use troupe::stage::PipeConfig;
+use troupe::stage::StageContext;
 use troupe::stage::{Emitter, EventPolicy, OnEvent, Produced, Sink, Source, Transform};
 use troupe::store::Store;
 use troupe::supervise::BoxError;
@@ -111,8 +112,8 @@ pub async fn tight_pipeline(
     runtime
         .register(
             FlowDefinition::<u64>::builder(name)
-                .source("numbers", move || Counter::endless(p.clone()))
-                .sink("tally", move || Tally::new(&c))
+                .source("numbers", move |_| Counter::endless(p.clone()))
+                .sink("tally", move |_| Tally::new(&c))
                 .pipeline(["numbers", "tally"])
                 .pipes(PipeConfig {
                     batch_size: 4,
@@ -210,8 +211,8 @@ pub async fn relay_flow<Ev, S, X>(
     runtime: &Runtime,
     name: &str,
     policy: EventPolicy,
-    source: impl Fn() -> S + Send + Sync + 'static,
-    relay: impl Fn() -> X + Send + Sync + 'static,
+    source: impl Fn(&StageContext) -> S + Send + Sync + 'static,
+    relay: impl Fn(&StageContext) -> X + Send + Sync + 'static,
 ) -> (RunHandle, Arc<AtomicU64>)
 where
     Ev: Send + 'static,
@@ -226,7 +227,7 @@ where
                 .source("numbers", source)
                 .with_events::<Ev>(policy)
                 .transform("relay", relay)
-                .sink("tally", move || Tally::new(&c))
+                .sink("tally", move |_| Tally::new(&c))
                 .pipeline(["numbers", "relay", "tally"])
                 .pipes(PipeConfig {
                     batch_size: 4,

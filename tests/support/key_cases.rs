@@ -1,8 +1,9 @@
-//! Conformance cases for a run's input and key: the input round-trips and
-//! is fixed at insert; at most one run per flow and key has not ended.
+//! Conformance cases for a run's input and key (the input round-trips and
+//! is fixed at insert; at most one run per flow and key has not ended) and
+//! for memos (the first result per key stays).
 
 use serde_json::{Value, json};
-use troupe::records::{Run, RunStatus, StoreError};
+use troupe::records::{Memo, Run, RunStatus, StoreError};
 
 use super::conformance::{AnyStore, custom, nested, set_status};
 
@@ -190,4 +191,87 @@ pub async fn bad_run_keys_are_refused(store: AnyStore) {
                 .is_some()
         );
     }
+}
+
+fn memo(run_id: uuid::Uuid, stage: &str, name: &str, result: Result<Value, String>) -> Memo {
+    Memo {
+        run_id,
+        stage: stage.into(),
+        name: name.into(),
+        result,
+        at: chrono::DateTime::from_timestamp_micros(1_700_000_000_123_456).unwrap(),
+    }
+}
+
+pub async fn memos_keep_the_first_result_per_key(store: AnyStore) {
+    let run = Run::new("orders", "goal", "o");
+    store.insert_run(run.clone(), None).await.unwrap();
+    assert!(store.list_memos(run.id, "charge").await.unwrap().is_empty());
+
+    let first = memo(
+        run.id,
+        "charge",
+        "card",
+        Ok(json!({"receipt": "r-1", "cents": u64::MAX})),
+    );
+    let (stored, inserted) = store.record_memo(first.clone()).await.unwrap();
+    assert!(inserted);
+    assert_eq!(stored, first);
+    // A second result for the key is not stored: the first is returned.
+    let second = memo(run.id, "charge", "card", Ok(json!("other")));
+    let (stored, inserted) = store.record_memo(second).await.unwrap();
+    assert!(!inserted);
+    assert_eq!(stored, first);
+
+    // A failure, another name and another stage are memos of their own.
+    let failed = memo(
+        run.id,
+        "charge",
+        "refund",
+        Err("declined \u{0}\n\"quoted\"".into()),
+    );
+    assert!(store.record_memo(failed.clone()).await.unwrap().1);
+    let other_stage = memo(run.id, "ship", "card", Ok(Value::Null));
+    assert!(store.record_memo(other_stage.clone()).await.unwrap().1);
+    assert_eq!(
+        store.list_memos(run.id, "charge").await.unwrap(),
+        vec![first, failed]
+    );
+    assert_eq!(
+        store.list_memos(run.id, "ship").await.unwrap(),
+        vec![other_stage]
+    );
+    assert!(store.list_memos(run.id, "none").await.unwrap().is_empty());
+}
+
+pub async fn memos_refuse_bad_input(store: AnyStore) {
+    let unknown = memo(uuid::Uuid::now_v7(), "s", "n", Ok(Value::Null));
+    assert!(matches!(
+        store.record_memo(unknown.clone()).await,
+        Err(StoreError::RunNotFound(id)) if id == unknown.run_id
+    ));
+    let run = Run::new("orders", "goal", "o");
+    store.insert_run(run.clone(), None).await.unwrap();
+    let unnamed = memo(run.id, "s", "", Ok(Value::Null));
+    assert!(matches!(
+        store.record_memo(unnamed).await,
+        Err(StoreError::InvalidInput { field: "name", .. })
+    ));
+    let deep = memo(run.id, "s", "deep", Ok(nested(200)));
+    assert!(matches!(
+        store.record_memo(deep).await,
+        Err(StoreError::InvalidInput { field: "memo", .. })
+    ));
+    assert!(store.list_memos(run.id, "s").await.unwrap().is_empty());
+    // Refused in a batch, it fails alone.
+    let good = memo(run.id, "s", "good", Ok(json!(1)));
+    let results = store
+        .apply_batch(vec![
+            troupe::records::WriteOp::RecordMemo(Box::new(memo(run.id, "s", "", Ok(Value::Null)))),
+            troupe::records::WriteOp::RecordMemo(Box::new(good.clone())),
+        ])
+        .await
+        .unwrap();
+    assert!(results[0].is_err() && results[1].is_ok());
+    assert_eq!(store.list_memos(run.id, "s").await.unwrap(), vec![good]);
 }

@@ -19,6 +19,8 @@ pub fn input(owner: &str) -> CreateManagedInput {
         requester_origin: Some("web".into()),
         current_step: Some("pick".into()),
         state_json: json!({"items": 3}),
+        input: serde_json::Value::Null,
+        key: None,
     }
 }
 

@@ -21,6 +21,11 @@ pub fn user_version(path: &Path) -> i64 {
         .expect("user_version")
 }
 
+/// Undoes schema version 8 (memos): prefix it to a script that fakes an
+/// older version.
+#[allow(dead_code)] // not every test that includes this module fakes an old file
+pub const UNDO_V8: &str = "DROP TABLE memos; PRAGMA user_version = 7;";
+
 /// Undoes schema version 7 (a run's input and key, the listing index):
 /// prefix it to a script that fakes an older version.
 #[allow(dead_code)] // not every test that includes this module fakes an old file

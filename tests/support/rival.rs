@@ -88,6 +88,14 @@ impl Store for RivalStore {
         Ok(run)
     }
 
+    async fn list_memos(
+        &self,
+        run_id: Uuid,
+        stage: &str,
+    ) -> Result<Vec<troupe::records::Memo>, StoreError> {
+        self.inner.list_memos(run_id, stage).await
+    }
+
     async fn find_run_by_key(&self, flow: &str, key: &str) -> Result<Option<Run>, StoreError> {
         self.inner.find_run_by_key(flow, key).await
     }

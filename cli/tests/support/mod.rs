@@ -73,9 +73,9 @@ pub fn flow(name: &str, seen: mpsc::UnboundedSender<Seen>) -> FlowDefinition<u64
     let endless = name == "stream";
     let to_check = seen.clone();
     FlowDefinition::<u64>::builder(name)
-        .source("numbers", move || Numbers { next: 0, endless })
-        .transform("check", move || Check(to_check.clone()))
-        .sink("sink", move || {
+        .source("numbers", move |_| Numbers { next: 0, endless })
+        .transform("check", move |_| Check(to_check.clone()))
+        .sink("sink", move |_| {
             let seen = seen.clone();
             sink_fn(move |x: u64| {
                 let _ = seen.send(Seen::Item(x));

@@ -43,8 +43,8 @@ impl<T: Clone + Send + serde::Serialize + serde::de::DeserializeOwned + 'static>
     /// use troupe::stage::{sink_fn, source_iter};
     ///
     /// let def = FlowDefinition::<u64>::builder("kept")
-    ///     .source("numbers", || source_iter(1..=3_u64))
-    ///     .sink("drop", || sink_fn(|_x: u64| Ok(())))
+    ///     .source("numbers", |_| source_iter(1..=3_u64))
+    ///     .sink("drop", |_| sink_fn(|_x: u64| Ok(())))
     ///     .pipeline(["numbers", "drop"])
     ///     .serde_items()
     ///     .on_dead_letter(DeadLetterPolicy::Continue)

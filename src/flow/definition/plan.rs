@@ -124,11 +124,29 @@ pub(crate) trait ErasedDefinition: Send + Sync {
     fn name(&self) -> &str;
     /// Builds the pipes of a new run and the stages over them.
     fn plan(&self) -> FlowPlan;
+    /// Checks a new run's input against the flow's declared input type, if
+    /// it declared one; why it does not decode.
+    fn check_input(&self, input: &serde_json::Value) -> Result<(), String>;
+    /// The stages' names, in declaration order.
+    fn stage_names(&self) -> Arc<[String]>;
 }
 
 impl<T: Clone + Send + 'static> ErasedDefinition for FlowDefinition<T> {
     fn name(&self) -> &str {
         &self.inner.name
+    }
+
+    fn stage_names(&self) -> Arc<[String]> {
+        self.inner.stages.iter().map(|s| s.name.clone()).collect()
+    }
+
+    fn check_input(&self, input: &serde_json::Value) -> Result<(), String> {
+        match self.inner.input {
+            Some(ty) => {
+                (ty.check)(input).map_err(|e| format!("it does not decode as {}: {e}", ty.name))
+            }
+            None => Ok(()),
+        }
     }
 
     fn plan(&self) -> FlowPlan {

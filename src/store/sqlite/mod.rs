@@ -21,6 +21,7 @@ mod thread;
 mod wal_file;
 mod write;
 
+use crate::records::Memo;
 pub(crate) use owner::Closer;
 pub(crate) use private::create_dir as create_journal_dir;
 
@@ -506,6 +507,12 @@ impl Store for SqliteStore {
 
     async fn list_failures(&self, run_id: Uuid) -> Result<Vec<FailureEntry>, StoreError> {
         self.read(move |c, _| read::list_failures(c, run_id)).await
+    }
+
+    async fn list_memos(&self, run_id: Uuid, stage: &str) -> Result<Vec<Memo>, StoreError> {
+        let stage = stage.to_owned();
+        self.read(move |c, _| read::list_memos(c, run_id, &stage))
+            .await
     }
 
     async fn list_dead_letters(&self, run_id: Uuid) -> Result<Vec<DeadLetter>, StoreError> {

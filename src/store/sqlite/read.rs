@@ -1,6 +1,8 @@
 //! The read path: queries that run on a read-only connection (or on the
 //! writer's, for an in-memory database), never queued behind writes.
 
+use crate::records::Memo;
+use crate::store::sqlite::rows::decode_memo;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use uuid::Uuid;
 
@@ -426,6 +428,41 @@ pub(crate) fn list_failures(
         [rid],
         |row| decode_failure(run_id, row),
     )
+}
+
+pub(crate) fn list_memos(
+    conn: &Connection,
+    run_id: Uuid,
+    stage: &str,
+) -> Result<Vec<Memo>, StoreError> {
+    let Some(rid) = rid_of(conn, run_id)? else {
+        return Ok(Vec::new());
+    };
+    collect(
+        conn,
+        "list memos",
+        "SELECT id, stage, name, ok, result, at FROM memos WHERE rid = ?1 AND stage = ?2 ORDER BY id",
+        params![rid, stage],
+        |row| decode_memo(run_id, row),
+    )
+}
+
+/// The memo of `(rid, stage, name)`, if one is recorded.
+pub(crate) fn memo(
+    conn: &Connection,
+    rid: i64,
+    run_id: Uuid,
+    stage: &str,
+    name: &str,
+) -> Result<Option<Memo>, StoreError> {
+    Ok(collect(
+        conn,
+        "read memo",
+        "SELECT id, stage, name, ok, result, at FROM memos WHERE rid = ?1 AND stage = ?2 AND name = ?3",
+        params![rid, stage, name],
+        |row| decode_memo(run_id, row),
+    )?
+    .pop())
 }
 
 pub(crate) fn list_dead_letters(

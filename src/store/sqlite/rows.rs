@@ -6,8 +6,8 @@ use uuid::Uuid;
 
 use super::codec::{json, json_bytes, micros, opt_json, time, uuid};
 use crate::records::{
-    DeadLetter, FailureEntry, InboxEntry, Lease, Run, RunStatus, RunStep, RunStepStatus, Settled,
-    StepOutput, StepRuntime,
+    DeadLetter, FailureEntry, InboxEntry, Lease, Memo, Run, RunStatus, RunStep, RunStepStatus,
+    Settled, StepOutput, StepRuntime,
 };
 use crate::records::{RowRef, StoreError};
 
@@ -230,6 +230,37 @@ pub(crate) fn decode_dead_letter(run_id: Uuid, row: &Row<'_>) -> Result<DeadLett
         errors,
         item: json(&at, "item", &get::<Vec<u8>>(row, 5)?)?,
         at: time(&at, "at", get(row, 6)?)?,
+    })
+}
+
+/// Decodes `id, stage, name, ok, result, at` of `memos`.
+pub(crate) fn decode_memo(run_id: Uuid, row: &Row<'_>) -> Result<Memo, StoreError> {
+    let at = RowRef {
+        table: "memos",
+        rowid: get(row, 0)?,
+        run_id: Some(run_id),
+    };
+    let value = json(&at, "result", &get::<Vec<u8>>(row, 4)?)?;
+    let result = if get::<i64>(row, 3)? != 0 {
+        Ok(value)
+    } else {
+        match value {
+            serde_json::Value::String(message) => Err(message),
+            other => {
+                return Err(StoreError::CorruptRow {
+                    row: at,
+                    column: "result",
+                    value: format!("a failed memo's message must be a string, found {other}"),
+                });
+            }
+        }
+    };
+    Ok(Memo {
+        run_id,
+        stage: get(row, 1)?,
+        name: get(row, 2)?,
+        result,
+        at: time(&at, "at", get(row, 5)?)?,
     })
 }
 

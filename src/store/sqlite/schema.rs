@@ -34,7 +34,7 @@ use super::SqliteConfig;
 use crate::records::StoreError;
 
 /// The newest schema version this build writes and reads.
-pub(crate) const SCHEMA_VERSION: i64 = 7;
+pub(crate) const SCHEMA_VERSION: i64 = 8;
 
 /// The condition of the `runs_missing_outcome` index: a terminal status
 /// (`RunStatus::Finished`, `Failed`, `Cancelled`: codes 3, 4, 5) and no
@@ -206,6 +206,20 @@ CREATE UNIQUE INDEX runs_live_key ON runs(controller_id, run_key)
     WHERE run_key IS NOT NULL AND status NOT IN (3, 4, 5);
 CREATE INDEX runs_by_key ON runs(controller_id, run_key, rid) WHERE run_key IS NOT NULL;
 CREATE INDEX runs_newest ON runs(created_at, id);
+"#,
+    // v8: memos, the results of memoized side effects (`ok` says whether
+    // `result` is the value's JSON or the error's message as a JSON string).
+    r#"
+CREATE TABLE memos (
+    id INTEGER PRIMARY KEY,
+    rid INTEGER NOT NULL,
+    stage TEXT NOT NULL,
+    name TEXT NOT NULL,
+    ok INTEGER NOT NULL,
+    result BLOB NOT NULL,
+    at INTEGER NOT NULL,
+    UNIQUE (rid, stage, name)
+);
 "#,
 ];
 

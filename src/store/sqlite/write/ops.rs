@@ -12,12 +12,13 @@ use super::buffer::{BufferedEvent, EventBuffer};
 use super::{Head, Scratch, sql};
 use crate::records::StoreError;
 use crate::records::{Appended, Cursor, NewEvent, TerminalAppend};
-use crate::records::{DeadLetter, FailureEntry, Run, RunStep, StepOutput};
+use crate::records::{DeadLetter, FailureEntry, Memo, Run, RunStep, StepOutput, mismatch};
 use crate::records::{RowRef, WriteOp, WriteOutcome, next_revision};
 use crate::store::sqlite::codec::{Kinds, MAX_TERMINAL_CODE, json_bytes, micros, payload};
 use crate::store::sqlite::fast_hash::IdMap;
 use crate::store::sqlite::read::event_by_cursor;
 use crate::store::sqlite::rows::{REVISION_VALUE, fixed_run_values, run_values};
+use serde_json::Value;
 
 /// Appends an event row.
 pub(super) const INSERT_EVENT: &str = "INSERT INTO events(rid, seq, prev, kind, ekey, at, payload) \
@@ -148,6 +149,7 @@ impl OpCtx<'_, '_> {
             WriteOp::RecordStepOutput(o) => self.record_output(o),
             WriteOp::RecordFailure(f) => self.record_failure(f),
             WriteOp::RecordDeadLetter(d) => self.record_dead_letter(d),
+            WriteOp::RecordMemo(m) => self.record_memo(m),
             WriteOp::AcceptInbox(entries) => self.accept_inbox(entries),
             WriteOp::SettleInbox {
                 run_id,
@@ -441,6 +443,34 @@ impl OpCtx<'_, '_> {
             })
             .map_err(sql("record dead letter"))?;
         Ok(WriteOutcome::DeadLetterRecorded)
+    }
+
+    fn record_memo(&mut self, m: &Memo) -> Result<WriteOutcome, StoreError> {
+        m.validate()?;
+        let head = self.head(m.run_id)?;
+        let (ok, result) = match &m.result {
+            Ok(value) => (true, json_bytes(value)),
+            Err(message) => (false, json_bytes(&Value::String(message.clone()))),
+        };
+        let inserted = self
+            .conn
+            .prepare_cached(
+                "INSERT INTO memos(rid, stage, name, ok, result, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+                 ON CONFLICT(rid, stage, name) DO NOTHING",
+            )
+            .and_then(|mut s| s.execute(params![head.rid, m.stage, m.name, ok, result, micros(m.at)]))
+            .map_err(sql("record memo"))?
+            == 1;
+        let stored = if inserted {
+            m.clone()
+        } else {
+            crate::store::sqlite::read::memo(self.conn, head.rid, m.run_id, &m.stage, &m.name)?
+                .ok_or_else(|| mismatch("record_memo"))?
+        };
+        Ok(WriteOutcome::MemoRecorded {
+            stored: Box::new(stored),
+            inserted,
+        })
     }
 
     fn upsert_step(&mut self, step: &RunStep) -> Result<WriteOutcome, StoreError> {

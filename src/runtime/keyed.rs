@@ -1,0 +1,127 @@
+//! Starting a run under the caller's id ([`RunOptions::id`]): a flow has at
+//! most one run per id that has not ended, and starting an id again returns
+//! that run instead of a second one.
+//!
+//! Two starts of one id in this process are serialized by a lock per (flow,
+//! id), held from the look-up until the new run's handle is in the run
+//! list, so the second finds the first's run. The store enforces the rule
+//! on its own too ([`StoreError::RunKeyTaken`](crate::records::StoreError::RunKeyTaken)).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use tokio::sync::OwnedMutexGuard;
+
+use super::RuntimeError;
+use super::start::Starter;
+use crate::flow::record::recorded_outcome;
+use crate::flow::{ErasedDefinition, IdReuse, RunHandle, RunOptions};
+use crate::records::{RunStatus, check_run_key};
+use crate::store::Store;
+
+type KeyLock = Arc<tokio::sync::Mutex<()>>;
+
+/// One lock per (flow, id) being started; an entry lives while someone
+/// holds or waits for it.
+#[derive(Default)]
+pub(crate) struct KeyLocks(Mutex<HashMap<(String, String), KeyLock>>);
+
+/// Held while a start of one (flow, id) looks the id up and creates its run.
+pub(crate) struct KeyGuard {
+    locks: Arc<KeyLocks>,
+    key: (String, String),
+    lock: KeyLock,
+    _held: OwnedMutexGuard<()>,
+}
+
+impl Drop for KeyGuard {
+    fn drop(&mut self) {
+        let mut map = self.locks.0.lock().unwrap_or_else(PoisonError::into_inner);
+        // The map's clone and ours: nobody waits, so the entry can go.
+        if Arc::strong_count(&self.lock) == 2 {
+            map.remove(&self.key);
+        }
+    }
+}
+
+impl KeyLocks {
+    async fn lock(self: &Arc<Self>, flow: &str, id: &str) -> KeyGuard {
+        let key = (flow.to_owned(), id.to_owned());
+        let lock = {
+            let mut map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+            map.entry(key.clone()).or_default().clone()
+        };
+        let held = lock.clone().lock_owned().await;
+        KeyGuard {
+            locks: self.clone(),
+            key,
+            lock,
+            _held: held,
+        }
+    }
+}
+
+/// What a start with an id found.
+pub(crate) enum Keyed {
+    /// The run the id names, which the start returns.
+    Existing(RunHandle),
+    /// No run the start must return: it creates one, holding the guard
+    /// until the run's handle is listed.
+    New(KeyGuard),
+}
+
+/// Looks up the run `options` names by id (when it names one) for a start
+/// of `definition`. `None` when the start names no id.
+pub(crate) async fn look_up(
+    starter: &Starter,
+    locks: &Arc<KeyLocks>,
+    definition: &dyn ErasedDefinition,
+    options: &RunOptions,
+) -> Result<Option<Keyed>, RuntimeError> {
+    let Some(id) = options.id.as_deref() else {
+        return Ok(None);
+    };
+    let flow = definition.name();
+    check_run_key(uuid::Uuid::nil(), id).map_err(|source| RuntimeError::BadRunId {
+        flow: flow.to_owned(),
+        source,
+    })?;
+    let guard = locks.lock(flow, id).await;
+    let Some(run) = starter.journal.find_run_by_key(flow, id).await? else {
+        return Ok(Some(Keyed::New(guard)));
+    };
+    let ended = run.status.is_terminal();
+    let reusable = match options.id_reuse {
+        IdReuse::Never => false,
+        IdReuse::AfterFailure => matches!(run.status, RunStatus::Failed | RunStatus::Cancelled),
+        IdReuse::AfterEnded => true,
+    };
+    if ended && reusable {
+        return Ok(Some(Keyed::New(guard)));
+    }
+    if run.input != options.input {
+        return Err(RuntimeError::RunIdConflict {
+            flow: flow.to_owned(),
+            id: id.to_owned(),
+            existing: run.id,
+        });
+    }
+    let listed = starter
+        .runs
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .find(run.id);
+    if let Some(handle) = listed {
+        return Ok(Some(Keyed::Existing(handle)));
+    }
+    if ended {
+        let outcome = recorded_outcome(&starter.journal, run.id, run.status).await?;
+        let handle = RunHandle::ended(outcome, definition.stage_names());
+        return Ok(Some(Keyed::Existing(handle)));
+    }
+    Err(RuntimeError::RunIdNotLive {
+        flow: flow.to_owned(),
+        id: id.to_owned(),
+        existing: run.id,
+    })
+}
