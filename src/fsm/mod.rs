@@ -88,11 +88,13 @@ mod machine;
 mod table;
 mod traits;
 mod transition;
+mod verify;
 
 pub use error::FsmError;
 pub use generated::HandlerFuture;
 pub use machine::StateMachine;
 pub use table::{FsmTable, HandlerSpec, TimeoutSpec};
-pub use traits::{EventVariant, FsmAction, FsmContext, StateVariant};
-pub use transition::Transition;
+pub use traits::{EventVariant, FsmAction, FsmContext, NoAction, StateVariant};
+pub use transition::{IntoHandlerResult, Transition};
 pub use troupe_macros::{EventVariant, StateVariant, fsm};
+pub use verify::{ClauseRef, TIMEOUT_CLAUSE, UNHANDLED_CLAUSE, VerifyReport};
