@@ -105,6 +105,8 @@ fn flawed() -> Machine {
         }
         state Job::Done {
             on Ev::Start => [Job::Queued] sync |_, _, _| Transition::to(Job::Queued);
+            // Only fails: not a way out, not reported.
+            on Ev::Finish => [] sync |_, _, _| Err(FsmError::handler("already done"));
         }
     }
 }

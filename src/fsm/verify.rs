@@ -60,7 +60,9 @@ pub struct VerifyReport {
     /// reachability from their state cannot be verified.
     pub unverifiable: Vec<ClauseRef>,
     /// Clauses of terminal states' own blocks (`on` clauses and `timeout`
-    /// handlers): a terminal state is meant to be final.
+    /// handlers) that may move the machine: a terminal state is meant to be
+    /// final. A clause declaring `[]` (it only fails, say to explain why an
+    /// event comes too late) is not reported; any-state clauses neither.
     pub terminal_handlers: Vec<ClauseRef>,
     /// The initial state's variant is unknown (the header's `initial:` is
     /// not a path to a variant), so `unreachable` was not checked.
@@ -201,7 +203,7 @@ impl FsmTable {
             if t.targets.is_none() {
                 report.unverifiable.push(clause);
             }
-            if self.is_terminal(t.state) {
+            if self.is_terminal(t.state) && t.targets != Some(&[]) {
                 report.terminal_handlers.push(clause);
             }
         }
@@ -211,7 +213,7 @@ impl FsmTable {
                 event: UNHANDLED_CLAUSE,
             });
         }
-        for h in self.handlers {
+        for h in self.handlers.iter().filter(|h| h.targets != Some(&[])) {
             if let Some(state) = h.state.filter(|s| self.is_terminal(s)) {
                 report.terminal_handlers.push(ClauseRef {
                     state: Some(state),
