@@ -351,3 +351,38 @@ proptest! {
         }
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn handle_timeout_now_leaves_an_async_timeout_handler_to_handle_timeout() {
+    let mut m: StateMachine<S, E, Log, Act> = fsm! {
+        state: S; event: E; context: Log; action: Act; initial: S::Idle;
+        state S::Idle {
+            on E::Start => [S::Busy] sync |_, _, _| Transition::to(S::Busy { jobs: 0 });
+            timeout Duration::from_secs(1) => [S::Done] |_, _| Box::pin(async { Ok(Transition::to(S::Done)) });
+        }
+    };
+    let mut log = Log::default();
+    let deadline = m.deadline();
+    tokio::time::advance(Duration::from_millis(500)).await;
+    assert!(m.handle_timeout_now(&mut log).is_none());
+    assert_eq!(
+        m.deadline(),
+        deadline,
+        "not fired: the timer is not restarted"
+    );
+    m.handle_timeout(&mut log).await.unwrap();
+    assert_eq!(m.state(), &S::Done);
+
+    // A timeout without a handler is decided at once.
+    let mut busy: StateMachine<S, E, Log, Act> = fsm! {
+        state: S; event: E; context: Log; action: Act; initial: S::Busy { jobs: 0 };
+        state S::Busy { timeout Duration::from_secs(2); }
+    };
+    assert_eq!(
+        busy.handle_timeout_now(&mut log),
+        Some(Err(FsmError::Timeout {
+            state: "Busy",
+            after: Duration::from_secs(2)
+        }))
+    );
+}
