@@ -54,7 +54,9 @@ pub struct VerifyReport {
     /// States the initial state cannot reach.
     pub unreachable: Vec<&'static str>,
     /// Event variants no clause handles in any state (empty when an
-    /// `unhandled` hook is declared: it takes every event).
+    /// `unhandled` hook is declared: it takes every event; not checked for
+    /// an event type whose `EventVariant::VARIANTS` is empty, as in a
+    /// manual implementation that does not list them).
     pub unhandled_events: Vec<&'static str>,
     /// Handlers that declared no `[targets]`: they may move anywhere, so the
     /// reachability from their state cannot be verified.
