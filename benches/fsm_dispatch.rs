@@ -3,6 +3,10 @@
 //! machine doing the same work, in the same run; once with an action that
 //! runs through its `#[async_trait]` future (`Count`), once with one that
 //! answers [`FsmAction::execute_now`] (`CountNow`, cases `..._now`).
+//! The `fsm_sync_...` cases run the same machine with synchronous handlers
+//! (`sync |s, e, c| ...`, no future): through `handle_now` and
+//! `execute_now` outside async code, and through `handle` +
+//! `execute_actions` awaited.
 //!
 //! `cargo bench --bench fsm_dispatch`
 
@@ -88,6 +92,23 @@ fn meter<A: BenchAction>() -> StateMachine<Meter, Input, Counter, A> {
     }
 }
 
+/// `meter` with synchronous handlers.
+fn meter_sync<A: BenchAction>() -> StateMachine<Meter, Input, Counter, A> {
+    fsm! {
+        state: Meter; event: Input; context: Counter; action: A; initial: Meter::Idle;
+        state Meter::Idle {
+            on Input::Start => sync |_, _, _| Transition::to(Meter::Running { ticks: 0 });
+        }
+        state Meter::Running {
+            on Input::Tick => sync |s, _, _| {
+                let Meter::Running { ticks } = *s else { unreachable!() };
+                Transition { next_state: Meter::Running { ticks: ticks + 1 }, actions: vec![A::default()] }
+            };
+            on Input::Stop => sync |_, _, _| Transition::to(Meter::Stopped);
+        }
+    }
+}
+
 /// The same machine written by hand with the allocations the `fsm!` API
 /// implies (the boxed handler future, and the `#[async_trait]` action future
 /// unless the action answers `execute_now`): the floor of the API, so the
@@ -154,7 +175,78 @@ fn bench(c: &mut Criterion) {
 
     async_cases::<Count>(&mut group, &rt, "");
     async_cases::<CountNow>(&mut group, &rt, "_now");
+    sync_cases(&mut group, &rt);
     group.finish();
+}
+
+/// The synchronous handler with the synchronous action (`CountNow`): no
+/// future, no allocation. Once outside async code (`handle_now`, then each
+/// action's `execute_now`), once through the async API (`handle` and
+/// `execute_actions`, awaited: their futures are not boxed).
+fn sync_cases(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    rt: &tokio::runtime::Runtime,
+) {
+    group.bench_function("fsm_sync_handle_now_execute_now", |b| {
+        b.iter_custom(|iters| {
+            let mut machine = meter_sync::<CountNow>();
+            let mut ctx = Counter::default();
+            let start_event = Input::Start;
+            machine
+                .handle_now(&start_event, &mut ctx)
+                .expect("sync")
+                .expect("start");
+            black_box(
+                machine
+                    .table()
+                    .handles("Running", Input::Stop.variant_name()),
+            );
+            let start = Instant::now();
+            for _ in 0..iters {
+                let actions = machine
+                    .handle_now(black_box(&Input::Tick), &mut ctx)
+                    .expect("sync")
+                    .expect("tick");
+                for action in &actions {
+                    action.execute_now(&mut ctx).expect("now").expect("count");
+                }
+            }
+            let elapsed = start.elapsed();
+            assert_eq!(ctx.counted, iters);
+            black_box(machine.state());
+            elapsed
+        })
+    });
+
+    group.bench_function("fsm_sync_handle_and_execute_now", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let mut machine = meter_sync::<CountNow>();
+                let mut ctx = Counter::default();
+                machine.handle(Input::Start, &mut ctx).await.expect("start");
+                black_box(
+                    machine
+                        .table()
+                        .handles("Running", Input::Stop.variant_name()),
+                );
+                let start = Instant::now();
+                for _ in 0..iters {
+                    let actions = machine
+                        .handle(black_box(Input::Tick), &mut ctx)
+                        .await
+                        .expect("tick");
+                    machine
+                        .execute_actions(actions, &mut ctx)
+                        .await
+                        .expect("count");
+                }
+                let elapsed = start.elapsed();
+                assert_eq!(ctx.counted, iters);
+                black_box(machine.state());
+                elapsed
+            })
+        })
+    });
 }
 
 /// The two async cases (the API's floor, then `fsm!`) for action type `A`.

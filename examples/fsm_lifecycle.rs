@@ -6,7 +6,8 @@
 //! delivered, and one whose payment never arrives and times out. Along the way
 //! it shows actions running after each transition, entry hooks, an any-state
 //! handler for cancellation, a typed error for an event the current state does
-//! not accept, and the machine's declared table as a Mermaid diagram.
+//! not accept, synchronous handlers next to an async one, terminal states
+//! checked by `verify`, and the machine's declared table as a Mermaid diagram.
 
 use std::time::Duration;
 
@@ -63,46 +64,46 @@ fn order_lifecycle() -> OrderMachine {
     fsm! {
         state: Order; event: OrderEvent; context: Shop; action: ShopAction;
         initial: Order::AwaitingPayment;
+        terminal: Order::Delivered, Order::Cancelled;
 
+        // Handlers that only decide (no `.await`) are `sync`: they return the
+        // transition itself and the machine makes no future for them.
         state Order::AwaitingPayment {
-            on OrderEvent::PaymentReceived => [Order::Paid] |_, e, _| {
+            on OrderEvent::PaymentReceived => [Order::Paid] sync |_, e, _| {
                 let OrderEvent::PaymentReceived { amount_cents } = *e else { unreachable!() };
-                Box::pin(async move {
-                    if amount_cents == 0 {
-                        return Err(FsmError::handler("a payment must be positive"));
-                    }
-                    Ok(Transition::to(Order::Paid { amount_cents }).with_action(ShopAction::Book(amount_cents)))
-                })
+                if amount_cents == 0 {
+                    return Err(FsmError::handler("a payment must be positive"));
+                }
+                Ok(Transition::to(Order::Paid { amount_cents }).with_action(ShopAction::Book(amount_cents)))
             };
             // Unpaid orders are released after 15 minutes.
-            timeout Duration::from_secs(15 * 60) => |_, _| Box::pin(async {
-                Ok(Transition::to(Order::Cancelled { reason: "payment timed out".into() }))
-            });
+            timeout Duration::from_secs(15 * 60) => [Order::Cancelled] sync |_, _| {
+                Transition::to(Order::Cancelled { reason: "payment timed out".into() })
+            };
         }
         state Order::Paid {
-            on OrderEvent::Shipped => [Order::Shipped] |_, e, _| {
+            on OrderEvent::Shipped => [Order::Shipped] sync |_, e, _| {
                 let OrderEvent::Shipped { tracking } = e else { unreachable!() };
-                let tracking = tracking.clone();
-                Box::pin(async move {
-                    let email = ShopAction::Email(format!("your parcel is on its way: {tracking}"));
-                    Ok(Transition::to(Order::Shipped { tracking }).with_action(email))
-                })
+                let email = ShopAction::Email(format!("your parcel is on its way: {tracking}"));
+                Transition::to(Order::Shipped { tracking: tracking.clone() }).with_action(email)
             };
             on_entry => |_, _| vec![ShopAction::Email("payment received, thank you".into())];
         }
         state Order::Shipped {
-            on OrderEvent::Delivered => [Order::Delivered] |_, _, _| Box::pin(async { Ok(Transition::to(Order::Delivered)) });
+            on OrderEvent::Delivered => [Order::Delivered] sync |_, _, _| Transition::to(Order::Delivered);
         }
         state Order::Delivered {
-            // Overrides the any-state Cancel below: too late to cancel.
-            on OrderEvent::Cancel => |_, _, _| Box::pin(async {
+            // Overrides the any-state Cancel below: too late to cancel. `[]`:
+            // it never moves, so the terminal state stays final.
+            on OrderEvent::Cancel => [] sync |_, _, _| {
                 Err(FsmError::handler("already delivered; open a return instead"))
-            });
+            };
             on_entry => |_, _| vec![ShopAction::Email("delivered: enjoy!".into())];
         }
-        state Order::Cancelled {}
 
         // Any state not listed handles Cancel itself: refund if money came in.
+        // An async handler (it could await a payment provider); sync and
+        // async handlers mix freely.
         state _ {
             on OrderEvent::Cancel => [Order::Cancelled] |s, e, _| {
                 let OrderEvent::Cancel(reason) = e else { unreachable!() };
@@ -136,6 +137,12 @@ async fn step(order: &mut OrderMachine, shop: &mut Shop, event: OrderEvent) {
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let mut shop = Shop::default();
+
+    // Every state reachable and able to finish, every event handled.
+    match order_lifecycle().verify() {
+        Ok(()) => println!("the order lifecycle verifies: no dead end, nothing unreachable\n"),
+        Err(report) => println!("{report}"),
+    }
 
     println!("order #1: the happy path");
     let mut first = order_lifecycle();

@@ -8,8 +8,7 @@ use serde_json::Value;
 
 use super::context::FlowCtx;
 use crate::fsm::{
-    EventVariant, FsmAction, FsmContext, FsmError, HandlerFuture, StateMachine, StateVariant,
-    Transition, fsm,
+    EventVariant, FsmAction, FsmContext, FsmError, StateMachine, StateVariant, Transition, fsm,
 };
 use crate::records::RunStatus;
 use crate::stage::StageEvent;
@@ -130,10 +129,11 @@ impl FsmAction for FlowAction {
     }
 }
 
-type Handled = HandlerFuture<'static, RunState, FlowAction>;
+/// What the flow machine's handlers return: they are all synchronous.
+type Handled = Transition<RunState, FlowAction>;
 
 fn to(state: RunState, actions: Vec<FlowAction>) -> Handled {
-    Box::pin(async move { Ok(Transition::to(state).with_actions(actions)) })
+    Transition::to(state).with_actions(actions)
 }
 
 /// Completed if that was the last stage, else where it is, starting the
@@ -156,47 +156,47 @@ pub(crate) fn flow_machine(
         initial: initial;
 
         state RunState::Created {
-            on FlowEvent::Start => [RunState::Running] |_, _, _| to(
+            on FlowEvent::Start => [RunState::Running] sync |_, _, _| to(
                 RunState::Running,
                 vec![A::Persist(RunStatus::Running, "started"), A::SpawnStages],
             );
-            on FlowEvent::Recover => [RunState::Running] |_, _, _| to(
+            on FlowEvent::Recover => [RunState::Running] sync |_, _, _| to(
                 RunState::Running,
                 vec![A::Persist(RunStatus::Running, "recovered"), A::SpawnStages],
             );
         }
         state RunState::Running {
-            on FlowEvent::Pause => [RunState::Waiting] |_, _, _| to(
+            on FlowEvent::Pause => [RunState::Waiting] sync |_, _, _| to(
                 RunState::Waiting,
                 vec![A::Broadcast(StageEvent::Pause), A::Persist(RunStatus::Waiting, "waiting")],
             );
-            on FlowEvent::Drain => [RunState::Draining] |_, _, _| to(RunState::Draining, vec![A::DrainSources]);
-            on FlowEvent::StageCompleted => |s, _, c| after_stage_done(s, c);
-            on FlowEvent::StageAbandoned => |s, _, c| after_stage_done(s, c);
+            on FlowEvent::Drain => [RunState::Draining] sync |_, _, _| to(RunState::Draining, vec![A::DrainSources]);
+            on FlowEvent::StageCompleted => sync |s, _, c| after_stage_done(s, c);
+            on FlowEvent::StageAbandoned => sync |s, _, c| after_stage_done(s, c);
         }
         state RunState::Waiting {
-            on FlowEvent::Resume => [RunState::Running] |_, _, _| to(
+            on FlowEvent::Resume => [RunState::Running] sync |_, _, _| to(
                 RunState::Running,
                 vec![A::Persist(RunStatus::Running, "resumed"), A::Broadcast(StageEvent::Resume)],
             );
-            on FlowEvent::Drain => [RunState::Draining] |_, _, _| to(
+            on FlowEvent::Drain => [RunState::Draining] sync |_, _, _| to(
                 RunState::Draining,
                 vec![A::Persist(RunStatus::Running, "resumed"), A::DrainSources],
             );
-            on FlowEvent::StageCompleted => |s, _, c| after_stage_done(s, c);
-            on FlowEvent::StageAbandoned => |s, _, c| after_stage_done(s, c);
+            on FlowEvent::StageCompleted => sync |s, _, c| after_stage_done(s, c);
+            on FlowEvent::StageAbandoned => sync |s, _, c| after_stage_done(s, c);
         }
         state RunState::Draining {
-            on FlowEvent::StageCompleted => |s, _, c| after_stage_done(s, c);
-            on FlowEvent::StageAbandoned => |s, _, c| after_stage_done(s, c);
+            on FlowEvent::StageCompleted => sync |s, _, c| after_stage_done(s, c);
+            on FlowEvent::StageAbandoned => sync |s, _, c| after_stage_done(s, c);
         }
         state RunState::Cancelling {
-            on FlowEvent::StagesGone => [RunState::Cancelled] |_, _, _| to(RunState::Cancelled, vec![A::Cancelled]);
+            on FlowEvent::StagesGone => [RunState::Cancelled] sync |_, _, _| to(RunState::Cancelled, vec![A::Cancelled]);
             // Late completions are refused by the actor; nothing to do here.
-            on FlowEvent::StageCompleted => |s, _, _| to(s.clone(), vec![]);
+            on FlowEvent::StageCompleted => sync |s, _, _| to(s.clone(), vec![]);
         }
         state _ {
-            on FlowEvent::Cancel => |s, e, c| {
+            on FlowEvent::Cancel => sync |s, e, c| {
                 let FlowEvent::Cancel(reason) = e else { return to(s.clone(), vec![]) };
                 match s {
                     RunState::Created => to(
@@ -215,14 +215,14 @@ pub(crate) fn flow_machine(
                     _ => to(s.clone(), vec![]),
                 }
             };
-            on FlowEvent::Signal => |s, e, _| match (s.is_terminal(), e) {
+            on FlowEvent::Signal => sync |s, e, _| match (s.is_terminal(), e) {
                 (false, FlowEvent::Signal { name, payload }) => {
                     to(s.clone(), vec![A::Signal(name.clone(), payload.clone())])
                 }
                 _ => to(s.clone(), vec![]),
             };
-            on FlowEvent::StageGaveUp => |s, e, _| fail(s, e);
-            on FlowEvent::Failure => |s, e, _| fail(s, e);
+            on FlowEvent::StageGaveUp => sync |s, e, _| fail(s, e);
+            on FlowEvent::Failure => sync |s, e, _| fail(s, e);
         }
     }
 }

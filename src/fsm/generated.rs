@@ -6,7 +6,7 @@
 use std::future::Future;
 use std::pin::Pin;
 
-use super::{FsmTable, StateMachine, StateVariant, Transition};
+use super::{FsmTable, IntoHandlerResult, StateMachine, StateVariant, Transition};
 use crate::fsm::FsmError;
 
 /// The future a handler returns.
@@ -16,16 +16,31 @@ pub type HandlerFuture<'a, S, A> =
 /// The targets a clause declared (`[S::A, S::B]`), if any; see [`HandlerSpec::targets`](super::HandlerSpec::targets).
 pub type DeclaredTargets = Option<&'static [&'static str]>;
 
-/// A dispatch hit: the handler's future. Two words, so it comes back in
-/// registers; the clause's declared targets are asked for separately, and
-/// only by machines that declare some.
-pub type Dispatched<'a, S, A> = Option<HandlerFuture<'a, S, A>>;
+/// What dispatch found for an event (or a timeout). The clause's declared
+/// targets are asked for separately, and only by machines that declare some.
+pub enum Dispatched<'a, S, A> {
+    /// No clause and no `unhandled` hook (for a timeout: no handler).
+    Unhandled,
+    /// A synchronous handler ran: its result, no future made.
+    Now(Result<Transition<S, A>, FsmError>),
+    /// An async handler's future, to await.
+    Later(HandlerFuture<'a, S, A>),
+    /// An async handler was found but dispatch was asked not to run async
+    /// handlers (`run_async == false`): it was not called.
+    Deferred,
+}
 
 /// The generated behaviour of a machine, with its closures' types erased.
 pub trait Behavior<S, E, C, A>: Send + Sync {
-    /// The state-specific handler for `event`, else the any-state one, else
-    /// the `unhandled` hook.
-    fn dispatch<'a>(&'a self, state: &'a S, event: &'a E, ctx: &'a mut C) -> Dispatched<'a, S, A>;
+    /// Runs the state-specific handler for `event`, else the any-state one,
+    /// else the `unhandled` hook; an async one only when `run_async`.
+    fn dispatch<'a>(
+        &'a self,
+        state: &'a S,
+        event: &'a E,
+        ctx: &'a mut C,
+        run_async: bool,
+    ) -> Dispatched<'a, S, A>;
     /// The targets declared by the clause `dispatch` picks for (`state`, `event`).
     fn declared_targets(&self, state: &S, event: &E) -> DeclaredTargets;
     /// Actions of `state`'s `on_entry` hook (empty without one).
@@ -34,8 +49,13 @@ pub trait Behavior<S, E, C, A>: Send + Sync {
     fn on_exit(&self, state: &S, ctx: &mut C) -> Vec<A>;
     /// Index of `state`'s clause in [`FsmTable::timeouts`].
     fn timeout_index(&self, state: &S) -> Option<usize>;
-    /// The future of `state`'s timeout handler, if it has one.
-    fn on_timeout<'a>(&'a self, state: &'a S, ctx: &'a mut C) -> Option<HandlerFuture<'a, S, A>>;
+    /// Runs `state`'s timeout handler, if it has one; an async one only when `run_async`.
+    fn on_timeout<'a>(
+        &'a self,
+        state: &'a S,
+        ctx: &'a mut C,
+        run_async: bool,
+    ) -> Dispatched<'a, S, A>;
 }
 
 /// The closures of one `fsm!` invocation.
@@ -50,16 +70,22 @@ pub struct Generated<D, Tg, En, Ex, Ti, To> {
 
 impl<S, E, C, A, D, Tg, En, Ex, Ti, To> Behavior<S, E, C, A> for Generated<D, Tg, En, Ex, Ti, To>
 where
-    D: for<'a> Fn(&'a S, &'a E, &'a mut C) -> Dispatched<'a, S, A> + Send + Sync,
+    D: for<'a> Fn(&'a S, &'a E, &'a mut C, bool) -> Dispatched<'a, S, A> + Send + Sync,
     Tg: Fn(&S, &E) -> DeclaredTargets + Send + Sync,
     En: Fn(&S, &mut C) -> Vec<A> + Send + Sync,
     Ex: Fn(&S, &mut C) -> Vec<A> + Send + Sync,
     Ti: Fn(&S) -> Option<usize> + Send + Sync,
-    To: for<'a> Fn(&'a S, &'a mut C) -> Option<HandlerFuture<'a, S, A>> + Send + Sync,
+    To: for<'a> Fn(&'a S, &'a mut C, bool) -> Dispatched<'a, S, A> + Send + Sync,
 {
     #[inline]
-    fn dispatch<'a>(&'a self, state: &'a S, event: &'a E, ctx: &'a mut C) -> Dispatched<'a, S, A> {
-        (self.dispatch)(state, event, ctx)
+    fn dispatch<'a>(
+        &'a self,
+        state: &'a S,
+        event: &'a E,
+        ctx: &'a mut C,
+        run_async: bool,
+    ) -> Dispatched<'a, S, A> {
+        (self.dispatch)(state, event, ctx, run_async)
     }
     fn declared_targets(&self, state: &S, event: &E) -> DeclaredTargets {
         (self.declared_targets)(state, event)
@@ -76,8 +102,13 @@ where
     fn timeout_index(&self, state: &S) -> Option<usize> {
         (self.timeout_index)(state)
     }
-    fn on_timeout<'a>(&'a self, state: &'a S, ctx: &'a mut C) -> Option<HandlerFuture<'a, S, A>> {
-        (self.on_timeout)(state, ctx)
+    fn on_timeout<'a>(
+        &'a self,
+        state: &'a S,
+        ctx: &'a mut C,
+        run_async: bool,
+    ) -> Dispatched<'a, S, A> {
+        (self.on_timeout)(state, ctx, run_async)
     }
 }
 
@@ -98,12 +129,12 @@ where
     E: 'static,
     C: 'static,
     A: 'static,
-    D: for<'a> Fn(&'a S, &'a E, &'a mut C) -> Dispatched<'a, S, A> + Send + Sync + 'static,
+    D: for<'a> Fn(&'a S, &'a E, &'a mut C, bool) -> Dispatched<'a, S, A> + Send + Sync + 'static,
     Tg: Fn(&S, &E) -> DeclaredTargets + Send + Sync + 'static,
     En: Fn(&S, &mut C) -> Vec<A> + Send + Sync + 'static,
     Ex: Fn(&S, &mut C) -> Vec<A> + Send + Sync + 'static,
     Ti: Fn(&S) -> Option<usize> + Send + Sync + 'static,
-    To: for<'a> Fn(&'a S, &'a mut C) -> Option<HandlerFuture<'a, S, A>> + Send + Sync + 'static,
+    To: for<'a> Fn(&'a S, &'a mut C, bool) -> Dispatched<'a, S, A> + Send + Sync + 'static,
 {
     StateMachine::from_behavior(
         initial,
@@ -144,4 +175,31 @@ where
     F: for<'a> Fn(&'a S, &'a mut C) -> HandlerFuture<'a, S, A> + Send + Sync + 'static,
 {
     f
+}
+
+/// Gives a synchronous `on` or `unhandled` handler closure its signature
+/// (`sync |s, e, c| ...`); its result is anything [`IntoHandlerResult`].
+#[inline(always)]
+pub fn sync_handler<S, E, C, A, R, F>(f: F) -> F
+where
+    F: for<'a> Fn(&'a S, &'a E, &'a mut C) -> R + Send + Sync + 'static,
+    R: IntoHandlerResult<S, A>,
+{
+    f
+}
+
+/// Gives a synchronous `timeout ... => sync |s, c| ...` closure its signature.
+#[inline(always)]
+pub fn sync_timeout_handler<S, C, A, R, F>(f: F) -> F
+where
+    F: for<'a> Fn(&'a S, &'a mut C) -> R + Send + Sync + 'static,
+    R: IntoHandlerResult<S, A>,
+{
+    f
+}
+
+/// A synchronous handler's result as dispatch returns it.
+#[inline(always)]
+pub fn now<S, A, R: IntoHandlerResult<S, A>>(result: R) -> Dispatched<'static, S, A> {
+    Dispatched::Now(result.into_handler_result())
 }

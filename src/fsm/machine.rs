@@ -7,17 +7,18 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::generated::Behavior;
-use super::{EventVariant, FsmAction, FsmContext, FsmError, FsmTable, StateVariant, Transition};
-
-/// Event name used in errors raised by a state's timeout handler.
-const TIMEOUT_EVENT: &str = "<timeout>";
+use super::generated::{Behavior, Dispatched};
+use super::verify::TIMEOUT_CLAUSE as TIMEOUT_EVENT;
+use super::{
+    EventVariant, FsmAction, FsmContext, FsmError, FsmTable, StateVariant, Transition, VerifyReport,
+};
 
 /// A state machine built by [`fsm!`](super::fsm): its current state, the
 /// declared table and the generated dispatch code.
 ///
 /// * [`handle`](Self::handle) runs the handler for an event and moves to the
-///   state it returns; it returns the actions to run, in the order
+///   state it returns ([`handle_now`](Self::handle_now) does it without a
+///   future when the handler is synchronous); it returns the actions to run, in the order
 ///   *exit hook of the old state, transition, entry hook of the new state*.
 ///   Hooks run only when the state's variant changes; a move to the same
 ///   variant (a self-transition) keeps the state's timer and runs no hooks.
@@ -62,7 +63,8 @@ where
             entered: false,
             pending_entry: Vec::new(),
             deadline: None,
-            checks_targets: table.handlers.iter().any(|h| h.targets.is_some()),
+            checks_targets: table.handlers.iter().any(|h| h.targets.is_some())
+                || table.unhandled_targets.is_some(),
             settles_plainly: false,
             table,
             behavior,
@@ -91,6 +93,31 @@ where
     /// Variant name of the state the machine was built with.
     pub fn initial_state_name(&self) -> &'static str {
         self.initial
+    }
+
+    /// Whether the current state is one of the declared terminal states
+    /// (`terminal: S::A, S::B;` in the header).
+    pub fn is_terminal(&self) -> bool {
+        self.table.is_terminal(self.state.variant_name())
+    }
+
+    /// Checks the declared graph like [`FsmTable::verify`], from the state
+    /// this machine was built with (known even when the header's `initial:`
+    /// is not a path).
+    // A check run once, in a test or at start-up: the report is read, not
+    // passed up a hot path, so it is returned unboxed.
+    #[allow(clippy::result_large_err)]
+    pub fn verify(&self) -> Result<(), VerifyReport> {
+        self.table.verify_from(Some(self.initial))
+    }
+
+    /// Panics with the readable [`VerifyReport`] when [`verify`](Self::verify)
+    /// finds something; meant for a `#[test]`.
+    #[track_caller]
+    pub fn assert_verified(&self) {
+        if let Err(report) = self.verify() {
+            panic!("fsm! machine over `{}`: {report}", self.table.state_type);
+        }
     }
 
     /// The declared table as a Mermaid `stateDiagram-v2`; see [`FsmTable::to_mermaid`].
@@ -158,14 +185,50 @@ where
     /// [`FsmError::UndeclaredTarget`]. The state is unchanged on error.
     pub async fn handle(&mut self, event: E, ctx: &mut C) -> Result<Vec<A>, FsmError> {
         self.enter_quietly(ctx);
-        let Some(future) = self.behavior.dispatch(&self.state, &event, ctx) else {
-            return Err(*self.unhandled_error(&event));
+        // A synchronous handler has already run here: no future made.
+        let result = match self.behavior.dispatch(&self.state, &event, ctx, true) {
+            Dispatched::Later(future) => future.await,
+            Dispatched::Now(result) => result,
+            Dispatched::Unhandled | Dispatched::Deferred => {
+                return Err(*self.unhandled_error(&event));
+            }
         };
-        // The common case (same variant, nothing to check or prepend) is
-        // settled inline; everything else goes to `settle`, out of line. The
-        // slow paths return their error boxed so this future's output is not
-        // copied through a temporary (BENCHMARKS.md, "FSM dispatch").
-        match future.await {
+        self.conclude(result, &event, ctx)
+    }
+
+    /// Handles `event` at once when the clause that takes it is synchronous
+    /// (`sync |s, e, c| ...`), like [`handle`](Self::handle) but with no
+    /// future: `Some` with what `handle` would return. `None` when the
+    /// clause is async: it was not run, nothing changed (but the initial
+    /// state's `on_entry` hook, which runs once either way), and the caller
+    /// passes the event to `handle`. An event nothing handles gives
+    /// `Some(Err(FsmError::UnhandledEvent))`.
+    ///
+    /// Run the returned actions with [`execute_actions`](Self::execute_actions)
+    /// (its future allocates nothing when every action answers
+    /// [`FsmAction::execute_now`]).
+    pub fn handle_now(&mut self, event: &E, ctx: &mut C) -> Option<Result<Vec<A>, FsmError>> {
+        self.enter_quietly(ctx);
+        let result = match self.behavior.dispatch(&self.state, event, ctx, false) {
+            Dispatched::Now(result) => result,
+            Dispatched::Later(_) | Dispatched::Deferred => return None,
+            Dispatched::Unhandled => return Some(Err(*self.unhandled_error(event))),
+        };
+        Some(self.conclude(result, event, ctx))
+    }
+
+    /// Settles a handler's result: the common case (same variant, nothing
+    /// to check or prepend) inline, everything else in `settle`, out of
+    /// line. The slow paths return their error boxed so the result is not
+    /// copied through a temporary (BENCHMARKS.md, "FSM dispatch").
+    #[inline(always)]
+    fn conclude(
+        &mut self,
+        result: Result<Transition<S, A>, FsmError>,
+        event: &E,
+        ctx: &mut C,
+    ) -> Result<Vec<A>, FsmError> {
+        match result {
             Ok(Transition {
                 next_state,
                 actions,
@@ -173,7 +236,7 @@ where
                 self.state = next_state;
                 Ok(actions)
             }
-            result => self.settle(result, &event, ctx).map_err(|error| *error),
+            result => self.settle(result, event, ctx).map_err(|error| *error),
         }
     }
 
@@ -185,9 +248,9 @@ where
     }
 
     /// Applies what a handler returned for `event` when it is not a
-    /// [`plain_move`](Self::plain_move). Only clauses declare targets: an
-    /// event that reached the `unhandled` hook has no clause in this state,
-    /// so the target check passes it.
+    /// [`plain_move`](Self::plain_move). The targets checked are those of
+    /// the clause dispatch picked (for an event that reached the `unhandled`
+    /// hook, the hook's own).
     #[inline(never)]
     fn settle(
         &mut self,
@@ -228,14 +291,61 @@ where
         };
         self.enter_quietly(ctx);
         self.arm_timer();
-        let result = match self.behavior.on_timeout(&self.state, ctx) {
-            Some(future) => future.await,
-            None => {
+        let result = match self.behavior.on_timeout(&self.state, ctx, true) {
+            Dispatched::Later(future) => future.await,
+            Dispatched::Now(result) => result,
+            Dispatched::Unhandled | Dispatched::Deferred => {
                 let after = self.table.timeouts[index].after;
                 return Err(FsmError::Timeout { state, after });
             }
         };
+        self.conclude_timeout(index, result, ctx)
+    }
+
+    /// Fires the current state's timeout like [`handle_timeout`](Self::handle_timeout),
+    /// without a future, when its handler is synchronous (or it has none):
+    /// `Some` with what `handle_timeout` would return. `None` when the
+    /// handler is async: it was not run, nothing changed, and the caller
+    /// calls `handle_timeout`.
+    pub fn handle_timeout_now(&mut self, ctx: &mut C) -> Option<Result<Vec<A>, FsmError>> {
+        let state = self.state.variant_name();
+        let Some(index) = self.behavior.timeout_index(&self.state) else {
+            return Some(Err(FsmError::NoTimeout { state }));
+        };
+        self.enter_quietly(ctx);
+        let result = match self.behavior.on_timeout(&self.state, ctx, false) {
+            Dispatched::Now(result) => Some(result),
+            Dispatched::Later(_) | Dispatched::Deferred => return None,
+            Dispatched::Unhandled => None,
+        };
+        self.arm_timer();
+        let Some(result) = result else {
+            let after = self.table.timeouts[index].after;
+            return Some(Err(FsmError::Timeout { state, after }));
+        };
+        Some(self.conclude_timeout(index, result, ctx))
+    }
+
+    /// Checks a timeout handler's result against the clause's declared
+    /// targets and applies it.
+    fn conclude_timeout(
+        &mut self,
+        index: usize,
+        result: Result<Transition<S, A>, FsmError>,
+        ctx: &mut C,
+    ) -> Result<Vec<A>, FsmError> {
         let transition = result.map_err(|e| self.locate(e, TIMEOUT_EVENT))?;
+        if let Some(declared) = self.table.timeouts[index].targets {
+            let target = transition.next_state.variant_name();
+            if !declared.contains(&target) {
+                return Err(FsmError::UndeclaredTarget {
+                    state: self.state.variant_name(),
+                    event: TIMEOUT_EVENT,
+                    target,
+                    declared,
+                });
+            }
+        }
         Ok(self.apply(transition, ctx))
     }
 

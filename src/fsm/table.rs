@@ -27,6 +27,18 @@ pub struct FsmTable {
     pub timeouts: &'static [TimeoutSpec],
     /// Whether an `unhandled => ...` hook is declared.
     pub has_unhandled_hook: bool,
+    /// The targets the `unhandled` hook declared (`unhandled => [S::A] handler;`), if any.
+    pub unhandled_targets: Option<&'static [&'static str]>,
+    /// Variant name of the initial state, when the header's `initial:` is a
+    /// path to a variant (`S::Idle`, `S::Busy { .. }`, `S::Failed(..)`);
+    /// `None` for any other expression (a variable, a function call).
+    pub initial: Option<&'static str>,
+    /// The states the header declared with `terminal: S::A, S::B;`.
+    pub terminals: &'static [&'static str],
+    /// Every variant of the state type ([`StateVariant::VARIANTS`](super::StateVariant::VARIANTS)).
+    pub all_states: &'static [&'static str],
+    /// Every variant of the event type ([`EventVariant::VARIANTS`](super::EventVariant::VARIANTS)).
+    pub all_events: &'static [&'static str],
 }
 
 /// One `on Event => ...` clause.
@@ -39,6 +51,8 @@ pub struct HandlerSpec {
     /// The targets it declared with `[S::A, S::B]`, if any; the machine
     /// rejects a move to any other state with [`FsmError::UndeclaredTarget`](super::FsmError::UndeclaredTarget).
     pub targets: Option<&'static [&'static str]>,
+    /// Whether the handler is synchronous (`sync |s, e, c| ...`).
+    pub sync: bool,
 }
 
 /// One `timeout <duration> ...` clause.
@@ -51,6 +65,8 @@ pub struct TimeoutSpec {
     /// Whether a handler runs when it fires; without one, firing is
     /// [`FsmError::Timeout`](super::FsmError::Timeout).
     pub has_handler: bool,
+    /// The targets its handler declared with `timeout D => [S::A] handler;`, if any.
+    pub targets: Option<&'static [&'static str]>,
 }
 
 impl FsmTable {
@@ -73,12 +89,19 @@ impl FsmTable {
         self.timeouts.iter().find(|t| t.state == state)
     }
 
+    /// Whether `state` is one of the declared terminal states.
+    pub fn is_terminal(&self, state: &str) -> bool {
+        self.terminals.contains(&state)
+    }
+
     /// Renders the table as a Mermaid `stateDiagram-v2`.
     ///
     /// Handlers that declared targets become edges labelled with their event;
     /// handlers without declared targets (their next state is computed at run
     /// time) are listed inside their state as `on Event`. Any-state handlers
     /// are drawn from every state that does not handle the event itself.
+    /// A timeout that declared targets becomes edges labelled `after <d>`;
+    /// terminal states get an edge to `[*]`.
     /// `initial` names the initial state (`[*] -->` edge), if known.
     pub fn to_mermaid(&self, initial: Option<&str>) -> String {
         let mut out = String::from("stateDiagram-v2\n");
@@ -101,9 +124,21 @@ impl FsmTable {
                 let _ = writeln!(out, "    {state} : exit / actions");
             }
             if let Some(t) = self.timeout_of(state) {
-                let what = if t.has_handler { "handler" } else { "error" };
-                let _ = writeln!(out, "    {state} : after {:?} / {what}", t.after);
+                match t.targets {
+                    Some(targets) => {
+                        for target in targets {
+                            let _ = writeln!(out, "    {state} --> {target} : after {:?}", t.after);
+                        }
+                    }
+                    None => {
+                        let what = if t.has_handler { "handler" } else { "error" };
+                        let _ = writeln!(out, "    {state} : after {:?} / {what}", t.after);
+                    }
+                }
             }
+        }
+        for state in self.terminals {
+            let _ = writeln!(out, "    {state} --> [*]");
         }
         out
     }
@@ -136,16 +171,19 @@ mod tests {
                 state: Some("A"),
                 event: "Go",
                 targets: Some(&["B"]),
+                sync: false,
             },
             HandlerSpec {
                 state: Some("B"),
                 event: "Poke",
                 targets: None,
+                sync: true,
             },
             HandlerSpec {
                 state: None,
                 event: "Err",
                 targets: Some(&["A"]),
+                sync: false,
             },
         ],
         entry_hooks: &["B"],
@@ -154,8 +192,14 @@ mod tests {
             state: "B",
             after: Duration::from_secs(5),
             has_handler: false,
+            targets: None,
         }],
         has_unhandled_hook: false,
+        unhandled_targets: None,
+        initial: Some("A"),
+        terminals: &[],
+        all_states: &["A", "B"],
+        all_events: &["Go", "Poke", "Err"],
     };
 
     #[test]

@@ -126,3 +126,59 @@ pub trait FsmAction: Send + Sync {
         None
     }
 }
+
+/// The action type of a machine whose header leaves out `action:`: there
+/// are no actions. It is uninhabited, so a transition's action list is
+/// always empty and never allocates, and it works with any context `C`.
+///
+/// ```
+/// use troupe::fsm::{fsm, EventVariant, NoAction, StateMachine, StateVariant, Transition};
+///
+/// #[derive(Debug, PartialEq, StateVariant)]
+/// enum Lamp { Off, On }
+/// #[derive(Debug, EventVariant)]
+/// enum Flip { Flip }
+///
+/// // No `action:` key: the machine's action type is `NoAction<()>`.
+/// let mut lamp: StateMachine<Lamp, Flip, (), NoAction<()>> = fsm! {
+///     state: Lamp; event: Flip; context: (); initial: Lamp::Off;
+///     state Lamp::Off { on Flip::Flip => [Lamp::On] sync |_, _, _| Transition::to(Lamp::On); }
+///     state Lamp::On { on Flip::Flip => [Lamp::Off] sync |_, _, _| Transition::to(Lamp::Off); }
+/// };
+/// let actions = lamp.handle_now(&Flip::Flip, &mut ()).expect("sync")?;
+/// assert!(actions.is_empty());
+/// assert_eq!(lamp.state(), &Lamp::On);
+/// # Ok::<(), troupe::fsm::FsmError>(())
+/// ```
+pub enum NoAction<C> {
+    #[doc(hidden)]
+    Never(
+        std::convert::Infallible,
+        std::marker::PhantomData<fn() -> C>,
+    ),
+}
+
+impl<C> std::fmt::Debug for NoAction<C> {
+    fn fmt(&self, _: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            NoAction::Never(never, _) => match never {},
+        }
+    }
+}
+
+#[async_trait]
+impl<C: Send> FsmAction for NoAction<C> {
+    type Context = C;
+
+    async fn execute(&self, _: &mut C) -> Result<(), FsmError> {
+        match *self {
+            NoAction::Never(never, _) => match never {},
+        }
+    }
+
+    fn execute_now(&self, _: &mut C) -> Option<Result<(), FsmError>> {
+        match *self {
+            NoAction::Never(never, _) => match never {},
+        }
+    }
+}

@@ -166,15 +166,15 @@ impl<T: Clone + Send + 'static, W: Work<T>> StageAction<T, W> {
     }
 }
 
-type Handled<T, W> = crate::fsm::HandlerFuture<'static, StageState, StageAction<T, W>>;
+/// What the stage machine's handlers return: they are all synchronous.
+type Handled<T, W> = Transition<StageState, StageAction<T, W>>;
 
 fn stay<T, W>(state: &StageState) -> Handled<T, W>
 where
     T: Clone + Send + 'static,
     W: Work<T>,
 {
-    let state = state.clone();
-    Box::pin(async move { Ok(Transition::to(state)) })
+    Transition::to(state.clone())
 }
 
 fn go<T, W>(state: StageState) -> Handled<T, W>
@@ -182,7 +182,7 @@ where
     T: Clone + Send + 'static,
     W: Work<T>,
 {
-    Box::pin(async move { Ok(Transition::to(state)) })
+    Transition::to(state)
 }
 
 /// The stage machine, starting in `initial`.
@@ -198,37 +198,35 @@ where
         initial: initial;
 
         state StageState::Starting {
-            on StageEvent::Started => [StageState::Running] |_, _, _| go(StageState::Running);
+            on StageEvent::Started => [StageState::Running] sync |_, _, _| go(StageState::Running);
         }
         state StageState::Running {
-            on StageEvent::Pause => [StageState::Paused] |_, _, _| go(StageState::Paused);
-            on StageEvent::Drain => [StageState::Draining] |_, _, _| go(StageState::Draining);
-            on StageEvent::InputEnded => [StageState::Draining] |_, _, _| go(StageState::Draining);
+            on StageEvent::Pause => [StageState::Paused] sync |_, _, _| go(StageState::Paused);
+            on StageEvent::Drain => [StageState::Draining] sync |_, _, _| go(StageState::Draining);
+            on StageEvent::InputEnded => [StageState::Draining] sync |_, _, _| go(StageState::Draining);
         }
         state StageState::Paused {
-            on StageEvent::Resume => [StageState::Running] |_, _, _| go(StageState::Running);
-            on StageEvent::Drain => [StageState::Draining] |_, _, _| go(StageState::Draining);
+            on StageEvent::Resume => [StageState::Running] sync |_, _, _| go(StageState::Running);
+            on StageEvent::Drain => [StageState::Draining] sync |_, _, _| go(StageState::Draining);
         }
         state StageState::Draining {
-            on StageEvent::Flushed => [StageState::Completed] |_, _, _| go(StageState::Completed);
+            on StageEvent::Flushed => [StageState::Completed] sync |_, _, _| go(StageState::Completed);
         }
         state _ {
-            on StageEvent::Failure => |s, e, _| {
+            on StageEvent::Failure => sync |s, e, _| {
                 match (s.is_terminal(), e) {
                     (false, StageEvent::Failure(why)) => go(StageState::Failed(why.clone())),
                     _ => stay(s),
                 }
             };
-            on StageEvent::Cancel => |s, _, _| {
+            on StageEvent::Cancel => sync |s, _, _| {
                 if s.is_terminal() {
                     return stay(s);
                 }
-                Box::pin(async move {
-                    Ok(Transition::to(StageState::Cancelled)
-                        .with_action(StageAction::new(StageActionKind::Abandon)))
-                })
+                Transition::to(StageState::Cancelled)
+                    .with_action(StageAction::new(StageActionKind::Abandon))
             };
-            on StageEvent::Signal => |s, e, _| {
+            on StageEvent::Signal => sync |s, e, _| {
                 let state = s.clone();
                 let action = match e {
                     StageEvent::Signal(signal) => {
@@ -236,10 +234,10 @@ where
                     }
                     _ => None,
                 };
-                Box::pin(async move { Ok(Transition::to(state).with_actions(action)) })
+                Transition::to(state).with_actions(action)
             };
         }
-        unhandled => |s, _, _| stay(s);
+        unhandled => sync |s, _, _| stay(s);
     }
 }
 

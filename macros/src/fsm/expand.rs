@@ -9,7 +9,7 @@ use proc_macro2::TokenStream;
 use quote::{format_ident, quote, quote_spanned};
 use syn::spanned::Spanned;
 
-use super::parse::{FsmInput, variant_name};
+use super::parse::{FsmInput, Handler, variant_name};
 
 pub fn expand(input: FsmInput) -> TokenStream {
     let FsmInput {
@@ -18,9 +18,14 @@ pub fn expand(input: FsmInput) -> TokenStream {
         context_ty,
         action_ty,
         initial,
+        terminals,
         blocks,
         unhandled,
     } = input;
+    let action_ty = match action_ty {
+        Some(ty) => quote!(#ty),
+        None => quote!(::troupe::fsm::NoAction<#context_ty>),
+    };
     let rt = quote!(::troupe::fsm::generated);
     let generics = quote!(#state_ty, #event_ty, #context_ty, #action_ty);
     let ctx_generics = quote!(#state_ty, #context_ty, #action_ty);
@@ -57,24 +62,14 @@ pub fn expand(input: FsmInput) -> TokenStream {
                 event_names.push(event_name.clone());
             }
             let handler_ident = format_ident!("__troupe_on_{}", clause_index);
-            let handler = &on.handler;
-            prelude.push(quote_spanned! {handler.span()=>
-                let #handler_ident = #rt::handler::<#generics, _>(#handler);
-            });
+            let handler = &on.body.handler;
+            prelude.push(bind_handler(&handler_ident, handler, &generics, true));
             let spec_state = match &state_name {
                 Some(n) => quote!(::core::option::Option::Some(#n)),
                 None => quote!(::core::option::Option::None),
             };
-            let spec_targets = match &on.targets {
-                Some(targets) => {
-                    let names = targets.iter().map(variant_name);
-                    let pats = targets.iter().map(pat);
-                    target_checks.push(quote!(#( #pats )|* => {}));
-                    quote!(::core::option::Option::Some(&[ #( #names ),* ] as &'static [&'static str]))
-                }
-                None => quote!(::core::option::Option::None),
-            };
-            let call = quote!(::core::option::Option::Some(#handler_ident(__s, __e, __c)));
+            let spec_targets = declared(&on.body.targets, &mut target_checks);
+            let call = dispatch_call(&handler_ident, handler, quote!(__s, __e, __c));
             match &state_pat {
                 Some(sp) => {
                     specific_arms.push(quote!((#sp, #event_pat) => #call,));
@@ -85,8 +80,9 @@ pub fn expand(input: FsmInput) -> TokenStream {
                     any_target_arms.push(quote!(#event_pat => #spec_targets,));
                 }
             }
+            let sync = handler.sync;
             handler_specs.push(quote! {
-                ::troupe::fsm::HandlerSpec { state: #spec_state, event: #event_name, targets: #spec_targets }
+                ::troupe::fsm::HandlerSpec { state: #spec_state, event: #event_name, targets: #spec_targets, sync: #sync }
             });
             clause_index += 1;
         }
@@ -111,34 +107,44 @@ pub fn expand(input: FsmInput) -> TokenStream {
         if let Some(timeout) = &block.timeout {
             let index = timeout_specs.len();
             let after = &timeout.after;
-            let has_handler = timeout.handler.is_some();
+            let has_handler = timeout.body.is_some();
+            let targets = timeout.body.as_ref().and_then(|b| b.targets.clone());
+            let spec_targets = declared(&targets, &mut target_checks);
             timeout_specs.push(quote_spanned! {after.span()=>
-                ::troupe::fsm::TimeoutSpec { state: #name, after: #after, has_handler: #has_handler }
+                ::troupe::fsm::TimeoutSpec { state: #name, after: #after, has_handler: #has_handler, targets: #spec_targets }
             });
             timeout_index_arms.push(quote!(#sp => ::core::option::Option::Some(#index),));
-            if let Some(handler) = &timeout.handler {
+            if let Some(body) = &timeout.body {
                 let ident = format_ident!("__troupe_timeout_{}", index);
-                prelude.push(quote_spanned! {handler.span()=>
-                    let #ident = #rt::timeout_handler::<#ctx_generics, _>(#handler);
-                });
-                timeout_handler_arms
-                    .push(quote!(#sp => ::core::option::Option::Some(#ident(__s, __c)),));
+                prelude.push(bind_handler(&ident, &body.handler, &ctx_generics, false));
+                let call = dispatch_call(&ident, &body.handler, quote!(__s, __c));
+                timeout_handler_arms.push(quote!(#sp => #call,));
             }
         }
     }
 
     let has_unhandled = unhandled.is_some();
     // The `unhandled` hook is the last fallback of dispatch itself, so the
-    // machine makes one call (and awaits one future) per event.
+    // machine makes one call (and awaits at most one future) per event.
+    let unhandled_targets = match &unhandled {
+        Some(body) => declared(&body.targets, &mut target_checks),
+        None => quote!(::core::option::Option::None),
+    };
     let unhandled_call = match &unhandled {
-        Some(hook) => {
-            prelude.push(quote_spanned! {hook.span()=>
-                let __troupe_unhandled = #rt::handler::<#generics, _>(#hook);
-            });
-            quote!(::core::option::Option::Some(__troupe_unhandled(
-                __s, __e, __c
-            )))
+        Some(body) => {
+            let ident = format_ident!("__troupe_unhandled");
+            prelude.push(bind_handler(&ident, &body.handler, &generics, true));
+            dispatch_call(&ident, &body.handler, quote!(__s, __e, __c))
         }
+        None => quote!(#rt::Dispatched::Unhandled),
+    };
+    for terminal in &terminals {
+        let terminal = pat(terminal);
+        target_checks.push(quote!(#terminal => {}));
+    }
+    let terminal_names = terminals.iter().map(variant_name);
+    let initial_name = match initial_variant(&initial) {
+        Some(name) => quote!(::core::option::Option::Some(#name)),
         None => quote!(::core::option::Option::None),
     };
 
@@ -152,12 +158,16 @@ pub fn expand(input: FsmInput) -> TokenStream {
     let targets_body = match_or(
         quote!((__s, __e)),
         &specific_target_arms,
-        match_or(quote!(__e), &any_target_arms, none.clone()),
+        match_or(quote!(__e), &any_target_arms, unhandled_targets.clone()),
     );
     let entry_body = match_or(quote!(__s), &entry_arms, empty.clone());
     let exit_body = match_or(quote!(__s), &exit_arms, empty);
     let timeout_index_body = match_or(quote!(__s), &timeout_index_arms, none.clone());
-    let timeout_handler_body = match_or(quote!(__s), &timeout_handler_arms, none);
+    let timeout_handler_body = match_or(
+        quote!(__s),
+        &timeout_handler_arms,
+        quote!(#rt::Dispatched::Unhandled),
+    );
     let state_type = quote!(#state_ty).to_string();
     let event_type = quote!(#event_ty).to_string();
 
@@ -172,6 +182,11 @@ pub fn expand(input: FsmInput) -> TokenStream {
             exit_hooks: &[ #( #exit_names ),* ],
             timeouts: &[ #( #timeout_specs ),* ],
             has_unhandled_hook: #has_unhandled,
+            unhandled_targets: #unhandled_targets,
+            initial: #initial_name,
+            terminals: &[ #( #terminal_names ),* ],
+            all_states: <#state_ty as ::troupe::fsm::StateVariant>::VARIANTS,
+            all_events: <#event_ty as ::troupe::fsm::EventVariant>::VARIANTS,
         };
         let __troupe_initial: #state_ty = #initial;
         #( #prelude )*
@@ -181,12 +196,12 @@ pub fn expand(input: FsmInput) -> TokenStream {
         #rt::machine::<#generics, _, _, _, _, _, _>(
             __troupe_initial,
             &__TROUPE_FSM_TABLE,
-            move |__s, __e, __c| { #dispatch_body },
+            move |__s, __e, __c, __run_async| { #dispatch_body },
             |__s, __e| -> ::core::option::Option<&'static [&'static str]> { #targets_body },
             move |__s, __c| { #entry_body },
             move |__s, __c| { #exit_body },
             |__s| { #timeout_index_body },
-            move |__s, __c| { #timeout_handler_body },
+            move |__s, __c, __run_async| { #timeout_handler_body },
         )
     }}
 }
@@ -205,4 +220,82 @@ fn match_or(scrutinee: TokenStream, arms: &[TokenStream], fallback: TokenStream)
         };
         __troupe_r
     }}
+}
+
+/// `let ident = <helper>(handler);`: the helper gives the closure its
+/// signature (async: returns a `HandlerFuture`; `sync`: returns anything
+/// `IntoHandlerResult`), spanned on the handler so a wrong one is reported there.
+fn bind_handler(
+    ident: &syn::Ident,
+    handler: &Handler,
+    generics: &TokenStream,
+    takes_event: bool,
+) -> TokenStream {
+    let expr = &handler.expr;
+    // The helper's tokens carry the handler's span, so an unmet bound on the
+    // closure (a wrong return type) is reported at the handler.
+    let span = expr.span();
+    let rt = quote_spanned!(span=> ::troupe::fsm::generated);
+    let helper = match (handler.sync, takes_event) {
+        (false, true) => quote_spanned!(span=> #rt::handler::<#generics, _>),
+        (false, false) => quote_spanned!(span=> #rt::timeout_handler::<#generics, _>),
+        (true, true) => quote_spanned!(span=> #rt::sync_handler::<#generics, _, _>),
+        (true, false) => quote_spanned!(span=> #rt::sync_timeout_handler::<#generics, _, _>),
+    };
+    quote_spanned! {span=>
+        let #ident = #helper(#expr);
+    }
+}
+
+/// The dispatch arm's value for a handler: a sync one runs at once; an
+/// async one makes its future only when dispatch may run async handlers.
+fn dispatch_call(ident: &syn::Ident, handler: &Handler, args: TokenStream) -> TokenStream {
+    let rt = quote!(::troupe::fsm::generated);
+    if handler.sync {
+        quote!(#rt::now(#ident(#args)))
+    } else {
+        quote! {
+            if __run_async {
+                #rt::Dispatched::Later(#ident(#args))
+            } else {
+                #rt::Dispatched::Deferred
+            }
+        }
+    }
+}
+
+/// The table's value for declared targets; has the compiler check each path.
+fn declared(targets: &Option<Vec<syn::Path>>, checks: &mut Vec<TokenStream>) -> TokenStream {
+    match targets {
+        Some(targets) => {
+            let names = targets.iter().map(variant_name);
+            let pats: Vec<TokenStream> = targets
+                .iter()
+                .map(|p| quote_spanned!(p.span()=> #p { .. }))
+                .collect();
+            if !pats.is_empty() {
+                checks.push(quote!(#( #pats )|* => {}));
+            }
+            quote!(::core::option::Option::Some(&[ #( #names ),* ] as &'static [&'static str]))
+        }
+        None => quote!(::core::option::Option::None),
+    }
+}
+
+/// The variant name of an `initial:` expression that is a path to a
+/// variant (`S::Idle`, `S::Busy { .. }`, `S::Failed(..)`), else `None`.
+fn initial_variant(expr: &syn::Expr) -> Option<String> {
+    let path = match expr {
+        syn::Expr::Group(group) => return initial_variant(&group.expr),
+        syn::Expr::Paren(paren) => return initial_variant(&paren.expr),
+        syn::Expr::Path(p) if p.qself.is_none() && p.path.segments.len() >= 2 => &p.path,
+        syn::Expr::Call(call) => match &*call.func {
+            syn::Expr::Path(p) if p.qself.is_none() && p.path.segments.len() >= 2 => &p.path,
+            _ => return None,
+        },
+        syn::Expr::Struct(s) if s.qself.is_none() => &s.path,
+        _ => return None,
+    };
+    let name = variant_name(path);
+    name.starts_with(|c: char| c.is_uppercase()).then_some(name)
 }

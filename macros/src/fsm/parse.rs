@@ -11,10 +11,13 @@ pub struct FsmInput {
     pub state_ty: Type,
     pub event_ty: Type,
     pub context_ty: Type,
-    pub action_ty: Type,
+    /// `None` when the header leaves out `action:` (the machine uses `NoAction`).
+    pub action_ty: Option<Type>,
     pub initial: Expr,
+    /// The states of `terminal: S::A, S::B;` (empty without the key).
+    pub terminals: Vec<Path>,
     pub blocks: Vec<StateBlock>,
-    pub unhandled: Option<Expr>,
+    pub unhandled: Option<Targeted>,
 }
 
 /// `state Path { ... }` or `state _ { ... }`.
@@ -27,20 +30,33 @@ pub struct StateBlock {
     pub timeout: Option<TimeoutClause>,
 }
 
+/// A handler expression, after `sync` when it has the marker.
+pub struct Handler {
+    pub expr: Expr,
+    /// Written `sync |..| ...`: returns its result, not a future.
+    pub sync: bool,
+}
+
+/// `[Targets] handler`, the targets optional.
+pub struct Targeted {
+    pub targets: Option<Vec<Path>>,
+    pub handler: Handler,
+}
+
 /// `on Event => [Targets] handler;`
 pub struct OnClause {
     pub event: Path,
-    pub targets: Option<Vec<Path>>,
-    pub handler: Expr,
+    pub body: Targeted,
 }
 
-/// `timeout <duration> => handler;` or `timeout <duration>;`
+/// `timeout <duration> => [Targets] handler;` or `timeout <duration>;`
 pub struct TimeoutClause {
     pub after: Expr,
-    pub handler: Option<Expr>,
+    pub body: Option<Targeted>,
 }
 
-const HEADER_KEYS: [&str; 5] = ["state", "event", "context", "action", "initial"];
+/// Every header key, in the order of the slots `parse_header` fills.
+const HEADER_KEYS: [&str; 6] = ["state", "event", "context", "action", "initial", "terminal"];
 
 /// The variant name a path designates: its last segment.
 pub fn variant_name(path: &Path) -> String {
@@ -54,66 +70,97 @@ fn is_header_key(input: ParseStream) -> bool {
     input.peek(Ident) && input.peek2(Token![:]) && !input.peek2(Token![::])
 }
 
-impl Parse for FsmInput {
-    fn parse(input: ParseStream) -> syn::Result<Self> {
-        let mut types: [Option<Type>; 4] = [None, None, None, None];
-        let mut initial: Option<Expr> = None;
-        while is_header_key(input) {
-            let key: Ident = input.parse()?;
-            input.parse::<Token![:]>()?;
-            let name = key.to_string();
-            let Some(index) = HEADER_KEYS.iter().position(|k| *k == name) else {
-                return Err(syn::Error::new(
-                    key.span(),
-                    format!(
-                        "unknown header key `{name}`; the header keys are `state`, `event`, `context`, `action` and `initial`"
-                    ),
-                ));
-            };
-            let duplicate = if index == 4 {
-                initial.is_some()
-            } else {
-                types[index].is_some()
-            };
-            if duplicate {
-                return Err(syn::Error::new(
-                    key.span(),
-                    format!("duplicate header key `{name}`: each header key is given once"),
-                ));
-            }
-            if index == 4 {
-                initial = Some(input.parse()?);
-            } else {
-                types[index] = Some(input.parse()?);
-            }
-            input.parse::<Token![;]>()?;
-        }
-        let missing: Vec<&str> = HEADER_KEYS
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| {
-                if *i == 4 {
-                    initial.is_none()
-                } else {
-                    types[*i].is_none()
-                }
-            })
-            .map(|(_, k)| *k)
-            .collect();
-        if !missing.is_empty() {
+/// The header's values, each given at most once.
+#[derive(Default)]
+struct Header {
+    types: [Option<Type>; 4],
+    initial: Option<Expr>,
+    terminals: Option<Vec<Path>>,
+}
+
+fn parse_header(input: ParseStream) -> syn::Result<Header> {
+    let mut header = Header::default();
+    while is_header_key(input) {
+        let key: Ident = input.parse()?;
+        input.parse::<Token![:]>()?;
+        let name = key.to_string();
+        let Some(index) = HEADER_KEYS.iter().position(|k| *k == name) else {
             return Err(syn::Error::new(
-                Span::call_site(),
+                key.span(),
                 format!(
-                    "missing header key(s): {}; an fsm! starts with `state: S; event: E; context: C; action: A; initial: <expr>;`",
-                    missing
-                        .iter()
-                        .map(|k| format!("`{k}`"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    "unknown header key `{name}`; the header keys are `state`, `event`, `context`, \
+                     `action` (optional), `initial` and `terminal` (optional)"
                 ),
             ));
+        };
+        let duplicate = match index {
+            4 => header.initial.is_some(),
+            5 => header.terminals.is_some(),
+            i => header.types[i].is_some(),
+        };
+        if duplicate {
+            return Err(syn::Error::new(
+                key.span(),
+                format!("duplicate header key `{name}`: each header key is given once"),
+            ));
         }
-        let [state_ty, event_ty, context_ty, action_ty] = types.map(Option::unwrap);
+        match index {
+            4 => header.initial = Some(input.parse()?),
+            5 => header.terminals = Some(parse_terminals(input)?),
+            i => header.types[i] = Some(input.parse()?),
+        }
+        input.parse::<Token![;]>()?;
+    }
+    let present = [
+        ("state", header.types[0].is_some()),
+        ("event", header.types[1].is_some()),
+        ("context", header.types[2].is_some()),
+        ("initial", header.initial.is_some()),
+    ];
+    let missing: Vec<String> = present
+        .into_iter()
+        .filter(|(_, given)| !given)
+        .map(|(k, _)| format!("`{k}`"))
+        .collect();
+    if !missing.is_empty() {
+        return Err(syn::Error::new(
+            Span::call_site(),
+            format!(
+                "missing header key(s): {}; an fsm! starts with `state: S; event: E; context: C; \
+                 initial: <expr>;` (`action: A;` and `terminal: S::X, ..;` are optional)",
+                missing.join(", ")
+            ),
+        ));
+    }
+    Ok(header)
+}
+
+/// `S::A, S::B` up to the `;`, each state once.
+fn parse_terminals(input: ParseStream) -> syn::Result<Vec<Path>> {
+    let list = Punctuated::<Path, Token![,]>::parse_separated_nonempty(input)?;
+    let mut terminals: Vec<Path> = Vec::new();
+    for path in list {
+        let name = variant_name(&path);
+        if terminals.iter().any(|t| variant_name(t) == name) {
+            return Err(syn::Error::new_spanned(
+                &path,
+                format!("state `{name}` is listed twice in `terminal`"),
+            ));
+        }
+        terminals.push(path);
+    }
+    Ok(terminals)
+}
+
+impl Parse for FsmInput {
+    fn parse(input: ParseStream) -> syn::Result<Self> {
+        let header = parse_header(input)?;
+        let [state_ty, event_ty, context_ty, action_ty] = header.types;
+        let (Some(state_ty), Some(event_ty), Some(context_ty), Some(initial)) =
+            (state_ty, event_ty, context_ty, header.initial)
+        else {
+            return Err(syn::Error::new(Span::call_site(), "incomplete fsm! header"));
+        };
         let mut blocks: Vec<StateBlock> = Vec::new();
         let mut unhandled = None;
         while !input.is_empty() {
@@ -132,7 +179,7 @@ impl Parse for FsmInput {
                         ));
                     }
                     input.parse::<Token![=>]>()?;
-                    unhandled = Some(input.parse()?);
+                    unhandled = Some(parse_targeted(input)?);
                     if !input.is_empty() {
                         input.parse::<Token![;]>()?;
                     }
@@ -156,7 +203,8 @@ impl Parse for FsmInput {
             event_ty,
             context_ty,
             action_ty,
-            initial: initial.expect("checked above"),
+            initial,
+            terminals: header.terminals.unwrap_or_default(),
             blocks,
             unhandled,
         })
@@ -264,11 +312,14 @@ fn parse_state_block(input: ParseStream) -> syn::Result<StateBlock> {
                 let after: Expr = body.parse()?;
                 let handler = if body.peek(Token![=>]) {
                     body.parse::<Token![=>]>()?;
-                    Some(body.parse()?)
+                    Some(parse_targeted(&body)?)
                 } else {
                     None
                 };
-                block.timeout = Some(TimeoutClause { after, handler });
+                block.timeout = Some(TimeoutClause {
+                    after,
+                    body: handler,
+                });
             }
             other => {
                 return Err(syn::Error::new(
@@ -290,18 +341,48 @@ fn parse_state_block(input: ParseStream) -> syn::Result<StateBlock> {
 fn parse_on(body: ParseStream) -> syn::Result<OnClause> {
     let event: Path = body.parse()?;
     body.parse::<Token![=>]>()?;
-    let targets = if body.peek(syn::token::Bracket) {
+    Ok(OnClause {
+        event,
+        body: parse_targeted(body)?,
+    })
+}
+
+/// `[S::A, S::B] handler` or `handler`; the handler may start with `sync`.
+fn parse_targeted(input: ParseStream) -> syn::Result<Targeted> {
+    let targets = if input.peek(syn::token::Bracket) {
         let inner;
-        bracketed!(inner in body);
+        bracketed!(inner in input);
         let list = Punctuated::<Path, Token![,]>::parse_terminated(&inner)?;
         Some(list.into_iter().collect())
     } else {
         None
     };
-    let handler: Expr = body.parse()?;
-    Ok(OnClause {
-        event,
+    let sync = is_sync_marker(input);
+    if sync {
+        input.parse::<Ident>()?;
+    }
+    Ok(Targeted {
         targets,
-        handler,
+        handler: Handler {
+            expr: input.parse()?,
+            sync,
+        },
     })
+}
+
+/// Whether the input starts with the `sync` marker: the word `sync`
+/// followed by a closure (`|`, `||`, `move`) or a path to a function. A
+/// handler expression cannot start that way, so the marker is unambiguous.
+fn is_sync_marker(input: ParseStream) -> bool {
+    let fork = input.fork();
+    match fork.parse::<Ident>() {
+        Ok(word) if word == "sync" => {
+            fork.peek(Token![|])
+                || fork.peek(Token![||])
+                || fork.peek(Token![move])
+                || fork.peek(Ident)
+                || fork.peek(Token![::])
+        }
+        _ => false,
+    }
 }

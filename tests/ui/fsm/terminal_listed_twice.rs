@@ -1,0 +1,12 @@
+include!("../support/prelude.rs");
+
+fn build() -> Machine {
+    fsm! {
+        state: OrderState; event: OrderEvent; context: Ctx; action: OrderAction;
+        initial: OrderState::Pending;
+        terminal: OrderState::Failed, OrderState::Failed;
+        state OrderState::Pending {}
+    }
+}
+
+fn main() { let _ = build(); }
