@@ -186,3 +186,66 @@ async fn a_permanent_failure_is_journaled_and_fails_the_step_without_retries() {
     assert_eq!(calls.load(Ordering::SeqCst), 1);
     runtime.shutdown().await;
 }
+
+/// `remind`: sleeps an hour on a durable timer, then records how long this
+/// start of the step waited.
+fn reminder(waited: &Arc<std::sync::Mutex<Vec<std::time::Duration>>>) -> FlowDefinition<u64> {
+    let waited = waited.clone();
+    FlowDefinition::<u64>::builder("reminder")
+        .step("remind", move |ctx: &StageContext| {
+            let (ctx, waited) = (ctx.clone(), waited.clone());
+            step_fn(move |_| {
+                let (ctx, waited) = (ctx.clone(), waited.clone());
+                async move {
+                    let started = tokio::time::Instant::now();
+                    ctx.sleep("hour", std::time::Duration::from_secs(3600))
+                        .await?;
+                    waited.lock().unwrap().push(started.elapsed());
+                    Ok(json!("reminded"))
+                }
+            })
+        })
+        .build()
+        .unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_durable_timer_resumes_with_what_is_left_of_it() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let waited = Arc::default();
+    let first = runtime_on(&store).await;
+    first.register(reminder(&waited)).await.unwrap();
+    let run = first.start("reminder").await.unwrap();
+    // Its deadline is journaled; 40 minutes pass; the process goes away.
+    while store
+        .list_memos(run.run_id(), "remind")
+        .await
+        .unwrap()
+        .is_empty()
+    {
+        settle().await;
+    }
+    tokio::time::sleep(std::time::Duration::from_secs(40 * 60)).await;
+    drop(first);
+    settle().await;
+    assert!(waited.lock().unwrap().is_empty(), "not fired yet");
+
+    let second = runtime_on(&store).await;
+    let report = second.register(reminder(&waited)).await.unwrap();
+    let outcome = report.resumed[0].wait().await.unwrap();
+    assert_eq!(outcome.status, RunStatus::Finished);
+    let waited = waited.lock().unwrap().clone();
+    assert_eq!(waited.len(), 1);
+    // The resumed step waited the 20 minutes left, not a new hour.
+    let left = waited[0].as_secs();
+    assert!((19 * 60..=21 * 60).contains(&left), "waited {left} s");
+    let fired = store
+        .replay(run.run_id())
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.kind.name() == "timer_fired")
+        .count();
+    assert_eq!(fired, 1);
+    second.shutdown().await;
+}

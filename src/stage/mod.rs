@@ -58,6 +58,7 @@ mod fsm_transform;
 mod kind;
 mod logic;
 mod machine;
+mod memo;
 pub(crate) mod pipe;
 pub(crate) mod ports;
 mod received;
@@ -65,11 +66,12 @@ pub(crate) mod replay;
 mod retry;
 mod slot;
 mod supervisor;
+mod timer;
 pub(crate) mod work;
 
 pub use actor::{EXIT_CANCELLED, EXIT_COMPLETED, StageStartError};
 pub(crate) use context::RunContext;
-pub use context::{InputError, MemoError, StageContext};
+pub use context::{InputError, StageContext};
 pub use dead_letter::PermanentError;
 pub use durable::Durable;
 pub use events::{DEFAULT_EVENT_CAPACITY, EventPolicy, MAX_EVENT_CAPACITY, NoEvents, OnEvent};
@@ -80,6 +82,7 @@ pub use logic::{
     StepInputs, Transform, sink_fn, source_iter, step_fn, transform_fn,
 };
 pub use machine::{StageEvent, StageSignal, StageState};
+pub use memo::MemoError;
 pub use pipe::{MAX_BATCH_SIZE, MAX_PIPE_CAPACITY, PipeConfig};
 pub use ports::DownstreamGone;
 pub use retry::RetryPolicy;
