@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use ractor::{ActorCell, ActorRef};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
 use super::actor::FlowMsg;
@@ -17,7 +17,7 @@ use crate::stage::durable::{Delivery, Undeliverable};
 use crate::stage::events::EventPort;
 use crate::stage::replay::ItemReplay;
 use crate::stage::work::Bells;
-use crate::stage::{RunContext, StageContext};
+use crate::stage::{KeptSignals, RunContext, StageContext};
 use crate::stage::{
     StageEvent, StageIdentity, StageKind, StageReport, StageSignal, StageState, StepInputs,
 };
@@ -60,6 +60,9 @@ pub(crate) struct StageRuntime {
     /// Signals accepted into the run's inbox and not yet settled by the
     /// stage: each (re)start of the stage is handed them again.
     signals: Vec<Arc<StageSignal>>,
+    /// The same signals, watched by the stage's context (a step's waits
+    /// take them from there).
+    kept: watch::Sender<KeptSignals>,
     /// Sends durable events into the stage's queue in order (see
     /// [`FlowCtx::forward`](super::context::FlowCtx::forward)).
     pub(crate) forwarder: Option<Forwarder>,
@@ -108,6 +111,7 @@ impl StageRuntime {
             abandon: planned.abandon,
             wind_down: None,
             signals: Vec::new(),
+            kept: watch::channel(KeptSignals::new()).0,
             forwarder: None,
             forwarding: None,
             resending: None,
@@ -183,6 +187,8 @@ impl StageRuntime {
             }),
             bells: bells.clone(),
         };
+        let settler = identity.settler();
+        let context = context.with_signals(self.kept.subscribe(), settler);
         // A stage (re)started while it, or its flow, is paused or draining
         // joins in before any work: every pause, resume and drain, the
         // flow's own included, went through `send`, which remembered it.
@@ -234,6 +240,7 @@ impl StageRuntime {
     /// Keeps an accepted signal for the stage's next start.
     pub(crate) fn keep_signal(&mut self, signal: Arc<StageSignal>) {
         self.inbox_used = true;
+        self.kept.send_modify(|kept| kept.push(signal.clone()));
         self.signals.push(signal);
     }
 
@@ -245,11 +252,17 @@ impl StageRuntime {
     /// Forgets every kept signal (the stage ended: none will be taken).
     pub(crate) fn forget_signals(&mut self) {
         self.signals.clear();
+        self.kept.send_replace(KeptSignals::new());
     }
 
     /// The stage settled inbox entry `id`.
     pub(crate) fn forget_signal(&mut self, id: uuid::Uuid) {
         self.signals.retain(|s| s.id != Some(id));
+        self.kept.send_if_modified(|kept| {
+            let before = kept.len();
+            kept.retain(|s| s.id != Some(id));
+            kept.len() != before
+        });
     }
 
     /// Whether a live actor takes control events.

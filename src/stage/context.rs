@@ -41,6 +41,10 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use uuid::Uuid;
 
+use tokio::sync::watch;
+
+use super::durable::Settler;
+use super::machine::StageSignal;
 use crate::journal::JournalHandle;
 
 /// The run a flow's stages work for: fixed for the run's life, shared by
@@ -84,13 +88,30 @@ pub(super) type Memos = Arc<tokio::sync::Mutex<Option<HashMap<String, Result<Val
 /// What a stage knows of the run it works for: the run's id, flow, key and
 /// input, the stage's name and which start of the stage this is. Cheap to
 /// clone (the run's part is shared).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct StageContext {
     pub(super) run: Arc<RunContext>,
     pub(super) stage: Arc<str>,
     generation: u64,
     pub(super) memos: Memos,
+    /// The signals accepted for the stage and not settled yet.
+    pub(super) signals: watch::Receiver<KeptSignals>,
+    /// How the stage settles a signal a wait took (`None` outside a flow).
+    pub(super) settler: Option<Arc<Settler>>,
 }
+
+impl std::fmt::Debug for StageContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StageContext")
+            .field("run", &self.run)
+            .field("stage", &self.stage)
+            .field("generation", &self.generation)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The signals a flow keeps for one of its stages, oldest first.
+pub(crate) type KeptSignals = Vec<Arc<StageSignal>>;
 
 /// The run's input does not decode as the type a stage asked for.
 #[derive(Debug, thiserror::Error)]
@@ -114,7 +135,21 @@ impl StageContext {
             stage,
             generation,
             memos: Memos::default(),
+            signals: watch::channel(KeptSignals::new()).1,
+            settler: None,
         }
+    }
+
+    /// The context of a stage of a running flow: it sees the signals kept
+    /// for the stage and settles those its waits take.
+    pub(crate) fn with_signals(
+        mut self,
+        signals: watch::Receiver<KeptSignals>,
+        settler: Settler,
+    ) -> StageContext {
+        self.signals = signals;
+        self.settler = Some(Arc::new(settler));
+        self
     }
 
     /// The run's id.

@@ -185,7 +185,10 @@ impl StageContext {
 
     /// The journaled result of effect `name`, reading the stage's memos
     /// from the journal the first time.
-    async fn recorded(&self, name: &str) -> Result<Option<Result<Value, String>>, MemoError> {
+    pub(super) async fn recorded(
+        &self,
+        name: &str,
+    ) -> Result<Option<Result<Value, String>>, MemoError> {
         let mut memos = self.memos.lock().await;
         if memos.is_none() {
             let listed = self

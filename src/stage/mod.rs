@@ -64,14 +64,15 @@ pub(crate) mod ports;
 mod received;
 pub(crate) mod replay;
 mod retry;
+mod signal_wait;
 mod slot;
 mod supervisor;
 mod timer;
 pub(crate) mod work;
 
 pub use actor::{EXIT_CANCELLED, EXIT_COMPLETED, StageStartError};
-pub(crate) use context::RunContext;
 pub use context::{InputError, StageContext};
+pub(crate) use context::{KeptSignals, RunContext};
 pub use dead_letter::PermanentError;
 pub use durable::Durable;
 pub use events::{DEFAULT_EVENT_CAPACITY, EventPolicy, MAX_EVENT_CAPACITY, NoEvents, OnEvent};
