@@ -225,3 +225,66 @@ async fn an_answer_taken_before_a_restart_is_not_waited_for_again() {
     assert_eq!(inbox_settled(&store, run.run_id()).await, [true]);
     second.shutdown().await;
 }
+
+/// Waits until the run's record has `status`.
+async fn record_is(
+    store: &Arc<dyn Store>,
+    run: uuid::Uuid,
+    status: RunStatus,
+) -> troupe::records::Run {
+    loop {
+        let record = store.get_run(run).await.unwrap().unwrap();
+        if record.status == status {
+            return record;
+        }
+        settle().await;
+    }
+}
+
+#[tokio::test]
+async fn a_waiting_step_makes_the_run_waiting_with_what_for() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let answers = Answers::default();
+    let runtime = runtime_on(&store).await;
+    runtime
+        .register(approval(&answers, &open(), None))
+        .await
+        .unwrap();
+    let run = runtime.start("approval").await.unwrap();
+    let record = record_is(&store, run.run_id(), RunStatus::Waiting).await;
+    let wait = record.wait_json.expect("says what for");
+    assert_eq!(wait["for"], "stages");
+    assert_eq!(wait["stages"]["approve"]["for"], "signal");
+    assert_eq!(wait["stages"]["approve"]["signal"], "approval");
+    // The flow itself runs: only its record says it waits.
+    assert_eq!(run.state(), troupe::flow::RunState::Running);
+
+    // An operator's pause takes over the record, and its resume gives it back.
+    run.send(troupe::flow::ControlEvent::Pause).await.unwrap();
+    let paused = store.get_run(run.run_id()).await.unwrap().unwrap();
+    assert_eq!(paused.wait_json.unwrap()["for"], "resume");
+    run.send(troupe::flow::ControlEvent::Resume).await.unwrap();
+    let record = store.get_run(run.run_id()).await.unwrap().unwrap();
+    assert_eq!(record.status, RunStatus::Waiting);
+    assert_eq!(record.wait_json.unwrap()["for"], "stages");
+
+    runtime
+        .send_signal(run.run_id(), None, "approval", json!(true))
+        .await
+        .unwrap();
+    let outcome = run.wait().await.unwrap();
+    assert_eq!(outcome.status, RunStatus::Finished);
+    let audits: Vec<String> = store
+        .replay(run.run_id())
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.kind.name().to_owned())
+        .filter(|n| ["waiting", "resumed"].contains(&n.as_str()))
+        .collect();
+    // Waiting (stages), [pause: resumed, waiting], [resume: resumed,
+    // waiting (stages)], then resumed when the signal came.
+    assert_eq!(audits.first().map(String::as_str), Some("waiting"));
+    assert_eq!(audits.last().map(String::as_str), Some("resumed"));
+    runtime.shutdown().await;
+}

@@ -119,6 +119,7 @@ pub async fn show(store: &dyn Store, id: Uuid, as_json: bool) -> Result<String, 
         ("Run", run.id.to_string()),
         ("Flow", run.controller_id.clone()),
         ("Status", status(run)),
+        ("Key", run.key.clone().unwrap_or_else(|| "-".into())),
         ("Goal", run.goal.clone()),
         ("Owner", run.owner_session_key.clone()),
         (
@@ -143,6 +144,14 @@ pub async fn show(store: &dyn Store, id: Uuid, as_json: bool) -> Result<String, 
                     time(l.expires_at)
                 )
             }),
+        ),
+        (
+            "Input",
+            if run.input.is_null() {
+                "-".into()
+            } else {
+                short_json(&run.input)
+            },
         ),
         ("State", short_json(&run.state_json)),
         (

@@ -134,6 +134,8 @@ async fn show_events_ledger_and_dead_letters_read_what_the_runs_recorded() {
     // bare store, while no runtime owns the journal).
     let mut child = Run::new("batch", "follow-up", "troupe");
     child.parent_run_id = Some(j.finished);
+    child.key = Some("order-42".into());
+    child.input = serde_json::json!({"order": 42});
     let writer = SqliteStore::open(&j.path).await.unwrap();
     writer.insert_run(child.clone(), None).await.unwrap();
     drop(writer);
@@ -145,6 +147,14 @@ async fn show_events_ledger_and_dead_letters_read_what_the_runs_recorded() {
         text.contains("Children (1)") && text.contains(&child.id.to_string()),
         "{text}"
     );
+    let child_id = child.id.to_string();
+    let text = ok(&j.path, &["runs", "show", &child_id]);
+    for part in ["Key       order-42", "Input     {\"order\":42}"] {
+        assert!(text.contains(part), "{part:?} in {text}");
+    }
+    let shown = json(&j.path, &["runs", "show", &child_id]);
+    assert_eq!(shown["run"]["key"], "order-42");
+    assert_eq!(shown["run"]["input"]["order"], 42);
     let listed = json(&j.path, &["runs", "list", "--parent", &id]);
     assert_eq!(listed[0]["id"], child.id.to_string());
     assert_eq!(listed.as_array().unwrap().len(), 1);

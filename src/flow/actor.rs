@@ -314,7 +314,10 @@ impl FlowHost {
                 return;
             }
         }
-        let waiting = self.ctx.run.status == crate::records::RunStatus::Waiting;
+        // Paused by an operator (not waiting for its stages' waits, which
+        // its stages report again).
+        let waiting = self.ctx.run.status == crate::records::RunStatus::Waiting
+            && !super::waits::waits_for_stages(&self.ctx.run);
         if self.feed(FlowEvent::Recover).await.is_err() {
             return;
         }
@@ -355,6 +358,12 @@ impl FlowHost {
                 }
             }
             FlowMsg::Settled(settled) => self.ctx.settle(settled).await,
+            FlowMsg::StageWaiting(wait) => {
+                if let Err(error) = self.ctx.stage_waits(wait).await {
+                    let reason = format!("recording a stage's wait failed: {error}");
+                    let _ = self.feed(FlowEvent::Failure(reason)).await;
+                }
+            }
             msg @ (FlowMsg::AcceptEvent { .. }
             | FlowMsg::AcceptItems { .. }
             | FlowMsg::AcceptSignal { .. }) => self.on_input(msg).await,

@@ -56,6 +56,8 @@ pub(crate) struct FlowCtx {
     dead_letter: DeadLetterPolicy,
     /// Restart and cancel-grace timers; aborted when the flow goes away.
     timers: Vec<Timer>,
+    /// What its stages wait for durably (see `waits.rs`).
+    pub(crate) waits: super::waits::StageWaits,
 }
 
 impl Drop for FlowCtx {
@@ -108,6 +110,7 @@ impl FlowCtx {
             cancel_grace: plan.cancel_grace,
             dead_letter: plan.dead_letter,
             timers: Vec::new(),
+            waits: Default::default(),
         }
     }
 
@@ -324,7 +327,13 @@ impl FlowCtx {
     pub(crate) async fn apply(&mut self, action: &FlowAction) -> Result<(), EffectError> {
         match action {
             FlowAction::Persist(status, audit) => {
+                // The record's `Waiting` may be its stages' waits, not a
+                // pause: this change starts from `Running`.
+                if super::waits::waits_for_stages(&self.run) {
+                    record::resume(&self.journal, &mut self.run).await?;
+                }
                 record::set_status(&self.journal, &mut self.run, *status, audit).await?;
+                self.sync_waits().await?;
             }
             FlowAction::SpawnStages => {
                 for i in 0..self.start_order.len() {

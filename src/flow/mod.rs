@@ -61,6 +61,7 @@ mod resume;
 mod stage_handle;
 mod stages;
 mod topology;
+mod waits;
 
 pub use crate::stage::RetryPolicy;
 pub use crate::supervise::Backoff;

@@ -92,6 +92,22 @@ pub(crate) async fn set_status(
     Ok(())
 }
 
+/// `Running → Waiting` with `wait` as the run's `wait_json`.
+pub(crate) async fn set_waiting(
+    journal: &JournalHandle,
+    run: &mut Run,
+    wait: Value,
+) -> Result<(), RecordError> {
+    *run = manager(journal).set_waiting(run.id, wait).await?;
+    Ok(())
+}
+
+/// `Waiting → Running`.
+pub(crate) async fn resume(journal: &JournalHandle, run: &mut Run) -> Result<(), RecordError> {
+    *run = manager(journal).resume(run.id, None).await?;
+    Ok(())
+}
+
 /// Sets the sticky `cancel_requested` flag (the reason goes in its own event).
 pub(crate) async fn request_cancel(
     journal: &JournalHandle,

@@ -182,6 +182,7 @@ impl StageRuntime {
                     StageReport::Done(done) => FlowMsg::StageDone(done),
                     StageReport::DeadLetter(letter) => FlowMsg::DeadLetter(letter),
                     StageReport::Settled(settled) => FlowMsg::Settled(settled),
+                    StageReport::Waiting(wait) => FlowMsg::StageWaiting(wait),
                 };
                 flow.send_message(msg).is_ok()
             }),

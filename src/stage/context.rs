@@ -110,6 +110,29 @@ impl std::fmt::Debug for StageContext {
     }
 }
 
+/// Reports a durable wait to the flow while it lasts (the run is `Waiting`
+/// meanwhile); dropped, it reports the wait over, whether it ended or its
+/// future was dropped.
+pub(super) struct WaitReport<'a>(&'a StageContext);
+
+impl Drop for WaitReport<'_> {
+    fn drop(&mut self) {
+        if let Some(settler) = &self.0.settler {
+            settler.waiting(None);
+        }
+    }
+}
+
+impl StageContext {
+    /// Reports that the stage waits for `what` until the guard is dropped.
+    pub(super) fn report_wait(&self, what: Value) -> WaitReport<'_> {
+        if let Some(settler) = &self.settler {
+            settler.waiting(Some(what));
+        }
+        WaitReport(self)
+    }
+}
+
 /// The signals a flow keeps for one of its stages, oldest first.
 pub(crate) type KeptSignals = Vec<Arc<StageSignal>>;
 

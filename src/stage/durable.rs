@@ -223,6 +223,15 @@ impl Settler {
         Handling { settler: self, id }
     }
 
+    /// Reports that the stage waits durably (`Some(what for)`) or no
+    /// longer does; the flow records the run `Waiting` while a stage waits.
+    pub(crate) fn waiting(&self, wait: Option<Value>) {
+        let stage = self.stage;
+        if !(self.report)(StageReport::Waiting(super::StageWait { stage, wait })) {
+            tracing::debug!(stage, "flow gone; the stage's wait is not reported");
+        }
+    }
+
     /// Reports `id` settled; the flow records it. Not waited for: a
     /// settlement lost to a crash only means the entry is handed over again.
     pub(crate) fn settle(&self, id: Uuid, undeliverable: Option<String>) {

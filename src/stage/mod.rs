@@ -87,4 +87,4 @@ pub use memo::MemoError;
 pub use pipe::{MAX_BATCH_SIZE, MAX_PIPE_CAPACITY, PipeConfig};
 pub use ports::DownstreamGone;
 pub use retry::RetryPolicy;
-pub(crate) use supervisor::{StageDone, StageIdentity, StageReport};
+pub(crate) use supervisor::{StageDone, StageIdentity, StageReport, StageWait};

@@ -55,7 +55,10 @@ impl StageContext {
             Some(timeout) => Some(self.deadline(&format!("timer/{key}"), timeout).await?),
             None => None,
         };
+        let waiting =
+            self.report_wait(json!({ "for": "signal", "signal": name, "deadline": deadline }));
         let taken = self.take(name, deadline).await;
+        drop(waiting);
         let answer = match &taken {
             Some(signal) => json!({ "id": signal.id, "payload": signal.payload }),
             None => Value::Null,

@@ -47,6 +47,16 @@ pub(crate) enum StageReport {
     DeadLetter(StageDeadLetter),
     /// Its logic took an inbox entry.
     Settled(Settlement),
+    /// It started or stopped waiting durably (a timer or a signal).
+    Waiting(StageWait),
+}
+
+/// A stage that waits durably (`wait` says for what), or no longer does
+/// (`None`).
+#[derive(Debug, Clone)]
+pub(crate) struct StageWait {
+    pub(crate) stage: usize,
+    pub(crate) wait: Option<serde_json::Value>,
 }
 
 /// How a stage reaches its flow with its completion and its dead letters.

@@ -81,6 +81,8 @@ impl StageContext {
         if !left.is_zero() {
             tracing::debug!(run_id = %self.run.run_id, stage = %self.stage, timer = name,
                 %deadline, "waiting for a durable timer");
+            let _waiting =
+                self.report_wait(json!({ "for": "timer", "timer": name, "deadline": deadline }));
             tokio::time::sleep(left).await;
         }
         let fired = NewEvent::with_id(

@@ -1,0 +1,71 @@
+//! Stages that wait durably (a timer, a signal): while one does and the
+//! flow runs, the run's record is `Waiting` with a `wait_json` saying what
+//! for (`{"for": "stages", "stages": {stage: wait}}`), and `Running` again
+//! once none does. An operator's pause (`{"for": "resume"}`) takes over the
+//! record while it lasts; a resumed run's stages report their waits again.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Value, json};
+
+use super::context::FlowCtx;
+use super::machine::RunState;
+use super::record::{self, RecordError};
+use crate::records::{Run, RunStatus};
+use crate::stage::StageWait;
+
+/// What the stages of a run wait for, by stage name.
+pub(crate) type StageWaits = BTreeMap<String, Value>;
+
+/// Whether the run's record is `Waiting` because of its stages' waits.
+pub(crate) fn waits_for_stages(run: &Run) -> bool {
+    run.status == RunStatus::Waiting
+        && run
+            .wait_json
+            .as_ref()
+            .and_then(|w| w.get("for"))
+            .is_some_and(|f| f == "stages")
+}
+
+impl FlowCtx {
+    /// Stage `wait.stage` started or stopped waiting.
+    pub(crate) async fn stage_waits(&mut self, wait: StageWait) -> Result<(), RecordError> {
+        let Some(name) = self.stages.get(wait.stage).map(|s| s.name.clone()) else {
+            return Ok(());
+        };
+        match wait.wait {
+            Some(what) => self.waits.insert(name, what),
+            None => self.waits.remove(&name),
+        };
+        self.sync_waits().await
+    }
+
+    /// Brings the run's record in line with its stages' waits.
+    pub(crate) async fn sync_waits(&mut self) -> Result<(), RecordError> {
+        let stages = &self.stages;
+        self.waits.retain(|name, _| {
+            stages
+                .iter()
+                .any(|s| &s.name == name && !s.completed && s.abandoned.is_none())
+        });
+        let running = *self.state.borrow() == RunState::Running;
+        let wanted = (running && !self.waits.is_empty())
+            .then(|| json!({ "for": "stages", "stages": &self.waits }));
+        let journal = self.journal().clone();
+        match (wanted, self.run.status) {
+            (Some(wait), RunStatus::Running) => {
+                record::set_waiting(&journal, &mut self.run, wait).await
+            }
+            (Some(wait), RunStatus::Waiting)
+                if waits_for_stages(&self.run) && self.run.wait_json.as_ref() != Some(&wait) =>
+            {
+                record::resume(&journal, &mut self.run).await?;
+                record::set_waiting(&journal, &mut self.run, wait).await
+            }
+            (None, RunStatus::Waiting) if waits_for_stages(&self.run) => {
+                record::resume(&journal, &mut self.run).await
+            }
+            _ => Ok(()),
+        }
+    }
+}
