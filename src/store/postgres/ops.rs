@@ -1,0 +1,606 @@
+//! One write op inside the writer's transaction ([`OpCtx::apply`]), with
+//! the SQLite store's rules: run inserts and CAS updates, event appends with
+//! their per-run sequence, outputs, failures, dead letters, the inbox and
+//! steps. Each op is boxed into a future of its own (`Atomic` recurses).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+
+use tokio_postgres::Client;
+use tokio_postgres::types::ToSql;
+use uuid::Uuid;
+
+use super::codec::{EVENT_COLUMNS, RunParams, check_op_text, decode_event, pg};
+use super::write::{EventBuffer, Statements};
+use crate::records::{Appended, Cursor, NewEvent, RowRef, TerminalAppend};
+use crate::records::{DeadLetter, FailureEntry, InboxEntry, Run, RunStatus, RunStep, StepOutput};
+use crate::records::{RunEvent, StoreError, WriteOp, WriteOutcome, next_revision};
+use crate::store::sqlite::codec::{json_bytes, micros, payload};
+
+/// The largest event payload accepted, in bytes (PostgreSQL's limit for
+/// one value is 1 GB; the batch's payloads travel in one array).
+const MAX_PAYLOAD: usize = 256 << 20;
+
+pub(super) struct OpCtx<'a> {
+    pub(super) client: &'a Client,
+    pub(super) statements: &'a mut Statements,
+    /// Committed run heads.
+    pub(super) committed: &'a HashMap<Uuid, u64>,
+    /// The batch's heads so far, when the op keeps its own apart (`heads`)
+    /// until it has succeeded.
+    pub(super) batch: Option<&'a HashMap<Uuid, u64>>,
+    /// Where the op records the heads it reads and changes.
+    pub(super) heads: &'a mut HashMap<Uuid, u64>,
+    pub(super) next_cursor: &'a mut i64,
+    /// Where a plain append queues its row; `None` for every other op.
+    pub(super) buffer: Option<&'a mut EventBuffer>,
+    /// The batch's time (µs since the epoch), shared by its events.
+    pub(super) now: i64,
+}
+
+type OpFuture<'f> = Pin<Box<dyn Future<Output = Result<WriteOutcome, StoreError>> + Send + 'f>>;
+
+impl OpCtx<'_> {
+    async fn execute(
+        &mut self,
+        op: &'static str,
+        sql: &'static str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<u64, StoreError> {
+        let statement = self.statements.get(self.client, sql).await?;
+        self.client
+            .execute(&statement, params)
+            .await
+            .map_err(pg(op))
+    }
+
+    async fn query_opt(
+        &mut self,
+        op: &'static str,
+        sql: &'static str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Option<tokio_postgres::Row>, StoreError> {
+        let statement = self.statements.get(self.client, sql).await?;
+        self.client
+            .query_opt(&statement, params)
+            .await
+            .map_err(pg(op))
+    }
+
+    /// The run's last sequence number; [`StoreError::RunNotFound`] if it
+    /// has no row.
+    async fn head(&mut self, run_id: Uuid) -> Result<u64, StoreError> {
+        let seen = (self.heads.get(&run_id))
+            .or_else(|| self.batch.and_then(|b| b.get(&run_id)))
+            .or_else(|| self.committed.get(&run_id));
+        if let Some(seq) = seen {
+            return Ok(*seq);
+        }
+        let row = self
+            .query_opt(
+                "look up run",
+                "SELECT (SELECT coalesce(max(seq), 0) FROM events WHERE run_id = $1) \
+                 FROM runs WHERE id = $1",
+                &[&run_id],
+            )
+            .await?
+            .ok_or(StoreError::RunNotFound(run_id))?;
+        let last: i64 = row.try_get(0).map_err(pg("look up run"))?;
+        self.heads.insert(run_id, last as u64);
+        Ok(last as u64)
+    }
+
+    /// Applies `op`, only reading it.
+    pub(super) fn apply<'f>(&'f mut self, op: &'f WriteOp) -> OpFuture<'f> {
+        Box::pin(async move {
+            check_op_text(op)?;
+            match op {
+                WriteOp::InsertRun { run, audit } => {
+                    run.validate()?;
+                    self.insert_run(run).await?;
+                    let audit = match audit {
+                        Some(kind) => {
+                            Some(self.append(&NewEvent::new(run.id, kind.clone())).await?)
+                        }
+                        None => None,
+                    };
+                    Ok(WriteOutcome::RunInserted { audit })
+                }
+                WriteOp::UpdateRun {
+                    run,
+                    expected_revision,
+                    audit,
+                } => {
+                    run.validate()?;
+                    let audit_event = NewEvent::new(run.id, audit.clone());
+                    audit_event.validate()?;
+                    let revision = self.update_run(run, *expected_revision).await?;
+                    let audit = self.append(&audit_event).await?;
+                    Ok(WriteOutcome::RunUpdated { revision, audit })
+                }
+                WriteOp::Append(ev) => Ok(WriteOutcome::Appended(self.append(ev).await?)),
+                WriteOp::AppendBatch(evs) => {
+                    let mut appended = Vec::with_capacity(evs.len());
+                    for ev in evs {
+                        appended.push(self.append(ev).await?);
+                    }
+                    Ok(WriteOutcome::BatchAppended(appended))
+                }
+                WriteOp::AppendTerminalIfAbsent { run_id, event } => {
+                    self.head(*run_id).await?;
+                    if let Some(cursor) = self.terminal_cursor(*run_id).await? {
+                        let existing = self.event_by_cursor(*run_id, cursor).await?;
+                        return Ok(WriteOutcome::Terminal(TerminalAppend::AlreadyPresent(
+                            existing,
+                        )));
+                    }
+                    let ev = NewEvent::new(*run_id, event.clone());
+                    let appended = self.append(&ev).await?;
+                    Ok(WriteOutcome::Terminal(TerminalAppend::Appended(appended)))
+                }
+                WriteOp::RecordStepOutput(o) => self.record_output(o).await,
+                WriteOp::RecordFailure(f) => self.record_failure(f).await,
+                WriteOp::RecordDeadLetter(d) => self.record_dead_letter(d).await,
+                WriteOp::AcceptInbox(entries) => self.accept_inbox(entries).await,
+                WriteOp::SettleInbox {
+                    run_id,
+                    id,
+                    stage,
+                    undeliverable,
+                } => {
+                    self.settle_inbox(*run_id, *id, stage, undeliverable.as_deref())
+                        .await
+                }
+                WriteOp::UpsertStep(step) => self.upsert_step(step).await,
+                WriteOp::Atomic(ops) => {
+                    let mut outcomes = Vec::with_capacity(ops.len());
+                    for op in ops {
+                        outcomes.push(self.apply(op).await?);
+                    }
+                    Ok(WriteOutcome::Atomic(outcomes))
+                }
+            }
+        })
+    }
+
+    async fn insert_run(&mut self, run: &Run) -> Result<(), StoreError> {
+        let exists = self.committed.contains_key(&run.id)
+            || self
+                .query_opt(
+                    "check run id",
+                    "SELECT 1 FROM runs WHERE id = $1",
+                    &[&run.id],
+                )
+                .await?
+                .is_some();
+        if exists {
+            return Err(StoreError::RunExists(run.id));
+        }
+        if let Some(key) = &run.key {
+            self.check_key_free(&run.controller_id, key).await?;
+        }
+        let params = RunParams::new(run, run.revision);
+        let input = (!run.input.is_null()).then(|| json_bytes(&run.input));
+        let mut values: Vec<&(dyn ToSql + Sync)> = vec![&run.id];
+        values.extend(params.values(run));
+        values.push(&input);
+        values.push(&run.key);
+        self.execute(
+            "insert run",
+            "INSERT INTO runs(id, controller_id, goal, owner_session_key, requester_origin, \
+             parent_run_id, current_step, state_json, wait_json, status, cancel_requested, \
+             revision, created_at, updated_at, ended_at, lease_owner, lease_epoch, \
+             lease_expires_at, input_json, run_key) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, \
+             $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)",
+            &values,
+        )
+        .await?;
+        self.heads.insert(run.id, 0);
+        Ok(())
+    }
+
+    /// Refuses a key a run of `flow` holds that has not ended (the partial
+    /// unique index `runs_live_key` would too, with a less useful error).
+    async fn check_key_free(&mut self, flow: &str, key: &str) -> Result<(), StoreError> {
+        let existing = self
+            .query_opt(
+                "check run key",
+                "SELECT id FROM runs WHERE controller_id = $1 AND run_key = $2 \
+                 AND run_key IS NOT NULL AND status NOT IN (3, 4, 5)",
+                &[&flow, &key],
+            )
+            .await?;
+        match existing {
+            None => Ok(()),
+            Some(row) => Err(StoreError::RunKeyTaken {
+                flow: flow.to_owned(),
+                key: key.to_owned(),
+                existing: row.try_get(0).map_err(pg("check run key"))?,
+            }),
+        }
+    }
+
+    async fn update_run(&mut self, run: &Run, expected: u64) -> Result<u64, StoreError> {
+        let revision = next_revision(run.id, expected)?;
+        let params = RunParams::new(run, revision);
+        let expected_param = expected as i64;
+        let mut values: Vec<&(dyn ToSql + Sync)> = params.values(run).to_vec();
+        values.push(&run.id);
+        values.push(&expected_param);
+        let changed = self
+            .execute(
+                "update run",
+                "UPDATE runs SET controller_id = $1, goal = $2, owner_session_key = $3, \
+                 requester_origin = $4, parent_run_id = $5, current_step = $6, state_json = $7, \
+                 wait_json = $8, status = $9, cancel_requested = $10, revision = $11, \
+                 created_at = $12, updated_at = $13, ended_at = $14, lease_owner = $15, \
+                 lease_epoch = $16, lease_expires_at = $17 WHERE id = $18 AND revision = $19",
+                &values,
+            )
+            .await?;
+        if changed == 0 {
+            let row = self
+                .query_opt(
+                    "read revision",
+                    "SELECT revision FROM runs WHERE id = $1",
+                    &[&run.id],
+                )
+                .await?
+                .ok_or(StoreError::RunNotFound(run.id))?;
+            let actual: i64 = row.try_get(0).map_err(pg("read revision"))?;
+            return Err(StoreError::RevisionMismatch {
+                run_id: run.id,
+                expected,
+                actual: actual as u64,
+            });
+        }
+        Ok(revision)
+    }
+
+    async fn terminal_cursor(&mut self, run_id: Uuid) -> Result<Option<i64>, StoreError> {
+        const SQL: &str = "SELECT cursor FROM events WHERE run_id = $1 \
+             AND kind IN ('RunCompleted', 'RunFailed', 'RunCancelled')";
+        let row = self
+            .query_opt("find terminal event", SQL, &[&run_id])
+            .await?;
+        row.map(|r| r.try_get(0))
+            .transpose()
+            .map_err(pg("find terminal event"))
+    }
+
+    async fn event_by_cursor(&mut self, run_id: Uuid, cursor: i64) -> Result<RunEvent, StoreError> {
+        let sql: &'static str = event_by_cursor_sql();
+        let row = self.query_opt("read event", sql, &[&cursor]).await?;
+        match row {
+            Some(row) => decode_event(&row),
+            None => Err(StoreError::CorruptRow {
+                row: RowRef {
+                    table: "events",
+                    rowid: cursor,
+                    run_id: Some(run_id),
+                },
+                column: "cursor",
+                value: "missing".into(),
+            }),
+        }
+    }
+
+    async fn append(&mut self, ev: &NewEvent) -> Result<Appended, StoreError> {
+        ev.validate()?;
+        let last_seq = self.head(ev.run_id).await?;
+        if let Some(key) = &ev.event_id {
+            let existing = self
+                .query_opt(
+                    "find event id",
+                    "SELECT cursor, seq FROM events WHERE run_id = $1 AND event_id = $2",
+                    &[&ev.run_id, key],
+                )
+                .await?;
+            if let Some(row) = existing {
+                let cursor: i64 = row.try_get(0).map_err(pg("find event id"))?;
+                let seq: i64 = row.try_get(1).map_err(pg("find event id"))?;
+                return Ok(Appended {
+                    cursor: Cursor(cursor as u64),
+                    seq: seq as u64,
+                    duplicate: true,
+                });
+            }
+        }
+        let terminal = ev.kind.as_terminal().is_some();
+        if terminal && let Some(cursor) = self.terminal_cursor(ev.run_id).await? {
+            let existing = self.event_by_cursor(ev.run_id, cursor).await?;
+            return Err(StoreError::TerminalExists {
+                run_id: ev.run_id,
+                existing: existing.kind.name_static(),
+                cursor: existing.cursor,
+            });
+        }
+        let seq = last_seq
+            .checked_add(1)
+            .filter(|seq| i64::try_from(*seq).is_ok())
+            .ok_or_else(|| StoreError::CorruptRow {
+                row: RowRef {
+                    table: "events",
+                    rowid: 0,
+                    run_id: Some(ev.run_id),
+                },
+                column: "seq",
+                value: last_seq.to_string(),
+            })?;
+        let payload = payload(&ev.kind);
+        if let Some(bytes) = &payload
+            && bytes.len() > MAX_PAYLOAD
+        {
+            return Err(StoreError::InvalidInput {
+                run_id: ev.run_id,
+                field: "payload",
+                value: format!("{} bytes of JSON", bytes.len()),
+                why: "larger than the store's length limit (256 MiB)",
+            });
+        }
+        let cursor = *self.next_cursor;
+        let seq_param = seq as i64;
+        match self.buffer.as_deref_mut() {
+            Some(buffer) => buffer.push(cursor, ev.run_id, seq_param, ev.kind.name(), payload),
+            None => {
+                let name = ev.kind.name();
+                let now = self.now;
+                self.execute(
+                    "insert event",
+                    "INSERT INTO events(cursor, run_id, seq, kind, event_id, at, payload) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                    &[
+                        &cursor,
+                        &ev.run_id,
+                        &seq_param,
+                        &name,
+                        &ev.event_id,
+                        &now,
+                        &payload,
+                    ],
+                )
+                .await?;
+            }
+        }
+        *self.next_cursor += 1;
+        if terminal {
+            // Takes the run out of `runs_missing_outcome`, in the event's savepoint.
+            self.execute(
+                "record run outcome",
+                "UPDATE runs SET outcome_cursor = $1 WHERE id = $2",
+                &[&cursor, &ev.run_id],
+            )
+            .await?;
+        }
+        self.heads.insert(ev.run_id, seq);
+        Ok(Appended {
+            cursor: Cursor(cursor as u64),
+            seq,
+            duplicate: false,
+        })
+    }
+
+    async fn record_output(&mut self, o: &StepOutput) -> Result<WriteOutcome, StoreError> {
+        o.validate()?;
+        self.head(o.run_id).await?;
+        let iteration = o.iteration.map(i64::from);
+        let inserted = self
+            .execute(
+                "record step output",
+                "INSERT INTO step_outputs(run_id, step_id, loop_id, iteration, at, output) \
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+                &[
+                    &o.run_id,
+                    &o.step_id,
+                    &o.loop_id,
+                    &iteration,
+                    &micros(o.at),
+                    &json_bytes(&o.output),
+                ],
+            )
+            .await?;
+        Ok(WriteOutcome::StepOutputRecorded {
+            inserted: inserted == 1,
+        })
+    }
+
+    async fn record_failure(&mut self, f: &FailureEntry) -> Result<WriteOutcome, StoreError> {
+        f.validate()?;
+        self.head(f.run_id).await?;
+        self.execute(
+            "record failure",
+            "INSERT INTO failures(run_id, step_id, reason, error_json, at) \
+             VALUES ($1, $2, $3, $4, $5)",
+            &[
+                &f.run_id,
+                &f.step_id,
+                &f.reason,
+                &f.error_json.as_ref().map(json_bytes),
+                &micros(f.at),
+            ],
+        )
+        .await?;
+        Ok(WriteOutcome::FailureRecorded)
+    }
+
+    async fn record_dead_letter(&mut self, d: &DeadLetter) -> Result<WriteOutcome, StoreError> {
+        d.validate()?;
+        self.head(d.run_id).await?;
+        let errors = serde_json::to_vec(&d.errors).map_err(|e| StoreError::InvalidInput {
+            run_id: d.run_id,
+            field: "errors",
+            value: e.to_string(),
+            why: "a dead letter's errors must encode as JSON",
+        })?;
+        self.execute(
+            "record dead letter",
+            "INSERT INTO dead_letters(run_id, stage, position, attempts, errors, item, at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            &[
+                &d.run_id,
+                &d.stage,
+                // Stored bit for bit, as revisions are; read back `as u64`.
+                &(d.position as i64),
+                &i64::from(d.attempts),
+                &errors,
+                &json_bytes(&d.item),
+                &micros(d.at),
+            ],
+        )
+        .await?;
+        Ok(WriteOutcome::DeadLetterRecorded)
+    }
+
+    async fn upsert_step(&mut self, step: &RunStep) -> Result<WriteOutcome, StoreError> {
+        step.validate()?;
+        self.head(step.run_id).await?;
+        let statement = self
+            .statements
+            .get(
+                self.client,
+                "INSERT INTO steps(id, run_id, runtime, child_session_key, external_run_id, task, \
+                 status, result_json, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+                 ON CONFLICT (run_id, external_run_id) DO UPDATE SET runtime = excluded.runtime, \
+                 child_session_key = coalesce(excluded.child_session_key, steps.child_session_key), \
+                 task = excluded.task, status = excluded.status, \
+                 result_json = excluded.result_json, updated_at = excluded.updated_at \
+                 RETURNING id, child_session_key, created_at",
+            )
+            .await?;
+        let row = self
+            .client
+            .query_one(
+                &statement,
+                &[
+                    &step.id,
+                    &step.run_id,
+                    &(step.runtime.code() as i32),
+                    &step.child_session_key,
+                    &step.external_run_id,
+                    &step.task,
+                    &(step.status.code() as i32),
+                    &step.result_json.as_ref().map(json_bytes),
+                    &micros(step.created_at),
+                    &micros(step.updated_at),
+                ],
+            )
+            .await
+            .map_err(pg("upsert step"))?;
+        let mut step = step.clone();
+        step.id = row.try_get(0).map_err(pg("upsert step"))?;
+        step.child_session_key = row.try_get(1).map_err(pg("upsert step"))?;
+        let created: i64 = row.try_get(2).map_err(pg("upsert step"))?;
+        step.created_at =
+            chrono::DateTime::from_timestamp_micros(created).unwrap_or(step.created_at);
+        Ok(WriteOutcome::StepUpserted(step))
+    }
+
+    async fn accept_inbox(&mut self, entries: &[InboxEntry]) -> Result<WriteOutcome, StoreError> {
+        // A run-wide signal is one entry per stage of one run: its status is
+        // read once.
+        let mut live = None;
+        for entry in entries {
+            entry.validate()?;
+            self.head(entry.run_id).await?;
+            if live != Some(entry.run_id) {
+                // Read inside the transaction: a terminal status written
+                // earlier in the same batch counts.
+                let row = self
+                    .query_opt(
+                        "read run status",
+                        "SELECT status FROM runs WHERE id = $1",
+                        &[&entry.run_id],
+                    )
+                    .await?
+                    .ok_or(StoreError::RunNotFound(entry.run_id))?;
+                let code: i32 = row.try_get(0).map_err(pg("read run status"))?;
+                if let Some(status) = RunStatus::from_code(code.into()).filter(|s| s.is_terminal())
+                {
+                    return Err(StoreError::RunEnded {
+                        run_id: entry.run_id,
+                        status,
+                    });
+                }
+                live = Some(entry.run_id);
+            }
+            self.insert_inbox(entry).await?;
+        }
+        Ok(WriteOutcome::InboxAccepted)
+    }
+
+    /// Inserts an unsettled entry; a stored `(run, id, stage)` is `InboxEntryExists`.
+    async fn insert_inbox(&mut self, entry: &InboxEntry) -> Result<(), StoreError> {
+        let exists = self
+            .query_opt(
+                "look up inbox entry",
+                "SELECT 1 FROM inbox WHERE run_id = $1 AND id = $2 AND stage = $3",
+                &[&entry.run_id, &entry.id, &entry.stage],
+            )
+            .await?;
+        if exists.is_some() {
+            return Err(StoreError::InboxEntryExists {
+                run_id: entry.run_id,
+                id: entry.id,
+                stage: entry.stage.clone(),
+            });
+        }
+        // An enum of strings and JSON values always encodes.
+        let message = serde_json::to_vec(&entry.message).unwrap_or_default();
+        self.execute(
+            "accept inbox entry",
+            "INSERT INTO inbox(run_id, id, stage, message, accepted_at) VALUES ($1, $2, $3, $4, $5)",
+            &[
+                &entry.run_id,
+                &entry.id,
+                &entry.stage,
+                &message,
+                &micros(entry.accepted_at),
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn settle_inbox(
+        &mut self,
+        run_id: Uuid,
+        id: Uuid,
+        stage: &str,
+        undeliverable: Option<&str>,
+    ) -> Result<WriteOutcome, StoreError> {
+        match self.head(run_id).await {
+            Ok(_) => {}
+            Err(StoreError::RunNotFound(_)) => {
+                return Ok(WriteOutcome::InboxSettled { settled: false });
+            }
+            Err(other) => return Err(other),
+        }
+        let changed = self
+            .execute(
+                "settle inbox entry",
+                "UPDATE inbox SET settled_at = $4, undeliverable = $5 \
+                 WHERE run_id = $1 AND id = $2 AND stage = $3 AND settled_at IS NULL",
+                &[
+                    &run_id,
+                    &id,
+                    &stage,
+                    &micros(chrono::Utc::now()),
+                    &undeliverable,
+                ],
+            )
+            .await?;
+        Ok(WriteOutcome::InboxSettled {
+            settled: changed > 0,
+        })
+    }
+}
+
+/// `SELECT {EVENT_COLUMNS} FROM events WHERE cursor = $1`, built once.
+fn event_by_cursor_sql() -> &'static str {
+    static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!("SELECT {EVENT_COLUMNS} FROM events WHERE cursor = $1")
+    });
+    SQL.as_str()
+}
