@@ -323,10 +323,14 @@ pub enum StoreError {
         #[source]
         source: Arc<dyn std::error::Error + Send + Sync>,
     },
-    /// The connection to PostgreSQL was lost before the batch's commit was
-    /// sent: the server rolls the transaction back, so none of the batch is
-    /// durable. The store reconnects for the next batch.
-    #[error("postgres connection lost during {op}; nothing of the batch was committed: {source}")]
+    /// The connection to PostgreSQL was lost (during a read, or during a
+    /// batch before its commit was sent: the server rolls that transaction
+    /// back, so none of the batch is durable). The store reconnects for the
+    /// next call.
+    #[error(
+        "postgres connection lost during {op} (a batch not yet committing is rolled back): \
+         {source}"
+    )]
     ConnectionLost {
         /// What the store was doing.
         op: &'static str,

@@ -58,6 +58,27 @@ impl Schema {
             .expect("connect to the test database")
     }
 
+    /// The test database's URL with `search_path` set to this schema (for
+    /// callers that take a URL only, like `RuntimeBuilder::postgres`).
+    pub fn url_with_search_path(&self) -> String {
+        let option = format!("-csearch_path={}", self.name);
+        if self.url.starts_with("postgres://") || self.url.starts_with("postgresql://") {
+            let sep = if self.url.contains('?') { '&' } else { '?' };
+            format!("{}{sep}options={}", self.url, option.replace('=', "%3D"))
+        } else {
+            format!("{} options='{option}'", self.url)
+        }
+    }
+
+    /// Creates the schema (a store over it creates it too).
+    pub async fn create(&self) {
+        self.client()
+            .await
+            .batch_execute(&format!("CREATE SCHEMA \"{}\"", self.name))
+            .await
+            .expect("create the test schema");
+    }
+
     /// A plain client of the test database (its driver task on the current runtime).
     pub async fn client(&self) -> tokio_postgres::Client {
         client(&self.url).await

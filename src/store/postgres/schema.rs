@@ -171,7 +171,11 @@ pub(crate) async fn connect(
     config.connect_timeout(timeout);
     let connecting = config.connect(NoTls);
     let (client, connection) = match tokio::time::timeout(timeout, connecting).await {
-        Ok(connected) => connected.map_err(pg("connect"))?,
+        // Never `ConnectionLost`: there was nothing to lose yet.
+        Ok(connected) => connected.map_err(|e| StoreError::Postgres {
+            op: "connect",
+            source: std::sync::Arc::new(e),
+        })?,
         Err(_) => {
             return Err(own_error(
                 "connect",

@@ -1,0 +1,350 @@
+//! The PostgreSQL store against what it must refuse or survive: an
+//! unreachable server, a schema newer than this build, a connection killed
+//! mid-batch and mid-commit (never a false acknowledgement), and values
+//! PostgreSQL cannot store as text.
+
+#![cfg(feature = "postgres")]
+
+#[path = "support/postgres.rs"]
+mod postgres;
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use troupe::records::{EventKind, FailureEntry, NewEvent, Run, StoreError, WriteOp, WriteOutcome};
+use troupe::store::{POSTGRES_SCHEMA_VERSION, PostgresConfig, PostgresStore, Store};
+use uuid::Uuid;
+
+fn custom(name: &str, payload: Value) -> EventKind {
+    EventKind::custom(name, payload)
+}
+
+fn append(run: Uuid, name: &str) -> WriteOp {
+    WriteOp::Append(NewEvent::new(run, custom(name, Value::Null)))
+}
+
+async fn new_run(store: &PostgresStore) -> Run {
+    let run = Run::new("ctrl", "goal", "o");
+    store
+        .insert_run(run.clone(), Some(custom("created", Value::Null)))
+        .await
+        .unwrap();
+    run
+}
+
+async fn names(store: &PostgresStore, run: Uuid) -> Vec<String> {
+    store
+        .replay(run)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.kind.name().to_owned())
+        .collect()
+}
+
+/// Waits until the backend `pid` waits on a lock (so the write it is
+/// running is stuck where the test wants it).
+async fn until_waiting_on_lock(client: &tokio_postgres::Client, pid: i32) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let row = client
+            .query_opt(
+                "SELECT wait_event_type FROM pg_stat_activity WHERE pid = $1",
+                &[&pid],
+            )
+            .await
+            .unwrap();
+        let waiting: Option<String> = row.and_then(|r| r.get(0));
+        if waiting.as_deref() == Some("Lock") {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "backend {pid} never waited on a lock"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn terminate(client: &tokio_postgres::Client, pid: i32) {
+    let row = client
+        .query_one("SELECT pg_terminate_backend($1)", &[&pid])
+        .await
+        .unwrap();
+    assert!(row.get::<_, bool>(0), "backend {pid} terminated");
+}
+
+#[tokio::test]
+async fn an_unreachable_server_is_a_typed_error_within_the_timeout() {
+    let started = Instant::now();
+    let config = PostgresConfig {
+        connect_timeout: Duration::from_secs(2),
+        ..PostgresConfig::default()
+    };
+    // Nothing listens on port 1; 10.255.255.1 is not routed (or answers
+    // nothing): either way the store gives up within its timeout.
+    for url in [
+        "host=127.0.0.1 port=1 user=troupe dbname=troupe",
+        "host=10.255.255.1 port=5432 user=troupe dbname=troupe",
+    ] {
+        let err = PostgresStore::connect_with(url, config.clone())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, StoreError::Postgres { op: "connect", .. }),
+            "{url}: {err}"
+        );
+    }
+    // A server that takes the connection and never answers: the timeout
+    // ends the wait.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let waited = Instant::now();
+    let url = format!("host=127.0.0.1 port={port} user=troupe dbname=troupe");
+    let err = PostgresStore::connect_with(&url, config.clone())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::Postgres { op: "connect", .. }),
+        "{err}"
+    );
+    assert!(
+        waited.elapsed() >= Duration::from_secs(2),
+        "{:?}",
+        waited.elapsed()
+    );
+    drop(silent);
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    let err = PostgresStore::connect("postgresql://[bad")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::Postgres {
+                op: "parse the connection URL",
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_schema_newer_than_this_build_is_refused() {
+    let Some(url) = postgres::url() else { return };
+    let schema = postgres::Schema::new(&url);
+    let store = schema.store().await;
+    let run = new_run(&store).await;
+    drop(store);
+    // Opening again is fine (nothing to migrate) and keeps what was stored.
+    let store = schema.store().await;
+    assert!(store.get_run(run.id).await.unwrap().is_some());
+    drop(store);
+    let client = schema.client().await;
+    client
+        .batch_execute(&format!(
+            "UPDATE \"{}\".troupe_schema SET version = {}",
+            schema.name,
+            POSTGRES_SCHEMA_VERSION + 1
+        ))
+        .await
+        .unwrap();
+    let err = PostgresStore::connect_with(&schema.url, schema.config())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, StoreError::PostgresSchemaTooNew { schema: s, found, supported }
+            if *s == schema.name && *found == POSTGRES_SCHEMA_VERSION + 1
+                && *supported == POSTGRES_SCHEMA_VERSION),
+        "{err}"
+    );
+}
+
+/// The writer's connection is terminated while its batch waits for a
+/// table lock, before its commit: the batch fails with `ConnectionLost`,
+/// nothing of it is stored, and the next batch reconnects and succeeds.
+#[tokio::test]
+async fn a_connection_killed_mid_batch_fails_the_batch_and_the_next_reconnects() {
+    let Some(url) = postgres::url() else { return };
+    let schema = postgres::Schema::new(&url);
+    let store = std::sync::Arc::new(schema.store().await);
+    let run = new_run(&store).await;
+    let pid = store.writer_backend_pid().await.unwrap();
+
+    let blocker = schema.client().await;
+    blocker
+        .batch_execute(&format!(
+            "BEGIN; LOCK TABLE \"{}\".events IN ACCESS EXCLUSIVE MODE",
+            schema.name
+        ))
+        .await
+        .unwrap();
+    let writer = store.clone();
+    let batch = tokio::spawn(async move {
+        writer
+            .apply_batch(vec![append(run.id, "lost-1"), append(run.id, "lost-2")])
+            .await
+    });
+    let watcher = schema.client().await;
+    until_waiting_on_lock(&watcher, pid).await;
+    terminate(&watcher, pid).await;
+    blocker.batch_execute("ROLLBACK").await.unwrap();
+
+    let err = batch.await.unwrap().unwrap_err();
+    assert!(matches!(err, StoreError::ConnectionLost { .. }), "{err}");
+    assert_eq!(names(&store, run.id).await, ["created"]);
+    let next = store
+        .apply_batch(vec![append(run.id, "after")])
+        .await
+        .unwrap();
+    assert!(
+        matches!(&next[..], [Ok(WriteOutcome::Appended(a))] if a.seq == 2),
+        "{next:?}"
+    );
+    assert_ne!(store.writer_backend_pid().await.unwrap(), pid);
+    assert_eq!(names(&store, run.id).await, ["created", "after"]);
+}
+
+/// The connection is terminated while `COMMIT` runs (held up by a deferred
+/// constraint trigger that waits for a lock the test holds): the outcome is
+/// unknown, so the batch is reported as `CommitUnknown`, never as done; the
+/// next batch reconnects and continues the run's sequence from what the
+/// database holds.
+#[tokio::test]
+async fn a_connection_killed_during_commit_is_commit_unknown() {
+    let Some(url) = postgres::url() else { return };
+    let schema = postgres::Schema::new(&url);
+    let store = std::sync::Arc::new(schema.store().await);
+    let run = new_run(&store).await;
+    let pid = store.writer_backend_pid().await.unwrap();
+    let key = (Uuid::now_v7().as_u128() as i64).abs();
+    let client = schema.client().await;
+    client
+        .batch_execute(&format!(
+            "CREATE FUNCTION \"{s}\".hold() RETURNS trigger LANGUAGE plpgsql AS \
+             $$ BEGIN PERFORM pg_advisory_xact_lock({key}); RETURN NULL; END $$; \
+             CREATE CONSTRAINT TRIGGER hold AFTER INSERT ON \"{s}\".events \
+             DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION \"{s}\".hold(); \
+             SELECT pg_advisory_lock({key})",
+            s = schema.name
+        ))
+        .await
+        .unwrap();
+    let writer = store.clone();
+    let batch =
+        tokio::spawn(async move { writer.apply_batch(vec![append(run.id, "maybe")]).await });
+    until_waiting_on_lock(&client, pid).await;
+    terminate(&client, pid).await;
+    let err = batch.await.unwrap().unwrap_err();
+    assert!(
+        matches!(err, StoreError::CommitUnknown { batch_len: 1, .. }),
+        "{err}"
+    );
+    client
+        .batch_execute(&format!(
+            "SELECT pg_advisory_unlock({key}); DROP TRIGGER hold ON \"{}\".events",
+            schema.name
+        ))
+        .await
+        .unwrap();
+    let next = store
+        .apply_batch(vec![append(run.id, "after")])
+        .await
+        .unwrap();
+    let stored = names(&store, run.id).await;
+    assert_eq!(
+        stored.last().map(String::as_str),
+        Some("after"),
+        "{stored:?}"
+    );
+    assert!(
+        matches!(&next[..], [Ok(WriteOutcome::Appended(a))] if a.seq == stored.len() as u64),
+        "{next:?} {stored:?}"
+    );
+}
+
+/// PostgreSQL text cannot hold NUL: each string column refuses it with a
+/// typed error for that op alone, while JSON (stored as bytes) keeps NULs,
+/// any key order and numbers at the edges of their ranges exactly.
+#[tokio::test]
+async fn nul_in_text_is_refused_per_op_and_json_keeps_everything() {
+    let Some(url) = postgres::url() else { return };
+    let schema = postgres::Schema::new(&url);
+    let store = schema.store().await;
+    let run = new_run(&store).await;
+    let mut bad_run = Run::new("ctrl", "go\0al", "o");
+    bad_run.current_step = Some("step".into());
+    let failure = FailureEntry {
+        run_id: run.id,
+        step_id: "s".into(),
+        reason: "bo\0om".into(),
+        error_json: None,
+        at: chrono::Utc::now(),
+    };
+    let odd = json!({
+        "nul\u{0}key": "nul\u{0}value",
+        "big": u64::MAX,
+        "neg": i64::MIN,
+        "float": 1.5e300,
+        "unicode": "✓ \u{1F600}",
+        "z": 1, "a": 2,
+    });
+    let ops = vec![
+        WriteOp::Append(NewEvent::new(run.id, custom("bad\0kind", Value::Null))),
+        WriteOp::Append(NewEvent::with_id(run.id, "id\0", custom("x", Value::Null))),
+        WriteOp::InsertRun {
+            run: Box::new(bad_run.clone()),
+            audit: None,
+        },
+        WriteOp::RecordFailure(failure),
+        WriteOp::SettleInbox {
+            run_id: run.id,
+            id: Uuid::now_v7(),
+            stage: "st\0age".into(),
+            undeliverable: None,
+        },
+        WriteOp::Append(NewEvent::new(run.id, custom("odd", odd.clone()))),
+    ];
+    let results = store.apply_batch(ops).await.unwrap();
+    let fields: Vec<Option<&str>> = results
+        .iter()
+        .map(|r| match r {
+            Err(StoreError::InvalidInput { field, .. }) => Some(*field),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        fields,
+        [
+            Some("kind"),
+            Some("event_id"),
+            Some("goal"),
+            Some("reason"),
+            Some("stage"),
+            None
+        ],
+        "{results:?}"
+    );
+    assert!(
+        matches!(results[5], Ok(WriteOutcome::Appended(_))),
+        "{results:?}"
+    );
+    assert!(store.get_run(bad_run.id).await.unwrap().is_none());
+    assert!(store.list_failures(run.id).await.unwrap().is_empty());
+    let events = store.replay(run.id).await.unwrap();
+    assert_eq!(events.len(), 2);
+    assert_eq!(events[1].kind, custom("odd", odd));
+    // A run key may not hold control characters on any backend.
+    let mut keyed = Run::new("ctrl", "goal", "o");
+    keyed.key = Some("k\0".into());
+    let err = store.insert_run(keyed, None).await.unwrap_err();
+    assert!(
+        matches!(err, StoreError::InvalidInput { field: "key", .. }),
+        "{err}"
+    );
+}
