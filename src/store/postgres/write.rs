@@ -108,6 +108,21 @@ impl EventBuffer {
             return Ok(());
         }
         let statement = statements.get(client, INSERT_BUFFERED).await?;
+        let result = self.insert(client, &statement, at).await;
+        self.clear();
+        result.map_err(pg("insert events"))
+    }
+
+    /// The insert of every queued event: sent when first polled.
+    async fn insert(
+        &self,
+        client: &Client,
+        statement: &Statement,
+        at: i64,
+    ) -> Result<(), tokio_postgres::Error> {
+        if self.cursors.is_empty() {
+            return Ok(());
+        }
         let params: [&(dyn ToSql + Sync); 6] = [
             &self.cursors,
             &self.runs,
@@ -116,9 +131,7 @@ impl EventBuffer {
             &at,
             &self.payloads,
         ];
-        let result = client.execute(&statement, &params).await;
-        self.clear();
-        result.map(|_| ()).map_err(pg("insert events"))
+        client.execute(statement, &params).await.map(|_| ())
     }
 }
 
@@ -248,22 +261,7 @@ impl Writer {
         let statements = &mut self.statements;
         let buffer = &mut self.buffer;
         self.in_transaction = true;
-        client
-            .batch_execute(&format!(
-                "BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK}, {})",
-                self.lock_key
-            ))
-            .await
-            .map_err(pg("begin"))?;
-        let last = statements
-            .get(client, "SELECT coalesce(max(cursor), 0) FROM events")
-            .await?;
-        let last: i64 = client
-            .query_one(&last, &[])
-            .await
-            .and_then(|row| row.try_get(0))
-            .map_err(pg("read the last cursor"))?;
-        let mut next_cursor = last + 1;
+        let mut next_cursor = begin(client, self.lock_key).await? + 1;
         let now = micros(Utc::now());
         let mut op_heads = HashMap::new();
         let mut results = Vec::with_capacity(ops.len());
@@ -326,22 +324,54 @@ impl Writer {
             }
             results.push(result);
         }
-        buffer.flush(client, statements, now).await?;
-        if let Err(e) = client.batch_execute("COMMIT").await {
-            // The server may have committed before the connection went:
-            // the outcome is unknown, never acknowledged.
-            return Err(if super::codec::is_lost(&e) {
-                StoreError::CommitUnknown {
-                    batch_len: ops.len(),
-                    source: std::sync::Arc::new(e),
-                }
-            } else {
-                pg("commit")(e)
-            });
+        // The last insert and the COMMIT go out together (one round trip):
+        // if the insert fails, the server answers the COMMIT with a
+        // rollback, and the insert's error fails the batch.
+        let insert = statements.get(client, INSERT_BUFFERED).await?;
+        let (inserted, committed) = tokio::join!(
+            buffer.insert(client, &insert, now),
+            client.batch_execute("COMMIT")
+        );
+        buffer.clear();
+        // Once COMMIT is sent, a lost connection leaves the outcome unknown
+        // (the server may have committed): never acknowledged.
+        for result in [inserted, committed] {
+            if let Err(e) = result {
+                return Err(if super::codec::is_lost(&e) {
+                    StoreError::CommitUnknown {
+                        batch_len: ops.len(),
+                        source: std::sync::Arc::new(e),
+                    }
+                } else {
+                    pg("commit")(e)
+                });
+            }
         }
         self.in_transaction = false;
         Ok(results)
     }
+}
+
+/// Opens the batch's transaction, takes the schema's write lock and reads
+/// the last cursor, in one round trip; returns the last cursor.
+async fn begin(client: &Client, lock_key: i32) -> Result<i64, StoreError> {
+    let messages = client
+        .simple_query(&format!(
+            "BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK}, {lock_key}); \
+             SELECT coalesce(max(cursor), 0) FROM events"
+        ))
+        .await
+        .map_err(pg("begin"))?;
+    let last = messages.iter().rev().find_map(|m| match m {
+        tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0),
+        _ => None,
+    });
+    last.and_then(|text| text.parse().ok()).ok_or_else(|| {
+        super::codec::own_error(
+            "read the last cursor",
+            format!("unexpected answer {last:?}"),
+        )
+    })
 }
 
 /// The connection is gone before `op` could start.
