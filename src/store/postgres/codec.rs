@@ -7,6 +7,7 @@
 use std::sync::Arc;
 
 use tokio_postgres::Row;
+use tokio_postgres::error::Severity;
 use uuid::Uuid;
 
 use crate::records::{
@@ -29,7 +30,12 @@ pub(crate) fn is_lost(e: &tokio_postgres::Error) -> bool {
         None => true,
         Some(db) => {
             let code = db.code().code();
-            code.starts_with("08") || code.starts_with("57P") || db.severity() != "ERROR"
+            code.starts_with("08")
+                || code.starts_with("57P")
+                || matches!(
+                    db.parsed_severity(),
+                    Some(Severity::Fatal | Severity::Panic)
+                )
         }
     }
 }

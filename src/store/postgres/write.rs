@@ -260,6 +260,8 @@ impl Writer {
         let client = self.client.as_ref().ok_or_else(|| lost("begin"))?;
         let statements = &mut self.statements;
         let buffer = &mut self.buffer;
+        // Rows a cancelled batch left queued were never inserted.
+        buffer.clear();
         self.in_transaction = true;
         let mut next_cursor = begin(client, self.lock_key).await? + 1;
         let now = micros(Utc::now());
