@@ -1,7 +1,8 @@
 //! Journal write throughput on PostgreSQL (`synchronous_commit=on`), in one run:
 //! (a) raw `tokio-postgres`: the same event rows into the same tables and
 //!     indexes, one `INSERT ... SELECT FROM UNNEST(...)` per transaction,
-//!     256 runs interleaved, at 1000 and at 256 rows per commit;
+//!     256 runs interleaved, at 1000 and at 256 rows per commit, and at
+//!     the mean batch the 256 journal writers formed (`rawsame`);
 //! (b) appends through the journal actor over a `PostgresStore` from 16 and
 //!     256 concurrent writers, each on its own run awaiting every ack.
 //!
@@ -10,7 +11,8 @@
 //!
 //! Run: `TROUPE_TEST_POSTGRES_URL=... cargo bench --features postgres --bench journal_postgres`
 //! (prints a Markdown table); `-- w256 raw256` runs only the named cases
-//! (`raw1000`, `raw256`, `w16`, `w256`); `-- --test` runs a short version.
+//! (`raw1000`, `raw256`, `w16`, `w256`, `rawsame`, which needs `w256`);
+//! `-- --test` runs a short version.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -34,6 +36,8 @@ struct Row {
     events: u64,
     elapsed: Duration,
     latencies: Vec<Duration>,
+    /// The journal's mean ops per commit (journal rows only).
+    mean_batch: Option<usize>,
 }
 
 fn pct(sorted: &[Duration], p: f64) -> Duration {
@@ -142,6 +146,7 @@ async fn raw_baseline(url: &str, events: u64, rows_per_commit: usize) -> Row {
         events,
         elapsed,
         latencies,
+        mean_batch: None,
     }
 }
 
@@ -188,6 +193,7 @@ async fn journal_writers(url: &str, writers: usize, per_writer: u64) -> Row {
         events: writers as u64 * per_writer,
         elapsed,
         latencies,
+        mean_batch: Some((stats.ops as f64 / stats.commits.max(1) as f64).round() as usize),
     }
 }
 
@@ -234,24 +240,35 @@ fn main() {
                 rows.push((key, row));
             }
         }
+        // The same rows at the batch size the 256 writers formed.
+        let same = rows
+            .iter()
+            .find(|(k, _)| *k == "w256")
+            .and_then(|(_, r)| r.mean_batch);
+        if let Some(batch) = same.filter(|_| wanted("rawsame")) {
+            let row = raw_baseline(&url, 200_000 / scale, batch.max(1)).await;
+            rows.push(("rawsame", row));
+        }
         rows
     });
     let raw1000 = rate_of(&rows, "raw1000");
     let raw256 = rate_of(&rows, "raw256");
+    let same = rate_of(&rows, "rawsame");
     println!(
-        "| case | events | events/s | vs (a) 1000 rows/commit | vs (a) 256 rows/commit | p50 ack | p99 ack |"
+        "| case | events | events/s | vs (a) 1000 rows/commit | vs (a) 256 rows/commit | vs (a) the journal's batch size | p50 ack | p99 ack |"
     );
-    println!("|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|");
     for (_, mut row) in rows {
         row.latencies.sort();
         let rate = row.events as f64 / row.elapsed.as_secs_f64();
         println!(
-            "| {} | {} | {:.0} | {} | {} | {:.3} ms | {:.3} ms |",
+            "| {} | {} | {:.0} | {} | {} | {} | {:.3} ms | {:.3} ms |",
             row.name,
             row.events,
             rate,
             ratio(rate, raw1000),
             ratio(rate, raw256),
+            ratio(rate, same),
             pct(&row.latencies, 0.50).as_secs_f64() * 1e3,
             pct(&row.latencies, 0.99).as_secs_f64() * 1e3,
         );

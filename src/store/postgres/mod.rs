@@ -28,6 +28,8 @@
 //! bytes, so NULs inside JSON strings are fine.
 
 mod codec;
+mod inbox;
+mod ledger;
 mod ops;
 mod read;
 mod schema;

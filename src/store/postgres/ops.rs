@@ -1,7 +1,8 @@
 //! One write op inside the writer's transaction ([`OpCtx::apply`]), with
 //! the SQLite store's rules: run inserts and CAS updates, event appends with
-//! their per-run sequence, outputs, failures, dead letters, the inbox and
-//! steps. Each op is boxed into a future of its own (`Atomic` recurses).
+//! their per-run sequence (the inbox's ops are in `inbox.rs`; outputs,
+//! failures, dead letters and steps in `ledger.rs`). Each op is boxed into a
+//! future of its own (`Atomic` recurses).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -13,10 +14,10 @@ use uuid::Uuid;
 
 use super::codec::{EVENT_COLUMNS, RunParams, check_op_text, decode_event, pg};
 use super::write::{EventBuffer, Statements};
+use crate::records::Run;
 use crate::records::{Appended, Cursor, NewEvent, RowRef, TerminalAppend};
-use crate::records::{DeadLetter, FailureEntry, InboxEntry, Run, RunStatus, RunStep, StepOutput};
 use crate::records::{RunEvent, StoreError, WriteOp, WriteOutcome, next_revision};
-use crate::store::sqlite::codec::{json_bytes, micros, payload};
+use crate::store::sqlite::codec::{json_bytes, payload};
 
 /// The largest event payload accepted, in bytes (PostgreSQL's limit for
 /// one value is 1 GB; the batch's payloads travel in one array).
@@ -42,7 +43,7 @@ pub(super) struct OpCtx<'a> {
 type OpFuture<'f> = Pin<Box<dyn Future<Output = Result<WriteOutcome, StoreError>> + Send + 'f>>;
 
 impl OpCtx<'_> {
-    async fn execute(
+    pub(super) async fn execute(
         &mut self,
         op: &'static str,
         sql: &'static str,
@@ -55,7 +56,7 @@ impl OpCtx<'_> {
             .map_err(pg(op))
     }
 
-    async fn query_opt(
+    pub(super) async fn query_opt(
         &mut self,
         op: &'static str,
         sql: &'static str,
@@ -70,7 +71,7 @@ impl OpCtx<'_> {
 
     /// The run's last sequence number; [`StoreError::RunNotFound`] if it
     /// has no row.
-    async fn head(&mut self, run_id: Uuid) -> Result<u64, StoreError> {
+    pub(super) async fn head(&mut self, run_id: Uuid) -> Result<u64, StoreError> {
         let seen = (self.heads.get(&run_id))
             .or_else(|| self.batch.and_then(|b| b.get(&run_id)))
             .or_else(|| self.committed.get(&run_id));
@@ -378,221 +379,6 @@ impl OpCtx<'_> {
             cursor: Cursor(cursor as u64),
             seq,
             duplicate: false,
-        })
-    }
-
-    async fn record_output(&mut self, o: &StepOutput) -> Result<WriteOutcome, StoreError> {
-        o.validate()?;
-        self.head(o.run_id).await?;
-        let iteration = o.iteration.map(i64::from);
-        let inserted = self
-            .execute(
-                "record step output",
-                "INSERT INTO step_outputs(run_id, step_id, loop_id, iteration, at, output) \
-                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
-                &[
-                    &o.run_id,
-                    &o.step_id,
-                    &o.loop_id,
-                    &iteration,
-                    &micros(o.at),
-                    &json_bytes(&o.output),
-                ],
-            )
-            .await?;
-        Ok(WriteOutcome::StepOutputRecorded {
-            inserted: inserted == 1,
-        })
-    }
-
-    async fn record_failure(&mut self, f: &FailureEntry) -> Result<WriteOutcome, StoreError> {
-        f.validate()?;
-        self.head(f.run_id).await?;
-        self.execute(
-            "record failure",
-            "INSERT INTO failures(run_id, step_id, reason, error_json, at) \
-             VALUES ($1, $2, $3, $4, $5)",
-            &[
-                &f.run_id,
-                &f.step_id,
-                &f.reason,
-                &f.error_json.as_ref().map(json_bytes),
-                &micros(f.at),
-            ],
-        )
-        .await?;
-        Ok(WriteOutcome::FailureRecorded)
-    }
-
-    async fn record_dead_letter(&mut self, d: &DeadLetter) -> Result<WriteOutcome, StoreError> {
-        d.validate()?;
-        self.head(d.run_id).await?;
-        let errors = serde_json::to_vec(&d.errors).map_err(|e| StoreError::InvalidInput {
-            run_id: d.run_id,
-            field: "errors",
-            value: e.to_string(),
-            why: "a dead letter's errors must encode as JSON",
-        })?;
-        self.execute(
-            "record dead letter",
-            "INSERT INTO dead_letters(run_id, stage, position, attempts, errors, item, at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            &[
-                &d.run_id,
-                &d.stage,
-                // Stored bit for bit, as revisions are; read back `as u64`.
-                &(d.position as i64),
-                &i64::from(d.attempts),
-                &errors,
-                &json_bytes(&d.item),
-                &micros(d.at),
-            ],
-        )
-        .await?;
-        Ok(WriteOutcome::DeadLetterRecorded)
-    }
-
-    async fn upsert_step(&mut self, step: &RunStep) -> Result<WriteOutcome, StoreError> {
-        step.validate()?;
-        self.head(step.run_id).await?;
-        let statement = self
-            .statements
-            .get(
-                self.client,
-                "INSERT INTO steps(id, run_id, runtime, child_session_key, external_run_id, task, \
-                 status, result_json, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
-                 ON CONFLICT (run_id, external_run_id) DO UPDATE SET runtime = excluded.runtime, \
-                 child_session_key = coalesce(excluded.child_session_key, steps.child_session_key), \
-                 task = excluded.task, status = excluded.status, \
-                 result_json = excluded.result_json, updated_at = excluded.updated_at \
-                 RETURNING id, child_session_key, created_at",
-            )
-            .await?;
-        let row = self
-            .client
-            .query_one(
-                &statement,
-                &[
-                    &step.id,
-                    &step.run_id,
-                    &(step.runtime.code() as i32),
-                    &step.child_session_key,
-                    &step.external_run_id,
-                    &step.task,
-                    &(step.status.code() as i32),
-                    &step.result_json.as_ref().map(json_bytes),
-                    &micros(step.created_at),
-                    &micros(step.updated_at),
-                ],
-            )
-            .await
-            .map_err(pg("upsert step"))?;
-        let mut step = step.clone();
-        step.id = row.try_get(0).map_err(pg("upsert step"))?;
-        step.child_session_key = row.try_get(1).map_err(pg("upsert step"))?;
-        let created: i64 = row.try_get(2).map_err(pg("upsert step"))?;
-        step.created_at =
-            chrono::DateTime::from_timestamp_micros(created).unwrap_or(step.created_at);
-        Ok(WriteOutcome::StepUpserted(step))
-    }
-
-    async fn accept_inbox(&mut self, entries: &[InboxEntry]) -> Result<WriteOutcome, StoreError> {
-        // A run-wide signal is one entry per stage of one run: its status is
-        // read once.
-        let mut live = None;
-        for entry in entries {
-            entry.validate()?;
-            self.head(entry.run_id).await?;
-            if live != Some(entry.run_id) {
-                // Read inside the transaction: a terminal status written
-                // earlier in the same batch counts.
-                let row = self
-                    .query_opt(
-                        "read run status",
-                        "SELECT status FROM runs WHERE id = $1",
-                        &[&entry.run_id],
-                    )
-                    .await?
-                    .ok_or(StoreError::RunNotFound(entry.run_id))?;
-                let code: i32 = row.try_get(0).map_err(pg("read run status"))?;
-                if let Some(status) = RunStatus::from_code(code.into()).filter(|s| s.is_terminal())
-                {
-                    return Err(StoreError::RunEnded {
-                        run_id: entry.run_id,
-                        status,
-                    });
-                }
-                live = Some(entry.run_id);
-            }
-            self.insert_inbox(entry).await?;
-        }
-        Ok(WriteOutcome::InboxAccepted)
-    }
-
-    /// Inserts an unsettled entry; a stored `(run, id, stage)` is `InboxEntryExists`.
-    async fn insert_inbox(&mut self, entry: &InboxEntry) -> Result<(), StoreError> {
-        let exists = self
-            .query_opt(
-                "look up inbox entry",
-                "SELECT 1 FROM inbox WHERE run_id = $1 AND id = $2 AND stage = $3",
-                &[&entry.run_id, &entry.id, &entry.stage],
-            )
-            .await?;
-        if exists.is_some() {
-            return Err(StoreError::InboxEntryExists {
-                run_id: entry.run_id,
-                id: entry.id,
-                stage: entry.stage.clone(),
-            });
-        }
-        // An enum of strings and JSON values always encodes.
-        let message = serde_json::to_vec(&entry.message).unwrap_or_default();
-        self.execute(
-            "accept inbox entry",
-            "INSERT INTO inbox(run_id, id, stage, message, accepted_at) VALUES ($1, $2, $3, $4, $5)",
-            &[
-                &entry.run_id,
-                &entry.id,
-                &entry.stage,
-                &message,
-                &micros(entry.accepted_at),
-            ],
-        )
-        .await?;
-        Ok(())
-    }
-
-    async fn settle_inbox(
-        &mut self,
-        run_id: Uuid,
-        id: Uuid,
-        stage: &str,
-        undeliverable: Option<&str>,
-    ) -> Result<WriteOutcome, StoreError> {
-        match self.head(run_id).await {
-            Ok(_) => {}
-            Err(StoreError::RunNotFound(_)) => {
-                return Ok(WriteOutcome::InboxSettled { settled: false });
-            }
-            Err(other) => return Err(other),
-        }
-        let changed = self
-            .execute(
-                "settle inbox entry",
-                "UPDATE inbox SET settled_at = $4, undeliverable = $5 \
-                 WHERE run_id = $1 AND id = $2 AND stage = $3 AND settled_at IS NULL",
-                &[
-                    &run_id,
-                    &id,
-                    &stage,
-                    &micros(chrono::Utc::now()),
-                    &undeliverable,
-                ],
-            )
-            .await?;
-        Ok(WriteOutcome::InboxSettled {
-            settled: changed > 0,
         })
     }
 }
