@@ -165,15 +165,23 @@ async fn a_schema_newer_than_this_build_is_refused() {
     );
 }
 
-/// The writer's connection is terminated while its batch waits for a
-/// table lock, before its commit: the batch fails with `ConnectionLost`,
-/// nothing of it is stored, and the next batch reconnects and succeeds.
-#[tokio::test]
-async fn a_connection_killed_mid_batch_fails_the_batch_and_the_next_reconnects() {
-    let Some(url) = postgres::url() else { return };
+/// Runs a batch of two appends to a fresh run (`with_ids`: with event ids,
+/// which take the general path, one request at a time; else plain appends,
+/// sent with their `COMMIT` in one round trip) while a test transaction
+/// holds the events table, terminates the writer's connection as it waits,
+/// and returns the batch's error. Nothing of the batch is stored, and the
+/// next batch reconnects and continues the run's sequence.
+async fn killed_while_waiting(with_ids: bool) -> StoreError {
+    let url = postgres::url().expect("checked by the caller");
     let schema = postgres::Schema::new(&url);
     let store = std::sync::Arc::new(schema.store().await);
     let run = new_run(&store).await;
+    // Prepares the writer's statements, which would otherwise wait for the
+    // table before anything of the batch is sent.
+    store
+        .apply_batch(vec![append(run.id, "warm")])
+        .await
+        .unwrap();
     let pid = store.writer_backend_pid().await.unwrap();
 
     let blocker = schema.client().await;
@@ -184,30 +192,59 @@ async fn a_connection_killed_mid_batch_fails_the_batch_and_the_next_reconnects()
         ))
         .await
         .unwrap();
+    let ops = ["lost-1", "lost-2"]
+        .map(|name| {
+            let kind = custom(name, Value::Null);
+            WriteOp::Append(match with_ids {
+                true => NewEvent::with_id(run.id, name, kind),
+                false => NewEvent::new(run.id, kind),
+            })
+        })
+        .to_vec();
     let writer = store.clone();
-    let batch = tokio::spawn(async move {
-        writer
-            .apply_batch(vec![append(run.id, "lost-1"), append(run.id, "lost-2")])
-            .await
-    });
+    let batch = tokio::spawn(async move { writer.apply_batch(ops).await });
     let watcher = schema.client().await;
     until_waiting_on_lock(&watcher, pid).await;
     terminate(&watcher, pid).await;
     blocker.batch_execute("ROLLBACK").await.unwrap();
 
     let err = batch.await.unwrap().unwrap_err();
-    assert!(matches!(err, StoreError::ConnectionLost { .. }), "{err}");
-    assert_eq!(names(&store, run.id).await, ["created"]);
+    assert_eq!(names(&store, run.id).await, ["created", "warm"]);
     let next = store
         .apply_batch(vec![append(run.id, "after")])
         .await
         .unwrap();
     assert!(
-        matches!(&next[..], [Ok(WriteOutcome::Appended(a))] if a.seq == 2),
+        matches!(&next[..], [Ok(WriteOutcome::Appended(a))] if a.seq == 3),
         "{next:?}"
     );
     assert_ne!(store.writer_backend_pid().await.unwrap(), pid);
-    assert_eq!(names(&store, run.id).await, ["created", "after"]);
+    assert_eq!(names(&store, run.id).await, ["created", "warm", "after"]);
+    err
+}
+
+/// Killed before its `COMMIT` was sent: `ConnectionLost`, nothing stored.
+#[tokio::test]
+async fn a_connection_killed_mid_batch_fails_the_batch_and_the_next_reconnects() {
+    if postgres::url().is_none() {
+        return;
+    }
+    let err = killed_while_waiting(true).await;
+    assert!(matches!(err, StoreError::ConnectionLost { .. }), "{err}");
+}
+
+/// Plain appends travel with their `COMMIT`: killed while the insert waits,
+/// the commit's outcome is unknown to the store, so it says so.
+#[tokio::test]
+async fn plain_appends_killed_with_their_commit_in_flight_are_commit_unknown() {
+    if postgres::url().is_none() {
+        return;
+    }
+    let err = killed_while_waiting(false).await;
+    assert!(
+        matches!(err, StoreError::CommitUnknown { batch_len: 2, .. }),
+        "{err}"
+    );
 }
 
 /// The connection is terminated while `COMMIT` runs (held up by a deferred

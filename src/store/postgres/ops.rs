@@ -21,7 +21,7 @@ use crate::store::sqlite::codec::{json_bytes, payload};
 
 /// The largest event payload accepted, in bytes (PostgreSQL's limit for
 /// one value is 1 GB; the batch's payloads travel in one array).
-const MAX_PAYLOAD: usize = 256 << 20;
+pub(super) const MAX_PAYLOAD: usize = 256 << 20;
 
 pub(super) struct OpCtx<'a> {
     pub(super) client: &'a Client,

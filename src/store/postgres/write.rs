@@ -29,10 +29,12 @@ use crate::records::{StoreError, WriteOp, WriteOutcome};
 use crate::store::BatchResult;
 use crate::store::sqlite::codec::micros;
 
+mod fast;
+
 /// Past this many cached run heads the cache is emptied (and refills on demand).
 const HEAD_CACHE_LIMIT: usize = 100_000;
 /// Queued payload bytes past which the buffer is flushed before queueing more.
-const FLUSH_BYTES: usize = 8 << 20;
+pub(super) const FLUSH_BYTES: usize = 8 << 20;
 
 /// Prepared statements of one connection, by their SQL.
 #[derive(Default)]
@@ -231,7 +233,11 @@ impl Writer {
     pub(super) async fn apply_batch(&mut self, ops: &[WriteOp]) -> BatchResult {
         self.connected().await?;
         let mut heads = HashMap::with_capacity(ops.len());
-        match self.run_batch(ops, &mut heads).await {
+        let outcome = match fast::plain_appends(ops, &self.heads) {
+            Some(rows) => self.run_plain_appends(rows, &mut heads).await,
+            None => self.run_batch(ops, &mut heads).await,
+        };
+        match outcome {
             Ok(results) => {
                 if self.heads.len() + heads.len() > HEAD_CACHE_LIMIT {
                     self.heads.clear();
