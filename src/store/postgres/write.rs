@@ -1,7 +1,9 @@
 //! The write path: one transaction per batch on the writer connection,
 //! each op but a plain append in its own savepoint (a failing op is rolled
 //! back alone), the batch's plain appends inserted together with one
-//! `INSERT ... SELECT FROM UNNEST(...)` per flush.
+//! `INSERT ... SELECT FROM UNNEST(...)` per flush, the last one sent with
+//! the `COMMIT`. A batch of nothing but plain appends to cached runs takes
+//! one round trip (`fast.rs`).
 //!
 //! Every batch's transaction first takes the schema's write lock (a
 //! transaction-scoped advisory lock), then reads the last cursor: cursors
