@@ -385,3 +385,50 @@ async fn nul_in_text_is_refused_per_op_and_json_keeps_everything() {
         "{err}"
     );
 }
+
+/// Rows this build cannot read (damaged, or written by a newer version)
+/// are typed errors naming the row: the recovery scan reports such a run
+/// in its place and lists the others; a bad payload fails its read.
+#[tokio::test]
+async fn undecodable_rows_are_reported_where_they_are() {
+    let Some(url) = postgres::url() else { return };
+    let schema = postgres::Schema::new(&url);
+    let store = schema.store().await;
+    let damaged = new_run(&store).await;
+    let fine = new_run(&store).await;
+    store
+        .append(NewEvent::new(fine.id, custom("note", json!({"n": 1}))))
+        .await
+        .unwrap();
+    let client = schema.client().await;
+    client
+        .batch_execute(&format!(
+            "UPDATE \"{s}\".runs SET status = 9 WHERE id = '{d}'; \
+             UPDATE \"{s}\".events SET payload = '\\x7b7b'::bytea \
+             WHERE run_id = '{f}' AND kind = 'note'",
+            s = schema.name,
+            d = damaged.id,
+            f = fine.id
+        ))
+        .await
+        .unwrap();
+    let rows = store.list_runs_to_recover().await.unwrap();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    match &rows[0] {
+        Err(d) => {
+            assert_eq!((d.row.table, d.row.run_id), ("runs", Some(damaged.id)));
+            assert!(
+                matches!(&d.error, StoreError::CorruptRow { column: "status", value, .. } if value == "9"),
+                "{d}"
+            );
+        }
+        Ok(run) => panic!("a run with status 9 decoded: {run:?}"),
+    }
+    assert_eq!(rows[1].as_ref().map(|r| r.id).ok(), Some(fine.id));
+    let err = store.replay(fine.id).await.unwrap_err();
+    assert!(
+        matches!(&err, StoreError::CorruptPayload { row, column: "payload", .. }
+            if row.table == "events" && row.run_id == Some(fine.id)),
+        "{err}"
+    );
+}
