@@ -6,6 +6,9 @@ mod conformance;
 mod key_cases;
 #[path = "support/list_cases.rs"]
 mod list_cases;
+#[cfg(feature = "postgres")]
+#[path = "support/postgres.rs"]
+mod postgres;
 #[path = "support/repair_cases.rs"]
 mod repair_cases;
 #[path = "support/required_only.rs"]
@@ -16,9 +19,28 @@ use std::sync::Arc;
 use troupe::journal::{JournalConfig, JournalHandle};
 use troupe::store::{MemoryStore, SqliteStore};
 
+/// What a backend's `$make` block yields: `(store, guard)`, or `None` when
+/// the backend is not available here (the test is then skipped, loudly).
+trait Backend {
+    fn get(self) -> Option<(conformance::AnyStore, Box<dyn std::any::Any>)>;
+}
+
+impl<G: 'static> Backend for (conformance::AnyStore, G) {
+    fn get(self) -> Option<(conformance::AnyStore, Box<dyn std::any::Any>)> {
+        Some((self.0, Box::new(self.1)))
+    }
+}
+
+impl<G: 'static> Backend for Option<(conformance::AnyStore, G)> {
+    fn get(self) -> Option<(conformance::AnyStore, Box<dyn std::any::Any>)> {
+        self.and_then(Backend::get)
+    }
+}
+
 /// Instantiates one `#[tokio::test]` per conformance case for a backend.
-/// `$make` is an async block yielding `(Store, guard)`; the guard keeps
-/// temporary files alive for the test's duration.
+/// `$make` is an async block yielding `(Store, guard)` (or an `Option` of
+/// one, see [`Backend`]); the guard keeps temporary files or schemas alive
+/// for the test's duration.
 macro_rules! conformance {
     ($backend:ident, $make:expr) => {
         mod $backend {
@@ -74,7 +96,9 @@ macro_rules! conformance {
         $(
             #[tokio::test]
             async fn $case() {
-                let (store, _guard) = $make.await;
+                let Some((store, _guard)) = Backend::get($make.await) else {
+                    return;
+                };
                 conformance::$case(store).await;
             }
         )*
@@ -83,7 +107,9 @@ macro_rules! conformance {
         $(
             #[tokio::test]
             async fn $case() {
-                let (store, _guard) = $make.await;
+                let Some((store, _guard)) = Backend::get($make.await) else {
+                    return;
+                };
                 list_cases::$case(store).await;
             }
         )*
@@ -92,7 +118,9 @@ macro_rules! conformance {
         $(
             #[tokio::test]
             async fn $case() {
-                let (store, _guard) = $make.await;
+                let Some((store, _guard)) = Backend::get($make.await) else {
+                    return;
+                };
                 key_cases::$case(store).await;
             }
         )*
@@ -101,7 +129,9 @@ macro_rules! conformance {
         $(
             #[tokio::test]
             async fn $case() {
-                let (store, _guard) = $make.await;
+                let Some((store, _guard)) = Backend::get($make.await) else {
+                    return;
+                };
                 repair_cases::$case(store).await;
             }
         )*
@@ -157,4 +187,24 @@ conformance!(provided_methods_over_sqlite, async {
         SqliteStore::open(":memory:").await.unwrap(),
     )));
     (store, ())
+});
+
+#[cfg(feature = "postgres")]
+conformance!(postgres_store, async {
+    let url = postgres::url()?;
+    let schema = postgres::Schema::new(&url);
+    let store: conformance::AnyStore = Arc::new(schema.store().await);
+    Some((store, schema))
+});
+
+#[cfg(feature = "postgres")]
+conformance!(journal_over_postgres, async {
+    let url = postgres::url()?;
+    let schema = postgres::Schema::new(&url);
+    let store = Arc::new(schema.store().await);
+    let journal = JournalHandle::spawn(store, JournalConfig::default(), None)
+        .await
+        .unwrap();
+    let store: conformance::AnyStore = Arc::new(journal);
+    Some((store, schema))
 });

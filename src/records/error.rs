@@ -139,8 +139,9 @@ pub enum StoreError {
     /// name; JSON nested deeper than
     /// [`MAX_JSON_DEPTH`](crate::records::MAX_JSON_DEPTH) (which could not be
     /// read back); an `expected_revision` of `u64::MAX` (no revision
-    /// follows it); or (SQLite) an event's encoded payload larger than the
-    /// store's length limit allows.
+    /// follows it); (SQLite) an event's encoded payload larger than the
+    /// store's length limit allows; or (PostgreSQL) a string holding a NUL
+    /// character, which PostgreSQL text cannot store.
     #[error("run {run_id}: invalid {field} {value:?}: {why}")]
     InvalidInput {
         /// The run the write was for.
@@ -299,6 +300,57 @@ pub enum StoreError {
         /// The error.
         #[source]
         source: Arc<std::io::Error>,
+    },
+    /// A PostgreSQL database holds a schema newer than this build knows.
+    #[error(
+        "PostgreSQL schema `{schema}`: version {found} is newer than the newest this build \
+         knows ({supported})"
+    )]
+    PostgresSchemaTooNew {
+        /// The PostgreSQL schema (namespace) holding troupe's tables.
+        schema: String,
+        /// The version found in its `troupe_schema` table.
+        found: i64,
+        /// The newest version this build supports.
+        supported: i64,
+    },
+    /// A PostgreSQL call failed; the server's error, or the client's.
+    #[error("postgres {op}: {source}")]
+    Postgres {
+        /// What the store was doing.
+        op: &'static str,
+        /// The driver's error.
+        #[source]
+        source: Arc<dyn std::error::Error + Send + Sync>,
+    },
+    /// The connection to PostgreSQL was lost (during a read, or during a
+    /// batch before its commit was sent: the server rolls that transaction
+    /// back, so none of the batch is durable). The store reconnects for the
+    /// next call.
+    #[error(
+        "postgres connection lost during {op} (a batch not yet committing is rolled back): \
+         {source}"
+    )]
+    ConnectionLost {
+        /// What the store was doing.
+        op: &'static str,
+        /// The driver's error.
+        #[source]
+        source: Arc<dyn std::error::Error + Send + Sync>,
+    },
+    /// The connection to PostgreSQL was lost while the batch's `COMMIT` was
+    /// in flight: the batch may or may not be durable (never reported as
+    /// done). The store reconnects for the next batch.
+    #[error(
+        "postgres connection lost during COMMIT of {batch_len} writes: they may or may not be \
+         durable: {source}"
+    )]
+    CommitUnknown {
+        /// How many ops the batch held.
+        batch_len: usize,
+        /// The driver's error.
+        #[source]
+        source: Arc<dyn std::error::Error + Send + Sync>,
     },
     /// The thread owning an SQLite connection has stopped.
     #[error("sqlite connection thread for {path} has stopped")]

@@ -20,6 +20,8 @@ pub const DEFAULT_JOURNAL_PATH: &str = "./troupe-data/journal.sqlite";
 #[derive(Clone)]
 enum Location {
     Sqlite(PathBuf),
+    #[cfg(feature = "postgres")]
+    Postgres(String),
     Memory,
     Store(JournalBackend),
 }
@@ -36,6 +38,8 @@ impl std::fmt::Debug for RuntimeBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let location = match &self.location {
             Location::Sqlite(path) => format!("sqlite:{}", path.display()),
+            #[cfg(feature = "postgres")]
+            Location::Postgres(_) => "postgres".to_owned(),
             Location::Memory => "memory".to_owned(),
             Location::Store(_) => "store".to_owned(),
         };
@@ -79,6 +83,31 @@ impl RuntimeBuilder {
     /// ```
     pub fn sqlite(mut self, path: impl AsRef<Path>) -> Self {
         self.location = Location::Sqlite(path.as_ref().to_path_buf());
+        self
+    }
+
+    /// Journal in the PostgreSQL database at `url` (a `postgresql://` URL or
+    /// a `key=value` string; cargo feature `postgres`): [`start`](Self::start)
+    /// connects, creates or migrates troupe's tables and runs the journal
+    /// over a [`PostgresStore`](crate::store::PostgresStore). One runtime
+    /// writes to a database at a time: several processes sharing runs
+    /// (leases) are not supported yet.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), troupe::runtime::RuntimeError> {
+    /// use troupe::runtime::Runtime;
+    ///
+    /// let runtime = Runtime::builder()
+    ///     .postgres("host=/var/run/postgresql user=troupe dbname=troupe")
+    ///     .start()
+    ///     .await?;
+    /// runtime.shutdown().await;
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[cfg(feature = "postgres")]
+    pub fn postgres(mut self, url: impl Into<String>) -> Self {
+        self.location = Location::Postgres(url.into());
         self
     }
 
@@ -131,6 +160,13 @@ impl RuntimeBuilder {
         let (store, path, closer): (JournalBackend, _, _) = match &self.location {
             Location::Memory => (Arc::new(MemoryStore::new()), None, None),
             Location::Store(store) => (store.clone(), None, None),
+            #[cfg(feature = "postgres")]
+            Location::Postgres(url) => {
+                let store = crate::store::PostgresStore::connect(url)
+                    .await
+                    .map_err(open_error)?;
+                (Arc::new(store), None, None)
+            }
             Location::Sqlite(path) => {
                 if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                     create_journal_dir(dir).map_err(|source| RuntimeError::CreateDir {

@@ -37,11 +37,15 @@
 mod faults;
 mod forward;
 mod memory;
+#[cfg(feature = "postgres")]
+mod postgres;
 mod sqlite;
 mod traits;
 
 pub use faults::{Fault, FaultyStore};
 pub use memory::MemoryStore;
+#[cfg(feature = "postgres")]
+pub use postgres::{POSTGRES_SCHEMA_VERSION, PostgresConfig, PostgresStore};
 pub(crate) use sqlite::{Closer, create_journal_dir};
 pub use sqlite::{IntegrityCheck, SCHEMA_VERSION, SqliteConfig, SqliteStore, Synchronous};
 pub use traits::{BatchResult, Store, WriterJob};

@@ -76,6 +76,33 @@ pub(crate) fn payload(kind: &EventKind) -> Option<Vec<u8>> {
     }
 }
 
+/// The terminal kind whose code is `code` (1-3, in `TERMINAL_NAMES`
+/// order) with its decoded payload (see [`payload`]); `None` for any other
+/// code. Every backend that stores payloads as [`payload`] bytes decodes
+/// terminal events with it.
+pub(crate) fn terminal_kind(
+    row: &RowRef,
+    code: i64,
+    value: Option<Value>,
+) -> Option<Result<EventKind, StoreError>> {
+    Some(match code {
+        1 => Ok(TerminalEvent::RunCompleted {
+            structured_output: value,
+        }
+        .into()),
+        2 => match value {
+            Some(Value::String(reason)) => Ok(TerminalEvent::RunFailed { reason }.into()),
+            other => Err(StoreError::CorruptRow {
+                row: row.clone(),
+                column: "payload",
+                value: format!("RunFailed reason {other:?}"),
+            }),
+        },
+        3 => Ok(TerminalEvent::RunCancelled.into()),
+        _ => return None,
+    })
+}
+
 /// The interned kind dictionary: name ↔ code.
 #[derive(Default)]
 pub(crate) struct Kinds {
@@ -149,25 +176,8 @@ impl Kinds {
         payload: Option<Vec<u8>>,
     ) -> Result<EventKind, StoreError> {
         let value = opt_json(row, "payload", payload)?;
-        match code {
-            1 => {
-                return Ok(TerminalEvent::RunCompleted {
-                    structured_output: value,
-                }
-                .into());
-            }
-            2 => {
-                return match value {
-                    Some(Value::String(reason)) => Ok(TerminalEvent::RunFailed { reason }.into()),
-                    other => Err(StoreError::CorruptRow {
-                        row: row.clone(),
-                        column: "payload",
-                        value: format!("RunFailed reason {other:?}"),
-                    }),
-                };
-            }
-            3 => return Ok(TerminalEvent::RunCancelled.into()),
-            _ => {}
+        if let Some(terminal) = terminal_kind(row, code, value.clone()) {
+            return terminal;
         }
         if !self.by_code.contains_key(&code) {
             self.reload(conn)?;

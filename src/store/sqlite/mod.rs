@@ -6,7 +6,7 @@
 //! open to the size it reaches between restarts (`wal_file.rs`).
 
 mod checkpoint;
-mod codec;
+pub(in crate::store) mod codec;
 mod fast_hash;
 mod heads;
 mod list;

@@ -1,0 +1,284 @@
+//! [`PostgresStore`]: the PostgreSQL backend (cargo feature `postgres`), for
+//! a journal that lives outside the process. It keeps every rule the SQLite
+//! store keeps (the conformance suite runs against both), enforced by
+//! PostgreSQL in the batch's transaction: unique run ids, one terminal event
+//! per run and one event per caller id (partial unique indexes), CAS updates
+//! by revision, one run per flow and key that has not ended, the inbox's
+//! all-or-none accept.
+//!
+//! **One writer.** Writes go through one writer connection, one transaction
+//! per [`apply_batch`](Store::apply_batch), each op in a savepoint and the
+//! batch's plain appends in one `UNNEST` insert (group commit: see
+//! `BENCHMARKS.md`). The writer assigns event cursors itself, under a
+//! transaction-scoped advisory lock: with several concurrent writers, a
+//! sequence (`bigserial`) would hand out cursors that commit out of order,
+//! and a poller could skip an event committed late below a cursor it has
+//! already passed. The journal actor is the single writer of a process; the
+//! lock makes a second one wait. Several processes sharing runs (leases,
+//! fencing) is the next step, not this one.
+//!
+//! **Connection loss.** A connection lost before `COMMIT` is sent fails
+//! the batch with [`StoreError::ConnectionLost`] (the server rolls it back);
+//! lost while `COMMIT` is in flight, with [`StoreError::CommitUnknown`]:
+//! never acknowledged as done. Either way the next batch reconnects.
+//!
+//! **What PostgreSQL refuses that SQLite keeps**: a NUL character in a
+//! string stored as `text` (kind names, event ids, step ids, stages, ...):
+//! [`StoreError::InvalidInput`] for that op. JSON is stored as serde_json
+//! bytes, so NULs inside JSON strings are fine.
+
+mod codec;
+mod inbox;
+mod ledger;
+mod ops;
+mod read;
+mod schema;
+mod write;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio_postgres::{Client, Config};
+use uuid::Uuid;
+
+use self::codec::own_error;
+pub use self::schema::POSTGRES_SCHEMA_VERSION;
+use self::schema::{connect, current_schema, lock_key, migrate};
+use self::write::Writer;
+use super::traits::Store;
+use crate::records::Memo;
+use crate::records::StepOutput;
+use crate::records::{Cursor, DamagedRun, RunEvent, StoreError, WriteOp, WriteOutcome};
+use crate::records::{DeadLetter, FailureEntry, InboxEntry, Run, RunFilter, RunStatus, RunStep};
+
+/// Options of a [`PostgresStore`].
+#[derive(Debug, Clone)]
+pub struct PostgresConfig {
+    /// The PostgreSQL schema (namespace) holding troupe's tables, created if
+    /// missing; `None` uses the connection's `search_path` (normally `public`).
+    pub schema: Option<String>,
+    /// How long opening a connection may take before it fails.
+    pub connect_timeout: Duration,
+    /// How many connections serve reads (at least one).
+    pub readers: usize,
+}
+
+impl Default for PostgresConfig {
+    fn default() -> Self {
+        PostgresConfig {
+            schema: None,
+            connect_timeout: Duration::from_secs(10),
+            readers: 2,
+        }
+    }
+}
+
+/// A durable store in a PostgreSQL database (15 or newer).
+///
+/// ```no_run
+/// # async fn open() -> Result<(), troupe::records::StoreError> {
+/// use troupe::store::{PostgresStore, Store};
+/// use troupe::records::Run;
+///
+/// let store = PostgresStore::connect("host=/tmp user=postgres dbname=troupe").await?;
+/// store.insert_run(Run::new("orders", "ship order 17", "session-1"), None).await?;
+/// # Ok(())
+/// # }
+/// ```
+pub struct PostgresStore {
+    config: Config,
+    options: PostgresConfig,
+    writer: tokio::sync::Mutex<Writer>,
+    readers: Vec<Mutex<Option<Arc<Client>>>>,
+    next_reader: AtomicUsize,
+}
+
+impl std::fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresStore")
+            .field("schema", &self.options.schema)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PostgresStore {
+    /// Connects to the database at `url` (a `postgresql://` URL or a
+    /// `key=value` string), creates or migrates troupe's tables, and opens
+    /// the writer and reader connections. Call inside a tokio runtime: each
+    /// connection's driver is a task on it.
+    pub async fn connect(url: &str) -> Result<PostgresStore, StoreError> {
+        PostgresStore::connect_with(url, PostgresConfig::default()).await
+    }
+
+    /// [`connect`](Self::connect) with options.
+    pub async fn connect_with(
+        url: &str,
+        options: PostgresConfig,
+    ) -> Result<PostgresStore, StoreError> {
+        let config: Config = url.parse().map_err(|e| StoreError::Postgres {
+            op: "parse the connection URL",
+            source: Arc::new(e),
+        })?;
+        if let Some(schema) = &options.schema {
+            check_schema_name(schema)?;
+        }
+        let schema = options.schema.as_deref();
+        let timeout = options.connect_timeout;
+        let client = connect(&config, schema, "troupe-writer", timeout).await?;
+        migrate(&client, schema).await?;
+        let name = match schema {
+            Some(schema) => schema.to_owned(),
+            None => current_schema(&client).await?,
+        };
+        let writer = Writer::new(
+            config.clone(),
+            options.schema.clone(),
+            timeout,
+            lock_key(&name),
+            client,
+        );
+        let mut readers = Vec::new();
+        for _ in 0..options.readers.max(1) {
+            let reader = connect(&config, schema, "troupe-reader", timeout).await?;
+            readers.push(Mutex::new(Some(Arc::new(reader))));
+        }
+        Ok(PostgresStore {
+            config,
+            options,
+            writer: tokio::sync::Mutex::new(writer),
+            readers,
+            next_reader: AtomicUsize::new(0),
+        })
+    }
+
+    /// The process id of the writer connection's server backend
+    /// (reconnecting first if it was lost): what `pg_stat_activity` and
+    /// `pg_terminate_backend` know it by.
+    pub async fn writer_backend_pid(&self) -> Result<i32, StoreError> {
+        self.writer.lock().await.backend_pid().await
+    }
+
+    /// A reader connection, reconnected if it was lost.
+    async fn reader(&self) -> Result<Arc<Client>, StoreError> {
+        let i = self.next_reader.fetch_add(1, Ordering::Relaxed) % self.readers.len();
+        let slot = &self.readers[i];
+        let current = slot.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        if let Some(client) = current.filter(|c| !c.is_closed()) {
+            return Ok(client);
+        }
+        let client = Arc::new(
+            connect(
+                &self.config,
+                self.options.schema.as_deref(),
+                "troupe-reader",
+                self.options.connect_timeout,
+            )
+            .await?,
+        );
+        *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(client.clone());
+        Ok(client)
+    }
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn apply_batch(
+        &self,
+        ops: Vec<WriteOp>,
+    ) -> Result<Vec<Result<WriteOutcome, StoreError>>, StoreError> {
+        if ops.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.writer.lock().await.apply_batch(&ops).await
+    }
+
+    async fn get_run(&self, id: Uuid) -> Result<Option<Run>, StoreError> {
+        read::get_run(&*self.reader().await?, id).await
+    }
+
+    async fn find_run_by_key(&self, flow: &str, key: &str) -> Result<Option<Run>, StoreError> {
+        read::find_run_by_key(&*self.reader().await?, flow, key).await
+    }
+
+    async fn list_runs_by_owner(&self, owner_session_key: &str) -> Result<Vec<Run>, StoreError> {
+        read::list_runs_by_owner(&*self.reader().await?, owner_session_key).await
+    }
+
+    async fn list_runs_by_status(&self, status: RunStatus) -> Result<Vec<Run>, StoreError> {
+        read::list_runs_by_status(&*self.reader().await?, status).await
+    }
+
+    async fn list_runs(
+        &self,
+        filter: &RunFilter,
+        before: Option<Uuid>,
+        limit: usize,
+    ) -> Result<Vec<Run>, StoreError> {
+        read::list_runs(&*self.reader().await?, filter, before, limit).await
+    }
+
+    async fn list_runs_missing_terminal_event(&self) -> Result<Vec<Run>, StoreError> {
+        read::list_runs_missing_terminal_event(&*self.reader().await?).await
+    }
+
+    async fn list_runs_to_recover(&self) -> Result<Vec<Result<Run, DamagedRun>>, StoreError> {
+        read::list_runs_to_recover(&*self.reader().await?).await
+    }
+
+    async fn list_events(&self, run_id: Uuid, limit: usize) -> Result<Vec<RunEvent>, StoreError> {
+        read::list_events(&*self.reader().await?, run_id, limit).await
+    }
+
+    async fn poll(&self, after: Cursor, limit: usize) -> Result<Vec<RunEvent>, StoreError> {
+        read::poll(&*self.reader().await?, after, limit).await
+    }
+
+    async fn latest_cursor(&self) -> Result<Cursor, StoreError> {
+        read::latest_cursor(&*self.reader().await?).await
+    }
+
+    async fn terminal_event(&self, run_id: Uuid) -> Result<Option<RunEvent>, StoreError> {
+        read::terminal_event(&*self.reader().await?, run_id).await
+    }
+
+    async fn list_step_outputs(&self, run_id: Uuid) -> Result<Vec<StepOutput>, StoreError> {
+        read::list_step_outputs_for(&*self.reader().await?, &[run_id]).await
+    }
+
+    async fn list_step_outputs_for(&self, run_ids: &[Uuid]) -> Result<Vec<StepOutput>, StoreError> {
+        read::list_step_outputs_for(&*self.reader().await?, run_ids).await
+    }
+
+    async fn list_failures(&self, run_id: Uuid) -> Result<Vec<FailureEntry>, StoreError> {
+        read::list_failures(&*self.reader().await?, run_id).await
+    }
+
+    async fn list_memos(&self, run_id: Uuid, stage: &str) -> Result<Vec<Memo>, StoreError> {
+        read::list_memos(&*self.reader().await?, run_id, stage).await
+    }
+
+    async fn list_dead_letters(&self, run_id: Uuid) -> Result<Vec<DeadLetter>, StoreError> {
+        read::list_dead_letters(&*self.reader().await?, run_id).await
+    }
+
+    async fn list_inbox(&self, run_id: Uuid) -> Result<Vec<InboxEntry>, StoreError> {
+        read::list_inbox(&*self.reader().await?, run_id).await
+    }
+
+    async fn list_steps(&self, run_id: Uuid) -> Result<Vec<RunStep>, StoreError> {
+        read::list_steps(&*self.reader().await?, run_id).await
+    }
+}
+
+/// Refuses a schema name that is empty or too long for PostgreSQL (63 bytes).
+pub(crate) fn check_schema_name(name: &str) -> Result<(), StoreError> {
+    if name.is_empty() || name.len() > 63 || name.contains('\0') {
+        return Err(own_error(
+            "check schema name",
+            format!("schema name {name:?} must be 1..=63 bytes without NUL"),
+        ));
+    }
+    Ok(())
+}
