@@ -36,6 +36,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -56,6 +57,8 @@ pub(crate) struct RunContext {
     pub(crate) input: Value,
     /// Where memos are read and recorded.
     pub(crate) journal: JournalHandle,
+    /// Numbers the run's durable waits (see `WaitReport`).
+    pub(crate) wait_tokens: AtomicU64,
 }
 
 impl RunContext {
@@ -67,6 +70,7 @@ impl RunContext {
             key: run.key.clone(),
             input: run.input.clone(),
             journal,
+            wait_tokens: AtomicU64::new(0),
         })
     }
 }
@@ -113,12 +117,12 @@ impl std::fmt::Debug for StageContext {
 /// Reports a durable wait to the flow while it lasts (the run is `Waiting`
 /// meanwhile); dropped, it reports the wait over, whether it ended or its
 /// future was dropped.
-pub(super) struct WaitReport<'a>(&'a StageContext);
+pub(super) struct WaitReport<'a>(&'a StageContext, u64);
 
 impl Drop for WaitReport<'_> {
     fn drop(&mut self) {
         if let Some(settler) = &self.0.settler {
-            settler.waiting(None);
+            settler.waiting(self.1, None);
         }
     }
 }
@@ -126,10 +130,11 @@ impl Drop for WaitReport<'_> {
 impl StageContext {
     /// Reports that the stage waits for `what` until the guard is dropped.
     pub(super) fn report_wait(&self, what: Value) -> WaitReport<'_> {
+        let token = self.run.wait_tokens.fetch_add(1, Ordering::Relaxed);
         if let Some(settler) = &self.settler {
-            settler.waiting(Some(what));
+            settler.waiting(token, Some(what));
         }
-        WaitReport(self)
+        WaitReport(self, token)
     }
 }
 
@@ -222,10 +227,17 @@ impl StageContext {
 
     /// A key for `name` that is the same at every start of this stage in
     /// this run, in every process, and differs between runs and stages:
-    /// `"{run id}/{stage}/{name}"`. Use it as an idempotency key with an
-    /// external service.
+    /// `"{run id}/{stage}/{name}"` (`%` and `/` in the stage's name escaped
+    /// as `%25` and `%2F`, so two stages never share a key). Use it as an
+    /// idempotency key with an external service.
     pub fn key(&self, name: &str) -> String {
-        format!("{}/{}/{}", self.run.run_id, self.stage, name)
+        format!("{}/{}/{}", self.run.run_id, self.escaped_stage(), name)
+    }
+
+    /// The stage's name with `%` and `/` escaped (`%25`, `%2F`), so that a
+    /// key `{stage}/{name}` names one stage and one name whatever they hold.
+    pub(super) fn escaped_stage(&self) -> String {
+        self.stage.replace('%', "%25").replace('/', "%2F")
     }
 }
 
@@ -255,6 +267,11 @@ pub(crate) mod tests {
         assert_ne!(a.key("card"), a.key("refund"));
         assert_ne!(a.key("card"), ctx(Value::Null).await.key("card"));
         assert_eq!(a.key("card"), format!("{}/charge/card", a.run_id()));
+        // A stage named with a slash does not collide with another stage.
+        let eu = StageContext::new(a.run.clone(), "billing/eu".into(), 1);
+        let billing = StageContext::new(a.run.clone(), "billing".into(), 1);
+        assert_ne!(eu.key("x"), billing.key("eu/x"));
+        assert_eq!(eu.key("x"), format!("{}/billing%2Feu/x", a.run_id()));
         assert_eq!(
             (a.run_key(), a.flow(), a.stage()),
             (Some("order-42"), "orders", "charge")
