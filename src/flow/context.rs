@@ -168,6 +168,11 @@ impl FlowCtx {
             item,
             ack,
         } = letter;
+        if let Some(runtime) = self.stages.get(stage) {
+            metrics::counter!(crate::metrics::DEAD_LETTERS,
+                "flow" => self.run.controller_id.clone(), "stage" => runtime.name.clone())
+            .increment(1);
+        }
         let Some(runtime) = self
             .stages
             .get(stage)
@@ -333,6 +338,10 @@ impl FlowCtx {
                     record::resume(&self.journal, &mut self.run).await?;
                 }
                 record::set_status(&self.journal, &mut self.run, *status, audit).await?;
+                if matches!(*audit, "started" | "recovered") {
+                    let flow = self.run.controller_id.clone();
+                    metrics::counter!(crate::metrics::RUNS_STARTED, "flow" => flow).increment(1);
+                }
                 self.sync_waits().await?;
             }
             FlowAction::SpawnStages => {
@@ -503,6 +512,9 @@ impl FlowCtx {
             });
         }
         tracing::info!(run_id = %self.run.id, status = outcome.status.as_str(), "flow ended");
+        metrics::counter!(crate::metrics::RUNS_ENDED, "flow" => self.run.controller_id.clone(),
+            "status" => outcome.status.as_str())
+        .increment(1);
         self.outcome.send_replace(Some(outcome));
         self.myself
             .stop(Some(format!("flow {}", self.run.status.as_str())));

@@ -72,6 +72,7 @@ impl StageContext {
             ),
         );
         let stored = self.record(&key, Ok(answer), Some(taken_event)).await?;
+        metrics::counter!(crate::metrics::SIGNALS_TAKEN).increment(1);
         self.answer(&key, stored)
     }
 
