@@ -108,10 +108,8 @@ async fn a_waiting_step_wakes_on_its_signal_and_ignores_others() {
         answers.lock().unwrap().is_empty(),
         "another name does not wake it"
     );
-    runtime
-        .send_signal(run.run_id(), Some("approve"), "approval", json!("yes"))
-        .await
-        .unwrap();
+    // Typed, through the run's handle.
+    run.signal("approval", "yes").await.unwrap();
     let outcome = run.wait().await.unwrap();
     assert_eq!(outcome.status, RunStatus::Finished);
     assert_eq!(*answers.lock().unwrap(), [Some(json!("yes"))]);
