@@ -332,11 +332,6 @@ impl FlowCtx {
     pub(crate) async fn apply(&mut self, action: &FlowAction) -> Result<(), EffectError> {
         match action {
             FlowAction::Persist(status, audit) => {
-                // The record's `Waiting` may be its stages' waits, not a
-                // pause: this change starts from `Running`.
-                if super::waits::waits_for_stages(&self.run) {
-                    record::resume(&self.journal, &mut self.run).await?;
-                }
                 record::set_status(&self.journal, &mut self.run, *status, audit).await?;
                 if matches!(*audit, "started" | "recovered") {
                     let flow = self.run.controller_id.clone();
