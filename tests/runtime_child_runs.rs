@@ -335,3 +335,53 @@ async fn cancelling_the_parent_cancels_its_running_child_unless_abandoned() {
     assert!(!record.status.is_terminal(), "{:?}", record.status);
     runtime.shutdown_within(Duration::from_secs(1)).await;
 }
+
+#[tokio::test]
+async fn an_unknown_flow_or_a_bad_key_is_a_typed_error_and_starts_nothing() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let runtime = both_on(&store, &Got::default(), &calm()).await;
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s = seen.clone();
+    let reckless = FlowDefinition::<u64>::builder("reckless")
+        .step("try", move |ctx: &StageContext| {
+            let (ctx, s) = (ctx.clone(), s.clone());
+            step_fn(move |_| {
+                let (ctx, s) = (ctx.clone(), s.clone());
+                async move {
+                    let attempts = [
+                        ctx.start_child("nowhere", json!(null), "a").await,
+                        ctx.start_child("ship", json!(null), "").await,
+                        ctx.start_child("ship", json!(null), "bad\nkey").await,
+                        ctx.start_child("ship", json!(null), &"k".repeat(100_000))
+                            .await,
+                    ];
+                    for attempt in attempts {
+                        let error = attempt.expect_err("refused");
+                        s.lock().unwrap().push((error.is_permanent(), error));
+                    }
+                    Ok(json!(null))
+                }
+            })
+        })
+        .build()
+        .unwrap();
+    runtime.register(reckless).await.unwrap();
+    let run = runtime.start("reckless").await.unwrap();
+    assert_eq!(run.wait().await.unwrap().status, RunStatus::Finished);
+    let seen = std::mem::take(&mut *seen.lock().unwrap());
+    assert!(
+        matches!(&seen[0], (false, ChildError::UnknownFlow { flow, registered, .. })
+            if flow == "nowhere" && registered.contains(&"ship".to_owned())),
+        "{:?}",
+        seen[0]
+    );
+    assert!(seen[0].1.to_string().contains("nowhere"), "{}", seen[0].1);
+    for refused in &seen[1..] {
+        assert!(
+            matches!(refused, (true, ChildError::BadKey { .. })),
+            "{refused:?}"
+        );
+    }
+    assert!(children(&store, run.run_id()).await.is_empty());
+    runtime.shutdown().await;
+}

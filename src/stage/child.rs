@@ -251,6 +251,26 @@ pub enum ChildError {
     },
 }
 
+impl ChildError {
+    /// Whether a retry cannot change it: the child's failure (recorded in
+    /// the parent), a refused key or input, a stage outside a runtime, or a
+    /// permanent memo error. A stage returning it with `?` then fails at
+    /// once instead of being retried; an unknown flow or a start the
+    /// runtime could not make is retried per the stage's
+    /// [`RetryPolicy`](crate::stage::RetryPolicy).
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            ChildError::Failed { .. }
+            | ChildError::BadKey { .. }
+            | ChildError::BadInput { .. }
+            | ChildError::KeyConflict { .. }
+            | ChildError::NoRuntime { .. } => true,
+            ChildError::Memo(memo) => memo.is_permanent(),
+            ChildError::UnknownFlow { .. } | ChildError::NotStarted { .. } => false,
+        }
+    }
+}
+
 /// A child's terminal as the parent records it (the memo's value).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "status", rename_all = "snake_case")]
@@ -304,11 +324,13 @@ impl StageContext {
             return Ok(ChildRun::new(started.id, started.flow));
         }
         let id = format!("{parent}/{key}");
-        check_run_key(parent, &id).map_err(|source| ChildError::BadKey {
+        let bad_key = |source| ChildError::BadKey {
             parent,
             key: key.to_owned(),
             source,
-        })?;
+        };
+        check_run_key(parent, key).map_err(bad_key)?;
+        check_run_key(parent, &id).map_err(bad_key)?;
         let input = serde_json::to_value(input).map_err(|error| ChildError::BadInput {
             parent,
             flow: flow.to_owned(),
