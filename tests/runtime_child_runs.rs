@@ -47,10 +47,11 @@ fn ship() -> FlowDefinition<u64> {
         .unwrap()
 }
 
-/// `order`: its step `shipment` starts `ship` with `input.child` under the
+/// `order`: its step `shipment` starts `ship` (or `input.flow`) with `input.child` under the
 /// key `parcel` (or awaits the run `input.await` instead), panics once
 /// after the start while `crash` is set, then awaits the child and keeps
-/// what it got in `got`.
+/// what it got in `got` (and panics then instead, once, while `crash` is
+/// set, when `input.crash_after_await`).
 fn order(got: &Got, crash: &Arc<AtomicBool>) -> FlowDefinition<u64> {
     let (got, crash) = (got.clone(), crash.clone());
     FlowDefinition::<u64>::builder("order")
@@ -67,11 +68,13 @@ fn order(got: &Got, crash: &Arc<AtomicBool>) -> FlowDefinition<u64> {
                                 true => ParentClose::Abandon,
                                 false => ParentClose::Cancel,
                             };
-                            ctx.start_child_with("ship", &input["child"], "parcel", policy)
+                            let flow = input["flow"].as_str().unwrap_or("ship");
+                            ctx.start_child_with(flow, &input["child"], "parcel", policy)
                                 .await?
                         }
                     };
-                    if crash.swap(false, Ordering::SeqCst) {
+                    let late = input["crash_after_await"] == json!(true);
+                    if !late && crash.swap(false, Ordering::SeqCst) {
                         panic!("crash after the start");
                     }
                     let answer = match ctx.await_child(&child).await {
@@ -80,6 +83,9 @@ fn order(got: &Got, crash: &Arc<AtomicBool>) -> FlowDefinition<u64> {
                         Err(other) => return Err(other.into()),
                     };
                     got.lock().unwrap().push(answer.clone());
+                    if late && crash.swap(false, Ordering::SeqCst) {
+                        panic!("crash after the await");
+                    }
                     Ok(json!({ "child": child.run_id(), "got": format!("{answer:?}") }))
                 }
             })
@@ -109,23 +115,30 @@ async fn children(store: &Arc<dyn Store>, parent: Uuid) -> Vec<Run> {
 
 /// Waits until the parent has a child; that child.
 async fn child_of(store: &Arc<dyn Store>, parent: Uuid) -> Run {
-    loop {
+    for _ in 0..PATIENCE {
         if let Some(child) = children(store, parent).await.pop() {
             return child;
         }
         settle().await;
     }
+    panic!("run {parent} started no child");
 }
+
+/// How many times a test looks again for what it waits for (10 ms apart).
+const PATIENCE: usize = 1_000;
 
 /// Waits until the run's record has `status`.
 async fn record_is(store: &Arc<dyn Store>, run: Uuid, status: RunStatus) -> Run {
-    loop {
-        let record = store.get_run(run).await.unwrap().unwrap();
-        if record.status == status {
-            return record;
+    let mut record = None;
+    for _ in 0..PATIENCE {
+        let now = store.get_run(run).await.unwrap().unwrap();
+        if now.status == status {
+            return now;
         }
+        record = Some(now);
         settle().await;
     }
+    panic!("run {run} is not {status:?}: {record:?}");
 }
 
 async fn events_named(store: &Arc<dyn Store>, run: Uuid, name: &str) -> usize {
@@ -190,6 +203,34 @@ async fn a_start_run_again_after_a_stage_restart_returns_the_same_child() {
     assert_eq!(got.lock().unwrap().len(), 1);
     assert_eq!(
         events_named(&store, parent.run_id(), "child_started").await,
+        1
+    );
+    runtime.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_step_run_again_after_the_await_gets_the_terminal_recorded_once() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let got = Got::default();
+    let crash = Arc::new(AtomicBool::new(true));
+    let runtime = both_on(&store, &got, &crash).await;
+    let input = json!({ "child": { "n": 5 }, "crash_after_await": true });
+    let parent = runtime
+        .start_with("order", RunOptions::new().input(input))
+        .await
+        .unwrap();
+    let outcome = parent.wait().await.unwrap();
+    assert_eq!(outcome.status, RunStatus::Finished, "{outcome:?}");
+    assert!(!crash.load(Ordering::SeqCst), "the step panicked once");
+    let answers = got.lock().unwrap().clone();
+    assert_eq!(answers.len(), 2, "once before the panic, once after");
+    assert_eq!(answers[0], answers[1]);
+    assert_eq!(
+        events_named(&store, parent.run_id(), "child_ended").await,
+        1
+    );
+    assert_eq!(
+        memos_named(&store, parent.run_id(), "child-terminal/").await,
         1
     );
     runtime.shutdown().await;
@@ -383,5 +424,43 @@ async fn an_unknown_flow_or_a_bad_key_is_a_typed_error_and_starts_nothing() {
         );
     }
     assert!(children(&store, run.run_id()).await.is_empty());
+    runtime.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cancelled_childs_own_children_are_cancelled_too() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let got = Got::default();
+    let runtime = both_on(&store, &got, &calm()).await;
+    // `relay` starts a waiting `ship` of its own and awaits it.
+    let relay = FlowDefinition::<u64>::builder("relay")
+        .step("forward", |ctx: &StageContext| {
+            let ctx = ctx.clone();
+            step_fn(move |_| {
+                let ctx = ctx.clone();
+                async move {
+                    let inner = ctx
+                        .start_child("ship", json!({ "wait": true }), "inner")
+                        .await?;
+                    Ok(ctx.await_child(&inner).await?)
+                }
+            })
+        })
+        .build()
+        .unwrap();
+    runtime.register(relay).await.unwrap();
+    let input = json!({ "flow": "relay", "child": null });
+    let parent = runtime
+        .start_with("order", RunOptions::new().input(input))
+        .await
+        .unwrap();
+    let middle = child_of(&store, parent.run_id()).await;
+    let inner = child_of(&store, middle.id).await;
+    assert_eq!(inner.controller_id, "ship");
+    let reason = "order withdrawn".to_owned();
+    parent.send(ControlEvent::Cancel { reason }).await.unwrap();
+    assert_eq!(parent.wait().await.unwrap().status, RunStatus::Cancelled);
+    record_is(&store, middle.id, RunStatus::Cancelled).await;
+    record_is(&store, inner.id, RunStatus::Cancelled).await;
     runtime.shutdown().await;
 }
