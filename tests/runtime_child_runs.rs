@@ -464,3 +464,40 @@ async fn a_cancelled_childs_own_children_are_cancelled_too() {
     record_is(&store, inner.id, RunStatus::Cancelled).await;
     runtime.shutdown().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_child_whose_parent_ended_while_the_process_was_down_is_cancelled_at_resume() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let got = Got::default();
+    let first = both_on(&store, &got, &calm()).await;
+    let options = RunOptions::new().input(json!({ "child": { "wait": true } }));
+    let parent = first.start_with("order", options).await.unwrap();
+    let child = child_of(&store, parent.run_id()).await;
+    record_is(&store, parent.run_id(), RunStatus::Waiting).await;
+    drop(first);
+    settle().await;
+
+    // Cancelled by an operator while no process runs its flow.
+    let between = runtime_on(&store).await;
+    between.runs().cancel(parent.run_id()).await.unwrap();
+    between.shutdown().await;
+    assert!(
+        !store
+            .get_run(child.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .status
+            .is_terminal()
+    );
+
+    // The next process resumes the child, then closes it for its parent.
+    let second = runtime_on(&store).await;
+    let report = second.register(order(&got, &calm())).await.unwrap();
+    assert!(report.resumed.is_empty(), "the parent has ended");
+    let report = second.register(ship()).await.unwrap();
+    assert_eq!(report.resumed.len(), 1);
+    record_is(&store, child.id, RunStatus::Cancelled).await;
+    assert!(got.lock().unwrap().is_empty());
+    second.shutdown().await;
+}

@@ -3,6 +3,7 @@
 //! and its runs' stages, which start child runs through it
 //! ([`RunLauncher`]).
 
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use ractor::ActorRef;
@@ -17,10 +18,11 @@ use super::root::RootMsg;
 use super::start::Starter;
 use crate::flow::{ControlEvent, RunHandle, RunOptions};
 use crate::journal::JournalHandle;
-use crate::records::{EventKind, InboxEntry, NewEvent};
+use crate::records::{EventKind, InboxEntry, NewEvent, Run, RunStatus};
 use crate::runs::RunManager;
 use crate::stage::ChildError;
-use crate::stage::child::{ChildStart, LaunchFuture, RunLauncher};
+use crate::stage::RunContext;
+use crate::stage::child::{ChildStart, LaunchFuture, RunLauncher, close_children};
 use crate::store::Store;
 use crate::supervise::BoxError;
 
@@ -206,6 +208,50 @@ impl Launcher {
             .cancel(run_id)
             .await?;
         Ok(())
+    }
+}
+
+impl Launcher {
+    /// Applies the parent-close policy of the ended parents of `resumed`
+    /// runs (a parent that failed or was cancelled while the process went
+    /// down before its children were closed): in a task of its own, so the
+    /// resume does not wait for it. A parent whose flow is not registered
+    /// is left for a later start (its children's policies live in its
+    /// stages' memos).
+    pub(crate) fn close_orphans(&self, resumed: &[Run]) {
+        let parents: HashSet<Uuid> = resumed.iter().filter_map(|r| r.parent_run_id).collect();
+        let Some(launcher) = self.myself.upgrade() else {
+            return;
+        };
+        if parents.is_empty() {
+            return;
+        }
+        tokio::spawn(async move {
+            for parent in parents {
+                let run = match launcher.journal.get_run(parent).await {
+                    Ok(Some(run)) => run,
+                    Ok(None) => continue,
+                    Err(error) => {
+                        tracing::warn!(%parent, %error,
+                            "reading a resumed child's parent failed; its parent-close policy waits for the next start");
+                        continue;
+                    }
+                };
+                if !matches!(run.status, RunStatus::Failed | RunStatus::Cancelled) {
+                    continue;
+                }
+                let Some(definition) = launcher.registry.get(&run.controller_id) else {
+                    tracing::warn!(%parent, flow = %run.controller_id,
+                        "an ended parent's flow is not registered; its children are closed once it is");
+                    continue;
+                };
+                let stages = definition.stage_names();
+                let why = run.status.as_str().to_owned();
+                let this: Arc<dyn RunLauncher> = launcher.clone();
+                let context = RunContext::of(&run, launcher.journal.clone(), Some(this));
+                close_children(&context, &stages, &why).await;
+            }
+        });
     }
 }
 

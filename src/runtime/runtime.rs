@@ -315,6 +315,9 @@ impl Runtime {
             Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
             Err(_) => Err(RuntimeError::ShuttingDown),
         };
+        if resumed.is_ok() {
+            self.launcher.close_orphans(&runs);
+        }
         if resumed.is_err() {
             // Nothing was started: the runs wait for the next start.
             let mut unresumed = self
@@ -395,7 +398,9 @@ impl Runtime {
             .unresumed
             .get_mut()
             .unwrap_or_else(PoisonError::into_inner) = unresumed;
+        let resumed: Vec<Run> = resumable.iter().map(|(run, _)| run.clone()).collect();
         let report = resume_runs(&self.starter(), resumable).await?;
+        self.launcher.close_orphans(&resumed);
         self.resumed = report.resumed;
         self.resume_failures = report.failures;
         Ok(())
