@@ -403,7 +403,6 @@ impl StageContext {
         let memo = format!("child-terminal/{}", child.run_id);
         let terminal: ChildTerminal = self
             .run(&memo, || async {
-                let _waiting = self.report_wait(json!({ "for": "child", "child": child.run_id }));
                 Ok::<_, BoxError>(self.child_terminal(child.run_id).await)
             })
             .await?;
@@ -433,10 +432,14 @@ impl StageContext {
     }
 
     /// The terminal of run `child` as the store has it, once it has one:
-    /// read at once, then again at each doorbell or backoff step.
+    /// read at once, then (the stage reported waiting meanwhile) again at
+    /// each doorbell or backoff step. The doorbell is armed before each
+    /// read, so an end between the read and the wait rings it.
     async fn child_terminal(&self, child: Uuid) -> ChildTerminal {
+        let mut waiting = None;
         let mut pause = FIRST_POLL;
         loop {
+            let doorbell = self.run.launcher.as_ref().and_then(|l| l.doorbell(child));
             match self.read_terminal(child).await {
                 Ok(Some(terminal)) => return terminal,
                 Ok(None) => {}
@@ -445,7 +448,8 @@ impl StageContext {
                         "reading a child's record failed; reading it again");
                 }
             }
-            let doorbell = self.run.launcher.as_ref().and_then(|l| l.doorbell(child));
+            waiting
+                .get_or_insert_with(|| self.report_wait(json!({ "for": "child", "child": child })));
             match doorbell {
                 Some(rung) => {
                     tokio::select! {
