@@ -378,7 +378,7 @@ async fn cancelling_the_parent_cancels_its_running_child_unless_abandoned() {
 }
 
 #[tokio::test]
-async fn an_unknown_flow_or_a_bad_key_is_a_typed_error_and_starts_nothing() {
+async fn an_unknown_flow_or_a_bad_key_is_a_typed_error_and_starts_nothing_but_a_long_key_works() {
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
     let runtime = both_on(&store, &Got::default(), &calm()).await;
     let seen = Arc::new(Mutex::new(Vec::new()));
@@ -400,7 +400,10 @@ async fn an_unknown_flow_or_a_bad_key_is_a_typed_error_and_starts_nothing() {
                         let error = attempt.expect_err("refused");
                         s.lock().unwrap().push((error.is_permanent(), error));
                     }
-                    Ok(json!(null))
+                    // The longest key that makes a run id is fine.
+                    let longest = "k".repeat(troupe::records::MAX_RUN_KEY_LEN - 37);
+                    let child = ctx.start_child("ship", json!({ "n": 1 }), &longest).await?;
+                    Ok(ctx.await_child(&child).await?)
                 }
             })
         })
@@ -423,7 +426,8 @@ async fn an_unknown_flow_or_a_bad_key_is_a_typed_error_and_starts_nothing() {
             "{refused:?}"
         );
     }
-    assert!(children(&store, run.run_id()).await.is_empty());
+    assert_eq!(children(&store, run.run_id()).await.len(), 1);
+    assert_eq!(events_named(&store, run.run_id(), "child_started").await, 1);
     runtime.shutdown().await;
 }
 

@@ -380,7 +380,7 @@ impl StageContext {
         let started: StartedChild = self.run(&memo, || async move { Ok(started) }).await?;
         let event = NewEvent::with_id(
             parent,
-            format!("child_started/{key}"),
+            format!("child_started/{}", started.id),
             EventKind::custom(
                 "child_started",
                 json!({ "stage": &*self.stage, "key": key, "child": started.id, "flow": &started.flow }),
@@ -624,5 +624,95 @@ async fn ledger(journal: &crate::journal::JournalHandle, run_id: Uuid, reason: S
     };
     if let Err(error) = journal.record_failure(entry).await {
         tracing::error!(%run_id, %error, "recording a failure ledger entry failed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::journal::JournalHandle;
+    use crate::records::Run;
+    use crate::runs::RunManager;
+
+    /// A launcher whose doorbell never rings (a muted notifier), counting
+    /// how often a waiter asked for it (once per read of the store).
+    #[derive(Default)]
+    struct Muted(AtomicUsize);
+
+    impl RunLauncher for Muted {
+        fn start_child(&self, _: ChildStart) -> LaunchFuture<'_, Result<Uuid, ChildError>> {
+            Box::pin(async { unreachable!("not started here") })
+        }
+
+        fn doorbell(&self, _: Uuid) -> Option<LaunchFuture<'static, ()>> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            Some(Box::pin(std::future::pending()))
+        }
+
+        fn cancel(&self, _: Uuid, _: String) -> LaunchFuture<'_, Result<(), BoxError>> {
+            Box::pin(async { Ok(()) })
+        }
+    }
+
+    async fn parent(muted: &Arc<Muted>) -> (StageContext, JournalHandle) {
+        let store = Arc::new(crate::store::MemoryStore::new());
+        let journal = JournalHandle::spawn(store, Default::default(), None)
+            .await
+            .unwrap();
+        let record = Run::new("order", "goal", "o");
+        journal.insert_run(record.clone(), None).await.unwrap();
+        let launcher: Arc<dyn RunLauncher> = muted.clone();
+        let run = RunContext::of(&record, journal.clone(), Some(launcher));
+        (StageContext::new(run, "shipment".into(), 1), journal)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_muted_doorbell_degrades_to_capped_backoff_polling() {
+        let muted = Arc::new(Muted::default());
+        let (ctx, journal) = parent(&muted).await;
+        let child = ChildRun::new(Uuid::now_v7(), "ship");
+        let waiter = tokio::spawn({
+            let (ctx, child) = (ctx.clone(), child.clone());
+            async move { ctx.await_child(&child).await }
+        });
+        // Not visible for a minute: read with backoff, capped at a second.
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        let reads = muted.0.load(Ordering::SeqCst);
+        // 10 ms doubling reaches the cap after 7 reads (1.27 s), then one
+        // read a second: far from 10 ms polls, and never parked for good.
+        assert!((55..=75).contains(&reads), "{reads} reads in a minute");
+        assert!(!waiter.is_finished());
+
+        let mut run = Run::new("ship", "late", "o");
+        run.id = child.run_id();
+        journal.insert_run(run, None).await.unwrap();
+        let manager = RunManager::new(Arc::new(journal.clone()));
+        manager.start_running(child.run_id()).await.unwrap();
+        manager.fail(child.run_id(), "lost").await.unwrap();
+        let started = tokio::time::Instant::now();
+        let answer = waiter.await.unwrap();
+        assert!(started.elapsed() <= MAX_POLL, "{:?}", started.elapsed());
+        assert!(
+            matches!(&answer, Err(ChildError::Failed { reason, .. }) if reason == "lost"),
+            "{answer:?}"
+        );
+        // Recorded once: asked again, the memo answers without a read.
+        let before = muted.0.load(Ordering::SeqCst);
+        let again = ctx.await_child(&child).await;
+        assert!(matches!(again, Err(ChildError::Failed { .. })), "{again:?}");
+        assert_eq!(muted.0.load(Ordering::SeqCst), before);
+        let memos = journal.list_memos(ctx.run_id(), "shipment").await.unwrap();
+        assert_eq!(memos.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_stage_outside_a_runtime_cannot_start_children() {
+        let ctx = crate::stage::context::tests::ctx(Value::Null).await;
+        let error = ctx.start_child("ship", 1, "a").await.unwrap_err();
+        assert!(matches!(error, ChildError::NoRuntime { .. }), "{error}");
+        assert!(error.is_permanent());
     }
 }
