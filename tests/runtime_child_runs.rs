@@ -16,7 +16,7 @@ use troupe::flow::{ControlEvent, FlowDefinition, RunOptions};
 use troupe::records::{Run, RunFilter, RunStatus};
 use troupe::runtime::Runtime;
 use troupe::stage::{ChildError, ChildRun, ParentClose, PermanentError, StageContext, step_fn};
-use troupe::store::{MemoryStore, Store};
+use troupe::store::{MemoryStore, SqliteStore, Store};
 use uuid::Uuid;
 
 /// What the parent's step got from `await_child`: the output, or the
@@ -154,6 +154,19 @@ async fn memos_named(store: &Arc<dyn Store>, run: Uuid, prefix: &str) -> usize {
 #[tokio::test]
 async fn a_parent_gets_its_childs_output_and_the_child_names_its_parent() {
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    parent_gets_output(store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parent_gets_its_childs_output_over_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path().join("journal.sqlite"))
+        .await
+        .unwrap();
+    parent_gets_output(Arc::new(store)).await;
+}
+
+async fn parent_gets_output(store: Arc<dyn Store>) {
     let got = Got::default();
     let runtime = both_on(&store, &got, &calm()).await;
     let options = RunOptions::new().input(json!({ "child": { "n": 7 } }));

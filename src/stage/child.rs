@@ -24,7 +24,9 @@
 //!   one `child_ended` event per child.
 //! - **Parent close.** When the parent fails or is cancelled, its children
 //!   that have not ended are cancelled, unless started with
-//!   [`ParentClose::Abandon`]; a cancelled child's own children follow.
+//!   [`ParentClose::Abandon`]; a cancelled child's own children follow. A
+//!   child resumed after its parent ended so while the process was down is
+//!   closed at its resume (once its parent's flow is registered too).
 //!
 //! ```
 //! use troupe::prelude::*;
