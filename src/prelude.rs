@@ -26,7 +26,7 @@
 
 pub use crate::async_trait;
 pub use crate::flow::{
-    Backoff, ControlEvent, DeadLetterPolicy, FlowBuilder, FlowDefinition, HandleError,
+    Backoff, ControlEvent, DeadLetterPolicy, FlowBuilder, FlowDefinition, HandleError, IdReuse,
     RestartPolicy, RestartStrategy, RestartType, RetryPolicy, RunHandle, RunOptions, RunOutcome,
     RunState, Supervision,
 };
@@ -36,7 +36,8 @@ pub use crate::fsm::{
 pub use crate::records::{DeadLetter, RunStatus};
 pub use crate::runtime::{Runtime, RuntimeError};
 pub use crate::stage::{
-    Emitter, EventPolicy, OnEvent, PermanentError, Produced, Sink, Source, Step, StepInputs,
-    Transform, sink_fn, source_iter, step_fn, transform_fn, transform_fsm,
+    ChildError, ChildRun, Emitter, EventPolicy, MemoError, OnEvent, ParentClose, PermanentError,
+    Produced, Sink, Source, StageContext, Step, StepInputs, Transform, sink_fn, source_iter,
+    step_fn, transform_fn, transform_fsm,
 };
 pub use crate::supervise::BoxError;

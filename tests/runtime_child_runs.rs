@@ -195,7 +195,7 @@ async fn parent_gets_output(store: Arc<dyn Store>) {
         1
     );
     assert_eq!(
-        memos_named(&store, parent.run_id(), "child-terminal/").await,
+        memos_named(&store, parent.run_id(), "@child-terminal/").await,
         1
     );
     runtime.shutdown().await;
@@ -243,7 +243,7 @@ async fn a_step_run_again_after_the_await_gets_the_terminal_recorded_once() {
         1
     );
     assert_eq!(
-        memos_named(&store, parent.run_id(), "child-terminal/").await,
+        memos_named(&store, parent.run_id(), "@child-terminal/").await,
         1
     );
     runtime.shutdown().await;
@@ -292,7 +292,7 @@ async fn after_a_crash_the_resumed_parent_gets_the_childs_terminal_once() {
         1
     );
     assert_eq!(
-        memos_named(&store, parent.run_id(), "child-terminal/").await,
+        memos_named(&store, parent.run_id(), "@child-terminal/").await,
         1
     );
     second.shutdown().await;

@@ -148,7 +148,11 @@ async fn dead_letters_of_an_ended_run_are_replayed_into_a_new_run() {
     let runtime = runtime_on(&store).await;
     let (def, probe) = flow(true, true);
     runtime.register(def).await.unwrap();
-    let first = runtime.start("flaky").await.unwrap();
+    let input = serde_json::json!({"batch": 7});
+    let first = runtime
+        .start_with("flaky", troupe::flow::RunOptions::new().input(&input))
+        .await
+        .unwrap();
     let outcome = first.wait().await.unwrap();
     assert_eq!(outcome.status, RunStatus::Finished);
     assert_eq!(outcome.dead_letters()["flaky"], 2);
@@ -171,6 +175,9 @@ async fn dead_letters_of_an_ended_run_are_replayed_into_a_new_run() {
         .unwrap();
     let second = replayed.run.clone().expect("a new run is live here");
     assert_ne!(second.run_id(), first.run_id());
+    // The new run works on the same input.
+    let record = store.get_run(second.run_id()).await.unwrap().unwrap();
+    assert_eq!(record.input, input);
     let outcome = second.wait().await.unwrap();
     assert_eq!(outcome.status, RunStatus::Finished, "{outcome:?}");
     // Its own items, and the two replayed ones before its stage completed.

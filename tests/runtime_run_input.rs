@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::sync::Notify;
 use troupe::flow::{FlowDefinition, IdReuse, RunOptions};
-use troupe::records::{RunStatus, StoreError};
+use troupe::records::RunStatus;
 use troupe::runtime::{Runtime, RuntimeError};
 use troupe::stage::{StageContext, sink_fn, source_iter};
 use troupe::store::{MemoryStore, Store};
@@ -145,6 +145,19 @@ async fn an_input_of_the_wrong_type_is_refused_before_any_run_exists() {
         );
         assert!(err.to_string().contains("Order"), "names the type: {err}");
     }
+    // Deeper than a store keeps.
+    let mut deep = json!(1);
+    for _ in 0..150 {
+        deep = json!([deep]);
+    }
+    let err = runtime
+        .start_with("orders", RunOptions::new().input(deep))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, RuntimeError::BadInput { reason, .. } if reason.contains("nested")),
+        "{err}"
+    );
     // Not JSON at all: a map with non-string keys.
     let mut pairs = std::collections::BTreeMap::new();
     pairs.insert((1, 2), 3);
@@ -327,14 +340,13 @@ async fn bad_ids_are_refused_before_any_run_exists() {
             .await
             .unwrap_err();
         assert!(
-            matches!(
-                &err,
-                RuntimeError::BadRunId {
-                    source: StoreError::InvalidInput { field: "key", .. },
-                    ..
-                }
-            ),
+            matches!(&err, RuntimeError::BadRunId { flow, .. } if flow == "orders"),
             "{id:?}: {err}"
+        );
+        assert!(err.to_string().contains("run id"), "{err}");
+        assert!(
+            !err.to_string().contains("0000-0000"),
+            "no made-up run id: {err}"
         );
     }
     let all = troupe::records::RunFilter::default();

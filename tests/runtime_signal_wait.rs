@@ -288,3 +288,83 @@ async fn a_waiting_step_makes_the_run_waiting_with_what_for() {
     assert_eq!(audits.last().map(String::as_str), Some("resumed"));
     runtime.shutdown().await;
 }
+
+#[tokio::test]
+async fn signals_to_a_step_that_never_waits_are_not_failures() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let (opener, gate) = watch::channel(false);
+    let flow = FlowDefinition::<u64>::builder("plain")
+        .step("work", move |_: &StageContext| {
+            let gate = gate.clone();
+            step_fn(move |_| {
+                let mut gate = gate.clone();
+                async move {
+                    gate.wait_for(|open| *open).await?;
+                    Ok(Value::Null)
+                }
+            })
+        })
+        .build()
+        .unwrap();
+    let runtime = runtime_on(&store).await;
+    runtime.register(flow).await.unwrap();
+    let run = runtime.start("plain").await.unwrap();
+    for i in 0..3 {
+        runtime
+            .send_signal(run.run_id(), None, "ping", json!(i))
+            .await
+            .unwrap();
+    }
+    opener.send_replace(true);
+    assert_eq!(run.wait().await.unwrap().status, RunStatus::Finished);
+    assert!(
+        store.list_failures(run.run_id()).await.unwrap().is_empty(),
+        "a signal no wait took is not a failure"
+    );
+    let entries = store.list_inbox(run.run_id()).await.unwrap();
+    assert_eq!(entries.len(), 3);
+    assert!(entries.iter().all(|e| {
+        e.settled
+            .as_ref()
+            .is_some_and(|s| s.undeliverable.is_none())
+    }));
+    runtime.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stage_waiting_for_two_things_stays_waiting_until_both_end() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let flow = FlowDefinition::<u64>::builder("both")
+        .step("both", |ctx: &StageContext| {
+            let ctx = ctx.clone();
+            step_fn(move |_| {
+                let ctx = ctx.clone();
+                async move {
+                    let (a, b) = tokio::join!(
+                        ctx.sleep("short", Duration::from_secs(10)),
+                        ctx.sleep("long", Duration::from_secs(1000))
+                    );
+                    a?;
+                    b?;
+                    Ok(Value::Null)
+                }
+            })
+        })
+        .build()
+        .unwrap();
+    let runtime = runtime_on(&store).await;
+    runtime.register(flow).await.unwrap();
+    let run = runtime.start("both").await.unwrap();
+    record_is(&store, run.run_id(), RunStatus::Waiting).await;
+    // The short timer has fired; the long one still runs.
+    tokio::time::sleep(Duration::from_secs(55)).await;
+    let record = store.get_run(run.run_id()).await.unwrap().unwrap();
+    assert_eq!(
+        record.status,
+        RunStatus::Waiting,
+        "still waiting for the long timer"
+    );
+    assert_eq!(record.wait_json.unwrap()["stages"]["both"]["timer"], "long");
+    assert_eq!(run.wait().await.unwrap().status, RunStatus::Finished);
+    runtime.shutdown().await;
+}

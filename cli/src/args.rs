@@ -100,6 +100,11 @@ pub enum RunsCommand {
         /// The run.
         id: Uuid,
     },
+    /// A run and the runs it started, and theirs (32 levels deep at most).
+    Tree {
+        /// The run.
+        id: Uuid,
+    },
     /// A run's log, in order.
     Events {
         /// The run.

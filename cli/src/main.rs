@@ -11,6 +11,7 @@ mod error;
 mod follow;
 mod read;
 mod render;
+mod tree;
 mod write;
 
 use std::io::Write;
@@ -76,6 +77,7 @@ async fn execute(cli: Cli) -> Result<String, CliError> {
                     read::list(&store, args, as_json).await
                 }
                 RunsCommand::Show { id } => read::show(&store, id, as_json).await,
+                RunsCommand::Tree { id } => tree::tree(&store, id, as_json).await,
                 RunsCommand::Events {
                     id, follow: true, ..
                 } => {

@@ -72,7 +72,7 @@ fn runs_table(runs: &[Run]) -> Table {
 }
 
 /// A run's status, saying when a cancel is pending.
-fn status(run: &Run) -> String {
+pub fn status(run: &Run) -> String {
     if run.cancel_requested && !run.status.is_terminal() {
         format!("{} (cancel requested)", run.status.as_str())
     } else {

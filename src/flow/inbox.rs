@@ -18,9 +18,7 @@ use crate::stage::StageSignal;
 use crate::stage::durable::{Delivery, Settlement, Undeliverable};
 use crate::store::Store;
 
-/// The stage name of a run-wide signal accepted while its run was not live
-/// in any process: on resume it becomes one entry per stage not done.
-pub(crate) const EVERY_STAGE: &str = "*";
+pub(crate) use crate::records::EVERY_STAGE;
 
 /// Why a stage cannot take replayed items.
 const NO_REPLAY: &str = "takes no replayed items (only a transform or sink of a flow built with \

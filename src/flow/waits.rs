@@ -14,8 +14,9 @@ use super::record::{self, RecordError};
 use crate::records::{Run, RunStatus};
 use crate::stage::StageWait;
 
-/// What the stages of a run wait for, by stage name.
-pub(crate) type StageWaits = BTreeMap<String, Value>;
+/// What the stages of a run wait for, by stage name, then by wait (a stage
+/// may wait for several things at once).
+pub(crate) type StageWaits = BTreeMap<String, BTreeMap<u64, Value>>;
 
 /// Whether the run's record is `Waiting` because of its stages' waits.
 pub(crate) fn waits_for_stages(run: &Run) -> bool {
@@ -33,10 +34,18 @@ impl FlowCtx {
         let Some(name) = self.stages.get(wait.stage).map(|s| s.name.clone()) else {
             return Ok(());
         };
+        let waits = self.waits.entry(name.clone()).or_default();
         match wait.wait {
-            Some(what) => self.waits.insert(name, what),
-            None => self.waits.remove(&name),
-        };
+            Some(what) => {
+                waits.insert(wait.token, what);
+            }
+            None => {
+                waits.remove(&wait.token);
+                if waits.is_empty() {
+                    self.waits.remove(&name);
+                }
+            }
+        }
         self.sync_waits().await
     }
 
@@ -49,8 +58,14 @@ impl FlowCtx {
                 .any(|s| &s.name == name && !s.completed && s.abandoned.is_none())
         });
         let running = *self.state.borrow() == RunState::Running;
-        let wanted = (running && !self.waits.is_empty())
-            .then(|| json!({ "for": "stages", "stages": &self.waits }));
+        // Each waiting stage with its latest wait.
+        let latest: BTreeMap<&String, &Value> = self
+            .waits
+            .iter()
+            .filter_map(|(stage, waits)| Some((stage, waits.values().next_back()?)))
+            .collect();
+        let wanted =
+            (running && !latest.is_empty()).then(|| json!({ "for": "stages", "stages": latest }));
         let journal = self.journal().clone();
         match (wanted, self.run.status) {
             (Some(wait), RunStatus::Running) => {

@@ -108,6 +108,10 @@ pub struct Settled {
     pub undeliverable: Option<String>,
 }
 
+/// The stage name of a run-wide signal accepted while its run was not live
+/// in any process: on resume it becomes one entry per stage not done.
+pub(crate) const EVERY_STAGE: &str = "*";
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;

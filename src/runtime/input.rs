@@ -250,10 +250,12 @@ impl Runtime {
             .get_run(from)
             .await?
             .ok_or(RuntimeError::UnknownRun(from))?;
-        // The new run's id is set as it is created.
+        // The new run's id is set as it is created. It has the source run's
+        // input (not its key, which the source run may still hold).
         let (entries, ids) = item_entries(Uuid::nil(), stage, items);
+        let options = RunOptions::new().input(source.input.clone());
         let run = self
-            .start_with_inbox(&source.controller_id, RunOptions::default(), entries)
+            .start_with_inbox(&source.controller_id, options, entries)
             .await?;
         Ok(Replayed {
             run_id: run.run_id(),

@@ -31,13 +31,16 @@ pub(crate) struct KeyGuard {
     locks: Arc<KeyLocks>,
     key: (String, String),
     lock: KeyLock,
-    _held: OwnedMutexGuard<()>,
+    /// `Some` until dropped (first, in `drop`: it holds a clone of `lock`).
+    held: Option<OwnedMutexGuard<()>>,
 }
 
 impl Drop for KeyGuard {
     fn drop(&mut self) {
         let mut map = self.locks.0.lock().unwrap_or_else(PoisonError::into_inner);
-        // The map's clone and ours: nobody waits, so the entry can go.
+        self.held = None;
+        // The map's clone and ours: nobody holds or waits, so the entry can
+        // go (a waiter cloned it under the map's lock, which we hold).
         if Arc::strong_count(&self.lock) == 2 {
             map.remove(&self.key);
         }
@@ -56,7 +59,7 @@ impl KeyLocks {
             locks: self.clone(),
             key,
             lock,
-            _held: held,
+            held: Some(held),
         }
     }
 }
@@ -82,9 +85,12 @@ pub(crate) async fn look_up(
         return Ok(None);
     };
     let flow = definition.name();
-    check_run_key(uuid::Uuid::nil(), id).map_err(|source| RuntimeError::BadRunId {
+    check_run_key(uuid::Uuid::nil(), id).map_err(|error| RuntimeError::BadRunId {
         flow: flow.to_owned(),
-        source,
+        why: match error {
+            crate::records::StoreError::InvalidInput { why, .. } => why,
+            _ => "it is not a valid run id",
+        },
     })?;
     let guard = locks.lock(flow, id).await;
     let Some(run) = starter.journal.find_run_by_key(flow, id).await? else {
@@ -124,4 +130,33 @@ pub(crate) async fn look_up(
         id: id.to_owned(),
         existing: run.id,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entries(locks: &KeyLocks) -> usize {
+        locks.0.lock().unwrap().len()
+    }
+
+    #[tokio::test]
+    async fn an_entry_lives_while_someone_holds_or_waits_for_it() {
+        let locks = Arc::new(KeyLocks::default());
+        for i in 0..100 {
+            drop(locks.lock("orders", &format!("order-{i}")).await);
+        }
+        assert_eq!(entries(&locks), 0, "uncontended locks leave nothing behind");
+
+        let first = locks.lock("orders", "a").await;
+        let waiter = {
+            let locks = locks.clone();
+            tokio::spawn(async move { drop(locks.lock("orders", "a").await) })
+        };
+        tokio::task::yield_now().await;
+        drop(first);
+        assert_eq!(entries(&locks), 1, "kept for the waiter");
+        waiter.await.unwrap();
+        assert_eq!(entries(&locks), 0);
+    }
 }

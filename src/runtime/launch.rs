@@ -18,7 +18,7 @@ use super::root::RootMsg;
 use super::start::Starter;
 use crate::flow::{ControlEvent, RunHandle, RunOptions};
 use crate::journal::JournalHandle;
-use crate::records::{EventKind, InboxEntry, NewEvent, Run, RunStatus};
+use crate::records::{EventKind, InboxEntry, NewEvent, Run, RunStatus, StoreError};
 use crate::runs::RunManager;
 use crate::stage::ChildError;
 use crate::stage::RunContext;
@@ -105,6 +105,11 @@ impl Launcher {
         if let Some(reason) = options.input_error.clone() {
             return Err(bad_input(reason));
         }
+        if let Err(StoreError::InvalidInput { value, .. }) =
+            crate::records::check_json_depth(Uuid::nil(), "input", &options.input)
+        {
+            return Err(bad_input(value));
+        }
         definition.check_input(&options.input).map_err(bad_input)?;
         let starter = self.starter();
         let key_guard =
@@ -176,11 +181,6 @@ impl Launcher {
                 flow,
                 key: id,
                 reason,
-            }),
-            Err(RuntimeError::BadRunId { source, .. }) => Err(ChildError::BadKey {
-                parent,
-                key: id,
-                source,
             }),
             Err(error) => Err(ChildError::NotStarted {
                 parent,

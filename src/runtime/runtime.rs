@@ -114,19 +114,19 @@ pub enum RuntimeError {
     },
     /// The id chosen for a new run ([`RunOptions::id`]) is not acceptable
     /// (empty, too long or holding control characters). No run was created.
-    #[error("flow `{flow}`: {source}")]
+    #[error("flow `{flow}`: the run id is refused: {why}")]
     BadRunId {
         /// The flow.
         flow: String,
         /// Why.
-        #[source]
-        source: StoreError,
+        why: &'static str,
     },
     /// The flow has a run with this id, started with another input, that
     /// a start may not replace (see [`IdReuse`](crate::flow::IdReuse)).
     #[error(
         "flow `{flow}` already has run {existing} with id {id:?}, started with another \
-         input: start it with the same input to get that run, or choose another id"
+         input: start it with the same input to get that run, choose another id, or (once \
+         it has ended) allow a new run with `RunOptions::id_reuse`"
     )]
     RunIdConflict {
         /// The flow.
@@ -351,7 +351,9 @@ impl Runtime {
     /// waiting for it: the run is still started and tracked (in
     /// [`live_runs`](Self::live_runs), by [`shutdown`](Self::shutdown) and
     /// control-plane cancels), or failed if its flow cannot be started; it
-    /// is never left `Created` or running untracked.
+    /// is never left `Created` or running untracked. A start with an id
+    /// ([`RunOptions::id`]) first looks the id up; dropped during that
+    /// look-up, it starts nothing.
     pub async fn start_with(
         &self,
         name: &str,

@@ -9,7 +9,7 @@
 //!   ([`RunOptions::id`](crate::flow::RunOptions::id)) is
 //!   `"{parent run id}/{key}"`, so a start after a crash or a restart of
 //!   the stage finds the child already started (a keyed start), and the
-//!   answer is a memo (`child/{key}`), so a stage running again does not
+//!   answer is a memo (`@child/{key}`), so a stage running again does not
 //!   even ask.
 //! - **The store is the truth.** [`await_child`](StageContext::await_child)
 //!   reads the child's record and terminal event; the end of a child that
@@ -19,7 +19,7 @@
 //!   is looked for the same way. While it waits the parent's record is
 //!   `Waiting` (`{"for": "child", "child": id}` for the stage).
 //! - **Recorded once.** The child's terminal is a memo of the parent
-//!   (`child-terminal/{child id}`, first write wins): a stage running again
+//!   (`@child-terminal/{child id}`, first write wins): a stage running again
 //!   gets it without waiting. The parent's log has one `child_started` and
 //!   one `child_ended` event per child.
 //! - **Parent close.** When the parent fails or is cancelled, its children
@@ -292,7 +292,7 @@ pub(crate) struct StartedChild {
 }
 
 /// The memo prefix of a start.
-pub(crate) const CHILD_MEMO: &str = "child/";
+pub(crate) const CHILD_MEMO: &str = "@child/";
 
 impl StageContext {
     /// Starts a run of the flow registered as `flow` with `input`, as a
@@ -379,7 +379,7 @@ impl StageContext {
             flow: flow.to_owned(),
             on_parent_close,
         };
-        let started: StartedChild = self.run(&memo, || async move { Ok(started) }).await?;
+        let started: StartedChild = self.memoized(&memo, || async move { Ok(started) }).await?;
         let event = NewEvent::with_id(
             parent,
             format!("child_started/{}", started.id),
@@ -402,9 +402,9 @@ impl StageContext {
     /// cancelled (`cancelled:<why>`). The terminal is recorded in this run
     /// once: a stage running again gets the same answer without waiting.
     pub async fn await_child(&self, child: &ChildRun) -> Result<Value, ChildError> {
-        let memo = format!("child-terminal/{}", child.run_id);
+        let memo = format!("@child-terminal/{}", child.run_id);
         let terminal: ChildTerminal = self
-            .run(&memo, || async {
+            .memoized(&memo, || async {
                 Ok::<_, BoxError>(self.child_terminal(child.run_id).await)
             })
             .await?;

@@ -36,6 +36,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -59,6 +60,8 @@ pub(crate) struct RunContext {
     pub(crate) journal: JournalHandle,
     /// How the run's stages start child runs (`None` outside a runtime).
     pub(crate) launcher: Option<Arc<dyn RunLauncher>>,
+    /// Numbers the run's durable waits (see `WaitReport`).
+    pub(crate) wait_tokens: AtomicU64,
 }
 
 impl RunContext {
@@ -75,6 +78,7 @@ impl RunContext {
             input: run.input.clone(),
             journal,
             launcher,
+            wait_tokens: AtomicU64::new(0),
         })
     }
 }
@@ -121,12 +125,12 @@ impl std::fmt::Debug for StageContext {
 /// Reports a durable wait to the flow while it lasts (the run is `Waiting`
 /// meanwhile); dropped, it reports the wait over, whether it ended or its
 /// future was dropped.
-pub(super) struct WaitReport<'a>(&'a StageContext);
+pub(super) struct WaitReport<'a>(&'a StageContext, u64);
 
 impl Drop for WaitReport<'_> {
     fn drop(&mut self) {
         if let Some(settler) = &self.0.settler {
-            settler.waiting(None);
+            settler.waiting(self.1, None);
         }
     }
 }
@@ -134,10 +138,11 @@ impl Drop for WaitReport<'_> {
 impl StageContext {
     /// Reports that the stage waits for `what` until the guard is dropped.
     pub(super) fn report_wait(&self, what: Value) -> WaitReport<'_> {
+        let token = self.run.wait_tokens.fetch_add(1, Ordering::Relaxed);
         if let Some(settler) = &self.settler {
-            settler.waiting(Some(what));
+            settler.waiting(token, Some(what));
         }
-        WaitReport(self)
+        WaitReport(self, token)
     }
 }
 
@@ -230,10 +235,17 @@ impl StageContext {
 
     /// A key for `name` that is the same at every start of this stage in
     /// this run, in every process, and differs between runs and stages:
-    /// `"{run id}/{stage}/{name}"`. Use it as an idempotency key with an
-    /// external service.
+    /// `"{run id}/{stage}/{name}"` (`%` and `/` in the stage's name escaped
+    /// as `%25` and `%2F`, so two stages never share a key). Use it as an
+    /// idempotency key with an external service.
     pub fn key(&self, name: &str) -> String {
-        format!("{}/{}/{}", self.run.run_id, self.stage, name)
+        format!("{}/{}/{}", self.run.run_id, self.escaped_stage(), name)
+    }
+
+    /// The stage's name with `%` and `/` escaped (`%25`, `%2F`), so that a
+    /// key `{stage}/{name}` names one stage and one name whatever they hold.
+    pub(super) fn escaped_stage(&self) -> String {
+        self.stage.replace('%', "%25").replace('/', "%2F")
     }
 }
 
@@ -263,6 +275,11 @@ pub(crate) mod tests {
         assert_ne!(a.key("card"), a.key("refund"));
         assert_ne!(a.key("card"), ctx(Value::Null).await.key("card"));
         assert_eq!(a.key("card"), format!("{}/charge/card", a.run_id()));
+        // A stage named with a slash does not collide with another stage.
+        let eu = StageContext::new(a.run.clone(), "billing/eu".into(), 1);
+        let billing = StageContext::new(a.run.clone(), "billing".into(), 1);
+        assert_ne!(eu.key("x"), billing.key("eu/x"));
+        assert_eq!(eu.key("x"), format!("{}/billing%2Feu/x", a.run_id()));
         assert_eq!(
             (a.run_key(), a.flow(), a.stage()),
             (Some("order-42"), "orders", "charge")

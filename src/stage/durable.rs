@@ -225,9 +225,10 @@ impl Settler {
 
     /// Reports that the stage waits durably (`Some(what for)`) or no
     /// longer does; the flow records the run `Waiting` while a stage waits.
-    pub(crate) fn waiting(&self, wait: Option<Value>) {
+    pub(crate) fn waiting(&self, token: u64, wait: Option<Value>) {
         let stage = self.stage;
-        if !(self.report)(StageReport::Waiting(super::StageWait { stage, wait })) {
+        let report = StageReport::Waiting(super::StageWait { stage, token, wait });
+        if !(self.report)(report) {
             tracing::debug!(stage, "flow gone; the stage's wait is not reported");
         }
     }

@@ -1,7 +1,6 @@
 //! The state machine of every stage, declared with `fsm!` (its states, with
 //! the diagram, are documented on [`StageState`]).
 
-use crate::stage::StageKind;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
@@ -155,11 +154,6 @@ impl<T: Clone + Send + 'static, W: Work<T>> StageAction<T, W> {
                 if let Some(ports) = ctx.ports.as_mut() {
                     ports.abandon();
                 }
-            }
-            StageActionKind::Signal(signal) if W::KIND == StageKind::Step => {
-                // A step's signals are settled by the wait that takes one
-                // (`StageContext::wait_signal`), not on arrival.
-                ctx.work.signal(&signal.name, &signal.payload);
             }
             StageActionKind::Signal(signal) => {
                 // A panicking `on_signal` settles it undeliverable: it is

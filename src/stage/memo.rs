@@ -61,6 +61,24 @@ pub enum MemoError {
         #[source]
         source: serde_json::Error,
     },
+    /// The store refused to keep the value (e.g. JSON nested deeper than
+    /// [`MAX_JSON_DEPTH`](crate::records::MAX_JSON_DEPTH)), so no retry
+    /// can journal it.
+    #[error("side effect `{name}`: its value cannot be journaled: {source}")]
+    Refused {
+        /// The effect.
+        name: String,
+        /// The store's refusal.
+        #[source]
+        source: StoreError,
+    },
+    /// The name starts with `@`, which troupe's own memos use (durable
+    /// timers and waits).
+    #[error("side effect `{name}`: names starting with `@` are troupe's own")]
+    ReservedName {
+        /// The name.
+        name: String,
+    },
     /// The journaled value does not decode as the type asked for (the code
     /// changed since it was recorded?).
     #[error("side effect `{name}`: its journaled value does not decode as {expected}: {source}")]
@@ -80,10 +98,17 @@ impl MemoError {
     pub fn is_permanent(&self) -> bool {
         matches!(
             self,
-            MemoError::Failed { .. } | MemoError::Encode { .. } | MemoError::Decode { .. }
+            MemoError::Failed { .. }
+                | MemoError::Encode { .. }
+                | MemoError::Decode { .. }
+                | MemoError::Refused { .. }
+                | MemoError::ReservedName { .. }
         )
     }
 }
+
+/// The first character of troupe's own memo names.
+pub(super) const RESERVED: char = '@';
 
 impl StageContext {
     /// Runs the side effect `effect` once per run, stage and `name`: its
@@ -139,6 +164,22 @@ impl StageContext {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, BoxError>>,
     {
+        if name.starts_with(RESERVED) {
+            return Err(MemoError::ReservedName {
+                name: name.to_owned(),
+            });
+        }
+        self.memoized(name, effect).await
+    }
+
+    /// [`run`](Self::run) without the name check: troupe's own memos (timer
+    /// deadlines, signal answers) are named `@...`.
+    pub(super) async fn memoized<T, F, Fut>(&self, name: &str, effect: F) -> Result<T, MemoError>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, BoxError>>,
+    {
         if let Some(result) = self.recorded(name).await? {
             return self.decode(name, result);
         }
@@ -169,9 +210,16 @@ impl StageContext {
                 .journal
                 .record_memo(memo)
                 .await
-                .map_err(|source| MemoError::Journal {
-                    name: name.to_owned(),
-                    source,
+                .map_err(|source| match source {
+                    // The value cannot be kept (nested too deep): no retry helps.
+                    StoreError::InvalidInput { .. } => MemoError::Refused {
+                        name: name.to_owned(),
+                        source,
+                    },
+                    source => MemoError::Journal {
+                        name: name.to_owned(),
+                        source,
+                    },
                 })?;
         if !inserted {
             tracing::debug!(run_id = %self.run.run_id, stage = %self.stage, name,
@@ -280,6 +328,18 @@ mod tests {
             .unwrap_err();
         assert!(
             matches!(&again, MemoError::Failed { message, .. } if message.contains("declined"))
+        );
+        // Troupe's own names are refused; a value too deep is refused for good.
+        let reserved = c.run("@timer/x", || async { Ok(1_u8) }).await.unwrap_err();
+        assert!(matches!(reserved, MemoError::ReservedName { .. }) && reserved.is_permanent());
+        let mut deep = serde_json::json!(1);
+        for _ in 0..150 {
+            deep = serde_json::json!([deep]);
+        }
+        let refused = c.run("deep", || async { Ok(deep) }).await.unwrap_err();
+        assert!(
+            matches!(refused, MemoError::Refused { .. }) && refused.is_permanent(),
+            "{refused}"
         );
         // As a stage error it is permanent too.
         let boxed: BoxError = again.into();

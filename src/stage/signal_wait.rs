@@ -1,77 +1,71 @@
 //! Durable signal waits: [`StageContext::wait_signal`].
 //!
-//! Every signal is accepted into the run's inbox before a stage sees it;
-//! the flow keeps those of a stage until the stage settles them. A step's
-//! signals are settled by the wait that takes one, not when they arrive, so
-//! a signal sent before the wait is there when it starts, and one sent
-//! while the process was down is there after the resume. What a wait got
-//! (the payload, or its timeout) is a memo: the stage running again gets
-//! the same answer without waiting.
+//! Every signal is accepted into the run's inbox before a stage sees it, and
+//! the inbox keeps it, settled or not. A wait looks there for the oldest
+//! signal of its name addressed to its stage (or to every stage), so a
+//! signal sent before the wait, or while the process was down, is found; the
+//! stage's kept signals (a `watch`) only wake it to look again. What the
+//! wait got — the signal's id and payload, or its timeout — is a memo: the
+//! stage running again gets the same answer without waiting.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use serde::Deserialize;
 use serde_json::{Value, json};
+use uuid::Uuid;
 
 use super::context::StageContext;
-use super::machine::StageSignal;
 use super::memo::MemoError;
 use super::timer::timer_now;
-use crate::records::{EventKind, NewEvent};
+use crate::records::{EVERY_STAGE, EventKind, InboxMessage, NewEvent};
 use crate::store::Store;
+
+/// A signal wait's memo: the signal taken, or `null` for a timeout.
+#[derive(Deserialize)]
+struct Taken {
+    payload: Value,
+}
 
 impl StageContext {
     /// Waits for the signal `name` sent to this run (to every stage, or to
     /// this one): `Some(payload)`, or `None` once `timeout` (from the first
     /// wait, journaled like [`sleep`](Self::sleep)'s deadline) has passed.
-    /// The oldest such signal not taken yet is taken; a step waits for one
-    /// signal per name (a second wait for `name` returns the first's answer,
-    /// as a stage running again after a crash does). Taking it is recorded
-    /// in the run's log (`signal_taken`).
+    /// The oldest such signal is taken — one sent before the wait, or while
+    /// the process was down, included; a stage waits for one signal per
+    /// name (a second wait for `name` returns the first's answer, as a stage
+    /// running again after a crash does). Taking it is recorded in the
+    /// run's log (`signal_taken`); while the stage waits, its run is
+    /// `Waiting`.
     ///
     /// Send signals with [`Runtime::send_signal`](crate::runtime::Runtime::send_signal)
     /// or a [`ControlEvent::Signal`](crate::flow::ControlEvent::Signal),
-    /// before or during the wait, while the run lives in this process or
-    /// not. Only a step should wait (the other stages hand their signals to
-    /// `on_signal`, which settles them).
+    /// while the run lives in this process or not.
     pub async fn wait_signal(
         &self,
         name: &str,
         timeout: Option<Duration>,
     ) -> Result<Option<Value>, MemoError> {
-        let key = format!("signal/{name}");
+        let key = format!("@signal/{name}");
         if let Some(answer) = self.recorded(&key).await? {
-            // Taken before a crash that may have lost its settlement.
-            if let (Ok(taken), Some(settler)) = (&answer, &self.settler)
-                && let Some(id) = taken.get("id").and_then(|id| id.as_str())
-                && let Ok(id) = id.parse()
-            {
-                settler.settle(id, None);
-            }
             return self.answer(&key, answer);
         }
         let deadline = match timeout {
-            Some(timeout) => Some(self.deadline(&format!("timer/{key}"), timeout).await?),
+            Some(timeout) => Some(
+                self.deadline(&format!("@signal-deadline/{name}"), timeout)
+                    .await?,
+            ),
             None => None,
         };
-        let waiting =
-            self.report_wait(json!({ "for": "signal", "signal": name, "deadline": deadline }));
-        let taken = self.take(name, deadline).await;
-        drop(waiting);
-        let answer = match &taken {
-            Some(signal) => json!({ "id": signal.id, "payload": signal.payload }),
+        let taken = self.take(&key, name, deadline).await?;
+        let answer = match taken {
+            Some((id, payload)) => json!({ "id": id, "payload": payload }),
             None => Value::Null,
         };
-        let answer: Value = self.run(&key, || async move { Ok(answer) }).await?;
-        if let (Some(signal), Some(settler)) = (&taken, &self.settler)
-            && let Some(id) = signal.id
-        {
-            settler.settle(id, None);
-        }
+        let answer: Value = self.memoized(&key, || async move { Ok(answer) }).await?;
         let taken_event = NewEvent::with_id(
             self.run.run_id,
-            format!("signal_taken/{}/{name}", self.stage),
+            format!("signal_taken/{}/{name}", self.escaped_stage()),
             EventKind::custom(
                 "signal_taken",
                 json!({ "stage": &*self.stage, "signal": name, "answer": &answer }),
@@ -95,30 +89,81 @@ impl StageContext {
         let deadline = timer_now()
             .checked_add_signed(span)
             .unwrap_or(DateTime::<Utc>::MAX_UTC);
-        self.run(key, || async move { Ok(deadline) }).await
+        self.memoized(key, || async move { Ok(deadline) }).await
     }
 
-    /// The oldest kept signal named `name`, once there is one; `None` at
-    /// `deadline`.
-    async fn take(&self, name: &str, deadline: Option<DateTime<Utc>>) -> Option<Arc<StageSignal>> {
-        let mut signals = self.signals.clone();
-        let left = deadline.map(|d| (d - timer_now()).to_std().unwrap_or(Duration::ZERO));
-        let wait = signals.wait_for(|kept| kept.iter().any(|s| s.name == name));
-        let found = match left {
-            Some(left) => tokio::time::timeout(left, wait).await.ok(),
-            None => Some(wait.await),
-        };
-        // A closed channel (the flow is gone) is no signal either: the stage
-        // is being stopped.
-        found
-            .and_then(Result::ok)
-            .and_then(|kept| kept.iter().find(|s| s.name == name).cloned())
+    /// The oldest signal `name` for this stage in the run's inbox, once
+    /// there is one; `None` at `deadline`. Reports the wait to the flow
+    /// only if it has to wait.
+    async fn take(
+        &self,
+        key: &str,
+        name: &str,
+        deadline: Option<DateTime<Utc>>,
+    ) -> Result<Option<(Uuid, Value)>, MemoError> {
+        let mut kept = self.signals.clone();
+        let mut waiting = None;
+        loop {
+            // Seen before the read: a signal kept after it wakes us again.
+            kept.borrow_and_update();
+            if let Some(found) = self.sent(key, name).await? {
+                return Ok(Some(found));
+            }
+            waiting.get_or_insert_with(|| {
+                self.report_wait(json!({ "for": "signal", "signal": name, "deadline": deadline }))
+            });
+            let left = deadline.map(|d| (d - timer_now()).to_std().unwrap_or(Duration::ZERO));
+            let woken = async {
+                if kept.changed().await.is_err() {
+                    // No flow keeps signals for this stage (it is being
+                    // stopped): only the deadline can end the wait.
+                    std::future::pending::<()>().await;
+                }
+            };
+            match left {
+                Some(left) => {
+                    if tokio::time::timeout(left, woken).await.is_err() {
+                        return Ok(None);
+                    }
+                }
+                None => woken.await,
+            }
+        }
+    }
+
+    /// The oldest signal `name` addressed to this stage (or to every stage)
+    /// in the run's inbox, settled or not.
+    async fn sent(&self, key: &str, name: &str) -> Result<Option<(Uuid, Value)>, MemoError> {
+        let inbox = self
+            .run
+            .journal
+            .list_inbox(self.run.run_id)
+            .await
+            .map_err(|source| MemoError::Journal {
+                name: key.to_owned(),
+                source,
+            })?;
+        Ok(inbox.into_iter().find_map(|entry| match entry.message {
+            InboxMessage::Signal {
+                name: sent,
+                payload,
+            } if sent == name && (*entry.stage == *self.stage || entry.stage == EVERY_STAGE) => {
+                Some((entry.id, payload))
+            }
+            _ => None,
+        }))
     }
 
     fn answer(&self, key: &str, answer: Result<Value, String>) -> Result<Option<Value>, MemoError> {
         match answer {
             Ok(Value::Null) => Ok(None),
-            Ok(mut taken) => Ok(Some(taken["payload"].take())),
+            Ok(taken) => serde_json::from_value::<Taken>(taken)
+                .map(|t| Some(t.payload))
+                .map_err(|source| MemoError::Decode {
+                    name: key.to_owned(),
+                    expected: "a taken signal",
+                    source,
+                }),
             Err(message) => Err(MemoError::Failed {
                 name: key.to_owned(),
                 message,

@@ -56,6 +56,9 @@ pub(crate) enum StageReport {
 #[derive(Debug, Clone)]
 pub(crate) struct StageWait {
     pub(crate) stage: usize,
+    /// Tells apart the waits of one stage (it may wait for several things
+    /// at once).
+    pub(crate) token: u64,
     pub(crate) wait: Option<serde_json::Value>,
 }
 

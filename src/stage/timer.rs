@@ -1,6 +1,6 @@
 //! Durable timers: [`StageContext::sleep`] and [`StageContext::sleep_until`].
 //!
-//! A timer's deadline is journaled (as the memo `timer/<name>`) before the
+//! A timer's deadline is journaled (as the memo `@timer/<name>`) before the
 //! stage waits for it, so a stage that runs again — restarted, or resumed by
 //! another process after a crash — waits only for what is left of it, and a
 //! deadline that passed while the process was down fires at once. Its firing
@@ -75,8 +75,8 @@ impl StageContext {
     /// # }).unwrap();
     /// ```
     pub async fn sleep_until(&self, name: &str, deadline: DateTime<Utc>) -> Result<(), MemoError> {
-        let key = format!("timer/{name}");
-        let deadline: DateTime<Utc> = self.run(&key, || async move { Ok(deadline) }).await?;
+        let key = format!("@timer/{name}");
+        let deadline: DateTime<Utc> = self.memoized(&key, || async move { Ok(deadline) }).await?;
         let left = (deadline - timer_now()).to_std().unwrap_or(Duration::ZERO);
         if !left.is_zero() {
             tracing::debug!(run_id = %self.run.run_id, stage = %self.stage, timer = name,
@@ -87,7 +87,7 @@ impl StageContext {
         }
         let fired = NewEvent::with_id(
             self.run.run_id,
-            format!("timer_fired/{}/{name}", self.stage),
+            format!("timer_fired/{}/{name}", self.escaped_stage()),
             EventKind::custom(
                 "timer_fired",
                 json!({ "stage": &*self.stage, "timer": name, "deadline": deadline }),
@@ -122,7 +122,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(memos.len(), 1);
-        assert_eq!(memos[0].name, "timer/grace");
+        assert_eq!(memos[0].name, "@timer/grace");
 
         // Again (a restart): the deadline has passed, it returns at once,
         // and the log holds one firing.
@@ -145,7 +145,7 @@ mod tests {
         let memo = Memo {
             run_id: c.run_id(),
             stage: "charge".into(),
-            name: "timer/t".into(),
+            name: "@timer/t".into(),
             result: Ok(serde_json::to_value(due).unwrap()),
             at: Utc::now(),
         };
@@ -162,7 +162,7 @@ mod tests {
         let past = Memo {
             run_id: c.run_id(),
             stage: "charge".into(),
-            name: "timer/late".into(),
+            name: "@timer/late".into(),
             result: Ok(serde_json::to_value(timer_now() - chrono::Duration::hours(1)).unwrap()),
             at: Utc::now(),
         };

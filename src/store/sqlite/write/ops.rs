@@ -220,10 +220,21 @@ impl OpCtx<'_, '_> {
             .map_err(sql("check run key"))?;
         match existing {
             None => Ok(()),
-            Some(id) => Err(StoreError::RunKeyTaken {
-                flow: flow.to_owned(),
-                key: key.to_owned(),
-                existing: Uuid::from_slice(&id).unwrap_or_default(),
+            Some(id) => Err(match Uuid::from_slice(&id) {
+                Ok(existing) => StoreError::RunKeyTaken {
+                    flow: flow.to_owned(),
+                    key: key.to_owned(),
+                    existing,
+                },
+                Err(_) => StoreError::CorruptRow {
+                    row: RowRef {
+                        table: "runs",
+                        rowid: 0,
+                        run_id: None,
+                    },
+                    column: "id",
+                    value: format!("{} bytes holding the run of key {key:?}", id.len()),
+                },
             }),
         }
     }
