@@ -54,6 +54,7 @@ pub mod flow;
 pub mod fsm;
 pub mod ids;
 pub mod journal;
+pub mod metrics;
 pub mod prelude;
 pub mod records;
 pub mod runs;

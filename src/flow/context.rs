@@ -170,6 +170,11 @@ impl FlowCtx {
             item,
             ack,
         } = letter;
+        if let Some(runtime) = self.stages.get(stage) {
+            metrics::counter!(crate::metrics::DEAD_LETTERS,
+                "flow" => self.run.controller_id.clone(), "stage" => runtime.name.clone())
+            .increment(1);
+        }
         let Some(runtime) = self
             .stages
             .get(stage)
@@ -329,12 +334,11 @@ impl FlowCtx {
     pub(crate) async fn apply(&mut self, action: &FlowAction) -> Result<(), EffectError> {
         match action {
             FlowAction::Persist(status, audit) => {
-                // The record's `Waiting` may be its stages' waits, not a
-                // pause: this change starts from `Running`.
-                if super::waits::waits_for_stages(&self.run) {
-                    record::resume(&self.journal, &mut self.run).await?;
-                }
                 record::set_status(&self.journal, &mut self.run, *status, audit).await?;
+                if matches!(*audit, "started" | "recovered") {
+                    let flow = self.run.controller_id.clone();
+                    metrics::counter!(crate::metrics::RUNS_STARTED, "flow" => flow).increment(1);
+                }
                 self.sync_waits().await?;
             }
             FlowAction::SpawnStages => {
@@ -505,6 +509,9 @@ impl FlowCtx {
             });
         }
         tracing::info!(run_id = %self.run.id, status = outcome.status.as_str(), "flow ended");
+        metrics::counter!(crate::metrics::RUNS_ENDED, "flow" => self.run.controller_id.clone(),
+            "status" => outcome.status.as_str())
+        .increment(1);
         if matches!(outcome.status, RunStatus::Failed | RunStatus::Cancelled) {
             // Its children that have not ended follow their parent-close
             // policy, apart from the flow, which is stopping.

@@ -112,6 +112,23 @@ pub(crate) async fn accept_signal(
 }
 
 impl RunHandle {
+    /// Sends the signal `name` with `payload` (any serializable value) to
+    /// every stage of the run that is not done, durably: returns its inbox
+    /// id once it is in the journal. A step waiting for it with
+    /// [`StageContext::wait_signal`](crate::stage::StageContext::wait_signal)
+    /// takes it (now, or when it starts waiting); the other stages get it in
+    /// `on_signal`. Refused with [`HandleError::Finished`] once the run has
+    /// ended or is being cancelled, and [`HandleError::EventRefused`] for a
+    /// payload that does not encode as JSON.
+    pub async fn signal(&self, name: &str, payload: impl Serialize) -> Result<Uuid, HandleError> {
+        let payload = serde_json::to_value(payload).map_err(|e| HandleError::EventRefused {
+            run_id: self.run_id(),
+            stage: crate::records::EVERY_STAGE.to_owned(),
+            reason: format!("does not encode as JSON: {e}"),
+        })?;
+        accept_signal(self, None, name.to_owned(), payload).await
+    }
+
     /// A handle sending durable events of type `E` to the stage called
     /// `name`, which must have declared them with
     /// [`FlowBuilder::with_durable_events::<E>`](super::FlowBuilder::with_durable_events)

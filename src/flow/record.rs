@@ -80,6 +80,12 @@ pub(crate) async fn set_status(
                 .await?
         }
         (RunStatus::Waiting, RunStatus::Running, _) => manager.resume(run.id, None).await?,
+        // Paused while its stages wait: the pause takes the record over.
+        (RunStatus::Waiting, RunStatus::Waiting, _) => {
+            manager
+                .set_waiting(run.id, json!({ "for": "resume" }))
+                .await?
+        }
         (RunStatus::Running, RunStatus::Running, "recovered") => {
             return log(journal, run.id, "recovered", Value::Null).await;
         }

@@ -166,6 +166,11 @@ impl StageRuntime {
         run: Arc<RunContext>,
     ) -> Result<(), StageStartError> {
         self.generation += 1;
+        if self.generation > 1 {
+            metrics::counter!(crate::metrics::STAGE_RESTARTS,
+                "flow" => run.flow.clone(), "stage" => self.name.clone())
+            .increment(1);
+        }
         let context = StageContext::new(run, self.name.as_str().into(), self.generation);
         let bells = Arc::new(Bells {
             control: self.doorbell.clone(),

@@ -74,7 +74,6 @@ impl FlowCtx {
             (Some(wait), RunStatus::Waiting)
                 if waits_for_stages(&self.run) && self.run.wait_json.as_ref() != Some(&wait) =>
             {
-                record::resume(&journal, &mut self.run).await?;
                 record::set_waiting(&journal, &mut self.run, wait).await
             }
             (None, RunStatus::Waiting) if waits_for_stages(&self.run) => {

@@ -36,11 +36,13 @@ pub(crate) struct Counters {
 
 impl Counters {
     pub(crate) fn queued(&self, delta: i64) -> u64 {
-        if delta >= 0 {
+        let now = if delta >= 0 {
             self.queued.fetch_add(delta as u64, Relaxed) + delta as u64
         } else {
             self.queued.fetch_sub(delta.unsigned_abs(), Relaxed) - delta.unsigned_abs()
-        }
+        };
+        metrics::gauge!(crate::metrics::JOURNAL_QUEUED).set(now as f64);
+        now
     }
 
     pub(crate) fn commit(&self, ops: usize, took: Duration, ok: bool) {
@@ -53,6 +55,10 @@ impl Counters {
         self.max_batch.fetch_max(ops as u64, Relaxed);
         self.commit_us.fetch_add(us, Relaxed);
         self.max_commit_us.fetch_max(us, Relaxed);
+        let outcome = if ok { "ok" } else { "failed" };
+        metrics::counter!(crate::metrics::JOURNAL_COMMITS, "outcome" => outcome).increment(1);
+        metrics::histogram!(crate::metrics::JOURNAL_COMMIT_OPS).record(ops as f64);
+        metrics::histogram!(crate::metrics::JOURNAL_COMMIT_SECONDS).record(took.as_secs_f64());
     }
 
     pub(crate) fn snapshot(&self) -> JournalStats {

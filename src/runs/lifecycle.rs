@@ -165,6 +165,9 @@ impl Change {
         match (self, self.target()) {
             (Change::Start, _) => from == RunStatus::Created,
             (Change::Resume { .. }, _) => from == RunStatus::Waiting,
+            // A waiting run may wait for something else: one write, one
+            // audit event, never a `Running` in between.
+            (Change::Wait { .. }, _) => matches!(from, RunStatus::Running | RunStatus::Waiting),
             (_, Some(to)) => is_legal_move(from, to),
             (_, None) => !from.is_terminal(),
         }

@@ -155,7 +155,8 @@ impl RunManager {
             .map(|(run, _)| run)
     }
 
-    /// `Running → Waiting`, recording what the run waits for (audit `waiting`).
+    /// `Running → Waiting`, recording what the run waits for (audit
+    /// `waiting`); on a run already `Waiting`, records what it waits for now.
     pub async fn set_waiting(&self, id: Uuid, wait_json: Value) -> Result<Run, RunError> {
         let change = Change::Wait { wait_json };
         self.change(id, change, None).await.map(|(run, _)| run)

@@ -129,6 +129,7 @@ pub(super) struct WaitReport<'a>(&'a StageContext, u64);
 
 impl Drop for WaitReport<'_> {
     fn drop(&mut self) {
+        metrics::gauge!(crate::metrics::STAGE_WAITS).decrement(1.0);
         if let Some(settler) = &self.0.settler {
             settler.waiting(self.1, None);
         }
@@ -139,6 +140,7 @@ impl StageContext {
     /// Reports that the stage waits for `what` until the guard is dropped.
     pub(super) fn report_wait(&self, what: Value) -> WaitReport<'_> {
         let token = self.run.wait_tokens.fetch_add(1, Ordering::Relaxed);
+        metrics::gauge!(crate::metrics::STAGE_WAITS).increment(1.0);
         if let Some(settler) = &self.settler {
             settler.waiting(token, Some(what));
         }

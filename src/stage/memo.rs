@@ -8,7 +8,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::context::StageContext;
-use crate::records::{Memo, StoreError};
+use crate::records::{Memo, NewEvent, StoreError, WriteOp, WriteOutcome, mismatch};
 use crate::store::Store;
 use crate::supervise::BoxError;
 
@@ -198,6 +198,19 @@ impl StageContext {
                 });
             }
         };
+        let stored = self.record(name, result, None).await?;
+        self.decode(name, stored)
+    }
+
+    /// Records `result` as the memo `name` unless one is recorded, with
+    /// `event` (if any) appended to the run's log in the same commit; the
+    /// memo's stored result (the first one recorded wins).
+    pub(super) async fn record(
+        &self,
+        name: &str,
+        result: Result<Value, String>,
+        event: Option<NewEvent>,
+    ) -> Result<Result<Value, String>, MemoError> {
         let memo = Memo {
             run_id: self.run.run_id,
             stage: self.stage.to_string(),
@@ -205,22 +218,36 @@ impl StageContext {
             result,
             at: Utc::now(),
         };
-        let (stored, inserted) =
-            self.run
-                .journal
-                .record_memo(memo)
-                .await
-                .map_err(|source| match source {
-                    // The value cannot be kept (nested too deep): no retry helps.
-                    StoreError::InvalidInput { .. } => MemoError::Refused {
-                        name: name.to_owned(),
-                        source,
-                    },
-                    source => MemoError::Journal {
-                        name: name.to_owned(),
-                        source,
-                    },
-                })?;
+        let mut ops = vec![WriteOp::RecordMemo(Box::new(memo))];
+        ops.extend(event.map(WriteOp::Append));
+        let journal_error = |source| match source {
+            // The value cannot be kept (nested too deep): no retry helps.
+            StoreError::InvalidInput { .. } => MemoError::Refused {
+                name: name.to_owned(),
+                source,
+            },
+            source => MemoError::Journal {
+                name: name.to_owned(),
+                source,
+            },
+        };
+        let mut results = self
+            .run
+            .journal
+            .apply_batch(ops)
+            .await
+            .map_err(journal_error)?
+            .into_iter();
+        let (stored, inserted) = match results.next() {
+            Some(Ok(WriteOutcome::MemoRecorded { stored, inserted })) => (stored, inserted),
+            Some(Err(error)) => return Err(journal_error(error)),
+            _ => return Err(journal_error(mismatch("record_memo"))),
+        };
+        if let Some(Err(error)) = results.next() {
+            // The memo is durable; only its log event is missing.
+            tracing::warn!(run_id = %self.run.run_id, stage = %self.stage, name, %error,
+                "the memo's log event was not recorded");
+        }
         if !inserted {
             tracing::debug!(run_id = %self.run.run_id, stage = %self.stage, name,
                 "side effect already journaled by another start; its result wins");
@@ -228,7 +255,7 @@ impl StageContext {
         if let Some(memos) = self.memos.lock().await.as_mut() {
             memos.insert(name.to_owned(), stored.result.clone());
         }
-        self.decode(name, stored.result)
+        Ok(stored.result)
     }
 
     /// The journaled result of effect `name`, reading the stage's memos

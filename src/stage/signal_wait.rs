@@ -62,7 +62,7 @@ impl StageContext {
             Some((id, payload)) => json!({ "id": id, "payload": payload }),
             None => Value::Null,
         };
-        let answer: Value = self.memoized(&key, || async move { Ok(answer) }).await?;
+        // The answer and its log event in one commit.
         let taken_event = NewEvent::with_id(
             self.run.run_id,
             format!("signal_taken/{}/{name}", self.escaped_stage()),
@@ -71,15 +71,9 @@ impl StageContext {
                 json!({ "stage": &*self.stage, "signal": name, "answer": &answer }),
             ),
         );
-        self.run
-            .journal
-            .append(taken_event)
-            .await
-            .map_err(|source| MemoError::Journal {
-                name: key.clone(),
-                source,
-            })?;
-        self.answer(&key, Ok(answer))
+        let stored = self.record(&key, Ok(answer), Some(taken_event)).await?;
+        metrics::counter!(crate::metrics::SIGNALS_TAKEN).increment(1);
+        self.answer(&key, stored)
     }
 
     /// The journaled deadline of timer `key`, `timeout` from now the first
@@ -103,12 +97,25 @@ impl StageContext {
     ) -> Result<Option<(Uuid, Value)>, MemoError> {
         let mut kept = self.signals.clone();
         let mut waiting = None;
+        let mut woken = false;
         loop {
             // Seen before the read: a signal kept after it wakes us again.
-            kept.borrow_and_update();
+            let here = {
+                let signals = kept.borrow_and_update();
+                signals
+                    .iter()
+                    .find(|s| s.name == name)
+                    .and_then(|s| Some((s.id?, s.payload.clone())))
+            };
+            // Woken by the flow keeping it: no journal read needed. Else the
+            // inbox says (it may have been kept and settled meanwhile).
+            if let (true, Some(found)) = (woken, here) {
+                return Ok(Some(found));
+            }
             if let Some(found) = self.sent(key, name).await? {
                 return Ok(Some(found));
             }
+            woken = true;
             waiting.get_or_insert_with(|| {
                 self.report_wait(json!({ "for": "signal", "signal": name, "deadline": deadline }))
             });

@@ -31,6 +31,23 @@ pub(crate) fn timer_now() -> DateTime<Utc> {
     by_tokio.max(Utc::now())
 }
 
+/// Counts a durable timer in [`TIMERS_ARMED`](crate::metrics::TIMERS_ARMED)
+/// while it is waited for.
+struct Armed;
+
+impl Armed {
+    fn new() -> Armed {
+        metrics::gauge!(crate::metrics::TIMERS_ARMED).increment(1.0);
+        Armed
+    }
+}
+
+impl Drop for Armed {
+    fn drop(&mut self) {
+        metrics::gauge!(crate::metrics::TIMERS_ARMED).decrement(1.0);
+    }
+}
+
 impl StageContext {
     /// Waits `duration` from the first time this stage of this run asked
     /// for timer `name`: a stage that runs again waits only for the rest
@@ -83,6 +100,7 @@ impl StageContext {
                 %deadline, "waiting for a durable timer");
             let _waiting =
                 self.report_wait(json!({ "for": "timer", "timer": name, "deadline": deadline }));
+            let _armed = Armed::new();
             tokio::time::sleep(left).await;
         }
         let fired = NewEvent::with_id(

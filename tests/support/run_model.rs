@@ -157,7 +157,7 @@ impl Model {
             (Move::Start | Move::Resume, _) => {
                 return Err(Refusal::InvalidTransition(from, Running));
             }
-            (Move::Wait, Running) => Waiting,
+            (Move::Wait, Running | Waiting) => Waiting,
             (Move::Wait, _) => return Err(Refusal::InvalidTransition(from, Waiting)),
             (Move::Finish, Running | Waiting) => Finished,
             (Move::Finish, _) => return Err(Refusal::InvalidTransition(from, Finished)),

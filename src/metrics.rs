@@ -1,0 +1,33 @@
+//! The metrics troupe records through the [`metrics`](https://docs.rs/metrics)
+//! facade: install any recorder (e.g. `metrics-exporter-prometheus`) to read
+//! them; without one they cost a relaxed atomic load each. None is recorded
+//! per item: counters move per commit, per run, per restart, per dead
+//! letter, per wait.
+//!
+//! ```
+//! // The names, for dashboards and alerts.
+//! assert_eq!(troupe::metrics::RUNS_ENDED, "troupe_runs_ended_total");
+//! ```
+
+/// Journal commits (label `outcome`: `ok` or `failed`).
+pub const JOURNAL_COMMITS: &str = "troupe_journal_commits_total";
+/// Write ops per journal commit (histogram).
+pub const JOURNAL_COMMIT_OPS: &str = "troupe_journal_commit_ops";
+/// Journal commit latency, fsync included, in seconds (histogram).
+pub const JOURNAL_COMMIT_SECONDS: &str = "troupe_journal_commit_seconds";
+/// Write requests queued for the journal's next commit (gauge).
+pub const JOURNAL_QUEUED: &str = "troupe_journal_queued_requests";
+/// Runs started, resumed ones included (label `flow`).
+pub const RUNS_STARTED: &str = "troupe_runs_started_total";
+/// Runs ended (labels `flow`, `status`).
+pub const RUNS_ENDED: &str = "troupe_runs_ended_total";
+/// Stage restarts (labels `flow`, `stage`).
+pub const STAGE_RESTARTS: &str = "troupe_stage_restarts_total";
+/// Items dead-lettered (labels `flow`, `stage`).
+pub const DEAD_LETTERS: &str = "troupe_dead_letters_total";
+/// Durable waits (timers, signal waits) stages are in now (gauge).
+pub const STAGE_WAITS: &str = "troupe_stage_waits";
+/// Durable timers being waited for in this process (gauge).
+pub const TIMERS_ARMED: &str = "troupe_timers_armed";
+/// Signals taken by durable waits.
+pub const SIGNALS_TAKEN: &str = "troupe_signals_taken_total";
