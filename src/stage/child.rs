@@ -321,10 +321,38 @@ impl StageContext {
     ) -> Result<ChildRun, ChildError> {
         let parent = self.run.run_id;
         let memo = format!("{CHILD_MEMO}{key}");
-        if let Some(recorded) = self.recorded(&memo).await? {
-            let started: StartedChild = decode(&memo, recorded)?;
-            return Ok(ChildRun::new(started.id, started.flow));
-        }
+        let started = match self.recorded(&memo).await? {
+            Some(recorded) => decode(&memo, recorded)?,
+            None => self.launch(flow, input, key, on_parent_close).await?,
+        };
+        // Again on a stage running again, in case a crash came between the
+        // memo and the event (the event's id makes it once).
+        let event = NewEvent::with_id(
+            parent,
+            format!("child_started/{}", started.id),
+            EventKind::custom(
+                "child_started",
+                json!({ "stage": &*self.stage, "key": key, "child": started.id, "flow": &started.flow }),
+            ),
+        );
+        self.run
+            .journal
+            .append(event)
+            .await
+            .map_err(|source| MemoError::Journal { name: memo, source })?;
+        Ok(ChildRun::new(started.id, started.flow))
+    }
+
+    /// Starts (or finds) the child `key` of this run and memoizes it.
+    async fn launch(
+        &self,
+        flow: &str,
+        input: impl Serialize,
+        key: &str,
+        on_parent_close: ParentClose,
+    ) -> Result<StartedChild, ChildError> {
+        let parent = self.run.run_id;
+        let memo = format!("{CHILD_MEMO}{key}");
         let id = format!("{parent}/{key}");
         let bad_key = |source| ChildError::BadKey {
             parent,
@@ -379,21 +407,7 @@ impl StageContext {
             flow: flow.to_owned(),
             on_parent_close,
         };
-        let started: StartedChild = self.memoized(&memo, || async move { Ok(started) }).await?;
-        let event = NewEvent::with_id(
-            parent,
-            format!("child_started/{}", started.id),
-            EventKind::custom(
-                "child_started",
-                json!({ "stage": &*self.stage, "key": key, "child": started.id, "flow": &started.flow }),
-            ),
-        );
-        self.run
-            .journal
-            .append(event)
-            .await
-            .map_err(|source| MemoError::Journal { name: memo, source })?;
-        Ok(ChildRun::new(started.id, started.flow))
+        Ok(self.memoized(&memo, || async move { Ok(started) }).await?)
     }
 
     /// Waits for `child`'s terminal (see the [module docs](self)) and
