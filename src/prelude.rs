@@ -36,7 +36,8 @@ pub use crate::fsm::{
 pub use crate::records::{DeadLetter, RunStatus};
 pub use crate::runtime::{Runtime, RuntimeError};
 pub use crate::stage::{
-    Emitter, EventPolicy, MemoError, OnEvent, PermanentError, Produced, Sink, Source, StageContext,
-    Step, StepInputs, Transform, sink_fn, source_iter, step_fn, transform_fn, transform_fsm,
+    ChildError, ChildRun, Emitter, EventPolicy, MemoError, OnEvent, ParentClose, PermanentError,
+    Produced, Sink, Source, StageContext, Step, StepInputs, Transform, sink_fn, source_iter,
+    step_fn, transform_fn, transform_fsm,
 };
 pub use crate::supervise::BoxError;

@@ -28,6 +28,7 @@ use super::restart::{RestartDecision, RestartStrategy, RestartType, StageExit, r
 use crate::fsm::{EventVariant, FsmError, StateMachine, StateVariant};
 use crate::journal::JournalHandle;
 use crate::records::Run;
+use crate::stage::child::RunLauncher;
 use crate::stage::{EXIT_COMPLETED, StageDone, StageEvent};
 
 pub(crate) use super::msg::FlowMsg;
@@ -46,6 +47,8 @@ pub(crate) struct FlowArgs {
     /// A new run whose inbox holds input already (replayed items): it is
     /// loaded before the stages start.
     pub(crate) inbox_waiting: bool,
+    /// How the run's stages start child runs.
+    pub(crate) launcher: Option<Arc<dyn RunLauncher>>,
 }
 
 /// The flow actor.
@@ -441,6 +444,7 @@ impl Actor for FlowActor {
             args.plan,
             args.state,
             args.outcome,
+            args.launcher,
         );
         let span = tracing::info_span!(
             "flow",

@@ -19,6 +19,7 @@ use super::stages::StageRuntime;
 use crate::journal::JournalHandle;
 use crate::records::{DeadLetter, Run, RunStatus};
 use crate::runs::{TerminalTarget, structured_output};
+use crate::stage::child::{RunLauncher, close_children};
 use crate::stage::dead_letter::StageDeadLetter;
 use crate::stage::events::EventPort;
 use crate::stage::{RunContext, StageKind};
@@ -88,6 +89,7 @@ impl FlowCtx {
         plan: FlowPlan,
         state: watch::Sender<RunState>,
         outcome: Arc<watch::Sender<Option<RunOutcome>>>,
+        launcher: Option<Arc<dyn RunLauncher>>,
     ) -> Self {
         let mut outputs = Map::new();
         for stage in &plan.stages {
@@ -96,7 +98,7 @@ impl FlowCtx {
             }
         }
         FlowCtx {
-            run_context: RunContext::of(&run, journal.clone()),
+            run_context: RunContext::of(&run, journal.clone(), launcher),
             run,
             journal,
             myself,
@@ -510,6 +512,14 @@ impl FlowCtx {
         metrics::counter!(crate::metrics::RUNS_ENDED, "flow" => self.run.controller_id.clone(),
             "status" => outcome.status.as_str())
         .increment(1);
+        if matches!(outcome.status, RunStatus::Failed | RunStatus::Cancelled) {
+            // Its children that have not ended follow their parent-close
+            // policy, apart from the flow, which is stopping.
+            let run = self.run_context.clone();
+            let stages: Vec<String> = self.stages.iter().map(|s| s.name.clone()).collect();
+            let why = outcome.status.as_str().to_owned();
+            tokio::spawn(async move { close_children(&run, &stages, &why).await });
+        }
         self.outcome.send_replace(Some(outcome));
         self.myself
             .stop(Some(format!("flow {}", self.run.status.as_str())));

@@ -26,6 +26,8 @@ pub struct RunOptions {
     pub(crate) input_error: Option<String>,
     pub(crate) id: Option<String>,
     pub(crate) id_reuse: IdReuse,
+    /// The run that starts this one as its child.
+    pub(crate) parent: Option<uuid::Uuid>,
 }
 
 /// Whether a start may create a new run under an id whose earlier run has
@@ -99,6 +101,15 @@ impl RunOptions {
     /// Where the request came from.
     pub fn origin(mut self, requester_origin: impl Into<String>) -> RunOptions {
         self.requester_origin = Some(requester_origin.into());
+        self
+    }
+
+    /// The run this one is a child of (its record's `parent_run_id`). Set by
+    /// [`StageContext::start_child`](crate::stage::StageContext::start_child),
+    /// which also makes the child's id; crate-only, so a run's parent is
+    /// always a run that started it.
+    pub(crate) fn parent(mut self, parent: uuid::Uuid) -> RunOptions {
+        self.parent = Some(parent);
         self
     }
 

@@ -56,6 +56,7 @@ pub(crate) async fn create(
         state_json: json!({}),
         input: options.input,
         key: options.id,
+        parent_run_id: options.parent,
     };
     Ok(manager(journal).create_managed(input).await?)
 }

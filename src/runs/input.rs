@@ -30,6 +30,10 @@ pub struct CreateManagedInput {
     /// The caller's own id for the run, unique per flow among runs that
     /// have not ended (see [`Run::key`]).
     pub key: Option<String>,
+    /// The run that started this one as its child, if any (see
+    /// [`Run::parent_run_id`]).
+    #[serde(default)]
+    pub parent_run_id: Option<Uuid>,
 }
 
 /// The fields of a new mirrored run (see [`RunManager::create_mirrored`](super::RunManager::create_mirrored)):
@@ -53,6 +57,7 @@ impl CreateManagedInput {
             state_json: Value::Object(Default::default()),
             input: Value::Null,
             key: None,
+            parent_run_id: None,
         }
     }
 
@@ -66,6 +71,7 @@ impl CreateManagedInput {
         run.state_json = self.state_json;
         run.input = self.input;
         run.key = self.key;
+        run.parent_run_id = self.parent_run_id;
         run.created_at = stored_now();
         run.updated_at = run.created_at;
         Ok(run)

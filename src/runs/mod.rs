@@ -50,6 +50,7 @@
 //!         state_json: json!({"items": 3}),
 //!         input: serde_json::Value::Null,
 //!         key: None,
+//!         parent_run_id: None,
 //!     })
 //!     .await?;
 //! assert_eq!((run.status, run.revision), (RunStatus::Created, 0));

@@ -29,6 +29,7 @@
 mod builder;
 mod input;
 mod keyed;
+mod launch;
 mod live;
 mod registry;
 mod resume;

@@ -105,6 +105,7 @@ pub(crate) async fn resume_runs(
             &*definition,
             Some(&outputs),
             false,
+            starter.launcher.clone(),
         );
         requests.push(request);
         pending.push((run, flow));

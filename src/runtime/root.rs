@@ -214,6 +214,7 @@ mod tests {
                 &endless as &dyn ErasedDefinition,
                 None,
                 false,
+                None,
             );
             requests.push(request);
             pending.push(flow);

@@ -10,8 +10,8 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use super::builder::RuntimeBuilder;
-use super::keyed::{self, KeyLocks, Keyed};
-use super::live::{CancelLiveRuns, RunList};
+use super::launch::{Gate, Launcher};
+use super::live::CancelLiveRuns;
 use super::registry::Registry;
 use super::resume::{ResumeFailure, ResumeReport, resume_runs};
 use super::root::RootMsg;
@@ -215,15 +215,13 @@ fn unended_note(already_ended: Option<RunStatus>, not_ended: Option<&RecordError
 pub struct Runtime {
     journal: JournalHandle,
     root: ActorRef<RootMsg>,
-    registry: Registry,
     recovery: RecoveryReport,
     path: Option<PathBuf>,
     /// Closes the SQLite store the runtime opened, releasing its journal.
     closer: Option<Closer>,
-    runs: Arc<Mutex<RunList>>,
-    /// Each start in flight holds a read guard; a shutdown takes the write
-    /// side, so it waits for them.
-    starts: Arc<RwLock<()>>,
+    /// Starts runs (the registry, the run list, the starts gate, the key
+    /// locks), for the runtime and its runs' stages.
+    launcher: Arc<Launcher>,
     resumed: Vec<RunHandle>,
     /// Unfinished runs whose flow is not registered; taken out when it is.
     unresumed: Mutex<Vec<Run>>,
@@ -233,8 +231,6 @@ pub struct Runtime {
     /// so such input is either in the journal before a resume reads the
     /// run's inbox, or sent to the live run after it.
     pub(crate) resume_gate: Arc<RwLock<()>>,
-    /// One lock per (flow, id) a start with an id is looking up.
-    key_locks: Arc<KeyLocks>,
 }
 
 impl Runtime {
@@ -251,15 +247,12 @@ impl Runtime {
         path: Option<PathBuf>,
     ) -> Self {
         Runtime {
+            launcher: Launcher::new(journal.clone(), root.clone(), registry),
             journal,
             root,
-            registry,
             recovery,
             path,
             closer: None,
-            runs: Arc::default(),
-            starts: Arc::default(),
-            key_locks: Arc::default(),
             resumed: Vec::new(),
             unresumed: Mutex::default(),
             resume_failures: Vec::new(),
@@ -289,7 +282,7 @@ impl Runtime {
         let name = definition.name().to_owned();
         let definition: Arc<dyn ErasedDefinition> = Arc::new(definition);
         let gate = self.resume_gate.clone().write_owned().await;
-        if !self.registry.register(definition.clone()) {
+        if !self.launcher.registry.register(definition.clone()) {
             return Err(RuntimeError::AlreadyRegistered(name));
         }
         let runs: Vec<Run> = {
@@ -306,7 +299,7 @@ impl Runtime {
         if runs.is_empty() {
             return Ok(ResumeReport::default());
         }
-        let in_flight = self.starts.clone().read_owned().await;
+        let in_flight = self.launcher.starts.clone().read_owned().await;
         let starter = self.starter();
         let to_resume = runs
             .iter()
@@ -322,6 +315,9 @@ impl Runtime {
             Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
             Err(_) => Err(RuntimeError::ShuttingDown),
         };
+        if resumed.is_ok() {
+            self.launcher.close_orphans(&runs);
+        }
         if resumed.is_err() {
             // Nothing was started: the runs wait for the next start.
             let mut unresumed = self
@@ -335,7 +331,7 @@ impl Runtime {
 
     /// The names of the registered definitions, sorted.
     pub fn registered(&self) -> Vec<String> {
-        self.registry.names()
+        self.launcher.registry.names()
     }
 
     /// Starts a run of the flow registered as `name` (cancel safe: see
@@ -374,59 +370,12 @@ impl Runtime {
         options: RunOptions,
         inbox: Vec<crate::records::InboxEntry>,
     ) -> Result<RunHandle, RuntimeError> {
-        let definition = self
-            .registry
-            .get(name)
-            .ok_or_else(|| RuntimeError::UnknownFlow {
-                name: name.to_owned(),
-                registered: self.registry.names(),
-            })?;
-        let flow = definition.name().to_owned();
-        let bad_input = |reason| RuntimeError::BadInput {
-            flow: flow.clone(),
-            reason,
-        };
-        if let Some(reason) = options.input_error.clone() {
-            return Err(bad_input(reason));
-        }
-        if let Err(StoreError::InvalidInput { value, .. }) =
-            crate::records::check_json_depth(Uuid::nil(), "input", &options.input)
-        {
-            return Err(bad_input(value));
-        }
-        definition.check_input(&options.input).map_err(bad_input)?;
-        let starter = self.starter();
-        let key_guard =
-            match keyed::look_up(&starter, &self.key_locks, &*definition, &options).await? {
-                Some(Keyed::Existing(handle)) => return Ok(handle),
-                Some(Keyed::New(guard)) => Some(guard),
-                None => None,
-            };
-        // The start runs as a task of its own, so that dropping this future
-        // does not cut it short (see the cancel-safety note above).
-        let in_flight = self.starts.clone().read_owned().await;
-        let start = starter.start_new(definition, options, inbox, in_flight);
-        let start = async move {
-            let started = start.await;
-            // Only once the run is listed (or failed) may another start of
-            // its id look it up.
-            drop(key_guard);
-            started
-        };
-        match tokio::spawn(start).await {
-            Ok(started) => started,
-            Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
-            Err(_) => Err(RuntimeError::ShuttingDown),
-        }
+        self.launcher.start(name, options, inbox, Gate::Wait).await
     }
 
     /// What a start needs of the runtime, to run apart from its caller.
     fn starter(&self) -> Starter {
-        Starter {
-            journal: self.journal.clone(),
-            root: self.root.clone(),
-            runs: self.runs.clone(),
-        }
+        self.launcher.starter()
     }
 
     /// Resumes every unfinished run the recovery scan found whose flow is
@@ -438,7 +387,7 @@ impl Runtime {
         let mut resumable = Vec::new();
         let mut unresumed = Vec::new();
         for run in &self.recovery.unfinished {
-            match self.registry.get(&run.controller_id) {
+            match self.launcher.registry.get(&run.controller_id) {
                 Some(definition) => resumable.push((run.clone(), definition)),
                 None => {
                     tracing::warn!(run_id = %run.id, flow = %run.controller_id,
@@ -451,7 +400,9 @@ impl Runtime {
             .unresumed
             .get_mut()
             .unwrap_or_else(PoisonError::into_inner) = unresumed;
+        let resumed: Vec<Run> = resumable.iter().map(|(run, _)| run.clone()).collect();
         let report = resume_runs(&self.starter(), resumable).await?;
+        self.launcher.close_orphans(&resumed);
         self.resumed = report.resumed;
         self.resume_failures = report.failures;
         Ok(())
@@ -490,7 +441,8 @@ impl Runtime {
 
     /// Handles of the runs started (or resumed) here that have not ended.
     pub fn live_runs(&self) -> Vec<RunHandle> {
-        self.runs
+        self.launcher
+            .runs
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .live()
@@ -507,7 +459,7 @@ impl Runtime {
     /// a live actor-driven run is passed on to that run's flow at once: the
     /// flow cancels cooperatively and publishes the persisted status.
     pub fn runs(&self) -> RunManager {
-        let live = CancelLiveRuns(Arc::downgrade(&self.runs));
+        let live = CancelLiveRuns(Arc::downgrade(&self.launcher.runs));
         RunManager::new(Arc::new(self.journal.clone())).with_observer(Arc::new(live))
     }
 
@@ -550,9 +502,9 @@ impl Runtime {
         // (a start waits on the journal), after which the root's stop ends
         // whatever they started.
         let _all_started = match deadline {
-            None => Some(self.starts.write().await),
+            None => Some(self.launcher.starts.write().await),
             Some(deadline) => {
-                let started = tokio::time::timeout_at(deadline, self.starts.write()).await;
+                let started = tokio::time::timeout_at(deadline, self.launcher.starts.write()).await;
                 if started.is_err() {
                     tracing::warn!("runs still starting at the shutdown deadline; stopping anyway");
                 }

@@ -19,6 +19,7 @@ use crate::flow::actor::{FlowActor, FlowArgs, FlowMsg};
 use crate::flow::{RunHandle, RunOutcome, RunState};
 use crate::journal::JournalHandle;
 use crate::records::{Run, StepOutput};
+use crate::stage::child::RunLauncher;
 
 /// What the spawn of one flow actor resolves to.
 pub(crate) type Spawned = Result<ActorRef<FlowMsg>, SpawnErr>;
@@ -57,13 +58,14 @@ pub(crate) struct PendingFlow {
 /// Plans `run` over `store`: the request for the root supervisor to spawn
 /// its flow actor, and what waits for it; `recorded` holds the outputs of a
 /// recovered run (`None`: a new run); `inbox_waiting`: a new run whose
-/// inbox already holds input.
+/// inbox already holds input; `launcher`: how its stages start child runs.
 pub(crate) fn request_flow(
     run: Run,
     journal: JournalHandle,
     definition: &dyn ErasedDefinition,
     recorded: Option<&[StepOutput]>,
     inbox_waiting: bool,
+    launcher: Option<Arc<dyn RunLauncher>>,
 ) -> (FlowRequest, PendingFlow) {
     let run_id = run.id;
     let mut plan = definition.plan();
@@ -81,6 +83,7 @@ pub(crate) fn request_flow(
         outcome: Arc::new(outcome),
         recovering: recorded.is_some(),
         inbox_waiting,
+        launcher,
     };
     let (reply, spawned) = oneshot::channel();
     let pending = PendingFlow {

@@ -17,6 +17,7 @@ use crate::flow::record::{self, Orphaned};
 use crate::flow::{RunHandle, RunOptions};
 use crate::journal::JournalHandle;
 use crate::records::InboxEntry;
+use crate::stage::child::RunLauncher;
 use crate::store::Store;
 
 /// What starting a flow needs of the runtime (cheap to clone into a task).
@@ -25,6 +26,8 @@ pub(crate) struct Starter {
     pub(crate) journal: JournalHandle,
     pub(crate) root: ActorRef<RootMsg>,
     pub(crate) runs: Arc<Mutex<RunList>>,
+    /// How the started runs' stages start child runs.
+    pub(crate) launcher: Option<Arc<dyn RunLauncher>>,
 }
 
 impl Starter {
@@ -47,8 +50,14 @@ impl Starter {
         let inbox_waiting = !inbox.is_empty();
         let started = match self.accept(run_id, inbox).await {
             Ok(()) => {
-                let (request, pending) =
-                    request_flow(run, self.journal.clone(), &*definition, None, inbox_waiting);
+                let (request, pending) = request_flow(
+                    run,
+                    self.journal.clone(),
+                    &*definition,
+                    None,
+                    inbox_waiting,
+                    self.launcher.clone(),
+                );
                 match self.root.send_message(RootMsg::StartFlows(vec![request])) {
                     Ok(()) => self.collect(pending).await,
                     Err(_) => Err(RuntimeError::ShuttingDown),

@@ -44,6 +44,7 @@ use uuid::Uuid;
 
 use tokio::sync::watch;
 
+use super::child::RunLauncher;
 use super::durable::Settler;
 use super::machine::StageSignal;
 use crate::journal::JournalHandle;
@@ -57,19 +58,26 @@ pub(crate) struct RunContext {
     pub(crate) input: Value,
     /// Where memos are read and recorded.
     pub(crate) journal: JournalHandle,
+    /// How the run's stages start child runs (`None` outside a runtime).
+    pub(crate) launcher: Option<Arc<dyn RunLauncher>>,
     /// Numbers the run's durable waits (see `WaitReport`).
     pub(crate) wait_tokens: AtomicU64,
 }
 
 impl RunContext {
     /// The context of `run`, as recorded.
-    pub(crate) fn of(run: &crate::records::Run, journal: JournalHandle) -> Arc<RunContext> {
+    pub(crate) fn of(
+        run: &crate::records::Run,
+        journal: JournalHandle,
+        launcher: Option<Arc<dyn RunLauncher>>,
+    ) -> Arc<RunContext> {
         Arc::new(RunContext {
             run_id: run.id,
             flow: run.controller_id.clone(),
             key: run.key.clone(),
             input: run.input.clone(),
             journal,
+            launcher,
             wait_tokens: AtomicU64::new(0),
         })
     }
@@ -258,7 +266,7 @@ pub(crate) mod tests {
         record.key = Some("order-42".into());
         record.input = input;
         journal.insert_run(record.clone(), None).await.unwrap();
-        StageContext::new(RunContext::of(&record, journal), "charge".into(), 2)
+        StageContext::new(RunContext::of(&record, journal, None), "charge".into(), 2)
     }
 
     #[tokio::test]

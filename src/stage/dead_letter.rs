@@ -58,6 +58,7 @@ impl std::error::Error for PermanentError {
 pub(crate) fn is_permanent(error: &BoxError) -> bool {
     error.downcast_ref::<PermanentError>().is_some()
         || (error.downcast_ref::<super::MemoError>()).is_some_and(super::MemoError::is_permanent)
+        || (error.downcast_ref::<super::ChildError>()).is_some_and(super::ChildError::is_permanent)
 }
 
 /// Turns an item into the JSON its dead letter keeps.

@@ -50,6 +50,7 @@
 //! ```
 
 pub(crate) mod actor;
+pub mod child;
 mod context;
 pub(crate) mod dead_letter;
 pub(crate) mod durable;
@@ -71,6 +72,7 @@ mod timer;
 pub(crate) mod work;
 
 pub use actor::{EXIT_CANCELLED, EXIT_COMPLETED, StageStartError};
+pub use child::{ChildError, ChildRun, ParentClose};
 pub use context::{InputError, StageContext};
 pub(crate) use context::{KeptSignals, RunContext};
 pub use dead_letter::PermanentError;

@@ -21,6 +21,7 @@ pub fn input(owner: &str) -> CreateManagedInput {
         state_json: json!({"items": 3}),
         input: serde_json::Value::Null,
         key: None,
+        parent_run_id: None,
     }
 }
 
