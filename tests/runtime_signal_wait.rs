@@ -368,3 +368,31 @@ async fn a_stage_waiting_for_two_things_stays_waiting_until_both_end() {
     assert_eq!(run.wait().await.unwrap().status, RunStatus::Finished);
     runtime.shutdown().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_cancel_ends_a_waiting_step_at_once_not_after_its_grace() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let answers = Answers::default();
+    let runtime = runtime_on(&store).await;
+    runtime
+        .register(approval(&answers, &open(), None))
+        .await
+        .unwrap();
+    let run = runtime.start("approval").await.unwrap();
+    record_is(&store, run.run_id(), RunStatus::Waiting).await;
+    let asked = tokio::time::Instant::now();
+    run.send(troupe::flow::ControlEvent::Cancel {
+        reason: "no longer needed".into(),
+    })
+    .await
+    .unwrap();
+    let outcome = run.wait().await.unwrap();
+    assert_eq!(outcome.status, RunStatus::Cancelled);
+    let took = asked.elapsed();
+    assert!(
+        took < troupe::flow::DEFAULT_CANCEL_GRACE,
+        "the wait held the cancel for {took:?}"
+    );
+    assert!(answers.lock().unwrap().is_empty());
+    runtime.shutdown().await;
+}

@@ -128,6 +128,7 @@ impl StageRuntime {
     /// just stopped and its flow has not heard of it yet).
     pub(crate) async fn send(&mut self, event: StageEvent) -> bool {
         let halts = matches!(event, StageEvent::Cancel | StageEvent::Drain);
+        let cancels = matches!(event, StageEvent::Cancel);
         let steers = matches!(
             event,
             StageEvent::Pause | StageEvent::Resume | StageEvent::Drain
@@ -153,6 +154,9 @@ impl StageRuntime {
         if halts {
             bells.halt.notify_one();
         }
+        if cancels {
+            bells.cancel.notify_one();
+        }
         delivered
     }
 
@@ -175,6 +179,7 @@ impl StageRuntime {
         let bells = Arc::new(Bells {
             control: self.doorbell.clone(),
             halt: Notify::new(),
+            cancel: Notify::new(),
         });
         let supervisor = flow.get_cell();
         let identity = StageIdentity {

@@ -36,6 +36,11 @@ pub(crate) struct Bells {
     /// [`Source::produce`] (its future is dropped). One per start, so that
     /// a ring never reaches a later start.
     pub(crate) halt: Notify,
+    /// Rung once a `Cancel` is queued: ends a running [`Step`]'s work (its
+    /// future is dropped — a step waiting durably for a timer, a signal or
+    /// a child would otherwise hold the cancel until its grace runs out).
+    /// A drain lets a step finish.
+    pub(crate) cancel: Notify,
 }
 
 /// The logic of one stage, whatever its kind. Implemented by the wrappers
@@ -352,7 +357,12 @@ impl<T: Clone + Send + 'static, S: Step> Work<T> for AsStep<S> {
     async fn step(&mut self, _: &mut Ports<T>, retries: &Retries<'_>) -> Result<Stepped, BoxError> {
         // Draining steps again until `Ended`: the work runs once.
         while self.result.is_none() {
-            match self.step.run(&self.inputs).await {
+            let run = tokio::select! {
+                biased;
+                () = retries.bells.cancel.notified() => return Ok(Stepped::Interrupted),
+                run = self.step.run(&self.inputs) => run,
+            };
+            match run {
                 Ok(result) => self.result = Some(result),
                 Err(error) => {
                     self.failed = self.failed.saturating_add(1);
