@@ -95,7 +95,8 @@ pub enum RunsCommand {
         #[arg(long, value_name = "ID")]
         before: Option<Uuid>,
     },
-    /// A run's record, stage outputs, failures, dead letters and inbox.
+    /// A run's record, stage outputs, failures, dead letters, inbox and latest
+    /// checkpoint (its states only with `--json`).
     Show {
         /// The run.
         id: Uuid,
