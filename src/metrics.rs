@@ -31,3 +31,11 @@ pub const STAGE_WAITS: &str = "troupe_stage_waits";
 pub const TIMERS_ARMED: &str = "troupe_timers_armed";
 /// Signals taken by durable waits.
 pub const SIGNALS_TAKEN: &str = "troupe_signals_taken_total";
+/// Checkpoints committed to the journal.
+pub const CHECKPOINTS_COMMITTED: &str = "troupe_checkpoints_committed_total";
+/// Checkpoints abandoned (a stage took no snapshot, the timeout passed, or
+/// the journal refused the write); the previous one stands.
+pub const CHECKPOINTS_ABANDONED: &str = "troupe_checkpoints_abandoned_total";
+/// Time from asking the sources for a barrier to the checkpoint's commit,
+/// in seconds (histogram).
+pub const CHECKPOINT_SECONDS: &str = "troupe_checkpoint_seconds";

@@ -208,6 +208,7 @@ impl FlowHost {
             RestartDecision::Done => {}
             RestartDecision::Abandon => {
                 self.ctx.stages[index].abandon(exit.to_string());
+                self.ctx.stage_ended(index);
                 self.ctx.sweep_inbox().await;
                 self.feed_internal(FlowEvent::StageAbandoned).await;
             }
@@ -244,6 +245,7 @@ impl FlowHost {
             }
             if s.policy.restart == RestartType::Temporary {
                 s.abandon(format!("stopped for a restart of stage `{name}`"));
+                self.ctx.stage_ended(other);
                 abandoned = true;
             } else {
                 restart.push((other, s.generation));

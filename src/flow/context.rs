@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use ractor::{ActorRef, MessagingErr};
 use serde_json::{Map, Value, json};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use super::actor::FlowMsg;
@@ -16,6 +16,7 @@ use super::machine::{FlowAction, RunState};
 use super::record::{self, RecordError};
 use super::restart::RestartTracker;
 use super::stages::StageRuntime;
+use crate::checkpoint::link::Note;
 use crate::journal::JournalHandle;
 use crate::records::{DeadLetter, Run, RunStatus};
 use crate::runs::{TerminalTarget, structured_output};
@@ -59,12 +60,18 @@ pub(crate) struct FlowCtx {
     timers: Vec<Timer>,
     /// What its stages wait for durably (see `waits.rs`).
     pub(crate) waits: super::waits::StageWaits,
+    /// The run's checkpoint coordinator, if its flow takes checkpoints, and
+    /// how to tell it of stages that ended.
+    checkpoints: Option<(JoinHandle<()>, mpsc::UnboundedSender<Note>)>,
 }
 
 impl Drop for FlowCtx {
     fn drop(&mut self) {
         for timer in &self.timers {
             timer.abort();
+        }
+        if let Some((coordinator, _)) = &self.checkpoints {
+            coordinator.abort();
         }
     }
 }
@@ -97,7 +104,12 @@ impl FlowCtx {
                 outputs.insert(stage.name.clone(), output.clone());
             }
         }
+        let checkpoints = plan.checkpoints.map(|seed| {
+            let notes = seed.notes();
+            (seed.spawn(run.id, journal.clone()), notes)
+        });
         FlowCtx {
+            checkpoints,
             run_context: RunContext::of(&run, journal.clone(), launcher),
             run,
             journal,
@@ -154,7 +166,16 @@ impl FlowCtx {
         record::stage_output(&self.journal, self.run.id, &name, output.clone()).await?;
         self.stages[index].completed = true;
         self.outputs.insert(name, output);
+        self.stage_ended(index);
         Ok(true)
+    }
+
+    /// Tells the checkpoint coordinator that stage `index` passes no more
+    /// barriers (its completion is recorded, or it was abandoned).
+    pub(crate) fn stage_ended(&self, index: usize) {
+        if let Some((_, notes)) = &self.checkpoints {
+            let _ = notes.send(Note::Ended { stage: index });
+        }
     }
 
     /// Records a stage's dead letter and acknowledges it (refused after a

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use super::restart::{RestartPolicy, Supervision};
 use super::topology::Topology;
+use crate::checkpoint::Checkpoints;
 use crate::stage::StageKind;
 use crate::stage::actor::{StageFactory, WorkFactory};
 use crate::stage::dead_letter::{ItemEncoder, unserializable};
@@ -59,6 +60,7 @@ pub struct FlowBuilder<T> {
     decode: Option<ItemDecoder<T>>,
     dead_letter: DeadLetterPolicy,
     input: Option<InputType>,
+    checkpoints: Checkpoints,
 }
 
 /// The input type a flow declared: its name and a check that a JSON value
@@ -269,6 +271,14 @@ impl<T: Clone + Send + 'static> FlowBuilder<T> {
         self
     }
 
+    /// When runs take checkpoints (default: every second, kept only while
+    /// every running source reports a position; see
+    /// [`checkpoint`](crate::checkpoint)). [`Checkpoints::off`] turns them off.
+    pub fn checkpoints(mut self, checkpoints: Checkpoints) -> Self {
+        self.checkpoints = checkpoints;
+        self
+    }
+
     /// How long a cancel waits for stages before killing them (default [`DEFAULT_CANCEL_GRACE`], 5 s).
     pub fn cancel_grace(mut self, grace: Duration) -> Self {
         self.cancel_grace = grace;
@@ -361,6 +371,7 @@ impl<T: Clone + Send + 'static> FlowBuilder<T> {
                 decode: self.decode,
                 dead_letter: self.dead_letter,
                 input: self.input,
+                checkpoints: self.checkpoints,
             }),
         })
     }
@@ -425,6 +436,7 @@ struct DefinitionInner<T> {
     decode: Option<ItemDecoder<T>>,
     dead_letter: DeadLetterPolicy,
     input: Option<InputType>,
+    checkpoints: Checkpoints,
 }
 
 /// A validated flow: its stages, topology and policies. Cheap to clone;
@@ -482,6 +494,7 @@ impl<T: Clone + Send + 'static> FlowDefinition<T> {
             decode: None,
             dead_letter: DeadLetterPolicy::default(),
             input: None,
+            checkpoints: Checkpoints::default(),
         }
     }
 

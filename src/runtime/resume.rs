@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use super::RuntimeError;
 use super::root::RootMsg;
-use super::spawn::request_flow;
+use super::spawn::{Recovered, request_flow};
 use super::start::Starter;
 use crate::flow::{ErasedDefinition, RunHandle};
 use crate::journal::JournalHandle;
@@ -43,6 +43,10 @@ pub enum ResumeError {
     /// without them, completed stages would run again.
     #[error("its recorded stage outputs could not be read: {0}")]
     OutputsUnreadable(#[source] StoreError),
+    /// Its last checkpoint could not be read: without it, its streaming
+    /// stages would start over and their state would count items twice.
+    #[error("its last checkpoint could not be read: {0}")]
+    CheckpointUnreadable(#[source] StoreError),
     /// Its flow actor could not be started.
     #[error("its flow could not be started: {0}")]
     NotStarted(#[source] Box<RuntimeError>),
@@ -98,12 +102,27 @@ pub(crate) async fn resume_runs(
                 continue;
             }
         };
-        tracing::info!(run_id = %run.id, flow = %run.controller_id, "resuming unfinished run");
+        let checkpoint = match definition.takes_checkpoints() {
+            true => match starter.journal.last_checkpoint(run.id).await {
+                Ok(checkpoint) => checkpoint,
+                Err(error) => {
+                    report.failed(run, ResumeError::CheckpointUnreadable(error));
+                    continue;
+                }
+            },
+            false => None,
+        };
+        tracing::info!(run_id = %run.id, flow = %run.controller_id,
+            checkpoint = checkpoint.as_ref().map(|c| c.id), "resuming unfinished run");
+        let recovered = Recovered {
+            outputs: &outputs,
+            checkpoint: checkpoint.as_ref(),
+        };
         let (request, flow) = request_flow(
             run.clone(),
             starter.journal.clone(),
             &*definition,
-            Some(&outputs),
+            Some(recovered),
             false,
             starter.launcher.clone(),
         );

@@ -18,7 +18,7 @@ use crate::flow::ErasedDefinition;
 use crate::flow::actor::{FlowActor, FlowArgs, FlowMsg};
 use crate::flow::{RunHandle, RunOutcome, RunState};
 use crate::journal::JournalHandle;
-use crate::records::{Run, StepOutput};
+use crate::records::{Checkpoint, Run, StepOutput};
 use crate::stage::child::RunLauncher;
 
 /// What the spawn of one flow actor resolves to.
@@ -55,22 +55,30 @@ pub(crate) struct PendingFlow {
     stage_names: Arc<[String]>,
 }
 
+/// What a recovered run takes over: its recorded stage outputs and its
+/// last checkpoint.
+#[derive(Clone, Copy)]
+pub(crate) struct Recovered<'a> {
+    pub(crate) outputs: &'a [StepOutput],
+    pub(crate) checkpoint: Option<&'a Checkpoint>,
+}
+
 /// Plans `run` over `store`: the request for the root supervisor to spawn
-/// its flow actor, and what waits for it; `recorded` holds the outputs of a
-/// recovered run (`None`: a new run); `inbox_waiting`: a new run whose
+/// its flow actor, and what waits for it; `recorded` holds what a recovered
+/// run takes over (`None`: a new run); `inbox_waiting`: a new run whose
 /// inbox already holds input; `launcher`: how its stages start child runs.
 pub(crate) fn request_flow(
     run: Run,
     journal: JournalHandle,
     definition: &dyn ErasedDefinition,
-    recorded: Option<&[StepOutput]>,
+    recorded: Option<Recovered<'_>>,
     inbox_waiting: bool,
     launcher: Option<Arc<dyn RunLauncher>>,
 ) -> (FlowRequest, PendingFlow) {
     let run_id = run.id;
     let mut plan = definition.plan();
-    if let Some(outputs) = recorded {
-        plan.resume_from(outputs);
+    if let Some(recovered) = recorded {
+        plan.resume_from(recovered.outputs, recovered.checkpoint);
     }
     let stage_names = plan.stages.iter().map(|s| s.name.clone()).collect();
     let (state, state_rx) = watch::channel(RunState::Created);

@@ -7,6 +7,11 @@ use serde_json::Value;
 
 use crate::supervise::BoxError;
 
+/// Why a stage that never took a snapshot cannot be handed one: the
+/// checkpoint was taken by a version of the logic that did.
+const NO_RESTORE: &str =
+    "the journal holds a snapshot of this stage, but its logic does not implement `restore`";
+
 /// Where a source or transform puts the items it emits. The stage sends
 /// them downstream after each unit of work.
 #[derive(Debug)]
@@ -116,6 +121,23 @@ pub trait Source<T>: Send + 'static {
         out: &mut Emitter<T>,
     ) -> impl Future<Output = Result<Produced, BoxError>> + Send;
 
+    /// The source's position after the items it has emitted so far, for a
+    /// checkpoint (see [`checkpoint`](crate::checkpoint)); `None` (the
+    /// default) if it cannot resume from one. Called between calls of
+    /// `produce`. An error abandons the checkpoint (the run goes on).
+    fn snapshot(&mut self) -> Result<Option<Value>, BoxError> {
+        Ok(None)
+    }
+
+    /// Called once, before the first `produce` of a run resumed from a
+    /// checkpoint, with the position `snapshot` returned for it: emit from
+    /// there on. An error fails the stage (its restart gets the position
+    /// again).
+    fn restore(&mut self, position: Value) -> Result<(), BoxError> {
+        let _ = position;
+        Err(NO_RESTORE.into())
+    }
+
     /// Called once when the source is done (exhausted or drained); its value
     /// is recorded with the stage's completion.
     fn complete(&mut self) -> impl Future<Output = Result<Option<Value>, BoxError>> + Send {
@@ -167,6 +189,22 @@ pub trait Transform<T>: Send + 'static {
         Attempted::Later(item)
     }
 
+    /// The stage's state for a checkpoint (see
+    /// [`checkpoint`](crate::checkpoint)), taken once every item before the
+    /// checkpoint's barrier was handled; `None` (the default) if it keeps
+    /// none. An error abandons the checkpoint (the run goes on).
+    fn snapshot(&mut self) -> Result<Option<Value>, BoxError> {
+        Ok(None)
+    }
+
+    /// Called once, before the first item of a run resumed from a
+    /// checkpoint, with the state `snapshot` returned for it. An error
+    /// fails the stage (its restart gets the state again).
+    fn restore(&mut self, state: Value) -> Result<(), BoxError> {
+        let _ = state;
+        Err(NO_RESTORE.into())
+    }
+
     /// Called once after the input ended: emit what is left, and return the
     /// value recorded with the stage's completion.
     fn complete(
@@ -200,8 +238,55 @@ pub trait Sink<T>: Send + 'static {
         Attempted::Later(item)
     }
 
-    /// Called once after the input ended; its value is recorded with the
-    /// stage's completion.
+    /// The stage's state for a checkpoint (see
+    /// [`checkpoint`](crate::checkpoint)), taken once every item before the
+    /// checkpoint's barrier was handled; `None` (the default) if it keeps
+    /// none. An error abandons the checkpoint (the run goes on).
+    fn snapshot(&mut self) -> Result<Option<Value>, BoxError> {
+        Ok(None)
+    }
+
+    /// Called once, before the first item of a run resumed from a
+    /// checkpoint, with the state `snapshot` returned for it. An error
+    /// fails the stage (its restart gets the state again).
+    fn restore(&mut self, state: Value) -> Result<(), BoxError> {
+        let _ = state;
+        Err(NO_RESTORE.into())
+    }
+
+    /// Two-phase commit, first phase: the barrier of checkpoint
+    /// `checkpoint` reached the sink, after every item before it. Make what
+    /// those items did ready to commit (write them into a transaction the
+    /// target can commit later), and keep the items after it apart. Called
+    /// after [`snapshot`](Self::snapshot); an error abandons the checkpoint
+    /// (the prepared work is committed with a later one).
+    ///
+    /// With [`commit`](Self::commit) this gives each item's effect once on
+    /// a transactional target, across crashes; see
+    /// [`checkpoint`](crate::checkpoint).
+    fn pre_commit(&mut self, checkpoint: u64) -> impl Future<Output = Result<(), BoxError>> + Send {
+        let _ = checkpoint;
+        async { Ok(()) }
+    }
+
+    /// Two-phase commit, second phase: checkpoint `checkpoint` is durable;
+    /// commit everything pre-committed up to it. After a crash it is called
+    /// again, right after [`restore`](Self::restore), for the checkpoint
+    /// the run resumes from (it may or may not have been committed before
+    /// the crash: make it idempotent); a pre-commit with a greater id was
+    /// never part of a checkpoint, and its items come again. An error
+    /// fails the stage (its restart calls it again).
+    fn commit(&mut self, checkpoint: u64) -> impl Future<Output = Result<(), BoxError>> + Send {
+        let _ = checkpoint;
+        async { Ok(()) }
+    }
+
+    /// Called once after the input ended, once the last pre-commit was
+    /// committed (or its checkpoint abandoned); its value is recorded with
+    /// the stage's completion. A two-phase sink commits the items after its
+    /// last checkpoint here: a crash between this call and the stage's
+    /// completion record hands them to it again (the one at-least-once
+    /// window of a two-phase sink).
     fn complete(&mut self) -> impl Future<Output = Result<Option<Value>, BoxError>> + Send {
         async { Ok(None) }
     }

@@ -56,6 +56,7 @@ pub(crate) mod dead_letter;
 pub(crate) mod durable;
 pub(crate) mod events;
 mod fsm_transform;
+pub(crate) mod inlet;
 mod kind;
 mod logic;
 mod machine;

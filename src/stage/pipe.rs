@@ -9,6 +9,10 @@
 //!
 //! End of input is the drain signal: when every sender has finished (or been
 //! dropped), the receiver gets every item still in flight, then `None`.
+//!
+//! A pipe also carries checkpoint barriers, in order with the items: a
+//! stage with several inputs (fan-in) has a pipe per input and aligns their
+//! barriers (see [`inlet`](super::inlet)).
 
 use std::mem;
 
@@ -25,8 +29,8 @@ pub const MAX_PIPE_CAPACITY: usize = 1 << 20;
 /// An upstream stage buffers items and sends them a batch at a time, so the
 /// per-message cost of the channel is paid once per batch; the channel holds
 /// at most `capacity` batches, so a slow consumer makes its upstream wait
-/// (backpressure) and memory stays bounded by
-/// `(capacity + senders) * batch_size` items. End of input is the drain
+/// (backpressure) and memory stays bounded by `(capacity + 1) * batch_size`
+/// items per edge (a stage with several upstreams has a pipe from each). End of input is the drain
 /// signal: when every upstream has finished, the downstream stage gets every
 /// item still in flight, then its input ends.
 ///
@@ -52,6 +56,16 @@ impl Default for PipeConfig {
     }
 }
 
+/// What travels in a pipe: a batch of items, or a checkpoint barrier that
+/// follows every item sent before it.
+#[derive(Debug)]
+pub(crate) enum Packet<T> {
+    /// Items, in order.
+    Items(Vec<T>),
+    /// The barrier of checkpoint `id`.
+    Barrier(u64),
+}
+
 /// The receiving side is gone; carries the items that could not be delivered.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("the downstream stage is gone; {} item(s) undelivered", undelivered.len())]
@@ -71,10 +85,7 @@ pub fn pipe<T: Send + 'static>(config: PipeConfig) -> (PipeSender<T>, PipeReceiv
             buffer: Vec::new(),
             batch_size,
         },
-        PipeReceiver {
-            rx,
-            current: Vec::new().into_iter(),
-        },
+        PipeReceiver { rx },
     )
 }
 
@@ -87,7 +98,7 @@ pub fn pipe<T: Send + 'static>(config: PipeConfig) -> (PipeSender<T>, PipeReceiv
 /// at once if the channel has room, else from a task that waits for room.
 #[derive(Debug)]
 pub struct PipeSender<T: Send + 'static> {
-    tx: mpsc::Sender<Vec<T>>,
+    tx: mpsc::Sender<Packet<T>>,
     buffer: Vec<T>,
     batch_size: usize,
 }
@@ -167,7 +178,21 @@ impl<T: Send + 'static> PipeSender<T> {
             });
         };
         let batch = mem::replace(&mut self.buffer, Vec::with_capacity(self.batch_size));
-        permit.send(batch);
+        permit.send(Packet::Items(batch));
+        Ok(())
+    }
+
+    /// Sends the barrier of checkpoint `id` after every item buffered or
+    /// sent before it. Cancel-safe: a cancelled call sent no barrier (the
+    /// items it flushed stay sent), so calling it again sends it once.
+    pub(crate) async fn send_barrier(&mut self, id: u64) -> Result<(), PipeClosed<T>> {
+        self.flush().await?;
+        let Ok(permit) = self.tx.reserve().await else {
+            return Err(PipeClosed {
+                undelivered: Vec::new(),
+            });
+        };
+        permit.send(Packet::Barrier(id));
         Ok(())
     }
 
@@ -195,7 +220,7 @@ impl<T: Send + 'static> Drop for PipeSender<T> {
         if self.buffer.is_empty() {
             return;
         }
-        let batch = mem::take(&mut self.buffer);
+        let batch = Packet::Items(mem::take(&mut self.buffer));
         let batch = match self.tx.try_send(batch) {
             Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => return,
             Err(mpsc::error::TrySendError::Full(batch)) => batch,
@@ -209,43 +234,43 @@ impl<T: Send + 'static> Drop for PipeSender<T> {
                 });
             }
             Err(_) => tracing::error!(
-                items = batch.len(),
+                items = match &batch {
+                    Packet::Items(items) => items.len(),
+                    Packet::Barrier(_) => 0,
+                },
                 "pipe sender dropped outside a tokio runtime with a full channel; items lost"
             ),
         }
     }
 }
 
-/// The receiving side of a pipe.
+/// The receiving side of a pipe (one edge: see [`Inlet`](super::inlet::Inlet)
+/// for a stage's input, which merges its edges).
 #[derive(Debug)]
 pub struct PipeReceiver<T> {
-    rx: mpsc::Receiver<Vec<T>>,
-    current: std::vec::IntoIter<T>,
+    pub(super) rx: mpsc::Receiver<Packet<T>>,
 }
 
 impl<T> PipeReceiver<T> {
-    #[cfg(test)] // items move in batches outside tests
-    /// The next item; `None` once every sender is done and all items are delivered.
-    pub async fn recv(&mut self) -> Option<T> {
+    #[cfg(test)] // stages receive through their inlet
+    /// The next batch, skipping barriers; `None` at the end of input.
+    pub async fn recv_batch(&mut self) -> Option<Vec<T>> {
         loop {
-            if let Some(item) = self.current.next() {
-                return Some(item);
+            match self.rx.recv().await? {
+                Packet::Items(batch) => return Some(batch),
+                Packet::Barrier(_) => {}
             }
-            self.current = self.rx.recv().await?.into_iter();
         }
     }
 
-    /// The rest of the current batch, or the next batch; `None` at the end of input.
-    pub async fn recv_batch(&mut self) -> Option<Vec<T>> {
-        let rest: Vec<T> = self.current.by_ref().collect();
-        if !rest.is_empty() {
-            return Some(rest);
-        }
+    #[cfg(test)] // stages receive through their inlet
+    /// The next packet, barriers included; `None` at the end of input.
+    pub(crate) async fn recv_packet(&mut self) -> Option<Packet<T>> {
         self.rx.recv().await
     }
 
-    /// Stops accepting batches; senders get [`PipeClosed`]. Items already in
-    /// flight can still be received.
+    #[cfg(test)] // stages receive through their inlet
+    /// Stops accepting batches; senders get [`PipeClosed`].
     pub fn close(&mut self) {
         self.rx.close();
     }
@@ -253,6 +278,15 @@ impl<T> PipeReceiver<T> {
 
 #[cfg(test)]
 mod tests {
+    /// Every item left, in order, barriers skipped.
+    async fn rest<T>(rx: &mut PipeReceiver<T>) -> Vec<T> {
+        let mut got = Vec::new();
+        while let Some(batch) = rx.recv_batch().await {
+            got.extend(batch);
+        }
+        got
+    }
+
     #[tokio::test]
     async fn items_arrive_in_order_and_the_last_partial_batch_is_flushed() {
         let (mut tx, mut rx) = pipe::<u32>(PipeConfig {
@@ -265,11 +299,7 @@ mod tests {
             }
             tx.finish().await.unwrap();
         });
-        let mut got = Vec::new();
-        while let Some(item) = rx.recv().await {
-            got.push(item);
-        }
-        assert_eq!(got, [0, 1, 2, 3, 4]);
+        assert_eq!(rest(&mut rx).await, [0, 1, 2, 3, 4]);
     }
 
     use super::*;
@@ -293,10 +323,9 @@ mod tests {
         assert_eq!(tx.buffered(), 1);
         tx.finish().await.unwrap();
         assert_eq!(rx.recv_batch().await, Some(vec![0, 1, 2]));
-        assert_eq!(rx.recv().await, Some(3));
-        assert_eq!(rx.recv_batch().await, Some(vec![4, 5]));
+        assert_eq!(rx.recv_batch().await, Some(vec![3, 4, 5]));
         assert_eq!(rx.recv_batch().await, Some(vec![6]));
-        assert_eq!(rx.recv().await, None);
+        assert_eq!(rx.recv_batch().await, None);
     }
 
     #[tokio::test(start_paused = true)]
@@ -316,7 +345,7 @@ mod tests {
         tx.finish().await.unwrap();
         assert_eq!(rx.recv_batch().await, Some(vec![3, 4, 5]));
         assert_eq!(rx.recv_batch().await, Some(vec![6, 7, 8]));
-        assert_eq!(rx.recv().await, None);
+        assert_eq!(rx.recv_batch().await, None);
     }
 
     #[tokio::test]
@@ -326,12 +355,12 @@ mod tests {
         a.send("a").await.unwrap();
         b.send("b").await.unwrap();
         a.finish().await.unwrap();
-        let mut got = vec![rx.recv().await.unwrap()];
+        let mut got = rx.recv_batch().await.unwrap();
         b.finish().await.unwrap();
-        got.push(rx.recv().await.unwrap());
+        got.extend(rx.recv_batch().await.unwrap());
         got.sort();
         assert_eq!(got, ["a", "b"]);
-        assert_eq!(rx.recv().await, None);
+        assert_eq!(rx.recv_batch().await, None);
     }
 
     #[tokio::test]
@@ -341,11 +370,7 @@ mod tests {
             tx.send(i).await.unwrap();
         }
         drop(tx); // 2 batches queued (full channel) + 2 buffered items
-        let mut got = Vec::new();
-        while let Some(i) = rx.recv().await {
-            got.push(i);
-        }
-        assert_eq!(got, (0..8).collect::<Vec<_>>());
+        assert_eq!(rest(&mut rx).await, (0..8).collect::<Vec<_>>());
     }
 
     #[tokio::test]
@@ -361,5 +386,25 @@ mod tests {
             err.to_string(),
             "the downstream stage is gone; 3 item(s) undelivered"
         );
+    }
+
+    #[tokio::test]
+    async fn a_barrier_follows_every_item_sent_before_it() {
+        let (mut tx, mut rx) = pipe(PipeConfig {
+            batch_size: 3,
+            capacity: 4,
+        });
+        tx.send(1).await.unwrap();
+        tx.send_barrier(7).await.unwrap();
+        tx.send(2).await.unwrap();
+        tx.finish().await.unwrap();
+        let mut got = Vec::new();
+        while let Some(packet) = rx.recv_packet().await {
+            got.push(match packet {
+                Packet::Items(items) => format!("{items:?}"),
+                Packet::Barrier(id) => format!("|{id}|"),
+            });
+        }
+        assert_eq!(got, ["[1]", "|7|", "[2]"]);
     }
 }

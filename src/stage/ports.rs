@@ -15,11 +15,14 @@
 use tokio::sync::Notify;
 
 use super::dead_letter::{ItemEncoder, unserializable};
+use super::inlet::{Delivery, Inlet};
 use super::logic::{Attempted, Emitter};
-use super::pipe::{PipeReceiver, PipeSender};
+use super::pipe::PipeSender;
 use super::received::{Attempt, Received};
 use super::replay::Replays;
 pub(crate) use super::slot::{PortLease, PortSlot};
+use crate::checkpoint::link::CheckpointLink;
+use crate::records::StageCheckpoint;
 use crate::supervise::BoxError;
 
 /// A downstream stage went away while items were being sent to it.
@@ -49,12 +52,23 @@ pub(crate) enum Input {
     Ended,
     /// The control doorbell rang: look at the control channel first.
     Interrupted,
+    /// Checkpoint `id`'s barrier came in on every input, after every item
+    /// before it: the stage takes its snapshot and passes it on.
+    Barrier(u64),
 }
 
 /// One stage's ends of the data plane and its item counters.
 #[derive(Debug)]
 pub(crate) struct Ports<T: Send + 'static> {
-    input: Option<PipeReceiver<T>>,
+    input: Option<Inlet<T>>,
+    /// A barrier received and not yet passed (snapshot taken and reported):
+    /// kept here so that a stage killed in between passes it on restart.
+    pub(crate) barrier_in: Option<u64>,
+    /// A barrier to send after the outbox, and how many outputs (in order)
+    /// already have it: a send cut short resumes where it stopped.
+    barrier_out: Option<(u64, usize)>,
+    /// The stage's link to its run's checkpoints, if the flow takes them.
+    pub(crate) checkpoint: Option<CheckpointLink>,
     /// The received batch being worked through and the item in hand (the
     /// one taken and not yet handled).
     pub(super) received: Received<T>,
@@ -84,6 +98,9 @@ impl<T: Send + 'static> Ports<T> {
     pub(super) fn detached() -> Self {
         Ports {
             input: None,
+            barrier_in: None,
+            barrier_out: None,
+            checkpoint: None,
             received: Received::new(),
             encode: unserializable::<T>,
             outputs: Vec::new(),
@@ -100,13 +117,16 @@ impl<T: Send + 'static> Ports<T> {
 
 impl<T: Clone + Send + 'static> Ports<T> {
     pub(crate) fn new(
-        input: Option<PipeReceiver<T>>,
+        input: Option<Inlet<T>>,
         outputs: Vec<PipeSender<T>>,
         batch_size: usize,
         encode: ItemEncoder<T>,
     ) -> Self {
         Ports {
             input,
+            barrier_in: None,
+            barrier_out: None,
+            checkpoint: None,
             received: Received::new(),
             encode,
             outputs,
@@ -117,6 +137,16 @@ impl<T: Clone + Send + 'static> Ports<T> {
             items_out: 0,
             retried: 0,
             replays: None,
+        }
+    }
+
+    /// The stage resumes from checkpoint `id`: its counters and snapshot
+    /// as they were at the cut.
+    pub(crate) fn resume_at(&mut self, id: u64, part: &StageCheckpoint) {
+        self.items_in = part.items_in;
+        self.items_out = part.items_out;
+        if let Some(link) = self.checkpoint.as_mut() {
+            link.resume_at(id, part.state.clone());
         }
     }
 
@@ -173,6 +203,7 @@ impl<T: Clone + Send + 'static> Ports<T> {
     /// whose pending items have nowhere to go.
     pub(crate) fn drop_pending(&mut self) {
         self.received.clear();
+        self.barrier_in = None;
         if let Some(replays) = self.replays.as_mut() {
             replays.drop_in_hand();
         }
@@ -197,6 +228,9 @@ impl<T: Clone + Send + 'static> Ports<T> {
         if self.received.has_items() {
             return Input::Ready;
         }
+        if let Some(id) = self.barrier_in {
+            return Input::Barrier(id);
+        }
         // The worked-off batch's items are not kept while waiting.
         self.received.clear();
         if let Some(item) = self.replays.as_mut().and_then(Replays::next) {
@@ -217,10 +251,14 @@ impl<T: Clone + Send + 'static> Ports<T> {
         // of work anyway), and a stale ring must not cost a unit of work.
         tokio::select! {
             biased;
-            batch = rx.recv_batch() => match batch {
-                Some(batch) => {
+            delivery = rx.recv() => match delivery {
+                Some(Delivery::Items(batch)) => {
                     self.received.refill(batch);
                     Input::Ready
+                }
+                Some(Delivery::Barrier(id)) => {
+                    self.barrier_in = Some(id);
+                    Input::Barrier(id)
                 }
                 None => Input::Ended,
             },
@@ -238,7 +276,7 @@ impl<T: Clone + Send + 'static> Ports<T> {
     /// arrive meanwhile wait there. Cancel-safe.
     pub(crate) async fn input_end(&mut self) {
         loop {
-            if self.received.has_items() {
+            if self.received.has_items() || self.barrier_in.is_some() {
                 return std::future::pending().await;
             }
             if let Some(item) = self.replays.as_mut().and_then(Replays::next) {
@@ -248,8 +286,9 @@ impl<T: Clone + Send + 'static> Ports<T> {
             let Some(rx) = self.input.as_mut() else {
                 return;
             };
-            match rx.recv_batch().await {
-                Some(batch) => self.received.refill(batch),
+            match rx.recv().await {
+                Some(Delivery::Items(batch)) => self.received.refill(batch),
+                Some(Delivery::Barrier(id)) => self.barrier_in = Some(id),
                 None => return,
             }
         }
@@ -321,6 +360,31 @@ impl<T: Clone + Send + 'static> Ports<T> {
         if let Err(closed) = last.flush().await {
             return Err(lost_on_last(items_out, closed.undelivered.len(), 0));
         }
+        self.send_barrier_out().await
+    }
+
+    /// The stage passed the barrier it holds (`barrier_in`), or a source
+    /// put one in: `id` goes to every output after the outbox's items, with
+    /// the next [`send_outbox`](Self::send_outbox).
+    pub(crate) fn pass_barrier(&mut self, id: u64) {
+        self.barrier_in = None;
+        self.barrier_out = Some((id, 0));
+    }
+
+    /// Sends the pending barrier to the outputs that lack it. Cancel-safe.
+    async fn send_barrier_out(&mut self) -> Result<(), DownstreamGone> {
+        while let Some((id, sent)) = self.barrier_out {
+            let Some(tx) = self.outputs.get_mut(sent) else {
+                self.barrier_out = None;
+                break;
+            };
+            if let Err(closed) = tx.send_barrier(id).await {
+                return Err(DownstreamGone {
+                    undelivered: closed.undelivered.len(),
+                });
+            }
+            self.barrier_out = Some((id, sent + 1));
+        }
         Ok(())
     }
 
@@ -328,6 +392,8 @@ impl<T: Clone + Send + 'static> Ports<T> {
     /// of input once all of its upstreams did this. On a failure the
     /// outputs not reached yet stay, so a restarted stage still has them.
     pub(crate) async fn finish_outputs(&mut self) -> Result<(), DownstreamGone> {
+        // A barrier passed last goes out before the end of input.
+        self.send_barrier_out().await?;
         while !self.outputs.is_empty() {
             let tx = self.outputs.remove(0);
             if let Err(closed) = tx.finish().await {
@@ -350,6 +416,8 @@ impl<T: Clone + Send + 'static> Ports<T> {
         self.outputs.clear();
         self.outbox.clear();
         self.fanned = 0;
+        self.barrier_in = None;
+        self.barrier_out = None;
     }
 }
 
@@ -393,6 +461,8 @@ async fn next_run<T: Send + 'static>(
 mod tests {
     use super::*;
     use crate::stage::pipe::{PipeConfig, pipe};
+
+    use crate::stage::pipe::PipeReceiver;
 
     fn ports_to(batch_size: usize, outputs: usize) -> (Ports<u32>, Vec<PipeReceiver<u32>>) {
         let (senders, receivers) = (0..outputs)

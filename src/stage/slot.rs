@@ -50,6 +50,19 @@ impl<T: Send + 'static> PortSlot<T> {
             .take()
     }
 
+    /// Changes the ports in place, if no stage holds them (before the
+    /// stage's first start).
+    pub(crate) fn update(&self, change: impl FnOnce(&mut Ports<T>)) {
+        if let Some(ports) = self
+            .ports
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_mut()
+        {
+            change(ports);
+        }
+    }
+
     fn put_back(&self, ports: Ports<T>) {
         *self.ports.lock().unwrap_or_else(PoisonError::into_inner) = Some(ports);
         self.returned.notify_waiters();

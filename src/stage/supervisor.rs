@@ -324,7 +324,18 @@ impl<T: Clone + Send + 'static, W: Work<T>> Supervised for StageSupervisor<T, W>
     ) -> DispatchResult<StageEvent> {
         match state {
             StageState::Starting => {
-                ctx.ports = Some(self.slot.lease().await);
+                let mut ports = self.slot.lease().await;
+                // A resumed run's snapshot, handed over before any work; it
+                // stays until a start took it (a failed restore fails this
+                // start, and the next one gets it again).
+                let snapshot = ports.checkpoint.as_ref().and_then(|c| c.restore.clone());
+                if let Some(snapshot) = snapshot {
+                    ctx.work.restore(snapshot)?;
+                    if let Some(link) = ports.checkpoint.as_mut() {
+                        link.restore = None;
+                    }
+                }
+                ctx.ports = Some(ports);
                 if let Some(events) = &self.events {
                     self.held = Some(events.hold().await);
                 }

@@ -76,6 +76,78 @@ pub(crate) trait Work<T: Clone + Send + 'static>: Send + 'static {
 
     /// Receives the outputs of the stage's upstream steps before it starts.
     fn prepare(&mut self, _inputs: StepInputs) {}
+
+    /// The logic's snapshot for a checkpoint: a source's position, a
+    /// transform's or sink's state; `None` if it keeps none.
+    fn snapshot(&mut self) -> Result<Option<Value>, BoxError> {
+        Ok(None)
+    }
+
+    /// Hands the logic the snapshot a resumed run starts from.
+    fn restore(&mut self, _snapshot: Value) -> Result<(), BoxError> {
+        Ok(())
+    }
+
+    /// A sink's first phase of a two-phase commit at checkpoint `id`.
+    fn pre_commit(&mut self, _id: u64) -> impl Future<Output = Result<(), BoxError>> + Send {
+        async { Ok(()) }
+    }
+
+    /// A sink's second phase: checkpoint `id` is durable.
+    fn commit(&mut self, _id: u64) -> impl Future<Output = Result<(), BoxError>> + Send {
+        async { Ok(()) }
+    }
+}
+
+/// Commits a sink's pending pre-commit once its checkpoint is durable; a
+/// pre-commit whose checkpoint was abandoned stays pending, for the next
+/// one to commit.
+async fn commit_settled<T, W>(work: &mut W, ports: &mut Ports<T>) -> Result<(), BoxError>
+where
+    T: Clone + Send + 'static,
+    W: Work<T>,
+{
+    let Some(link) = ports.checkpoint.as_mut() else {
+        return Ok(());
+    };
+    let Some(id) = link.pre_committed else {
+        return Ok(());
+    };
+    let settled = link.settled();
+    if settled.committed >= id {
+        work.commit(id).await?;
+        link.pre_committed = None;
+    }
+    Ok(())
+}
+
+/// Passes checkpoint `id`'s barrier: takes the logic's snapshot, reports
+/// it (with the item counts at the cut: the outbox's items precede the
+/// barrier) and sends the barrier on after the outbox.
+async fn pass_barrier<T, W>(work: &mut W, ports: &mut Ports<T>, id: u64) -> Result<(), BoxError>
+where
+    T: Clone + Send + 'static,
+    W: Work<T>,
+{
+    let mut snapshot = work.snapshot().map_err(|e| e.to_string());
+    if W::KIND == StageKind::Sink && snapshot.is_ok() {
+        match work.pre_commit(id).await {
+            Ok(()) => {
+                if let Some(link) = ports.checkpoint.as_mut() {
+                    link.pre_committed = Some(id);
+                }
+            }
+            Err(error) => snapshot = Err(format!("its pre-commit failed: {error}")),
+        }
+    }
+    let items_out = ports.items_out + ports.outbox.len() as u64;
+    let items_in = ports.items_in;
+    if let Some(link) = ports.checkpoint.as_mut() {
+        link.passed(id, snapshot, items_in, items_out);
+    }
+    ports.pass_barrier(id);
+    ports.send_outbox().await?;
+    Ok(())
 }
 
 /// The recorded output of a completed stage: a step's result as it is; for
@@ -100,16 +172,29 @@ pub(crate) fn completion_output<T: Send + 'static>(
     output
 }
 
-/// Waits for a batch; `None` when items are ready, else what the step returns.
-async fn wait_for_input<T: Clone + Send + 'static>(
+/// Waits for a batch; `None` when items are ready, else what the step
+/// returns (a barrier that came in is passed first).
+async fn wait_for_input<T, W>(
+    work: &mut W,
     ports: &mut Ports<T>,
     doorbell: &Notify,
-) -> Option<Stepped> {
-    match ports.next_input(doorbell).await {
+) -> Result<Option<Stepped>, BoxError>
+where
+    T: Clone + Send + 'static,
+    W: Work<T>,
+{
+    if W::KIND == StageKind::Sink {
+        commit_settled(work, ports).await?;
+    }
+    Ok(match ports.next_input(doorbell).await {
         Input::Ready => None,
         Input::Ended => Some(Stepped::Ended),
         Input::Interrupted => Some(Stepped::Interrupted),
-    }
+        Input::Barrier(id) => {
+            pass_barrier(work, ports, id).await?;
+            Some(Stepped::Worked)
+        }
+    })
 }
 
 /// One attempt at one item: a transform's `process` or a sink's `consume`,
@@ -187,6 +272,14 @@ macro_rules! forward_to_logic {
         fn on_event(&mut self, event: Ev) -> impl Future<Output = Result<(), BoxError>> + Send {
             self.0.on_event(event)
         }
+
+        fn snapshot(&mut self) -> Result<Option<Value>, BoxError> {
+            self.0.snapshot()
+        }
+
+        fn restore(&mut self, snapshot: Value) -> Result<(), BoxError> {
+            self.0.restore(snapshot)
+        }
     };
 }
 /// Runs a [`Step`] once (retried per the stage's retry policy).
@@ -228,7 +321,14 @@ where
         // (what it emitted so far stays in the outbox, and sends are
         // cancel-safe). A pause waits for the step to end.
         let work = async {
+            // A due checkpoint's barrier goes out before the next items.
+            if let Some(id) = ports.checkpoint.as_ref().and_then(|c| c.due()) {
+                pass_barrier(self, ports, id).await?;
+            }
             let produced = self.0.produce(&mut ports.outbox).await?;
+            if let Some(link) = &ports.checkpoint {
+                link.count_emitted(ports.outbox.len());
+            }
             ports.send_outbox().await?;
             Ok::<_, BoxError>(produced)
         };
@@ -266,7 +366,7 @@ where
         ports: &mut Ports<T>,
         retries: &Retries<'_>,
     ) -> Result<Stepped, BoxError> {
-        if let Some(waited) = wait_for_input(ports, &retries.bells.control).await {
+        if let Some(waited) = wait_for_input(self, ports, &retries.bells.control).await? {
             return Ok(waited);
         }
         if let Some(cut) = work_off_received(self, ports, retries).await? {
@@ -298,7 +398,7 @@ where
         ports: &mut Ports<T>,
         retries: &Retries<'_>,
     ) -> Result<Stepped, BoxError> {
-        if let Some(waited) = wait_for_input(ports, &retries.bells.control).await {
+        if let Some(waited) = wait_for_input(self, ports, &retries.bells.control).await? {
             return Ok(waited);
         }
         Ok(work_off_received(self, ports, retries)
@@ -306,8 +406,33 @@ where
             .unwrap_or(Stepped::Worked))
     }
 
-    async fn complete(&mut self, _: &mut Ports<T>) -> Result<Option<Value>, BoxError> {
+    async fn complete(&mut self, ports: &mut Ports<T>) -> Result<Option<Value>, BoxError> {
+        // The last pre-commit is committed (or its checkpoint abandoned)
+        // before the sink commits what came after it.
+        loop {
+            commit_settled(self, ports).await?;
+            let Some(link) = ports.checkpoint.as_mut() else {
+                break;
+            };
+            match link.pre_committed {
+                Some(id) if link.settled().aborted < id => {
+                    // A coordinator that is gone settles nothing more.
+                    if !link.settle_changed().await {
+                        break;
+                    }
+                }
+                _ => break,
+            }
+        }
         self.0.complete().await
+    }
+
+    fn pre_commit(&mut self, id: u64) -> impl Future<Output = Result<(), BoxError>> + Send {
+        self.0.pre_commit(id)
+    }
+
+    fn commit(&mut self, id: u64) -> impl Future<Output = Result<(), BoxError>> + Send {
+        self.0.commit(id)
     }
 
     forward_to_logic!();

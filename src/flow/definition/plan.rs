@@ -8,11 +8,13 @@ use serde_json::Value;
 use tokio::sync::Notify;
 
 use super::{DeadLetterPolicy, FlowDefinition};
+use crate::checkpoint::coordinator::{CoordinatorSeed, wire};
 use crate::flow::restart::{RestartPolicy, Supervision};
-use crate::records::StepOutput;
+use crate::records::{Checkpoint, StageCheckpoint, StepOutput};
 use crate::stage::StageKind;
 use crate::stage::actor::Spawner;
 use crate::stage::events::EventPort;
+use crate::stage::inlet::Inlet;
 use crate::stage::pipe::pipe;
 use crate::stage::ports::{Input, PortSlot, Ports};
 use crate::stage::replay::{ItemReplay, replay_queue};
@@ -34,6 +36,8 @@ pub(crate) struct PlannedStage {
     /// Drops the stage's pipe ends (closing its outputs): for a stage that
     /// will not run because it completed before a restart.
     retire: Box<dyn Fn() + Send + Sync>,
+    /// Hands the stage its part of the checkpoint a resumed run starts from.
+    resume_at: ResumeAt,
     /// Winds the stage's pipe ends down once it is abandoned (see [`wind_down`]).
     pub(crate) abandon: Abandon,
     /// The output recorded before a restart, if the stage completed then.
@@ -41,6 +45,9 @@ pub(crate) struct PlannedStage {
     /// Stages feeding this one (for a step: the steps it waits for).
     pub(crate) upstream: Vec<usize>,
 }
+
+/// Hands a stage its part of checkpoint `id`.
+type ResumeAt = Box<dyn Fn(u64, &StageCheckpoint) + Send + Sync>;
 
 /// Builds the task that winds an abandoned stage's pipe ends down.
 pub(crate) type Abandon = Box<dyn Fn() -> BoxFuture<'static, ()> + Send + Sync>;
@@ -75,6 +82,8 @@ pub(crate) struct FlowPlan {
     pub(crate) supervision: Supervision,
     pub(crate) cancel_grace: Duration,
     pub(crate) dead_letter: DeadLetterPolicy,
+    /// The run's checkpoint coordinator, if the flow takes checkpoints.
+    pub(crate) checkpoints: Option<CoordinatorSeed>,
 }
 
 impl FlowPlan {
@@ -83,18 +92,30 @@ impl FlowPlan {
     /// streaming stage that feeds a stage still unfinished, directly or
     /// through others: the items it sent died with the process, so it runs
     /// again (stage work is at-least-once; its first recorded output stays).
-    pub(crate) fn resume_from(&mut self, outputs: &[StepOutput]) {
+    ///
+    /// With a `checkpoint`, the streaming stages it covers resume from it
+    /// instead: those it saw completed stay retired, the others get their
+    /// snapshot back (a source re-emits from its position), whatever was
+    /// recorded after it.
+    pub(crate) fn resume_from(&mut self, outputs: &[StepOutput], checkpoint: Option<&Checkpoint>) {
         let recorded = |name: &str| {
             outputs
                 .iter()
                 .find(|o| o.iteration.is_none() && o.step_id == name)
         };
+        let covered: Vec<Option<&StageCheckpoint>> = self
+            .stages
+            .iter()
+            .map(|s| checkpoint.and_then(|c| c.stages.get(&s.name)))
+            .collect();
         let mut done: Vec<bool> = self
             .stages
             .iter()
-            .map(|s| recorded(&s.name).is_some())
+            .zip(&covered)
+            .map(|(s, c)| c.map_or_else(|| recorded(&s.name).is_some(), |c| c.finished))
             .collect();
-        // Unfinished consumers un-retire their streaming producers, to a fixpoint.
+        // Unfinished consumers un-retire their streaming producers, to a
+        // fixpoint; a checkpoint's cut already holds what its stages sent.
         let mut changed = true;
         while changed {
             changed = false;
@@ -103,18 +124,23 @@ impl FlowPlan {
                     continue;
                 }
                 for &producer in &stage.upstream {
-                    if done[producer] {
+                    if done[producer] && covered[producer].is_none() {
                         done[producer] = false;
                         changed = true;
                     }
                 }
             }
         }
-        for (stage, done) in self.stages.iter_mut().zip(done) {
+        for ((stage, done), covered) in self.stages.iter_mut().zip(done).zip(&covered) {
             if done {
                 (stage.retire)();
                 stage.recorded = recorded(&stage.name).map(|o| o.output.clone());
+            } else if let (Some(part), Some(checkpoint)) = (covered, checkpoint) {
+                (stage.resume_at)(checkpoint.id, part);
             }
+        }
+        if let (Some(seed), Some(checkpoint)) = (self.checkpoints.as_mut(), checkpoint) {
+            seed.resume_at(checkpoint);
         }
     }
 }
@@ -129,6 +155,8 @@ pub(crate) trait ErasedDefinition: Send + Sync {
     fn check_input(&self, input: &serde_json::Value) -> Result<(), String>;
     /// The stages' names, in declaration order.
     fn stage_names(&self) -> Arc<[String]>;
+    /// Whether its runs may take checkpoints (a resumed run reads its last one).
+    fn takes_checkpoints(&self) -> bool;
 }
 
 impl<T: Clone + Send + 'static> ErasedDefinition for FlowDefinition<T> {
@@ -138,6 +166,11 @@ impl<T: Clone + Send + 'static> ErasedDefinition for FlowDefinition<T> {
 
     fn stage_names(&self) -> Arc<[String]> {
         self.inner.stages.iter().map(|s| s.name.clone()).collect()
+    }
+
+    fn takes_checkpoints(&self) -> bool {
+        let def = &self.inner;
+        def.checkpoints.is_on() && def.stages.iter().any(|s| s.kind == StageKind::Source)
     }
 
     fn check_input(&self, input: &serde_json::Value) -> Result<(), String> {
@@ -159,20 +192,36 @@ impl<T: Clone + Send + 'static> ErasedDefinition for FlowDefinition<T> {
             if upstream.is_empty() || def.stages[stage].kind == StageKind::Step {
                 continue;
             }
-            // One pipe per receiving stage; each upstream holds a sender (fan-in).
-            let (tx, rx) = pipe::<T>(def.pipe);
-            inputs[stage] = Some(rx);
+            // A pipe per edge: a stage with several upstreams aligns their
+            // checkpoint barriers, which needs each one's pipe on its own.
+            let mut pipes = Vec::with_capacity(upstream.len());
             for &u in upstream {
-                outputs[u].push(tx.clone());
+                let (tx, rx) = pipe::<T>(def.pipe);
+                outputs[u].push(tx);
+                pipes.push(rx);
             }
+            inputs[stage] = Some(Inlet::new(pipes));
         }
+        let (mut checkpoints, mut links) = if self.takes_checkpoints() {
+            let kinds: Vec<_> = def
+                .stages
+                .iter()
+                .map(|s| (s.name.clone(), s.kind))
+                .collect();
+            let (seed, links) = wire(def.checkpoints, &kinds);
+            (Some(seed), links)
+        } else {
+            (None, Vec::new())
+        };
         let stages = def
             .stages
             .iter()
             .zip(inputs.into_iter().zip(outputs))
             .zip(&def.upstream)
-            .map(|((stage, (input, outputs)), upstream)| {
+            .enumerate()
+            .map(|(index, ((stage, (input, outputs)), upstream))| {
                 let mut ports = Ports::new(input, outputs, def.pipe.batch_size, def.encode);
+                ports.checkpoint = links.get_mut(index).and_then(Option::take);
                 let takes_items = matches!(stage.kind, StageKind::Transform | StageKind::Sink);
                 let replay = def.decode.filter(|_| takes_items).map(|decode| {
                     let (replay, replays) = replay_queue(decode);
@@ -180,8 +229,11 @@ impl<T: Clone + Send + 'static> ErasedDefinition for FlowDefinition<T> {
                     replay
                 });
                 let slot = PortSlot::new(ports);
-                let (retired, abandoned) = (slot.clone(), slot.clone());
+                let (retired, abandoned, resumed) = (slot.clone(), slot.clone(), slot.clone());
                 let doorbell = Arc::new(Notify::new());
+                if let (Some(seed), StageKind::Sink) = (checkpoints.as_mut(), stage.kind) {
+                    seed.ring_on_settle(index, doorbell.clone());
+                }
                 let (spawn, events) =
                     stage
                         .factory
@@ -196,6 +248,7 @@ impl<T: Clone + Send + 'static> ErasedDefinition for FlowDefinition<T> {
                     events,
                     replay,
                     retire: Box::new(move || drop(retired.take())),
+                    resume_at: Box::new(move |id, part| resumed.update(|p| p.resume_at(id, part))),
                     abandon: Box::new(move || Box::pin(wind_down(abandoned.clone()))),
                     recorded: None,
                     upstream: upstream.clone(),
@@ -208,6 +261,7 @@ impl<T: Clone + Send + 'static> ErasedDefinition for FlowDefinition<T> {
             supervision: def.supervision,
             cancel_grace: def.cancel_grace,
             dead_letter: def.dead_letter,
+            checkpoints,
         }
     }
 }
