@@ -9,6 +9,11 @@
 //! retried on its stage (no order is lost: the stage's output counts the
 //! retry), and it ends with the outcome, the structured output and the run
 //! list (run it twice: the second run lists the first).
+//!
+//! The source and the sink checkpoint (every 100 ms): the source's position
+//! is the next order number, the sink's state its booked count and
+//! revenue. Kill the example (Ctrl-C) half-way and run it again: the killed
+//! run resumes from its last checkpoint, and the example says from where.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -51,6 +56,16 @@ impl Source<Order> for Incoming {
             self.0 += 1;
         }
         Ok(Produced::More)
+    }
+
+    // Checkpoints: the position is the next order to emit.
+    fn snapshot(&mut self) -> Result<Option<serde_json::Value>, BoxError> {
+        Ok(Some(serde_json::json!(self.0)))
+    }
+
+    fn restore(&mut self, position: serde_json::Value) -> Result<(), BoxError> {
+        self.0 = serde_json::from_value(position)?;
+        Ok(())
     }
 }
 
@@ -155,20 +170,35 @@ impl Transform<Order> for ValidateEnrich {
 struct Book {
     booked: Arc<AtomicU64>,
     progress: ProgressBar,
+    /// The sink's state, kept in checkpoints.
+    orders: u64,
     revenue_cents: u64,
 }
 
 impl Sink<Order> for Book {
     async fn consume(&mut self, order: Order) -> Result<(), BoxError> {
+        self.orders += 1;
         self.revenue_cents += order.amount_cents;
         self.booked.fetch_add(1, Ordering::SeqCst);
         self.progress.inc(1);
         Ok(())
     }
 
+    fn snapshot(&mut self) -> Result<Option<serde_json::Value>, BoxError> {
+        Ok(Some(
+            serde_json::json!({ "orders": self.orders, "revenue_cents": self.revenue_cents }),
+        ))
+    }
+
+    fn restore(&mut self, state: serde_json::Value) -> Result<(), BoxError> {
+        self.orders = serde_json::from_value(state["orders"].clone())?;
+        self.revenue_cents = serde_json::from_value(state["revenue_cents"].clone())?;
+        Ok(())
+    }
+
     async fn complete(&mut self) -> Result<Option<serde_json::Value>, BoxError> {
         Ok(Some(
-            serde_json::json!({ "revenue_cents": self.revenue_cents }),
+            serde_json::json!({ "orders": self.orders, "revenue_cents": self.revenue_cents }),
         ))
     }
 }
@@ -198,6 +228,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .sink("book", move |_| Book {
             booked: b.clone(),
             progress: p.clone(),
+            orders: 0,
             revenue_cents: 0,
         })
         .pipeline(["incoming", "validate-enrich", "book"])
@@ -210,9 +241,33 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         // Restart validate-enrich after a failure (not after a completion),
         // 100 ms later, then 200 ms, ... (the default backoff).
         .restart("validate-enrich", RestartPolicy::transient())
+        // A crash costs at most 100 ms of orders: the run resumes from its
+        // last checkpoint (the source re-emits from its position).
+        .checkpoints(Checkpoints::every(Duration::from_millis(100)))
         .build()?;
 
     let runtime = Runtime::builder().register(orders)?.start().await?;
+    // A run of a killed earlier process resumes where its last checkpoint was.
+    for resumed in runtime.resumed() {
+        let from = runtime.journal().last_checkpoint(resumed.run_id()).await?;
+        match from {
+            Some(c) => println!(
+                "run {} resumes from checkpoint {}: orders from #{}, {} booked before",
+                resumed.run_id(),
+                c.id,
+                c.stages["incoming"].state.clone().unwrap_or_default(),
+                c.stages["book"].state.clone().unwrap_or_default()["orders"],
+            ),
+            None => println!("run {} resumes from its start", resumed.run_id()),
+        }
+        // It may have been killed while paused (the pause is durable too).
+        let _ = resumed.send(ControlEvent::Resume).await;
+        let outcome = resumed.wait().await?;
+        println!("run {} ended: {:?}", resumed.run_id(), outcome.status);
+    }
+    booked.store(0, Ordering::SeqCst);
+    rejected.store(0, Ordering::SeqCst);
+    progress.reset();
     let options = RunOptions::new()
         .goal("process today's orders")
         .owner("orders-example");

@@ -25,6 +25,7 @@
 //! ```
 
 pub use crate::async_trait;
+pub use crate::checkpoint::Checkpoints;
 pub use crate::flow::{
     Backoff, ControlEvent, DeadLetterPolicy, FlowBuilder, FlowDefinition, HandleError, IdReuse,
     RestartPolicy, RestartStrategy, RestartType, RetryPolicy, RunHandle, RunOptions, RunOutcome,

@@ -50,6 +50,7 @@
 //! ```
 
 pub(crate) mod actor;
+mod barrier;
 pub mod child;
 mod context;
 pub(crate) mod dead_letter;

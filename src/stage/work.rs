@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 use tokio::sync::Notify;
 
 use super::StageKind;
+use super::barrier::{commit_settled, pass_barrier, settle_last_pre_commit};
 use super::events::{NoEvents, OnEvent};
 use super::logic::{Attempted, Emitter, Produced, Sink, Source, Step, StepInputs, Transform};
 use super::ports::{Input, Ports, Stopped};
@@ -97,57 +98,6 @@ pub(crate) trait Work<T: Clone + Send + 'static>: Send + 'static {
     fn commit(&mut self, _id: u64) -> impl Future<Output = Result<(), BoxError>> + Send {
         async { Ok(()) }
     }
-}
-
-/// Commits a sink's pending pre-commit once its checkpoint is durable; a
-/// pre-commit whose checkpoint was abandoned stays pending, for the next
-/// one to commit.
-async fn commit_settled<T, W>(work: &mut W, ports: &mut Ports<T>) -> Result<(), BoxError>
-where
-    T: Clone + Send + 'static,
-    W: Work<T>,
-{
-    let Some(link) = ports.checkpoint.as_mut() else {
-        return Ok(());
-    };
-    let Some(id) = link.pre_committed else {
-        return Ok(());
-    };
-    let settled = link.settled();
-    if settled.committed >= id {
-        work.commit(id).await?;
-        link.pre_committed = None;
-    }
-    Ok(())
-}
-
-/// Passes checkpoint `id`'s barrier: takes the logic's snapshot, reports
-/// it (with the item counts at the cut: the outbox's items precede the
-/// barrier) and sends the barrier on after the outbox.
-async fn pass_barrier<T, W>(work: &mut W, ports: &mut Ports<T>, id: u64) -> Result<(), BoxError>
-where
-    T: Clone + Send + 'static,
-    W: Work<T>,
-{
-    let mut snapshot = work.snapshot().map_err(|e| e.to_string());
-    if W::KIND == StageKind::Sink && snapshot.is_ok() {
-        match work.pre_commit(id).await {
-            Ok(()) => {
-                if let Some(link) = ports.checkpoint.as_mut() {
-                    link.pre_committed = Some(id);
-                }
-            }
-            Err(error) => snapshot = Err(format!("its pre-commit failed: {error}")),
-        }
-    }
-    let items_out = ports.items_out + ports.outbox.len() as u64;
-    let items_in = ports.items_in;
-    if let Some(link) = ports.checkpoint.as_mut() {
-        link.passed(id, snapshot, items_in, items_out);
-    }
-    ports.pass_barrier(id);
-    ports.send_outbox().await?;
-    Ok(())
 }
 
 /// The recorded output of a completed stage: a step's result as it is; for
@@ -407,23 +357,7 @@ where
     }
 
     async fn complete(&mut self, ports: &mut Ports<T>) -> Result<Option<Value>, BoxError> {
-        // The last pre-commit is committed (or its checkpoint abandoned)
-        // before the sink commits what came after it.
-        loop {
-            commit_settled(self, ports).await?;
-            let Some(link) = ports.checkpoint.as_mut() else {
-                break;
-            };
-            match link.pre_committed {
-                Some(id) if link.settled().aborted < id => {
-                    // A coordinator that is gone settles nothing more.
-                    if !link.settle_changed().await {
-                        break;
-                    }
-                }
-                _ => break,
-            }
-        }
+        settle_last_pre_commit(self, ports).await?;
         self.0.complete().await
     }
 
