@@ -56,6 +56,7 @@ pub mod ids;
 pub mod journal;
 pub mod metrics;
 pub mod prelude;
+pub mod projection;
 pub mod records;
 pub mod runs;
 pub mod runtime;
