@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use serde::Serialize;
+use troupe::projection::{Detail, Snapshot};
 use troupe::records::{
     DeadLetter, EventKind, FailureEntry, InboxEntry, Run, RunEvent, RunFilter, RunStep, StepOutput,
     StoreError,
@@ -12,6 +13,7 @@ use troupe::store::{SqliteStore, Store};
 use uuid::Uuid;
 
 use crate::error::CliError;
+use crate::lifecycle;
 use crate::render::{Table, json, opt_time, short_json, time};
 
 /// Opens the journal at `path` read-only: [`CliError::NoJournal`] when
@@ -85,6 +87,8 @@ pub fn status(run: &Run) -> String {
 struct Shown {
     run: Run,
     outcome: Option<RunEvent>,
+    /// Its lifecycle, redacted: the record's fields carry the payloads.
+    lifecycle: Snapshot,
     stage_outputs: Vec<StepOutput>,
     steps: Vec<RunStep>,
     children: Vec<Run>,
@@ -93,15 +97,18 @@ struct Shown {
     inbox: Vec<InboxEntry>,
 }
 
-/// `troupe runs show ID`: the record, outcome, stage outputs, mirrored
+/// `troupe runs show ID`: the record, outcome, lifecycle phases (and any
+/// move their guard refused), stage outputs, mirrored
 /// steps, child runs, failures, dead letters and inbox.
 pub async fn show(store: &dyn Store, id: Uuid, as_json: bool) -> Result<String, CliError> {
     let children = RunFilter {
         parent_run_id: Some(id),
         ..RunFilter::default()
     };
+    let (records, projection) = lifecycle::project(store, id).await?;
     let shown = Shown {
-        run: run(store, id).await?,
+        lifecycle: Snapshot::new(&projection, &records, Detail::Summary),
+        run: records.run,
         outcome: store.terminal_event(id).await?,
         stage_outputs: store.list_step_outputs(id).await?,
         steps: store.list_steps(id).await?,
@@ -169,6 +176,23 @@ pub async fn show(store: &dyn Store, id: Uuid, as_json: bool) -> Result<String, 
     for (name, value) in fields {
         text.push_str(&format!("{name:<10}{value}\n"));
     }
+    let phases = &shown.lifecycle.phases;
+    section(&mut text, "Lifecycle phases", phases.len(), || {
+        lifecycle::phases_table(phases)
+    });
+    let refused = &shown.lifecycle.refused;
+    section(&mut text, "Refused lifecycle moves", refused.len(), || {
+        let mut table = Table::new(&["PHASE", "FROM", "TO", "CAUSE"]);
+        for r in refused {
+            table.row(vec![
+                r.phase.to_string(),
+                r.from.map_or("-", |s| s.as_str()).to_owned(),
+                r.to.as_str().to_owned(),
+                format!("{} ({})", r.caused_by.seq, r.caused_by.event_id),
+            ]);
+        }
+        table
+    });
     section(
         &mut text,
         "Stage outputs",

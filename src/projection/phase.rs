@@ -59,9 +59,13 @@ impl PhaseKey {
     }
 }
 
+/// `run`, `stage check`, `wait check/timer/nap`, `child <id>`.
 impl std::fmt::Display for PhaseKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {}", self.kind.as_str(), self.name)
+        match self.kind {
+            PhaseKind::Run => f.write_str("run"),
+            kind => write!(f, "{} {}", kind.as_str(), self.name),
+        }
     }
 }
 
