@@ -26,6 +26,9 @@
 //!   children); the run's input, state, outputs and failure reasons only
 //!   with [`Detail::Full`].
 //!
+//! Not yet in a snapshot: a checkpoint summary and the definition's
+//! fingerprint, which the journal does not record yet.
+//!
 //! Stage phases come from what the log says of stages (their waits, timers,
 //! signals, children) and close at the run's outcome, from the stages its
 //! output names; a stage's item counts come from its recorded output. The
