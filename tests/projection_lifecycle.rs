@@ -353,6 +353,8 @@ fn a_summary_snapshot_shows_counts_and_no_payload_and_full_detail_shows_them() {
     let errand = j.errand.project().unwrap();
     let summary = Snapshot::new(&errand, &j.errand, Detail::Summary);
     let text = serde_json::to_string(&summary).unwrap();
+    let read_back: Snapshot = serde_json::from_str(&text).unwrap();
+    assert_eq!(read_back, summary, "a UI can read a snapshot back");
     assert!(!text.contains(SECRET), "{text}");
     // The log itself holds them: the summary left them out.
     assert!(

@@ -279,3 +279,21 @@ fn notes_name_operator_input_without_its_payload() {
     );
     assert!(!serde_json::to_string(&p).unwrap().contains("secret"));
 }
+
+#[test]
+fn compacting_twice_keeps_both_spans_resolvable() {
+    let log = flow_log();
+    let mut p = projected(&log);
+    let all: Vec<LifecycleId> = p.events().iter().map(|e| e.id).collect();
+    let first = p.compact(all.len() - 2).unwrap().clone();
+    let second = p.compact(1).unwrap().clone();
+    assert_ne!(first.id, second.id);
+    assert_eq!(p.compacted(), [first.clone(), second.clone()]);
+    assert_eq!(p.resolve(all[0]), Some(Resolved::Compacted(&first)));
+    assert_eq!(p.resolve(all[3]), Some(Resolved::Compacted(&second)));
+    let last = p.events()[0].clone();
+    assert_eq!(last.id, all[all.len() - 1]);
+    assert_eq!(p.resolve(last.id), Some(Resolved::Live(&last)));
+    assert_eq!(p.resolve(LifecycleId(Uuid::nil())), None);
+    assert_eq!(p.compacted_events(), all.len() - 1);
+}
