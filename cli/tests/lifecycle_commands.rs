@@ -17,6 +17,12 @@ use troupe::records::RunStatus;
 use troupe::runtime::Runtime;
 use troupe::store::SqliteStore;
 
+/// The tests of this binary run one at a time: a process one spawns holds
+/// copies of this process's open files between its fork and its exec, the
+/// lock of another test's journal among them (a `flock` lasts while any copy
+/// is open), so a runtime starting on that journal then would find it locked.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// The phase `kind name` of a `runs show --json` document.
 fn phase<'a>(shown: &'a Value, kind: &str, name: &str) -> &'a Value {
     let phases = shown["lifecycle"]["phases"].as_array().unwrap();
@@ -28,6 +34,7 @@ fn phase<'a>(shown: &'a Value, kind: &str, name: &str) -> &'a Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runs_show_prints_the_lifecycle_phases_and_a_redacted_snapshot() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let j = journal().await;
     let id = j.finished.to_string();
     let shown = json(&j.path, &["runs", "show", &id]);
@@ -69,6 +76,7 @@ async fn runs_show_prints_the_lifecycle_phases_and_a_redacted_snapshot() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runs_events_lifecycle_prints_the_librarys_lifecycle_events_with_stable_ids() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let j = journal().await;
     let id = j.finished.to_string();
     let store = SqliteStore::open_read_only(&j.path).await.unwrap();
@@ -127,6 +135,7 @@ async fn runs_events_lifecycle_prints_the_librarys_lifecycle_events_with_stable_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn follow_lifecycle_prints_a_live_runs_lifecycle_until_its_outcome() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let j = journal().await;
     let (tx, _seen) = mpsc::unbounded_channel();
     let runtime = Runtime::builder()
