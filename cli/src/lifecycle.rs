@@ -3,7 +3,9 @@
 
 use std::io::Write;
 
-use troupe::projection::{LifecycleEvent, PhaseState, Projection, RunRecords};
+use troupe::projection::{
+    Causation, LifecycleEvent, PhaseState, Projection, RefusedTransition, RunRecords,
+};
 use troupe::records::RunEvent;
 use troupe::store::Store;
 use uuid::Uuid;
@@ -47,7 +49,7 @@ fn row(event: &LifecycleEvent) -> [String; 5] {
         event.id.to_string(),
         event.occurrence.to_string(),
         time(event.at),
-        format!("{} ({})", event.caused_by.seq, event.caused_by.event_id),
+        cause(&event.caused_by),
         event.record.label(),
     ]
 }
@@ -73,6 +75,26 @@ pub fn phases_table(phases: &[PhaseState]) -> Table {
         ]);
     }
     table
+}
+
+/// The refused moves of `runs show`: which phase, from and to what, and
+/// the journal event that asked.
+pub fn refused_table(refused: &[RefusedTransition]) -> Table {
+    let mut table = Table::new(&["PHASE", "FROM", "TO", "CAUSE"]);
+    for r in refused {
+        table.row(vec![
+            r.phase.to_string(),
+            r.from.map_or("-", |s| s.as_str()).to_owned(),
+            r.to.as_str().to_owned(),
+            cause(&r.caused_by),
+        ]);
+    }
+    table
+}
+
+/// A journal event as `seq (event id)`.
+fn cause(caused_by: &Causation) -> String {
+    format!("{} ({})", caused_by.seq, caused_by.event_id)
 }
 
 /// `runs events --follow --lifecycle`: projects each journal event as it

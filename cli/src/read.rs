@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use serde::Serialize;
-use troupe::projection::{Detail, Snapshot};
+use troupe::projection::{Detail, RunRecords, Snapshot};
 use troupe::records::{
     DeadLetter, EventKind, FailureEntry, InboxEntry, Run, RunEvent, RunFilter, RunStep, StepOutput,
     StoreError,
@@ -106,15 +106,22 @@ pub async fn show(store: &dyn Store, id: Uuid, as_json: bool) -> Result<String, 
         ..RunFilter::default()
     };
     let (records, projection) = lifecycle::project(store, id).await?;
+    let lifecycle = Snapshot::new(&projection, &records, Detail::Summary);
+    let RunRecords {
+        run,
+        stage_outputs,
+        dead_letters,
+        ..
+    } = records;
     let shown = Shown {
-        lifecycle: Snapshot::new(&projection, &records, Detail::Summary),
-        run: records.run,
+        run,
+        lifecycle,
         outcome: store.terminal_event(id).await?,
-        stage_outputs: store.list_step_outputs(id).await?,
+        stage_outputs,
         steps: store.list_steps(id).await?,
         children: store.list_runs(&children, None, usize::MAX).await?,
         failures: store.list_failures(id).await?,
-        dead_letters: store.list_dead_letters(id).await?,
+        dead_letters,
         inbox: store.list_inbox(id).await?,
     };
     if as_json {
@@ -182,16 +189,7 @@ pub async fn show(store: &dyn Store, id: Uuid, as_json: bool) -> Result<String, 
     });
     let refused = &shown.lifecycle.refused;
     section(&mut text, "Refused lifecycle moves", refused.len(), || {
-        let mut table = Table::new(&["PHASE", "FROM", "TO", "CAUSE"]);
-        for r in refused {
-            table.row(vec![
-                r.phase.to_string(),
-                r.from.map_or("-", |s| s.as_str()).to_owned(),
-                r.to.as_str().to_owned(),
-                format!("{} ({})", r.caused_by.seq, r.caused_by.event_id),
-            ]);
-        }
-        table
+        lifecycle::refused_table(refused)
     });
     section(
         &mut text,

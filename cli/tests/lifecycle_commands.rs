@@ -13,9 +13,9 @@ use support::{journal, json, ok};
 use tokio::sync::mpsc;
 use troupe::flow::ControlEvent;
 use troupe::projection::RunRecords;
-use troupe::records::RunStatus;
+use troupe::records::{EventKind, NewEvent, RunStatus};
 use troupe::runtime::Runtime;
-use troupe::store::SqliteStore;
+use troupe::store::{SqliteStore, Store};
 
 /// The tests of this binary run one at a time: a process one spawns holds
 /// copies of this process's open files between its fork and its exec, the
@@ -67,6 +67,36 @@ async fn runs_show_prints_the_lifecycle_phases_and_a_redacted_snapshot() {
     ] {
         assert!(text.contains(part), "{part:?} in {text}");
     }
+    // A `started` audit after the outcome (as a confused tool might append
+    // it, through a bare store while no runtime owns the journal): the run's
+    // guard refuses the move, and both outputs say so.
+    let writer = SqliteStore::open(&j.path).await.unwrap();
+    let stray = NewEvent::new(j.finished, EventKind::custom("started", Value::Null));
+    let appended = writer.append(stray).await.unwrap();
+    drop(writer);
+    let shown = json(&j.path, &["runs", "show", &id]);
+    let refused = &shown["lifecycle"]["refused"];
+    assert_eq!(refused.as_array().unwrap().len(), 1, "{shown:#}");
+    assert_eq!(refused[0]["phase"]["kind"], "run");
+    assert_eq!(
+        (&refused[0]["from"], &refused[0]["to"]),
+        (
+            &serde_json::json!("finished"),
+            &serde_json::json!("running")
+        )
+    );
+    assert_eq!(refused[0]["caused_by"]["seq"], appended.seq);
+    assert_eq!(phase(&shown, "run", "run")["status"], "finished");
+    let text = ok(&j.path, &["runs", "show", &id]);
+    let line = format!(
+        "run    finished  running  {} (#{})",
+        appended.seq, appended.seq
+    );
+    assert!(
+        text.contains("Refused lifecycle moves (1)") && text.contains(&line),
+        "{text}"
+    );
+
     // The unfinished run's phases allow their next moves.
     let shown = json(&j.path, &["runs", "show", &j.unfinished.to_string()]);
     let run = phase(&shown, "run", "run");
