@@ -759,6 +759,7 @@ async fn a_custom_kind_whose_renamed_name_is_taken_keeps_its_code_too() {
     }
     drop(store);
     // As a version-3 file: the stand-in kind had the name reserved since.
+    run_sql(&path, raw_sqlite::UNDO_V9);
     run_sql(&path, raw_sqlite::UNDO_V8);
     run_sql(&path, raw_sqlite::UNDO_V7);
     run_sql(&path, raw_sqlite::UNDO_V6);

@@ -1,5 +1,7 @@
 //! Runs the conformance suite against every backend.
 
+#[path = "support/checkpoint_cases.rs"]
+mod checkpoint_cases;
 #[path = "support/conformance.rs"]
 mod conformance;
 #[path = "support/key_cases.rs"]
@@ -71,6 +73,13 @@ macro_rules! conformance {
                 inbox_refuses_too_deep_payload,
             );
             conformance!(@list $make; runs_are_listed_newest_first_by_page);
+            conformance!(@checkpoints $make;
+                checkpoints_keep_the_greatest_id,
+                checkpoint_states_round_trip,
+                checkpoints_refuse_unknown_and_ended_runs,
+                checkpoints_refuse_bad_input,
+                checkpoint_batches_are_all_or_none,
+            );
             conformance!(@keys $make;
                 run_input_round_trips_and_is_fixed,
                 run_key_is_unique_among_runs_not_ended,
@@ -111,6 +120,17 @@ macro_rules! conformance {
                     return;
                 };
                 list_cases::$case(store).await;
+            }
+        )*
+    };
+    (@checkpoints $make:expr; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test]
+            async fn $case() {
+                let Some((store, _guard)) = Backend::get($make.await) else {
+                    return;
+                };
+                checkpoint_cases::$case(store).await;
             }
         )*
     };

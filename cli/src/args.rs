@@ -96,7 +96,7 @@ pub enum RunsCommand {
         before: Option<Uuid>,
     },
     /// A run's record, lifecycle phases, stage outputs, failures, dead
-    /// letters and inbox.
+    /// letters, inbox and latest checkpoint (its states only with `--json`).
     Show {
         /// The run.
         id: Uuid,

@@ -7,6 +7,7 @@
 //! done, 1 the operation failed, 2 a usage error or a path with no journal.
 
 mod args;
+mod checkpoint;
 mod error;
 mod follow;
 mod lifecycle;

@@ -6,8 +6,8 @@ use std::path::Path;
 use serde::Serialize;
 use troupe::projection::{Detail, RunRecords, Snapshot};
 use troupe::records::{
-    DeadLetter, EventKind, FailureEntry, InboxEntry, Run, RunEvent, RunFilter, RunStep, StepOutput,
-    StoreError,
+    Checkpoint, DeadLetter, EventKind, FailureEntry, InboxEntry, Run, RunEvent, RunFilter, RunStep,
+    StepOutput, StoreError,
 };
 use troupe::store::{SqliteStore, Store};
 use uuid::Uuid;
@@ -95,11 +95,13 @@ struct Shown {
     failures: Vec<FailureEntry>,
     dead_letters: Vec<DeadLetter>,
     inbox: Vec<InboxEntry>,
+    /// The latest checkpoint, states included.
+    checkpoint: Option<Checkpoint>,
 }
 
 /// `troupe runs show ID`: the record, outcome, lifecycle phases (and any
-/// move their guard refused), stage outputs, mirrored
-/// steps, child runs, failures, dead letters and inbox.
+/// move their guard refused), stage outputs, mirrored steps, child runs,
+/// failures, dead letters, inbox and latest checkpoint.
 pub async fn show(store: &dyn Store, id: Uuid, as_json: bool) -> Result<String, CliError> {
     let children = RunFilter {
         parent_run_id: Some(id),
@@ -123,6 +125,7 @@ pub async fn show(store: &dyn Store, id: Uuid, as_json: bool) -> Result<String, 
         failures: store.list_failures(id).await?,
         dead_letters,
         inbox: store.list_inbox(id).await?,
+        checkpoint: store.last_checkpoint(id).await?,
     };
     if as_json {
         return json(&shown);
@@ -253,6 +256,7 @@ pub async fn show(store: &dyn Store, id: Uuid, as_json: bool) -> Result<String, 
         }
         table
     });
+    text.push_str(&crate::checkpoint::section(shown.checkpoint.as_ref()));
     Ok(text)
 }
 

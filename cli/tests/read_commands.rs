@@ -284,3 +284,80 @@ async fn follow_prints_a_live_runs_events_until_its_outcome() {
     assert_eq!(last["kind"]["Terminal"], "RunCancelled", "{last}");
     runtime.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn show_prints_the_latest_checkpoint_compactly_and_its_states_in_json() {
+    use std::collections::BTreeMap;
+    use troupe::records::{Checkpoint, StageCheckpoint};
+
+    let j = journal().await;
+    let id = j.unfinished.to_string();
+    let text = ok(&j.path, &["runs", "show", &id]);
+    assert!(text.ends_with("\nCheckpoint (none)\n"), "{text}");
+    assert_eq!(
+        json(&j.path, &["runs", "show", &id])["checkpoint"],
+        Value::Null
+    );
+
+    // Checkpoints written as a tool would, through a bare store, while no
+    // runtime owns the journal: the latest is shown.
+    let stage = |finished, state, items_in, items_out| StageCheckpoint {
+        finished,
+        state,
+        items_in,
+        items_out,
+    };
+    let checkpoint = |n: u64| {
+        Checkpoint::new(
+            j.unfinished,
+            n,
+            BTreeMap::from([
+                (
+                    "numbers".to_owned(),
+                    stage(false, Some(serde_json::json!({"offset": n * 1000})), n, n),
+                ),
+                ("check".to_owned(), stage(true, None, 5, 4)),
+            ]),
+        )
+    };
+    let writer = SqliteStore::open(&j.path).await.unwrap();
+    writer.record_checkpoint(checkpoint(1)).await.unwrap();
+    let latest = checkpoint(2);
+    writer.record_checkpoint(latest.clone()).await.unwrap();
+    drop(writer);
+    support::wait_released(&j.path).await;
+
+    let text = ok(&j.path, &["runs", "show", &id]);
+    let taken = latest.taken_at.format("%Y-%m-%d %H:%M:%S UTC").to_string();
+    let section = text
+        .split(&format!("\nCheckpoint 2, taken {taken} (2 stages)\n"))
+        .nth(1)
+        .unwrap_or_else(|| panic!("no checkpoint 2 in {text}"));
+    let rows: Vec<Vec<&str>> = section
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            vec!["STAGE", "FINISHED", "ITEMS", "IN", "ITEMS", "OUT", "STATE"],
+            vec!["check", "yes", "5", "4", "-"],
+            vec!["numbers", "no", "2", "2", "kept"],
+        ],
+        "{text}"
+    );
+    assert!(!text.contains("2000"), "no state in the table: {text}");
+
+    let shown = json(&j.path, &["runs", "show", &id]);
+    assert_eq!(shown["checkpoint"]["id"], 2);
+    assert_eq!(
+        shown["checkpoint"]["stages"]["numbers"]["state"]["offset"],
+        2000
+    );
+    assert_eq!(shown["checkpoint"]["stages"]["check"]["finished"], true);
+    assert!(
+        shown["checkpoint"]["stages"]["check"]
+            .get("state")
+            .is_none()
+    );
+}

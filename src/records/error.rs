@@ -115,6 +115,22 @@ pub enum StoreError {
         /// The stage.
         stage: String,
     },
+    /// A checkpoint whose id is not greater than that of the run's stored
+    /// checkpoint: the store keeps the latest cut, so an older (or the same)
+    /// one changes nothing.
+    #[error(
+        "run {run_id}: checkpoint {id} refused: checkpoint {last} is already recorded, and a \
+         checkpoint replaces it only with a greater id (a stale or repeated checkpoint; \
+         number the next one after {last})"
+    )]
+    StaleCheckpoint {
+        /// The run.
+        run_id: Uuid,
+        /// The refused checkpoint's id.
+        id: u64,
+        /// The id of the checkpoint the store keeps.
+        last: u64,
+    },
     /// A compare-and-set update saw another revision than the caller expected.
     #[error("run {run_id}: revision mismatch (expected {expected}, found {actual})")]
     RevisionMismatch {

@@ -3,7 +3,8 @@
 //! ([`NewEvent`] in, [`RunEvent`] out, [`TerminalEvent`] for its one
 //! outcome), mirrored [`RunStep`]s, [`StepOutput`]s and the failure ledger's
 //! [`FailureEntry`]s, the [`DeadLetter`]s of items a stage gave up on and
-//! the [`Memo`]s of memoized side effects; every durable change as a [`WriteOp`] with its
+//! the [`Memo`]s of memoized side effects, the [`Checkpoint`] of a streaming
+//! run (one [`StageCheckpoint`] per stage); every durable change as a [`WriteOp`] with its
 //! [`WriteOutcome`], and the [`StoreError`] a write or read can fail with.
 //!
 //! No IO and no actors here: `store` (the backends), `journal` (the single
@@ -20,6 +21,7 @@
 //! assert_eq!(op.name(), "append");
 //! ```
 
+mod checkpoint;
 mod dead_letter;
 mod error;
 mod events;
@@ -29,6 +31,7 @@ mod memo;
 mod ops;
 mod run;
 
+pub use checkpoint::{Checkpoint, StageCheckpoint};
 pub use dead_letter::{DeadLetter, MAX_DEAD_LETTER_ERRORS};
 pub use error::{DamagedRun, LockHolder, RowRef, StoreError};
 pub use events::{Appended, Cursor, EventKind, NewEvent, RunEvent, TerminalAppend, TerminalEvent};

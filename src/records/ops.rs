@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use super::checkpoint::Checkpoint;
 use super::dead_letter::DeadLetter;
 use super::error::StoreError;
 use super::events::{Appended, EventKind, NewEvent, TerminalAppend, TerminalEvent};
@@ -59,6 +60,15 @@ pub enum WriteOp {
     /// the one stored. Refused with [`StoreError::RunNotFound`] for an
     /// unknown run.
     RecordMemo(Box<Memo>),
+    /// Record a run's checkpoint, replacing the one stored for the run if
+    /// this one's `id` is greater ([`WriteOutcome::CheckpointRecorded`]).
+    /// Refused with [`StoreError::StaleCheckpoint`] (changing nothing) when
+    /// its `id` is not greater than the stored one's,
+    /// [`StoreError::RunNotFound`] for an unknown run,
+    /// [`StoreError::RunEnded`] for a run whose status is terminal, and
+    /// [`StoreError::InvalidInput`] for an id of 0 (or past `i64::MAX`), an
+    /// empty stage name or a state nested too deep.
+    RecordCheckpoint(Box<Checkpoint>),
     /// Accept messages into runs' inboxes, all or none. Refused with
     /// [`StoreError::RunNotFound`] for an unknown run,
     /// [`StoreError::RunEnded`] for a run whose status is terminal, and
@@ -100,6 +110,7 @@ impl WriteOp {
             WriteOp::RecordFailure(_) => "record_failure",
             WriteOp::RecordDeadLetter(_) => "record_dead_letter",
             WriteOp::RecordMemo(_) => "record_memo",
+            WriteOp::RecordCheckpoint(_) => "record_checkpoint",
             WriteOp::AcceptInbox(_) => "accept_inbox",
             WriteOp::SettleInbox { .. } => "settle_inbox",
             WriteOp::UpsertStep(_) => "upsert_step",
@@ -146,6 +157,8 @@ pub enum WriteOutcome {
         /// `false`: one was already recorded for the key.
         inserted: bool,
     },
+    /// For [`WriteOp::RecordCheckpoint`]: the checkpoint is the run's latest.
+    CheckpointRecorded,
     /// For [`WriteOp::AcceptInbox`].
     InboxAccepted,
     /// For [`WriteOp::SettleInbox`]: whether an unsettled entry was settled.

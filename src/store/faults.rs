@@ -166,3 +166,61 @@ crate::store_wrapper! {
     }
 
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::records::{Checkpoint, Run};
+    use crate::store::MemoryStore;
+
+    #[tokio::test]
+    async fn checkpoint_writes_and_reads_can_be_made_to_fail() {
+        let store = FaultyStore::new(Arc::new(MemoryStore::new()));
+        let run = Run::new("flow", "goal", "owner");
+        store.insert_run(run.clone(), None).await.expect("insert");
+        let checkpoint = |id| Checkpoint::new(run.id, id, BTreeMap::new());
+
+        store.inject(Fault::Fail {
+            op: "record_checkpoint",
+            count: 1,
+        });
+        let failed = store.record_checkpoint(checkpoint(1)).await;
+        assert!(matches!(
+            failed,
+            Err(StoreError::Injected {
+                op: "record_checkpoint"
+            })
+        ));
+        assert_eq!(store.last_checkpoint(run.id).await.expect("read"), None);
+
+        store.inject(Fault::LoseAck {
+            op: "record_checkpoint",
+            count: 1,
+        });
+        let lost = store.record_checkpoint(checkpoint(1)).await;
+        assert!(matches!(lost, Err(StoreError::AckLost { .. })));
+        store.inject(Fault::Fail {
+            op: "last_checkpoint",
+            count: 1,
+        });
+        let read = store.last_checkpoint(run.id).await;
+        assert!(matches!(
+            read,
+            Err(StoreError::Injected {
+                op: "last_checkpoint"
+            })
+        ));
+        let stored = store.last_checkpoint(run.id).await.expect("read");
+        assert_eq!(
+            stored.map(|c| c.id),
+            Some(1),
+            "the lost ack's write happened"
+        );
+        assert_eq!(
+            store.fired(),
+            ["record_checkpoint", "record_checkpoint", "last_checkpoint"]
+        );
+    }
+}

@@ -109,6 +109,11 @@ macro_rules! store_wrapper {
                 self.$inner.list_memos(run_id, stage).await
             }
 
+            async fn last_checkpoint(&self, run_id: $crate::ids::Uuid) -> ::core::result::Result<Option<$crate::records::Checkpoint>, $crate::records::StoreError> {
+                $(self.$check("last_checkpoint")?;)?
+                self.$inner.last_checkpoint(run_id).await
+            }
+
             async fn list_dead_letters(&self, run_id: $crate::ids::Uuid) -> ::core::result::Result<Vec<$crate::records::DeadLetter>, $crate::records::StoreError> {
                 $(self.$check("list_dead_letters")?;)?
                 self.$inner.list_dead_letters(run_id).await

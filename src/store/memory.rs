@@ -10,12 +10,15 @@ use uuid::Uuid;
 
 use super::traits::{Store, distinct};
 
+mod checkpoint;
 mod inbox;
+mod undo;
+use self::undo::Undo;
 use crate::records::{Appended, Cursor, NewEvent, RunEvent, TerminalAppend, assigned_event_id};
-use crate::records::{DamagedRun, StoreError};
 use crate::records::{
-    DeadLetter, FailureEntry, InboxEntry, Memo, Run, RunStatus, RunStep, StepOutput,
+    Checkpoint, DeadLetter, FailureEntry, InboxEntry, Memo, Run, RunStatus, RunStep, StepOutput,
 };
+use crate::records::{DamagedRun, StoreError};
 use crate::records::{WriteOp, WriteOutcome, next_revision};
 
 /// A store held in memory. Each op is atomic: a failing op is undone before
@@ -79,23 +82,8 @@ struct MemState {
     keys: HashMap<(String, String), Uuid>,
     memos: Vec<Memo>,
     memo_index: HashMap<(Uuid, String, String), usize>,
-}
-
-/// How to take back one mutation.
-enum Undo {
-    InsertRun(Uuid),
-    /// Restores the key index entry a keyed insert replaced.
-    RestoreKey((String, String), Option<Uuid>),
-    RestoreFlow(Box<Run>),
-    PushEvent,
-    PushOutput,
-    PushFailure,
-    PushDeadLetter,
-    PushMemo,
-    PushInbox,
-    Unsettle(usize),
-    InsertStep,
-    RestoreStep(usize, Box<RunStep>),
+    /// Each run's latest checkpoint.
+    checkpoints: HashMap<Uuid, Checkpoint>,
 }
 
 fn output_key(o: &StepOutput) -> OutputKey {
@@ -124,67 +112,6 @@ impl MemState {
             self.rollback(undo);
         }
         result
-    }
-
-    fn rollback(&mut self, undo: Vec<Undo>) {
-        for u in undo.into_iter().rev() {
-            match u {
-                Undo::InsertRun(id) => {
-                    self.runs.remove(&id);
-                    self.order.pop();
-                }
-                Undo::RestoreKey(key, previous) => match previous {
-                    Some(id) => {
-                        self.keys.insert(key, id);
-                    }
-                    None => {
-                        self.keys.remove(&key);
-                    }
-                },
-                Undo::RestoreFlow(flow) => {
-                    if let Some(run) = self.runs.get_mut(&flow.id) {
-                        run.flow = Some(*flow);
-                    }
-                }
-                Undo::PushEvent => {
-                    if let Some(ev) = self.events.pop()
-                        && let Some(run) = self.runs.get_mut(&ev.run_id)
-                    {
-                        run.events.pop();
-                        run.keys.remove(&ev.event_id);
-                        if ev.kind.as_terminal().is_some() {
-                            run.terminal = None;
-                        }
-                    }
-                }
-                Undo::PushOutput => {
-                    if let Some(o) = self.outputs.pop() {
-                        self.output_keys.remove(&output_key(&o));
-                    }
-                }
-                Undo::PushFailure => {
-                    self.failures.pop();
-                }
-                Undo::PushDeadLetter => {
-                    self.dead_letters.pop();
-                }
-                Undo::PushMemo => {
-                    if let Some(m) = self.memos.pop() {
-                        self.memo_index.remove(&(m.run_id, m.stage, m.name));
-                    }
-                }
-                Undo::PushInbox => {
-                    self.inbox.pop();
-                }
-                Undo::Unsettle(i) => self.inbox[i].settled = None,
-                Undo::InsertStep => {
-                    if let Some(s) = self.steps.pop() {
-                        self.step_index.remove(&(s.run_id, s.external_run_id));
-                    }
-                }
-                Undo::RestoreStep(i, step) => self.steps[i] = *step,
-            }
-        }
     }
 
     fn apply_op(&mut self, op: WriteOp, undo: &mut Vec<Undo>) -> Result<WriteOutcome, StoreError> {
@@ -313,6 +240,7 @@ impl MemState {
                     inserted: true,
                 })
             }
+            WriteOp::RecordCheckpoint(checkpoint) => self.record_checkpoint(*checkpoint, undo),
             WriteOp::AcceptInbox(entries) => self.accept_inbox(entries, undo),
             WriteOp::SettleInbox {
                 run_id,
@@ -545,6 +473,10 @@ impl Store for MemoryStore {
             .filter(|m| m.run_id == run_id && m.stage == stage)
             .cloned()
             .collect())
+    }
+
+    async fn last_checkpoint(&self, run_id: Uuid) -> Result<Option<Checkpoint>, StoreError> {
+        Ok(self.lock().checkpoints.get(&run_id).cloned())
     }
 
     async fn list_dead_letters(&self, run_id: Uuid) -> Result<Vec<DeadLetter>, StoreError> {

@@ -6,10 +6,11 @@ use uuid::Uuid;
 use crate::records::{
     Appended, Cursor, EventKind, NewEvent, RunEvent, TerminalAppend, TerminalEvent,
 };
-use crate::records::{DamagedRun, StoreError};
 use crate::records::{
-    DeadLetter, FailureEntry, InboxEntry, Memo, Run, RunFilter, RunStatus, RunStep, StepOutput,
+    Checkpoint, DeadLetter, FailureEntry, InboxEntry, Memo, Run, RunFilter, RunStatus, RunStep,
+    StepOutput,
 };
+use crate::records::{DamagedRun, StoreError};
 use crate::records::{WriteOp, WriteOutcome, appended, mismatch};
 
 /// What [`Store::apply_batch`] returns: the commit's outcome, then one
@@ -32,7 +33,7 @@ pub type WriterJob = Box<dyn FnOnce(&mut dyn FnMut(&[WriteOp]) -> BatchResult) +
 /// What a store acknowledges it can read back. Every JSON value a store
 /// keeps (event payloads and terminal structured outputs, a run's
 /// `state_json` and `wait_json`, step `result_json`, step outputs, failure
-/// `error_json`) may nest arrays and objects at most
+/// `error_json`, checkpoint states) may nest arrays and objects at most
 /// [`MAX_JSON_DEPTH`](crate::records::MAX_JSON_DEPTH) levels deep: a deeper
 /// one is refused at write time with [`StoreError::InvalidInput`] naming the
 /// field, by every backend alike, and the refused op fails alone.
@@ -172,6 +173,11 @@ pub trait Store: Send + Sync + 'static {
     /// (none for an unknown run).
     async fn list_memos(&self, run_id: Uuid, stage: &str) -> Result<Vec<Memo>, StoreError>;
 
+    /// The run's latest checkpoint (see [`WriteOp::RecordCheckpoint`]):
+    /// the one with the greatest id recorded; `None` when it has none, or
+    /// for an unknown run.
+    async fn last_checkpoint(&self, run_id: Uuid) -> Result<Option<Checkpoint>, StoreError>;
+
     /// The run's inbox entries, settled or not, in the order they were
     /// accepted (none for an unknown run).
     async fn list_inbox(&self, run_id: Uuid) -> Result<Vec<InboxEntry>, StoreError>;
@@ -273,6 +279,19 @@ pub trait Store: Send + Sync + 'static {
         match self.apply(WriteOp::RecordMemo(Box::new(memo))).await? {
             WriteOutcome::MemoRecorded { stored, inserted } => Ok((*stored, inserted)),
             _ => Err(mismatch("record_memo")),
+        }
+    }
+
+    /// Records a run's checkpoint, replacing its stored one (see
+    /// [`WriteOp::RecordCheckpoint`]: one whose id is not greater is
+    /// refused with [`StoreError::StaleCheckpoint`]).
+    async fn record_checkpoint(&self, checkpoint: Checkpoint) -> Result<(), StoreError> {
+        match self
+            .apply(WriteOp::RecordCheckpoint(Box::new(checkpoint)))
+            .await?
+        {
+            WriteOutcome::CheckpointRecorded => Ok(()),
+            _ => Err(mismatch("record_checkpoint")),
         }
     }
 

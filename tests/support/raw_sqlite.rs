@@ -21,6 +21,11 @@ pub fn user_version(path: &Path) -> i64 {
         .expect("user_version")
 }
 
+/// Undoes schema version 9 (checkpoints): prefix it to a script that
+/// fakes an older version.
+#[allow(dead_code)] // not every test that includes this module fakes an old file
+pub const UNDO_V9: &str = "DROP TABLE checkpoints; PRAGMA user_version = 8;";
+
 /// Undoes schema version 8 (memos): prefix it to a script that fakes an
 /// older version.
 #[allow(dead_code)] // not every test that includes this module fakes an old file

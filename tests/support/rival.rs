@@ -96,6 +96,13 @@ impl Store for RivalStore {
         self.inner.list_memos(run_id, stage).await
     }
 
+    async fn last_checkpoint(
+        &self,
+        run_id: Uuid,
+    ) -> Result<Option<troupe::records::Checkpoint>, StoreError> {
+        self.inner.last_checkpoint(run_id).await
+    }
+
     async fn find_run_by_key(&self, flow: &str, key: &str) -> Result<Option<Run>, StoreError> {
         self.inner.find_run_by_key(flow, key).await
     }

@@ -4,7 +4,7 @@
 //! PostgreSQL in the batch's transaction: unique run ids, one terminal event
 //! per run and one event per caller id (partial unique indexes), CAS updates
 //! by revision, one run per flow and key that has not ended, the inbox's
-//! all-or-none accept.
+//! all-or-none accept, a run's checkpoint replaced only by a greater id.
 //!
 //! **One writer.** Writes go through one writer connection, one transaction
 //! per [`apply_batch`](Store::apply_batch), each op in a savepoint and the
@@ -27,6 +27,7 @@
 //! [`StoreError::InvalidInput`] for that op. JSON is stored as serde_json
 //! bytes, so NULs inside JSON strings are fine.
 
+mod checkpoint;
 mod codec;
 mod inbox;
 mod ledger;
@@ -48,8 +49,8 @@ pub use self::schema::POSTGRES_SCHEMA_VERSION;
 use self::schema::{connect, current_schema, lock_key, migrate};
 use self::write::Writer;
 use super::traits::Store;
-use crate::records::Memo;
 use crate::records::StepOutput;
+use crate::records::{Checkpoint, Memo};
 use crate::records::{Cursor, DamagedRun, RunEvent, StoreError, WriteOp, WriteOutcome};
 use crate::records::{DeadLetter, FailureEntry, InboxEntry, Run, RunFilter, RunStatus, RunStep};
 
@@ -257,6 +258,10 @@ impl Store for PostgresStore {
 
     async fn list_memos(&self, run_id: Uuid, stage: &str) -> Result<Vec<Memo>, StoreError> {
         read::list_memos(&*self.reader().await?, run_id, stage).await
+    }
+
+    async fn last_checkpoint(&self, run_id: Uuid) -> Result<Option<Checkpoint>, StoreError> {
+        checkpoint::last_checkpoint(&*self.reader().await?, run_id).await
     }
 
     async fn list_dead_letters(&self, run_id: Uuid) -> Result<Vec<DeadLetter>, StoreError> {

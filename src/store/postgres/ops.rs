@@ -144,6 +144,7 @@ impl OpCtx<'_> {
                 WriteOp::RecordFailure(f) => self.record_failure(f).await,
                 WriteOp::RecordDeadLetter(d) => self.record_dead_letter(d).await,
                 WriteOp::RecordMemo(m) => self.record_memo(m).await,
+                WriteOp::RecordCheckpoint(c) => self.record_checkpoint(c).await,
                 WriteOp::AcceptInbox(entries) => self.accept_inbox(entries).await,
                 WriteOp::SettleInbox {
                     run_id,

@@ -29,7 +29,7 @@ use super::codec::{own_error, pg};
 use crate::records::StoreError;
 
 /// The newest schema version this build writes and reads.
-pub const POSTGRES_SCHEMA_VERSION: i64 = 2;
+pub const POSTGRES_SCHEMA_VERSION: i64 = 3;
 
 /// Advisory lock class of the migration lock (the second key is the schema's).
 const MIGRATE_LOCK: i32 = 0x7472_6f75; // "trou"
@@ -154,6 +154,16 @@ CREATE TABLE memos (
     result bytea NOT NULL,
     at bigint NOT NULL,
     UNIQUE (run_id, stage, name)
+);
+"#,
+    // v3: each streaming run's latest checkpoint, one row per run (`stages`
+    // is the JSON of its stages).
+    r#"
+CREATE TABLE checkpoints (
+    run_id uuid PRIMARY KEY,
+    id bigint NOT NULL CHECK (id >= 1),
+    taken_at bigint NOT NULL,
+    stages bytea NOT NULL
 );
 "#,
 ];

@@ -10,7 +10,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::fast_hash::FastMap;
-use crate::records::{EventKind, TERMINAL_NAMES, TerminalEvent};
+use crate::records::{Checkpoint, EventKind, TERMINAL_NAMES, TerminalEvent};
 use crate::records::{RowRef, StoreError};
 
 /// Highest code reserved for terminal kinds (the partial unique index uses it).
@@ -59,6 +59,45 @@ pub(crate) fn opt_json(
     bytes: Option<Vec<u8>>,
 ) -> Result<Option<Value>, StoreError> {
     bytes.map(|b| json(row, column, &b)).transpose()
+}
+
+/// The `stages` column of a checkpoint: its stages as JSON (the
+/// [`StageCheckpoint`](crate::records::StageCheckpoint)s' own encoding).
+pub(crate) fn checkpoint_stages(checkpoint: &Checkpoint) -> Vec<u8> {
+    // A map of strings to plain fields and JSON values always encodes.
+    serde_json::to_vec(&checkpoint.stages).unwrap_or_default()
+}
+
+/// Decodes a stored checkpoint (its `id`, `taken_at` and `stages`
+/// columns, in `row`): a damaged column is a typed error naming the row,
+/// never a panic, and an id no write could have stored (below 1) is
+/// [`StoreError::CorruptRow`]. Shared by the SQLite and PostgreSQL stores.
+pub(crate) fn decode_checkpoint(
+    row: &RowRef,
+    run_id: Uuid,
+    id: i64,
+    taken_at: i64,
+    stages: &[u8],
+) -> Result<Checkpoint, StoreError> {
+    let id = u64::try_from(id)
+        .ok()
+        .filter(|id| *id >= 1)
+        .ok_or_else(|| StoreError::CorruptRow {
+            row: row.clone(),
+            column: "id",
+            value: id.to_string(),
+        })?;
+    let stages = serde_json::from_slice(stages).map_err(|e| StoreError::CorruptPayload {
+        row: row.clone(),
+        column: "stages",
+        source: Arc::new(e),
+    })?;
+    Ok(Checkpoint {
+        run_id,
+        id,
+        taken_at: time(row, "taken_at", taken_at)?,
+        stages,
+    })
 }
 
 /// The payload column for an event kind.

@@ -16,12 +16,13 @@ mod owner;
 mod private;
 mod read;
 mod rows;
+mod run_checkpoint;
 mod schema;
 mod thread;
 mod wal_file;
 mod write;
 
-use crate::records::Memo;
+use crate::records::{Checkpoint, Memo};
 pub(crate) use owner::Closer;
 pub(crate) use private::create_dir as create_journal_dir;
 
@@ -512,6 +513,11 @@ impl Store for SqliteStore {
     async fn list_memos(&self, run_id: Uuid, stage: &str) -> Result<Vec<Memo>, StoreError> {
         let stage = stage.to_owned();
         self.read(move |c, _| read::list_memos(c, run_id, &stage))
+            .await
+    }
+
+    async fn last_checkpoint(&self, run_id: Uuid) -> Result<Option<Checkpoint>, StoreError> {
+        self.read(move |c, _| run_checkpoint::last_checkpoint(c, run_id))
             .await
     }
 

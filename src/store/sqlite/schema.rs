@@ -34,7 +34,7 @@ use super::SqliteConfig;
 use crate::records::StoreError;
 
 /// The newest schema version this build writes and reads.
-pub(crate) const SCHEMA_VERSION: i64 = 8;
+pub(crate) const SCHEMA_VERSION: i64 = 9;
 
 /// The condition of the `runs_missing_outcome` index: a terminal status
 /// (`RunStatus::Finished`, `Failed`, `Cancelled`: codes 3, 4, 5) and no
@@ -219,6 +219,16 @@ CREATE TABLE memos (
     result BLOB NOT NULL,
     at INTEGER NOT NULL,
     UNIQUE (rid, stage, name)
+);
+"#,
+    // v9: each streaming run's latest checkpoint, one row per run keyed by
+    // its `rid` (`stages` is the JSON of its stages; times in µs).
+    r#"
+CREATE TABLE checkpoints (
+    rid INTEGER PRIMARY KEY,
+    id INTEGER NOT NULL CHECK (id >= 1),
+    taken_at INTEGER NOT NULL,
+    stages BLOB NOT NULL
 );
 "#,
 ];

@@ -21,6 +21,7 @@ use crate::records::StoreError;
 use crate::records::{WriteOp, WriteOutcome};
 
 mod buffer;
+mod checkpoint;
 mod inbox;
 mod ops;
 

@@ -150,6 +150,7 @@ impl OpCtx<'_, '_> {
             WriteOp::RecordFailure(f) => self.record_failure(f),
             WriteOp::RecordDeadLetter(d) => self.record_dead_letter(d),
             WriteOp::RecordMemo(m) => self.record_memo(m),
+            WriteOp::RecordCheckpoint(c) => self.record_checkpoint(c),
             WriteOp::AcceptInbox(entries) => self.accept_inbox(entries),
             WriteOp::SettleInbox {
                 run_id,
