@@ -3,7 +3,7 @@
 //! unrelated event inserted earlier), idempotence, refused moves, redaction,
 //! and prefix-then-rest equal to the whole (a property test).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -14,7 +14,7 @@ use troupe::projection::{
     Detail, LifecycleId, PhaseKey, PhaseKind, PhaseStatus, Projection, Resolved, RunRecords,
     Snapshot,
 };
-use troupe::records::{EventKind, RunEvent, RunStatus};
+use troupe::records::{Checkpoint, EventKind, RunEvent, RunStatus, StageCheckpoint};
 use troupe::runtime::Runtime;
 use troupe::stage::{
     Emitter, PermanentError, Produced, Source, StageContext, Transform, sink_fn, step_fn,
@@ -375,8 +375,26 @@ fn a_summary_snapshot_shows_counts_and_no_payload_and_full_detail_shows_them() {
         );
     }
 
-    let pipeline = j.pipeline.project().unwrap();
-    let snapshot = Snapshot::new(&pipeline, &j.pipeline, Detail::Summary);
+    // The runtime takes no checkpoints yet (nor does a store, for an ended
+    // run): the records get one as a stream's run will have, with a state
+    // that holds user data.
+    let mut records = j.pipeline.clone();
+    let stage = |state| StageCheckpoint {
+        finished: false,
+        state,
+        items_in: 2,
+        items_out: 1,
+    };
+    let stages = BTreeMap::from([
+        (
+            "check".to_owned(),
+            stage(Some(json!({ "seen": format!("{SECRET}-state") }))),
+        ),
+        ("sink".to_owned(), stage(None)),
+    ]);
+    records.checkpoint = Some(Checkpoint::new(records.run.id, 1, stages));
+    let pipeline = records.project().unwrap();
+    let snapshot = Snapshot::new(&pipeline, &records, Detail::Summary);
     let stages = &snapshot.summary.stages;
     assert_eq!(snapshot.summary.dead_letters, 1);
     assert_eq!(stages["check"].dead_letters, 1);
@@ -391,12 +409,20 @@ fn a_summary_snapshot_shows_counts_and_no_payload_and_full_detail_shows_them() {
             "{stage}"
         );
     }
+    let checkpoint = snapshot.summary.checkpoint.as_ref().unwrap();
+    assert_eq!(checkpoint.id, 1);
+    assert!(checkpoint.stages["check"].keeps_state && !checkpoint.stages["sink"].keeps_state);
+    assert_eq!(checkpoint.stages["check"].items_in, 2);
     assert!(snapshot.summary.full.is_none());
-    let full = Snapshot::new(&pipeline, &j.pipeline, Detail::Full)
+    let text = serde_json::to_string(&snapshot).unwrap();
+    assert!(!text.contains(SECRET), "{text}");
+    let full = Snapshot::new(&pipeline, &records, Detail::Full)
         .summary
         .full
         .unwrap();
     assert_eq!(full.dead_letters[0].item, json!(3));
+    let state = &full.checkpoint.unwrap().stages["check"].state;
+    assert_eq!(state, &Some(json!({ "seen": format!("{SECRET}-state") })));
 }
 
 /// A log of the shapes the runtime writes, in any order the generator

@@ -23,11 +23,12 @@
 //! - **Snapshots** ([`Snapshot`]) carry the phases, causation ids (which
 //!   journal event caused each status) and a [`RunSummary`] of ids,
 //!   statuses and counts (stage item counts, dead letters, waits,
-//!   children); the run's input, state, outputs and failure reasons only
+//!   children, the latest checkpoint's [`CheckpointSummary`]); the run's
+//!   input, state, outputs, failure reasons and checkpoint states only
 //!   with [`Detail::Full`].
 //!
-//! Not yet in a snapshot: a checkpoint summary and the definition's
-//! fingerprint, which the journal does not record yet.
+//! Not yet in a snapshot: the definition's fingerprint, which the journal
+//! does not record yet.
 //!
 //! Stage phases come from what the log says of stages (their waits, timers,
 //! signals, children) and close at the run's outcome, from the stages its
@@ -96,6 +97,7 @@
 //! # }).unwrap();
 //! ```
 
+mod checkpoint;
 mod compact;
 mod error;
 mod event;
@@ -105,6 +107,7 @@ mod phase;
 mod projector;
 mod snapshot;
 
+pub use checkpoint::{CheckpointSummary, StageCheckpointSummary};
 pub use compact::{CompactedSpan, Resolved};
 pub use error::ProjectionError;
 pub use event::{Causation, LifecycleEvent, LifecycleRecord, Note};

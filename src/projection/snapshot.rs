@@ -1,6 +1,6 @@
-//! Snapshots: a run's phases and a summary of it, redacted (ids, statuses
-//! and counts) unless the caller asks for full detail; and the loader that
-//! reads what a snapshot needs from a store.
+//! Snapshots: a run's phases and a summary of it, redacted (ids, statuses,
+//! counts and its checkpoint's shape) unless the caller asks for full
+//! detail; and the loader that reads what a snapshot needs from a store.
 
 use std::collections::BTreeMap;
 
@@ -9,11 +9,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
+use super::checkpoint::CheckpointSummary;
 use super::compact::CompactedSpan;
 use super::error::ProjectionError;
 use super::phase::{PhaseKind, PhaseState, PhaseStatus, RefusedTransition};
 use super::projector::{Projection, UnreadableEvent};
-use crate::records::{DeadLetter, Run, RunEvent, RunStatus, StepOutput, TerminalEvent};
+use crate::records::{Checkpoint, DeadLetter, Run, RunEvent, RunStatus, StepOutput, TerminalEvent};
 use crate::store::Store;
 
 /// How much of the run a snapshot shows.
@@ -40,6 +41,8 @@ pub struct RunRecords {
     pub stage_outputs: Vec<StepOutput>,
     /// The items its stages gave up on.
     pub dead_letters: Vec<DeadLetter>,
+    /// Its latest checkpoint, if it has one.
+    pub checkpoint: Option<Checkpoint>,
 }
 
 impl RunRecords {
@@ -53,6 +56,7 @@ impl RunRecords {
             events: store.replay(run_id).await.map_err(read)?,
             stage_outputs: store.list_step_outputs(run_id).await.map_err(read)?,
             dead_letters: store.list_dead_letters(run_id).await.map_err(read)?,
+            checkpoint: store.last_checkpoint(run_id).await.map_err(read)?,
         })
     }
 
@@ -116,6 +120,8 @@ pub struct RunSummary {
     pub waits: StatusCounts,
     /// The runs it started, by status.
     pub children: StatusCounts,
+    /// Its latest checkpoint, without the stages' states.
+    pub checkpoint: Option<CheckpointSummary>,
     /// The user payloads, with [`Detail::Full`] only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub full: Option<FullDetail>,
@@ -136,6 +142,8 @@ pub struct FullDetail {
     pub stage_outputs: BTreeMap<String, Value>,
     /// The items its stages gave up on.
     pub dead_letters: Vec<DeadLetter>,
+    /// Its latest checkpoint, with the stages' states.
+    pub checkpoint: Option<Checkpoint>,
 }
 
 /// A run's lifecycle at one point of its log: its summary, its phases and
@@ -213,6 +221,7 @@ fn summarize(projection: &Projection, records: &RunRecords, detail: Detail) -> R
             .map(|o| (o.step_id.clone(), o.output.clone()))
             .collect(),
         dead_letters: records.dead_letters.clone(),
+        checkpoint: records.checkpoint.clone(),
     });
     RunSummary {
         run_id: run.id,
@@ -230,6 +239,7 @@ fn summarize(projection: &Projection, records: &RunRecords, detail: Detail) -> R
         dead_letters: records.dead_letters.len() as u64,
         waits,
         children,
+        checkpoint: records.checkpoint.as_ref().map(CheckpointSummary::of),
         full,
     }
 }
