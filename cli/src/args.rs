@@ -95,8 +95,8 @@ pub enum RunsCommand {
         #[arg(long, value_name = "ID")]
         before: Option<Uuid>,
     },
-    /// A run's record, stage outputs, failures, dead letters, inbox and latest
-    /// checkpoint (its states only with `--json`).
+    /// A run's record, lifecycle phases, stage outputs, failures, dead
+    /// letters, inbox and latest checkpoint (its states only with `--json`).
     Show {
         /// The run.
         id: Uuid,
@@ -117,6 +117,11 @@ pub enum RunsCommand {
         /// outcome (JSON lines with --json).
         #[arg(long, short)]
         follow: bool,
+        /// Print the run's lifecycle events (phase changes and notes, each
+        /// with a stable id and the journal event that caused it) instead
+        /// of its raw log.
+        #[arg(long)]
+        lifecycle: bool,
     },
 }
 

@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use troupe::projection::ProjectionError;
 use troupe::records::{LockHolder, RunStatus, StoreError};
 use troupe::runs::RunError;
 use troupe::runtime::RuntimeError;
@@ -55,6 +56,9 @@ pub enum CliError {
     /// The control plane refused the change.
     #[error(transparent)]
     Run(#[from] RunError),
+    /// The run's lifecycle could not be projected.
+    #[error("projecting the run's lifecycle failed: {0}")]
+    Project(ProjectionError),
     /// Output could not be written or encoded.
     #[error("cannot write the output: {0}")]
     Output(#[from] std::io::Error),
@@ -81,6 +85,16 @@ impl From<RuntimeError> for CliError {
             RuntimeError::JournalLocked { path, holder } => CliError::InUse { path, holder },
             RuntimeError::UnknownRun(id) => CliError::UnknownRun(id),
             error => CliError::Runtime(error),
+        }
+    }
+}
+
+impl From<ProjectionError> for CliError {
+    fn from(error: ProjectionError) -> CliError {
+        match error {
+            ProjectionError::UnknownRun(id) => CliError::UnknownRun(id),
+            ProjectionError::Store { source, .. } => CliError::Read(source),
+            error => CliError::Project(error),
         }
     }
 }

@@ -1,6 +1,6 @@
 //! `troupe`: inspect a troupe journal and send its runs operator input.
 //!
-//! Read commands (`runs list|show|events`, `ledger`, `dead-letters ID`)
+//! Read commands (`runs list|show|events|tree`, `ledger`, `dead-letters ID`)
 //! open the journal read-only; write commands (`signal`, `cancel`,
 //! `dead-letters replay`) start a runtime on it, the journal's single
 //! writer, and are refused while another process owns it. Exit codes: 0
@@ -10,6 +10,7 @@ mod args;
 mod checkpoint;
 mod error;
 mod follow;
+mod lifecycle;
 mod read;
 mod render;
 mod tree;
@@ -80,12 +81,21 @@ async fn execute(cli: Cli) -> Result<String, CliError> {
                 RunsCommand::Show { id } => read::show(&store, id, as_json).await,
                 RunsCommand::Tree { id } => tree::tree(&store, id, as_json).await,
                 RunsCommand::Events {
-                    id, follow: true, ..
+                    id,
+                    follow: true,
+                    lifecycle,
+                    ..
                 } => {
                     let mut out = std::io::stdout().lock();
-                    follow::follow(&store, id, as_json, &mut out).await?;
+                    follow::follow(&store, id, as_json, lifecycle, &mut out).await?;
                     Ok(String::new())
                 }
+                RunsCommand::Events {
+                    id,
+                    limit,
+                    lifecycle: true,
+                    ..
+                } => lifecycle::events(&store, id, limit, as_json).await,
                 RunsCommand::Events { id, limit, .. } => {
                     read::events(&store, id, limit, as_json).await
                 }

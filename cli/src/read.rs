@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use serde::Serialize;
+use troupe::projection::{Detail, RunRecords, Snapshot};
 use troupe::records::{
     Checkpoint, DeadLetter, EventKind, FailureEntry, InboxEntry, Run, RunEvent, RunFilter, RunStep,
     StepOutput, StoreError,
@@ -12,6 +13,7 @@ use troupe::store::{SqliteStore, Store};
 use uuid::Uuid;
 
 use crate::error::CliError;
+use crate::lifecycle;
 use crate::render::{Table, json, opt_time, short_json, time};
 
 /// Opens the journal at `path` read-only: [`CliError::NoJournal`] when
@@ -85,6 +87,8 @@ pub fn status(run: &Run) -> String {
 struct Shown {
     run: Run,
     outcome: Option<RunEvent>,
+    /// Its lifecycle, redacted: the record's fields carry the payloads.
+    lifecycle: Snapshot,
     stage_outputs: Vec<StepOutput>,
     steps: Vec<RunStep>,
     children: Vec<Run>,
@@ -95,21 +99,31 @@ struct Shown {
     checkpoint: Option<Checkpoint>,
 }
 
-/// `troupe runs show ID`: the record, outcome, stage outputs, mirrored
-/// steps, child runs, failures, dead letters, inbox and latest checkpoint.
+/// `troupe runs show ID`: the record, outcome, lifecycle phases (and any
+/// move their guard refused), stage outputs, mirrored steps, child runs,
+/// failures, dead letters, inbox and latest checkpoint.
 pub async fn show(store: &dyn Store, id: Uuid, as_json: bool) -> Result<String, CliError> {
     let children = RunFilter {
         parent_run_id: Some(id),
         ..RunFilter::default()
     };
+    let (records, projection) = lifecycle::project(store, id).await?;
+    let lifecycle = Snapshot::new(&projection, &records, Detail::Summary);
+    let RunRecords {
+        run,
+        stage_outputs,
+        dead_letters,
+        ..
+    } = records;
     let shown = Shown {
-        run: run(store, id).await?,
+        run,
+        lifecycle,
         outcome: store.terminal_event(id).await?,
-        stage_outputs: store.list_step_outputs(id).await?,
+        stage_outputs,
         steps: store.list_steps(id).await?,
         children: store.list_runs(&children, None, usize::MAX).await?,
         failures: store.list_failures(id).await?,
-        dead_letters: store.list_dead_letters(id).await?,
+        dead_letters,
         inbox: store.list_inbox(id).await?,
         checkpoint: store.last_checkpoint(id).await?,
     };
@@ -172,6 +186,14 @@ pub async fn show(store: &dyn Store, id: Uuid, as_json: bool) -> Result<String, 
     for (name, value) in fields {
         text.push_str(&format!("{name:<10}{value}\n"));
     }
+    let phases = &shown.lifecycle.phases;
+    section(&mut text, "Lifecycle phases", phases.len(), || {
+        lifecycle::phases_table(phases)
+    });
+    let refused = &shown.lifecycle.refused;
+    section(&mut text, "Refused lifecycle moves", refused.len(), || {
+        lifecycle::refused_table(refused)
+    });
     section(
         &mut text,
         "Stage outputs",
