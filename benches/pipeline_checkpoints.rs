@@ -1,4 +1,4 @@
-//! What checkpoints cost a pipeline: 10,000,000 `u64` items through
+//! What checkpoints cost a pipeline: 200,000,000 `u64` items through
 //! source → transform → sink on a runtime with an SQLite journal (fsync
 //! on), in one run, where the source keeps a position and the sink a state
 //! (both checkpointable), compared in the same process:
@@ -24,7 +24,7 @@ use troupe::supervise::BoxError;
 
 mod support;
 
-const ITEMS: u64 = 10_000_000;
+const ITEMS: u64 = 200_000_000;
 
 /// `0..end`, a batch per call, resumable from `next`.
 struct Numbers {

@@ -4,6 +4,9 @@
 //! every run's recorded outputs, then a flow actor spawned per run), then the
 //! time until every flow actor has taken its `Recover` event.
 //!
+//! With `TROUPE_RECOVERY_CHECKPOINTS=1` every run also has a checkpoint
+//! (its stages unfinished, no state kept), read at resume in one batch.
+//!
 //! Run: `cargo bench --bench recovery` (N from `TROUPE_RECOVERY_RUNS`, default 10,000).
 
 mod support;
@@ -11,7 +14,7 @@ mod support;
 use std::time::Instant;
 
 use troupe::flow::RunState;
-use troupe::records::{Run, RunStatus, WriteOp};
+use troupe::records::{Checkpoint, Run, RunStatus, StageCheckpoint, WriteOp};
 use troupe::runtime::Runtime;
 use troupe::store::{SqliteStore, Store};
 
@@ -28,14 +31,28 @@ fn main() {
     let path = dir.path().join("journal.sqlite");
     rt.block_on(async {
         let store = SqliteStore::open(&path).await.expect("open");
+        let checkpoints = std::env::var_os("TROUPE_RECOVERY_CHECKPOINTS").is_some();
         let ops: Vec<WriteOp> = (0..runs)
-            .map(|_| {
+            .flat_map(|_| {
                 let mut run = Run::new("idle", "recover me", "bench");
                 run.status = RunStatus::Running;
-                WriteOp::InsertRun {
+                let checkpoint = checkpoints.then(|| {
+                    let stages = ["silent", "same", "discard"].map(|stage| {
+                        let part = StageCheckpoint {
+                            finished: false,
+                            state: None,
+                            items_in: 7,
+                            items_out: 7,
+                        };
+                        (stage.to_owned(), part)
+                    });
+                    WriteOp::RecordCheckpoint(Box::new(Checkpoint::new(run.id, 1, stages.into())))
+                });
+                let insert = WriteOp::InsertRun {
                     run: Box::new(run),
                     audit: None,
-                }
+                };
+                std::iter::once(insert).chain(checkpoint)
             })
             .collect();
         for chunk in ops.chunks(1_000) {
@@ -63,8 +80,13 @@ fn main() {
                 .expect("running");
         }
         let recorded_in = started.elapsed();
+        let with = if checkpoints {
+            " (each with a checkpoint)"
+        } else {
+            ""
+        };
         println!(
-            "recovery: {runs} unfinished runs resumed in {resumed_in:.2?} \
+            "recovery{with}: {runs} unfinished runs resumed in {resumed_in:.2?} \
              (every flow Running after {recorded_in:.2?})"
         );
         drop(runtime);

@@ -279,6 +279,8 @@ fn parent() {
     // Per child: where its source started.
     let mut started_from = Vec::new();
     let mut previous: Option<Checkpoint> = None;
+    // Per kill: the sink's count when killed, and the count the next child restored.
+    let (mut killed_at, mut restored_at) = (Vec::new(), Vec::new());
     for round in 0..=ROUNDS {
         let last = round == ROUNDS;
         let mut child = spawn(dir.path(), (!last).then_some(round));
@@ -303,6 +305,8 @@ fn parent() {
             None => assert_eq!((from, restored), (0, None), "round {round}"),
         }
         started_from.push(from);
+        restored_at.push(restored.unwrap_or(0));
+        killed_at.extend(printed(&lines, "at "));
         if !last {
             previous = last_checkpoint(&rt, dir.path(), &id).or(previous);
         }
@@ -377,10 +381,20 @@ fn parent() {
         );
         assert_eq!(steps["record"]["result"], json!(kept), "{steps}");
         assert!(log.lines().count() as u64 > kept, "no window was replayed");
+        // Items the sink takes again after each kill: what it had taken
+        // past the checkpoint the next child resumed from.
+        let redone: Vec<u64> = killed_at
+            .iter()
+            .zip(&restored_at[1..])
+            .map(|(at, restored)| at - restored)
+            .collect();
         println!(
             "runtime_crash_checkpoints: {ROUNDS} kills; resumed from {started_from:?}; \
-             {} lines logged for {kept} items, each counted once",
-            log.lines().count()
+             {} lines logged for {kept} items, each counted once; items redone per kill \
+             (checkpoint every {EVERY}): max {}, mean {}",
+            log.lines().count(),
+            redone.iter().max().unwrap_or(&0),
+            redone.iter().sum::<u64>() / redone.len().max(1) as u64,
         );
     });
 }

@@ -79,6 +79,7 @@ macro_rules! conformance {
                 checkpoints_refuse_unknown_and_ended_runs,
                 checkpoints_refuse_bad_input,
                 checkpoint_batches_are_all_or_none,
+                checkpoints_of_many_runs_read_in_one_call,
             );
             conformance!(@keys $make;
                 run_input_round_trips_and_is_fixed,

@@ -13,7 +13,9 @@ use super::actor::{JournalActor, JournalArgs, JournalMsg};
 use super::committer::{CommitQueue, Pushed};
 use super::request::{Request, Work};
 use super::stats::{Counters, JournalStats};
-use crate::records::{Appended, NewEvent, StepOutput, StoreError, WriteOp, WriteOutcome, appended};
+use crate::records::{
+    Appended, Checkpoint, NewEvent, StepOutput, StoreError, WriteOp, WriteOutcome, appended,
+};
 use crate::store::Store;
 
 /// The store a journal is spawned over and becomes the only writer of.
@@ -165,6 +167,10 @@ crate::store_wrapper! {
 
     async fn list_step_outputs_for(&self, run_ids: &[Uuid]) -> Result<Vec<StepOutput>, StoreError> {
         self.store.list_step_outputs_for(run_ids).await
+    }
+
+    async fn last_checkpoints_for(&self, run_ids: &[Uuid]) -> Result<Vec<Checkpoint>, StoreError> {
+        self.store.last_checkpoints_for(run_ids).await
     }
 
 }

@@ -13,7 +13,7 @@ use super::spawn::{Recovered, request_flow};
 use super::start::Starter;
 use crate::flow::{ErasedDefinition, RunHandle};
 use crate::journal::JournalHandle;
-use crate::records::{Run, StepOutput, StoreError};
+use crate::records::{Checkpoint, Run, StepOutput, StoreError};
 use crate::store::Store;
 
 /// What resuming a set of unfinished runs gave: the runs now live again and
@@ -81,6 +81,35 @@ pub(crate) async fn recorded_outputs(
     by_run
 }
 
+/// The last checkpoints of the runs `ids`, by run: one batched read; if
+/// that fails, one read per run, so that an unreadable run fails alone.
+async fn last_checkpoints(
+    journal: &JournalHandle,
+    ids: &[Uuid],
+) -> HashMap<Uuid, Result<Option<Checkpoint>, StoreError>> {
+    if ids.is_empty() {
+        return HashMap::new();
+    }
+    match journal.last_checkpoints_for(ids).await {
+        Ok(found) => {
+            let mut by_run: HashMap<_, _> = ids.iter().map(|id| (*id, Ok(None))).collect();
+            for checkpoint in found {
+                by_run.insert(checkpoint.run_id, Ok(Some(checkpoint)));
+            }
+            by_run
+        }
+        Err(error) => {
+            tracing::warn!(%error, runs = ids.len(),
+                "reading the checkpoints of the runs to resume failed; reading them run by run");
+            let mut by_run = HashMap::new();
+            for id in ids {
+                by_run.insert(*id, journal.last_checkpoint(*id).await);
+            }
+            by_run
+        }
+    }
+}
+
 /// Resumes `runs`, each with the definition of its flow: reads their
 /// recorded outputs in one batch, asks the root for every flow actor in one
 /// message (it spawns them concurrently), then collects them. Only a root
@@ -92,6 +121,12 @@ pub(crate) async fn resume_runs(
     let mut report = ResumeReport::default();
     let ids: Vec<Uuid> = runs.iter().map(|(run, _)| run.id).collect();
     let mut recorded = recorded_outputs(&starter.journal, &ids).await;
+    let checkpointing: Vec<Uuid> = runs
+        .iter()
+        .filter(|(_, definition)| definition.takes_checkpoints())
+        .map(|(run, _)| run.id)
+        .collect();
+    let mut checkpoints = last_checkpoints(&starter.journal, &checkpointing).await;
     let mut pending = Vec::with_capacity(runs.len());
     let mut requests = Vec::with_capacity(runs.len());
     for (run, definition) in runs {
@@ -102,15 +137,12 @@ pub(crate) async fn resume_runs(
                 continue;
             }
         };
-        let checkpoint = match definition.takes_checkpoints() {
-            true => match starter.journal.last_checkpoint(run.id).await {
-                Ok(checkpoint) => checkpoint,
-                Err(error) => {
-                    report.failed(run, ResumeError::CheckpointUnreadable(error));
-                    continue;
-                }
-            },
-            false => None,
+        let checkpoint = match checkpoints.remove(&run.id).unwrap_or(Ok(None)) {
+            Ok(checkpoint) => checkpoint,
+            Err(error) => {
+                report.failed(run, ResumeError::CheckpointUnreadable(error));
+                continue;
+            }
         };
         tracing::info!(run_id = %run.id, flow = %run.controller_id,
             checkpoint = checkpoint.as_ref().map(|c| c.id), "resuming unfinished run");

@@ -178,6 +178,18 @@ pub trait Store: Send + Sync + 'static {
     /// for an unknown run.
     async fn last_checkpoint(&self, run_id: Uuid) -> Result<Option<Checkpoint>, StoreError>;
 
+    /// The latest checkpoints of the runs in `run_ids` that have one, in
+    /// the order the runs are listed (a run listed twice counts once): one
+    /// read for many runs, as recovery needs. The default asks run by run;
+    /// SQLite answers in one job on its reader.
+    async fn last_checkpoints_for(&self, run_ids: &[Uuid]) -> Result<Vec<Checkpoint>, StoreError> {
+        let mut found = Vec::new();
+        for run_id in distinct(run_ids) {
+            found.extend(self.last_checkpoint(run_id).await?);
+        }
+        Ok(found)
+    }
+
     /// The run's inbox entries, settled or not, in the order they were
     /// accepted (none for an unknown run).
     async fn list_inbox(&self, run_id: Uuid) -> Result<Vec<InboxEntry>, StoreError>;

@@ -322,3 +322,20 @@ pub async fn checkpoint_batches_are_all_or_none(store: AnyStore) {
         Some(checkpoint(fresh.id, 1))
     );
 }
+
+pub async fn checkpoints_of_many_runs_read_in_one_call(store: AnyStore) {
+    let with = new_run(&store, "ckpt").await;
+    let without = new_run(&store, "ckpt").await;
+    let also = new_run(&store, "ckpt").await;
+    for (run, id) in [(with.id, 3), (also.id, 1)] {
+        store.record_checkpoint(checkpoint(run, id)).await.unwrap();
+    }
+    let unknown = Uuid::now_v7();
+    // In the order listed, once each; runs without one (or unknown) are absent.
+    let found = store
+        .last_checkpoints_for(&[also.id, without.id, with.id, also.id, unknown])
+        .await
+        .unwrap();
+    assert_eq!(found, vec![checkpoint(also.id, 1), checkpoint(with.id, 3)]);
+    assert!(store.last_checkpoints_for(&[]).await.unwrap().is_empty());
+}

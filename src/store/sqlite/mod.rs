@@ -516,6 +516,19 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn last_checkpoints_for(&self, run_ids: &[Uuid]) -> Result<Vec<Checkpoint>, StoreError> {
+        let run_ids = super::traits::distinct(run_ids);
+        // One job on the reader: a cached statement per run, no round trips.
+        self.read(move |c, _| {
+            let mut found = Vec::new();
+            for run_id in run_ids {
+                found.extend(run_checkpoint::last_checkpoint(c, run_id)?);
+            }
+            Ok(found)
+        })
+        .await
+    }
+
     async fn last_checkpoint(&self, run_id: Uuid) -> Result<Option<Checkpoint>, StoreError> {
         self.read(move |c, _| run_checkpoint::last_checkpoint(c, run_id))
             .await
