@@ -86,6 +86,34 @@ pub(super) async fn last_checkpoint(
     else {
         return Ok(None);
     };
+    decode_row(&row, run_id).map(Some)
+}
+
+/// The checkpoints of the runs `run_ids` that have one, in the order the
+/// runs are listed (each once): one query.
+pub(super) async fn last_checkpoints_for(
+    client: &Client,
+    run_ids: &[Uuid],
+) -> Result<Vec<Checkpoint>, StoreError> {
+    let run_ids = crate::store::traits::distinct(run_ids);
+    let rows = client
+        .query(
+            "SELECT c.id, c.taken_at, c.stages, c.run_id \
+             FROM unnest($1::uuid[]) WITH ORDINALITY AS r(run_id, n) \
+             JOIN checkpoints c ON c.run_id = r.run_id ORDER BY r.n",
+            &[&run_ids],
+        )
+        .await
+        .map_err(pg("read checkpoints"))?;
+    rows.iter()
+        .map(|row| {
+            let run_id: Uuid = row.try_get(3).map_err(pg("read checkpoints"))?;
+            decode_row(row, run_id)
+        })
+        .collect()
+}
+
+fn decode_row(row: &tokio_postgres::Row, run_id: Uuid) -> Result<Checkpoint, StoreError> {
     let id: i64 = row.try_get(0).map_err(pg("read checkpoint"))?;
     let taken_at: i64 = row.try_get(1).map_err(pg("read checkpoint"))?;
     let stages: &[u8] = row.try_get(2).map_err(pg("read checkpoint"))?;
@@ -95,5 +123,5 @@ pub(super) async fn last_checkpoint(
         rowid: id,
         run_id: Some(run_id),
     };
-    decode_checkpoint(&at, run_id, id, taken_at, stages).map(Some)
+    decode_checkpoint(&at, run_id, id, taken_at, stages)
 }

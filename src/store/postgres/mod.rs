@@ -260,6 +260,10 @@ impl Store for PostgresStore {
         read::list_memos(&*self.reader().await?, run_id, stage).await
     }
 
+    async fn last_checkpoints_for(&self, run_ids: &[Uuid]) -> Result<Vec<Checkpoint>, StoreError> {
+        checkpoint::last_checkpoints_for(&*self.reader().await?, run_ids).await
+    }
+
     async fn last_checkpoint(&self, run_id: Uuid) -> Result<Option<Checkpoint>, StoreError> {
         checkpoint::last_checkpoint(&*self.reader().await?, run_id).await
     }
