@@ -1,8 +1,8 @@
 //! A run's checkpoint coordinator: a task that asks the sources for a
 //! barrier when a checkpoint is due, collects every stage's snapshot as the
-//! barrier passes it, and commits the checkpoint in one journal write. One
-//! checkpoint is in flight at a time; it waits on a timer, a notify and a
-//! channel, never polls.
+//! barrier passes it, and commits the checkpoint in one journal write.
+//! Several checkpoints may be in flight (they complete in order); it waits
+//! on a timer, a notify and a channel, never polls.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -89,12 +89,34 @@ pub(crate) fn wire(
     (seed, links)
 }
 
-/// How collecting one checkpoint ended.
-enum Collected {
-    /// Every stage passed the barrier (or ended): their snapshots by index.
-    Complete(BTreeMap<usize, Passed>),
-    /// A stage could not take its snapshot, or the timeout passed.
-    Abandoned(String),
+/// A checkpoint asked for and not complete yet.
+struct InFlight {
+    /// The stages that passed its barrier, with their snapshots.
+    passed: BTreeMap<usize, Passed>,
+    /// Why it cannot be kept, once a stage took no snapshot.
+    declined: Option<String>,
+    /// When it is abandoned.
+    deadline: Instant,
+}
+
+impl InFlight {
+    fn new(deadline: Instant) -> Self {
+        InFlight {
+            passed: BTreeMap::new(),
+            declined: None,
+            deadline,
+        }
+    }
+}
+
+/// What the coordinator reacts to.
+enum Event {
+    /// A checkpoint is due.
+    Due,
+    /// A stage's note.
+    Note(Note),
+    /// An in-flight checkpoint's deadline passed.
+    TimedOut,
     /// The run is gone.
     Gone,
 }
@@ -148,139 +170,139 @@ impl CoordinatorSeed {
     }
 
     async fn run(mut self, run_id: Uuid, journal: JournalHandle) {
-        let mut id = self.last_id;
+        let mut next_id = self.last_id + 1;
         let mut next_at = self.config.every.map(|every| Instant::now() + every);
         self.arm_items();
+        // Checkpoints asked for and not complete yet, by id: several may be
+        // in flight, so that barriers are spaced by the interval in the
+        // stream however far a source runs ahead of its sinks.
+        let mut pending: BTreeMap<u64, InFlight> = BTreeMap::new();
         loop {
-            if !self.any_source_live() {
+            if pending.is_empty() && !self.any_source_live() {
                 return;
             }
-            if !self.wait_until_due(next_at).await {
-                return;
-            }
-            id += 1;
-            let started = Instant::now();
-            self.shared.requested.store(id, Ordering::Release);
-            match self.collect(id).await {
-                Collected::Gone => return,
-                Collected::Abandoned(why) => self.abandon(run_id, id, &why),
-                Collected::Complete(passed) => {
-                    if let Some(source) = self.source_without_position(&passed) {
-                        tracing::info!(%run_id, stage = %source,
-                            "checkpoints off for this run: source `{source}` reports no position");
-                        return;
-                    }
-                    match self.commit(run_id, id, passed, &journal).await {
-                        Ok(()) => {
-                            metrics::counter!(names::CHECKPOINTS_COMMITTED).increment(1);
-                            metrics::histogram!(names::CHECKPOINT_SECONDS)
-                                .record(started.elapsed().as_secs_f64());
-                            self.settle(|s| s.committed = id);
+            let room = pending.len() < self.config.max_in_flight && self.any_source_live();
+            let deadline = pending.values().map(|c| c.deadline).min();
+            match self.next_event(room, next_at, deadline).await {
+                Event::Gone => return,
+                Event::Due => {
+                    let started = Instant::now();
+                    self.shared.requested.store(next_id, Ordering::Release);
+                    pending.insert(next_id, InFlight::new(started + self.config.timeout));
+                    next_id += 1;
+                    next_at = self.config.every.map(|every| started + every);
+                    self.arm_items();
+                }
+                Event::TimedOut => {
+                    let now = Instant::now();
+                    pending.retain(|id, c| {
+                        let over = c.deadline <= now;
+                        if over {
+                            self.abandon(run_id, *id, "not every stage passed its barrier in time");
                         }
-                        Err(StoreError::RunEnded { .. }) => return,
-                        Err(error) => self.abandon(run_id, id, &error.to_string()),
+                        !over
+                    });
+                }
+                Event::Note(Note::Ended { stage }) => self.ended[stage] = true,
+                Event::Note(Note::Passed {
+                    stage,
+                    id,
+                    snapshot,
+                    items_in,
+                    items_out,
+                }) => {
+                    if let Some(c) = pending.get_mut(&id) {
+                        let snapshot = snapshot.unwrap_or_else(|why| {
+                            let name = self.name(stage);
+                            c.declined
+                                .get_or_insert(format!("stage `{name}` took no snapshot: {why}"));
+                            None
+                        });
+                        let passed = Passed {
+                            snapshot,
+                            items_in,
+                            items_out,
+                        };
+                        c.passed.insert(stage, passed);
                     }
                 }
             }
-            next_at = self
-                .config
-                .every
-                .map(|every| (started + every).max(Instant::now()));
-            self.arm_items();
+            // Checkpoints complete in id order: a stage passes barriers in order.
+            while let Some(entry) = pending.first_entry() {
+                if !self.complete(entry.get()) {
+                    break;
+                }
+                let (id, done) = entry.remove_entry();
+                if let Some(why) = done.declined {
+                    self.abandon(run_id, id, &why);
+                    continue;
+                }
+                if let Some(source) = self.source_without_position(&done.passed) {
+                    tracing::info!(%run_id, stage = %source,
+                        "checkpoints off for this run: source `{source}` reports no position");
+                    return;
+                }
+                let started = done.deadline - self.config.timeout;
+                match self.commit(run_id, id, done.passed, &journal).await {
+                    Ok(()) => {
+                        metrics::counter!(names::CHECKPOINTS_COMMITTED).increment(1);
+                        metrics::histogram!(names::CHECKPOINT_SECONDS)
+                            .record(started.elapsed().as_secs_f64());
+                        self.settle(|s| s.committed = s.committed.max(id));
+                    }
+                    Err(StoreError::RunEnded { .. }) => return,
+                    Err(error) => self.abandon(run_id, id, &error.to_string()),
+                }
+            }
         }
     }
 
-    /// Waits until a checkpoint is due; `false` once the run is gone or
-    /// no source is left.
-    async fn wait_until_due(&mut self, next_at: Option<Instant>) -> bool {
+    /// Whether every live stage passed checkpoint `c`'s barrier.
+    fn complete(&self, c: &InFlight) -> bool {
+        self.members
+            .iter()
+            .enumerate()
+            .all(|(i, m)| m.is_none() || self.ended[i] || c.passed.contains_key(&i))
+    }
+
+    /// What comes next: a checkpoint due (only with `room`), a stage's
+    /// note, an in-flight checkpoint's deadline, or the run's end.
+    async fn next_event(
+        &mut self,
+        room: bool,
+        next_at: Option<Instant>,
+        deadline: Option<Instant>,
+    ) -> Event {
         loop {
             let by_time = async {
-                match next_at {
+                match next_at.filter(|_| room) {
                     Some(at) => tokio::time::sleep_until(at).await,
                     None => std::future::pending().await,
                 }
             };
             let by_items = async {
-                match self.config.every_items {
+                match self.config.every_items.filter(|_| room) {
                     Some(_) => self.shared.items_due.notified().await,
                     None => std::future::pending().await,
                 }
             };
+            let timeout = async {
+                match deadline {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
-                () = by_time => return true,
+                note = self.notes.recv() => return note.map_or(Event::Gone, Event::Note),
+                () = timeout => return Event::TimedOut,
+                () = by_time => return Event::Due,
                 () = by_items => {
                     // A ring left from before the count was armed again.
                     if self.shared.emitted() >= self.shared.due_at.load(Ordering::Relaxed) {
-                        return true;
+                        return Event::Due;
                     }
                 }
-                note = self.notes.recv() => match note {
-                    None => return false,
-                    Some(Note::Ended { stage }) => {
-                        self.ended[stage] = true;
-                        if !self.any_source_live() {
-                            return false;
-                        }
-                    }
-                    // A late report of an abandoned checkpoint.
-                    Some(Note::Passed { .. }) => {}
-                },
             }
-        }
-    }
-
-    /// Collects every live stage's report of checkpoint `id`.
-    async fn collect(&mut self, id: u64) -> Collected {
-        let deadline = Instant::now() + self.config.timeout;
-        let mut passed = BTreeMap::new();
-        let mut declined = None;
-        loop {
-            let waiting = self
-                .members
-                .iter()
-                .enumerate()
-                .any(|(i, m)| m.is_some() && !self.ended[i] && !passed.contains_key(&i));
-            if !waiting {
-                break;
-            }
-            let note = tokio::select! {
-                note = self.notes.recv() => note,
-                () = tokio::time::sleep_until(deadline) => {
-                    return Collected::Abandoned(format!(
-                        "not every stage passed its barrier within {:?}", self.config.timeout
-                    ));
-                }
-            };
-            match note {
-                None => return Collected::Gone,
-                Some(Note::Ended { stage }) => self.ended[stage] = true,
-                Some(Note::Passed {
-                    stage,
-                    id: of,
-                    snapshot,
-                    items_in,
-                    items_out,
-                }) if of == id => {
-                    let snapshot = snapshot.unwrap_or_else(|why| {
-                        let name = self.name(stage);
-                        declined.get_or_insert(format!("stage `{name}` took no snapshot: {why}"));
-                        None
-                    });
-                    passed.insert(
-                        stage,
-                        Passed {
-                            snapshot,
-                            items_in,
-                            items_out,
-                        },
-                    );
-                }
-                Some(Note::Passed { .. }) => {}
-            }
-        }
-        match declined {
-            Some(why) => Collected::Abandoned(why),
-            None => Collected::Complete(passed),
         }
     }
 
@@ -337,7 +359,7 @@ impl CoordinatorSeed {
         // checkpoint stands).
         tracing::warn!(%run_id, checkpoint = id, why, "checkpoint abandoned");
         metrics::counter!(names::CHECKPOINTS_ABANDONED).increment(1);
-        self.settle(|s| s.aborted = id);
+        self.settle(|s| s.aborted = s.aborted.max(id));
     }
 
     fn settle(&self, change: impl FnOnce(&mut Settled)) {
@@ -349,9 +371,20 @@ impl CoordinatorSeed {
         }
     }
 
+    /// Arms the next checkpoint by items: `items` after the previous one
+    /// was due (not after the count now, which the sources moved on while
+    /// this task woke up), so barriers are spaced by the interval on
+    /// average; never before the count now.
     fn arm_items(&self) {
         if let Some(items) = self.config.every_items {
-            let at = self.shared.emitted().saturating_add(items);
+            let previous = self.shared.due_at.load(Ordering::Relaxed);
+            let emitted = self.shared.emitted();
+            let base = if previous == u64::MAX {
+                emitted
+            } else {
+                previous
+            };
+            let at = base.saturating_add(items).max(emitted.saturating_add(1));
             self.shared.due_at.store(at, Ordering::Relaxed);
         }
     }

@@ -75,9 +75,9 @@ pub(crate) struct CheckpointLink {
     injected: u64,
     /// The snapshot to hand the logic before it first works (a resumed run).
     pub(crate) restore: Option<Value>,
-    /// The checkpoint a two-phase sink pre-committed and has not yet
-    /// committed or aborted.
-    pub(crate) pre_committed: Option<u64>,
+    /// The checkpoints a two-phase sink pre-committed and has not
+    /// committed yet: the lowest such id (at least) and the highest.
+    pub(crate) pre_committed: Option<(u64, u64)>,
 }
 
 impl CheckpointLink {
@@ -98,12 +98,13 @@ impl CheckpointLink {
         }
     }
 
-    /// The checkpoint a source should put a barrier in for now, if one is
-    /// due: one atomic load per call.
+    /// The next checkpoint a source should put a barrier in for now, if
+    /// one is due: one atomic load per call. Every id asked for gets its
+    /// barrier, in order (one skipped would never align downstream).
     #[inline]
     pub(crate) fn due(&self) -> Option<u64> {
         let requested = self.shared.requested.load(Ordering::Acquire);
-        (requested > self.injected).then_some(requested)
+        (requested > self.injected).then_some(self.injected + 1)
     }
 
     /// A source counts the items it emitted (for checkpoints by items).
@@ -156,6 +157,6 @@ impl CheckpointLink {
         self.restore = snapshot;
         // A sink commits the checkpoint it resumes from again (it may not
         // have before the crash); other stages never look.
-        self.pre_committed = Some(id);
+        self.pre_committed = Some((id, id));
     }
 }

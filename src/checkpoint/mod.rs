@@ -7,8 +7,8 @@
 //! the items behind it) and passes the barrier on. When every stage has
 //! passed it, the sources' positions and the other stages' states are
 //! committed in one journal write. This is the asynchronous barrier
-//! snapshotting of Flink (Carbone et al., 2015), with one checkpoint in
-//! flight at a time.
+//! snapshotting of Flink (Carbone et al., 2015); several checkpoints may be
+//! in flight ([`Checkpoints::max_in_flight`]), and they complete in order.
 //!
 //! After a crash the run resumes from its last checkpoint: each source is
 //! handed its position back and re-emits from there, each transform and
@@ -74,6 +74,7 @@ pub struct Checkpoints {
     pub(crate) every: Option<Duration>,
     pub(crate) every_items: Option<u64>,
     pub(crate) timeout: Duration,
+    pub(crate) max_in_flight: usize,
 }
 
 impl Default for Checkpoints {
@@ -83,20 +84,24 @@ impl Default for Checkpoints {
             every: Some(Duration::from_secs(1)),
             every_items: None,
             timeout: Self::DEFAULT_TIMEOUT,
+            max_in_flight: Self::DEFAULT_IN_FLIGHT,
         }
     }
 }
 
 impl Checkpoints {
     const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
+    const DEFAULT_IN_FLIGHT: usize = 16;
 
-    /// A checkpoint every `interval` (from the start of the previous one,
-    /// or from its end if it took longer). At least a millisecond.
+    /// A checkpoint every `interval` from the start of the previous one
+    /// (later while [`max_in_flight`](Self::max_in_flight) are in flight).
+    /// At least a millisecond.
     pub fn every(interval: Duration) -> Self {
         Checkpoints {
             every: Some(interval.max(Duration::from_millis(1))),
             every_items: None,
             timeout: Self::DEFAULT_TIMEOUT,
+            max_in_flight: Self::DEFAULT_IN_FLIGHT,
         }
     }
 
@@ -107,6 +112,7 @@ impl Checkpoints {
             every: None,
             every_items: Some(items.max(1)),
             timeout: Self::DEFAULT_TIMEOUT,
+            max_in_flight: Self::DEFAULT_IN_FLIGHT,
         }
     }
 
@@ -122,6 +128,7 @@ impl Checkpoints {
             every: None,
             every_items: None,
             timeout: Self::DEFAULT_TIMEOUT,
+            max_in_flight: Self::DEFAULT_IN_FLIGHT,
         }
     }
 
@@ -129,6 +136,16 @@ impl Checkpoints {
     /// is then taken). Default 10 minutes.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
+        self
+    }
+
+    /// How many checkpoints may be in flight at once (default 16, at least
+    /// 1). More than one keeps barriers spaced by the interval in the stream
+    /// when a source runs far ahead of its sinks (full pipes), so a crash
+    /// redoes about one interval of work; a new checkpoint waits while this
+    /// many are in flight.
+    pub fn max_in_flight(mut self, checkpoints: usize) -> Self {
+        self.max_in_flight = checkpoints.max(1);
         self
     }
 

@@ -19,13 +19,15 @@ where
     let Some(link) = ports.checkpoint.as_mut() else {
         return Ok(());
     };
-    let Some(id) = link.pre_committed else {
+    let Some((lowest, highest)) = link.pre_committed else {
         return Ok(());
     };
-    let settled = link.settled();
-    if settled.committed >= id {
-        work.commit(id).await?;
-        link.pre_committed = None;
+    let committed = link.settled().committed;
+    if committed >= lowest {
+        // Commits every pre-commit up to it; later ones stay pending.
+        let upto = committed.min(highest);
+        work.commit(upto).await?;
+        link.pre_committed = (upto < highest).then_some((upto + 1, highest));
     }
     Ok(())
 }
@@ -47,7 +49,8 @@ where
         match work.pre_commit(id).await {
             Ok(()) => {
                 if let Some(link) = ports.checkpoint.as_mut() {
-                    link.pre_committed = Some(id);
+                    let lowest = link.pre_committed.map_or(id, |(lowest, _)| lowest);
+                    link.pre_committed = Some((lowest, id));
                 }
             }
             Err(error) => snapshot = Err(format!("its pre-commit failed: {error}")),
@@ -81,7 +84,7 @@ where
         };
         match link.pre_committed {
             // A coordinator that is gone settles nothing more.
-            Some(id) if link.settled().aborted < id => {
+            Some((_, highest)) if link.settled().aborted < highest => {
                 if !link.settle_changed().await {
                     return Ok(());
                 }

@@ -271,8 +271,8 @@ where
         // (what it emitted so far stays in the outbox, and sends are
         // cancel-safe). A pause waits for the step to end.
         let work = async {
-            // A due checkpoint's barrier goes out before the next items.
-            if let Some(id) = ports.checkpoint.as_ref().and_then(|c| c.due()) {
+            // Due checkpoints' barriers go out before the next items.
+            while let Some(id) = ports.checkpoint.as_ref().and_then(|c| c.due()) {
                 pass_barrier(self, ports, id).await?;
             }
             let produced = self.0.produce(&mut ports.outbox).await?;
