@@ -31,3 +31,8 @@ pub const STAGE_WAITS: &str = "troupe_stage_waits";
 pub const TIMERS_ARMED: &str = "troupe_timers_armed";
 /// Signals taken by durable waits.
 pub const SIGNALS_TAKEN: &str = "troupe_signals_taken_total";
+/// Runs hibernating in this runtime: no flow or stage actor, only a compact
+/// entry waiting for a deadline, a child's end or a message (gauge).
+pub const HIBERNATED_RUNS: &str = "troupe_hibernated_runs";
+/// Hibernated runs woken (label `by`: `timer`, `child`, `message`).
+pub const RUNS_WOKEN: &str = "troupe_runs_woken_total";

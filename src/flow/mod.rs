@@ -46,6 +46,7 @@
 //! ```
 
 pub(crate) mod actor;
+pub(crate) mod cell;
 mod context;
 mod control;
 mod definition;

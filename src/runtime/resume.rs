@@ -9,7 +9,6 @@ use uuid::Uuid;
 
 use super::RuntimeError;
 use super::root::RootMsg;
-use super::spawn::request_flow;
 use super::start::Starter;
 use crate::flow::{ErasedDefinition, RunHandle};
 use crate::journal::JournalHandle;
@@ -99,14 +98,8 @@ pub(crate) async fn resume_runs(
             }
         };
         tracing::info!(run_id = %run.id, flow = %run.controller_id, "resuming unfinished run");
-        let (request, flow) = request_flow(
-            run.clone(),
-            starter.journal.clone(),
-            &*definition,
-            Some(&outputs),
-            false,
-            starter.launcher.clone(),
-        );
+        let (request, flow) =
+            starter.request_flow(run.clone(), &*definition, Some(&outputs), false, None);
         requests.push(request);
         pending.push((run, flow));
     }

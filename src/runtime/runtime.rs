@@ -202,6 +202,18 @@ fn unended_note(already_ended: Option<RunStatus>, not_ended: Option<&RecordError
     }
 }
 
+/// How many runs a runtime holds and what they cost in actors
+/// ([`Runtime::run_counts`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RunCounts {
+    /// Runs not ended that have a flow actor (or are being given one).
+    pub live: usize,
+    /// Runs not ended that hibernate: no actor, a compact entry each.
+    pub hibernated: usize,
+    /// Flow and stage actors alive under the runtime (the journal's aside).
+    pub actors: usize,
+}
+
 /// An embedded troupe runtime; see the [module docs](super).
 ///
 /// Dropping it kills the root supervisor, which takes every flow, stage and
@@ -221,7 +233,7 @@ pub struct Runtime {
     closer: Option<Closer>,
     /// Starts runs (the registry, the run list, the starts gate, the key
     /// locks), for the runtime and its runs' stages.
-    launcher: Arc<Launcher>,
+    pub(crate) launcher: Arc<Launcher>,
     resumed: Vec<RunHandle>,
     /// Unfinished runs whose flow is not registered; taken out when it is.
     unresumed: Mutex<Vec<Run>>,
@@ -245,9 +257,10 @@ impl Runtime {
         registry: Registry,
         recovery: RecoveryReport,
         path: Option<PathBuf>,
+        hibernate_after: Option<Duration>,
     ) -> Self {
         Runtime {
-            launcher: Launcher::new(journal.clone(), root.clone(), registry),
+            launcher: Launcher::new(journal.clone(), root.clone(), registry, hibernate_after),
             journal,
             root,
             recovery,
@@ -448,6 +461,31 @@ impl Runtime {
             .live()
     }
 
+    /// How many runs are live and hibernating, and how many flow and stage
+    /// actors exist (see [`RuntimeBuilder::hibernate_after`]).
+    pub fn run_counts(&self) -> RunCounts {
+        let unended = self
+            .launcher
+            .runs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .unended();
+        let hibernated = self.launcher.sleepers.len();
+        let journal = self.journal.actor().get_id();
+        let actors = self
+            .root
+            .get_children()
+            .iter()
+            .filter(|flow| flow.get_id() != journal)
+            .map(|flow| 1 + flow.get_children().len())
+            .sum();
+        RunCounts {
+            live: unended.saturating_sub(hibernated),
+            hibernated,
+            actors,
+        }
+    }
+
     /// The journal: a [`Store`](crate::store::Store) whose writes go through the journal actor.
     pub fn journal(&self) -> &JournalHandle {
         &self.journal
@@ -497,6 +535,7 @@ impl Runtime {
     }
 
     async fn end_runs(&self, deadline: Option<Instant>) {
+        self.launcher.sleepers.close();
         // Starts still in flight (their callers gave up on them) finish
         // first, so that their runs are ended too; not past the deadline
         // (a start waits on the journal), after which the root's stop ends
@@ -511,21 +550,28 @@ impl Runtime {
                 started.ok()
             }
         };
-        let runs = self.live_runs();
+        // Hibernated runs stay so (no wake starts once the starts gate is
+        // taken): the journal has them `Waiting`, for the next start.
+        let runs: Vec<RunHandle> = self
+            .live_runs()
+            .into_iter()
+            .filter(|run| !run.is_hibernated())
+            .collect();
         for run in &runs {
-            // A run that is cancelling or ending rejects the drain; it ends anyway.
+            // A run that is cancelling, ending or hibernating rejects the
+            // drain; it ends or sleeps anyway.
             let _ = run.send(ControlEvent::Drain).await;
         }
         for run in &runs {
             let Some(deadline) = deadline else {
-                let _ = run.wait().await;
+                run.settled().await;
                 continue;
             };
-            if tokio::time::timeout_at(deadline, run.wait()).await.is_err() {
+            if tokio::time::timeout_at(deadline, run.settled()).await.is_err() {
                 tracing::warn!(run_id = %run.run_id(), "run still draining at the shutdown deadline; cancelling");
                 let reason = "runtime shutdown deadline passed".to_owned();
                 let _ = run.send(ControlEvent::Cancel { reason }).await;
-                let _ = run.wait().await;
+                run.settled().await;
             }
         }
     }
@@ -542,6 +588,8 @@ impl Runtime {
 
 impl Drop for Runtime {
     fn drop(&mut self) {
+        // Hibernated runs stay so: their next start has them.
+        self.launcher.sleepers.close();
         // Killing the root terminates its children (flows, their stages,
         // the journal) recursively; idempotent after `shutdown`.
         self.root.kill();

@@ -1,0 +1,216 @@
+//! [`RunCell`]: what a run is to its runtime across the flow actors that
+//! drive it. A hibernated run has no flow actor; a woken one gets a new one.
+//! The cell outlives them: it owns the state and outcome a [`RunHandle`]
+//! watches and says where the run's messages go now ([`Route`]).
+//!
+//! [`RunHandle`]: super::RunHandle
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+
+use chrono::{DateTime, Utc};
+use ractor::ActorRef;
+use tokio::sync::{Notify, watch};
+use uuid::Uuid;
+
+use super::actor::FlowMsg;
+use super::control::RunOutcome;
+use super::machine::RunState;
+
+/// Where a run's messages go.
+#[derive(Clone)]
+pub(crate) enum Route {
+    /// To its live flow actor.
+    Live(ActorRef<FlowMsg>),
+    /// Nowhere yet: it hibernates (its next message wakes it).
+    Hibernated,
+    /// Nowhere yet: a new flow actor is being started for it.
+    Waking,
+    /// Nowhere: it cannot be woken (the runtime is shutting down).
+    Gone,
+}
+
+/// What a run waits for while it hibernates: what wakes it besides a
+/// message to it (a signal, a cancel, an operator's input).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct Sleep {
+    /// The run's flow.
+    pub(crate) flow: String,
+    /// Its earliest timer deadline (a `sleep`, or a signal wait's timeout).
+    pub(crate) deadline: Option<DateTime<Utc>>,
+    /// The child runs it awaits.
+    pub(crate) children: Vec<Uuid>,
+}
+
+/// The runtime, as a run's cell sees it: where a hibernating run goes and
+/// what wakes it.
+pub(crate) trait RunHost: Send + Sync {
+    /// Whether the run may hibernate for `sleep` (every child it awaits
+    /// runs in this runtime, so that its end is heard of).
+    fn may_hibernate(&self, sleep: &Sleep) -> bool;
+
+    /// The run of `cell`, whose flow actor and stages are gone, hibernates
+    /// until `sleep` says or a message comes.
+    fn hibernate(&self, cell: &Arc<RunCell>, sleep: Sleep);
+
+    /// Wakes run `run_id` if it hibernates; whether a wake is under way
+    /// (false once the runtime shuts down).
+    fn wake(&self, run_id: Uuid) -> bool;
+
+    /// Run `run_id` has ended (the runs awaiting it as a child wake).
+    fn ended(&self, run_id: Uuid);
+}
+
+/// One run as its runtime keeps it, live or hibernated (see the module docs).
+pub(crate) struct RunCell {
+    pub(crate) run_id: Uuid,
+    pub(crate) state: watch::Sender<RunState>,
+    outcome: watch::Sender<Option<RunOutcome>>,
+    pub(crate) stages: Arc<[String]>,
+    route: Mutex<Route>,
+    /// Rung at every change of `route`.
+    moved: Notify,
+    /// Messages on their way to the run's flow: it does not hibernate
+    /// while there are any (a woken run would sleep again before its
+    /// waking message came).
+    holds: AtomicUsize,
+    host: Option<Weak<dyn RunHost>>,
+}
+
+impl RunCell {
+    /// A new run's cell, its flow actor still to come.
+    pub(crate) fn new(
+        run_id: Uuid,
+        stages: Arc<[String]>,
+        host: Option<Weak<dyn RunHost>>,
+    ) -> Arc<RunCell> {
+        Arc::new(RunCell {
+            run_id,
+            state: watch::channel(RunState::Created).0,
+            outcome: watch::channel(None).0,
+            stages,
+            route: Mutex::new(Route::Waking),
+            moved: Notify::new(),
+            holds: AtomicUsize::new(0),
+            host,
+        })
+    }
+
+    /// The runtime, if the run has one and it is still there.
+    pub(crate) fn host(&self) -> Option<Arc<dyn RunHost>> {
+        self.host.as_ref()?.upgrade()
+    }
+
+    /// A receiver of the run's outcome.
+    pub(crate) fn outcome(&self) -> watch::Receiver<Option<RunOutcome>> {
+        self.outcome.subscribe()
+    }
+
+    /// Whether the run has ended.
+    pub(crate) fn has_ended(&self) -> bool {
+        self.outcome.borrow().is_some()
+    }
+
+    /// Publishes the run's outcome (once: a later one is ignored) and tells
+    /// the runtime.
+    pub(crate) fn publish(&self, outcome: RunOutcome) {
+        let first = self.outcome.send_if_modified(|current| {
+            let first = current.is_none();
+            if first {
+                *current = Some(outcome);
+            }
+            first
+        });
+        self.set_route(Route::Gone);
+        if first && let Some(host) = self.host() {
+            host.ended(self.run_id);
+        }
+    }
+
+    /// Where the run's messages go now.
+    pub(crate) fn route(&self) -> Route {
+        self.route
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    pub(crate) fn set_route(&self, route: Route) {
+        *self.route.lock().unwrap_or_else(PoisonError::into_inner) = route;
+        self.moved.notify_waiters();
+    }
+
+    /// Keeps the run from hibernating until the guard is dropped (a
+    /// message is on its way to it).
+    pub(crate) fn hold(&self) -> Hold<'_> {
+        self.holds.fetch_add(1, Ordering::SeqCst);
+        Hold(self)
+    }
+
+    /// Whether a message is on its way to the run.
+    pub(crate) fn held(&self) -> bool {
+        self.holds.load(Ordering::SeqCst) > 0
+    }
+
+    /// Whether the run hibernates.
+    pub(crate) fn is_hibernated(&self) -> bool {
+        matches!(self.route(), Route::Hibernated)
+    }
+
+    /// The run's live flow actor, waking the run first if it hibernates;
+    /// `None` once it cannot have one (ended, or the runtime is going).
+    pub(crate) async fn actor(&self) -> Option<ActorRef<FlowMsg>> {
+        loop {
+            let moved = self.moved.notified();
+            tokio::pin!(moved);
+            // Listening before the look: a move after it still wakes us.
+            moved.as_mut().enable();
+            match self.route() {
+                Route::Live(actor) => return Some(actor),
+                Route::Gone => return None,
+                Route::Hibernated => {
+                    let waking = self.host().is_some_and(|host| host.wake(self.run_id));
+                    if !waking {
+                        return None;
+                    }
+                }
+                Route::Waking => {}
+            }
+            if self.has_ended() {
+                return None;
+            }
+            moved.await;
+        }
+    }
+
+    /// Waits until the run has ended or hibernates.
+    pub(crate) async fn settled(&self) {
+        let mut outcome = self.outcome.subscribe();
+        loop {
+            let moved = self.moved.notified();
+            tokio::pin!(moved);
+            moved.as_mut().enable();
+            if self.has_ended() || self.is_hibernated() {
+                return;
+            }
+            tokio::select! {
+                _ = outcome.changed() => {}
+                () = moved => {}
+            }
+        }
+    }
+}
+
+/// A message on its way to a run ([`RunCell::hold`]).
+pub(crate) struct Hold<'a>(&'a RunCell);
+
+impl Drop for Hold<'_> {
+    fn drop(&mut self) {
+        if self.0.holds.fetch_sub(1, Ordering::SeqCst) == 1
+            && let Route::Live(actor) = self.0.route()
+        {
+            // The last one answered: the flow may sleep now.
+            let _ = actor.send_message(FlowMsg::Reconsider);
+        }
+    }
+}
