@@ -132,7 +132,12 @@ fn counts(live: usize, hibernated: usize, actors: usize) -> RunCounts {
 #[tokio::test(start_paused = true)]
 async fn a_hibernated_run_has_no_actor_and_wakes_on_its_timer_without_charging_again() {
     let calls = Arc::new(AtomicU32::new(0));
-    let runtime = builder().register(nap(&calls)).unwrap().start().await.unwrap();
+    let runtime = builder()
+        .register(nap(&calls))
+        .unwrap()
+        .start()
+        .await
+        .unwrap();
     let started = Instant::now();
     let run = runtime.start("nap").await.unwrap();
     hibernated(&run).await;
@@ -142,7 +147,11 @@ async fn a_hibernated_run_has_no_actor_and_wakes_on_its_timer_without_charging_a
 
     let outcome = run.wait().await.unwrap();
     assert_eq!(outcome.status, RunStatus::Finished, "{outcome:?}");
-    assert!(started.elapsed() >= HOUR, "woken early: {:?}", started.elapsed());
+    assert!(
+        started.elapsed() >= HOUR,
+        "woken early: {:?}",
+        started.elapsed()
+    );
     assert!(
         started.elapsed() < HOUR + Duration::from_secs(1),
         "woken late: {:?}",
@@ -380,7 +389,13 @@ async fn only_child(runtime: &Runtime, parent: uuid::Uuid) -> uuid::Uuid {
 /// the runtime dropped before has released it.
 async fn reopen(path: &std::path::Path, calls: &Arc<AtomicU32>) -> Runtime {
     loop {
-        match builder().sqlite(path).register(nap(calls)).unwrap().start().await {
+        match builder()
+            .sqlite(path)
+            .register(nap(calls))
+            .unwrap()
+            .start()
+            .await
+        {
             Ok(runtime) => return runtime,
             Err(troupe::runtime::RuntimeError::JournalLocked { .. }) => {
                 tokio::time::sleep(Duration::from_millis(10)).await;

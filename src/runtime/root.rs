@@ -9,7 +9,6 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SpawnErr, SupervisionEvent};
 use super::spawn::{FlowRequest, SpawnFlow, spawn_flow_actor};
 use crate::flow::RunOutcome;
 use crate::flow::actor::HIBERNATED;
@@ -17,6 +16,7 @@ use crate::flow::cell::{Route, RunCell};
 use crate::flow::record::{self, Orphaned};
 use crate::journal::JournalHandle;
 use crate::records::RunStatus;
+use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SpawnErr, SupervisionEvent};
 
 /// Messages of the root supervisor.
 pub(crate) enum RootMsg {
@@ -147,22 +147,21 @@ impl Actor for RootActor {
             reason: Some(reason),
             recorded,
         };
-        let outcome =
-            match record::fail_orphaned(&entry.journal, run_id, reason.clone()).await {
-                Ok(Orphaned::Failed) => failed(reason, true),
-                Ok(Orphaned::AlreadyEnded(recorded)) => {
-                    // The flow recorded its outcome but died before publishing
-                    // it (or the run was ended through the control plane): the
-                    // journal's outcome is the truth.
-                    tracing::info!(%run_id, status = recorded.status.as_str(),
+        let outcome = match record::fail_orphaned(&entry.journal, run_id, reason.clone()).await {
+            Ok(Orphaned::Failed) => failed(reason, true),
+            Ok(Orphaned::AlreadyEnded(recorded)) => {
+                // The flow recorded its outcome but died before publishing
+                // it (or the run was ended through the control plane): the
+                // journal's outcome is the truth.
+                tracing::info!(%run_id, status = recorded.status.as_str(),
                     "the lost flow's run had already ended; publishing its recorded outcome");
-                    recorded
-                }
-                Err(error) => failed(
-                    format!("{reason}; recording the failure failed: {error}"),
-                    false,
-                ),
-            };
+                recorded
+            }
+            Err(error) => failed(
+                format!("{reason}; recording the failure failed: {error}"),
+                false,
+            ),
+        };
         entry.cell.publish(outcome);
         Ok(())
     }
@@ -216,13 +215,8 @@ mod tests {
         for goal in ["first", "panic", "last"] {
             let options = RunOptions::new().goal(goal);
             let run = record::create(&journal, "endless", options).await.unwrap();
-            let (request, flow) = starter.request_flow(
-                run,
-                &endless as &dyn ErasedDefinition,
-                None,
-                false,
-                None,
-            );
+            let (request, flow) =
+                starter.request_flow(run, &endless as &dyn ErasedDefinition, None, false, None);
             requests.push(request);
             pending.push(flow);
         }

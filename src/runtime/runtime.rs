@@ -567,7 +567,10 @@ impl Runtime {
                 run.settled().await;
                 continue;
             };
-            if tokio::time::timeout_at(deadline, run.settled()).await.is_err() {
+            if tokio::time::timeout_at(deadline, run.settled())
+                .await
+                .is_err()
+            {
                 tracing::warn!(run_id = %run.run_id(), "run still draining at the shutdown deadline; cancelling");
                 let reason = "runtime shutdown deadline passed".to_owned();
                 let _ = run.send(ControlEvent::Cancel { reason }).await;

@@ -201,20 +201,38 @@ impl Sleepers {
     }
 }
 
+/// What the timer task works for: the runtime (a stand-in in tests).
+pub(crate) trait Wakes: Send + Sync + 'static {
+    /// The hibernated runs.
+    fn sleepers(&self) -> &Sleepers;
+    /// Wakes run `run`, due now.
+    fn wake_due(&self, run: Uuid);
+}
+
+impl Wakes for Launcher {
+    fn sleepers(&self) -> &Sleepers {
+        &self.sleepers
+    }
+
+    fn wake_due(&self, run: Uuid) {
+        self.wake_run(run);
+    }
+}
+
 /// The runtime's one timer: wakes each hibernated run at its deadline.
 /// Ends once the runtime is gone.
-pub(crate) async fn run_timer(launcher: Weak<Launcher>, timer: Arc<Notify>) {
+pub(crate) async fn run_timer<W: Wakes>(host: Weak<W>, timer: Arc<Notify>) {
     loop {
         let rung = timer.notified();
         tokio::pin!(rung);
         rung.as_mut().enable();
         let next = {
-            let Some(launcher) = launcher.upgrade() else {
+            let Some(host) = host.upgrade() else {
                 return;
             };
-            let (due, next) = launcher.sleepers.due(timer_now());
+            let (due, next) = host.sleepers().due(timer_now());
             for run in due {
-                launcher.wake_run(run);
+                host.wake_due(run);
             }
             next
         };
@@ -277,24 +295,69 @@ mod tests {
         assert_eq!(due, [runs[0], runs[2]]);
     }
 
-    /// The timer task, against a launcherless stand-in: a run whose
-    /// deadline comes is taken out exactly then.
+    /// A stand-in runtime recording when each run was woken.
+    #[derive(Default)]
+    struct Woken {
+        sleepers: Sleepers,
+        at: Mutex<Vec<(Uuid, tokio::time::Instant)>>,
+    }
+
+    impl Wakes for Woken {
+        fn sleepers(&self) -> &Sleepers {
+            &self.sleepers
+        }
+
+        fn wake_due(&self, run: Uuid) {
+            self.at
+                .lock()
+                .unwrap()
+                .push((run, tokio::time::Instant::now()));
+        }
+    }
+
+    impl Woken {
+        /// Lists `run` as due `after` from now, as `put` does.
+        fn due_in(&self, run: Uuid, after: Duration) {
+            let at = timer_now() + chrono::Duration::from_std(after).unwrap();
+            let earliest = self.sleepers.lock().deadlines.insert(at, run);
+            if earliest {
+                self.sleepers.timer.notify_one();
+            }
+        }
+    }
+
     #[tokio::test(start_paused = true)]
-    async fn the_queue_wakes_for_an_earlier_deadline_without_polling() {
-        let sleepers = Sleepers::default();
-        let now = timer_now();
-        let later = now + chrono::Duration::hours(1);
-        let sooner = now + chrono::Duration::minutes(1);
-        let mut inner = sleepers.lock();
-        assert!(inner.deadlines.insert(later, Uuid::now_v7()));
-        assert!(inner.deadlines.insert(sooner, Uuid::now_v7()));
-        drop(inner);
-        let (due, next) = sleepers.due(now);
-        assert!(due.is_empty());
-        assert_eq!(next, Some(sooner));
-        tokio::time::sleep(Duration::from_secs(61)).await;
-        let (due, next) = sleepers.due(timer_now());
-        assert_eq!(due.len(), 1);
-        assert_eq!(next, Some(later));
+    async fn one_task_wakes_each_run_at_its_deadline_and_ends_with_its_runtime() {
+        let host = Arc::new(Woken::default());
+        let task = tokio::spawn(run_timer(Arc::downgrade(&host), host.sleepers.timer()));
+        let start = tokio::time::Instant::now();
+        let (hour, minute, now) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+        host.due_in(hour, Duration::from_secs(3600));
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        // Earlier than the one the task sleeps for: it wakes for it.
+        host.due_in(minute, Duration::from_secs(60));
+        host.due_in(now, Duration::ZERO);
+        tokio::time::sleep(Duration::from_secs(2 * 3600)).await;
+        let woken: Vec<(Uuid, Duration)> = host
+            .at
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(run, at)| (*run, *at - start))
+            .collect();
+        let expected = [(now, 10), (minute, 70), (hour, 3600)];
+        assert_eq!(woken.len(), expected.len(), "{woken:?}");
+        for ((run, at), (due, secs)) in woken.iter().zip(expected) {
+            // Never early; late by at most tokio's timer resolution.
+            let due_at = Duration::from_secs(secs);
+            assert_eq!(*run, due, "{woken:?}");
+            assert!(
+                *at >= due_at && *at <= due_at + Duration::from_millis(1),
+                "{woken:?}"
+            );
+        }
+        assert_eq!(host.sleepers.lock().deadlines.next(), None);
+        drop(host);
+        task.await.unwrap();
     }
 }

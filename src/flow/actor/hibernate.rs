@@ -172,6 +172,9 @@ mod tests {
         assert_eq!(add_wait(&mut sleep, &json!({ "for": "timer" })), None);
         let bad = json!({ "for": "timer", "deadline": "yesterday" });
         assert_eq!(add_wait(&mut sleep, &bad), None);
-        assert_eq!(add_wait(&mut sleep, &json!({ "for": "child", "child": 3 })), None);
+        assert_eq!(
+            add_wait(&mut sleep, &json!({ "for": "child", "child": 3 })),
+            None
+        );
     }
 }
