@@ -112,13 +112,7 @@ impl FlowHost {
 
     fn publish(&self) {
         let state = self.machine.state();
-        self.ctx.cell.state.send_if_modified(|current| {
-            let changed = current != state;
-            if changed {
-                current.clone_from(state);
-            }
-            changed
-        });
+        self.ctx.cell.set_state(state);
     }
 
     /// Feeds an internal event; a rejection is a bug in the machine, traced.

@@ -61,11 +61,21 @@ pub(crate) trait RunHost: Send + Sync {
     fn ended(&self, run_id: Uuid);
 }
 
+/// What a run publishes: its state and outcome, and the channels of the
+/// handles watching them. A channel is made for the first handle, and let
+/// go of when its run hibernates with no handle watching (each costs
+/// ~400 bytes, a hibernated run should cost less than 1 KB).
+struct Published {
+    state: RunState,
+    outcome: Option<Box<RunOutcome>>,
+    state_tx: Option<watch::Sender<RunState>>,
+    outcome_tx: Option<watch::Sender<Option<RunOutcome>>>,
+}
+
 /// One run as its runtime keeps it, live or hibernated (see the module docs).
 pub(crate) struct RunCell {
     pub(crate) run_id: Uuid,
-    pub(crate) state: watch::Sender<RunState>,
-    outcome: watch::Sender<Option<RunOutcome>>,
+    published: Mutex<Published>,
     pub(crate) stages: Arc<[String]>,
     route: Mutex<Route>,
     /// Rung at every change of `route`.
@@ -86,8 +96,12 @@ impl RunCell {
     ) -> Arc<RunCell> {
         Arc::new(RunCell {
             run_id,
-            state: watch::channel(RunState::Created).0,
-            outcome: watch::channel(None).0,
+            published: Mutex::new(Published {
+                state: RunState::Created,
+                outcome: None,
+                state_tx: None,
+                outcome_tx: None,
+            }),
             stages,
             route: Mutex::new(Route::Waking),
             moved: Notify::new(),
@@ -101,26 +115,95 @@ impl RunCell {
         self.host.as_ref()?.upgrade()
     }
 
-    /// A receiver of the run's outcome.
-    pub(crate) fn outcome(&self) -> watch::Receiver<Option<RunOutcome>> {
-        self.outcome.subscribe()
+    fn published(&self) -> std::sync::MutexGuard<'_, Published> {
+        self.published
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Receivers of the run's state and outcome.
+    pub(crate) fn subscribe(
+        &self,
+    ) -> (
+        watch::Receiver<RunState>,
+        watch::Receiver<Option<RunOutcome>>,
+    ) {
+        let mut published = self.published();
+        let Published {
+            state,
+            outcome,
+            state_tx,
+            outcome_tx,
+        } = &mut *published;
+        let state = state_tx
+            .get_or_insert_with(|| watch::channel(state.clone()).0)
+            .subscribe();
+        let outcome = outcome_tx
+            .get_or_insert_with(|| watch::channel(outcome.as_deref().cloned()).0)
+            .subscribe();
+        (state, outcome)
+    }
+
+    /// The run's state.
+    pub(crate) fn state(&self) -> RunState {
+        self.published().state.clone()
+    }
+
+    /// Whether the run's state is `state`.
+    pub(crate) fn state_is(&self, state: &RunState) -> bool {
+        self.published().state == *state
+    }
+
+    /// Publishes the run's state, if it changed.
+    pub(crate) fn set_state(&self, state: &RunState) {
+        let mut published = self.published();
+        if published.state == *state {
+            return;
+        }
+        published.state.clone_from(state);
+        if let Some(tx) = &published.state_tx {
+            tx.send_replace(state.clone());
+        }
+    }
+
+    /// Lets go of the channels no handle watches (the run hibernates).
+    pub(crate) fn shed(&self) {
+        let mut published = self.published();
+        if published
+            .state_tx
+            .as_ref()
+            .is_some_and(|tx| tx.receiver_count() == 0)
+        {
+            published.state_tx = None;
+        }
+        if published
+            .outcome_tx
+            .as_ref()
+            .is_some_and(|tx| tx.receiver_count() == 0)
+        {
+            published.outcome_tx = None;
+        }
     }
 
     /// Whether the run has ended.
     pub(crate) fn has_ended(&self) -> bool {
-        self.outcome.borrow().is_some()
+        self.published().outcome.is_some()
     }
 
     /// Publishes the run's outcome (once: a later one is ignored) and tells
     /// the runtime.
     pub(crate) fn publish(&self, outcome: RunOutcome) {
-        let first = self.outcome.send_if_modified(|current| {
-            let first = current.is_none();
+        let first = {
+            let mut published = self.published();
+            let first = published.outcome.is_none();
             if first {
-                *current = Some(outcome);
+                if let Some(tx) = &published.outcome_tx {
+                    tx.send_replace(Some(outcome.clone()));
+                }
+                published.outcome = Some(Box::new(outcome));
             }
             first
-        });
+        };
         self.set_route(Route::Gone);
         if first && let Some(host) = self.host() {
             host.ended(self.run_id);
@@ -185,7 +268,7 @@ impl RunCell {
 
     /// Waits until the run has ended or hibernates.
     pub(crate) async fn settled(&self) {
-        let mut outcome = self.outcome.subscribe();
+        let (_, mut outcome) = self.subscribe();
         loop {
             let moved = self.moved.notified();
             tokio::pin!(moved);

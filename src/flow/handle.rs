@@ -38,11 +38,12 @@ impl std::fmt::Debug for RunHandle {
 impl RunHandle {
     /// A handle to the run of `cell`.
     pub(crate) fn new(cell: &Arc<RunCell>) -> Self {
+        let (state, outcome) = cell.subscribe();
         RunHandle {
             run_id: cell.run_id,
             cell: Arc::downgrade(cell),
-            state: cell.state.subscribe(),
-            outcome: cell.outcome(),
+            state,
+            outcome,
             stages: cell.stages.clone(),
         }
     }

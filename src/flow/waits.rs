@@ -57,7 +57,7 @@ impl FlowCtx {
                 .iter()
                 .any(|s| &s.name == name && !s.completed && s.abandoned.is_none())
         });
-        let running = *self.cell.state.borrow() == RunState::Running;
+        let running = self.cell.state_is(&RunState::Running);
         // Each waiting stage with its latest wait.
         let latest: BTreeMap<&String, &Value> = self
             .waits

@@ -136,7 +136,7 @@ impl Actor for RootActor {
         let run_id = entry.cell.run_id;
         let reason = format!(
             "the flow actor stopped without an outcome in state {:?}: {}",
-            *entry.cell.state.borrow(),
+            entry.cell.state(),
             failure.as_deref().unwrap_or("no reason given")
         );
         tracing::error!(%run_id, %reason, "flow actor lost");

@@ -139,6 +139,7 @@ impl Sleepers {
         }
         // Under the lock: a wake cannot come between the entry and the route.
         cell.set_route(Route::Hibernated);
+        cell.shed();
         drop(inner);
         if earliest {
             self.timer.notify_one();
