@@ -326,11 +326,12 @@ async fn a_crash_while_hibernated_resumes_the_run_which_then_completes() {
     hibernated(&run).await;
     drop(first);
 
-    let second = reopen(&path, &calls).await;
+    let second = reopen(&path, Some(nap(&calls))).await;
     let resumed = second.resumed()[0].clone();
     assert_eq!(resumed.run_id(), run.run_id());
-    // Resumed, then hibernated again until its journaled deadline.
-    hibernated(&resumed).await;
+    // Its record said what it waits for: it hibernates without an actor
+    // ever starting, until its journaled deadline.
+    assert!(resumed.is_hibernated());
     assert_eq!(second.run_counts(), counts(0, 1, 0));
     let outcome = resumed.wait().await.unwrap();
     assert_eq!(outcome.status, RunStatus::Finished, "{outcome:?}");
@@ -360,11 +361,39 @@ async fn a_shutdown_leaves_a_hibernated_run_to_the_next_start() {
     let refused = run.signal("late", json!(1)).await;
     assert!(refused.is_err(), "{refused:?}");
 
-    let second = reopen(&path, &calls).await;
+    let second = reopen(&path, Some(nap(&calls))).await;
     let outcome = second.resumed()[0].wait().await.unwrap();
     assert_eq!(outcome.status, RunStatus::Finished, "{outcome:?}");
     assert_eq!(calls.load(Ordering::SeqCst), 1);
     second.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_run_with_a_signal_journaled_while_the_process_was_down_starts_awake() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("journal.sqlite");
+    let first = reopen(&path, Some(approval(None, &["go"]))).await;
+    let run = first.start("approval").await.unwrap();
+    hibernated(&run).await;
+    drop(first);
+    // A process without the flow journals a signal for it.
+    let between = reopen(&path, None).await;
+    between
+        .send_signal(run.run_id(), None, "go", json!("meanwhile"))
+        .await
+        .unwrap();
+    between.shutdown().await;
+
+    let last = reopen(&path, Some(approval(None, &["go"]))).await;
+    let resumed = last.resumed()[0].clone();
+    assert!(!resumed.is_hibernated(), "its inbox holds input");
+    let outcome = resumed.wait().await.unwrap();
+    assert_eq!(outcome.status, RunStatus::Finished, "{outcome:?}");
+    assert_eq!(
+        outcome.structured_output.unwrap()["steps"]["approve"],
+        json!(["meanwhile"])
+    );
+    last.shutdown().await;
 }
 
 async fn children_of(runtime: &Runtime, parent: uuid::Uuid) -> Vec<troupe::records::Run> {
@@ -385,17 +414,16 @@ async fn only_child(runtime: &Runtime, parent: uuid::Uuid) -> uuid::Uuid {
     children[0].id
 }
 
-/// A runtime on the SQLite journal at `path` with `nap` registered, once
+/// A runtime on the SQLite journal at `path` with `flow` registered, once
 /// the runtime dropped before has released it.
-async fn reopen(path: &std::path::Path, calls: &Arc<AtomicU32>) -> Runtime {
+async fn reopen(path: &std::path::Path, flow: Option<FlowDefinition<u64>>) -> Runtime {
     loop {
-        match builder()
-            .sqlite(path)
-            .register(nap(calls))
-            .unwrap()
-            .start()
-            .await
-        {
+        let builder = builder().sqlite(path);
+        let builder = match &flow {
+            Some(flow) => builder.register(flow.clone()).unwrap(),
+            None => builder,
+        };
+        match builder.start().await {
             Ok(runtime) => return runtime,
             Err(troupe::runtime::RuntimeError::JournalLocked { .. }) => {
                 tokio::time::sleep(Duration::from_millis(10)).await;

@@ -8,7 +8,6 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 
-use chrono::{DateTime, Utc};
 use ractor::ActorRef;
 use tokio::sync::{Notify, watch};
 use uuid::Uuid;
@@ -16,6 +15,7 @@ use uuid::Uuid;
 use super::actor::FlowMsg;
 use super::control::RunOutcome;
 use super::machine::RunState;
+pub(crate) use super::sleep::Sleep;
 
 /// Where a run's messages go.
 #[derive(Clone)]
@@ -28,18 +28,6 @@ pub(crate) enum Route {
     Waking,
     /// Nowhere: it cannot be woken (the runtime is shutting down).
     Gone,
-}
-
-/// What a run waits for while it hibernates: what wakes it besides a
-/// message to it (a signal, a cancel, an operator's input).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub(crate) struct Sleep {
-    /// The run's flow.
-    pub(crate) flow: String,
-    /// Its earliest timer deadline (a `sleep`, or a signal wait's timeout).
-    pub(crate) deadline: Option<DateTime<Utc>>,
-    /// The child runs it awaits.
-    pub(crate) children: Vec<Uuid>,
 }
 
 /// The runtime, as a run's cell sees it: where a hibernating run goes and

@@ -59,6 +59,7 @@ mod options;
 pub(crate) mod record;
 mod restart;
 mod resume;
+mod sleep;
 mod stage_handle;
 mod stages;
 mod topology;

@@ -16,6 +16,7 @@ use super::registry::Registry;
 use super::resume::{ResumeFailure, ResumeReport, resume_runs};
 use super::root::RootMsg;
 use super::start::Starter;
+use crate::flow::cell::RunCell;
 use crate::flow::{
     ControlEvent, ErasedDefinition, FlowDefinition, HandleError, RecordError, RunHandle, RunOptions,
 };
@@ -234,7 +235,9 @@ pub struct Runtime {
     /// Starts runs (the registry, the run list, the starts gate, the key
     /// locks), for the runtime and its runs' stages.
     pub(crate) launcher: Arc<Launcher>,
-    resumed: Vec<RunHandle>,
+    /// The runs resumed at start (a handle is made when asked for: its
+    /// channels would cost a hibernated run more than the run itself).
+    resumed: Vec<Arc<RunCell>>,
     /// Unfinished runs whose flow is not registered; taken out when it is.
     unresumed: Mutex<Vec<Run>>,
     resume_failures: Vec<ResumeFailure>,
@@ -324,7 +327,7 @@ impl Runtime {
             resume_runs(&starter, to_resume).await
         };
         let resumed = match tokio::spawn(resume).await {
-            Ok(resumed) => resumed,
+            Ok(resumed) => resumed.map(super::resume::Resumed::report),
             Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
             Err(_) => Err(RuntimeError::ShuttingDown),
         };
@@ -416,15 +419,16 @@ impl Runtime {
         let resumed: Vec<Run> = resumable.iter().map(|(run, _)| run.clone()).collect();
         let report = resume_runs(&self.starter(), resumable).await?;
         self.launcher.close_orphans(&resumed);
-        self.resumed = report.resumed;
+        self.resumed = report.cells;
         self.resume_failures = report.failures;
         Ok(())
     }
 
-    /// Handles of the unfinished runs resumed at start (ended or not);
+    /// Handles of the unfinished runs resumed at start (ended or not;
+    /// live, or hibernated at once when their record said they may);
     /// [`register`](Self::register) reports those it resumes later.
-    pub fn resumed(&self) -> &[RunHandle] {
-        &self.resumed
+    pub fn resumed(&self) -> Vec<RunHandle> {
+        self.resumed.iter().map(RunHandle::new).collect()
     }
 
     /// Unfinished runs in the journal whose flow is not registered (yet):

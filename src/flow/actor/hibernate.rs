@@ -8,15 +8,10 @@
 //! Only steps hibernate: a source, transform or sink holds items in its
 //! pipes, which would be lost with its actor.
 
-use chrono::{DateTime, Utc};
-use serde_json::Value;
-use uuid::Uuid;
-
 use super::{FlowHost, FlowMsg};
 use crate::flow::cell::Sleep;
 use crate::flow::machine::RunState;
 use crate::flow::waits::waits_for_stages;
-use crate::stage::StageKind;
 
 /// The stop reason of a flow that hibernated (the root does not take it
 /// for a lost flow).
@@ -33,32 +28,7 @@ impl FlowHost {
         {
             return None;
         }
-        let mut sleep = Sleep {
-            flow: self.ctx.run.controller_id.clone(),
-            ..Sleep::default()
-        };
-        let mut waiting = false;
-        for stage in &self.ctx.stages {
-            if stage.done() {
-                continue;
-            }
-            if stage.actor.is_none() {
-                // Never started (its upstream steps wait): nothing to stop.
-                // Started and down: a restart is due.
-                if stage.generation == 0 {
-                    continue;
-                }
-                return None;
-            }
-            if stage.kind != StageKind::Step {
-                return None;
-            }
-            for wait in self.ctx.waits.get(&stage.name)?.values() {
-                add_wait(&mut sleep, wait)?;
-            }
-            waiting = true;
-        }
-        waiting.then_some(sleep)
+        self.ctx.sleep_plan()
     }
 
     /// After each message: asks for a `Hibernate` once the run may sleep.
@@ -110,71 +80,5 @@ impl FlowHost {
         }
         host.hibernate(&self.ctx.cell, sleep);
         self.ctx.myself.stop(Some(HIBERNATED.to_owned()));
-    }
-}
-
-/// Adds one stage wait (as `waits.rs` records it) to `sleep`; `None` for a
-/// wait hibernation cannot wake.
-fn add_wait(sleep: &mut Sleep, wait: &Value) -> Option<()> {
-    let deadline = || -> Option<Option<DateTime<Utc>>> {
-        match wait.get("deadline") {
-            None | Some(Value::Null) => Some(None),
-            Some(at) => serde_json::from_value(at.clone()).ok().map(Some),
-        }
-    };
-    match wait.get("for")?.as_str()? {
-        "timer" => {
-            let at = deadline()??;
-            sleep.deadline = Some(sleep.deadline.map_or(at, |d| d.min(at)));
-        }
-        "signal" => {
-            if let Some(at) = deadline()? {
-                sleep.deadline = Some(sleep.deadline.map_or(at, |d| d.min(at)));
-            }
-        }
-        "child" => {
-            let child: Uuid = serde_json::from_value(wait.get("child")?.clone()).ok()?;
-            sleep.children.push(child);
-        }
-        _ => return None,
-    }
-    Some(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn the_earliest_deadline_and_every_child_are_kept() {
-        let mut sleep = Sleep::default();
-        let child = Uuid::now_v7();
-        let early: DateTime<Utc> = "2030-01-01T00:00:00Z".parse().unwrap();
-        let late: DateTime<Utc> = "2031-01-01T00:00:00Z".parse().unwrap();
-        let waits = [
-            json!({ "for": "timer", "timer": "t", "deadline": late }),
-            json!({ "for": "signal", "signal": "s", "deadline": null }),
-            json!({ "for": "signal", "signal": "s", "deadline": early }),
-            json!({ "for": "child", "child": child }),
-        ];
-        for wait in &waits {
-            assert_eq!(add_wait(&mut sleep, wait), Some(()));
-        }
-        assert_eq!(sleep.deadline, Some(early));
-        assert_eq!(sleep.children, [child]);
-    }
-
-    #[test]
-    fn an_unknown_or_broken_wait_keeps_the_run_awake() {
-        let mut sleep = Sleep::default();
-        assert_eq!(add_wait(&mut sleep, &json!({ "for": "resume" })), None);
-        assert_eq!(add_wait(&mut sleep, &json!({ "for": "timer" })), None);
-        let bad = json!({ "for": "timer", "deadline": "yesterday" });
-        assert_eq!(add_wait(&mut sleep, &bad), None);
-        assert_eq!(
-            add_wait(&mut sleep, &json!({ "for": "child", "child": 3 })),
-            None
-        );
     }
 }
