@@ -46,8 +46,8 @@ impl FlowCtx {
     /// What the run would sleep for if it hibernated now, going by its
     /// stages only; `None` while it may not: a stage works, restarts, is
     /// not a step (a source, transform or sink holds items in its pipes,
-    /// which its actor's end would lose), or waits for something
-    /// hibernation cannot wake it for.
+    /// which its actor's end would lose), was handed the signal it waits
+    /// for, or waits for something hibernation cannot wake it for.
     pub(crate) fn sleep_plan(&self) -> Option<Sleep> {
         let mut sleep = Sleep {
             flow: self.run.controller_id.clone(),
@@ -70,6 +70,12 @@ impl FlowCtx {
                 return None;
             }
             for wait in self.waits.get(&stage.name)?.values() {
+                // Handed the signal it waits for: it is taking it (its
+                // wait's end is on its way), not waiting.
+                let signal = wait.get("signal").and_then(Value::as_str);
+                if signal.is_some_and(|name| stage.keeps_signal(name)) {
+                    return None;
+                }
                 add_wait(&mut sleep, wait)?;
             }
             waiting = true;

@@ -45,6 +45,15 @@ impl RunList {
             .collect()
     }
 
+    /// The handles of the runs that have neither ended nor hibernated.
+    pub(crate) fn awake(&self) -> Vec<RunHandle> {
+        self.cells
+            .values()
+            .filter(|c| !c.has_ended() && !c.is_hibernated())
+            .map(RunHandle::new)
+            .collect()
+    }
+
     /// The handle of run `run_id`, ended or not, while the list keeps it.
     pub(crate) fn find(&self, run_id: Uuid) -> Option<RunHandle> {
         self.cells.get(&run_id).map(RunHandle::new)

@@ -556,11 +556,12 @@ impl Runtime {
         };
         // Hibernated runs stay so (no wake starts once the starts gate is
         // taken): the journal has them `Waiting`, for the next start.
-        let runs: Vec<RunHandle> = self
-            .live_runs()
-            .into_iter()
-            .filter(|run| !run.is_hibernated())
-            .collect();
+        let runs = self
+            .launcher
+            .runs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .awake();
         for run in &runs {
             // A run that is cancelling, ending or hibernating rejects the
             // drain; it ends or sleeps anyway.
