@@ -27,6 +27,7 @@
 //! ```
 
 mod builder;
+mod counts;
 mod input;
 mod keyed;
 mod launch;
@@ -42,6 +43,7 @@ mod start;
 mod wake;
 
 pub use builder::{DEFAULT_HIBERNATE_AFTER, DEFAULT_JOURNAL_PATH, RuntimeBuilder};
+pub use counts::RunCounts;
 pub use input::{ReplayInto, Replayed};
 pub use resume::{ResumeError, ResumeFailure, ResumeReport};
-pub use runtime::{RunCounts, Runtime, RuntimeError};
+pub use runtime::{Runtime, RuntimeError};

@@ -203,18 +203,6 @@ fn unended_note(already_ended: Option<RunStatus>, not_ended: Option<&RecordError
     }
 }
 
-/// How many runs a runtime holds and what they cost in actors
-/// ([`Runtime::run_counts`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct RunCounts {
-    /// Runs not ended that have a flow actor (or are being given one).
-    pub live: usize,
-    /// Runs not ended that hibernate: no actor, a compact entry each.
-    pub hibernated: usize,
-    /// Flow and stage actors alive under the runtime (the journal's aside).
-    pub actors: usize,
-}
-
 /// An embedded troupe runtime; see the [module docs](super).
 ///
 /// Dropping it kills the root supervisor, which takes every flow, stage and
@@ -227,7 +215,7 @@ pub struct RunCounts {
 /// done) or died with its process.
 pub struct Runtime {
     journal: JournalHandle,
-    root: ActorRef<RootMsg>,
+    pub(crate) root: ActorRef<RootMsg>,
     recovery: RecoveryReport,
     path: Option<PathBuf>,
     /// Closes the SQLite store the runtime opened, releasing its journal.
@@ -463,31 +451,6 @@ impl Runtime {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .live()
-    }
-
-    /// How many runs are live and hibernating, and how many flow and stage
-    /// actors exist (see [`RuntimeBuilder::hibernate_after`]).
-    pub fn run_counts(&self) -> RunCounts {
-        let unended = self
-            .launcher
-            .runs
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .unended();
-        let hibernated = self.launcher.sleepers.len();
-        let journal = self.journal.actor().get_id();
-        let actors = self
-            .root
-            .get_children()
-            .iter()
-            .filter(|flow| flow.get_id() != journal)
-            .map(|flow| 1 + flow.get_children().len())
-            .sum();
-        RunCounts {
-            live: unended.saturating_sub(hibernated),
-            hibernated,
-            actors,
-        }
     }
 
     /// The journal: a [`Store`](crate::store::Store) whose writes go through the journal actor.
