@@ -39,3 +39,8 @@ pub const CHECKPOINTS_ABANDONED: &str = "troupe_checkpoints_abandoned_total";
 /// Time from asking the sources for a barrier to the checkpoint's commit,
 /// in seconds (histogram).
 pub const CHECKPOINT_SECONDS: &str = "troupe_checkpoint_seconds";
+/// Runs hibernating in this runtime: no flow or stage actor, only a compact
+/// entry waiting for a deadline, a child's end or a message (gauge).
+pub const HIBERNATED_RUNS: &str = "troupe_hibernated_runs";
+/// Hibernated runs woken (label `by`: `timer`, `child`, `message`).
+pub const RUNS_WOKEN: &str = "troupe_runs_woken_total";

@@ -183,7 +183,7 @@ async fn a_resumed_run_counts_each_item_once_in_its_stateful_sink() {
 
     gate.store(true, Ordering::SeqCst);
     let second = process(&store, pipeline(&gate, &starts)).await;
-    let resumed = second.resumed().iter().find(|r| r.run_id() == run_id);
+    let resumed = second.resumed().into_iter().find(|r| r.run_id() == run_id);
     let outcome = resumed.unwrap().wait().await.unwrap();
     assert_eq!(outcome.status, RunStatus::Finished, "{outcome:?}");
     let totals = &outcome.structured_output.as_ref().unwrap()["steps"]["totals"]["result"];
@@ -361,7 +361,7 @@ async fn a_two_phase_sink_commits_each_item_once_across_a_crash() {
 
     gate.store(true, Ordering::SeqCst);
     let second = process(&store, transactional(&gate, &target)).await;
-    let resumed = second.resumed().iter().find(|r| r.run_id() == run_id);
+    let resumed = second.resumed().into_iter().find(|r| r.run_id() == run_id);
     let outcome = resumed.unwrap().wait().await.unwrap();
     assert_eq!(outcome.status, RunStatus::Finished, "{outcome:?}");
     let target = target.lock().unwrap();

@@ -15,12 +15,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
-use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::Instrument;
 
+use super::cell::RunCell;
 use super::context::FlowCtx;
-use super::control::{ControlEvent, HandleError, RunOutcome};
+use super::control::{ControlEvent, HandleError};
 use super::definition::FlowPlan;
 use super::machine::{FlowEvent, RunState, flow_machine};
 use super::record;
@@ -33,15 +33,21 @@ use crate::stage::{EXIT_COMPLETED, StageDone, StageEvent};
 
 pub(crate) use super::msg::FlowMsg;
 
+mod hibernate;
 mod input;
+
+pub(crate) use hibernate::HIBERNATED;
 
 /// What a flow actor starts from.
 pub(crate) struct FlowArgs {
     pub(crate) run: Run,
     pub(crate) journal: JournalHandle,
     pub(crate) plan: FlowPlan,
-    pub(crate) state: watch::Sender<RunState>,
-    pub(crate) outcome: Arc<watch::Sender<Option<RunOutcome>>>,
+    /// The run as its runtime keeps it: state, outcome, route.
+    pub(crate) cell: Arc<RunCell>,
+    /// How long the run stays live once all its stages wait durably
+    /// before it hibernates (`None`: never; see `hibernate.rs`).
+    pub(crate) hibernate_after: Option<Duration>,
     /// The run was found unfinished after a restart (its record says how far it got).
     pub(crate) recovering: bool,
     /// A new run whose inbox holds input already (replayed items): it is
@@ -62,6 +68,15 @@ pub(crate) struct FlowHost {
     span: tracing::Span,
     recovering: bool,
     inbox_waiting: bool,
+    /// See [`FlowArgs::hibernate_after`].
+    hibernate_after: Option<Duration>,
+    /// Counts the messages handled: a `Hibernate` asked before the last
+    /// one is stale.
+    epoch: u64,
+    /// A `Hibernate` is on its way.
+    hibernate_asked: bool,
+    /// The epoch at which the runtime refused hibernation, if it did.
+    hibernate_refused: Option<u64>,
 }
 
 impl FlowHost {
@@ -97,13 +112,7 @@ impl FlowHost {
 
     fn publish(&self) {
         let state = self.machine.state();
-        self.ctx.state.send_if_modified(|current| {
-            let changed = current != state;
-            if changed {
-                current.clone_from(state);
-            }
-            changed
-        });
+        self.ctx.cell.set_state(state);
     }
 
     /// Feeds an internal event; a rejection is a bug in the machine, traced.
@@ -335,6 +344,14 @@ impl FlowHost {
 
     async fn on_message(&mut self, msg: FlowMsg) {
         match msg {
+            FlowMsg::Hibernate { epoch } => return self.on_hibernate(epoch).await,
+            // Only asks for a `Hibernate` (after this message).
+            FlowMsg::Reconsider => return,
+            _ => {}
+        }
+        self.epoch += 1;
+        match msg {
+            FlowMsg::Hibernate { .. } | FlowMsg::Reconsider => {}
             FlowMsg::Control { event, reply } => {
                 let result = self.on_control(event).await;
                 let _ = reply.send(result);
@@ -444,8 +461,7 @@ impl Actor for FlowActor {
             args.journal,
             myself,
             args.plan,
-            args.state,
-            args.outcome,
+            args.cell,
             args.launcher,
         );
         let span = tracing::info_span!(
@@ -459,6 +475,10 @@ impl Actor for FlowActor {
             span,
             recovering: args.recovering,
             inbox_waiting: args.inbox_waiting,
+            hibernate_after: args.hibernate_after,
+            epoch: 0,
+            hibernate_asked: false,
+            hibernate_refused: None,
         })
     }
 
@@ -469,6 +489,7 @@ impl Actor for FlowActor {
     ) -> Result<(), ActorProcessingErr> {
         let span = host.span.clone();
         Box::pin(host.start().instrument(span)).await;
+        host.consider_hibernating();
         Ok(())
     }
 
@@ -480,6 +501,7 @@ impl Actor for FlowActor {
     ) -> Result<(), ActorProcessingErr> {
         let span = host.span.clone();
         Box::pin(host.on_message(msg).instrument(span)).await;
+        host.consider_hibernating();
         Ok(())
     }
 
@@ -491,6 +513,8 @@ impl Actor for FlowActor {
     ) -> Result<(), ActorProcessingErr> {
         let span = host.span.clone();
         Box::pin(host.on_supervision(event).instrument(span)).await;
+        host.epoch += 1;
+        host.consider_hibernating();
         Ok(())
     }
 }

@@ -6,10 +6,11 @@ use std::time::Duration;
 
 use ractor::{ActorRef, MessagingErr};
 use serde_json::{Map, Value, json};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::actor::FlowMsg;
+use super::cell::RunCell;
 use super::control::{CONTROL_PLANE_CANCEL_REASON, HandleError, RunOutcome};
 use super::definition::{DeadLetterPolicy, FlowPlan};
 use super::machine::{FlowAction, RunState};
@@ -52,8 +53,8 @@ pub(crate) struct FlowCtx {
     /// flow (sticky: no stage output is recorded from then on).
     cancel_reason: Option<String>,
     outputs: Map<String, Value>,
-    pub(crate) state: watch::Sender<RunState>,
-    outcome: Arc<watch::Sender<Option<RunOutcome>>>,
+    /// The run's state, outcome and route, owned by the runtime.
+    pub(crate) cell: Arc<RunCell>,
     cancel_grace: Duration,
     dead_letter: DeadLetterPolicy,
     /// Restart and cancel-grace timers; aborted when the flow goes away.
@@ -94,8 +95,7 @@ impl FlowCtx {
         journal: JournalHandle,
         myself: ActorRef<FlowMsg>,
         plan: FlowPlan,
-        state: watch::Sender<RunState>,
-        outcome: Arc<watch::Sender<Option<RunOutcome>>>,
+        cell: Arc<RunCell>,
         launcher: Option<Arc<dyn RunLauncher>>,
     ) -> Self {
         let mut outputs = Map::new();
@@ -119,8 +119,7 @@ impl FlowCtx {
             restarts: RestartTracker::new(plan.supervision),
             cancel_reason: None,
             outputs,
-            state,
-            outcome,
+            cell,
             cancel_grace: plan.cancel_grace,
             dead_letter: plan.dead_letter,
             timers: Vec::new(),
@@ -450,7 +449,7 @@ impl FlowCtx {
     /// publishes the outcome never ran; without this, `wait()` would never
     /// return. A run that already published its outcome is left alone.
     pub(crate) async fn end_if_stranded(&mut self, state: &RunState, failure: &str) {
-        if !state.is_terminal() || self.outcome.borrow().is_some() {
+        if !state.is_terminal() || self.cell.has_ended() {
             return;
         }
         let target = match state {
@@ -541,7 +540,7 @@ impl FlowCtx {
             let why = outcome.status.as_str().to_owned();
             tokio::spawn(async move { close_children(&run, &stages, &why).await });
         }
-        self.outcome.send_replace(Some(outcome));
+        self.cell.publish(outcome);
         self.myself
             .stop(Some(format!("flow {}", self.run.status.as_str())));
         recorded

@@ -237,6 +237,17 @@ pub enum HandleError {
         /// The name asked for.
         stage: String,
     },
+    /// The run hibernates and its runtime is shutting down, so it is not
+    /// woken for `event`: the run resumes at the runtime's next start
+    /// (send it then, or through [`Runtime::send_signal`](crate::runtime::Runtime::send_signal),
+    /// which journals a signal for a run that is not live).
+    #[error("run {run_id}: refused {event}: the run hibernates and the runtime is shutting down")]
+    Hibernated {
+        /// The run.
+        run_id: Uuid,
+        /// What was refused.
+        event: &'static str,
+    },
     /// The flow's actor stopped without publishing an outcome.
     #[error("run {run_id}: the flow actor stopped without an outcome (last state {last_state:?})")]
     Lost {

@@ -75,7 +75,7 @@ pub(crate) async fn accept_event(
 ) -> Result<Uuid, HandleError> {
     flow.ask("a durable event", |reply| FlowMsg::AcceptEvent {
         stage: index,
-        payload,
+        payload: payload.clone(),
         reply,
     })
     .await
@@ -89,7 +89,7 @@ pub(crate) async fn accept_items(
 ) -> Result<Vec<Uuid>, HandleError> {
     flow.ask("replayed items", |reply| FlowMsg::AcceptItems {
         stage: index,
-        items,
+        items: items.clone(),
         reply,
     })
     .await
@@ -104,8 +104,8 @@ pub(crate) async fn accept_signal(
 ) -> Result<Uuid, HandleError> {
     flow.ask("Signal", |reply| FlowMsg::AcceptSignal {
         stage: index,
-        name,
-        payload,
+        name: name.clone(),
+        payload: payload.clone(),
         reply,
     })
     .await

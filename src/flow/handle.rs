@@ -1,24 +1,26 @@
 //! [`RunHandle`]: how a user steers and observes one run.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
-use ractor::ActorRef;
 use tokio::sync::{oneshot, watch};
 use uuid::Uuid;
 
 use super::actor::FlowMsg;
+use super::cell::{Route, RunCell};
 use super::control::{ControlEvent, HandleError, RunOutcome};
 use super::machine::RunState;
 use crate::records::RunStatus;
 
 /// A handle to one run of a flow. Cheap to clone, `Send`; it does not keep
 /// the run alive and stays usable after the run ended (`wait` then returns
-/// the outcome at once, `send` a [`HandleError::Finished`]).
+/// the outcome at once, `send` a [`HandleError::Finished`]). It stays good
+/// while the run hibernates: what it sends wakes the run first.
 #[derive(Clone)]
 pub struct RunHandle {
     run_id: Uuid,
-    /// `None` for a handle to a run that had ended before it was made.
-    actor: Option<ActorRef<FlowMsg>>,
+    /// The run as its runtime keeps it (dangling for a handle to a run that
+    /// had ended before it was made, or once the runtime is gone).
+    cell: Weak<RunCell>,
     state: watch::Receiver<RunState>,
     outcome: watch::Receiver<Option<RunOutcome>>,
     stages: Arc<[String]>,
@@ -34,19 +36,15 @@ impl std::fmt::Debug for RunHandle {
 }
 
 impl RunHandle {
-    pub(crate) fn new(
-        run_id: Uuid,
-        actor: ActorRef<FlowMsg>,
-        state: watch::Receiver<RunState>,
-        outcome: watch::Receiver<Option<RunOutcome>>,
-        stages: Arc<[String]>,
-    ) -> Self {
+    /// A handle to the run of `cell`.
+    pub(crate) fn new(cell: &Arc<RunCell>) -> Self {
+        let (state, outcome) = cell.subscribe();
         RunHandle {
-            run_id,
-            actor: Some(actor),
+            run_id: cell.run_id,
+            cell: Arc::downgrade(cell),
             state,
             outcome,
-            stages,
+            stages: cell.stages.clone(),
         }
     }
 
@@ -60,7 +58,7 @@ impl RunHandle {
         };
         RunHandle {
             run_id: outcome.run_id,
-            actor: None,
+            cell: Weak::new(),
             state: watch::channel(state).1,
             outcome: watch::channel(Some(outcome)).1,
             stages,
@@ -74,8 +72,25 @@ impl RunHandle {
 
     /// The flow actor, for tests that kill it.
     #[cfg(test)]
-    pub(crate) fn actor_ref(&self) -> &ActorRef<FlowMsg> {
-        self.actor.as_ref().expect("a live run's handle")
+    pub(crate) fn actor_ref(&self) -> ractor::ActorRef<FlowMsg> {
+        match self.cell.upgrade().map(|cell| cell.route()) {
+            Some(Route::Live(actor)) => actor,
+            _ => panic!("not a live run's handle"),
+        }
+    }
+
+    /// Whether the run hibernates: it has no flow or stage actor now, and
+    /// its runtime wakes it when its timer is due, a child it awaits ends,
+    /// or something is sent to it (see [`RuntimeBuilder::hibernate_after`](crate::runtime::RuntimeBuilder::hibernate_after)).
+    pub fn is_hibernated(&self) -> bool {
+        self.cell.upgrade().is_some_and(|cell| cell.is_hibernated())
+    }
+
+    /// Waits until the run has ended or hibernates.
+    pub(crate) async fn settled(&self) {
+        if let Some(cell) = self.cell.upgrade() {
+            cell.settled().await;
+        }
     }
 
     /// The run's id (its run record in the journal).
@@ -87,34 +102,60 @@ impl RunHandle {
     /// recorded what it records, e.g. the `Waiting` status for `Pause`).
     pub async fn send(&self, event: ControlEvent) -> Result<(), HandleError> {
         let name = event.name();
-        self.ask(name, |reply| FlowMsg::Control { event, reply })
-            .await
+        self.ask(name, |reply| FlowMsg::Control {
+            event: event.clone(),
+            reply,
+        })
+        .await
     }
 
     /// Sends the flow the message `msg` builds around a reply and waits for
-    /// the answer; [`HandleError::Finished`] (naming `event`) if the run has
-    /// ended or its flow stops before answering.
+    /// the answer, waking the run first if it hibernates;
+    /// [`HandleError::Finished`] (naming `event`) if the run has ended or
+    /// its flow stops before answering, [`HandleError::Hibernated`] if it
+    /// hibernates and the runtime is shutting down. A flow that hibernated
+    /// with the message unread is asked again (`msg` builds it again).
     pub(crate) async fn ask<R>(
         &self,
         event: &'static str,
-        msg: impl FnOnce(oneshot::Sender<Result<R, HandleError>>) -> FlowMsg,
+        mut msg: impl FnMut(oneshot::Sender<Result<R, HandleError>>) -> FlowMsg,
     ) -> Result<R, HandleError> {
         let finished = || HandleError::Finished {
             run_id: self.run_id,
             event,
         };
-        if self.has_ended() {
-            return Err(finished());
+        loop {
+            if self.has_ended() {
+                return Err(finished());
+            }
+            let Some(cell) = self.cell.upgrade() else {
+                return Err(finished());
+            };
+            let _hold = cell.hold();
+            let Some(actor) = cell.actor().await else {
+                if cell.is_hibernated() {
+                    let run_id = self.run_id;
+                    return Err(HandleError::Hibernated { run_id, event });
+                }
+                return Err(finished());
+            };
+            let (reply, replied) = oneshot::channel();
+            if actor.send_message(msg(reply)).is_ok()
+                && let Ok(answer) = replied.await
+            {
+                return answer;
+            }
+            // The flow stopped before answering: it ended, or it hibernated
+            // (or was woken again) with the message unread.
+            let moved = match cell.route() {
+                Route::Live(now) => now.get_id() != actor.get_id(),
+                Route::Hibernated | Route::Waking => true,
+                Route::Gone => false,
+            };
+            if !moved {
+                return Err(finished());
+            }
         }
-        let (reply, replied) = oneshot::channel();
-        let Some(actor) = &self.actor else {
-            return Err(finished());
-        };
-        if actor.send_message(msg(reply)).is_err() {
-            return Err(finished());
-        }
-        // A flow that stops before answering drops the reply.
-        replied.await.unwrap_or_else(|_| Err(finished()))
     }
 
     /// The flow's current state.

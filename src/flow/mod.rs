@@ -46,6 +46,7 @@
 //! ```
 
 pub(crate) mod actor;
+pub(crate) mod cell;
 mod context;
 mod control;
 mod definition;
@@ -58,6 +59,7 @@ mod options;
 pub(crate) mod record;
 mod restart;
 mod resume;
+mod sleep;
 mod stage_handle;
 mod stages;
 mod topology;

@@ -87,4 +87,12 @@ pub(crate) enum FlowMsg {
     },
     /// The cancel grace period ended: kill the stages still running.
     CancelGraceExpired,
+    /// Messages sent to the run were answered: it may hibernate now.
+    Reconsider,
+    /// Hibernate, if nothing came since message `epoch` and the run still
+    /// may (see `actor/hibernate.rs`).
+    Hibernate {
+        /// The flow's message count when this was asked.
+        epoch: u64,
+    },
 }

@@ -60,7 +60,7 @@ impl StageHandle {
         self.flow
             .ask(name, |reply| FlowMsg::StageControl {
                 stage,
-                event,
+                event: event.clone(),
                 reply,
             })
             .await

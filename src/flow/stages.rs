@@ -255,6 +255,11 @@ impl StageRuntime {
         self.signals.push(signal);
     }
 
+    /// Whether the stage was handed a signal `name` it has not settled.
+    pub(crate) fn keeps_signal(&self, name: &str) -> bool {
+        self.signals.iter().any(|s| s.name == name)
+    }
+
     /// How many accepted signals the stage has not taken yet.
     pub(crate) fn kept_signals(&self) -> usize {
         self.signals.len()

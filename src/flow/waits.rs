@@ -1,7 +1,8 @@
 //! Stages that wait durably (a timer, a signal): while one does and the
 //! flow runs, the run's record is `Waiting` with a `wait_json` saying what
 //! for (`{"for": "stages", "stages": {stage: wait}}`), and `Running` again
-//! once none does. An operator's pause (`{"for": "resume"}`) takes over the
+//! once none does; with `"wake"` (see `sleep.rs`) when every stage not
+//! done waits so. An operator's pause (`{"for": "resume"}`) takes over the
 //! record while it lasts; a resumed run's stages report their waits again.
 
 use std::collections::BTreeMap;
@@ -57,15 +58,22 @@ impl FlowCtx {
                 .iter()
                 .any(|s| &s.name == name && !s.completed && s.abandoned.is_none())
         });
-        let running = *self.state.borrow() == RunState::Running;
+        let running = self.cell.state_is(&RunState::Running);
         // Each waiting stage with its latest wait.
         let latest: BTreeMap<&String, &Value> = self
             .waits
             .iter()
             .filter_map(|(stage, waits)| Some((stage, waits.values().next_back()?)))
             .collect();
-        let wanted =
-            (running && !latest.is_empty()).then(|| json!({ "for": "stages", "stages": latest }));
+        let wanted = (running && !latest.is_empty()).then(|| {
+            let mut wait = json!({ "for": "stages", "stages": latest });
+            // What a later start needs to hibernate the run without
+            // starting it (see `sleep.rs`), when it may hibernate.
+            if let Some(sleep) = self.sleep_plan() {
+                wait["wake"] = sleep.to_json();
+            }
+            wait
+        });
         let journal = self.journal().clone();
         match (wanted, self.run.status) {
             (Some(wait), RunStatus::Running) => {

@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use ractor::Actor;
 
@@ -32,7 +33,15 @@ pub struct RuntimeBuilder {
     location: Location,
     journal: JournalConfig,
     definitions: Registry,
+    hibernate_after: Option<Duration>,
 }
+
+/// How long a run whose stages all wait durably stays live before it
+/// hibernates, unless [`RuntimeBuilder::hibernate_after`] says otherwise: a
+/// wait shorter than this (a quick approval, a retry's backoff) costs no
+/// reactivation, and a longer one holds its actors (~30 KB) no longer than
+/// this.
+pub const DEFAULT_HIBERNATE_AFTER: Duration = Duration::from_secs(1);
 
 impl std::fmt::Debug for RuntimeBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -47,6 +56,7 @@ impl std::fmt::Debug for RuntimeBuilder {
             .field("location", &location)
             .field("journal", &self.journal)
             .field("flows", &self.definitions.names())
+            .field("hibernate_after", &self.hibernate_after)
             .finish()
     }
 }
@@ -57,6 +67,7 @@ impl Default for RuntimeBuilder {
             location: Location::Sqlite(PathBuf::from(DEFAULT_JOURNAL_PATH)),
             journal: JournalConfig::default(),
             definitions: Registry::default(),
+            hibernate_after: Some(DEFAULT_HIBERNATE_AFTER),
         }
     }
 }
@@ -138,6 +149,31 @@ impl RuntimeBuilder {
         }
     }
 
+    /// How long a run stays live once every stage it has not finished
+    /// waits durably (a step in [`sleep`](crate::stage::StageContext::sleep),
+    /// [`wait_signal`](crate::stage::StageContext::wait_signal) or
+    /// [`await_child`](crate::stage::StageContext::await_child)) and its
+    /// `Waiting` record is journaled; then it **hibernates**: its flow and
+    /// stage actors stop and the runtime keeps a compact entry (its earliest
+    /// deadline, the children it awaits). It is woken, through the path a
+    /// restart takes (its steps run again, their memos answer, their timers
+    /// re-arm), when its deadline comes, a child it awaits ends, or anything
+    /// is sent to it (a signal, a cancel, a pause). Its [`RunHandle`](crate::flow::RunHandle)
+    /// stays good throughout. A run with a source, transform or sink not
+    /// done does not hibernate, nor one awaiting a child that does not run
+    /// in this runtime. Default [`DEFAULT_HIBERNATE_AFTER`]; zero hibernates
+    /// at once.
+    pub fn hibernate_after(mut self, after: Duration) -> Self {
+        self.hibernate_after = Some(after);
+        self
+    }
+
+    /// Runs never hibernate: a waiting run keeps its actors.
+    pub fn never_hibernate(mut self) -> Self {
+        self.hibernate_after = None;
+        self
+    }
+
     /// Options of the journal actor.
     pub fn journal_config(mut self, config: JournalConfig) -> Self {
         self.journal = config;
@@ -206,8 +242,15 @@ impl RuntimeBuilder {
             damaged = recovery.damaged.len(),
             "runtime started"
         );
-        let mut runtime = Runtime::new(journal, root, self.definitions, recovery, path)
-            .with_closer(closer.clone());
+        let mut runtime = Runtime::new(
+            journal,
+            root,
+            self.definitions,
+            recovery,
+            path,
+            self.hibernate_after,
+        )
+        .with_closer(closer.clone());
         if let Err(error) = runtime.resume_unfinished().await {
             drop(runtime);
             // Released before the error returns, so a retry can open it.

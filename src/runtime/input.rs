@@ -88,7 +88,12 @@ impl Runtime {
     /// `Runtime::resume_gate`).
     async fn route(&self, run_id: Uuid) -> Route<'_> {
         let gate = self.resume_gate.read().await;
-        let live = self.live_runs().into_iter().find(|r| r.run_id() == run_id);
+        let live = self
+            .launcher
+            .runs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .find_live(run_id);
         live.map_or(Route::Journal(gate), Route::Live)
     }
 

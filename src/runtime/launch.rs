@@ -5,6 +5,7 @@
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::Duration;
 
 use ractor::ActorRef;
 use tokio::sync::RwLock;
@@ -15,7 +16,9 @@ use super::keyed::{self, KeyLocks, Keyed};
 use super::live::RunList;
 use super::registry::Registry;
 use super::root::RootMsg;
+use super::sleepers::{Sleepers, run_timer};
 use super::start::Starter;
+use crate::flow::cell::RunHost;
 use crate::flow::{ControlEvent, RunHandle, RunOptions};
 use crate::journal::JournalHandle;
 use crate::records::{EventKind, InboxEntry, NewEvent, Run, RunStatus, StoreError};
@@ -47,7 +50,11 @@ pub(crate) struct Launcher {
     pub(crate) starts: Arc<RwLock<()>>,
     /// One lock per (flow, id) a start with an id is looking up.
     pub(crate) key_locks: Arc<KeyLocks>,
-    myself: Weak<Launcher>,
+    /// The runs that hibernate.
+    pub(crate) sleepers: Sleepers,
+    /// How long a run whose stages all wait stays live (`None`: always).
+    pub(crate) hibernate_after: Option<Duration>,
+    pub(crate) myself: Weak<Launcher>,
 }
 
 impl Launcher {
@@ -55,16 +62,22 @@ impl Launcher {
         journal: JournalHandle,
         root: ActorRef<RootMsg>,
         registry: Registry,
+        hibernate_after: Option<Duration>,
     ) -> Arc<Launcher> {
-        Arc::new_cyclic(|myself| Launcher {
+        let launcher = Arc::new_cyclic(|myself| Launcher {
             journal,
             root,
             registry,
             runs: Arc::default(),
             starts: Arc::default(),
             key_locks: Arc::default(),
+            sleepers: Sleepers::default(),
+            hibernate_after,
             myself: myself.clone(),
-        })
+        });
+        let timer = launcher.sleepers.timer();
+        tokio::spawn(run_timer(Arc::downgrade(&launcher), timer));
+        launcher
     }
 
     /// What a start needs, to run apart from its caller.
@@ -77,6 +90,8 @@ impl Launcher {
                 .myself
                 .upgrade()
                 .map(|launcher| launcher as Arc<dyn RunLauncher>),
+            host: Some(self.myself.clone() as Weak<dyn RunHost>),
+            hibernate_after: self.hibernate_after,
         }
     }
 

@@ -1,59 +1,77 @@
 //! The runs started on a runtime: [`RunList`], and [`CancelLiveRuns`], the
 //! control-plane observer that passes a cancel on to a live run's flow.
 
-use std::sync::{Mutex, PoisonError, Weak};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use uuid::Uuid;
 
+use crate::flow::cell::RunCell;
 use crate::flow::{CONTROL_PLANE_CANCEL_REASON, ControlEvent, RunHandle};
 use crate::records::Run;
 use crate::runs::RunObserver;
 
-/// Handles of the runs started here. Ended runs are dropped when the list
-/// has doubled since the last sweep, so a push costs amortized O(1) (a sweep
-/// on every push made resuming n runs O(n²)).
+/// The runs started here, live or hibernated, by id. Ended runs are dropped
+/// when the list has doubled since the last sweep, so a push costs
+/// amortized O(1) (a sweep on every push made resuming n runs O(n²)).
 #[derive(Default)]
 pub(crate) struct RunList {
-    handles: Vec<RunHandle>,
+    cells: HashMap<Uuid, Arc<RunCell>>,
     sweep_at: usize,
 }
 
 impl RunList {
-    /// The fewest handles worth a sweep.
+    /// The fewest runs worth a sweep.
     const MIN_SWEEP: usize = 64;
 
-    /// Adds `handle`; whether the list was swept first (it costs a pass
-    /// over the list).
-    pub(crate) fn push(&mut self, handle: RunHandle) -> bool {
-        let sweep = self.handles.len() >= self.sweep_at;
+    /// Adds the run of `cell`; whether the list was swept first (it costs
+    /// a pass over the list).
+    pub(crate) fn push(&mut self, cell: Arc<RunCell>) -> bool {
+        let sweep = self.cells.len() >= self.sweep_at;
         if sweep {
-            self.handles.retain(|h| !h.has_ended());
-            self.sweep_at = (self.handles.len() * 2).max(Self::MIN_SWEEP);
+            self.cells.retain(|_, c| !c.has_ended());
+            self.sweep_at = (self.cells.len() * 2).max(Self::MIN_SWEEP);
         }
-        self.handles.push(handle);
+        self.cells.insert(cell.run_id, cell);
         sweep
     }
 
     /// The handles of the runs that have not ended.
     pub(crate) fn live(&self) -> Vec<RunHandle> {
-        self.handles
-            .iter()
-            .filter(|h| !h.has_ended())
-            .cloned()
+        self.cells
+            .values()
+            .filter(|c| !c.has_ended())
+            .map(RunHandle::new)
+            .collect()
+    }
+
+    /// The handles of the runs that have neither ended nor hibernated.
+    pub(crate) fn awake(&self) -> Vec<RunHandle> {
+        self.cells
+            .values()
+            .filter(|c| !c.has_ended() && !c.is_hibernated())
+            .map(RunHandle::new)
             .collect()
     }
 
     /// The handle of run `run_id`, ended or not, while the list keeps it.
     pub(crate) fn find(&self, run_id: Uuid) -> Option<RunHandle> {
-        self.handles.iter().find(|h| h.run_id() == run_id).cloned()
+        self.cells.get(&run_id).map(RunHandle::new)
+    }
+
+    /// The cell of run `run_id`, if it has not ended.
+    pub(crate) fn cell(&self, run_id: Uuid) -> Option<&Arc<RunCell>> {
+        self.cells.get(&run_id).filter(|c| !c.has_ended())
     }
 
     /// The handle of run `run_id`, if it has not ended.
-    fn find_live(&self, run_id: Uuid) -> Option<RunHandle> {
-        self.handles
-            .iter()
-            .find(|h| h.run_id() == run_id && !h.has_ended())
-            .cloned()
+    pub(crate) fn find_live(&self, run_id: Uuid) -> Option<RunHandle> {
+        self.cell(run_id).map(RunHandle::new)
+    }
+
+    /// How many runs that have not ended are kept (live or hibernated).
+    pub(crate) fn unended(&self) -> usize {
+        self.cells.values().filter(|c| !c.has_ended()).count()
     }
 }
 
@@ -83,14 +101,13 @@ impl RunObserver for CancelLiveRuns {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use ractor::{Actor, ActorProcessingErr, ActorRef};
-    use tokio::sync::{mpsc, watch};
+    use tokio::sync::mpsc;
 
     use super::*;
+    use crate::flow::RunOutcome;
     use crate::flow::actor::FlowMsg;
-    use crate::flow::{RunOutcome, RunState};
+    use crate::flow::cell::Route;
     use crate::records::RunStatus;
 
     /// Stands in for a flow actor: answers control events and reports them.
@@ -123,23 +140,21 @@ mod tests {
         }
     }
 
-    /// A handle to `actor` for a new run id, and the sender of its outcome.
-    fn handle(actor: &ActorRef<FlowMsg>) -> (RunHandle, watch::Sender<Option<RunOutcome>>) {
-        let (_, state) = watch::channel(RunState::Running);
-        let (outcome, outcome_rx) = watch::channel(None);
-        let run_id = Uuid::now_v7();
-        let handle = RunHandle::new(run_id, actor.clone(), state, outcome_rx, Arc::from([]));
-        (handle, outcome)
+    /// A new run's cell, routed to `actor`.
+    fn cell(actor: &ActorRef<FlowMsg>) -> Arc<RunCell> {
+        let cell = RunCell::new(Uuid::now_v7(), Arc::from([]), None);
+        cell.set_route(Route::Live(actor.clone()));
+        cell
     }
 
-    fn end(outcome: &watch::Sender<Option<RunOutcome>>, run_id: Uuid) {
-        outcome.send_replace(Some(RunOutcome {
-            run_id,
+    fn end(cell: &RunCell) {
+        cell.publish(RunOutcome {
+            run_id: cell.run_id,
             status: RunStatus::Finished,
             structured_output: None,
             reason: None,
             recorded: true,
-        }));
+        });
     }
 
     async fn fake_flow() -> (ActorRef<FlowMsg>, mpsc::UnboundedReceiver<ControlEvent>) {
@@ -152,20 +167,18 @@ mod tests {
     async fn ended_runs_are_swept_only_once_the_list_has_doubled() {
         let (actor, _) = fake_flow().await;
         let mut list = RunList::default();
-        let mut outcomes = Vec::new();
         for _ in 0..RunList::MIN_SWEEP {
-            let (h, outcome) = handle(&actor);
-            end(&outcome, h.run_id());
-            list.push(h);
-            outcomes.push(outcome);
+            let c = cell(&actor);
+            end(&c);
+            list.push(c);
         }
-        // Below the first sweep point every handle stays, ended or not.
-        assert_eq!(list.handles.len(), RunList::MIN_SWEEP);
+        // Below the first sweep point every run stays, ended or not.
+        assert_eq!(list.cells.len(), RunList::MIN_SWEEP);
         assert!(list.live().is_empty());
-        let (live, _live_outcome) = handle(&actor);
+        let live = cell(&actor);
         list.push(live.clone());
-        assert_eq!(list.handles.len(), 1, "the ended runs were swept");
-        assert_eq!(list.live()[0].run_id(), live.run_id());
+        assert_eq!(list.cells.len(), 1, "the ended runs were swept");
+        assert_eq!(list.live()[0].run_id(), live.run_id);
         assert_eq!(list.sweep_at, RunList::MIN_SWEEP);
         actor.stop(None);
     }
@@ -174,28 +187,27 @@ mod tests {
     async fn live_runs_are_never_swept_and_sweeps_cost_amortized_constant_time() {
         let (actor, _) = fake_flow().await;
         let mut list = RunList::default();
-        let mut outcomes = Vec::new();
         let pushes: usize = 5_000;
         let mut scanned = 0;
         for i in 0..pushes {
-            let scan = list.handles.len();
-            let (h, outcome) = handle(&actor);
+            let scan = list.cells.len();
+            let c = cell(&actor);
             // Two runs of three end right away; the others stay live.
             if i % 3 != 0 {
-                end(&outcome, h.run_id());
+                end(&c);
             }
-            if list.push(h) {
+            if list.push(c) {
                 scanned += scan;
             }
-            outcomes.push(outcome);
         }
         let live = list.live();
         assert_eq!(live.len(), pushes.div_ceil(3), "a live run was swept");
+        assert_eq!(list.unended(), live.len());
         assert!(
             scanned <= 4 * pushes,
-            "{scanned} handles scanned for {pushes} pushes"
+            "{scanned} runs scanned for {pushes} pushes"
         );
-        assert!(list.handles.len() <= 2 * live.len().max(RunList::MIN_SWEEP));
+        assert!(list.cells.len() <= 2 * live.len().max(RunList::MIN_SWEEP));
         actor.stop(None);
     }
 
@@ -204,20 +216,20 @@ mod tests {
         let (actor, mut seen) = fake_flow().await;
         let runs = Arc::new(Mutex::new(RunList::default()));
         let observer = CancelLiveRuns(Arc::downgrade(&runs));
-        let (live, _outcome) = handle(&actor);
-        let (ended, ended_outcome) = handle(&actor);
-        end(&ended_outcome, ended.run_id());
-        for h in [&live, &ended] {
-            runs.lock().unwrap().push(h.clone());
+        let live = cell(&actor);
+        let ended = cell(&actor);
+        end(&ended);
+        for c in [&live, &ended] {
+            runs.lock().unwrap().push(c.clone());
         }
         {
             let list = runs.lock().unwrap();
-            assert!(list.find_live(ended.run_id()).is_none());
-            assert!(list.find_live(live.run_id()).is_some());
+            assert!(list.find_live(ended.run_id).is_none());
+            assert!(list.find_live(live.run_id).is_some());
         }
 
         let mut record = Run::new("flow", "goal", "tests");
-        record.id = live.run_id();
+        record.id = live.run_id;
         record.cancel_requested = true;
         observer.changed(&record);
         let event = seen.recv().await.unwrap();

@@ -27,6 +27,7 @@
 //! ```
 
 mod builder;
+mod counts;
 mod input;
 mod keyed;
 mod launch;
@@ -36,10 +37,13 @@ mod resume;
 mod root;
 #[allow(clippy::module_inception)]
 mod runtime;
+mod sleepers;
 mod spawn;
 mod start;
+mod wake;
 
-pub use builder::{DEFAULT_JOURNAL_PATH, RuntimeBuilder};
+pub use builder::{DEFAULT_HIBERNATE_AFTER, DEFAULT_JOURNAL_PATH, RuntimeBuilder};
+pub use counts::RunCounts;
 pub use input::{ReplayInto, Replayed};
 pub use resume::{ResumeError, ResumeFailure, ResumeReport};
 pub use runtime::{Runtime, RuntimeError};

@@ -3,17 +3,18 @@
 //! run does not keep the runtime (or the other runs) from starting.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
 
 use uuid::Uuid;
 
 use super::RuntimeError;
 use super::root::RootMsg;
-use super::spawn::{Recovered, request_flow};
+use super::spawn::Recovered;
 use super::start::Starter;
+use crate::flow::cell::{RunCell, Sleep};
 use crate::flow::{ErasedDefinition, RunHandle};
 use crate::journal::JournalHandle;
-use crate::records::{Checkpoint, Run, StepOutput, StoreError};
+use crate::records::{Checkpoint, Run, RunStatus, StepOutput, StoreError};
 use crate::store::Store;
 
 /// What resuming a set of unfinished runs gave: the runs now live again and
@@ -110,15 +111,43 @@ async fn last_checkpoints(
     }
 }
 
-/// Resumes `runs`, each with the definition of its flow: reads their
-/// recorded outputs in one batch, asks the root for every flow actor in one
-/// message (it spawns them concurrently), then collects them. Only a root
-/// that is gone fails the whole call.
+/// What [`resume_runs`] gave: the cells of the runs resumed (live or
+/// hibernated) and those that could not be.
+#[derive(Default)]
+pub(crate) struct Resumed {
+    pub(crate) cells: Vec<Arc<RunCell>>,
+    pub(crate) failures: Vec<ResumeFailure>,
+}
+
+impl Resumed {
+    /// As a report, with a handle per resumed run.
+    pub(crate) fn report(self) -> ResumeReport {
+        ResumeReport {
+            resumed: self.cells.iter().map(RunHandle::new).collect(),
+            failures: self.failures,
+        }
+    }
+
+    fn failed(&mut self, run: Run, error: ResumeError) {
+        tracing::error!(run_id = %run.id, flow = %run.controller_id, %error,
+            "unfinished run not resumed; left as it is");
+        self.failures.push(ResumeFailure { run, error });
+    }
+}
+
+/// Resumes `runs`, each with the definition of its flow. A run whose record
+/// says it may hibernate (`Waiting` for its stages, with a `"wake"`), with
+/// no input waiting in its inbox and no cancel requested, hibernates at
+/// once, without an actor; the others have their recorded outputs read in
+/// one batch and their flow actors asked of the root in one message (it
+/// spawns them concurrently), then collected. Only a root that is gone
+/// fails the whole call.
 pub(crate) async fn resume_runs(
     starter: &Starter,
     runs: Vec<(Run, Arc<dyn ErasedDefinition>)>,
-) -> Result<ResumeReport, RuntimeError> {
-    let mut report = ResumeReport::default();
+) -> Result<Resumed, RuntimeError> {
+    let mut report = Resumed::default();
+    let (sleeping, runs) = sleepers(starter, runs).await;
     let ids: Vec<Uuid> = runs.iter().map(|(run, _)| run.id).collect();
     let mut recorded = recorded_outputs(&starter.journal, &ids).await;
     let checkpointing: Vec<Uuid> = runs
@@ -150,14 +179,8 @@ pub(crate) async fn resume_runs(
             outputs: &outputs,
             checkpoint: checkpoint.as_ref(),
         };
-        let (request, flow) = request_flow(
-            run.clone(),
-            starter.journal.clone(),
-            &*definition,
-            Some(recovered),
-            false,
-            starter.launcher.clone(),
-        );
+        let (request, flow) =
+            starter.request_flow(run.clone(), &*definition, Some(recovered), false, None);
         requests.push(request);
         pending.push((run, flow));
     }
@@ -168,18 +191,76 @@ pub(crate) async fn resume_runs(
             .map_err(|_| RuntimeError::ShuttingDown)?;
     }
     for (run, flow) in pending {
+        let cell = flow.cell().clone();
         match starter.collect(flow).await {
-            Ok(handle) => report.resumed.push(handle),
+            Ok(_) => report.cells.push(cell),
             Err(error) => report.failed(run, ResumeError::NotStarted(Box::new(error))),
         }
     }
+    report.cells.extend(hibernate_at_start(starter, sleeping));
     Ok(report)
 }
 
-impl ResumeReport {
-    fn failed(&mut self, run: Run, error: ResumeError) {
-        tracing::error!(run_id = %run.id, flow = %run.controller_id, %error,
-            "unfinished run not resumed; left as it is");
-        self.failures.push(ResumeFailure { run, error });
+/// Splits `runs` into those that may hibernate at once (with what they
+/// sleep for) and the others. Each candidate's inbox is read: input sent
+/// while the process was down needs the run awake to take it.
+async fn sleepers(
+    starter: &Starter,
+    runs: Vec<(Run, Arc<dyn ErasedDefinition>)>,
+) -> (
+    Vec<(Run, Arc<dyn ErasedDefinition>, Sleep)>,
+    Vec<(Run, Arc<dyn ErasedDefinition>)>,
+) {
+    let mut sleeping = Vec::new();
+    let mut others = Vec::with_capacity(runs.len());
+    let may = starter.hibernate_after.is_some() && starter.host.is_some();
+    for (run, definition) in runs {
+        let sleep = Sleep::of(&run)
+            .filter(|_| may && run.status == RunStatus::Waiting && !run.cancel_requested);
+        let Some(sleep) = sleep else {
+            others.push((run, definition));
+            continue;
+        };
+        match starter.journal.list_inbox(run.id).await {
+            Ok(inbox) if inbox.iter().all(|e| e.settled.is_some()) => {
+                sleeping.push((run, definition, sleep));
+            }
+            _ => others.push((run, definition)),
+        }
     }
+    (sleeping, others)
+}
+
+/// Hibernates `sleeping` runs without starting them: each is listed first,
+/// then put to sleep, so that a parent finds its children listed (a child
+/// not here wakes its parent at once, which then reads the store).
+fn hibernate_at_start(
+    starter: &Starter,
+    sleeping: Vec<(Run, Arc<dyn ErasedDefinition>, Sleep)>,
+) -> Vec<Arc<RunCell>> {
+    let Some(host) = starter.host.as_ref().and_then(|h| h.upgrade()) else {
+        return Vec::new();
+    };
+    let cells: Vec<(Arc<RunCell>, Sleep)> = sleeping
+        .into_iter()
+        .map(|(run, definition, sleep)| {
+            tracing::info!(run_id = %run.id, flow = %run.controller_id,
+                "unfinished run hibernates until its wait ends");
+            let cell = RunCell::new(run.id, definition.stage_names(), starter.host.clone());
+            (cell, sleep)
+        })
+        .collect();
+    {
+        let mut runs = starter.runs.lock().unwrap_or_else(PoisonError::into_inner);
+        for (cell, _) in &cells {
+            runs.push(cell.clone());
+        }
+    }
+    cells
+        .into_iter()
+        .map(|(cell, sleep)| {
+            host.hibernate(&cell, sleep);
+            cell
+        })
+        .collect()
 }

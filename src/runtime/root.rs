@@ -9,15 +9,14 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SpawnErr, SupervisionEvent};
-use tokio::sync::watch;
-use uuid::Uuid;
-
 use super::spawn::{FlowRequest, SpawnFlow, spawn_flow_actor};
+use crate::flow::RunOutcome;
+use crate::flow::actor::HIBERNATED;
+use crate::flow::cell::{Route, RunCell};
 use crate::flow::record::{self, Orphaned};
-use crate::flow::{RunOutcome, RunState};
 use crate::journal::JournalHandle;
 use crate::records::RunStatus;
+use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SpawnErr, SupervisionEvent};
 
 /// Messages of the root supervisor.
 pub(crate) enum RootMsg {
@@ -28,9 +27,7 @@ pub(crate) enum RootMsg {
 pub(crate) struct RootActor;
 
 struct RunEntry {
-    run_id: Uuid,
-    state: watch::Receiver<RunState>,
-    outcome: Arc<watch::Sender<Option<RunOutcome>>>,
+    cell: Arc<RunCell>,
     /// Where the run's failure is recorded if its flow dies without an outcome.
     journal: JournalHandle,
 }
@@ -89,9 +86,7 @@ impl Actor for RootActor {
                 let mut waiting = HashMap::with_capacity(requests.len());
                 for FlowRequest { args, reply } in requests {
                     let entry = RunEntry {
-                        run_id: args.run.id,
-                        state: args.state.subscribe(),
-                        outcome: args.outcome.clone(),
+                        cell: args.cell.clone(),
                         journal: args.journal.clone(),
                     };
                     let task = spawning.spawn((root.spawn)(args, myself.get_cell()));
@@ -106,6 +101,8 @@ impl Actor for RootActor {
                         continue;
                     };
                     if let Ok(flow) = &spawned {
+                        // Before the reply: the run's messages go to it now.
+                        entry.cell.set_route(Route::Live(flow.clone()));
                         root.flows.insert(flow.get_id(), entry);
                     }
                     let _ = reply.send(spawned);
@@ -132,39 +129,40 @@ impl Actor for RootActor {
             tracing::error!(actor = %cell.get_id(), reason = ?failure, "journal actor stopped");
             return Ok(());
         };
-        if entry.outcome.borrow().is_some() {
+        // A flow that hibernated left its run to the runtime.
+        if entry.cell.has_ended() || failure.as_deref() == Some(HIBERNATED) {
             return Ok(());
         }
+        let run_id = entry.cell.run_id;
         let reason = format!(
             "the flow actor stopped without an outcome in state {:?}: {}",
-            *entry.state.borrow(),
+            entry.cell.state(),
             failure.as_deref().unwrap_or("no reason given")
         );
-        tracing::error!(run_id = %entry.run_id, %reason, "flow actor lost");
+        tracing::error!(%run_id, %reason, "flow actor lost");
         let failed = |reason, recorded| RunOutcome {
-            run_id: entry.run_id,
+            run_id,
             status: RunStatus::Failed,
             structured_output: None,
             reason: Some(reason),
             recorded,
         };
-        let outcome =
-            match record::fail_orphaned(&entry.journal, entry.run_id, reason.clone()).await {
-                Ok(Orphaned::Failed) => failed(reason, true),
-                Ok(Orphaned::AlreadyEnded(recorded)) => {
-                    // The flow recorded its outcome but died before publishing
-                    // it (or the run was ended through the control plane): the
-                    // journal's outcome is the truth.
-                    tracing::info!(run_id = %entry.run_id, status = recorded.status.as_str(),
+        let outcome = match record::fail_orphaned(&entry.journal, run_id, reason.clone()).await {
+            Ok(Orphaned::Failed) => failed(reason, true),
+            Ok(Orphaned::AlreadyEnded(recorded)) => {
+                // The flow recorded its outcome but died before publishing
+                // it (or the run was ended through the control plane): the
+                // journal's outcome is the truth.
+                tracing::info!(%run_id, status = recorded.status.as_str(),
                     "the lost flow's run had already ended; publishing its recorded outcome");
-                    recorded
-                }
-                Err(error) => failed(
-                    format!("{reason}; recording the failure failed: {error}"),
-                    false,
-                ),
-            };
-        entry.outcome.send_replace(Some(outcome));
+                recorded
+            }
+            Err(error) => failed(
+                format!("{reason}; recording the failure failed: {error}"),
+                false,
+            ),
+        };
+        entry.cell.publish(outcome);
         Ok(())
     }
 }
@@ -176,7 +174,8 @@ mod tests {
     use crate::flow::actor::FlowArgs;
     use crate::flow::{FlowDefinition, RunOptions};
     use crate::runtime::RuntimeError;
-    use crate::runtime::spawn::{BoxedSpawn, request_flow};
+    use crate::runtime::spawn::BoxedSpawn;
+    use crate::runtime::start::Starter;
     use crate::stage::{sink_fn, source_iter};
     use crate::store::{MemoryStore, Store};
 
@@ -203,19 +202,21 @@ mod tests {
         let (root, _) = Actor::spawn(None, RootActor, root_state_with(panics_on_goal))
             .await
             .unwrap();
+        let starter = Starter {
+            journal: journal.clone(),
+            root: root.clone(),
+            runs: Arc::default(),
+            launcher: None,
+            host: None,
+            hibernate_after: None,
+        };
         let mut requests = Vec::new();
         let mut pending = Vec::new();
         for goal in ["first", "panic", "last"] {
             let options = RunOptions::new().goal(goal);
             let run = record::create(&journal, "endless", options).await.unwrap();
-            let (request, flow) = request_flow(
-                run,
-                journal.clone(),
-                &endless as &dyn ErasedDefinition,
-                None,
-                false,
-                None,
-            );
+            let (request, flow) =
+                starter.request_flow(run, &endless as &dyn ErasedDefinition, None, false, None);
             requests.push(request);
             pending.push(flow);
         }

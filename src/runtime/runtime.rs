@@ -16,6 +16,7 @@ use super::registry::Registry;
 use super::resume::{ResumeFailure, ResumeReport, resume_runs};
 use super::root::RootMsg;
 use super::start::Starter;
+use crate::flow::cell::RunCell;
 use crate::flow::{
     ControlEvent, ErasedDefinition, FlowDefinition, HandleError, RecordError, RunHandle, RunOptions,
 };
@@ -214,15 +215,17 @@ fn unended_note(already_ended: Option<RunStatus>, not_ended: Option<&RecordError
 /// done) or died with its process.
 pub struct Runtime {
     journal: JournalHandle,
-    root: ActorRef<RootMsg>,
+    pub(crate) root: ActorRef<RootMsg>,
     recovery: RecoveryReport,
     path: Option<PathBuf>,
     /// Closes the SQLite store the runtime opened, releasing its journal.
     closer: Option<Closer>,
     /// Starts runs (the registry, the run list, the starts gate, the key
     /// locks), for the runtime and its runs' stages.
-    launcher: Arc<Launcher>,
-    resumed: Vec<RunHandle>,
+    pub(crate) launcher: Arc<Launcher>,
+    /// The runs resumed at start (a handle is made when asked for: its
+    /// channels would cost a hibernated run more than the run itself).
+    resumed: Vec<Arc<RunCell>>,
     /// Unfinished runs whose flow is not registered; taken out when it is.
     unresumed: Mutex<Vec<Run>>,
     resume_failures: Vec<ResumeFailure>,
@@ -245,9 +248,10 @@ impl Runtime {
         registry: Registry,
         recovery: RecoveryReport,
         path: Option<PathBuf>,
+        hibernate_after: Option<Duration>,
     ) -> Self {
         Runtime {
-            launcher: Launcher::new(journal.clone(), root.clone(), registry),
+            launcher: Launcher::new(journal.clone(), root.clone(), registry, hibernate_after),
             journal,
             root,
             recovery,
@@ -311,7 +315,7 @@ impl Runtime {
             resume_runs(&starter, to_resume).await
         };
         let resumed = match tokio::spawn(resume).await {
-            Ok(resumed) => resumed,
+            Ok(resumed) => resumed.map(super::resume::Resumed::report),
             Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
             Err(_) => Err(RuntimeError::ShuttingDown),
         };
@@ -403,15 +407,16 @@ impl Runtime {
         let resumed: Vec<Run> = resumable.iter().map(|(run, _)| run.clone()).collect();
         let report = resume_runs(&self.starter(), resumable).await?;
         self.launcher.close_orphans(&resumed);
-        self.resumed = report.resumed;
+        self.resumed = report.cells;
         self.resume_failures = report.failures;
         Ok(())
     }
 
-    /// Handles of the unfinished runs resumed at start (ended or not);
+    /// Handles of the unfinished runs resumed at start (ended or not;
+    /// live, or hibernated at once when their record said they may);
     /// [`register`](Self::register) reports those it resumes later.
-    pub fn resumed(&self) -> &[RunHandle] {
-        &self.resumed
+    pub fn resumed(&self) -> Vec<RunHandle> {
+        self.resumed.iter().map(RunHandle::new).collect()
     }
 
     /// Unfinished runs in the journal whose flow is not registered (yet):
@@ -497,6 +502,7 @@ impl Runtime {
     }
 
     async fn end_runs(&self, deadline: Option<Instant>) {
+        self.launcher.sleepers.close();
         // Starts still in flight (their callers gave up on them) finish
         // first, so that their runs are ended too; not past the deadline
         // (a start waits on the journal), after which the root's stop ends
@@ -511,21 +517,32 @@ impl Runtime {
                 started.ok()
             }
         };
-        let runs = self.live_runs();
+        // Hibernated runs stay so (no wake starts once the starts gate is
+        // taken): the journal has them `Waiting`, for the next start.
+        let runs = self
+            .launcher
+            .runs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .awake();
         for run in &runs {
-            // A run that is cancelling or ending rejects the drain; it ends anyway.
+            // A run that is cancelling, ending or hibernating rejects the
+            // drain; it ends or sleeps anyway.
             let _ = run.send(ControlEvent::Drain).await;
         }
         for run in &runs {
             let Some(deadline) = deadline else {
-                let _ = run.wait().await;
+                run.settled().await;
                 continue;
             };
-            if tokio::time::timeout_at(deadline, run.wait()).await.is_err() {
+            if tokio::time::timeout_at(deadline, run.settled())
+                .await
+                .is_err()
+            {
                 tracing::warn!(run_id = %run.run_id(), "run still draining at the shutdown deadline; cancelling");
                 let reason = "runtime shutdown deadline passed".to_owned();
                 let _ = run.send(ControlEvent::Cancel { reason }).await;
-                let _ = run.wait().await;
+                run.settled().await;
             }
         }
     }
@@ -542,6 +559,8 @@ impl Runtime {
 
 impl Drop for Runtime {
     fn drop(&mut self) {
+        // Hibernated runs stay so: their next start has them.
+        self.launcher.sleepers.close();
         // Killing the root terminates its children (flows, their stages,
         // the journal) recursively; idempotent after `shutdown`.
         self.root.kill();

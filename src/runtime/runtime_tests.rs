@@ -62,7 +62,7 @@ async fn runtime_with<S: Store + 'static>(store: Arc<S>, spawn: SpawnFlow) -> Ru
         .await
         .unwrap();
     let recovery = crate::runs::recover(&journal).await.unwrap();
-    let runtime = Runtime::new(journal, root, Registry::default(), recovery, None);
+    let runtime = Runtime::new(journal, root, Registry::default(), recovery, None, None);
     runtime.register(small()).await.unwrap();
     runtime
 }
@@ -137,7 +137,14 @@ async fn a_run_created_as_the_root_goes_away_is_failed_not_left_created() {
         .unwrap();
     let recovery = crate::runs::recover(&journal).await.unwrap();
     root.stop_and_wait(None, None).await.unwrap();
-    let runtime = Runtime::new(journal.clone(), root, Registry::default(), recovery, None);
+    let runtime = Runtime::new(
+        journal.clone(),
+        root,
+        Registry::default(),
+        recovery,
+        None,
+        None,
+    );
     runtime.register(small()).await.unwrap();
     let (run_id, cause) = not_started(runtime.start("small").await.unwrap_err());
     assert!(matches!(cause, RuntimeError::ShuttingDown), "{cause:?}");

@@ -1,6 +1,6 @@
 //! A flow actor asked of the root supervisor, and what waits for it.
 //!
-//! [`request_flow`] plans a run (its stages, its pipes, what a recovered
+//! [`Starter::request_flow`] plans a run (its stages, its pipes, what a recovered
 //! run already recorded) into a [`FlowRequest`] for the root and a
 //! [`PendingFlow`] that becomes the run's [`RunHandle`] once the root has
 //! spawned the flow actor.
@@ -10,16 +10,16 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use ractor::{Actor, ActorCell, ActorRef, SpawnErr};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use super::RuntimeError;
+use super::start::Starter;
 use crate::flow::ErasedDefinition;
+use crate::flow::RunHandle;
 use crate::flow::actor::{FlowActor, FlowArgs, FlowMsg};
-use crate::flow::{RunHandle, RunOutcome, RunState};
-use crate::journal::JournalHandle;
+use crate::flow::cell::RunCell;
 use crate::records::{Checkpoint, Run, StepOutput};
-use crate::stage::child::RunLauncher;
 
 /// What the spawn of one flow actor resolves to.
 pub(crate) type Spawned = Result<ActorRef<FlowMsg>, SpawnErr>;
@@ -48,11 +48,8 @@ pub(crate) struct FlowRequest {
 
 /// A flow actor asked of the root supervisor, not yet collected.
 pub(crate) struct PendingFlow {
-    run_id: Uuid,
+    cell: Arc<RunCell>,
     spawned: oneshot::Receiver<Spawned>,
-    state: watch::Receiver<RunState>,
-    outcome: watch::Receiver<Option<RunOutcome>>,
-    stage_names: Arc<[String]>,
 }
 
 /// What a recovered run takes over: its recorded stage outputs and its
@@ -63,65 +60,59 @@ pub(crate) struct Recovered<'a> {
     pub(crate) checkpoint: Option<&'a Checkpoint>,
 }
 
-/// Plans `run` over `store`: the request for the root supervisor to spawn
-/// its flow actor, and what waits for it; `recorded` holds what a recovered
-/// run takes over (`None`: a new run); `inbox_waiting`: a new run whose
-/// inbox already holds input; `launcher`: how its stages start child runs.
-pub(crate) fn request_flow(
-    run: Run,
-    journal: JournalHandle,
-    definition: &dyn ErasedDefinition,
-    recorded: Option<Recovered<'_>>,
-    inbox_waiting: bool,
-    launcher: Option<Arc<dyn RunLauncher>>,
-) -> (FlowRequest, PendingFlow) {
-    let run_id = run.id;
-    let mut plan = definition.plan();
-    if let Some(recovered) = recorded {
-        plan.resume_from(recovered.outputs, recovered.checkpoint);
+impl Starter {
+    /// Plans `run`: the request for the root supervisor to spawn its flow
+    /// actor, and what waits for it; `recorded` holds what a recovered run
+    /// takes over (`None`: a new run); `inbox_waiting`: a new run whose
+    /// inbox already holds input; `cell`: the run's cell if it has one (a
+    /// hibernated run woken), else a new one is made.
+    pub(crate) fn request_flow(
+        &self,
+        run: Run,
+        definition: &dyn ErasedDefinition,
+        recorded: Option<Recovered<'_>>,
+        inbox_waiting: bool,
+        cell: Option<Arc<RunCell>>,
+    ) -> (FlowRequest, PendingFlow) {
+        let mut plan = definition.plan();
+        if let Some(recovered) = recorded {
+            plan.resume_from(recovered.outputs, recovered.checkpoint);
+        }
+        let cell = cell.unwrap_or_else(|| {
+            let stages = plan.stages.iter().map(|s| s.name.clone()).collect();
+            RunCell::new(run.id, stages, self.host.clone())
+        });
+        let args = FlowArgs {
+            run,
+            journal: self.journal.clone(),
+            plan,
+            cell: cell.clone(),
+            hibernate_after: self.hibernate_after,
+            recovering: recorded.is_some(),
+            inbox_waiting,
+            launcher: self.launcher.clone(),
+        };
+        let (reply, spawned) = oneshot::channel();
+        (FlowRequest { args, reply }, PendingFlow { cell, spawned })
     }
-    let stage_names = plan.stages.iter().map(|s| s.name.clone()).collect();
-    let (state, state_rx) = watch::channel(RunState::Created);
-    let (outcome, outcome_rx) = watch::channel(None);
-    let args = FlowArgs {
-        run,
-        journal,
-        plan,
-        state,
-        outcome: Arc::new(outcome),
-        recovering: recorded.is_some(),
-        inbox_waiting,
-        launcher,
-    };
-    let (reply, spawned) = oneshot::channel();
-    let pending = PendingFlow {
-        run_id,
-        spawned,
-        state: state_rx,
-        outcome: outcome_rx,
-        stage_names,
-    };
-    (FlowRequest { args, reply }, pending)
 }
 
 impl PendingFlow {
     /// The run this waits for.
     pub(crate) fn run_id(&self) -> Uuid {
-        self.run_id
+        self.cell.run_id
+    }
+
+    /// The run's cell.
+    pub(crate) fn cell(&self) -> &Arc<RunCell> {
+        &self.cell
     }
 
     /// Waits for the root to spawn the flow actor; the run's handle.
     pub(crate) async fn spawned(self) -> Result<RunHandle, RuntimeError> {
-        let actor = self
-            .spawned
+        self.spawned
             .await
             .map_err(|_| RuntimeError::ShuttingDown)??;
-        Ok(RunHandle::new(
-            self.run_id,
-            actor,
-            self.state,
-            self.outcome,
-            self.stage_names,
-        ))
+        Ok(RunHandle::new(&self.cell))
     }
 }

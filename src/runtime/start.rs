@@ -2,7 +2,8 @@
 //! gives up on [`Runtime::start_with`](super::Runtime::start_with) (drops
 //! its future) cannot leave a flow running untracked or a run `Created`.
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::Duration;
 
 use ractor::ActorRef;
 use tokio::sync::OwnedRwLockReadGuard;
@@ -11,8 +12,9 @@ use uuid::Uuid;
 use super::RuntimeError;
 use super::live::RunList;
 use super::root::RootMsg;
-use super::spawn::{PendingFlow, request_flow};
+use super::spawn::PendingFlow;
 use crate::flow::ErasedDefinition;
+use crate::flow::cell::RunHost;
 use crate::flow::record::{self, Orphaned};
 use crate::flow::{RunHandle, RunOptions};
 use crate::journal::JournalHandle;
@@ -28,6 +30,10 @@ pub(crate) struct Starter {
     pub(crate) runs: Arc<Mutex<RunList>>,
     /// How the started runs' stages start child runs.
     pub(crate) launcher: Option<Arc<dyn RunLauncher>>,
+    /// Where the started runs hibernate and who wakes them.
+    pub(crate) host: Option<Weak<dyn RunHost>>,
+    /// How long a run whose stages all wait stays live (`None`: always).
+    pub(crate) hibernate_after: Option<Duration>,
 }
 
 impl Starter {
@@ -50,14 +56,8 @@ impl Starter {
         let inbox_waiting = !inbox.is_empty();
         let started = match self.accept(run_id, inbox).await {
             Ok(()) => {
-                let (request, pending) = request_flow(
-                    run,
-                    self.journal.clone(),
-                    &*definition,
-                    None,
-                    inbox_waiting,
-                    self.launcher.clone(),
-                );
+                let (request, pending) =
+                    self.request_flow(run, &*definition, None, inbox_waiting, None);
                 match self.root.send_message(RootMsg::StartFlows(vec![request])) {
                     Ok(()) => self.collect(pending).await,
                     Err(_) => Err(RuntimeError::ShuttingDown),
@@ -88,13 +88,14 @@ impl Starter {
     /// Waits for a requested flow actor; its handle, also kept in the run list.
     pub(crate) async fn collect(&self, pending: PendingFlow) -> Result<RunHandle, RuntimeError> {
         let run_id = pending.run_id();
+        let cell = pending.cell().clone();
         let handle = pending.spawned().await.inspect_err(|error| {
             tracing::error!(%run_id, %error, "the flow actor could not be spawned");
         })?;
         self.runs
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .push(handle.clone());
+            .push(cell);
         Ok(handle)
     }
 

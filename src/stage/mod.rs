@@ -70,7 +70,7 @@ mod retry;
 mod signal_wait;
 mod slot;
 mod supervisor;
-mod timer;
+pub(crate) mod timer;
 pub(crate) mod work;
 
 pub use actor::{EXIT_CANCELLED, EXIT_COMPLETED, StageStartError};
