@@ -18,7 +18,7 @@ pub struct RunCounts {
 
 impl Runtime {
     /// How many runs are live and hibernating, and how many flow and stage
-    /// actors exist (see [`RuntimeBuilder::hibernate_after`]).
+    /// actors exist (see [`RuntimeBuilder::hibernate_after`](super::RuntimeBuilder::hibernate_after)).
     pub fn run_counts(&self) -> RunCounts {
         let unended = self
             .launcher
