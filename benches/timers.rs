@@ -46,7 +46,9 @@ fn alarm(late: &Late) -> FlowDefinition<u64> {
                     let micros: i64 = ctx.input()?;
                     let deadline = DateTime::from_timestamp_micros(micros).expect("deadline");
                     ctx.sleep_until("alarm", deadline).await?;
-                    let behind = (Utc::now() - deadline).num_microseconds().unwrap_or(i64::MAX);
+                    let behind = (Utc::now() - deadline)
+                        .num_microseconds()
+                        .unwrap_or(i64::MAX);
                     late.lock().unwrap().push(behind);
                     Ok(json!(null))
                 }

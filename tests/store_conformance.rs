@@ -70,6 +70,7 @@ macro_rules! conformance {
                 inbox_accept_is_all_or_none,
                 inbox_refuses_ended_runs,
                 inbox_settles_once,
+                runs_with_unsettled_inbox_are_found_in_one_call,
                 inbox_refuses_too_deep_payload,
             );
             conformance!(@list $make; runs_are_listed_newest_first_by_page);

@@ -169,6 +169,10 @@ crate::store_wrapper! {
         self.store.list_step_outputs_for(run_ids).await
     }
 
+    async fn runs_with_unsettled_inbox(&self, run_ids: &[Uuid]) -> Result<Vec<Uuid>, StoreError> {
+        self.store.runs_with_unsettled_inbox(run_ids).await
+    }
+
     async fn last_checkpoints_for(&self, run_ids: &[Uuid]) -> Result<Vec<Checkpoint>, StoreError> {
         self.store.last_checkpoints_for(run_ids).await
     }

@@ -211,21 +211,31 @@ async fn sleepers(
     Vec<(Run, Arc<dyn ErasedDefinition>, Sleep)>,
     Vec<(Run, Arc<dyn ErasedDefinition>)>,
 ) {
-    let mut sleeping = Vec::new();
+    let mut candidates = Vec::new();
     let mut others = Vec::with_capacity(runs.len());
     let may = starter.hibernate_after.is_some() && starter.host.is_some();
     for (run, definition) in runs {
         let sleep = Sleep::of(&run)
             .filter(|_| may && run.status == RunStatus::Waiting && !run.cancel_requested);
-        let Some(sleep) = sleep else {
-            others.push((run, definition));
-            continue;
+        match sleep {
+            Some(sleep) => candidates.push((run, definition, sleep)),
+            None => others.push((run, definition)),
+        }
+    }
+    // Input waiting in an inbox wakes its run at once: one read for all.
+    let ids: Vec<Uuid> = candidates.iter().map(|(run, _, _)| run.id).collect();
+    let awake: std::collections::HashSet<Uuid> =
+        match starter.journal.runs_with_unsettled_inbox(&ids).await {
+            Ok(found) => found.into_iter().collect(),
+            // Unreadable: every candidate starts awake, as a plain resume.
+            Err(_) => ids.into_iter().collect(),
         };
-        match starter.journal.list_inbox(run.id).await {
-            Ok(inbox) if inbox.iter().all(|e| e.settled.is_some()) => {
-                sleeping.push((run, definition, sleep));
-            }
-            _ => others.push((run, definition)),
+    let mut sleeping = Vec::with_capacity(candidates.len());
+    for (run, definition, sleep) in candidates {
+        if awake.contains(&run.id) {
+            others.push((run, definition));
+        } else {
+            sleeping.push((run, definition, sleep));
         }
     }
     (sleeping, others)

@@ -178,6 +178,20 @@ pub trait Store: Send + Sync + 'static {
     /// for an unknown run.
     async fn last_checkpoint(&self, run_id: Uuid) -> Result<Option<Checkpoint>, StoreError>;
 
+    /// The runs in `run_ids` whose inbox holds an unsettled entry, in the
+    /// order listed (each once): one read for many runs, as recovery needs.
+    /// The default asks run by run; SQLite answers in one reader job.
+    async fn runs_with_unsettled_inbox(&self, run_ids: &[Uuid]) -> Result<Vec<Uuid>, StoreError> {
+        let mut found = Vec::new();
+        for run_id in distinct(run_ids) {
+            let inbox = self.list_inbox(run_id).await?;
+            if inbox.iter().any(|e| e.settled.is_none()) {
+                found.push(run_id);
+            }
+        }
+        Ok(found)
+    }
+
     /// The latest checkpoints of the runs in `run_ids` that have one, in
     /// the order the runs are listed (a run listed twice counts once): one
     /// read for many runs, as recovery needs. The default asks run by run;

@@ -1330,3 +1330,37 @@ pub async fn inbox_refuses_too_deep_payload(store: AnyStore) {
     store.accept_inbox(at_limit.clone()).await.unwrap();
     assert_eq!(store.list_inbox(run.id).await.unwrap(), at_limit);
 }
+
+pub async fn runs_with_unsettled_inbox_are_found_in_one_call(store: AnyStore) {
+    let (open, settled, empty) = (
+        new_run(&store, "inbox").await,
+        new_run(&store, "inbox").await,
+        new_run(&store, "inbox").await,
+    );
+    let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+    store
+        .accept_inbox(vec![
+            inbox_entry(open.id, a, "parse", signal("go", json!(1))),
+            inbox_entry(settled.id, b, "parse", signal("go", json!(2))),
+        ])
+        .await
+        .unwrap();
+    assert!(
+        store
+            .settle_inbox(settled.id, b, "parse".into(), None)
+            .await
+            .unwrap()
+    );
+    let ids = [empty.id, settled.id, open.id, open.id, Uuid::now_v7()];
+    assert_eq!(
+        store.runs_with_unsettled_inbox(&ids).await.unwrap(),
+        vec![open.id]
+    );
+    assert!(
+        store
+            .runs_with_unsettled_inbox(&[])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}

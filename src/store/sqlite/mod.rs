@@ -539,6 +539,24 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn runs_with_unsettled_inbox(&self, run_ids: &[Uuid]) -> Result<Vec<Uuid>, StoreError> {
+        let run_ids = super::traits::distinct(run_ids);
+        // One job on the reader, not a round trip per run.
+        self.read(move |c, _| {
+            let mut found = Vec::new();
+            for run_id in run_ids {
+                if read::list_inbox(c, run_id)?
+                    .iter()
+                    .any(|e| e.settled.is_none())
+                {
+                    found.push(run_id);
+                }
+            }
+            Ok(found)
+        })
+        .await
+    }
+
     async fn list_inbox(&self, run_id: Uuid) -> Result<Vec<InboxEntry>, StoreError> {
         self.read(move |c, _| read::list_inbox(c, run_id)).await
     }
