@@ -3,8 +3,9 @@
 //! `request` step asks the approver once (a memoized effect that appends to
 //! a synced log), its `decide` step waits for the `approval` signal on a
 //! durable timer's watch. The parent kills the child at points it reports —
-//! right after the effect's memo is journaled, and while the step waits —
-//! for `ROUNDS` rounds; then a last child gets the signal and the run ends.
+//! right after the effect's memo is journaled, while the step waits awake,
+//! and while the run hibernates — for `ROUNDS` rounds; then a last child
+//! resumes the run asleep, signals it awake, and the run ends.
 //! Checked: the effect ran exactly once across every process, the wait took
 //! the one signal, the run has one terminal event and finished with the
 //! approval, and starting the run's id in each round returned the same run.
@@ -34,6 +35,10 @@ const APPROVE_ENV: &str = "TROUPE_CRASH_WAITS_APPROVE";
 /// Killed children.
 const ROUNDS: usize = 20;
 const RUN_KEY: &str = "crash-approval";
+/// Set for odd rounds: the run hibernates as soon as it waits and the child
+/// says `asleep` once it has (so the next child finds it journaled
+/// `Waiting`); even rounds never hibernate, so their step waits awake.
+const EAGER_ENV: &str = "TROUPE_CRASH_WAITS_EAGER";
 
 fn main() {
     match std::env::var_os(CHILD_ENV) {
@@ -102,8 +107,15 @@ fn flow(dir: &Path) -> FlowDefinition<u64> {
 fn child(dir: PathBuf) {
     let rt = tokio::runtime::Runtime::new().expect("tokio");
     rt.block_on(async {
-        let runtime = Runtime::builder()
-            .sqlite(dir.join("journal.sqlite"))
+        let eager = std::env::var_os(EAGER_ENV).is_some();
+        let approve = std::env::var_os(APPROVE_ENV).is_some();
+        let mut builder = Runtime::builder().sqlite(dir.join("journal.sqlite"));
+        if eager {
+            builder = builder.hibernate_after(Duration::ZERO);
+        } else if !approve {
+            builder = builder.never_hibernate();
+        }
+        let runtime = builder
             .register(flow(&dir))
             .expect("register")
             .start()
@@ -114,7 +126,19 @@ fn child(dir: PathBuf) {
             .await
             .expect("start run");
         say(&format!("run {}", run.run_id()));
-        if std::env::var_os(APPROVE_ENV).is_some() {
+        // A run whose `Waiting` record was journaled before the last kill
+        // resumes hibernated: its step does not run again until the signal.
+        if runtime.run_counts().hibernated == 1 {
+            say("hibernated");
+        }
+        if eager {
+            // Nothing announces a hibernation; a test child may look often.
+            while !run.is_hibernated() {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            say("asleep");
+        }
+        if approve {
             runtime
                 .send_signal(run.run_id(), None, "approval", json!({"by": "ada"}))
                 .await
@@ -137,6 +161,9 @@ fn spawn(dir: &Path, round: usize, approve: bool) -> Running {
     if approve {
         env.push((APPROVE_ENV, "1".into()));
     }
+    if round % 2 == 1 {
+        env.push((EAGER_ENV, "1".into()));
+    }
     Running::spawn(&exe, &env, round, Duration::from_secs(60))
 }
 
@@ -151,17 +178,23 @@ fn parent() {
             id,
             "one run for the id"
         );
-        // Alternate the kill point: right after the journaled effect (only
-        // reached in the first round), or while `decide` waits.
+        // Kill points: right after the journaled effect (first round), while
+        // `decide` waits awake (even rounds), or while the run hibernates
+        // (odd rounds; after the first, it resumed asleep).
         if round == 0 {
             child.expect_all(&["asked"]);
-        } else {
+        } else if round % 2 == 0 {
             child.expect_all(&["waiting"]);
+        } else {
+            child.expect_all(&["asleep"]);
         }
         child.kill();
     }
     let mut last = spawn(dir.path(), ROUNDS, true);
     assert_eq!(Some(last.expect("run ")), run_id);
+    // The last killed child left the run asleep: it resumes asleep, and the
+    // signal wakes it.
+    last.expect_all(&["hibernated"]);
     let status = last.expect("outcome ");
     assert_eq!(status, "finished");
     last.process.wait().expect("reap");
@@ -203,6 +236,8 @@ fn parent() {
         assert_eq!(taken, 1);
         let memos = store.list_memos(run_id, "request").await.expect("memos");
         assert_eq!(memos.len(), 1);
-        println!("runtime_crash_waits: {ROUNDS} kills, one effect, one signal taken, one outcome");
+        println!(
+            "runtime_crash_waits: {ROUNDS} kills (awake and asleep), one effect, one signal taken, one outcome"
+        );
     });
 }
