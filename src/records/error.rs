@@ -374,6 +374,23 @@ pub enum StoreError {
         /// The database file.
         path: PathBuf,
     },
+    /// A write for a run whose lease this store held, refused because
+    /// another worker has claimed the run since (its lease lapsed): the
+    /// run goes on there, and this process must stop executing it. Nothing
+    /// of the refused op was written.
+    #[error(
+        "run {run_id}: lease lost (held at epoch {epoch}, now {}); the run is \
+         executed by its new owner and nothing more is written for it here",
+        match .holder { Some(h) => format!("owned by `{h}`"), None => "not owned".to_owned() }
+    )]
+    LeaseLost {
+        /// The run.
+        run_id: Uuid,
+        /// The epoch this store held the run's lease at.
+        epoch: u64,
+        /// Who holds the lease now, if anyone.
+        holder: Option<String>,
+    },
     /// The journal actor is stopped or shutting down; the write was not taken.
     #[error("journal is closed")]
     JournalClosed,

@@ -98,6 +98,29 @@ pub enum WriteOp {
 }
 
 impl WriteOp {
+    /// The runs whose owner this op writes for, pushed onto `out`: the
+    /// writes a leased store fences by the run's lease epoch. A new run
+    /// (`InsertRun`) is not yet anyone's, and input accepted into an
+    /// inbox (`AcceptInbox`) may come from any process.
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    pub(crate) fn owner_runs(&self, out: &mut Vec<Uuid>) {
+        match self {
+            WriteOp::InsertRun { .. } | WriteOp::AcceptInbox(_) => {}
+            WriteOp::UpdateRun { run, .. } => out.push(run.id),
+            WriteOp::Append(event) => out.push(event.run_id),
+            WriteOp::AppendBatch(events) => out.extend(events.iter().map(|e| e.run_id)),
+            WriteOp::AppendTerminalIfAbsent { run_id, .. }
+            | WriteOp::SettleInbox { run_id, .. } => out.push(*run_id),
+            WriteOp::RecordStepOutput(output) => out.push(output.run_id),
+            WriteOp::RecordFailure(entry) => out.push(entry.run_id),
+            WriteOp::RecordDeadLetter(letter) => out.push(letter.run_id),
+            WriteOp::RecordMemo(memo) => out.push(memo.run_id),
+            WriteOp::RecordCheckpoint(checkpoint) => out.push(checkpoint.run_id),
+            WriteOp::UpsertStep(step) => out.push(step.run_id),
+            WriteOp::Atomic(ops) => ops.iter().for_each(|op| op.owner_runs(out)),
+        }
+    }
+
     /// A short stable name for tracing and fault injection.
     pub fn name(&self) -> &'static str {
         match self {

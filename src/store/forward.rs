@@ -7,7 +7,9 @@
 /// writes (the journal handle, fault injection, test doubles). With
 /// `check: method`, each forwarded read first calls
 /// `self.method("read_name")?` (`fn(&self, &'static str) -> Result<(), StoreError>`),
-/// e.g. to inject faults. `list_runs` is forwarded too (the inner store may
+/// e.g. to inject faults. Run ownership (`ownership`, `claim_runs`,
+/// `renew_leases`, `release_leases`, `lease_lost`) is the inner store's and
+/// always forwarded. `list_runs` is forwarded too (the inner store may
 /// answer it in one query); other provided methods (such as
 /// `list_step_outputs_for`) keep their defaults unless you write them.
 ///
@@ -127,6 +129,28 @@ macro_rules! store_wrapper {
             async fn list_steps(&self, run_id: $crate::ids::Uuid) -> ::core::result::Result<Vec<$crate::records::RunStep>, $crate::records::StoreError> {
                 $(self.$check("list_steps")?;)?
                 self.$inner.list_steps(run_id).await
+            }
+
+            fn ownership(&self) -> $crate::store::Ownership {
+                self.$inner.ownership()
+            }
+
+            async fn claim_runs(&self, flows: &[String], limit: usize) -> ::core::result::Result<Vec<$crate::records::Run>, $crate::records::StoreError> {
+                $(self.$check("claim_runs")?;)?
+                self.$inner.claim_runs(flows, limit).await
+            }
+
+            async fn renew_leases(&self) -> ::core::result::Result<$crate::store::Renewal, $crate::records::StoreError> {
+                $(self.$check("renew_leases")?;)?
+                self.$inner.renew_leases().await
+            }
+
+            async fn release_leases(&self, runs: &[$crate::ids::Uuid]) -> ::core::result::Result<(), $crate::records::StoreError> {
+                self.$inner.release_leases(runs).await
+            }
+
+            fn lease_lost(&self) -> ::core::option::Option<::std::sync::Arc<$crate::store::__Notify>> {
+                self.$inner.lease_lost()
             }
         }
     };

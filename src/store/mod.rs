@@ -36,6 +36,7 @@
 
 mod faults;
 mod forward;
+mod lease;
 mod memory;
 #[cfg(feature = "postgres")]
 mod postgres;
@@ -43,6 +44,7 @@ mod sqlite;
 mod traits;
 
 pub use faults::{Fault, FaultyStore};
+pub use lease::{Ownership, Renewal};
 pub use memory::MemoryStore;
 #[cfg(feature = "postgres")]
 pub use postgres::{POSTGRES_SCHEMA_VERSION, PostgresConfig, PostgresStore};
@@ -53,3 +55,6 @@ pub use traits::{BatchResult, Store, WriterJob};
 // For `store_wrapper!`, which implements an `#[async_trait]` trait.
 #[doc(hidden)]
 pub use async_trait::async_trait as __async_trait;
+// For `store_wrapper!`, which forwards `Store::lease_lost`.
+#[doc(hidden)]
+pub use tokio::sync::Notify as __Notify;

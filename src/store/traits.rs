@@ -1,7 +1,12 @@
 //! The store trait every backend (and the journal actor's handle) implements.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
+use tokio::sync::Notify;
 use uuid::Uuid;
+
+use super::lease::{Ownership, Renewal};
 
 use crate::records::{
     Appended, Cursor, EventKind, NewEvent, RunEvent, TerminalAppend, TerminalEvent,
@@ -59,6 +64,41 @@ pub trait Store: Send + Sync + 'static {
     /// without running if the thread has stopped.
     fn run_on_writer(&self, job: WriterJob) -> Result<(), WriterJob> {
         Err(job)
+    }
+
+    /// How this store's runs are owned ([`Ownership`]): a single owner,
+    /// unless the store leases runs to the processes sharing it.
+    fn ownership(&self) -> Ownership {
+        Ownership::Single
+    }
+
+    /// Claims up to `limit` unfinished runs of the flows named in `flows`
+    /// whose lease is free or has lapsed and is not this store's, oldest
+    /// first, atomically (two processes never claim one run): each comes
+    /// back leased to this store under a new epoch. A single owner claims
+    /// nothing: its runs are all its own already.
+    async fn claim_runs(&self, flows: &[String], limit: usize) -> Result<Vec<Run>, StoreError> {
+        let _ = (flows, limit);
+        Ok(Vec::new())
+    }
+
+    /// Renews every lease this store holds, in one write, and reports the
+    /// leases lost since the last call (see [`Renewal`]).
+    async fn renew_leases(&self) -> Result<Renewal, StoreError> {
+        Ok(Renewal::default())
+    }
+
+    /// Lets the leases of `runs` lapse now (a runtime shutting down), so
+    /// that another process may claim them at once.
+    async fn release_leases(&self, runs: &[Uuid]) -> Result<(), StoreError> {
+        let _ = runs;
+        Ok(())
+    }
+
+    /// Notified when a fenced write finds one of this store's leases lost,
+    /// so that the run stops at once rather than at the next renewal.
+    fn lease_lost(&self) -> Option<Arc<Notify>> {
+        None
     }
 
     /// Applies one op durably.

@@ -251,6 +251,14 @@ impl RunParams {
         }
     }
 
+    /// Leases the run to `worker` at epoch 1 for `lease_micros` (the
+    /// insert adds the database's clock to it).
+    pub(crate) fn lease_to(&mut self, worker: &str, lease_micros: i64) {
+        self.lease_owner = Some(worker.to_owned());
+        self.ints[4] = Some(1);
+        self.ints[5] = Some(lease_micros);
+    }
+
     /// The values, borrowing `run` for its strings.
     pub(crate) fn values<'a>(
         &'a self,

@@ -30,6 +30,7 @@
 mod checkpoint;
 mod codec;
 mod inbox;
+mod lease;
 mod ledger;
 mod ops;
 mod read;
@@ -41,18 +42,33 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use tokio::sync::Notify;
 use tokio_postgres::{Client, Config};
 use uuid::Uuid;
 
 use self::codec::own_error;
+use self::lease::LeaseBook;
 pub use self::schema::POSTGRES_SCHEMA_VERSION;
 use self::schema::{connect, current_schema, lock_key, migrate};
 use self::write::Writer;
 use super::traits::Store;
+use super::{Ownership, Renewal};
 use crate::records::StepOutput;
 use crate::records::{Checkpoint, Memo};
 use crate::records::{Cursor, DamagedRun, RunEvent, StoreError, WriteOp, WriteOutcome};
 use crate::records::{DeadLetter, FailureEntry, InboxEntry, Run, RunFilter, RunStatus, RunStep};
+
+/// How long a lease lasts by default ([`PostgresConfig::lease`]).
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(5);
+
+/// The shortest lease accepted: renewals every third of it must fit.
+const MIN_LEASE: Duration = Duration::from_millis(300);
+
+/// A worker identity unique to this store: the process and a random part.
+fn default_worker() -> String {
+    let unique = crate::records::new_run_id().simple().to_string();
+    format!("pid{}-{}", std::process::id(), &unique[unique.len() - 8..])
+}
 
 /// Options of a [`PostgresStore`].
 #[derive(Debug, Clone)]
@@ -64,6 +80,13 @@ pub struct PostgresConfig {
     pub connect_timeout: Duration,
     /// How many connections serve reads (at least one).
     pub readers: usize,
+    /// This store's worker identity, the owner its leases name; `None`
+    /// makes one up (process id and a random suffix), unique per store.
+    pub worker: Option<String>,
+    /// How long a run's lease lasts unless renewed (see
+    /// [`Ownership`](crate::store::Ownership)): a dead process's runs are
+    /// taken over this long after its last renewal. Default 5 s.
+    pub lease: Duration,
 }
 
 impl Default for PostgresConfig {
@@ -72,6 +95,8 @@ impl Default for PostgresConfig {
             schema: None,
             connect_timeout: Duration::from_secs(10),
             readers: 2,
+            worker: None,
+            lease: DEFAULT_LEASE,
         }
     }
 }
@@ -94,6 +119,7 @@ pub struct PostgresStore {
     writer: tokio::sync::Mutex<Writer>,
     readers: Vec<Mutex<Option<Arc<Client>>>>,
     next_reader: AtomicUsize,
+    lease: Arc<LeaseBook>,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -133,12 +159,24 @@ impl PostgresStore {
             Some(schema) => schema.to_owned(),
             None => current_schema(&client).await?,
         };
+        let worker = match &options.worker {
+            Some(worker) if !worker.is_empty() && !worker.contains('\0') => worker.clone(),
+            Some(worker) => {
+                return Err(own_error(
+                    "connect",
+                    format!("the worker identity {worker:?} is empty or holds a NUL"),
+                ));
+            }
+            None => default_worker(),
+        };
+        let lease = Arc::new(LeaseBook::new(worker, options.lease.max(MIN_LEASE)));
         let writer = Writer::new(
             config.clone(),
             options.schema.clone(),
             timeout,
             lock_key(&name),
             client,
+            lease.clone(),
         );
         let mut readers = Vec::new();
         for _ in 0..options.readers.max(1) {
@@ -151,6 +189,7 @@ impl PostgresStore {
             writer: tokio::sync::Mutex::new(writer),
             readers,
             next_reader: AtomicUsize::new(0),
+            lease,
         })
     }
 
@@ -197,6 +236,29 @@ impl Store for PostgresStore {
 
     async fn get_run(&self, id: Uuid) -> Result<Option<Run>, StoreError> {
         read::get_run(&*self.reader().await?, id).await
+    }
+
+    fn ownership(&self) -> Ownership {
+        Ownership::Leased {
+            worker: self.lease.worker.clone(),
+            lease: self.lease.lease,
+        }
+    }
+
+    async fn claim_runs(&self, flows: &[String], limit: usize) -> Result<Vec<Run>, StoreError> {
+        lease::claim(&*self.reader().await?, &self.lease, flows, limit).await
+    }
+
+    async fn renew_leases(&self) -> Result<Renewal, StoreError> {
+        lease::renew(&*self.reader().await?, &self.lease).await
+    }
+
+    async fn release_leases(&self, runs: &[Uuid]) -> Result<(), StoreError> {
+        lease::release(&*self.reader().await?, &self.lease, runs).await
+    }
+
+    fn lease_lost(&self) -> Option<Arc<Notify>> {
+        Some(self.lease.lost_now())
     }
 
     async fn find_run_by_key(&self, flow: &str, key: &str) -> Result<Option<Run>, StoreError> {

@@ -13,6 +13,7 @@ use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
 use super::codec::{EVENT_COLUMNS, RunParams, check_op_text, decode_event, pg};
+use super::lease::LeaseBook;
 use super::write::{EventBuffer, Statements};
 use crate::records::Run;
 use crate::records::{Appended, Cursor, NewEvent, RowRef, TerminalAppend};
@@ -38,6 +39,8 @@ pub(super) struct OpCtx<'a> {
     pub(super) buffer: Option<&'a mut EventBuffer>,
     /// The batch's time (µs since the epoch), shared by its events.
     pub(super) now: i64,
+    /// The store's leases: whom a new run is leased to.
+    pub(super) lease: &'a LeaseBook,
 }
 
 type OpFuture<'f> = Pin<Box<dyn Future<Output = Result<WriteOutcome, StoreError>> + Send + 'f>>;
@@ -183,7 +186,9 @@ impl OpCtx<'_> {
         if let Some(key) = &run.key {
             self.check_key_free(&run.controller_id, key).await?;
         }
-        let params = RunParams::new(run, run.revision);
+        // The lease is the store's to give: the new run is this worker's.
+        let mut params = RunParams::new(run, run.revision);
+        params.lease_to(&self.lease.worker, self.lease.lease_micros());
         let input = (!run.input.is_null()).then(|| json_bytes(&run.input));
         let mut values: Vec<&(dyn ToSql + Sync)> = vec![&run.id];
         values.extend(params.values(run));
@@ -195,7 +200,8 @@ impl OpCtx<'_> {
              parent_run_id, current_step, state_json, wait_json, status, cancel_requested, \
              revision, created_at, updated_at, ended_at, lease_owner, lease_epoch, \
              lease_expires_at, input_json, run_key) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, \
-             $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)",
+             $10, $11, $12, $13, $14, $15, $16, $17, \
+             (extract(epoch from clock_timestamp()) * 1000000)::bigint + $18, $19, $20)",
             &values,
         )
         .await?;
@@ -228,7 +234,9 @@ impl OpCtx<'_> {
         let revision = next_revision(run.id, expected)?;
         let params = RunParams::new(run, revision);
         let expected_param = expected as i64;
-        let mut values: Vec<&(dyn ToSql + Sync)> = params.values(run).to_vec();
+        // The lease columns are left alone: leases are the store's
+        // (`lease.rs`), not a field a caller's update may overwrite.
+        let mut values: Vec<&(dyn ToSql + Sync)> = params.values(run)[..14].to_vec();
         values.push(&run.id);
         values.push(&expected_param);
         let changed = self
@@ -237,8 +245,8 @@ impl OpCtx<'_> {
                 "UPDATE runs SET controller_id = $1, goal = $2, owner_session_key = $3, \
                  requester_origin = $4, parent_run_id = $5, current_step = $6, state_json = $7, \
                  wait_json = $8, status = $9, cancel_requested = $10, revision = $11, \
-                 created_at = $12, updated_at = $13, ended_at = $14, lease_owner = $15, \
-                 lease_epoch = $16, lease_expires_at = $17 WHERE id = $18 AND revision = $19",
+                 created_at = $12, updated_at = $13, ended_at = $14 \
+                 WHERE id = $15 AND revision = $16",
                 &values,
             )
             .await?;

@@ -17,6 +17,7 @@
 //! the cache only once it has committed, and a failed batch empties it.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
@@ -25,6 +26,7 @@ use tokio_postgres::{Client, Config, Statement};
 use uuid::Uuid;
 
 use super::codec::pg;
+use super::lease::LeaseBook;
 use super::ops::OpCtx;
 use super::schema::{WRITE_LOCK, connect};
 use crate::records::{StoreError, WriteOp, WriteOutcome};
@@ -32,6 +34,7 @@ use crate::store::BatchResult;
 use crate::store::sqlite::codec::micros;
 
 mod fast;
+mod fence;
 
 /// Past this many cached run heads the cache is emptied (and refills on demand).
 const HEAD_CACHE_LIMIT: usize = 100_000;
@@ -152,6 +155,8 @@ pub(super) struct Writer {
     /// A transaction may be open (a batch was cancelled mid-way).
     in_transaction: bool,
     buffer: EventBuffer,
+    /// The runs this store holds leases on: their writes are fenced.
+    lease: Arc<LeaseBook>,
 }
 
 impl Writer {
@@ -161,6 +166,7 @@ impl Writer {
         timeout: Duration,
         lock_key: i32,
         client: Client,
+        lease: Arc<LeaseBook>,
     ) -> Writer {
         Writer {
             config,
@@ -172,6 +178,7 @@ impl Writer {
             heads: HashMap::new(),
             in_transaction: false,
             buffer: EventBuffer::default(),
+            lease,
         }
     }
 
@@ -235,9 +242,18 @@ impl Writer {
     pub(super) async fn apply_batch(&mut self, ops: &[WriteOp]) -> BatchResult {
         self.connected().await?;
         let mut heads = HashMap::with_capacity(ops.len());
-        let outcome = match fast::plain_appends(ops, &self.heads) {
-            Some(rows) => self.run_plain_appends(rows, &mut heads).await,
-            None => self.run_batch(ops, &mut heads).await,
+        let fenced = fence::fenced_runs(&self.lease, ops);
+        let lease = self.lease.clone();
+        let mut outcome = Ok(None);
+        if let Some(rows) = fast::plain_appends(ops, &self.heads)
+            && let Some(fence) = fence::all_held(&lease, &fenced)
+        {
+            outcome = self.run_plain_appends(rows, fence, &mut heads).await;
+        }
+        let outcome = match outcome {
+            Ok(Some(results)) => Ok(results),
+            Ok(None) => self.run_batch(ops, &fenced, &mut heads).await,
+            Err(e) => Err(e),
         };
         match outcome {
             Ok(results) => {
@@ -245,6 +261,7 @@ impl Writer {
                     self.heads.clear();
                 }
                 self.heads.extend(heads);
+                fence::hold_inserted(&self.lease, ops, &results);
                 Ok(results)
             }
             Err(e) => {
@@ -263,6 +280,7 @@ impl Writer {
     async fn run_batch(
         &mut self,
         ops: &[WriteOp],
+        fenced: &[Uuid],
         batch_heads: &mut HashMap<Uuid, u64>,
     ) -> Result<Vec<Result<WriteOutcome, StoreError>>, StoreError> {
         let client = self.client.as_ref().ok_or_else(|| lost("begin"))?;
@@ -272,10 +290,15 @@ impl Writer {
         buffer.clear();
         self.in_transaction = true;
         let mut next_cursor = begin(client, self.lock_key).await? + 1;
+        let refused = fence::check(client, statements, &self.lease, fenced).await?;
         let now = micros(Utc::now());
         let mut op_heads = HashMap::new();
         let mut results = Vec::with_capacity(ops.len());
         for op in ops {
+            if let Some(error) = fence::refusal(&refused, op) {
+                results.push(Err(error));
+                continue;
+            }
             // A plain append (no event id, not terminal) reads only its
             // run's head before it is queued, and cannot fail after that:
             // no savepoint. Every other op may read events: the buffer is
@@ -306,6 +329,7 @@ impl Writer {
                 next_cursor: &mut next_cursor,
                 buffer: plain.then_some(&mut *buffer),
                 now,
+                lease: &self.lease,
             };
             let result = ctx.apply(op).await;
             match &result {

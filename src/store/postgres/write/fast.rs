@@ -26,6 +26,28 @@ const INSERT_NUMBERED: &str = "WITH base AS (SELECT coalesce(max(cursor), 0) AS 
       UNNEST($1::uuid[], $2::bigint[], $3::text[], $5::bytea[]) WITH ORDINALITY AS t(r, s, k, p, n)) \
     SELECT b FROM base";
 
+/// [`INSERT_NUMBERED`] when the batch writes for runs this store leases:
+/// the rows are inserted only if every run in `$6` is still owned by `$7`
+/// at the epoch in `$8`, checked on rows it locks `FOR SHARE` (see
+/// `../lease.rs`); `ok` says whether they were.
+const INSERT_NUMBERED_FENCED: &str = "WITH fence AS (SELECT r.id FROM runs r \
+      JOIN UNNEST($6::uuid[], $8::bigint[]) AS f(id, epoch) ON r.id = f.id \
+      WHERE r.lease_owner = $7 AND r.lease_epoch = f.epoch FOR SHARE OF r), \
+    ok AS (SELECT count(*) = cardinality($6::uuid[]) AS ok FROM fence), \
+    base AS (SELECT coalesce(max(cursor), 0) AS b FROM events), \
+    ins AS (INSERT INTO events(cursor, run_id, seq, kind, at, payload) \
+      SELECT base.b + t.n, t.r, t.s, t.k, $4, t.p FROM base, ok, \
+      UNNEST($1::uuid[], $2::bigint[], $3::text[], $5::bytea[]) WITH ORDINALITY AS t(r, s, k, p, n) \
+      WHERE ok.ok) \
+    SELECT base.b, ok.ok FROM base, ok";
+
+/// The leases a one-round-trip batch is fenced by: runs, the worker, epochs.
+pub(super) struct Fence<'a> {
+    pub(super) runs: Vec<Uuid>,
+    pub(super) worker: &'a str,
+    pub(super) epochs: Vec<i64>,
+}
+
 /// A batch ready for the one-round-trip path: its rows, column by column,
 /// and the heads they leave.
 pub(super) struct Appends {
@@ -78,22 +100,37 @@ pub(super) fn plain_appends(ops: &[WriteOp], committed: &HashMap<Uuid, u64>) -> 
 }
 
 impl Writer {
-    /// Commits `rows` in one round trip; the heads they leave go to `batch_heads`.
+    /// Commits `rows` in one round trip; the heads they leave go to
+    /// `batch_heads`. `Ok(None)` when `fence` refused them (a lease was
+    /// lost): nothing was inserted, and the batch must go the general way,
+    /// which says which ops are refused.
     pub(super) async fn run_plain_appends(
         &mut self,
         rows: Appends,
+        fence: Option<Fence<'_>>,
         batch_heads: &mut HashMap<Uuid, u64>,
-    ) -> Result<Vec<Result<WriteOutcome, StoreError>>, StoreError> {
+    ) -> Result<Option<Vec<Result<WriteOutcome, StoreError>>>, StoreError> {
         let client = self.client.as_ref().ok_or_else(|| lost("begin"))?;
         // Prepared first: the three requests below must leave in order.
-        let insert = self.statements.get(client, INSERT_NUMBERED).await?;
+        let sql = match fence {
+            Some(_) => INSERT_NUMBERED_FENCED,
+            None => INSERT_NUMBERED,
+        };
+        let insert = self.statements.get(client, sql).await?;
         let begin = format!(
             "BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK}, {})",
             self.lock_key
         );
         let now = micros(Utc::now());
-        let params: [&(dyn ToSql + Sync); 5] =
-            [&rows.runs, &rows.seqs, &rows.kinds, &now, &rows.payloads];
+        let mut params: Vec<&(dyn ToSql + Sync)> =
+            vec![&rows.runs, &rows.seqs, &rows.kinds, &now, &rows.payloads];
+        if let Some(fence) = &fence {
+            params.extend([
+                &fence.runs as &(dyn ToSql + Sync),
+                &fence.worker,
+                &fence.epochs,
+            ]);
+        }
         self.in_transaction = true;
         // Polled in order, so sent in order: if BEGIN or the insert fails,
         // the server answers the COMMIT with a rollback.
@@ -102,10 +139,13 @@ impl Writer {
             client.query_one(&insert, &params),
             client.batch_execute("COMMIT")
         );
-        let base = begun
+        let (base, fenced_ok) = begun
             .and(inserted)
             .and_then(|row| committed.map(|()| row))
-            .and_then(|row| row.try_get::<_, i64>(0))
+            .and_then(|row| {
+                let base = row.try_get::<_, i64>(0)?;
+                Ok((base, fence.is_none() || row.try_get::<_, bool>(1)?))
+            })
             .map_err(|e| {
                 // COMMIT was sent: with the connection gone, its outcome is unknown.
                 if is_lost(&e) {
@@ -118,15 +158,20 @@ impl Writer {
                 }
             })?;
         self.in_transaction = false;
+        if !fenced_ok {
+            return Ok(None);
+        }
         batch_heads.extend(rows.heads);
-        Ok((0..rows.seqs.len())
-            .map(|i| {
-                Ok(WriteOutcome::Appended(Appended {
-                    cursor: Cursor((base + i as i64 + 1) as u64),
-                    seq: rows.seqs[i] as u64,
-                    duplicate: false,
-                }))
-            })
-            .collect())
+        Ok(Some(
+            (0..rows.seqs.len())
+                .map(|i| {
+                    Ok(WriteOutcome::Appended(Appended {
+                        cursor: Cursor((base + i as i64 + 1) as u64),
+                        seq: rows.seqs[i] as u64,
+                        duplicate: false,
+                    }))
+                })
+                .collect(),
+        ))
     }
 }
