@@ -44,3 +44,9 @@ pub const CHECKPOINT_SECONDS: &str = "troupe_checkpoint_seconds";
 pub const HIBERNATED_RUNS: &str = "troupe_hibernated_runs";
 /// Hibernated runs woken (label `by`: `timer`, `child`, `message`).
 pub const RUNS_WOKEN: &str = "troupe_runs_woken_total";
+/// Runs this runtime claimed from a shared journal after their lease lapsed.
+pub const RUNS_CLAIMED: &str = "troupe_runs_claimed_total";
+/// Runs whose lease this runtime lost (another process took them over).
+pub const LEASES_LOST: &str = "troupe_leases_lost_total";
+/// Lease renewals or claims that failed (label `op`: `renew` or `claim`).
+pub const LEASE_FAILURES: &str = "troupe_lease_failures_total";

@@ -56,6 +56,8 @@ pub(crate) trait RunHost: Send + Sync {
 struct Published {
     state: RunState,
     outcome: Option<Box<RunOutcome>>,
+    /// The run is executed by another process now (its lease was lost).
+    moved: bool,
     state_tx: Option<watch::Sender<RunState>>,
     outcome_tx: Option<watch::Sender<Option<RunOutcome>>>,
 }
@@ -87,6 +89,7 @@ impl RunCell {
             published: Mutex::new(Published {
                 state: RunState::Created,
                 outcome: None,
+                moved: false,
                 state_tx: None,
                 outcome_tx: None,
             }),
@@ -122,7 +125,15 @@ impl RunCell {
             outcome,
             state_tx,
             outcome_tx,
+            moved,
         } = &mut *published;
+        if *moved {
+            // Closed at once: nothing will be published here any more.
+            return (
+                watch::channel(state.clone()).1,
+                watch::channel(outcome.as_deref().cloned()).1,
+            );
+        }
         let state = state_tx
             .get_or_insert_with(|| watch::channel(state.clone()).0)
             .subscribe();
@@ -173,9 +184,37 @@ impl RunCell {
         }
     }
 
-    /// Whether the run has ended.
+    /// Whether the run has ended, or is no longer this runtime's to run.
     pub(crate) fn has_ended(&self) -> bool {
-        self.published().outcome.is_some()
+        let published = self.published();
+        published.outcome.is_some() || published.moved
+    }
+
+    /// Whether the run is executed by another process now.
+    pub(crate) fn has_moved(&self) -> bool {
+        self.published().moved
+    }
+
+    /// The run's lease was lost: another process executes it now. It counts
+    /// as ended here; its watchers are let go (a handle's `wait` answers
+    /// `HandleError::Moved`). Its flow actor, if live, for the caller to
+    /// kill; `None` also when the run had ended already.
+    pub(crate) fn hand_over(&self) -> Option<ActorRef<FlowMsg>> {
+        let route = self.route();
+        {
+            let mut published = self.published();
+            if published.outcome.is_some() || published.moved {
+                return None;
+            }
+            published.moved = true;
+            published.state_tx = None;
+            published.outcome_tx = None;
+        }
+        self.set_route(Route::Gone);
+        match route {
+            Route::Live(actor) => Some(actor),
+            _ => None,
+        }
     }
 
     /// Publishes the run's outcome (once: a later one is ignored) and tells

@@ -521,6 +521,17 @@ impl FlowCtx {
             ));
             recorded = Ok(());
         }
+        if let Err(error) = &recorded
+            && error.is_lease_lost()
+        {
+            // Another process runs it now: nothing is published or closed
+            // here, and the handles learn that it moved.
+            tracing::warn!(run_id = %self.run.id, "lease lost while ending the run; stopped here");
+            self.cell.hand_over();
+            metrics::counter!(crate::metrics::LEASES_LOST).increment(1);
+            self.myself.stop(Some("lease lost".to_owned()));
+            return recorded;
+        }
         if let Err(error) = &recorded {
             outcome.recorded = false;
             outcome.reason = Some(match outcome.reason {

@@ -248,6 +248,15 @@ pub enum HandleError {
         /// What was refused.
         event: &'static str,
     },
+    /// The run is executed by another process now: this runtime's lease
+    /// on it (a journal shared over PostgreSQL) lapsed and another runtime
+    /// took it over, so it was stopped here. Its outcome will be in the
+    /// journal once its new owner ends it.
+    #[error("run {run_id} moved to another process: this runtime lost its lease on it")]
+    Moved {
+        /// The run.
+        run_id: Uuid,
+    },
     /// The flow's actor stopped without publishing an outcome.
     #[error("run {run_id}: the flow actor stopped without an outcome (last state {last_state:?})")]
     Lost {

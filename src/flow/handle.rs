@@ -193,6 +193,11 @@ impl RunHandle {
     }
 
     fn lost(&self) -> HandleError {
+        if self.cell.upgrade().is_some_and(|cell| cell.has_moved()) {
+            return HandleError::Moved {
+                run_id: self.run_id,
+            };
+        }
         HandleError::Lost {
             run_id: self.run_id,
             last_state: self.state(),

@@ -39,6 +39,24 @@ pub enum RecordError {
     Control(#[from] crate::runs::RunError),
 }
 
+impl RecordError {
+    /// Whether the store refused the write because this process lost the
+    /// run's lease (anywhere in the error's chain).
+    pub(crate) fn is_lease_lost(&self) -> bool {
+        let mut error: Option<&(dyn std::error::Error + 'static)> = Some(self);
+        while let Some(e) = error {
+            if matches!(
+                e.downcast_ref::<StoreError>(),
+                Some(StoreError::LeaseLost { .. })
+            ) {
+                return true;
+            }
+            error = e.source();
+        }
+        false
+    }
+}
+
 /// Creates the `Created` run record of a new run of `controller_id`.
 pub(crate) async fn create(
     journal: &JournalHandle,

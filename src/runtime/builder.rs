@@ -22,7 +22,7 @@ pub const DEFAULT_JOURNAL_PATH: &str = "./troupe-data/journal.sqlite";
 enum Location {
     Sqlite(PathBuf),
     #[cfg(feature = "postgres")]
-    Postgres(String),
+    Postgres(String, crate::store::PostgresConfig),
     Memory,
     Store(JournalBackend),
 }
@@ -48,7 +48,7 @@ impl std::fmt::Debug for RuntimeBuilder {
         let location = match &self.location {
             Location::Sqlite(path) => format!("sqlite:{}", path.display()),
             #[cfg(feature = "postgres")]
-            Location::Postgres(_) => "postgres".to_owned(),
+            Location::Postgres(..) => "postgres".to_owned(),
             Location::Memory => "memory".to_owned(),
             Location::Store(_) => "store".to_owned(),
         };
@@ -100,9 +100,12 @@ impl RuntimeBuilder {
     /// Journal in the PostgreSQL database at `url` (a `postgresql://` URL or
     /// a `key=value` string; cargo feature `postgres`): [`start`](Self::start)
     /// connects, creates or migrates troupe's tables and runs the journal
-    /// over a [`PostgresStore`](crate::store::PostgresStore). One runtime
-    /// writes to a database at a time: several processes sharing runs
-    /// (leases) are not supported yet.
+    /// over a [`PostgresStore`](crate::store::PostgresStore). Several
+    /// runtimes, in as many processes, may share one database: each runs
+    /// the runs it holds a lease on (those it starts, and those it claims
+    /// when their owner stops renewing), and a runtime that lost a lease
+    /// commits nothing more for that run (see
+    /// [`Ownership`](crate::store::Ownership)).
     ///
     /// ```no_run
     /// # async fn run() -> Result<(), troupe::runtime::RuntimeError> {
@@ -117,8 +120,19 @@ impl RuntimeBuilder {
     /// # }
     /// ```
     #[cfg(feature = "postgres")]
-    pub fn postgres(mut self, url: impl Into<String>) -> Self {
-        self.location = Location::Postgres(url.into());
+    pub fn postgres(self, url: impl Into<String>) -> Self {
+        self.postgres_with(url, crate::store::PostgresConfig::default())
+    }
+
+    /// [`postgres`](Self::postgres) with options: the worker identity its
+    /// leases name, the lease's length, the PostgreSQL schema.
+    #[cfg(feature = "postgres")]
+    pub fn postgres_with(
+        mut self,
+        url: impl Into<String>,
+        config: crate::store::PostgresConfig,
+    ) -> Self {
+        self.location = Location::Postgres(url.into(), config);
         self
     }
 
@@ -197,8 +211,8 @@ impl RuntimeBuilder {
             Location::Memory => (Arc::new(MemoryStore::new()), None, None),
             Location::Store(store) => (store.clone(), None, None),
             #[cfg(feature = "postgres")]
-            Location::Postgres(url) => {
-                let store = crate::store::PostgresStore::connect(url)
+            Location::Postgres(url, config) => {
+                let store = crate::store::PostgresStore::connect_with(url, config.clone())
                     .await
                     .map_err(open_error)?;
                 (Arc::new(store), None, None)

@@ -69,6 +69,14 @@ impl RunList {
         self.cell(run_id).map(RunHandle::new)
     }
 
+    /// The ids of the runs kept that have not ended (live or hibernated).
+    pub(crate) fn unended_ids(&self) -> Vec<Uuid> {
+        (self.cells.values())
+            .filter(|c| !c.has_ended())
+            .map(|c| c.run_id)
+            .collect()
+    }
+
     /// How many runs that have not ended are kept (live or hibernated).
     pub(crate) fn unended(&self) -> usize {
         self.cells.values().filter(|c| !c.has_ended()).count()

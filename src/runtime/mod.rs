@@ -31,6 +31,7 @@ mod counts;
 mod input;
 mod keyed;
 mod launch;
+mod leases;
 mod live;
 mod registry;
 mod resume;

@@ -11,6 +11,7 @@ use uuid::Uuid;
 
 use super::builder::RuntimeBuilder;
 use super::launch::{Gate, Launcher};
+use super::leases::spawn_keeper;
 use super::live::CancelLiveRuns;
 use super::registry::Registry;
 use super::resume::{ResumeFailure, ResumeReport, resume_runs};
@@ -24,6 +25,7 @@ use crate::journal::{JournalError, JournalHandle};
 use crate::records::{DamagedRun, LockHolder, Run, RunStatus, StoreError};
 use crate::runs::{RecoveryReport, RunManager};
 use crate::store::Closer;
+use crate::store::{Ownership, Store};
 
 /// Why the runtime could not do what was asked.
 #[derive(Debug, thiserror::Error)]
@@ -388,6 +390,15 @@ impl Runtime {
     /// outputs unreadable, its flow not started) goes to
     /// [`Self::resume_failures`]; the others resume.
     pub(crate) async fn resume_unfinished(&mut self) -> Result<(), RuntimeError> {
+        if self.journal.ownership() != Ownership::Single {
+            // A shared journal: only the runs this runtime claims are its own.
+            let (claimed, report) = self.launcher.claim_and_resume(&self.resume_gate).await?;
+            tracing::info!(claimed = claimed.len(), "claimed lapsed runs at start");
+            self.resumed = report.cells;
+            self.resume_failures = report.failures;
+            spawn_keeper(&self.launcher, self.resume_gate.clone());
+            return Ok(());
+        }
         let mut resumable = Vec::new();
         let mut unresumed = Vec::new();
         for run in &self.recovery.unfinished {
@@ -550,6 +561,9 @@ impl Runtime {
     async fn stop(self) {
         self.journal.shutdown().await;
         self.root.stop_and_wait(None, None).await.ok();
+        // Nothing of this runtime writes any more: the runs it did not end
+        // are let go for other processes to take at once.
+        self.launcher.release_leases().await;
         // Handles may keep the store alive; the journal is released now.
         if let Some(closer) = &self.closer {
             closer.close().await;

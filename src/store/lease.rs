@@ -18,8 +18,8 @@
 //!
 //! // An in-memory or SQLite store has a single owner: nothing to claim.
 //! assert_eq!(MemoryStore::new().ownership(), Ownership::Single);
-//! let leased = Ownership::Leased { worker: "web-1".into(), lease: Duration::from_secs(5) };
-//! assert_eq!(leased.renew_every(), Some(Duration::from_millis(1666)));
+//! let leased = Ownership::Leased { worker: "web-1".into(), lease: Duration::from_secs(6) };
+//! assert_eq!(leased.renew_every(), Some(Duration::from_secs(2)));
 //! ```
 
 use std::time::Duration;

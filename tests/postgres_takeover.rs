@@ -1,0 +1,133 @@
+//! Two runtimes share one PostgreSQL journal. Runtime `a` runs a run whose
+//! step waits for a signal; its lease lapses (expired in the database, as
+//! if `a` had stalled) and runtime `b` claims it at start and resumes it.
+//! `a`'s next write for the run is refused, so `a` stops the run (its
+//! handle says it moved) and commits nothing more; `b` takes the signal and
+//! finishes the run: one terminal event, one signal taken.
+
+#![cfg(feature = "postgres")]
+
+#[path = "support/postgres.rs"]
+mod postgres;
+
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::sync::mpsc;
+use troupe::flow::{FlowDefinition, HandleError};
+use troupe::records::RunStatus;
+use troupe::runtime::Runtime;
+use troupe::stage::{StageContext, step_fn};
+use troupe::store::{PostgresConfig, Store};
+
+/// A flow whose one step says when it waits, then waits for `go`.
+fn flow(waiting: mpsc::UnboundedSender<&'static str>, me: &'static str) -> FlowDefinition<u64> {
+    FlowDefinition::<u64>::builder("approval")
+        .step("decide", move |ctx: &StageContext| {
+            let (ctx, waiting) = (ctx.clone(), waiting.clone());
+            step_fn(move |_| {
+                let (ctx, waiting) = (ctx.clone(), waiting.clone());
+                async move {
+                    let _ = waiting.send(me);
+                    let answer = ctx.wait_signal("go", None).await?;
+                    Ok(json!({ "answer": answer, "by": me }))
+                }
+            })
+        })
+        .build()
+        .expect("flow")
+}
+
+async fn runtime(
+    schema: &postgres::Schema,
+    worker: &str,
+    waiting: &mpsc::UnboundedSender<&'static str>,
+    me: &'static str,
+) -> Runtime {
+    let config = PostgresConfig {
+        worker: Some(worker.to_owned()),
+        // Long: the keeper does not notice the loss first; the write does.
+        lease: Duration::from_secs(60),
+        ..schema.config()
+    };
+    Runtime::builder()
+        .postgres_with(&schema.url, config)
+        .never_hibernate()
+        .register(flow(waiting.clone(), me))
+        .expect("register")
+        .start()
+        .await
+        .expect("start runtime")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_taken_over_run_stops_on_its_old_owner_and_finishes_on_the_new_one() {
+    let Some(url) = postgres::url() else { return };
+    let schema = postgres::Schema::new(&url);
+    let (tx, mut waiting) = mpsc::unbounded_channel();
+    let a = runtime(&schema, "a", &tx, "a").await;
+    let run = a.start("approval").await.expect("start run");
+    assert_eq!(waiting.recv().await, Some("a"));
+
+    // `a` stalls: its lease lapses, and `b` claims the run as it starts.
+    schema
+        .client()
+        .await
+        .batch_execute(&format!(
+            "UPDATE \"{}\".runs SET lease_expires_at = 0",
+            schema.name
+        ))
+        .await
+        .expect("lapse");
+    let b = runtime(&schema, "b", &tx, "b").await;
+    assert_eq!(waiting.recv().await, Some("b"), "b resumed the run");
+    let resumed = b.resumed();
+    assert_eq!(resumed.len(), 1);
+    let record = b.journal().get_run(run.run_id()).await.unwrap().unwrap();
+    let lease = record.lease.expect("leased");
+    assert_eq!((lease.owner.as_str(), lease.epoch), ("b", 2));
+
+    // `a` wakes up and writes: refused, so it stops the run.
+    let _ = a
+        .send_signal(run.run_id(), None, "go", json!("from a"))
+        .await;
+    let moved = tokio::time::timeout(Duration::from_secs(20), run.wait())
+        .await
+        .expect("a stops the run");
+    assert!(
+        matches!(moved, Err(HandleError::Moved { run_id }) if run_id == run.run_id()),
+        "{moved:?}"
+    );
+
+    // `b` finishes it, with the signal it gets (the one `a` journaled
+    // stays in the inbox: input is never lost, and a step takes one).
+    b.send_signal(run.run_id(), None, "go", json!("from b"))
+        .await
+        .expect("signal b");
+    let outcome = tokio::time::timeout(Duration::from_secs(20), resumed[0].wait())
+        .await
+        .expect("b ends the run")
+        .expect("outcome");
+    assert_eq!(outcome.status, RunStatus::Finished, "{outcome:?}");
+    let output = outcome.structured_output.unwrap();
+    assert_eq!(output["steps"]["decide"]["by"], "b", "{output}");
+
+    let log = b.journal().replay(run.run_id()).await.unwrap();
+    let terminals = log
+        .iter()
+        .filter(|e| e.kind.as_terminal().is_some())
+        .count();
+    assert_eq!(terminals, 1);
+    let taken = log
+        .iter()
+        .filter(|e| e.kind.name() == "signal_taken")
+        .count();
+    assert_eq!(
+        taken,
+        1,
+        "{:?}",
+        log.iter().map(|e| e.kind.name()).collect::<Vec<_>>()
+    );
+    a.shutdown().await;
+    b.shutdown().await;
+}
