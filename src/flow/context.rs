@@ -26,6 +26,7 @@ use crate::stage::dead_letter::StageDeadLetter;
 use crate::stage::events::EventPort;
 use crate::stage::{RunContext, StageKind};
 use crate::stage::{StageEvent, StageState};
+use crate::store::Store;
 
 /// Control slots of each stage kept for the flow actor's own events: user
 /// events are refused (`HandleError::Busy`) once a stage's free slots fall
@@ -533,6 +534,15 @@ impl FlowCtx {
             return recorded;
         }
         if let Err(error) = &recorded {
+            // On a shared journal the run is let go, so that a runtime
+            // claims it and records its outcome: it must not stay `Running`
+            // under a lease that this live process keeps renewing.
+            let (journal, run_id) = (self.journal.clone(), self.run.id);
+            tokio::spawn(async move {
+                if let Err(error) = journal.release_leases(&[run_id]).await {
+                    tracing::warn!(%run_id, %error, "releasing the unrecorded run's lease failed");
+                }
+            });
             outcome.recorded = false;
             outcome.reason = Some(match outcome.reason {
                 Some(reason) => format!("{reason}; recording the outcome failed: {error}"),

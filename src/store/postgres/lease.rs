@@ -139,7 +139,8 @@ pub(crate) async fn claim(
         "UPDATE runs SET lease_owner = $1, lease_epoch = coalesce(lease_epoch, 0) + 1, \
          lease_expires_at = {NOW} + $2 \
          WHERE id IN (SELECT id FROM runs WHERE status NOT IN (3, 4, 5) \
-           AND controller_id = ANY($3) AND lease_owner IS DISTINCT FROM $1 \
+           AND controller_id = ANY($3) \
+           AND (lease_owner IS DISTINCT FROM $1 OR lease_expires_at = 0) \
            AND (lease_owner IS NULL OR lease_expires_at IS NULL OR lease_expires_at < {NOW}) \
            ORDER BY created_at, id LIMIT $4 FOR UPDATE SKIP LOCKED) \
          RETURNING {RUN_COLUMNS}"
@@ -167,10 +168,14 @@ pub(crate) async fn renew(client: &Client, book: &LeaseBook) -> Result<Renewal, 
     let (ids, epochs) = book.held();
     let mut renewal = Renewal::default();
     if !ids.is_empty() {
+        // Rows are locked in id order, as a batch's fence locks them: two
+        // statements that lock in one order cannot deadlock.
         let sql = format!(
-            "UPDATE runs r SET lease_expires_at = {NOW} + $2 \
-             FROM UNNEST($3::uuid[], $4::bigint[]) AS b(id, epoch) \
-             WHERE r.id = b.id AND r.lease_owner = $1 AND r.lease_epoch = b.epoch \
+            "WITH locked AS (SELECT id FROM runs WHERE id = ANY($3) AND lease_owner = $1 \
+               ORDER BY id FOR UPDATE) \
+             UPDATE runs r SET lease_expires_at = {NOW} + $2 \
+             FROM locked, UNNEST($3::uuid[], $4::bigint[]) AS b(id, epoch) \
+             WHERE r.id = locked.id AND r.id = b.id AND r.lease_epoch = b.epoch \
              RETURNING r.id, r.status IN (3, 4, 5), r.cancel_requested"
         );
         let rows = client
@@ -221,9 +226,11 @@ pub(crate) async fn release(
     }
     client
         .execute(
-            "UPDATE runs r SET lease_expires_at = 0 \
-             FROM UNNEST($2::uuid[], $3::bigint[]) AS b(id, epoch) \
-             WHERE r.id = b.id AND r.lease_owner = $1 AND r.lease_epoch = b.epoch",
+            "WITH locked AS (SELECT id FROM runs WHERE id = ANY($2) AND lease_owner = $1 \
+               ORDER BY id FOR UPDATE) \
+             UPDATE runs r SET lease_expires_at = 0 \
+             FROM locked, UNNEST($2::uuid[], $3::bigint[]) AS b(id, epoch) \
+             WHERE r.id = locked.id AND r.id = b.id AND r.lease_epoch = b.epoch",
             &[&book.worker, &ids, &epochs],
         )
         .await
@@ -240,8 +247,9 @@ pub(crate) async fn release(
 
 /// The fence query of a batch: the owner and epoch of each run in `$1`,
 /// their rows locked until the batch ends.
+/// Locked in id order (see `renew`).
 pub(crate) const FENCE: &str =
-    "SELECT id, lease_owner, lease_epoch FROM runs WHERE id = ANY($1) FOR SHARE";
+    "SELECT id, lease_owner, lease_epoch FROM runs WHERE id = ANY($1) ORDER BY id FOR SHARE";
 
 /// Who holds each run in `runs` now, as the locked rows say.
 pub(crate) async fn holders(

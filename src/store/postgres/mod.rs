@@ -153,12 +153,6 @@ impl PostgresStore {
         }
         let schema = options.schema.as_deref();
         let timeout = options.connect_timeout;
-        let client = connect(&config, schema, "troupe-writer", timeout).await?;
-        migrate(&client, schema).await?;
-        let name = match schema {
-            Some(schema) => schema.to_owned(),
-            None => current_schema(&client).await?,
-        };
         let worker = match &options.worker {
             Some(worker) if !worker.is_empty() && !worker.contains('\0') => worker.clone(),
             Some(worker) => {
@@ -169,6 +163,14 @@ impl PostgresStore {
             }
             None => default_worker(),
         };
+        // Operators (and tests) tell the workers' writers apart by it.
+        let writer_name = format!("troupe-writer {worker}");
+        let client = connect(&config, schema, &writer_name, timeout).await?;
+        migrate(&client, schema).await?;
+        let name = match schema {
+            Some(schema) => schema.to_owned(),
+            None => current_schema(&client).await?,
+        };
         let lease = Arc::new(LeaseBook::new(worker, options.lease.max(MIN_LEASE)));
         let writer = Writer::new(
             config.clone(),
@@ -177,6 +179,7 @@ impl PostgresStore {
             lock_key(&name),
             client,
             lease.clone(),
+            writer_name,
         );
         let mut readers = Vec::new();
         for _ in 0..options.readers.max(1) {

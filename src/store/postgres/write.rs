@@ -157,6 +157,8 @@ pub(super) struct Writer {
     buffer: EventBuffer,
     /// The runs this store holds leases on: their writes are fenced.
     lease: Arc<LeaseBook>,
+    /// The connection's `application_name`, naming the worker.
+    name: String,
 }
 
 impl Writer {
@@ -167,6 +169,7 @@ impl Writer {
         lock_key: i32,
         client: Client,
         lease: Arc<LeaseBook>,
+        name: String,
     ) -> Writer {
         Writer {
             config,
@@ -179,6 +182,7 @@ impl Writer {
             in_transaction: false,
             buffer: EventBuffer::default(),
             lease,
+            name,
         }
     }
 
@@ -204,7 +208,7 @@ impl Writer {
             let client = connect(
                 &self.config,
                 self.schema.as_deref(),
-                "troupe-writer",
+                &self.name,
                 self.timeout,
             )
             .await?;
@@ -239,7 +243,25 @@ impl Writer {
     }
 
     /// Applies `ops` in one transaction; see [`Store::apply_batch`](crate::store::Store::apply_batch).
+    /// A transaction the server rolled back for a deadlock or a
+    /// serialization failure (SQLSTATE class 40: nothing of it committed)
+    /// is tried again, a few times, before its error is returned.
     pub(super) async fn apply_batch(&mut self, ops: &[WriteOp]) -> BatchResult {
+        let mut attempt = 0;
+        loop {
+            let result = self.apply_batch_once(ops).await;
+            match &result {
+                Err(error) if attempt < ROLLBACK_RETRIES && rolled_back(error) => {
+                    attempt += 1;
+                    tracing::debug!(%error, attempt, "batch rolled back by the server; again");
+                    tokio::time::sleep(Duration::from_millis(2 << attempt)).await;
+                }
+                _ => return result,
+            }
+        }
+    }
+
+    async fn apply_batch_once(&mut self, ops: &[WriteOp]) -> BatchResult {
         self.connected().await?;
         let mut heads = HashMap::with_capacity(ops.len());
         let fenced = fence::fenced_runs(&self.lease, ops);
@@ -406,6 +428,22 @@ async fn begin(client: &Client, lock_key: i32) -> Result<i64, StoreError> {
             format!("unexpected answer {last:?}"),
         )
     })
+}
+
+/// How many times a batch the server rolled back is tried again.
+const ROLLBACK_RETRIES: u32 = 5;
+
+/// Whether the server rolled the batch's transaction back by itself
+/// (SQLSTATE class 40: a deadlock, a serialization failure): nothing of it
+/// committed, and the same batch may well commit next time.
+fn rolled_back(error: &StoreError) -> bool {
+    let StoreError::Postgres { source, .. } = error else {
+        return false;
+    };
+    source
+        .downcast_ref::<tokio_postgres::Error>()
+        .and_then(tokio_postgres::Error::as_db_error)
+        .is_some_and(|db| db.code().code().starts_with("40"))
 }
 
 /// The connection is gone before `op` could start.

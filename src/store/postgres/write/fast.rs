@@ -28,12 +28,13 @@ const INSERT_NUMBERED: &str = "WITH base AS (SELECT coalesce(max(cursor), 0) AS 
 
 /// [`INSERT_NUMBERED`] when the batch writes for runs this store leases:
 /// the rows are inserted only if every run in `$6` is still owned by `$7`
-/// at the epoch in `$8`, checked on rows it locks `FOR SHARE` (see
-/// `../lease.rs`); `ok` says whether they were.
-const INSERT_NUMBERED_FENCED: &str = "WITH fence AS (SELECT r.id FROM runs r \
-      JOIN UNNEST($6::uuid[], $8::bigint[]) AS f(id, epoch) ON r.id = f.id \
-      WHERE r.lease_owner = $7 AND r.lease_epoch = f.epoch FOR SHARE OF r), \
-    ok AS (SELECT count(*) = cardinality($6::uuid[]) AS ok FROM fence), \
+/// at the epoch in `$8`, checked on rows it locks `FOR SHARE` in id order
+/// (see `../lease.rs`); `ok` says whether they were.
+const INSERT_NUMBERED_FENCED: &str = "WITH fence AS (SELECT id, lease_owner, lease_epoch \
+      FROM runs WHERE id = ANY($6::uuid[]) ORDER BY id FOR SHARE), \
+    ok AS (SELECT count(*) = cardinality($6::uuid[]) AS ok FROM fence \
+      JOIN UNNEST($6::uuid[], $8::bigint[]) AS f(id, epoch) ON fence.id = f.id \
+      WHERE fence.lease_owner = $7 AND fence.lease_epoch = f.epoch), \
     base AS (SELECT coalesce(max(cursor), 0) AS b FROM events), \
     ins AS (INSERT INTO events(cursor, run_id, seq, kind, at, payload) \
       SELECT base.b + t.n, t.r, t.s, t.k, $4, t.p FROM base, ok, \
