@@ -390,6 +390,15 @@ impl FlowHost {
             | FlowMsg::AcceptItems { .. }
             | FlowMsg::AcceptSignal { .. }) => self.on_input(msg).await,
             FlowMsg::Restart { stage, generation } => self.on_restart(stage, generation).await,
+            FlowMsg::CheckInbox => {
+                if self.ended("input").is_none()
+                    && let Err(error) = self.ctx.load_inbox().await
+                {
+                    // Still in the journal: the next doorbell or resume has it.
+                    tracing::warn!(run_id = %self.ctx.run.id, %error,
+                        "reading input journaled by another process failed");
+                }
+            }
             FlowMsg::CancelGraceExpired => {
                 if *self.machine.state() == RunState::Cancelling {
                     tracing::warn!("cancel grace expired; killing stages");

@@ -65,6 +65,9 @@ pub(crate) struct FlowCtx {
     /// The run's checkpoint coordinator, if its flow takes checkpoints, and
     /// how to tell it of stages that ended.
     checkpoints: Option<(JoinHandle<()>, mpsc::UnboundedSender<Note>)>,
+    /// Inbox entries (id, stage) handed to a stage by this flow actor and
+    /// not settled yet: an inbox read again (`load_inbox`) skips them.
+    pub(crate) handed: std::collections::HashSet<(uuid::Uuid, String)>,
 }
 
 impl Drop for FlowCtx {
@@ -111,6 +114,7 @@ impl FlowCtx {
         });
         FlowCtx {
             checkpoints,
+            handed: Default::default(),
             run_context: RunContext::of(&run, journal.clone(), launcher),
             run,
             journal,

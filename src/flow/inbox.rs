@@ -48,6 +48,8 @@ impl FlowCtx {
         let stage = only.map(|i| self.stages[i].name.clone());
         let audit =
             json!({ "name": name, "payload": payload, "id": id.to_string(), "stage": stage });
+        self.handed
+            .extend(entries.iter().map(|e| (e.id, e.stage.clone())));
         record::accept_inbox(self.journal(), self.run.id, entries, ("signal", audit)).await?;
         let signal = Arc::new(StageSignal {
             name: name.to_owned(),
@@ -104,6 +106,7 @@ impl FlowCtx {
         )
         .await
         .map_err(|e| not_recorded(run_id, "a durable event", e))?;
+        self.handed.insert((id, self.stages[index].name.clone()));
         self.forward(index, id, delivery);
         Ok(id)
     }
@@ -148,6 +151,9 @@ impl FlowCtx {
         .await
         .map_err(|e| not_recorded(run_id, "replayed items", e))?;
         self.stages[index].inbox_used = true;
+        let name = self.stages[index].name.clone();
+        self.handed
+            .extend(entries.iter().map(|e| (e.id, name.clone())));
         let mut ids = Vec::with_capacity(entries.len());
         for entry in entries {
             if let Err(why) = replay.queue(entry.id, entry.message.payload()) {
@@ -202,6 +208,7 @@ impl FlowCtx {
         };
         stage.forget_signal(s.id);
         let name = stage.name.clone();
+        self.handed.remove(&(s.id, name.clone()));
         let run_id = self.run.id;
         if let Err(error) =
             record::settle_inbox(self.journal(), run_id, s.id, &name, s.undeliverable).await
@@ -213,7 +220,9 @@ impl FlowCtx {
     /// Hands a recovered run the inbox entries still unsettled: signals wait
     /// for their stage's start, durable events go into their stage's queue
     /// in the order they were accepted; an entry no stage can take is
-    /// settled undeliverable (and goes into the failure ledger).
+    /// settled undeliverable (and goes into the failure ledger). Read again
+    /// (input journaled by another process), it skips what this flow
+    /// actor handed over already.
     pub(crate) async fn load_inbox(&mut self) -> Result<(), RecordError> {
         let run_id = self.run.id;
         let entries = self
@@ -221,7 +230,10 @@ impl FlowCtx {
             .list_inbox(run_id)
             .await
             .map_err(|source| RecordError::Store { run_id, source })?;
-        for entry in entries.into_iter().filter(|e| e.settled.is_none()) {
+        let fresh =
+            |e: &InboxEntry| e.settled.is_none() && !self.handed.contains(&(e.id, e.stage.clone()));
+        let entries: Vec<InboxEntry> = entries.into_iter().filter(fresh).collect();
+        for entry in entries {
             if entry.stage == EVERY_STAGE {
                 self.spread(entry).await?;
                 continue;
@@ -232,7 +244,13 @@ impl FlowCtx {
                 Some(i) if self.stages[i].done() => {
                     Some("the stage had completed before it was handed over".to_owned())
                 }
-                Some(i) => self.hand_over(i, &entry),
+                Some(i) => {
+                    let refused = self.hand_over(i, &entry);
+                    if refused.is_none() {
+                        self.handed.insert((entry.id, entry.stage.clone()));
+                    }
+                    refused
+                }
             };
             if let Some(why) = refused {
                 record::settle_inbox(self.journal(), run_id, entry.id, &entry.stage, Some(why))
@@ -279,6 +297,7 @@ impl FlowCtx {
                 continue;
             };
             let why = Some((*why).to_owned());
+            self.handed.remove(&(entry.id, name.to_string()));
             let settled = record::settle_inbox(self.journal(), run_id, entry.id, name, why).await;
             if let Err(error) = settled {
                 tracing::warn!(%run_id, stage = %name, id = %entry.id, %error, "settling an inbox entry an ended stage left failed");
@@ -350,6 +369,8 @@ impl FlowCtx {
                 .await;
         }
         let entries = self.per_stage(&targets, &entry);
+        self.handed
+            .extend(entries.iter().map(|e| (e.id, e.stage.clone())));
         record::spread_inbox(self.journal(), run_id, entry.id, EVERY_STAGE, entries).await?;
         let signal = Arc::new(StageSignal {
             name,

@@ -87,6 +87,10 @@ pub(crate) enum FlowMsg {
     },
     /// The cancel grace period ended: kill the stages still running.
     CancelGraceExpired,
+    /// Input was journaled into the run's inbox by another process (a
+    /// shared journal's doorbell): hand over what is unsettled and was not
+    /// handed over yet.
+    CheckInbox,
     /// Messages sent to the run were answered: it may hibernate now.
     Reconsider,
     /// Hibernate, if nothing came since message `epoch` and the run still

@@ -12,19 +12,25 @@
 //! - claims runs whose owner stopped renewing, and resumes them as after a
 //!   crash (checkpoints, memos, waits and timers included).
 //!
+//! And input another process journals for a run held here (a signal, an
+//! event) rings the journal's inbox doorbell (`LISTEN`/`NOTIFY`): the run
+//! reads its inbox at once. After a missed doorbell, every run held with
+//! unsettled input reads it.
+//!
 //! A runtime that shuts down lets its leases go at once, so that the runs
 //! it did not end are taken over without waiting for them to lapse.
 
 use std::sync::{Arc, PoisonError, Weak};
 use std::time::Duration;
 
-use tokio::sync::{Notify, RwLock};
+use tokio::sync::{Notify, RwLock, broadcast};
 use uuid::Uuid;
 
 use super::RuntimeError;
 use super::launch::Launcher;
 use super::resume::{Resumed, resume_runs};
 use crate::flow::ControlEvent;
+use crate::flow::actor::FlowMsg;
 use crate::records::Run;
 use crate::store::{Ownership, Store};
 
@@ -159,14 +165,79 @@ impl Launcher {
     }
 }
 
-/// Spawns the keeper of `launcher`'s leases, if its store leases runs; it
-/// ends with the launcher or once the runtime shuts down.
+impl Launcher {
+    /// Input for run `run_id` was journaled by another process: if the run
+    /// is held here, its flow reads its inbox (a hibernated run is woken,
+    /// and reads it as it resumes).
+    fn ring(&self, run_id: Uuid) {
+        let cell = self
+            .runs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .cell(run_id)
+            .cloned();
+        let Some(cell) = cell else { return };
+        tokio::spawn(async move {
+            // Held: the run does not hibernate before the message is in.
+            let _hold = cell.hold();
+            // A flow that stopped to hibernate meanwhile is woken instead.
+            for _ in 0..3 {
+                let Some(actor) = cell.actor().await else {
+                    return;
+                };
+                if actor.send_message(FlowMsg::CheckInbox).is_ok() {
+                    return;
+                }
+            }
+        });
+    }
+
+    /// Some doorbells may have been missed: every run held here with
+    /// unsettled input reads its inbox (one read finds them).
+    async fn ring_all(&self) {
+        let held = self
+            .runs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .unended_ids();
+        match self.journal.runs_with_unsettled_inbox(&held).await {
+            Ok(found) => found.into_iter().for_each(|run_id| self.ring(run_id)),
+            Err(error) => tracing::warn!(%error, "reading which runs have input failed"),
+        }
+    }
+}
+
+/// Spawns the keeper of `launcher`'s leases, if its store leases runs, and
+/// the listener of its inbox doorbell; they end with the launcher or once
+/// the runtime shuts down.
 pub(crate) fn spawn_keeper(launcher: &Arc<Launcher>, gate: Arc<RwLock<()>>) {
     let Some(every) = launcher.journal.ownership().renew_every() else {
         return;
     };
-    let doorbell = launcher.journal.lease_lost();
-    tokio::spawn(keeper(Arc::downgrade(launcher), gate, every, doorbell));
+    let lost = launcher.journal.lease_lost();
+    tokio::spawn(keeper(Arc::downgrade(launcher), gate, every, lost));
+    if let Some(doorbell) = launcher.journal.inbox_doorbell() {
+        tokio::spawn(answer_doorbell(Arc::downgrade(launcher), doorbell));
+    }
+}
+
+/// Rings each run the doorbell names, until the launcher is gone.
+async fn answer_doorbell(launcher: Weak<Launcher>, mut doorbell: broadcast::Receiver<Uuid>) {
+    loop {
+        let rung = doorbell.recv().await;
+        let Some(launcher) = launcher.upgrade() else {
+            return;
+        };
+        if launcher.sleepers.is_closed() {
+            return;
+        }
+        match rung {
+            Ok(run_id) if run_id.is_nil() => launcher.ring_all().await,
+            Ok(run_id) => launcher.ring(run_id),
+            Err(broadcast::error::RecvError::Lagged(_)) => launcher.ring_all().await,
+            Err(broadcast::error::RecvError::Closed) => return,
+        }
+    }
 }
 
 async fn keeper(

@@ -8,7 +8,7 @@
 /// `check: method`, each forwarded read first calls
 /// `self.method("read_name")?` (`fn(&self, &'static str) -> Result<(), StoreError>`),
 /// e.g. to inject faults. Run ownership (`ownership`, `claim_runs`,
-/// `renew_leases`, `release_leases`, `lease_lost`) is the inner store's and
+/// `renew_leases`, `release_leases`, `lease_lost`, `inbox_doorbell`) is the inner store's and
 /// always forwarded. `list_runs` is forwarded too (the inner store may
 /// answer it in one query); other provided methods (such as
 /// `list_step_outputs_for`) keep their defaults unless you write them.
@@ -151,6 +151,10 @@ macro_rules! store_wrapper {
 
             fn lease_lost(&self) -> ::core::option::Option<::std::sync::Arc<$crate::store::__Notify>> {
                 self.$inner.lease_lost()
+            }
+
+            fn inbox_doorbell(&self) -> ::core::option::Option<$crate::store::__broadcast::Receiver<$crate::ids::Uuid>> {
+                self.$inner.inbox_doorbell()
             }
         }
     };

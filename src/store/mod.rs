@@ -55,6 +55,8 @@ pub use traits::{BatchResult, Store, WriterJob};
 // For `store_wrapper!`, which implements an `#[async_trait]` trait.
 #[doc(hidden)]
 pub use async_trait::async_trait as __async_trait;
-// For `store_wrapper!`, which forwards `Store::lease_lost`.
+// For `store_wrapper!`, which forwards `Store::lease_lost` and `inbox_doorbell`.
 #[doc(hidden)]
 pub use tokio::sync::Notify as __Notify;
+#[doc(hidden)]
+pub use tokio::sync::broadcast as __broadcast;

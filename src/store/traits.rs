@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, broadcast};
 use uuid::Uuid;
 
 use super::lease::{Ownership, Renewal};
@@ -98,6 +98,16 @@ pub trait Store: Send + Sync + 'static {
     /// Notified when a fenced write finds one of this store's leases lost,
     /// so that the run stops at once rather than at the next renewal.
     fn lease_lost(&self) -> Option<Arc<Notify>> {
+        None
+    }
+
+    /// The ids of runs that another process accepted input for (a shared
+    /// journal's doorbell: the owner hands it over at once); `None` for a
+    /// single owner, whose input all comes through itself. [`Uuid::nil`]
+    /// means some may have been missed (a lost connection): look at every
+    /// run held, as a receiver that lagged must too. Call inside a tokio
+    /// runtime (the first subscriber starts the listener).
+    fn inbox_doorbell(&self) -> Option<broadcast::Receiver<Uuid>> {
         None
     }
 

@@ -4,6 +4,7 @@
 use uuid::Uuid;
 
 use super::codec::pg;
+use super::lease::Standing;
 use super::ops::OpCtx;
 use crate::records::{InboxEntry, RunStatus, StoreError, WriteOutcome};
 use crate::store::sqlite::codec::micros;
@@ -42,7 +43,33 @@ impl OpCtx<'_> {
             }
             self.insert_inbox(entry).await?;
         }
+        self.ring_owners(entries).await?;
         Ok(WriteOutcome::InboxAccepted)
+    }
+
+    /// Tells the processes listening on this schema's doorbell that the
+    /// runs of `entries` that this store does not hold have input: their
+    /// owner hands it over (delivered at commit; dropped with a rolled-back
+    /// op). A run held here gets its input in-process.
+    async fn ring_owners(&mut self, entries: &[InboxEntry]) -> Result<(), StoreError> {
+        let lease = self.lease;
+        let mut rung = Vec::new();
+        for entry in entries {
+            let held = matches!(lease.standing(entry.run_id), Standing::Held(_));
+            if !held && !rung.contains(&entry.run_id) {
+                rung.push(entry.run_id);
+            }
+        }
+        for run_id in rung {
+            let payload = run_id.to_string();
+            self.execute(
+                "ring the inbox doorbell",
+                "SELECT pg_notify($1, $2)",
+                &[&lease.doorbell, &payload],
+            )
+            .await?;
+        }
+        Ok(())
     }
 
     /// Inserts an unsettled entry; a stored `(run, id, stage)` is `InboxEntryExists`.

@@ -33,6 +33,8 @@ const NOW: &str = "(extract(epoch from clock_timestamp()) * 1000000)::bigint";
 pub(crate) struct LeaseBook {
     pub(crate) worker: String,
     pub(crate) lease: Duration,
+    /// The `LISTEN`/`NOTIFY` channel of this schema's inbox doorbell.
+    pub(crate) doorbell: String,
     runs: Mutex<Book>,
     /// Rung when a fenced write finds a lease lost.
     lost_now: Arc<Notify>,
@@ -63,10 +65,11 @@ pub(crate) enum Standing {
 }
 
 impl LeaseBook {
-    pub(crate) fn new(worker: String, lease: Duration) -> LeaseBook {
+    pub(crate) fn new(worker: String, lease: Duration, doorbell: String) -> LeaseBook {
         LeaseBook {
             worker,
             lease,
+            doorbell,
             runs: Mutex::default(),
             lost_now: Arc::new(Notify::new()),
         }

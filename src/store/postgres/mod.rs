@@ -29,6 +29,7 @@
 
 mod checkpoint;
 mod codec;
+mod doorbell;
 mod inbox;
 mod lease;
 mod ledger;
@@ -42,11 +43,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, broadcast};
 use tokio_postgres::{Client, Config};
 use uuid::Uuid;
 
 use self::codec::own_error;
+use self::doorbell::Doorbell;
 use self::lease::LeaseBook;
 pub use self::schema::POSTGRES_SCHEMA_VERSION;
 use self::schema::{connect, current_schema, lock_key, migrate};
@@ -120,6 +122,7 @@ pub struct PostgresStore {
     readers: Vec<Mutex<Option<Arc<Client>>>>,
     next_reader: AtomicUsize,
     lease: Arc<LeaseBook>,
+    doorbell: Doorbell,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -171,7 +174,13 @@ impl PostgresStore {
             Some(schema) => schema.to_owned(),
             None => current_schema(&client).await?,
         };
-        let lease = Arc::new(LeaseBook::new(worker, options.lease.max(MIN_LEASE)));
+        let channel = format!("troupe_inbox_{:08x}", lock_key(&name) as u32);
+        let lease = Arc::new(LeaseBook::new(
+            worker,
+            options.lease.max(MIN_LEASE),
+            channel.clone(),
+        ));
+        let doorbell = Doorbell::new(config.clone(), options.schema.clone(), channel);
         let writer = Writer::new(
             config.clone(),
             options.schema.clone(),
@@ -193,6 +202,7 @@ impl PostgresStore {
             readers,
             next_reader: AtomicUsize::new(0),
             lease,
+            doorbell,
         })
     }
 
@@ -262,6 +272,10 @@ impl Store for PostgresStore {
 
     fn lease_lost(&self) -> Option<Arc<Notify>> {
         Some(self.lease.lost_now())
+    }
+
+    fn inbox_doorbell(&self) -> Option<broadcast::Receiver<Uuid>> {
+        Some(self.doorbell.subscribe())
     }
 
     async fn find_run_by_key(&self, flow: &str, key: &str) -> Result<Option<Run>, StoreError> {

@@ -1,9 +1,12 @@
-//! Two runtimes share one PostgreSQL journal. Runtime `a` runs a run whose
-//! step waits for a signal; its lease lapses (expired in the database, as
-//! if `a` had stalled) and runtime `b` claims it at start and resumes it.
-//! `a`'s next write for the run is refused, so `a` stops the run (its
-//! handle says it moved) and commits nothing more; `b` takes the signal and
-//! finishes the run: one terminal event, one signal taken.
+//! Two runtimes share one PostgreSQL journal.
+//! - Takeover: runtime `a` runs a run whose step waits for a signal; its
+//!   lease lapses (expired in the database, as if `a` had stalled) and
+//!   runtime `b` claims it at start and resumes it. `a`'s next write for the
+//!   run is refused, so `a` stops the run (its handle says it moved) and
+//!   commits nothing more; `b` takes the signal and finishes the run: one
+//!   terminal event, one signal taken.
+//! - Doorbell: a signal sent through `b` to a run `a` holds (live, or
+//!   hibernated) reaches it at once through the journal's doorbell.
 
 #![cfg(feature = "postgres")]
 
@@ -44,15 +47,29 @@ async fn runtime(
     waiting: &mpsc::UnboundedSender<&'static str>,
     me: &'static str,
 ) -> Runtime {
+    runtime_with(schema, worker, waiting, me, None).await
+}
+
+/// `hibernate_after`: `None` never hibernates.
+async fn runtime_with(
+    schema: &postgres::Schema,
+    worker: &str,
+    waiting: &mpsc::UnboundedSender<&'static str>,
+    me: &'static str,
+    hibernate_after: Option<Duration>,
+) -> Runtime {
     let config = PostgresConfig {
         worker: Some(worker.to_owned()),
         // Long: the keeper does not notice the loss first; the write does.
         lease: Duration::from_secs(60),
         ..schema.config()
     };
-    Runtime::builder()
-        .postgres_with(&schema.url, config)
-        .never_hibernate()
+    let builder = Runtime::builder().postgres_with(&schema.url, config);
+    let builder = match hibernate_after {
+        Some(after) => builder.hibernate_after(after),
+        None => builder.never_hibernate(),
+    };
+    builder
         .register(flow(waiting.clone(), me))
         .expect("register")
         .start()
@@ -130,4 +147,44 @@ async fn a_taken_over_run_stops_on_its_old_owner_and_finishes_on_the_new_one() {
     );
     a.shutdown().await;
     b.shutdown().await;
+}
+
+/// A signal sent through `b` reaches the run `a` holds, woken if `asleep`.
+async fn signal_through_the_other_runtime(asleep: bool) {
+    let Some(url) = postgres::url() else { return };
+    let schema = postgres::Schema::new(&url);
+    let (tx, mut waiting) = mpsc::unbounded_channel();
+    let hibernate = asleep.then_some(Duration::ZERO);
+    let a = runtime_with(&schema, "a", &tx, "a", hibernate).await;
+    let b = runtime(&schema, "b", &tx, "b").await;
+    let run = a.start("approval").await.expect("start run");
+    assert_eq!(waiting.recv().await, Some("a"));
+    if asleep {
+        while !run.is_hibernated() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    b.send_signal(run.run_id(), None, "go", json!("from b"))
+        .await
+        .expect("signal through b");
+    let outcome = tokio::time::timeout(Duration::from_secs(20), run.wait())
+        .await
+        .expect("the doorbell reached a")
+        .expect("outcome");
+    assert_eq!(outcome.status, RunStatus::Finished, "{outcome:?}");
+    let output = outcome.structured_output.unwrap();
+    assert_eq!(output["steps"]["decide"]["answer"], "from b", "{output}");
+    assert_eq!(output["steps"]["decide"]["by"], "a", "{output}");
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signal_from_another_process_reaches_a_live_run_at_once() {
+    signal_through_the_other_runtime(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signal_from_another_process_wakes_a_hibernated_run() {
+    signal_through_the_other_runtime(true).await;
 }
