@@ -7,6 +7,7 @@
 //!   terminal event, one signal taken.
 //! - Doorbell: a signal sent through `b` to a run `a` holds (live, or
 //!   hibernated) reaches it at once through the journal's doorbell.
+//! - A runtime with a cap claims no more runs than it allows.
 
 #![cfg(feature = "postgres")]
 
@@ -58,6 +59,17 @@ async fn runtime_with(
     me: &'static str,
     hibernate_after: Option<Duration>,
 ) -> Runtime {
+    runtime_capped(schema, worker, waiting, me, hibernate_after, None).await
+}
+
+async fn runtime_capped(
+    schema: &postgres::Schema,
+    worker: &str,
+    waiting: &mpsc::UnboundedSender<&'static str>,
+    me: &'static str,
+    hibernate_after: Option<Duration>,
+    cap: Option<usize>,
+) -> Runtime {
     let config = PostgresConfig {
         worker: Some(worker.to_owned()),
         // Long: the keeper does not notice the loss first; the write does.
@@ -68,6 +80,10 @@ async fn runtime_with(
     let builder = match hibernate_after {
         Some(after) => builder.hibernate_after(after),
         None => builder.never_hibernate(),
+    };
+    let builder = match cap {
+        Some(cap) => builder.claim_at_most(cap),
+        None => builder,
     };
     builder
         .register(flow(waiting.clone(), me))
@@ -187,4 +203,32 @@ async fn a_signal_from_another_process_reaches_a_live_run_at_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_signal_from_another_process_wakes_a_hibernated_run() {
     signal_through_the_other_runtime(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_capped_runtime_claims_no_more_than_its_cap() {
+    let Some(url) = postgres::url() else { return };
+    let schema = postgres::Schema::new(&url);
+    let (tx, _waiting) = mpsc::unbounded_channel();
+    let a = runtime(&schema, "a", &tx, "a").await;
+    for _ in 0..10 {
+        a.start("approval").await.expect("start run");
+    }
+    // `a` dies: its leases lapse at once.
+    drop(a);
+    schema
+        .client()
+        .await
+        .batch_execute(&format!(
+            "UPDATE \"{}\".runs SET lease_expires_at = 0",
+            schema.name
+        ))
+        .await
+        .expect("lapse");
+    let b = runtime_capped(&schema, "b", &tx, "b", None, Some(4)).await;
+    assert_eq!(b.resumed().len(), 4, "b claims up to its cap");
+    let c = runtime(&schema, "c", &tx, "c").await;
+    assert_eq!(c.resumed().len(), 6, "c claims the rest");
+    // Not `shutdown`: it would drain runs that wait for a signal forever.
+    drop((b, c));
 }

@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use ractor::Actor;
@@ -34,6 +35,7 @@ pub struct RuntimeBuilder {
     journal: JournalConfig,
     definitions: Registry,
     hibernate_after: Option<Duration>,
+    claim_at_most: Option<usize>,
 }
 
 /// How long a run whose stages all wait durably stays live before it
@@ -57,6 +59,7 @@ impl std::fmt::Debug for RuntimeBuilder {
             .field("journal", &self.journal)
             .field("flows", &self.definitions.names())
             .field("hibernate_after", &self.hibernate_after)
+            .field("claim_at_most", &self.claim_at_most)
             .finish()
     }
 }
@@ -68,6 +71,7 @@ impl Default for RuntimeBuilder {
             journal: JournalConfig::default(),
             definitions: Registry::default(),
             hibernate_after: Some(DEFAULT_HIBERNATE_AFTER),
+            claim_at_most: None,
         }
     }
 }
@@ -182,6 +186,17 @@ impl RuntimeBuilder {
         self
     }
 
+    /// On a journal shared with other runtimes (PostgreSQL), claim lapsed
+    /// runs only while this runtime holds fewer than `runs` unended ones,
+    /// so that a takeover spreads over the live runtimes instead of landing
+    /// on the first. Runs started here always run here (their caller holds
+    /// their handle), cap or not. Default: no cap. Ignored by a journal
+    /// with a single owner (SQLite), whose runs are all its own.
+    pub fn claim_at_most(mut self, runs: usize) -> Self {
+        self.claim_at_most = Some(runs);
+        self
+    }
+
     /// Runs never hibernate: a waiting run keeps its actors.
     pub fn never_hibernate(mut self) -> Self {
         self.hibernate_after = None;
@@ -265,6 +280,9 @@ impl RuntimeBuilder {
             self.hibernate_after,
         )
         .with_closer(closer.clone());
+        if let Some(cap) = self.claim_at_most {
+            runtime.launcher.claim_cap.store(cap, Ordering::Relaxed);
+        }
         if let Err(error) = runtime.resume_unfinished().await {
             drop(runtime);
             // Released before the error returns, so a retry can open it.

@@ -4,6 +4,7 @@
 //! ([`RunLauncher`]).
 
 use std::collections::HashSet;
+use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
@@ -54,6 +55,8 @@ pub(crate) struct Launcher {
     pub(crate) sleepers: Sleepers,
     /// How long a run whose stages all wait stays live (`None`: always).
     pub(crate) hibernate_after: Option<Duration>,
+    /// Claims stop while this many unended runs are held (a shared journal).
+    pub(crate) claim_cap: AtomicUsize,
     pub(crate) myself: Weak<Launcher>,
 }
 
@@ -73,6 +76,7 @@ impl Launcher {
             key_locks: Arc::default(),
             sleepers: Sleepers::default(),
             hibernate_after,
+            claim_cap: AtomicUsize::new(usize::MAX),
             myself: myself.clone(),
         });
         let timer = launcher.sleepers.timer();

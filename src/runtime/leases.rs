@@ -20,6 +20,7 @@
 //! A runtime that shuts down lets its leases go at once, so that the runs
 //! it did not end are taken over without waiting for them to lapse.
 
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError, Weak};
 use std::time::Duration;
 
@@ -50,7 +51,17 @@ impl Launcher {
         let mut report = Resumed::default();
         let mut claimed_all = Vec::new();
         loop {
-            let claimed = match self.journal.claim_runs(&flows, CLAIM_BATCH).await {
+            let held = self
+                .runs
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .unended();
+            let room = self.claim_cap.load(Ordering::Relaxed).saturating_sub(held);
+            let limit = room.min(CLAIM_BATCH);
+            if limit == 0 {
+                break;
+            }
+            let claimed = match self.journal.claim_runs(&flows, limit).await {
                 Ok(claimed) => claimed,
                 Err(error) => {
                     tracing::warn!(%error, "claiming lapsed runs failed; trying again later");
@@ -58,7 +69,7 @@ impl Launcher {
                     break;
                 }
             };
-            let full = claimed.len() == CLAIM_BATCH;
+            let full = claimed.len() == limit;
             if claimed.is_empty() {
                 break;
             }
