@@ -16,6 +16,7 @@ use super::actor::FlowMsg;
 use super::control::RunOutcome;
 use super::machine::RunState;
 pub(crate) use super::sleep::Sleep;
+use crate::progress::ProgressBoard;
 
 /// Where a run's messages go.
 #[derive(Clone)]
@@ -73,6 +74,15 @@ pub(crate) struct RunCell {
     /// waking message came).
     holds: AtomicUsize,
     host: Option<Weak<dyn RunHost>>,
+    /// The run's live counters, across its flow actors.
+    pub(crate) progress: Arc<ProgressBoard>,
+}
+
+impl Drop for RunCell {
+    fn drop(&mut self) {
+        // The runtime let go of the run: its progress changes no more.
+        self.progress.close();
+    }
 }
 
 impl RunCell {
@@ -80,6 +90,7 @@ impl RunCell {
     pub(crate) fn new(
         run_id: Uuid,
         stages: Arc<[String]>,
+        progress: Arc<ProgressBoard>,
         host: Option<Weak<dyn RunHost>>,
     ) -> Arc<RunCell> {
         Arc::new(RunCell {
@@ -95,6 +106,7 @@ impl RunCell {
             moved: Notify::new(),
             holds: AtomicUsize::new(0),
             host,
+            progress,
         })
     }
 
@@ -152,6 +164,7 @@ impl RunCell {
         if let Some(tx) = &published.state_tx {
             tx.send_replace(state.clone());
         }
+        self.progress.ring();
     }
 
     /// Lets go of the channels no handle watches (the run hibernates).
@@ -193,6 +206,7 @@ impl RunCell {
             first
         };
         self.set_route(Route::Gone);
+        self.progress.close();
         if first && let Some(host) = self.host() {
             host.ended(self.run_id);
         }
@@ -207,7 +221,9 @@ impl RunCell {
     }
 
     pub(crate) fn set_route(&self, route: Route) {
+        let hibernated = matches!(route, Route::Hibernated);
         *self.route.lock().unwrap_or_else(PoisonError::into_inner) = route;
+        self.progress.set_hibernated(hibernated);
         self.moved.notify_waiters();
     }
 
