@@ -2,7 +2,7 @@
 //! counters move while a run works and are right at its end — items in
 //! and out per stage as the sink saw them, a retried item, a dead letter,
 //! a restart, the last checkpoint — across a stage's restart and a run's
-//! hibernation. Paused time throughout.
+//! hibernation, and from a checkpoint after a crash. Paused time throughout.
 
 mod runtime_support;
 
@@ -20,6 +20,7 @@ use troupe::runtime::Runtime;
 use troupe::stage::{
     Emitter, PermanentError, Produced, Source, StageContext, Transform, source_iter, step_fn,
 };
+use troupe::store::{MemoryStore, Store};
 use troupe::supervise::BoxError;
 
 /// Passes items on, except: item 5 fails its first attempt (retried on
@@ -242,5 +243,101 @@ async fn a_waiting_step_shows_and_its_counters_survive_hibernation() {
     assert!(done.ended && !done.hibernated);
     assert!(watch.changed().await, "the end is seen once");
     assert!(!watch.changed().await);
+    runtime.shutdown().await;
+}
+
+/// A runtime over `store` with `flow` registered before it starts (so
+/// that it resumes the flow's unfinished runs).
+async fn process(store: &Arc<dyn Store>, flow: FlowDefinition<u64>) -> Runtime {
+    let builder = Runtime::builder().store(store.clone()).register(flow);
+    builder.unwrap().start().await.unwrap()
+}
+
+fn slow_flow(seen: &Seen) -> FlowDefinition<u64> {
+    let s = seen.clone();
+    FlowDefinition::<u64>::builder("slow")
+        .source("numbers", |_| Slow {
+            next: 0,
+            end: 2_000,
+        })
+        .sink("record", move |_| Record(s.clone()))
+        .pipeline(["numbers", "record"])
+        .checkpoints(Checkpoints::every(Duration::from_millis(20)))
+        .build()
+        .unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_run_resumed_after_a_crash_counts_on_from_its_checkpoint() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let seen = Seen::default();
+    let first = process(&store, slow_flow(&seen)).await;
+    let run_id = first.start("slow").await.unwrap().run_id();
+    let cut = loop {
+        match store.last_checkpoint(run_id).await.unwrap() {
+            Some(c) if c.stages["record"].items_in >= 500 => break c,
+            _ => settle().await,
+        }
+    };
+    // A dropped runtime stands in for a crashed process.
+    drop(first);
+    settle().await;
+
+    let second = process(&store, slow_flow(&seen)).await;
+    let resumed = second.resumed().into_iter().find(|r| r.run_id() == run_id);
+    let resumed = resumed.expect("the run resumes");
+    let at_start = resumed.progress();
+    assert!(at_start.last_checkpoint >= Some(cut.id), "{at_start:?}");
+    let record = stage(&at_start, "record");
+    assert!(
+        record.items_in >= cut.stages["record"].items_in,
+        "{record:?}"
+    );
+    assert_eq!(record.restarts, 0, "a process restart is no stage restart");
+
+    let outcome = resumed.wait().await.unwrap();
+    assert_eq!(outcome.status, RunStatus::Finished, "{outcome:?}");
+    let done = resumed.progress();
+    // Counted on from the cut, not from zero: each item once.
+    assert_eq!(stage(&done, "record").items_in, 2_000);
+    assert_eq!(stage(&done, "numbers").items_out, 2_000);
+    second.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cancelled_run_shows_its_stages_cancelled() {
+    let seen = Seen::default();
+    let s = seen.clone();
+    let produced = counter();
+    let p = produced.clone();
+    let def = FlowDefinition::<u64>::builder("endless")
+        .source("numbers", move |_| Counter::endless(p.clone()))
+        .sink("record", move |_| Record(s.clone()))
+        .pipeline(["numbers", "record"])
+        .build()
+        .unwrap();
+    let runtime = memory_runtime().await;
+    runtime.register(def).await.unwrap();
+    let run = runtime.start("endless").await.unwrap();
+    let mut watch = run.watch_progress();
+    while watch
+        .progress()
+        .stages
+        .iter()
+        .any(|s| s.items_in + s.items_out == 0)
+    {
+        watch.next(Duration::from_millis(5)).await;
+    }
+    let outcome = cancel_and_wait(&run).await;
+    assert_eq!(outcome.status, RunStatus::Cancelled);
+    let progress = run.progress();
+    assert!(progress.ended);
+    for stage in &progress.stages {
+        assert_eq!(stage.state, StageStatus::Cancelled, "{stage:?}");
+    }
+    // Items still in the source's outbox at the cancel were not handed on.
+    assert!(stage(&progress, "numbers").items_out <= get(&produced));
+    let taken = seen.lock().unwrap().len() as u64;
+    assert_eq!(stage(&progress, "record").items_in, taken);
     runtime.shutdown().await;
 }

@@ -16,7 +16,8 @@ use super::actor::FlowMsg;
 use super::control::RunOutcome;
 use super::machine::RunState;
 pub(crate) use super::sleep::Sleep;
-use crate::progress::ProgressBoard;
+use crate::progress::{ProgressBoard, StageStatus};
+use crate::records::RunStatus;
 
 /// Where a run's messages go.
 #[derive(Clone)]
@@ -198,6 +199,10 @@ impl RunCell {
             let mut published = self.published();
             let first = published.outcome.is_none();
             if first {
+                self.progress.end(match outcome.status {
+                    RunStatus::Cancelled => StageStatus::Cancelled,
+                    _ => StageStatus::Failed,
+                });
                 if let Some(tx) = &published.outcome_tx {
                     tx.send_replace(Some(outcome.clone()));
                 }
@@ -206,7 +211,6 @@ impl RunCell {
             first
         };
         self.set_route(Route::Gone);
-        self.progress.close();
         if first && let Some(host) = self.host() {
             host.ended(self.run_id);
         }

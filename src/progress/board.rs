@@ -76,9 +76,15 @@ impl StageCounters {
     /// The stage failed (its actor died without saying so), unless it is
     /// already in a final state.
     pub(crate) fn set_failed(&self) {
+        self.set_final(StageStatus::Failed);
+    }
+
+    /// The stage is in `status` now, unless it is already in a final state.
+    fn set_final(&self, status: StageStatus) {
         let now = StageStatus::from_code(self.status.load(Relaxed));
         if !now.is_final() {
-            self.set_status(StageStatus::Failed);
+            self.waiting.store(false, Relaxed);
+            self.set_status(status);
         }
     }
 
@@ -219,6 +225,16 @@ impl ProgressBoard {
         }
     }
 
+    /// The run ended: its stages that had not stopped (killed after a
+    /// cancel's grace, never started) show `unfinished`; then nothing
+    /// changes any more.
+    pub(crate) fn end(&self, unfinished: StageStatus) {
+        for stage in self.stages.iter() {
+            stage.set_final(unfinished);
+        }
+        self.close();
+    }
+
     /// Nothing changes any more: the run ended or its runtime is gone.
     pub(crate) fn close(&self) {
         if !self.closed.swap(true, Relaxed) {
@@ -340,5 +356,18 @@ mod tests {
         stage.set_status(StageStatus::Running);
         stage.set_failed();
         assert_eq!(board.read().stages[0].state, StageStatus::Failed);
+    }
+
+    #[test]
+    fn the_end_stops_the_stages_still_going() {
+        let board = board();
+        board.counters(0).set_status(StageStatus::Completed);
+        board.counters(1).set_status(StageStatus::Running);
+        board.counters(1).set_waiting(true);
+        board.end(StageStatus::Cancelled);
+        let read = board.read();
+        assert!(read.ended);
+        assert_eq!(read.stages[0].state, StageStatus::Completed);
+        assert_eq!(read.stages[1].state, StageStatus::Cancelled);
     }
 }
