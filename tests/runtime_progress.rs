@@ -294,6 +294,7 @@ async fn a_run_resumed_after_a_crash_counts_on_from_its_checkpoint() {
         "{record:?}"
     );
     assert_eq!(record.restarts, 0, "a process restart is no stage restart");
+    assert!(record.last_checkpoint >= Some(cut.id), "{record:?}");
 
     let outcome = resumed.wait().await.unwrap();
     assert_eq!(outcome.status, RunStatus::Finished, "{outcome:?}");

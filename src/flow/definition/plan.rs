@@ -142,10 +142,10 @@ impl FlowPlan {
                 (stage.resume_at)(checkpoint.id, part);
             }
             // Progress starts from the cut, retired stages' counts included.
-            if let Some(part) = covered {
-                stage
-                    .counters
-                    .publish_items(part.items_in, part.items_out, 0);
+            if let (Some(part), Some(checkpoint)) = (covered, checkpoint) {
+                let counters = &stage.counters;
+                counters.publish_items(part.items_in, part.items_out, 0);
+                counters.passed_barrier(checkpoint.id);
             }
         }
         if let (Some(seed), Some(checkpoint)) = (self.checkpoints.as_mut(), checkpoint) {
