@@ -122,7 +122,8 @@ pub enum StageStatus {
     Paused,
     /// Finishing its input and completing.
     Draining,
-    /// Done; its output is recorded.
+    /// Done: its work is complete; its output is recorded, or being
+    /// recorded (the run's outcome waits for it).
     Completed,
     /// Its last start failed (a restart, if its policy allows one, makes
     /// it `Starting` again).
