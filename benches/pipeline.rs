@@ -17,13 +17,22 @@
 //!     (its start, its durable lifecycle writes, three stage actors), to
 //!     tell per-run from per-item cost;
 //! (f) `*_10m`: (b) and (c) over 10,000,000 items, where the fixed cost of
-//!     a run weighs a tenth as much.
+//!     a run weighs a tenth as much;
+//! (g) `pipeline_observed`: (f)'s troupe run unobserved (no metrics
+//!     recorder records, nobody reads the progress) against observed: a
+//!     metrics recorder keeping every series, and the run's progress read
+//!     as a progress bar reads it (`watch_progress().next(100 ms)`: at each
+//!     change of a stage's state and every 100 ms). The stages count items
+//!     for the progress in both (that is always on); the difference is
+//!     what watching costs.
 //!
-//! Run: `cargo bench --bench pipeline`.
+//! Run: `cargo bench --bench pipeline` (only (g): `cargo bench --bench
+//! pipeline -- pipeline_observed`).
 
 use std::hint::black_box;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
+use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use tokio::sync::mpsc;
@@ -135,6 +144,41 @@ fn pipeline(c: &mut Criterion) {
     group.bench_function("troupe_pipeline_10m", |b| {
         b.to_async(&rt).iter(run_flow("bench-10m"))
     });
+    group.finish();
+
+    // Watched or not: a metrics recorder and a progress bar's reads.
+    let recorder = support::recorder::Switch::global();
+    let mut group = c.benchmark_group("pipeline_observed");
+    group.throughput(Throughput::Elements(ITEMS_10M));
+    group.sample_size(10);
+    group.bench_function("troupe_pipeline_10m_unobserved", |b| {
+        recorder.set(false);
+        b.to_async(&rt).iter(run_flow("bench-10m"))
+    });
+    group.bench_function("troupe_pipeline_10m_observed", |b| {
+        recorder.set(true);
+        b.to_async(&rt).iter(|| async {
+            let run = runtime.start("bench-10m").await.expect("start");
+            let mut watch = run.watch_progress();
+            let bar = tokio::spawn(async move {
+                let mut reads = 0_u64;
+                while let Some(progress) = watch.next(Duration::from_millis(100)).await {
+                    black_box(progress);
+                    reads += 1;
+                }
+                reads
+            });
+            let outcome = run.wait().await.expect("outcome");
+            assert_eq!(outcome.status, RunStatus::Finished);
+            black_box(bar.await.expect("progress reads"));
+            black_box(outcome)
+        })
+    });
+    recorder.set(false);
+    assert!(
+        support::probing() || recorder.series() > 0,
+        "the recorder recorded"
+    );
     group.finish();
     rt.block_on(runtime.shutdown());
 }

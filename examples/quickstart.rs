@@ -10,6 +10,9 @@
 //! retry), and it ends with the outcome, the structured output and the run
 //! list (run it twice: the second run lists the first).
 //!
+//! The progress bars (one per stage, on a terminal) read the run's live
+//! progress: `RunHandle::watch_progress`, every 100 ms.
+//!
 //! The source and the sink checkpoint (every 100 ms): the source's position
 //! is the next order number, the sink's state its booked count and
 //! revenue. Kill the example (Ctrl-C) half-way and run it again: the killed
@@ -19,7 +22,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use troupe::prelude::*;
 use troupe::store::Store;
 
@@ -166,10 +169,9 @@ impl Transform<Order> for ValidateEnrich {
     }
 }
 
-/// Books accepted orders and shows progress.
+/// Books accepted orders.
 struct Book {
     booked: Arc<AtomicU64>,
-    progress: ProgressBar,
     /// The sink's state, kept in checkpoints.
     orders: u64,
     revenue_cents: u64,
@@ -180,7 +182,6 @@ impl Sink<Order> for Book {
         self.orders += 1;
         self.revenue_cents += order.amount_cents;
         self.booked.fetch_add(1, Ordering::SeqCst);
-        self.progress.inc(1);
         Ok(())
     }
 
@@ -203,21 +204,59 @@ impl Sink<Order> for Book {
     }
 }
 
+/// A bar per stage, drawn from the run's progress every 100 ms (and at
+/// each change of a stage's state) until the run ends. Drawn on a terminal
+/// only; hidden when the output is piped (e.g. in CI).
+fn draw_progress(run: &RunHandle, bars: &MultiProgress) -> tokio::task::JoinHandle<()> {
+    let style = ProgressStyle::with_template("  {prefix:>15} {bar:30} {pos:>3}/{len} {msg}")
+        .expect("a valid template");
+    let stages: Vec<(String, ProgressBar)> = run
+        .stage_names()
+        .iter()
+        .map(|name| {
+            let bar = bars.add(ProgressBar::new(ORDERS).with_style(style.clone()));
+            bar.set_prefix(name.clone());
+            (name.clone(), bar)
+        })
+        .collect();
+    let mut watch = run.watch_progress();
+    tokio::spawn(async move {
+        while let Some(progress) = watch.next(Duration::from_millis(100)).await {
+            for (name, bar) in &stages {
+                let Some(stage) = progress.stage(name) else {
+                    continue;
+                };
+                // A source's work is what it emits; the others', what they take.
+                let done = if stage.items_in == 0 {
+                    stage.items_out
+                } else {
+                    stage.items_in
+                };
+                bar.set_position(done);
+                bar.set_message(format!(
+                    "{:?}, {} queued, {} retried, {} restarted",
+                    stage.state, stage.pipe_depth, stage.retries, stage.restarts
+                ));
+            }
+        }
+        for (_, bar) in &stages {
+            // Left where the counts are (`finish` would fill the bar).
+            bar.abandon();
+        }
+    })
+}
+
+/// How many orders the `book` stage took so far, from the run's progress.
+fn booked_now(run: &RunHandle) -> u64 {
+    run.progress().stage("book").map_or(0, |s| s.items_in)
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let booked = Arc::new(AtomicU64::new(0));
     let rejected = Arc::new(AtomicU64::new(0));
     let down = Arc::new(AtomicBool::new(true));
-    // Drawn on a terminal only; hidden when the output is piped (e.g. in CI).
-    let progress = ProgressBar::new(ORDERS).with_style(ProgressStyle::with_template(
-        "  {bar:40} {pos}/{len} orders booked (some are rejected)",
-    )?);
-    let (b, d, p, r) = (
-        booked.clone(),
-        down.clone(),
-        progress.clone(),
-        rejected.clone(),
-    );
+    let (b, d, r) = (booked.clone(), down.clone(), rejected.clone());
     let orders = FlowDefinition::<Order>::builder("orders")
         .source("incoming", |_| Incoming(0))
         .transform("validate-enrich", move |_| ValidateEnrich {
@@ -227,7 +266,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         })
         .sink("book", move |_| Book {
             booked: b.clone(),
-            progress: p.clone(),
             orders: 0,
             revenue_cents: 0,
         })
@@ -267,33 +305,29 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     booked.store(0, Ordering::SeqCst);
     rejected.store(0, Ordering::SeqCst);
-    progress.reset();
     let options = RunOptions::new()
         .goal("process today's orders")
         .owner("orders-example");
     let run = runtime.start_with("orders", options).await?;
     println!("run {} started", run.run_id());
+    let progress = MultiProgress::new();
+    let drawn = draw_progress(&run, &progress);
 
     tokio::time::sleep(Duration::from_millis(150)).await;
     run.send(ControlEvent::Pause).await?;
     progress.suspend(|| {
         println!(
             "paused at {} booked orders (state {:?})",
-            booked.load(Ordering::SeqCst),
+            booked_now(&run),
             run.state()
         )
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
-    progress.suspend(|| {
-        println!(
-            "still {} booked while paused; resuming",
-            booked.load(Ordering::SeqCst)
-        )
-    });
+    progress.suspend(|| println!("still {} booked while paused; resuming", booked_now(&run)));
     run.send(ControlEvent::Resume).await?;
 
     let outcome = run.wait().await?;
-    progress.finish();
+    drawn.await?;
     let journal = runtime.journal();
     println!("\noutcome: {:?}", outcome.status);
     println!(

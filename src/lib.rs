@@ -12,7 +12,7 @@
 //! writer with group commit) and [`runs`] (the run control plane, outcomes
 //! and repair), [`projection`] (a run's log as a lifecycle a UI can
 //! render), [`stage`] and [`flow`] (stage and flow actors, restarts,
-//! handles) and [`runtime`] (the embeddable [`Runtime`](runtime::Runtime)).
+//! handles; a run's live [`progress`]) and [`runtime`] (the embeddable [`Runtime`](runtime::Runtime)).
 //! A flow author needs one `use`: [`prelude`]. The README shows a whole
 //! flow; this example is the smallest state machine.
 //!
@@ -58,6 +58,7 @@ pub mod ids;
 pub mod journal;
 pub mod metrics;
 pub mod prelude;
+pub mod progress;
 pub mod projection;
 pub mod records;
 pub mod runs;

@@ -34,6 +34,7 @@ pub use crate::flow::{
 pub use crate::fsm::{
     EventVariant, FsmAction, FsmContext, FsmError, StateMachine, StateVariant, Transition, fsm,
 };
+pub use crate::progress::{ProgressWatch, RunProgress, StageProgress, StageStatus};
 pub use crate::records::{DeadLetter, RunStatus};
 pub use crate::runtime::{Runtime, RuntimeError};
 pub use crate::stage::{

@@ -4,6 +4,8 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+pub mod recorder;
+
 use troupe::flow::{Backoff, FlowDefinition, RetryPolicy};
 use troupe::stage::{
     Attempted, Emitter, Produced, Sink, Source, sink_fn, source_iter, transform_fn,

@@ -19,6 +19,7 @@ use super::Checkpoints;
 use super::link::{CheckpointLink, Note, Settled, Shared};
 use crate::journal::JournalHandle;
 use crate::metrics as names;
+use crate::progress::ProgressBoard;
 use crate::records::{Checkpoint, StageCheckpoint, StoreError, WriteOp};
 use crate::stage::StageKind;
 use crate::store::Store;
@@ -46,6 +47,8 @@ pub(crate) struct CoordinatorSeed {
     members: Vec<Option<Member>>,
     ended: Vec<bool>,
     last_id: u64,
+    /// The run's progress, told of each committed checkpoint.
+    progress: Option<Arc<ProgressBoard>>,
 }
 
 /// The coordinator's seed and each stage's link to it (`None` for steps).
@@ -85,6 +88,7 @@ pub(crate) fn wire(
         ended: vec![false; stages.len()],
         members,
         last_id: 0,
+        progress: None,
     };
     (seed, links)
 }
@@ -136,6 +140,11 @@ impl CoordinatorSeed {
         }
     }
 
+    /// Tells `board` of each committed checkpoint.
+    pub(crate) fn report_to(&mut self, board: Arc<ProgressBoard>) {
+        self.progress = Some(board);
+    }
+
     /// The run resumes from `checkpoint`: ids go on after it, and the
     /// stages that had completed at it are ended.
     pub(crate) fn resume_at(&mut self, checkpoint: &Checkpoint) {
@@ -147,6 +156,9 @@ impl CoordinatorSeed {
             committed: checkpoint.id,
             aborted: 0,
         });
+        if let Some(board) = &self.progress {
+            board.checkpoint_committed(checkpoint.id);
+        }
         for (index, member) in self.members.iter().enumerate() {
             let finished = member
                 .as_ref()
@@ -249,6 +261,9 @@ impl CoordinatorSeed {
                         metrics::histogram!(names::CHECKPOINT_SECONDS)
                             .record(started.elapsed().as_secs_f64());
                         self.settle(|s| s.committed = s.committed.max(id));
+                        if let Some(board) = &self.progress {
+                            board.checkpoint_committed(id);
+                        }
                     }
                     Err(StoreError::RunEnded { .. }) => return,
                     Err(error) => self.abandon(run_id, id, &error.to_string()),

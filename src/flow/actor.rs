@@ -183,6 +183,10 @@ impl FlowHost {
     async fn on_stage_exit(&mut self, index: usize, exit: StageExit) {
         let stage = &mut self.ctx.stages[index];
         stage.detach();
+        if matches!(exit, StageExit::Failed(_)) {
+            // A panic or a kill: its actor could not say so.
+            stage.counters.set_failed();
+        }
         let name = stage.name.clone();
         let policy = stage.policy;
         let state = self.machine.state().clone();

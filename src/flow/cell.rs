@@ -16,6 +16,8 @@ use super::actor::FlowMsg;
 use super::control::RunOutcome;
 use super::machine::RunState;
 pub(crate) use super::sleep::Sleep;
+use crate::progress::{ProgressBoard, StageStatus};
+use crate::records::RunStatus;
 
 /// Where a run's messages go.
 #[derive(Clone)]
@@ -75,6 +77,15 @@ pub(crate) struct RunCell {
     /// waking message came).
     holds: AtomicUsize,
     host: Option<Weak<dyn RunHost>>,
+    /// The run's live counters, across its flow actors.
+    pub(crate) progress: Arc<ProgressBoard>,
+}
+
+impl Drop for RunCell {
+    fn drop(&mut self) {
+        // The runtime let go of the run: its progress changes no more.
+        self.progress.close();
+    }
 }
 
 impl RunCell {
@@ -82,6 +93,7 @@ impl RunCell {
     pub(crate) fn new(
         run_id: Uuid,
         stages: Arc<[String]>,
+        progress: Arc<ProgressBoard>,
         host: Option<Weak<dyn RunHost>>,
     ) -> Arc<RunCell> {
         Arc::new(RunCell {
@@ -98,6 +110,7 @@ impl RunCell {
             moved: Notify::new(),
             holds: AtomicUsize::new(0),
             host,
+            progress,
         })
     }
 
@@ -163,6 +176,7 @@ impl RunCell {
         if let Some(tx) = &published.state_tx {
             tx.send_replace(state.clone());
         }
+        self.progress.ring();
     }
 
     /// Lets go of the channels no handle watches (the run hibernates).
@@ -224,6 +238,10 @@ impl RunCell {
             let mut published = self.published();
             let first = published.outcome.is_none();
             if first {
+                self.progress.end(match outcome.status {
+                    RunStatus::Cancelled => StageStatus::Cancelled,
+                    _ => StageStatus::Failed,
+                });
                 if let Some(tx) = &published.outcome_tx {
                     tx.send_replace(Some(outcome.clone()));
                 }
@@ -246,7 +264,9 @@ impl RunCell {
     }
 
     pub(crate) fn set_route(&self, route: Route) {
+        let hibernated = matches!(route, Route::Hibernated);
         *self.route.lock().unwrap_or_else(PoisonError::into_inner) = route;
+        self.progress.set_hibernated(hibernated);
         self.moved.notify_waiters();
     }
 

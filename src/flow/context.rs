@@ -19,6 +19,7 @@ use super::restart::RestartTracker;
 use super::stages::StageRuntime;
 use crate::checkpoint::link::Note;
 use crate::journal::JournalHandle;
+use crate::progress::StageStatus;
 use crate::records::{DeadLetter, Run, RunStatus};
 use crate::runs::{TerminalTarget, structured_output};
 use crate::stage::child::{RunLauncher, close_children};
@@ -104,7 +105,10 @@ impl FlowCtx {
     ) -> Self {
         let mut outputs = Map::new();
         for stage in &plan.stages {
+            // A woken run's stages report their waits again, if they still wait.
+            stage.counters.set_waiting(false);
             if let Some(output) = &stage.recorded {
+                stage.counters.set_status(StageStatus::Completed);
                 outputs.insert(stage.name.clone(), output.clone());
             }
         }
@@ -227,7 +231,9 @@ impl FlowCtx {
             let _ = ack.send(Err(error.to_string()));
             return None;
         }
-        self.stages[stage].dead_letters += 1;
+        let runtime = &mut self.stages[stage];
+        runtime.dead_letters += 1;
+        runtime.counters.set_dead_letters(runtime.dead_letters);
         let _ = ack.send(Ok(()));
         (self.dead_letter == DeadLetterPolicy::FailRun).then(|| {
             format!(

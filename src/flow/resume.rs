@@ -24,6 +24,9 @@ impl FlowCtx {
                 stage.dead_letters += 1;
             }
         }
+        for stage in &self.stages {
+            stage.counters.set_dead_letters(stage.dead_letters);
+        }
         let first = letters.first();
         Ok(first
             .filter(|_| self.dead_letter_policy() == DeadLetterPolicy::FailRun)

@@ -12,6 +12,7 @@ use super::definition::{Abandon, PlannedStage};
 use super::inbox::Forwarder;
 use super::restart::RestartPolicy;
 use crate::ids::StageId;
+use crate::progress::{StageCounters, StageStatus};
 use crate::stage::actor::{Spawner, StageLaunch, StageStartError};
 use crate::stage::durable::{Delivery, Undeliverable};
 use crate::stage::events::EventPort;
@@ -78,6 +79,8 @@ pub(crate) struct StageRuntime {
     /// Whether its leftover inbox entries were swept once it ended.
     pub(crate) inbox_swept: bool,
     upstream: Vec<usize>,
+    /// Its live counters, kept by the run's cell.
+    pub(crate) counters: Arc<StageCounters>,
 }
 
 impl Drop for StageRuntime {
@@ -118,6 +121,7 @@ impl StageRuntime {
             inbox_used: false,
             inbox_swept: false,
             upstream: planned.upstream,
+            counters: planned.counters,
         }
     }
 
@@ -171,6 +175,7 @@ impl StageRuntime {
     ) -> Result<(), StageStartError> {
         self.generation += 1;
         if self.generation > 1 {
+            self.counters.add_restart();
             metrics::counter!(crate::metrics::STAGE_RESTARTS,
                 "flow" => run.flow.clone(), "stage" => self.name.clone())
             .increment(1);
@@ -197,6 +202,7 @@ impl StageRuntime {
                 flow.send_message(msg).is_ok()
             }),
             bells: bells.clone(),
+            counters: self.counters.clone(),
         };
         let settler = identity.settler();
         let context = context.with_signals(self.kept.subscribe(), settler);
@@ -324,6 +330,7 @@ impl StageRuntime {
     pub(crate) fn abandon(&mut self, reason: String) {
         tracing::warn!(stage = %self.name, %reason, "stage abandoned; the run carries on without it");
         self.abandoned = Some(reason);
+        self.counters.set_status(StageStatus::Abandoned);
         self.wind_down = Some(tokio::spawn((self.abandon)()));
     }
 

@@ -47,6 +47,9 @@ impl FlowCtx {
                 }
             }
         }
+        if let Some(stage) = self.stages.get(wait.stage) {
+            stage.counters.set_waiting(self.waits.contains_key(&name));
+        }
         self.sync_waits().await
     }
 

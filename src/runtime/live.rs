@@ -150,7 +150,8 @@ mod tests {
 
     /// A new run's cell, routed to `actor`.
     fn cell(actor: &ActorRef<FlowMsg>) -> Arc<RunCell> {
-        let cell = RunCell::new(Uuid::now_v7(), Arc::from([]), None);
+        let board = crate::progress::ProgressBoard::new(Vec::new());
+        let cell = RunCell::new(Uuid::now_v7(), Arc::from([]), board, None);
         cell.set_route(Route::Live(actor.clone()));
         cell
     }

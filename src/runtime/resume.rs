@@ -256,7 +256,12 @@ fn hibernate_at_start(
         .map(|(run, definition, sleep)| {
             tracing::info!(run_id = %run.id, flow = %run.controller_id,
                 "unfinished run hibernates until its wait ends");
-            let cell = RunCell::new(run.id, definition.stage_names(), starter.host.clone());
+            let cell = RunCell::new(
+                run.id,
+                definition.stage_names(),
+                definition.progress_board(),
+                starter.host.clone(),
+            );
             (cell, sleep)
         })
         .collect();

@@ -74,14 +74,15 @@ impl Starter {
         inbox_waiting: bool,
         cell: Option<Arc<RunCell>>,
     ) -> (FlowRequest, PendingFlow) {
-        let mut plan = definition.plan();
+        // The cell first: a woken run's plan counts on the board it had.
+        let cell = cell.unwrap_or_else(|| {
+            let (stages, board) = (definition.stage_names(), definition.progress_board());
+            RunCell::new(run.id, stages, board, self.host.clone())
+        });
+        let mut plan = definition.plan(&cell.progress);
         if let Some(recovered) = recorded {
             plan.resume_from(recovered.outputs, recovered.checkpoint);
         }
-        let cell = cell.unwrap_or_else(|| {
-            let stages = plan.stages.iter().map(|s| s.name.clone()).collect();
-            RunCell::new(run.id, stages, self.host.clone())
-        });
         let args = FlowArgs {
             run,
             journal: self.journal.clone(),

@@ -58,6 +58,9 @@ where
     }
     let items_out = ports.items_out + ports.outbox.len() as u64;
     let items_in = ports.items_in;
+    if let (Some(counters), true) = (&ports.counters, snapshot.is_ok()) {
+        counters.passed_barrier(id);
+    }
     if let Some(link) = ports.checkpoint.as_mut() {
         link.passed(id, snapshot, items_in, items_out);
     }

@@ -13,6 +13,7 @@ use super::work::Work;
 use crate::fsm::{
     EventVariant, FsmAction, FsmContext, FsmError, StateMachine, StateVariant, Transition, fsm,
 };
+use crate::progress::StageStatus;
 
 /// Where a stage is in its life: the states of the stage machine.
 ///
@@ -53,6 +54,20 @@ impl StageState {
             self,
             StageState::Completed | StageState::Failed(_) | StageState::Cancelled
         )
+    }
+}
+
+impl From<&StageState> for StageStatus {
+    fn from(state: &StageState) -> Self {
+        match state {
+            StageState::Starting => StageStatus::Starting,
+            StageState::Running => StageStatus::Running,
+            StageState::Paused => StageStatus::Paused,
+            StageState::Draining => StageStatus::Draining,
+            StageState::Completed => StageStatus::Completed,
+            StageState::Failed(_) => StageStatus::Failed,
+            StageState::Cancelled => StageStatus::Cancelled,
+        }
     }
 }
 

@@ -12,6 +12,8 @@
 //! cursor ([`Received`]), and emitted items go to each output as a slice (a
 //! full batch to the last output is handed over without a copy).
 
+use std::sync::Arc;
+
 use tokio::sync::Notify;
 
 use super::dead_letter::{ItemEncoder, unserializable};
@@ -22,6 +24,7 @@ use super::received::{Attempt, Received};
 use super::replay::Replays;
 pub(crate) use super::slot::{PortLease, PortSlot};
 use crate::checkpoint::link::CheckpointLink;
+use crate::progress::StageCounters;
 use crate::records::StageCheckpoint;
 use crate::supervise::BoxError;
 
@@ -90,6 +93,8 @@ pub(crate) struct Ports<T: Send + 'static> {
     pub(crate) retried: u64,
     /// Items replayed into this stage, if its flow can replay them.
     pub(crate) replays: Option<Replays<T>>,
+    /// Where the counts above are published for the run's progress.
+    pub(crate) counters: Option<Arc<StageCounters>>,
 }
 
 impl<T: Send + 'static> Ports<T> {
@@ -111,6 +116,16 @@ impl<T: Send + 'static> Ports<T> {
             items_out: 0,
             retried: 0,
             replays: None,
+            counters: None,
+        }
+    }
+
+    /// Publishes the item counts for the run's progress: three relaxed
+    /// stores, once per unit of work (not per item).
+    #[inline]
+    pub(crate) fn publish_counts(&self) {
+        if let Some(counters) = &self.counters {
+            counters.publish_items(self.items_in, self.items_out, self.retried);
         }
     }
 }
@@ -137,6 +152,7 @@ impl<T: Clone + Send + 'static> Ports<T> {
             items_out: 0,
             retried: 0,
             replays: None,
+            counters: None,
         }
     }
 

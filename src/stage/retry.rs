@@ -9,6 +9,7 @@ use super::dead_letter::{is_permanent, report_dead_letter};
 use super::ports::Ports;
 use super::supervisor::Reporter;
 use super::work::Bells;
+use crate::progress::StageCounters;
 use crate::supervise::{Backoff, BoxError};
 
 /// How a stage retries an item its logic failed on: the error a
@@ -140,6 +141,8 @@ pub(crate) struct Retries<'a> {
     pub(crate) index: usize,
     pub(crate) generation: u64,
     pub(crate) report: &'a Reporter,
+    /// The stage's live counters (a step's retries are counted here).
+    pub(crate) counters: &'a StageCounters,
 }
 
 impl Retries<'_> {
@@ -217,7 +220,10 @@ impl Retries<'_> {
         error: BoxError,
     ) -> Result<bool, BoxError> {
         match self.next(failed, error).await {
-            AfterFailure::Retry => Ok(true),
+            AfterFailure::Retry => {
+                self.counters.add_retry();
+                Ok(true)
+            }
             AfterFailure::Interrupted => Ok(false),
             AfterFailure::GiveUp(error) => {
                 tracing::warn!(stage = self.stage, attempt = failed, %error, "step failed its last attempt; the stage fails");

@@ -18,6 +18,7 @@ use super::retry::{Retries, RetryPolicy};
 use super::work::{Bells, Stepped, Work, completion_output};
 use crate::fsm::StateMachine;
 use crate::ids::{StageId, WriterId};
+use crate::progress::StageCounters;
 use crate::supervise::{
     BoxError, DispatchResult, EventLoopDirective, ExternalEventMode, ExternalEventPolicy,
     Supervised, Supervisor,
@@ -92,6 +93,8 @@ pub(crate) struct StageIdentity {
     pub(crate) id: StageId,
     pub(crate) report: Reporter,
     pub(crate) bells: Arc<Bells>,
+    /// Its live counters, kept by the run (across restarts and wakes).
+    pub(crate) counters: Arc<StageCounters>,
 }
 
 /// The component a stage actor drives.
@@ -218,6 +221,7 @@ impl<T: Clone + Send + 'static, W: Work<T>> StageSupervisor<T, W> {
             index: self.identity.index,
             generation: self.identity.generation,
             report: &self.identity.report,
+            counters: &self.identity.counters,
         }
     }
 
@@ -226,6 +230,7 @@ impl<T: Clone + Send + 'static, W: Work<T>> StageSupervisor<T, W> {
         let ports = ports.as_mut().ok_or("stage is running without its ports")?;
         let stepped = work.step(ports, &self.retries()).await;
         self.settle_replayed(ports);
+        ports.publish_counts();
         Ok(match stepped? {
             Stepped::Worked | Stepped::Interrupted => EventLoopDirective::Continue,
             Stepped::Ended => EventLoopDirective::Transition(StageEvent::InputEnded),
@@ -246,6 +251,7 @@ impl<T: Clone + Send + 'static, W: Work<T>> StageSupervisor<T, W> {
         if W::KIND != StageKind::Source {
             let stepped = work.step(ports, &self.retries()).await;
             self.settle_replayed(ports);
+            ports.publish_counts();
             match stepped? {
                 Stepped::Ended => {}
                 Stepped::Worked | Stepped::Interrupted => return Ok(EventLoopDirective::Continue),
@@ -260,6 +266,7 @@ impl<T: Clone + Send + 'static, W: Work<T>> StageSupervisor<T, W> {
         let result = work.complete(ports).await?;
         self.close_and_hand_over(work).await?;
         ports.finish_outputs().await?;
+        ports.publish_counts();
         *output = Some(completion_output(W::KIND, ports, result));
         Ok(EventLoopDirective::Transition(StageEvent::Flushed))
     }
@@ -322,6 +329,8 @@ impl<T: Clone + Send + 'static, W: Work<T>> Supervised for StageSupervisor<T, W>
         state: &StageState,
         ctx: &mut StageCtx<T, W>,
     ) -> DispatchResult<StageEvent> {
+        // A load and a compare while the state stays.
+        self.identity.counters.set_status(state.into());
         match state {
             StageState::Starting => {
                 let mut ports = self.slot.lease().await;

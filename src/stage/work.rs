@@ -177,7 +177,12 @@ where
         let result = match ports.attempt_while_now(|item, out| logic.attempt_now(item, out)) {
             Stopped::Empty => return Ok(None),
             Stopped::Failed(error) => Err(error),
-            Stopped::Later(item) => logic.attempt(item, &mut ports.outbox).await,
+            Stopped::Later(item) => {
+                let attempted = logic.attempt(item, &mut ports.outbox).await;
+                // Slow items: progress moves with each, not each batch.
+                ports.publish_counts();
+                attempted
+            }
         };
         match result {
             Ok(()) => ports.settle(),

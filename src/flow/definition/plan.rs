@@ -10,6 +10,7 @@ use tokio::sync::Notify;
 use super::{DeadLetterPolicy, FlowDefinition};
 use crate::checkpoint::coordinator::{CoordinatorSeed, wire};
 use crate::flow::restart::{RestartPolicy, Supervision};
+use crate::progress::{ProgressBoard, StageCounters, StageSpec};
 use crate::records::{Checkpoint, StageCheckpoint, StepOutput};
 use crate::stage::StageKind;
 use crate::stage::actor::Spawner;
@@ -44,6 +45,8 @@ pub(crate) struct PlannedStage {
     pub(crate) recorded: Option<Value>,
     /// Stages feeding this one (for a step: the steps it waits for).
     pub(crate) upstream: Vec<usize>,
+    /// Its live counters, kept by the run's cell.
+    pub(crate) counters: Arc<StageCounters>,
 }
 
 /// Hands a stage its part of checkpoint `id`.
@@ -138,6 +141,12 @@ impl FlowPlan {
             } else if let (Some(part), Some(checkpoint)) = (covered, checkpoint) {
                 (stage.resume_at)(checkpoint.id, part);
             }
+            // Progress starts from the cut, retired stages' counts included.
+            if let (Some(part), Some(checkpoint)) = (covered, checkpoint) {
+                let counters = &stage.counters;
+                counters.publish_items(part.items_in, part.items_out, 0);
+                counters.passed_barrier(checkpoint.id);
+            }
         }
         if let (Some(seed), Some(checkpoint)) = (self.checkpoints.as_mut(), checkpoint) {
             seed.resume_at(checkpoint);
@@ -148,8 +157,11 @@ impl FlowPlan {
 /// What the runtime's registry holds: a definition with its item type erased.
 pub(crate) trait ErasedDefinition: Send + Sync {
     fn name(&self) -> &str;
-    /// Builds the pipes of a new run and the stages over them.
-    fn plan(&self) -> FlowPlan;
+    /// Builds the pipes of a new run and the stages over them, counting
+    /// on `board`.
+    fn plan(&self, board: &Arc<ProgressBoard>) -> FlowPlan;
+    /// The counters of a new run's progress.
+    fn progress_board(&self) -> Arc<ProgressBoard>;
     /// Checks a new run's input against the flow's declared input type, if
     /// it declared one; why it does not decode.
     fn check_input(&self, input: &serde_json::Value) -> Result<(), String>;
@@ -168,6 +180,24 @@ impl<T: Clone + Send + 'static> ErasedDefinition for FlowDefinition<T> {
         self.inner.stages.iter().map(|s| s.name.clone()).collect()
     }
 
+    fn progress_board(&self) -> Arc<ProgressBoard> {
+        let def = &self.inner;
+        let specs = def
+            .stages
+            .iter()
+            .zip(&def.upstream)
+            .map(|(stage, upstream)| StageSpec {
+                name: stage.name.clone(),
+                // Steps carry no items: their edges only order them.
+                feeds_from: match stage.kind {
+                    StageKind::Step => Vec::new(),
+                    _ => upstream.clone(),
+                },
+            })
+            .collect();
+        ProgressBoard::new(specs)
+    }
+
     fn takes_checkpoints(&self) -> bool {
         let def = &self.inner;
         def.checkpoints.is_on() && def.stages.iter().any(|s| s.kind == StageKind::Source)
@@ -182,7 +212,7 @@ impl<T: Clone + Send + 'static> ErasedDefinition for FlowDefinition<T> {
         }
     }
 
-    fn plan(&self) -> FlowPlan {
+    fn plan(&self, board: &Arc<ProgressBoard>) -> FlowPlan {
         let def = &self.inner;
         let n = def.stages.len();
         let mut inputs: Vec<_> = (0..n).map(|_| None).collect();
@@ -208,7 +238,8 @@ impl<T: Clone + Send + 'static> ErasedDefinition for FlowDefinition<T> {
                 .iter()
                 .map(|s| (s.name.clone(), s.kind))
                 .collect();
-            let (seed, links) = wire(def.checkpoints, &kinds);
+            let (mut seed, links) = wire(def.checkpoints, &kinds);
+            seed.report_to(board.clone());
             (Some(seed), links)
         } else {
             (None, Vec::new())
@@ -220,8 +251,11 @@ impl<T: Clone + Send + 'static> ErasedDefinition for FlowDefinition<T> {
             .zip(&def.upstream)
             .enumerate()
             .map(|(index, ((stage, (input, outputs)), upstream))| {
+                let counters = board.counters(index);
                 let mut ports = Ports::new(input, outputs, def.pipe.batch_size, def.encode);
                 ports.checkpoint = links.get_mut(index).and_then(Option::take);
+                // A step counts no items; its retries are added as they come.
+                ports.counters = (stage.kind != StageKind::Step).then(|| counters.clone());
                 let takes_items = matches!(stage.kind, StageKind::Transform | StageKind::Sink);
                 let replay = def.decode.filter(|_| takes_items).map(|decode| {
                     let (replay, replays) = replay_queue(decode);
@@ -252,6 +286,7 @@ impl<T: Clone + Send + 'static> ErasedDefinition for FlowDefinition<T> {
                     abandon: Box::new(move || Box::pin(wind_down(abandoned.clone()))),
                     recorded: None,
                     upstream: upstream.clone(),
+                    counters,
                 }
             })
             .collect();
