@@ -114,6 +114,11 @@ macro_rules! store_wrapper {
                 self.$inner.last_checkpoint(run_id).await
             }
 
+            async fn list_definitions(&self, name: Option<&str>) -> ::core::result::Result<Vec<$crate::records::DefinitionRecord>, $crate::records::StoreError> {
+                $(self.$check("list_definitions")?;)?
+                self.$inner.list_definitions(name).await
+            }
+
             async fn list_dead_letters(&self, run_id: $crate::ids::Uuid) -> ::core::result::Result<Vec<$crate::records::DeadLetter>, $crate::records::StoreError> {
                 $(self.$check("list_dead_letters")?;)?
                 self.$inner.list_dead_letters(run_id).await

@@ -29,6 +29,7 @@
 
 mod checkpoint;
 mod codec;
+mod definition;
 mod inbox;
 mod ledger;
 mod ops;
@@ -266,6 +267,13 @@ impl Store for PostgresStore {
 
     async fn last_checkpoint(&self, run_id: Uuid) -> Result<Option<Checkpoint>, StoreError> {
         checkpoint::last_checkpoint(&*self.reader().await?, run_id).await
+    }
+
+    async fn list_definitions(
+        &self,
+        name: Option<&str>,
+    ) -> Result<Vec<crate::records::DefinitionRecord>, StoreError> {
+        definition::list_definitions(&*self.reader().await?, name).await
     }
 
     async fn list_dead_letters(&self, run_id: Uuid) -> Result<Vec<DeadLetter>, StoreError> {
