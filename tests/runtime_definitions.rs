@@ -354,3 +354,72 @@ async fn a_run_recorded_before_fingerprints_resumes_as_before() {
     assert_eq!(resumed.run_id(), legacy.id);
     assert_eq!(resumed.wait().await.unwrap().status, RunStatus::Finished);
 }
+
+/// `nap` of `version`: `rest` sleeps an hour and answers with the version;
+/// version 2 adds `extra` after it.
+fn nap(version: u32) -> FlowDefinition<()> {
+    let builder = FlowDefinition::builder("nap").version(version).step(
+        "rest",
+        move |ctx: &troupe::stage::StageContext| {
+            let ctx = ctx.clone();
+            step_fn(move |_| {
+                let ctx = ctx.clone();
+                async move {
+                    ctx.sleep("nap", std::time::Duration::from_secs(3600))
+                        .await?;
+                    Ok(json!(version))
+                }
+            })
+        },
+    );
+    if version == 1 {
+        return builder.build().unwrap();
+    }
+    quick(builder, "extra", &counter())
+        .edge("rest", "extra")
+        .build()
+        .unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hibernated_run_wakes_on_the_version_it_started_on() {
+    use std::time::Duration;
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let first = Runtime::builder()
+        .store(store.clone())
+        .hibernate_after(Duration::ZERO)
+        .register(nap(1))
+        .unwrap()
+        .start()
+        .await
+        .unwrap();
+    let run = first.start("nap").await.unwrap();
+    while !run.is_hibernated() {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    drop(first);
+    settle().await;
+
+    let second = Runtime::builder()
+        .store(store.clone())
+        .hibernate_after(Duration::ZERO)
+        .register(nap(2))
+        .unwrap()
+        .register(nap(1))
+        .unwrap()
+        .start()
+        .await
+        .unwrap();
+    let [resumed] = &second.resumed()[..] else {
+        panic!("one resumed run: {:?}", second.resume_failures());
+    };
+    assert!(resumed.is_hibernated(), "asleep at start");
+    tokio::time::sleep(Duration::from_secs(3601)).await;
+    let outcome = resumed.wait().await.unwrap();
+    assert_eq!(outcome.status, RunStatus::Finished);
+    assert_eq!(steps(&outcome), ["rest"], "woke on version 1");
+    assert_eq!(
+        outcome.structured_output.unwrap()["steps"]["rest"],
+        json!(1)
+    );
+}

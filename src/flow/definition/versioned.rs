@@ -156,3 +156,76 @@ impl<T: Clone + Send + 'static> FlowDefinition<T> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flow::DefinitionError;
+    use crate::stage::step_fn;
+
+    static TABLE: FsmTable = FsmTable {
+        state_type: "S",
+        event_type: "E",
+        states: &["A"],
+        events: &[],
+        handlers: &[],
+        entry_hooks: &[],
+        exit_hooks: &[],
+        timeouts: &[],
+        has_unhandled_hook: false,
+        unhandled_targets: None,
+        initial: Some("A"),
+        terminals: &[],
+        all_states: &["A"],
+        all_events: &[],
+    };
+    static OTHER: FsmTable = FsmTable {
+        initial: None,
+        ..TABLE
+    };
+
+    fn builder() -> FlowBuilder<()> {
+        FlowDefinition::builder("f")
+            .step("a", |_| step_fn(|_| async { Ok(serde_json::Value::Null) }))
+            .step("b", |_| step_fn(|_| async { Ok(serde_json::Value::Null) }))
+            .edge("a", "b")
+    }
+
+    #[test]
+    fn the_shape_and_fingerprint_follow_what_decides_a_resume() {
+        let plain = builder().build().unwrap();
+        assert_eq!(plain.shape().edges.len(), 1);
+        assert_eq!(
+            plain.fingerprint(),
+            builder().build().unwrap().fingerprint()
+        );
+        assert_eq!(plain.change_policy(), ChangePolicy::Refuse);
+        let machine = builder().machine("b", &TABLE).build().unwrap();
+        assert_eq!(machine.shape().stages[1].machine, Some(TABLE.digest()));
+        let other = builder().machine("b", &OTHER).build().unwrap();
+        let input = builder().input::<u32>().build().unwrap();
+        let version = builder().version(1).build().unwrap();
+        let fingerprints = [&plain, &machine, &other, &input, &version].map(|d| d.fingerprint());
+        for (i, a) in fingerprints.iter().enumerate() {
+            for b in &fingerprints[i + 1..] {
+                assert_ne!(a, b);
+            }
+        }
+        // Policies and sizes are not part of it.
+        let policy = builder()
+            .on_change(ChangePolicy::ResumeWithNew)
+            .build()
+            .unwrap();
+        assert_eq!(policy.fingerprint(), plain.fingerprint());
+        assert_eq!(plain.record().fingerprint, plain.fingerprint());
+    }
+
+    #[test]
+    fn a_machine_of_an_unknown_stage_is_refused() {
+        let error = builder().machine("nope", &TABLE).build().err().unwrap();
+        assert!(
+            matches!(error, DefinitionError::UnknownStage { ref stage, .. } if stage == "nope"),
+            "{error}"
+        );
+    }
+}
