@@ -16,15 +16,15 @@ use super::registry::Registry;
 use super::resume::{ResumeFailure, ResumeReport, resume_runs};
 use super::root::RootMsg;
 use super::start::Starter;
-use super::versions::sort_runs;
+use super::versions::{record_definitions, sort_runs};
 use crate::flow::cell::RunCell;
 use crate::flow::{
     ControlEvent, ErasedDefinition, FlowDefinition, HandleError, RecordError, RunHandle, RunOptions,
 };
 use crate::journal::{JournalError, JournalHandle};
-use crate::records::{DamagedRun, LockHolder, Run, RunStatus, StoreError, WriteOp};
+use crate::records::{DamagedRun, LockHolder, Run, RunStatus, StoreError};
 use crate::runs::{RecoveryReport, RunManager};
-use crate::store::{Closer, Store};
+use crate::store::Closer;
 
 /// Why the runtime could not do what was asked.
 #[derive(Debug, thiserror::Error)]
@@ -620,29 +620,3 @@ impl Drop for Runtime {
 #[cfg(test)]
 #[path = "runtime_tests.rs"]
 mod tests;
-
-/// Records `definitions` in the journal (each once per fingerprint), in one commit.
-async fn record_definitions(
-    journal: &JournalHandle,
-    definitions: &[Arc<dyn ErasedDefinition>],
-) -> Result<(), RuntimeError> {
-    if definitions.is_empty() {
-        return Ok(());
-    }
-    let ops = definitions
-        .iter()
-        .map(|d| WriteOp::RecordDefinition(Box::new(d.record())))
-        .collect();
-    let not_recorded = |i: usize, source| RuntimeError::DefinitionNotRecorded {
-        flow: definitions[i].name().to_owned(),
-        source,
-    };
-    let results = journal
-        .apply_batch(ops)
-        .await
-        .map_err(|source| not_recorded(0, source))?;
-    for (i, result) in results.into_iter().enumerate() {
-        result.map_err(|source| not_recorded(i, source))?;
-    }
-    Ok(())
-}

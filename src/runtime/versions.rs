@@ -1,15 +1,19 @@
-//! Which registered definition each unfinished run resumes on, and the
-//! report of a run refused because its definition changed: what changed,
-//! read from the definition the journal recorded for its fingerprint.
+//! Recording registered definitions in the journal; which registered
+//! definition each unfinished run resumes on; the report of a run refused
+//! because its definition changed: what changed, read from the definition
+//! the journal recorded for its fingerprint.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use super::RuntimeError;
 use super::registry::{Registry, Resolved};
 use super::resume::{ResumeError, ResumeFailure};
 use crate::flow::{ChangePolicy, ErasedDefinition};
 use crate::journal::JournalHandle;
-use crate::records::{DefinitionChange, DefinitionRecord, Run, changes_between, short_fingerprint};
+use crate::records::{
+    DefinitionChange, DefinitionRecord, Run, WriteOp, changes_between, short_fingerprint,
+};
 use crate::store::Store;
 
 /// A run whose recorded definition is no longer registered, refused by the
@@ -144,6 +148,32 @@ pub(crate) async fn sort_runs(
         sorted.refused.push(ResumeFailure { run, error });
     }
     sorted
+}
+
+/// Records `definitions` in the journal (each once per fingerprint), in one commit.
+pub(crate) async fn record_definitions(
+    journal: &JournalHandle,
+    definitions: &[Arc<dyn ErasedDefinition>],
+) -> Result<(), RuntimeError> {
+    if definitions.is_empty() {
+        return Ok(());
+    }
+    let ops = definitions
+        .iter()
+        .map(|d| WriteOp::RecordDefinition(Box::new(d.record())))
+        .collect();
+    let not_recorded = |i: usize, source| RuntimeError::DefinitionNotRecorded {
+        flow: definitions[i].name().to_owned(),
+        source,
+    };
+    let results = journal
+        .apply_batch(ops)
+        .await
+        .map_err(|source| not_recorded(0, source))?;
+    for (i, result) in results.into_iter().enumerate() {
+        result.map_err(|source| not_recorded(i, source))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
