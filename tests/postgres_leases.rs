@@ -74,12 +74,12 @@ async fn a_taken_over_run_refuses_every_write_of_its_old_owner() {
 
     // A live lease is not claimable.
     let flows = vec!["orders".to_owned()];
-    assert!(b.claim_runs(&flows, 10).await.unwrap().is_empty());
+    assert!(b.claim_runs(&flows, &[], 10).await.unwrap().is_empty());
 
     lapse_all(&schema).await;
     let doorbell = a.lease_lost().expect("a leased store has a doorbell");
     let rung = doorbell.notified();
-    let claimed = b.claim_runs(&flows, 10).await.unwrap();
+    let claimed = b.claim_runs(&flows, &[], 10).await.unwrap();
     assert_eq!(claimed.len(), 1);
     let lease = claimed[0].lease.clone().unwrap();
     assert_eq!((lease.owner.as_str(), lease.epoch), ("b", 2));
@@ -169,12 +169,12 @@ async fn renewals_keep_leases_and_releases_hand_them_over_at_once() {
     let renewal = a.renew_leases().await.unwrap();
     assert_eq!((renewal.renewed, renewal.lost.len()), (2, 0));
     assert!(
-        b.claim_runs(&flows, 10).await.unwrap().is_empty(),
+        b.claim_runs(&flows, &[], 10).await.unwrap().is_empty(),
         "renewed"
     );
 
     a.release_leases(&[released.id]).await.unwrap();
-    let claimed = b.claim_runs(&flows, 10).await.unwrap();
+    let claimed = b.claim_runs(&flows, &[], 10).await.unwrap();
     assert_eq!(
         claimed.iter().map(|r| r.id).collect::<Vec<_>>(),
         vec![released.id]
@@ -223,7 +223,7 @@ async fn claims_take_lapsed_unfinished_runs_of_the_named_flows_once_each() {
         tokio::spawn(async move {
             let mut mine = Vec::new();
             loop {
-                let got = store.claim_runs(&flows, 7).await.unwrap();
+                let got = store.claim_runs(&flows, &[], 7).await.unwrap();
                 if got.is_empty() {
                     return mine;
                 }

@@ -90,7 +90,10 @@ async fn a_version_8_journal_migrates_and_takes_checkpoints() {
 
     let store = SqliteStore::open(&path).await.expect("migrate");
     assert_eq!(user_version(&path), SCHEMA_VERSION);
-    assert_eq!(SCHEMA_VERSION, 9, "this test migrates a version-8 file");
+    assert_eq!(
+        SCHEMA_VERSION, 10,
+        "this test migrates a version-8 file to the current version"
+    );
 
     // What version 8 wrote reads back.
     let running = store.get_run(id(1)).await.expect("get").expect("run 1");

@@ -7,7 +7,7 @@ mod raw_sqlite;
 use std::path::Path;
 
 use chrono::{DateTime, Utc};
-use raw_sqlite::{UNDO_V6, UNDO_V7, UNDO_V8, UNDO_V9, run_sql, user_version};
+use raw_sqlite::{UNDO_V6, UNDO_V7, UNDO_V8, UNDO_V9, UNDO_V10, run_sql, user_version};
 use serde_json::{Value, json};
 use troupe::records::{
     DeadLetter, EventKind, InboxEntry, InboxMessage, NewEvent, Run, RunStatus, StoreError,
@@ -100,6 +100,7 @@ async fn a_version_5_journal_migrates_and_takes_inbox_entries() {
     );
     store.close().await;
     drop(store);
+    run_sql(&path, UNDO_V10);
     run_sql(&path, UNDO_V9);
     run_sql(&path, UNDO_V8);
     run_sql(&path, UNDO_V7);
@@ -108,7 +109,10 @@ async fn a_version_5_journal_migrates_and_takes_inbox_entries() {
 
     let store = SqliteStore::open(&path).await.expect("migrate");
     assert_eq!(user_version(&path), SCHEMA_VERSION);
-    assert_eq!(SCHEMA_VERSION, 9, "this test undoes v9, v8, v7 and v6");
+    assert_eq!(
+        SCHEMA_VERSION, 10,
+        "this test undoes v10, v9, v8, v7 and v6"
+    );
     let after = (
         store.replay(run.id).await.expect("replay"),
         store.replay(ended.id).await.expect("replay"),

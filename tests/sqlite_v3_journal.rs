@@ -79,6 +79,8 @@ fn base_run(n: u128, owner: &str, status: RunStatus) -> Run {
         lease: None,
         input: serde_json::Value::Null,
         key: None,
+        fingerprint: None,
+        flow_version: None,
     }
 }
 
@@ -759,6 +761,7 @@ async fn a_custom_kind_whose_renamed_name_is_taken_keeps_its_code_too() {
     }
     drop(store);
     // As a version-3 file: the stand-in kind had the name reserved since.
+    run_sql(&path, raw_sqlite::UNDO_V10);
     run_sql(&path, raw_sqlite::UNDO_V9);
     run_sql(&path, raw_sqlite::UNDO_V8);
     run_sql(&path, raw_sqlite::UNDO_V7);

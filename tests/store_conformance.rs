@@ -4,6 +4,8 @@
 mod checkpoint_cases;
 #[path = "support/conformance.rs"]
 mod conformance;
+#[path = "support/definition_cases.rs"]
+mod definition_cases;
 #[path = "support/key_cases.rs"]
 mod key_cases;
 #[path = "support/list_cases.rs"]
@@ -82,6 +84,11 @@ macro_rules! conformance {
                 checkpoint_batches_are_all_or_none,
                 checkpoints_of_many_runs_read_in_one_call,
             );
+            conformance!(@definitions $make;
+                definitions_are_recorded_once_per_fingerprint,
+                definitions_refuse_bad_records,
+                runs_record_their_fingerprint,
+            );
             conformance!(@keys $make;
                 run_input_round_trips_and_is_fixed,
                 run_key_is_unique_among_runs_not_ended,
@@ -133,6 +140,17 @@ macro_rules! conformance {
                     return;
                 };
                 checkpoint_cases::$case(store).await;
+            }
+        )*
+    };
+    (@definitions $make:expr; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test]
+            async fn $case() {
+                let Some((store, _guard)) = Backend::get($make.await) else {
+                    return;
+                };
+                definition_cases::$case(store).await;
             }
         )*
     };

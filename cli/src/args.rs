@@ -44,6 +44,9 @@ pub enum Command {
     },
     /// A run's dead letters, or replay them.
     DeadLetters(DeadLettersArgs),
+    /// The flow definitions the journal recorded (name, version,
+    /// fingerprint, stages), or one of them with `show`.
+    Flows(FlowsArgs),
     /// Send a signal to a run (every stage, or one with --stage).
     Signal {
         /// The run.
@@ -148,6 +151,32 @@ pub enum DeadLettersCommand {
         /// The stage whose dead letters to replay.
         #[arg(long)]
         stage: String,
+    },
+}
+
+/// `troupe flows` or `troupe flows show NAME`.
+#[derive(Debug, Args)]
+pub struct FlowsArgs {
+    /// Show one definition instead of listing them.
+    #[command(subcommand)]
+    pub command: Option<FlowsCommand>,
+}
+
+/// `troupe flows show ...`.
+#[derive(Debug, Subcommand)]
+pub enum FlowsCommand {
+    /// A definition's stages and edges: the highest version recorded (the
+    /// latest recorded of it), or `--version`'s.
+    #[command(disable_version_flag = true)]
+    Show {
+        /// The flow's name.
+        name: String,
+        /// This version of it.
+        #[arg(long, value_name = "V")]
+        version: Option<u32>,
+        /// Print a Mermaid `flowchart LR` diagram instead of tables.
+        #[arg(long)]
+        mermaid: bool,
     },
 }
 

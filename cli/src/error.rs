@@ -33,6 +33,17 @@ pub enum CliError {
     /// The journal has no run with this id.
     #[error("no run {0} in this journal")]
     UnknownRun(Uuid),
+    /// The journal has no definition of this flow (under this version).
+    #[error(
+        "no flow `{name}`{} recorded in this journal (`troupe flows` lists them)",
+        .version.map_or_else(String::new, |v| format!(" version {v}"))
+    )]
+    UnknownFlow {
+        /// The flow asked for.
+        name: String,
+        /// The version asked for.
+        version: Option<u32>,
+    },
     /// The run has ended and takes no more input.
     #[error("run {id} has ended ({}): it takes no input", .status.as_str())]
     Ended {

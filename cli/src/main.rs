@@ -1,6 +1,7 @@
 //! `troupe`: inspect a troupe journal and send its runs operator input.
 //!
-//! Read commands (`runs list|show|events|tree`, `ledger`, `dead-letters ID`)
+//! Read commands (`runs list|show|events|tree`, `ledger`, `dead-letters ID`,
+//! `flows`, `flows show NAME`)
 //! open the journal read-only; write commands (`signal`, `cancel`,
 //! `dead-letters replay`) start a runtime on it, the journal's single
 //! writer, and are refused while another process owns it. Exit codes: 0
@@ -9,6 +10,7 @@
 mod args;
 mod checkpoint;
 mod error;
+mod flows;
 mod follow;
 mod lifecycle;
 mod read;
@@ -22,7 +24,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use troupe::records::RunFilter;
 
-use args::{Cli, Command, DeadLettersCommand, RunsCommand};
+use args::{Cli, Command, DeadLettersCommand, FlowsCommand, RunsCommand};
 use error::CliError;
 
 fn main() -> ExitCode {
@@ -110,6 +112,17 @@ async fn execute(cli: Cli) -> Result<String, CliError> {
             // clap requires the id when there is no subcommand.
             (None, None) => Err(CliError::Usage("dead-letters needs a run id")),
         },
+        Command::Flows(args) => {
+            let store = read::open(path).await?;
+            match args.command {
+                None => flows::list(&store, as_json).await,
+                Some(FlowsCommand::Show {
+                    name,
+                    version,
+                    mermaid,
+                }) => flows::show(&store, &name, version, mermaid, as_json).await,
+            }
+        }
         Command::Signal {
             id,
             name,

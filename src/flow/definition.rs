@@ -9,6 +9,8 @@ use std::time::Duration;
 use super::restart::{RestartPolicy, Supervision};
 use super::topology::Topology;
 use crate::checkpoint::Checkpoints;
+use crate::fsm::FsmTable;
+use crate::records::FlowShape;
 use crate::stage::StageKind;
 use crate::stage::actor::{StageFactory, WorkFactory};
 use crate::stage::dead_letter::{ItemEncoder, unserializable};
@@ -22,6 +24,7 @@ use crate::stage::{
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use std::any::type_name;
 
 /// How long a cancelled flow waits for its stages to stop cooperatively
 /// before killing them.
@@ -30,15 +33,19 @@ pub const DEFAULT_CANCEL_GRACE: Duration = Duration::from_secs(5);
 mod dead_letters;
 mod error;
 mod plan;
+mod versioned;
 pub use dead_letters::DeadLetterPolicy;
 pub use error::DefinitionError;
 pub(crate) use plan::{Abandon, ErasedDefinition, FlowPlan, PlannedStage};
+pub use versioned::ChangePolicy;
 
 struct StageDef<T> {
     name: String,
     kind: StageKind,
     /// How it takes user events, if it declares any.
     events: Option<EventPolicy>,
+    /// The type name of those events (for the fingerprint).
+    event_type: Option<&'static str>,
     policy: RestartPolicy,
     retry: RetryPolicy,
     factory: Arc<dyn StageFactory<T>>,
@@ -61,6 +68,10 @@ pub struct FlowBuilder<T> {
     dead_letter: DeadLetterPolicy,
     input: Option<InputType>,
     checkpoints: Checkpoints,
+    version: Option<u32>,
+    on_change: ChangePolicy,
+    /// Declared state machines by stage (for the fingerprint).
+    machines: Vec<(String, &'static FsmTable)>,
 }
 
 /// The input type a flow declared: its name and a check that a JSON value
@@ -94,14 +105,15 @@ impl<T: Clone + Send + 'static> FlowBuilder<T> {
         mut self,
         name: String,
         kind: StageKind,
-        events: Option<EventPolicy>,
+        events: Option<(EventPolicy, &'static str)>,
         factory: Arc<dyn StageFactory<T>>,
     ) -> Self {
         self.topology.stage(name.clone(), kind);
         self.stages.push(StageDef {
             name,
             kind,
-            events,
+            events: events.map(|e| e.0),
+            event_type: events.map(|e| e.1),
             // Resolved in `build`, once every policy call is known.
             policy: RestartPolicy::default(),
             retry: RetryPolicy::default(),
@@ -113,7 +125,7 @@ impl<T: Clone + Send + 'static> FlowBuilder<T> {
     fn add_work<W, F>(
         self,
         name: String,
-        events: Option<EventPolicy>,
+        events: Option<(EventPolicy, &'static str)>,
         redeliver: Option<Redeliver>,
         factory: F,
     ) -> Self
@@ -121,7 +133,8 @@ impl<T: Clone + Send + 'static> FlowBuilder<T> {
         W: Work<T>,
         F: Fn(&StageContext) -> W + Send + Sync + 'static,
     {
-        let factory = Arc::new(WorkFactory::new(factory, events, redeliver));
+        let policy = events.map(|e| e.0);
+        let factory = Arc::new(WorkFactory::new(factory, policy, redeliver));
         self.add(name, W::KIND, events, factory)
     }
 
@@ -336,6 +349,9 @@ impl<T: Clone + Send + 'static> FlowBuilder<T> {
             let index = named(&mut self.stages, stage)?;
             self.stages[index].retry = retry;
         }
+        for (stage, _) in &self.machines {
+            named(&mut self.stages, stage.clone())?;
+        }
         let topology = self
             .topology
             .validate()
@@ -355,9 +371,11 @@ impl<T: Clone + Send + 'static> FlowBuilder<T> {
                 }
             }
         }
-        let upstream = (0..topology.len())
+        let upstream: Vec<Vec<usize>> = (0..topology.len())
             .map(|i| topology.upstream(i).to_vec())
             .collect();
+        let shape = versioned::shape(&self, &upstream);
+        let fingerprint = shape.fingerprint(self.version);
         Ok(FlowDefinition {
             inner: Arc::new(DefinitionInner {
                 name: self.name,
@@ -372,6 +390,10 @@ impl<T: Clone + Send + 'static> FlowBuilder<T> {
                 dead_letter: self.dead_letter,
                 input: self.input,
                 checkpoints: self.checkpoints,
+                version: self.version,
+                on_change: self.on_change,
+                shape,
+                fingerprint,
             }),
         })
     }
@@ -394,8 +416,12 @@ impl<T: Clone + Send + 'static, Ev: Send + 'static> EventStageBuilder<T, Ev> {
         F: Fn(&StageContext) -> S + Send + Sync + 'static,
     {
         let make = move |ctx: &StageContext| AsSource::<S, Ev>::new(factory(ctx));
-        self.flow
-            .add_work(name.into(), Some(self.policy), self.redeliver, make)
+        self.flow.add_work(
+            name.into(),
+            Some((self.policy, type_name::<Ev>())),
+            self.redeliver,
+            make,
+        )
     }
 
     /// Adds a transform taking events `Ev`.
@@ -405,8 +431,12 @@ impl<T: Clone + Send + 'static, Ev: Send + 'static> EventStageBuilder<T, Ev> {
         F: Fn(&StageContext) -> X + Send + Sync + 'static,
     {
         let make = move |ctx: &StageContext| AsTransform::<X, Ev>::new(factory(ctx));
-        self.flow
-            .add_work(name.into(), Some(self.policy), self.redeliver, make)
+        self.flow.add_work(
+            name.into(),
+            Some((self.policy, type_name::<Ev>())),
+            self.redeliver,
+            make,
+        )
     }
 
     /// Adds a sink taking events `Ev`.
@@ -416,8 +446,12 @@ impl<T: Clone + Send + 'static, Ev: Send + 'static> EventStageBuilder<T, Ev> {
         F: Fn(&StageContext) -> K + Send + Sync + 'static,
     {
         let make = move |ctx: &StageContext| AsSink::<K, Ev>::new(factory(ctx));
-        self.flow
-            .add_work(name.into(), Some(self.policy), self.redeliver, make)
+        self.flow.add_work(
+            name.into(),
+            Some((self.policy, type_name::<Ev>())),
+            self.redeliver,
+            make,
+        )
     }
 }
 
@@ -437,6 +471,11 @@ struct DefinitionInner<T> {
     dead_letter: DeadLetterPolicy,
     input: Option<InputType>,
     checkpoints: Checkpoints,
+    version: Option<u32>,
+    on_change: ChangePolicy,
+    /// Stages, edges and input type, as the journal records them.
+    shape: FlowShape,
+    fingerprint: String,
 }
 
 /// A validated flow: its stages, topology and policies. Cheap to clone;
@@ -495,6 +534,9 @@ impl<T: Clone + Send + 'static> FlowDefinition<T> {
             dead_letter: DeadLetterPolicy::default(),
             input: None,
             checkpoints: Checkpoints::default(),
+            version: None,
+            on_change: ChangePolicy::default(),
+            machines: Vec::new(),
         }
     }
 

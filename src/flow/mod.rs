@@ -71,8 +71,8 @@ pub(crate) use control::CONTROL_PLANE_CANCEL_REASON;
 pub use control::{ControlEvent, HandleError, RunOutcome, StageControl};
 pub(crate) use definition::ErasedDefinition;
 pub use definition::{
-    DEFAULT_CANCEL_GRACE, DeadLetterPolicy, DefinitionError, EventStageBuilder, FlowBuilder,
-    FlowDefinition,
+    ChangePolicy, DEFAULT_CANCEL_GRACE, DeadLetterPolicy, DefinitionError, EventStageBuilder,
+    FlowBuilder, FlowDefinition,
 };
 pub use durable_handle::DurableStageHandle;
 pub(crate) use durable_handle::{accept_event, accept_items, accept_signal};

@@ -57,12 +57,14 @@ impl RecordError {
     }
 }
 
-/// Creates the `Created` run record of a new run of `controller_id`.
+/// Creates the `Created` run record of a new run of `definition`, which
+/// records its fingerprint and version.
 pub(crate) async fn create(
     journal: &JournalHandle,
-    controller_id: &str,
+    definition: &dyn super::ErasedDefinition,
     options: RunOptions,
 ) -> Result<Run, RecordError> {
+    let controller_id = definition.name();
     let input = CreateManagedInput {
         controller_id: controller_id.to_owned(),
         goal: options.goal.unwrap_or_else(|| controller_id.to_owned()),
@@ -76,7 +78,11 @@ pub(crate) async fn create(
         key: options.id,
         parent_run_id: options.parent,
     };
-    Ok(manager(journal).create_managed(input).await?)
+    let fingerprint = definition.fingerprint().to_owned();
+    let version = definition.version();
+    Ok(manager(journal)
+        .create_managed_on(input, fingerprint, version)
+        .await?)
 }
 
 /// Moves a non-terminal run to `status` through the control plane: `started`

@@ -22,6 +22,10 @@ pub(crate) struct Sleep {
     pub(crate) deadline: Option<DateTime<Utc>>,
     /// The child runs it awaits.
     pub(crate) children: Vec<Uuid>,
+    /// The fingerprint and version of the definition the run recorded, so
+    /// that it wakes on the definition it resumed on (from the run record).
+    pub(crate) fingerprint: Option<String>,
+    pub(crate) version: Option<u32>,
 }
 
 impl Sleep {
@@ -38,6 +42,8 @@ impl Sleep {
             flow: run.controller_id.clone(),
             deadline: serde_json::from_value(wake.get("deadline")?.clone()).ok()?,
             children: serde_json::from_value(wake.get("children")?.clone()).ok()?,
+            fingerprint: run.fingerprint.clone(),
+            version: run.flow_version,
         })
     }
 }
@@ -51,6 +57,8 @@ impl FlowCtx {
     pub(crate) fn sleep_plan(&self) -> Option<Sleep> {
         let mut sleep = Sleep {
             flow: self.run.controller_id.clone(),
+            fingerprint: self.run.fingerprint.clone(),
+            version: self.run.flow_version,
             ..Sleep::default()
         };
         let mut waiting = false;
@@ -156,6 +164,7 @@ mod tests {
             flow: "nap".into(),
             deadline: Some("2030-01-01T00:00:00Z".parse().unwrap()),
             children: vec![Uuid::now_v7()],
+            ..Sleep::default()
         };
         run.wait_json = Some(json!({ "for": "stages", "stages": {}, "wake": sleep.to_json() }));
         assert_eq!(Sleep::of(&run), Some(sleep));

@@ -119,6 +119,7 @@
 //! See [`fsm!`] for the full syntax and the checks it makes at compile time.
 
 mod error;
+mod fingerprint;
 #[doc(hidden)]
 pub mod generated;
 mod machine;
@@ -128,6 +129,7 @@ mod transition;
 mod verify;
 
 pub use error::FsmError;
+pub(crate) use fingerprint::Canonical;
 pub use generated::HandlerFuture;
 pub use machine::StateMachine;
 pub use table::{FsmTable, HandlerSpec, TimeoutSpec};

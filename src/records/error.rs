@@ -169,6 +169,20 @@ pub enum StoreError {
         /// Why it is rejected.
         why: &'static str,
     },
+    /// A flow definition record a store cannot keep: an empty name, a
+    /// fingerprint that is not 64 hex digits, text too long or holding a
+    /// NUL character.
+    #[error("flow definition {flow:?}: invalid {field} {value:?}: {why}")]
+    InvalidDefinition {
+        /// The flow's name (at most 64 characters of it).
+        flow: String,
+        /// Which field is wrong.
+        field: &'static str,
+        /// The rejected value (at most 64 characters of it).
+        value: String,
+        /// Why it is rejected.
+        why: &'static str,
+    },
     /// A stored payload could not be decoded.
     #[error("{row}: corrupt {column}: {source}")]
     CorruptPayload {

@@ -3,7 +3,8 @@
 //! ([`NewEvent`] in, [`RunEvent`] out, [`TerminalEvent`] for its one
 //! outcome), mirrored [`RunStep`]s, [`StepOutput`]s and the failure ledger's
 //! [`FailureEntry`]s, the [`DeadLetter`]s of items a stage gave up on and
-//! the [`Memo`]s of memoized side effects, the [`Checkpoint`] of a streaming
+//! the [`Memo`]s of memoized side effects, the [`DefinitionRecord`]s of
+//! registered flow definitions (their [`FlowShape`] and fingerprint), the [`Checkpoint`] of a streaming
 //! run (one [`StageCheckpoint`] per stage); every durable change as a [`WriteOp`] with its
 //! [`WriteOutcome`], and the [`StoreError`] a write or read can fail with.
 //!
@@ -23,6 +24,7 @@
 
 mod checkpoint;
 mod dead_letter;
+mod definition;
 mod error;
 mod events;
 mod inbox;
@@ -33,6 +35,10 @@ mod run;
 
 pub use checkpoint::{Checkpoint, StageCheckpoint};
 pub use dead_letter::{DeadLetter, MAX_DEAD_LETTER_ERRORS};
+pub use definition::{
+    DefinedEdge, DefinedStage, DefinitionChange, DefinitionRecord, FlowShape, MAX_DEFINITION_TEXT,
+    changes_between, short_fingerprint,
+};
 pub use error::{DamagedRun, LockHolder, RowRef, StoreError};
 pub use events::{Appended, Cursor, EventKind, NewEvent, RunEvent, TerminalAppend, TerminalEvent};
 pub(crate) use events::{TERMINAL_NAMES, assigned_event_id};

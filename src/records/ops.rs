@@ -7,6 +7,7 @@ use uuid::Uuid;
 
 use super::checkpoint::Checkpoint;
 use super::dead_letter::DeadLetter;
+use super::definition::DefinitionRecord;
 use super::error::StoreError;
 use super::events::{Appended, EventKind, NewEvent, TerminalAppend, TerminalEvent};
 use super::inbox::InboxEntry;
@@ -93,6 +94,13 @@ pub enum WriteOp {
     /// Insert or update a step keyed by `(run_id, external_run_id)`; an update keeps the
     /// stored `id`, `created_at` and, when the new one is absent, `child_session_key`.
     UpsertStep(Box<RunStep>),
+    /// Record a registered flow definition unless one with its `name` and
+    /// `fingerprint` is recorded ([`WriteOutcome::DefinitionRecorded`]
+    /// says whether this write stored it; the first record keeps its
+    /// `registered_at`). Refused with [`StoreError::InvalidDefinition`]
+    /// for an empty name, a fingerprint that is not 64 hex digits, or text
+    /// too long or holding a NUL.
+    RecordDefinition(Box<DefinitionRecord>),
     /// Apply several ops atomically (all or none).
     Atomic(Vec<WriteOp>),
 }
@@ -105,7 +113,8 @@ impl WriteOp {
     #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
     pub(crate) fn owner_runs(&self, out: &mut Vec<Uuid>) {
         match self {
-            WriteOp::InsertRun { .. } | WriteOp::AcceptInbox(_) => {}
+            // A definition is the journal's, not a run's.
+            WriteOp::InsertRun { .. } | WriteOp::AcceptInbox(_) | WriteOp::RecordDefinition(_) => {}
             WriteOp::UpdateRun { run, .. } => out.push(run.id),
             WriteOp::Append(event) => out.push(event.run_id),
             WriteOp::AppendBatch(events) => out.extend(events.iter().map(|e| e.run_id)),
@@ -137,6 +146,7 @@ impl WriteOp {
             WriteOp::AcceptInbox(_) => "accept_inbox",
             WriteOp::SettleInbox { .. } => "settle_inbox",
             WriteOp::UpsertStep(_) => "upsert_step",
+            WriteOp::RecordDefinition(_) => "record_definition",
             WriteOp::Atomic(_) => "atomic",
         }
     }
@@ -191,6 +201,11 @@ pub enum WriteOutcome {
     },
     /// For [`WriteOp::UpsertStep`]: the step as stored.
     StepUpserted(RunStep),
+    /// For [`WriteOp::RecordDefinition`].
+    DefinitionRecorded {
+        /// `false`: one with its name and fingerprint was already recorded.
+        inserted: bool,
+    },
     /// For [`WriteOp::Atomic`], one outcome per op in order.
     Atomic(Vec<WriteOutcome>),
 }

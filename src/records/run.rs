@@ -170,6 +170,15 @@ pub struct Run {
     /// insert: an update's value is ignored.
     #[serde(default)]
     pub key: Option<String>,
+    /// The fingerprint of the flow definition the run started with
+    /// ([`FlowShape::fingerprint`](super::FlowShape::fingerprint)); `None`
+    /// for a run recorded before fingerprints existed, or not started by a
+    /// runtime. Fixed at insert: an update's value is ignored.
+    #[serde(default)]
+    pub fingerprint: Option<String>,
+    /// The version of that definition, if it declared one. Fixed at insert.
+    #[serde(default)]
+    pub flow_version: Option<u32>,
 }
 
 impl Run {
@@ -200,6 +209,8 @@ impl Run {
             lease: None,
             input: Value::Null,
             key: None,
+            fingerprint: None,
+            flow_version: None,
         }
     }
 }

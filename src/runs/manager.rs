@@ -92,7 +92,24 @@ impl RunManager {
 
     /// Creates a `Created` run at revision 0 with a `created` audit event.
     pub async fn create_managed(&self, input: CreateManagedInput) -> Result<Run, RunError> {
-        let run = input.into_run()?;
+        self.insert_managed(input.into_run()?).await
+    }
+
+    /// [`create_managed`](Self::create_managed), the run recording the
+    /// fingerprint and version of the definition it starts with.
+    pub(crate) async fn create_managed_on(
+        &self,
+        input: CreateManagedInput,
+        fingerprint: String,
+        version: Option<u32>,
+    ) -> Result<Run, RunError> {
+        let mut run = input.into_run()?;
+        run.fingerprint = Some(fingerprint);
+        run.flow_version = version;
+        self.insert_managed(run).await
+    }
+
+    async fn insert_managed(&self, run: Run) -> Result<Run, RunError> {
         let audit = created_audit(&run, "managed");
         self.store
             .insert_run(run.clone(), Some(audit))

@@ -15,7 +15,7 @@ use uuid::Uuid;
 use super::RuntimeError;
 use super::keyed::{self, KeyLocks, Keyed};
 use super::live::RunList;
-use super::registry::Registry;
+use super::registry::{Registry, Resolved};
 use super::root::RootMsg;
 use super::sleepers::{Sleepers, run_timer};
 use super::start::Starter;
@@ -57,6 +57,9 @@ pub(crate) struct Launcher {
     pub(crate) hibernate_after: Option<Duration>,
     /// Claims stop while this many unended runs are held (a shared journal).
     pub(crate) claim_cap: AtomicUsize,
+    /// Claimed runs refused for a changed definition: not claimed again
+    /// until a definition is registered.
+    pub(crate) refused: Mutex<HashSet<Uuid>>,
     pub(crate) myself: Weak<Launcher>,
 }
 
@@ -77,6 +80,7 @@ impl Launcher {
             sleepers: Sleepers::default(),
             hibernate_after,
             claim_cap: AtomicUsize::new(usize::MAX),
+            refused: Mutex::default(),
             myself: myself.clone(),
         });
         let timer = launcher.sleepers.timer();
@@ -259,7 +263,19 @@ impl Launcher {
                 if !matches!(run.status, RunStatus::Failed | RunStatus::Cancelled) {
                     continue;
                 }
-                let Some(definition) = launcher.registry.get(&run.controller_id) else {
+                let resolved = launcher.registry.resolve(
+                    &run.controller_id,
+                    run.fingerprint.as_deref(),
+                    run.flow_version,
+                );
+                // Only its stage names are read: the newest will do if refused.
+                let definition = match resolved {
+                    Resolved::On(definition) | Resolved::Refused { newest: definition } => {
+                        Some(definition)
+                    }
+                    Resolved::NotRegistered => None,
+                };
+                let Some(definition) = definition else {
                     tracing::warn!(%parent, flow = %run.controller_id,
                         "an ended parent's flow is not registered; its children are closed once it is");
                     continue;

@@ -20,6 +20,7 @@
 //! A runtime that shuts down lets its leases go at once, so that the runs
 //! it did not end are taken over without waiting for them to lapse.
 
+use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError, Weak};
 use std::time::Duration;
@@ -29,7 +30,8 @@ use uuid::Uuid;
 
 use super::RuntimeError;
 use super::launch::Launcher;
-use super::resume::{Resumed, resume_runs};
+use super::resume::{ResumeFailure, Resumed, resume_runs};
+use super::versions::sort_runs;
 use crate::flow::ControlEvent;
 use crate::flow::actor::FlowMsg;
 use crate::records::Run;
@@ -61,7 +63,8 @@ impl Launcher {
             if limit == 0 {
                 break;
             }
-            let claimed = match self.journal.claim_runs(&flows, limit).await {
+            let skip: Vec<Uuid> = self.refused_runs().iter().copied().collect();
+            let claimed = match self.journal.claim_runs(&flows, &skip, limit).await {
                 Ok(claimed) => claimed,
                 Err(error) => {
                     tracing::warn!(%error, "claiming lapsed runs failed; trying again later");
@@ -75,17 +78,14 @@ impl Launcher {
             }
             tracing::info!(runs = claimed.len(), "claimed runs whose lease had lapsed");
             metrics::counter!(crate::metrics::RUNS_CLAIMED).increment(claimed.len() as u64);
-            let runs = claimed
-                .iter()
-                .filter_map(|run| {
-                    let definition = self.registry.get(&run.controller_id)?;
-                    Some((run.clone(), definition))
-                })
-                .collect();
+            // Each on the definition it started on, as at a restart.
+            let sorted = sort_runs(&self.registry, &self.journal, claimed.clone()).await;
+            self.refuse(&sorted.refused).await;
             let resumed = {
                 let _gate = gate.write().await;
-                resume_runs(&self.starter(), runs).await?
+                resume_runs(&self.starter(), sorted.resumable).await?
             };
+            report.failures.extend(sorted.refused);
             self.close_orphans(&claimed);
             report.cells.extend(resumed.cells);
             report.failures.extend(resumed.failures);
@@ -95,6 +95,25 @@ impl Launcher {
             }
         }
         Ok((claimed_all, report))
+    }
+
+    /// The runs this runtime claimed and could not resume (their definition
+    /// changed, see [`ChangePolicy`](crate::flow::ChangePolicy)): it lets
+    /// them go for a runtime that has their version, and claims them no
+    /// more until a definition is registered.
+    fn refused_runs(&self) -> std::sync::MutexGuard<'_, HashSet<Uuid>> {
+        self.refused.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    async fn refuse(&self, refused: &[ResumeFailure]) {
+        if refused.is_empty() {
+            return;
+        }
+        let ids: Vec<Uuid> = refused.iter().map(|f| f.run.id).collect();
+        self.refused_runs().extend(ids.iter().copied());
+        if let Err(error) = self.journal.release_leases(&ids).await {
+            tracing::warn!(%error, "letting refused runs go failed; their leases lapse instead");
+        }
     }
 
     /// One round of the keeper: renew, stop what was lost, pass cancels

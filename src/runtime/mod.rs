@@ -41,6 +41,7 @@ mod runtime;
 mod sleepers;
 mod spawn;
 mod start;
+mod versions;
 mod wake;
 
 pub use builder::{DEFAULT_HIBERNATE_AFTER, DEFAULT_JOURNAL_PATH, RuntimeBuilder};
@@ -48,3 +49,4 @@ pub use counts::RunCounts;
 pub use input::{ReplayInto, Replayed};
 pub use resume::{ResumeError, ResumeFailure, ResumeReport};
 pub use runtime::{Runtime, RuntimeError};
+pub use versions::DefinitionMismatch;

@@ -11,6 +11,7 @@ use super::RuntimeError;
 use super::root::RootMsg;
 use super::spawn::Recovered;
 use super::start::Starter;
+use super::versions::DefinitionMismatch;
 use crate::flow::cell::{RunCell, Sleep};
 use crate::flow::{ErasedDefinition, RunHandle};
 use crate::journal::JournalHandle;
@@ -51,6 +52,22 @@ pub enum ResumeError {
     /// Its flow actor could not be started.
     #[error("its flow could not be started: {0}")]
     NotStarted(#[source] Box<RuntimeError>),
+    /// It started on a definition that is no longer registered, and the
+    /// newest definition of its flow refuses it
+    /// ([`ChangePolicy`](crate::flow::ChangePolicy)); the error names what
+    /// changed. Registering the definition it started on resumes it.
+    #[error(transparent)]
+    DefinitionChanged(Box<DefinitionMismatch>),
+}
+
+impl ResumeError {
+    /// The definition change that refused the run, if that is why.
+    pub fn definition_mismatch(&self) -> Option<&DefinitionMismatch> {
+        match self {
+            ResumeError::DefinitionChanged(mismatch) => Some(mismatch),
+            _ => None,
+        }
+    }
 }
 
 /// The recorded outputs of the runs `ids`, by run: one batched read; if

@@ -214,7 +214,7 @@ mod tests {
         let mut pending = Vec::new();
         for goal in ["first", "panic", "last"] {
             let options = RunOptions::new().goal(goal);
-            let run = record::create(&journal, "endless", options).await.unwrap();
+            let run = record::create(&journal, &endless, options).await.unwrap();
             let (request, flow) =
                 starter.request_flow(run, &endless as &dyn ErasedDefinition, None, false, None);
             requests.push(request);

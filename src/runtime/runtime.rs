@@ -17,6 +17,7 @@ use super::registry::Registry;
 use super::resume::{ResumeFailure, ResumeReport, resume_runs};
 use super::root::RootMsg;
 use super::start::Starter;
+use super::versions::{record_definitions, sort_runs};
 use crate::flow::cell::RunCell;
 use crate::flow::{
     ControlEvent, ErasedDefinition, FlowDefinition, HandleError, RecordError, RunHandle, RunOptions,
@@ -67,9 +68,19 @@ pub enum RuntimeError {
     /// An actor could not be spawned.
     #[error("cannot spawn an actor: {0}")]
     Spawn(#[from] SpawnErr),
-    /// A definition with this name is already registered.
-    #[error("a flow named `{0}` is already registered")]
+    /// A definition with this name and version is already registered.
+    #[error("a flow named `{0}` is already registered under this version")]
     AlreadyRegistered(String),
+    /// A definition being registered could not be recorded in the journal;
+    /// it is not registered.
+    #[error("flow `{flow}`: its definition could not be recorded in the journal: {source}")]
+    DefinitionNotRecorded {
+        /// The flow.
+        flow: String,
+        /// The store's error.
+        #[source]
+        source: StoreError,
+    },
     /// No definition with this name is registered.
     #[error("no flow named `{name}` is registered (registered: {registered:?})")]
     UnknownFlow {
@@ -288,6 +299,17 @@ impl Runtime {
         let name = definition.name().to_owned();
         let definition: Arc<dyn ErasedDefinition> = Arc::new(definition);
         let gate = self.resume_gate.clone().write_owned().await;
+        // Under the gate: nothing registers between the check and the insert.
+        if self.launcher.registry.has(&name, definition.version()) {
+            return Err(RuntimeError::AlreadyRegistered(name));
+        }
+        record_definitions(&self.journal, std::slice::from_ref(&definition)).await?;
+        // A refused run may resume on this one: claimable again.
+        self.launcher
+            .refused
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
         if !self.launcher.registry.register(definition.clone()) {
             return Err(RuntimeError::AlreadyRegistered(name));
         }
@@ -305,19 +327,44 @@ impl Runtime {
         if runs.is_empty() {
             return Ok(ResumeReport::default());
         }
+        let sorted = sort_runs(&self.launcher.registry, &self.journal, runs).await;
+        // Refused runs wait for the definition they started on.
+        let held: Vec<Run> = sorted
+            .refused
+            .iter()
+            .map(|f| f.run.clone())
+            .chain(sorted.unregistered)
+            .collect();
+        self.unresumed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend(held);
+        let refused = sorted.refused;
+        let runs: Vec<Run> = sorted
+            .resumable
+            .iter()
+            .map(|(run, _)| run.clone())
+            .collect();
+        if runs.is_empty() {
+            return Ok(ResumeReport {
+                resumed: Vec::new(),
+                failures: refused,
+            });
+        }
         let in_flight = self.launcher.starts.clone().read_owned().await;
         let starter = self.starter();
-        let to_resume = runs
-            .iter()
-            .map(|run| (run.clone(), definition.clone()))
-            .collect();
+        let to_resume = sorted.resumable;
         let resume = async move {
             let _in_flight = in_flight;
             let _gate = gate;
             resume_runs(&starter, to_resume).await
         };
         let resumed = match tokio::spawn(resume).await {
-            Ok(resumed) => resumed.map(super::resume::Resumed::report),
+            Ok(resumed) => resumed.map(|resumed| {
+                let mut report = resumed.report();
+                report.failures.extend(refused);
+                report
+            }),
             Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
             Err(_) => Err(RuntimeError::ShuttingDown),
         };
@@ -390,6 +437,8 @@ impl Runtime {
     /// outputs unreadable, its flow not started) goes to
     /// [`Self::resume_failures`]; the others resume.
     pub(crate) async fn resume_unfinished(&mut self) -> Result<(), RuntimeError> {
+        let registered = self.launcher.registry.all();
+        record_definitions(&self.journal, &registered).await?;
         if self.journal.ownership() != Ownership::Single {
             // A shared journal: only the runs this runtime claims are its own.
             let (claimed, report) = self.launcher.claim_and_resume(&self.resume_gate).await?;
@@ -399,18 +448,16 @@ impl Runtime {
             spawn_keeper(&self.launcher, self.resume_gate.clone());
             return Ok(());
         }
-        let mut resumable = Vec::new();
-        let mut unresumed = Vec::new();
-        for run in &self.recovery.unfinished {
-            match self.launcher.registry.get(&run.controller_id) {
-                Some(definition) => resumable.push((run.clone(), definition)),
-                None => {
-                    tracing::warn!(run_id = %run.id, flow = %run.controller_id,
-                        "unfinished run of an unregistered flow; left until it is registered");
-                    unresumed.push(run.clone());
-                }
-            }
-        }
+        let sorted = sort_runs(
+            &self.launcher.registry,
+            &self.journal,
+            self.recovery.unfinished.clone(),
+        )
+        .await;
+        let resumable = sorted.resumable;
+        // Refused runs wait for the definition they started on.
+        let mut unresumed = sorted.unregistered;
+        unresumed.extend(sorted.refused.iter().map(|f| f.run.clone()));
         *self
             .unresumed
             .get_mut()
@@ -419,7 +466,8 @@ impl Runtime {
         let report = resume_runs(&self.starter(), resumable).await?;
         self.launcher.close_orphans(&resumed);
         self.resumed = report.cells;
-        self.resume_failures = report.failures;
+        self.resume_failures = sorted.refused;
+        self.resume_failures.extend(report.failures);
         Ok(())
     }
 
@@ -430,8 +478,11 @@ impl Runtime {
         self.resumed.iter().map(RunHandle::new).collect()
     }
 
-    /// Unfinished runs in the journal whose flow is not registered (yet):
-    /// reported, not touched. Registering their flow resumes them.
+    /// Unfinished runs in the journal whose flow is not registered (yet),
+    /// or whose definition changed and was refused
+    /// ([`ResumeError::DefinitionChanged`](super::ResumeError::DefinitionChanged)):
+    /// reported, not touched. Registering their flow (the definition they
+    /// started on) resumes them.
     pub fn unresumed(&self) -> Vec<Run> {
         self.unresumed
             .lock()

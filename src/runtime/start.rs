@@ -51,7 +51,7 @@ impl Starter {
         inbox: Vec<InboxEntry>,
         in_flight: OwnedRwLockReadGuard<()>,
     ) -> Result<RunHandle, RuntimeError> {
-        let run = record::create(&self.journal, definition.name(), options).await?;
+        let run = record::create(&self.journal, &*definition, options).await?;
         let run_id = run.id;
         let inbox_waiting = !inbox.is_empty();
         let started = match self.accept(run_id, inbox).await {

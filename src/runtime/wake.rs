@@ -13,6 +13,7 @@ use uuid::Uuid;
 
 use super::RuntimeError;
 use super::launch::Launcher;
+use super::registry::Resolved;
 use super::root::RootMsg;
 use super::sleepers::Sleeper;
 use crate::flow::RunOutcome;
@@ -30,7 +31,10 @@ impl RunHost for Launcher {
     }
 
     fn hibernate(&self, cell: &Arc<RunCell>, sleep: Sleep) {
-        let Some(definition) = self.registry.get(&sleep.flow) else {
+        let resolved =
+            self.registry
+                .resolve(&sleep.flow, sleep.fingerprint.as_deref(), sleep.version);
+        let Resolved::On(definition) = resolved else {
             // Registered flows are never removed; kept for the next start.
             tracing::error!(run_id = %cell.run_id, flow = %sleep.flow,
                 "a hibernating run's flow is not registered; it resumes at the next start");

@@ -116,6 +116,11 @@ macro_rules! store_wrapper {
                 self.$inner.last_checkpoint(run_id).await
             }
 
+            async fn list_definitions(&self, name: Option<&str>) -> ::core::result::Result<Vec<$crate::records::DefinitionRecord>, $crate::records::StoreError> {
+                $(self.$check("list_definitions")?;)?
+                self.$inner.list_definitions(name).await
+            }
+
             async fn list_dead_letters(&self, run_id: $crate::ids::Uuid) -> ::core::result::Result<Vec<$crate::records::DeadLetter>, $crate::records::StoreError> {
                 $(self.$check("list_dead_letters")?;)?
                 self.$inner.list_dead_letters(run_id).await
@@ -135,9 +140,9 @@ macro_rules! store_wrapper {
                 self.$inner.ownership()
             }
 
-            async fn claim_runs(&self, flows: &[String], limit: usize) -> ::core::result::Result<Vec<$crate::records::Run>, $crate::records::StoreError> {
+            async fn claim_runs(&self, flows: &[String], skip: &[$crate::ids::Uuid], limit: usize) -> ::core::result::Result<Vec<$crate::records::Run>, $crate::records::StoreError> {
                 $(self.$check("claim_runs")?;)?
-                self.$inner.claim_runs(flows, limit).await
+                self.$inner.claim_runs(flows, skip, limit).await
             }
 
             async fn renew_leases(&self) -> ::core::result::Result<$crate::store::Renewal, $crate::records::StoreError> {

@@ -11,6 +11,7 @@ use uuid::Uuid;
 use super::traits::{Store, distinct};
 
 mod checkpoint;
+mod definition;
 mod inbox;
 mod undo;
 use self::undo::Undo;
@@ -84,6 +85,8 @@ struct MemState {
     memo_index: HashMap<(Uuid, String, String), usize>,
     /// Each run's latest checkpoint.
     checkpoints: HashMap<Uuid, Checkpoint>,
+    /// Recorded flow definitions, in recording order.
+    definitions: Vec<crate::records::DefinitionRecord>,
 }
 
 fn output_key(o: &StepOutput) -> OutputKey {
@@ -173,6 +176,8 @@ impl MemState {
                 // Fixed at insert.
                 run.input = stored.input.clone();
                 run.key = stored.key.clone();
+                run.fingerprint = stored.fingerprint.clone();
+                run.flow_version = stored.flow_version;
                 let id = run.id;
                 let slot = self.runs.get_mut(&id).ok_or(StoreError::RunNotFound(id))?;
                 let old = slot.flow.replace(*run).ok_or(StoreError::RunNotFound(id))?;
@@ -241,6 +246,7 @@ impl MemState {
                 })
             }
             WriteOp::RecordCheckpoint(checkpoint) => self.record_checkpoint(*checkpoint, undo),
+            WriteOp::RecordDefinition(definition) => self.record_definition(*definition, undo),
             WriteOp::AcceptInbox(entries) => self.accept_inbox(entries, undo),
             WriteOp::SettleInbox {
                 run_id,
@@ -477,6 +483,13 @@ impl Store for MemoryStore {
 
     async fn last_checkpoint(&self, run_id: Uuid) -> Result<Option<Checkpoint>, StoreError> {
         Ok(self.lock().checkpoints.get(&run_id).cloned())
+    }
+
+    async fn list_definitions(
+        &self,
+        name: Option<&str>,
+    ) -> Result<Vec<crate::records::DefinitionRecord>, StoreError> {
+        Ok(self.lock().definitions_named(name))
     }
 
     async fn list_dead_letters(&self, run_id: Uuid) -> Result<Vec<DeadLetter>, StoreError> {

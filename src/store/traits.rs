@@ -12,8 +12,8 @@ use crate::records::{
     Appended, Cursor, EventKind, NewEvent, RunEvent, TerminalAppend, TerminalEvent,
 };
 use crate::records::{
-    Checkpoint, DeadLetter, FailureEntry, InboxEntry, Memo, Run, RunFilter, RunStatus, RunStep,
-    StepOutput,
+    Checkpoint, DeadLetter, DefinitionRecord, FailureEntry, InboxEntry, Memo, Run, RunFilter,
+    RunStatus, RunStep, StepOutput,
 };
 use crate::records::{DamagedRun, StoreError};
 use crate::records::{WriteOp, WriteOutcome, appended, mismatch};
@@ -73,12 +73,18 @@ pub trait Store: Send + Sync + 'static {
     }
 
     /// Claims up to `limit` unfinished runs of the flows named in `flows`
-    /// whose lease is free or has lapsed and is not this store's, oldest
-    /// first, atomically (two processes never claim one run): each comes
-    /// back leased to this store under a new epoch. A single owner claims
-    /// nothing: its runs are all its own already.
-    async fn claim_runs(&self, flows: &[String], limit: usize) -> Result<Vec<Run>, StoreError> {
-        let _ = (flows, limit);
+    /// whose lease is free or has lapsed (and is not this store's, unless
+    /// it released it), but none in `skip`, oldest first, atomically (two
+    /// processes never claim one run): each comes back leased to this
+    /// store under a new epoch. A single owner claims nothing: its runs are
+    /// all its own already.
+    async fn claim_runs(
+        &self,
+        flows: &[String],
+        skip: &[Uuid],
+        limit: usize,
+    ) -> Result<Vec<Run>, StoreError> {
+        let _ = (flows, skip, limit);
         Ok(Vec::new())
     }
 
@@ -258,6 +264,14 @@ pub trait Store: Send + Sync + 'static {
     /// accepted (none for an unknown run).
     async fn list_inbox(&self, run_id: Uuid) -> Result<Vec<InboxEntry>, StoreError>;
 
+    /// The recorded flow definitions (see [`WriteOp::RecordDefinition`]),
+    /// those named `name` only when it is given: by name, then in the order
+    /// they were first recorded.
+    async fn list_definitions(
+        &self,
+        name: Option<&str>,
+    ) -> Result<Vec<DefinitionRecord>, StoreError>;
+
     /// The run's steps, oldest first.
     async fn list_steps(&self, run_id: Uuid) -> Result<Vec<RunStep>, StoreError>;
 
@@ -398,6 +412,18 @@ pub trait Store: Send + Sync + 'static {
         match self.apply(op).await? {
             WriteOutcome::InboxSettled { settled } => Ok(settled),
             _ => Err(mismatch("settle_inbox")),
+        }
+    }
+
+    /// Records a flow definition unless one with its name and fingerprint
+    /// is (see [`WriteOp::RecordDefinition`]); whether this call stored it.
+    async fn record_definition(&self, definition: DefinitionRecord) -> Result<bool, StoreError> {
+        match self
+            .apply(WriteOp::RecordDefinition(Box::new(definition)))
+            .await?
+        {
+            WriteOutcome::DefinitionRecorded { inserted } => Ok(inserted),
+            _ => Err(mismatch("record_definition")),
         }
     }
 

@@ -21,6 +21,12 @@ pub fn user_version(path: &Path) -> i64 {
         .expect("user_version")
 }
 
+/// Undoes schema version 10 (flow definitions, a run's fingerprint and
+/// version): prefix it to a script that fakes an older version.
+#[allow(dead_code)] // not every test that includes this module fakes an old file
+pub const UNDO_V10: &str = "DROP TABLE definitions; ALTER TABLE runs DROP COLUMN flow_version; \
+    ALTER TABLE runs DROP COLUMN fingerprint; PRAGMA user_version = 9;";
+
 /// Undoes schema version 9 (checkpoints): prefix it to a script that
 /// fakes an older version.
 #[allow(dead_code)] // not every test that includes this module fakes an old file

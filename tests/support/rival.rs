@@ -103,6 +103,13 @@ impl Store for RivalStore {
         self.inner.last_checkpoint(run_id).await
     }
 
+    async fn list_definitions(
+        &self,
+        name: Option<&str>,
+    ) -> Result<Vec<troupe::records::DefinitionRecord>, StoreError> {
+        self.inner.list_definitions(name).await
+    }
+
     async fn find_run_by_key(&self, flow: &str, key: &str) -> Result<Option<Run>, StoreError> {
         self.inner.find_run_by_key(flow, key).await
     }

@@ -101,6 +101,7 @@ pub struct Journal {
     #[allow(dead_code)] // Not every test binary reads it.
     pub finished: Uuid,
     /// The unfinished run.
+    #[allow(dead_code)] // Not every test binary reads it.
     pub unfinished: Uuid,
 }
 

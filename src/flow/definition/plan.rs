@@ -169,6 +169,16 @@ pub(crate) trait ErasedDefinition: Send + Sync {
     fn stage_names(&self) -> Arc<[String]>;
     /// Whether its runs may take checkpoints (a resumed run reads its last one).
     fn takes_checkpoints(&self) -> bool;
+    /// Its declared version.
+    fn version(&self) -> Option<u32>;
+    /// Its fingerprint.
+    fn fingerprint(&self) -> &str;
+    /// What a resume does with a run that started on another definition.
+    fn change_policy(&self) -> super::ChangePolicy;
+    /// Its stages and edges.
+    fn shape(&self) -> &crate::records::FlowShape;
+    /// The record a runtime journals when it is registered.
+    fn record(&self) -> crate::records::DefinitionRecord;
 }
 
 impl<T: Clone + Send + 'static> ErasedDefinition for FlowDefinition<T> {
@@ -196,6 +206,26 @@ impl<T: Clone + Send + 'static> ErasedDefinition for FlowDefinition<T> {
             })
             .collect();
         ProgressBoard::new(specs)
+    }
+
+    fn version(&self) -> Option<u32> {
+        FlowDefinition::version(self)
+    }
+
+    fn fingerprint(&self) -> &str {
+        FlowDefinition::fingerprint(self)
+    }
+
+    fn change_policy(&self) -> super::ChangePolicy {
+        FlowDefinition::change_policy(self)
+    }
+
+    fn shape(&self) -> &crate::records::FlowShape {
+        FlowDefinition::shape(self)
+    }
+
+    fn record(&self) -> crate::records::DefinitionRecord {
+        FlowDefinition::record(self)
     }
 
     fn takes_checkpoints(&self) -> bool {

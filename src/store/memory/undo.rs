@@ -23,12 +23,16 @@ pub(super) enum Undo {
     RestoreStep(usize, Box<RunStep>),
     /// Puts back the run's checkpoint a newer one replaced (`None`: it had none).
     RestoreCheckpoint(Uuid, Option<Box<Checkpoint>>),
+    PushDefinition,
 }
 
 impl MemState {
     pub(super) fn rollback(&mut self, undo: Vec<Undo>) {
         for u in undo.into_iter().rev() {
             match u {
+                Undo::PushDefinition => {
+                    self.definitions.pop();
+                }
                 Undo::InsertRun(id) => {
                     self.runs.remove(&id);
                     self.order.pop();

@@ -103,7 +103,8 @@ pub(crate) fn check_run_text(run: &Run) -> Result<(), StoreError> {
     text(id, "owner_session_key", &run.owner_session_key)?;
     opt_text(id, "requester_origin", run.requester_origin.as_deref())?;
     opt_text(id, "current_step", run.current_step.as_deref())?;
-    opt_text(id, "lease", run.lease.as_ref().map(|l| l.owner.as_str()))
+    opt_text(id, "lease", run.lease.as_ref().map(|l| l.owner.as_str()))?;
+    opt_text(id, "fingerprint", run.fingerprint.as_deref())
 }
 
 pub(crate) fn check_event_text(ev: &NewEvent) -> Result<(), StoreError> {
@@ -132,6 +133,8 @@ pub(crate) fn check_op_text(op: &WriteOp) -> Result<(), StoreError> {
         WriteOp::AppendTerminalIfAbsent { .. }
         | WriteOp::Atomic(_)
         | WriteOp::RecordCheckpoint(_) => Ok(()),
+        // Its own validation refuses a NUL in its text.
+        WriteOp::RecordDefinition(_) => Ok(()),
         WriteOp::RecordStepOutput(o) => {
             text(o.run_id, "step_id", &o.step_id)?;
             opt_text(o.run_id, "loop_id", o.loop_id.as_deref())
@@ -215,11 +218,11 @@ pub(crate) fn decode_event(row: &Row) -> Result<RunEvent, StoreError> {
 }
 
 /// The columns [`decode_run`] reads: `rid, id`, the mutable columns, then
-/// `input_json, run_key`.
+/// `input_json, run_key, fingerprint, flow_version`.
 pub(crate) const RUN_COLUMNS: &str = "rid, id, controller_id, goal, owner_session_key, \
     requester_origin, parent_run_id, current_step, state_json, wait_json, status, \
     cancel_requested, revision, created_at, updated_at, ended_at, lease_owner, lease_epoch, \
-    lease_expires_at, input_json, run_key";
+    lease_expires_at, input_json, run_key, fingerprint, flow_version";
 
 /// A run's values that an update writes (`controller_id` to
 /// `lease_expires_at`, in [`RUN_COLUMNS`] order), owned.
@@ -335,6 +338,16 @@ pub(crate) fn decode_run(row: &Row) -> Result<Run, StoreError> {
         lease,
         input: opt_json(&at, "input_json", get(row, 19)?)?.unwrap_or_default(),
         key: get(row, 20)?,
+        fingerprint: get(row, 21)?,
+        flow_version: get::<Option<i64>>(row, 22)?
+            .map(|v| {
+                u32::try_from(v).map_err(|_| StoreError::CorruptRow {
+                    row: at.clone(),
+                    column: "flow_version",
+                    value: v.to_string(),
+                })
+            })
+            .transpose()?,
     })
 }
 

@@ -128,11 +128,13 @@ impl LeaseBook {
 }
 
 /// Claims up to `limit` runs of `flows` whose lease is free or lapsed (and
-/// not `book`'s own), oldest first, skipping rows another claim holds.
+/// not `book`'s own unless released), none of `skip`, oldest first,
+/// skipping rows another claim holds.
 pub(crate) async fn claim(
     client: &Client,
     book: &LeaseBook,
     flows: &[String],
+    skip: &[Uuid],
     limit: usize,
 ) -> Result<Vec<Run>, StoreError> {
     if flows.is_empty() || limit == 0 {
@@ -142,7 +144,7 @@ pub(crate) async fn claim(
         "UPDATE runs SET lease_owner = $1, lease_epoch = coalesce(lease_epoch, 0) + 1, \
          lease_expires_at = {NOW} + $2 \
          WHERE id IN (SELECT id FROM runs WHERE status NOT IN (3, 4, 5) \
-           AND controller_id = ANY($3) \
+           AND controller_id = ANY($3) AND NOT (id = ANY($5)) \
            AND (lease_owner IS DISTINCT FROM $1 OR lease_expires_at = 0) \
            AND (lease_owner IS NULL OR lease_expires_at IS NULL OR lease_expires_at < {NOW}) \
            ORDER BY created_at, id LIMIT $4 FOR UPDATE SKIP LOCKED) \
@@ -150,7 +152,10 @@ pub(crate) async fn claim(
     );
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
     let rows = client
-        .query(&sql, &[&book.worker, &book.lease_micros(), &flows, &limit])
+        .query(
+            &sql,
+            &[&book.worker, &book.lease_micros(), &flows, &limit, &skip],
+        )
         .await
         .map_err(pg("claim runs"))?;
     let mut runs = rows

@@ -29,6 +29,7 @@
 
 mod checkpoint;
 mod codec;
+mod definition;
 mod doorbell;
 mod inbox;
 mod lease;
@@ -258,8 +259,13 @@ impl Store for PostgresStore {
         }
     }
 
-    async fn claim_runs(&self, flows: &[String], limit: usize) -> Result<Vec<Run>, StoreError> {
-        lease::claim(&*self.reader().await?, &self.lease, flows, limit).await
+    async fn claim_runs(
+        &self,
+        flows: &[String],
+        skip: &[Uuid],
+        limit: usize,
+    ) -> Result<Vec<Run>, StoreError> {
+        lease::claim(&*self.reader().await?, &self.lease, flows, skip, limit).await
     }
 
     async fn renew_leases(&self) -> Result<Renewal, StoreError> {
@@ -345,6 +351,13 @@ impl Store for PostgresStore {
 
     async fn last_checkpoint(&self, run_id: Uuid) -> Result<Option<Checkpoint>, StoreError> {
         checkpoint::last_checkpoint(&*self.reader().await?, run_id).await
+    }
+
+    async fn list_definitions(
+        &self,
+        name: Option<&str>,
+    ) -> Result<Vec<crate::records::DefinitionRecord>, StoreError> {
+        definition::list_definitions(&*self.reader().await?, name).await
     }
 
     async fn list_dead_letters(&self, run_id: Uuid) -> Result<Vec<DeadLetter>, StoreError> {

@@ -148,6 +148,7 @@ impl OpCtx<'_> {
                 WriteOp::RecordDeadLetter(d) => self.record_dead_letter(d).await,
                 WriteOp::RecordMemo(m) => self.record_memo(m).await,
                 WriteOp::RecordCheckpoint(c) => self.record_checkpoint(c).await,
+                WriteOp::RecordDefinition(d) => self.record_definition(d).await,
                 WriteOp::AcceptInbox(entries) => self.accept_inbox(entries).await,
                 WriteOp::SettleInbox {
                     run_id,
@@ -194,14 +195,18 @@ impl OpCtx<'_> {
         values.extend(params.values(run));
         values.push(&input);
         values.push(&run.key);
+        values.push(&run.fingerprint);
+        let version = run.flow_version.map(i64::from);
+        values.push(&version);
         self.execute(
             "insert run",
             "INSERT INTO runs(id, controller_id, goal, owner_session_key, requester_origin, \
              parent_run_id, current_step, state_json, wait_json, status, cancel_requested, \
              revision, created_at, updated_at, ended_at, lease_owner, lease_epoch, \
-             lease_expires_at, input_json, run_key) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, \
-             $10, $11, $12, $13, $14, $15, $16, $17, \
-             (extract(epoch from clock_timestamp()) * 1000000)::bigint + $18, $19, $20)",
+             lease_expires_at, input_json, run_key, fingerprint, flow_version) VALUES ($1, $2, \
+             $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
+             (extract(epoch from clock_timestamp()) * 1000000)::bigint + $18, $19, $20, \
+             $21, $22)",
             &values,
         )
         .await?;

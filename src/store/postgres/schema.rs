@@ -29,7 +29,7 @@ use super::codec::{own_error, pg};
 use crate::records::StoreError;
 
 /// The newest schema version this build writes and reads.
-pub const POSTGRES_SCHEMA_VERSION: i64 = 3;
+pub const POSTGRES_SCHEMA_VERSION: i64 = 4;
 
 /// Advisory lock class of the migration lock (the second key is the schema's).
 const MIGRATE_LOCK: i32 = 0x7472_6f75; // "trou"
@@ -165,6 +165,22 @@ CREATE TABLE checkpoints (
     taken_at bigint NOT NULL,
     stages bytea NOT NULL
 );
+"#,
+    // v4: registered flow definitions, one row per (name, fingerprint)
+    // (`shape` is the JSON of its stages and edges), and the fingerprint
+    // and version each run started with (NULL before v4).
+    r#"
+CREATE TABLE definitions (
+    id bigserial PRIMARY KEY,
+    name text NOT NULL,
+    version bigint,
+    fingerprint text NOT NULL,
+    shape bytea NOT NULL,
+    registered_at bigint NOT NULL,
+    UNIQUE (name, fingerprint)
+);
+ALTER TABLE runs ADD COLUMN fingerprint text;
+ALTER TABLE runs ADD COLUMN flow_version bigint;
 "#,
 ];
 

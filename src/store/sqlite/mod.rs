@@ -7,6 +7,7 @@
 
 mod checkpoint;
 pub(in crate::store) mod codec;
+pub(in crate::store) mod definition;
 mod fast_hash;
 mod heads;
 mod list;
@@ -531,6 +532,15 @@ impl Store for SqliteStore {
 
     async fn last_checkpoint(&self, run_id: Uuid) -> Result<Option<Checkpoint>, StoreError> {
         self.read(move |c, _| run_checkpoint::last_checkpoint(c, run_id))
+            .await
+    }
+
+    async fn list_definitions(
+        &self,
+        name: Option<&str>,
+    ) -> Result<Vec<crate::records::DefinitionRecord>, StoreError> {
+        let name = name.map(str::to_owned);
+        self.read(move |c, _| definition::list_definitions(c, name.as_deref()))
             .await
     }
 

@@ -22,8 +22,11 @@ macro_rules! mutable_run_columns {
 
 /// The columns [`decode_run`] reads, in order: the row id, the run id, the
 /// mutable columns, then those fixed at insert ([`fixed_run_values`]).
-pub(crate) const RUN_COLUMNS: &str =
-    concat!("rid, id, ", mutable_run_columns!(), ", input_json, run_key");
+pub(crate) const RUN_COLUMNS: &str = concat!(
+    "rid, id, ",
+    mutable_run_columns!(),
+    ", input_json, run_key, fingerprint, flow_version"
+);
 
 /// The columns an update of a run writes, in [`run_values`] order.
 pub(crate) const MUTABLE_RUN_COLUMNS: &str = mutable_run_columns!();
@@ -63,8 +66,9 @@ pub(crate) fn run_values(f: &Run) -> [Sql; 17] {
 }
 
 /// The run's columns fixed at insert, in [`RUN_COLUMNS`] order after the
-/// mutable ones: the input (NULL for `Null`) and the key.
-pub(crate) fn fixed_run_values(f: &Run) -> [Sql; 2] {
+/// mutable ones: the input (NULL for `Null`), the key, the definition's
+/// fingerprint and version.
+pub(crate) fn fixed_run_values(f: &Run) -> [Sql; 4] {
     [
         if f.input.is_null() {
             Sql::Null
@@ -72,6 +76,9 @@ pub(crate) fn fixed_run_values(f: &Run) -> [Sql; 2] {
             Sql::Blob(json_bytes(&f.input))
         },
         f.key.clone().map_or(Sql::Null, Sql::Text),
+        f.fingerprint.clone().map_or(Sql::Null, Sql::Text),
+        f.flow_version
+            .map_or(Sql::Null, |v| Sql::Integer(i64::from(v))),
     ]
 }
 
@@ -129,6 +136,16 @@ pub(crate) fn decode_run(row: &Row<'_>) -> Result<Run, StoreError> {
         lease,
         input: opt_json(&at, "input_json", get(row, 19)?)?.unwrap_or_default(),
         key: get(row, 20)?,
+        fingerprint: get(row, 21)?,
+        flow_version: get::<Option<i64>>(row, 22)?
+            .map(|v| {
+                u32::try_from(v).map_err(|_| StoreError::CorruptRow {
+                    row: at.clone(),
+                    column: "flow_version",
+                    value: v.to_string(),
+                })
+            })
+            .transpose()?,
     })
 }
 

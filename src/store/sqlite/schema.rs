@@ -34,7 +34,7 @@ use super::SqliteConfig;
 use crate::records::StoreError;
 
 /// The newest schema version this build writes and reads.
-pub(crate) const SCHEMA_VERSION: i64 = 9;
+pub(crate) const SCHEMA_VERSION: i64 = 10;
 
 /// The condition of the `runs_missing_outcome` index: a terminal status
 /// (`RunStatus::Finished`, `Failed`, `Cancelled`: codes 3, 4, 5) and no
@@ -230,6 +230,22 @@ CREATE TABLE checkpoints (
     taken_at INTEGER NOT NULL,
     stages BLOB NOT NULL
 );
+"#,
+    // v10: registered flow definitions, one row per (name, fingerprint)
+    // (`shape` is the JSON of its stages and edges; times in µs), and the
+    // fingerprint and version each run started with (NULL before v10).
+    r#"
+CREATE TABLE definitions (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    version INTEGER,
+    fingerprint TEXT NOT NULL,
+    shape BLOB NOT NULL,
+    registered_at INTEGER NOT NULL,
+    UNIQUE (name, fingerprint)
+);
+ALTER TABLE runs ADD COLUMN fingerprint TEXT;
+ALTER TABLE runs ADD COLUMN flow_version INTEGER;
 "#,
 ];
 

@@ -22,6 +22,7 @@ use crate::records::{WriteOp, WriteOutcome};
 
 mod buffer;
 mod checkpoint;
+mod definition;
 mod inbox;
 mod ops;
 

@@ -151,6 +151,7 @@ impl OpCtx<'_, '_> {
             WriteOp::RecordDeadLetter(d) => self.record_dead_letter(d),
             WriteOp::RecordMemo(m) => self.record_memo(m),
             WriteOp::RecordCheckpoint(c) => self.record_checkpoint(c),
+            WriteOp::RecordDefinition(d) => self.record_definition(d),
             WriteOp::AcceptInbox(entries) => self.accept_inbox(entries),
             WriteOp::SettleInbox {
                 run_id,
@@ -186,7 +187,7 @@ impl OpCtx<'_, '_> {
         self.conn
             .prepare_cached(&format!(
                 "INSERT INTO runs({}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, \
-                 ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)",
+                 ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)",
                 &crate::store::sqlite::rows::RUN_COLUMNS["rid, ".len()..]
             ))
             .and_then(|mut s| s.execute(rusqlite::params_from_iter(values)))
