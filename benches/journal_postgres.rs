@@ -4,14 +4,17 @@
 //!     256 runs interleaved, at 1000 and at 256 rows per commit, and at
 //!     the mean batch the 256 journal writers formed (`rawsame`);
 //! (b) appends through the journal actor over a `PostgresStore` from 16 and
-//!     256 concurrent writers, each on its own run awaiting every ack.
+//!     256 concurrent writers, each on its own run awaiting every ack; the
+//!     store holds the runs' leases, so batches are fenced (`w256u`: the
+//!     same through a store that never held them, unfenced).
 //!
 //! Each case gets a fresh schema of the database `TROUPE_TEST_POSTGRES_URL`
 //! names (`.ci/postgres.sh start` prints one), dropped afterwards.
 //!
 //! Run: `TROUPE_TEST_POSTGRES_URL=... cargo bench --features postgres --bench journal_postgres`
 //! (prints a Markdown table); `-- w256 raw256` runs only the named cases
-//! (`raw1000`, `raw256`, `w16`, `w256`, `rawsame`, which needs `w256`);
+//! (`raw1000`, `raw256`, `w16`, `w256`, `w256u`, `rawsame`, which needs
+//! `w256`);
 //! `-- --test` runs a short version.
 
 use std::sync::Arc;
@@ -150,8 +153,20 @@ async fn raw_baseline(url: &str, events: u64, rows_per_commit: usize) -> Row {
     }
 }
 
-async fn journal_writers(url: &str, writers: usize, per_writer: u64) -> Row {
-    let (store, schema, flows) = prepare(url, writers).await;
+/// `fenced`: the journal's store holds the runs' leases (as a runtime's
+/// does), so every batch is fenced by their epochs; otherwise a second
+/// store, which never held them, writes unfenced (the fence's cost).
+async fn journal_writers(url: &str, writers: usize, per_writer: u64, fenced: bool) -> Row {
+    let (mut store, schema, flows) = prepare(url, writers).await;
+    if !fenced {
+        let config = PostgresConfig {
+            schema: Some(schema.clone()),
+            ..PostgresConfig::default()
+        };
+        store = PostgresStore::connect_with(url, config)
+            .await
+            .expect("open a second store");
+    }
     let journal = JournalHandle::spawn(Arc::new(store), JournalConfig::default(), None)
         .await
         .expect("journal");
@@ -185,7 +200,8 @@ async fn journal_writers(url: &str, writers: usize, per_writer: u64) -> Row {
     drop_schema(url, &schema).await;
     Row {
         name: format!(
-            "(b) journal actor over PostgresStore, {writers} writers (mean batch {:.0} ops, mean commit {:.0} µs, max {:.1} ms)",
+            "(b) journal actor over PostgresStore, {writers} writers{} (mean batch {:.0} ops, mean commit {:.0} µs, max {:.1} ms)",
+            if fenced { "" } else { ", unfenced" },
             stats.ops as f64 / stats.commits.max(1) as f64,
             stats.commit_time.as_secs_f64() * 1e6 / stats.commits.max(1) as f64,
             stats.max_commit_time.as_secs_f64() * 1e3,
@@ -234,9 +250,14 @@ fn main() {
                 rows.push((key, row));
             }
         }
-        for (key, writers, per_writer) in [("w16", 16, 2_000), ("w256", 256, 800)] {
+        let cases = [
+            ("w16", 16, 2_000, true),
+            ("w256", 256, 800, true),
+            ("w256u", 256, 800, false),
+        ];
+        for (key, writers, per_writer, fenced) in cases {
             if wanted(key) {
-                let row = journal_writers(&url, writers, per_writer / scale).await;
+                let row = journal_writers(&url, writers, per_writer / scale, fenced).await;
                 rows.push((key, row));
             }
         }

@@ -6,11 +6,15 @@
 //! processes sharing a journal need not agree on the time, only the
 //! database with itself.
 //!
-//! **Fencing.** A batch's transaction locks the rows of the runs it writes
-//! for (`FOR SHARE`) after its write lock and checks each one's owner and
-//! epoch against the book. A claim needs those rows `FOR UPDATE`: it waits
-//! for the batch to commit, or commits first and the batch sees its new
-//! epoch. Either way no write commits after the run changed hands.
+//! **Fencing.** Every statement here runs in a transaction that first takes
+//! the schema's write lock, the one every batch takes: a claim commits
+//! wholly before a batch or wholly after it. A batch, once it holds the
+//! lock, reads each of its runs' owner and epoch and checks them against
+//! the book; no claim can change them before it commits. So no write
+//! commits after its run changed hands, and since everything that writes
+//! `runs` rows takes that one lock first, none of them can deadlock on
+//! row locks. (Locking the rows `FOR SHARE` instead was correct but cost a
+//! third of the journal's throughput; see BENCHMARKS.md.)
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -131,7 +135,8 @@ impl LeaseBook {
 /// not `book`'s own unless released), none of `skip`, oldest first,
 /// skipping rows another claim holds.
 pub(crate) async fn claim(
-    client: &Client,
+    client: &mut Client,
+    lock: &str,
     book: &LeaseBook,
     flows: &[String],
     skip: &[Uuid],
@@ -151,13 +156,15 @@ pub(crate) async fn claim(
          RETURNING {RUN_COLUMNS}"
     );
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    let rows = client
+    let tx = locked(client, lock, "claim runs").await?;
+    let rows = tx
         .query(
             &sql,
             &[&book.worker, &book.lease_micros(), &flows, &limit, &skip],
         )
         .await
         .map_err(pg("claim runs"))?;
+    tx.commit().await.map_err(pg("claim runs"))?;
     let mut runs = rows
         .iter()
         .map(decode_run)
@@ -172,24 +179,26 @@ pub(crate) async fn claim(
 
 /// Renews every lease `book` holds in one statement; those it no longer
 /// holds are lost.
-pub(crate) async fn renew(client: &Client, book: &LeaseBook) -> Result<Renewal, StoreError> {
+pub(crate) async fn renew(
+    client: &mut Client,
+    lock: &str,
+    book: &LeaseBook,
+) -> Result<Renewal, StoreError> {
     let (ids, epochs) = book.held();
     let mut renewal = Renewal::default();
     if !ids.is_empty() {
-        // Rows are locked in id order, as a batch's fence locks them: two
-        // statements that lock in one order cannot deadlock.
         let sql = format!(
-            "WITH locked AS (SELECT id FROM runs WHERE id = ANY($3) AND lease_owner = $1 \
-               ORDER BY id FOR UPDATE) \
-             UPDATE runs r SET lease_expires_at = {NOW} + $2 \
-             FROM locked, UNNEST($3::uuid[], $4::bigint[]) AS b(id, epoch) \
-             WHERE r.id = locked.id AND r.id = b.id AND r.lease_epoch = b.epoch \
+            "UPDATE runs r SET lease_expires_at = {NOW} + $2 \
+             FROM UNNEST($3::uuid[], $4::bigint[]) AS b(id, epoch) \
+             WHERE r.id = b.id AND r.lease_owner = $1 AND r.lease_epoch = b.epoch \
              RETURNING r.id, r.status IN (3, 4, 5), r.cancel_requested"
         );
-        let rows = client
+        let tx = locked(client, lock, "renew leases").await?;
+        let rows = tx
             .query(&sql, &[&book.worker, &book.lease_micros(), &ids, &epochs])
             .await
             .map_err(pg("renew leases"))?;
+        tx.commit().await.map_err(pg("renew leases"))?;
         let mut kept = std::collections::HashSet::with_capacity(rows.len());
         let mut ended = Vec::new();
         for row in &rows {
@@ -219,7 +228,8 @@ pub(crate) async fn renew(client: &Client, book: &LeaseBook) -> Result<Renewal, 
 
 /// Lets the leases of `runs` that `book` holds lapse now.
 pub(crate) async fn release(
-    client: &Client,
+    client: &mut Client,
+    lock: &str,
     book: &LeaseBook,
     runs: &[Uuid],
 ) -> Result<(), StoreError> {
@@ -232,17 +242,16 @@ pub(crate) async fn release(
     if ids.is_empty() {
         return Ok(());
     }
-    client
-        .execute(
-            "WITH locked AS (SELECT id FROM runs WHERE id = ANY($2) AND lease_owner = $1 \
-               ORDER BY id FOR UPDATE) \
-             UPDATE runs r SET lease_expires_at = 0 \
-             FROM locked, UNNEST($2::uuid[], $3::bigint[]) AS b(id, epoch) \
-             WHERE r.id = locked.id AND r.id = b.id AND r.lease_epoch = b.epoch",
-            &[&book.worker, &ids, &epochs],
-        )
-        .await
-        .map_err(pg("release leases"))?;
+    let tx = locked(client, lock, "release leases").await?;
+    tx.execute(
+        "UPDATE runs r SET lease_expires_at = 0 \
+         FROM UNNEST($2::uuid[], $3::bigint[]) AS b(id, epoch) \
+         WHERE r.id = b.id AND r.lease_owner = $1 AND r.lease_epoch = b.epoch",
+        &[&book.worker, &ids, &epochs],
+    )
+    .await
+    .map_err(pg("release leases"))?;
+    tx.commit().await.map_err(pg("release leases"))?;
     // Released is as good as lost: a write that comes later is refused.
     let mut b = book.book();
     for id in &ids {
@@ -253,11 +262,22 @@ pub(crate) async fn release(
     Ok(())
 }
 
-/// The fence query of a batch: the owner and epoch of each run in `$1`,
-/// their rows locked until the batch ends.
-/// Locked in id order (see `renew`).
-pub(crate) const FENCE: &str =
-    "SELECT id, lease_owner, lease_epoch FROM runs WHERE id = ANY($1) ORDER BY id FOR SHARE";
+/// A transaction on `client` holding the schema's write lock (`lock` is
+/// the statement that takes it), so that it commits wholly before or after
+/// any batch.
+async fn locked<'c>(
+    client: &'c mut Client,
+    lock: &str,
+    op: &'static str,
+) -> Result<tokio_postgres::Transaction<'c>, StoreError> {
+    let tx = client.transaction().await.map_err(pg(op))?;
+    tx.batch_execute(lock).await.map_err(pg(op))?;
+    Ok(tx)
+}
+
+/// The fence query of a batch, under the write lock: the owner and epoch
+/// of each run in `$1`.
+pub(crate) const FENCE: &str = "SELECT id, lease_owner, lease_epoch FROM runs WHERE id = ANY($1)";
 
 /// Who holds each run in `runs` now, as the locked rows say.
 pub(crate) async fn holders(

@@ -123,6 +123,11 @@ pub struct PostgresStore {
     readers: Vec<Mutex<Option<Arc<Client>>>>,
     next_reader: AtomicUsize,
     lease: Arc<LeaseBook>,
+    /// The connection leases are claimed, renewed and released on: their
+    /// own, for they run in transactions (see `lease.rs`).
+    lease_conn: tokio::sync::Mutex<Option<Client>>,
+    /// The statement that takes the schema's write lock.
+    lock_sql: String,
     doorbell: Doorbell,
 }
 
@@ -203,6 +208,12 @@ impl PostgresStore {
             readers,
             next_reader: AtomicUsize::new(0),
             lease,
+            lease_conn: tokio::sync::Mutex::new(None),
+            lock_sql: format!(
+                "SELECT pg_advisory_xact_lock({}, {})",
+                schema::WRITE_LOCK,
+                lock_key(&name)
+            ),
             doorbell,
         })
     }
@@ -212,6 +223,24 @@ impl PostgresStore {
     /// `pg_terminate_backend` know it by.
     pub async fn writer_backend_pid(&self) -> Result<i32, StoreError> {
         self.writer.lock().await.backend_pid().await
+    }
+
+    /// The lease connection, (re)connected if it is missing or lost.
+    async fn lease_connection(
+        &self,
+    ) -> Result<tokio::sync::MutexGuard<'_, Option<Client>>, StoreError> {
+        let mut slot = self.lease_conn.lock().await;
+        if slot.as_ref().is_none_or(Client::is_closed) {
+            let client = connect(
+                &self.config,
+                self.options.schema.as_deref(),
+                "troupe-leases",
+                self.options.connect_timeout,
+            )
+            .await?;
+            *slot = Some(client);
+        }
+        Ok(slot)
     }
 
     /// A reader connection, reconnected if it was lost.
@@ -265,15 +294,33 @@ impl Store for PostgresStore {
         skip: &[Uuid],
         limit: usize,
     ) -> Result<Vec<Run>, StoreError> {
-        lease::claim(&*self.reader().await?, &self.lease, flows, skip, limit).await
+        let mut slot = self.lease_connection().await?;
+        let client = slot
+            .as_mut()
+            .ok_or_else(|| own_error("claim runs", "no connection".into()))?;
+        let claimed = lease::claim(client, &self.lock_sql, &self.lease, flows, skip, limit).await;
+        forget_if_closed(&mut slot);
+        claimed
     }
 
     async fn renew_leases(&self) -> Result<Renewal, StoreError> {
-        lease::renew(&*self.reader().await?, &self.lease).await
+        let mut slot = self.lease_connection().await?;
+        let client = slot
+            .as_mut()
+            .ok_or_else(|| own_error("renew leases", "no connection".into()))?;
+        let renewed = lease::renew(client, &self.lock_sql, &self.lease).await;
+        forget_if_closed(&mut slot);
+        renewed
     }
 
     async fn release_leases(&self, runs: &[Uuid]) -> Result<(), StoreError> {
-        lease::release(&*self.reader().await?, &self.lease, runs).await
+        let mut slot = self.lease_connection().await?;
+        let client = slot
+            .as_mut()
+            .ok_or_else(|| own_error("release leases", "no connection".into()))?;
+        let released = lease::release(client, &self.lock_sql, &self.lease, runs).await;
+        forget_if_closed(&mut slot);
+        released
     }
 
     fn lease_lost(&self) -> Option<Arc<Notify>> {
@@ -382,4 +429,11 @@ pub(crate) fn check_schema_name(name: &str) -> Result<(), StoreError> {
         ));
     }
     Ok(())
+}
+
+/// Lets a lost lease connection go (the next call reconnects).
+fn forget_if_closed(slot: &mut Option<Client>) {
+    if slot.as_ref().is_some_and(Client::is_closed) {
+        *slot = None;
+    }
 }

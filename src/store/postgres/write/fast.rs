@@ -28,10 +28,10 @@ const INSERT_NUMBERED: &str = "WITH base AS (SELECT coalesce(max(cursor), 0) AS 
 
 /// [`INSERT_NUMBERED`] when the batch writes for runs this store leases:
 /// the rows are inserted only if every run in `$6` is still owned by `$7`
-/// at the epoch in `$8`, checked on rows it locks `FOR SHARE` in id order
+/// at the epoch in `$8`, read under the write lock, which claims take too
 /// (see `../lease.rs`); `ok` says whether they were.
 const INSERT_NUMBERED_FENCED: &str = "WITH fence AS (SELECT id, lease_owner, lease_epoch \
-      FROM runs WHERE id = ANY($6::uuid[]) ORDER BY id FOR SHARE), \
+      FROM runs WHERE id = ANY($6::uuid[])), \
     ok AS (SELECT count(*) = cardinality($6::uuid[]) AS ok FROM fence \
       JOIN UNNEST($6::uuid[], $8::bigint[]) AS f(id, epoch) ON fence.id = f.id \
       WHERE fence.lease_owner = $7 AND fence.lease_epoch = f.epoch), \

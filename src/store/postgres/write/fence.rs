@@ -1,6 +1,6 @@
 //! Fencing a batch by its runs' lease epochs (see `../lease.rs`): which
 //! runs a batch writes for as their owner, which of them this store no
-//! longer holds (checked on rows locked in the batch's transaction), and
+//! longer holds (read under the batch's write lock, which claims take too), and
 //! the runs a committed batch inserted, which the store now holds.
 
 use std::collections::{HashMap, HashSet};
@@ -48,8 +48,8 @@ pub(super) fn all_held<'a>(
     }))
 }
 
-/// Locks the rows of `fenced` runs for the rest of the transaction and
-/// returns the refusals: each run whose lease this store lost, with the
+/// Reads the owners of `fenced` runs (the batch holds the write lock, so
+/// they cannot change before it commits) and returns the refusals: each run whose lease this store lost, with the
 /// error its ops get. A run found lost is marked so in `book`.
 pub(super) async fn check(
     client: &Client,
