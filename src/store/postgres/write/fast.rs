@@ -29,9 +29,11 @@ const INSERT_NUMBERED: &str = "WITH base AS (SELECT coalesce(max(cursor), 0) AS 
 /// [`INSERT_NUMBERED`] when the batch writes for runs this store leases:
 /// the rows are inserted only if every run in `$6` is still owned by `$7`
 /// at the epoch in `$8`, read under the write lock, which claims take too
-/// (see `../lease.rs`); `ok` says whether they were.
+/// (see `../lease.rs`); `ok` says whether they were. `FOR SHARE` is not
+/// needed for that, but it makes PostgreSQL read the fence's rows once:
+/// the plain join it plans instead measured 3× slower (BENCHMARKS.md).
 const INSERT_NUMBERED_FENCED: &str = "WITH fence AS (SELECT id, lease_owner, lease_epoch \
-      FROM runs WHERE id = ANY($6::uuid[])), \
+      FROM runs WHERE id = ANY($6::uuid[]) FOR SHARE), \
     ok AS (SELECT count(*) = cardinality($6::uuid[]) AS ok FROM fence \
       JOIN UNNEST($6::uuid[], $8::bigint[]) AS f(id, epoch) ON fence.id = f.id \
       WHERE fence.lease_owner = $7 AND fence.lease_epoch = f.epoch), \
