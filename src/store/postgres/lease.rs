@@ -13,10 +13,18 @@
 //! the book; no claim can change them before it commits. So no write
 //! commits after its run changed hands, and since everything that writes
 //! `runs` rows takes that one lock first, none of them can deadlock on
-//! row locks. (Locking the rows `FOR SHARE` instead was correct but cost a
+//! row locks.
+//!
+//! A batch need not read every run's row: each claim that takes runs from
+//! a worker adds their number to that worker's row of `lease_takeovers`,
+//! in the claim's own statement. A batch reads its worker's count; while it
+//! is the one the book last saw, nothing was taken. When it moved, every
+//! run held is checked once (those taken are marked lost) and the book
+//! takes the new count. (Checking each run of each batch instead cost a
 //! third of the journal's throughput; see BENCHMARKS.md.)
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -42,6 +50,10 @@ pub(crate) struct LeaseBook {
     runs: Mutex<Book>,
     /// Rung when a fenced write finds a lease lost.
     lost_now: Arc<Notify>,
+    /// How many runs claims had taken from this worker when its held runs
+    /// were last all checked (`lease_takeovers`): while the count stays,
+    /// none was taken since.
+    taken_seen: AtomicI64,
 }
 
 #[derive(Default)]
@@ -76,6 +88,7 @@ impl LeaseBook {
             doorbell,
             runs: Mutex::default(),
             lost_now: Arc::new(Notify::new()),
+            taken_seen: AtomicI64::new(0),
         }
     }
 
@@ -121,6 +134,19 @@ impl LeaseBook {
         }
     }
 
+    pub(crate) fn taken_seen(&self) -> i64 {
+        self.taken_seen.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn set_taken_seen(&self, taken: i64) {
+        self.taken_seen.store(taken, Ordering::SeqCst);
+    }
+
+    /// The ids of the runs held.
+    pub(crate) fn held_ids(&self) -> Vec<Uuid> {
+        self.book().held.keys().copied().collect()
+    }
+
     /// Held runs with their epochs.
     fn held(&self) -> (Vec<Uuid>, Vec<i64>) {
         self.book()
@@ -145,15 +171,26 @@ pub(crate) async fn claim(
     if flows.is_empty() || limit == 0 {
         return Ok(Vec::new());
     }
+    // Each run taken from another worker counts against it, in the same
+    // statement: that worker's batches see its count move.
+    let returning: Vec<String> = RUN_COLUMNS
+        .split(',')
+        .map(|column| format!("runs.{}", column.trim()))
+        .collect();
     let sql = format!(
-        "UPDATE runs SET lease_owner = $1, lease_epoch = coalesce(lease_epoch, 0) + 1, \
-         lease_expires_at = {NOW} + $2 \
-         WHERE id IN (SELECT id FROM runs WHERE status NOT IN (3, 4, 5) \
+        "WITH picked AS (SELECT id, lease_owner AS was FROM runs WHERE status NOT IN (3, 4, 5) \
            AND controller_id = ANY($3) AND NOT (id = ANY($5)) \
            AND (lease_owner IS DISTINCT FROM $1 OR lease_expires_at = 0) \
            AND (lease_owner IS NULL OR lease_expires_at IS NULL OR lease_expires_at < {NOW}) \
-           ORDER BY created_at, id LIMIT $4 FOR UPDATE SKIP LOCKED) \
-         RETURNING {RUN_COLUMNS}"
+           ORDER BY created_at, id LIMIT $4 FOR UPDATE SKIP LOCKED), \
+         claimed AS (UPDATE runs SET lease_owner = $1, \
+           lease_epoch = coalesce(lease_epoch, 0) + 1, lease_expires_at = {NOW} + $2 \
+           FROM picked WHERE runs.id = picked.id RETURNING {}, picked.was), \
+         counted AS (INSERT INTO lease_takeovers(worker, taken) \
+           SELECT was, count(*) FROM claimed WHERE was IS NOT NULL AND was <> $1 GROUP BY was \
+           ON CONFLICT (worker) DO UPDATE SET taken = lease_takeovers.taken + EXCLUDED.taken) \
+         SELECT {RUN_COLUMNS} FROM claimed",
+        returning.join(", ")
     );
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
     let tx = locked(client, lock, "claim runs").await?;
@@ -274,6 +311,10 @@ async fn locked<'c>(
     tx.batch_execute(lock).await.map_err(pg(op))?;
     Ok(tx)
 }
+
+/// How many runs claims have taken from worker `$1`.
+pub(crate) const TAKEN: &str =
+    "SELECT coalesce((SELECT taken FROM lease_takeovers WHERE worker = $1), 0)";
 
 /// The fence query of a batch, under the write lock: the owner and epoch
 /// of each run in `$1`.

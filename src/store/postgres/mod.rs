@@ -186,6 +186,13 @@ impl PostgresStore {
             options.lease.max(MIN_LEASE),
             channel.clone(),
         ));
+        // Runs taken from this worker before now are none of this store's.
+        let taken: i64 = client
+            .query_one(lease::TAKEN, &[&lease.worker])
+            .await
+            .and_then(|row| row.try_get(0))
+            .map_err(codec::pg("read the worker's takeovers"))?;
+        lease.set_taken_seen(taken);
         let doorbell = Doorbell::new(config.clone(), options.schema.clone(), channel);
         let writer = Writer::new(
             config.clone(),

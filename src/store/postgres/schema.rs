@@ -29,7 +29,7 @@ use super::codec::{own_error, pg};
 use crate::records::StoreError;
 
 /// The newest schema version this build writes and reads.
-pub const POSTGRES_SCHEMA_VERSION: i64 = 4;
+pub const POSTGRES_SCHEMA_VERSION: i64 = 5;
 
 /// Advisory lock class of the migration lock (the second key is the schema's).
 const MIGRATE_LOCK: i32 = 0x7472_6f75; // "trou"
@@ -181,6 +181,14 @@ CREATE TABLE definitions (
 );
 ALTER TABLE runs ADD COLUMN fingerprint text;
 ALTER TABLE runs ADD COLUMN flow_version bigint;
+"#,
+    // v5: how many runs claims have taken from each worker (see
+    // `lease.rs`): a batch checks its worker's count, not every run.
+    r#"
+CREATE TABLE lease_takeovers (
+    worker text PRIMARY KEY,
+    taken bigint NOT NULL
+);
 "#,
 ];
 

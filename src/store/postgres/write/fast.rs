@@ -27,16 +27,11 @@ const INSERT_NUMBERED: &str = "WITH base AS (SELECT coalesce(max(cursor), 0) AS 
     SELECT b FROM base";
 
 /// [`INSERT_NUMBERED`] when the batch writes for runs this store leases:
-/// the rows are inserted only if every run in `$6` is still owned by `$7`
-/// at the epoch in `$8`, read under the write lock, which claims take too
-/// (see `../lease.rs`); `ok` says whether they were. `FOR SHARE` is not
-/// needed for that, but it makes PostgreSQL read the fence's rows once:
-/// the plain join it plans instead measured 3× slower (BENCHMARKS.md).
-const INSERT_NUMBERED_FENCED: &str = "WITH fence AS (SELECT id, lease_owner, lease_epoch \
-      FROM runs WHERE id = ANY($6::uuid[]) FOR SHARE), \
-    ok AS (SELECT count(*) = cardinality($6::uuid[]) AS ok FROM fence \
-      JOIN UNNEST($6::uuid[], $8::bigint[]) AS f(id, epoch) ON fence.id = f.id \
-      WHERE fence.lease_owner = $7 AND fence.lease_epoch = f.epoch), \
+/// the rows are inserted only if no claim has taken a run from worker `$6`
+/// since the count `$7` the store last checked (read under the write lock,
+/// which claims take too; see `../lease.rs`); `ok` says whether they were.
+const INSERT_NUMBERED_FENCED: &str = "WITH ok AS (SELECT coalesce((SELECT taken \
+      FROM lease_takeovers WHERE worker = $6), 0) = $7 AS ok), \
     base AS (SELECT coalesce(max(cursor), 0) AS b FROM events), \
     ins AS (INSERT INTO events(cursor, run_id, seq, kind, at, payload) \
       SELECT base.b + t.n, t.r, t.s, t.k, $4, t.p FROM base, ok, \
@@ -44,11 +39,11 @@ const INSERT_NUMBERED_FENCED: &str = "WITH fence AS (SELECT id, lease_owner, lea
       WHERE ok.ok) \
     SELECT base.b, ok.ok FROM base, ok";
 
-/// The leases a one-round-trip batch is fenced by: runs, the worker, epochs.
+/// What a one-round-trip batch is fenced by: its worker, and how many of
+/// its runs claims had taken when the store last checked them all.
 pub(super) struct Fence<'a> {
-    pub(super) runs: Vec<Uuid>,
     pub(super) worker: &'a str,
-    pub(super) epochs: Vec<i64>,
+    pub(super) taken_seen: i64,
 }
 
 /// A batch ready for the one-round-trip path: its rows, column by column,
@@ -128,11 +123,7 @@ impl Writer {
         let mut params: Vec<&(dyn ToSql + Sync)> =
             vec![&rows.runs, &rows.seqs, &rows.kinds, &now, &rows.payloads];
         if let Some(fence) = &fence {
-            params.extend([
-                &fence.runs as &(dyn ToSql + Sync),
-                &fence.worker,
-                &fence.epochs,
-            ]);
+            params.extend([&fence.worker as &(dyn ToSql + Sync), &fence.taken_seen]);
         }
         self.in_transaction = true;
         // Polled in order, so sent in order: if BEGIN or the insert fails,

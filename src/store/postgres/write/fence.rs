@@ -1,6 +1,6 @@
 //! Fencing a batch by its runs' lease epochs (see `../lease.rs`): which
 //! runs a batch writes for as their owner, which of them this store no
-//! longer holds (read under the batch's write lock, which claims take too), and
+//! longer holds (under the batch's write lock, which claims take too), and
 //! the runs a committed batch inserted, which the store now holds.
 
 use std::collections::{HashMap, HashSet};
@@ -8,9 +8,10 @@ use std::collections::{HashMap, HashSet};
 use tokio_postgres::Client;
 use uuid::Uuid;
 
+use super::super::codec::pg;
 use super::Statements;
 use crate::records::{StoreError, WriteOp, WriteOutcome};
-use crate::store::postgres::lease::{FENCE, LeaseBook, Standing, holders};
+use crate::store::postgres::lease::{FENCE, LeaseBook, Standing, TAKEN, holders};
 
 /// The runs of `ops` this store holds or has lost a lease on, each once:
 /// the ones the batch must check. Another process's runs are not fenced.
@@ -34,23 +35,22 @@ pub(super) fn all_held<'a>(
     if fenced.is_empty() {
         return Some(None);
     }
-    let mut epochs = Vec::with_capacity(fenced.len());
-    for run in fenced {
-        match book.standing(*run) {
-            Standing::Held(epoch) => epochs.push(epoch as i64),
-            Standing::Lost(_) | Standing::Unknown => return None,
-        }
-    }
-    Some(Some(super::fast::Fence {
-        runs: fenced.to_vec(),
-        worker: &book.worker,
-        epochs,
-    }))
+    let all_held = fenced
+        .iter()
+        .all(|run| matches!(book.standing(*run), Standing::Held(_)));
+    all_held.then(|| {
+        Some(super::fast::Fence {
+            worker: &book.worker,
+            taken_seen: book.taken_seen(),
+        })
+    })
 }
 
-/// Reads the owners of `fenced` runs (the batch holds the write lock, so
-/// they cannot change before it commits) and returns the refusals: each run whose lease this store lost, with the
-/// error its ops get. A run found lost is marked so in `book`.
+/// The refusals of a batch over `fenced` runs (it holds the write lock, so
+/// no claim changes them before it commits): each run whose lease this
+/// store lost, with the error its ops get. Reads the worker's count of runs
+/// taken; if it moved, checks every run held (those taken are marked lost
+/// in `book`) and the book takes the new count.
 pub(super) async fn check(
     client: &Client,
     statements: &mut Statements,
@@ -61,32 +61,50 @@ pub(super) async fn check(
     if fenced.is_empty() {
         return Ok(refused);
     }
-    let statement = statements.get(client, FENCE).await?;
-    let stored = holders(client, &statement, fenced).await?;
-    for run_id in fenced {
-        let epoch = match book.standing(*run_id) {
-            Standing::Held(epoch) | Standing::Lost(epoch) => epoch,
-            Standing::Unknown => continue,
-        };
-        let (holder, stored_epoch) = stored.get(run_id).cloned().unwrap_or((None, None));
-        let held = book.standing(*run_id) == Standing::Held(epoch)
-            && holder.as_deref() == Some(book.worker.as_str())
-            && stored_epoch == Some(epoch);
-        // A run with no row is not fenced: the op reports it missing.
-        if held || !stored.contains_key(run_id) {
-            continue;
+    let statement = statements.get(client, TAKEN).await?;
+    let taken: i64 = client
+        .query_one(&statement, &[&book.worker])
+        .await
+        .and_then(|row| row.try_get(0))
+        .map_err(pg("check leases"))?;
+    if taken != book.taken_seen() {
+        let held = book.held_ids();
+        let statement = statements.get(client, FENCE).await?;
+        let stored = holders(client, &statement, &held).await?;
+        for run_id in held {
+            let Standing::Held(epoch) = book.standing(run_id) else {
+                continue;
+            };
+            // A run with no row is not fenced: the op reports it missing.
+            let Some((holder, stored_epoch)) = stored.get(&run_id) else {
+                continue;
+            };
+            if holder.as_deref() == Some(book.worker.as_str()) && *stored_epoch == Some(epoch) {
+                continue;
+            }
+            book.lose(run_id);
+            let holder = holder.clone().filter(|h| h != &book.worker);
+            refused.insert(
+                run_id,
+                StoreError::LeaseLost {
+                    run_id,
+                    epoch,
+                    holder,
+                },
+            );
         }
-        book.lose(*run_id);
-        let holder = holder.filter(|h| h != &book.worker);
-        refused.insert(
-            *run_id,
-            StoreError::LeaseLost {
+        book.set_taken_seen(taken);
+    }
+    for run_id in fenced {
+        if let Standing::Lost(epoch) = book.standing(*run_id) {
+            refused.entry(*run_id).or_insert(StoreError::LeaseLost {
                 run_id: *run_id,
                 epoch,
-                holder,
-            },
-        );
+                holder: None,
+            });
+        }
     }
+    refused.retain(|run_id, _| fenced.contains(run_id));
     Ok(refused)
 }
 
