@@ -17,11 +17,11 @@
 #[path = "../tests/support/child.rs"]
 mod child;
 
-use std::io::{BufRead, Write};
+use std::io::BufRead;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use child::Running;
+use child::{Running, say};
 use troupe::flow::{FlowDefinition, RunOptions};
 use troupe::runtime::Runtime;
 use troupe::stage::{Emitter, Produced, Source, sink_fn, source_iter, transform_fn};
@@ -84,12 +84,6 @@ fn parse(role: &str) -> Role {
         url: parts[5].to_owned(),
         schema: parts[6].to_owned(),
     }
-}
-
-fn say(line: &str) {
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "{line}").expect("stdout");
-    out.flush().expect("flush");
 }
 
 // ---- the child ----

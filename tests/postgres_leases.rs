@@ -31,19 +31,6 @@ async fn worker(schema: &postgres::Schema, name: &str) -> PostgresStore {
     .expect("connect")
 }
 
-/// Lets every lease in the schema lapse, as if their owner had died.
-async fn lapse_all(schema: &postgres::Schema) {
-    schema
-        .client()
-        .await
-        .batch_execute(&format!(
-            "UPDATE \"{}\".runs SET lease_expires_at = 0",
-            schema.name
-        ))
-        .await
-        .expect("lapse leases");
-}
-
 fn running(flow: &str) -> Run {
     let mut run = Run::new(flow, "work", "tests");
     run.status = RunStatus::Running;
@@ -76,7 +63,7 @@ async fn a_taken_over_run_refuses_every_write_of_its_old_owner() {
     let flows = vec!["orders".to_owned()];
     assert!(b.claim_runs(&flows, &[], 10).await.unwrap().is_empty());
 
-    lapse_all(&schema).await;
+    schema.lapse_leases().await;
     let doorbell = a.lease_lost().expect("a leased store has a doorbell");
     let rung = doorbell.notified();
     let claimed = b.claim_runs(&flows, &[], 10).await.unwrap();
@@ -165,7 +152,7 @@ async fn renewals_keep_leases_and_releases_hand_them_over_at_once() {
     let mut cancelled = kept.clone();
     cancelled.cancel_requested = true;
 
-    lapse_all(&schema).await;
+    schema.lapse_leases().await;
     let renewal = a.renew_leases().await.unwrap();
     assert_eq!((renewal.renewed, renewal.lost.len()), (2, 0));
     assert!(
@@ -214,7 +201,7 @@ async fn claims_take_lapsed_unfinished_runs_of_the_named_flows_once_each() {
     let mut ended = running("orders");
     ended.status = RunStatus::Finished;
     seed.insert_run(ended.clone(), None).await.unwrap();
-    lapse_all(&schema).await;
+    schema.lapse_leases().await;
 
     let (a, b) = (worker(&schema, "a").await, worker(&schema, "b").await);
     let flows = vec!["orders".to_owned()];

@@ -17,12 +17,12 @@ mod child;
 #[path = "support/postgres.rs"]
 mod postgres;
 
-use std::io::{BufRead, Write};
+use std::io::BufRead;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use child::Running;
+use child::{Running, say};
 use serde_json::{Value, json};
 use troupe::checkpoint::Checkpoints;
 use troupe::flow::{FlowDefinition, RunOptions};
@@ -46,12 +46,6 @@ fn main() {
         Ok(index) => child(index.parse().expect("child index")),
         Err(_) => parent(),
     }
-}
-
-fn say(line: &str) {
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "{line}").expect("stdout");
-    out.flush().expect("flush");
 }
 
 // ---- the child ----

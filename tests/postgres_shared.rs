@@ -103,15 +103,7 @@ async fn a_taken_over_run_stops_on_its_old_owner_and_finishes_on_the_new_one() {
     assert_eq!(waiting.recv().await, Some("a"));
 
     // `a` stalls: its lease lapses, and `b` claims the run as it starts.
-    schema
-        .client()
-        .await
-        .batch_execute(&format!(
-            "UPDATE \"{}\".runs SET lease_expires_at = 0",
-            schema.name
-        ))
-        .await
-        .expect("lapse");
+    schema.lapse_leases().await;
     let b = runtime(&schema, "b", &tx, "b").await;
     assert_eq!(waiting.recv().await, Some("b"), "b resumed the run");
     let resumed = b.resumed();
@@ -216,15 +208,7 @@ async fn a_capped_runtime_claims_no_more_than_its_cap() {
     }
     // `a` dies: its leases lapse at once.
     drop(a);
-    schema
-        .client()
-        .await
-        .batch_execute(&format!(
-            "UPDATE \"{}\".runs SET lease_expires_at = 0",
-            schema.name
-        ))
-        .await
-        .expect("lapse");
+    schema.lapse_leases().await;
     let b = runtime_capped(&schema, "b", &tx, "b", None, Some(4)).await;
     assert_eq!(b.resumed().len(), 4, "b claims up to its cap");
     let c = runtime(&schema, "c", &tx, "c").await;

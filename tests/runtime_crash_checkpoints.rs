@@ -37,7 +37,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use child::Running;
+use child::{Running, say};
 use serde_json::{Value, json};
 use troupe::checkpoint::Checkpoints;
 use troupe::flow::{Backoff, DeadLetterPolicy, FlowDefinition, RetryPolicy, RunOptions};
@@ -70,12 +70,6 @@ fn main() {
 }
 
 // ---- the child ----
-
-fn say(line: &str) {
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "{line}").expect("stdout");
-    out.flush().expect("flush");
-}
 
 struct Numbers {
     next: u64,

@@ -21,7 +21,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use child::Running;
+use child::{Running, say};
 use serde_json::{Value, json};
 use troupe::flow::{FlowDefinition, RunOptions};
 use troupe::records::{EventKind, RunStatus, TerminalEvent};
@@ -58,12 +58,6 @@ fn append(path: &Path, line: &str) {
         .expect("open log");
     writeln!(file, "{line}").expect("append");
     file.sync_all().expect("sync");
-}
-
-fn say(line: &str) {
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "{line}").expect("stdout");
-    out.flush().expect("flush");
 }
 
 fn flow(dir: &Path) -> FlowDefinition<u64> {

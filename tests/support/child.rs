@@ -1,6 +1,7 @@
-//! The parent's side of the child-process crash tests (`runtime_crash`,
-//! `runtime_crash_items`): a child it spawns, talks to over stdin, reads line
-//! by line, and SIGKILLs at a point the child reported.
+//! The child-process crash tests (`runtime_crash`, `runtime_crash_items`,
+//! ...): the parent's side, a child it spawns, talks to over stdin, reads
+//! line by line, and SIGKILLs at a point the child reported; and the child's
+//! side of that report, [`say`].
 #![allow(dead_code)]
 
 use std::ffi::OsString;
@@ -9,6 +10,14 @@ use std::path::Path;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::{Duration, Instant};
+
+/// The child's side: prints `line` and flushes it at once, for the parent
+/// reads it as the child's report of a point it reached (a kill may follow).
+pub fn say(line: &str) {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{line}").expect("stdout");
+    out.flush().expect("flush");
+}
 
 /// One child: its process, its stdin and its stdout lines (read on a
 /// thread, so a wait for them can give up and say what is missing).

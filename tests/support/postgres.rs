@@ -79,6 +79,19 @@ impl Schema {
             .expect("create the test schema");
     }
 
+    /// Lets every run lease in the schema lapse, as if their owners had
+    /// died or stalled: the next claim may take them.
+    pub async fn lapse_leases(&self) {
+        self.client()
+            .await
+            .batch_execute(&format!(
+                "UPDATE \"{}\".runs SET lease_expires_at = 0",
+                self.name
+            ))
+            .await
+            .expect("lapse leases");
+    }
+
     /// A plain client of the test database (its driver task on the current runtime).
     pub async fn client(&self) -> tokio_postgres::Client {
         client(&self.url).await
