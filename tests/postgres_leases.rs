@@ -226,3 +226,58 @@ async fn claims_take_lapsed_unfinished_runs_of_the_named_flows_once_each() {
     assert_eq!(all.into_iter().collect::<HashSet<_>>(), ids);
     assert!(!ma.is_empty() || !mb.is_empty());
 }
+
+/// Each store caches the last sequence number of the runs it wrote, to
+/// number their next events without a read. Another process appending to
+/// one of those runs (input it journals, a run that came back after a
+/// takeover) leaves that cache behind: the next append must still commit,
+/// numbered after the other process's events, and fail nothing else in
+/// its batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_after_another_process_wrote_to_the_run_are_numbered_after_it() {
+    let Some(url) = postgres::url() else { return };
+    let schema = postgres::Schema::new(&url);
+    let a = worker(&schema, "a").await;
+    let b = worker(&schema, "b").await;
+    let flows = vec!["orders".to_owned()];
+
+    let run = running("orders");
+    let bystander = running("orders");
+    a.insert_run(run.clone(), None).await.unwrap();
+    a.insert_run(bystander.clone(), None).await.unwrap();
+    a.append(note(run.id, "a-1")).await.unwrap();
+    a.append(note(bystander.id, "bystander-1")).await.unwrap();
+
+    // Input journaled by another process (not fenced: `b` does not hold it).
+    b.append(note(run.id, "input from b")).await.unwrap();
+    let both = a
+        .append_batch(vec![note(run.id, "a-2"), note(bystander.id, "bystander-2")])
+        .await
+        .expect("appends after a foreign one commit");
+    assert_eq!(both.len(), 2);
+
+    // Taken over by `b`, written to, then taken back by `a`.
+    schema.lapse_leases().await;
+    assert_eq!(b.claim_runs(&flows, &[], 10).await.unwrap().len(), 2);
+    b.append(note(run.id, "b owns it")).await.unwrap();
+    schema.lapse_leases().await;
+    assert_eq!(a.claim_runs(&flows, &[], 10).await.unwrap().len(), 2);
+    a.append(note(run.id, "a owns it again")).await.unwrap();
+
+    let kinds: Vec<(u64, String)> = a
+        .replay(run.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|e| match e.kind {
+            EventKind::Custom { name, .. } => Some((e.seq, name)),
+            _ => None,
+        })
+        .collect();
+    let names: Vec<&str> = kinds.iter().map(|(_, n)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        ["a-1", "input from b", "a-2", "b owns it", "a owns it again"]
+    );
+    assert!(kinds.windows(2).all(|w| w[0].0 < w[1].0), "{kinds:?}");
+}

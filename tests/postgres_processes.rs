@@ -274,6 +274,11 @@ fn diagnose(rt: &tokio::runtime::Runtime, db: &tokio_postgres::Client) -> String
             "SELECT e.run_id::text || ' ' || e.kind || ' ' || \
              coalesce(convert_from(e.payload, 'UTF8'), '') FROM events e \
              JOIN runs r ON r.id = e.run_id WHERE r.status <> 3 ORDER BY e.cursor DESC LIMIT 12",
+            // Why runs failed, each reason once (run ids blanked out).
+            "SELECT count(*) || ' x ' || reason FROM (SELECT regexp_replace(\
+             coalesce(convert_from(payload, 'UTF8'), ''), \
+             '[0-9a-f]{8}-[0-9a-f-]{27}', '<id>', 'g') AS reason \
+             FROM events WHERE kind = 'RunFailed') t GROUP BY reason ORDER BY count(*) DESC LIMIT 5",
         ];
         for sql in queries {
             match db.query(sql, &[]).await {

@@ -345,7 +345,7 @@ pub enum StoreError {
         supported: i64,
     },
     /// A PostgreSQL call failed; the server's error, or the client's.
-    #[error("postgres {op}: {source}")]
+    #[error("postgres {op}: {}", Causes(&**source))]
     Postgres {
         /// What the store was doing.
         op: &'static str,
@@ -359,7 +359,8 @@ pub enum StoreError {
     /// next call.
     #[error(
         "postgres connection lost during {op} (a batch not yet committing is rolled back): \
-         {source}"
+         {}",
+        Causes(&**source)
     )]
     ConnectionLost {
         /// What the store was doing.
@@ -373,7 +374,8 @@ pub enum StoreError {
     /// done). The store reconnects for the next batch.
     #[error(
         "postgres connection lost during COMMIT of {batch_len} writes: they may or may not be \
-         durable: {source}"
+         durable: {}",
+        Causes(&**source)
     )]
     CommitUnknown {
         /// How many ops the batch held.
@@ -439,5 +441,47 @@ impl StoreError {
             op,
             source: Arc::new(e),
         }
+    }
+}
+
+/// An error and its causes, `: `-joined: the driver's own message is often
+/// a bare "db error", with the server's (SQLSTATE, message, detail) one
+/// cause down, which is the part an operator needs.
+struct Causes<'a>(&'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for Causes<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut cause = self.0.source();
+        while let Some(error) = cause {
+            write!(f, ": {error}")?;
+            cause = error.source();
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("db error")]
+    struct Driver(#[source] Server);
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("ERROR: deadlock detected")]
+    struct Server;
+
+    #[test]
+    fn a_postgres_error_says_what_the_server_said() {
+        let error = StoreError::Postgres {
+            op: "commit",
+            source: Arc::new(Driver(Server)),
+        };
+        assert_eq!(
+            error.to_string(),
+            "postgres commit: db error: ERROR: deadlock detected"
+        );
     }
 }

@@ -245,12 +245,15 @@ impl Writer {
     /// Applies `ops` in one transaction; see [`Store::apply_batch`](crate::store::Store::apply_batch).
     /// A transaction the server rolled back for a deadlock or a
     /// serialization failure (SQLSTATE class 40: nothing of it committed)
-    /// is tried again, a few times, before its error is returned.
+    /// is tried again, a few times, before its error is returned; so is one
+    /// that numbered an event after a stale cached head.
     pub(super) async fn apply_batch(&mut self, ops: &[WriteOp]) -> BatchResult {
         let mut attempt = 0;
         loop {
             let result = self.apply_batch_once(ops).await;
             match &result {
+                // The failure emptied the head cache: again at once.
+                Err(error) if attempt < ROLLBACK_RETRIES && stale_head(error) => attempt += 1,
                 Err(error) if attempt < ROLLBACK_RETRIES && rolled_back(error) => {
                     attempt += 1;
                     tracing::debug!(%error, attempt, "batch rolled back by the server; again");
@@ -360,6 +363,8 @@ impl Writer {
                 // A plain append has no savepoint: a database error left
                 // the transaction aborted.
                 Err(e @ StoreError::Postgres { .. }) if plain => return Err(e.clone()),
+                // A stale cached head: the whole batch is tried again.
+                Err(e) if stale_head(e) => return Err(e.clone()),
                 _ => {}
             }
             if !plain {
@@ -444,6 +449,24 @@ fn rolled_back(error: &StoreError) -> bool {
         .downcast_ref::<tokio_postgres::Error>()
         .and_then(tokio_postgres::Error::as_db_error)
         .is_some_and(|db| db.code().code().starts_with("40"))
+}
+
+/// Whether `error` is an event numbered after a stale cached head (unique
+/// `(run_id, seq)` violated): another process appended to the run since
+/// this store cached its head (input it journaled, a lease it held for a
+/// while). The failed batch emptied the cache; tried again, the heads are
+/// read afresh under the write lock, so the batch commits.
+fn stale_head(error: &StoreError) -> bool {
+    let StoreError::Postgres { source, .. } = error else {
+        return false;
+    };
+    source
+        .downcast_ref::<tokio_postgres::Error>()
+        .and_then(tokio_postgres::Error::as_db_error)
+        .is_some_and(|db| {
+            *db.code() == tokio_postgres::error::SqlState::UNIQUE_VIOLATION
+                && db.constraint() == Some("events_by_run")
+        })
 }
 
 /// The connection is gone before `op` could start.
