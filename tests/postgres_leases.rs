@@ -14,8 +14,8 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use serde_json::json;
-use troupe::records::{EventKind, NewEvent, Run, RunStatus, StoreError, TerminalEvent};
-use troupe::store::{Ownership, PostgresConfig, PostgresStore, Store};
+use troupe::records::{EventKind, NewEvent, Run, RunStatus, StoreError, TerminalEvent, WriteOp};
+use troupe::store::{Fence, Ownership, PostgresConfig, PostgresStore, Store};
 use uuid::Uuid;
 
 async fn worker(schema: &postgres::Schema, name: &str) -> PostgresStore {
@@ -280,4 +280,106 @@ async fn appends_after_another_process_wrote_to_the_run_are_numbered_after_it() 
         ["a-1", "input from b", "a-2", "b owns it", "a owns it again"]
     );
     assert!(kinds.windows(2).all(|w| w[0].0 < w[1].0), "{kinds:?}");
+}
+
+/// An execution of a run carries its lease's epoch on each write: once the
+/// store no longer holds the run at that epoch, the execution's writes are
+/// refused, even after the same store holds the run again under a later
+/// epoch (the old execution may still be stopping when the new one starts).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_of_an_execution_under_a_superseded_epoch_are_refused() {
+    let Some(url) = postgres::url() else { return };
+    let schema = postgres::Schema::new(&url);
+    let a = worker(&schema, "a").await;
+    let flows = vec!["orders".to_owned()];
+    let run = running("orders");
+    a.insert_run(run.clone(), None).await.unwrap();
+    let under = |epoch: u64, ops: std::ops::Range<usize>| Fence {
+        run_id: run.id,
+        epoch,
+        ops,
+    };
+    let first = a
+        .apply_fenced_batch(
+            vec![WriteOp::Append(note(run.id, "epoch-1"))],
+            vec![under(1, 0..1)],
+        )
+        .await
+        .unwrap();
+    assert!(first[0].is_ok(), "{first:?}");
+
+    // Let go and held again: epoch 2.
+    a.release_leases(&[run.id]).await.unwrap();
+    let claimed = a.claim_runs(&flows, &[], 10).await.unwrap();
+    assert_eq!(claimed[0].lease.as_ref().map(|l| l.epoch), Some(2));
+
+    // One batch: the old execution's write, an unfenced one, the new one's.
+    let results = a
+        .apply_fenced_batch(
+            vec![
+                WriteOp::Append(note(run.id, "stale")),
+                WriteOp::Append(note(run.id, "unfenced")),
+                WriteOp::Append(note(run.id, "epoch-2")),
+            ],
+            vec![under(1, 0..1), under(2, 2..3)],
+        )
+        .await
+        .unwrap();
+    assert!(
+        matches!(&results[0], Err(StoreError::LeaseLost { epoch: 1, .. })),
+        "{results:?}"
+    );
+    assert!(results[1].is_ok() && results[2].is_ok(), "{results:?}");
+    let names: Vec<String> = a
+        .replay(run.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|e| match e.kind {
+            EventKind::Custom { name, .. } => Some(name),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(names, ["epoch-1", "unfenced", "epoch-2"]);
+}
+
+/// The doorbell rings in every process for a child run that ended (its
+/// parent's watcher, wherever it runs, reads the terminal at once) and for
+/// a cancel written for a run another process holds (its owner cancels it
+/// at once, not at its next renewal).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_doorbell_rings_for_an_ended_child_and_a_cancel_from_elsewhere() {
+    let Some(url) = postgres::url() else { return };
+    let schema = postgres::Schema::new(&url);
+    let a = worker(&schema, "a").await;
+    let b = worker(&schema, "b").await;
+    let mut doorbell = a.inbox_doorbell().expect("a shared journal has a doorbell");
+    let mut next = async || {
+        tokio::time::timeout(Duration::from_secs(10), doorbell.recv())
+            .await
+            .expect("the doorbell rang")
+            .expect("a run id")
+    };
+    // Listening once the resync says so.
+    assert!(next().await.is_nil());
+
+    let update = |run: &Run, audit: &str| WriteOp::UpdateRun {
+        run: Box::new(run.clone()),
+        expected_revision: run.revision,
+        audit: EventKind::custom(audit, json!(null)),
+    };
+    let mut child = running("ship");
+    child.parent_run_id = Some(Uuid::now_v7());
+    b.insert_run(child.clone(), None).await.unwrap();
+    let mut child = b.get_run(child.id).await.unwrap().unwrap();
+    child.status = RunStatus::Finished;
+    b.apply(update(&child, "finished")).await.unwrap();
+    assert_eq!(next().await, child.id, "an ended child rings");
+
+    let held_by_a = running("orders");
+    a.insert_run(held_by_a.clone(), None).await.unwrap();
+    let mut asked = b.get_run(held_by_a.id).await.unwrap().unwrap();
+    asked.cancel_requested = true;
+    b.apply(update(&asked, "cancel_requested")).await.unwrap();
+    assert_eq!(next().await, held_by_a.id, "a cancel from elsewhere rings");
 }

@@ -8,6 +8,8 @@
 //! - Doorbell: a signal sent through `b` to a run `a` holds (live, or
 //!   hibernated) reaches it at once through the journal's doorbell.
 //! - A runtime with a cap claims no more runs than it allows.
+//! - A cancel requested through `b` reaches the run `a` holds at once.
+//! - A parent in `a` awaits a child whose lease moved to `b`.
 
 #![cfg(feature = "postgres")]
 
@@ -215,4 +217,131 @@ async fn a_capped_runtime_claims_no_more_than_its_cap() {
     assert_eq!(c.resumed().len(), 6, "c claims the rest");
     // Not `shutdown`: it would drain runs that wait for a signal forever.
     drop((b, c));
+}
+
+/// A cancel requested through `b` for the run `a` holds (live, or
+/// hibernated if `asleep`) reaches `a` through the doorbell at once, long
+/// before `a`'s next renewal (a 60 s lease renews every 20 s).
+async fn cancel_through_the_other_runtime(asleep: bool) {
+    let Some(url) = postgres::url() else { return };
+    let schema = postgres::Schema::new(&url);
+    let (tx, mut waiting) = mpsc::unbounded_channel();
+    let hibernate = asleep.then_some(Duration::ZERO);
+    let a = runtime_with(&schema, "a", &tx, "a", hibernate).await;
+    let b = runtime(&schema, "b", &tx, "b").await;
+    let run = a.start("approval").await.expect("start run");
+    assert_eq!(waiting.recv().await, Some("a"));
+    if asleep {
+        while !run.is_hibernated() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    b.runs()
+        .request_cancel(run.run_id())
+        .await
+        .expect("cancel through b");
+    let outcome = tokio::time::timeout(Duration::from_secs(10), run.wait())
+        .await
+        .expect("the cancel reached a before its next renewal")
+        .expect("outcome");
+    assert_eq!(outcome.status, RunStatus::Cancelled, "{outcome:?}");
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_from_another_process_reaches_a_live_run_at_once() {
+    cancel_through_the_other_runtime(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_from_another_process_reaches_a_hibernated_run_at_once() {
+    cancel_through_the_other_runtime(true).await;
+}
+
+/// An order whose one step ships through a child run and returns what the
+/// child returned.
+fn order() -> FlowDefinition<u64> {
+    FlowDefinition::<u64>::builder("order")
+        .step("ship", |ctx: &StageContext| {
+            let ctx = ctx.clone();
+            step_fn(move |_| {
+                let ctx = ctx.clone();
+                async move {
+                    let child = ctx.start_child("approval", json!(null), "ship").await?;
+                    Ok(ctx.await_child(&child).await?)
+                }
+            })
+        })
+        .build()
+        .expect("flow")
+}
+
+/// A parent in `a` awaits a child whose lease moved to `b`: the child
+/// finishes in `b`, and its end reaches the parent through the journal
+/// (doorbell, or the store read it falls back to), recorded once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parent_awaits_a_child_that_runs_in_another_process() {
+    let Some(url) = postgres::url() else { return };
+    let schema = postgres::Schema::new(&url);
+    let (tx, mut waiting) = mpsc::unbounded_channel();
+    let config = |worker: &str| PostgresConfig {
+        worker: Some(worker.to_owned()),
+        lease: Duration::from_secs(60),
+        ..schema.config()
+    };
+    let a = Runtime::builder()
+        .postgres_with(&schema.url, config("a"))
+        .never_hibernate()
+        .register(flow(tx.clone(), "a"))
+        .and_then(|builder| builder.register(order()))
+        .expect("register")
+        .start()
+        .await
+        .expect("start a");
+    let parent = a.start("order").await.expect("start the order");
+    assert_eq!(waiting.recv().await, Some("a"), "the child waits in a");
+
+    // The child's lease lapses; `b`, which runs only children, claims it.
+    schema.lapse_leases().await;
+    let b = runtime(&schema, "b", &tx, "b").await;
+    assert_eq!(waiting.recv().await, Some("b"), "the child waits in b");
+    let children = b
+        .journal()
+        .list_runs(
+            &troupe::records::RunFilter {
+                parent_run_id: Some(parent.run_id()),
+                ..Default::default()
+            },
+            None,
+            10,
+        )
+        .await
+        .expect("children");
+    assert_eq!(children.len(), 1);
+    b.send_signal(children[0].id, None, "go", json!("shipped"))
+        .await
+        .expect("signal the child in b");
+
+    let outcome = tokio::time::timeout(Duration::from_secs(20), parent.wait())
+        .await
+        .expect("the child's end reached the parent")
+        .expect("outcome");
+    assert_eq!(outcome.status, RunStatus::Finished, "{outcome:?}");
+    let output = outcome.structured_output.unwrap();
+    assert_eq!(
+        output["steps"]["ship"]["steps"]["decide"]["by"], "b",
+        "{output}"
+    );
+    let ended = a
+        .journal()
+        .replay(parent.run_id())
+        .await
+        .unwrap()
+        .iter()
+        .filter(|e| e.kind.name() == "child_ended")
+        .count();
+    assert_eq!(ended, 1, "the child's end is recorded once in the parent");
+    a.shutdown().await;
+    b.shutdown().await;
 }

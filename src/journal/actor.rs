@@ -105,6 +105,7 @@ impl Actor for JournalActor {
                 let req = Request {
                     work: Work::Many { ops, reply },
                     permit,
+                    fence: None,
                 };
                 if let Pushed::StartDrain = state.committer.queue.submit(req, &state.counters) {
                     state.committer.start();

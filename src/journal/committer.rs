@@ -28,6 +28,7 @@ use super::actor::JournalMsg;
 use super::request::{Answer, Ops, Request};
 use super::stats::Counters;
 use crate::records::{StoreError, WriteOp};
+use crate::store::Fence;
 use crate::store::{BatchResult, Store, WriterJob};
 
 #[derive(Default)]
@@ -255,7 +256,8 @@ impl DrainGuard {
     /// request) and the reply work off the writer thread, the journal's
     /// critical path.
     fn commit_on_writer(self, batch: Batch, apply: &mut dyn FnMut(&[WriteOp]) -> BatchResult) {
-        let (ops, pending) = batch.split();
+        // Only a single owner's store has a writer thread: nothing to fence.
+        let (ops, _fences, pending) = batch.split();
         let result = pending.span.in_scope(|| apply(&ops));
         pending.record(&result);
         let committer = self.disarm();
@@ -285,8 +287,12 @@ impl DrainGuard {
     async fn drain_async(self, first: Batch) {
         let mut next = Some(first);
         while let Some(batch) = next {
-            let (ops, pending) = batch.split();
-            let result = self.committer.store.apply_batch(ops).await;
+            let (ops, fences, pending) = batch.split();
+            let result = if fences.is_empty() {
+                self.committer.store.apply_batch(ops).await
+            } else {
+                self.committer.store.apply_fenced_batch(ops, fences).await
+            };
             pending.answer(result);
             next = self.committer.next_batch();
         }
@@ -369,7 +375,9 @@ impl Batch {
         }
     }
 
-    fn split(self) -> (Vec<WriteOp>, Pending) {
+    /// The batch's ops, the fences of the requests that carry one, and
+    /// where the results go.
+    fn split(self) -> (Vec<WriteOp>, Vec<Fence>, Pending) {
         let n = self.requests.len();
         let mut pending = Pending {
             answers: Vec::with_capacity(n),
@@ -380,16 +388,26 @@ impl Batch {
             counters: self.counters,
         };
         let mut ops = Vec::with_capacity(self.ops);
+        let mut fences = Vec::new();
         for req in self.requests {
+            let fence = req.fence;
+            let start = ops.len();
             let (answer, mine, permit) = req.split();
             match mine {
                 Ops::One(op) => ops.push(op),
                 Ops::Many(many) => ops.extend(many),
             }
+            if let Some((run_id, epoch)) = fence {
+                fences.push(Fence {
+                    run_id,
+                    epoch,
+                    ops: start..ops.len(),
+                });
+            }
             pending.answers.push(answer);
             pending.permits.push(permit);
         }
-        (ops, pending)
+        (ops, fences, pending)
     }
 }
 
@@ -452,6 +470,7 @@ mod tests {
                 reply: reply.into(),
             },
             permit,
+            fence: None,
         }
     }
 

@@ -59,6 +59,9 @@ pub struct JournalHandle {
     capacity: u32,
     store: Arc<dyn Store>,
     counters: Arc<Counters>,
+    /// The run execution this handle writes for, on a store that leases
+    /// runs: the run and the lease epoch it executes under.
+    fence: Option<(Uuid, u64)>,
 }
 
 impl JournalHandle {
@@ -89,6 +92,7 @@ impl JournalHandle {
             capacity,
             store,
             counters,
+            fence: None,
         })
     }
 
@@ -112,6 +116,20 @@ impl JournalHandle {
         }
     }
 
+    /// This handle, for the execution of `run` here: on a store that leases
+    /// runs, its writes for the run carry the lease epoch the run is held
+    /// at (a new run's is 1), and the store refuses them once this process
+    /// no longer holds the run at that epoch, even if it holds it again
+    /// later. A single owner's writes need no fence.
+    pub(crate) fn for_execution(&self, run: &crate::records::Run) -> JournalHandle {
+        let mut handle = self.clone();
+        if let crate::store::Ownership::Leased { .. } = self.store.ownership() {
+            let epoch = run.lease.as_ref().map_or(1, |lease| lease.epoch);
+            handle.fence = Some((run.id, epoch));
+        }
+        handle
+    }
+
     /// Queues `work` once it has its queue slots (backpressure); has a drain
     /// started if the queue was idle.
     async fn enqueue(&self, work: Work) -> Result<(), StoreError> {
@@ -126,7 +144,12 @@ impl JournalHandle {
             .map_err(|_| StoreError::JournalClosed)?;
         // Queued directly: the actor is messaged only to start a drain of an
         // idle queue, and if it is gone nothing would commit what is queued.
-        if let Pushed::StartDrain = self.queue.submit(Request { work, permit }, &self.counters)
+        let request = Request {
+            work,
+            permit,
+            fence: self.fence,
+        };
+        if let Pushed::StartDrain = self.queue.submit(request, &self.counters)
             && self.actor.cast(JournalMsg::Drain).is_err()
         {
             self.queue.break_down(&self.counters);

@@ -6,6 +6,7 @@
 
 use ractor::RpcReplyPort;
 use tokio::sync::{OwnedSemaphorePermit, oneshot};
+use uuid::Uuid;
 
 use super::actor::WriteReply;
 use crate::records::{StoreError, WriteOp, WriteOutcome, mismatch};
@@ -15,6 +16,10 @@ pub(crate) struct Request {
     pub(crate) work: Work,
     /// The request's queue slot, released once it is answered.
     pub(crate) permit: OwnedSemaphorePermit,
+    /// The run and lease epoch its writer executes the run under, if the
+    /// store leases runs: the store refuses its ops for that run unless it
+    /// still holds the run at that epoch.
+    pub(crate) fence: Option<(Uuid, u64)>,
 }
 
 /// A request's ops and where their results go. Most requests carry one op

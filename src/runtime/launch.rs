@@ -296,14 +296,49 @@ impl RunLauncher for Launcher {
     }
 
     fn doorbell(&self, run_id: Uuid) -> Option<LaunchFuture<'static, ()>> {
-        let handle = self.live(run_id)?;
+        let handle = self.live(run_id);
+        // A run in another process: the journal's doorbell rings when it
+        // ends (or when doorbells may have been missed).
+        let elsewhere = self.journal.inbox_doorbell();
+        if handle.is_none() && elsewhere.is_none() {
+            return None;
+        }
         Some(Box::pin(async move {
-            // An error means the flow is gone: the store says how it ended.
-            let _ = handle.wait().await;
+            let here = async {
+                match handle {
+                    // An error means the flow is gone: the store says how it ended.
+                    Some(handle) => drop(handle.wait().await),
+                    None => std::future::pending().await,
+                }
+            };
+            let elsewhere = async {
+                match elsewhere {
+                    Some(doorbell) => rung_for(doorbell, run_id).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = here => {}
+                () = elsewhere => {}
+            }
         }))
     }
 
     fn cancel(&self, run_id: Uuid, reason: String) -> LaunchFuture<'_, Result<(), BoxError>> {
         Box::pin(self.cancel_run(run_id, reason))
+    }
+}
+
+/// Returns once `doorbell` rings for `run_id`, or says that rings may have
+/// been missed (a resync, a lagging receiver); never if it closes.
+async fn rung_for(mut doorbell: tokio::sync::broadcast::Receiver<Uuid>, run_id: Uuid) {
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        match doorbell.recv().await {
+            Ok(rung) if rung == run_id || rung.is_nil() => return,
+            Ok(_) => {}
+            Err(RecvError::Lagged(_)) => return,
+            Err(RecvError::Closed) => std::future::pending().await,
+        }
     }
 }

@@ -13,9 +13,11 @@
 //!   crash (checkpoints, memos, waits and timers included).
 //!
 //! And input another process journals for a run held here (a signal, an
-//! event) rings the journal's inbox doorbell (`LISTEN`/`NOTIFY`): the run
-//! reads its inbox at once. After a missed doorbell, every run held with
-//! unsettled input reads it.
+//! event, a cancel) rings the journal's doorbell (`LISTEN`/`NOTIFY`): the
+//! run reads its inbox, or is cancelled, at once. After a missed doorbell,
+//! every run held with unsettled input reads it (a cancel still arrives
+//! with the next renewal). The end of a child run rings the same doorbell
+//! for its parent's watcher, wherever that runs.
 //!
 //! A runtime that shuts down lets its leases go at once, so that the runs
 //! it did not end are taken over without waiting for them to lapse.
@@ -130,9 +132,11 @@ impl Launcher {
             }
             Err(error) => {
                 // The leases lapse if this goes on; the fence keeps their
-                // runs' writes out once another process has them.
+                // runs' writes out once another process has them. No claim
+                // either: runs lost meanwhile are not stopped here yet.
                 tracing::warn!(%error, "renewing leases failed; trying again");
                 metrics::counter!(crate::metrics::LEASE_FAILURES, "op" => "renew").increment(1);
+                return;
             }
         }
         // Not while shutting down: a claimed run would not be ended.
@@ -196,9 +200,10 @@ impl Launcher {
 }
 
 impl Launcher {
-    /// Input for run `run_id` was journaled by another process: if the run
-    /// is held here, its flow reads its inbox (a hibernated run is woken,
-    /// and reads it as it resumes).
+    /// Input for run `run_id` was journaled by another process, or a
+    /// cancel: if the run is held here, it is cancelled if its record asks
+    /// so, and its flow reads its inbox (a hibernated run is woken, and
+    /// reads it as it resumes).
     fn ring(&self, run_id: Uuid) {
         let cell = self
             .runs
@@ -207,7 +212,15 @@ impl Launcher {
             .cell(run_id)
             .cloned();
         let Some(cell) = cell else { return };
+        let launcher = self.myself.clone();
         tokio::spawn(async move {
+            if let Some(launcher) = launcher.upgrade()
+                && let Ok(Some(run)) = launcher.journal.get_run(run_id).await
+                && run.cancel_requested
+                && !run.status.is_terminal()
+            {
+                launcher.cancel_from_elsewhere(run_id);
+            }
             // Held: the run does not hibernate before the message is in.
             let _hold = cell.hold();
             // A flow that stopped to hibernate meanwhile is woken instead.

@@ -84,8 +84,8 @@ impl Starter {
             plan.resume_from(recovered.outputs, recovered.checkpoint);
         }
         let args = FlowArgs {
+            journal: self.journal.for_execution(&run),
             run,
-            journal: self.journal.clone(),
             plan,
             cell: cell.clone(),
             hibernate_after: self.hibernate_after,

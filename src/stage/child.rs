@@ -12,11 +12,12 @@
 //!   answer is a memo (`@child/{key}`), so a stage running again does not
 //!   even ask.
 //! - **The store is the truth.** [`await_child`](StageContext::await_child)
-//!   reads the child's record and terminal event; the end of a child that
-//!   lives in this process only rings a doorbell, and a waiter that misses
-//!   it reads the store again with capped exponential backoff (10 ms
-//!   doubling to 1 s), so it never parks for good — a child not visible yet
-//!   is looked for the same way. While it waits the parent's record is
+//!   reads the child's record and terminal event; the end of a child only
+//!   rings a doorbell (in this process, or through a shared journal's
+//!   `LISTEN`/`NOTIFY` when the child runs in another process), and a
+//!   waiter that misses it reads the store again with capped exponential
+//!   backoff (10 ms doubling to 1 s), so it never parks for good — a child
+//!   not visible yet is looked for the same way. While it waits the parent's record is
 //!   `Waiting` (`{"for": "child", "child": id}` for the stage).
 //! - **Recorded once.** The child's terminal is a memo of the parent
 //!   (`@child-terminal/{child id}`, first write wins): a stage running again

@@ -22,6 +22,7 @@
 //! assert_eq!(leased.renew_every(), Some(Duration::from_secs(2)));
 //! ```
 
+use std::ops::Range;
 use std::time::Duration;
 
 use uuid::Uuid;
@@ -66,4 +67,23 @@ pub struct Renewal {
     /// Runs held here whose record asks for a cancel (written by another
     /// process, e.g. `troupe cancel`).
     pub cancel_requested: Vec<Uuid>,
+}
+
+/// The lease epoch some ops of a batch were written under: the ops at
+/// `ops` (indexes into the batch) that write for run `run_id` as its owner
+/// come from the execution of the run that held its lease at `epoch`. A
+/// store that leases runs refuses them with
+/// [`StoreError::LeaseLost`](crate::records::StoreError::LeaseLost) unless it
+/// still holds the run at that very epoch, so that an execution stopped for a
+/// lost lease commits nothing, even once this process holds the run again
+/// under a later epoch. The journal fences each run's writes this way
+/// ([`Store::apply_fenced_batch`](super::Store::apply_fenced_batch)).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fence {
+    /// The run whose lease the ops were written under.
+    pub run_id: Uuid,
+    /// The epoch of that lease.
+    pub epoch: u64,
+    /// The ops it covers, as indexes into the batch.
+    pub ops: Range<usize>,
 }

@@ -44,7 +44,7 @@ mod sqlite;
 mod traits;
 
 pub use faults::{Fault, FaultyStore};
-pub use lease::{Ownership, Renewal};
+pub use lease::{Fence, Ownership, Renewal};
 pub use memory::MemoryStore;
 #[cfg(feature = "postgres")]
 pub use postgres::{POSTGRES_SCHEMA_VERSION, PostgresConfig, PostgresStore};

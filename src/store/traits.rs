@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use tokio::sync::{Notify, broadcast};
 use uuid::Uuid;
 
-use super::lease::{Ownership, Renewal};
+use super::lease::{Fence, Ownership, Renewal};
 
 use crate::records::{
     Appended, Cursor, EventKind, NewEvent, RunEvent, TerminalAppend, TerminalEvent,
@@ -54,6 +54,16 @@ pub trait Store: Send + Sync + 'static {
         &self,
         ops: Vec<WriteOp>,
     ) -> Result<Vec<Result<WriteOutcome, StoreError>>, StoreError>;
+
+    /// [`apply_batch`](Store::apply_batch), with the lease epochs some of
+    /// the ops were written under ([`Fence`]): a store that leases runs
+    /// refuses a fenced op with [`StoreError::LeaseLost`] unless it holds
+    /// the op's run at the fence's epoch (the op fails alone). The default,
+    /// for a single owner, has nothing to fence and applies the batch.
+    async fn apply_fenced_batch(&self, ops: Vec<WriteOp>, fences: Vec<Fence>) -> BatchResult {
+        let _ = fences;
+        self.apply_batch(ops).await
+    }
 
     /// Runs `job` on the store's own writer thread, if it has one, handing it
     /// a synchronous [`apply_batch`](Store::apply_batch): a caller that

@@ -1,12 +1,13 @@
 //! Inbox ops inside the writer's transaction: accepting operator input for
-//! a live (non-terminal) run, and settling it once its stage handled it.
+//! a live (non-terminal) run, and settling it once its stage handled it;
+//! the doorbell that tells other processes (`NOTIFY`).
 
 use uuid::Uuid;
 
 use super::codec::pg;
 use super::lease::Standing;
 use super::ops::OpCtx;
-use crate::records::{InboxEntry, RunStatus, StoreError, WriteOutcome};
+use crate::records::{InboxEntry, Run, RunStatus, StoreError, WriteOutcome};
 use crate::store::sqlite::codec::micros;
 
 impl OpCtx<'_> {
@@ -61,14 +62,38 @@ impl OpCtx<'_> {
             }
         }
         for run_id in rung {
-            let payload = run_id.to_string();
-            self.execute(
-                "ring the inbox doorbell",
-                "SELECT pg_notify($1, $2)",
-                &[&lease.doorbell, &payload],
-            )
-            .await?;
+            self.ring(run_id).await?;
         }
+        Ok(())
+    }
+
+    /// Rings the doorbell for an updated run whom another process may be
+    /// watching: a child run that ended (its parent's watcher, wherever it
+    /// is, reads its terminal at once), or a cancel requested for a run
+    /// this store does not hold (its owner cancels it at once, not at its
+    /// next renewal).
+    pub(super) async fn ring_watchers(&mut self, run: &Run) -> Result<(), StoreError> {
+        let ended_child = run.status.is_terminal() && run.parent_run_id.is_some();
+        let cancel_elsewhere = run.cancel_requested
+            && !run.status.is_terminal()
+            && !matches!(self.lease.standing(run.id), Standing::Held(_));
+        if ended_child || cancel_elsewhere {
+            self.ring(run.id).await?;
+        }
+        Ok(())
+    }
+
+    /// `NOTIFY`s this schema's doorbell with `run_id` (delivered at commit,
+    /// dropped with a rolled-back op).
+    async fn ring(&mut self, run_id: Uuid) -> Result<(), StoreError> {
+        let payload = run_id.to_string();
+        let channel = &self.lease.doorbell;
+        self.execute(
+            "ring the doorbell",
+            "SELECT pg_notify($1, $2)",
+            &[channel, &payload],
+        )
+        .await?;
         Ok(())
     }
 

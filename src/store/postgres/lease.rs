@@ -193,6 +193,13 @@ pub(crate) async fn claim(
         returning.join(", ")
     );
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    // Not a run lost since the last renewal: the runtime has not stopped
+    // its execution here yet (a renewal reports it).
+    let skip: Vec<Uuid> = skip
+        .iter()
+        .copied()
+        .chain(book.book().newly_lost.iter().copied())
+        .collect();
     let tx = locked(client, lock, "claim runs").await?;
     let rows = tx
         .query(

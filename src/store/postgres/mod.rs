@@ -14,8 +14,8 @@
 //! sequence (`bigserial`) would hand out cursors that commit out of order,
 //! and a poller could skip an event committed late below a cursor it has
 //! already passed. The journal actor is the single writer of a process; the
-//! lock makes a second one wait. Several processes sharing runs (leases,
-//! fencing) is the next step, not this one.
+//! lock makes a second one wait; several processes share the runs through
+//! leases (`lease.rs`).
 //!
 //! **Connection loss.** A connection lost before `COMMIT` is sent fails
 //! the batch with [`StoreError::ConnectionLost`] (the server rolls it back);
@@ -55,7 +55,7 @@ pub use self::schema::POSTGRES_SCHEMA_VERSION;
 use self::schema::{connect, current_schema, lock_key, migrate};
 use self::write::Writer;
 use super::traits::Store;
-use super::{Ownership, Renewal};
+use super::{BatchResult, Fence, Ownership, Renewal};
 use crate::records::StepOutput;
 use crate::records::{Checkpoint, Memo};
 use crate::records::{Cursor, DamagedRun, RunEvent, StoreError, WriteOp, WriteOutcome};
@@ -281,7 +281,14 @@ impl Store for PostgresStore {
         if ops.is_empty() {
             return Ok(Vec::new());
         }
-        self.writer.lock().await.apply_batch(&ops).await
+        self.writer.lock().await.apply_batch(&ops, &[]).await
+    }
+
+    async fn apply_fenced_batch(&self, ops: Vec<WriteOp>, fences: Vec<Fence>) -> BatchResult {
+        if ops.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.writer.lock().await.apply_batch(&ops, &fences).await
     }
 
     async fn get_run(&self, id: Uuid) -> Result<Option<Run>, StoreError> {

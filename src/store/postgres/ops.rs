@@ -120,6 +120,7 @@ impl OpCtx<'_> {
                     let audit_event = NewEvent::new(run.id, audit.clone());
                     audit_event.validate()?;
                     let revision = self.update_run(run, *expected_revision).await?;
+                    self.ring_watchers(run).await?;
                     let audit = self.append(&audit_event).await?;
                     Ok(WriteOutcome::RunUpdated { revision, audit })
                 }

@@ -30,8 +30,8 @@ use super::lease::LeaseBook;
 use super::ops::OpCtx;
 use super::schema::{WRITE_LOCK, connect};
 use crate::records::{StoreError, WriteOp, WriteOutcome};
-use crate::store::BatchResult;
 use crate::store::sqlite::codec::micros;
+use crate::store::{BatchResult, Fence};
 
 mod fast;
 mod fence;
@@ -247,10 +247,10 @@ impl Writer {
     /// serialization failure (SQLSTATE class 40: nothing of it committed)
     /// is tried again, a few times, before its error is returned; so is one
     /// that numbered an event after a stale cached head.
-    pub(super) async fn apply_batch(&mut self, ops: &[WriteOp]) -> BatchResult {
+    pub(super) async fn apply_batch(&mut self, ops: &[WriteOp], fences: &[Fence]) -> BatchResult {
         let mut attempt = 0;
         loop {
-            let result = self.apply_batch_once(ops).await;
+            let result = self.apply_batch_once(ops, fences).await;
             match &result {
                 // The failure emptied the head cache: again at once.
                 Err(error) if attempt < ROLLBACK_RETRIES && stale_head(error) => attempt += 1,
@@ -264,20 +264,23 @@ impl Writer {
         }
     }
 
-    async fn apply_batch_once(&mut self, ops: &[WriteOp]) -> BatchResult {
+    async fn apply_batch_once(&mut self, ops: &[WriteOp], fences: &[Fence]) -> BatchResult {
         self.connected().await?;
         let mut heads = HashMap::with_capacity(ops.len());
         let fenced = fence::fenced_runs(&self.lease, ops);
+        // Ops of an execution whose lease epoch is not the one held now.
+        let stale = fence::stale_ops(&self.lease, ops, fences);
         let lease = self.lease.clone();
         let mut outcome = Ok(None);
-        if let Some(rows) = fast::plain_appends(ops, &self.heads)
+        if stale.is_empty()
+            && let Some(rows) = fast::plain_appends(ops, &self.heads)
             && let Some(fence) = fence::all_held(&lease, &fenced)
         {
             outcome = self.run_plain_appends(rows, fence, &mut heads).await;
         }
         let outcome = match outcome {
             Ok(Some(results)) => Ok(results),
-            Ok(None) => self.run_batch(ops, &fenced, &mut heads).await,
+            Ok(None) => self.run_batch(ops, &fenced, &stale, &mut heads).await,
             Err(e) => Err(e),
         };
         match outcome {
@@ -306,6 +309,7 @@ impl Writer {
         &mut self,
         ops: &[WriteOp],
         fenced: &[Uuid],
+        stale: &HashMap<usize, StoreError>,
         batch_heads: &mut HashMap<Uuid, u64>,
     ) -> Result<Vec<Result<WriteOutcome, StoreError>>, StoreError> {
         let client = self.client.as_ref().ok_or_else(|| lost("begin"))?;
@@ -319,8 +323,12 @@ impl Writer {
         let now = micros(Utc::now());
         let mut op_heads = HashMap::new();
         let mut results = Vec::with_capacity(ops.len());
-        for op in ops {
-            if let Some(error) = fence::refusal(&refused, op) {
+        for (index, op) in ops.iter().enumerate() {
+            if let Some(error) = stale
+                .get(&index)
+                .cloned()
+                .or_else(|| fence::refusal(&refused, op))
+            {
                 results.push(Err(error));
                 continue;
             }

@@ -11,6 +11,7 @@ use uuid::Uuid;
 use super::super::codec::pg;
 use super::Statements;
 use crate::records::{StoreError, WriteOp, WriteOutcome};
+use crate::store::Fence;
 use crate::store::postgres::lease::{FENCE, LeaseBook, Standing, TAKEN, holders};
 
 /// The runs of `ops` this store holds or has lost a lease on, each once:
@@ -23,6 +24,45 @@ pub(super) fn fenced_runs(book: &LeaseBook, ops: &[WriteOp]) -> Vec<Uuid> {
     let mut seen = HashSet::with_capacity(runs.len());
     runs.retain(|run| seen.insert(*run) && book.standing(*run) != Standing::Unknown);
     runs
+}
+
+/// The ops of `ops` that `fences` say were written under a lease epoch
+/// this store does not hold their run at (it lost the lease, or holds it
+/// again under a later epoch: an execution stopped for a lost lease must
+/// commit nothing), each with its refusal. A run this store never held is
+/// not fenced here, as in [`fenced_runs`].
+pub(super) fn stale_ops(
+    book: &LeaseBook,
+    ops: &[WriteOp],
+    fences: &[Fence],
+) -> HashMap<usize, StoreError> {
+    let mut stale = HashMap::new();
+    let mut runs = Vec::new();
+    for fence in fences {
+        let current = match book.standing(fence.run_id) {
+            Standing::Held(epoch) if epoch == fence.epoch => continue,
+            Standing::Unknown => continue,
+            Standing::Held(epoch) => Some(epoch),
+            Standing::Lost(_) => None,
+        };
+        for index in fence.ops.clone() {
+            let Some(op) = ops.get(index) else { break };
+            runs.clear();
+            op.owner_runs(&mut runs);
+            if runs.contains(&fence.run_id) {
+                let holder = current.map(|_| book.worker.clone());
+                stale.insert(
+                    index,
+                    StoreError::LeaseLost {
+                        run_id: fence.run_id,
+                        epoch: fence.epoch,
+                        holder,
+                    },
+                );
+            }
+        }
+    }
+    stale
 }
 
 /// The fence of a one-round-trip batch over `fenced` runs (`None` inside
