@@ -9,7 +9,8 @@
 //!   hibernated) reaches it at once through the journal's doorbell.
 //! - A runtime with a cap claims no more runs than it allows.
 //! - A cancel requested through `b` reaches the run `a` holds at once.
-//! - A parent in `a` awaits a child whose lease moved to `b`.
+//! - A parent in `a` awaits a child whose lease moved to `b`, awake or
+//!   asleep.
 
 #![cfg(feature = "postgres")]
 
@@ -277,6 +278,21 @@ fn order() -> FlowDefinition<u64> {
         .expect("flow")
 }
 
+/// The one child run of `parent`.
+async fn child_of(runtime: &Runtime, parent: uuid::Uuid) -> uuid::Uuid {
+    let filter = troupe::records::RunFilter {
+        parent_run_id: Some(parent),
+        ..Default::default()
+    };
+    let children = runtime
+        .journal()
+        .list_runs(&filter, None, 10)
+        .await
+        .expect("children");
+    assert_eq!(children.len(), 1, "{children:?}");
+    children[0].id
+}
+
 /// A parent in `a` awaits a child whose lease moved to `b`: the child
 /// finishes in `b`, and its end reaches the parent through the journal
 /// (doorbell, or the store read it falls back to), recorded once.
@@ -306,22 +322,14 @@ async fn a_parent_awaits_a_child_that_runs_in_another_process() {
     schema.lapse_leases().await;
     let b = runtime(&schema, "b", &tx, "b").await;
     assert_eq!(waiting.recv().await, Some("b"), "the child waits in b");
-    let children = b
-        .journal()
-        .list_runs(
-            &troupe::records::RunFilter {
-                parent_run_id: Some(parent.run_id()),
-                ..Default::default()
-            },
-            None,
-            10,
-        )
-        .await
-        .expect("children");
-    assert_eq!(children.len(), 1);
-    b.send_signal(children[0].id, None, "go", json!("shipped"))
-        .await
-        .expect("signal the child in b");
+    b.send_signal(
+        child_of(&b, parent.run_id()).await,
+        None,
+        "go",
+        json!("shipped"),
+    )
+    .await
+    .expect("signal the child in b");
 
     let outcome = tokio::time::timeout(Duration::from_secs(20), parent.wait())
         .await
@@ -343,5 +351,73 @@ async fn a_parent_awaits_a_child_that_runs_in_another_process() {
         .count();
     assert_eq!(ended, 1, "the child's end is recorded once in the parent");
     a.shutdown().await;
+    b.shutdown().await;
+}
+
+/// A parent that hibernated in `a` is resumed (asleep) in `a2` while its
+/// child runs in `b`, and wakes and finishes when the child ends there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sleeping_parent_wakes_when_its_child_ends_in_another_process() {
+    let Some(url) = postgres::url() else { return };
+    let schema = postgres::Schema::new(&url);
+    let (tx, mut waiting) = mpsc::unbounded_channel();
+    let orders = |worker: &str, me: &'static str, hibernate: bool| {
+        let config = PostgresConfig {
+            worker: Some(worker.to_owned()),
+            lease: Duration::from_secs(60),
+            ..schema.config()
+        };
+        let builder = Runtime::builder().postgres_with(&schema.url, config);
+        let builder = match hibernate {
+            true => builder.hibernate_after(Duration::ZERO),
+            false => builder.never_hibernate(),
+        };
+        builder
+            .register(flow(tx.clone(), me))
+            .and_then(|builder| builder.register(order()))
+            .expect("register")
+    };
+    let a = orders("a", "a", true).start().await.expect("start a");
+    let parent = a.start("order").await.expect("start the order").run_id();
+    assert_eq!(waiting.recv().await, Some("a"), "the child waits in a");
+    // Both asleep, `a` stops, letting their leases go (a clean shutdown).
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let runs = a.live_runs();
+            if runs.len() == 2 && runs.iter().all(|run| run.is_hibernated()) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the order and its child hibernate in a");
+    a.shutdown().await;
+    // `b` (children only) takes the child; `a2` then takes the order.
+    let b = runtime(&schema, "b", &tx, "b").await;
+    assert_eq!(waiting.recv().await, Some("b"), "the child waits in b");
+    let a2 = orders("a2", "a2", true).start().await.expect("start a2");
+    let handle = a2
+        .resumed()
+        .into_iter()
+        .find(|handle| handle.run_id() == parent)
+        .expect("a2 resumed the order");
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while !handle.is_hibernated() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the parent resumes asleep");
+
+    b.send_signal(child_of(&b, parent).await, None, "go", json!("shipped"))
+        .await
+        .expect("signal the child in b");
+    let outcome = tokio::time::timeout(Duration::from_secs(20), handle.wait())
+        .await
+        .expect("the child's end woke the parent")
+        .expect("outcome");
+    assert_eq!(outcome.status, RunStatus::Finished, "{outcome:?}");
+    a2.shutdown().await;
     b.shutdown().await;
 }

@@ -36,6 +36,7 @@ use super::resume::{ResumeFailure, Resumed, resume_runs};
 use super::versions::sort_runs;
 use crate::flow::ControlEvent;
 use crate::flow::actor::FlowMsg;
+use crate::flow::cell::RunHost;
 use crate::records::Run;
 use crate::store::{Ownership, Store};
 
@@ -236,8 +237,12 @@ impl Launcher {
     }
 
     /// Some doorbells may have been missed: every run held here with
-    /// unsettled input reads its inbox (one read finds them).
+    /// unsettled input reads its inbox (one read finds them), and every
+    /// hibernated parent whose child ended meanwhile wakes.
     async fn ring_all(&self) {
+        for (parent, children) in self.sleepers.parents() {
+            self.wake_if_ended(parent, children);
+        }
         let held = self
             .runs
             .lock()
@@ -276,7 +281,11 @@ async fn answer_doorbell(launcher: Weak<Launcher>, mut doorbell: broadcast::Rece
         }
         match rung {
             Ok(run_id) if run_id.is_nil() => launcher.ring_all().await,
-            Ok(run_id) => launcher.ring(run_id),
+            Ok(run_id) => {
+                launcher.ring(run_id);
+                // A child that ended: its hibernated parents here wake.
+                launcher.ended(run_id);
+            }
             Err(broadcast::error::RecvError::Lagged(_)) => launcher.ring_all().await,
             Err(broadcast::error::RecvError::Closed) => return,
         }

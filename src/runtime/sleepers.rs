@@ -168,6 +168,16 @@ impl Sleepers {
         Some(sleeper)
     }
 
+    /// Every hibernated run that awaits children, with them.
+    pub(crate) fn parents(&self) -> Vec<(Uuid, Vec<Uuid>)> {
+        self.lock()
+            .runs
+            .iter()
+            .filter(|(_, sleeper)| !sleeper.children.is_empty())
+            .map(|(run, sleeper)| (*run, sleeper.children.to_vec()))
+            .collect()
+    }
+
     /// The hibernated runs awaiting child `child`.
     pub(crate) fn awaiting(&self, child: Uuid) -> Vec<Uuid> {
         self.lock().awaited.get(&child).cloned().unwrap_or_default()

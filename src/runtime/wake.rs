@@ -24,8 +24,12 @@ use crate::store::Store;
 
 impl RunHost for Launcher {
     fn may_hibernate(&self, sleep: &Sleep) -> bool {
-        // A child that does not run here ends unheard of: its parent stays
-        // awake, reading the store with backoff.
+        // On a shared journal the doorbell tells of a child's end wherever
+        // it runs. Elsewhere a child that does not run here ends unheard
+        // of: its parent stays awake, reading the store with backoff.
+        if self.shares_journal() {
+            return true;
+        }
         let runs = self.runs.lock().unwrap_or_else(|e| e.into_inner());
         sleep.children.iter().all(|c| runs.cell(*c).is_some())
     }
@@ -42,11 +46,18 @@ impl RunHost for Launcher {
             return;
         };
         let runs = self.runs.clone();
+        let shared = self.shares_journal();
+        let children = sleep.children.clone();
         let ended = move |child: Uuid| {
             let runs = runs.lock().unwrap_or_else(|e| e.into_inner());
-            runs.cell(child).is_none()
+            // Not here: on a shared journal, the store says (below).
+            runs.cell(child).is_none() && !shared
         };
         self.sleepers.put(cell, definition, sleep, ended);
+        if shared {
+            // A child that ended before the parent was listed rang nobody.
+            self.wake_if_ended(cell.run_id, children);
+        }
     }
 
     fn wake(&self, run_id: Uuid) -> bool {
@@ -61,6 +72,33 @@ impl RunHost for Launcher {
 }
 
 impl Launcher {
+    /// Whether other processes share this journal (its runs are leased):
+    /// a child may run in one of them.
+    fn shares_journal(&self) -> bool {
+        self.journal.ownership() != crate::store::Ownership::Single
+    }
+
+    /// Wakes hibernated run `parent` if the store says one of `children`
+    /// ended (read apart from the caller).
+    pub(crate) fn wake_if_ended(&self, parent: Uuid, children: Vec<Uuid>) {
+        let Some(launcher) = self.myself.upgrade() else {
+            return;
+        };
+        tokio::spawn(async move {
+            for child in children {
+                let ended = match launcher.journal.get_run(child).await {
+                    Ok(run) => run.is_some_and(|run| run.status.is_terminal()),
+                    // Unreadable now: woken, its watcher reads with backoff.
+                    Err(_) => true,
+                };
+                if ended {
+                    launcher.wake_by(parent, "child");
+                    return;
+                }
+            }
+        });
+    }
+
     /// Wakes run `run_id` for its deadline.
     pub(crate) fn wake_run(&self, run_id: Uuid) {
         self.wake_by(run_id, "timer");
