@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 use troupe::flow::FlowDefinition;
 use troupe::records::RunStatus;
+use troupe::runtime::Runtime;
 use troupe::stage::{StageContext, step_fn};
 use troupe::store::{MemoryStore, Store};
 
@@ -395,4 +396,47 @@ async fn a_cancel_ends_a_waiting_step_at_once_not_after_its_grace() {
     );
     assert!(answers.lock().unwrap().is_empty());
     runtime.shutdown().await;
+}
+
+/// A shutdown does not wait for a signal that may never come: a run whose
+/// steps all wait durably stops as it is (still `Waiting`, no outcome), and
+/// the next start resumes it, where the signal completes it.
+#[tokio::test]
+async fn a_shutdown_stops_a_waiting_run_and_the_next_start_resumes_it() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let answers = Answers::default();
+    let first = Runtime::builder()
+        .store(store.clone())
+        .never_hibernate()
+        .start()
+        .await
+        .unwrap();
+    first
+        .register(approval(&answers, &open(), None))
+        .await
+        .unwrap();
+    let run = first.start("approval").await.unwrap().run_id();
+    while store.get_run(run).await.unwrap().unwrap().status != RunStatus::Waiting {
+        settle().await;
+    }
+    tokio::time::timeout(Duration::from_secs(30), first.shutdown())
+        .await
+        .expect("the shutdown did not wait for the signal");
+    let record = store.get_run(run).await.unwrap().unwrap();
+    assert_eq!(record.status, RunStatus::Waiting);
+    assert!(store.terminal_event(run).await.unwrap().is_none());
+
+    let second = runtime_on(&store).await;
+    let report = second
+        .register(approval(&answers, &open(), None))
+        .await
+        .unwrap();
+    second
+        .send_signal(run, None, "approval", json!("granted"))
+        .await
+        .unwrap();
+    let outcome = report.resumed[0].wait().await.unwrap();
+    assert_eq!(outcome.status, RunStatus::Finished);
+    assert_eq!(*answers.lock().unwrap(), [Some(json!("granted"))]);
+    second.shutdown().await;
 }

@@ -349,13 +349,14 @@ impl FlowHost {
     async fn on_message(&mut self, msg: FlowMsg) {
         match msg {
             FlowMsg::Hibernate { epoch } => return self.on_hibernate(epoch).await,
+            FlowMsg::Park(reply) => return self.on_park(reply).await,
             // Only asks for a `Hibernate` (after this message).
             FlowMsg::Reconsider => return,
             _ => {}
         }
         self.epoch += 1;
         match msg {
-            FlowMsg::Hibernate { .. } | FlowMsg::Reconsider => {}
+            FlowMsg::Hibernate { .. } | FlowMsg::Park(_) | FlowMsg::Reconsider => {}
             FlowMsg::Control { event, reply } => {
                 let result = self.on_control(event).await;
                 let _ = reply.send(result);

@@ -115,6 +115,21 @@ impl RunHandle {
         .await
     }
 
+    /// At a shutdown: stops the run without an outcome if it may sleep now
+    /// (every unfinished stage waits durably, and the journal says so), so
+    /// that the next start resumes it asleep instead of the shutdown
+    /// waiting for a signal that may never come. Whether it stopped.
+    pub(crate) async fn park(&self) -> bool {
+        let Some(cell) = self.cell.upgrade() else {
+            return false;
+        };
+        let Route::Live(actor) = cell.route() else {
+            return false;
+        };
+        let (reply, parked) = oneshot::channel();
+        actor.send_message(FlowMsg::Park(reply)).is_ok() && parked.await.unwrap_or(false)
+    }
+
     /// Sends the flow the message `msg` builds around a reply and waits for
     /// the answer, waking the run first if it hibernates;
     /// [`HandleError::Finished`] (naming `event`) if the run has ended or

@@ -12,6 +12,9 @@ use crate::stage::{StageDone, StageEvent, StageState};
 
 /// Messages of a flow actor.
 pub(crate) enum FlowMsg {
+    /// A shutdown asks: stop now if the run may sleep (see
+    /// [`RunHandle::park`](super::RunHandle::park)); whether it did.
+    Park(oneshot::Sender<bool>),
     /// A control event from a [`RunHandle`](super::RunHandle).
     Control {
         /// The event.

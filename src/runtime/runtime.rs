@@ -544,8 +544,11 @@ impl Runtime {
     /// Ends gracefully: drains every live run (sources stop, in-flight
     /// items are worked off, outcomes recorded), commits what the journal
     /// holds, stops every actor and releases an SQLite journal to its next
-    /// owner (the handles left keep reading it). A run that does not finish draining
-    /// (a source blocked inside `produce`) keeps this waiting: see
+    /// owner (the handles left keep reading it). A run whose unfinished
+    /// stages all wait durably (a timer, a signal, a child run) is not
+    /// drained: it stops as it is, `Waiting` in the journal, and the next
+    /// start resumes it asleep. A run that does not finish draining (a
+    /// source blocked inside `produce`) keeps this waiting: see
     /// [`shutdown_within`](Self::shutdown_within).
     pub async fn shutdown(self) {
         self.end_runs(None).await;
@@ -588,6 +591,11 @@ impl Runtime {
             .unwrap_or_else(PoisonError::into_inner)
             .awake();
         for run in &runs {
+            // A run whose stages all wait durably stops as if asleep: its
+            // wait may outlast any shutdown.
+            if run.park().await {
+                continue;
+            }
             // A run that is cancelling, ending or hibernating rejects the
             // drain; it ends or sleeps anyway.
             let _ = run.send(ControlEvent::Drain).await;

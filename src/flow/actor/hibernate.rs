@@ -9,7 +9,7 @@
 //! pipes, which would be lost with its actor.
 
 use super::{FlowHost, FlowMsg};
-use crate::flow::cell::Sleep;
+use crate::flow::cell::{Route, Sleep};
 use crate::flow::machine::RunState;
 use crate::flow::waits::waits_for_stages;
 
@@ -53,6 +53,31 @@ impl FlowHost {
         }
     }
 
+    /// A shutdown: a run that may sleep now stops, stages first, with no
+    /// outcome and no [`Sleep`] for the runtime (which is going): the
+    /// journal has it `Waiting`, so the next start resumes it asleep.
+    /// Replies whether it stopped.
+    pub(super) async fn on_park(&mut self, reply: tokio::sync::oneshot::Sender<bool>) {
+        if self.sleep().is_none() {
+            let _ = reply.send(false);
+            return;
+        }
+        tracing::debug!(run_id = %self.ctx.run.id, "parked for the shutdown");
+        self.stop_stages().await;
+        self.ctx.cell.set_route(Route::Hibernated);
+        let _ = reply.send(true);
+        self.ctx.myself.stop(Some(HIBERNATED.to_owned()));
+    }
+
+    /// Stops every stage actor and waits until each is gone.
+    async fn stop_stages(&mut self) {
+        for stage in &mut self.ctx.stages {
+            if let Some(actor) = stage.detach() {
+                let _ = actor.kill_and_wait(None).await;
+            }
+        }
+    }
+
     /// Hibernates if nothing came since `epoch` and the run still may.
     pub(super) async fn on_hibernate(&mut self, epoch: u64) {
         self.hibernate_asked = false;
@@ -73,11 +98,7 @@ impl FlowHost {
             "hibernating");
         // The stages are gone before the runtime may wake the run, so its
         // steps never run twice at once.
-        for stage in &mut self.ctx.stages {
-            if let Some(actor) = stage.detach() {
-                let _ = actor.kill_and_wait(None).await;
-            }
-        }
+        self.stop_stages().await;
         host.hibernate(&self.ctx.cell, sleep);
         self.ctx.myself.stop(Some(HIBERNATED.to_owned()));
     }
