@@ -1,5 +1,5 @@
 //! Three runtime processes share one PostgreSQL journal and 1,000 runs of a
-//! checkpointing flow (each process starts a third). Once the second
+//! checkpointing flow of 300 items each (each process starts a third). Once the second
 //! process reports its runs are well under way, it is SIGKILLed. Checked:
 //! - every run finishes, with exactly one terminal event;
 //! - the killed process's runs are taken over by the others within the
@@ -36,7 +36,7 @@ const URL_ENV: &str = "TROUPE_PROCESSES_URL";
 const SCHEMA_ENV: &str = "TROUPE_PROCESSES_SCHEMA";
 const PROCESSES: usize = 3;
 const RUNS: usize = 1_000;
-const ITEMS: u64 = 1_000;
+const ITEMS: u64 = 300;
 const LEASE: Duration = Duration::from_secs(1);
 /// Items a child's sinks take before it says `under way`.
 const UNDER_WAY: u64 = 30_000;
