@@ -334,6 +334,13 @@ impl StageRuntime {
         self.wind_down = Some(tokio::spawn((self.abandon)()));
     }
 
+    /// Drops what still reaches a stage that completed before its input
+    /// ended, as an abandoned stage's input is, so its upstream never
+    /// waits on it.
+    pub(crate) fn wind_down_input(&mut self) {
+        self.wind_down = Some(tokio::spawn((self.abandon)()));
+    }
+
     /// Forgets the live actor (it exited, or is being killed for a restart).
     pub(crate) fn detach(&mut self) -> Option<ActorCell> {
         self.control = None;
