@@ -51,6 +51,7 @@ enum Cmd {
     Hold,
     Release,
     Fail,
+    Close,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -120,18 +121,23 @@ fn gate() -> StateMachine<Gate, Ev, Ctx, NoAction<Ctx>> {
     }
 }
 
-fn map(input: StageInput<u64, Cmd>) -> Option<Ev> {
-    Some(match input {
-        StageInput::Item(x) => Ev::Item(x),
-        StageInput::Event(Cmd::Hold) => Ev::Hold,
-        StageInput::Event(Cmd::Release) => Ev::Release,
-        StageInput::Event(Cmd::Fail) => Ev::Fail,
-        StageInput::End => Ev::End,
-    })
+/// Maps what reaches the gate to its events; the end of input closes it
+/// when `end` says, else only `Cmd::Close` does.
+fn map(end: bool) -> impl Fn(StageInput<u64, Cmd>) -> Option<Ev> + Send + Sync + 'static {
+    move |input| {
+        Some(match input {
+            StageInput::Item(x) => Ev::Item(x),
+            StageInput::Event(Cmd::Hold) => Ev::Hold,
+            StageInput::Event(Cmd::Release) => Ev::Release,
+            StageInput::Event(Cmd::Fail) => Ev::Fail,
+            StageInput::Event(Cmd::Close) => Ev::End,
+            StageInput::End => return end.then_some(Ev::End),
+        })
+    }
 }
 
-fn gate_stage(durable: bool) -> MachineStage<u64, Gate, Ev, Tally, NoAction<Ctx>, Cmd> {
-    let stage = MachineStage::new(gate, |_: &StageContext| Tally::default(), map)
+fn gate_stage(durable: bool, end: bool) -> MachineStage<u64, Gate, Ev, Tally, NoAction<Ctx>, Cmd> {
+    let stage = MachineStage::new(gate, |_: &StageContext| Tally::default(), map(end))
         .output(|_, tally: &Tally| json!(tally.seen));
     if durable { stage.durable() } else { stage }
 }
@@ -168,9 +174,10 @@ fn items(seen: &Seen) -> Vec<u64> {
     seen.lock().unwrap().iter().map(|s| s.0).collect()
 }
 
-/// `feed` (what the test sends) → `gate` (the machine, taking `Cmd`s) →
-/// `out`; returns the sender and what `out` saw.
-fn gate_flow(durable: bool) -> (FlowDefinition<u64>, mpsc::UnboundedSender<u64>, Seen) {
+/// `feed` (what the test sends) → `gate` (the machine, taking `Cmd`s; the
+/// end of input closes it when `end` says) → `out`; returns the sender and
+/// what `out` saw.
+fn gate_flow(durable: bool, end: bool) -> (FlowDefinition<u64>, mpsc::UnboundedSender<u64>, Seen) {
     let (tx, rx) = mpsc::unbounded_channel();
     let rx = Arc::new(Mutex::new(Some(rx)));
     let seen = Seen::default();
@@ -180,7 +187,7 @@ fn gate_flow(durable: bool) -> (FlowDefinition<u64>, mpsc::UnboundedSender<u64>,
             Feed(rx.lock().unwrap().take().expect("the feed starts once"))
         })
         .with_events::<Cmd>(EventPolicy::default())
-        .machine_stage("gate", gate_stage(durable))
+        .machine_stage("gate", gate_stage(durable, end))
         .sink("out", move |_| Out(s.clone()))
         .pipeline(["feed", "gate", "out"])
         .checkpoints(Checkpoints::off())
@@ -214,7 +221,7 @@ async fn journaled_states(store: &dyn Store, run: uuid::Uuid) -> Vec<String> {
 #[tokio::test(start_paused = true)]
 async fn items_events_a_timeout_and_the_end_of_input_drive_the_machine() {
     let runtime = memory_runtime().await;
-    let (flow, tx, seen) = gate_flow(false);
+    let (flow, tx, seen) = gate_flow(false, true);
     runtime.register(flow).await.unwrap();
     let run = runtime.start("gated").await.unwrap();
     tx.send(1).unwrap();
@@ -332,10 +339,32 @@ async fn a_failing_handler_is_retried_then_dead_lettered() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn after_its_input_ended_a_machine_takes_timeouts_and_events_until_a_terminal_state() {
+    let runtime = memory_runtime().await;
+    let (flow, tx, seen) = gate_flow(false, false);
+    runtime.register(flow).await.unwrap();
+    let run = runtime.start("gated").await.unwrap();
+    tx.send(1).unwrap();
+    tell(&run, Cmd::Hold).await;
+    tx.send(2).unwrap();
+    drop(tx);
+    settle().await;
+    assert_eq!(items(&seen), [10]);
+    // The input ended; the hold still times out.
+    tokio::time::sleep(HOLD_FOR).await;
+    assert_eq!(items(&seen), [10, 20, TIMED_OUT]);
+    assert!(run.outcome().is_none(), "not in a terminal state yet");
+    tell(&run, Cmd::Close).await;
+    let outcome = run.wait().await.unwrap();
+    assert_eq!(outcome.status, RunStatus::Finished, "{outcome:?}");
+    assert_eq!(result(&outcome), json!({"state": "Done", "output": 2}));
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_restarted_stage_resumes_a_durable_machine_and_restarts_another() {
     for durable in [true, false] {
         let runtime = memory_runtime().await;
-        let (flow, tx, seen) = gate_flow(durable);
+        let (flow, tx, seen) = gate_flow(durable, true);
         runtime.register(flow).await.unwrap();
         let run = runtime.start("gated").await.unwrap();
         tx.send(1).unwrap();
@@ -368,7 +397,7 @@ async fn a_restarted_stage_resumes_a_durable_machine_and_restarts_another() {
 #[tokio::test(start_paused = true)]
 async fn a_durable_machine_resumes_in_its_state_after_a_crash_with_its_timer_rearmed() {
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-    let (flow, tx, _) = gate_flow(true);
+    let (flow, tx, _) = gate_flow(true, true);
     let first = Runtime::builder()
         .store(store.clone())
         .register(flow)
@@ -385,7 +414,7 @@ async fn a_durable_machine_resumes_in_its_state_after_a_crash_with_its_timer_rea
     drop(first);
     settle().await;
 
-    let (flow, tx, seen) = gate_flow(true);
+    let (flow, tx, seen) = gate_flow(true, true);
     let second = Runtime::builder()
         .store(store.clone())
         .register(flow)
@@ -419,7 +448,7 @@ async fn a_durable_machine_resumes_in_its_state_after_a_crash_with_its_timer_rea
 
 #[test]
 fn the_machine_goes_into_the_fingerprint() {
-    let (with_machine, _, _) = gate_flow(false);
+    let (with_machine, _, _) = gate_flow(false, true);
     let gate_stage = &with_machine.shape().stages[1];
     assert_eq!(gate_stage.name, "gate");
     assert_eq!(gate_stage.machine, Some(gate().table().digest()));

@@ -159,9 +159,11 @@ fn decode<S: DeserializeOwned, C: DeserializeOwned>(
 /// ([`StageInput::End`]); `None` ignores it. The machine's own `timeout`
 /// clauses fire while the stage waits for input. Actions emit items
 /// downstream ([`MachineContext::emit`]); the stage completes when the
-/// machine reaches a terminal state (`terminal:` in the `fsm!` header), an
-/// action calls [`MachineContext::complete`], or, after the end of its
-/// input, in any state. Its completion records `{"state": <variant>,
+/// machine reaches a terminal state (`terminal:` in the `fsm!` header) or
+/// an action calls [`MachineContext::complete`]. After the end of its input
+/// a machine that declares terminal states goes on taking its timeouts and
+/// user events until it reaches one (a workflow waiting for an approval);
+/// one that declares none completes then. Its completion records `{"state": <variant>,
 /// "output": <output>}` under `result` ([`output`](Self::output), default
 /// `null`); items that reach a completed machine are dropped, and so is the
 /// rest of its input.

@@ -157,9 +157,15 @@ where
         Ok(())
     }
 
+    /// Whether the stage's work is over: the machine is done, or its input
+    /// ended and it declares no terminal state to wait for.
+    fn over(&self) -> bool {
+        self.finished() || (self.ended && self.machine.table().terminals.is_empty())
+    }
+
     /// Ends a unit of work: journals the state if it changed, then sends
-    /// what the machine emitted downstream; `Some(Ended)` once the machine
-    /// is done or its input ended.
+    /// what the machine emitted downstream; `Some(Ended)` once the work is
+    /// [`over`](Self::over).
     async fn settle(&mut self, ports: &mut Ports<T>) -> Result<Option<Stepped>, BoxError>
     where
         T: Clone,
@@ -167,7 +173,7 @@ where
         ports.outbox.extend(self.ctx.out.drain(..));
         self.persist().await?;
         ports.send_outbox().await?;
-        Ok((self.ended || self.finished()).then_some(Stepped::Ended))
+        Ok(self.over().then_some(Stepped::Ended))
     }
 }
 
@@ -222,14 +228,20 @@ where
             return Ok(done);
         }
         let doorbell = &retries.bells.control;
-        // A due deadline fires before more input: it came first.
-        let input = match self.machine.deadline() {
-            Some(deadline) => tokio::select! {
-                biased;
-                () = tokio::time::sleep_until(deadline) => None,
-                input = ports.next_input(doorbell) => Some(input),
-            },
-            None => Some(ports.next_input(doorbell).await),
+        let deadline = async {
+            match self.machine.deadline() {
+                Some(deadline) => tokio::time::sleep_until(deadline).await,
+                None => std::future::pending().await,
+            }
+        };
+        // A due deadline fires before more input: it came first. Once the
+        // input ended, only the timer and events (the doorbell rings with
+        // each) can move the machine to a terminal state.
+        let input = tokio::select! {
+            biased;
+            () = deadline => None,
+            () = doorbell.notified(), if self.ended => Some(Input::Interrupted),
+            input = ports.next_input(doorbell), if !self.ended => Some(input),
         };
         match input {
             None => self.fire_timeout().await?,
@@ -240,6 +252,7 @@ where
             }
             Some(Input::Ended) => {
                 self.ended = true;
+                tracing::debug!(stage = %self.ctx.stage().stage(), "machine stage: input ended");
                 self.feed_input(StageInput::End).await?;
             }
             Some(Input::Interrupted) => return Ok(Stepped::Interrupted),
