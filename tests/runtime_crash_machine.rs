@@ -21,15 +21,15 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use child::{Running, say};
+use child::{Running, completed_output, say};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::json;
 use troupe::checkpoint::Checkpoints;
 use troupe::flow::{FlowDefinition, RunOptions};
 use troupe::fsm::{
     EventVariant, HandlerFuture, NoAction, StateMachine, StateVariant, Transition, fsm,
 };
-use troupe::records::{EventKind, RunStatus, TerminalEvent};
+use troupe::records::RunStatus;
 use troupe::runtime::Runtime;
 use troupe::stage::{
     EventPolicy, MachineContext, MachineStage, PipeConfig, StageContext, StageInput, sink_fn,
@@ -326,18 +326,7 @@ fn parent() {
         let record = store.get_run(id).await.expect("get").expect("run");
         assert_eq!(record.status, RunStatus::Finished);
         let log = store.replay(id).await.expect("replay");
-        let terminals: Vec<_> = log
-            .iter()
-            .filter_map(|e| match &e.kind {
-                EventKind::Terminal(t) => Some(t.clone()),
-                _ => None,
-            })
-            .collect();
-        assert_eq!(terminals.len(), 1);
-        let TerminalEvent::RunCompleted { structured_output } = &terminals[0] else {
-            panic!("not completed: {terminals:?}");
-        };
-        let output = structured_output.clone().unwrap_or(Value::Null);
+        let output = completed_output(&log);
         let result = &output["steps"]["meter"]["result"];
         assert_eq!(result["state"], "Done", "{output}");
         let seen = waiting.split(' ').nth(1).expect("seen");
