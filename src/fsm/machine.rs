@@ -158,27 +158,6 @@ where
     /// (`None`: armed anew from now). A state without a `timeout` clause
     /// has no timer, whatever `deadline` says; a deadline in the past
     /// fires at the host's next look ([`is_timed_out`](Self::is_timed_out)).
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// use troupe::fsm::{fsm, EventVariant, NoAction, StateMachine, StateVariant, Transition};
-    ///
-    /// #[derive(Debug, PartialEq, StateVariant)]
-    /// enum Job { Queued, Running }
-    /// #[derive(Debug, EventVariant)]
-    /// enum Ev { Go }
-    ///
-    /// let mut job: StateMachine<Job, Ev, (), NoAction<()>> = fsm! {
-    ///     state: Job; event: Ev; context: (); initial: Job::Queued;
-    ///     state Job::Queued { on Ev::Go => [Job::Running] sync |_, _, _| Transition::to(Job::Running); }
-    ///     state Job::Running { timeout Duration::from_secs(60); }
-    /// };
-    /// # tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap().block_on(async {
-    /// let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    /// job.resume(Job::Running, Some(deadline));
-    /// assert_eq!((job.state(), job.deadline()), (&Job::Running, Some(deadline)));
-    /// # });
-    /// ```
     pub fn resume(&mut self, state: S, deadline: Option<Instant>) {
         self.state = state;
         self.entered = true;

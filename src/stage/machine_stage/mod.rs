@@ -185,6 +185,24 @@ fn decode<S: DeserializeOwned, C: DeserializeOwned>(
 /// context is not serializable) starts from its initial state, with a fresh
 /// context, at every start of the stage.
 ///
+/// What that means in practice:
+/// * what the context gains while the variant stays (a count per item) is
+///   journaled with the next change of variant only, so a crash rolls it
+///   back to the last change; fields it skips (`#[serde(skip)]`) resume as
+///   their defaults;
+/// * a run resumed from a checkpoint starts the machine from the
+///   checkpoint's snapshot of it, not from the later journaled state, so
+///   that the replayed items are not counted twice;
+/// * each journaled state is a memo of the stage (`@machine/<n>`): a
+///   machine that changes variant on every batch journals once per batch,
+///   and its memos grow with the run;
+/// * its journal write comes before what the batch emitted is sent on, so
+///   downstream never sees items of a state a crash could forget.
+///
+/// A drained machine stage (a `Drain` control event) finishes its input
+/// and then, like any machine stage, waits for a terminal state; flow-wide
+/// `Signal`s do not reach the machine (send it user events).
+///
 /// ```
 /// use serde::{Deserialize, Serialize};
 /// use troupe::prelude::*;
@@ -331,5 +349,38 @@ impl<T, S, E, C, A, Ev> std::fmt::Debug for MachineStage<T, S, E, C, A, Ev> {
             .field("durable", &self.codec.is_some())
             .field("sink", &self.sink)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stage::context::tests::ctx;
+    use serde_json::json;
+
+    #[tokio::test]
+    async fn a_machine_context_emits_completes_and_reaches_the_user_context() {
+        let stage = ctx(Value::Null).await;
+        let mut machine_ctx = MachineContext::<u64, Vec<&str>>::new(Vec::new(), stage);
+        machine_ctx.push("deref");
+        machine_ctx.emit(1);
+        machine_ctx.emit(2);
+        assert_eq!(machine_ctx.out, [1, 2]);
+        assert!(!machine_ctx.completing);
+        machine_ctx.complete();
+        assert!(machine_ctx.completing);
+        assert_eq!(machine_ctx.user(), &["deref"]);
+        assert_eq!(machine_ctx.stage().stage(), "charge");
+        let debug = format!("{machine_ctx:?}");
+        assert!(debug.contains("emitted: 2"), "{debug}");
+    }
+
+    #[test]
+    fn a_codec_round_trips_state_and_context() {
+        let (state, context) = encode(&"Open", &7_u32).unwrap();
+        assert_eq!((state.clone(), context.clone()), (json!("Open"), json!(7)));
+        let decoded: (String, u32) = decode(state, context).unwrap();
+        assert_eq!(decoded, ("Open".to_owned(), 7));
+        assert!(decode::<String, u32>(json!(1), json!("x")).is_err());
     }
 }
