@@ -446,6 +446,52 @@ async fn a_durable_machine_resumes_in_its_state_after_a_crash_with_its_timer_rea
     );
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_run_resumed_after_its_machine_completed_early_drops_what_its_upstream_sends() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let (flow, tx, seen) = gate_flow(false, true);
+    let first = Runtime::builder()
+        .store(store.clone())
+        .register(flow)
+        .unwrap()
+        .start()
+        .await
+        .unwrap();
+    let run = first.start("gated").await.unwrap();
+    tx.send(1).unwrap();
+    tx.send(STOP).unwrap();
+    tx.send(2).unwrap();
+    settle().await;
+    assert_eq!(items(&seen), [10]);
+    let recorded = store.list_step_outputs(run.run_id()).await.unwrap();
+    let mut completed: Vec<_> = recorded.iter().map(|o| o.step_id.as_str()).collect();
+    completed.sort_unstable();
+    assert_eq!(completed, ["gate", "out"], "the feed still runs");
+    // The process dies before the feed ends; the resumed feed runs again
+    // into the completed machine, which drops what it sends.
+    drop(first);
+    settle().await;
+    let (flow, tx, _) = gate_flow(false, true);
+    let second = Runtime::builder()
+        .store(store.clone())
+        .register(flow)
+        .unwrap()
+        .start()
+        .await
+        .unwrap();
+    let resumed = second.resumed()[0].clone();
+    for x in 1..=100 {
+        tx.send(x).unwrap();
+    }
+    drop(tx);
+    let outcome = tokio::time::timeout(Duration::from_secs(60), resumed.wait())
+        .await
+        .expect("the feed is not held up by the completed machine")
+        .unwrap();
+    assert_eq!(outcome.status, RunStatus::Finished, "{outcome:?}");
+    assert_eq!(result(&outcome)["state"], "Done");
+}
+
 #[test]
 fn the_machine_goes_into_the_fingerprint() {
     let (with_machine, _, _) = gate_flow(false, true);

@@ -94,7 +94,8 @@ impl Drop for StageRuntime {
 
 impl StageRuntime {
     pub(crate) fn new(planned: PlannedStage) -> Self {
-        StageRuntime {
+        let input_left = planned.input_left;
+        let mut stage = StageRuntime {
             completed: planned.recorded.is_some(),
             name: planned.name,
             kind: planned.kind,
@@ -122,7 +123,11 @@ impl StageRuntime {
             inbox_swept: false,
             upstream: planned.upstream,
             counters: planned.counters,
+        };
+        if input_left {
+            stage.wind_down_input();
         }
+        stage
     }
 
     /// Queues `event` for the stage and wakes it if it waits for input (or,
