@@ -200,8 +200,9 @@ fn decode<S: DeserializeOwned, C: DeserializeOwned>(
 ///   downstream never sees items of a state a crash could forget.
 ///
 /// A drained machine stage (a `Drain` control event) finishes its input
-/// and then, like any machine stage, waits for a terminal state; flow-wide
-/// `Signal`s do not reach the machine (send it user events).
+/// and then, like any machine stage, waits for a terminal state; a paused
+/// one fires a timeout that came due meanwhile once it is resumed;
+/// flow-wide `Signal`s do not reach the machine (send it user events).
 ///
 /// ```
 /// use serde::{Deserialize, Serialize};
