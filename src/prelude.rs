@@ -32,14 +32,15 @@ pub use crate::flow::{
     RunState, Supervision,
 };
 pub use crate::fsm::{
-    EventVariant, FsmAction, FsmContext, FsmError, StateMachine, StateVariant, Transition, fsm,
+    EventVariant, FsmAction, FsmContext, FsmError, NoAction, StateMachine, StateVariant,
+    Transition, fsm,
 };
 pub use crate::progress::{ProgressWatch, RunProgress, StageProgress, StageStatus};
 pub use crate::records::{DeadLetter, RunStatus};
 pub use crate::runtime::{Runtime, RuntimeError};
 pub use crate::stage::{
-    ChildError, ChildRun, Emitter, EventPolicy, MemoError, OnEvent, ParentClose, PermanentError,
-    Produced, Sink, Source, StageContext, Step, StepInputs, Transform, sink_fn, source_iter,
-    step_fn, transform_fn, transform_fsm,
+    ChildError, ChildRun, Emitter, EventPolicy, MachineContext, MachineStage, MemoError, OnEvent,
+    ParentClose, PermanentError, Produced, Sink, Source, StageContext, StageInput, Step,
+    StepInputs, Transform, sink_fn, source_iter, step_fn, transform_fn, transform_fsm,
 };
 pub use crate::supervise::BoxError;

@@ -386,3 +386,26 @@ async fn handle_timeout_now_leaves_an_async_timeout_handler_to_handle_timeout() 
         }))
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn resume_puts_the_machine_in_a_state_without_hooks_and_keeps_a_given_deadline() {
+    let mut m = mixed();
+    let mut log = Log::default();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    m.resume(S::Busy { jobs: 1 }, Some(deadline));
+    assert_eq!(
+        (m.state(), m.deadline()),
+        (&S::Busy { jobs: 1 }, Some(deadline))
+    );
+    // Neither the initial state's nor Busy's entry hook runs, then or later.
+    assert!(m.enter(&mut log).is_empty());
+    m.handle(E::Work, &mut log).await.unwrap();
+    assert_eq!(log.ran, ["work 1"]);
+    // Without a deadline the state's timer is armed anew; a state without
+    // a timeout has none, whatever it is given.
+    m.resume(S::Busy { jobs: 0 }, None);
+    let armed = tokio::time::Instant::now() + Duration::from_secs(5);
+    assert_eq!(m.deadline(), Some(armed));
+    m.resume(S::Idle, Some(deadline));
+    assert_eq!(m.deadline(), None);
+}

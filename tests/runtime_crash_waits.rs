@@ -21,10 +21,10 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use child::{Running, say};
-use serde_json::{Value, json};
+use child::{Running, completed_output, say};
+use serde_json::json;
 use troupe::flow::{FlowDefinition, RunOptions};
-use troupe::records::{EventKind, RunStatus, TerminalEvent};
+use troupe::records::RunStatus;
 use troupe::runtime::Runtime;
 use troupe::stage::{StageContext, step_fn};
 use troupe::store::{SqliteStore, Store};
@@ -209,18 +209,7 @@ fn parent() {
         let record = store.get_run(run_id).await.expect("get").expect("run");
         assert_eq!(record.status, RunStatus::Finished);
         let log = store.replay(run_id).await.expect("replay");
-        let terminals: Vec<_> = log
-            .iter()
-            .filter_map(|e| match &e.kind {
-                EventKind::Terminal(t) => Some(t.clone()),
-                _ => None,
-            })
-            .collect();
-        assert_eq!(terminals.len(), 1);
-        let TerminalEvent::RunCompleted { structured_output } = &terminals[0] else {
-            panic!("not completed: {terminals:?}");
-        };
-        let output = structured_output.clone().unwrap_or(Value::Null);
+        let output = completed_output(&log);
         assert_eq!(output["steps"]["decide"]["answer"]["by"], "ada", "{output}");
         assert_eq!(output["steps"]["request"], "ticket-1");
         let taken = log

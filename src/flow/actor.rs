@@ -165,6 +165,9 @@ impl FlowHost {
             Ok(recorded) => {
                 let _ = done.ack.send(Ok(recorded));
                 if recorded {
+                    if done.input_left {
+                        self.ctx.stages[done.stage].wind_down_input();
+                    }
                     // The stage's own settlements came before its report.
                     self.ctx.sweep_inbox().await;
                     self.feed_internal(FlowEvent::StageCompleted).await;

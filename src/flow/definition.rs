@@ -32,6 +32,7 @@ pub const DEFAULT_CANCEL_GRACE: Duration = Duration::from_secs(5);
 
 mod dead_letters;
 mod error;
+mod machines;
 mod plan;
 mod versioned;
 pub use dead_letters::DeadLetterPolicy;

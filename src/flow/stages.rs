@@ -94,7 +94,8 @@ impl Drop for StageRuntime {
 
 impl StageRuntime {
     pub(crate) fn new(planned: PlannedStage) -> Self {
-        StageRuntime {
+        let input_left = planned.input_left;
+        let mut stage = StageRuntime {
             completed: planned.recorded.is_some(),
             name: planned.name,
             kind: planned.kind,
@@ -122,7 +123,11 @@ impl StageRuntime {
             inbox_swept: false,
             upstream: planned.upstream,
             counters: planned.counters,
+        };
+        if input_left {
+            stage.wind_down_input();
         }
+        stage
     }
 
     /// Queues `event` for the stage and wakes it if it waits for input (or,
@@ -331,6 +336,13 @@ impl StageRuntime {
         tracing::warn!(stage = %self.name, %reason, "stage abandoned; the run carries on without it");
         self.abandoned = Some(reason);
         self.counters.set_status(StageStatus::Abandoned);
+        self.wind_down = Some(tokio::spawn((self.abandon)()));
+    }
+
+    /// Drops what still reaches a stage that completed before its input
+    /// ended, as an abandoned stage's input is, so its upstream never
+    /// waits on it.
+    pub(crate) fn wind_down_input(&mut self) {
         self.wind_down = Some(tokio::spawn((self.abandon)()));
     }
 

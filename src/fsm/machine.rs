@@ -152,6 +152,23 @@ where
         }
     }
 
+    /// Puts the machine in `state`, as a host resuming it from a journal
+    /// does: no hook runs (the initial state's `on_entry` ran when the
+    /// machine first started), and the state's timer is set to `deadline`
+    /// (`None`: armed anew from now). A state without a `timeout` clause
+    /// has no timer, whatever `deadline` says; a deadline in the past
+    /// fires at the host's next look ([`is_timed_out`](Self::is_timed_out)).
+    pub fn resume(&mut self, state: S, deadline: Option<Instant>) {
+        self.state = state;
+        self.entered = true;
+        self.pending_entry.clear();
+        self.update_settles_plainly();
+        self.arm_timer();
+        if self.deadline.is_some() && deadline.is_some() {
+            self.deadline = deadline;
+        }
+    }
+
     fn arm_timer(&mut self) {
         self.deadline = self
             .behavior

@@ -280,6 +280,23 @@ impl StageContext {
         Ok(memos.as_ref().and_then(|m| m.get(name).cloned()))
     }
 
+    /// The journaled memo whose name, starting with `prefix`, sorts last
+    /// (its name and result), reading the stage's memos from the journal
+    /// the first time.
+    pub(super) async fn latest_memo(
+        &self,
+        prefix: &str,
+    ) -> Result<Option<(String, Result<Value, String>)>, MemoError> {
+        self.recorded(prefix).await?;
+        let memos = self.memos.lock().await;
+        let latest = memos
+            .iter()
+            .flatten()
+            .filter(|(name, _)| name.starts_with(prefix))
+            .max_by(|a, b| a.0.cmp(b.0));
+        Ok(latest.map(|(name, result)| (name.clone(), result.clone())))
+    }
+
     fn decode<T: DeserializeOwned>(
         &self,
         name: &str,

@@ -21,7 +21,10 @@
 //! happens next. Items are handed over without per-item allocation: a source
 //! fills an [`Emitter`] a batch at a time, a transform pushes zero or more
 //! items per input into one, a sink takes items by value. A transform can
-//! also drive an `fsm!` machine per item ([`transform_fsm`]).
+//! also drive an `fsm!` machine per item ([`transform_fsm`]), and a whole
+//! stage can be the user's own `fsm!` machine ([`MachineStage`]): items,
+//! user events, the end of input and its timeouts are its events, and a
+//! durable one resumes in its journaled state after a crash.
 //!
 //! A stage may also take typed user events: its logic implements
 //! [`OnEvent<Ev>`] and its [`EventPolicy`] says, per state, when it takes
@@ -61,6 +64,7 @@ pub(crate) mod inlet;
 mod kind;
 mod logic;
 mod machine;
+mod machine_stage;
 mod memo;
 pub(crate) mod pipe;
 pub(crate) mod ports;
@@ -87,6 +91,8 @@ pub use logic::{
     StepInputs, Transform, sink_fn, source_iter, step_fn, transform_fn,
 };
 pub use machine::{StageEvent, StageSignal, StageState};
+pub(crate) use machine_stage::AsMachine;
+pub use machine_stage::{MachineContext, MachineStage, MachineStageError, StageInput};
 pub use memo::MemoError;
 pub use pipe::{MAX_BATCH_SIZE, MAX_PIPE_CAPACITY, PipeConfig};
 pub use ports::DownstreamGone;

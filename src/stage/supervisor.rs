@@ -34,6 +34,9 @@ pub(crate) struct StageDone {
     pub generation: u64,
     /// The output to record.
     pub output: Value,
+    /// Whether it completed before its input ended (the rest of the input
+    /// is then dropped, as an abandoned stage's is).
+    pub input_left: bool,
     /// `Ok(true)` once recorded, `Ok(false)` if the flow refused (cancelled),
     /// `Err` if recording failed.
     pub ack: oneshot::Sender<Result<bool, String>>,
@@ -108,6 +111,8 @@ pub(crate) struct StageSupervisor<T: Clone + Send + 'static, W: Work<T>> {
     held: Option<HeldEvents<W::Event>>,
     /// Set when `Completed` is dispatched: what `write_completion_event` reports.
     final_output: Option<Value>,
+    /// Set with it: whether the stage completed before its input ended.
+    input_left: bool,
     _work: PhantomData<fn() -> W>,
 }
 
@@ -125,6 +130,7 @@ impl<T: Clone + Send + 'static, W: Work<T>> StageSupervisor<T, W> {
             events,
             held: None,
             final_output: None,
+            input_left: false,
             _work: PhantomData,
         }
     }
@@ -396,6 +402,7 @@ impl<T: Clone + Send + 'static, W: Work<T>> Supervised for StageSupervisor<T, W>
             StageState::Completed => {
                 // Its queue was closed, and emptied, as it drained.
                 self.final_output = ctx.output.take();
+                self.input_left = ctx.work.ends_before_input();
                 Ok(EventLoopDirective::Terminate)
             }
             StageState::Cancelled => {
@@ -419,6 +426,7 @@ impl<T: Clone + Send + 'static, W: Work<T>> Supervised for StageSupervisor<T, W>
             stage: self.identity.index,
             generation: self.identity.generation,
             output: output.clone(),
+            input_left: self.input_left,
             ack,
         };
         let gone = || CompletionError::FlowGone {

@@ -98,6 +98,12 @@ pub(crate) trait Work<T: Clone + Send + 'static>: Send + 'static {
     fn commit(&mut self, _id: u64) -> impl Future<Output = Result<(), BoxError>> + Send {
         async { Ok(()) }
     }
+
+    /// Whether the logic completed before its input ended (a machine
+    /// stage in a terminal state): the rest of its input is then dropped.
+    fn ends_before_input(&self) -> bool {
+        false
+    }
 }
 
 /// The recorded output of a completed stage: a step's result as it is; for
@@ -149,7 +155,7 @@ where
 
 /// One attempt at one item: a transform's `process` or a sink's `consume`,
 /// each asked first for its synchronous form.
-trait Attempt<T>: Send {
+pub(crate) trait Attempt<T>: Send {
     fn attempt_now(&mut self, item: T, out: &mut Emitter<T>) -> Attempted<T>;
 
     fn attempt(
@@ -163,7 +169,7 @@ trait Attempt<T>: Send {
 /// attempt at it succeeds: after a failure the item and the rest of the
 /// batch are still there for the retry or the restarted stage. `Some` when
 /// a cancel or drain cut a backoff wait short.
-async fn work_off_received<T, A>(
+pub(crate) async fn work_off_received<T, A>(
     logic: &mut A,
     ports: &mut Ports<T>,
     retries: &Retries<'_>,

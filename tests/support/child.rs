@@ -122,3 +122,21 @@ impl Running {
         self.read
     }
 }
+
+/// The structured output of the one terminal event in a run's `log`, which
+/// must say it completed.
+pub fn completed_output(log: &[troupe::records::RunEvent]) -> serde_json::Value {
+    use troupe::records::{EventKind, TerminalEvent};
+    let terminals: Vec<_> = log
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::Terminal(t) => Some(t.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(terminals.len(), 1, "one terminal event: {terminals:?}");
+    let TerminalEvent::RunCompleted { structured_output } = &terminals[0] else {
+        panic!("not completed: {terminals:?}");
+    };
+    structured_output.clone().unwrap_or_default()
+}

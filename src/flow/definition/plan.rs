@@ -43,6 +43,9 @@ pub(crate) struct PlannedStage {
     pub(crate) abandon: Abandon,
     /// The output recorded before a restart, if the stage completed then.
     pub(crate) recorded: Option<Value>,
+    /// Whether it completed before its input ended (a machine stage in a
+    /// terminal state) and an upstream runs again: its input is dropped.
+    pub(crate) input_left: bool,
     /// Stages feeding this one (for a step: the steps it waits for).
     pub(crate) upstream: Vec<usize>,
     /// Its live counters, kept by the run's cell.
@@ -134,9 +137,25 @@ impl FlowPlan {
                 }
             }
         }
-        for ((stage, done), covered) in self.stages.iter_mut().zip(done).zip(&covered) {
+        // A stage that completed before its input ended (a machine stage)
+        // keeps its ports while an upstream runs again, which the flow
+        // drops what reaches it through, rather than failing that upstream.
+        let input_left: Vec<bool> = (self.stages.iter().enumerate())
+            .map(|(i, s)| done[i] && s.upstream.iter().any(|&p| !done[p]))
+            .collect();
+        let stages = self
+            .stages
+            .iter_mut()
+            .zip(done)
+            .zip(&covered)
+            .zip(input_left);
+        for (((stage, done), covered), input_left) in stages {
             if done {
-                (stage.retire)();
+                if input_left {
+                    stage.input_left = true;
+                } else {
+                    (stage.retire)();
+                }
                 stage.recorded = recorded(&stage.name).map(|o| o.output.clone());
             } else if let (Some(part), Some(checkpoint)) = (covered, checkpoint) {
                 (stage.resume_at)(checkpoint.id, part);
@@ -315,6 +334,7 @@ impl<T: Clone + Send + 'static> ErasedDefinition for FlowDefinition<T> {
                     resume_at: Box::new(move |id, part| resumed.update(|p| p.resume_at(id, part))),
                     abandon: Box::new(move || Box::pin(wind_down(abandoned.clone()))),
                     recorded: None,
+                    input_left: false,
                     upstream: upstream.clone(),
                     counters,
                 }

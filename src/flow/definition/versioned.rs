@@ -67,7 +67,8 @@ impl<T: Clone + Send + 'static> FlowBuilder<T> {
     /// e.g. [`StateMachine::table`](crate::fsm::StateMachine::table)), so
     /// that the fingerprint changes when the machine does: a run journaled
     /// in a state the new machine lacks is not resumed blindly. `build`
-    /// refuses an unknown stage. The last call for a stage wins.
+    /// refuses an unknown stage. The last call for a stage wins. A machine
+    /// stage ([`machine_stage`](Self::machine_stage)) declares its own.
     pub fn machine(mut self, name: impl Into<String>, table: &'static FsmTable) -> Self {
         let name = name.into();
         self.machines.retain(|(stage, _)| *stage != name);
