@@ -21,7 +21,7 @@ use crate::checkpoint::link::Note;
 use crate::journal::JournalHandle;
 use crate::progress::StageStatus;
 use crate::records::{DeadLetter, Run, RunStatus};
-use crate::runs::{TerminalTarget, structured_output};
+use crate::runs::{RunError, TerminalTarget, structured_output};
 use crate::stage::child::{RunLauncher, close_children};
 use crate::stage::dead_letter::StageDeadLetter;
 use crate::stage::events::EventPort;
@@ -422,6 +422,7 @@ impl FlowCtx {
                 self.terminate(target).await?;
             }
             FlowAction::Cancelled => self.terminate(TerminalTarget::Cancelled).await?,
+            FlowAction::ContinueAsNew(input) => self.continue_as_new(input.clone()).await?,
         }
         Ok(())
     }
@@ -498,6 +499,7 @@ impl FlowCtx {
                 structured_output,
                 reason: None,
                 recorded: true,
+                next_run_id: None,
             },
             TerminalTarget::Failed { reason } => RunOutcome {
                 run_id: self.run.id,
@@ -505,6 +507,7 @@ impl FlowCtx {
                 structured_output: None,
                 reason: Some(reason),
                 recorded: true,
+                next_run_id: None,
             },
             TerminalTarget::Cancelled => RunOutcome {
                 run_id: self.run.id,
@@ -512,6 +515,7 @@ impl FlowCtx {
                 structured_output: None,
                 reason: self.cancel_reason.clone(),
                 recorded: true,
+                next_run_id: None,
             },
         };
         if let Err(RecordError::Control(crate::runs::RunError::AlreadyTerminal {
@@ -532,6 +536,74 @@ impl FlowCtx {
             ));
             recorded = Ok(());
         }
+        self.conclude(outcome, recorded)
+    }
+
+    /// Ends the run by continuing it as a new run with `input` (one atomic
+    /// write through the runtime, which starts the new run; see
+    /// [`RunManager::continue_as_new`](crate::runs::RunManager::continue_as_new)),
+    /// then publishes and stops as [`terminate`](Self::terminate) does. A
+    /// cancel requested through the control plane wins (the run ends
+    /// cancelled); a run found ended already (an earlier attempt's write
+    /// was durable) publishes what the journal holds.
+    async fn continue_as_new(&mut self, input: Value) -> Result<(), RecordError> {
+        let run_id = self.run.id;
+        let written = match self.cell.host() {
+            Some(host) => {
+                let flow = self.run.controller_id.clone();
+                host.continue_as_new(run_id, flow, input).await
+            }
+            None => {
+                let manager = crate::runs::RunManager::new(Arc::new(self.journal.clone()));
+                manager.continue_as_new(run_id, input).await
+            }
+        };
+        let mut outcome = RunOutcome {
+            run_id,
+            status: RunStatus::ContinuedAsNew,
+            structured_output: None,
+            reason: None,
+            recorded: true,
+            next_run_id: None,
+        };
+        let recorded = match written {
+            Ok(next) => {
+                self.run.status = RunStatus::ContinuedAsNew;
+                outcome.next_run_id = Some(next.id);
+                Ok(())
+            }
+            Err(RunError::CancelPending { .. }) => {
+                tracing::info!(
+                    "cancel requested through the control plane; recording RunCancelled"
+                );
+                self.cancel_reason
+                    .get_or_insert_with(|| CONTROL_PLANE_CANCEL_REASON.to_owned());
+                return self.terminate(TerminalTarget::Cancelled).await;
+            }
+            Err(RunError::AlreadyTerminal { status, .. }) => {
+                match record::recorded_outcome(&self.journal, run_id, status).await {
+                    Ok(found) => {
+                        self.run.status = status;
+                        outcome = found;
+                        Ok(())
+                    }
+                    Err(error) => Err(error),
+                }
+            }
+            Err(error) => Err(error.into()),
+        };
+        self.conclude(outcome, recorded)
+    }
+
+    /// Publishes `outcome` (saying so if `recorded` failed), applies the
+    /// parent-close policy to the children of a run that did not finish,
+    /// and stops the flow; a run whose lease was lost is handed over
+    /// instead. Returns `recorded`.
+    fn conclude(
+        &mut self,
+        mut outcome: RunOutcome,
+        recorded: Result<(), RecordError>,
+    ) -> Result<(), RecordError> {
         if let Err(error) = &recorded
             && error.is_lease_lost()
         {
@@ -563,7 +635,10 @@ impl FlowCtx {
         metrics::counter!(crate::metrics::RUNS_ENDED, "flow" => self.run.controller_id.clone(),
             "status" => outcome.status.as_str())
         .increment(1);
-        if matches!(outcome.status, RunStatus::Failed | RunStatus::Cancelled) {
+        if matches!(
+            outcome.status,
+            RunStatus::Failed | RunStatus::Cancelled | RunStatus::ContinuedAsNew
+        ) {
             // Its children that have not ended follow their parent-close
             // policy, apart from the flow, which is stopping.
             let run = self.run_context.clone();

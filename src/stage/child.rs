@@ -75,7 +75,7 @@ use super::context::StageContext;
 use super::memo::MemoError;
 use crate::records::{
     EventKind, FailureEntry, NewEvent, RunFilter, RunStatus, SYSTEM_STEP_ID, StoreError,
-    TerminalEvent, check_run_key,
+    TerminalEvent, check_run_key, continued_run_id,
 };
 use crate::store::Store;
 use crate::supervise::BoxError;
@@ -240,6 +240,20 @@ pub enum ChildError {
     /// Reading or recording the parent's memo of the child failed.
     #[error(transparent)]
     Memo(#[from] MemoError),
+    /// An invariant error: something tried to record a status that is not
+    /// a child's terminal as one (a run that has not ended, or one that
+    /// continued as new, whose chain's last run's terminal is the child's).
+    /// Nothing is recorded.
+    #[error(
+        "child run {child}: `{}` is not a child's terminal and is never recorded as one",
+        status.as_str()
+    )]
+    NotATerminal {
+        /// The child run.
+        child: Uuid,
+        /// The status refused.
+        status: RunStatus,
+    },
     /// The child ended without finishing: it failed (`reason` is its
     /// failure's) or was cancelled (`reason` is `cancelled:<why>`).
     #[error("child run {child} of flow `{flow}` did not finish: {reason}")]
@@ -266,7 +280,8 @@ impl ChildError {
             | ChildError::BadKey { .. }
             | ChildError::BadInput { .. }
             | ChildError::KeyConflict { .. }
-            | ChildError::NoRuntime { .. } => true,
+            | ChildError::NoRuntime { .. }
+            | ChildError::NotATerminal { .. } => true,
             ChildError::Memo(memo) => memo.is_permanent(),
             ChildError::UnknownFlow { .. } | ChildError::NotStarted { .. } => false,
         }
@@ -447,25 +462,45 @@ impl StageContext {
         }
     }
 
-    /// The terminal of run `child` as the store has it, once it has one:
-    /// read at once, then (the stage reported waiting meanwhile) again at
-    /// each doorbell or backoff step. The doorbell is armed before each
-    /// read, so an end between the read and the wait rings it.
+    /// The terminal of run `child` as the store has it, once it has one,
+    /// following its continue-as-new chain to the last run's: read at once,
+    /// then (the stage reported waiting meanwhile, for the run of the chain
+    /// it waits for) again at each doorbell or backoff step. The doorbell
+    /// is armed before each read, so an end between the read and the wait
+    /// rings it.
     async fn child_terminal(&self, child: Uuid) -> ChildTerminal {
-        let mut waiting = None;
+        let mut waiting: Option<(Uuid, super::context::WaitReport<'_>)> = None;
         let mut pause = FIRST_POLL;
+        let (mut current, mut hops) = (child, 0_usize);
         loop {
-            let doorbell = self.run.launcher.as_ref().and_then(|l| l.doorbell(child));
-            match self.read_terminal(child).await {
-                Ok(Some(terminal)) => return terminal,
-                Ok(None) => {}
+            let doorbell = self.run.launcher.as_ref().and_then(|l| l.doorbell(current));
+            match self.read_terminal(current).await {
+                Ok(Seen::Ended(terminal)) => return terminal,
+                Ok(Seen::Continued(next)) => {
+                    hops += 1;
+                    if hops > crate::runs::MAX_CHAIN_LEN || next == current {
+                        return ChildTerminal::Failed {
+                            reason: format!(
+                                "the continue-as-new chain of child run {child} is broken at run {current}"
+                            ),
+                        };
+                    }
+                    // Not a terminal: the chain's next run is the child now.
+                    (current, pause) = (next, FIRST_POLL);
+                    continue;
+                }
+                Ok(Seen::NotYet) => {}
                 Err(error) => {
-                    tracing::warn!(run_id = %self.run.run_id, %child, %error,
+                    tracing::warn!(run_id = %self.run.run_id, child = %current, %error,
                         "reading a child's record failed; reading it again");
                 }
             }
-            waiting
-                .get_or_insert_with(|| self.report_wait(json!({ "for": "child", "child": child })));
+            if waiting.as_ref().is_none_or(|(on, _)| *on != current) {
+                // The previous report (of an earlier run of the chain) ends first.
+                drop(waiting.take());
+                let report = self.report_wait(json!({ "for": "child", "child": current }));
+                waiting = Some((current, report));
+            }
             match doorbell {
                 Some(rung) => {
                     tokio::select! {
@@ -479,18 +514,58 @@ impl StageContext {
         }
     }
 
-    /// The terminal of run `child` in the store; `None` while it has none
-    /// (or the run is not visible yet).
-    async fn read_terminal(&self, child: Uuid) -> Result<Option<ChildTerminal>, StoreError> {
+    /// What the store says of run `child`: its terminal, the run it
+    /// continued as, or nothing yet (not ended, or not visible yet).
+    async fn read_terminal(&self, child: Uuid) -> Result<Seen, BoxError> {
         let journal = &self.run.journal;
         let Some(run) = journal.get_run(child).await? else {
-            return Ok(None);
+            return Ok(Seen::NotYet);
         };
         if !run.status.is_terminal() {
-            return Ok(None);
+            return Ok(Seen::NotYet);
         }
         let kind = journal.terminal_event(child).await?.map(|e| e.kind);
-        Ok(Some(match (run.status, kind) {
+        if run.status == RunStatus::ContinuedAsNew {
+            return Ok(Seen::Continued(match kind {
+                Some(EventKind::Terminal(TerminalEvent::RunContinuedAsNew { next_run_id })) => {
+                    next_run_id
+                }
+                _ => continued_run_id(child),
+            }));
+        }
+        let cancelled = match run.status {
+            RunStatus::Cancelled => Some(cancel_reason(journal, child).await?),
+            _ => None,
+        };
+        Ok(Seen::Ended(ChildTerminal::recordable(
+            child, run.status, kind, cancelled,
+        )?))
+    }
+}
+
+/// What a read of a child's record found.
+enum Seen {
+    /// Its terminal, to record.
+    Ended(ChildTerminal),
+    /// It continued as this run: not a terminal, the chain goes on.
+    Continued(Uuid),
+    /// Not ended, or not visible yet.
+    NotYet,
+}
+
+impl ChildTerminal {
+    /// What the parent records of child `child`, which ended `status` with
+    /// the terminal event `kind` (`cancelled`: why, for a cancelled one).
+    /// Refused with [`ChildError::NotATerminal`] for a status that is not a
+    /// child's terminal: one that has not ended, or `ContinuedAsNew` (the
+    /// chain goes on; its last run's terminal is the child's).
+    fn recordable(
+        child: Uuid,
+        status: RunStatus,
+        kind: Option<EventKind>,
+        cancelled: Option<String>,
+    ) -> Result<ChildTerminal, Box<ChildError>> {
+        Ok(match (status, kind) {
             (
                 RunStatus::Finished,
                 Some(EventKind::Terminal(TerminalEvent::RunCompleted { structured_output })),
@@ -506,10 +581,11 @@ impl StageContext {
             (RunStatus::Failed, _) => ChildTerminal::Failed {
                 reason: "failed (no reason recorded)".to_owned(),
             },
-            _ => ChildTerminal::Cancelled {
-                reason: cancel_reason(journal, child).await?,
+            (RunStatus::Cancelled, _) => ChildTerminal::Cancelled {
+                reason: cancelled.unwrap_or_else(|| "no reason recorded".to_owned()),
             },
-        }))
+            (status, _) => return Err(Box::new(ChildError::NotATerminal { child, status })),
+        })
     }
 }
 
