@@ -21,13 +21,15 @@ use crate::checkpoint::link::Note;
 use crate::journal::JournalHandle;
 use crate::progress::StageStatus;
 use crate::records::{DeadLetter, Run, RunStatus};
-use crate::runs::{RunError, TerminalTarget, structured_output};
+use crate::runs::{TerminalTarget, structured_output};
 use crate::stage::child::{RunLauncher, close_children};
 use crate::stage::dead_letter::StageDeadLetter;
 use crate::stage::events::EventPort;
 use crate::stage::{RunContext, StageKind};
 use crate::stage::{StageEvent, StageState};
 use crate::store::Store;
+
+mod continued;
 
 /// Control slots of each stage kept for the flow actor's own events: user
 /// events are refused (`HandleError::Busy`) once a stage's free slots fall
@@ -480,7 +482,10 @@ impl FlowCtx {
 
     /// Records the outcome, publishes it and stops the flow (which stops
     /// its stages). Published even if recording failed, saying so.
-    async fn terminate(&mut self, mut target: TerminalTarget) -> Result<(), RecordError> {
+    pub(super) async fn terminate(
+        &mut self,
+        mut target: TerminalTarget,
+    ) -> Result<(), RecordError> {
         let mut recorded = record::terminate(&self.journal, &mut self.run, target.clone()).await;
         if let Err(RecordError::Control(crate::runs::RunError::CancelPending { .. })) = recorded {
             // A cancel was requested through the control plane while the
@@ -539,67 +544,11 @@ impl FlowCtx {
         self.conclude(outcome, recorded)
     }
 
-    /// Ends the run by continuing it as a new run with `input` (one atomic
-    /// write through the runtime, which starts the new run; see
-    /// [`RunManager::continue_as_new`](crate::runs::RunManager::continue_as_new)),
-    /// then publishes and stops as [`terminate`](Self::terminate) does. A
-    /// cancel requested through the control plane wins (the run ends
-    /// cancelled); a run found ended already (an earlier attempt's write
-    /// was durable) publishes what the journal holds.
-    async fn continue_as_new(&mut self, input: Value) -> Result<(), RecordError> {
-        let run_id = self.run.id;
-        let written = match self.cell.host() {
-            Some(host) => {
-                let flow = self.run.controller_id.clone();
-                host.continue_as_new(run_id, flow, input).await
-            }
-            None => {
-                let manager = crate::runs::RunManager::new(Arc::new(self.journal.clone()));
-                manager.continue_as_new(run_id, input).await
-            }
-        };
-        let mut outcome = RunOutcome {
-            run_id,
-            status: RunStatus::ContinuedAsNew,
-            structured_output: None,
-            reason: None,
-            recorded: true,
-            next_run_id: None,
-        };
-        let recorded = match written {
-            Ok(next) => {
-                self.run.status = RunStatus::ContinuedAsNew;
-                outcome.next_run_id = Some(next.id);
-                Ok(())
-            }
-            Err(RunError::CancelPending { .. }) => {
-                tracing::info!(
-                    "cancel requested through the control plane; recording RunCancelled"
-                );
-                self.cancel_reason
-                    .get_or_insert_with(|| CONTROL_PLANE_CANCEL_REASON.to_owned());
-                return self.terminate(TerminalTarget::Cancelled).await;
-            }
-            Err(RunError::AlreadyTerminal { status, .. }) => {
-                match record::recorded_outcome(&self.journal, run_id, status).await {
-                    Ok(found) => {
-                        self.run.status = status;
-                        outcome = found;
-                        Ok(())
-                    }
-                    Err(error) => Err(error),
-                }
-            }
-            Err(error) => Err(error.into()),
-        };
-        self.conclude(outcome, recorded)
-    }
-
     /// Publishes `outcome` (saying so if `recorded` failed), applies the
     /// parent-close policy to the children of a run that did not finish,
     /// and stops the flow; a run whose lease was lost is handed over
     /// instead. Returns `recorded`.
-    fn conclude(
+    pub(super) fn conclude(
         &mut self,
         mut outcome: RunOutcome,
         recorded: Result<(), RecordError>,

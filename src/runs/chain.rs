@@ -25,6 +25,7 @@ use super::manager::RunManager;
 use crate::records::{
     EventKind, Run, RunStatus, StoreError, TerminalEvent, WriteOp, continued_run_id,
 };
+use crate::store::Store;
 
 /// The longest chain [`RunManager::chain`] follows before it reports the
 /// chain as broken (a loop in damaged records would otherwise never end).
@@ -109,65 +110,66 @@ impl RunManager {
     /// last, from any of its runs; a run that never continued and does not
     /// continue another is a chain of one. [`RunError::NotFound`] if no run
     /// has this id; [`RunError::BrokenChain`] when the records contradict
-    /// each other (a run named as next that is
-    /// missing or does not name its predecessor back, a loop).
+    /// each other (a run named as next that is missing or does not name its
+    /// predecessor back, a loop). One read per run (two for a run that
+    /// continued).
     pub async fn chain(&self, id: Uuid) -> Result<Vec<Run>, RunError> {
-        let store = self.store();
-        let start = store.get_run(id).await?.ok_or(RunError::NotFound(id))?;
-        let broken = |run_id, why: String| RunError::BrokenChain { run_id, why };
-        let mut before = Vec::new();
-        let mut first = start.continued_from;
-        while let Some(previous) = first {
-            if before.len() >= MAX_CHAIN_LEN {
-                return Err(broken(id, format!("longer than {MAX_CHAIN_LEN} runs")));
-            }
-            let run = store.get_run(previous).await?.ok_or_else(|| {
-                broken(previous, "a run continues it, but it is not stored".into())
-            })?;
-            first = run.continued_from;
-            before.push(run);
+        chain(&**self.store(), id).await
+    }
+}
+
+/// [`RunManager::chain`] over a bare store (for tools that read a journal
+/// without a runtime, as the `troupe` CLI does).
+pub async fn chain(store: &dyn Store, id: Uuid) -> Result<Vec<Run>, RunError> {
+    let start = store.get_run(id).await?.ok_or(RunError::NotFound(id))?;
+    let broken = |run_id, why: String| RunError::BrokenChain { run_id, why };
+    let mut before = Vec::new();
+    let mut first = start.continued_from;
+    while let Some(previous) = first {
+        if before.len() >= MAX_CHAIN_LEN {
+            return Err(broken(id, format!("longer than {MAX_CHAIN_LEN} runs")));
         }
-        before.reverse();
-        let mut chain = before;
-        chain.push(start);
-        loop {
-            if chain.len() > MAX_CHAIN_LEN {
-                return Err(broken(id, format!("longer than {MAX_CHAIN_LEN} runs")));
-            }
-            let Some(last) = chain.last() else {
-                return Ok(chain);
-            };
-            let last = last.clone();
-            let Some(next_id) = next_run_id(&**store, &last).await? else {
-                return Ok(chain);
-            };
-            let last = last.id;
-            let next = store.get_run(next_id).await?.ok_or_else(|| {
-                broken(
-                    last,
-                    format!("it continued as run {next_id}, which is not stored"),
-                )
-            })?;
-            if next.continued_from != Some(last) {
-                return Err(broken(
-                    next_id,
-                    format!(
-                        "run {last} continued as it, but it does not say it continues that run"
-                    ),
-                ));
-            }
-            chain.push(next);
+        let run = store
+            .get_run(previous)
+            .await?
+            .ok_or_else(|| broken(previous, "a run continues it, but it is not stored".into()))?;
+        first = run.continued_from;
+        before.push(run);
+    }
+    before.reverse();
+    let mut chain = before;
+    chain.push(start);
+    loop {
+        if chain.len() > MAX_CHAIN_LEN {
+            return Err(broken(id, format!("longer than {MAX_CHAIN_LEN} runs")));
         }
+        let Some(last) = chain.last() else {
+            return Ok(chain);
+        };
+        let (last, next_id) = (last.id, next_run_id(store, last).await?);
+        let Some(next_id) = next_id else {
+            return Ok(chain);
+        };
+        let next = store.get_run(next_id).await?.ok_or_else(|| {
+            broken(
+                last,
+                format!("it continued as run {next_id}, which is not stored"),
+            )
+        })?;
+        if next.continued_from != Some(last) {
+            return Err(broken(
+                next_id,
+                format!("run {last} continued as it, but it does not say it continues that run"),
+            ));
+        }
+        chain.push(next);
     }
 }
 
 /// The run that `run` continued as, if its status is `ContinuedAsNew`: the
 /// one its terminal event names, or, if the event is missing (a damaged
 /// log), the one [`continued_run_id`] names.
-async fn next_run_id(
-    store: &dyn crate::store::Store,
-    run: &Run,
-) -> Result<Option<Uuid>, StoreError> {
+async fn next_run_id(store: &dyn Store, run: &Run) -> Result<Option<Uuid>, StoreError> {
     if run.status != RunStatus::ContinuedAsNew {
         return Ok(None);
     }

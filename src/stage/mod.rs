@@ -53,7 +53,7 @@ pub(crate) mod actor;
 mod barrier;
 pub mod child;
 mod context;
-pub(crate) mod continue_as_new;
+pub mod continue_as_new;
 pub(crate) mod dead_letter;
 pub(crate) mod durable;
 pub(crate) mod events;
