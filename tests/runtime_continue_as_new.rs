@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use runtime_support::{runtime_on, settle};
 use serde_json::{Value, json};
-use troupe::flow::{FlowDefinition, RunOptions};
+use troupe::flow::{FlowDefinition, RunHandle, RunOptions};
 use troupe::records::{EventKind, Run, RunFilter, RunStatus, TerminalEvent, continued_run_id};
 use troupe::runs::{CreateManagedInput, RunError, RunManager};
 use troupe::runtime::Runtime;
@@ -73,6 +73,12 @@ async fn runtime_with_count(store: &Arc<dyn Store>, effects: &Arc<AtomicU64>) ->
     runtime
 }
 
+/// Starts a run of `count` with `input`.
+async fn start_count(runtime: &Runtime, input: Value) -> RunHandle {
+    let options = RunOptions::new().input(input);
+    runtime.start_with("count", options).await.unwrap()
+}
+
 /// The ids of a chain of `len` runs starting at `first`.
 fn chain_ids(first: Uuid, len: usize) -> Vec<Uuid> {
     std::iter::successors(Some(first), |id| Some(continued_run_id(*id)))
@@ -107,10 +113,7 @@ async fn a_run_continues_twice_and_wait_returns_the_final_outcome() {
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
     let effects = counter();
     let runtime = runtime_with_count(&store, &effects).await;
-    let first = runtime
-        .start_with("count", RunOptions::new().input(json!({ "n": 0 })))
-        .await
-        .unwrap();
+    let first = start_count(&runtime, json!({ "n": 0 })).await;
     let outcome = first.wait().await.unwrap();
     let ids = chain_ids(first.run_id(), 3);
     assert_eq!(outcome.status, RunStatus::Finished, "{outcome:?}");
@@ -159,10 +162,7 @@ async fn a_run_continues_twice_and_wait_returns_the_final_outcome() {
 async fn the_chain_lists_in_order_from_any_member() {
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
     let runtime = runtime_with_count(&store, &counter()).await;
-    let first = runtime
-        .start_with("count", RunOptions::new().input(json!({ "n": 0 })))
-        .await
-        .unwrap();
+    let first = start_count(&runtime, json!({ "n": 0 })).await;
     first.wait().await.unwrap();
     let ids = chain_ids(first.run_id(), 3);
     for id in &ids {
@@ -170,10 +170,7 @@ async fn the_chain_lists_in_order_from_any_member() {
         let listed: Vec<Uuid> = chain.iter().map(|r| r.id).collect();
         assert_eq!(listed, ids, "from {id}");
     }
-    let lone = runtime
-        .start_with("count", RunOptions::new().input(json!({ "n": 2 })))
-        .await
-        .unwrap();
+    let lone = start_count(&runtime, json!({ "n": 2 })).await;
     lone.wait().await.unwrap();
     let chain = runtime.runs().chain(lone.run_id()).await.unwrap();
     assert_eq!(
@@ -198,10 +195,7 @@ async fn a_failed_continue_write_leaves_neither_and_the_step_runs_again() {
         .await
         .unwrap();
     let input = json!({ "n": 0, "last": 1 });
-    let first = runtime
-        .start_with("count", RunOptions::new().input(input))
-        .await
-        .unwrap();
+    let first = start_count(&runtime, input).await;
     let outcome = first.wait().await.unwrap();
     assert!(!outcome.recorded, "{outcome:?}");
     assert_eq!(faulty.fired(), ["atomic"]);
@@ -376,10 +370,7 @@ async fn a_parent_awaiting_a_child_that_continues_twice_gets_the_last_runs_outpu
 async fn awaiting_any_member_of_a_chain_waits_for_its_last_run() {
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
     let runtime = runtime_with_count(&store, &counter()).await;
-    let chain = runtime
-        .start_with("count", RunOptions::new().input(json!({ "n": 0 })))
-        .await
-        .unwrap();
+    let chain = start_count(&runtime, json!({ "n": 0 })).await;
     chain.wait().await.unwrap();
     // A later step that awaits the chain's first run by id.
     let id = chain.run_id();
@@ -432,10 +423,7 @@ async fn a_run_created_by_continue_as_new_resumes_after_a_restart() {
     let effects = counter();
     let runtime = runtime_with_count(&store, &effects).await;
     let input = json!({ "n": 0, "wait_at": 1 });
-    let first = runtime
-        .start_with("count", RunOptions::new().input(input))
-        .await
-        .unwrap();
+    let first = start_count(&runtime, input).await;
     let ids = chain_ids(first.run_id(), 3);
     record_is(&store, ids[1], RunStatus::Waiting).await;
     drop(runtime); // as a crash: nothing shut down

@@ -33,10 +33,19 @@ pub const MAX_CHAIN_LEN: usize = 100_000;
 
 impl RunManager {
     /// Ends run `id` (`Running` or `Waiting`) by continuing it as a new run
-    /// of its flow with `input`, in one atomic write (see the [module
-    /// docs](self)); returns the new run, `Created`. The new run records the
-    /// definition the old one started with; a runtime's run continued by a
-    /// stage ([`StageContext::continue_as_new`](crate::stage::StageContext::continue_as_new))
+    /// of its flow with `input`; returns the new run, `Created`.
+    ///
+    /// One atomic write holds the old run's `ContinuedAsNew` status, its
+    /// `continued_as_new` audit event, its
+    /// [`RunContinuedAsNew`](TerminalEvent::RunContinuedAsNew) outcome naming
+    /// the new run, and the new run (its `created` audit event): a store
+    /// holds both runs or neither. The new run's id is
+    /// [`continued_run_id`] of the old one's; it has the old run's flow,
+    /// goal, owner, origin, parent and key (the key moves along the chain),
+    /// its own input, an empty history, and [`Run::continued_from`] naming
+    /// the old run. It records the definition the old one started with; a
+    /// runtime's run continued by a stage
+    /// ([`StageContext::continue_as_new`](crate::stage::StageContext::continue_as_new))
     /// records the definition a fresh start would get instead, and is
     /// started at once.
     ///

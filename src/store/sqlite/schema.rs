@@ -47,6 +47,27 @@ macro_rules! missing_outcome {
     };
 }
 
+/// Renames the custom kinds (codes above `$code`) named one of `$names`,
+/// names reserved for terminal kinds from then on: `custom:NAME`, or
+/// `custom:CODE:NAME` if that name is taken too.
+macro_rules! rename_custom_kinds {
+    ($code:literal, $names:literal) => {
+        concat!(
+            r#"
+UPDATE event_kinds SET name = CASE
+        WHEN EXISTS (SELECT 1 FROM event_kinds k WHERE k.name = 'custom:' || event_kinds.name)
+        THEN 'custom:' || code || ':' || name
+        ELSE 'custom:' || name
+    END
+    WHERE code > "#,
+            $code,
+            " AND name IN (",
+            $names,
+            ");"
+        )
+    };
+}
+
 /// The WHERE of the `runs_missing_outcome` partial index, for queries that
 /// must use it.
 pub(crate) const MISSING_OUTCOME: &str = missing_outcome!();
@@ -153,20 +174,17 @@ CREATE INDEX runs_missing_outcome ON runs(rid)
     // `custom:` prefix (with its code too if that name is taken), since
     // terminal names are reserved. Columns holding a run's id say `run`; a
     // mirrored step's key elsewhere is `external_run_id`.
-    r#"
-UPDATE event_kinds SET name = CASE
-        WHEN EXISTS (SELECT 1 FROM event_kinds k WHERE k.name = 'custom:' || event_kinds.name)
-        THEN 'custom:' || code || ':' || name
-        ELSE 'custom:' || name
-    END
-    WHERE code > 3 AND name IN ('RunCompleted', 'RunFailed', 'RunCancelled');
+    concat!(
+        rename_custom_kinds!("3", "'RunCompleted', 'RunFailed', 'RunCancelled'"),
+        r#"
 UPDATE event_kinds SET name = 'RunCompleted' WHERE code = 1;
 UPDATE event_kinds SET name = 'RunFailed' WHERE code = 2;
 UPDATE event_kinds SET name = 'RunCancelled' WHERE code = 3;
 ALTER TABLE steps RENAME COLUMN flow_rid TO run_rid;
 ALTER TABLE steps RENAME COLUMN run_id TO external_run_id;
 ALTER TABLE runs RENAME COLUMN parent_id TO parent_run_id;
-"#,
+"#
+    ),
     // v5: dead letters, items a stage gave up on (`errors` is a JSON array).
     r#"
 CREATE TABLE dead_letters (
@@ -254,13 +272,8 @@ ALTER TABLE runs ADD COLUMN flow_version INTEGER;
     // and the run a run continues (`continued_from`, NULL for a chain's
     // first run).
     concat!(
+        rename_custom_kinds!("4", "'RunContinuedAsNew'"),
         r#"
-UPDATE event_kinds SET name = CASE
-        WHEN EXISTS (SELECT 1 FROM event_kinds k WHERE k.name = 'custom:' || event_kinds.name)
-        THEN 'custom:' || code || ':' || name
-        ELSE 'custom:' || name
-    END
-    WHERE code > 4 AND name = 'RunContinuedAsNew';
 INSERT INTO event_kinds(code, name) VALUES (4, 'RunContinuedAsNew');
 DROP INDEX events_one_terminal;
 CREATE UNIQUE INDEX events_one_terminal ON events(rid) WHERE kind <= 4;
