@@ -23,9 +23,10 @@
 //!   outcome; [`RunManager::chain`](crate::runs::RunManager::chain) lists
 //!   it from any of its runs.
 //! - **Steps only.** A source, transform or sink returning it fails its
-//!   item permanently; a cancel requested before wins (the run ends
-//!   cancelled); children the old run leaves behind follow their
-//!   [`ParentClose`](super::ParentClose) policy, as when a run fails.
+//!   item permanently. A cancel requested before wins (the run ends
+//!   cancelled). The run's other stages are stopped and children it leaves
+//!   behind follow their [`ParentClose`](super::ParentClose) policy, as
+//!   when a run fails (and as Temporal closes a run that continues).
 //!
 //! ```
 //! use troupe::prelude::*;
