@@ -45,7 +45,8 @@ async fn a_version_2_schema_migrates_and_takes_checkpoints() {
     let client = schema.client().await;
     client
         .batch_execute(&format!(
-            "DROP TABLE \"{s}\".lease_takeovers; \
+            "ALTER TABLE \"{s}\".runs DROP COLUMN continued_from; \
+             DROP TABLE \"{s}\".lease_takeovers; \
              DROP TABLE \"{s}\".definitions; ALTER TABLE \"{s}\".runs DROP COLUMN fingerprint; \
              ALTER TABLE \"{s}\".runs DROP COLUMN flow_version; \
              DROP TABLE \"{s}\".checkpoints; UPDATE \"{s}\".troupe_schema SET version = 2",
@@ -63,7 +64,7 @@ async fn a_version_2_schema_migrates_and_takes_checkpoints() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!((version, POSTGRES_SCHEMA_VERSION), (5, 5));
+    assert_eq!((version, POSTGRES_SCHEMA_VERSION), (6, 6));
     assert!(store.get_run(run.id).await.unwrap().is_some());
     assert_eq!(store.last_checkpoint(run.id).await.unwrap(), None);
     let first = checkpoint(run.id, 1);

@@ -91,7 +91,7 @@ async fn a_version_8_journal_migrates_and_takes_checkpoints() {
     let store = SqliteStore::open(&path).await.expect("migrate");
     assert_eq!(user_version(&path), SCHEMA_VERSION);
     assert_eq!(
-        SCHEMA_VERSION, 10,
+        SCHEMA_VERSION, 11,
         "this test migrates a version-8 file to the current version"
     );
 

@@ -6,7 +6,7 @@
 #[path = "support/raw_sqlite.rs"]
 mod raw_sqlite;
 
-use raw_sqlite::{UNDO_V10, run_sql, user_version};
+use raw_sqlite::{UNDO_V10, UNDO_V11, run_sql, user_version};
 use serde_json::json;
 use troupe::flow::FlowDefinition;
 use troupe::records::{Run, RunStatus, StoreError};
@@ -34,6 +34,7 @@ async fn a_version_9_journal_migrates_and_its_unfinished_run_resumes_as_before()
     store.insert_run(old.clone(), None).await.expect("insert");
     store.close().await;
     drop(store);
+    run_sql(&path, UNDO_V11);
     run_sql(&path, UNDO_V10);
     assert_eq!(user_version(&path), 9);
     let err = SqliteStore::open_read_only(&path)
@@ -53,7 +54,7 @@ async fn a_version_9_journal_migrates_and_its_unfinished_run_resumes_as_before()
         .await
         .expect("migrate and start");
     assert_eq!(user_version(&path), SCHEMA_VERSION);
-    assert_eq!(SCHEMA_VERSION, 10, "this test undoes v10");
+    assert_eq!(SCHEMA_VERSION, 11, "this test undoes v11, v10");
     assert!(runtime.resume_failures().is_empty());
     let [resumed] = &runtime.resumed()[..] else {
         panic!("the old run resumes");

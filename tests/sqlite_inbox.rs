@@ -7,7 +7,7 @@ mod raw_sqlite;
 use std::path::Path;
 
 use chrono::{DateTime, Utc};
-use raw_sqlite::{UNDO_V6, UNDO_V7, UNDO_V8, UNDO_V9, UNDO_V10, run_sql, user_version};
+use raw_sqlite::{UNDO_V6, UNDO_V7, UNDO_V8, UNDO_V9, UNDO_V10, UNDO_V11, run_sql, user_version};
 use serde_json::{Value, json};
 use troupe::records::{
     DeadLetter, EventKind, InboxEntry, InboxMessage, NewEvent, Run, RunStatus, StoreError,
@@ -100,6 +100,7 @@ async fn a_version_5_journal_migrates_and_takes_inbox_entries() {
     );
     store.close().await;
     drop(store);
+    run_sql(&path, UNDO_V11);
     run_sql(&path, UNDO_V10);
     run_sql(&path, UNDO_V9);
     run_sql(&path, UNDO_V8);
@@ -110,8 +111,8 @@ async fn a_version_5_journal_migrates_and_takes_inbox_entries() {
     let store = SqliteStore::open(&path).await.expect("migrate");
     assert_eq!(user_version(&path), SCHEMA_VERSION);
     assert_eq!(
-        SCHEMA_VERSION, 10,
-        "this test undoes v10, v9, v8, v7 and v6"
+        SCHEMA_VERSION, 11,
+        "this test undoes v11, v10, v9, v8, v7 and v6"
     );
     let after = (
         store.replay(run.id).await.expect("replay"),

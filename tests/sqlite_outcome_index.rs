@@ -10,7 +10,7 @@ mod raw_sqlite;
 use std::path::Path;
 
 use raw_sqlite::{
-    UNDO_V4, UNDO_V5, UNDO_V6, UNDO_V7, UNDO_V8, UNDO_V9, UNDO_V10, run_sql, user_version,
+    UNDO_V4, UNDO_V5, UNDO_V6, UNDO_V7, UNDO_V8, UNDO_V9, UNDO_V10, UNDO_V11, run_sql, user_version,
 };
 use serde_json::Value;
 use troupe::records::{EventKind, NewEvent, Run, RunStatus, TerminalEvent};
@@ -87,6 +87,7 @@ async fn a_version_2_journal_migrates_with_its_outcomes() {
     assert_eq!(missing(&store).await, vec![broken, cancelled]);
     drop(store);
     {
+        run_sql(&path, UNDO_V11);
         run_sql(&path, UNDO_V10);
         run_sql(&path, UNDO_V9);
         run_sql(&path, UNDO_V8);

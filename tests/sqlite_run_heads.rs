@@ -10,7 +10,7 @@ mod raw_sqlite;
 use std::path::Path;
 
 use raw_sqlite::{
-    UNDO_V4, UNDO_V5, UNDO_V6, UNDO_V7, UNDO_V8, UNDO_V9, UNDO_V10, run_sql, user_version,
+    UNDO_V4, UNDO_V5, UNDO_V6, UNDO_V7, UNDO_V8, UNDO_V9, UNDO_V10, UNDO_V11, run_sql, user_version,
 };
 use serde_json::json;
 use troupe::records::{Cursor, EventKind, NewEvent, Run, RunEvent, WriteOp};
@@ -159,6 +159,7 @@ async fn a_version_1_database_migrates_with_its_heads_exact() {
     // Reopening folds the tail, so the heads are exact as version 1 kept them.
     drop(SqliteStore::open_with(&path, config()).await.expect("fold"));
     {
+        run_sql(&path, UNDO_V11);
         run_sql(&path, UNDO_V10);
         run_sql(&path, UNDO_V9);
         run_sql(&path, UNDO_V8);

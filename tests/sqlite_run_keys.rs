@@ -4,7 +4,7 @@
 #[path = "support/raw_sqlite.rs"]
 mod raw_sqlite;
 
-use raw_sqlite::{UNDO_V7, UNDO_V8, UNDO_V9, UNDO_V10, run_sql, user_version};
+use raw_sqlite::{UNDO_V7, UNDO_V8, UNDO_V9, UNDO_V10, UNDO_V11, run_sql, user_version};
 use serde_json::{Value, json};
 use troupe::records::{Run, RunStatus, StoreError};
 use troupe::store::{SCHEMA_VERSION, SqliteStore, Store};
@@ -26,6 +26,7 @@ async fn an_older_file_gains_input_and_key_and_keeps_its_runs() {
     let before = store.get_run(old.id).await.expect("get");
     store.close().await;
     drop(store);
+    run_sql(&path, UNDO_V11);
     run_sql(&path, UNDO_V10);
     run_sql(&path, UNDO_V9);
     run_sql(&path, UNDO_V8);
@@ -44,7 +45,10 @@ async fn an_older_file_gains_input_and_key_and_keeps_its_runs() {
 
     let store = SqliteStore::open(&path).await.expect("migrate");
     assert_eq!(user_version(&path), SCHEMA_VERSION);
-    assert_eq!(SCHEMA_VERSION, 10, "this test undoes v10, v9, v8 and v7");
+    assert_eq!(
+        SCHEMA_VERSION, 11,
+        "this test undoes v11, v10, v9, v8 and v7"
+    );
     let read = store.get_run(old.id).await.expect("get").expect("kept");
     assert_eq!(Some(&read), before.as_ref());
     assert_eq!((read.input, read.key), (Value::Null, None));

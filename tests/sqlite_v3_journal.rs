@@ -81,6 +81,7 @@ fn base_run(n: u128, owner: &str, status: RunStatus) -> Run {
         key: None,
         fingerprint: None,
         flow_version: None,
+        continued_from: None,
     }
 }
 
@@ -388,6 +389,7 @@ fn migrated_kinds() -> Vec<(i64, String)> {
         (1, "RunCompleted"),
         (2, "RunFailed"),
         (3, "RunCancelled"),
+        (4, "RunContinuedAsNew"),
         (16, "created"),
         (17, "picked"),
         (18, "note"),
@@ -761,6 +763,7 @@ async fn a_custom_kind_whose_renamed_name_is_taken_keeps_its_code_too() {
     }
     drop(store);
     // As a version-3 file: the stand-in kind had the name reserved since.
+    run_sql(&path, raw_sqlite::UNDO_V11);
     run_sql(&path, raw_sqlite::UNDO_V10);
     run_sql(&path, raw_sqlite::UNDO_V9);
     run_sql(&path, raw_sqlite::UNDO_V8);

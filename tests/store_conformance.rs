@@ -1,5 +1,7 @@
 //! Runs the conformance suite against every backend.
 
+#[path = "support/chain_cases.rs"]
+mod chain_cases;
 #[path = "support/checkpoint_cases.rs"]
 mod checkpoint_cases;
 #[path = "support/conformance.rs"]
@@ -76,6 +78,12 @@ macro_rules! conformance {
                 inbox_refuses_too_deep_payload,
             );
             conformance!(@list $make; runs_are_listed_newest_first_by_page);
+            conformance!(@chain $make;
+                continue_as_new_is_one_write,
+                a_failed_continue_leaves_neither,
+                a_run_continues_once,
+                a_continued_run_without_its_outcome_is_listed_for_repair,
+            );
             conformance!(@checkpoints $make;
                 checkpoints_keep_the_greatest_id,
                 checkpoint_states_round_trip,
@@ -129,6 +137,17 @@ macro_rules! conformance {
                     return;
                 };
                 list_cases::$case(store).await;
+            }
+        )*
+    };
+    (@chain $make:expr; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test]
+            async fn $case() {
+                let Some((store, _guard)) = Backend::get($make.await) else {
+                    return;
+                };
+                chain_cases::$case(store).await;
             }
         )*
     };

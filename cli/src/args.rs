@@ -104,7 +104,8 @@ pub enum RunsCommand {
         /// The run.
         id: Uuid,
     },
-    /// A run and the runs it started, and theirs (32 levels deep at most).
+    /// A run and the runs it started, and theirs (32 levels deep at most),
+    /// and its continue-as-new chain if it belongs to one.
     Tree {
         /// The run.
         id: Uuid,
@@ -195,6 +196,8 @@ pub enum StatusArg {
     Failed,
     /// Cancelled.
     Cancelled,
+    /// Ended by continuing as a new run (`troupe runs tree ID` shows the chain).
+    ContinuedAsNew,
 }
 
 impl From<StatusArg> for RunStatus {
@@ -206,6 +209,7 @@ impl From<StatusArg> for RunStatus {
             StatusArg::Finished => RunStatus::Finished,
             StatusArg::Failed => RunStatus::Failed,
             StatusArg::Cancelled => RunStatus::Cancelled,
+            StatusArg::ContinuedAsNew => RunStatus::ContinuedAsNew,
         }
     }
 }

@@ -1,5 +1,6 @@
 //! `troupe runs tree ID`: a run and the runs it started, and theirs, as
-//! they land in the journal (each run's `parent_run_id`).
+//! they land in the journal (each run's `parent_run_id`); and the run's
+//! continue-as-new chain, when it belongs to one of more than one run.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
@@ -27,6 +28,10 @@ struct Node {
     /// Runs it started that are deeper than [`MAX_DEPTH`] (not read).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     truncated: bool,
+    /// For the root, the continue-as-new chain it belongs to, first to last
+    /// (empty when it is a chain of one).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    chain: Vec<Run>,
 }
 
 /// The runs `parent` started, oldest first (every page of them).
@@ -92,6 +97,7 @@ async fn grow(store: &dyn Store, root: Run) -> Result<Node, CliError> {
                 run,
                 children,
                 truncated,
+                chain: Vec::new(),
             },
         );
     }
@@ -111,11 +117,31 @@ async fn children_page(store: &dyn Store, parent: Uuid) -> Result<bool, CliError
 /// `troupe runs tree ID`: the run and its descendants, indented, or one
 /// nested JSON document.
 pub async fn tree(store: &dyn Store, id: Uuid, as_json: bool) -> Result<String, CliError> {
-    let root = grow(store, run(store, id).await?).await?;
+    let mut root = grow(store, run(store, id).await?).await?;
+    let chain = troupe::runs::chain(store, id).await?;
+    if chain.len() > 1 {
+        root.chain = chain;
+    }
     if as_json {
         return json(&root);
     }
     let mut text = String::new();
+    if !root.chain.is_empty() {
+        text.push_str(&format!("chain of {} runs:\n", root.chain.len()));
+        for (i, member) in root.chain.iter().enumerate() {
+            let this = if member.id == id {
+                "  ← this run"
+            } else {
+                ""
+            };
+            text.push_str(&format!(
+                "  {}. {}  {}{this}\n",
+                i + 1,
+                member.id,
+                status(member)
+            ));
+        }
+    }
     // Depth first, iteratively, for the printout.
     let mut stack = vec![(&root, 0_usize)];
     while let Some((node, depth)) = stack.pop() {

@@ -1,7 +1,8 @@
 //! The read commands against journals made by real runs: they open the
 //! journal read-only, print aligned tables or one JSON document, and say
 //! clearly when there is no journal; `runs events --follow` prints a live
-//! run's log as another runtime commits it and exits at its outcome.
+//! run's log as another runtime commits it and exits at its outcome;
+//! `runs tree` shows a run's continue-as-new chain.
 
 mod support;
 
@@ -360,4 +361,72 @@ async fn show_prints_the_latest_checkpoint_compactly_and_its_states_in_json() {
             .get("state")
             .is_none()
     );
+}
+
+/// `runs tree ID` shows the continue-as-new chain a run belongs to (from
+/// any of its runs); `runs list --status continued-as-new` lists the runs
+/// that continued.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_tree_shows_the_chain_from_any_of_its_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("journal.sqlite");
+    let store = std::sync::Arc::new(SqliteStore::open(&path).await.unwrap());
+    let runs = troupe::runs::RunManager::new(store.clone());
+    let first = runs
+        .create_managed(troupe::runs::CreateManagedInput::new("tail", "follow", "o"))
+        .await
+        .unwrap();
+    runs.start_running(first.id).await.unwrap();
+    let second = runs
+        .continue_as_new(first.id, serde_json::json!(1))
+        .await
+        .unwrap();
+    runs.start_running(second.id).await.unwrap();
+    let third = runs
+        .continue_as_new(second.id, serde_json::json!(2))
+        .await
+        .unwrap();
+    let lone = runs
+        .create_managed(troupe::runs::CreateManagedInput::new("tail", "alone", "o"))
+        .await
+        .unwrap();
+    store.close().await;
+    drop(runs);
+    drop(store);
+    let ids = [first.id, second.id, third.id].map(|id| id.to_string());
+
+    for id in &ids {
+        let text = ok(&path, &["runs", "tree", id]);
+        assert!(text.starts_with("chain of 3 runs:\n"), "{text}");
+        let lines: Vec<&str> = text.lines().collect();
+        for (i, member) in ids.iter().enumerate() {
+            assert!(lines[i + 1].contains(member.as_str()), "{text}");
+        }
+        assert!(lines[1].contains("continued_as_new"), "{text}");
+        assert!(lines[3].contains("created"), "{text}");
+        let this = lines.iter().find(|l| l.contains("this run")).unwrap();
+        assert!(this.contains(id.as_str()), "{text}");
+
+        let tree = json(&path, &["runs", "tree", id]);
+        let chain: Vec<&str> = (tree["chain"].as_array().unwrap().iter())
+            .map(|r| r["id"].as_str().unwrap())
+            .collect();
+        assert_eq!(chain, ids.iter().map(String::as_str).collect::<Vec<_>>());
+    }
+    let alone = ok(&path, &["runs", "tree", &lone.id.to_string()]);
+    assert!(
+        !alone.contains("chain"),
+        "a chain of one is not shown: {alone}"
+    );
+    let tree = json(&path, &["runs", "tree", &lone.id.to_string()]);
+    assert!(tree.get("chain").is_none(), "{tree:#}");
+
+    let listed = json(&path, &["runs", "list", "--status", "continued-as-new"]);
+    let mut continued: Vec<&str> = (listed.as_array().unwrap().iter())
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    continued.sort_unstable();
+    let mut expected = [ids[0].as_str(), ids[1].as_str()];
+    expected.sort_unstable();
+    assert_eq!(continued, expected);
 }

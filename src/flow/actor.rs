@@ -388,6 +388,14 @@ impl FlowHost {
                 }
             }
             FlowMsg::Settled(settled) => self.ctx.settle(settled).await,
+            FlowMsg::ContinueAsNew(next) => {
+                // A stale start's report is dropped: its stage is gone.
+                let current = self.ctx.stages.get(next.stage).map(|s| s.generation);
+                if current == Some(next.generation) {
+                    self.feed_internal(FlowEvent::ContinueAsNew(next.input))
+                        .await;
+                }
+            }
             FlowMsg::StageWaiting(wait) => {
                 if let Err(error) = self.ctx.stage_waits(wait).await {
                     let reason = format!("recording a stage's wait failed: {error}");

@@ -49,7 +49,27 @@ pub(crate) trait RunHost: Send + Sync {
 
     /// Run `run_id` has ended (the runs awaiting it as a child wake).
     fn ended(&self, run_id: Uuid);
+
+    /// Ends run `run_id` of flow `flow` by continuing it as a new run with
+    /// `input`, on the definition a fresh start of `flow` gets (see
+    /// [`RunManager::continue_as_new`](crate::runs::RunManager::continue_as_new)),
+    /// and starts the new run here unless the runtime is shutting down (its
+    /// next start resumes it then); the new run's record.
+    fn continue_as_new(
+        &self,
+        run_id: Uuid,
+        flow: String,
+        input: serde_json::Value,
+    ) -> HostFuture<Result<crate::records::Run, crate::runs::RunError>>;
+
+    /// A handle to run `run_id`: the one kept here, or one made from the
+    /// journal for a run that has ended; `None` for a run that neither runs
+    /// here nor has ended (or cannot be read).
+    fn handle(&self, run_id: Uuid) -> HostFuture<Option<super::RunHandle>>;
 }
+
+/// A future a [`RunHost`] returns.
+pub(crate) type HostFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
 
 /// What a run publishes: its state and outcome, and the channels of the
 /// handles watching them. A channel is made for the first handle, and let
@@ -76,7 +96,7 @@ pub(crate) struct RunCell {
     /// while there are any (a woken run would sleep again before its
     /// waking message came).
     holds: AtomicUsize,
-    host: Option<Weak<dyn RunHost>>,
+    pub(crate) host: Option<Weak<dyn RunHost>>,
     /// The run's live counters, across its flow actors.
     pub(crate) progress: Arc<ProgressBoard>,
 }
@@ -240,6 +260,7 @@ impl RunCell {
             if first {
                 self.progress.end(match outcome.status {
                     RunStatus::Cancelled => StageStatus::Cancelled,
+                    RunStatus::ContinuedAsNew => StageStatus::Completed,
                     _ => StageStatus::Failed,
                 });
                 if let Some(tx) = &published.outcome_tx {

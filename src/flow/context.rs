@@ -29,6 +29,8 @@ use crate::stage::{RunContext, StageKind};
 use crate::stage::{StageEvent, StageState};
 use crate::store::Store;
 
+mod continued;
+
 /// Control slots of each stage kept for the flow actor's own events: user
 /// events are refused (`HandleError::Busy`) once a stage's free slots fall
 /// below this.
@@ -422,6 +424,7 @@ impl FlowCtx {
                 self.terminate(target).await?;
             }
             FlowAction::Cancelled => self.terminate(TerminalTarget::Cancelled).await?,
+            FlowAction::ContinueAsNew(input) => self.continue_as_new(input.clone()).await?,
         }
         Ok(())
     }
@@ -479,7 +482,10 @@ impl FlowCtx {
 
     /// Records the outcome, publishes it and stops the flow (which stops
     /// its stages). Published even if recording failed, saying so.
-    async fn terminate(&mut self, mut target: TerminalTarget) -> Result<(), RecordError> {
+    pub(super) async fn terminate(
+        &mut self,
+        mut target: TerminalTarget,
+    ) -> Result<(), RecordError> {
         let mut recorded = record::terminate(&self.journal, &mut self.run, target.clone()).await;
         if let Err(RecordError::Control(crate::runs::RunError::CancelPending { .. })) = recorded {
             // A cancel was requested through the control plane while the
@@ -498,6 +504,7 @@ impl FlowCtx {
                 structured_output,
                 reason: None,
                 recorded: true,
+                next_run_id: None,
             },
             TerminalTarget::Failed { reason } => RunOutcome {
                 run_id: self.run.id,
@@ -505,6 +512,7 @@ impl FlowCtx {
                 structured_output: None,
                 reason: Some(reason),
                 recorded: true,
+                next_run_id: None,
             },
             TerminalTarget::Cancelled => RunOutcome {
                 run_id: self.run.id,
@@ -512,6 +520,7 @@ impl FlowCtx {
                 structured_output: None,
                 reason: self.cancel_reason.clone(),
                 recorded: true,
+                next_run_id: None,
             },
         };
         if let Err(RecordError::Control(crate::runs::RunError::AlreadyTerminal {
@@ -532,6 +541,18 @@ impl FlowCtx {
             ));
             recorded = Ok(());
         }
+        self.conclude(outcome, recorded)
+    }
+
+    /// Publishes `outcome` (saying so if `recorded` failed), applies the
+    /// parent-close policy to the children of a run that did not finish,
+    /// and stops the flow; a run whose lease was lost is handed over
+    /// instead. Returns `recorded`.
+    pub(super) fn conclude(
+        &mut self,
+        mut outcome: RunOutcome,
+        recorded: Result<(), RecordError>,
+    ) -> Result<(), RecordError> {
         if let Err(error) = &recorded
             && error.is_lease_lost()
         {
@@ -563,7 +584,10 @@ impl FlowCtx {
         metrics::counter!(crate::metrics::RUNS_ENDED, "flow" => self.run.controller_id.clone(),
             "status" => outcome.status.as_str())
         .increment(1);
-        if matches!(outcome.status, RunStatus::Failed | RunStatus::Cancelled) {
+        if matches!(
+            outcome.status,
+            RunStatus::Failed | RunStatus::Cancelled | RunStatus::ContinuedAsNew
+        ) {
             // Its children that have not ended follow their parent-close
             // policy, apart from the flow, which is stopping.
             let run = self.run_context.clone();

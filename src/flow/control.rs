@@ -83,7 +83,10 @@ pub(crate) const CONTROL_PLANE_CANCEL_REASON: &str = "cancel requested through t
 pub struct RunOutcome {
     /// The run.
     pub run_id: Uuid,
-    /// Its terminal status: `Finished`, `Failed` or `Cancelled`.
+    /// Its terminal status: `Finished`, `Failed` or `Cancelled`; or
+    /// `ContinuedAsNew` for an outcome read of one run of a chain (what
+    /// [`RunHandle::outcome`](super::RunHandle::outcome) holds; `wait`
+    /// follows the chain to its last run's outcome).
     pub status: RunStatus,
     /// For a finished run, `{"steps": {stage: output}}`, and, if stages
     /// were abandoned (ended and not restarted, per their
@@ -110,6 +113,9 @@ pub struct RunOutcome {
     /// not terminal, and the next start of a runtime with this flow
     /// registered resumes the run and records its outcome then.
     pub recorded: bool,
+    /// For a run that continued as new (status `ContinuedAsNew`), the next
+    /// run of its chain.
+    pub next_run_id: Option<Uuid>,
 }
 
 impl RunOutcome {

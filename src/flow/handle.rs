@@ -6,7 +6,7 @@ use tokio::sync::{oneshot, watch};
 use uuid::Uuid;
 
 use super::actor::FlowMsg;
-use super::cell::{Route, RunCell};
+use super::cell::{Route, RunCell, RunHost};
 use super::control::{ControlEvent, HandleError, RunOutcome};
 use super::machine::RunState;
 use crate::progress::{ProgressBoard, ProgressWatch, RunProgress};
@@ -28,6 +28,8 @@ pub struct RunHandle {
     /// The run's counters: kept (they are small) so that the final counts
     /// stay readable after the run ended.
     progress: Arc<ProgressBoard>,
+    /// The runtime, where `wait` finds the next run of a chain.
+    host: Option<Weak<dyn RunHost>>,
 }
 
 impl std::fmt::Debug for RunHandle {
@@ -50,6 +52,7 @@ impl RunHandle {
             outcome,
             stages: cell.stages.clone(),
             progress: cell.progress.clone(),
+            host: cell.host.clone(),
         }
     }
 
@@ -59,6 +62,7 @@ impl RunHandle {
         let state = match outcome.status {
             RunStatus::Finished => RunState::Finished,
             RunStatus::Cancelled => RunState::Cancelled,
+            RunStatus::ContinuedAsNew => RunState::ContinuedAsNew,
             _ => RunState::Failed(outcome.reason.clone().unwrap_or_default()),
         };
         RunHandle {
@@ -68,6 +72,7 @@ impl RunHandle {
             outcome: watch::channel(Some(outcome)).1,
             progress: ProgressBoard::closed(&stages),
             stages,
+            host: None,
         }
     }
 
@@ -222,7 +227,34 @@ impl RunHandle {
     /// says so with [`RunOutcome::recorded`] `== false` (and the error at the
     /// end of its `reason`); the run stays unfinished in the journal until a
     /// later start resumes it and records it.
+    ///
+    /// A run that continued as new
+    /// ([`StageContext::continue_as_new`](crate::stage::StageContext::continue_as_new))
+    /// is followed along its chain: the outcome is the last run's (its
+    /// `run_id` says which). A next run that neither runs in this runtime
+    /// nor has ended (e.g. another process claimed it) cannot be followed:
+    /// the outcome is then the `ContinuedAsNew` one naming it
+    /// ([`RunOutcome::next_run_id`]).
     pub async fn wait(&self) -> Result<RunOutcome, HandleError> {
+        let mut outcome = self.wait_here().await?;
+        let mut host = self.host.clone();
+        while outcome.status == RunStatus::ContinuedAsNew && outcome.recorded {
+            let (Some(next), Some(runtime)) =
+                (outcome.next_run_id, host.as_ref().and_then(Weak::upgrade))
+            else {
+                break;
+            };
+            let Some(handle) = runtime.handle(next).await else {
+                break;
+            };
+            outcome = handle.wait_here().await?;
+            host = handle.host.clone().or(host);
+        }
+        Ok(outcome)
+    }
+
+    /// This run's own outcome, once it has ended (see [`wait`](Self::wait)).
+    async fn wait_here(&self) -> Result<RunOutcome, HandleError> {
         let mut outcome = self.outcome.clone();
         let waited = outcome.wait_for(Option::is_some).await.map(|o| o.clone());
         // The sender is gone: the last published value still counts.

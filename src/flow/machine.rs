@@ -22,6 +22,7 @@ use crate::stage::StageEvent;
 ///                    Draining ──(every stage completed)──▶ Finished
 /// Created / Running / Waiting / Draining ──StageGaveUp / Failure──▶ Failed
 /// any non-terminal ──Cancel──▶ Cancelling ──StagesGone──▶ Cancelled
+/// Running / Waiting / Draining ──ContinueAsNew──▶ ContinuedAsNew
 /// ```
 ///
 /// A run finishes when every stage has completed (from `Running` and
@@ -46,6 +47,9 @@ pub enum RunState {
     Failed(String),
     /// Cancelled; outcome recorded (terminal).
     Cancelled,
+    /// A step continued the run as a new run; outcome and the new run
+    /// recorded (terminal).
+    ContinuedAsNew,
 }
 
 impl RunState {
@@ -53,7 +57,10 @@ impl RunState {
     pub fn is_terminal(&self) -> bool {
         matches!(
             self,
-            RunState::Finished | RunState::Failed(_) | RunState::Cancelled
+            RunState::Finished
+                | RunState::Failed(_)
+                | RunState::Cancelled
+                | RunState::ContinuedAsNew
         )
     }
 }
@@ -92,6 +99,8 @@ pub enum FlowEvent {
     StagesGone,
     /// The flow's own work failed (e.g. a journal write).
     Failure(String),
+    /// A step ended the run by continuing it as a new run with this input.
+    ContinueAsNew(Value),
 }
 
 /// Side effects of flow transitions, run by the flow actor in order.
@@ -116,6 +125,9 @@ pub(crate) enum FlowAction {
     Fail(String),
     /// Record `RunCancelled`, publish, stop.
     Cancelled,
+    /// Record `RunContinuedAsNew` with the new run (this input), start it,
+    /// publish, stop.
+    ContinueAsNew(Value),
 }
 
 impl FsmContext for FlowCtx {}
@@ -223,7 +235,23 @@ pub(crate) fn flow_machine(
             };
             on FlowEvent::StageGaveUp => sync |s, e, _| fail(s, e);
             on FlowEvent::Failure => sync |s, e, _| fail(s, e);
+            on FlowEvent::ContinueAsNew => sync |s, e, _| continue_as_new(s, e);
         }
+    }
+}
+
+/// A step's continue-as-new ends a running flow (a cancelling or ended one
+/// stays put: cancel wins, and an ended run continues no more).
+fn continue_as_new(state: &RunState, event: &FlowEvent) -> Handled {
+    match (state, event) {
+        (
+            RunState::Running | RunState::Waiting | RunState::Draining,
+            FlowEvent::ContinueAsNew(input),
+        ) => to(
+            RunState::ContinuedAsNew,
+            vec![FlowAction::ContinueAsNew(input.clone())],
+        ),
+        _ => to(state.clone(), vec![]),
     }
 }
 

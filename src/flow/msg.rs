@@ -47,6 +47,8 @@ pub(crate) enum FlowMsg {
     DeadLetter(StageDeadLetter),
     /// A stage's logic took an inbox entry (or could not).
     Settled(Settlement),
+    /// A step continues the run as a new run.
+    ContinueAsNew(crate::stage::continue_as_new::StageContinue),
     /// A stage started or stopped waiting durably.
     StageWaiting(crate::stage::StageWait),
     /// A durable event (as JSON) for a stage: accept it into the inbox, then

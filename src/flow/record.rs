@@ -355,11 +355,16 @@ pub(crate) async fn recorded_outcome(
         .terminal_event(run_id)
         .await
         .map_err(|source| RecordError::Store { run_id, source })?;
+    let mut next_run_id = None;
     let (structured_output, reason) = match event.map(|e| e.kind) {
         Some(EventKind::Terminal(TerminalEvent::RunCompleted { structured_output })) => {
             (structured_output, None)
         }
         Some(EventKind::Terminal(TerminalEvent::RunFailed { reason })) => (None, Some(reason)),
+        Some(EventKind::Terminal(TerminalEvent::RunContinuedAsNew { next_run_id: next })) => {
+            next_run_id = Some(next);
+            (None, None)
+        }
         _ => (None, None),
     };
     Ok(RunOutcome {
@@ -368,6 +373,7 @@ pub(crate) async fn recorded_outcome(
         structured_output,
         reason,
         recorded: true,
+        next_run_id,
     })
 }
 

@@ -203,6 +203,7 @@ impl StageRuntime {
                     StageReport::DeadLetter(letter) => FlowMsg::DeadLetter(letter),
                     StageReport::Settled(settled) => FlowMsg::Settled(settled),
                     StageReport::Waiting(wait) => FlowMsg::StageWaiting(wait),
+                    StageReport::ContinueAsNew(next) => FlowMsg::ContinueAsNew(next),
                 };
                 flow.send_message(msg).is_ok()
             }),

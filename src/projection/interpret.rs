@@ -155,6 +155,10 @@ fn ended(outcome: &TerminalEvent, phases: &Phases) -> Vec<Intent> {
             intents.extend(open_stages(phases, PhaseStatus::Stopped, |_| true));
             PhaseStatus::Cancelled
         }
+        TerminalEvent::RunContinuedAsNew { .. } => {
+            intents.extend(open_stages(phases, PhaseStatus::Stopped, |_| true));
+            PhaseStatus::ContinuedAsNew
+        }
     };
     for (key, phase) in phases {
         if key.kind == PhaseKind::Wait && !phase.is_ended() {

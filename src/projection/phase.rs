@@ -101,11 +101,13 @@ pub enum PhaseStatus {
     TimedOut,
     /// A wait for a child saw the child end.
     Resolved,
+    /// A run that ended by continuing as a new run.
+    ContinuedAsNew,
 }
 
 impl PhaseStatus {
     /// Every status, in code order.
-    pub const ALL: [PhaseStatus; 13] = [
+    pub const ALL: [PhaseStatus; 14] = [
         PhaseStatus::Created,
         PhaseStatus::Running,
         PhaseStatus::Waiting,
@@ -119,6 +121,7 @@ impl PhaseStatus {
         PhaseStatus::Answered,
         PhaseStatus::TimedOut,
         PhaseStatus::Resolved,
+        PhaseStatus::ContinuedAsNew,
     ];
 
     /// Lower-case name (`"timed_out"`, ...).
@@ -137,6 +140,7 @@ impl PhaseStatus {
             PhaseStatus::Answered => "answered",
             PhaseStatus::TimedOut => "timed_out",
             PhaseStatus::Resolved => "resolved",
+            PhaseStatus::ContinuedAsNew => "continued_as_new",
         }
     }
 }
@@ -150,8 +154,15 @@ pub fn allowed_next(kind: PhaseKind, from: Option<PhaseStatus>) -> &'static [Pha
         // plus `Waiting → Waiting` for a wait that changed what it waits for.
         (PhaseKind::Run, None) => &[Created],
         (PhaseKind::Run, Some(Created)) => &[Running, Failed, Cancelled],
-        (PhaseKind::Run, Some(Running)) => &[Waiting, Finished, Failed, Cancelled],
-        (PhaseKind::Run, Some(Waiting)) => &[Waiting, Running, Finished, Failed, Cancelled],
+        (PhaseKind::Run, Some(Running)) => &[Waiting, Finished, Failed, Cancelled, ContinuedAsNew],
+        (PhaseKind::Run, Some(Waiting)) => &[
+            Waiting,
+            Running,
+            Finished,
+            Failed,
+            Cancelled,
+            ContinuedAsNew,
+        ],
         // A stage is first seen when its log says something of it, which
         // may be its end: a stage that never waited shows up at the outcome.
         (PhaseKind::Stage, None) => &[Running, Waiting, Completed, Abandoned, Stopped],
@@ -275,8 +286,17 @@ mod tests {
     fn ended_statuses_allow_nothing_whatever_the_kind() {
         use PhaseStatus::*;
         let ended = [
-            Finished, Failed, Cancelled, Completed, Abandoned, Stopped, Fired, Answered, TimedOut,
+            Finished,
+            Failed,
+            Cancelled,
+            Completed,
+            Abandoned,
+            Stopped,
+            Fired,
+            Answered,
+            TimedOut,
             Resolved,
+            ContinuedAsNew,
         ];
         for kind in [
             PhaseKind::Run,

@@ -37,6 +37,13 @@ pub enum TerminalEvent {
     },
     /// The run was cancelled.
     RunCancelled,
+    /// The run continued as a new run of its flow, `next_run_id`, created
+    /// in the same write (see
+    /// [`RunManager::continue_as_new`](crate::runs::RunManager::continue_as_new)).
+    RunContinuedAsNew {
+        /// The next run of the chain.
+        next_run_id: Uuid,
+    },
 }
 
 impl TerminalEvent {
@@ -46,12 +53,20 @@ impl TerminalEvent {
             TerminalEvent::RunCompleted { .. } => "RunCompleted",
             TerminalEvent::RunFailed { .. } => "RunFailed",
             TerminalEvent::RunCancelled => "RunCancelled",
+            TerminalEvent::RunContinuedAsNew { .. } => "RunContinuedAsNew",
         }
     }
 }
 
-/// The names reserved for terminal kinds, in code order (codes 1, 2, 3).
-pub(crate) const TERMINAL_NAMES: [&str; 3] = ["RunCompleted", "RunFailed", "RunCancelled"];
+/// The names reserved for terminal kinds, in code order (SQLite codes 1, 2,
+/// 3, then 0 for `RunContinuedAsNew`, the one added after custom kinds took
+/// the codes from 4: see `store/sqlite/codec.rs`).
+pub(crate) const TERMINAL_NAMES: [&str; 4] = [
+    "RunCompleted",
+    "RunFailed",
+    "RunCancelled",
+    "RunContinuedAsNew",
+];
 
 /// What an event says.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -52,5 +52,5 @@ pub(crate) use ops::{appended, mismatch, next_revision};
 pub(crate) use run::check_run_key;
 pub use run::{
     FailureEntry, Lease, MAX_RUN_KEY_LEN, Run, RunFilter, RunStatus, RunStep, RunStepStatus,
-    SYSTEM_STEP_ID, StepOutput, StepRuntime, new_run_id,
+    SYSTEM_STEP_ID, StepOutput, StepRuntime, continued_run_id, new_run_id,
 };

@@ -17,7 +17,8 @@ pub fn new_run_id() -> Uuid {
     Uuid::now_v7()
 }
 
-/// Lifecycle status of a run. `Finished`, `Failed` and `Cancelled` are terminal.
+/// Lifecycle status of a run. `Finished`, `Failed`, `Cancelled` and
+/// `ContinuedAsNew` are terminal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum RunStatus {
     /// Created, not started.
@@ -32,24 +33,32 @@ pub enum RunStatus {
     Failed,
     /// Cancelled (terminal).
     Cancelled,
+    /// Ended by continuing as a new run of its flow, which its terminal
+    /// event names ([`TerminalEvent::RunContinuedAsNew`](super::TerminalEvent::RunContinuedAsNew)):
+    /// the chain's outcome is its last run's (terminal).
+    ContinuedAsNew,
 }
 
 impl RunStatus {
     /// Every status, in code order.
-    pub const ALL: [RunStatus; 6] = [
+    pub const ALL: [RunStatus; 7] = [
         RunStatus::Created,
         RunStatus::Running,
         RunStatus::Waiting,
         RunStatus::Finished,
         RunStatus::Failed,
         RunStatus::Cancelled,
+        RunStatus::ContinuedAsNew,
     ];
 
     /// Whether no further change is allowed.
     pub fn is_terminal(self) -> bool {
         matches!(
             self,
-            RunStatus::Finished | RunStatus::Failed | RunStatus::Cancelled
+            RunStatus::Finished
+                | RunStatus::Failed
+                | RunStatus::Cancelled
+                | RunStatus::ContinuedAsNew
         )
     }
 
@@ -62,6 +71,7 @@ impl RunStatus {
             RunStatus::Finished => "finished",
             RunStatus::Failed => "failed",
             RunStatus::Cancelled => "cancelled",
+            RunStatus::ContinuedAsNew => "continued_as_new",
         }
     }
 
@@ -76,6 +86,15 @@ impl RunStatus {
             .ok()
             .and_then(|i| Self::ALL.get(i).copied())
     }
+}
+
+/// The id of the run that run `previous` continues as: deterministic (a
+/// UUID v5 named by `previous` in its own namespace), so that a second
+/// attempt to continue `previous` names the same run, which the store
+/// refuses to insert twice. A run continues at most once (its terminal
+/// event is unique), so its id alone places the next run in its chain.
+pub fn continued_run_id(previous: Uuid) -> Uuid {
+    Uuid::new_v5(&previous, b"troupe/continued-as-new")
 }
 
 /// Which runs [`Store::list_runs`](crate::store::Store::list_runs) lists:
@@ -179,6 +198,11 @@ pub struct Run {
     /// The version of that definition, if it declared one. Fixed at insert.
     #[serde(default)]
     pub flow_version: Option<u32>,
+    /// The run this one continues (the previous run of its chain, which
+    /// ended [`RunStatus::ContinuedAsNew`] naming this one); `None` for the
+    /// first run of a chain. Fixed at insert: an update's value is ignored.
+    #[serde(default)]
+    pub continued_from: Option<Uuid>,
 }
 
 impl Run {
@@ -211,6 +235,7 @@ impl Run {
             key: None,
             fingerprint: None,
             flow_version: None,
+            continued_from: None,
         }
     }
 }

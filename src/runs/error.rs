@@ -53,6 +53,16 @@ pub enum RunError {
         /// The status the call would have moved it to.
         to: RunStatus,
     },
+    /// A continue-as-new chain's records contradict each other (see
+    /// [`RunManager::chain`](super::RunManager::chain)): repair or remove
+    /// the run named.
+    #[error("the continue-as-new chain is broken at run {run_id}: {why}")]
+    BrokenChain {
+        /// The run where the chain breaks.
+        run_id: Uuid,
+        /// What contradicts what.
+        why: String,
+    },
     /// The caller's input is not acceptable (which field and why).
     #[error("invalid input: {0}")]
     InvalidData(String),

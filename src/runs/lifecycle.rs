@@ -32,11 +32,13 @@ pub enum AuditKind {
     StateUpdated,
     /// A step observation was recorded.
     StepObserved,
+    /// `→ ContinuedAsNew`: the run ended, continuing as a new run.
+    ContinuedAsNew,
 }
 
 impl AuditKind {
     /// Every kind, in code order.
-    pub const ALL: [AuditKind; 10] = [
+    pub const ALL: [AuditKind; 11] = [
         AuditKind::Created,
         AuditKind::Started,
         AuditKind::Waiting,
@@ -47,6 +49,7 @@ impl AuditKind {
         AuditKind::Cancelled,
         AuditKind::StateUpdated,
         AuditKind::StepObserved,
+        AuditKind::ContinuedAsNew,
     ];
 
     /// The event kind name stored in the log (`"created"`, `"cancel_requested"`, ...).
@@ -62,6 +65,7 @@ impl AuditKind {
             AuditKind::Cancelled => "cancelled",
             AuditKind::StateUpdated => "state_updated",
             AuditKind::StepObserved => "step_observed",
+            AuditKind::ContinuedAsNew => "continued_as_new",
         }
     }
 
@@ -72,8 +76,9 @@ impl AuditKind {
 }
 
 /// Whether a run may move from `from` to `to`: `Created → Running`,
-/// `Running ⇄ Waiting`, `Running | Waiting → Finished | Failed | Cancelled`,
-/// `Created → Cancelled | Failed`. Nothing leaves a terminal status.
+/// `Running ⇄ Waiting`, `Running | Waiting → Finished | Failed | Cancelled |
+/// ContinuedAsNew`, `Created → Cancelled | Failed`. Nothing leaves a
+/// terminal status.
 pub fn is_legal_move(from: RunStatus, to: RunStatus) -> bool {
     use RunStatus::*;
     matches!(
@@ -81,7 +86,10 @@ pub fn is_legal_move(from: RunStatus, to: RunStatus) -> bool {
         (Created, Running)
             | (Running, Waiting)
             | (Waiting, Running)
-            | (Running | Waiting, Finished | Failed | Cancelled)
+            | (
+                Running | Waiting,
+                Finished | Failed | Cancelled | ContinuedAsNew
+            )
             | (Created, Cancelled | Failed)
     )
 }
@@ -129,6 +137,9 @@ pub(crate) enum Change {
         external_run_id: String,
         status: RunStepStatus,
     },
+    ContinueAsNew {
+        next_run_id: uuid::Uuid,
+    },
 }
 
 impl Change {
@@ -143,6 +154,7 @@ impl Change {
             Change::Cancel => AuditKind::Cancelled,
             Change::UpdateState { .. } => AuditKind::StateUpdated,
             Change::ObserveStep { .. } => AuditKind::StepObserved,
+            Change::ContinueAsNew { .. } => AuditKind::ContinuedAsNew,
         }
     }
 
@@ -154,6 +166,7 @@ impl Change {
             Change::Finish { .. } => Some(RunStatus::Finished),
             Change::Fail { .. } => Some(RunStatus::Failed),
             Change::Cancel => Some(RunStatus::Cancelled),
+            Change::ContinueAsNew { .. } => Some(RunStatus::ContinuedAsNew),
             Change::RequestCancel | Change::UpdateState { .. } | Change::ObserveStep { .. } => None,
         }
     }
@@ -173,9 +186,13 @@ impl Change {
         }
     }
 
-    /// `finish` and `update_state` wait for the requested cancellation instead.
+    /// `finish`, `update_state` and `continue_as_new` wait for the requested
+    /// cancellation instead.
     fn blocked_by_cancel_request(&self) -> bool {
-        matches!(self, Change::Finish { .. } | Change::UpdateState { .. })
+        matches!(
+            self,
+            Change::Finish { .. } | Change::UpdateState { .. } | Change::ContinueAsNew { .. }
+        )
     }
 }
 
@@ -266,6 +283,10 @@ pub(crate) fn plan(
             outcome = Some(TerminalEvent::RunFailed { reason });
         }
         Change::RequestCancel => next.cancel_requested = true,
+        Change::ContinueAsNew { next_run_id } => {
+            details.insert("next_run_id".into(), json!(next_run_id));
+            outcome = Some(TerminalEvent::RunContinuedAsNew { next_run_id });
+        }
         Change::UpdateState { patch, next_step } => {
             details.insert("patch".into(), patch.clone());
             details.insert("next_step".into(), json!(next_step));

@@ -32,6 +32,9 @@ fn all_changes() -> Vec<Change> {
             external_run_id: "child-1".into(),
             status: RunStepStatus::Running,
         },
+        Change::ContinueAsNew {
+            next_run_id: crate::records::continued_run_id(uuid::Uuid::nil()),
+        },
     ]
 }
 
@@ -49,6 +52,8 @@ fn legal_moves_are_exactly_the_table() {
         (Waiting, Cancelled),
         (Created, Cancelled),
         (Created, Failed),
+        (Running, ContinuedAsNew),
+        (Waiting, ContinuedAsNew),
     ];
     for from in RunStatus::ALL {
         for to in RunStatus::ALL {
@@ -105,7 +110,7 @@ fn an_observation_on_a_terminal_run_plans_no_change_to_it() {
         external_run_id: "child-1".into(),
         status: RunStepStatus::Succeeded,
     };
-    for status in [Finished, Failed, Cancelled] {
+    for status in [Finished, Failed, Cancelled, ContinuedAsNew] {
         let result = plan(&run_in(status), &observe, Utc::now());
         assert!(matches!(result, Ok(None)), "{status:?}: {result:?}");
     }
@@ -134,7 +139,7 @@ fn start_and_resume_each_have_one_source() {
 }
 
 #[test]
-fn cancel_request_blocks_finish_and_update_state_only() {
+fn cancel_request_blocks_finish_update_state_and_continue_as_new_only() {
     let now = Utc::now();
     for change in all_changes() {
         let mut run = run_in(match change {
@@ -145,7 +150,7 @@ fn cancel_request_blocks_finish_and_update_state_only() {
         run.cancel_requested = true;
         let result = plan(&run, &change, now);
         match change {
-            Change::Finish { .. } | Change::UpdateState { .. } => {
+            Change::Finish { .. } | Change::UpdateState { .. } | Change::ContinueAsNew { .. } => {
                 assert!(matches!(result, Err(RunError::CancelPending { id }) if id == run.id));
             }
             Change::RequestCancel => assert_eq!(result.ok(), Some(None), "idempotent"),

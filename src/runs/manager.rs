@@ -282,7 +282,7 @@ impl RunManager {
     /// revision conflict. When the run record needs no change, `extra` is
     /// written alone. Returns the run as written and the write's outcomes
     /// (none when there was nothing to write).
-    async fn change(
+    pub(super) async fn change(
         &self,
         id: Uuid,
         change: Change,

@@ -147,6 +147,7 @@
 //! # }).unwrap();
 //! ```
 
+mod chain;
 mod error;
 mod input;
 mod lifecycle;
@@ -154,6 +155,7 @@ mod manager;
 mod recovery;
 mod terminal;
 
+pub use chain::{MAX_CHAIN_LEN, chain};
 pub use error::RunError;
 pub use input::{CreateManagedInput, CreateMirroredInput, StepObservation};
 pub use lifecycle::{AuditKind, is_legal_move, merge_state};

@@ -168,7 +168,8 @@ async fn ledger_append_failure(
 /// (see [`rebuild_structured_output`]); `Failed` →
 /// `RunFailed` with the target's reason if it is a `Failed`, else the last
 /// failure-ledger reason, else `run already failed`; `Cancelled` →
-/// `RunCancelled`. Appends only if the run has no terminal event (repairing
+/// `RunCancelled`; `ContinuedAsNew` → `RunContinuedAsNew` naming
+/// [`continued_run_id`](crate::records::continued_run_id). Appends only if the run has no terminal event (repairing
 /// twice appends once). Returns `Transitioned` when it appended the event,
 /// `Noop` when the run is not terminal or already had one.
 ///
@@ -219,6 +220,11 @@ pub async fn repair_persisted_terminalization(
             TerminalEvent::RunFailed { reason }
         }
         RunStatus::Cancelled => TerminalEvent::RunCancelled,
+        // Written with its outcome in one write: only a damaged log lacks
+        // it, and the next run's id follows from this one's.
+        RunStatus::ContinuedAsNew => TerminalEvent::RunContinuedAsNew {
+            next_run_id: crate::records::continued_run_id(run_id),
+        },
     };
     let kind = event.name();
     match store.append_terminal_event_if_absent(run_id, event).await {

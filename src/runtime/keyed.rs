@@ -14,7 +14,7 @@ use tokio::sync::OwnedMutexGuard;
 
 use super::RuntimeError;
 use super::start::Starter;
-use crate::flow::record::recorded_outcome;
+use crate::flow::record::{RecordError, recorded_outcome};
 use crate::flow::{ErasedDefinition, IdReuse, RunHandle, RunOptions};
 use crate::records::{RunStatus, check_run_key};
 use crate::store::Store;
@@ -105,7 +105,22 @@ pub(crate) async fn look_up(
     if ended && reusable {
         return Ok(Some(Keyed::New(guard)));
     }
-    if run.input != options.input {
+    // The id moves along a continue-as-new chain: the run found may be a
+    // later one of it, whose input is its own; the start's is compared with
+    // the chain's first run's.
+    let first_input = match run.continued_from {
+        None => None,
+        Some(_) => {
+            let manager =
+                crate::runs::RunManager::new(std::sync::Arc::new(starter.journal.clone()));
+            let chain = manager
+                .chain(run.id)
+                .await
+                .map_err(|error| RuntimeError::from(RecordError::from(error)))?;
+            chain.into_iter().next().map(|first| first.input)
+        }
+    };
+    if *first_input.as_ref().unwrap_or(&run.input) != options.input {
         return Err(RuntimeError::RunIdConflict {
             flow: flow.to_owned(),
             id: id.to_owned(),

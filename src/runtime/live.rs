@@ -163,6 +163,7 @@ mod tests {
             structured_output: None,
             reason: None,
             recorded: true,
+            next_run_id: None,
         });
     }
 

@@ -27,6 +27,7 @@
 //! ```
 
 mod builder;
+mod continued;
 mod counts;
 mod input;
 mod keyed;

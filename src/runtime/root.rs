@@ -146,6 +146,7 @@ impl Actor for RootActor {
             structured_output: None,
             reason: Some(reason),
             recorded,
+            next_run_id: None,
         };
         let outcome = match record::fail_orphaned(&entry.journal, run_id, reason.clone()).await {
             Ok(Orphaned::Failed) => failed(reason, true),

@@ -16,10 +16,11 @@ use super::launch::Launcher;
 use super::registry::Resolved;
 use super::root::RootMsg;
 use super::sleepers::Sleeper;
-use crate::flow::RunOutcome;
-use crate::flow::cell::{Route, RunCell, RunHost, Sleep};
+use crate::flow::cell::{HostFuture, Route, RunCell, RunHost, Sleep};
 use crate::flow::record::{self, Orphaned, RecordError};
-use crate::records::RunStatus;
+use crate::flow::{RunHandle, RunOutcome};
+use crate::records::{Run, RunStatus, StoreError};
+use crate::runs::RunError;
 use crate::store::Store;
 
 impl RunHost for Launcher {
@@ -68,6 +69,25 @@ impl RunHost for Launcher {
         for parent in self.sleepers.awaiting(run_id) {
             self.wake_by(parent, "child");
         }
+    }
+
+    fn continue_as_new(
+        &self,
+        run_id: Uuid,
+        flow: String,
+        input: serde_json::Value,
+    ) -> HostFuture<Result<Run, RunError>> {
+        let Some(launcher) = self.myself.upgrade() else {
+            return Box::pin(async { Err(RunError::Store(StoreError::JournalClosed)) });
+        };
+        Box::pin(launcher.continue_run(run_id, flow, input))
+    }
+
+    fn handle(&self, run_id: Uuid) -> HostFuture<Option<RunHandle>> {
+        let Some(launcher) = self.myself.upgrade() else {
+            return Box::pin(async { None });
+        };
+        Box::pin(launcher.run_handle(run_id))
     }
 }
 
@@ -156,6 +176,7 @@ impl Launcher {
             structured_output: None,
             reason: Some(reason),
             recorded,
+            next_run_id: None,
         };
         let outcome = match record::fail_orphaned(&self.journal, run_id, reason.clone()).await {
             Ok(Orphaned::Failed) => failed(reason, true),

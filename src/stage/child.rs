@@ -72,14 +72,18 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::context::RunContext;
+
+mod terminal;
+
 use super::context::StageContext;
 use super::memo::MemoError;
 use crate::records::{
     EventKind, FailureEntry, NewEvent, RunFilter, RunStatus, SYSTEM_STEP_ID, StoreError,
-    TerminalEvent, check_run_key,
+    check_run_key,
 };
 use crate::store::Store;
 use crate::supervise::BoxError;
+use terminal::ChildTerminal;
 
 /// The first pause between two reads of a child's record.
 pub(crate) const FIRST_POLL: Duration = Duration::from_millis(10);
@@ -241,6 +245,20 @@ pub enum ChildError {
     /// Reading or recording the parent's memo of the child failed.
     #[error(transparent)]
     Memo(#[from] MemoError),
+    /// An invariant error: something tried to record a status that is not
+    /// a child's terminal as one (a run that has not ended, or one that
+    /// continued as new, whose chain's last run's terminal is the child's).
+    /// Nothing is recorded.
+    #[error(
+        "child run {child}: `{}` is not a child's terminal and is never recorded as one",
+        status.as_str()
+    )]
+    NotATerminal {
+        /// The child run.
+        child: Uuid,
+        /// The status refused.
+        status: RunStatus,
+    },
     /// The child ended without finishing: it failed (`reason` is its
     /// failure's) or was cancelled (`reason` is `cancelled:<why>`).
     #[error("child run {child} of flow `{flow}` did not finish: {reason}")]
@@ -267,20 +285,12 @@ impl ChildError {
             | ChildError::BadKey { .. }
             | ChildError::BadInput { .. }
             | ChildError::KeyConflict { .. }
-            | ChildError::NoRuntime { .. } => true,
+            | ChildError::NoRuntime { .. }
+            | ChildError::NotATerminal { .. } => true,
             ChildError::Memo(memo) => memo.is_permanent(),
             ChildError::UnknownFlow { .. } | ChildError::NotStarted { .. } => false,
         }
     }
-}
-
-/// A child's terminal as the parent records it (the memo's value).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "status", rename_all = "snake_case")]
-enum ChildTerminal {
-    Finished { output: Value },
-    Failed { reason: String },
-    Cancelled { reason: String },
 }
 
 /// What the parent memoizes of a start.
@@ -447,87 +457,6 @@ impl StageContext {
             ChildTerminal::Cancelled { reason } => Err(failed(format!("cancelled:{reason}"))),
         }
     }
-
-    /// The terminal of run `child` as the store has it, once it has one:
-    /// read at once, then (the stage reported waiting meanwhile) again at
-    /// each doorbell or backoff step. The doorbell is armed before each
-    /// read, so an end between the read and the wait rings it.
-    async fn child_terminal(&self, child: Uuid) -> ChildTerminal {
-        let mut waiting = None;
-        let mut pause = FIRST_POLL;
-        loop {
-            let doorbell = self.run.launcher.as_ref().and_then(|l| l.doorbell(child));
-            match self.read_terminal(child).await {
-                Ok(Some(terminal)) => return terminal,
-                Ok(None) => {}
-                Err(error) => {
-                    tracing::warn!(run_id = %self.run.run_id, %child, %error,
-                        "reading a child's record failed; reading it again");
-                }
-            }
-            waiting
-                .get_or_insert_with(|| self.report_wait(json!({ "for": "child", "child": child })));
-            match doorbell {
-                Some(rung) => {
-                    tokio::select! {
-                        () = rung => {}
-                        () = tokio::time::sleep(pause) => {}
-                    }
-                }
-                None => tokio::time::sleep(pause).await,
-            }
-            pause = (pause * 2).min(MAX_POLL);
-        }
-    }
-
-    /// The terminal of run `child` in the store; `None` while it has none
-    /// (or the run is not visible yet).
-    async fn read_terminal(&self, child: Uuid) -> Result<Option<ChildTerminal>, StoreError> {
-        let journal = &self.run.journal;
-        let Some(run) = journal.get_run(child).await? else {
-            return Ok(None);
-        };
-        if !run.status.is_terminal() {
-            return Ok(None);
-        }
-        let kind = journal.terminal_event(child).await?.map(|e| e.kind);
-        Ok(Some(match (run.status, kind) {
-            (
-                RunStatus::Finished,
-                Some(EventKind::Terminal(TerminalEvent::RunCompleted { structured_output })),
-            ) => ChildTerminal::Finished {
-                output: structured_output.unwrap_or(Value::Null),
-            },
-            (RunStatus::Finished, _) => ChildTerminal::Finished {
-                output: Value::Null,
-            },
-            (RunStatus::Failed, Some(EventKind::Terminal(TerminalEvent::RunFailed { reason }))) => {
-                ChildTerminal::Failed { reason }
-            }
-            (RunStatus::Failed, _) => ChildTerminal::Failed {
-                reason: "failed (no reason recorded)".to_owned(),
-            },
-            _ => ChildTerminal::Cancelled {
-                reason: cancel_reason(journal, child).await?,
-            },
-        }))
-    }
-}
-
-/// Why run `run_id` was cancelled: the last reason its log gives.
-async fn cancel_reason(
-    journal: &crate::journal::JournalHandle,
-    run_id: Uuid,
-) -> Result<String, StoreError> {
-    let events = journal.replay(run_id).await?;
-    let reason = events.iter().rev().find_map(|e| match &e.kind {
-        EventKind::Custom { name, payload } if name == "cancel_reason" => payload
-            .get("reason")
-            .and_then(Value::as_str)
-            .map(str::to_owned),
-        _ => None,
-    });
-    Ok(reason.unwrap_or_else(|| "no reason recorded".to_owned()))
 }
 
 /// Decodes a memo of this module.

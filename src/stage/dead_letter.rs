@@ -57,6 +57,7 @@ impl std::error::Error for PermanentError {
 /// Whether `error` says retrying cannot help.
 pub(crate) fn is_permanent(error: &BoxError) -> bool {
     error.downcast_ref::<PermanentError>().is_some()
+        || error.is::<super::ContinueAsNew>()
         || (error.downcast_ref::<super::MemoError>()).is_some_and(super::MemoError::is_permanent)
         || (error.downcast_ref::<super::ChildError>()).is_some_and(super::ChildError::is_permanent)
 }

@@ -53,6 +53,8 @@ pub(crate) enum StageReport {
     Settled(Settlement),
     /// It started or stopped waiting durably (a timer or a signal).
     Waiting(StageWait),
+    /// Its step continues the run as a new run.
+    ContinueAsNew(super::continue_as_new::StageContinue),
 }
 
 /// A stage that waits durably (`wait` says for what), or no longer does

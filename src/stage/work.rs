@@ -106,6 +106,30 @@ pub(crate) trait Work<T: Clone + Send + 'static>: Send + 'static {
     }
 }
 
+/// Reports a step's [`ContinueAsNew`](super::ContinueAsNew) to its flow,
+/// which ends the run (stopping this stage); waits for that, or for a
+/// cancel (a flow already cancelling refuses it: cancel wins).
+async fn continue_as_new(error: BoxError, retries: &Retries<'_>) -> Result<Stepped, BoxError> {
+    let input = match error.downcast::<super::ContinueAsNew>() {
+        Ok(continued) => continued.into_input(),
+        Err(error) => return Err(error),
+    };
+    let report = super::StageReport::ContinueAsNew(super::continue_as_new::StageContinue {
+        stage: retries.index,
+        generation: retries.generation,
+        input,
+    });
+    if !(retries.report)(report) {
+        return Err(format!(
+            "stage `{}`: the flow is gone; the run did not continue as new",
+            retries.stage
+        )
+        .into());
+    }
+    retries.bells.cancel.notified().await;
+    Ok(Stepped::Interrupted)
+}
+
 /// The recorded output of a completed stage: a step's result as it is; for
 /// the others, their item counts and the value their completion hook
 /// returned, if any.
@@ -434,6 +458,9 @@ impl<T: Clone + Send + 'static, S: Step> Work<T> for AsStep<S> {
             };
             match run {
                 Ok(result) => self.result = Some(result),
+                Err(error) if error.is::<super::ContinueAsNew>() => {
+                    return continue_as_new(error, retries).await;
+                }
                 Err(error) => {
                     self.failed = self.failed.saturating_add(1);
                     if !retries.after_failure(self.failed, error).await? {

@@ -178,6 +178,7 @@ impl MemState {
                 run.key = stored.key.clone();
                 run.fingerprint = stored.fingerprint.clone();
                 run.flow_version = stored.flow_version;
+                run.continued_from = stored.continued_from;
                 let id = run.id;
                 let slot = self.runs.get_mut(&id).ok_or(StoreError::RunNotFound(id))?;
                 let old = slot.flow.replace(*run).ok_or(StoreError::RunNotFound(id))?;

@@ -195,6 +195,9 @@ pub async fn terminal_payloads_round_trip(store: AnyStore) {
             reason: "disk \"full\"\n".into(),
         },
         TerminalEvent::RunCancelled,
+        TerminalEvent::RunContinuedAsNew {
+            next_run_id: Uuid::now_v7(),
+        },
     ];
     for t in cases {
         let run = new_run(&store, "o").await;

@@ -47,6 +47,7 @@ pub async fn run_in(m: &RunManager, status: RunStatus) -> Uuid {
         RunStatus::Finished => &[Move::Start, Move::Finish],
         RunStatus::Failed => &[Move::Fail],
         RunStatus::Cancelled => &[Move::Cancel],
+        RunStatus::ContinuedAsNew => &[Move::Start, Move::ContinueAsNew],
     };
     for (n, mv) in moves.iter().enumerate() {
         mv.apply(m, id, n as u64).await.unwrap();
@@ -186,7 +187,12 @@ pub async fn moves_follow_the_legal_move_table(store: AnyStore) {
 /// `manager_write_cases::step_observations_on_a_terminal_run_leave_the_run_alone`).
 pub async fn terminal_runs_refuse_every_change(store: AnyStore) {
     let m = RunManager::new(store);
-    for status in [RunStatus::Finished, RunStatus::Failed, RunStatus::Cancelled] {
+    for status in [
+        RunStatus::Finished,
+        RunStatus::Failed,
+        RunStatus::Cancelled,
+        RunStatus::ContinuedAsNew,
+    ] {
         let id = run_in(&m, status).await;
         let log = events(&m, id).await;
         for mv in Move::ALL.into_iter().filter(|mv| *mv != Move::Observe) {
@@ -382,7 +388,12 @@ pub async fn finish_merges_the_final_state_and_records_completion(store: AnyStor
 /// the recovery scan, and an outcome recorded elsewhere first blocks the move.
 pub async fn terminal_moves_record_the_outcome_exactly_once(store: AnyStore) {
     let m = RunManager::new(store.clone());
-    for status in [RunStatus::Finished, RunStatus::Failed, RunStatus::Cancelled] {
+    for status in [
+        RunStatus::Finished,
+        RunStatus::Failed,
+        RunStatus::Cancelled,
+        RunStatus::ContinuedAsNew,
+    ] {
         let id = run_in(&m, status).await;
         let outcomes = events(&m, id)
             .await

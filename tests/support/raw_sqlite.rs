@@ -21,6 +21,21 @@ pub fn user_version(path: &Path) -> i64 {
         .expect("user_version")
 }
 
+/// Undoes schema version 11 (continue-as-new: the `RunContinuedAsNew`
+/// kind, status 6 in the indexes of terminal statuses, `continued_from`):
+/// prefix it to a script that fakes an older version.
+#[allow(dead_code)] // not every test that includes this module fakes an old file
+pub const UNDO_V11: &str = "DELETE FROM event_kinds WHERE code = 4; \
+    DROP INDEX events_one_terminal; \
+    CREATE UNIQUE INDEX events_one_terminal ON events(rid) WHERE kind <= 3; \
+    DROP INDEX runs_live_key; \
+    CREATE UNIQUE INDEX runs_live_key ON runs(controller_id, run_key) \
+        WHERE run_key IS NOT NULL AND status NOT IN (3, 4, 5); \
+    DROP INDEX runs_missing_outcome; \
+    CREATE INDEX runs_missing_outcome ON runs(rid) \
+        WHERE status IN (3, 4, 5) AND outcome_cursor IS NULL; \
+    ALTER TABLE runs DROP COLUMN continued_from; PRAGMA user_version = 10;";
+
 /// Undoes schema version 10 (flow definitions, a run's fingerprint and
 /// version): prefix it to a script that fakes an older version.
 #[allow(dead_code)] // not every test that includes this module fakes an old file

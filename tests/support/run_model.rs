@@ -17,10 +17,11 @@ pub enum Move {
     Cancel,
     UpdateState,
     Observe,
+    ContinueAsNew,
 }
 
 impl Move {
-    pub const ALL: [Move; 9] = [
+    pub const ALL: [Move; 10] = [
         Move::Start,
         Move::Wait,
         Move::Resume,
@@ -30,6 +31,7 @@ impl Move {
         Move::Cancel,
         Move::UpdateState,
         Move::Observe,
+        Move::ContinueAsNew,
     ];
 
     pub fn audit_kind(self) -> &'static str {
@@ -43,6 +45,7 @@ impl Move {
             Move::Cancel => "cancelled",
             Move::UpdateState => "state_updated",
             Move::Observe => "step_observed",
+            Move::ContinueAsNew => "continued_as_new",
         }
     }
 
@@ -84,6 +87,7 @@ impl Move {
                 })
                 .await
                 .map(drop),
+            Move::ContinueAsNew => m.continue_as_new(id, json!(n)).await.map(drop),
         }
     }
 }
@@ -149,7 +153,9 @@ impl Model {
         if from.is_terminal() {
             return Err(Refusal::AlreadyTerminal(from));
         }
-        if self.cancel_requested && matches!(mv, Move::Finish | Move::UpdateState) {
+        if self.cancel_requested
+            && matches!(mv, Move::Finish | Move::UpdateState | Move::ContinueAsNew)
+        {
             return Err(Refusal::CancelPending);
         }
         let to = match (mv, from) {
@@ -163,6 +169,10 @@ impl Model {
             (Move::Finish, _) => return Err(Refusal::InvalidTransition(from, Finished)),
             (Move::Fail, _) => Failed,
             (Move::Cancel, _) => Cancelled,
+            (Move::ContinueAsNew, Running | Waiting) => ContinuedAsNew,
+            (Move::ContinueAsNew, _) => {
+                return Err(Refusal::InvalidTransition(from, ContinuedAsNew));
+            }
             (Move::RequestCancel | Move::UpdateState | Move::Observe, _) => from,
         };
         if mv == Move::RequestCancel && self.cancel_requested {
@@ -186,6 +196,7 @@ impl Model {
             Finished => Some("RunCompleted"),
             Failed => Some("RunFailed"),
             Cancelled => Some("RunCancelled"),
+            ContinuedAsNew => Some("RunContinuedAsNew"),
             _ => None,
         };
         self.status = to;

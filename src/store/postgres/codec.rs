@@ -176,7 +176,7 @@ fn get<'a, T: tokio_postgres::types::FromSql<'a>>(row: &'a Row, i: usize) -> Res
     row.try_get(i).map_err(pg("read row"))
 }
 
-/// Whether `name` is one of the terminal kinds (codes 1-3).
+/// Whether `name` is one of the terminal kinds (codes 1-4).
 fn terminal_code(name: &str) -> Option<i64> {
     TERMINAL_NAMES
         .iter()
@@ -218,11 +218,11 @@ pub(crate) fn decode_event(row: &Row) -> Result<RunEvent, StoreError> {
 }
 
 /// The columns [`decode_run`] reads: `rid, id`, the mutable columns, then
-/// `input_json, run_key, fingerprint, flow_version`.
+/// `input_json, run_key, fingerprint, flow_version, continued_from`.
 pub(crate) const RUN_COLUMNS: &str = "rid, id, controller_id, goal, owner_session_key, \
     requester_origin, parent_run_id, current_step, state_json, wait_json, status, \
     cancel_requested, revision, created_at, updated_at, ended_at, lease_owner, lease_epoch, \
-    lease_expires_at, input_json, run_key, fingerprint, flow_version";
+    lease_expires_at, input_json, run_key, fingerprint, flow_version, continued_from";
 
 /// A run's values that an update writes (`controller_id` to
 /// `lease_expires_at`, in [`RUN_COLUMNS`] order), owned.
@@ -348,6 +348,7 @@ pub(crate) fn decode_run(row: &Row) -> Result<Run, StoreError> {
                 })
             })
             .transpose()?,
+        continued_from: get(row, 23)?,
     })
 }
 

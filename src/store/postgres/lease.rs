@@ -178,7 +178,7 @@ pub(crate) async fn claim(
         .map(|column| format!("runs.{}", column.trim()))
         .collect();
     let sql = format!(
-        "WITH picked AS (SELECT id, lease_owner AS was FROM runs WHERE status NOT IN (3, 4, 5) \
+        "WITH picked AS (SELECT id, lease_owner AS was FROM runs WHERE status NOT IN (3, 4, 5, 6) \
            AND controller_id = ANY($3) AND NOT (id = ANY($5)) \
            AND (lease_owner IS DISTINCT FROM $1 OR lease_expires_at = 0) \
            AND (lease_owner IS NULL OR lease_expires_at IS NULL OR lease_expires_at < {NOW}) \
@@ -235,7 +235,7 @@ pub(crate) async fn renew(
             "UPDATE runs r SET lease_expires_at = {NOW} + $2 \
              FROM UNNEST($3::uuid[], $4::bigint[]) AS b(id, epoch) \
              WHERE r.id = b.id AND r.lease_owner = $1 AND r.lease_epoch = b.epoch \
-             RETURNING r.id, r.status IN (3, 4, 5), r.cancel_requested"
+             RETURNING r.id, r.status IN (3, 4, 5, 6), r.cancel_requested"
         );
         let tx = locked(client, lock, "renew leases").await?;
         let rows = tx

@@ -199,15 +199,16 @@ impl OpCtx<'_> {
         values.push(&run.fingerprint);
         let version = run.flow_version.map(i64::from);
         values.push(&version);
+        values.push(&run.continued_from);
         self.execute(
             "insert run",
             "INSERT INTO runs(id, controller_id, goal, owner_session_key, requester_origin, \
              parent_run_id, current_step, state_json, wait_json, status, cancel_requested, \
              revision, created_at, updated_at, ended_at, lease_owner, lease_epoch, \
-             lease_expires_at, input_json, run_key, fingerprint, flow_version) VALUES ($1, $2, \
-             $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
-             (extract(epoch from clock_timestamp()) * 1000000)::bigint + $18, $19, $20, \
-             $21, $22)",
+             lease_expires_at, input_json, run_key, fingerprint, flow_version, continued_from) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, \
+             $17, (extract(epoch from clock_timestamp()) * 1000000)::bigint + $18, $19, $20, \
+             $21, $22, $23)",
             &values,
         )
         .await?;
@@ -222,7 +223,7 @@ impl OpCtx<'_> {
             .query_opt(
                 "check run key",
                 "SELECT id FROM runs WHERE controller_id = $1 AND run_key = $2 \
-                 AND run_key IS NOT NULL AND status NOT IN (3, 4, 5)",
+                 AND run_key IS NOT NULL AND status NOT IN (3, 4, 5, 6)",
                 &[&flow, &key],
             )
             .await?;
@@ -277,7 +278,7 @@ impl OpCtx<'_> {
 
     async fn terminal_cursor(&mut self, run_id: Uuid) -> Result<Option<i64>, StoreError> {
         const SQL: &str = "SELECT cursor FROM events WHERE run_id = $1 \
-             AND kind IN ('RunCompleted', 'RunFailed', 'RunCancelled')";
+             AND kind IN ('RunCompleted', 'RunFailed', 'RunCancelled', 'RunContinuedAsNew')";
         let row = self
             .query_opt("find terminal event", SQL, &[&run_id])
             .await?;

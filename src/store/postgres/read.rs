@@ -72,7 +72,7 @@ pub(super) async fn list_runs_by_status(
 }
 
 /// The condition of the `runs_missing_outcome` partial index.
-const MISSING_OUTCOME: &str = "status IN (3, 4, 5) AND outcome_cursor IS NULL";
+const MISSING_OUTCOME: &str = "status IN (3, 4, 5, 6) AND outcome_cursor IS NULL";
 
 pub(super) async fn list_runs_missing_terminal_event(
     client: &Client,
@@ -95,7 +95,7 @@ pub(super) async fn list_runs_to_recover(
     client: &Client,
 ) -> Result<Vec<Result<Run, DamagedRun>>, StoreError> {
     let sql = format!(
-        "SELECT {RUN_COLUMNS} FROM runs WHERE status NOT IN (3, 4, 5) \
+        "SELECT {RUN_COLUMNS} FROM runs WHERE status NOT IN (3, 4, 5, 6) \
          UNION ALL SELECT {RUN_COLUMNS} FROM runs WHERE {MISSING_OUTCOME} ORDER BY rid"
     );
     let rows = client
@@ -207,7 +207,7 @@ pub(super) async fn terminal_event(
 ) -> Result<Option<RunEvent>, StoreError> {
     let sql = format!(
         "SELECT {EVENT_COLUMNS} FROM events WHERE run_id = $1 \
-         AND kind IN ('RunCompleted', 'RunFailed', 'RunCancelled')"
+         AND kind IN ('RunCompleted', 'RunFailed', 'RunCancelled', 'RunContinuedAsNew')"
     );
     let mut events = collect(
         client,

@@ -29,7 +29,7 @@ use super::codec::{own_error, pg};
 use crate::records::StoreError;
 
 /// The newest schema version this build writes and reads.
-pub const POSTGRES_SCHEMA_VERSION: i64 = 5;
+pub const POSTGRES_SCHEMA_VERSION: i64 = 6;
 
 /// Advisory lock class of the migration lock (the second key is the schema's).
 const MIGRATE_LOCK: i32 = 0x7472_6f75; // "trou"
@@ -189,6 +189,24 @@ CREATE TABLE lease_takeovers (
     worker text PRIMARY KEY,
     taken bigint NOT NULL
 );
+"#,
+    // v6: continue-as-new. A fourth terminal kind, `RunContinuedAsNew` (a
+    // custom kind of that name keeps its events under a `custom:` prefix,
+    // as SQLite's v4 did), a fourth terminal status (6) in the indexes that
+    // list terminal statuses, and the run a run continues
+    // (`continued_from`, NULL for a chain's first run).
+    r#"
+UPDATE events SET kind = 'custom:' || kind WHERE kind = 'RunContinuedAsNew';
+DROP INDEX events_one_terminal;
+CREATE UNIQUE INDEX events_one_terminal ON events(run_id)
+    WHERE kind IN ('RunCompleted', 'RunFailed', 'RunCancelled', 'RunContinuedAsNew');
+DROP INDEX runs_live_key;
+CREATE UNIQUE INDEX runs_live_key ON runs(controller_id, run_key)
+    WHERE run_key IS NOT NULL AND status NOT IN (3, 4, 5, 6);
+DROP INDEX runs_missing_outcome;
+CREATE INDEX runs_missing_outcome ON runs(rid)
+    WHERE status IN (3, 4, 5, 6) AND outcome_cursor IS NULL;
+ALTER TABLE runs ADD COLUMN continued_from uuid;
 "#,
 ];
 

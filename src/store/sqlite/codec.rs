@@ -14,7 +14,7 @@ use crate::records::{Checkpoint, EventKind, TERMINAL_NAMES, TerminalEvent};
 use crate::records::{RowRef, StoreError};
 
 /// Highest code reserved for terminal kinds (the partial unique index uses it).
-pub(crate) const MAX_TERMINAL_CODE: i64 = 3;
+pub(crate) const MAX_TERMINAL_CODE: i64 = 4;
 
 pub(crate) fn micros(t: DateTime<Utc>) -> i64 {
     t.timestamp_micros()
@@ -110,12 +110,15 @@ pub(crate) fn payload(kind: &EventKind) -> Option<Vec<u8>> {
             Some(json_bytes(&Value::String(reason.clone())))
         }
         EventKind::Terminal(TerminalEvent::RunCancelled) => None,
+        EventKind::Terminal(TerminalEvent::RunContinuedAsNew { next_run_id }) => {
+            Some(json_bytes(&Value::String(next_run_id.to_string())))
+        }
         EventKind::Custom { payload, .. } if payload.is_null() => None,
         EventKind::Custom { payload, .. } => Some(json_bytes(payload)),
     }
 }
 
-/// The terminal kind whose code is `code` (1-3, in `TERMINAL_NAMES`
+/// The terminal kind whose code is `code` (1-4, in `TERMINAL_NAMES`
 /// order) with its decoded payload (see [`payload`]); `None` for any other
 /// code. Every backend that stores payloads as [`payload`] bytes decodes
 /// terminal events with it.
@@ -138,6 +141,18 @@ pub(crate) fn terminal_kind(
             }),
         },
         3 => Ok(TerminalEvent::RunCancelled.into()),
+        4 => match value
+            .as_ref()
+            .and_then(Value::as_str)
+            .and_then(|id| Uuid::parse_str(id).ok())
+        {
+            Some(next_run_id) => Ok(TerminalEvent::RunContinuedAsNew { next_run_id }.into()),
+            None => Err(StoreError::CorruptRow {
+                row: row.clone(),
+                column: "payload",
+                value: format!("RunContinuedAsNew next run id {value:?}"),
+            }),
+        },
         _ => return None,
     })
 }

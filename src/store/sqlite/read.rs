@@ -178,7 +178,7 @@ fn missing_terminal_query() -> String {
 /// The recovery scan's rows (see
 /// [`Store::list_runs_to_recover`](crate::store::Store::list_runs_to_recover)):
 /// the runs whose status is not terminal (`runs_by_status`; a code this
-/// version does not know sorts outside 3..=5 too, so it is listed and
+/// version does not know sorts outside 3..=6 too, so it is listed and
 /// reported) and the partial index of terminal runs without an outcome.
 /// Each row decodes on its own.
 pub(crate) fn list_runs_to_recover(
@@ -186,7 +186,7 @@ pub(crate) fn list_runs_to_recover(
 ) -> Result<Vec<Result<Run, DamagedRun>>, StoreError> {
     let op = "list runs to recover";
     let query = format!(
-        "SELECT {RUN_COLUMNS} FROM runs WHERE status < 3 OR status > 5 \
+        "SELECT {RUN_COLUMNS} FROM runs WHERE status < 3 OR status > 6 \
          UNION ALL SELECT {RUN_COLUMNS} FROM runs INDEXED BY runs_missing_outcome \
          WHERE {MISSING_OUTCOME} ORDER BY rid"
     );
@@ -359,7 +359,7 @@ pub(crate) fn terminal_event(
     collect(
         conn,
         "find terminal event",
-        "SELECT cursor, seq, kind, ekey, at, payload FROM events WHERE rid = ?1 AND kind <= 3",
+        "SELECT cursor, seq, kind, ekey, at, payload FROM events WHERE rid = ?1 AND kind <= 4",
         [rid],
         |row| decode_event(conn, kinds, Some(run_id), row),
     )

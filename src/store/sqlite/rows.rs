@@ -25,7 +25,7 @@ macro_rules! mutable_run_columns {
 pub(crate) const RUN_COLUMNS: &str = concat!(
     "rid, id, ",
     mutable_run_columns!(),
-    ", input_json, run_key, fingerprint, flow_version"
+    ", input_json, run_key, fingerprint, flow_version, continued_from"
 );
 
 /// The columns an update of a run writes, in [`run_values`] order.
@@ -67,8 +67,8 @@ pub(crate) fn run_values(f: &Run) -> [Sql; 17] {
 
 /// The run's columns fixed at insert, in [`RUN_COLUMNS`] order after the
 /// mutable ones: the input (NULL for `Null`), the key, the definition's
-/// fingerprint and version.
-pub(crate) fn fixed_run_values(f: &Run) -> [Sql; 4] {
+/// fingerprint and version, and the run it continues.
+pub(crate) fn fixed_run_values(f: &Run) -> [Sql; 5] {
     [
         if f.input.is_null() {
             Sql::Null
@@ -79,6 +79,8 @@ pub(crate) fn fixed_run_values(f: &Run) -> [Sql; 4] {
         f.fingerprint.clone().map_or(Sql::Null, Sql::Text),
         f.flow_version
             .map_or(Sql::Null, |v| Sql::Integer(i64::from(v))),
+        f.continued_from
+            .map_or(Sql::Null, |p| Sql::Blob(p.as_bytes().to_vec())),
     ]
 }
 
@@ -102,6 +104,7 @@ pub(crate) fn decode_run(row: &Row<'_>) -> Result<Run, StoreError> {
         value: status_code.to_string(),
     })?;
     let parent: Option<Vec<u8>> = get(row, 6)?;
+    let continued_from: Option<Vec<u8>> = get(row, 23)?;
     let lease_owner: Option<String> = get(row, 16)?;
     let lease = match lease_owner {
         Some(owner) => Some(Lease {
@@ -145,6 +148,9 @@ pub(crate) fn decode_run(row: &Row<'_>) -> Result<Run, StoreError> {
                     value: v.to_string(),
                 })
             })
+            .transpose()?,
+        continued_from: continued_from
+            .map(|p| uuid(&at, "continued_from", &p))
             .transpose()?,
     })
 }

@@ -11,7 +11,9 @@
 //!   are newer than it. The writer keeps the exact heads in memory and writes
 //!   them back every few thousand events; opening the database folds the
 //!   tail back in (`heads.rs`).
-//! - Kind names are interned in `event_kinds`; codes 1-3 are the terminal kinds.
+//! - Kind names are interned in `event_kinds`; codes 1-4 are the terminal
+//!   kinds (custom kinds take codes from 16), and `kind <= 4` is the
+//!   terminal index's condition.
 //! - Uniqueness lives in partial indexes that only the rare rows enter: one
 //!   terminal event per run, one event per caller-supplied id per run.
 //! - `runs.outcome_cursor` is the cursor of the run's terminal event, set in
@@ -34,14 +36,35 @@ use super::SqliteConfig;
 use crate::records::StoreError;
 
 /// The newest schema version this build writes and reads.
-pub(crate) const SCHEMA_VERSION: i64 = 10;
+pub(crate) const SCHEMA_VERSION: i64 = 11;
 
 /// The condition of the `runs_missing_outcome` index: a terminal status
-/// (`RunStatus::Finished`, `Failed`, `Cancelled`: codes 3, 4, 5) and no
-/// terminal event recorded.
+/// (`RunStatus::Finished`, `Failed`, `Cancelled`, `ContinuedAsNew`: codes
+/// 3, 4, 5, 6) and no terminal event recorded.
 macro_rules! missing_outcome {
     () => {
-        "status IN (3, 4, 5) AND outcome_cursor IS NULL"
+        "status IN (3, 4, 5, 6) AND outcome_cursor IS NULL"
+    };
+}
+
+/// Renames the custom kinds (codes above `$code`) named one of `$names`,
+/// names reserved for terminal kinds from then on: `custom:NAME`, or
+/// `custom:CODE:NAME` if that name is taken too.
+macro_rules! rename_custom_kinds {
+    ($code:literal, $names:literal) => {
+        concat!(
+            r#"
+UPDATE event_kinds SET name = CASE
+        WHEN EXISTS (SELECT 1 FROM event_kinds k WHERE k.name = 'custom:' || event_kinds.name)
+        THEN 'custom:' || code || ':' || name
+        ELSE 'custom:' || name
+    END
+    WHERE code > "#,
+            $code,
+            " AND name IN (",
+            $names,
+            ");"
+        )
     };
 }
 
@@ -139,34 +162,29 @@ CREATE TABLE heads_mark (
 );
 INSERT INTO heads_mark(id, cursor) SELECT 1, ifnull(max(cursor), 0) FROM events;
 "#,
-    concat!(
-        r#"
+    r#"
 ALTER TABLE runs ADD COLUMN outcome_cursor INTEGER;
 UPDATE runs SET outcome_cursor = e.cursor FROM events e WHERE e.kind <= 3 AND e.rid = runs.rid;
-CREATE INDEX runs_missing_outcome ON runs(rid) WHERE "#,
-        missing_outcome!(),
-        ";\n"
-    ),
+CREATE INDEX runs_missing_outcome ON runs(rid)
+    WHERE status IN (3, 4, 5) AND outcome_cursor IS NULL;
+"#,
     // v4: one vocabulary (a flow is a definition, a run one execution of
     // it). Terminal kinds are `Run*` and spelled "cancelled"; a custom kind
     // that already had one of the new names keeps its events under a
     // `custom:` prefix (with its code too if that name is taken), since
     // terminal names are reserved. Columns holding a run's id say `run`; a
     // mirrored step's key elsewhere is `external_run_id`.
-    r#"
-UPDATE event_kinds SET name = CASE
-        WHEN EXISTS (SELECT 1 FROM event_kinds k WHERE k.name = 'custom:' || event_kinds.name)
-        THEN 'custom:' || code || ':' || name
-        ELSE 'custom:' || name
-    END
-    WHERE code > 3 AND name IN ('RunCompleted', 'RunFailed', 'RunCancelled');
+    concat!(
+        rename_custom_kinds!("3", "'RunCompleted', 'RunFailed', 'RunCancelled'"),
+        r#"
 UPDATE event_kinds SET name = 'RunCompleted' WHERE code = 1;
 UPDATE event_kinds SET name = 'RunFailed' WHERE code = 2;
 UPDATE event_kinds SET name = 'RunCancelled' WHERE code = 3;
 ALTER TABLE steps RENAME COLUMN flow_rid TO run_rid;
 ALTER TABLE steps RENAME COLUMN run_id TO external_run_id;
 ALTER TABLE runs RENAME COLUMN parent_id TO parent_run_id;
-"#,
+"#
+    ),
     // v5: dead letters, items a stage gave up on (`errors` is a JSON array).
     r#"
 CREATE TABLE dead_letters (
@@ -247,6 +265,28 @@ CREATE TABLE definitions (
 ALTER TABLE runs ADD COLUMN fingerprint TEXT;
 ALTER TABLE runs ADD COLUMN flow_version INTEGER;
 "#,
+    // v11: continue-as-new. A fourth terminal kind, `RunContinuedAsNew`
+    // (code 4: custom kinds took codes from 16, so it is free; a custom kind
+    // of that name keeps its events under a `custom:` prefix, as in v4), a
+    // fourth terminal status (6) in the indexes that list terminal statuses,
+    // and the run a run continues (`continued_from`, NULL for a chain's
+    // first run).
+    concat!(
+        rename_custom_kinds!("4", "'RunContinuedAsNew'"),
+        r#"
+INSERT INTO event_kinds(code, name) VALUES (4, 'RunContinuedAsNew');
+DROP INDEX events_one_terminal;
+CREATE UNIQUE INDEX events_one_terminal ON events(rid) WHERE kind <= 4;
+DROP INDEX runs_live_key;
+CREATE UNIQUE INDEX runs_live_key ON runs(controller_id, run_key)
+    WHERE run_key IS NOT NULL AND status NOT IN (3, 4, 5, 6);
+DROP INDEX runs_missing_outcome;
+CREATE INDEX runs_missing_outcome ON runs(rid) WHERE "#,
+        missing_outcome!(),
+        r#";
+ALTER TABLE runs ADD COLUMN continued_from BLOB;
+"#
+    ),
 ];
 
 /// The database's schema version, refused if this build cannot read it.

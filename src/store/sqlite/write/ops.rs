@@ -187,7 +187,7 @@ impl OpCtx<'_, '_> {
         self.conn
             .prepare_cached(&format!(
                 "INSERT INTO runs({}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, \
-                 ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)",
+                 ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23)",
                 &crate::store::sqlite::rows::RUN_COLUMNS["rid, ".len()..]
             ))
             .and_then(|mut s| s.execute(rusqlite::params_from_iter(values)))
@@ -216,7 +216,7 @@ impl OpCtx<'_, '_> {
             .prepare_cached(
                 "SELECT id FROM runs INDEXED BY runs_live_key \
                  WHERE controller_id = ?1 AND run_key = ?2 AND run_key IS NOT NULL \
-                 AND status NOT IN (3, 4, 5)",
+                 AND status NOT IN (3, 4, 5, 6)",
             )
             .and_then(|mut s| s.query_row([flow, key], |r| r.get(0)).optional())
             .map_err(sql("check run key"))?;
@@ -270,7 +270,7 @@ impl OpCtx<'_, '_> {
 
     fn terminal_cursor(&self, rid: i64) -> Result<Option<i64>, StoreError> {
         self.conn
-            .prepare_cached("SELECT cursor FROM events WHERE rid = ?1 AND kind <= 3")
+            .prepare_cached("SELECT cursor FROM events WHERE rid = ?1 AND kind <= 4")
             .and_then(|mut s| s.query_row([rid], |r| r.get(0)).optional())
             .map_err(sql("find terminal event"))
     }
