@@ -100,8 +100,9 @@ pub(crate) trait RunLauncher: Send + Sync {
     /// its run id.
     fn start_child(&self, request: ChildStart) -> LaunchFuture<'_, Result<Uuid, ChildError>>;
 
-    /// Resolves once run `run_id`, live in this process, has ended (a
-    /// doorbell: the store says how); `None` when it is not live here.
+    /// Resolves once run `run_id` has ended (a doorbell: the store says
+    /// how), live in this process or, on a shared journal, in another;
+    /// `None` when no doorbell can tell.
     fn doorbell(&self, run_id: Uuid) -> Option<LaunchFuture<'static, ()>>;
 
     /// Cancels run `run_id` (a child whose parent closed): through its live
