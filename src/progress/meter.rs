@@ -37,20 +37,31 @@ pub(crate) struct FlowMeter {
 
 impl FlowMeter {
     /// The handles of flow `flow` whose stages are `stages`: each stage's
-    /// name and whether it takes items from upstream.
-    pub(crate) fn new<'a>(flow: &str, stages: impl IntoIterator<Item = (&'a str, bool)>) -> Self {
+    /// name, whether it takes items from upstream and whether it hands
+    /// items downstream. A stage gets no series for what it never moves.
+    pub(crate) fn new<'a>(
+        flow: &str,
+        stages: impl IntoIterator<Item = (&'a str, bool, bool)>,
+    ) -> Self {
         let flow = metrics::SharedString::from(flow.to_owned());
         let stages = stages
             .into_iter()
-            .map(|(stage, has_input)| {
+            .map(|(stage, has_input, has_output)| {
                 let labels = [
                     Label::new("flow", flow.clone()),
                     Label::new("stage", stage.to_owned()),
                 ];
+                let counter = |moves: bool, name: &'static str| {
+                    if moves {
+                        metrics::counter!(name, labels.iter())
+                    } else {
+                        Counter::noop()
+                    }
+                };
                 Arc::new(StageHandles {
-                    items_in: metrics::counter!(crate::metrics::STAGE_ITEMS_IN, labels.iter()),
-                    items_out: metrics::counter!(crate::metrics::STAGE_ITEMS_OUT, labels.iter()),
-                    retries: metrics::counter!(crate::metrics::ITEM_RETRIES, labels.iter()),
+                    items_in: counter(has_input, crate::metrics::STAGE_ITEMS_IN),
+                    items_out: counter(has_output, crate::metrics::STAGE_ITEMS_OUT),
+                    retries: counter(true, crate::metrics::ITEM_RETRIES),
                     depth: has_input
                         .then(|| metrics::gauge!(crate::metrics::STAGE_INPUT_DEPTH, labels.iter())),
                 })
@@ -148,7 +159,7 @@ mod tests {
     #[test]
     fn a_closed_stage_adds_nothing_more() {
         // No recorder: the handles are no-ops, the bookkeeping is ours.
-        let meter = FlowMeter::new("f", [("src", false), ("sink", true)]);
+        let meter = FlowMeter::new("f", [("src", false, true), ("sink", true, false)]);
         let board = ProgressBoard::metered(&meter, two_stages());
         board.counters(0).publish_items(0, 10, 0);
         board.counters(1).publish_items(4, 0, 0);

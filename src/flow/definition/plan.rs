@@ -208,12 +208,17 @@ impl<T: Clone + Send + 'static> ErasedDefinition for FlowDefinition<T> {
         // Registered with the first run: a recorder installed after the
         // flow was built, before it ran, sees its stages.
         let meter = def.meter.get_or_init(|| {
-            let stages = def.stages.iter().zip(&def.upstream);
-            FlowMeter::new(
-                &def.name,
-                stages
-                    .map(|(s, up)| (s.name.as_str(), s.kind != StageKind::Step && !up.is_empty())),
-            )
+            let stages = def.stages.iter().zip(&def.upstream).enumerate();
+            let stages = stages.map(|(index, (stage, upstream))| {
+                let items = stage.kind != StageKind::Step;
+                let feeds = def.upstream.iter().any(|up| up.contains(&index));
+                (
+                    stage.name.as_str(),
+                    items && !upstream.is_empty(),
+                    items && feeds,
+                )
+            });
+            FlowMeter::new(&def.name, stages)
         });
         ProgressBoard::metered(meter, specs)
     }
