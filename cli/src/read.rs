@@ -135,6 +135,14 @@ pub async fn show(store: &dyn Store, id: Uuid, as_json: bool) -> Result<String, 
     let fields = [
         ("Run", run.id.to_string()),
         ("Flow", run.controller_id.clone()),
+        (
+            "Flow def",
+            match (&run.fingerprint, run.flow_version) {
+                (Some(f), Some(v)) => format!("fingerprint {f} (version {v})"),
+                (Some(f), None) => format!("fingerprint {f}"),
+                (None, _) => "-".into(),
+            },
+        ),
         ("Status", status(run)),
         ("Key", run.key.clone().unwrap_or_else(|| "-".into())),
         ("Goal", run.goal.clone()),
