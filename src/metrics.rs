@@ -2,7 +2,8 @@
 //! facade: install any recorder (e.g. `metrics-exporter-prometheus`) to read
 //! them; without one they cost a relaxed atomic load each. None is recorded
 //! per item: counters move per commit, per run, per restart, per dead
-//! letter, per wait, and a stage's item counts per unit of work (a batch).
+//! letter, per wait, and a stage's item counts every few thousand items
+//! (after a unit of work that moved few, at once; all at a run's end).
 //!
 //! ```
 //! // The names, for dashboards and alerts.
@@ -29,15 +30,15 @@ pub const RUNS_STARTED: &str = "troupe_runs_started_total";
 /// Runs ended (labels `flow`, `status`).
 pub const RUNS_ENDED: &str = "troupe_runs_ended_total";
 /// Items a stage took from its input (labels `flow`, `stage`): its rate
-/// is the stage's items/s. Counted per unit of work, not per item.
+/// is the stage's items/s. Reported every few thousand items, not per item.
 pub const STAGE_ITEMS_IN: &str = "troupe_stage_items_in_total";
 /// Items a stage handed downstream (labels `flow`, `stage`): a source's
-/// rate is its items/s. Counted per unit of work, not per item.
+/// rate is its items/s. Reported every few thousand items, not per item.
 pub const STAGE_ITEMS_OUT: &str = "troupe_stage_items_out_total";
 /// Items a stage's upstreams sent it that it has not taken yet, summed
 /// over this process's live runs of the flow (gauge; labels `flow`,
-/// `stage`; stages with an input only): its pipes' depth, updated as the
-/// stage takes each batch. A run takes its part back when it ends.
+/// `stage`; stages with an input only): its pipes' depth, updated when the
+/// stage reports its item counts. A run takes its part back when it ends.
 pub const STAGE_INPUT_DEPTH: &str = "troupe_stage_input_depth";
 /// Attempts at an item (a step: at its work) after a failed one (labels
 /// `flow`, `stage`).

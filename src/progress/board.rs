@@ -119,14 +119,10 @@ impl StageCounters {
     pub(crate) fn publish_items(&self, items_in: u64, items_out: u64, retried: u64) {
         let was_in = self.items_in.swap(items_in, Relaxed);
         let was_out = self.items_out.swap(items_out, Relaxed);
-        let was_retried = self.retries.swap(retried, Relaxed);
+        self.retries.store(retried, Relaxed);
         if let Some(meter) = &self.meter {
-            meter.moved(
-                items_in.saturating_sub(was_in),
-                items_out.saturating_sub(was_out),
-                retried.saturating_sub(was_retried),
-                items_in,
-            );
+            let moved = items_in.saturating_sub(was_in) + items_out.saturating_sub(was_out);
+            meter.published(moved, items_in, items_out, retried);
         }
     }
 
@@ -135,6 +131,9 @@ impl StageCounters {
     pub(crate) fn start_at(&self, items_in: u64, items_out: u64) {
         self.items_in.store(items_in, Relaxed);
         self.items_out.store(items_out, Relaxed);
+        if let Some(meter) = &self.meter {
+            meter.start_at(items_in, items_out);
+        }
     }
 
     /// A step tries again after a failed attempt.
@@ -316,8 +315,11 @@ impl ProgressBoard {
     /// Nothing changes any more: the run ended or its runtime is gone.
     pub(crate) fn close(&self) {
         if !self.closed.swap(true, Relaxed) {
-            for meter in self.stages.iter().filter_map(|s| s.meter.as_deref()) {
-                meter.close();
+            for stage in self.stages.iter() {
+                if let Some(meter) = &stage.meter {
+                    let (items_in, items_out) = (stage.items_in.load(Relaxed), stage.items_out());
+                    meter.close(items_in, items_out, stage.retries.load(Relaxed));
+                }
             }
             self.bell.ring();
         }

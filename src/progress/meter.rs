@@ -3,9 +3,12 @@
 //! with the flow and the stage.
 //!
 //! The handles are registered once per flow ([`FlowMeter`]) and shared by
-//! its runs: a run adds to them what its counters moved since their last
-//! publication, once per unit of work (a batch), never per item. Without a
-//! recorder the handles are no-ops and a publication costs a branch each.
+//! its runs: a run adds to them what its counters moved since it last
+//! reported, never per item: after a unit of work (a batch) that moved few
+//! items (a trickle: each is worth reporting), once [`REPORT_EVERY`] items
+//! moved since the last report (a full pipeline reports every few
+//! batches, not each), at a retry, and at the run's end (so the totals are
+//! exact). Without a recorder the handles are no-ops.
 //!
 //! The depth gauge is additive across a flow's runs: each run adds the
 //! change of its own depth and takes back what it added when it ends, so
@@ -79,6 +82,12 @@ impl FlowMeter {
 /// Set when a run's stage stops adding to its depth gauge (the run ended).
 const CLOSED: u64 = u64::MAX;
 
+/// Items (in plus out) a stage moves before it reports them, at the most.
+pub(crate) const REPORT_EVERY: u64 = 4096;
+
+/// A unit of work that moved fewer items (in plus out) reports at once.
+const TRICKLE: u64 = 64;
+
 /// One stage of one run, as its metrics see it.
 #[derive(Debug)]
 pub(crate) struct StageMeter {
@@ -88,6 +97,12 @@ pub(crate) struct StageMeter {
     /// What this run's stage added to the depth gauge ([`CLOSED`] once it
     /// took it back for good).
     depth_added: AtomicU64,
+    /// The counts last reported to the handles (raised with `fetch_max`,
+    /// so that a report at the run's end and the stage's own never count
+    /// an item twice).
+    reported_in: AtomicU64,
+    reported_out: AtomicU64,
+    reported_retries: AtomicU64,
 }
 
 impl StageMeter {
@@ -96,31 +111,54 @@ impl StageMeter {
             handles,
             upstream,
             depth_added: AtomicU64::new(0),
+            reported_in: AtomicU64::new(0),
+            reported_out: AtomicU64::new(0),
+            reported_retries: AtomicU64::new(0),
         }
     }
 
-    /// The stage's counters moved by these amounts; `items_in` is its
-    /// count of items taken now.
+    /// The run resumes with these counts (a checkpoint's): only what moves
+    /// after them is reported.
+    pub(crate) fn start_at(&self, items_in: u64, items_out: u64) {
+        self.reported_in.fetch_max(items_in, Relaxed);
+        self.reported_out.fetch_max(items_out, Relaxed);
+    }
+
+    /// The stage published its counts (`moved`: items in plus out since its
+    /// last publication); reports them if it is time (see the module docs).
     #[inline]
-    pub(crate) fn moved(&self, d_in: u64, d_out: u64, d_retries: u64, items_in: u64) {
-        let handles = &self.handles;
-        if d_in > 0 {
-            handles.items_in.increment(d_in);
+    pub(crate) fn published(&self, moved: u64, items_in: u64, items_out: u64, retried: u64) {
+        if moved >= TRICKLE && retried == self.reported_retries.load(Relaxed) {
+            let reported = self.reported_in.load(Relaxed) + self.reported_out.load(Relaxed);
+            if (items_in + items_out).saturating_sub(reported) < REPORT_EVERY {
+                return;
+            }
         }
-        if d_out > 0 {
-            handles.items_out.increment(d_out);
-        }
-        if d_retries > 0 {
-            handles.retries.increment(d_retries);
-        }
-        if let Some(gauge) = &handles.depth {
+        self.report(items_in, items_out, retried);
+        if let Some(gauge) = &self.handles.depth {
             let sent: u64 = self.upstream.iter().map(|u| u.items_out()).sum();
             self.set_depth(gauge, sent.saturating_sub(items_in));
         }
     }
 
-    /// A step tried its work again.
+    /// Adds to the handles what the counts moved since the last report.
+    fn report(&self, items_in: u64, items_out: u64, retried: u64) {
+        let handles = &self.handles;
+        for (reported, now, counter) in [
+            (&self.reported_in, items_in, &handles.items_in),
+            (&self.reported_out, items_out, &handles.items_out),
+            (&self.reported_retries, retried, &handles.retries),
+        ] {
+            let was = reported.fetch_max(now, Relaxed);
+            if now > was {
+                counter.increment(now - was);
+            }
+        }
+    }
+
+    /// A step tried its work again (its retries are added, not published).
     pub(crate) fn retried(&self) {
+        self.reported_retries.fetch_add(1, Relaxed);
         self.handles.retries.increment(1);
     }
 
@@ -140,9 +178,10 @@ impl StageMeter {
         }
     }
 
-    /// The run ended: takes back what it added to the depth gauge, and
-    /// adds nothing more.
-    pub(crate) fn close(&self) {
+    /// The run ended with these counts: reports what is left of them,
+    /// takes back what it added to the depth gauge, and adds nothing more.
+    pub(crate) fn close(&self, items_in: u64, items_out: u64, retried: u64) {
+        self.report(items_in, items_out, retried);
         let added = self.depth_added.swap(CLOSED, Relaxed);
         if let (Some(gauge), true) = (&self.handles.depth, added != CLOSED && added > 0) {
             gauge.decrement(added as f64);
@@ -166,7 +205,23 @@ mod tests {
         let sink = board.counters(1);
         let added = || sink.meter().map(|m| m.depth_added.load(Relaxed));
         assert_eq!(added(), Some(6));
+        // A full pipeline reports every REPORT_EVERY items, the rest at the end.
+        let reported = || sink.meter().map(|m| m.reported_in.load(Relaxed));
+        assert_eq!(reported(), Some(4));
+        board.counters(1).publish_items(4 + 100, 0, 0);
+        assert_eq!(reported(), Some(4), "a batch of 100 waits");
+        board.counters(1).publish_items(4 + REPORT_EVERY, 0, 0);
+        assert_eq!(reported(), Some(4 + REPORT_EVERY));
+        board
+            .counters(1)
+            .publish_items(4 + REPORT_EVERY + 200, 0, 0);
+        assert_eq!(reported(), Some(4 + REPORT_EVERY));
         board.close();
+        assert_eq!(
+            reported(),
+            Some(4 + REPORT_EVERY + 200),
+            "reported at the end"
+        );
         assert_eq!(added(), Some(CLOSED));
         board.counters(1).publish_items(5, 0, 0);
         assert_eq!(added(), Some(CLOSED));
