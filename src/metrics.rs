@@ -2,7 +2,8 @@
 //! facade: install any recorder (e.g. `metrics-exporter-prometheus`) to read
 //! them; without one they cost a relaxed atomic load each. None is recorded
 //! per item: counters move per commit, per run, per restart, per dead
-//! letter, per wait.
+//! letter, per wait, and a stage's item counts every few thousand items
+//! (after a unit of work that moved few, at once; all at a run's end).
 //!
 //! ```
 //! // The names, for dashboards and alerts.
@@ -13,18 +14,42 @@
 pub const JOURNAL_COMMITS: &str = "troupe_journal_commits_total";
 /// Write ops per journal commit (histogram).
 pub const JOURNAL_COMMIT_OPS: &str = "troupe_journal_commit_ops";
-/// Journal commit latency, fsync included, in seconds (histogram).
+/// Journal commit latency, fsync included, in seconds (histogram): from
+/// the batch's start to its acknowledgement (every op's statements, then
+/// the store's commit).
 pub const JOURNAL_COMMIT_SECONDS: &str = "troupe_journal_commit_seconds";
+/// SQLite's `COMMIT` of a journal batch, in seconds (histogram): writing
+/// the batch's WAL frames and the fsync, the part of
+/// [`JOURNAL_COMMIT_SECONDS`] that waits for the disk. (PostgreSQL sends
+/// its `COMMIT` with the batch's last statement, one round trip: not split.)
+pub const JOURNAL_SYNC_SECONDS: &str = "troupe_journal_sync_seconds";
 /// Write requests queued for the journal's next commit (gauge).
 pub const JOURNAL_QUEUED: &str = "troupe_journal_queued_requests";
 /// Runs started, resumed ones included (label `flow`).
 pub const RUNS_STARTED: &str = "troupe_runs_started_total";
 /// Runs ended (labels `flow`, `status`).
 pub const RUNS_ENDED: &str = "troupe_runs_ended_total";
+/// Items a stage took from its input (labels `flow`, `stage`): its rate
+/// is the stage's items/s. Reported every few thousand items, not per item.
+pub const STAGE_ITEMS_IN: &str = "troupe_stage_items_in_total";
+/// Items a stage handed downstream (labels `flow`, `stage`): a source's
+/// rate is its items/s. Reported every few thousand items, not per item.
+pub const STAGE_ITEMS_OUT: &str = "troupe_stage_items_out_total";
+/// Items a stage's upstreams sent it that it has not taken yet, summed
+/// over this process's live runs of the flow (gauge; labels `flow`,
+/// `stage`; stages with an input only): its pipes' depth, updated when the
+/// stage reports its item counts. A run takes its part back when it ends.
+pub const STAGE_INPUT_DEPTH: &str = "troupe_stage_input_depth";
+/// Attempts at an item (a step: at its work) after a failed one (labels
+/// `flow`, `stage`).
+pub const ITEM_RETRIES: &str = "troupe_item_retries_total";
 /// Stage restarts (labels `flow`, `stage`).
 pub const STAGE_RESTARTS: &str = "troupe_stage_restarts_total";
 /// Items dead-lettered (labels `flow`, `stage`).
 pub const DEAD_LETTERS: &str = "troupe_dead_letters_total";
+/// Runs of this runtime whose status is `Waiting` now, hibernated ones
+/// included (gauge).
+pub const WAITING_RUNS: &str = "troupe_waiting_runs";
 /// Durable waits (timers, signal waits) stages are in now (gauge).
 pub const STAGE_WAITS: &str = "troupe_stage_waits";
 /// Durable timers being waited for in this process (gauge).

@@ -356,6 +356,13 @@ fn a_summary_snapshot_shows_counts_and_no_payload_and_full_detail_shows_them() {
     let read_back: Snapshot = serde_json::from_str(&text).unwrap();
     assert_eq!(read_back, summary, "a UI can read a snapshot back");
     assert!(!text.contains(SECRET), "{text}");
+    // Which definition the phases are of: the one the run started with.
+    let definition = self::errand();
+    assert_eq!(
+        summary.summary.fingerprint.as_deref(),
+        Some(definition.fingerprint())
+    );
+    assert_eq!(summary.summary.flow_version, definition.version());
     // The log itself holds them: the summary left them out.
     assert!(
         serde_json::to_string(&j.errand.events)

@@ -59,6 +59,14 @@ pub enum Command {
         #[arg(long)]
         stage: Option<String>,
     },
+    /// Append the terminal event a run with a terminal status lacks (a
+    /// process died between the two writes), as a runtime does at start;
+    /// list the run rows that cannot be read.
+    Repair {
+        /// Only list what would be repaired: read-only, writes nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Ask a run to cancel: it is cancelled by the process running it, or
     /// when it resumes.
     Cancel {

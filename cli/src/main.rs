@@ -1,10 +1,10 @@
 //! `troupe`: inspect a troupe journal and send its runs operator input.
 //!
 //! Read commands (`runs list|show|events|tree`, `ledger`, `dead-letters ID`,
-//! `flows`, `flows show NAME`)
+//! `flows`, `flows show NAME`, `repair --dry-run`)
 //! open the journal read-only; write commands (`signal`, `cancel`,
-//! `dead-letters replay`) start a runtime on it, the journal's single
-//! writer, and are refused while another process owns it. Exit codes: 0
+//! `dead-letters replay`, `repair`) start a runtime on it, the journal's
+//! single writer, and are refused while another process owns it. Exit codes: 0
 //! done, 1 the operation failed, 2 a usage error or a path with no journal.
 
 mod args;
@@ -15,6 +15,7 @@ mod follow;
 mod lifecycle;
 mod read;
 mod render;
+mod repair;
 mod tree;
 mod write;
 
@@ -130,5 +131,6 @@ async fn execute(cli: Cli) -> Result<String, CliError> {
             stage,
         } => write::signal(path, id, &name, &payload, stage.as_deref(), as_json).await,
         Command::Cancel { id, reason } => write::cancel(path, id, &reason, as_json).await,
+        Command::Repair { dry_run } => repair::repair(path, dry_run, as_json).await,
     }
 }

@@ -118,8 +118,12 @@ async fn show_events_ledger_and_dead_letters_read_what_the_runs_recorded() {
     assert_eq!(shown["dead_letters"][0]["item"], POISON);
     assert_eq!(shown["dead_letters"][0]["stage"], "check");
     let text = ok(&j.path, &["runs", "show", &id]);
+    // The definition it started with, also in its lifecycle snapshot.
+    let fingerprint = shown["run"]["fingerprint"].as_str().unwrap();
+    assert_eq!(shown["lifecycle"]["summary"]["fingerprint"], fingerprint);
     for part in [
         "Flow      batch",
+        &format!("Flow def  fingerprint {fingerprint}"),
         "Status    finished",
         "Outcome   RunCompleted",
         "Dead letters (1)",

@@ -5,7 +5,7 @@
 //!
 //! [`RunHandle`]: super::RunHandle
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use ractor::ActorRef;
@@ -96,6 +96,8 @@ pub(crate) struct RunCell {
     /// while there are any (a woken run would sleep again before its
     /// waking message came).
     holds: AtomicUsize,
+    /// The run's status is `Waiting`: counted in the waiting-runs gauge.
+    waiting: AtomicBool,
     pub(crate) host: Option<Weak<dyn RunHost>>,
     /// The run's live counters, across its flow actors.
     pub(crate) progress: Arc<ProgressBoard>,
@@ -105,6 +107,7 @@ impl Drop for RunCell {
     fn drop(&mut self) {
         // The runtime let go of the run: its progress changes no more.
         self.progress.close();
+        self.set_waiting(false);
     }
 }
 
@@ -129,6 +132,7 @@ impl RunCell {
             route: Mutex::new(Route::Waking),
             moved: Notify::new(),
             holds: AtomicUsize::new(0),
+            waiting: AtomicBool::new(false),
             host,
             progress,
         })
@@ -199,6 +203,19 @@ impl RunCell {
         self.progress.ring();
     }
 
+    /// Whether the run's status is `Waiting` now (for the
+    /// [`WAITING_RUNS`](crate::metrics::WAITING_RUNS) gauge, moved on a change).
+    pub(crate) fn set_waiting(&self, waiting: bool) {
+        if self.waiting.swap(waiting, Ordering::Relaxed) != waiting {
+            let gauge = metrics::gauge!(crate::metrics::WAITING_RUNS);
+            if waiting {
+                gauge.increment(1.0);
+            } else {
+                gauge.decrement(1.0);
+            }
+        }
+    }
+
     /// Lets go of the channels no handle watches (the run hibernates).
     pub(crate) fn shed(&self) {
         let mut published = self.published();
@@ -244,6 +261,7 @@ impl RunCell {
             published.state_tx = None;
             published.outcome_tx = None;
         }
+        self.set_waiting(false);
         self.set_route(Route::Gone);
         match route {
             Route::Live(actor) => Some(actor),
@@ -270,6 +288,7 @@ impl RunCell {
             }
             first
         };
+        self.set_waiting(false);
         self.set_route(Route::Gone);
         if first && let Some(host) = self.host() {
             host.ended(self.run_id);

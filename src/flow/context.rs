@@ -114,6 +114,7 @@ impl FlowCtx {
                 outputs.insert(stage.name.clone(), output.clone());
             }
         }
+        cell.set_waiting(run.status == RunStatus::Waiting);
         let checkpoints = plan.checkpoints.map(|seed| {
             let notes = seed.notes();
             (seed.spawn(run.id, journal.clone()), notes)

@@ -395,6 +395,7 @@ impl<T: Clone + Send + 'static> FlowBuilder<T> {
                 on_change: self.on_change,
                 shape,
                 fingerprint,
+                meter: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -477,6 +478,8 @@ struct DefinitionInner<T> {
     /// Stages, edges and input type, as the journal records them.
     shape: FlowShape,
     fingerprint: String,
+    /// Its stages' metric handles, registered with its first run.
+    meter: std::sync::OnceLock<crate::progress::FlowMeter>,
 }
 
 /// A validated flow: its stages, topology and policies. Cheap to clone;

@@ -78,7 +78,7 @@ impl FlowCtx {
             wait
         });
         let journal = self.journal().clone();
-        match (wanted, self.run.status) {
+        let synced = match (wanted, self.run.status) {
             (Some(wait), RunStatus::Running) => {
                 record::set_waiting(&journal, &mut self.run, wait).await
             }
@@ -91,6 +91,9 @@ impl FlowCtx {
                 record::resume(&journal, &mut self.run).await
             }
             _ => Ok(()),
-        }
+        };
+        // Also after a status change that came before (`Persist`).
+        self.cell.set_waiting(self.run.status == RunStatus::Waiting);
+        synced
     }
 }

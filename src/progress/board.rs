@@ -5,12 +5,15 @@
 //! add per unit of work (a batch), never a lock or a message; only rare
 //! changes (a state, a restart, a dead letter, a checkpoint) ring the
 //! board's bell, which wakes [`ProgressWatch`](super::ProgressWatch)es.
+//! A run's board made from its flow's [`FlowMeter`] also reports what its
+//! counters move to the `metrics` facade (see [`meter`](super::meter)).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering::Relaxed};
 
 use tokio::sync::Notify;
 
+use super::meter::{FlowMeter, StageMeter};
 use super::{RunProgress, StageProgress, StageStatus};
 
 /// What a [`ProgressWatch`](super::ProgressWatch) waits on: a count of
@@ -46,10 +49,12 @@ pub(crate) struct StageCounters {
     /// The newest checkpoint barrier the stage passed (0: none).
     barrier: AtomicU64,
     bell: Arc<Bell>,
+    /// What the counters report to the `metrics` facade, if the run does.
+    meter: Option<Box<StageMeter>>,
 }
 
 impl StageCounters {
-    fn new(bell: Arc<Bell>) -> Self {
+    fn new(bell: Arc<Bell>, meter: Option<Box<StageMeter>>) -> Self {
         StageCounters {
             status: AtomicU8::new(StageStatus::Pending as u8),
             waiting: AtomicBool::new(false),
@@ -60,7 +65,18 @@ impl StageCounters {
             dead_letters: AtomicU64::new(0),
             barrier: AtomicU64::new(0),
             bell,
+            meter,
         }
+    }
+
+    /// Items handed downstream, as last published.
+    pub(super) fn items_out(&self) -> u64 {
+        self.items_out.load(Relaxed)
+    }
+
+    #[cfg(test)]
+    pub(super) fn meter(&self) -> Option<&StageMeter> {
+        self.meter.as_deref()
     }
 
     /// The stage's state is `status` now (rings if it changed). A load
@@ -96,17 +112,36 @@ impl StageCounters {
     }
 
     /// The stage's item counts as its ports keep them (absolute: they
-    /// survive restarts with the ports, and start from a checkpoint's).
+    /// survive restarts with the ports, and start from a checkpoint's, see
+    /// [`start_at`](Self::start_at)). What they moved since the last call
+    /// goes to the metrics.
     #[inline]
     pub(crate) fn publish_items(&self, items_in: u64, items_out: u64, retried: u64) {
+        let was_in = self.items_in.swap(items_in, Relaxed);
+        let was_out = self.items_out.swap(items_out, Relaxed);
+        self.retries.store(retried, Relaxed);
+        if let Some(meter) = &self.meter {
+            let moved = items_in.saturating_sub(was_in) + items_out.saturating_sub(was_out);
+            meter.published(moved, items_in, items_out, retried);
+        }
+    }
+
+    /// The stage's item counts at the checkpoint its run resumes from:
+    /// progress starts there, the metrics count only what moves after.
+    pub(crate) fn start_at(&self, items_in: u64, items_out: u64) {
         self.items_in.store(items_in, Relaxed);
         self.items_out.store(items_out, Relaxed);
-        self.retries.store(retried, Relaxed);
+        if let Some(meter) = &self.meter {
+            meter.start_at(items_in, items_out);
+        }
     }
 
     /// A step tries again after a failed attempt.
     pub(crate) fn add_retry(&self) {
         self.retries.fetch_add(1, Relaxed);
+        if let Some(meter) = &self.meter {
+            meter.retried();
+        }
     }
 
     /// The stage is started again after an exit.
@@ -163,12 +198,54 @@ pub(crate) struct ProgressBoard {
 }
 
 impl ProgressBoard {
+    /// A board whose counters report to no metrics.
     pub(crate) fn new(specs: Vec<StageSpec>) -> Arc<Self> {
         let bell = Arc::new(Bell::default());
         let stages = specs
             .iter()
-            .map(|_| Arc::new(StageCounters::new(bell.clone())))
+            .map(|_| Arc::new(StageCounters::new(bell.clone(), None)))
             .collect();
+        Self::with_stages(specs, stages, bell)
+    }
+
+    /// A run's board whose counters report to its flow's `meter`.
+    pub(crate) fn metered(meter: &FlowMeter, specs: Vec<StageSpec>) -> Arc<Self> {
+        let bell = Arc::new(Bell::default());
+        // Each stage after its upstreams: its meter holds their counters.
+        let mut built: Vec<Option<Arc<StageCounters>>> = vec![None; specs.len()];
+        while built.iter().any(Option::is_none) {
+            let before = built.iter().filter(|c| c.is_some()).count();
+            for (index, spec) in specs.iter().enumerate() {
+                if built[index].is_some() {
+                    continue;
+                }
+                let upstream: Option<Box<[Arc<StageCounters>]>> = spec
+                    .feeds_from
+                    .iter()
+                    .map(|&u| built.get(u).cloned().flatten())
+                    .collect();
+                let Some(upstream) = upstream else { continue };
+                let meter = meter
+                    .stage(index)
+                    .map(|handles| Box::new(StageMeter::new(handles, upstream)));
+                built[index] = Some(Arc::new(StageCounters::new(bell.clone(), meter)));
+            }
+            if built.iter().filter(|c| c.is_some()).count() == before {
+                // A cycle (a validated topology has none): unmetered.
+                for slot in built.iter_mut().filter(|c| c.is_none()) {
+                    *slot = Some(Arc::new(StageCounters::new(bell.clone(), None)));
+                }
+            }
+        }
+        let stages = built.into_iter().flatten().collect();
+        Self::with_stages(specs, stages, bell)
+    }
+
+    fn with_stages(
+        specs: Vec<StageSpec>,
+        stages: Box<[Arc<StageCounters>]>,
+        bell: Arc<Bell>,
+    ) -> Arc<Self> {
         Arc::new(ProgressBoard {
             specs: specs.into(),
             stages,
@@ -198,7 +275,7 @@ impl ProgressBoard {
     pub(crate) fn counters(&self, index: usize) -> Arc<StageCounters> {
         match self.stages.get(index) {
             Some(counters) => counters.clone(),
-            None => Arc::new(StageCounters::new(self.bell.clone())),
+            None => Arc::new(StageCounters::new(self.bell.clone(), None)),
         }
     }
 
@@ -238,6 +315,12 @@ impl ProgressBoard {
     /// Nothing changes any more: the run ended or its runtime is gone.
     pub(crate) fn close(&self) {
         if !self.closed.swap(true, Relaxed) {
+            for stage in self.stages.iter() {
+                if let Some(meter) = &stage.meter {
+                    let (items_in, items_out) = (stage.items_in.load(Relaxed), stage.items_out());
+                    meter.close(items_in, items_out, stage.retries.load(Relaxed));
+                }
+            }
             self.bell.ring();
         }
     }
@@ -291,11 +374,12 @@ impl ProgressBoard {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn board() -> Arc<ProgressBoard> {
-        ProgressBoard::new(vec![
+    /// A source `src` feeding a sink `sink`.
+    pub(in crate::progress) fn two_stages() -> Vec<StageSpec> {
+        vec![
             StageSpec {
                 name: "src".into(),
                 feeds_from: vec![],
@@ -304,7 +388,11 @@ mod tests {
                 name: "sink".into(),
                 feeds_from: vec![0],
             },
-        ])
+        ]
+    }
+
+    fn board() -> Arc<ProgressBoard> {
+        ProgressBoard::new(two_stages())
     }
 
     #[test]

@@ -45,9 +45,11 @@
 //! letters in its journal; its restarts and retries count from zero.
 
 mod board;
+mod meter;
 mod watch;
 
 pub(crate) use board::{ProgressBoard, StageCounters, StageSpec};
+pub(crate) use meter::FlowMeter;
 pub use watch::ProgressWatch;
 
 /// A run's progress at one moment: see the [module docs](self).

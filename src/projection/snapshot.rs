@@ -94,6 +94,15 @@ pub struct RunSummary {
     pub run_id: Uuid,
     /// Its flow.
     pub flow: String,
+    /// The fingerprint of the flow definition it started with (see
+    /// [`Run::fingerprint`]): which shape of the flow the phases are of.
+    /// `None` for a run recorded without one (before fingerprints, or not
+    /// started by a runtime).
+    #[serde(default)]
+    pub fingerprint: Option<String>,
+    /// The version its definition declared, if any.
+    #[serde(default)]
+    pub flow_version: Option<u32>,
     /// The caller's id for it, if any.
     pub key: Option<String>,
     /// The run that started it, if any.
@@ -226,6 +235,8 @@ fn summarize(projection: &Projection, records: &RunRecords, detail: Detail) -> R
     RunSummary {
         run_id: run.id,
         flow: run.controller_id.clone(),
+        fingerprint: run.fingerprint.clone(),
+        flow_version: run.flow_version,
         key: run.key.clone(),
         parent_run_id: run.parent_run_id,
         status: run.status,

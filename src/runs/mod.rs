@@ -160,11 +160,11 @@ pub use error::RunError;
 pub use input::{CreateManagedInput, CreateMirroredInput, StepObservation};
 pub use lifecycle::{AuditKind, is_legal_move, merge_state};
 pub use manager::{DEFAULT_MAX_ATTEMPTS, RunManager, RunObserver};
-pub use recovery::{RecoveryReport, recover};
+pub use recovery::{PlannedRepair, RecoveryReport, RepairPlan, plan_repairs, recover};
 pub(crate) use terminal::structured_output;
 pub use terminal::{
-    TerminalTarget, TerminalizationError, TerminalizationOutcome, rebuild_structured_output,
-    record_persisted_terminalization, repair_persisted_terminalization,
+    TerminalTarget, TerminalizationError, TerminalizationOutcome, derive_terminal_event,
+    rebuild_structured_output, record_persisted_terminalization, repair_persisted_terminalization,
 };
 
 /// The run record types, re-exported from [`crate::store`] where the control plane uses them.

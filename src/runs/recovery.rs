@@ -3,8 +3,12 @@
 use serde_json::json;
 use uuid::Uuid;
 
-use super::terminal::{TerminalizationError, repair_persisted_terminalization};
-use crate::records::{DamagedRun, FailureEntry, Run, SYSTEM_STEP_ID, StoreError};
+use super::terminal::{
+    TerminalizationError, derive_terminal_event, repair_persisted_terminalization,
+};
+use crate::records::{
+    DamagedRun, FailureEntry, Run, RunStatus, SYSTEM_STEP_ID, StoreError, TerminalEvent,
+};
 use crate::store::Store;
 
 /// What the recovery scan found and did.
@@ -64,6 +68,66 @@ pub async fn recover(store: &dyn Store) -> Result<RecoveryReport, StoreError> {
         "journal recovery scan done"
     );
     Ok(report)
+}
+
+/// What [`recover`] would repair in a journal, read without writing
+/// anything (a dry run).
+#[derive(Debug, Default)]
+pub struct RepairPlan {
+    /// Runs with a terminal status but no terminal event, oldest first,
+    /// each with the event a repair appends.
+    pub repairs: Vec<PlannedRepair>,
+    /// Runs whose event could not be derived (their outputs or ledger
+    /// could not be read), with why.
+    pub unplannable: Vec<(Uuid, StoreError)>,
+    /// Run rows that cannot be read (see [`RecoveryReport::damaged`]): no
+    /// repair mends them; a scan records each in its run's failure ledger.
+    pub damaged: Vec<DamagedRun>,
+    /// Runs that are not terminal: a runtime resumes them, repair does not
+    /// touch them.
+    pub unfinished: usize,
+}
+
+/// One repair [`recover`] would make.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlannedRepair {
+    /// The run.
+    pub run_id: Uuid,
+    /// Its flow (`controller_id`).
+    pub flow: String,
+    /// Its persisted (terminal) status.
+    pub status: RunStatus,
+    /// The terminal event the repair appends, derived from the status.
+    pub event: TerminalEvent,
+}
+
+/// What [`recover`] would repair, read only: the same runs, each with the
+/// event [`repair_persisted_terminalization`] would append. The error is
+/// the store's failure to list the runs at all.
+pub async fn plan_repairs(store: &dyn Store) -> Result<RepairPlan, StoreError> {
+    let mut plan = RepairPlan::default();
+    let mut runs = Vec::new();
+    for row in store.list_runs_to_recover().await? {
+        match row {
+            Ok(run) if run.status.is_terminal() => runs.push(run),
+            Ok(_) => plan.unfinished += 1,
+            Err(damaged) => plan.damaged.push(damaged),
+        }
+    }
+    runs.sort_by_key(|r| r.created_at);
+    for run in runs {
+        match derive_terminal_event(store, &run, None).await {
+            Ok(Some(event)) => plan.repairs.push(PlannedRepair {
+                run_id: run.id,
+                flow: run.controller_id,
+                status: run.status,
+                event,
+            }),
+            Ok(None) => {}
+            Err(error) => plan.unplannable.push((run.id, error)),
+        }
+    }
+    Ok(plan)
 }
 
 /// Puts a damaged run in its failure ledger when its id is known, once: a

@@ -7,7 +7,8 @@ use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
 use crate::records::{
-    FailureEntry, RunStatus, SYSTEM_STEP_ID, StepOutput, StoreError, TerminalAppend, TerminalEvent,
+    FailureEntry, Run, RunStatus, SYSTEM_STEP_ID, StepOutput, StoreError, TerminalAppend,
+    TerminalEvent,
 };
 use crate::store::Store;
 
@@ -192,39 +193,11 @@ pub async fn repair_persisted_terminalization(
         .await
         .map_err(failed)?
         .ok_or(failed(StoreError::RunNotFound(run_id)))?;
-    let event = match run.status {
-        RunStatus::Created | RunStatus::Running | RunStatus::Waiting => {
-            return Ok(TerminalizationOutcome::Noop);
-        }
-        RunStatus::Finished => {
-            let structured_output = match target {
-                Some(TerminalTarget::Completed {
-                    structured_output: Some(output),
-                }) => Some(output),
-                _ => rebuild_structured_output(
-                    &store.list_step_outputs(run_id).await.map_err(failed)?,
-                ),
-            };
-            TerminalEvent::RunCompleted { structured_output }
-        }
-        RunStatus::Failed => {
-            let reason = match target {
-                Some(TerminalTarget::Failed { reason }) => reason,
-                _ => store
-                    .list_failures(run_id)
-                    .await
-                    .map_err(failed)?
-                    .pop()
-                    .map_or_else(|| "run already failed".to_owned(), |f| f.reason),
-            };
-            TerminalEvent::RunFailed { reason }
-        }
-        RunStatus::Cancelled => TerminalEvent::RunCancelled,
-        // Written with its outcome in one write: only a damaged log lacks
-        // it, and the next run's id follows from this one's.
-        RunStatus::ContinuedAsNew => TerminalEvent::RunContinuedAsNew {
-            next_run_id: crate::records::continued_run_id(run_id),
-        },
+    let Some(event) = derive_terminal_event(store, &run, target)
+        .await
+        .map_err(failed)?
+    else {
+        return Ok(TerminalizationOutcome::Noop);
     };
     let kind = event.name();
     match store.append_terminal_event_if_absent(run_id, event).await {
@@ -236,6 +209,46 @@ pub async fn repair_persisted_terminalization(
         // The divergence outlives this call in the ledger, as when terminalizing.
         Err(error) => Err(ledger_append_failure(store, run_id, flow_name, kind, error).await),
     }
+}
+
+/// The terminal event [`repair_persisted_terminalization`] derives for
+/// `run` from its persisted status (see there), reading only; `None` when
+/// the status is not terminal. It does not look for a terminal event the
+/// run may already have.
+pub async fn derive_terminal_event(
+    store: &dyn Store,
+    run: &Run,
+    target: Option<TerminalTarget>,
+) -> Result<Option<TerminalEvent>, StoreError> {
+    Ok(Some(match run.status {
+        RunStatus::Created | RunStatus::Running | RunStatus::Waiting => return Ok(None),
+        RunStatus::Finished => {
+            let structured_output = match target {
+                Some(TerminalTarget::Completed {
+                    structured_output: Some(output),
+                }) => Some(output),
+                _ => rebuild_structured_output(&store.list_step_outputs(run.id).await?),
+            };
+            TerminalEvent::RunCompleted { structured_output }
+        }
+        RunStatus::Failed => {
+            let reason = match target {
+                Some(TerminalTarget::Failed { reason }) => reason,
+                _ => store
+                    .list_failures(run.id)
+                    .await?
+                    .pop()
+                    .map_or_else(|| "run already failed".to_owned(), |f| f.reason),
+            };
+            TerminalEvent::RunFailed { reason }
+        }
+        RunStatus::Cancelled => TerminalEvent::RunCancelled,
+        // Written with its outcome in one write: only a damaged log lacks
+        // it, and the next run's id follows from this one's.
+        RunStatus::ContinuedAsNew => TerminalEvent::RunContinuedAsNew {
+            next_run_id: crate::records::continued_run_id(run.id),
+        },
+    }))
 }
 
 /// Rebuilds a run's structured output from its recorded outputs:

@@ -279,6 +279,8 @@ fn hibernate_at_start(
                 definition.progress_board(),
                 starter.host.clone(),
             );
+            // Only a `Waiting` run hibernates at start.
+            cell.set_waiting(true);
             (cell, sleep)
         })
         .collect();

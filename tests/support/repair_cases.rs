@@ -5,8 +5,8 @@ use troupe::records::{
     EventKind, FailureEntry, Run, RunStatus, SYSTEM_STEP_ID, StepOutput, TerminalEvent,
 };
 use troupe::runs::{
-    TerminalTarget, TerminalizationError, TerminalizationOutcome, record_persisted_terminalization,
-    recover, repair_persisted_terminalization,
+    TerminalTarget, TerminalizationError, TerminalizationOutcome, plan_repairs,
+    record_persisted_terminalization, recover, repair_persisted_terminalization,
 };
 
 use super::conformance::{AnyStore, custom, new_run};
@@ -244,8 +244,18 @@ pub async fn recovery_scan_repairs_and_reports(store: AnyStore) {
     .unwrap();
     let running = persisted(&store, RunStatus::Running).await;
     let waiting = persisted(&store, RunStatus::Waiting).await;
+    // Planned first, reading only: the same run, with the event appended next.
+    let plan = plan_repairs(&*store).await.unwrap();
+    assert_eq!(plan.repairs.len(), 1);
+    assert_eq!(plan.repairs[0].run_id, broken.id);
+    assert_eq!(plan.unfinished, 2);
+    assert!(terminal_kinds(&store, &broken).await.is_empty());
     let report = recover(&*store).await.unwrap();
     assert_eq!(report.repaired, vec![broken.id]);
+    assert_eq!(
+        terminal_kinds(&store, &broken).await,
+        vec![EventKind::Terminal(plan.repairs[0].event.clone())]
+    );
     assert!(report.repair_failures.is_empty());
     let unfinished: Vec<_> = report.unfinished.iter().map(|f| f.id).collect();
     assert_eq!(unfinished, vec![running.id, waiting.id]);
@@ -253,4 +263,5 @@ pub async fn recovery_scan_repairs_and_reports(store: AnyStore) {
     assert_eq!(terminal_kinds(&store, &settled).await.len(), 1);
     let again = recover(&*store).await.unwrap();
     assert!(again.repaired.is_empty());
+    assert!(plan_repairs(&*store).await.unwrap().repairs.is_empty());
 }

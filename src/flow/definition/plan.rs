@@ -10,7 +10,7 @@ use tokio::sync::Notify;
 use super::{DeadLetterPolicy, FlowDefinition};
 use crate::checkpoint::coordinator::{CoordinatorSeed, wire};
 use crate::flow::restart::{RestartPolicy, Supervision};
-use crate::progress::{ProgressBoard, StageCounters, StageSpec};
+use crate::progress::{FlowMeter, ProgressBoard, StageCounters, StageSpec};
 use crate::records::{Checkpoint, StageCheckpoint, StepOutput};
 use crate::stage::StageKind;
 use crate::stage::actor::Spawner;
@@ -163,7 +163,7 @@ impl FlowPlan {
             // Progress starts from the cut, retired stages' counts included.
             if let (Some(part), Some(checkpoint)) = (covered, checkpoint) {
                 let counters = &stage.counters;
-                counters.publish_items(part.items_in, part.items_out, 0);
+                counters.start_at(part.items_in, part.items_out);
                 counters.passed_barrier(checkpoint.id);
             }
         }
@@ -224,7 +224,22 @@ impl<T: Clone + Send + 'static> ErasedDefinition for FlowDefinition<T> {
                 },
             })
             .collect();
-        ProgressBoard::new(specs)
+        // Registered with the first run: a recorder installed after the
+        // flow was built, before it ran, sees its stages.
+        let meter = def.meter.get_or_init(|| {
+            let stages = def.stages.iter().zip(&def.upstream).enumerate();
+            let stages = stages.map(|(index, (stage, upstream))| {
+                let items = stage.kind != StageKind::Step;
+                let feeds = def.upstream.iter().any(|up| up.contains(&index));
+                (
+                    stage.name.as_str(),
+                    items && !upstream.is_empty(),
+                    items && feeds,
+                )
+            });
+            FlowMeter::new(&def.name, stages)
+        });
+        ProgressBoard::metered(meter, specs)
     }
 
     fn version(&self) -> Option<u32> {

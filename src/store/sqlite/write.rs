@@ -298,7 +298,10 @@ impl Writer {
         drop(insert_event);
         buffer.flush(&self.conn)?;
         let wrote_back = self.write_back(batch)?;
+        let syncing = std::time::Instant::now();
         self.exec("COMMIT")?;
+        metrics::histogram!(crate::metrics::JOURNAL_SYNC_SECONDS)
+            .record(syncing.elapsed().as_secs_f64());
         Ok((results, wrote_back))
     }
 }
