@@ -221,5 +221,8 @@ fn describe(event: &TerminalEvent) -> String {
             )
         }
         TerminalEvent::RunCancelled => "RunCancelled".to_owned(),
+        TerminalEvent::RunContinuedAsNew { next_run_id } => {
+            format!("RunContinuedAsNew (next run {next_run_id})")
+        }
     }
 }
