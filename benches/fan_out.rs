@@ -27,11 +27,11 @@
 //! Run: `cargo bench --bench fan_out` (N from `TROUPE_FANOUT_CHILDREN`,
 //! default 10,000; P from `TROUPE_CHILD_LATENCY_RUNS`, default 1,000).
 
+#[path = "support/heap.rs"]
+mod heap;
 mod support;
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -41,53 +41,6 @@ use troupe::runtime::Runtime;
 use troupe::stage::{StageContext, step_fn};
 use troupe::store::Store;
 use uuid::Uuid;
-
-/// Counts the heap bytes in use (RSS also holds freed memory the
-/// allocator keeps, and SQLite's page cache), as `hibernate` does.
-struct Counting;
-
-static HEAP: AtomicIsize = AtomicIsize::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        HEAP.fetch_add(layout.size() as isize, Ordering::Relaxed);
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        HEAP.fetch_sub(layout.size() as isize, Ordering::Relaxed);
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        HEAP.fetch_add(
-            new_size as isize - layout.size() as isize,
-            Ordering::Relaxed,
-        );
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
-
-fn heap() -> isize {
-    HEAP.load(Ordering::Relaxed)
-}
-
-fn rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
-fn env(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// `leaf`: one step waiting for the signal `go`.
 fn leaf() -> FlowDefinition<u64> {
@@ -259,8 +212,8 @@ fn show(name: &str, runs: usize, phase: &Phase) {
 /// The fan-out: one parent and `n` children.
 async fn fan_out(dir: &std::path::Path, n: usize) -> Phase {
     let runtime = runtime(dir.join("fan.sqlite")).await;
-    let before = rss_kib();
-    let heap_before = heap();
+    let before = support::rss_kib();
+    let heap_before = heap::in_use();
     let started = Instant::now();
     let parent = runtime
         .start_with("fan", troupe::flow::RunOptions::new().input(json!(n)))
@@ -269,8 +222,8 @@ async fn fan_out(dir: &std::path::Path, n: usize) -> Phase {
     all_hibernated(&runtime, n + 1).await;
     let asleep = started.elapsed();
     settle(&runtime).await;
-    let after = rss_kib();
-    let heap_after = heap();
+    let after = support::rss_kib();
+    let heap_after = heap::in_use();
     let counts = runtime.run_counts();
     println!("fan_out/children: {counts:?}, RSS {before} KiB -> {after} KiB");
     let children = children(&runtime, parent.run_id()).await;
@@ -297,8 +250,8 @@ async fn fan_out(dir: &std::path::Path, n: usize) -> Phase {
 /// The baseline: `n` runs of `leaf` started directly.
 async fn direct(dir: &std::path::Path, n: usize) -> Phase {
     let runtime = runtime(dir.join("direct.sqlite")).await;
-    let before = rss_kib();
-    let heap_before = heap();
+    let before = support::rss_kib();
+    let heap_before = heap::in_use();
     let started = Instant::now();
     let mut ids = Vec::with_capacity(n);
     let mut next = 0;
@@ -316,8 +269,8 @@ async fn direct(dir: &std::path::Path, n: usize) -> Phase {
     all_hibernated(&runtime, n).await;
     let asleep = started.elapsed();
     settle(&runtime).await;
-    let after = rss_kib();
-    let heap_after = heap();
+    let after = support::rss_kib();
+    let heap_after = heap::in_use();
     let counts = runtime.run_counts();
     println!("fan_out/direct: {counts:?}, RSS {before} KiB -> {after} KiB");
     let first = Instant::now();
@@ -393,8 +346,8 @@ fn main() {
     if support::probing() {
         return;
     }
-    let children = env("TROUPE_FANOUT_CHILDREN", 10_000);
-    let parents = env("TROUPE_CHILD_LATENCY_RUNS", 1_000);
+    let children = support::env::<usize>("TROUPE_FANOUT_CHILDREN", 10_000);
+    let parents = support::env::<usize>("TROUPE_CHILD_LATENCY_RUNS", 1_000);
     let rt = support::two_workers();
     let dir = tempfile::tempdir().expect("tempdir");
     rt.block_on(async {

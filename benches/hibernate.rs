@@ -16,11 +16,11 @@
 //! Run: `cargo bench --bench hibernate` (N from `TROUPE_HIBERNATED_RUNS`,
 //! default 100,000; `TROUPE_SIGNAL_RUNS`, default 1,000).
 
+#[path = "support/heap.rs"]
+mod heap;
 mod support;
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicIsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -31,53 +31,6 @@ use troupe::runtime::Runtime;
 use troupe::stage::{StageContext, step_fn};
 
 type Woken = Arc<Mutex<HashMap<uuid::Uuid, oneshot::Sender<Instant>>>>;
-
-/// Counts the heap bytes in use (RSS also holds freed memory the
-/// allocator keeps, and SQLite's page cache).
-struct Counting;
-
-static HEAP: AtomicIsize = AtomicIsize::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        HEAP.fetch_add(layout.size() as isize, Ordering::Relaxed);
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        HEAP.fetch_sub(layout.size() as isize, Ordering::Relaxed);
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        HEAP.fetch_add(
-            new_size as isize - layout.size() as isize,
-            Ordering::Relaxed,
-        );
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
-
-fn heap() -> isize {
-    HEAP.load(Ordering::Relaxed)
-}
-
-fn rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
-fn env(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// `nap`: one step sleeping a day.
 fn nap() -> FlowDefinition<u64> {
@@ -140,8 +93,8 @@ async fn memory(dir: &std::path::Path, runs: usize) {
             .await
             .expect("runtime"),
     );
-    let before = rss_kib();
-    let heap_before = heap();
+    let before = support::rss_kib();
+    let heap_before = heap::in_use();
     let started = Instant::now();
     // Started 256 at a time, so their journal writes share commits; each
     // wave hibernates before the next starts, so that the RSS is not the
@@ -161,8 +114,8 @@ async fn memory(dir: &std::path::Path, runs: usize) {
         all_hibernated(&runtime, runs - left).await;
     }
     let asleep = started.elapsed();
-    let after = rss_kib();
-    let heap_after = heap();
+    let after = support::rss_kib();
+    let heap_after = heap::in_use();
     let counts = runtime.run_counts();
     println!(
         "hibernate/memory: {runs} runs on timers started and hibernated in {asleep:.2?}; \
@@ -253,8 +206,8 @@ fn main() {
     if support::probing() {
         return;
     }
-    let runs = env("TROUPE_HIBERNATED_RUNS", 100_000);
-    let signal_runs = env("TROUPE_SIGNAL_RUNS", 1_000);
+    let runs = support::env::<usize>("TROUPE_HIBERNATED_RUNS", 100_000);
+    let signal_runs = support::env::<usize>("TROUPE_SIGNAL_RUNS", 1_000);
     let rt = support::two_workers();
     let dir = tempfile::tempdir().expect("tempdir");
     rt.block_on(async {

@@ -11,15 +11,6 @@ use std::time::Instant;
 
 use troupe::runtime::Runtime;
 
-fn rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
 fn main() {
     if support::probing() {
         return;
@@ -39,7 +30,7 @@ fn main() {
         runtime
             .register(support::idle_flow())
             .await.expect("register");
-        let before = rss_kib();
+        let before = support::rss_kib();
         let started = Instant::now();
         let mut runs = Vec::with_capacity(flows);
         for _ in 0..flows {
@@ -48,7 +39,7 @@ fn main() {
         let elapsed = started.elapsed();
         // Let every flow actor record `Running` and start its stages.
         tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-        let after = rss_kib();
+        let after = support::rss_kib();
         let per_flow = (after.saturating_sub(before)) as f64 * 1024.0 / flows as f64;
         println!(
             "idle_flows: {flows} flows started in {elapsed:.2?}; RSS {before} KiB -> {after} KiB; {:.1} KB per flow",

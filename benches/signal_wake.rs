@@ -28,15 +28,6 @@ use uuid::Uuid;
 
 type Woken = Arc<Mutex<HashMap<Uuid, oneshot::Sender<Instant>>>>;
 
-fn rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
 /// `wait`: one step that waits for `go`, then tells `woken` when.
 fn waiting_flow(woken: &Woken) -> FlowDefinition<u64> {
     let woken = woken.clone();
@@ -126,7 +117,7 @@ fn main() {
             .await
             .expect("runtime");
         runtime.register(waiting_flow(&woken)).await.expect("register");
-        let before = rss_kib();
+        let before = support::rss_kib();
         let mut handles = Vec::with_capacity(runs);
         for _ in 0..runs {
             handles.push(runtime.start("wait").await.expect("start"));
@@ -142,7 +133,7 @@ fn main() {
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
         }
-        let after = rss_kib();
+        let after = support::rss_kib();
         let mut samples = Vec::with_capacity(runs);
         for handle in &handles {
             let (tx, rx) = oneshot::channel();

@@ -25,13 +25,6 @@ use troupe::stage::{StageContext, step_fn};
 
 type Late = Arc<Mutex<Vec<i64>>>;
 
-fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 /// `alarm`: one step sleeping until the deadline its input gives (µs since
 /// the epoch), then noting how late it woke.
 fn alarm(late: &Late) -> FlowDefinition<u64> {
@@ -89,9 +82,9 @@ fn main() {
     if support::probing() {
         return;
     }
-    let runs = env("TROUPE_TIMER_RUNS", 100_000) as usize;
-    let spacing = env("TROUPE_TIMER_SPACING_US", 1_000) as i64;
-    let lead = env("TROUPE_TIMER_LEAD_S", 150) as i64;
+    let runs = support::env::<u64>("TROUPE_TIMER_RUNS", 100_000) as usize;
+    let spacing = support::env::<u64>("TROUPE_TIMER_SPACING_US", 1_000) as i64;
+    let lead = support::env::<u64>("TROUPE_TIMER_LEAD_S", 150) as i64;
     let rt = support::two_workers();
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("timers.sqlite");

@@ -159,3 +159,22 @@ pub async fn raw_batched_chain(items: u64) -> u64 {
     transform.await.expect("transform");
     sink.await.expect("sink")
 }
+
+/// The process's resident set (`VmRSS`), in KiB; 0 where `/proc` has none.
+pub fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// The environment variable `name` parsed, or `default` when unset or
+/// unparsable (a bench's size knob).
+pub fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
