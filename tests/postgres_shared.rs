@@ -160,14 +160,16 @@ async fn a_taken_over_run_stops_on_its_old_owner_and_finishes_on_the_new_one() {
     b.shutdown().await;
 }
 
-/// A signal sent through `b` reaches the run `a` holds, woken if `asleep`.
-async fn signal_through_the_other_runtime(asleep: bool) {
-    let Some(url) = postgres::url() else { return };
-    let schema = postgres::Schema::new(&url);
+/// Runtimes `a` (hibernating at once if `asleep`) and `b`, and a run `a`
+/// holds, waiting for its signal (asleep, if `asleep`).
+async fn a_run_waiting_in_a(
+    schema: &postgres::Schema,
+    asleep: bool,
+) -> (Runtime, Runtime, troupe::flow::RunHandle) {
     let (tx, mut waiting) = mpsc::unbounded_channel();
     let hibernate = asleep.then_some(Duration::ZERO);
-    let a = runtime_with(&schema, "a", &tx, "a", hibernate).await;
-    let b = runtime(&schema, "b", &tx, "b").await;
+    let a = runtime_with(schema, "a", &tx, "a", hibernate).await;
+    let b = runtime(schema, "b", &tx, "b").await;
     let run = a.start("approval").await.expect("start run");
     assert_eq!(waiting.recv().await, Some("a"));
     if asleep {
@@ -175,6 +177,14 @@ async fn signal_through_the_other_runtime(asleep: bool) {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
+    (a, b, run)
+}
+
+/// A signal sent through `b` reaches the run `a` holds, woken if `asleep`.
+async fn signal_through_the_other_runtime(asleep: bool) {
+    let Some(url) = postgres::url() else { return };
+    let schema = postgres::Schema::new(&url);
+    let (a, b, run) = a_run_waiting_in_a(&schema, asleep).await;
     b.send_signal(run.run_id(), None, "go", json!("from b"))
         .await
         .expect("signal through b");
@@ -226,17 +236,7 @@ async fn a_capped_runtime_claims_no_more_than_its_cap() {
 async fn cancel_through_the_other_runtime(asleep: bool) {
     let Some(url) = postgres::url() else { return };
     let schema = postgres::Schema::new(&url);
-    let (tx, mut waiting) = mpsc::unbounded_channel();
-    let hibernate = asleep.then_some(Duration::ZERO);
-    let a = runtime_with(&schema, "a", &tx, "a", hibernate).await;
-    let b = runtime(&schema, "b", &tx, "b").await;
-    let run = a.start("approval").await.expect("start run");
-    assert_eq!(waiting.recv().await, Some("a"));
-    if asleep {
-        while !run.is_hibernated() {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    }
+    let (a, b, run) = a_run_waiting_in_a(&schema, asleep).await;
     b.runs()
         .request_cancel(run.run_id())
         .await

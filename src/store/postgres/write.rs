@@ -450,13 +450,7 @@ const ROLLBACK_RETRIES: u32 = 5;
 /// (SQLSTATE class 40: a deadlock, a serialization failure): nothing of it
 /// committed, and the same batch may well commit next time.
 fn rolled_back(error: &StoreError) -> bool {
-    let StoreError::Postgres { source, .. } = error else {
-        return false;
-    };
-    source
-        .downcast_ref::<tokio_postgres::Error>()
-        .and_then(tokio_postgres::Error::as_db_error)
-        .is_some_and(|db| db.code().code().starts_with("40"))
+    server_error(error).is_some_and(|db| db.code().code().starts_with("40"))
 }
 
 /// Whether `error` is an event numbered after a stale cached head (unique
@@ -465,16 +459,20 @@ fn rolled_back(error: &StoreError) -> bool {
 /// while). The failed batch emptied the cache; tried again, the heads are
 /// read afresh under the write lock, so the batch commits.
 fn stale_head(error: &StoreError) -> bool {
+    server_error(error).is_some_and(|db| {
+        *db.code() == tokio_postgres::error::SqlState::UNIQUE_VIOLATION
+            && db.constraint() == Some("events_by_run")
+    })
+}
+
+/// The server's error behind `error`, if the server refused something.
+fn server_error(error: &StoreError) -> Option<&tokio_postgres::error::DbError> {
     let StoreError::Postgres { source, .. } = error else {
-        return false;
+        return None;
     };
     source
         .downcast_ref::<tokio_postgres::Error>()
         .and_then(tokio_postgres::Error::as_db_error)
-        .is_some_and(|db| {
-            *db.code() == tokio_postgres::error::SqlState::UNIQUE_VIOLATION
-                && db.constraint() == Some("events_by_run")
-        })
 }
 
 /// The connection is gone before `op` could start.
